@@ -1,0 +1,1 @@
+# env layer; registration lives in registration.py

@@ -1,0 +1,155 @@
+"""The one interface every policy offers to the RL algorithms.
+
+`act` samples (no grad) and records in `ActOutput.extras` whatever `evaluate` needs to recompute the
+same log-probs with gradients: sampled tokens for autoregressive VLAs, the noise/latent path for
+flow-matching policies, the raw pre-squash sample for Gaussians. PPO's ratio is only meaningful if
+`evaluate(obs, act(obs))` reproduces `act`'s log-probs exactly (1e-5 in float32) on the same weights.
+"""
+from __future__ import annotations
+
+import abc
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+Obs = dict[str, Any]  # "state": (N, D) f32, "rgb": (N, H, W, 3) u8, "instruction": list[str], ...
+
+
+@dataclass
+class ActOutput:
+    actions: torch.Tensor  # (N, chunk, act_dim), env units
+    log_probs: torch.Tensor  # (N, chunk, act_dim): per token / per action dimension
+    values: torch.Tensor | None = None  # (N,)
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)  # what evaluate() needs
+
+    def to(self, device: torch.device | str) -> "ActOutput":
+        return ActOutput(
+            actions=self.actions.to(device),
+            log_probs=self.log_probs.to(device),
+            values=None if self.values is None else self.values.to(device),
+            extras={k: v.to(device) for k, v in self.extras.items()},
+        )
+
+
+@dataclass
+class EvalOutput:
+    log_probs: torch.Tensor  # (N, chunk, act_dim), with grad
+    entropy: torch.Tensor  # (N, chunk, act_dim) or broadcastable to it
+    values: torch.Tensor | None = None  # (N,)
+
+
+@dataclass
+class PolicyConfig:
+    """Fields every policy config has; each policy subclasses this next to its model."""
+
+    action_dim: int = 7
+    action_chunk: int = 1
+    state_dim: int = 0
+    # Per-dimension action normalisation: env_action = low + (norm_action + 1) / 2 * (high - low).
+    # They travel with the checkpoint (saved in config.json).
+    action_low: list[float] | None = None
+    action_high: list[float] | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PolicyConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{cls.__name__}: unknown config keys {unknown}; valid keys: {sorted(known)}")
+        return cls(**data)
+
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+class Policy(nn.Module, abc.ABC):
+    """Base class: subclasses set `name`, `config_class` and implement act/evaluate/example_obs."""
+
+    name: ClassVar[str]
+    config_class: ClassVar[type[PolicyConfig]]
+
+    def __init__(self, config: PolicyConfig):
+        super().__init__()
+        self.config = config
+
+    # ---- RL interface -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def act(self, obs: Obs, deterministic: bool = False) -> ActOutput:
+        """Sample actions (no grad). Returns actions (N, chunk, act_dim) in env units."""
+
+    @abc.abstractmethod
+    def evaluate(self, obs: Obs, act_output: ActOutput) -> EvalOutput:
+        """Recompute log-probs, entropy and values of `act_output`'s actions, with gradients."""
+
+    @abc.abstractmethod
+    def example_obs(self, batch_size: int) -> Obs:
+        """A valid observation batch for this policy (for tests, benchmarks and shape checks)."""
+
+    @property
+    def has_critic(self) -> bool:
+        return True
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # ---- checkpoints ----------------------------------------------------------------------------
+    def save_pretrained(self, path: str | os.PathLike) -> None:
+        from safetensors.torch import save_file
+
+        os.makedirs(path, exist_ok=True)
+        with open(os.path.join(path, CONFIG_FILE), "w") as f:
+            json.dump({"policy": self.name, **self.config.to_dict()}, f, indent=2)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, os.path.join(path, WEIGHTS_FILE))
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, **overrides) -> "Policy":
+        from safetensors.torch import load_file
+
+        path = os.fspath(path)
+        config_path = os.path.join(path, CONFIG_FILE)
+        if not os.path.isdir(path):
+            raise FileNotFoundError(f"checkpoint directory {path!r} does not exist")
+        if not os.path.isfile(config_path):
+            raise FileNotFoundError(
+                f"{path!r} has no {CONFIG_FILE}; expected a directory written by save_pretrained "
+                f"(or convert an upstream checkpoint with the policy's converter)"
+            )
+        with open(config_path) as f:
+            data = json.load(f)
+        saved_name = data.pop("policy", cls.name)
+        if saved_name != cls.name:
+            raise ValueError(f"checkpoint {path!r} holds policy {saved_name!r}, not {cls.name!r}")
+        data.update(overrides)
+        model = cls(cls.config_class.from_dict(data))
+        missing, unexpected = model.load_state_dict(load_file(os.path.join(path, WEIGHTS_FILE)), strict=False)
+        if missing or unexpected:
+            raise ValueError(f"checkpoint {path!r} does not match {cls.name}: missing={missing[:5]} unexpected={unexpected[:5]}")
+        return model
+
+    # ---- helpers shared by policies -------------------------------------------------------------
+    def unnormalize_actions(self, norm_actions: torch.Tensor) -> torch.Tensor:
+        """[-1, 1] -> env units, per the checkpoint's action statistics (identity if none)."""
+        cfg = self.config
+        if cfg.action_low is None or cfg.action_high is None:
+            return norm_actions
+        low = torch.as_tensor(cfg.action_low, dtype=norm_actions.dtype, device=norm_actions.device)
+        high = torch.as_tensor(cfg.action_high, dtype=norm_actions.dtype, device=norm_actions.device)
+        return low + (norm_actions + 1.0) * 0.5 * (high - low)
+
+    def normalize_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        if cfg.action_low is None or cfg.action_high is None:
+            return actions
+        low = torch.as_tensor(cfg.action_low, dtype=actions.dtype, device=actions.device)
+        high = torch.as_tensor(cfg.action_high, dtype=actions.dtype, device=actions.device)
+        return (actions - low) / (high - low) * 2.0 - 1.0

@@ -1,0 +1,46 @@
+"""Policy registry: adding a policy is one module and one `register_policy` line in __init__."""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+
+from .base import CONFIG_FILE, Policy
+
+# name -> "module:Class", imported on first use so `import rlinf_embodied` stays light.
+_POLICIES: dict[str, str] = {}
+
+
+def register_policy(name: str, target: str) -> None:
+    if name in _POLICIES and _POLICIES[name] != target:
+        raise ValueError(f"policy {name!r} is already registered as {_POLICIES[name]!r}")
+    _POLICIES[name] = target
+
+
+def available_policies() -> list[str]:
+    return sorted(_POLICIES)
+
+
+def policy_class(name: str) -> type[Policy]:
+    if name not in _POLICIES:
+        raise ValueError(f"unknown policy {name!r}; available: {available_policies()}")
+    module_name, class_name = _POLICIES[name].split(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def make_policy(name: str, size: str = "tiny", action_dim: int | None = None, **overrides) -> Policy:
+    """Build a randomly initialised policy from a size preset ("tiny" fits CPU tests)."""
+    cls = policy_class(name)
+    if action_dim is not None:
+        overrides["action_dim"] = action_dim
+    return cls.from_preset(size, **overrides)
+
+
+def load_policy(path: str | os.PathLike, **overrides) -> Policy:
+    """Load any policy saved with save_pretrained; the policy name is read from config.json."""
+    config_path = os.path.join(os.fspath(path), CONFIG_FILE)
+    if not os.path.isfile(config_path):
+        raise FileNotFoundError(f"no policy checkpoint at {os.fspath(path)!r} (missing {CONFIG_FILE})")
+    with open(config_path) as f:
+        name = json.load(f).get("policy")
+    return policy_class(name).from_pretrained(path, **overrides)
