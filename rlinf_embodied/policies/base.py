@@ -75,10 +75,18 @@ class Policy(nn.Module, abc.ABC):
 
     name: ClassVar[str]
     config_class: ClassVar[type[PolicyConfig]]
+    # size name -> config overrides; "tiny" must exist and be small enough for CPU tests.
+    presets: ClassVar[dict[str, dict]] = {}
 
     def __init__(self, config: PolicyConfig):
         super().__init__()
         self.config = config
+
+    @classmethod
+    def from_preset(cls, size: str = "tiny", **overrides) -> "Policy":
+        if size not in cls.presets:
+            raise ValueError(f"unknown size {size!r} for policy {cls.name!r}; available: {sorted(cls.presets)}")
+        return cls(cls.config_class.from_dict({**cls.presets[size], **overrides}))
 
     # ---- RL interface -------------------------------------------------------------------------
     @abc.abstractmethod
