@@ -1,0 +1,1 @@
+"""Pieces several policies share: tokenizers, heads."""
