@@ -1,0 +1,76 @@
+"""Typed training configuration: every default lives here, once.
+
+Hydra composes `configs/config.yaml` with the groups `env/`, `policy/`, `algorithm/`, `cluster/` on top
+of the `TrainConfig` schema registered below, so a typo in an override (`runner.max_iteration=3`) or a
+wrong type fails at start-up with the key named instead of being ignored.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+
+from .algorithms.config import AlgorithmConfig
+
+
+@dataclass
+class EnvConfig:
+    id: str = "rlinf/ManiSkill-PickCube"
+    num_envs: int = 16  # in total, split evenly over the env workers
+    obs_mode: str = "state"
+    max_episode_steps: Optional[int] = 50
+    ignore_terminations: bool = False
+    # Forwarded to gym.make_vec (control_mode, reward_mode, task_id, camera size, sim_backend, ...).
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PolicyConfig:
+    name: str = "mlp"
+    size: str = "tiny"
+    checkpoint: Optional[str] = None  # a local directory written by save_pretrained / a converter
+    require_checkpoint: bool = False  # VLA configs set this: random weights would waste GPU hours
+    precision: str = "float32"  # "float32" or "bf16" (bf16 only takes effect on GPU)
+    overrides: dict[str, Any] = field(default_factory=dict)  # policy config fields (hidden sizes, ...)
+
+
+@dataclass
+class ClusterConfig:
+    address: Optional[str] = None  # an existing Ray cluster; None starts a local one
+    num_nodes: int = 1
+    num_gpus_per_node: int = 1
+    # On a machine without CUDA, present num_gpus_per_node simulated GPUs (Ray resources) so the same
+    # placement runs on CPU processes. Ignored where real GPUs exist.
+    simulate_gpus: bool = True
+    component_placement: dict[str, Any] = field(default_factory=lambda: {"env,rollout,actor": "all"})
+
+
+@dataclass
+class RunnerConfig:
+    max_iterations: int = 50
+    rollout_steps: int = 50  # policy calls (action chunks) per env per iteration
+    pipeline_stage_num: int = 1  # env shards per worker that overlap simulation with inference
+    seed: int = 0
+    # Reset every env at the start of each iteration with seeds derived from (seed, iteration): an
+    # iteration then depends only on the weights and optimizer it starts from, so resume is exact.
+    reset_each_iteration: bool = True
+    deterministic_rollout: bool = False
+    save_interval: int = 0  # iterations between checkpoints; 0 saves only at the end
+    resume: Optional[str] = None  # a checkpoint directory written by a previous run
+    output_dir: Optional[str] = None  # defaults to Hydra's run directory
+    progress: bool = True
+
+
+@dataclass
+class TrainConfig:
+    env: EnvConfig = field(default_factory=EnvConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    runner: RunnerConfig = field(default_factory=RunnerConfig)
+
+
+def register_configs() -> None:
+    """Register the schema with Hydra; configs/config.yaml lists `base_train_config` first."""
+    ConfigStore.instance().store(name="base_train_config", node=TrainConfig)

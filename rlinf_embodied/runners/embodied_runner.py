@@ -1,0 +1,144 @@
+"""EmbodiedRunner: the training loop, top-down.
+
+    for each iteration:
+        sync weights actor -> rollout
+        roll out: env workers and rollout workers trade observations and actions through channels
+        offload env/rollout, onload the actor (where they share GPUs)
+        train: the actor computes advantages and updates the policy (FSDP over all its ranks)
+        offload the actor; log metrics; checkpoint
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from ..config import TrainConfig
+from ..scheduler import Channel, Cluster, ComponentPlacement, WorkerGroup
+from ..workers.actor_worker import ActorWorker
+from ..workers.env_worker import EnvWorker
+from ..workers.rollout_worker import RolloutWorker
+from .metrics_logger import MetricsLogger
+
+logger = logging.getLogger(__name__)
+
+COMPONENTS = ("env", "rollout", "actor")
+
+
+class EmbodiedRunner:
+    def __init__(self, cfg: TrainConfig, cluster: Cluster, output_dir: str):
+        self.cfg = cfg
+        self.cluster = cluster
+        self.output_dir = output_dir
+        self.placement = ComponentPlacement(dict(cfg.cluster.component_placement),
+                                            num_gpus=cluster.num_gpus_per_node, num_nodes=cluster.num_nodes)
+        missing = [c for c in COMPONENTS if c not in self.placement.components]
+        if missing:
+            raise ValueError(f"cluster.component_placement places no GPUs for {missing}; "
+                             f"every one of {list(COMPONENTS)} needs an entry")
+        self.env = self._launch(EnvWorker, "env", cfg)
+        spec = self.env.execute_on(0).env_spec().wait()[0]
+        self.env_spec = spec
+        self.rollout = self._launch(RolloutWorker, "rollout", cfg, spec["action_dim"], spec["state_dim"],
+                                    self.env.world_size)
+        self.actor = self._launch(ActorWorker, "actor", cfg, spec["action_dim"], spec["state_dim"])
+        self.env_channel = Channel.create("env_to_rollout", maxsize=0)
+        self.action_channel = Channel.create("rollout_to_env", maxsize=0)
+        self.actor_channel = Channel.create("rollout_to_actor", maxsize=0)
+        self.start_iteration, self.total_env_steps = 0, 0
+        if cfg.runner.resume:
+            resumed = self.actor.load_checkpoint(cfg.runner.resume).wait()[0]
+            self.start_iteration, self.total_env_steps = resumed["iteration"] + 1, resumed["env_steps"]
+        self.metrics_logger = MetricsLogger(output_dir, resume=bool(cfg.runner.resume))
+
+    def _launch(self, worker_cls, name: str, *args) -> WorkerGroup:
+        group = worker_cls.create_group(*args).launch(
+            self.cluster, name=name, placement_strategy=self.placement.strategy(name))
+        group.init_worker().wait()
+        return group
+
+    # ---- the loop -----------------------------------------------------------------------------
+    def run(self) -> list[dict[str, Any]]:
+        history = []
+        iterations = range(self.start_iteration, self.cfg.runner.max_iterations)
+        progress = tqdm(iterations, desc="train", disable=not self.cfg.runner.progress, dynamic_ncols=True)
+        for iteration in progress:
+            self.sync_weights()
+            rollout_metrics = self.rollout(iteration)
+            train_metrics = self.train(iteration)
+            metrics = {**rollout_metrics, **train_metrics}
+            self.metrics_logger.log(iteration, metrics)
+            history.append({"iteration": iteration, **metrics})
+            progress.set_postfix(success=f"{metrics.get('success_rate', float('nan')):.2f}",
+                                 ret=f"{metrics.get('episode_return', float('nan')):.2f}")
+            if self._should_save(iteration):
+                self.save_checkpoint(iteration)
+        self.metrics_logger.close()
+        return history
+
+    def sync_weights(self) -> None:
+        self.rollout.onload().wait()
+        self.actor.sync_weights_to(self.rollout)
+
+    def rollout(self, iteration: int) -> dict[str, float]:
+        start = time.perf_counter()
+        env_handle = self.env.interact(iteration, self.env_channel, self.action_channel)
+        rollout_handle = self.rollout.generate(iteration, self.env_channel, self.action_channel,
+                                               self.actor_channel, self.actor.world_size)
+        rollout_handle.wait()
+        per_worker = env_handle.wait()
+        seconds = time.perf_counter() - start
+        steps = sum(m["env_steps"] for m in per_worker)
+        self.total_env_steps += steps
+        metrics = merge_episode_metrics(per_worker)
+        metrics.update(env_steps=self.total_env_steps, throughput=steps / seconds, rollout_seconds=seconds)
+        return metrics
+
+    def train(self, iteration: int) -> dict[str, float]:
+        if self._actor_shares_gpus():
+            self.rollout.offload().wait()
+            self.actor.onload().wait()
+        start = time.perf_counter()
+        pieces_per_actor = self.env.world_size * self.cfg.runner.pipeline_stage_num
+        results = self.actor.train(iteration, self.actor_channel, pieces_per_actor).wait()
+        metrics = {f"train/{k}": v for k, v in results[0].items()}
+        metrics["train_seconds"] = time.perf_counter() - start
+        if self._actor_shares_gpus():
+            self.actor.offload().wait()
+        return metrics
+
+    def _actor_shares_gpus(self) -> bool:
+        actor_gpus = set(self.placement.gpus("actor"))
+        return bool(actor_gpus & (set(self.placement.gpus("rollout")) | set(self.placement.gpus("env"))))
+
+    # ---- checkpoints --------------------------------------------------------------------------
+    def _should_save(self, iteration: int) -> bool:
+        interval = self.cfg.runner.save_interval
+        last = iteration == self.cfg.runner.max_iterations - 1
+        return last or (interval > 0 and (iteration + 1) % interval == 0)
+
+    def save_checkpoint(self, iteration: int) -> str:
+        directory = os.path.join(self.output_dir, "checkpoints", f"iteration_{iteration:06d}")
+        self.actor.save_checkpoint(directory, iteration, self.total_env_steps).wait()
+        logger.info("saved checkpoint %s", directory)
+        return directory
+
+    def shutdown(self) -> None:
+        self.env.close().wait()
+        for group in (self.env, self.rollout, self.actor):
+            group.shutdown()
+
+
+def merge_episode_metrics(per_worker: list[dict[str, float]]) -> dict[str, float]:
+    """Episode-weighted means of each env worker's summary."""
+    total = sum(m.get("num_episodes", 0) for m in per_worker)
+    merged = {"num_episodes": total}
+    for key in ("success_rate", "episode_return", "episode_length", "success_once"):
+        if total:
+            merged[key] = sum(m[key] * m["num_episodes"] for m in per_worker if m.get("num_episodes")) / total
+        else:
+            merged[key] = float("nan")
+    return merged

@@ -1,0 +1,179 @@
+"""ActorWorker: trains the policy with torch FSDP2 (fully_shard) over every actor rank.
+
+Each rank receives its share of the rollout's envs, computes advantages on them, and runs PPO-style
+epochs over minibatches; FSDP reduce-scatters the gradients, so all ranks step the same model.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+from typing import Any
+
+import numpy as np
+import torch
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
+
+from ..algorithms import compute_advantages, policy_loss
+from ..algorithms.checks import check_finite
+from ..config import TrainConfig
+from ..policies import ActOutput
+from ..scheduler import Channel, Worker
+from .messages import Trajectory, seed_for
+from .policy_loading import build_policy
+
+logger = logging.getLogger(__name__)
+
+FULL_STATE = StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+class ActorWorker(Worker):
+    def __init__(self, cfg: TrainConfig, action_dim: int, state_dim: int):
+        super().__init__()
+        self.cfg = cfg
+        self.action_dim = action_dim
+        self.state_dim = state_dim
+
+    def init_worker(self) -> None:
+        torch.manual_seed(self.cfg.runner.seed)  # identical initial weights on every rank
+        self.policy = build_policy(self.cfg.policy, self.action_dim, self.state_dim, self.device)
+        mesh = init_device_mesh(self.device.type, (self.world_size,))
+        for unit in getattr(self.policy, "fsdp_units", lambda: [])():
+            fully_shard(unit, mesh=mesh)
+        fully_shard(self.policy, mesh=mesh)
+        register_fsdp_forward_method(self.policy, "evaluate")
+        trainable = [p for p in self.policy.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(trainable, lr=self.cfg.algorithm.lr, eps=1e-5)
+
+    # ---- weights ------------------------------------------------------------------------------
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        """The unsharded weights on CPU (every rank takes part; rank 0 gets the tensors)."""
+        return get_model_state_dict(self.policy, options=FULL_STATE)
+
+    # ---- training -----------------------------------------------------------------------------
+    def train(self, iteration: int, actor_channel: Channel, num_pieces: int) -> dict[str, float]:
+        pieces = [actor_channel.get(key=f"actor{self.rank}") for _ in range(num_pieces)]
+        trajectory = Trajectory.concat_envs(pieces)
+        advantages, returns = compute_advantages(trajectory, self.cfg.algorithm)  # (T, N) each
+        samples = flatten_time_and_envs(trajectory, advantages, returns)
+        metrics = self._update(iteration, samples)
+        metrics["advantage_mean"] = float(advantages.mean())
+        return metrics
+
+    def _update(self, iteration: int, samples: dict[str, Any]) -> dict[str, float]:
+        algo = self.cfg.algorithm
+        num_samples = samples["actions"].shape[0]
+        generator = torch.Generator().manual_seed(seed_for(self.cfg.runner.seed, iteration, 104729))
+        history: dict[str, list[float]] = {}
+        self.policy.train()
+        for epoch in range(algo.update_epochs):
+            order = torch.randperm(num_samples, generator=generator)
+            for minibatch in torch.tensor_split(order, algo.num_minibatches):
+                step_metrics = self._minibatch_step(iteration, select(samples, minibatch))
+                for key, value in step_metrics.items():
+                    history.setdefault(key, []).append(value)
+        return {key: float(np.mean(values)) for key, values in history.items()}
+
+    def _minibatch_step(self, iteration: int, batch: dict[str, Any]) -> dict[str, float]:
+        algo = self.cfg.algorithm
+        batch = to_device(batch, self.device)
+        act_output = ActOutput(actions=batch["actions"], log_probs=batch["log_probs"],
+                               values=batch["values"], extras=batch["extras"])
+        evaluated = self.policy.evaluate(batch["obs"], act_output)
+        loss, metrics = policy_loss(
+            new_log_probs=evaluated.log_probs, old_log_probs=batch["log_probs"],
+            advantages=batch["advantages"], entropy=evaluated.entropy,
+            new_values=evaluated.values, old_values=batch["values"], returns=batch["returns"], cfg=algo,
+        )
+        check_finite({"loss": loss, **{f"metric/{k}": v for k, v in metrics.items()
+                                       if isinstance(v, torch.Tensor)}}, iteration)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), algo.max_grad_norm)
+        grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
+        check_finite({"grad_norm": grad_norm}, iteration)
+        self.optimizer.step()
+        out = {k: float(v) for k, v in metrics.items()}
+        out["grad_norm"] = float(grad_norm)
+        out["loss"] = float(loss.detach())
+        return out
+
+    # ---- checkpoints --------------------------------------------------------------------------
+    def save_checkpoint(self, directory: str, iteration: int, env_steps: int) -> None:
+        model_state = get_model_state_dict(self.policy, options=FULL_STATE)
+        optim_state = get_optimizer_state_dict(self.policy, self.optimizer, options=FULL_STATE)
+        if self.rank != 0:
+            return
+        os.makedirs(directory, exist_ok=True)
+        torch.save({
+            "iteration": iteration,
+            "env_steps": env_steps,
+            "model": model_state,
+            "optimizer": optim_state,
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+            "policy_name": self.cfg.policy.name,
+        }, os.path.join(directory, "actor.pt"))
+
+    def load_checkpoint(self, directory: str) -> dict[str, int]:
+        path = os.path.join(directory, "actor.pt")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"runner.resume={directory!r} holds no actor.pt checkpoint")
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        if state["policy_name"] != self.cfg.policy.name:
+            raise ValueError(f"checkpoint {directory!r} trained policy {state['policy_name']!r}, "
+                             f"this run asks for {self.cfg.policy.name!r}")
+        set_model_state_dict(self.policy, state["model"], options=StateDictOptions(full_state_dict=True))
+        set_optimizer_state_dict(self.policy, self.optimizer, state["optimizer"],
+                                 options=StateDictOptions(full_state_dict=True))
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(state["rng"]["numpy"])
+        random.setstate(state["rng"]["python"])
+        return {"iteration": int(state["iteration"]), "env_steps": int(state["env_steps"])}
+
+    def offload(self) -> None:
+        self.offload_model(self.policy)
+        self.offload_optimizer(self.optimizer)
+
+    def onload(self) -> None:
+        self.onload_model(self.policy)
+        self.onload_optimizer(self.optimizer)
+
+
+def flatten_time_and_envs(trajectory: Trajectory, advantages: torch.Tensor, returns: torch.Tensor) -> dict[str, Any]:
+    """(T, N, ...) rollout tensors -> (T * N, ...) samples; instructions flattened the same way."""
+    def flat(x):
+        return x.reshape(-1, *x.shape[2:])
+
+    obs = {k: (flat(v) if isinstance(v, torch.Tensor) else [s for row in v for s in row])
+           for k, v in trajectory.obs.items()}
+    return {
+        "obs": obs, "actions": flat(trajectory.actions), "log_probs": flat(trajectory.log_probs),
+        "values": flat(trajectory.values[:-1]), "advantages": flat(advantages), "returns": flat(returns),
+        "extras": {k: flat(v) for k, v in trajectory.extras.items()},
+    }
+
+
+def select(samples: Any, index: torch.Tensor) -> Any:
+    if isinstance(samples, torch.Tensor):
+        return samples[index]
+    if isinstance(samples, dict):
+        return {k: select(v, index) for k, v in samples.items()}
+    if isinstance(samples, list):
+        return [samples[i] for i in index.tolist()]
+    raise TypeError(f"cannot select rows of {type(samples)}")
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return batch

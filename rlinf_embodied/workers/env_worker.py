@@ -1,0 +1,111 @@
+"""EnvWorker: a shard of vector envs, split into pipeline stages, streaming observations to rollouts.
+
+With `pipeline_stage_num` = S, the worker's envs form S vector envs. Each rollout step the worker
+steps stage 0, sends its observations, steps stage 1, ... while the rollout worker computes the
+actions of the stage it received last: simulation of one stage overlaps inference of another.
+"""
+from __future__ import annotations
+
+import logging
+
+import gymnasium as gym
+import torch
+
+from ..config import TrainConfig
+from ..envs.metrics import EpisodeMetrics
+from ..scheduler import Channel, Worker
+from .messages import EnvOutput, channel_key, seed_for
+
+logger = logging.getLogger(__name__)
+
+
+def make_vector_env(cfg: TrainConfig, num_envs: int) -> gym.vector.VectorEnv:
+    env_cfg = cfg.env
+    return gym.make_vec(
+        env_cfg.id,
+        num_envs=num_envs,
+        vectorization_mode="vector_entry_point",
+        obs_mode=env_cfg.obs_mode,
+        max_episode_steps=env_cfg.max_episode_steps,
+        ignore_terminations=env_cfg.ignore_terminations,
+        **dict(env_cfg.kwargs),
+    )
+
+
+def envs_per_stage(cfg: TrainConfig, num_env_workers: int) -> int:
+    total, stages = cfg.env.num_envs, cfg.runner.pipeline_stage_num
+    if stages < 1:
+        raise ValueError(f"runner.pipeline_stage_num={stages}; it must be >= 1 (1 = no overlap)")
+    if total % (num_env_workers * stages):
+        raise ValueError(
+            f"env.num_envs={total} must split evenly over {num_env_workers} env workers x "
+            f"{stages} pipeline stages; use a multiple of {num_env_workers * stages}"
+        )
+    return total // (num_env_workers * stages)
+
+
+class EnvWorker(Worker):
+    def __init__(self, cfg: TrainConfig):
+        super().__init__()
+        self.cfg = cfg
+
+    def init_worker(self) -> None:
+        self.num_envs_per_stage = envs_per_stage(self.cfg, self.world_size)
+        self.stages = [make_vector_env(self.cfg, self.num_envs_per_stage)
+                       for _ in range(self.cfg.runner.pipeline_stage_num)]
+        self.metrics = EpisodeMetrics()
+        self.needs_reset = True
+        self.last_obs: dict[int, dict] = {}  # stage -> latest observation, carried across iterations
+
+    def env_spec(self) -> dict[str, int]:
+        """Dimensions the policy is built for, read off the first stage's spaces."""
+        env = self.stages[0]
+        state_space = getattr(env.single_observation_space, "spaces", {}).get("state")
+        return {
+            "action_dim": int(env.single_action_space.shape[-1]),
+            "state_dim": int(state_space.shape[-1]) if state_space is not None else 0,
+        }
+
+    def global_env_ids(self, stage: int) -> list[int]:
+        first = (self.rank * len(self.stages) + stage) * self.num_envs_per_stage
+        return list(range(first, first + self.num_envs_per_stage))
+
+    def reset_seeds(self, iteration: int, stage: int) -> list[int]:
+        """One seed per env from (seed, iteration, global env id); GRPO groups share their seed."""
+        group_size = self.cfg.algorithm.group_size if self.cfg.algorithm.adv_type == "grpo" else 1
+        return [seed_for(self.cfg.runner.seed, iteration, env_id // group_size)
+                for env_id in self.global_env_ids(stage)]
+
+    def interact(self, iteration: int, env_channel: Channel, action_channel: Channel) -> dict[str, float]:
+        """Run `rollout_steps` chunk steps on every stage, trading observations for actions."""
+        self.metrics.clear()
+        env_steps = 0
+        for stage, env in enumerate(self.stages):
+            if self.cfg.runner.reset_each_iteration or self.needs_reset:
+                self.last_obs[stage], _ = env.reset(seed=self.reset_seeds(iteration, stage))
+            env_channel.put(EnvOutput(obs=self.last_obs[stage]), key=channel_key(self.rank, stage))
+        self.needs_reset = False
+        for _ in range(self.cfg.runner.rollout_steps):
+            for stage, env in enumerate(self.stages):
+                actions = action_channel.get(key=channel_key(self.rank, stage))  # (N, chunk, act_dim)
+                env_steps += actions.shape[0] * actions.shape[1]
+                env_output = self._step(env, actions)
+                self.last_obs[stage] = env_output.obs
+                env_channel.put(env_output, key=channel_key(self.rank, stage))
+        return {**self.metrics.summary(), "env_steps": env_steps}
+
+    def _step(self, env: gym.vector.VectorEnv, actions: torch.Tensor) -> EnvOutput:
+        obs, rewards, terminations, truncations, info = env.step(actions)
+        if rewards.dim() == 1:  # a single-step action came back as (N,): make it a chunk of 1
+            rewards, terminations, truncations = rewards[:, None], terminations[:, None], truncations[:, None]
+        self.metrics.update(info)
+        final_obs, final_mask = None, None
+        truncated = truncations.any(dim=1) & ~terminations.any(dim=1)  # (N,)
+        if truncated.any() and "final_obs" in info:
+            final_obs, final_mask = info["final_obs"], truncated
+        return EnvOutput(obs=obs, rewards=rewards.float().cpu(), terminations=terminations.cpu(),
+                         truncations=truncations.cpu(), final_obs=final_obs, final_obs_mask=final_mask)
+
+    def close(self) -> None:
+        for env in self.stages:
+            env.close()

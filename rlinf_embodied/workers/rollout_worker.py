@@ -1,0 +1,119 @@
+"""RolloutWorker: policy inference for the env shards assigned to it (no grad, bf16 on GPU).
+
+Each rollout step visits the shards in the same order the env workers step them (env rank, then
+pipeline stage). With 2 stages per env worker, while this worker runs the policy on stage 1's
+observations, the env worker is already simulating stage 0 with the actions it just received.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from ..config import TrainConfig
+from ..policies import ActOutput
+from ..scheduler import Channel, Worker
+from .messages import EnvOutput, Trajectory, channel_key, seed_for
+from .policy_loading import build_policy
+from .trajectory_buffer import TrajectoryBuffer
+
+logger = logging.getLogger(__name__)
+
+
+class RolloutWorker(Worker):
+    def __init__(self, cfg: TrainConfig, action_dim: int, state_dim: int, num_env_workers: int):
+        super().__init__()
+        self.cfg = cfg
+        self.action_dim = action_dim
+        self.state_dim = state_dim
+        self.num_env_workers = num_env_workers
+
+    def init_worker(self) -> None:
+        self.policy = build_policy(self.cfg.policy, self.action_dim, self.state_dim, self.device)
+        self.policy.eval()
+        self.policy.requires_grad_(False)
+
+    def shards(self) -> list[tuple[int, int]]:
+        """(env_rank, stage) pairs this worker serves: env ranks round-robin over rollout ranks."""
+        stages = self.cfg.runner.pipeline_stage_num
+        return [
+            (env_rank, stage)
+            for env_rank in range(self.rank, self.num_env_workers, self.world_size)
+            for stage in range(stages)
+        ]
+
+    # ---- weights ------------------------------------------------------------------------------
+    def load_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
+        self.policy.load_state_dict(state_dict)
+
+    def policy_state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu() for k, v in self.policy.state_dict().items()}
+
+    # ---- rollout ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, iteration: int, env_channel: Channel, action_channel: Channel,
+                 actor_channel: Channel, num_actor_ranks: int) -> dict[str, float]:
+        """Serve `rollout_steps` policy calls per shard, then send each shard's trajectory to the actors."""
+        torch.manual_seed(seed_for(self.cfg.runner.seed, iteration, 7919, self.rank))
+        buffers = {shard: TrajectoryBuffer() for shard in self.shards()}
+        num_steps = self.cfg.runner.rollout_steps
+        for step in range(num_steps + 1):
+            for shard in self.shards():
+                env_output: EnvOutput = env_channel.get(key=channel_key(*shard))
+                buffer = buffers[shard]
+                if env_output.rewards is not None:
+                    buffer.add_outcome(env_output, self._final_values(env_output))
+                act_output = self._act(env_output.obs)
+                if step < num_steps:
+                    action_channel.put(act_output.actions.float().cpu(), key=channel_key(*shard))
+                    buffer.add_step(env_output.obs, act_output)
+                else:  # one more observation per shard only to bootstrap the last value
+                    buffer.add_bootstrap_value(act_output.values)
+        self._send_to_actors(buffers, actor_channel, num_actor_ranks)
+        return {}
+
+    def _act(self, obs: dict[str, Any]) -> ActOutput:
+        obs = _to_device(obs, self.device)
+        return self.policy.act(obs, deterministic=self.cfg.runner.deterministic_rollout).to("cpu")
+
+    def _final_values(self, env_output: EnvOutput) -> torch.Tensor | None:
+        """V(final obs) of truncated envs (zeros elsewhere), so a time limit is not taken for a failure."""
+        if env_output.final_obs is None or not self.policy.has_critic:
+            return None
+        values = self._act(env_output.final_obs).values
+        if values is None:
+            return None
+        return values.float() * env_output.final_obs_mask.float()
+
+    def _send_to_actors(self, buffers: dict, actor_channel: Channel, num_actor_ranks: int) -> None:
+        """Split each shard's envs over the actor ranks (data parallel) and send the pieces."""
+        gamma = self.cfg.algorithm.gamma
+        for (env_rank, stage), buffer in buffers.items():
+            trajectory: Trajectory = buffer.finish(gamma=gamma)
+            for actor_rank, piece in enumerate(split_envs(trajectory, num_actor_ranks, self.cfg.algorithm)):
+                actor_channel.put(piece, key=f"actor{actor_rank}")
+
+    def offload(self) -> None:
+        self.offload_model(self.policy)
+
+    def onload(self) -> None:
+        self.onload_model(self.policy)
+
+
+def _to_device(obs: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in obs.items()}
+
+
+def split_envs(trajectory: Trajectory, num_parts: int, algorithm_cfg) -> list[Trajectory]:
+    """Split a trajectory along the env axis into `num_parts` pieces, keeping GRPO groups whole."""
+    num_envs = trajectory.actions.shape[1]
+    unit = algorithm_cfg.group_size if algorithm_cfg.adv_type == "grpo" else 1
+    if num_envs % unit:
+        raise ValueError(f"a shard of {num_envs} envs cannot hold whole GRPO groups of {unit}")
+    groups = torch.arange(num_envs // unit)
+    pieces = []
+    for group_ids in torch.tensor_split(groups, num_parts):
+        env_index = (group_ids[:, None] * unit + torch.arange(unit)).reshape(-1)
+        pieces.append(trajectory.select_envs(env_index))
+    return pieces
