@@ -9,8 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from hydra.core.config_store import ConfigStore
-
 from .algorithms.config import AlgorithmConfig
 
 
@@ -73,4 +71,6 @@ class TrainConfig:
 
 def register_configs() -> None:
     """Register the schema with Hydra; configs/config.yaml lists `base_train_config` first."""
+    from hydra.core.config_store import ConfigStore  # imported here: workers need no Hydra
+
     ConfigStore.instance().store(name="base_train_config", node=TrainConfig)
