@@ -69,8 +69,29 @@ class TrainConfig:
     runner: RunnerConfig = field(default_factory=RunnerConfig)
 
 
+@dataclass
+class EvalConfig:
+    num_episodes: int = 10  # per task
+    num_envs: int = 4  # envs stepped in parallel per task
+    task_ids: Optional[list[int]] = None  # suites (LIBERO): which task_ids; None = the env as configured
+    deterministic: bool = True
+    seed: int = 1000
+    video: bool = True  # needs rgb frames; skipped with a warning where nothing renders
+    video_envs: int = 4  # tile the first k envs
+    output_dir: Optional[str] = None  # defaults to Hydra's run directory
+    device: str = "auto"
+
+
+@dataclass
+class EvalRunConfig:
+    env: EnvConfig = field(default_factory=EnvConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
 def register_configs() -> None:
     """Register the schema with Hydra; configs/config.yaml lists `base_train_config` first."""
     from hydra.core.config_store import ConfigStore  # imported here: workers need no Hydra
 
     ConfigStore.instance().store(name="base_train_config", node=TrainConfig)
+    ConfigStore.instance().store(name="base_eval_config", node=EvalRunConfig)

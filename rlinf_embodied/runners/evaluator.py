@@ -1,0 +1,138 @@
+"""Evaluation: N episodes per task with the deterministic policy, a success table, results.json, videos."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import gymnasium as gym
+import torch
+from tqdm.auto import tqdm
+
+from ..config import EnvConfig, EvalConfig, PolicyConfig
+from ..workers.policy_loading import build_policy
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TaskResult:
+    task: str
+    episodes: int
+    successes: int
+    mean_return: float
+    mean_length: float
+    video: Optional[str] = None
+    instruction: str = ""
+
+    @property
+    def success_rate(self) -> float:
+        return self.successes / max(self.episodes, 1)
+
+
+def evaluate_policy(env_cfg: EnvConfig, policy_cfg: PolicyConfig, eval_cfg: EvalConfig, output_dir: str) -> list[TaskResult]:
+    device = _pick_device(eval_cfg.device)
+    tasks = [None] if eval_cfg.task_ids is None else list(eval_cfg.task_ids)
+    results: list[TaskResult] = []
+    policy = None
+    for task_id in tasks:
+        env = _make_env(env_cfg, eval_cfg, task_id, output_dir)
+        if policy is None:
+            spec = _env_spec(env)
+            policy = build_policy(policy_cfg, spec["action_dim"], spec["state_dim"], device).eval()
+        results.append(_run_task(env, policy, eval_cfg, task_id, env_cfg.id, device))
+        env.close()
+    write_results(results, output_dir)
+    return results
+
+
+def _make_env(env_cfg: EnvConfig, eval_cfg: EvalConfig, task_id: Optional[int], output_dir: str):
+    kwargs: dict[str, Any] = dict(env_cfg.kwargs)
+    if task_id is not None:
+        kwargs["task_id"] = task_id
+    env = gym.make_vec(env_cfg.id, num_envs=eval_cfg.num_envs, vectorization_mode="vector_entry_point",
+                       obs_mode=env_cfg.obs_mode, max_episode_steps=env_cfg.max_episode_steps,
+                       ignore_terminations=env_cfg.ignore_terminations, **kwargs)
+    if eval_cfg.video:
+        from ..envs.wrappers.video import VideoRecorder
+
+        name = env_cfg.id.split("/")[-1] + ("" if task_id is None else f"-task{task_id}")
+        env = VideoRecorder(env, os.path.join(output_dir, "videos"), name_prefix=name,
+                            num_envs_to_record=eval_cfg.video_envs)
+    return env
+
+
+def _env_spec(env) -> dict[str, int]:
+    state_space = getattr(env.single_observation_space, "spaces", {}).get("state")
+    return {"action_dim": int(env.single_action_space.shape[-1]),
+            "state_dim": int(state_space.shape[-1]) if state_space is not None else 0}
+
+
+@torch.no_grad()
+def _run_task(env, policy, eval_cfg: EvalConfig, task_id, env_id: str, device) -> TaskResult:
+    """Step until `num_episodes` episodes have ended; count each env's episodes in order."""
+    obs, _ = env.reset(seed=eval_cfg.seed)
+    returns, lengths, successes = [], [], []
+    progress = tqdm(total=eval_cfg.num_episodes, desc=f"eval {env_id} task={task_id}", leave=False)
+    instruction = obs.get("instruction", [""])[0] if isinstance(obs, dict) else ""
+    while len(returns) < eval_cfg.num_episodes:
+        obs_device = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in obs.items()}
+        actions = policy.act(obs_device, deterministic=eval_cfg.deterministic).actions.float().cpu()
+        obs, _, _, _, info = env.step(actions)
+        for episode in finished_episodes(info):
+            if len(returns) < eval_cfg.num_episodes:
+                returns.append(episode["episode_return"])
+                lengths.append(episode["episode_length"])
+                successes.append(bool(episode["success_once"]))
+                progress.update(1)
+    progress.close()
+    video = getattr(env, "last_video_path", None)
+    name = env_id if task_id is None else f"{env_id}[task {task_id}]"
+    return TaskResult(task=name, episodes=len(returns), successes=sum(successes),
+                      mean_return=float(sum(returns) / len(returns)), mean_length=float(sum(lengths) / len(lengths)),
+                      video=video, instruction=str(instruction))
+
+
+def finished_episodes(info: dict[str, Any]) -> list[dict[str, float]]:
+    """Per-episode stats of the envs whose episode ended at this step (see envs/README.md)."""
+    from ..envs.metrics import episodes_from_info
+
+    return episodes_from_info(info)
+
+
+def write_results(results: list[TaskResult], output_dir: str) -> str:
+    os.makedirs(output_dir, exist_ok=True)
+    total_episodes = sum(r.episodes for r in results)
+    payload = {
+        "tasks": [{"task": r.task, "instruction": r.instruction, "episodes": r.episodes, "successes": r.successes,
+                   "success_rate": r.success_rate, "mean_return": r.mean_return, "mean_length": r.mean_length,
+                   "video": r.video} for r in results],
+        "overall_success_rate": sum(r.successes for r in results) / max(total_episodes, 1),
+        "episodes": total_episodes,
+    }
+    path = os.path.join(output_dir, "results.json")
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=2)
+    return path
+
+
+def print_success_table(results: list[TaskResult]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Evaluation")
+    for column in ("task", "episodes", "success rate", "mean return", "mean length"):
+        table.add_column(column)
+    for r in results:
+        table.add_row(r.task, str(r.episodes), f"{r.success_rate:.1%}", f"{r.mean_return:.2f}", f"{r.mean_length:.1f}")
+    overall = sum(r.successes for r in results) / max(sum(r.episodes for r in results), 1)
+    table.add_row("all", str(sum(r.episodes for r in results)), f"{overall:.1%}", "", "")
+    Console().print(table)
+
+
+def _pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
