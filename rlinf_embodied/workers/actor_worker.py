@@ -121,6 +121,13 @@ class ActorWorker(Worker):
             "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
             "policy_name": self.cfg.policy.name,
         }, os.path.join(directory, "actor.pt"))
+        self._save_policy(model_state, os.path.join(directory, "policy"))
+
+    def _save_policy(self, model_state: dict[str, torch.Tensor], directory: str) -> None:
+        """An unsharded save_pretrained copy, loadable by eval and by `policy.checkpoint=`."""
+        policy = build_policy(self.cfg.policy, self.action_dim, self.state_dim, torch.device("cpu"))
+        policy.load_state_dict(model_state)
+        policy.save_pretrained(directory)
 
     def load_checkpoint(self, directory: str) -> dict[str, int]:
         path = os.path.join(directory, "actor.pt")
