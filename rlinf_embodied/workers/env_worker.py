@@ -83,7 +83,8 @@ class EnvWorker(Worker):
         for stage, env in enumerate(self.stages):
             if self.cfg.runner.reset_each_iteration or self.needs_reset:
                 self.last_obs[stage], _ = env.reset(seed=self.reset_seeds(iteration, stage))
-            env_channel.put(EnvOutput(obs=self.last_obs[stage]), key=channel_key(self.rank, stage))
+            env_ids = torch.tensor(self.global_env_ids(stage))
+            env_channel.put(EnvOutput(obs=self.last_obs[stage], env_ids=env_ids), key=channel_key(self.rank, stage))
         self.needs_reset = False
         for _ in range(self.cfg.runner.rollout_steps):
             for stage, env in enumerate(self.stages):

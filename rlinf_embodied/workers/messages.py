@@ -32,6 +32,7 @@ class EnvOutput:
     # final_obs_mask (N,) says which rows are meaningful.
     final_obs: dict[str, Any] | None = None
     final_obs_mask: torch.Tensor | None = None
+    env_ids: torch.Tensor | None = None  # (N,) global env indices; sent with the first output
 
 
 @dataclass

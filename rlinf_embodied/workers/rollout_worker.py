@@ -62,6 +62,8 @@ class RolloutWorker(Worker):
             for shard in self.shards():
                 env_output: EnvOutput = env_channel.get(key=channel_key(*shard))
                 buffer = buffers[shard]
+                if env_output.env_ids is not None:
+                    buffer.env_ids = env_output.env_ids
                 if env_output.rewards is not None:
                     buffer.add_outcome(env_output, self._final_values(env_output))
                 act_output = self._act(env_output.obs)
