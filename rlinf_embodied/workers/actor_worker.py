@@ -29,13 +29,14 @@ from ..policies import ActOutput
 from ..scheduler import Channel, Worker
 from .messages import Trajectory, seed_for
 from .policy_loading import build_policy
+from .timeline import SpanRecorder
 
 logger = logging.getLogger(__name__)
 
 FULL_STATE = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
-class ActorWorker(Worker):
+class ActorWorker(Worker, SpanRecorder):
     def __init__(self, cfg: TrainConfig, action_dim: int, state_dim: int):
         super().__init__()
         self.cfg = cfg
@@ -64,7 +65,8 @@ class ActorWorker(Worker):
         trajectory = Trajectory.concat_envs(pieces)
         advantages, returns = compute_advantages(trajectory, self.cfg.algorithm)  # (T, N) each
         samples = flatten_time_and_envs(trajectory, advantages, returns)
-        metrics = self._update(iteration, samples)
+        with self.span("train"):
+            metrics = self._update(iteration, samples)
         metrics["advantage_mean"] = float(advantages.mean())
         return metrics
 

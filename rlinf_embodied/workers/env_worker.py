@@ -15,6 +15,7 @@ from ..config import TrainConfig
 from ..envs.metrics import EpisodeMetrics
 from ..scheduler import Channel, Worker
 from .messages import EnvOutput, channel_key, seed_for
+from .timeline import SpanRecorder
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ def envs_per_stage(cfg: TrainConfig, num_env_workers: int) -> int:
     return total // (num_env_workers * stages)
 
 
-class EnvWorker(Worker):
+class EnvWorker(Worker, SpanRecorder):
     def __init__(self, cfg: TrainConfig):
         super().__init__()
         self.cfg = cfg
@@ -90,7 +91,8 @@ class EnvWorker(Worker):
             for stage, env in enumerate(self.stages):
                 actions = action_channel.get(key=channel_key(self.rank, stage))  # (N, chunk, act_dim)
                 env_steps += actions.shape[0] * actions.shape[1]
-                env_output = self._step(env, actions)
+                with self.span(f"sim stage{stage}"):
+                    env_output = self._step(env, actions)
                 self.last_obs[stage] = env_output.obs
                 env_channel.put(env_output, key=channel_key(self.rank, stage))
         return {**self.metrics.summary(), "env_steps": env_steps}

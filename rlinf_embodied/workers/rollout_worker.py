@@ -16,12 +16,13 @@ from ..policies import ActOutput
 from ..scheduler import Channel, Worker
 from .messages import EnvOutput, Trajectory, channel_key, seed_for
 from .policy_loading import build_policy
+from .timeline import SpanRecorder
 from .trajectory_buffer import TrajectoryBuffer
 
 logger = logging.getLogger(__name__)
 
 
-class RolloutWorker(Worker):
+class RolloutWorker(Worker, SpanRecorder):
     def __init__(self, cfg: TrainConfig, action_dim: int, state_dim: int, num_env_workers: int):
         super().__init__()
         self.cfg = cfg
@@ -66,7 +67,8 @@ class RolloutWorker(Worker):
                     buffer.env_ids = env_output.env_ids
                 if env_output.rewards is not None:
                     buffer.add_outcome(env_output, self._final_values(env_output))
-                act_output = self._act(env_output.obs)
+                with self.span(f"infer env{shard[0]}/stage{shard[1]}"):
+                    act_output = self._act(env_output.obs)
                 if step < num_steps:
                     action_channel.put(act_output.actions.float().cpu(), key=channel_key(*shard))
                     buffer.add_step(env_output.obs, act_output)
