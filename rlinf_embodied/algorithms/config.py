@@ -1,0 +1,105 @@
+"""AlgorithmConfig: every RL hyperparameter and its default, in one place, validated on creation.
+
+Defaults are ManiSkill's own PPO baseline for state-based tasks with 50-step episodes (PickCube),
+which is the default training job. Hydra's `algorithm/*.yaml` groups override them.
+`validate()` runs in `__post_init__` (so also in `OmegaConf.to_object`); call it again after
+mutating a config in code.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+LOGPROB_LEVELS = ("token", "action", "chunk")
+
+
+@dataclass
+class AlgorithmConfig:
+    # ---- what to run ----------------------------------------------------------------------------
+    adv_type: str = "gae"  # advantage estimator: "gae", "grpo", "reinforce_pp"
+    loss_type: str = "ppo"  # policy loss: "ppo", "dapo"
+    # Where the ratio is taken: "token" keeps every action token / dimension, "action" sums log-probs
+    # over act_dim (one ratio per action of the chunk), "chunk" sums over chunk and act_dim.
+    logprob_level: str = "action"
+
+    # ---- returns / advantages -------------------------------------------------------------------
+    gamma: float = 0.8  # per env step; a chunk of C steps is discounted by gamma ** C
+    gae_lambda: float = 0.9  # per policy call (chunk)
+    # GAE only: normalise advantages per minibatch inside the loss (CleanRL's norm_adv). GRPO and
+    # Reinforce++ normalise in the estimator (per group / per batch) and are never re-normalised.
+    normalize_advantages: bool = True
+    group_size: int = 8  # GRPO: consecutive env ids reset to the same task and seed form a group
+    grpo_eps: float = 1e-6  # GRPO: (r - mean) / (std + grpo_eps)
+    dynamic_sampling: bool = False  # DAPO: drop GRPO groups whose outcomes are all equal
+
+    # ---- losses ---------------------------------------------------------------------------------
+    clip_ratio: float = 0.2  # PPO: ratio clipped to [1 - clip_ratio, 1 + clip_ratio]
+    clip_ratio_low: float = 0.2  # DAPO: ratio clipped to [1 - clip_ratio_low, 1 + clip_ratio_high]
+    clip_ratio_high: float = 0.28
+    value_clip: Optional[float] = None  # clip V around its rollout value by +-value_clip; None = off
+    vf_coef: float = 0.5
+    entropy_coef: float = 0.0
+
+    # ---- optimisation ---------------------------------------------------------------------------
+    lr: float = 3e-4
+    update_epochs: int = 4
+    num_minibatches: int = 32
+    max_grad_norm: float = 0.5
+    # Stop an iteration's update epochs once approx_kl exceeds this (loops that support it); None = off.
+    target_kl: Optional[float] = 0.1
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> "AlgorithmConfig":
+        from .registry import advantage_names, loss_names  # filled when the package is imported
+
+        _one_of("adv_type", self.adv_type, advantage_names(), "advantage estimator")
+        _one_of("loss_type", self.loss_type, loss_names(), "policy loss")
+        _one_of("logprob_level", self.logprob_level, LOGPROB_LEVELS, "log-prob level")
+        _in_range("gamma", self.gamma, 0.0, 1.0)
+        _in_range("gae_lambda", self.gae_lambda, 0.0, 1.0)
+        _positive("clip_ratio", self.clip_ratio)
+        _in_range("clip_ratio_low", self.clip_ratio_low, 0.0, 1.0, low_open=True, high_open=True)
+        _positive("clip_ratio_high", self.clip_ratio_high)
+        if self.value_clip is not None:
+            _positive("value_clip", self.value_clip)
+        _at_least("vf_coef", self.vf_coef, 0.0)
+        _at_least("group_size", self.group_size, 1)
+        if self.adv_type == "grpo" and self.group_size < 2:
+            raise ValueError(f"algorithm.group_size={self.group_size}: GRPO compares episodes within a "
+                             f"group, so it needs group_size >= 2")
+        if self.dynamic_sampling and self.adv_type != "grpo":
+            raise ValueError(f"algorithm.dynamic_sampling=True filters GRPO groups; it needs adv_type='grpo', "
+                             f"not {self.adv_type!r}")
+        _positive("grpo_eps", self.grpo_eps)
+        _positive("lr", self.lr)
+        _at_least("update_epochs", self.update_epochs, 1)
+        _at_least("num_minibatches", self.num_minibatches, 1)
+        _positive("max_grad_norm", self.max_grad_norm)
+        if self.target_kl is not None:
+            _positive("target_kl", self.target_kl)
+        return self
+
+
+def _one_of(key: str, value: str, valid, what: str) -> None:
+    if value not in valid:
+        raise ValueError(f"algorithm.{key}={value!r} is not a known {what}; valid: {sorted(valid)}")
+
+
+def _in_range(key: str, value: float, low: float, high: float, low_open: bool = False, high_open: bool = False) -> None:
+    too_low = value <= low if low_open else value < low
+    too_high = value >= high if high_open else value > high
+    if too_low or too_high:
+        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        raise ValueError(f"algorithm.{key}={value!r} must lie in {interval}")
+
+
+def _positive(key: str, value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"algorithm.{key}={value!r} must be > 0")
+
+
+def _at_least(key: str, value: float, minimum: float) -> None:
+    if not value >= minimum:
+        raise ValueError(f"algorithm.{key}={value!r} must be >= {minimum}")

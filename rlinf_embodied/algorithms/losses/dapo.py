@@ -1,0 +1,28 @@
+"""DAPO (Yu et al. 2025): decoupled clip ("clip-higher") and token-level loss aggregation.
+
+The ratio is clipped to [1 - clip_ratio_low, 1 + clip_ratio_high] with clip_ratio_high > clip_ratio_low,
+so low-probability actions with positive advantage can grow further before the clip stops them
+(keeps exploration / entropy up). The loss is the mean over all tokens of the kept samples.
+Dynamic sampling (dropping GRPO groups whose outcomes are all equal) is
+`advantages.grpo.dynamic_sampling_mask` / `filter_groups`; pass its mask as `loss_mask` or select
+the kept envs before the update.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..config import AlgorithmConfig
+from ..registry import register_loss
+from .common import clipped_policy_loss
+
+
+@register_loss("dapo")
+def dapo_loss(*, new_log_probs: torch.Tensor, old_log_probs: torch.Tensor, advantages: torch.Tensor,
+              entropy: torch.Tensor | None, new_values: torch.Tensor | None, old_values: torch.Tensor | None,
+              returns: torch.Tensor, cfg: AlgorithmConfig,
+              loss_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    return clipped_policy_loss(
+        new_log_probs=new_log_probs, old_log_probs=old_log_probs, advantages=advantages, entropy=entropy,
+        new_values=new_values, old_values=old_values, returns=returns, cfg=cfg,
+        clip_low=cfg.clip_ratio_low, clip_high=cfg.clip_ratio_high, aggregation="token-mean", loss_mask=loss_mask,
+    )
