@@ -27,7 +27,7 @@ from .checks import NonFiniteError, check_finite
 from .config import AlgorithmConfig
 from .losses import aggregate, clipped_surrogate, reduce_log_probs, value_loss
 from .registry import advantage_names, get_advantage, get_loss, loss_names, register_advantage, register_loss
-from .rollout import aggregate_chunk_rewards, fold_truncation_bootstrap, normalize
+from .rollout import aggregate_chunk_rewards, credited_steps, fold_truncation_bootstrap, normalize
 
 
 def compute_advantages(trajectory: Any, cfg: AlgorithmConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,5 +62,5 @@ __all__ = [
     "register_advantage", "get_advantage", "advantage_names", "register_loss", "get_loss", "loss_names",
     "compute_gae", "compute_grpo_advantages", "compute_reinforce_pp_advantages", "discounted_returns",
     "dynamic_sampling_mask", "filter_groups", "reduce_log_probs", "aggregate", "clipped_surrogate",
-    "value_loss", "aggregate_chunk_rewards", "fold_truncation_bootstrap", "normalize",
+    "value_loss", "aggregate_chunk_rewards", "credited_steps", "fold_truncation_bootstrap", "normalize",
 ]

@@ -30,6 +30,17 @@ def last_done_index(dones: torch.Tensor) -> torch.Tensor:
     return torch.where(dones, steps, torch.full_like(steps, -1)).max(dim=-1).values
 
 
+def credited_steps(dones: torch.Tensor) -> torch.Tensor:
+    """(..., C) dones -> (..., C) bool: the chunk's steps up to and including its last done step
+    (every step if none is done). Steps after the episode ended inside the chunk are not part of it:
+    they earn it no reward, and their actions can be left out of the loss by passing this mask,
+    flattened to (B, C), as `loss_mask`."""
+    chunk = dones.shape[-1]
+    last_done = last_done_index(dones.bool())
+    cutoff = torch.where(last_done >= 0, last_done, torch.full_like(last_done, chunk - 1))
+    return torch.arange(chunk, device=dones.device) <= cutoff.unsqueeze(-1)
+
+
 def aggregate_chunk_rewards(rewards: torch.Tensor, dones: torch.Tensor,
                             gamma: float) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Per-step rewards/dones (T, N[, C]) -> chunk rewards (T, N), chunk dones (T, N), chunk discount.
@@ -42,9 +53,7 @@ def aggregate_chunk_rewards(rewards: torch.Tensor, dones: torch.Tensor,
         raise ValueError(f"rewards {tuple(rewards.shape)} and dones {tuple(dones.shape)} differ in shape")
     chunk = rewards.shape[-1]
     steps = torch.arange(chunk, device=rewards.device)
-    last_done = last_done_index(dones)  # (T, N)
-    cutoff = torch.where(last_done >= 0, last_done, torch.full_like(last_done, chunk - 1))
-    credited = steps <= cutoff.unsqueeze(-1)  # (T, N, C)
+    credited = credited_steps(dones)  # (T, N, C)
     step_discounts = gamma ** steps.to(rewards.dtype)  # (C,)
     chunk_rewards = (rewards * step_discounts * credited).sum(dim=-1)
     return chunk_rewards, dones.any(dim=-1), gamma ** chunk

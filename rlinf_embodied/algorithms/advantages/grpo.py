@@ -12,8 +12,8 @@ Exactly what is computed:
   4. Within a group, the outcomes of ALL finished episodes of ALL its envs (an env may finish
      several in one rollout) give mean and std (unbiased, like TRL / verl). Each finished episode's
      advantage is (outcome - mean) / (std + eps), copied to every step of that episode.
-  5. Steps of unfinished episodes, and of groups with fewer than 2 finished episodes, get
-     advantage 0 (no outcome to compare), so they contribute no policy gradient.
+  5. Steps of unfinished episodes, of groups with fewer than 2 finished episodes and of groups
+     whose outcomes are all equal get advantage exactly 0: no policy gradient from them.
 Returns are the episode outcome broadcast to its steps (0 where unfinished); GRPO trains no critic.
 """
 from __future__ import annotations
@@ -73,8 +73,9 @@ def compute_grpo_advantages(rewards: torch.Tensor, dones: torch.Tensor, group_si
                             env_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """rewards, dones (T, N) or (T, N, chunk) -> advantages, returns (T, N). See the module docstring."""
     episodes = EpisodeOutcomes(rewards, dones, group_size, env_ids)
-    count, mean, std, _ = group_statistics(episodes.outcome, episodes.group, episodes.is_finished)
-    scored = episodes.is_finished & (count[episodes.group] >= 2)  # per episode id
+    count, mean, std, spread = group_statistics(episodes.outcome, episodes.group, episodes.is_finished)
+    informative = (count >= 2) & (spread > 0)  # (num_groups,)
+    scored = episodes.is_finished & informative[episodes.group]  # per episode id
     advantage = torch.where(scored, (episodes.outcome - mean[episodes.group]) / (std[episodes.group] + eps),
                             torch.zeros_like(episodes.outcome))
     returns = torch.where(episodes.is_finished, episodes.outcome, torch.zeros_like(episodes.outcome))

@@ -1,6 +1,8 @@
 """Pieces every policy loss shares: log-prob reduction, the clipped surrogate, value loss, aggregation.
 
 Shapes: B samples (one per (step, env) of the rollout), C actions per chunk, A action dims.
+`loss_mask` is (B,) (which samples to train on), (B, C) (which actions of each chunk, e.g.
+`rollout.credited_steps(dones)` to skip actions executed after the episode ended) or (B, C, A).
 """
 from __future__ import annotations
 
@@ -24,8 +26,28 @@ def reduce_log_probs(log_probs: torch.Tensor, level: str) -> torch.Tensor:
     raise ValueError(f"unknown log-prob level {level!r}; valid: {list(LOGPROB_LEVELS)}")
 
 
+def reduce_mask(token_mask: torch.Tensor, level: str) -> torch.Tensor:
+    """(B, C, A) bool -> the mask of `reduce_log_probs(..., level)`'s output: kept if any token is."""
+    if level == "token":
+        return token_mask.reshape(token_mask.shape[0], -1)
+    if level == "action":
+        return token_mask.any(dim=-1)
+    return token_mask.reshape(token_mask.shape[0], -1).any(dim=-1)
+
+
+def token_mask_of(loss_mask: torch.Tensor | None, log_probs: torch.Tensor) -> torch.Tensor:
+    """(B,), (B, C) or (B, C, A) loss mask (None = all) -> (B, C, A) bool like log_probs."""
+    if loss_mask is None:
+        return torch.ones_like(log_probs, dtype=torch.bool)
+    if loss_mask.dim() > 3 or loss_mask.shape != log_probs.shape[:loss_mask.dim()]:
+        raise ValueError(f"loss_mask {tuple(loss_mask.shape)} must be a prefix of log_probs' "
+                         f"(B, chunk, act_dim) = {tuple(log_probs.shape)}")
+    mask = loss_mask.bool().reshape(*loss_mask.shape, *([1] * (3 - loss_mask.dim())))
+    return mask.expand_as(log_probs)
+
+
 def broadcast_per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """(B,) per-sample values (advantages, masks) -> broadcastable against `like` (B, ...)."""
+    """(B,) per-sample values (advantages) -> broadcastable against `like` (B, ...)."""
     return values.reshape(values.shape[0], *([1] * (like.dim() - 1)))
 
 
@@ -36,37 +58,39 @@ def clipped_surrogate(ratio: torch.Tensor, advantages: torch.Tensor, clip_low: f
     return torch.maximum(-advantages * ratio, -advantages * clipped)
 
 
-def aggregate(losses: torch.Tensor, sample_mask: torch.Tensor | None, mode: str) -> torch.Tensor:
-    """(B, ...) per-element losses -> scalar.
+def aggregate(losses: torch.Tensor, mask: torch.Tensor | None, mode: str) -> torch.Tensor:
+    """(B, ...) per-element losses and a same-shape bool mask (None = all) -> scalar.
 
-    "token-mean": mean over every element of every kept sample (DAPO's token-level loss: each token
-    weighs the same whatever sample it belongs to). "sample-mean": mean over each sample's elements,
-    then over kept samples (PPO's usual per-sample loss). Without a mask, and with the fixed number
-    of elements per sample that actions have, the two agree.
+    "token-mean": mean over every kept element of the batch (DAPO's token-level loss: every token
+    weighs the same, however many its sample keeps). "sample-mean": mean over each sample's kept
+    elements, then over samples keeping any (PPO's per-sample loss). They differ only when samples
+    keep different numbers of elements.
     """
-    if sample_mask is None:
-        sample_mask = torch.ones(losses.shape[0], dtype=torch.bool, device=losses.device)
-    weights = broadcast_per_sample(sample_mask.to(losses.dtype), losses).expand_as(losses)
+    if mask is None:
+        mask = torch.ones_like(losses, dtype=torch.bool)
+    weights = mask.to(losses.dtype)
     if mode == "token-mean":
         return (losses * weights).sum() / weights.sum().clamp(min=1)
     if mode == "sample-mean":
-        per_sample = losses.reshape(losses.shape[0], -1).mean(dim=1)
-        sample_weights = sample_mask.to(losses.dtype)
-        return (per_sample * sample_weights).sum() / sample_weights.sum().clamp(min=1)
+        per_sample_sum = (losses * weights).reshape(losses.shape[0], -1).sum(dim=1)
+        per_sample_count = weights.reshape(losses.shape[0], -1).sum(dim=1)
+        has_any = (per_sample_count > 0).to(losses.dtype)
+        per_sample = per_sample_sum / per_sample_count.clamp(min=1)
+        return (per_sample * has_any).sum() / has_any.sum().clamp(min=1)
     raise ValueError(f"unknown loss aggregation {mode!r}; valid: ['sample-mean', 'token-mean']")
 
 
 def value_loss(new_values: torch.Tensor | None, old_values: torch.Tensor | None, returns: torch.Tensor,
                value_clip: float | None, sample_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """0.5 * (V - R)^2, or with value_clip the pessimistic max against V clipped to old V +- value_clip.
-    0 when the policy has no critic (new_values None)."""
+    """0.5 * mean (V - R)^2; with value_clip, the pessimistic max with V clipped to old V +- value_clip
+    (CleanRL's clip_vloss). 0 when the policy has no critic (new_values None). All (B,)."""
     if new_values is None:
         return returns.new_zeros(())
     new_values = new_values.reshape(returns.shape)
     squared = (new_values - returns) ** 2
     if value_clip is not None:
-        clipped = old_values.reshape(returns.shape) + torch.clamp(new_values - old_values.reshape(returns.shape),
-                                                                  -value_clip, value_clip)
+        old_values = old_values.reshape(returns.shape).to(new_values.dtype)
+        clipped = old_values + torch.clamp(new_values - old_values, -value_clip, value_clip)
         squared = torch.maximum(squared, (clipped - returns) ** 2)
     return 0.5 * aggregate(squared, sample_mask, "sample-mean")
 
@@ -79,39 +103,44 @@ def clipped_policy_loss(*, new_log_probs: torch.Tensor, old_log_probs: torch.Ten
     """Clipped-ratio policy loss + vf_coef * value loss - entropy_coef * entropy.
 
     new/old_log_probs (B, C, A); advantages, returns, old_values (B,); new_values (B,) or None;
-    entropy broadcastable to (B, C, A) (per token) or None; loss_mask (B,) bool: samples to train
-    on (None = all). Log-probs and entropies are reduced at cfg.logprob_level, and advantages
-    broadcast over what remains. Returns the loss and detached scalar metrics.
+    entropy broadcastable to (B, C, A) (per token) or None; loss_mask see the module docstring.
+    Log-probs (masked tokens left out of the sums) and entropies are reduced at cfg.logprob_level,
+    advantages broadcast over what remains. Returns the loss and detached scalar metrics.
     """
-    new_lp = reduce_log_probs(new_log_probs, cfg.logprob_level)  # (B, C*A) | (B, C) | (B,)
-    old_lp = reduce_log_probs(old_log_probs, cfg.logprob_level).to(new_lp.dtype)
+    token_mask = token_mask_of(loss_mask, new_log_probs)  # (B, C, A)
+    mask = reduce_mask(token_mask, cfg.logprob_level)  # like new_lp
+    sample_mask = token_mask.reshape(token_mask.shape[0], -1).any(dim=1)  # (B,)
+    zero = new_log_probs.new_zeros(())
+    new_lp = reduce_log_probs(torch.where(token_mask, new_log_probs, zero), cfg.logprob_level)
+    old_lp = reduce_log_probs(torch.where(token_mask, old_log_probs.to(new_log_probs.dtype), zero), cfg.logprob_level)
     if cfg.normalize_advantages and cfg.adv_type == "gae":
-        advantages = normalize(advantages, loss_mask)
+        advantages = normalize(advantages, sample_mask)
     advantages = broadcast_per_sample(advantages.to(new_lp.dtype), new_lp)
 
     log_ratio = new_lp - old_lp
     ratio = torch.exp(log_ratio)
-    policy_loss = aggregate(clipped_surrogate(ratio, advantages, clip_low, clip_high), loss_mask, aggregation)
+    policy_loss = aggregate(clipped_surrogate(ratio, advantages, clip_low, clip_high), mask, aggregation)
+    entropy_term = zero
     if entropy is not None:
-        token_entropy = torch.broadcast_to(entropy, new_log_probs.shape)
-        entropy_term = aggregate(reduce_log_probs(token_entropy, cfg.logprob_level), loss_mask, aggregation)
-    else:
-        entropy_term = new_lp.new_zeros(())
-    v_loss = value_loss(new_values, old_values, returns, cfg.value_clip, loss_mask)
+        token_entropy = torch.where(token_mask, torch.broadcast_to(entropy, new_log_probs.shape), zero)
+        entropy_term = aggregate(reduce_log_probs(token_entropy, cfg.logprob_level), mask, aggregation)
+    v_loss = value_loss(new_values, old_values, returns, cfg.value_clip, sample_mask)
     loss = policy_loss + cfg.vf_coef * v_loss - cfg.entropy_coef * entropy_term
+    return loss, ratio_metrics(ratio, log_ratio, mask, clip_low, clip_high) | {
+        "policy_loss": policy_loss.detach(), "value_loss": v_loss.detach(), "entropy": entropy_term.detach(),
+    }
 
-    with torch.no_grad():
-        kept = torch.ones_like(ratio, dtype=torch.bool) if loss_mask is None else \
-            broadcast_per_sample(loss_mask.bool(), ratio).expand_as(ratio)
-        kept_ratio, kept_log_ratio = ratio[kept], log_ratio[kept]
-        clipped = (kept_ratio < 1.0 - clip_low) | (kept_ratio > 1.0 + clip_high)
-        metrics = {
-            "policy_loss": policy_loss.detach(),
-            "value_loss": v_loss.detach(),
-            "entropy": entropy_term.detach(),
-            "approx_kl": ((kept_ratio - 1.0) - kept_log_ratio).mean(),  # k3 estimator, >= 0
-            "clip_fraction": clipped.to(ratio.dtype).mean(),
-            "ratio_mean": kept_ratio.mean(),
-            "ratio_max": kept_ratio.max() if kept_ratio.numel() else ratio.new_zeros(()),
-        }
-    return loss, metrics
+
+@torch.no_grad()
+def ratio_metrics(ratio: torch.Tensor, log_ratio: torch.Tensor, mask: torch.Tensor, clip_low: float,
+                  clip_high: float) -> dict[str, torch.Tensor]:
+    kept_ratio, kept_log_ratio = ratio[mask], log_ratio[mask]
+    if kept_ratio.numel() == 0:
+        kept_ratio, kept_log_ratio = ratio.new_ones(1), ratio.new_zeros(1)
+    clipped = (kept_ratio < 1.0 - clip_low) | (kept_ratio > 1.0 + clip_high)
+    return {
+        "approx_kl": ((kept_ratio - 1.0) - kept_log_ratio).mean(),  # k3 estimator of KL(old || new)
+        "clip_fraction": clipped.to(ratio.dtype).mean(),
+        "ratio_mean": kept_ratio.mean(),
+        "ratio_max": kept_ratio.max(),
+    }

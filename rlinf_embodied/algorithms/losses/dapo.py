@@ -4,8 +4,9 @@ The ratio is clipped to [1 - clip_ratio_low, 1 + clip_ratio_high] with clip_rati
 so low-probability actions with positive advantage can grow further before the clip stops them
 (keeps exploration / entropy up). The loss is the mean over all tokens of the kept samples.
 Dynamic sampling (dropping GRPO groups whose outcomes are all equal) is
-`advantages.grpo.dynamic_sampling_mask` / `filter_groups`; pass its mask as `loss_mask` or select
-the kept envs before the update.
+`advantages.grpo.dynamic_sampling_mask` / `filter_groups`: select the kept envs of the rollout
+before the update (`trajectory.select_envs(keep_indices)`), or pass the env mask repeated over time
+steps, (T, N) flattened to (T * N,), as `loss_mask`.
 """
 from __future__ import annotations
 
