@@ -1,0 +1,65 @@
+"""Config fields every flow-matching VLA policy (pi0, GR00T) shares: I/O padding, RL sampling, training switches."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..base import PolicyConfig
+from .sde import NOISE_METHODS, validate_stochastic_steps
+
+
+@dataclass
+class FlowPolicyConfig(PolicyConfig):
+    # ---- model I/O: the network works on padded vectors, the env sees the first action_dim dims ----
+    max_action_dim: int = 32
+    max_state_dim: int = 32
+    # State normalisation, same convention as actions: norm = (s - low) / (high - low) * 2 - 1.
+    # Mean/std stats are stored as low = mean - std, high = mean + std (exactly z-scoring).
+    state_low: list[float] | None = None
+    state_high: list[float] | None = None
+    image_size: int = 224
+    max_token_len: int = 48
+    use_wrist_image: bool = True  # use obs["wrist_rgb"] as a second camera when present
+    num_denoise_steps: int = 10
+
+    # ---- RL sampling (see flow/sde.py) ----
+    noise_method: str = "flow_sde"  # "flow_sde" (score-corrected SDE) | "flow_noise" (learned std head)
+    noise_level: float = 0.5  # Flow-SDE: sigma_tau = noise_level * sqrt(tau / (1 - tau))
+    stochastic_steps: str = "all"  # "all" | "random_one" | "i,j,..." denoising steps that get noise
+    noise_std_min: float = 0.08  # Flow-Noise: std range of the noise head
+    noise_std_max: float = 0.16
+    # act(deterministic=True) integrates the plain ODE from fixed initial noise:
+    # "seeded" = one N(0, I) draw from `deterministic_seed` shared by every sample, "zero" = x_1 = 0.
+    deterministic_noise: str = "seeded"
+    deterministic_seed: int = 0
+
+    # ---- heads and training switches ----
+    add_value_head: bool = True
+    value_hidden_dim: int = 256
+    freeze_vision_encoder: bool = False
+    freeze_language_model: bool = False
+    lora_rank: int = 0  # > 0: peft LoRA adapters on the language model's linear layers, base frozen
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    gradient_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stochastic_steps, (list, tuple)):
+            self.stochastic_steps = ",".join(str(step) for step in self.stochastic_steps)
+        self.stochastic_steps = str(self.stochastic_steps)
+        self.validate_flow_fields()
+
+    def validate_flow_fields(self) -> None:
+        if self.noise_method not in NOISE_METHODS:
+            raise ValueError(f"noise_method={self.noise_method!r}; valid: {list(NOISE_METHODS)}")
+        if self.deterministic_noise not in ("seeded", "zero"):
+            raise ValueError(f"deterministic_noise={self.deterministic_noise!r}; valid: 'seeded', 'zero'")
+        if self.action_dim > self.max_action_dim:
+            raise ValueError(f"action_dim={self.action_dim} exceeds max_action_dim={self.max_action_dim}")
+        if self.state_dim > self.max_state_dim:
+            raise ValueError(
+                f"state_dim={self.state_dim} exceeds max_state_dim={self.max_state_dim}; raise max_state_dim "
+                "(only for randomly initialised models: a checkpoint's state projection has a fixed width)"
+            )
+        if self.num_denoise_steps < 1:
+            raise ValueError("num_denoise_steps must be >= 1")
+        validate_stochastic_steps(self.stochastic_steps, self.num_denoise_steps)

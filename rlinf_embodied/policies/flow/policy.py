@@ -1,0 +1,277 @@
+"""FlowPolicy: the RL interface (act / evaluate / checkpoints) shared by pi0 and GR00T.
+
+A subclass builds its network and implements three things:
+
+* `encode_observation(obs) -> dict`: everything the velocity network conditions on (e.g. the VLM
+  prefix's key/value cache), as batch-first tensors so rows can be selected, plus `"pooled"` (N, F)
+  for the value head. It runs once per `act`/`evaluate` call, not once per denoising step.
+* `predict_velocity(context, x, tau) -> (u, features)`: the velocity `u = noise - action` in the
+  shared tau convention (tau = 1 noise) as float32 (n, chunk, max_action_dim), and the action tokens'
+  features (n, chunk, F) for the Flow-Noise head.
+* `sft_loss(obs, actions)`: the policy's own flow-matching training loss.
+
+RL sampling (`act`): the chain x_{tau_0 = 1} -> ... -> x_{tau_K = 0} is integrated with the steps
+chosen by `stochastic_steps` made Gaussian (Flow-SDE or Flow-Noise, see sde.py), the rest plain ODE.
+`ActOutput.extras` holds
+
+* `"denoise_chain"` (N, K + 1, chunk, max_action_dim) float32: x at every grid point, the first being
+  the initial noise and the last the normalised action before un-padding;
+* `"stochastic_steps"` (N, K) bool: which steps were stochastic for each sample;
+
+and `log_probs` (N, chunk, action_dim) sums the Gaussian transition log-densities of the stochastic
+steps. `evaluate` re-encodes the observation with gradients and recomputes exactly those transitions
+from the stored chain. In deterministic mode no step is stochastic: log_probs are zero.
+"""
+from __future__ import annotations
+
+import abc
+import json
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..base import CONFIG_FILE, WEIGHTS_FILE, ActOutput, EvalOutput, Obs, Policy
+from ..common.tokenizer import load_tokenizer
+from .config import FlowPolicyConfig
+from .heads import FlowNoiseHead, ValueHead
+from .processing import pad_last_dim
+from .sampler import StepDistribution, StepFn, chain_log_probs, sample_chain
+from .sde import choose_stochastic_steps, flow_sde_step, ode_step_mean, timestep_grid
+from .utils import select_rows, skip_weight_init
+
+LORA_MARKER = "lora_"
+DEFAULT_INSTRUCTIONS = ("pick up the red cube", "open the top drawer", "put the bowl on the plate")
+
+
+class FlowPolicy(Policy):
+    """Base class of the flow-matching VLAs; see the module docstring for the subclass contract."""
+
+    config: FlowPolicyConfig
+
+    def __init__(self, config: FlowPolicyConfig, apply_lora: bool = True):
+        super().__init__(config)
+        self.tokenizer = load_tokenizer(None)
+        self._apply_lora_on_init = apply_lora
+
+    # ---- subclass contract ------------------------------------------------------------------------
+    @abc.abstractmethod
+    def encode_observation(self, obs: Obs) -> dict[str, Any]:
+        """Conditioning context (batch-first tensors) with "pooled" (N, F) for the value head."""
+
+    @abc.abstractmethod
+    def predict_velocity(self, context: dict[str, Any], x: torch.Tensor, tau: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (n, chunk, A_pad) at times tau (n,) -> (u float32 (n, chunk, A_pad), features (n, chunk, F))."""
+
+    @abc.abstractmethod
+    def sft_loss(self, obs: Obs, actions: torch.Tensor) -> torch.Tensor:
+        """Flow-matching loss on env-unit actions (N, chunk, action_dim); scalar."""
+
+    @abc.abstractmethod
+    def vision_modules(self) -> list[nn.Module]:
+        """Modules frozen by freeze_vision_encoder."""
+
+    @abc.abstractmethod
+    def backbone_language_model(self) -> nn.Module:
+        """The backbone language model: frozen by freeze_language_model, LoRA-adapted by lora_rank."""
+
+    @abc.abstractmethod
+    def fsdp_units(self) -> list[nn.Module]:
+        """Transformer layers to shard one by one (each is called through its own forward)."""
+
+    @abc.abstractmethod
+    def checkpointing_models(self) -> list[nn.Module]:
+        """transformers models whose layers honour gradient_checkpointing_enable()."""
+
+    # ---- construction helpers for subclasses --------------------------------------------------------
+    def finish_init(self, pooled_dim: int, action_feature_dim: int) -> None:
+        """Add the RL heads and apply freezing / LoRA / gradient checkpointing; call last in __init__."""
+        cfg = self.config
+        self.value_head = ValueHead(pooled_dim, cfg.value_hidden_dim) if cfg.add_value_head else None
+        self.noise_head = (
+            FlowNoiseHead(action_feature_dim, cfg.max_action_dim, cfg.noise_std_min, cfg.noise_std_max)
+            if cfg.noise_method == "flow_noise" else None
+        )
+        if cfg.freeze_vision_encoder:
+            for module in self.vision_modules():
+                module.requires_grad_(False)
+        if cfg.freeze_language_model:
+            self.backbone_language_model().requires_grad_(False)
+        if cfg.lora_rank > 0 and self._apply_lora_on_init:
+            self.apply_lora()
+        if cfg.gradient_checkpointing:
+            for model in self.checkpointing_models():
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    def apply_lora(self) -> None:
+        """peft LoRA on the language model's attention and MLP projections; its base weights freeze."""
+        from peft import LoraConfig, inject_adapter_in_model
+
+        cfg = self.config
+        lora = LoraConfig(
+            r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        )
+        language_model = self.backbone_language_model()
+        inject_adapter_in_model(lora, language_model)
+        for name, param in language_model.named_parameters():
+            param.requires_grad_(LORA_MARKER in name)
+
+    @property
+    def has_critic(self) -> bool:
+        return self.value_head is not None
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        return next(p for p in self.parameters() if p.is_floating_point()).dtype
+
+    # ---- observation helpers ----------------------------------------------------------------------
+    def normalized_state(self, obs: Obs) -> torch.Tensor:
+        """obs["state"] (N, D) -> normalised, zero-padded (N, max_state_dim) float32."""
+        state = torch.as_tensor(obs["state"]).to(self.device, torch.float32)
+        cfg = self.config
+        if cfg.state_low is not None and cfg.state_high is not None:
+            low = torch.as_tensor(cfg.state_low, dtype=torch.float32, device=state.device)
+            high = torch.as_tensor(cfg.state_high, dtype=torch.float32, device=state.device)
+            state = (state - low) / (high - low) * 2.0 - 1.0
+        return pad_last_dim(state, cfg.max_state_dim)
+
+    def camera_images(self, obs: Obs) -> list[torch.Tensor]:
+        """The (N, H, W, 3) uint8 cameras the model sees: main camera, then the wrist camera if used."""
+        cameras = [obs["rgb"]]
+        if self.config.use_wrist_image and obs.get("wrist_rgb") is not None:
+            cameras.append(obs["wrist_rgb"])
+        return cameras
+
+    def example_obs(self, batch_size: int) -> Obs:
+        """Random uint8 cameras at the model's resolution, a random state and cycled instructions."""
+        cfg = self.config
+        generator = torch.Generator().manual_seed(batch_size)
+        image_shape = (batch_size, cfg.image_size, cfg.image_size, 3)
+        obs: Obs = {
+            "state": torch.randn(batch_size, cfg.state_dim or cfg.max_state_dim, generator=generator),
+            "rgb": torch.randint(0, 256, image_shape, dtype=torch.uint8, generator=generator),
+            "instruction": [DEFAULT_INSTRUCTIONS[i % len(DEFAULT_INSTRUCTIONS)] for i in range(batch_size)],
+        }
+        if cfg.use_wrist_image:
+            obs["wrist_rgb"] = torch.randint(0, 256, image_shape, dtype=torch.uint8, generator=generator)
+        return obs
+
+    # ---- RL interface -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def act(self, obs: Obs, deterministic: bool = False) -> ActOutput:
+        cfg = self.config
+        context = self.encode_observation(obs)
+        batch = context["pooled"].shape[0]
+        x_init = self.initial_noise(batch, deterministic)
+        if deterministic:
+            stochastic = torch.zeros(batch, cfg.num_denoise_steps, dtype=torch.bool, device=self.device)
+        else:
+            stochastic = choose_stochastic_steps(cfg.stochastic_steps, batch, cfg.num_denoise_steps, self.device)
+        sample = sample_chain(self.step_function(context), x_init, stochastic, cfg.action_dim)
+        actions = self.unnormalize_actions(sample.chain[:, -1, :, : cfg.action_dim])
+        return ActOutput(
+            actions=actions,
+            log_probs=sample.log_probs,
+            values=self.values_from_context(context),
+            extras={"denoise_chain": sample.chain, "stochastic_steps": stochastic},
+        )
+
+    def evaluate(self, obs: Obs, act_output: ActOutput) -> EvalOutput:
+        log_probs, entropy, _, values = self.evaluate_steps(obs, act_output)
+        return EvalOutput(log_probs=log_probs, entropy=entropy, values=values)
+
+    def evaluate_steps(self, obs: Obs, act_output: ActOutput):
+        """evaluate() plus the per-step log-probs (N, K, chunk, action_dim), zero on deterministic steps."""
+        context = self.encode_observation(obs)
+        chain = act_output.extras["denoise_chain"].to(self.device)
+        stochastic = act_output.extras["stochastic_steps"].to(self.device).bool()
+        log_probs, entropy, per_step = chain_log_probs(
+            self.step_function(context), chain, stochastic, self.config.action_dim
+        )
+        return log_probs, entropy, per_step, self.values_from_context(context)
+
+    def values_from_context(self, context: dict[str, Any]) -> torch.Tensor | None:
+        return None if self.value_head is None else self.value_head(context["pooled"])
+
+    def initial_noise(self, batch: int, deterministic: bool) -> torch.Tensor:
+        """x at tau = 1: fresh N(0, I) for sampling, a fixed draw (or zeros) for deterministic mode."""
+        cfg = self.config
+        shape = (cfg.action_chunk, cfg.max_action_dim)
+        if not deterministic:
+            return torch.randn(batch, *shape, device=self.device)
+        if cfg.deterministic_noise == "zero":
+            return torch.zeros(batch, *shape, device=self.device)
+        generator = torch.Generator().manual_seed(cfg.deterministic_seed)
+        return torch.randn(shape, generator=generator).to(self.device).expand(batch, *shape).clone()
+
+    def step_function(self, context: dict[str, Any]) -> StepFn:
+        """The per-step Gaussian transition for sampler.sample_chain / chain_log_probs."""
+        cfg = self.config
+        grid = timestep_grid(cfg.num_denoise_steps, self.device)
+        dt = 1.0 / cfg.num_denoise_steps
+
+        def step(rows: torch.Tensor | None, x: torch.Tensor, k: int) -> StepDistribution:
+            rows_context = context if rows is None else select_rows(context, rows)
+            tau = grid[k].expand(x.shape[0])
+            velocity, features = self.predict_velocity(rows_context, x, tau)
+            ode_mean = ode_step_mean(x, velocity, dt)
+            if cfg.noise_method == "flow_sde":
+                sde_mean, std = flow_sde_step(x, velocity, tau, dt, cfg.noise_level)
+            else:
+                sde_mean, std = ode_mean, self.noise_head(features)
+            return StepDistribution(ode_mean=ode_mean, sde_mean=sde_mean, std=std)
+
+        return step
+
+    # ---- checkpoints ------------------------------------------------------------------------------
+    def save_pretrained(self, path: str | os.PathLike) -> None:
+        """config.json + model.safetensors (base class) + the tokenizer, so the directory is self-contained."""
+        super().save_pretrained(path)
+        self.tokenizer.save_pretrained(os.fspath(path))
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, **overrides) -> "FlowPolicy":
+        """Load a save_pretrained directory; LoRA may be switched on by override on a non-LoRA checkpoint."""
+        from safetensors.torch import load_file
+
+        path = os.fspath(path)
+        config = cls.config_class.from_dict(_read_checkpoint_config(path, cls.name, overrides))
+        state = load_file(os.path.join(path, WEIGHTS_FILE))
+        checkpoint_has_lora = any(LORA_MARKER in key for key in state)
+        with skip_weight_init():
+            model = cls(config, apply_lora=checkpoint_has_lora)
+        model.load_checkpoint_state(state, path)
+        if config.lora_rank > 0 and not checkpoint_has_lora:
+            model.apply_lora()  # fresh adapters (B = 0) on top of the loaded base weights
+        model.tokenizer = load_tokenizer(path)
+        return model
+
+    def load_checkpoint_state(self, state: dict[str, torch.Tensor], source: str) -> None:
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(
+                f"checkpoint {source!r} does not match {self.name}: missing={missing[:5]} unexpected={unexpected[:5]}"
+            )
+
+
+def _read_checkpoint_config(path: str, policy_name: str, overrides: dict) -> dict:
+    config_path = os.path.join(path, CONFIG_FILE)
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"checkpoint directory {path!r} does not exist")
+    if not os.path.isfile(config_path):
+        raise FileNotFoundError(
+            f"{path!r} has no {CONFIG_FILE}; expected a directory written by save_pretrained "
+            f"(convert an upstream checkpoint with rlinf_embodied.policies.{policy_name}.convert)"
+        )
+    with open(config_path) as f:
+        data = json.load(f)
+    saved_name = data.pop("policy", None)
+    if saved_name != policy_name:
+        raise ValueError(
+            f"checkpoint {path!r} holds policy {saved_name!r}, not {policy_name!r}; upstream checkpoints "
+            f"need converting first (rlinf_embodied.policies.{policy_name}.convert)"
+        )
+    data.update(overrides)
+    return data

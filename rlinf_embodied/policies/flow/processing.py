@@ -1,0 +1,54 @@
+"""Observation preprocessing shared by the flow VLAs: images to [-1, 1], instructions to token ids, padding."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from transformers import PreTrainedTokenizerBase
+
+
+def pad_last_dim(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Zero-pad the last dimension to `size` (the padded state/action width the network expects)."""
+    if x.shape[-1] > size:
+        raise ValueError(f"vector of width {x.shape[-1]} does not fit the model's padded width {size}")
+    return F.pad(x, (0, size - x.shape[-1]))
+
+
+def resize_with_pad(images: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, 3, H, W) in [0, 1] -> (N, 3, size, size), aspect ratio kept, centred on black (as openpi)."""
+    height, width = images.shape[-2:]
+    if (height, width) == (size, size):
+        return images
+    scale = size / max(height, width)
+    new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
+    resized = F.interpolate(images, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True)
+    pad_h, pad_w = size - new_h, size - new_w
+    return F.pad(resized, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
+
+
+def images_to_model_input(rgb: torch.Tensor, size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(N, H, W, 3) uint8 -> (N, 3, size, size) in [-1, 1], the SigLIP input range."""
+    images = rgb.to(device).permute(0, 3, 1, 2).float() / 255.0
+    images = resize_with_pad(images, size).clamp(0.0, 1.0)
+    return (images * 2.0 - 1.0).to(dtype)
+
+
+def clean_instruction(text: str) -> str:
+    return text.strip().replace("_", " ").replace("\n", " ")
+
+
+def tokenize_instructions(
+    tokenizer: PreTrainedTokenizerBase, instructions: list[str], max_len: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded token ids (N, max_len) and their validity mask (N, max_len) bool.
+
+    Right padding keeps every valid token's position equal to its index and gives causal
+    language models no fully masked rows (which would produce NaNs in the padding positions).
+    """
+    texts = [clean_instruction(text) + "\n" for text in instructions]
+    previous_side = tokenizer.padding_side
+    tokenizer.padding_side = "right"
+    try:
+        encoded = tokenizer(texts, padding="max_length", truncation=True, max_length=max_len, return_tensors="pt")
+    finally:
+        tokenizer.padding_side = previous_side
+    return encoded["input_ids"].to(device), encoded["attention_mask"].to(device).bool()

@@ -1,0 +1,57 @@
+"""pi0 configuration and size presets.
+
+The "pi0-3b" preset is the published architecture (openpi `pi0` / LeRobot `lerobot/pi0`):
+PaliGemma 3B = SigLIP So400m/14 at 224 px (27 layers, width 1152, mlp 4304, 16 heads) + a linear
+projector + Gemma 2B (width 2048, depth 18, mlp 16384, 8 query heads, 1 KV head, head_dim 256,
+vocab 257152), and the ~300M action expert `gemma_300m` (width 1024, depth 18, mlp 4096, 8 heads,
+1 KV head, head_dim 256). Action chunk 50, 10 denoising steps, state/action padded to 32.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..flow.config import FlowPolicyConfig
+
+
+@dataclass
+class Pi0Config(FlowPolicyConfig):
+    # SigLIP vision tower
+    vision_patch_size: int = 14
+    vision_hidden_size: int = 1152
+    vision_intermediate_size: int = 4304
+    vision_num_layers: int = 27
+    vision_num_heads: int = 16
+    # Gemma language model (the VLM prefix)
+    vocab_size: int = 257152
+    vlm_width: int = 2048
+    vlm_depth: int = 18
+    vlm_mlp_dim: int = 16384
+    vlm_num_heads: int = 8
+    num_kv_heads: int = 1  # shared by both models: the expert attends to the VLM's keys/values
+    head_dim: int = 256
+    # Gemma action expert (same depth, KV heads and head_dim as the VLM, narrower)
+    expert_width: int = 1024
+    expert_mlp_dim: int = 4096
+    expert_num_heads: int = 8
+    rope_theta: float = 10000.0
+    # sinusoidal flow-time embedding periods (openpi)
+    time_min_period: float = 4e-3
+    time_max_period: float = 4.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.image_size % self.vision_patch_size:
+            raise ValueError(f"image_size {self.image_size} is not a multiple of patch {self.vision_patch_size}")
+
+
+PI0_PRESETS: dict[str, dict] = {
+    # ~1.2M parameters: every code path of the real model, fast on a CPU.
+    "tiny": dict(
+        action_dim=7, action_chunk=4, state_dim=8, max_action_dim=8, max_state_dim=16,
+        image_size=32, max_token_len=16, num_denoise_steps=4, value_hidden_dim=32,
+        vision_patch_size=8, vision_hidden_size=32, vision_intermediate_size=64, vision_num_layers=2,
+        vision_num_heads=2, vocab_size=260, vlm_width=64, vlm_depth=2, vlm_mlp_dim=128, vlm_num_heads=4,
+        num_kv_heads=1, head_dim=16, expert_width=32, expert_mlp_dim=64, expert_num_heads=4,
+    ),
+    "pi0-3b": dict(action_dim=7, action_chunk=50, state_dim=8, num_denoise_steps=10),
+}
