@@ -110,6 +110,16 @@ class EmbodiedRunner:
             self.actor.offload().wait()
         return metrics
 
+    def collect_timeline(self) -> dict[str, list[tuple[str, float, float]]]:
+        """Spans recorded since the last call, one row per worker: "env 0 (GPU 0)" -> spans."""
+        rows = {}
+        for name, group in (("env", self.env), ("rollout", self.rollout), ("actor", self.actor)):
+            gpus = self.placement.gpus(name)
+            for rank, spans in enumerate(group.pop_spans().wait()):
+                gpu = gpus[rank * len(gpus) // group.world_size] if gpus else None
+                rows[f"{name} {rank} (GPU {gpu})"] = spans
+        return rows
+
     def _actor_shares_gpus(self) -> bool:
         actor_gpus = set(self.placement.gpus("actor"))
         return bool(actor_gpus & (set(self.placement.gpus("rollout")) | set(self.placement.gpus("env"))))
