@@ -1,0 +1,159 @@
+"""Rollout throughput of the pipelined runner: collocated vs disaggregated vs hybrid, 1 vs 2 stages.
+
+Runs the real EmbodiedRunner (Ray workers, the real ManiSkill simulator, a real policy on GPU) for a few
+rollouts per layout and prints one table. It first measures, in the same processes' setting, the time
+the simulator takes for one stage's step (t_sim) and the policy for one stage's batch (t_infer), so the
+table can show throughput next to the ideal 1 / max(t_sim, t_infer) per env-stage step; the goals are
+stage 2 >= 1.8x stage 1 (when t_sim ~ t_infer) and throughput >= 0.9 of that ideal.
+
+    python benchmarks/pipeline.py --gpus 2 --num-envs 16 --rollout-steps 30 --timeline $OUT/timeline.png
+    python benchmarks/pipeline.py --gpus 2 --simulate-gpus --num-envs 4 --rollout-steps 5   # CPU smoke run
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+from rlinf_embodied.config import TrainConfig  # noqa: E402
+from rlinf_embodied.runners.embodied_runner import EmbodiedRunner  # noqa: E402
+from rlinf_embodied.runners.timeline_plot import plot_timeline  # noqa: E402
+from rlinf_embodied.scheduler import Cluster  # noqa: E402
+
+LAYOUTS = {
+    # name: (component_placement for 2 GPUs, pipeline stages)
+    "collocated, stage 1": ({"env,rollout,actor": "all"}, 1),
+    "disaggregated, stage 1": ({"env,rollout": "0", "actor": "1"}, 1),
+    "hybrid, stage 1": ({"env": "0", "rollout": "1", "actor": "all"}, 1),
+    "hybrid, stage 2": ({"env": "0", "rollout": "1", "actor": "all"}, 2),
+}
+
+
+def make_config(args, placement: dict, stages: int) -> TrainConfig:
+    cfg = TrainConfig()
+    cfg.env.id = args.env_id
+    cfg.env.num_envs = args.num_envs
+    cfg.env.obs_mode = args.obs_mode
+    cfg.env.max_episode_steps = args.max_episode_steps
+    cfg.env.kwargs = {"control_mode": "pd_joint_delta_pos"}
+    cfg.policy.name = args.policy
+    cfg.policy.size = args.policy_size
+    cfg.policy.precision = "bf16" if args.bf16 else "float32"
+    cfg.policy.overrides = json.loads(args.policy_overrides)
+    cfg.cluster.num_gpus_per_node = args.gpus
+    cfg.cluster.simulate_gpus = args.simulate_gpus
+    cfg.cluster.component_placement = placement
+    cfg.runner.rollout_steps = args.rollout_steps
+    cfg.runner.pipeline_stage_num = stages
+    cfg.runner.progress = False
+    return cfg
+
+
+def measure_layout(args, cluster: Cluster, name: str, placement: dict, stages: int, out_dir: str) -> dict:
+    cfg = make_config(args, placement, stages)
+    runner = EmbodiedRunner(cfg, cluster, os.path.join(out_dir, name.replace(", ", "_").replace(" ", "_")))
+    try:
+        runner.sync_weights()
+        runner.rollout(iteration=0)  # warm-up: process start, CUDA context, first kernels
+        _drain(runner, cfg)
+        runner.collect_timeline()
+        throughputs, timelines, phase = [], None, {}
+        for iteration in range(1, args.iterations + 1):
+            metrics = runner.rollout(iteration)
+            throughputs.append(metrics["throughput"])
+            _drain(runner, cfg)
+            rows = runner.collect_timeline()
+            phase = phase_times(rows)
+            timelines = rows
+        return {"layout": name, "mode": runner.placement.mode, "stages": stages,
+                "throughput": statistics.median(throughputs), "timeline": timelines, **phase}
+    finally:
+        runner.shutdown()
+
+
+def _drain(runner: EmbodiedRunner, cfg: TrainConfig) -> None:
+    """Take the trajectories out of the actor channel (this benchmark measures rollouts only)."""
+    pieces = runner.env.world_size * cfg.runner.pipeline_stage_num
+    for rank in range(runner.actor.world_size):
+        for _ in range(pieces):
+            runner.actor_channel.get(key=f"actor{rank}")
+
+
+def phase_times(rows: dict) -> dict:
+    """Mean seconds per env-stage step of simulation and of inference, from the recorded spans."""
+    sims = [end - start for row, spans in rows.items() if row.startswith("env") for label, start, end in spans
+            if label.startswith("sim")]
+    infers = [end - start for row, spans in rows.items() if row.startswith("rollout")
+              for label, start, end in spans if label.startswith("infer")]
+    return {"t_sim_ms": 1e3 * statistics.mean(sims) if sims else float("nan"),
+            "t_infer_ms": 1e3 * statistics.mean(infers) if infers else float("nan")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env-id", default="rlinf/ManiSkill-PickCube")
+    parser.add_argument("--obs-mode", default="state")
+    parser.add_argument("--num-envs", type=int, default=16)
+    parser.add_argument("--max-episode-steps", type=int, default=50)
+    parser.add_argument("--rollout-steps", type=int, default=30)
+    parser.add_argument("--iterations", type=int, default=2)
+    parser.add_argument("--policy", default="mlp")
+    parser.add_argument("--policy-size", default="default")
+    parser.add_argument("--policy-overrides", default="{}", help="JSON dict of policy config fields")
+    parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--gpus", type=int, default=2)
+    parser.add_argument("--simulate-gpus", action="store_true", help="CPU smoke run on simulated GPUs")
+    parser.add_argument("--layouts", nargs="*", default=list(LAYOUTS))
+    parser.add_argument("--timeline", default=None, help="PNG path for the hybrid stage-2 timeline")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    if not args.simulate_gpus and torch.cuda.device_count() < 2:
+        sys.exit(f"needs >= 2 CUDA GPUs (found {torch.cuda.device_count()}); use --simulate-gpus for a CPU run")
+
+    cluster = Cluster(num_nodes=1, num_gpus_per_node=args.gpus, simulate_gpus=args.simulate_gpus)
+    results = []
+    with tempfile.TemporaryDirectory() as out_dir:
+        for name in args.layouts:
+            placement, stages = LAYOUTS[name]
+            start = time.perf_counter()
+            results.append(measure_layout(args, cluster, name, placement, stages, out_dir))
+            print(f"[{name}] measured in {time.perf_counter() - start:.0f}s", flush=True)
+    cluster.shutdown()
+    report(results, args)
+
+
+def report(results: list[dict], args) -> None:
+    by_name = {r["layout"]: r for r in results}
+    base = by_name.get("hybrid, stage 1") or results[0]
+    print(f"\nrollout throughput, {args.num_envs} envs, {args.rollout_steps} steps, policy {args.policy}"
+          f"/{args.policy_size}, {args.env_id} ({args.obs_mode})")
+    header = f"{'layout':<24}{'mode':<15}{'env-steps/s':>12}{'t_sim ms':>10}{'t_inf ms':>10}{'ideal/s':>10}{'of ideal':>9}{'vs hybrid s1':>13}"
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        envs_per_stage = args.num_envs / r["stages"]
+        bottleneck = max(r["t_sim_ms"], r["t_infer_ms"]) / 1e3
+        ideal = envs_per_stage / bottleneck if r["stages"] > 1 else envs_per_stage / (
+            (r["t_sim_ms"] + r["t_infer_ms"]) / 1e3)
+        r["ideal"] = ideal
+        print(f"{r['layout']:<24}{r['mode']:<15}{r['throughput']:>12.1f}{r['t_sim_ms']:>10.2f}{r['t_infer_ms']:>10.2f}"
+              f"{ideal:>10.1f}{r['throughput'] / ideal:>9.2f}{r['throughput'] / base['throughput']:>12.2f}x")
+    if args.timeline and "hybrid, stage 2" in by_name:
+        plot_timeline(by_name["hybrid, stage 2"]["timeline"], args.timeline,
+                      title=f"hybrid, 2 pipeline stages: one rollout ({args.rollout_steps} steps)")
+        print(f"timeline: {args.timeline}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump([{k: v for k, v in r.items() if k != "timeline"} for r in results], f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
