@@ -42,6 +42,7 @@ from .sde import choose_stochastic_steps, flow_sde_step, ode_step_mean, timestep
 from .utils import select_rows, skip_weight_init
 
 LORA_MARKER = "lora_"
+RL_HEADS = ("value_head.", "noise_head.")
 DEFAULT_INSTRUCTIONS = ("pick up the red cube", "open the top drawer", "put the bowl on the plate")
 
 
@@ -66,7 +67,8 @@ class FlowPolicy(Policy):
 
     @abc.abstractmethod
     def sft_loss(self, obs: Obs, actions: torch.Tensor) -> torch.Tensor:
-        """Flow-matching loss on env-unit actions (N, chunk, action_dim); scalar."""
+        """Flow-matching loss on env-unit actions (N, chunk, action_dim); scalar. Subclasses accept the
+        noise and the flow time as optional keyword arguments, in their own time convention."""
 
     @abc.abstractmethod
     def vision_modules(self) -> list[nn.Module]:
@@ -88,6 +90,7 @@ class FlowPolicy(Policy):
     def finish_init(self, pooled_dim: int, action_feature_dim: int) -> None:
         """Add the RL heads and apply freezing / LoRA / gradient checkpointing; call last in __init__."""
         cfg = self.config
+        self._pooled_dim, self._action_feature_dim = pooled_dim, action_feature_dim
         self.value_head = ValueHead(pooled_dim, cfg.value_hidden_dim) if cfg.add_value_head else None
         self.noise_head = (
             FlowNoiseHead(action_feature_dim, cfg.max_action_dim, cfg.noise_std_min, cfg.noise_std_max)
@@ -102,7 +105,7 @@ class FlowPolicy(Policy):
             self.apply_lora()
         if cfg.gradient_checkpointing:
             for model in self.checkpointing_models():
-                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+                enable_activation_checkpointing(model)
 
     def apply_lora(self) -> None:
         """peft LoRA on the language model's attention and MLP projections; its base weights freeze."""
@@ -249,11 +252,36 @@ class FlowPolicy(Policy):
         return model
 
     def load_checkpoint_state(self, state: dict[str, torch.Tensor], source: str) -> None:
+        """Load weights strictly, except for the RL heads: upstream checkpoints have none, and switching
+        noise_method adds or drops the noise head. Heads the checkpoint lacks start freshly initialised."""
+        own_keys = set(self.state_dict())
+        state = {k: v for k, v in state.items() if k in own_keys or not k.startswith(RL_HEADS)}
         missing, unexpected = self.load_state_dict(state, strict=False)
-        if missing or unexpected:
+        other_missing = [key for key in missing if not key.startswith(RL_HEADS)]
+        if other_missing or unexpected:
             raise ValueError(
-                f"checkpoint {source!r} does not match {self.name}: missing={missing[:5]} unexpected={unexpected[:5]}"
+                f"checkpoint {source!r} does not match {self.name}: missing={other_missing[:5]} unexpected={unexpected[:5]}"
             )
+        for head in sorted({key.split(".")[0] for key in missing if key.startswith(RL_HEADS)}):
+            self.reset_rl_head(head)
+
+    def reset_rl_head(self, head: str) -> None:
+        """Re-create `value_head` or `noise_head` with fresh random weights, on the policy's device/dtype."""
+        cfg = self.config
+        if head == "value_head":
+            module = ValueHead(self._pooled_dim, cfg.value_hidden_dim)
+        else:
+            module = FlowNoiseHead(self._action_feature_dim, cfg.max_action_dim, cfg.noise_std_min, cfg.noise_std_max)
+        setattr(self, head, module.to(self.device, self.compute_dtype))
+
+
+def enable_activation_checkpointing(model: nn.Module) -> None:
+    """Per-layer activation checkpointing (non-reentrant) on a transformers model or a CheckpointableStack."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def _read_checkpoint_config(path: str, policy_name: str, overrides: dict) -> dict:

@@ -57,11 +57,12 @@ def sample_chain(step_fn: StepFn, x_init: torch.Tensor, stochastic: torch.Tensor
     for k in range(num_steps):
         dist = step_fn(None, x, k)
         noisy = stochastic[:, k].view(-1, 1, 1)
-        x = torch.where(noisy, dist.sde_mean, dist.ode_mean)
+        used = torch.where(noisy, dist.sde_mean, dist.ode_mean)[..., :action_dim]
         if bool(noisy.any()):
             std = dist.std.expand_as(dist.sde_mean)[..., :action_dim]
-            noise = torch.randn_like(std) * std * noisy
-            x = torch.cat([x[..., :action_dim] + noise, x[..., action_dim:]], dim=-1)
+            used = used + torch.randn_like(std) * std * noisy
+        x = torch.cat([used, dist.ode_mean[..., action_dim:]], dim=-1)
+        if bool(noisy.any()):
             per_step[:, k] = torch.where(noisy, transition_log_prob(x, dist, action_dim), 0.0)
             entropy = entropy + torch.where(noisy, transition_entropy(dist, action_dim), 0.0)
         chain.append(x)

@@ -99,11 +99,11 @@ class DiTBlock(nn.Module):
 
 
 class CheckpointableStack(nn.Module):
-    """Gives a block stack transformers' gradient_checkpointing_enable() switch."""
+    """Gives a block stack transformers' activation_checkpointing_enable() switch (non-reentrant checkpoints)."""
 
     gradient_checkpointing = False
 
-    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
+    def activation_checkpointing_enable(self, activation_checkpointing_kwargs: dict | None = None) -> None:
         self.gradient_checkpointing = True
 
     def run_block(self, block: nn.Module, *args: torch.Tensor) -> torch.Tensor:

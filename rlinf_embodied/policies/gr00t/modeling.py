@@ -18,6 +18,7 @@ Value head: masked mean of the action head's processed VLM tokens (after vl_self
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -48,7 +49,7 @@ class TwoLayerMLP(nn.Module):
 def action_time_sinusoid(timesteps: torch.Tensor, dim: int) -> torch.Tensor:
     """GR00T's action-encoder time encoding: (n,) bucketed times -> (n, dim) [sin, cos]."""
     half = dim // 2
-    exponent = -torch.arange(half, dtype=torch.float32, device=timesteps.device) * (torch.log(torch.tensor(10000.0)) / half)
+    exponent = -torch.arange(half, dtype=torch.float32, device=timesteps.device) * (math.log(10000.0) / half)
     angles = timesteps.float()[:, None] * exponent.exp()[None, :]
     return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
 
@@ -199,14 +200,18 @@ class Gr00tPolicy(FlowPolicy):
         features = self.dit(tokens, context["vl_tokens"], context["vl_valid"], timesteps)[:, -chunk:]
         return self.action_decoder(features), features
 
-    def sft_loss(self, obs: Obs, actions: torch.Tensor) -> torch.Tensor:
-        """GR00T's flow-matching loss: t = (s - Beta(1.5, 1)) / s, x_t = (1 - t) noise + t a, target a - noise."""
+    def sft_loss(self, obs: Obs, actions: torch.Tensor, noise: torch.Tensor | None = None,
+                 t: torch.Tensor | None = None) -> torch.Tensor:
+        """GR00T's flow-matching loss: t = (s - Beta(1.5, 1)) / s, x_t = (1 - t) noise + t a, target a - noise,
+        on the used action dims. `noise` (N, chunk, max_action_dim) and `t` (N,) may be fixed by the caller."""
         cfg = self.config
         context = self.encode_observation(obs)
         target = pad_last_dim(self.normalize_actions(actions.to(self.device, torch.float32)), cfg.max_action_dim)
-        noise = torch.randn_like(target)
-        beta = torch.distributions.Beta(torch.tensor(cfg.noise_beta_alpha), torch.tensor(cfg.noise_beta_beta))
-        t = ((cfg.noise_s - beta.sample((target.shape[0],))) / cfg.noise_s).to(target.device)
+        noise = torch.randn_like(target) if noise is None else noise.to(target)
+        if t is None:
+            beta = torch.distributions.Beta(torch.tensor(cfg.noise_beta_alpha), torch.tensor(cfg.noise_beta_beta))
+            t = (cfg.noise_s - beta.sample((target.shape[0],))) / cfg.noise_s
+        t = t.to(target)
         x_t = (1.0 - t[:, None, None]) * noise + t[:, None, None] * target
         velocity, _ = self.gr00t_velocity(context, x_t, (t * cfg.num_timestep_buckets).long())
         error = (velocity.float() - (target - noise))[..., : cfg.action_dim]

@@ -197,15 +197,19 @@ class Pi0Policy(FlowPolicy):
         action_tokens = self.action_time_mlp_out(F.silu(fused))
         return torch.cat([state_token, action_tokens], dim=1)
 
-    def sft_loss(self, obs: Obs, actions: torch.Tensor) -> torch.Tensor:
-        """openpi's flow-matching loss: x_tau = tau * noise + (1 - tau) * a, target u = noise - a,
-        tau ~ 0.001 + 0.999 * Beta(1.5, 1) (more weight near the noisy end), on the used action dims."""
+    def sft_loss(self, obs: Obs, actions: torch.Tensor, noise: torch.Tensor | None = None,
+                 tau: torch.Tensor | None = None) -> torch.Tensor:
+        """openpi's flow-matching loss: x_tau = tau * noise + (1 - tau) * a, target u = noise - a, with
+        tau ~ 0.001 + 0.999 * Beta(1.5, 1) (more weight near the noisy end), on the used action dims.
+        `noise` (N, chunk, max_action_dim) and `tau` (N,) may be fixed by the caller."""
         cfg = self.config
         context = self.encode_observation(obs)
         target = pad_last_dim(self.normalize_actions(actions.to(self.device, torch.float32)), cfg.max_action_dim)
-        noise = torch.randn_like(target)
-        beta = torch.distributions.Beta(torch.tensor(1.5), torch.tensor(1.0))
-        tau = (beta.sample((target.shape[0],)) * 0.999 + 0.001).to(target.device)
+        noise = torch.randn_like(target) if noise is None else noise.to(target)
+        if tau is None:
+            beta = torch.distributions.Beta(torch.tensor(1.5), torch.tensor(1.0))
+            tau = beta.sample((target.shape[0],)) * 0.999 + 0.001
+        tau = tau.to(target)
         x_tau = tau[:, None, None] * noise + (1.0 - tau[:, None, None]) * target
         velocity, _ = self.predict_velocity(context, x_tau, tau)
         error = (velocity - (noise - target))[..., : cfg.action_dim]

@@ -1,0 +1,226 @@
+"""RL-interface tests shared by the flow-matching VLAs (pi0, GR00T-N1.5), on tiny random models."""
+import pytest
+import torch
+
+from rlinf_embodied.policies import ActOutput, load_policy, make_policy
+
+POLICIES = ["pi0", "gr00t"]
+REAL_SIZES = {"pi0": "pi0-3b", "gr00t": "gr00t-n1.5-3b"}
+
+
+def tiny(name: str, **overrides):
+    torch.manual_seed(0)
+    return make_policy(name, size="tiny", **overrides)
+
+
+@pytest.mark.parametrize("name", POLICIES)
+@pytest.mark.parametrize("method", ["flow_sde", "flow_noise"])
+def test_act_shapes_and_finite_values(name, method):
+    policy = tiny(name, noise_method=method)
+    cfg = policy.config
+    out = policy.act(policy.example_obs(3))
+    assert out.actions.shape == (3, cfg.action_chunk, cfg.action_dim)
+    assert out.log_probs.shape == (3, cfg.action_chunk, cfg.action_dim)
+    assert out.values.shape == (3,)
+    assert out.extras["denoise_chain"].shape == (3, cfg.num_denoise_steps + 1, cfg.action_chunk, cfg.max_action_dim)
+    assert out.extras["stochastic_steps"].shape == (3, cfg.num_denoise_steps)
+    for tensor in (out.actions, out.log_probs, out.values, out.extras["denoise_chain"]):
+        assert torch.isfinite(tensor).all()
+
+
+@pytest.mark.parametrize("name", POLICIES)
+@pytest.mark.parametrize("method", ["flow_sde", "flow_noise"])
+@pytest.mark.parametrize("steps", ["all", "random_one"])
+def test_act_and_evaluate_log_probs_agree(name, method, steps):
+    policy = tiny(name, noise_method=method, stochastic_steps=steps)
+    obs = policy.example_obs(4)
+    out = policy.act(obs)
+    evaluated = policy.evaluate(obs, out)
+    torch.testing.assert_close(evaluated.log_probs, out.log_probs, rtol=0, atol=1e-5)
+    torch.testing.assert_close(evaluated.values, out.values, rtol=0, atol=1e-5)
+    assert evaluated.entropy.shape == out.log_probs.shape
+    assert evaluated.log_probs.requires_grad
+
+
+@pytest.mark.parametrize("name", POLICIES)
+@pytest.mark.parametrize("method", ["flow_sde", "flow_noise"])
+def test_gradients_reach_every_trainable_parameter(name, method):
+    policy = tiny(name, noise_method=method)
+    obs = policy.example_obs(2)
+    evaluated = policy.evaluate(obs, policy.act(obs))
+    loss = evaluated.log_probs.sum() + evaluated.values.sum() + evaluated.entropy.sum()
+    loss.backward()
+    no_grad = [n for n, p in policy.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
+    assert not no_grad
+
+
+@pytest.mark.parametrize("name", POLICIES)
+def test_stochastic_step_subset_is_respected(name):
+    policy = tiny(name, stochastic_steps="1,3")
+    obs = policy.example_obs(3)
+    out = policy.act(obs)
+    assert out.extras["stochastic_steps"].tolist() == [[False, True, False, True]] * 3
+    log_probs, _, per_step, _ = policy.evaluate_steps(obs, out)
+    assert torch.all(per_step[:, [0, 2]] == 0) and torch.all(per_step[:, [1, 3]] != 0)
+    torch.testing.assert_close(per_step.sum(dim=1), out.log_probs, rtol=0, atol=1e-5)
+    with torch.no_grad():  # the other steps are plain ODE steps
+        step = policy.step_function(policy.encode_observation(obs))
+        chain = out.extras["denoise_chain"]
+        for k in (0, 2):
+            torch.testing.assert_close(chain[:, k + 1], step(None, chain[:, k], k).ode_mean, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", POLICIES)
+@pytest.mark.parametrize("init", ["seeded", "zero"])
+def test_deterministic_mode_is_deterministic(name, init):
+    policy = tiny(name, deterministic_noise=init)
+    obs = policy.example_obs(3)
+    first, second = policy.act(obs, deterministic=True), policy.act(obs, deterministic=True)
+    assert torch.equal(first.actions, second.actions)
+    assert torch.all(first.log_probs == 0) and not first.extras["stochastic_steps"].any()
+    assert not torch.allclose(first.actions, policy.act(obs).actions)
+    # one fixed initial noise for every sample: a sample's action depends only on its own observation
+    single = policy.act({k: v[:1] for k, v in obs.items()}, deterministic=True)
+    torch.testing.assert_close(single.actions, first.actions[:1], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", POLICIES)
+@pytest.mark.parametrize("method", ["flow_sde", "flow_noise"])
+def test_save_and_load_reproduce_outputs(name, method, tmp_path):
+    policy = tiny(name, noise_method=method, action_low=[-2.0] * 7, action_high=[2.0] * 7)
+    obs = policy.example_obs(2)
+    out = policy.act(obs)
+    policy.save_pretrained(tmp_path)
+    loaded = load_policy(tmp_path)
+    assert type(loaded) is type(policy) and loaded.config == policy.config
+    torch.testing.assert_close(loaded.act(obs, deterministic=True).actions, policy.act(obs, deterministic=True).actions, rtol=0, atol=0)
+    reloaded_eval, eval_ = loaded.evaluate(obs, out), policy.evaluate(obs, out)
+    torch.testing.assert_close(reloaded_eval.log_probs, eval_.log_probs, rtol=0, atol=0)
+    torch.testing.assert_close(reloaded_eval.values, eval_.values, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", POLICIES)
+def test_switching_noise_method_on_load_adds_a_fresh_noise_head(name, tmp_path):
+    tiny(name).save_pretrained(tmp_path)
+    loaded = load_policy(tmp_path, noise_method="flow_noise")
+    obs = loaded.example_obs(2)
+    out = loaded.act(obs)
+    torch.testing.assert_close(loaded.evaluate(obs, out).log_probs, out.log_probs, rtol=0, atol=1e-5)
+
+
+# Flow times exactly representable in binary, so GR00T's 1000 time buckets hold them exactly.
+FLOW_TIMES = torch.tensor([0.125, 0.375, 0.625, 0.875])
+
+
+def time_keyword(name: str) -> str:
+    return {"pi0": "tau", "gr00t": "t"}[name]
+
+
+@pytest.mark.parametrize("name", POLICIES)
+def test_flow_matching_loss_decreases_on_a_tiny_batch(name):
+    policy = tiny(name)
+    cfg = policy.config
+    obs = policy.example_obs(4)
+    generator = torch.Generator().manual_seed(1)
+    actions = torch.rand(4, cfg.action_chunk, cfg.action_dim, generator=generator) * 2 - 1
+    noise = torch.randn(4, cfg.action_chunk, cfg.max_action_dim, generator=generator)
+    fixed = {"noise": noise, time_keyword(name): FLOW_TIMES}
+    optimizer = torch.optim.Adam(policy.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(25):
+        loss = policy.sft_loss(obs, actions, **fixed)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.3 * losses[0]
+    assert policy.sft_loss(obs, actions).item() < 2.0  # random times and noise stay finite and sane
+
+
+@pytest.mark.parametrize("name", POLICIES)
+def test_training_target_and_sampler_share_one_convention(name):
+    """With the exact velocity of a one-point data distribution plugged in, the SFT loss is zero and
+    the deterministic sampler lands on the data: the loss trains the field the sampler integrates."""
+    policy = tiny(name, action_low=[-2.0] * 7, action_high=[3.0] * 7)
+    cfg = policy.config
+    obs = policy.example_obs(4)
+    generator = torch.Generator().manual_seed(2)
+    actions = torch.rand(4, cfg.action_chunk, cfg.action_dim, generator=generator) * 4 - 1.5
+    data = torch.nn.functional.pad(policy.normalize_actions(actions), (0, cfg.max_action_dim - cfg.action_dim))
+    noise = torch.randn(4, cfg.action_chunk, cfg.max_action_dim, generator=generator)
+    if name == "pi0":  # u = noise - a = (x_tau - a) / tau
+        policy.predict_velocity = lambda context, x, tau: ((x - data) / tau[:, None, None], None)
+    else:  # GR00T: v = a - noise = (a - x_t) / (1 - t), t from the time bucket
+        policy.gr00t_velocity = lambda context, x, buckets: (
+            (data - x) / (1 - buckets.float() / cfg.num_timestep_buckets)[:, None, None], None)
+    assert policy.sft_loss(obs, actions, noise=noise, **{time_keyword(name): FLOW_TIMES}).item() < 1e-10
+    torch.testing.assert_close(policy.act(obs, deterministic=True).actions, actions, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", POLICIES)
+def test_lora_trains_only_adapters_in_the_language_model(name, tmp_path):
+    base = tiny(name)
+    base.save_pretrained(tmp_path / "base")
+    policy = load_policy(tmp_path / "base", lora_rank=4)
+    trainable = {n for n, p in policy.named_parameters() if p.requires_grad}
+    assert any("lora_A" in n for n in trainable)
+    assert not any(n.startswith("language_model.") and "lora_" not in n for n in trainable)
+    obs = policy.example_obs(2)
+    # fresh adapters (B = 0) leave the function unchanged
+    torch.testing.assert_close(policy.act(obs, deterministic=True).actions, base.act(obs, deterministic=True).actions, rtol=0, atol=1e-6)
+    evaluated = policy.evaluate(obs, policy.act(obs))
+    (evaluated.log_probs.sum() + evaluated.values.sum()).backward()
+    assert all(p.grad is not None for n, p in policy.named_parameters() if p.requires_grad)
+    policy.save_pretrained(tmp_path / "lora")
+    reloaded = load_policy(tmp_path / "lora")
+    assert reloaded.config.lora_rank == 4
+    torch.testing.assert_close(reloaded.act(obs, deterministic=True).actions, policy.act(obs, deterministic=True).actions, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", POLICIES)
+def test_gradient_checkpointing_gives_the_same_gradients(name):
+    obs = tiny(name).example_obs(2)
+    results = []
+    for checkpointing in (False, True):
+        policy = tiny(name, gradient_checkpointing=checkpointing).train()
+        assert policy.language_model.layers[0].gradient_checkpointing == checkpointing
+        torch.manual_seed(3)
+        out = policy.act(obs)
+        evaluated = policy.evaluate(obs, out)
+        (evaluated.log_probs.sum() + evaluated.values.sum()).backward()
+        grads = {n: p.grad.clone() for n, p in policy.named_parameters() if p.grad is not None}
+        results.append((evaluated.log_probs.detach(), grads))
+    torch.testing.assert_close(results[0][0], results[1][0])
+    assert results[0][1].keys() == results[1][1].keys()
+    for key in results[0][1]:
+        torch.testing.assert_close(results[0][1][key], results[1][1][key], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", POLICIES)
+def test_frozen_backbone_parts_get_no_gradient(name):
+    policy = tiny(name, freeze_vision_encoder=True, freeze_language_model=True)
+    frozen = [n for n, p in policy.named_parameters() if not p.requires_grad]
+    assert any(n.startswith("vision_tower.") for n in frozen) and any(n.startswith("language_model.") for n in frozen)
+    obs = policy.example_obs(2)
+    policy.evaluate(obs, policy.act(obs)).log_probs.sum().backward()
+    assert all(p.grad is None for n, p in policy.named_parameters() if not p.requires_grad)
+
+
+@pytest.mark.parametrize("name", POLICIES)
+def test_real_size_preset_builds_on_a_device_context_in_bf16(name):
+    """The inference benchmark builds the published sizes under `with torch.device(...)`; meta stands in for cuda."""
+    with torch.device("meta"):
+        policy = make_policy(name, size=REAL_SIZES[name])
+    policy = policy.to(torch.bfloat16)
+    assert policy.device.type == "meta" and policy.compute_dtype == torch.bfloat16
+    assert 2.0e9 < sum(p.numel() for p in policy.parameters()) < 3.5e9
+
+
+@pytest.mark.parametrize("name", POLICIES)
+def test_bf16_policy_acts_and_evaluates(name):
+    policy = tiny(name).to(torch.bfloat16)
+    obs = policy.example_obs(2)
+    out = policy.act(obs)
+    assert out.actions.dtype == torch.float32 and torch.isfinite(out.actions).all()
+    evaluated = policy.evaluate(obs, ActOutput(out.actions, out.log_probs, out.values, out.extras))
+    assert torch.isfinite(evaluated.log_probs).all()
