@@ -61,7 +61,7 @@ def stats_to_bounds(stats: dict, mode: str, dim: int, what: str) -> tuple[list[f
 def _vector(stats: dict, key: str, what: str) -> list[float]:
     if key not in stats:
         raise ValueError(f"{what} statistics have no {key!r} (keys: {sorted(stats)})")
-    return [float(v) for v in torch.as_tensor(stats[key]).flatten().tolist()]
+    return [float(v) for v in torch.as_tensor(stats[key], dtype=torch.float64).flatten().tolist()]
 
 
 def attach_tokenizer(policy, tokenizer_path: str | None, source: str) -> None:

@@ -1,0 +1,131 @@
+"""pi0 converter on tiny checkpoints written in the upstream (LeRobot / openpi PyTorch) layouts.
+
+The writer below builds the upstream key names by hand from LeRobot's layout (the inverse of the
+converter's table, written independently), so a wrong entry in the converter fails the round trip.
+"""
+import json
+import os
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from rlinf_embodied.policies import load_policy, make_policy
+from rlinf_embodied.policies.pi0.convert import convert_pi0
+
+PALIGEMMA = "model.paligemma_with_expert.paligemma."
+EXPERT = "model.paligemma_with_expert.gemma_expert."
+STATE_MEAN, STATE_STD = [0.5 * i for i in range(8)], [1.0 + 0.25 * i for i in range(8)]
+ACTION_MEAN, ACTION_STD = [0.1 * i for i in range(7)], [0.5 + 0.5 * i for i in range(7)]
+
+
+def upstream_key(key: str, layout: str, nested_vision_model: bool) -> str:
+    new = layout == "new"
+    if key.startswith("vision_tower."):
+        inner = key.removeprefix("vision_tower.")
+        inner = inner if nested_vision_model else "vision_model." + inner
+        return PALIGEMMA + ("model.vision_tower." if new else "vision_tower.") + inner
+    if key.startswith("multi_modal_projector."):
+        return PALIGEMMA + ("model." if new else "") + "multi_modal_projector.linear." + key.split(".", 1)[1]
+    if key.startswith("language_model."):
+        return PALIGEMMA + ("model.language_model." if new else "language_model.model.") + key.split(".", 1)[1]
+    if key.startswith("action_expert."):
+        return EXPERT + "model." + key.split(".", 1)[1]
+    return "model." + key  # state_proj, action_in_proj, action_out_proj, action_time_mlp_{in,out}
+
+
+def write_upstream_pi0(policy, directory, layout: str) -> None:
+    """model.safetensors (sharded for the old layout), config.json and normalisation stats."""
+    os.makedirs(directory)
+    nested = any(k.startswith("vision_tower.vision_model.") for k in policy.state_dict())
+    state = {upstream_key(k, layout, nested): v.clone() for k, v in policy.state_dict().items()
+             if not k.startswith(("value_head.", "noise_head."))}
+    embed = policy.language_model.embed_tokens.weight.detach().clone()
+    state[PALIGEMMA + ("lm_head.weight" if layout == "new" else "language_model.lm_head.weight")] = embed
+    state[EXPERT + "lm_head.weight"] = torch.randn(policy.config.vocab_size, policy.config.expert_width)
+    cfg = policy.config
+    upstream_config = {
+        "type": "pi0", "chunk_size": cfg.action_chunk, "n_action_steps": cfg.action_chunk,
+        "max_state_dim": cfg.max_state_dim, "max_action_dim": cfg.max_action_dim, "tokenizer_max_length": cfg.max_token_len,
+        "input_features": {"observation.state": {"type": "STATE", "shape": [8]},
+                           "observation.images.base_0_rgb": {"type": "VISUAL", "shape": [3, 224, 224]}},
+        "output_features": {"action": {"type": "ACTION", "shape": [7]}},
+    }
+    if layout == "new":
+        upstream_config |= {"num_inference_steps": cfg.num_denoise_steps, "image_resolution": [cfg.image_size] * 2,
+                            "paligemma_variant": "gemma_2b", "action_expert_variant": "gemma_300m"}
+        os.makedirs(os.path.join(directory, "assets", "libero"))
+        stats = {"norm_stats": {"state": {"mean": STATE_MEAN, "std": STATE_STD, "q01": STATE_MEAN, "q99": STATE_STD},
+                                "actions": {"mean": ACTION_MEAN, "std": ACTION_STD, "q01": ACTION_MEAN, "q99": ACTION_STD}}}
+        with open(os.path.join(directory, "assets", "libero", "norm_stats.json"), "w") as f:
+            json.dump(stats, f)
+        save_file(state, os.path.join(directory, "model.safetensors"))
+    else:  # LeRobot <= 0.3: normaliser buffers inside the weights, two shards with an index
+        upstream_config |= {"num_steps": cfg.num_denoise_steps, "resize_imgs_with_padding": [cfg.image_size] * 2}
+        state["normalize_inputs.buffer_observation_state.mean"] = torch.tensor(STATE_MEAN)
+        state["normalize_inputs.buffer_observation_state.std"] = torch.tensor(STATE_STD)
+        state["unnormalize_outputs.buffer_action.mean"] = torch.tensor(ACTION_MEAN)
+        state["unnormalize_outputs.buffer_action.std"] = torch.tensor(ACTION_STD)
+        keys = sorted(state)
+        shards = {"model-00001-of-00002.safetensors": keys[: len(keys) // 2],
+                  "model-00002-of-00002.safetensors": keys[len(keys) // 2:]}
+        for name, shard_keys in shards.items():
+            save_file({k: state[k] for k in shard_keys}, os.path.join(directory, name))
+        index = {"weight_map": {k: name for name, shard_keys in shards.items() for k in shard_keys}}
+        with open(os.path.join(directory, "model.safetensors.index.json"), "w") as f:
+            json.dump(index, f)
+    with open(os.path.join(directory, "config.json"), "w") as f:
+        json.dump(upstream_config, f)
+
+
+def mean_std_bounds(mean, std):
+    return [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)]
+
+
+@pytest.mark.parametrize("layout", ["new", "old"])
+def test_lerobot_checkpoint_converts_to_the_same_policy(layout, tmp_path):
+    torch.manual_seed(0)
+    action_low, action_high = mean_std_bounds(ACTION_MEAN, ACTION_STD)
+    state_low, state_high = mean_std_bounds(STATE_MEAN, STATE_STD)
+    original = make_policy("pi0", size="tiny", action_low=action_low, action_high=action_high,
+                           state_low=state_low, state_high=state_high)
+    write_upstream_pi0(original, tmp_path / "upstream", layout)
+
+    convert_pi0(str(tmp_path / "upstream"), str(tmp_path / "converted"), size="tiny")
+    converted = load_policy(tmp_path / "converted")
+
+    for field in ("action_low", "action_high", "state_low", "state_high"):
+        torch.testing.assert_close(torch.tensor(getattr(converted.config, field)), torch.tensor(getattr(original.config, field)))
+    original_params = dict(original.named_parameters())
+    for name, param in converted.named_parameters():
+        if not name.startswith(("value_head.", "noise_head.")):
+            assert torch.equal(param, original_params[name]), name
+    obs = original.example_obs(2)
+    torch.testing.assert_close(converted.act(obs, deterministic=True).actions,
+                               original.act(obs, deterministic=True).actions, rtol=0, atol=1e-5)
+
+
+def test_converter_reads_settings_from_the_upstream_config(tmp_path):
+    torch.manual_seed(0)
+    original = make_policy("pi0", size="tiny")
+    write_upstream_pi0(original, tmp_path / "upstream", "new")
+    with open(tmp_path / "upstream" / "config.json") as f:
+        upstream_config = json.load(f)
+    upstream_config["num_inference_steps"] = 7
+    with open(tmp_path / "upstream" / "config.json", "w") as f:
+        json.dump(upstream_config, f)
+    policy = convert_pi0(str(tmp_path / "upstream"), size="tiny", norm_mode="quantile", action_dim=5)
+    assert policy.config.num_denoise_steps == 7 and policy.config.action_dim == 5
+    assert policy.config.action_low == ACTION_MEAN[:5] and policy.config.action_high == ACTION_STD[:5]
+
+
+def test_converter_rejects_unknown_weights(tmp_path):
+    original = make_policy("pi0", size="tiny")
+    write_upstream_pi0(original, tmp_path / "upstream", "new")
+    from safetensors.torch import load_file
+
+    state = load_file(tmp_path / "upstream" / "model.safetensors")
+    state["model.some_new_head.weight"] = torch.zeros(2)
+    save_file(state, tmp_path / "upstream" / "model.safetensors")
+    with pytest.raises(ValueError, match="does not know"):
+        convert_pi0(str(tmp_path / "upstream"), size="tiny")
