@@ -20,7 +20,7 @@ ACTION_MEAN, ACTION_STD = [0.1 * i for i in range(7)], [0.5 + 0.5 * i for i in r
 
 
 def upstream_key(key: str, layout: str, nested_vision_model: bool) -> str:
-    new = layout == "new"
+    new = layout in ("new", "openpi")
     if key.startswith("vision_tower."):
         inner = key.removeprefix("vision_tower.")
         inner = inner if nested_vision_model else "vision_model." + inner
@@ -35,14 +35,19 @@ def upstream_key(key: str, layout: str, nested_vision_model: bool) -> str:
 
 
 def write_upstream_pi0(policy, directory, layout: str) -> None:
-    """model.safetensors (sharded for the old layout), config.json and normalisation stats."""
+    """model.safetensors (sharded for the old layout), config.json and normalisation stats.
+
+    Layouts: "new" (LeRobot >= 0.4), "old" (LeRobot <= 0.3, transformers < 4.52 PaliGemma nesting),
+    "openpi" (openpi's own PyTorch port: the new nesting without LeRobot's leading "model.")."""
     os.makedirs(directory)
     nested = any(k.startswith("vision_tower.vision_model.") for k in policy.state_dict())
     state = {upstream_key(k, layout, nested): v.clone() for k, v in policy.state_dict().items()
              if not k.startswith(("value_head.", "noise_head."))}
     embed = policy.language_model.embed_tokens.weight.detach().clone()
-    state[PALIGEMMA + ("lm_head.weight" if layout == "new" else "language_model.lm_head.weight")] = embed
+    state[PALIGEMMA + ("lm_head.weight" if layout != "old" else "language_model.lm_head.weight")] = embed
     state[EXPERT + "lm_head.weight"] = torch.randn(policy.config.vocab_size, policy.config.expert_width)
+    if layout == "openpi":
+        state = {k.removeprefix("model."): v for k, v in state.items()}
     cfg = policy.config
     upstream_config = {
         "type": "pi0", "chunk_size": cfg.action_chunk, "n_action_steps": cfg.action_chunk,
@@ -51,7 +56,7 @@ def write_upstream_pi0(policy, directory, layout: str) -> None:
                            "observation.images.base_0_rgb": {"type": "VISUAL", "shape": [3, 224, 224]}},
         "output_features": {"action": {"type": "ACTION", "shape": [7]}},
     }
-    if layout == "new":
+    if layout in ("new", "openpi"):
         upstream_config |= {"num_inference_steps": cfg.num_denoise_steps, "image_resolution": [cfg.image_size] * 2,
                             "paligemma_variant": "gemma_2b", "action_expert_variant": "gemma_300m"}
         os.makedirs(os.path.join(directory, "assets", "libero"))
@@ -82,7 +87,7 @@ def mean_std_bounds(mean, std):
     return [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)]
 
 
-@pytest.mark.parametrize("layout", ["new", "old"])
+@pytest.mark.parametrize("layout", ["new", "old", "openpi"])
 def test_lerobot_checkpoint_converts_to_the_same_policy(layout, tmp_path):
     torch.manual_seed(0)
     action_low, action_high = mean_std_bounds(ACTION_MEAN, ACTION_STD)

@@ -150,15 +150,17 @@ class FlowPolicy(Policy):
     def example_obs(self, batch_size: int) -> Obs:
         """Random uint8 cameras at the model's resolution, a random state and cycled instructions."""
         cfg = self.config
-        generator = torch.Generator().manual_seed(batch_size)
+        # Explicit CPU tensors: callers may sit inside `with torch.device("cuda")`, which a CPU generator refuses.
+        generator = torch.Generator(device="cpu").manual_seed(batch_size)
         image_shape = (batch_size, cfg.image_size, cfg.image_size, 3)
+        random_image = lambda: torch.randint(0, 256, image_shape, dtype=torch.uint8, generator=generator, device="cpu")  # noqa: E731
         obs: Obs = {
-            "state": torch.randn(batch_size, cfg.state_dim or cfg.max_state_dim, generator=generator),
-            "rgb": torch.randint(0, 256, image_shape, dtype=torch.uint8, generator=generator),
+            "state": torch.randn(batch_size, cfg.state_dim or cfg.max_state_dim, generator=generator, device="cpu"),
+            "rgb": random_image(),
             "instruction": [DEFAULT_INSTRUCTIONS[i % len(DEFAULT_INSTRUCTIONS)] for i in range(batch_size)],
         }
         if cfg.use_wrist_image:
-            obs["wrist_rgb"] = torch.randint(0, 256, image_shape, dtype=torch.uint8, generator=generator)
+            obs["wrist_rgb"] = random_image()
         return obs
 
     # ---- RL interface -----------------------------------------------------------------------------
@@ -206,8 +208,9 @@ class FlowPolicy(Policy):
             return torch.randn(batch, *shape, device=self.device)
         if cfg.deterministic_noise == "zero":
             return torch.zeros(batch, *shape, device=self.device)
-        generator = torch.Generator().manual_seed(cfg.deterministic_seed)
-        return torch.randn(shape, generator=generator).to(self.device).expand(batch, *shape).clone()
+        generator = torch.Generator(device="cpu").manual_seed(cfg.deterministic_seed)
+        noise = torch.randn(shape, generator=generator, device="cpu")
+        return noise.to(self.device).expand(batch, *shape).clone()
 
     def step_function(self, context: dict[str, Any]) -> StepFn:
         """The per-step Gaussian transition for sampler.sample_chain / chain_log_probs."""
