@@ -224,3 +224,11 @@ def test_bf16_policy_acts_and_evaluates(name):
     assert out.actions.dtype == torch.float32 and torch.isfinite(out.actions).all()
     evaluated = policy.evaluate(obs, ActOutput(out.actions, out.log_probs, out.values, out.extras))
     assert torch.isfinite(evaluated.log_probs).all()
+
+
+@pytest.mark.parametrize("name", POLICIES)
+@pytest.mark.parametrize("bad", [dict(noise_method="ddim"), dict(stochastic_steps="9"), dict(noise_level=0.0),
+                                 dict(action_dim=64), dict(deterministic_noise="random")])
+def test_invalid_sampling_settings_are_rejected(name, bad):
+    with pytest.raises(ValueError):
+        make_policy(name, size="tiny", **bad)

@@ -51,6 +51,8 @@ class FlowPolicyConfig(PolicyConfig):
     def validate_flow_fields(self) -> None:
         if self.noise_method not in NOISE_METHODS:
             raise ValueError(f"noise_method={self.noise_method!r}; valid: {list(NOISE_METHODS)}")
+        if self.noise_method == "flow_sde" and self.noise_level <= 0:
+            raise ValueError("noise_level must be > 0 (stochastic steps need a positive std)")
         if self.deterministic_noise not in ("seeded", "zero"):
             raise ValueError(f"deterministic_noise={self.deterministic_noise!r}; valid: 'seeded', 'zero'")
         if self.action_dim > self.max_action_dim:

@@ -79,9 +79,10 @@ class Gr00tConfig(FlowPolicyConfig):
 
 
 GR00T_PRESETS: dict[str, dict] = {
-    # ~0.3M parameters: every code path of the real model, fast on a CPU.
+    # ~0.23M parameters: every code path of the real model, fast on a CPU. Padded widths leave room
+    # for the envs' state/action sizes (the pipeline passes state_dim/action_dim of the env).
     "tiny": dict(
-        action_dim=7, action_chunk=4, state_dim=8, max_action_dim=8, max_state_dim=16,
+        action_dim=7, action_chunk=4, state_dim=8, max_action_dim=16, max_state_dim=64,
         image_size=32, max_token_len=16, num_denoise_steps=4, value_hidden_dim=32,
         vision_patch_size=8, vision_hidden_size=32, vision_intermediate_size=64, vision_num_layers=2,
         vision_num_heads=2, vocab_size=260, llm_hidden_size=64, llm_intermediate_size=128, llm_num_heads=4,
