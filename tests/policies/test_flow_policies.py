@@ -232,3 +232,19 @@ def test_bf16_policy_acts_and_evaluates(name):
 def test_invalid_sampling_settings_are_rejected(name, bad):
     with pytest.raises(ValueError):
         make_policy(name, size="tiny", **bad)
+
+
+@pytest.mark.parametrize("name", POLICIES)
+def test_evaluate_on_a_shuffled_minibatch_of_stacked_rollouts(name):
+    """The actor stacks act outputs over time, flattens (T, N) and evaluates shuffled minibatches."""
+    policy = tiny(name, stochastic_steps="random_one")
+    steps = [(policy.example_obs(3), None) for _ in range(2)]
+    steps = [(obs, policy.act(obs)) for obs, _ in steps]
+    obs = {k: torch.cat([o[k] for o, _ in steps]) if k != "instruction" else sum((o[k] for o, _ in steps), [])
+           for k in steps[0][0]}
+    log_probs = torch.cat([out.log_probs for _, out in steps])
+    extras = {k: torch.cat([out.extras[k] for _, out in steps]) for k in steps[0][1].extras}
+    rows = torch.tensor([4, 0, 5, 2])
+    minibatch_obs = {k: v[rows] if isinstance(v, torch.Tensor) else [v[i] for i in rows] for k, v in obs.items()}
+    minibatch = ActOutput(actions=torch.zeros(4), log_probs=log_probs[rows], extras={k: v[rows] for k, v in extras.items()})
+    torch.testing.assert_close(policy.evaluate(minibatch_obs, minibatch).log_probs, log_probs[rows], rtol=0, atol=1e-5)
