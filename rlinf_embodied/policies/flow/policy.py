@@ -84,7 +84,7 @@ class FlowPolicy(Policy):
 
     @abc.abstractmethod
     def checkpointing_models(self) -> list[nn.Module]:
-        """transformers models whose layers honour gradient_checkpointing_enable()."""
+        """Models with activation_checkpointing_enable() (transformers models, gr00t's block stacks)."""
 
     # ---- construction helpers for subclasses --------------------------------------------------------
     def finish_init(self, pooled_dim: int, action_feature_dim: int) -> None:
@@ -187,7 +187,9 @@ class FlowPolicy(Policy):
         log_probs, entropy, _, values = self.evaluate_steps(obs, act_output)
         return EvalOutput(log_probs=log_probs, entropy=entropy, values=values)
 
-    def evaluate_steps(self, obs: Obs, act_output: ActOutput):
+    def evaluate_steps(
+        self, obs: Obs, act_output: ActOutput
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """evaluate() plus the per-step log-probs (N, K, chunk, action_dim), zero on deterministic steps."""
         context = self.encode_observation(obs)
         chain = act_output.extras["denoise_chain"].to(self.device)
