@@ -5,8 +5,8 @@ single CPU ManiSkill envs (one subprocess each), and this package's GAE and PPO 
 (`rlinf_embodied.algorithms`). The distributed runner is compared against it: env steps and
 wall-clock to reach >= 90% success on PickCube.
 
-    python benchmarks/ppo_baseline.py                              # defaults: 16 envs, 2M env steps
-    python benchmarks/ppo_baseline.py --num-envs 16 --total-env-steps 3000000 --seed 1
+    python benchmarks/ppo_baseline.py                        # defaults: 16 envs, 3M env steps
+    python benchmarks/ppo_baseline.py --num-envs 16 --total-env-steps 10000000 --stop-at-target true
     tensorboard --logdir runs/ppo_baseline
 
 Hyper-parameters follow ManiSkill's PPO baseline for state-based PickCube (gamma 0.8, lambda 0.9,
@@ -54,7 +54,7 @@ class Args:
     max_episode_steps: int = 50
     num_envs: int = 16  # training envs, one subprocess each: about one per CPU core
     num_steps: int = 100  # rollout steps per env per iteration (batch = num_envs * num_steps)
-    total_env_steps: int = 2_000_000
+    total_env_steps: int = 3_000_000
     seed: int = 1
     # PPO
     gamma: float = 0.8
@@ -70,9 +70,11 @@ class Args:
     bootstrap_at_done: str = "always"  # "always" (ManiSkill) or "truncated" (time limits only)
     hidden_dim: int = 256
     # Evaluation (deterministic policy, full episodes, fresh seeds)
-    num_eval_envs: int = 8
-    eval_interval: int = 10  # iterations between quick evaluations (num_eval_envs episodes); 0 = off
+    num_eval_envs: int = 16
+    eval_interval: int = 10  # iterations between evaluations of num_eval_envs episodes; 0 = off
     num_eval_episodes: int = 100  # final evaluation
+    target_success: float = 0.9  # record env steps / wall-clock when periodic eval first reaches it
+    stop_at_target: bool = False  # end training there (the final evaluation still runs)
     # Runtime
     torch_threads: int = 1
     log_dir: str = "runs/ppo_baseline"
@@ -98,8 +100,8 @@ def parse_args() -> Args:
 def make_env(args: Args, ignore_terminations: bool) -> Callable[[], gym.Env]:
     """A thunk building one CPU ManiSkill env in the vector env's subprocess."""
     def thunk() -> gym.Env:
-        from rlinf_embodied.envs.maniskill.headless import enable_headless  # no Vulkan device needed
-        enable_headless()
+        torch.set_num_threads(1)  # one core per env process; tiny tensors gain nothing from more
+        enable_headless_sapien()
         import mani_skill.envs  # noqa: F401  (registers the ManiSkill ids)
         from mani_skill.utils.wrappers.gymnasium import CPUGymWrapper
 
@@ -109,6 +111,16 @@ def make_env(args: Args, ignore_terminations: bool) -> Callable[[], gym.Env]:
         return CPUGymWrapper(env, ignore_terminations=ignore_terminations, record_metrics=True)
 
     return thunk
+
+
+def enable_headless_sapien() -> None:
+    """Let SAPIEN build scenes without a Vulkan render device (state obs need no rendering)."""
+    try:
+        from rlinf_embodied.envs.maniskill.headless import enable_headless
+    except ImportError as error:
+        raise RuntimeError("ppo_baseline.py needs rlinf_embodied.envs.maniskill.headless.enable_headless() "
+                           "to run ManiSkill without a rendering device") from error
+    enable_headless()
 
 
 def make_vector_env(args: Args, num_envs: int, ignore_terminations: bool) -> gym.vector.VectorEnv:
@@ -312,16 +324,72 @@ def algorithm_config(args: Args) -> AlgorithmConfig:
     )
 
 
-def seed_everything(seed: int) -> torch.Generator:
+def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
 
 
 def log_scalars(writer: SummaryWriter, prefix: str, metrics: dict[str, float], step: int) -> None:
     for key, value in metrics.items():
         writer.add_scalar(f"{prefix}/{key}", value, step)
+
+
+@dataclass
+class Progress:
+    env_steps: int = 0
+    train_seconds: float = 0.0  # rollouts + updates; evaluations excluded
+    eval_success: float = float("nan")
+    target_env_steps: int | None = None  # when periodic eval first reached args.target_success
+    target_seconds: float | None = None
+
+
+def train(args: Args, agent: Agent, envs: gym.vector.VectorEnv, eval_envs: gym.vector.VectorEnv,
+          writer: SummaryWriter) -> Progress:
+    cfg = algorithm_config(args)
+    generator = torch.Generator().manual_seed(args.seed)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=cfg.lr, eps=1e-5)
+    collector = RolloutCollector(envs, args)
+    batch_size = args.num_envs * args.num_steps
+    num_iterations = max(1, args.total_env_steps // batch_size)
+    progress = Progress()
+    bar = tqdm(total=num_iterations * batch_size, unit="step", unit_scale=True, dynamic_ncols=True)
+    for iteration in range(1, num_iterations + 1):
+        start = time.perf_counter()
+        agent.eval()
+        rollout, episodes = collector.collect(agent, args.num_steps)
+        rollout_seconds = time.perf_counter() - start
+        agent.train()
+        train_metrics = ppo_update(agent, optimizer, rollout, cfg, generator)
+        progress.train_seconds += time.perf_counter() - start
+        progress.env_steps += batch_size
+        bar.update(batch_size)
+
+        episode_means = {key: float(np.mean(values)) for key, values in episodes.items()}
+        log_scalars(writer, "train", episode_means, progress.env_steps)
+        log_scalars(writer, "losses", train_metrics, progress.env_steps)
+        log_scalars(writer, "time", {"env_steps_per_s": progress.env_steps / progress.train_seconds,
+                                     "rollout_env_steps_per_s": batch_size / rollout_seconds}, progress.env_steps)
+        if args.eval_interval and iteration % args.eval_interval == 0:
+            periodic_eval(args, agent, eval_envs, writer, progress, seed=10_000 + iteration)
+        bar.set_postfix(train_success=f"{episode_means.get('success_once', float('nan')):.2f}",
+                        eval_success=f"{progress.eval_success:.2f}",
+                        sps=f"{progress.env_steps / progress.train_seconds:.0f}")
+        if args.stop_at_target and progress.target_env_steps is not None:
+            break
+    bar.close()
+    return progress
+
+
+def periodic_eval(args: Args, agent: Agent, eval_envs: gym.vector.VectorEnv, writer: SummaryWriter,
+                  progress: Progress, seed: int) -> None:
+    metrics = evaluate(agent, eval_envs, args.num_eval_envs, args.max_episode_steps, seed=seed)
+    log_scalars(writer, "eval", metrics, progress.env_steps)
+    progress.eval_success = metrics["success_once"]
+    if progress.target_env_steps is None and progress.eval_success >= args.target_success:
+        progress.target_env_steps, progress.target_seconds = progress.env_steps, progress.train_seconds
+        tqdm.write(f"eval success_once {progress.eval_success:.2f} >= {args.target_success} after "
+                   f"{progress.env_steps:,} env steps, {progress.train_seconds:.0f} s")
 
 
 def print_table(rows: list[tuple[str, str]]) -> None:
@@ -333,71 +401,54 @@ def print_table(rows: list[tuple[str, str]]) -> None:
     print(line)
 
 
+def report(args: Args, progress: Progress, final: dict[str, float], run_dir: str) -> None:
+    steps_per_s = progress.env_steps / progress.train_seconds
+    results = {
+        "env_steps": progress.env_steps, "wall_clock_s": progress.train_seconds, "env_steps_per_s": steps_per_s,
+        "final_success_once": final["success_once"], "final_success_at_end": final.get("success_at_end"),
+        "eval_episodes": int(final["num_episodes"]), "target_success": args.target_success,
+        "target_env_steps": progress.target_env_steps, "target_wall_clock_s": progress.target_seconds,
+        "args": dataclasses.asdict(args),
+    }
+    with open(os.path.join(run_dir, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    reached = "not reached" if progress.target_env_steps is None else \
+        f"{progress.target_env_steps:,} / {progress.target_seconds:.0f} s"
+    print_table([
+        ("env steps", f"{progress.env_steps:,}"),
+        ("wall-clock (train)", f"{progress.train_seconds:.1f} s"),
+        ("env steps / s", f"{steps_per_s:,.0f}"),
+        (f"final success_once ({int(final['num_episodes'])} eps)", f"{final['success_once']:.3f}"),
+        ("final success_at_end", f"{final.get('success_at_end', float('nan')):.3f}"),
+        (f"eval >= {args.target_success} at (steps / s)", reached),
+    ])
+    print(f"results: {os.path.join(run_dir, 'results.json')}")
+
+
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.torch_threads)
-    generator = seed_everything(args.seed)
-    cfg = algorithm_config(args)
-    batch_size = args.num_envs * args.num_steps
-    num_iterations = max(1, args.total_env_steps // batch_size)
+    seed_everything(args.seed)
     run_dir = os.path.join(args.log_dir, f"{args.env_id}__seed{args.seed}__{int(time.time())}")
     writer = SummaryWriter(run_dir)
     writer.add_text("args", json.dumps(dataclasses.asdict(args), indent=2))
-
     envs = make_vector_env(args, args.num_envs, ignore_terminations=False)
     eval_envs = make_vector_env(args, args.num_eval_envs, ignore_terminations=True)
     obs_dim, act_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
     agent = Agent(obs_dim, act_dim, args.hidden_dim)
-    optimizer = torch.optim.Adam(agent.parameters(), lr=args.lr, eps=1e-5)
-    collector = RolloutCollector(envs, args)
-    print(f"{args.env_id}: obs_dim={obs_dim} act_dim={act_dim} num_envs={args.num_envs} batch={batch_size} "
-          f"iterations={num_iterations} -> {run_dir}")
-
-    env_steps, train_seconds, last_success = 0, 0.0, float("nan")
-    progress = tqdm(total=num_iterations * batch_size, unit="step", unit_scale=True, dynamic_ncols=True)
-    for iteration in range(1, num_iterations + 1):
-        start = time.perf_counter()
-        agent.eval()
-        rollout, episodes = collector.collect(agent, args.num_steps)
-        rollout_seconds = time.perf_counter() - start
-        agent.train()
-        train_metrics = ppo_update(agent, optimizer, rollout, cfg, generator)
-        train_seconds += time.perf_counter() - start
-        env_steps += batch_size
-        progress.update(batch_size)
-
-        episode_means = {key: float(np.mean(values)) for key, values in episodes.items()}
-        log_scalars(writer, "train", episode_means, env_steps)
-        log_scalars(writer, "losses", train_metrics, env_steps)
-        log_scalars(writer, "time", {"env_steps_per_s": env_steps / train_seconds,
-                                     "rollout_steps_per_s": batch_size / rollout_seconds}, env_steps)
-        if args.eval_interval and iteration % args.eval_interval == 0:
-            quick = evaluate(agent, eval_envs, args.num_eval_envs, args.max_episode_steps, seed=10_000 + iteration)
-            log_scalars(writer, "eval", quick, env_steps)
-            last_success = quick["success_once"]
-        progress.set_postfix(train_success=f"{episode_means.get('success_once', float('nan')):.2f}",
-                             eval_success=f"{last_success:.2f}", sps=f"{env_steps / train_seconds:.0f}")
-    progress.close()
-
-    final = evaluate(agent, eval_envs, args.num_eval_episodes, args.max_episode_steps, seed=1_000_000)
-    log_scalars(writer, "eval_final", final, env_steps)
-    results = {"env_steps": env_steps, "wall_clock_s": train_seconds, "env_steps_per_s": env_steps / train_seconds,
-               "final_success_once": final["success_once"], "final_success_at_end": final.get("success_at_end"),
-               "eval_episodes": int(final["num_episodes"]), "args": dataclasses.asdict(args)}
-    with open(os.path.join(run_dir, "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
-    if args.save_model:
-        torch.save(agent.state_dict(), os.path.join(run_dir, "agent.pt"))
-    print_table([
-        ("env steps", f"{env_steps:,}"),
-        ("wall-clock (train)", f"{train_seconds:.1f} s"),
-        ("env steps / s", f"{env_steps / train_seconds:,.0f}"),
-        (f"success_once ({int(final['num_episodes'])} eps)", f"{final['success_once']:.3f}"),
-        ("success_at_end", f"{final.get('success_at_end', float('nan')):.3f}"),
-    ])
-    writer.close()
-    envs.close()
-    eval_envs.close()
+    print(f"{args.env_id}: obs_dim={obs_dim} act_dim={act_dim} num_envs={args.num_envs} "
+          f"batch={args.num_envs * args.num_steps} -> {run_dir}")
+    try:
+        progress = train(args, agent, envs, eval_envs, writer)
+        final = evaluate(agent, eval_envs, args.num_eval_episodes, args.max_episode_steps, seed=1_000_000)
+        log_scalars(writer, "eval_final", final, progress.env_steps)
+        if args.save_model:
+            torch.save(agent.state_dict(), os.path.join(run_dir, "agent.pt"))
+        report(args, progress, final, run_dir)
+    finally:
+        writer.close()
+        envs.close()
+        eval_envs.close()
 
 
 if __name__ == "__main__":
