@@ -1,0 +1,166 @@
+"""Diagonal-Gaussian actor-critic machinery shared by the small policies (`mlp`, `cnn`).
+
+Action convention (CleanRL / ManiSkill PPO baselines, made explicit here):
+
+* The actor outputs means in *normalized* action units, where the env's action space is [-1, 1]
+  (true for ManiSkill's `pd_joint_delta_pos`/`pd_ee_delta_pose`; other ranges are mapped through
+  `config.action_low/high` by `Policy.unnormalize_actions`).
+* `act` samples an unbounded `raw ~ Normal(mean, exp(log_std))`. The log-prob is that of `raw`, the
+  pre-clip sample, and `raw` is kept in `extras["raw_actions"]` so `evaluate` recomputes exactly the
+  same log-prob. The env receives `unnormalize_actions(clamp(raw, -1, 1))`: clipping to the action
+  space happens here, once, explicitly -- the log-prob deliberately ignores it (as in CleanRL and
+  ManiSkill's PPO, where the env clips), so the ratio in PPO is always that of the Gaussian.
+* `deterministic=True` takes `raw = mean` (same clamp and unnormalisation).
+
+Log-probs and entropies are per action dimension, (N, chunk, act_dim); the distribution is always
+evaluated in float32 even when the networks run in bf16.
+"""
+from __future__ import annotations
+
+import abc
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..base import ActOutput, EvalOutput, Obs, Policy, PolicyConfig
+
+RAW_ACTIONS_KEY = "raw_actions"
+HIDDEN_GAIN = math.sqrt(2.0)
+ACTOR_OUT_GAIN = 0.01 * math.sqrt(2.0)  # near-zero initial means: actions start around the centre
+CRITIC_OUT_GAIN = 1.0
+_LOG_SQRT_2PI_E = 0.5 + 0.5 * math.log(2.0 * math.pi)  # Normal entropy = this + log_std
+
+
+@dataclass
+class GaussianPolicyConfig(PolicyConfig):
+    init_log_std: float = -0.5  # state-independent, learned; std ~ 0.61 at the start
+
+    def validate_common(self) -> None:
+        for name in ("action_dim", "action_chunk"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.state_dim < 0:
+            raise ValueError(f"state_dim={self.state_dim} must be >= 0")
+        for name in ("action_low", "action_high"):
+            bounds = getattr(self, name)
+            if bounds is not None and len(bounds) != self.action_dim:
+                raise ValueError(f"{name} has {len(bounds)} entries; expected action_dim={self.action_dim}")
+
+
+def init_linear(layer: nn.Linear, gain: float) -> nn.Linear:
+    """Orthogonal weights with `gain`, zero bias (the PPO baselines' initialisation)."""
+    nn.init.orthogonal_(layer.weight, gain)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+def build_mlp(in_dim: int, hidden_dims: list[int], out_dim: int, out_gain: float,
+              activation: type[nn.Module] = nn.Tanh) -> nn.Sequential:
+    """Linear-activation stack ending in a linear layer of gain `out_gain` (no output activation)."""
+    layers: list[nn.Module] = []
+    for width in hidden_dims:
+        layers += [init_linear(nn.Linear(in_dim, width), HIDDEN_GAIN), activation()]
+        in_dim = width
+    layers.append(init_linear(nn.Linear(in_dim, out_dim), out_gain))
+    return nn.Sequential(*layers)
+
+
+def obs_tensor(obs: Obs, key: str, policy_name: str) -> torch.Tensor:
+    """obs[key] as a torch tensor, or a clear error naming the keys the obs does have."""
+    if not isinstance(obs, dict):
+        raise TypeError(f"{policy_name}: obs must be a dict of tensors, got {type(obs).__name__}")
+    if key not in obs:
+        raise KeyError(f"{policy_name}: obs has no {key!r}; got keys {sorted(obs)}")
+    value = obs[key]
+    return value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
+
+
+def check_state(obs: Obs, state_dim: int, policy_name: str, device: torch.device,
+                dtype: torch.dtype) -> torch.Tensor:
+    """obs["state"] as (N, state_dim) on `device`/`dtype`; errors name the expected and got shapes."""
+    state = obs_tensor(obs, "state", policy_name)
+    if state.ndim != 2 or state.shape[1] != state_dim:
+        raise ValueError(f"{policy_name}: obs['state'] has shape {tuple(state.shape)}; "
+                         f"expected (N, {state_dim}) (state_dim={state_dim})")
+    if not state.is_floating_point():
+        raise TypeError(f"{policy_name}: obs['state'] has dtype {state.dtype}; expected a floating dtype")
+    return state.to(device=device, dtype=dtype)
+
+
+class GaussianActorCritic(Policy):
+    """A Policy whose subclasses supply `action_means_and_values`; sampling and log-probs live here."""
+
+    config: GaussianPolicyConfig
+
+    def __init__(self, config: GaussianPolicyConfig):
+        super().__init__(config)
+        shape = (config.action_chunk, config.action_dim)
+        self.log_std = nn.Parameter(torch.full(shape, float(config.init_log_std)))  # (chunk, act_dim)
+
+    @abc.abstractmethod
+    def action_means_and_values(self, obs: Obs) -> tuple[torch.Tensor, torch.Tensor]:
+        """Means (N, chunk * act_dim) in normalized units and values (N,), with gradients."""
+
+    # ---- distribution -----------------------------------------------------------------------------
+    def _means_and_values(self, obs: Obs) -> tuple[torch.Tensor, torch.Tensor]:
+        means, values = self.action_means_and_values(obs)
+        chunk, act_dim = self.config.action_chunk, self.config.action_dim
+        return means.float().reshape(-1, chunk, act_dim), values.float()  # (N, chunk, act_dim), (N,)
+
+    def _log_prob(self, means: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
+        """Normal log-density per dimension, (N, chunk, act_dim), written out for float32 exactness."""
+        log_std = self.log_std.float()
+        z = (raw - means) * torch.exp(-log_std)
+        return -0.5 * z.square() - log_std - 0.5 * math.log(2.0 * math.pi)
+
+    def _entropy(self, like: torch.Tensor) -> torch.Tensor:
+        return (self.log_std.float() + _LOG_SQRT_2PI_E).expand_as(like)  # (N, chunk, act_dim)
+
+    def env_actions(self, raw: torch.Tensor) -> torch.Tensor:
+        """Raw normalized samples -> env units: explicit clip to [-1, 1], then unnormalize."""
+        return self.unnormalize_actions(raw.clamp(-1.0, 1.0))
+
+    # ---- RL interface -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def act(self, obs: Obs, deterministic: bool = False) -> ActOutput:
+        means, values = self._means_and_values(obs)  # (N, chunk, act_dim), (N,)
+        if deterministic:
+            raw = means.clone()
+        else:
+            raw = means + torch.exp(self.log_std.float()) * torch.randn_like(means)
+        return ActOutput(
+            actions=self.env_actions(raw),  # (N, chunk, act_dim), env units, within the bounds
+            log_probs=self._log_prob(means, raw),  # of the pre-clip sample
+            values=values,
+            extras={RAW_ACTIONS_KEY: raw},
+        )
+
+    def evaluate(self, obs: Obs, act_output: ActOutput) -> EvalOutput:
+        means, values = self._means_and_values(obs)
+        raw = self._raw_actions(act_output, expected_shape=tuple(means.shape))
+        return EvalOutput(log_probs=self._log_prob(means, raw), entropy=self._entropy(means), values=values)
+
+    def _raw_actions(self, act_output: ActOutput, expected_shape: tuple[int, ...]) -> torch.Tensor:
+        if RAW_ACTIONS_KEY not in act_output.extras:
+            raise KeyError(
+                f"{self.name}: act_output.extras has no {RAW_ACTIONS_KEY!r} (the pre-clip Gaussian sample "
+                f"that act() records); got extras keys {sorted(act_output.extras)}"
+            )
+        raw = act_output.extras[RAW_ACTIONS_KEY]
+        if tuple(raw.shape) != expected_shape:
+            raise ValueError(
+                f"{self.name}: extras[{RAW_ACTIONS_KEY!r}] has shape {tuple(raw.shape)}; expected "
+                f"{expected_shape} = (N, action_chunk={self.config.action_chunk}, action_dim={self.config.action_dim})"
+            )
+        return raw.to(device=self.log_std.device, dtype=torch.float32)
+
+    # ---- helpers for example_obs --------------------------------------------------------------------
+    def _example_state(self, batch_size: int) -> torch.Tensor:
+        return torch.randn(batch_size, self.config.state_dim, dtype=torch.float32)  # (N, state_dim)
+
+    @staticmethod
+    def _example_instructions(batch_size: int) -> list[str]:
+        return ["pick up the cube"] * batch_size
