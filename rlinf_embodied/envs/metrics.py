@@ -1,0 +1,73 @@
+"""Episode metrics from the vector envs' `info` (the contract is in envs/vector.py and envs/README.md).
+
+At a step where some envs' episodes ended, `info["episode"]` holds `(N,)` tensors "return",
+"length", "success_once", "success", and `info["_episode"]` `(N,)` bool marks the envs that ended.
+A chunked step ends at most one episode per env (the rest of its chunk is dropped), so one info
+contributes at most N episodes.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+EPISODE_KEYS = {"return": "episode_return", "length": "episode_length", "success_once": "success_once",
+                "success": "success"}
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def episodes_from_info(info: dict[str, Any]) -> list[dict[str, float]]:
+    """Stats of the episodes that ended at this step, in env order.
+
+    Returns a list of `{"episode_return", "episode_length", "success_once", "success"}` dicts
+    (floats; the success values are 0.0/1.0), one per env whose `info["_episode"]` is True.
+    """
+    if "episode" not in info or "_episode" not in info:
+        return []
+    mask = _to_numpy(info["_episode"]).astype(bool).reshape(-1)
+    if not mask.any():
+        return []
+    episode = info["episode"]
+    missing = set(EPISODE_KEYS) - set(episode)
+    if missing:
+        raise KeyError(f"info['episode'] lacks {sorted(missing)}; it must hold {sorted(EPISODE_KEYS)}")
+    columns = {name: _to_numpy(episode[key]).reshape(-1)[mask].astype(np.float64)
+               for key, name in EPISODE_KEYS.items()}
+    return [{name: float(values[i]) for name, values in columns.items()} for i in range(int(mask.sum()))]
+
+
+class EpisodeMetrics:
+    """Accumulates finished episodes across steps; `summary()` gives means over them."""
+
+    def __init__(self) -> None:
+        self.episodes: list[dict[str, float]] = []
+
+    def update(self, info: dict[str, Any]) -> int:
+        """Add the episodes that ended in this step's `info`; returns how many were added."""
+        new = episodes_from_info(info)
+        self.episodes.extend(new)
+        return len(new)
+
+    def summary(self) -> dict[str, float]:
+        """`num_episodes` and means of success_rate (final-step success), episode_return,
+        episode_length and success_once; NaN means when no episode finished."""
+        count = len(self.episodes)
+        if count == 0:
+            return {"num_episodes": 0, "success_rate": math.nan, "episode_return": math.nan,
+                    "episode_length": math.nan, "success_once": math.nan}
+
+        def mean(key: str) -> float:
+            return float(sum(e[key] for e in self.episodes) / count)
+
+        return {"num_episodes": count, "success_rate": mean("success"), "episode_return": mean("episode_return"),
+                "episode_length": mean("episode_length"), "success_once": mean("success_once")}
+
+    def clear(self) -> None:
+        self.episodes.clear()

@@ -1,0 +1,79 @@
+"""A tiny deterministic `SingleEnv` for tests of the shared vector-env machinery (no simulator).
+
+`ToyReachEnv`: a point in [-1, 1]^act_dim moves by `0.1 * action` per step; it succeeds (and
+terminates) when it comes within `goal_radius` of a seeded goal. The reward is the negative
+distance. With `image_size`, it also renders a uint8 "rgb" frame whose colour encodes the state,
+so video tests need no renderer. `crash_at_step` / `hang_at_step` make it fail on purpose.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Optional
+
+import gymnasium as gym
+import numpy as np
+
+
+class ToyReachEnv:
+    """See the module docstring. Observation "state" = (position, goal), float32 (2 * act_dim,)."""
+
+    def __init__(self, act_dim: int = 2, image_size: Optional[int] = None, goal_radius: float = 0.1,
+                 crash_at_step: Optional[int] = None, hang_at_step: Optional[int] = None,
+                 instruction: str = "move the point to the goal"):
+        self.act_dim, self.goal_radius, self.image_size = act_dim, goal_radius, image_size
+        self.crash_at_step, self.hang_at_step = crash_at_step, hang_at_step
+        self.instruction = instruction
+        spaces: dict[str, gym.spaces.Space] = {
+            "state": gym.spaces.Box(-np.inf, np.inf, (2 * act_dim,), np.float32)}
+        if image_size:
+            spaces["rgb"] = gym.spaces.Box(0, 255, (image_size, image_size, 3), np.uint8)
+        self.observation_space = gym.spaces.Dict(spaces)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (act_dim,), np.float32)
+        self.rng = np.random.default_rng()
+        self.position = np.zeros(act_dim, np.float32)
+        self.goal = np.zeros(act_dim, np.float32)
+        self.total_steps = 0
+
+    def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None) -> tuple[dict, dict]:
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        self.position = self.rng.uniform(-1, 1, self.act_dim).astype(np.float32)
+        self.goal = self.rng.uniform(-1, 1, self.act_dim).astype(np.float32)
+        return self._obs(), {"success": False}
+
+    def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict[str, Any]]:
+        self.total_steps += 1
+        if self.crash_at_step is not None and self.total_steps >= self.crash_at_step:
+            os._exit(3)
+        if self.hang_at_step is not None and self.total_steps >= self.hang_at_step:
+            time.sleep(3600)
+        action = np.clip(np.asarray(action, np.float32), -1.0, 1.0)
+        self.position = np.clip(self.position + 0.1 * action, -1.0, 1.0).astype(np.float32)
+        distance = float(np.linalg.norm(self.position - self.goal))
+        success = distance < self.goal_radius
+        return self._obs(), -distance, success, False, {"success": success}
+
+    def _obs(self) -> dict[str, np.ndarray]:
+        obs = {"state": np.concatenate([self.position, self.goal]).astype(np.float32)}
+        if self.image_size:
+            colour = ((self.position[:3] + 1.0) * 127.5).astype(np.uint8)
+            obs["rgb"] = np.broadcast_to(colour[: 3].reshape(1, 1, -1), (self.image_size, self.image_size,
+                                                                        colour[:3].size)).copy()
+            if obs["rgb"].shape[-1] < 3:
+                obs["rgb"] = np.concatenate([obs["rgb"], np.zeros((self.image_size, self.image_size,
+                                                                   3 - obs["rgb"].shape[-1]), np.uint8)], -1)
+        return obs
+
+    def close(self) -> None:
+        pass
+
+
+class ToyReachFactory:
+    """A picklable factory: `ToyReachFactory(**kwargs)()` builds `ToyReachEnv(**kwargs)`."""
+
+    def __init__(self, **kwargs: Any):
+        self.kwargs = kwargs
+
+    def __call__(self) -> ToyReachEnv:
+        return ToyReachEnv(**self.kwargs)

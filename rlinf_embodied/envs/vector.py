@@ -1,0 +1,563 @@
+"""Shared batched env: single envs in subprocesses, stepped as one torch `gymnasium.vector.VectorEnv`.
+
+A backend supplies picklable factories of *single* envs following the `SingleEnv` protocol below;
+`SubprocVectorEnv` does everything else: batching into torch tensors, action chunks, SAME_STEP
+auto-reset, episode statistics, `max_episode_steps` / `ignore_terminations`, seeding, packing
+several envs per worker process, and restarting crashed or hung workers.
+
+Single-env protocol (`SingleEnv`)
+---------------------------------
+- `observation_space`: `gymnasium.spaces.Dict` with a float32 `"state"` Box `(D,)` and optionally
+  uint8 `"rgb"` / `"wrist_rgb"` Boxes `(H, W, 3)`. `reset`/`step` return numpy obs with these keys.
+- `action_space`: a float32 Box `(act_dim,)`.
+- `instruction: str` -- the task's language instruction, read after every reset.
+- `reset(seed=None, options=None) -> (obs, info)`; `step(action) -> (obs, reward, terminated,
+  truncated, info)` with `info["success"]` (bool) each step; `close()`.
+The single env does not need its own time limit: pass `max_episode_steps` to the vector env.
+
+Vector-env semantics (see also envs/README.md)
+----------------------------------------------
+- `step(actions)`: torch or numpy, `(N, act_dim)` or a chunk `(N, chunk, act_dim)`; the rows of a
+  chunk are executed in order. Rewards / terminations / truncations come back as `(N,)` for 2-D
+  actions and `(N, chunk)` for chunks (float32 / bool). Once env i ends at row t of its chunk,
+  rows t+1.. are NOT applied (reward 0, terminated/truncated False there) and env i is reset.
+- Auto-reset is gymnasium's SAME_STEP: the returned obs of an env that ended is the first obs of
+  its next episode. `info["final_obs"]` (dict of `(N, ...)` tensors, valid where
+  `info["_final_obs"]` is True) is the obs it ended in; `info["final_info"]` holds
+  `{"success": (N,), "episode": {...}}` with mask `info["_final_info"]`.
+- `info["success"]`: `(N,)` bool, success at the last step applied this call (for an env that
+  ended: at its final step). `info["elapsed_steps"]`: `(N,)` int64 steps into the current episode.
+- At episode end `info["episode"] = {"return": float32, "length": int64, "success_once": bool,
+  "success": bool}` (each `(N,)`; "success" is success at the final step, "success_once" whether
+  any step succeeded) with mask `info["_episode"]` `(N,)` bool. `metrics.EpisodeMetrics` reads it.
+- `obs["instruction"]` is a `list[str]` of length N (not part of `observation_space`).
+- Seeds: `reset(seed=int)` seeds env i with `seed + i`; `reset(seed=[...])` gives one per env.
+  Later auto-resets pass no seed, so each env continues its own RNG stream: same seeds + same
+  actions -> same trajectories.
+- A worker that dies or does not answer within `step_timeout` seconds is killed and restarted
+  (logged with `logging.warning`); its envs come back reset, reported truncated at the last row of
+  the chunk with reward 0, `final_obs` = their last observation, and the run goes on.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Any, Callable, Optional, Protocol, Sequence, Union, runtime_checkable
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector.utils import batch_space
+
+logger = logging.getLogger(__name__)
+
+IMAGE_KEYS = ("rgb", "wrist_rgb")
+OBS_KEYS = ("state",) + IMAGE_KEYS
+ArrayLike = Union[np.ndarray, torch.Tensor, Sequence[float]]
+
+
+@runtime_checkable
+class SingleEnv(Protocol):
+    """One non-batched env as a backend provides it (see the module docstring)."""
+
+    observation_space: gym.spaces.Dict
+    action_space: gym.spaces.Box
+    instruction: str
+
+    def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None) -> tuple[dict, dict]: ...
+
+    def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]: ...
+
+    def close(self) -> None: ...
+
+
+EnvFactory = Callable[[], SingleEnv]
+
+
+# ---- shared-memory observation buffers -----------------------------------------------------------
+@dataclass(frozen=True)
+class _BufferSpec:
+    """Layout of one obs key in shared memory: a `(num_envs, *shape)` array of `dtype`."""
+
+    key: str
+    shape: tuple[int, ...]
+    dtype: str
+
+
+class _SharedObs:
+    """Two `(N, ...)` arrays per obs key in shared memory: current obs and final (pre-reset) obs."""
+
+    def __init__(self, ctx: Any, specs: list[_BufferSpec], num_envs: int):
+        self.specs, self.num_envs = specs, num_envs
+        self.raw = {(which, s.key): ctx.RawArray("b", max(1, num_envs * _nbytes(s))) for s in specs
+                    for which in ("obs", "final")}
+
+    def views(self) -> dict[tuple[str, str], np.ndarray]:
+        return _views(self.raw, self.specs, self.num_envs)
+
+
+def _nbytes(spec: _BufferSpec) -> int:
+    return int(np.prod(spec.shape, dtype=np.int64)) * np.dtype(spec.dtype).itemsize
+
+
+def _views(raw: dict, specs: list[_BufferSpec], num_envs: int) -> dict[tuple[str, str], np.ndarray]:
+    views = {}
+    for spec in specs:
+        for which in ("obs", "final"):
+            flat = np.frombuffer(raw[(which, spec.key)], dtype=np.uint8)[: num_envs * _nbytes(spec)]
+            views[(which, spec.key)] = flat.view(spec.dtype).reshape(num_envs, *spec.shape)
+    return views
+
+
+def buffer_specs(observation_space: gym.spaces.Dict) -> list[_BufferSpec]:
+    """The shared-memory layout for a single env's Dict observation space."""
+    if not isinstance(observation_space, gym.spaces.Dict) or "state" not in observation_space.spaces:
+        raise TypeError(f"a single env's observation_space must be a Dict with a 'state' Box, got {observation_space}")
+    unknown = set(observation_space.spaces) - set(OBS_KEYS)
+    if unknown:
+        raise KeyError(f"unsupported observation keys {sorted(unknown)}; valid keys: {list(OBS_KEYS)}")
+    return [_BufferSpec(key, tuple(space.shape), np.dtype(space.dtype).str)
+            for key, space in observation_space.spaces.items()]
+
+
+# ---- the worker process --------------------------------------------------------------------------
+class _EnvSlot:
+    """One env inside a worker plus the bookkeeping the vector env's semantics need."""
+
+    def __init__(self, env: SingleEnv, index: int):
+        self.env, self.index, self.elapsed = env, index, 0
+
+
+def _write_obs(views: dict, which: str, index: int, obs: dict[str, np.ndarray]) -> None:
+    for (kind, key), array in views.items():
+        if kind == which:
+            array[index] = obs[key]
+
+
+def _step_slot(slot: _EnvSlot, actions: np.ndarray, views: dict, max_episode_steps: Optional[int],
+               ignore_terminations: bool) -> dict[str, Any]:
+    """Apply one env's chunk `(chunk, act_dim)`; stop at the episode end and auto-reset."""
+    chunk = actions.shape[0]
+    rewards = np.zeros(chunk, np.float32)
+    terminated, truncated, success = (np.zeros(chunk, bool) for _ in range(3))
+    ended_at, obs = -1, None
+    for t in range(chunk):
+        obs, reward, term, trunc, info = slot.env.step(actions[t])
+        slot.elapsed += 1
+        rewards[t], success[t] = float(reward), bool(info.get("success", False))
+        terminated[t] = bool(term) and not ignore_terminations
+        truncated[t] = bool(trunc) or (max_episode_steps is not None and slot.elapsed >= max_episode_steps)
+        if terminated[t] or truncated[t]:
+            ended_at = t
+            _write_obs(views, "final", slot.index, obs)
+            obs, _ = slot.env.reset()
+            slot.elapsed = 0
+            break
+    _write_obs(views, "obs", slot.index, obs)
+    return {"rewards": rewards, "terminated": terminated, "truncated": truncated, "success": success,
+            "ended_at": ended_at, "instruction": str(getattr(slot.env, "instruction", ""))}
+
+
+def _worker_main(conn: Connection, env_fns: list[EnvFactory], indices: list[int], raw: dict,
+                 specs: list[_BufferSpec], num_envs: int, max_episode_steps: Optional[int],
+                 ignore_terminations: bool) -> None:
+    """Subprocess loop: build the envs, then serve reset/step/call/close commands over the pipe."""
+    try:
+        slots = [_EnvSlot(fn(), index) for fn, index in zip(env_fns, indices)]
+        views = _views(raw, specs, num_envs)
+        conn.send(("ok", None))
+        while True:
+            command, payload = conn.recv()
+            if command == "reset":
+                seeds, options = payload
+                results = []
+                for slot, seed in zip(slots, seeds):
+                    obs, _ = slot.env.reset(seed=seed, options=options)
+                    slot.elapsed = 0
+                    _write_obs(views, "obs", slot.index, obs)
+                    results.append(str(getattr(slot.env, "instruction", "")))
+                conn.send(("ok", results))
+            elif command == "step":
+                conn.send(("ok", [_step_slot(slot, actions, views, max_episode_steps, ignore_terminations)
+                                  for slot, actions in zip(slots, payload)]))
+            elif command == "call":
+                name, args, kwargs = payload
+                results = []
+                for slot in slots:
+                    attribute = getattr(slot.env, name)
+                    results.append(attribute(*args, **kwargs) if callable(attribute) else attribute)
+                conn.send(("ok", results))
+            elif command == "pid":
+                conn.send(("ok", os.getpid()))
+            elif command == "close":
+                for slot in slots:
+                    slot.env.close()
+                conn.send(("ok", None))
+                return
+            else:
+                raise ValueError(f"unknown worker command {command!r}")
+    except (KeyboardInterrupt, EOFError):
+        return
+    except BaseException as error:  # report to the parent, which decides what to do
+        import traceback
+
+        try:
+            conn.send(("error", f"{type(error).__name__}: {error}\n{traceback.format_exc()}"))
+        except (BrokenPipeError, OSError):
+            pass
+
+
+class _WorkerDied(RuntimeError):
+    pass
+
+
+class _Worker:
+    """Parent-side handle of one subprocess holding the envs `indices`."""
+
+    def __init__(self, ctx: Any, env_fns: list[EnvFactory], indices: list[int], shared: _SharedObs,
+                 max_episode_steps: Optional[int], ignore_terminations: bool):
+        self.ctx, self.env_fns, self.indices, self.shared = ctx, env_fns, indices, shared
+        self.max_episode_steps, self.ignore_terminations = max_episode_steps, ignore_terminations
+        self.process: Optional[mp.process.BaseProcess] = None
+        self.conn: Optional[Connection] = None
+
+    def start(self) -> None:
+        parent_conn, child_conn = self.ctx.Pipe()
+        self.process = self.ctx.Process(
+            target=_worker_main, daemon=True, name=f"env-worker-{self.indices[0]}",
+            args=(child_conn, self.env_fns, self.indices, self.shared.raw, self.shared.specs,
+                  self.shared.num_envs, self.max_episode_steps, self.ignore_terminations))
+        self.process.start()
+        child_conn.close()
+        self.conn = parent_conn
+
+    def send(self, command: str, payload: Any = None) -> None:
+        try:
+            self.conn.send((command, payload))
+        except (BrokenPipeError, OSError) as error:
+            raise _WorkerDied(f"worker of envs {self.indices} is gone ({error})") from error
+
+    def receive(self, timeout: Optional[float]) -> Any:
+        if not self.conn.poll(timeout):
+            raise _WorkerDied(f"worker of envs {self.indices} did not answer within {timeout}s")
+        try:
+            status, payload = self.conn.recv()
+        except (EOFError, OSError) as error:
+            raise _WorkerDied(f"worker of envs {self.indices} died (exit code "
+                              f"{self.process.exitcode if self.process else None})") from error
+        if status == "error":
+            raise _WorkerDied(f"worker of envs {self.indices} raised: {payload}")
+        return payload
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.is_alive():
+            self.process.kill()
+            self.process.join(timeout=5)
+        if self.conn is not None:
+            self.conn.close()
+        self.process, self.conn = None, None
+
+
+def split_evenly(num_envs: int, num_workers: int) -> list[list[int]]:
+    """Contiguous env indices per worker, sizes differing by at most one."""
+    base, extra = divmod(num_envs, num_workers)
+    groups, start = [], 0
+    for worker in range(num_workers):
+        size = base + (worker < extra)
+        groups.append(list(range(start, start + size)))
+        start += size
+    return groups
+
+
+# ---- the vector env ------------------------------------------------------------------------------
+class SubprocVectorEnv(gym.vector.VectorEnv):
+    """`num_envs` single envs in `num_workers` subprocesses, batched into torch tensors on CPU.
+
+    Args:
+        env_fns: one picklable factory per env, each returning a `SingleEnv`.
+        num_workers: subprocesses; default `min(num_envs, os.cpu_count())`. Each worker steps its
+            envs sequentially.
+        max_episode_steps: truncate episodes after this many steps (None: only the env's own).
+        ignore_terminations: never report terminated (success does not end the episode).
+        step_timeout: seconds a worker may take for one `step` before it is restarted.
+        start_timeout: seconds a worker may take to build its envs or reset them.
+        context: multiprocessing start method ("forkserver" or "spawn"; "fork" is unsafe with
+            simulators that start threads).
+        observation_space / action_space: the single env's spaces; read from a probe env built in
+            the parent when omitted (that imports the simulator in this process).
+    """
+
+    metadata = {"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}
+
+    def __init__(self, env_fns: Sequence[EnvFactory], num_workers: Optional[int] = None,
+                 max_episode_steps: Optional[int] = None, ignore_terminations: bool = False,
+                 step_timeout: float = 60.0, start_timeout: float = 300.0, context: str = "forkserver",
+                 observation_space: Optional[gym.spaces.Dict] = None,
+                 action_space: Optional[gym.spaces.Box] = None):
+        env_fns = list(env_fns)
+        if not env_fns:
+            raise ValueError("num_envs must be >= 1, got 0 env factories")
+        validate_common_options(len(env_fns), num_workers, max_episode_steps, step_timeout)
+        self.num_envs = len(env_fns)
+        self.num_workers = min(num_workers or min(self.num_envs, os.cpu_count() or 1), self.num_envs)
+        self.max_episode_steps, self.ignore_terminations = max_episode_steps, ignore_terminations
+        self.step_timeout, self.start_timeout = float(step_timeout), float(start_timeout)
+        if observation_space is None or action_space is None:
+            observation_space, action_space = _probe_spaces(env_fns[0])
+        self.single_observation_space, self.single_action_space = observation_space, action_space
+        self.observation_space = batch_space(observation_space, self.num_envs)
+        self.action_space = batch_space(action_space, self.num_envs)
+        self.act_dim = int(action_space.shape[-1])
+        self.render_mode, self.closed = None, False
+        self.device = torch.device("cpu")
+        ctx = mp.get_context(context)
+        self._shared = _SharedObs(ctx, buffer_specs(observation_space), self.num_envs)
+        self._views = self._shared.views()
+        self._workers = [_Worker(ctx, [env_fns[i] for i in group], group, self._shared, max_episode_steps,
+                                 ignore_terminations) for group in split_evenly(self.num_envs, self.num_workers)]
+        self._instructions = [""] * self.num_envs
+        self._episode_return = np.zeros(self.num_envs, np.float64)
+        self._episode_length = np.zeros(self.num_envs, np.int64)
+        self._success_once = np.zeros(self.num_envs, bool)
+        self._elapsed = np.zeros(self.num_envs, np.int64)
+        self._restarts = 0
+        self._start_workers(self._workers)
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def _start_workers(self, workers: list[_Worker]) -> None:
+        for worker in workers:
+            worker.start()
+        try:
+            for worker in workers:
+                worker.receive(self.start_timeout)
+        except _WorkerDied:
+            for worker in self._workers:
+                worker.kill()
+            self.closed = True
+            raise
+
+    def close_extras(self, **kwargs: Any) -> None:
+        for worker in self._workers:
+            if worker.conn is None:
+                continue
+            try:
+                worker.send("close")
+                worker.receive(timeout=10.0)
+            except _WorkerDied:
+                pass
+            worker.kill()
+
+    def __del__(self) -> None:
+        if not getattr(self, "closed", True):
+            try:
+                self.close()
+            except Exception:  # interpreter shutdown
+                pass
+
+    # -- reset -------------------------------------------------------------------------------------
+    def reset(self, *, seed: Optional[Union[int, Sequence[Optional[int]]]] = None,
+              options: Optional[dict] = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        seeds = self._seeds(seed)
+        for worker in self._workers:
+            worker.send("reset", ([seeds[i] for i in worker.indices], options))
+        for worker in self._workers:
+            try:
+                instructions = worker.receive(self.start_timeout)
+            except _WorkerDied as error:
+                self._restart(worker, error)
+                instructions = self._reset_worker(worker, [seeds[i] for i in worker.indices], options)
+            for index, text in zip(worker.indices, instructions):
+                self._instructions[index] = text
+        self._episode_return[:] = 0
+        self._episode_length[:] = 0
+        self._success_once[:] = False
+        self._elapsed[:] = 0
+        return self._obs("obs"), {}
+
+    def _seeds(self, seed: Optional[Union[int, Sequence[Optional[int]]]]) -> list[Optional[int]]:
+        if seed is None:
+            return [None] * self.num_envs
+        if isinstance(seed, (int, np.integer)):
+            return [int(seed) + i for i in range(self.num_envs)]
+        seeds = list(seed)
+        if len(seeds) != self.num_envs:
+            raise ValueError(f"reset(seed=...) got {len(seeds)} seeds for {self.num_envs} envs; "
+                             f"pass an int or a list of exactly {self.num_envs}")
+        return [None if s is None else int(s) for s in seeds]
+
+    def _reset_worker(self, worker: _Worker, seeds: list[Optional[int]], options: Optional[dict]) -> list[str]:
+        worker.send("reset", (seeds, options))
+        return worker.receive(self.start_timeout)
+
+    def _restart(self, worker: _Worker, error: Exception) -> None:
+        """Kill and restart one worker; raise if it cannot be brought back."""
+        self._restarts += 1
+        logger.warning("env worker of envs %s failed (%s); restarting it and truncating its episodes",
+                       worker.indices, str(error).splitlines()[0])
+        worker.kill()
+        worker.start()
+        worker.receive(self.start_timeout)
+
+    @property
+    def num_restarts(self) -> int:
+        """How many times a worker process was restarted after a crash or hang."""
+        return self._restarts
+
+    # -- step --------------------------------------------------------------------------------------
+    def step(self, actions: ArrayLike) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+        chunk_actions, is_chunk = self._as_chunk(actions)  # (N, chunk, act_dim)
+        chunk = chunk_actions.shape[1]
+        for worker in self._workers:
+            worker.send("step", chunk_actions[worker.indices])
+        rewards = np.zeros((self.num_envs, chunk), np.float32)
+        terminated, truncated, success = (np.zeros((self.num_envs, chunk), bool) for _ in range(3))
+        ended = np.zeros(self.num_envs, bool)
+        final_success = np.zeros(self.num_envs, bool)
+        last_success = np.zeros(self.num_envs, bool)
+        applied = np.zeros(self.num_envs, np.int64)
+        deadline = time.monotonic() + self.step_timeout
+        for worker in self._workers:
+            try:
+                results = worker.receive(max(0.0, deadline - time.monotonic()))
+            except _WorkerDied as error:
+                self._recover(worker, error, truncated, ended, applied, chunk)
+                continue
+            for index, result in zip(worker.indices, results):
+                rewards[index], success[index] = result["rewards"], result["success"]
+                terminated[index], truncated[index] = result["terminated"], result["truncated"]
+                t = result["ended_at"] if result["ended_at"] >= 0 else chunk - 1
+                applied[index], last_success[index] = t + 1, success[index, t]
+                ended[index] = result["ended_at"] >= 0
+                final_success[index] = ended[index] and success[index, t]
+                self._instructions[index] = result["instruction"]
+        info = self._episode_info(rewards, success, ended, applied, last_success, final_success)
+        obs = self._obs("obs")
+        if not is_chunk:
+            return obs, torch.from_numpy(rewards[:, 0]), torch.from_numpy(terminated[:, 0]), \
+                torch.from_numpy(truncated[:, 0]), info
+        return obs, torch.from_numpy(rewards), torch.from_numpy(terminated), torch.from_numpy(truncated), info
+
+    def _recover(self, worker: _Worker, error: Exception, truncated: np.ndarray, ended: np.ndarray,
+                 applied: np.ndarray, chunk: int) -> None:
+        """Restart a dead/hung worker; its envs end truncated at the chunk's last row."""
+        for which in ("final",):  # the last obs we hold for those envs becomes their final obs
+            for spec in self._shared.specs:
+                self._views[(which, spec.key)][worker.indices] = self._views[("obs", spec.key)][worker.indices]
+        self._restart(worker, error)
+        instructions = self._reset_worker(worker, [None] * len(worker.indices), None)
+        for index, text in zip(worker.indices, instructions):
+            self._instructions[index] = text
+            truncated[index, chunk - 1] = True
+            ended[index] = True
+            applied[index] = 0
+
+    def _episode_info(self, rewards: np.ndarray, success: np.ndarray, ended: np.ndarray, applied: np.ndarray,
+                      last_success: np.ndarray, final_success: np.ndarray) -> dict[str, Any]:
+        """Update running episode stats; build `info` with episode stats for envs that ended."""
+        self._episode_return += rewards.sum(axis=1)
+        self._episode_length += applied
+        self._elapsed += applied
+        self._success_once |= success.any(axis=1)
+        episode = {
+            "return": torch.from_numpy(np.where(ended, self._episode_return, 0.0).astype(np.float32)),
+            "length": torch.from_numpy(np.where(ended, self._episode_length, 0)),
+            "success_once": torch.from_numpy(ended & self._success_once),
+            "success": torch.from_numpy(final_success.copy()),
+        }
+        ended_mask = torch.from_numpy(ended.copy())
+        info: dict[str, Any] = {
+            "success": torch.from_numpy(last_success),
+            "elapsed_steps": torch.from_numpy(np.where(ended, 0, self._elapsed)),
+            "episode": episode, "_episode": ended_mask,
+        }
+        if ended.any():
+            info["final_obs"] = self._obs("final", with_instruction=False)
+            info["_final_obs"] = ended_mask.clone()
+            info["final_info"] = {"success": episode["success"].clone(), "episode": dict(episode),
+                                  "_success": ended_mask.clone(), "_episode": ended_mask.clone()}
+            info["_final_info"] = ended_mask.clone()
+        self._episode_return[ended] = 0
+        self._episode_length[ended] = 0
+        self._success_once[ended] = False
+        self._elapsed[ended] = 0
+        return info
+
+    def _as_chunk(self, actions: ArrayLike) -> tuple[np.ndarray, bool]:
+        """Validate actions and return them as a float32 numpy chunk `(N, chunk, act_dim)`."""
+        if isinstance(actions, torch.Tensor):
+            array = actions.detach().to("cpu", torch.float32).numpy()
+        else:
+            array = np.asarray(actions, dtype=np.float32)
+        if array.ndim not in (2, 3) or array.shape[0] != self.num_envs or array.shape[-1] != self.act_dim:
+            raise ValueError(f"actions must have shape (num_envs={self.num_envs}, act_dim={self.act_dim}) or "
+                             f"(num_envs, chunk, act_dim), got {tuple(array.shape)}")
+        if array.ndim == 3 and array.shape[1] < 1:
+            raise ValueError(f"an action chunk needs at least one step, got shape {tuple(array.shape)}")
+        return (array[:, None, :] if array.ndim == 2 else array), array.ndim == 3
+
+    def _obs(self, which: str, with_instruction: bool = True) -> dict[str, Any]:
+        obs: dict[str, Any] = {spec.key: torch.from_numpy(self._views[(which, spec.key)].copy())
+                               for spec in self._shared.specs}
+        if with_instruction:
+            obs["instruction"] = list(self._instructions)
+        return obs
+
+    # -- helpers for tests and wrappers ------------------------------------------------------------
+    def call(self, name: str, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+        """Call method `name` (or read attribute `name`) on every single env; results in env order."""
+        results: list[Any] = [None] * self.num_envs
+        for worker in self._workers:
+            worker.send("call", (name, args, kwargs))
+        for worker in self._workers:
+            for index, value in zip(worker.indices, worker.receive(self.step_timeout)):
+                results[index] = value
+        return tuple(results)
+
+    def worker_pids(self) -> list[int]:
+        """The process id of each worker (index = worker number)."""
+        return [worker.process.pid for worker in self._workers]
+
+    def worker_of_env(self, env_index: int) -> int:
+        """The worker number holding env `env_index`."""
+        for number, worker in enumerate(self._workers):
+            if env_index in worker.indices:
+                return number
+        raise IndexError(f"env index {env_index} out of range [0, {self.num_envs})")
+
+
+def _probe_spaces(env_fn: EnvFactory) -> tuple[gym.spaces.Dict, gym.spaces.Box]:
+    env = env_fn()
+    try:
+        return env.observation_space, env.action_space
+    finally:
+        env.close()
+
+
+def validate_common_options(num_envs: int, num_workers: Optional[int], max_episode_steps: Optional[int],
+                            step_timeout: float) -> None:
+    """Raise a clear error for bad vector-env options shared by all backends."""
+    if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+        raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
+    if num_workers is not None and (not isinstance(num_workers, (int, np.integer)) or num_workers < 1):
+        raise ValueError(f"num_workers must be None (auto) or an int >= 1, got {num_workers!r}")
+    if max_episode_steps is not None and (not isinstance(max_episode_steps, (int, np.integer)) or max_episode_steps < 1):
+        raise ValueError(f"max_episode_steps must be None or an int >= 1, got {max_episode_steps!r}")
+    if not step_timeout or step_timeout <= 0:
+        raise ValueError(f"step_timeout must be a positive number of seconds, got {step_timeout!r}")
+
+
+# ---- registration --------------------------------------------------------------------------------
+def register_env(env_id: str, entry_point: str, vector_entry_point: str, **kwargs: Any) -> None:
+    """Register `env_id` with gymnasium with both a single-env and a vector entry point.
+
+    Entry points are "module:callable" strings, so registering imports no simulator.
+    `kwargs` become the spec's default kwargs (e.g. the backend task name).
+    """
+    if env_id in gym.registry:
+        return
+    gym.register(id=env_id, entry_point=entry_point, vector_entry_point=vector_entry_point,
+                 disable_env_checker=True, kwargs=kwargs)
