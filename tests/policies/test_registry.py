@@ -1,0 +1,77 @@
+"""Policy registry: name and size errors, load_policy dispatch, mismatched checkpoints."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+from rlinf_embodied.policies import available_policies, load_policy, make_policy, policy_class
+from rlinf_embodied.policies.cnn.modeling import CNNPolicy
+from rlinf_embodied.policies.mlp.modeling import MLPPolicy
+
+
+def test_registered_names_and_classes():
+    assert {"mlp", "cnn", "pi0", "gr00t"} <= set(available_policies())
+    assert policy_class("mlp") is MLPPolicy and policy_class("cnn") is CNNPolicy
+
+
+def test_unknown_policy_name_lists_available_ones():
+    with pytest.raises(ValueError, match=r"unknown policy 'mlpp'; available: \[.*'cnn'.*'mlp'.*\]"):
+        make_policy("mlpp")
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_presets_tiny_and_default_exist_and_unknown_size_errors(name):
+    assert {"tiny", "default"} <= set(policy_class(name).presets)
+    with pytest.raises(ValueError, match=rf"unknown size 'huge' for policy '{name}'; available: \['default', 'tiny'\]"):
+        make_policy(name, size="huge")
+
+
+def test_unknown_override_key_names_valid_keys():
+    with pytest.raises(ValueError, match=r"unknown config keys \['hiden_dim'\].*'hidden_dim'"):
+        make_policy("mlp", hiden_dim=8)
+
+
+def test_make_policy_applies_action_dim_and_overrides():
+    policy = make_policy("mlp", size="tiny", action_dim=5, state_dim=3, hidden_dim=16)
+    assert (policy.config.action_dim, policy.config.state_dim, policy.config.hidden_dim) == (5, 3, 16)
+
+
+def test_load_policy_on_missing_path_names_the_path(tmp_path):
+    missing = tmp_path / "no_such_checkpoint"
+    with pytest.raises(FileNotFoundError, match="no_such_checkpoint"):
+        load_policy(missing)
+    with pytest.raises(FileNotFoundError, match="no_such_checkpoint"):
+        MLPPolicy.from_pretrained(missing)
+
+
+def test_load_policy_dispatches_on_the_saved_name(tmp_path):
+    torch.manual_seed(0)
+    policy = make_policy("cnn", size="tiny", action_dim=2, state_dim=3)
+    policy.save_pretrained(tmp_path)
+    loaded = load_policy(tmp_path)
+    assert isinstance(loaded, CNNPolicy) and loaded.config == policy.config
+    obs = policy.example_obs(2)
+    torch.testing.assert_close(loaded.act(obs, deterministic=True).actions, policy.act(obs, deterministic=True).actions)
+
+
+def test_checkpoint_of_one_policy_loaded_as_another_errors(tmp_path):
+    make_policy("mlp", size="tiny", action_dim=2, state_dim=3).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"holds policy 'mlp', not 'cnn'"):
+        CNNPolicy.from_pretrained(tmp_path)
+    # A config.json relabelled as another policy fails on the foreign config keys, naming them.
+    config_path = os.path.join(tmp_path, "config.json")
+    with open(config_path) as f:
+        data = json.load(f)
+    with open(config_path, "w") as f:
+        json.dump({**data, "policy": "cnn"}, f)
+    with pytest.raises(ValueError, match=r"CNNConfig: unknown config keys \['hidden_dim', 'num_layers'\]"):
+        load_policy(tmp_path)
+
+
+def test_weights_of_a_different_shape_error(tmp_path):
+    make_policy("mlp", size="tiny", action_dim=2, state_dim=3).save_pretrained(tmp_path)
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        load_policy(tmp_path, hidden_dim=64)
