@@ -1,0 +1,1 @@
+"""OpenVLA: Prismatic VLM decoding one action token per action dimension."""

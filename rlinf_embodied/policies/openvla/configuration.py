@@ -1,0 +1,21 @@
+"""OpenVLA configuration and size presets ("openvla-7b" is the published architecture, see vla_common.config)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..vla_common.config import TINY_PRISMATIC, PrismaticVLAConfig
+
+
+@dataclass
+class OpenVLAConfig(PrismaticVLAConfig):
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.action_chunk != 1:
+            raise ValueError(f"openvla predicts one action per step: action_chunk={self.action_chunk}, valid: 1 "
+                             "(use openvla_oft for action chunks)")
+
+
+OPENVLA_PRESETS: dict[str, dict] = {
+    "tiny": dict(action_dim=7, **TINY_PRISMATIC),
+    "openvla-7b": dict(action_dim=7),
+}
