@@ -108,7 +108,9 @@ class GaussianActorCritic(Policy):
     def _means_and_values(self, obs: Obs) -> tuple[torch.Tensor, torch.Tensor]:
         means, values = self.action_means_and_values(obs)
         chunk, act_dim = self.config.action_chunk, self.config.action_dim
-        return means.float().reshape(-1, chunk, act_dim), values.float()  # (N, chunk, act_dim), (N,)
+        # Outputs of an FSDP2 forward must not be views (in-place ops on them would skip its hooks):
+        # the values are copied, not viewed.
+        return means.float().reshape(-1, chunk, act_dim), values.to(torch.float32, copy=True)  # (N, chunk, A), (N,)
 
     def _log_prob(self, means: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
         """Normal log-density per dimension, (N, chunk, act_dim), written out for float32 exactness."""
@@ -117,7 +119,7 @@ class GaussianActorCritic(Policy):
         return -0.5 * z.square() - log_std - 0.5 * math.log(2.0 * math.pi)
 
     def _entropy(self, like: torch.Tensor) -> torch.Tensor:
-        return (self.log_std.float() + _LOG_SQRT_2PI_E).expand_as(like)  # (N, chunk, act_dim)
+        return (self.log_std.float() + _LOG_SQRT_2PI_E).expand_as(like).clone()  # (N, chunk, act_dim), no view
 
     def env_actions(self, raw: torch.Tensor) -> torch.Tensor:
         """Raw normalized samples -> env units: explicit clip to [-1, 1], then unnormalize."""
