@@ -1,0 +1,1 @@
+"""OpenVLA-OFT: Prismatic VLM decoding a whole action chunk in one parallel pass."""

@@ -1,0 +1,42 @@
+"""OpenVLA-OFT configuration and presets.
+
+"openvla-oft-7b" is the LIBERO checkpoint's architecture (moojink/openvla-7b-oft-finetuned-libero-*):
+the OpenVLA-7B VLM, two cameras (third-person + wrist), proprio state (8) projected to one token,
+chunk 8 x 7 actions, and the L1-regression MLP-ResNet action head (2 blocks, width 4096).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..vla_common.config import TINY_PRISMATIC, PrismaticVLAConfig
+
+ACTION_HEAD_TYPES = ("continuous", "discrete")
+
+
+@dataclass
+class OpenVLAOFTConfig(PrismaticVLAConfig):
+    action_head_type: str = "continuous"  # "continuous": MLP-ResNet mean + learned Gaussian std; "discrete": 256 bins
+    action_head_num_blocks: int = 2
+    init_log_std: float = -2.0  # Gaussian exploration std of the continuous head (learned, per action dim)
+    use_proprio: bool = True  # project obs["state"] (state_dim) into one token after the image patches
+    # Proprio normalisation (OFT's BOUNDS_Q99): norm = clip((s - low) / (high - low) * 2 - 1, -1, 1).
+    state_low: list[float] | None = None
+    state_high: list[float] | None = None
+    bidirectional_action_attention: bool = True  # action positions attend to each other (OFT parallel decoding)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.action_head_type not in ACTION_HEAD_TYPES:
+            raise ValueError(f"action_head_type={self.action_head_type!r}; valid: {list(ACTION_HEAD_TYPES)}")
+        if self.use_proprio and self.state_dim <= 0:
+            raise ValueError("use_proprio=True needs state_dim > 0 (the proprio projector's input width)")
+        for name in ("state_low", "state_high"):
+            bounds = getattr(self, name)
+            if bounds is not None and len(bounds) != self.state_dim:
+                raise ValueError(f"state_dim={self.state_dim} but {name} has {len(bounds)} dimensions")
+
+
+OPENVLA_OFT_PRESETS: dict[str, dict] = {
+    "tiny": dict(action_dim=7, action_chunk=4, state_dim=8, num_images=2, **TINY_PRISMATIC),
+    "openvla-oft-7b": dict(action_dim=7, action_chunk=8, state_dim=8, num_images=2),
+}

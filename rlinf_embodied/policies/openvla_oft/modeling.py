@@ -1,0 +1,165 @@
+"""OpenVLA-OFT under RL: one forward pass decodes the whole chunk (parallel decoding).
+
+Sequence: [<BOS>, patches (each camera), proprio token, prompt, chunk * D action placeholders, </s>].
+Placeholder embeddings are zero (as upstream); the placeholders and the stop token attend to the whole
+valid prompt and to each other (bidirectional, `bidirectional_action_attention`), the prompt stays
+causal. As upstream, the chunk * D hidden states read out start at the last prompt token
+(positions L - 1 ... L + K - 2 for prompt length L and K = chunk * D).
+
+Two heads (`action_head_type`):
+* "discrete": logits over the 256 action tokens at each read-out position, sampled with temperature
+  (argmax when deterministic). extras["action_tokens"] (N, chunk, D) long.
+* "continuous": upstream's L1-regression MLP-ResNet gives the normalised mean; a learned per-dimension
+  log-std makes it a Gaussian (mean when deterministic). extras["normalized_actions"] (N, chunk, D).
+`evaluate` reruns the same single pass with gradients: it does not depend on the sampled actions.
+Values: value head on the final hidden state of the last prompt token (which sees no placeholder).
+"""
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from ..base import ActOutput, EvalOutput, Obs
+from ..vla_common.policy import PrismaticVLAPolicy, causal_mask, valid_positions
+from .configuration import OPENVLA_OFT_PRESETS, OpenVLAOFTConfig
+from .heads import L1RegressionActionHead, ProprioProjector
+
+
+class OpenVLAOFTPolicy(PrismaticVLAPolicy):
+    name = "openvla_oft"
+    config_class = OpenVLAOFTConfig
+    presets = OPENVLA_OFT_PRESETS
+    config: OpenVLAOFTConfig
+    head_prefixes: ClassVar[tuple[str, ...]] = ("value_head.", "action_head.", "proprio_projector.", "action_log_std")
+
+    def __init__(self, config: OpenVLAOFTConfig, apply_lora: bool = True):
+        super().__init__(config, apply_lora)
+        cfg = config
+        self.proprio_projector = ProprioProjector(cfg.state_dim, cfg.hidden_size) if cfg.use_proprio else None
+        if cfg.action_head_type == "continuous":
+            self.action_head = L1RegressionActionHead(cfg.hidden_size, cfg.action_dim, cfg.action_head_num_blocks)
+            self.action_log_std = nn.Parameter(torch.full((cfg.action_dim,), cfg.init_log_std))
+        else:
+            self.action_head, self.action_log_std = None, None
+        self.finish_init()
+
+    @property
+    def num_action_tokens(self) -> int:
+        return self.config.action_chunk * self.config.action_dim
+
+    # ---- inputs -----------------------------------------------------------------------------------
+    def extra_prefix_tokens(self, obs: Obs) -> torch.Tensor | None:
+        if self.proprio_projector is None:
+            return None
+        if obs.get("state") is None:
+            raise KeyError(f"openvla_oft with use_proprio=True needs obs['state'] (N, {self.config.state_dim}); "
+                           f"got keys {sorted(obs)}")
+        state = torch.as_tensor(obs["state"]).to(self.device, torch.float32)
+        if state.ndim != 2 or state.shape[1] != self.config.state_dim:
+            raise ValueError(f"obs['state'] must be (N, {self.config.state_dim}), got {tuple(state.shape)}")
+        cfg = self.config
+        if cfg.state_low is not None and cfg.state_high is not None:
+            low = torch.as_tensor(cfg.state_low, device=state.device)
+            high = torch.as_tensor(cfg.state_high, device=state.device)
+            state = ((state - low) / (high - low + 1e-8) * 2.0 - 1.0).clamp(-1.0, 1.0)
+        return self.proprio_projector(state.to(self.compute_dtype))[:, None]  # (N, 1, W)
+
+    def action_hidden_states(self, obs: Obs) -> tuple[torch.Tensor, torch.Tensor]:
+        """One parallel pass: read-out hidden states (N, K, W) and the last prompt token's (N, W)."""
+        embeds, valid = self.embed_prompt(obs)  # (N, L, W)
+        batch, prompt_len, width = embeds.shape
+        block_len = self.num_action_tokens + 1  # placeholders + stop token
+        stop_id = self.tokenizer.eos_token_id
+        stop = self.language_model.model.embed_tokens(torch.full((batch, 1), stop_id, dtype=torch.long, device=embeds.device))
+        placeholders = embeds.new_zeros(batch, self.num_action_tokens, width)
+        embeds = torch.cat([embeds, placeholders, stop], dim=1)
+        valid = torch.cat([valid, valid.new_ones(batch, block_len)], dim=1)
+        mask = causal_mask(valid)
+        if self.config.bidirectional_action_attention:
+            mask[:, :, prompt_len:, prompt_len:] = True
+        hidden = self.run_llm(embeds, mask, valid_positions(valid))
+        return hidden[:, prompt_len - 1: prompt_len - 1 + self.num_action_tokens], hidden[:, prompt_len - 1]
+
+    def gaussian(self, action_hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised mean (N, chunk, D) float32 and std (D,) float32 of the continuous head."""
+        return self.action_head(action_hidden).float(), self.action_log_std.float().exp()
+
+    # ---- RL interface -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def act(self, obs: Obs, deterministic: bool = False) -> ActOutput:
+        cfg = self.config
+        action_hidden, last_hidden = self.action_hidden_states(obs)
+        shape = (action_hidden.shape[0], cfg.action_chunk, cfg.action_dim)
+        if cfg.action_head_type == "discrete":
+            log_p = torch.log_softmax(self.action_logits(action_hidden), dim=-1)  # (N, K, n_bins)
+            classes = log_p.argmax(-1) if deterministic else torch.distributions.Categorical(logits=log_p).sample()
+            log_probs = log_p.gather(-1, classes[..., None]).squeeze(-1).reshape(shape)
+            tokens = self.action_tokenizer.classes_to_tokens(classes).reshape(shape)
+            normalized = self.action_tokenizer.tokens_to_actions(tokens)
+            extras = {"action_tokens": tokens}
+        else:
+            mean, std = self.gaussian(action_hidden)
+            normalized = mean if deterministic else mean + std * torch.randn_like(mean)
+            log_probs = gaussian_log_prob(normalized, mean, std)
+            extras = {"normalized_actions": normalized}
+        return ActOutput(actions=self.unnormalize_actions(normalized), log_probs=log_probs,
+                         values=self.values_from_hidden(last_hidden), extras=extras)
+
+    def evaluate(self, obs: Obs, act_output: ActOutput) -> EvalOutput:
+        cfg = self.config
+        action_hidden, last_hidden = self.action_hidden_states(obs)
+        batch = action_hidden.shape[0]
+        if cfg.action_head_type == "discrete":
+            log_p = torch.log_softmax(self.action_logits(action_hidden), dim=-1)
+            tokens = act_output.extras["action_tokens"].to(self.device).long().reshape(batch, -1)
+            classes = self.action_tokenizer.tokens_to_classes(tokens)
+            log_probs = log_p.gather(-1, classes[..., None]).squeeze(-1)
+            entropy = -(log_p.exp() * log_p).sum(-1)
+            log_probs = log_probs.reshape(batch, cfg.action_chunk, cfg.action_dim)
+            entropy = entropy.reshape(batch, cfg.action_chunk, cfg.action_dim)
+        else:
+            mean, std = self.gaussian(action_hidden)
+            normalized = act_output.extras["normalized_actions"].to(self.device, torch.float32)
+            log_probs = gaussian_log_prob(normalized, mean, std)
+            entropy = (0.5 + 0.5 * math.log(2 * math.pi) + std.log()).expand_as(mean)
+        return EvalOutput(log_probs=log_probs, entropy=entropy, values=self.values_from_hidden(last_hidden))
+
+    def sft_loss(self, obs: Obs, actions: torch.Tensor) -> torch.Tensor:
+        """OFT's fine-tuning loss on env-unit chunks (N, chunk, D): L1 on the mean, or token cross-entropy."""
+        cfg = self.config
+        target = self.normalize_actions(torch.as_tensor(actions).to(self.device, torch.float32))
+        action_hidden, _ = self.action_hidden_states(obs)
+        if cfg.action_head_type == "continuous":
+            return (self.action_head(action_hidden).float() - target).abs().mean()
+        log_p = torch.log_softmax(self.action_logits(action_hidden), dim=-1)
+        classes = self.action_tokenizer.tokens_to_classes(self.action_tokenizer.actions_to_tokens(target))
+        return -log_p.gather(-1, classes.reshape(target.shape[0], -1, 1)).mean()
+
+    # ---- checkpoints ------------------------------------------------------------------------------
+    def reset_head(self, head: str) -> None:
+        cfg = self.config
+        fresh = {
+            "value_head": lambda: super(OpenVLAOFTPolicy, self).reset_head("value_head"),
+            "action_head": lambda: setattr(self, "action_head", L1RegressionActionHead(
+                cfg.hidden_size, cfg.action_dim, cfg.action_head_num_blocks).to(self.device, self.compute_dtype)),
+            "proprio_projector": lambda: setattr(self, "proprio_projector", ProprioProjector(
+                cfg.state_dim, cfg.hidden_size).to(self.device, self.compute_dtype)),
+            "action_log_std": lambda: self.action_log_std.data.fill_(cfg.init_log_std),
+        }
+        if head not in fresh:
+            raise ValueError(f"openvla_oft cannot initialise missing head {head!r}; valid: {sorted(fresh)}")
+        fresh[head]()
+
+    @classmethod
+    def convert_upstream(cls, path: str, **overrides) -> "OpenVLAOFTPolicy":
+        from .convert import convert_openvla_oft_checkpoint
+
+        return convert_openvla_oft_checkpoint(path, None, **overrides)
+
+
+def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Element-wise N(mean, std^2) log-density, float32."""
+    return -((x - mean) ** 2) / (2 * std**2) - std.log() - 0.5 * math.log(2 * math.pi)
