@@ -1,5 +1,11 @@
-"""Registers this backend's gymnasium ids (placeholder until the backend lands)."""
+"""Registers `rlinf/ManiSkill-<Task>` ids (no simulator import: entry points are strings)."""
+from ..vector import register_env
+from .env import TASKS
 
 
 def register_envs() -> None:
-    pass
+    for task in TASKS:
+        register_env(f"rlinf/ManiSkill-{task}",
+                     entry_point="rlinf_embodied.envs.maniskill.env:make_single_env",
+                     vector_entry_point="rlinf_embodied.envs.maniskill.env:make_vector_env",
+                     task=task)

@@ -1,0 +1,229 @@
+"""ManiSkill3 tabletop tasks as `rlinf/ManiSkill-<Task>` envs.
+
+`ManiSkillSingleEnv` is one CPU-physics ManiSkill env (`num_envs=1`, physx_cpu) as a numpy
+`gymnasium.Env` following the `SingleEnv` protocol of envs/vector.py; `make_vector_env` puts N of
+them into a `SubprocVectorEnv` (ManiSkill's physx_cpu holds one env per sim, hence subprocesses).
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence, Union
+
+import gymnasium as gym
+import numpy as np
+
+from ..vector import SubprocVectorEnv, validate_common_options
+
+
+@dataclass(frozen=True)
+class ManiSkillTask:
+    maniskill_id: str
+    instruction: str
+
+
+# Tasks whose assets ship in the mani-skill wheel (checked to build offline, without downloads).
+TASKS: dict[str, ManiSkillTask] = {
+    "PickCube": ManiSkillTask("PickCube-v1", "pick up the red cube and move it to the goal"),
+    "PushCube": ManiSkillTask("PushCube-v1", "push the cube to the red and white target"),
+    "StackCube": ManiSkillTask("StackCube-v1", "stack the red cube on top of the green cube"),
+    "PullCube": ManiSkillTask("PullCube-v1", "pull the cube back to the red and white target"),
+    "PegInsertionSide": ManiSkillTask("PegInsertionSide-v1", "insert the peg into the hole in the box from the side"),
+    "LiftPegUpright": ManiSkillTask("LiftPegUpright-v1", "lift the peg lying on the table so that it stands upright"),
+    "PlaceSphere": ManiSkillTask("PlaceSphere-v1", "pick up the blue ball and place it in the bin"),
+    "PokeCube": ManiSkillTask("PokeCube-v1", "grasp the peg and use it to poke the cube to the goal"),
+    "RollBall": ManiSkillTask("RollBall-v1", "push the ball so that it rolls into the goal region"),
+    "PullCubeTool": ManiSkillTask("PullCubeTool-v1", "use the L-shaped tool to pull the cube closer"),
+    "PlugCharger": ManiSkillTask("PlugCharger-v1", "plug the charger into the wall socket"),
+    "StackPyramid": ManiSkillTask("StackPyramid-v1", "stack the three cubes into a pyramid"),
+}
+
+OBS_MODES = ("state", "rgb")
+SIM_BACKENDS = ("physx_cpu",)  # physx_cuda: see envs/README.md (not implemented yet)
+REWARD_MODES = ("normalized_dense", "dense", "sparse", "none")
+CameraSize = Union[int, Sequence[int], None]
+
+
+def task_spec(task: str) -> ManiSkillTask:
+    if task not in TASKS:
+        raise KeyError(f"unknown ManiSkill task {task!r}; registered tasks: {sorted(TASKS)}")
+    return TASKS[task]
+
+
+def _camera_hw(camera_size: CameraSize) -> Optional[tuple[int, int]]:
+    if camera_size is None:
+        return None
+    if isinstance(camera_size, (int, np.integer)):
+        size = (int(camera_size), int(camera_size))
+    else:
+        size = tuple(int(s) for s in camera_size)
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(f"camera_size must be an int or (H, W) of positive ints, got {camera_size!r}")
+    return size  # type: ignore[return-value]
+
+
+def validate_options(obs_mode: str, sim_backend: str, reward_mode: Optional[str]) -> None:
+    if obs_mode not in OBS_MODES:
+        raise ValueError(f"obs_mode={obs_mode!r} is not supported; valid obs modes: {list(OBS_MODES)}")
+    if sim_backend not in SIM_BACKENDS:
+        raise ValueError(f"sim_backend={sim_backend!r} is not supported; valid sim backends: {list(SIM_BACKENDS)}")
+    if reward_mode is not None and reward_mode not in REWARD_MODES:
+        raise ValueError(f"reward_mode={reward_mode!r} is not supported; valid reward modes: {list(REWARD_MODES)}")
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    return value.cpu().numpy() if hasattr(value, "cpu") else np.asarray(value)
+
+
+class ManiSkillSingleEnv(gym.Env):
+    """One ManiSkill3 env on CPU physics with numpy obs {"state", ["rgb", "wrist_rgb"]}.
+
+    "state" is ManiSkill's flat state vector in obs_mode "state"; in obs_mode "rgb" it is the
+    flattened proprioception + task extras that ManiSkill returns beside the camera images.
+    No time limit here: the vector env applies `max_episode_steps`.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, task: str, obs_mode: str = "state", control_mode: Optional[str] = None,
+                 reward_mode: Optional[str] = "normalized_dense", camera_size: CameraSize = None,
+                 render_backend: Optional[str] = None, robot_uids: Optional[str] = None,
+                 sim_backend: str = "physx_cpu", **maniskill_kwargs: Any):
+        validate_options(obs_mode, sim_backend, reward_mode)
+        self.task = task_spec(task)
+        self.instruction = self.task.instruction
+        self.obs_mode = obs_mode
+        self._env = self._build(obs_mode, control_mode, reward_mode, _camera_hw(camera_size), render_backend,
+                                robot_uids, maniskill_kwargs)
+        obs, _ = self._env.reset(seed=0)
+        self.observation_space = gym.spaces.Dict(
+            {key: _space_like(value) for key, value in self._convert(obs).items()})
+        low, high = self._env.single_action_space.low, self._env.single_action_space.high
+        self.action_space = gym.spaces.Box(low.astype(np.float32), high.astype(np.float32), dtype=np.float32)
+
+    def _build(self, obs_mode: str, control_mode: Optional[str], reward_mode: Optional[str],
+               camera_hw: Optional[tuple[int, int]], render_backend: Optional[str], robot_uids: Optional[str],
+               extra: dict[str, Any]) -> Any:
+        from .headless import enable_headless
+
+        headless = enable_headless()
+        if obs_mode == "rgb" and headless:
+            raise RuntimeError("obs_mode='rgb' needs a Vulkan render device, and SAPIEN found none on this "
+                               "machine; use obs_mode='state' or run where a GPU/Vulkan driver exists")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import mani_skill.envs  # noqa: F401  (registers ManiSkill's ids)
+        kwargs: dict[str, Any] = dict(obs_mode=obs_mode, num_envs=1, sim_backend="physx_cpu",
+                                      render_backend=render_backend or ("none" if obs_mode == "state" else "gpu"),
+                                      **extra)
+        if reward_mode is not None:
+            kwargs["reward_mode"] = reward_mode
+        if control_mode is not None:
+            kwargs["control_mode"] = control_mode
+        if robot_uids is not None:
+            kwargs["robot_uids"] = robot_uids
+        if camera_hw is not None:
+            kwargs["sensor_configs"] = dict(height=camera_hw[0], width=camera_hw[1])
+        try:
+            env = gym.make(self.task.maniskill_id, disable_env_checker=True, **kwargs).unwrapped
+        except AssertionError as error:  # ManiSkill asserts on bad control modes
+            if control_mode is not None and "control" in str(error).lower():
+                raise ValueError(f"control_mode={control_mode!r} is not supported by {self.task.maniskill_id}: "
+                                 f"{error}") from error
+            raise
+        return env
+
+    @property
+    def maniskill_env(self) -> Any:
+        """The underlying (unwrapped) ManiSkill env, e.g. to script a success in tests."""
+        return self._env
+
+    def _convert(self, obs: Any) -> dict[str, np.ndarray]:
+        if self.obs_mode == "state":
+            return {"state": _to_numpy(obs)[0].astype(np.float32)}
+        from mani_skill.utils.common import flatten_state_dict
+
+        state = flatten_state_dict({"agent": obs["agent"], "extra": obs["extra"]}, use_torch=True)
+        converted = {"state": _to_numpy(state)[0].astype(np.float32)}
+        for camera, data in obs["sensor_data"].items():
+            key = "wrist_rgb" if "hand" in camera or "wrist" in camera else "rgb"
+            if key not in converted and "rgb" in data:
+                converted[key] = _to_numpy(data["rgb"])[0].astype(np.uint8)
+        return converted
+
+    def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None) -> tuple[dict, dict]:
+        super().reset(seed=seed)
+        # Unseeded resets draw the episode seed from our own generator, so a seeded reset fixes
+        # every later episode too (ManiSkill's own unseeded resets are not reproducible).
+        episode_seed = int(self.np_random.integers(2**31 - 1)) if seed is None else seed
+        obs, info = self._env.reset(seed=episode_seed, options=options)
+        return self._convert(obs), {"success": bool(_to_numpy(info.get("success", False)).any())}
+
+    def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
+        obs, reward, terminated, truncated, info = self._env.step(np.asarray(action, np.float32)[None])
+        success = bool(_to_numpy(info.get("success", False)).reshape(-1)[0])
+        return (self._convert(obs), float(_to_numpy(reward).reshape(-1)[0]),
+                bool(_to_numpy(terminated).reshape(-1)[0]), bool(_to_numpy(truncated).reshape(-1)[0]),
+                {"success": success})
+
+    def close(self) -> None:
+        self._env.close()
+
+
+def _space_like(value: np.ndarray) -> gym.spaces.Box:
+    if value.dtype == np.uint8:
+        return gym.spaces.Box(0, 255, value.shape, np.uint8)
+    return gym.spaces.Box(-np.inf, np.inf, value.shape, np.float32)
+
+
+class ManiSkillFactory:
+    """Picklable factory of `ManiSkillSingleEnv` for the vector env's subprocesses."""
+
+    def __init__(self, task: str, **kwargs: Any):
+        self.task, self.kwargs = task, kwargs
+
+    def __call__(self) -> ManiSkillSingleEnv:
+        import torch
+
+        torch.set_num_threads(1)  # one core per env process: the per-env tensors are tiny
+        return ManiSkillSingleEnv(self.task, **self.kwargs)
+
+
+def make_single_env(task: str, max_episode_steps: Optional[int] = None, **kwargs: Any) -> gym.Env:
+    """`gym.make("rlinf/ManiSkill-<Task>")` entry point: one numpy env (time limit via gymnasium)."""
+    return ManiSkillSingleEnv(task, **kwargs)
+
+
+def default_max_episode_steps(task: str) -> Optional[int]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import mani_skill.envs  # noqa: F401
+    spec = gym.registry.get(task_spec(task).maniskill_id)
+    return spec.max_episode_steps if spec is not None else None
+
+
+def make_vector_env(task: str, num_envs: int = 1, obs_mode: str = "state", max_episode_steps: Optional[int] = None,
+                    ignore_terminations: bool = False, camera_size: CameraSize = None,
+                    control_mode: Optional[str] = None, reward_mode: Optional[str] = "normalized_dense",
+                    sim_backend: str = "physx_cpu", render_backend: Optional[str] = None,
+                    num_workers: Optional[int] = None, step_timeout: float = 60.0,
+                    context: str = "forkserver", **maniskill_kwargs: Any) -> SubprocVectorEnv:
+    """`gym.make_vec(..., vectorization_mode="vector_entry_point")` entry point.
+
+    `max_episode_steps=None` uses the ManiSkill task's default. Other keyword arguments go to
+    ManiSkill's `gym.make` (e.g. `robot_uids`). A probe env is built here (in this process) to
+    validate the options and read the spaces before the workers start.
+    """
+    validate_options(obs_mode, sim_backend, reward_mode)
+    validate_common_options(num_envs, num_workers, max_episode_steps, step_timeout)
+    if max_episode_steps is None:
+        max_episode_steps = default_max_episode_steps(task)
+    factory = ManiSkillFactory(task, obs_mode=obs_mode, control_mode=control_mode, reward_mode=reward_mode,
+                               camera_size=camera_size, render_backend=render_backend, **maniskill_kwargs)
+    probe = ManiSkillSingleEnv(task, obs_mode=obs_mode, control_mode=control_mode, reward_mode=reward_mode,
+                               camera_size=camera_size, render_backend=render_backend, **maniskill_kwargs)
+    spaces = probe.observation_space, probe.action_space
+    probe.close()
+    return SubprocVectorEnv([factory] * num_envs, num_workers=num_workers, max_episode_steps=max_episode_steps,
+                            ignore_terminations=ignore_terminations, step_timeout=step_timeout, context=context,
+                            observation_space=spaces[0], action_space=spaces[1])
