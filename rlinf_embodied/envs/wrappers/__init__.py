@@ -1,0 +1,4 @@
+"""Wrappers around the batched torch vector envs."""
+from .video import VideoRecorder
+
+__all__ = ["VideoRecorder"]

@@ -1,0 +1,83 @@
+"""VideoRecorder: tiled mp4s of the first k envs' "rgb" observations of a vector env."""
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Optional
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+
+def tile_frames(frames: np.ndarray) -> np.ndarray:
+    """(k, H, W, 3) uint8 -> one (rows*H, cols*W, 3) image, near-square grid, black padding."""
+    count, height, width, channels = frames.shape
+    cols = math.ceil(math.sqrt(count))
+    rows = math.ceil(count / cols)
+    canvas = np.zeros((rows * height, cols * width, channels), np.uint8)
+    for index in range(count):
+        row, col = divmod(index, cols)
+        canvas[row * height:(row + 1) * height, col * width:(col + 1) * width] = frames[index]
+    return canvas
+
+
+class VideoRecorder(gym.vector.VectorWrapper):
+    """Writes one mp4 per `reset` (an episode batch) of the first `num_envs_to_record` envs, tiled.
+
+    Frames are the `rgb` observations (the obs after each step; for a chunked step, the obs after
+    the chunk). The file being written is closed at the next `reset` or at `close`;
+    `last_video_path` is the path of the latest file (written or being written).
+    """
+
+    def __init__(self, env: gym.vector.VectorEnv, video_dir: str, name_prefix: str = "rollout",
+                 num_envs_to_record: int = 4, fps: int = 20):
+        super().__init__(env)
+        rgb_space = getattr(env.single_observation_space, "spaces", {}).get("rgb")
+        if rgb_space is None:
+            raise ValueError(f"VideoRecorder needs 'rgb' observations; this env's observation keys are "
+                             f"{sorted(getattr(env.single_observation_space, 'spaces', {}))} -- make it with "
+                             f"obs_mode='rgb'")
+        if num_envs_to_record < 1:
+            raise ValueError(f"num_envs_to_record must be >= 1, got {num_envs_to_record}")
+        self.video_dir, self.name_prefix, self.fps = video_dir, name_prefix, fps
+        self.num_envs_to_record = min(num_envs_to_record, env.num_envs)
+        self.last_video_path: Optional[str] = None
+        self._writer: Any = None
+        self._video_index = 0
+        os.makedirs(video_dir, exist_ok=True)
+
+    def _add_frame(self, obs: dict[str, Any]) -> None:
+        rgb = obs["rgb"][: self.num_envs_to_record]
+        frames = rgb.cpu().numpy() if isinstance(rgb, torch.Tensor) else np.asarray(rgb)
+        if self._writer is None:
+            self._open()
+        self._writer.append_data(tile_frames(frames.astype(np.uint8)))
+
+    def _open(self) -> None:
+        import imageio
+
+        self.last_video_path = os.path.join(self.video_dir, f"{self.name_prefix}-{self._video_index}.mp4")
+        self._video_index += 1
+        # macro_block_size=1: keep odd sizes instead of resizing with a warning
+        self._writer = imageio.get_writer(self.last_video_path, fps=self.fps, codec="libx264", macro_block_size=1)
+
+    def _finish(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def reset(self, *, seed: Any = None, options: Optional[dict] = None) -> tuple[dict, dict]:
+        self._finish()
+        obs, info = self.env.reset(seed=seed, options=options)
+        self._add_frame(obs)
+        return obs, info
+
+    def step(self, actions: Any) -> tuple[Any, ...]:
+        obs, rewards, terminations, truncations, info = self.env.step(actions)
+        self._add_frame(obs)
+        return obs, rewards, terminations, truncations, info
+
+    def close(self, **kwargs: Any) -> None:
+        self._finish()
+        super().close(**kwargs)

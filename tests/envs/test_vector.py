@@ -1,0 +1,173 @@
+"""SubprocVectorEnv semantics on the simulator-free ToyReachEnv (fast)."""
+import math
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from rlinf_embodied.envs.metrics import EpisodeMetrics, episodes_from_info
+from rlinf_embodied.envs.testing import ToyReachFactory
+from rlinf_embodied.envs.vector import SubprocVectorEnv, split_evenly
+
+
+def make_env(num_envs=3, num_workers=2, **kwargs):
+    factory_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in ("image_size", "goal_radius", "crash_at_step",
+                                                                      "hang_at_step")}
+    return SubprocVectorEnv([ToyReachFactory(**factory_kwargs) for _ in range(num_envs)], num_workers=num_workers,
+                            **kwargs)
+
+
+@pytest.fixture(scope="module")
+def env():
+    env = make_env(num_envs=3, num_workers=2, max_episode_steps=4, image_size=8)
+    yield env
+    env.close()
+
+
+def test_split_evenly():
+    assert split_evenly(5, 2) == [[0, 1, 2], [3, 4]]
+    assert split_evenly(2, 2) == [[0], [1]]
+
+
+def test_batched_shapes_and_dtypes(env):
+    obs, info = env.reset(seed=0)
+    assert obs["state"].shape == (3, 4) and obs["state"].dtype == torch.float32
+    assert obs["rgb"].shape == (3, 8, 8, 3) and obs["rgb"].dtype == torch.uint8
+    assert obs["instruction"] == ["move the point to the goal"] * 3
+    assert env.single_observation_space["state"].shape == (4,)
+    obs, rewards, terminated, truncated, info = env.step(np.zeros((3, 2), np.float32))
+    assert rewards.shape == (3,) and rewards.dtype == torch.float32
+    assert terminated.shape == truncated.shape == (3,) and terminated.dtype == torch.bool
+    assert info["success"].shape == (3,) and info["success"].dtype == torch.bool
+    assert info["elapsed_steps"].tolist() == [1, 1, 1]
+
+
+def test_chunk_across_episode_boundary_drops_rest_and_autoresets(env):
+    obs0, _ = env.reset(seed=1)
+    env.step(torch.zeros(3, 2, 2))  # 2 steps of 4
+    chunk = torch.ones(3, 5, 2)  # the episode ends after row 1 (steps 3, 4)
+    obs, rewards, terminated, truncated, info = env.step(chunk)
+    assert rewards.shape == (3, 5) and truncated.shape == (3, 5)
+    assert truncated[:, 1].all() and not truncated[:, [0, 2, 3, 4]].any()
+    assert (rewards[:, 2:] == 0).all() and (rewards[:, :2] != 0).all()
+    assert info["_final_obs"].all() and info["_episode"].all()
+    assert info["episode"]["length"].tolist() == [4, 4, 4]
+    # the final obs moved by 0.1 per +1 action over 2 steps; the returned obs is a fresh episode
+    moved = info["final_obs"]["state"][:, :2] - obs0["state"][:, :2]
+    assert torch.allclose(moved, torch.full_like(moved, 0.2), atol=1e-5) or (info["final_obs"]["state"][:, :2].abs() == 1).any()
+    assert not torch.allclose(obs["state"], info["final_obs"]["state"])
+    assert info["elapsed_steps"].tolist() == [0, 0, 0]
+    # the next episode starts counting from zero: the dropped rows were not applied to it
+    _, _, _, truncated, info = env.step(torch.zeros(3, 3, 2))
+    assert not truncated.any() and info["elapsed_steps"].tolist() == [3, 3, 3]
+
+
+def test_episode_return_matches_rewards(env):
+    env.reset(seed=2)
+    total = torch.zeros(3)
+    for _ in range(4):
+        _, rewards, _, truncated, info = env.step(torch.zeros(3, 2))
+        total += rewards
+    assert truncated.all() and info["_episode"].all()
+    assert torch.allclose(info["episode"]["return"], total, atol=1e-5)
+
+
+def test_seed_determinism_across_two_vector_envs():
+    actions = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (6, 2, 2)).astype(np.float32))
+    runs = []
+    for _ in range(2):
+        env = make_env(num_envs=2, num_workers=1, max_episode_steps=3)
+        obs, _ = env.reset(seed=[7, 8])
+        trace = [obs["state"]]
+        for a in actions:
+            obs, rewards, *_ = env.step(a)
+            trace += [obs["state"], rewards]
+        env.close()
+        runs.append(trace)
+    assert all(torch.equal(a, b) for a, b in zip(*runs))
+    env = make_env(num_envs=2, num_workers=1)
+    other, _ = env.reset(seed=[9, 10])
+    env.close()
+    assert not torch.equal(other["state"], runs[0][0])
+
+
+def test_success_and_success_once_reported():
+    env = make_env(num_envs=2, num_workers=1, goal_radius=10.0, max_episode_steps=5)  # succeeds at step 1
+    env.reset(seed=0)
+    _, _, terminated, _, info = env.step(torch.zeros(2, 2))
+    env.close()
+    assert info["success"].all() and terminated.all()
+    assert info["episode"]["success_once"].all() and info["episode"]["success"].all()
+    assert info["final_info"]["success"].all() and info["_final_info"].all()
+
+
+def test_ignore_terminations_keeps_episode_running():
+    env = make_env(num_envs=2, num_workers=1, goal_radius=10.0, max_episode_steps=3, ignore_terminations=True)
+    env.reset(seed=0)
+    _, _, terminated, truncated, info = env.step(torch.zeros(2, 3, 2))
+    env.close()
+    assert not terminated.any() and truncated[:, 2].all() and info["success"].all()
+    assert info["episode"]["length"].tolist() == [3, 3] and info["episode"]["success_once"].all()
+
+
+def test_crashed_worker_is_restarted_and_its_envs_truncated(caplog):
+    env = make_env(num_envs=2, num_workers=2, max_episode_steps=50, step_timeout=20)
+    env.reset(seed=0)
+    env.step(torch.zeros(2, 2))
+    pid = env.worker_pids()[env.worker_of_env(1)]
+    os.kill(pid, signal.SIGKILL)
+    with caplog.at_level("WARNING"):
+        obs, rewards, terminated, truncated, info = env.step(torch.zeros(2, 3, 2))
+    assert truncated[1, 2] and not truncated[0].any() and not terminated.any()
+    assert info["_episode"].tolist() == [False, True] and info["_final_obs"][1]
+    assert env.num_restarts == 1 and any("restarting" in r.message for r in caplog.records)
+    assert env.worker_pids()[1] != pid
+    _, _, _, truncated, info = env.step(torch.zeros(2, 2))  # the run goes on
+    assert not truncated.any() and info["elapsed_steps"].tolist() == [5, 1]
+    env.close()
+
+
+def test_hung_worker_is_restarted_after_step_timeout():
+    env = make_env(num_envs=2, num_workers=2, hang_at_step=3, step_timeout=2.0)
+    env.reset(seed=0)
+    env.step(torch.zeros(2, 2, 2))
+    start = time.monotonic()
+    _, _, _, truncated, info = env.step(torch.zeros(2, 2))  # both workers hang at their 3rd step
+    assert time.monotonic() - start < 30
+    assert truncated.all() and env.num_restarts == 2
+    env.close()
+
+
+def test_error_messages():
+    with pytest.raises(ValueError, match="num_envs"):
+        SubprocVectorEnv([])
+    with pytest.raises(ValueError, match="num_workers"):
+        make_env(num_envs=1, num_workers=0)
+    env = make_env(num_envs=2, num_workers=1)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"act_dim=2.*got \(2, 3\)"):
+        env.step(torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="3 seeds for 2 envs"):
+        env.reset(seed=[1, 2, 3])
+    env.close()
+
+
+def test_metrics_helpers():
+    metrics = EpisodeMetrics()
+    summary = metrics.summary()
+    assert summary["num_episodes"] == 0 and math.isnan(summary["success_rate"])
+    info = {"_episode": torch.tensor([True, False, True]),
+            "episode": {"return": torch.tensor([1.0, 5.0, 3.0]), "length": torch.tensor([10, 0, 20]),
+                        "success_once": torch.tensor([True, False, False]),
+                        "success": torch.tensor([False, False, False])}}
+    episodes = episodes_from_info(info)
+    assert [e["episode_return"] for e in episodes] == [1.0, 3.0]
+    assert metrics.update(info) == 2 and metrics.update({"success": torch.zeros(3)}) == 0
+    summary = metrics.summary()
+    assert summary == {"num_episodes": 2, "success_rate": 0.0, "episode_return": 2.0, "episode_length": 15.0,
+                       "success_once": 0.5}
+    metrics.clear()
+    assert metrics.summary()["num_episodes"] == 0

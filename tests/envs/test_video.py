@@ -1,0 +1,38 @@
+"""VideoRecorder on the toy env's rgb frames (no renderer needed)."""
+import os
+
+import imageio
+import pytest
+import torch
+
+from rlinf_embodied.envs.testing import ToyReachFactory
+from rlinf_embodied.envs.vector import SubprocVectorEnv
+from rlinf_embodied.envs.wrappers.video import VideoRecorder, tile_frames
+
+
+def test_tile_frames_grid():
+    frames = torch.arange(3, dtype=torch.uint8).view(3, 1, 1, 1).expand(3, 2, 2, 3).numpy()
+    tiled = tile_frames(frames)
+    assert tiled.shape == (4, 4, 3) and tiled[0, 2, 0] == 1 and tiled[2, 0, 0] == 2 and tiled[2, 2, 0] == 0
+
+
+def test_video_recorder_writes_one_mp4_per_reset(tmp_path):
+    env = SubprocVectorEnv([ToyReachFactory(image_size=16) for _ in range(3)], num_workers=1, max_episode_steps=5)
+    env = VideoRecorder(env, str(tmp_path), name_prefix="toy", num_envs_to_record=2, fps=10)
+    env.reset(seed=0)
+    for _ in range(5):
+        env.step(torch.ones(3, 2))
+    first = env.last_video_path
+    env.reset(seed=1)
+    env.step(torch.ones(3, 2))
+    env.close()
+    assert first != env.last_video_path and os.path.getsize(first) > 0
+    frames = imageio.mimread(first)
+    assert len(frames) == 6 and frames[0].shape == (16, 32, 3)
+
+
+def test_video_recorder_needs_rgb(tmp_path):
+    env = SubprocVectorEnv([ToyReachFactory()], num_workers=1)
+    with pytest.raises(ValueError, match="needs 'rgb'"):
+        VideoRecorder(env, str(tmp_path))
+    env.close()
