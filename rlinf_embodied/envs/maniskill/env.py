@@ -127,7 +127,7 @@ class ManiSkillSingleEnv(gym.Env):
         try:
             env = gym.make(self.task.maniskill_id, disable_env_checker=True, **kwargs).unwrapped
         except AssertionError as error:  # ManiSkill asserts on bad control modes
-            if control_mode is not None and "control" in str(error).lower():
+            if control_mode is not None and control_mode in str(error):
                 raise ValueError(f"control_mode={control_mode!r} is not supported by {self.task.maniskill_id}: "
                                  f"{error}") from error
             raise
