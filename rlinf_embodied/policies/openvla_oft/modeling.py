@@ -42,6 +42,7 @@ class OpenVLAOFTPolicy(PrismaticVLAPolicy):
         if cfg.action_head_type == "continuous":
             self.action_head = L1RegressionActionHead(cfg.hidden_size, cfg.action_dim, cfg.action_head_num_blocks)
             self.action_log_std = nn.Parameter(torch.full((cfg.action_dim,), cfg.init_log_std))
+            self.language_model.lm_head.requires_grad_(False)  # the regression head replaces the token logits
         else:
             self.action_head, self.action_log_std = None, None
         self.finish_init()
