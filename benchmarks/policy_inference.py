@@ -1,0 +1,184 @@
+"""Policy inference speed: actions/s and latency of `policy.act` next to the weight-reading floor.
+
+Real-size, randomly initialised policies in bf16 on one GPU (built directly on the device). For each
+batch size the table shows the CUDA-synchronised latency of one `act` call (after warm-up), actions/s
+(batch * chunk / latency), and the floor that reading the weights from HBM once per forward pass sets:
+bytes read per `act` / measured bandwidth, the bandwidth coming from a large device-to-device copy
+(read + write) in this same process. Forward passes per `act`:
+
+* openvla: the whole model once for the prompt, then the Llama decoder once per further action token;
+* openvla_oft: one pass (parallel decoding);
+* pi0: the VLM prefix once, the action expert once per denoising step.
+
+    python benchmarks/policy_inference.py                                     # H100: openvla-7b + pi0-3b
+    python benchmarks/policy_inference.py --device cpu --sizes tiny --batch-sizes 1 4   # CPU smoke run
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import sys
+import time
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+from rlinf_embodied.policies import Policy, make_policy  # noqa: E402
+
+REAL_SIZES = {"openvla": "openvla-7b", "openvla_oft": "openvla-oft-7b", "pi0": "pi0-3b"}
+
+
+def module_bytes(module: torch.nn.Module | None) -> int:
+    return 0 if module is None else sum(p.numel() * p.element_size() for p in module.parameters())
+
+
+def openvla_bytes_per_act(policy: Policy) -> int:
+    return module_bytes(policy) + (policy.config.action_dim - 1) * module_bytes(policy.language_model.model)
+
+
+def pi0_bytes_per_act(policy: Policy) -> int:
+    expert = module_bytes(policy.action_expert)
+    return module_bytes(policy) + (policy.config.num_denoise_steps - 1) * expert
+
+
+# policy name -> bytes of weights one `act` reads at least once per forward pass
+BYTES_PER_ACT: dict[str, Callable[[Policy], int]] = {
+    "openvla": openvla_bytes_per_act,
+    "openvla_oft": module_bytes,
+    "pi0": pi0_bytes_per_act,
+}
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_bandwidth(device: torch.device, megabytes: int, repeats: int = 10) -> float:
+    """Bytes/s of a device-to-device copy (each byte read once and written once)."""
+    source = torch.empty(megabytes * 2**20, dtype=torch.uint8, device=device)
+    target = torch.empty_like(source)
+    target.copy_(source)
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        target.copy_(source)
+    synchronize(device)
+    elapsed = time.perf_counter() - start
+    del source, target
+    return 2 * megabytes * 2**20 * repeats / elapsed
+
+
+@contextmanager
+def build_context(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
+    """Create parameters directly on `device` in `dtype` (a 7B model fits and random init is fast)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def time_act(policy: Policy, batch: int, device: torch.device, warmup: int, iters: int) -> list[float]:
+    obs = policy.example_obs(batch)
+    with torch.inference_mode():
+        for _ in range(warmup):
+            policy.act(obs)
+        synchronize(device)
+        times = []
+        for _ in range(iters):
+            start = time.perf_counter()
+            policy.act(obs)
+            synchronize(device)
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def benchmark_policy(name: str, size: str, args, device: torch.device, dtype: torch.dtype, bandwidth: float) -> list[dict]:
+    build_start = time.perf_counter()
+    with build_context(device, dtype):
+        policy = make_policy(name, size=size)
+    policy = policy.to(device=device, dtype=dtype).eval()
+    build_s = time.perf_counter() - build_start
+    params = sum(p.numel() for p in policy.parameters())
+    floor_s = BYTES_PER_ACT[name](policy) / bandwidth
+    chunk = policy.config.action_chunk
+    print(f"# {name} ({size}): {params / 1e9:.3f}B parameters, {module_bytes(policy) / 2**30:.2f} GiB, "
+          f"built in {build_s:.1f}s", flush=True)
+    rows = []
+    for batch in args.batch_sizes:
+        try:
+            times = time_act(policy, batch, device, args.warmup, args.iters)
+        except torch.OutOfMemoryError:
+            print(f"# {name} batch {batch}: out of memory", flush=True)
+            torch.cuda.empty_cache()
+            break
+        latency = statistics.median(times)
+        rows.append({"policy": name, "size": size, "batch": batch, "chunk": chunk, "latency_ms": latency * 1e3,
+                     "actions_per_s": batch * chunk / latency, "floor_ms": floor_s * 1e3,
+                     "latency_over_floor": latency / floor_s})
+        print(format_row(rows[-1]), flush=True)
+    del policy
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return rows
+
+
+HEADER = f"{'policy':<12} {'size':<15} {'batch':>5} {'chunk':>5} {'latency ms':>11} {'actions/s':>10} {'floor ms':>9} {'latency / floor':>15}"
+
+
+def format_row(row: dict) -> str:
+    return (f"{row['policy']:<12} {row['size']:<15} {row['batch']:>5} {row['chunk']:>5} {row['latency_ms']:>11.2f} "
+            f"{row['actions_per_s']:>10.1f} {row['floor_ms']:>9.3f} {row['latency_over_floor']:>15.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--policies", nargs="+", default=["openvla", "pi0"], choices=sorted(BYTES_PER_ACT))
+    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8, 32, 64])
+    parser.add_argument("--sizes", nargs="+", default=None,
+                        help="one size per policy, or one for all (e.g. tiny); default: the real-size presets")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--dtype", default=None, choices=["bf16", "float32"], help="default: bf16 on GPU, float32 on CPU")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--bandwidth-mb", type=int, default=None, help="size of the copy that measures bandwidth")
+    parser.add_argument("--json", default=None, help="also write the rows to this file")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda but no GPU is visible; use --device cpu --sizes tiny for a smoke run")
+    dtype = {"bf16": torch.bfloat16, "float32": torch.float32}[args.dtype or ("bf16" if device.type == "cuda" else "float32")]
+    sizes = args.sizes or [REAL_SIZES[name] for name in args.policies]
+    if len(sizes) == 1:
+        sizes = sizes * len(args.policies)
+    if len(sizes) != len(args.policies):
+        parser.error(f"--sizes needs one size or one per policy ({len(args.policies)}), got {sizes}")
+    torch.manual_seed(0)
+    megabytes = args.bandwidth_mb or (4096 if device.type == "cuda" else 256)
+    bandwidth = measure_bandwidth(device, megabytes)
+    print(f"# device {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}, dtype {dtype}, "
+          f"copy bandwidth {bandwidth / 1e9:.0f} GB/s", flush=True)
+    print(HEADER, flush=True)
+    rows = []
+    for name, size in zip(args.policies, sizes):
+        rows += benchmark_policy(name, size, args, device, dtype, bandwidth)
+    print("\n" + HEADER)
+    for row in rows:
+        print(format_row(row))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"bandwidth_bytes_per_s": bandwidth, "rows": rows}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
