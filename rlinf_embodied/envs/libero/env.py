@@ -1,0 +1,235 @@
+"""`LiberoEnv`: one LIBERO task (robosuite + MuJoCo, offscreen rendering) as a single gymnasium env.
+
+Follows OpenVLA's LIBERO evaluation set-up:
+- actions: 7-D `[dx, dy, dz, droll, dpitch, dyaw, gripper]` in [-1, 1] for robosuite's OSC_POSE
+  controller (delta end-effector pose); gripper -1 = open, +1 = close (LIBERO's raw convention --
+  OpenVLA-style policies that emit 0=close/1=open must map their gripper output).
+- obs "state" (rgb mode): `eef_pos (3) | eef axis-angle (3) | gripper qpos (2)` float32 (8,);
+  in state mode the task's object state (positions/orientations of the task objects) follows it.
+- obs "rgb"/"wrist_rgb": agentview / eye-in-hand cameras, `(camera_size, camera_size, 3)` uint8,
+  rotated 180 degrees (MuJoCo renders bottom-up; LIBERO/OpenVLA flip both axes).
+- reset(seed=s) loads the suite's fixed init state `s % num_init_states` (or `options["init_state_id"]`),
+  then waits `num_settle_steps` no-op steps (gripper open) for objects to settle, as OpenVLA does.
+- reward: 1.0 on steps where the BDDL goal holds, else 0; terminated = success;
+  `info["success"]` is the task's own goal check (`_check_success` of the BDDL predicates).
+The env has no time limit of its own; the vector env (or `gym.make`'s TimeLimit) applies
+`max_episode_steps`.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+from typing import Any, Optional
+
+import gymnasium as gym
+import numpy as np
+
+from .runtime import LIBERO_INSTALL_HINT, prepare_libero_process
+from .suites import get_suite
+
+CAMERAS = {"rgb": "agentview", "wrist_rgb": "robot0_eye_in_hand"}  # our obs key -> robosuite camera
+PROPRIO_DIM = 8
+ACTION_DIM = 7
+NOOP_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float64)  # hold still, gripper open
+
+# obs_mode -> which image keys it renders and whether "state" carries the object state.
+OBS_MODES: dict[str, dict[str, Any]] = {
+    "rgb": {"images": ("rgb", "wrist_rgb"), "object_state": False},
+    "state": {"images": (), "object_state": True},
+}
+
+
+def _import_libero() -> tuple[Any, Any]:
+    """Import LIBERO after the process is prepared; a clear error if it is not installed."""
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # LIBERO prints task-order notices
+            from libero.libero import benchmark
+            from libero.libero.envs import OffScreenRenderEnv
+    except ImportError as error:
+        raise ImportError(f"LIBERO is not importable ({error}); {LIBERO_INSTALL_HINT}") from error
+    return benchmark, OffScreenRenderEnv
+
+
+def validate_obs_mode(obs_mode: str) -> str:
+    if obs_mode not in OBS_MODES:
+        raise ValueError(f"obs_mode={obs_mode!r} is not supported by LIBERO; valid: {sorted(OBS_MODES)}")
+    return obs_mode
+
+
+def validate_camera_size(camera_size: int) -> int:
+    if isinstance(camera_size, bool) or not isinstance(camera_size, int) or camera_size < 8:
+        raise ValueError(f"camera_size={camera_size!r} must be an int >= 8 (pixels; 224 for VLAs)")
+    return camera_size
+
+
+class LiberoEnv(gym.Env):
+    """One task of a LIBERO suite. See the module docstring for the obs/action conventions.
+
+    Args:
+        suite: gymnasium id ("rlinf/LIBERO-Spatial") or LIBERO benchmark name ("libero_spatial").
+        task_id: index of the task inside the suite (0..num_tasks-1).
+        obs_mode: "rgb" (proprio state + both cameras) or "state" (proprio + object state, no rendering).
+        camera_size: square image side in pixels.
+        num_settle_steps: no-op steps after each reset (not counted as episode steps).
+        gl_backend: "egl" / "osmesa" / None (auto, see `runtime.configure_gl`).
+        render_mode: None or "rgb_array" (the agentview frame).
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
+
+    def __init__(self, suite: str = "rlinf/LIBERO-Spatial", task_id: int = 0, obs_mode: str = "rgb",
+                 camera_size: int = 224, num_settle_steps: int = 10, gl_backend: Optional[str] = None,
+                 render_mode: Optional[str] = None, max_episode_steps: Optional[int] = None):
+        self.suite = get_suite(suite)
+        self.task_id = self.suite.validate_task_id(task_id)
+        self.obs_mode = validate_obs_mode(obs_mode)
+        self.camera_size = validate_camera_size(camera_size)
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode={render_mode!r}; valid: None or 'rgb_array'")
+        if num_settle_steps < 0:
+            raise ValueError(f"num_settle_steps={num_settle_steps} must be >= 0")
+        self.render_mode, self.num_settle_steps = render_mode, int(num_settle_steps)
+        self.max_episode_steps = max_episode_steps  # informational; limits are applied by wrappers
+        self.image_keys: tuple[str, ...] = OBS_MODES[obs_mode]["images"]
+        prepare_libero_process(gl_backend)
+        benchmark, offscreen_env_cls = _import_libero()
+        with contextlib.redirect_stdout(io.StringIO()):
+            task_suite = benchmark.get_benchmark_dict()[self.suite.benchmark]()
+        self.task = task_suite.get_task(self.task_id)
+        self.instruction: str = str(self.task.language)
+        self.init_states: np.ndarray = np.asarray(task_suite.get_task_init_states(self.task_id))  # (K, state_dim)
+        self._env = offscreen_env_cls(
+            bddl_file_name=task_suite.get_task_bddl_file_path(self.task_id),
+            camera_heights=self.camera_size, camera_widths=self.camera_size,
+            use_camera_obs=bool(self.image_keys),
+            has_offscreen_renderer=bool(self.image_keys) or render_mode is not None,
+            hard_reset=False,  # reload the XML only once; init states overwrite the full sim state
+            ignore_done=True,  # robosuite's own horizon would end episodes behind our back
+        )
+        self._last_raw_obs: dict[str, np.ndarray] = self._env.env._get_observations(force_update=True)
+        self.observation_space = self._make_observation_space(self._last_raw_obs)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
+
+    # -- spaces / observations ---------------------------------------------------------------------
+    def _make_observation_space(self, raw_obs: dict[str, np.ndarray]) -> gym.spaces.Dict:
+        state_dim = self._state(raw_obs).shape[0]
+        spaces: dict[str, gym.spaces.Space] = {"state": gym.spaces.Box(-np.inf, np.inf, (state_dim,), np.float32)}
+        for key in self.image_keys:
+            spaces[key] = gym.spaces.Box(0, 255, (self.camera_size, self.camera_size, 3), np.uint8)
+        return gym.spaces.Dict(spaces)
+
+    def _state(self, raw_obs: dict[str, np.ndarray]) -> np.ndarray:
+        from robosuite.utils.transform_utils import quat2axisangle
+
+        parts = [raw_obs["robot0_eef_pos"], quat2axisangle(np.array(raw_obs["robot0_eef_quat"])),
+                 raw_obs["robot0_gripper_qpos"]]
+        if OBS_MODES[self.obs_mode]["object_state"]:
+            parts.append(raw_obs["object-state"])
+        return np.concatenate(parts).astype(np.float32)  # (8,) or (8 + object_dim,)
+
+    def _obs(self, raw_obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self._last_raw_obs = raw_obs
+        obs = {"state": self._state(raw_obs)}
+        for key in self.image_keys:
+            obs[key] = np.ascontiguousarray(raw_obs[f"{CAMERAS[key]}_image"][::-1, ::-1])  # (H, W, 3) upright
+        return obs
+
+    # -- gymnasium API -----------------------------------------------------------------------------
+    def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None) -> tuple[dict, dict]:
+        super().reset(seed=seed)
+        init_id = self._init_state_id(seed, options)
+        self._reset_sim(placement_seed=int(self.np_random.integers(2**31)))
+        raw_obs = self._env.set_init_state(self.init_states[init_id])
+        if self.num_settle_steps:
+            raw_obs = self._settle()
+        return self._obs(raw_obs), {"success": bool(self._env.check_success()), "init_state_id": init_id,
+                                    "instruction": self.instruction}
+
+    def _init_state_id(self, seed: Optional[int], options: Optional[dict]) -> int:
+        count = len(self.init_states)
+        if options and options.get("init_state_id") is not None:
+            init_id = options["init_state_id"]
+            if not isinstance(init_id, (int, np.integer)) or not 0 <= init_id < count:
+                raise ValueError(f"options['init_state_id']={init_id!r}; valid: 0..{count - 1} for task "
+                                 f"{self.task_id} of {self.suite.env_id}")
+            return int(init_id)
+        if seed is not None:
+            return int(seed) % count
+        return int(self.np_random.integers(count))
+
+    def _reset_sim(self, placement_seed: int) -> None:
+        """robosuite reset with a seeded global numpy RNG, restored afterwards.
+
+        LIBERO places *fixtures* (cabinets, stoves, ...) by sampling `model.body_pos` from the global
+        `np.random` on every reset; the init states only hold qpos/qvel, so without seeding the
+        scene would differ between resets with the same seed. A soft reset (no XML reload) also
+        keeps the gripper model's integrated command (`current_action`), which a hard reset
+        would recreate as zeros: it is zeroed here so episodes do not depend on the previous one.
+        """
+        saved = np.random.get_state()
+        np.random.seed(placement_seed)
+        try:
+            self._env.reset()
+        finally:
+            np.random.set_state(saved)
+        for robot in self._env.env.robots:
+            robot.gripper.current_action = np.zeros(robot.gripper.dof)
+
+    def _settle(self) -> dict[str, np.ndarray]:
+        """No-op steps for objects to come to rest; cameras are switched off meanwhile (rendering dominates)."""
+        cameras = [f"{CAMERAS[key]}_image" for key in self.image_keys]
+        for name in cameras:
+            self._env.env.modify_observable(name, "active", False)
+        try:
+            for _ in range(self.num_settle_steps):
+                self._env.step(NOOP_ACTION)
+        finally:
+            for name in cameras:
+                self._env.env.modify_observable(name, "active", True)
+        return self._env.env._get_observations(force_update=True)
+
+    def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict[str, Any]]:
+        action = np.asarray(action, dtype=np.float64).reshape(-1)
+        if action.shape != (ACTION_DIM,):
+            raise ValueError(f"LIBERO actions are 7-D (dxyz, drpy, gripper), got shape {action.shape}")
+        raw_obs, _, _, _ = self._env.step(np.clip(action, -1.0, 1.0))
+        success = bool(self._env.check_success())
+        return self._obs(raw_obs), float(success), success, False, {"success": success}
+
+    def check_success(self) -> bool:
+        """The task's BDDL goal predicate on the current sim state."""
+        return bool(self._env.check_success())
+
+    def refresh_observation(self) -> dict[str, np.ndarray]:
+        """Recompute the observation after the sim state was edited directly (tests, scripted resets)."""
+        self._env.env.sim.forward()
+        return self._obs(self._env.env._get_observations(force_update=True))
+
+    @property
+    def sim_env(self) -> Any:
+        """The underlying robosuite/LIBERO env (e.g. to edit the MuJoCo state)."""
+        return self._env.env
+
+    def render(self) -> Optional[np.ndarray]:
+        if self.render_mode != "rgb_array":
+            return None
+        if "rgb" in self.image_keys:
+            return self._obs(self._last_raw_obs)["rgb"]
+        frame = self._env.env.sim.render(camera_name=CAMERAS["rgb"], height=self.camera_size, width=self.camera_size)
+        return np.ascontiguousarray(frame[::-1, ::-1])
+
+    def close(self) -> None:
+        env = getattr(self, "_env", None)
+        if env is not None:
+            env.close()
+            self._env = None
+
+
+class LiberoEnvFactory:
+    """Picklable factory of `LiberoEnv` for the subprocess vector env."""
+
+    def __init__(self, **kwargs: Any):
+        self.kwargs = kwargs
+
+    def __call__(self) -> LiberoEnv:
+        return LiberoEnv(**self.kwargs)
