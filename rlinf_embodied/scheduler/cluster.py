@@ -1,0 +1,117 @@
+"""Cluster: the Ray cluster the workers run on, its nodes and the accelerators per node.
+
+Real GPUs: workers are pinned to a node (node affinity) and get an explicit CUDA_VISIBLE_DEVICES, so
+several components can share a GPU. Simulated GPUs (no CUDA): each node advertises a custom Ray
+resource `SIM_GPU_RESOURCE` of num_gpus_per_node; workers get the same placement metadata (fake GPU
+ids) but compute on the CPU.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import ray
+
+logger = logging.getLogger(__name__)
+
+NAMESPACE = "rlinf_embodied"
+SIM_GPU_RESOURCE = "simulated_gpu"
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    node_rank: int
+    node_id: str  # Ray node id (hex)
+    ip: str
+    num_gpus: int  # GPUs (real or simulated) this node offers
+
+
+def _local_cuda_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+class Cluster:
+    """Connect to a Ray cluster (`address=`) or start a local one.
+
+    num_gpus_per_node: how many GPUs each node contributes (must be <= what the nodes have).
+    simulate_gpus: where no node has CUDA GPUs, present num_gpus_per_node simulated ones per node.
+    """
+
+    def __init__(self, address: str | None = None, num_nodes: int = 1, num_gpus_per_node: int = 1,
+                 simulate_gpus: bool = True):
+        if num_nodes < 1 or num_gpus_per_node < 1:
+            raise ValueError(f"num_nodes={num_nodes}, num_gpus_per_node={num_gpus_per_node}: both must be >= 1")
+        self.num_nodes, self.num_gpus_per_node = num_nodes, num_gpus_per_node
+        self._owns_ray = False
+        if ray.is_initialized():
+            logger.info("Cluster: reusing the Ray connection of this process")
+        elif address:
+            ray.init(address=address, namespace=NAMESPACE, log_to_driver=True)
+        else:
+            self._start_local(num_nodes, num_gpus_per_node, simulate_gpus)
+        self.nodes = self._discover(simulate_gpus)
+
+    # ---- start / discover ---------------------------------------------------------------------
+    def _start_local(self, num_nodes: int, num_gpus_per_node: int, simulate_gpus: bool) -> None:
+        if num_nodes != 1:
+            raise ValueError(f"num_nodes={num_nodes} without cluster.address: a local cluster has 1 node; "
+                             "start Ray on every node (`ray start`) and pass its address")
+        cuda = _local_cuda_count()
+        if cuda and num_gpus_per_node > cuda:
+            raise ValueError(f"num_gpus_per_node={num_gpus_per_node}, but this machine has {cuda} CUDA GPUs")
+        resources = {SIM_GPU_RESOURCE: float(num_gpus_per_node)} if (simulate_gpus and not cuda) else {}
+        # Ray leaves CUDA_VISIBLE_DEVICES alone in actors that ask for no GPU; we set it ourselves.
+        os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+        ray.init(num_cpus=os.cpu_count(), num_gpus=cuda, resources=resources, namespace=NAMESPACE,
+                 include_dashboard=False, log_to_driver=True)
+        self._owns_ray = True
+
+    def _discover(self, simulate_gpus: bool) -> list[NodeInfo]:
+        alive = [node for node in ray.nodes() if node.get("Alive")]
+        real = [n for n in alive if n["Resources"].get("GPU", 0) >= 1]
+        self.simulated = not real
+        if self.simulated and not simulate_gpus:
+            raise ValueError("no node of the Ray cluster has a GPU and simulate_gpus=False; "
+                             "set cluster.simulate_gpus=true to run on CPU processes")
+        candidates = real or alive
+        if len(candidates) < self.num_nodes:
+            raise ValueError(f"num_nodes={self.num_nodes}, but the Ray cluster has {len(candidates)} "
+                             f"{'GPU ' if real else ''}node(s)")
+        driver_ip = ray.util.get_node_ip_address()
+        # The driver's node first (node 0), then by IP: a stable order on every run.
+        candidates.sort(key=lambda n: (n["NodeManagerAddress"] != driver_ip, n["NodeManagerAddress"], n["NodeID"]))
+        nodes = []
+        for rank, node in enumerate(candidates[: self.num_nodes]):
+            have = int(node["Resources"].get("GPU", 0)) if real else self.num_gpus_per_node
+            if have < self.num_gpus_per_node:
+                raise ValueError(f"num_gpus_per_node={self.num_gpus_per_node}, but node {rank} "
+                                 f"({node['NodeManagerAddress']}) has {have} GPUs")
+            nodes.append(NodeInfo(rank, node["NodeID"], node["NodeManagerAddress"], self.num_gpus_per_node))
+        return nodes
+
+    # ---- queries ------------------------------------------------------------------------------
+    @property
+    def num_gpus(self) -> int:
+        return self.num_nodes * self.num_gpus_per_node
+
+    @property
+    def has_real_gpus(self) -> bool:
+        return not self.simulated
+
+    def node(self, node_rank: int) -> NodeInfo:
+        if not 0 <= node_rank < len(self.nodes):
+            raise ValueError(f"node {node_rank} does not exist; the cluster has {len(self.nodes)} node(s)")
+        return self.nodes[node_rank]
+
+    def shutdown(self) -> None:
+        """Stop Ray if this Cluster started it (a joined cluster keeps running)."""
+        if self._owns_ray and ray.is_initialized():
+            ray.shutdown()
+        self._owns_ray = False
+
+    def __repr__(self) -> str:
+        kind = "simulated" if self.simulated else "CUDA"
+        return f"Cluster({self.num_nodes} node(s) x {self.num_gpus_per_node} {kind} GPUs)"

@@ -1,0 +1,82 @@
+"""Move a module's parameters/buffers or an optimizer's state to CPU and back, bit-exact.
+
+CPU copies are pinned when CUDA exists (fast, async host<->device copies). FSDP2 modules override
+`nn.Module._apply` to re-point their sharded parameters after a move, so going through `_apply` moves
+the local shards of DTensor parameters correctly.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.distributed.tensor import DTensor
+
+CPU = torch.device("cpu")
+
+
+def _on_local(tensor: torch.Tensor, fn) -> torch.Tensor:
+    """Apply fn to a plain tensor, or to a DTensor's local shard (keeping mesh and placements)."""
+    if isinstance(tensor, DTensor):
+        local = fn(tensor._local_tensor)
+        return DTensor.from_local(local, tensor.device_mesh, tensor.placements, run_check=False,
+                                  shape=tensor.shape, stride=tensor.stride())
+    return fn(tensor)
+
+
+def _plain_to_cpu(tensor: torch.Tensor) -> torch.Tensor:
+    if tensor.device.type == "cpu":
+        return tensor
+    out = tensor.to(CPU)
+    return out.pin_memory() if torch.cuda.is_available() else out
+
+
+def _to_cpu(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor if tensor.device.type == "cpu" else _on_local(tensor, _plain_to_cpu)
+
+
+def _to_device(device: torch.device):
+    def plain(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.to(device, non_blocking=True)
+
+    def move(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor if tensor.device == device else _on_local(tensor, plain)
+    return move
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def offload_module(module: nn.Module) -> None:
+    """Parameters and buffers -> (pinned) CPU memory. A no-op for a module already on CPU."""
+    module._apply(_to_cpu)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def onload_module(module: nn.Module, device: torch.device) -> None:
+    module._apply(_to_device(device))
+    _synchronize(device)
+
+
+def _state_tensors(optimizer: torch.optim.Optimizer):
+    """(state dict, key) of every tensor in the optimizer state, except scalar step counters."""
+    for state in optimizer.state.values():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor) and not (key == "step" and value.dim() == 0
+                                                        and value.device.type == "cpu"):
+                yield state, key
+
+
+def offload_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+    for state, key in list(_state_tensors(optimizer)):
+        state[key] = _to_cpu(state[key])
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def onload_optimizer_state(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    move = _to_device(device)
+    for state, key in list(_state_tensors(optimizer)):
+        state[key] = move(state[key])
+    _synchronize(device)

@@ -1,0 +1,408 @@
+"""Worker / WorkerGroup: one Ray actor per rank, a torch.distributed group per WorkerGroup.
+
+    group = MyWorker.create_group(cfg).launch(cluster, name="actor", placement_strategy=strategy)
+    results = group.train(batch).wait()          # every rank; a list of per-rank results
+    group.execute_on(0).env_spec().wait()        # chosen ranks
+
+Each rank runs in a `_WorkerHost` actor that (1) sets CUDA_VISIBLE_DEVICES / rank environment,
+(2) joins the group's process group (NCCL on GPUs, gloo on CPU) over a TCPStore hosted by rank 0,
+and only then (3) constructs the user's Worker subclass, so every user method, __init__ included,
+can use torch.distributed.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import traceback
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Sequence
+
+import ray
+import torch
+import torch.distributed as dist
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from . import collective, offload
+from .channel import Channel
+from .cluster import Cluster
+from .placement import PackedPlacementStrategy, Placement, PlacementStrategy
+
+logger = logging.getLogger(__name__)
+
+_REGISTRY_NAME = "rlinf_group_registry"
+
+
+class WorkerError(RuntimeError):
+    """A worker method raised; the message names the group, rank, method and the remote traceback."""
+
+
+@dataclass(frozen=True)
+class WorkerContext:
+    group_name: str
+    placement: Placement
+    device: torch.device
+
+
+
+
+def _mailbox_name(group_name: str) -> str:
+    return f"__p2p__/{group_name}"
+
+
+def _p2p_key(src_group: str, src_rank: int, dst_rank: int) -> str:
+    return f"{src_group}/{src_rank}->{dst_rank}"
+
+
+@ray.remote(num_cpus=0)
+class _GroupRegistry:
+    """Group name -> {"world_size", "cuda"}: lets a sender know whether its peer computes on a GPU."""
+
+    def __init__(self):
+        self.groups: dict[str, dict] = {}
+
+    def register(self, name: str, info: dict) -> None:
+        self.groups[name] = info
+
+    def lookup(self, name: str) -> dict | None:
+        return self.groups.get(name)
+
+
+def _registry():
+    return _GroupRegistry.options(name=_REGISTRY_NAME, get_if_exists=True).remote()
+
+
+class Worker:
+    """Base class of every worker. Subclasses: `__init__(self, cfg, ...)` calling `super().__init__()`."""
+
+    def __init__(self):
+        super().__init__()
+        # Set by _WorkerHost.setup before __init__ runs; absent for a Worker built outside a group.
+        context = getattr(self, "_rlinf_context", None) or WorkerContext(
+            group_name="local", placement=Placement(0, 1, 0, (), (), 0, 1), device=torch.device("cpu"))
+        self.group_name: str = context.group_name
+        self.placement: Placement = context.placement
+        self.rank: int = context.placement.rank
+        self.world_size: int = context.placement.world_size
+        self.device: torch.device = context.device
+        self._channels: dict[str, Channel] = {}
+        self._peer_info: dict[str, dict] = {}
+        self._p2p_store: Any = None
+        self._p2p_groups: dict[str, Any] = {}
+        self._offloaded_optimizers: set[int] = set()
+
+    @classmethod
+    def create_group(cls, *args: Any, **kwargs: Any) -> "WorkerGroup":
+        """An unlaunched group; `.launch(cluster, name=..., placement_strategy=...)` starts it."""
+        return WorkerGroup(cls, args, kwargs)
+
+    # ---- offload ------------------------------------------------------------------------------
+    def offload_model(self, module: torch.nn.Module) -> None:
+        """Parameters and buffers to (pinned) CPU memory; FSDP2 modules keep their sharding."""
+        offload.offload_module(module)
+
+    def onload_model(self, module: torch.nn.Module) -> None:
+        offload.onload_module(module, self.device)
+
+    def offload_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        offload.offload_optimizer_state(optimizer)
+
+    def onload_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        offload.onload_optimizer_state(optimizer, self.device)
+
+    # ---- point to point -----------------------------------------------------------------------
+    def _channel(self, name: str) -> Channel:
+        if name not in self._channels:
+            self._channels[name] = Channel.connect(name)
+        return self._channels[name]
+
+    def _peer_uses_cuda(self, group: str) -> bool:
+        if group not in self._peer_info:
+            info = ray.get(_registry().lookup.remote(group))
+            if info is None:
+                raise ValueError(f"no worker group named {group!r} is running")
+            self._peer_info[group] = info
+        return bool(self._peer_info[group]["cuda"])
+
+    def send(self, obj: Any, dst_group: str, dst_rank: int) -> None:
+        """Send to rank `dst_rank` of group `dst_group`; FIFO per (sender, receiver) pair.
+
+        A CUDA tensor between two GPU workers goes over NCCL (the call returns once the peer receives
+        it the first time, while the pair's communicator forms); anything else goes through Ray.
+        """
+        mailbox = self._channel(_mailbox_name(dst_group))
+        key = _p2p_key(self.group_name, self.rank, dst_rank)
+        if isinstance(obj, torch.Tensor) and obj.is_cuda and self._peer_uses_cuda(dst_group):
+            pair = f"p2p/{key}"
+            if self._p2p_store is None:
+                self._p2p_store, ip, port = collective.host_store(2)
+                self._p2p_address = (ip, port)
+            group = self._p2p_groups.get(pair)
+            if group is None:
+                group = self._p2p_groups[pair] = collective.new_group(self._p2p_store, pair, 0, 2, "nccl")
+            mailbox.put(("nccl", pair, self._p2p_address, tuple(obj.shape), obj.dtype), key=key)
+            group.send([obj.contiguous()], 1, 0).wait()
+        else:
+            mailbox.put(("obj", obj), key=key)
+
+    def recv(self, src_group: str, src_rank: int) -> Any:
+        """The next object rank `src_rank` of `src_group` sent to this worker (blocks)."""
+        message = self._channel(_mailbox_name(self.group_name)).get(key=_p2p_key(src_group, src_rank, self.rank))
+        if message[0] == "obj":
+            return message[1]
+        _, pair, (ip, port), shape, dtype = message
+        group = self._p2p_groups.get(pair)
+        if group is None:
+            store = collective.connect_store(ip, port, 2)
+            group = self._p2p_groups[pair] = collective.new_group(store, pair, 1, 2, "nccl")
+        tensor = torch.empty(shape, dtype=dtype, device=self.device)
+        group.recv([tensor], 0, 0).wait()
+        return tensor
+
+
+# ---- the actor that hosts one rank ----------------------------------------------------------------
+@ray.remote(num_cpus=0)
+class _WorkerHost:
+    def __init__(self, worker_cls: type, args: tuple, kwargs: dict, group_name: str, placement: Placement,
+                 real_gpus: bool):
+        if real_gpus:
+            os.environ["CUDA_VISIBLE_DEVICES"] = placement.cuda_visible_devices
+        os.environ.update(RANK=str(placement.rank), WORLD_SIZE=str(placement.world_size),
+                          LOCAL_RANK=str(placement.local_rank), LOCAL_WORLD_SIZE=str(placement.local_world_size))
+        self.device = torch.device("cuda", 0) if real_gpus else torch.device("cpu")
+        if real_gpus:
+            torch.cuda.set_device(self.device)
+        self.worker_cls, self.args, self.kwargs = worker_cls, args, kwargs
+        self.group_name, self.placement = group_name, placement
+        self.worker: Worker | None = None
+        self.stores: dict[str, Any] = {}  # TCPStores this process hosts or joined, by purpose
+        self.cross_groups: dict[str, Any] = {}
+
+    def host_store(self, purpose: str, world_size: int) -> tuple[str, int]:
+        store, ip, port = collective.host_store(world_size)
+        self.stores[purpose] = store
+        return ip, port
+
+    def setup(self, ip: str, port: int) -> None:
+        """Join the group's default process group, then build the user's worker."""
+        rank, world_size = self.placement.rank, self.placement.world_size
+        store = self.stores.get("default") if rank == 0 else collective.connect_store(ip, port, world_size)
+        os.environ.update(MASTER_ADDR=ip, MASTER_PORT=str(port))
+        backend = "nccl" if self.device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, store=store, rank=rank, world_size=world_size,
+                                timeout=timedelta(minutes=30))
+        worker = self.worker_cls.__new__(self.worker_cls)
+        worker._rlinf_context = WorkerContext(self.group_name, self.placement, self.device)
+        worker.__init__(*self.args, **self.kwargs)
+        self.worker = worker
+
+    def call(self, _rlinf_method: str, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self.worker, _rlinf_method)(*args, **kwargs)
+
+    def call_and_put(self, method_name: str) -> list | None:
+        """Run a method and keep its result in the object store: [ref] (None when it returned None)."""
+        result = getattr(self.worker, method_name)()
+        return None if result is None or result == {} else [ray.put(result)]
+
+    # ---- weight sync over a cross-group communicator ----------------------------------------
+    def _cross_group(self, key: str, ip: str, port: int, rank: int, world_size: int, backend: str):
+        if key not in self.cross_groups:
+            store = self.stores[key] if rank == 0 else collective.connect_store(ip, port, world_size)
+            self.stores[key] = store
+            self.cross_groups[key] = collective.new_group(store, key, rank, world_size, backend)
+        return self.stores[key], self.cross_groups[key]
+
+    def weights_send(self, key: str, seq: int, ip: str, port: int, world_size: int, backend: str) -> None:
+        state_dict = self.worker.full_state_dict()  # collective over this group; rank 0 gets it
+        if self.placement.rank != 0:
+            return
+        store, group = self._cross_group(key, ip, port, 0, world_size, backend)
+        layout = collective.tensor_layout(state_dict)
+        store.set(f"meta/{seq}", pickle.dumps(layout))
+        device = self.device if backend == "nccl" else torch.device("cpu")
+        buffers = collective.flatten_by_dtype(state_dict, device)
+        _broadcast(group, buffers)
+
+    def weights_recv(self, key: str, seq: int, ip: str, port: int, rank: int, world_size: int, backend: str) -> None:
+        store, group = self._cross_group(key, ip, port, rank, world_size, backend)
+        layout = pickle.loads(store.get(f"meta/{seq}"))
+        device = self.device if backend == "nccl" else torch.device("cpu")
+        buffers = collective.empty_buffers(layout, device)
+        _broadcast(group, buffers)
+        self.worker.load_state_dict(collective.unflatten(layout, buffers))
+
+
+def _broadcast(group, buffers: dict[torch.dtype, torch.Tensor]) -> None:
+    opts = dist.BroadcastOptions()
+    opts.rootRank = 0
+    for dtype in collective.dtype_order(buffers):
+        group.broadcast([buffers[dtype]], opts).wait()
+
+
+# ---- driver side --------------------------------------------------------------------------------
+class GroupHandle:
+    """Pending per-rank results of one group call; `.wait()` returns them in rank order."""
+
+    def __init__(self, group_name: str, method_name: str, ranks: Sequence[int], refs: list,
+                 labels: Sequence[str] | None = None):
+        self.group_name, self.method_name = group_name, method_name
+        self.ranks, self.refs = list(ranks), refs
+        # What failed, per ref, for the error message.
+        self.labels = list(labels) if labels is not None else [
+            f"worker group {group_name!r} rank {rank} failed in {method_name}()" for rank in self.ranks]
+
+    def wait(self, timeout: float | None = None) -> list:
+        pending = list(self.refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1, timeout=timeout)
+            if not done:
+                raise TimeoutError(f"{self.group_name}.{self.method_name}() did not finish in {timeout}s")
+            for ref in done:
+                self._check(ref)
+        return ray.get(self.refs)
+
+    def _check(self, ref) -> None:
+        try:
+            ray.get(ref)
+        except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError) as error:
+            label = self.labels[self.refs.index(ref)]
+            raise WorkerError(f"{label}:\n{error}") from None
+
+
+class _MethodCaller:
+    def __init__(self, group: "WorkerGroup", method_name: str, ranks: Sequence[int]):
+        self.group, self.method_name, self.ranks = group, method_name, ranks
+
+    def __call__(self, *args: Any, **kwargs: Any) -> GroupHandle:
+        refs = [self.group._hosts[r].call.remote(self.method_name, *args, **kwargs) for r in self.ranks]
+        return GroupHandle(self.group.name, self.method_name, self.ranks, refs)
+
+
+class _RankSubset:
+    def __init__(self, group: "WorkerGroup", ranks: Sequence[int]):
+        self._group, self._ranks = group, ranks
+
+    def __getattr__(self, method_name: str) -> _MethodCaller:
+        if method_name.startswith("_"):
+            raise AttributeError(method_name)
+        self._group._check_method(method_name)
+        return _MethodCaller(self._group, method_name, self._ranks)
+
+
+class WorkerGroup:
+    """The ranks of one Worker class; attribute access calls that method on every rank."""
+
+    def __init__(self, worker_cls: type, args: tuple, kwargs: dict):
+        if not (isinstance(worker_cls, type) and issubclass(worker_cls, Worker)):
+            raise TypeError(f"{worker_cls!r} is not a Worker subclass")
+        self._worker_cls, self._args, self._kwargs = worker_cls, args, kwargs
+        self._hosts: list = []
+        self._sync_seq = 0
+        self._sync_stores: dict[str, tuple[str, int]] = {}
+        self.name: str | None = None
+        self.placements: list[Placement] = []
+        self.uses_cuda = False
+
+    # ---- launch -------------------------------------------------------------------------------
+    def launch(self, cluster: Cluster, name: str, placement_strategy: PlacementStrategy | None = None) -> "WorkerGroup":
+        if self._hosts:
+            raise RuntimeError(f"worker group {self.name!r} is already launched")
+        strategy = placement_strategy or PackedPlacementStrategy(0, 0)
+        self.placements = strategy.placements(cluster.num_gpus_per_node, cluster.num_nodes)
+        self.name, self.uses_cuda = name, cluster.has_real_gpus
+        Channel.create(_mailbox_name(name))
+        ray.get(_registry().register.remote(name, {"world_size": self.world_size, "cuda": self.uses_cuda}))
+        self._hosts = [self._start_host(cluster, placement) for placement in self.placements]
+        try:
+            ip, port = ray.get(self._hosts[0].host_store.remote("default", self.world_size))
+            refs = [host.setup.remote(ip, port) for host in self._hosts]
+            GroupHandle(name, f"{self._worker_cls.__name__}.__init__", range(self.world_size), refs).wait()
+        except BaseException:
+            self.shutdown()
+            raise
+        logger.info("launched %s x%d (%s) on GPUs %s", name, self.world_size, self._worker_cls.__name__,
+                    [p.global_gpu_ids for p in self.placements])
+        return self
+
+    def _start_host(self, cluster: Cluster, placement: Placement):
+        node = cluster.node(placement.node_rank)
+        affinity = NodeAffinitySchedulingStrategy(node_id=node.node_id, soft=False)
+        return _WorkerHost.options(scheduling_strategy=affinity, num_cpus=0, num_gpus=0).remote(
+            self._worker_cls, self._args, self._kwargs, self.name, placement, cluster.has_real_gpus)
+
+    @property
+    def world_size(self) -> int:
+        return len(self.placements)
+
+    # ---- calls --------------------------------------------------------------------------------
+    def _check_method(self, method_name: str) -> None:
+        if not self._hosts:
+            raise RuntimeError(f"{self._worker_cls.__name__} group is not launched; call .launch(cluster, name=...)")
+        if not callable(getattr(self._worker_cls, method_name, None)):
+            raise AttributeError(f"{self._worker_cls.__name__} has no method {method_name!r}")
+
+    def __getattr__(self, method_name: str) -> _MethodCaller:
+        if method_name.startswith("_"):
+            raise AttributeError(method_name)
+        self._check_method(method_name)
+        return _MethodCaller(self, method_name, range(self.world_size))
+
+    def execute_on(self, *ranks: int) -> _RankSubset:
+        for rank in ranks:
+            if not 0 <= rank < self.world_size:
+                raise ValueError(f"rank {rank} is not in group {self.name!r} (ranks 0-{self.world_size - 1})")
+        return _RankSubset(self, list(ranks))
+
+    # ---- weight sync --------------------------------------------------------------------------
+    def sync_weights_to(self, dst: "WorkerGroup", method: str = "auto") -> None:
+        """Every rank here runs full_state_dict(); every dst rank then runs load_state_dict(full dict).
+
+        method: "auto" (NCCL broadcast when both groups are on GPUs, else the Ray object store),
+        "object_store", or "collective" (a broadcast over a cross-group communicator; gloo on CPU).
+        """
+        if method == "auto":
+            method = "collective" if (self.uses_cuda and dst.uses_cuda) else "object_store"
+        if method == "object_store":
+            self._sync_by_object_store(dst)
+        elif method == "collective":
+            self._sync_by_broadcast(dst)
+        else:
+            raise ValueError(f"sync_weights_to(method={method!r}): use 'auto', 'object_store' or 'collective'")
+
+    def _sync_by_object_store(self, dst: "WorkerGroup") -> None:
+        refs = [host.call_and_put.remote("full_state_dict") for host in self._hosts]
+        results = GroupHandle(self.name, "full_state_dict", range(self.world_size), refs).wait()
+        if not results[0]:
+            raise ValueError(f"{self.name} rank 0's full_state_dict() returned nothing to sync")
+        (state_ref,) = results[0]
+        dst.load_state_dict(state_ref).wait()  # Ray hands every rank the same object, read once per node
+
+    def _sync_by_broadcast(self, dst: "WorkerGroup") -> None:
+        key = f"sync/{self.name}->{dst.name}"
+        world_size = 1 + dst.world_size  # src rank 0 + every dst rank
+        backend = "nccl" if (self.uses_cuda and dst.uses_cuda) else "gloo"
+        if key not in self._sync_stores:
+            self._sync_stores[key] = ray.get(self._hosts[0].host_store.remote(key, world_size))
+        ip, port = self._sync_stores[key]
+        self._sync_seq += 1
+        send = [host.weights_send.remote(key, self._sync_seq, ip, port, world_size, backend) for host in self._hosts]
+        recv = [host.weights_recv.remote(key, self._sync_seq, ip, port, 1 + r, world_size, backend)
+                for r, host in enumerate(dst._hosts)]
+        labels = ([f"worker group {self.name!r} rank {r} failed sending weights" for r in range(self.world_size)]
+                  + [f"worker group {dst.name!r} rank {r} failed receiving weights" for r in range(dst.world_size)])
+        GroupHandle(self.name, "sync_weights_to", [], send + recv, labels).wait()
+
+    # ---- teardown -----------------------------------------------------------------------------
+    def shutdown(self) -> None:
+        for host in self._hosts:
+            ray.kill(host)
+        self._hosts = []
+        if self.name is not None:
+            try:
+                Channel.connect(_mailbox_name(self.name)).destroy()
+            except ValueError:
+                pass
+
+    def __repr__(self) -> str:
+        return f"WorkerGroup({self.name!r}, {self._worker_cls.__name__} x{self.world_size})"
