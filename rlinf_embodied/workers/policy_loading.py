@@ -6,7 +6,7 @@ import os
 import torch
 
 from ..config import PolicyConfig
-from ..policies import Policy, load_policy, make_policy
+from ..policies import Policy, make_policy, policy_class
 
 
 class MissingCheckpointError(ValueError):
@@ -35,7 +35,9 @@ def check_policy_config(cfg: PolicyConfig) -> None:
 def build_policy(cfg: PolicyConfig, action_dim: int, state_dim: int, device: torch.device) -> Policy:
     check_policy_config(cfg)
     if cfg.checkpoint is not None:
-        policy = load_policy(cfg.checkpoint, **dict(cfg.overrides))
+        # The named class loads its own save_pretrained layout and, where it has a converter, the
+        # upstream layout (an HF OpenVLA directory has no "policy" key to dispatch on).
+        policy = policy_class(cfg.name).from_pretrained(cfg.checkpoint, **dict(cfg.overrides))
         if policy.config.action_dim != action_dim:
             raise ValueError(
                 f"checkpoint {cfg.checkpoint!r} predicts action_dim={policy.config.action_dim} but the env "
