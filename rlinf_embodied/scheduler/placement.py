@@ -189,9 +189,11 @@ class ComponentPlacement:
         self.num_gpus_per_node, self.num_nodes = num_gpus, num_nodes
         allowed = list(component_names) if component_names is not None else None
         self._gpus: dict[str, list[int]] = {}
+        self._entries: list[set[int]] = []  # one GPU set per key ("env,rollout" is one entry)
         for key, spec in component_placement.items():
             names = [name.strip() for name in str(key).split(",")]
             ids = parse_gpu_spec(spec, num_gpus * num_nodes)
+            self._entries.append(set(ids))
             for name in names:
                 self._add(name, ids, key, allowed)
 
@@ -215,8 +217,11 @@ class ComponentPlacement:
 
     @property
     def mode(self) -> str:
-        """"collocated" (all on the same GPUs), "disaggregated" (no overlap) or "hybrid"."""
-        sets = [set(ids) for ids in self._gpus.values()]
+        """"collocated": every component on the same GPUs; "disaggregated": the entries (keys; one key
+        may list several components that then share GPUs) use disjoint GPUs; "hybrid": anything else."""
+        if all(set(ids) == set(self._gpus[self.components[0]]) for ids in self._gpus.values()):
+            return "collocated"
+        sets = self._entries
         if all(s == sets[0] for s in sets):
             return "collocated"
         if sum(len(s) for s in sets) == len(set().union(*sets)):

@@ -1,0 +1,119 @@
+"""GPU-id specs, component placement, strategies: pure Python, no Ray."""
+from __future__ import annotations
+
+import pytest
+
+from rlinf_embodied.scheduler import (
+    ComponentPlacement,
+    FlexiblePlacementStrategy,
+    PackedPlacementStrategy,
+    parse_gpu_spec,
+)
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ("all", [0, 1, 2, 3, 4, 5, 6, 7]),
+    ("3", [3]),
+    (3, [3]),
+    ("0,2,3", [0, 2, 3]),
+    ("0-3", [0, 1, 2, 3]),
+    ("0-3,5,7", [0, 1, 2, 3, 5, 7]),
+    (" 6 , 1-2 ", [1, 2, 6]),
+    ([4, 5], [4, 5]),
+])
+def test_spec_forms(spec, expected):
+    assert parse_gpu_spec(spec, total_gpus=8) == expected
+
+
+@pytest.mark.parametrize("spec, quoted, hint", [
+    ("3-1", "'3-1'", "reversed"),
+    ("0,8", "8", "beyond"),
+    ("0,,2", "empty", "valid forms"),
+    ("0,x", "'x'", "not an integer"),
+    ("1.5", "'1.5'", "not an integer"),
+    ("-1", "'-1'", "negative"),
+    ("0-2,2", "[2]", "more than once"),
+    ("", "empty", "valid forms"),
+    (None, "None", "valid forms"),
+])
+def test_spec_errors_quote_the_token(spec, quoted, hint):
+    with pytest.raises(ValueError) as error:
+        parse_gpu_spec(spec, total_gpus=8)
+    assert quoted in str(error.value) and hint in str(error.value)
+
+
+def test_multi_node_global_ids():
+    placement = ComponentPlacement({"env": "0-3", "actor": "4-7"}, num_gpus=4, num_nodes=2)
+    nodes = [p.node_rank for p in placement.strategy("actor").placements(4, 2)]
+    local = [p.local_gpu_ids for p in placement.strategy("actor").placements(4, 2)]
+    assert nodes == [1, 1, 1, 1] and local == [(0,), (1,), (2,), (3,)]
+
+
+@pytest.mark.parametrize("mapping, gpus, mode", [
+    ({"env,rollout,actor": "all"}, 2, "collocated"),
+    ({"env,rollout": "0", "actor": "1"}, 2, "disaggregated"),
+    ({"env": "0-1", "rollout": "2-3", "actor": "all"}, 4, "hybrid"),
+    ({"env": "0", "rollout": "0-1"}, 2, "hybrid"),
+    ({"env": "0", "rollout": "1", "actor": "2-3"}, 4, "disaggregated"),
+    ({"actor": "all"}, 1, "collocated"),
+])
+def test_mode(mapping, gpus, mode):
+    assert ComponentPlacement(mapping, num_gpus=gpus).mode == mode
+
+
+def test_components_and_gpus():
+    placement = ComponentPlacement({"env,rollout": "0-1", "actor": 3}, num_gpus=4)
+    assert placement.components == ["env", "rollout", "actor"]
+    assert placement.gpus("rollout") == [0, 1] and placement.gpus("actor") == [3]
+    with pytest.raises(ValueError, match="'critic'"):
+        placement.gpus("critic")
+
+
+@pytest.mark.parametrize("mapping, message", [
+    ({"env": "0", "env,actor": "1"}, "'env' is placed twice"),
+    ({"env,": "0"}, "empty component name"),
+    ({"env": "0", "critic": "1"}, "unknown component 'critic'"),
+    ({"env": "5"}, "beyond"),
+    ({}, "empty"),
+])
+def test_component_errors(mapping, message):
+    with pytest.raises(ValueError, match=message):
+        ComponentPlacement(mapping, num_gpus=4, component_names=["env", "rollout", "actor"])
+
+
+def test_default_strategy_one_process_per_gpu():
+    placement = ComponentPlacement({"env": "0,2,3", "actor": "0-3"}, num_gpus=4)
+    env = placement.strategy("env").placements(4)
+    assert [p.global_gpu_ids for p in env] == [(0,), (2,), (3,)]
+    assert [p.rank for p in env] == [0, 1, 2] and {p.world_size for p in env} == {3}
+    assert [p.cuda_visible_devices for p in placement.strategy("actor").placements(4)] == ["0", "1", "2", "3"]
+
+
+def test_packed_processes_per_gpu_and_gpus_per_process():
+    shared = PackedPlacementStrategy(0, 1, num_processes_per_gpu=2).placements(2)
+    assert [p.local_gpu_ids for p in shared] == [(0,), (0,), (1,), (1,)]
+    assert [p.local_rank for p in shared] == [0, 1, 2, 3] and shared[0].local_world_size == 4
+    wide = PackedPlacementStrategy(0, 7, num_gpus_per_process=4).placements(4, 2)
+    assert [(p.node_rank, p.local_gpu_ids) for p in wide] == [(0, (0, 1, 2, 3)), (1, (0, 1, 2, 3))]
+    assert [p.cuda_visible_devices for p in wide] == ["0,1,2,3", "0,1,2,3"]
+    assert [p.local_rank for p in wide] == [0, 0]
+
+
+def test_strategy_errors():
+    with pytest.raises(ValueError, match="GPU id 4, but the cluster has 4 GPUs"):
+        PackedPlacementStrategy(2, 5).placements(4)
+    with pytest.raises(ValueError, match="span nodes"):
+        PackedPlacementStrategy(2, 5, num_gpus_per_process=4).placements(4, 2)
+    with pytest.raises(ValueError, match="do not split"):
+        PackedPlacementStrategy(0, 2, num_gpus_per_process=2)
+    with pytest.raises(ValueError, match="start_gpu <= end_gpu"):
+        PackedPlacementStrategy(3, 1)
+    with pytest.raises(ValueError, match="'a'"):
+        FlexiblePlacementStrategy([[0], ["a"]])
+    with pytest.raises(ValueError, match="GPU id 9"):
+        FlexiblePlacementStrategy([[0, 1], [9]]).placements(8)
+
+
+def test_flexible_strategy():
+    placements = FlexiblePlacementStrategy([[5], [0, 1]]).placements(4, 2)
+    assert [(p.node_rank, p.local_gpu_ids, p.local_rank) for p in placements] == [(1, (1,), 0), (0, (0, 1), 0)]
