@@ -1,0 +1,305 @@
+"""Worker groups, channels, send/recv, offload and weight sync on one local Ray cluster (CPU, simulated GPUs)."""
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import time
+
+import pytest
+import ray.cloudpickle
+import torch
+import torch.distributed as dist
+
+from rlinf_embodied.scheduler import (
+    Channel,
+    Cluster,
+    ComponentPlacement,
+    FlexiblePlacementStrategy,
+    PackedPlacementStrategy,
+    Worker,
+    WorkerError,
+)
+
+# Ray workers cannot import this test module by name: ship its worker classes by value.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    cluster = Cluster(num_nodes=1, num_gpus_per_node=8, simulate_gpus=True)
+    yield cluster
+    cluster.shutdown()
+
+
+class ProbeWorker(Worker):
+    def __init__(self, scale: float = 1.0):
+        super().__init__()
+        self.scale = scale
+        self.loaded: dict | None = None
+
+    def info(self) -> dict:
+        return {"rank": self.rank, "world_size": self.world_size, "device": str(self.device),
+                "gpus": self.placement.local_gpu_ids, "group": self.group_name,
+                "dist_world": dist.get_world_size(), "dist_rank": dist.get_rank()}
+
+    def all_reduce(self) -> float:
+        value = torch.tensor([float(self.rank + 1)])
+        dist.all_reduce(value)
+        return float(value)
+
+    def fail(self) -> None:
+        raise KeyError("deliberate failure")
+
+    # weight sync hooks: a collective full_state_dict like the FSDP actor's (rank 0 holds the dict)
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        shard = torch.full((2,), float(self.rank)) * self.scale
+        gathered = [torch.empty(2) for _ in range(self.world_size)]
+        dist.all_gather(gathered, shard)
+        if self.rank != 0:
+            return {}
+        return {"weight": torch.cat(gathered), "count": torch.tensor([7, 8], dtype=torch.int64),
+                "half": torch.arange(3, dtype=torch.bfloat16)}
+
+    def load_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
+        self.loaded = {k: v.clone() for k, v in state_dict.items()}
+
+    def loaded_state(self) -> dict | None:
+        return self.loaded
+
+    # channels and p2p
+    def produce(self, channel: Channel, n: int) -> None:
+        for i in range(n):
+            channel.put((self.rank, i), key=f"from{self.rank}")
+
+    def consume(self, channel: Channel, key: str, n: int) -> list:
+        return [channel.get(key=key) for _ in range(n)]
+
+    def send_things(self, dst_group: str, dst_rank: int) -> None:
+        self.send(torch.arange(4.0) + self.rank, dst_group, dst_rank)
+        self.send({"note": "hello", "rank": self.rank}, dst_group, dst_rank)
+
+    def recv_things(self, src_group: str, src_rank: int) -> list:
+        return [self.recv(src_group, src_rank), self.recv(src_group, src_rank)]
+
+
+class FsdpWorker(Worker):
+    """A tiny FSDP2 model + Adam, like ActorWorker, to test offload on sharded (DTensor) state."""
+
+    def __init__(self):
+        super().__init__()
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        torch.manual_seed(0)
+        self.model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+        self.model.register_buffer("stat", torch.arange(3.0))
+        mesh = init_device_mesh(self.device.type, (self.world_size,))
+        fully_shard(self.model, mesh=mesh)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-2)
+
+    def step(self) -> float:
+        loss = self.model(torch.randn(4, 6)).pow(2).mean()
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+        return float(loss.detach())
+
+    def snapshot(self) -> dict:
+        params = {n: p.to_local().detach().clone() for n, p in self.model.named_parameters()}
+        buffers = {n: b.detach().clone() for n, b in self.model.named_buffers()}
+        optim = {(i, k): (v.to_local() if hasattr(v, "to_local") else v).clone()
+                 for i, state in enumerate(self.optimizer.state.values()) for k, v in state.items()}
+        return {"params": params, "buffers": buffers, "optim": optim}
+
+    def round_trip(self) -> None:
+        self.offload_model(self.model)
+        self.offload_optimizer(self.optimizer)
+        self.onload_model(self.model)
+        self.onload_optimizer(self.optimizer)
+
+
+def launch(cluster, cls, name, strategy, *args):
+    return cls.create_group(*args).launch(cluster, name=name, placement_strategy=strategy)
+
+
+# ---- groups -----------------------------------------------------------------------------------------
+def test_hybrid_layout_on_8_simulated_gpus(cluster):
+    placement = ComponentPlacement({"env": "0-1", "rollout": "2,3", "actor": "all"}, num_gpus=8)
+    assert placement.mode == "hybrid"
+    groups = {name: launch(cluster, ProbeWorker, name, placement.strategy(name)) for name in ("env", "rollout")}
+    actor = launch(cluster, ProbeWorker, "actor", PackedPlacementStrategy(0, 7, num_gpus_per_process=4))
+    try:
+        env, rollout = groups["env"].info().wait(), groups["rollout"].info().wait()
+        assert [i["gpus"] for i in env] == [(0,), (1,)] and [i["gpus"] for i in rollout] == [(2,), (3,)]
+        infos = actor.info().wait()
+        assert [i["gpus"] for i in infos] == [(0, 1, 2, 3), (4, 5, 6, 7)]
+        assert [(i["rank"], i["world_size"], i["dist_rank"], i["dist_world"]) for i in infos] == [(0, 2, 0, 2), (1, 2, 1, 2)]
+        assert {i["device"] for i in infos} == {"cpu"} and {i["group"] for i in infos} == {"actor"}
+        assert actor.all_reduce().wait() == [3.0, 3.0]  # gloo group of the actor ranks only
+        assert [i["rank"] for i in actor.execute_on(1).info().wait()] == [1]
+        assert groups["env"].world_size == 2 and actor.name == "actor"
+    finally:
+        for group in (*groups.values(), actor):
+            group.shutdown()
+
+
+def test_errors_name_group_rank_and_cause(cluster):
+    group = launch(cluster, ProbeWorker, "failing", PackedPlacementStrategy(0, 1))
+    try:
+        with pytest.raises(WorkerError) as error:
+            group.execute_on(1).fail().wait()
+        message = str(error.value)
+        assert "'failing' rank 1" in message and "fail()" in message and "deliberate failure" in message
+        with pytest.raises(AttributeError, match="no method 'missing'"):
+            group.missing()
+        with pytest.raises(ValueError, match="rank 2"):
+            group.execute_on(2)
+    finally:
+        group.shutdown()
+
+
+def test_launch_beyond_the_cluster_names_id_and_size(cluster):
+    with pytest.raises(ValueError, match="GPU id 8.*8 GPUs"):
+        launch(cluster, ProbeWorker, "too_big", FlexiblePlacementStrategy([[7], [8]]))
+
+
+# ---- channels ---------------------------------------------------------------------------------------
+def test_channel_fifo_batch_qsize_and_tensors(cluster):
+    channel = Channel.create("t_fifo")
+    for i in range(5):
+        channel.put(i)
+    big = torch.randn(512, 1024)  # 2 MB: goes by object-store reference
+    channel.put(big, key="big")
+    assert channel.qsize() == 5 and channel.qsize("big") == 1 and channel.total_size() == 6
+    assert channel.get() == 0 and channel.get_batch(4) == [1, 2, 3, 4]
+    assert torch.equal(Channel.connect("t_fifo").get(key="big"), big)
+    with pytest.raises(ValueError, match="no channel named 'nope'"):
+        Channel.connect("nope")
+
+
+def test_channel_back_pressure_blocks_producer(cluster):
+    channel = Channel.create("t_bounded", maxsize=2)
+    channel.put("a")
+    channel.put("b")
+    done = threading.Event()
+    thread = threading.Thread(target=lambda: (channel.put("c"), done.set()))
+    thread.start()
+    assert not done.wait(1.0), "a put on a full channel must block"
+    assert channel.get() == "a"
+    assert done.wait(10.0), "the blocked put must complete once a get frees space"
+    thread.join()
+    assert [channel.get(), channel.get()] == ["b", "c"]
+
+
+def test_channel_keys_do_not_block_each_other(cluster):
+    channel = Channel.create("t_keys")
+    result = {}
+    waiter = threading.Thread(target=lambda: result.setdefault("a", channel.get(key="A")))
+    waiter.start()
+    time.sleep(0.3)  # the get on A is now waiting inside the channel actor
+    start = time.perf_counter()
+    channel.put(1, key="B")
+    assert channel.get(key="B") == 1
+    assert time.perf_counter() - start < 2.0
+    channel.put("for A", key="A")
+    waiter.join(10.0)
+    assert result == {"a": "for A"}
+
+
+def test_channel_async(cluster):
+    channel = Channel.create("t_async", maxsize=1)
+
+    async def scenario():
+        consumer = asyncio.ensure_future(asyncio.gather(*[channel.get_async(key="k") for _ in range(3)]))
+        for i in range(3):
+            await channel.put_async(torch.full((3,), float(i)) if i == 1 else i, key="k")
+        return await consumer
+
+    first, second, third = asyncio.run(scenario())
+    assert first == 0 and torch.equal(second, torch.ones(3)) and third == 2
+
+
+def test_channel_between_worker_processes(cluster):
+    producers = launch(cluster, ProbeWorker, "producers", PackedPlacementStrategy(0, 1))
+    consumer = launch(cluster, ProbeWorker, "consumer", PackedPlacementStrategy(2, 2))
+    try:
+        channel = Channel.create("t_workers", maxsize=3)  # smaller than what is produced: back-pressure
+        pending = producers.produce(channel, 10)
+        from_1 = consumer.consume(channel, "from1", 10).wait()[0]
+        from_0 = channel.get_batch(10, key="from0")
+        pending.wait()
+        assert from_1 == [(1, i) for i in range(10)] and from_0 == [(0, i) for i in range(10)]
+    finally:
+        producers.shutdown()
+        consumer.shutdown()
+
+
+# ---- point to point ---------------------------------------------------------------------------------
+def test_send_recv_tensor_and_object(cluster):
+    senders = launch(cluster, ProbeWorker, "senders", PackedPlacementStrategy(0, 1))
+    receiver = launch(cluster, ProbeWorker, "receiver", PackedPlacementStrategy(0, 0))
+    try:
+        receiving = receiver.recv_things("senders", 1)  # posted first: recv blocks until the send
+        senders.execute_on(1).send_things("receiver", 0).wait()
+        tensor, obj = receiving.wait()[0]
+        assert torch.equal(tensor, torch.arange(4.0) + 1) and obj == {"note": "hello", "rank": 1}
+    finally:
+        senders.shutdown()
+        receiver.shutdown()
+
+
+# ---- offload ----------------------------------------------------------------------------------------
+def test_offload_round_trip_is_bit_exact_on_fsdp2(cluster):
+    group = launch(cluster, FsdpWorker, "fsdp", PackedPlacementStrategy(0, 1))
+    try:
+        group.step().wait()  # Adam state exists now
+        before = group.snapshot().wait()
+        group.round_trip().wait()
+        after = group.snapshot().wait()
+        for rank_before, rank_after in zip(before, after):
+            assert rank_before["optim"], "Adam state should exist after a step"
+            for part in ("params", "buffers", "optim"):
+                assert rank_before[part].keys() == rank_after[part].keys()
+                for key, value in rank_before[part].items():
+                    assert torch.equal(value, rank_after[part][key]), (part, key)
+        losses = group.step().wait()  # still trains after the round trip
+        assert all(torch.isfinite(torch.tensor(losses)))
+    finally:
+        group.shutdown()
+
+
+def test_offload_in_process_module_and_optimizer():
+    worker = ProbeWorker()  # outside a group: rank 0 of 1 on CPU
+    model = torch.nn.Linear(4, 3)
+    optimizer = torch.optim.Adam(model.parameters())
+    model(torch.randn(2, 4)).sum().backward()
+    optimizer.step()
+    state = {k: v.clone() for k, v in optimizer.state[model.weight].items()}
+    weight = model.weight.detach().clone()
+    worker.offload_model(model)
+    worker.offload_optimizer(optimizer)
+    worker.onload_model(model)
+    worker.onload_optimizer(optimizer)
+    assert torch.equal(model.weight, weight)
+    assert all(torch.equal(optimizer.state[model.weight][k], v) for k, v in state.items())
+
+
+# ---- weight sync ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("src_size, dst_size, method", [
+    (2, 1, "object_store"), (1, 2, "object_store"), (2, 1, "collective"), (1, 2, "collective"),
+])
+def test_weight_sync(cluster, src_size, dst_size, method):
+    src = launch(cluster, ProbeWorker, "src", PackedPlacementStrategy(0, src_size - 1), 2.0)
+    dst = launch(cluster, ProbeWorker, "dst", PackedPlacementStrategy(4, 4 + dst_size - 1))
+    try:
+        for _ in range(2):  # the second sync reuses the communicator / store
+            src.sync_weights_to(dst, method=method)
+        expected = torch.cat([torch.full((2,), 2.0 * r) for r in range(src_size)])
+        for state in dst.loaded_state().wait():
+            assert torch.equal(state["weight"], expected)
+            assert torch.equal(state["count"], torch.tensor([7, 8]))
+            assert state["half"].dtype == torch.bfloat16 and torch.equal(state["half"].float(), torch.arange(3.0))
+    finally:
+        src.shutdown()
+        dst.shutdown()
