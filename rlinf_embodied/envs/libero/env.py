@@ -138,7 +138,7 @@ class LiberoEnv(gym.Env):
     def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None) -> tuple[dict, dict]:
         super().reset(seed=seed)
         init_id = self._init_state_id(seed, options)
-        self._reset_sim(placement_seed=int(self.np_random.integers(2**31)))
+        self._reset_sim(placement_seed=init_id)  # the scene is a function of the init state alone
         raw_obs = self._env.set_init_state(self.init_states[init_id])
         if self.num_settle_steps:
             raw_obs = self._settle()
@@ -204,6 +204,29 @@ class LiberoEnv(gym.Env):
         """Recompute the observation after the sim state was edited directly (tests, scripted resets)."""
         self._env.env.sim.forward()
         return self._obs(self._env.env._get_observations(force_update=True))
+
+    def object_position(self, name: str) -> np.ndarray:
+        """World position (3,) of a task object or fixture by its BDDL name."""
+        body_ids = self._env.env.obj_body_id
+        if name not in body_ids:
+            raise KeyError(f"no object {name!r} in task {self.task_id} of {self.suite.env_id}; valid: {sorted(body_ids)}")
+        return self._env.env.sim.data.body_xpos[body_ids[name]].copy()
+
+    def place_on(self, object_name: str, target_name: str, lift: float = 0.03) -> None:
+        """Teleport a free object `lift` metres above `target_name` (scripted scenes, goal-check tests).
+
+        Only the object's pose changes; physics then settles it over the next steps.
+        """
+        objects = self._env.env.objects_dict
+        if object_name not in objects:
+            raise KeyError(f"{object_name!r} is not a movable object of this task; valid: {sorted(objects)}")
+        joint = objects[object_name].joints[-1]
+        data = self._env.env.sim.data
+        qpos = data.get_joint_qpos(joint).copy()  # (7,) free joint: xyz + quaternion
+        qpos[:3] = self.object_position(target_name) + np.array([0.0, 0.0, lift])
+        data.set_joint_qpos(joint, qpos)
+        data.set_joint_qvel(joint, np.zeros(6))
+        self.refresh_observation()
 
     @property
     def sim_env(self) -> Any:

@@ -1,0 +1,165 @@
+"""LIBERO backend with the real simulator (robosuite + MuJoCo, offscreen GL), small cameras, 1-2 envs."""
+import importlib.util
+import os
+import signal
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+
+import rlinf_embodied  # noqa: F401  (registers the ids)
+from rlinf_embodied.envs.libero.suites import LIBERO_SUITES, get_suite
+
+LIBERO_MISSING = importlib.util.find_spec("libero") is None or importlib.util.find_spec("robosuite") is None
+needs_libero = pytest.mark.skipif(LIBERO_MISSING, reason='LIBERO not installed: pip install -e ".[libero]"')
+
+CAMERA = 16
+NOOP = np.array([0, 0, 0, 0, 0, 0, -1], np.float32)
+
+
+@pytest.fixture(scope="module")
+def single_env():
+    from rlinf_embodied.envs.libero.env import LiberoEnv
+
+    env = LiberoEnv("rlinf/LIBERO-Spatial", task_id=0, obs_mode="rgb", camera_size=CAMERA, num_settle_steps=0)
+    yield env
+    env.close()
+
+
+@pytest.fixture(scope="module")
+def vec_env():
+    env = gym.make_vec("rlinf/LIBERO-Spatial", num_envs=2, vectorization_mode="vector_entry_point", obs_mode="rgb",
+                       max_episode_steps=4, ignore_terminations=False, task_id=0, camera_size=CAMERA,
+                       num_settle_steps=0)
+    yield env
+    env.close()
+
+
+def test_suites_registered_cheaply():
+    assert set(LIBERO_SUITES) <= set(gym.registry)
+    assert get_suite("rlinf/LIBERO-90").num_tasks == 90 and get_suite("libero_10").max_episode_steps == 520
+
+
+@pytest.mark.parametrize("task_id, valid", [(10, "0..9"), (-1, "0..9"), ("3", "0..9")])
+def test_task_id_out_of_range_names_valid_range(task_id, valid):
+    with pytest.raises(ValueError, match=rf"task_id=.*{valid}"):
+        gym.make_vec("rlinf/LIBERO-Goal", num_envs=1, vectorization_mode="vector_entry_point", task_id=task_id)
+    with pytest.raises(ValueError, match="0..89"):
+        gym.make("rlinf/LIBERO-90", task_id=90)
+
+
+def test_bad_obs_mode_and_camera_size():
+    with pytest.raises(ValueError, match="obs_mode='depth'.*valid"):
+        gym.make_vec("rlinf/LIBERO-Goal", num_envs=1, vectorization_mode="vector_entry_point", obs_mode="depth")
+    with pytest.raises(ValueError, match="camera_size"):
+        gym.make_vec("rlinf/LIBERO-Goal", num_envs=1, vectorization_mode="vector_entry_point", camera_size=0)
+
+
+@needs_libero
+def test_single_env_passes_check_env(single_env):
+    check_env(single_env, skip_render_check=True)
+    obs, info = single_env.reset(seed=0)
+    assert obs["state"].shape == (8,) and obs["state"].dtype == np.float32
+    assert obs["rgb"].shape == (CAMERA, CAMERA, 3) and obs["rgb"].dtype == np.uint8
+    assert "black bowl" in single_env.instruction and info["instruction"] == single_env.instruction
+
+
+@needs_libero
+def test_images_are_flipped_upright(single_env):
+    obs, _ = single_env.reset(seed=0)
+    raw = single_env.sim_env._get_observations(force_update=True)["agentview_image"]  # MuJoCo's bottom-up frame
+    assert np.array_equal(obs["rgb"], raw[::-1, ::-1])
+    assert not np.array_equal(obs["rgb"], raw)
+
+
+@needs_libero
+def test_seed_selects_init_state_deterministically(single_env):
+    count = len(single_env.init_states)
+    a, info_a = single_env.reset(seed=3)
+    b, info_b = single_env.reset(seed=3 + count)  # same init state, the seed wraps around
+    c, info_c = single_env.reset(seed=4)
+    assert info_a["init_state_id"] == info_b["init_state_id"] == 3 and info_c["init_state_id"] == 4
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert not np.array_equal(a["state"], c["state"]) or not np.array_equal(a["rgb"], c["rgb"])
+    action = np.array([0.5, -0.3, 0.2, 0.0, 0.1, 0.0, 1.0], np.float32)
+    single_env.reset(seed=3)
+    step_a = single_env.step(action)[0]
+    single_env.reset(seed=3)
+    step_b = single_env.step(action)[0]
+    assert all(np.array_equal(step_a[k], step_b[k]) for k in step_a)
+
+
+@needs_libero
+def test_success_comes_from_the_bddl_goal_check(single_env):
+    single_env.reset(seed=0)
+    _, reward, terminated, _, info = single_env.step(NOOP)
+    assert not info["success"] and reward == 0.0 and not terminated
+    single_env.place_on("akita_black_bowl_1", "plate_1")  # the goal: (On akita_black_bowl_1 plate_1)
+    successes = [single_env.step(NOOP)[4]["success"] for _ in range(6)]  # the bowl drops onto the plate
+    assert successes[-1] and single_env.check_success()
+    _, reward, terminated, _, _ = single_env.step(NOOP)
+    assert reward == 1.0 and terminated
+    single_env.place_on("akita_black_bowl_1", "akita_black_bowl_2")  # on the wrong object: goal fails
+    assert not any(single_env.step(NOOP)[4]["success"] for _ in range(6))
+
+
+@needs_libero
+def test_vector_shapes_dtypes_and_instruction(vec_env):
+    obs, _ = vec_env.reset(seed=0)
+    assert obs["state"].shape == (2, 8) and obs["state"].dtype == torch.float32
+    for key in ("rgb", "wrist_rgb"):
+        assert obs[key].shape == (2, CAMERA, CAMERA, 3) and obs[key].dtype == torch.uint8
+    assert len(obs["instruction"]) == 2 and "black bowl" in obs["instruction"][0]
+    obs, rewards, terminated, truncated, info = vec_env.step(torch.zeros(2, 7))
+    assert rewards.shape == terminated.shape == truncated.shape == (2,)
+    assert info["success"].dtype == torch.bool and info["elapsed_steps"].tolist() == [1, 1]
+
+
+@needs_libero
+def test_vector_seed_determinism(vec_env):
+    first, _ = vec_env.reset(seed=5)
+    again, _ = vec_env.reset(seed=5)
+    for key in ("state", "rgb", "wrist_rgb"):
+        assert torch.equal(first[key], again[key])
+    assert not torch.equal(first["rgb"][0], first["rgb"][1])  # envs get seeds 5 and 6: different init states
+
+
+@needs_libero
+def test_chunk_across_episode_boundary_autoresets(vec_env):
+    vec_env.reset(seed=0)
+    vec_env.step(torch.zeros(2, 2, 7))  # 2 of max_episode_steps=4
+    obs, rewards, terminated, truncated, info = vec_env.step(torch.zeros(2, 5, 7))  # ends after row 1
+    assert truncated.shape == (2, 5) and truncated[:, 1].all() and not truncated[:, [0, 2, 3, 4]].any()
+    assert info["_episode"].all() and info["episode"]["length"].tolist() == [4, 4]
+    assert info["_final_obs"].all() and info["elapsed_steps"].tolist() == [0, 0]
+    # SAME_STEP: the returned obs is the first obs of the next episode, not the final one
+    assert not torch.equal(obs["state"], info["final_obs"]["state"])
+    obs, *_ , info = vec_env.step(torch.zeros(2, 7))
+    assert info["elapsed_steps"].tolist() == [1, 1]
+
+
+@needs_libero
+def test_vector_success_and_episode_stats(vec_env):
+    vec_env.reset(seed=0)
+    vec_env.call("place_on", "akita_black_bowl_1", "plate_1")
+    noop_chunk = torch.from_numpy(np.tile(NOOP, (2, 4, 1)))
+    _, rewards, terminated, truncated, info = vec_env.step(noop_chunk)
+    assert terminated.any(dim=1).all(), "the goal predicate held, so success terminates the episode"
+    ended_at = terminated.float().argmax(dim=1)
+    assert torch.equal(rewards.sum(dim=1), torch.ones(2))
+    assert info["episode"]["success_once"].all() and info["episode"]["success"].all()
+    assert torch.equal(info["episode"]["length"], ended_at + 1)
+
+
+@needs_libero
+def test_crashed_worker_is_restarted(vec_env):
+    vec_env.reset(seed=0)
+    os.kill(vec_env.worker_pids()[vec_env.worker_of_env(1)], signal.SIGKILL)
+    restarts = vec_env.num_restarts
+    obs, rewards, terminated, truncated, info = vec_env.step(torch.zeros(2, 2, 7))
+    assert vec_env.num_restarts == restarts + 1 and truncated[1, -1] and info["_final_obs"][1]
+    assert obs["rgb"].shape == (2, CAMERA, CAMERA, 3)
+    _, _, _, truncated, info = vec_env.step(torch.zeros(2, 7))  # the restarted env steps on
+    assert not truncated.any() and info["elapsed_steps"][1] == 1
