@@ -1,0 +1,78 @@
+"""Env-steps/s of rlinf's ManiSkill vector env vs the raw backend in the same number of processes.
+
+Raw backend: gymnasium's AsyncVectorEnv of ManiSkill CPUGymWrapper envs (one process per env,
+or `--num-workers` processes is not possible there, so we compare at num_workers = num_envs).
+
+    python benchmarks/env_throughput.py --num-envs 1 4 16 --steps 200 --obs-mode state
+"""
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+from typing import Callable
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+
+def raw_env_fn(task_id: str, obs_mode: str) -> Callable[[], gym.Env]:
+    def thunk() -> gym.Env:
+        torch.set_num_threads(1)
+        from rlinf_embodied.envs.maniskill.headless import enable_headless
+
+        enable_headless()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import mani_skill.envs  # noqa: F401
+        from mani_skill.utils.wrappers.gymnasium import CPUGymWrapper
+
+        env = gym.make(task_id, obs_mode=obs_mode, sim_backend="physx_cpu", num_envs=1,
+                       render_backend="none" if obs_mode == "state" else "gpu", reward_mode="normalized_dense")
+        return CPUGymWrapper(env, record_metrics=True)
+
+    return thunk
+
+
+def time_steps(env: gym.vector.VectorEnv, steps: int, action: np.ndarray) -> float:
+    env.reset(seed=0)
+    env.step(action)  # warm-up
+    start = time.perf_counter()
+    for _ in range(steps):
+        env.step(action)
+    return env.num_envs * steps / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", default="PickCube")
+    parser.add_argument("--num-envs", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--obs-mode", nargs="+", default=["state"])
+    args = parser.parse_args()
+    import rlinf_embodied  # noqa: F401
+    from rlinf_embodied.envs.maniskill.env import task_spec
+
+    rows = []
+    for obs_mode in args.obs_mode:
+        for num_envs in args.num_envs:
+            ours = gym.make_vec(f"rlinf/ManiSkill-{args.task}", num_envs=num_envs, obs_mode=obs_mode,
+                                vectorization_mode="vector_entry_point", num_workers=num_envs, max_episode_steps=50)
+            action = np.zeros((num_envs, ours.single_action_space.shape[0]), np.float32)
+            ours_sps = time_steps(ours, args.steps, action)
+            ours.close()
+            raw = gym.vector.AsyncVectorEnv([raw_env_fn(task_spec(args.task).maniskill_id, obs_mode)] * num_envs,
+                                            context="forkserver",
+                                            autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+            raw_sps = time_steps(raw, args.steps, action)
+            raw.close()
+            rows.append((obs_mode, num_envs, raw_sps, ours_sps, raw_sps / ours_sps - 1.0))
+            print(f"done {obs_mode} N={num_envs}", flush=True)
+    print(f"\n{'obs':>6} {'envs':>5} {'raw steps/s':>12} {'rlinf steps/s':>14} {'overhead':>9}")
+    for obs_mode, num_envs, raw_sps, ours_sps, overhead in rows:
+        print(f"{obs_mode:>6} {num_envs:>5} {raw_sps:>12.1f} {ours_sps:>14.1f} {overhead:>8.1%}")
+
+
+if __name__ == "__main__":
+    main()
