@@ -83,11 +83,11 @@ class ProbeWorker(Worker):
         return [self.recv(src_group, src_rank), self.recv(src_group, src_rank)]
 
 
-class FsdpWorker(Worker):
+class FsdpWorker(ProbeWorker):
     """A tiny FSDP2 model + Adam, like ActorWorker, to test offload on sharded (DTensor) state."""
 
-    def __init__(self):
-        super().__init__()
+    def __init__(self, scale: float = 1.0):
+        super().__init__(scale)
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
 
@@ -123,40 +123,53 @@ def launch(cluster, cls, name, strategy, *args):
     return cls.create_group(*args).launch(cluster, name=name, placement_strategy=strategy)
 
 
-# ---- groups -----------------------------------------------------------------------------------------
-def test_hybrid_layout_on_8_simulated_gpus(cluster):
-    placement = ComponentPlacement({"env": "0-1", "rollout": "2,3", "actor": "all"}, num_gpus=8)
-    assert placement.mode == "hybrid"
-    groups = {name: launch(cluster, ProbeWorker, name, placement.strategy(name)) for name in ("env", "rollout")}
-    actor = launch(cluster, ProbeWorker, "actor", PackedPlacementStrategy(0, 7, num_gpus_per_process=4))
-    try:
-        env, rollout = groups["env"].info().wait(), groups["rollout"].info().wait()
-        assert [i["gpus"] for i in env] == [(0,), (1,)] and [i["gpus"] for i in rollout] == [(2,), (3,)]
-        infos = actor.info().wait()
-        assert [i["gpus"] for i in infos] == [(0, 1, 2, 3), (4, 5, 6, 7)]
-        assert [(i["rank"], i["world_size"], i["dist_rank"], i["dist_world"]) for i in infos] == [(0, 2, 0, 2), (1, 2, 1, 2)]
-        assert {i["device"] for i in infos} == {"cpu"} and {i["group"] for i in infos} == {"actor"}
-        assert actor.all_reduce().wait() == [3.0, 3.0]  # gloo group of the actor ranks only
-        assert [i["rank"] for i in actor.execute_on(1).info().wait()] == [1]
-        assert groups["env"].world_size == 2 and actor.name == "actor"
-    finally:
-        for group in (*groups.values(), actor):
-            group.shutdown()
+PLACEMENT = {"env": "0-1", "rollout": "2", "actor": "all"}
 
 
-def test_errors_name_group_rank_and_cause(cluster):
-    group = launch(cluster, ProbeWorker, "failing", PackedPlacementStrategy(0, 1))
-    try:
-        with pytest.raises(WorkerError) as error:
-            group.execute_on(1).fail().wait()
-        message = str(error.value)
-        assert "'failing' rank 1" in message and "fail()" in message and "deliberate failure" in message
-        with pytest.raises(AttributeError, match="no method 'missing'"):
-            group.missing()
-        with pytest.raises(ValueError, match="rank 2"):
-            group.execute_on(2)
-    finally:
+@pytest.fixture(scope="module")
+def groups(cluster):
+    """A hybrid layout on 8 simulated GPUs, shared by the tests (starting processes is the slow part)."""
+    placement = ComponentPlacement(PLACEMENT, num_gpus=8)
+    launched = {
+        "env": launch(cluster, ProbeWorker, "env", placement.strategy("env"), 2.0),
+        "rollout": launch(cluster, ProbeWorker, "rollout", placement.strategy("rollout"), 3.0),
+        # the actor: 2 processes x 4 GPUs each
+        "actor": launch(cluster, FsdpWorker, "actor", PackedPlacementStrategy(0, 7, num_gpus_per_process=4)),
+    }
+    yield launched
+    for group in launched.values():
         group.shutdown()
+
+
+# ---- groups -----------------------------------------------------------------------------------------
+def test_hybrid_layout_on_8_simulated_gpus(groups):
+    assert ComponentPlacement(PLACEMENT, num_gpus=8).mode == "hybrid"
+    env, rollout = groups["env"].info().wait(), groups["rollout"].info().wait()
+    assert [i["gpus"] for i in env] == [(0,), (1,)] and [i["gpus"] for i in rollout] == [(2,)]
+    infos = groups["actor"].info().wait()
+    assert [i["gpus"] for i in infos] == [(0, 1, 2, 3), (4, 5, 6, 7)]
+    assert [(i["rank"], i["world_size"], i["dist_rank"], i["dist_world"]) for i in infos] == [(0, 2, 0, 2), (1, 2, 1, 2)]
+    assert {i["device"] for i in infos} == {"cpu"} and {i["group"] for i in infos} == {"actor"}
+    assert [i["rank"] for i in groups["actor"].execute_on(1).info().wait()] == [1]
+    assert groups["env"].world_size == 2 and groups["actor"].name == "actor"
+
+
+def test_world_size_2_all_reduce_over_its_own_gloo_group(groups):
+    assert groups["env"].all_reduce().wait() == [3.0, 3.0]
+    assert groups["rollout"].all_reduce().wait() == [1.0]
+
+
+def test_errors_name_group_rank_and_cause(groups):
+    env = groups["env"]
+    with pytest.raises(WorkerError) as error:
+        env.execute_on(1).fail().wait()
+    message = str(error.value)
+    assert "'env' rank 1" in message and "fail()" in message and "deliberate failure" in message
+    with pytest.raises(AttributeError, match="no method 'missing'"):
+        env.missing()
+    with pytest.raises(ValueError, match="rank 2"):
+        env.execute_on(2)
+    assert env.all_reduce().wait() == [3.0, 3.0]  # the group still works after a failed call
 
 
 def test_launch_beyond_the_cluster_names_id_and_size(cluster):
@@ -176,6 +189,8 @@ def test_channel_fifo_batch_qsize_and_tensors(cluster):
     assert torch.equal(Channel.connect("t_fifo").get(key="big"), big)
     with pytest.raises(ValueError, match="no channel named 'nope'"):
         Channel.connect("nope")
+    with pytest.raises(ValueError, match="maxsize=-1"):
+        Channel.create("bad", maxsize=-1)
 
 
 def test_channel_back_pressure_blocks_producer(cluster):
@@ -220,53 +235,38 @@ def test_channel_async(cluster):
     assert first == 0 and torch.equal(second, torch.ones(3)) and third == 2
 
 
-def test_channel_between_worker_processes(cluster):
-    producers = launch(cluster, ProbeWorker, "producers", PackedPlacementStrategy(0, 1))
-    consumer = launch(cluster, ProbeWorker, "consumer", PackedPlacementStrategy(2, 2))
-    try:
-        channel = Channel.create("t_workers", maxsize=3)  # smaller than what is produced: back-pressure
-        pending = producers.produce(channel, 10)
-        from_1 = consumer.consume(channel, "from1", 10).wait()[0]
-        from_0 = channel.get_batch(10, key="from0")
-        pending.wait()
-        assert from_1 == [(1, i) for i in range(10)] and from_0 == [(0, i) for i in range(10)]
-    finally:
-        producers.shutdown()
-        consumer.shutdown()
+def test_channel_between_worker_processes(groups):
+    channel = Channel.create("t_workers", maxsize=3)  # smaller than what is produced: back-pressure
+    pending = groups["env"].produce(channel, 10)
+    from_1 = groups["rollout"].consume(channel, "from1", 10).wait()[0]
+    from_0 = channel.get_batch(10, key="from0")
+    pending.wait()
+    assert from_1 == [(1, i) for i in range(10)] and from_0 == [(0, i) for i in range(10)]
 
 
 # ---- point to point ---------------------------------------------------------------------------------
-def test_send_recv_tensor_and_object(cluster):
-    senders = launch(cluster, ProbeWorker, "senders", PackedPlacementStrategy(0, 1))
-    receiver = launch(cluster, ProbeWorker, "receiver", PackedPlacementStrategy(0, 0))
-    try:
-        receiving = receiver.recv_things("senders", 1)  # posted first: recv blocks until the send
-        senders.execute_on(1).send_things("receiver", 0).wait()
-        tensor, obj = receiving.wait()[0]
-        assert torch.equal(tensor, torch.arange(4.0) + 1) and obj == {"note": "hello", "rank": 1}
-    finally:
-        senders.shutdown()
-        receiver.shutdown()
+def test_send_recv_tensor_and_object(groups):
+    receiving = groups["rollout"].recv_things("env", 1)  # posted first: recv blocks until the send
+    groups["env"].execute_on(1).send_things("rollout", 0).wait()
+    tensor, obj = receiving.wait()[0]
+    assert torch.equal(tensor, torch.arange(4.0) + 1) and obj == {"note": "hello", "rank": 1}
 
 
 # ---- offload ----------------------------------------------------------------------------------------
-def test_offload_round_trip_is_bit_exact_on_fsdp2(cluster):
-    group = launch(cluster, FsdpWorker, "fsdp", PackedPlacementStrategy(0, 1))
-    try:
-        group.step().wait()  # Adam state exists now
-        before = group.snapshot().wait()
-        group.round_trip().wait()
-        after = group.snapshot().wait()
-        for rank_before, rank_after in zip(before, after):
-            assert rank_before["optim"], "Adam state should exist after a step"
-            for part in ("params", "buffers", "optim"):
-                assert rank_before[part].keys() == rank_after[part].keys()
-                for key, value in rank_before[part].items():
-                    assert torch.equal(value, rank_after[part][key]), (part, key)
-        losses = group.step().wait()  # still trains after the round trip
-        assert all(torch.isfinite(torch.tensor(losses)))
-    finally:
-        group.shutdown()
+def test_offload_round_trip_is_bit_exact_on_fsdp2(groups):
+    actor = groups["actor"]
+    actor.step().wait()  # Adam state exists now
+    before = actor.snapshot().wait()
+    actor.round_trip().wait()
+    after = actor.snapshot().wait()
+    for rank_before, rank_after in zip(before, after):
+        assert rank_before["optim"], "Adam state should exist after a step"
+        for part in ("params", "buffers", "optim"):
+            assert rank_before[part].keys() == rank_after[part].keys()
+            for key, value in rank_before[part].items():
+                assert torch.equal(value, rank_after[part][key]), (part, key)
+    losses = actor.step().wait()  # still trains after the round trip
+    assert all(torch.isfinite(torch.tensor(losses)))
 
 
 def test_offload_in_process_module_and_optimizer():
@@ -286,20 +286,21 @@ def test_offload_in_process_module_and_optimizer():
 
 
 # ---- weight sync ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("src_size, dst_size, method", [
-    (2, 1, "object_store"), (1, 2, "object_store"), (2, 1, "collective"), (1, 2, "collective"),
+@pytest.mark.parametrize("src, dst, method", [
+    ("env", "rollout", "object_store"), ("rollout", "env", "object_store"),
+    ("env", "rollout", "collective"), ("rollout", "env", "collective"),
 ])
-def test_weight_sync(cluster, src_size, dst_size, method):
-    src = launch(cluster, ProbeWorker, "src", PackedPlacementStrategy(0, src_size - 1), 2.0)
-    dst = launch(cluster, ProbeWorker, "dst", PackedPlacementStrategy(4, 4 + dst_size - 1))
-    try:
-        for _ in range(2):  # the second sync reuses the communicator / store
-            src.sync_weights_to(dst, method=method)
-        expected = torch.cat([torch.full((2,), 2.0 * r) for r in range(src_size)])
-        for state in dst.loaded_state().wait():
-            assert torch.equal(state["weight"], expected)
-            assert torch.equal(state["count"], torch.tensor([7, 8]))
-            assert state["half"].dtype == torch.bfloat16 and torch.equal(state["half"].float(), torch.arange(3.0))
-    finally:
-        src.shutdown()
-        dst.shutdown()
+def test_weight_sync(groups, src, dst, method):
+    """2 -> 1 and 1 -> 2 ranks, through the object store and a gloo broadcast."""
+    for _ in range(2):  # the second sync reuses the communicator / store
+        groups[src].sync_weights_to(groups[dst], method=method)
+    scale = {"env": 2.0, "rollout": 3.0}[src]
+    expected = torch.cat([torch.full((2,), scale * r) for r in range(groups[src].world_size)])
+    states = groups[dst].loaded_state().wait()
+    assert len(states) == groups[dst].world_size
+    for state in states:
+        assert torch.equal(state["weight"], expected)
+        assert torch.equal(state["count"], torch.tensor([7, 8]))
+        assert state["half"].dtype == torch.bfloat16 and torch.equal(state["half"].float(), torch.arange(3.0))
+    with pytest.raises(ValueError, match="method='rsync'"):
+        groups[src].sync_weights_to(groups[dst], method="rsync")
