@@ -81,8 +81,8 @@ def measure_layout(args, cluster: Cluster, name: str, placement: dict, stages: i
 
 def _drain(runner: EmbodiedRunner, cfg: TrainConfig) -> None:
     """Take the trajectories out of the actor channel (this benchmark measures rollouts only)."""
-    pieces = runner.env.world_size * cfg.runner.pipeline_stage_num
-    for rank in range(runner.actor.world_size):
+    pieces = runner.env_group.world_size * cfg.runner.pipeline_stage_num
+    for rank in range(runner.actor_group.world_size):
         for _ in range(pieces):
             runner.actor_channel.get(key=f"actor{rank}")
 

@@ -39,18 +39,21 @@ class EmbodiedRunner:
         if missing:
             raise ValueError(f"cluster.component_placement places no GPUs for {missing}; "
                              f"every one of {list(COMPONENTS)} needs an entry")
-        self.env = self._launch(EnvWorker, "env", cfg)
-        spec = self.env.execute_on(0).env_spec().wait()[0]
+        self.env_group = self._launch(EnvWorker, "env", cfg)
+        spec = self.env_group.execute_on(0).env_spec().wait()[0]
         self.env_spec = spec
-        self.rollout = self._launch(RolloutWorker, "rollout", cfg, spec["action_dim"], spec["state_dim"],
-                                    self.env.world_size)
-        self.actor = self._launch(ActorWorker, "actor", cfg, spec["action_dim"], spec["state_dim"])
-        self.env_channel = Channel.create("env_to_rollout", maxsize=0)
-        self.action_channel = Channel.create("rollout_to_env", maxsize=0)
+        self.rollout_group = self._launch(RolloutWorker, "rollout", cfg, spec["action_dim"], spec["state_dim"],
+                                          self.env_group.world_size)
+        self.actor_group = self._launch(ActorWorker, "actor", cfg, spec["action_dim"], spec["state_dim"])
+        # Double-buffered per env shard (key): a shard has at most one message in flight each way,
+        # the second slot lets a producer run one step ahead. The actor channel holds a whole
+        # rollout until the trainer starts, so it is unbounded.
+        self.env_channel = Channel.create("env_to_rollout", maxsize=2)
+        self.action_channel = Channel.create("rollout_to_env", maxsize=2)
         self.actor_channel = Channel.create("rollout_to_actor", maxsize=0)
         self.start_iteration, self.total_env_steps = 0, 0
         if cfg.runner.resume:
-            resumed = self.actor.load_checkpoint(cfg.runner.resume).wait()[0]
+            resumed = self.actor_group.load_checkpoint(cfg.runner.resume).wait()[0]
             self.start_iteration, self.total_env_steps = resumed["iteration"] + 1, resumed["env_steps"]
         self.metrics_logger = MetricsLogger(output_dir, resume=bool(cfg.runner.resume))
 
@@ -80,14 +83,14 @@ class EmbodiedRunner:
         return history
 
     def sync_weights(self) -> None:
-        self.rollout.onload().wait()
-        self.actor.sync_weights_to(self.rollout)
+        self.rollout_group.onload().wait()
+        self.actor_group.sync_weights_to(self.rollout_group)
 
     def rollout(self, iteration: int) -> dict[str, float]:
         start = time.perf_counter()
-        env_handle = self.env.interact(iteration, self.env_channel, self.action_channel)
-        rollout_handle = self.rollout.generate(iteration, self.env_channel, self.action_channel,
-                                               self.actor_channel, self.actor.world_size)
+        env_handle = self.env_group.interact(iteration, self.env_channel, self.action_channel)
+        rollout_handle = self.rollout_group.generate(iteration, self.env_channel, self.action_channel,
+                                                     self.actor_channel, self.actor_group.world_size)
         rollout_handle.wait()
         per_worker = env_handle.wait()
         seconds = time.perf_counter() - start
@@ -99,21 +102,21 @@ class EmbodiedRunner:
 
     def train(self, iteration: int) -> dict[str, float]:
         if self._actor_shares_gpus():
-            self.rollout.offload().wait()
-            self.actor.onload().wait()
+            self.rollout_group.offload().wait()
+            self.actor_group.onload().wait()
         start = time.perf_counter()
-        pieces_per_actor = self.env.world_size * self.cfg.runner.pipeline_stage_num
-        results = self.actor.train(iteration, self.actor_channel, pieces_per_actor).wait()
+        pieces_per_actor = self.env_group.world_size * self.cfg.runner.pipeline_stage_num
+        results = self.actor_group.train(iteration, self.actor_channel, pieces_per_actor).wait()
         metrics = {f"train/{k}": v for k, v in results[0].items()}
         metrics["train_seconds"] = time.perf_counter() - start
         if self._actor_shares_gpus():
-            self.actor.offload().wait()
+            self.actor_group.offload().wait()
         return metrics
 
     def collect_timeline(self) -> dict[str, list[tuple[str, float, float]]]:
         """Spans recorded since the last call, one row per worker: "env 0 (GPU 0)" -> spans."""
         rows = {}
-        for name, group in (("env", self.env), ("rollout", self.rollout), ("actor", self.actor)):
+        for name, group in (("env", self.env_group), ("rollout", self.rollout_group), ("actor", self.actor_group)):
             gpus = self.placement.gpus(name)
             for rank, spans in enumerate(group.pop_spans().wait()):
                 gpu = gpus[rank * len(gpus) // group.world_size] if gpus else None
@@ -132,14 +135,16 @@ class EmbodiedRunner:
 
     def save_checkpoint(self, iteration: int) -> str:
         directory = os.path.join(self.output_dir, "checkpoints", f"iteration_{iteration:06d}")
-        self.actor.save_checkpoint(directory, iteration, self.total_env_steps).wait()
+        self.actor_group.save_checkpoint(directory, iteration, self.total_env_steps).wait()
         logger.info("saved checkpoint %s", directory)
         return directory
 
     def shutdown(self) -> None:
-        self.env.close().wait()
-        for group in (self.env, self.rollout, self.actor):
+        self.env_group.close().wait()
+        for group in (self.env_group, self.rollout_group, self.actor_group):
             group.shutdown()
+        for channel in (self.env_channel, self.action_channel, self.actor_channel):
+            channel.destroy()
 
 
 def merge_episode_metrics(per_worker: list[dict[str, float]]) -> dict[str, float]:

@@ -81,7 +81,7 @@ def collect_trajectories(cfg: TrainConfig, cluster: Cluster, output_dir: str) ->
     try:
         runner.sync_weights()
         runner.rollout(iteration=0)
-        num_pieces = runner.env.world_size * cfg.runner.pipeline_stage_num
+        num_pieces = runner.env_group.world_size * cfg.runner.pipeline_stage_num
         pieces = [runner.actor_channel.get(key="actor0") for _ in range(num_pieces)]
     finally:
         runner.shutdown()
