@@ -25,8 +25,11 @@ def _on_local(tensor: torch.Tensor, fn) -> torch.Tensor:
 def _plain_to_cpu(tensor: torch.Tensor) -> torch.Tensor:
     if tensor.device.type == "cpu":
         return tensor
-    out = tensor.to(CPU)
-    return out.pin_memory() if torch.cuda.is_available() else out
+    if tensor.device.type != "cuda":
+        return tensor.to(CPU)
+    out = torch.empty_like(tensor, device=CPU, pin_memory=True)
+    out.copy_(tensor, non_blocking=True)  # stream-ordered; the caller synchronizes once at the end
+    return out
 
 
 def _to_cpu(tensor: torch.Tensor) -> torch.Tensor:
@@ -47,11 +50,16 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _release_gpu_memory() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()  # the async device->host copies are complete
+        torch.cuda.empty_cache()
+
+
 def offload_module(module: nn.Module) -> None:
     """Parameters and buffers -> (pinned) CPU memory. A no-op for a module already on CPU."""
     module._apply(_to_cpu)
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    _release_gpu_memory()
 
 
 def onload_module(module: nn.Module, device: torch.device) -> None:
@@ -71,8 +79,7 @@ def _state_tensors(optimizer: torch.optim.Optimizer):
 def offload_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
     for state, key in list(_state_tensors(optimizer)):
         state[key] = _to_cpu(state[key])
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    _release_gpu_memory()
 
 
 def onload_optimizer_state(optimizer: torch.optim.Optimizer, device: torch.device) -> None:

@@ -1,0 +1,115 @@
+"""Offload + onload bandwidth of a model with Adam state vs a plain pinned-memory copy of the same bytes.
+
+On a GPU: builds a stack of Linear layers of about --gb GB of parameters, takes one Adam step (state =
+2x the parameters), then times Worker.offload_model/offload_optimizer + onload_* against copying the
+same number of bytes GPU -> pinned CPU -> GPU with plain tensor copies. Without CUDA it runs the same
+code on CPU, where offload is a no-op: the numbers then only show the bookkeeping overhead (noted).
+
+    python benchmarks/offload.py --gb 2            # on a GPU
+    python benchmarks/offload.py --device cpu      # CPU smoke run (small default size)
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+from rlinf_embodied.scheduler import Worker  # noqa: E402
+
+
+def build(gb: float, width: int, device: torch.device) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    per_layer = width * width * 4
+    layers = max(1, int(gb * 1e9 / per_layer))
+    model = torch.nn.Sequential(*[torch.nn.Linear(width, width, bias=False) for _ in range(layers)]).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    optimizer.step()  # materialise exp_avg / exp_avg_sq
+    return model, optimizer
+
+
+def state_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    optim = sum(v.numel() * v.element_size() for s in optimizer.state.values() for v in s.values()
+                if isinstance(v, torch.Tensor) and v.dim() > 0)
+    return params + optim
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_offload(worker: Worker, model, optimizer, device) -> tuple[float, float]:
+    sync(device)
+    start = time.perf_counter()
+    worker.offload_model(model)
+    worker.offload_optimizer(optimizer)
+    sync(device)
+    mid = time.perf_counter()
+    worker.onload_model(model)
+    worker.onload_optimizer(optimizer)
+    sync(device)
+    return mid - start, time.perf_counter() - mid
+
+
+def time_plain_copy(num_bytes: int, device: torch.device) -> tuple[float, float]:
+    chunk = 256 << 20
+    sources = [torch.empty(min(chunk, num_bytes - i) // 4, dtype=torch.float32, device=device)
+               for i in range(0, num_bytes, chunk)]
+    pin = device.type == "cuda"
+    hosts = [torch.empty(s.shape, dtype=s.dtype, pin_memory=pin) for s in sources]
+    sync(device)
+    start = time.perf_counter()
+    for s, h in zip(sources, hosts):
+        h.copy_(s, non_blocking=True)
+    sync(device)
+    mid = time.perf_counter()
+    for s, h in zip(sources, hosts):
+        s.copy_(h, non_blocking=True)
+    sync(device)
+    return mid - start, time.perf_counter() - mid
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--gb", type=float, default=None, help="parameter GB (default 2 on GPU, 0.05 on CPU)")
+    parser.add_argument("--width", type=int, default=4096)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: CUDA is not available here; use --device cpu")
+    gb = args.gb if args.gb is not None else (2.0 if device.type == "cuda" else 0.05)
+    worker = Worker()
+    worker.device = device
+    model, optimizer = build(gb, args.width if device.type == "cuda" else min(args.width, 1024), device)
+    num_bytes = state_bytes(model, optimizer)
+    reference = [p.detach().clone() for p in list(model.parameters())[:2]]
+    results = {"offload": [], "onload": [], "plain d2h": [], "plain h2d": []}
+    for _ in range(args.repeats):
+        off, on = time_offload(worker, model, optimizer, device)
+        d2h, h2d = time_plain_copy(num_bytes, device)
+        results["offload"].append(off)
+        results["onload"].append(on)
+        results["plain d2h"].append(d2h)
+        results["plain h2d"].append(h2d)
+    exact = all(torch.equal(r, p) for r, p in zip(reference, model.parameters()))
+    best = {k: min(v) for k, v in results.items()}
+    gbs = {k: num_bytes / 1e9 / max(v, 1e-9) for k, v in best.items()}
+    print(f"device {device}, model + Adam state {num_bytes / 1e9:.2f} GB, bit-exact after round trips: {exact}")
+    if device.type == "cpu":
+        print("note: on CPU offload is a no-op; these numbers only show its overhead, not a transfer")
+    print(f"{'direction':>10} {'offload GB/s':>13} {'plain copy GB/s':>16} {'offload/plain':>14}")
+    print(f"{'to CPU':>10} {gbs['offload']:>13.2f} {gbs['plain d2h']:>16.2f} {gbs['offload'] / gbs['plain d2h']:>14.2f}")
+    print(f"{'to device':>10} {gbs['onload']:>13.2f} {gbs['plain h2d']:>16.2f} {gbs['onload'] / gbs['plain h2d']:>14.2f}")
+
+
+if __name__ == "__main__":
+    main()
