@@ -162,6 +162,14 @@ def _step_slot(slot: _EnvSlot, actions: np.ndarray, views: dict, max_episode_ste
             "ended_at": ended_at, "instruction": str(getattr(slot.env, "instruction", ""))}
 
 
+def _pack(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack per-env step results into one small message: arrays `(k, chunk)` / `(k,)`."""
+    packed = {key: np.stack([r[key] for r in results]) for key in ("rewards", "terminated", "truncated", "success")}
+    packed["ended_at"] = np.array([r["ended_at"] for r in results], np.int64)
+    packed["instruction"] = [r["instruction"] for r in results]
+    return packed
+
+
 def _worker_main(conn: Connection, env_fns: list[EnvFactory], indices: list[int], raw: dict,
                  specs: list[_BufferSpec], num_envs: int, max_episode_steps: Optional[int],
                  ignore_terminations: bool) -> None:
@@ -182,8 +190,9 @@ def _worker_main(conn: Connection, env_fns: list[EnvFactory], indices: list[int]
                     results.append(str(getattr(slot.env, "instruction", "")))
                 conn.send(("ok", results))
             elif command == "step":
-                conn.send(("ok", [_step_slot(slot, actions, views, max_episode_steps, ignore_terminations)
-                                  for slot, actions in zip(slots, payload)]))
+                results = [_step_slot(slot, actions, views, max_episode_steps, ignore_terminations)
+                           for slot, actions in zip(slots, payload)]
+                conn.send(("ok", _pack(results)))
             elif command == "call":
                 name, args, kwargs = payload
                 results = []
@@ -426,14 +435,15 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
             except _WorkerDied as error:
                 self._recover(worker, error, truncated, ended, applied, chunk)
                 continue
-            for index, result in zip(worker.indices, results):
-                rewards[index], success[index] = result["rewards"], result["success"]
-                terminated[index], truncated[index] = result["terminated"], result["truncated"]
-                t = result["ended_at"] if result["ended_at"] >= 0 else chunk - 1
-                applied[index], last_success[index] = t + 1, success[index, t]
-                ended[index] = result["ended_at"] >= 0
-                final_success[index] = ended[index] and success[index, t]
-                self._instructions[index] = result["instruction"]
+            idx, ended_at = worker.indices, results["ended_at"]  # envs of this worker; (k,)
+            rewards[idx], success[idx] = results["rewards"], results["success"]
+            terminated[idx], truncated[idx] = results["terminated"], results["truncated"]
+            last_row = np.where(ended_at >= 0, ended_at, chunk - 1)  # (k,)
+            applied[idx], last_success[idx] = last_row + 1, results["success"][np.arange(len(idx)), last_row]
+            ended[idx] = ended_at >= 0
+            final_success[idx] = ended[idx] & last_success[idx]
+            for index, text in zip(idx, results["instruction"]):
+                self._instructions[index] = text
         info = self._episode_info(rewards, success, ended, applied, last_success, final_success)
         obs = self._obs("obs")
         if not is_chunk:
