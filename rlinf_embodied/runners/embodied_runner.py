@@ -34,7 +34,8 @@ class EmbodiedRunner:
         self.cluster = cluster
         self.output_dir = output_dir
         self.placement = ComponentPlacement(dict(cfg.cluster.component_placement),
-                                            num_gpus=cluster.num_gpus_per_node, num_nodes=cluster.num_nodes)
+                                            num_gpus=cfg.cluster.num_gpus_per_node, num_nodes=cfg.cluster.num_nodes)
+        check_cluster_fits(cfg, cluster)
         missing = [c for c in COMPONENTS if c not in self.placement.components]
         if missing:
             raise ValueError(f"cluster.component_placement places no GPUs for {missing}; "
@@ -145,6 +146,15 @@ class EmbodiedRunner:
             group.shutdown()
         for channel in (self.env_channel, self.action_channel, self.actor_channel):
             channel.destroy()
+
+
+def check_cluster_fits(cfg: TrainConfig, cluster: Cluster) -> None:
+    """The run places components on cfg.cluster's GPUs ("all" = all of those); the cluster must have them."""
+    wanted = (cfg.cluster.num_nodes, cfg.cluster.num_gpus_per_node)
+    have = (cluster.num_nodes, cluster.num_gpus_per_node)
+    if wanted[0] > have[0] or wanted[1] > have[1]:
+        raise ValueError(f"cluster.num_nodes={wanted[0]}, cluster.num_gpus_per_node={wanted[1]} but the Ray "
+                         f"cluster has {have[0]} node(s) x {have[1]} GPU(s); lower them to fit")
 
 
 def merge_episode_metrics(per_worker: list[dict[str, float]]) -> dict[str, float]:

@@ -95,7 +95,8 @@ class RolloutWorker(Worker, SpanRecorder):
         gamma = self.cfg.algorithm.gamma
         for (env_rank, stage), buffer in buffers.items():
             trajectory: Trajectory = buffer.finish(gamma=gamma)
-            for actor_rank, piece in enumerate(split_envs(trajectory, num_actor_ranks, self.cfg.algorithm)):
+            for actor_rank, piece in enumerate(split_envs(trajectory, num_actor_ranks, self.cfg.algorithm,
+                                                                self.cfg.env.num_envs)):
                 actor_channel.put(piece, key=f"actor{actor_rank}")
 
     def offload(self) -> None:
@@ -109,15 +110,19 @@ def _to_device(obs: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in obs.items()}
 
 
-def split_envs(trajectory: Trajectory, num_parts: int, algorithm_cfg) -> list[Trajectory]:
-    """Split a trajectory along the env axis into `num_parts` pieces, keeping GRPO groups whole."""
-    num_envs = trajectory.actions.shape[1]
+def split_envs(trajectory: Trajectory, num_parts: int, algorithm_cfg, total_envs: int) -> list[Trajectory]:
+    """Split a shard's trajectory along the env axis into one piece per actor rank.
+
+    Actor rank r trains on the contiguous block of global env ids r * total / num_parts ... (whole
+    GRPO groups), whichever shard they were stepped in: every rank gets an equal share of the
+    rollout even when a shard holds fewer envs than there are actor ranks. Pieces may be empty.
+    """
     unit = algorithm_cfg.group_size if algorithm_cfg.adv_type == "grpo" else 1
-    if num_envs % unit:
-        raise ValueError(f"a shard of {num_envs} envs cannot hold whole GRPO groups of {unit}")
-    groups = torch.arange(num_envs // unit)
-    pieces = []
-    for group_ids in torch.tensor_split(groups, num_parts):
-        env_index = (group_ids[:, None] * unit + torch.arange(unit)).reshape(-1)
-        pieces.append(trajectory.select_envs(env_index))
-    return pieces
+    if total_envs % unit:
+        raise ValueError(f"env.num_envs={total_envs} is not a multiple of the GRPO group size {unit}")
+    num_groups = total_envs // unit
+    if num_groups < num_parts:
+        raise ValueError(f"{num_groups} env groups cannot feed {num_parts} actor ranks; "
+                         f"use env.num_envs >= {num_parts * unit}")
+    owner = (trajectory.env_ids // unit) * num_parts // num_groups  # (N,) actor rank of each env
+    return [trajectory.select_envs(torch.nonzero(owner == rank).flatten()) for rank in range(num_parts)]
