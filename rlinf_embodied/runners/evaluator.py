@@ -55,7 +55,11 @@ def _make_env(env_cfg: EnvConfig, eval_cfg: EvalConfig, task_id: Optional[int], 
     env = gym.make_vec(env_cfg.id, num_envs=eval_cfg.num_envs, vectorization_mode="vector_entry_point",
                        obs_mode=env_cfg.obs_mode, max_episode_steps=env_cfg.max_episode_steps,
                        ignore_terminations=env_cfg.ignore_terminations, **kwargs)
-    if eval_cfg.video:
+    if eval_cfg.video and "rgb" not in getattr(env.single_observation_space, "spaces", {}):
+        logger.warning("eval.video=true but %s with obs_mode=%r renders no rgb frames; no video is written "
+                       "(use env.obs_mode=rgb on a machine with a renderer, or eval.video=false)",
+                       env_cfg.id, env_cfg.obs_mode)
+    elif eval_cfg.video:
         from ..envs.wrappers.video import VideoRecorder
 
         name = env_cfg.id.split("/")[-1] + ("" if task_id is None else f"-task{task_id}")

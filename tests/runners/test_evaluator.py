@@ -1,0 +1,71 @@
+"""Evaluation runner on CPU: a saved policy, N episodes per task, results.json, success table, videos."""
+from __future__ import annotations
+
+import json
+import os
+
+import gymnasium as gym
+import pytest
+
+from rlinf_embodied.config import EnvConfig, EvalConfig, PolicyConfig
+from rlinf_embodied.envs.testing import ToyReachFactory
+from rlinf_embodied.envs.vector import SubprocVectorEnv
+from rlinf_embodied.policies import make_policy
+from rlinf_embodied.runners.evaluator import evaluate_policy, print_success_table
+
+TOY_ID = "rlinf-test/ToyReachRGB"
+
+
+def make_toy_vector_env(num_envs: int, obs_mode: str = "rgb", max_episode_steps: int | None = None,
+                        ignore_terminations: bool = False, **kwargs) -> SubprocVectorEnv:
+    return SubprocVectorEnv([ToyReachFactory(image_size=16, **kwargs) for _ in range(num_envs)], num_workers=1,
+                            max_episode_steps=max_episode_steps, ignore_terminations=ignore_terminations)
+
+
+if TOY_ID not in gym.registry:
+    gym.register(TOY_ID, vector_entry_point=make_toy_vector_env)
+
+
+@pytest.fixture()
+def checkpoint(tmp_path):
+    policy = make_policy("mlp", size="tiny", action_dim=2, state_dim=4)
+    path = tmp_path / "policy"
+    policy.save_pretrained(path)
+    return str(path)
+
+
+def test_eval_writes_results_table_and_video(tmp_path, checkpoint, capsys):
+    env_cfg = EnvConfig(id=TOY_ID, num_envs=2, obs_mode="rgb", max_episode_steps=5)
+    policy_cfg = PolicyConfig(name="mlp", checkpoint=checkpoint)
+    eval_cfg = EvalConfig(num_episodes=5, num_envs=2, video=True, video_envs=2)
+    results = evaluate_policy(env_cfg, policy_cfg, eval_cfg, str(tmp_path / "eval"))
+    (result,) = results
+    assert result.episodes == 5  # counted episode by episode, not rounded up to whole env batches
+    assert 0 <= result.successes <= 5
+    assert result.mean_length <= 5
+    payload = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert payload["episodes"] == 5
+    assert payload["tasks"][0]["success_rate"] == pytest.approx(result.success_rate)
+    assert result.video is not None and os.path.getsize(result.video) > 0
+    print_success_table(results)
+    assert "success rate" in capsys.readouterr().out
+
+
+def test_eval_without_rgb_skips_the_video(tmp_path, checkpoint, caplog):
+    env_cfg = EnvConfig(id=TOY_ID, num_envs=2, obs_mode="state", max_episode_steps=3)
+    toy_without_rgb = "rlinf-test/ToyReachState"
+    if toy_without_rgb not in gym.registry:
+        gym.register(toy_without_rgb, vector_entry_point=lambda num_envs, **kw: SubprocVectorEnv(
+            [ToyReachFactory() for _ in range(num_envs)], num_workers=1, max_episode_steps=kw["max_episode_steps"]))
+    env_cfg.id = toy_without_rgb
+    results = evaluate_policy(env_cfg, PolicyConfig(name="mlp", checkpoint=checkpoint),
+                              EvalConfig(num_episodes=2, num_envs=2, video=True), str(tmp_path / "eval"))
+    assert results[0].video is None
+    assert "renders no rgb" in caplog.text
+
+
+def test_eval_with_a_missing_checkpoint_names_the_path(tmp_path):
+    missing = str(tmp_path / "nope")
+    with pytest.raises(FileNotFoundError, match="nope"):
+        evaluate_policy(EnvConfig(id=TOY_ID, num_envs=1, max_episode_steps=2), PolicyConfig(name="mlp", checkpoint=missing),
+                        EvalConfig(num_episodes=1, num_envs=1, video=False), str(tmp_path / "eval"))
