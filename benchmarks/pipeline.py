@@ -7,6 +7,7 @@ table can show throughput next to the ideal 1 / max(t_sim, t_infer) per env-stag
 stage 2 >= 1.8x stage 1 (when t_sim ~ t_infer) and throughput >= 0.9 of that ideal.
 
     python benchmarks/pipeline.py --gpus 2 --num-envs 16 --rollout-steps 30 --timeline $OUT/timeline.png
+    python benchmarks/pipeline.py --gpus 1 ...        # one GPU: collocated, stage 1 vs stage 2
     python benchmarks/pipeline.py --gpus 2 --simulate-gpus --num-envs 4 --rollout-steps 5   # CPU smoke run
 """
 from __future__ import annotations
@@ -26,11 +27,12 @@ import torch  # noqa: E402
 from rlinf_embodied.config import TrainConfig  # noqa: E402
 from rlinf_embodied.runners.embodied_runner import EmbodiedRunner  # noqa: E402
 from rlinf_embodied.runners.timeline_plot import plot_timeline  # noqa: E402
-from rlinf_embodied.scheduler import Cluster  # noqa: E402
+from rlinf_embodied.scheduler import Cluster, ComponentPlacement  # noqa: E402
 
 LAYOUTS = {
-    # name: (component_placement for 2 GPUs, pipeline stages)
+    # name: (component_placement, pipeline stages); layouts naming GPU 1 need 2 GPUs
     "collocated, stage 1": ({"env,rollout,actor": "all"}, 1),
+    "collocated, stage 2": ({"env,rollout,actor": "all"}, 2),
     "disaggregated, stage 1": ({"env,rollout": "0", "actor": "1"}, 1),
     "hybrid, stage 1": ({"env": "0", "rollout": "1", "actor": "all"}, 1),
     "hybrid, stage 2": ({"env": "0", "rollout": "1", "actor": "all"}, 2),
@@ -97,6 +99,14 @@ def phase_times(rows: dict) -> dict:
             "t_infer_ms": 1e3 * statistics.mean(infers) if infers else float("nan")}
 
 
+def fits(placement: dict, num_gpus: int) -> bool:
+    try:
+        ComponentPlacement(placement, num_gpus=num_gpus)
+    except ValueError:
+        return False
+    return True
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env-id", default="rlinf/ManiSkill-PickCube")
@@ -111,12 +121,19 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--gpus", type=int, default=2)
     parser.add_argument("--simulate-gpus", action="store_true", help="CPU smoke run on simulated GPUs")
-    parser.add_argument("--layouts", nargs="*", default=list(LAYOUTS))
+    parser.add_argument("--layouts", nargs="*", default=None,
+                        help=f"any of {list(LAYOUTS)}; default: all that fit on --gpus")
     parser.add_argument("--timeline", default=None, help="PNG path for the hybrid stage-2 timeline")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
-    if not args.simulate_gpus and torch.cuda.device_count() < 2:
-        sys.exit(f"needs >= 2 CUDA GPUs (found {torch.cuda.device_count()}); use --simulate-gpus for a CPU run")
+    if args.layouts is None:
+        args.layouts = [name for name, (placement, _) in LAYOUTS.items() if fits(placement, args.gpus)]
+    unknown = [name for name in args.layouts if name not in LAYOUTS]
+    if unknown:
+        sys.exit(f"unknown layouts {unknown}; valid: {list(LAYOUTS)}")
+    if not args.simulate_gpus and torch.cuda.device_count() < args.gpus:
+        sys.exit(f"--gpus {args.gpus} but found {torch.cuda.device_count()} CUDA GPUs; "
+                 "use --simulate-gpus for a CPU run")
 
     cluster = Cluster(num_nodes=1, num_gpus_per_node=args.gpus, simulate_gpus=args.simulate_gpus)
     results = []
@@ -132,23 +149,24 @@ def main() -> None:
 
 def report(results: list[dict], args) -> None:
     by_name = {r["layout"]: r for r in results}
-    base = by_name.get("hybrid, stage 1") or results[0]
     print(f"\nrollout throughput, {args.num_envs} envs, {args.rollout_steps} steps, policy {args.policy}"
           f"/{args.policy_size}, {args.env_id} ({args.obs_mode})")
-    header = f"{'layout':<24}{'mode':<15}{'env-steps/s':>12}{'t_sim ms':>10}{'t_inf ms':>10}{'ideal/s':>10}{'of ideal':>9}{'vs hybrid s1':>13}"
+    header = f"{'layout':<24}{'mode':<15}{'env-steps/s':>12}{'t_sim ms':>10}{'t_inf ms':>10}{'ideal/s':>10}{'of ideal':>9}{'vs stage 1':>11}"
     print(header)
     print("-" * len(header))
     for r in results:
+        base = by_name.get(r["layout"].replace("stage 2", "stage 1"), r)  # the same layout without overlap
         envs_per_stage = args.num_envs / r["stages"]
         bottleneck = max(r["t_sim_ms"], r["t_infer_ms"]) / 1e3
         ideal = envs_per_stage / bottleneck if r["stages"] > 1 else envs_per_stage / (
             (r["t_sim_ms"] + r["t_infer_ms"]) / 1e3)
         r["ideal"] = ideal
         print(f"{r['layout']:<24}{r['mode']:<15}{r['throughput']:>12.1f}{r['t_sim_ms']:>10.2f}{r['t_infer_ms']:>10.2f}"
-              f"{ideal:>10.1f}{r['throughput'] / ideal:>9.2f}{r['throughput'] / base['throughput']:>12.2f}x")
-    if args.timeline and "hybrid, stage 2" in by_name:
-        plot_timeline(by_name["hybrid, stage 2"]["timeline"], args.timeline,
-                      title=f"hybrid, 2 pipeline stages: one rollout ({args.rollout_steps} steps)")
+              f"{ideal:>10.1f}{r['throughput'] / ideal:>9.2f}{r['throughput'] / base['throughput']:>10.2f}x")
+    staged = [r for r in results if r["stages"] == 2]
+    if args.timeline and staged:
+        plot_timeline(staged[-1]["timeline"], args.timeline,
+                      title=f"{staged[-1]['layout']}: one rollout ({args.rollout_steps} steps)")
         print(f"timeline: {args.timeline}")
     if args.json:
         with open(args.json, "w") as f:
