@@ -78,9 +78,9 @@ def main() -> None:
         if size not in SIZES:
             parser.error(f"--sizes: {size!r} is not one of {list(SIZES)}")
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    cluster = Cluster(num_gpus_per_node=2, simulate_gpus=True)
+    cluster = Cluster(num_gpus_per_node=1, simulate_gpus=True)  # two processes on GPU 0 (real or simulated)
     producer = Endpoint.create_group().launch(cluster, name="producer", placement_strategy=PackedPlacementStrategy(0, 0))
-    consumer = Endpoint.create_group().launch(cluster, name="consumer", placement_strategy=PackedPlacementStrategy(1, 1))
+    consumer = Endpoint.create_group().launch(cluster, name="consumer", placement_strategy=PackedPlacementStrategy(0, 0))
     measure(producer, consumer, "small", 5)  # warm-up
     print(f"{'payload':>8} {'channel items/s':>16} {'raw items/s':>12} {'channel MB/s':>13} {'raw MB/s':>9} "
           f"{'channel/raw':>12} {'channel latency ms':>19}")

@@ -102,10 +102,16 @@ def time_act(policy: Policy, batch: int, device: torch.device, warmup: int, iter
     return times
 
 
+# Random-init models have no Llama tokenizer to load, so prompts go through the byte-level fallback:
+# "In: What action should the robot take to pick up the red cube?\nOut:" is 68 byte tokens (about 20
+# Llama tokens). Room for it; the 256 image tokens dominate the prefix either way.
+PROMPT_OVERRIDES = {"openvla": {"max_token_len": 96}, "openvla_oft": {"max_token_len": 96}}
+
+
 def benchmark_policy(name: str, size: str, args, device: torch.device, dtype: torch.dtype, bandwidth: float) -> list[dict]:
     build_start = time.perf_counter()
     with build_context(device, dtype):
-        policy = make_policy(name, size=size)
+        policy = make_policy(name, size=size, **PROMPT_OVERRIDES.get(name, {}))
     policy = policy.to(device=device, dtype=dtype).eval()
     build_s = time.perf_counter() - build_start
     params = sum(p.numel() for p in policy.parameters())
