@@ -12,3 +12,4 @@ run policy_inference python3 benchmarks/policy_inference.py --json "$out/policy_
 run offload python3 benchmarks/offload.py --gb 2
 run channel python3 benchmarks/channel.py
 run env_throughput python3 benchmarks/env_throughput.py --num-envs 1 4 16 --obs-mode state rgb --steps 200
+run pipeline python3 benchmarks/pipeline.py --gpus 1 --num-envs 16 --rollout-steps 30 --timeline "$out/timeline.png" --json "$out/pipeline.json"
