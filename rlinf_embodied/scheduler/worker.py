@@ -358,17 +358,26 @@ class WorkerGroup:
     def sync_weights_to(self, dst: "WorkerGroup", method: str = "auto") -> None:
         """Every rank here runs full_state_dict(); every dst rank then runs load_state_dict(full dict).
 
-        method: "auto" (NCCL broadcast when both groups are on GPUs, else the Ray object store),
+        method: "auto" (NCCL broadcast when both groups are on GPUs and no two members of the broadcast
+        share a GPU, else the Ray object store),
         "object_store", or "collective" (a broadcast over a cross-group communicator; gloo on CPU).
         """
         if method == "auto":
-            method = "collective" if (self.uses_cuda and dst.uses_cuda) else "object_store"
+            nccl_ok = self.uses_cuda and dst.uses_cuda and not self._shares_gpu_with(dst)
+            method = "collective" if nccl_ok else "object_store"
         if method == "object_store":
             self._sync_by_object_store(dst)
         elif method == "collective":
             self._sync_by_broadcast(dst)
         else:
             raise ValueError(f"sync_weights_to(method={method!r}): use 'auto', 'object_store' or 'collective'")
+
+    def _shares_gpu_with(self, dst: "WorkerGroup") -> bool:
+        """Whether src rank 0 and a dst rank (or two dst ranks) sit on one GPU: NCCL then refuses the
+        broadcast ("duplicate GPU"), as it needs one process per GPU in a communicator."""
+        members = [self.placements[0].global_gpu_ids] + [p.global_gpu_ids for p in dst.placements]
+        flat = [gpu for gpus in members for gpu in gpus]
+        return len(flat) != len(set(flat))
 
     def _sync_by_object_store(self, dst: "WorkerGroup") -> None:
         refs = [host.call_and_put.remote("full_state_dict") for host in self._hosts]

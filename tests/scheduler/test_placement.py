@@ -117,3 +117,18 @@ def test_strategy_errors():
 def test_flexible_strategy():
     placements = FlexiblePlacementStrategy([[5], [0, 1]]).placements(4, 2)
     assert [(p.node_rank, p.local_gpu_ids, p.local_rank) for p in placements] == [(1, (1,), 0), (0, (0, 1), 0)]
+
+
+def test_weight_sync_avoids_nccl_between_processes_on_one_gpu():
+    """NCCL refuses a communicator with two processes on one GPU; 'auto' sync must see that coming."""
+    from rlinf_embodied.scheduler import Worker, WorkerGroup
+
+    def group_on(strategy) -> WorkerGroup:
+        group = WorkerGroup(Worker, (), {})
+        group.placements = strategy.placements(num_gpus_per_node=4)
+        return group
+
+    actor = group_on(PackedPlacementStrategy(0, 1))  # ranks on GPUs 0 and 1
+    assert actor._shares_gpu_with(group_on(PackedPlacementStrategy(0, 0)))  # rollout on GPU 0 with actor rank 0
+    assert not actor._shares_gpu_with(group_on(PackedPlacementStrategy(1, 1)))  # actor rank 1 does not send
+    assert not actor._shares_gpu_with(group_on(PackedPlacementStrategy(2, 3)))
