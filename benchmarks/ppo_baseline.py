@@ -52,6 +52,7 @@ class Args:
     control_mode: str = "pd_joint_delta_pos"
     reward_mode: str = "normalized_dense"
     max_episode_steps: int = 50
+    ignore_terminations: bool = False  # training envs: success does not end the episode (as env.ignore_terminations)
     num_envs: int = 16  # training envs, one subprocess each: about one per CPU core
     num_steps: int = 100  # rollout steps per env per iteration (batch = num_envs * num_steps)
     total_env_steps: int = 3_000_000
@@ -372,6 +373,9 @@ def train(args: Args, agent: Agent, envs: gym.vector.VectorEnv, eval_envs: gym.v
                                      "rollout_env_steps_per_s": batch_size / rollout_seconds}, progress.env_steps)
         if args.eval_interval and iteration % args.eval_interval == 0:
             periodic_eval(args, agent, eval_envs, writer, progress, seed=10_000 + iteration)
+        log_jsonl(writer.log_dir, {"iteration": iteration, "env_steps": progress.env_steps,
+                                   "elapsed_seconds": progress.train_seconds, **episode_means,
+                                   "eval_success_once": progress.eval_success})
         bar.set_postfix(train_success=f"{episode_means.get('success_once', float('nan')):.2f}",
                         eval_success=f"{progress.eval_success:.2f}",
                         sps=f"{progress.env_steps / progress.train_seconds:.0f}")
@@ -379,6 +383,12 @@ def train(args: Args, agent: Agent, envs: gym.vector.VectorEnv, eval_envs: gym.v
             break
     bar.close()
     return progress
+
+
+def log_jsonl(run_dir: str, record: dict) -> None:
+    """One line per iteration in metrics.jsonl, the same keys as the runner's where they overlap."""
+    with open(os.path.join(run_dir, "metrics.jsonl"), "a") as f:
+        f.write(json.dumps(record) + "\n")
 
 
 def periodic_eval(args: Args, agent: Agent, eval_envs: gym.vector.VectorEnv, writer: SummaryWriter,
@@ -432,7 +442,7 @@ def main() -> None:
     run_dir = os.path.join(args.log_dir, f"{args.env_id}__seed{args.seed}__{int(time.time())}")
     writer = SummaryWriter(run_dir)
     writer.add_text("args", json.dumps(dataclasses.asdict(args), indent=2))
-    envs = make_vector_env(args, args.num_envs, ignore_terminations=False)
+    envs = make_vector_env(args, args.num_envs, ignore_terminations=args.ignore_terminations)
     eval_envs = make_vector_env(args, args.num_eval_envs, ignore_terminations=True)
     obs_dim, act_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
     agent = Agent(obs_dim, act_dim, args.hidden_dim)

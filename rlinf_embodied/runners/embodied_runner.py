@@ -69,11 +69,12 @@ class EmbodiedRunner:
         history = []
         iterations = range(self.start_iteration, self.cfg.runner.max_iterations)
         progress = tqdm(iterations, desc="train", disable=not self.cfg.runner.progress, dynamic_ncols=True)
+        start = time.perf_counter()
         for iteration in progress:
             self.sync_weights()
             rollout_metrics = self.rollout(iteration)
             train_metrics = self.train(iteration)
-            metrics = {**rollout_metrics, **train_metrics}
+            metrics = {**rollout_metrics, **train_metrics, "elapsed_seconds": time.perf_counter() - start}
             self.metrics_logger.log(iteration, metrics)
             history.append({"iteration": iteration, **metrics})
             progress.set_postfix(success=f"{metrics.get('success_rate', float('nan')):.2f}",
