@@ -56,14 +56,37 @@ def _release_gpu_memory() -> None:
         torch.cuda.empty_cache()
 
 
+def apply_keeping_parameters(module: nn.Module, fn) -> None:
+    """`module._apply(fn)`, but every Parameter object survives (its contents are swapped in place).
+
+    By default `_apply` may register *new* Parameter objects; an optimizer built on the old ones then
+    steps tensors the model no longer uses, and training silently stops changing the model.
+    """
+    previous = torch.__future__.get_swap_module_params_on_conversion()
+    torch.__future__.set_swap_module_params_on_conversion(True)
+    try:
+        module._apply(fn)
+    finally:
+        torch.__future__.set_swap_module_params_on_conversion(previous)
+
+
+def _all_on(module: nn.Module, device_type: str) -> bool:
+    tensors = list(module.parameters()) + list(module.buffers())
+    return all(t.device.type == device_type for t in tensors)
+
+
 def offload_module(module: nn.Module) -> None:
     """Parameters and buffers -> (pinned) CPU memory. A no-op for a module already on CPU."""
-    module._apply(_to_cpu)
+    if _all_on(module, "cpu"):
+        return
+    apply_keeping_parameters(module, _to_cpu)
     _release_gpu_memory()
 
 
 def onload_module(module: nn.Module, device: torch.device) -> None:
-    module._apply(_to_device(device))
+    if _all_on(module, device.type) and device.type == "cpu":
+        return
+    apply_keeping_parameters(module, _to_device(device))
     _synchronize(device)
 
 

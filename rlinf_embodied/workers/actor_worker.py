@@ -46,13 +46,26 @@ class ActorWorker(Worker, SpanRecorder):
     def init_worker(self) -> None:
         torch.manual_seed(self.cfg.runner.seed)  # identical initial weights on every rank
         self.policy = build_policy(self.cfg.policy, self.action_dim, self.state_dim, self.device)
+        if self.world_size > 1:
+            self._shard_policy()
+        # One rank needs no sharding: the plain module (also sidesteps torch 2.11 + CUDA, where a
+        # one-rank FSDP2 model ends up registering parameters other than those the optimizer holds).
+        trainable = [p for p in self.policy.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(trainable, lr=self.cfg.algorithm.lr, eps=1e-5)
+
+    def _shard_policy(self) -> None:
+        """FSDP2 over every actor rank: the policy's own units first (transformer blocks), then the rest."""
         mesh = init_device_mesh(self.device.type, (self.world_size,))
         for unit in getattr(self.policy, "fsdp_units", lambda: [])():
             fully_shard(unit, mesh=mesh)
         fully_shard(self.policy, mesh=mesh)
         register_fsdp_forward_method(self.policy, "evaluate")
-        trainable = [p for p in self.policy.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(trainable, lr=self.cfg.algorithm.lr, eps=1e-5)
+        register_fsdp_forward_method(self.policy, "act")
+        # FSDP2 finishes setting up its parameters lazily, at the first forward, and registers its
+        # sharded parameters again at reshard: the optimizer is built on those, after one forward.
+        with torch.no_grad():
+            self.policy.act(self.policy.example_obs(1))
+        self.policy.reshard()
 
     # ---- weights ------------------------------------------------------------------------------
     def full_state_dict(self) -> dict[str, torch.Tensor]:
@@ -102,11 +115,20 @@ class ActorWorker(Worker, SpanRecorder):
         grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), algo.max_grad_norm)
         grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
         check_finite({"grad_norm": grad_norm}, iteration)
+        self._check_optimizer_owns_parameters()
         self.optimizer.step()
         out = {k: float(v) for k, v in metrics.items()}
         out["grad_norm"] = float(grad_norm)
         out["loss"] = float(loss.detach())
         return out
+
+    def _check_optimizer_owns_parameters(self) -> None:
+        """Fail loudly if the model's trainable parameters are not the tensors the optimizer steps."""
+        stepped = {id(p) for group in self.optimizer.param_groups for p in group["params"]}
+        stale = [name for name, p in self.policy.named_parameters() if p.requires_grad and id(p) not in stepped]
+        if stale:
+            raise RuntimeError(f"the optimizer does not hold the policy's parameters {stale[:3]}...: they were "
+                               "replaced after the optimizer was built, so training would not change them")
 
     # ---- checkpoints --------------------------------------------------------------------------
     def save_checkpoint(self, directory: str, iteration: int, env_steps: int) -> None:

@@ -1,0 +1,42 @@
+"""GPU: offload round trips keep the actor's optimizer stepping the tensors the policy computes with."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rlinf_embodied.policies import ActOutput, make_policy
+from rlinf_embodied.scheduler import offload
+
+pytestmark = pytest.mark.gpu
+
+
+def train_step(policy, optimizer, obs, act_output) -> None:
+    evaluated = policy.evaluate(obs, act_output)
+    loss = -evaluated.log_probs.sum() + evaluated.values.pow(2).mean()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+@pytest.mark.parametrize("offload_between_steps", [False, True])
+def test_optimizer_keeps_updating_the_policy(offload_between_steps):
+    torch.manual_seed(0)
+    policy = make_policy("mlp", size="tiny", action_dim=8, state_dim=42).to("cuda")
+    optimizer = torch.optim.Adam(policy.parameters(), lr=1e-2)
+    parameter_ids = [id(p) for p in policy.parameters()]
+    obs = {"state": torch.randn(32, 42, device="cuda")}
+    raw = torch.randn(32, 1, 8, device="cuda")
+    act_output = ActOutput(actions=raw, log_probs=torch.zeros_like(raw), values=torch.zeros(32, device="cuda"),
+                           extras={"raw_actions": raw})
+    before = {name: p.detach().clone() for name, p in policy.named_parameters()}
+    for _ in range(3):
+        if offload_between_steps:
+            offload.offload_module(policy)
+            offload.offload_optimizer_state(optimizer)
+            assert all(p.device.type == "cpu" for p in policy.parameters())
+            offload.onload_module(policy, torch.device("cuda", 0))
+            offload.onload_optimizer_state(optimizer, torch.device("cuda", 0))
+        train_step(policy, optimizer, obs, act_output)
+    assert [id(p) for p in policy.parameters()] == parameter_ids, "offload replaced Parameter objects"
+    unchanged = [name for name, p in policy.named_parameters() if torch.equal(p.detach(), before[name])]
+    assert not unchanged, f"parameters the optimizer never moved: {unchanged}"
