@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import argparse
 
-from ..flow.convert_utils import attach_tokenizer
 from ..flow.utils import skip_weight_init
-from ..vla_common.convert import config_from_upstream, convert_prismatic_state, load_upstream, q99_bounds, select_norm_stats
+from ..vla_common.convert import (config_from_upstream, convert_prismatic_state, finish_conversion, load_upstream,
+                                  q99_bounds, select_norm_stats)
 from .configuration import OPENVLA_PRESETS, OpenVLAConfig
 from .modeling import OpenVLAPolicy
 
@@ -34,14 +34,7 @@ def convert_openvla_checkpoint(src: str, dst: str | None = None, *, size: str = 
     with skip_weight_init():
         policy = OpenVLAPolicy(OpenVLAConfig.from_dict(settings), apply_lora=False)
     nested = any(key.startswith("vision_backbone.fused_featurizer.vision_model.") for key in policy.state_dict())
-    policy.load_checkpoint_state(convert_prismatic_state(upstream, nested), src)
-    attach_tokenizer(policy, tokenizer_path, src)
-    if lora_rank:
-        policy.config.lora_rank = lora_rank
-        policy.apply_lora()
-    if dst is not None:
-        policy.save_pretrained(dst)
-    return policy
+    return finish_conversion(policy, convert_prismatic_state(upstream, nested), src, tokenizer_path, lora_rank, dst)
 
 
 def main() -> None:

@@ -19,9 +19,9 @@ import os
 
 import torch
 
-from ..flow.convert_utils import attach_tokenizer
 from ..flow.utils import skip_weight_init
-from ..vla_common.convert import config_from_upstream, convert_prismatic_state, load_upstream, q99_bounds, select_norm_stats
+from ..vla_common.convert import (config_from_upstream, convert_prismatic_state, finish_conversion, load_upstream,
+                                  q99_bounds, select_norm_stats)
 from .configuration import OPENVLA_OFT_PRESETS, OpenVLAOFTConfig
 from .modeling import OpenVLAOFTPolicy
 
@@ -70,14 +70,7 @@ def convert_openvla_oft_checkpoint(src: str, dst: str | None = None, *, size: st
     state = convert_prismatic_state(upstream, nested)
     state |= {f"action_head.{key}": value for key, value in (action_head or {}).items()}
     state |= {f"proprio_projector.{key}": value for key, value in (proprio or {}).items()}
-    policy.load_checkpoint_state(state, src)
-    attach_tokenizer(policy, tokenizer_path, src)
-    if lora_rank:
-        policy.config.lora_rank = lora_rank
-        policy.apply_lora()
-    if dst is not None:
-        policy.save_pretrained(dst)
-    return policy
+    return finish_conversion(policy, state, src, tokenizer_path, lora_rank, dst)
 
 
 def main() -> None:
