@@ -41,7 +41,13 @@ class ClusterConfig:
     # On a machine without CUDA, present num_gpus_per_node simulated GPUs (Ray resources) so the same
     # placement runs on CPU processes. Ignored where real GPUs exist.
     simulate_gpus: bool = True
-    component_placement: dict[str, Any] = field(default_factory=lambda: {"env,rollout,actor": "all"})
+    # Component name(s) -> GPU ids ("all", "3", "0-3,5"); see scheduler/placement.py. Empty means every
+    # component on all GPUs (collocated). It is empty here, not that dict, because Hydra merges dicts:
+    # a cluster/*.yaml placement would otherwise be added to the default's keys instead of replacing them.
+    component_placement: dict[str, Any] = field(default_factory=dict)
+
+
+COLLOCATED_PLACEMENT = {"env,rollout,actor": "all"}
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ..config import TrainConfig
+from ..config import COLLOCATED_PLACEMENT, TrainConfig
 from ..scheduler import Channel, Cluster, ComponentPlacement, WorkerGroup
 from ..workers.actor_worker import ActorWorker
 from ..workers.env_worker import EnvWorker
@@ -33,7 +33,7 @@ class EmbodiedRunner:
         self.cfg = cfg
         self.cluster = cluster
         self.output_dir = output_dir
-        self.placement = ComponentPlacement(dict(cfg.cluster.component_placement),
+        self.placement = ComponentPlacement(dict(cfg.cluster.component_placement or COLLOCATED_PLACEMENT),
                                             num_gpus=cfg.cluster.num_gpus_per_node, num_nodes=cfg.cluster.num_nodes)
         check_cluster_fits(cfg, cluster)
         missing = [c for c in COMPONENTS if c not in self.placement.components]
