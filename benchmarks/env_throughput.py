@@ -55,6 +55,8 @@ def main() -> None:
     import rlinf_embodied  # noqa: F401
     from rlinf_embodied.envs.maniskill.env import task_spec
 
+    header = f"{'obs':>6} {'envs':>5} {'raw steps/s':>12} {'rlinf steps/s':>14} {'overhead':>9}"
+    print(header, flush=True)  # rows print as they finish, so a cut-off run still reports them
     rows = []
     for obs_mode in args.obs_mode:
         for num_envs in args.num_envs:
@@ -72,10 +74,14 @@ def main() -> None:
                 raw_sps = max(raw_sps, time_steps(raw, args.steps, action))
                 raw.close()
             rows.append((obs_mode, num_envs, raw_sps, ours_sps, raw_sps / ours_sps - 1.0))
-            print(f"done {obs_mode} N={num_envs}", flush=True)
-    print(f"\n{'obs':>6} {'envs':>5} {'raw steps/s':>12} {'rlinf steps/s':>14} {'overhead':>9}")
-    for obs_mode, num_envs, raw_sps, ours_sps, overhead in rows:
-        print(f"{obs_mode:>6} {num_envs:>5} {raw_sps:>12.1f} {ours_sps:>14.1f} {overhead:>8.1%}")
+            print(format_row(*rows[-1]), flush=True)
+    print("\n" + header)
+    for row in rows:
+        print(format_row(*row))
+
+
+def format_row(obs_mode: str, num_envs: int, raw_sps: float, ours_sps: float, overhead: float) -> str:
+    return f"{obs_mode:>6} {num_envs:>5} {raw_sps:>12.1f} {ours_sps:>14.1f} {overhead:>8.1%}"
 
 
 if __name__ == "__main__":
