@@ -157,26 +157,7 @@ def test_config_rejects_stateless_mlp():
         make_policy("mlp", size="tiny", state_dim=0)
 
 
-def test_evaluate_as_an_fsdp2_forward_method(tmp_path):
+def test_evaluate_as_an_fsdp2_forward_method(check_evaluate_under_fsdp2):
     """The ActorWorker path: fully_shard + register_fsdp_forward_method("evaluate"), one gloo rank."""
-    import warnings
-
-    import torch.distributed as dist
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
-
     reference, policy = tiny_mlp(action_chunk=2), tiny_mlp(action_chunk=2)
-    obs = reference.example_obs(4)
-    out = reference.act(obs)
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
-    try:
-        fully_shard(policy, mesh=init_device_mesh("cpu", (1,)))
-        register_fsdp_forward_method(policy, "evaluate")
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", UserWarning)  # e.g. FSDP's "returned a view tensor"
-            evaluated = policy.evaluate(obs, out)
-        torch.testing.assert_close(evaluated.log_probs, out.log_probs, atol=1e-5, rtol=0)
-        (evaluated.log_probs.sum() + evaluated.values.sum()).backward()
-        assert all(param.grad is not None for param in policy.parameters())
-    finally:
-        dist.destroy_process_group()
+    check_evaluate_under_fsdp2(reference, policy, reference.example_obs(4))
