@@ -82,3 +82,16 @@ def attach_tokenizer(policy, tokenizer_path: str | None, source: str) -> None:
 
 def unknown_keys_error(kind: str, keys: list[str]) -> ValueError:
     return ValueError(f"{kind} checkpoint has {len(keys)} keys this converter does not know, e.g. {keys[:5]}")
+
+
+def finish_conversion(policy, state: dict, src: str, tokenizer_path: str | None, lora_rank: int, dst: str | None):
+    """The last steps every converter shares: load the mapped weights and the tokenizer, add LoRA
+    adapters on top of the loaded weights if asked (lora_rank > 0), and save when `dst` is given."""
+    policy.load_checkpoint_state(state, src)
+    attach_tokenizer(policy, tokenizer_path, src)
+    if lora_rank:
+        policy.config.lora_rank = lora_rank
+        policy.apply_lora()
+    if dst is not None:
+        policy.save_pretrained(dst)
+    return policy

@@ -31,7 +31,7 @@ import os
 
 import torch
 
-from ..flow.convert_utils import attach_tokenizer, load_safetensors_dir, stats_to_bounds, unknown_keys_error
+from ..flow.convert_utils import finish_conversion, load_safetensors_dir, stats_to_bounds, unknown_keys_error
 from ..flow.utils import skip_weight_init
 from .configuration import GR00T_PRESETS, Gr00tConfig
 from .modeling import Gr00tPolicy
@@ -201,11 +201,8 @@ def convert_gr00t(
     with skip_weight_init():
         policy = Gr00tPolicy(config, apply_lora=False)
     nested = any(k.startswith("vision_tower.vision_model.") for k in policy.state_dict())
-    policy.load_checkpoint_state(convert_state_dict(upstream, embodiment_id, nested, config.select_layer), src)
-    attach_tokenizer(policy, tokenizer_path, src)
-    if dst is not None:
-        policy.save_pretrained(dst)
-    return policy
+    state = convert_state_dict(upstream, embodiment_id, nested, config.select_layer)
+    return finish_conversion(policy, state, src, tokenizer_path, 0, dst)
 
 
 def _dims_from_metadata(entry: dict) -> dict[str, int]:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 
 from ..flow.utils import skip_weight_init
-from ..vla_common.convert import (config_from_upstream, convert_prismatic_state, finish_conversion, load_upstream,
-                                  q99_bounds, select_norm_stats)
+from ..flow.convert_utils import finish_conversion
+from ..vla_common.convert import config_from_upstream, convert_prismatic_state, load_upstream, q99_bounds, select_norm_stats
 from .configuration import OPENVLA_PRESETS, OpenVLAConfig
 from .modeling import OpenVLAPolicy
 

@@ -20,8 +20,8 @@ import os
 import torch
 
 from ..flow.utils import skip_weight_init
-from ..vla_common.convert import (config_from_upstream, convert_prismatic_state, finish_conversion, load_upstream,
-                                  q99_bounds, select_norm_stats)
+from ..flow.convert_utils import finish_conversion
+from ..vla_common.convert import config_from_upstream, convert_prismatic_state, load_upstream, q99_bounds, select_norm_stats
 from .configuration import OPENVLA_OFT_PRESETS, OpenVLAOFTConfig
 from .modeling import OpenVLAOFTPolicy
 

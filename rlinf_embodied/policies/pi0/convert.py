@@ -29,7 +29,7 @@ import os
 
 import torch
 
-from ..flow.convert_utils import attach_tokenizer, load_safetensors_dir, stats_to_bounds, unknown_keys_error
+from ..flow.convert_utils import finish_conversion, load_safetensors_dir, stats_to_bounds, unknown_keys_error
 from ..flow.utils import skip_weight_init
 from .configuration import PI0_PRESETS, Pi0Config
 from .modeling import Pi0Policy
@@ -179,11 +179,7 @@ def convert_pi0(
     with skip_weight_init():
         policy = Pi0Policy(Pi0Config.from_dict({**settings, "lora_rank": 0}), apply_lora=False)
     nested = any(k.startswith("vision_tower.vision_model.") for k in policy.state_dict())
-    policy.load_checkpoint_state(convert_state_dict(upstream, nested), src)
-    attach_tokenizer(policy, tokenizer_path, src)
-    if dst is not None:
-        policy.save_pretrained(dst)
-    return policy
+    return finish_conversion(policy, convert_state_dict(upstream, nested), src, tokenizer_path, 0, dst)
 
 
 def main() -> None:

@@ -172,17 +172,3 @@ def q99_bounds(stats: dict, what: str) -> tuple[list[float], list[float]]:
 def load_upstream(src: str) -> dict[str, torch.Tensor]:
     return load_safetensors_dir(src)
 
-
-def finish_conversion(policy, state: dict, src: str, tokenizer_path: str | None, lora_rank: int, dst: str | None):
-    """Shared last steps of the OpenVLA(-OFT) converters: load the mapped weights and the tokenizer,
-    add LoRA adapters on top of the loaded weights if asked, and save when `dst` is given."""
-    from ..flow.convert_utils import attach_tokenizer
-
-    policy.load_checkpoint_state(state, src)
-    attach_tokenizer(policy, tokenizer_path, src)
-    if lora_rank:
-        policy.config.lora_rank = lora_rank
-        policy.apply_lora()
-    if dst is not None:
-        policy.save_pretrained(dst)
-    return policy
