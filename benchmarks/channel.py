@@ -4,6 +4,10 @@ For each payload (a small Python object, 1 MB and 16 MB tensors) a producer work
 consumer worker, (a) through a Channel, (b) raw: ray.put in the producer, the ref handed over (through
 the driver), ray.get in the consumer. Prints items/s, MB/s and the Channel/raw ratio.
 
+Then the rollout loop's pattern, ping-pong: one worker puts an observation-sized item and waits for
+the other's reply on a second key (env worker <-> rollout worker), with acknowledged puts
+(block=True) vs unacknowledged ones (block=False, what the workers use); round trips/s side by side.
+
     python benchmarks/channel.py                      # CPU, small defaults
     python benchmarks/channel.py --items 200 --sizes small,1MB,16MB
 """
@@ -43,6 +47,20 @@ class Endpoint(Worker):
             channel.get(key="bench")
         return time.perf_counter() - start
 
+    def ping(self, channel: Channel, n: int, block: bool) -> float:
+        item = make_item("small")
+        start = time.perf_counter()
+        for _ in range(n):
+            channel.put(item, key="ping", block=block)
+            channel.get(key="pong")
+        channel.flush()
+        return time.perf_counter() - start
+
+    def pong(self, channel: Channel, n: int, block: bool) -> None:
+        for _ in range(n):
+            channel.put(channel.get(key="ping"), key="pong", block=block)
+        channel.flush()
+
     def produce_raw(self, size: str, n: int) -> list:
         item = make_item(size)
         return [[ray.put(item)] for _ in range(n)]  # wrapped so the refs are not resolved in transit
@@ -68,6 +86,19 @@ def measure(producer, consumer, size: str, n: int) -> tuple[float, float]:
     return channel_s, raw_s
 
 
+def ping_pong(producer, consumer, n: int, block: bool, repeats: int = 3) -> float:
+    """Best of `repeats` round-trip rates (trips/s)."""
+    best = 0.0
+    for _ in range(repeats):
+        channel = Channel.create("bench_ping_pong", maxsize=2)
+        pending = consumer.pong(channel, n, block)
+        seconds = producer.ping(channel, n, block).wait()[0]
+        pending.wait()
+        channel.destroy()
+        best = max(best, n / seconds)
+    return best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", type=int, default=50, help="items per payload size")
@@ -90,6 +121,9 @@ def main() -> None:
         print(f"{size:>8} {args.items / channel_s:>16.0f} {args.items / raw_s:>12.0f} "
               f"{mb / channel_s:>13.1f} {mb / raw_s:>9.1f} {raw_s / channel_s:>12.2f} "
               f"{1e3 * channel_s / args.items:>19.2f}")
+    print(f"\n{'ping-pong':>9} {'put(block=True) trips/s':>24} {'put(block=False) trips/s':>25} {'speed-up':>9}")
+    trips = {block: ping_pong(producer, consumer, args.items, block) for block in (True, False)}
+    print(f"{'small':>9} {trips[True]:>24.0f} {trips[False]:>25.0f} {trips[False] / trips[True]:>8.2f}x")
     producer.shutdown()
     consumer.shutdown()
     cluster.shutdown()

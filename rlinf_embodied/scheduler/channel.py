@@ -7,6 +7,11 @@ into the object store and read once by the consumer.
 
 `maxsize` bounds each key's queue (0 = unbounded); a put on a full key waits (back-pressure),
 nothing is dropped.
+
+`put(item, block=False)` saves a round trip on the hot path (env worker -> rollout worker and back):
+it submits the item and returns without waiting for the actor's acknowledgement. It first confirms
+this handle's previous unconfirmed put of the same key, so per-key order is kept and a producer runs
+at most one item past the bound; a failed put raises at the next put of that key or at `flush()`.
 """
 from __future__ import annotations
 
@@ -115,6 +120,7 @@ class Channel:
     def __init__(self, name: str, actor: Any = None):
         self.name = name
         self._actor = actor
+        self._unconfirmed: dict[str, Any] = {}  # key -> ObjectRef of this handle's last put(block=False)
 
     # ---- lifecycle ----------------------------------------------------------------------------
     @classmethod
@@ -159,15 +165,29 @@ class Channel:
         return {"name": self.name}
 
     def __setstate__(self, state: dict) -> None:
-        self.name, self._actor = state["name"], None
+        self.name, self._actor, self._unconfirmed = state["name"], None, {}
 
     def __repr__(self) -> str:
         return f"Channel({self.name!r})"
 
     # ---- blocking -----------------------------------------------------------------------------
-    def put(self, item: Any, key: str | None = None) -> None:
-        """Append; blocks while the key's queue is full."""
-        ray.get(self._handle().put.remote(_key(key), _wrap(item)))
+    def put(self, item: Any, key: str | None = None, block: bool = True) -> None:
+        """Append. block=True: return once the item is queued (waits while the key's queue is full).
+        block=False: return once it is submitted, after the previous put of this key was queued."""
+        key = _key(key)
+        previous = self._unconfirmed.pop(key, None)
+        if previous is not None:
+            ray.get(previous)
+        ref = self._handle().put.remote(key, _wrap(item))
+        if block:
+            ray.get(ref)
+        else:
+            self._unconfirmed[key] = ref
+
+    def flush(self) -> None:
+        """Wait until every put(block=False) of this handle is queued; raises a failed put's error."""
+        pending, self._unconfirmed = list(self._unconfirmed.values()), {}
+        ray.get(pending)
 
     def get(self, key: str | None = None) -> Any:
         """Take the oldest item of `key`; blocks until there is one."""

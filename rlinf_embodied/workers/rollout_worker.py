@@ -70,10 +70,11 @@ class RolloutWorker(Worker, SpanRecorder):
                 with self.span(f"infer env{shard[0]}/stage{shard[1]}"):
                     act_output = self._act(env_output.obs)
                 if step < num_steps:
-                    action_channel.put(act_output.actions.float().cpu(), key=channel_key(*shard))
+                    action_channel.put(act_output.actions.float().cpu(), key=channel_key(*shard), block=False)
                     buffer.add_step(env_output.obs, act_output)
                 else:  # one more observation per shard only to bootstrap the last value
                     buffer.add_bootstrap_value(act_output.values)
+        action_channel.flush()
         self._send_to_actors(buffers, actor_channel, num_actor_ranks)
         return {}
 

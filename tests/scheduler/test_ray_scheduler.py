@@ -207,6 +207,26 @@ def test_channel_back_pressure_blocks_producer(cluster):
     assert [channel.get(), channel.get()] == ["b", "c"]
 
 
+def test_channel_unacknowledged_put_keeps_order_and_bound(cluster):
+    channel = Channel.create("t_nowait", maxsize=1)
+    channel.put("a", block=False)
+    channel.put("b", block=False)  # confirms "a"; "b" waits inside the actor: the queue is full
+    done = threading.Event()
+    thread = threading.Thread(target=lambda: (channel.put("c", block=False), done.set()))
+    thread.start()
+    assert not done.wait(1.0), "a producer may run one item past the bound, not two"
+    assert channel.get() == "a"
+    assert done.wait(10.0)
+    thread.join()
+    assert [channel.get(), channel.get()] == ["b", "c"]
+    channel.flush()  # nothing unconfirmed: returns at once
+    dead = Channel.create("t_nowait_dead")
+    ray.kill(dead._handle())
+    dead.put("lost", block=False)  # returns: the failure is only known once confirmed
+    with pytest.raises(ray.exceptions.RayActorError):
+        dead.flush()
+
+
 def test_channel_keys_do_not_block_each_other(cluster):
     channel = Channel.create("t_keys")
     result = {}
