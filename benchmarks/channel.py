@@ -1,12 +1,13 @@
-"""Channel throughput vs raw Ray object passing, between two worker processes.
+"""Channel throughput vs raw Ray object passing, between two worker processes on one node.
 
 For each payload (a small Python object, 1 MB and 16 MB tensors) a producer worker sends N items to a
-consumer worker, (a) through a Channel, (b) raw: ray.put in the producer, the ref handed over (through
-the driver), ray.get in the consumer. Prints items/s, MB/s and the Channel/raw ratio.
+consumer worker (a) through a Channel over its node-local socket (the default), (b) through a Channel
+reached by Ray actor calls only (`node_local=False`, what other nodes use), (c) raw: ray.put in the
+producer, the ref handed over (through the driver), ray.get in the consumer. Prints items/s and the
+ratios.
 
-Then the rollout loop's pattern, ping-pong: one worker puts an observation-sized item and waits for
-the other's reply on a second key (env worker <-> rollout worker), with acknowledged puts
-(block=True) vs unacknowledged ones (block=False, what the workers use); round trips/s side by side.
+Then the rollout loop's pattern, ping-pong: one worker puts an observation and waits for the other's
+reply on a second key (env worker <-> rollout worker); round trips/s of both transports side by side.
 
     python benchmarks/channel.py                      # CPU, small defaults
     python benchmarks/channel.py --items 200 --sizes small,1MB,16MB
@@ -47,19 +48,17 @@ class Endpoint(Worker):
             channel.get(key="bench")
         return time.perf_counter() - start
 
-    def ping(self, channel: Channel, n: int, block: bool) -> float:
+    def ping(self, channel: Channel, n: int) -> float:
         item = make_item("small")
         start = time.perf_counter()
         for _ in range(n):
-            channel.put(item, key="ping", block=block)
+            channel.put(item, key="ping")
             channel.get(key="pong")
-        channel.flush()
         return time.perf_counter() - start
 
-    def pong(self, channel: Channel, n: int, block: bool) -> None:
+    def pong(self, channel: Channel, n: int) -> None:
         for _ in range(n):
-            channel.put(channel.get(key="ping"), key="pong", block=block)
-        channel.flush()
+            channel.put(channel.get(key="ping"), key="pong")
 
     def produce_raw(self, size: str, n: int) -> list:
         item = make_item(size)
@@ -71,28 +70,31 @@ class Endpoint(Worker):
         return 0.0
 
 
-def measure(producer, consumer, size: str, n: int) -> tuple[float, float]:
-    channel = Channel.create("bench_channel", maxsize=64)
+def measure_channel(producer, consumer, size: str, n: int, node_local: bool) -> float:
+    channel = Channel.create("bench_channel", maxsize=64, node_local=node_local)
     start = time.perf_counter()
     pending = producer.produce_channel(channel, size, n)
     consumer.consume_channel(channel, n).wait()
     pending.wait()
-    channel_s = time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    channel.destroy()
+    return seconds
+
+
+def measure_raw(producer, consumer, size: str, n: int) -> float:
     start = time.perf_counter()
     refs = producer.produce_raw(size, n).wait()[0]
     consumer.consume_raw(refs).wait()
-    raw_s = time.perf_counter() - start
-    channel.destroy()
-    return channel_s, raw_s
+    return time.perf_counter() - start
 
 
-def ping_pong(producer, consumer, n: int, block: bool, repeats: int = 3) -> float:
+def ping_pong(producer, consumer, n: int, node_local: bool, repeats: int = 3) -> float:
     """Best of `repeats` round-trip rates (trips/s)."""
     best = 0.0
     for _ in range(repeats):
-        channel = Channel.create("bench_ping_pong", maxsize=2)
-        pending = consumer.pong(channel, n, block)
-        seconds = producer.ping(channel, n, block).wait()[0]
+        channel = Channel.create("bench_ping_pong", maxsize=2, node_local=node_local)
+        pending = consumer.pong(channel, n)
+        seconds = producer.ping(channel, n).wait()[0]
         pending.wait()
         channel.destroy()
         best = max(best, n / seconds)
@@ -112,18 +114,19 @@ def main() -> None:
     cluster = Cluster(num_gpus_per_node=1, simulate_gpus=True)  # two processes on GPU 0 (real or simulated)
     producer = Endpoint.create_group().launch(cluster, name="producer", placement_strategy=PackedPlacementStrategy(0, 0))
     consumer = Endpoint.create_group().launch(cluster, name="consumer", placement_strategy=PackedPlacementStrategy(0, 0))
-    measure(producer, consumer, "small", 5)  # warm-up
-    print(f"{'payload':>8} {'channel items/s':>16} {'raw items/s':>12} {'channel MB/s':>13} {'raw MB/s':>9} "
-          f"{'channel/raw':>12} {'channel latency ms':>19}")
+    for node_local in (True, False):  # warm-up
+        measure_channel(producer, consumer, "small", 5, node_local)
+    print(f"{'payload':>8} {'socket items/s':>15} {'ray-call items/s':>17} {'raw ray items/s':>16} "
+          f"{'socket/ray-call':>16} {'socket/raw':>11} {'socket ms/item':>15}")
     for size in sizes:
-        channel_s, raw_s = measure(producer, consumer, size, args.items)
-        mb = SIZES[size] * args.items / 1e6
-        print(f"{size:>8} {args.items / channel_s:>16.0f} {args.items / raw_s:>12.0f} "
-              f"{mb / channel_s:>13.1f} {mb / raw_s:>9.1f} {raw_s / channel_s:>12.2f} "
-              f"{1e3 * channel_s / args.items:>19.2f}")
-    print(f"\n{'ping-pong':>9} {'put(block=True) trips/s':>24} {'put(block=False) trips/s':>25} {'speed-up':>9}")
-    trips = {block: ping_pong(producer, consumer, args.items, block) for block in (True, False)}
-    print(f"{'small':>9} {trips[True]:>24.0f} {trips[False]:>25.0f} {trips[False] / trips[True]:>8.2f}x")
+        socket_s = measure_channel(producer, consumer, size, args.items, node_local=True)
+        ray_call_s = measure_channel(producer, consumer, size, args.items, node_local=False)
+        raw_s = measure_raw(producer, consumer, size, args.items)
+        print(f"{size:>8} {args.items / socket_s:>15.0f} {args.items / ray_call_s:>17.0f} {args.items / raw_s:>16.0f} "
+              f"{ray_call_s / socket_s:>15.2f}x {raw_s / socket_s:>10.2f}x {1e3 * socket_s / args.items:>15.3f}")
+    print(f"\n{'ping-pong':>9} {'socket trips/s':>15} {'ray-call trips/s':>17} {'speed-up':>9}")
+    trips = {node_local: ping_pong(producer, consumer, args.items, node_local) for node_local in (True, False)}
+    print(f"{'small':>9} {trips[True]:>15.0f} {trips[False]:>17.0f} {trips[True] / trips[False]:>8.2f}x")
     producer.shutdown()
     consumer.shutdown()
     cluster.shutdown()

@@ -7,7 +7,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 COLORS = {"sim": "tab:green", "infer": "tab:blue", "train": "tab:red", "sync": "tab:purple",
-          "offload": "tab:gray", "onload": "tab:gray"}
+          "offload": "tab:gray", "onload": "tab:gray", "send": "tab:orange", "wait": "gainsboro"}
 
 
 def plot_timeline(rows: dict[str, list[tuple[str, float, float]]], path: str, title: str = "") -> str:

@@ -85,18 +85,18 @@ class EnvWorker(Worker, SpanRecorder):
             if self.cfg.runner.reset_each_iteration or self.needs_reset:
                 self.last_obs[stage], _ = env.reset(seed=self.reset_seeds(iteration, stage))
             env_ids = torch.tensor(self.global_env_ids(stage))
-            env_channel.put(EnvOutput(obs=self.last_obs[stage], env_ids=env_ids), key=channel_key(self.rank, stage),
-                            block=False)
+            env_channel.put(EnvOutput(obs=self.last_obs[stage], env_ids=env_ids), key=channel_key(self.rank, stage))
         self.needs_reset = False
         for _ in range(self.cfg.runner.rollout_steps):
             for stage, env in enumerate(self.stages):
-                actions = action_channel.get(key=channel_key(self.rank, stage))  # (N, chunk, act_dim)
+                with self.span(f"wait stage{stage}"):
+                    actions = action_channel.get(key=channel_key(self.rank, stage))  # (N, chunk, act_dim)
                 env_steps += actions.shape[0] * actions.shape[1]
                 with self.span(f"sim stage{stage}"):
                     env_output = self._step(env, actions)
                 self.last_obs[stage] = env_output.obs
-                env_channel.put(env_output, key=channel_key(self.rank, stage), block=False)
-        env_channel.flush()
+                with self.span(f"send stage{stage}"):
+                    env_channel.put(env_output, key=channel_key(self.rank, stage))
         return {**self.metrics.summary(), "env_steps": env_steps}
 
     def _step(self, env: gym.vector.VectorEnv, actions: torch.Tensor) -> EnvOutput:

@@ -61,7 +61,8 @@ class RolloutWorker(Worker, SpanRecorder):
         num_steps = self.cfg.runner.rollout_steps
         for step in range(num_steps + 1):
             for shard in self.shards():
-                env_output: EnvOutput = env_channel.get(key=channel_key(*shard))
+                with self.span(f"wait env{shard[0]}/stage{shard[1]}"):
+                    env_output: EnvOutput = env_channel.get(key=channel_key(*shard))
                 buffer = buffers[shard]
                 if env_output.env_ids is not None:
                     buffer.env_ids = env_output.env_ids
@@ -70,11 +71,11 @@ class RolloutWorker(Worker, SpanRecorder):
                 with self.span(f"infer env{shard[0]}/stage{shard[1]}"):
                     act_output = self._act(env_output.obs)
                 if step < num_steps:
-                    action_channel.put(act_output.actions.float().cpu(), key=channel_key(*shard), block=False)
+                    with self.span(f"send env{shard[0]}/stage{shard[1]}"):
+                        action_channel.put(act_output.actions.float().cpu(), key=channel_key(*shard))
                     buffer.add_step(env_output.obs, act_output)
                 else:  # one more observation per shard only to bootstrap the last value
                     buffer.add_bootstrap_value(act_output.values)
-        action_channel.flush()
         self._send_to_actors(buffers, actor_channel, num_actor_ranks)
         return {}
 

@@ -207,24 +207,26 @@ def test_channel_back_pressure_blocks_producer(cluster):
     assert [channel.get(), channel.get()] == ["b", "c"]
 
 
-def test_channel_unacknowledged_put_keeps_order_and_bound(cluster):
-    channel = Channel.create("t_nowait", maxsize=1)
-    channel.put("a", block=False)
-    channel.put("b", block=False)  # confirms "a"; "b" waits inside the actor: the queue is full
-    done = threading.Event()
-    thread = threading.Thread(target=lambda: (channel.put("c", block=False), done.set()))
-    thread.start()
-    assert not done.wait(1.0), "a producer may run one item past the bound, not two"
-    assert channel.get() == "a"
-    assert done.wait(10.0)
-    thread.join()
-    assert [channel.get(), channel.get()] == ["b", "c"]
-    channel.flush()  # nothing unconfirmed: returns at once
-    dead = Channel.create("t_nowait_dead")
-    ray.kill(dead._handle())
-    dead.put("lost", block=False)  # returns: the failure is only known once confirmed
-    with pytest.raises(ray.exceptions.RayActorError):
-        dead.flush()
+def test_channel_transports_reach_the_same_queues(cluster):
+    fast = Channel.create("t_transport")  # node-local socket for put/get on this node
+    fast.put({"obs": torch.arange(3)}, key="k")
+    assert isinstance(fast._route, str), "a handle on the actor's node should use the socket"
+    assert Channel.connect("t_transport").qsize("k") == 1  # qsize goes through Ray: same queue
+
+    async def via_ray():
+        return await Channel.connect("t_transport").get_async(key="k")
+
+    assert torch.equal(asyncio.run(via_ray())["obs"], torch.arange(3))  # socket put, Ray get
+    asyncio.run(Channel.connect("t_transport").put_async("from ray", key="k"))
+    assert fast.get(key="k") == "from ray"  # Ray put, socket get
+    slow = Channel.create("t_transport_ray", node_local=False)
+    slow.put(1)
+    assert slow.get() == 1 and slow._route is False
+    fast.destroy()
+    gone = Channel("t_transport", actor=None)
+    gone._route = fast._route  # a handle that still knows the socket of a destroyed channel
+    with pytest.raises((RuntimeError, ValueError), match="t_transport"):  # gone, or no longer found
+        gone.get(key="k")
 
 
 def test_channel_keys_do_not_block_each_other(cluster):
@@ -245,8 +247,11 @@ def test_channel_keys_do_not_block_each_other(cluster):
 def test_channel_async(cluster):
     channel = Channel.create("t_async", maxsize=1)
 
+    async def consume(n):  # one consumer, concurrent with the producer (maxsize 1 makes them alternate)
+        return [await channel.get_async(key="k") for _ in range(n)]
+
     async def scenario():
-        consumer = asyncio.ensure_future(asyncio.gather(*[channel.get_async(key="k") for _ in range(3)]))
+        consumer = asyncio.ensure_future(consume(3))
         for i in range(3):
             await channel.put_async(torch.full((3,), float(i)) if i == 1 else i, key="k")
         return await consumer
