@@ -17,7 +17,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ..config import COLLOCATED_PLACEMENT, TrainConfig
-from ..scheduler import Channel, Cluster, ComponentPlacement, WorkerGroup
+from ..scheduler import Channel, Cluster, ComponentPlacement, WorkerError, WorkerGroup
 from ..workers.actor_worker import ActorWorker
 from ..workers.env_worker import EnvWorker
 from ..workers.rollout_worker import RolloutWorker
@@ -141,8 +141,13 @@ class EmbodiedRunner:
         logger.info("saved checkpoint %s", directory)
         return directory
 
-    def shutdown(self) -> None:
-        self.env_group.close().wait()
+    def shutdown(self, close_timeout_s: float = 30.0) -> None:
+        """Close the envs, then kill every worker. After a failure an env worker may still be
+        blocked waiting for actions; its close then times out and the kill ends it."""
+        try:
+            self.env_group.close().wait(timeout=close_timeout_s)
+        except (TimeoutError, WorkerError) as error:
+            logger.warning("env workers did not close cleanly (%s); killing them", str(error).splitlines()[0])
         for group in (self.env_group, self.rollout_group, self.actor_group):
             group.shutdown()
         for channel in (self.env_channel, self.action_channel, self.actor_channel):
