@@ -385,7 +385,7 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
         self._episode_length[:] = 0
         self._success_once[:] = False
         self._elapsed[:] = 0
-        return self._obs("obs"), {}
+        return self._obs("obs", self._instructions), {}
 
     def _seeds(self, seed: Optional[Union[int, Sequence[Optional[int]]]]) -> list[Optional[int]]:
         if seed is None:
@@ -429,6 +429,7 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
         last_success = np.zeros(self.num_envs, bool)
         applied = np.zeros(self.num_envs, np.int64)
         deadline = time.monotonic() + self.step_timeout
+        ended_instructions = list(self._instructions)  # the episodes stepped now (an auto-reset may change them)
         for worker in self._workers:
             try:
                 results = worker.receive(max(0.0, deadline - time.monotonic()))
@@ -444,8 +445,9 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
             final_success[idx] = ended[idx] & last_success[idx]
             for index, text in zip(idx, results["instruction"]):
                 self._instructions[index] = text
-        info = self._episode_info(rewards, success, ended, applied, last_success, final_success)
-        obs = self._obs("obs")
+        info = self._episode_info(rewards, success, ended, applied, last_success, final_success,
+                                  ended_instructions)
+        obs = self._obs("obs", self._instructions)
         if not is_chunk:
             return obs, torch.from_numpy(rewards[:, 0]), torch.from_numpy(terminated[:, 0]), \
                 torch.from_numpy(truncated[:, 0]), info
@@ -466,7 +468,8 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
             applied[index] = 0
 
     def _episode_info(self, rewards: np.ndarray, success: np.ndarray, ended: np.ndarray, applied: np.ndarray,
-                      last_success: np.ndarray, final_success: np.ndarray) -> dict[str, Any]:
+                      last_success: np.ndarray, final_success: np.ndarray,
+                      ended_instructions: list[str]) -> dict[str, Any]:
         """Update running episode stats; build `info` with episode stats for envs that ended."""
         self._episode_return += rewards.sum(axis=1)
         self._episode_length += applied
@@ -485,7 +488,7 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
             "episode": episode, "_episode": ended_mask,
         }
         if ended.any():
-            info["final_obs"] = self._obs("final", with_instruction=False)
+            info["final_obs"] = self._obs("final", ended_instructions)  # policies that read text need it too
             info["_final_obs"] = ended_mask.clone()
             info["final_info"] = {"success": episode["success"].clone(), "episode": dict(episode),
                                   "_success": ended_mask.clone(), "_episode": ended_mask.clone()}
@@ -509,11 +512,10 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
             raise ValueError(f"an action chunk needs at least one step, got shape {tuple(array.shape)}")
         return (array[:, None, :] if array.ndim == 2 else array), array.ndim == 3
 
-    def _obs(self, which: str, with_instruction: bool = True) -> dict[str, Any]:
+    def _obs(self, which: str, instructions: list[str]) -> dict[str, Any]:
         obs: dict[str, Any] = {spec.key: torch.from_numpy(self._views[(which, spec.key)].copy())
                                for spec in self._shared.specs}
-        if with_instruction:
-            obs["instruction"] = list(self._instructions)
+        obs["instruction"] = list(instructions)
         return obs
 
     # -- helpers for tests and wrappers ------------------------------------------------------------

@@ -59,6 +59,7 @@ def test_chunk_across_episode_boundary_drops_rest_and_autoresets(env):
     moved = info["final_obs"]["state"][:, :2] - obs0["state"][:, :2]
     assert torch.allclose(moved, torch.full_like(moved, 0.2), atol=1e-5) or (info["final_obs"]["state"][:, :2].abs() == 1).any()
     assert not torch.allclose(obs["state"], info["final_obs"]["state"])
+    assert info["final_obs"]["instruction"] == ["move the point to the goal"] * 3  # language policies read it
     assert info["elapsed_steps"].tolist() == [0, 0, 0]
     # the next episode starts counting from zero: the dropped rows were not applied to it
     _, _, _, truncated, info = env.step(torch.zeros(3, 3, 2))
