@@ -61,21 +61,27 @@ def make_config(args, placement: dict, stages: int) -> TrainConfig:
 
 def measure_layout(args, cluster: Cluster, name: str, placement: dict, stages: int, out_dir: str) -> dict:
     cfg = make_config(args, placement, stages)
+    start = time.perf_counter()
     runner = EmbodiedRunner(cfg, cluster, os.path.join(out_dir, name.replace(", ", "_").replace(" ", "_")))
+    print(f"[{name}] workers up in {time.perf_counter() - start:.0f}s", flush=True)  # a cut-off run still shows where
     try:
         runner.sync_weights()
         runner.rollout(iteration=0)  # warm-up: process start, CUDA context, first kernels
         _drain(runner, cfg)
         runner.collect_timeline()
+        print(f"[{name}] warm-up rollout done at {time.perf_counter() - start:.0f}s", flush=True)
         throughputs, timelines, phase = [], None, {}
         for iteration in range(1, args.iterations + 1):
             metrics = runner.rollout(iteration)
             throughputs.append(metrics["throughput"])
+            steps = metrics["throughput"] * metrics["rollout_seconds"]
+            chunk = round(steps / (args.num_envs * args.rollout_steps))  # env steps per policy call
+            print(f"[{name}] rollout {iteration}: {metrics['throughput']:.1f} env-steps/s", flush=True)
             _drain(runner, cfg)
             rows = runner.collect_timeline()
             phase = phase_times(rows)
             timelines = rows
-        return {"layout": name, "mode": runner.placement.mode, "stages": stages,
+        return {"layout": name, "mode": runner.placement.mode, "stages": stages, "chunk": chunk,
                 "throughput": statistics.median(throughputs), "timeline": timelines, **phase}
     finally:
         runner.shutdown()
@@ -156,7 +162,7 @@ def report(results: list[dict], args) -> None:
     print("-" * len(header))
     for r in results:
         base = by_name.get(r["layout"].replace("stage 2", "stage 1"), r)  # the same layout without overlap
-        envs_per_stage = args.num_envs / r["stages"]
+        envs_per_stage = args.num_envs / r["stages"] * r["chunk"]  # env steps per stage and policy call
         bottleneck = max(r["t_sim_ms"], r["t_infer_ms"]) / 1e3
         ideal = envs_per_stage / bottleneck if r["stages"] > 1 else envs_per_stage / (
             (r["t_sim_ms"] + r["t_infer_ms"]) / 1e3)

@@ -89,15 +89,26 @@ class ActorWorker(Worker, SpanRecorder):
         generator = torch.Generator().manual_seed(seed_for(self.cfg.runner.seed, iteration, 104729))
         history: dict[str, list[float]] = {}
         self.policy.train()
+        steps_taken = 0
         for epoch in range(algo.update_epochs):
             order = torch.randperm(num_samples, generator=generator)
             for minibatch in torch.tensor_split(order, algo.num_minibatches):
-                step_metrics = self._minibatch_step(iteration, select(samples, minibatch))
+                step_metrics, stepped = self._minibatch_step(iteration, select(samples, minibatch))
                 for key, value in step_metrics.items():
                     history.setdefault(key, []).append(value)
-        return {key: float(np.mean(values)) for key, values in history.items()}
+                if not stepped:
+                    break
+                steps_taken += 1
+            else:
+                continue
+            break  # approx_kl passed target_kl: this iteration's update ends (CleanRL / ManiSkill PPO)
+        metrics = {key: float(np.mean(values)) for key, values in history.items()}
+        metrics["optimizer_steps"] = float(steps_taken)
+        return metrics
 
-    def _minibatch_step(self, iteration: int, batch: dict[str, Any]) -> dict[str, float]:
+    def _minibatch_step(self, iteration: int, batch: dict[str, Any]) -> tuple[dict[str, float], bool]:
+        """One gradient step; returns (metrics, stepped). No step once the ranks' mean approx_kl
+        exceeds algorithm.target_kl (every rank takes the same decision)."""
         algo = self.cfg.algorithm
         batch = to_device(batch, self.device)
         act_output = ActOutput(actions=batch["actions"], log_probs=batch["log_probs"],
@@ -110,6 +121,8 @@ class ActorWorker(Worker, SpanRecorder):
         )
         check_finite({"loss": loss, **{f"metric/{k}": v for k, v in metrics.items()
                                        if isinstance(v, torch.Tensor)}}, iteration)
+        if algo.target_kl is not None and self._mean_over_ranks(metrics["approx_kl"]) > algo.target_kl:
+            return {k: float(v) for k, v in metrics.items()}, False
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), algo.max_grad_norm)
@@ -120,7 +133,14 @@ class ActorWorker(Worker, SpanRecorder):
         out = {k: float(v) for k, v in metrics.items()}
         out["grad_norm"] = float(grad_norm)
         out["loss"] = float(loss.detach())
-        return out
+        return out, True
+
+    def _mean_over_ranks(self, value: torch.Tensor | float) -> float:
+        if self.world_size == 1 or not torch.distributed.is_initialized():
+            return float(value)
+        tensor = torch.as_tensor(value, dtype=torch.float32, device=self.device).detach().clone()
+        torch.distributed.all_reduce(tensor)
+        return float(tensor) / self.world_size
 
     def _check_optimizer_owns_parameters(self) -> None:
         """Fail loudly if the model's trainable parameters are not the tensors the optimizer steps."""

@@ -58,6 +58,9 @@ def run_iterations(cfg: TrainConfig, cluster: Cluster, output_dir: str) -> list[
 ])
 def test_one_iteration_in_each_mode(cluster, tmp_path, placement, num_gpus, mode):
     cfg = small_config(placement, num_gpus)
+    cfg.algorithm.target_kl = None
+    if mode == "hybrid":  # 4 actor ranks must agree to stop at the KL target: after the first step
+        cfg.algorithm.target_kl, cfg.algorithm.lr, cfg.algorithm.update_epochs = 1e-6, 1e-2, 2
     runner = EmbodiedRunner(cfg, cluster, str(tmp_path))
     try:
         assert runner.placement.mode == mode
@@ -69,6 +72,8 @@ def test_one_iteration_in_each_mode(cluster, tmp_path, placement, num_gpus, mode
     assert metrics["num_episodes"] >= cfg.env.num_envs  # every env finished its 6-step episode
     assert 0.0 <= metrics["success_rate"] <= 1.0
     assert torch.isfinite(torch.tensor(metrics["train/loss"]))
+    all_steps = cfg.algorithm.update_epochs * cfg.algorithm.num_minibatches
+    assert metrics["train/optimizer_steps"] == (1 if cfg.algorithm.target_kl else all_steps)
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     record = json.loads(lines[0])
     for key in ("iteration", "env_steps", "success_rate", "episode_return", "throughput"):
