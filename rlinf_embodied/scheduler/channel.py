@@ -61,9 +61,12 @@ class _ChannelActor:
     async def serve_node_local(self) -> tuple[str, str]:
         """Start the Unix-socket server (once); returns (node id, abstract socket address)."""
         if self.socket_address is None:
-            address = f"\0rlinf-channel-{uuid.uuid4().hex}"  # abstract namespace: no file to clean up
-            self._server = await asyncio.start_unix_server(self._serve, path=address)
-            self.socket_address = address
+            address = f"\0rlinf-channel-{uuid.uuid4().hex}"  # Linux abstract namespace: no file to clean up
+            try:
+                self._server = await asyncio.start_unix_server(self._serve, path=address)
+                self.socket_address = address
+            except OSError as error:  # e.g. not Linux: every handle then uses Ray calls
+                logger.warning("channel socket unavailable (%s); put/get go through Ray calls", error)
         return ray.get_runtime_context().get_node_id(), self.socket_address
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
