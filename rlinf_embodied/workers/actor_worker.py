@@ -27,7 +27,7 @@ from ..algorithms.checks import check_finite
 from ..config import TrainConfig
 from ..policies import ActOutput
 from ..scheduler import Channel, Worker
-from .messages import Trajectory, seed_for
+from .messages import Trajectory, seed_for, to_device
 from .policy_loading import build_policy
 from .timeline import SpanRecorder
 
@@ -220,11 +220,3 @@ def select(samples: Any, index: torch.Tensor) -> Any:
     if isinstance(samples, list):
         return [samples[i] for i in index.tolist()]
     raise TypeError(f"cannot select rows of {type(samples)}")
-
-
-def to_device(batch: Any, device: torch.device) -> Any:
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {k: to_device(v, device) for k, v in batch.items()}
-    return batch

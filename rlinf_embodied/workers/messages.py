@@ -15,6 +15,15 @@ def seed_for(*parts: int) -> int:
     return value
 
 
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Tensors in (nested dicts of) a message moved to `device`; strings and other values kept."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
 def channel_key(env_rank: int, stage: int) -> str:
     """Key of one env shard: env worker `env_rank`'s pipeline stage `stage`."""
     return f"env{env_rank}/stage{stage}"

@@ -14,7 +14,7 @@ import torch
 from ..config import TrainConfig
 from ..policies import ActOutput
 from ..scheduler import Channel, Worker
-from .messages import EnvOutput, Trajectory, channel_key, seed_for
+from .messages import EnvOutput, Trajectory, channel_key, seed_for, to_device
 from .policy_loading import build_policy
 from .timeline import SpanRecorder
 from .trajectory_buffer import TrajectoryBuffer
@@ -80,7 +80,7 @@ class RolloutWorker(Worker, SpanRecorder):
         return {}
 
     def _act(self, obs: dict[str, Any]) -> ActOutput:
-        obs = _to_device(obs, self.device)
+        obs = to_device(obs, self.device)
         return self.policy.act(obs, deterministic=self.cfg.runner.deterministic_rollout).to("cpu")
 
     def _final_values(self, env_output: EnvOutput) -> torch.Tensor | None:
@@ -106,10 +106,6 @@ class RolloutWorker(Worker, SpanRecorder):
 
     def onload(self) -> None:
         self.onload_model(self.policy)
-
-
-def _to_device(obs: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in obs.items()}
 
 
 def split_envs(trajectory: Trajectory, num_parts: int, algorithm_cfg, total_envs: int) -> list[Trajectory]:
