@@ -134,3 +134,12 @@ def test_converter_picks_the_requested_embodiment(tmp_path):
     assert other.config.action_low == concatenated("q01", ACTION_KEYS, 5.0)
     with pytest.raises(ValueError, match="embodiment"):
         convert_gr00t(str(tmp_path / "upstream"), size="tiny", embodiment_tag="unitree_h1")
+
+
+def test_converter_keeps_a_lora_rank_override(tmp_path):
+    torch.manual_seed(0)
+    write_upstream_gr00t(make_policy("gr00t", size="tiny"), tmp_path / "upstream")
+    convert_gr00t(str(tmp_path / "upstream"), str(tmp_path / "converted"), size="tiny", lora_rank=4)
+    converted = load_policy(tmp_path / "converted")
+    assert converted.config.lora_rank == 4
+    assert any("lora_A" in name for name, _ in converted.named_parameters())

@@ -134,3 +134,13 @@ def test_converter_rejects_unknown_weights(tmp_path):
     save_file(state, tmp_path / "upstream" / "model.safetensors")
     with pytest.raises(ValueError, match="does not know"):
         convert_pi0(str(tmp_path / "upstream"), size="tiny")
+
+
+def test_converter_keeps_a_lora_rank_override(tmp_path):
+    torch.manual_seed(0)
+    original = make_policy("pi0", size="tiny")
+    write_upstream_pi0(original, tmp_path / "upstream", "new")
+    convert_pi0(str(tmp_path / "upstream"), str(tmp_path / "converted"), size="tiny", lora_rank=4)
+    converted = load_policy(tmp_path / "converted")
+    assert converted.config.lora_rank == 4
+    assert any("lora_A" in name for name, _ in converted.named_parameters())

@@ -197,12 +197,13 @@ def convert_gr00t(
         settings = {**settings, **bounds, **overrides}
     else:
         logger.warning("%s has no experiment_cfg/metadata.json: actions and states pass through unnormalised", src)
-    config = Gr00tConfig.from_dict({**settings, "lora_rank": 0})
+    lora_rank = settings.pop("lora_rank", 0)  # adapters go on after the upstream weights are loaded
+    config = Gr00tConfig.from_dict(settings)
     with skip_weight_init():
         policy = Gr00tPolicy(config, apply_lora=False)
     nested = any(k.startswith("vision_tower.vision_model.") for k in policy.state_dict())
     state = convert_state_dict(upstream, embodiment_id, nested, config.select_layer)
-    return finish_conversion(policy, state, src, tokenizer_path, 0, dst)
+    return finish_conversion(policy, state, src, tokenizer_path, lora_rank, dst)
 
 
 def _dims_from_metadata(entry: dict) -> dict[str, int]:

@@ -174,12 +174,13 @@ def convert_pi0(
     if "state" in stats and dims.state_dim:
         bounds |= dict(zip(("state_low", "state_high"), stats_to_bounds(stats["state"], norm_mode, dims.state_dim, "state")))
     settings = {**settings, **bounds, **overrides}  # explicit overrides win
+    lora_rank = settings.pop("lora_rank", 0)  # adapters go on after the upstream weights are loaded
     if not stats:
         logger.warning("no normalisation statistics found in %s: actions and states pass through unnormalised", src)
     with skip_weight_init():
-        policy = Pi0Policy(Pi0Config.from_dict({**settings, "lora_rank": 0}), apply_lora=False)
+        policy = Pi0Policy(Pi0Config.from_dict(settings), apply_lora=False)
     nested = any(k.startswith("vision_tower.vision_model.") for k in policy.state_dict())
-    return finish_conversion(policy, convert_state_dict(upstream, nested), src, tokenizer_path, 0, dst)
+    return finish_conversion(policy, convert_state_dict(upstream, nested), src, tokenizer_path, lora_rank, dst)
 
 
 def main() -> None:
