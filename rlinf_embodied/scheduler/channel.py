@@ -67,7 +67,7 @@ class _ChannelActor:
                 self.socket_address = address
             except OSError as error:  # e.g. not Linux: every handle then uses Ray calls
                 logger.warning("channel socket unavailable (%s); put/get go through Ray calls", error)
-        return ray.get_runtime_context().get_node_id(), self.socket_address
+        return self.socket_route()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One client connection: requests are answered in order, a get waits for its item."""
@@ -281,6 +281,7 @@ class Channel:
         try:
             return connection.request(op, key, payload)
         except (ConnectionError, OSError) as error:
+            connection.close()
             self._local.connection = None
             raise RuntimeError(f"channel {self.name!r} is gone (its actor was destroyed or died): {error}") from error
 

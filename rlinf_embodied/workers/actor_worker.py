@@ -89,19 +89,17 @@ class ActorWorker(Worker, SpanRecorder):
         generator = torch.Generator().manual_seed(seed_for(self.cfg.runner.seed, iteration, 104729))
         history: dict[str, list[float]] = {}
         self.policy.train()
+        minibatches = (minibatch for _ in range(algo.update_epochs)  # a fresh permutation per epoch
+                       for minibatch in torch.tensor_split(torch.randperm(num_samples, generator=generator),
+                                                           algo.num_minibatches))
         steps_taken = 0
-        for epoch in range(algo.update_epochs):
-            order = torch.randperm(num_samples, generator=generator)
-            for minibatch in torch.tensor_split(order, algo.num_minibatches):
-                step_metrics, stepped = self._minibatch_step(iteration, select(samples, minibatch))
-                for key, value in step_metrics.items():
-                    history.setdefault(key, []).append(value)
-                if not stepped:
-                    break
-                steps_taken += 1
-            else:
-                continue
-            break  # approx_kl passed target_kl: this iteration's update ends (CleanRL / ManiSkill PPO)
+        for minibatch in minibatches:
+            step_metrics, stepped = self._minibatch_step(iteration, select(samples, minibatch))
+            for key, value in step_metrics.items():
+                history.setdefault(key, []).append(value)
+            if not stepped:
+                break  # approx_kl passed target_kl: this iteration's update ends (CleanRL / ManiSkill PPO)
+            steps_taken += 1
         metrics = {key: float(np.mean(values)) for key, values in history.items()}
         metrics["optimizer_steps"] = float(steps_taken)
         return metrics

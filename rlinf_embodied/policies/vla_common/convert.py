@@ -171,4 +171,3 @@ def q99_bounds(stats: dict, what: str) -> tuple[list[float], list[float]]:
 
 def load_upstream(src: str) -> dict[str, torch.Tensor]:
     return load_safetensors_dir(src)
-
