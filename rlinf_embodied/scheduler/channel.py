@@ -168,6 +168,10 @@ async def _as_bytes(wrapped: tuple) -> bytes:
     return pickle.dumps(await _unwrap_async(wrapped), protocol=pickle.HIGHEST_PROTOCOL)
 
 
+class _ChannelActorError(RuntimeError):
+    """The channel actor answered a socket request with an error (e.g. it is shutting down)."""
+
+
 class _SocketConnection:
     """A client connection to a channel actor's node-local socket (used by one thread)."""
 
@@ -183,7 +187,7 @@ class _SocketConnection:
         status, length = struct.unpack(_REPLY, self._read(_REPLY_SIZE))
         body = self._read(length)
         if status != _OK:
-            raise RuntimeError(body.decode())
+            raise _ChannelActorError(body.decode())
         return body
 
     def _read(self, size: int) -> bytes:
@@ -284,6 +288,8 @@ class Channel:
             connection.close()
             self._local.connection = None
             raise RuntimeError(f"channel {self.name!r} is gone (its actor was destroyed or died): {error}") from error
+        except _ChannelActorError as error:
+            raise RuntimeError(f"channel {self.name!r}: the channel actor failed the request: {error}") from error
 
     def destroy(self) -> None:
         ray.kill(self._handle())
