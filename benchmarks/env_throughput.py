@@ -4,6 +4,7 @@ Raw backend: gymnasium's AsyncVectorEnv of ManiSkill CPUGymWrapper envs, one pro
 ours runs with num_workers = num_envs too. Configs alternate `--repeats` times; the best counts.
 
     python benchmarks/env_throughput.py --num-envs 1 4 16 --steps 200 --obs-mode state
+    python benchmarks/env_throughput.py --num-envs 16 --control-mode pd_ee_delta_pos   # IK in every step
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 
 
-def raw_env_fn(task_id: str, obs_mode: str) -> Callable[[], gym.Env]:
+def raw_env_fn(task_id: str, obs_mode: str, control_mode: str) -> Callable[[], gym.Env]:
     def thunk() -> gym.Env:
         torch.set_num_threads(1)
         from rlinf_embodied.envs.maniskill.headless import enable_headless
@@ -29,7 +30,8 @@ def raw_env_fn(task_id: str, obs_mode: str) -> Callable[[], gym.Env]:
         from mani_skill.utils.wrappers.gymnasium import CPUGymWrapper
 
         env = gym.make(task_id, obs_mode=obs_mode, sim_backend="physx_cpu", num_envs=1,
-                       render_backend="none" if obs_mode == "state" else "gpu", reward_mode="normalized_dense")
+                       render_backend="none" if obs_mode == "state" else "gpu", reward_mode="normalized_dense",
+                       control_mode=control_mode)
         return CPUGymWrapper(env, record_metrics=True)
 
     return thunk
@@ -47,6 +49,7 @@ def time_steps(env: gym.vector.VectorEnv, steps: int, action: np.ndarray) -> flo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="PickCube")
+    parser.add_argument("--control-mode", default="pd_joint_delta_pos")
     parser.add_argument("--num-envs", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--obs-mode", nargs="+", default=["state"])
@@ -56,6 +59,7 @@ def main() -> None:
     from rlinf_embodied.envs.maniskill.env import task_spec
 
     header = f"{'obs':>6} {'envs':>5} {'raw steps/s':>12} {'rlinf steps/s':>14} {'overhead':>9}"
+    print(f"{args.task}, control mode {args.control_mode}")
     print(header, flush=True)  # rows print as they finish, so a cut-off run still reports them
     rows = []
     for obs_mode in args.obs_mode:
@@ -64,12 +68,12 @@ def main() -> None:
             for _ in range(args.repeats):  # alternate, keep the best: other load on the machine is noise
                 ours = gym.make_vec(f"rlinf/ManiSkill-{args.task}", num_envs=num_envs, obs_mode=obs_mode,
                                     vectorization_mode="vector_entry_point", num_workers=num_envs,
-                                    max_episode_steps=50)
+                                    max_episode_steps=50, control_mode=args.control_mode)
                 action = np.zeros((num_envs, ours.single_action_space.shape[0]), np.float32)
                 ours_sps = max(ours_sps, time_steps(ours, args.steps, action))
                 ours.close()
                 raw = gym.vector.AsyncVectorEnv(
-                    [raw_env_fn(task_spec(args.task).maniskill_id, obs_mode)] * num_envs, context="forkserver",
+                    [raw_env_fn(task_spec(args.task).maniskill_id, obs_mode, args.control_mode)] * num_envs, context="forkserver",
                     autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
                 raw_sps = max(raw_sps, time_steps(raw, args.steps, action))
                 raw.close()

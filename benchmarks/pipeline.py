@@ -45,7 +45,7 @@ def make_config(args, placement: dict, stages: int) -> TrainConfig:
     cfg.env.num_envs = args.num_envs
     cfg.env.obs_mode = args.obs_mode
     cfg.env.max_episode_steps = args.max_episode_steps
-    cfg.env.kwargs = {"control_mode": "pd_joint_delta_pos"}
+    cfg.env.kwargs = {"control_mode": args.control_mode}
     cfg.policy.name = args.policy
     cfg.policy.size = args.policy_size
     cfg.policy.precision = "bf16" if args.bf16 else "float32"
@@ -79,7 +79,7 @@ def measure_layout(args, cluster: Cluster, name: str, placement: dict, stages: i
             print(f"[{name}] rollout {iteration}: {metrics['throughput']:.1f} env-steps/s", flush=True)
             _drain(runner, cfg)
             rows = runner.collect_timeline()
-            phase = phase_times(rows)
+            phase = {**phase_times(rows), "breakdown": span_breakdown(rows)}
             timelines = rows
         return {"layout": name, "mode": runner.placement.mode, "stages": stages, "chunk": chunk,
                 "throughput": statistics.median(throughputs), "timeline": timelines, **phase}
@@ -105,6 +105,16 @@ def phase_times(rows: dict) -> dict:
             "t_infer_ms": 1e3 * statistics.mean(infers) if infers else float("nan")}
 
 
+def span_breakdown(rows: dict) -> dict[str, float]:
+    """Mean ms per span kind ("env/sim", "rollout/infer", "env/wait", ...) over one rollout: where a
+    step's time goes. Stage and shard suffixes are dropped."""
+    durations: dict[str, list[float]] = {}
+    for row, spans in rows.items():
+        for label, start, end in spans:
+            durations.setdefault(f"{row.split()[0]}/{label.split()[0]}", []).append(end - start)
+    return {kind: 1e3 * statistics.mean(values) for kind, values in sorted(durations.items())}
+
+
 def fits(placement: dict, num_gpus: int) -> bool:
     try:
         ComponentPlacement(placement, num_gpus=num_gpus)
@@ -118,6 +128,7 @@ def main() -> None:
     parser.add_argument("--env-id", default="rlinf/ManiSkill-PickCube")
     parser.add_argument("--obs-mode", default="state")
     parser.add_argument("--num-envs", type=int, default=16)
+    parser.add_argument("--control-mode", default="pd_joint_delta_pos")
     parser.add_argument("--max-episode-steps", type=int, default=50)
     parser.add_argument("--rollout-steps", type=int, default=30)
     parser.add_argument("--iterations", type=int, default=2)
@@ -169,6 +180,12 @@ def report(results: list[dict], args) -> None:
         r["ideal"] = ideal
         print(f"{r['layout']:<24}{r['mode']:<15}{r['throughput']:>12.1f}{r['t_sim_ms']:>10.2f}{r['t_infer_ms']:>10.2f}"
               f"{ideal:>10.1f}{r['throughput'] / ideal:>9.2f}{r['throughput'] / base['throughput']:>10.2f}x")
+    kinds = sorted({kind for r in results for kind in r.get("breakdown", {})})
+    if kinds:
+        print(f"\nmean ms per span (one env-stage step), last rollout")
+        print(f"{'layout':<24}" + "".join(f"{kind:>15}" for kind in kinds))
+        for r in results:
+            print(f"{r['layout']:<24}" + "".join(f"{r['breakdown'].get(kind, float('nan')):>15.2f}" for kind in kinds))
     staged = [r for r in results if r["stages"] == 2]
     if args.timeline and staged:
         plot_timeline(staged[-1]["timeline"], args.timeline,
