@@ -79,7 +79,9 @@ def measure_layout(args, cluster: Cluster, name: str, placement: dict, stages: i
             print(f"[{name}] rollout {iteration}: {metrics['throughput']:.1f} env-steps/s", flush=True)
             _drain(runner, cfg)
             rows = runner.collect_timeline()
-            phase = {**phase_times(rows), "breakdown": span_breakdown(rows)}
+            breakdown = span_breakdown(rows)
+            phase = {"t_sim_ms": breakdown.get("env/sim", float("nan")),  # per env-stage step
+                     "t_infer_ms": breakdown.get("rollout/infer", float("nan")), "breakdown": breakdown}
             timelines = rows
         return {"layout": name, "mode": runner.placement.mode, "stages": stages, "chunk": chunk,
                 "throughput": statistics.median(throughputs), "timeline": timelines, **phase}
@@ -93,16 +95,6 @@ def _drain(runner: EmbodiedRunner, cfg: TrainConfig) -> None:
     for rank in range(runner.actor_group.world_size):
         for _ in range(pieces):
             runner.actor_channel.get(key=f"actor{rank}")
-
-
-def phase_times(rows: dict) -> dict:
-    """Mean seconds per env-stage step of simulation and of inference, from the recorded spans."""
-    sims = [end - start for row, spans in rows.items() if row.startswith("env") for label, start, end in spans
-            if label.startswith("sim")]
-    infers = [end - start for row, spans in rows.items() if row.startswith("rollout")
-              for label, start, end in spans if label.startswith("infer")]
-    return {"t_sim_ms": 1e3 * statistics.mean(sims) if sims else float("nan"),
-            "t_infer_ms": 1e3 * statistics.mean(infers) if infers else float("nan")}
 
 
 def span_breakdown(rows: dict) -> dict[str, float]:
@@ -182,7 +174,7 @@ def report(results: list[dict], args) -> None:
               f"{ideal:>10.1f}{r['throughput'] / ideal:>9.2f}{r['throughput'] / base['throughput']:>10.2f}x")
     kinds = sorted({kind for r in results for kind in r.get("breakdown", {})})
     if kinds:
-        print(f"\nmean ms per span (one env-stage step), last rollout")
+        print("\nmean ms per span (one env-stage step), last rollout")
         print(f"{'layout':<24}" + "".join(f"{kind:>15}" for kind in kinds))
         for r in results:
             print(f"{r['layout']:<24}" + "".join(f"{r['breakdown'].get(kind, float('nan')):>15.2f}" for kind in kinds))
