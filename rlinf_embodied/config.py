@@ -61,9 +61,21 @@ class RunnerConfig:
     reset_each_iteration: bool = True
     deterministic_rollout: bool = False
     save_interval: int = 0  # iterations between checkpoints; 0 saves only at the end
+    # Every eval_interval iterations (and at the last; 0 = never) the env workers play eval_rounds
+    # episodes per env with the deterministic policy from held-out seeds: eval/* metrics, and the
+    # best eval/success_once so far is kept in checkpoints/best (PPO runs can peak, then collapse).
+    eval_interval: int = 0
+    eval_rounds: int = 1
     resume: Optional[str] = None  # a checkpoint directory written by a previous run
     output_dir: Optional[str] = None  # defaults to Hydra's run directory
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("save_interval", "eval_interval"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"runner.{name}={getattr(self, name)} must be >= 0 (0 = off)")
+        if self.eval_rounds < 1:
+            raise ValueError(f"runner.eval_rounds={self.eval_rounds} must be >= 1 (episodes per env per evaluation)")
 
 
 @dataclass

@@ -7,7 +7,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from rlinf_embodied.config import COLLOCATED_PLACEMENT, TrainConfig, register_configs
+from rlinf_embodied.config import COLLOCATED_PLACEMENT, RunnerConfig, TrainConfig, register_configs
 from rlinf_embodied.paths import CONFIG_DIR
 from rlinf_embodied.scheduler import ComponentPlacement
 
@@ -35,3 +35,9 @@ def test_a_misspelled_override_names_the_key():
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
         with pytest.raises(Exception, match="max_iteration"):
             compose(config_name="config", overrides=["runner.max_iteration=3"])
+
+
+@pytest.mark.parametrize("field_name, value", [("eval_rounds", 0), ("eval_interval", -1), ("save_interval", -2)])
+def test_runner_config_rejects_out_of_range_intervals(field_name, value):
+    with pytest.raises(ValueError, match=f"runner.{field_name}={value}"):
+        RunnerConfig(**{field_name: value})

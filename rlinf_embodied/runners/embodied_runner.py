@@ -5,11 +5,14 @@
         roll out: env workers and rollout workers trade observations and actions through channels
         offload env/rollout, onload the actor (where they share GPUs)
         train: the actor computes advantages and updates the policy (FSDP over all its ranks)
-        offload the actor; log metrics; checkpoint
+        offload the actor; every eval_interval: evaluate the new policy, keep the best checkpoint
+        log metrics; checkpoint
 """
 from __future__ import annotations
 
+import json
 import logging
+import math
 import os
 import time
 from typing import Any
@@ -57,6 +60,8 @@ class EmbodiedRunner:
             resumed = self.actor_group.load_checkpoint(cfg.runner.resume).wait()[0]
             self.start_iteration, self.total_env_steps = resumed["iteration"] + 1, resumed["env_steps"]
         self.metrics_logger = MetricsLogger(output_dir, resume=bool(cfg.runner.resume))
+        self.rollout_weights_current = False  # the rollout workers already hold the actor's weights
+        self.best_eval_success = read_best_eval_success(output_dir)
 
     def _launch(self, worker_cls, name: str, *args) -> WorkerGroup:
         group = worker_cls.create_group(*args).launch(
@@ -71,14 +76,22 @@ class EmbodiedRunner:
         progress = tqdm(iterations, desc="train", disable=not self.cfg.runner.progress, dynamic_ncols=True)
         start = time.perf_counter()
         for iteration in progress:
-            self.sync_weights()
+            if not self.rollout_weights_current:
+                self.sync_weights()
             rollout_metrics = self.rollout(iteration)
             train_metrics = self.train(iteration)
-            metrics = {**rollout_metrics, **train_metrics, "elapsed_seconds": time.perf_counter() - start}
+            metrics = {**rollout_metrics, **train_metrics}
+            if self._should_evaluate(iteration):
+                metrics.update(self.evaluate(iteration))
+                self._keep_if_best(iteration, metrics["eval/success_once"])
+            metrics["elapsed_seconds"] = time.perf_counter() - start
             self.metrics_logger.log(iteration, metrics)
             history.append({"iteration": iteration, **metrics})
-            progress.set_postfix(success=f"{metrics.get('success_rate', float('nan')):.2f}",
-                                 ret=f"{metrics.get('episode_return', float('nan')):.2f}")
+            postfix = {"success": f"{metrics.get('success_rate', math.nan):.2f}",
+                       "ret": f"{metrics.get('episode_return', math.nan):.2f}"}
+            if math.isfinite(self.best_eval_success):
+                postfix["best_eval"] = f"{self.best_eval_success:.2f}"
+            progress.set_postfix(postfix)
             if self._should_save(iteration):
                 self.save_checkpoint(iteration)
         self.metrics_logger.close()
@@ -87,6 +100,7 @@ class EmbodiedRunner:
     def sync_weights(self) -> None:
         self.rollout_group.onload().wait()
         self.actor_group.sync_weights_to(self.rollout_group)
+        self.rollout_weights_current = True
 
     def rollout(self, iteration: int) -> dict[str, float]:
         start = time.perf_counter()
@@ -109,11 +123,28 @@ class EmbodiedRunner:
         start = time.perf_counter()
         pieces_per_actor = self.env_group.world_size * self.cfg.runner.pipeline_stage_num
         results = self.actor_group.train(iteration, self.actor_channel, pieces_per_actor).wait()
+        self.rollout_weights_current = False
         metrics = {f"train/{k}": v for k, v in results[0].items()}
         metrics["train_seconds"] = time.perf_counter() - start
         if self._actor_shares_gpus():
             self.actor_group.offload().wait()
         return metrics
+
+    def evaluate(self, iteration: int) -> dict[str, float]:
+        """The policy just trained, deterministic, on held-out seeds: eval_rounds episodes per env."""
+        self.sync_weights()
+        env_handle = self.env_group.evaluate(iteration, self.env_channel, self.action_channel)
+        self.rollout_group.evaluate(self.env_channel, self.action_channel).wait()
+        merged = merge_episode_metrics(env_handle.wait())
+        return {f"eval/{key}": value for key, value in merged.items()}
+
+    def _keep_if_best(self, iteration: int, success: float) -> None:
+        if math.isnan(success) or success <= self.best_eval_success:
+            return
+        self.best_eval_success = success
+        directory = self.save_checkpoint(iteration, name="best")
+        with open(os.path.join(directory, BEST_FILE), "w") as f:
+            json.dump({"iteration": iteration, "env_steps": self.total_env_steps, "eval/success_once": success}, f)
 
     def collect_timeline(self) -> dict[str, list[tuple[str, float, float]]]:
         """Spans recorded since the last call, one row per worker: "env 0 (GPU 0)" -> spans."""
@@ -130,13 +161,22 @@ class EmbodiedRunner:
         return bool(actor_gpus & (set(self.placement.gpus("rollout")) | set(self.placement.gpus("env"))))
 
     # ---- checkpoints --------------------------------------------------------------------------
-    def _should_save(self, iteration: int) -> bool:
-        interval = self.cfg.runner.save_interval
-        last = iteration == self.cfg.runner.max_iterations - 1
-        return last or (interval > 0 and (iteration + 1) % interval == 0)
+    def _is_last(self, iteration: int) -> bool:
+        return iteration == self.cfg.runner.max_iterations - 1
 
-    def save_checkpoint(self, iteration: int) -> str:
-        directory = os.path.join(self.output_dir, "checkpoints", f"iteration_{iteration:06d}")
+    def _should_evaluate(self, iteration: int) -> bool:
+        """Every eval_interval iterations and at the last one; never when eval_interval is 0."""
+        interval = self.cfg.runner.eval_interval
+        return interval > 0 and (self._is_last(iteration) or (iteration + 1) % interval == 0)
+
+    def _should_save(self, iteration: int) -> bool:
+        """Every save_interval iterations (0 = none) and at the last one."""
+        interval = self.cfg.runner.save_interval
+        return self._is_last(iteration) or (interval > 0 and (iteration + 1) % interval == 0)
+
+    def save_checkpoint(self, iteration: int, name: str | None = None) -> str:
+        """checkpoints/iteration_XXXXXX (or checkpoints/<name>): actor, optimizer, RNG and a policy copy."""
+        directory = os.path.join(self.output_dir, "checkpoints", name or f"iteration_{iteration:06d}")
         self.actor_group.save_checkpoint(directory, iteration, self.total_env_steps).wait()
         logger.info("saved checkpoint %s", directory)
         return directory
@@ -152,6 +192,18 @@ class EmbodiedRunner:
             group.shutdown()
         for channel in (self.env_channel, self.action_channel, self.actor_channel):
             channel.destroy()
+
+
+BEST_FILE = "best.json"
+
+
+def read_best_eval_success(output_dir: str) -> float:
+    """The eval/success_once of checkpoints/best in output_dir (a resumed run continues it), else -inf."""
+    path = os.path.join(output_dir, "checkpoints", "best", BEST_FILE)
+    if not os.path.isfile(path):
+        return -math.inf
+    with open(path) as f:
+        return float(json.load(f)["eval/success_once"])
 
 
 def check_cluster_fits(cfg: TrainConfig, cluster: Cluster) -> None:

@@ -19,6 +19,8 @@ from .timeline import SpanRecorder
 
 logger = logging.getLogger(__name__)
 
+EVAL_SEED_SALT = 15485863  # keeps evaluation seeds apart from the training resets' seeds
+
 
 def make_vector_env(cfg: TrainConfig, num_envs: int) -> gym.vector.VectorEnv:
     env_cfg = cfg.env
@@ -98,6 +100,39 @@ class EnvWorker(Worker, SpanRecorder):
                 with self.span(f"send stage{stage}"):
                     env_channel.put(env_output, key=channel_key(self.rank, stage))
         return {**self.metrics.summary(), "env_steps": env_steps}
+
+    def evaluate(self, iteration: int, env_channel: Channel, action_channel: Channel) -> dict[str, float]:
+        """Play `eval_rounds` episodes per env with the actions the rollout workers send back (their
+        deterministic policy), each from a held-out seed. Only an env's first episode of a round
+        counts; its shard sends `finished` once all its envs have played theirs. The next training
+        iteration starts from a fresh reset, so evaluation does not change the training data."""
+        self.needs_reset = True
+        metrics = EpisodeMetrics()
+        for round_index in range(self.cfg.runner.eval_rounds):
+            playing = {}  # stage -> (N,) bool: envs whose counted episode is still running
+            for stage, env in enumerate(self.stages):
+                seeds = [seed_for(self.cfg.runner.seed, EVAL_SEED_SALT, iteration, round_index, env_id)
+                         for env_id in self.global_env_ids(stage)]
+                obs, _ = env.reset(seed=seeds)
+                playing[stage] = torch.ones(self.num_envs_per_stage, dtype=torch.bool)
+                env_channel.put(EnvOutput(obs=obs), key=channel_key(self.rank, stage))
+            while any(mask.any() for mask in playing.values()):
+                for stage, env in enumerate(self.stages):
+                    if playing[stage].any():
+                        playing[stage] = self._eval_step(env, stage, playing[stage], metrics, env_channel,
+                                                         action_channel)
+        return metrics.summary()
+
+    def _eval_step(self, env: gym.vector.VectorEnv, stage: int, playing: torch.Tensor, metrics: EpisodeMetrics,
+                   env_channel: Channel, action_channel: Channel) -> torch.Tensor:
+        key = channel_key(self.rank, stage)
+        actions = action_channel.get(key=key)  # (N, chunk, act_dim)
+        obs, _, _, _, info = env.step(actions)
+        ended = torch.as_tensor(info.get("_episode", torch.zeros_like(playing))).cpu().bool() & playing  # (N,)
+        metrics.update({**info, "_episode": ended})
+        playing = playing & ~ended
+        env_channel.put(EnvOutput(obs=obs, finished=not playing.any()), key=key)
+        return playing
 
     def _step(self, env: gym.vector.VectorEnv, actions: torch.Tensor) -> EnvOutput:
         obs, rewards, terminations, truncations, info = env.step(actions)

@@ -42,6 +42,7 @@ class EnvOutput:
     final_obs: dict[str, Any] | None = None
     final_obs_mask: torch.Tensor | None = None
     env_ids: torch.Tensor | None = None  # (N,) global env indices; sent with the first output
+    finished: bool = False  # evaluation: every env of the shard has played its episode; no actions wanted
 
 
 @dataclass

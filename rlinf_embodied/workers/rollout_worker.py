@@ -79,6 +79,24 @@ class RolloutWorker(Worker, SpanRecorder):
         self._send_to_actors(buffers, actor_channel, num_actor_ranks)
         return {}
 
+    @torch.no_grad()
+    def evaluate(self, env_channel: Channel, action_channel: Channel) -> None:
+        """Serve deterministic actions to every shard until it reports its evaluation episodes finished,
+        `eval_rounds` times (the env workers' `evaluate` counts the episodes)."""
+        for _ in range(self.cfg.runner.eval_rounds):
+            playing = set(self.shards())
+            while playing:
+                for shard in self.shards():
+                    if shard not in playing:
+                        continue
+                    env_output: EnvOutput = env_channel.get(key=channel_key(*shard))
+                    if env_output.finished:
+                        playing.discard(shard)
+                        continue
+                    obs = to_device(env_output.obs, self.device)
+                    actions = self.policy.act(obs, deterministic=True).actions  # (N, chunk, act_dim)
+                    action_channel.put(actions.float().cpu(), key=channel_key(*shard))
+
     def _act(self, obs: dict[str, Any]) -> ActOutput:
         obs = to_device(obs, self.device)
         return self.policy.act(obs, deterministic=self.cfg.runner.deterministic_rollout).to("cpu")

@@ -128,6 +128,28 @@ def test_resume_reproduces_the_next_iteration(cluster, tmp_path):
         assert resumed[0][key] == pytest.approx(full[2][key], rel=1e-6, abs=1e-8), key
 
 
+def test_evaluation_keeps_the_best_checkpoint_and_leaves_training_unchanged(cluster, tmp_path):
+    placement = {"env": "0", "rollout": "1", "actor": "1"}
+    runs = {}
+    for eval_interval in (0, 1):
+        cfg = small_config(placement, 2, num_envs=4, stages=2)
+        cfg.runner.max_iterations = 2
+        cfg.runner.eval_interval, cfg.runner.eval_rounds = eval_interval, 2
+        runs[eval_interval] = run_iterations(cfg, cluster, str(tmp_path / f"eval{eval_interval}"))
+    plain, evaluated = runs[0], runs[1]
+    assert all("eval/success_once" not in m for m in plain)
+    assert [m["eval/num_episodes"] for m in evaluated] == [4 * 2, 4 * 2]  # one counted episode per env per round
+    assert all(1 <= m["eval/episode_length"] <= 6 for m in evaluated)
+    for before, after in zip(plain, evaluated):  # evaluation resets the envs afterwards: same training data
+        for key in ("episode_return", "success_rate", "train/loss", "env_steps"):
+            assert after[key] == pytest.approx(before[key], rel=1e-6, abs=1e-8), key
+    successes = [m["eval/success_once"] for m in evaluated]
+    best = json.loads((tmp_path / "eval1" / "checkpoints" / "best" / "best.json").read_text())
+    assert best["iteration"] == successes.index(max(successes))
+    assert best["eval/success_once"] == pytest.approx(max(successes))
+    assert (tmp_path / "eval1" / "checkpoints" / "best" / "policy").is_dir()
+
+
 def test_default_command_runs_two_iterations(tmp_path):
     out = tmp_path / "run"
     result = subprocess.run(
