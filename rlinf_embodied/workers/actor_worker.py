@@ -86,6 +86,7 @@ class ActorWorker(Worker, SpanRecorder):
     def _update(self, iteration: int, samples: dict[str, Any]) -> dict[str, float]:
         algo = self.cfg.algorithm
         num_samples = samples["actions"].shape[0]
+        check_minibatch_split(num_samples, self.cfg, self.rank, self.world_size)
         generator = torch.Generator().manual_seed(seed_for(self.cfg.runner.seed, iteration, 104729))
         history: dict[str, list[float]] = {}
         self.policy.train()
@@ -194,6 +195,16 @@ class ActorWorker(Worker, SpanRecorder):
     def onload(self) -> None:
         self.onload_model(self.policy)
         self.onload_optimizer(self.optimizer)
+
+
+def check_minibatch_split(num_samples: int, cfg: TrainConfig, rank: int, world_size: int) -> None:
+    """Every minibatch needs a sample: an empty one would fail deep inside the loss."""
+    if num_samples < cfg.algorithm.num_minibatches:
+        raise ValueError(
+            f"actor rank {rank} got {num_samples} samples this iteration, fewer than "
+            f"algorithm.num_minibatches={cfg.algorithm.num_minibatches}: lower algorithm.num_minibatches or raise "
+            f"env.num_envs x runner.rollout_steps (now {cfg.env.num_envs} x {cfg.runner.rollout_steps}, "
+            f"over {world_size} actor rank(s))")
 
 
 def flatten_time_and_envs(trajectory: Trajectory, advantages: torch.Tensor, returns: torch.Tensor) -> dict[str, Any]:
