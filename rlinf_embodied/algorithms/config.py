@@ -42,6 +42,9 @@ class AlgorithmConfig:
 
     # ---- optimisation ---------------------------------------------------------------------------
     lr: float = 3e-4
+    # Decay lr linearly to 0 over runner.max_iterations (CleanRL's anneal_lr): late updates get smaller,
+    # which can keep a sharp, low-entropy policy from collapsing. Resume-safe: lr depends on the iteration.
+    anneal_lr: bool = False
     update_epochs: int = 4
     num_minibatches: int = 32
     max_grad_norm: float = 0.5
@@ -103,3 +106,12 @@ def _positive(key: str, value: float) -> None:
 def _at_least(key: str, value: float, minimum: float) -> None:
     if not value >= minimum:
         raise ValueError(f"algorithm.{key}={value!r} must be >= {minimum}")
+
+
+def annealed_lr(cfg: AlgorithmConfig, iteration: int, max_iterations: int) -> float:
+    """The learning rate of `iteration` (0-based): cfg.lr, or with anneal_lr cfg.lr * (1 - iteration / max_iterations)."""
+    if not cfg.anneal_lr:
+        return cfg.lr
+    if max_iterations < 1:
+        raise ValueError(f"anneal_lr needs runner.max_iterations >= 1, got {max_iterations}")
+    return cfg.lr * max(0.0, 1.0 - iteration / max_iterations)

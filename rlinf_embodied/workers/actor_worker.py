@@ -22,7 +22,7 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 
-from ..algorithms import compute_advantages, policy_loss
+from ..algorithms import annealed_lr, compute_advantages, policy_loss
 from ..algorithms.checks import check_finite
 from ..config import TrainConfig
 from ..policies import ActOutput
@@ -78,9 +78,13 @@ class ActorWorker(Worker, SpanRecorder):
         trajectory = Trajectory.concat_envs(pieces)
         advantages, returns = compute_advantages(trajectory, self.cfg.algorithm)  # (T, N) each
         samples = flatten_time_and_envs(trajectory, advantages, returns)
+        lr = annealed_lr(self.cfg.algorithm, iteration, self.cfg.runner.max_iterations)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
         with self.span("train"):
             metrics = self._update(iteration, samples)
         metrics["advantage_mean"] = float(advantages.mean())
+        metrics["lr"] = lr
         return metrics
 
     def _update(self, iteration: int, samples: dict[str, Any]) -> dict[str, float]:

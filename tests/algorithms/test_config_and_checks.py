@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from rlinf_embodied.algorithms import AlgorithmConfig, NonFiniteError, check_finite, get_advantage, get_loss
+from rlinf_embodied.algorithms import (AlgorithmConfig, NonFiniteError, annealed_lr, check_finite, get_advantage,
+                                      get_loss)
 
 
 def test_defaults_are_valid_and_match_registries():
@@ -49,3 +50,11 @@ def test_check_finite_names_the_quantity_and_iteration():
         check_finite({"grad_norm": float("inf")}, iteration=2)
     assert info.value.name == "grad_norm" and info.value.iteration == 2
     check_finite({"actions": torch.tensor([1, 2])}, iteration=0)  # integer tensors are always finite
+
+
+def test_annealed_lr_decays_linearly_to_zero_only_when_asked():
+    constant = AlgorithmConfig(lr=1e-3)
+    assert [annealed_lr(constant, i, 4) for i in range(4)] == [1e-3] * 4
+    annealed = AlgorithmConfig(lr=1e-3, anneal_lr=True)
+    assert [annealed_lr(annealed, i, 4) for i in range(4)] == pytest.approx([1e-3, 7.5e-4, 5e-4, 2.5e-4])
+    assert annealed_lr(annealed, 9, 4) == 0.0  # past the end (a resumed run with a lower max): never negative
