@@ -105,7 +105,8 @@ class EnvWorker(Worker, SpanRecorder):
         """Play `eval_rounds` episodes per env with the actions the rollout workers send back (their
         deterministic policy), each from a held-out seed. Only an env's first episode of a round
         counts; its shard sends `finished` once all its envs have played theirs. The next training
-        iteration starts from a fresh reset, so evaluation does not change the training data."""
+        iteration starts from a fresh reset: with runner.reset_each_iteration (the default) the training
+        data are the same as without evaluation; without it, the episodes in progress are cut off."""
         self.needs_reset = True
         metrics = EpisodeMetrics()
         for round_index in range(self.cfg.runner.eval_rounds):
