@@ -1,7 +1,9 @@
 """Env-steps/s of rlinf's ManiSkill vector env vs the raw backend in the same number of processes.
 
 Raw backend: gymnasium's AsyncVectorEnv of ManiSkill CPUGymWrapper envs, one process per env, so
-ours runs with num_workers = num_envs too. Configs alternate `--repeats` times; the best counts.
+ours runs with num_workers = num_envs too ("rlinf"). Where the machine has fewer cores than envs, ours
+also runs with its default num_workers = min(num_envs, cores) ("rlinf default"): several envs per
+process, what `gym.make_vec` gives without the option. Configs alternate `--repeats` times; the best counts.
 
     python benchmarks/env_throughput.py --num-envs 1 4 16 --steps 200 --obs-mode state
     python benchmarks/env_throughput.py --num-envs 16 --control-mode pd_ee_delta_pos   # IK in every step
@@ -9,6 +11,7 @@ ours runs with num_workers = num_envs too. Configs alternate `--repeats` times; 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 import warnings
 from typing import Callable
@@ -58,34 +61,49 @@ def main() -> None:
     import rlinf_embodied  # noqa: F401
     from rlinf_embodied.envs.maniskill.env import task_spec
 
-    header = f"{'obs':>6} {'envs':>5} {'raw steps/s':>12} {'rlinf steps/s':>14} {'overhead':>9}"
+    header = (f"{'obs':>6} {'envs':>5} {'raw steps/s':>12} {'rlinf steps/s':>14} {'overhead':>9} "
+              f"{'rlinf default':>14} {'overhead':>9}")
     print(f"{args.task}, control mode {args.control_mode}")
     print(header, flush=True)  # rows print as they finish, so a cut-off run still reports them
     rows = []
     for obs_mode in args.obs_mode:
         for num_envs in args.num_envs:
-            ours_sps, raw_sps = 0.0, 0.0
+            ours_sps, raw_sps, default_sps = 0.0, 0.0, float("nan")
+            default_workers = min(num_envs, os.cpu_count() or 1)
             for _ in range(args.repeats):  # alternate, keep the best: other load on the machine is noise
-                ours = gym.make_vec(f"rlinf/ManiSkill-{args.task}", num_envs=num_envs, obs_mode=obs_mode,
-                                    vectorization_mode="vector_entry_point", num_workers=num_envs,
-                                    max_episode_steps=50, control_mode=args.control_mode)
-                action = np.zeros((num_envs, ours.single_action_space.shape[0]), np.float32)
-                ours_sps = max(ours_sps, time_steps(ours, args.steps, action))
-                ours.close()
+                ours_sps = max(ours_sps, time_ours(args, obs_mode, num_envs, num_workers=num_envs))
+                if default_workers < num_envs:
+                    default_sps = float(np.nanmax([default_sps, time_ours(args, obs_mode, num_envs, default_workers)]))
                 raw = gym.vector.AsyncVectorEnv(
                     [raw_env_fn(task_spec(args.task).maniskill_id, obs_mode, args.control_mode)] * num_envs, context="forkserver",
                     autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+                action = np.zeros((num_envs, raw.single_action_space.shape[0]), np.float32)
                 raw_sps = max(raw_sps, time_steps(raw, args.steps, action))
                 raw.close()
-            rows.append((obs_mode, num_envs, raw_sps, ours_sps, raw_sps / ours_sps - 1.0))
+            rows.append((obs_mode, num_envs, raw_sps, ours_sps, default_sps))
             print(format_row(*rows[-1]), flush=True)
     print("\n" + header)
     for row in rows:
         print(format_row(*row))
 
 
-def format_row(obs_mode: str, num_envs: int, raw_sps: float, ours_sps: float, overhead: float) -> str:
-    return f"{obs_mode:>6} {num_envs:>5} {raw_sps:>12.1f} {ours_sps:>14.1f} {overhead:>8.1%}"
+def time_ours(args: argparse.Namespace, obs_mode: str, num_envs: int, num_workers: int) -> float:
+    ours = gym.make_vec(f"rlinf/ManiSkill-{args.task}", num_envs=num_envs, obs_mode=obs_mode,
+                        vectorization_mode="vector_entry_point", num_workers=num_workers,
+                        max_episode_steps=50, control_mode=args.control_mode)
+    action = np.zeros((num_envs, ours.single_action_space.shape[0]), np.float32)
+    try:
+        return time_steps(ours, args.steps, action)
+    finally:
+        ours.close()
+
+
+def format_row(obs_mode: str, num_envs: int, raw_sps: float, ours_sps: float, default_sps: float) -> str:
+    """Overhead = raw / ours - 1. The default-workers columns read "-" where the default is one process per env."""
+    row = f"{obs_mode:>6} {num_envs:>5} {raw_sps:>12.1f} {ours_sps:>14.1f} {raw_sps / ours_sps - 1.0:>8.1%}"
+    if np.isnan(default_sps):
+        return row + f" {'-':>14} {'-':>9}"
+    return row + f" {default_sps:>14.1f} {raw_sps / default_sps - 1.0:>8.1%}"
 
 
 if __name__ == "__main__":
