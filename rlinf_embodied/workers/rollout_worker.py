@@ -69,7 +69,7 @@ class RolloutWorker(Worker, SpanRecorder):
                 if env_output.rewards is not None:
                     buffer.add_outcome(env_output, self._final_values(env_output))
                 with self.span(f"infer env{shard[0]}/stage{shard[1]}"):
-                    act_output = self._act(env_output.obs)
+                    act_output = self._act(env_output.obs, self.cfg.runner.deterministic_rollout)
                 if step < num_steps:
                     with self.span(f"send env{shard[0]}/stage{shard[1]}"):
                         action_channel.put(act_output.actions.float().cpu(), key=channel_key(*shard))
@@ -93,19 +93,18 @@ class RolloutWorker(Worker, SpanRecorder):
                     if env_output.finished:
                         playing.discard(shard)
                         continue
-                    obs = to_device(env_output.obs, self.device)
-                    actions = self.policy.act(obs, deterministic=True).actions  # (N, chunk, act_dim)
-                    action_channel.put(actions.float().cpu(), key=channel_key(*shard))
+                    actions = self._act(env_output.obs, deterministic=True).actions  # (N, chunk, act_dim)
+                    action_channel.put(actions.float(), key=channel_key(*shard))
 
-    def _act(self, obs: dict[str, Any]) -> ActOutput:
+    def _act(self, obs: dict[str, Any], deterministic: bool) -> ActOutput:
         obs = to_device(obs, self.device)
-        return self.policy.act(obs, deterministic=self.cfg.runner.deterministic_rollout).to("cpu")
+        return self.policy.act(obs, deterministic=deterministic).to("cpu")
 
     def _final_values(self, env_output: EnvOutput) -> torch.Tensor | None:
         """V(final obs) of truncated envs (zeros elsewhere), so a time limit is not taken for a failure."""
         if env_output.final_obs is None or not self.policy.has_critic:
             return None
-        values = self._act(env_output.final_obs).values
+        values = self._act(env_output.final_obs, self.cfg.runner.deterministic_rollout).values
         if values is None:
             return None
         return values.float() * env_output.final_obs_mask.float()
