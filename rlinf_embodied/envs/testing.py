@@ -1,9 +1,10 @@
-"""A tiny deterministic `SingleEnv` for tests of the shared vector-env machinery (no simulator).
+"""Tiny deterministic envs for tests of the shared vector-env machinery (no simulator).
 
 `ToyReachEnv`: a point in [-1, 1]^act_dim moves by `0.1 * action` per step; it succeeds (and
 terminates) when it comes within `goal_radius` of a seeded goal. The reward is the negative
 distance. With `image_size`, it also renders a uint8 "rgb" frame whose colour encodes the state,
 so video tests need no renderer. `crash_at_step` / `hang_at_step` make it fail on purpose.
+`BatchedToyReach`: N of them behind ManiSkill's batched API, for `BatchedVectorEnv`.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any, Optional
 
 import gymnasium as gym
 import numpy as np
+import torch
 
 
 class ToyReachEnv:
@@ -77,3 +79,36 @@ class ToyReachFactory:
 
     def __call__(self) -> ToyReachEnv:
         return ToyReachEnv(**self.kwargs)
+
+
+class BatchedToyReach:
+    """`num_envs` `ToyReachEnv`s behind ManiSkill's batched API (`batched.BatchedSim`), for tests of
+    `BatchedVectorEnv` without a GPU simulator. Every env steps on every call, as in a batched sim;
+    `reset(seed=[...], options={"env_idx": idx})` resets only `idx`. `num_resets[i]` counts env i's resets."""
+
+    def __init__(self, num_envs: int, **env_kwargs: Any):
+        self.num_envs, self.device = num_envs, torch.device("cpu")
+        self.envs = [ToyReachEnv(**env_kwargs) for _ in range(num_envs)]
+        self.single_action_space = self.envs[0].action_space
+        self.num_resets = [0] * num_envs
+
+    def _stack(self, observations: list[dict]) -> dict:
+        return {key: torch.from_numpy(np.stack([obs[key] for obs in observations])) for key in observations[0]}
+
+    def reset(self, seed: Any = None, options: Optional[dict] = None) -> tuple[dict, dict]:
+        indices = [int(i) for i in (options or {}).get("env_idx", range(self.num_envs))]
+        seeds = list(seed) if isinstance(seed, (list, tuple)) else [seed] * self.num_envs
+        for index in indices:
+            self.envs[index].reset(seed=seeds[index])
+            self.num_resets[index] += 1
+        return self._stack([env._obs() for env in self.envs]), {}
+
+    def step(self, actions: Any) -> tuple[dict, Any, Any, Any, dict]:
+        results = [env.step(np.asarray(action)) for env, action in zip(self.envs, actions.cpu().numpy())]
+        success = torch.tensor([r[2] for r in results])
+        return (self._stack([r[0] for r in results]), torch.tensor([r[1] for r in results], dtype=torch.float32),
+                success.clone(), torch.zeros(self.num_envs, dtype=torch.bool), {"success": success})
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()

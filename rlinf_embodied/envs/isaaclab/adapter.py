@@ -32,7 +32,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-ArrayLike = Union[np.ndarray, torch.Tensor]
+from ..batching import ArrayLike, EpisodeStats, as_action_chunk
 
 
 def _success_from_term(name: str) -> Callable[[Any, dict, torch.Tensor], Optional[torch.Tensor]]:
@@ -84,9 +84,7 @@ class IsaacLabVectorEnv(gym.vector.VectorEnv):
         self.action_space = gym.vector.utils.batch_space(self.single_action_space, self.num_envs)
         self.act_dim = int(self.single_action_space.shape[-1])
         self.render_mode, self.closed = None, False
-        self._episode_return = torch.zeros(self.num_envs, device=self.device)
-        self._episode_length = torch.zeros(self.num_envs, dtype=torch.int64, device=self.device)
-        self._success_once = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
+        self._stats = EpisodeStats(self.num_envs, self.device)
         self.single_observation_space: Optional[gym.spaces.Dict] = None
         self.observation_space: Optional[gym.spaces.Space] = None
         self._set_observation_space(self._space_shapes())
@@ -150,13 +148,11 @@ class IsaacLabVectorEnv(gym.vector.VectorEnv):
         if seed is not None and not isinstance(seed, (int, np.integer)):
             raise ValueError(f"IsaacLab seeds the whole batch with one int; got {seed!r} (pass an int or None)")
         raw_obs, extras = self.env.reset(seed=None if seed is None else int(seed), options=options)
-        self._episode_return.zero_()
-        self._episode_length.zero_()
-        self._success_once.zero_()
+        self._stats.reset()
         return self._obs(raw_obs), {"log": extras.get("log", {})} if isinstance(extras, dict) else {}
 
     def step(self, actions: ArrayLike) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor, torch.Tensor, dict]:
-        chunk_actions, is_chunk = self._as_chunk(actions)  # (N, chunk, act_dim) on env.device
+        chunk_actions, is_chunk = as_action_chunk(actions, self.num_envs, self.act_dim, self.device)  # (N, chunk, A)
         n, chunk = self.num_envs, chunk_actions.shape[1]
         rewards = torch.zeros(n, chunk, device=self.device)
         terminated, truncated, success = (torch.zeros(n, chunk, dtype=torch.bool, device=self.device) for _ in range(3))
@@ -178,7 +174,7 @@ class IsaacLabVectorEnv(gym.vector.VectorEnv):
             done_now = active & (term | trunc)
             ended |= done_now
             active &= ~done_now
-        info = self._episode_info(rewards, success, ended, applied, log)
+        info = {**self._stats.update(rewards, success, ended, applied), "log": log}
         obs = self._obs(raw_obs)
         if not is_chunk:
             return obs, rewards[:, 0], terminated[:, 0], truncated[:, 0], info
@@ -190,42 +186,6 @@ class IsaacLabVectorEnv(gym.vector.VectorEnv):
             if value is not None:
                 return value.to(self.device).bool().reshape(self.num_envs)
         return torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
-
-    def _episode_info(self, rewards: torch.Tensor, success: torch.Tensor, ended: torch.Tensor,
-                      applied: torch.Tensor, log: dict) -> dict[str, Any]:
-        last_row = (applied - 1).clamp(min=0)[:, None]  # (N, 1) the last row each env applied
-        last_success = success.gather(1, last_row).squeeze(1)
-        self._episode_return += rewards.sum(dim=1)
-        self._episode_length += applied
-        self._success_once |= success.any(dim=1)
-        episode = {
-            "return": torch.where(ended, self._episode_return, 0.0),
-            "length": torch.where(ended, self._episode_length, 0),
-            "success_once": ended & self._success_once,
-            "success": ended & last_success,
-        }
-        info: dict[str, Any] = {
-            "success": last_success,
-            "elapsed_steps": torch.where(ended, 0, self._episode_length),
-            "episode": episode, "_episode": ended.clone(), "log": log,
-        }
-        if ended.any():
-            info["final_info"] = {"success": episode["success"].clone(), "episode": dict(episode),
-                                  "_success": ended.clone(), "_episode": ended.clone()}
-            info["_final_info"] = ended.clone()
-        self._episode_return[ended] = 0
-        self._episode_length[ended] = 0
-        self._success_once[ended] = False
-        return info
-
-    def _as_chunk(self, actions: ArrayLike) -> tuple[torch.Tensor, bool]:
-        tensor = torch.as_tensor(actions).to(self.device, torch.float32)
-        if tensor.dim() not in (2, 3) or tensor.shape[0] != self.num_envs or tensor.shape[-1] != self.act_dim:
-            raise ValueError(f"actions must have shape (num_envs={self.num_envs}, act_dim={self.act_dim}) or "
-                             f"(num_envs, chunk, act_dim), got {tuple(tensor.shape)}")
-        if tensor.dim() == 3 and tensor.shape[1] < 1:
-            raise ValueError(f"an action chunk needs at least one step, got shape {tuple(tensor.shape)}")
-        return (tensor[:, None, :] if tensor.dim() == 2 else tensor), tensor.dim() == 3
 
     def close_extras(self, **kwargs: Any) -> None:
         self.env.close()

@@ -3,6 +3,8 @@
 `ManiSkillSingleEnv` is one CPU-physics ManiSkill env (`num_envs=1`, physx_cpu) as a numpy
 `gymnasium.Env` following the `SingleEnv` protocol of envs/vector.py; `make_vector_env` puts N of
 them into a `SubprocVectorEnv` (ManiSkill's physx_cpu holds one env per sim, hence subprocesses).
+With `sim_backend="physx_cuda"` it builds one batched GPU simulation instead (gpu_physics.py).
+`build_maniskill_env` and `convert_obs` are shared by both.
 """
 from __future__ import annotations
 
@@ -12,7 +14,9 @@ from typing import Any, Optional, Sequence, Union
 
 import gymnasium as gym
 import numpy as np
+import torch
 
+from ..batching import box_like
 from ..vector import SubprocVectorEnv, validate_common_options
 
 
@@ -39,7 +43,7 @@ TASKS: dict[str, ManiSkillTask] = {
 }
 
 OBS_MODES = ("state", "rgb")
-SIM_BACKENDS = ("physx_cpu",)  # physx_cuda: see envs/README.md (not implemented yet)
+SIM_BACKENDS = ("physx_cpu", "physx_cuda")  # physx_cuda: vector envs only, see gpu_physics.py
 REWARD_MODES = ("normalized_dense", "dense", "sparse", "none")
 CameraSize = Union[int, Sequence[int], None]
 
@@ -71,6 +75,54 @@ def validate_options(obs_mode: str, sim_backend: str, reward_mode: Optional[str]
         raise ValueError(f"reward_mode={reward_mode!r} is not supported; valid reward modes: {list(REWARD_MODES)}")
 
 
+def build_maniskill_env(maniskill_id: str, num_envs: int, sim_backend: str, obs_mode: str,
+                        control_mode: Optional[str], reward_mode: Optional[str], camera_size: CameraSize,
+                        render_backend: Optional[str], robot_uids: Optional[str], extra: dict[str, Any]) -> Any:
+    """ManiSkill's own (unwrapped, batched) env: `num_envs` envs in one sim on `sim_backend`."""
+    from .headless import enable_headless
+
+    headless = enable_headless()
+    if obs_mode == "rgb" and headless:
+        raise RuntimeError("obs_mode='rgb' needs a Vulkan render device, and SAPIEN found none on this "
+                           "machine; use obs_mode='state' or run where a GPU/Vulkan driver exists")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import mani_skill.envs  # noqa: F401  (registers ManiSkill's ids)
+    kwargs: dict[str, Any] = dict(obs_mode=obs_mode, num_envs=num_envs, sim_backend=sim_backend,
+                                  render_backend=render_backend or ("none" if obs_mode == "state" else "gpu"),
+                                  **extra)
+    optional = dict(reward_mode=reward_mode, control_mode=control_mode, robot_uids=robot_uids)
+    kwargs.update({key: value for key, value in optional.items() if value is not None})
+    camera_hw = _camera_hw(camera_size)
+    if camera_hw is not None:
+        kwargs["sensor_configs"] = dict(height=camera_hw[0], width=camera_hw[1])
+    try:
+        return gym.make(maniskill_id, disable_env_checker=True, **kwargs).unwrapped
+    except AssertionError as error:  # ManiSkill asserts on bad control modes
+        if control_mode is not None and control_mode in str(error):
+            raise ValueError(f"control_mode={control_mode!r} is not supported by {maniskill_id}: {error}") from error
+        raise
+
+
+def convert_obs(obs: Any, obs_mode: str) -> dict[str, torch.Tensor]:
+    """ManiSkill's batched obs -> our keys: `state` (N, D) float32, `rgb` / `wrist_rgb` (N, H, W, 3) uint8.
+
+    In obs_mode "rgb", `state` is the flattened proprioception + task extras beside the images;
+    a camera named like "hand"/"wrist" becomes `wrist_rgb`, the first other camera `rgb`.
+    """
+    if obs_mode == "state":
+        return {"state": obs.to(torch.float32)}
+    from mani_skill.utils.common import flatten_state_dict
+
+    state = flatten_state_dict({"agent": obs["agent"], "extra": obs["extra"]}, use_torch=True)
+    converted = {"state": state.to(torch.float32)}
+    for camera, data in obs["sensor_data"].items():
+        key = "wrist_rgb" if "hand" in camera or "wrist" in camera else "rgb"
+        if key not in converted and "rgb" in data:
+            converted[key] = data["rgb"][..., :3].to(torch.uint8)
+    return converted
+
+
 def _to_numpy(value: Any) -> np.ndarray:
     return value.cpu().numpy() if hasattr(value, "cpu") else np.asarray(value)
 
@@ -90,48 +142,20 @@ class ManiSkillSingleEnv(gym.Env):
                  render_backend: Optional[str] = None, robot_uids: Optional[str] = None,
                  sim_backend: str = "physx_cpu", **maniskill_kwargs: Any):
         validate_options(obs_mode, sim_backend, reward_mode)
+        if sim_backend != "physx_cpu":
+            raise ValueError(f"the single-env entry point runs CPU physics, got sim_backend={sim_backend!r}; for GPU "
+                             f"physics make a vector env: gym.make_vec(id, num_envs=N, vectorization_mode="
+                             f"'vector_entry_point', sim_backend='physx_cuda')")
         self.task = task_spec(task)
         self.instruction = self.task.instruction
         self.obs_mode = obs_mode
-        self._env = self._build(obs_mode, control_mode, reward_mode, _camera_hw(camera_size), render_backend,
-                                robot_uids, maniskill_kwargs)
+        self._env = build_maniskill_env(self.task.maniskill_id, 1, "physx_cpu", obs_mode, control_mode, reward_mode,
+                                        camera_size, render_backend, robot_uids, maniskill_kwargs)
         obs, _ = self._env.reset(seed=0)
         self.observation_space = gym.spaces.Dict(
-            {key: _space_like(value) for key, value in self._convert(obs).items()})
+            {key: box_like(value) for key, value in self._convert(obs).items()})
         low, high = self._env.single_action_space.low, self._env.single_action_space.high
         self.action_space = gym.spaces.Box(low.astype(np.float32), high.astype(np.float32), dtype=np.float32)
-
-    def _build(self, obs_mode: str, control_mode: Optional[str], reward_mode: Optional[str],
-               camera_hw: Optional[tuple[int, int]], render_backend: Optional[str], robot_uids: Optional[str],
-               extra: dict[str, Any]) -> Any:
-        from .headless import enable_headless
-
-        headless = enable_headless()
-        if obs_mode == "rgb" and headless:
-            raise RuntimeError("obs_mode='rgb' needs a Vulkan render device, and SAPIEN found none on this "
-                               "machine; use obs_mode='state' or run where a GPU/Vulkan driver exists")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import mani_skill.envs  # noqa: F401  (registers ManiSkill's ids)
-        kwargs: dict[str, Any] = dict(obs_mode=obs_mode, num_envs=1, sim_backend="physx_cpu",
-                                      render_backend=render_backend or ("none" if obs_mode == "state" else "gpu"),
-                                      **extra)
-        if reward_mode is not None:
-            kwargs["reward_mode"] = reward_mode
-        if control_mode is not None:
-            kwargs["control_mode"] = control_mode
-        if robot_uids is not None:
-            kwargs["robot_uids"] = robot_uids
-        if camera_hw is not None:
-            kwargs["sensor_configs"] = dict(height=camera_hw[0], width=camera_hw[1])
-        try:
-            env = gym.make(self.task.maniskill_id, disable_env_checker=True, **kwargs).unwrapped
-        except AssertionError as error:  # ManiSkill asserts on bad control modes
-            if control_mode is not None and control_mode in str(error):
-                raise ValueError(f"control_mode={control_mode!r} is not supported by {self.task.maniskill_id}: "
-                                 f"{error}") from error
-            raise
-        return env
 
     @property
     def maniskill_env(self) -> Any:
@@ -139,17 +163,7 @@ class ManiSkillSingleEnv(gym.Env):
         return self._env
 
     def _convert(self, obs: Any) -> dict[str, np.ndarray]:
-        if self.obs_mode == "state":
-            return {"state": _to_numpy(obs)[0].astype(np.float32)}
-        from mani_skill.utils.common import flatten_state_dict
-
-        state = flatten_state_dict({"agent": obs["agent"], "extra": obs["extra"]}, use_torch=True)
-        converted = {"state": _to_numpy(state)[0].astype(np.float32)}
-        for camera, data in obs["sensor_data"].items():
-            key = "wrist_rgb" if "hand" in camera or "wrist" in camera else "rgb"
-            if key not in converted and "rgb" in data:
-                converted[key] = _to_numpy(data["rgb"])[0].astype(np.uint8)
-        return converted
+        return {key: value[0].cpu().numpy() for key, value in convert_obs(obs, self.obs_mode).items()}
 
     def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None) -> tuple[dict, dict]:
         super().reset(seed=seed)
@@ -168,12 +182,6 @@ class ManiSkillSingleEnv(gym.Env):
 
     def close(self) -> None:
         self._env.close()
-
-
-def _space_like(value: np.ndarray) -> gym.spaces.Box:
-    if value.dtype == np.uint8:
-        return gym.spaces.Box(0, 255, value.shape, np.uint8)
-    return gym.spaces.Box(-np.inf, np.inf, value.shape, np.float32)
 
 
 class ManiSkillFactory:
@@ -206,24 +214,38 @@ def make_vector_env(task: str, num_envs: int = 1, obs_mode: str = "state", max_e
                     ignore_terminations: bool = False, camera_size: CameraSize = None,
                     control_mode: Optional[str] = None, reward_mode: Optional[str] = "normalized_dense",
                     sim_backend: str = "physx_cpu", render_backend: Optional[str] = None,
-                    num_workers: Optional[int] = None, step_timeout: float = 60.0,
-                    context: str = "forkserver", **maniskill_kwargs: Any) -> SubprocVectorEnv:
+                    num_workers: Optional[int] = None, step_timeout: Optional[float] = None,
+                    context: str = "forkserver", **maniskill_kwargs: Any) -> gym.vector.VectorEnv:
     """`gym.make_vec(..., vectorization_mode="vector_entry_point")` entry point.
 
-    `max_episode_steps=None` uses the ManiSkill task's default. Other keyword arguments go to
-    ManiSkill's `gym.make` (e.g. `robot_uids`). A probe env is built here (in this process) to
+    sim_backend "physx_cpu" (default): a `SubprocVectorEnv` of single CPU-physics envs in
+    `num_workers` subprocesses (default one per core), each step bounded by `step_timeout` seconds
+    (default 60) and crashed workers restarted. A probe env is built here (in this process) to
     validate the options and read the spaces before the workers start.
+    sim_backend "physx_cuda": all envs in one GPU simulation in this process (gpu_physics.py);
+    `num_workers` / `step_timeout` do not apply there and raise if given.
+
+    `max_episode_steps=None` uses the ManiSkill task's default. Other keyword arguments go to
+    ManiSkill's `gym.make` (e.g. `robot_uids`).
     """
     validate_options(obs_mode, sim_backend, reward_mode)
     validate_common_options(num_envs, num_workers, max_episode_steps, step_timeout)
+    options = dict(obs_mode=obs_mode, control_mode=control_mode, reward_mode=reward_mode, camera_size=camera_size,
+                   render_backend=render_backend, **maniskill_kwargs)
+    if sim_backend == "physx_cuda":
+        if num_workers is not None or step_timeout is not None:
+            raise ValueError(f"num_workers={num_workers!r} / step_timeout={step_timeout!r} apply to sim_backend="
+                             f"'physx_cpu' (subprocesses); sim_backend='physx_cuda' runs all envs in one process")
+        from .gpu_physics import make_batched_vector_env
+
+        return make_batched_vector_env(task, num_envs, max_episode_steps=max_episode_steps,
+                                       ignore_terminations=ignore_terminations, sim_backend=sim_backend, **options)
     if max_episode_steps is None:
         max_episode_steps = default_max_episode_steps(task)
-    factory = ManiSkillFactory(task, obs_mode=obs_mode, control_mode=control_mode, reward_mode=reward_mode,
-                               camera_size=camera_size, render_backend=render_backend, **maniskill_kwargs)
-    probe = ManiSkillSingleEnv(task, obs_mode=obs_mode, control_mode=control_mode, reward_mode=reward_mode,
-                               camera_size=camera_size, render_backend=render_backend, **maniskill_kwargs)
+    probe = ManiSkillSingleEnv(task, **options)
     spaces = probe.observation_space, probe.action_space
     probe.close()
-    return SubprocVectorEnv([factory] * num_envs, num_workers=num_workers, max_episode_steps=max_episode_steps,
-                            ignore_terminations=ignore_terminations, step_timeout=step_timeout, context=context,
+    return SubprocVectorEnv([ManiSkillFactory(task, **options)] * num_envs, num_workers=num_workers,
+                            max_episode_steps=max_episode_steps, ignore_terminations=ignore_terminations,
+                            step_timeout=60.0 if step_timeout is None else step_timeout, context=context,
                             observation_space=spaces[0], action_space=spaces[1])

@@ -1,0 +1,104 @@
+"""Pieces every vector env of ours shares: action-chunk checks, per-env seeds, episode statistics.
+
+`SubprocVectorEnv` (CPU simulators in subprocesses), `BatchedVectorEnv` (one batched simulator,
+e.g. ManiSkill on GPU physics) and `IsaacLabVectorEnv` all follow the contract in `vector.py`'s
+docstring; these helpers keep the parts of it that do not depend on the backend in one place.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence, Union
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+ArrayLike = Union[np.ndarray, torch.Tensor, Sequence[float]]
+SeedLike = Optional[Union[int, Sequence[Optional[int]]]]
+
+
+def as_action_chunk(actions: ArrayLike, num_envs: int, act_dim: int,
+                    device: Union[str, torch.device] = "cpu") -> tuple[torch.Tensor, bool]:
+    """Validate actions and return them as a float32 chunk `(N, chunk, act_dim)` on `device`.
+
+    The second value says whether a chunk was given (`(N, chunk, A)`) rather than one step (`(N, A)`).
+    """
+    if isinstance(actions, torch.Tensor):
+        tensor = actions.detach().to(device=device, dtype=torch.float32)
+    else:
+        tensor = torch.as_tensor(np.asarray(actions, dtype=np.float32), device=device)
+    if tensor.dim() not in (2, 3) or tensor.shape[0] != num_envs or tensor.shape[-1] != act_dim:
+        raise ValueError(f"actions must have shape (num_envs={num_envs}, act_dim={act_dim}) or "
+                         f"(num_envs, chunk, act_dim), got {tuple(tensor.shape)}")
+    if tensor.dim() == 3 and tensor.shape[1] < 1:
+        raise ValueError(f"an action chunk needs at least one step, got shape {tuple(tensor.shape)}")
+    return (tensor[:, None, :] if tensor.dim() == 2 else tensor), tensor.dim() == 3
+
+
+def per_env_seeds(seed: SeedLike, num_envs: int) -> list[Optional[int]]:
+    """`reset(seed=...)` as one seed per env: an int gives env i `seed + i`; a list must have N entries."""
+    if seed is None:
+        return [None] * num_envs
+    if isinstance(seed, (int, np.integer)):
+        return [int(seed) + i for i in range(num_envs)]
+    seeds = list(seed)
+    if len(seeds) != num_envs:
+        raise ValueError(f"reset(seed=...) got {len(seeds)} seeds for {num_envs} envs; "
+                         f"pass an int or a list of exactly {num_envs}")
+    return [None if s is None else int(s) for s in seeds]
+
+
+def box_like(value: Any) -> gym.spaces.Box:
+    """The observation Box of one env's array or tensor: uint8 images in [0, 255], else float32."""
+    shape = tuple(value.shape)
+    if str(value.dtype).endswith("uint8"):
+        return gym.spaces.Box(0, 255, shape, np.uint8)
+    return gym.spaces.Box(-np.inf, np.inf, shape, np.float32)
+
+
+class EpisodeStats:
+    """Running return / length / success_once per env, and the `info` entries of a step.
+
+    `update` takes one step call's per-row results and returns `info` with `success`,
+    `elapsed_steps`, `episode` / `_episode` and, where an env ended, `final_info` / `_final_info`
+    (see `vector.py`'s docstring). Tensors live on `device`.
+    """
+
+    def __init__(self, num_envs: int, device: Union[str, torch.device] = "cpu"):
+        self.device = torch.device(device)
+        self.episode_return = torch.zeros(num_envs, dtype=torch.float64, device=self.device)
+        self.episode_length = torch.zeros(num_envs, dtype=torch.int64, device=self.device)
+        self.success_once = torch.zeros(num_envs, dtype=torch.bool, device=self.device)
+
+    def reset(self) -> None:
+        self.episode_return.zero_()
+        self.episode_length.zero_()
+        self.success_once.zero_()
+
+    def update(self, rewards: torch.Tensor, success: torch.Tensor, ended: torch.Tensor,
+               applied: torch.Tensor) -> dict[str, Any]:
+        """rewards (N, chunk) float, success (N, chunk) bool: per applied row (0 / False elsewhere);
+        ended (N,) bool: the env's episode ended in this call; applied (N,) int64: rows applied."""
+        last_row = (applied - 1).clamp(min=0)[:, None]  # (N, 1): the last row each env applied
+        last_success = success.gather(1, last_row).squeeze(1)  # (N,)
+        self.episode_return += rewards.sum(dim=1).to(torch.float64)
+        self.episode_length += applied
+        self.success_once |= success.any(dim=1)
+        episode = {
+            "return": torch.where(ended, self.episode_return, 0.0).to(torch.float32),
+            "length": torch.where(ended, self.episode_length, 0),
+            "success_once": ended & self.success_once,
+            "success": ended & last_success,
+        }
+        info: dict[str, Any] = {
+            "success": last_success,
+            "elapsed_steps": torch.where(ended, 0, self.episode_length),
+            "episode": episode, "_episode": ended.clone(),
+        }
+        if ended.any():
+            info["final_info"] = {"success": episode["success"].clone(), "episode": dict(episode),
+                                  "_success": ended.clone(), "_episode": ended.clone()}
+            info["_final_info"] = ended.clone()
+        self.episode_return[ended] = 0
+        self.episode_length[ended] = 0
+        self.success_once[ended] = False
+        return info
