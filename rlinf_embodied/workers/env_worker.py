@@ -35,6 +35,11 @@ def make_vector_env(cfg: TrainConfig, num_envs: int) -> gym.vector.VectorEnv:
     )
 
 
+def obs_to_cpu(obs: dict) -> dict:
+    """Observations as CPU tensors for the channels (GPU-physics envs return them on their GPU)."""
+    return {key: value.cpu() if isinstance(value, torch.Tensor) else value for key, value in obs.items()}
+
+
 def envs_per_stage(cfg: TrainConfig, num_env_workers: int) -> int:
     total, stages = cfg.env.num_envs, cfg.runner.pipeline_stage_num
     if stages < 1:
@@ -85,7 +90,8 @@ class EnvWorker(Worker, SpanRecorder):
         env_steps = 0
         for stage, env in enumerate(self.stages):
             if self.cfg.runner.reset_each_iteration or self.needs_reset:
-                self.last_obs[stage], _ = env.reset(seed=self.reset_seeds(iteration, stage))
+                obs, _ = env.reset(seed=self.reset_seeds(iteration, stage))
+                self.last_obs[stage] = obs_to_cpu(obs)
             env_ids = torch.tensor(self.global_env_ids(stage))
             env_channel.put(EnvOutput(obs=self.last_obs[stage], env_ids=env_ids), key=channel_key(self.rank, stage))
         self.needs_reset = False
@@ -114,7 +120,7 @@ class EnvWorker(Worker, SpanRecorder):
             for stage, env in enumerate(self.stages):
                 seeds = [seed_for(self.cfg.runner.seed, EVAL_SEED_SALT, iteration, round_index, env_id)
                          for env_id in self.global_env_ids(stage)]
-                obs, _ = env.reset(seed=seeds)
+                obs = obs_to_cpu(env.reset(seed=seeds)[0])
                 playing[stage] = torch.ones(self.num_envs_per_stage, dtype=torch.bool)
                 env_channel.put(EnvOutput(obs=obs), key=channel_key(self.rank, stage))
             while any(mask.any() for mask in playing.values()):
@@ -132,7 +138,7 @@ class EnvWorker(Worker, SpanRecorder):
         ended = torch.as_tensor(info.get("_episode", torch.zeros_like(playing))).cpu().bool() & playing  # (N,)
         metrics.update({**info, "_episode": ended})
         playing = playing & ~ended
-        env_channel.put(EnvOutput(obs=obs, finished=not playing.any()), key=key)
+        env_channel.put(EnvOutput(obs=obs_to_cpu(obs), finished=not playing.any()), key=key)
         return playing
 
     def _step(self, env: gym.vector.VectorEnv, actions: torch.Tensor) -> EnvOutput:
@@ -143,8 +149,8 @@ class EnvWorker(Worker, SpanRecorder):
         final_obs, final_mask = None, None
         truncated = truncations.any(dim=1) & ~terminations.any(dim=1)  # (N,)
         if truncated.any() and "final_obs" in info:
-            final_obs, final_mask = info["final_obs"], truncated
-        return EnvOutput(obs=obs, rewards=rewards.float().cpu(), terminations=terminations.cpu(),
+            final_obs, final_mask = obs_to_cpu(info["final_obs"]), truncated.cpu()
+        return EnvOutput(obs=obs_to_cpu(obs), rewards=rewards.float().cpu(), terminations=terminations.cpu(),
                          truncations=truncations.cpu(), final_obs=final_obs, final_obs_mask=final_mask)
 
     def close(self) -> None:
