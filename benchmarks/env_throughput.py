@@ -3,9 +3,14 @@
 Raw backend: gymnasium's AsyncVectorEnv of ManiSkill CPUGymWrapper envs, one process per env, so
 ours runs with num_workers = num_envs too ("rlinf"). Where the machine has fewer cores than envs, ours
 also runs with its default num_workers = min(num_envs, cores) ("rlinf default"): several envs per
-process, what `gym.make_vec` gives without the option. Configs alternate `--repeats` times; the best counts.
+process, what `gym.make_vec` gives without the option.
 
-    python benchmarks/env_throughput.py --num-envs 1 4 16 --steps 200 --obs-mode state
+All envs of a row are built first and stay open; then timing blocks of `--steps` steps alternate between
+them for `--rounds` rounds, and each column reports its median block. Load from other tenants of a
+shared host drifts over minutes; alternating short blocks exposes every env to the same drift, where
+timing one env after another (as this script did before) let a 2x drift decide the ratio.
+
+    python benchmarks/env_throughput.py --num-envs 1 4 16 --steps 100 --rounds 7 --obs-mode state
     python benchmarks/env_throughput.py --num-envs 16 --control-mode pd_ee_delta_pos   # IK in every step
 """
 from __future__ import annotations
@@ -40,9 +45,8 @@ def raw_env_fn(task_id: str, obs_mode: str, control_mode: str) -> Callable[[], g
     return thunk
 
 
-def time_steps(env: gym.vector.VectorEnv, steps: int, action: np.ndarray) -> float:
-    env.reset(seed=0)
-    env.step(action)  # warm-up
+def time_block(env: gym.vector.VectorEnv, steps: int, action: np.ndarray) -> float:
+    """Env-steps/s over `steps` more steps of an env that is already reset (episodes auto-reset)."""
     start = time.perf_counter()
     for _ in range(steps):
         env.step(action)
@@ -56,10 +60,9 @@ def main() -> None:
     parser.add_argument("--num-envs", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--obs-mode", nargs="+", default=["state"])
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=7, help="alternating timing blocks per env; median counts")
     args = parser.parse_args()
-    import rlinf_embodied  # noqa: F401
-    from rlinf_embodied.envs.maniskill.env import task_spec
+    import rlinf_embodied  # noqa: F401  (registers the ids)
 
     header = (f"{'obs':>6} {'envs':>5} {'raw steps/s':>12} {'rlinf steps/s':>14} {'overhead':>9} "
               f"{'rlinf default':>14} {'overhead':>9}")
@@ -68,35 +71,49 @@ def main() -> None:
     rows = []
     for obs_mode in args.obs_mode:
         for num_envs in args.num_envs:
-            ours_sps, raw_sps, default_sps = 0.0, 0.0, 0.0
-            default_workers = min(num_envs, os.cpu_count() or 1)
-            for _ in range(args.repeats):  # alternate, keep the best: other load on the machine is noise
-                ours_sps = max(ours_sps, time_ours(args, obs_mode, num_envs, num_workers=num_envs))
-                if default_workers < num_envs:
-                    default_sps = max(default_sps, time_ours(args, obs_mode, num_envs, default_workers))
-                raw = gym.vector.AsyncVectorEnv(
-                    [raw_env_fn(task_spec(args.task).maniskill_id, obs_mode, args.control_mode)] * num_envs, context="forkserver",
-                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-                action = np.zeros((num_envs, raw.single_action_space.shape[0]), np.float32)
-                raw_sps = max(raw_sps, time_steps(raw, args.steps, action))
-                raw.close()
-            rows.append((obs_mode, num_envs, raw_sps, ours_sps,
-                         default_sps if default_workers < num_envs else float("nan")))
+            envs = build_envs(args, obs_mode, num_envs)
+            try:
+                rates = time_alternating(envs, args.steps, args.rounds)
+            finally:
+                for env in envs.values():
+                    env.close()
+            rows.append((obs_mode, num_envs, rates["raw"], rates["rlinf"], rates.get("default", float("nan"))))
             print(format_row(*rows[-1]), flush=True)
     print("\n" + header)
     for row in rows:
         print(format_row(*row))
 
 
-def time_ours(args: argparse.Namespace, obs_mode: str, num_envs: int, num_workers: int) -> float:
-    ours = gym.make_vec(f"rlinf/ManiSkill-{args.task}", num_envs=num_envs, obs_mode=obs_mode,
-                        vectorization_mode="vector_entry_point", num_workers=num_workers,
-                        max_episode_steps=50, control_mode=args.control_mode)
-    action = np.zeros((num_envs, ours.single_action_space.shape[0]), np.float32)
-    try:
-        return time_steps(ours, args.steps, action)
-    finally:
-        ours.close()
+def build_envs(args: argparse.Namespace, obs_mode: str, num_envs: int) -> dict[str, gym.vector.VectorEnv]:
+    """The row's envs: raw AsyncVectorEnv, ours with one process per env, and ours with its default
+    workers where that differs (fewer cores than envs)."""
+    from rlinf_embodied.envs.maniskill.env import task_spec
+
+    envs = {"raw": gym.vector.AsyncVectorEnv(
+        [raw_env_fn(task_spec(args.task).maniskill_id, obs_mode, args.control_mode)] * num_envs,
+        context="forkserver", autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)}
+    default_workers = min(num_envs, os.cpu_count() or 1)
+    for name, workers in (("rlinf", num_envs), ("default", default_workers)):
+        if name == "default" and default_workers == num_envs:
+            continue
+        envs[name] = gym.make_vec(f"rlinf/ManiSkill-{args.task}", num_envs=num_envs, obs_mode=obs_mode,
+                                  vectorization_mode="vector_entry_point", num_workers=workers,
+                                  max_episode_steps=50, control_mode=args.control_mode)
+    return envs
+
+
+def time_alternating(envs: dict[str, gym.vector.VectorEnv], steps: int, rounds: int) -> dict[str, float]:
+    """Median env-steps/s per env over `rounds` blocks, the envs taking turns block by block."""
+    actions = {}
+    for name, env in envs.items():
+        actions[name] = np.zeros((env.num_envs, env.single_action_space.shape[0]), np.float32)
+        env.reset(seed=0)
+        time_block(env, 5, actions[name])  # warm-up
+    rates: dict[str, list[float]] = {name: [] for name in envs}
+    for _ in range(rounds):
+        for name, env in envs.items():
+            rates[name].append(time_block(env, steps, actions[name]))
+    return {name: float(np.median(values)) for name, values in rates.items()}
 
 
 def format_row(obs_mode: str, num_envs: int, raw_sps: float, ours_sps: float, default_sps: float) -> str:

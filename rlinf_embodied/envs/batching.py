@@ -78,27 +78,30 @@ class EpisodeStats:
                applied: torch.Tensor) -> dict[str, Any]:
         """rewards (N, chunk) float, success (N, chunk) bool: per applied row (0 / False elsewhere);
         ended (N,) bool: the env's episode ended in this call; applied (N,) int64: rows applied."""
-        last_row = (applied - 1).clamp(min=0)[:, None]  # (N, 1): the last row each env applied
-        last_success = success.gather(1, last_row).squeeze(1)  # (N,)
-        self.episode_return += rewards.sum(dim=1).to(torch.float64)
+        last_row = (applied - 1).clamp_(min=0).unsqueeze_(1)  # (N, 1): the last row each env applied
+        last_success = success.gather(1, last_row).squeeze_(1)  # (N,)
+        self.episode_return += rewards.sum(dim=1)
         self.episode_length += applied
         self.success_once |= success.any(dim=1)
+        info: dict[str, Any] = {"success": last_success}
+        if not ended.any():  # the common case, kept cheap: a few torch ops cost more than a small env step
+            info["elapsed_steps"] = self.episode_length.clone()
+            info["episode"] = {"return": torch.zeros_like(rewards[:, 0]), "length": torch.zeros_like(applied),
+                               "success_once": torch.zeros_like(ended), "success": torch.zeros_like(ended)}
+            info["_episode"] = torch.zeros_like(ended)
+            return info
         episode = {
-            "return": torch.where(ended, self.episode_return, 0.0).to(torch.float32),
-            "length": torch.where(ended, self.episode_length, 0),
+            "return": self.episode_return.masked_fill(~ended, 0.0).to(torch.float32),
+            "length": self.episode_length.masked_fill(~ended, 0),
             "success_once": ended & self.success_once,
             "success": ended & last_success,
         }
-        info: dict[str, Any] = {
-            "success": last_success,
-            "elapsed_steps": torch.where(ended, 0, self.episode_length),
-            "episode": episode, "_episode": ended.clone(),
-        }
-        if ended.any():
-            info["final_info"] = {"success": episode["success"].clone(), "episode": dict(episode),
-                                  "_success": ended.clone(), "_episode": ended.clone()}
-            info["_final_info"] = ended.clone()
-        self.episode_return[ended] = 0
-        self.episode_length[ended] = 0
-        self.success_once[ended] = False
+        info["elapsed_steps"] = self.episode_length.masked_fill(ended, 0)
+        info["episode"], info["_episode"] = episode, ended.clone()
+        info["final_info"] = {"success": episode["success"].clone(), "episode": dict(episode),
+                              "_success": ended.clone(), "_episode": ended.clone()}
+        info["_final_info"] = ended.clone()
+        self.episode_return.masked_fill_(ended, 0.0)
+        self.episode_length.masked_fill_(ended, 0)
+        self.success_once.masked_fill_(ended, False)
         return info

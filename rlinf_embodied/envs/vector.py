@@ -46,19 +46,20 @@ import os
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any, Callable, Optional, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Optional, Protocol, Sequence, Union, runtime_checkable
 
 import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.vector.utils import batch_space
 
-from .batching import ArrayLike, EpisodeStats, SeedLike, as_action_chunk, per_env_seeds
+from .batching import SeedLike, per_env_seeds
 
 logger = logging.getLogger(__name__)
 
 IMAGE_KEYS = ("rgb", "wrist_rgb")
 OBS_KEYS = ("state",) + IMAGE_KEYS
+ArrayLike = Union[np.ndarray, torch.Tensor, Sequence[float]]
 
 
 @runtime_checkable
@@ -330,7 +331,10 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
         self._workers = [_Worker(ctx, [env_fns[i] for i in group], group, self._shared, max_episode_steps,
                                  ignore_terminations) for group in split_evenly(self.num_envs, self.num_workers)]
         self._instructions = [""] * self.num_envs
-        self._stats = EpisodeStats(self.num_envs)
+        self._episode_return = np.zeros(self.num_envs, np.float64)
+        self._episode_length = np.zeros(self.num_envs, np.int64)
+        self._success_once = np.zeros(self.num_envs, bool)
+        self._elapsed = np.zeros(self.num_envs, np.int64)
         self._restarts = 0
         self._start_workers(self._workers)
 
@@ -379,7 +383,10 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
                 instructions = self._reset_worker(worker, [seeds[i] for i in worker.indices], options)
             for index, text in zip(worker.indices, instructions):
                 self._instructions[index] = text
-        self._stats.reset()
+        self._episode_return[:] = 0
+        self._episode_length[:] = 0
+        self._success_once[:] = False
+        self._elapsed[:] = 0
         return self._obs("obs", self._instructions), {}
 
     def _reset_worker(self, worker: _Worker, seeds: list[Optional[int]], options: Optional[dict]) -> list[str]:
@@ -402,14 +409,15 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
 
     # -- step --------------------------------------------------------------------------------------
     def step(self, actions: ArrayLike) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor, torch.Tensor, dict]:
-        chunk_actions, is_chunk = as_action_chunk(actions, self.num_envs, self.act_dim)  # (N, chunk, act_dim)
-        chunk_actions = chunk_actions.numpy()
+        chunk_actions, is_chunk = self._as_chunk(actions)  # (N, chunk, act_dim)
         chunk = chunk_actions.shape[1]
         for worker in self._workers:
             worker.send("step", chunk_actions[worker.indices])
         rewards = np.zeros((self.num_envs, chunk), np.float32)
         terminated, truncated, success = (np.zeros((self.num_envs, chunk), bool) for _ in range(3))
         ended = np.zeros(self.num_envs, bool)
+        final_success = np.zeros(self.num_envs, bool)
+        last_success = np.zeros(self.num_envs, bool)
         applied = np.zeros(self.num_envs, np.int64)
         deadline = time.monotonic() + self.step_timeout
         ended_instructions = list(self._instructions)  # the episodes stepped now (an auto-reset may change them)
@@ -422,20 +430,19 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
             idx, ended_at = worker.indices, results["ended_at"]  # envs of this worker; (k,)
             rewards[idx], success[idx] = results["rewards"], results["success"]
             terminated[idx], truncated[idx] = results["terminated"], results["truncated"]
-            applied[idx] = np.where(ended_at >= 0, ended_at + 1, chunk)
+            last_row = np.where(ended_at >= 0, ended_at, chunk - 1)  # (k,)
+            applied[idx], last_success[idx] = last_row + 1, results["success"][np.arange(len(idx)), last_row]
             ended[idx] = ended_at >= 0
+            final_success[idx] = ended[idx] & last_success[idx]
             for index, text in zip(idx, results["instruction"]):
                 self._instructions[index] = text
-        info = self._stats.update(torch.from_numpy(rewards), torch.from_numpy(success), torch.from_numpy(ended),
-                                  torch.from_numpy(applied))
-        if ended.any():
-            info["final_obs"] = self._obs("final", ended_instructions)  # policies that read text need it too
-            info["_final_obs"] = info["_episode"].clone()
+        info = self._episode_info(rewards, success, ended, applied, last_success, final_success,
+                                  ended_instructions)
         obs = self._obs("obs", self._instructions)
-        rewards_t, terminated_t, truncated_t = (torch.from_numpy(x) for x in (rewards, terminated, truncated))
         if not is_chunk:
-            return obs, rewards_t[:, 0], terminated_t[:, 0], truncated_t[:, 0], info
-        return obs, rewards_t, terminated_t, truncated_t, info
+            return obs, torch.from_numpy(rewards[:, 0]), torch.from_numpy(terminated[:, 0]), \
+                torch.from_numpy(truncated[:, 0]), info
+        return obs, torch.from_numpy(rewards), torch.from_numpy(terminated), torch.from_numpy(truncated), info
 
     def _recover(self, worker: _Worker, error: Exception, truncated: np.ndarray, ended: np.ndarray,
                  applied: np.ndarray, chunk: int) -> None:
@@ -450,6 +457,55 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
             truncated[index, chunk - 1] = True
             ended[index] = True
             applied[index] = 0
+
+    def _episode_info(self, rewards: np.ndarray, success: np.ndarray, ended: np.ndarray, applied: np.ndarray,
+                      last_success: np.ndarray, final_success: np.ndarray,
+                      ended_instructions: list[str]) -> dict[str, Any]:
+        """Update running episode stats; build `info` with episode stats for envs that ended.
+
+        The same bookkeeping as `batching.EpisodeStats`, in numpy on purpose: this runs in every step of
+        a CPU vector env, where the ~20 small torch ops of EpisodeStats cost about 50 us (measured with
+        a 1-env toy env: 180 vs 270 us per step), about 2% of a 2.5 ms ManiSkill step."""
+        self._episode_return += rewards.sum(axis=1)
+        self._episode_length += applied
+        self._elapsed += applied
+        self._success_once |= success.any(axis=1)
+        episode = {
+            "return": torch.from_numpy(np.where(ended, self._episode_return, 0.0).astype(np.float32)),
+            "length": torch.from_numpy(np.where(ended, self._episode_length, 0)),
+            "success_once": torch.from_numpy(ended & self._success_once),
+            "success": torch.from_numpy(final_success.copy()),
+        }
+        ended_mask = torch.from_numpy(ended.copy())
+        info: dict[str, Any] = {
+            "success": torch.from_numpy(last_success),
+            "elapsed_steps": torch.from_numpy(np.where(ended, 0, self._elapsed)),
+            "episode": episode, "_episode": ended_mask,
+        }
+        if ended.any():
+            info["final_obs"] = self._obs("final", ended_instructions)  # policies that read text need it too
+            info["_final_obs"] = ended_mask.clone()
+            info["final_info"] = {"success": episode["success"].clone(), "episode": dict(episode),
+                                  "_success": ended_mask.clone(), "_episode": ended_mask.clone()}
+            info["_final_info"] = ended_mask.clone()
+        self._episode_return[ended] = 0
+        self._episode_length[ended] = 0
+        self._success_once[ended] = False
+        self._elapsed[ended] = 0
+        return info
+
+    def _as_chunk(self, actions: ArrayLike) -> tuple[np.ndarray, bool]:
+        """Validate actions and return them as a float32 numpy chunk `(N, chunk, act_dim)`."""
+        if isinstance(actions, torch.Tensor):
+            array = actions.detach().to("cpu", torch.float32).numpy()
+        else:
+            array = np.asarray(actions, dtype=np.float32)
+        if array.ndim not in (2, 3) or array.shape[0] != self.num_envs or array.shape[-1] != self.act_dim:
+            raise ValueError(f"actions must have shape (num_envs={self.num_envs}, act_dim={self.act_dim}) or "
+                             f"(num_envs, chunk, act_dim), got {tuple(array.shape)}")
+        if array.ndim == 3 and array.shape[1] < 1:
+            raise ValueError(f"an action chunk needs at least one step, got shape {tuple(array.shape)}")
+        return (array[:, None, :] if array.ndim == 2 else array), array.ndim == 3
 
     def _obs(self, which: str, instructions: list[str]) -> dict[str, Any]:
         obs: dict[str, Any] = {spec.key: torch.from_numpy(self._views[(which, spec.key)].copy())

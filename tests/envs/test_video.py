@@ -36,3 +36,15 @@ def test_video_recorder_needs_rgb(tmp_path):
     with pytest.raises(ValueError, match="needs 'rgb'"):
         VideoRecorder(env, str(tmp_path))
     env.close()
+
+
+def test_video_recorder_without_ffmpeg_names_the_package(tmp_path, monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "imageio_ffmpeg" else real_find_spec(name, *args))
+    env = SubprocVectorEnv([ToyReachFactory(image_size=8)], num_workers=1)
+    with pytest.raises(ImportError, match="pip install imageio-ffmpeg"):
+        VideoRecorder(env, str(tmp_path))
+    env.close()

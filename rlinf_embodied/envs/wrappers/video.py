@@ -1,6 +1,7 @@
 """VideoRecorder: tiled mp4s of the first k envs' "rgb" observations of a vector env."""
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 from typing import Any, Optional
@@ -22,6 +23,14 @@ def tile_frames(frames: np.ndarray) -> np.ndarray:
     return canvas
 
 
+def require_mp4_writer() -> None:
+    """Fail early and clearly where imageio cannot write mp4: without imageio-ffmpeg it falls back to
+    another plugin (e.g. tifffile) and fails at the first frame with an unrelated TypeError."""
+    if importlib.util.find_spec("imageio_ffmpeg") is None:
+        raise ImportError("VideoRecorder writes mp4 files through imageio's ffmpeg plugin, and the "
+                          "'imageio-ffmpeg' package is not installed; pip install imageio-ffmpeg")
+
+
 class VideoRecorder(gym.vector.VectorWrapper):
     """Writes one mp4 per `reset` (an episode batch) of the first `num_envs_to_record` envs, tiled.
 
@@ -40,6 +49,7 @@ class VideoRecorder(gym.vector.VectorWrapper):
                              f"obs_mode='rgb'")
         if num_envs_to_record < 1:
             raise ValueError(f"num_envs_to_record must be >= 1, got {num_envs_to_record}")
+        require_mp4_writer()
         self.video_dir, self.name_prefix, self.fps = video_dir, name_prefix, fps
         self.num_envs_to_record = min(num_envs_to_record, env.num_envs)
         self.last_video_path: Optional[str] = None
