@@ -11,5 +11,5 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out
 run policy_inference python3 benchmarks/policy_inference.py --json "$out/policy_inference.json"
 run offload python3 benchmarks/offload.py --gb 2
 run channel python3 benchmarks/channel.py
-run env_throughput python3 benchmarks/env_throughput.py --num-envs 1 4 16 --obs-mode state rgb --steps 200
+run env_throughput python3 benchmarks/env_throughput.py --num-envs 1 4 16 --obs-mode state rgb --steps 60 --rounds 9
 run pipeline python3 benchmarks/pipeline.py --gpus 1 --num-envs 16 --rollout-steps 30 --timeline "$out/timeline.png" --json "$out/pipeline.json"
