@@ -463,9 +463,9 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
                       ended_instructions: list[str]) -> dict[str, Any]:
         """Update running episode stats; build `info` with episode stats for envs that ended.
 
-        The same bookkeeping as `batching.EpisodeStats`, in numpy on purpose: this runs in every step of
-        a CPU vector env, where the ~20 small torch ops of EpisodeStats cost about 50 us (measured with
-        a 1-env toy env: 180 vs 270 us per step), about 2% of a 2.5 ms ManiSkill step."""
+        The same bookkeeping as `batching.EpisodeStats`, in numpy on purpose: it runs in every step of a
+        CPU vector env, and EpisodeStats' small torch ops cost about twice as much on CPU
+        (benchmarks/vector_overhead.py). With them, a 1-env step took 270 instead of 190 us."""
         self._episode_return += rewards.sum(axis=1)
         self._episode_length += applied
         self._elapsed += applied
