@@ -45,6 +45,16 @@ def test_batched_maniskill_matches_the_single_env_on_cpu_physics():
         single.close()
 
 
+def test_observations_are_copies_of_the_simulators_tensors():
+    env = make_batched_vector_env("PickCube", 1, sim_backend="physx_cpu")
+    try:
+        obs, _ = env.reset(seed=0)
+        raw = env.sim._last_obs  # ManiSkill keeps (and may update in place) its latest obs
+        assert torch.equal(obs["state"], raw) and obs["state"].data_ptr() != raw.data_ptr()
+    finally:
+        env.close()
+
+
 def test_cpu_physics_holds_one_env_per_batch():
     with pytest.raises(ValueError, match=r"num_envs=2.*physx_cuda"):
         make_batched_vector_env("PickCube", 2, sim_backend="physx_cpu")

@@ -108,18 +108,19 @@ def convert_obs(obs: Any, obs_mode: str) -> dict[str, torch.Tensor]:
     """ManiSkill's batched obs -> our keys: `state` (N, D) float32, `rgb` / `wrist_rgb` (N, H, W, 3) uint8.
 
     In obs_mode "rgb", `state` is the flattened proprioception + task extras beside the images;
-    a camera named like "hand"/"wrist" becomes `wrist_rgb`, the first other camera `rgb`.
+    a camera named like "hand"/"wrist" becomes `wrist_rgb`, the first other camera `rgb`. Always
+    copies: ManiSkill may keep and update its obs tensors in place (e.g. `_last_obs`, camera buffers).
     """
     if obs_mode == "state":
-        return {"state": obs.to(torch.float32)}
+        return {"state": obs.to(torch.float32, copy=True)}
     from mani_skill.utils.common import flatten_state_dict
 
     state = flatten_state_dict({"agent": obs["agent"], "extra": obs["extra"]}, use_torch=True)
-    converted = {"state": state.to(torch.float32)}
+    converted = {"state": state.to(torch.float32, copy=True)}
     for camera, data in obs["sensor_data"].items():
         key = "wrist_rgb" if "hand" in camera or "wrist" in camera else "rgb"
         if key not in converted and "rgb" in data:
-            converted[key] = data["rgb"][..., :3].to(torch.uint8)
+            converted[key] = data["rgb"][..., :3].to(torch.uint8, copy=True)
     return converted
 
 
