@@ -119,10 +119,9 @@ class BatchedVectorEnv(gym.vector.VectorEnv):
         active = torch.ones(num_envs, dtype=torch.bool, device=self.device)
         applied = torch.zeros(num_envs, dtype=torch.int64, device=self.device)
         final_obs: Optional[dict[str, torch.Tensor]] = None
-        obs: dict[str, torch.Tensor] = {}
+        raw_obs: Any = None
         for row in range(chunk):
             raw_obs, reward, term, trunc, info = self.sim.step(chunk_actions[:, row])
-            obs = self._convert(raw_obs)
             applied += active.long()
             term_now = active & _as_bool(term, self.device) & (not self.ignore_terminations)
             trunc_now = active & (_as_bool(trunc, self.device) | self._time_limit(applied))
@@ -130,15 +129,16 @@ class BatchedVectorEnv(gym.vector.VectorEnv):
             success[:, row] = active & _as_bool(info.get("success", False), self.device).expand(num_envs)
             terminated[:, row], truncated[:, row] = term_now, trunc_now
             done_now = term_now | trunc_now
-            if done_now.any():
-                final_obs = _keep_rows(final_obs, obs, done_now)
+            if done_now.any():  # the obs these envs ended in; other rows' obs are never converted
+                final_obs = _keep_rows(final_obs, self._convert(raw_obs), done_now)
             active &= ~done_now
             if not active.any():
                 break
         ended = ~active
         if ended.any():
             env_idx = ended.nonzero().squeeze(1)
-            obs = self._convert(self.sim.reset(seed=self._fresh_seeds(), options={"env_idx": env_idx})[0])
+            raw_obs = self.sim.reset(seed=self._fresh_seeds(), options={"env_idx": env_idx})[0]
+        obs = self._convert(raw_obs)
         info = self._stats.update(rewards, success, ended, applied)
         if final_obs is not None:
             info["final_obs"] = self._with_instruction(final_obs)
