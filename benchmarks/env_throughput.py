@@ -92,10 +92,11 @@ def build_envs(args: argparse.Namespace, obs_mode: str, num_envs: int) -> dict[s
     envs = {"raw": gym.vector.AsyncVectorEnv(
         [raw_env_fn(task_spec(args.task).maniskill_id, obs_mode, args.control_mode)] * num_envs,
         context="forkserver", autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)}
+    worker_counts = {"rlinf": num_envs}
     default_workers = min(num_envs, os.cpu_count() or 1)
-    for name, workers in (("rlinf", num_envs), ("default", default_workers)):
-        if name == "default" and default_workers == num_envs:
-            continue
+    if default_workers < num_envs:
+        worker_counts["default"] = default_workers
+    for name, workers in worker_counts.items():
         envs[name] = gym.make_vec(f"rlinf/ManiSkill-{args.task}", num_envs=num_envs, obs_mode=obs_mode,
                                   vectorization_mode="vector_entry_point", num_workers=workers,
                                   max_episode_steps=50, control_mode=args.control_mode)
