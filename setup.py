@@ -23,6 +23,8 @@ CORE = [
     "tokenizers>=0.19",
     "peft>=0.12",
     "matplotlib>=3.8",
+    "pyarrow>=14",  # LeRobot-format demonstration datasets (rlinf_embodied/datasets)
+    "pillow>=10",  # PNG frames in those datasets
 ]
 
 EXTRAS = {

@@ -1,0 +1,469 @@
+"""Demonstrations on disk in the LeRobotDataset v2.1 layout, written and read with pyarrow.
+
+    root/
+      meta/info.json              codebase_version "v2.1", fps, robot_type, totals, features, data_path, ...
+      meta/episodes.jsonl         {"episode_index", "tasks", "length", "success", "seed"} per episode
+      meta/episodes_stats.jsonl   per-episode feature stats (min/max/mean/std/count), as LeRobot v2.1 reads them
+      meta/tasks.jsonl            {"task_index", "task"}
+      data/chunk-000/episode_000000.parquet
+
+Parquet columns: `observation.state` / `action` (list<float32>, actions in env units), one
+`observation.images.<camera>` per camera (struct {bytes: PNG, path: null}, the Hugging Face
+`datasets` Image encoding), `timestamp`, `frame_index`, `episode_index`, `index`, `task_index`,
+`next.reward`, `next.done`, `next.success`. The files carry the `huggingface` schema metadata, so
+`datasets.load_dataset("parquet", ...)` decodes the image columns as images.
+
+Besides LeRobot's keys, info.json holds `control_mode` (the controller the actions were recorded
+in, e.g. "pd_joint_delta_pos"; null when unknown) and `env_id` (our gymnasium id, when known).
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+CODEBASE_VERSION = "v2.1"
+CHUNKS_SIZE = 1000
+DATA_PATH = "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"
+IMAGE_PREFIX = "observation.images."
+# Decode every PNG once at load when the decoded frames fit in this many bytes; above it, per sample.
+EAGER_DECODE_BYTES = 2 * 1024**3
+
+FrameIndices = Union[Sequence[int], np.ndarray, torch.Tensor]
+
+
+class ControlModeMismatchError(ValueError):
+    pass
+
+
+# ---- small helpers -------------------------------------------------------------------------------
+def _atomic_write(path: str, data: Union[str, bytes]) -> None:
+    """Write `data` to `path` so that readers see either the old or the new file, never half of one."""
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _jsonl(rows: list[dict]) -> str:
+    return "".join(json.dumps(row) + "\n" for row in rows)
+
+
+def _read_jsonl(path: str) -> list[dict]:
+    if not os.path.isfile(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def _stats(array: np.ndarray, axis: Any) -> dict[str, list]:
+    array = array.astype(np.float64)
+    return {"min": np.min(array, axis=axis).tolist(), "max": np.max(array, axis=axis).tolist(),
+            "mean": np.mean(array, axis=axis).tolist(), "std": np.std(array, axis=axis).tolist(),
+            "count": [int(array.shape[0])]}
+
+
+def _image_stats(frames: np.ndarray) -> dict[str, list]:
+    """LeRobot's per-channel image stats: (3, 1, 1) lists of values in [0, 1], from up to 100 frames."""
+    step = max(1, len(frames) // 100)
+    sample = frames[::step].astype(np.float32) / 255.0  # (S, H, W, 3)
+    stats = {}
+    for name, fn in (("min", np.min), ("max", np.max), ("mean", np.mean), ("std", np.std)):
+        stats[name] = [[[float(v)]] for v in fn(sample, axis=(0, 1, 2))]
+    stats["count"] = [int(len(sample))]
+    return stats
+
+
+def data_file(root: str, episode_index: int, chunks_size: int = CHUNKS_SIZE, data_path: str = DATA_PATH) -> str:
+    return os.path.join(root, data_path.format(episode_chunk=episode_index // chunks_size, episode_index=episode_index))
+
+
+def build_features(state_dim: int, action_dim: int, camera_shapes: dict[str, tuple[int, int, int]]) -> dict[str, dict]:
+    features: dict[str, dict] = {
+        "observation.state": {"dtype": "float32", "shape": [state_dim], "names": [f"state_{i}" for i in range(state_dim)]},
+        "action": {"dtype": "float32", "shape": [action_dim], "names": [f"action_{i}" for i in range(action_dim)]},
+    }
+    for camera, shape in camera_shapes.items():
+        features[IMAGE_PREFIX + camera] = {"dtype": "image", "shape": [int(s) for s in shape],
+                                           "names": ["height", "width", "channels"]}
+    for name, dtype in (("timestamp", "float32"), ("frame_index", "int64"), ("episode_index", "int64"),
+                        ("index", "int64"), ("task_index", "int64"), ("next.reward", "float32"),
+                        ("next.done", "bool"), ("next.success", "bool")):
+        features[name] = {"dtype": dtype, "shape": [1], "names": None}
+    return features
+
+
+def _hf_features(features: dict[str, dict]) -> dict[str, Any]:
+    """The `datasets` Features description stored in the parquet schema metadata (key b"huggingface")."""
+    hf: dict[str, Any] = {}
+    for name, feature in features.items():
+        if feature["dtype"] == "image":
+            hf[name] = {"_type": "Image"}
+        elif feature["shape"] == [1]:
+            hf[name] = {"dtype": feature["dtype"], "_type": "Value"}
+        else:
+            hf[name] = {"feature": {"dtype": feature["dtype"], "_type": "Value"}, "length": feature["shape"][0],
+                        "_type": "Sequence"}
+    return {"info": {"features": hf}}
+
+
+# ---- writer --------------------------------------------------------------------------------------
+class LeRobotDatasetWriter:
+    """Append episodes to a LeRobot v2.1 dataset at `root`; opening an existing root resumes it.
+
+    Every `add_episode` leaves a complete, valid dataset on disk: the episode's parquet file is
+    written first, then the meta files, info.json last (each replaced atomically), so an interrupted
+    run keeps every episode it finished. `camera_shapes={}` records state only.
+    """
+
+    def __init__(self, root: str, fps: int = 20, robot_type: str = "panda", state_dim: int = 0, action_dim: int = 0,
+                 camera_shapes: Optional[dict[str, Sequence[int]]] = None, control_mode: Optional[str] = None,
+                 env_id: Optional[str] = None):
+        if state_dim < 1 or action_dim < 1:
+            raise ValueError(f"state_dim={state_dim} and action_dim={action_dim} must both be >= 1")
+        self.root = os.path.abspath(root)
+        self.fps = int(fps)
+        self.robot_type = robot_type
+        self.state_dim, self.action_dim = int(state_dim), int(action_dim)
+        self.camera_shapes = {k: tuple(int(s) for s in v) for k, v in (camera_shapes or {}).items()}
+        for camera, shape in self.camera_shapes.items():
+            if len(shape) != 3 or shape[2] != 3:
+                raise ValueError(f"camera {camera!r}: shape {shape} must be (H, W, 3)")
+        self.control_mode, self.env_id = control_mode, env_id
+        self.features = build_features(self.state_dim, self.action_dim, self.camera_shapes)
+        self._episodes: list[dict] = []
+        self._episodes_stats: list[dict] = []
+        self._tasks: list[str] = []
+        self._total_frames = 0
+        if os.path.isfile(os.path.join(self.root, "meta", "info.json")):
+            self._resume()
+
+    # -- resume --
+    def _resume(self) -> None:
+        info = load_info(self.root)
+        existing = _layout_of(info)
+        wanted = {"fps": self.fps, "state_dim": self.state_dim, "action_dim": self.action_dim,
+                  "cameras": {k: list(v) for k, v in self.camera_shapes.items()}}
+        mismatched = [key for key in wanted if existing[key] != wanted[key]]
+        if mismatched:
+            raise ValueError(
+                f"the dataset at {self.root} has " + ", ".join(f"{k}={existing[k]}" for k in mismatched)
+                + " but this writer was asked for " + ", ".join(f"{k}={wanted[k]}" for k in mismatched)
+                + "; use another root, or the same settings to append")
+        for key in ("control_mode", "env_id"):
+            stored, asked = info.get(key), getattr(self, key)
+            if stored is not None and asked is not None and stored != asked:
+                raise ValueError(f"the dataset at {self.root} has {key}={stored!r} but this writer was asked for "
+                                 f"{key}={asked!r}; use another root")
+            setattr(self, key, asked if asked is not None else stored)
+        self.robot_type = info.get("robot_type", self.robot_type)
+        total = int(info["total_episodes"])
+        # Meta rows past info.json's totals belong to an episode whose write was interrupted: drop them.
+        self._episodes = _read_jsonl(os.path.join(self.root, "meta", "episodes.jsonl"))[:total]
+        self._episodes_stats = _read_jsonl(os.path.join(self.root, "meta", "episodes_stats.jsonl"))[:total]
+        self._tasks = [row["task"] for row in sorted(_read_jsonl(os.path.join(self.root, "meta", "tasks.jsonl")),
+                                                     key=lambda row: row["task_index"])]
+        if len(self._episodes) != total:
+            raise ValueError(f"{self.root}: info.json says {total} episodes but meta/episodes.jsonl lists "
+                             f"{len(self._episodes)}; the dataset is damaged")
+        self._total_frames = sum(int(row["length"]) for row in self._episodes)
+
+    # -- public --
+    @property
+    def num_episodes(self) -> int:
+        return len(self._episodes)
+
+    @property
+    def num_frames(self) -> int:
+        return self._total_frames
+
+    def seeds_done(self) -> set[int]:
+        return {int(row["seed"]) for row in self._episodes if row.get("seed") is not None}
+
+    def add_episode(self, instruction: str, states: Any, actions: Any, images: Optional[dict[str, Any]] = None,
+                    rewards: Any = None, success: bool = False, seed: Optional[int] = None) -> int:
+        """Write one episode of T frames; returns its episode index."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        states = _as_numpy(states, np.float32)
+        actions = _as_numpy(actions, np.float32)
+        length = len(states)
+        if length < 1:
+            raise ValueError("an episode needs at least one frame")
+        if states.shape != (length, self.state_dim):
+            raise ValueError(f"states has shape {states.shape}, expected (T, {self.state_dim})")
+        if actions.shape != (length, self.action_dim):
+            raise ValueError(f"actions has shape {actions.shape}, expected ({length}, {self.action_dim}) "
+                             f"(one action per state)")
+        images = {k: _as_numpy(v, np.uint8) for k, v in (images or {}).items()}
+        if set(images) != set(self.camera_shapes):
+            raise ValueError(f"images has cameras {sorted(images)} but the dataset records {sorted(self.camera_shapes)}")
+        for camera, frames in images.items():
+            if frames.shape != (length, *self.camera_shapes[camera]):
+                raise ValueError(f"images[{camera!r}] has shape {frames.shape}, expected "
+                                 f"({length}, {', '.join(map(str, self.camera_shapes[camera]))})")
+        rewards = np.zeros(length, np.float32) if rewards is None else _as_numpy(rewards, np.float32).reshape(-1)
+        if rewards.shape != (length,):
+            raise ValueError(f"rewards has shape {rewards.shape}, expected ({length},)")
+
+        episode_index = self.num_episodes
+        if instruction not in self._tasks:
+            self._tasks.append(instruction)
+        task_index = self._tasks.index(instruction)
+        frame_index = np.arange(length, dtype=np.int64)
+        done = np.zeros(length, bool)
+        done[-1] = True
+        step_success = np.zeros(length, bool)
+        step_success[-1] = bool(success)
+        columns: dict[str, pa.Array] = {
+            "observation.state": pa.FixedSizeListArray.from_arrays(pa.array(states.reshape(-1)), self.state_dim)
+            .cast(pa.list_(pa.float32())),
+            "action": pa.FixedSizeListArray.from_arrays(pa.array(actions.reshape(-1)), self.action_dim)
+            .cast(pa.list_(pa.float32())),
+        }
+        for camera in self.camera_shapes:
+            png = [encode_png(frame) for frame in images[camera]]
+            columns[IMAGE_PREFIX + camera] = pa.StructArray.from_arrays(
+                [pa.array(png, pa.binary()), pa.array([None] * length, pa.string())], names=["bytes", "path"])
+        columns.update({
+            "timestamp": pa.array((frame_index / self.fps).astype(np.float32)),
+            "frame_index": pa.array(frame_index),
+            "episode_index": pa.array(np.full(length, episode_index, np.int64)),
+            "index": pa.array(np.arange(self._total_frames, self._total_frames + length, dtype=np.int64)),
+            "task_index": pa.array(np.full(length, task_index, np.int64)),
+            "next.reward": pa.array(rewards),
+            "next.done": pa.array(done),
+            "next.success": pa.array(step_success),
+        })
+        table = pa.table(columns)
+        table = table.replace_schema_metadata({"huggingface": json.dumps(_hf_features(self.features))})
+        path = data_file(self.root, episode_index)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        sink = io.BytesIO()
+        pq.write_table(table, sink)
+        _atomic_write(path, sink.getvalue())
+
+        stats = {"observation.state": _stats(states, 0), "action": _stats(actions, 0)}
+        for camera in self.camera_shapes:
+            stats[IMAGE_PREFIX + camera] = _image_stats(images[camera])
+        for name, values in (("timestamp", frame_index / self.fps), ("frame_index", frame_index),
+                             ("episode_index", np.full(length, episode_index)),
+                             ("index", np.arange(self._total_frames, self._total_frames + length)),
+                             ("task_index", np.full(length, task_index)), ("next.reward", rewards),
+                             ("next.done", done), ("next.success", step_success)):
+            stats[name] = _stats(np.asarray(values, np.float64).reshape(-1, 1), 0)
+        self._episodes.append({"episode_index": episode_index, "tasks": [instruction], "length": length,
+                               "success": bool(success), "seed": None if seed is None else int(seed)})
+        self._episodes_stats.append({"episode_index": episode_index, "stats": stats})
+        self._total_frames += length
+        self._write_meta()
+        return episode_index
+
+    def _write_meta(self) -> None:
+        meta = os.path.join(self.root, "meta")
+        _atomic_write(os.path.join(meta, "tasks.jsonl"),
+                      _jsonl([{"task_index": i, "task": task} for i, task in enumerate(self._tasks)]))
+        _atomic_write(os.path.join(meta, "episodes.jsonl"), _jsonl(self._episodes))
+        _atomic_write(os.path.join(meta, "episodes_stats.jsonl"), _jsonl(self._episodes_stats))
+        _atomic_write(os.path.join(meta, "info.json"), json.dumps(self.info(), indent=4))
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "codebase_version": CODEBASE_VERSION,
+            "robot_type": self.robot_type,
+            "total_episodes": self.num_episodes,
+            "total_frames": self._total_frames,
+            "total_tasks": len(self._tasks),
+            "total_videos": 0,
+            "total_chunks": (self.num_episodes + CHUNKS_SIZE - 1) // CHUNKS_SIZE,
+            "chunks_size": CHUNKS_SIZE,
+            "fps": self.fps,
+            "splits": {"train": f"0:{self.num_episodes}"},
+            "data_path": DATA_PATH,
+            "video_path": None,
+            "features": self.features,
+            "control_mode": self.control_mode,
+            "env_id": self.env_id,
+        }
+
+
+def _as_numpy(value: Any, dtype: Any) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value, dtype=dtype)
+
+
+def load_info(root: str) -> dict[str, Any]:
+    path = os.path.join(root, "meta", "info.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"no LeRobot dataset at {root!r}: expected {path} (LeRobotDataset v2.1 layout: meta/info.json, "
+            f"meta/episodes.jsonl, meta/tasks.jsonl, data/chunk-000/episode_000000.parquet, ...), e.g. as "
+            f"written by `python -m rlinf_embodied.collect collect.output_dir={root}`")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _layout_of(info: dict[str, Any]) -> dict[str, Any]:
+    features = info["features"]
+    return {"fps": int(info["fps"]), "state_dim": int(features["observation.state"]["shape"][0]),
+            "action_dim": int(features["action"]["shape"][0]),
+            "cameras": {name[len(IMAGE_PREFIX):]: list(f["shape"]) for name, f in features.items()
+                        if name.startswith(IMAGE_PREFIX)}}
+
+
+# ---- reader --------------------------------------------------------------------------------------
+class DemoDataset:
+    """All frames of a LeRobot v2.1 dataset in memory; `sample` returns env-style obs and action chunks.
+
+    `decode_images`: "eager" decodes every PNG at load, "lazy" per `sample`, "auto" (default) eagerly
+    when the decoded frames fit in EAGER_DECODE_BYTES.
+    """
+
+    def __init__(self, root: str, decode_images: str = "auto"):
+        import pyarrow.parquet as pq
+
+        if decode_images not in ("auto", "eager", "lazy"):
+            raise ValueError(f"decode_images={decode_images!r}; valid: 'auto', 'eager', 'lazy'")
+        self.root = os.path.abspath(root)
+        self.info = load_info(root)
+        layout = _layout_of(self.info)
+        self.fps = layout["fps"]
+        self.state_dim, self.action_dim = layout["state_dim"], layout["action_dim"]
+        self.camera_shapes = {k: tuple(v) for k, v in layout["cameras"].items()}
+        self.camera_keys = list(self.camera_shapes)
+        self.control_mode: Optional[str] = self.info.get("control_mode")
+        self.env_id: Optional[str] = self.info.get("env_id")
+        self.robot_type: Optional[str] = self.info.get("robot_type")
+        total = int(self.info["total_episodes"])
+        self.episodes = _read_jsonl(os.path.join(self.root, "meta", "episodes.jsonl"))[:total]
+        tasks = {row["task_index"]: row["task"] for row in _read_jsonl(os.path.join(self.root, "meta", "tasks.jsonl"))}
+        chunks_size = int(self.info.get("chunks_size", CHUNKS_SIZE))
+        data_path = self.info.get("data_path", DATA_PATH)
+
+        states, actions, task_index, images = [], [], [], {camera: [] for camera in self.camera_keys}
+        lengths = []
+        for episode_index in range(total):
+            path = data_file(self.root, episode_index, chunks_size, data_path)
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"{self.root}: info.json lists {total} episodes but {path} is missing")
+            table = pq.read_table(path)
+            states.append(_list_column(table, "observation.state", self.state_dim))
+            actions.append(_list_column(table, "action", self.action_dim))
+            task_index.append(table.column("task_index").to_numpy())
+            for camera in self.camera_keys:
+                images[camera].extend(table.column(IMAGE_PREFIX + camera).combine_chunks().field("bytes").to_pylist())
+            lengths.append(table.num_rows)
+        self._states = torch.from_numpy(np.concatenate(states)) if states else torch.zeros(0, self.state_dim)
+        self._actions = torch.from_numpy(np.concatenate(actions)) if actions else torch.zeros(0, self.action_dim)
+        frame_tasks = np.concatenate(task_index) if task_index else np.zeros(0, np.int64)
+        self._frame_instruction = [tasks[int(i)] for i in frame_tasks]
+        ends = np.cumsum(lengths, dtype=np.int64)
+        self._starts = ends - np.asarray(lengths, np.int64)
+        self._ends = ends
+        self._frame_episode = np.repeat(np.arange(total), lengths)
+        self._png = images
+        self.num_episodes, self.num_frames = total, int(ends[-1]) if total else 0
+        decoded_bytes = self.num_frames * sum(int(np.prod(s)) for s in self.camera_shapes.values())
+        eager = decode_images == "eager" or (decode_images == "auto" and decoded_bytes <= EAGER_DECODE_BYTES)
+        self._images: dict[str, torch.Tensor] = {}
+        if eager:
+            for camera in self.camera_keys:
+                frames = np.empty((self.num_frames, *self.camera_shapes[camera]), np.uint8)
+                for i, data in enumerate(self._png[camera]):
+                    frames[i] = decode_png(data)
+                self._images[camera] = torch.from_numpy(frames)
+            self._png = {}
+
+    def __len__(self) -> int:
+        return self.num_frames
+
+    def episode_bounds(self) -> list[tuple[int, int]]:
+        return [(int(s), int(e)) for s, e in zip(self._starts, self._ends)]
+
+    def instructions(self) -> list[str]:
+        return [self._frame_instruction[int(s)] for s in self._starts]
+
+    def successes(self) -> list[bool]:
+        return [bool(row.get("success", False)) for row in self.episodes]
+
+    def seeds(self) -> list[Optional[int]]:
+        return [row.get("seed") for row in self.episodes]
+
+    def check_control_mode(self, control_mode: Optional[str], env_id: Optional[str] = None) -> None:
+        """Raise unless the actions were recorded in `control_mode` (the action space of the env to run).
+
+        A dataset with unknown control mode (None) passes. `env_id` only improves the message.
+        """
+        if self.control_mode is None or control_mode is None or self.control_mode == control_mode:
+            return
+        where = f" of {env_id}" if env_id else ""
+        raise ControlModeMismatchError(
+            f"the dataset at {self.root} holds actions in control_mode={self.control_mode!r}, but the env{where} "
+            f"acts in control_mode={control_mode!r}: the action spaces differ. Run the env with "
+            f"env.kwargs.control_mode={self.control_mode}, or collect the dataset in {control_mode!r}")
+
+    def sample(self, frame_indices: FrameIndices, action_chunk: int = 1
+               ) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
+        """Observations at global frames `frame_indices` and the next `action_chunk` actions of each.
+
+        Returns `(obs, actions (B, chunk, A) float32, is_pad (B, chunk) bool)`; past an episode's end
+        the last action is repeated and `is_pad` is True.
+        """
+        if action_chunk < 1:
+            raise ValueError(f"action_chunk={action_chunk} must be >= 1")
+        index = (frame_indices.cpu().numpy() if isinstance(frame_indices, torch.Tensor)
+                 else np.asarray(frame_indices)).astype(np.int64).reshape(-1)
+        if index.size and (index.min() < 0 or index.max() >= self.num_frames):
+            raise IndexError(f"frame indices must lie in [0, {self.num_frames}), got {index.min()}..{index.max()}")
+        ends = self._ends[self._frame_episode[index]]
+        rows = index[:, None] + np.arange(action_chunk)[None, :]
+        is_pad = rows >= ends[:, None]
+        rows = np.minimum(rows, ends[:, None] - 1)
+        index_t = torch.from_numpy(index)
+        obs: dict[str, Any] = {"state": self._states[index_t]}
+        for camera in self.camera_keys:
+            if camera in self._images:
+                obs[camera] = self._images[camera][index_t]
+            else:
+                obs[camera] = torch.from_numpy(np.stack([decode_png(self._png[camera][i]) for i in index])
+                                               if index.size else np.zeros((0, *self.camera_shapes[camera]), np.uint8))
+        obs["instruction"] = [self._frame_instruction[i] for i in index]
+        actions = self._actions[torch.from_numpy(rows)]
+        return obs, actions, torch.from_numpy(is_pad)
+
+
+def _list_column(table: Any, name: str, dim: int) -> np.ndarray:
+    column = table.column(name).combine_chunks()
+    values = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+    return values.reshape(len(column), dim)

@@ -1,0 +1,149 @@
+"""LeRobot v2.1 writer/reader round trips (pyarrow only; no simulator)."""
+import json
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from rlinf_embodied.datasets import DemoDataset, LeRobotDatasetWriter
+from rlinf_embodied.datasets.lerobot_format import ControlModeMismatchError
+
+D, A, H, W = 5, 3, 8, 6
+CAMERAS = {"rgb": (H, W, 3), "wrist_rgb": (H, W, 3)}
+
+
+def make_episode(rng, length, cameras=CAMERAS):
+    states = rng.standard_normal((length, D)).astype(np.float32)
+    actions = rng.standard_normal((length, A)).astype(np.float32)
+    images = {k: rng.integers(0, 256, (length, *shape), dtype=np.uint8) for k, shape in cameras.items()}
+    rewards = rng.random(length).astype(np.float32)
+    return states, actions, images, rewards
+
+
+def write(root, episodes, cameras=CAMERAS, **kwargs):
+    writer = LeRobotDatasetWriter(root, fps=20, robot_type="panda", state_dim=D, action_dim=A,
+                                  camera_shapes=cameras, **kwargs)
+    for i, (instruction, (states, actions, images, rewards), success, seed) in enumerate(episodes):
+        assert writer.add_episode(instruction, states, actions, images, rewards, success, seed) == writer.num_episodes - 1
+    return writer
+
+
+def test_round_trip_layout_and_chunks(tmp_path):
+    rng = np.random.default_rng(0)
+    eps = [("pick", make_episode(rng, 4), True, 10), ("push", make_episode(rng, 6), False, 11),
+           ("pick", make_episode(rng, 3), True, 12)]
+    root = str(tmp_path / "ds")
+    writer = write(root, eps, control_mode="pd_joint_delta_pos", env_id="rlinf/ManiSkill-PickCube")
+    assert writer.num_episodes == 3 and writer.seeds_done() == {10, 11, 12}
+
+    info = json.load(open(os.path.join(root, "meta", "info.json")))
+    assert info["codebase_version"] == "v2.1" and info["fps"] == 20 and info["robot_type"] == "panda"
+    assert (info["total_episodes"], info["total_frames"], info["total_tasks"], info["chunks_size"]) == (3, 13, 2, 1000)
+    assert info["data_path"] == "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"
+    assert info["features"]["observation.images.rgb"]["dtype"] == "image"
+    assert info["features"]["observation.images.rgb"]["shape"] == [H, W, 3]
+    assert info["features"]["observation.state"]["shape"] == [D]
+    assert info["splits"] == {"train": "0:3"} and info["control_mode"] == "pd_joint_delta_pos"
+    tasks = [json.loads(line) for line in open(os.path.join(root, "meta", "tasks.jsonl"))]
+    assert tasks == [{"task_index": 0, "task": "pick"}, {"task_index": 1, "task": "push"}]
+    episodes = [json.loads(line) for line in open(os.path.join(root, "meta", "episodes.jsonl"))]
+    assert [(e["length"], e["success"], e["seed"], e["tasks"]) for e in episodes] == \
+        [(4, True, 10, ["pick"]), (6, False, 11, ["push"]), (3, True, 12, ["pick"])]
+    assert len(open(os.path.join(root, "meta", "episodes_stats.jsonl")).readlines()) == 3
+
+    table = pq.read_table(os.path.join(root, "data", "chunk-000", "episode_000001.parquet"))
+    state_type = table.schema.field("observation.state").type
+    assert pa.types.is_list(state_type) and state_type.value_type == pa.float32()
+    assert str(table.schema.field("observation.images.rgb").type) == "struct<bytes: binary, path: string>"
+    assert table.column("index").to_pylist() == list(range(4, 10))
+    assert table.column("frame_index").to_pylist() == list(range(6))
+    assert table.column("episode_index").to_pylist() == [1] * 6
+    assert table.column("task_index").to_pylist() == [1] * 6
+    assert table.column("next.done").to_pylist() == [False] * 5 + [True]
+    assert table.column("observation.images.rgb").to_pylist()[0]["bytes"][:4] == b"\x89PNG"
+    np.testing.assert_allclose(table.column("timestamp").to_numpy(), np.arange(6) / 20, rtol=1e-6)
+    assert b"huggingface" in table.schema.metadata
+
+    for decode in ("eager", "lazy"):
+        ds = DemoDataset(root, decode_images=decode)
+        assert (ds.num_episodes, ds.num_frames, ds.fps, ds.state_dim, ds.action_dim) == (3, 13, 20, D, A)
+        assert ds.camera_keys == ["rgb", "wrist_rgb"] and ds.control_mode == "pd_joint_delta_pos"
+        assert ds.episode_bounds() == [(0, 4), (4, 10), (10, 13)]
+        assert ds.instructions() == ["pick", "push", "pick"]
+        assert ds.successes() == [True, False, True] and ds.seeds() == [10, 11, 12]
+        obs, actions, is_pad = ds.sample([0, 5, 9, 12], action_chunk=3)
+        states = np.concatenate([e[1][0] for e in eps])
+        all_actions = np.concatenate([e[1][1] for e in eps])
+        rgb = np.concatenate([e[1][2]["rgb"] for e in eps])
+        wrist = np.concatenate([e[1][2]["wrist_rgb"] for e in eps])
+        assert obs["state"].dtype == torch.float32 and obs["rgb"].dtype == torch.uint8
+        np.testing.assert_array_equal(obs["state"].numpy(), states[[0, 5, 9, 12]])
+        np.testing.assert_array_equal(obs["rgb"].numpy(), rgb[[0, 5, 9, 12]])
+        np.testing.assert_array_equal(obs["wrist_rgb"].numpy(), wrist[[0, 5, 9, 12]])
+        assert obs["instruction"] == ["pick", "push", "push", "pick"]
+        assert actions.shape == (4, 3, A) and actions.dtype == torch.float32
+        # frame 0: rows 0,1,2; frame 5 (episode 1 = 4..9): 5,6,7; frame 9: 9, then pad with 9; frame 12: 12 x3
+        expected_rows = [[0, 1, 2], [5, 6, 7], [9, 9, 9], [12, 12, 12]]
+        np.testing.assert_array_equal(actions.numpy(), all_actions[expected_rows])
+        assert is_pad.dtype == torch.bool
+        assert is_pad.tolist() == [[False] * 3, [False] * 3, [False, True, True], [False, True, True]]
+    ds.check_control_mode("pd_joint_delta_pos")
+    with pytest.raises(ControlModeMismatchError, match="pd_joint_pos.*pd_joint_delta_pos|pd_joint_delta_pos.*pd_joint_pos"):
+        ds.check_control_mode("pd_joint_pos")
+
+
+def test_resume_appends_and_checks_layout(tmp_path):
+    rng = np.random.default_rng(1)
+    root = str(tmp_path / "ds")
+    write(root, [("a", make_episode(rng, 2, {}), True, 0)], cameras={})
+    writer = LeRobotDatasetWriter(root, fps=20, state_dim=D, action_dim=A, camera_shapes={})
+    assert writer.num_episodes == 1 and writer.seeds_done() == {0}
+    states, actions, _, rewards = make_episode(rng, 5, {})
+    writer.add_episode("b", states, actions, {}, rewards, False, 7)
+    ds = DemoDataset(root)
+    assert ds.num_episodes == 2 and ds.num_frames == 7 and ds.camera_keys == []
+    assert ds.episode_bounds() == [(0, 2), (2, 7)] and ds.seeds() == [0, 7]
+    obs, acts, _ = ds.sample(torch.tensor([2]), 1)
+    np.testing.assert_array_equal(obs["state"].numpy()[0], states[0])
+    np.testing.assert_array_equal(acts.numpy()[0, 0], actions[0])
+    assert set(obs) == {"state", "instruction"}
+    table = pq.read_table(os.path.join(root, "data", "chunk-000", "episode_000001.parquet"))
+    assert table.column("index").to_pylist() == list(range(2, 7))
+
+    with pytest.raises(ValueError, match=r"state_dim=5.*state_dim=6"):
+        LeRobotDatasetWriter(root, fps=20, state_dim=D + 1, action_dim=A, camera_shapes={})
+    with pytest.raises(ValueError, match=r"cameras=\{\}.*cameras=\{'rgb'"):
+        LeRobotDatasetWriter(root, fps=20, state_dim=D, action_dim=A, camera_shapes={"rgb": (H, W, 3)})
+
+
+def test_interrupted_write_keeps_finished_episodes(tmp_path):
+    """Meta rows beyond info.json's totals (an episode cut short mid-write) are dropped on resume."""
+    rng = np.random.default_rng(2)
+    root = str(tmp_path / "ds")
+    write(root, [("a", make_episode(rng, 3, {}), True, 0)], cameras={})
+    info_path = os.path.join(root, "meta", "info.json")
+    info_before = open(info_path).read()
+    write(root, [("a", make_episode(rng, 4, {}), True, 1)], cameras={})
+    open(info_path, "w").write(info_before)  # as if killed before info.json was replaced
+    writer = LeRobotDatasetWriter(root, fps=20, state_dim=D, action_dim=A, camera_shapes={})
+    assert writer.num_episodes == 1 and writer.seeds_done() == {0}
+    assert DemoDataset(root).num_frames == 3
+
+
+def test_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"meta/info.json"):
+        DemoDataset(str(tmp_path / "nothing"))
+    writer = LeRobotDatasetWriter(str(tmp_path / "ds"), fps=20, state_dim=D, action_dim=A, camera_shapes=CAMERAS)
+    rng = np.random.default_rng(3)
+    states, actions, images, rewards = make_episode(rng, 3)
+    with pytest.raises(ValueError, match="actions has shape"):
+        writer.add_episode("x", states, actions[:2], images, rewards, True, 0)
+    with pytest.raises(ValueError, match="cameras"):
+        writer.add_episode("x", states, actions, {"rgb": images["rgb"]}, rewards, True, 0)
+    assert writer.num_episodes == 0
+    writer.add_episode("x", torch.from_numpy(states), torch.from_numpy(actions), images, rewards, True, 0)
+    with pytest.raises(IndexError):
+        DemoDataset(str(tmp_path / "ds")).sample([3], 2)
