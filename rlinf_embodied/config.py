@@ -29,7 +29,7 @@ class PolicyConfig:
     size: str = "tiny"
     checkpoint: Optional[str] = None  # a local directory written by save_pretrained / a converter
     require_checkpoint: bool = False  # VLA configs set this: random weights would waste GPU hours
-    precision: str = "float32"  # "float32" or "bf16" (bf16 only takes effect on GPU)
+    precision: str = "float32"  # "float32" or "bf16" (rollout in bf16; the trainer keeps fp32 master weights)
     overrides: dict[str, Any] = field(default_factory=dict)  # policy config fields (hidden sizes, ...)
 
 
@@ -107,9 +107,62 @@ class EvalRunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
+@dataclass
+class SFTConfig:
+    """Supervised fine-tuning (behaviour cloning) from a LeRobot v2.1 demonstration dataset.
+
+    Optimizer: AdamW. Schedule: linear warmup from 0 over `warmup_steps`, then `lr_schedule`:
+    "cosine" decays to `min_lr_ratio * lr` at `max_steps`, "constant" stays at `lr`.
+    """
+
+    dataset: Optional[str] = None  # required: a local dataset directory (meta/info.json, data/...)
+    max_steps: int = 2000
+    batch_size: int = 64  # global: split evenly over the actor ranks
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    lr_schedule: str = "cosine"  # "cosine" | "constant"
+    min_lr_ratio: float = 0.1  # cosine floor, as a fraction of lr
+    grad_clip: float = 1.0  # max global grad norm; 0 = no clipping
+    # VLA policies (pi0, gr00t, openvla, openvla_oft) whose config has no action (state) statistics
+    # get the dataset's per-dimension 1st/99th percentiles as action_low/high (state_low/high); they
+    # are saved in the checkpoint's config.json. mlp/cnn keep the env's [-1, 1] action convention.
+    normalize_from_dataset: bool = True
+    eval_interval: int = 0  # steps between env evaluations (and one at the end); 0 = never
+    eval_episodes: int = 10
+    save_interval: int = 0  # steps between checkpoints/step_XXXXXX; 0 = only checkpoints/final
+    log_interval: int = 10  # at most this many steps between metric lines (means over those steps)
+    seed: int = 0
+    output_dir: Optional[str] = None  # defaults to Hydra's run directory
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "batch_size", "log_interval", "eval_episodes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"sft.{name}={getattr(self, name)} must be >= 1")
+        for name in ("warmup_steps", "eval_interval", "save_interval", "weight_decay", "grad_clip"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"sft.{name}={getattr(self, name)} must be >= 0")
+        if self.lr <= 0:
+            raise ValueError(f"sft.lr={self.lr} must be > 0")
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise ValueError(f"sft.lr_schedule={self.lr_schedule!r}; valid: 'cosine', 'constant'")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"sft.min_lr_ratio={self.min_lr_ratio} must lie in [0, 1]")
+
+
+@dataclass
+class SFTRunConfig:
+    env: EnvConfig = field(default_factory=EnvConfig)  # eval env; its control_mode must match the dataset's
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+
+
 def register_configs() -> None:
     """Register the schema with Hydra; configs/config.yaml lists `base_train_config` first."""
     from hydra.core.config_store import ConfigStore  # imported here: workers need no Hydra
 
     ConfigStore.instance().store(name="base_train_config", node=TrainConfig)
     ConfigStore.instance().store(name="base_eval_config", node=EvalRunConfig)
+    ConfigStore.instance().store(name="base_sft_config", node=SFTRunConfig)

@@ -27,6 +27,7 @@ from torch import nn
 from transformers import Qwen3Config, Qwen3Model, SiglipVisionConfig, SiglipVisionModel
 
 from ..base import Obs
+from ..common.imitation import as_action_chunk, padded_rows_mean
 from ..flow.heads import masked_mean
 from ..flow.policy import FlowPolicy
 from ..flow.processing import images_to_model_input, pad_last_dim, tokenize_instructions
@@ -200,13 +201,15 @@ class Gr00tPolicy(FlowPolicy):
         features = self.dit(tokens, context["vl_tokens"], context["vl_valid"], timesteps)[:, -chunk:]
         return self.action_decoder(features), features
 
-    def sft_loss(self, obs: Obs, actions: torch.Tensor, noise: torch.Tensor | None = None,
-                 t: torch.Tensor | None = None) -> torch.Tensor:
+    def sft_loss(self, obs: Obs, actions: torch.Tensor, is_pad: torch.Tensor | None = None,
+                 noise: torch.Tensor | None = None, t: torch.Tensor | None = None) -> torch.Tensor:
         """GR00T's flow-matching loss: t = (s - Beta(1.5, 1)) / s, x_t = (1 - t) noise + t a, target a - noise,
-        on the used action dims. `noise` (N, chunk, max_action_dim) and `t` (N,) may be fixed by the caller."""
+        on the used action dims; mean squared error over the chunk rows `is_pad` (N, chunk) does not mark.
+        `noise` (N, chunk, max_action_dim) and `t` (N,) may be fixed by the caller."""
         cfg = self.config
         context = self.encode_observation(obs)
-        target = pad_last_dim(self.normalize_actions(actions.to(self.device, torch.float32)), cfg.max_action_dim)
+        actions = as_action_chunk(actions, cfg.action_chunk, cfg.action_dim, self.name, self.device)
+        target = pad_last_dim(self.normalize_actions(actions), cfg.max_action_dim)
         noise = torch.randn_like(target) if noise is None else noise.to(target)
         if t is None:
             beta = torch.distributions.Beta(torch.tensor(cfg.noise_beta_alpha), torch.tensor(cfg.noise_beta_beta))
@@ -215,4 +218,4 @@ class Gr00tPolicy(FlowPolicy):
         x_t = (1.0 - t[:, None, None]) * noise + t[:, None, None] * target
         velocity, _ = self.gr00t_velocity(context, x_t, (t * cfg.num_timestep_buckets).long())
         error = (velocity.float() - (target - noise))[..., : cfg.action_dim]
-        return error.square().mean()
+        return padded_rows_mean(error.square(), is_pad)

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ..base import ActOutput, EvalOutput, Obs, Policy, PolicyConfig
+from ..common.imitation import as_action_chunk, padded_rows_mean
 
 RAW_ACTIONS_KEY = "raw_actions"
 HIDDEN_GAIN = math.sqrt(2.0)
@@ -144,6 +145,20 @@ class GaussianActorCritic(Policy):
         means, values = self._means_and_values(obs)
         raw = self._raw_actions(act_output, expected_shape=tuple(means.shape))
         return EvalOutput(log_probs=self._log_prob(means, raw), entropy=self._entropy(means), values=values)
+
+    def sft_loss(self, obs: Obs, actions: torch.Tensor, is_pad: torch.Tensor | None = None) -> torch.Tensor:
+        """Behaviour cloning: the negative log-likelihood of the demonstration actions under the policy's
+        Gaussian, per action dimension, averaged over the non-padded rows (see common/imitation.py).
+
+        Demonstrations are env units; they are normalised and clipped to [-1, 1] (what `env_actions`
+        would execute for them), so the actor's mean and the learned log-std both fit the expert. The
+        critic gets no gradient. A deterministic expert drives the std down to the fitting error.
+        """
+        means, _ = self._means_and_values(obs)  # (N, chunk, A)
+        cfg = self.config
+        target = as_action_chunk(actions, cfg.action_chunk, cfg.action_dim, self.name, means.device)
+        target = self.normalize_actions(target).clamp(-1.0, 1.0)
+        return padded_rows_mean(-self._log_prob(means, target), is_pad)
 
     def _raw_actions(self, act_output: ActOutput, expected_shape: tuple[int, ...]) -> torch.Tensor:
         if RAW_ACTIONS_KEY not in act_output.extras:

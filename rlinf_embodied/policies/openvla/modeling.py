@@ -14,6 +14,7 @@ import torch
 from transformers import DynamicCache
 
 from ..base import ActOutput, EvalOutput, Obs
+from ..common.imitation import as_action_chunk, padded_rows_mean
 from ..vla_common.policy import PrismaticVLAPolicy, causal_mask, valid_positions
 from .configuration import OPENVLA_PRESETS, OpenVLAConfig
 
@@ -75,13 +76,17 @@ class OpenVLAPolicy(PrismaticVLAPolicy):
         log_p = torch.log_softmax(self.action_logits(hidden), dim=-1)
         return log_p, self.values_from_hidden(hidden[:, 0]), tokens
 
-    def sft_loss(self, obs: Obs, actions: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy of the expert actions' tokens (env units (N, 1, D) or (N, D)), as OpenVLA fine-tuning."""
-        norm = self.normalize_actions(torch.as_tensor(actions).to(self.device, torch.float32))
-        tokens = self.action_tokenizer.actions_to_tokens(norm.reshape(-1, self.config.action_dim))
+    def sft_loss(self, obs: Obs, actions: torch.Tensor, is_pad: torch.Tensor | None = None) -> torch.Tensor:
+        """OpenVLA fine-tuning's loss: cross-entropy of the expert action tokens (teacher-forced), averaged
+        over the action dimensions. Actions in env units, (N, 1, D) or (N, D) (OpenVLA's chunk is 1);
+        rows marked by `is_pad` (N, 1) are excluded."""
+        cfg = self.config
+        actions = as_action_chunk(actions, cfg.action_chunk, cfg.action_dim, self.name, self.device)
+        tokens = self.action_tokenizer.actions_to_tokens(self.normalize_actions(actions).reshape(-1, cfg.action_dim))
         log_p, _, tokens = self.token_log_probs(obs, tokens)
         classes = self.action_tokenizer.tokens_to_classes(tokens)
-        return -log_p.gather(-1, classes[..., None]).mean()
+        nll = -log_p.gather(-1, classes[..., None]).squeeze(-1)  # (N, D)
+        return padded_rows_mean(nll[:, None], is_pad)
 
     @classmethod
     def convert_upstream(cls, path: str, **overrides) -> "OpenVLAPolicy":

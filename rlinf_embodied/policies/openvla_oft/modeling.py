@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..base import ActOutput, EvalOutput, Obs
+from ..common.imitation import as_action_chunk, padded_rows_mean
 from ..vla_common.policy import PrismaticVLAPolicy, causal_mask, valid_positions
 from .configuration import OPENVLA_OFT_PRESETS, OpenVLAOFTConfig
 from .heads import L1RegressionActionHead, ProprioProjector
@@ -128,16 +129,21 @@ class OpenVLAOFTPolicy(PrismaticVLAPolicy):
             entropy = (0.5 + 0.5 * math.log(2 * math.pi) + std.log()).expand_as(mean)
         return EvalOutput(log_probs=log_probs, entropy=entropy, values=self.values_from_hidden(last_hidden))
 
-    def sft_loss(self, obs: Obs, actions: torch.Tensor) -> torch.Tensor:
-        """OFT's fine-tuning loss on env-unit chunks (N, chunk, D): L1 on the mean, or token cross-entropy."""
+    def sft_loss(self, obs: Obs, actions: torch.Tensor, is_pad: torch.Tensor | None = None) -> torch.Tensor:
+        """OFT's fine-tuning loss on env-unit chunks (N, chunk, D), by `action_head_type`: "continuous" is
+        upstream's L1 regression of the normalised actions by the head's mean (the learned std is left
+        alone), "discrete" the cross-entropy of the action tokens at every chunk position. Averaged
+        over the chunk rows `is_pad` (N, chunk) does not mark."""
         cfg = self.config
-        target = self.normalize_actions(torch.as_tensor(actions).to(self.device, torch.float32))
+        actions = as_action_chunk(actions, cfg.action_chunk, cfg.action_dim, self.name, self.device)
+        target = self.normalize_actions(actions)
         action_hidden, _ = self.action_hidden_states(obs)
         if cfg.action_head_type == "continuous":
-            return (self.action_head(action_hidden).float() - target).abs().mean()
-        log_p = torch.log_softmax(self.action_logits(action_hidden), dim=-1)
+            return padded_rows_mean((self.action_head(action_hidden).float() - target).abs(), is_pad)
+        log_p = torch.log_softmax(self.action_logits(action_hidden), dim=-1)  # (N, chunk * D, n_bins)
         classes = self.action_tokenizer.tokens_to_classes(self.action_tokenizer.actions_to_tokens(target))
-        return -log_p.gather(-1, classes.reshape(target.shape[0], -1, 1)).mean()
+        nll = -log_p.gather(-1, classes.reshape(target.shape[0], -1, 1)).squeeze(-1)  # (N, chunk * D)
+        return padded_rows_mean(nll.reshape(target.shape), is_pad)
 
     # ---- checkpoints ------------------------------------------------------------------------------
     def reset_head(self, head: str) -> None:

@@ -27,6 +27,7 @@ from torch import nn
 from transformers import GemmaConfig, GemmaModel, SiglipVisionConfig, SiglipVisionModel
 
 from ..base import Obs
+from ..common.imitation import as_action_chunk, padded_rows_mean
 from ..flow.heads import masked_mean
 from ..flow.policy import FlowPolicy
 from ..flow.processing import images_to_model_input, pad_last_dim, tokenize_instructions
@@ -197,14 +198,16 @@ class Pi0Policy(FlowPolicy):
         action_tokens = self.action_time_mlp_out(F.silu(fused))
         return torch.cat([state_token, action_tokens], dim=1)
 
-    def sft_loss(self, obs: Obs, actions: torch.Tensor, noise: torch.Tensor | None = None,
-                 tau: torch.Tensor | None = None) -> torch.Tensor:
+    def sft_loss(self, obs: Obs, actions: torch.Tensor, is_pad: torch.Tensor | None = None,
+                 noise: torch.Tensor | None = None, tau: torch.Tensor | None = None) -> torch.Tensor:
         """openpi's flow-matching loss: x_tau = tau * noise + (1 - tau) * a, target u = noise - a, with
-        tau ~ 0.001 + 0.999 * Beta(1.5, 1) (more weight near the noisy end), on the used action dims.
+        tau ~ 0.001 + 0.999 * Beta(1.5, 1) (more weight near the noisy end), on the used action dims;
+        mean squared error over the chunk rows `is_pad` (N, chunk) does not mark (LeRobot's masking).
         `noise` (N, chunk, max_action_dim) and `tau` (N,) may be fixed by the caller."""
         cfg = self.config
         context = self.encode_observation(obs)
-        target = pad_last_dim(self.normalize_actions(actions.to(self.device, torch.float32)), cfg.max_action_dim)
+        actions = as_action_chunk(actions, cfg.action_chunk, cfg.action_dim, self.name, self.device)
+        target = pad_last_dim(self.normalize_actions(actions), cfg.max_action_dim)
         noise = torch.randn_like(target) if noise is None else noise.to(target)
         if tau is None:
             beta = torch.distributions.Beta(torch.tensor(1.5), torch.tensor(1.0))
@@ -213,4 +216,4 @@ class Pi0Policy(FlowPolicy):
         x_tau = tau[:, None, None] * noise + (1.0 - tau[:, None, None]) * target
         velocity, _ = self.predict_velocity(context, x_tau, tau)
         error = (velocity - (noise - target))[..., : cfg.action_dim]
-        return error.square().mean()
+        return padded_rows_mean(error.square(), is_pad)
