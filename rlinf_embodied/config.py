@@ -159,6 +159,30 @@ class SFTRunConfig:
     sft: SFTConfig = field(default_factory=SFTConfig)
 
 
+@dataclass
+class CollectConfig:
+    """Demonstrations -> a LeRobot v2.1 dataset (python -m rlinf_embodied.collect)."""
+
+    source: str = "motion_planner"  # "motion_planner" (ManiSkill's scripted solutions) | "policy" (policy.checkpoint)
+    num_episodes: int = 10  # episodes to attempt (seeds seed .. seed+num_episodes-1; seeds already written are skipped)
+    only_success: bool = True  # drop failed episodes
+    output_dir: Optional[str] = None  # required: the dataset root; an existing dataset is resumed
+    num_workers: int = 1  # env processes (planner: a process pool; policy: one env per vector-env worker)
+    seed: int = 0  # episode seeds are seed, seed+1, ...
+    fps: int = 20  # ManiSkill's panda tasks step at 20 Hz
+    max_episode_steps: Optional[int] = None  # planner only: give up on longer solutions; None = no cap
+    deterministic: bool = True  # policy source: act with the deterministic policy
+    device: str = "auto"  # policy source
+    progress: bool = True
+
+
+@dataclass
+class CollectRunConfig:
+    env: EnvConfig = field(default_factory=EnvConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    collect: CollectConfig = field(default_factory=CollectConfig)
+
+
 def register_configs() -> None:
     """Register the schema with Hydra; configs/config.yaml lists `base_train_config` first."""
     from hydra.core.config_store import ConfigStore  # imported here: workers need no Hydra
@@ -166,3 +190,4 @@ def register_configs() -> None:
     ConfigStore.instance().store(name="base_train_config", node=TrainConfig)
     ConfigStore.instance().store(name="base_eval_config", node=EvalRunConfig)
     ConfigStore.instance().store(name="base_sft_config", node=SFTRunConfig)
+    ConfigStore.instance().store(name="base_collect_config", node=CollectRunConfig)

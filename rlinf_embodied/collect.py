@@ -1,0 +1,255 @@
+"""Collect demonstrations into a LeRobot v2.1 dataset (rlinf_embodied/datasets).
+
+    python -m rlinf_embodied.collect collect.output_dir=data/pickcube collect.num_episodes=100 collect.num_workers=8
+    python -m rlinf_embodied.collect env=maniskill_pickcube_rgb collect.output_dir=data/pickcube_rgb   # GPU machine
+    python -m rlinf_embodied.collect collect.source=policy policy.checkpoint=<dir> collect.output_dir=<dir>
+
+Sources: `motion_planner` (ManiSkill's scripted solutions, envs/maniskill/motion_planning.py; actions
+recorded in the env's control mode) and `policy` (any checkpoint of ours, acting deterministically in
+our vector env). Episode seeds are collect.seed, seed+1, ...; re-running with the same output_dir
+skips the seeds already in the dataset. The dataset's info.json records the env id and control mode.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Any, Iterator, Optional
+
+import hydra
+import numpy as np
+from omegaconf import OmegaConf
+
+from .config import CollectConfig, CollectRunConfig, EnvConfig, PolicyConfig, register_configs
+from .paths import CONFIG_DIR
+
+logger = logging.getLogger(__name__)
+register_configs()
+
+SOURCES = ("motion_planner", "policy")
+CAMERA_KEYS = ("rgb", "wrist_rgb")
+
+
+def check_collect_config(cfg: CollectRunConfig) -> None:
+    c = cfg.collect
+    if c.source not in SOURCES:
+        raise ValueError(f"collect.source={c.source!r} is not a source; valid sources: {list(SOURCES)}")
+    if not c.output_dir:
+        raise ValueError("collect.output_dir is required: the dataset directory to write (an existing dataset "
+                         "there is resumed), e.g. collect.output_dir=data/pickcube")
+    for name in ("num_episodes", "num_workers", "fps"):
+        if getattr(c, name) < 1:
+            raise ValueError(f"collect.{name}={getattr(c, name)} must be >= 1")
+    if c.source == "motion_planner":
+        from .envs.maniskill.motion_planning import check_plannable
+
+        check_plannable(cfg.env.id, cfg.env.kwargs.get("control_mode"))
+    else:
+        if cfg.policy.checkpoint is None:
+            raise ValueError("collect.source=policy needs policy.checkpoint=<a save_pretrained directory>")
+        from .workers.policy_loading import check_policy_config
+
+        check_policy_config(cfg.policy)
+
+
+def collect(cfg: CollectRunConfig) -> dict[str, Any]:
+    """Collect `collect.num_episodes` seeds into `collect.output_dir`; returns a summary dict."""
+    check_collect_config(cfg)
+    c = cfg.collect
+    seeds = list(range(c.seed, c.seed + c.num_episodes))
+    episodes = _planner_episodes if c.source == "motion_planner" else _policy_episodes
+    writer = None
+    attempted = kept = 0
+    if os.path.isfile(os.path.join(c.output_dir, "meta", "info.json")):
+        from .datasets import load_info
+
+        info = load_info(c.output_dir)
+        if info.get("env_id") not in (None, cfg.env.id):
+            raise ValueError(f"{c.output_dir} holds episodes of {info['env_id']}, not {cfg.env.id}; use another "
+                             f"collect.output_dir")
+        done = {int(row["seed"]) for row in _episode_rows(c.output_dir, info)}
+        seeds = [s for s in seeds if s not in done]
+        skipped = c.num_episodes - len(seeds)
+    else:
+        skipped = 0
+    from tqdm.auto import tqdm
+
+    progress = tqdm(total=len(seeds), desc=f"collect {cfg.env.id} ({c.source})", disable=not c.progress)
+    if seeds:
+        stream = episodes(cfg, seeds)
+        layout = next(stream)  # the first item: the dataset layout, from a probe env
+        writer = _open_writer(cfg, layout)
+        for episode in stream:
+            attempted += 1
+            if episode["success"] or not c.only_success:
+                writer.add_episode(episode["instruction"], episode["obs"]["state"], episode["actions"],
+                                   {k: episode["obs"][k] for k in layout["cameras"]}, episode["rewards"],
+                                   episode["success"], episode["seed"])
+                kept += 1
+            progress.update(1)
+            progress.set_postfix(kept=kept)
+    progress.close()
+    if writer is None:
+        from .datasets import load_info
+
+        total = load_info(c.output_dir)["total_episodes"] if os.path.isdir(c.output_dir) else 0
+    else:
+        total = writer.num_episodes
+    summary = {"attempted": attempted, "kept": kept, "skipped": skipped, "total_episodes": total,
+               "output_dir": os.path.abspath(c.output_dir)}
+    dropped = "" if not c.only_success else f", {attempted - kept} failed dropped"
+    print(f"collected {kept} of {attempted} attempted episodes ({c.source}{dropped}; {skipped} seeds already "
+          f"present): {total} episodes in {summary['output_dir']}")
+    return summary
+
+
+def _episode_rows(root: str, info: dict) -> list[dict]:
+    import json
+
+    path = os.path.join(root, "meta", "episodes.jsonl")
+    with open(path, encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return [row for row in rows[: int(info["total_episodes"])] if row.get("seed") is not None]
+
+
+def _open_writer(cfg: CollectRunConfig, layout: dict[str, Any]):
+    from .datasets import LeRobotDatasetWriter
+
+    return LeRobotDatasetWriter(cfg.collect.output_dir, fps=cfg.collect.fps,
+                                robot_type=str(cfg.env.kwargs.get("robot_uids") or "panda"),
+                                state_dim=layout["state_dim"], action_dim=layout["action_dim"],
+                                camera_shapes=layout["cameras"], control_mode=layout["control_mode"],
+                                env_id=cfg.env.id)
+
+
+# ---- motion planner -------------------------------------------------------------------------------
+_WORKER: dict[str, Any] = {}
+
+
+def _planner_env_kwargs(env_cfg: EnvConfig) -> dict[str, Any]:
+    kwargs = dict(env_cfg.kwargs)
+    kwargs["sim_backend"] = "physx_cpu"  # one planned episode per process; physics backend does not change actions
+    return dict(obs_mode=env_cfg.obs_mode, **kwargs)
+
+
+def _init_planner(env_cfg: EnvConfig, max_steps: Optional[int]) -> None:
+    from .envs.maniskill.env import ManiSkillSingleEnv
+    from .envs.maniskill.motion_planning import PlannerEnv, solution, task_of
+
+    task = task_of(env_cfg.id)
+    single = ManiSkillSingleEnv(task, **_planner_env_kwargs(env_cfg))
+    _WORKER.update(env=PlannerEnv(single, single.maniskill_env.control_mode, max_steps), solve=solution(task))
+
+
+def _plan(seed: int) -> dict[str, Any]:
+    from .envs.maniskill.motion_planning import plan_episode
+
+    return plan_episode(_WORKER["env"], _WORKER["solve"], seed)
+
+
+def _planner_episodes(cfg: CollectRunConfig, seeds: list[int]) -> Iterator[dict[str, Any]]:
+    import multiprocessing as mp
+
+    from .envs.maniskill.env import ManiSkillSingleEnv
+    from .envs.maniskill.motion_planning import task_of
+
+    probe = ManiSkillSingleEnv(task_of(cfg.env.id), **_planner_env_kwargs(cfg.env))
+    yield _layout(probe.observation_space, probe.action_space, probe.maniskill_env.control_mode)
+    probe.close()
+    workers = min(cfg.collect.num_workers, len(seeds))
+    if workers <= 1:
+        _init_planner(cfg.env, cfg.collect.max_episode_steps)
+        for seed in seeds:
+            yield _plan(seed)
+        return
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("forkserver"), initializer=_init_planner,
+                             initargs=(cfg.env, cfg.collect.max_episode_steps)) as pool:
+        futures = [pool.submit(_plan, seed) for seed in seeds]
+        for future in as_completed(futures):
+            yield future.result()
+
+
+def _layout(observation_space: Any, action_space: Any, control_mode: Optional[str]) -> dict[str, Any]:
+    spaces = getattr(observation_space, "spaces", {})
+    return {"state_dim": int(spaces["state"].shape[-1]), "action_dim": int(action_space.shape[-1]),
+            "cameras": {k: tuple(int(s) for s in spaces[k].shape[-3:]) for k in CAMERA_KEYS if k in spaces},
+            "control_mode": control_mode}
+
+
+# ---- policy ---------------------------------------------------------------------------------------
+def _policy_episodes(cfg: CollectRunConfig, seeds: list[int]) -> Iterator[dict[str, Any]]:
+    """Rounds of `num_workers` envs, each reset with the next pending seeds; one episode per env per round.
+
+    The policy's action chunks are executed row by row (open loop, as the vector env would run them)
+    so every executed action is recorded with the observation it was taken in. An env that ended has
+    its episode; the rest of its round (it auto-resets) is not recorded.
+    """
+    import gymnasium as gym
+    import torch
+
+    from .runners.evaluator import _pick_device
+    from .workers.policy_loading import build_policy
+
+    c = cfg.collect
+    num_envs = min(c.num_workers, len(seeds))
+    env = gym.make_vec(cfg.env.id, num_envs=num_envs, vectorization_mode="vector_entry_point",
+                       obs_mode=cfg.env.obs_mode, max_episode_steps=cfg.env.max_episode_steps,
+                       ignore_terminations=cfg.env.ignore_terminations, num_workers=num_envs, **dict(cfg.env.kwargs))
+    try:
+        yield _layout(env.single_observation_space, env.single_action_space, cfg.env.kwargs.get("control_mode"))
+        device = _pick_device(c.device)
+        layout = _layout(env.single_observation_space, env.single_action_space, None)
+        policy = build_policy(cfg.policy, layout["action_dim"], layout["state_dim"], device).eval()
+        for start in range(0, len(seeds), num_envs):
+            round_seeds = seeds[start:start + num_envs]
+            round_seeds = round_seeds + [round_seeds[-1]] * (num_envs - len(round_seeds))  # pad the last round
+            yield from _policy_round(env, policy, device, round_seeds, c.deterministic)[:len(seeds[start:start + num_envs])]
+    finally:
+        env.close()
+
+
+def _policy_round(env: Any, policy: Any, device: Any, seeds: list[int], deterministic: bool) -> list[dict[str, Any]]:
+    import torch
+
+    n = len(seeds)
+    obs, _ = env.reset(seed=list(seeds))
+    records: list[dict[str, list]] = [{"obs": [], "actions": [], "rewards": []} for _ in range(n)]
+    results: list[Optional[dict[str, Any]]] = [None] * n
+    instructions = list(obs.get("instruction", [""] * n))
+    queue: Optional[torch.Tensor] = None
+    row = 0
+    while any(r is None for r in results):
+        if queue is None or row >= queue.shape[1]:
+            with torch.no_grad():
+                obs_device = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in obs.items()}
+                queue = policy.act(obs_device, deterministic=deterministic).actions.float().cpu()
+            row = 0
+        actions = queue[:, row]
+        row += 1
+        frame = {k: v.cpu().numpy() for k, v in obs.items() if isinstance(v, torch.Tensor)}
+        obs, reward, terminated, truncated, info = env.step(actions)
+        ended = (torch.as_tensor(terminated) | torch.as_tensor(truncated)).numpy().reshape(-1)
+        success = torch.as_tensor(info["success"]).numpy().reshape(-1)
+        for i in range(n):
+            if results[i] is not None:
+                continue
+            records[i]["obs"].append({k: v[i] for k, v in frame.items()})
+            records[i]["actions"].append(actions[i].numpy())
+            records[i]["rewards"].append(float(torch.as_tensor(reward).reshape(-1)[i]))
+            if ended[i]:
+                frames = records[i]["obs"]
+                results[i] = {"seed": seeds[i], "success": bool(success[i]), "instruction": instructions[i],
+                              "obs": {k: np.stack([f[k] for f in frames]) for k in frames[0]},
+                              "actions": np.stack(records[i]["actions"]).astype(np.float32),
+                              "rewards": np.asarray(records[i]["rewards"], np.float32)}
+    return results  # type: ignore[return-value]
+
+
+@hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="collect")
+def main(cfg) -> None:
+    typed: CollectRunConfig = OmegaConf.to_object(cfg)
+    collect(typed)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""python -m rlinf_embodied.collect: planner and policy sources into a LeRobot dataset (CPU, state obs)."""
+import json
+import os
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from rlinf_embodied.collect import collect
+from rlinf_embodied.config import CollectRunConfig
+from rlinf_embodied.datasets import DemoDataset
+from rlinf_embodied.paths import CONFIG_DIR
+
+
+def compose_cfg(*overrides: str) -> CollectRunConfig:
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        cfg = compose(config_name="collect", overrides=list(overrides))
+    return OmegaConf.to_object(cfg)
+
+
+def test_motion_planner_pickcube_and_resume(tmp_path, capsys):
+    out = str(tmp_path / "pickcube")
+    cfg = compose_cfg(f"collect.output_dir={out}", "collect.num_episodes=2", "collect.seed=3", "collect.progress=false")
+    summary = collect(cfg)
+    assert summary["attempted"] == 2 and summary["kept"] == 2 and summary["total_episodes"] == 2
+    assert out in capsys.readouterr().out
+
+    ds = DemoDataset(out)
+    assert ds.num_episodes == 2 and ds.camera_keys == []
+    assert ds.successes() == [True, True] and ds.seeds() == [3, 4]
+    assert ds.control_mode == "pd_joint_delta_pos" and ds.env_id == "rlinf/ManiSkill-PickCube"
+    assert ds.state_dim == 42 and ds.action_dim == 8
+    lengths = [end - start for start, end in ds.episode_bounds()]
+    assert all(30 <= n <= 200 for n in lengths) and sum(lengths) == ds.num_frames
+    assert ds.instructions() == ["pick up the red cube and move it to the goal"] * 2
+    obs, actions, is_pad = ds.sample([0], action_chunk=4)
+    assert obs["state"].shape == (1, 42) and actions.shape == (1, 4, 8) and not is_pad.any()
+    # Actions are in the env's (normalized delta) action space; the gripper closes during the episode.
+    all_actions = ds.sample(np.arange(ds.num_frames), 1)[1][:, 0].numpy()
+    assert np.abs(all_actions).max() <= 1.0 + 1e-6
+    assert all_actions[:, -1].max() == 1.0 and all_actions[:, -1].min() == -1.0
+
+    # Replaying the recorded actions in the env reaches success too (actions are in the env's units).
+    import gymnasium as gym
+    env = gym.make("rlinf/ManiSkill-PickCube", control_mode="pd_joint_delta_pos")
+    first_obs, _ = env.reset(seed=3)
+    start, end = ds.episode_bounds()[0]
+    np.testing.assert_allclose(first_obs["state"], ds.sample([start], 1)[0]["state"][0].numpy(), atol=1e-5)
+    success = False
+    for t in range(start, end):
+        _, _, terminated, _, info = env.step(all_actions[t])
+        success = success or info["success"]
+    env.close()
+    assert success
+
+    # Re-running with more episodes skips the seeds already written.
+    summary = collect(compose_cfg(f"collect.output_dir={out}", "collect.num_episodes=3", "collect.seed=3",
+                                  "collect.progress=false"))
+    assert summary["skipped"] == 2 and summary["attempted"] == 1 and summary["total_episodes"] == 3
+    assert DemoDataset(out).seeds() == [3, 4, 5]
+    info = json.load(open(os.path.join(out, "meta", "info.json")))
+    assert info["total_episodes"] == 3 and info["total_frames"] == DemoDataset(out).num_frames
+
+
+def test_motion_planner_worker_pool(tmp_path):
+    out = str(tmp_path / "pool")
+    summary = collect(compose_cfg(f"collect.output_dir={out}", "collect.num_episodes=2", "collect.num_workers=2",
+                                  "collect.progress=false", "env=maniskill_pushcube"))
+    assert summary["kept"] == 2
+    ds = DemoDataset(out)
+    assert sorted(ds.seeds()) == [0, 1] and all(ds.successes())
+
+
+def test_policy_source(tmp_path):
+    from rlinf_embodied.policies import make_policy
+
+    checkpoint = str(tmp_path / "mlp")
+    make_policy("mlp", size="tiny", action_dim=8, state_dim=42).save_pretrained(checkpoint)
+    out = str(tmp_path / "policy_ds")
+    summary = collect(compose_cfg(f"collect.output_dir={out}", "collect.source=policy", f"policy.checkpoint={checkpoint}",
+                                  "collect.num_episodes=2", "collect.num_workers=2", "collect.only_success=false",
+                                  "env.max_episode_steps=6", "collect.progress=false", "collect.seed=7"))
+    assert summary["attempted"] == 2 and summary["kept"] == 2
+    ds = DemoDataset(out)
+    assert ds.num_episodes == 2 and sorted(ds.seeds()) == [7, 8]
+    # An episode ends at max_episode_steps (6) or earlier on success (PickCube seed 8 starts solved).
+    by_seed = dict(zip(ds.seeds(), zip([end - start for start, end in ds.episode_bounds()], ds.successes())))
+    assert by_seed[7] == (6, False) and by_seed[8] == (1, True)
+    assert ds.control_mode == "pd_joint_delta_pos"
+    # The deterministic policy's actions are what the dataset holds.
+    from rlinf_embodied.policies import policy_class
+    policy = policy_class("mlp").from_pretrained(checkpoint).eval()
+    obs, actions, _ = ds.sample([0, 1, 2], 1)
+    import torch
+    with torch.no_grad():
+        expected = policy.act({"state": obs["state"], "instruction": obs["instruction"]}, deterministic=True).actions
+    np.testing.assert_allclose(actions[:, 0].numpy(), expected[:, 0].numpy(), atol=1e-5)
+
+
+def test_config_errors(tmp_path):
+    with pytest.raises(ValueError, match="collect.output_dir is required"):
+        collect(compose_cfg())
+    with pytest.raises(ValueError, match=r"valid sources: \['motion_planner', 'policy'\]"):
+        collect(compose_cfg(f"collect.output_dir={tmp_path}", "collect.source=teleop"))
+    with pytest.raises(ValueError, match=r"no solution for env 'rlinf/ManiSkill-PokeCube'.*ManiSkill-PickCube"):
+        collect(compose_cfg(f"collect.output_dir={tmp_path}", "env.id=rlinf/ManiSkill-PokeCube"))
+    with pytest.raises(ValueError, match=r"pd_ee_delta_pose.*collect.source=policy"):
+        collect(compose_cfg(f"collect.output_dir={tmp_path}", "env.kwargs.control_mode=pd_ee_delta_pose"))
+    with pytest.raises(ValueError, match="policy.checkpoint"):
+        collect(compose_cfg(f"collect.output_dir={tmp_path}", "collect.source=policy"))
