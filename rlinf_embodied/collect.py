@@ -59,7 +59,7 @@ def collect(cfg: CollectRunConfig) -> dict[str, Any]:
     seeds = list(range(c.seed, c.seed + c.num_episodes))
     episodes = _planner_episodes if c.source == "motion_planner" else _policy_episodes
     writer = None
-    attempted = kept = 0
+    attempted = kept = longest = 0
     if os.path.isfile(os.path.join(c.output_dir, "meta", "info.json")):
         from .datasets import load_info
 
@@ -86,6 +86,7 @@ def collect(cfg: CollectRunConfig) -> dict[str, Any]:
                                    {k: episode["obs"][k] for k in layout["cameras"]}, episode["rewards"],
                                    episode["success"], episode["seed"])
                 kept += 1
+                longest = max(longest, len(episode["actions"]))
             progress.update(1)
             progress.set_postfix(kept=kept)
     progress.close()
@@ -95,6 +96,11 @@ def collect(cfg: CollectRunConfig) -> dict[str, Any]:
         total = load_info(c.output_dir)["total_episodes"] if os.path.isdir(c.output_dir) else 0
     else:
         total = writer.num_episodes
+    limit = cfg.env.max_episode_steps
+    if limit is not None and longest > limit:
+        logger.warning("episodes of up to %d steps were recorded, but env.max_episode_steps=%d: a policy imitating "
+                       "them needs a longer time limit in its RL/eval env (env.max_episode_steps=%d or more)",
+                       longest, limit, longest)
     summary = {"attempted": attempted, "kept": kept, "skipped": skipped, "total_episodes": total,
                "output_dir": os.path.abspath(c.output_dir)}
     dropped = "" if not c.only_success else f", {attempted - kept} failed dropped"
