@@ -1,0 +1,198 @@
+"""SFTRunner: supervised fine-tuning from demonstrations on the actor GPUs, top-down.
+
+    check the dataset against the config (before any process starts)
+    launch SFTWorker ranks on the GPUs of cluster.component_placement's `actor` entry (default: all)
+    until sft.max_steps: train up to the next log / eval / save boundary on every rank (FSDP when > 1)
+        log sft/loss, sft/grad_norm, sft/lr, time/step (means since the last line)
+        every save_interval: checkpoints/step_XXXXXX/policy
+        every eval_interval (and at the end): evaluate the saved weights in the env, keep checkpoints/best
+    checkpoints/final/policy
+
+Every checkpoint is a save_pretrained directory: `policy.checkpoint=<dir>` for train and eval.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from ..config import SFTRunConfig
+from ..scheduler import Cluster, ComponentPlacement, WorkerGroup
+from ..workers.sft_worker import SFTWorker, predicted_policy_dims
+from .embodied_runner import BEST_FILE, check_cluster_fits
+from .metrics_logger import MetricsLogger
+
+logger = logging.getLogger(__name__)
+
+EVAL_SCRATCH = "_eval"  # checkpoints/_eval/policy: the weights an evaluation between saves reads
+
+
+class SFTRunner:
+    def __init__(self, cfg: SFTRunConfig, cluster: Cluster, output_dir: str):
+        self.cfg, self.cluster, self.output_dir = cfg, cluster, output_dir
+        self.dataset_info = check_sft_config(cfg)
+        check_cluster_fits(cfg, cluster)
+        self.placement = actor_placement(cfg)
+        self.group: WorkerGroup | None = None
+        self.group = SFTWorker.create_group(cfg).launch(cluster, name="sft_actor",
+                                                        placement_strategy=self.placement.strategy("actor"))
+        try:
+            self._start()
+        except BaseException:
+            self.shutdown()
+            raise
+
+    def _start(self) -> None:
+        cfg = self.cfg
+        self.info = self.group.init_worker().wait()[0]
+        logger.info("sft: %d actor rank(s) on GPUs %s; dataset %s: %d episodes, %d frames; %d trainable parameters",
+                    self.group.world_size, self.placement.gpus("actor"), cfg.sft.dataset, self.info["num_episodes"],
+                    self.info["num_frames"], self.info["trainable_parameters"])
+        if cfg.sft.eval_interval > 0:
+            self.group.execute_on(0).check_eval_env().wait()
+        self.metrics_logger = MetricsLogger(self.output_dir)
+        self.best_eval_success = -math.inf
+
+    # ---- the loop -----------------------------------------------------------------------------
+    def run(self) -> list[dict[str, Any]]:
+        sft = self.cfg.sft
+        history: list[dict[str, Any]] = []
+        progress = tqdm(total=sft.max_steps, desc="sft", disable=not sft.progress, dynamic_ncols=True)
+        step = 0
+        while step < sft.max_steps:
+            end = self._next_boundary(step)
+            metrics = self.group.train_steps(step, end - step).wait()[0]
+            step = end
+            metrics["sft/epoch"] = step * sft.batch_size / max(self.info["num_frames"], 1)
+            last = step == sft.max_steps
+            saved = None
+            if last:
+                saved = self.save(step, "final")
+            elif sft.save_interval and step % sft.save_interval == 0:
+                saved = self.save(step, f"step_{step:06d}")
+            if sft.eval_interval and (last or step % sft.eval_interval == 0):
+                metrics.update(self.evaluate(step, saved))
+            self.metrics_logger.log(step, metrics)
+            history.append({"step": step, **metrics})
+            progress.update(end - progress.n)
+            postfix = {"loss": f"{metrics['sft/loss']:.4f}"}
+            if math.isfinite(self.best_eval_success):
+                postfix["best_eval"] = f"{self.best_eval_success:.2f}"
+            progress.set_postfix(postfix)
+        progress.close()
+        self.metrics_logger.close()
+        return history
+
+    def _next_boundary(self, step: int) -> int:
+        sft = self.cfg.sft
+        boundary = sft.max_steps
+        for interval in (sft.log_interval, sft.eval_interval, sft.save_interval):
+            if interval > 0:
+                boundary = min(boundary, (step // interval + 1) * interval)
+        return boundary
+
+    # ---- checkpoints and evaluation -------------------------------------------------------------
+    def save(self, step: int, name: str) -> str:
+        """checkpoints/<name>/policy (save_pretrained) and checkpoints/<name>/sft.json."""
+        directory = os.path.join(self.output_dir, "checkpoints", name)
+        self.group.save_policy(os.path.join(directory, "policy")).wait()
+        with open(os.path.join(directory, "sft.json"), "w") as f:
+            json.dump({"step": step, "dataset": os.path.abspath(self.cfg.sft.dataset), "policy": self.cfg.policy.name}, f)
+        logger.info("saved %s", directory)
+        return directory
+
+    def evaluate(self, step: int, saved: str | None) -> dict[str, float]:
+        """Deterministic episodes of the current weights (saved now if this step saved none); the best
+        eval/success_once so far is copied to checkpoints/best."""
+        directory = saved or os.path.join(self.output_dir, "checkpoints", EVAL_SCRATCH)
+        if saved is None:
+            self.group.save_policy(os.path.join(directory, "policy")).wait()
+        if self.cluster.has_real_gpus:  # the eval policy gets the GPU memory of the trainer's state
+            self.group.offload().wait()
+        try:
+            eval_dir = os.path.join(self.output_dir, "eval", f"step_{step:06d}")
+            metrics = self.group.execute_on(0).evaluate_checkpoint(os.path.join(directory, "policy"), eval_dir).wait()[0]
+        finally:
+            if self.cluster.has_real_gpus:
+                self.group.onload().wait()
+        success = metrics["eval/success_once"]
+        if success > self.best_eval_success:
+            self.best_eval_success = success
+            best = os.path.join(self.output_dir, "checkpoints", "best")
+            shutil.rmtree(best, ignore_errors=True)
+            if saved is None:
+                os.replace(directory, best)
+            else:
+                shutil.copytree(directory, best)
+            with open(os.path.join(best, BEST_FILE), "w") as f:
+                json.dump({"step": step, "eval/success_once": success}, f)
+        shutil.rmtree(os.path.join(self.output_dir, "checkpoints", EVAL_SCRATCH), ignore_errors=True)
+        return metrics
+
+    def shutdown(self) -> None:
+        if self.group is not None:
+            self.group.shutdown()
+
+
+def actor_placement(cfg: SFTRunConfig) -> ComponentPlacement:
+    """The GPUs of component_placement's `actor` entry; all GPUs when it names none."""
+    num_gpus, num_nodes = cfg.cluster.num_gpus_per_node, cfg.cluster.num_nodes
+    spec = dict(cfg.cluster.component_placement or {})
+    if spec:
+        placement = ComponentPlacement(spec, num_gpus=num_gpus, num_nodes=num_nodes)
+        if "actor" in placement.components:
+            world_size = len(placement.gpus("actor"))
+            if cfg.sft.batch_size % world_size:
+                raise ValueError(f"sft.batch_size={cfg.sft.batch_size} does not split evenly over the {world_size} "
+                                 f"actor GPUs {placement.gpus('actor')}; use a multiple of {world_size}")
+            return placement
+    placement = ComponentPlacement({"actor": "all"}, num_gpus=num_gpus, num_nodes=num_nodes)
+    if cfg.sft.batch_size % len(placement.gpus("actor")):
+        raise ValueError(f"sft.batch_size={cfg.sft.batch_size} does not split evenly over "
+                         f"{len(placement.gpus('actor'))} actor GPUs")
+    return placement
+
+
+def check_sft_config(cfg: SFTRunConfig) -> dict[str, Any]:
+    """Fail before any process starts: the dataset exists and is one, its control mode agrees with the
+    env's and its action_dim with the policy's (overrides / checkpoint). Returns the dataset's meta/info.json."""
+    from ..datasets import ControlModeMismatchError, load_info
+    from ..workers.policy_loading import check_policy_config
+
+    path = cfg.sft.dataset
+    if not path:
+        raise ValueError("sft.dataset is required: pass sft.dataset=<directory of a LeRobot v2.1 dataset>, "
+                         "e.g. one written by `python -m rlinf_embodied.collect`")
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"sft.dataset={path!r} does not exist or is not a directory")
+    try:
+        info = load_info(path)
+        features = info["features"]
+        action_dim = int(features["action"]["shape"][0])
+        int(features["observation.state"]["shape"][0])
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"sft.dataset={path!r} is not a dataset: {error}") from None
+    except (KeyError, TypeError, ValueError, IndexError) as error:
+        raise ValueError(f"sft.dataset={path!r}: meta/info.json lacks the action/observation.state features "
+                         f"({type(error).__name__}: {error})") from None
+    if int(info.get("total_episodes", 0)) < 1:
+        raise ValueError(f"sft.dataset={path!r} holds no episodes")
+    dataset_mode, env_mode = info.get("control_mode"), cfg.env.kwargs.get("control_mode")
+    if dataset_mode is not None and env_mode is not None and dataset_mode != env_mode:
+        raise ControlModeMismatchError(
+            f"sft.dataset={path!r} holds actions in control_mode={dataset_mode!r}, but the env {cfg.env.id} acts in "
+            f"env.kwargs.control_mode={env_mode!r}: set env.kwargs.control_mode={dataset_mode} (the policy "
+            f"learns the dataset's action space, and train/eval must run the env in it)")
+    check_policy_config(cfg.policy)
+    dims = predicted_policy_dims(cfg.policy)
+    if dims["action_dim"] is not None and dims["action_dim"] != action_dim:
+        source = f"policy.checkpoint={cfg.policy.checkpoint!r}" if cfg.policy.checkpoint else "policy.overrides"
+        raise ValueError(f"the policy ({source}) has action_dim={dims['action_dim']} but sft.dataset={path!r} "
+                         f"has action_dim={action_dim}")
+    return info
+

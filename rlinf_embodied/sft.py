@@ -1,0 +1,64 @@
+"""Supervised fine-tuning (behaviour cloning) entry point: demonstrations -> a policy checkpoint.
+
+    python -m rlinf_embodied.sft sft.dataset=demos/pickcube                         # mlp BC, CPU
+    python -m rlinf_embodied.sft sft.dataset=demos/pickcube sft.eval_interval=500 sft.max_steps=5000
+    python -m rlinf_embodied.sft env=libero policy=pi0 policy.checkpoint=/ckpt/pi0 sft.dataset=demos/libero \
+        sft.batch_size=32 sft.lr=2.5e-5 cluster.simulate_gpus=false
+
+Checkpoints: <run dir>/checkpoints/{step_XXXXXX,final,best}/policy, each loadable with
+`policy.checkpoint=` by `python -m rlinf_embodied.train` and `python -m rlinf_embodied.eval`.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
+
+from .config import SFTRunConfig, register_configs
+from .paths import CONFIG_DIR
+
+logger = logging.getLogger(__name__)
+register_configs()
+
+
+def run_sft(cfg: SFTRunConfig, output_dir: str, cluster=None) -> list[dict]:
+    """Check the config, start (or join, or use `cluster`) the Ray cluster, run the SFTRunner."""
+    from .runners.sft_runner import SFTRunner, check_sft_config
+    from .scheduler import Cluster
+
+    check_sft_config(cfg)  # fail before any process starts
+    own_cluster = cluster is None
+    if own_cluster:
+        cluster = Cluster(address=cfg.cluster.address, num_nodes=cfg.cluster.num_nodes,
+                          num_gpus_per_node=cfg.cluster.num_gpus_per_node, simulate_gpus=cfg.cluster.simulate_gpus)
+    runner = None
+    try:
+        runner = SFTRunner(cfg, cluster, output_dir)
+        return runner.run()
+    finally:
+        if runner is not None:
+            runner.shutdown()
+        if own_cluster:
+            cluster.shutdown()
+
+
+@hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="sft")
+def main(cfg) -> None:
+    output_dir = cfg.sft.output_dir or HydraConfig.get().runtime.output_dir
+    typed: SFTRunConfig = OmegaConf.to_object(cfg)
+    typed.sft.output_dir = output_dir
+    os.makedirs(output_dir, exist_ok=True)
+    OmegaConf.save(cfg, os.path.join(output_dir, "config.yaml"))
+    history = run_sft(typed, output_dir)
+    if history:
+        last = history[-1]
+        logger.info("finished %d steps: sft/loss=%.4f -> %s", last["step"], last["sft/loss"], output_dir)
+    print(f"checkpoint: {os.path.join(output_dir, 'checkpoints', 'final', 'policy')}")
+    print(f"metrics: {os.path.join(output_dir, 'metrics.jsonl')}")
+
+
+if __name__ == "__main__":
+    main()

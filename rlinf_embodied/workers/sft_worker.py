@@ -1,0 +1,286 @@
+"""SFTWorker: supervised fine-tuning (behaviour cloning) of the policy from demonstrations.
+
+It is an ActorWorker (the same policy building, FSDP2 sharding over every rank when world_size > 1,
+offload/onload and unsharded save_pretrained copies) that trains on a LeRobot v2.1 dataset instead of
+rollouts. Each rank loads the dataset from its local path and draws its share (batch_size /
+world_size frames) of every global batch from its own generator (a fresh permutation of all frames
+per epoch); the loss is the policy's own imitation loss, `policy.sft_loss(obs, actions, is_pad)`, on
+action chunks of the policy's length (rows past an episode's end are masked). AdamW, linear warmup,
+then cosine decay to min_lr_ratio * lr (or constant), global grad-norm clipping.
+
+Precision: parameters are float32 master weights; with policy.precision=bf16 on a GPU the forward
+and backward run under torch.autocast(bf16) (bf16 weights would round small updates away).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import tempfile
+import time
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from torch.distributed.checkpoint.state_dict import get_model_state_dict
+from torch.distributed.fsdp import register_fsdp_forward_method
+
+from ..algorithms.checks import check_finite
+from ..config import EvalConfig, PolicyConfig, SFTConfig, SFTRunConfig
+from ..policies import policy_class
+from .actor_worker import FULL_STATE, ActorWorker
+from .messages import seed_for, to_device
+from .policy_loading import build_policy
+
+logger = logging.getLogger(__name__)
+
+# Policies whose actions (and states, where their config has state_low/high) are normalised with
+# dataset statistics when their config has none. The Gaussian policies (mlp, cnn) keep the env's
+# [-1, 1] action convention: percentile bounds would also become the range they clip actions to.
+DATASET_STATS_POLICIES = ("pi0", "gr00t", "openvla", "openvla_oft")
+STATS_PERCENTILES = (1.0, 99.0)
+
+
+class SFTWorker(ActorWorker):
+    def __init__(self, cfg: SFTRunConfig):
+        super().__init__(cfg, action_dim=0, state_dim=0)  # the dims come from the dataset in init_worker
+
+    # ---- set-up -------------------------------------------------------------------------------
+    def init_worker(self) -> dict[str, Any]:
+        from ..datasets import DemoDataset
+
+        sft: SFTConfig = self.cfg.sft
+        self.dataset = DemoDataset(sft.dataset)
+        self.action_dim, self.state_dim = self.dataset.action_dim, self.dataset.state_dim
+        if sft.batch_size % self.world_size:
+            raise ValueError(f"sft.batch_size={sft.batch_size} does not split evenly over {self.world_size} actor ranks")
+        self.local_batch_size = sft.batch_size // self.world_size
+        torch.manual_seed(sft.seed)  # identical initial weights on every rank
+        self.compute_dtype = (torch.bfloat16 if self.cfg.policy.precision == "bf16" and self.device.type == "cuda"
+                              else torch.float32)
+        policy = build_policy(self.cfg.policy, self.action_dim, self.state_dim, self.device).float()  # fp32 masters
+        check_policy_matches_dataset(policy, self.dataset, sft.dataset)
+        stats = {}
+        if sft.normalize_from_dataset and policy.name in DATASET_STATS_POLICIES:
+            stats = apply_dataset_stats(policy, self.dataset)
+            # The unsharded copies that _save_policy builds from cfg.policy must carry them too.
+            self.cfg.policy.overrides = {**dict(self.cfg.policy.overrides), **stats}
+        if not callable(getattr(policy, "sft_loss", None)):
+            raise TypeError(f"policy {policy.name!r} has no sft_loss(obs, actions, is_pad) imitation loss")
+        self.policy = policy
+        if self.world_size > 1:
+            self._shard_policy()
+            register_fsdp_forward_method(self.policy, "sft_loss")
+        trainable = [p for p in self.policy.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(trainable, lr=sft.lr, weight_decay=sft.weight_decay)
+        self.sampler = FrameSampler(self.dataset.num_frames, seed_for(sft.seed, self.rank, 7717))
+        torch.manual_seed(seed_for(sft.seed, self.rank, 4099))  # per-rank noise/flow times in the losses
+        return {"action_dim": self.action_dim, "state_dim": self.state_dim, "action_chunk": policy.config.action_chunk,
+                "num_frames": self.dataset.num_frames, "num_episodes": self.dataset.num_episodes,
+                "dataset_stats": sorted(stats), "trainable_parameters": sum(p.numel() for p in trainable)}
+
+    def _autocast(self):
+        if self.compute_dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.compute_dtype)
+
+    # ---- training -----------------------------------------------------------------------------
+    def train_steps(self, start_step: int, num_steps: int) -> dict[str, float]:
+        """Optimizer steps start_step .. start_step + num_steps - 1; means of their metrics (over ranks)."""
+        sft: SFTConfig = self.cfg.sft
+        chunk = self.policy.config.action_chunk
+        trainable = [p for group in self.optimizer.param_groups for p in group["params"]]
+        max_norm = sft.grad_clip if sft.grad_clip > 0 else math.inf
+        self.policy.train()
+        losses, norms, seconds = [], [], []
+        lr = sft.lr
+        for step in range(start_step, start_step + num_steps):
+            start = time.perf_counter()
+            lr = lr_at(sft, step)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            obs, actions, is_pad = self.dataset.sample(self.sampler.next(self.local_batch_size), chunk)
+            obs, actions, is_pad = to_device(obs, self.device), actions.to(self.device), is_pad.to(self.device)
+            with self._autocast():
+                loss = self.policy.sft_loss(obs, actions, is_pad)
+            check_finite({"sft/loss": loss}, step)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, max_norm)
+            grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
+            check_finite({"sft/grad_norm": grad_norm}, step)
+            self._check_optimizer_owns_parameters()
+            self.optimizer.step()
+            losses.append(float(loss.detach()))
+            norms.append(float(grad_norm))
+            seconds.append(time.perf_counter() - start)
+        return {"sft/loss": self._mean_over_ranks(float(np.mean(losses))), "sft/grad_norm": float(np.mean(norms)),
+                "sft/lr": lr, "time/step": self._mean_over_ranks(float(np.mean(seconds)))}
+
+    # ---- checkpoints and evaluation -------------------------------------------------------------
+    def save_policy(self, directory: str) -> None:
+        """An unsharded save_pretrained copy at `directory` (every rank takes part; rank 0 writes)."""
+        model_state = get_model_state_dict(self.policy, options=FULL_STATE)
+        if self.rank == 0:
+            self._save_policy(model_state, directory)
+
+    def check_eval_env(self) -> dict[str, int]:
+        """Make, reset and close the eval env once (at start), so an env that cannot run here fails now."""
+        from ..runners.evaluator import _env_spec, _make_env
+
+        env_cfg = self.cfg.env
+        try:
+            with tempfile.TemporaryDirectory() as scratch:
+                env = _make_env(env_cfg, EvalConfig(num_envs=1, video=False), None, scratch)
+                try:
+                    obs, _ = env.reset(seed=0)
+                    spec = _env_spec(env)
+                finally:
+                    env.close()
+        except Exception as error:  # noqa: BLE001 - any failure means no evaluation can run here
+            raise RuntimeError(
+                f"sft.eval_interval={self.cfg.sft.eval_interval} evaluates the policy in env.id={env_cfg.id!r} "
+                f"(obs_mode={env_cfg.obs_mode!r}), which cannot run here: {type(error).__name__}: {error}. "
+                "Run where the env works, or set sft.eval_interval=0") from error
+        if spec["action_dim"] != self.action_dim:
+            raise ValueError(f"the eval env {env_cfg.id!r} has action_dim={spec['action_dim']} but the dataset "
+                             f"{self.cfg.sft.dataset!r} has action_dim={self.action_dim}")
+        needed = [key for key in ("state", *self.dataset.camera_keys) if key in self.policy_input_keys()]
+        missing = [key for key in needed if key not in obs]
+        if missing:
+            raise ValueError(f"the policy trains on dataset keys {needed} but the eval env {env_cfg.id!r} "
+                             f"(obs_mode={env_cfg.obs_mode!r}) observes {sorted(obs)}: {missing} missing")
+        if "state" in needed and spec["state_dim"] != self.state_dim:
+            raise ValueError(f"the eval env {env_cfg.id!r} has state_dim={spec['state_dim']} but the dataset "
+                             f"{self.cfg.sft.dataset!r} has state_dim={self.state_dim}")
+        return spec
+
+    def policy_input_keys(self) -> set[str]:
+        """Observation keys the policy reads (those of its example_obs)."""
+        module = getattr(self.policy, "module", self.policy)
+        return set(module.example_obs(1))
+
+    def evaluate_checkpoint(self, policy_dir: str, output_dir: str) -> dict[str, float]:
+        """Rank 0: deterministic episodes of the saved policy in the env (runners/evaluator.py)."""
+        if self.rank != 0:
+            return {}
+        from ..runners.evaluator import evaluate_policy
+
+        sft: SFTConfig = self.cfg.sft
+        policy_cfg = PolicyConfig(name=self.cfg.policy.name, checkpoint=policy_dir, precision=self.cfg.policy.precision)
+        eval_cfg = EvalConfig(num_episodes=sft.eval_episodes, num_envs=max(1, min(self.cfg.env.num_envs, sft.eval_episodes)),
+                              seed=sft.seed + 1000, video=False, device=str(self.device))
+        results = evaluate_policy(self.cfg.env, policy_cfg, eval_cfg, output_dir)
+        episodes = sum(r.episodes for r in results)
+        return {"eval/success_once": sum(r.successes for r in results) / max(episodes, 1),
+                "eval/episode_return": sum(r.mean_return * r.episodes for r in results) / max(episodes, 1),
+                "eval/episode_length": sum(r.mean_length * r.episodes for r in results) / max(episodes, 1),
+                "eval/num_episodes": float(episodes)}
+
+
+# ---- helpers ------------------------------------------------------------------------------------
+class FrameSampler:
+    """Frame indices from a seeded stream of permutations of all frames (one permutation per epoch)."""
+
+    def __init__(self, num_frames: int, seed: int):
+        if num_frames < 1:
+            raise ValueError("the dataset has no frames")
+        self.num_frames = num_frames
+        self.generator = torch.Generator().manual_seed(seed)
+        self._order = torch.randperm(num_frames, generator=self.generator)
+        self._position = 0
+
+    def next(self, count: int) -> torch.Tensor:
+        out = []
+        while count > 0:
+            if self._position == self.num_frames:
+                self._order, self._position = torch.randperm(self.num_frames, generator=self.generator), 0
+            take = min(count, self.num_frames - self._position)
+            out.append(self._order[self._position: self._position + take])
+            self._position += take
+            count -= take
+        return torch.cat(out)
+
+
+def lr_at(sft: SFTConfig, step: int) -> float:
+    """Linear warmup over warmup_steps (from lr / warmup_steps), then cosine to min_lr_ratio * lr or constant."""
+    if step < sft.warmup_steps:
+        return sft.lr * (step + 1) / sft.warmup_steps
+    if sft.lr_schedule == "constant":
+        return sft.lr
+    progress = min(1.0, (step - sft.warmup_steps) / max(1, sft.max_steps - sft.warmup_steps))
+    return sft.lr * (sft.min_lr_ratio + (1.0 - sft.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def check_policy_matches_dataset(policy, dataset, dataset_path: Optional[str]) -> None:
+    cfg = policy.config
+    if cfg.action_dim != dataset.action_dim:
+        raise ValueError(f"policy {policy.name!r} has action_dim={cfg.action_dim} but the dataset "
+                         f"sft.dataset={dataset_path!r} has action_dim={dataset.action_dim}")
+    if cfg.state_dim and dataset.state_dim != cfg.state_dim:
+        raise ValueError(f"policy {policy.name!r} has state_dim={cfg.state_dim} but the dataset "
+                         f"sft.dataset={dataset_path!r} has state_dim={dataset.state_dim}")
+
+
+def dataset_arrays(dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """All (states, actions) of the dataset as (F, D) and (F, A) float32 tensors."""
+    states, actions = getattr(dataset, "_states", None), getattr(dataset, "_actions", None)
+    if states is None or actions is None:  # no in-memory arrays: one sample over every frame
+        obs, chunks, _ = dataset.sample(torch.arange(dataset.num_frames), 1)
+        states, actions = obs["state"], chunks[:, 0]
+    return states.float(), actions.float()
+
+
+def percentile_bounds(values: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-dimension 1st/99th percentiles; a (near) constant dimension gets value -+ 1 (it maps to 0)."""
+    low, high = np.percentile(values.numpy().astype(np.float64), STATS_PERCENTILES, axis=0)
+    narrow = (high - low) < 1e-6
+    centre = (high + low) / 2
+    low, high = np.where(narrow, centre - 1.0, low), np.where(narrow, centre + 1.0, high)
+    return [float(v) for v in low], [float(v) for v in high]
+
+
+def apply_dataset_stats(policy, dataset) -> dict[str, list[float]]:
+    """Set action_low/high (and state_low/high where the config has them) from the dataset's
+    percentiles on a policy config that has none; returns what it set (config.json saves them)."""
+    cfg = policy.config
+    states, actions = dataset_arrays(dataset)
+    stats: dict[str, list[float]] = {}
+    if cfg.action_low is None and cfg.action_high is None:
+        stats["action_low"], stats["action_high"] = percentile_bounds(actions)
+    if (hasattr(cfg, "state_low") and cfg.state_low is None and cfg.state_high is None
+            and dataset.state_dim > 0):
+        stats["state_low"], stats["state_high"] = percentile_bounds(states)
+    for key, value in stats.items():
+        setattr(cfg, key, value)
+    if stats:
+        logger.info("%s: normalisation statistics from the dataset: %s", policy.name, sorted(stats))
+    return stats
+
+
+def predicted_policy_dims(policy_cfg: PolicyConfig) -> dict[str, Optional[int]]:
+    """action_dim / action_chunk the run's policy will have, as far as the config tells before building
+    it (overrides, then the checkpoint's config.json, then the size preset); None where unknown."""
+    import json
+
+    from ..policies.base import CONFIG_FILE
+
+    overrides = dict(policy_cfg.overrides)
+    saved: dict[str, Any] = {}
+    if policy_cfg.checkpoint is not None:
+        path = os.path.join(policy_cfg.checkpoint, CONFIG_FILE)
+        if os.path.isfile(path):
+            with open(path) as f:
+                data = json.load(f)
+            if "policy" in data:  # a save_pretrained layout (upstream layouts are converted at load)
+                saved = data
+    else:
+        saved = dict(policy_class(policy_cfg.name).presets.get(policy_cfg.size, {}))
+    dims: dict[str, Optional[int]] = {}
+    for key in ("action_dim", "action_chunk"):
+        value = overrides.get(key, saved.get(key))
+        dims[key] = None if value is None else int(value)
+    if policy_cfg.checkpoint is None and "action_dim" not in overrides:
+        dims["action_dim"] = None  # a fresh policy takes the dataset's action_dim
+    return dims

@@ -1,0 +1,199 @@
+"""SFT (behaviour cloning) from LeRobot demonstrations: config errors, tiny VLAs learning in-process,
+and demonstrations -> `python -m rlinf_embodied.sft` (Hydra) -> checkpoint -> one RL iteration, on CPU."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from rlinf_embodied.config import SFTRunConfig, TrainConfig
+from rlinf_embodied.datasets import LeRobotDatasetWriter
+from rlinf_embodied.paths import CONFIG_DIR
+from rlinf_embodied.policies import make_policy, policy_class
+from rlinf_embodied.runners.sft_runner import check_sft_config
+from rlinf_embodied.sft import run_sft
+from rlinf_embodied.workers.sft_worker import SFTWorker, lr_at
+
+MANISKILL_STATE_DIM, MANISKILL_ACTION_DIM = 42, 8  # rlinf/ManiSkill-PickCube, state, pd_joint_delta_pos
+EXPERT = torch.Generator().manual_seed(123)
+EXPERT_WEIGHTS = torch.randn(MANISKILL_STATE_DIM, MANISKILL_ACTION_DIM, generator=EXPERT) / MANISKILL_STATE_DIM ** 0.5
+
+
+def expert_action(states: np.ndarray) -> np.ndarray:
+    """A learnable state -> action mapping inside the [-1, 1] action box."""
+    return np.tanh(states @ EXPERT_WEIGHTS.numpy()).astype(np.float32)
+
+
+def write_state_dataset(root, episodes: int = 6, length: int = 20, control_mode: str = "pd_joint_delta_pos") -> str:
+    writer = LeRobotDatasetWriter(str(root), fps=20, state_dim=MANISKILL_STATE_DIM, action_dim=MANISKILL_ACTION_DIM,
+                                  camera_shapes={}, control_mode=control_mode)
+    rng = np.random.default_rng(0)
+    for episode in range(episodes):
+        states = rng.normal(size=(length, MANISKILL_STATE_DIM)).astype(np.float32)
+        writer.add_episode("pick up the cube", states, expert_action(states), {}, np.zeros(length, np.float32),
+                           True, episode)
+    return str(root)
+
+
+def write_image_dataset(root, state_dim: int, action_dim: int, image_size: int, cameras=("rgb",)) -> str:
+    """4 episodes x 10 frames; the action is a function of the state, and the image's colour shows it too."""
+    writer = LeRobotDatasetWriter(str(root), fps=20, state_dim=state_dim, action_dim=action_dim,
+                                  camera_shapes={c: (image_size, image_size, 3) for c in cameras})
+    rng = np.random.default_rng(1)
+    mix = rng.normal(size=(state_dim, action_dim)) / state_dim ** 0.5
+    for episode in range(4):
+        states = rng.uniform(-1, 1, size=(10, state_dim)).astype(np.float32)
+        actions = np.tanh(2 * states @ mix).astype(np.float32)
+        colour = ((actions[:, :3] + 1) * 127.5).astype(np.uint8)  # (10, 3)
+        frames = np.broadcast_to(colour[:, None, None, :], (10, image_size, image_size, 3)).copy()
+        writer.add_episode(["open the drawer", "push the cube"][episode % 2], states, actions,
+                           {c: frames for c in cameras}, np.zeros(10, np.float32), True, episode)
+    return str(root)
+
+
+# ---- config errors (no workers start) -------------------------------------------------------------
+def test_missing_dataset_is_a_clear_error(tmp_path):
+    cfg = SFTRunConfig()
+    with pytest.raises(ValueError, match=r"sft.dataset is required"):
+        check_sft_config(cfg)
+    cfg.sft.dataset = str(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match=r"nowhere.*does not exist"):
+        check_sft_config(cfg)
+    cfg.sft.dataset = str(tmp_path)  # a directory, but no meta/info.json
+    with pytest.raises(FileNotFoundError, match=r"is not a dataset.*meta/info.json"):
+        check_sft_config(cfg)
+
+
+def test_action_dim_and_control_mode_mismatches_name_both_sides(tmp_path):
+    cfg = SFTRunConfig()
+    cfg.sft.dataset = write_state_dataset(tmp_path / "ds", episodes=1, length=3)
+    checkpoint = tmp_path / "mlp7"
+    make_policy("mlp", size="tiny", action_dim=7, state_dim=MANISKILL_STATE_DIM).save_pretrained(checkpoint)
+    cfg.policy.checkpoint = str(checkpoint)
+    with pytest.raises(ValueError, match=r"action_dim=7 but sft.dataset=.* has action_dim=8"):
+        check_sft_config(cfg)
+    cfg.policy.checkpoint, cfg.policy.overrides = None, {"action_dim": 5}
+    with pytest.raises(ValueError, match=r"action_dim=5 but .*action_dim=8"):
+        check_sft_config(cfg)
+    cfg.policy.overrides = {}
+    check_sft_config(cfg)  # a fresh policy takes the dataset's action_dim
+    cfg.env.kwargs = {"control_mode": "pd_ee_delta_pos"}
+    with pytest.raises(ValueError, match=r"control_mode='pd_joint_delta_pos'.*control_mode='pd_ee_delta_pos'"):
+        check_sft_config(cfg)
+
+
+def test_lr_schedule_warms_up_then_decays():
+    cfg = SFTRunConfig().sft
+    cfg.lr, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio = 1.0, 10, 110, 0.1
+    assert lr_at(cfg, 0) == pytest.approx(0.1) and lr_at(cfg, 9) == pytest.approx(1.0)
+    assert lr_at(cfg, 60) == pytest.approx(0.55)
+    assert lr_at(cfg, 110) == pytest.approx(0.1)
+    cfg.lr_schedule = "constant"
+    assert lr_at(cfg, 100) == 1.0
+    with pytest.raises(ValueError, match="lr_schedule"):
+        type(cfg)(lr_schedule="linear")
+
+
+# ---- tiny VLAs learn on images + state, in-process (the worker outside Ray: one CPU rank) -------------
+@pytest.mark.parametrize("name, overrides, cameras", [
+    ("pi0", {}, ("rgb",)),
+    ("openvla_oft", {}, ("rgb", "wrist_rgb")),
+])
+def test_tiny_vla_sft_loss_goes_down(tmp_path, name, overrides, cameras):
+    preset = policy_class(name).presets["tiny"]
+    cfg = SFTRunConfig()
+    cfg.policy.name, cfg.policy.size, cfg.policy.overrides = name, "tiny", dict(overrides)
+    cfg.sft.dataset = write_image_dataset(tmp_path / "ds", preset["state_dim"], preset["action_dim"],
+                                          preset["image_size"], cameras)
+    cfg.sft.batch_size, cfg.sft.lr, cfg.sft.warmup_steps, cfg.sft.max_steps = 8, 3e-3, 3, 40
+    worker = SFTWorker(cfg)
+    info = worker.init_worker()
+    assert info["dataset_stats"][:2] == ["action_high", "action_low"]  # no stats in the preset: the dataset's
+    before = held_out_loss(worker)
+    losses = [worker.train_steps(step, 10)["sft/loss"] for step in range(0, 40, 10)]
+    assert all(np.isfinite(losses))
+    after = held_out_loss(worker)
+    assert after < 0.8 * before, (before, after, losses)  # flow matching has a floor: the noise it cannot predict
+    worker.save_policy(str(tmp_path / "policy"))
+    loaded = policy_class(name).from_pretrained(tmp_path / "policy")
+    assert loaded.config.action_low == worker.policy.config.action_low  # the statistics travel with it
+    obs, _, _ = worker.dataset.sample([0, 1], 1)
+    assert loaded.act(obs, deterministic=True).actions.shape == (2, preset["action_chunk"], preset["action_dim"])
+
+
+def held_out_loss(worker: SFTWorker) -> float:
+    """The imitation loss on every frame with fixed flow noise and times (the training loss is noisy)."""
+    policy, ds = worker.policy, worker.dataset
+    obs, actions, is_pad = ds.sample(torch.arange(ds.num_frames), policy.config.action_chunk)
+    fixed = {}
+    if policy.name == "pi0":
+        generator = torch.Generator().manual_seed(0)
+        fixed["noise"] = torch.randn(ds.num_frames, policy.config.action_chunk, policy.config.max_action_dim,
+                                     generator=generator)
+        fixed["tau"] = torch.linspace(0.05, 0.95, ds.num_frames)
+    with torch.no_grad():
+        return float(policy.sft_loss(obs, actions, is_pad, **fixed))
+
+
+# ---- demonstrations -> python -m rlinf_embodied.sft -> checkpoint -> RL ------------------------------
+@pytest.fixture(scope="module")
+def cluster():
+    from rlinf_embodied.scheduler import Cluster
+
+    cluster = Cluster(num_nodes=1, num_gpus_per_node=1, simulate_gpus=True)
+    yield cluster
+    cluster.shutdown()
+
+
+def compose_sft(overrides: list[str]) -> SFTRunConfig:
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        return OmegaConf.to_object(compose(config_name="sft", overrides=overrides))
+
+
+@pytest.mark.slow
+def test_mlp_bc_then_rl_on_maniskill(cluster, tmp_path):
+    dataset = write_state_dataset(tmp_path / "demos")
+    out = tmp_path / "sft"
+    cfg = compose_sft([f"sft.dataset={dataset}", "policy.size=tiny", "sft.max_steps=150", "sft.batch_size=32",
+                       "sft.lr=3e-3", "sft.warmup_steps=5", "sft.log_interval=25", "sft.save_interval=100",
+                       "sft.eval_interval=150", "sft.eval_episodes=2", "env.num_envs=2", "env.max_episode_steps=4",
+                       "sft.progress=false", f"sft.output_dir={out}"])
+    assert cfg.env.kwargs["control_mode"] == "pd_joint_delta_pos" and cfg.policy.name == "mlp"
+    history = run_sft(cfg, str(out), cluster=cluster)
+    assert [m["step"] for m in history] == [25, 50, 75, 100, 125, 150]
+    assert history[-1]["sft/loss"] < history[0]["sft/loss"] - 1.0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {"sft/loss", "sft/grad_norm", "sft/lr", "time/step"} <= set(records[0])
+    assert records[-1]["eval/num_episodes"] == 2 and 0.0 <= records[-1]["eval/success_once"] <= 1.0
+    for name in ("step_000100", "final", "best"):
+        assert (out / "checkpoints" / name / "policy" / "model.safetensors").is_file(), name
+    assert not (out / "checkpoints" / "_eval").exists()
+
+    policy = policy_class("mlp").from_pretrained(out / "checkpoints" / "final" / "policy")
+    states = torch.randn(64, MANISKILL_STATE_DIM, generator=torch.Generator().manual_seed(5))
+    actions = policy.act({"state": states}, deterministic=True).actions
+    assert actions.shape == (64, 1, MANISKILL_ACTION_DIM)
+    error = (actions[:, 0] - torch.from_numpy(expert_action(states.numpy()))).abs().mean()
+    untrained = (torch.from_numpy(expert_action(states.numpy()))).abs().mean()
+    assert error < 0.5 * untrained  # it imitates the expert on fresh states
+
+    rl = TrainConfig()
+    rl.env.num_envs, rl.env.max_episode_steps = 2, 6
+    rl.env.kwargs = {"control_mode": "pd_joint_delta_pos", "reward_mode": "normalized_dense"}
+    rl.policy.checkpoint = str(out / "checkpoints" / "final" / "policy")
+    rl.runner.rollout_steps, rl.runner.max_iterations, rl.runner.progress = 8, 1, False
+    rl.algorithm.update_epochs, rl.algorithm.num_minibatches = 1, 2
+    from rlinf_embodied.runners.embodied_runner import EmbodiedRunner
+
+    runner = EmbodiedRunner(rl, cluster, str(tmp_path / "rl"))
+    try:
+        (metrics,) = runner.run()
+    finally:
+        runner.shutdown()
+    assert np.isfinite(metrics["train/loss"]) and metrics["env_steps"] == 16
+    if "train/initial_approx_kl" in metrics:  # the actor's pre-step KL: rollout and actor agree on the SFT weights
+        assert abs(metrics["train/initial_approx_kl"]) < 1e-3
