@@ -165,7 +165,7 @@ def test_mlp_bc_then_rl_on_maniskill(cluster, tmp_path):
     assert cfg.env.kwargs["control_mode"] == "pd_joint_delta_pos" and cfg.policy.name == "mlp"
     history = run_sft(cfg, str(out), cluster=cluster)
     assert [m["step"] for m in history] == [25, 50, 75, 100, 125, 150]
-    assert history[-1]["sft/loss"] < history[0]["sft/loss"] - 1.0
+    assert history[-1]["sft/loss"] < history[0]["sft/loss"] - 0.4  # Gaussian NLL per action dim
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert {"sft/loss", "sft/grad_norm", "sft/lr", "time/step"} <= set(records[0])
     assert records[-1]["eval/num_episodes"] == 2 and 0.0 <= records[-1]["eval/success_once"] <= 1.0
