@@ -24,7 +24,7 @@ from .advantages import (
     filter_groups,
 )
 from .checks import NonFiniteError, check_finite
-from .config import AlgorithmConfig, annealed_lr
+from .config import AlgorithmConfig, annealed_lr, resolve_learning_rates
 from .losses import aggregate, clipped_surrogate, reduce_log_probs, value_loss
 from .registry import advantage_names, get_advantage, get_loss, loss_names, register_advantage, register_loss
 from .rollout import aggregate_chunk_rewards, credited_steps, fold_truncation_bootstrap, normalize
@@ -58,7 +58,7 @@ def policy_loss(*, new_log_probs: torch.Tensor, old_log_probs: torch.Tensor, adv
 
 
 __all__ = [
-    "AlgorithmConfig", "NonFiniteError", "annealed_lr", "check_finite", "compute_advantages", "policy_loss",
+    "AlgorithmConfig", "NonFiniteError", "annealed_lr", "check_finite", "resolve_learning_rates", "compute_advantages", "policy_loss",
     "register_advantage", "get_advantage", "advantage_names", "register_loss", "get_loss", "loss_names",
     "compute_gae", "compute_grpo_advantages", "compute_reinforce_pp_advantages", "discounted_returns",
     "dynamic_sampling_mask", "filter_groups", "reduce_log_probs", "aggregate", "clipped_surrogate",

@@ -41,7 +41,12 @@ class AlgorithmConfig:
     entropy_coef: float = 0.0
 
     # ---- optimisation ---------------------------------------------------------------------------
-    lr: float = 3e-4
+    # Learning rate of the policy's weights; None takes the policy's own default (Policy.default_rl_lr:
+    # 3e-4 for mlp/cnn, a few 1e-6 for the VLAs, whose pre-trained weights one Adam step at 3e-4 wrecks).
+    lr: Optional[float] = None
+    # Learning rate of the value head (parameters named "value_head.*"); None takes the policy's
+    # default_value_lr (the VLAs: 1e-4, a freshly initialised head) or, where it has none, lr.
+    value_lr: Optional[float] = None
     # Decay lr linearly to 0 over runner.max_iterations (CleanRL's anneal_lr): late updates get smaller,
     # which can keep a sharp, low-entropy policy from collapsing. Resume-safe: lr depends on the iteration.
     anneal_lr: bool = False
@@ -76,7 +81,9 @@ class AlgorithmConfig:
             raise ValueError(f"algorithm.dynamic_sampling=True filters GRPO groups; it needs adv_type='grpo', "
                              f"not {self.adv_type!r}")
         _positive("grpo_eps", self.grpo_eps)
-        _positive("lr", self.lr)
+        for key in ("lr", "value_lr"):
+            if getattr(self, key) is not None:
+                _positive(key, getattr(self, key))
         _at_least("update_epochs", self.update_epochs, 1)
         _at_least("num_minibatches", self.num_minibatches, 1)
         _positive("max_grad_norm", self.max_grad_norm)
@@ -108,10 +115,21 @@ def _at_least(key: str, value: float, minimum: float) -> None:
         raise ValueError(f"algorithm.{key}={value!r} must be >= {minimum}")
 
 
-def annealed_lr(cfg: AlgorithmConfig, iteration: int, max_iterations: int) -> float:
-    """The learning rate of `iteration` (0-based): cfg.lr, or with anneal_lr cfg.lr * (1 - iteration / max_iterations)."""
+def annealed_lr(cfg: AlgorithmConfig, iteration: int, max_iterations: int, base_lr: float | None = None) -> float:
+    """The learning rate of `iteration` (0-based): base_lr (default cfg.lr), or with anneal_lr
+    base_lr * (1 - iteration / max_iterations)."""
+    base_lr = cfg.lr if base_lr is None else base_lr
+    if base_lr is None:
+        raise ValueError("algorithm.lr is None: resolve it from the policy first (resolve_learning_rates)")
     if not cfg.anneal_lr:
-        return cfg.lr
+        return base_lr
     if max_iterations < 1:
         raise ValueError(f"anneal_lr needs runner.max_iterations >= 1, got {max_iterations}")
-    return cfg.lr * max(0.0, 1.0 - iteration / max_iterations)
+    return base_lr * max(0.0, 1.0 - iteration / max_iterations)
+
+
+def resolve_learning_rates(cfg: AlgorithmConfig, default_lr: float, default_value_lr: float | None) -> tuple[float, float]:
+    """(policy lr, value-head lr): the config's where set, else the policy's defaults (value: else lr)."""
+    lr = cfg.lr if cfg.lr is not None else default_lr
+    value_lr = cfg.value_lr if cfg.value_lr is not None else (default_value_lr if default_value_lr is not None else lr)
+    return lr, value_lr

@@ -77,6 +77,15 @@ class Policy(nn.Module, abc.ABC):
     config_class: ClassVar[type[PolicyConfig]]
     # size name -> config overrides; "tiny" must exist and be small enough for CPU tests.
     presets: ClassVar[dict[str, dict]] = {}
+    # RL learning rates when algorithm.lr / algorithm.value_lr are unset. Small policies train from
+    # scratch at PPO's usual 3e-4; pre-trained VLAs override these with fine-tuning rates.
+    default_rl_lr: ClassVar[float] = 3e-4
+    default_value_lr: ClassVar[float | None] = None  # None: same as the lr
+    # Parameters whose names start with one of these train at the value lr.
+    value_parameter_prefixes: ClassVar[tuple[str, ...]] = ("value_head.",)
+    # Set by an FSDP mixed-precision trainer, whose sharded parameters read float32 while the layers
+    # compute in this dtype; policies that cast inputs to their parameters' dtype consult it first.
+    forced_compute_dtype: torch.dtype | None = None
 
     def __init__(self, config: PolicyConfig):
         super().__init__()

@@ -5,6 +5,7 @@ epochs over minibatches; FSDP reduce-scatters the gradients, so all ranks step t
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -20,15 +21,16 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 
-from ..algorithms import annealed_lr, compute_advantages, policy_loss
+from ..algorithms import annealed_lr, compute_advantages, policy_loss, resolve_learning_rates
 from ..algorithms.checks import check_finite
 from ..config import TrainConfig
 from ..policies import ActOutput
 from ..scheduler import Channel, Worker
 from .messages import Trajectory, seed_for, to_device
-from .policy_loading import build_policy
+from .mixed_precision import computing_in
+from .policy_loading import build_policy, compute_dtype
 from .timeline import SpanRecorder
 
 logger = logging.getLogger(__name__)
@@ -45,20 +47,44 @@ class ActorWorker(Worker, SpanRecorder):
 
     def init_worker(self) -> None:
         torch.manual_seed(self.cfg.runner.seed)  # identical initial weights on every rank
-        self.policy = build_policy(self.cfg.policy, self.action_dim, self.state_dim, self.device)
+        self.compute_dtype = compute_dtype(self.cfg.policy, self.device)
+        # fp32 master weights; forwards run on compute-dtype casts, as the rollout computes (mixed_precision.py)
+        self.policy = build_policy(self.cfg.policy, self.action_dim, self.state_dim, self.device, master_weights=True)
         if self.world_size > 1:
             self._shard_policy()
         # One rank needs no sharding: the plain module (also sidesteps torch 2.11 + CUDA, where a
         # one-rank FSDP2 model ends up registering parameters other than those the optimizer holds).
-        trainable = [p for p in self.policy.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(trainable, lr=self.cfg.algorithm.lr, eps=1e-5)
+        self.optimizer = torch.optim.Adam(self._parameter_groups(), eps=1e-5)
+
+    def _parameter_groups(self) -> list[dict[str, Any]]:
+        """Trainable parameters in two groups: the policy at algorithm.lr, its value head at value_lr
+        (each defaulting to the policy class's own rates). `initial_lr` is what anneal_lr scales."""
+        policy_class = type(self.policy)
+        lr, value_lr = resolve_learning_rates(self.cfg.algorithm, policy_class.default_rl_lr,
+                                              policy_class.default_value_lr)
+        value_prefixes = policy_class.value_parameter_prefixes
+        trainable = [(name, p) for name, p in self.policy.named_parameters() if p.requires_grad]
+        value_params = [p for name, p in trainable if name.startswith(value_prefixes)]
+        other_params = [p for name, p in trainable if not name.startswith(value_prefixes)]
+        groups = [{"params": other_params, "lr": lr, "initial_lr": lr, "name": "policy"},
+                  {"params": value_params, "lr": value_lr, "initial_lr": value_lr, "name": "value"}]
+        return [group for group in groups if group["params"]]
+
+    def _forward_precision(self):
+        """One rank: compute on casts of the fp32 masters. FSDP casts its own (MixedPrecisionPolicy)."""
+        if self.world_size > 1 or self.compute_dtype == torch.float32:
+            return contextlib.nullcontext()
+        return computing_in(self.policy, self.compute_dtype)
 
     def _shard_policy(self) -> None:
         """FSDP2 over every actor rank: the policy's own units first (transformer blocks), then the rest."""
         mesh = init_device_mesh(self.device.type, (self.world_size,))
+        # fp32 sharded masters, unsharded for compute in the rollout's dtype, gradients reduced in fp32
+        precision = MixedPrecisionPolicy(param_dtype=self.compute_dtype, reduce_dtype=torch.float32)
+        self.policy.forced_compute_dtype = self.compute_dtype  # the sharded parameters read fp32
         for unit in getattr(self.policy, "fsdp_units", lambda: [])():
-            fully_shard(unit, mesh=mesh)
-        fully_shard(self.policy, mesh=mesh)
+            fully_shard(unit, mesh=mesh, mp_policy=precision)
+        fully_shard(self.policy, mesh=mesh, mp_policy=precision)
         register_fsdp_forward_method(self.policy, "evaluate")
         register_fsdp_forward_method(self.policy, "act")
         # FSDP2 finishes setting up its parameters lazily, at the first forward, and registers its
@@ -78,13 +104,13 @@ class ActorWorker(Worker, SpanRecorder):
         trajectory = Trajectory.concat_envs(pieces)
         advantages, returns = compute_advantages(trajectory, self.cfg.algorithm)  # (T, N) each
         samples = flatten_time_and_envs(trajectory, advantages, returns)
-        lr = annealed_lr(self.cfg.algorithm, iteration, self.cfg.runner.max_iterations)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = annealed_lr(self.cfg.algorithm, iteration, self.cfg.runner.max_iterations, group["initial_lr"])
         with self.span("train"):
             metrics = self._update(iteration, samples)
         metrics["advantage_mean"] = float(advantages.mean())
-        metrics["lr"] = lr
+        for group in self.optimizer.param_groups:
+            metrics["lr" if group["name"] == "policy" else f"lr_{group['name']}"] = group["lr"]
         return metrics
 
     def _update(self, iteration: int, samples: dict[str, Any]) -> dict[str, float]:
@@ -100,6 +126,11 @@ class ActorWorker(Worker, SpanRecorder):
         steps_taken = 0
         for minibatch in minibatches:
             step_metrics, stepped = self._minibatch_step(iteration, select(samples, minibatch))
+            if "initial_approx_kl" not in history:
+                # Before any optimizer step: rollout and actor hold the same weights, so this measures how
+                # well the actor reproduces the rollout's log-probs (should be ~0; see mixed_precision.py).
+                history["initial_approx_kl"] = [step_metrics["approx_kl"]]
+                history["initial_ratio_max_abs_dev"] = [step_metrics["ratio_max_abs_dev"]]
             for key, value in step_metrics.items():
                 history.setdefault(key, []).append(value)
             if not stepped:
@@ -116,18 +147,19 @@ class ActorWorker(Worker, SpanRecorder):
         batch = to_device(batch, self.device)
         act_output = ActOutput(actions=batch["actions"], log_probs=batch["log_probs"],
                                values=batch["values"], extras=batch["extras"])
-        evaluated = self.policy.evaluate(batch["obs"], act_output)
-        loss, metrics = policy_loss(
-            new_log_probs=evaluated.log_probs, old_log_probs=batch["log_probs"],
-            advantages=batch["advantages"], entropy=evaluated.entropy,
-            new_values=evaluated.values, old_values=batch["values"], returns=batch["returns"], cfg=algo,
-        )
-        check_finite({"loss": loss, **{f"metric/{k}": v for k, v in metrics.items()
-                                       if isinstance(v, torch.Tensor)}}, iteration)
-        if algo.target_kl is not None and self._mean_over_ranks(metrics["approx_kl"]) > algo.target_kl:
-            return {k: float(v) for k, v in metrics.items()}, False
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        with self._forward_precision():  # the backward too: checkpointed layers recompute inside it
+            evaluated = self.policy.evaluate(batch["obs"], act_output)
+            loss, metrics = policy_loss(
+                new_log_probs=evaluated.log_probs, old_log_probs=batch["log_probs"],
+                advantages=batch["advantages"], entropy=evaluated.entropy,
+                new_values=evaluated.values, old_values=batch["values"], returns=batch["returns"], cfg=algo,
+            )
+            check_finite({"loss": loss, **{f"metric/{k}": v for k, v in metrics.items()
+                                           if isinstance(v, torch.Tensor)}}, iteration)
+            if algo.target_kl is not None and self._mean_over_ranks(metrics["approx_kl"]) > algo.target_kl:
+                return {k: float(v) for k, v in metrics.items()}, False
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), algo.max_grad_norm)
         grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
         check_finite({"grad_norm": grad_norm}, iteration)

@@ -7,6 +7,7 @@ import torch
 
 from ..config import PolicyConfig
 from ..policies import Policy, make_policy, policy_class
+from .mixed_precision import cast_floating_buffers
 
 
 class MissingCheckpointError(ValueError):
@@ -32,7 +33,15 @@ def check_policy_config(cfg: PolicyConfig) -> None:
         raise ValueError(f"policy.precision={cfg.precision!r}; valid: 'float32', 'bf16'")
 
 
-def build_policy(cfg: PolicyConfig, action_dim: int, state_dim: int, device: torch.device) -> Policy:
+def compute_dtype(cfg: PolicyConfig, device: torch.device) -> torch.dtype:
+    """The dtype the policy computes in: bf16 where asked for (on CPU too: slower, but what was asked), else float32."""
+    return torch.bfloat16 if cfg.precision == "bf16" else torch.float32
+
+
+def build_policy(cfg: PolicyConfig, action_dim: int, state_dim: int, device: torch.device,
+                 master_weights: bool = False) -> Policy:
+    """The policy on `device` in its compute dtype; with master_weights the parameters stay float32
+    (a trainer's master copy, see workers/mixed_precision.py) and only floating buffers take the dtype."""
     check_policy_config(cfg)
     if cfg.checkpoint is not None:
         # The named class loads its own save_pretrained layout and, where it has a converter, the
@@ -48,5 +57,9 @@ def build_policy(cfg: PolicyConfig, action_dim: int, state_dim: int, device: tor
         if state_dim:
             overrides.setdefault("state_dim", state_dim)
         policy = make_policy(cfg.name, size=cfg.size, action_dim=action_dim, **overrides)
-    dtype = torch.bfloat16 if (cfg.precision == "bf16" and device.type == "cuda") else torch.float32
+    dtype = compute_dtype(cfg, device)
+    if master_weights:
+        policy = policy.to(device=device, dtype=torch.float32)
+        cast_floating_buffers(policy, dtype)
+        return policy
     return policy.to(device=device, dtype=dtype)

@@ -170,3 +170,23 @@ def test_pretrained_vla_without_checkpoint_fails_at_once(tmp_path):
     )
     assert result.returncode != 0
     assert "policy.checkpoint=" in result.stderr and "policy.size=tiny" in result.stderr
+
+
+@pytest.mark.parametrize("policy_name, precision", [("mlp", "float32"), ("pi0", "float32"), ("pi0", "bf16")])
+def test_actor_reproduces_rollout_log_probs_before_its_first_step(cluster, tmp_path, policy_name, precision):
+    """train/initial_approx_kl: rollout (compute-dtype weights) and actor (fp32 masters computing in that
+    dtype) hold the same weights before the first optimizer step, so their log-probs must agree."""
+    cfg = small_config({"env,rollout,actor": "all"}, 1)
+    cfg.policy.name, cfg.policy.precision = policy_name, precision
+    cfg.runner.max_iterations, cfg.runner.rollout_steps = 2, 3
+    if policy_name == "pi0":  # a VLA needs cameras: LIBERO renders on CPU (ManiSkill cannot here)
+        cfg.env.id, cfg.env.obs_mode, cfg.env.max_episode_steps = "rlinf/LIBERO-Spatial", "rgb", 20
+        cfg.env.kwargs = {"task_id": 0, "camera_size": 32}
+    history = run_iterations(cfg, cluster, str(tmp_path))
+    for metrics in history:
+        assert metrics["train/initial_approx_kl"] < 1e-3, metrics
+        assert metrics["train/initial_ratio_max_abs_dev"] < 1e-2, metrics
+        assert metrics["train/optimizer_steps"] >= 1
+    if policy_name == "pi0":  # a VLA trains at its own fine-tuning rates unless algorithm.lr is set
+        assert history[0]["train/lr"] == pytest.approx(5e-6)
+        assert history[0]["train/lr_value"] == pytest.approx(1e-4)

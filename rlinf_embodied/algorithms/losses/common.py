@@ -143,4 +143,5 @@ def ratio_metrics(ratio: torch.Tensor, log_ratio: torch.Tensor, mask: torch.Tens
         "clip_fraction": clipped.to(ratio.dtype).mean(),
         "ratio_mean": kept_ratio.mean(),
         "ratio_max": kept_ratio.max(),
+        "ratio_max_abs_dev": (kept_ratio - 1.0).abs().max(),  # max |ratio - 1| over the kept elements
     }

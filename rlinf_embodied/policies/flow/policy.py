@@ -50,6 +50,9 @@ class FlowPolicy(Policy):
     """Base class of the flow-matching VLAs; see the module docstring for the subclass contract."""
 
     config: FlowPolicyConfig
+    # Full fine-tuning of a pre-trained VLA: the order of RLinf's pi0 PPO recipes (actor 5e-6, critic 1e-4).
+    default_rl_lr = 5e-6
+    default_value_lr = 1e-4
 
     def __init__(self, config: FlowPolicyConfig, apply_lora: bool = True):
         super().__init__(config)
@@ -127,6 +130,8 @@ class FlowPolicy(Policy):
 
     @property
     def compute_dtype(self) -> torch.dtype:
+        if self.forced_compute_dtype is not None:
+            return self.forced_compute_dtype
         return next(p for p in self.parameters() if p.is_floating_point()).dtype
 
     # ---- observation helpers ----------------------------------------------------------------------

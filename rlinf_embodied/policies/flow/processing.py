@@ -45,6 +45,11 @@ def tokenize_instructions(
     language models no fully masked rows (which would produce NaNs in the padding positions).
     """
     texts = [clean_instruction(text) + "\n" for text in instructions]
+    for text in texts:
+        length = len(tokenizer(text)["input_ids"])
+        if length > max_len:
+            raise ValueError(f"instruction {text.strip()!r} has {length} tokens > max_token_len={max_len}; "
+                             f"raise the policy's max_token_len (policy.overrides.max_token_len=...)")
     previous_side = tokenizer.padding_side
     tokenizer.padding_side = "right"
     try:

@@ -83,7 +83,7 @@ GR00T_PRESETS: dict[str, dict] = {
     # for the envs' state/action sizes (the pipeline passes state_dim/action_dim of the env).
     "tiny": dict(
         action_dim=7, action_chunk=4, state_dim=8, max_action_dim=16, max_state_dim=64,
-        image_size=32, max_token_len=16, num_denoise_steps=4, value_hidden_dim=32,
+        image_size=32, max_token_len=96, num_denoise_steps=4, value_hidden_dim=32,
         vision_patch_size=8, vision_hidden_size=32, vision_intermediate_size=64, vision_num_layers=2,
         vision_num_heads=2, vocab_size=260, llm_hidden_size=64, llm_intermediate_size=128, llm_num_heads=4,
         llm_num_kv_heads=2, llm_head_dim=16, select_layer=2, vl_self_attention_layers=1,
@@ -92,6 +92,6 @@ GR00T_PRESETS: dict[str, dict] = {
     ),
     "gr00t-n1.5-3b": dict(
         action_dim=7, action_chunk=16, state_dim=8, max_action_dim=32, max_state_dim=64, image_size=224,
-        max_token_len=64, num_denoise_steps=4,
+        max_token_len=96, num_denoise_steps=4,
     ),
 }

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..vla_common.config import TINY_PRISMATIC, PrismaticVLAConfig
+from ..vla_common.config import PROMPT_TOKENS_BYTE_LEVEL, TINY_PRISMATIC, PrismaticVLAConfig
 
 
 @dataclass
@@ -17,5 +17,5 @@ class OpenVLAConfig(PrismaticVLAConfig):
 
 OPENVLA_PRESETS: dict[str, dict] = {
     "tiny": dict(action_dim=7, **TINY_PRISMATIC),
-    "openvla-7b": dict(action_dim=7),
+    "openvla-7b": dict(action_dim=7, max_token_len=PROMPT_TOKENS_BYTE_LEVEL),
 }

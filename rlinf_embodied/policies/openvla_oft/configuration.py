@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..vla_common.config import TINY_PRISMATIC, PrismaticVLAConfig
+from ..vla_common.config import PROMPT_TOKENS_BYTE_LEVEL, TINY_PRISMATIC, PrismaticVLAConfig
 
 ACTION_HEAD_TYPES = ("continuous", "discrete")
 
@@ -38,5 +38,6 @@ class OpenVLAOFTConfig(PrismaticVLAConfig):
 
 OPENVLA_OFT_PRESETS: dict[str, dict] = {
     "tiny": dict(action_dim=7, action_chunk=4, state_dim=8, num_images=2, **TINY_PRISMATIC),
-    "openvla-oft-7b": dict(action_dim=7, action_chunk=8, state_dim=8, num_images=2),
+    "openvla-oft-7b": dict(action_dim=7, action_chunk=8, state_dim=8, num_images=2,
+                           max_token_len=PROMPT_TOKENS_BYTE_LEVEL),
 }

@@ -49,10 +49,10 @@ PI0_PRESETS: dict[str, dict] = {
     # for the envs' state/action sizes (the pipeline passes state_dim/action_dim of the env).
     "tiny": dict(
         action_dim=7, action_chunk=4, state_dim=8, max_action_dim=16, max_state_dim=64,
-        image_size=32, max_token_len=16, num_denoise_steps=4, value_hidden_dim=32,
+        image_size=32, max_token_len=96, num_denoise_steps=4, value_hidden_dim=32,
         vision_patch_size=8, vision_hidden_size=32, vision_intermediate_size=64, vision_num_layers=2,
         vision_num_heads=2, vocab_size=260, vlm_width=64, vlm_depth=2, vlm_mlp_dim=128, vlm_num_heads=4,
         num_kv_heads=1, head_dim=16, expert_width=32, expert_mlp_dim=64, expert_num_heads=4,
     ),
-    "pi0-3b": dict(action_dim=7, action_chunk=50, state_dim=8, num_denoise_steps=10),
+    "pi0-3b": dict(action_dim=7, action_chunk=50, state_dim=8, num_denoise_steps=10, max_token_len=96),
 }

@@ -15,6 +15,10 @@ from dataclasses import dataclass
 
 from ..base import PolicyConfig
 
+# Randomly initialised presets have no checkpoint tokenizer and fall back to byte-level tokens: the
+# OpenVLA prompt around the longest registered instruction (LIBERO's, 88 characters) is 136 of them.
+PROMPT_TOKENS_BYTE_LEVEL = 160
+
 PROMPT_TEMPLATE = "In: What action should the robot take to {instruction}?\nOut:"
 
 
@@ -47,7 +51,7 @@ class PrismaticVLAConfig(PolicyConfig):
     # ---- action tokens and prompt ----
     n_action_bins: int = 256
     action_token_vocab_size: int = 32000  # upstream's "vocab_size" of the action tokenizer: token = this - bin
-    max_token_len: int = 64  # prompt tokens after <BOS> (padded / truncated)
+    max_token_len: int = 64  # prompt tokens after <BOS> (padded; a longer prompt is an error)
     lowercase_instruction: bool = True
     empty_token_id: int | None = 29871  # Llama's "" token, appended after "Out:" as at OpenVLA training time
     # ---- RL sampling ----
@@ -105,6 +109,6 @@ TINY_PRISMATIC: dict = dict(
     dino_hidden_size=32, dino_num_layers=2, dino_num_heads=2, dino_intermediate_size=64, dino_num_register_tokens=4,
     siglip_hidden_size=32, siglip_num_layers=2, siglip_num_heads=2, siglip_intermediate_size=64,
     vocab_size=520, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=4, intermediate_size=128,
-    max_position_embeddings=512, pad_token_id=2, action_token_vocab_size=516, max_token_len=128,
+    max_position_embeddings=512, pad_token_id=2, action_token_vocab_size=516, max_token_len=PROMPT_TOKENS_BYTE_LEVEL,
     empty_token_id=None, value_hidden_dim=32,
 )

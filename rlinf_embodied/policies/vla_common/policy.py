@@ -63,12 +63,27 @@ def valid_positions(valid: torch.Tensor) -> torch.Tensor:
     return valid.long().cumsum(dim=1).sub(1).clamp(min=0)
 
 
+def prompt_ids(tokenizer, cfg: PrismaticVLAConfig, instruction: str) -> list[int]:
+    """Token ids of the OpenVLA prompt around `instruction` (after <BOS>); longer than max_token_len: error."""
+    text = instruction.strip().replace("\n", " ")
+    prompt = PROMPT_TEMPLATE.format(instruction=text.lower() if cfg.lowercase_instruction else text)
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    if cfg.empty_token_id is not None and (not ids or ids[-1] != cfg.empty_token_id):
+        ids.append(cfg.empty_token_id)
+    if len(ids) > cfg.max_token_len:
+        raise ValueError(f"prompt for instruction {text!r} has {len(ids)} tokens > max_token_len={cfg.max_token_len}; "
+                         "raise the policy's max_token_len (policy.overrides.max_token_len=...)")
+    return ids
+
+
 class PrismaticVLAPolicy(Policy):
     """Base of OpenVLA / OpenVLA-OFT; subclasses add heads in __init__ and call finish_init() last."""
 
     config: PrismaticVLAConfig
     # Trainable next to LoRA adapters (prefixes of parameter names); upstream checkpoints may lack them.
     head_prefixes: ClassVar[tuple[str, ...]] = ("value_head.",)
+    default_rl_lr = 1e-5  # a 7B pre-trained VLA; the fresh value head learns at default_value_lr
+    default_value_lr = 1e-4
 
     def __init__(self, config: PrismaticVLAConfig, apply_lora: bool = True):
         super().__init__(config)
@@ -110,6 +125,8 @@ class PrismaticVLAPolicy(Policy):
 
     @property
     def compute_dtype(self) -> torch.dtype:
+        if self.forced_compute_dtype is not None:
+            return self.forced_compute_dtype
         return self.language_model.model.embed_tokens.weight.dtype
 
     def fsdp_units(self) -> list[nn.Module]:
@@ -151,16 +168,7 @@ class PrismaticVLAPolicy(Policy):
     def prompt_token_ids(self, instructions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-padded prompt ids after <BOS> (N, T) and their validity (N, T) bool."""
         cfg = self.config
-        rows = []
-        for text in instructions:
-            text = text.strip().replace("\n", " ")
-            prompt = PROMPT_TEMPLATE.format(instruction=text.lower() if cfg.lowercase_instruction else text)
-            ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-            if cfg.empty_token_id is not None and (not ids or ids[-1] != cfg.empty_token_id):
-                ids.append(cfg.empty_token_id)
-            if len(ids) > cfg.max_token_len:
-                raise ValueError(f"prompt for instruction {text!r} has {len(ids)} tokens > max_token_len={cfg.max_token_len}")
-            rows.append(ids)
+        rows = [prompt_ids(self.tokenizer, cfg, text) for text in instructions]
         length = max(len(ids) for ids in rows)
         token_ids = torch.full((len(rows), length), cfg.pad_token_id, dtype=torch.long)
         valid = torch.zeros(len(rows), length, dtype=torch.bool)
