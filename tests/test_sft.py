@@ -98,6 +98,21 @@ def test_lr_schedule_warms_up_then_decays():
         type(cfg)(lr_schedule="linear")
 
 
+def test_eval_in_an_env_that_cannot_run_here_fails_at_start(tmp_path):
+    from rlinf_embodied.envs.maniskill.headless import render_device_available
+
+    if render_device_available():
+        pytest.skip("this machine renders: rgb ManiSkill would run")
+    cfg = SFTRunConfig()
+    cfg.sft.dataset = write_state_dataset(tmp_path / "ds", episodes=1, length=3)
+    cfg.sft.eval_interval = 10
+    cfg.env.obs_mode, cfg.env.kwargs = "rgb", {"control_mode": "pd_joint_delta_pos"}
+    worker = SFTWorker(cfg)  # in-process: the check the runner makes on rank 0 before any step
+    worker.init_worker()
+    with pytest.raises(RuntimeError, match=r"sft.eval_interval=10 .*cannot run here.*Vulkan.*sft.eval_interval=0"):
+        worker.check_eval_env()
+
+
 # ---- tiny VLAs learn on images + state, in-process (the worker outside Ray: one CPU rank) -------------
 @pytest.mark.parametrize("name, overrides, cameras", [
     ("pi0", {}, ("rgb",)),
