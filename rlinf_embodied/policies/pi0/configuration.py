@@ -54,5 +54,14 @@ PI0_PRESETS: dict[str, dict] = {
         vision_num_heads=2, vocab_size=260, vlm_width=64, vlm_depth=2, vlm_mlp_dim=128, vlm_num_heads=4,
         num_kv_heads=1, head_dim=16, expert_width=32, expert_mlp_dim=64, expert_num_heads=4,
     ),
+    # ~22M parameters: pi0's architecture scaled down to train from scratch on one GPU (no pretrained
+    # weights exist here) and to fit a 64 MiB checkpoint in bf16; 96 px cameras, byte-level prompts.
+    "pi0-small": dict(
+        action_dim=7, action_chunk=8, state_dim=8, max_action_dim=16, max_state_dim=64,
+        image_size=96, max_token_len=96, num_denoise_steps=5, value_hidden_dim=256,
+        vision_patch_size=12, vision_hidden_size=256, vision_intermediate_size=1024, vision_num_layers=4,
+        vision_num_heads=4, vocab_size=260, vlm_width=384, vlm_depth=6, vlm_mlp_dim=1536, vlm_num_heads=6,
+        num_kv_heads=1, head_dim=64, expert_width=256, expert_mlp_dim=1024, expert_num_heads=4,
+    ),
     "pi0-3b": dict(action_dim=7, action_chunk=50, state_dim=8, num_denoise_steps=10, max_token_len=96),
 }

@@ -1,0 +1,75 @@
+"""PPO ratio health of real-size VLAs through the runner: train/initial_approx_kl and friends, per iteration.
+
+`train/initial_approx_kl` is the KL between the rollout's and the actor's log-probs on the first
+minibatch, before any optimizer step: with both on the same weights it must stay below 1e-3.
+Runs `python -m rlinf_embodied.train` once per policy (a subprocess each, so one failure leaves the
+others' rows) and prints one table.
+
+    python benchmarks/vla_ratio_check.py --policies pi0:pi0-3b gr00t:gr00t-n1.5-3b --iterations 2
+    python benchmarks/vla_ratio_check.py --policies pi0:tiny --env libero --extra runner.rollout_steps=2
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+COLUMNS = ("initial_approx_kl", "initial_ratio_max_abs_dev", "approx_kl", "ratio_mean", "clip_fraction",
+           "optimizer_steps", "lr", "lr_value", "loss")
+
+
+def run_one(policy: str, size: str, args: argparse.Namespace, output_dir: str) -> tuple[list[dict], float, str]:
+    command = [sys.executable, "-m", "rlinf_embodied.train", f"env={args.env}", f"policy={policy}",
+               f"policy.size={size}", "policy.require_checkpoint=false", f"policy.precision={args.precision}",
+               f"cluster.simulate_gpus={str(args.simulate_gpus).lower()}", f"runner.max_iterations={args.iterations}",
+               f"env.num_envs={args.num_envs}", f"runner.rollout_steps={args.rollout_steps}",
+               "runner.progress=false", f"runner.output_dir={output_dir}", f"hydra.run.dir={output_dir}", *args.extra]
+    start = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
+    seconds = time.perf_counter() - start
+    metrics_path = os.path.join(output_dir, "metrics.jsonl")
+    rows = []
+    if os.path.isfile(metrics_path):
+        with open(metrics_path) as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+    error = "" if result.returncode == 0 else (result.stderr or result.stdout)[-600:]
+    return rows, seconds, error
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--policies", nargs="+", default=["pi0:pi0-3b"], help="name:size pairs")
+    parser.add_argument("--env", default="maniskill_pickcube_rgb")
+    parser.add_argument("--precision", default="bf16")
+    parser.add_argument("--iterations", type=int, default=2)
+    parser.add_argument("--num-envs", type=int, default=16)
+    parser.add_argument("--rollout-steps", type=int, default=10)
+    parser.add_argument("--simulate-gpus", action="store_true", help="CPU machines: simulated GPUs")
+    parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--output", default=None, help="directory for the runs (default: a temp dir)")
+    parser.add_argument("--extra", nargs="*", default=[], help="more Hydra overrides for every run")
+    args = parser.parse_args()
+    root = args.output or tempfile.mkdtemp(prefix="vla_ratio_")
+    table = []
+    for spec in args.policies:
+        policy, _, size = spec.partition(":")
+        rows, seconds, error = run_one(policy, size or "tiny", args, os.path.join(root, f"{policy}_{size}"))
+        print(f"{policy}:{size}: {len(rows)} iterations in {seconds:.0f} s" + (f"; FAILED: {error}" if error else ""),
+              flush=True)
+        for row in rows:
+            table.append((f"{policy}:{size}", row.get("iteration"),
+                          *[row.get(f"train/{column}", float("nan")) for column in COLUMNS]))
+    header = ("policy", "iter", *COLUMNS)
+    print("\n| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for policy, iteration, *values in table:
+        cells = [f"{value:.3g}" if isinstance(value, float) else str(value) for value in values]
+        print(f"| {policy} | {iteration} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
