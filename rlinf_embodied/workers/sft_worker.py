@@ -8,8 +8,9 @@ per epoch); the loss is the policy's own imitation loss, `policy.sft_loss(obs, a
 action chunks of the policy's length (rows past an episode's end are masked). AdamW, linear warmup,
 then cosine decay to min_lr_ratio * lr (or constant), global grad-norm clipping.
 
-Precision: parameters are float32 master weights; with policy.precision=bf16 on a GPU the forward
-and backward run under torch.autocast(bf16) (bf16 weights would round small updates away).
+Precision: parameters are float32 master weights; with policy.precision=bf16 the forward and backward
+run under torch.autocast(bf16) (bf16 weights would round small SFT updates away; FSDP, when sharding,
+also casts its parameters to bf16 for compute, see ActorWorker._shard_policy).
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from ..config import EvalConfig, PolicyConfig, SFTConfig, SFTRunConfig
 from ..policies import policy_class
 from .actor_worker import FULL_STATE, ActorWorker
 from .messages import seed_for, to_device
-from .policy_loading import build_policy
+from .policy_loading import build_policy, compute_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -57,9 +58,9 @@ class SFTWorker(ActorWorker):
             raise ValueError(f"sft.batch_size={sft.batch_size} does not split evenly over {self.world_size} actor ranks")
         self.local_batch_size = sft.batch_size // self.world_size
         torch.manual_seed(sft.seed)  # identical initial weights on every rank
-        self.compute_dtype = (torch.bfloat16 if self.cfg.policy.precision == "bf16" and self.device.type == "cuda"
-                              else torch.float32)
-        policy = build_policy(self.cfg.policy, self.action_dim, self.state_dim, self.device).float()  # fp32 masters
+        self.compute_dtype = compute_dtype(self.cfg.policy, self.device)
+        # fp32 master weights (what AdamW steps and checkpoints read); forwards run under autocast
+        policy = build_policy(self.cfg.policy, self.action_dim, self.state_dim, self.device, master_weights=True)
         check_policy_matches_dataset(policy, self.dataset, sft.dataset)
         stats = {}
         if sft.normalize_from_dataset and policy.name in DATASET_STATS_POLICIES:
