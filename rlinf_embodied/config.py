@@ -44,6 +44,9 @@ class ClusterConfig:
     # Component name(s) -> GPU ids ("all", "3", "0-3,5"); see scheduler/placement.py. Empty means every
     # component on all GPUs (collocated). It is empty here, not that dict, because Hydra merges dicts:
     # a cluster/*.yaml placement would otherwise be added to the default's keys instead of replacing them.
+    # For the same reason configs/cluster/*.yaml give each component its own key: the command line then
+    # moves one component (`cluster.component_placement.env=0`) or several
+    # (`cluster.component_placement={env:0,rollout:0,actor:1}`); new keys are allowed (OPEN_MAPPINGS).
     component_placement: dict[str, Any] = field(default_factory=dict)
 
 
@@ -183,11 +186,29 @@ class CollectRunConfig:
     collect: CollectConfig = field(default_factory=CollectConfig)
 
 
+# Free-form mappings (dict[str, Any] fields) that take new keys from the command line, e.g.
+# `cluster.component_placement.env=0`, `policy.overrides.hidden_dim=64`, `env.kwargs.render_mode=rgb_array`.
+# The rest of the schema stays in struct mode, so a typo elsewhere (`runner.max_iteration=3`) still fails.
+OPEN_MAPPINGS = ("env.kwargs", "policy.overrides", "cluster.component_placement")
+
+
+def structured_schema(schema: type) -> Any:
+    """`schema` as an OmegaConf node whose OPEN_MAPPINGS accept keys the defaults do not have."""
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.structured(schema)
+    for path in OPEN_MAPPINGS:
+        child = OmegaConf.select(node, path)
+        if child is not None:
+            OmegaConf.set_struct(child, False)
+    return node
+
+
 def register_configs() -> None:
     """Register the schema with Hydra; configs/config.yaml lists `base_train_config` first."""
     from hydra.core.config_store import ConfigStore  # imported here: workers need no Hydra
 
-    ConfigStore.instance().store(name="base_train_config", node=TrainConfig)
-    ConfigStore.instance().store(name="base_eval_config", node=EvalRunConfig)
-    ConfigStore.instance().store(name="base_sft_config", node=SFTRunConfig)
-    ConfigStore.instance().store(name="base_collect_config", node=CollectRunConfig)
+    ConfigStore.instance().store(name="base_train_config", node=structured_schema(TrainConfig))
+    ConfigStore.instance().store(name="base_eval_config", node=structured_schema(EvalRunConfig))
+    ConfigStore.instance().store(name="base_sft_config", node=structured_schema(SFTRunConfig))
+    ConfigStore.instance().store(name="base_collect_config", node=structured_schema(CollectRunConfig))

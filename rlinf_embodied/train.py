@@ -21,12 +21,20 @@ logger = logging.getLogger(__name__)
 register_configs()
 
 
+def check_train_config(cfg: TrainConfig) -> None:
+    """What can be checked without starting Ray: the policy (name, size, overrides) and the placement."""
+    from .runners.embodied_runner import component_placement
+
+    check_policy_config(cfg.policy)
+    component_placement(cfg)
+
+
 def run_training(cfg: TrainConfig, output_dir: str) -> list[dict]:
     """Start (or join) the Ray cluster, run the EmbodiedRunner, shut everything down."""
     from .runners.embodied_runner import EmbodiedRunner
     from .scheduler import Cluster
 
-    check_policy_config(cfg.policy)  # fail before any process starts
+    check_train_config(cfg)  # fail before any process starts
     cluster = Cluster(address=cfg.cluster.address, num_nodes=cfg.cluster.num_nodes,
                       num_gpus_per_node=cfg.cluster.num_gpus_per_node, simulate_gpus=cfg.cluster.simulate_gpus)
     runner = EmbodiedRunner(cfg, cluster, output_dir)

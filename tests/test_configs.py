@@ -41,3 +41,46 @@ def test_a_misspelled_override_names_the_key():
 def test_runner_config_rejects_out_of_range_intervals(field_name, value):
     with pytest.raises(ValueError, match=f"runner.{field_name}={value}"):
         RunnerConfig(**{field_name: value})
+
+
+def compose_train(*overrides: str) -> TrainConfig:
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        return OmegaConf.to_object(compose(config_name="config", overrides=list(overrides)))
+
+
+def test_the_placement_and_policy_overrides_are_settable_from_the_command_line():
+    from rlinf_embodied.runners.embodied_runner import component_placement
+
+    cfg = compose_train("cluster=disaggregated_2gpu", "cluster.component_placement.env=1")
+    placement = component_placement(cfg)
+    assert placement.gpus("env") == [1] and placement.gpus("rollout") == [0] and placement.gpus("actor") == [1]
+    cfg = compose_train("cluster.num_gpus_per_node=2", "cluster.component_placement={env:0,rollout:0,actor:1}")
+    assert component_placement(cfg).mode == "disaggregated"
+    cfg = compose_train("policy.overrides.hidden_dim=64", "env.kwargs.render_mode=rgb_array")
+    assert cfg.policy.overrides == {"hidden_dim": 64} and cfg.env.kwargs["render_mode"] == "rgb_array"
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):  # the rest of the schema stays strict
+        with pytest.raises(Exception, match="cluster.foo"):
+            compose(config_name="config", overrides=["cluster.foo=1"])
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["cluster.component_placement={env:'0-',rollout:all,actor:all}"], "range '0-' lacks its end"),
+    (["cluster=disaggregated_2gpu", "cluster.component_placement.env=3"], "id 3 is beyond the cluster's 2 GPUs"),
+    (["cluster.component_placement.critic=0"], "unknown component 'critic'"),
+    (["policy.size=defualt"], r"policy.size='defualt' is not a size of policy 'mlp'; valid: \['default', 'tiny'\]"),
+    (["policy.name=mpl"], "unknown policy 'mpl'; available: "),
+    (["policy.overrides.hidden_dims=64"], r"unknown key\(s\) \['hidden_dims'\].*valid: .*'hidden_dim'"),
+    (["policy.overrides.hidden_dim=0"], "hidden_dim=0"),
+    (["policy.overrides.hidden_dim=wide"], "policy.overrides.hidden_dim='wide' .* not a valid int"),
+    (["policy=pi0"], "needs its weights"),
+])
+def test_the_driver_rejects_bad_settings_before_ray_starts(overrides, message, monkeypatch):
+    import rlinf_embodied.scheduler as scheduler
+    from rlinf_embodied.train import run_training
+
+    def no_cluster(*args, **kwargs):
+        raise AssertionError("Ray was started before the config was checked")
+
+    monkeypatch.setattr(scheduler, "Cluster", no_cluster)
+    with pytest.raises(ValueError, match=message):
+        run_training(compose_train(*overrides), output_dir="/nonexistent")

@@ -36,13 +36,8 @@ class EmbodiedRunner:
         self.cfg = cfg
         self.cluster = cluster
         self.output_dir = output_dir
-        self.placement = ComponentPlacement(dict(cfg.cluster.component_placement or COLLOCATED_PLACEMENT),
-                                            num_gpus=cfg.cluster.num_gpus_per_node, num_nodes=cfg.cluster.num_nodes)
+        self.placement = component_placement(cfg)
         check_cluster_fits(cfg, cluster)
-        missing = [c for c in COMPONENTS if c not in self.placement.components]
-        if missing:
-            raise ValueError(f"cluster.component_placement places no GPUs for {missing}; "
-                             f"every one of {list(COMPONENTS)} needs an entry")
         self.env_group = self._launch(EnvWorker, "env", cfg)
         spec = self.env_group.execute_on(0).env_spec().wait()[0]
         self.env_spec = spec
@@ -204,6 +199,22 @@ def read_best_eval_success(output_dir: str) -> float:
         return -math.inf
     with open(path) as f:
         return float(json.load(f)["eval/success_once"])
+
+
+def component_placement(cfg: TrainConfig) -> ComponentPlacement:
+    """cfg.cluster.component_placement parsed; the driver calls it before Ray starts, so a bad spec fails
+    at once with the parser's message quoting the bad token."""
+    try:
+        placement = ComponentPlacement(dict(cfg.cluster.component_placement or COLLOCATED_PLACEMENT),
+                                       num_gpus=cfg.cluster.num_gpus_per_node, num_nodes=cfg.cluster.num_nodes,
+                                       component_names=COMPONENTS)
+    except ValueError as error:
+        raise ValueError(f"cluster.component_placement={dict(cfg.cluster.component_placement)}: {error}") from None
+    missing = [c for c in COMPONENTS if c not in placement.components]
+    if missing:
+        raise ValueError(f"cluster.component_placement places no GPUs for {missing}; "
+                         f"every one of {list(COMPONENTS)} needs an entry")
+    return placement
 
 
 def check_cluster_fits(cfg: TrainConfig, cluster: Cluster) -> None:

@@ -157,6 +157,9 @@ def parse_gpu_spec(spec: Any, total_gpus: int) -> list[int]:
             first, _, last = token.lstrip("-").partition("-")
             if token.startswith("-"):
                 first = "-" + first
+            if not first.strip() or not last.strip():
+                raise ValueError(f"GPU spec {spec!r}: range {token!r} lacks its {'end' if first.strip() else 'start'}; "
+                                 f"{SPEC_HELP}")
             start, end = _parse_int(first.strip(), spec), _parse_int(last.strip(), spec)
             if end < start:
                 raise ValueError(f"GPU spec {spec!r}: range {token!r} is reversed; write it as {end}-{start}")
@@ -203,7 +206,10 @@ class ComponentPlacement:
         if allowed is not None and name not in allowed:
             raise ValueError(f"component_placement key {key!r}: unknown component {name!r}; valid: {allowed}")
         if name in self._gpus:
-            raise ValueError(f"component {name!r} is placed twice (again in key {key!r}); place it once")
+            raise ValueError(
+                f"component {name!r} is placed twice (again in key {key!r}); place it once. Hydra merges a "
+                f"mapping given on the command line into the cluster config's keys, so there use one key per "
+                f"component (cluster.component_placement.{name}=0), as configs/cluster/*.yaml do")
         self._gpus[name] = ids
 
     @property
@@ -217,12 +223,16 @@ class ComponentPlacement:
 
     @property
     def mode(self) -> str:
-        """"collocated": every component on the same GPUs; "disaggregated": the entries (keys; one key
-        may list several components that then share GPUs) use disjoint GPUs; "hybrid": anything else."""
+        """"collocated": every component on the same GPUs; "disaggregated": the entries (components on the
+        same GPUs, in one key like "env,rollout" or in several keys, form one entry) use disjoint GPUs;
+        "hybrid": anything else."""
         if all(set(ids) == set(self._gpus[self.components[0]]) for ids in self._gpus.values()):
             return "collocated"
-        sets = self._entries
-        if all(s == sets[0] for s in sets):
+        sets = []  # components on exactly the same GPUs count as one entry, in one key or in several
+        for entry in self._entries:
+            if entry not in sets:
+                sets.append(entry)
+        if len(sets) == 1:
             return "collocated"
         if sum(len(s) for s in sets) == len(set().union(*sets)):
             return "disaggregated"

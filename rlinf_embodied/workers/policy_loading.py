@@ -1,7 +1,11 @@
 """Build the policy a run asks for: from a local checkpoint, or randomly initialised from a preset."""
 from __future__ import annotations
 
+import dataclasses
 import os
+import types
+import typing
+from typing import Any
 
 import torch
 
@@ -15,7 +19,16 @@ class MissingCheckpointError(ValueError):
 
 
 def check_policy_config(cfg: PolicyConfig) -> None:
-    """Fail at start-up, before any worker starts, when a pre-trained policy has no weights to load."""
+    """Fail at start-up, before any worker starts: an unknown policy name, size, override key or a bad
+    override value (a dimension that is not a positive integer, ...), a bad precision, or a pre-trained
+    policy with no weights to load. Builds the policy's config dataclass, never the model."""
+    if cfg.precision not in ("float32", "bf16"):
+        raise ValueError(f"policy.precision={cfg.precision!r}; valid: 'float32', 'bf16'")
+    try:
+        cls = policy_class(cfg.name)
+    except ValueError as error:
+        raise ValueError(f"policy.name={cfg.name!r}: {error} (or the config group: policy=<name>)") from None
+    check_policy_overrides(cls, dict(cfg.overrides))
     if cfg.checkpoint is not None:
         if not os.path.isdir(cfg.checkpoint):
             raise FileNotFoundError(
@@ -23,14 +36,73 @@ def check_policy_config(cfg: PolicyConfig) -> None:
                 "give a local checkpoint directory (nothing is downloaded)"
             )
         return
+    if cfg.size not in cls.presets:
+        raise ValueError(f"policy.size={cfg.size!r} is not a size of policy {cfg.name!r}; "
+                         f"valid: {sorted(cls.presets)}")
     if cfg.require_checkpoint and cfg.size != "tiny":
         raise MissingCheckpointError(
             f"policy {cfg.name!r} (size {cfg.size!r}) is a pre-trained VLA and needs its weights: "
             f"pass policy.checkpoint=<local directory with the {cfg.name} checkpoint>, "
             "or policy.size=tiny to try the pipeline with a small randomly initialised model"
         )
-    if cfg.precision not in ("float32", "bf16"):
-        raise ValueError(f"policy.precision={cfg.precision!r}; valid: 'float32', 'bf16'")
+    check_preset_config(cls, cfg.size, dict(cfg.overrides))
+
+
+def check_policy_overrides(cls: type[Policy], overrides: dict[str, Any]) -> None:
+    """Every policy.overrides key is a field of the policy's config dataclass, with a value of its type."""
+    known = {f.name: f for f in dataclasses.fields(cls.config_class)}
+    unknown = sorted(set(overrides) - set(known))
+    if unknown:
+        raise ValueError(f"policy.overrides: unknown key(s) {unknown} for policy {cls.name!r}; "
+                         f"valid: {sorted(known)}")
+    hints = typing.get_type_hints(cls.config_class)
+    for key, value in overrides.items():
+        if not _matches_type(value, hints.get(key, Any)):
+            raise ValueError(f"policy.overrides.{key}={value!r} ({type(value).__name__}) is not a valid "
+                             f"{_type_name(hints.get(key, Any))}")
+
+
+def check_preset_config(cls: type[Policy], size: str, overrides: dict[str, Any]) -> None:
+    """Build the config a randomly initialised policy would get (the preset plus overrides), so its own
+    checks (dimensions >= 1, divisibility, ...) run in the driver. action_dim comes from the env later:
+    the check uses the override or the length of the action bounds when given."""
+    values = {**cls.presets[size], **overrides}
+    for bounds in ("action_low", "action_high"):
+        if "action_dim" not in overrides and values.get(bounds) is not None:
+            values["action_dim"] = len(values[bounds])
+    try:
+        cls.config_class.from_dict(values)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"policy {cls.name!r} size {size!r} with policy.overrides={overrides}: {error}") from None
+
+
+def _matches_type(value: Any, hint: Any) -> bool:
+    if hint is Any:
+        return True
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches_type(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if origin in (list, tuple):
+        return isinstance(value, (list, tuple))
+    if origin is dict:
+        return isinstance(value, dict)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:  # Hydra reads `...=1` as an int; configs normalise such fields themselves
+        return not isinstance(value, dict)
+    if isinstance(hint, type):
+        return isinstance(value, hint)
+    return True
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
 def compute_dtype(cfg: PolicyConfig, device: torch.device) -> torch.dtype:

@@ -32,6 +32,7 @@ def test_spec_forms(spec, expected):
     ("0,x", "'x'", "not an integer"),
     ("1.5", "'1.5'", "not an integer"),
     ("-1", "'-1'", "negative"),
+    ("0-", "'0-'", "lacks its end"),
     ("0-2,2", "[2]", "more than once"),
     ("", "empty", "valid forms"),
     (None, "None", "valid forms"),
@@ -55,6 +56,8 @@ def test_multi_node_global_ids():
     ({"env": "0-1", "rollout": "2-3", "actor": "all"}, 4, "hybrid"),
     ({"env": "0", "rollout": "0-1"}, 2, "hybrid"),
     ({"env": "0", "rollout": "1", "actor": "2-3"}, 4, "disaggregated"),
+    ({"env": "0", "rollout": "0", "actor": "1"}, 2, "disaggregated"),  # one key per component, as in configs/
+    ({"env": "all", "rollout": "all", "actor": "all"}, 2, "collocated"),
     ({"actor": "all"}, 1, "collocated"),
 ])
 def test_mode(mapping, gpus, mode):
@@ -70,7 +73,7 @@ def test_components_and_gpus():
 
 
 @pytest.mark.parametrize("mapping, message", [
-    ({"env": "0", "env,actor": "1"}, "'env' is placed twice"),
+    ({"env": "0", "env,actor": "1"}, "'env' is placed twice.*cluster.component_placement.env=0"),
     ({"env,": "0"}, "empty component name"),
     ({"env": "0", "critic": "1"}, "unknown component 'critic'"),
     ({"env": "5"}, "beyond"),

@@ -1,0 +1,116 @@
+"""Every `python -m rlinf_embodied.<train|eval|sft|collect> ...` command shown in the README, in the config
+files' comments and in the entry points' docstrings composes onto the typed schema and passes the checks
+the driver runs before Ray starts (nothing is run). Documented commands cannot rot unnoticed."""
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shlex
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from rlinf_embodied.config import register_configs
+from rlinf_embodied.paths import CONFIG_DIR
+from rlinf_embodied.workers.policy_loading import check_policy_config
+
+register_configs()
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG_NAMES = {"train": "config", "eval": "eval", "sft": "sft", "collect": "collect"}
+COMMAND = re.compile(r"python3? -m rlinf_embodied\.(train|eval|sft|collect)(?=\s|$)(.*)")
+PLACEHOLDER = "placeholder"
+
+
+def _joined_lines(text: str) -> list[str]:
+    """Lines with shell continuations (a trailing backslash) joined."""
+    lines, current = [], ""
+    for line in text.splitlines():
+        if line.rstrip().endswith("\\"):
+            current += line.rstrip()[:-1] + " "
+        else:
+            lines.append(current + line)
+            current = ""
+    return lines
+
+
+def _readme_commands(path: str) -> list[str]:
+    """Lines of the shell code blocks (```bash, ```sh or a bare ```)."""
+    blocks, current, language = [], None, None
+    for line in open(path).read().splitlines():
+        if line.startswith("```"):
+            if current is None:
+                current, language = [], line[3:].strip()
+            else:
+                if language in ("", "bash", "sh", "shell"):
+                    blocks.append("\n".join(current))
+                current = None
+        elif current is not None:
+            current.append(line)
+    return [line for block in blocks for line in _joined_lines(block)]
+
+
+def _config_comment_commands(path: str) -> list[str]:
+    return [line.split("#", 1)[1] for line in open(path) if line.lstrip().startswith("#")]
+
+
+def _docstring_commands(path: str) -> list[str]:
+    import ast
+
+    docstring = ast.get_docstring(ast.parse(open(path).read())) or ""
+    return [line for line in _joined_lines(docstring) if line.lstrip().startswith("python")]
+
+
+def documented_commands() -> list[tuple[str, str, str]]:
+    """(where, module, argument string) for each documented command."""
+    sources = [(os.path.join(ROOT, "README.md"), _readme_commands)]
+    sources += [(path, _config_comment_commands)
+                for path in sorted(glob.glob(os.path.join(CONFIG_DIR, "**", "*.yaml"), recursive=True))]
+    sources += [(os.path.join(ROOT, "rlinf_embodied", f"{module}.py"), _docstring_commands) for module in CONFIG_NAMES]
+    found = []
+    for path, extract in sources:
+        for line in extract(path):
+            match = COMMAND.search(line)
+            if match:
+                args = re.split(r"&&|;|\|", match.group(2))[0]
+                found.append((os.path.relpath(path, ROOT), match.group(1), args.strip()))
+    return found
+
+
+def overrides_of(args: str) -> list[str]:
+    args = re.sub(r"(^|\s)#.*$", "", args)  # a trailing comment
+    args = re.sub(r"<[^>]*>", PLACEHOLDER, args)  # <dir>, <LeRobot dataset dir>
+    overrides = []
+    for token in shlex.split(args):
+        token = token.strip("[]") if token.startswith("[") and token.endswith("]") and "=" in token else token
+        key, _, value = token.partition("=")
+        if "." not in key and value == PLACEHOLDER:
+            continue  # `env=<env>`: any option of the config group
+        overrides.append(token)
+    return overrides
+
+
+COMMANDS = documented_commands()
+
+
+def test_the_documentation_shows_commands_of_every_entry_point():
+    assert {module for _, module, _ in COMMANDS} == set(CONFIG_NAMES)
+    assert len(COMMANDS) >= 15
+
+
+@pytest.mark.parametrize("where, module, args", COMMANDS, ids=[f"{w}:{m} {a}"[:90] for w, m, a in COMMANDS])
+def test_documented_command_composes(where, module, args, tmp_path):
+    overrides = overrides_of(args)
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        cfg = compose(config_name=CONFIG_NAMES[module], overrides=overrides)
+    typed = OmegaConf.to_object(cfg)
+    policy = typed.policy
+    if policy.checkpoint is not None and not os.path.isdir(policy.checkpoint):
+        policy.checkpoint = str(tmp_path)  # /ckpt/pi0, outputs/.../policy: only their existence is not checked
+    check_policy_config(policy)
+    if module == "train":
+        from rlinf_embodied.runners.embodied_runner import component_placement
+
+        component_placement(typed)
