@@ -77,8 +77,9 @@ class SFTRunner:
                 saved = self.save(step, f"step_{step:06d}")
             if sft.eval_interval and (last or step % sft.eval_interval == 0):
                 metrics.update(self.evaluate(step, saved))
+            metrics = {"step": step, **metrics}  # optimizer steps done (also the record's "iteration")
             self.metrics_logger.log(step, metrics)
-            history.append({"step": step, **metrics})
+            history.append(metrics)
             progress.update(end - progress.n)
             postfix = {"loss": f"{metrics['sft/loss']:.4f}"}
             if math.isfinite(self.best_eval_success):
