@@ -6,8 +6,10 @@
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shlex
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -15,6 +17,7 @@ from omegaconf import OmegaConf
 
 from .config import TrainConfig, register_configs
 from .paths import CONFIG_DIR
+from .runners.interrupts import Interrupted, StopRequest
 from .workers.policy_loading import check_policy_config
 
 logger = logging.getLogger(__name__)
@@ -29,20 +32,41 @@ def check_train_config(cfg: TrainConfig) -> None:
     component_placement(cfg)
 
 
-def run_training(cfg: TrainConfig, output_dir: str) -> list[dict]:
-    """Start (or join) the Ray cluster, run the EmbodiedRunner, shut everything down."""
+def run_training(cfg: TrainConfig, output_dir: str, stop: StopRequest | None = None) -> list[dict]:
+    """Start (or join) the Ray cluster, run the EmbodiedRunner, shut everything down.
+
+    With `stop`, SIGINT/SIGTERM stop the run after the current iteration with a checkpoint
+    (runners/interrupts.py); `stop.checkpoint` then names it."""
     from .runners.embodied_runner import EmbodiedRunner
     from .scheduler import Cluster
 
     check_train_config(cfg)  # fail before any process starts
-    cluster = Cluster(address=cfg.cluster.address, num_nodes=cfg.cluster.num_nodes,
-                      num_gpus_per_node=cfg.cluster.num_gpus_per_node, simulate_gpus=cfg.cluster.simulate_gpus)
-    runner = EmbodiedRunner(cfg, cluster, output_dir)
+    with stop.handling() if stop is not None else contextlib.nullcontext():
+        cluster = Cluster(address=cfg.cluster.address, num_nodes=cfg.cluster.num_nodes,
+                          num_gpus_per_node=cfg.cluster.num_gpus_per_node, simulate_gpus=cfg.cluster.simulate_gpus)
+        runner = None
+        try:
+            if stop is not None:
+                stop.install()  # again: ray.init installs its own SIGTERM handler
+            runner = EmbodiedRunner(cfg, cluster, output_dir, stop=stop)
+            return runner.run()
+        finally:
+            try:
+                if runner is not None:
+                    runner.shutdown(close_timeout_s=5.0 if stop is not None and stop.forced else 30.0)
+            finally:
+                cluster.shutdown()
+
+
+def resume_command(output_dir: str, checkpoint: str) -> str:
+    """The command line that continues this run from `checkpoint`, in the same output directory."""
     try:
-        return runner.run()
-    finally:
-        runner.shutdown()
-        cluster.shutdown()
+        overrides = list(HydraConfig.get().overrides.task)
+    except ValueError:  # not under Hydra
+        overrides = []
+    kept = [o for o in overrides if not o.split("=", 1)[0].lstrip("+~") in ("runner.resume", "runner.output_dir")]
+    args = kept + [f"runner.resume={checkpoint}", f"runner.output_dir={output_dir}"]
+    return " ".join(["python -m rlinf_embodied.train"] + [shlex.quote(a) for a in args])
 
 
 @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="config")
@@ -52,7 +76,22 @@ def main(cfg) -> None:
     typed.runner.output_dir = output_dir
     os.makedirs(output_dir, exist_ok=True)
     OmegaConf.save(cfg, os.path.join(output_dir, "config.yaml"))
-    history = run_training(typed, output_dir)
+    stop = StopRequest()
+    try:
+        history = run_training(typed, output_dir, stop)
+    except Interrupted as interrupted:
+        print(f"stopped by {stop.signal_name} twice: no checkpoint saved for the current iteration"
+              + (f"; resume from the last one: {resume_command(output_dir, stop.checkpoint)}" if stop.checkpoint else ""),
+              flush=True)
+        raise SystemExit(interrupted.exit_code) from None
+    if stop.requested:
+        if stop.checkpoint:
+            after = f" after iteration {stop.iteration}" if stop.iteration is not None else ""
+            print(f"stopped by {stop.signal_name}{after}; resume with: "
+                  f"{resume_command(output_dir, stop.checkpoint)}", flush=True)
+        else:
+            print(f"stopped by {stop.signal_name} before the first iteration finished: nothing to resume", flush=True)
+        raise SystemExit(stop.exit_code)
     if history:
         last = history[-1]
         logger.info("finished %d iterations: success_rate=%.3f env_steps=%d -> %s", len(history),

@@ -24,6 +24,7 @@ from ..scheduler import Channel, Cluster, ComponentPlacement, WorkerError, Worke
 from ..workers.actor_worker import ActorWorker
 from ..workers.env_worker import EnvWorker
 from ..workers.rollout_worker import RolloutWorker
+from .interrupts import StopRequest
 from .metrics_logger import MetricsLogger
 
 logger = logging.getLogger(__name__)
@@ -32,8 +33,9 @@ COMPONENTS = ("env", "rollout", "actor")
 
 
 class EmbodiedRunner:
-    def __init__(self, cfg: TrainConfig, cluster: Cluster, output_dir: str):
+    def __init__(self, cfg: TrainConfig, cluster: Cluster, output_dir: str, stop: StopRequest | None = None):
         self.cfg = cfg
+        self.stop = stop  # SIGINT/SIGTERM in the driver: finish the iteration, checkpoint, return
         self.cluster = cluster
         self.output_dir = output_dir
         self.placement = component_placement(cfg)
@@ -71,12 +73,14 @@ class EmbodiedRunner:
         progress = tqdm(iterations, desc="train", disable=not self.cfg.runner.progress, dynamic_ncols=True)
         start = time.perf_counter()
         for iteration in progress:
+            if self._stop_requested():
+                break
             if not self.rollout_weights_current:
                 self.sync_weights()
             rollout_metrics = self.rollout(iteration)
             train_metrics = self.train(iteration)
             metrics = {**rollout_metrics, **train_metrics}
-            if self._should_evaluate(iteration):
+            if self._should_evaluate(iteration) and not self._stop_requested():
                 metrics.update(self.evaluate(iteration))
                 self._keep_if_best(iteration, metrics["eval/success_once"])
             metrics["elapsed_seconds"] = time.perf_counter() - start
@@ -87,10 +91,20 @@ class EmbodiedRunner:
             if math.isfinite(self.best_eval_success):
                 postfix["best_eval"] = f"{self.best_eval_success:.2f}"
             progress.set_postfix(postfix)
-            if self._should_save(iteration):
-                self.save_checkpoint(iteration)
+            if self._should_save(iteration) or self._stop_requested():
+                directory = self.save_checkpoint(iteration)
+                if self.stop is not None:
+                    self.stop.checkpoint, self.stop.iteration = directory, iteration
+        progress.close()
         self.metrics_logger.close()
         return history
+
+    def _stop_requested(self) -> bool:
+        if self.stop is None or not self.stop.requested:
+            return False
+        if self.stop.checkpoint is None and self.cfg.runner.resume:  # stopped before an iteration finished
+            self.stop.checkpoint = self.cfg.runner.resume
+        return True
 
     def sync_weights(self) -> None:
         self.rollout_group.onload().wait()
