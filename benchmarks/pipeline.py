@@ -73,10 +73,10 @@ def measure_layout(args, cluster: Cluster, name: str, placement: dict, stages: i
         throughputs, timelines, phase = [], None, {}
         for iteration in range(1, args.iterations + 1):
             metrics = runner.rollout(iteration)
-            throughputs.append(metrics["throughput"])
-            steps = metrics["throughput"] * metrics["rollout_seconds"]
+            throughputs.append(metrics["time/throughput"])
+            steps = metrics["time/throughput"] * metrics["time/rollout_seconds"]
             chunk = round(steps / (args.num_envs * args.rollout_steps))  # env steps per policy call
-            print(f"[{name}] rollout {iteration}: {metrics['throughput']:.1f} env-steps/s", flush=True)
+            print(f"[{name}] rollout {iteration}: {metrics['time/throughput']:.1f} env-steps/s", flush=True)
             _drain(runner, cfg)
             rows = runner.collect_timeline()
             breakdown = span_breakdown(rows)

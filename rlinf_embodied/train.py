@@ -94,8 +94,8 @@ def main(cfg) -> None:
         raise SystemExit(stop.exit_code)
     if history:
         last = history[-1]
-        logger.info("finished %d iterations: success_rate=%.3f env_steps=%d -> %s", len(history),
-                    last.get("success_rate", float("nan")), last.get("env_steps", 0), output_dir)
+        logger.info("finished %d iterations: rollout/success_rate=%.3f time/env_steps=%d -> %s", len(history),
+                    last.get("rollout/success_rate", float("nan")), last.get("time/env_steps", 0), output_dir)
     print(f"metrics: {os.path.join(output_dir, 'metrics.jsonl')}")
 
 

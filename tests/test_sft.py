@@ -209,6 +209,6 @@ def test_mlp_bc_then_rl_on_maniskill(cluster, tmp_path):
         (metrics,) = runner.run()
     finally:
         runner.shutdown()
-    assert np.isfinite(metrics["train/loss"]) and metrics["env_steps"] == 16
+    assert np.isfinite(metrics["train/loss"]) and metrics["time/env_steps"] == 16
     # Before any optimizer step the actor reproduces the rollout's log-probs of the SFT weights.
     assert abs(metrics["train/initial_approx_kl"]) < 1e-3

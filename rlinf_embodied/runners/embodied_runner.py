@@ -7,6 +7,15 @@
         train: the actor computes advantages and updates the policy (FSDP over all its ranks)
         offload the actor; every eval_interval: evaluate the new policy, keep the best checkpoint
         log metrics; checkpoint
+
+Metric names (metrics.jsonl, TensorBoard, the progress bar), one namespace each, as CleanRL and
+ManiSkill's baselines do:
+    rollout/*  the training episodes that ended this iteration (success_rate, success_once, episode_return,
+               episode_length, num_episodes)
+    train/*    the actor's update (loss, policy_loss, value_loss, entropy, approx_kl, clip_fraction, ...)
+    eval/*     deterministic evaluation on held-out seeds, every runner.eval_interval iterations
+    time/*     progress and speed: env_steps (cumulative), throughput (env steps/s of the rollout),
+               rollout_seconds, train_seconds, eval_seconds, elapsed_seconds
 """
 from __future__ import annotations
 
@@ -83,11 +92,11 @@ class EmbodiedRunner:
             if self._should_evaluate(iteration) and not self._stop_requested():
                 metrics.update(self.evaluate(iteration))
                 self._keep_if_best(iteration, metrics["eval/success_once"])
-            metrics["elapsed_seconds"] = time.perf_counter() - start
+            metrics["time/elapsed_seconds"] = time.perf_counter() - start
             self.metrics_logger.log(iteration, metrics)
             history.append({"iteration": iteration, **metrics})
-            postfix = {"success": f"{metrics.get('success_rate', math.nan):.2f}",
-                       "ret": f"{metrics.get('episode_return', math.nan):.2f}"}
+            postfix = {"success": f"{metrics.get('rollout/success_rate', math.nan):.2f}",
+                       "ret": f"{metrics.get('rollout/episode_return', math.nan):.2f}"}
             if math.isfinite(self.best_eval_success):
                 postfix["best_eval"] = f"{self.best_eval_success:.2f}"
             progress.set_postfix(postfix)
@@ -121,8 +130,9 @@ class EmbodiedRunner:
         seconds = time.perf_counter() - start
         steps = sum(m["env_steps"] for m in per_worker)
         self.total_env_steps += steps
-        metrics = merge_episode_metrics(per_worker)
-        metrics.update(env_steps=self.total_env_steps, throughput=steps / seconds, rollout_seconds=seconds)
+        metrics = {f"rollout/{key}": value for key, value in merge_episode_metrics(per_worker).items()}
+        metrics.update({"time/env_steps": self.total_env_steps, "time/throughput": steps / seconds,
+                        "time/rollout_seconds": seconds})
         return metrics
 
     def train(self, iteration: int) -> dict[str, float]:
@@ -134,18 +144,20 @@ class EmbodiedRunner:
         results = self.actor_group.train(iteration, self.actor_channel, pieces_per_actor).wait()
         self.rollout_weights_current = False
         metrics = {f"train/{k}": v for k, v in results[0].items()}
-        metrics["train_seconds"] = time.perf_counter() - start
+        metrics["time/train_seconds"] = time.perf_counter() - start
         if self._actor_shares_gpus():
             self.actor_group.offload().wait()
         return metrics
 
     def evaluate(self, iteration: int) -> dict[str, float]:
         """The policy just trained, deterministic, on held-out seeds: eval_rounds episodes per env."""
+        start = time.perf_counter()
         self.sync_weights()
         env_handle = self.env_group.evaluate(iteration, self.env_channel, self.action_channel)
         self.rollout_group.evaluate(self.env_channel, self.action_channel).wait()
         merged = merge_episode_metrics(env_handle.wait())
-        return {f"eval/{key}": value for key, value in merged.items()}
+        return {**{f"eval/{key}": value for key, value in merged.items()},
+                "time/eval_seconds": time.perf_counter() - start}
 
     def _keep_if_best(self, iteration: int, success: float) -> None:
         if math.isnan(success) or success <= self.best_eval_success:

@@ -68,16 +68,18 @@ def test_one_iteration_in_each_mode(cluster, tmp_path, placement, num_gpus, mode
     finally:
         runner.shutdown()
     (metrics,) = history
-    assert metrics["env_steps"] == cfg.env.num_envs * cfg.runner.rollout_steps
-    assert metrics["num_episodes"] >= cfg.env.num_envs  # every env finished its 6-step episode
-    assert 0.0 <= metrics["success_rate"] <= 1.0
+    assert metrics["time/env_steps"] == cfg.env.num_envs * cfg.runner.rollout_steps
+    assert metrics["rollout/num_episodes"] >= cfg.env.num_envs  # every env finished its 6-step episode
+    assert 0.0 <= metrics["rollout/success_rate"] <= 1.0
     assert torch.isfinite(torch.tensor(metrics["train/loss"]))
     all_steps = cfg.algorithm.update_epochs * cfg.algorithm.num_minibatches
     assert metrics["train/optimizer_steps"] == (1 if cfg.algorithm.target_kl else all_steps)
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     record = json.loads(lines[0])
-    for key in ("iteration", "env_steps", "success_rate", "episode_return", "throughput"):
+    for key in ("iteration", "time/env_steps", "rollout/success_rate", "rollout/episode_return", "time/throughput",
+                "time/rollout_seconds", "time/train_seconds", "time/elapsed_seconds"):
         assert key in record
+    assert all(key == "iteration" or key.split("/")[0] in ("rollout", "train", "eval", "time") for key in record)
 
 
 def collect_trajectories(cfg: TrainConfig, cluster: Cluster, output_dir: str) -> Trajectory:
@@ -124,7 +126,7 @@ def test_resume_reproduces_the_next_iteration(cluster, tmp_path):
     resumed_cfg.runner.resume = str(checkpoint)
     resumed = run_iterations(resumed_cfg, cluster, str(tmp_path / "resumed"))
     assert [m["iteration"] for m in resumed] == [2]
-    for key in ("episode_return", "success_rate", "train/loss", "env_steps"):
+    for key in ("rollout/episode_return", "rollout/success_rate", "train/loss", "time/env_steps"):
         assert resumed[0][key] == pytest.approx(full[2][key], rel=1e-6, abs=1e-8), key
 
 
@@ -141,7 +143,7 @@ def test_evaluation_keeps_the_best_checkpoint_and_leaves_training_unchanged(clus
     assert [m["eval/num_episodes"] for m in evaluated] == [4 * 2, 4 * 2]  # one counted episode per env per round
     assert all(1 <= m["eval/episode_length"] <= 6 for m in evaluated)
     for before, after in zip(plain, evaluated):  # evaluation resets the envs afterwards: same training data
-        for key in ("episode_return", "success_rate", "train/loss", "env_steps"):
+        for key in ("rollout/episode_return", "rollout/success_rate", "train/loss", "time/env_steps"):
             assert after[key] == pytest.approx(before[key], rel=1e-6, abs=1e-8), key
     successes = [m["eval/success_once"] for m in evaluated]
     best = json.loads((tmp_path / "eval1" / "checkpoints" / "best" / "best.json").read_text())
