@@ -108,10 +108,14 @@ class FlexiblePlacementStrategy(PlacementStrategy):
         if not gpu_ids_per_process:
             raise ValueError("FlexiblePlacementStrategy needs at least one process")
         self.gpu_ids_per_process = [list(gpus) for gpus in gpu_ids_per_process]
-        for gpus in self.gpu_ids_per_process:
+        for rank, gpus in enumerate(self.gpu_ids_per_process):
             for gpu in gpus:
                 if not isinstance(gpu, int) or gpu < 0:
                     raise ValueError(f"FlexiblePlacementStrategy: GPU id {gpu!r} is not a non-negative integer")
+            repeated = sorted({gpu for gpu in gpus if gpus.count(gpu) > 1})
+            if repeated:
+                raise ValueError(f"FlexiblePlacementStrategy: process {rank} lists GPU(s) {repeated} more than once "
+                                 f"in {gpus}; give each GPU of a process once")
 
     def placements(self, num_gpus_per_node: int, num_nodes: int = 1) -> list[Placement]:
         return _placements_from_gpu_lists(self.gpu_ids_per_process, num_gpus_per_node, num_nodes, repr(self))

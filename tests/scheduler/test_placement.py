@@ -115,6 +115,9 @@ def test_strategy_errors():
         FlexiblePlacementStrategy([[0], ["a"]])
     with pytest.raises(ValueError, match="GPU id 9"):
         FlexiblePlacementStrategy([[0, 1], [9]]).placements(8)
+    with pytest.raises(ValueError, match=r"process 0 lists GPU\(s\) \[0\] more than once"):
+        FlexiblePlacementStrategy([[0, 0]])
+    FlexiblePlacementStrategy([[0], [0]])  # two processes on one GPU is a valid layout
 
 
 def test_flexible_strategy():
