@@ -40,13 +40,15 @@ Vector-env semantics (see also envs/README.md)
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
 import os
+import sys
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any, Callable, Optional, Protocol, Sequence, Union, runtime_checkable
+from typing import Any, Callable, Iterator, Optional, Protocol, Sequence, Union, runtime_checkable
 
 import gymnasium as gym
 import numpy as np
@@ -242,7 +244,8 @@ class _Worker:
             target=_worker_main, daemon=True, name=f"env-worker-{self.indices[0]}",
             args=(child_conn, self.env_fns, self.indices, self.shared.raw, self.shared.specs,
                   self.shared.num_envs, self.max_episode_steps, self.ignore_terminations))
-        self.process.start()
+        with _main_without_unreadable_file():
+            self.process.start()
         child_conn.close()
         self.conn = parent_conn
 
@@ -271,6 +274,28 @@ class _Worker:
         if self.conn is not None:
             self.conn.close()
         self.process, self.conn = None, None
+
+
+@contextlib.contextmanager
+def _main_without_unreadable_file() -> Iterator[None]:
+    """forkserver/spawn children re-run the parent's main script from `__main__.__file__`. A script read
+    from stdin (`python - < script.py`, as notebooks and REPLs feed code) has `__file__ == "<stdin>"`,
+    which the child cannot open, and dies before it starts. The workers need nothing from such a main
+    (the env factories live in importable modules), so hide that name while a worker starts, as an
+    interactive session without `__file__` (Jupyter) already has it. A factory defined in that main
+    cannot reach the worker either way; define it in a module."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    original_dir = mp.process.ORIGINAL_DIR or ""
+    if main is None or path is None or getattr(main, "__spec__", None) is not None or \
+            os.path.isfile(os.path.join(original_dir, path)):
+        yield
+        return
+    del main.__file__
+    try:
+        yield
+    finally:
+        main.__file__ = path
 
 
 def split_evenly(num_envs: int, num_workers: int) -> list[list[int]]:
