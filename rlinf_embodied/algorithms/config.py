@@ -25,12 +25,16 @@ class AlgorithmConfig:
     # ---- returns / advantages -------------------------------------------------------------------
     gamma: float = 0.8  # per env step; a chunk of C steps is discounted by gamma ** C
     gae_lambda: float = 0.9  # per policy call (chunk)
-    # GAE only: normalise advantages per minibatch inside the loss (CleanRL's norm_adv). GRPO and
-    # Reinforce++ normalise in the estimator (per group / per batch) and are never re-normalised.
+    # Normalise advantages per minibatch inside the loss (CleanRL's norm_adv), for estimators that do not
+    # normalise themselves (GAE); GRPO and Reinforce++ normalise in the estimator (registered normalized=True).
     normalize_advantages: bool = True
     group_size: int = 8  # GRPO: consecutive env ids reset to the same task and seed form a group
     grpo_eps: float = 1e-6  # GRPO: (r - mean) / (std + grpo_eps)
-    dynamic_sampling: bool = False  # DAPO: drop GRPO groups whose outcomes are all equal
+    # DAPO dynamic sampling: drop env groups whose finished episodes' outcomes are all equal (no GRPO
+    # signal) and roll out again, with new seeds, until the iteration has as many informative groups as
+    # one rollout holds or max_sampling_rounds rollouts were made (DAPO's max_num_gen_batches).
+    dynamic_sampling: bool = False
+    max_sampling_rounds: int = 4
 
     # ---- losses ---------------------------------------------------------------------------------
     clip_ratio: float = 0.2  # PPO: ratio clipped to [1 - clip_ratio, 1 + clip_ratio]
@@ -59,6 +63,26 @@ class AlgorithmConfig:
     def __post_init__(self) -> None:
         self.validate()
 
+    # ---- what other layers ask of the algorithm (answered by the estimator's registry traits) -----
+    @property
+    def grouped(self) -> bool:
+        """Whether envs run in groups of group_size sharing task and seed (GRPO)."""
+        from .registry import advantage_traits
+
+        return advantage_traits(self.adv_type).grouped
+
+    @property
+    def env_group_size(self) -> int:
+        """Envs per group that reset to the same task and seed and stay together on one actor rank (1 = none)."""
+        return self.group_size if self.grouped else 1
+
+    @property
+    def normalize_in_loss(self) -> bool:
+        """Normalise advantages per minibatch in the loss: asked for, and not done by the estimator."""
+        from .registry import advantage_traits
+
+        return self.normalize_advantages and not advantage_traits(self.adv_type).normalized
+
     def validate(self) -> "AlgorithmConfig":
         from .registry import advantage_names, loss_names  # filled when the package is imported
 
@@ -74,12 +98,16 @@ class AlgorithmConfig:
             _positive("value_clip", self.value_clip)
         _at_least("vf_coef", self.vf_coef, 0.0)
         _at_least("group_size", self.group_size, 1)
-        if self.adv_type == "grpo" and self.group_size < 2:
-            raise ValueError(f"algorithm.group_size={self.group_size}: GRPO compares episodes within a "
+        if self.grouped and self.group_size < 2:
+            raise ValueError(f"algorithm.group_size={self.group_size}: {self.adv_type.upper()} compares episodes within a "
                              f"group, so it needs group_size >= 2")
-        if self.dynamic_sampling and self.adv_type != "grpo":
-            raise ValueError(f"algorithm.dynamic_sampling=True filters GRPO groups; it needs adv_type='grpo', "
-                             f"not {self.adv_type!r}")
+        if self.dynamic_sampling and not self.grouped:
+            from .registry import advantage_traits
+
+            grouped = [name for name in advantage_names() if advantage_traits(name).grouped]
+            raise ValueError(f"algorithm.dynamic_sampling=True drops uninformative env groups; it needs a grouped "
+                             f"advantage estimator, adv_type={grouped[0]!r} (grouped: {grouped}), not {self.adv_type!r}")
+        _at_least("max_sampling_rounds", self.max_sampling_rounds, 1)
         _positive("grpo_eps", self.grpo_eps)
         for key in ("lr", "value_lr"):
             if getattr(self, key) is not None:

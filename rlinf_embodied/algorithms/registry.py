@@ -1,6 +1,6 @@
 """Registries of advantage estimators and policy losses: adding one is one file + one decorator line.
 
-    @register_advantage("my_adv")
+    @register_advantage("my_adv", grouped=False, normalized=False)  # see AdvantageTraits
     def my_advantage(*, rewards, dones, values, cfg, env_ids=None) -> tuple[Tensor, Tensor]: ...
 
     @register_loss("my_loss")
@@ -9,12 +9,30 @@
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, TypeVar
 
 Fn = TypeVar("Fn", bound=Callable)
 
 _ADVANTAGES: dict[str, Callable] = {}
 _LOSSES: dict[str, Callable] = {}
+
+
+@dataclass(frozen=True)
+class AdvantageTraits:
+    """What the other layers ask of an advantage estimator; set at registration, read through
+    AlgorithmConfig (env_group_size, normalize_in_loss, ...), never by comparing names."""
+
+    # Envs run in groups of algorithm.group_size that reset to the same task and seed, and the
+    # estimator compares episodes within a group (GRPO): the env workers seed per group, the rollout
+    # workers keep groups whole on one actor rank, and dynamic sampling can drop uninformative groups.
+    grouped: bool = False
+    # The estimator normalises its advantages itself (per group / per batch): the loss does not
+    # normalise them again per minibatch (algorithm.normalize_advantages applies to the others).
+    normalized: bool = False
+
+
+_TRAITS: dict[str, AdvantageTraits] = {}
 
 
 def _register(table: dict[str, Callable], kind: str, name: str) -> Callable[[Fn], Fn]:
@@ -33,8 +51,20 @@ def _get(table: dict[str, Callable], kind: str, name: str) -> Callable:
     return table[name]
 
 
-def register_advantage(name: str) -> Callable[[Fn], Fn]:
-    return _register(_ADVANTAGES, "advantage estimator", name)
+def register_advantage(name: str, *, grouped: bool = False, normalized: bool = False) -> Callable[[Fn], Fn]:
+    """Register an estimator under `name`, with its AdvantageTraits."""
+    register = _register(_ADVANTAGES, "advantage estimator", name)
+
+    def decorator(fn: Fn) -> Fn:
+        _TRAITS[name] = AdvantageTraits(grouped=grouped, normalized=normalized)
+        return register(fn)
+
+    return decorator
+
+
+def advantage_traits(name: str) -> AdvantageTraits:
+    get_advantage(name)  # an unknown name fails with the valid ones
+    return _TRAITS[name]
 
 
 def get_advantage(name: str) -> Callable:

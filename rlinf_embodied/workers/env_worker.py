@@ -80,7 +80,7 @@ class EnvWorker(Worker, SpanRecorder):
 
     def reset_seeds(self, iteration: int, stage: int) -> list[int]:
         """One seed per env from (seed, iteration, global env id); GRPO groups share their seed."""
-        group_size = self.cfg.algorithm.group_size if self.cfg.algorithm.adv_type == "grpo" else 1
+        group_size = self.cfg.algorithm.env_group_size
         return [seed_for(self.cfg.runner.seed, iteration, env_id // group_size)
                 for env_id in self.global_env_ids(stage)]
 

@@ -132,7 +132,7 @@ def split_envs(trajectory: Trajectory, num_parts: int, algorithm_cfg, total_envs
     GRPO groups), whichever shard they were stepped in: every rank gets an equal share of the
     rollout even when a shard holds fewer envs than there are actor ranks. Pieces may be empty.
     """
-    unit = algorithm_cfg.group_size if algorithm_cfg.adv_type == "grpo" else 1
+    unit = algorithm_cfg.env_group_size
     if total_envs % unit:
         raise ValueError(f"env.num_envs={total_envs} is not a multiple of the GRPO group size {unit}")
     num_groups = total_envs // unit

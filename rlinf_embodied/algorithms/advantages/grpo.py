@@ -110,7 +110,7 @@ def filter_groups(outcomes: torch.Tensor, group_size: int, atol: float = 1e-6) -
     return keep, keep.nonzero().squeeze(-1)
 
 
-@register_advantage("grpo")
+@register_advantage("grpo", grouped=True, normalized=True)
 def grpo_advantage(*, rewards: torch.Tensor, dones: torch.Tensor, values: torch.Tensor | None,
                    cfg: AlgorithmConfig, env_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     return compute_grpo_advantages(rewards, dones, cfg.group_size, cfg.grpo_eps, env_ids)

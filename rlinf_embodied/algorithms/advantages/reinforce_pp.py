@@ -32,7 +32,7 @@ def compute_reinforce_pp_advantages(rewards: torch.Tensor, dones: torch.Tensor, 
     return normalize(returns, eps=eps), returns
 
 
-@register_advantage("reinforce_pp")
+@register_advantage("reinforce_pp", normalized=True)
 def reinforce_pp_advantage(*, rewards: torch.Tensor, dones: torch.Tensor, values: torch.Tensor | None,
                            cfg: AlgorithmConfig, env_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     return compute_reinforce_pp_advantages(rewards, dones, cfg.gamma)

@@ -113,7 +113,7 @@ def clipped_policy_loss(*, new_log_probs: torch.Tensor, old_log_probs: torch.Ten
     zero = new_log_probs.new_zeros(())
     new_lp = reduce_log_probs(torch.where(token_mask, new_log_probs, zero), cfg.logprob_level)
     old_lp = reduce_log_probs(torch.where(token_mask, old_log_probs.to(new_log_probs.dtype), zero), cfg.logprob_level)
-    if cfg.normalize_advantages and cfg.adv_type == "gae":
+    if cfg.normalize_in_loss:
         advantages = normalize(advantages, sample_mask)
     advantages = broadcast_per_sample(advantages.to(new_lp.dtype), new_lp)
 

@@ -1,0 +1,44 @@
+"""Algorithm questions (env groups, advantage normalisation) are answered by the estimator's registration."""
+from __future__ import annotations
+
+import torch
+
+from rlinf_embodied.algorithms import AlgorithmConfig, advantage_names, policy_loss, register_advantage
+from rlinf_embodied.algorithms.registry import advantage_traits
+from rlinf_embodied.workers.rollout_worker import split_envs
+from rlinf_embodied.workers.messages import Trajectory
+
+
+@register_advantage("test_grouped_outcomes", grouped=True, normalized=True)
+def _grouped(*, rewards, dones, values, cfg, env_ids=None):
+    raise NotImplementedError
+
+
+def test_builtin_traits():
+    assert advantage_traits("grpo").grouped and advantage_traits("grpo").normalized
+    assert not advantage_traits("gae").grouped and not advantage_traits("gae").normalized
+    assert advantage_traits("reinforce_pp").normalized and not advantage_traits("reinforce_pp").grouped
+    assert AlgorithmConfig(adv_type="grpo", group_size=4).env_group_size == 4
+    assert AlgorithmConfig(adv_type="gae", group_size=4).env_group_size == 1
+    assert AlgorithmConfig(adv_type="gae").normalize_in_loss
+    assert not AlgorithmConfig(adv_type="grpo").normalize_in_loss
+
+
+def test_a_new_grouped_estimator_needs_only_its_registration():
+    assert "test_grouped_outcomes" in advantage_names()
+    cfg = AlgorithmConfig(adv_type="test_grouped_outcomes", group_size=2, dynamic_sampling=True)
+    assert cfg.env_group_size == 2 and not cfg.normalize_in_loss
+    # the rollout workers keep its groups whole on one actor rank
+    n, t = 8, 2
+    trajectory = Trajectory(obs={"state": torch.zeros(t, n, 3)}, actions=torch.zeros(t, n, 1, 2),
+                            log_probs=torch.zeros(t, n, 1, 2), values=torch.zeros(t + 1, n),
+                            rewards=torch.zeros(t, n, 1), dones=torch.zeros(t, n, 1, dtype=torch.bool),
+                            env_ids=torch.arange(n))
+    pieces = split_envs(trajectory, 2, cfg, n)
+    assert [p.env_ids.tolist() for p in pieces] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    # and the loss leaves its advantages as they are
+    advantages = torch.tensor([3.0, 5.0])
+    zeros = torch.zeros(2, 1, 1)
+    _, metrics = policy_loss(new_log_probs=zeros.clone().requires_grad_(), old_log_probs=zeros, advantages=advantages,
+                             entropy=None, new_values=None, old_values=None, returns=torch.zeros(2), cfg=cfg)
+    assert float(metrics["policy_loss"]) == -4.0  # mean of -A * ratio with ratio 1, not normalised
