@@ -11,7 +11,8 @@
 Metric names (metrics.jsonl, TensorBoard, the progress bar), one namespace each, as CleanRL and
 ManiSkill's baselines do:
     rollout/*  the training episodes that ended this iteration (success_rate, success_once, episode_return,
-               episode_length, num_episodes)
+               episode_length, num_episodes); with dynamic sampling also sampling_rounds, kept_groups,
+               dropped_groups
     train/*    the actor's update (loss, policy_loss, value_loss, entropy, approx_kl, clip_fraction, ...)
     eval/*     deterministic evaluation on held-out seeds, every runner.eval_interval iterations
     time/*     progress and speed: env_steps (cumulative), throughput (env steps/s of the rollout),
@@ -121,27 +122,65 @@ class EmbodiedRunner:
         self.rollout_weights_current = True
 
     def rollout(self, iteration: int) -> dict[str, float]:
+        """One rollout into the actor channel; with algorithm.dynamic_sampling, rounds of rollouts whose
+        informative groups the actors keep (rollout/sampling_rounds, kept_groups, dropped_groups)."""
+        if self.cfg.algorithm.dynamic_sampling:
+            return self._rollout_with_dynamic_sampling(iteration)
+        per_worker, steps, seconds = self._rollout_round(iteration)
+        return self._rollout_metrics(per_worker, steps, seconds)
+
+    def _rollout_round(self, iteration: int, sampling_round: int = 0) -> tuple[list[dict], int, float]:
         start = time.perf_counter()
-        env_handle = self.env_group.interact(iteration, self.env_channel, self.action_channel)
+        env_handle = self.env_group.interact(iteration, self.env_channel, self.action_channel, sampling_round)
         rollout_handle = self.rollout_group.generate(iteration, self.env_channel, self.action_channel,
-                                                     self.actor_channel, self.actor_group.world_size)
+                                                     self.actor_channel, self.actor_group.world_size, sampling_round)
         rollout_handle.wait()
         per_worker = env_handle.wait()
-        seconds = time.perf_counter() - start
         steps = sum(m["env_steps"] for m in per_worker)
         self.total_env_steps += steps
+        return per_worker, steps, time.perf_counter() - start
+
+    def _rollout_metrics(self, per_worker: list[dict], steps: int, seconds: float) -> dict[str, float]:
         metrics = {f"rollout/{key}": value for key, value in merge_episode_metrics(per_worker).items()}
         metrics.update({"time/env_steps": self.total_env_steps, "time/throughput": steps / seconds,
                         "time/rollout_seconds": seconds})
         return metrics
+
+    def _rollout_with_dynamic_sampling(self, iteration: int) -> dict[str, float]:
+        """DAPO dynamic sampling: roll out (new seeds each round) until every actor rank holds as many
+        informative groups as one rollout gives it, or algorithm.max_sampling_rounds rounds were made."""
+        all_workers, total_steps, total_seconds, kept, dropped = [], 0, 0.0, 0, 0
+        for sampling_round in range(self.cfg.algorithm.max_sampling_rounds):
+            per_worker, steps, seconds = self._rollout_round(iteration, sampling_round)
+            all_workers += per_worker
+            total_steps, total_seconds = total_steps + steps, total_seconds + seconds
+            counts = self.actor_group.collect_groups(iteration, self.actor_channel, self._pieces_per_actor(),
+                                              sampling_round).wait()
+            kept += sum(c["kept_groups"] for c in counts)
+            dropped += sum(c["dropped_groups"] for c in counts)
+            if all(c["missing_groups"] == 0 for c in counts):
+                break
+        else:
+            logger.info("iteration %d: %d informative groups after algorithm.max_sampling_rounds=%d rounds; "
+                        "training on those", iteration, kept, self.cfg.algorithm.max_sampling_rounds)
+        self._dynamic_update = kept > 0
+        metrics = self._rollout_metrics(all_workers, total_steps, total_seconds)
+        metrics.update({"rollout/sampling_rounds": sampling_round + 1, "rollout/kept_groups": kept,
+                        "rollout/dropped_groups": dropped})
+        return metrics
+
+    def _pieces_per_actor(self) -> int:
+        return self.env_group.world_size * self.cfg.runner.pipeline_stage_num
 
     def train(self, iteration: int) -> dict[str, float]:
         if self._actor_shares_gpus():
             self.rollout_group.offload().wait()
             self.actor_group.onload().wait()
         start = time.perf_counter()
-        pieces_per_actor = self.env_group.world_size * self.cfg.runner.pipeline_stage_num
-        results = self.actor_group.train(iteration, self.actor_channel, pieces_per_actor).wait()
+        if self.cfg.algorithm.dynamic_sampling:
+            results = self.actor_group.train_collected(iteration, self._dynamic_update).wait()
+        else:
+            results = self.actor_group.train(iteration, self.actor_channel, self._pieces_per_actor()).wait()
         self.rollout_weights_current = False
         metrics = {f"train/{k}": v for k, v in results[0].items()}
         metrics["time/train_seconds"] = time.perf_counter() - start

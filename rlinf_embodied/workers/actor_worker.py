@@ -6,6 +6,7 @@ epochs over minibatches; FSDP reduce-scatters the gradients, so all ranks step t
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import random
@@ -23,7 +24,14 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 
-from ..algorithms import annealed_lr, compute_advantages, policy_loss, resolve_learning_rates
+from ..algorithms import (
+    annealed_lr,
+    compute_advantages,
+    credited_steps,
+    dynamic_sampling_mask,
+    policy_loss,
+    resolve_learning_rates,
+)
 from ..algorithms.checks import check_finite
 from ..config import TrainConfig
 from ..policies import ActOutput
@@ -101,7 +109,9 @@ class ActorWorker(Worker, SpanRecorder):
     # ---- training -----------------------------------------------------------------------------
     def train(self, iteration: int, actor_channel: Channel, num_pieces: int) -> dict[str, float]:
         pieces = [actor_channel.get(key=f"actor{self.rank}") for _ in range(num_pieces)]
-        trajectory = Trajectory.concat_envs(pieces)
+        return self._train_on(iteration, Trajectory.concat_envs(pieces))
+
+    def _train_on(self, iteration: int, trajectory: Trajectory) -> dict[str, float]:
         advantages, returns = compute_advantages(trajectory, self.cfg.algorithm)  # (T, N) each
         samples = flatten_time_and_envs(trajectory, advantages, returns)
         for group in self.optimizer.param_groups:
@@ -153,6 +163,7 @@ class ActorWorker(Worker, SpanRecorder):
                 new_log_probs=evaluated.log_probs, old_log_probs=batch["log_probs"],
                 advantages=batch["advantages"], entropy=evaluated.entropy,
                 new_values=evaluated.values, old_values=batch["values"], returns=batch["returns"], cfg=algo,
+                loss_mask=batch.get("loss_mask"),
             )
             check_finite({"loss": loss, **{f"metric/{k}": v for k, v in metrics.items()
                                            if isinstance(v, torch.Tensor)}}, iteration)
@@ -184,6 +195,41 @@ class ActorWorker(Worker, SpanRecorder):
         if stale:
             raise RuntimeError(f"the optimizer does not hold the policy's parameters {stale[:3]}...: they were "
                                "replaced after the optimizer was built, so training would not change them")
+
+    # ---- DAPO dynamic sampling (algorithm.dynamic_sampling; the runner drives the rounds) ------
+    def collect_groups(self, iteration: int, actor_channel: Channel, num_pieces: int,
+                       sampling_round: int) -> dict[str, int]:
+        """Take this rank's share of one rollout round and keep its informative env groups (those whose
+        finished episodes' outcomes are not all equal). Returns kept/dropped group counts of the round
+        and how many groups this rank still misses for a full batch (as many as one rollout gives it)."""
+        pieces = [actor_channel.get(key=f"actor{self.rank}") for _ in range(num_pieces)]
+        collected = collect_informative_groups(Trajectory.concat_envs(pieces), self.cfg, sampling_round)
+        if sampling_round == 0:
+            self._sampled: list[Trajectory] = []
+            self._uninformative: Trajectory | None = None
+            self._group_quota = collected["groups"]
+        kept, dropped = collected["kept"], collected["dropped"]
+        if kept is not None:
+            self._sampled.append(kept)
+        if self._uninformative is None:
+            self._uninformative = dropped
+        have = sum(count_groups(t, self.cfg.algorithm.env_group_size) for t in self._sampled)
+        return {"kept_groups": collected["kept_groups"], "dropped_groups": collected["dropped_groups"],
+                "missing_groups": max(0, self._group_quota - have)}
+
+    def train_collected(self, iteration: int, update: bool = True) -> dict[str, float]:
+        """Train on the groups `collect_groups` kept, at most one rollout's worth. A rank that kept none
+        trains on uninformative groups (advantages 0) so that every rank takes the same FSDP steps; with
+        update=False (no rank kept a group) nothing is trained."""
+        sampled, self._sampled = self._sampled, []
+        if not update:
+            return {"optimizer_steps": 0.0}
+        group_size = self.cfg.algorithm.env_group_size
+        if sampled:
+            trajectory = first_groups(Trajectory.concat_envs(sampled), group_size, self._group_quota)
+        else:
+            trajectory = self._uninformative
+        return self._train_on(iteration, trajectory)
 
     # ---- checkpoints --------------------------------------------------------------------------
     def save_checkpoint(self, directory: str, iteration: int, env_steps: int) -> None:
@@ -243,6 +289,39 @@ def check_minibatch_split(num_samples: int, cfg: TrainConfig, rank: int, world_s
             f"over {world_size} actor rank(s))")
 
 
+def group_of(trajectory: Trajectory, group_size: int) -> torch.Tensor:
+    """(N,) group id of each env (env_id // group_size)."""
+    return trajectory.env_ids.long() // group_size
+
+
+def count_groups(trajectory: Trajectory, group_size: int) -> int:
+    return int(torch.unique(group_of(trajectory, group_size)).numel())
+
+
+def first_groups(trajectory: Trajectory, group_size: int, num_groups: int) -> Trajectory:
+    """The envs of the first `num_groups` groups, in the order the groups first appear."""
+    groups = group_of(trajectory, group_size)
+    order = []
+    for group in groups.tolist():
+        if group not in order:
+            order.append(group)
+    keep = torch.isin(groups, torch.tensor(order[:num_groups], dtype=groups.dtype))
+    return trajectory.select_envs(torch.nonzero(keep).flatten())
+
+
+def collect_informative_groups(trajectory: Trajectory, cfg: TrainConfig, sampling_round: int) -> dict[str, Any]:
+    """Split one round's trajectory into informative and uninformative env groups (DAPO dynamic sampling).
+    Env ids are offset by the round (round * env.num_envs), so groups of different rounds never merge."""
+    group_size = cfg.algorithm.env_group_size
+    trajectory = dataclasses.replace(trajectory, env_ids=trajectory.env_ids + sampling_round * cfg.env.num_envs)
+    keep, _ = dynamic_sampling_mask(trajectory.rewards, trajectory.dones, group_size, trajectory.env_ids)
+    kept = trajectory.select_envs(torch.nonzero(keep).flatten()) if keep.any() else None
+    dropped = trajectory.select_envs(torch.nonzero(~keep).flatten()) if (~keep).any() else None
+    return {"kept": kept, "dropped": dropped, "groups": count_groups(trajectory, group_size),
+            "kept_groups": count_groups(kept, group_size) if kept is not None else 0,
+            "dropped_groups": count_groups(dropped, group_size) if dropped is not None else 0}
+
+
 def flatten_time_and_envs(trajectory: Trajectory, advantages: torch.Tensor, returns: torch.Tensor) -> dict[str, Any]:
     """(T, N, ...) rollout tensors -> (T * N, ...) samples; instructions flattened the same way."""
     def flat(x):
@@ -254,6 +333,8 @@ def flatten_time_and_envs(trajectory: Trajectory, advantages: torch.Tensor, retu
         "obs": obs, "actions": flat(trajectory.actions), "log_probs": flat(trajectory.log_probs),
         "values": flat(trajectory.values[:-1]), "advantages": flat(advantages), "returns": flat(returns),
         "extras": {k: flat(v) for k, v in trajectory.extras.items()},
+        # (T * N, chunk): actions of a chunk after its episode ended were never executed; leave them out
+        "loss_mask": flat(credited_steps(trajectory.dones)),
     }
 
 

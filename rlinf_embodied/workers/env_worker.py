@@ -78,19 +78,22 @@ class EnvWorker(Worker, SpanRecorder):
         first = (self.rank * len(self.stages) + stage) * self.num_envs_per_stage
         return list(range(first, first + self.num_envs_per_stage))
 
-    def reset_seeds(self, iteration: int, stage: int) -> list[int]:
-        """One seed per env from (seed, iteration, global env id); GRPO groups share their seed."""
+    def reset_seeds(self, iteration: int, stage: int, sampling_round: int = 0) -> list[int]:
+        """One seed per env from (seed, iteration, global env id); GRPO groups share their seed. Dynamic
+        sampling's further rounds of an iteration (sampling_round > 0) draw new tasks."""
         group_size = self.cfg.algorithm.env_group_size
-        return [seed_for(self.cfg.runner.seed, iteration, env_id // group_size)
+        extra = (sampling_round,) if sampling_round else ()
+        return [seed_for(self.cfg.runner.seed, iteration, env_id // group_size, *extra)
                 for env_id in self.global_env_ids(stage)]
 
-    def interact(self, iteration: int, env_channel: Channel, action_channel: Channel) -> dict[str, float]:
+    def interact(self, iteration: int, env_channel: Channel, action_channel: Channel,
+                 sampling_round: int = 0) -> dict[str, float]:
         """Run `rollout_steps` chunk steps on every stage, trading observations for actions."""
         self.metrics.clear()
         env_steps = 0
         for stage, env in enumerate(self.stages):
-            if self.cfg.runner.reset_each_iteration or self.needs_reset:
-                obs, _ = env.reset(seed=self.reset_seeds(iteration, stage))
+            if self.cfg.runner.reset_each_iteration or self.needs_reset or sampling_round:
+                obs, _ = env.reset(seed=self.reset_seeds(iteration, stage, sampling_round))
                 self.last_obs[stage] = obs_to_cpu(obs)
             env_ids = torch.tensor(self.global_env_ids(stage))
             env_channel.put(EnvOutput(obs=self.last_obs[stage], env_ids=env_ids), key=channel_key(self.rank, stage))

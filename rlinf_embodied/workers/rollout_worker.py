@@ -54,9 +54,10 @@ class RolloutWorker(Worker, SpanRecorder):
     # ---- rollout ------------------------------------------------------------------------------
     @torch.no_grad()
     def generate(self, iteration: int, env_channel: Channel, action_channel: Channel,
-                 actor_channel: Channel, num_actor_ranks: int) -> dict[str, float]:
+                 actor_channel: Channel, num_actor_ranks: int, sampling_round: int = 0) -> dict[str, float]:
         """Serve `rollout_steps` policy calls per shard, then send each shard's trajectory to the actors."""
-        torch.manual_seed(seed_for(self.cfg.runner.seed, iteration, 7919, self.rank))
+        extra = (sampling_round,) if sampling_round else ()  # dynamic sampling's further rounds
+        torch.manual_seed(seed_for(self.cfg.runner.seed, iteration, 7919, self.rank, *extra))
         buffers = {shard: TrajectoryBuffer() for shard in self.shards()}
         num_steps = self.cfg.runner.rollout_steps
         for step in range(num_steps + 1):

@@ -1,17 +1,27 @@
 """Algorithm questions (env groups, advantage normalisation) are answered by the estimator's registration."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from rlinf_embodied.algorithms import AlgorithmConfig, advantage_names, policy_loss, register_advantage
 from rlinf_embodied.algorithms.registry import advantage_traits
-from rlinf_embodied.workers.rollout_worker import split_envs
 from rlinf_embodied.workers.messages import Trajectory
+from rlinf_embodied.workers.rollout_worker import split_envs
 
 
-@register_advantage("test_grouped_outcomes", grouped=True, normalized=True)
-def _grouped(*, rewards, dones, values, cfg, env_ids=None):
-    raise NotImplementedError
+@pytest.fixture
+def grouped_estimator():
+    """A new grouped estimator, registered for one test only (other tests list the valid names)."""
+    from rlinf_embodied.algorithms import registry
+
+    @register_advantage("test_grouped_outcomes", grouped=True, normalized=True)
+    def _grouped(*, rewards, dones, values, cfg, env_ids=None):
+        raise NotImplementedError
+
+    yield "test_grouped_outcomes"
+    registry._ADVANTAGES.pop("test_grouped_outcomes")
+    registry._TRAITS.pop("test_grouped_outcomes")
 
 
 def test_builtin_traits():
@@ -24,8 +34,8 @@ def test_builtin_traits():
     assert not AlgorithmConfig(adv_type="grpo").normalize_in_loss
 
 
-def test_a_new_grouped_estimator_needs_only_its_registration():
-    assert "test_grouped_outcomes" in advantage_names()
+def test_a_new_grouped_estimator_needs_only_its_registration(grouped_estimator):
+    assert grouped_estimator in advantage_names()
     cfg = AlgorithmConfig(adv_type="test_grouped_outcomes", group_size=2, dynamic_sampling=True)
     assert cfg.env_group_size == 2 and not cfg.normalize_in_loss
     # the rollout workers keep its groups whole on one actor rank

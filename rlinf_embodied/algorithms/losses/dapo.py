@@ -3,10 +3,10 @@
 The ratio is clipped to [1 - clip_ratio_low, 1 + clip_ratio_high] with clip_ratio_high > clip_ratio_low,
 so low-probability actions with positive advantage can grow further before the clip stops them
 (keeps exploration / entropy up). The loss is the mean over all tokens of the kept samples.
-Dynamic sampling (dropping GRPO groups whose outcomes are all equal) is
-`advantages.grpo.dynamic_sampling_mask` / `filter_groups`: select the kept envs of the rollout
-before the update (`trajectory.select_envs(keep_indices)`), or pass the env mask repeated over time
-steps, (T, N) flattened to (T * N,), as `loss_mask`.
+Dynamic sampling (algorithm.dynamic_sampling: drop GRPO groups whose outcomes are all equal, roll out
+again with new seeds until the batch is full or algorithm.max_sampling_rounds is reached) runs in the
+training loop: EmbodiedRunner rolls out, ActorWorker.collect_groups keeps the informative groups
+(`advantages.grpo.dynamic_sampling_mask`), rollout/kept_groups and rollout/dropped_groups count them.
 """
 from __future__ import annotations
 

@@ -1,0 +1,90 @@
+"""DAPO dynamic sampling and the credited_steps loss mask, in the actor and through the runner."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rlinf_embodied.config import TrainConfig
+from rlinf_embodied.workers.actor_worker import (
+    collect_informative_groups,
+    count_groups,
+    first_groups,
+    flatten_time_and_envs,
+)
+from rlinf_embodied.workers.messages import Trajectory
+
+
+def trajectory(outcomes: list[float], steps: int = 3, chunk: int = 1) -> Trajectory:
+    """One episode per env ending at the last step with reward `outcome`."""
+    n = len(outcomes)
+    rewards = torch.zeros(steps, n, chunk)
+    rewards[-1, :, 0] = torch.tensor(outcomes)
+    dones = torch.zeros(steps, n, chunk, dtype=torch.bool)
+    dones[-1, :, 0] = True
+    return Trajectory(obs={"state": torch.zeros(steps, n, 3)}, actions=torch.zeros(steps, n, chunk, 2),
+                      log_probs=torch.zeros(steps, n, chunk, 2), values=torch.zeros(steps + 1, n), rewards=rewards,
+                      dones=dones, env_ids=torch.arange(n))
+
+
+def dapo_config(num_envs: int, group_size: int) -> TrainConfig:
+    cfg = TrainConfig()
+    cfg.env.num_envs = num_envs
+    cfg.algorithm.adv_type, cfg.algorithm.loss_type, cfg.algorithm.group_size = "grpo", "dapo", group_size
+    cfg.algorithm.dynamic_sampling = True
+    cfg.algorithm.validate()
+    return cfg
+
+
+def test_groups_whose_outcomes_are_all_equal_are_dropped():
+    cfg = dapo_config(num_envs=6, group_size=2)
+    split = collect_informative_groups(trajectory([1, 0, 1, 1, 0, 0]), cfg, sampling_round=0)
+    assert split["kept"].env_ids.tolist() == [0, 1]
+    assert (split["groups"], split["kept_groups"], split["dropped_groups"]) == (3, 1, 2)
+    # a later round's groups never merge with earlier ones: their env ids are offset by the round
+    later = collect_informative_groups(trajectory([0, 1, 1, 1, 0, 1]), cfg, sampling_round=1)
+    assert later["kept"].env_ids.tolist() == [6, 7, 10, 11]
+    both = Trajectory.concat_envs([split["kept"], later["kept"]])
+    assert count_groups(both, 2) == 3
+    assert first_groups(both, 2, 2).env_ids.tolist() == [0, 1, 6, 7]  # one rollout's worth is 3 groups
+
+
+def test_actions_after_the_episode_ended_inside_a_chunk_are_masked():
+    traj = trajectory([1.0, 0.0], steps=2, chunk=3)
+    traj.dones[0, 0, 1] = True  # env 0 ends at step 1 of its first chunk
+    samples = flatten_time_and_envs(traj, torch.zeros(2, 2), torch.zeros(2, 2))
+    assert samples["loss_mask"].shape == (4, 3)
+    assert samples["loss_mask"][0].tolist() == [True, True, False]
+    assert samples["loss_mask"][1].tolist() == [True, True, True]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("informative", [True, False])
+def test_runner_samples_until_the_batch_is_full_or_the_bound(tmp_path, informative):
+    from rlinf_embodied.runners.embodied_runner import EmbodiedRunner
+    from rlinf_embodied.scheduler import Cluster
+
+    cfg = dapo_config(num_envs=4, group_size=2)
+    cfg.env.max_episode_steps = 6
+    cfg.env.ignore_terminations = True
+    cfg.env.kwargs = {"control_mode": "pd_joint_delta_pos", "reward_mode": "normalized_dense"}
+    cfg.policy.size = "tiny"
+    # 6 steps: every episode ends inside the rollout, with dense outcomes that differ within a group;
+    # 4 steps: none ends, so no group has outcomes to compare and every one is dropped
+    cfg.runner.rollout_steps = 6 if informative else 4
+    cfg.runner.max_iterations = 1
+    cfg.runner.progress = False
+    cfg.algorithm.num_minibatches, cfg.algorithm.max_sampling_rounds = 2, 2
+    cluster = Cluster(num_nodes=1, num_gpus_per_node=1, simulate_gpus=True)
+    runner = EmbodiedRunner(cfg, cluster, str(tmp_path))
+    try:
+        (metrics,) = runner.run()
+    finally:
+        runner.shutdown()
+        cluster.shutdown()
+    if informative:  # dense rewards differ between the envs of a group: one round fills the batch
+        assert metrics["rollout/sampling_rounds"] == 1 and metrics["rollout/kept_groups"] == 2
+        assert metrics["rollout/dropped_groups"] == 0 and metrics["train/optimizer_steps"] > 0
+    else:  # sampled up to the bound (2 rounds of new seeds), then no update
+        assert metrics["rollout/sampling_rounds"] == 2 and metrics["rollout/kept_groups"] == 0
+        assert metrics["rollout/dropped_groups"] == 4 and metrics["train/optimizer_steps"] == 0
+        assert metrics["time/env_steps"] == 2 * 4 * 4
