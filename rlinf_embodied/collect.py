@@ -20,7 +20,7 @@ import hydra
 import numpy as np
 from omegaconf import OmegaConf
 
-from .config import CollectConfig, CollectRunConfig, EnvConfig, PolicyConfig, register_configs
+from .config import CollectRunConfig, EnvConfig, register_configs
 from .paths import CONFIG_DIR
 
 logger = logging.getLogger(__name__)
@@ -191,7 +191,6 @@ def _policy_episodes(cfg: CollectRunConfig, seeds: list[int]) -> Iterator[dict[s
     its episode; the rest of its round (it auto-resets) is not recorded.
     """
     import gymnasium as gym
-    import torch
 
     from .runners.evaluator import _pick_device
     from .workers.policy_loading import build_policy

@@ -64,7 +64,7 @@ def resume_command(output_dir: str, checkpoint: str) -> str:
         overrides = list(HydraConfig.get().overrides.task)
     except ValueError:  # not under Hydra
         overrides = []
-    kept = [o for o in overrides if not o.split("=", 1)[0].lstrip("+~") in ("runner.resume", "runner.output_dir")]
+    kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in ("runner.resume", "runner.output_dir")]
     args = kept + [f"runner.resume={checkpoint}", f"runner.output_dir={output_dir}"]
     return " ".join(["python -m rlinf_embodied.train"] + [shlex.quote(a) for a in args])
 

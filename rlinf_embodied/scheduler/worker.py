@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import traceback
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Sequence

@@ -83,7 +83,7 @@ def test_deterministic_returns_the_mean():
 def test_default_preset_is_the_ppo_baseline_architecture():
     policy = make_policy("mlp", size="default", action_dim=8, state_dim=42)
     linears = [m for m in policy.actor if isinstance(m, torch.nn.Linear)]
-    assert [l.out_features for l in linears] == [256, 256, 256, 8]
+    assert [layer.out_features for layer in linears] == [256, 256, 256, 8]
     assert sum(isinstance(m, torch.nn.Tanh) for m in policy.actor) == 3
     assert torch.all(policy.log_std == -0.5)
     # orthogonal init: the actor's last layer rows are orthonormal up to the 0.01*sqrt(2) gain

@@ -54,7 +54,7 @@ def stats_to_bounds(stats: dict, mode: str, dim: int, what: str) -> tuple[list[f
         raise ValueError(f"{what} statistics have {len(low)} dimensions, the policy needs {dim}")
     low, high = low[:dim], high[:dim]
     # A constant dimension (high == low) would divide by zero; give it unit width around its value.
-    high = [h if h > l else l + 1.0 for l, h in zip(low, high)]
+    high = [h if h > lo else lo + 1.0 for lo, h in zip(low, high)]
     return low, high
 
 

@@ -163,9 +163,9 @@ def q99_bounds(stats: dict, what: str) -> tuple[list[float], list[float]]:
             raise ValueError(f"{what} statistics have no {key!r} (keys: {sorted(stats)})")
     low, high = [float(v) for v in stats["q01"]], [float(v) for v in stats["q99"]]
     mask = [bool(m) for m in stats.get("mask", [True] * len(low))]
-    low = [l if m else -1.0 for l, m in zip(low, mask)]
+    low = [lo if m else -1.0 for lo, m in zip(low, mask)]
     high = [h if m else 1.0 for h, m in zip(high, mask)]
-    high = [h if h > l else l + 1.0 for l, h in zip(low, high)]  # constant dims: avoid dividing by zero
+    high = [h if h > lo else lo + 1.0 for lo, h in zip(low, high)]  # constant dims: avoid dividing by zero
     return low, high
 
 
