@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Demonstrations -> SFT -> RL of a VLA on rlinf/ManiSkill-PickCube (rgb + instruction), one GPU host.
+# Stages run separately (each device call must end within 10 minutes); state lives under $WORK, which a
+# warm device machine keeps between calls. Results (metrics, tables) are copied to $OUT when set.
+#   bash benchmarks/sft_then_rl_gpu.sh collect 200     # motion-planner demonstrations, 96 px cameras
+#   bash benchmarks/sft_then_rl_gpu.sh sft 3000        # pi0-small flow-matching SFT (+ eval)
+#   bash benchmarks/sft_then_rl_gpu.sh eval            # 200 held-out episodes of the SFT checkpoint
+#   bash benchmarks/sft_then_rl_gpu.sh rl 20           # PPO (Flow-SDE) from the SFT checkpoint
+set -euo pipefail
+WORK=${WORK:-/tmp/work}
+POLICY=${POLICY:-pi0}
+SIZE=${SIZE:-pi0-small}
+ENV_ARGS=(env=maniskill_pickcube_rgb env.kwargs.camera_size=96 env.max_episode_steps=${EPISODE_STEPS:-200})
+POLICY_ARGS=(policy=$POLICY policy.size=$SIZE policy.require_checkpoint=false policy.precision=bf16)
+stage=$1; shift
+case $stage in
+  collect)
+    python3 -m rlinf_embodied.collect "${ENV_ARGS[@]}" collect.output_dir=$WORK/data collect.num_episodes=${1:-200} \
+      collect.num_workers=${WORKERS:-14} collect.max_episode_steps=${EPISODE_STEPS:-200} collect.progress=false \
+      hydra.run.dir=$WORK/collect_run ;;
+  sft)
+    python3 -m rlinf_embodied.sft "${ENV_ARGS[@]}" "${POLICY_ARGS[@]}" cluster.simulate_gpus=false \
+      sft.dataset=$WORK/data sft.max_steps=${1:-3000} sft.batch_size=${BATCH:-64} sft.lr=${LR:-3e-4} \
+      sft.warmup_steps=200 sft.eval_interval=${EVAL_INTERVAL:-0} sft.eval_episodes=${EVAL_EPISODES:-32} \
+      sft.log_interval=50 sft.progress=false sft.output_dir=$WORK/sft hydra.run.dir=$WORK/sft ;;
+  eval)
+    python3 -m rlinf_embodied.eval "${ENV_ARGS[@]}" policy=$POLICY policy.checkpoint=${CKPT:-$WORK/sft/checkpoints/final/policy} \
+      eval.num_episodes=${1:-200} eval.num_envs=${EVAL_ENVS:-16} eval.video=false eval.output_dir=$WORK/eval_${TAG:-sft} \
+      hydra.run.dir=$WORK/eval_${TAG:-sft} ;;
+  rl)
+    python3 -m rlinf_embodied.train "${ENV_ARGS[@]}" env.ignore_terminations=${IGNORE_TERM:-false} policy=$POLICY \
+      policy.checkpoint=${CKPT:-$WORK/sft/checkpoints/final/policy} policy.precision=bf16 cluster.simulate_gpus=false \
+      runner.max_iterations=${1:-20} env.num_envs=${NUM_ENVS:-32} runner.rollout_steps=${ROLLOUT_STEPS:-25} \
+      algorithm.update_epochs=1 algorithm.num_minibatches=${MINIBATCHES:-4} runner.save_interval=5 runner.progress=false \
+      ${RESUME:+runner.resume=$RESUME} runner.output_dir=$WORK/rl hydra.run.dir=$WORK/rl "$@" ;;
+  *) echo "unknown stage $stage: collect | sft | eval | rl"; exit 2 ;;
+esac
+if [ -n "${OUT:-}" ]; then
+  for f in $WORK/sft/metrics.jsonl $WORK/rl/metrics.jsonl $WORK/eval_*/results.json; do
+    [ -f "$f" ] && cp "$f" "$OUT/$(echo ${f#$WORK/} | tr / _)" || true
+  done
+fi
