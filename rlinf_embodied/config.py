@@ -47,7 +47,32 @@ class ClusterConfig:
     # For the same reason configs/cluster/*.yaml give each component its own key: the command line then
     # moves one component (`cluster.component_placement.env=0`) or several
     # (`cluster.component_placement={env:0,rollout:0,actor:1}`); new keys are allowed (OPEN_MAPPINGS).
-    component_placement: dict[str, Any] = field(default_factory=dict)
+    # Or the string "auto": the driver measures the components' costs and picks the fastest layout
+    # (scheduler/auto_placement.py). Typed Any so it can hold either; __post_init__ checks which.
+    component_placement: Any = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        placement = self.component_placement
+        if isinstance(placement, str):
+            if placement.strip().lower() != AUTO:
+                raise ValueError(f"cluster.component_placement={placement!r}: give a mapping of component(s) to "
+                                 f"GPU ids ({{env:0,rollout:0,actor:1}}) or 'auto'")
+            self.component_placement = AUTO
+        elif placement is None:
+            self.component_placement = {}
+        elif not isinstance(placement, dict):
+            raise ValueError(f"cluster.component_placement={placement!r} of type {type(placement).__name__}: give a "
+                             f"mapping of component(s) to GPU ids or 'auto'")
+        if self.num_nodes < 1 or self.num_gpus_per_node < 1:
+            raise ValueError(f"cluster.num_nodes={self.num_nodes}, cluster.num_gpus_per_node="
+                             f"{self.num_gpus_per_node}: both must be >= 1")
+
+
+AUTO = "auto"  # cluster.component_placement / runner.pipeline_stage_num chosen by scheduler/auto_placement.py
+
+
+def is_auto(value: Any) -> bool:
+    return isinstance(value, str) and value.strip().lower() == AUTO
 
 
 COLLOCATED_PLACEMENT = {"env,rollout,actor": "all"}
@@ -57,7 +82,9 @@ COLLOCATED_PLACEMENT = {"env,rollout,actor": "all"}
 class RunnerConfig:
     max_iterations: int = 50
     rollout_steps: int = 50  # policy calls (action chunks) per env per iteration
-    pipeline_stage_num: int = 1  # env shards per worker that overlap simulation with inference
+    # Env shards per worker that overlap simulation with inference; "auto": chosen with the placement
+    # (scheduler/auto_placement.py). Typed Any so it can hold either; __post_init__ checks which.
+    pipeline_stage_num: Any = 1
     seed: int = 0
     # Reset every env at the start of each iteration with seeds derived from (seed, iteration): an
     # iteration then depends only on the weights and optimizer it starts from, so resume is exact.
@@ -74,6 +101,11 @@ class RunnerConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        stages = self.pipeline_stage_num
+        if is_auto(stages):
+            self.pipeline_stage_num = AUTO
+        elif isinstance(stages, bool) or not isinstance(stages, int) or stages < 1:
+            raise ValueError(f"runner.pipeline_stage_num={stages!r} must be an integer >= 1 (1 = no overlap) or 'auto'")
         for name in ("save_interval", "eval_interval"):
             if getattr(self, name) < 0:
                 raise ValueError(f"runner.{name}={getattr(self, name)} must be >= 0 (0 = off)")

@@ -15,7 +15,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from .config import TrainConfig, register_configs
+from .config import TrainConfig, is_auto, register_configs
 from .paths import CONFIG_DIR
 from .runners.interrupts import Interrupted, StopRequest
 from .workers.policy_loading import check_policy_config
@@ -27,9 +27,13 @@ register_configs()
 def check_train_config(cfg: TrainConfig) -> None:
     """What can be checked without starting Ray: the policy (name, size, overrides) and the placement."""
     from .runners.embodied_runner import component_placement
+    from .runners.placement_profile import check_auto_request
 
     check_policy_config(cfg.policy)
-    component_placement(cfg)
+    if is_auto(cfg.cluster.component_placement) or is_auto(cfg.runner.pipeline_stage_num):
+        check_auto_request(cfg)  # resolved in run_training, on the started cluster
+    else:
+        component_placement(cfg)
 
 
 def run_training(cfg: TrainConfig, output_dir: str, stop: StopRequest | None = None) -> list[dict]:
@@ -38,6 +42,7 @@ def run_training(cfg: TrainConfig, output_dir: str, stop: StopRequest | None = N
     With `stop`, SIGINT/SIGTERM stop the run after the current iteration with a checkpoint
     (runners/interrupts.py); `stop.checkpoint` then names it."""
     from .runners.embodied_runner import EmbodiedRunner
+    from .runners.placement_profile import resolve_auto_placement
     from .scheduler import Cluster
 
     check_train_config(cfg)  # fail before any process starts
@@ -48,6 +53,7 @@ def run_training(cfg: TrainConfig, output_dir: str, stop: StopRequest | None = N
         try:
             if stop is not None:
                 stop.install()  # again: ray.init installs its own SIGTERM handler
+            resolve_auto_placement(cfg, cluster)  # `auto`: measured (or cached) costs -> the fastest layout
             runner = EmbodiedRunner(cfg, cluster, output_dir, stop=stop)
             return runner.run()
         finally:

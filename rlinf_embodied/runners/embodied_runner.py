@@ -29,7 +29,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ..config import COLLOCATED_PLACEMENT, TrainConfig
+from ..config import COLLOCATED_PLACEMENT, TrainConfig, is_auto
 from ..scheduler import Channel, Cluster, ComponentPlacement, WorkerError, WorkerGroup
 from ..workers.actor_worker import ActorWorker
 from ..workers.env_worker import EnvWorker
@@ -269,6 +269,9 @@ def read_best_eval_success(output_dir: str) -> float:
 def component_placement(cfg: TrainConfig) -> ComponentPlacement:
     """cfg.cluster.component_placement parsed; the driver calls it before Ray starts, so a bad spec fails
     at once with the parser's message quoting the bad token."""
+    if is_auto(cfg.cluster.component_placement) or is_auto(cfg.runner.pipeline_stage_num):
+        raise ValueError("cluster.component_placement / runner.pipeline_stage_num is 'auto': resolve it first "
+                         "(runners/placement_profile.py resolve_auto_placement, as train.py does)")
     try:
         placement = ComponentPlacement(dict(cfg.cluster.component_placement or COLLOCATED_PLACEMENT),
                                        num_gpus=cfg.cluster.num_gpus_per_node, num_nodes=cfg.cluster.num_nodes,

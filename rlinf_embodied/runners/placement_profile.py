@@ -1,0 +1,203 @@
+"""`cluster.component_placement=auto` / `runner.pipeline_stage_num=auto`: measure, predict, choose.
+
+    check_auto_request(cfg)               what can be checked before Ray starts (clear errors)
+    profile_costs(cfg, cluster)           a short EmbodiedRunner run per env count -> ComponentCosts
+    costs_for(cfg, cluster)               the cached measurement, or profile_costs and cache it
+    resolve_auto_placement(cfg, cluster)  choose with scheduler/auto_placement.py, print the table, and
+                                          write the choice into cfg (the driver calls it before the runner)
+
+The profile runs every component on GPU 0 (one worker each, like one process of any layout), stage 1,
+a few rollout steps, after one warm-up iteration: env/sim and rollout/infer spans give t_sim and t_inf
+at that env count (two env counts, num_envs and num_envs/2, give the fixed and per-env parts),
+time/train_seconds the training time per sample; offload, onload and the weight sync are timed on their
+own. GPU memory is not measured here (ComponentCosts memory fields stay 0, so no layout is excluded for
+memory); give measured figures through an injected ComponentCosts where it matters.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import statistics
+import tempfile
+import time
+from typing import Callable
+
+from ..config import AUTO, TrainConfig, is_auto
+from ..scheduler.auto_placement import (ComponentCosts, Layout, cache_key, choose, enumerate_layouts, fit_linear,
+                                        format_table, load_costs, save_costs)
+
+logger = logging.getLogger(__name__)
+
+PROFILE_PLACEMENT = {"env": "0", "rollout": "0", "actor": "0"}
+
+
+def num_gpus(cfg: TrainConfig) -> int:
+    return cfg.cluster.num_nodes * cfg.cluster.num_gpus_per_node
+
+
+def check_auto_request(cfg: TrainConfig) -> None:
+    """Clear errors for what `auto` cannot mean; nothing to do when neither field is auto."""
+    placement, stages = cfg.cluster.component_placement, cfg.runner.pipeline_stage_num
+    total = num_gpus(cfg)
+    if total < 1:
+        raise ValueError(f"cluster.num_nodes={cfg.cluster.num_nodes} x cluster.num_gpus_per_node="
+                         f"{cfg.cluster.num_gpus_per_node} is {total} GPUs; automatic placement needs at least one")
+    if isinstance(placement, dict):
+        mixed = [str(key) for key, spec in placement.items() if is_auto(spec) or is_auto(key)]
+        if mixed:
+            raise ValueError(f"cluster.component_placement={dict(placement)}: 'auto' for {mixed} together with "
+                             f"explicit GPU ids; either place every component yourself or the whole placement "
+                             f"automatically with cluster.component_placement=auto (the cluster/*.yaml keys are "
+                             f"replaced then)")
+    if is_auto(stages) and not is_auto(placement):
+        from .embodied_runner import component_placement
+
+        resolved = copy.deepcopy(cfg)
+        resolved.runner.pipeline_stage_num = 1
+        env_workers = len(component_placement(resolved).gpus("env"))
+        group = cfg.algorithm.env_group_size
+        if cfg.env.num_envs % (env_workers * 2 * group):
+            raise ValueError(
+                f"runner.pipeline_stage_num=auto with cluster.component_placement={dict(placement)}: its "
+                f"{env_workers} env worker(s) cannot split env.num_envs={cfg.env.num_envs} into 2 pipeline stages"
+                + (f" of groups of {group}" if group > 1 else "")
+                + f", so there is nothing to choose; set runner.pipeline_stage_num=1, or use a multiple of "
+                  f"{env_workers * 2 * group} envs, or cluster.component_placement=auto")
+
+
+def profile_key(cfg: TrainConfig) -> dict:
+    return cache_key(cfg.env.id, cfg.env.obs_mode, cfg.env.num_envs, cfg.policy.name, cfg.policy.size, num_gpus(cfg))
+
+
+def _profile_config(cfg: TrainConfig, num_envs: int, rollout_steps: int, output_dir: str) -> TrainConfig:
+    pcfg = copy.deepcopy(cfg)
+    pcfg.env.num_envs = num_envs
+    pcfg.cluster.component_placement = dict(PROFILE_PLACEMENT)
+    pcfg.runner.pipeline_stage_num = 1
+    pcfg.runner.rollout_steps = rollout_steps
+    pcfg.runner.max_iterations = 2
+    pcfg.runner.resume = None
+    pcfg.runner.eval_interval = 0
+    pcfg.runner.progress = False
+    pcfg.runner.output_dir = output_dir
+    pcfg.algorithm.dynamic_sampling = False
+    return pcfg
+
+
+def _span_means(rows: dict) -> dict[str, float]:
+    """Mean seconds per span kind: "env/sim", "rollout/infer", ..."""
+    durations: dict[str, list[float]] = {}
+    for row, spans in rows.items():
+        for label, start, end in spans:
+            durations.setdefault(f"{row.split()[0]}/{label.split()[0]}", []).append(end - start)
+    return {kind: statistics.mean(values) for kind, values in durations.items()}
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def measure_once(cfg: TrainConfig, cluster, num_envs: int, rollout_steps: int) -> dict[str, float]:
+    """One short run with every component on GPU 0: seconds of one sim step / policy call at num_envs,
+    train seconds per sample, offload, onload, weight sync, env steps per policy call."""
+    from .embodied_runner import EmbodiedRunner
+
+    with tempfile.TemporaryDirectory() as out:
+        pcfg = _profile_config(cfg, num_envs, rollout_steps, out)
+        runner = EmbodiedRunner(pcfg, cluster, out)
+        try:
+            runner.sync_weights()  # warm-up iteration: process start, first kernels, optimizer state
+            runner.rollout(0)
+            runner.train(0)
+            runner.collect_timeline()
+            offload = _timed(lambda: runner.rollout_group.offload().wait())
+            onload = _timed(lambda: runner.rollout_group.onload().wait())
+            sync = _timed(lambda: runner.actor_group.sync_weights_to(runner.rollout_group))
+            runner.rollout_weights_current = True
+            rollout = runner.rollout(1)
+            spans = _span_means(runner.collect_timeline())
+            train = runner.train(1)
+        finally:
+            runner.shutdown()
+    calls = num_envs * rollout_steps
+    env_steps = rollout["time/throughput"] * rollout["time/rollout_seconds"]
+    return {"num_envs": num_envs, "sim_s": spans.get("env/sim", math.nan), "infer_s": spans.get("rollout/infer", math.nan),
+            "train_per_sample_s": train["time/train_seconds"] / calls, "offload_s": offload, "onload_s": onload,
+            "weight_sync_s": sync, "env_steps_per_call": max(1, round(env_steps / calls))}
+
+
+def profile_costs(cfg: TrainConfig, cluster, rollout_steps: int = 3) -> ComponentCosts:
+    """Measure ComponentCosts on `cluster` with short runs of the real workers (see the module docstring)."""
+    sizes = [cfg.env.num_envs]
+    half = cfg.env.num_envs // 2
+    if half >= 1 and half % cfg.algorithm.env_group_size == 0:
+        sizes.insert(0, half)
+    runs = []
+    for size in sizes:
+        start = time.perf_counter()
+        runs.append(measure_once(cfg, cluster, size, rollout_steps))
+        logger.info("placement profile: %d envs measured in %.1fs: %s", size, time.perf_counter() - start, runs[-1])
+    env_fixed, env_per = fit_linear([(r["num_envs"], r["sim_s"]) for r in runs])
+    inf_fixed, inf_per = fit_linear([(r["num_envs"], r["infer_s"]) for r in runs])
+    last = runs[-1]
+    return ComponentCosts(env_step_fixed_s=env_fixed, env_step_per_env_s=env_per, infer_fixed_s=inf_fixed,
+                          infer_per_sample_s=inf_per, train_per_sample_s=last["train_per_sample_s"],
+                          offload_s=statistics.mean(r["offload_s"] for r in runs),
+                          onload_s=statistics.mean(r["onload_s"] for r in runs),
+                          weight_sync_s=statistics.mean(r["weight_sync_s"] for r in runs),
+                          env_steps_per_call=last["env_steps_per_call"])
+
+
+def costs_for(cfg: TrainConfig, cluster, log: Callable[[str], None] = print) -> ComponentCosts:
+    """The cached costs for cfg's (env, obs mode, num_envs, policy, size, GPUs), else measured and cached."""
+    key = profile_key(cfg)
+    costs = load_costs(key)
+    if costs is not None:
+        log(f"placement: using cached costs for {key}")
+        return costs
+    log(f"placement: profiling {key} (a few steps per component)")
+    costs = profile_costs(cfg, cluster)
+    log(f"placement: costs cached in {save_costs(key, costs)}")
+    return costs
+
+
+def candidate_layouts(cfg: TrainConfig) -> list[Layout]:
+    """Every layout when the placement is auto; else the configured placement with the stage counts to try."""
+    stages = (1, 2) if is_auto(cfg.runner.pipeline_stage_num) else (cfg.runner.pipeline_stage_num,)
+    if is_auto(cfg.cluster.component_placement):
+        return enumerate_layouts(num_gpus(cfg), stages)
+    from .embodied_runner import component_placement
+
+    resolved = copy.deepcopy(cfg)
+    resolved.runner.pipeline_stage_num = 1
+    placement = component_placement(resolved)
+    fixed = {name: ",".join(str(g) for g in placement.gpus(name)) for name in placement.components}
+    return [Layout(dict(fixed), s) for s in stages]
+
+
+def resolve_auto_placement(cfg: TrainConfig, cluster=None, costs: ComponentCosts | None = None,
+                           log: Callable[[str], None] = print) -> Layout | None:
+    """Choose where cfg says auto; write the choice into cfg and print the candidate table. None when
+    nothing is auto. Without `costs`, they come from the cache or a profile on `cluster`."""
+    if not (is_auto(cfg.cluster.component_placement) or is_auto(cfg.runner.pipeline_stage_num)):
+        return None
+    check_auto_request(cfg)
+    layouts = candidate_layouts(cfg)
+    if costs is None:
+        if cluster is None:
+            raise ValueError("resolve_auto_placement needs measured costs or a cluster to measure them on")
+        costs = costs_for(cfg, cluster, log)
+    chosen, predicted = choose(costs, cfg.env.num_envs, cfg.runner.rollout_steps, cfg.cluster.num_gpus_per_node,
+                               cfg.algorithm.env_group_size, cfg.cluster.num_nodes, layouts)
+    log(f"placement candidates ({num_gpus(cfg)} GPUs, {cfg.env.num_envs} envs, {cfg.runner.rollout_steps} "
+        f"rollout steps; predicted):\n{format_table(predicted, chosen)}")
+    log(f"placement: chosen {chosen.override()}")
+    cfg.cluster.component_placement = dict(chosen.component_placement)
+    cfg.runner.pipeline_stage_num = chosen.pipeline_stage_num
+    return chosen
+
+
+__all__ = ["AUTO", "check_auto_request", "profile_costs", "costs_for", "resolve_auto_placement", "candidate_layouts"]

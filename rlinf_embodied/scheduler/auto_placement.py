@@ -1,0 +1,312 @@
+"""Automatic placement: predict every candidate layout's iteration time from measured costs, pick the fastest.
+
+`cluster.component_placement=auto` / `runner.pipeline_stage_num=auto` (and `python -m rlinf_embodied.place`)
+use this module. The model is small enough to check by hand. With
+
+    E = env.num_envs, T = runner.rollout_steps, S = pipeline stages,
+    e, r, a = the env, rollout and actor GPU sets (one process per GPU),
+    n = E / |e| envs per env worker, b = n / S envs per stage (the batch of one policy call),
+    k = ceil(|e| / |r|) env workers served by one rollout worker (env ranks go round-robin over rollout ranks),
+    t_sim(b) = env_step_fixed_s + env_step_per_env_s * b      (one stage's step: one action chunk)
+    t_inf(b) = infer_fixed_s + infer_per_sample_s * b        (one policy call on a batch of b)
+
+one rollout step takes
+
+    W_env  = S * t_sim(b)                 an env worker steps its S stages
+    W_roll = k * S * t_inf(b)             a rollout worker answers its k*S shards
+    step   = max(W_env, W_roll)   when S >= 2 and e, r share no GPU (simulation overlaps inference)
+           = W_env + W_roll       otherwise (stage 1 waits; on shared GPUs the two compete)
+
+and one iteration (the runner is synchronous: sync weights, roll out, train)
+
+    rollout = T * step
+    train   = train_per_sample_s * E * T / |a|                 (data parallel over the actor ranks)
+    swap    = 2 * (offload_s + onload_s)   when a shares a GPU with e or r (rollout out + actor in, and back)
+    seconds = rollout + train + swap + weight_sync_s
+    env-steps/s = E * T * env_steps_per_call / seconds
+
+A layout is excluded when E does not split into |e| * S stages of whole env groups, or when a GPU's
+memory does not hold its components: env_mem_gib (per env worker) plus rollout_mem_gib and
+actor_mem_gib / |a| (FSDP shards the actor), of which only the larger of rollout and actor counts where
+they swap. Ties go to the earlier candidate of `enumerate_layouts` (collocated, fewer stages first).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shlex
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Iterable, Sequence
+
+from .placement import ComponentPlacement
+
+COMPONENTS = ("env", "rollout", "actor")
+CACHE_ENV_VAR = "RLINF_PLACEMENT_CACHE"
+DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "rlinf_embodied", "placement")
+
+
+@dataclass
+class ComponentCosts:
+    """Measured costs, in seconds and GiB; see the module docstring for how each one enters."""
+
+    env_step_fixed_s: float = 0.0  # one env worker's step of b envs (one action chunk): fixed + per_env * b
+    env_step_per_env_s: float = 0.0
+    infer_fixed_s: float = 0.0  # one policy call on a batch of b: fixed + per_sample * b
+    infer_per_sample_s: float = 0.0
+    train_per_sample_s: float = 0.0  # actor seconds per sample (one env x one policy call) on one GPU
+    offload_s: float = 0.0  # one model GPU -> CPU
+    onload_s: float = 0.0  # one model CPU -> GPU
+    weight_sync_s: float = 0.0  # actor -> rollout, once per iteration
+    env_mem_gib: float = 0.0  # per env worker
+    rollout_mem_gib: float = 0.0  # per rollout worker
+    actor_mem_gib: float = 0.0  # the whole actor (weights, grads, optimizer), sharded over the actor GPUs
+    gpu_mem_gib: float = math.inf  # one GPU's memory
+    env_steps_per_call: int = 1  # env steps per policy call (the action chunk)
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value) or value < 0:
+                raise ValueError(f"ComponentCosts.{f.name}={value!r} must be a number >= 0")
+        if self.env_steps_per_call < 1:
+            raise ValueError(f"ComponentCosts.env_steps_per_call={self.env_steps_per_call} must be >= 1")
+
+    def env_step_s(self, envs: float) -> float:
+        return self.env_step_fixed_s + self.env_step_per_env_s * envs
+
+    def infer_s(self, batch: float) -> float:
+        return self.infer_fixed_s + self.infer_per_sample_s * batch
+
+    def to_dict(self) -> dict[str, float]:
+        return {k: (None if v == math.inf else v) for k, v in asdict(self).items()}  # JSON has no inf
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ComponentCosts":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"ComponentCosts: unknown fields {unknown}; valid: {sorted(known)}")
+        return cls(**{k: (math.inf if v is None and k == "gpu_mem_gib" else v) for k, v in data.items()})
+
+
+@dataclass
+class Layout:
+    """One candidate: where each component runs, how many pipeline stages, and (after predict) how fast."""
+
+    component_placement: dict[str, str]
+    pipeline_stage_num: int
+    mode: str = ""
+    seconds: float = math.nan  # predicted seconds per iteration (inf when it does not fit)
+    env_steps_per_s: float = math.nan
+    fits: bool = True
+    reason: str = ""  # why it does not fit
+    breakdown: dict[str, float] = field(default_factory=dict)  # rollout / train / swap / sync seconds
+
+    @property
+    def name(self) -> str:
+        return " ".join(f"{k}={v}" for k, v in self.component_placement.items())
+
+    def override(self) -> str:
+        """The command-line overrides that run this layout (paste-able into a shell)."""
+        inner = ",".join(f'{k}:"{v}"' if ("-" in v or "," in v) else f"{k}:{v}"
+                         for k, v in self.component_placement.items())
+        return (f"{shlex.quote('cluster.component_placement={' + inner + '}')} "
+                f"runner.pipeline_stage_num={self.pipeline_stage_num}")
+
+
+def _spec(lo: int, hi: int, num_gpus: int) -> str:
+    """GPUs lo..hi-1 as a placement spec."""
+    if lo == 0 and hi == num_gpus:
+        return "all"
+    return str(lo) if hi - lo == 1 else f"{lo}-{hi - 1}"
+
+
+def enumerate_placements(num_gpus: int) -> list[dict[str, str]]:
+    """Every candidate placement on GPUs 0..num_gpus-1, as contiguous blocks [env][rollout][actor]:
+
+    collocated                   all three on all GPUs
+    disaggregated (2 blocks)     env+rollout on 0..k-1, actor on k..G-1
+    disaggregated (3 blocks)     env on 0..k-1, rollout on k..m-1, actor on m..G-1
+    hybrid                       env on 0..k-1, rollout on k..G-1, actor on all / on env's / on rollout's GPUs
+    hybrid                       env+rollout on 0..k-1, actor on all
+    """
+    if not isinstance(num_gpus, int) or isinstance(num_gpus, bool) or num_gpus < 1:
+        raise ValueError(f"num_gpus={num_gpus!r}: automatic placement needs at least one GPU")
+    g = num_gpus
+    out = [{"env": "all", "rollout": "all", "actor": "all"}]
+    for k in range(1, g):
+        out.append({"env": _spec(0, k, g), "rollout": _spec(0, k, g), "actor": _spec(k, g, g)})
+    for k in range(1, g):
+        for m in range(k + 1, g):
+            out.append({"env": _spec(0, k, g), "rollout": _spec(k, m, g), "actor": _spec(m, g, g)})
+    for k in range(1, g):
+        env, rollout = _spec(0, k, g), _spec(k, g, g)
+        for actor in ("all", env, rollout):
+            out.append({"env": env, "rollout": rollout, "actor": actor})
+    for k in range(1, g):
+        out.append({"env": _spec(0, k, g), "rollout": _spec(0, k, g), "actor": "all"})
+    return out
+
+
+def enumerate_layouts(num_gpus: int, stages: Sequence[int] = (1, 2)) -> list[Layout]:
+    """Each placement of `enumerate_placements` with each pipeline stage count, not yet predicted."""
+    return [Layout(dict(p), s) for p in enumerate_placements(num_gpus) for s in stages]
+
+
+def predict(layout: Layout, costs: ComponentCosts, num_envs: int, rollout_steps: int, num_gpus: int,
+            env_group_size: int = 1, num_nodes: int = 1) -> Layout:
+    """`layout` with mode, seconds, env_steps_per_s, fits/reason and breakdown filled in (a copy).
+
+    num_gpus is the GPUs per node; num_nodes the nodes (global ids as in scheduler/placement.py)."""
+    for name, value in (("num_envs", num_envs), ("rollout_steps", rollout_steps), ("num_gpus", num_gpus),
+                        ("env_group_size", env_group_size), ("num_nodes", num_nodes)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name}={value!r} must be an integer >= 1")
+    stages = layout.pipeline_stage_num
+    if not isinstance(stages, int) or isinstance(stages, bool) or stages < 1:
+        raise ValueError(f"pipeline_stage_num={stages!r} must be an integer >= 1")
+    placement = ComponentPlacement(layout.component_placement, num_gpus=num_gpus, num_nodes=num_nodes,
+                                   component_names=COMPONENTS)
+    missing = [c for c in COMPONENTS if c not in placement.components]
+    if missing:
+        raise ValueError(f"layout {layout.component_placement} places no GPUs for {missing}")
+    e, r, a = (set(placement.gpus(c)) for c in COMPONENTS)
+    out = replace(layout, mode=placement.mode, breakdown={})
+
+    def excluded(reason: str) -> Layout:
+        return replace(out, fits=False, reason=reason, seconds=math.inf, env_steps_per_s=0.0)
+
+    if num_envs % (len(e) * stages * env_group_size):
+        return excluded(f"{num_envs} envs do not split into {len(e)} env workers x {stages} stages"
+                        + (f" of groups of {env_group_size}" if env_group_size > 1 else ""))
+    swaps = bool(a & (e | r))
+    per_gpu = {}
+    for gpu in sorted(e | r | a):
+        models = [costs.rollout_mem_gib if gpu in r else 0.0, costs.actor_mem_gib / len(a) if gpu in a else 0.0]
+        per_gpu[gpu] = (costs.env_mem_gib if gpu in e else 0.0) + (max(models) if swaps else sum(models))
+    over = {gpu: gib for gpu, gib in per_gpu.items() if gib > costs.gpu_mem_gib}
+    if over:
+        gpu, gib = max(over.items(), key=lambda item: item[1])
+        return excluded(f"GPU {gpu} needs {gib:.1f} GiB > {costs.gpu_mem_gib:.1f} GiB")
+
+    n = num_envs // len(e)
+    b = n // stages
+    k = math.ceil(len(e) / len(r))
+    w_env = stages * costs.env_step_s(b)
+    w_roll = k * stages * costs.infer_s(b)
+    overlap = stages >= 2 and not (e & r)
+    step = max(w_env, w_roll) if overlap else w_env + w_roll
+    breakdown = {"rollout": rollout_steps * step,
+                 "train": costs.train_per_sample_s * num_envs * rollout_steps / len(a),
+                 "swap": 2 * (costs.offload_s + costs.onload_s) if swaps else 0.0,
+                 "sync": costs.weight_sync_s}
+    seconds = sum(breakdown.values())
+    steps = num_envs * rollout_steps * costs.env_steps_per_call
+    return replace(out, seconds=seconds, env_steps_per_s=steps / seconds if seconds > 0 else math.inf,
+                   breakdown=breakdown)
+
+
+def predict_all(layouts: Iterable[Layout], costs: ComponentCosts, num_envs: int, rollout_steps: int,
+                num_gpus: int, env_group_size: int = 1, num_nodes: int = 1) -> list[Layout]:
+    return [predict(layout, costs, num_envs, rollout_steps, num_gpus, env_group_size, num_nodes)
+            for layout in layouts]
+
+
+def choose(costs: ComponentCosts, num_envs: int, rollout_steps: int, num_gpus: int, env_group_size: int = 1,
+           num_nodes: int = 1, layouts: Sequence[Layout] | None = None) -> tuple[Layout, list[Layout]]:
+    """(the fastest layout that fits, every candidate predicted). `layouts` defaults to every layout on
+    num_gpus * num_nodes GPUs with 1 and 2 stages; ValueError when none fits."""
+    if layouts is None:
+        layouts = enumerate_layouts(num_gpus * num_nodes)
+    predicted = predict_all(layouts, costs, num_envs, rollout_steps, num_gpus, env_group_size, num_nodes)
+    best = None
+    for layout in predicted:
+        if layout.fits and (best is None or layout.seconds < best.seconds):
+            best = layout
+    if best is None:
+        reasons = sorted({layout.reason for layout in predicted})
+        raise ValueError(f"no candidate layout fits ({len(predicted)} tried): " + "; ".join(reasons))
+    return best, predicted
+
+
+def format_table(layouts: Sequence[Layout], chosen: Layout | None = None, limit: int | None = None) -> str:
+    """The candidates, fastest first (those that do not fit last, with the reason); `*` marks the chosen."""
+    ranked = sorted(layouts, key=lambda layout: (not layout.fits, layout.seconds))
+    if limit is not None and len(ranked) > limit:
+        kept = ranked[:limit]
+        if chosen is not None and chosen not in kept:
+            kept.append(chosen)
+        ranked = kept
+    width = max([len("placement")] + [len(layout.name) for layout in ranked])
+    header = (f"  {'placement':<{width}}  {'stages':>6}  {'mode':<13}  {'iter s':>9}  {'env-steps/s':>11}  "
+              f"{'rollout s':>9}  {'train s':>8}  {'swap s':>7}  {'sync s':>7}  note")
+    lines = [header, "-" * len(header)]
+    for layout in ranked:
+        mark = "*" if chosen is not None and layout == chosen else " "
+        parts = [layout.breakdown.get(key, math.nan) for key in ("rollout", "train", "swap", "sync")]
+        lines.append(f"{mark} {layout.name:<{width}}  {layout.pipeline_stage_num:>6}  {layout.mode:<13}  "
+                     f"{layout.seconds:>9.3f}  {layout.env_steps_per_s:>11.1f}  {parts[0]:>9.3f}  {parts[1]:>8.3f}  "
+                     f"{parts[2]:>7.3f}  {parts[3]:>7.3f}  {layout.reason or ('chosen' if mark == '*' else '')}")
+    if limit is not None and len(layouts) > len(ranked):
+        lines.append(f"  ... {len(layouts) - len(ranked)} more")
+    return "\n".join(lines)
+
+
+# ---- measurement cache --------------------------------------------------------------------------
+def cache_dir() -> str:
+    return os.path.expanduser(os.environ.get(CACHE_ENV_VAR) or DEFAULT_CACHE_DIR)
+
+
+def cache_key(env_id: str, obs_mode: str, num_envs: int, policy: str, size: str, num_gpus: int) -> dict[str, Any]:
+    return {"env_id": env_id, "obs_mode": obs_mode, "num_envs": num_envs, "policy": policy, "size": size,
+            "num_gpus": num_gpus}
+
+
+def cache_path(key: dict[str, Any]) -> str:
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    slug = "".join(ch if ch.isalnum() else "_" for ch in f"{key['env_id']}_{key['policy']}_{key['size']}")
+    return os.path.join(cache_dir(), f"{slug}_{digest}.json")
+
+
+def save_costs(key: dict[str, Any], costs: ComponentCosts) -> str:
+    path = cache_path(key)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump({"key": key, "costs": costs.to_dict()}, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+    return path
+
+
+def load_costs(key: dict[str, Any]) -> ComponentCosts | None:
+    """The cached costs for `key`, or None (no file, another key, or a file this version cannot read)."""
+    path = cache_path(key)
+    try:
+        with open(path) as f:
+            data = json.load(f)
+        if data.get("key") != key:
+            return None
+        return ComponentCosts.from_dict(data["costs"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def fit_linear(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
+    """(fixed, per_unit) >= 0 through measured (size, seconds) points: least squares over two or more
+    sizes, proportional (fixed 0) with one."""
+    points = [(float(x), float(y)) for x, y in points if x > 0 and math.isfinite(y)]
+    if not points:
+        return 0.0, 0.0
+    xs = {x for x, _ in points}
+    if len(xs) == 1:
+        return 0.0, max(0.0, sum(y for _, y in points) / len(points) / points[0][0])
+    mx = sum(x for x, _ in points) / len(points)
+    my = sum(y for _, y in points) / len(points)
+    slope = sum((x - mx) * (y - my) for x, y in points) / sum((x - mx) ** 2 for x, _ in points)
+    slope = max(0.0, slope)
+    fixed = my - slope * mx
+    if fixed < 0:  # a negative intercept: proportional through the mean instead
+        return 0.0, my / mx
+    return fixed, slope
