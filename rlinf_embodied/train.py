@@ -30,9 +30,8 @@ def check_train_config(cfg: TrainConfig) -> None:
     from .runners.placement_profile import check_auto_request
 
     check_policy_config(cfg.policy)
-    if is_auto(cfg.cluster.component_placement) or is_auto(cfg.runner.pipeline_stage_num):
-        check_auto_request(cfg)  # resolved in run_training, on the started cluster
-    else:
+    check_auto_request(cfg)  # `auto` is resolved in run_training, on the started cluster
+    if not (is_auto(cfg.cluster.component_placement) or is_auto(cfg.runner.pipeline_stage_num)):
         component_placement(cfg)
 
 

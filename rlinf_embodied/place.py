@@ -1,0 +1,58 @@
+"""Choose a placement without training: measure (or read cached) component costs, print every candidate
+layout's predicted env-steps/s and the chosen `cluster.component_placement` as a paste-able override.
+
+    python -m rlinf_embodied.place                                        # the default job, 1 GPU
+    python -m rlinf_embodied.place env=libero policy=pi0 policy.checkpoint=/ckpt/pi0 cluster.num_gpus_per_node=4
+
+The same config groups as rlinf_embodied.train. Placement and pipeline stages are both searched (whatever
+cluster.component_placement / runner.pipeline_stage_num say); the costs are cached (see
+scheduler/auto_placement.py, RLINF_PLACEMENT_CACHE), so `train cluster.component_placement=auto` with the
+same env, policy and GPUs starts without profiling afterwards.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Callable
+
+import hydra
+from omegaconf import OmegaConf
+
+from .config import AUTO, TrainConfig, register_configs
+from .paths import CONFIG_DIR
+from .scheduler.auto_placement import ComponentCosts, Layout
+
+register_configs()
+
+
+def place(cfg: TrainConfig, costs: ComponentCosts | None = None, log: Callable[[str], None] = print) -> Layout:
+    """The chosen layout for cfg; prints the table and the override. Without `costs`, starts the cluster
+    cfg.cluster describes and reads the cache or profiles there."""
+    from .runners.placement_profile import resolve_auto_placement
+    from .workers.policy_loading import check_policy_config
+
+    cfg = copy.deepcopy(cfg)
+    cfg.cluster.component_placement = AUTO
+    cfg.runner.pipeline_stage_num = AUTO
+    check_policy_config(cfg.policy)
+    cluster = None
+    if costs is None:
+        from .scheduler import Cluster
+
+        cluster = Cluster(address=cfg.cluster.address, num_nodes=cfg.cluster.num_nodes,
+                          num_gpus_per_node=cfg.cluster.num_gpus_per_node, simulate_gpus=cfg.cluster.simulate_gpus)
+    try:
+        chosen = resolve_auto_placement(cfg, cluster, costs, log)
+    finally:
+        if cluster is not None:
+            cluster.shutdown()
+    log(f"train with: python -m rlinf_embodied.train {chosen.override()}")
+    return chosen
+
+
+@hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="config")
+def main(cfg) -> None:
+    place(OmegaConf.to_object(cfg))
+
+
+if __name__ == "__main__":
+    main()

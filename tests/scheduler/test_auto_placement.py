@@ -1,0 +1,273 @@
+"""Automatic placement: the cost model, the choice, the cache, the config and `python -m rlinf_embodied.place`."""
+from __future__ import annotations
+
+import itertools
+import math
+import random
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from rlinf_embodied.config import ClusterConfig, RunnerConfig, TrainConfig, register_configs
+from rlinf_embodied.paths import CONFIG_DIR
+from rlinf_embodied.runners.placement_profile import check_auto_request, resolve_auto_placement
+from rlinf_embodied.scheduler.auto_placement import (ComponentCosts, Layout, cache_key, choose, enumerate_layouts,
+                                                     fit_linear, format_table, load_costs, predict, save_costs)
+
+register_configs()
+
+
+def costs(**kw) -> ComponentCosts:
+    base = dict(env_step_fixed_s=0.01, env_step_per_env_s=0.002, infer_fixed_s=0.02, infer_per_sample_s=0.001,
+                train_per_sample_s=0.001, offload_s=0.3, onload_s=0.4, weight_sync_s=0.1)
+    base.update(kw)
+    return ComponentCosts(**base)
+
+
+def random_costs(rng: random.Random) -> ComponentCosts:
+    return ComponentCosts(env_step_fixed_s=rng.uniform(0, 0.05), env_step_per_env_s=rng.uniform(0, 0.01),
+                          infer_fixed_s=rng.uniform(0, 0.05), infer_per_sample_s=rng.uniform(0, 0.01),
+                          train_per_sample_s=rng.uniform(0, 0.01), offload_s=rng.uniform(0, 2),
+                          onload_s=rng.uniform(0, 2), weight_sync_s=rng.uniform(0, 1),
+                          env_steps_per_call=rng.choice([1, 5]))
+
+
+def contiguous_sets(g: int) -> list[frozenset]:
+    return [frozenset(range(lo, hi)) for lo in range(g) for hi in range(lo + 1, g + 1)]
+
+
+def independent_candidates(g: int) -> set:
+    """Every (env, rollout, actor) GPU-set triple of the shapes the module promises, built another way:
+    contiguous sets, env before rollout, env and rollout equal or disjoint and adjacent from GPU 0,
+    every GPU used; the actor on all, on env's or rollout's set, or on the rest after them."""
+    everything = frozenset(range(g))
+    out = set()
+    for env, rollout, actor in itertools.product(contiguous_sets(g), repeat=3):
+        if min(env) != 0 or env | rollout | actor != everything:
+            continue
+        if env == rollout:
+            ok = actor == everything or (not actor & env and min(actor) == max(env) + 1)
+        else:
+            if min(rollout) != max(env) + 1:
+                continue
+            rest = everything - env - rollout
+            ok = (actor in (everything, env, rollout) and not rest) or (actor == rest and rest)
+        if ok:
+            out.add((env, rollout, actor))
+    return out
+
+
+def gpu_sets(layout: Layout, g: int) -> tuple:
+    from rlinf_embodied.scheduler import ComponentPlacement
+
+    placement = ComponentPlacement(layout.component_placement, num_gpus=g)
+    return tuple(frozenset(placement.gpus(c)) for c in ("env", "rollout", "actor"))
+
+
+@pytest.mark.parametrize("g", [1, 2, 3, 4, 6])
+def test_enumeration_matches_an_independent_one(g):
+    layouts = enumerate_layouts(g)
+    seen = {gpu_sets(layout, g) for layout in layouts if layout.pipeline_stage_num == 1}
+    assert seen == independent_candidates(g)
+    assert len(layouts) == 2 * len(seen)  # each placement once per stage count
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_choose_equals_brute_force(seed):
+    rng = random.Random(seed)
+    g = rng.choice([1, 2, 3, 4])
+    num_envs, steps = rng.choice([8, 12, 16, 24]), rng.choice([10, 50])
+    c = random_costs(rng)
+    best, predicted = choose(c, num_envs, steps, g)
+    brute = []  # every fitting candidate, predicted
+    for env, rollout, actor in sorted(independent_candidates(g), key=str):
+        for stages in (1, 2):
+            spec = {name: ",".join(map(str, sorted(s))) for name, s in (("env", env), ("rollout", rollout),
+                                                                          ("actor", actor))}
+            layout = predict(Layout(spec, stages), c, num_envs, steps, g)
+            if layout.fits:
+                brute.append(layout)
+    fastest = min(layout.seconds for layout in brute)
+    assert best.seconds == pytest.approx(fastest)
+    ties = {(gpu_sets(layout, g), layout.pipeline_stage_num) for layout in brute
+            if layout.seconds <= fastest * (1 + 1e-12)}  # symmetric layouts can tie exactly
+    assert (gpu_sets(best, g), best.pipeline_stage_num) in ties
+    assert best.env_steps_per_s == max(layout.env_steps_per_s for layout in predicted if layout.fits)
+
+
+def test_prediction_by_hand():
+    c = costs()
+    # hybrid on 2 GPUs, 16 envs, stage 2: b = 8, t_sim = 0.026, t_inf = 0.028, overlap -> 2 * 0.028 per step
+    layout = predict(Layout({"env": "0", "rollout": "1", "actor": "all"}, 2), c, 16, 10, 2)
+    assert layout.breakdown["rollout"] == pytest.approx(10 * 2 * 0.028)
+    assert layout.breakdown["train"] == pytest.approx(0.001 * 16 * 10 / 2)
+    assert layout.breakdown["swap"] == pytest.approx(2 * (0.3 + 0.4))
+    assert layout.seconds == pytest.approx(0.56 + 0.08 + 1.4 + 0.1)
+    assert layout.env_steps_per_s == pytest.approx(160 / layout.seconds)
+    # disaggregated: no swap, the actor on one GPU; stage 1: sim + infer at b = 16
+    layout = predict(Layout({"env": "0", "rollout": "0", "actor": "1"}, 1), c, 16, 10, 2)
+    assert layout.breakdown == pytest.approx({"rollout": 10 * (0.042 + 0.036), "train": 0.16, "swap": 0, "sync": 0.1})
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_stage_two_is_faster_only_when_env_and_rollout_are_apart(seed):
+    c = random_costs(random.Random(seed))
+    c.env_step_fixed_s += 0.001  # a fixed cost per call makes splitting a batch cost something
+    c.infer_fixed_s += 0.001
+    for layout in enumerate_layouts(4, stages=(1,)):
+        one = predict(layout, c, 16, 20, 4)
+        two = predict(Layout(layout.component_placement, 2), c, 16, 20, 4)
+        env, rollout, _ = gpu_sets(layout, 4)
+        if two.seconds < one.seconds:
+            assert not env & rollout, layout.component_placement
+    apart = predict(Layout({"env": "0", "rollout": "1", "actor": "all"}, 2), costs(), 16, 20, 2)
+    together = predict(Layout({"env": "0", "rollout": "1", "actor": "all"}, 1), costs(), 16, 20, 2)
+    assert apart.seconds < together.seconds
+
+
+def test_memory_limits_exclude_layouts():
+    c = costs(env_mem_gib=10, rollout_mem_gib=30, actor_mem_gib=100, gpu_mem_gib=80)
+    best, predicted = choose(c, 16, 10, 2)
+    by_name = {(layout.name, layout.pipeline_stage_num): layout for layout in predicted}
+    # the whole actor (100 GiB) on one GPU does not fit; sharded over two (50 + 10 env) it does
+    assert not by_name[("env=0 rollout=0 actor=1", 1)].fits
+    assert "GPU 1 needs 100.0 GiB > 80.0 GiB" in by_name[("env=0 rollout=0 actor=1", 1)].reason
+    assert by_name[("env=all rollout=all actor=all", 1)].fits  # 10 + max(30, 50) = 60
+    assert best.fits
+    assert all(layout.component_placement["actor"] == "all" for layout in predicted if layout.fits)
+    assert "GiB" in format_table(predicted, best)
+    with pytest.raises(ValueError, match="no candidate layout fits.*GiB"):
+        choose(costs(actor_mem_gib=1000, gpu_mem_gib=80), 16, 10, 2)
+
+
+def test_env_split_excludes_layouts():
+    layout = predict(Layout({"env": "0-2", "rollout": "all", "actor": "all"}, 1), costs(), 16, 10, 3)
+    assert not layout.fits and "do not split" in layout.reason
+    layout = predict(Layout({"env": "0", "rollout": "1", "actor": "all"}, 2), costs(), 8, 10, 2, env_group_size=8)
+    assert not layout.fits and "groups of 8" in layout.reason
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: enumerate_layouts(0), "at least one GPU"),
+    (lambda: choose(costs(), 16, 10, 0), "num_gpus=0"),
+    (lambda: predict(Layout({"env,rollout,actor": "all"}, 0), costs(), 16, 10, 1), "pipeline_stage_num=0"),
+    (lambda: predict(Layout({"env": "all", "rollout": "all"}, 1), costs(), 16, 10, 1), "actor"),
+    (lambda: predict(Layout({"env,rollout,actor": "3"}, 1), costs(), 16, 10, 2), "beyond the cluster"),
+    (lambda: predict(Layout({"env,rollout,actor": "all"}, 1), costs(), 0, 10, 1), "num_envs=0"),
+    (lambda: ComponentCosts(env_step_fixed_s=-1), "env_step_fixed_s=-1"),
+    (lambda: ComponentCosts(onload_s=math.nan), "onload_s"),
+    (lambda: ComponentCosts.from_dict({"sim": 1}), "unknown fields"),
+])
+def test_bad_input_errors(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_cache_round_trip(tmp_path, monkeypatch):
+    monkeypatch.setenv("RLINF_PLACEMENT_CACHE", str(tmp_path / "cache"))
+    key = cache_key("rlinf/ManiSkill-PickCube", "state", 16, "mlp", "tiny", 2)
+    assert load_costs(key) is None
+    c = costs(gpu_mem_gib=math.inf, env_steps_per_call=5)
+    path = save_costs(key, c)
+    assert path.startswith(str(tmp_path / "cache"))
+    assert load_costs(key) == c
+    assert load_costs(cache_key("rlinf/ManiSkill-PickCube", "state", 16, "mlp", "tiny", 4)) is None
+    with open(path, "w") as f:
+        f.write("{broken")
+    assert load_costs(key) is None
+
+
+def test_fit_linear():
+    assert fit_linear([(4, 0.05), (8, 0.09)]) == pytest.approx((0.01, 0.01))
+    assert fit_linear([(8, 0.08)]) == pytest.approx((0.0, 0.01))
+    assert fit_linear([(4, 0.05), (8, 0.04)]) == pytest.approx((0.045, 0.0))  # noise: no negative slope
+
+
+# ---- config ---------------------------------------------------------------------------------------
+def compose_train(*overrides: str) -> TrainConfig:
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        return OmegaConf.to_object(compose(config_name="config", overrides=list(overrides)))
+
+
+def test_auto_composes_and_resolves_with_injected_costs():
+    cfg = compose_train("cluster=hybrid_4gpu", "cluster.component_placement=auto", "runner.pipeline_stage_num=auto",
+                        "env.num_envs=16")
+    assert cfg.cluster.component_placement == "auto" and cfg.runner.pipeline_stage_num == "auto"
+    lines = []
+    chosen = resolve_auto_placement(cfg, costs=costs(), log=lines.append)
+    expected, _ = choose(costs(), 16, cfg.runner.rollout_steps, 4)
+    assert cfg.cluster.component_placement == expected.component_placement
+    assert cfg.runner.pipeline_stage_num == expected.pipeline_stage_num == chosen.pipeline_stage_num
+    assert "env-steps/s" in lines[0] and "chosen" in lines[0]
+    from rlinf_embodied.runners.embodied_runner import component_placement
+
+    component_placement(cfg)  # the resolved config is an ordinary one
+
+
+def test_auto_pipeline_with_an_explicit_placement():
+    cfg = compose_train("cluster=disaggregated_2gpu", "runner.pipeline_stage_num=auto", "env.num_envs=16")
+    chosen = resolve_auto_placement(cfg, costs=costs(), log=lambda _: None)
+    assert cfg.cluster.component_placement == {"env": "0", "rollout": "0", "actor": "1"}
+    assert chosen.pipeline_stage_num == 1  # env and rollout share GPU 0: stage 2 cannot overlap
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (["cluster.component_placement.env=auto"], "'auto' for \\['env'\\] together with explicit GPU ids"),
+    (["runner.pipeline_stage_num=auto", "env.num_envs=3"], "cannot split env.num_envs=3 into 2 pipeline stages"),
+])
+def test_auto_request_errors(overrides, match):
+    cfg = compose_train(*overrides)
+    with pytest.raises(ValueError, match=match):
+        check_auto_request(cfg)
+    from rlinf_embodied.train import check_train_config
+
+    with pytest.raises(ValueError, match=match):
+        check_train_config(cfg)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"component_placement": "fastest"}, "or 'auto'"),
+    ({"component_placement": "auto", "num_gpus_per_node": 0}, "both must be >= 1"),
+])
+def test_cluster_config_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ClusterConfig(**kwargs)
+
+
+@pytest.mark.parametrize("value", [0, "two", 1.5, True])
+def test_runner_config_rejects_bad_stage_counts(value):
+    with pytest.raises(ValueError, match="pipeline_stage_num"):
+        RunnerConfig(pipeline_stage_num=value)
+
+
+def test_an_unresolved_auto_does_not_reach_the_runner():
+    cfg = TrainConfig()
+    cfg.cluster.component_placement = "auto"
+    from rlinf_embodied.runners.embodied_runner import component_placement
+
+    with pytest.raises(ValueError, match="resolve it first"):
+        component_placement(cfg)
+
+
+# ---- python -m rlinf_embodied.place ---------------------------------------------------------------
+def test_place_prints_the_table_and_the_override():
+    from rlinf_embodied.place import place
+
+    cfg = compose_train("cluster.num_gpus_per_node=2", "env.num_envs=8")
+    lines = []
+    chosen = place(cfg, costs=costs(), log=lines.append)
+    text = "\n".join(lines)
+    assert "env-steps/s" in text and "* " in text
+    assert f"python -m rlinf_embodied.train {chosen.override()}" in text
+    assert cfg.cluster.component_placement == {"env": "all", "rollout": "all", "actor": "all"}  # not changed
+    # the printed override composes back to the chosen layout
+    import shlex
+
+    overrides = shlex.split(chosen.override())
+    again = compose_train("cluster.num_gpus_per_node=2", *overrides)
+    from rlinf_embodied.runners.embodied_runner import component_placement
+
+    assert {c: component_placement(again).gpus(c) for c in ("env", "rollout", "actor")} == \
+        {c: gpu for c, gpu in zip(("env", "rollout", "actor"), map(sorted, gpu_sets(chosen, 2)))}
+    assert again.runner.pipeline_stage_num == chosen.pipeline_stage_num
