@@ -54,6 +54,9 @@ class AlgorithmConfig:
     # Decay lr linearly to 0 over runner.max_iterations (CleanRL's anneal_lr): late updates get smaller,
     # which can keep a sharp, low-entropy policy from collapsing. Resume-safe: lr depends on the iteration.
     anneal_lr: bool = False
+    # Train only the value head (the policy's lr is 0) for this many iterations first: a policy loaded from
+    # an SFT checkpoint comes with an untrained critic, whose advantages would otherwise steer its first updates.
+    critic_warmup_iterations: int = 0
     update_epochs: int = 4
     num_minibatches: int = 32
     max_grad_norm: float = 0.5
@@ -112,6 +115,7 @@ class AlgorithmConfig:
         for key in ("lr", "value_lr"):
             if getattr(self, key) is not None:
                 _positive(key, getattr(self, key))
+        _at_least("critic_warmup_iterations", self.critic_warmup_iterations, 0)
         _at_least("update_epochs", self.update_epochs, 1)
         _at_least("num_minibatches", self.num_minibatches, 1)
         _positive("max_grad_norm", self.max_grad_norm)

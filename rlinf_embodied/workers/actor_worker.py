@@ -114,14 +114,20 @@ class ActorWorker(Worker, SpanRecorder):
     def _train_on(self, iteration: int, trajectory: Trajectory) -> dict[str, float]:
         advantages, returns = compute_advantages(trajectory, self.cfg.algorithm)  # (T, N) each
         samples = flatten_time_and_envs(trajectory, advantages, returns)
-        for group in self.optimizer.param_groups:
-            group["lr"] = annealed_lr(self.cfg.algorithm, iteration, self.cfg.runner.max_iterations, group["initial_lr"])
+        self._set_learning_rates(iteration)
         with self.span("train"):
             metrics = self._update(iteration, samples)
         metrics["advantage_mean"] = float(advantages.mean())
         for group in self.optimizer.param_groups:
             metrics["lr" if group["name"] == "policy" else f"lr_{group['name']}"] = group["lr"]
         return metrics
+
+    def _set_learning_rates(self, iteration: int) -> None:
+        """Each group's initial_lr, annealed if asked; the policy's is 0 during critic warmup."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = annealed_lr(self.cfg.algorithm, iteration, self.cfg.runner.max_iterations, group["initial_lr"])
+            if group["name"] == "policy" and iteration < self.cfg.algorithm.critic_warmup_iterations:
+                group["lr"] = 0.0  # critic warmup: only the value head learns
 
     def _update(self, iteration: int, samples: dict[str, Any]) -> dict[str, float]:
         algo = self.cfg.algorithm

@@ -13,3 +13,56 @@ def test_fewer_samples_than_minibatches_names_the_settings():
     with pytest.raises(ValueError, match=r"20 samples .*num_minibatches=32: .*\(now 2 x 10"):
         check_minibatch_split(20, cfg, rank=0, world_size=1)
     check_minibatch_split(32, cfg, rank=0, world_size=1)  # one sample per minibatch is enough
+
+
+def _samples_from_rollout(rollout_policy, batch_size: int = 8) -> dict:
+    """One rollout step of `rollout_policy` as the actor's flattened samples (random advantages)."""
+    import torch
+
+    obs = rollout_policy.example_obs(batch_size)
+    out = rollout_policy.act(obs)
+    advantages = torch.randn(batch_size)
+    return {"obs": obs, "actions": out.actions.float(), "log_probs": out.log_probs.float(),
+            "values": out.values.float(), "advantages": advantages, "returns": advantages,
+            "extras": {k: v for k, v in out.extras.items()}}
+
+
+@pytest.mark.parametrize("policy_name, precision", [("mlp", "float32"), ("pi0", "bf16")])
+def test_actor_holds_fp32_masters_and_reproduces_the_rollouts_log_probs(policy_name, precision):
+    import torch
+
+    from rlinf_embodied.workers.actor_worker import ActorWorker
+    from rlinf_embodied.workers.policy_loading import build_policy
+
+    cfg = TrainConfig()
+    cfg.policy.name, cfg.policy.precision = policy_name, precision
+    cfg.algorithm.num_minibatches, cfg.algorithm.update_epochs, cfg.algorithm.target_kl = 2, 1, None
+    actor = ActorWorker(cfg, action_dim=7, state_dim=8)
+    actor.init_worker()
+    assert all(p.dtype == torch.float32 for p in actor.policy.parameters())  # master weights
+    rollout = build_policy(cfg.policy, 7, 8, torch.device("cpu"))  # what the rollout worker holds
+    rollout.load_state_dict(actor.full_state_dict())
+    assert next(rollout.parameters()).dtype == (torch.bfloat16 if precision == "bf16" else torch.float32)
+    before = {name: p.detach().clone() for name, p in actor.policy.named_parameters()}
+    metrics = actor._update(0, _samples_from_rollout(rollout))
+    assert metrics["initial_approx_kl"] < 1e-6 and metrics["initial_ratio_max_abs_dev"] < 1e-4
+    assert metrics["optimizer_steps"] == 2
+    changed = [name for name, p in actor.policy.named_parameters() if not torch.equal(p, before[name])]
+    assert changed  # the fp32 masters moved (bf16 weights would round most VLA-sized updates away)
+
+
+def test_critic_warmup_trains_only_the_value_head():
+    import torch
+
+    from rlinf_embodied.workers.actor_worker import ActorWorker
+
+    cfg = TrainConfig()
+    cfg.algorithm.critic_warmup_iterations, cfg.algorithm.num_minibatches, cfg.algorithm.target_kl = 1, 2, None
+    actor = ActorWorker(cfg, action_dim=7, state_dim=8)
+    actor.init_worker()
+    before = {name: p.detach().clone() for name, p in actor.policy.named_parameters()}
+    for iteration in (0, 1):
+        actor._set_learning_rates(iteration)
+        actor._update(iteration, _samples_from_rollout(actor.policy))
+        moved = {name.split(".")[0] for name, p in actor.policy.named_parameters() if not torch.equal(p, before[name])}
+        assert moved == ({"critic"} if iteration == 0 else {"critic", "actor", "log_std"}), (iteration, moved)

@@ -94,6 +94,8 @@ def check_state(obs: Obs, state_dim: int, policy_name: str, device: torch.device
 class GaussianActorCritic(Policy):
     """A Policy whose subclasses supply `action_means_and_values`; sampling and log-probs live here."""
 
+    value_parameter_prefixes = ("critic.",)  # algorithm.value_lr / critic_warmup_iterations apply to these
+
     config: GaussianPolicyConfig
 
     def __init__(self, config: GaussianPolicyConfig):
