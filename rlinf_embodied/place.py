@@ -27,7 +27,8 @@ register_configs()
 def place(cfg: TrainConfig, costs: ComponentCosts | None = None, log: Callable[[str], None] = print) -> Layout:
     """The chosen layout for cfg; prints the table and the override. Without `costs`, starts the cluster
     cfg.cluster describes and reads the cache or profiles there."""
-    from .runners.placement_profile import resolve_auto_placement
+    from .runners.placement_profile import profile_key, resolve_auto_placement
+    from .scheduler.auto_placement import load_costs
     from .workers.policy_loading import check_policy_config
 
     cfg = copy.deepcopy(cfg)
@@ -35,7 +36,10 @@ def place(cfg: TrainConfig, costs: ComponentCosts | None = None, log: Callable[[
     cfg.runner.pipeline_stage_num = AUTO
     check_policy_config(cfg.policy)
     cluster = None
-    if costs is None:
+    if costs is None and load_costs(profile_key(cfg)) is not None:
+        log(f"placement: using cached costs for {profile_key(cfg)}")
+        costs = load_costs(profile_key(cfg))
+    if costs is None:  # profile on the cluster cfg.cluster describes
         from .scheduler import Cluster
 
         cluster = Cluster(address=cfg.cluster.address, num_nodes=cfg.cluster.num_nodes,

@@ -1,4 +1,4 @@
-"""Every `python -m rlinf_embodied.<train|eval|sft|collect> ...` command shown in the README, in the config
+"""Every `python -m rlinf_embodied.<train|eval|sft|collect|place> ...` command shown in the README, in the config
 files' comments and in the entry points' docstrings composes onto the typed schema and passes the checks
 the driver runs before Ray starts (nothing is run). Documented commands cannot rot unnoticed."""
 from __future__ import annotations
@@ -19,8 +19,8 @@ from rlinf_embodied.workers.policy_loading import check_policy_config
 register_configs()
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG_NAMES = {"train": "config", "eval": "eval", "sft": "sft", "collect": "collect"}
-COMMAND = re.compile(r"python3? -m rlinf_embodied\.(train|eval|sft|collect)(?=\s|$)(.*)")
+CONFIG_NAMES = {"train": "config", "eval": "eval", "sft": "sft", "collect": "collect", "place": "config"}
+COMMAND = re.compile(r"python3? -m rlinf_embodied\.(train|eval|sft|collect|place)(?=\s|$)(.*)")
 PLACEHOLDER = "placeholder"
 
 
@@ -111,6 +111,6 @@ def test_documented_command_composes(where, module, args, tmp_path):
         policy.checkpoint = str(tmp_path)  # /ckpt/pi0, outputs/.../policy: only their existence is not checked
     check_policy_config(policy)
     if module == "train":
-        from rlinf_embodied.runners.embodied_runner import component_placement
+        from rlinf_embodied.train import check_train_config
 
-        component_placement(typed)
+        check_train_config(typed)  # the placement, or the checks `auto` gets before its profile

@@ -271,3 +271,26 @@ def test_place_prints_the_table_and_the_override():
     assert {c: component_placement(again).gpus(c) for c in ("env", "rollout", "actor")} == \
         {c: gpu for c, gpu in zip(("env", "rollout", "actor"), map(sorted, gpu_sets(chosen, 2)))}
     assert again.runner.pipeline_stage_num == chosen.pipeline_stage_num
+
+
+@pytest.mark.slow
+def test_place_profiles_on_simulated_gpus_then_reads_the_cache(tmp_path, monkeypatch):
+    """A real profile (mlp, state obs, 2 simulated GPUs; minutes on a busy CPU), then the cached costs."""
+    from rlinf_embodied.place import place
+
+    monkeypatch.setenv("RLINF_PLACEMENT_CACHE", str(tmp_path / "cache"))
+    cfg = TrainConfig()
+    cfg.env.num_envs, cfg.env.max_episode_steps = 4, 6
+    cfg.env.kwargs = {"control_mode": "pd_joint_delta_pos", "reward_mode": "normalized_dense"}
+    cfg.cluster.num_gpus_per_node = 2
+    cfg.runner.rollout_steps = 8
+    cfg.algorithm.update_epochs, cfg.algorithm.num_minibatches = 1, 2
+    lines = []
+    chosen = place(cfg, log=lines.append)
+    assert any("profiling" in line for line in lines) and any("env-steps/s" in line for line in lines)
+    cached = load_costs(cache_key(cfg.env.id, "state", 4, "mlp", "tiny", 2))
+    assert cached is not None and cached.env_step_per_env_s + cached.env_step_fixed_s > 0
+    assert cached.infer_per_sample_s + cached.infer_fixed_s > 0 and cached.train_per_sample_s > 0
+    lines = []
+    assert place(cfg, log=lines.append) == chosen
+    assert any("using cached costs" in line for line in lines)
