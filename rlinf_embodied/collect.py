@@ -5,7 +5,8 @@
     python -m rlinf_embodied.collect collect.source=policy policy.checkpoint=<dir> collect.output_dir=<dir>
 
 Sources: `motion_planner` (ManiSkill's scripted solutions, envs/maniskill/motion_planning.py; actions
-recorded in the env's control mode) and `policy` (any checkpoint of ours, acting deterministically in
+recorded in the env's control mode: pd_joint_pos, pd_joint_delta_pos, pd_joint_target_delta_pos,
+pd_ee_delta_pos or pd_ee_delta_pose) and `policy` (any checkpoint of ours, acting deterministically in
 our vector env). Episode seeds are collect.seed, seed+1, ...; re-running with the same output_dir
 skips the seeds already in the dataset. The dataset's info.json records the env id and control mode.
 """
@@ -59,7 +60,7 @@ def collect(cfg: CollectRunConfig) -> dict[str, Any]:
     seeds = list(range(c.seed, c.seed + c.num_episodes))
     episodes = _planner_episodes if c.source == "motion_planner" else _policy_episodes
     writer = None
-    attempted = kept = longest = 0
+    attempted = kept = longest = clipped = steps = 0
     if os.path.isfile(os.path.join(c.output_dir, "meta", "info.json")):
         from .datasets import load_info
 
@@ -81,6 +82,8 @@ def collect(cfg: CollectRunConfig) -> dict[str, Any]:
         writer = _open_writer(cfg, layout)
         for episode in stream:
             attempted += 1
+            clipped += int(episode.get("clipped_steps", 0))
+            steps += len(episode["actions"])
             if episode["success"] or not c.only_success:
                 writer.add_episode(episode["instruction"], episode["obs"]["state"], episode["actions"],
                                    {k: episode["obs"][k] for k in layout["cameras"]}, episode["rewards"],
@@ -103,6 +106,11 @@ def collect(cfg: CollectRunConfig) -> dict[str, Any]:
                        longest, limit, longest)
     summary = {"attempted": attempted, "kept": kept, "skipped": skipped, "total_episodes": total,
                "output_dir": os.path.abspath(c.output_dir)}
+    if c.source == "motion_planner":
+        summary["clipped_steps"], summary["planned_steps"] = clipped, steps
+        if clipped:
+            logger.warning("%d of %d planned steps (%.1f%%) asked for more than the %s action space allows and were "
+                           "clipped", clipped, steps, 100.0 * clipped / max(steps, 1), cfg.env.kwargs.get("control_mode"))
     dropped = "" if not c.only_success else f", {attempted - kept} failed dropped"
     print(f"collected {kept} of {attempted} attempted episodes ({c.source}{dropped}; {skipped} seeds already "
           f"present): {total} episodes in {summary['output_dir']}")

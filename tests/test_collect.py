@@ -63,6 +63,33 @@ def test_motion_planner_pickcube_and_resume(tmp_path, capsys):
     assert info["total_episodes"] == 3 and info["total_frames"] == DemoDataset(out).num_frames
 
 
+@pytest.mark.parametrize("mode,action_dim", [("pd_ee_delta_pos", 4), ("pd_ee_delta_pose", 7)])
+def test_motion_planner_ee_modes_replay(tmp_path, mode, action_dim):
+    """Joint targets converted into normalized end-effector deltas (root frame): replayed open loop in the env
+    with that control mode, the recorded actions reach success."""
+    import gymnasium as gym
+
+    out = str(tmp_path / mode)
+    summary = collect(compose_cfg(f"collect.output_dir={out}", "collect.num_episodes=2", "collect.seed=3",
+                                  "collect.progress=false", f"env.kwargs.control_mode={mode}"))
+    assert summary["kept"] == 2 and summary["clipped_steps"] == 0 and summary["planned_steps"] > 60
+    ds = DemoDataset(out)
+    assert ds.control_mode == mode and ds.action_dim == action_dim
+    all_actions = ds.sample(np.arange(ds.num_frames), 1)[1][:, 0].numpy()
+    assert np.abs(all_actions).max() <= 1.0 + 1e-6
+    assert all_actions[:, -1].max() == 1.0 and all_actions[:, -1].min() == -1.0  # gripper: absolute, last dim
+    assert np.abs(all_actions[:, 2]).max() > 0.1  # the TCP moves down and up (root-frame z)
+    env = gym.make("rlinf/ManiSkill-PickCube", control_mode=mode)
+    for seed, (start, end) in zip(ds.seeds(), ds.episode_bounds()):
+        env.reset(seed=seed)
+        success = False
+        for t in range(start, end):
+            _, _, _, _, info = env.step(all_actions[t])
+            success = success or bool(info["success"])
+        assert success, seed
+    env.close()
+
+
 def test_motion_planner_worker_pool(tmp_path):
     out = str(tmp_path / "pool")
     summary = collect(compose_cfg(f"collect.output_dir={out}", "collect.num_episodes=2", "collect.num_workers=2",
@@ -105,7 +132,7 @@ def test_config_errors(tmp_path):
         collect(compose_cfg(f"collect.output_dir={tmp_path}", "collect.source=teleop"))
     with pytest.raises(ValueError, match=r"no solution for env 'rlinf/ManiSkill-PokeCube'.*ManiSkill-PickCube"):
         collect(compose_cfg(f"collect.output_dir={tmp_path}", "env.id=rlinf/ManiSkill-PokeCube"))
-    with pytest.raises(ValueError, match=r"pd_ee_delta_pose.*collect.source=policy"):
-        collect(compose_cfg(f"collect.output_dir={tmp_path}", "env.kwargs.control_mode=pd_ee_delta_pose"))
+    with pytest.raises(ValueError, match=r"pd_ee_pose.*collect.source=policy"):
+        collect(compose_cfg(f"collect.output_dir={tmp_path}", "env.kwargs.control_mode=pd_ee_pose"))
     with pytest.raises(ValueError, match="policy.checkpoint"):
         collect(compose_cfg(f"collect.output_dir={tmp_path}", "collect.source=policy"))

@@ -14,7 +14,13 @@ solution for these tasks gives one). mplib is not needed at all.
 Control modes: the solutions emit `pd_joint_pos` actions (joint targets + gripper). `PlannerEnv`
 runs the env in *its* control mode and converts each target closed-loop from the robot's current
 joint positions, so the recorded actions live in the env's action space (what a policy trained on
-them must output in the RL run). Supported: pd_joint_pos, pd_joint_delta_pos, pd_joint_target_delta_pos.
+them must output in the RL run). Supported: pd_joint_pos, pd_joint_delta_pos, pd_joint_target_delta_pos,
+and the end-effector modes pd_ee_delta_pos / pd_ee_delta_pose: the target joint positions' TCP pose
+(forward kinematics on SAPIEN's pinocchio model, in the robot root frame) minus the TCP's current pose
+in the root frame, which is ManiSkill 3.0.1's convention for these modes (frame "root_translation"
+[":root_aligned_body_rotation"], use_delta, no use_target): translation delta in the root frame, rotation
+delta `R_target R_current^T` as XYZ Euler angles, both normalized through the controller's own action
+scaling. Deltas beyond the action space are clipped (`PlannerEnv.clipped_steps` counts those steps).
 """
 from __future__ import annotations
 
@@ -38,7 +44,9 @@ SOLUTIONS: dict[str, str] = {
     "PullCubeTool": "solvePullCubeTool",
     "StackPyramid": "solveStackPyramid",
 }
-CONTROL_MODES = ("pd_joint_pos", "pd_joint_delta_pos", "pd_joint_target_delta_pos")
+JOINT_MODES = ("pd_joint_pos", "pd_joint_delta_pos", "pd_joint_target_delta_pos")
+EE_MODES = ("pd_ee_delta_pos", "pd_ee_delta_pose")
+CONTROL_MODES = JOINT_MODES + EE_MODES
 
 
 def task_of(env_id: str) -> str:
@@ -241,6 +249,8 @@ class PlannerEnv:
                              f"supported: {list(CONTROL_MODES)}")
         self.max_steps = max_steps
         self._view = _BaseEnvView(self.base)
+        self._fk: Optional[tuple[Any, int]] = None
+        self.clipped_steps = 0  # steps whose converted arm action left the action space (clipped), this episode
         self.clear()
 
     @property
@@ -252,6 +262,7 @@ class PlannerEnv:
         self.actions: list[np.ndarray] = []
         self.rewards: list[float] = []
         self.success = False
+        self.clipped_steps = 0
         self._obs: Optional[dict[str, np.ndarray]] = None
 
     def reset(self, seed: Optional[int] = None, options: Optional[dict] = None) -> tuple[Any, dict]:
@@ -265,6 +276,8 @@ class PlannerEnv:
         controller = self.base.agent.controller.controllers["arm"]
         arm = len(controller.joints) if hasattr(controller, "joints") else 7
         target, rest = action[:arm], action[arm:]
+        if self.control_mode in EE_MODES:
+            return np.concatenate([self._ee_action(controller, target), rest]).astype(np.float32)
         if self.control_mode == "pd_joint_pos":
             arm_action = target
         else:
@@ -274,9 +287,62 @@ class PlannerEnv:
                 reference = self.base.agent.robot.get_qpos().cpu().numpy()[0, :arm]
             low = np.broadcast_to(np.asarray(controller.config.lower, np.float64), (arm,))
             high = np.broadcast_to(np.asarray(controller.config.upper, np.float64), (arm,))
-            delta = np.clip(target - reference, low, high)
+            raw = target - reference
+            delta = np.clip(raw, low, high)
+            self.clipped_steps += int(np.any(np.abs(raw - delta) > 1e-9))
             arm_action = 2 * (delta - low) / (high - low) - 1 if controller.config.normalize_action else delta
         return np.concatenate([arm_action, rest]).astype(np.float32)
+
+    def _tcp_at_base(self, qpos: np.ndarray) -> Any:
+        """The controlled link's pose in the robot root frame at joint positions `qpos` (all active joints)."""
+        if self._fk is None:
+            controller = self.base.agent.controller.controllers["arm"]
+            robot = self.base.agent.robot
+            names = [link.get_name() for link in robot.get_links()]
+            self._fk = (robot._objs[0].create_pinocchio_model(), names.index(controller.ee_link.get_name()))
+        model, link = self._fk
+        model.compute_forward_kinematics(np.asarray(qpos, np.float64))
+        return model.get_link_pose(link)
+
+    def _ee_action(self, controller: Any, target: np.ndarray) -> np.ndarray:
+        """The normalized pd_ee_delta_pos(e) action that moves the TCP to where joint target `target` puts it."""
+        import torch
+        from mani_skill.utils.geometry.rotation_conversions import matrix_to_euler_angles, quaternion_to_matrix
+
+        config = controller.config
+        if config.use_target or not config.use_delta or not config.frame.startswith("root_translation") or (
+                self.control_mode == "pd_ee_delta_pose" and config.frame != "root_translation:root_aligned_body_rotation"):
+            raise ValueError(f"{self.control_mode}: only ManiSkill's default delta convention (frame root_translation"
+                             f"[:root_aligned_body_rotation], use_delta, no use_target) is supported, got frame="
+                             f"{config.frame!r} use_delta={config.use_delta} use_target={config.use_target}")
+        qpos = self.base.agent.robot.get_qpos().cpu().numpy()[0].astype(np.float64)
+        goal_q = qpos.copy()
+        goal_q[:len(target)] = target
+        goal = self._tcp_at_base(goal_q)
+        current = controller.ee_pose_at_base  # what the controller adds the delta to (frame root_translation)
+        current_p = current.p.cpu().numpy().reshape(-1).astype(np.float64)
+        low = controller.action_space_low.cpu().numpy().astype(np.float64)[:3]
+        high = controller.action_space_high.cpu().numpy().astype(np.float64)[:3]
+        raw = 2 * (np.asarray(goal.p, np.float64) - current_p - 0.5 * (high + low)) / (high - low)
+        pos = np.clip(raw, -1.0, 1.0)
+        clipped = bool(np.any(np.abs(raw - pos) > 1e-9))
+        parts = [pos]
+        if self.control_mode == "pd_ee_delta_pose":
+            goal_m = quaternion_to_matrix(torch.as_tensor(np.asarray(goal.q, np.float64)))  # wxyz quaternions
+            current_m = quaternion_to_matrix(current.q.reshape(-1).cpu().double())
+            euler = matrix_to_euler_angles(goal_m @ current_m.T, "XYZ").numpy()
+            # The controller's scale of a unit rotation action (ManiSkill 3.0.1 multiplies by rot_lower, -0.1).
+            probe = torch.zeros(1, 6, dtype=controller.action_space_low.dtype, device=controller.device)
+            probe[0, 3:] = 1.0 / math.sqrt(3.0)
+            scale = controller._clip_and_scale_action(probe)[0, 3:].cpu().numpy().astype(np.float64) * math.sqrt(3.0)
+            rot = euler / scale
+            norm = float(np.linalg.norm(rot))
+            if norm > 1.0:  # the controller clips the rotation by its norm
+                rot = rot / norm
+                clipped = True
+            parts.append(rot)
+        self.clipped_steps += int(clipped)
+        return np.concatenate(parts)
 
     def step(self, action: np.ndarray) -> tuple[Any, float, bool, bool, dict]:
         env_action = self._convert(action)
@@ -318,4 +384,5 @@ def plan_episode(planner_env: PlannerEnv, solve: Callable[..., Any], seed: int) 
         "obs": {key: np.stack([o[key] for o in observations]) for key in observations[0]} if observations else {},
         "actions": np.stack(planner_env.actions) if planner_env.actions else np.zeros((0, 0), np.float32),
         "rewards": np.asarray(planner_env.rewards, np.float32),
+        "clipped_steps": planner_env.clipped_steps,
     }
