@@ -36,10 +36,7 @@ def place(cfg: TrainConfig, costs: ComponentCosts | None = None, log: Callable[[
     cfg.runner.pipeline_stage_num = AUTO
     check_policy_config(cfg.policy)
     cluster = None
-    if costs is None and load_costs(profile_key(cfg)) is not None:
-        log(f"placement: using cached costs for {profile_key(cfg)}")
-        costs = load_costs(profile_key(cfg))
-    if costs is None:  # profile on the cluster cfg.cluster describes
+    if costs is None and load_costs(profile_key(cfg)) is None:  # profile on the cluster cfg.cluster describes
         from .scheduler import Cluster
 
         cluster = Cluster(address=cfg.cluster.address, num_nodes=cfg.cluster.num_nodes,

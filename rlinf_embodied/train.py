@@ -41,7 +41,6 @@ def run_training(cfg: TrainConfig, output_dir: str, stop: StopRequest | None = N
     With `stop`, SIGINT/SIGTERM stop the run after the current iteration with a checkpoint
     (runners/interrupts.py); `stop.checkpoint` then names it."""
     from .runners.embodied_runner import EmbodiedRunner
-    from .runners.placement_profile import resolve_auto_placement
     from .scheduler import Cluster
 
     check_train_config(cfg)  # fail before any process starts
@@ -52,7 +51,7 @@ def run_training(cfg: TrainConfig, output_dir: str, stop: StopRequest | None = N
         try:
             if stop is not None:
                 stop.install()  # again: ray.init installs its own SIGTERM handler
-            resolve_auto_placement(cfg, cluster)  # `auto`: measured (or cached) costs -> the fastest layout
+            resolve_placement(cfg, cluster, output_dir)
             runner = EmbodiedRunner(cfg, cluster, output_dir, stop=stop)
             return runner.run()
         finally:
@@ -61,6 +60,23 @@ def run_training(cfg: TrainConfig, output_dir: str, stop: StopRequest | None = N
                     runner.shutdown(close_timeout_s=5.0 if stop is not None and stop.forced else 30.0)
             finally:
                 cluster.shutdown()
+
+
+def resolve_placement(cfg: TrainConfig, cluster, output_dir: str) -> None:
+    """`auto` placement / pipeline stages: measured (or cached) costs -> the fastest layout, written into cfg;
+    the candidate table is printed and kept in output_dir/placement.txt. Nothing to do without `auto`."""
+    from .runners.placement_profile import resolve_auto_placement
+
+    lines: list[str] = []
+
+    def log(line: str) -> None:
+        print(line, flush=True)
+        lines.append(line)
+
+    if resolve_auto_placement(cfg, cluster, log=log) is not None:
+        os.makedirs(output_dir, exist_ok=True)
+        with open(os.path.join(output_dir, "placement.txt"), "w") as f:
+            f.write("\n".join(lines) + "\n")
 
 
 def resume_command(output_dir: str, checkpoint: str) -> str:

@@ -10,8 +10,11 @@ The profile runs every component on GPU 0 (one worker each, like one process of 
 a few rollout steps, after one warm-up iteration: env/sim and rollout/infer spans give t_sim and t_inf
 at that env count (two env counts, num_envs and num_envs/2, give the fixed and per-env parts),
 time/train_seconds the training time per sample; offload, onload and the weight sync are timed on their
-own. GPU memory is not measured here (ComponentCosts memory fields stay 0, so no layout is excluded for
-memory); give measured figures through an injected ComponentCosts where it matters.
+own. GPU memory: each worker's peak PyTorch reservation on GPU 0 after that iteration (Worker.gpu_memory_gib)
+at the full env.num_envs on one env worker (an upper bound for layouts with more env workers) and the whole
+actor on one GPU (predict shards it over the actor GPUs). Memory outside PyTorch's allocator (CUDA contexts,
+a GPU simulator's own buffers) is not counted, so a layout near the limit can still run out; on simulated
+GPUs every figure is 0 and nothing is excluded for memory.
 """
 from __future__ import annotations
 
@@ -113,6 +116,8 @@ def measure_once(cfg: TrainConfig, cluster, num_envs: int, rollout_steps: int) -
             runner.rollout(0)
             runner.train(0)
             runner.collect_timeline()
+            memory = {name: group.gpu_memory_gib().wait() for name, group in
+                      (("env", runner.env_group), ("rollout", runner.rollout_group), ("actor", runner.actor_group))}
             offload = _timed(lambda: runner.rollout_group.offload().wait())
             onload = _timed(lambda: runner.rollout_group.onload().wait())
             sync = _timed(lambda: runner.actor_group.sync_weights_to(runner.rollout_group))
@@ -126,7 +131,9 @@ def measure_once(cfg: TrainConfig, cluster, num_envs: int, rollout_steps: int) -
     env_steps = rollout["time/throughput"] * rollout["time/rollout_seconds"]
     return {"num_envs": num_envs, "sim_s": spans.get("env/sim", math.nan), "infer_s": spans.get("rollout/infer", math.nan),
             "train_per_sample_s": train["time/train_seconds"] / calls, "offload_s": offload, "onload_s": onload,
-            "weight_sync_s": sync, "env_steps_per_call": max(1, round(env_steps / calls))}
+            "weight_sync_s": sync, "env_steps_per_call": max(1, round(env_steps / calls)),
+            **{f"{name}_mem_gib": max(peak for peak, _ in ranks) for name, ranks in memory.items()},
+            "gpu_mem_gib": min(total for ranks in memory.values() for _, total in ranks)}
 
 
 def profile_costs(cfg: TrainConfig, cluster, rollout_steps: int = 3) -> ComponentCosts:
@@ -148,7 +155,9 @@ def profile_costs(cfg: TrainConfig, cluster, rollout_steps: int = 3) -> Componen
                           offload_s=statistics.mean(r["offload_s"] for r in runs),
                           onload_s=statistics.mean(r["onload_s"] for r in runs),
                           weight_sync_s=statistics.mean(r["weight_sync_s"] for r in runs),
-                          env_steps_per_call=last["env_steps_per_call"])
+                          env_steps_per_call=last["env_steps_per_call"], env_mem_gib=last["env_mem_gib"],
+                          rollout_mem_gib=last["rollout_mem_gib"], actor_mem_gib=last["actor_mem_gib"],
+                          gpu_mem_gib=last["gpu_mem_gib"])
 
 
 def costs_for(cfg: TrainConfig, cluster, log: Callable[[str], None] = print) -> ComponentCosts:
@@ -158,6 +167,8 @@ def costs_for(cfg: TrainConfig, cluster, log: Callable[[str], None] = print) -> 
     if costs is not None:
         log(f"placement: using cached costs for {key}")
         return costs
+    if cluster is None:
+        raise ValueError(f"no cached placement costs for {key} and no cluster to measure them on")
     log(f"placement: profiling {key} (a few steps per component)")
     costs = profile_costs(cfg, cluster)
     log(f"placement: costs cached in {save_costs(key, costs)}")
@@ -187,8 +198,6 @@ def resolve_auto_placement(cfg: TrainConfig, cluster=None, costs: ComponentCosts
     check_auto_request(cfg)
     layouts = candidate_layouts(cfg)
     if costs is None:
-        if cluster is None:
-            raise ValueError("resolve_auto_placement needs measured costs or a cluster to measure them on")
         costs = costs_for(cfg, cluster, log)
     chosen, predicted = choose(costs, cfg.env.num_envs, cfg.runner.rollout_steps, cfg.cluster.num_gpus_per_node,
                                cfg.algorithm.env_group_size, cfg.cluster.num_nodes, layouts)

@@ -143,6 +143,9 @@ class SFTRunner:
 def actor_placement(cfg: SFTRunConfig) -> ComponentPlacement:
     """The GPUs of component_placement's `actor` entry; all GPUs when it names none."""
     num_gpus, num_nodes = cfg.cluster.num_gpus_per_node, cfg.cluster.num_nodes
+    if isinstance(cfg.cluster.component_placement, str):  # "auto" (ClusterConfig allows no other string)
+        raise ValueError("cluster.component_placement=auto is for training (rlinf_embodied.train); SFT has one "
+                         "component: give its GPUs as cluster.component_placement.actor=<ids>, or leave it out (all)")
     spec = dict(cfg.cluster.component_placement or {})
     if spec:
         placement = ComponentPlacement(spec, num_gpus=num_gpus, num_nodes=num_nodes)

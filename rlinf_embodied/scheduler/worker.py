@@ -110,6 +110,16 @@ class Worker:
     def onload_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
         offload.onload_optimizer_state(optimizer, self.device)
 
+    # ---- measurement (scheduler/auto_placement.py's profile) ------------------------------------
+    def gpu_memory_gib(self) -> tuple[float, float]:
+        """(the most GPU memory PyTorch has reserved in this process, its GPU's total), in GiB; (0, inf)
+        off CUDA. Memory outside PyTorch's allocator (the CUDA context, a GPU simulator's) is not counted."""
+        if self.device.type != "cuda" or not torch.cuda.is_available():
+            return 0.0, float("inf")
+        gib = float(2 ** 30)
+        return (torch.cuda.max_memory_reserved(self.device) / gib,
+                torch.cuda.get_device_properties(self.device).total_memory / gib)
+
     # ---- point to point -----------------------------------------------------------------------
     def _channel(self, name: str) -> Channel:
         if name not in self._channels:

@@ -294,3 +294,34 @@ def test_place_profiles_on_simulated_gpus_then_reads_the_cache(tmp_path, monkeyp
     lines = []
     assert place(cfg, log=lines.append) == chosen
     assert any("using cached costs" in line for line in lines)
+
+
+def test_worker_gpu_memory_off_cuda():
+    from rlinf_embodied.scheduler.worker import Worker
+
+    assert Worker().gpu_memory_gib() == (0.0, math.inf)
+    assert ComponentCosts.from_dict(costs(gpu_mem_gib=math.inf).to_dict()).gpu_mem_gib == math.inf
+
+
+def test_train_resolves_and_keeps_the_table(tmp_path, monkeypatch):
+    from rlinf_embodied.train import resolve_placement
+
+    monkeypatch.setenv("RLINF_PLACEMENT_CACHE", str(tmp_path / "cache"))
+    cfg = compose_train("cluster.num_gpus_per_node=2", "cluster.component_placement=auto", "env.num_envs=8")
+    save_costs(cache_key(cfg.env.id, cfg.env.obs_mode, 8, cfg.policy.name, cfg.policy.size, 2), costs())
+    resolve_placement(cfg, None, str(tmp_path / "run"))  # cached costs: no cluster needed
+    assert isinstance(cfg.cluster.component_placement, dict) and cfg.runner.pipeline_stage_num == 1
+    assert "chosen" in (tmp_path / "run" / "placement.txt").read_text()
+    plain = compose_train()
+    resolve_placement(plain, None, str(tmp_path / "plain"))  # nothing auto: nothing done
+    assert not (tmp_path / "plain").exists()
+
+
+def test_sft_rejects_auto():
+    from rlinf_embodied.config import SFTRunConfig
+    from rlinf_embodied.runners.sft_runner import actor_placement
+
+    cfg = SFTRunConfig()
+    cfg.cluster.component_placement = "auto"
+    with pytest.raises(ValueError, match="auto is for training"):
+        actor_placement(cfg)
