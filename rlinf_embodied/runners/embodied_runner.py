@@ -20,11 +20,13 @@ ManiSkill's baselines do:
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import time
+from collections import defaultdict
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -50,12 +52,22 @@ class EmbodiedRunner:
         self.output_dir = output_dir
         self.placement = component_placement(cfg)
         check_cluster_fits(cfg, cluster)
-        self.env_group = self._launch(EnvWorker, "env", cfg)
+        self.phase_seconds: dict[str, float] = defaultdict(float)  # this iteration's time/* breakdown
+        start = time.perf_counter()
+        self.env_group = self._launch(EnvWorker, "env", cfg)  # first: its spec gives the policies' dims
         spec = self.env_group.execute_on(0).env_spec().wait()[0]
         self.env_spec = spec
-        self.rollout_group = self._launch(RolloutWorker, "rollout", cfg, spec["action_dim"], spec["state_dim"],
-                                          self.env_group.world_size)
-        self.actor_group = self._launch(ActorWorker, "actor", cfg, spec["action_dim"], spec["state_dim"])
+        env_started = time.perf_counter()
+        # The two model-holding groups build their policies at the same time.
+        self.rollout_group, self.actor_group = self._launch_together(
+            (RolloutWorker, "rollout", (cfg, spec["action_dim"], spec["state_dim"], self.env_group.world_size)),
+            (ActorWorker, "actor", (cfg, spec["action_dim"], spec["state_dim"])))
+        self.startup_seconds = {"time/startup_env_seconds": env_started - start,
+                                "time/startup_policy_seconds": time.perf_counter() - env_started,
+                                "time/startup_seconds": time.perf_counter() - start}
+        logger.info("workers started in %.1f s (env %.1f s, rollout + actor together %.1f s)",
+                    *[self.startup_seconds[k] for k in ("time/startup_seconds", "time/startup_env_seconds",
+                                                        "time/startup_policy_seconds")])
         # Double-buffered per env shard (key): a shard has at most one message in flight each way,
         # the second slot lets a producer run one step ahead. The actor channel holds a whole
         # rollout until the trainer starts, so it is unbounded.
@@ -71,10 +83,25 @@ class EmbodiedRunner:
         self.best_eval_success = read_best_eval_success(output_dir)
 
     def _launch(self, worker_cls, name: str, *args) -> WorkerGroup:
-        group = worker_cls.create_group(*args).launch(
-            self.cluster, name=name, placement_strategy=self.placement.strategy(name))
-        group.init_worker().wait()
-        return group
+        return self._launch_together((worker_cls, name, args))[0]
+
+    def _launch_together(self, *specs: tuple) -> list[WorkerGroup]:
+        """Start each (worker class, name, args) group, then run every group's init_worker concurrently."""
+        groups = [worker_cls.create_group(*args).launch(self.cluster, name=name,
+                                                        placement_strategy=self.placement.strategy(name))
+                  for worker_cls, name, args in specs]
+        for handle in [group.init_worker() for group in groups]:
+            handle.wait()
+        return groups
+
+    @contextlib.contextmanager
+    def _timed(self, phase: str):
+        """Add the body's wall-clock seconds to this iteration's time/{phase}_seconds."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phase_seconds[phase] += time.perf_counter() - start
 
     # ---- the loop -----------------------------------------------------------------------------
     def run(self) -> list[dict[str, Any]]:
@@ -85,6 +112,8 @@ class EmbodiedRunner:
         for iteration in progress:
             if self._stop_requested():
                 break
+            self.phase_seconds.clear()
+            iteration_start = time.perf_counter()
             if not self.rollout_weights_current:
                 self.sync_weights()
             rollout_metrics = self.rollout(iteration)
@@ -93,6 +122,14 @@ class EmbodiedRunner:
             if self._should_evaluate(iteration) and not self._stop_requested():
                 metrics.update(self.evaluate(iteration))
                 self._keep_if_best(iteration, metrics["eval/success_once"])
+            if self._should_save(iteration) or self._stop_requested():
+                with self._timed("save"):
+                    directory = self.save_checkpoint(iteration)
+                if self.stop is not None:
+                    self.stop.checkpoint, self.stop.iteration = directory, iteration
+            metrics.update(self._time_breakdown(time.perf_counter() - iteration_start))
+            if iteration == self.start_iteration:
+                metrics.update(self.startup_seconds)
             metrics["time/elapsed_seconds"] = time.perf_counter() - start
             self.metrics_logger.log(iteration, metrics)
             history.append({"iteration": iteration, **metrics})
@@ -101,10 +138,6 @@ class EmbodiedRunner:
             if math.isfinite(self.best_eval_success):
                 postfix["best_eval"] = f"{self.best_eval_success:.2f}"
             progress.set_postfix(postfix)
-            if self._should_save(iteration) or self._stop_requested():
-                directory = self.save_checkpoint(iteration)
-                if self.stop is not None:
-                    self.stop.checkpoint, self.stop.iteration = directory, iteration
         progress.close()
         self.metrics_logger.close()
         return history
@@ -116,9 +149,21 @@ class EmbodiedRunner:
             self.stop.checkpoint = self.cfg.runner.resume
         return True
 
+    def _time_breakdown(self, iteration_seconds: float) -> dict[str, float]:
+        """time/{sync,onload,offload,save}_seconds, the iteration's total and what no phase accounts for
+        (time/other_seconds; rollout/train/eval are timed where they run)."""
+        metrics = {f"time/{phase}_seconds": self.phase_seconds.get(phase, 0.0)
+                   for phase in ("sync", "onload", "offload", "save")}
+        timed = sum(self.phase_seconds.values())
+        metrics["time/iteration_seconds"] = iteration_seconds
+        metrics["time/other_seconds"] = max(0.0, iteration_seconds - timed)
+        return metrics
+
     def sync_weights(self) -> None:
-        self.rollout_group.onload().wait()
-        self.actor_group.sync_weights_to(self.rollout_group)
+        with self._timed("onload"):
+            self.rollout_group.onload().wait()
+        with self._timed("sync"):
+            self.actor_group.sync_weights_to(self.rollout_group)
         self.rollout_weights_current = True
 
     def rollout(self, iteration: int) -> dict[str, float]:
@@ -144,6 +189,7 @@ class EmbodiedRunner:
         metrics = {f"rollout/{key}": value for key, value in merge_episode_metrics(per_worker).items()}
         metrics.update({"time/env_steps": self.total_env_steps, "time/throughput": steps / seconds,
                         "time/rollout_seconds": seconds})
+        self.phase_seconds["rollout"] += seconds
         return metrics
 
     def _rollout_with_dynamic_sampling(self, iteration: int) -> dict[str, float]:
@@ -174,8 +220,10 @@ class EmbodiedRunner:
 
     def train(self, iteration: int) -> dict[str, float]:
         if self._actor_shares_gpus():
-            self.rollout_group.offload().wait()
-            self.actor_group.onload().wait()
+            with self._timed("offload"):
+                self.rollout_group.offload().wait()
+            with self._timed("onload"):
+                self.actor_group.onload().wait()
         start = time.perf_counter()
         if self.cfg.algorithm.dynamic_sampling:
             results = self.actor_group.train_collected(iteration, self._dynamic_update).wait()
@@ -184,19 +232,24 @@ class EmbodiedRunner:
         self.rollout_weights_current = False
         metrics = {f"train/{k}": v for k, v in results[0].items()}
         metrics["time/train_seconds"] = time.perf_counter() - start
+        self.phase_seconds["train"] += metrics["time/train_seconds"]
         if self._actor_shares_gpus():
-            self.actor_group.offload().wait()
+            with self._timed("offload"):
+                self.actor_group.offload().wait()
         return metrics
 
     def evaluate(self, iteration: int) -> dict[str, float]:
         """The policy just trained, deterministic, on held-out seeds: eval_rounds episodes per env."""
         start = time.perf_counter()
+        swaps_before = self.phase_seconds["sync"] + self.phase_seconds["onload"]
         self.sync_weights()
+        swap_seconds = self.phase_seconds["sync"] + self.phase_seconds["onload"] - swaps_before
         env_handle = self.env_group.evaluate(iteration, self.env_channel, self.action_channel)
         self.rollout_group.evaluate(self.env_channel, self.action_channel).wait()
         merged = merge_episode_metrics(env_handle.wait())
-        return {**{f"eval/{key}": value for key, value in merged.items()},
-                "time/eval_seconds": time.perf_counter() - start}
+        seconds = time.perf_counter() - start
+        self.phase_seconds["eval"] += seconds - swap_seconds  # its weight sync is in time/sync_seconds
+        return {**{f"eval/{key}": value for key, value in merged.items()}, "time/eval_seconds": seconds}
 
     def _keep_if_best(self, iteration: int, success: float) -> None:
         if math.isnan(success) or success <= self.best_eval_success:

@@ -192,3 +192,18 @@ def test_actor_reproduces_rollout_log_probs_before_its_first_step(cluster, tmp_p
     if policy_name == "pi0":  # a VLA trains at its own fine-tuning rates unless algorithm.lr is set
         assert history[0]["train/lr"] == pytest.approx(5e-6)
         assert history[0]["train/lr_value"] == pytest.approx(1e-4)
+
+
+def test_every_iteration_logs_its_time_breakdown(cluster, tmp_path):
+    """time/* phases (rollout, train, sync, onload, offload, save, other) add up to the iteration."""
+    cfg = small_config({"env,rollout,actor": "all"}, 1)
+    cfg.runner.max_iterations, cfg.runner.rollout_steps, cfg.runner.save_interval = 2, 3, 1
+    history = run_iterations(cfg, cluster, str(tmp_path))
+    assert history[0]["time/startup_seconds"] >= history[0]["time/startup_policy_seconds"] > 0
+    assert "time/startup_seconds" not in history[1]
+    for metrics in history:
+        phases = ["rollout", "train", "sync", "onload", "offload", "save", "other"]
+        total = sum(metrics[f"time/{phase}_seconds"] for phase in phases)
+        assert total == pytest.approx(metrics["time/iteration_seconds"], rel=0.02, abs=0.05)
+        assert metrics["time/save_seconds"] > 0  # save_interval=1
+    assert history[0]["time/sync_seconds"] > 0  # the first iteration syncs the actor's weights
