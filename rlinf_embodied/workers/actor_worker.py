@@ -255,8 +255,10 @@ class ActorWorker(Worker, SpanRecorder):
         self._save_policy(model_state, os.path.join(directory, "policy"))
 
     def _save_policy(self, model_state: dict[str, torch.Tensor], directory: str) -> None:
-        """An unsharded save_pretrained copy, loadable by eval and by `policy.checkpoint=`."""
-        policy = build_policy(self.cfg.policy, self.action_dim, self.state_dim, torch.device("cpu"))
+        """An unsharded save_pretrained copy, loadable by eval and by `policy.checkpoint=`: the fp32
+        master weights, so a run continued from it starts where this one stopped."""
+        policy = build_policy(self.cfg.policy, self.action_dim, self.state_dim, torch.device("cpu"),
+                              master_weights=True)
         policy.load_state_dict(model_state)
         policy.save_pretrained(directory)
 
