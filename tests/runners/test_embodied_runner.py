@@ -184,6 +184,12 @@ def test_actor_reproduces_rollout_log_probs_before_its_first_step(cluster, tmp_p
     if policy_name == "pi0":  # a VLA needs cameras: LIBERO renders on CPU (ManiSkill cannot here)
         cfg.env.id, cfg.env.obs_mode, cfg.env.max_episode_steps = "rlinf/LIBERO-Spatial", "rgb", 20
         cfg.env.kwargs = {"task_id": 0, "camera_size": 32}
+        # from a checkpoint as `python -m rlinf_embodied.sft` writes one: with action/state statistics
+        from rlinf_embodied.policies import make_policy
+        checkpoint = tmp_path / "sft_policy"
+        make_policy("pi0", size="tiny", action_dim=7, state_dim=8, action_low=[-0.5] * 7, action_high=[0.5] * 7,
+                    state_low=[-1.0] * 8, state_high=[1.0] * 8).save_pretrained(checkpoint)
+        cfg.policy.checkpoint = str(checkpoint)
     history = run_iterations(cfg, cluster, str(tmp_path))
     for metrics in history:
         assert metrics["train/initial_approx_kl"] < 1e-3, metrics
