@@ -161,3 +161,19 @@ def test_evaluate_as_an_fsdp2_forward_method(check_evaluate_under_fsdp2):
     """The ActorWorker path: fully_shard + register_fsdp_forward_method("evaluate"), one gloo rank."""
     reference, policy = tiny_mlp(action_chunk=2), tiny_mlp(action_chunk=2)
     check_evaluate_under_fsdp2(reference, policy, reference.example_obs(4))
+
+
+def test_actor_ignore_state_dims(tmp_path):
+    """The actor does not see the ignored dims (the critic does); the option survives save/load; bad dims error."""
+    policy = make_policy("mlp", size="tiny", action_dim=ACTION_DIM, state_dim=STATE_DIM, actor_ignore_state_dims=[1, 3])
+    state = torch.randn(5, STATE_DIM)
+    moved = state.clone()
+    moved[:, [1, 3]] += 3.0
+    means, values = policy.action_means_and_values({"state": state})
+    means2, values2 = policy.action_means_and_values({"state": moved})
+    torch.testing.assert_close(means, means2)
+    assert not torch.allclose(values, values2)
+    policy.save_pretrained(str(tmp_path / "p"))
+    assert MLPPolicy.from_pretrained(str(tmp_path / "p")).config.actor_ignore_state_dims == [1, 3]
+    with pytest.raises(ValueError, match=r"actor_ignore_state_dims \[6\]"):
+        make_policy("mlp", size="tiny", action_dim=ACTION_DIM, state_dim=STATE_DIM, actor_ignore_state_dims=[6])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 from .gaussian import GaussianPolicyConfig
 
@@ -11,6 +12,9 @@ class MLPConfig(GaussianPolicyConfig):
     state_dim: int = 8
     hidden_dim: int = 256
     num_layers: int = 3  # hidden layers in each of the actor and the critic
+    # State dims the actor does not see (zeroed before its first layer; the critic sees all), e.g. the joint
+    # velocities 9..17 of ManiSkill's panda state, which let BC copy the expert's current motion (copycat).
+    actor_ignore_state_dims: Optional[list[int]] = None
 
     def __post_init__(self) -> None:
         self.validate_common()
@@ -18,6 +22,9 @@ class MLPConfig(GaussianPolicyConfig):
             raise ValueError(f"mlp needs state observations: state_dim={self.state_dim} must be >= 1")
         if self.hidden_dim < 1 or self.num_layers < 1:
             raise ValueError(f"hidden_dim={self.hidden_dim} and num_layers={self.num_layers} must be >= 1")
+        bad = [d for d in self.actor_ignore_state_dims or [] if not 0 <= int(d) < self.state_dim]
+        if bad:
+            raise ValueError(f"actor_ignore_state_dims {bad} are not state dims (state_dim={self.state_dim})")
 
 
 MLP_PRESETS: dict[str, dict] = {

@@ -29,7 +29,11 @@ class MLPPolicy(GaussianActorCritic):
     def action_means_and_values(self, obs: Obs) -> tuple[torch.Tensor, torch.Tensor]:
         weight = self.actor[0].weight
         state = check_state(obs, self.config.state_dim, self.name, weight.device, weight.dtype)  # (N, S)
-        return self.actor(state), self.critic(state).squeeze(-1)  # (N, chunk * A), (N,)
+        actor_state = state
+        if self.config.actor_ignore_state_dims:
+            actor_state = state.clone()
+            actor_state[:, [int(d) for d in self.config.actor_ignore_state_dims]] = 0
+        return self.actor(actor_state), self.critic(state).squeeze(-1)  # (N, chunk * A), (N,)
 
     def example_obs(self, batch_size: int) -> Obs:
         return {"state": self._example_state(batch_size), "instruction": self._example_instructions(batch_size)}
