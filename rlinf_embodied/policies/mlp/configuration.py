@@ -22,9 +22,9 @@ class MLPConfig(GaussianPolicyConfig):
             raise ValueError(f"mlp needs state observations: state_dim={self.state_dim} must be >= 1")
         if self.hidden_dim < 1 or self.num_layers < 1:
             raise ValueError(f"hidden_dim={self.hidden_dim} and num_layers={self.num_layers} must be >= 1")
-        bad = [d for d in self.actor_ignore_state_dims or [] if not 0 <= int(d) < self.state_dim]
+        bad = [d for d in self.actor_ignore_state_dims or [] if int(d) < 0]
         if bad:
-            raise ValueError(f"actor_ignore_state_dims {bad} are not state dims (state_dim={self.state_dim})")
+            raise ValueError(f"actor_ignore_state_dims {bad} must be >= 0")
 
 
 MLP_PRESETS: dict[str, dict] = {

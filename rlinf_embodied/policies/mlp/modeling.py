@@ -21,6 +21,9 @@ class MLPPolicy(GaussianActorCritic):
 
     def __init__(self, config: MLPConfig):
         super().__init__(config)
+        bad = [d for d in config.actor_ignore_state_dims or [] if int(d) >= config.state_dim]
+        if bad:  # checked here, where state_dim is the real one (configs are built before it is known)
+            raise ValueError(f"actor_ignore_state_dims {bad} are not state dims (state_dim={config.state_dim})")
         hidden = [config.hidden_dim] * config.num_layers
         out_dim = config.action_chunk * config.action_dim
         self.actor = build_mlp(config.state_dim, hidden, out_dim, ACTOR_OUT_GAIN)
