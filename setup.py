@@ -4,6 +4,7 @@ torch is deliberately *not* pulled from the index by default: on a CPU-only mach
 `torch` requirement resolves to the multi-GB CUDA build. Install torch first (README), then this
 package; `torch>=2.4` below is then already satisfied and pip installs nothing more for it.
 """
+
 from setuptools import find_packages, setup
 
 CORE = [
@@ -61,8 +62,10 @@ setup(
     packages=find_packages(include=["rlinf_embodied", "rlinf_embodied.*"]),
     install_requires=CORE,
     extras_require=EXTRAS,
-    entry_points={"console_scripts": [
-        "rlinf-train=rlinf_embodied.train:main",
-        "rlinf-eval=rlinf_embodied.eval:main",
-    ]},
+    entry_points={
+        "console_scripts": [
+            "rlinf-train=rlinf_embodied.train:main",
+            "rlinf-eval=rlinf_embodied.eval:main",
+        ]
+    },
 )

@@ -12,6 +12,7 @@ reply on a second key (env worker <-> rollout worker); round trips/s of both tra
     python benchmarks/channel.py                      # CPU, small defaults
     python benchmarks/channel.py --items 200 --sizes small,1MB,16MB
 """
+
 from __future__ import annotations
 
 import argparse
@@ -112,18 +113,26 @@ def main() -> None:
             parser.error(f"--sizes: {size!r} is not one of {list(SIZES)}")
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     cluster = Cluster(num_gpus_per_node=1, simulate_gpus=True)  # two processes on GPU 0 (real or simulated)
-    producer = Endpoint.create_group().launch(cluster, name="producer", placement_strategy=PackedPlacementStrategy(0, 0))
-    consumer = Endpoint.create_group().launch(cluster, name="consumer", placement_strategy=PackedPlacementStrategy(0, 0))
+    producer = Endpoint.create_group().launch(
+        cluster, name="producer", placement_strategy=PackedPlacementStrategy(0, 0)
+    )
+    consumer = Endpoint.create_group().launch(
+        cluster, name="consumer", placement_strategy=PackedPlacementStrategy(0, 0)
+    )
     for node_local in (True, False):  # warm-up
         measure_channel(producer, consumer, "small", 5, node_local)
-    print(f"{'payload':>8} {'socket items/s':>15} {'ray-call items/s':>17} {'raw ray items/s':>16} "
-          f"{'socket/ray-call':>16} {'socket/raw':>11} {'socket ms/item':>15}")
+    print(
+        f"{'payload':>8} {'socket items/s':>15} {'ray-call items/s':>17} {'raw ray items/s':>16} "
+        f"{'socket/ray-call':>16} {'socket/raw':>11} {'socket ms/item':>15}"
+    )
     for size in sizes:
         socket_s = measure_channel(producer, consumer, size, args.items, node_local=True)
         ray_call_s = measure_channel(producer, consumer, size, args.items, node_local=False)
         raw_s = measure_raw(producer, consumer, size, args.items)
-        print(f"{size:>8} {args.items / socket_s:>15.0f} {args.items / ray_call_s:>17.0f} {args.items / raw_s:>16.0f} "
-              f"{ray_call_s / socket_s:>15.2f}x {raw_s / socket_s:>10.2f}x {1e3 * socket_s / args.items:>15.3f}")
+        print(
+            f"{size:>8} {args.items / socket_s:>15.0f} {args.items / ray_call_s:>17.0f} {args.items / raw_s:>16.0f} "
+            f"{ray_call_s / socket_s:>15.2f}x {raw_s / socket_s:>10.2f}x {1e3 * socket_s / args.items:>15.3f}"
+        )
     print(f"\n{'ping-pong':>9} {'socket trips/s':>15} {'ray-call trips/s':>17} {'speed-up':>9}")
     trips = {node_local: ping_pong(producer, consumer, args.items, node_local) for node_local in (True, False)}
     print(f"{'small':>9} {trips[True]:>15.0f} {trips[False]:>17.0f} {trips[True] / trips[False]:>8.2f}x")

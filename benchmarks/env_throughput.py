@@ -13,6 +13,7 @@ timing one env after another (as this script did before) let a 2x drift decide t
     python benchmarks/env_throughput.py --num-envs 1 4 16 --steps 100 --rounds 7 --obs-mode state
     python benchmarks/env_throughput.py --num-envs 16 --control-mode pd_ee_delta_pos   # IK in every step
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,9 +38,15 @@ def raw_env_fn(task_id: str, obs_mode: str, control_mode: str) -> Callable[[], g
             import mani_skill.envs  # noqa: F401
         from mani_skill.utils.wrappers.gymnasium import CPUGymWrapper
 
-        env = gym.make(task_id, obs_mode=obs_mode, sim_backend="physx_cpu", num_envs=1,
-                       render_backend="none" if obs_mode == "state" else "gpu", reward_mode="normalized_dense",
-                       control_mode=control_mode)
+        env = gym.make(
+            task_id,
+            obs_mode=obs_mode,
+            sim_backend="physx_cpu",
+            num_envs=1,
+            render_backend="none" if obs_mode == "state" else "gpu",
+            reward_mode="normalized_dense",
+            control_mode=control_mode,
+        )
         return CPUGymWrapper(env, record_metrics=True)
 
     return thunk
@@ -64,8 +71,10 @@ def main() -> None:
     args = parser.parse_args()
     import rlinf_embodied  # noqa: F401  (registers the ids)
 
-    header = (f"{'obs':>6} {'envs':>5} {'raw steps/s':>12} {'rlinf steps/s':>14} {'overhead':>9} "
-              f"{'rlinf default':>14} {'overhead':>9}")
+    header = (
+        f"{'obs':>6} {'envs':>5} {'raw steps/s':>12} {'rlinf steps/s':>14} {'overhead':>9} "
+        f"{'rlinf default':>14} {'overhead':>9}"
+    )
     print(f"{args.task}, control mode {args.control_mode}")
     print(header, flush=True)  # rows print as they finish, so a cut-off run still reports them
     rows = []
@@ -89,17 +98,27 @@ def build_envs(args: argparse.Namespace, obs_mode: str, num_envs: int) -> dict[s
     workers where that differs (fewer cores than envs)."""
     from rlinf_embodied.envs.maniskill.env import task_spec
 
-    envs = {"raw": gym.vector.AsyncVectorEnv(
-        [raw_env_fn(task_spec(args.task).maniskill_id, obs_mode, args.control_mode)] * num_envs,
-        context="forkserver", autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)}
+    envs = {
+        "raw": gym.vector.AsyncVectorEnv(
+            [raw_env_fn(task_spec(args.task).maniskill_id, obs_mode, args.control_mode)] * num_envs,
+            context="forkserver",
+            autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+        )
+    }
     worker_counts = {"rlinf": num_envs}
     default_workers = min(num_envs, os.cpu_count() or 1)
     if default_workers < num_envs:
         worker_counts["default"] = default_workers
     for name, workers in worker_counts.items():
-        envs[name] = gym.make_vec(f"rlinf/ManiSkill-{args.task}", num_envs=num_envs, obs_mode=obs_mode,
-                                  vectorization_mode="vector_entry_point", num_workers=workers,
-                                  max_episode_steps=50, control_mode=args.control_mode)
+        envs[name] = gym.make_vec(
+            f"rlinf/ManiSkill-{args.task}",
+            num_envs=num_envs,
+            obs_mode=obs_mode,
+            vectorization_mode="vector_entry_point",
+            num_workers=workers,
+            max_episode_steps=50,
+            control_mode=args.control_mode,
+        )
     return envs
 
 

@@ -7,6 +7,7 @@ step for learning rates, trainable parts (all / action expert only), noise level
 
     python benchmarks/flow_step_kl.py --size pi0-small --batch 8
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,27 +19,50 @@ from rlinf_embodied.algorithms import AlgorithmConfig, policy_loss
 from rlinf_embodied.policies import make_policy
 
 
-def kl_after_one_step(args, lr: float, frozen_vlm: bool, noise_level: float, stochastic_steps: str) -> tuple[float, float]:
+def kl_after_one_step(
+    args, lr: float, frozen_vlm: bool, noise_level: float, stochastic_steps: str
+) -> tuple[float, float]:
     torch.manual_seed(0)
-    policy = make_policy("pi0", size=args.size, action_dim=7, state_dim=8, noise_level=noise_level,
-                         stochastic_steps=stochastic_steps, freeze_vision_encoder=frozen_vlm,
-                         freeze_language_model=frozen_vlm)
+    policy = make_policy(
+        "pi0",
+        size=args.size,
+        action_dim=7,
+        state_dim=8,
+        noise_level=noise_level,
+        stochastic_steps=stochastic_steps,
+        freeze_vision_encoder=frozen_vlm,
+        freeze_language_model=frozen_vlm,
+    )
     obs = policy.example_obs(args.batch)
     old = policy.act(obs)
     cfg = AlgorithmConfig(logprob_level=args.level)
     optimizer = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=lr, eps=1e-5)
     advantages = torch.randn(args.batch)
     evaluated = policy.evaluate(obs, old)
-    loss, metrics = policy_loss(new_log_probs=evaluated.log_probs, old_log_probs=old.log_probs, advantages=advantages,
-                                entropy=evaluated.entropy, new_values=evaluated.values, old_values=old.values,
-                                returns=advantages, cfg=cfg)
+    loss, metrics = policy_loss(
+        new_log_probs=evaluated.log_probs,
+        old_log_probs=old.log_probs,
+        advantages=advantages,
+        entropy=evaluated.entropy,
+        new_values=evaluated.values,
+        old_values=old.values,
+        returns=advantages,
+        cfg=cfg,
+    )
     loss.backward()
     optimizer.step()
     with torch.no_grad():
         after = policy.evaluate(obs, old)
-        _, metrics_after = policy_loss(new_log_probs=after.log_probs, old_log_probs=old.log_probs, advantages=advantages,
-                                       entropy=after.entropy, new_values=after.values, old_values=old.values,
-                                       returns=advantages, cfg=cfg)
+        _, metrics_after = policy_loss(
+            new_log_probs=after.log_probs,
+            old_log_probs=old.log_probs,
+            advantages=advantages,
+            entropy=after.entropy,
+            new_values=after.values,
+            old_values=old.values,
+            returns=advantages,
+            cfg=cfg,
+        )
     return float(metrics["approx_kl"]), float(metrics_after["approx_kl"])
 
 
@@ -54,10 +78,14 @@ def main() -> None:
     print(f"pi0 {args.size}, batch {args.batch}, log-prob level {args.level}: approx_kl before / after one Adam step")
     print("| lr | trainable | noise_level | stochastic_steps | kl before | kl after |")
     print("|---|---|---|---|---|---|")
-    for lr, frozen, noise, steps in itertools.product(args.lrs, (False, True), args.noise_levels, args.stochastic_steps):
+    for lr, frozen, noise, steps in itertools.product(
+        args.lrs, (False, True), args.noise_levels, args.stochastic_steps
+    ):
         before, after = kl_after_one_step(args, lr, frozen, noise, steps)
-        print(f"| {lr:g} | {'expert + heads' if frozen else 'all'} | {noise} | {steps} | {before:.2e} | {after:.3g} |",
-              flush=True)
+        print(
+            f"| {lr:g} | {'expert + heads' if frozen else 'all'} | {noise} | {steps} | {before:.2e} | {after:.3g} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ code on CPU, where offload is a no-op: the numbers then only show the bookkeepin
     python benchmarks/offload.py --gb 2            # on a GPU
     python benchmarks/offload.py --device cpu      # CPU smoke run (small default size)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,12 @@ def build(gb: float, width: int, device: torch.device) -> tuple[torch.nn.Module,
 
 def state_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
     params = sum(p.numel() * p.element_size() for p in model.parameters())
-    optim = sum(v.numel() * v.element_size() for s in optimizer.state.values() for v in s.values()
-                if isinstance(v, torch.Tensor) and v.dim() > 0)
+    optim = sum(
+        v.numel() * v.element_size()
+        for s in optimizer.state.values()
+        for v in s.values()
+        if isinstance(v, torch.Tensor) and v.dim() > 0
+    )
     return params + optim
 
 
@@ -60,8 +65,10 @@ def time_offload(worker: Worker, model, optimizer, device) -> tuple[float, float
 
 def time_plain_copy(num_bytes: int, device: torch.device) -> tuple[float, float]:
     chunk = 256 << 20
-    sources = [torch.empty(min(chunk, num_bytes - i) // 4, dtype=torch.float32, device=device)
-               for i in range(0, num_bytes, chunk)]
+    sources = [
+        torch.empty(min(chunk, num_bytes - i) // 4, dtype=torch.float32, device=device)
+        for i in range(0, num_bytes, chunk)
+    ]
     pin = device.type == "cuda"
     hosts = [torch.empty(s.shape, dtype=s.dtype, pin_memory=pin) for s in sources]
     sync(device)
@@ -107,8 +114,12 @@ def main() -> None:
     if device.type == "cpu":
         print("note: on CPU offload is a no-op; these numbers only show its overhead, not a transfer")
     print(f"{'direction':>10} {'offload GB/s':>13} {'plain copy GB/s':>16} {'offload/plain':>14}")
-    print(f"{'to CPU':>10} {gbs['offload']:>13.2f} {gbs['plain d2h']:>16.2f} {gbs['offload'] / gbs['plain d2h']:>14.2f}")
-    print(f"{'to device':>10} {gbs['onload']:>13.2f} {gbs['plain h2d']:>16.2f} {gbs['onload'] / gbs['plain h2d']:>14.2f}")
+    print(
+        f"{'to CPU':>10} {gbs['offload']:>13.2f} {gbs['plain d2h']:>16.2f} {gbs['offload'] / gbs['plain d2h']:>14.2f}"
+    )
+    print(
+        f"{'to device':>10} {gbs['onload']:>13.2f} {gbs['plain h2d']:>16.2f} {gbs['onload'] / gbs['plain h2d']:>14.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ stage 2 >= 1.8x stage 1 (when t_sim ~ t_infer) and throughput >= 0.9 of that ide
     python benchmarks/pipeline.py --gpus 1 ...        # one GPU: collocated, stage 1 vs stage 2
     python benchmarks/pipeline.py --gpus 2 --simulate-gpus --num-envs 4 --rollout-steps 5   # CPU smoke run
 """
+
 from __future__ import annotations
 
 import argparse
@@ -80,11 +81,21 @@ def measure_layout(args, cluster: Cluster, name: str, placement: dict, stages: i
             _drain(runner, cfg)
             rows = runner.collect_timeline()
             breakdown = span_breakdown(rows)
-            phase = {"t_sim_ms": breakdown.get("env/sim", float("nan")),  # per env-stage step
-                     "t_infer_ms": breakdown.get("rollout/infer", float("nan")), "breakdown": breakdown}
+            phase = {
+                "t_sim_ms": breakdown.get("env/sim", float("nan")),  # per env-stage step
+                "t_infer_ms": breakdown.get("rollout/infer", float("nan")),
+                "breakdown": breakdown,
+            }
             timelines = rows
-        return {"layout": name, "mode": runner.placement.mode, "stages": stages, "chunk": chunk,
-                "throughput": statistics.median(throughputs), "timeline": timelines, **phase}
+        return {
+            "layout": name,
+            "mode": runner.placement.mode,
+            "stages": stages,
+            "chunk": chunk,
+            "throughput": statistics.median(throughputs),
+            "timeline": timelines,
+            **phase,
+        }
     finally:
         runner.shutdown()
 
@@ -130,8 +141,9 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--gpus", type=int, default=2)
     parser.add_argument("--simulate-gpus", action="store_true", help="CPU smoke run on simulated GPUs")
-    parser.add_argument("--layouts", nargs="*", default=None,
-                        help=f"any of {list(LAYOUTS)}; default: all that fit on --gpus")
+    parser.add_argument(
+        "--layouts", nargs="*", default=None, help=f"any of {list(LAYOUTS)}; default: all that fit on --gpus"
+    )
     parser.add_argument("--timeline", default=None, help="PNG path for the hybrid stage-2 timeline")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
@@ -141,8 +153,9 @@ def main() -> None:
     if unknown:
         sys.exit(f"unknown layouts {unknown}; valid: {list(LAYOUTS)}")
     if not args.simulate_gpus and torch.cuda.device_count() < args.gpus:
-        sys.exit(f"--gpus {args.gpus} but found {torch.cuda.device_count()} CUDA GPUs; "
-                 "use --simulate-gpus for a CPU run")
+        sys.exit(
+            f"--gpus {args.gpus} but found {torch.cuda.device_count()} CUDA GPUs; use --simulate-gpus for a CPU run"
+        )
 
     cluster = Cluster(num_nodes=1, num_gpus_per_node=args.gpus, simulate_gpus=args.simulate_gpus)
     results = []
@@ -158,8 +171,10 @@ def main() -> None:
 
 def report(results: list[dict], args) -> None:
     by_name = {r["layout"]: r for r in results}
-    print(f"\nrollout throughput, {args.num_envs} envs, {args.rollout_steps} steps, policy {args.policy}"
-          f"/{args.policy_size}, {args.env_id} ({args.obs_mode})")
+    print(
+        f"\nrollout throughput, {args.num_envs} envs, {args.rollout_steps} steps, policy {args.policy}"
+        f"/{args.policy_size}, {args.env_id} ({args.obs_mode})"
+    )
     header = f"{'layout':<24}{'mode':<15}{'env-steps/s':>12}{'t_sim ms':>10}{'t_inf ms':>10}{'ideal/s':>10}{'of ideal':>9}{'vs stage 1':>11}"
     print(header)
     print("-" * len(header))
@@ -167,11 +182,16 @@ def report(results: list[dict], args) -> None:
         base = by_name.get(r["layout"].replace("stage 2", "stage 1"), r)  # the same layout without overlap
         envs_per_stage = args.num_envs / r["stages"] * r["chunk"]  # env steps per stage and policy call
         bottleneck = max(r["t_sim_ms"], r["t_infer_ms"]) / 1e3
-        ideal = envs_per_stage / bottleneck if r["stages"] > 1 else envs_per_stage / (
-            (r["t_sim_ms"] + r["t_infer_ms"]) / 1e3)
+        ideal = (
+            envs_per_stage / bottleneck
+            if r["stages"] > 1
+            else envs_per_stage / ((r["t_sim_ms"] + r["t_infer_ms"]) / 1e3)
+        )
         r["ideal"] = ideal
-        print(f"{r['layout']:<24}{r['mode']:<15}{r['throughput']:>12.1f}{r['t_sim_ms']:>10.2f}{r['t_infer_ms']:>10.2f}"
-              f"{ideal:>10.1f}{r['throughput'] / ideal:>9.2f}{r['throughput'] / base['throughput']:>10.2f}x")
+        print(
+            f"{r['layout']:<24}{r['mode']:<15}{r['throughput']:>12.1f}{r['t_sim_ms']:>10.2f}{r['t_infer_ms']:>10.2f}"
+            f"{ideal:>10.1f}{r['throughput'] / ideal:>9.2f}{r['throughput'] / base['throughput']:>10.2f}x"
+        )
     kinds = sorted({kind for r in results for kind in r.get("breakdown", {})})
     if kinds:
         print("\nmean ms per span (one env-stage step), last rollout")
@@ -180,8 +200,11 @@ def report(results: list[dict], args) -> None:
             print(f"{r['layout']:<24}" + "".join(f"{r['breakdown'].get(kind, float('nan')):>15.2f}" for kind in kinds))
     staged = [r for r in results if r["stages"] == 2]
     if args.timeline and staged:
-        plot_timeline(staged[-1]["timeline"], args.timeline,
-                      title=f"{staged[-1]['layout']}: one rollout ({args.rollout_steps} steps)")
+        plot_timeline(
+            staged[-1]["timeline"],
+            args.timeline,
+            title=f"{staged[-1]['layout']}: one rollout ({args.rollout_steps} steps)",
+        )
         print(f"timeline: {args.timeline}")
     if args.json:
         with open(args.json, "w") as f:

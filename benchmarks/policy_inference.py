@@ -13,6 +13,7 @@ bytes read per `act` / measured bandwidth, the bandwidth coming from a large dev
     python benchmarks/policy_inference.py                                     # H100: openvla-7b + pi0-3b
     python benchmarks/policy_inference.py --device cpu --sizes tiny --batch-sizes 1 4   # CPU smoke run
 """
+
 from __future__ import annotations
 
 import argparse
@@ -108,7 +109,9 @@ def time_act(policy: Policy, batch: int, device: torch.device, warmup: int, iter
 PROMPT_OVERRIDES = {"openvla": {"max_token_len": 96}, "openvla_oft": {"max_token_len": 96}}
 
 
-def benchmark_policy(name: str, size: str, args, device: torch.device, dtype: torch.dtype, bandwidth: float) -> list[dict]:
+def benchmark_policy(
+    name: str, size: str, args, device: torch.device, dtype: torch.dtype, bandwidth: float
+) -> list[dict]:
     build_start = time.perf_counter()
     with build_context(device, dtype):
         policy = make_policy(name, size=size, **PROMPT_OVERRIDES.get(name, {}))
@@ -117,8 +120,11 @@ def benchmark_policy(name: str, size: str, args, device: torch.device, dtype: to
     params = sum(p.numel() for p in policy.parameters())
     floor_s = BYTES_PER_ACT[name](policy) / bandwidth
     chunk = policy.config.action_chunk
-    print(f"# {name} ({size}): {params / 1e9:.3f}B parameters, {module_bytes(policy) / 2**30:.2f} GiB, "
-          f"built in {build_s:.1f}s", flush=True)
+    print(
+        f"# {name} ({size}): {params / 1e9:.3f}B parameters, {module_bytes(policy) / 2**30:.2f} GiB, "
+        f"built in {build_s:.1f}s",
+        flush=True,
+    )
     rows = []
     for batch in args.batch_sizes:
         try:
@@ -128,9 +134,18 @@ def benchmark_policy(name: str, size: str, args, device: torch.device, dtype: to
             torch.cuda.empty_cache()
             break
         latency = statistics.median(times)
-        rows.append({"policy": name, "size": size, "batch": batch, "chunk": chunk, "latency_ms": latency * 1e3,
-                     "actions_per_s": batch * chunk / latency, "floor_ms": floor_s * 1e3,
-                     "latency_over_floor": latency / floor_s})
+        rows.append(
+            {
+                "policy": name,
+                "size": size,
+                "batch": batch,
+                "chunk": chunk,
+                "latency_ms": latency * 1e3,
+                "actions_per_s": batch * chunk / latency,
+                "floor_ms": floor_s * 1e3,
+                "latency_over_floor": latency / floor_s,
+            }
+        )
         print(format_row(rows[-1]), flush=True)
     del policy
     gc.collect()
@@ -143,18 +158,26 @@ HEADER = f"{'policy':<12} {'size':<15} {'batch':>5} {'chunk':>5} {'latency ms':>
 
 
 def format_row(row: dict) -> str:
-    return (f"{row['policy']:<12} {row['size']:<15} {row['batch']:>5} {row['chunk']:>5} {row['latency_ms']:>11.2f} "
-            f"{row['actions_per_s']:>10.1f} {row['floor_ms']:>9.3f} {row['latency_over_floor']:>15.2f}")
+    return (
+        f"{row['policy']:<12} {row['size']:<15} {row['batch']:>5} {row['chunk']:>5} {row['latency_ms']:>11.2f} "
+        f"{row['actions_per_s']:>10.1f} {row['floor_ms']:>9.3f} {row['latency_over_floor']:>15.2f}"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--policies", nargs="+", default=["openvla", "pi0"], choices=sorted(BYTES_PER_ACT))
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8, 32, 64])
-    parser.add_argument("--sizes", nargs="+", default=None,
-                        help="one size per policy, or one for all (e.g. tiny); default: the real-size presets")
+    parser.add_argument(
+        "--sizes",
+        nargs="+",
+        default=None,
+        help="one size per policy, or one for all (e.g. tiny); default: the real-size presets",
+    )
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--dtype", default=None, choices=["bf16", "float32"], help="default: bf16 on GPU, float32 on CPU")
+    parser.add_argument(
+        "--dtype", default=None, choices=["bf16", "float32"], help="default: bf16 on GPU, float32 on CPU"
+    )
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--bandwidth-mb", type=int, default=None, help="size of the copy that measures bandwidth")
@@ -163,7 +186,9 @@ def main() -> None:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but no GPU is visible; use --device cpu --sizes tiny for a smoke run")
-    dtype = {"bf16": torch.bfloat16, "float32": torch.float32}[args.dtype or ("bf16" if device.type == "cuda" else "float32")]
+    dtype = {"bf16": torch.bfloat16, "float32": torch.float32}[
+        args.dtype or ("bf16" if device.type == "cuda" else "float32")
+    ]
     sizes = args.sizes or [REAL_SIZES[name] for name in args.policies]
     if len(sizes) == 1:
         sizes = sizes * len(args.policies)
@@ -172,8 +197,11 @@ def main() -> None:
     torch.manual_seed(0)
     megabytes = args.bandwidth_mb or (4096 if device.type == "cuda" else 256)
     bandwidth = measure_bandwidth(device, megabytes)
-    print(f"# device {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}, dtype {dtype}, "
-          f"copy bandwidth {bandwidth / 1e9:.0f} GB/s", flush=True)
+    print(
+        f"# device {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}, dtype {dtype}, "
+        f"copy bandwidth {bandwidth / 1e9:.0f} GB/s",
+        flush=True,
+    )
     print(HEADER, flush=True)
     rows = []
     for name, size in zip(args.policies, sizes):

@@ -24,6 +24,7 @@ The final evaluation runs the deterministic policy (the Gaussian mean) on fresh 
 50-step episodes and reports success_once (success at any step: ManiSkill's headline metric) and
 success_at_end.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -100,15 +101,23 @@ def parse_args() -> Args:
 # ---- environments --------------------------------------------------------------------------------
 def make_env(args: Args, ignore_terminations: bool) -> Callable[[], gym.Env]:
     """A thunk building one CPU ManiSkill env in the vector env's subprocess."""
+
     def thunk() -> gym.Env:
         torch.set_num_threads(1)  # one core per env process; tiny tensors gain nothing from more
         enable_headless_sapien()
         import mani_skill.envs  # noqa: F401  (registers the ManiSkill ids)
         from mani_skill.utils.wrappers.gymnasium import CPUGymWrapper
 
-        env = gym.make(args.env_id, obs_mode="state", control_mode=args.control_mode,
-                       reward_mode=args.reward_mode, max_episode_steps=args.max_episode_steps,
-                       sim_backend="physx_cpu", render_backend="none", render_mode=None)
+        env = gym.make(
+            args.env_id,
+            obs_mode="state",
+            control_mode=args.control_mode,
+            reward_mode=args.reward_mode,
+            max_episode_steps=args.max_episode_steps,
+            sim_backend="physx_cpu",
+            render_backend="none",
+            render_mode=None,
+        )
         return CPUGymWrapper(env, ignore_terminations=ignore_terminations, record_metrics=True)
 
     return thunk
@@ -119,8 +128,10 @@ def enable_headless_sapien() -> None:
     try:
         from rlinf_embodied.envs.maniskill.headless import enable_headless
     except ImportError as error:
-        raise RuntimeError("ppo_baseline.py needs rlinf_embodied.envs.maniskill.headless.enable_headless() "
-                           "to run ManiSkill without a rendering device") from error
+        raise RuntimeError(
+            "ppo_baseline.py needs rlinf_embodied.envs.maniskill.headless.enable_headless() "
+            "to run ManiSkill without a rendering device"
+        ) from error
     enable_headless()
 
 
@@ -129,7 +140,8 @@ def make_vector_env(args: Args, num_envs: int, ignore_terminations: bool) -> gym
     info["final_obs"] / info["final_info"] hold the finished episode's last obs and metrics."""
     return gym.vector.AsyncVectorEnv(
         [make_env(args, ignore_terminations) for _ in range(num_envs)],
-        context="forkserver", autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+        context="forkserver",
+        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
     )
 
 
@@ -151,9 +163,12 @@ def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias: float = 0.0) -> 
 
 def mlp(in_dim: int, hidden_dim: int, out_dim: int, out_std: float) -> nn.Sequential:
     return nn.Sequential(
-        layer_init(nn.Linear(in_dim, hidden_dim)), nn.Tanh(),
-        layer_init(nn.Linear(hidden_dim, hidden_dim)), nn.Tanh(),
-        layer_init(nn.Linear(hidden_dim, hidden_dim)), nn.Tanh(),
+        layer_init(nn.Linear(in_dim, hidden_dim)),
+        nn.Tanh(),
+        layer_init(nn.Linear(hidden_dim, hidden_dim)),
+        nn.Tanh(),
+        layer_init(nn.Linear(hidden_dim, hidden_dim)),
+        nn.Tanh(),
         layer_init(nn.Linear(hidden_dim, out_dim), std=out_std),
     )
 
@@ -235,20 +250,39 @@ class RolloutCollector:
                 episodes.setdefault(key, []).extend(np.asarray(value_array, dtype=np.float64).tolist())
             self.next_obs = torch.as_tensor(next_obs, dtype=torch.float32)
         values.append(agent.value(self.next_obs))
-        rollout = Rollout(torch.stack(obs), torch.stack(actions), torch.stack(log_probs), torch.stack(values),
-                          rewards, dones, bootstrap, final_values)
+        rollout = Rollout(
+            torch.stack(obs),
+            torch.stack(actions),
+            torch.stack(log_probs),
+            torch.stack(values),
+            rewards,
+            dones,
+            bootstrap,
+            final_values,
+        )
         return rollout, episodes
 
 
 # ---- update --------------------------------------------------------------------------------------
-def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, rollout: Rollout, cfg: AlgorithmConfig,
-               generator: torch.Generator) -> dict[str, float]:
-    advantages, returns = compute_gae(rollout.rewards, rollout.dones, rollout.values, cfg.gamma, cfg.gae_lambda,
-                                      truncations=rollout.bootstrap, final_values=rollout.final_values)  # (T, N)
+def ppo_update(
+    agent: Agent, optimizer: torch.optim.Optimizer, rollout: Rollout, cfg: AlgorithmConfig, generator: torch.Generator
+) -> dict[str, float]:
+    advantages, returns = compute_gae(
+        rollout.rewards,
+        rollout.dones,
+        rollout.values,
+        cfg.gamma,
+        cfg.gae_lambda,
+        truncations=rollout.bootstrap,
+        final_values=rollout.final_values,
+    )  # (T, N)
     batch = {
-        "obs": rollout.obs.flatten(0, 1), "actions": rollout.actions.flatten(0, 1),
-        "log_probs": rollout.log_probs.flatten(0, 1), "values": rollout.values[:-1].flatten(0, 1),
-        "advantages": advantages.flatten(), "returns": returns.flatten(),
+        "obs": rollout.obs.flatten(0, 1),
+        "actions": rollout.actions.flatten(0, 1),
+        "log_probs": rollout.log_probs.flatten(0, 1),
+        "values": rollout.values[:-1].flatten(0, 1),
+        "advantages": advantages.flatten(),
+        "returns": returns.flatten(),
     }  # (B, ...) with B = T * N
     history: dict[str, list[float]] = {}
     for _ in range(cfg.update_epochs):
@@ -269,14 +303,20 @@ def ppo_update(agent: Agent, optimizer: torch.optim.Optimizer, rollout: Rollout,
     return out
 
 
-def minibatch_step(agent: Agent, optimizer: torch.optim.Optimizer, minibatch: dict[str, torch.Tensor],
-                   cfg: AlgorithmConfig) -> dict[str, float]:
+def minibatch_step(
+    agent: Agent, optimizer: torch.optim.Optimizer, minibatch: dict[str, torch.Tensor], cfg: AlgorithmConfig
+) -> dict[str, float]:
     """One gradient step; skipped (metrics only) when approx_kl already exceeds target_kl."""
     log_probs, entropy, values = agent.evaluate(minibatch["obs"], minibatch["actions"])  # (B, A) x2, (B,)
     loss, metrics = policy_loss(
-        new_log_probs=log_probs.unsqueeze(1), old_log_probs=minibatch["log_probs"].unsqueeze(1),  # (B, 1, A)
-        advantages=minibatch["advantages"], entropy=entropy.unsqueeze(1), new_values=values,
-        old_values=minibatch["values"], returns=minibatch["returns"], cfg=cfg,
+        new_log_probs=log_probs.unsqueeze(1),
+        old_log_probs=minibatch["log_probs"].unsqueeze(1),  # (B, 1, A)
+        advantages=minibatch["advantages"],
+        entropy=entropy.unsqueeze(1),
+        new_values=values,
+        old_values=minibatch["values"],
+        returns=minibatch["returns"],
+        cfg=cfg,
     )
     out = {key: float(value) for key, value in metrics.items()}
     if cfg.target_kl is not None and out["approx_kl"] > cfg.target_kl:
@@ -296,8 +336,9 @@ def explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> float:
 
 # ---- evaluation ----------------------------------------------------------------------------------
 @torch.no_grad()
-def evaluate(agent: Agent, envs: gym.vector.VectorEnv, num_episodes: int, max_episode_steps: int,
-             seed: int) -> dict[str, float]:
+def evaluate(
+    agent: Agent, envs: gym.vector.VectorEnv, num_episodes: int, max_episode_steps: int, seed: int
+) -> dict[str, float]:
     """Deterministic policy (Gaussian mean) over full episodes (terminations ignored)."""
     episodes: dict[str, list[float]] = {}
     round_index = 0
@@ -311,16 +352,27 @@ def evaluate(agent: Agent, envs: gym.vector.VectorEnv, num_episodes: int, max_ep
                 episodes.setdefault(key, []).extend(np.asarray(values, dtype=np.float64).tolist())
         round_index += 1
     return {key: float(np.mean(values[:num_episodes])) for key, values in episodes.items()} | {
-        "num_episodes": float(min(num_episodes, len(episodes["success_once"])))}
+        "num_episodes": float(min(num_episodes, len(episodes["success_once"])))
+    }
 
 
 # ---- main ----------------------------------------------------------------------------------------
 def algorithm_config(args: Args) -> AlgorithmConfig:
     return AlgorithmConfig(
-        adv_type="gae", loss_type="ppo", logprob_level="action", gamma=args.gamma, gae_lambda=args.gae_lambda,
-        normalize_advantages=True, clip_ratio=args.clip_ratio, value_clip=None, vf_coef=args.vf_coef,
-        entropy_coef=args.entropy_coef, lr=args.lr, update_epochs=args.update_epochs,
-        num_minibatches=args.num_minibatches, max_grad_norm=args.max_grad_norm,
+        adv_type="gae",
+        loss_type="ppo",
+        logprob_level="action",
+        gamma=args.gamma,
+        gae_lambda=args.gae_lambda,
+        normalize_advantages=True,
+        clip_ratio=args.clip_ratio,
+        value_clip=None,
+        vf_coef=args.vf_coef,
+        entropy_coef=args.entropy_coef,
+        lr=args.lr,
+        update_epochs=args.update_epochs,
+        num_minibatches=args.num_minibatches,
+        max_grad_norm=args.max_grad_norm,
         target_kl=args.target_kl if args.target_kl > 0 else None,
     )
 
@@ -345,8 +397,9 @@ class Progress:
     target_seconds: float | None = None
 
 
-def train(args: Args, agent: Agent, envs: gym.vector.VectorEnv, eval_envs: gym.vector.VectorEnv,
-          writer: SummaryWriter) -> Progress:
+def train(
+    args: Args, agent: Agent, envs: gym.vector.VectorEnv, eval_envs: gym.vector.VectorEnv, writer: SummaryWriter
+) -> Progress:
     cfg = algorithm_config(args)
     generator = torch.Generator().manual_seed(args.seed)
     optimizer = torch.optim.Adam(agent.parameters(), lr=cfg.lr, eps=1e-5)
@@ -369,16 +422,32 @@ def train(args: Args, agent: Agent, envs: gym.vector.VectorEnv, eval_envs: gym.v
         episode_means = {key: float(np.mean(values)) for key, values in episodes.items()}
         log_scalars(writer, "train", episode_means, progress.env_steps)
         log_scalars(writer, "losses", train_metrics, progress.env_steps)
-        log_scalars(writer, "time", {"env_steps_per_s": progress.env_steps / progress.train_seconds,
-                                     "rollout_env_steps_per_s": batch_size / rollout_seconds}, progress.env_steps)
+        log_scalars(
+            writer,
+            "time",
+            {
+                "env_steps_per_s": progress.env_steps / progress.train_seconds,
+                "rollout_env_steps_per_s": batch_size / rollout_seconds,
+            },
+            progress.env_steps,
+        )
         if args.eval_interval and iteration % args.eval_interval == 0:
             periodic_eval(args, agent, eval_envs, writer, progress, seed=10_000 + iteration)
-        log_jsonl(writer.log_dir, {"iteration": iteration, "env_steps": progress.env_steps,
-                                   "elapsed_seconds": progress.train_seconds, **episode_means,
-                                   "eval_success_once": progress.eval_success})
-        bar.set_postfix(train_success=f"{episode_means.get('success_once', float('nan')):.2f}",
-                        eval_success=f"{progress.eval_success:.2f}",
-                        sps=f"{progress.env_steps / progress.train_seconds:.0f}")
+        log_jsonl(
+            writer.log_dir,
+            {
+                "iteration": iteration,
+                "env_steps": progress.env_steps,
+                "elapsed_seconds": progress.train_seconds,
+                **episode_means,
+                "eval_success_once": progress.eval_success,
+            },
+        )
+        bar.set_postfix(
+            train_success=f"{episode_means.get('success_once', float('nan')):.2f}",
+            eval_success=f"{progress.eval_success:.2f}",
+            sps=f"{progress.env_steps / progress.train_seconds:.0f}",
+        )
         if args.stop_at_target and progress.target_env_steps is not None:
             break
     bar.close()
@@ -391,15 +460,18 @@ def log_jsonl(run_dir: str, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def periodic_eval(args: Args, agent: Agent, eval_envs: gym.vector.VectorEnv, writer: SummaryWriter,
-                  progress: Progress, seed: int) -> None:
+def periodic_eval(
+    args: Args, agent: Agent, eval_envs: gym.vector.VectorEnv, writer: SummaryWriter, progress: Progress, seed: int
+) -> None:
     metrics = evaluate(agent, eval_envs, args.num_eval_envs, args.max_episode_steps, seed=seed)
     log_scalars(writer, "eval", metrics, progress.env_steps)
     progress.eval_success = metrics["success_once"]
     if progress.target_env_steps is None and progress.eval_success >= args.target_success:
         progress.target_env_steps, progress.target_seconds = progress.env_steps, progress.train_seconds
-        tqdm.write(f"eval success_once {progress.eval_success:.2f} >= {args.target_success} after "
-                   f"{progress.env_steps:,} env steps, {progress.train_seconds:.0f} s")
+        tqdm.write(
+            f"eval success_once {progress.eval_success:.2f} >= {args.target_success} after "
+            f"{progress.env_steps:,} env steps, {progress.train_seconds:.0f} s"
+        )
 
 
 def print_table(rows: list[tuple[str, str]]) -> None:
@@ -414,24 +486,34 @@ def print_table(rows: list[tuple[str, str]]) -> None:
 def report(args: Args, progress: Progress, final: dict[str, float], run_dir: str) -> None:
     steps_per_s = progress.env_steps / progress.train_seconds
     results = {
-        "env_steps": progress.env_steps, "wall_clock_s": progress.train_seconds, "env_steps_per_s": steps_per_s,
-        "final_success_once": final["success_once"], "final_success_at_end": final.get("success_at_end"),
-        "eval_episodes": int(final["num_episodes"]), "target_success": args.target_success,
-        "target_env_steps": progress.target_env_steps, "target_wall_clock_s": progress.target_seconds,
+        "env_steps": progress.env_steps,
+        "wall_clock_s": progress.train_seconds,
+        "env_steps_per_s": steps_per_s,
+        "final_success_once": final["success_once"],
+        "final_success_at_end": final.get("success_at_end"),
+        "eval_episodes": int(final["num_episodes"]),
+        "target_success": args.target_success,
+        "target_env_steps": progress.target_env_steps,
+        "target_wall_clock_s": progress.target_seconds,
         "args": dataclasses.asdict(args),
     }
     with open(os.path.join(run_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
-    reached = "not reached" if progress.target_env_steps is None else \
-        f"{progress.target_env_steps:,} / {progress.target_seconds:.0f} s"
-    print_table([
-        ("env steps", f"{progress.env_steps:,}"),
-        ("wall-clock (train)", f"{progress.train_seconds:.1f} s"),
-        ("env steps / s", f"{steps_per_s:,.0f}"),
-        (f"final success_once ({int(final['num_episodes'])} eps)", f"{final['success_once']:.3f}"),
-        ("final success_at_end", f"{final.get('success_at_end', float('nan')):.3f}"),
-        (f"eval >= {args.target_success} at (steps / s)", reached),
-    ])
+    reached = (
+        "not reached"
+        if progress.target_env_steps is None
+        else f"{progress.target_env_steps:,} / {progress.target_seconds:.0f} s"
+    )
+    print_table(
+        [
+            ("env steps", f"{progress.env_steps:,}"),
+            ("wall-clock (train)", f"{progress.train_seconds:.1f} s"),
+            ("env steps / s", f"{steps_per_s:,.0f}"),
+            (f"final success_once ({int(final['num_episodes'])} eps)", f"{final['success_once']:.3f}"),
+            ("final success_at_end", f"{final.get('success_at_end', float('nan')):.3f}"),
+            (f"eval >= {args.target_success} at (steps / s)", reached),
+        ]
+    )
     print(f"results: {os.path.join(run_dir, 'results.json')}")
 
 
@@ -446,8 +528,10 @@ def main() -> None:
     eval_envs = make_vector_env(args, args.num_eval_envs, ignore_terminations=True)
     obs_dim, act_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
     agent = Agent(obs_dim, act_dim, args.hidden_dim)
-    print(f"{args.env_id}: obs_dim={obs_dim} act_dim={act_dim} num_envs={args.num_envs} "
-          f"batch={args.num_envs * args.num_steps} -> {run_dir}")
+    print(
+        f"{args.env_id}: obs_dim={obs_dim} act_dim={act_dim} num_envs={args.num_envs} "
+        f"batch={args.num_envs * args.num_steps} -> {run_dir}"
+    )
     try:
         progress = train(args, agent, envs, eval_envs, writer)
         final = evaluate(agent, eval_envs, args.num_eval_episodes, args.max_episode_steps, seed=1_000_000)

@@ -10,6 +10,7 @@ pickling, shared memory and the episode bookkeeping. Columns:
 
     python benchmarks/vector_overhead.py --num-envs 1 4 16 --steps 2000
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,14 +69,18 @@ def time_bookkeeping(num_envs: int, calls: int) -> tuple[float, float]:
     subproc = SubprocVectorEnv([ToyReachFactory(act_dim=ACT_DIM)] * num_envs, num_workers=1)
     instructions = [""] * num_envs
     try:
-        numpy_us = microseconds_per_call(lambda: subproc._episode_info(
-            rewards, success, ended, applied, ended, ended, instructions), calls)
+        numpy_us = microseconds_per_call(
+            lambda: subproc._episode_info(rewards, success, ended, applied, ended, ended, instructions), calls
+        )
     finally:
         subproc.close()
     stats = EpisodeStats(num_envs)
-    torch_us = microseconds_per_call(lambda: stats.update(
-        torch.from_numpy(rewards), torch.from_numpy(success), torch.from_numpy(ended), torch.from_numpy(applied)),
-        calls)
+    torch_us = microseconds_per_call(
+        lambda: stats.update(
+            torch.from_numpy(rewards), torch.from_numpy(success), torch.from_numpy(ended), torch.from_numpy(applied)
+        ),
+        calls,
+    )
     return numpy_us, torch_us
 
 
@@ -84,20 +89,38 @@ def main() -> None:
     parser.add_argument("--num-envs", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--steps", type=int, default=2000)
     args = parser.parse_args()
-    header = (f"{'envs':>5} {'AsyncVectorEnv us':>18} {'Subproc us':>11} {'vs Async':>9} {'Batched us':>11} "
-              f"{'bookkeeping numpy us':>21} {'torch us':>9}")
+    header = (
+        f"{'envs':>5} {'AsyncVectorEnv us':>18} {'Subproc us':>11} {'vs Async':>9} {'Batched us':>11} "
+        f"{'bookkeeping numpy us':>21} {'torch us':>9}"
+    )
     print(header, flush=True)
     for num_envs in args.num_envs:
-        async_us = time_vector_env(gym.vector.AsyncVectorEnv(
-            [GymToyReach] * num_envs, context="forkserver", autoreset_mode=gym.vector.AutoresetMode.SAME_STEP),
-            args.steps)
-        subproc_us = time_vector_env(SubprocVectorEnv([ToyReachFactory(act_dim=ACT_DIM, goal_radius=0.0)] * num_envs,
-                                                      num_workers=num_envs, max_episode_steps=50), args.steps)
-        batched_us = time_vector_env(BatchedVectorEnv(BatchedToyReach(num_envs, act_dim=ACT_DIM, goal_radius=0.0),
-                                                      lambda raw: raw, max_episode_steps=50), args.steps)
+        async_us = time_vector_env(
+            gym.vector.AsyncVectorEnv(
+                [GymToyReach] * num_envs, context="forkserver", autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
+            ),
+            args.steps,
+        )
+        subproc_us = time_vector_env(
+            SubprocVectorEnv(
+                [ToyReachFactory(act_dim=ACT_DIM, goal_radius=0.0)] * num_envs,
+                num_workers=num_envs,
+                max_episode_steps=50,
+            ),
+            args.steps,
+        )
+        batched_us = time_vector_env(
+            BatchedVectorEnv(
+                BatchedToyReach(num_envs, act_dim=ACT_DIM, goal_radius=0.0), lambda raw: raw, max_episode_steps=50
+            ),
+            args.steps,
+        )
         numpy_us, torch_us = time_bookkeeping(num_envs, args.steps)
-        print(f"{num_envs:>5} {async_us:>18.0f} {subproc_us:>11.0f} {subproc_us / async_us:>8.2f}x "
-              f"{batched_us:>11.0f} {numpy_us:>21.1f} {torch_us:>9.1f}", flush=True)
+        print(
+            f"{num_envs:>5} {async_us:>18.0f} {subproc_us:>11.0f} {subproc_us / async_us:>8.2f}x "
+            f"{batched_us:>11.0f} {numpy_us:>21.1f} {torch_us:>9.1f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

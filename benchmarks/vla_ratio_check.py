@@ -8,6 +8,7 @@ others' rows) and prints one table.
     python benchmarks/vla_ratio_check.py --policies pi0:pi0-3b gr00t:gr00t-n1.5-3b --iterations 2
     python benchmarks/vla_ratio_check.py --policies pi0:tiny --env libero --extra runner.rollout_steps=2
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,16 +19,38 @@ import sys
 import tempfile
 import time
 
-COLUMNS = ("initial_approx_kl", "initial_ratio_max_abs_dev", "approx_kl", "ratio_mean", "clip_fraction",
-           "optimizer_steps", "lr", "lr_value", "loss")
+COLUMNS = (
+    "initial_approx_kl",
+    "initial_ratio_max_abs_dev",
+    "approx_kl",
+    "ratio_mean",
+    "clip_fraction",
+    "optimizer_steps",
+    "lr",
+    "lr_value",
+    "loss",
+)
 
 
 def run_one(policy: str, size: str, args: argparse.Namespace, output_dir: str) -> tuple[list[dict], float, str]:
-    command = [sys.executable, "-m", "rlinf_embodied.train", f"env={args.env}", f"policy={policy}",
-               f"policy.size={size}", "policy.require_checkpoint=false", f"policy.precision={args.precision}",
-               f"cluster.simulate_gpus={str(args.simulate_gpus).lower()}", f"runner.max_iterations={args.iterations}",
-               f"env.num_envs={args.num_envs}", f"runner.rollout_steps={args.rollout_steps}",
-               "runner.progress=false", f"runner.output_dir={output_dir}", f"hydra.run.dir={output_dir}", *args.extra]
+    command = [
+        sys.executable,
+        "-m",
+        "rlinf_embodied.train",
+        f"env={args.env}",
+        f"policy={policy}",
+        f"policy.size={size}",
+        "policy.require_checkpoint=false",
+        f"policy.precision={args.precision}",
+        f"cluster.simulate_gpus={str(args.simulate_gpus).lower()}",
+        f"runner.max_iterations={args.iterations}",
+        f"env.num_envs={args.num_envs}",
+        f"runner.rollout_steps={args.rollout_steps}",
+        "runner.progress=false",
+        f"runner.output_dir={output_dir}",
+        f"hydra.run.dir={output_dir}",
+        *args.extra,
+    ]
     start = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
     seconds = time.perf_counter() - start
@@ -58,11 +81,18 @@ def main() -> None:
     for spec in args.policies:
         policy, _, size = spec.partition(":")
         rows, seconds, error = run_one(policy, size or "tiny", args, os.path.join(root, f"{policy}_{size}"))
-        print(f"{policy}:{size}: {len(rows)} iterations in {seconds:.0f} s" + (f"; FAILED: {error}" if error else ""),
-              flush=True)
+        print(
+            f"{policy}:{size}: {len(rows)} iterations in {seconds:.0f} s" + (f"; FAILED: {error}" if error else ""),
+            flush=True,
+        )
         for row in rows:
-            table.append((f"{policy}:{size}", row.get("iteration"),
-                          *[row.get(f"train/{column}", float("nan")) for column in COLUMNS]))
+            table.append(
+                (
+                    f"{policy}:{size}",
+                    row.get("iteration"),
+                    *[row.get(f"train/{column}", float("nan")) for column in COLUMNS],
+                )
+            )
     header = ("policy", "iter", *COLUMNS)
     print("\n| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))

@@ -9,6 +9,7 @@ and the object-store path is measured too.
     python benchmarks/weight_sync.py --mb 1024          # 2 GPUs
     python benchmarks/weight_sync.py --mb 32            # CPU fallback (gloo + object store)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,8 +58,10 @@ class SyncWorker(Worker):
 
     def checksum(self) -> float:
         """Sum of the full weights (collective over the group when they are FSDP-sharded)."""
+
         def full(p):
             return p.full_tensor() if hasattr(p, "full_tensor") else p
+
         return float(sum(full(p.detach()).float().sum() for p in self.model.parameters()))
 
     # raw baseline: one flat buffer broadcast from this process (rank 0) to the peer (rank 1)
@@ -106,21 +109,30 @@ def main() -> None:
     methods = ["auto"] if cluster.has_real_gpus else ["collective", "object_store"]
     if not cluster.has_real_gpus:
         print("note: no 2 CUDA GPUs: simulated GPUs, gloo over TCP and the Ray object store on CPU")
-    dst = SyncWorker.create_group(mb, False).launch(cluster, name="dst", placement_strategy=FlexiblePlacementStrategy([[1]]))
-    print(f"{'src ranks':>9} {'method':>13} {'sync GB/s':>10} {'raw ' + backend + ' GB/s':>15} {'sync/raw':>9} {'ok':>3}")
+    dst = SyncWorker.create_group(mb, False).launch(
+        cluster, name="dst", placement_strategy=FlexiblePlacementStrategy([[1]])
+    )
+    print(
+        f"{'src ranks':>9} {'method':>13} {'sync GB/s':>10} {'raw ' + backend + ' GB/s':>15} {'sync/raw':>9} {'ok':>3}"
+    )
     for size in [int(s) for s in args.src_sizes.split(",")]:
         src = SyncWorker.create_group(mb, True).launch(
-            cluster, name=f"src{size}", placement_strategy=FlexiblePlacementStrategy([[g] for g in range(size)]))
+            cluster, name=f"src{size}", placement_strategy=FlexiblePlacementStrategy([[g] for g in range(size)])
+        )
         num_bytes = dst.num_bytes().wait()[0]
         ip, port = src.execute_on(0).raw_host().wait()[0]
-        raw = [src.execute_on(0).raw_broadcast(ip, port, 0, num_bytes, backend, args.repeats),
-               dst.raw_broadcast(ip, port, 1, num_bytes, backend, args.repeats)]
+        raw = [
+            src.execute_on(0).raw_broadcast(ip, port, 0, num_bytes, backend, args.repeats),
+            dst.raw_broadcast(ip, port, 1, num_bytes, backend, args.repeats),
+        ]
         raw_s = max(raw[0].wait()[0], raw[1].wait()[0])
         for method in methods:
             sync_s = time_sync(src, dst, method, args.repeats)
             ok = abs(dst.checksum().wait()[0] - src.checksum().wait()[0]) < 1e-3 * max(1.0, num_bytes / 4e6)
-            print(f"{size:>9} {method:>13} {num_bytes / 1e9 / sync_s:>10.2f} {num_bytes / 1e9 / raw_s:>15.2f} "
-                  f"{raw_s / sync_s:>9.2f} {'yes' if ok else 'NO':>3}")
+            print(
+                f"{size:>9} {method:>13} {num_bytes / 1e9 / sync_s:>10.2f} {num_bytes / 1e9 / raw_s:>15.2f} "
+                f"{raw_s / sync_s:>9.2f} {'yes' if ok else 'NO':>3}"
+            )
         src.shutdown()
     print(f"({num_bytes / 1e6:.0f} MB of float32 weights per sync, best of {args.repeats} averaged)")
     dst.shutdown()

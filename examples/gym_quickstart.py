@@ -1,7 +1,8 @@
 """The env and policy interfaces in one page: a batched ManiSkill env stepped by an MLP policy.
 
-    python examples/gym_quickstart.py
+python examples/gym_quickstart.py
 """
+
 import gymnasium as gym
 import torch
 
@@ -11,8 +12,9 @@ from rlinf_embodied.policies import make_policy
 
 
 def main(num_envs: int = 4, num_steps: int = 60) -> None:
-    venv = gym.make_vec("rlinf/ManiSkill-PickCube", num_envs=num_envs, vectorization_mode="vector_entry_point",
-                        max_episode_steps=25)
+    venv = gym.make_vec(
+        "rlinf/ManiSkill-PickCube", num_envs=num_envs, vectorization_mode="vector_entry_point", max_episode_steps=25
+    )
     obs, _ = venv.reset(seed=0)
     state_dim = obs["state"].shape[-1]
     action_dim = venv.single_action_space.shape[-1]

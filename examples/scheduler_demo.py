@@ -1,7 +1,8 @@
 """The scheduler in one page: a placement, two worker groups, a channel between them.
 
-    python examples/scheduler_demo.py        # CPU: 2 simulated GPUs
+python examples/scheduler_demo.py        # CPU: 2 simulated GPUs
 """
+
 from __future__ import annotations
 
 import os
@@ -42,9 +43,12 @@ def main() -> None:
     cluster = Cluster(num_gpus_per_node=2, simulate_gpus=True)
     placement = ComponentPlacement({"producer": "0-1", "consumer": "1"}, num_gpus=cluster.num_gpus_per_node)
     print(f"{cluster}; mode {placement.mode}; producer GPUs {placement.gpus('producer')}")
-    producers = Producer.create_group(10.0).launch(cluster, name="producer",
-                                                   placement_strategy=placement.strategy("producer"))
-    consumer = Consumer.create_group().launch(cluster, name="consumer", placement_strategy=placement.strategy("consumer"))
+    producers = Producer.create_group(10.0).launch(
+        cluster, name="producer", placement_strategy=placement.strategy("producer")
+    )
+    consumer = Consumer.create_group().launch(
+        cluster, name="consumer", placement_strategy=placement.strategy("consumer")
+    )
     channel = Channel.create("demo", maxsize=2)  # bounded: producers wait for the consumer
     pending = producers.produce(channel, 3)
     print("consumer got sums", consumer.consume(channel, producers.world_size, 3).wait()[0])

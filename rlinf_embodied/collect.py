@@ -10,6 +10,7 @@ pd_ee_delta_pos or pd_ee_delta_pose) and `policy` (any checkpoint of ours, actin
 our vector env). Episode seeds are collect.seed, seed+1, ...; re-running with the same output_dir
 skips the seeds already in the dataset. The dataset's info.json records the env id and control mode.
 """
+
 from __future__ import annotations
 
 import logging
@@ -36,8 +37,10 @@ def check_collect_config(cfg: CollectRunConfig) -> None:
     if c.source not in SOURCES:
         raise ValueError(f"collect.source={c.source!r} is not a source; valid sources: {list(SOURCES)}")
     if not c.output_dir:
-        raise ValueError("collect.output_dir is required: the dataset directory to write (an existing dataset "
-                         "there is resumed), e.g. collect.output_dir=data/pickcube")
+        raise ValueError(
+            "collect.output_dir is required: the dataset directory to write (an existing dataset "
+            "there is resumed), e.g. collect.output_dir=data/pickcube"
+        )
     for name in ("num_episodes", "num_workers", "fps"):
         if getattr(c, name) < 1:
             raise ValueError(f"collect.{name}={getattr(c, name)} must be >= 1")
@@ -66,8 +69,9 @@ def collect(cfg: CollectRunConfig) -> dict[str, Any]:
 
         info = load_info(c.output_dir)
         if info.get("env_id") not in (None, cfg.env.id):
-            raise ValueError(f"{c.output_dir} holds episodes of {info['env_id']}, not {cfg.env.id}; use another "
-                             f"collect.output_dir")
+            raise ValueError(
+                f"{c.output_dir} holds episodes of {info['env_id']}, not {cfg.env.id}; use another collect.output_dir"
+            )
         done = {int(row["seed"]) for row in _episode_rows(c.output_dir, info)}
         seeds = [s for s in seeds if s not in done]
         skipped = c.num_episodes - len(seeds)
@@ -85,9 +89,15 @@ def collect(cfg: CollectRunConfig) -> dict[str, Any]:
             clipped += int(episode.get("clipped_steps", 0))
             steps += len(episode["actions"])
             if episode["success"] or not c.only_success:
-                writer.add_episode(episode["instruction"], episode["obs"]["state"], episode["actions"],
-                                   {k: episode["obs"][k] for k in layout["cameras"]}, episode["rewards"],
-                                   episode["success"], episode["seed"])
+                writer.add_episode(
+                    episode["instruction"],
+                    episode["obs"]["state"],
+                    episode["actions"],
+                    {k: episode["obs"][k] for k in layout["cameras"]},
+                    episode["rewards"],
+                    episode["success"],
+                    episode["seed"],
+                )
                 kept += 1
                 longest = max(longest, len(episode["actions"]))
             progress.update(1)
@@ -101,19 +111,35 @@ def collect(cfg: CollectRunConfig) -> dict[str, Any]:
         total = writer.num_episodes
     limit = cfg.env.max_episode_steps
     if limit is not None and longest > limit:
-        logger.warning("episodes of up to %d steps were recorded, but env.max_episode_steps=%d: a policy imitating "
-                       "them needs a longer time limit in its RL/eval env (env.max_episode_steps=%d or more)",
-                       longest, limit, longest)
-    summary = {"attempted": attempted, "kept": kept, "skipped": skipped, "total_episodes": total,
-               "output_dir": os.path.abspath(c.output_dir)}
+        logger.warning(
+            "episodes of up to %d steps were recorded, but env.max_episode_steps=%d: a policy imitating "
+            "them needs a longer time limit in its RL/eval env (env.max_episode_steps=%d or more)",
+            longest,
+            limit,
+            longest,
+        )
+    summary = {
+        "attempted": attempted,
+        "kept": kept,
+        "skipped": skipped,
+        "total_episodes": total,
+        "output_dir": os.path.abspath(c.output_dir),
+    }
     if c.source == "motion_planner":
         summary["clipped_steps"], summary["planned_steps"] = clipped, steps
         if clipped:
-            logger.warning("%d of %d planned steps (%.1f%%) asked for more than the %s action space allows and were "
-                           "clipped", clipped, steps, 100.0 * clipped / max(steps, 1), cfg.env.kwargs.get("control_mode"))
+            logger.warning(
+                "%d of %d planned steps (%.1f%%) asked for more than the %s action space allows and were clipped",
+                clipped,
+                steps,
+                100.0 * clipped / max(steps, 1),
+                cfg.env.kwargs.get("control_mode"),
+            )
     dropped = "" if not c.only_success else f", {attempted - kept} failed dropped"
-    print(f"collected {kept} of {attempted} attempted episodes ({c.source}{dropped}; {skipped} seeds already "
-          f"present): {total} episodes in {summary['output_dir']}")
+    print(
+        f"collected {kept} of {attempted} attempted episodes ({c.source}{dropped}; {skipped} seeds already "
+        f"present): {total} episodes in {summary['output_dir']}"
+    )
     return summary
 
 
@@ -129,11 +155,16 @@ def _episode_rows(root: str, info: dict) -> list[dict]:
 def _open_writer(cfg: CollectRunConfig, layout: dict[str, Any]):
     from .datasets import LeRobotDatasetWriter
 
-    return LeRobotDatasetWriter(cfg.collect.output_dir, fps=cfg.collect.fps,
-                                robot_type=str(cfg.env.kwargs.get("robot_uids") or "panda"),
-                                state_dim=layout["state_dim"], action_dim=layout["action_dim"],
-                                camera_shapes=layout["cameras"], control_mode=layout["control_mode"],
-                                env_id=cfg.env.id)
+    return LeRobotDatasetWriter(
+        cfg.collect.output_dir,
+        fps=cfg.collect.fps,
+        robot_type=str(cfg.env.kwargs.get("robot_uids") or "panda"),
+        state_dim=layout["state_dim"],
+        action_dim=layout["action_dim"],
+        camera_shapes=layout["cameras"],
+        control_mode=layout["control_mode"],
+        env_id=cfg.env.id,
+    )
 
 
 # ---- motion planner -------------------------------------------------------------------------------
@@ -176,8 +207,12 @@ def _planner_episodes(cfg: CollectRunConfig, seeds: list[int]) -> Iterator[dict[
         for seed in seeds:
             yield _plan(seed)
         return
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("forkserver"), initializer=_init_planner,
-                             initargs=(cfg.env, cfg.collect.max_episode_steps)) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=mp.get_context("forkserver"),
+        initializer=_init_planner,
+        initargs=(cfg.env, cfg.collect.max_episode_steps),
+    ) as pool:
         futures = [pool.submit(_plan, seed) for seed in seeds]
         for future in as_completed(futures):
             yield future.result()
@@ -185,9 +220,12 @@ def _planner_episodes(cfg: CollectRunConfig, seeds: list[int]) -> Iterator[dict[
 
 def _layout(observation_space: Any, action_space: Any, control_mode: Optional[str]) -> dict[str, Any]:
     spaces = getattr(observation_space, "spaces", {})
-    return {"state_dim": int(spaces["state"].shape[-1]), "action_dim": int(action_space.shape[-1]),
-            "cameras": {k: tuple(int(s) for s in spaces[k].shape[-3:]) for k in CAMERA_KEYS if k in spaces},
-            "control_mode": control_mode}
+    return {
+        "state_dim": int(spaces["state"].shape[-1]),
+        "action_dim": int(action_space.shape[-1]),
+        "cameras": {k: tuple(int(s) for s in spaces[k].shape[-3:]) for k in CAMERA_KEYS if k in spaces},
+        "control_mode": control_mode,
+    }
 
 
 # ---- policy ---------------------------------------------------------------------------------------
@@ -205,18 +243,27 @@ def _policy_episodes(cfg: CollectRunConfig, seeds: list[int]) -> Iterator[dict[s
 
     c = cfg.collect
     num_envs = min(c.num_workers, len(seeds))
-    env = gym.make_vec(cfg.env.id, num_envs=num_envs, vectorization_mode="vector_entry_point",
-                       obs_mode=cfg.env.obs_mode, max_episode_steps=cfg.env.max_episode_steps,
-                       ignore_terminations=cfg.env.ignore_terminations, num_workers=num_envs, **dict(cfg.env.kwargs))
+    env = gym.make_vec(
+        cfg.env.id,
+        num_envs=num_envs,
+        vectorization_mode="vector_entry_point",
+        obs_mode=cfg.env.obs_mode,
+        max_episode_steps=cfg.env.max_episode_steps,
+        ignore_terminations=cfg.env.ignore_terminations,
+        num_workers=num_envs,
+        **dict(cfg.env.kwargs),
+    )
     try:
         yield _layout(env.single_observation_space, env.single_action_space, cfg.env.kwargs.get("control_mode"))
         device = _pick_device(c.device)
         layout = _layout(env.single_observation_space, env.single_action_space, None)
         policy = build_policy(cfg.policy, layout["action_dim"], layout["state_dim"], device).eval()
         for start in range(0, len(seeds), num_envs):
-            round_seeds = seeds[start:start + num_envs]
+            round_seeds = seeds[start : start + num_envs]
             round_seeds = round_seeds + [round_seeds[-1]] * (num_envs - len(round_seeds))  # pad the last round
-            yield from _policy_round(env, policy, device, round_seeds, c.deterministic)[:len(seeds[start:start + num_envs])]
+            yield from _policy_round(env, policy, device, round_seeds, c.deterministic)[
+                : len(seeds[start : start + num_envs])
+            ]
     finally:
         env.close()
 
@@ -251,10 +298,14 @@ def _policy_round(env: Any, policy: Any, device: Any, seeds: list[int], determin
             records[i]["rewards"].append(float(torch.as_tensor(reward).reshape(-1)[i]))
             if ended[i]:
                 frames = records[i]["obs"]
-                results[i] = {"seed": seeds[i], "success": bool(success[i]), "instruction": instructions[i],
-                              "obs": {k: np.stack([f[k] for f in frames]) for k in frames[0]},
-                              "actions": np.stack(records[i]["actions"]).astype(np.float32),
-                              "rewards": np.asarray(records[i]["rewards"], np.float32)}
+                results[i] = {
+                    "seed": seeds[i],
+                    "success": bool(success[i]),
+                    "instruction": instructions[i],
+                    "obs": {k: np.stack([f[k] for f in frames]) for k in frames[0]},
+                    "actions": np.stack(records[i]["actions"]).astype(np.float32),
+                    "rewards": np.asarray(records[i]["rewards"], np.float32),
+                }
     return results  # type: ignore[return-value]
 
 

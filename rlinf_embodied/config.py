@@ -4,6 +4,7 @@ Hydra composes `configs/config.yaml` with the groups `env/`, `policy/`, `algorit
 of the `TrainConfig` schema registered below, so a typo in an override (`runner.max_iteration=3`) or a
 wrong type fails at start-up with the key named instead of being ignored.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -55,17 +56,23 @@ class ClusterConfig:
         placement = self.component_placement
         if isinstance(placement, str):
             if placement.strip().lower() != AUTO:
-                raise ValueError(f"cluster.component_placement={placement!r}: give a mapping of component(s) to "
-                                 f"GPU ids ({{env:0,rollout:0,actor:1}}) or 'auto'")
+                raise ValueError(
+                    f"cluster.component_placement={placement!r}: give a mapping of component(s) to "
+                    f"GPU ids ({{env:0,rollout:0,actor:1}}) or 'auto'"
+                )
             self.component_placement = AUTO
         elif placement is None:
             self.component_placement = {}
         elif not isinstance(placement, dict):
-            raise ValueError(f"cluster.component_placement={placement!r} of type {type(placement).__name__}: give a "
-                             f"mapping of component(s) to GPU ids or 'auto'")
+            raise ValueError(
+                f"cluster.component_placement={placement!r} of type {type(placement).__name__}: give a "
+                f"mapping of component(s) to GPU ids or 'auto'"
+            )
         if self.num_nodes < 1 or self.num_gpus_per_node < 1:
-            raise ValueError(f"cluster.num_nodes={self.num_nodes}, cluster.num_gpus_per_node="
-                             f"{self.num_gpus_per_node}: both must be >= 1")
+            raise ValueError(
+                f"cluster.num_nodes={self.num_nodes}, cluster.num_gpus_per_node="
+                f"{self.num_gpus_per_node}: both must be >= 1"
+            )
 
 
 AUTO = "auto"  # cluster.component_placement / runner.pipeline_stage_num chosen by scheduler/auto_placement.py

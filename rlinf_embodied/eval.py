@@ -1,8 +1,9 @@
 """Evaluation entry point: a success table, results.json and mp4 videos in the run directory.
 
-    python -m rlinf_embodied.eval policy.checkpoint=outputs/.../checkpoints/iteration_000059/policy
-    python -m rlinf_embodied.eval env=libero policy=pi0 policy.checkpoint=/ckpt/pi0 eval.task_ids=[0,1,2]
+python -m rlinf_embodied.eval policy.checkpoint=outputs/.../checkpoints/iteration_000059/policy
+python -m rlinf_embodied.eval env=libero policy=pi0 policy.checkpoint=/ckpt/pi0 eval.task_ids=[0,1,2]
 """
+
 from __future__ import annotations
 
 import os

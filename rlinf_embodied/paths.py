@@ -1,4 +1,5 @@
 """Where the Hydra configs live: `configs/` at the repository root (the package is installed editable)."""
+
 import os
 
 CONFIG_DIR = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "configs"))

@@ -9,6 +9,7 @@ cluster.component_placement / runner.pipeline_stage_num say); the costs are cach
 scheduler/auto_placement.py, RLINF_PLACEMENT_CACHE), so `train cluster.component_placement=auto` with the
 same env, policy and GPUs starts without profiling afterwards.
 """
+
 from __future__ import annotations
 
 import copy
@@ -39,8 +40,12 @@ def place(cfg: TrainConfig, costs: ComponentCosts | None = None, log: Callable[[
     if costs is None and load_costs(profile_key(cfg)) is None:  # profile on the cluster cfg.cluster describes
         from .scheduler import Cluster
 
-        cluster = Cluster(address=cfg.cluster.address, num_nodes=cfg.cluster.num_nodes,
-                          num_gpus_per_node=cfg.cluster.num_gpus_per_node, simulate_gpus=cfg.cluster.simulate_gpus)
+        cluster = Cluster(
+            address=cfg.cluster.address,
+            num_nodes=cfg.cluster.num_nodes,
+            num_gpus_per_node=cfg.cluster.num_gpus_per_node,
+            simulate_gpus=cfg.cluster.simulate_gpus,
+        )
     try:
         chosen = resolve_auto_placement(cfg, cluster, costs, log)
     finally:

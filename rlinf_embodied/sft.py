@@ -8,6 +8,7 @@
 Checkpoints: <run dir>/checkpoints/{step_XXXXXX,final,best}/policy, each loadable with
 `policy.checkpoint=` by `python -m rlinf_embodied.train` and `python -m rlinf_embodied.eval`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -32,8 +33,12 @@ def run_sft(cfg: SFTRunConfig, output_dir: str, cluster=None) -> list[dict]:
     check_sft_config(cfg)  # fail before any process starts
     own_cluster = cluster is None
     if own_cluster:
-        cluster = Cluster(address=cfg.cluster.address, num_nodes=cfg.cluster.num_nodes,
-                          num_gpus_per_node=cfg.cluster.num_gpus_per_node, simulate_gpus=cfg.cluster.simulate_gpus)
+        cluster = Cluster(
+            address=cfg.cluster.address,
+            num_nodes=cfg.cluster.num_nodes,
+            num_gpus_per_node=cfg.cluster.num_gpus_per_node,
+            simulate_gpus=cfg.cluster.simulate_gpus,
+        )
     runner = None
     try:
         runner = SFTRunner(cfg, cluster, output_dir)

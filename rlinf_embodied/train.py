@@ -1,9 +1,10 @@
 """Training entry point.
 
-    python -m rlinf_embodied.train                                     # PPO + MLP, ManiSkill PickCube, CPU
-    python -m rlinf_embodied.train runner.max_iterations=2 env.num_envs=4
-    python -m rlinf_embodied.train env=libero policy=pi0 policy.checkpoint=/ckpt/pi0 cluster=hybrid_4gpu
+python -m rlinf_embodied.train                                     # PPO + MLP, ManiSkill PickCube, CPU
+python -m rlinf_embodied.train runner.max_iterations=2 env.num_envs=4
+python -m rlinf_embodied.train env=libero policy=pi0 policy.checkpoint=/ckpt/pi0 cluster=hybrid_4gpu
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -45,8 +46,12 @@ def run_training(cfg: TrainConfig, output_dir: str, stop: StopRequest | None = N
 
     check_train_config(cfg)  # fail before any process starts
     with stop.handling() if stop is not None else contextlib.nullcontext():
-        cluster = Cluster(address=cfg.cluster.address, num_nodes=cfg.cluster.num_nodes,
-                          num_gpus_per_node=cfg.cluster.num_gpus_per_node, simulate_gpus=cfg.cluster.simulate_gpus)
+        cluster = Cluster(
+            address=cfg.cluster.address,
+            num_nodes=cfg.cluster.num_nodes,
+            num_gpus_per_node=cfg.cluster.num_gpus_per_node,
+            simulate_gpus=cfg.cluster.simulate_gpus,
+        )
         runner = None
         try:
             if stop is not None:
@@ -101,22 +106,31 @@ def main(cfg) -> None:
     try:
         history = run_training(typed, output_dir, stop)
     except Interrupted as interrupted:
-        print(f"stopped by {stop.signal_name} twice: no checkpoint saved for the current iteration"
-              + (f"; resume from the last one: {resume_command(output_dir, stop.checkpoint)}" if stop.checkpoint else ""),
-              flush=True)
+        print(
+            f"stopped by {stop.signal_name} twice: no checkpoint saved for the current iteration"
+            + (f"; resume from the last one: {resume_command(output_dir, stop.checkpoint)}" if stop.checkpoint else ""),
+            flush=True,
+        )
         raise SystemExit(interrupted.exit_code) from None
     if stop.requested:
         if stop.checkpoint:
             after = f" after iteration {stop.iteration}" if stop.iteration is not None else ""
-            print(f"stopped by {stop.signal_name}{after}; resume with: "
-                  f"{resume_command(output_dir, stop.checkpoint)}", flush=True)
+            print(
+                f"stopped by {stop.signal_name}{after}; resume with: {resume_command(output_dir, stop.checkpoint)}",
+                flush=True,
+            )
         else:
             print(f"stopped by {stop.signal_name} before the first iteration finished: nothing to resume", flush=True)
         raise SystemExit(stop.exit_code)
     if history:
         last = history[-1]
-        logger.info("finished %d iterations: rollout/success_rate=%.3f time/env_steps=%d -> %s", len(history),
-                    last.get("rollout/success_rate", float("nan")), last.get("time/env_steps", 0), output_dir)
+        logger.info(
+            "finished %d iterations: rollout/success_rate=%.3f time/env_steps=%d -> %s",
+            len(history),
+            last.get("rollout/success_rate", float("nan")),
+            last.get("time/env_steps", 0),
+            output_dir,
+        )
     print(f"metrics: {os.path.join(output_dir, 'metrics.jsonl')}")
 
 

@@ -1,4 +1,5 @@
 """Shared pytest set-up: GPU tests are skipped where CUDA is absent."""
+
 import pytest
 import torch
 

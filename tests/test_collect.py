@@ -1,4 +1,5 @@
 """python -m rlinf_embodied.collect: planner and policy sources into a LeRobot dataset (CPU, state obs)."""
+
 import json
 import os
 
@@ -43,6 +44,7 @@ def test_motion_planner_pickcube_and_resume(tmp_path, capsys):
 
     # Replaying the recorded actions in the env reaches success too (actions are in the env's units).
     import gymnasium as gym
+
     env = gym.make("rlinf/ManiSkill-PickCube", control_mode="pd_joint_delta_pos")
     first_obs, _ = env.reset(seed=3)
     start, end = ds.episode_bounds()[0]
@@ -55,8 +57,9 @@ def test_motion_planner_pickcube_and_resume(tmp_path, capsys):
     assert success
 
     # Re-running with more episodes skips the seeds already written.
-    summary = collect(compose_cfg(f"collect.output_dir={out}", "collect.num_episodes=3", "collect.seed=3",
-                                  "collect.progress=false"))
+    summary = collect(
+        compose_cfg(f"collect.output_dir={out}", "collect.num_episodes=3", "collect.seed=3", "collect.progress=false")
+    )
     assert summary["skipped"] == 2 and summary["attempted"] == 1 and summary["total_episodes"] == 3
     assert DemoDataset(out).seeds() == [3, 4, 5]
     info = json.load(open(os.path.join(out, "meta", "info.json")))
@@ -70,8 +73,15 @@ def test_motion_planner_ee_modes_replay(tmp_path, mode, action_dim):
     import gymnasium as gym
 
     out = str(tmp_path / mode)
-    summary = collect(compose_cfg(f"collect.output_dir={out}", "collect.num_episodes=2", "collect.seed=3",
-                                  "collect.progress=false", f"env.kwargs.control_mode={mode}"))
+    summary = collect(
+        compose_cfg(
+            f"collect.output_dir={out}",
+            "collect.num_episodes=2",
+            "collect.seed=3",
+            "collect.progress=false",
+            f"env.kwargs.control_mode={mode}",
+        )
+    )
     assert summary["kept"] == 2 and summary["clipped_steps"] == 0 and summary["planned_steps"] > 60
     ds = DemoDataset(out)
     assert ds.control_mode == mode and ds.action_dim == action_dim
@@ -92,8 +102,15 @@ def test_motion_planner_ee_modes_replay(tmp_path, mode, action_dim):
 
 def test_motion_planner_worker_pool(tmp_path):
     out = str(tmp_path / "pool")
-    summary = collect(compose_cfg(f"collect.output_dir={out}", "collect.num_episodes=2", "collect.num_workers=2",
-                                  "collect.progress=false", "env=maniskill_pushcube"))
+    summary = collect(
+        compose_cfg(
+            f"collect.output_dir={out}",
+            "collect.num_episodes=2",
+            "collect.num_workers=2",
+            "collect.progress=false",
+            "env=maniskill_pushcube",
+        )
+    )
     assert summary["kept"] == 2
     ds = DemoDataset(out)
     assert sorted(ds.seeds()) == [0, 1] and all(ds.successes())
@@ -105,9 +122,19 @@ def test_policy_source(tmp_path):
     checkpoint = str(tmp_path / "mlp")
     make_policy("mlp", size="tiny", action_dim=8, state_dim=42).save_pretrained(checkpoint)
     out = str(tmp_path / "policy_ds")
-    summary = collect(compose_cfg(f"collect.output_dir={out}", "collect.source=policy", f"policy.checkpoint={checkpoint}",
-                                  "collect.num_episodes=2", "collect.num_workers=2", "collect.only_success=false",
-                                  "env.max_episode_steps=6", "collect.progress=false", "collect.seed=7"))
+    summary = collect(
+        compose_cfg(
+            f"collect.output_dir={out}",
+            "collect.source=policy",
+            f"policy.checkpoint={checkpoint}",
+            "collect.num_episodes=2",
+            "collect.num_workers=2",
+            "collect.only_success=false",
+            "env.max_episode_steps=6",
+            "collect.progress=false",
+            "collect.seed=7",
+        )
+    )
     assert summary["attempted"] == 2 and summary["kept"] == 2
     ds = DemoDataset(out)
     assert ds.num_episodes == 2 and sorted(ds.seeds()) == [7, 8]
@@ -117,9 +144,11 @@ def test_policy_source(tmp_path):
     assert ds.control_mode == "pd_joint_delta_pos"
     # The deterministic policy's actions are what the dataset holds.
     from rlinf_embodied.policies import policy_class
+
     policy = policy_class("mlp").from_pretrained(checkpoint).eval()
     obs, actions, _ = ds.sample([0, 1, 2], 1)
     import torch
+
     with torch.no_grad():
         expected = policy.act({"state": obs["state"], "instruction": obs["instruction"]}, deterministic=True).actions
     np.testing.assert_allclose(actions[:, 0].numpy(), expected[:, 0].numpy(), atol=1e-5)

@@ -1,4 +1,5 @@
 """Every Hydra config group option composes onto the typed schema (a typo or wrong type would fail here)."""
+
 from __future__ import annotations
 
 import os
@@ -26,8 +27,11 @@ def test_every_option_composes_onto_the_schema(group):
         typed: TrainConfig = OmegaConf.to_object(cfg)
         assert isinstance(typed, TrainConfig), (group, option)
         if group == "cluster":
-            placement = ComponentPlacement(dict(typed.cluster.component_placement or COLLOCATED_PLACEMENT),
-                                           num_gpus=typed.cluster.num_gpus_per_node, num_nodes=typed.cluster.num_nodes)
+            placement = ComponentPlacement(
+                dict(typed.cluster.component_placement or COLLOCATED_PLACEMENT),
+                num_gpus=typed.cluster.num_gpus_per_node,
+                num_nodes=typed.cluster.num_nodes,
+            )
             assert set(placement.components) == {"env", "rollout", "actor"}, option
 
 
@@ -63,17 +67,20 @@ def test_the_placement_and_policy_overrides_are_settable_from_the_command_line()
             compose(config_name="config", overrides=["cluster.foo=1"])
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["cluster.component_placement={env:'0-',rollout:all,actor:all}"], "range '0-' lacks its end"),
-    (["cluster=disaggregated_2gpu", "cluster.component_placement.env=3"], "id 3 is beyond the cluster's 2 GPUs"),
-    (["cluster.component_placement.critic=0"], "unknown component 'critic'"),
-    (["policy.size=defualt"], r"policy.size='defualt' is not a size of policy 'mlp'; valid: \['default', 'tiny'\]"),
-    (["policy.name=mpl"], "unknown policy 'mpl'; available: "),
-    (["policy.overrides.hidden_dims=64"], r"unknown key\(s\) \['hidden_dims'\].*valid: .*'hidden_dim'"),
-    (["policy.overrides.hidden_dim=0"], "hidden_dim=0"),
-    (["policy.overrides.hidden_dim=wide"], "policy.overrides.hidden_dim='wide' .* not a valid int"),
-    (["policy=pi0"], "needs its weights"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["cluster.component_placement={env:'0-',rollout:all,actor:all}"], "range '0-' lacks its end"),
+        (["cluster=disaggregated_2gpu", "cluster.component_placement.env=3"], "id 3 is beyond the cluster's 2 GPUs"),
+        (["cluster.component_placement.critic=0"], "unknown component 'critic'"),
+        (["policy.size=defualt"], r"policy.size='defualt' is not a size of policy 'mlp'; valid: \['default', 'tiny'\]"),
+        (["policy.name=mpl"], "unknown policy 'mpl'; available: "),
+        (["policy.overrides.hidden_dims=64"], r"unknown key\(s\) \['hidden_dims'\].*valid: .*'hidden_dim'"),
+        (["policy.overrides.hidden_dim=0"], "hidden_dim=0"),
+        (["policy.overrides.hidden_dim=wide"], "policy.overrides.hidden_dim='wide' .* not a valid int"),
+        (["policy=pi0"], "needs its weights"),
+    ],
+)
 def test_the_driver_rejects_bad_settings_before_ray_starts(overrides, message, monkeypatch):
     import rlinf_embodied.scheduler as scheduler
     from rlinf_embodied.train import run_training

@@ -1,6 +1,7 @@
 """Every `python -m rlinf_embodied.<train|eval|sft|collect|place> ...` command shown in the README, in the config
 files' comments and in the entry points' docstrings composes onto the typed schema and passes the checks
 the driver runs before Ray starts (nothing is run). Documented commands cannot rot unnoticed."""
+
 from __future__ import annotations
 
 import glob
@@ -66,8 +67,10 @@ def _docstring_commands(path: str) -> list[str]:
 def documented_commands() -> list[tuple[str, str, str]]:
     """(where, module, argument string) for each documented command."""
     sources = [(os.path.join(ROOT, "README.md"), _readme_commands)]
-    sources += [(path, _config_comment_commands)
-                for path in sorted(glob.glob(os.path.join(CONFIG_DIR, "**", "*.yaml"), recursive=True))]
+    sources += [
+        (path, _config_comment_commands)
+        for path in sorted(glob.glob(os.path.join(CONFIG_DIR, "**", "*.yaml"), recursive=True))
+    ]
     sources += [(os.path.join(ROOT, "rlinf_embodied", f"{module}.py"), _docstring_commands) for module in CONFIG_NAMES]
     found = []
     for path, extract in sources:

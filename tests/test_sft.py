@@ -1,5 +1,6 @@
 """SFT (behaviour cloning) from LeRobot demonstrations: config errors, tiny VLAs learning in-process,
 and demonstrations -> `python -m rlinf_embodied.sft` (Hydra) -> checkpoint -> one RL iteration, on CPU."""
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,7 @@ from rlinf_embodied.workers.sft_worker import SFTWorker, lr_at
 
 MANISKILL_STATE_DIM, MANISKILL_ACTION_DIM = 42, 8  # rlinf/ManiSkill-PickCube, state, pd_joint_delta_pos
 EXPERT = torch.Generator().manual_seed(123)
-EXPERT_WEIGHTS = torch.randn(MANISKILL_STATE_DIM, MANISKILL_ACTION_DIM, generator=EXPERT) / MANISKILL_STATE_DIM ** 0.5
+EXPERT_WEIGHTS = torch.randn(MANISKILL_STATE_DIM, MANISKILL_ACTION_DIM, generator=EXPERT) / MANISKILL_STATE_DIM**0.5
 
 
 def expert_action(states: np.ndarray) -> np.ndarray:
@@ -29,29 +30,48 @@ def expert_action(states: np.ndarray) -> np.ndarray:
 
 
 def write_state_dataset(root, episodes: int = 6, length: int = 20, control_mode: str = "pd_joint_delta_pos") -> str:
-    writer = LeRobotDatasetWriter(str(root), fps=20, state_dim=MANISKILL_STATE_DIM, action_dim=MANISKILL_ACTION_DIM,
-                                  camera_shapes={}, control_mode=control_mode)
+    writer = LeRobotDatasetWriter(
+        str(root),
+        fps=20,
+        state_dim=MANISKILL_STATE_DIM,
+        action_dim=MANISKILL_ACTION_DIM,
+        camera_shapes={},
+        control_mode=control_mode,
+    )
     rng = np.random.default_rng(0)
     for episode in range(episodes):
         states = rng.normal(size=(length, MANISKILL_STATE_DIM)).astype(np.float32)
-        writer.add_episode("pick up the cube", states, expert_action(states), {}, np.zeros(length, np.float32),
-                           True, episode)
+        writer.add_episode(
+            "pick up the cube", states, expert_action(states), {}, np.zeros(length, np.float32), True, episode
+        )
     return str(root)
 
 
 def write_image_dataset(root, state_dim: int, action_dim: int, image_size: int, cameras=("rgb",)) -> str:
     """4 episodes x 10 frames; the action is a function of the state, and the image's colour shows it too."""
-    writer = LeRobotDatasetWriter(str(root), fps=20, state_dim=state_dim, action_dim=action_dim,
-                                  camera_shapes={c: (image_size, image_size, 3) for c in cameras})
+    writer = LeRobotDatasetWriter(
+        str(root),
+        fps=20,
+        state_dim=state_dim,
+        action_dim=action_dim,
+        camera_shapes={c: (image_size, image_size, 3) for c in cameras},
+    )
     rng = np.random.default_rng(1)
-    mix = rng.normal(size=(state_dim, action_dim)) / state_dim ** 0.5
+    mix = rng.normal(size=(state_dim, action_dim)) / state_dim**0.5
     for episode in range(4):
         states = rng.uniform(-1, 1, size=(10, state_dim)).astype(np.float32)
         actions = np.tanh(2 * states @ mix).astype(np.float32)
         colour = ((actions[:, :3] + 1) * 127.5).astype(np.uint8)  # (10, 3)
         frames = np.broadcast_to(colour[:, None, None, :], (10, image_size, image_size, 3)).copy()
-        writer.add_episode(["open the drawer", "push the cube"][episode % 2], states, actions,
-                           {c: frames for c in cameras}, np.zeros(10, np.float32), True, episode)
+        writer.add_episode(
+            ["open the drawer", "push the cube"][episode % 2],
+            states,
+            actions,
+            {c: frames for c in cameras},
+            np.zeros(10, np.float32),
+            True,
+            episode,
+        )
     return str(root)
 
 
@@ -114,16 +134,20 @@ def test_eval_in_an_env_that_cannot_run_here_fails_at_start(tmp_path):
 
 
 # ---- tiny VLAs learn on images + state, in-process (the worker outside Ray: one CPU rank) -------------
-@pytest.mark.parametrize("name, overrides, cameras", [
-    ("pi0", {}, ("rgb",)),
-    ("openvla_oft", {}, ("rgb", "wrist_rgb")),
-])
+@pytest.mark.parametrize(
+    "name, overrides, cameras",
+    [
+        ("pi0", {}, ("rgb",)),
+        ("openvla_oft", {}, ("rgb", "wrist_rgb")),
+    ],
+)
 def test_tiny_vla_sft_loss_goes_down(tmp_path, name, overrides, cameras):
     preset = policy_class(name).presets["tiny"]
     cfg = SFTRunConfig()
     cfg.policy.name, cfg.policy.size, cfg.policy.overrides = name, "tiny", dict(overrides)
-    cfg.sft.dataset = write_image_dataset(tmp_path / "ds", preset["state_dim"], preset["action_dim"],
-                                          preset["image_size"], cameras)
+    cfg.sft.dataset = write_image_dataset(
+        tmp_path / "ds", preset["state_dim"], preset["action_dim"], preset["image_size"], cameras
+    )
     cfg.sft.batch_size, cfg.sft.lr, cfg.sft.warmup_steps, cfg.sft.max_steps = 8, 3e-3, 3, 40
     worker = SFTWorker(cfg)
     info = worker.init_worker()
@@ -147,8 +171,9 @@ def held_out_loss(worker: SFTWorker) -> float:
     fixed = {}
     if policy.name == "pi0":
         generator = torch.Generator().manual_seed(0)
-        fixed["noise"] = torch.randn(ds.num_frames, policy.config.action_chunk, policy.config.max_action_dim,
-                                     generator=generator)
+        fixed["noise"] = torch.randn(
+            ds.num_frames, policy.config.action_chunk, policy.config.max_action_dim, generator=generator
+        )
         fixed["tau"] = torch.linspace(0.05, 0.95, ds.num_frames)
     with torch.no_grad():
         return float(policy.sft_loss(obs, actions, is_pad, **fixed))
@@ -173,10 +198,24 @@ def compose_sft(overrides: list[str]) -> SFTRunConfig:
 def test_mlp_bc_then_rl_on_maniskill(cluster, tmp_path):
     dataset = write_state_dataset(tmp_path / "demos")
     out = tmp_path / "sft"
-    cfg = compose_sft([f"sft.dataset={dataset}", "policy.size=tiny", "sft.max_steps=150", "sft.batch_size=32",
-                       "sft.lr=3e-3", "sft.warmup_steps=5", "sft.log_interval=25", "sft.save_interval=100",
-                       "sft.eval_interval=150", "sft.eval_episodes=2", "env.num_envs=2", "env.max_episode_steps=4",
-                       "sft.progress=false", f"sft.output_dir={out}"])
+    cfg = compose_sft(
+        [
+            f"sft.dataset={dataset}",
+            "policy.size=tiny",
+            "sft.max_steps=150",
+            "sft.batch_size=32",
+            "sft.lr=3e-3",
+            "sft.warmup_steps=5",
+            "sft.log_interval=25",
+            "sft.save_interval=100",
+            "sft.eval_interval=150",
+            "sft.eval_episodes=2",
+            "env.num_envs=2",
+            "env.max_episode_steps=4",
+            "sft.progress=false",
+            f"sft.output_dir={out}",
+        ]
+    )
     assert cfg.env.kwargs["control_mode"] == "pd_joint_delta_pos" and cfg.policy.name == "mlp"
     history = run_sft(cfg, str(out), cluster=cluster)
     assert [m["step"] for m in history] == [25, 50, 75, 100, 125, 150]

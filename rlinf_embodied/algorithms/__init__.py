@@ -7,6 +7,7 @@
 Adding an estimator or a loss: one file under advantages/ or losses/ with a `@register_advantage`
 / `@register_loss` line, imported in that subpackage's __init__.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -38,29 +39,71 @@ def compute_advantages(trajectory: Any, cfg: AlgorithmConfig) -> tuple[torch.Ten
     or truncated, values (T + 1, N), and env_ids (N,) or None (GRPO groups by position then).
     """
     estimator = get_advantage(cfg.adv_type)
-    return estimator(rewards=trajectory.rewards, dones=trajectory.dones, values=trajectory.values,
-                     cfg=cfg, env_ids=getattr(trajectory, "env_ids", None))
+    return estimator(
+        rewards=trajectory.rewards,
+        dones=trajectory.dones,
+        values=trajectory.values,
+        cfg=cfg,
+        env_ids=getattr(trajectory, "env_ids", None),
+    )
 
 
-def policy_loss(*, new_log_probs: torch.Tensor, old_log_probs: torch.Tensor, advantages: torch.Tensor,
-                entropy: torch.Tensor | None, new_values: torch.Tensor | None, old_values: torch.Tensor | None,
-                returns: torch.Tensor, cfg: AlgorithmConfig,
-                loss_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def policy_loss(
+    *,
+    new_log_probs: torch.Tensor,
+    old_log_probs: torch.Tensor,
+    advantages: torch.Tensor,
+    entropy: torch.Tensor | None,
+    new_values: torch.Tensor | None,
+    old_values: torch.Tensor | None,
+    returns: torch.Tensor,
+    cfg: AlgorithmConfig,
+    loss_mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The cfg.loss_type loss of a minibatch: log-probs (B, chunk, act_dim), the rest (B,).
 
     Returns (loss, metrics) with metrics policy_loss, value_loss, entropy, approx_kl, clip_fraction,
     ratio_mean, ratio_max (detached scalars).
     """
     return get_loss(cfg.loss_type)(
-        new_log_probs=new_log_probs, old_log_probs=old_log_probs, advantages=advantages, entropy=entropy,
-        new_values=new_values, old_values=old_values, returns=returns, cfg=cfg, loss_mask=loss_mask,
+        new_log_probs=new_log_probs,
+        old_log_probs=old_log_probs,
+        advantages=advantages,
+        entropy=entropy,
+        new_values=new_values,
+        old_values=old_values,
+        returns=returns,
+        cfg=cfg,
+        loss_mask=loss_mask,
     )
 
 
 __all__ = [
-    "AlgorithmConfig", "NonFiniteError", "annealed_lr", "check_finite", "resolve_learning_rates", "compute_advantages", "policy_loss",
-    "register_advantage", "get_advantage", "advantage_names", "register_loss", "get_loss", "loss_names",
-    "compute_gae", "compute_grpo_advantages", "compute_reinforce_pp_advantages", "discounted_returns",
-    "dynamic_sampling_mask", "filter_groups", "reduce_log_probs", "aggregate", "clipped_surrogate",
-    "value_loss", "aggregate_chunk_rewards", "credited_steps", "fold_truncation_bootstrap", "normalize",
+    "AlgorithmConfig",
+    "NonFiniteError",
+    "annealed_lr",
+    "check_finite",
+    "resolve_learning_rates",
+    "compute_advantages",
+    "policy_loss",
+    "register_advantage",
+    "get_advantage",
+    "advantage_names",
+    "register_loss",
+    "get_loss",
+    "loss_names",
+    "compute_gae",
+    "compute_grpo_advantages",
+    "compute_reinforce_pp_advantages",
+    "discounted_returns",
+    "dynamic_sampling_mask",
+    "filter_groups",
+    "reduce_log_probs",
+    "aggregate",
+    "clipped_surrogate",
+    "value_loss",
+    "aggregate_chunk_rewards",
+    "credited_steps",
+    "fold_truncation_bootstrap",
+    "normalize",
 ]

@@ -1,4 +1,5 @@
 """Fail fast, and say where, when a training quantity stops being finite."""
+
 from __future__ import annotations
 
 import math
@@ -34,6 +35,7 @@ def check_finite(name_to_tensor: Mapping[str, torch.Tensor | float | None], iter
         num_nan = int(torch.isnan(value).sum())
         num_inf = int(torch.isinf(value).sum())
         raise NonFiniteError(
-            name, iteration,
+            name,
+            iteration,
             f"{num_nan} NaN and {num_inf} inf among {value.numel()} elements of shape {tuple(value.shape)}",
         )

@@ -5,6 +5,7 @@ which is the default training job. Hydra's `algorithm/*.yaml` groups override th
 `validate()` runs in `__post_init__` (so also in `OmegaConf.to_object`); call it again after
 mutating a config in code.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -102,14 +103,18 @@ class AlgorithmConfig:
         _at_least("vf_coef", self.vf_coef, 0.0)
         _at_least("group_size", self.group_size, 1)
         if self.grouped and self.group_size < 2:
-            raise ValueError(f"algorithm.group_size={self.group_size}: {self.adv_type.upper()} compares episodes within a "
-                             f"group, so it needs group_size >= 2")
+            raise ValueError(
+                f"algorithm.group_size={self.group_size}: {self.adv_type.upper()} compares episodes within a "
+                f"group, so it needs group_size >= 2"
+            )
         if self.dynamic_sampling and not self.grouped:
             from .registry import advantage_traits
 
             grouped = [name for name in advantage_names() if advantage_traits(name).grouped]
-            raise ValueError(f"algorithm.dynamic_sampling=True drops uninformative env groups; it needs a grouped "
-                             f"advantage estimator, adv_type={grouped[0]!r} (grouped: {grouped}), not {self.adv_type!r}")
+            raise ValueError(
+                f"algorithm.dynamic_sampling=True drops uninformative env groups; it needs a grouped "
+                f"advantage estimator, adv_type={grouped[0]!r} (grouped: {grouped}), not {self.adv_type!r}"
+            )
         _at_least("max_sampling_rounds", self.max_sampling_rounds, 1)
         _positive("grpo_eps", self.grpo_eps)
         for key in ("lr", "value_lr"):
@@ -160,7 +165,9 @@ def annealed_lr(cfg: AlgorithmConfig, iteration: int, max_iterations: int, base_
     return base_lr * max(0.0, 1.0 - iteration / max_iterations)
 
 
-def resolve_learning_rates(cfg: AlgorithmConfig, default_lr: float, default_value_lr: float | None) -> tuple[float, float]:
+def resolve_learning_rates(
+    cfg: AlgorithmConfig, default_lr: float, default_value_lr: float | None
+) -> tuple[float, float]:
     """(policy lr, value-head lr): the config's where set, else the policy's defaults (value: else lr)."""
     lr = cfg.lr if cfg.lr is not None else default_lr
     value_lr = cfg.value_lr if cfg.value_lr is not None else (default_value_lr if default_value_lr is not None else lr)

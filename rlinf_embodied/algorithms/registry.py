@@ -1,12 +1,13 @@
 """Registries of advantage estimators and policy losses: adding one is one file + one decorator line.
 
-    @register_advantage("my_adv", grouped=False, normalized=False)  # see AdvantageTraits
-    def my_advantage(*, rewards, dones, values, cfg, env_ids=None) -> tuple[Tensor, Tensor]: ...
+@register_advantage("my_adv", grouped=False, normalized=False)  # see AdvantageTraits
+def my_advantage(*, rewards, dones, values, cfg, env_ids=None) -> tuple[Tensor, Tensor]: ...
 
-    @register_loss("my_loss")
-    def my_loss(*, new_log_probs, old_log_probs, advantages, entropy, new_values, old_values,
-                returns, cfg, loss_mask=None) -> tuple[Tensor, dict[str, Tensor]]: ...
+@register_loss("my_loss")
+def my_loss(*, new_log_probs, old_log_probs, advantages, entropy, new_values, old_values,
+            returns, cfg, loss_mask=None) -> tuple[Tensor, dict[str, Tensor]]: ...
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

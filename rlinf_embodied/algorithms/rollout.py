@@ -10,6 +10,7 @@ and is ONE decision step of a semi-MDP.
   * the next chunk's value is discounted by gamma**C (so with C = 1 everything is the usual MDP).
 Per-step inputs (T, N) are treated as chunks of C = 1.
 """
+
 from __future__ import annotations
 
 import torch
@@ -41,8 +42,9 @@ def credited_steps(dones: torch.Tensor) -> torch.Tensor:
     return torch.arange(chunk, device=dones.device) <= cutoff.unsqueeze(-1)
 
 
-def aggregate_chunk_rewards(rewards: torch.Tensor, dones: torch.Tensor,
-                            gamma: float) -> tuple[torch.Tensor, torch.Tensor, float]:
+def aggregate_chunk_rewards(
+    rewards: torch.Tensor, dones: torch.Tensor, gamma: float
+) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Per-step rewards/dones (T, N[, C]) -> chunk rewards (T, N), chunk dones (T, N), chunk discount.
 
     Chunk reward = sum_k gamma**k r_k up to and including the chunk's last done step; chunk done =
@@ -56,11 +58,12 @@ def aggregate_chunk_rewards(rewards: torch.Tensor, dones: torch.Tensor,
     credited = credited_steps(dones)  # (T, N, C)
     step_discounts = gamma ** steps.to(rewards.dtype)  # (C,)
     chunk_rewards = (rewards * step_discounts * credited).sum(dim=-1)
-    return chunk_rewards, dones.any(dim=-1), gamma ** chunk
+    return chunk_rewards, dones.any(dim=-1), gamma**chunk
 
 
-def fold_truncation_bootstrap(rewards: torch.Tensor, dones: torch.Tensor, truncations: torch.Tensor,
-                              final_values: torch.Tensor, gamma: float) -> torch.Tensor:
+def fold_truncation_bootstrap(
+    rewards: torch.Tensor, dones: torch.Tensor, truncations: torch.Tensor, final_values: torch.Tensor, gamma: float
+) -> torch.Tensor:
     """Bootstrap time-limit ends: r[last done step] += gamma * V(final obs) where truncated.
 
     rewards, dones: (T, N[, C]); truncations: (T, N[, C]) bool, True only where the episode was cut by

@@ -16,6 +16,7 @@ Parquet columns: `observation.state` / `action` (list<float32>, actions in env u
 Besides LeRobot's keys, info.json holds `control_mode` (the controller the actions were recorded
 in, e.g. "pd_joint_delta_pos"; null when unknown) and `env_id` (our gymnasium id, when known).
 """
+
 from __future__ import annotations
 
 import io
@@ -87,9 +88,13 @@ def decode_png(data: bytes) -> np.ndarray:
 
 def _stats(array: np.ndarray, axis: Any) -> dict[str, list]:
     array = array.astype(np.float64)
-    return {"min": np.min(array, axis=axis).tolist(), "max": np.max(array, axis=axis).tolist(),
-            "mean": np.mean(array, axis=axis).tolist(), "std": np.std(array, axis=axis).tolist(),
-            "count": [int(array.shape[0])]}
+    return {
+        "min": np.min(array, axis=axis).tolist(),
+        "max": np.max(array, axis=axis).tolist(),
+        "mean": np.mean(array, axis=axis).tolist(),
+        "std": np.std(array, axis=axis).tolist(),
+        "count": [int(array.shape[0])],
+    }
 
 
 def _image_stats(frames: np.ndarray) -> dict[str, list]:
@@ -109,15 +114,29 @@ def data_file(root: str, episode_index: int, chunks_size: int = CHUNKS_SIZE, dat
 
 def build_features(state_dim: int, action_dim: int, camera_shapes: dict[str, tuple[int, int, int]]) -> dict[str, dict]:
     features: dict[str, dict] = {
-        "observation.state": {"dtype": "float32", "shape": [state_dim], "names": [f"state_{i}" for i in range(state_dim)]},
+        "observation.state": {
+            "dtype": "float32",
+            "shape": [state_dim],
+            "names": [f"state_{i}" for i in range(state_dim)],
+        },
         "action": {"dtype": "float32", "shape": [action_dim], "names": [f"action_{i}" for i in range(action_dim)]},
     }
     for camera, shape in camera_shapes.items():
-        features[IMAGE_PREFIX + camera] = {"dtype": "image", "shape": [int(s) for s in shape],
-                                           "names": ["height", "width", "channels"]}
-    for name, dtype in (("timestamp", "float32"), ("frame_index", "int64"), ("episode_index", "int64"),
-                        ("index", "int64"), ("task_index", "int64"), ("next.reward", "float32"),
-                        ("next.done", "bool"), ("next.success", "bool")):
+        features[IMAGE_PREFIX + camera] = {
+            "dtype": "image",
+            "shape": [int(s) for s in shape],
+            "names": ["height", "width", "channels"],
+        }
+    for name, dtype in (
+        ("timestamp", "float32"),
+        ("frame_index", "int64"),
+        ("episode_index", "int64"),
+        ("index", "int64"),
+        ("task_index", "int64"),
+        ("next.reward", "float32"),
+        ("next.done", "bool"),
+        ("next.success", "bool"),
+    ):
         features[name] = {"dtype": dtype, "shape": [1], "names": None}
     return features
 
@@ -131,8 +150,11 @@ def _hf_features(features: dict[str, dict]) -> dict[str, Any]:
         elif feature["shape"] == [1]:
             hf[name] = {"dtype": feature["dtype"], "_type": "Value"}
         else:
-            hf[name] = {"feature": {"dtype": feature["dtype"], "_type": "Value"}, "length": feature["shape"][0],
-                        "_type": "Sequence"}
+            hf[name] = {
+                "feature": {"dtype": feature["dtype"], "_type": "Value"},
+                "length": feature["shape"][0],
+                "_type": "Sequence",
+            }
     return {"info": {"features": hf}}
 
 
@@ -145,9 +167,17 @@ class LeRobotDatasetWriter:
     run keeps every episode it finished. `camera_shapes={}` records state only.
     """
 
-    def __init__(self, root: str, fps: int = 20, robot_type: str = "panda", state_dim: int = 0, action_dim: int = 0,
-                 camera_shapes: Optional[dict[str, Sequence[int]]] = None, control_mode: Optional[str] = None,
-                 env_id: Optional[str] = None):
+    def __init__(
+        self,
+        root: str,
+        fps: int = 20,
+        robot_type: str = "panda",
+        state_dim: int = 0,
+        action_dim: int = 0,
+        camera_shapes: Optional[dict[str, Sequence[int]]] = None,
+        control_mode: Optional[str] = None,
+        env_id: Optional[str] = None,
+    ):
         if state_dim < 1 or action_dim < 1:
             raise ValueError(f"state_dim={state_dim} and action_dim={action_dim} must both be >= 1")
         self.root = os.path.abspath(root)
@@ -171,30 +201,45 @@ class LeRobotDatasetWriter:
     def _resume(self) -> None:
         info = load_info(self.root)
         existing = _layout_of(info)
-        wanted = {"fps": self.fps, "state_dim": self.state_dim, "action_dim": self.action_dim,
-                  "cameras": {k: list(v) for k, v in self.camera_shapes.items()}}
+        wanted = {
+            "fps": self.fps,
+            "state_dim": self.state_dim,
+            "action_dim": self.action_dim,
+            "cameras": {k: list(v) for k, v in self.camera_shapes.items()},
+        }
         mismatched = [key for key in wanted if existing[key] != wanted[key]]
         if mismatched:
             raise ValueError(
-                f"the dataset at {self.root} has " + ", ".join(f"{k}={existing[k]}" for k in mismatched)
-                + " but this writer was asked for " + ", ".join(f"{k}={wanted[k]}" for k in mismatched)
-                + "; use another root, or the same settings to append")
+                f"the dataset at {self.root} has "
+                + ", ".join(f"{k}={existing[k]}" for k in mismatched)
+                + " but this writer was asked for "
+                + ", ".join(f"{k}={wanted[k]}" for k in mismatched)
+                + "; use another root, or the same settings to append"
+            )
         for key in ("control_mode", "env_id"):
             stored, asked = info.get(key), getattr(self, key)
             if stored is not None and asked is not None and stored != asked:
-                raise ValueError(f"the dataset at {self.root} has {key}={stored!r} but this writer was asked for "
-                                 f"{key}={asked!r}; use another root")
+                raise ValueError(
+                    f"the dataset at {self.root} has {key}={stored!r} but this writer was asked for "
+                    f"{key}={asked!r}; use another root"
+                )
             setattr(self, key, asked if asked is not None else stored)
         self.robot_type = info.get("robot_type", self.robot_type)
         total = int(info["total_episodes"])
         # Meta rows past info.json's totals belong to an episode whose write was interrupted: drop them.
         self._episodes = _read_jsonl(os.path.join(self.root, "meta", "episodes.jsonl"))[:total]
         self._episodes_stats = _read_jsonl(os.path.join(self.root, "meta", "episodes_stats.jsonl"))[:total]
-        self._tasks = [row["task"] for row in sorted(_read_jsonl(os.path.join(self.root, "meta", "tasks.jsonl")),
-                                                     key=lambda row: row["task_index"])]
+        self._tasks = [
+            row["task"]
+            for row in sorted(
+                _read_jsonl(os.path.join(self.root, "meta", "tasks.jsonl")), key=lambda row: row["task_index"]
+            )
+        ]
         if len(self._episodes) != total:
-            raise ValueError(f"{self.root}: info.json says {total} episodes but meta/episodes.jsonl lists "
-                             f"{len(self._episodes)}; the dataset is damaged")
+            raise ValueError(
+                f"{self.root}: info.json says {total} episodes but meta/episodes.jsonl lists "
+                f"{len(self._episodes)}; the dataset is damaged"
+            )
         self._total_frames = sum(int(row["length"]) for row in self._episodes)
 
     # -- public --
@@ -209,8 +254,16 @@ class LeRobotDatasetWriter:
     def seeds_done(self) -> set[int]:
         return {int(row["seed"]) for row in self._episodes if row.get("seed") is not None}
 
-    def add_episode(self, instruction: str, states: Any, actions: Any, images: Optional[dict[str, Any]] = None,
-                    rewards: Any = None, success: bool = False, seed: Optional[int] = None) -> int:
+    def add_episode(
+        self,
+        instruction: str,
+        states: Any,
+        actions: Any,
+        images: Optional[dict[str, Any]] = None,
+        rewards: Any = None,
+        success: bool = False,
+        seed: Optional[int] = None,
+    ) -> int:
         """Write one episode of T frames; returns its episode index."""
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -223,15 +276,20 @@ class LeRobotDatasetWriter:
         if states.shape != (length, self.state_dim):
             raise ValueError(f"states has shape {states.shape}, expected (T, {self.state_dim})")
         if actions.shape != (length, self.action_dim):
-            raise ValueError(f"actions has shape {actions.shape}, expected ({length}, {self.action_dim}) "
-                             f"(one action per state)")
+            raise ValueError(
+                f"actions has shape {actions.shape}, expected ({length}, {self.action_dim}) (one action per state)"
+            )
         images = {k: _as_numpy(v, np.uint8) for k, v in (images or {}).items()}
         if set(images) != set(self.camera_shapes):
-            raise ValueError(f"images has cameras {sorted(images)} but the dataset records {sorted(self.camera_shapes)}")
+            raise ValueError(
+                f"images has cameras {sorted(images)} but the dataset records {sorted(self.camera_shapes)}"
+            )
         for camera, frames in images.items():
             if frames.shape != (length, *self.camera_shapes[camera]):
-                raise ValueError(f"images[{camera!r}] has shape {frames.shape}, expected "
-                                 f"({length}, {', '.join(map(str, self.camera_shapes[camera]))})")
+                raise ValueError(
+                    f"images[{camera!r}] has shape {frames.shape}, expected "
+                    f"({length}, {', '.join(map(str, self.camera_shapes[camera]))})"
+                )
         rewards = np.zeros(length, np.float32) if rewards is None else _as_numpy(rewards, np.float32).reshape(-1)
         if rewards.shape != (length,):
             raise ValueError(f"rewards has shape {rewards.shape}, expected ({length},)")
@@ -246,25 +304,30 @@ class LeRobotDatasetWriter:
         step_success = np.zeros(length, bool)
         step_success[-1] = bool(success)
         columns: dict[str, pa.Array] = {
-            "observation.state": pa.FixedSizeListArray.from_arrays(pa.array(states.reshape(-1)), self.state_dim)
-            .cast(pa.list_(pa.float32())),
-            "action": pa.FixedSizeListArray.from_arrays(pa.array(actions.reshape(-1)), self.action_dim)
-            .cast(pa.list_(pa.float32())),
+            "observation.state": pa.FixedSizeListArray.from_arrays(pa.array(states.reshape(-1)), self.state_dim).cast(
+                pa.list_(pa.float32())
+            ),
+            "action": pa.FixedSizeListArray.from_arrays(pa.array(actions.reshape(-1)), self.action_dim).cast(
+                pa.list_(pa.float32())
+            ),
         }
         for camera in self.camera_shapes:
             png = [encode_png(frame) for frame in images[camera]]
             columns[IMAGE_PREFIX + camera] = pa.StructArray.from_arrays(
-                [pa.array(png, pa.binary()), pa.array([None] * length, pa.string())], names=["bytes", "path"])
-        columns.update({
-            "timestamp": pa.array((frame_index / self.fps).astype(np.float32)),
-            "frame_index": pa.array(frame_index),
-            "episode_index": pa.array(np.full(length, episode_index, np.int64)),
-            "index": pa.array(np.arange(self._total_frames, self._total_frames + length, dtype=np.int64)),
-            "task_index": pa.array(np.full(length, task_index, np.int64)),
-            "next.reward": pa.array(rewards),
-            "next.done": pa.array(done),
-            "next.success": pa.array(step_success),
-        })
+                [pa.array(png, pa.binary()), pa.array([None] * length, pa.string())], names=["bytes", "path"]
+            )
+        columns.update(
+            {
+                "timestamp": pa.array((frame_index / self.fps).astype(np.float32)),
+                "frame_index": pa.array(frame_index),
+                "episode_index": pa.array(np.full(length, episode_index, np.int64)),
+                "index": pa.array(np.arange(self._total_frames, self._total_frames + length, dtype=np.int64)),
+                "task_index": pa.array(np.full(length, task_index, np.int64)),
+                "next.reward": pa.array(rewards),
+                "next.done": pa.array(done),
+                "next.success": pa.array(step_success),
+            }
+        )
         table = pa.table(columns)
         table = table.replace_schema_metadata({"huggingface": json.dumps(_hf_features(self.features))})
         path = data_file(self.root, episode_index)
@@ -276,14 +339,26 @@ class LeRobotDatasetWriter:
         stats = {"observation.state": _stats(states, 0), "action": _stats(actions, 0)}
         for camera in self.camera_shapes:
             stats[IMAGE_PREFIX + camera] = _image_stats(images[camera])
-        for name, values in (("timestamp", frame_index / self.fps), ("frame_index", frame_index),
-                             ("episode_index", np.full(length, episode_index)),
-                             ("index", np.arange(self._total_frames, self._total_frames + length)),
-                             ("task_index", np.full(length, task_index)), ("next.reward", rewards),
-                             ("next.done", done), ("next.success", step_success)):
+        for name, values in (
+            ("timestamp", frame_index / self.fps),
+            ("frame_index", frame_index),
+            ("episode_index", np.full(length, episode_index)),
+            ("index", np.arange(self._total_frames, self._total_frames + length)),
+            ("task_index", np.full(length, task_index)),
+            ("next.reward", rewards),
+            ("next.done", done),
+            ("next.success", step_success),
+        ):
             stats[name] = _stats(np.asarray(values, np.float64).reshape(-1, 1), 0)
-        self._episodes.append({"episode_index": episode_index, "tasks": [instruction], "length": length,
-                               "success": bool(success), "seed": None if seed is None else int(seed)})
+        self._episodes.append(
+            {
+                "episode_index": episode_index,
+                "tasks": [instruction],
+                "length": length,
+                "success": bool(success),
+                "seed": None if seed is None else int(seed),
+            }
+        )
         self._episodes_stats.append({"episode_index": episode_index, "stats": stats})
         self._total_frames += length
         self._write_meta()
@@ -291,8 +366,10 @@ class LeRobotDatasetWriter:
 
     def _write_meta(self) -> None:
         meta = os.path.join(self.root, "meta")
-        _atomic_write(os.path.join(meta, "tasks.jsonl"),
-                      _jsonl([{"task_index": i, "task": task} for i, task in enumerate(self._tasks)]))
+        _atomic_write(
+            os.path.join(meta, "tasks.jsonl"),
+            _jsonl([{"task_index": i, "task": task} for i, task in enumerate(self._tasks)]),
+        )
         _atomic_write(os.path.join(meta, "episodes.jsonl"), _jsonl(self._episodes))
         _atomic_write(os.path.join(meta, "episodes_stats.jsonl"), _jsonl(self._episodes_stats))
         _atomic_write(os.path.join(meta, "info.json"), json.dumps(self.info(), indent=4))
@@ -329,17 +406,22 @@ def load_info(root: str) -> dict[str, Any]:
         raise FileNotFoundError(
             f"no LeRobot dataset at {root!r}: expected {path} (LeRobotDataset v2.1 layout: meta/info.json, "
             f"meta/episodes.jsonl, meta/tasks.jsonl, data/chunk-000/episode_000000.parquet, ...), e.g. as "
-            f"written by `python -m rlinf_embodied.collect collect.output_dir={root}`")
+            f"written by `python -m rlinf_embodied.collect collect.output_dir={root}`"
+        )
     with open(path, encoding="utf-8") as f:
         return json.load(f)
 
 
 def _layout_of(info: dict[str, Any]) -> dict[str, Any]:
     features = info["features"]
-    return {"fps": int(info["fps"]), "state_dim": int(features["observation.state"]["shape"][0]),
-            "action_dim": int(features["action"]["shape"][0]),
-            "cameras": {name[len(IMAGE_PREFIX):]: list(f["shape"]) for name, f in features.items()
-                        if name.startswith(IMAGE_PREFIX)}}
+    return {
+        "fps": int(info["fps"]),
+        "state_dim": int(features["observation.state"]["shape"][0]),
+        "action_dim": int(features["action"]["shape"][0]),
+        "cameras": {
+            name[len(IMAGE_PREFIX) :]: list(f["shape"]) for name, f in features.items() if name.startswith(IMAGE_PREFIX)
+        },
+    }
 
 
 # ---- reader --------------------------------------------------------------------------------------
@@ -431,10 +513,12 @@ class DemoDataset:
         raise ControlModeMismatchError(
             f"the dataset at {self.root} holds actions in control_mode={self.control_mode!r}, but the env{where} "
             f"acts in control_mode={control_mode!r}: the action spaces differ. Run the env with "
-            f"env.kwargs.control_mode={self.control_mode}, or collect the dataset in {control_mode!r}")
+            f"env.kwargs.control_mode={self.control_mode}, or collect the dataset in {control_mode!r}"
+        )
 
-    def sample(self, frame_indices: FrameIndices, action_chunk: int = 1
-               ) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
+    def sample(
+        self, frame_indices: FrameIndices, action_chunk: int = 1
+    ) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
         """Observations at global frames `frame_indices` and the next `action_chunk` actions of each.
 
         Returns `(obs, actions (B, chunk, A) float32, is_pad (B, chunk) bool)`; past an episode's end
@@ -442,8 +526,11 @@ class DemoDataset:
         """
         if action_chunk < 1:
             raise ValueError(f"action_chunk={action_chunk} must be >= 1")
-        index = (frame_indices.cpu().numpy() if isinstance(frame_indices, torch.Tensor)
-                 else np.asarray(frame_indices)).astype(np.int64).reshape(-1)
+        index = (
+            (frame_indices.cpu().numpy() if isinstance(frame_indices, torch.Tensor) else np.asarray(frame_indices))
+            .astype(np.int64)
+            .reshape(-1)
+        )
         if index.size and (index.min() < 0 or index.max() >= self.num_frames):
             raise IndexError(f"frame indices must lie in [0, {self.num_frames}), got {index.min()}..{index.max()}")
         ends = self._ends[self._frame_episode[index]]
@@ -456,8 +543,11 @@ class DemoDataset:
             if camera in self._images:
                 obs[camera] = self._images[camera][index_t]
             else:
-                obs[camera] = torch.from_numpy(np.stack([decode_png(self._png[camera][i]) for i in index])
-                                               if index.size else np.zeros((0, *self.camera_shapes[camera]), np.uint8))
+                obs[camera] = torch.from_numpy(
+                    np.stack([decode_png(self._png[camera][i]) for i in index])
+                    if index.size
+                    else np.zeros((0, *self.camera_shapes[camera]), np.uint8)
+                )
         obs["instruction"] = [self._frame_instruction[i] for i in index]
         actions = self._actions[torch.from_numpy(rows)]
         return obs, actions, torch.from_numpy(is_pad)

@@ -3,6 +3,7 @@
 Each backend's `register.py` registers its ids without importing the simulator, so
 `import rlinf_embodied` is cheap; the simulator is imported when an env is made.
 """
+
 from .maniskill import register as _maniskill_register
 from .libero import register as _libero_register
 from .isaaclab import register as _isaaclab_register

@@ -18,6 +18,7 @@ How the contract maps onto a simulator that steps every env together:
 - A crashed simulator is not restarted: with all envs in one process (and on the GPU) there is
   nothing to restart apart from the whole env. `SubprocVectorEnv` restarts single workers.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Optional, Protocol
@@ -65,16 +66,23 @@ class BatchedVectorEnv(gym.vector.VectorEnv):
 
     metadata = {"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}
 
-    def __init__(self, sim: BatchedSim, convert_obs: ObsConverter, instruction: str = "",
-                 max_episode_steps: Optional[int] = None, ignore_terminations: bool = False):
+    def __init__(
+        self,
+        sim: BatchedSim,
+        convert_obs: ObsConverter,
+        instruction: str = "",
+        max_episode_steps: Optional[int] = None,
+        ignore_terminations: bool = False,
+    ):
         if max_episode_steps is not None and max_episode_steps < 1:
             raise ValueError(f"max_episode_steps must be None or an int >= 1, got {max_episode_steps!r}")
         self.sim, self.convert_obs, self.instruction = sim, convert_obs, instruction
         self.num_envs, self.device = int(sim.num_envs), torch.device(sim.device)
         self.max_episode_steps, self.ignore_terminations = max_episode_steps, ignore_terminations
         space = sim.single_action_space
-        self.single_action_space = gym.spaces.Box(np.asarray(space.low, np.float32),
-                                                  np.asarray(space.high, np.float32), dtype=np.float32)
+        self.single_action_space = gym.spaces.Box(
+            np.asarray(space.low, np.float32), np.asarray(space.high, np.float32), dtype=np.float32
+        )
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self.act_dim = int(self.single_action_space.shape[-1])
         self.render_mode, self.closed = None, False
@@ -114,8 +122,9 @@ class BatchedVectorEnv(gym.vector.VectorEnv):
         chunk_actions, is_chunk = as_action_chunk(actions, self.num_envs, self.act_dim, self.device)  # (N, chunk, A)
         num_envs, chunk = self.num_envs, chunk_actions.shape[1]
         rewards = torch.zeros(num_envs, chunk, device=self.device)
-        terminated, truncated, success = (torch.zeros(num_envs, chunk, dtype=torch.bool, device=self.device)
-                                          for _ in range(3))
+        terminated, truncated, success = (
+            torch.zeros(num_envs, chunk, dtype=torch.bool, device=self.device) for _ in range(3)
+        )
         active = torch.ones(num_envs, dtype=torch.bool, device=self.device)
         applied = torch.zeros(num_envs, dtype=torch.int64, device=self.device)
         final_obs: Optional[dict[str, torch.Tensor]] = None
@@ -162,12 +171,12 @@ def _as_bool(value: Any, device: torch.device) -> torch.Tensor:
     return torch.as_tensor(value, device=device).bool().reshape(-1)
 
 
-def _keep_rows(kept: Optional[dict[str, torch.Tensor]], obs: dict[str, torch.Tensor],
-               rows: torch.Tensor) -> dict[str, torch.Tensor]:
+def _keep_rows(
+    kept: Optional[dict[str, torch.Tensor]], obs: dict[str, torch.Tensor], rows: torch.Tensor
+) -> dict[str, torch.Tensor]:
     """Copy `obs[key][rows]` into `kept` (allocated on first use): the obs each env ended in."""
     if kept is None:
         kept = {key: torch.zeros_like(value) for key, value in obs.items()}
     for key, value in obs.items():
         kept[key][rows] = value[rows]
     return kept
-

@@ -4,6 +4,7 @@
 e.g. ManiSkill on GPU physics) and `IsaacLabVectorEnv` all follow the contract in `vector.py`'s
 docstring; these helpers keep the parts of it that do not depend on the backend in one place.
 """
+
 from __future__ import annotations
 
 from typing import Any, Optional, Sequence, Union
@@ -16,8 +17,9 @@ ArrayLike = Union[np.ndarray, torch.Tensor, Sequence[float]]
 SeedLike = Optional[Union[int, Sequence[Optional[int]]]]
 
 
-def as_action_chunk(actions: ArrayLike, num_envs: int, act_dim: int,
-                    device: Union[str, torch.device] = "cpu") -> tuple[torch.Tensor, bool]:
+def as_action_chunk(
+    actions: ArrayLike, num_envs: int, act_dim: int, device: Union[str, torch.device] = "cpu"
+) -> tuple[torch.Tensor, bool]:
     """Validate actions and return them as a float32 chunk `(N, chunk, act_dim)` on `device`.
 
     The second value says whether a chunk was given (`(N, chunk, A)`) rather than one step (`(N, A)`).
@@ -27,8 +29,10 @@ def as_action_chunk(actions: ArrayLike, num_envs: int, act_dim: int,
     else:
         tensor = torch.as_tensor(np.asarray(actions, dtype=np.float32), device=device)
     if tensor.dim() not in (2, 3) or tensor.shape[0] != num_envs or tensor.shape[-1] != act_dim:
-        raise ValueError(f"actions must have shape (num_envs={num_envs}, act_dim={act_dim}) or "
-                         f"(num_envs, chunk, act_dim), got {tuple(tensor.shape)}")
+        raise ValueError(
+            f"actions must have shape (num_envs={num_envs}, act_dim={act_dim}) or "
+            f"(num_envs, chunk, act_dim), got {tuple(tensor.shape)}"
+        )
     if tensor.dim() == 3 and tensor.shape[1] < 1:
         raise ValueError(f"an action chunk needs at least one step, got shape {tuple(tensor.shape)}")
     return (tensor[:, None, :] if tensor.dim() == 2 else tensor), tensor.dim() == 3
@@ -42,8 +46,9 @@ def per_env_seeds(seed: SeedLike, num_envs: int) -> list[Optional[int]]:
         return [int(seed) + i for i in range(num_envs)]
     seeds = list(seed)
     if len(seeds) != num_envs:
-        raise ValueError(f"reset(seed=...) got {len(seeds)} seeds for {num_envs} envs; "
-                         f"pass an int or a list of exactly {num_envs}")
+        raise ValueError(
+            f"reset(seed=...) got {len(seeds)} seeds for {num_envs} envs; pass an int or a list of exactly {num_envs}"
+        )
     return [None if s is None else int(s) for s in seeds]
 
 
@@ -74,8 +79,9 @@ class EpisodeStats:
         self.episode_length.zero_()
         self.success_once.zero_()
 
-    def update(self, rewards: torch.Tensor, success: torch.Tensor, ended: torch.Tensor,
-               applied: torch.Tensor) -> dict[str, Any]:
+    def update(
+        self, rewards: torch.Tensor, success: torch.Tensor, ended: torch.Tensor, applied: torch.Tensor
+    ) -> dict[str, Any]:
         """rewards (N, chunk) float, success (N, chunk) bool: per applied row (0 / False elsewhere);
         ended (N,) bool: the env's episode ended in this call; applied (N,) int64: rows applied."""
         last_row = (applied - 1).clamp_(min=0).unsqueeze_(1)  # (N, 1): the last row each env applied
@@ -86,8 +92,12 @@ class EpisodeStats:
         info: dict[str, Any] = {"success": last_success}
         if not ended.any():  # the common case, kept cheap: a few torch ops cost more than a small env step
             info["elapsed_steps"] = self.episode_length.clone()
-            info["episode"] = {"return": torch.zeros_like(rewards[:, 0]), "length": torch.zeros_like(applied),
-                               "success_once": torch.zeros_like(ended), "success": torch.zeros_like(ended)}
+            info["episode"] = {
+                "return": torch.zeros_like(rewards[:, 0]),
+                "length": torch.zeros_like(applied),
+                "success_once": torch.zeros_like(ended),
+                "success": torch.zeros_like(ended),
+            }
             info["_episode"] = torch.zeros_like(ended)
             return info
         episode = {
@@ -98,8 +108,12 @@ class EpisodeStats:
         }
         info["elapsed_steps"] = self.episode_length.masked_fill(ended, 0)
         info["episode"], info["_episode"] = episode, ended.clone()
-        info["final_info"] = {"success": episode["success"].clone(), "episode": dict(episode),
-                              "_success": ended.clone(), "_episode": ended.clone()}
+        info["final_info"] = {
+            "success": episode["success"].clone(),
+            "episode": dict(episode),
+            "_success": ended.clone(),
+            "_episode": ended.clone(),
+        }
         info["_final_info"] = ended.clone()
         self.episode_return.masked_fill_(ended, 0.0)
         self.episode_length.masked_fill_(ended, 0)

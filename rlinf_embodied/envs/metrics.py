@@ -5,6 +5,7 @@ At a step where some envs' episodes ended, `info["episode"]` holds `(N,)` tensor
 A chunked step ends at most one episode per env (the rest of its chunk is dropped), so one info
 contributes at most N episodes.
 """
+
 from __future__ import annotations
 
 import math
@@ -13,8 +14,12 @@ from typing import Any
 import numpy as np
 import torch
 
-EPISODE_KEYS = {"return": "episode_return", "length": "episode_length", "success_once": "success_once",
-                "success": "success"}
+EPISODE_KEYS = {
+    "return": "episode_return",
+    "length": "episode_length",
+    "success_once": "success_once",
+    "success": "success",
+}
 
 
 def _to_numpy(value: Any) -> np.ndarray:
@@ -38,8 +43,7 @@ def episodes_from_info(info: dict[str, Any]) -> list[dict[str, float]]:
     missing = set(EPISODE_KEYS) - set(episode)
     if missing:
         raise KeyError(f"info['episode'] lacks {sorted(missing)}; it must hold {sorted(EPISODE_KEYS)}")
-    columns = {name: _to_numpy(episode[key]).reshape(-1)[mask].astype(np.float64)
-               for key, name in EPISODE_KEYS.items()}
+    columns = {name: _to_numpy(episode[key]).reshape(-1)[mask].astype(np.float64) for key, name in EPISODE_KEYS.items()}
     return [{name: float(values[i]) for name, values in columns.items()} for i in range(int(mask.sum()))]
 
 
@@ -60,14 +64,24 @@ class EpisodeMetrics:
         episode_length and success_once; NaN means when no episode finished."""
         count = len(self.episodes)
         if count == 0:
-            return {"num_episodes": 0, "success_rate": math.nan, "episode_return": math.nan,
-                    "episode_length": math.nan, "success_once": math.nan}
+            return {
+                "num_episodes": 0,
+                "success_rate": math.nan,
+                "episode_return": math.nan,
+                "episode_length": math.nan,
+                "success_once": math.nan,
+            }
 
         def mean(key: str) -> float:
             return float(sum(e[key] for e in self.episodes) / count)
 
-        return {"num_episodes": count, "success_rate": mean("success"), "episode_return": mean("episode_return"),
-                "episode_length": mean("episode_length"), "success_once": mean("success_once")}
+        return {
+            "num_episodes": count,
+            "success_rate": mean("success"),
+            "episode_return": mean("episode_return"),
+            "episode_length": mean("episode_length"),
+            "success_once": mean("success_once"),
+        }
 
     def clear(self) -> None:
         self.episodes.clear()

@@ -6,6 +6,7 @@ distance. With `image_size`, it also renders a uint8 "rgb" frame whose colour en
 so video tests need no renderer. `crash_at_step` / `hang_at_step` make it fail on purpose.
 `BatchedToyReach`: N of them behind ManiSkill's batched API, for `BatchedVectorEnv`.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,14 +21,19 @@ import torch
 class ToyReachEnv:
     """See the module docstring. Observation "state" = (position, goal), float32 (2 * act_dim,)."""
 
-    def __init__(self, act_dim: int = 2, image_size: Optional[int] = None, goal_radius: float = 0.1,
-                 crash_at_step: Optional[int] = None, hang_at_step: Optional[int] = None,
-                 instruction: str = "move the point to the goal"):
+    def __init__(
+        self,
+        act_dim: int = 2,
+        image_size: Optional[int] = None,
+        goal_radius: float = 0.1,
+        crash_at_step: Optional[int] = None,
+        hang_at_step: Optional[int] = None,
+        instruction: str = "move the point to the goal",
+    ):
         self.act_dim, self.goal_radius, self.image_size = act_dim, goal_radius, image_size
         self.crash_at_step, self.hang_at_step = crash_at_step, hang_at_step
         self.instruction = instruction
-        spaces: dict[str, gym.spaces.Space] = {
-            "state": gym.spaces.Box(-np.inf, np.inf, (2 * act_dim,), np.float32)}
+        spaces: dict[str, gym.spaces.Space] = {"state": gym.spaces.Box(-np.inf, np.inf, (2 * act_dim,), np.float32)}
         if image_size:
             spaces["rgb"] = gym.spaces.Box(0, 255, (image_size, image_size, 3), np.uint8)
         self.observation_space = gym.spaces.Dict(spaces)
@@ -60,11 +66,13 @@ class ToyReachEnv:
         obs = {"state": np.concatenate([self.position, self.goal]).astype(np.float32)}
         if self.image_size:
             colour = ((self.position[:3] + 1.0) * 127.5).astype(np.uint8)
-            obs["rgb"] = np.broadcast_to(colour[: 3].reshape(1, 1, -1), (self.image_size, self.image_size,
-                                                                        colour[:3].size)).copy()
+            obs["rgb"] = np.broadcast_to(
+                colour[:3].reshape(1, 1, -1), (self.image_size, self.image_size, colour[:3].size)
+            ).copy()
             if obs["rgb"].shape[-1] < 3:
-                obs["rgb"] = np.concatenate([obs["rgb"], np.zeros((self.image_size, self.image_size,
-                                                                   3 - obs["rgb"].shape[-1]), np.uint8)], -1)
+                obs["rgb"] = np.concatenate(
+                    [obs["rgb"], np.zeros((self.image_size, self.image_size, 3 - obs["rgb"].shape[-1]), np.uint8)], -1
+                )
         return obs
 
     def close(self) -> None:
@@ -106,8 +114,13 @@ class BatchedToyReach:
     def step(self, actions: Any) -> tuple[dict, Any, Any, Any, dict]:
         results = [env.step(np.asarray(action)) for env, action in zip(self.envs, actions.cpu().numpy())]
         success = torch.tensor([r[2] for r in results])
-        return (self._stack([r[0] for r in results]), torch.tensor([r[1] for r in results], dtype=torch.float32),
-                success.clone(), torch.zeros(self.num_envs, dtype=torch.bool), {"success": success})
+        return (
+            self._stack([r[0] for r in results]),
+            torch.tensor([r[1] for r in results], dtype=torch.float32),
+            success.clone(),
+            torch.zeros(self.num_envs, dtype=torch.bool),
+            {"success": success},
+        )
 
     def close(self) -> None:
         for env in self.envs:

@@ -38,6 +38,7 @@ Vector-env semantics (see also envs/README.md)
   (logged with `logging.warning`); its envs come back reset, reported truncated at the last row of
   the chunk with reward 0, `final_obs` = their last observation, and the run goes on.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -97,8 +98,11 @@ class _SharedObs:
 
     def __init__(self, ctx: Any, specs: list[_BufferSpec], num_envs: int):
         self.specs, self.num_envs = specs, num_envs
-        self.raw = {(which, s.key): ctx.RawArray("b", max(1, num_envs * _nbytes(s))) for s in specs
-                    for which in ("obs", "final")}
+        self.raw = {
+            (which, s.key): ctx.RawArray("b", max(1, num_envs * _nbytes(s)))
+            for s in specs
+            for which in ("obs", "final")
+        }
 
     def views(self) -> dict[tuple[str, str], np.ndarray]:
         return _views(self.raw, self.specs, self.num_envs)
@@ -124,8 +128,10 @@ def buffer_specs(observation_space: gym.spaces.Dict) -> list[_BufferSpec]:
     unknown = set(observation_space.spaces) - set(OBS_KEYS)
     if unknown:
         raise KeyError(f"unsupported observation keys {sorted(unknown)}; valid keys: {list(OBS_KEYS)}")
-    return [_BufferSpec(key, tuple(space.shape), np.dtype(space.dtype).str)
-            for key, space in observation_space.spaces.items()]
+    return [
+        _BufferSpec(key, tuple(space.shape), np.dtype(space.dtype).str)
+        for key, space in observation_space.spaces.items()
+    ]
 
 
 # ---- the worker process --------------------------------------------------------------------------
@@ -142,8 +148,9 @@ def _write_obs(views: dict, which: str, index: int, obs: dict[str, np.ndarray]) 
             array[index] = obs[key]
 
 
-def _step_slot(slot: _EnvSlot, actions: np.ndarray, views: dict, max_episode_steps: Optional[int],
-               ignore_terminations: bool) -> dict[str, Any]:
+def _step_slot(
+    slot: _EnvSlot, actions: np.ndarray, views: dict, max_episode_steps: Optional[int], ignore_terminations: bool
+) -> dict[str, Any]:
     """Apply one env's chunk `(chunk, act_dim)`; stop at the episode end and auto-reset."""
     chunk = actions.shape[0]
     rewards = np.zeros(chunk, np.float32)
@@ -162,8 +169,14 @@ def _step_slot(slot: _EnvSlot, actions: np.ndarray, views: dict, max_episode_ste
             slot.elapsed = 0
             break
     _write_obs(views, "obs", slot.index, obs)
-    return {"rewards": rewards, "terminated": terminated, "truncated": truncated, "success": success,
-            "ended_at": ended_at, "instruction": str(getattr(slot.env, "instruction", ""))}
+    return {
+        "rewards": rewards,
+        "terminated": terminated,
+        "truncated": truncated,
+        "success": success,
+        "ended_at": ended_at,
+        "instruction": str(getattr(slot.env, "instruction", "")),
+    }
 
 
 def _pack(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -174,9 +187,16 @@ def _pack(results: list[dict[str, Any]]) -> dict[str, Any]:
     return packed
 
 
-def _worker_main(conn: Connection, env_fns: list[EnvFactory], indices: list[int], raw: dict,
-                 specs: list[_BufferSpec], num_envs: int, max_episode_steps: Optional[int],
-                 ignore_terminations: bool) -> None:
+def _worker_main(
+    conn: Connection,
+    env_fns: list[EnvFactory],
+    indices: list[int],
+    raw: dict,
+    specs: list[_BufferSpec],
+    num_envs: int,
+    max_episode_steps: Optional[int],
+    ignore_terminations: bool,
+) -> None:
     """Subprocess loop: build the envs, then serve reset/step/call/close commands over the pipe."""
     try:
         slots = [_EnvSlot(fn(), index) for fn, index in zip(env_fns, indices)]
@@ -194,8 +214,10 @@ def _worker_main(conn: Connection, env_fns: list[EnvFactory], indices: list[int]
                     results.append(str(getattr(slot.env, "instruction", "")))
                 conn.send(("ok", results))
             elif command == "step":
-                results = [_step_slot(slot, actions, views, max_episode_steps, ignore_terminations)
-                           for slot, actions in zip(slots, payload)]
+                results = [
+                    _step_slot(slot, actions, views, max_episode_steps, ignore_terminations)
+                    for slot, actions in zip(slots, payload)
+                ]
                 conn.send(("ok", _pack(results)))
             elif command == "call":
                 name, args, kwargs = payload
@@ -231,8 +253,15 @@ class _WorkerDied(RuntimeError):
 class _Worker:
     """Parent-side handle of one subprocess holding the envs `indices`."""
 
-    def __init__(self, ctx: Any, env_fns: list[EnvFactory], indices: list[int], shared: _SharedObs,
-                 max_episode_steps: Optional[int], ignore_terminations: bool):
+    def __init__(
+        self,
+        ctx: Any,
+        env_fns: list[EnvFactory],
+        indices: list[int],
+        shared: _SharedObs,
+        max_episode_steps: Optional[int],
+        ignore_terminations: bool,
+    ):
         self.ctx, self.env_fns, self.indices, self.shared = ctx, env_fns, indices, shared
         self.max_episode_steps, self.ignore_terminations = max_episode_steps, ignore_terminations
         self.process: Optional[mp.process.BaseProcess] = None
@@ -241,9 +270,20 @@ class _Worker:
     def start(self) -> None:
         parent_conn, child_conn = self.ctx.Pipe()
         self.process = self.ctx.Process(
-            target=_worker_main, daemon=True, name=f"env-worker-{self.indices[0]}",
-            args=(child_conn, self.env_fns, self.indices, self.shared.raw, self.shared.specs,
-                  self.shared.num_envs, self.max_episode_steps, self.ignore_terminations))
+            target=_worker_main,
+            daemon=True,
+            name=f"env-worker-{self.indices[0]}",
+            args=(
+                child_conn,
+                self.env_fns,
+                self.indices,
+                self.shared.raw,
+                self.shared.specs,
+                self.shared.num_envs,
+                self.max_episode_steps,
+                self.ignore_terminations,
+            ),
+        )
         with _main_without_unreadable_file():
             self.process.start()
         child_conn.close()
@@ -261,8 +301,9 @@ class _Worker:
         try:
             status, payload = self.conn.recv()
         except (EOFError, OSError) as error:
-            raise _WorkerDied(f"worker of envs {self.indices} died (exit code "
-                              f"{self.process.exitcode if self.process else None})") from error
+            raise _WorkerDied(
+                f"worker of envs {self.indices} died (exit code {self.process.exitcode if self.process else None})"
+            ) from error
         if status == "error":
             raise _WorkerDied(f"worker of envs {self.indices} raised: {payload}")
         return payload
@@ -287,8 +328,12 @@ def _main_without_unreadable_file() -> Iterator[None]:
     main = sys.modules.get("__main__")
     path = getattr(main, "__file__", None)
     original_dir = mp.process.ORIGINAL_DIR or ""
-    if main is None or path is None or getattr(main, "__spec__", None) is not None or \
-            os.path.isfile(os.path.join(original_dir, path)):
+    if (
+        main is None
+        or path is None
+        or getattr(main, "__spec__", None) is not None
+        or os.path.isfile(os.path.join(original_dir, path))
+    ):
         yield
         return
     del main.__file__
@@ -329,11 +374,18 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
 
     metadata = {"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}
 
-    def __init__(self, env_fns: Sequence[EnvFactory], num_workers: Optional[int] = None,
-                 max_episode_steps: Optional[int] = None, ignore_terminations: bool = False,
-                 step_timeout: float = 60.0, start_timeout: float = 300.0, context: str = "forkserver",
-                 observation_space: Optional[gym.spaces.Dict] = None,
-                 action_space: Optional[gym.spaces.Box] = None):
+    def __init__(
+        self,
+        env_fns: Sequence[EnvFactory],
+        num_workers: Optional[int] = None,
+        max_episode_steps: Optional[int] = None,
+        ignore_terminations: bool = False,
+        step_timeout: float = 60.0,
+        start_timeout: float = 300.0,
+        context: str = "forkserver",
+        observation_space: Optional[gym.spaces.Dict] = None,
+        action_space: Optional[gym.spaces.Box] = None,
+    ):
         env_fns = list(env_fns)
         if not env_fns:
             raise ValueError("num_envs must be >= 1, got 0 env factories")
@@ -353,8 +405,10 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
         ctx = mp.get_context(context)
         self._shared = _SharedObs(ctx, buffer_specs(observation_space), self.num_envs)
         self._views = self._shared.views()
-        self._workers = [_Worker(ctx, [env_fns[i] for i in group], group, self._shared, max_episode_steps,
-                                 ignore_terminations) for group in split_evenly(self.num_envs, self.num_workers)]
+        self._workers = [
+            _Worker(ctx, [env_fns[i] for i in group], group, self._shared, max_episode_steps, ignore_terminations)
+            for group in split_evenly(self.num_envs, self.num_workers)
+        ]
         self._instructions = [""] * self.num_envs
         self._episode_return = np.zeros(self.num_envs, np.float64)
         self._episode_length = np.zeros(self.num_envs, np.int64)
@@ -395,8 +449,7 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
                 pass
 
     # -- reset -------------------------------------------------------------------------------------
-    def reset(self, *, seed: SeedLike = None,
-              options: Optional[dict] = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    def reset(self, *, seed: SeedLike = None, options: Optional[dict] = None) -> tuple[dict[str, Any], dict[str, Any]]:
         seeds = per_env_seeds(seed, self.num_envs)
         for worker in self._workers:
             worker.send("reset", ([seeds[i] for i in worker.indices], options))
@@ -421,8 +474,11 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
     def _restart(self, worker: _Worker, error: Exception) -> None:
         """Kill and restart one worker; raise if it cannot be brought back."""
         self._restarts += 1
-        logger.warning("env worker of envs %s failed (%s); restarting it and truncating its episodes",
-                       worker.indices, str(error).splitlines()[0])
+        logger.warning(
+            "env worker of envs %s failed (%s); restarting it and truncating its episodes",
+            worker.indices,
+            str(error).splitlines()[0],
+        )
         worker.kill()
         worker.start()
         worker.receive(self.start_timeout)
@@ -461,16 +517,27 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
             final_success[idx] = ended[idx] & last_success[idx]
             for index, text in zip(idx, results["instruction"]):
                 self._instructions[index] = text
-        info = self._episode_info(rewards, success, ended, applied, last_success, final_success,
-                                  ended_instructions)
+        info = self._episode_info(rewards, success, ended, applied, last_success, final_success, ended_instructions)
         obs = self._obs("obs", self._instructions)
         if not is_chunk:
-            return obs, torch.from_numpy(rewards[:, 0]), torch.from_numpy(terminated[:, 0]), \
-                torch.from_numpy(truncated[:, 0]), info
+            return (
+                obs,
+                torch.from_numpy(rewards[:, 0]),
+                torch.from_numpy(terminated[:, 0]),
+                torch.from_numpy(truncated[:, 0]),
+                info,
+            )
         return obs, torch.from_numpy(rewards), torch.from_numpy(terminated), torch.from_numpy(truncated), info
 
-    def _recover(self, worker: _Worker, error: Exception, truncated: np.ndarray, ended: np.ndarray,
-                 applied: np.ndarray, chunk: int) -> None:
+    def _recover(
+        self,
+        worker: _Worker,
+        error: Exception,
+        truncated: np.ndarray,
+        ended: np.ndarray,
+        applied: np.ndarray,
+        chunk: int,
+    ) -> None:
         """Restart a dead/hung worker; its envs end truncated at the chunk's last row."""
         for which in ("final",):  # the last obs we hold for those envs becomes their final obs
             for spec in self._shared.specs:
@@ -483,9 +550,16 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
             ended[index] = True
             applied[index] = 0
 
-    def _episode_info(self, rewards: np.ndarray, success: np.ndarray, ended: np.ndarray, applied: np.ndarray,
-                      last_success: np.ndarray, final_success: np.ndarray,
-                      ended_instructions: list[str]) -> dict[str, Any]:
+    def _episode_info(
+        self,
+        rewards: np.ndarray,
+        success: np.ndarray,
+        ended: np.ndarray,
+        applied: np.ndarray,
+        last_success: np.ndarray,
+        final_success: np.ndarray,
+        ended_instructions: list[str],
+    ) -> dict[str, Any]:
         """Update running episode stats; build `info` with episode stats for envs that ended.
 
         The same bookkeeping as `batching.EpisodeStats`, in numpy on purpose: it runs in every step of a
@@ -505,13 +579,18 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
         info: dict[str, Any] = {
             "success": torch.from_numpy(last_success),
             "elapsed_steps": torch.from_numpy(np.where(ended, 0, self._elapsed)),
-            "episode": episode, "_episode": ended_mask,
+            "episode": episode,
+            "_episode": ended_mask,
         }
         if ended.any():
             info["final_obs"] = self._obs("final", ended_instructions)  # policies that read text need it too
             info["_final_obs"] = ended_mask.clone()
-            info["final_info"] = {"success": episode["success"].clone(), "episode": dict(episode),
-                                  "_success": ended_mask.clone(), "_episode": ended_mask.clone()}
+            info["final_info"] = {
+                "success": episode["success"].clone(),
+                "episode": dict(episode),
+                "_success": ended_mask.clone(),
+                "_episode": ended_mask.clone(),
+            }
             info["_final_info"] = ended_mask.clone()
         self._episode_return[ended] = 0
         self._episode_length[ended] = 0
@@ -526,15 +605,18 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
         else:
             array = np.asarray(actions, dtype=np.float32)
         if array.ndim not in (2, 3) or array.shape[0] != self.num_envs or array.shape[-1] != self.act_dim:
-            raise ValueError(f"actions must have shape (num_envs={self.num_envs}, act_dim={self.act_dim}) or "
-                             f"(num_envs, chunk, act_dim), got {tuple(array.shape)}")
+            raise ValueError(
+                f"actions must have shape (num_envs={self.num_envs}, act_dim={self.act_dim}) or "
+                f"(num_envs, chunk, act_dim), got {tuple(array.shape)}"
+            )
         if array.ndim == 3 and array.shape[1] < 1:
             raise ValueError(f"an action chunk needs at least one step, got shape {tuple(array.shape)}")
         return (array[:, None, :] if array.ndim == 2 else array), array.ndim == 3
 
     def _obs(self, which: str, instructions: list[str]) -> dict[str, Any]:
-        obs: dict[str, Any] = {spec.key: torch.from_numpy(self._views[(which, spec.key)].copy())
-                               for spec in self._shared.specs}
+        obs: dict[str, Any] = {
+            spec.key: torch.from_numpy(self._views[(which, spec.key)].copy()) for spec in self._shared.specs
+        }
         obs["instruction"] = list(instructions)
         return obs
 
@@ -569,14 +651,20 @@ def _probe_spaces(env_fn: EnvFactory) -> tuple[gym.spaces.Dict, gym.spaces.Box]:
         env.close()
 
 
-def validate_common_options(num_envs: int, num_workers: Optional[int] = None, max_episode_steps: Optional[int] = None,
-                            step_timeout: Optional[float] = None) -> None:
+def validate_common_options(
+    num_envs: int,
+    num_workers: Optional[int] = None,
+    max_episode_steps: Optional[int] = None,
+    step_timeout: Optional[float] = None,
+) -> None:
     """Raise a clear error for bad vector-env options shared by all backends (None: not given)."""
     if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
         raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
     if num_workers is not None and (not isinstance(num_workers, (int, np.integer)) or num_workers < 1):
         raise ValueError(f"num_workers must be None (auto) or an int >= 1, got {num_workers!r}")
-    if max_episode_steps is not None and (not isinstance(max_episode_steps, (int, np.integer)) or max_episode_steps < 1):
+    if max_episode_steps is not None and (
+        not isinstance(max_episode_steps, (int, np.integer)) or max_episode_steps < 1
+    ):
         raise ValueError(f"max_episode_steps must be None or an int >= 1, got {max_episode_steps!r}")
     if step_timeout is not None and not step_timeout > 0:
         raise ValueError(f"step_timeout must be a positive number of seconds, got {step_timeout!r}")
@@ -591,5 +679,10 @@ def register_env(env_id: str, entry_point: str, vector_entry_point: str, **kwarg
     """
     if env_id in gym.registry:
         return
-    gym.register(id=env_id, entry_point=entry_point, vector_entry_point=vector_entry_point,
-                 disable_env_checker=True, kwargs=kwargs)
+    gym.register(
+        id=env_id,
+        entry_point=entry_point,
+        vector_entry_point=vector_entry_point,
+        disable_env_checker=True,
+        kwargs=kwargs,
+    )

@@ -1,4 +1,5 @@
 """Policies under one RL interface; see base.Policy. Registration is one line per policy."""
+
 from .base import ActOutput, EvalOutput, Policy, PolicyConfig
 from .registry import available_policies, load_policy, make_policy, policy_class, register_policy
 
@@ -10,6 +11,13 @@ register_policy("pi0", "rlinf_embodied.policies.pi0.modeling:Pi0Policy")
 register_policy("gr00t", "rlinf_embodied.policies.gr00t.modeling:Gr00tPolicy")
 
 __all__ = [
-    "ActOutput", "EvalOutput", "Policy", "PolicyConfig", "available_policies", "load_policy",
-    "make_policy", "policy_class", "register_policy",
+    "ActOutput",
+    "EvalOutput",
+    "Policy",
+    "PolicyConfig",
+    "available_policies",
+    "load_policy",
+    "make_policy",
+    "policy_class",
+    "register_policy",
 ]

@@ -5,6 +5,7 @@ same log-probs with gradients: sampled tokens for autoregressive VLAs, the noise
 flow-matching policies, the raw pre-squash sample for Gaussians. PPO's ratio is only meaningful if
 `evaluate(obs, act(obs))` reproduces `act`'s log-probs exactly (1e-5 in float32) on the same weights.
 """
+
 from __future__ import annotations
 
 import abc
@@ -150,7 +151,9 @@ class Policy(nn.Module, abc.ABC):
         model = cls(cls.config_class.from_dict(data))
         missing, unexpected = model.load_state_dict(load_file(os.path.join(path, WEIGHTS_FILE)), strict=False)
         if missing or unexpected:
-            raise ValueError(f"checkpoint {path!r} does not match {cls.name}: missing={missing[:5]} unexpected={unexpected[:5]}")
+            raise ValueError(
+                f"checkpoint {path!r} does not match {cls.name}: missing={missing[:5]} unexpected={unexpected[:5]}"
+            )
         return model
 
     # ---- helpers shared by policies -------------------------------------------------------------

@@ -1,4 +1,5 @@
 """Policy registry: adding a policy is one module and one `register_policy` line in __init__."""
+
 from __future__ import annotations
 
 import importlib

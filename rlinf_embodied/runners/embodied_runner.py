@@ -18,6 +18,7 @@ ManiSkill's baselines do:
     time/*     progress and speed: env_steps (cumulative), throughput (env steps/s of the rollout),
                rollout_seconds, train_seconds, eval_seconds, elapsed_seconds
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -61,13 +62,20 @@ class EmbodiedRunner:
         # The two model-holding groups build their policies at the same time.
         self.rollout_group, self.actor_group = self._launch_together(
             (RolloutWorker, "rollout", (cfg, spec["action_dim"], spec["state_dim"], self.env_group.world_size)),
-            (ActorWorker, "actor", (cfg, spec["action_dim"], spec["state_dim"])))
-        self.startup_seconds = {"time/startup_env_seconds": env_started - start,
-                                "time/startup_policy_seconds": time.perf_counter() - env_started,
-                                "time/startup_seconds": time.perf_counter() - start}
-        logger.info("workers started in %.1f s (env %.1f s, rollout + actor together %.1f s)",
-                    *[self.startup_seconds[k] for k in ("time/startup_seconds", "time/startup_env_seconds",
-                                                        "time/startup_policy_seconds")])
+            (ActorWorker, "actor", (cfg, spec["action_dim"], spec["state_dim"])),
+        )
+        self.startup_seconds = {
+            "time/startup_env_seconds": env_started - start,
+            "time/startup_policy_seconds": time.perf_counter() - env_started,
+            "time/startup_seconds": time.perf_counter() - start,
+        }
+        logger.info(
+            "workers started in %.1f s (env %.1f s, rollout + actor together %.1f s)",
+            *[
+                self.startup_seconds[k]
+                for k in ("time/startup_seconds", "time/startup_env_seconds", "time/startup_policy_seconds")
+            ],
+        )
         # Double-buffered per env shard (key): a shard has at most one message in flight each way,
         # the second slot lets a producer run one step ahead. The actor channel holds a whole
         # rollout until the trainer starts, so it is unbounded.
@@ -87,9 +95,12 @@ class EmbodiedRunner:
 
     def _launch_together(self, *specs: tuple) -> list[WorkerGroup]:
         """Start each (worker class, name, args) group, then run every group's init_worker concurrently."""
-        groups = [worker_cls.create_group(*args).launch(self.cluster, name=name,
-                                                        placement_strategy=self.placement.strategy(name))
-                  for worker_cls, name, args in specs]
+        groups = [
+            worker_cls.create_group(*args).launch(
+                self.cluster, name=name, placement_strategy=self.placement.strategy(name)
+            )
+            for worker_cls, name, args in specs
+        ]
         for handle in [group.init_worker() for group in groups]:
             handle.wait()
         return groups
@@ -133,8 +144,10 @@ class EmbodiedRunner:
             metrics["time/elapsed_seconds"] = time.perf_counter() - start
             self.metrics_logger.log(iteration, metrics)
             history.append({"iteration": iteration, **metrics})
-            postfix = {"success": f"{metrics.get('rollout/success_rate', math.nan):.2f}",
-                       "ret": f"{metrics.get('rollout/episode_return', math.nan):.2f}"}
+            postfix = {
+                "success": f"{metrics.get('rollout/success_rate', math.nan):.2f}",
+                "ret": f"{metrics.get('rollout/episode_return', math.nan):.2f}",
+            }
             if math.isfinite(self.best_eval_success):
                 postfix["best_eval"] = f"{self.best_eval_success:.2f}"
             progress.set_postfix(postfix)
@@ -152,8 +165,10 @@ class EmbodiedRunner:
     def _time_breakdown(self, iteration_seconds: float) -> dict[str, float]:
         """time/{sync,onload,offload,save}_seconds, the iteration's total and what no phase accounts for
         (time/other_seconds; rollout/train/eval are timed where they run)."""
-        metrics = {f"time/{phase}_seconds": self.phase_seconds.get(phase, 0.0)
-                   for phase in ("sync", "onload", "offload", "save")}
+        metrics = {
+            f"time/{phase}_seconds": self.phase_seconds.get(phase, 0.0)
+            for phase in ("sync", "onload", "offload", "save")
+        }
         timed = sum(self.phase_seconds.values())
         metrics["time/iteration_seconds"] = iteration_seconds
         metrics["time/other_seconds"] = max(0.0, iteration_seconds - timed)
@@ -177,8 +192,14 @@ class EmbodiedRunner:
     def _rollout_round(self, iteration: int, sampling_round: int = 0) -> tuple[list[dict], int, float]:
         start = time.perf_counter()
         env_handle = self.env_group.interact(iteration, self.env_channel, self.action_channel, sampling_round)
-        rollout_handle = self.rollout_group.generate(iteration, self.env_channel, self.action_channel,
-                                                     self.actor_channel, self.actor_group.world_size, sampling_round)
+        rollout_handle = self.rollout_group.generate(
+            iteration,
+            self.env_channel,
+            self.action_channel,
+            self.actor_channel,
+            self.actor_group.world_size,
+            sampling_round,
+        )
         rollout_handle.wait()
         per_worker = env_handle.wait()
         steps = sum(m["env_steps"] for m in per_worker)
@@ -187,8 +208,13 @@ class EmbodiedRunner:
 
     def _rollout_metrics(self, per_worker: list[dict], steps: int, seconds: float) -> dict[str, float]:
         metrics = {f"rollout/{key}": value for key, value in merge_episode_metrics(per_worker).items()}
-        metrics.update({"time/env_steps": self.total_env_steps, "time/throughput": steps / seconds,
-                        "time/rollout_seconds": seconds})
+        metrics.update(
+            {
+                "time/env_steps": self.total_env_steps,
+                "time/throughput": steps / seconds,
+                "time/rollout_seconds": seconds,
+            }
+        )
         self.phase_seconds["rollout"] += seconds
         return metrics
 
@@ -200,19 +226,29 @@ class EmbodiedRunner:
             per_worker, steps, seconds = self._rollout_round(iteration, sampling_round)
             all_workers += per_worker
             total_steps, total_seconds = total_steps + steps, total_seconds + seconds
-            counts = self.actor_group.collect_groups(iteration, self.actor_channel, self._pieces_per_actor(),
-                                              sampling_round).wait()
+            counts = self.actor_group.collect_groups(
+                iteration, self.actor_channel, self._pieces_per_actor(), sampling_round
+            ).wait()
             kept += sum(c["kept_groups"] for c in counts)
             dropped += sum(c["dropped_groups"] for c in counts)
             if all(c["missing_groups"] == 0 for c in counts):
                 break
         else:
-            logger.info("iteration %d: %d informative groups after algorithm.max_sampling_rounds=%d rounds; "
-                        "training on those", iteration, kept, self.cfg.algorithm.max_sampling_rounds)
+            logger.info(
+                "iteration %d: %d informative groups after algorithm.max_sampling_rounds=%d rounds; training on those",
+                iteration,
+                kept,
+                self.cfg.algorithm.max_sampling_rounds,
+            )
         self._dynamic_update = kept > 0
         metrics = self._rollout_metrics(all_workers, total_steps, total_seconds)
-        metrics.update({"rollout/sampling_rounds": sampling_round + 1, "rollout/kept_groups": kept,
-                        "rollout/dropped_groups": dropped})
+        metrics.update(
+            {
+                "rollout/sampling_rounds": sampling_round + 1,
+                "rollout/kept_groups": kept,
+                "rollout/dropped_groups": dropped,
+            }
+        )
         return metrics
 
     def _pieces_per_actor(self) -> int:
@@ -323,18 +359,24 @@ def component_placement(cfg: TrainConfig) -> ComponentPlacement:
     """cfg.cluster.component_placement parsed; the driver calls it before Ray starts, so a bad spec fails
     at once with the parser's message quoting the bad token."""
     if is_auto(cfg.cluster.component_placement) or is_auto(cfg.runner.pipeline_stage_num):
-        raise ValueError("cluster.component_placement / runner.pipeline_stage_num is 'auto': resolve it first "
-                         "(runners/placement_profile.py resolve_auto_placement, as train.py does)")
+        raise ValueError(
+            "cluster.component_placement / runner.pipeline_stage_num is 'auto': resolve it first "
+            "(runners/placement_profile.py resolve_auto_placement, as train.py does)"
+        )
     try:
-        placement = ComponentPlacement(dict(cfg.cluster.component_placement or COLLOCATED_PLACEMENT),
-                                       num_gpus=cfg.cluster.num_gpus_per_node, num_nodes=cfg.cluster.num_nodes,
-                                       component_names=COMPONENTS)
+        placement = ComponentPlacement(
+            dict(cfg.cluster.component_placement or COLLOCATED_PLACEMENT),
+            num_gpus=cfg.cluster.num_gpus_per_node,
+            num_nodes=cfg.cluster.num_nodes,
+            component_names=COMPONENTS,
+        )
     except ValueError as error:
         raise ValueError(f"cluster.component_placement={dict(cfg.cluster.component_placement)}: {error}") from None
     missing = [c for c in COMPONENTS if c not in placement.components]
     if missing:
-        raise ValueError(f"cluster.component_placement places no GPUs for {missing}; "
-                         f"every one of {list(COMPONENTS)} needs an entry")
+        raise ValueError(
+            f"cluster.component_placement places no GPUs for {missing}; every one of {list(COMPONENTS)} needs an entry"
+        )
     return placement
 
 
@@ -343,8 +385,10 @@ def check_cluster_fits(cfg: TrainConfig, cluster: Cluster) -> None:
     wanted = (cfg.cluster.num_nodes, cfg.cluster.num_gpus_per_node)
     have = (cluster.num_nodes, cluster.num_gpus_per_node)
     if wanted[0] > have[0] or wanted[1] > have[1]:
-        raise ValueError(f"cluster.num_nodes={wanted[0]}, cluster.num_gpus_per_node={wanted[1]} but the Ray "
-                         f"cluster has {have[0]} node(s) x {have[1]} GPU(s); lower them to fit")
+        raise ValueError(
+            f"cluster.num_nodes={wanted[0]}, cluster.num_gpus_per_node={wanted[1]} but the Ray "
+            f"cluster has {have[0]} node(s) x {have[1]} GPU(s); lower them to fit"
+        )
 
 
 def merge_episode_metrics(per_worker: list[dict[str, float]]) -> dict[str, float]:

@@ -1,4 +1,5 @@
 """Evaluation: N episodes per task with the deterministic policy, a success table, results.json, videos."""
+
 from __future__ import annotations
 
 import json
@@ -32,7 +33,9 @@ class TaskResult:
         return self.successes / max(self.episodes, 1)
 
 
-def evaluate_policy(env_cfg: EnvConfig, policy_cfg: PolicyConfig, eval_cfg: EvalConfig, output_dir: str) -> list[TaskResult]:
+def evaluate_policy(
+    env_cfg: EnvConfig, policy_cfg: PolicyConfig, eval_cfg: EvalConfig, output_dir: str
+) -> list[TaskResult]:
     device = _pick_device(eval_cfg.device)
     tasks = [None] if eval_cfg.task_ids is None else list(eval_cfg.task_ids)
     results: list[TaskResult] = []
@@ -52,26 +55,38 @@ def _make_env(env_cfg: EnvConfig, eval_cfg: EvalConfig, task_id: Optional[int], 
     kwargs: dict[str, Any] = dict(env_cfg.kwargs)
     if task_id is not None:
         kwargs["task_id"] = task_id
-    env = gym.make_vec(env_cfg.id, num_envs=eval_cfg.num_envs, vectorization_mode="vector_entry_point",
-                       obs_mode=env_cfg.obs_mode, max_episode_steps=env_cfg.max_episode_steps,
-                       ignore_terminations=env_cfg.ignore_terminations, **kwargs)
+    env = gym.make_vec(
+        env_cfg.id,
+        num_envs=eval_cfg.num_envs,
+        vectorization_mode="vector_entry_point",
+        obs_mode=env_cfg.obs_mode,
+        max_episode_steps=env_cfg.max_episode_steps,
+        ignore_terminations=env_cfg.ignore_terminations,
+        **kwargs,
+    )
     if eval_cfg.video and "rgb" not in getattr(env.single_observation_space, "spaces", {}):
-        logger.warning("eval.video=true but %s with obs_mode=%r renders no rgb frames; no video is written "
-                       "(use env.obs_mode=rgb on a machine with a renderer, or eval.video=false)",
-                       env_cfg.id, env_cfg.obs_mode)
+        logger.warning(
+            "eval.video=true but %s with obs_mode=%r renders no rgb frames; no video is written "
+            "(use env.obs_mode=rgb on a machine with a renderer, or eval.video=false)",
+            env_cfg.id,
+            env_cfg.obs_mode,
+        )
     elif eval_cfg.video:
         from ..envs.wrappers.video import VideoRecorder
 
         name = env_cfg.id.split("/")[-1] + ("" if task_id is None else f"-task{task_id}")
-        env = VideoRecorder(env, os.path.join(output_dir, "videos"), name_prefix=name,
-                            num_envs_to_record=eval_cfg.video_envs)
+        env = VideoRecorder(
+            env, os.path.join(output_dir, "videos"), name_prefix=name, num_envs_to_record=eval_cfg.video_envs
+        )
     return env
 
 
 def _env_spec(env) -> dict[str, int]:
     state_space = getattr(env.single_observation_space, "spaces", {}).get("state")
-    return {"action_dim": int(env.single_action_space.shape[-1]),
-            "state_dim": int(state_space.shape[-1]) if state_space is not None else 0}
+    return {
+        "action_dim": int(env.single_action_space.shape[-1]),
+        "state_dim": int(state_space.shape[-1]) if state_space is not None else 0,
+    }
 
 
 @torch.no_grad()
@@ -94,9 +109,15 @@ def _run_task(env, policy, eval_cfg: EvalConfig, task_id, env_id: str, device) -
     progress.close()
     video = getattr(env, "last_video_path", None)
     name = env_id if task_id is None else f"{env_id}[task {task_id}]"
-    return TaskResult(task=name, episodes=len(returns), successes=sum(successes),
-                      mean_return=float(sum(returns) / len(returns)), mean_length=float(sum(lengths) / len(lengths)),
-                      video=video, instruction=str(instruction))
+    return TaskResult(
+        task=name,
+        episodes=len(returns),
+        successes=sum(successes),
+        mean_return=float(sum(returns) / len(returns)),
+        mean_length=float(sum(lengths) / len(lengths)),
+        video=video,
+        instruction=str(instruction),
+    )
 
 
 def finished_episodes(info: dict[str, Any]) -> list[dict[str, float]]:
@@ -110,9 +131,19 @@ def write_results(results: list[TaskResult], output_dir: str) -> str:
     os.makedirs(output_dir, exist_ok=True)
     total_episodes = sum(r.episodes for r in results)
     payload = {
-        "tasks": [{"task": r.task, "instruction": r.instruction, "episodes": r.episodes, "successes": r.successes,
-                   "success_rate": r.success_rate, "mean_return": r.mean_return, "mean_length": r.mean_length,
-                   "video": r.video} for r in results],
+        "tasks": [
+            {
+                "task": r.task,
+                "instruction": r.instruction,
+                "episodes": r.episodes,
+                "successes": r.successes,
+                "success_rate": r.success_rate,
+                "mean_return": r.mean_return,
+                "mean_length": r.mean_length,
+                "video": r.video,
+            }
+            for r in results
+        ],
         "overall_success_rate": sum(r.successes for r in results) / max(total_episodes, 1),
         "episodes": total_episodes,
     }

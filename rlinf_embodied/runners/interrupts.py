@@ -8,6 +8,7 @@ at once (no checkpoint); further ones are ignored while the processes are shut d
 Ray's own processes block SIGINT and the workers run in their own process groups, so a Ctrl-C in the
 terminal reaches only the driver; the driver then shuts everything down itself.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -58,8 +59,13 @@ class StopRequest:
         """What the handler does; tests call it directly."""
         if self.signum is None:
             self.signum = signum
-            os.write(2, (f"\n{signal.Signals(signum).name} received: finishing the current iteration, then saving "
-                         f"a checkpoint (send it again to stop at once, without one)\n").encode())
+            os.write(
+                2,
+                (
+                    f"\n{signal.Signals(signum).name} received: finishing the current iteration, then saving "
+                    f"a checkpoint (send it again to stop at once, without one)\n"
+                ).encode(),
+            )
             return
         if not self.forced:
             self.forced = True

@@ -1,4 +1,5 @@
 """Per-iteration metrics: one JSON line per iteration in metrics.jsonl, plus TensorBoard scalars."""
+
 from __future__ import annotations
 
 import json

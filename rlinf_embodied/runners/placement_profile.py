@@ -16,6 +16,7 @@ actor on one GPU (predict shards it over the actor GPUs). Memory outside PyTorch
 a GPU simulator's own buffers) is not counted, so a layout near the limit can still run out; on simulated
 GPUs every figure is 0 and nothing is excluded for memory.
 """
+
 from __future__ import annotations
 
 import copy
@@ -27,8 +28,17 @@ import time
 from typing import Callable
 
 from ..config import AUTO, TrainConfig, is_auto
-from ..scheduler.auto_placement import (ComponentCosts, Layout, cache_key, choose, enumerate_layouts, fit_linear,
-                                        format_table, load_costs, save_costs)
+from ..scheduler.auto_placement import (
+    ComponentCosts,
+    Layout,
+    cache_key,
+    choose,
+    enumerate_layouts,
+    fit_linear,
+    format_table,
+    load_costs,
+    save_costs,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -44,15 +54,19 @@ def check_auto_request(cfg: TrainConfig) -> None:
     placement, stages = cfg.cluster.component_placement, cfg.runner.pipeline_stage_num
     total = num_gpus(cfg)
     if total < 1:
-        raise ValueError(f"cluster.num_nodes={cfg.cluster.num_nodes} x cluster.num_gpus_per_node="
-                         f"{cfg.cluster.num_gpus_per_node} is {total} GPUs; automatic placement needs at least one")
+        raise ValueError(
+            f"cluster.num_nodes={cfg.cluster.num_nodes} x cluster.num_gpus_per_node="
+            f"{cfg.cluster.num_gpus_per_node} is {total} GPUs; automatic placement needs at least one"
+        )
     if isinstance(placement, dict):
         mixed = [str(key) for key, spec in placement.items() if is_auto(spec) or is_auto(key)]
         if mixed:
-            raise ValueError(f"cluster.component_placement={dict(placement)}: 'auto' for {mixed} together with "
-                             f"explicit GPU ids; either place every component yourself or the whole placement "
-                             f"automatically with cluster.component_placement=auto (the cluster/*.yaml keys are "
-                             f"replaced then)")
+            raise ValueError(
+                f"cluster.component_placement={dict(placement)}: 'auto' for {mixed} together with "
+                f"explicit GPU ids; either place every component yourself or the whole placement "
+                f"automatically with cluster.component_placement=auto (the cluster/*.yaml keys are "
+                f"replaced then)"
+            )
     if is_auto(stages) and not is_auto(placement):
         from .embodied_runner import component_placement
 
@@ -66,7 +80,8 @@ def check_auto_request(cfg: TrainConfig) -> None:
                 f"{env_workers} env worker(s) cannot split env.num_envs={cfg.env.num_envs} into 2 pipeline stages"
                 + (f" of groups of {group}" if group > 1 else "")
                 + f", so there is nothing to choose; set runner.pipeline_stage_num=1, or use a multiple of "
-                  f"{env_workers * 2 * group} envs, or cluster.component_placement=auto")
+                f"{env_workers * 2 * group} envs, or cluster.component_placement=auto"
+            )
 
 
 def profile_key(cfg: TrainConfig) -> dict:
@@ -116,8 +131,14 @@ def measure_once(cfg: TrainConfig, cluster, num_envs: int, rollout_steps: int) -
             runner.rollout(0)
             runner.train(0)
             runner.collect_timeline()
-            memory = {name: group.gpu_memory_gib().wait() for name, group in
-                      (("env", runner.env_group), ("rollout", runner.rollout_group), ("actor", runner.actor_group))}
+            memory = {
+                name: group.gpu_memory_gib().wait()
+                for name, group in (
+                    ("env", runner.env_group),
+                    ("rollout", runner.rollout_group),
+                    ("actor", runner.actor_group),
+                )
+            }
             offload = _timed(lambda: runner.rollout_group.offload().wait())
             onload = _timed(lambda: runner.rollout_group.onload().wait())
             sync = _timed(lambda: runner.actor_group.sync_weights_to(runner.rollout_group))
@@ -129,11 +150,18 @@ def measure_once(cfg: TrainConfig, cluster, num_envs: int, rollout_steps: int) -
             runner.shutdown()
     calls = num_envs * rollout_steps
     env_steps = rollout["time/throughput"] * rollout["time/rollout_seconds"]
-    return {"num_envs": num_envs, "sim_s": spans.get("env/sim", math.nan), "infer_s": spans.get("rollout/infer", math.nan),
-            "train_per_sample_s": train["time/train_seconds"] / calls, "offload_s": offload, "onload_s": onload,
-            "weight_sync_s": sync, "env_steps_per_call": max(1, round(env_steps / calls)),
-            **{f"{name}_mem_gib": max(peak for peak, _ in ranks) for name, ranks in memory.items()},
-            "gpu_mem_gib": min(total for ranks in memory.values() for _, total in ranks)}
+    return {
+        "num_envs": num_envs,
+        "sim_s": spans.get("env/sim", math.nan),
+        "infer_s": spans.get("rollout/infer", math.nan),
+        "train_per_sample_s": train["time/train_seconds"] / calls,
+        "offload_s": offload,
+        "onload_s": onload,
+        "weight_sync_s": sync,
+        "env_steps_per_call": max(1, round(env_steps / calls)),
+        **{f"{name}_mem_gib": max(peak for peak, _ in ranks) for name, ranks in memory.items()},
+        "gpu_mem_gib": min(total for ranks in memory.values() for _, total in ranks),
+    }
 
 
 def profile_costs(cfg: TrainConfig, cluster, rollout_steps: int = 3) -> ComponentCosts:
@@ -150,14 +178,21 @@ def profile_costs(cfg: TrainConfig, cluster, rollout_steps: int = 3) -> Componen
     env_fixed, env_per = fit_linear([(r["num_envs"], r["sim_s"]) for r in runs])
     inf_fixed, inf_per = fit_linear([(r["num_envs"], r["infer_s"]) for r in runs])
     last = runs[-1]
-    return ComponentCosts(env_step_fixed_s=env_fixed, env_step_per_env_s=env_per, infer_fixed_s=inf_fixed,
-                          infer_per_sample_s=inf_per, train_per_sample_s=last["train_per_sample_s"],
-                          offload_s=statistics.mean(r["offload_s"] for r in runs),
-                          onload_s=statistics.mean(r["onload_s"] for r in runs),
-                          weight_sync_s=statistics.mean(r["weight_sync_s"] for r in runs),
-                          env_steps_per_call=last["env_steps_per_call"], env_mem_gib=last["env_mem_gib"],
-                          rollout_mem_gib=last["rollout_mem_gib"], actor_mem_gib=last["actor_mem_gib"],
-                          gpu_mem_gib=last["gpu_mem_gib"])
+    return ComponentCosts(
+        env_step_fixed_s=env_fixed,
+        env_step_per_env_s=env_per,
+        infer_fixed_s=inf_fixed,
+        infer_per_sample_s=inf_per,
+        train_per_sample_s=last["train_per_sample_s"],
+        offload_s=statistics.mean(r["offload_s"] for r in runs),
+        onload_s=statistics.mean(r["onload_s"] for r in runs),
+        weight_sync_s=statistics.mean(r["weight_sync_s"] for r in runs),
+        env_steps_per_call=last["env_steps_per_call"],
+        env_mem_gib=last["env_mem_gib"],
+        rollout_mem_gib=last["rollout_mem_gib"],
+        actor_mem_gib=last["actor_mem_gib"],
+        gpu_mem_gib=last["gpu_mem_gib"],
+    )
 
 
 def costs_for(cfg: TrainConfig, cluster, log: Callable[[str], None] = print) -> ComponentCosts:
@@ -189,8 +224,9 @@ def candidate_layouts(cfg: TrainConfig) -> list[Layout]:
     return [Layout(dict(fixed), s) for s in stages]
 
 
-def resolve_auto_placement(cfg: TrainConfig, cluster=None, costs: ComponentCosts | None = None,
-                           log: Callable[[str], None] = print) -> Layout | None:
+def resolve_auto_placement(
+    cfg: TrainConfig, cluster=None, costs: ComponentCosts | None = None, log: Callable[[str], None] = print
+) -> Layout | None:
     """Choose where cfg says auto; write the choice into cfg and print the candidate table. None when
     nothing is auto. Without `costs`, they come from the cache or a profile on `cluster`."""
     if not (is_auto(cfg.cluster.component_placement) or is_auto(cfg.runner.pipeline_stage_num)):
@@ -199,10 +235,19 @@ def resolve_auto_placement(cfg: TrainConfig, cluster=None, costs: ComponentCosts
     layouts = candidate_layouts(cfg)
     if costs is None:
         costs = costs_for(cfg, cluster, log)
-    chosen, predicted = choose(costs, cfg.env.num_envs, cfg.runner.rollout_steps, cfg.cluster.num_gpus_per_node,
-                               cfg.algorithm.env_group_size, cfg.cluster.num_nodes, layouts)
-    log(f"placement candidates ({num_gpus(cfg)} GPUs, {cfg.env.num_envs} envs, {cfg.runner.rollout_steps} "
-        f"rollout steps; predicted):\n{format_table(predicted, chosen)}")
+    chosen, predicted = choose(
+        costs,
+        cfg.env.num_envs,
+        cfg.runner.rollout_steps,
+        cfg.cluster.num_gpus_per_node,
+        cfg.algorithm.env_group_size,
+        cfg.cluster.num_nodes,
+        layouts,
+    )
+    log(
+        f"placement candidates ({num_gpus(cfg)} GPUs, {cfg.env.num_envs} envs, {cfg.runner.rollout_steps} "
+        f"rollout steps; predicted):\n{format_table(predicted, chosen)}"
+    )
     log(f"placement: chosen {chosen.override()}")
     cfg.cluster.component_placement = dict(chosen.component_placement)
     cfg.runner.pipeline_stage_num = chosen.pipeline_stage_num

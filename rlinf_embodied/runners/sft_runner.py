@@ -10,6 +10,7 @@
 
 Every checkpoint is a save_pretrained directory: `policy.checkpoint=<dir>` for train and eval.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,9 @@ class SFTRunner:
         check_cluster_fits(cfg, cluster)
         self.placement = actor_placement(cfg)
         self.group: WorkerGroup | None = None
-        self.group = SFTWorker.create_group(cfg).launch(cluster, name="sft_actor",
-                                                        placement_strategy=self.placement.strategy("actor"))
+        self.group = SFTWorker.create_group(cfg).launch(
+            cluster, name="sft_actor", placement_strategy=self.placement.strategy("actor")
+        )
         try:
             self._start()
         except BaseException:
@@ -50,9 +52,15 @@ class SFTRunner:
     def _start(self) -> None:
         cfg = self.cfg
         self.info = self.group.init_worker().wait()[0]
-        logger.info("sft: %d actor rank(s) on GPUs %s; dataset %s: %d episodes, %d frames; %d trainable parameters",
-                    self.group.world_size, self.placement.gpus("actor"), cfg.sft.dataset, self.info["num_episodes"],
-                    self.info["num_frames"], self.info["trainable_parameters"])
+        logger.info(
+            "sft: %d actor rank(s) on GPUs %s; dataset %s: %d episodes, %d frames; %d trainable parameters",
+            self.group.world_size,
+            self.placement.gpus("actor"),
+            cfg.sft.dataset,
+            self.info["num_episodes"],
+            self.info["num_frames"],
+            self.info["trainable_parameters"],
+        )
         if cfg.sft.eval_interval > 0:
             self.group.execute_on(0).check_eval_env().wait()
         self.metrics_logger = MetricsLogger(self.output_dir)
@@ -103,7 +111,9 @@ class SFTRunner:
         directory = os.path.join(self.output_dir, "checkpoints", name)
         self.group.save_policy(os.path.join(directory, "policy")).wait()
         with open(os.path.join(directory, "sft.json"), "w") as f:
-            json.dump({"step": step, "dataset": os.path.abspath(self.cfg.sft.dataset), "policy": self.cfg.policy.name}, f)
+            json.dump(
+                {"step": step, "dataset": os.path.abspath(self.cfg.sft.dataset), "policy": self.cfg.policy.name}, f
+            )
         logger.info("saved %s", directory)
         return directory
 
@@ -117,7 +127,9 @@ class SFTRunner:
             self.group.offload().wait()
         try:
             eval_dir = os.path.join(self.output_dir, "eval", f"step_{step:06d}")
-            metrics = self.group.execute_on(0).evaluate_checkpoint(os.path.join(directory, "policy"), eval_dir).wait()[0]
+            metrics = (
+                self.group.execute_on(0).evaluate_checkpoint(os.path.join(directory, "policy"), eval_dir).wait()[0]
+            )
         finally:
             if self.cluster.has_real_gpus:
                 self.group.onload().wait()
@@ -144,21 +156,26 @@ def actor_placement(cfg: SFTRunConfig) -> ComponentPlacement:
     """The GPUs of component_placement's `actor` entry; all GPUs when it names none."""
     num_gpus, num_nodes = cfg.cluster.num_gpus_per_node, cfg.cluster.num_nodes
     if isinstance(cfg.cluster.component_placement, str):  # "auto" (ClusterConfig allows no other string)
-        raise ValueError("cluster.component_placement=auto is for training (rlinf_embodied.train); SFT has one "
-                         "component: give its GPUs as cluster.component_placement.actor=<ids>, or leave it out (all)")
+        raise ValueError(
+            "cluster.component_placement=auto is for training (rlinf_embodied.train); SFT has one "
+            "component: give its GPUs as cluster.component_placement.actor=<ids>, or leave it out (all)"
+        )
     spec = dict(cfg.cluster.component_placement or {})
     if spec:
         placement = ComponentPlacement(spec, num_gpus=num_gpus, num_nodes=num_nodes)
         if "actor" in placement.components:
             world_size = len(placement.gpus("actor"))
             if cfg.sft.batch_size % world_size:
-                raise ValueError(f"sft.batch_size={cfg.sft.batch_size} does not split evenly over the {world_size} "
-                                 f"actor GPUs {placement.gpus('actor')}; use a multiple of {world_size}")
+                raise ValueError(
+                    f"sft.batch_size={cfg.sft.batch_size} does not split evenly over the {world_size} "
+                    f"actor GPUs {placement.gpus('actor')}; use a multiple of {world_size}"
+                )
             return placement
     placement = ComponentPlacement({"actor": "all"}, num_gpus=num_gpus, num_nodes=num_nodes)
     if cfg.sft.batch_size % len(placement.gpus("actor")):
-        raise ValueError(f"sft.batch_size={cfg.sft.batch_size} does not split evenly over "
-                         f"{len(placement.gpus('actor'))} actor GPUs")
+        raise ValueError(
+            f"sft.batch_size={cfg.sft.batch_size} does not split evenly over {len(placement.gpus('actor'))} actor GPUs"
+        )
     return placement
 
 
@@ -170,8 +187,10 @@ def check_sft_config(cfg: SFTRunConfig) -> dict[str, Any]:
 
     path = cfg.sft.dataset
     if not path:
-        raise ValueError("sft.dataset is required: pass sft.dataset=<directory of a LeRobot v2.1 dataset>, "
-                         "e.g. one written by `python -m rlinf_embodied.collect`")
+        raise ValueError(
+            "sft.dataset is required: pass sft.dataset=<directory of a LeRobot v2.1 dataset>, "
+            "e.g. one written by `python -m rlinf_embodied.collect`"
+        )
     if not os.path.isdir(path):
         raise FileNotFoundError(f"sft.dataset={path!r} does not exist or is not a directory")
     try:
@@ -182,8 +201,10 @@ def check_sft_config(cfg: SFTRunConfig) -> dict[str, Any]:
     except FileNotFoundError as error:
         raise FileNotFoundError(f"sft.dataset={path!r} is not a dataset: {error}") from None
     except (KeyError, TypeError, ValueError, IndexError) as error:
-        raise ValueError(f"sft.dataset={path!r}: meta/info.json lacks the action/observation.state features "
-                         f"({type(error).__name__}: {error})") from None
+        raise ValueError(
+            f"sft.dataset={path!r}: meta/info.json lacks the action/observation.state features "
+            f"({type(error).__name__}: {error})"
+        ) from None
     if int(info.get("total_episodes", 0)) < 1:
         raise ValueError(f"sft.dataset={path!r} holds no episodes")
     dataset_mode, env_mode = info.get("control_mode"), cfg.env.kwargs.get("control_mode")
@@ -191,12 +212,14 @@ def check_sft_config(cfg: SFTRunConfig) -> dict[str, Any]:
         raise ControlModeMismatchError(
             f"sft.dataset={path!r} holds actions in control_mode={dataset_mode!r}, but the env {cfg.env.id} acts in "
             f"env.kwargs.control_mode={env_mode!r}: set env.kwargs.control_mode={dataset_mode} (the policy "
-            f"learns the dataset's action space, and train/eval must run the env in it)")
+            f"learns the dataset's action space, and train/eval must run the env in it)"
+        )
     check_policy_config(cfg.policy)
     dims = predicted_policy_dims(cfg.policy)
     if dims["action_dim"] is not None and dims["action_dim"] != action_dim:
         source = f"policy.checkpoint={cfg.policy.checkpoint!r}" if cfg.policy.checkpoint else "policy.overrides"
-        raise ValueError(f"the policy ({source}) has action_dim={dims['action_dim']} but sft.dataset={path!r} "
-                         f"has action_dim={action_dim}")
+        raise ValueError(
+            f"the policy ({source}) has action_dim={dims['action_dim']} but sft.dataset={path!r} "
+            f"has action_dim={action_dim}"
+        )
     return info
-

@@ -1,4 +1,5 @@
 """Draw one iteration's timeline: a row per worker (component, rank, GPU), a bar per span of work."""
+
 from __future__ import annotations
 
 import matplotlib
@@ -6,8 +7,16 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-COLORS = {"sim": "tab:green", "infer": "tab:blue", "train": "tab:red", "sync": "tab:purple",
-          "offload": "tab:gray", "onload": "tab:gray", "send": "tab:orange", "wait": "gainsboro"}
+COLORS = {
+    "sim": "tab:green",
+    "infer": "tab:blue",
+    "train": "tab:red",
+    "sync": "tab:purple",
+    "offload": "tab:gray",
+    "onload": "tab:gray",
+    "send": "tab:orange",
+    "wait": "gainsboro",
+}
 
 
 def plot_timeline(rows: dict[str, list[tuple[str, float, float]]], path: str, title: str = "") -> str:
@@ -20,8 +29,15 @@ def plot_timeline(rows: dict[str, list[tuple[str, float, float]]], path: str, ti
     for y, (row, spans) in enumerate(rows.items()):
         for label, start, end in spans:
             kind = label.split()[0]
-            ax.barh(y, end - start, left=start - origin, height=0.6, color=COLORS.get(kind, "tab:orange"),
-                    edgecolor="black", linewidth=0.2)
+            ax.barh(
+                y,
+                end - start,
+                left=start - origin,
+                height=0.6,
+                color=COLORS.get(kind, "tab:orange"),
+                edgecolor="black",
+                linewidth=0.2,
+            )
     ax.set_yticks(range(len(rows)), list(rows))
     ax.invert_yaxis()
     ax.set_xlabel("seconds since the iteration started")

@@ -1,4 +1,5 @@
 """Ray scheduler: cluster, placement, worker groups, channels, point-to-point, offload, weight sync."""
+
 from .channel import Channel
 from .cluster import Cluster, NodeInfo
 from .placement import (
@@ -12,7 +13,17 @@ from .placement import (
 from .worker import GroupHandle, Worker, WorkerError, WorkerGroup
 
 __all__ = [
-    "Channel", "Cluster", "NodeInfo", "ComponentPlacement", "FlexiblePlacementStrategy",
-    "PackedPlacementStrategy", "Placement", "PlacementStrategy", "parse_gpu_spec",
-    "GroupHandle", "Worker", "WorkerError", "WorkerGroup",
+    "Channel",
+    "Cluster",
+    "NodeInfo",
+    "ComponentPlacement",
+    "FlexiblePlacementStrategy",
+    "PackedPlacementStrategy",
+    "Placement",
+    "PlacementStrategy",
+    "parse_gpu_spec",
+    "GroupHandle",
+    "Worker",
+    "WorkerError",
+    "WorkerGroup",
 ]

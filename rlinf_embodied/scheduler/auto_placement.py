@@ -30,6 +30,7 @@ memory does not hold its components: env_mem_gib (per env worker) plus rollout_m
 actor_mem_gib / |a| (FSDP shards the actor), of which only the larger of rollout and actor counts where
 they swap. Ties go to the earlier candidate of `enumerate_layouts` (collocated, fewer stages first).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -110,10 +111,13 @@ class Layout:
 
     def override(self) -> str:
         """The command-line overrides that run this layout (paste-able into a shell)."""
-        inner = ",".join(f'{k}:"{v}"' if ("-" in v or "," in v) else f"{k}:{v}"
-                         for k, v in self.component_placement.items())
-        return (f"{shlex.quote('cluster.component_placement={' + inner + '}')} "
-                f"runner.pipeline_stage_num={self.pipeline_stage_num}")
+        inner = ",".join(
+            f'{k}:"{v}"' if ("-" in v or "," in v) else f"{k}:{v}" for k, v in self.component_placement.items()
+        )
+        return (
+            f"{shlex.quote('cluster.component_placement={' + inner + '}')} "
+            f"runner.pipeline_stage_num={self.pipeline_stage_num}"
+        )
 
 
 def _spec(lo: int, hi: int, num_gpus: int) -> str:
@@ -155,20 +159,33 @@ def enumerate_layouts(num_gpus: int, stages: Sequence[int] = (1, 2)) -> list[Lay
     return [Layout(dict(p), s) for p in enumerate_placements(num_gpus) for s in stages]
 
 
-def predict(layout: Layout, costs: ComponentCosts, num_envs: int, rollout_steps: int, num_gpus: int,
-            env_group_size: int = 1, num_nodes: int = 1) -> Layout:
+def predict(
+    layout: Layout,
+    costs: ComponentCosts,
+    num_envs: int,
+    rollout_steps: int,
+    num_gpus: int,
+    env_group_size: int = 1,
+    num_nodes: int = 1,
+) -> Layout:
     """`layout` with mode, seconds, env_steps_per_s, fits/reason and breakdown filled in (a copy).
 
     num_gpus is the GPUs per node; num_nodes the nodes (global ids as in scheduler/placement.py)."""
-    for name, value in (("num_envs", num_envs), ("rollout_steps", rollout_steps), ("num_gpus", num_gpus),
-                        ("env_group_size", env_group_size), ("num_nodes", num_nodes)):
+    for name, value in (
+        ("num_envs", num_envs),
+        ("rollout_steps", rollout_steps),
+        ("num_gpus", num_gpus),
+        ("env_group_size", env_group_size),
+        ("num_nodes", num_nodes),
+    ):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name}={value!r} must be an integer >= 1")
     stages = layout.pipeline_stage_num
     if not isinstance(stages, int) or isinstance(stages, bool) or stages < 1:
         raise ValueError(f"pipeline_stage_num={stages!r} must be an integer >= 1")
-    placement = ComponentPlacement(layout.component_placement, num_gpus=num_gpus, num_nodes=num_nodes,
-                                   component_names=COMPONENTS)
+    placement = ComponentPlacement(
+        layout.component_placement, num_gpus=num_gpus, num_nodes=num_nodes, component_names=COMPONENTS
+    )
     missing = [c for c in COMPONENTS if c not in placement.components]
     if missing:
         raise ValueError(f"layout {layout.component_placement} places no GPUs for {missing}")
@@ -179,8 +196,10 @@ def predict(layout: Layout, costs: ComponentCosts, num_envs: int, rollout_steps:
         return replace(out, fits=False, reason=reason, seconds=math.inf, env_steps_per_s=0.0)
 
     if num_envs % (len(e) * stages * env_group_size):
-        return excluded(f"{num_envs} envs do not split into {len(e)} env workers x {stages} stages"
-                        + (f" of groups of {env_group_size}" if env_group_size > 1 else ""))
+        return excluded(
+            f"{num_envs} envs do not split into {len(e)} env workers x {stages} stages"
+            + (f" of groups of {env_group_size}" if env_group_size > 1 else "")
+        )
     swaps = bool(a & (e | r))
     per_gpu = {}
     for gpu in sorted(e | r | a):
@@ -198,24 +217,40 @@ def predict(layout: Layout, costs: ComponentCosts, num_envs: int, rollout_steps:
     w_roll = k * stages * costs.infer_s(b)
     overlap = stages >= 2 and not (e & r)
     step = max(w_env, w_roll) if overlap else w_env + w_roll
-    breakdown = {"rollout": rollout_steps * step,
-                 "train": costs.train_per_sample_s * num_envs * rollout_steps / len(a),
-                 "swap": 2 * (costs.offload_s + costs.onload_s) if swaps else 0.0,
-                 "sync": costs.weight_sync_s}
+    breakdown = {
+        "rollout": rollout_steps * step,
+        "train": costs.train_per_sample_s * num_envs * rollout_steps / len(a),
+        "swap": 2 * (costs.offload_s + costs.onload_s) if swaps else 0.0,
+        "sync": costs.weight_sync_s,
+    }
     seconds = sum(breakdown.values())
     steps = num_envs * rollout_steps * costs.env_steps_per_call
-    return replace(out, seconds=seconds, env_steps_per_s=steps / seconds if seconds > 0 else math.inf,
-                   breakdown=breakdown)
+    return replace(
+        out, seconds=seconds, env_steps_per_s=steps / seconds if seconds > 0 else math.inf, breakdown=breakdown
+    )
 
 
-def predict_all(layouts: Iterable[Layout], costs: ComponentCosts, num_envs: int, rollout_steps: int,
-                num_gpus: int, env_group_size: int = 1, num_nodes: int = 1) -> list[Layout]:
-    return [predict(layout, costs, num_envs, rollout_steps, num_gpus, env_group_size, num_nodes)
-            for layout in layouts]
+def predict_all(
+    layouts: Iterable[Layout],
+    costs: ComponentCosts,
+    num_envs: int,
+    rollout_steps: int,
+    num_gpus: int,
+    env_group_size: int = 1,
+    num_nodes: int = 1,
+) -> list[Layout]:
+    return [predict(layout, costs, num_envs, rollout_steps, num_gpus, env_group_size, num_nodes) for layout in layouts]
 
 
-def choose(costs: ComponentCosts, num_envs: int, rollout_steps: int, num_gpus: int, env_group_size: int = 1,
-           num_nodes: int = 1, layouts: Sequence[Layout] | None = None) -> tuple[Layout, list[Layout]]:
+def choose(
+    costs: ComponentCosts,
+    num_envs: int,
+    rollout_steps: int,
+    num_gpus: int,
+    env_group_size: int = 1,
+    num_nodes: int = 1,
+    layouts: Sequence[Layout] | None = None,
+) -> tuple[Layout, list[Layout]]:
     """(the fastest layout that fits, every candidate predicted). `layouts` defaults to every layout on
     num_gpus * num_nodes GPUs with 1 and 2 stages; ValueError when none fits."""
     if layouts is None:
@@ -240,15 +275,19 @@ def format_table(layouts: Sequence[Layout], chosen: Layout | None = None, limit:
             kept.append(chosen)
         ranked = kept
     width = max([len("placement")] + [len(layout.name) for layout in ranked])
-    header = (f"  {'placement':<{width}}  {'stages':>6}  {'mode':<13}  {'iter s':>9}  {'env-steps/s':>11}  "
-              f"{'rollout s':>9}  {'train s':>8}  {'swap s':>7}  {'sync s':>7}  note")
+    header = (
+        f"  {'placement':<{width}}  {'stages':>6}  {'mode':<13}  {'iter s':>9}  {'env-steps/s':>11}  "
+        f"{'rollout s':>9}  {'train s':>8}  {'swap s':>7}  {'sync s':>7}  note"
+    )
     lines = [header, "-" * len(header)]
     for layout in ranked:
         mark = "*" if chosen is not None and layout == chosen else " "
         parts = [layout.breakdown.get(key, math.nan) for key in ("rollout", "train", "swap", "sync")]
-        lines.append(f"{mark} {layout.name:<{width}}  {layout.pipeline_stage_num:>6}  {layout.mode:<13}  "
-                     f"{layout.seconds:>9.3f}  {layout.env_steps_per_s:>11.1f}  {parts[0]:>9.3f}  {parts[1]:>8.3f}  "
-                     f"{parts[2]:>7.3f}  {parts[3]:>7.3f}  {layout.reason or ('chosen' if mark == '*' else '')}")
+        lines.append(
+            f"{mark} {layout.name:<{width}}  {layout.pipeline_stage_num:>6}  {layout.mode:<13}  "
+            f"{layout.seconds:>9.3f}  {layout.env_steps_per_s:>11.1f}  {parts[0]:>9.3f}  {parts[1]:>8.3f}  "
+            f"{parts[2]:>7.3f}  {parts[3]:>7.3f}  {layout.reason or ('chosen' if mark == '*' else '')}"
+        )
     if limit is not None and len(layouts) > len(ranked):
         lines.append(f"  ... {len(layouts) - len(ranked)} more")
     return "\n".join(lines)
@@ -260,8 +299,14 @@ def cache_dir() -> str:
 
 
 def cache_key(env_id: str, obs_mode: str, num_envs: int, policy: str, size: str, num_gpus: int) -> dict[str, Any]:
-    return {"env_id": env_id, "obs_mode": obs_mode, "num_envs": num_envs, "policy": policy, "size": size,
-            "num_gpus": num_gpus}
+    return {
+        "env_id": env_id,
+        "obs_mode": obs_mode,
+        "num_envs": num_envs,
+        "policy": policy,
+        "size": size,
+        "num_gpus": num_gpus,
+    }
 
 
 def cache_path(key: dict[str, Any]) -> str:

@@ -14,6 +14,7 @@ Transport: a Ray actor call costs about a millisecond, and the rollout loop make
 it (tens of microseconds), one connection per thread; other nodes, `qsize` and the async methods go
 through Ray. Both reach the same queues, so they mix freely.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -260,8 +261,9 @@ class Channel:
             try:
                 self._actor = ray.get_actor(_ACTOR_PREFIX + self.name)
             except ValueError:
-                raise ValueError(f"no channel named {self.name!r}; create it first with "
-                                 f"Channel.create({self.name!r}) in the driver") from None
+                raise ValueError(
+                    f"no channel named {self.name!r}; create it first with Channel.create({self.name!r}) in the driver"
+                ) from None
         return self._actor
 
     def _connection(self) -> _SocketConnection | None:

@@ -5,6 +5,7 @@ several components can share a GPU. Simulated GPUs (no CUDA): each node advertis
 resource `SIM_GPU_RESOURCE` of num_gpus_per_node; workers get the same placement metadata (fake GPU
 ids) but compute on the CPU.
 """
+
 from __future__ import annotations
 
 import logging
@@ -40,8 +41,9 @@ class Cluster:
     simulate_gpus: where no node has CUDA GPUs, present num_gpus_per_node simulated ones per node.
     """
 
-    def __init__(self, address: str | None = None, num_nodes: int = 1, num_gpus_per_node: int = 1,
-                 simulate_gpus: bool = True):
+    def __init__(
+        self, address: str | None = None, num_nodes: int = 1, num_gpus_per_node: int = 1, simulate_gpus: bool = True
+    ):
         if num_nodes < 1 or num_gpus_per_node < 1:
             raise ValueError(f"num_nodes={num_nodes}, num_gpus_per_node={num_gpus_per_node}: both must be >= 1")
         self.num_nodes, self.num_gpus_per_node = num_nodes, num_gpus_per_node
@@ -57,16 +59,24 @@ class Cluster:
     # ---- start / discover ---------------------------------------------------------------------
     def _start_local(self, num_nodes: int, num_gpus_per_node: int, simulate_gpus: bool) -> None:
         if num_nodes != 1:
-            raise ValueError(f"num_nodes={num_nodes} without cluster.address: a local cluster has 1 node; "
-                             "start Ray on every node (`ray start`) and pass its address")
+            raise ValueError(
+                f"num_nodes={num_nodes} without cluster.address: a local cluster has 1 node; "
+                "start Ray on every node (`ray start`) and pass its address"
+            )
         cuda = _local_cuda_count()
         if cuda and num_gpus_per_node > cuda:
             raise ValueError(f"num_gpus_per_node={num_gpus_per_node}, but this machine has {cuda} CUDA GPUs")
         resources = {SIM_GPU_RESOURCE: float(num_gpus_per_node)} if (simulate_gpus and not cuda) else {}
         # Ray leaves CUDA_VISIBLE_DEVICES alone in actors that ask for no GPU; we set it ourselves.
         os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
-        ray.init(num_cpus=os.cpu_count(), num_gpus=cuda, resources=resources, namespace=NAMESPACE,
-                 include_dashboard=False, log_to_driver=True)
+        ray.init(
+            num_cpus=os.cpu_count(),
+            num_gpus=cuda,
+            resources=resources,
+            namespace=NAMESPACE,
+            include_dashboard=False,
+            log_to_driver=True,
+        )
         self._owns_ray = True
 
     def _discover(self, simulate_gpus: bool) -> list[NodeInfo]:
@@ -74,12 +84,15 @@ class Cluster:
         real = [n for n in alive if n["Resources"].get("GPU", 0) >= 1]
         self.simulated = not real
         if self.simulated and not simulate_gpus:
-            raise ValueError("no node of the Ray cluster has a GPU and simulate_gpus=False; "
-                             "set cluster.simulate_gpus=true to run on CPU processes")
+            raise ValueError(
+                "no node of the Ray cluster has a GPU and simulate_gpus=False; "
+                "set cluster.simulate_gpus=true to run on CPU processes"
+            )
         candidates = real or alive
         if len(candidates) < self.num_nodes:
-            raise ValueError(f"num_nodes={self.num_nodes}, but the Ray cluster has {len(candidates)} "
-                             f"{'GPU ' if real else ''}node(s)")
+            raise ValueError(
+                f"num_nodes={self.num_nodes}, but the Ray cluster has {len(candidates)} {'GPU ' if real else ''}node(s)"
+            )
         driver_ip = ray.util.get_node_ip_address()
         # The driver's node first (node 0), then by IP: a stable order on every run.
         candidates.sort(key=lambda n: (n["NodeManagerAddress"] != driver_ip, n["NodeManagerAddress"], n["NodeID"]))
@@ -87,8 +100,10 @@ class Cluster:
         for rank, node in enumerate(candidates[: self.num_nodes]):
             have = int(node["Resources"].get("GPU", 0)) if real else self.num_gpus_per_node
             if have < self.num_gpus_per_node:
-                raise ValueError(f"num_gpus_per_node={self.num_gpus_per_node}, but node {rank} "
-                                 f"({node['NodeManagerAddress']}) has {have} GPUs")
+                raise ValueError(
+                    f"num_gpus_per_node={self.num_gpus_per_node}, but node {rank} "
+                    f"({node['NodeManagerAddress']}) has {have} GPUs"
+                )
             nodes.append(NodeInfo(rank, node["NodeID"], node["NodeManagerAddress"], self.num_gpus_per_node))
         return nodes
 

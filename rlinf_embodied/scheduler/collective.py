@@ -4,6 +4,7 @@ Each worker's default torch.distributed group covers only its own WorkerGroup. T
 between groups (weight sync, GPU send/recv) we build a separate process group over a TCPStore that
 one member hosts: NCCL between GPU workers, gloo otherwise.
 """
+
 from __future__ import annotations
 
 import socket
@@ -62,21 +63,25 @@ def flatten_by_dtype(tensors: dict[str, torch.Tensor], device: torch.device) -> 
     return {dtype: torch.cat([p.to(device) for p in parts]) for dtype, parts in groups.items()}
 
 
-def empty_buffers(layout: list[tuple[str, tuple, torch.dtype]], device: torch.device) -> dict[torch.dtype, torch.Tensor]:
+def empty_buffers(
+    layout: list[tuple[str, tuple, torch.dtype]], device: torch.device
+) -> dict[torch.dtype, torch.Tensor]:
     sizes: dict[torch.dtype, int] = {}
     for _, shape, dtype in layout:
         sizes[dtype] = sizes.get(dtype, 0) + int(torch.Size(shape).numel())
     return {dtype: torch.empty(n, dtype=dtype, device=device) for dtype, n in sizes.items()}
 
 
-def unflatten(layout: list[tuple[str, tuple, torch.dtype]], buffers: dict[torch.dtype, torch.Tensor]) -> dict[str, torch.Tensor]:
+def unflatten(
+    layout: list[tuple[str, tuple, torch.dtype]], buffers: dict[torch.dtype, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     """Views into `buffers`, one per layout entry."""
     offsets = {dtype: 0 for dtype in buffers}
     out = {}
     for name, shape, dtype in layout:
         n = int(torch.Size(shape).numel())
         start = offsets[dtype]
-        out[name] = buffers[dtype][start:start + n].view(shape)
+        out[name] = buffers[dtype][start : start + n].view(shape)
         offsets[dtype] = start + n
     return out
 

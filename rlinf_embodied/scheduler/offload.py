@@ -4,6 +4,7 @@ CPU copies are pinned when CUDA exists (fast, async host<->device copies). FSDP2
 `nn.Module._apply` to re-point their sharded parameters after a move, so going through `_apply` moves
 the local shards of DTensor parameters correctly.
 """
+
 from __future__ import annotations
 
 import torch
@@ -17,8 +18,9 @@ def _on_local(tensor: torch.Tensor, fn) -> torch.Tensor:
     """Apply fn to a plain tensor, or to a DTensor's local shard (keeping mesh and placements)."""
     if isinstance(tensor, DTensor):
         local = fn(tensor._local_tensor)
-        return DTensor.from_local(local, tensor.device_mesh, tensor.placements, run_check=False,
-                                  shape=tensor.shape, stride=tensor.stride())
+        return DTensor.from_local(
+            local, tensor.device_mesh, tensor.placements, run_check=False, shape=tensor.shape, stride=tensor.stride()
+        )
     return fn(tensor)
 
 
@@ -42,6 +44,7 @@ def _to_device(device: torch.device):
 
     def move(tensor: torch.Tensor) -> torch.Tensor:
         return tensor if tensor.device == device else _on_local(tensor, plain)
+
     return move
 
 
@@ -94,8 +97,9 @@ def _state_tensors(optimizer: torch.optim.Optimizer):
     """(state dict, key) of every tensor in the optimizer state, except scalar step counters."""
     for state in optimizer.state.values():
         for key, value in state.items():
-            if isinstance(value, torch.Tensor) and not (key == "step" and value.dim() == 0
-                                                        and value.device.type == "cpu"):
+            if isinstance(value, torch.Tensor) and not (
+                key == "step" and value.dim() == 0 and value.device.type == "cpu"
+            ):
                 yield state, key
 
 

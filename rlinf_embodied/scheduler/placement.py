@@ -4,6 +4,7 @@ Global GPU id = node_rank * num_gpus_per_node + local id. A spec is "all", one i
 ("0,2,3"), a range ("0-3") or a mix ("0-3,5,7"); integers and lists of integers are accepted too
 (Hydra turns "3" into 3).
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -34,11 +35,13 @@ def _check_in_cluster(gpu_id: int, num_gpus_per_node: int, num_nodes: int, what:
     if not 0 <= gpu_id < total:
         raise ValueError(
             f"{what} needs GPU id {gpu_id}, but the cluster has {total} GPUs "
-            f"({num_nodes} node(s) x {num_gpus_per_node} GPUs): valid ids are 0-{total - 1}")
+            f"({num_nodes} node(s) x {num_gpus_per_node} GPUs): valid ids are 0-{total - 1}"
+        )
 
 
-def _placements_from_gpu_lists(gpu_lists: Sequence[Sequence[int]], num_gpus_per_node: int,
-                               num_nodes: int, what: str) -> list[Placement]:
+def _placements_from_gpu_lists(
+    gpu_lists: Sequence[Sequence[int]], num_gpus_per_node: int, num_nodes: int, what: str
+) -> list[Placement]:
     """Per-process global GPU lists -> Placement records (a process's GPUs must share one node)."""
     nodes = []
     for gpus in gpu_lists:
@@ -48,17 +51,26 @@ def _placements_from_gpu_lists(gpu_lists: Sequence[Sequence[int]], num_gpus_per_
             _check_in_cluster(gpu, num_gpus_per_node, num_nodes, what)
         node_ids = {gpu // num_gpus_per_node for gpu in gpus}
         if len(node_ids) != 1:
-            raise ValueError(f"{what}: GPUs {list(gpus)} of one process span nodes {sorted(node_ids)}; "
-                             f"a process's GPUs must be on one node ({num_gpus_per_node} GPUs per node)")
+            raise ValueError(
+                f"{what}: GPUs {list(gpus)} of one process span nodes {sorted(node_ids)}; "
+                f"a process's GPUs must be on one node ({num_gpus_per_node} GPUs per node)"
+            )
         nodes.append(node_ids.pop())
     world_size = len(gpu_lists)
     placements = []
     for rank, (gpus, node) in enumerate(zip(gpu_lists, nodes)):
         same_node = [r for r, n in enumerate(nodes) if n == node]
-        placements.append(Placement(
-            rank=rank, world_size=world_size, node_rank=node,
-            local_gpu_ids=tuple(g % num_gpus_per_node for g in gpus), global_gpu_ids=tuple(gpus),
-            local_rank=same_node.index(rank), local_world_size=len(same_node)))
+        placements.append(
+            Placement(
+                rank=rank,
+                world_size=world_size,
+                node_rank=node,
+                local_gpu_ids=tuple(g % num_gpus_per_node for g in gpus),
+                global_gpu_ids=tuple(gpus),
+                local_rank=same_node.index(rank),
+                local_world_size=len(same_node),
+            )
+        )
     return placements
 
 
@@ -75,14 +87,18 @@ class PackedPlacementStrategy(PlacementStrategy):
         if start_gpu < 0 or end_gpu < start_gpu:
             raise ValueError(f"PackedPlacementStrategy({start_gpu}, {end_gpu}): need 0 <= start_gpu <= end_gpu")
         if num_processes_per_gpu < 1 or num_gpus_per_process < 1:
-            raise ValueError(f"num_processes_per_gpu={num_processes_per_gpu}, num_gpus_per_process="
-                             f"{num_gpus_per_process}: both must be >= 1")
+            raise ValueError(
+                f"num_processes_per_gpu={num_processes_per_gpu}, num_gpus_per_process="
+                f"{num_gpus_per_process}: both must be >= 1"
+            )
         if num_processes_per_gpu > 1 and num_gpus_per_process > 1:
             raise ValueError("set num_processes_per_gpu or num_gpus_per_process above 1, not both")
         count = end_gpu - start_gpu + 1
         if count % num_gpus_per_process:
-            raise ValueError(f"{count} GPUs ({start_gpu}-{end_gpu}) do not split into processes of "
-                             f"num_gpus_per_process={num_gpus_per_process}")
+            raise ValueError(
+                f"{count} GPUs ({start_gpu}-{end_gpu}) do not split into processes of "
+                f"num_gpus_per_process={num_gpus_per_process}"
+            )
         self.start_gpu, self.end_gpu = start_gpu, end_gpu
         self.num_processes_per_gpu, self.num_gpus_per_process = num_processes_per_gpu, num_gpus_per_process
 
@@ -90,15 +106,17 @@ class PackedPlacementStrategy(PlacementStrategy):
         gpus = list(range(self.start_gpu, self.end_gpu + 1))
         if self.num_gpus_per_process > 1:
             k = self.num_gpus_per_process
-            return [gpus[i:i + k] for i in range(0, len(gpus), k)]
+            return [gpus[i : i + k] for i in range(0, len(gpus), k)]
         return [[gpu] for gpu in gpus for _ in range(self.num_processes_per_gpu)]
 
     def placements(self, num_gpus_per_node: int, num_nodes: int = 1) -> list[Placement]:
         return _placements_from_gpu_lists(self.gpu_lists(), num_gpus_per_node, num_nodes, repr(self))
 
     def __repr__(self) -> str:
-        return (f"PackedPlacementStrategy({self.start_gpu}-{self.end_gpu}, processes_per_gpu="
-                f"{self.num_processes_per_gpu}, gpus_per_process={self.num_gpus_per_process})")
+        return (
+            f"PackedPlacementStrategy({self.start_gpu}-{self.end_gpu}, processes_per_gpu="
+            f"{self.num_processes_per_gpu}, gpus_per_process={self.num_gpus_per_process})"
+        )
 
 
 class FlexiblePlacementStrategy(PlacementStrategy):
@@ -114,8 +132,10 @@ class FlexiblePlacementStrategy(PlacementStrategy):
                     raise ValueError(f"FlexiblePlacementStrategy: GPU id {gpu!r} is not a non-negative integer")
             repeated = sorted({gpu for gpu in gpus if gpus.count(gpu) > 1})
             if repeated:
-                raise ValueError(f"FlexiblePlacementStrategy: process {rank} lists GPU(s) {repeated} more than once "
-                                 f"in {gpus}; give each GPU of a process once")
+                raise ValueError(
+                    f"FlexiblePlacementStrategy: process {rank} lists GPU(s) {repeated} more than once "
+                    f"in {gpus}; give each GPU of a process once"
+                )
 
     def placements(self, num_gpus_per_node: int, num_nodes: int = 1) -> list[Placement]:
         return _placements_from_gpu_lists(self.gpu_ids_per_process, num_gpus_per_node, num_nodes, repr(self))
@@ -162,8 +182,9 @@ def parse_gpu_spec(spec: Any, total_gpus: int) -> list[int]:
             if token.startswith("-"):
                 first = "-" + first
             if not first.strip() or not last.strip():
-                raise ValueError(f"GPU spec {spec!r}: range {token!r} lacks its {'end' if first.strip() else 'start'}; "
-                                 f"{SPEC_HELP}")
+                raise ValueError(
+                    f"GPU spec {spec!r}: range {token!r} lacks its {'end' if first.strip() else 'start'}; {SPEC_HELP}"
+                )
             start, end = _parse_int(first.strip(), spec), _parse_int(last.strip(), spec)
             if end < start:
                 raise ValueError(f"GPU spec {spec!r}: range {token!r} is reversed; write it as {end}-{start}")
@@ -172,8 +193,9 @@ def parse_gpu_spec(spec: Any, total_gpus: int) -> list[int]:
             ids.append(_parse_int(token, spec))
     for gpu in ids:
         if gpu >= total_gpus:
-            raise ValueError(f"GPU spec {spec!r}: id {gpu} is beyond the cluster's {total_gpus} GPUs "
-                             f"(valid ids 0-{total_gpus - 1})")
+            raise ValueError(
+                f"GPU spec {spec!r}: id {gpu} is beyond the cluster's {total_gpus} GPUs (valid ids 0-{total_gpus - 1})"
+            )
     duplicates = sorted({g for g in ids if ids.count(g) > 1})
     if duplicates:
         raise ValueError(f"GPU spec {spec!r} lists GPU(s) {duplicates} more than once")
@@ -187,8 +209,9 @@ def _is_contiguous(ids: Sequence[int]) -> bool:
 class ComponentPlacement:
     """Component name -> global GPU ids, from a config mapping like {"env,rollout": "0-1", "actor": "all"}."""
 
-    def __init__(self, component_placement: dict, num_gpus: int, num_nodes: int = 1,
-                 component_names: Iterable[str] | None = None):
+    def __init__(
+        self, component_placement: dict, num_gpus: int, num_nodes: int = 1, component_names: Iterable[str] | None = None
+    ):
         if num_gpus < 1 or num_nodes < 1:
             raise ValueError(f"num_gpus={num_gpus} (per node), num_nodes={num_nodes}: both must be >= 1")
         if not component_placement:
@@ -213,7 +236,8 @@ class ComponentPlacement:
             raise ValueError(
                 f"component {name!r} is placed twice (again in key {key!r}); place it once. Hydra merges a "
                 f"mapping given on the command line into the cluster config's keys, so there use one key per "
-                f"component (cluster.component_placement.{name}=0), as configs/cluster/*.yaml do")
+                f"component (cluster.component_placement.{name}=0), as configs/cluster/*.yaml do"
+            )
         self._gpus[name] = ids
 
     @property
@@ -227,7 +251,7 @@ class ComponentPlacement:
 
     @property
     def mode(self) -> str:
-        """"collocated": every component on the same GPUs; "disaggregated": the entries (components on the
+        """ "collocated": every component on the same GPUs; "disaggregated": the entries (components on the
         same GPUs, in one key like "env,rollout" or in several keys, form one entry) use disjoint GPUs;
         "hybrid": anything else."""
         if all(set(ids) == set(self._gpus[self.components[0]]) for ids in self._gpus.values()):

@@ -9,6 +9,7 @@ Each rank runs in a `_WorkerHost` actor that (1) sets CUDA_VISIBLE_DEVICES / ran
 and only then (3) constructs the user's Worker subclass, so every user method, __init__ included,
 can use torch.distributed.
 """
+
 from __future__ import annotations
 
 import logging
@@ -44,8 +45,6 @@ class WorkerContext:
     device: torch.device
 
 
-
-
 def _mailbox_name(group_name: str) -> str:
     return f"__p2p__/{group_name}"
 
@@ -79,7 +78,8 @@ class Worker:
         super().__init__()
         # Set by _WorkerHost.setup before __init__ runs; absent for a Worker built outside a group.
         context = getattr(self, "_rlinf_context", None) or WorkerContext(
-            group_name="local", placement=Placement(0, 1, 0, (), (), 0, 1), device=torch.device("cpu"))
+            group_name="local", placement=Placement(0, 1, 0, (), (), 0, 1), device=torch.device("cpu")
+        )
         self.group_name: str = context.group_name
         self.placement: Placement = context.placement
         self.rank: int = context.placement.rank
@@ -116,9 +116,11 @@ class Worker:
         off CUDA. Memory outside PyTorch's allocator (the CUDA context, a GPU simulator's) is not counted."""
         if self.device.type != "cuda" or not torch.cuda.is_available():
             return 0.0, float("inf")
-        gib = float(2 ** 30)
-        return (torch.cuda.max_memory_reserved(self.device) / gib,
-                torch.cuda.get_device_properties(self.device).total_memory / gib)
+        gib = float(2**30)
+        return (
+            torch.cuda.max_memory_reserved(self.device) / gib,
+            torch.cuda.get_device_properties(self.device).total_memory / gib,
+        )
 
     # ---- point to point -----------------------------------------------------------------------
     def _channel(self, name: str) -> Channel:
@@ -173,12 +175,17 @@ class Worker:
 # ---- the actor that hosts one rank ----------------------------------------------------------------
 @ray.remote(num_cpus=0)
 class _WorkerHost:
-    def __init__(self, worker_cls: type, args: tuple, kwargs: dict, group_name: str, placement: Placement,
-                 real_gpus: bool):
+    def __init__(
+        self, worker_cls: type, args: tuple, kwargs: dict, group_name: str, placement: Placement, real_gpus: bool
+    ):
         if real_gpus:
             os.environ["CUDA_VISIBLE_DEVICES"] = placement.cuda_visible_devices
-        os.environ.update(RANK=str(placement.rank), WORLD_SIZE=str(placement.world_size),
-                          LOCAL_RANK=str(placement.local_rank), LOCAL_WORLD_SIZE=str(placement.local_world_size))
+        os.environ.update(
+            RANK=str(placement.rank),
+            WORLD_SIZE=str(placement.world_size),
+            LOCAL_RANK=str(placement.local_rank),
+            LOCAL_WORLD_SIZE=str(placement.local_world_size),
+        )
         self.device = torch.device("cuda", 0) if real_gpus else torch.device("cpu")
         if real_gpus:
             torch.cuda.set_device(self.device)
@@ -199,8 +206,7 @@ class _WorkerHost:
         store = self.stores.get("default") if rank == 0 else collective.connect_store(ip, port, world_size)
         os.environ.update(MASTER_ADDR=ip, MASTER_PORT=str(port))
         backend = "nccl" if self.device.type == "cuda" else "gloo"
-        dist.init_process_group(backend, store=store, rank=rank, world_size=world_size,
-                                timeout=timedelta(minutes=30))
+        dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=timedelta(minutes=30))
         worker = self.worker_cls.__new__(self.worker_cls)
         worker._rlinf_context = WorkerContext(self.group_name, self.placement, self.device)
         worker.__init__(*self.args, **self.kwargs)
@@ -253,13 +259,17 @@ def _broadcast(group, buffers: dict[torch.dtype, torch.Tensor]) -> None:
 class GroupHandle:
     """Pending per-rank results of one group call; `.wait()` returns them in rank order."""
 
-    def __init__(self, group_name: str, method_name: str, ranks: Sequence[int], refs: list,
-                 labels: Sequence[str] | None = None):
+    def __init__(
+        self, group_name: str, method_name: str, ranks: Sequence[int], refs: list, labels: Sequence[str] | None = None
+    ):
         self.group_name, self.method_name = group_name, method_name
         self.ranks, self.refs = list(ranks), refs
         # What failed, per ref, for the error message.
-        self.labels = list(labels) if labels is not None else [
-            f"worker group {group_name!r} rank {rank} failed in {method_name}()" for rank in self.ranks]
+        self.labels = (
+            list(labels)
+            if labels is not None
+            else [f"worker group {group_name!r} rank {rank} failed in {method_name}()" for rank in self.ranks]
+        )
 
     def wait(self, timeout: float | None = None) -> list:
         pending = list(self.refs)
@@ -330,15 +340,21 @@ class WorkerGroup:
         except BaseException:
             self.shutdown()
             raise
-        logger.info("launched %s x%d (%s) on GPUs %s", name, self.world_size, self._worker_cls.__name__,
-                    [p.global_gpu_ids for p in self.placements])
+        logger.info(
+            "launched %s x%d (%s) on GPUs %s",
+            name,
+            self.world_size,
+            self._worker_cls.__name__,
+            [p.global_gpu_ids for p in self.placements],
+        )
         return self
 
     def _start_host(self, cluster: Cluster, placement: Placement):
         node = cluster.node(placement.node_rank)
         affinity = NodeAffinitySchedulingStrategy(node_id=node.node_id, soft=False)
         return _WorkerHost.options(scheduling_strategy=affinity, num_cpus=0, num_gpus=0).remote(
-            self._worker_cls, self._args, self._kwargs, self.name, placement, cluster.has_real_gpus)
+            self._worker_cls, self._args, self._kwargs, self.name, placement, cluster.has_real_gpus
+        )
 
     @property
     def world_size(self) -> int:
@@ -405,10 +421,13 @@ class WorkerGroup:
         ip, port = self._sync_stores[key]
         self._sync_seq += 1
         send = [host.weights_send.remote(key, self._sync_seq, ip, port, world_size, backend) for host in self._hosts]
-        recv = [host.weights_recv.remote(key, self._sync_seq, ip, port, 1 + r, world_size, backend)
-                for r, host in enumerate(dst._hosts)]
-        labels = ([f"worker group {self.name!r} rank {r} failed sending weights" for r in range(self.world_size)]
-                  + [f"worker group {dst.name!r} rank {r} failed receiving weights" for r in range(dst.world_size)])
+        recv = [
+            host.weights_recv.remote(key, self._sync_seq, ip, port, 1 + r, world_size, backend)
+            for r, host in enumerate(dst._hosts)
+        ]
+        labels = [f"worker group {self.name!r} rank {r} failed sending weights" for r in range(self.world_size)] + [
+            f"worker group {dst.name!r} rank {r} failed receiving weights" for r in range(dst.world_size)
+        ]
         GroupHandle(self.name, "sync_weights_to", [], send + recv, labels).wait()
 
     # ---- teardown -----------------------------------------------------------------------------

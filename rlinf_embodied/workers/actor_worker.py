@@ -3,6 +3,7 @@
 Each rank receives its share of the rollout's envs, computes advantages on them, and runs PPO-style
 epochs over minibatches; FSDP reduce-scatters the gradients, so all ranks step the same model.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -68,14 +69,17 @@ class ActorWorker(Worker, SpanRecorder):
         """Trainable parameters in two groups: the policy at algorithm.lr, its value head at value_lr
         (each defaulting to the policy class's own rates). `initial_lr` is what anneal_lr scales."""
         policy_class = type(self.policy)
-        lr, value_lr = resolve_learning_rates(self.cfg.algorithm, policy_class.default_rl_lr,
-                                              policy_class.default_value_lr)
+        lr, value_lr = resolve_learning_rates(
+            self.cfg.algorithm, policy_class.default_rl_lr, policy_class.default_value_lr
+        )
         value_prefixes = policy_class.value_parameter_prefixes
         trainable = [(name, p) for name, p in self.policy.named_parameters() if p.requires_grad]
         value_params = [p for name, p in trainable if name.startswith(value_prefixes)]
         other_params = [p for name, p in trainable if not name.startswith(value_prefixes)]
-        groups = [{"params": other_params, "lr": lr, "initial_lr": lr, "name": "policy"},
-                  {"params": value_params, "lr": value_lr, "initial_lr": value_lr, "name": "value"}]
+        groups = [
+            {"params": other_params, "lr": lr, "initial_lr": lr, "name": "policy"},
+            {"params": value_params, "lr": value_lr, "initial_lr": value_lr, "name": "value"},
+        ]
         return [group for group in groups if group["params"]]
 
     def _forward_precision(self):
@@ -125,7 +129,9 @@ class ActorWorker(Worker, SpanRecorder):
     def _set_learning_rates(self, iteration: int) -> None:
         """Each group's initial_lr, annealed if asked; the policy's is 0 during critic warmup."""
         for group in self.optimizer.param_groups:
-            group["lr"] = annealed_lr(self.cfg.algorithm, iteration, self.cfg.runner.max_iterations, group["initial_lr"])
+            group["lr"] = annealed_lr(
+                self.cfg.algorithm, iteration, self.cfg.runner.max_iterations, group["initial_lr"]
+            )
             if group["name"] == "policy" and iteration < self.cfg.algorithm.critic_warmup_iterations:
                 group["lr"] = 0.0  # critic warmup: only the value head learns
 
@@ -136,9 +142,11 @@ class ActorWorker(Worker, SpanRecorder):
         generator = torch.Generator().manual_seed(seed_for(self.cfg.runner.seed, iteration, 104729))
         history: dict[str, list[float]] = {}
         self.policy.train()
-        minibatches = (minibatch for _ in range(algo.update_epochs)  # a fresh permutation per epoch
-                       for minibatch in torch.tensor_split(torch.randperm(num_samples, generator=generator),
-                                                           algo.num_minibatches))
+        minibatches = (
+            minibatch
+            for _ in range(algo.update_epochs)  # a fresh permutation per epoch
+            for minibatch in torch.tensor_split(torch.randperm(num_samples, generator=generator), algo.num_minibatches)
+        )
         steps_taken = 0
         for minibatch in minibatches:
             step_metrics, stepped = self._minibatch_step(iteration, select(samples, minibatch))
@@ -161,18 +169,26 @@ class ActorWorker(Worker, SpanRecorder):
         exceeds algorithm.target_kl (every rank takes the same decision)."""
         algo = self.cfg.algorithm
         batch = to_device(batch, self.device)
-        act_output = ActOutput(actions=batch["actions"], log_probs=batch["log_probs"],
-                               values=batch["values"], extras=batch["extras"])
+        act_output = ActOutput(
+            actions=batch["actions"], log_probs=batch["log_probs"], values=batch["values"], extras=batch["extras"]
+        )
         with self._forward_precision():  # the backward too: checkpointed layers recompute inside it
             evaluated = self.policy.evaluate(batch["obs"], act_output)
             loss, metrics = policy_loss(
-                new_log_probs=evaluated.log_probs, old_log_probs=batch["log_probs"],
-                advantages=batch["advantages"], entropy=evaluated.entropy,
-                new_values=evaluated.values, old_values=batch["values"], returns=batch["returns"], cfg=algo,
+                new_log_probs=evaluated.log_probs,
+                old_log_probs=batch["log_probs"],
+                advantages=batch["advantages"],
+                entropy=evaluated.entropy,
+                new_values=evaluated.values,
+                old_values=batch["values"],
+                returns=batch["returns"],
+                cfg=algo,
                 loss_mask=batch.get("loss_mask"),
             )
-            check_finite({"loss": loss, **{f"metric/{k}": v for k, v in metrics.items()
-                                           if isinstance(v, torch.Tensor)}}, iteration)
+            check_finite(
+                {"loss": loss, **{f"metric/{k}": v for k, v in metrics.items() if isinstance(v, torch.Tensor)}},
+                iteration,
+            )
             if algo.target_kl is not None and self._mean_over_ranks(metrics["approx_kl"]) > algo.target_kl:
                 return {k: float(v) for k, v in metrics.items()}, False
             self.optimizer.zero_grad(set_to_none=True)
@@ -199,12 +215,15 @@ class ActorWorker(Worker, SpanRecorder):
         stepped = {id(p) for group in self.optimizer.param_groups for p in group["params"]}
         stale = [name for name, p in self.policy.named_parameters() if p.requires_grad and id(p) not in stepped]
         if stale:
-            raise RuntimeError(f"the optimizer does not hold the policy's parameters {stale[:3]}...: they were "
-                               "replaced after the optimizer was built, so training would not change them")
+            raise RuntimeError(
+                f"the optimizer does not hold the policy's parameters {stale[:3]}...: they were "
+                "replaced after the optimizer was built, so training would not change them"
+            )
 
     # ---- DAPO dynamic sampling (algorithm.dynamic_sampling; the runner drives the rounds) ------
-    def collect_groups(self, iteration: int, actor_channel: Channel, num_pieces: int,
-                       sampling_round: int) -> dict[str, int]:
+    def collect_groups(
+        self, iteration: int, actor_channel: Channel, num_pieces: int, sampling_round: int
+    ) -> dict[str, int]:
         """Take this rank's share of one rollout round and keep its informative env groups (those whose
         finished episodes' outcomes are not all equal). Returns kept/dropped group counts of the round
         and how many groups this rank still misses for a full batch (as many as one rollout gives it)."""
@@ -220,8 +239,11 @@ class ActorWorker(Worker, SpanRecorder):
         if self._uninformative is None:
             self._uninformative = dropped
         have = sum(count_groups(t, self.cfg.algorithm.env_group_size) for t in self._sampled)
-        return {"kept_groups": collected["kept_groups"], "dropped_groups": collected["dropped_groups"],
-                "missing_groups": max(0, self._group_quota - have)}
+        return {
+            "kept_groups": collected["kept_groups"],
+            "dropped_groups": collected["dropped_groups"],
+            "missing_groups": max(0, self._group_quota - have),
+        }
 
     def train_collected(self, iteration: int, update: bool = True) -> dict[str, float]:
         """Train on the groups `collect_groups` kept, at most one rollout's worth. A rank that kept none
@@ -244,21 +266,25 @@ class ActorWorker(Worker, SpanRecorder):
         if self.rank != 0:
             return
         os.makedirs(directory, exist_ok=True)
-        torch.save({
-            "iteration": iteration,
-            "env_steps": env_steps,
-            "model": model_state,
-            "optimizer": optim_state,
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
-            "policy_name": self.cfg.policy.name,
-        }, os.path.join(directory, "actor.pt"))
+        torch.save(
+            {
+                "iteration": iteration,
+                "env_steps": env_steps,
+                "model": model_state,
+                "optimizer": optim_state,
+                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+                "policy_name": self.cfg.policy.name,
+            },
+            os.path.join(directory, "actor.pt"),
+        )
         self._save_policy(model_state, os.path.join(directory, "policy"))
 
     def _save_policy(self, model_state: dict[str, torch.Tensor], directory: str) -> None:
         """An unsharded save_pretrained copy, loadable by eval and by `policy.checkpoint=`: the fp32
         master weights, so a run continued from it starts where this one stopped."""
-        policy = build_policy(self.cfg.policy, self.action_dim, self.state_dim, torch.device("cpu"),
-                              master_weights=True)
+        policy = build_policy(
+            self.cfg.policy, self.action_dim, self.state_dim, torch.device("cpu"), master_weights=True
+        )
         policy.load_state_dict(model_state)
         policy.save_pretrained(directory)
 
@@ -268,11 +294,14 @@ class ActorWorker(Worker, SpanRecorder):
             raise FileNotFoundError(f"runner.resume={directory!r} holds no actor.pt checkpoint")
         state = torch.load(path, map_location="cpu", weights_only=False)
         if state["policy_name"] != self.cfg.policy.name:
-            raise ValueError(f"checkpoint {directory!r} trained policy {state['policy_name']!r}, "
-                             f"this run asks for {self.cfg.policy.name!r}")
+            raise ValueError(
+                f"checkpoint {directory!r} trained policy {state['policy_name']!r}, "
+                f"this run asks for {self.cfg.policy.name!r}"
+            )
         set_model_state_dict(self.policy, state["model"], options=StateDictOptions(full_state_dict=True))
-        set_optimizer_state_dict(self.policy, self.optimizer, state["optimizer"],
-                                 options=StateDictOptions(full_state_dict=True))
+        set_optimizer_state_dict(
+            self.policy, self.optimizer, state["optimizer"], options=StateDictOptions(full_state_dict=True)
+        )
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(state["rng"]["numpy"])
         random.setstate(state["rng"]["python"])
@@ -294,7 +323,8 @@ def check_minibatch_split(num_samples: int, cfg: TrainConfig, rank: int, world_s
             f"actor rank {rank} got {num_samples} samples this iteration, fewer than "
             f"algorithm.num_minibatches={cfg.algorithm.num_minibatches}: lower algorithm.num_minibatches or raise "
             f"env.num_envs x runner.rollout_steps (now {cfg.env.num_envs} x {cfg.runner.rollout_steps}, "
-            f"over {world_size} actor rank(s))")
+            f"over {world_size} actor rank(s))"
+        )
 
 
 def group_of(trajectory: Trajectory, group_size: int) -> torch.Tensor:
@@ -325,21 +355,32 @@ def collect_informative_groups(trajectory: Trajectory, cfg: TrainConfig, samplin
     keep, _ = dynamic_sampling_mask(trajectory.rewards, trajectory.dones, group_size, trajectory.env_ids)
     kept = trajectory.select_envs(torch.nonzero(keep).flatten()) if keep.any() else None
     dropped = trajectory.select_envs(torch.nonzero(~keep).flatten()) if (~keep).any() else None
-    return {"kept": kept, "dropped": dropped, "groups": count_groups(trajectory, group_size),
-            "kept_groups": count_groups(kept, group_size) if kept is not None else 0,
-            "dropped_groups": count_groups(dropped, group_size) if dropped is not None else 0}
+    return {
+        "kept": kept,
+        "dropped": dropped,
+        "groups": count_groups(trajectory, group_size),
+        "kept_groups": count_groups(kept, group_size) if kept is not None else 0,
+        "dropped_groups": count_groups(dropped, group_size) if dropped is not None else 0,
+    }
 
 
 def flatten_time_and_envs(trajectory: Trajectory, advantages: torch.Tensor, returns: torch.Tensor) -> dict[str, Any]:
     """(T, N, ...) rollout tensors -> (T * N, ...) samples; instructions flattened the same way."""
+
     def flat(x):
         return x.reshape(-1, *x.shape[2:])
 
-    obs = {k: (flat(v) if isinstance(v, torch.Tensor) else [s for row in v for s in row])
-           for k, v in trajectory.obs.items()}
+    obs = {
+        k: (flat(v) if isinstance(v, torch.Tensor) else [s for row in v for s in row])
+        for k, v in trajectory.obs.items()
+    }
     return {
-        "obs": obs, "actions": flat(trajectory.actions), "log_probs": flat(trajectory.log_probs),
-        "values": flat(trajectory.values[:-1]), "advantages": flat(advantages), "returns": flat(returns),
+        "obs": obs,
+        "actions": flat(trajectory.actions),
+        "log_probs": flat(trajectory.log_probs),
+        "values": flat(trajectory.values[:-1]),
+        "advantages": flat(advantages),
+        "returns": flat(returns),
         "extras": {k: flat(v) for k, v in trajectory.extras.items()},
         # (T * N, chunk): actions of a chunk after its episode ended were never executed; leave them out
         "loss_mask": flat(credited_steps(trajectory.dones)),

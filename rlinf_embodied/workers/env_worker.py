@@ -4,6 +4,7 @@ With `pipeline_stage_num` = S, the worker's envs form S vector envs. Each rollou
 steps stage 0, sends its observations, steps stage 1, ... while the rollout worker computes the
 actions of the stage it received last: simulation of one stage overlaps inference of another.
 """
+
 from __future__ import annotations
 
 import logging
@@ -59,8 +60,9 @@ class EnvWorker(Worker, SpanRecorder):
 
     def init_worker(self) -> None:
         self.num_envs_per_stage = envs_per_stage(self.cfg, self.world_size)
-        self.stages = [make_vector_env(self.cfg, self.num_envs_per_stage)
-                       for _ in range(self.cfg.runner.pipeline_stage_num)]
+        self.stages = [
+            make_vector_env(self.cfg, self.num_envs_per_stage) for _ in range(self.cfg.runner.pipeline_stage_num)
+        ]
         self.metrics = EpisodeMetrics()
         self.needs_reset = True
         self.last_obs: dict[int, dict] = {}  # stage -> latest observation, carried across iterations
@@ -83,11 +85,14 @@ class EnvWorker(Worker, SpanRecorder):
         sampling's further rounds of an iteration (sampling_round > 0) draw new tasks."""
         group_size = self.cfg.algorithm.env_group_size
         extra = (sampling_round,) if sampling_round else ()
-        return [seed_for(self.cfg.runner.seed, iteration, env_id // group_size, *extra)
-                for env_id in self.global_env_ids(stage)]
+        return [
+            seed_for(self.cfg.runner.seed, iteration, env_id // group_size, *extra)
+            for env_id in self.global_env_ids(stage)
+        ]
 
-    def interact(self, iteration: int, env_channel: Channel, action_channel: Channel,
-                 sampling_round: int = 0) -> dict[str, float]:
+    def interact(
+        self, iteration: int, env_channel: Channel, action_channel: Channel, sampling_round: int = 0
+    ) -> dict[str, float]:
         """Run `rollout_steps` chunk steps on every stage, trading observations for actions."""
         self.metrics.clear()
         env_steps = 0
@@ -121,20 +126,30 @@ class EnvWorker(Worker, SpanRecorder):
         for round_index in range(self.cfg.runner.eval_rounds):
             playing = {}  # stage -> (N,) bool: envs whose counted episode is still running
             for stage, env in enumerate(self.stages):
-                seeds = [seed_for(self.cfg.runner.seed, EVAL_SEED_SALT, iteration, round_index, env_id)
-                         for env_id in self.global_env_ids(stage)]
+                seeds = [
+                    seed_for(self.cfg.runner.seed, EVAL_SEED_SALT, iteration, round_index, env_id)
+                    for env_id in self.global_env_ids(stage)
+                ]
                 obs = obs_to_cpu(env.reset(seed=seeds)[0])
                 playing[stage] = torch.ones(self.num_envs_per_stage, dtype=torch.bool)
                 env_channel.put(EnvOutput(obs=obs), key=channel_key(self.rank, stage))
             while any(mask.any() for mask in playing.values()):
                 for stage, env in enumerate(self.stages):
                     if playing[stage].any():
-                        playing[stage] = self._eval_step(env, stage, playing[stage], metrics, env_channel,
-                                                         action_channel)
+                        playing[stage] = self._eval_step(
+                            env, stage, playing[stage], metrics, env_channel, action_channel
+                        )
         return metrics.summary()
 
-    def _eval_step(self, env: gym.vector.VectorEnv, stage: int, playing: torch.Tensor, metrics: EpisodeMetrics,
-                   env_channel: Channel, action_channel: Channel) -> torch.Tensor:
+    def _eval_step(
+        self,
+        env: gym.vector.VectorEnv,
+        stage: int,
+        playing: torch.Tensor,
+        metrics: EpisodeMetrics,
+        env_channel: Channel,
+        action_channel: Channel,
+    ) -> torch.Tensor:
         key = channel_key(self.rank, stage)
         actions = action_channel.get(key=key)  # (N, chunk, act_dim)
         obs, _, _, _, info = env.step(actions)
@@ -153,8 +168,14 @@ class EnvWorker(Worker, SpanRecorder):
         truncated = truncations.any(dim=1) & ~terminations.any(dim=1)  # (N,)
         if truncated.any() and "final_obs" in info:
             final_obs, final_mask = obs_to_cpu(info["final_obs"]), truncated.cpu()
-        return EnvOutput(obs=obs_to_cpu(obs), rewards=rewards.float().cpu(), terminations=terminations.cpu(),
-                         truncations=truncations.cpu(), final_obs=final_obs, final_obs_mask=final_mask)
+        return EnvOutput(
+            obs=obs_to_cpu(obs),
+            rewards=rewards.float().cpu(),
+            terminations=terminations.cpu(),
+            truncations=truncations.cpu(),
+            final_obs=final_obs,
+            final_obs_mask=final_mask,
+        )
 
     def close(self) -> None:
         for env in self.stages:

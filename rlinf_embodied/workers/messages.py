@@ -1,4 +1,5 @@
 """What travels through the channels between env, rollout and actor workers."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -60,6 +61,7 @@ class Trajectory:
 
     def select_envs(self, env_index: torch.Tensor) -> "Trajectory":
         """The same trajectory restricted to envs `env_index` (the second axis of every tensor)."""
+
         def pick(value):
             if isinstance(value, torch.Tensor):
                 return value[:, env_index]
@@ -79,6 +81,7 @@ class Trajectory:
     @staticmethod
     def concat_envs(pieces: list["Trajectory"]) -> "Trajectory":
         """Join trajectories of the same length along the env axis."""
+
         def join(values):
             if isinstance(values[0], torch.Tensor):
                 return torch.cat(values, dim=1)

@@ -15,6 +15,7 @@ rollout's bf16 model, whose weights are the same casts after a sync. This is wha
 Floating buffers (e.g. RoPE frequencies) are stored in the compute dtype once, as `module.to(bf16)`
 leaves them on the rollout side.
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -40,8 +41,11 @@ def computing_in(module: nn.Module, dtype: torch.dtype) -> Iterator[None]:
     Gradients flow back to the fp32 parameters (in fp32). Keep the backward pass inside the body:
     activation checkpointing recomputes forwards there and must see the same casts.
     """
-    casts = {name: param.to(dtype) for name, param in module.named_parameters()
-             if param.is_floating_point() and param.dtype != dtype}
+    casts = {
+        name: param.to(dtype)
+        for name, param in module.named_parameters()
+        if param.is_floating_point() and param.dtype != dtype
+    }
     if not casts:
         yield
         return

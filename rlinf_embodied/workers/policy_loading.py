@@ -1,4 +1,5 @@
 """Build the policy a run asks for: from a local checkpoint, or randomly initialised from a preset."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,8 +38,7 @@ def check_policy_config(cfg: PolicyConfig) -> None:
             )
         return
     if cfg.size not in cls.presets:
-        raise ValueError(f"policy.size={cfg.size!r} is not a size of policy {cfg.name!r}; "
-                         f"valid: {sorted(cls.presets)}")
+        raise ValueError(f"policy.size={cfg.size!r} is not a size of policy {cfg.name!r}; valid: {sorted(cls.presets)}")
     if cfg.require_checkpoint and cfg.size != "tiny":
         raise MissingCheckpointError(
             f"policy {cfg.name!r} (size {cfg.size!r}) is a pre-trained VLA and needs its weights: "
@@ -53,13 +53,14 @@ def check_policy_overrides(cls: type[Policy], overrides: dict[str, Any]) -> None
     known = {f.name: f for f in dataclasses.fields(cls.config_class)}
     unknown = sorted(set(overrides) - set(known))
     if unknown:
-        raise ValueError(f"policy.overrides: unknown key(s) {unknown} for policy {cls.name!r}; "
-                         f"valid: {sorted(known)}")
+        raise ValueError(f"policy.overrides: unknown key(s) {unknown} for policy {cls.name!r}; valid: {sorted(known)}")
     hints = typing.get_type_hints(cls.config_class)
     for key, value in overrides.items():
         if not _matches_type(value, hints.get(key, Any)):
-            raise ValueError(f"policy.overrides.{key}={value!r} ({type(value).__name__}) is not a valid "
-                             f"{_type_name(hints.get(key, Any))}")
+            raise ValueError(
+                f"policy.overrides.{key}={value!r} ({type(value).__name__}) is not a valid "
+                f"{_type_name(hints.get(key, Any))}"
+            )
 
 
 def check_preset_config(cls: type[Policy], size: str, overrides: dict[str, Any]) -> None:
@@ -110,8 +111,9 @@ def compute_dtype(cfg: PolicyConfig, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if cfg.precision == "bf16" else torch.float32
 
 
-def build_policy(cfg: PolicyConfig, action_dim: int, state_dim: int, device: torch.device,
-                 master_weights: bool = False) -> Policy:
+def build_policy(
+    cfg: PolicyConfig, action_dim: int, state_dim: int, device: torch.device, master_weights: bool = False
+) -> Policy:
     """The policy on `device` in its compute dtype; with master_weights the parameters stay float32
     (a trainer's master copy, see workers/mixed_precision.py) and only floating buffers take the dtype."""
     check_policy_config(cfg)

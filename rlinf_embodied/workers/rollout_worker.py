@@ -4,6 +4,7 @@ Each rollout step visits the shards in the same order the env workers step them 
 pipeline stage). With 2 stages per env worker, while this worker runs the policy on stage 1's
 observations, the env worker is already simulating stage 0 with the actions it just received.
 """
+
 from __future__ import annotations
 
 import logging
@@ -53,8 +54,15 @@ class RolloutWorker(Worker, SpanRecorder):
 
     # ---- rollout ------------------------------------------------------------------------------
     @torch.no_grad()
-    def generate(self, iteration: int, env_channel: Channel, action_channel: Channel,
-                 actor_channel: Channel, num_actor_ranks: int, sampling_round: int = 0) -> dict[str, float]:
+    def generate(
+        self,
+        iteration: int,
+        env_channel: Channel,
+        action_channel: Channel,
+        actor_channel: Channel,
+        num_actor_ranks: int,
+        sampling_round: int = 0,
+    ) -> dict[str, float]:
         """Serve `rollout_steps` policy calls per shard, then send each shard's trajectory to the actors."""
         extra = (sampling_round,) if sampling_round else ()  # dynamic sampling's further rounds
         torch.manual_seed(seed_for(self.cfg.runner.seed, iteration, 7919, self.rank, *extra))
@@ -115,8 +123,9 @@ class RolloutWorker(Worker, SpanRecorder):
         gamma = self.cfg.algorithm.gamma
         for (env_rank, stage), buffer in buffers.items():
             trajectory: Trajectory = buffer.finish(gamma=gamma)
-            for actor_rank, piece in enumerate(split_envs(trajectory, num_actor_ranks, self.cfg.algorithm,
-                                                                self.cfg.env.num_envs)):
+            for actor_rank, piece in enumerate(
+                split_envs(trajectory, num_actor_ranks, self.cfg.algorithm, self.cfg.env.num_envs)
+            ):
                 actor_channel.put(piece, key=f"actor{actor_rank}")
 
     def offload(self) -> None:
@@ -138,7 +147,8 @@ def split_envs(trajectory: Trajectory, num_parts: int, algorithm_cfg, total_envs
         raise ValueError(f"env.num_envs={total_envs} is not a multiple of the GRPO group size {unit}")
     num_groups = total_envs // unit
     if num_groups < num_parts:
-        raise ValueError(f"{num_groups} env groups cannot feed {num_parts} actor ranks; "
-                         f"use env.num_envs >= {num_parts * unit}")
+        raise ValueError(
+            f"{num_groups} env groups cannot feed {num_parts} actor ranks; use env.num_envs >= {num_parts * unit}"
+        )
     owner = (trajectory.env_ids // unit) * num_parts // num_groups  # (N,) actor rank of each env
     return [trajectory.select_envs(torch.nonzero(owner == rank).flatten()) for rank in range(num_parts)]

@@ -12,6 +12,7 @@ Precision: parameters are float32 master weights; with policy.precision=bf16 the
 run under torch.autocast(bf16) (bf16 weights would round small SFT updates away; FSDP, when sharding,
 also casts its parameters to bf16 for compute, see ActorWorker._shard_policy).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -55,7 +56,9 @@ class SFTWorker(ActorWorker):
         self.dataset = DemoDataset(sft.dataset)
         self.action_dim, self.state_dim = self.dataset.action_dim, self.dataset.state_dim
         if sft.batch_size % self.world_size:
-            raise ValueError(f"sft.batch_size={sft.batch_size} does not split evenly over {self.world_size} actor ranks")
+            raise ValueError(
+                f"sft.batch_size={sft.batch_size} does not split evenly over {self.world_size} actor ranks"
+            )
         self.local_batch_size = sft.batch_size // self.world_size
         torch.manual_seed(sft.seed)  # identical initial weights on every rank
         self.compute_dtype = compute_dtype(self.cfg.policy, self.device)
@@ -77,9 +80,15 @@ class SFTWorker(ActorWorker):
         self.optimizer = torch.optim.AdamW(trainable, lr=sft.lr, weight_decay=sft.weight_decay)
         self.sampler = FrameSampler(self.dataset.num_frames, seed_for(sft.seed, self.rank, 7717))
         torch.manual_seed(seed_for(sft.seed, self.rank, 4099))  # per-rank noise/flow times in the losses
-        return {"action_dim": self.action_dim, "state_dim": self.state_dim, "action_chunk": policy.config.action_chunk,
-                "num_frames": self.dataset.num_frames, "num_episodes": self.dataset.num_episodes,
-                "dataset_stats": sorted(stats), "trainable_parameters": sum(p.numel() for p in trainable)}
+        return {
+            "action_dim": self.action_dim,
+            "state_dim": self.state_dim,
+            "action_chunk": policy.config.action_chunk,
+            "num_frames": self.dataset.num_frames,
+            "num_episodes": self.dataset.num_episodes,
+            "dataset_stats": sorted(stats),
+            "trainable_parameters": sum(p.numel() for p in trainable),
+        }
 
     def _autocast(self):
         if self.compute_dtype == torch.float32:
@@ -116,8 +125,12 @@ class SFTWorker(ActorWorker):
             losses.append(float(loss.detach()))
             norms.append(float(grad_norm))
             seconds.append(time.perf_counter() - start)
-        return {"sft/loss": self._mean_over_ranks(float(np.mean(losses))), "sft/grad_norm": float(np.mean(norms)),
-                "sft/lr": lr, "time/step": self._mean_over_ranks(float(np.mean(seconds)))}
+        return {
+            "sft/loss": self._mean_over_ranks(float(np.mean(losses))),
+            "sft/grad_norm": float(np.mean(norms)),
+            "sft/lr": lr,
+            "time/step": self._mean_over_ranks(float(np.mean(seconds))),
+        }
 
     # ---- checkpoints and evaluation -------------------------------------------------------------
     def save_policy(self, directory: str) -> None:
@@ -143,18 +156,25 @@ class SFTWorker(ActorWorker):
             raise RuntimeError(
                 f"sft.eval_interval={self.cfg.sft.eval_interval} evaluates the policy in env.id={env_cfg.id!r} "
                 f"(obs_mode={env_cfg.obs_mode!r}), which cannot run here: {type(error).__name__}: {error}. "
-                "Run where the env works, or set sft.eval_interval=0") from error
+                "Run where the env works, or set sft.eval_interval=0"
+            ) from error
         if spec["action_dim"] != self.action_dim:
-            raise ValueError(f"the eval env {env_cfg.id!r} has action_dim={spec['action_dim']} but the dataset "
-                             f"{self.cfg.sft.dataset!r} has action_dim={self.action_dim}")
+            raise ValueError(
+                f"the eval env {env_cfg.id!r} has action_dim={spec['action_dim']} but the dataset "
+                f"{self.cfg.sft.dataset!r} has action_dim={self.action_dim}"
+            )
         needed = [key for key in ("state", *self.dataset.camera_keys) if key in self.policy_input_keys()]
         missing = [key for key in needed if key not in obs]
         if missing:
-            raise ValueError(f"the policy trains on dataset keys {needed} but the eval env {env_cfg.id!r} "
-                             f"(obs_mode={env_cfg.obs_mode!r}) observes {sorted(obs)}: {missing} missing")
+            raise ValueError(
+                f"the policy trains on dataset keys {needed} but the eval env {env_cfg.id!r} "
+                f"(obs_mode={env_cfg.obs_mode!r}) observes {sorted(obs)}: {missing} missing"
+            )
         if "state" in needed and spec["state_dim"] != self.state_dim:
-            raise ValueError(f"the eval env {env_cfg.id!r} has state_dim={spec['state_dim']} but the dataset "
-                             f"{self.cfg.sft.dataset!r} has state_dim={self.state_dim}")
+            raise ValueError(
+                f"the eval env {env_cfg.id!r} has state_dim={spec['state_dim']} but the dataset "
+                f"{self.cfg.sft.dataset!r} has state_dim={self.state_dim}"
+            )
         return spec
 
     def policy_input_keys(self) -> set[str]:
@@ -170,14 +190,21 @@ class SFTWorker(ActorWorker):
 
         sft: SFTConfig = self.cfg.sft
         policy_cfg = PolicyConfig(name=self.cfg.policy.name, checkpoint=policy_dir, precision=self.cfg.policy.precision)
-        eval_cfg = EvalConfig(num_episodes=sft.eval_episodes, num_envs=max(1, min(self.cfg.env.num_envs, sft.eval_episodes)),
-                              seed=sft.seed + 1000, video=False, device=str(self.device))
+        eval_cfg = EvalConfig(
+            num_episodes=sft.eval_episodes,
+            num_envs=max(1, min(self.cfg.env.num_envs, sft.eval_episodes)),
+            seed=sft.seed + 1000,
+            video=False,
+            device=str(self.device),
+        )
         results = evaluate_policy(self.cfg.env, policy_cfg, eval_cfg, output_dir)
         episodes = sum(r.episodes for r in results)
-        return {"eval/success_once": sum(r.successes for r in results) / max(episodes, 1),
-                "eval/episode_return": sum(r.mean_return * r.episodes for r in results) / max(episodes, 1),
-                "eval/episode_length": sum(r.mean_length * r.episodes for r in results) / max(episodes, 1),
-                "eval/num_episodes": float(episodes)}
+        return {
+            "eval/success_once": sum(r.successes for r in results) / max(episodes, 1),
+            "eval/episode_return": sum(r.mean_return * r.episodes for r in results) / max(episodes, 1),
+            "eval/episode_length": sum(r.mean_length * r.episodes for r in results) / max(episodes, 1),
+            "eval/num_episodes": float(episodes),
+        }
 
 
 # ---- helpers ------------------------------------------------------------------------------------
@@ -198,7 +225,7 @@ class FrameSampler:
             if self._position == self.num_frames:
                 self._order, self._position = torch.randperm(self.num_frames, generator=self.generator), 0
             take = min(count, self.num_frames - self._position)
-            out.append(self._order[self._position: self._position + take])
+            out.append(self._order[self._position : self._position + take])
             self._position += take
             count -= take
         return torch.cat(out)
@@ -217,11 +244,15 @@ def lr_at(sft: SFTConfig, step: int) -> float:
 def check_policy_matches_dataset(policy, dataset, dataset_path: Optional[str]) -> None:
     cfg = policy.config
     if cfg.action_dim != dataset.action_dim:
-        raise ValueError(f"policy {policy.name!r} has action_dim={cfg.action_dim} but the dataset "
-                         f"sft.dataset={dataset_path!r} has action_dim={dataset.action_dim}")
+        raise ValueError(
+            f"policy {policy.name!r} has action_dim={cfg.action_dim} but the dataset "
+            f"sft.dataset={dataset_path!r} has action_dim={dataset.action_dim}"
+        )
     if cfg.state_dim and dataset.state_dim != cfg.state_dim:
-        raise ValueError(f"policy {policy.name!r} has state_dim={cfg.state_dim} but the dataset "
-                         f"sft.dataset={dataset_path!r} has state_dim={dataset.state_dim}")
+        raise ValueError(
+            f"policy {policy.name!r} has state_dim={cfg.state_dim} but the dataset "
+            f"sft.dataset={dataset_path!r} has state_dim={dataset.state_dim}"
+        )
 
 
 def dataset_arrays(dataset) -> tuple[torch.Tensor, torch.Tensor]:
@@ -250,8 +281,7 @@ def apply_dataset_stats(policy, dataset) -> dict[str, list[float]]:
     stats: dict[str, list[float]] = {}
     if cfg.action_low is None and cfg.action_high is None:
         stats["action_low"], stats["action_high"] = percentile_bounds(actions)
-    if (hasattr(cfg, "state_low") and cfg.state_low is None and cfg.state_high is None
-            and dataset.state_dim > 0):
+    if hasattr(cfg, "state_low") and cfg.state_low is None and cfg.state_high is None and dataset.state_dim > 0:
         stats["state_low"], stats["state_high"] = percentile_bounds(states)
     for key, value in stats.items():
         setattr(cfg, key, value)

@@ -1,4 +1,5 @@
 """Spans of work (what ran, in which worker, when) for the per-iteration timeline picture."""
+
 from __future__ import annotations
 
 import time

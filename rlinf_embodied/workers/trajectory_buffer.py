@@ -1,4 +1,5 @@
 """Accumulates one env shard's rollout inside a RolloutWorker, step by step, into a Trajectory."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,4 +1,5 @@
 """Advantage estimators against slow reference loops and hand-computed cases."""
+
 from __future__ import annotations
 
 import math
@@ -56,8 +57,9 @@ def test_gae_matches_reference_with_terminations_and_truncations(seed):
     rewards, terminated, truncated, values, final_values = random_rollout(seed=seed)
     assert terminated.any() and truncated.any()
     expected_adv, expected_ret = reference_gae(rewards, terminated, truncated, values, final_values, 0.9, 0.8)
-    adv, ret = compute_gae(rewards, terminated | truncated, values, 0.9, 0.8,
-                           truncations=truncated, final_values=final_values)
+    adv, ret = compute_gae(
+        rewards, terminated | truncated, values, 0.9, 0.8, truncations=truncated, final_values=final_values
+    )
     torch.testing.assert_close(adv, expected_adv)
     torch.testing.assert_close(ret, expected_ret)
     # Same result when gamma * V(final obs) is folded into the rewards first (what rollouts send).
@@ -68,8 +70,9 @@ def test_gae_matches_reference_with_terminations_and_truncations(seed):
 
 def test_gae_without_final_values_treats_truncation_as_termination():
     rewards, terminated, truncated, values, final_values = random_rollout()
-    expected, _ = reference_gae(rewards, terminated | truncated, torch.zeros_like(truncated), values,
-                                final_values, 0.9, 0.8)
+    expected, _ = reference_gae(
+        rewards, terminated | truncated, torch.zeros_like(truncated), values, final_values, 0.9, 0.8
+    )
     adv, _ = compute_gae(rewards, terminated | truncated, values, 0.9, 0.8)
     torch.testing.assert_close(adv, expected)
 
@@ -99,7 +102,7 @@ def test_chunk_aggregation_discounts_and_stops_at_the_last_done():
     chunk_rewards, chunk_dones, discount = aggregate_chunk_rewards(rewards, dones, gamma=0.5)
     torch.testing.assert_close(chunk_rewards, torch.tensor([[1.0 + 0.5 * 2.0], [1 + 0.5 + 0.25 + 0.125]]))
     assert chunk_dones.tolist() == [[True], [False]]
-    assert discount == 0.5 ** 4
+    assert discount == 0.5**4
     assert credited_steps(dones)[0, 0].tolist() == [True, True, False, False]
 
 
@@ -115,18 +118,22 @@ def test_fold_truncation_bootstrap_lands_on_the_chunks_done_step():
 def grpo_case():
     """4 envs, groups of 2, T = 4. Outcomes: env0 finishes two episodes (1 then 0), env1 one (2);
     env2 one (1) then an unfinished one; env3 one (0)."""
-    rewards = torch.tensor([
-        [0.0, 0.0, 0.0, 0.0],
-        [1.0, 0.0, 1.0, 0.0],
-        [0.0, 0.0, 5.0, 0.0],
-        [0.0, 2.0, 5.0, 0.0],
-    ])
-    dones = torch.tensor([
-        [False, False, False, False],
-        [True, False, True, False],
-        [False, False, False, False],
-        [True, True, False, True],
-    ])
+    rewards = torch.tensor(
+        [
+            [0.0, 0.0, 0.0, 0.0],
+            [1.0, 0.0, 1.0, 0.0],
+            [0.0, 0.0, 5.0, 0.0],
+            [0.0, 2.0, 5.0, 0.0],
+        ]
+    )
+    dones = torch.tensor(
+        [
+            [False, False, False, False],
+            [True, False, True, False],
+            [False, False, False, False],
+            [True, True, False, True],
+        ]
+    )
     return rewards, dones
 
 
@@ -135,12 +142,14 @@ def test_grpo_normalises_episode_outcomes_within_groups_by_hand():
     adv, ret = compute_grpo_advantages(rewards, dones, group_size=2, eps=0.0)
     # group 0 outcomes [1, 0, 2]: mean 1, unbiased std 1. group 1 outcomes [1, 0]: mean 0.5, std sqrt(0.5).
     s = math.sqrt(0.5)
-    expected = torch.tensor([
-        [0.0, 1.0, 0.5 / s, -0.5 / s],
-        [0.0, 1.0, 0.5 / s, -0.5 / s],
-        [-1.0, 1.0, 0.0, -0.5 / s],
-        [-1.0, 1.0, 0.0, -0.5 / s],
-    ])
+    expected = torch.tensor(
+        [
+            [0.0, 1.0, 0.5 / s, -0.5 / s],
+            [0.0, 1.0, 0.5 / s, -0.5 / s],
+            [-1.0, 1.0, 0.0, -0.5 / s],
+            [-1.0, 1.0, 0.0, -0.5 / s],
+        ]
+    )
     torch.testing.assert_close(adv, expected)
     assert ret[:, 2].tolist() == [1.0, 1.0, 0.0, 0.0]  # unfinished episode: no outcome
     assert ret[:, 0].tolist() == [1.0, 1.0, 0.0, 0.0]

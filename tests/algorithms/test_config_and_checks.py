@@ -1,4 +1,5 @@
 """AlgorithmConfig validation and the NaN/inf guard."""
+
 from __future__ import annotations
 
 import math
@@ -6,8 +7,14 @@ import math
 import pytest
 import torch
 
-from rlinf_embodied.algorithms import (AlgorithmConfig, NonFiniteError, annealed_lr, check_finite, get_advantage,
-                                      get_loss)
+from rlinf_embodied.algorithms import (
+    AlgorithmConfig,
+    NonFiniteError,
+    annealed_lr,
+    check_finite,
+    get_advantage,
+    get_loss,
+)
 
 
 def test_defaults_are_valid_and_match_registries():
@@ -16,19 +23,25 @@ def test_defaults_are_valid_and_match_registries():
     get_advantage(cfg.adv_type), get_loss(cfg.loss_type)
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"adv_type": "gea"}, r"adv_type='gea' is not a known advantage estimator; valid: \['gae', 'grpo', 'reinforce_pp'\]"),
-    ({"loss_type": "trpo"}, r"loss_type='trpo' is not a known policy loss; valid: \['dapo', 'ppo'\]"),
-    ({"logprob_level": "step"}, r"logprob_level='step'.*valid: \['action', 'chunk', 'token'\]"),
-    ({"gamma": 1.5}, r"gamma=1.5 must lie in \[0.0, 1.0\]"),
-    ({"clip_ratio": 0.0}, r"clip_ratio=0.0 must be > 0"),
-    ({"clip_ratio_low": 1.0}, r"clip_ratio_low=1.0 must lie in \(0.0, 1.0\)"),
-    ({"value_clip": -1.0}, r"value_clip=-1.0 must be > 0"),
-    ({"adv_type": "grpo", "group_size": 1}, r"group_size=1: GRPO .* group_size >= 2"),
-    ({"dynamic_sampling": True}, r"dynamic_sampling=True .* adv_type='grpo'"),
-    ({"num_minibatches": 0}, r"num_minibatches=0 must be >= 1"),
-    ({"lr": 0.0}, r"lr=0.0 must be > 0"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            {"adv_type": "gea"},
+            r"adv_type='gea' is not a known advantage estimator; valid: \['gae', 'grpo', 'reinforce_pp'\]",
+        ),
+        ({"loss_type": "trpo"}, r"loss_type='trpo' is not a known policy loss; valid: \['dapo', 'ppo'\]"),
+        ({"logprob_level": "step"}, r"logprob_level='step'.*valid: \['action', 'chunk', 'token'\]"),
+        ({"gamma": 1.5}, r"gamma=1.5 must lie in \[0.0, 1.0\]"),
+        ({"clip_ratio": 0.0}, r"clip_ratio=0.0 must be > 0"),
+        ({"clip_ratio_low": 1.0}, r"clip_ratio_low=1.0 must lie in \(0.0, 1.0\)"),
+        ({"value_clip": -1.0}, r"value_clip=-1.0 must be > 0"),
+        ({"adv_type": "grpo", "group_size": 1}, r"group_size=1: GRPO .* group_size >= 2"),
+        ({"dynamic_sampling": True}, r"dynamic_sampling=True .* adv_type='grpo'"),
+        ({"num_minibatches": 0}, r"num_minibatches=0 must be >= 1"),
+        ({"lr": 0.0}, r"lr=0.0 must be > 0"),
+    ],
+)
 def test_invalid_values_fail_with_the_key_named(overrides, message):
     with pytest.raises(ValueError, match=message):
         AlgorithmConfig(**overrides)

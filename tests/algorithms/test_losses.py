@@ -1,4 +1,5 @@
 """PPO / DAPO losses: clipping, value clipping, reduction levels, masks, metrics."""
+
 from __future__ import annotations
 
 import pytest
@@ -17,9 +18,16 @@ def ratio_gradients(cfg: AlgorithmConfig, ratios: list[float], advantages: list[
     """Gradient of the loss w.r.t. each sample's new log-prob (B samples, chunk 1, act_dim 1)."""
     new_log_probs = torch.log(torch.tensor(ratios)).reshape(-1, 1, 1).requires_grad_(True)
     old_log_probs = torch.zeros_like(new_log_probs)
-    loss, metrics = policy_loss(new_log_probs=new_log_probs, old_log_probs=old_log_probs,
-                                advantages=torch.tensor(advantages), entropy=None, new_values=None,
-                                old_values=None, returns=torch.zeros(len(ratios)), cfg=cfg)
+    loss, metrics = policy_loss(
+        new_log_probs=new_log_probs,
+        old_log_probs=old_log_probs,
+        advantages=torch.tensor(advantages),
+        entropy=None,
+        new_values=None,
+        old_values=None,
+        returns=torch.zeros(len(ratios)),
+        cfg=cfg,
+    )
     loss.backward()
     return new_log_probs.grad.flatten(), metrics
 
@@ -54,17 +62,23 @@ def test_dapo_decoupled_clip_is_asymmetric():
 
 def value_case(new: float, old: float, ret: float, value_clip: float | None):
     new_values = torch.tensor([new], requires_grad=True)
-    loss, metrics = policy_loss(new_log_probs=torch.zeros(1, 1, 1), old_log_probs=torch.zeros(1, 1, 1),
-                                advantages=torch.zeros(1), entropy=None, new_values=new_values,
-                                old_values=torch.tensor([old]), returns=torch.tensor([ret]),
-                                cfg=config(vf_coef=1.0, value_clip=value_clip))
+    loss, metrics = policy_loss(
+        new_log_probs=torch.zeros(1, 1, 1),
+        old_log_probs=torch.zeros(1, 1, 1),
+        advantages=torch.zeros(1),
+        entropy=None,
+        new_values=new_values,
+        old_values=torch.tensor([old]),
+        returns=torch.tensor([ret]),
+        cfg=config(vf_coef=1.0, value_clip=value_clip),
+    )
     loss.backward()
     return float(metrics["value_loss"]), float(new_values.grad)
 
 
 def test_value_clipping_takes_the_pessimistic_term():
     # new 1, old 0, clip 0.2 -> clipped value 0.2. Return 2: clipped error 1.8 > 1: constant in new.
-    assert value_case(1.0, 0.0, 2.0, 0.2) == pytest.approx((0.5 * 1.8 ** 2, 0.0))
+    assert value_case(1.0, 0.0, 2.0, 0.2) == pytest.approx((0.5 * 1.8**2, 0.0))
     # Return -1: unclipped error 2 > clipped 1.2: the usual gradient (new - ret) = 2.
     assert value_case(1.0, 0.0, -1.0, 0.2) == pytest.approx((0.5 * 4.0, 2.0))
     assert value_case(1.0, 0.0, 2.0, None) == pytest.approx((0.5, -1.0))
@@ -88,8 +102,16 @@ def test_loss_at_each_level_broadcasts_advantages(level):
     new = (old + 0.01 * torch.randn(6, 4, 3, generator=gen)).requires_grad_(True)
     advantages = torch.randn(6, generator=gen)
     cfg = config(logprob_level=level, clip_ratio=10.0)  # no clipping: loss = -mean(A * ratio)
-    loss, _ = policy_loss(new_log_probs=new, old_log_probs=old, advantages=advantages, entropy=None,
-                          new_values=None, old_values=None, returns=torch.zeros(6), cfg=cfg)
+    loss, _ = policy_loss(
+        new_log_probs=new,
+        old_log_probs=old,
+        advantages=advantages,
+        entropy=None,
+        new_values=None,
+        old_values=None,
+        returns=torch.zeros(6),
+        cfg=cfg,
+    )
     ratio = torch.exp(reduce_log_probs(new - old, level))
     expected = -(advantages.reshape(6, *([1] * (ratio.dim() - 1))) * ratio).mean()
     torch.testing.assert_close(loss, expected)
@@ -99,9 +121,16 @@ def test_entropy_bonus_and_normalisation():
     cfg = config(entropy_coef=0.1, normalize_advantages=True, logprob_level="action")
     log_probs = torch.zeros(4, 2, 3)
     entropy = torch.full((1, 1, 3), 0.5)  # broadcast per token
-    loss, metrics = policy_loss(new_log_probs=log_probs, old_log_probs=log_probs,
-                                advantages=torch.tensor([1.0, 2.0, 3.0, 4.0]), entropy=entropy,
-                                new_values=None, old_values=None, returns=torch.zeros(4), cfg=cfg)
+    loss, metrics = policy_loss(
+        new_log_probs=log_probs,
+        old_log_probs=log_probs,
+        advantages=torch.tensor([1.0, 2.0, 3.0, 4.0]),
+        entropy=entropy,
+        new_values=None,
+        old_values=None,
+        returns=torch.zeros(4),
+        cfg=cfg,
+    )
     torch.testing.assert_close(metrics["entropy"], torch.tensor(1.5))  # summed over act_dim
     torch.testing.assert_close(metrics["policy_loss"], torch.tensor(0.0), atol=1e-6, rtol=0)  # normalised A
     torch.testing.assert_close(loss, torch.tensor(-0.15), atol=1e-6, rtol=0)
@@ -111,8 +140,16 @@ def test_action_mask_leaves_masked_actions_out_and_dapo_is_token_mean():
     old = torch.zeros(2, 3, 1)
     new = torch.log(torch.tensor([[1.1, 1.1, 9.0], [1.1, 9.0, 9.0]])).reshape(2, 3, 1)
     mask = torch.tensor([[True, True, False], [True, False, False]])  # e.g. credited_steps(dones)
-    args = dict(new_log_probs=new, old_log_probs=old, advantages=torch.tensor([1.0, 3.0]), entropy=None,
-                new_values=None, old_values=None, returns=torch.zeros(2), loss_mask=mask)
+    args = dict(
+        new_log_probs=new,
+        old_log_probs=old,
+        advantages=torch.tensor([1.0, 3.0]),
+        entropy=None,
+        new_values=None,
+        old_values=None,
+        returns=torch.zeros(2),
+        loss_mask=mask,
+    )
     ppo, ppo_metrics = policy_loss(**args, cfg=config(logprob_level="action"))
     dapo, _ = policy_loss(**args, cfg=config(loss_type="dapo", logprob_level="action"))
     torch.testing.assert_close(ppo, torch.tensor(-(1.1 + 3.3) / 2))  # per-sample mean, then mean

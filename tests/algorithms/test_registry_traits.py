@@ -1,4 +1,5 @@
 """Algorithm questions (env groups, advantage normalisation) are answered by the estimator's registration."""
+
 from __future__ import annotations
 
 import pytest
@@ -40,15 +41,28 @@ def test_a_new_grouped_estimator_needs_only_its_registration(grouped_estimator):
     assert cfg.env_group_size == 2 and not cfg.normalize_in_loss
     # the rollout workers keep its groups whole on one actor rank
     n, t = 8, 2
-    trajectory = Trajectory(obs={"state": torch.zeros(t, n, 3)}, actions=torch.zeros(t, n, 1, 2),
-                            log_probs=torch.zeros(t, n, 1, 2), values=torch.zeros(t + 1, n),
-                            rewards=torch.zeros(t, n, 1), dones=torch.zeros(t, n, 1, dtype=torch.bool),
-                            env_ids=torch.arange(n))
+    trajectory = Trajectory(
+        obs={"state": torch.zeros(t, n, 3)},
+        actions=torch.zeros(t, n, 1, 2),
+        log_probs=torch.zeros(t, n, 1, 2),
+        values=torch.zeros(t + 1, n),
+        rewards=torch.zeros(t, n, 1),
+        dones=torch.zeros(t, n, 1, dtype=torch.bool),
+        env_ids=torch.arange(n),
+    )
     pieces = split_envs(trajectory, 2, cfg, n)
     assert [p.env_ids.tolist() for p in pieces] == [[0, 1, 2, 3], [4, 5, 6, 7]]
     # and the loss leaves its advantages as they are
     advantages = torch.tensor([3.0, 5.0])
     zeros = torch.zeros(2, 1, 1)
-    _, metrics = policy_loss(new_log_probs=zeros.clone().requires_grad_(), old_log_probs=zeros, advantages=advantages,
-                             entropy=None, new_values=None, old_values=None, returns=torch.zeros(2), cfg=cfg)
+    _, metrics = policy_loss(
+        new_log_probs=zeros.clone().requires_grad_(),
+        old_log_probs=zeros,
+        advantages=advantages,
+        entropy=None,
+        new_values=None,
+        old_values=None,
+        returns=torch.zeros(2),
+        cfg=cfg,
+    )
     assert float(metrics["policy_loss"]) == -4.0  # mean of -A * ratio with ratio 1, not normalised

@@ -1,4 +1,5 @@
 """LeRobot v2.1 writer/reader round trips (pyarrow only; no simulator)."""
+
 import json
 import os
 
@@ -24,17 +25,23 @@ def make_episode(rng, length, cameras=CAMERAS):
 
 
 def write(root, episodes, cameras=CAMERAS, **kwargs):
-    writer = LeRobotDatasetWriter(root, fps=20, robot_type="panda", state_dim=D, action_dim=A,
-                                  camera_shapes=cameras, **kwargs)
+    writer = LeRobotDatasetWriter(
+        root, fps=20, robot_type="panda", state_dim=D, action_dim=A, camera_shapes=cameras, **kwargs
+    )
     for i, (instruction, (states, actions, images, rewards), success, seed) in enumerate(episodes):
-        assert writer.add_episode(instruction, states, actions, images, rewards, success, seed) == writer.num_episodes - 1
+        assert (
+            writer.add_episode(instruction, states, actions, images, rewards, success, seed) == writer.num_episodes - 1
+        )
     return writer
 
 
 def test_round_trip_layout_and_chunks(tmp_path):
     rng = np.random.default_rng(0)
-    eps = [("pick", make_episode(rng, 4), True, 10), ("push", make_episode(rng, 6), False, 11),
-           ("pick", make_episode(rng, 3), True, 12)]
+    eps = [
+        ("pick", make_episode(rng, 4), True, 10),
+        ("push", make_episode(rng, 6), False, 11),
+        ("pick", make_episode(rng, 3), True, 12),
+    ]
     root = str(tmp_path / "ds")
     writer = write(root, eps, control_mode="pd_joint_delta_pos", env_id="rlinf/ManiSkill-PickCube")
     assert writer.num_episodes == 3 and writer.seeds_done() == {10, 11, 12}
@@ -50,8 +57,11 @@ def test_round_trip_layout_and_chunks(tmp_path):
     tasks = [json.loads(line) for line in open(os.path.join(root, "meta", "tasks.jsonl"))]
     assert tasks == [{"task_index": 0, "task": "pick"}, {"task_index": 1, "task": "push"}]
     episodes = [json.loads(line) for line in open(os.path.join(root, "meta", "episodes.jsonl"))]
-    assert [(e["length"], e["success"], e["seed"], e["tasks"]) for e in episodes] == \
-        [(4, True, 10, ["pick"]), (6, False, 11, ["push"]), (3, True, 12, ["pick"])]
+    assert [(e["length"], e["success"], e["seed"], e["tasks"]) for e in episodes] == [
+        (4, True, 10, ["pick"]),
+        (6, False, 11, ["push"]),
+        (3, True, 12, ["pick"]),
+    ]
     assert len(open(os.path.join(root, "meta", "episodes_stats.jsonl")).readlines()) == 3
 
     table = pq.read_table(os.path.join(root, "data", "chunk-000", "episode_000001.parquet"))
@@ -91,7 +101,9 @@ def test_round_trip_layout_and_chunks(tmp_path):
         assert is_pad.dtype == torch.bool
         assert is_pad.tolist() == [[False] * 3, [False] * 3, [False, True, True], [False, True, True]]
     ds.check_control_mode("pd_joint_delta_pos")
-    with pytest.raises(ControlModeMismatchError, match="pd_joint_pos.*pd_joint_delta_pos|pd_joint_delta_pos.*pd_joint_pos"):
+    with pytest.raises(
+        ControlModeMismatchError, match="pd_joint_pos.*pd_joint_delta_pos|pd_joint_delta_pos.*pd_joint_pos"
+    ):
         ds.check_control_mode("pd_joint_pos")
 
 

@@ -3,6 +3,7 @@
 The simulator is `BatchedToyReach`: ToyReach envs behind ManiSkill's batched API, so the two vector
 envs run identical dynamics and their first episodes must agree row for row.
 """
+
 import numpy as np
 import pytest
 import torch
@@ -16,8 +17,13 @@ NUM_ENVS, ACT_DIM = 4, 2
 
 def make_batched(max_episode_steps=12, ignore_terminations=False, goal_radius=0.35):
     sim = BatchedToyReach(NUM_ENVS, act_dim=ACT_DIM, goal_radius=goal_radius)
-    return BatchedVectorEnv(sim, lambda raw: raw, instruction="reach", max_episode_steps=max_episode_steps,
-                            ignore_terminations=ignore_terminations)
+    return BatchedVectorEnv(
+        sim,
+        lambda raw: raw,
+        instruction="reach",
+        max_episode_steps=max_episode_steps,
+        ignore_terminations=ignore_terminations,
+    )
 
 
 def random_chunks(count, chunk, seed=0):
@@ -27,8 +33,12 @@ def random_chunks(count, chunk, seed=0):
 
 def test_first_episodes_match_the_subprocess_vector_env():
     batched = make_batched()
-    subproc = SubprocVectorEnv([ToyReachFactory(act_dim=ACT_DIM, goal_radius=0.35)] * NUM_ENVS, num_workers=2,
-                               max_episode_steps=12, context="spawn")
+    subproc = SubprocVectorEnv(
+        [ToyReachFactory(act_dim=ACT_DIM, goal_radius=0.35)] * NUM_ENVS,
+        num_workers=2,
+        max_episode_steps=12,
+        context="spawn",
+    )
     try:
         obs_b, _ = batched.reset(seed=7)
         obs_s, _ = subproc.reset(seed=7)

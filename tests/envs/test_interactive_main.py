@@ -1,4 +1,5 @@
 """Vector envs from an interactive main: a script read on stdin, as a notebook or REPL feeds code."""
+
 from __future__ import annotations
 
 import os
@@ -30,10 +31,18 @@ venv.close()
 """
 
 
-@pytest.mark.parametrize("script, expected", [(TOY, "ok (4, 4) (4,)"), (MANISKILL, "ok (4, 42) (4,)")],
-                         ids=["toy", "maniskill"])
+@pytest.mark.parametrize(
+    "script, expected", [(TOY, "ok (4, 4) (4,)"), (MANISKILL, "ok (4, 42) (4,)")], ids=["toy", "maniskill"]
+)
 def test_vector_env_from_a_script_on_stdin(tmp_path, script, expected):
-    result = subprocess.run([sys.executable, "-"], input=script, cwd=tmp_path, capture_output=True, text=True,
-                            timeout=300, env={**os.environ, "PYTHONPATH": REPO_ROOT})
+    result = subprocess.run(
+        [sys.executable, "-"],
+        input=script,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": REPO_ROOT},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert expected in result.stdout

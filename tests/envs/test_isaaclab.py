@@ -1,4 +1,5 @@
 """IsaacLab adapter against a small stand-in with IsaacLab's documented ManagerBasedRLEnv API (no Isaac Sim here)."""
+
 from types import SimpleNamespace
 
 import gymnasium as gym
@@ -37,8 +38,9 @@ class FakeManagerBasedRLEnv:
         self.termination_manager = FakeTerminationManager(num_envs)
         self.episode_length_buf = torch.zeros(num_envs, dtype=torch.int64)
         self.x = torch.zeros(num_envs)
-        camera = SimpleNamespace(data=SimpleNamespace(output={"rgb": torch.zeros(num_envs, image_size, image_size, 3,
-                                                                                  dtype=torch.uint8)}))
+        camera = SimpleNamespace(
+            data=SimpleNamespace(output={"rgb": torch.zeros(num_envs, image_size, image_size, 3, dtype=torch.uint8)})
+        )
         self.scene = SimpleNamespace(sensors={"front_cam": camera})
         self.cfg = SimpleNamespace(episode_length_s=1.0, decimation=2, sim=SimpleNamespace(dt=0.1))
         self.step_calls, self.closed, self.last_actions = 0, False, None
@@ -48,7 +50,9 @@ class FakeManagerBasedRLEnv:
         return self
 
     def _obs(self):
-        self.scene.sensors["front_cam"].data.output["rgb"][:] = (self.x * 100).clamp(0, 255).to(torch.uint8)[:, None, None, None]
+        self.scene.sensors["front_cam"].data.output["rgb"][:] = (
+            (self.x * 100).clamp(0, 255).to(torch.uint8)[:, None, None, None]
+        )
         return {"policy": torch.stack([self.x, self.episode_length_buf.float(), torch.ones(self.num_envs)], dim=-1)}
 
     def reset(self, seed=None, options=None):
@@ -70,7 +74,10 @@ class FakeManagerBasedRLEnv:
         extras = {"time_outs": time_out, "log": {}}
         done = success | time_out
         if done.any():  # IsaacLab: _reset_idx on the ended envs, then observations
-            extras["log"] = {"Episode_Termination/success": int(success.sum()), "Episode_Termination/time_out": int(time_out.sum())}
+            extras["log"] = {
+                "Episode_Termination/success": int(success.sum()),
+                "Episode_Termination/time_out": int(time_out.sum()),
+            }
             self.x[done] = 0.0
             self.episode_length_buf[done] = 0
         return self._obs(), reward, success & ~time_out, time_out, extras
@@ -90,7 +97,11 @@ def env(fake):
 
 
 def test_spaces_and_shapes(env):
-    assert env.single_observation_space["state"].shape == (3,) and env.single_observation_space["rgb"].shape == (4, 4, 3)
+    assert env.single_observation_space["state"].shape == (3,) and env.single_observation_space["rgb"].shape == (
+        4,
+        4,
+        3,
+    )
     assert env.single_action_space.shape == (2,) and env.num_envs == 3
     obs, _ = env.reset(seed=0)
     assert obs["state"].shape == (3, 3) and obs["state"].dtype == torch.float32
@@ -179,8 +190,14 @@ def test_ids_registered_and_missing_isaaclab_is_a_clear_error():
         require_isaaclab()
     except IsaacLabNotInstalledError:
         with pytest.raises(IsaacLabNotInstalledError, match=r"Isaac Sim.*isaaclab.*3\.1[01].*NVIDIA.*installation"):
-            gym.make_vec("rlinf/IsaacLab-Lift-Cube-Franka", num_envs=2, vectorization_mode="vector_entry_point",
-                         obs_mode="state", max_episode_steps=10, ignore_terminations=False)
+            gym.make_vec(
+                "rlinf/IsaacLab-Lift-Cube-Franka",
+                num_envs=2,
+                vectorization_mode="vector_entry_point",
+                obs_mode="state",
+                max_episode_steps=10,
+                ignore_terminations=False,
+            )
     else:
         pytest.skip("IsaacLab is installed here")
     with pytest.raises(TypeError, match="make_vec"):

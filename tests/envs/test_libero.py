@@ -1,4 +1,5 @@
 """LIBERO backend with the real simulator (robosuite + MuJoCo, offscreen GL), small cameras, 1-2 envs."""
+
 import importlib.util
 import os
 import signal
@@ -30,9 +31,17 @@ def single_env():
 
 @pytest.fixture(scope="module")
 def vec_env():
-    env = gym.make_vec("rlinf/LIBERO-Spatial", num_envs=2, vectorization_mode="vector_entry_point", obs_mode="rgb",
-                       max_episode_steps=4, ignore_terminations=False, task_id=0, camera_size=CAMERA,
-                       num_settle_steps=0)
+    env = gym.make_vec(
+        "rlinf/LIBERO-Spatial",
+        num_envs=2,
+        vectorization_mode="vector_entry_point",
+        obs_mode="rgb",
+        max_episode_steps=4,
+        ignore_terminations=False,
+        task_id=0,
+        camera_size=CAMERA,
+        num_settle_steps=0,
+    )
     yield env
     env.close()
 
@@ -136,7 +145,7 @@ def test_chunk_across_episode_boundary_autoresets(vec_env):
     assert info["_final_obs"].all() and info["elapsed_steps"].tolist() == [0, 0]
     # SAME_STEP: the returned obs is the first obs of the next episode, not the final one
     assert not torch.equal(obs["state"], info["final_obs"]["state"])
-    obs, *_ , info = vec_env.step(torch.zeros(2, 7))
+    obs, *_, info = vec_env.step(torch.zeros(2, 7))
     assert info["elapsed_steps"].tolist() == [1, 1]
 
 

@@ -1,4 +1,5 @@
 """The ManiSkill3 backend on real CPU physics (state obs; rgb only where a Vulkan device exists)."""
+
 import os
 import signal
 
@@ -16,8 +17,9 @@ ENV_ID = "rlinf/ManiSkill-PickCube"
 
 @pytest.fixture(scope="module")
 def venv():
-    env = gym.make_vec(ENV_ID, num_envs=2, vectorization_mode="vector_entry_point", max_episode_steps=4,
-                       num_workers=2, step_timeout=60)
+    env = gym.make_vec(
+        ENV_ID, num_envs=2, vectorization_mode="vector_entry_point", max_episode_steps=4, num_workers=2, step_timeout=60
+    )
     yield env
     env.close()
 
@@ -111,8 +113,9 @@ def test_bad_options_raise_clear_errors():
 
 @pytest.mark.skipif(not render_device_available(), reason="no Vulkan render device for SAPIEN")
 def test_rgb_observations_where_a_renderer_exists():
-    env = gym.make_vec(ENV_ID, num_envs=1, vectorization_mode="vector_entry_point", obs_mode="rgb",
-                       camera_size=(32, 48), num_workers=1)
+    env = gym.make_vec(
+        ENV_ID, num_envs=1, vectorization_mode="vector_entry_point", obs_mode="rgb", camera_size=(32, 48), num_workers=1
+    )
     obs, _ = env.reset(seed=0)
     env.close()
     assert obs["rgb"].shape == (1, 32, 48, 3) and obs["rgb"].dtype == torch.uint8 and obs["rgb"].float().std() > 0

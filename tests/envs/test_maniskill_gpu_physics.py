@@ -3,6 +3,7 @@
 GPU physics needs CUDA and SAPIEN's PhysX GPU library, so on CPU machines the same code path runs
 on physx_cpu with one env, and the GPU test is skipped.
 """
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -79,8 +80,9 @@ def test_missing_physx_gpu_library_is_an_error_not_a_download(monkeypatch, tmp_p
 
 def test_subprocess_only_options_are_rejected_for_physx_cuda():
     with pytest.raises(ValueError, match=r"num_workers=2.*physx_cpu"):
-        gym.make_vec(ENV_ID, num_envs=4, vectorization_mode="vector_entry_point", sim_backend="physx_cuda",
-                     num_workers=2)
+        gym.make_vec(
+            ENV_ID, num_envs=4, vectorization_mode="vector_entry_point", sim_backend="physx_cuda", num_workers=2
+        )
     with pytest.raises(ValueError, match=r"single-env entry point runs CPU physics"):
         gym.make(ENV_ID, sim_backend="physx_cuda")
 
@@ -88,8 +90,9 @@ def test_subprocess_only_options_are_rejected_for_physx_cuda():
 @pytest.mark.gpu
 @pytest.mark.skipif(not physx_gpu_ready(), reason="needs SAPIEN's PhysX GPU library (see gpu_physics.py)")
 def test_physx_cuda_batched_envs_on_the_gpu():
-    env = gym.make_vec(ENV_ID, num_envs=16, vectorization_mode="vector_entry_point", sim_backend="physx_cuda",
-                       max_episode_steps=10)
+    env = gym.make_vec(
+        ENV_ID, num_envs=16, vectorization_mode="vector_entry_point", sim_backend="physx_cuda", max_episode_steps=10
+    )
     try:
         obs, _ = env.reset(seed=0)
         assert obs["state"].is_cuda and obs["state"].shape[0] == 16

@@ -1,4 +1,5 @@
 """SubprocVectorEnv semantics on the simulator-free ToyReachEnv (fast)."""
+
 import math
 import os
 import signal
@@ -14,10 +15,12 @@ from rlinf_embodied.envs.vector import SubprocVectorEnv, split_evenly
 
 
 def make_env(num_envs=3, num_workers=2, **kwargs):
-    factory_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in ("image_size", "goal_radius", "crash_at_step",
-                                                                      "hang_at_step")}
-    return SubprocVectorEnv([ToyReachFactory(**factory_kwargs) for _ in range(num_envs)], num_workers=num_workers,
-                            **kwargs)
+    factory_kwargs = {
+        k: kwargs.pop(k) for k in list(kwargs) if k in ("image_size", "goal_radius", "crash_at_step", "hang_at_step")
+    }
+    return SubprocVectorEnv(
+        [ToyReachFactory(**factory_kwargs) for _ in range(num_envs)], num_workers=num_workers, **kwargs
+    )
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +60,10 @@ def test_chunk_across_episode_boundary_drops_rest_and_autoresets(env):
     assert info["episode"]["length"].tolist() == [4, 4, 4]
     # the final obs moved by 0.1 per +1 action over 2 steps; the returned obs is a fresh episode
     moved = info["final_obs"]["state"][:, :2] - obs0["state"][:, :2]
-    assert torch.allclose(moved, torch.full_like(moved, 0.2), atol=1e-5) or (info["final_obs"]["state"][:, :2].abs() == 1).any()
+    assert (
+        torch.allclose(moved, torch.full_like(moved, 0.2), atol=1e-5)
+        or (info["final_obs"]["state"][:, :2].abs() == 1).any()
+    )
     assert not torch.allclose(obs["state"], info["final_obs"]["state"])
     assert info["final_obs"]["instruction"] == ["move the point to the goal"] * 3  # language policies read it
     assert info["elapsed_steps"].tolist() == [0, 0, 0]
@@ -162,15 +168,25 @@ def test_metrics_helpers():
     metrics = EpisodeMetrics()
     summary = metrics.summary()
     assert summary["num_episodes"] == 0 and math.isnan(summary["success_rate"])
-    info = {"_episode": torch.tensor([True, False, True]),
-            "episode": {"return": torch.tensor([1.0, 5.0, 3.0]), "length": torch.tensor([10, 0, 20]),
-                        "success_once": torch.tensor([True, False, False]),
-                        "success": torch.tensor([False, False, False])}}
+    info = {
+        "_episode": torch.tensor([True, False, True]),
+        "episode": {
+            "return": torch.tensor([1.0, 5.0, 3.0]),
+            "length": torch.tensor([10, 0, 20]),
+            "success_once": torch.tensor([True, False, False]),
+            "success": torch.tensor([False, False, False]),
+        },
+    }
     episodes = episodes_from_info(info)
     assert [e["episode_return"] for e in episodes] == [1.0, 3.0]
     assert metrics.update(info) == 2 and metrics.update({"success": torch.zeros(3)}) == 0
     summary = metrics.summary()
-    assert summary == {"num_episodes": 2, "success_rate": 0.0, "episode_return": 2.0, "episode_length": 15.0,
-                       "success_once": 0.5}
+    assert summary == {
+        "num_episodes": 2,
+        "success_rate": 0.0,
+        "episode_return": 2.0,
+        "episode_length": 15.0,
+        "success_once": 0.5,
+    }
     metrics.clear()
     assert metrics.summary()["num_episodes"] == 0

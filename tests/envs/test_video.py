@@ -1,4 +1,5 @@
 """VideoRecorder on the toy env's rgb frames (no renderer needed)."""
+
 import os
 
 import imageio
@@ -42,8 +43,11 @@ def test_video_recorder_without_ffmpeg_names_the_package(tmp_path, monkeypatch):
     import importlib.util
 
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *args: None if name == "imageio_ffmpeg" else real_find_spec(name, *args))
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "imageio_ffmpeg" else real_find_spec(name, *args),
+    )
     env = SubprocVectorEnv([ToyReachFactory(image_size=8)], num_workers=1)
     with pytest.raises(ImportError, match="pip install imageio-ffmpeg"):
         VideoRecorder(env, str(tmp_path))

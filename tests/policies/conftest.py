@@ -1,4 +1,5 @@
 """Checks shared by the policy tests."""
+
 from __future__ import annotations
 
 import warnings

@@ -1,4 +1,5 @@
 """`cnn` policy: rgb (+ state) shapes, image sizes, act/evaluate agreement, checkpoints, gradients, errors."""
+
 from __future__ import annotations
 
 import pytest
@@ -75,8 +76,9 @@ def test_save_and_load_give_identical_outputs(tmp_path):
     assert loaded.config == policy.config
     obs = policy.example_obs(3)
     out = policy.act(obs)
-    torch.testing.assert_close(loaded.act(obs, deterministic=True).actions, policy.act(obs, deterministic=True).actions,
-                               atol=0, rtol=0)
+    torch.testing.assert_close(
+        loaded.act(obs, deterministic=True).actions, policy.act(obs, deterministic=True).actions, atol=0, rtol=0
+    )
     torch.testing.assert_close(loaded.evaluate(obs, out).log_probs, policy.evaluate(obs, out).log_probs, atol=0, rtol=0)
 
 
@@ -116,7 +118,9 @@ def test_mismatched_action_dims_error():
 def test_config_validates_conv_lists():
     with pytest.raises(ValueError, match="equal length"):
         CNNConfig(conv_channels=[8, 8], conv_kernels=[3], conv_strides=[1])
-    config = CNNConfig.from_dict({"conv_channels": (4, 4), "conv_kernels": (3, 3), "conv_strides": (1, 1), "image_size": 8})
+    config = CNNConfig.from_dict(
+        {"conv_channels": (4, 4), "conv_kernels": (3, 3), "conv_strides": (1, 1), "image_size": 8}
+    )
     assert config.conv_channels == [4, 4] and config.min_image_size() == 5
 
 

@@ -1,4 +1,5 @@
 """Unit tests of the shared flow-matching RL math (rlinf_embodied/policies/flow)."""
+
 import math
 
 import pytest
@@ -123,7 +124,9 @@ def test_sampled_chain_log_probs_are_recomputed_exactly(method, spec):
     stochastic = choose_stochastic_steps(spec, 6, num_steps)
     with torch.no_grad():
         sample = sample_chain(model.step_fn(num_steps, method), torch.randn(6, 2, 5), stochastic, action_dim)
-    log_probs, entropy, per_step = chain_log_probs(model.step_fn(num_steps, method), sample.chain, stochastic, action_dim)
+    log_probs, entropy, per_step = chain_log_probs(
+        model.step_fn(num_steps, method), sample.chain, stochastic, action_dim
+    )
     torch.testing.assert_close(log_probs, sample.log_probs, rtol=0, atol=1e-5)
     torch.testing.assert_close(entropy, sample.entropy, rtol=0, atol=1e-5)
     assert torch.all(per_step[~stochastic] == 0) and torch.all(per_step[stochastic] != 0)
@@ -154,5 +157,8 @@ def test_deterministic_steps_are_ode_steps_and_carry_no_log_prob():
         sample = sample_chain(step, torch.randn(3, 2, 3), stochastic, 3)
         for k in (0, 1, 3):
             torch.testing.assert_close(sample.chain[:, k + 1], step(None, sample.chain[:, k], k).ode_mean)
-        manual = gaussian_log_prob(sample.chain[:, 3], *(lambda d: (d.sde_mean, d.std.expand_as(d.sde_mean)))(step(None, sample.chain[:, 2], 2)))
+        manual = gaussian_log_prob(
+            sample.chain[:, 3],
+            *(lambda d: (d.sde_mean, d.std.expand_as(d.sde_mean)))(step(None, sample.chain[:, 2], 2)),
+        )
     torch.testing.assert_close(sample.log_probs, manual, rtol=0, atol=1e-6)

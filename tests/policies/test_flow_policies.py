@@ -1,4 +1,5 @@
 """RL-interface tests shared by the flow-matching VLAs (pi0, GR00T-N1.5), on tiny random models."""
+
 import pytest
 import torch
 
@@ -50,7 +51,9 @@ def test_gradients_reach_every_trainable_parameter(name, method):
     evaluated = policy.evaluate(obs, policy.act(obs))
     loss = evaluated.log_probs.sum() + evaluated.values.sum() + evaluated.entropy.sum()
     loss.backward()
-    no_grad = [n for n, p in policy.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
+    no_grad = [
+        n for n, p in policy.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)
+    ]
     assert not no_grad
 
 
@@ -93,7 +96,9 @@ def test_save_and_load_reproduce_outputs(name, method, tmp_path):
     policy.save_pretrained(tmp_path)
     loaded = load_policy(tmp_path)
     assert type(loaded) is type(policy) and loaded.config == policy.config
-    torch.testing.assert_close(loaded.act(obs, deterministic=True).actions, policy.act(obs, deterministic=True).actions, rtol=0, atol=0)
+    torch.testing.assert_close(
+        loaded.act(obs, deterministic=True).actions, policy.act(obs, deterministic=True).actions, rtol=0, atol=0
+    )
     reloaded_eval, eval_ = loaded.evaluate(obs, out), policy.evaluate(obs, out)
     torch.testing.assert_close(reloaded_eval.log_probs, eval_.log_probs, rtol=0, atol=0)
     torch.testing.assert_close(reloaded_eval.values, eval_.values, rtol=0, atol=0)
@@ -152,7 +157,9 @@ def test_training_target_and_sampler_share_one_convention(name):
         policy.predict_velocity = lambda context, x, tau: ((x - data) / tau[:, None, None], None)
     else:  # GR00T: v = a - noise = (a - x_t) / (1 - t), t from the time bucket
         policy.gr00t_velocity = lambda context, x, buckets: (
-            (data - x) / (1 - buckets.float() / cfg.num_timestep_buckets)[:, None, None], None)
+            (data - x) / (1 - buckets.float() / cfg.num_timestep_buckets)[:, None, None],
+            None,
+        )
     assert policy.sft_loss(obs, actions, noise=noise, **{time_keyword(name): FLOW_TIMES}).item() < 1e-10
     torch.testing.assert_close(policy.act(obs, deterministic=True).actions, actions, rtol=0, atol=1e-5)
 
@@ -167,14 +174,18 @@ def test_lora_trains_only_adapters_in_the_language_model(name, tmp_path):
     assert not any(n.startswith("language_model.") and "lora_" not in n for n in trainable)
     obs = policy.example_obs(2)
     # fresh adapters (B = 0) leave the function unchanged
-    torch.testing.assert_close(policy.act(obs, deterministic=True).actions, base.act(obs, deterministic=True).actions, rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        policy.act(obs, deterministic=True).actions, base.act(obs, deterministic=True).actions, rtol=0, atol=1e-6
+    )
     evaluated = policy.evaluate(obs, policy.act(obs))
     (evaluated.log_probs.sum() + evaluated.values.sum()).backward()
     assert all(p.grad is not None for n, p in policy.named_parameters() if p.requires_grad)
     policy.save_pretrained(tmp_path / "lora")
     reloaded = load_policy(tmp_path / "lora")
     assert reloaded.config.lora_rank == 4
-    torch.testing.assert_close(reloaded.act(obs, deterministic=True).actions, policy.act(obs, deterministic=True).actions, rtol=0, atol=0)
+    torch.testing.assert_close(
+        reloaded.act(obs, deterministic=True).actions, policy.act(obs, deterministic=True).actions, rtol=0, atol=0
+    )
 
 
 @pytest.mark.parametrize("name", POLICIES)
@@ -227,8 +238,16 @@ def test_bf16_policy_acts_and_evaluates(name):
 
 
 @pytest.mark.parametrize("name", POLICIES)
-@pytest.mark.parametrize("bad", [dict(noise_method="ddim"), dict(stochastic_steps="9"), dict(noise_level=0.0),
-                                 dict(action_dim=64), dict(deterministic_noise="random")])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(noise_method="ddim"),
+        dict(stochastic_steps="9"),
+        dict(noise_level=0.0),
+        dict(action_dim=64),
+        dict(deterministic_noise="random"),
+    ],
+)
 def test_invalid_sampling_settings_are_rejected(name, bad):
     with pytest.raises(ValueError):
         make_policy(name, size="tiny", **bad)
@@ -240,11 +259,15 @@ def test_evaluate_on_a_shuffled_minibatch_of_stacked_rollouts(name):
     policy = tiny(name, stochastic_steps="random_one")
     steps = [(policy.example_obs(3), None) for _ in range(2)]
     steps = [(obs, policy.act(obs)) for obs, _ in steps]
-    obs = {k: torch.cat([o[k] for o, _ in steps]) if k != "instruction" else sum((o[k] for o, _ in steps), [])
-           for k in steps[0][0]}
+    obs = {
+        k: torch.cat([o[k] for o, _ in steps]) if k != "instruction" else sum((o[k] for o, _ in steps), [])
+        for k in steps[0][0]
+    }
     log_probs = torch.cat([out.log_probs for _, out in steps])
     extras = {k: torch.cat([out.extras[k] for _, out in steps]) for k in steps[0][1].extras}
     rows = torch.tensor([4, 0, 5, 2])
     minibatch_obs = {k: v[rows] if isinstance(v, torch.Tensor) else [v[i] for i in rows] for k, v in obs.items()}
-    minibatch = ActOutput(actions=torch.zeros(4), log_probs=log_probs[rows], extras={k: v[rows] for k, v in extras.items()})
+    minibatch = ActOutput(
+        actions=torch.zeros(4), log_probs=log_probs[rows], extras={k: v[rows] for k, v in extras.items()}
+    )
     torch.testing.assert_close(policy.evaluate(minibatch_obs, minibatch).log_probs, log_probs[rows], rtol=0, atol=1e-5)

@@ -1,4 +1,5 @@
 """GR00T-specific tests: GR00T's own time convention, Eagle's pixel shuffle, published sizes."""
+
 import torch
 
 from rlinf_embodied.policies import make_policy
@@ -41,7 +42,12 @@ def test_backbone_reads_an_intermediate_layer_of_the_llm():
         policy = make_policy("gr00t", size="gr00t-n1.5-3b")
     llm = policy.language_model.config
     assert len(policy.language_model.layers) == 12  # GR00T-N1.5 keeps layers 0..11 of Qwen3-1.7B
-    assert (llm.hidden_size, llm.intermediate_size, llm.num_attention_heads, llm.num_key_value_heads) == (2048, 6144, 16, 8)
+    assert (llm.hidden_size, llm.intermediate_size, llm.num_attention_heads, llm.num_key_value_heads) == (
+        2048,
+        6144,
+        16,
+        8,
+    )
     assert len(policy.dit.transformer_blocks) == 16 and policy.dit.proj_out_2.out_features == 1024
     assert policy.dit.transformer_blocks[0].attn1.to_k.in_features == 2048  # cross-attention to the VLM
     assert policy.dit.transformer_blocks[1].attn1.to_k.in_features == 1536  # interleaved self-attention

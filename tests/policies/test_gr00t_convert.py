@@ -2,6 +2,7 @@
 action_head.* with per-embodiment CategorySpecificLinear stacks, config.json, metadata.json).
 
 The writer spells the upstream names out independently of the converter's tables."""
+
 import json
 import os
 
@@ -27,7 +28,11 @@ def upstream_key(key: str, nested_vision_model: bool) -> str:
     if head == "language_model":
         return "backbone.eagle_model.language_model.model." + rest
     if head in ("vl_self_attention", "dit"):
-        rest = rest.replace("attn1.to_out.", "attn1.to_out.0.").replace("ff.0.", "ff.net.0.proj.").replace("ff.2.", "ff.net.2.")
+        rest = (
+            rest.replace("attn1.to_out.", "attn1.to_out.0.")
+            .replace("ff.0.", "ff.net.0.proj.")
+            .replace("ff.2.", "ff.net.2.")
+        )
         if head == "dit":
             rest = rest.replace("timestep_encoder.", "timestep_encoder.timestep_embedder.")
             return "action_head.model." + rest
@@ -53,27 +58,50 @@ def write_upstream_gr00t(policy, directory) -> None:
             state[f"action_head.{module}.{layer}.{'W' if param == 'weight' else 'b'}"] = stacked
             continue
         state[upstream_key(key, nested)] = value.clone()
-    state["backbone.eagle_model.language_model.lm_head.weight"] = policy.language_model.embed_tokens.weight.detach().clone()
+    state["backbone.eagle_model.language_model.lm_head.weight"] = (
+        policy.language_model.embed_tokens.weight.detach().clone()
+    )
     # a layer past select_layer (a checkpoint whose LLM was not truncated) is dropped by the converter
     for key, value in policy.language_model.layers[0].state_dict().items():
         state[f"backbone.eagle_model.language_model.model.layers.{cfg.select_layer}.{key}"] = torch.randn_like(value)
     save_file(state, os.path.join(directory, "model.safetensors"))
     config = {
-        "model_type": "gr00t_n1_5", "action_horizon": cfg.action_chunk, "action_dim": cfg.max_action_dim,
+        "model_type": "gr00t_n1_5",
+        "action_horizon": cfg.action_chunk,
+        "action_dim": cfg.max_action_dim,
         "backbone_cfg": {"select_layer": cfg.select_layer, "project_to_dim": None, "tune_llm": False},
         "action_head_cfg": {
-            "action_horizon": cfg.action_chunk, "action_dim": cfg.max_action_dim, "max_action_dim": cfg.max_action_dim,
-            "max_state_dim": cfg.max_state_dim, "hidden_size": cfg.hidden_size, "input_embedding_dim": cfg.input_embedding_dim,
-            "backbone_embedding_dim": cfg.llm_hidden_size, "num_inference_timesteps": cfg.num_denoise_steps,
-            "num_target_vision_tokens": cfg.num_target_vision_tokens, "max_seq_len": cfg.max_seq_len,
-            "noise_beta_alpha": 1.5, "noise_beta_beta": 1.0, "noise_s": 0.999, "num_timestep_buckets": 1000,
-            "diffusion_model_cfg": {"num_layers": cfg.dit_layers, "num_attention_heads": cfg.dit_heads,
-                                    "attention_head_dim": cfg.dit_head_dim, "output_dim": cfg.hidden_size,
-                                    "cross_attention_dim": cfg.llm_hidden_size, "interleave_self_attention": True,
-                                    "norm_type": "ada_norm", "positional_embeddings": None, "dropout": 0.2},
-            "vl_self_attention_cfg": {"num_layers": cfg.vl_self_attention_layers,
-                                      "num_attention_heads": cfg.vl_self_attention_heads,
-                                      "attention_head_dim": cfg.vl_self_attention_head_dim, "dropout": 0.2},
+            "action_horizon": cfg.action_chunk,
+            "action_dim": cfg.max_action_dim,
+            "max_action_dim": cfg.max_action_dim,
+            "max_state_dim": cfg.max_state_dim,
+            "hidden_size": cfg.hidden_size,
+            "input_embedding_dim": cfg.input_embedding_dim,
+            "backbone_embedding_dim": cfg.llm_hidden_size,
+            "num_inference_timesteps": cfg.num_denoise_steps,
+            "num_target_vision_tokens": cfg.num_target_vision_tokens,
+            "max_seq_len": cfg.max_seq_len,
+            "noise_beta_alpha": 1.5,
+            "noise_beta_beta": 1.0,
+            "noise_s": 0.999,
+            "num_timestep_buckets": 1000,
+            "diffusion_model_cfg": {
+                "num_layers": cfg.dit_layers,
+                "num_attention_heads": cfg.dit_heads,
+                "attention_head_dim": cfg.dit_head_dim,
+                "output_dim": cfg.hidden_size,
+                "cross_attention_dim": cfg.llm_hidden_size,
+                "interleave_self_attention": True,
+                "norm_type": "ada_norm",
+                "positional_embeddings": None,
+                "dropout": 0.2,
+            },
+            "vl_self_attention_cfg": {
+                "num_layers": cfg.vl_self_attention_layers,
+                "num_attention_heads": cfg.vl_self_attention_heads,
+                "attention_head_dim": cfg.vl_self_attention_head_dim,
+                "dropout": 0.2,
+            },
         },
     }
     with open(os.path.join(directory, "config.json"), "w") as f:
@@ -84,16 +112,26 @@ def write_upstream_gr00t(policy, directory) -> None:
 
 def key_stats(width: int, offset: float) -> dict:
     base = [offset + i for i in range(width)]
-    return {"min": [v - 1.0 for v in base], "max": [v + 2.0 for v in base], "mean": base,
-            "std": [1.0] * width, "q01": [v - 0.5 for v in base], "q99": [v + 1.5 for v in base]}
+    return {
+        "min": [v - 1.0 for v in base],
+        "max": [v + 2.0 for v in base],
+        "mean": base,
+        "std": [1.0] * width,
+        "q01": [v - 0.5 for v in base],
+        "q99": [v + 1.5 for v in base],
+    }
 
 
 def metadata_entry() -> dict:
     return {
-        "statistics": {"state": {key: key_stats(width, 10.0 * i) for i, (key, width) in enumerate(STATE_KEYS.items())},
-                       "action": {key: key_stats(width, 5.0 * i) for i, (key, width) in enumerate(ACTION_KEYS.items())}},
-        "modalities": {"state": {key: {"shape": [width]} for key, width in STATE_KEYS.items()},
-                       "action": {key: {"shape": [width]} for key, width in ACTION_KEYS.items()}},
+        "statistics": {
+            "state": {key: key_stats(width, 10.0 * i) for i, (key, width) in enumerate(STATE_KEYS.items())},
+            "action": {key: key_stats(width, 5.0 * i) for i, (key, width) in enumerate(ACTION_KEYS.items())},
+        },
+        "modalities": {
+            "state": {key: {"shape": [width]} for key, width in STATE_KEYS.items()},
+            "action": {key: {"shape": [width]} for key, width in ACTION_KEYS.items()},
+        },
         "embodiment_tag": "new_embodiment",
     }
 
@@ -105,9 +143,12 @@ def concatenated(stat: str, keys: dict, spacing: float) -> list[float]:
 def test_gr00t_checkpoint_converts_to_the_same_policy(tmp_path):
     torch.manual_seed(0)
     original = make_policy(
-        "gr00t", size="tiny",
-        action_low=concatenated("min", ACTION_KEYS, 5.0), action_high=concatenated("max", ACTION_KEYS, 5.0),
-        state_low=concatenated("min", STATE_KEYS, 10.0), state_high=concatenated("max", STATE_KEYS, 10.0),
+        "gr00t",
+        size="tiny",
+        action_low=concatenated("min", ACTION_KEYS, 5.0),
+        action_high=concatenated("max", ACTION_KEYS, 5.0),
+        state_low=concatenated("min", STATE_KEYS, 10.0),
+        state_high=concatenated("max", STATE_KEYS, 10.0),
     )
     write_upstream_gr00t(original, tmp_path / "upstream")
 
@@ -121,8 +162,9 @@ def test_gr00t_checkpoint_converts_to_the_same_policy(tmp_path):
         if not name.startswith(("value_head.", "noise_head.")):
             assert torch.equal(param, original_params[name]), name
     obs = original.example_obs(2)
-    torch.testing.assert_close(converted.act(obs, deterministic=True).actions,
-                               original.act(obs, deterministic=True).actions, rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        converted.act(obs, deterministic=True).actions, original.act(obs, deterministic=True).actions, rtol=0, atol=1e-5
+    )
 
 
 def test_converter_picks_the_requested_embodiment(tmp_path):

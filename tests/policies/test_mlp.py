@@ -1,4 +1,5 @@
 """`mlp` policy: shapes, act/evaluate agreement, the clip convention, checkpoints, gradients, errors."""
+
 from __future__ import annotations
 
 import math
@@ -15,8 +16,13 @@ ACTION_DIM, STATE_DIM = 4, 6
 
 def tiny_mlp(**overrides) -> MLPPolicy:
     torch.manual_seed(0)
-    return make_policy("mlp", size="tiny", action_dim=overrides.pop("action_dim", ACTION_DIM),
-                       state_dim=overrides.pop("state_dim", STATE_DIM), **overrides)
+    return make_policy(
+        "mlp",
+        size="tiny",
+        action_dim=overrides.pop("action_dim", ACTION_DIM),
+        state_dim=overrides.pop("state_dim", STATE_DIM),
+        **overrides,
+    )
 
 
 @pytest.mark.parametrize("chunk", [1, 3])

@@ -1,4 +1,5 @@
 """OpenVLA / OpenVLA-OFT tiny policies: shapes, act/evaluate agreement, gradients, checkpoints, errors."""
+
 import pytest
 import torch
 
@@ -82,7 +83,9 @@ def test_gradients_reach_every_trainable_parameter(name, overrides):
     out = policy.act(obs)
     ev = policy.evaluate(obs, out)
     (ev.log_probs.sum() + ev.entropy.sum() + ev.values.sum()).backward()
-    no_grad = [n for n, p in policy.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
+    no_grad = [
+        n for n, p in policy.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)
+    ]
     # Only the embedding rows of unused tokens and lm_head rows outside the action tokens may stay zero: the
     # matrices as a whole must receive gradient.
     assert no_grad == [], no_grad
@@ -190,7 +193,12 @@ def test_real_size_presets_match_published_architectures():
         policy = make_policy("openvla", size="openvla-7b")
         oft = make_policy("openvla_oft", size="openvla-oft-7b")
     llama = policy.language_model.config
-    assert (llama.hidden_size, llama.num_hidden_layers, llama.num_attention_heads, llama.intermediate_size) == (4096, 32, 32, 11008)
+    assert (llama.hidden_size, llama.num_hidden_layers, llama.num_attention_heads, llama.intermediate_size) == (
+        4096,
+        32,
+        32,
+        11008,
+    )
     assert llama.vocab_size == 32064 and policy.action_tokenizer.first_token_id == 31744
     assert policy.projector.fc1.weight.shape == (4 * 2176, 2176) and policy.projector.fc3.weight.shape == (4096, 4096)
     dino, siglip = policy.vision_backbone.featurizer.config, policy.vision_backbone.fused_featurizer.config

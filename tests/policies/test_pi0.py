@@ -1,4 +1,5 @@
 """pi0-specific tests: the cached-prefix expert pass equals openpi's joint (layer-interleaved) forward."""
+
 import torch
 from transformers.models.gemma.modeling_gemma import apply_rotary_pos_emb, repeat_kv
 

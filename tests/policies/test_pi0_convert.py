@@ -3,6 +3,7 @@
 The writer below builds the upstream key names by hand from LeRobot's layout (the inverse of the
 converter's table, written independently), so a wrong entry in the converter fails the round trip.
 """
+
 import json
 import os
 
@@ -41,8 +42,11 @@ def write_upstream_pi0(policy, directory, layout: str) -> None:
     "openpi" (openpi's own PyTorch port: the new nesting without LeRobot's leading "model.")."""
     os.makedirs(directory)
     nested = any(k.startswith("vision_tower.vision_model.") for k in policy.state_dict())
-    state = {upstream_key(k, layout, nested): v.clone() for k, v in policy.state_dict().items()
-             if not k.startswith(("value_head.", "noise_head."))}
+    state = {
+        upstream_key(k, layout, nested): v.clone()
+        for k, v in policy.state_dict().items()
+        if not k.startswith(("value_head.", "noise_head."))
+    }
     embed = policy.language_model.embed_tokens.weight.detach().clone()
     state[PALIGEMMA + ("lm_head.weight" if layout != "old" else "language_model.lm_head.weight")] = embed
     state[EXPERT + "lm_head.weight"] = torch.randn(policy.config.vocab_size, policy.config.expert_width)
@@ -50,18 +54,32 @@ def write_upstream_pi0(policy, directory, layout: str) -> None:
         state = {k.removeprefix("model."): v for k, v in state.items()}
     cfg = policy.config
     upstream_config = {
-        "type": "pi0", "chunk_size": cfg.action_chunk, "n_action_steps": cfg.action_chunk,
-        "max_state_dim": cfg.max_state_dim, "max_action_dim": cfg.max_action_dim, "tokenizer_max_length": cfg.max_token_len,
-        "input_features": {"observation.state": {"type": "STATE", "shape": [8]},
-                           "observation.images.base_0_rgb": {"type": "VISUAL", "shape": [3, 224, 224]}},
+        "type": "pi0",
+        "chunk_size": cfg.action_chunk,
+        "n_action_steps": cfg.action_chunk,
+        "max_state_dim": cfg.max_state_dim,
+        "max_action_dim": cfg.max_action_dim,
+        "tokenizer_max_length": cfg.max_token_len,
+        "input_features": {
+            "observation.state": {"type": "STATE", "shape": [8]},
+            "observation.images.base_0_rgb": {"type": "VISUAL", "shape": [3, 224, 224]},
+        },
         "output_features": {"action": {"type": "ACTION", "shape": [7]}},
     }
     if layout in ("new", "openpi"):
-        upstream_config |= {"num_inference_steps": cfg.num_denoise_steps, "image_resolution": [cfg.image_size] * 2,
-                            "paligemma_variant": "gemma_2b", "action_expert_variant": "gemma_300m"}
+        upstream_config |= {
+            "num_inference_steps": cfg.num_denoise_steps,
+            "image_resolution": [cfg.image_size] * 2,
+            "paligemma_variant": "gemma_2b",
+            "action_expert_variant": "gemma_300m",
+        }
         os.makedirs(os.path.join(directory, "assets", "libero"))
-        stats = {"norm_stats": {"state": {"mean": STATE_MEAN, "std": STATE_STD, "q01": STATE_MEAN, "q99": STATE_STD},
-                                "actions": {"mean": ACTION_MEAN, "std": ACTION_STD, "q01": ACTION_MEAN, "q99": ACTION_STD}}}
+        stats = {
+            "norm_stats": {
+                "state": {"mean": STATE_MEAN, "std": STATE_STD, "q01": STATE_MEAN, "q99": STATE_STD},
+                "actions": {"mean": ACTION_MEAN, "std": ACTION_STD, "q01": ACTION_MEAN, "q99": ACTION_STD},
+            }
+        }
         with open(os.path.join(directory, "assets", "libero", "norm_stats.json"), "w") as f:
             json.dump(stats, f)
         save_file(state, os.path.join(directory, "model.safetensors"))
@@ -72,8 +90,10 @@ def write_upstream_pi0(policy, directory, layout: str) -> None:
         state["unnormalize_outputs.buffer_action.mean"] = torch.tensor(ACTION_MEAN)
         state["unnormalize_outputs.buffer_action.std"] = torch.tensor(ACTION_STD)
         keys = sorted(state)
-        shards = {"model-00001-of-00002.safetensors": keys[: len(keys) // 2],
-                  "model-00002-of-00002.safetensors": keys[len(keys) // 2:]}
+        shards = {
+            "model-00001-of-00002.safetensors": keys[: len(keys) // 2],
+            "model-00002-of-00002.safetensors": keys[len(keys) // 2 :],
+        }
         for name, shard_keys in shards.items():
             save_file({k: state[k] for k in shard_keys}, os.path.join(directory, name))
         index = {"weight_map": {k: name for name, shard_keys in shards.items() for k in shard_keys}}
@@ -92,22 +112,26 @@ def test_lerobot_checkpoint_converts_to_the_same_policy(layout, tmp_path):
     torch.manual_seed(0)
     action_low, action_high = mean_std_bounds(ACTION_MEAN, ACTION_STD)
     state_low, state_high = mean_std_bounds(STATE_MEAN, STATE_STD)
-    original = make_policy("pi0", size="tiny", action_low=action_low, action_high=action_high,
-                           state_low=state_low, state_high=state_high)
+    original = make_policy(
+        "pi0", size="tiny", action_low=action_low, action_high=action_high, state_low=state_low, state_high=state_high
+    )
     write_upstream_pi0(original, tmp_path / "upstream", layout)
 
     convert_pi0(str(tmp_path / "upstream"), str(tmp_path / "converted"), size="tiny")
     converted = load_policy(tmp_path / "converted")
 
     for field in ("action_low", "action_high", "state_low", "state_high"):
-        torch.testing.assert_close(torch.tensor(getattr(converted.config, field)), torch.tensor(getattr(original.config, field)))
+        torch.testing.assert_close(
+            torch.tensor(getattr(converted.config, field)), torch.tensor(getattr(original.config, field))
+        )
     original_params = dict(original.named_parameters())
     for name, param in converted.named_parameters():
         if not name.startswith(("value_head.", "noise_head.")):
             assert torch.equal(param, original_params[name]), name
     obs = original.example_obs(2)
-    torch.testing.assert_close(converted.act(obs, deterministic=True).actions,
-                               original.act(obs, deterministic=True).actions, rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        converted.act(obs, deterministic=True).actions, original.act(obs, deterministic=True).actions, rtol=0, atol=1e-5
+    )
 
 
 def test_converter_reads_settings_from_the_upstream_config(tmp_path):

@@ -1,4 +1,5 @@
 """Every VLA preset accepts its own example instructions and every registered task's instruction."""
+
 import pytest
 
 from rlinf_embodied.envs.maniskill.env import TASKS
@@ -41,6 +42,8 @@ def test_too_long_instruction_is_an_error_not_a_truncation():
     tokenizer = load_tokenizer(None)
     with pytest.raises(ValueError, match="max_token_len=8"):
         tokenize_instructions(tokenizer, ["pick up the red cube and move it to the goal"], 8, "cpu")
-    config = policy_class("openvla").config_class.from_dict({**policy_class("openvla").presets["tiny"], "max_token_len": 20})
+    config = policy_class("openvla").config_class.from_dict(
+        {**policy_class("openvla").presets["tiny"], "max_token_len": 20}
+    )
     with pytest.raises(ValueError, match="max_token_len=20"):
         prompt_ids(tokenizer, config, "pick up the red cube")

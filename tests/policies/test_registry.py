@@ -1,4 +1,5 @@
 """Policy registry: name and size errors, load_policy dispatch, mismatched checkpoints."""
+
 from __future__ import annotations
 
 import json
@@ -67,7 +68,9 @@ def test_checkpoint_of_one_policy_loaded_as_another_errors(tmp_path):
         data = json.load(f)
     with open(config_path, "w") as f:
         json.dump({**data, "policy": "cnn"}, f)
-    with pytest.raises(ValueError, match=r"CNNConfig: unknown config keys \['actor_ignore_state_dims', 'hidden_dim', 'num_layers'\]"):
+    with pytest.raises(
+        ValueError, match=r"CNNConfig: unknown config keys \['actor_ignore_state_dims', 'hidden_dim', 'num_layers'\]"
+    ):
         load_policy(tmp_path)
 
 

@@ -1,4 +1,5 @@
 """The policies' imitation losses: `sft_loss(obs, actions, is_pad=None)` on env-unit action chunks."""
+
 from __future__ import annotations
 
 import math
@@ -18,8 +19,15 @@ def padded_variant(actions: torch.Tensor, is_pad: torch.Tensor) -> torch.Tensor:
 
 def test_mlp_bc_is_the_gaussian_nll_of_the_clipped_normalised_demonstration():
     torch.manual_seed(0)
-    policy = make_policy("mlp", size="tiny", action_dim=3, state_dim=5, action_chunk=2,
-                         action_low=[-2.0, -2.0, 0.0], action_high=[2.0, 2.0, 1.0])
+    policy = make_policy(
+        "mlp",
+        size="tiny",
+        action_dim=3,
+        state_dim=5,
+        action_chunk=2,
+        action_low=[-2.0, -2.0, 0.0],
+        action_high=[2.0, 2.0, 1.0],
+    )
     obs = policy.example_obs(6)
     actions = torch.rand(6, 2, 3) * 2 - 0.5  # env units, some outside the bounds
     is_pad = torch.zeros(6, 2, dtype=torch.bool)
@@ -76,9 +84,13 @@ def test_flow_losses_mask_padded_chunk_rows(name, time_key):
     loss = policy.sft_loss(obs, actions, is_pad, **fixed)
     assert torch.isfinite(loss)
     # Padded rows are still inputs (x_tau; the chunk's tokens attend to each other), but not targets.
-    assert policy.sft_loss(obs, padded_variant(actions, is_pad), is_pad, **fixed).item() == pytest.approx(loss.item(), rel=0.05)
+    assert policy.sft_loss(obs, padded_variant(actions, is_pad), is_pad, **fixed).item() == pytest.approx(
+        loss.item(), rel=0.05
+    )
     all_valid = torch.zeros_like(is_pad)
-    torch.testing.assert_close(policy.sft_loss(obs, actions, all_valid, **fixed), policy.sft_loss(obs, actions, **fixed))
+    torch.testing.assert_close(
+        policy.sft_loss(obs, actions, all_valid, **fixed), policy.sft_loss(obs, actions, **fixed)
+    )
     unmasked = policy.sft_loss(obs, padded_variant(actions, is_pad), **fixed)
     assert unmasked.item() > loss.item() * 1.5  # the wild padded rows count without the mask
 

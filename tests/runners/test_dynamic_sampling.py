@@ -1,4 +1,5 @@
 """DAPO dynamic sampling and the credited_steps loss mask, in the actor and through the runner."""
+
 from __future__ import annotations
 
 import pytest
@@ -21,9 +22,15 @@ def trajectory(outcomes: list[float], steps: int = 3, chunk: int = 1) -> Traject
     rewards[-1, :, 0] = torch.tensor(outcomes)
     dones = torch.zeros(steps, n, chunk, dtype=torch.bool)
     dones[-1, :, 0] = True
-    return Trajectory(obs={"state": torch.zeros(steps, n, 3)}, actions=torch.zeros(steps, n, chunk, 2),
-                      log_probs=torch.zeros(steps, n, chunk, 2), values=torch.zeros(steps + 1, n), rewards=rewards,
-                      dones=dones, env_ids=torch.arange(n))
+    return Trajectory(
+        obs={"state": torch.zeros(steps, n, 3)},
+        actions=torch.zeros(steps, n, chunk, 2),
+        log_probs=torch.zeros(steps, n, chunk, 2),
+        values=torch.zeros(steps + 1, n),
+        rewards=rewards,
+        dones=dones,
+        env_ids=torch.arange(n),
+    )
 
 
 def dapo_config(num_envs: int, group_size: int) -> TrainConfig:

@@ -1,4 +1,5 @@
 """End-to-end runner tests on CPU: Ray workers on simulated GPUs, the real ManiSkill simulator."""
+
 from __future__ import annotations
 
 import json
@@ -51,11 +52,14 @@ def run_iterations(cfg: TrainConfig, cluster: Cluster, output_dir: str) -> list[
         runner.shutdown()
 
 
-@pytest.mark.parametrize("placement, num_gpus, mode", [
-    ({"env,rollout,actor": "all"}, 1, "collocated"),
-    ({"env,rollout": "0", "actor": "1"}, 2, "disaggregated"),
-    ({"env": "0-1", "rollout": "2-3", "actor": "all"}, 4, "hybrid"),
-])
+@pytest.mark.parametrize(
+    "placement, num_gpus, mode",
+    [
+        ({"env,rollout,actor": "all"}, 1, "collocated"),
+        ({"env,rollout": "0", "actor": "1"}, 2, "disaggregated"),
+        ({"env": "0-1", "rollout": "2-3", "actor": "all"}, 4, "hybrid"),
+    ],
+)
 def test_one_iteration_in_each_mode(cluster, tmp_path, placement, num_gpus, mode):
     cfg = small_config(placement, num_gpus)
     cfg.algorithm.target_kl = None
@@ -76,8 +80,16 @@ def test_one_iteration_in_each_mode(cluster, tmp_path, placement, num_gpus, mode
     assert metrics["train/optimizer_steps"] == (1 if cfg.algorithm.target_kl else all_steps)
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     record = json.loads(lines[0])
-    for key in ("iteration", "time/env_steps", "rollout/success_rate", "rollout/episode_return", "time/throughput",
-                "time/rollout_seconds", "time/train_seconds", "time/elapsed_seconds"):
+    for key in (
+        "iteration",
+        "time/env_steps",
+        "rollout/success_rate",
+        "rollout/episode_return",
+        "time/throughput",
+        "time/rollout_seconds",
+        "time/train_seconds",
+        "time/elapsed_seconds",
+    ):
         assert key in record
     assert all(key == "iteration" or key.split("/")[0] in ("rollout", "train", "eval", "time") for key in record)
 
@@ -155,9 +167,18 @@ def test_evaluation_keeps_the_best_checkpoint_and_leaves_training_unchanged(clus
 def test_default_command_runs_two_iterations(tmp_path):
     out = tmp_path / "run"
     result = subprocess.run(
-        [sys.executable, "-m", "rlinf_embodied.train", "runner.max_iterations=2", f"runner.output_dir={out}",
-         f"hydra.run.dir={out}"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "rlinf_embodied.train",
+            "runner.max_iterations=2",
+            f"runner.output_dir={out}",
+            f"hydra.run.dir={out}",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = (out / "metrics.jsonl").read_text().splitlines()
@@ -168,7 +189,10 @@ def test_default_command_runs_two_iterations(tmp_path):
 def test_pretrained_vla_without_checkpoint_fails_at_once(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "rlinf_embodied.train", "env=libero", "policy=pi0", f"hydra.run.dir={tmp_path}"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode != 0
     assert "policy.checkpoint=" in result.stderr and "policy.size=tiny" in result.stderr
@@ -186,9 +210,18 @@ def test_actor_reproduces_rollout_log_probs_before_its_first_step(cluster, tmp_p
         cfg.env.kwargs = {"task_id": 0, "camera_size": 32}
         # from a checkpoint as `python -m rlinf_embodied.sft` writes one: with action/state statistics
         from rlinf_embodied.policies import make_policy
+
         checkpoint = tmp_path / "sft_policy"
-        make_policy("pi0", size="tiny", action_dim=7, state_dim=8, action_low=[-0.5] * 7, action_high=[0.5] * 7,
-                    state_low=[-1.0] * 8, state_high=[1.0] * 8).save_pretrained(checkpoint)
+        make_policy(
+            "pi0",
+            size="tiny",
+            action_dim=7,
+            state_dim=8,
+            action_low=[-0.5] * 7,
+            action_high=[0.5] * 7,
+            state_low=[-1.0] * 8,
+            state_high=[1.0] * 8,
+        ).save_pretrained(checkpoint)
         cfg.policy.checkpoint = str(checkpoint)
     history = run_iterations(cfg, cluster, str(tmp_path))
     for metrics in history:

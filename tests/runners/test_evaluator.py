@@ -1,4 +1,5 @@
 """Evaluation runner on CPU: a saved policy, N episodes per task, results.json, success table, videos."""
+
 from __future__ import annotations
 
 import json
@@ -16,10 +17,19 @@ from rlinf_embodied.runners.evaluator import evaluate_policy, print_success_tabl
 TOY_ID = "rlinf-test/ToyReachRGB"
 
 
-def make_toy_vector_env(num_envs: int, obs_mode: str = "rgb", max_episode_steps: int | None = None,
-                        ignore_terminations: bool = False, **kwargs) -> SubprocVectorEnv:
-    return SubprocVectorEnv([ToyReachFactory(image_size=16, **kwargs) for _ in range(num_envs)], num_workers=1,
-                            max_episode_steps=max_episode_steps, ignore_terminations=ignore_terminations)
+def make_toy_vector_env(
+    num_envs: int,
+    obs_mode: str = "rgb",
+    max_episode_steps: int | None = None,
+    ignore_terminations: bool = False,
+    **kwargs,
+) -> SubprocVectorEnv:
+    return SubprocVectorEnv(
+        [ToyReachFactory(image_size=16, **kwargs) for _ in range(num_envs)],
+        num_workers=1,
+        max_episode_steps=max_episode_steps,
+        ignore_terminations=ignore_terminations,
+    )
 
 
 if TOY_ID not in gym.registry:
@@ -55,11 +65,19 @@ def test_eval_without_rgb_skips_the_video(tmp_path, checkpoint, caplog):
     env_cfg = EnvConfig(id=TOY_ID, num_envs=2, obs_mode="state", max_episode_steps=3)
     toy_without_rgb = "rlinf-test/ToyReachState"
     if toy_without_rgb not in gym.registry:
-        gym.register(toy_without_rgb, vector_entry_point=lambda num_envs, **kw: SubprocVectorEnv(
-            [ToyReachFactory() for _ in range(num_envs)], num_workers=1, max_episode_steps=kw["max_episode_steps"]))
+        gym.register(
+            toy_without_rgb,
+            vector_entry_point=lambda num_envs, **kw: SubprocVectorEnv(
+                [ToyReachFactory() for _ in range(num_envs)], num_workers=1, max_episode_steps=kw["max_episode_steps"]
+            ),
+        )
     env_cfg.id = toy_without_rgb
-    results = evaluate_policy(env_cfg, PolicyConfig(name="mlp", checkpoint=checkpoint),
-                              EvalConfig(num_episodes=2, num_envs=2, video=True), str(tmp_path / "eval"))
+    results = evaluate_policy(
+        env_cfg,
+        PolicyConfig(name="mlp", checkpoint=checkpoint),
+        EvalConfig(num_episodes=2, num_envs=2, video=True),
+        str(tmp_path / "eval"),
+    )
     assert results[0].video is None
     assert "renders no rgb" in caplog.text
 
@@ -67,5 +85,9 @@ def test_eval_without_rgb_skips_the_video(tmp_path, checkpoint, caplog):
 def test_eval_with_a_missing_checkpoint_names_the_path(tmp_path):
     missing = str(tmp_path / "nope")
     with pytest.raises(FileNotFoundError, match="nope"):
-        evaluate_policy(EnvConfig(id=TOY_ID, num_envs=1, max_episode_steps=2), PolicyConfig(name="mlp", checkpoint=missing),
-                        EvalConfig(num_episodes=1, num_envs=1, video=False), str(tmp_path / "eval"))
+        evaluate_policy(
+            EnvConfig(id=TOY_ID, num_envs=1, max_episode_steps=2),
+            PolicyConfig(name="mlp", checkpoint=missing),
+            EvalConfig(num_episodes=1, num_envs=1, video=False),
+            str(tmp_path / "eval"),
+        )

@@ -1,4 +1,5 @@
 """Ctrl-C and SIGTERM during `python -m rlinf_embodied.train`: checkpoint, resume line, exit 130/143, no process left."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,14 @@ import pytest
 from rlinf_embodied.runners.interrupts import Interrupted, StopRequest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TINY = ["env.num_envs=2", "runner.rollout_steps=8", "algorithm.num_minibatches=2", "algorithm.update_epochs=1",
-        "policy.size=tiny", "runner.progress=false"]
+TINY = [
+    "env.num_envs=2",
+    "runner.rollout_steps=8",
+    "algorithm.num_minibatches=2",
+    "algorithm.update_epochs=1",
+    "policy.size=tiny",
+    "runner.progress=false",
+]
 
 
 def test_a_second_signal_stops_at_once():
@@ -48,17 +55,31 @@ def wait_for_metrics_lines(path: str, count: int, process: subprocess.Popen, tim
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signum, to_group, exit_code", [
-    (signal.SIGINT, True, 130),  # Ctrl-C: the terminal signals the whole foreground process group
-    (signal.SIGTERM, False, 143),  # a scheduler's preemption: the driver process
-])
+@pytest.mark.parametrize(
+    "signum, to_group, exit_code",
+    [
+        (signal.SIGINT, True, 130),  # Ctrl-C: the terminal signals the whole foreground process group
+        (signal.SIGTERM, False, 143),  # a scheduler's preemption: the driver process
+    ],
+)
 def test_signal_saves_a_resumable_checkpoint_and_leaves_no_process(tmp_path, signum, to_group, exit_code):
     out = tmp_path / "run"
     log = open(tmp_path / "train.log", "w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "rlinf_embodied.train", "runner.max_iterations=50", *TINY,
-         f"runner.output_dir={out}", f"hydra.run.dir={out}"],
-        cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "rlinf_embodied.train",
+            "runner.max_iterations=50",
+            *TINY,
+            f"runner.output_dir={out}",
+            f"hydra.run.dir={out}",
+        ],
+        cwd=REPO_ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         wait_for_metrics_lines(str(out / "metrics.jsonl"), 1, process, timeout=400)
         if to_group:
@@ -75,8 +96,9 @@ def test_signal_saves_a_resumable_checkpoint_and_leaves_no_process(tmp_path, sig
     checkpoint = re.search(r"runner\.resume=(\S+)", line).group(1)
     assert os.path.isfile(os.path.join(checkpoint, "actor.pt"))
     iteration = int(checkpoint.rsplit("_", 1)[1])
-    assert [json.loads(x)["iteration"] for x in (out / "metrics.jsonl").read_text().splitlines()] == \
-        list(range(iteration + 1))
+    assert [json.loads(x)["iteration"] for x in (out / "metrics.jsonl").read_text().splitlines()] == list(
+        range(iteration + 1)
+    )
     deadline = time.monotonic() + 20  # Ray's processes exit asynchronously after ray.shutdown
     while session_processes(process.pid) and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -87,9 +109,20 @@ def test_signal_saves_a_resumable_checkpoint_and_leaves_no_process(tmp_path, sig
     args = shlex.split(line.split("resume with: ", 1)[1])[3:]
     args = [a for a in args if not a.startswith("runner.max_iterations=")]
     result = subprocess.run(
-        [sys.executable, "-m", "rlinf_embodied.train", *args, f"runner.max_iterations={iteration + 2}",
-         f"hydra.run.dir={tmp_path / 'resumed'}"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=400)
+        [
+            sys.executable,
+            "-m",
+            "rlinf_embodied.train",
+            *args,
+            f"runner.max_iterations={iteration + 2}",
+            f"hydra.run.dir={tmp_path / 'resumed'}",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert [json.loads(x)["iteration"] for x in (out / "metrics.jsonl").read_text().splitlines()] == \
-        list(range(iteration + 2))
+    assert [json.loads(x)["iteration"] for x in (out / "metrics.jsonl").read_text().splitlines()] == list(
+        range(iteration + 2)
+    )

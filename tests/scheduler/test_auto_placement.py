@@ -1,4 +1,5 @@
 """Automatic placement: the cost model, the choice, the cache, the config and `python -m rlinf_embodied.place`."""
+
 from __future__ import annotations
 
 import itertools
@@ -12,25 +13,49 @@ from omegaconf import OmegaConf
 from rlinf_embodied.config import ClusterConfig, RunnerConfig, TrainConfig, register_configs
 from rlinf_embodied.paths import CONFIG_DIR
 from rlinf_embodied.runners.placement_profile import check_auto_request, resolve_auto_placement
-from rlinf_embodied.scheduler.auto_placement import (ComponentCosts, Layout, cache_key, choose, enumerate_layouts,
-                                                     fit_linear, format_table, load_costs, predict, save_costs)
+from rlinf_embodied.scheduler.auto_placement import (
+    ComponentCosts,
+    Layout,
+    cache_key,
+    choose,
+    enumerate_layouts,
+    fit_linear,
+    format_table,
+    load_costs,
+    predict,
+    save_costs,
+)
 
 register_configs()
 
 
 def costs(**kw) -> ComponentCosts:
-    base = dict(env_step_fixed_s=0.01, env_step_per_env_s=0.002, infer_fixed_s=0.02, infer_per_sample_s=0.001,
-                train_per_sample_s=0.001, offload_s=0.3, onload_s=0.4, weight_sync_s=0.1)
+    base = dict(
+        env_step_fixed_s=0.01,
+        env_step_per_env_s=0.002,
+        infer_fixed_s=0.02,
+        infer_per_sample_s=0.001,
+        train_per_sample_s=0.001,
+        offload_s=0.3,
+        onload_s=0.4,
+        weight_sync_s=0.1,
+    )
     base.update(kw)
     return ComponentCosts(**base)
 
 
 def random_costs(rng: random.Random) -> ComponentCosts:
-    return ComponentCosts(env_step_fixed_s=rng.uniform(0, 0.05), env_step_per_env_s=rng.uniform(0, 0.01),
-                          infer_fixed_s=rng.uniform(0, 0.05), infer_per_sample_s=rng.uniform(0, 0.01),
-                          train_per_sample_s=rng.uniform(0, 0.01), offload_s=rng.uniform(0, 2),
-                          onload_s=rng.uniform(0, 2), weight_sync_s=rng.uniform(0, 1),
-                          env_steps_per_call=rng.choice([1, 5]))
+    return ComponentCosts(
+        env_step_fixed_s=rng.uniform(0, 0.05),
+        env_step_per_env_s=rng.uniform(0, 0.01),
+        infer_fixed_s=rng.uniform(0, 0.05),
+        infer_per_sample_s=rng.uniform(0, 0.01),
+        train_per_sample_s=rng.uniform(0, 0.01),
+        offload_s=rng.uniform(0, 2),
+        onload_s=rng.uniform(0, 2),
+        weight_sync_s=rng.uniform(0, 1),
+        env_steps_per_call=rng.choice([1, 5]),
+    )
 
 
 def contiguous_sets(g: int) -> list[frozenset]:
@@ -83,15 +108,18 @@ def test_choose_equals_brute_force(seed):
     brute = []  # every fitting candidate, predicted
     for env, rollout, actor in sorted(independent_candidates(g), key=str):
         for stages in (1, 2):
-            spec = {name: ",".join(map(str, sorted(s))) for name, s in (("env", env), ("rollout", rollout),
-                                                                          ("actor", actor))}
+            spec = {
+                name: ",".join(map(str, sorted(s)))
+                for name, s in (("env", env), ("rollout", rollout), ("actor", actor))
+            }
             layout = predict(Layout(spec, stages), c, num_envs, steps, g)
             if layout.fits:
                 brute.append(layout)
     fastest = min(layout.seconds for layout in brute)
     assert best.seconds == pytest.approx(fastest)
-    ties = {(gpu_sets(layout, g), layout.pipeline_stage_num) for layout in brute
-            if layout.seconds <= fastest * (1 + 1e-12)}  # symmetric layouts can tie exactly
+    ties = {
+        (gpu_sets(layout, g), layout.pipeline_stage_num) for layout in brute if layout.seconds <= fastest * (1 + 1e-12)
+    }  # symmetric layouts can tie exactly
     assert (gpu_sets(best, g), best.pipeline_stage_num) in ties
     assert best.env_steps_per_s == max(layout.env_steps_per_s for layout in predicted if layout.fits)
 
@@ -148,17 +176,20 @@ def test_env_split_excludes_layouts():
     assert not layout.fits and "groups of 8" in layout.reason
 
 
-@pytest.mark.parametrize("call, match", [
-    (lambda: enumerate_layouts(0), "at least one GPU"),
-    (lambda: choose(costs(), 16, 10, 0), "num_gpus=0"),
-    (lambda: predict(Layout({"env,rollout,actor": "all"}, 0), costs(), 16, 10, 1), "pipeline_stage_num=0"),
-    (lambda: predict(Layout({"env": "all", "rollout": "all"}, 1), costs(), 16, 10, 1), "actor"),
-    (lambda: predict(Layout({"env,rollout,actor": "3"}, 1), costs(), 16, 10, 2), "beyond the cluster"),
-    (lambda: predict(Layout({"env,rollout,actor": "all"}, 1), costs(), 0, 10, 1), "num_envs=0"),
-    (lambda: ComponentCosts(env_step_fixed_s=-1), "env_step_fixed_s=-1"),
-    (lambda: ComponentCosts(onload_s=math.nan), "onload_s"),
-    (lambda: ComponentCosts.from_dict({"sim": 1}), "unknown fields"),
-])
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: enumerate_layouts(0), "at least one GPU"),
+        (lambda: choose(costs(), 16, 10, 0), "num_gpus=0"),
+        (lambda: predict(Layout({"env,rollout,actor": "all"}, 0), costs(), 16, 10, 1), "pipeline_stage_num=0"),
+        (lambda: predict(Layout({"env": "all", "rollout": "all"}, 1), costs(), 16, 10, 1), "actor"),
+        (lambda: predict(Layout({"env,rollout,actor": "3"}, 1), costs(), 16, 10, 2), "beyond the cluster"),
+        (lambda: predict(Layout({"env,rollout,actor": "all"}, 1), costs(), 0, 10, 1), "num_envs=0"),
+        (lambda: ComponentCosts(env_step_fixed_s=-1), "env_step_fixed_s=-1"),
+        (lambda: ComponentCosts(onload_s=math.nan), "onload_s"),
+        (lambda: ComponentCosts.from_dict({"sim": 1}), "unknown fields"),
+    ],
+)
 def test_bad_input_errors(call, match):
     with pytest.raises(ValueError, match=match):
         call()
@@ -191,8 +222,9 @@ def compose_train(*overrides: str) -> TrainConfig:
 
 
 def test_auto_composes_and_resolves_with_injected_costs():
-    cfg = compose_train("cluster=hybrid_4gpu", "cluster.component_placement=auto", "runner.pipeline_stage_num=auto",
-                        "env.num_envs=16")
+    cfg = compose_train(
+        "cluster=hybrid_4gpu", "cluster.component_placement=auto", "runner.pipeline_stage_num=auto", "env.num_envs=16"
+    )
     assert cfg.cluster.component_placement == "auto" and cfg.runner.pipeline_stage_num == "auto"
     lines = []
     chosen = resolve_auto_placement(cfg, costs=costs(), log=lines.append)
@@ -212,10 +244,13 @@ def test_auto_pipeline_with_an_explicit_placement():
     assert chosen.pipeline_stage_num == 1  # env and rollout share GPU 0: stage 2 cannot overlap
 
 
-@pytest.mark.parametrize("overrides, match", [
-    (["cluster.component_placement.env=auto"], "'auto' for \\['env'\\] together with explicit GPU ids"),
-    (["runner.pipeline_stage_num=auto", "env.num_envs=3"], "cannot split env.num_envs=3 into 2 pipeline stages"),
-])
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (["cluster.component_placement.env=auto"], "'auto' for \\['env'\\] together with explicit GPU ids"),
+        (["runner.pipeline_stage_num=auto", "env.num_envs=3"], "cannot split env.num_envs=3 into 2 pipeline stages"),
+    ],
+)
 def test_auto_request_errors(overrides, match):
     cfg = compose_train(*overrides)
     with pytest.raises(ValueError, match=match):
@@ -226,10 +261,13 @@ def test_auto_request_errors(overrides, match):
         check_train_config(cfg)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"component_placement": "fastest"}, "or 'auto'"),
-    ({"component_placement": "auto", "num_gpus_per_node": 0}, "both must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"component_placement": "fastest"}, "or 'auto'"),
+        ({"component_placement": "auto", "num_gpus_per_node": 0}, "both must be >= 1"),
+    ],
+)
 def test_cluster_config_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ClusterConfig(**kwargs)
@@ -268,8 +306,9 @@ def test_place_prints_the_table_and_the_override():
     again = compose_train("cluster.num_gpus_per_node=2", *overrides)
     from rlinf_embodied.runners.embodied_runner import component_placement
 
-    assert {c: component_placement(again).gpus(c) for c in ("env", "rollout", "actor")} == \
-        {c: gpu for c, gpu in zip(("env", "rollout", "actor"), map(sorted, gpu_sets(chosen, 2)))}
+    assert {c: component_placement(again).gpus(c) for c in ("env", "rollout", "actor")} == {
+        c: gpu for c, gpu in zip(("env", "rollout", "actor"), map(sorted, gpu_sets(chosen, 2)))
+    }
     assert again.runner.pipeline_stage_num == chosen.pipeline_stage_num
 
 

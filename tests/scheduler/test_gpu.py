@@ -1,4 +1,5 @@
 """Real-GPU paths: NCCL send/recv between groups, NCCL weight broadcast, offload that frees GPU memory."""
+
 from __future__ import annotations
 
 import sys
@@ -33,6 +34,7 @@ class GpuWorker(Worker):
 
     def info(self) -> tuple:
         import os
+
         return str(self.device), os.environ["CUDA_VISIBLE_DEVICES"], torch.cuda.device_count()
 
     def send_tensor(self, dst_group: str) -> None:
@@ -62,7 +64,9 @@ class GpuWorker(Worker):
         self.onload_model(self.model)
         self.onload_optimizer(self.optimizer)
         exact = all(torch.equal(a, b) for a, b in zip(before, self.model.parameters()))
-        exact &= all(torch.equal(a, b) for a, b in zip(state, [v for s in self.optimizer.state.values() for v in s.values()]))
+        exact &= all(
+            torch.equal(a, b) for a, b in zip(state, [v for s in self.optimizer.state.values() for v in s.values()])
+        )
         return exact and pinned, allocated, offloaded
 
 

@@ -1,4 +1,5 @@
 """GPU-id specs, component placement, strategies: pure Python, no Ray."""
+
 from __future__ import annotations
 
 import pytest
@@ -11,32 +12,38 @@ from rlinf_embodied.scheduler import (
 )
 
 
-@pytest.mark.parametrize("spec, expected", [
-    ("all", [0, 1, 2, 3, 4, 5, 6, 7]),
-    ("3", [3]),
-    (3, [3]),
-    ("0,2,3", [0, 2, 3]),
-    ("0-3", [0, 1, 2, 3]),
-    ("0-3,5,7", [0, 1, 2, 3, 5, 7]),
-    (" 6 , 1-2 ", [1, 2, 6]),
-    ([4, 5], [4, 5]),
-])
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        ("all", [0, 1, 2, 3, 4, 5, 6, 7]),
+        ("3", [3]),
+        (3, [3]),
+        ("0,2,3", [0, 2, 3]),
+        ("0-3", [0, 1, 2, 3]),
+        ("0-3,5,7", [0, 1, 2, 3, 5, 7]),
+        (" 6 , 1-2 ", [1, 2, 6]),
+        ([4, 5], [4, 5]),
+    ],
+)
 def test_spec_forms(spec, expected):
     assert parse_gpu_spec(spec, total_gpus=8) == expected
 
 
-@pytest.mark.parametrize("spec, quoted, hint", [
-    ("3-1", "'3-1'", "reversed"),
-    ("0,8", "8", "beyond"),
-    ("0,,2", "empty", "valid forms"),
-    ("0,x", "'x'", "not an integer"),
-    ("1.5", "'1.5'", "not an integer"),
-    ("-1", "'-1'", "negative"),
-    ("0-", "'0-'", "lacks its end"),
-    ("0-2,2", "[2]", "more than once"),
-    ("", "empty", "valid forms"),
-    (None, "None", "valid forms"),
-])
+@pytest.mark.parametrize(
+    "spec, quoted, hint",
+    [
+        ("3-1", "'3-1'", "reversed"),
+        ("0,8", "8", "beyond"),
+        ("0,,2", "empty", "valid forms"),
+        ("0,x", "'x'", "not an integer"),
+        ("1.5", "'1.5'", "not an integer"),
+        ("-1", "'-1'", "negative"),
+        ("0-", "'0-'", "lacks its end"),
+        ("0-2,2", "[2]", "more than once"),
+        ("", "empty", "valid forms"),
+        (None, "None", "valid forms"),
+    ],
+)
 def test_spec_errors_quote_the_token(spec, quoted, hint):
     with pytest.raises(ValueError) as error:
         parse_gpu_spec(spec, total_gpus=8)
@@ -50,16 +57,19 @@ def test_multi_node_global_ids():
     assert nodes == [1, 1, 1, 1] and local == [(0,), (1,), (2,), (3,)]
 
 
-@pytest.mark.parametrize("mapping, gpus, mode", [
-    ({"env,rollout,actor": "all"}, 2, "collocated"),
-    ({"env,rollout": "0", "actor": "1"}, 2, "disaggregated"),
-    ({"env": "0-1", "rollout": "2-3", "actor": "all"}, 4, "hybrid"),
-    ({"env": "0", "rollout": "0-1"}, 2, "hybrid"),
-    ({"env": "0", "rollout": "1", "actor": "2-3"}, 4, "disaggregated"),
-    ({"env": "0", "rollout": "0", "actor": "1"}, 2, "disaggregated"),  # one key per component, as in configs/
-    ({"env": "all", "rollout": "all", "actor": "all"}, 2, "collocated"),
-    ({"actor": "all"}, 1, "collocated"),
-])
+@pytest.mark.parametrize(
+    "mapping, gpus, mode",
+    [
+        ({"env,rollout,actor": "all"}, 2, "collocated"),
+        ({"env,rollout": "0", "actor": "1"}, 2, "disaggregated"),
+        ({"env": "0-1", "rollout": "2-3", "actor": "all"}, 4, "hybrid"),
+        ({"env": "0", "rollout": "0-1"}, 2, "hybrid"),
+        ({"env": "0", "rollout": "1", "actor": "2-3"}, 4, "disaggregated"),
+        ({"env": "0", "rollout": "0", "actor": "1"}, 2, "disaggregated"),  # one key per component, as in configs/
+        ({"env": "all", "rollout": "all", "actor": "all"}, 2, "collocated"),
+        ({"actor": "all"}, 1, "collocated"),
+    ],
+)
 def test_mode(mapping, gpus, mode):
     assert ComponentPlacement(mapping, num_gpus=gpus).mode == mode
 
@@ -72,13 +82,16 @@ def test_components_and_gpus():
         placement.gpus("critic")
 
 
-@pytest.mark.parametrize("mapping, message", [
-    ({"env": "0", "env,actor": "1"}, "'env' is placed twice.*cluster.component_placement.env=0"),
-    ({"env,": "0"}, "empty component name"),
-    ({"env": "0", "critic": "1"}, "unknown component 'critic'"),
-    ({"env": "5"}, "beyond"),
-    ({}, "empty"),
-])
+@pytest.mark.parametrize(
+    "mapping, message",
+    [
+        ({"env": "0", "env,actor": "1"}, "'env' is placed twice.*cluster.component_placement.env=0"),
+        ({"env,": "0"}, "empty component name"),
+        ({"env": "0", "critic": "1"}, "unknown component 'critic'"),
+        ({"env": "5"}, "beyond"),
+        ({}, "empty"),
+    ],
+)
 def test_component_errors(mapping, message):
     with pytest.raises(ValueError, match=message):
         ComponentPlacement(mapping, num_gpus=4, component_names=["env", "rollout", "actor"])

@@ -1,4 +1,5 @@
 """Worker groups, channels, send/recv, offload and weight sync on one local Ray cluster (CPU, simulated GPUs)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -39,9 +40,15 @@ class ProbeWorker(Worker):
         self.loaded: dict | None = None
 
     def info(self) -> dict:
-        return {"rank": self.rank, "world_size": self.world_size, "device": str(self.device),
-                "gpus": self.placement.local_gpu_ids, "group": self.group_name,
-                "dist_world": dist.get_world_size(), "dist_rank": dist.get_rank()}
+        return {
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "device": str(self.device),
+            "gpus": self.placement.local_gpu_ids,
+            "group": self.group_name,
+            "dist_world": dist.get_world_size(),
+            "dist_rank": dist.get_rank(),
+        }
 
     def all_reduce(self) -> float:
         value = torch.tensor([float(self.rank + 1)])
@@ -58,8 +65,11 @@ class ProbeWorker(Worker):
         dist.all_gather(gathered, shard)
         if self.rank != 0:
             return {}
-        return {"weight": torch.cat(gathered), "count": torch.tensor([7, 8], dtype=torch.int64),
-                "half": torch.arange(3, dtype=torch.bfloat16)}
+        return {
+            "weight": torch.cat(gathered),
+            "count": torch.tensor([7, 8], dtype=torch.int64),
+            "half": torch.arange(3, dtype=torch.bfloat16),
+        }
 
     def load_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
         self.loaded = {k: v.clone() for k, v in state_dict.items()}
@@ -108,8 +118,11 @@ class FsdpWorker(ProbeWorker):
     def snapshot(self) -> dict:
         params = {n: p.to_local().detach().clone() for n, p in self.model.named_parameters()}
         buffers = {n: b.detach().clone() for n, b in self.model.named_buffers()}
-        optim = {(i, k): (v.to_local() if hasattr(v, "to_local") else v).clone()
-                 for i, state in enumerate(self.optimizer.state.values()) for k, v in state.items()}
+        optim = {
+            (i, k): (v.to_local() if hasattr(v, "to_local") else v).clone()
+            for i, state in enumerate(self.optimizer.state.values())
+            for k, v in state.items()
+        }
         return {"params": params, "buffers": buffers, "optim": optim}
 
     def round_trip(self) -> None:
@@ -148,7 +161,10 @@ def test_hybrid_layout_on_8_simulated_gpus(groups):
     assert [i["gpus"] for i in env] == [(0,), (1,)] and [i["gpus"] for i in rollout] == [(2,)]
     infos = groups["actor"].info().wait()
     assert [i["gpus"] for i in infos] == [(0, 1, 2, 3), (4, 5, 6, 7)]
-    assert [(i["rank"], i["world_size"], i["dist_rank"], i["dist_world"]) for i in infos] == [(0, 2, 0, 2), (1, 2, 1, 2)]
+    assert [(i["rank"], i["world_size"], i["dist_rank"], i["dist_world"]) for i in infos] == [
+        (0, 2, 0, 2),
+        (1, 2, 1, 2),
+    ]
     assert {i["device"] for i in infos} == {"cpu"} and {i["group"] for i in infos} == {"actor"}
     assert [i["rank"] for i in groups["actor"].execute_on(1).info().wait()] == [1]
     assert groups["env"].world_size == 2 and groups["actor"].name == "actor"
@@ -311,10 +327,15 @@ def test_offload_in_process_module_and_optimizer():
 
 
 # ---- weight sync ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("src, dst, method", [
-    ("env", "rollout", "object_store"), ("rollout", "env", "object_store"),
-    ("env", "rollout", "collective"), ("rollout", "env", "collective"),
-])
+@pytest.mark.parametrize(
+    "src, dst, method",
+    [
+        ("env", "rollout", "object_store"),
+        ("rollout", "env", "object_store"),
+        ("env", "rollout", "collective"),
+        ("rollout", "env", "collective"),
+    ],
+)
 def test_weight_sync(groups, src, dst, method):
     """2 -> 1 and 1 -> 2 ranks, through the object store and a gloo broadcast."""
     for _ in range(2):  # the second sync reuses the communicator / store

@@ -1,4 +1,5 @@
 """GPU: offload round trips keep the actor's optimizer stepping the tensors the policy computes with."""
+
 from __future__ import annotations
 
 import pytest
@@ -26,8 +27,9 @@ def test_optimizer_keeps_updating_the_policy(offload_between_steps):
     parameter_ids = [id(p) for p in policy.parameters()]
     obs = {"state": torch.randn(32, 42, device="cuda")}
     raw = torch.randn(32, 1, 8, device="cuda")
-    act_output = ActOutput(actions=raw, log_probs=torch.zeros_like(raw), values=torch.zeros(32, device="cuda"),
-                           extras={"raw_actions": raw})
+    act_output = ActOutput(
+        actions=raw, log_probs=torch.zeros_like(raw), values=torch.zeros(32, device="cuda"), extras={"raw_actions": raw}
+    )
     before = {name: p.detach().clone() for name, p in policy.named_parameters()}
     for _ in range(3):
         if offload_between_steps:

@@ -1,4 +1,5 @@
 """ActorWorker checks that need no Ray worker."""
+
 from __future__ import annotations
 
 import pytest
@@ -22,9 +23,15 @@ def _samples_from_rollout(rollout_policy, batch_size: int = 8) -> dict:
     obs = rollout_policy.example_obs(batch_size)
     out = rollout_policy.act(obs)
     advantages = torch.randn(batch_size)
-    return {"obs": obs, "actions": out.actions.float(), "log_probs": out.log_probs.float(),
-            "values": out.values.float(), "advantages": advantages, "returns": advantages,
-            "extras": {k: v for k, v in out.extras.items()}}
+    return {
+        "obs": obs,
+        "actions": out.actions.float(),
+        "log_probs": out.log_probs.float(),
+        "values": out.values.float(),
+        "advantages": advantages,
+        "returns": advantages,
+        "extras": {k: v for k, v in out.extras.items()},
+    }
 
 
 @pytest.mark.parametrize("policy_name, precision", [("mlp", "float32"), ("pi0", "bf16")])

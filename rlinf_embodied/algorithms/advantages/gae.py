@@ -7,6 +7,7 @@ terminated) with `final_values`, or fold gamma * V(final obs) into the reward at
 beforehand (the rollout worker does; see `fold_truncation_bootstrap`). Without either, a truncation
 is treated like a termination. `values[T]` bootstraps the episodes still running at the rollout end.
 """
+
 from __future__ import annotations
 
 import torch
@@ -16,9 +17,15 @@ from ..registry import register_advantage
 from ..rollout import aggregate_chunk_rewards, fold_truncation_bootstrap
 
 
-def compute_gae(rewards: torch.Tensor, dones: torch.Tensor, values: torch.Tensor, gamma: float,
-                gae_lambda: float, truncations: torch.Tensor | None = None,
-                final_values: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def compute_gae(
+    rewards: torch.Tensor,
+    dones: torch.Tensor,
+    values: torch.Tensor,
+    gamma: float,
+    gae_lambda: float,
+    truncations: torch.Tensor | None = None,
+    final_values: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """rewards, dones (T, N) or (T, N, chunk); values (T + 1, N) -> advantages, returns (T, N).
 
     Chunks are one semi-MDP step (see `rollout.py`): discounted in-chunk reward sum, done if any step
@@ -31,8 +38,9 @@ def compute_gae(rewards: torch.Tensor, dones: torch.Tensor, values: torch.Tensor
     chunk_rewards, chunk_dones, discount = aggregate_chunk_rewards(rewards, dones, gamma)  # (T, N) x2
     num_steps = chunk_rewards.shape[0]
     if values.shape != (num_steps + 1, chunk_rewards.shape[1]):
-        raise ValueError(f"values must be (T + 1, N) = {(num_steps + 1, chunk_rewards.shape[1])}, "
-                         f"got {tuple(values.shape)}")
+        raise ValueError(
+            f"values must be (T + 1, N) = {(num_steps + 1, chunk_rewards.shape[1])}, got {tuple(values.shape)}"
+        )
     values = values.to(chunk_rewards.dtype)
     not_done = 1.0 - chunk_dones.to(chunk_rewards.dtype)  # (T, N)
     advantages = torch.zeros_like(chunk_rewards)
@@ -45,6 +53,12 @@ def compute_gae(rewards: torch.Tensor, dones: torch.Tensor, values: torch.Tensor
 
 
 @register_advantage("gae")
-def gae_advantage(*, rewards: torch.Tensor, dones: torch.Tensor, values: torch.Tensor,
-                  cfg: AlgorithmConfig, env_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def gae_advantage(
+    *,
+    rewards: torch.Tensor,
+    dones: torch.Tensor,
+    values: torch.Tensor,
+    cfg: AlgorithmConfig,
+    env_ids: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     return compute_gae(rewards, dones, values, cfg.gamma, cfg.gae_lambda)

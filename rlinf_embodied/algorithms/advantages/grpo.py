@@ -16,6 +16,7 @@ Exactly what is computed:
      whose outcomes are all equal get advantage exactly 0: no policy gradient from them.
 Returns are the episode outcome broadcast to its steps (0 where unfinished); GRPO trains no critic.
 """
+
 from __future__ import annotations
 
 import torch
@@ -28,8 +29,9 @@ from ..rollout import aggregate_chunk_rewards, episode_index
 class EpisodeOutcomes:
     """Outcomes of every episode of a rollout, flattened to one id per (env, episode of that env)."""
 
-    def __init__(self, rewards: torch.Tensor, dones: torch.Tensor, group_size: int,
-                 env_ids: torch.Tensor | None = None):
+    def __init__(
+        self, rewards: torch.Tensor, dones: torch.Tensor, group_size: int, env_ids: torch.Tensor | None = None
+    ):
         step_rewards, step_dones, _ = aggregate_chunk_rewards(rewards, dones, gamma=1.0)  # (T, N) x2
         num_steps, num_envs = step_rewards.shape
         self.episode, self.finished = episode_index(step_dones)  # (T, N) x2
@@ -63,27 +65,34 @@ def group_statistics(values: torch.Tensor, group: torch.Tensor, valid: torch.Ten
     var = values.new_zeros(num_groups).index_add(0, group, squared) / (count - 1).clamp(min=1)
     inf = float("inf")
     high = values.new_full((num_groups,), -inf).scatter_reduce(
-        0, group, torch.where(valid, values, values.new_tensor(-inf)), "amax")
+        0, group, torch.where(valid, values, values.new_tensor(-inf)), "amax"
+    )
     low = values.new_full((num_groups,), inf).scatter_reduce(
-        0, group, torch.where(valid, values, values.new_tensor(inf)), "amin")
+        0, group, torch.where(valid, values, values.new_tensor(inf)), "amin"
+    )
     return count, mean, var.sqrt(), high - low
 
 
-def compute_grpo_advantages(rewards: torch.Tensor, dones: torch.Tensor, group_size: int, eps: float = 1e-6,
-                            env_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def compute_grpo_advantages(
+    rewards: torch.Tensor, dones: torch.Tensor, group_size: int, eps: float = 1e-6, env_ids: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """rewards, dones (T, N) or (T, N, chunk) -> advantages, returns (T, N). See the module docstring."""
     episodes = EpisodeOutcomes(rewards, dones, group_size, env_ids)
     count, mean, std, spread = group_statistics(episodes.outcome, episodes.group, episodes.is_finished)
     informative = (count >= 2) & (spread > 0)  # (num_groups,)
     scored = episodes.is_finished & informative[episodes.group]  # per episode id
-    advantage = torch.where(scored, (episodes.outcome - mean[episodes.group]) / (std[episodes.group] + eps),
-                            torch.zeros_like(episodes.outcome))
+    advantage = torch.where(
+        scored,
+        (episodes.outcome - mean[episodes.group]) / (std[episodes.group] + eps),
+        torch.zeros_like(episodes.outcome),
+    )
     returns = torch.where(episodes.is_finished, episodes.outcome, torch.zeros_like(episodes.outcome))
     return advantage[episodes.ids], returns[episodes.ids]
 
 
-def dynamic_sampling_mask(rewards: torch.Tensor, dones: torch.Tensor, group_size: int,
-                          env_ids: torch.Tensor | None = None, atol: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+def dynamic_sampling_mask(
+    rewards: torch.Tensor, dones: torch.Tensor, group_size: int, env_ids: torch.Tensor | None = None, atol: float = 1e-6
+) -> tuple[torch.Tensor, torch.Tensor]:
     """DAPO dynamic sampling on a rollout: keep the envs of groups whose finished-episode outcomes
     are not all equal (within atol). Groups where every episode succeeded or every one failed carry
     no GRPO signal (all advantages 0) and only dilute the batch.
@@ -102,8 +111,9 @@ def filter_groups(outcomes: torch.Tensor, group_size: int, atol: float = 1e-6) -
     """DAPO dynamic sampling with one outcome per env (N,), groups of `group_size` consecutive envs:
     keep_mask (N,) bool (False for every env of an all-equal group) and keep_indices (K,) long."""
     if outcomes.dim() != 1 or outcomes.numel() % group_size:
-        raise ValueError(f"outcomes must be (N,) with N divisible by group_size={group_size}, "
-                         f"got shape {tuple(outcomes.shape)}")
+        raise ValueError(
+            f"outcomes must be (N,) with N divisible by group_size={group_size}, got shape {tuple(outcomes.shape)}"
+        )
     grouped = outcomes.reshape(-1, group_size)  # (num_groups, group_size)
     informative = (grouped.max(dim=1).values - grouped.min(dim=1).values) > atol
     keep = informative.repeat_interleave(group_size)
@@ -111,6 +121,12 @@ def filter_groups(outcomes: torch.Tensor, group_size: int, atol: float = 1e-6) -
 
 
 @register_advantage("grpo", grouped=True, normalized=True)
-def grpo_advantage(*, rewards: torch.Tensor, dones: torch.Tensor, values: torch.Tensor | None,
-                   cfg: AlgorithmConfig, env_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def grpo_advantage(
+    *,
+    rewards: torch.Tensor,
+    dones: torch.Tensor,
+    values: torch.Tensor | None,
+    cfg: AlgorithmConfig,
+    env_ids: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     return compute_grpo_advantages(rewards, dones, cfg.group_size, cfg.grpo_eps, env_ids)

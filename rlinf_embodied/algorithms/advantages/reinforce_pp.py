@@ -5,6 +5,7 @@ critic: episodes still running at the rollout end are not bootstrapped (G stops 
 The advantage is G normalised across every (step, env) of the batch: (G - mean) / (std + eps) (the
 paper's global batch normalisation, in place of a critic or a per-prompt baseline). Returns are G.
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,13 +27,20 @@ def discounted_returns(rewards: torch.Tensor, dones: torch.Tensor, gamma: float)
     return returns
 
 
-def compute_reinforce_pp_advantages(rewards: torch.Tensor, dones: torch.Tensor, gamma: float,
-                                    eps: float = 1e-8) -> tuple[torch.Tensor, torch.Tensor]:
+def compute_reinforce_pp_advantages(
+    rewards: torch.Tensor, dones: torch.Tensor, gamma: float, eps: float = 1e-8
+) -> tuple[torch.Tensor, torch.Tensor]:
     returns = discounted_returns(rewards, dones, gamma)  # (T, N)
     return normalize(returns, eps=eps), returns
 
 
 @register_advantage("reinforce_pp", normalized=True)
-def reinforce_pp_advantage(*, rewards: torch.Tensor, dones: torch.Tensor, values: torch.Tensor | None,
-                           cfg: AlgorithmConfig, env_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def reinforce_pp_advantage(
+    *,
+    rewards: torch.Tensor,
+    dones: torch.Tensor,
+    values: torch.Tensor | None,
+    cfg: AlgorithmConfig,
+    env_ids: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     return compute_reinforce_pp_advantages(rewards, dones, cfg.gamma)

@@ -4,6 +4,7 @@ Shapes: B samples (one per (step, env) of the rollout), C actions per chunk, A a
 `loss_mask` is (B,) (which samples to train on), (B, C) (which actions of each chunk, e.g.
 `rollout.credited_steps(dones)` to skip actions executed after the episode ended) or (B, C, A).
 """
+
 from __future__ import annotations
 
 import torch
@@ -39,9 +40,11 @@ def token_mask_of(loss_mask: torch.Tensor | None, log_probs: torch.Tensor) -> to
     """(B,), (B, C) or (B, C, A) loss mask (None = all) -> (B, C, A) bool like log_probs."""
     if loss_mask is None:
         return torch.ones_like(log_probs, dtype=torch.bool)
-    if loss_mask.dim() > 3 or loss_mask.shape != log_probs.shape[:loss_mask.dim()]:
-        raise ValueError(f"loss_mask {tuple(loss_mask.shape)} must be a prefix of log_probs' "
-                         f"(B, chunk, act_dim) = {tuple(log_probs.shape)}")
+    if loss_mask.dim() > 3 or loss_mask.shape != log_probs.shape[: loss_mask.dim()]:
+        raise ValueError(
+            f"loss_mask {tuple(loss_mask.shape)} must be a prefix of log_probs' "
+            f"(B, chunk, act_dim) = {tuple(log_probs.shape)}"
+        )
     mask = loss_mask.bool().reshape(*loss_mask.shape, *([1] * (3 - loss_mask.dim())))
     return mask.expand_as(log_probs)
 
@@ -51,8 +54,7 @@ def broadcast_per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tens
     return values.reshape(values.shape[0], *([1] * (like.dim() - 1)))
 
 
-def clipped_surrogate(ratio: torch.Tensor, advantages: torch.Tensor, clip_low: float,
-                      clip_high: float) -> torch.Tensor:
+def clipped_surrogate(ratio: torch.Tensor, advantages: torch.Tensor, clip_low: float, clip_high: float) -> torch.Tensor:
     """Per-element PPO loss max(-A * ratio, -A * clip(ratio, 1 - clip_low, 1 + clip_high))."""
     clipped = torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
     return torch.maximum(-advantages * ratio, -advantages * clipped)
@@ -80,8 +82,13 @@ def aggregate(losses: torch.Tensor, mask: torch.Tensor | None, mode: str) -> tor
     raise ValueError(f"unknown loss aggregation {mode!r}; valid: ['sample-mean', 'token-mean']")
 
 
-def value_loss(new_values: torch.Tensor | None, old_values: torch.Tensor | None, returns: torch.Tensor,
-               value_clip: float | None, sample_mask: torch.Tensor | None = None) -> torch.Tensor:
+def value_loss(
+    new_values: torch.Tensor | None,
+    old_values: torch.Tensor | None,
+    returns: torch.Tensor,
+    value_clip: float | None,
+    sample_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
     """0.5 * mean (V - R)^2; with value_clip, the pessimistic max with V clipped to old V +- value_clip
     (CleanRL's clip_vloss). 0 when the policy has no critic (new_values None). All (B,)."""
     if new_values is None:
@@ -95,11 +102,21 @@ def value_loss(new_values: torch.Tensor | None, old_values: torch.Tensor | None,
     return 0.5 * aggregate(squared, sample_mask, "sample-mean")
 
 
-def clipped_policy_loss(*, new_log_probs: torch.Tensor, old_log_probs: torch.Tensor, advantages: torch.Tensor,
-                        entropy: torch.Tensor | None, new_values: torch.Tensor | None,
-                        old_values: torch.Tensor | None, returns: torch.Tensor, cfg: AlgorithmConfig,
-                        clip_low: float, clip_high: float, aggregation: str,
-                        loss_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def clipped_policy_loss(
+    *,
+    new_log_probs: torch.Tensor,
+    old_log_probs: torch.Tensor,
+    advantages: torch.Tensor,
+    entropy: torch.Tensor | None,
+    new_values: torch.Tensor | None,
+    old_values: torch.Tensor | None,
+    returns: torch.Tensor,
+    cfg: AlgorithmConfig,
+    clip_low: float,
+    clip_high: float,
+    aggregation: str,
+    loss_mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped-ratio policy loss + vf_coef * value loss - entropy_coef * entropy.
 
     new/old_log_probs (B, C, A); advantages, returns, old_values (B,); new_values (B,) or None;
@@ -127,13 +144,16 @@ def clipped_policy_loss(*, new_log_probs: torch.Tensor, old_log_probs: torch.Ten
     v_loss = value_loss(new_values, old_values, returns, cfg.value_clip, sample_mask)
     loss = policy_loss + cfg.vf_coef * v_loss - cfg.entropy_coef * entropy_term
     return loss, ratio_metrics(ratio, log_ratio, mask, clip_low, clip_high) | {
-        "policy_loss": policy_loss.detach(), "value_loss": v_loss.detach(), "entropy": entropy_term.detach(),
+        "policy_loss": policy_loss.detach(),
+        "value_loss": v_loss.detach(),
+        "entropy": entropy_term.detach(),
     }
 
 
 @torch.no_grad()
-def ratio_metrics(ratio: torch.Tensor, log_ratio: torch.Tensor, mask: torch.Tensor, clip_low: float,
-                  clip_high: float) -> dict[str, torch.Tensor]:
+def ratio_metrics(
+    ratio: torch.Tensor, log_ratio: torch.Tensor, mask: torch.Tensor, clip_low: float, clip_high: float
+) -> dict[str, torch.Tensor]:
     kept_ratio, kept_log_ratio = ratio[mask], log_ratio[mask]
     if kept_ratio.numel() == 0:
         kept_ratio, kept_log_ratio = ratio.new_ones(1), ratio.new_zeros(1)

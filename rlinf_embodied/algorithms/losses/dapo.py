@@ -8,6 +8,7 @@ again with new seeds until the batch is full or algorithm.max_sampling_rounds is
 training loop: EmbodiedRunner rolls out, ActorWorker.collect_groups keeps the informative groups
 (`advantages.grpo.dynamic_sampling_mask`), rollout/kept_groups and rollout/dropped_groups count them.
 """
+
 from __future__ import annotations
 
 import torch
@@ -18,12 +19,29 @@ from .common import clipped_policy_loss
 
 
 @register_loss("dapo")
-def dapo_loss(*, new_log_probs: torch.Tensor, old_log_probs: torch.Tensor, advantages: torch.Tensor,
-              entropy: torch.Tensor | None, new_values: torch.Tensor | None, old_values: torch.Tensor | None,
-              returns: torch.Tensor, cfg: AlgorithmConfig,
-              loss_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def dapo_loss(
+    *,
+    new_log_probs: torch.Tensor,
+    old_log_probs: torch.Tensor,
+    advantages: torch.Tensor,
+    entropy: torch.Tensor | None,
+    new_values: torch.Tensor | None,
+    old_values: torch.Tensor | None,
+    returns: torch.Tensor,
+    cfg: AlgorithmConfig,
+    loss_mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     return clipped_policy_loss(
-        new_log_probs=new_log_probs, old_log_probs=old_log_probs, advantages=advantages, entropy=entropy,
-        new_values=new_values, old_values=old_values, returns=returns, cfg=cfg,
-        clip_low=cfg.clip_ratio_low, clip_high=cfg.clip_ratio_high, aggregation="token-mean", loss_mask=loss_mask,
+        new_log_probs=new_log_probs,
+        old_log_probs=old_log_probs,
+        advantages=advantages,
+        entropy=entropy,
+        new_values=new_values,
+        old_values=old_values,
+        returns=returns,
+        cfg=cfg,
+        clip_low=cfg.clip_ratio_low,
+        clip_high=cfg.clip_ratio_high,
+        aggregation="token-mean",
+        loss_mask=loss_mask,
     )

@@ -24,6 +24,7 @@ maps their API onto the contract of `envs/vector.py`:
 - `ignore_terminations` is not supported: IsaacLab resets terminated envs internally. Remove the
   task's termination terms from its cfg instead.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Optional, Sequence, Union
@@ -41,6 +42,7 @@ def _success_from_term(name: str) -> Callable[[Any, dict, torch.Tensor], Optiona
         if manager is None or name not in getattr(manager, "active_terms", ()):
             return None
         return manager.get_term(name)
+
     return read
 
 
@@ -48,6 +50,7 @@ def _success_from_extras(key: str) -> Callable[[Any, dict, torch.Tensor], Option
     def read(env: Any, extras: dict, terminated: torch.Tensor) -> Optional[torch.Tensor]:
         value = extras.get(key)
         return None if value is None else torch.as_tensor(value, device=terminated.device)
+
     return read
 
 
@@ -65,13 +68,22 @@ class IsaacLabVectorEnv(gym.vector.VectorEnv):
 
     metadata = {"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}
 
-    def __init__(self, env: Any, instruction: str = "", success_term: str = "success",
-                 success_key: str = "success", rgb_sensor: Optional[str] = None,
-                 wrist_rgb_sensor: Optional[str] = None, ignore_terminations: bool = False):
+    def __init__(
+        self,
+        env: Any,
+        instruction: str = "",
+        success_term: str = "success",
+        success_key: str = "success",
+        rgb_sensor: Optional[str] = None,
+        wrist_rgb_sensor: Optional[str] = None,
+        ignore_terminations: bool = False,
+    ):
         if ignore_terminations:
-            raise ValueError("ignore_terminations=True is not supported for IsaacLab: its envs reset on termination "
-                             "inside step(); remove the termination terms from the task cfg (env_cfg.terminations) "
-                             "instead")
+            raise ValueError(
+                "ignore_terminations=True is not supported for IsaacLab: its envs reset on termination "
+                "inside step(); remove the termination terms from the task cfg (env_cfg.terminations) "
+                "instead"
+            )
         self.env = env
         self.base = getattr(env, "unwrapped", env)
         self.num_envs = int(self.base.num_envs)
@@ -120,8 +132,10 @@ class IsaacLabVectorEnv(gym.vector.VectorEnv):
         sensors = getattr(getattr(self.base, "scene", None), "sensors", {}) or {}
         for key, name in self.cameras.items():
             if name not in sensors:
-                raise KeyError(f"{key}_sensor={name!r} is not a sensor of this IsaacLab scene; valid: {sorted(sensors)} "
-                               "(add a Camera/TiledCamera to the scene cfg and launch with enable_cameras)")
+                raise KeyError(
+                    f"{key}_sensor={name!r} is not a sensor of this IsaacLab scene; valid: {sorted(sensors)} "
+                    "(add a Camera/TiledCamera to the scene cfg and launch with enable_cameras)"
+                )
 
     # -- observations ------------------------------------------------------------------------------
     def _obs(self, raw_obs: dict[str, Any]) -> dict[str, Any]:
@@ -143,8 +157,9 @@ class IsaacLabVectorEnv(gym.vector.VectorEnv):
         return image
 
     # -- gymnasium API -----------------------------------------------------------------------------
-    def reset(self, *, seed: Optional[Union[int, Sequence[int]]] = None,
-              options: Optional[dict] = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    def reset(
+        self, *, seed: Optional[Union[int, Sequence[int]]] = None, options: Optional[dict] = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         if seed is not None and not isinstance(seed, (int, np.integer)):
             raise ValueError(f"IsaacLab seeds the whole batch with one int; got {seed!r} (pass an int or None)")
         raw_obs, extras = self.env.reset(seed=None if seed is None else int(seed), options=options)

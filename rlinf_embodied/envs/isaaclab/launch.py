@@ -3,6 +3,7 @@
 Everything IsaacLab is imported lazily here, so `import rlinf_embodied` works without Isaac Sim;
 making an `rlinf/IsaacLab-*` env on such a machine raises `IsaacLabNotInstalledError`.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -43,11 +44,19 @@ def launch_app(enable_cameras: bool) -> Any:
     return _SIMULATION_APP
 
 
-def make_isaaclab_vector_env(num_envs: int, task: str, obs_mode: str = "state", max_episode_steps: Optional[int] = None,
-                             ignore_terminations: bool = False, device: str = "cuda:0",
-                             rgb_sensor: Optional[str] = None, wrist_rgb_sensor: Optional[str] = None,
-                             success_term: str = "success", cfg_overrides: Optional[dict[str, Any]] = None,
-                             **_: Any) -> IsaacLabVectorEnv:
+def make_isaaclab_vector_env(
+    num_envs: int,
+    task: str,
+    obs_mode: str = "state",
+    max_episode_steps: Optional[int] = None,
+    ignore_terminations: bool = False,
+    device: str = "cuda:0",
+    rgb_sensor: Optional[str] = None,
+    wrist_rgb_sensor: Optional[str] = None,
+    success_term: str = "success",
+    cfg_overrides: Optional[dict[str, Any]] = None,
+    **_: Any,
+) -> IsaacLabVectorEnv:
     """The vector entry point of the `rlinf/IsaacLab-*` ids.
 
     obs_mode "rgb" needs `rgb_sensor` (a camera in the task's scene cfg). `max_episode_steps`
@@ -60,8 +69,10 @@ def make_isaaclab_vector_env(num_envs: int, task: str, obs_mode: str = "state", 
     if obs_mode == "rgb" and not rgb_sensor:
         raise ValueError("obs_mode='rgb' needs rgb_sensor=<name of a camera sensor in the task's scene cfg>")
     if ignore_terminations:
-        raise ValueError("ignore_terminations=True is not supported for IsaacLab (it resets terminated envs inside "
-                         "step()); disable the task's termination terms via cfg_overrides instead")
+        raise ValueError(
+            "ignore_terminations=True is not supported for IsaacLab (it resets terminated envs inside "
+            "step()); disable the task's termination terms via cfg_overrides instead"
+        )
     require_isaaclab()
     launch_app(enable_cameras=obs_mode == "rgb")
     importlib.import_module("isaaclab_tasks")  # registers the Isaac-* gymnasium ids
@@ -73,8 +84,14 @@ def make_isaaclab_vector_env(num_envs: int, task: str, obs_mode: str = "state", 
     for path, value in (cfg_overrides or {}).items():
         set_by_path(cfg, path, value)
     env = gym.make(spec.isaaclab_id, cfg=cfg)
-    return IsaacLabVectorEnv(env, instruction=spec.instruction, success_term=success_term, rgb_sensor=rgb_sensor,
-                             wrist_rgb_sensor=wrist_rgb_sensor, ignore_terminations=ignore_terminations)
+    return IsaacLabVectorEnv(
+        env,
+        instruction=spec.instruction,
+        success_term=success_term,
+        rgb_sensor=rgb_sensor,
+        wrist_rgb_sensor=wrist_rgb_sensor,
+        ignore_terminations=ignore_terminations,
+    )
 
 
 def set_by_path(obj: Any, path: str, value: Any) -> None:
@@ -87,5 +104,7 @@ def set_by_path(obj: Any, path: str, value: Any) -> None:
 
 
 def single_env_entry_point(**kwargs: Any) -> Any:
-    raise TypeError("IsaacLab envs are batched on the GPU: create them with gym.make_vec(<id>, num_envs=N, "
-                    "vectorization_mode='vector_entry_point')")
+    raise TypeError(
+        "IsaacLab envs are batched on the GPU: create them with gym.make_vec(<id>, num_envs=N, "
+        "vectorization_mode='vector_entry_point')"
+    )

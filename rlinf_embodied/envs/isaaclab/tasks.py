@@ -2,6 +2,7 @@
 
 No IsaacLab import here: registration must stay cheap on machines without Isaac Sim.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -15,6 +15,7 @@ Follows OpenVLA's LIBERO evaluation set-up:
 The env has no time limit of its own; the vector env (or `gym.make`'s TimeLimit) applies
 `max_episode_steps`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -77,9 +78,17 @@ class LiberoEnv(gym.Env):
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
 
-    def __init__(self, suite: str = "rlinf/LIBERO-Spatial", task_id: int = 0, obs_mode: str = "rgb",
-                 camera_size: int = 224, num_settle_steps: int = 10, gl_backend: Optional[str] = None,
-                 render_mode: Optional[str] = None, max_episode_steps: Optional[int] = None):
+    def __init__(
+        self,
+        suite: str = "rlinf/LIBERO-Spatial",
+        task_id: int = 0,
+        obs_mode: str = "rgb",
+        camera_size: int = 224,
+        num_settle_steps: int = 10,
+        gl_backend: Optional[str] = None,
+        render_mode: Optional[str] = None,
+        max_episode_steps: Optional[int] = None,
+    ):
         self.suite = get_suite(suite)
         self.task_id = self.suite.validate_task_id(task_id)
         self.obs_mode = validate_obs_mode(obs_mode)
@@ -100,7 +109,8 @@ class LiberoEnv(gym.Env):
         self.init_states: np.ndarray = np.asarray(task_suite.get_task_init_states(self.task_id))  # (K, state_dim)
         self._env = offscreen_env_cls(
             bddl_file_name=task_suite.get_task_bddl_file_path(self.task_id),
-            camera_heights=self.camera_size, camera_widths=self.camera_size,
+            camera_heights=self.camera_size,
+            camera_widths=self.camera_size,
             use_camera_obs=bool(self.image_keys),
             has_offscreen_renderer=bool(self.image_keys) or render_mode is not None,
             hard_reset=False,  # reload the XML only once; init states overwrite the full sim state
@@ -121,8 +131,11 @@ class LiberoEnv(gym.Env):
     def _state(self, raw_obs: dict[str, np.ndarray]) -> np.ndarray:
         from robosuite.utils.transform_utils import quat2axisangle
 
-        parts = [raw_obs["robot0_eef_pos"], quat2axisangle(np.array(raw_obs["robot0_eef_quat"])),
-                 raw_obs["robot0_gripper_qpos"]]
+        parts = [
+            raw_obs["robot0_eef_pos"],
+            quat2axisangle(np.array(raw_obs["robot0_eef_quat"])),
+            raw_obs["robot0_gripper_qpos"],
+        ]
         if OBS_MODES[self.obs_mode]["object_state"]:
             parts.append(raw_obs["object-state"])
         return np.concatenate(parts).astype(np.float32)  # (8,) or (8 + object_dim,)
@@ -142,16 +155,21 @@ class LiberoEnv(gym.Env):
         raw_obs = self._env.set_init_state(self.init_states[init_id])
         if self.num_settle_steps:
             raw_obs = self._settle()
-        return self._obs(raw_obs), {"success": bool(self._env.check_success()), "init_state_id": init_id,
-                                    "instruction": self.instruction}
+        return self._obs(raw_obs), {
+            "success": bool(self._env.check_success()),
+            "init_state_id": init_id,
+            "instruction": self.instruction,
+        }
 
     def _init_state_id(self, seed: Optional[int], options: Optional[dict]) -> int:
         count = len(self.init_states)
         if options and options.get("init_state_id") is not None:
             init_id = options["init_state_id"]
             if not isinstance(init_id, (int, np.integer)) or not 0 <= init_id < count:
-                raise ValueError(f"options['init_state_id']={init_id!r}; valid: 0..{count - 1} for task "
-                                 f"{self.task_id} of {self.suite.env_id}")
+                raise ValueError(
+                    f"options['init_state_id']={init_id!r}; valid: 0..{count - 1} for task "
+                    f"{self.task_id} of {self.suite.env_id}"
+                )
             return int(init_id)
         if seed is not None:
             return int(seed) % count
@@ -209,7 +227,9 @@ class LiberoEnv(gym.Env):
         """World position (3,) of a task object or fixture by its BDDL name."""
         body_ids = self._env.env.obj_body_id
         if name not in body_ids:
-            raise KeyError(f"no object {name!r} in task {self.task_id} of {self.suite.env_id}; valid: {sorted(body_ids)}")
+            raise KeyError(
+                f"no object {name!r} in task {self.task_id} of {self.suite.env_id}; valid: {sorted(body_ids)}"
+            )
         return self._env.env.sim.data.body_xpos[body_ids[name]].copy()
 
     def place_on(self, object_name: str, target_name: str, lift: float = 0.03) -> None:

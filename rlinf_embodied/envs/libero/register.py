@@ -1,10 +1,14 @@
 """Registers the LIBERO suites' gymnasium ids (no simulator import: entry points are strings)."""
+
 from ..vector import register_env
 from .suites import LIBERO_SUITES
 
 
 def register_envs() -> None:
     for env_id in LIBERO_SUITES:
-        register_env(env_id, entry_point="rlinf_embodied.envs.libero.env:LiberoEnv",
-                     vector_entry_point="rlinf_embodied.envs.libero.vector_env:make_libero_vector_env",
-                     suite=env_id)
+        register_env(
+            env_id,
+            entry_point="rlinf_embodied.envs.libero.env:LiberoEnv",
+            vector_entry_point="rlinf_embodied.envs.libero.vector_env:make_libero_vector_env",
+            suite=env_id,
+        )

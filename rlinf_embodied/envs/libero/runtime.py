@@ -5,6 +5,7 @@ platform at import) and before `import libero.libero` (upstream LIBERO asks for 
 with `input()` on first import when `config.yaml` is missing). `prepare_libero_process()` does
 both and is called by `LiberoEnv.__init__`, i.e. inside each vector-env subprocess.
 """
+
 from __future__ import annotations
 
 import ctypes.util
@@ -60,8 +61,9 @@ def resolve_gl_backend(backend: str | None = None) -> str:
     chosen = backend or os.environ.get(GL_ENV_OVERRIDE) or os.environ.get("MUJOCO_GL")
     if chosen is not None:
         if chosen not in GL_BACKENDS:
-            raise ValueError(f"GL backend {chosen!r} is not supported for offscreen LIBERO rendering; "
-                             f"valid: {sorted(GL_BACKENDS)}")
+            raise ValueError(
+                f"GL backend {chosen!r} is not supported for offscreen LIBERO rendering; valid: {sorted(GL_BACKENDS)}"
+            )
         return chosen
     chosen = next((name for name in AUTO_GL_ORDER if _backend_works(name)), None)
     if chosen is None:
@@ -78,8 +80,10 @@ def configure_gl(backend: str | None = None) -> str:
     """Resolve the backend and export MUJOCO_GL / PYOPENGL_PLATFORM; must run before `import mujoco`."""
     chosen = resolve_gl_backend(backend)
     if "mujoco" in sys.modules and os.environ.get("MUJOCO_GL") not in (None, chosen):
-        raise RuntimeError(f"mujoco was already imported with MUJOCO_GL={os.environ.get('MUJOCO_GL')!r}; "
-                           f"cannot switch to {chosen!r} in this process")
+        raise RuntimeError(
+            f"mujoco was already imported with MUJOCO_GL={os.environ.get('MUJOCO_GL')!r}; "
+            f"cannot switch to {chosen!r} in this process"
+        )
     os.environ.update(_gl_env(chosen))
     return chosen
 
@@ -107,8 +111,9 @@ def libero_paths() -> dict[str, str]:
     }
     missing = [key for key in ("bddl_files", "init_states", "assets") if not paths[key].is_dir()]
     if missing:
-        raise FileNotFoundError(f"LIBERO data folders {missing} are missing under {benchmark_root} / {assets}; "
-                                f"{LIBERO_INSTALL_HINT}")
+        raise FileNotFoundError(
+            f"LIBERO data folders {missing} are missing under {benchmark_root} / {assets}; {LIBERO_INSTALL_HINT}"
+        )
     return {key: str(value) for key, value in paths.items()}
 
 

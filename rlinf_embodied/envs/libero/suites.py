@@ -3,6 +3,7 @@
 Kept free of simulator imports so registration is cheap. Task counts are those of the suites'
 BDDL folders; episode budgets follow OpenVLA's LIBERO evaluation (longest demo + margin).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,8 +18,10 @@ class LiberoSuite:
 
     def validate_task_id(self, task_id: int) -> int:
         if isinstance(task_id, bool) or not isinstance(task_id, int) or not 0 <= task_id < self.num_tasks:
-            raise ValueError(f"task_id={task_id!r} is out of range for {self.env_id} ({self.benchmark}): "
-                             f"valid task ids are 0..{self.num_tasks - 1}")
+            raise ValueError(
+                f"task_id={task_id!r} is out of range for {self.env_id} ({self.benchmark}): "
+                f"valid task ids are 0..{self.num_tasks - 1}"
+            )
         return task_id
 
 
@@ -39,6 +42,7 @@ def get_suite(name: str) -> LiberoSuite:
     """Look a suite up by gymnasium id ("rlinf/LIBERO-Goal") or LIBERO benchmark name ("libero_goal")."""
     suite = LIBERO_SUITES.get(name) or SUITES_BY_BENCHMARK.get(name)
     if suite is None:
-        raise ValueError(f"unknown LIBERO suite {name!r}; valid: {sorted(LIBERO_SUITES)} "
-                         f"or {sorted(SUITES_BY_BENCHMARK)}")
+        raise ValueError(
+            f"unknown LIBERO suite {name!r}; valid: {sorted(LIBERO_SUITES)} or {sorted(SUITES_BY_BENCHMARK)}"
+        )
     return suite

@@ -4,6 +4,7 @@ Each env is a `LiberoEnv` built inside a `SubprocVectorEnv` worker process (MuJo
 context never live in the caller's process); batching, chunks, SAME_STEP auto-reset, episode
 stats, seeding and crash recovery are the shared vector env's (see `envs/vector.py`).
 """
+
 from __future__ import annotations
 
 import functools
@@ -15,18 +16,35 @@ import gymnasium as gym
 import numpy as np
 
 from ..vector import SubprocVectorEnv
-from .env import ACTION_DIM, OBS_MODES, PROPRIO_DIM, LiberoEnv, LiberoEnvFactory, validate_camera_size, validate_obs_mode
+from .env import (
+    ACTION_DIM,
+    OBS_MODES,
+    PROPRIO_DIM,
+    LiberoEnv,
+    LiberoEnvFactory,
+    validate_camera_size,
+    validate_obs_mode,
+)
 from .runtime import resolve_gl_backend
 from .suites import LiberoSuite, get_suite
 
 DEFAULT_STEP_TIMEOUT_S = 300.0  # a chunk of CPU-rendered steps for several envs per worker can take a while
 
 
-def make_libero_vector_env(num_envs: int, suite: str, task_id: Union[int, Sequence[int]] = 0, obs_mode: str = "rgb",
-                           camera_size: int = 224, max_episode_steps: Optional[int] = None,
-                           ignore_terminations: bool = False, num_workers: Optional[int] = None,
-                           step_timeout: float = DEFAULT_STEP_TIMEOUT_S, gl_backend: Optional[str] = None,
-                           num_settle_steps: int = 10, **env_kwargs: Any) -> SubprocVectorEnv:
+def make_libero_vector_env(
+    num_envs: int,
+    suite: str,
+    task_id: Union[int, Sequence[int]] = 0,
+    obs_mode: str = "rgb",
+    camera_size: int = 224,
+    max_episode_steps: Optional[int] = None,
+    ignore_terminations: bool = False,
+    num_workers: Optional[int] = None,
+    step_timeout: float = DEFAULT_STEP_TIMEOUT_S,
+    gl_backend: Optional[str] = None,
+    num_settle_steps: int = 10,
+    **env_kwargs: Any,
+) -> SubprocVectorEnv:
     """A torch `VectorEnv` of `num_envs` LIBERO envs of `suite`.
 
     `task_id` is one task for all envs or a list with one task per env (multi-task batches need
@@ -37,15 +55,27 @@ def make_libero_vector_env(num_envs: int, suite: str, task_id: Union[int, Sequen
     task_ids = _task_ids(spec, task_id, num_envs, obs_mode)
     validate_camera_size(camera_size)
     backend = resolve_gl_backend(gl_backend)
-    factories = [LiberoEnvFactory(suite=spec.env_id, task_id=task, obs_mode=obs_mode, camera_size=camera_size,
-                                  gl_backend=backend, num_settle_steps=num_settle_steps, **env_kwargs)
-                 for task in task_ids]
+    factories = [
+        LiberoEnvFactory(
+            suite=spec.env_id,
+            task_id=task,
+            obs_mode=obs_mode,
+            camera_size=camera_size,
+            gl_backend=backend,
+            num_settle_steps=num_settle_steps,
+            **env_kwargs,
+        )
+        for task in task_ids
+    ]
     observation_space, action_space = single_spaces(spec.env_id, task_ids[0], obs_mode, camera_size, backend)
     return SubprocVectorEnv(
-        factories, num_workers=num_workers,
+        factories,
+        num_workers=num_workers,
         max_episode_steps=spec.max_episode_steps if max_episode_steps is None else max_episode_steps,
-        ignore_terminations=ignore_terminations, step_timeout=step_timeout,
-        observation_space=observation_space, action_space=action_space,
+        ignore_terminations=ignore_terminations,
+        step_timeout=step_timeout,
+        observation_space=observation_space,
+        action_space=action_space,
     )
 
 
@@ -57,13 +87,16 @@ def _task_ids(spec: LiberoSuite, task_id: Union[int, Sequence[int]], num_envs: i
     if len(task_ids) != num_envs:
         raise ValueError(f"task_id got {len(task_ids)} entries for num_envs={num_envs}; pass one int or one per env")
     if len(set(task_ids)) > 1 and OBS_MODES[obs_mode]["object_state"]:
-        raise ValueError(f"different task ids per env need obs_mode='rgb' (the object state of obs_mode="
-                         f"{obs_mode!r} differs in size between tasks); got task ids {sorted(set(task_ids))}")
+        raise ValueError(
+            f"different task ids per env need obs_mode='rgb' (the object state of obs_mode="
+            f"{obs_mode!r} differs in size between tasks); got task ids {sorted(set(task_ids))}"
+        )
     return task_ids
 
 
-def single_spaces(suite: str, task_id: int, obs_mode: str, camera_size: int,
-                  gl_backend: str) -> tuple[gym.spaces.Dict, gym.spaces.Box]:
+def single_spaces(
+    suite: str, task_id: int, obs_mode: str, camera_size: int, gl_backend: str
+) -> tuple[gym.spaces.Dict, gym.spaces.Box]:
     """The single env's spaces: static for "rgb"; for "state" (task-dependent size) probed in a child process."""
     if not OBS_MODES[obs_mode]["object_state"]:
         spaces: dict[str, gym.spaces.Space] = {"state": gym.spaces.Box(-np.inf, np.inf, (PROPRIO_DIM,), np.float32)}
@@ -74,14 +107,16 @@ def single_spaces(suite: str, task_id: int, obs_mode: str, camera_size: int,
 
 
 @functools.lru_cache(maxsize=32)
-def _probed_spaces(suite: str, task_id: int, obs_mode: str, camera_size: int,
-                   gl_backend: str) -> tuple[gym.spaces.Dict, gym.spaces.Box]:
+def _probed_spaces(
+    suite: str, task_id: int, obs_mode: str, camera_size: int, gl_backend: str
+) -> tuple[gym.spaces.Dict, gym.spaces.Box]:
     with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
         return pool.submit(_spaces_of, suite, task_id, obs_mode, camera_size, gl_backend).result()
 
 
-def _spaces_of(suite: str, task_id: int, obs_mode: str, camera_size: int,
-               gl_backend: str) -> tuple[gym.spaces.Dict, gym.spaces.Box]:
+def _spaces_of(
+    suite: str, task_id: int, obs_mode: str, camera_size: int, gl_backend: str
+) -> tuple[gym.spaces.Dict, gym.spaces.Box]:
     env = LiberoEnv(suite=suite, task_id=task_id, obs_mode=obs_mode, camera_size=camera_size, gl_backend=gl_backend)
     try:
         return env.observation_space, env.action_space

@@ -6,6 +6,7 @@ them into a `SubprocVectorEnv` (ManiSkill's physx_cpu holds one env per sim, hen
 With `sim_backend="physx_cuda"` it builds one batched GPU simulation instead (gpu_physics.py).
 `build_maniskill_env` and `convert_obs` are shared by both.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -75,22 +76,37 @@ def validate_options(obs_mode: str, sim_backend: str, reward_mode: Optional[str]
         raise ValueError(f"reward_mode={reward_mode!r} is not supported; valid reward modes: {list(REWARD_MODES)}")
 
 
-def build_maniskill_env(maniskill_id: str, num_envs: int, sim_backend: str, obs_mode: str,
-                        control_mode: Optional[str], reward_mode: Optional[str], camera_size: CameraSize,
-                        render_backend: Optional[str], robot_uids: Optional[str], extra: dict[str, Any]) -> Any:
+def build_maniskill_env(
+    maniskill_id: str,
+    num_envs: int,
+    sim_backend: str,
+    obs_mode: str,
+    control_mode: Optional[str],
+    reward_mode: Optional[str],
+    camera_size: CameraSize,
+    render_backend: Optional[str],
+    robot_uids: Optional[str],
+    extra: dict[str, Any],
+) -> Any:
     """ManiSkill's own (unwrapped, batched) env: `num_envs` envs in one sim on `sim_backend`."""
     from .headless import enable_headless
 
     headless = enable_headless()
     if obs_mode == "rgb" and headless:
-        raise RuntimeError("obs_mode='rgb' needs a Vulkan render device, and SAPIEN found none on this "
-                           "machine; use obs_mode='state' or run where a GPU/Vulkan driver exists")
+        raise RuntimeError(
+            "obs_mode='rgb' needs a Vulkan render device, and SAPIEN found none on this "
+            "machine; use obs_mode='state' or run where a GPU/Vulkan driver exists"
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import mani_skill.envs  # noqa: F401  (registers ManiSkill's ids)
-    kwargs: dict[str, Any] = dict(obs_mode=obs_mode, num_envs=num_envs, sim_backend=sim_backend,
-                                  render_backend=render_backend or ("none" if obs_mode == "state" else "gpu"),
-                                  **extra)
+    kwargs: dict[str, Any] = dict(
+        obs_mode=obs_mode,
+        num_envs=num_envs,
+        sim_backend=sim_backend,
+        render_backend=render_backend or ("none" if obs_mode == "state" else "gpu"),
+        **extra,
+    )
     optional = dict(reward_mode=reward_mode, control_mode=control_mode, robot_uids=robot_uids)
     kwargs.update({key: value for key, value in optional.items() if value is not None})
     camera_hw = _camera_hw(camera_size)
@@ -138,23 +154,42 @@ class ManiSkillSingleEnv(gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, task: str, obs_mode: str = "state", control_mode: Optional[str] = None,
-                 reward_mode: Optional[str] = "normalized_dense", camera_size: CameraSize = None,
-                 render_backend: Optional[str] = None, robot_uids: Optional[str] = None,
-                 sim_backend: str = "physx_cpu", **maniskill_kwargs: Any):
+    def __init__(
+        self,
+        task: str,
+        obs_mode: str = "state",
+        control_mode: Optional[str] = None,
+        reward_mode: Optional[str] = "normalized_dense",
+        camera_size: CameraSize = None,
+        render_backend: Optional[str] = None,
+        robot_uids: Optional[str] = None,
+        sim_backend: str = "physx_cpu",
+        **maniskill_kwargs: Any,
+    ):
         validate_options(obs_mode, sim_backend, reward_mode)
         if sim_backend != "physx_cpu":
-            raise ValueError(f"the single-env entry point runs CPU physics, got sim_backend={sim_backend!r}; for GPU "
-                             f"physics make a vector env: gym.make_vec(id, num_envs=N, vectorization_mode="
-                             f"'vector_entry_point', sim_backend='physx_cuda')")
+            raise ValueError(
+                f"the single-env entry point runs CPU physics, got sim_backend={sim_backend!r}; for GPU "
+                f"physics make a vector env: gym.make_vec(id, num_envs=N, vectorization_mode="
+                f"'vector_entry_point', sim_backend='physx_cuda')"
+            )
         self.task = task_spec(task)
         self.instruction = self.task.instruction
         self.obs_mode = obs_mode
-        self._env = build_maniskill_env(self.task.maniskill_id, 1, "physx_cpu", obs_mode, control_mode, reward_mode,
-                                        camera_size, render_backend, robot_uids, maniskill_kwargs)
+        self._env = build_maniskill_env(
+            self.task.maniskill_id,
+            1,
+            "physx_cpu",
+            obs_mode,
+            control_mode,
+            reward_mode,
+            camera_size,
+            render_backend,
+            robot_uids,
+            maniskill_kwargs,
+        )
         obs, _ = self._env.reset(seed=0)
-        self.observation_space = gym.spaces.Dict(
-            {key: box_like(value) for key, value in self._convert(obs).items()})
+        self.observation_space = gym.spaces.Dict({key: box_like(value) for key, value in self._convert(obs).items()})
         low, high = self._env.single_action_space.low, self._env.single_action_space.high
         self.action_space = gym.spaces.Box(low.astype(np.float32), high.astype(np.float32), dtype=np.float32)
 
@@ -177,9 +212,13 @@ class ManiSkillSingleEnv(gym.Env):
     def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
         obs, reward, terminated, truncated, info = self._env.step(np.asarray(action, np.float32)[None])
         success = bool(_to_numpy(info.get("success", False)).reshape(-1)[0])
-        return (self._convert(obs), float(_to_numpy(reward).reshape(-1)[0]),
-                bool(_to_numpy(terminated).reshape(-1)[0]), bool(_to_numpy(truncated).reshape(-1)[0]),
-                {"success": success})
+        return (
+            self._convert(obs),
+            float(_to_numpy(reward).reshape(-1)[0]),
+            bool(_to_numpy(terminated).reshape(-1)[0]),
+            bool(_to_numpy(truncated).reshape(-1)[0]),
+            {"success": success},
+        )
 
     def close(self) -> None:
         self._env.close()
@@ -211,12 +250,22 @@ def default_max_episode_steps(task: str) -> Optional[int]:
     return spec.max_episode_steps if spec is not None else None
 
 
-def make_vector_env(task: str, num_envs: int = 1, obs_mode: str = "state", max_episode_steps: Optional[int] = None,
-                    ignore_terminations: bool = False, camera_size: CameraSize = None,
-                    control_mode: Optional[str] = None, reward_mode: Optional[str] = "normalized_dense",
-                    sim_backend: str = "physx_cpu", render_backend: Optional[str] = None,
-                    num_workers: Optional[int] = None, step_timeout: Optional[float] = None,
-                    context: str = "forkserver", **maniskill_kwargs: Any) -> gym.vector.VectorEnv:
+def make_vector_env(
+    task: str,
+    num_envs: int = 1,
+    obs_mode: str = "state",
+    max_episode_steps: Optional[int] = None,
+    ignore_terminations: bool = False,
+    camera_size: CameraSize = None,
+    control_mode: Optional[str] = None,
+    reward_mode: Optional[str] = "normalized_dense",
+    sim_backend: str = "physx_cpu",
+    render_backend: Optional[str] = None,
+    num_workers: Optional[int] = None,
+    step_timeout: Optional[float] = None,
+    context: str = "forkserver",
+    **maniskill_kwargs: Any,
+) -> gym.vector.VectorEnv:
     """`gym.make_vec(..., vectorization_mode="vector_entry_point")` entry point.
 
     sim_backend "physx_cpu" (default): a `SubprocVectorEnv` of single CPU-physics envs in
@@ -231,22 +280,42 @@ def make_vector_env(task: str, num_envs: int = 1, obs_mode: str = "state", max_e
     """
     validate_options(obs_mode, sim_backend, reward_mode)
     validate_common_options(num_envs, num_workers, max_episode_steps, step_timeout)
-    options = dict(obs_mode=obs_mode, control_mode=control_mode, reward_mode=reward_mode, camera_size=camera_size,
-                   render_backend=render_backend, **maniskill_kwargs)
+    options = dict(
+        obs_mode=obs_mode,
+        control_mode=control_mode,
+        reward_mode=reward_mode,
+        camera_size=camera_size,
+        render_backend=render_backend,
+        **maniskill_kwargs,
+    )
     if sim_backend == "physx_cuda":
         if num_workers is not None or step_timeout is not None:
-            raise ValueError(f"num_workers={num_workers!r} / step_timeout={step_timeout!r} apply to sim_backend="
-                             f"'physx_cpu' (subprocesses); sim_backend='physx_cuda' runs all envs in one process")
+            raise ValueError(
+                f"num_workers={num_workers!r} / step_timeout={step_timeout!r} apply to sim_backend="
+                f"'physx_cpu' (subprocesses); sim_backend='physx_cuda' runs all envs in one process"
+            )
         from .gpu_physics import make_batched_vector_env
 
-        return make_batched_vector_env(task, num_envs, max_episode_steps=max_episode_steps,
-                                       ignore_terminations=ignore_terminations, sim_backend=sim_backend, **options)
+        return make_batched_vector_env(
+            task,
+            num_envs,
+            max_episode_steps=max_episode_steps,
+            ignore_terminations=ignore_terminations,
+            sim_backend=sim_backend,
+            **options,
+        )
     if max_episode_steps is None:
         max_episode_steps = default_max_episode_steps(task)
     probe = ManiSkillSingleEnv(task, **options)
     spaces = probe.observation_space, probe.action_space
     probe.close()
-    return SubprocVectorEnv([ManiSkillFactory(task, **options)] * num_envs, num_workers=num_workers,
-                            max_episode_steps=max_episode_steps, ignore_terminations=ignore_terminations,
-                            step_timeout=60.0 if step_timeout is None else step_timeout, context=context,
-                            observation_space=spaces[0], action_space=spaces[1])
+    return SubprocVectorEnv(
+        [ManiSkillFactory(task, **options)] * num_envs,
+        num_workers=num_workers,
+        max_episode_steps=max_episode_steps,
+        ignore_terminations=ignore_terminations,
+        step_timeout=60.0 if step_timeout is None else step_timeout,
+        context=context,
+        observation_space=spaces[0],
+        action_space=spaces[1],
+    )

@@ -9,6 +9,7 @@ SAPIEN runs GPU physics through PhysX's GPU library, `libPhysXGpu_64.so`, which 
 rlinf_embodied never downloads anything: `require_physx_gpu` checks for CUDA and for that file first
 and, if one is missing, raises an error that says what to install where.
 """
+
 from __future__ import annotations
 
 import platform
@@ -37,8 +38,10 @@ def require_physx_gpu() -> None:
     import torch
 
     if not torch.cuda.is_available():
-        raise RuntimeError("sim_backend='physx_cuda' needs a CUDA GPU, and torch sees none on this machine; "
-                           "use sim_backend='physx_cpu' (CPU physics, one env per subprocess)")
+        raise RuntimeError(
+            "sim_backend='physx_cuda' needs a CUDA GPU, and torch sees none on this machine; "
+            "use sim_backend='physx_cpu' (CPU physics, one env per subprocess)"
+        )
     from sapien import physx
 
     if physx.is_gpu_enabled():
@@ -49,15 +52,24 @@ def require_physx_gpu() -> None:
             f"sim_backend='physx_cuda' needs PhysX's GPU library at {library}, which is missing. SAPIEN would "
             f"download it from GitHub at run time; rlinf_embodied does not. On a machine with internet access, "
             f"download {url} and unzip it into {library.parent} (then copy that folder here), or use "
-            f"sim_backend='physx_cpu'.")
+            f"sim_backend='physx_cpu'."
+        )
 
 
-def make_batched_vector_env(task: str, num_envs: int = 1, obs_mode: str = "state",
-                            max_episode_steps: Optional[int] = None, ignore_terminations: bool = False,
-                            camera_size: CameraSize = None, control_mode: Optional[str] = None,
-                            reward_mode: Optional[str] = "normalized_dense", sim_backend: str = "physx_cuda",
-                            render_backend: Optional[str] = None, robot_uids: Optional[str] = None,
-                            **maniskill_kwargs: Any) -> BatchedVectorEnv:
+def make_batched_vector_env(
+    task: str,
+    num_envs: int = 1,
+    obs_mode: str = "state",
+    max_episode_steps: Optional[int] = None,
+    ignore_terminations: bool = False,
+    camera_size: CameraSize = None,
+    control_mode: Optional[str] = None,
+    reward_mode: Optional[str] = "normalized_dense",
+    sim_backend: str = "physx_cuda",
+    render_backend: Optional[str] = None,
+    robot_uids: Optional[str] = None,
+    **maniskill_kwargs: Any,
+) -> BatchedVectorEnv:
     """`num_envs` envs of ManiSkill task `task` in one simulation on `sim_backend`.
 
     "physx_cuda" is the use case. "physx_cpu" is accepted with `num_envs=1` only (ManiSkill's CPU
@@ -66,14 +78,31 @@ def make_batched_vector_env(task: str, num_envs: int = 1, obs_mode: str = "state
     validate_options(obs_mode, sim_backend, reward_mode)
     validate_common_options(num_envs, max_episode_steps=max_episode_steps)
     if sim_backend == "physx_cpu" and num_envs != 1:
-        raise ValueError(f"a batched ManiSkill env on sim_backend='physx_cpu' holds exactly one env, got "
-                         f"num_envs={num_envs}; use sim_backend='physx_cuda', or make_vector_env's subprocesses")
+        raise ValueError(
+            f"a batched ManiSkill env on sim_backend='physx_cpu' holds exactly one env, got "
+            f"num_envs={num_envs}; use sim_backend='physx_cuda', or make_vector_env's subprocesses"
+        )
     if sim_backend == "physx_cuda":
         require_physx_gpu()
     spec = task_spec(task)
-    sim = build_maniskill_env(spec.maniskill_id, num_envs, sim_backend, obs_mode, control_mode, reward_mode,
-                              camera_size, render_backend, robot_uids, maniskill_kwargs)
+    sim = build_maniskill_env(
+        spec.maniskill_id,
+        num_envs,
+        sim_backend,
+        obs_mode,
+        control_mode,
+        reward_mode,
+        camera_size,
+        render_backend,
+        robot_uids,
+        maniskill_kwargs,
+    )
     if max_episode_steps is None:
         max_episode_steps = default_max_episode_steps(task)
-    return BatchedVectorEnv(sim, partial(convert_obs, obs_mode=obs_mode), instruction=spec.instruction,
-                            max_episode_steps=max_episode_steps, ignore_terminations=ignore_terminations)
+    return BatchedVectorEnv(
+        sim,
+        partial(convert_obs, obs_mode=obs_mode),
+        instruction=spec.instruction,
+        max_episode_steps=max_episode_steps,
+        ignore_terminations=ignore_terminations,
+    )

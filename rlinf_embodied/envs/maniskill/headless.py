@@ -6,6 +6,7 @@ ManiSkill already skips visual components when `render_backend="none"` (its buil
 swaps them for plain-Python stand-ins that only record their attributes, which is all a
 non-rendering scene needs. It is a no-op where a render device exists (rgb keeps working).
 """
+
 from __future__ import annotations
 
 import logging

@@ -22,6 +22,7 @@ in the root frame, which is ManiSkill 3.0.1's convention for these modes (frame 
 delta `R_target R_current^T` as XYZ Euler angles, both normalized through the controller's own action
 scaling. Deltas beyond the action space are clipped (`PlannerEnv.clipped_steps` counts those steps).
 """
+
 from __future__ import annotations
 
 import math
@@ -51,26 +52,36 @@ CONTROL_MODES = JOINT_MODES + EE_MODES
 
 def task_of(env_id: str) -> str:
     prefix = "rlinf/ManiSkill-"
-    return env_id[len(prefix):] if env_id.startswith(prefix) else env_id
+    return env_id[len(prefix) :] if env_id.startswith(prefix) else env_id
 
 
 def check_plannable(env_id: str, control_mode: Optional[str]) -> None:
     task = task_of(env_id)
     if not env_id.startswith("rlinf/ManiSkill-") or task not in SOLUTIONS:
-        raise ValueError(f"the motion planner has no solution for env {env_id!r}; tasks with one: "
-                         f"{['rlinf/ManiSkill-' + t for t in SOLUTIONS]} (or use collect.source=policy)")
+        raise ValueError(
+            f"the motion planner has no solution for env {env_id!r}; tasks with one: "
+            f"{['rlinf/ManiSkill-' + t for t in SOLUTIONS]} (or use collect.source=policy)"
+        )
     if (control_mode or "pd_joint_delta_pos") not in CONTROL_MODES:
-        raise ValueError(f"the motion planner records actions in the env's control mode, and converts its "
-                         f"joint targets only into {list(CONTROL_MODES)}; env.kwargs.control_mode={control_mode!r} "
-                         f"is not one of them (or use collect.source=policy)")
+        raise ValueError(
+            f"the motion planner records actions in the env's control mode, and converts its "
+            f"joint targets only into {list(CONTROL_MODES)}; env.kwargs.control_mode={control_mode!r} "
+            f"is not one of them (or use collect.source=policy)"
+        )
 
 
 # ---- the planner ----------------------------------------------------------------------------------
 def _quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     w1, x1, y1, z1 = a
     w2, x2, y2, z2 = b
-    return np.array([w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2, w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
-                     w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2, w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2])
+    return np.array(
+        [
+            w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2,
+            w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
+            w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
+            w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2,
+        ]
+    )
 
 
 def _slerp(q0: np.ndarray, q1: np.ndarray, t: float) -> np.ndarray:
@@ -87,8 +98,17 @@ def _slerp(q0: np.ndarray, q1: np.ndarray, t: float) -> np.ndarray:
 class ScrewPlanner:
     """The subset of `mplib.Planner` that ManiSkill's solutions use, on SAPIEN's pinocchio model."""
 
-    def __init__(self, articulation: Any, link_names: list[str], move_group: str, base_pose: Any,
-                 vel_scale: float = 0.9, acc_scale: float = 0.9, position_step: float = 0.01, angle_step: float = 0.05):
+    def __init__(
+        self,
+        articulation: Any,
+        link_names: list[str],
+        move_group: str,
+        base_pose: Any,
+        vel_scale: float = 0.9,
+        acc_scale: float = 0.9,
+        position_step: float = 0.01,
+        angle_step: float = 0.05,
+    ):
         import sapien
 
         self._sapien = sapien
@@ -122,12 +142,14 @@ class ScrewPlanner:
     def update_point_cloud(self, points: Any, *args: Any, **kwargs: Any) -> None:
         """Accepted for mplib compatibility; collisions are not checked."""
 
-    def plan_qpos_to_pose(self, goal_pose: np.ndarray, current_qpos: np.ndarray, time_step: float = 0.1,
-                          **kwargs: Any) -> dict[str, Any]:
+    def plan_qpos_to_pose(
+        self, goal_pose: np.ndarray, current_qpos: np.ndarray, time_step: float = 0.1, **kwargs: Any
+    ) -> dict[str, Any]:
         return self.plan_screw(goal_pose, current_qpos, time_step=time_step)
 
-    def plan_screw(self, target_pose: np.ndarray, qpos: np.ndarray, qpos_step: float = 0.1,
-                   time_step: float = 0.1, **kwargs: Any) -> dict[str, Any]:
+    def plan_screw(
+        self, target_pose: np.ndarray, qpos: np.ndarray, qpos_step: float = 0.1, time_step: float = 0.1, **kwargs: Any
+    ) -> dict[str, Any]:
         sapien = self._sapien
         q = np.asarray(qpos, np.float64).copy()
         target_pose = np.asarray(target_pose, np.float64)
@@ -144,7 +166,8 @@ class ScrewPlanner:
             t = k / steps
             pose = sapien.Pose(p=np.asarray(start.p) + t * delta_p, q=_slerp(start_q, goal_q, t))
             result, success, error = self.model.compute_inverse_kinematics(
-                self.ee, pose, initial_qpos=q, active_qmask=self.mask, eps=1e-4, max_iterations=200)
+                self.ee, pose, initial_qpos=q, active_qmask=self.mask, eps=1e-4, max_iterations=200
+            )
             if not success:
                 return {"status": f"IK Failed at waypoint {k}/{steps} (error {float(np.linalg.norm(error)):.2g})"}
             result = np.asarray(result, np.float64)
@@ -153,9 +176,14 @@ class ScrewPlanner:
             q = result
             path.append(q[self.arm].copy())
         times, position, velocity = self._time_parametrize(np.asarray(path), time_step)
-        return {"status": "Success", "time": times, "position": position, "velocity": velocity,
-                "acceleration": np.gradient(velocity, time_step, axis=0) if len(velocity) > 1 else velocity * 0,
-                "duration": float(times[-1])}
+        return {
+            "status": "Success",
+            "time": times,
+            "position": position,
+            "velocity": velocity,
+            "acceleration": np.gradient(velocity, time_step, axis=0) if len(velocity) > 1 else velocity * 0,
+            "duration": float(times[-1]),
+        }
 
     def _time_parametrize(self, path: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Trapezoidal profile along the path within the joint velocity / acceleration limits."""
@@ -203,9 +231,14 @@ def _install_planner() -> None:
 
     def setup_planner(self: Any) -> ScrewPlanner:
         move_group = self.MOVE_GROUP if hasattr(self, "MOVE_GROUP") else "eef"
-        return ScrewPlanner(self.robot._objs[0], [link.get_name() for link in self.robot.get_links()], move_group,
-                            self.base_pose, self.joint_vel_limits,
-                            self.joint_acc_limits)
+        return ScrewPlanner(
+            self.robot._objs[0],
+            [link.get_name() for link in self.robot.get_links()],
+            move_group,
+            self.base_pose,
+            self.joint_vel_limits,
+            self.joint_acc_limits,
+        )
 
     BaseMotionPlanningSolver.setup_planner = setup_planner
     BaseMotionPlanningSolver._rlinf_screw_planner = True
@@ -245,8 +278,10 @@ class PlannerEnv:
         self.base = single_env.maniskill_env
         self.control_mode = control_mode or self.base.control_mode
         if self.control_mode not in CONTROL_MODES:
-            raise ValueError(f"cannot convert joint targets into control_mode={self.control_mode!r}; "
-                             f"supported: {list(CONTROL_MODES)}")
+            raise ValueError(
+                f"cannot convert joint targets into control_mode={self.control_mode!r}; "
+                f"supported: {list(CONTROL_MODES)}"
+            )
         self.max_steps = max_steps
         self._view = _BaseEnvView(self.base)
         self._fk: Optional[tuple[Any, int]] = None
@@ -310,14 +345,23 @@ class PlannerEnv:
         from mani_skill.utils.geometry.rotation_conversions import matrix_to_euler_angles, quaternion_to_matrix
 
         config = controller.config
-        if config.use_target or not config.use_delta or not config.frame.startswith("root_translation") or (
-                self.control_mode == "pd_ee_delta_pose" and config.frame != "root_translation:root_aligned_body_rotation"):
-            raise ValueError(f"{self.control_mode}: only ManiSkill's default delta convention (frame root_translation"
-                             f"[:root_aligned_body_rotation], use_delta, no use_target) is supported, got frame="
-                             f"{config.frame!r} use_delta={config.use_delta} use_target={config.use_target}")
+        if (
+            config.use_target
+            or not config.use_delta
+            or not config.frame.startswith("root_translation")
+            or (
+                self.control_mode == "pd_ee_delta_pose"
+                and config.frame != "root_translation:root_aligned_body_rotation"
+            )
+        ):
+            raise ValueError(
+                f"{self.control_mode}: only ManiSkill's default delta convention (frame root_translation"
+                f"[:root_aligned_body_rotation], use_delta, no use_target) is supported, got frame="
+                f"{config.frame!r} use_delta={config.use_delta} use_target={config.use_target}"
+            )
         qpos = self.base.agent.robot.get_qpos().cpu().numpy()[0].astype(np.float64)
         goal_q = qpos.copy()
-        goal_q[:len(target)] = target
+        goal_q[: len(target)] = target
         goal = self._tcp_at_base(goal_q)
         current = controller.ee_pose_at_base  # what the controller adds the delta to (frame root_translation)
         current_p = current.p.cpu().numpy().reshape(-1).astype(np.float64)
@@ -379,7 +423,9 @@ def plan_episode(planner_env: PlannerEnv, solve: Callable[..., Any], seed: int) 
         status = f"longer than {planner_env.max_steps} steps"
     observations = planner_env.observations
     return {
-        "seed": seed, "status": status, "success": bool(planner_env.success and status == "ok"),
+        "seed": seed,
+        "status": status,
+        "success": bool(planner_env.success and status == "ok"),
         "instruction": planner_env.env.instruction,
         "obs": {key: np.stack([o[key] for o in observations]) for key in observations[0]} if observations else {},
         "actions": np.stack(planner_env.actions) if planner_env.actions else np.zeros((0, 0), np.float32),

@@ -1,11 +1,14 @@
 """Registers `rlinf/ManiSkill-<Task>` ids (no simulator import: entry points are strings)."""
+
 from ..vector import register_env
 from .env import TASKS
 
 
 def register_envs() -> None:
     for task in TASKS:
-        register_env(f"rlinf/ManiSkill-{task}",
-                     entry_point="rlinf_embodied.envs.maniskill.env:make_single_env",
-                     vector_entry_point="rlinf_embodied.envs.maniskill.env:make_vector_env",
-                     task=task)
+        register_env(
+            f"rlinf/ManiSkill-{task}",
+            entry_point="rlinf_embodied.envs.maniskill.env:make_single_env",
+            vector_entry_point="rlinf_embodied.envs.maniskill.env:make_vector_env",
+            task=task,
+        )

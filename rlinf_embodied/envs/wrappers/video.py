@@ -1,4 +1,5 @@
 """VideoRecorder: tiled mp4s of the first k envs' "rgb" observations of a vector env."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -19,7 +20,7 @@ def tile_frames(frames: np.ndarray) -> np.ndarray:
     canvas = np.zeros((rows * height, cols * width, channels), np.uint8)
     for index in range(count):
         row, col = divmod(index, cols)
-        canvas[row * height:(row + 1) * height, col * width:(col + 1) * width] = frames[index]
+        canvas[row * height : (row + 1) * height, col * width : (col + 1) * width] = frames[index]
     return canvas
 
 
@@ -27,8 +28,10 @@ def require_mp4_writer() -> None:
     """Fail early and clearly where imageio cannot write mp4: without imageio-ffmpeg it falls back to
     another plugin (e.g. tifffile) and fails at the first frame with an unrelated TypeError."""
     if importlib.util.find_spec("imageio_ffmpeg") is None:
-        raise ImportError("VideoRecorder writes mp4 files through imageio's ffmpeg plugin, and the "
-                          "'imageio-ffmpeg' package is not installed; pip install imageio-ffmpeg")
+        raise ImportError(
+            "VideoRecorder writes mp4 files through imageio's ffmpeg plugin, and the "
+            "'imageio-ffmpeg' package is not installed; pip install imageio-ffmpeg"
+        )
 
 
 class VideoRecorder(gym.vector.VectorWrapper):
@@ -39,14 +42,22 @@ class VideoRecorder(gym.vector.VectorWrapper):
     `last_video_path` is the path of the latest file (written or being written).
     """
 
-    def __init__(self, env: gym.vector.VectorEnv, video_dir: str, name_prefix: str = "rollout",
-                 num_envs_to_record: int = 4, fps: int = 20):
+    def __init__(
+        self,
+        env: gym.vector.VectorEnv,
+        video_dir: str,
+        name_prefix: str = "rollout",
+        num_envs_to_record: int = 4,
+        fps: int = 20,
+    ):
         super().__init__(env)
         rgb_space = getattr(env.single_observation_space, "spaces", {}).get("rgb")
         if rgb_space is None:
-            raise ValueError(f"VideoRecorder needs 'rgb' observations; this env's observation keys are "
-                             f"{sorted(getattr(env.single_observation_space, 'spaces', {}))} -- make it with "
-                             f"obs_mode='rgb'")
+            raise ValueError(
+                f"VideoRecorder needs 'rgb' observations; this env's observation keys are "
+                f"{sorted(getattr(env.single_observation_space, 'spaces', {}))} -- make it with "
+                f"obs_mode='rgb'"
+            )
         if num_envs_to_record < 1:
             raise ValueError(f"num_envs_to_record must be >= 1, got {num_envs_to_record}")
         require_mp4_writer()

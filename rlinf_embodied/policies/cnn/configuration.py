@@ -1,4 +1,5 @@
 """`cnn` configuration and size presets (rgb observations, plus state when state_dim > 0)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -46,8 +47,15 @@ class CNNConfig(GaussianPolicyConfig):
 
 CNN_PRESETS: dict[str, dict] = {
     # ~10k parameters, 32 x 32 images: for tests and CPU smoke runs.
-    "tiny": dict(image_size=32, conv_channels=[8, 16, 16], conv_kernels=[4, 3, 3], conv_strides=[2, 2, 1],
-                 pool_size=2, feature_dim=32, head_hidden_dim=32),
+    "tiny": dict(
+        image_size=32,
+        conv_channels=[8, 16, 16],
+        conv_kernels=[4, 3, 3],
+        conv_strides=[2, 2, 1],
+        pool_size=2,
+        feature_dim=32,
+        head_hidden_dim=32,
+    ),
     # ManiSkill's rgb PPO baseline (NatureCNN on 128 x 128 camera images, 256-d features, 512-d heads).
     "default": dict(image_size=128),
 }

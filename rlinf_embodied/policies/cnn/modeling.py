@@ -7,14 +7,23 @@ state_dim > 0 a linear+ReLU state encoder of the same width is concatenated. Act
 one-hidden-layer MLPs on that latent. Only obs["rgb"] is used (a wrist camera is ignored).
 Sampling, clipping and log-prob conventions: see ../mlp/gaussian.py.
 """
+
 from __future__ import annotations
 
 import torch
 from torch import nn
 
 from ..base import Obs
-from ..mlp.gaussian import (ACTOR_OUT_GAIN, CRITIC_OUT_GAIN, HIDDEN_GAIN, GaussianActorCritic, build_mlp,
-                            check_state, init_linear, obs_tensor)
+from ..mlp.gaussian import (
+    ACTOR_OUT_GAIN,
+    CRITIC_OUT_GAIN,
+    HIDDEN_GAIN,
+    GaussianActorCritic,
+    build_mlp,
+    check_state,
+    init_linear,
+    obs_tensor,
+)
 from .configuration import CNN_PRESETS, CNNConfig
 
 
@@ -33,7 +42,7 @@ class ImageEncoder(nn.Module):
             in_channels = channels
         self.convs = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(config.pool_size)
-        self.proj = init_linear(nn.Linear(in_channels * config.pool_size ** 2, config.feature_dim), HIDDEN_GAIN)
+        self.proj = init_linear(nn.Linear(in_channels * config.pool_size**2, config.feature_dim), HIDDEN_GAIN)
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
         dtype = self.proj.weight.dtype
@@ -55,7 +64,8 @@ class CNNPolicy(GaussianActorCritic):
         self.state_encoder: nn.Module | None = None
         if config.state_dim > 0:
             self.state_encoder = nn.Sequential(
-                init_linear(nn.Linear(config.state_dim, config.feature_dim), HIDDEN_GAIN), nn.ReLU())
+                init_linear(nn.Linear(config.state_dim, config.feature_dim), HIDDEN_GAIN), nn.ReLU()
+            )
             latent_dim += config.feature_dim
         out_dim = config.action_chunk * config.action_dim
         self.actor = build_mlp(latent_dim, [config.head_hidden_dim], out_dim, ACTOR_OUT_GAIN, nn.ReLU)
@@ -80,8 +90,9 @@ class CNNPolicy(GaussianActorCritic):
             raise TypeError(f"cnn: obs['rgb'] has dtype {rgb.dtype}; expected torch.uint8 (0-255 pixels)")
         min_size = self.config.min_image_size()
         if min(rgb.shape[1], rgb.shape[2]) < min_size:
-            raise ValueError(f"cnn: obs['rgb'] is {rgb.shape[1]}x{rgb.shape[2]}; the conv stack needs at "
-                             f"least {min_size}x{min_size}")
+            raise ValueError(
+                f"cnn: obs['rgb'] is {rgb.shape[1]}x{rgb.shape[2]}; the conv stack needs at least {min_size}x{min_size}"
+            )
         return rgb
 
     def example_obs(self, batch_size: int) -> Obs:

@@ -4,13 +4,15 @@ Contract of `sft_loss`: `actions` are demonstration action chunks in env units, 
 (or (N, action_dim) when the policy's chunk is 1); `is_pad` (N, chunk) bool marks rows past the end of
 the demonstration (repeated last actions): they are excluded from the loss. Returns a scalar with grad.
 """
+
 from __future__ import annotations
 
 import torch
 
 
-def as_action_chunk(actions, action_chunk: int, action_dim: int, policy_name: str,
-                    device: torch.device | None = None) -> torch.Tensor:
+def as_action_chunk(
+    actions, action_chunk: int, action_dim: int, policy_name: str, device: torch.device | None = None
+) -> torch.Tensor:
     """Demonstration actions as a float32 (N, action_chunk, action_dim) tensor, or a clear error."""
     actions = torch.as_tensor(actions)
     if actions.ndim == 2 and action_chunk == 1:
@@ -18,7 +20,8 @@ def as_action_chunk(actions, action_chunk: int, action_dim: int, policy_name: st
     if actions.ndim != 3 or tuple(actions.shape[1:]) != (action_chunk, action_dim):
         raise ValueError(
             f"{policy_name}: demonstration actions have shape {tuple(actions.shape)}; expected "
-            f"(N, action_chunk={action_chunk}, action_dim={action_dim}) for this policy")
+            f"(N, action_chunk={action_chunk}, action_dim={action_dim}) for this policy"
+        )
     return actions.to(device=device, dtype=torch.float32)
 
 

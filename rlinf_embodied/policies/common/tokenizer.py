@@ -6,6 +6,7 @@ models have no tokenizer to load and nothing may be downloaded, so `byte_level_t
 self-contained byte-level tokenizer (256 byte tokens + specials, no merges): any string encodes,
 deterministically, with no training data. It is saved next to the weights like a real one.
 """
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Config fields every flow-matching VLA policy (pi0, GR00T) shares: I/O padding, RL sampling, training switches."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,5 +1,6 @@
 """Pieces the pi0 and GR00T converters share: reading upstream weights, turning dataset statistics
 into this package's [-1, 1] normalisation bounds, and writing the converted directory."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """Small heads the flow policies add for RL: the Flow-Noise std head and the value head."""
+
 from __future__ import annotations
 
 import torch
@@ -33,7 +34,9 @@ class ValueHead(nn.Module):
 
     def __init__(self, feature_dim: int, hidden_dim: int):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(feature_dim, hidden_dim), nn.GELU(approximate="tanh"), nn.Linear(hidden_dim, 1))
+        self.net = nn.Sequential(
+            nn.Linear(feature_dim, hidden_dim), nn.GELU(approximate="tanh"), nn.Linear(hidden_dim, 1)
+        )
         nn.init.normal_(self.net[2].weight, std=0.01)
         nn.init.zeros_(self.net[2].bias)
 

@@ -22,6 +22,7 @@ and `log_probs` (N, chunk, action_dim) sums the Gaussian transition log-densitie
 steps. `evaluate` re-encodes the observation with gradients and recomputes exactly those transitions
 from the stored chain. In deterministic mode no step is stochastic: log_probs are zero.
 """
+
 from __future__ import annotations
 
 import abc
@@ -65,7 +66,9 @@ class FlowPolicy(Policy):
         """Conditioning context (batch-first tensors) with "pooled" (N, F) for the value head."""
 
     @abc.abstractmethod
-    def predict_velocity(self, context: dict[str, Any], x: torch.Tensor, tau: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def predict_velocity(
+        self, context: dict[str, Any], x: torch.Tensor, tau: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """x (n, chunk, A_pad) at times tau (n,) -> (u float32 (n, chunk, A_pad), features (n, chunk, F))."""
 
     @abc.abstractmethod
@@ -97,7 +100,8 @@ class FlowPolicy(Policy):
         self.value_head = ValueHead(pooled_dim, cfg.value_hidden_dim) if cfg.add_value_head else None
         self.noise_head = (
             FlowNoiseHead(action_feature_dim, cfg.max_action_dim, cfg.noise_std_min, cfg.noise_std_max)
-            if cfg.noise_method == "flow_noise" else None
+            if cfg.noise_method == "flow_noise"
+            else None
         )
         if cfg.freeze_vision_encoder:
             for module in self.vision_modules():
@@ -116,7 +120,9 @@ class FlowPolicy(Policy):
 
         cfg = self.config
         lora = LoraConfig(
-            r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+            r=cfg.lora_rank,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
             target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         )
         language_model = self.backbone_language_model()

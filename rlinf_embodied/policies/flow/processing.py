@@ -1,4 +1,5 @@
 """Observation preprocessing shared by the flow VLAs: images to [-1, 1], instructions to token ids, padding."""
+
 from __future__ import annotations
 
 import torch
@@ -48,8 +49,10 @@ def tokenize_instructions(
     for text in texts:
         length = len(tokenizer(text)["input_ids"])
         if length > max_len:
-            raise ValueError(f"instruction {text.strip()!r} has {length} tokens > max_token_len={max_len}; "
-                             f"raise the policy's max_token_len (policy.overrides.max_token_len=...)")
+            raise ValueError(
+                f"instruction {text.strip()!r} has {length} tokens > max_token_len={max_len}; "
+                f"raise the policy's max_token_len (policy.overrides.max_token_len=...)"
+            )
     previous_side = tokenizer.padding_side
     tokenizer.padding_side = "right"
     try:

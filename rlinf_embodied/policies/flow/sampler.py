@@ -10,6 +10,7 @@ Padded action dimensions (the model predicts `max_action_dim`, the env uses the 
 follow the ODE mean without noise: they are a deterministic function of the stochastic path, so the
 path density is exactly the product over the used dimensions.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -19,6 +19,7 @@ ODE has none, so RL replaces some steps by stochastic ones whose density is know
 
 Deterministic steps use the ODE mean and no noise.
 """
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """Helpers for flow policies: batch-row selection of cached contexts and init-free construction."""
+
 from __future__ import annotations
 
 from contextlib import contextmanager

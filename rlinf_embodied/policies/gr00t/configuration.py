@@ -18,6 +18,7 @@ The upstream encoders/decoder hold one weight set per embodiment (32); this port
 converter picks it by `embodiment_id`). Dropout (0.2 upstream) is left out: RL needs `act` and
 `evaluate` to compute the same function.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -82,16 +83,46 @@ GR00T_PRESETS: dict[str, dict] = {
     # ~0.23M parameters: every code path of the real model, fast on a CPU. Padded widths leave room
     # for the envs' state/action sizes (the pipeline passes state_dim/action_dim of the env).
     "tiny": dict(
-        action_dim=7, action_chunk=4, state_dim=8, max_action_dim=16, max_state_dim=64,
-        image_size=32, max_token_len=96, num_denoise_steps=4, value_hidden_dim=32,
-        vision_patch_size=8, vision_hidden_size=32, vision_intermediate_size=64, vision_num_layers=2,
-        vision_num_heads=2, vocab_size=260, llm_hidden_size=64, llm_intermediate_size=128, llm_num_heads=4,
-        llm_num_kv_heads=2, llm_head_dim=16, select_layer=2, vl_self_attention_layers=1,
-        vl_self_attention_heads=2, vl_self_attention_head_dim=32, dit_layers=2, dit_heads=2, dit_head_dim=16,
-        input_embedding_dim=32, hidden_size=32, num_target_vision_tokens=4, max_seq_len=16,
+        action_dim=7,
+        action_chunk=4,
+        state_dim=8,
+        max_action_dim=16,
+        max_state_dim=64,
+        image_size=32,
+        max_token_len=96,
+        num_denoise_steps=4,
+        value_hidden_dim=32,
+        vision_patch_size=8,
+        vision_hidden_size=32,
+        vision_intermediate_size=64,
+        vision_num_layers=2,
+        vision_num_heads=2,
+        vocab_size=260,
+        llm_hidden_size=64,
+        llm_intermediate_size=128,
+        llm_num_heads=4,
+        llm_num_kv_heads=2,
+        llm_head_dim=16,
+        select_layer=2,
+        vl_self_attention_layers=1,
+        vl_self_attention_heads=2,
+        vl_self_attention_head_dim=32,
+        dit_layers=2,
+        dit_heads=2,
+        dit_head_dim=16,
+        input_embedding_dim=32,
+        hidden_size=32,
+        num_target_vision_tokens=4,
+        max_seq_len=16,
     ),
     "gr00t-n1.5-3b": dict(
-        action_dim=7, action_chunk=16, state_dim=8, max_action_dim=32, max_state_dim=64, image_size=224,
-        max_token_len=96, num_denoise_steps=4,
+        action_dim=7,
+        action_chunk=16,
+        state_dim=8,
+        max_action_dim=32,
+        max_state_dim=64,
+        image_size=224,
+        max_token_len=96,
+        num_denoise_steps=4,
     ),
 }

@@ -22,6 +22,7 @@ bounds with `norm_mode` (GR00T's default normaliser is min_max).
 
     python -m rlinf_embodied.policies.gr00t.convert SRC DST [--embodiment-tag new_embodiment] [--tokenizer DIR]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,12 +63,12 @@ def map_gr00t_key(key: str, nested_vision_model: bool, select_layer: int) -> str
         return None
     for upstream, ours in KEY_PREFIXES:
         if key.startswith(upstream):
-            mapped = ours + key[len(upstream):]
+            mapped = ours + key[len(upstream) :]
             break
     else:
         raise unknown_keys_error("GR00T", [key])
     if ours == "vision_tower.":
-        inner = mapped[len("vision_tower."):]
+        inner = mapped[len("vision_tower.") :]
         if not nested_vision_model:
             inner = inner.removeprefix("vision_model.")
         if inner.startswith(("head.", "vision_model.head.")):
@@ -89,8 +90,9 @@ def embodiment_linear(upstream: dict[str, torch.Tensor], prefix: str, embodiment
     return {"weight": weight[embodiment_id].t().contiguous(), "bias": bias[embodiment_id].contiguous()}
 
 
-def convert_state_dict(upstream: dict[str, torch.Tensor], embodiment_id: int, nested_vision_model: bool,
-                       select_layer: int) -> dict[str, torch.Tensor]:
+def convert_state_dict(
+    upstream: dict[str, torch.Tensor], embodiment_id: int, nested_vision_model: bool, select_layer: int
+) -> dict[str, torch.Tensor]:
     state = {}
     for key, value in upstream.items():
         module = key.removeprefix("action_head.").split(".")[0]
@@ -101,8 +103,11 @@ def convert_state_dict(upstream: dict[str, torch.Tensor], embodiment_id: int, ne
         mapped = map_gr00t_key(key, nested_vision_model, select_layer)
         if mapped is not None:
             state[mapped] = value
-    layers = {"state_encoder": ("layer1", "layer2"), "action_encoder": ("W1", "W2", "W3"),
-              "action_decoder": ("layer1", "layer2")}
+    layers = {
+        "state_encoder": ("layer1", "layer2"),
+        "action_encoder": ("W1", "W2", "W3"),
+        "action_decoder": ("layer1", "layer2"),
+    }
     for module, names in layers.items():
         for name in names:
             linear = embodiment_linear(upstream, f"action_head.{module}.{name}", embodiment_id)
@@ -124,16 +129,25 @@ def config_from_gr00t(src: str) -> dict:
     if dit.get("positional_embeddings") or not dit.get("interleave_self_attention", True):
         raise ValueError("only GR00T-N1.5's DiT (interleaved self-attention, no positional embeddings) is supported")
     picks = {
-        "action_chunk": head.get("action_horizon"), "max_action_dim": head.get("max_action_dim", head.get("action_dim")),
-        "max_state_dim": head.get("max_state_dim"), "num_denoise_steps": head.get("num_inference_timesteps"),
-        "hidden_size": head.get("hidden_size"), "input_embedding_dim": head.get("input_embedding_dim"),
-        "num_target_vision_tokens": head.get("num_target_vision_tokens"), "max_seq_len": head.get("max_seq_len"),
-        "num_timestep_buckets": head.get("num_timestep_buckets"), "noise_beta_alpha": head.get("noise_beta_alpha"),
-        "noise_beta_beta": head.get("noise_beta_beta"), "noise_s": head.get("noise_s"),
-        "dit_layers": dit.get("num_layers"), "dit_heads": dit.get("num_attention_heads"),
-        "dit_head_dim": dit.get("attention_head_dim"), "vl_self_attention_layers": vl.get("num_layers"),
+        "action_chunk": head.get("action_horizon"),
+        "max_action_dim": head.get("max_action_dim", head.get("action_dim")),
+        "max_state_dim": head.get("max_state_dim"),
+        "num_denoise_steps": head.get("num_inference_timesteps"),
+        "hidden_size": head.get("hidden_size"),
+        "input_embedding_dim": head.get("input_embedding_dim"),
+        "num_target_vision_tokens": head.get("num_target_vision_tokens"),
+        "max_seq_len": head.get("max_seq_len"),
+        "num_timestep_buckets": head.get("num_timestep_buckets"),
+        "noise_beta_alpha": head.get("noise_beta_alpha"),
+        "noise_beta_beta": head.get("noise_beta_beta"),
+        "noise_s": head.get("noise_s"),
+        "dit_layers": dit.get("num_layers"),
+        "dit_heads": dit.get("num_attention_heads"),
+        "dit_head_dim": dit.get("attention_head_dim"),
+        "vl_self_attention_layers": vl.get("num_layers"),
         "vl_self_attention_heads": vl.get("num_attention_heads"),
-        "vl_self_attention_head_dim": vl.get("attention_head_dim"), "select_layer": backbone.get("select_layer"),
+        "vl_self_attention_head_dim": vl.get("attention_head_dim"),
+        "select_layer": backbone.get("select_layer"),
         "backbone_project_to_dim": backbone.get("project_to_dim"),
     }
     overrides = {key: value for key, value in picks.items() if value is not None}
@@ -192,8 +206,12 @@ def convert_gr00t(
         settings = {**settings, **_dims_from_metadata(entry), **overrides}  # explicit overrides still win
         dims = Gr00tConfig.from_dict({**settings, "lora_rank": 0})
         action_stats, state_stats = concatenated_stats(entry, "action"), concatenated_stats(entry, "state")
-        bounds = dict(zip(("action_low", "action_high"), stats_to_bounds(action_stats, norm_mode, dims.action_dim, "action")))
-        bounds |= dict(zip(("state_low", "state_high"), stats_to_bounds(state_stats, norm_mode, dims.state_dim, "state")))
+        bounds = dict(
+            zip(("action_low", "action_high"), stats_to_bounds(action_stats, norm_mode, dims.action_dim, "action"))
+        )
+        bounds |= dict(
+            zip(("state_low", "state_high"), stats_to_bounds(state_stats, norm_mode, dims.state_dim, "state"))
+        )
         settings = {**settings, **bounds, **overrides}
     else:
         logger.warning("%s has no experiment_cfg/metadata.json: actions and states pass through unnormalised", src)
@@ -223,8 +241,15 @@ def main() -> None:
     parser.add_argument("--tokenizer", default=None, help="local directory with the Eagle/Qwen3 tokenizer")
     parser.add_argument("--norm-mode", default="min_max", choices=["mean_std", "quantile", "min_max"])
     args = parser.parse_args()
-    convert_gr00t(args.src, args.dst, size=args.size, embodiment_tag=args.embodiment_tag,
-                  embodiment_id=args.embodiment_id, tokenizer_path=args.tokenizer, norm_mode=args.norm_mode)
+    convert_gr00t(
+        args.src,
+        args.dst,
+        size=args.size,
+        embodiment_tag=args.embodiment_tag,
+        embodiment_id=args.embodiment_id,
+        tokenizer_path=args.tokenizer,
+        norm_mode=args.norm_mode,
+    )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ the projections are kept one Linear each (to_q, to_k, to_v, to_out) so the conve
 upstream weights one to one. No dropout (see configuration.py). Unlike upstream, cross-attention
 honours the VLM tokens' padding mask; with unpadded inputs the two agree.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,7 +30,9 @@ class Attention(nn.Module):
         self.to_v = nn.Linear(context_dim or dim, inner)
         self.to_out = nn.Linear(inner, dim)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, context_valid: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor | None = None, context_valid: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """x (N, L, dim); context (N, S, context_dim) or None (self-attention); context_valid (N, S) bool."""
         source = x if context is None else context
         query, key, value = self._split(self.to_q(x)), self._split(self.to_k(source)), self._split(self.to_v(source))
@@ -89,7 +92,9 @@ class DiTBlock(nn.Module):
         self.norm3 = nn.LayerNorm(dim, eps=1e-5, elementwise_affine=False)
         self.ff = feed_forward(dim)
 
-    def forward(self, x: torch.Tensor, temb: torch.Tensor, context: torch.Tensor, context_valid: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, temb: torch.Tensor, context: torch.Tensor, context_valid: torch.Tensor
+    ) -> torch.Tensor:
         normed = self.norm1(x, temb)
         if self.is_cross_attention:
             x = x + self.attn1(normed, context, context_valid)
@@ -130,7 +135,9 @@ class DiT(CheckpointableStack):
         self.proj_out_1 = nn.Linear(dim, 2 * dim)
         self.proj_out_2 = nn.Linear(dim, output_dim)
 
-    def forward(self, tokens: torch.Tensor, context: torch.Tensor, context_valid: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, tokens: torch.Tensor, context: torch.Tensor, context_valid: torch.Tensor, timesteps: torch.Tensor
+    ) -> torch.Tensor:
         """tokens (n, L, dim), context (n, S, context_dim), context_valid (n, S), timesteps (n,) -> (n, L, output_dim)."""
         temb = self.timestep_encoder(timesteps)
         for block in self.transformer_blocks:

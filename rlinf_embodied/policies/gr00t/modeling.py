@@ -16,6 +16,7 @@ same x), u = -v. Inference then matches GR00T's Euler loop x += v / K with t = 0
 
 Value head: masked mean of the action head's processed VLM tokens (after vl_self_attention).
 """
+
 from __future__ import annotations
 
 import math
@@ -83,10 +84,15 @@ def pixel_shuffle(patches: torch.Tensor, ratio: float) -> torch.Tensor:
 
 def siglip_config(cfg: Gr00tConfig) -> SiglipVisionConfig:
     config = SiglipVisionConfig(
-        hidden_size=cfg.vision_hidden_size, intermediate_size=cfg.vision_intermediate_size,
-        num_hidden_layers=cfg.vision_num_layers, num_attention_heads=cfg.vision_num_heads,
-        image_size=cfg.image_size, patch_size=cfg.vision_patch_size, hidden_act="gelu_pytorch_tanh",
-        layer_norm_eps=1e-6, vision_use_head=False,
+        hidden_size=cfg.vision_hidden_size,
+        intermediate_size=cfg.vision_intermediate_size,
+        num_hidden_layers=cfg.vision_num_layers,
+        num_attention_heads=cfg.vision_num_heads,
+        image_size=cfg.image_size,
+        patch_size=cfg.vision_patch_size,
+        hidden_act="gelu_pytorch_tanh",
+        layer_norm_eps=1e-6,
+        vision_use_head=False,
     )
     config._attn_implementation = "sdpa"
     return config
@@ -94,11 +100,20 @@ def siglip_config(cfg: Gr00tConfig) -> SiglipVisionConfig:
 
 def qwen3_config(cfg: Gr00tConfig) -> Qwen3Config:
     config = Qwen3Config(
-        vocab_size=cfg.vocab_size, hidden_size=cfg.llm_hidden_size, intermediate_size=cfg.llm_intermediate_size,
-        num_hidden_layers=cfg.select_layer, num_attention_heads=cfg.llm_num_heads,
-        num_key_value_heads=cfg.llm_num_kv_heads, head_dim=cfg.llm_head_dim, max_position_embeddings=40960,
-        rms_norm_eps=1e-6, rope_parameters={"rope_type": "default", "rope_theta": cfg.llm_rope_theta},
-        tie_word_embeddings=True, pad_token_id=None, bos_token_id=None, eos_token_id=None,
+        vocab_size=cfg.vocab_size,
+        hidden_size=cfg.llm_hidden_size,
+        intermediate_size=cfg.llm_intermediate_size,
+        num_hidden_layers=cfg.select_layer,
+        num_attention_heads=cfg.llm_num_heads,
+        num_key_value_heads=cfg.llm_num_kv_heads,
+        head_dim=cfg.llm_head_dim,
+        max_position_embeddings=40960,
+        rms_norm_eps=1e-6,
+        rope_parameters={"rope_type": "default", "rope_theta": cfg.llm_rope_theta},
+        tie_word_embeddings=True,
+        pad_token_id=None,
+        bos_token_id=None,
+        eos_token_id=None,
     )
     config._attn_implementation = "sdpa"
     return config
@@ -116,7 +131,9 @@ class Gr00tPolicy(FlowPolicy):
         shuffled_dim = cfg.vision_hidden_size * round(1 / cfg.downsample_ratio) ** 2
         self.vision_tower = SiglipVisionModel(siglip_config(cfg))
         self.mlp1 = nn.Sequential(
-            nn.LayerNorm(shuffled_dim), nn.Linear(shuffled_dim, cfg.llm_hidden_size), nn.GELU(),
+            nn.LayerNorm(shuffled_dim),
+            nn.Linear(shuffled_dim, cfg.llm_hidden_size),
+            nn.GELU(),
             nn.Linear(cfg.llm_hidden_size, cfg.llm_hidden_size),
         )
         self.language_model = Qwen3Model(qwen3_config(cfg))
@@ -144,8 +161,12 @@ class Gr00tPolicy(FlowPolicy):
 
     def fsdp_units(self) -> list[nn.Module]:
         vision = getattr(self.vision_tower, "vision_model", self.vision_tower)  # transformers 4.x nests it
-        return [*vision.encoder.layers, *self.language_model.layers,
-                *self.vl_self_attention.transformer_blocks, *self.dit.transformer_blocks]
+        return [
+            *vision.encoder.layers,
+            *self.language_model.layers,
+            *self.vl_self_attention.transformer_blocks,
+            *self.dit.transformer_blocks,
+        ]
 
     def checkpointing_models(self) -> list[nn.Module]:
         return [self.vision_tower, self.language_model, self.vl_self_attention, self.dit]
@@ -172,18 +193,23 @@ class Gr00tPolicy(FlowPolicy):
         batch = cameras[0].shape[0]
         image_tokens = image_tokens.reshape(len(cameras), batch, -1, cfg.llm_hidden_size).transpose(0, 1)
         image_tokens = image_tokens.reshape(batch, -1, cfg.llm_hidden_size)
-        token_ids, token_valid = tokenize_instructions(self.tokenizer, list(obs["instruction"]), cfg.max_token_len, device)
+        token_ids, token_valid = tokenize_instructions(
+            self.tokenizer, list(obs["instruction"]), cfg.max_token_len, device
+        )
         text_tokens = self.language_model.embed_tokens(token_ids)
         image_valid = torch.ones(image_tokens.shape[:2], dtype=torch.bool, device=device)
         valid = torch.cat([image_valid, token_valid], dim=1)
-        hidden = self.language_model(inputs_embeds=torch.cat([image_tokens, text_tokens], dim=1),
-                                     attention_mask=valid.long()).last_hidden_state
+        hidden = self.language_model(
+            inputs_embeds=torch.cat([image_tokens, text_tokens], dim=1), attention_mask=valid.long()
+        ).last_hidden_state
         hidden = torch.where(valid[..., None], hidden, 0.0)  # padding rows carry nothing downstream
         if self.eagle_linear is not None:
             hidden = self.eagle_linear(hidden)
         return hidden, valid
 
-    def predict_velocity(self, context: dict[str, Any], x: torch.Tensor, tau: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def predict_velocity(
+        self, context: dict[str, Any], x: torch.Tensor, tau: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """tau convention in/out (see module docstring): t = 1 - tau, u = -v."""
         buckets = self.config.num_timestep_buckets
         # The small epsilon keeps grid times such as t = 0.25 in their bucket despite float rounding.
@@ -191,7 +217,9 @@ class Gr00tPolicy(FlowPolicy):
         velocity, features = self.gr00t_velocity(context, x, timesteps)
         return -velocity.float(), features
 
-    def gr00t_velocity(self, context: dict[str, Any], x: torch.Tensor, timesteps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def gr00t_velocity(
+        self, context: dict[str, Any], x: torch.Tensor, timesteps: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """GR00T's action head: x_t (n, chunk, A_pad), bucketed t (n,) -> v = action - noise, DiT features."""
         dtype, chunk = self.compute_dtype, x.shape[1]
         action_tokens = self.action_encoder(x.to(dtype), timesteps)
@@ -201,8 +229,14 @@ class Gr00tPolicy(FlowPolicy):
         features = self.dit(tokens, context["vl_tokens"], context["vl_valid"], timesteps)[:, -chunk:]
         return self.action_decoder(features), features
 
-    def sft_loss(self, obs: Obs, actions: torch.Tensor, is_pad: torch.Tensor | None = None,
-                 noise: torch.Tensor | None = None, t: torch.Tensor | None = None) -> torch.Tensor:
+    def sft_loss(
+        self,
+        obs: Obs,
+        actions: torch.Tensor,
+        is_pad: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+        t: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """GR00T's flow-matching loss: t = (s - Beta(1.5, 1)) / s, x_t = (1 - t) noise + t a, target a - noise,
         on the used action dims; mean squared error over the chunk rows `is_pad` (N, chunk) does not mark.
         `noise` (N, chunk, max_action_dim) and `t` (N,) may be fixed by the caller."""

@@ -1,4 +1,5 @@
 """`mlp` configuration and size presets (state observations only)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

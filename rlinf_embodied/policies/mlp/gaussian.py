@@ -15,6 +15,7 @@ Action convention (CleanRL / ManiSkill PPO baselines, made explicit here):
 Log-probs and entropies are per action dimension, (N, chunk, act_dim); the distribution is always
 evaluated in float32 even when the networks run in bf16.
 """
+
 from __future__ import annotations
 
 import abc
@@ -58,8 +59,9 @@ def init_linear(layer: nn.Linear, gain: float) -> nn.Linear:
     return layer
 
 
-def build_mlp(in_dim: int, hidden_dims: list[int], out_dim: int, out_gain: float,
-              activation: type[nn.Module] = nn.Tanh) -> nn.Sequential:
+def build_mlp(
+    in_dim: int, hidden_dims: list[int], out_dim: int, out_gain: float, activation: type[nn.Module] = nn.Tanh
+) -> nn.Sequential:
     """Linear-activation stack ending in a linear layer of gain `out_gain` (no output activation)."""
     layers: list[nn.Module] = []
     for width in hidden_dims:
@@ -79,13 +81,14 @@ def obs_tensor(obs: Obs, key: str, policy_name: str) -> torch.Tensor:
     return value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
 
 
-def check_state(obs: Obs, state_dim: int, policy_name: str, device: torch.device,
-                dtype: torch.dtype) -> torch.Tensor:
+def check_state(obs: Obs, state_dim: int, policy_name: str, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """obs["state"] as (N, state_dim) on `device`/`dtype`; errors name the expected and got shapes."""
     state = obs_tensor(obs, "state", policy_name)
     if state.ndim != 2 or state.shape[1] != state_dim:
-        raise ValueError(f"{policy_name}: obs['state'] has shape {tuple(state.shape)}; "
-                         f"expected (N, {state_dim}) (state_dim={state_dim})")
+        raise ValueError(
+            f"{policy_name}: obs['state'] has shape {tuple(state.shape)}; "
+            f"expected (N, {state_dim}) (state_dim={state_dim})"
+        )
     if not state.is_floating_point():
         raise TypeError(f"{policy_name}: obs['state'] has dtype {state.dtype}; expected a floating dtype")
     return state.to(device=device, dtype=dtype)

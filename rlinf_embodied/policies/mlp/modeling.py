@@ -4,6 +4,7 @@ Architecture of ManiSkill's / CleanRL's PPO baseline: separate actor and critic 
 (`num_layers` x `hidden_dim`, Tanh, orthogonal init; actor output gain 0.01*sqrt(2), critic 1.0) and
 a learned state-independent log-std. Sampling, clipping and log-prob conventions: see gaussian.py.
 """
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """OpenVLA configuration and size presets ("openvla-7b" is the published architecture, see vla_common.config)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,8 +12,10 @@ class OpenVLAConfig(PrismaticVLAConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.action_chunk != 1:
-            raise ValueError(f"openvla predicts one action per step: action_chunk={self.action_chunk}, valid: 1 "
-                             "(use openvla_oft for action chunks)")
+            raise ValueError(
+                f"openvla predicts one action per step: action_chunk={self.action_chunk}, valid: 1 "
+                "(use openvla_oft for action chunks)"
+            )
 
 
 OPENVLA_PRESETS: dict[str, dict] = {

@@ -8,20 +8,33 @@ and the weights; attention head counts from the size preset. The action statisti
 (q01/q99 with the mask, upstream's BOUNDS_Q99) become action_low/action_high; the tokenizer files of SRC
 are copied along.
 """
+
 from __future__ import annotations
 
 import argparse
 
 from ..flow.utils import skip_weight_init
 from ..flow.convert_utils import finish_conversion
-from ..vla_common.convert import config_from_upstream, convert_prismatic_state, load_upstream, q99_bounds, select_norm_stats
+from ..vla_common.convert import (
+    config_from_upstream,
+    convert_prismatic_state,
+    load_upstream,
+    q99_bounds,
+    select_norm_stats,
+)
 from .configuration import OPENVLA_PRESETS, OpenVLAConfig
 from .modeling import OpenVLAPolicy
 
 
-def convert_openvla_checkpoint(src: str, dst: str | None = None, *, size: str = "openvla-7b",
-                               unnorm_key: str | None = None, tokenizer_path: str | None = None,
-                               **overrides) -> OpenVLAPolicy:
+def convert_openvla_checkpoint(
+    src: str,
+    dst: str | None = None,
+    *,
+    size: str = "openvla-7b",
+    unnorm_key: str | None = None,
+    tokenizer_path: str | None = None,
+    **overrides,
+) -> OpenVLAPolicy:
     """Read the upstream directory `src`; return the policy and, if `dst`, save_pretrained it there."""
     upstream = load_upstream(src)
     settings = {**OPENVLA_PRESETS[size], **config_from_upstream(src, upstream)}
@@ -45,8 +58,9 @@ def main() -> None:
     parser.add_argument("--unnorm-key", default=None, help="dataset whose action statistics to use")
     parser.add_argument("--tokenizer", default=None)
     args = parser.parse_args()
-    convert_openvla_checkpoint(args.src, args.dst, size=args.size, unnorm_key=args.unnorm_key,
-                               tokenizer_path=args.tokenizer)
+    convert_openvla_checkpoint(
+        args.src, args.dst, size=args.size, unnorm_key=args.unnorm_key, tokenizer_path=args.tokenizer
+    )
 
 
 if __name__ == "__main__":

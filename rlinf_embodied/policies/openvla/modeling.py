@@ -8,6 +8,7 @@ ones `act` sampled from. Values: value head on the final hidden state of the las
 
 extras: "action_tokens" (N, 1, action_dim) long, the sampled token ids.
 """
+
 from __future__ import annotations
 
 import torch
@@ -50,8 +51,12 @@ class OpenVLAPolicy(PrismaticVLAPolicy):
                 hidden = self.run_llm(step_embeds, valid[:, None, None, :], step_positions, cache)[:, -1]
         action_tokens = torch.stack(tokens, dim=1)[:, None]  # (N, 1, D)
         actions = self.unnormalize_actions(self.action_tokenizer.tokens_to_actions(action_tokens))
-        return ActOutput(actions=actions, log_probs=torch.stack(log_probs, dim=1)[:, None], values=values,
-                         extras={"action_tokens": action_tokens})
+        return ActOutput(
+            actions=actions,
+            log_probs=torch.stack(log_probs, dim=1)[:, None],
+            values=values,
+            extras={"action_tokens": action_tokens},
+        )
 
     def evaluate(self, obs: Obs, act_output: ActOutput) -> EvalOutput:
         log_p, values, tokens = self.token_log_probs(obs, act_output.extras["action_tokens"])
@@ -60,7 +65,9 @@ class OpenVLAPolicy(PrismaticVLAPolicy):
         entropy = -(log_p.exp() * log_p).sum(-1)
         return EvalOutput(log_probs=log_probs[:, None], entropy=entropy[:, None], values=values)
 
-    def token_log_probs(self, obs: Obs, action_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    def token_log_probs(
+        self, obs: Obs, action_tokens: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """Teacher-forced pass: log-softmax (N, D, n_bins) of every action position, values (N,), tokens (N, D)."""
         cfg = self.config
         tokens = torch.as_tensor(action_tokens).to(self.device).long().reshape(-1, cfg.action_dim)
@@ -72,7 +79,7 @@ class OpenVLAPolicy(PrismaticVLAPolicy):
         fed = self.language_model.model.embed_tokens(tokens[:, :-1])  # (N, D - 1, W)
         embeds = torch.cat([embeds, fed], dim=1)
         valid = torch.cat([valid, valid.new_ones(fed.shape[:2])], dim=1)
-        hidden = self.run_llm(embeds, causal_mask(valid), valid_positions(valid))[:, prompt_len - 1:]  # (N, D, W)
+        hidden = self.run_llm(embeds, causal_mask(valid), valid_positions(valid))[:, prompt_len - 1 :]  # (N, D, W)
         log_p = torch.log_softmax(self.action_logits(hidden), dim=-1)
         return log_p, self.values_from_hidden(hidden[:, 0]), tokens
 

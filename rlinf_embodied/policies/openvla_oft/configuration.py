@@ -4,6 +4,7 @@
 the OpenVLA-7B VLM, two cameras (third-person + wrist), proprio state (8) projected to one token,
 chunk 8 x 7 actions, and the L1-regression MLP-ResNet action head (2 blocks, width 4096).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ class OpenVLAOFTConfig(PrismaticVLAConfig):
 
 OPENVLA_OFT_PRESETS: dict[str, dict] = {
     "tiny": dict(action_dim=7, action_chunk=4, state_dim=8, num_images=2, **TINY_PRISMATIC),
-    "openvla-oft-7b": dict(action_dim=7, action_chunk=8, state_dim=8, num_images=2,
-                           max_token_len=PROMPT_TOKENS_BYTE_LEVEL),
+    "openvla-oft-7b": dict(
+        action_dim=7, action_chunk=8, state_dim=8, num_images=2, max_token_len=PROMPT_TOKENS_BYTE_LEVEL
+    ),
 }

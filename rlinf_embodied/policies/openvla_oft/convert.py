@@ -10,6 +10,7 @@ Without an action-head file the discrete (action token) variant is built. Statis
 config.json["norm_stats"] and `dataset_statistics.json`: action q01/q99 -> action_low/high, proprio
 q01/q99 -> state_low/high. Chunk, cameras and state width come from the preset (LIBERO: 8, 2, 8).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,7 +22,13 @@ import torch
 
 from ..flow.utils import skip_weight_init
 from ..flow.convert_utils import finish_conversion
-from ..vla_common.convert import config_from_upstream, convert_prismatic_state, load_upstream, q99_bounds, select_norm_stats
+from ..vla_common.convert import (
+    config_from_upstream,
+    convert_prismatic_state,
+    load_upstream,
+    q99_bounds,
+    select_norm_stats,
+)
 from .configuration import OPENVLA_OFT_PRESETS, OpenVLAOFTConfig
 from .modeling import OpenVLAOFTPolicy
 
@@ -43,9 +50,15 @@ def dataset_statistics(src: str) -> dict:
         return json.load(f)
 
 
-def convert_openvla_oft_checkpoint(src: str, dst: str | None = None, *, size: str = "openvla-oft-7b",
-                                   unnorm_key: str | None = None, tokenizer_path: str | None = None,
-                                   **overrides) -> OpenVLAOFTPolicy:
+def convert_openvla_oft_checkpoint(
+    src: str,
+    dst: str | None = None,
+    *,
+    size: str = "openvla-oft-7b",
+    unnorm_key: str | None = None,
+    tokenizer_path: str | None = None,
+    **overrides,
+) -> OpenVLAOFTPolicy:
     """Read the upstream OFT directory `src`; return the policy and, if `dst`, save_pretrained it there."""
     upstream = load_upstream(src)
     action_head = load_component(src, "action_head")
@@ -83,8 +96,9 @@ def main() -> None:
     parser.add_argument("--action-chunk", type=int, default=None)
     args = parser.parse_args()
     extra = {} if args.action_chunk is None else {"action_chunk": args.action_chunk}
-    convert_openvla_oft_checkpoint(args.src, args.dst, size=args.size, unnorm_key=args.unnorm_key,
-                                   tokenizer_path=args.tokenizer, **extra)
+    convert_openvla_oft_checkpoint(
+        args.src, args.dst, size=args.size, unnorm_key=args.unnorm_key, tokenizer_path=args.tokenizer, **extra
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """OpenVLA-OFT's heads: the proprio projector and the L1-regression MLP-ResNet action head (upstream names)."""
+
 from __future__ import annotations
 
 import torch

@@ -14,6 +14,7 @@ Two heads (`action_head_type`):
 `evaluate` reruns the same single pass with gradients: it does not depend on the sampled actions.
 Values: value head on the final hidden state of the last prompt token (which sees no placeholder).
 """
+
 from __future__ import annotations
 
 import math
@@ -57,8 +58,10 @@ class OpenVLAOFTPolicy(PrismaticVLAPolicy):
         if self.proprio_projector is None:
             return None
         if obs.get("state") is None:
-            raise KeyError(f"openvla_oft with use_proprio=True needs obs['state'] (N, {self.config.state_dim}); "
-                           f"got keys {sorted(obs)}")
+            raise KeyError(
+                f"openvla_oft with use_proprio=True needs obs['state'] (N, {self.config.state_dim}); "
+                f"got keys {sorted(obs)}"
+            )
         state = torch.as_tensor(obs["state"]).to(self.device, torch.float32)
         if state.ndim != 2 or state.shape[1] != self.config.state_dim:
             raise ValueError(f"obs['state'] must be (N, {self.config.state_dim}), got {tuple(state.shape)}")
@@ -75,7 +78,9 @@ class OpenVLAOFTPolicy(PrismaticVLAPolicy):
         batch, prompt_len, width = embeds.shape
         block_len = self.num_action_tokens + 1  # placeholders + stop token
         stop_id = self.tokenizer.eos_token_id
-        stop = self.language_model.model.embed_tokens(torch.full((batch, 1), stop_id, dtype=torch.long, device=embeds.device))
+        stop = self.language_model.model.embed_tokens(
+            torch.full((batch, 1), stop_id, dtype=torch.long, device=embeds.device)
+        )
         placeholders = embeds.new_zeros(batch, self.num_action_tokens, width)
         embeds = torch.cat([embeds, placeholders, stop], dim=1)
         valid = torch.cat([valid, valid.new_ones(batch, block_len)], dim=1)
@@ -83,7 +88,7 @@ class OpenVLAOFTPolicy(PrismaticVLAPolicy):
         if self.config.bidirectional_action_attention:
             mask[:, :, prompt_len:, prompt_len:] = True
         hidden = self.run_llm(embeds, mask, valid_positions(valid))
-        return hidden[:, prompt_len - 1: prompt_len - 1 + self.num_action_tokens], hidden[:, prompt_len - 1]
+        return hidden[:, prompt_len - 1 : prompt_len - 1 + self.num_action_tokens], hidden[:, prompt_len - 1]
 
     def gaussian(self, action_hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised mean (N, chunk, D) float32 and std (D,) float32 of the continuous head."""
@@ -107,8 +112,12 @@ class OpenVLAOFTPolicy(PrismaticVLAPolicy):
             normalized = mean if deterministic else mean + std * torch.randn_like(mean)
             log_probs = gaussian_log_prob(normalized, mean, std)
             extras = {"normalized_actions": normalized}
-        return ActOutput(actions=self.unnormalize_actions(normalized), log_probs=log_probs,
-                         values=self.values_from_hidden(last_hidden), extras=extras)
+        return ActOutput(
+            actions=self.unnormalize_actions(normalized),
+            log_probs=log_probs,
+            values=self.values_from_hidden(last_hidden),
+            extras=extras,
+        )
 
     def evaluate(self, obs: Obs, act_output: ActOutput) -> EvalOutput:
         cfg = self.config
@@ -150,10 +159,18 @@ class OpenVLAOFTPolicy(PrismaticVLAPolicy):
         cfg = self.config
         fresh = {
             "value_head": lambda: super(OpenVLAOFTPolicy, self).reset_head("value_head"),
-            "action_head": lambda: setattr(self, "action_head", L1RegressionActionHead(
-                cfg.hidden_size, cfg.action_dim, cfg.action_head_num_blocks).to(self.device, self.compute_dtype)),
-            "proprio_projector": lambda: setattr(self, "proprio_projector", ProprioProjector(
-                cfg.state_dim, cfg.hidden_size).to(self.device, self.compute_dtype)),
+            "action_head": lambda: setattr(
+                self,
+                "action_head",
+                L1RegressionActionHead(cfg.hidden_size, cfg.action_dim, cfg.action_head_num_blocks).to(
+                    self.device, self.compute_dtype
+                ),
+            ),
+            "proprio_projector": lambda: setattr(
+                self,
+                "proprio_projector",
+                ProprioProjector(cfg.state_dim, cfg.hidden_size).to(self.device, self.compute_dtype),
+            ),
             "action_log_std": lambda: self.action_log_std.data.fill_(cfg.init_log_std),
         }
         if head not in fresh:

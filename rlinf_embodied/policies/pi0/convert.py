@@ -19,6 +19,7 @@ or LeRobot's processor files (`policy_preprocessor*normalizer_processor.safetens
 
     python -m rlinf_embodied.policies.pi0.convert SRC DST [--tokenizer DIR] [--norm-stats FILE]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,8 +56,12 @@ LM_HEAD_KEYS = (
     "paligemma_with_expert.paligemma.lm_head.weight",
     "paligemma_with_expert.paligemma.language_model.lm_head.weight",
 )
-DROPPED_PREFIXES = ("paligemma_with_expert.gemma_expert.lm_head.", "normalize_inputs.", "normalize_targets.",
-                    "unnormalize_outputs.")
+DROPPED_PREFIXES = (
+    "paligemma_with_expert.gemma_expert.lm_head.",
+    "normalize_inputs.",
+    "normalize_targets.",
+    "unnormalize_outputs.",
+)
 EMBED_KEY = "language_model.embed_tokens.weight"
 
 
@@ -67,9 +72,9 @@ def map_lerobot_key(key: str, nested_vision_model: bool) -> str | None:
         return None
     for upstream, ours in KEY_PREFIXES:
         if key.startswith(upstream):
-            mapped = ours + key[len(upstream):]
+            mapped = ours + key[len(upstream) :]
             if ours == "vision_tower." and not nested_vision_model:
-                mapped = "vision_tower." + mapped[len("vision_tower."):].removeprefix("vision_model.")
+                mapped = "vision_tower." + mapped[len("vision_tower.") :].removeprefix("vision_model.")
             return mapped
     raise unknown_keys_error("pi0", [key])
 
@@ -101,9 +106,14 @@ def config_from_lerobot(src: str) -> dict:
         if upstream.get(field, expected) not in (expected, expected + "_lora"):
             raise ValueError(f"{field}={upstream[field]!r} is not supported (expected {expected})")
     overrides = {}
-    renames = {"chunk_size": "action_chunk", "max_action_dim": "max_action_dim", "max_state_dim": "max_state_dim",
-               "num_steps": "num_denoise_steps", "num_inference_steps": "num_denoise_steps",
-               "tokenizer_max_length": "max_token_len"}
+    renames = {
+        "chunk_size": "action_chunk",
+        "max_action_dim": "max_action_dim",
+        "max_state_dim": "max_state_dim",
+        "num_steps": "num_denoise_steps",
+        "num_inference_steps": "num_denoise_steps",
+        "tokenizer_max_length": "max_token_len",
+    }
     for theirs, ours in renames.items():
         if theirs in upstream:
             overrides[ours] = int(upstream[theirs])
@@ -127,7 +137,9 @@ def find_norm_stats(src: str, upstream: dict[str, torch.Tensor], norm_stats_path
         with open(path) as f:
             data = json.load(f)
         return data.get("norm_stats", data)
-    stats = _stats_from_tensors(upstream, "normalize_inputs.buffer_observation_state.", "unnormalize_outputs.buffer_action.")
+    stats = _stats_from_tensors(
+        upstream, "normalize_inputs.buffer_observation_state.", "unnormalize_outputs.buffer_action."
+    )
     if stats:
         return stats
     from safetensors.torch import load_file
@@ -142,7 +154,7 @@ def _stats_from_tensors(tensors: dict[str, torch.Tensor], state_prefix: str, act
     plain = {key.removeprefix("model."): value for key, value in tensors.items()}
     stats = {}
     for name, prefix in (("state", state_prefix), ("actions", action_prefix)):
-        entry = {key[len(prefix):]: value for key, value in plain.items() if key.startswith(prefix)}
+        entry = {key[len(prefix) :]: value for key, value in plain.items() if key.startswith(prefix)}
         if entry:
             stats[name] = entry
     return stats
@@ -170,9 +182,13 @@ def convert_pi0(
     dims = Pi0Config.from_dict({**settings, "lora_rank": 0})
     bounds = {}
     if "actions" in stats:
-        bounds |= dict(zip(("action_low", "action_high"), stats_to_bounds(stats["actions"], norm_mode, dims.action_dim, "action")))
+        bounds |= dict(
+            zip(("action_low", "action_high"), stats_to_bounds(stats["actions"], norm_mode, dims.action_dim, "action"))
+        )
     if "state" in stats and dims.state_dim:
-        bounds |= dict(zip(("state_low", "state_high"), stats_to_bounds(stats["state"], norm_mode, dims.state_dim, "state")))
+        bounds |= dict(
+            zip(("state_low", "state_high"), stats_to_bounds(stats["state"], norm_mode, dims.state_dim, "state"))
+        )
     settings = {**settings, **bounds, **overrides}  # explicit overrides win
     lora_rank = settings.pop("lora_rank", 0)  # adapters go on after the upstream weights are loaded
     if not stats:
@@ -194,8 +210,15 @@ def main() -> None:
     parser.add_argument("--action-dim", type=int, default=None)
     args = parser.parse_args()
     extra = {} if args.action_dim is None else {"action_dim": args.action_dim}
-    convert_pi0(args.src, args.dst, size=args.size, tokenizer_path=args.tokenizer,
-                norm_stats_path=args.norm_stats, norm_mode=args.norm_mode, **extra)
+    convert_pi0(
+        args.src,
+        args.dst,
+        size=args.size,
+        tokenizer_path=args.tokenizer,
+        norm_stats_path=args.norm_stats,
+        norm_mode=args.norm_mode,
+        **extra,
+    )
 
 
 if __name__ == "__main__":

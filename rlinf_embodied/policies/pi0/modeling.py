@@ -16,6 +16,7 @@ prefix, the state and all action tokens. Positions are counted over valid tokens
 
 Value head: masked mean of the VLM's final (normed) hidden states over the valid prefix tokens.
 """
+
 from __future__ import annotations
 
 import math
@@ -58,11 +59,19 @@ class PrefixKVReader:
 
 def gemma_config(cfg: Pi0Config, width: int, mlp_dim: int, num_heads: int, vocab_size: int) -> GemmaConfig:
     config = GemmaConfig(
-        vocab_size=vocab_size, hidden_size=width, intermediate_size=mlp_dim, num_hidden_layers=cfg.vlm_depth,
-        num_attention_heads=num_heads, num_key_value_heads=cfg.num_kv_heads, head_dim=cfg.head_dim,
-        hidden_act="gelu_pytorch_tanh", max_position_embeddings=8192, rms_norm_eps=1e-6,
+        vocab_size=vocab_size,
+        hidden_size=width,
+        intermediate_size=mlp_dim,
+        num_hidden_layers=cfg.vlm_depth,
+        num_attention_heads=num_heads,
+        num_key_value_heads=cfg.num_kv_heads,
+        head_dim=cfg.head_dim,
+        hidden_act="gelu_pytorch_tanh",
+        max_position_embeddings=8192,
+        rms_norm_eps=1e-6,
         rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
-        pad_token_id=0 if vocab_size > 1 else None, bos_token_id=2 if vocab_size > 2 else None,
+        pad_token_id=0 if vocab_size > 1 else None,
+        bos_token_id=2 if vocab_size > 2 else None,
         eos_token_id=1 if vocab_size > 1 else None,
     )
     config._attn_implementation = "sdpa"  # takes our boolean prefix-LM masks as they are
@@ -71,10 +80,15 @@ def gemma_config(cfg: Pi0Config, width: int, mlp_dim: int, num_heads: int, vocab
 
 def siglip_config(cfg: Pi0Config) -> SiglipVisionConfig:
     config = SiglipVisionConfig(
-        hidden_size=cfg.vision_hidden_size, intermediate_size=cfg.vision_intermediate_size,
-        num_hidden_layers=cfg.vision_num_layers, num_attention_heads=cfg.vision_num_heads,
-        image_size=cfg.image_size, patch_size=cfg.vision_patch_size, hidden_act="gelu_pytorch_tanh",
-        layer_norm_eps=1e-6, vision_use_head=False,
+        hidden_size=cfg.vision_hidden_size,
+        intermediate_size=cfg.vision_intermediate_size,
+        num_hidden_layers=cfg.vision_num_layers,
+        num_attention_heads=cfg.vision_num_heads,
+        image_size=cfg.image_size,
+        patch_size=cfg.vision_patch_size,
+        hidden_act="gelu_pytorch_tanh",
+        layer_norm_eps=1e-6,
+        vision_use_head=False,
     )
     config._attn_implementation = "sdpa"
     return config
@@ -106,9 +120,13 @@ class Pi0Policy(FlowPolicy):
         cfg = config
         self.vision_tower = SiglipVisionModel(siglip_config(cfg))
         self.multi_modal_projector = nn.Linear(cfg.vision_hidden_size, cfg.vlm_width)
-        self.language_model = GemmaModel(gemma_config(cfg, cfg.vlm_width, cfg.vlm_mlp_dim, cfg.vlm_num_heads, cfg.vocab_size))
+        self.language_model = GemmaModel(
+            gemma_config(cfg, cfg.vlm_width, cfg.vlm_mlp_dim, cfg.vlm_num_heads, cfg.vocab_size)
+        )
         # The expert takes embeddings, never token ids: build it with a 1-row vocabulary, then drop it.
-        self.action_expert = GemmaModel(gemma_config(cfg, cfg.expert_width, cfg.expert_mlp_dim, cfg.expert_num_heads, 1))
+        self.action_expert = GemmaModel(
+            gemma_config(cfg, cfg.expert_width, cfg.expert_mlp_dim, cfg.expert_num_heads, 1)
+        )
         self.action_expert.embed_tokens = None
         self.state_proj = nn.Linear(cfg.max_state_dim, cfg.expert_width)
         self.action_in_proj = nn.Linear(cfg.max_action_dim, cfg.expert_width)
@@ -142,8 +160,13 @@ class Pi0Policy(FlowPolicy):
         recorder = PrefixKVRecorder()
         hidden = tokens
         for layer in self.language_model.layers:
-            hidden = layer(hidden, attention_mask=attention_mask, position_ids=positions,
-                           past_key_values=recorder, position_embeddings=position_embeddings)
+            hidden = layer(
+                hidden,
+                attention_mask=attention_mask,
+                position_ids=positions,
+                past_key_values=recorder,
+                position_embeddings=position_embeddings,
+            )
         hidden = self.language_model.norm(hidden)
         num_layers = len(self.language_model.layers)
         return {
@@ -164,12 +187,16 @@ class Pi0Policy(FlowPolicy):
         batch = cameras[0].shape[0]
         image_tokens = image_tokens.reshape(len(cameras), batch, -1, cfg.vlm_width).transpose(0, 1)
         image_tokens = image_tokens.reshape(batch, -1, cfg.vlm_width)
-        token_ids, token_valid = tokenize_instructions(self.tokenizer, list(obs["instruction"]), cfg.max_token_len, device)
+        token_ids, token_valid = tokenize_instructions(
+            self.tokenizer, list(obs["instruction"]), cfg.max_token_len, device
+        )
         text_tokens = self.language_model.embed_tokens(token_ids)  # Gemma scales by sqrt(width)
         image_valid = torch.ones(image_tokens.shape[:2], dtype=torch.bool, device=device)
         return torch.cat([image_tokens, text_tokens], dim=1), torch.cat([image_valid, token_valid], dim=1)
 
-    def predict_velocity(self, context: dict[str, Any], x: torch.Tensor, tau: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def predict_velocity(
+        self, context: dict[str, Any], x: torch.Tensor, tau: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Action expert pass over [state token; action-time tokens] attending to the cached prefix."""
         suffix = self.embed_suffix(context["state"], x, tau)  # (n, 1 + chunk, We)
         prefix_valid = context["prefix_valid"]
@@ -182,8 +209,13 @@ class Pi0Policy(FlowPolicy):
         reader = PrefixKVReader(context["prefix_keys"], context["prefix_values"])
         hidden = suffix
         for layer in self.action_expert.layers:
-            hidden = layer(hidden, attention_mask=attention_mask, position_ids=positions,
-                           past_key_values=reader, position_embeddings=position_embeddings)
+            hidden = layer(
+                hidden,
+                attention_mask=attention_mask,
+                position_ids=positions,
+                past_key_values=reader,
+                position_embeddings=position_embeddings,
+            )
         features = self.action_expert.norm(hidden)[:, 1:]  # the action tokens
         return self.action_out_proj(features).float(), features
 
@@ -198,8 +230,14 @@ class Pi0Policy(FlowPolicy):
         action_tokens = self.action_time_mlp_out(F.silu(fused))
         return torch.cat([state_token, action_tokens], dim=1)
 
-    def sft_loss(self, obs: Obs, actions: torch.Tensor, is_pad: torch.Tensor | None = None,
-                 noise: torch.Tensor | None = None, tau: torch.Tensor | None = None) -> torch.Tensor:
+    def sft_loss(
+        self,
+        obs: Obs,
+        actions: torch.Tensor,
+        is_pad: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+        tau: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """openpi's flow-matching loss: x_tau = tau * noise + (1 - tau) * a, target u = noise - a, with
         tau ~ 0.001 + 0.999 * Beta(1.5, 1) (more weight near the noisy end), on the used action dims;
         mean squared error over the chunk rows `is_pad` (N, chunk) does not mark (LeRobot's masking).

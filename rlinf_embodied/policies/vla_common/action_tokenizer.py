@@ -5,6 +5,7 @@ Upstream encodes a normalised action a as bin d = digitize(clip(a, -1, 1), linsp
 31744..31999. Decoding maps a token back to d = V - token and to the centre of bin clip(d - 1, 0, 254)
 of the 255 bin centres (so ids V - 256 and V - 255 decode alike, exactly as upstream).
 """
+
 from __future__ import annotations
 
 import torch

@@ -9,6 +9,7 @@ second-to-last block (so only the first depth - 1 blocks are built); projector 2
 32000 + <PAD> padded to 32064. Action tokens: 256 bins over [-1, 1] on the last 256 ids of the
 32000-token Llama vocabulary (token = 32000 - bin, bin in 1..256).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -74,10 +75,14 @@ class PrismaticVLAConfig(PolicyConfig):
         if self.num_images not in (1, 2):
             raise ValueError(f"num_images={self.num_images}; valid: 1 (rgb) or 2 (rgb + wrist_rgb)")
         if self.dino_intermediate_size % self.dino_hidden_size:
-            raise ValueError(f"dino_intermediate_size={self.dino_intermediate_size} must be a multiple of "
-                             f"dino_hidden_size={self.dino_hidden_size} (DINOv2 uses an integer mlp_ratio)")
+            raise ValueError(
+                f"dino_intermediate_size={self.dino_intermediate_size} must be a multiple of "
+                f"dino_hidden_size={self.dino_hidden_size} (DINOv2 uses an integer mlp_ratio)"
+            )
         if min(self.dino_num_layers, self.siglip_num_layers) < 2:
-            raise ValueError("dino_num_layers and siglip_num_layers must be >= 2 (features come from the second-to-last block)")
+            raise ValueError(
+                "dino_num_layers and siglip_num_layers must be >= 2 (features come from the second-to-last block)"
+            )
         if not 0 < self.n_action_bins <= self.action_token_vocab_size <= self.vocab_size:
             raise ValueError(
                 f"need 0 < n_action_bins ({self.n_action_bins}) <= action_token_vocab_size "
@@ -105,10 +110,27 @@ class PrismaticVLAConfig(PolicyConfig):
 # Shared tiny architecture (~0.2M parameters) for CPU tests: every code path of the real model. The byte-level
 # tokenizer has 260 ids, so the 256 action tokens sit right above it (ids 260..515).
 TINY_PRISMATIC: dict = dict(
-    image_size=32, patch_size=8,
-    dino_hidden_size=32, dino_num_layers=2, dino_num_heads=2, dino_intermediate_size=64, dino_num_register_tokens=4,
-    siglip_hidden_size=32, siglip_num_layers=2, siglip_num_heads=2, siglip_intermediate_size=64,
-    vocab_size=520, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=4, intermediate_size=128,
-    max_position_embeddings=512, pad_token_id=2, action_token_vocab_size=516, max_token_len=PROMPT_TOKENS_BYTE_LEVEL,
-    empty_token_id=None, value_hidden_dim=32,
+    image_size=32,
+    patch_size=8,
+    dino_hidden_size=32,
+    dino_num_layers=2,
+    dino_num_heads=2,
+    dino_intermediate_size=64,
+    dino_num_register_tokens=4,
+    siglip_hidden_size=32,
+    siglip_num_layers=2,
+    siglip_num_heads=2,
+    siglip_intermediate_size=64,
+    vocab_size=520,
+    hidden_size=64,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=4,
+    intermediate_size=128,
+    max_position_embeddings=512,
+    pad_token_id=2,
+    action_token_vocab_size=516,
+    max_token_len=PROMPT_TOKENS_BYTE_LEVEL,
+    empty_token_id=None,
+    value_hidden_dim=32,
 )

@@ -12,6 +12,7 @@ timm), norm2, mlp.fc1, mlp.fc2, ls2.scale_factor. The fused qkv is split into q/
 block and the final norms/pooling head are dropped (features are read at the second-to-last block).
 DINOv2-reg has no position embedding for the CLS token (timm `no_embed_class`), so it gets a zero row.
 """
+
 from __future__ import annotations
 
 import logging
@@ -25,18 +26,31 @@ from .policy import read_config_json
 logger = logging.getLogger(__name__)
 
 DINO_BLOCK = {
-    "norm1": "norm1", "attn.proj": "attention.o_proj", "ls1.scale_factor": "layer_scale1.lambda1",
-    "ls1.gamma": "layer_scale1.lambda1", "norm2": "norm2", "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2",
-    "ls2.scale_factor": "layer_scale2.lambda1", "ls2.gamma": "layer_scale2.lambda1",
+    "norm1": "norm1",
+    "attn.proj": "attention.o_proj",
+    "ls1.scale_factor": "layer_scale1.lambda1",
+    "ls1.gamma": "layer_scale1.lambda1",
+    "norm2": "norm2",
+    "mlp.fc1": "mlp.fc1",
+    "mlp.fc2": "mlp.fc2",
+    "ls2.scale_factor": "layer_scale2.lambda1",
+    "ls2.gamma": "layer_scale2.lambda1",
 }
-SIGLIP_BLOCK = {"norm1": "layer_norm1", "attn.proj": "self_attn.out_proj", "norm2": "layer_norm2",
-                "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2"}
+SIGLIP_BLOCK = {
+    "norm1": "layer_norm1",
+    "attn.proj": "self_attn.out_proj",
+    "norm2": "layer_norm2",
+    "mlp.fc1": "mlp.fc1",
+    "mlp.fc2": "mlp.fc2",
+}
 BLOCK_KEY = re.compile(r"blocks\.(\d+)\.(.+)\.(weight|bias|scale_factor|gamma)$")
 VISION_DROPPED = ("norm.", "fc_norm.", "head.", "attn_pool.")
 
 
 def num_blocks(state: dict[str, torch.Tensor], prefix: str) -> int:
-    indices = {int(m.group(1)) for key in state if key.startswith(prefix) and (m := BLOCK_KEY.match(key[len(prefix):]))}
+    indices = {
+        int(m.group(1)) for key in state if key.startswith(prefix) and (m := BLOCK_KEY.match(key[len(prefix) :]))
+    }
     return max(indices) + 1 if indices else 0
 
 
@@ -49,7 +63,7 @@ def convert_vit(state: dict[str, torch.Tensor], prefix: str, ours: str, kind: st
     for key, value in state.items():
         if not key.startswith(prefix):
             continue
-        name = key[len(prefix):]
+        name = key[len(prefix) :]
         block = BLOCK_KEY.match(name)
         if block:
             index, module, param = int(block.group(1)), block.group(2), block.group(3)
@@ -70,7 +84,9 @@ def convert_vit(state: dict[str, torch.Tensor], prefix: str, ours: str, kind: st
             target = "embeddings.patch_embeddings.projection." if kind == "dino" else "embeddings.patch_embedding."
             out[ours + target + name.rsplit(".", 1)[1]] = value
         elif name == "pos_embed" and kind == "dino":
-            pos = value if value.shape[1] != num_patch_tokens(state, prefix) else torch.cat([value[:, :1] * 0, value], 1)
+            pos = (
+                value if value.shape[1] != num_patch_tokens(state, prefix) else torch.cat([value[:, :1] * 0, value], 1)
+            )
             out[ours + "embeddings.position_embeddings"] = pos
         elif name == "pos_embed":
             out[ours + "embeddings.position_embedding.weight"] = value[0]
@@ -115,10 +131,17 @@ def config_from_upstream(src: str, upstream: dict[str, torch.Tensor]) -> dict:
     if not data.get("use_fused_vision_backbone", True):
         raise ValueError(f"{src!r}: only the fused DINOv2 + SigLIP backbone (dinosiglip) is supported")
     text = data.get("text_config") or {}
-    fields = {"vocab_size": "vocab_size", "hidden_size": "hidden_size", "intermediate_size": "intermediate_size",
-              "num_hidden_layers": "num_layers", "num_attention_heads": "num_heads",
-              "num_key_value_heads": "num_kv_heads", "rms_norm_eps": "rms_norm_eps", "rope_theta": "rope_theta",
-              "max_position_embeddings": "max_position_embeddings"}
+    fields = {
+        "vocab_size": "vocab_size",
+        "hidden_size": "hidden_size",
+        "intermediate_size": "intermediate_size",
+        "num_hidden_layers": "num_layers",
+        "num_attention_heads": "num_heads",
+        "num_key_value_heads": "num_kv_heads",
+        "rms_norm_eps": "rms_norm_eps",
+        "rope_theta": "rope_theta",
+        "max_position_embeddings": "max_position_embeddings",
+    }
     settings = {ours: text[theirs] for theirs, ours in fields.items() if theirs in text}
     if "pad_token_id" in data:
         settings["pad_token_id"] = int(data["pad_token_id"])

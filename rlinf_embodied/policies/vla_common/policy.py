@@ -13,6 +13,7 @@ The prompt tokens are left-padded *inside* the sequence, so the last position is
 of every row; padding is masked out as keys, and positions count valid tokens only, so a padded row
 computes exactly what the unpadded sequence would.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,11 +42,19 @@ DEFAULT_INSTRUCTIONS = ("pick up the red cube", "open the top drawer", "put the 
 
 def llama_config(cfg: PrismaticVLAConfig) -> LlamaConfig:
     config = LlamaConfig(
-        vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
-        num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_kv_heads,
-        rms_norm_eps=cfg.rms_norm_eps, max_position_embeddings=cfg.max_position_embeddings,
-        rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta}, pad_token_id=cfg.pad_token_id,
-        bos_token_id=None, eos_token_id=None, tie_word_embeddings=False,
+        vocab_size=cfg.vocab_size,
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_kv_heads,
+        rms_norm_eps=cfg.rms_norm_eps,
+        max_position_embeddings=cfg.max_position_embeddings,
+        rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
+        pad_token_id=cfg.pad_token_id,
+        bos_token_id=None,
+        eos_token_id=None,
+        tie_word_embeddings=False,
     )
     config._attn_implementation = "sdpa"  # takes our boolean masks as they are
     return config
@@ -71,8 +80,10 @@ def prompt_ids(tokenizer, cfg: PrismaticVLAConfig, instruction: str) -> list[int
     if cfg.empty_token_id is not None and (not ids or ids[-1] != cfg.empty_token_id):
         ids.append(cfg.empty_token_id)
     if len(ids) > cfg.max_token_len:
-        raise ValueError(f"prompt for instruction {text!r} has {len(ids)} tokens > max_token_len={cfg.max_token_len}; "
-                         "raise the policy's max_token_len (policy.overrides.max_token_len=...)")
+        raise ValueError(
+            f"prompt for instruction {text!r} has {len(ids)} tokens > max_token_len={cfg.max_token_len}; "
+            "raise the policy's max_token_len (policy.overrides.max_token_len=...)"
+        )
     return ids
 
 
@@ -112,8 +123,9 @@ class PrismaticVLAPolicy(Policy):
         from peft import LoraConfig, inject_adapter_in_model
 
         cfg = self.config
-        lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                          target_modules=LORA_TARGETS)
+        lora = LoraConfig(
+            r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules=LORA_TARGETS
+        )
         inject_adapter_in_model(lora, self.language_model.model)
         for name, param in self.named_parameters():
             param.requires_grad_(LORA_MARKER in name or name.startswith(self.head_prefixes))
@@ -131,8 +143,11 @@ class PrismaticVLAPolicy(Policy):
 
     def fsdp_units(self) -> list[nn.Module]:
         """Transformer blocks of both ViTs and of Llama, to be sharded one by one."""
-        return [*vit_layers(self.vision_backbone.featurizer), *vit_layers(self.vision_backbone.fused_featurizer),
-                *self.language_model.model.layers]
+        return [
+            *vit_layers(self.vision_backbone.featurizer),
+            *vit_layers(self.vision_backbone.fused_featurizer),
+            *self.language_model.model.layers,
+        ]
 
     # ---- observations -----------------------------------------------------------------------------
     def camera_images(self, obs: Obs) -> list[torch.Tensor]:
@@ -174,8 +189,8 @@ class PrismaticVLAPolicy(Policy):
         valid = torch.zeros(len(rows), length, dtype=torch.bool)
         for i, ids in enumerate(rows):
             if ids:
-                token_ids[i, length - len(ids):] = torch.tensor(ids)
-                valid[i, length - len(ids):] = True
+                token_ids[i, length - len(ids) :] = torch.tensor(ids)
+                valid[i, length - len(ids) :] = True
         return token_ids.to(self.device), valid.to(self.device)
 
     def extra_prefix_tokens(self, obs: Obs) -> torch.Tensor | None:
@@ -205,16 +220,23 @@ class PrismaticVLAPolicy(Policy):
         return torch.cat([prefix, embed(token_ids)], dim=1), torch.cat([prefix_valid, token_valid], dim=1)
 
     # ---- LLM helpers ------------------------------------------------------------------------------
-    def run_llm(self, embeds: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any = None) -> torch.Tensor:
+    def run_llm(
+        self, embeds: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any = None
+    ) -> torch.Tensor:
         """Final normed hidden states (N, L, W) of the Llama decoder under a (N, 1, L, K) bool mask."""
-        out = self.language_model.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
-                                        past_key_values=cache, use_cache=cache is not None)
+        out = self.language_model.model(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=cache is not None,
+        )
         return out.last_hidden_state
 
     def action_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(..., W) -> temperature-scaled float32 logits (..., n_bins) over the action tokens only."""
         first = self.action_tokenizer.first_token_id
-        weight = self.language_model.lm_head.weight[first: first + self.config.n_action_bins]
+        weight = self.language_model.lm_head.weight[first : first + self.config.n_action_bins]
         return F.linear(hidden, weight).float() / self.config.temperature
 
     def values_from_hidden(self, hidden_last: torch.Tensor) -> torch.Tensor | None:
@@ -266,8 +288,10 @@ class PrismaticVLAPolicy(Policy):
         missing = [key for key in missing if key != "vision_backbone.featurizer.embeddings.mask_token"]
         other_missing = [key for key in missing if not key.startswith(self.head_prefixes)]
         if other_missing or unexpected:
-            raise ValueError(f"checkpoint {source!r} does not match {self.name}: missing={other_missing[:5]} "
-                             f"unexpected={unexpected[:5]}")
+            raise ValueError(
+                f"checkpoint {source!r} does not match {self.name}: missing={other_missing[:5]} "
+                f"unexpected={unexpected[:5]}"
+            )
         for head in sorted({key.split(".")[0] for key in missing}):
             self.reset_head(head)
 
@@ -284,7 +308,8 @@ def read_config_json(path: str) -> dict:
         raise FileNotFoundError(f"checkpoint directory {path!r} does not exist")
     config_path = os.path.join(path, CONFIG_FILE)
     if not os.path.isfile(config_path):
-        raise FileNotFoundError(f"{path!r} has no {CONFIG_FILE}; expected a save_pretrained directory or an "
-                                f"upstream HF OpenVLA checkpoint")
+        raise FileNotFoundError(
+            f"{path!r} has no {CONFIG_FILE}; expected a save_pretrained directory or an upstream HF OpenVLA checkpoint"
+        )
     with open(config_path) as f:
         return json.load(f)

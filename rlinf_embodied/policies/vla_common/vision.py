@@ -8,6 +8,7 @@ that). Per camera image the patch features of both ViTs are concatenated along t
 (N, P, 1024 + 1152) and the projector maps them to the LLM width; several cameras are concatenated
 along the patch axis, main camera first.
 """
+
 from __future__ import annotations
 
 import torch
@@ -24,10 +25,17 @@ SIGLIP_MEAN, SIGLIP_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 
 def dino_config(cfg: PrismaticVLAConfig) -> Dinov2WithRegistersConfig:
     config = Dinov2WithRegistersConfig(
-        hidden_size=cfg.dino_hidden_size, num_hidden_layers=cfg.dino_num_layers - 1,
-        num_attention_heads=cfg.dino_num_heads, mlp_ratio=cfg.dino_intermediate_size // cfg.dino_hidden_size,
-        image_size=cfg.image_size, patch_size=cfg.patch_size, num_register_tokens=cfg.dino_num_register_tokens,
-        hidden_act="gelu", layer_norm_eps=1e-6, layerscale_value=1e-5, qkv_bias=True,
+        hidden_size=cfg.dino_hidden_size,
+        num_hidden_layers=cfg.dino_num_layers - 1,
+        num_attention_heads=cfg.dino_num_heads,
+        mlp_ratio=cfg.dino_intermediate_size // cfg.dino_hidden_size,
+        image_size=cfg.image_size,
+        patch_size=cfg.patch_size,
+        num_register_tokens=cfg.dino_num_register_tokens,
+        hidden_act="gelu",
+        layer_norm_eps=1e-6,
+        layerscale_value=1e-5,
+        qkv_bias=True,
     )
     config._attn_implementation = "sdpa"
     return config
@@ -35,10 +43,15 @@ def dino_config(cfg: PrismaticVLAConfig) -> Dinov2WithRegistersConfig:
 
 def siglip_config(cfg: PrismaticVLAConfig) -> SiglipVisionConfig:
     config = SiglipVisionConfig(
-        hidden_size=cfg.siglip_hidden_size, num_hidden_layers=cfg.siglip_num_layers - 1,
-        num_attention_heads=cfg.siglip_num_heads, intermediate_size=cfg.siglip_intermediate_size,
-        image_size=cfg.image_size, patch_size=cfg.patch_size, hidden_act="gelu_pytorch_tanh",
-        layer_norm_eps=1e-6, vision_use_head=False,
+        hidden_size=cfg.siglip_hidden_size,
+        num_hidden_layers=cfg.siglip_num_layers - 1,
+        num_attention_heads=cfg.siglip_num_heads,
+        intermediate_size=cfg.siglip_intermediate_size,
+        image_size=cfg.image_size,
+        patch_size=cfg.patch_size,
+        hidden_act="gelu_pytorch_tanh",
+        layer_norm_eps=1e-6,
+        vision_use_head=False,
     )
     config._attn_implementation = "sdpa"
     return config
@@ -72,8 +85,9 @@ class FusedVisionBackbone(nn.Module):
         """(N, H, W, 3) uint8 -> (N, 3, S, S) float in [0, 1], Prismatic's "resize-naive" (no crop, no pad)."""
         images = rgb.permute(0, 3, 1, 2).float() / 255.0
         if images.shape[-2:] != (self.image_size, self.image_size):
-            images = F.interpolate(images, size=(self.image_size, self.image_size), mode="bilinear",
-                                   align_corners=False, antialias=True).clamp(0.0, 1.0)
+            images = F.interpolate(
+                images, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False, antialias=True
+            ).clamp(0.0, 1.0)
         return images
 
     def featurize(self, images: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -83,7 +97,7 @@ class FusedVisionBackbone(nn.Module):
         dino_tokens = self.featurizer.encoder(self.featurizer.embeddings(dino_in)).last_hidden_state
         siglip_model = getattr(self.fused_featurizer, "vision_model", self.fused_featurizer)
         siglip_tokens = siglip_model.encoder(inputs_embeds=siglip_model.embeddings(siglip_in)).last_hidden_state
-        return torch.cat([dino_tokens[:, self.num_prefix_tokens:], siglip_tokens], dim=-1)
+        return torch.cat([dino_tokens[:, self.num_prefix_tokens :], siglip_tokens], dim=-1)
 
     def forward(self, cameras: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
         batch = cameras[0].shape[0]
