@@ -49,7 +49,7 @@ EXTRAS = {
     # IsaacLab needs Isaac Sim (Python 3.10/3.11 wheels from NVIDIA's index, GPU driver); it cannot be
     # installed from PyPI alone. The adapter imports it lazily and says what to install.
     "isaaclab": [],
-    "test": ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.6"],
+    "test": ["pytest>=8", "pytest-timeout>=2.3", "ruff==0.17.6"],
 }
 
 setup(
