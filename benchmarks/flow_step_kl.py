@@ -38,31 +38,24 @@ def kl_after_one_step(
     cfg = AlgorithmConfig(logprob_level=args.level)
     optimizer = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=lr, eps=1e-5)
     advantages = torch.randn(args.batch)
-    evaluated = policy.evaluate(obs, old)
-    loss, metrics = policy_loss(
-        new_log_probs=evaluated.log_probs,
-        old_log_probs=old.log_probs,
-        advantages=advantages,
-        entropy=evaluated.entropy,
-        new_values=evaluated.values,
-        old_values=old.values,
-        returns=advantages,
-        cfg=cfg,
-    )
-    loss.backward()
-    optimizer.step()
-    with torch.no_grad():
-        after = policy.evaluate(obs, old)
-        _, metrics_after = policy_loss(
-            new_log_probs=after.log_probs,
+
+    def loss_and_metrics(evaluated):
+        return policy_loss(
+            new_log_probs=evaluated.log_probs,
             old_log_probs=old.log_probs,
             advantages=advantages,
-            entropy=after.entropy,
-            new_values=after.values,
+            entropy=evaluated.entropy,
+            new_values=evaluated.values,
             old_values=old.values,
             returns=advantages,
             cfg=cfg,
         )
+
+    loss, metrics = loss_and_metrics(policy.evaluate(obs, old))
+    loss.backward()
+    optimizer.step()
+    with torch.no_grad():
+        _, metrics_after = loss_and_metrics(policy.evaluate(obs, old))
     return float(metrics["approx_kl"]), float(metrics_after["approx_kl"])
 
 

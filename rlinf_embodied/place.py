@@ -40,12 +40,7 @@ def place(cfg: TrainConfig, costs: ComponentCosts | None = None, log: Callable[[
     if costs is None and load_costs(profile_key(cfg)) is None:  # profile on the cluster cfg.cluster describes
         from .scheduler import Cluster
 
-        cluster = Cluster(
-            address=cfg.cluster.address,
-            num_nodes=cfg.cluster.num_nodes,
-            num_gpus_per_node=cfg.cluster.num_gpus_per_node,
-            simulate_gpus=cfg.cluster.simulate_gpus,
-        )
+        cluster = Cluster.from_config(cfg.cluster)
     try:
         chosen = resolve_auto_placement(cfg, cluster, costs, log)
     finally:

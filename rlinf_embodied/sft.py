@@ -33,12 +33,7 @@ def run_sft(cfg: SFTRunConfig, output_dir: str, cluster=None) -> list[dict]:
     check_sft_config(cfg)  # fail before any process starts
     own_cluster = cluster is None
     if own_cluster:
-        cluster = Cluster(
-            address=cfg.cluster.address,
-            num_nodes=cfg.cluster.num_nodes,
-            num_gpus_per_node=cfg.cluster.num_gpus_per_node,
-            simulate_gpus=cfg.cluster.simulate_gpus,
-        )
+        cluster = Cluster.from_config(cfg.cluster)
     runner = None
     try:
         runner = SFTRunner(cfg, cluster, output_dir)

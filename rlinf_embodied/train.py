@@ -46,12 +46,7 @@ def run_training(cfg: TrainConfig, output_dir: str, stop: StopRequest | None = N
 
     check_train_config(cfg)  # fail before any process starts
     with stop.handling() if stop is not None else contextlib.nullcontext():
-        cluster = Cluster(
-            address=cfg.cluster.address,
-            num_nodes=cfg.cluster.num_nodes,
-            num_gpus_per_node=cfg.cluster.num_gpus_per_node,
-            simulate_gpus=cfg.cluster.simulate_gpus,
-        )
+        cluster = Cluster.from_config(cfg.cluster)
         runner = None
         try:
             if stop is not None:

@@ -56,6 +56,16 @@ class Cluster:
             self._start_local(num_nodes, num_gpus_per_node, simulate_gpus)
         self.nodes = self._discover(simulate_gpus)
 
+    @classmethod
+    def from_config(cls, cluster_cfg) -> "Cluster":
+        """The cluster a `cluster:` config section (config.ClusterConfig) describes."""
+        return cls(
+            address=cluster_cfg.address,
+            num_nodes=cluster_cfg.num_nodes,
+            num_gpus_per_node=cluster_cfg.num_gpus_per_node,
+            simulate_gpus=cluster_cfg.simulate_gpus,
+        )
+
     # ---- start / discover ---------------------------------------------------------------------
     def _start_local(self, num_nodes: int, num_gpus_per_node: int, simulate_gpus: bool) -> None:
         if num_nodes != 1:
