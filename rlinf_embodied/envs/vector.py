@@ -451,10 +451,11 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
     # -- reset -------------------------------------------------------------------------------------
     def reset(self, *, seed: SeedLike = None, options: Optional[dict] = None) -> tuple[dict[str, Any], dict[str, Any]]:
         seeds = per_env_seeds(seed, self.num_envs)
-        for worker in self._workers:
-            worker.send("reset", ([seeds[i] for i in worker.indices], options))
+        send_errors = self._send_all("reset", lambda worker: ([seeds[i] for i in worker.indices], options))
         for worker in self._workers:
             try:
+                if worker in send_errors:
+                    raise send_errors[worker]
                 instructions = worker.receive(self.start_timeout)
             except _WorkerDied as error:
                 self._restart(worker, error)
@@ -466,6 +467,17 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
         self._success_once[:] = False
         self._elapsed[:] = 0
         return self._obs("obs", self._instructions), {}
+
+    def _send_all(self, command: str, payload_of: Callable[[_Worker], Any]) -> dict[_Worker, _WorkerDied]:
+        """Send one command to every worker; a worker that is already gone is returned, not raised,
+        so the caller restarts it where it collects the answers."""
+        errors: dict[_Worker, _WorkerDied] = {}
+        for worker in self._workers:
+            try:
+                worker.send(command, payload_of(worker))
+            except _WorkerDied as error:
+                errors[worker] = error
+        return errors
 
     def _reset_worker(self, worker: _Worker, seeds: list[Optional[int]], options: Optional[dict]) -> list[str]:
         worker.send("reset", (seeds, options))
@@ -492,8 +504,7 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
     def step(self, actions: ArrayLike) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor, torch.Tensor, dict]:
         chunk_actions, is_chunk = self._as_chunk(actions)  # (N, chunk, act_dim)
         chunk = chunk_actions.shape[1]
-        for worker in self._workers:
-            worker.send("step", chunk_actions[worker.indices])
+        send_errors = self._send_all("step", lambda worker: chunk_actions[worker.indices])
         rewards = np.zeros((self.num_envs, chunk), np.float32)
         terminated, truncated, success = (np.zeros((self.num_envs, chunk), bool) for _ in range(3))
         ended = np.zeros(self.num_envs, bool)
@@ -504,6 +515,8 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
         ended_instructions = list(self._instructions)  # the episodes stepped now (an auto-reset may change them)
         for worker in self._workers:
             try:
+                if worker in send_errors:  # died before it got this chunk
+                    raise send_errors[worker]
                 results = worker.receive(max(0.0, deadline - time.monotonic()))
             except _WorkerDied as error:
                 self._recover(worker, error, truncated, ended, applied, chunk)

@@ -120,12 +120,16 @@ def test_ignore_terminations_keeps_episode_running():
     assert info["episode"]["length"].tolist() == [3, 3] and info["episode"]["success_once"].all()
 
 
-def test_crashed_worker_is_restarted_and_its_envs_truncated(caplog):
+@pytest.mark.parametrize("wait_for_death", [True, False], ids=["dead-before-send", "dies-any-time"])
+def test_crashed_worker_is_restarted_and_its_envs_truncated(caplog, wait_for_death):
+    """A worker found dead when the step is sent (broken pipe) or while it is awaited is restarted."""
     env = make_env(num_envs=2, num_workers=2, max_episode_steps=50, step_timeout=20)
     env.reset(seed=0)
     env.step(torch.zeros(2, 2))
     pid = env.worker_pids()[env.worker_of_env(1)]
     os.kill(pid, signal.SIGKILL)
+    if wait_for_death:
+        env._workers[env.worker_of_env(1)].process.join(timeout=10)
     with caplog.at_level("WARNING"):
         obs, rewards, terminated, truncated, info = env.step(torch.zeros(2, 3, 2))
     assert truncated[1, 2] and not truncated[0].any() and not terminated.any()
