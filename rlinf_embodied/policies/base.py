@@ -154,7 +154,13 @@ class Policy(nn.Module, abc.ABC):
             raise ValueError(
                 f"checkpoint {path!r} does not match {cls.name}: missing={missing[:5]} unexpected={unexpected[:5]}"
             )
+        model.apply_overrides_to_weights(overrides)
         return model
+
+    def apply_overrides_to_weights(self, overrides: dict[str, Any]) -> None:
+        """Make config overrides that describe initial weights act on a loaded checkpoint too (e.g. a
+        Gaussian policy's `init_log_std`: the exploration noise RL starts from after behaviour cloning).
+        Without this such an override would be accepted by the config and silently do nothing."""
 
     # ---- helpers shared by policies -------------------------------------------------------------
     def unnormalize_actions(self, norm_actions: torch.Tensor) -> torch.Tensor:

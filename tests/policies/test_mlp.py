@@ -113,6 +113,19 @@ def test_save_and_load_give_identical_outputs(tmp_path):
     assert loaded.config == policy.config
 
 
+def test_init_log_std_override_resets_a_loaded_std_and_keeps_the_means(tmp_path):
+    """RL from a BC checkpoint: policy.overrides.init_log_std replaces the NLL-fitted exploration std."""
+    policy = tiny_mlp()
+    with torch.no_grad():
+        policy.log_std.fill_(-1.6)
+    policy.save_pretrained(tmp_path / "bc")
+    loaded = MLPPolicy.from_pretrained(tmp_path / "bc", init_log_std=-3.0)
+    assert torch.all(loaded.log_std == -3.0) and loaded.config.init_log_std == -3.0
+    obs = policy.example_obs(3)
+    torch.testing.assert_close(loaded.act(obs, deterministic=True).actions, policy.act(obs, deterministic=True).actions)
+    assert torch.all(MLPPolicy.from_pretrained(tmp_path / "bc").log_std == -1.6)  # no override: the checkpoint's
+
+
 def test_gradients_reach_every_parameter():
     policy = tiny_mlp(action_chunk=2)
     obs = policy.example_obs(8)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import abc
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,7 +39,10 @@ _LOG_SQRT_2PI_E = 0.5 + 0.5 * math.log(2.0 * math.pi)  # Normal entropy = this +
 
 @dataclass
 class GaussianPolicyConfig(PolicyConfig):
-    init_log_std: float = -0.5  # state-independent, learned; std ~ 0.61 at the start
+    # State-independent, learned; std ~ 0.61 at the start. Given as an override when loading a checkpoint
+    # (policy.overrides.init_log_std=-2.5), it resets the checkpoint's learned std: RL from a BC policy
+    # whose NLL-fitted std is too wide to succeed stochastically.
+    init_log_std: float = -0.5
 
     def validate_common(self) -> None:
         for name in ("action_dim", "action_chunk"):
@@ -105,6 +109,11 @@ class GaussianActorCritic(Policy):
         super().__init__(config)
         shape = (config.action_chunk, config.action_dim)
         self.log_std = nn.Parameter(torch.full(shape, float(config.init_log_std)))  # (chunk, act_dim)
+
+    def apply_overrides_to_weights(self, overrides: dict[str, Any]) -> None:
+        if "init_log_std" in overrides:
+            with torch.no_grad():
+                self.log_std.fill_(float(overrides["init_log_std"]))
 
     @abc.abstractmethod
     def action_means_and_values(self, obs: Obs) -> tuple[torch.Tensor, torch.Tensor]:
