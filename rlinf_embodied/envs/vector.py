@@ -370,6 +370,9 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
             simulators that start threads).
         observation_space / action_space: the single env's spaces; read from a probe env built in
             the parent when omitted (that imports the simulator in this process).
+        preload_modules: modules the forkserver imports once, before it forks the workers (the
+            simulator): each worker then starts without importing it again. Only the first vector
+            env of a process sets them (there is one forkserver per process); ignored with "spawn".
     """
 
     metadata = {"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}
@@ -385,6 +388,7 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
         context: str = "forkserver",
         observation_space: Optional[gym.spaces.Dict] = None,
         action_space: Optional[gym.spaces.Box] = None,
+        preload_modules: Sequence[str] = (),
     ):
         env_fns = list(env_fns)
         if not env_fns:
@@ -403,6 +407,9 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
         self.render_mode, self.closed = None, False
         self.device = torch.device("cpu")
         ctx = mp.get_context(context)
+        if context == "forkserver":
+            # '__main__' stays first: children of a script still re-import it (the forkserver default)
+            ctx.set_forkserver_preload(["__main__", __name__, *preload_modules])
         self._shared = _SharedObs(ctx, buffer_specs(observation_space), self.num_envs)
         self._views = self._shared.views()
         self._workers = [
@@ -681,21 +688,3 @@ def validate_common_options(
         raise ValueError(f"max_episode_steps must be None or an int >= 1, got {max_episode_steps!r}")
     if step_timeout is not None and not step_timeout > 0:
         raise ValueError(f"step_timeout must be a positive number of seconds, got {step_timeout!r}")
-
-
-# ---- registration --------------------------------------------------------------------------------
-def register_env(env_id: str, entry_point: str, vector_entry_point: str, **kwargs: Any) -> None:
-    """Register `env_id` with gymnasium with both a single-env and a vector entry point.
-
-    Entry points are "module:callable" strings, so registering imports no simulator.
-    `kwargs` become the spec's default kwargs (e.g. the backend task name).
-    """
-    if env_id in gym.registry:
-        return
-    gym.register(
-        id=env_id,
-        entry_point=entry_point,
-        vector_entry_point=vector_entry_point,
-        disable_env_checker=True,
-        kwargs=kwargs,
-    )

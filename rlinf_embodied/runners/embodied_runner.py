@@ -54,16 +54,50 @@ class EmbodiedRunner:
         self.placement = component_placement(cfg)
         check_cluster_fits(cfg, cluster)
         self.phase_seconds: dict[str, float] = defaultdict(float)  # this iteration's time/* breakdown
+        self._start_workers(cfg, cluster)
+        self.start_iteration, self.total_env_steps = 0, 0
+        if cfg.runner.resume:
+            resumed = self.actor_group.load_checkpoint(cfg.runner.resume).wait()[0]
+            self.start_iteration, self.total_env_steps = resumed["iteration"] + 1, resumed["env_steps"]
+        self.metrics_logger = MetricsLogger(output_dir, resume=bool(cfg.runner.resume))
+        self.rollout_weights_current = False  # the rollout workers already hold the actor's weights
+        self.best_eval_success = read_best_eval_success(output_dir)
+
+    def _start_workers(self, cfg: TrainConfig, cluster: Cluster) -> None:
+        """Channels and the env, rollout and actor groups; what started is shut down if any part fails."""
         start = time.perf_counter()
-        self.env_group = self._launch(EnvWorker, "env", cfg)  # first: its spec gives the policies' dims
-        spec = self.env_group.execute_on(0).env_spec().wait()[0]
-        self.env_spec = spec
-        env_started = time.perf_counter()
-        # The two model-holding groups build their policies at the same time.
-        self.rollout_group, self.actor_group = self._launch_together(
-            (RolloutWorker, "rollout", (cfg, spec["action_dim"], spec["state_dim"], self.env_group.world_size)),
-            (ActorWorker, "actor", (cfg, spec["action_dim"], spec["state_dim"])),
-        )
+        # Double-buffered per env shard (key): a shard has at most one message in flight each way,
+        # the second slot lets a producer run one step ahead. The actor channel holds a whole
+        # rollout until the trainer starts, so it is unbounded. Their processes start beside the workers'.
+        pending_channels = [
+            Channel.start("env_to_rollout", maxsize=2),
+            Channel.start("rollout_to_env", maxsize=2),
+            Channel.start("rollout_to_actor", maxsize=0),
+        ]
+        groups: list[WorkerGroup] = []
+        try:
+            # Every group's processes start at once; the model groups get their arguments (the policies'
+            # dims come from the env's spec) once the env group is up, then build their policies together.
+            for worker_cls, name in ((EnvWorker, "env"), (RolloutWorker, "rollout"), (ActorWorker, "actor")):
+                strategy = self.placement.strategy(name)
+                groups.append(worker_cls.create_group(cfg).start(cluster, name=name, placement_strategy=strategy))
+            self.env_group, self.rollout_group, self.actor_group = groups
+            self.env_group.wait_launched().init_worker().wait()
+            spec = self.env_spec = self.env_group.execute_on(0).env_spec().wait()[0]
+            env_started = time.perf_counter()
+            self.rollout_group.bind(cfg, spec["action_dim"], spec["state_dim"], self.env_group.world_size)
+            self.actor_group.bind(cfg, spec["action_dim"], spec["state_dim"])
+            for group in (self.rollout_group, self.actor_group):
+                group.wait_launched()
+            for handle in [group.init_worker() for group in (self.rollout_group, self.actor_group)]:
+                handle.wait()
+            self.env_channel, self.action_channel, self.actor_channel = (p.wait() for p in pending_channels)
+        except BaseException:
+            for group in groups:
+                group.shutdown()
+            for pending in pending_channels:
+                pending.channel.destroy()
+            raise
         self.startup_seconds = {
             "time/startup_env_seconds": env_started - start,
             "time/startup_policy_seconds": time.perf_counter() - env_started,
@@ -76,34 +110,6 @@ class EmbodiedRunner:
                 for k in ("time/startup_seconds", "time/startup_env_seconds", "time/startup_policy_seconds")
             ],
         )
-        # Double-buffered per env shard (key): a shard has at most one message in flight each way,
-        # the second slot lets a producer run one step ahead. The actor channel holds a whole
-        # rollout until the trainer starts, so it is unbounded.
-        self.env_channel = Channel.create("env_to_rollout", maxsize=2)
-        self.action_channel = Channel.create("rollout_to_env", maxsize=2)
-        self.actor_channel = Channel.create("rollout_to_actor", maxsize=0)
-        self.start_iteration, self.total_env_steps = 0, 0
-        if cfg.runner.resume:
-            resumed = self.actor_group.load_checkpoint(cfg.runner.resume).wait()[0]
-            self.start_iteration, self.total_env_steps = resumed["iteration"] + 1, resumed["env_steps"]
-        self.metrics_logger = MetricsLogger(output_dir, resume=bool(cfg.runner.resume))
-        self.rollout_weights_current = False  # the rollout workers already hold the actor's weights
-        self.best_eval_success = read_best_eval_success(output_dir)
-
-    def _launch(self, worker_cls, name: str, *args) -> WorkerGroup:
-        return self._launch_together((worker_cls, name, args))[0]
-
-    def _launch_together(self, *specs: tuple) -> list[WorkerGroup]:
-        """Start each (worker class, name, args) group, then run every group's init_worker concurrently."""
-        groups = [
-            worker_cls.create_group(*args).launch(
-                self.cluster, name=name, placement_strategy=self.placement.strategy(name)
-            )
-            for worker_cls, name, args in specs
-        ]
-        for handle in [group.init_worker() for group in groups]:
-            handle.wait()
-        return groups
 
     @contextlib.contextmanager
     def _timed(self, phase: str):

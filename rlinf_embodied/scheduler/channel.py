@@ -23,6 +23,7 @@ import logging
 import pickle
 import socket
 import struct
+import sys
 import threading
 import uuid
 from collections import defaultdict
@@ -30,7 +31,6 @@ from typing import Any
 
 import numpy as np
 import ray
-import torch
 
 logger = logging.getLogger(__name__)
 
@@ -116,9 +116,22 @@ class _ChannelActor:
         return [k for k, q in self.queues.items() if q.qsize()]
 
 
+@dataclasses.dataclass
+class PendingChannel:
+    """A channel whose actor is starting (from `Channel.start`)."""
+
+    channel: "Channel"
+    ready: Any  # ObjectRef: resolves once the actor is registered (and listening, when node-local)
+
+    def wait(self) -> "Channel":
+        ray.get(self.ready)
+        return self.channel
+
+
 def estimate_bytes(item: Any, limit: int = INLINE_BYTES, _depth: int = 0) -> int:
     """Tensor/array bytes inside an item (dicts, lists, tuples, dataclasses); stops counting past limit."""
-    if isinstance(item, torch.Tensor):
+    torch = sys.modules.get("torch")  # no tensor can exist where torch was never imported (channel actors)
+    if torch is not None and isinstance(item, torch.Tensor):
         return item.numel() * item.element_size()
     if isinstance(item, np.ndarray):
         return item.nbytes
@@ -232,7 +245,13 @@ class Channel:
 
         node_local: also serve put/get over a Unix socket to handles on the actor's node (fast);
         False sends everything through Ray actor calls."""
-        if not isinstance(maxsize, int) or maxsize < 0:
+        return cls.start(name, maxsize, node_local).wait()
+
+    @classmethod
+    def start(cls, name: str, maxsize: int = 0, node_local: bool = True) -> "PendingChannel":
+        """`create` without waiting for the channel's actor process: start several channels (and worker
+        groups) at once, then `.wait()` each; a process start costs seconds."""
+        if not isinstance(maxsize, int) or isinstance(maxsize, bool) or maxsize < 0:
             raise ValueError(f"Channel {name!r}: maxsize={maxsize!r}; use 0 (unbounded) or a positive int")
         try:
             old = ray.get_actor(_ACTOR_PREFIX + name)
@@ -243,12 +262,9 @@ class Channel:
             ray.kill(old)
             _wait_name_free(_ACTOR_PREFIX + name)
         actor = _ChannelActor.options(name=_ACTOR_PREFIX + name).remote(maxsize)
-        if node_local:
-            ray.get(actor.serve_node_local.remote())  # started, registered and listening
-        else:
-            ray.get(actor.qsize.remote(None))  # started and registered
+        ready = actor.serve_node_local.remote() if node_local else actor.qsize.remote(None)
         _CREATED[name] = actor
-        return cls(name, actor)
+        return PendingChannel(cls(name, actor), ready)
 
     @classmethod
     def connect(cls, name: str) -> "Channel":

@@ -175,9 +175,7 @@ class Worker:
 # ---- the actor that hosts one rank ----------------------------------------------------------------
 @ray.remote(num_cpus=0)
 class _WorkerHost:
-    def __init__(
-        self, worker_cls: type, args: tuple, kwargs: dict, group_name: str, placement: Placement, real_gpus: bool
-    ):
+    def __init__(self, worker_cls: type, group_name: str, placement: Placement, real_gpus: bool):
         if real_gpus:
             os.environ["CUDA_VISIBLE_DEVICES"] = placement.cuda_visible_devices
         os.environ.update(
@@ -189,7 +187,7 @@ class _WorkerHost:
         self.device = torch.device("cuda", 0) if real_gpus else torch.device("cpu")
         if real_gpus:
             torch.cuda.set_device(self.device)
-        self.worker_cls, self.args, self.kwargs = worker_cls, args, kwargs
+        self.worker_cls = worker_cls
         self.group_name, self.placement = group_name, placement
         self.worker: Worker | None = None
         self.stores: dict[str, Any] = {}  # TCPStores this process hosts or joined, by purpose
@@ -200,8 +198,8 @@ class _WorkerHost:
         self.stores[purpose] = store
         return ip, port
 
-    def setup(self, ip: str, port: int) -> None:
-        """Join the group's default process group, then build the user's worker."""
+    def setup(self, ip: str, port: int, args: tuple, kwargs: dict) -> None:
+        """Join the group's default process group, then build the user's worker with args/kwargs."""
         rank, world_size = self.placement.rank, self.placement.world_size
         store = self.stores.get("default") if rank == 0 else collective.connect_store(ip, port, world_size)
         os.environ.update(MASTER_ADDR=ip, MASTER_PORT=str(port))
@@ -209,7 +207,7 @@ class _WorkerHost:
         dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=timedelta(minutes=30))
         worker = self.worker_cls.__new__(self.worker_cls)
         worker._rlinf_context = WorkerContext(self.group_name, self.placement, self.device)
-        worker.__init__(*self.args, **self.kwargs)
+        worker.__init__(*args, **kwargs)
         self.worker = worker
 
     def call(self, _rlinf_method: str, *args: Any, **kwargs: Any) -> Any:
@@ -317,6 +315,9 @@ class WorkerGroup:
             raise TypeError(f"{worker_cls!r} is not a Worker subclass")
         self._worker_cls, self._args, self._kwargs = worker_cls, args, kwargs
         self._hosts: list = []
+        self._pending: list = []  # ObjectRefs `start` issued that `wait_launched` waits for
+        self._store_ref = None
+        self._launched = False
         self._sync_seq = 0
         self._sync_stores: dict[str, tuple[str, int]] = {}
         self.name: str | None = None
@@ -325,24 +326,49 @@ class WorkerGroup:
 
     # ---- launch -------------------------------------------------------------------------------
     def launch(self, cluster: Cluster, name: str, placement_strategy: PlacementStrategy | None = None) -> "WorkerGroup":
+        """Start one process per placement and build the worker in each; returns when all are built."""
+        return self.start(cluster, name, placement_strategy).wait_launched()
+
+    def start(self, cluster: Cluster, name: str, placement_strategy: PlacementStrategy | None = None) -> "WorkerGroup":
+        """`launch` without waiting: the processes start (and import the worker's module) while the
+        caller starts other groups; `bind` may still change the worker's arguments until `wait_launched`."""
         if self._hosts:
             raise RuntimeError(f"worker group {self.name!r} is already launched")
         strategy = placement_strategy or PackedPlacementStrategy(0, 0)
         self.placements = strategy.placements(cluster.num_gpus_per_node, cluster.num_nodes)
         self.name, self.uses_cuda = name, cluster.has_real_gpus
-        Channel.create(_mailbox_name(name))
-        ray.get(_registry().register.remote(name, {"world_size": self.world_size, "cuda": self.uses_cuda}))
+        self._pending = [
+            Channel.start(_mailbox_name(name)).ready,
+            _registry().register.remote(name, {"world_size": self.world_size, "cuda": self.uses_cuda}),
+        ]
         self._hosts = [self._start_host(cluster, placement) for placement in self.placements]
+        self._store_ref = self._hosts[0].host_store.remote("default", self.world_size)
+        return self
+
+    def bind(self, *args: Any, **kwargs: Any) -> "WorkerGroup":
+        """Set the arguments of the worker's __init__ (those of create_group) before `wait_launched`:
+        a group can start before the values it needs exist (the policies' dims come from the env group)."""
+        if self._launched:
+            raise RuntimeError(f"worker group {self.name!r} already built its workers; bind before wait_launched")
+        self._args, self._kwargs = args, kwargs
+        return self
+
+    def wait_launched(self) -> "WorkerGroup":
+        """Join the group's process group and build the worker on every rank (after `start`)."""
+        if not self._hosts:
+            raise RuntimeError(f"{self._worker_cls.__name__} group is not started; call .start(cluster, name=...)")
         try:
-            ip, port = ray.get(self._hosts[0].host_store.remote("default", self.world_size))
-            refs = [host.setup.remote(ip, port) for host in self._hosts]
-            GroupHandle(name, f"{self._worker_cls.__name__}.__init__", range(self.world_size), refs).wait()
+            ray.get(self._pending)
+            ip, port = ray.get(self._store_ref)
+            refs = [host.setup.remote(ip, port, self._args, self._kwargs) for host in self._hosts]
+            GroupHandle(self.name, f"{self._worker_cls.__name__}.__init__", range(self.world_size), refs).wait()
         except BaseException:
             self.shutdown()
             raise
+        self._launched = True
         logger.info(
             "launched %s x%d (%s) on GPUs %s",
-            name,
+            self.name,
             self.world_size,
             self._worker_cls.__name__,
             [p.global_gpu_ids for p in self.placements],
@@ -353,7 +379,7 @@ class WorkerGroup:
         node = cluster.node(placement.node_rank)
         affinity = NodeAffinitySchedulingStrategy(node_id=node.node_id, soft=False)
         return _WorkerHost.options(scheduling_strategy=affinity, num_cpus=0, num_gpus=0).remote(
-            self._worker_cls, self._args, self._kwargs, self.name, placement, cluster.has_real_gpus
+            self._worker_cls, self.name, placement, cluster.has_real_gpus
         )
 
     @property

@@ -271,3 +271,18 @@ def test_evaluate_on_a_shuffled_minibatch_of_stacked_rollouts(name):
         actions=torch.zeros(4), log_probs=log_probs[rows], extras={k: v[rows] for k, v in extras.items()}
     )
     torch.testing.assert_close(policy.evaluate(minibatch_obs, minibatch).log_probs, log_probs[rows], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", POLICIES)
+def test_ignored_state_dims_do_not_change_the_actions(name):
+    """ignore_state_dims (the copycat fix): those dims never reach the model; the others still do."""
+    policy = tiny(name, ignore_state_dims=[1])
+    obs = policy.example_obs(2)
+    base = policy.act(obs, deterministic=True).actions
+    changed = dict(obs, state=obs["state"].clone())
+    changed["state"][:, 1] += 5.0
+    torch.testing.assert_close(policy.act(changed, deterministic=True).actions, base, rtol=0, atol=0)
+    changed["state"][:, 0] += 5.0
+    assert not torch.equal(policy.act(changed, deterministic=True).actions, base)
+    with pytest.raises(ValueError, match=r"ignore_state_dims \[99\] are not state dims"):
+        tiny(name, ignore_state_dims=[99])

@@ -1,6 +1,6 @@
 """Registers `rlinf/IsaacLab-*` ids (no IsaacLab import: entry points are strings)."""
 
-from ..vector import register_env
+from ..registration import register_env
 from .tasks import ISAACLAB_TASKS
 
 

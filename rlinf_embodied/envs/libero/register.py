@@ -1,6 +1,6 @@
 """Registers the LIBERO suites' gymnasium ids (no simulator import: entry points are strings)."""
 
-from ..vector import register_env
+from ..registration import register_env
 from .suites import LIBERO_SUITES
 
 

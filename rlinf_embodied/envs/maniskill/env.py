@@ -10,7 +10,6 @@ With `sim_backend="physx_cuda"` it builds one batched GPU simulation instead (gp
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 from typing import Any, Optional, Sequence, Union
 
 import gymnasium as gym
@@ -19,40 +18,13 @@ import torch
 
 from ..batching import box_like
 from ..vector import SubprocVectorEnv, validate_common_options
+from .tasks import TASKS, ManiSkillTask, task_spec  # noqa: F401  (TASKS, ManiSkillTask: re-exported)
 
-
-@dataclass(frozen=True)
-class ManiSkillTask:
-    maniskill_id: str
-    instruction: str
-
-
-# Tasks whose assets ship in the mani-skill wheel (checked to build offline, without downloads).
-TASKS: dict[str, ManiSkillTask] = {
-    "PickCube": ManiSkillTask("PickCube-v1", "pick up the red cube and move it to the goal"),
-    "PushCube": ManiSkillTask("PushCube-v1", "push the cube to the red and white target"),
-    "StackCube": ManiSkillTask("StackCube-v1", "stack the red cube on top of the green cube"),
-    "PullCube": ManiSkillTask("PullCube-v1", "pull the cube back to the red and white target"),
-    "PegInsertionSide": ManiSkillTask("PegInsertionSide-v1", "insert the peg into the hole in the box from the side"),
-    "LiftPegUpright": ManiSkillTask("LiftPegUpright-v1", "lift the peg lying on the table so that it stands upright"),
-    "PlaceSphere": ManiSkillTask("PlaceSphere-v1", "pick up the blue ball and place it in the bin"),
-    "PokeCube": ManiSkillTask("PokeCube-v1", "grasp the peg and use it to poke the cube to the goal"),
-    "RollBall": ManiSkillTask("RollBall-v1", "push the ball so that it rolls into the goal region"),
-    "PullCubeTool": ManiSkillTask("PullCubeTool-v1", "use the L-shaped tool to pull the cube closer"),
-    "PlugCharger": ManiSkillTask("PlugCharger-v1", "plug the charger into the wall socket"),
-    "StackPyramid": ManiSkillTask("StackPyramid-v1", "stack the three cubes into a pyramid"),
-}
 
 OBS_MODES = ("state", "rgb")
 SIM_BACKENDS = ("physx_cpu", "physx_cuda")  # physx_cuda: vector envs only, see gpu_physics.py
 REWARD_MODES = ("normalized_dense", "dense", "sparse", "none")
 CameraSize = Union[int, Sequence[int], None]
-
-
-def task_spec(task: str) -> ManiSkillTask:
-    if task not in TASKS:
-        raise KeyError(f"unknown ManiSkill task {task!r}; registered tasks: {sorted(TASKS)}")
-    return TASKS[task]
 
 
 def _camera_hw(camera_size: CameraSize) -> Optional[tuple[int, int]]:
@@ -318,4 +290,5 @@ def make_vector_env(
         context=context,
         observation_space=spaces[0],
         action_space=spaces[1],
+        preload_modules=(__name__, "mani_skill.envs"),
     )

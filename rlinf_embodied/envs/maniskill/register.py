@@ -1,7 +1,7 @@
 """Registers `rlinf/ManiSkill-<Task>` ids (no simulator import: entry points are strings)."""
 
-from ..vector import register_env
-from .env import TASKS
+from ..registration import register_env
+from .tasks import TASKS
 
 
 def register_envs() -> None:

@@ -17,6 +17,10 @@ class FlowPolicyConfig(PolicyConfig):
     # Mean/std stats are stored as low = mean - std, high = mean + std (exactly z-scoring).
     state_low: list[float] | None = None
     state_high: list[float] | None = None
+    # State dims the model never sees (zeroed after normalisation), e.g. ManiSkill's joint velocities
+    # (dims 9-17 of PickCube's state): they predict a demonstration's next action so well that an
+    # imitation policy learns to keep doing what it is doing ("copycat") and fails closed-loop.
+    ignore_state_dims: list[int] | None = None
     image_size: int = 224
     max_token_len: int = 48
     use_wrist_image: bool = True  # use obs["wrist_rgb"] as a second camera when present
@@ -62,6 +66,11 @@ class FlowPolicyConfig(PolicyConfig):
             raise ValueError(
                 f"state_dim={self.state_dim} exceeds max_state_dim={self.max_state_dim}; raise max_state_dim "
                 "(only for randomly initialised models: a checkpoint's state projection has a fixed width)"
+            )
+        bad = [d for d in self.ignore_state_dims or [] if not 0 <= int(d) < self.state_dim]
+        if bad:
+            raise ValueError(
+                f"ignore_state_dims {bad} are not state dims (state_dim={self.state_dim}: 0-{self.state_dim - 1})"
             )
         if self.num_denoise_steps < 1:
             raise ValueError("num_denoise_steps must be >= 1")

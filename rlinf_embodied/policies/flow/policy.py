@@ -149,6 +149,9 @@ class FlowPolicy(Policy):
             low = torch.as_tensor(cfg.state_low, dtype=torch.float32, device=state.device)
             high = torch.as_tensor(cfg.state_high, dtype=torch.float32, device=state.device)
             state = (state - low) / (high - low) * 2.0 - 1.0
+        if cfg.ignore_state_dims:
+            state = state.clone()
+            state[:, [int(d) for d in cfg.ignore_state_dims]] = 0.0
         return pad_last_dim(state, cfg.max_state_dim)
 
     def camera_images(self, obs: Obs) -> list[torch.Tensor]:

@@ -1,0 +1,149 @@
+"""How good is `cluster.component_placement=auto`'s cost model? Predicted vs measured env-steps/s.
+
+Profiles the component costs once (as `python -m rlinf_embodied.place` does, with the same cache), predicts
+every candidate layout with scheduler/auto_placement.py, then runs each layout that fits through the real
+EmbodiedRunner (Ray workers, the real simulator and policy) for a few iterations after a warm-up one and
+prints one table: predicted and measured env-steps/s side by side, the error, and whether the layout the
+model ranks first is also the fastest measured.
+
+    python benchmarks/placement_accuracy.py                                  # 2 simulated GPUs, the default job
+    python benchmarks/placement_accuracy.py --iterations 3 -- cluster.num_gpus_per_node=1 \\
+        cluster.simulate_gpus=false env=maniskill_pickcube_rgb policy=pi0 policy.size=pi0-small   # one GPU
+
+Arguments after `--` are Hydra overrides of the train config (the same ones `rlinf_embodied.train` takes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from hydra import compose, initialize_config_dir  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+from rlinf_embodied.config import AUTO, TrainConfig, register_configs  # noqa: E402
+from rlinf_embodied.paths import CONFIG_DIR  # noqa: E402
+from rlinf_embodied.runners.embodied_runner import EmbodiedRunner  # noqa: E402
+from rlinf_embodied.runners.placement_profile import candidate_layouts, costs_for, num_gpus  # noqa: E402
+from rlinf_embodied.scheduler import Cluster  # noqa: E402
+from rlinf_embodied.scheduler.auto_placement import Layout, predict_all  # noqa: E402
+
+DEFAULT_OVERRIDES = ["cluster.num_gpus_per_node=2", "cluster.simulate_gpus=true"]
+
+
+def compose_config(overrides: list[str]) -> TrainConfig:
+    register_configs()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        return OmegaConf.to_object(compose(config_name="config", overrides=overrides))
+
+
+def measure(cfg: TrainConfig, cluster: Cluster, layout: Layout, iterations: int) -> tuple[float, dict[str, float]]:
+    """Measured env-steps/s of `layout` (mean over `iterations` after one warm-up iteration) and the mean
+    time/* breakdown of those iterations."""
+    run_cfg = copy.deepcopy(cfg)
+    run_cfg.cluster.component_placement = dict(layout.component_placement)
+    run_cfg.runner.pipeline_stage_num = layout.pipeline_stage_num
+    run_cfg.runner.max_iterations = iterations + 1
+    run_cfg.runner.eval_interval = 0
+    run_cfg.runner.save_interval = 0
+    run_cfg.runner.progress = False
+    with tempfile.TemporaryDirectory() as out:
+        run_cfg.runner.output_dir = out
+        runner = EmbodiedRunner(run_cfg, cluster, out)
+        try:
+            history = runner.run()[1:]  # iteration 0 warms up (process start, first kernels, optimizer state)
+        finally:
+            runner.shutdown()
+    # the last iteration also saves the final checkpoint, which no layout choice changes: left out
+    rates = [
+        row["time/throughput"]
+        * row["time/rollout_seconds"]
+        / (row["time/iteration_seconds"] - row["time/save_seconds"])
+        for row in history
+    ]
+    breakdown = {
+        key: statistics.mean(row[key] for row in history)
+        for key in ("time/rollout_seconds", "time/train_seconds", "time/iteration_seconds")
+    }
+    return statistics.mean(rates), breakdown
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--iterations", type=int, default=3, help="measured iterations per layout (after 1 warm-up)")
+    parser.add_argument("--max-layouts", type=int, default=0, help="measure only the N fastest predicted (0: all)")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides of the train config (after --)")
+    args = parser.parse_args()
+    cfg = compose_config(DEFAULT_OVERRIDES + args.overrides)
+    cfg.cluster.component_placement, cfg.runner.pipeline_stage_num = AUTO, AUTO
+    cluster = Cluster.from_config(cfg.cluster)
+    try:
+        start = time.perf_counter()
+        costs = costs_for(cfg, cluster)
+        print(f"costs ({time.perf_counter() - start:.0f}s): {costs.to_dict()}", flush=True)
+        layouts = predict_all(
+            candidate_layouts(cfg),
+            costs,
+            cfg.env.num_envs,
+            cfg.runner.rollout_steps,
+            cfg.cluster.num_gpus_per_node,
+            cfg.algorithm.env_group_size,
+            cfg.cluster.num_nodes,
+        )
+        runnable = sorted((layout for layout in layouts if layout.fits), key=lambda layout: layout.seconds)
+        if args.max_layouts:
+            runnable = runnable[: args.max_layouts]
+        rows = []
+        for layout in runnable:
+            measured, breakdown = measure(cfg, cluster, layout, args.iterations)
+            rows.append((layout, measured, breakdown))
+            print(
+                f"[{layout.name} stages={layout.pipeline_stage_num}] predicted {layout.env_steps_per_s:.1f}, "
+                f"measured {measured:.1f} env-steps/s",
+                flush=True,
+            )
+    finally:
+        cluster.shutdown()
+    print_table(cfg, rows)
+
+
+def print_table(cfg: TrainConfig, rows: list[tuple[Layout, float, dict[str, float]]]) -> None:
+    print(
+        f"\n{num_gpus(cfg)} GPU(s){' (simulated)' if cfg.cluster.simulate_gpus else ''}, {cfg.env.id} "
+        f"{cfg.env.obs_mode}, {cfg.policy.name}/{cfg.policy.size}, {cfg.env.num_envs} envs x "
+        f"{cfg.runner.rollout_steps} steps"
+    )
+    header = (
+        f"| {'layout':<44} | stages | predicted env-steps/s | measured | error | "
+        f"pred. rollout / train s | meas. rollout / train s |"
+    )
+    print(header)
+    print("|" + "|".join("-" * (len(cell)) for cell in header.split("|")[1:-1]) + "|")
+    for layout, measured, breakdown in rows:
+        error = (layout.env_steps_per_s - measured) / measured
+        print(
+            f"| {layout.name:<44} | {layout.pipeline_stage_num:>6} | {layout.env_steps_per_s:>21.1f} | "
+            f"{measured:>8.1f} | {error:>+5.0%} | "
+            f"{layout.breakdown['rollout']:>10.2f} / {layout.breakdown['train']:<10.2f} | "
+            f"{breakdown['time/rollout_seconds']:>10.2f} / {breakdown['time/train_seconds']:<10.2f} |"
+        )
+    if rows:
+        predicted_best = rows[0][0]
+        measured_best = max(rows, key=lambda row: row[1])[0]
+        within = sum(abs(layout.env_steps_per_s - measured) <= 0.15 * measured for layout, measured, _ in rows)
+        print(
+            f"\nwithin 15%: {within} of {len(rows)}; predicted fastest: {predicted_best.name} "
+            f"stages={predicted_best.pipeline_stage_num}; measured fastest: {measured_best.name} "
+            f"stages={measured_best.pipeline_stage_num}"
+        )
+
+
+if __name__ == "__main__":
+    main()
