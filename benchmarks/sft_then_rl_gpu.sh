@@ -10,13 +10,17 @@ set -euo pipefail
 WORK=${WORK:-/tmp/work}
 POLICY=${POLICY:-pi0}
 SIZE=${SIZE:-pi0-small}
-ENV_ARGS=(env=maniskill_pickcube_rgb env.kwargs.camera_size=96 env.max_episode_steps=${EPISODE_STEPS:-200})
-POLICY_ARGS=(policy=$POLICY policy.size=$SIZE policy.require_checkpoint=false policy.precision=bf16)
+# pd_ee_delta_pos: joint-delta demonstrations fail closed loop even when fitted (benchmarks/RESULTS.md)
+ENV_ARGS=(env=maniskill_pickcube_rgb env.kwargs.camera_size=96 env.max_episode_steps=${EPISODE_STEPS:-100}
+  env.kwargs.control_mode=${CONTROL_MODE:-pd_ee_delta_pos})
+# joint velocities (state dims 9-17) hidden from the model: the copycat fix (saved in the checkpoint's config)
+POLICY_ARGS=(policy=$POLICY policy.size=$SIZE policy.require_checkpoint=false policy.precision=bf16
+  "policy.overrides.ignore_state_dims=${IGNORE_STATE_DIMS:-[9,10,11,12,13,14,15,16,17]}")
 stage=$1; shift
 case $stage in
   collect)
     python3 -m rlinf_embodied.collect "${ENV_ARGS[@]}" collect.output_dir=$WORK/data collect.num_episodes=${1:-200} \
-      collect.num_workers=${WORKERS:-14} collect.max_episode_steps=${EPISODE_STEPS:-200} collect.progress=false \
+      collect.num_workers=${WORKERS:-14} collect.max_episode_steps=${EPISODE_STEPS:-100} collect.progress=false \
       hydra.run.dir=$WORK/collect_run ;;
   sft)
     python3 -m rlinf_embodied.sft "${ENV_ARGS[@]}" "${POLICY_ARGS[@]}" cluster.simulate_gpus=false \
