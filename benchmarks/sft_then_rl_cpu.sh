@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Demonstrations -> behaviour cloning -> PPO on rlinf/ManiSkill-PickCube (state, pd_ee_delta_pos), CPU only.
+# The state-only version of the VLA recipe in sft_then_rl_gpu.sh: the same commands, an mlp policy.
+#   bash benchmarks/sft_then_rl_cpu.sh collect 50     # motion-planner demonstrations
+#   bash benchmarks/sft_then_rl_cpu.sh sft 2000       # BC (Gaussian NLL), joint velocities hidden from the actor
+#   bash benchmarks/sft_then_rl_cpu.sh rl 40          # PPO from the BC checkpoint, eval every 5 iterations
+#   bash benchmarks/sft_then_rl_cpu.sh table          # success of the BC start and along the RL run
+set -euo pipefail
+WORK=${WORK:-/tmp/sft_then_rl_cpu}
+ENV_ARGS=(env=maniskill_pickcube env.kwargs.control_mode=pd_ee_delta_pos env.max_episode_steps=100)
+stage=$1; shift
+case $stage in
+  collect)
+    python -m rlinf_embodied.collect "${ENV_ARGS[@]}" collect.output_dir=$WORK/data collect.num_episodes=${1:-50} \
+      collect.num_workers=2 collect.max_episode_steps=100 collect.seed=${SEED:-1000} hydra.run.dir=$WORK/collect_run ;;
+  sft)
+    python -m rlinf_embodied.sft "${ENV_ARGS[@]}" policy=mlp \
+      "policy.overrides.actor_ignore_state_dims=[9,10,11,12,13,14,15,16,17]" sft.dataset=$WORK/data \
+      sft.max_steps=${1:-2000} sft.batch_size=256 sft.lr=1e-3 sft.eval_interval=${EVAL_INTERVAL:-1000} \
+      sft.eval_episodes=50 sft.output_dir=$WORK/sft hydra.run.dir=$WORK/sft ;;
+  rl)
+    # init_log_std resets the NLL-fitted std (about 0.2) that makes the BC policy's stochastic rollouts fail
+    python -m rlinf_embodied.train "${ENV_ARGS[@]}" env.ignore_terminations=true env.num_envs=${NUM_ENVS:-32} \
+      runner.rollout_steps=100 policy.checkpoint=${CKPT:-$WORK/sft/checkpoints/best/policy} \
+      policy.overrides.init_log_std=${INIT_LOG_STD:--2.5} algorithm.update_epochs=${EPOCHS:-4} \
+      algorithm.num_minibatches=8 algorithm.lr=${LR:-3e-5} algorithm.critic_warmup_iterations=${WARMUP:-3} \
+      runner.max_iterations=${1:-40} runner.eval_interval=5 runner.eval_rounds=2 \
+      runner.output_dir=$WORK/rl${TAG:-} hydra.run.dir=$WORK/rl${TAG:-} "$@" ;;
+  table)
+    python - "$WORK" <<'EOF'
+import json, sys, glob, os
+work = sys.argv[1]
+sft = [json.loads(l) for l in open(f"{work}/sft/metrics.jsonl")]
+print("| stage | step / iteration | env steps | eval success_once |")
+print("|---|---:|---:|---:|")
+for row in sft:
+    if "eval/success_once" in row:
+        print(f"| BC | {row.get('step', '')} | - | {row['eval/success_once']:.2f} |")
+for path in sorted(glob.glob(f"{work}/rl*/metrics.jsonl")):
+    for row in map(json.loads, open(path)):
+        if "eval/success_once" in row:
+            name = os.path.basename(os.path.dirname(path))
+            print(f"| PPO ({name}) | {row['iteration']} | {row['time/env_steps']} | {row['eval/success_once']:.2f} |")
+EOF
+    ;;
+  *) echo "unknown stage $stage: collect | sft | rl | table"; exit 2 ;;
+esac
