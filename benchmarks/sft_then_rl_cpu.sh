@@ -19,12 +19,13 @@ case $stage in
       sft.max_steps=${1:-2000} sft.batch_size=256 sft.lr=1e-3 sft.eval_interval=${EVAL_INTERVAL:-1000} \
       sft.eval_episodes=50 sft.output_dir=$WORK/sft hydra.run.dir=$WORK/sft ;;
   rl)
+    iterations=${1:-40}; shift || true
     # init_log_std resets the NLL-fitted std (about 0.2) that makes the BC policy's stochastic rollouts fail
     python -m rlinf_embodied.train "${ENV_ARGS[@]}" env.ignore_terminations=true env.num_envs=${NUM_ENVS:-32} \
       runner.rollout_steps=100 policy.checkpoint=${CKPT:-$WORK/sft/checkpoints/best/policy} \
       policy.overrides.init_log_std=${INIT_LOG_STD:--2.5} algorithm.update_epochs=${EPOCHS:-4} \
       algorithm.num_minibatches=8 algorithm.lr=${LR:-3e-5} algorithm.critic_warmup_iterations=${WARMUP:-3} \
-      runner.max_iterations=${1:-40} runner.eval_interval=5 runner.eval_rounds=2 \
+      runner.max_iterations=$iterations runner.eval_interval=5 runner.eval_rounds=2 \
       runner.output_dir=$WORK/rl${TAG:-} hydra.run.dir=$WORK/rl${TAG:-} "$@" ;;
   table)
     python - "$WORK" <<'EOF'
