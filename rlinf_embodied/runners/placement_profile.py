@@ -8,9 +8,10 @@
 
 The profile runs every component on GPU 0 (one worker each, like one process of any layout), stage 1,
 a few rollout steps, after one warm-up iteration: env/sim and rollout/infer spans give t_sim and t_inf
-at that env count (two env counts, num_envs and num_envs/2, give the fixed and per-env parts),
-time/train_seconds the training time per sample; offload, onload and the weight sync are timed on their
-own. GPU memory: each worker's peak PyTorch reservation on GPU 0 after that iteration (Worker.gpu_memory_gib)
+at that env count (two env counts, num_envs and num_envs/2, give the fixed and per-env parts), the
+rest of a rollout step (time/rollout_seconds per step minus both) its overhead, and time/train_seconds
+at the two batch sizes the fixed and per-sample training time (the optimizer steps per iteration do not
+depend on the batch); offload, onload and the weight sync are timed on their own. GPU memory: each worker's peak PyTorch reservation on GPU 0 after that iteration (Worker.gpu_memory_gib)
 at the full env.num_envs on one env worker (an upper bound for layouts with more env workers) and the whole
 actor on one GPU (predict shards it over the actor GPUs). Memory outside PyTorch's allocator (CUDA contexts,
 a GPU simulator's own buffers) is not counted, so a layout near the limit can still run out; on simulated
@@ -150,11 +151,14 @@ def measure_once(cfg: TrainConfig, cluster, num_envs: int, rollout_steps: int) -
             runner.shutdown()
     calls = num_envs * rollout_steps
     env_steps = rollout["time/throughput"] * rollout["time/rollout_seconds"]
+    sim_s, infer_s = spans.get("env/sim", math.nan), spans.get("rollout/infer", math.nan)
     return {
         "num_envs": num_envs,
-        "sim_s": spans.get("env/sim", math.nan),
-        "infer_s": spans.get("rollout/infer", math.nan),
-        "train_per_sample_s": train["time/train_seconds"] / calls,
+        "samples": calls,
+        "sim_s": sim_s,
+        "infer_s": infer_s,
+        "step_overhead_s": max(0.0, rollout["time/rollout_seconds"] / rollout_steps - sim_s - infer_s),
+        "train_s": train["time/train_seconds"],
         "offload_s": offload,
         "onload_s": onload,
         "weight_sync_s": sync,
@@ -164,8 +168,12 @@ def measure_once(cfg: TrainConfig, cluster, num_envs: int, rollout_steps: int) -
     }
 
 
-def profile_costs(cfg: TrainConfig, cluster, rollout_steps: int = 3) -> ComponentCosts:
-    """Measure ComponentCosts on `cluster` with short runs of the real workers (see the module docstring)."""
+def profile_costs(cfg: TrainConfig, cluster, rollout_steps: int | None = None) -> ComponentCosts:
+    """Measure ComponentCosts on `cluster` with short runs of the real workers (see the module docstring).
+    rollout_steps defaults to runner.rollout_steps capped at 12: enough samples per minibatch that the
+    per-sample training cost is not lost in the per-step one."""
+    if rollout_steps is None:
+        rollout_steps = max(2, min(cfg.runner.rollout_steps, 12))
     sizes = [cfg.env.num_envs]
     half = cfg.env.num_envs // 2
     if half >= 1 and half % cfg.algorithm.env_group_size == 0:
@@ -177,13 +185,16 @@ def profile_costs(cfg: TrainConfig, cluster, rollout_steps: int = 3) -> Componen
         logger.info("placement profile: %d envs measured in %.1fs: %s", size, time.perf_counter() - start, runs[-1])
     env_fixed, env_per = fit_linear([(r["num_envs"], r["sim_s"]) for r in runs])
     inf_fixed, inf_per = fit_linear([(r["num_envs"], r["infer_s"]) for r in runs])
+    train_fixed, train_per = fit_linear([(r["samples"], r["train_s"]) for r in runs])
     last = runs[-1]
     return ComponentCosts(
         env_step_fixed_s=env_fixed,
         env_step_per_env_s=env_per,
         infer_fixed_s=inf_fixed,
         infer_per_sample_s=inf_per,
-        train_per_sample_s=last["train_per_sample_s"],
+        train_per_sample_s=train_per,
+        train_fixed_s=train_fixed,
+        step_overhead_s=statistics.mean(r["step_overhead_s"] for r in runs),
         offload_s=statistics.mean(r["offload_s"] for r in runs),
         onload_s=statistics.mean(r["onload_s"] for r in runs),
         weight_sync_s=statistics.mean(r["weight_sync_s"] for r in runs),

@@ -9,18 +9,22 @@ use this module. The model is small enough to check by hand. With
     k = ceil(|e| / |r|) env workers served by one rollout worker (env ranks go round-robin over rollout ranks),
     t_sim(b) = env_step_fixed_s + env_step_per_env_s * b      (one stage's step: one action chunk)
     t_inf(b) = infer_fixed_s + infer_per_sample_s * b        (one policy call on a batch of b)
+    o        = step_overhead_s                               (what a rollout step costs beyond sim and
+                                                              inference: channels, obs batching; measured)
 
 one rollout step takes
 
     W_env  = S * t_sim(b)                 an env worker steps its S stages
     W_roll = k * S * t_inf(b)             a rollout worker answers its k*S shards
-    step   = max(W_env, W_roll)   when S >= 2 and e, r share no GPU (simulation overlaps inference)
-           = W_env + W_roll       otherwise (stage 1 waits; on shared GPUs the two compete)
+    step   = max(W_env, W_roll) + o   when S >= 2 and e, r share no GPU (simulation overlaps inference)
+           = W_env + W_roll + o       otherwise (stage 1 waits; on shared GPUs the two compete)
 
 and one iteration (the runner is synchronous: sync weights, roll out, train)
 
     rollout = T * step
-    train   = train_per_sample_s * E * T / |a|                 (data parallel over the actor ranks)
+    train   = train_fixed_s + train_per_sample_s * E * T / |a|
+              (the fixed part: update_epochs x num_minibatches optimizer steps, whatever the batch; the
+               per-sample part is data parallel over the actor ranks)
     swap    = 2 * (offload_s + onload_s)   when a shares a GPU with e or r (rollout out + actor in, and back)
     seconds = rollout + train + swap + weight_sync_s
     env-steps/s = E * T * env_steps_per_call / seconds
@@ -44,6 +48,7 @@ from typing import Any, Iterable, Sequence
 from .placement import ComponentPlacement
 
 COMPONENTS = ("env", "rollout", "actor")
+COST_MODEL_VERSION = 2  # 2: fixed training seconds per iteration and a per-step rollout overhead
 CACHE_ENV_VAR = "RLINF_PLACEMENT_CACHE"
 DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "rlinf_embodied", "placement")
 
@@ -57,6 +62,8 @@ class ComponentCosts:
     infer_fixed_s: float = 0.0  # one policy call on a batch of b: fixed + per_sample * b
     infer_per_sample_s: float = 0.0
     train_per_sample_s: float = 0.0  # actor seconds per sample (one env x one policy call) on one GPU
+    train_fixed_s: float = 0.0  # actor seconds per iteration that do not grow with the batch (per optimizer step)
+    step_overhead_s: float = 0.0  # per rollout step, beyond simulation and inference
     offload_s: float = 0.0  # one model GPU -> CPU
     onload_s: float = 0.0  # one model CPU -> GPU
     weight_sync_s: float = 0.0  # actor -> rollout, once per iteration
@@ -216,10 +223,10 @@ def predict(
     w_env = stages * costs.env_step_s(b)
     w_roll = k * stages * costs.infer_s(b)
     overlap = stages >= 2 and not (e & r)
-    step = max(w_env, w_roll) if overlap else w_env + w_roll
+    step = (max(w_env, w_roll) if overlap else w_env + w_roll) + costs.step_overhead_s
     breakdown = {
         "rollout": rollout_steps * step,
-        "train": costs.train_per_sample_s * num_envs * rollout_steps / len(a),
+        "train": costs.train_fixed_s + costs.train_per_sample_s * num_envs * rollout_steps / len(a),
         "swap": 2 * (costs.offload_s + costs.onload_s) if swaps else 0.0,
         "sync": costs.weight_sync_s,
     }
@@ -306,6 +313,7 @@ def cache_key(env_id: str, obs_mode: str, num_envs: int, policy: str, size: str,
         "policy": policy,
         "size": size,
         "num_gpus": num_gpus,
+        "cost_model": COST_MODEL_VERSION,  # costs measured for an older model are measured again
     }
 
 

@@ -329,7 +329,8 @@ def test_place_profiles_on_simulated_gpus_then_reads_the_cache(tmp_path, monkeyp
     assert any("profiling" in line for line in lines) and any("env-steps/s" in line for line in lines)
     cached = load_costs(cache_key(cfg.env.id, "state", 4, "mlp", "tiny", 2))
     assert cached is not None and cached.env_step_per_env_s + cached.env_step_fixed_s > 0
-    assert cached.infer_per_sample_s + cached.infer_fixed_s > 0 and cached.train_per_sample_s > 0
+    assert cached.infer_per_sample_s + cached.infer_fixed_s > 0
+    assert cached.train_per_sample_s + cached.train_fixed_s > 0
     lines = []
     assert place(cfg, log=lines.append) == chosen
     assert any("using cached costs" in line for line in lines)
@@ -364,3 +365,15 @@ def test_sft_rejects_auto():
     cfg.cluster.component_placement = "auto"
     with pytest.raises(ValueError, match="auto is for training"):
         actor_placement(cfg)
+
+
+def test_fixed_training_time_is_not_divided_over_actor_ranks_and_step_overhead_adds_per_step():
+    """Cost model 2: train = train_fixed_s + train_per_sample_s * E * T / |a|; each rollout step pays o."""
+    costs = ComponentCosts(train_fixed_s=2.0, train_per_sample_s=0.01, step_overhead_s=0.05, env_step_fixed_s=0.1)
+    one, two = (
+        predict(Layout({"env": "0", "rollout": "0", "actor": actor}, 1), costs, 8, 10, 2)
+        for actor in ("1", "all")
+    )
+    assert one.breakdown["train"] == pytest.approx(2.0 + 0.01 * 80)
+    assert two.breakdown["train"] == pytest.approx(2.0 + 0.01 * 80 / 2)
+    assert one.breakdown["rollout"] == pytest.approx(10 * (0.1 + 0.05))
