@@ -44,6 +44,7 @@ from ..scheduler.auto_placement import (
 logger = logging.getLogger(__name__)
 
 PROFILE_PLACEMENT = {"env": "0", "rollout": "0", "actor": "0"}
+PROFILE_MAX_ROLLOUT_STEPS = 100
 
 
 def num_gpus(cfg: TrainConfig) -> int:
@@ -170,10 +171,11 @@ def measure_once(cfg: TrainConfig, cluster, num_envs: int, rollout_steps: int) -
 
 def profile_costs(cfg: TrainConfig, cluster, rollout_steps: int | None = None) -> ComponentCosts:
     """Measure ComponentCosts on `cluster` with short runs of the real workers (see the module docstring).
-    rollout_steps defaults to runner.rollout_steps capped at 12: enough samples per minibatch that the
-    per-sample training cost is not lost in the per-step one."""
+    rollout_steps defaults to runner.rollout_steps capped at PROFILE_MAX_ROLLOUT_STEPS: training is then
+    measured at (or near) the real batch, where early stopping at algorithm.target_kl and the per-step
+    cost behave as they will in the run; tiny profile batches overestimated it several-fold."""
     if rollout_steps is None:
-        rollout_steps = max(2, min(cfg.runner.rollout_steps, 12))
+        rollout_steps = max(2, min(cfg.runner.rollout_steps, PROFILE_MAX_ROLLOUT_STEPS))
     sizes = [cfg.env.num_envs]
     half = cfg.env.num_envs // 2
     if half >= 1 and half % cfg.algorithm.env_group_size == 0:
