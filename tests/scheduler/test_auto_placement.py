@@ -371,8 +371,7 @@ def test_fixed_training_time_is_not_divided_over_actor_ranks_and_step_overhead_a
     """Cost model 2: train = train_fixed_s + train_per_sample_s * E * T / |a|; each rollout step pays o."""
     costs = ComponentCosts(train_fixed_s=2.0, train_per_sample_s=0.01, step_overhead_s=0.05, env_step_fixed_s=0.1)
     one, two = (
-        predict(Layout({"env": "0", "rollout": "0", "actor": actor}, 1), costs, 8, 10, 2)
-        for actor in ("1", "all")
+        predict(Layout({"env": "0", "rollout": "0", "actor": actor}, 1), costs, 8, 10, 2) for actor in ("1", "all")
     )
     assert one.breakdown["train"] == pytest.approx(2.0 + 0.01 * 80)
     assert two.breakdown["train"] == pytest.approx(2.0 + 0.01 * 80 / 2)
