@@ -31,7 +31,7 @@ from omegaconf import OmegaConf  # noqa: E402
 from rlinf_embodied.config import AUTO, TrainConfig, register_configs  # noqa: E402
 from rlinf_embodied.paths import CONFIG_DIR  # noqa: E402
 from rlinf_embodied.runners.embodied_runner import EmbodiedRunner  # noqa: E402
-from rlinf_embodied.runners.placement_profile import candidate_layouts, costs_for, num_gpus  # noqa: E402
+from rlinf_embodied.runners.placement_profile import candidate_layouts, costs_for, num_gpus, workload  # noqa: E402
 from rlinf_embodied.scheduler import Cluster  # noqa: E402
 from rlinf_embodied.scheduler.auto_placement import Layout, predict_all  # noqa: E402
 
@@ -88,15 +88,7 @@ def main() -> None:
         start = time.perf_counter()
         costs = costs_for(cfg, cluster)
         print(f"costs ({time.perf_counter() - start:.0f}s): {costs.to_dict()}", flush=True)
-        layouts = predict_all(
-            candidate_layouts(cfg),
-            costs,
-            cfg.env.num_envs,
-            cfg.runner.rollout_steps,
-            cfg.cluster.num_gpus_per_node,
-            cfg.algorithm.env_group_size,
-            cfg.cluster.num_nodes,
-        )
+        layouts = predict_all(candidate_layouts(cfg), costs, *workload(cfg))
         runnable = sorted((layout for layout in layouts if layout.fits), key=lambda layout: layout.seconds)
         if args.max_layouts:
             runnable = runnable[: args.max_layouts]

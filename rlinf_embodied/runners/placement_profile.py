@@ -223,6 +223,18 @@ def costs_for(cfg: TrainConfig, cluster, log: Callable[[str], None] = print) -> 
     return costs
 
 
+def workload(cfg: TrainConfig) -> tuple[int, int, int, int, int]:
+    """cfg's (num_envs, rollout_steps, num_gpus per node, env_group_size, num_nodes): the arguments that
+    scheduler/auto_placement.py's predict / predict_all / choose take after the costs."""
+    return (
+        cfg.env.num_envs,
+        cfg.runner.rollout_steps,
+        cfg.cluster.num_gpus_per_node,
+        cfg.algorithm.env_group_size,
+        cfg.cluster.num_nodes,
+    )
+
+
 def candidate_layouts(cfg: TrainConfig) -> list[Layout]:
     """Every layout when the placement is auto; else the configured placement with the stage counts to try."""
     stages = (1, 2) if is_auto(cfg.runner.pipeline_stage_num) else (cfg.runner.pipeline_stage_num,)
@@ -248,15 +260,7 @@ def resolve_auto_placement(
     layouts = candidate_layouts(cfg)
     if costs is None:
         costs = costs_for(cfg, cluster, log)
-    chosen, predicted = choose(
-        costs,
-        cfg.env.num_envs,
-        cfg.runner.rollout_steps,
-        cfg.cluster.num_gpus_per_node,
-        cfg.algorithm.env_group_size,
-        cfg.cluster.num_nodes,
-        layouts,
-    )
+    chosen, predicted = choose(costs, *workload(cfg), layouts)
     log(
         f"placement candidates ({num_gpus(cfg)} GPUs, {cfg.env.num_envs} envs, {cfg.runner.rollout_steps} "
         f"rollout steps; predicted):\n{format_table(predicted, chosen)}"
