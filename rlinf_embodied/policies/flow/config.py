@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..base import PolicyConfig
+from ..common.state_dims import check_state_dims
 from .sde import NOISE_METHODS, validate_stochastic_steps
 
 
@@ -67,11 +68,7 @@ class FlowPolicyConfig(PolicyConfig):
                 f"state_dim={self.state_dim} exceeds max_state_dim={self.max_state_dim}; raise max_state_dim "
                 "(only for randomly initialised models: a checkpoint's state projection has a fixed width)"
             )
-        bad = [d for d in self.ignore_state_dims or [] if not 0 <= int(d) < self.state_dim]
-        if bad:
-            raise ValueError(
-                f"ignore_state_dims {bad} are not state dims (state_dim={self.state_dim}: 0-{self.state_dim - 1})"
-            )
+        check_state_dims("ignore_state_dims", self.ignore_state_dims, self.state_dim)
         if self.num_denoise_steps < 1:
             raise ValueError("num_denoise_steps must be >= 1")
         validate_stochastic_steps(self.stochastic_steps, self.num_denoise_steps)

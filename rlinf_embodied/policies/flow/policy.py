@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from ..base import CONFIG_FILE, WEIGHTS_FILE, ActOutput, EvalOutput, Obs, Policy
+from ..common.state_dims import zero_state_dims
 from ..common.tokenizer import load_tokenizer
 from .config import FlowPolicyConfig
 from .heads import FlowNoiseHead, ValueHead
@@ -149,10 +150,7 @@ class FlowPolicy(Policy):
             low = torch.as_tensor(cfg.state_low, dtype=torch.float32, device=state.device)
             high = torch.as_tensor(cfg.state_high, dtype=torch.float32, device=state.device)
             state = (state - low) / (high - low) * 2.0 - 1.0
-        if cfg.ignore_state_dims:
-            state = state.clone()
-            state[:, [int(d) for d in cfg.ignore_state_dims]] = 0.0
-        return pad_last_dim(state, cfg.max_state_dim)
+        return pad_last_dim(zero_state_dims(state, cfg.ignore_state_dims), cfg.max_state_dim)
 
     def camera_images(self, obs: Obs) -> list[torch.Tensor]:
         """The (N, H, W, 3) uint8 cameras the model sees: main camera, then the wrist camera if used."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..base import Obs
+from ..common.state_dims import check_state_dims, zero_state_dims
 from .configuration import MLP_PRESETS, MLPConfig
 from .gaussian import ACTOR_OUT_GAIN, CRITIC_OUT_GAIN, GaussianActorCritic, build_mlp, check_state
 
@@ -22,9 +23,8 @@ class MLPPolicy(GaussianActorCritic):
 
     def __init__(self, config: MLPConfig):
         super().__init__(config)
-        bad = [d for d in config.actor_ignore_state_dims or [] if int(d) >= config.state_dim]
-        if bad:  # checked here, where state_dim is the real one (configs are built before it is known)
-            raise ValueError(f"actor_ignore_state_dims {bad} are not state dims (state_dim={config.state_dim})")
+        # checked here, where state_dim is the real one (configs are built before it is known)
+        check_state_dims("actor_ignore_state_dims", config.actor_ignore_state_dims, config.state_dim)
         hidden = [config.hidden_dim] * config.num_layers
         out_dim = config.action_chunk * config.action_dim
         self.actor = build_mlp(config.state_dim, hidden, out_dim, ACTOR_OUT_GAIN)
@@ -33,10 +33,7 @@ class MLPPolicy(GaussianActorCritic):
     def action_means_and_values(self, obs: Obs) -> tuple[torch.Tensor, torch.Tensor]:
         weight = self.actor[0].weight
         state = check_state(obs, self.config.state_dim, self.name, weight.device, weight.dtype)  # (N, S)
-        actor_state = state
-        if self.config.actor_ignore_state_dims:
-            actor_state = state.clone()
-            actor_state[:, [int(d) for d in self.config.actor_ignore_state_dims]] = 0
+        actor_state = zero_state_dims(state, self.config.actor_ignore_state_dims)  # the critic sees every dim
         return self.actor(actor_state), self.critic(state).squeeze(-1)  # (N, chunk * A), (N,)
 
     def example_obs(self, batch_size: int) -> Obs:

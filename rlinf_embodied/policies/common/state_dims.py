@@ -1,0 +1,24 @@
+"""Hiding state dims from a model (the copycat fix: mlp's `actor_ignore_state_dims`, the flow VLAs'
+`ignore_state_dims`). One check and one zeroing, so every policy means the same by it."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+
+def check_state_dims(field: str, dims: Sequence[int] | None, state_dim: int) -> None:
+    """ValueError naming `field` when a dim is not in 0..state_dim-1."""
+    bad = [d for d in dims or [] if not 0 <= int(d) < state_dim]
+    if bad:
+        raise ValueError(f"{field} {bad} are not state dims (state_dim={state_dim}: 0-{state_dim - 1})")
+
+
+def zero_state_dims(state: torch.Tensor, dims: Sequence[int] | None) -> torch.Tensor:
+    """(N, D) state with `dims` zeroed, as a copy (the caller's tensor is unchanged); `state` when none."""
+    if not dims:
+        return state
+    state = state.clone()
+    state[:, [int(d) for d in dims]] = 0
+    return state
