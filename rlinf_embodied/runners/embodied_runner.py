@@ -78,9 +78,13 @@ class EmbodiedRunner:
         try:
             # Every group's processes start at once; the model groups get their arguments (the policies'
             # dims come from the env's spec) once the env group is up, then build their policies together.
-            for worker_cls, name in ((EnvWorker, "env"), (RolloutWorker, "rollout"), (ActorWorker, "actor")):
+            for worker_cls, name, args in (
+                (EnvWorker, "env", (cfg,)),
+                (RolloutWorker, "rollout", ()),
+                (ActorWorker, "actor", ()),
+            ):
                 strategy = self.placement.strategy(name)
-                groups.append(worker_cls.create_group(cfg).start(cluster, name=name, placement_strategy=strategy))
+                groups.append(worker_cls.create_group(*args).start(cluster, name=name, placement_strategy=strategy))
             self.env_group, self.rollout_group, self.actor_group = groups
             self.env_group.wait_launched().init_worker().wait()
             spec = self.env_spec = self.env_group.execute_on(0).env_spec().wait()[0]

@@ -7,13 +7,14 @@
                                           write the choice into cfg (the driver calls it before the runner)
 
 The profile runs every component on GPU 0 (one worker each, like one process of any layout), stage 1,
-a few rollout steps, after one warm-up iteration: env/sim and rollout/infer spans give t_sim and t_inf
-at that env count (two env counts, num_envs and num_envs/2, give the fixed and per-env parts), the
-rest of a rollout step (time/rollout_seconds per step minus both) its overhead, and time/train_seconds
-at the two batch sizes the fixed and per-sample training time (the optimizer steps per iteration do not
-depend on the batch); offload, onload and the weight sync are timed on their own. GPU memory: each worker's peak PyTorch reservation on GPU 0 after that iteration (Worker.gpu_memory_gib)
-at the full env.num_envs on one env worker (an upper bound for layouts with more env workers) and the whole
-actor on one GPU (predict shards it over the actor GPUs). Memory outside PyTorch's allocator (CUDA contexts,
+runner.rollout_steps (at most PROFILE_MAX_ROLLOUT_STEPS) after one warm-up iteration: env/sim and
+rollout/infer spans give t_sim and t_inf at that env count (two env counts, num_envs and num_envs/2, give
+the fixed and per-env parts), the rest of a rollout step (time/rollout_seconds per step minus both) its
+overhead, and time/train_seconds at the two batch sizes the fixed and per-sample training time (the
+optimizer steps per iteration do not depend on the batch); offload, onload and the weight sync are timed
+on their own. GPU memory: each worker's peak PyTorch reservation on GPU 0 after that iteration
+(Worker.gpu_memory_gib) at the full env.num_envs on one env worker (an upper bound for layouts with more
+env workers) and the whole actor on one GPU (predict shards it over the actor GPUs). Memory outside PyTorch's allocator (CUDA contexts,
 a GPU simulator's own buffers) is not counted, so a layout near the limit can still run out; on simulated
 GPUs every figure is 0 and nothing is excluded for memory.
 """
