@@ -6,6 +6,9 @@
 #   bash benchmarks/sft_then_rl_gpu.sh sft 3000        # pi0-small flow-matching SFT (+ eval)
 #   bash benchmarks/sft_then_rl_gpu.sh eval            # 200 held-out episodes of the SFT checkpoint
 #   bash benchmarks/sft_then_rl_gpu.sh rl 20           # PPO (Flow-SDE) from the SFT checkpoint
+#   bash benchmarks/sft_then_rl_gpu.sh pick            # the SFT checkpoint with eval success in [20%, 70%]
+#   setsid bash benchmarks/sft_then_rl_gpu.sh pipeline 150 > $WORK/pipeline.log 2>&1 &
+#                                  # all stages in one go, outliving the device call that starts it
 set -euo pipefail
 WORK=${WORK:-/tmp/work}
 POLICY=${POLICY:-pi0}
@@ -25,19 +28,47 @@ case $stage in
   sft)
     python3 -m rlinf_embodied.sft "${ENV_ARGS[@]}" "${POLICY_ARGS[@]}" cluster.simulate_gpus=false \
       sft.dataset=$WORK/data sft.max_steps=${1:-3000} sft.batch_size=${BATCH:-64} sft.lr=${LR:-3e-4} \
-      sft.warmup_steps=200 sft.eval_interval=${EVAL_INTERVAL:-0} sft.eval_episodes=${EVAL_EPISODES:-32} \
+      sft.warmup_steps=200 sft.eval_interval=${EVAL_INTERVAL:-0} sft.save_interval=${SAVE_INTERVAL:-0} sft.eval_episodes=${EVAL_EPISODES:-32} \
       sft.log_interval=50 sft.progress=false sft.output_dir=$WORK/sft hydra.run.dir=$WORK/sft ;;
   eval)
     python3 -m rlinf_embodied.eval "${ENV_ARGS[@]}" policy=$POLICY policy.checkpoint=${CKPT:-$WORK/sft/checkpoints/final/policy} \
       eval.num_episodes=${1:-200} eval.num_envs=${EVAL_ENVS:-16} eval.video=false eval.output_dir=$WORK/eval_${TAG:-sft} \
       hydra.run.dir=$WORK/eval_${TAG:-sft} ;;
   rl)
+    iterations=${1:-20}; shift || true
     python3 -m rlinf_embodied.train "${ENV_ARGS[@]}" env.ignore_terminations=${IGNORE_TERM:-false} policy=$POLICY \
       policy.checkpoint=${CKPT:-$WORK/sft/checkpoints/final/policy} policy.precision=bf16 cluster.simulate_gpus=false \
-      runner.max_iterations=${1:-20} env.num_envs=${NUM_ENVS:-32} runner.rollout_steps=${ROLLOUT_STEPS:-25} \
+      runner.max_iterations=$iterations env.num_envs=${NUM_ENVS:-32} runner.rollout_steps=${ROLLOUT_STEPS:-25} \
       algorithm.update_epochs=1 algorithm.num_minibatches=${MINIBATCHES:-4} runner.save_interval=5 runner.progress=false \
       ${RESUME:+runner.resume=$RESUME} runner.output_dir=$WORK/rl hydra.run.dir=$WORK/rl "$@" ;;
-  *) echo "unknown stage $stage: collect | sft | eval | rl"; exit 2 ;;
+  pick)
+    # the few-shot regime of the pi-RL paper: the SFT checkpoint with the highest eval success in
+    # [0.2, 0.7] (else the best one), from the sft stage's periodic evaluations (EVAL_INTERVAL > 0)
+    python3 - "$WORK/sft" <<'PY'
+import json, sys
+rows = [json.loads(line) for line in open(f"{sys.argv[1]}/metrics.jsonl")]
+evals = [(row["eval/success_once"], row["step"]) for row in rows if "eval/success_once" in row]
+in_range = [e for e in evals if 0.2 <= e[0] <= 0.7]
+success, step = max(in_range or evals)
+print(f"{sys.argv[1]}/checkpoints/step_{step:06d}/policy {success:.3f}")
+PY
+    ;;
+  pipeline)
+    set -x
+    [ -n "${SKIP_COLLECT:-}" ] || bash "$0" collect "${1:-150}"
+    shift || true  # the remaining arguments go to the rl stage (Hydra overrides)
+    while [ ! -f /tmp/site/.unpacked_ray.txz ]; do sleep 2; done  # the ray bundle comes in the next call
+    SAVE_INTERVAL=${SFT_EVAL_INTERVAL:-1000} EVAL_INTERVAL=${SFT_EVAL_INTERVAL:-1000} EVAL_EPISODES=64 \
+      bash "$0" sft "${SFT_STEPS:-3000}"
+    read -r CKPT SFT_SUCCESS < <(bash "$0" pick)
+    echo "picked $CKPT (eval success $SFT_SUCCESS)"
+    CKPT=$CKPT TAG=sft bash "$0" eval "${FINAL_EPISODES:-200}"
+    # SIGINT after RL_SECONDS: the runner finishes its iteration, saves and exits 130
+    CKPT=$CKPT timeout -s INT "${RL_SECONDS:-600}" bash "$0" rl 1000 "$@" || true
+    last=$(ls -d "$WORK"/rl/checkpoints/iteration_* | tail -1)
+    CKPT=$last/policy TAG=rl bash "$0" eval "${FINAL_EPISODES:-200}"
+    echo "pipeline done" ;;
+  *) echo "unknown stage $stage: collect | sft | eval | rl | pick | pipeline"; exit 2 ;;
 esac
 if [ -n "${OUT:-}" ]; then
   for f in $WORK/sft/metrics.jsonl $WORK/rl/metrics.jsonl $WORK/eval_*/results.json; do
