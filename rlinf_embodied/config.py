@@ -170,6 +170,9 @@ class SFTConfig:
     # get the dataset's per-dimension 1st/99th percentiles as action_low/high (state_low/high); they
     # are saved in the checkpoint's config.json. mlp/cnn keep the env's [-1, 1] action convention.
     normalize_from_dataset: bool = True
+    # Random shift of every training image by up to this many pixels (border repeated), per sample;
+    # the usual augmentation for imitation from pixels. Needs a dataset with cameras. 0 = off.
+    image_shift: int = 0
     eval_interval: int = 0  # steps between env evaluations (and one at the end); 0 = never
     eval_episodes: int = 10
     save_interval: int = 0  # steps between checkpoints/step_XXXXXX; 0 = only checkpoints/final
@@ -182,7 +185,7 @@ class SFTConfig:
         for name in ("max_steps", "batch_size", "log_interval", "eval_episodes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"sft.{name}={getattr(self, name)} must be >= 1")
-        for name in ("warmup_steps", "eval_interval", "save_interval", "weight_decay", "grad_clip"):
+        for name in ("warmup_steps", "eval_interval", "save_interval", "weight_decay", "grad_clip", "image_shift"):
             if getattr(self, name) < 0:
                 raise ValueError(f"sft.{name}={getattr(self, name)} must be >= 0")
         if self.lr <= 0:

@@ -106,6 +106,16 @@ def test_action_dim_and_control_mode_mismatches_name_both_sides(tmp_path):
         check_sft_config(cfg)
 
 
+def test_image_shift_needs_cameras(tmp_path):
+    cfg = SFTRunConfig()
+    cfg.sft.dataset = write_state_dataset(tmp_path / "ds", episodes=1, length=3)
+    cfg.sft.image_shift = 4
+    with pytest.raises(ValueError, match=r"sft.image_shift=4 augments camera images, but .* has none"):
+        check_sft_config(cfg)
+    with pytest.raises(ValueError, match=r"sft.image_shift=-1 must be >= 0"):
+        type(cfg.sft)(image_shift=-1)
+
+
 def test_lr_schedule_warms_up_then_decays():
     cfg = SFTRunConfig().sft
     cfg.lr, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio = 1.0, 10, 110, 0.1
@@ -135,16 +145,19 @@ def test_eval_in_an_env_that_cannot_run_here_fails_at_start(tmp_path):
 
 # ---- tiny VLAs learn on images + state, in-process (the worker outside Ray: one CPU rank) -------------
 @pytest.mark.parametrize(
-    "name, overrides, cameras",
+    "name, sft_settings, cameras",
     [
         ("pi0", {}, ("rgb",)),
+        ("pi0", {"image_shift": 2}, ("rgb",)),
         ("openvla_oft", {}, ("rgb", "wrist_rgb")),
     ],
 )
-def test_tiny_vla_sft_loss_goes_down(tmp_path, name, overrides, cameras):
+def test_tiny_vla_sft_loss_goes_down(tmp_path, name, sft_settings, cameras):
     preset = policy_class(name).presets["tiny"]
     cfg = SFTRunConfig()
-    cfg.policy.name, cfg.policy.size, cfg.policy.overrides = name, "tiny", dict(overrides)
+    cfg.policy.name, cfg.policy.size = name, "tiny"
+    for key, value in sft_settings.items():  # image_shift: the frames are uniform, so they stay learnable
+        setattr(cfg.sft, key, value)
     cfg.sft.dataset = write_image_dataset(
         tmp_path / "ds", preset["state_dim"], preset["action_dim"], preset["image_size"], cameras
     )
@@ -162,6 +175,30 @@ def test_tiny_vla_sft_loss_goes_down(tmp_path, name, overrides, cameras):
     assert loaded.config.action_low == worker.policy.config.action_low  # the statistics travel with it
     obs, _, _ = worker.dataset.sample([0, 1], 1)
     assert loaded.act(obs, deterministic=True).actions.shape == (2, preset["action_chunk"], preset["action_dim"])
+
+
+def test_sft_worker_shifts_every_camera_of_each_training_batch(tmp_path, monkeypatch):
+    import rlinf_embodied.workers.sft_worker as sft_worker
+
+    preset = policy_class("pi0").presets["tiny"]
+    cfg = SFTRunConfig()
+    cfg.policy.name, cfg.policy.size = "pi0", "tiny"
+    cfg.sft.dataset = write_image_dataset(
+        tmp_path / "ds", preset["state_dim"], preset["action_dim"], preset["image_size"], ("rgb", "wrist_rgb")
+    )
+    cfg.sft.batch_size, cfg.sft.image_shift = 4, 3
+    calls, original = [], sft_worker.random_shift
+
+    def recording_shift(images, max_shift, generator):
+        calls.append((tuple(images.shape), max_shift))
+        return original(images, max_shift, generator)
+
+    monkeypatch.setattr(sft_worker, "random_shift", recording_shift)
+    worker = SFTWorker(cfg)
+    worker.init_worker()
+    worker.train_steps(0, 2)
+    size = preset["image_size"]
+    assert calls == [((4, size, size, 3), 3)] * 4  # 2 steps x 2 cameras
 
 
 def held_out_loss(worker: SFTWorker) -> float:

@@ -214,6 +214,12 @@ def check_sft_config(cfg: SFTRunConfig) -> dict[str, Any]:
             f"env.kwargs.control_mode={env_mode!r}: set env.kwargs.control_mode={dataset_mode} (the policy "
             f"learns the dataset's action space, and train/eval must run the env in it)"
         )
+    cameras = [key for key, feature in features.items() if feature.get("dtype") in ("image", "video")]
+    if cfg.sft.image_shift > 0 and not cameras:
+        raise ValueError(
+            f"sft.image_shift={cfg.sft.image_shift} augments camera images, but sft.dataset={path!r} has none "
+            "(state-only demonstrations): set sft.image_shift=0"
+        )
     check_policy_config(cfg.policy)
     dims = predicted_policy_dims(cfg.policy)
     if dims["action_dim"] is not None and dims["action_dim"] != action_dim:

@@ -29,6 +29,7 @@ from torch.distributed.checkpoint.state_dict import get_model_state_dict
 from torch.distributed.fsdp import register_fsdp_forward_method
 
 from ..algorithms.checks import check_finite
+from ..datasets.augmentation import random_shift
 from ..config import EvalConfig, PolicyConfig, SFTConfig, SFTRunConfig
 from ..policies import policy_class
 from .actor_worker import FULL_STATE, ActorWorker
@@ -79,6 +80,7 @@ class SFTWorker(ActorWorker):
         trainable = [p for p in self.policy.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(trainable, lr=sft.lr, weight_decay=sft.weight_decay)
         self.sampler = FrameSampler(self.dataset.num_frames, seed_for(sft.seed, self.rank, 7717))
+        self.augment_generator = torch.Generator().manual_seed(seed_for(sft.seed, self.rank, 1913))
         torch.manual_seed(seed_for(sft.seed, self.rank, 4099))  # per-rank noise/flow times in the losses
         return {
             "action_dim": self.action_dim,
@@ -111,6 +113,8 @@ class SFTWorker(ActorWorker):
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             obs, actions, is_pad = self.dataset.sample(self.sampler.next(self.local_batch_size), chunk)
+            for camera in self.dataset.camera_keys:  # (B, H, W, C) uint8
+                obs[camera] = random_shift(obs[camera], sft.image_shift, self.augment_generator)
             obs, actions, is_pad = to_device(obs, self.device), actions.to(self.device), is_pad.to(self.device)
             with self._autocast():
                 loss = self.policy.sft_loss(obs, actions, is_pad)
