@@ -7,7 +7,7 @@
 #   bash benchmarks/sft_then_rl_gpu.sh eval            # 200 held-out episodes of the SFT checkpoint
 #   bash benchmarks/sft_then_rl_gpu.sh rl 20           # PPO (Flow-SDE) from the SFT checkpoint
 #   bash benchmarks/sft_then_rl_gpu.sh pick            # the SFT checkpoint with eval success in [20%, 70%]
-#   setsid bash benchmarks/sft_then_rl_gpu.sh pipeline 150 > $WORK/pipeline.log 2>&1 &
+#   setsid bash benchmarks/sft_then_rl_gpu.sh pipeline 400 > $WORK/pipeline.log 2>&1 &
 #                                  # all stages in one go, outliving the device call that starts it
 set -euo pipefail
 WORK=${WORK:-/tmp/work}
@@ -28,11 +28,11 @@ case $stage in
   sft)
     python3 -m rlinf_embodied.sft "${ENV_ARGS[@]}" "${POLICY_ARGS[@]}" cluster.simulate_gpus=false \
       sft.dataset=$WORK/data sft.max_steps=${1:-3000} sft.batch_size=${BATCH:-64} sft.lr=${LR:-3e-4} \
-      sft.warmup_steps=200 sft.eval_interval=${EVAL_INTERVAL:-0} sft.save_interval=${SAVE_INTERVAL:-0} sft.eval_episodes=${EVAL_EPISODES:-32} \
+      sft.image_shift=${IMAGE_SHIFT:-4} sft.warmup_steps=200 sft.eval_interval=${EVAL_INTERVAL:-0} sft.save_interval=${SAVE_INTERVAL:-0} sft.eval_episodes=${EVAL_EPISODES:-32} \
       sft.log_interval=50 sft.progress=false sft.output_dir=$WORK/sft hydra.run.dir=$WORK/sft ;;
   eval)
     python3 -m rlinf_embodied.eval "${ENV_ARGS[@]}" policy=$POLICY policy.checkpoint=${CKPT:-$WORK/sft/checkpoints/final/policy} \
-      eval.num_episodes=${1:-200} eval.num_envs=${EVAL_ENVS:-16} eval.video=false eval.output_dir=$WORK/eval_${TAG:-sft} \
+      eval.num_episodes=${1:-200} eval.num_envs=${EVAL_ENVS:-16} eval.seed=${EVAL_SEED:-1000} eval.video=false eval.output_dir=$WORK/eval_${TAG:-sft} \
       hydra.run.dir=$WORK/eval_${TAG:-sft} ;;
   rl)
     iterations=${1:-20}; shift || true
@@ -45,17 +45,20 @@ case $stage in
     # the few-shot regime of the pi-RL paper: the SFT checkpoint with the highest eval success in
     # [0.2, 0.7] (else the best one), from the sft stage's periodic evaluations (EVAL_INTERVAL > 0)
     python3 - "$WORK/sft" <<'PY'
-import json, sys
+import json, os, sys
 rows = [json.loads(line) for line in open(f"{sys.argv[1]}/metrics.jsonl")]
 evals = [(row["eval/success_once"], row["step"]) for row in rows if "eval/success_once" in row]
 in_range = [e for e in evals if 0.2 <= e[0] <= 0.7]
 success, step = max(in_range or evals)
-print(f"{sys.argv[1]}/checkpoints/step_{step:06d}/policy {success:.3f}")
+path = f"{sys.argv[1]}/checkpoints/step_{step:06d}/policy"
+if not os.path.isdir(path):  # the last step is saved as checkpoints/final
+    path = f"{sys.argv[1]}/checkpoints/final/policy"
+print(f"{path} {success:.3f}")
 PY
     ;;
   pipeline)
     set -x
-    [ -n "${SKIP_COLLECT:-}" ] || bash "$0" collect "${1:-150}"
+    [ -n "${SKIP_COLLECT:-}" ] || bash "$0" collect "${1:-400}"
     shift || true  # the remaining arguments go to the rl stage (Hydra overrides)
     while [ ! -f /tmp/site/.unpacked_ray.txz ]; do sleep 2; done  # the ray bundle comes in the next call
     SAVE_INTERVAL=${SFT_EVAL_INTERVAL:-1000} EVAL_INTERVAL=${SFT_EVAL_INTERVAL:-1000} EVAL_EPISODES=64 \
@@ -63,6 +66,9 @@ PY
     read -r CKPT SFT_SUCCESS < <(bash "$0" pick)
     echo "picked $CKPT (eval success $SFT_SUCCESS)"
     CKPT=$CKPT TAG=sft bash "$0" eval "${FINAL_EPISODES:-200}"
+    # the same policy on the first 32 demonstration seeds: far below the held-out success would be
+    # overfitting; as low, a mismatch between the recorded observations and the env's
+    CKPT=$CKPT TAG=sft_demo_seeds EVAL_SEED=0 EVAL_ENVS=32 bash "$0" eval 32
     # SIGINT after RL_SECONDS: the runner finishes its iteration, saves and exits 130
     CKPT=$CKPT timeout -s INT "${RL_SECONDS:-600}" bash "$0" rl 1000 "$@" || true
     last=$(ls -d "$WORK"/rl/checkpoints/iteration_* | tail -1)
