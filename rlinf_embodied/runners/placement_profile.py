@@ -14,7 +14,10 @@ overhead, and time/train_seconds at the two batch sizes the fixed and per-sample
 optimizer steps per iteration do not depend on the batch); offload, onload and the weight sync are timed
 on their own. GPU memory: each worker's peak PyTorch reservation on GPU 0 after that iteration
 (Worker.gpu_memory_gib) at the full env.num_envs on one env worker (an upper bound for layouts with more
-env workers) and the whole actor on one GPU (predict shards it over the actor GPUs). Memory outside PyTorch's allocator (CUDA contexts,
+env workers) and the whole actor on one GPU (predict shards it over the actor GPUs).
+On more than one GPU, a third run puts every component on every GPU (G workers each, num_envs / G envs
+per env worker): its sim, inference and training seconds against what the single-GPU runs predict for
+that share give each component's contention (how much each extra parallel worker slows the others). Memory outside PyTorch's allocator (CUDA contexts,
 a GPU simulator's own buffers) is not counted, so a layout near the limit can still run out; on simulated
 GPUs every figure is 0 and nothing is excluded for memory.
 """
@@ -27,6 +30,7 @@ import math
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 from typing import Callable
 
 from ..config import AUTO, TrainConfig, is_auto
@@ -45,6 +49,7 @@ from ..scheduler.auto_placement import (
 logger = logging.getLogger(__name__)
 
 PROFILE_PLACEMENT = {"env": "0", "rollout": "0", "actor": "0"}
+PARALLEL_PLACEMENT = {"env": "all", "rollout": "all", "actor": "all"}
 PROFILE_MAX_ROLLOUT_STEPS = 100
 
 
@@ -91,10 +96,12 @@ def profile_key(cfg: TrainConfig) -> dict:
     return cache_key(cfg.env.id, cfg.env.obs_mode, cfg.env.num_envs, cfg.policy.name, cfg.policy.size, num_gpus(cfg))
 
 
-def _profile_config(cfg: TrainConfig, num_envs: int, rollout_steps: int, output_dir: str) -> TrainConfig:
+def _profile_config(
+    cfg: TrainConfig, num_envs: int, rollout_steps: int, output_dir: str, placement: dict[str, str]
+) -> TrainConfig:
     pcfg = copy.deepcopy(cfg)
     pcfg.env.num_envs = num_envs
-    pcfg.cluster.component_placement = dict(PROFILE_PLACEMENT)
+    pcfg.cluster.component_placement = dict(placement)
     pcfg.runner.pipeline_stage_num = 1
     pcfg.runner.rollout_steps = rollout_steps
     pcfg.runner.max_iterations = 2
@@ -121,13 +128,15 @@ def _timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def measure_once(cfg: TrainConfig, cluster, num_envs: int, rollout_steps: int) -> dict[str, float]:
-    """One short run with every component on GPU 0: seconds of one sim step / policy call at num_envs,
-    train seconds per sample, offload, onload, weight sync, env steps per policy call."""
+def measure_once(
+    cfg: TrainConfig, cluster, num_envs: int, rollout_steps: int, placement: dict[str, str] = PROFILE_PLACEMENT
+) -> dict[str, float]:
+    """One short run (every component on GPU 0 unless `placement` says otherwise): seconds of one sim
+    step / policy call (mean over workers), train seconds, offload, onload, weight sync, env steps per call."""
     from .embodied_runner import EmbodiedRunner
 
     with tempfile.TemporaryDirectory() as out:
-        pcfg = _profile_config(cfg, num_envs, rollout_steps, out)
+        pcfg = _profile_config(cfg, num_envs, rollout_steps, out, placement)
         runner = EmbodiedRunner(pcfg, cluster, out)
         try:
             runner.sync_weights()  # warm-up iteration: process start, first kernels, optimizer state
@@ -190,7 +199,7 @@ def profile_costs(cfg: TrainConfig, cluster, rollout_steps: int | None = None) -
     inf_fixed, inf_per = fit_linear([(r["num_envs"], r["infer_s"]) for r in runs])
     train_fixed, train_per = fit_linear([(r["samples"], r["train_s"]) for r in runs])
     last = runs[-1]
-    return ComponentCosts(
+    costs = ComponentCosts(
         env_step_fixed_s=env_fixed,
         env_step_per_env_s=env_per,
         infer_fixed_s=inf_fixed,
@@ -206,6 +215,33 @@ def profile_costs(cfg: TrainConfig, cluster, rollout_steps: int | None = None) -
         rollout_mem_gib=last["rollout_mem_gib"],
         actor_mem_gib=last["actor_mem_gib"],
         gpu_mem_gib=last["gpu_mem_gib"],
+    )
+    gpus = num_gpus(cfg)
+    if gpus > 1 and cfg.env.num_envs % (gpus * cfg.algorithm.env_group_size) == 0:
+        start = time.perf_counter()
+        parallel = measure_once(cfg, cluster, cfg.env.num_envs, rollout_steps, PARALLEL_PLACEMENT)
+        logger.info(
+            "placement profile: %d workers each measured in %.1fs: %s", gpus, time.perf_counter() - start, parallel
+        )
+        costs = with_contention(costs, parallel, gpus)
+    return costs
+
+
+def with_contention(costs: ComponentCosts, parallel: dict[str, float], workers: int) -> ComponentCosts:
+    """`costs` with each component's contention from a run of `workers` workers per component:
+    (measured / predicted for one worker on the same share - 1) / (workers - 1), at least 0."""
+
+    def contention(measured: float, alone: float) -> float:
+        if not (math.isfinite(measured) and alone > 0):
+            return 0.0
+        return max(0.0, (measured / alone - 1) / (workers - 1))
+
+    share = parallel["num_envs"] / workers  # envs per env worker = the batch of one rollout worker
+    return replace(
+        costs,
+        env_contention=contention(parallel["sim_s"], costs.env_step_s(share)),
+        infer_contention=contention(parallel["infer_s"], costs.infer_s(share)),
+        train_contention=contention(parallel["train_s"], costs.train_s(parallel["samples"], workers)),
     )
 
 

@@ -7,8 +7,10 @@ use this module. The model is small enough to check by hand. With
     e, r, a = the env, rollout and actor GPU sets (one process per GPU),
     n = E / |e| envs per env worker, b = n / S envs per stage (the batch of one policy call),
     k = ceil(|e| / |r|) env workers served by one rollout worker (env ranks go round-robin over rollout ranks),
-    t_sim(b) = env_step_fixed_s + env_step_per_env_s * b      (one stage's step: one action chunk)
-    t_inf(b) = infer_fixed_s + infer_per_sample_s * b        (one policy call on a batch of b)
+    t_sim(b) = (env_step_fixed_s + env_step_per_env_s * b) * (1 + env_contention * (|e| - 1))
+                                                             (one stage's step: one action chunk)
+    t_inf(b) = (infer_fixed_s + infer_per_sample_s * b) * (1 + infer_contention * (|r| - 1))
+                                                             (one policy call on a batch of b)
     o        = step_overhead_s                               (what a rollout step costs beyond sim and
                                                               inference: channels, obs batching; measured)
 
@@ -22,9 +24,14 @@ one rollout step takes
 and one iteration (the runner is synchronous: sync weights, roll out, train)
 
     rollout = T * step
-    train   = train_fixed_s + train_per_sample_s * E * T / |a|
+    train   = (train_fixed_s + train_per_sample_s * E * T / |a|) * (1 + train_contention * (|a| - 1))
               (the fixed part: update_epochs x num_minibatches optimizer steps, whatever the batch; the
                per-sample part is data parallel over the actor ranks)
+
+The contentions say how much one more parallel worker slows each worker of a component: 0 where the
+workers run on GPUs and cores of their own; on GPUs that share the host's few CPU cores (or simulated
+GPUs) the env workers compete for them, and actor ranks also wait on gradient all-reduces. They are
+measured, not assumed: one extra profile run with every component on every GPU (see placement_profile.py).
     swap    = 2 * (offload_s + onload_s)   when a shares a GPU with e or r (rollout out + actor in, and back)
     seconds = rollout + train + swap + weight_sync_s
     env-steps/s = E * T * env_steps_per_call / seconds
@@ -48,7 +55,8 @@ from typing import Any, Iterable, Sequence
 from .placement import ComponentPlacement
 
 COMPONENTS = ("env", "rollout", "actor")
-COST_MODEL_VERSION = 2  # 2: fixed training seconds per iteration and a per-step rollout overhead
+# 2: fixed training seconds per iteration and a per-step rollout overhead; 3: measured contention of parallel workers
+COST_MODEL_VERSION = 3
 CACHE_ENV_VAR = "RLINF_PLACEMENT_CACHE"
 DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "rlinf_embodied", "placement")
 
@@ -72,6 +80,10 @@ class ComponentCosts:
     actor_mem_gib: float = 0.0  # the whole actor (weights, grads, optimizer), sharded over the actor GPUs
     gpu_mem_gib: float = math.inf  # one GPU's memory
     env_steps_per_call: int = 1  # env steps per policy call (the action chunk)
+    # slowdown of each worker per additional parallel worker of the same component (0 = perfect scaling)
+    env_contention: float = 0.0
+    infer_contention: float = 0.0
+    train_contention: float = 0.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -81,11 +93,16 @@ class ComponentCosts:
         if self.env_steps_per_call < 1:
             raise ValueError(f"ComponentCosts.env_steps_per_call={self.env_steps_per_call} must be >= 1")
 
-    def env_step_s(self, envs: float) -> float:
-        return self.env_step_fixed_s + self.env_step_per_env_s * envs
+    def env_step_s(self, envs: float, workers: int = 1) -> float:
+        return (self.env_step_fixed_s + self.env_step_per_env_s * envs) * (1 + self.env_contention * (workers - 1))
 
-    def infer_s(self, batch: float) -> float:
-        return self.infer_fixed_s + self.infer_per_sample_s * batch
+    def infer_s(self, batch: float, workers: int = 1) -> float:
+        return (self.infer_fixed_s + self.infer_per_sample_s * batch) * (1 + self.infer_contention * (workers - 1))
+
+    def train_s(self, samples: float, ranks: int = 1) -> float:
+        return (self.train_fixed_s + self.train_per_sample_s * samples / ranks) * (
+            1 + self.train_contention * (ranks - 1)
+        )
 
     def to_dict(self) -> dict[str, float]:
         return {k: (None if v == math.inf else v) for k, v in asdict(self).items()}  # JSON has no inf
@@ -220,13 +237,13 @@ def predict(
     n = num_envs // len(e)
     b = n // stages
     k = math.ceil(len(e) / len(r))
-    w_env = stages * costs.env_step_s(b)
-    w_roll = k * stages * costs.infer_s(b)
+    w_env = stages * costs.env_step_s(b, len(e))
+    w_roll = k * stages * costs.infer_s(b, len(r))
     overlap = stages >= 2 and not (e & r)
     step = (max(w_env, w_roll) if overlap else w_env + w_roll) + costs.step_overhead_s
     breakdown = {
         "rollout": rollout_steps * step,
-        "train": costs.train_fixed_s + costs.train_per_sample_s * num_envs * rollout_steps / len(a),
+        "train": costs.train_s(num_envs * rollout_steps, len(a)),
         "swap": 2 * (costs.offload_s + costs.onload_s) if swaps else 0.0,
         "sync": costs.weight_sync_s,
     }

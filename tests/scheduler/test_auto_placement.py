@@ -376,3 +376,32 @@ def test_fixed_training_time_is_not_divided_over_actor_ranks_and_step_overhead_a
     assert one.breakdown["train"] == pytest.approx(2.0 + 0.01 * 80)
     assert two.breakdown["train"] == pytest.approx(2.0 + 0.01 * 80 / 2)
     assert one.breakdown["rollout"] == pytest.approx(10 * (0.1 + 0.05))
+
+
+def test_contention_slows_each_parallel_worker_by_hand():
+    """Cost model 3: each extra worker of a component slows every worker of it by its contention."""
+    c = ComponentCosts(
+        env_step_fixed_s=0.1, infer_fixed_s=0.05, train_fixed_s=1.0, train_per_sample_s=0.01, env_contention=0.5,
+        infer_contention=0.25, train_contention=0.2,
+    )  # fmt: skip
+    spread = predict(Layout({"env": "all", "rollout": "all", "actor": "all"}, 1), c, 8, 10, 2)
+    # 2 env workers: 0.1 * 1.5; 2 rollout workers: 0.05 * 1.25; 2 actor ranks: (1 + 0.01 * 80 / 2) * 1.2
+    assert spread.breakdown["rollout"] == pytest.approx(10 * (0.15 + 0.0625))
+    assert spread.breakdown["train"] == pytest.approx((1.0 + 0.4) * 1.2)
+    alone = predict(Layout({"env": "0", "rollout": "0", "actor": "1"}, 1), c, 8, 10, 2)
+    assert alone.breakdown["rollout"] == pytest.approx(10 * (0.1 + 0.05))  # one worker each: no contention
+    assert alone.breakdown["train"] == pytest.approx(1.0 + 0.8)
+
+
+def test_contention_is_measured_against_the_single_gpu_prediction():
+    from rlinf_embodied.runners.placement_profile import with_contention
+
+    single = ComponentCosts(env_step_per_env_s=0.01, infer_fixed_s=0.02, train_fixed_s=1.0, train_per_sample_s=0.01)
+    # 2 workers, 8 envs: alone, 4 envs take 0.04 s to step and 0.02 s to infer; 80 samples on 2 ranks 1.4 s
+    parallel = {"num_envs": 8, "samples": 80, "sim_s": 0.06, "infer_s": 0.02, "train_s": 2.1}
+    measured = with_contention(single, parallel, 2)
+    assert measured.env_contention == pytest.approx(0.5)
+    assert measured.infer_contention == 0.0
+    assert measured.train_contention == pytest.approx(0.5)
+    faster = with_contention(single, {**parallel, "sim_s": 0.03, "infer_s": math.nan}, 2)
+    assert faster.env_contention == 0.0 and faster.infer_contention == 0.0  # never below perfect scaling
