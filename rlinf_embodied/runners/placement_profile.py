@@ -17,7 +17,9 @@ on their own. GPU memory: each worker's peak PyTorch reservation on GPU 0 after 
 env workers) and the whole actor on one GPU (predict shards it over the actor GPUs).
 On more than one GPU, a third run puts every component on every GPU (G workers each, num_envs / G envs
 per env worker): its sim, inference and training seconds against what the single-GPU runs predict for
-that share give each component's contention (how much each extra parallel worker slows the others). Memory outside PyTorch's allocator (CUDA contexts,
+that share give each component's contention (how much each extra parallel worker slows the others).
+A fourth run puts env and rollout on different GPUs with 2 pipeline stages: its rollout step against
+the model's no-overlap and full-overlap times gives the overlap efficiency of the stages. Memory outside PyTorch's allocator (CUDA contexts,
 a GPU simulator's own buffers) is not counted, so a layout near the limit can still run out; on simulated
 GPUs every figure is 0 and nothing is excluded for memory.
 """
@@ -50,6 +52,7 @@ logger = logging.getLogger(__name__)
 
 PROFILE_PLACEMENT = {"env": "0", "rollout": "0", "actor": "0"}
 PARALLEL_PLACEMENT = {"env": "all", "rollout": "all", "actor": "all"}
+OVERLAP_PLACEMENT = {"env": "0", "rollout": "1", "actor": "1"}
 PROFILE_MAX_ROLLOUT_STEPS = 100
 
 
@@ -97,12 +100,12 @@ def profile_key(cfg: TrainConfig) -> dict:
 
 
 def _profile_config(
-    cfg: TrainConfig, num_envs: int, rollout_steps: int, output_dir: str, placement: dict[str, str]
+    cfg: TrainConfig, num_envs: int, rollout_steps: int, output_dir: str, placement: dict[str, str], stages: int
 ) -> TrainConfig:
     pcfg = copy.deepcopy(cfg)
     pcfg.env.num_envs = num_envs
     pcfg.cluster.component_placement = dict(placement)
-    pcfg.runner.pipeline_stage_num = 1
+    pcfg.runner.pipeline_stage_num = stages
     pcfg.runner.rollout_steps = rollout_steps
     pcfg.runner.max_iterations = 2
     pcfg.runner.resume = None
@@ -129,14 +132,19 @@ def _timed(fn: Callable[[], object]) -> float:
 
 
 def measure_once(
-    cfg: TrainConfig, cluster, num_envs: int, rollout_steps: int, placement: dict[str, str] = PROFILE_PLACEMENT
+    cfg: TrainConfig,
+    cluster,
+    num_envs: int,
+    rollout_steps: int,
+    placement: dict[str, str] = PROFILE_PLACEMENT,
+    stages: int = 1,
 ) -> dict[str, float]:
     """One short run (every component on GPU 0 unless `placement` says otherwise): seconds of one sim
     step / policy call (mean over workers), train seconds, offload, onload, weight sync, env steps per call."""
     from .embodied_runner import EmbodiedRunner
 
     with tempfile.TemporaryDirectory() as out:
-        pcfg = _profile_config(cfg, num_envs, rollout_steps, out, placement)
+        pcfg = _profile_config(cfg, num_envs, rollout_steps, out, placement, stages)
         runner = EmbodiedRunner(pcfg, cluster, out)
         try:
             runner.sync_weights()  # warm-up iteration: process start, first kernels, optimizer state
@@ -168,6 +176,7 @@ def measure_once(
         "samples": calls,
         "sim_s": sim_s,
         "infer_s": infer_s,
+        "step_s": rollout["time/rollout_seconds"] / rollout_steps,
         "step_overhead_s": max(0.0, rollout["time/rollout_seconds"] / rollout_steps - sim_s - infer_s),
         "train_s": train["time/train_seconds"],
         "offload_s": offload,
@@ -224,7 +233,24 @@ def profile_costs(cfg: TrainConfig, cluster, rollout_steps: int | None = None) -
             "placement profile: %d workers each measured in %.1fs: %s", gpus, time.perf_counter() - start, parallel
         )
         costs = with_contention(costs, parallel, gpus)
+    if gpus > 1 and cfg.env.num_envs % (2 * cfg.algorithm.env_group_size) == 0:
+        start = time.perf_counter()
+        overlap = measure_once(cfg, cluster, cfg.env.num_envs, rollout_steps, OVERLAP_PLACEMENT, stages=2)
+        logger.info("placement profile: 2 stages measured in %.1fs: %s", time.perf_counter() - start, overlap)
+        costs = with_overlap(costs, overlap["step_s"], cfg.env.num_envs // 2)
     return costs
+
+
+def with_overlap(costs: ComponentCosts, step_s: float, stage_envs: int) -> ComponentCosts:
+    """`costs` with the overlap efficiency of a measured 2-stage rollout step (one env worker, one rollout
+    worker on another GPU, stage_envs envs per stage): where the step falls between the model's no-overlap
+    (sim + inference) and full-overlap (the longer of the two) times, at most 1 and at least 0."""
+    w_env, w_roll = 2 * costs.env_step_s(stage_envs), 2 * costs.infer_s(stage_envs)
+    shorter = min(w_env, w_roll)
+    if not (math.isfinite(step_s) and shorter > 0):
+        return costs
+    hidden = w_env + w_roll + costs.step_overhead_s - step_s
+    return replace(costs, overlap_efficiency=min(1.0, max(0.0, hidden / shorter)))
 
 
 def with_contention(costs: ComponentCosts, parallel: dict[str, float], workers: int) -> ComponentCosts:

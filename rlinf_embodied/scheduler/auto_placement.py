@@ -18,7 +18,9 @@ one rollout step takes
 
     W_env  = S * t_sim(b)                 an env worker steps its S stages
     W_roll = k * S * t_inf(b)             a rollout worker answers its k*S shards
-    step   = max(W_env, W_roll) + o   when S >= 2 and e, r share no GPU (simulation overlaps inference)
+    step   = max(W_env, W_roll) + (1 - overlap_efficiency) * min(W_env, W_roll) + o
+                                      when S >= 2 and e, r share no GPU (simulation overlaps inference;
+                                      overlap_efficiency 1 hides the shorter one completely, 0 not at all)
            = W_env + W_roll + o       otherwise (stage 1 waits; on shared GPUs the two compete)
 
 and one iteration (the runner is synchronous: sync weights, roll out, train)
@@ -55,8 +57,9 @@ from typing import Any, Iterable, Sequence
 from .placement import ComponentPlacement
 
 COMPONENTS = ("env", "rollout", "actor")
-# 2: fixed training seconds per iteration and a per-step rollout overhead; 3: measured contention of parallel workers
-COST_MODEL_VERSION = 3
+# 2: fixed training seconds per iteration and a per-step rollout overhead; 3: measured contention of parallel
+# workers; 4: measured overlap of simulation and inference in pipeline stages
+COST_MODEL_VERSION = 4
 CACHE_ENV_VAR = "RLINF_PLACEMENT_CACHE"
 DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "rlinf_embodied", "placement")
 
@@ -84,6 +87,8 @@ class ComponentCosts:
     env_contention: float = 0.0
     infer_contention: float = 0.0
     train_contention: float = 0.0
+    # how much of the shorter of simulation and inference the pipeline stages hide (1 = all of it)
+    overlap_efficiency: float = 1.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -92,6 +97,8 @@ class ComponentCosts:
                 raise ValueError(f"ComponentCosts.{f.name}={value!r} must be a number >= 0")
         if self.env_steps_per_call < 1:
             raise ValueError(f"ComponentCosts.env_steps_per_call={self.env_steps_per_call} must be >= 1")
+        if self.overlap_efficiency > 1:
+            raise ValueError(f"ComponentCosts.overlap_efficiency={self.overlap_efficiency} must lie in [0, 1]")
 
     def env_step_s(self, envs: float, workers: int = 1) -> float:
         return (self.env_step_fixed_s + self.env_step_per_env_s * envs) * (1 + self.env_contention * (workers - 1))
@@ -240,7 +247,8 @@ def predict(
     w_env = stages * costs.env_step_s(b, len(e))
     w_roll = k * stages * costs.infer_s(b, len(r))
     overlap = stages >= 2 and not (e & r)
-    step = (max(w_env, w_roll) if overlap else w_env + w_roll) + costs.step_overhead_s
+    hidden = costs.overlap_efficiency * min(w_env, w_roll) if overlap else 0.0
+    step = w_env + w_roll - hidden + costs.step_overhead_s
     breakdown = {
         "rollout": rollout_steps * step,
         "train": costs.train_s(num_envs * rollout_steps, len(a)),

@@ -405,3 +405,25 @@ def test_contention_is_measured_against_the_single_gpu_prediction():
     assert measured.train_contention == pytest.approx(0.5)
     faster = with_contention(single, {**parallel, "sim_s": 0.03, "infer_s": math.nan}, 2)
     assert faster.env_contention == 0.0 and faster.infer_contention == 0.0  # never below perfect scaling
+
+
+def test_overlap_efficiency_hides_part_of_the_shorter_stage_work():
+    """Cost model 4: with 2 stages apart, step = W_env + W_roll - overlap_efficiency * min(W_env, W_roll) + o."""
+    c = ComponentCosts(env_step_per_env_s=0.01, infer_fixed_s=0.02, overlap_efficiency=0.5)
+    layout = predict(Layout({"env": "0", "rollout": "1", "actor": "1"}, 2), c, 8, 10, 2)
+    # b = 4: W_env = 2 * 0.04, W_roll = 2 * 0.02; half of W_roll hidden
+    assert layout.breakdown["rollout"] == pytest.approx(10 * (0.08 + 0.04 - 0.02))
+    together = predict(Layout({"env": "0", "rollout": "0", "actor": "1"}, 2), c, 8, 10, 2)
+    assert together.breakdown["rollout"] == pytest.approx(10 * 0.12)  # one GPU: no overlap at all
+    with pytest.raises(ValueError, match=r"overlap_efficiency=1.5 must lie in \[0, 1\]"):
+        ComponentCosts(overlap_efficiency=1.5)
+
+
+def test_overlap_efficiency_is_measured_between_no_and_full_overlap():
+    from rlinf_embodied.runners.placement_profile import with_overlap
+
+    c = ComponentCosts(env_step_per_env_s=0.01, infer_fixed_s=0.02, step_overhead_s=0.01)
+    # 4 envs per stage: W_env 0.08, W_roll 0.04, o 0.01; no overlap 0.13, full overlap 0.09
+    assert with_overlap(c, 0.11, 4).overlap_efficiency == pytest.approx(0.5)
+    assert with_overlap(c, 0.15, 4).overlap_efficiency == 0.0  # slower than no overlap: clamped
+    assert with_overlap(c, 0.05, 4).overlap_efficiency == 1.0
