@@ -19,9 +19,9 @@ On more than one GPU, a third run puts every component on every GPU (G workers e
 per env worker): its sim, inference and training seconds against what the single-GPU runs predict for
 that share give each component's contention (how much each extra parallel worker slows the others).
 A fourth run puts env and rollout on different GPUs with 2 pipeline stages: its rollout step against
-the model's no-overlap and full-overlap times gives the overlap efficiency of the stages. Memory outside PyTorch's allocator (CUDA contexts,
-a GPU simulator's own buffers) is not counted, so a layout near the limit can still run out; on simulated
-GPUs every figure is 0 and nothing is excluded for memory.
+the model's no-overlap and full-overlap times gives the overlap efficiency of the stages.
+Memory outside PyTorch's allocator (CUDA contexts, a GPU simulator's own buffers) is not counted, so a
+layout near the limit can still run out; on simulated GPUs every figure is 0 and nothing is excluded for memory.
 """
 
 from __future__ import annotations

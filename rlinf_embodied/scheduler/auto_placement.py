@@ -29,14 +29,15 @@ and one iteration (the runner is synchronous: sync weights, roll out, train)
     train   = (train_fixed_s + train_per_sample_s * E * T / |a|) * (1 + train_contention * (|a| - 1))
               (the fixed part: update_epochs x num_minibatches optimizer steps, whatever the batch; the
                per-sample part is data parallel over the actor ranks)
+    swap    = 2 * (offload_s + onload_s)   when a shares a GPU with e or r (rollout out + actor in, and back)
+    seconds = rollout + train + swap + weight_sync_s
+    env-steps/s = E * T * env_steps_per_call / seconds
 
 The contentions say how much one more parallel worker slows each worker of a component: 0 where the
 workers run on GPUs and cores of their own; on GPUs that share the host's few CPU cores (or simulated
 GPUs) the env workers compete for them, and actor ranks also wait on gradient all-reduces. They are
-measured, not assumed: one extra profile run with every component on every GPU (see placement_profile.py).
-    swap    = 2 * (offload_s + onload_s)   when a shares a GPU with e or r (rollout out + actor in, and back)
-    seconds = rollout + train + swap + weight_sync_s
-    env-steps/s = E * T * env_steps_per_call / seconds
+measured, not assumed: one extra profile run with every component on every GPU, and the overlap efficiency
+in one more with env and rollout on different GPUs and 2 stages (see placement_profile.py).
 
 A layout is excluded when E does not split into |e| * S stages of whole env groups, or when a GPU's
 memory does not hold its components: env_mem_gib (per env worker) plus rollout_mem_gib and
