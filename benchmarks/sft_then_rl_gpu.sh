@@ -66,8 +66,8 @@ PY
     read -r CKPT SFT_SUCCESS < <(bash "$0" pick)
     echo "picked $CKPT (eval success $SFT_SUCCESS)"
     CKPT=$CKPT TAG=sft bash "$0" eval "${FINAL_EPISODES:-200}"
-    # the same policy on the first 32 demonstration seeds: far below the held-out success would be
-    # overfitting; as low, a mismatch between the recorded observations and the env's
+    # the same policy on the first 32 demonstration seeds: far above the held-out success is overfitting;
+    # as low (both near 0), suspect a mismatch between the recorded observations and the env's
     CKPT=$CKPT TAG=sft_demo_seeds EVAL_SEED=0 EVAL_ENVS=32 bash "$0" eval 32
     # SIGINT after RL_SECONDS: the runner finishes its iteration, saves and exits 130
     CKPT=$CKPT timeout -s INT "${RL_SECONDS:-600}" bash "$0" rl 1000 "$@" || true
