@@ -412,15 +412,20 @@ def load_info(root: str) -> dict[str, Any]:
         return json.load(f)
 
 
+def camera_shapes(features: dict[str, Any]) -> dict[str, list[int]]:
+    """The cameras of a dataset's meta/info.json features, by env obs key ("rgb", ...): their shapes."""
+    return {
+        name[len(IMAGE_PREFIX) :]: list(f["shape"]) for name, f in features.items() if name.startswith(IMAGE_PREFIX)
+    }
+
+
 def _layout_of(info: dict[str, Any]) -> dict[str, Any]:
     features = info["features"]
     return {
         "fps": int(info["fps"]),
         "state_dim": int(features["observation.state"]["shape"][0]),
         "action_dim": int(features["action"]["shape"][0]),
-        "cameras": {
-            name[len(IMAGE_PREFIX) :]: list(f["shape"]) for name, f in features.items() if name.startswith(IMAGE_PREFIX)
-        },
+        "cameras": camera_shapes(features),
     }
 
 

@@ -182,7 +182,7 @@ def actor_placement(cfg: SFTRunConfig) -> ComponentPlacement:
 def check_sft_config(cfg: SFTRunConfig) -> dict[str, Any]:
     """Fail before any process starts: the dataset exists and is one, its control mode agrees with the
     env's and its action_dim with the policy's (overrides / checkpoint). Returns the dataset's meta/info.json."""
-    from ..datasets import ControlModeMismatchError, load_info
+    from ..datasets import ControlModeMismatchError, camera_shapes, load_info
     from ..workers.policy_loading import check_policy_config
 
     path = cfg.sft.dataset
@@ -214,8 +214,7 @@ def check_sft_config(cfg: SFTRunConfig) -> dict[str, Any]:
             f"env.kwargs.control_mode={env_mode!r}: set env.kwargs.control_mode={dataset_mode} (the policy "
             f"learns the dataset's action space, and train/eval must run the env in it)"
         )
-    cameras = [key for key, feature in features.items() if feature.get("dtype") in ("image", "video")]
-    if cfg.sft.image_shift > 0 and not cameras:
+    if cfg.sft.image_shift > 0 and not camera_shapes(features):
         raise ValueError(
             f"sft.image_shift={cfg.sft.image_shift} augments camera images, but sft.dataset={path!r} has none "
             "(state-only demonstrations): set sft.image_shift=0"
