@@ -70,9 +70,9 @@ def check_preset_config(cls: type[Policy], size: str, overrides: dict[str, Any])
     values = {**cls.presets[size], **overrides}
     # the env's state_dim is not known yet: state-dim checks (e.g. ignore_state_dims) use the widest
     # state the model accepts, and run again with the env's state_dim when the workers build it
-    widest = {f.name: f.default for f in dataclasses.fields(cls.config_class)}.get("max_state_dim")
-    if "state_dim" not in overrides and isinstance(values.get("max_state_dim", widest), int):
-        values["state_dim"] = values.get("max_state_dim", widest)
+    widest = values.get("max_state_dim", getattr(cls.config_class, "max_state_dim", None))
+    if "state_dim" not in overrides and isinstance(widest, int):
+        values["state_dim"] = widest
     for bounds in ("action_low", "action_high"):
         if "action_dim" not in overrides and values.get(bounds) is not None:
             values["action_dim"] = len(values[bounds])
