@@ -45,6 +45,7 @@ from ..scheduler.auto_placement import (
     fit_linear,
     format_table,
     load_costs,
+    predict,
     save_costs,
 )
 
@@ -169,6 +170,7 @@ def measure_once(
         finally:
             runner.shutdown()
     calls = num_envs * rollout_steps
+    step_s = rollout["time/rollout_seconds"] / rollout_steps
     env_steps = rollout["time/throughput"] * rollout["time/rollout_seconds"]
     sim_s, infer_s = spans.get("env/sim", math.nan), spans.get("rollout/infer", math.nan)
     return {
@@ -176,8 +178,8 @@ def measure_once(
         "samples": calls,
         "sim_s": sim_s,
         "infer_s": infer_s,
-        "step_s": rollout["time/rollout_seconds"] / rollout_steps,
-        "step_overhead_s": max(0.0, rollout["time/rollout_seconds"] / rollout_steps - sim_s - infer_s),
+        "step_s": step_s,
+        "step_overhead_s": max(0.0, step_s - sim_s - infer_s),
         "train_s": train["time/train_seconds"],
         "offload_s": offload,
         "onload_s": onload,
@@ -237,20 +239,22 @@ def profile_costs(cfg: TrainConfig, cluster, rollout_steps: int | None = None) -
         start = time.perf_counter()
         overlap = measure_once(cfg, cluster, cfg.env.num_envs, rollout_steps, OVERLAP_PLACEMENT, stages=2)
         logger.info("placement profile: 2 stages measured in %.1fs: %s", time.perf_counter() - start, overlap)
-        costs = with_overlap(costs, overlap["step_s"], cfg.env.num_envs // 2)
+        costs = with_overlap(costs, overlap["step_s"], cfg.env.num_envs, gpus)
     return costs
 
 
-def with_overlap(costs: ComponentCosts, step_s: float, stage_envs: int) -> ComponentCosts:
-    """`costs` with the overlap efficiency of a measured 2-stage rollout step (one env worker, one rollout
-    worker on another GPU, stage_envs envs per stage): where the step falls between the model's no-overlap
-    (sim + inference) and full-overlap (the longer of the two) times, at most 1 and at least 0."""
-    w_env, w_roll = 2 * costs.env_step_s(stage_envs), 2 * costs.infer_s(stage_envs)
-    shorter = min(w_env, w_roll)
-    if not (math.isfinite(step_s) and shorter > 0):
+def with_overlap(costs: ComponentCosts, step_s: float, num_envs: int, gpus: int) -> ComponentCosts:
+    """`costs` with the overlap efficiency of a measured rollout step of OVERLAP_PLACEMENT with 2 stages:
+    where the step falls between the model's predictions without overlap and with full overlap, in [0, 1]."""
+
+    def predicted_step(efficiency: float) -> float:
+        layout = Layout(dict(OVERLAP_PLACEMENT), 2)
+        return predict(layout, replace(costs, overlap_efficiency=efficiency), num_envs, 1, gpus).breakdown["rollout"]
+
+    serial, overlapped = predicted_step(0.0), predicted_step(1.0)
+    if not (math.isfinite(step_s) and serial > overlapped):
         return costs
-    hidden = w_env + w_roll + costs.step_overhead_s - step_s
-    return replace(costs, overlap_efficiency=min(1.0, max(0.0, hidden / shorter)))
+    return replace(costs, overlap_efficiency=min(1.0, max(0.0, (serial - step_s) / (serial - overlapped))))
 
 
 def with_contention(costs: ComponentCosts, parallel: dict[str, float], workers: int) -> ComponentCosts:

@@ -423,7 +423,7 @@ def test_overlap_efficiency_is_measured_between_no_and_full_overlap():
     from rlinf_embodied.runners.placement_profile import with_overlap
 
     c = ComponentCosts(env_step_per_env_s=0.01, infer_fixed_s=0.02, step_overhead_s=0.01)
-    # 4 envs per stage: W_env 0.08, W_roll 0.04, o 0.01; no overlap 0.13, full overlap 0.09
-    assert with_overlap(c, 0.11, 4).overlap_efficiency == pytest.approx(0.5)
-    assert with_overlap(c, 0.15, 4).overlap_efficiency == 0.0  # slower than no overlap: clamped
-    assert with_overlap(c, 0.05, 4).overlap_efficiency == 1.0
+    # 8 envs, 2 stages of 4: W_env 0.08, W_roll 0.04, o 0.01; no overlap 0.13, full overlap 0.09
+    assert with_overlap(c, 0.11, 8, 2).overlap_efficiency == pytest.approx(0.5)
+    assert with_overlap(c, 0.15, 8, 2).overlap_efficiency == 0.0  # slower than no overlap: clamped
+    assert with_overlap(c, 0.05, 8, 2).overlap_efficiency == 1.0
