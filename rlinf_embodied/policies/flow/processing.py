@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase
@@ -37,6 +39,12 @@ def clean_instruction(text: str) -> str:
     return text.strip().replace("_", " ").replace("\n", " ")
 
 
+# tokenizer -> {(cleaned text, max_len): (ids (max_len,), mask (max_len,) bool)}; weak keys, so a
+# policy's tokenizer and its cache go together. Batches repeat a handful of instructions (one per
+# task), and a tokenizer call per sample cost about as much host time as a small model's SFT step.
+_TOKEN_CACHE: "weakref.WeakKeyDictionary[PreTrainedTokenizerBase, dict]" = weakref.WeakKeyDictionary()
+
+
 def tokenize_instructions(
     tokenizer: PreTrainedTokenizerBase, instructions: list[str], max_len: int, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -44,8 +52,29 @@ def tokenize_instructions(
 
     Right padding keeps every valid token's position equal to its index and gives causal
     language models no fully masked rows (which would produce NaNs in the padding positions).
+    Each distinct instruction is tokenized once per tokenizer and cached.
     """
+    try:
+        cache = _TOKEN_CACHE.setdefault(tokenizer, {})
+    except TypeError:  # a tokenizer that cannot be weakly referenced: no cache
+        cache = {}
     texts = [clean_instruction(text) + "\n" for text in instructions]
+    missing = sorted({text for text in texts if (text, max_len) not in cache})
+    if missing:
+        ids, mask = _tokenize(tokenizer, missing, max_len)
+        for text, row_ids, row_mask in zip(missing, ids, mask):
+            cache[(text, max_len)] = (row_ids, row_mask)
+    if not texts:
+        return torch.zeros(0, max_len, dtype=torch.long, device=device), torch.zeros(
+            0, max_len, dtype=torch.bool, device=device
+        )
+    rows = [cache[(text, max_len)] for text in texts]
+    ids = torch.stack([row[0] for row in rows])
+    mask = torch.stack([row[1] for row in rows])
+    return ids.to(device), mask.to(device)
+
+
+def _tokenize(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
     for text in texts:
         length = len(tokenizer(text)["input_ids"])
         if length > max_len:
@@ -59,4 +88,4 @@ def tokenize_instructions(
         encoded = tokenizer(texts, padding="max_length", truncation=True, max_length=max_len, return_tensors="pt")
     finally:
         tokenizer.padding_side = previous_side
-    return encoded["input_ids"].to(device), encoded["attention_mask"].to(device).bool()
+    return encoded["input_ids"], encoded["attention_mask"].bool()
