@@ -173,6 +173,9 @@ class SFTConfig:
     # Random shift of every training image by up to this many pixels (border repeated), per sample;
     # the usual augmentation for imitation from pixels. Needs a dataset with cameras. 0 = off.
     image_shift: int = 0
+    # Keep the dataset's states, actions and decoded frames on the training device (GPU memory: frames
+    # x H x W x 3 bytes per camera), so batches are gathered and shifted there with no host copies.
+    data_on_device: bool = True
     eval_interval: int = 0  # steps between env evaluations (and one at the end); 0 = never
     eval_episodes: int = 10
     save_interval: int = 0  # steps between checkpoints/step_XXXXXX; 0 = only checkpoints/final

@@ -491,6 +491,20 @@ class DemoDataset:
                     frames[i] = decode_png(data)
                 self._images[camera] = torch.from_numpy(frames)
             self._png = {}
+        self.device = torch.device("cpu")
+        self._episode_ends = torch.from_numpy(ends)  # (episodes,) on self.device, for sample()
+        self._episode_of_frame = torch.from_numpy(self._frame_episode)  # (frames,)
+
+    def to(self, device: Union[str, torch.device]) -> "DemoDataset":
+        """Keep the states, actions and decoded frames on `device` (a GPU's memory holds a few hundred
+        demonstrations' 96-128 px frames), so `sample` gathers and returns a batch there without host
+        copies; lazily decoded frames are decoded per batch on the host and copied. Returns self."""
+        device = torch.device(device)
+        self._states, self._actions = self._states.to(device), self._actions.to(device)
+        self._images = {camera: frames.to(device) for camera, frames in self._images.items()}
+        self._episode_ends, self._episode_of_frame = self._episode_ends.to(device), self._episode_of_frame.to(device)
+        self.device = device
+        return self
 
     def __len__(self) -> int:
         return self.num_frames
@@ -531,31 +545,31 @@ class DemoDataset:
         """
         if action_chunk < 1:
             raise ValueError(f"action_chunk={action_chunk} must be >= 1")
-        index = (
-            (frame_indices.cpu().numpy() if isinstance(frame_indices, torch.Tensor) else np.asarray(frame_indices))
-            .astype(np.int64)
-            .reshape(-1)
-        )
-        if index.size and (index.min() < 0 or index.max() >= self.num_frames):
-            raise IndexError(f"frame indices must lie in [0, {self.num_frames}), got {index.min()}..{index.max()}")
-        ends = self._ends[self._frame_episode[index]]
-        rows = index[:, None] + np.arange(action_chunk)[None, :]
+        if isinstance(frame_indices, torch.Tensor):
+            index = frame_indices.reshape(-1).to("cpu", torch.int64)  # checked on the host: no device sync
+        else:
+            index = torch.from_numpy(np.asarray(frame_indices, dtype=np.int64).reshape(-1))
+        if index.numel() and (int(index.min()) < 0 or int(index.max()) >= self.num_frames):
+            raise IndexError(
+                f"frame indices must lie in [0, {self.num_frames}), got {int(index.min())}..{int(index.max())}"
+            )
+        on_device = index.to(self.device, non_blocking=True)
+        ends = self._episode_ends[self._episode_of_frame[on_device]]  # (B,) end of each frame's episode
+        rows = on_device[:, None] + torch.arange(action_chunk, device=self.device)[None, :]  # (B, chunk)
         is_pad = rows >= ends[:, None]
-        rows = np.minimum(rows, ends[:, None] - 1)
-        index_t = torch.from_numpy(index)
-        obs: dict[str, Any] = {"state": self._states[index_t]}
+        rows = torch.minimum(rows, ends[:, None] - 1)  # past the end: the last action, repeated
+        obs: dict[str, Any] = {"state": self._states[on_device]}
         for camera in self.camera_keys:
             if camera in self._images:
-                obs[camera] = self._images[camera][index_t]
+                obs[camera] = self._images[camera][on_device]
             else:
                 obs[camera] = torch.from_numpy(
-                    np.stack([decode_png(self._png[camera][i]) for i in index])
-                    if index.size
+                    np.stack([decode_png(self._png[camera][i]) for i in index.tolist()])
+                    if index.numel()
                     else np.zeros((0, *self.camera_shapes[camera]), np.uint8)
-                )
-        obs["instruction"] = [self._frame_instruction[i] for i in index]
-        actions = self._actions[torch.from_numpy(rows)]
-        return obs, actions, torch.from_numpy(is_pad)
+                ).to(self.device)
+        obs["instruction"] = [self._frame_instruction[i] for i in index.tolist()]
+        return obs, self._actions[rows], is_pad
 
 
 def _list_column(table: Any, name: str, dim: int) -> np.ndarray:

@@ -78,9 +78,13 @@ class SFTWorker(ActorWorker):
             self._shard_policy()
             register_fsdp_forward_method(self.policy, "sft_loss")
         trainable = [p for p in self.policy.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(trainable, lr=sft.lr, weight_decay=sft.weight_decay)
+        # one fused kernel per step on a single GPU (FSDP's sharded parameters keep the foreach default)
+        fused = self.device.type == "cuda" and self.world_size == 1
+        self.optimizer = torch.optim.AdamW(trainable, lr=sft.lr, weight_decay=sft.weight_decay, fused=fused or None)
         self.sampler = FrameSampler(self.dataset.num_frames, seed_for(sft.seed, self.rank, 7717))
         self.augment_generator = torch.Generator().manual_seed(seed_for(sft.seed, self.rank, 1913))
+        if sft.data_on_device:
+            self.dataset.to(self.device)
         torch.manual_seed(seed_for(sft.seed, self.rank, 4099))  # per-rank noise/flow times in the losses
         return {
             "action_dim": self.action_dim,
@@ -105,10 +109,11 @@ class SFTWorker(ActorWorker):
         trainable = [p for group in self.optimizer.param_groups for p in group["params"]]
         max_norm = sft.grad_clip if sft.grad_clip > 0 else math.inf
         self.policy.train()
-        losses, norms, seconds = [], [], []
+        self._check_optimizer_owns_parameters()
+        losses, norms = [], []  # device scalars: one host sync for all steps, after the last
         lr = sft.lr
+        start = time.perf_counter()
         for step in range(start_step, start_step + num_steps):
-            start = time.perf_counter()
             lr = lr_at(sft, step)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
@@ -118,22 +123,23 @@ class SFTWorker(ActorWorker):
             obs, actions, is_pad = to_device(obs, self.device), actions.to(self.device), is_pad.to(self.device)
             with self._autocast():
                 loss = self.policy.sft_loss(obs, actions, is_pad)
-            check_finite({"sft/loss": loss}, step)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(trainable, max_norm)
             grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
-            check_finite({"sft/grad_norm": grad_norm}, step)
-            self._check_optimizer_owns_parameters()
             self.optimizer.step()
-            losses.append(float(loss.detach()))
-            norms.append(float(grad_norm))
-            seconds.append(time.perf_counter() - start)
+            losses.append(loss.detach().float())
+            norms.append(grad_norm.detach().float())
+        step_losses, step_norms = torch.stack(losses).tolist(), torch.stack(norms).tolist()
+        seconds = (time.perf_counter() - start) / num_steps  # the .tolist() above waited for the device
+        for offset, (step_loss, step_norm) in enumerate(zip(step_losses, step_norms)):
+            # a non-finite loss or gradient fails the run here, at most one logging interval after its step
+            check_finite({"sft/loss": step_loss, "sft/grad_norm": step_norm}, start_step + offset)
         return {
-            "sft/loss": self._mean_over_ranks(float(np.mean(losses))),
-            "sft/grad_norm": float(np.mean(norms)),
+            "sft/loss": self._mean_over_ranks(float(np.mean(step_losses))),
+            "sft/grad_norm": float(np.mean(step_norms)),
             "sft/lr": lr,
-            "time/step": self._mean_over_ranks(float(np.mean(seconds))),
+            "time/step": self._mean_over_ranks(seconds),
         }
 
     # ---- checkpoints and evaluation -------------------------------------------------------------
@@ -265,7 +271,7 @@ def dataset_arrays(dataset) -> tuple[torch.Tensor, torch.Tensor]:
     if states is None or actions is None:  # no in-memory arrays: one sample over every frame
         obs, chunks, _ = dataset.sample(torch.arange(dataset.num_frames), 1)
         states, actions = obs["state"], chunks[:, 0]
-    return states.float(), actions.float()
+    return states.float().cpu(), actions.float().cpu()
 
 
 def percentile_bounds(values: torch.Tensor) -> tuple[list[float], list[float]]:

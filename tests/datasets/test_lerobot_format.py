@@ -159,3 +159,27 @@ def test_errors(tmp_path):
     writer.add_episode("x", torch.from_numpy(states), torch.from_numpy(actions), images, rewards, True, 0)
     with pytest.raises(IndexError):
         DemoDataset(str(tmp_path / "ds")).sample([3], 2)
+
+
+@pytest.mark.parametrize("device", ["meta", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_dataset_on_a_device_samples_there_the_same_batches(tmp_path, device):
+    """`to(device)` keeps every array on the device: sample() gathers there (meta: shapes and devices
+    only, no host copy can sneak in); on a GPU the values equal the host dataset's."""
+    rng = np.random.default_rng(3)
+    root = str(tmp_path / "ds")
+    write(root, [("pick", make_episode(rng, 5), True, 0), ("push", make_episode(rng, 3), True, 1)])
+    host, moved = DemoDataset(root), DemoDataset(root).to(device)
+    index = torch.tensor([0, 4, 5, 7, 2])
+    obs, actions, is_pad = moved.sample(index, 3)
+    assert moved.device == torch.device(device)
+    for tensor in (obs["state"], obs["rgb"], obs["wrist_rgb"], actions, is_pad):
+        assert tensor.device.type == torch.device(device).type
+    assert actions.shape == (5, 3, A) and is_pad.shape == (5, 3) and obs["rgb"].shape == (5, H, W, 3)
+    assert obs["instruction"] == ["pick", "pick", "push", "push", "pick"]
+    if device != "meta":
+        expected_obs, expected_actions, expected_pad = host.sample(index, 3)
+        assert torch.equal(actions.cpu(), expected_actions) and torch.equal(is_pad.cpu(), expected_pad)
+        for key in ("state", "rgb", "wrist_rgb"):
+            assert torch.equal(obs[key].cpu(), expected_obs[key])
+    with pytest.raises(IndexError, match=r"\[0, 8\)"):  # checked on the host, before any gather
+        moved.sample([8], 1)

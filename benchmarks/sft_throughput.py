@@ -1,0 +1,145 @@
+"""SFT throughput of a VLA: samples/s of the SFT worker's training loop, and where a step's host time goes.
+
+A synthetic demonstration dataset (random frames at the preset's image size, one instruction) is written
+to a temporary directory; an SFTWorker runs in this process on the GPU when there is one (else the CPU).
+Two tables, one run:
+  1. host-side pieces of a step: gathering a batch from host vs device memory, the random image
+     shift, tokenizing the batch's instructions uncached vs cached;
+  2. whole steps (after warm-up) for each batch size, with the dataset on the host vs on the device.
+
+    python benchmarks/sft_throughput.py                                   # pi0-small, batches 64 and 256
+    python benchmarks/sft_throughput.py --policy pi0 --size tiny --batch-sizes 8 --steps 5 --frames 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from rlinf_embodied.config import SFTRunConfig  # noqa: E402
+from rlinf_embodied.datasets import DemoDataset, LeRobotDatasetWriter  # noqa: E402
+from rlinf_embodied.datasets.augmentation import random_shift  # noqa: E402
+from rlinf_embodied.policies import policy_class  # noqa: E402
+from rlinf_embodied.policies.flow import processing  # noqa: E402
+from rlinf_embodied.workers.sft_worker import SFTWorker  # noqa: E402
+
+INSTRUCTION = "pick up the red cube and move it to the goal"
+STATE_DIM, ACTION_DIM = 29, 4  # PickCube rgb, pd_ee_delta_pos
+
+
+def write_dataset(root: str, frames: int, image_size: int, episode_length: int = 90) -> str:
+    writer = LeRobotDatasetWriter(
+        root, fps=20, state_dim=STATE_DIM, action_dim=ACTION_DIM, camera_shapes={"rgb": (image_size, image_size, 3)}
+    )
+    rng = np.random.default_rng(0)
+    for episode in range(max(1, frames // episode_length)):
+        states = rng.normal(size=(episode_length, STATE_DIM)).astype(np.float32)
+        actions = rng.uniform(-1, 1, size=(episode_length, ACTION_DIM)).astype(np.float32)
+        images = {"rgb": rng.integers(0, 256, (episode_length, image_size, image_size, 3), dtype=np.uint8)}
+        writer.add_episode(INSTRUCTION, states, actions, images, np.zeros(episode_length, np.float32), True, episode)
+    return root
+
+
+def milliseconds(fn, repeats: int, device: torch.device) -> float:
+    fn()  # warm-up
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / repeats * 1e3
+
+
+def host_pieces(root: str, batch: int, device: torch.device, tokenizer, max_len: int) -> list[tuple[str, float]]:
+    host, on_device = DemoDataset(root), DemoDataset(root).to(device)
+    index = torch.randint(0, host.num_frames, (batch,))
+    generator = torch.Generator().manual_seed(0)
+    images_host = host.sample(index, 8)[0]["rgb"]
+    images_device = images_host.to(device)
+    texts = [INSTRUCTION] * batch
+    cleaned = [processing.clean_instruction(text) + "\n" for text in texts]
+    return [
+        (
+            "gather a batch from host memory (+ copy to device)",
+            milliseconds(
+                lambda: {k: v.to(device) if torch.is_tensor(v) else v for k, v in host.sample(index, 8)[0].items()},
+                20,
+                device,
+            ),
+        ),
+        ("gather a batch from device memory", milliseconds(lambda: on_device.sample(index, 8), 20, device)),
+        ("random shift 4 px, host", milliseconds(lambda: random_shift(images_host, 4, generator), 20, device)),
+        ("random shift 4 px, device", milliseconds(lambda: random_shift(images_device, 4, generator), 20, device)),
+        (
+            "tokenize the batch's instructions, uncached",
+            milliseconds(lambda: processing._tokenize(tokenizer, cleaned, max_len), 20, device),
+        ),
+        (
+            "tokenize the batch's instructions, cached",
+            milliseconds(lambda: processing.tokenize_instructions(tokenizer, texts, max_len, device), 20, device),
+        ),
+    ]
+
+
+def step_rate(args, root: str, batch: int, on_device: bool, device: torch.device) -> tuple[float, float]:
+    cfg = SFTRunConfig()
+    cfg.policy.name, cfg.policy.size, cfg.policy.precision = args.policy, args.size, args.precision
+    cfg.sft.dataset, cfg.sft.batch_size, cfg.sft.image_shift = root, batch, 4
+    cfg.sft.data_on_device, cfg.sft.warmup_steps, cfg.sft.max_steps = on_device, 0, 10**6
+    worker = SFTWorker(cfg)
+    worker.device = device  # in-process: the worker's device is ours
+    worker.init_worker()
+    worker.train_steps(0, args.warmup)
+    seconds = worker.train_steps(args.warmup, args.steps)["time/step"]
+    del worker
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return seconds, batch / seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--policy", default="pi0")
+    parser.add_argument("--size", default="pi0-small")
+    parser.add_argument("--precision", default="bf16")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256])
+    parser.add_argument("--frames", type=int, default=9000)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5)
+    args = parser.parse_args()
+    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    preset = policy_class(args.policy).presets[args.size]
+    name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
+    print(f"{args.policy}/{args.size}, {args.precision}, {preset['image_size']} px frames, device: {name}")
+    with tempfile.TemporaryDirectory() as scratch:
+        root = write_dataset(os.path.join(scratch, "ds"), args.frames, preset["image_size"])
+        tokenizer = policy_class(args.policy).from_preset(args.size, action_dim=ACTION_DIM).tokenizer
+        print(f"\nhost-side pieces of one step, batch {args.batch_sizes[0]}")
+        print(f"| {'piece':<52} | {'ms':>8} |\n|{'-' * 54}|{'-' * 10}|")
+        for piece, ms in host_pieces(root, args.batch_sizes[0], device, tokenizer, preset["max_token_len"]):
+            print(f"| {piece:<52} | {ms:>8.2f} |")
+        print(f"\nwhole SFT steps ({args.steps} timed after {args.warmup} warm-up), image_shift 4")
+        print(f"| {'batch':>5} | {'dataset on':<10} | {'s/step':>8} | {'samples/s':>10} | {'vs host':>7} |")
+        print(f"|{'-' * 7}|{'-' * 12}|{'-' * 10}|{'-' * 12}|{'-' * 9}|")
+        for batch in args.batch_sizes:
+            host_seconds, host_rate = step_rate(args, root, batch, False, device)
+            device_seconds, device_rate = step_rate(args, root, batch, True, device)
+            print(f"| {batch:>5} | {'host':<10} | {host_seconds:>8.4f} | {host_rate:>10.0f} | {1.0:>6.2f}x |")
+            print(
+                f"| {batch:>5} | {device.type:<10} | {device_seconds:>8.4f} | {device_rate:>10.0f} | "
+                f"{device_rate / host_rate:>6.2f}x |"
+            )
+
+
+if __name__ == "__main__":
+    main()

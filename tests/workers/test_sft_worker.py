@@ -1,0 +1,68 @@
+"""SFTWorker's training loop in-process on CPU: one host sync per call, and a non-finite loss still
+fails the run, naming its step."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from rlinf_embodied.algorithms.checks import NonFiniteError
+from rlinf_embodied.config import SFTRunConfig
+from rlinf_embodied.datasets import LeRobotDatasetWriter
+from rlinf_embodied.workers.sft_worker import SFTWorker
+
+STATE_DIM, ACTION_DIM = 6, 3
+
+
+def make_worker(tmp_path, **sft) -> SFTWorker:
+    writer = LeRobotDatasetWriter(
+        str(tmp_path / "ds"), fps=20, state_dim=STATE_DIM, action_dim=ACTION_DIM, camera_shapes={}
+    )
+    rng = np.random.default_rng(0)
+    for episode in range(3):
+        states = rng.normal(size=(12, STATE_DIM)).astype(np.float32)
+        actions = np.tanh(states[:, :ACTION_DIM]).astype(np.float32)
+        writer.add_episode("reach", states, actions, {}, np.zeros(12, np.float32), True, episode)
+    cfg = SFTRunConfig()
+    cfg.policy.name = "mlp"
+    cfg.sft.dataset, cfg.sft.batch_size, cfg.sft.warmup_steps = str(tmp_path / "ds"), 8, 0
+    for key, value in sft.items():
+        setattr(cfg.sft, key, value)
+    worker = SFTWorker(cfg)
+    worker.init_worker()
+    return worker
+
+
+def test_train_steps_reports_the_mean_of_its_steps(tmp_path, monkeypatch):
+    worker = make_worker(tmp_path, lr=1e-3)
+    assert worker.dataset.device == torch.device("cpu")  # data_on_device: the worker's device
+    seen = []
+    original = worker.policy.sft_loss
+
+    def recording(*args, **kwargs):
+        loss = original(*args, **kwargs)
+        seen.append(float(loss.detach()))
+        return loss
+
+    monkeypatch.setattr(worker.policy, "sft_loss", recording)
+    metrics = worker.train_steps(0, 5)
+    assert len(seen) == 5 and math.isclose(metrics["sft/loss"], float(np.mean(seen)), rel_tol=1e-5)
+    assert metrics["time/step"] > 0 and metrics["sft/grad_norm"] > 0
+
+
+def test_a_non_finite_loss_fails_the_run_naming_its_step(tmp_path, monkeypatch):
+    worker = make_worker(tmp_path)
+    calls = []
+    original = worker.policy.sft_loss
+
+    def nan_on_third(*args, **kwargs):
+        loss = original(*args, **kwargs)
+        calls.append(1)
+        return loss * float("nan") if len(calls) == 3 else loss
+
+    monkeypatch.setattr(worker.policy, "sft_loss", nan_on_third)
+    with pytest.raises(NonFiniteError, match="'sft/loss' at iteration 12"):
+        worker.train_steps(10, 5)
