@@ -19,6 +19,8 @@ ENV_ARGS=(env=maniskill_pickcube_rgb env.kwargs.camera_size=96 env.max_episode_s
 # joint velocities (state dims 9-17) hidden from the model: the copycat fix (saved in the checkpoint's config)
 POLICY_ARGS=(policy=$POLICY policy.size=$SIZE policy.require_checkpoint=false policy.precision=bf16
   "policy.overrides.ignore_state_dims=${IGNORE_STATE_DIMS:-[9,10,11,12,13,14,15,16,17]}")
+# PATCH=8: finer vision patches than the preset's 12 (144 instead of 64 image tokens at 96 px)
+[ -z "${PATCH:-}" ] || POLICY_ARGS+=("policy.overrides.vision_patch_size=$PATCH")
 stage=$1; shift
 case $stage in
   collect)
@@ -64,12 +66,14 @@ PY
     SAVE_INTERVAL=${SFT_EVAL_INTERVAL:-1000} EVAL_INTERVAL=${SFT_EVAL_INTERVAL:-1000} EVAL_EPISODES=64 \
       bash "$0" sft "${SFT_STEPS:-3000}"
     read -r CKPT SFT_SUCCESS < <(bash "$0" pick)
-    echo "picked $CKPT (eval success $SFT_SUCCESS)"
+    echo "picked $CKPT (eval success $SFT_SUCCESS)"; echo "$CKPT" > "$WORK/picked.txt"
     CKPT=$CKPT TAG=sft bash "$0" eval "${FINAL_EPISODES:-200}"
     # the same policy on the first 32 demonstration seeds: far above the held-out success is overfitting;
     # as low (both near 0), suspect a mismatch between the recorded observations and the env's
     CKPT=$CKPT TAG=sft_demo_seeds EVAL_SEED=0 EVAL_ENVS=32 bash "$0" eval 32
-    # SIGINT after RL_SECONDS: the runner finishes its iteration, saves and exits 130
+    # SIGINT after RL_SECONDS (or the number in $WORK/rl_seconds, written while the pipeline runs, when
+    # the device time left is known): the runner finishes its iteration, saves and exits 130
+    [ ! -f "$WORK/rl_seconds" ] || RL_SECONDS=$(cat "$WORK/rl_seconds")
     CKPT=$CKPT timeout -s INT "${RL_SECONDS:-600}" bash "$0" rl 1000 "$@" || true
     last=$(ls -d "$WORK"/rl/checkpoints/iteration_* | tail -1)
     CKPT=$last/policy TAG=rl bash "$0" eval "${FINAL_EPISODES:-200}"
