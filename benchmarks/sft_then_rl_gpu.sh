@@ -7,6 +7,7 @@
 #   bash benchmarks/sft_then_rl_gpu.sh eval            # 200 held-out episodes of the SFT checkpoint
 #   bash benchmarks/sft_then_rl_gpu.sh rl 20           # PPO (Flow-SDE) from the SFT checkpoint
 #   bash benchmarks/sft_then_rl_gpu.sh pick            # the SFT checkpoint with eval success in [20%, 70%]
+#   bash benchmarks/sft_then_rl_gpu.sh bench           # SFT steps/s (benchmarks/sft_throughput.py) -> $WORK
 #   setsid bash benchmarks/sft_then_rl_gpu.sh pipeline 400 > $WORK/pipeline.log 2>&1 &
 #                                  # all stages in one go, outliving the device call that starts it
 set -euo pipefail
@@ -14,18 +15,18 @@ WORK=${WORK:-/tmp/work}
 POLICY=${POLICY:-pi0}
 SIZE=${SIZE:-pi0-small}
 # pd_ee_delta_pos: joint-delta demonstrations fail closed loop even when fitted (benchmarks/RESULTS.md)
-ENV_ARGS=(env=maniskill_pickcube_rgb env.kwargs.camera_size=96 env.max_episode_steps=${EPISODE_STEPS:-100}
+ENV_ARGS=(env=maniskill_pickcube_rgb env.kwargs.camera_size=96 env.max_episode_steps=${EPISODE_STEPS:-150}
   env.kwargs.control_mode=${CONTROL_MODE:-pd_ee_delta_pos})
 # joint velocities (state dims 9-17) hidden from the model: the copycat fix (saved in the checkpoint's config)
 POLICY_ARGS=(policy=$POLICY policy.size=$SIZE policy.require_checkpoint=false policy.precision=bf16
   "policy.overrides.ignore_state_dims=${IGNORE_STATE_DIMS:-[9,10,11,12,13,14,15,16,17]}")
-# PATCH=8: finer vision patches than the preset's 12 (144 instead of 64 image tokens at 96 px)
-[ -z "${PATCH:-}" ] || POLICY_ARGS+=("policy.overrides.vision_patch_size=$PATCH")
+# PATCH=8: finer vision patches than the preset's 12 (144 instead of 64 image tokens at 96 px); PATCH= keeps 12
+[ -z "${PATCH-8}" ] || POLICY_ARGS+=("policy.overrides.vision_patch_size=${PATCH-8}")
 stage=$1; shift
 case $stage in
   collect)
     python3 -m rlinf_embodied.collect "${ENV_ARGS[@]}" collect.output_dir=$WORK/data collect.num_episodes=${1:-200} \
-      collect.num_workers=${WORKERS:-14} collect.max_episode_steps=${EPISODE_STEPS:-100} collect.progress=false \
+      collect.num_workers=${WORKERS:-14} collect.max_episode_steps=${EPISODE_STEPS:-150} collect.progress=false \
       hydra.run.dir=$WORK/collect_run ;;
   sft)
     python3 -m rlinf_embodied.sft "${ENV_ARGS[@]}" "${POLICY_ARGS[@]}" cluster.simulate_gpus=false \
@@ -43,6 +44,17 @@ case $stage in
       runner.max_iterations=$iterations env.num_envs=${NUM_ENVS:-32} runner.rollout_steps=${ROLLOUT_STEPS:-25} \
       algorithm.update_epochs=1 algorithm.num_minibatches=${MINIBATCHES:-4} runner.save_interval=5 runner.progress=false \
       ${RESUME:+runner.resume=$RESUME} runner.output_dir=$WORK/rl hydra.run.dir=$WORK/rl "$@" ;;
+  bench)
+    python3 benchmarks/sft_throughput.py --size $SIZE --batch-sizes 64 ${BATCH:-256} | tee $WORK/sft_throughput.txt ;;
+  steps_for)
+    # SFT steps that fit in $1 seconds at the bench stage's measured s/step (batch $BATCH, dataset on the device)
+    python3 - "$WORK/sft_throughput.txt" "${BATCH:-256}" "$1" <<'PY'
+import sys
+rows = [line.split("|") for line in open(sys.argv[1]) if line.startswith("|")]
+seconds = [float(r[3]) for r in rows if len(r) > 5 and r[1].strip() == sys.argv[2] and r[2].strip() == "cuda"]
+print(max(1000, int(float(sys.argv[3]) / seconds[-1]) // 500 * 500))
+PY
+    ;;
   pick)
     # the few-shot regime of the pi-RL paper: the SFT checkpoint with the highest eval success in
     # [0.2, 0.7] (else the best one), from the sft stage's periodic evaluations (EVAL_INTERVAL > 0)
@@ -62,9 +74,12 @@ PY
     set -x
     [ -n "${SKIP_COLLECT:-}" ] || bash "$0" collect "${1:-400}"
     shift || true  # the remaining arguments go to the rl stage (Hydra overrides)
+    BATCH=${BATCH:-256} bash "$0" bench
+    # as many steps as SFT_SECONDS allow (stop 14: 3,000 steps x 64 left pi0-small under-trained), 4 evals
+    steps=${SFT_STEPS:-$(BATCH=${BATCH:-256} bash "$0" steps_for "${SFT_SECONDS:-480}")}
+    interval=$(( (steps / 4 + 99) / 100 * 100 ))
     while [ ! -f /tmp/site/.unpacked_ray.txz ]; do sleep 2; done  # the ray bundle comes in the next call
-    SAVE_INTERVAL=${SFT_EVAL_INTERVAL:-1000} EVAL_INTERVAL=${SFT_EVAL_INTERVAL:-1000} EVAL_EPISODES=64 \
-      bash "$0" sft "${SFT_STEPS:-3000}"
+    BATCH=${BATCH:-256} SAVE_INTERVAL=$interval EVAL_INTERVAL=$interval EVAL_EPISODES=64 bash "$0" sft "$steps"
     read -r CKPT SFT_SUCCESS < <(bash "$0" pick)
     echo "picked $CKPT (eval success $SFT_SUCCESS)"; echo "$CKPT" > "$WORK/picked.txt"
     CKPT=$CKPT TAG=sft bash "$0" eval "${FINAL_EPISODES:-200}"
