@@ -55,15 +55,16 @@ def sample_chain(step_fn: StepFn, x_init: torch.Tensor, stochastic: torch.Tensor
     chain = [x]
     per_step = x.new_zeros(batch, num_steps, x.shape[1], action_dim)
     entropy = x.new_zeros(batch, x.shape[1], action_dim)
+    any_noisy = stochastic.any(dim=0).tolist()  # one host sync for the chain, not two per step
     for k in range(num_steps):
         dist = step_fn(None, x, k)
         noisy = stochastic[:, k].view(-1, 1, 1)
         used = torch.where(noisy, dist.sde_mean, dist.ode_mean)[..., :action_dim]
-        if bool(noisy.any()):
+        if any_noisy[k]:
             std = dist.std.expand_as(dist.sde_mean)[..., :action_dim]
             used = used + torch.randn_like(std) * std * noisy
         x = torch.cat([used, dist.ode_mean[..., action_dim:]], dim=-1)
-        if bool(noisy.any()):
+        if any_noisy[k]:
             per_step[:, k] = torch.where(noisy, transition_log_prob(x, dist, action_dim), 0.0)
             entropy = entropy + torch.where(noisy, transition_entropy(dist, action_dim), 0.0)
         chain.append(x)
