@@ -55,6 +55,17 @@ class PolicyConfig:
     action_low: list[float] | None = None
     action_high: list[float] | None = None
 
+    def __post_init__(self) -> None:
+        self.check_dims()
+
+    def check_dims(self) -> None:
+        """action_dim and action_chunk >= 1, state_dim >= 0: every policy's shapes are built from them."""
+        for name in ("action_dim", "action_chunk"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.state_dim < 0:
+            raise ValueError(f"state_dim={self.state_dim} must be >= 0")
+
     def to_dict(self) -> dict:
         return asdict(self)
 

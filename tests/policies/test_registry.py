@@ -78,3 +78,18 @@ def test_weights_of_a_different_shape_error(tmp_path):
     make_policy("mlp", size="tiny", action_dim=2, state_dim=3).save_pretrained(tmp_path)
     with pytest.raises(RuntimeError, match="size mismatch"):
         load_policy(tmp_path, hidden_dim=64)
+
+
+@pytest.mark.parametrize("name", available_policies())
+@pytest.mark.parametrize(
+    "field, value, message",
+    [("action_chunk", 0, "action_chunk=0 must be >= 1"), ("action_dim", 0, "action_dim=0 must be >= 1")],
+)
+def test_every_policy_config_rejects_empty_action_shapes(name, field, value, message):
+    """Every policy's config checks the dims its shapes are built from (openvla_oft once accepted a
+    chunk of 0 actions and failed later, inside the model)."""
+    config_class = policy_class(name).config_class
+    with pytest.raises(ValueError, match=message):
+        config_class.from_dict({**policy_class(name).presets["tiny"], field: value})
+    with pytest.raises(ValueError, match="state_dim=-1 must be >= 0"):
+        config_class.from_dict({**policy_class(name).presets["tiny"], "state_dim": -1})

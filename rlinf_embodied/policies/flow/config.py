@@ -49,6 +49,7 @@ class FlowPolicyConfig(PolicyConfig):
     gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not isinstance(self.stochastic_steps, (str, int)):  # a list of steps (also Hydra's ListConfig)
             self.stochastic_steps = ",".join(str(step) for step in self.stochastic_steps)
         self.stochastic_steps = str(self.stochastic_steps)

@@ -45,11 +45,7 @@ class GaussianPolicyConfig(PolicyConfig):
     init_log_std: float = -0.5
 
     def validate_common(self) -> None:
-        for name in ("action_dim", "action_chunk"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
-        if self.state_dim < 0:
-            raise ValueError(f"state_dim={self.state_dim} must be >= 0")
+        self.check_dims()
         for name in ("action_low", "action_high"):
             bounds = getattr(self, name)
             if bounds is not None and len(bounds) != self.action_dim:

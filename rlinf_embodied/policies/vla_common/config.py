@@ -67,6 +67,7 @@ class PrismaticVLAConfig(PolicyConfig):
     gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         self.validate_prismatic_fields()
 
     def validate_prismatic_fields(self) -> None:
