@@ -73,6 +73,8 @@ def check_preset_config(cls: type[Policy], size: str, overrides: dict[str, Any])
     widest = values.get("max_state_dim", getattr(cls.config_class, "max_state_dim", None))
     if "state_dim" not in overrides and isinstance(widest, int):
         values["state_dim"] = widest
+    elif "state_dim" not in overrides:  # the width is the env's (e.g. openvla_oft's proprio projector)
+        values.pop("ignore_state_dims", None)
     for bounds in ("action_low", "action_high"):
         if "action_dim" not in overrides and values.get(bounds) is not None:
             values["action_dim"] = len(values[bounds])

@@ -207,3 +207,24 @@ def test_real_size_presets_match_published_architectures():
     total = sum(p.numel() for p in policy.parameters())
     assert 7.4e9 < total < 7.7e9, total  # OpenVLA-7B: 7.54B (minus the two unused last ViT blocks)
     assert oft.config.action_chunk == 8 and oft.action_head.model.fc1.weight.shape == (4096, 7 * 4096)
+
+
+def test_openvla_oft_small_trains_from_scratch_size_and_hides_ignored_state_dims(tmp_path):
+    """The from-scratch preset: one 96 px camera, a bf16 checkpoint under the device's 64 MiB, and
+    ignore_state_dims (the copycat fix) keeps those dims from the proprio token, saved with it."""
+    policy = make_policy("openvla_oft", size="openvla-oft-small", action_dim=4, state_dim=29, ignore_state_dims=[9, 10])
+    parameters = sum(p.numel() for p in policy.parameters())
+    assert 10e6 < parameters and parameters * 2 < 64 * 2**20, parameters
+    assert policy.config.num_images == 1 and policy.config.image_size == 96
+    obs = policy.example_obs(2)
+    assert "wrist_rgb" not in obs and obs["rgb"].shape == (2, 96, 96, 3)
+    base = policy.act(obs, deterministic=True).actions
+    hidden, seen = {**obs, "state": obs["state"].clone()}, {**obs, "state": obs["state"].clone()}
+    hidden["state"][:, 9:11] += 3.0
+    seen["state"][:, 0] += 3.0
+    assert torch.equal(policy.act(hidden, deterministic=True).actions, base)
+    assert not torch.allclose(policy.act(seen, deterministic=True).actions, base)
+    policy.save_pretrained(tmp_path / "p")
+    assert load_policy(tmp_path / "p").config.ignore_state_dims == [9, 10]
+    with pytest.raises(ValueError, match=r"ignore_state_dims \[29\] are not state dims"):
+        make_policy("openvla_oft", size="tiny", action_dim=4, state_dim=29, ignore_state_dims=[29])

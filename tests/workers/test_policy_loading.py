@@ -20,3 +20,15 @@ def test_state_dims_beyond_the_widest_state_are_rejected():
     # pi0-small accepts states of up to max_state_dim=64 dims
     with pytest.raises(ValueError, match=r"ignore_state_dims \[64\] are not state dims \(state_dim=64: 0-63\)"):
         check_policy_config(_pi0_small(ignore_state_dims=[64]))
+
+
+def test_driver_check_leaves_state_dims_of_env_width_policies_to_the_workers():
+    """openvla_oft's state width is the env's (no max_state_dim): ignore_state_dims beyond the preset's
+    state_dim must pass the driver check; its other checks still run there."""
+
+    def oft(**overrides) -> PolicyConfig:
+        return PolicyConfig(name="openvla_oft", size="openvla-oft-small", require_checkpoint=False, overrides=overrides)
+
+    check_policy_config(oft(ignore_state_dims=list(range(9, 18))))
+    with pytest.raises(ValueError, match="openvla-oft-small"):
+        check_policy_config(oft(image_size=100))  # not a multiple of its 8 px patches

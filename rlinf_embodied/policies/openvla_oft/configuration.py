@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..common.state_dims import check_state_dims
 from ..vla_common.config import PROMPT_TOKENS_BYTE_LEVEL, TINY_PRISMATIC, PrismaticVLAConfig
 
 ACTION_HEAD_TYPES = ("continuous", "discrete")
@@ -23,6 +24,8 @@ class OpenVLAOFTConfig(PrismaticVLAConfig):
     # Proprio normalisation (OFT's BOUNDS_Q99): norm = clip((s - low) / (high - low) * 2 - 1, -1, 1).
     state_low: list[float] | None = None
     state_high: list[float] | None = None
+    # State dims the proprio projector never sees (zeroed after normalisation): the copycat fix, as pi0's
+    ignore_state_dims: list[int] | None = None
     bidirectional_action_attention: bool = True  # action positions attend to each other (OFT parallel decoding)
 
     def __post_init__(self) -> None:
@@ -31,6 +34,7 @@ class OpenVLAOFTConfig(PrismaticVLAConfig):
             raise ValueError(f"action_head_type={self.action_head_type!r}; valid: {list(ACTION_HEAD_TYPES)}")
         if self.use_proprio and self.state_dim <= 0:
             raise ValueError("use_proprio=True needs state_dim > 0 (the proprio projector's input width)")
+        check_state_dims("ignore_state_dims", self.ignore_state_dims, self.state_dim)
         for name in ("state_low", "state_high"):
             bounds = getattr(self, name)
             if bounds is not None and len(bounds) != self.state_dim:
@@ -39,6 +43,38 @@ class OpenVLAOFTConfig(PrismaticVLAConfig):
 
 OPENVLA_OFT_PRESETS: dict[str, dict] = {
     "tiny": dict(action_dim=7, action_chunk=4, state_dim=8, num_images=2, **TINY_PRISMATIC),
+    # ~20M parameters: the OFT architecture scaled down to train from scratch on one GPU (no pretrained
+    # weights exist here) and to fit a 64 MiB checkpoint in bf16: one 96 px camera in 8 px patches (144
+    # per vision tower), 6-layer Llama of width 384, byte-level prompts (ids 0-259, action bins above).
+    "openvla-oft-small": dict(
+        action_dim=7,
+        action_chunk=8,
+        state_dim=8,
+        num_images=1,
+        image_size=96,
+        patch_size=8,
+        dino_hidden_size=192,
+        dino_num_layers=4,
+        dino_num_heads=3,
+        dino_intermediate_size=768,
+        dino_num_register_tokens=4,
+        siglip_hidden_size=192,
+        siglip_num_layers=4,
+        siglip_num_heads=3,
+        siglip_intermediate_size=768,
+        vocab_size=520,
+        hidden_size=384,
+        num_layers=6,
+        num_heads=6,
+        num_kv_heads=6,
+        intermediate_size=1536,
+        max_position_embeddings=512,
+        pad_token_id=2,
+        action_token_vocab_size=516,
+        max_token_len=PROMPT_TOKENS_BYTE_LEVEL,
+        empty_token_id=None,
+        value_hidden_dim=256,
+    ),
     "openvla-oft-7b": dict(
         action_dim=7, action_chunk=8, state_dim=8, num_images=2, max_token_len=PROMPT_TOKENS_BYTE_LEVEL
     ),

@@ -25,6 +25,7 @@ from torch import nn
 
 from ..base import ActOutput, EvalOutput, Obs
 from ..common.imitation import as_action_chunk, padded_rows_mean
+from ..common.state_dims import zero_state_dims
 from ..vla_common.policy import PrismaticVLAPolicy, causal_mask, valid_positions
 from .configuration import OPENVLA_OFT_PRESETS, OpenVLAOFTConfig
 from .heads import L1RegressionActionHead, ProprioProjector
@@ -70,6 +71,7 @@ class OpenVLAOFTPolicy(PrismaticVLAPolicy):
             low = torch.as_tensor(cfg.state_low, device=state.device)
             high = torch.as_tensor(cfg.state_high, device=state.device)
             state = ((state - low) / (high - low + 1e-8) * 2.0 - 1.0).clamp(-1.0, 1.0)
+        state = zero_state_dims(state, cfg.ignore_state_dims)
         return self.proprio_projector(state.to(self.compute_dtype))[:, None]  # (N, 1, W)
 
     def action_hidden_states(self, obs: Obs) -> tuple[torch.Tensor, torch.Tensor]:
