@@ -20,8 +20,9 @@ ENV_ARGS=(env=maniskill_pickcube_rgb env.kwargs.camera_size=96 env.max_episode_s
 # joint velocities (state dims 9-17) hidden from the model: the copycat fix (saved in the checkpoint's config)
 POLICY_ARGS=(policy=$POLICY policy.size=$SIZE policy.require_checkpoint=false policy.precision=bf16
   "policy.overrides.ignore_state_dims=${IGNORE_STATE_DIMS:-[9,10,11,12,13,14,15,16,17]}")
-# PATCH=8: finer vision patches than the preset's 12 (144 instead of 64 image tokens at 96 px); PATCH= keeps 12
-[ -z "${PATCH-8}" ] || POLICY_ARGS+=("policy.overrides.vision_patch_size=${PATCH-8}")
+# pi0: PATCH=8 gives finer vision patches than pi0-small's 12 (144 instead of 64 image tokens at 96 px; PATCH=
+# keeps 12). POLICY=openvla_oft SIZE=openvla-oft-small runs the same recipe for OpenVLA-OFT (8 px patches already).
+[ "$POLICY" != pi0 ] || [ -z "${PATCH-8}" ] || POLICY_ARGS+=("policy.overrides.vision_patch_size=${PATCH-8}")
 stage=$1; shift
 case $stage in
   collect)
