@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..common.state_dims import check_state_dims
-from ..vla_common.config import PROMPT_TOKENS_BYTE_LEVEL, TINY_PRISMATIC, PrismaticVLAConfig
+from ..vla_common.config import BYTE_LEVEL_TOKENS, PROMPT_TOKENS_BYTE_LEVEL, TINY_PRISMATIC, PrismaticVLAConfig
 
 ACTION_HEAD_TYPES = ("continuous", "discrete")
 
@@ -45,7 +45,7 @@ OPENVLA_OFT_PRESETS: dict[str, dict] = {
     "tiny": dict(action_dim=7, action_chunk=4, state_dim=8, num_images=2, **TINY_PRISMATIC),
     # ~20M parameters: the OFT architecture scaled down to train from scratch on one GPU (no pretrained
     # weights exist here) and to fit a 64 MiB checkpoint in bf16: one 96 px camera in 8 px patches (144
-    # per vision tower), 6-layer Llama of width 384, byte-level prompts (ids 0-259, action bins above).
+    # per vision tower), 6-layer Llama of width 384, byte-level prompts.
     "openvla-oft-small": dict(
         action_dim=7,
         action_chunk=8,
@@ -62,18 +62,14 @@ OPENVLA_OFT_PRESETS: dict[str, dict] = {
         siglip_num_layers=4,
         siglip_num_heads=3,
         siglip_intermediate_size=768,
-        vocab_size=520,
         hidden_size=384,
         num_layers=6,
         num_heads=6,
         num_kv_heads=6,
         intermediate_size=1536,
         max_position_embeddings=512,
-        pad_token_id=2,
-        action_token_vocab_size=516,
-        max_token_len=PROMPT_TOKENS_BYTE_LEVEL,
-        empty_token_id=None,
         value_hidden_dim=256,
+        **BYTE_LEVEL_TOKENS,
     ),
     "openvla-oft-7b": dict(
         action_dim=7, action_chunk=8, state_dim=8, num_images=2, max_token_len=PROMPT_TOKENS_BYTE_LEVEL

@@ -108,8 +108,17 @@ class PrismaticVLAConfig(PolicyConfig):
         return self.dino_hidden_size + self.siglip_hidden_size
 
 
-# Shared tiny architecture (~0.2M parameters) for CPU tests: every code path of the real model. The byte-level
+# Token settings of a randomly initialised preset, which has no checkpoint tokenizer: the byte-level
 # tokenizer has 260 ids, so the 256 action tokens sit right above it (ids 260..515).
+BYTE_LEVEL_TOKENS: dict = dict(
+    vocab_size=520,
+    pad_token_id=2,
+    action_token_vocab_size=516,
+    max_token_len=PROMPT_TOKENS_BYTE_LEVEL,
+    empty_token_id=None,
+)
+
+# Shared tiny architecture (~0.2M parameters) for CPU tests: every code path of the real model.
 TINY_PRISMATIC: dict = dict(
     image_size=32,
     patch_size=8,
@@ -122,16 +131,12 @@ TINY_PRISMATIC: dict = dict(
     siglip_num_layers=2,
     siglip_num_heads=2,
     siglip_intermediate_size=64,
-    vocab_size=520,
     hidden_size=64,
     num_layers=2,
     num_heads=4,
     num_kv_heads=4,
     intermediate_size=128,
     max_position_embeddings=512,
-    pad_token_id=2,
-    action_token_vocab_size=516,
-    max_token_len=PROMPT_TOKENS_BYTE_LEVEL,
-    empty_token_id=None,
     value_hidden_dim=32,
+    **BYTE_LEVEL_TOKENS,
 )
