@@ -1,4 +1,4 @@
-"""Shared pytest set-up: GPU tests are skipped where CUDA is absent."""
+"""Shared pytest set-up: GPU tests are skipped where CUDA is absent; one Ray instance for the worker tests."""
 
 import pytest
 import torch
@@ -11,3 +11,15 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance (8 simulated GPUs without CUDA) for every module that starts workers: starting
+    and stopping Ray takes seconds on 2 cores. A module's `Cluster(num_gpus_per_node=N)` made while it runs
+    joins it (shutdown leaves it running) and places workers on N GPUs, as a cluster of its own would."""
+    from rlinf_embodied.scheduler import Cluster
+
+    cluster = Cluster(num_nodes=1, num_gpus_per_node=torch.cuda.device_count() or 8, simulate_gpus=True)
+    yield cluster
+    cluster.shutdown()

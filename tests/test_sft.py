@@ -218,12 +218,10 @@ def held_out_loss(worker: SFTWorker) -> float:
 
 # ---- demonstrations -> python -m rlinf_embodied.sft -> checkpoint -> RL ------------------------------
 @pytest.fixture(scope="module")
-def cluster():
+def cluster(ray_session):
     from rlinf_embodied.scheduler import Cluster
 
-    cluster = Cluster(num_nodes=1, num_gpus_per_node=1, simulate_gpus=True)
-    yield cluster
-    cluster.shutdown()
+    return Cluster(num_nodes=1, num_gpus_per_node=1, simulate_gpus=True)  # joins the session's Ray
 
 
 def compose_sft(overrides: list[str]) -> SFTRunConfig:

@@ -27,10 +27,8 @@ ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    cluster = Cluster(num_nodes=1, num_gpus_per_node=8, simulate_gpus=True)
-    yield cluster
-    cluster.shutdown()
+def cluster(ray_session):
+    return Cluster(num_nodes=1, num_gpus_per_node=8, simulate_gpus=True)  # joins the session's Ray
 
 
 class ProbeWorker(Worker):
