@@ -1,4 +1,8 @@
-"""End-to-end runner tests on CPU: Ray workers on simulated GPUs, the real ManiSkill simulator."""
+"""End-to-end runner tests on CPU: Ray workers on simulated GPUs, the real ManiSkill simulator.
+
+Starting a run's workers takes most of a test's time, so each run serves every check it can: one per
+placement mode (hybrid; disaggregated, resumed with evaluation; collocated, the pi0 run), the pipeline
+stages' pair. The default command, its interrupt and resume: test_interrupts.py."""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import pytest
 import torch
 
 from rlinf_embodied.config import TrainConfig
-from rlinf_embodied.runners.embodied_runner import EmbodiedRunner
+from rlinf_embodied.runners.embodied_runner import EmbodiedRunner, component_placement
 from rlinf_embodied.scheduler import Cluster
 from rlinf_embodied.workers.messages import Trajectory
 
@@ -38,10 +42,8 @@ def small_config(placement: dict, num_gpus: int, num_envs: int = 4, stages: int 
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    cluster = Cluster(num_nodes=1, num_gpus_per_node=4, simulate_gpus=True)
-    yield cluster
-    cluster.shutdown()
+def cluster(ray_session):
+    return Cluster(num_nodes=1, num_gpus_per_node=4, simulate_gpus=True)  # joins the session's Ray
 
 
 def run_iterations(cfg: TrainConfig, cluster: Cluster, output_dir: str) -> list[dict]:
@@ -52,28 +54,20 @@ def run_iterations(cfg: TrainConfig, cluster: Cluster, output_dir: str) -> list[
         runner.shutdown()
 
 
-@pytest.mark.parametrize(
-    "placement, num_gpus, mode",
-    [
-        ({"env,rollout": "0", "actor": "1"}, 2, "disaggregated"),
-        ({"env": "0-1", "rollout": "2-3", "actor": "all"}, 4, "hybrid"),
-    ],
-)
-def test_one_iteration_in_each_mode(cluster, tmp_path, placement, num_gpus, mode):
-    cfg = small_config(placement, num_gpus)
-    cfg.algorithm.target_kl = None
-    if mode == "hybrid":  # 4 actor ranks must agree to stop at the KL target: after the first step
-        cfg.algorithm.target_kl, cfg.algorithm.lr, cfg.algorithm.update_epochs = 1e-6, 1e-2, 2
+def test_one_iteration_in_hybrid_mode(cluster, tmp_path):
+    """Hybrid (cluster/hybrid_4gpu.yaml's layout): 2 env and 2 rollout workers apart, the actor on all 4 GPUs."""
+    cfg = small_config({"env": "0-1", "rollout": "2-3", "actor": "all"}, 4)
+    # 4 actor ranks must agree to stop at the KL target: after the first step
+    cfg.algorithm.target_kl, cfg.algorithm.lr, cfg.algorithm.update_epochs = 1e-6, 1e-2, 2
     runner = EmbodiedRunner(cfg, cluster, str(tmp_path))
     try:
-        assert runner.placement.mode == mode
+        assert runner.placement.mode == "hybrid"
         history = runner.run()
     finally:
         runner.shutdown()
     check_logged_metrics(cfg, history, tmp_path)
     (metrics,) = history
-    all_steps = cfg.algorithm.update_epochs * cfg.algorithm.num_minibatches
-    assert metrics["train/optimizer_steps"] == (1 if cfg.algorithm.target_kl else all_steps)
+    assert metrics["train/optimizer_steps"] == 1
 
 
 def collect_trajectories(cfg: TrainConfig, cluster: Cluster, output_dir: str) -> Trajectory:
@@ -105,36 +99,6 @@ def test_pipeline_stages_give_the_same_trajectories(cluster, tmp_path):
     torch.testing.assert_close(one.rewards, two.rewards)
     assert torch.equal(one.dones, two.dones)
     assert one.dones.any(), "the rollout should cross an episode boundary"
-
-
-def test_collocated_run_logs_its_metrics_and_resume_reproduces_the_next_iteration(cluster, tmp_path):
-    """One collocated mlp run (fp32) checked four ways: the metrics it logs (namespaces, metrics.jsonl),
-    its time/* breakdown, the actor reproducing the rollout's log-probs before its first step
-    (train/initial_approx_kl), and a resume from its iteration-1 checkpoint reproducing iteration 2."""
-    placement = {"env,rollout,actor": "all"}
-    cfg = small_config(placement, 1)
-    cfg.runner.max_iterations = 3
-    cfg.runner.save_interval = 1
-    runner = EmbodiedRunner(cfg, cluster, str(tmp_path / "full"))
-    try:
-        assert runner.placement.mode == "collocated"
-        full = runner.run()
-    finally:
-        runner.shutdown()
-    check_logged_metrics(cfg, full, tmp_path / "full")
-    check_time_breakdown(full)
-    for metrics in full:  # same weights in rollout and actor before the first step
-        assert metrics["train/initial_approx_kl"] < 1e-3, metrics
-        assert metrics["train/initial_ratio_max_abs_dev"] < 1e-2, metrics
-    checkpoint = tmp_path / "full" / "checkpoints" / "iteration_000001"
-    assert (checkpoint / "actor.pt").is_file()
-    resumed_cfg = small_config(placement, 1)
-    resumed_cfg.runner.max_iterations = 3
-    resumed_cfg.runner.resume = str(checkpoint)
-    resumed = run_iterations(resumed_cfg, cluster, str(tmp_path / "resumed"))
-    assert [m["iteration"] for m in resumed] == [2]
-    for key in ("rollout/episode_return", "rollout/success_rate", "train/loss", "time/env_steps"):
-        assert resumed[0][key] == pytest.approx(full[2][key], rel=1e-6, abs=1e-8), key
 
 
 def check_logged_metrics(cfg: TrainConfig, history: list[dict], output_dir) -> None:
@@ -172,48 +136,69 @@ def check_time_breakdown(history: list[dict]) -> None:
     assert history[0]["time/sync_seconds"] > 0  # the first iteration syncs the actor's weights
 
 
-def test_evaluation_keeps_the_best_checkpoint_and_leaves_training_unchanged(cluster, tmp_path):
-    placement = {"env": "0", "rollout": "1", "actor": "1"}
-    runs = {}
-    for eval_interval in (0, 1):
-        cfg = small_config(placement, 2, num_envs=4, stages=2)
-        cfg.runner.max_iterations = 2
+DISAGGREGATED = {"env,rollout": "0", "actor": "1"}  # env and rollout share GPU 0, the actor has GPU 1
+TRAINING_KEYS = ("rollout/episode_return", "rollout/success_rate", "train/loss", "time/env_steps")
+
+
+@pytest.fixture(scope="module")
+def disaggregated_runs(cluster, tmp_path_factory):
+    """One disaggregated mlp run (fp32, 2 pipeline stages, 3 iterations, a checkpoint each), and the same run
+    resumed from its iteration-0 checkpoint with an evaluation after each iteration (runner.eval_interval=1):
+    (cfg, full history, its output dir, resumed history, its output dir). Shared by the tests below (starting
+    the workers is the slow part)."""
+    runs = []
+    for eval_interval, resume in ((0, None), (1, "iteration_000000")):
+        cfg = small_config(DISAGGREGATED, 2, num_envs=4, stages=2)
+        cfg.algorithm.target_kl = None  # every optimizer step runs
+        cfg.runner.max_iterations, cfg.runner.save_interval = 3, 1
         cfg.runner.eval_interval, cfg.runner.eval_rounds = eval_interval, 2
-        runs[eval_interval] = run_iterations(cfg, cluster, str(tmp_path / f"eval{eval_interval}"))
-    plain, evaluated = runs[0], runs[1]
-    assert all("eval/success_once" not in m for m in plain)
-    assert [m["eval/num_episodes"] for m in evaluated] == [4 * 2, 4 * 2]  # one counted episode per env per round
-    assert all(1 <= m["eval/episode_length"] <= 6 for m in evaluated)
-    for before, after in zip(plain, evaluated):  # evaluation resets the envs afterwards: same training data
-        for key in ("rollout/episode_return", "rollout/success_rate", "train/loss", "time/env_steps"):
+        if resume:
+            cfg.runner.resume = str(runs[0][2] / "checkpoints" / resume)
+        output_dir = tmp_path_factory.mktemp("resumed" if resume else "full")
+        runner = EmbodiedRunner(cfg, cluster, str(output_dir))
+        try:
+            assert runner.placement.mode == "disaggregated"
+            runs.append((cfg, runner.run(), output_dir))
+        finally:
+            runner.shutdown()
+    (cfg, full, full_dir), (_, resumed, resumed_dir) = runs
+    return cfg, full, full_dir, resumed, resumed_dir
+
+
+def test_disaggregated_run_logs_its_metrics(disaggregated_runs):
+    """The full run checked three ways: the metrics it logs (namespaces, metrics.jsonl), its time/*
+    breakdown, and the actor reproducing the rollout's log-probs before its first step (initial_approx_kl)."""
+    cfg, full, full_dir, _, _ = disaggregated_runs
+    check_logged_metrics(cfg, full, full_dir)
+    check_time_breakdown(full)
+    all_steps = cfg.algorithm.update_epochs * cfg.algorithm.num_minibatches
+    for metrics in full:  # same weights in rollout and actor before the first step
+        assert metrics["train/initial_approx_kl"] < 1e-3, metrics
+        assert metrics["train/initial_ratio_max_abs_dev"] < 1e-2, metrics
+        assert metrics["train/optimizer_steps"] == all_steps
+    assert all("eval/success_once" not in m for m in full)
+
+
+def test_resume_with_evaluation_reproduces_the_next_iterations(disaggregated_runs):
+    """Resumed from the iteration-0 checkpoint, iterations 1 and 2 train on the same data to the same loss
+    as the run that went on: the checkpoint restores the actor; evaluation (after iteration 1) resets the
+    envs afterwards and leaves training unchanged."""
+    _, full, _, resumed, _ = disaggregated_runs
+    assert [m["iteration"] for m in resumed] == [1, 2]
+    for before, after in zip(full[1:], resumed):
+        for key in TRAINING_KEYS:
             assert after[key] == pytest.approx(before[key], rel=1e-6, abs=1e-8), key
-    successes = [m["eval/success_once"] for m in evaluated]
-    best = json.loads((tmp_path / "eval1" / "checkpoints" / "best" / "best.json").read_text())
-    assert best["iteration"] == successes.index(max(successes))
+
+
+def test_evaluation_counts_episodes_and_keeps_the_best_checkpoint(disaggregated_runs):
+    _, _, _, resumed, resumed_dir = disaggregated_runs
+    assert [m["eval/num_episodes"] for m in resumed] == [4 * 2, 4 * 2]  # one counted episode per env per round
+    assert all(1 <= m["eval/episode_length"] <= 6 for m in resumed)
+    successes = [m["eval/success_once"] for m in resumed]
+    best = json.loads((resumed_dir / "checkpoints" / "best" / "best.json").read_text())
+    assert best["iteration"] == resumed[successes.index(max(successes))]["iteration"]
     assert best["eval/success_once"] == pytest.approx(max(successes))
-    assert (tmp_path / "eval1" / "checkpoints" / "best" / "policy").is_dir()
-
-
-def test_default_command_runs_two_iterations(tmp_path):
-    out = tmp_path / "run"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "rlinf_embodied.train",
-            "runner.max_iterations=2",
-            f"runner.output_dir={out}",
-            f"hydra.run.dir={out}",
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    lines = (out / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(line)["iteration"] for line in lines] == [0, 1]
-    assert any(name.startswith("events.out.tfevents") for name in os.listdir(out / "tensorboard"))
+    assert (resumed_dir / "checkpoints" / "best" / "policy").is_dir()
 
 
 def test_pretrained_vla_without_checkpoint_fails_at_once(tmp_path):
@@ -228,13 +213,15 @@ def test_pretrained_vla_without_checkpoint_fails_at_once(tmp_path):
     assert "policy.checkpoint=" in result.stderr and "policy.size=tiny" in result.stderr
 
 
-@pytest.mark.parametrize("policy_name, precision", [("pi0", "bf16")])  # mlp fp32: the collocated run above
+@pytest.mark.parametrize("policy_name, precision", [("pi0", "bf16")])  # mlp fp32: the disaggregated runs above
 def test_actor_reproduces_rollout_log_probs_before_its_first_step(cluster, tmp_path, policy_name, precision):
     """train/initial_approx_kl: rollout (compute-dtype weights) and actor (fp32 masters computing in that
-    dtype) hold the same weights before the first optimizer step, so their log-probs must agree."""
+    dtype) hold the same weights before the first optimizer step, so their log-probs must agree. The run is
+    collocated: its time/* breakdown counts the swaps (offload, onload) between rollout and actor too."""
     cfg = small_config({"env,rollout,actor": "all"}, 1)
+    assert component_placement(cfg).mode == "collocated"
     cfg.policy.name, cfg.policy.precision = policy_name, precision
-    cfg.runner.max_iterations, cfg.runner.rollout_steps = 2, 3
+    cfg.runner.max_iterations, cfg.runner.rollout_steps, cfg.runner.save_interval = 2, 3, 1
     if policy_name == "pi0":  # a VLA needs cameras: LIBERO renders on CPU (ManiSkill cannot here)
         cfg.env.id, cfg.env.obs_mode, cfg.env.max_episode_steps = "rlinf/LIBERO-Spatial", "rgb", 20
         cfg.env.num_envs = 2  # each LIBERO env compiles its MuJoCo scene: seconds apiece on 2 cores
@@ -255,6 +242,7 @@ def test_actor_reproduces_rollout_log_probs_before_its_first_step(cluster, tmp_p
         ).save_pretrained(checkpoint)
         cfg.policy.checkpoint = str(checkpoint)
     history = run_iterations(cfg, cluster, str(tmp_path))
+    check_time_breakdown(history)
     for metrics in history:
         assert metrics["train/initial_approx_kl"] < 1e-3, metrics
         assert metrics["train/initial_ratio_max_abs_dev"] < 1e-2, metrics

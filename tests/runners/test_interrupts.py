@@ -54,34 +54,21 @@ def wait_for_metrics_lines(path: str, count: int, process: subprocess.Popen, tim
     raise AssertionError(f"no metrics line within {timeout} s")
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    "signum, to_group, exit_code",
-    [
-        (signal.SIGINT, True, 130),  # Ctrl-C: the terminal signals the whole foreground process group
-        (signal.SIGTERM, False, 143),  # a scheduler's preemption: the driver process
-    ],
-)
-def test_signal_saves_a_resumable_checkpoint_and_leaves_no_process(tmp_path, signum, to_group, exit_code):
-    out = tmp_path / "run"
-    log = open(tmp_path / "train.log", "w")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "rlinf_embodied.train",
-            "runner.max_iterations=50",
-            *TINY,
-            f"runner.output_dir={out}",
-            f"hydra.run.dir={out}",
-        ],
+def start_training(out, log, *overrides: str) -> subprocess.Popen:
+    """`python -m rlinf_embodied.train` in its own session, writing into `out`."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "rlinf_embodied.train", *overrides, f"runner.output_dir={out}", f"hydra.run.dir={out}"],
         cwd=REPO_ROOT,
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+
+
+def stop_after_metrics_lines(process, out, count: int, signum: int, to_group: bool, exit_code: int) -> None:
+    """Signal the run once metrics.jsonl has `count` lines; it must exit with `exit_code`."""
     try:
-        wait_for_metrics_lines(str(out / "metrics.jsonl"), 1, process, timeout=400)
+        wait_for_metrics_lines(str(out / "metrics.jsonl"), count, process, timeout=400)
         if to_group:
             os.killpg(process.pid, signum)
         else:
@@ -90,7 +77,12 @@ def test_signal_saves_a_resumable_checkpoint_and_leaves_no_process(tmp_path, sig
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
-    output = (tmp_path / "train.log").read_text()
+
+
+def check_stopped_run(process, log_path, out) -> tuple[str, int]:
+    """No traceback; one resume line naming a checkpoint of the last logged iteration, every iteration logged
+    once; no process of the run's session left. Returns the resume line and the checkpoint's iteration."""
+    output = log_path.read_text()
     assert "Traceback" not in output, output[-3000:]
     (line,) = [line for line in output.splitlines() if "runner.resume=" in line]
     checkpoint = re.search(r"runner\.resume=(\S+)", line).group(1)
@@ -103,8 +95,20 @@ def test_signal_saves_a_resumable_checkpoint_and_leaves_no_process(tmp_path, sig
     while session_processes(process.pid) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not session_processes(process.pid), session_processes(process.pid)
-    if signum != signal.SIGINT:
-        return
+    return line, iteration
+
+
+@pytest.mark.slow
+def test_default_command_stops_on_ctrl_c_and_its_resume_line_runs_it_to_the_end(tmp_path):
+    """The default job (`python -m rlinf_embodied.train`, no overrides but the iteration count): Ctrl-C (the
+    terminal signals the whole foreground process group) saves a resumable checkpoint, prints the resume
+    line and exits 130 leaving no process; the printed command continues the run in the same directory,
+    ends at runner.max_iterations with exit 0 and writes TensorBoard events."""
+    out = tmp_path / "run"
+    with open(tmp_path / "train.log", "w") as log:
+        process = start_training(out, log, "runner.max_iterations=50")
+        stop_after_metrics_lines(process, out, 1, signal.SIGINT, to_group=True, exit_code=130)
+    line, iteration = check_stopped_run(process, tmp_path / "train.log", out)
     # The printed command continues the run: one more iteration, in the same directory.
     args = shlex.split(line.split("resume with: ", 1)[1])[3:]
     args = [a for a in args if not a.startswith("runner.max_iterations=")]
@@ -126,3 +130,14 @@ def test_signal_saves_a_resumable_checkpoint_and_leaves_no_process(tmp_path, sig
     assert [json.loads(x)["iteration"] for x in (out / "metrics.jsonl").read_text().splitlines()] == list(
         range(iteration + 2)
     )
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(out / "tensorboard"))
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_driver_saves_a_resumable_checkpoint_and_leaves_no_process(tmp_path):
+    """A scheduler's preemption signals the driver process only: it stops the workers itself, exit 143."""
+    out = tmp_path / "run"
+    with open(tmp_path / "train.log", "w") as log:
+        process = start_training(out, log, "runner.max_iterations=50", *TINY)
+        stop_after_metrics_lines(process, out, 1, signal.SIGTERM, to_group=False, exit_code=143)
+    check_stopped_run(process, tmp_path / "train.log", out)
