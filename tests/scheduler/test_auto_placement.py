@@ -313,27 +313,86 @@ def test_place_prints_the_table_and_the_override():
 
 
 @pytest.mark.slow
-def test_place_profiles_on_simulated_gpus_then_reads_the_cache(tmp_path, monkeypatch):
-    """A real profile (mlp, state obs, 2 simulated GPUs; minutes on a busy CPU), then the cached costs."""
+def test_place_profiles_on_a_simulated_gpu_then_reads_the_cache(ray_session, tmp_path, monkeypatch):
+    """A real profile (mlp, state obs, 1 simulated GPU of the session's Ray, which `place` joins: a run at
+    num_envs and one at num_envs / 2; a minute on a busy CPU), then the cached costs. What more GPUs add
+    (a parallel and a 2-stage run): test_profile_on_two_gpus_adds_the_parallel_and_the_two_stage_runs."""
     from rlinf_embodied.place import place
 
     monkeypatch.setenv("RLINF_PLACEMENT_CACHE", str(tmp_path / "cache"))
     cfg = TrainConfig()
     cfg.env.num_envs, cfg.env.max_episode_steps = 4, 6
     cfg.env.kwargs = {"control_mode": "pd_joint_delta_pos", "reward_mode": "normalized_dense"}
-    cfg.cluster.num_gpus_per_node = 2
+    cfg.cluster.num_gpus_per_node = 1
     cfg.runner.rollout_steps = 8
     cfg.algorithm.update_epochs, cfg.algorithm.num_minibatches = 1, 2
     lines = []
     chosen = place(cfg, log=lines.append)
     assert any("profiling" in line for line in lines) and any("env-steps/s" in line for line in lines)
-    cached = load_costs(cache_key(cfg.env.id, "state", 4, "mlp", "tiny", 2))
+    cached = load_costs(cache_key(cfg.env.id, "state", 4, "mlp", "tiny", 1))
     assert cached is not None and cached.env_step_per_env_s + cached.env_step_fixed_s > 0
     assert cached.infer_per_sample_s + cached.infer_fixed_s > 0
     assert cached.train_per_sample_s + cached.train_fixed_s > 0
+    assert cached.offload_s > 0 and cached.onload_s > 0 and cached.weight_sync_s > 0
+    assert cached.env_steps_per_call == 1  # the mlp's action chunk
+    # one GPU: no parallel or 2-stage run, so neither contention nor overlap is measured
+    assert (cached.env_contention, cached.train_contention, cached.overlap_efficiency) == (0.0, 0.0, 1.0)
     lines = []
     assert place(cfg, log=lines.append) == chosen
     assert any("using cached costs" in line for line in lines)
+
+
+def test_profile_on_two_gpus_adds_the_parallel_and_the_two_stage_runs(monkeypatch):
+    """profile_costs on 2 GPUs: the runs it makes (placement, stages, envs) and what each one's measurement
+    becomes, with measure_once answering from a known model (the real runs: the test above, on 1 GPU)."""
+    from rlinf_embodied.runners import placement_profile as profile
+
+    # one worker alone: sim 0.01 + 0.002 n, inference 0.02 + 0.001 n, training 1 + 0.01 per sample,
+    # 0.005 s more per rollout step; 2 workers each: sim and training 1.5 times slower, inference not;
+    # the 2-stage run hides a quarter of the shorter stage work
+    calls = []
+
+    def measure_once(cfg, cluster, num_envs, rollout_steps, placement=profile.PROFILE_PLACEMENT, stages=1):
+        calls.append((num_envs, rollout_steps, placement, stages))
+        samples = num_envs * rollout_steps
+        sim, infer, train = 0.01 + 0.002 * num_envs, 0.02 + 0.001 * num_envs, 1.0 + 0.01 * samples
+        step = sim + infer + 0.005
+        if placement == profile.PARALLEL_PLACEMENT:  # num_envs / 2 per worker, samples / 2 per rank
+            sim, infer, train = 1.5 * (0.01 + 0.001 * num_envs), 0.02 + 0.0005 * num_envs, 1.5 * (1 + 0.005 * samples)
+        if placement == profile.OVERLAP_PLACEMENT:  # 2 stages of num_envs / 2 envs
+            sim, infer = 0.01 + 0.001 * num_envs, 0.02 + 0.0005 * num_envs
+            step = 2 * sim + 2 * infer - 0.25 * min(2 * sim, 2 * infer) + 0.005
+        return {
+            **dict(num_envs=num_envs, samples=samples, sim_s=sim, infer_s=infer, step_s=step),
+            **dict(step_overhead_s=step - sim - infer, train_s=train, offload_s=0.3, onload_s=0.4),
+            **dict(weight_sync_s=0.1, env_steps_per_call=1, env_mem_gib=1.0, rollout_mem_gib=2.0),
+            **dict(actor_mem_gib=3.0, gpu_mem_gib=80.0),
+        }
+
+    monkeypatch.setattr(profile, "measure_once", measure_once)
+    cfg = TrainConfig()
+    cfg.env.num_envs, cfg.runner.rollout_steps, cfg.cluster.num_gpus_per_node = 8, 8, 2
+    costs = profile.profile_costs(cfg, cluster=None)
+    assert calls == [
+        (4, 8, profile.PROFILE_PLACEMENT, 1),  # every component on GPU 0, at num_envs / 2 and num_envs
+        (8, 8, profile.PROFILE_PLACEMENT, 1),
+        (8, 8, {"env": "all", "rollout": "all", "actor": "all"}, 1),  # one worker of each per GPU
+        (8, 8, {"env": "0", "rollout": "1", "actor": "1"}, 2),  # env and rollout apart, 2 stages
+    ]
+    assert (costs.env_step_fixed_s, costs.env_step_per_env_s) == pytest.approx((0.01, 0.002))
+    assert (costs.infer_fixed_s, costs.infer_per_sample_s) == pytest.approx((0.02, 0.001))
+    assert (costs.train_fixed_s, costs.train_per_sample_s) == pytest.approx((1.0, 0.01))
+    assert costs.step_overhead_s == pytest.approx(0.005)
+    assert (costs.offload_s, costs.onload_s, costs.weight_sync_s) == pytest.approx((0.3, 0.4, 0.1))
+    assert (costs.env_mem_gib, costs.rollout_mem_gib, costs.actor_mem_gib, costs.gpu_mem_gib) == (1, 2, 3, 80)
+    assert costs.env_contention == pytest.approx(0.5) and costs.train_contention == pytest.approx(0.5)
+    assert costs.infer_contention == pytest.approx(0.0, abs=1e-9)
+    assert costs.overlap_efficiency == pytest.approx(0.25)
+    calls.clear()
+    cfg.env.num_envs = 3  # split over 2 workers or 2 stages neither: only the single-GPU runs
+    costs = profile.profile_costs(cfg, cluster=None)
+    assert calls == [(1, 8, profile.PROFILE_PLACEMENT, 1), (3, 8, profile.PROFILE_PLACEMENT, 1)]
+    assert (costs.env_contention, costs.train_contention, costs.overlap_efficiency) == (0.0, 0.0, 1.0)
 
 
 def test_worker_gpu_memory_off_cuda():
