@@ -65,8 +65,12 @@ def test_actions_after_the_episode_ended_inside_a_chunk_are_masked():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("informative", [True, False])
-def test_runner_samples_until_the_batch_is_full_or_the_bound(tmp_path, informative):
+def test_runner_samples_until_the_batch_is_full_or_the_bound(ray_session, tmp_path):
+    """One run of 2 iterations of 4 steps; the 6-step episodes carry on from one iteration to the next
+    (runner.reset_each_iteration=false). Iteration 0: no episode ends, so no group has outcomes to compare:
+    every one is dropped, new seeds are sampled up to the bound (2 rounds), then no update. Iteration 1: the
+    episodes of its first round end after 2 steps, with dense outcomes that differ within a group: that one
+    round fills the batch."""
     from rlinf_embodied.runners.embodied_runner import EmbodiedRunner
     from rlinf_embodied.scheduler import Cluster
 
@@ -75,23 +79,21 @@ def test_runner_samples_until_the_batch_is_full_or_the_bound(tmp_path, informati
     cfg.env.ignore_terminations = True
     cfg.env.kwargs = {"control_mode": "pd_joint_delta_pos", "reward_mode": "normalized_dense"}
     cfg.policy.size = "tiny"
-    # 6 steps: every episode ends inside the rollout, with dense outcomes that differ within a group;
-    # 4 steps: none ends, so no group has outcomes to compare and every one is dropped
-    cfg.runner.rollout_steps = 6 if informative else 4
-    cfg.runner.max_iterations = 1
+    cfg.runner.rollout_steps, cfg.runner.reset_each_iteration = 4, False
+    cfg.runner.max_iterations = 2
     cfg.runner.progress = False
     cfg.algorithm.num_minibatches, cfg.algorithm.max_sampling_rounds = 2, 2
-    cluster = Cluster(num_nodes=1, num_gpus_per_node=1, simulate_gpus=True)
+    cluster = Cluster(num_nodes=1, num_gpus_per_node=1, simulate_gpus=True)  # joins the session's Ray
     runner = EmbodiedRunner(cfg, cluster, str(tmp_path))
     try:
-        (metrics,) = runner.run()
+        uninformative, informative = runner.run()
     finally:
         runner.shutdown()
-        cluster.shutdown()
-    if informative:  # dense rewards differ between the envs of a group: one round fills the batch
-        assert metrics["rollout/sampling_rounds"] == 1 and metrics["rollout/kept_groups"] == 2
-        assert metrics["rollout/dropped_groups"] == 0 and metrics["train/optimizer_steps"] > 0
-    else:  # sampled up to the bound (2 rounds of new seeds), then no update
-        assert metrics["rollout/sampling_rounds"] == 2 and metrics["rollout/kept_groups"] == 0
-        assert metrics["rollout/dropped_groups"] == 4 and metrics["train/optimizer_steps"] == 0
-        assert metrics["time/env_steps"] == 2 * 4 * 4
+    # sampled up to the bound (2 rounds of new seeds), then no update
+    assert uninformative["rollout/sampling_rounds"] == 2 and uninformative["rollout/kept_groups"] == 0
+    assert uninformative["rollout/dropped_groups"] == 4 and uninformative["train/optimizer_steps"] == 0
+    assert uninformative["time/env_steps"] == 2 * 4 * 4
+    # dense rewards differ between the envs of a group: one round fills the batch
+    assert informative["rollout/sampling_rounds"] == 1 and informative["rollout/kept_groups"] == 2
+    assert informative["rollout/dropped_groups"] == 0 and informative["train/optimizer_steps"] > 0
+    assert informative["time/env_steps"] == 2 * 4 * 4 + 4 * 4
