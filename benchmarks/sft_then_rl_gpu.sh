@@ -76,7 +76,7 @@ PY
     [ -n "${SKIP_COLLECT:-}" ] || bash "$0" collect "${1:-400}"
     shift || true  # the remaining arguments go to the rl stage (Hydra overrides)
     while [ ! -f /tmp/site/.unpacked_ray.txz ]; do sleep 2; done  # the ray bundle comes in the next call
-    BATCH=${BATCH:-256} bash "$0" bench || echo "bench failed: SFT gets 6000 steps"
+    [ -n "${SFT_STEPS:-}" ] || BATCH=${BATCH:-256} bash "$0" bench || echo "bench failed: SFT gets 6000 steps"
     # as many steps as SFT_SECONDS allow (stop 14: 3,000 steps x 64 left pi0-small under-trained), 4 evals
     steps=${SFT_STEPS:-$(BATCH=${BATCH:-256} bash "$0" steps_for "${SFT_SECONDS:-480}" || echo 6000)}
     interval=$(( (steps / 4 + 99) / 100 * 100 ))
@@ -86,7 +86,7 @@ PY
     CKPT=$CKPT TAG=sft bash "$0" eval "${FINAL_EPISODES:-200}"
     # the same policy on the first 32 demonstration seeds: far above the held-out success is overfitting;
     # as low (both near 0), suspect a mismatch between the recorded observations and the env's
-    CKPT=$CKPT TAG=sft_demo_seeds EVAL_SEED=0 EVAL_ENVS=32 bash "$0" eval 32
+    [ -n "${SKIP_DEMO_EVAL:-}" ] || CKPT=$CKPT TAG=sft_demo_seeds EVAL_SEED=0 EVAL_ENVS=32 bash "$0" eval 32
     # SIGINT after RL_SECONDS (or the number in $WORK/rl_seconds, written while the pipeline runs, when
     # the device time left is known): the runner finishes its iteration, saves and exits 130
     [ ! -f "$WORK/rl_seconds" ] || RL_SECONDS=$(cat "$WORK/rl_seconds")

@@ -94,13 +94,19 @@ def onload_module(module: nn.Module, device: torch.device) -> None:
 
 
 def _state_tensors(optimizer: torch.optim.Optimizer):
-    """(state dict, key) of every tensor in the optimizer state, except scalar step counters."""
-    for state in optimizer.state.values():
-        for key, value in state.items():
-            if isinstance(value, torch.Tensor) and not (
-                key == "step" and value.dim() == 0 and value.device.type == "cpu"
-            ):
-                yield state, key
+    """(state dict, key) of every tensor in the optimizer state to move, except scalar step counters
+    that live on the CPU by design. Fused and capturable optimizers keep their step counters on the
+    parameters' device, so those move with the rest: after an offload they sit on the CPU too, and
+    leaving them there makes the next fused step fail with a device mismatch."""
+    for group in optimizer.param_groups:
+        steps_on_device = bool(group.get("fused") or group.get("capturable"))
+        for param in group["params"]:
+            state = optimizer.state.get(param, {})
+            for key, value in state.items():
+                if isinstance(value, torch.Tensor) and not (
+                    key == "step" and value.dim() == 0 and value.device.type == "cpu" and not steps_on_device
+                ):
+                    yield state, key
 
 
 def offload_optimizer_state(optimizer: torch.optim.Optimizer) -> None:

@@ -19,11 +19,13 @@ def train_step(policy, optimizer, obs, act_output) -> None:
     optimizer.step()
 
 
+@pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("offload_between_steps", [False, True])
-def test_optimizer_keeps_updating_the_policy(offload_between_steps):
+def test_optimizer_keeps_updating_the_policy(offload_between_steps, fused):
     torch.manual_seed(0)
     policy = make_policy("mlp", size="tiny", action_dim=8, state_dim=42).to("cuda")
-    optimizer = torch.optim.Adam(policy.parameters(), lr=1e-2)
+    # fused Adam keeps its step counters on the GPU: they must come back there after an offload
+    optimizer = torch.optim.Adam(policy.parameters(), lr=1e-2, fused=fused or None)
     parameter_ids = [id(p) for p in policy.parameters()]
     obs = {"state": torch.randn(32, 42, device="cuda")}
     raw = torch.randn(32, 1, 8, device="cuda")
