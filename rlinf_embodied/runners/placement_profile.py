@@ -18,8 +18,12 @@ env workers) and the whole actor on one GPU (predict shards it over the actor GP
 On more than one GPU, a third run puts every component on every GPU (G workers each, num_envs / G envs
 per env worker): its sim, inference and training seconds against what the single-GPU runs predict for
 that share give each component's contention (how much each extra parallel worker slows the others).
-A fourth run puts env and rollout on different GPUs with 2 pipeline stages: its rollout step against
-the model's no-overlap and full-overlap times gives the overlap efficiency of the stages.
+A fourth run puts env and rollout on different GPUs with 2 pipeline stages: the overlap efficiency of the
+stages is read off that run's own timeline (the time its env worker's sim spans and its rollout worker's
+infer spans ran at once, over the shorter of the two per step). Cost model 4 took it from that run's whole
+step against a no-overlap and a full-overlap prediction assembled from the other runs; the hidden part is
+a few percent of a step, less than the run-to-run spread of a step (5-10% on 2 shared cores), so that
+difference was mostly noise (the model-4 profile clamped it to 0 where the timeline shows about 0.8).
 Memory outside PyTorch's allocator (CUDA contexts, a GPU simulator's own buffers) is not counted, so a
 layout near the limit can still run out; on simulated GPUs every figure is 0 and nothing is excluded for memory.
 """
@@ -45,7 +49,6 @@ from ..scheduler.auto_placement import (
     fit_linear,
     format_table,
     load_costs,
-    predict,
     save_costs,
 )
 
@@ -126,6 +129,46 @@ def _span_means(rows: dict) -> dict[str, float]:
     return {kind: statistics.mean(values) for kind, values in durations.items()}
 
 
+def _total(intervals: list[tuple[float, float]]) -> float:
+    return sum(end - start for start, end in intervals)
+
+
+def _intersection(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> float:
+    """Seconds during which an interval of `a` and one of `b` ran at once (each list's intervals disjoint)."""
+    a, b = sorted(a), sorted(b)
+    i = j = 0
+    total = 0.0
+    while i < len(a) and j < len(b):
+        total += max(0.0, min(a[i][1], b[j][1]) - max(a[i][0], b[j][0]))
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return total
+
+
+def stage_overlap(rows: dict, steps: int) -> dict[str, float]:
+    """Per rollout step, from one iteration's timeline (`collect_timeline` rows): env_work_s (the env
+    worker's sim spans), rollout_work_s (the rollout worker's infer spans) and overlap_s (how long both ran
+    at once). Meant for one env and one rollout worker (OVERLAP_PLACEMENT)."""
+
+    def spans(component: str, kind: str) -> list[tuple[float, float]]:
+        return [
+            (start, end)
+            for row, row_spans in rows.items()
+            if row.split()[0] == component
+            for label, start, end in row_spans
+            if label.split()[0] == kind
+        ]
+
+    sim, infer = spans("env", "sim"), spans("rollout", "infer")
+    return {
+        "env_work_s": _total(sim) / steps,
+        "rollout_work_s": _total(infer) / steps,
+        "overlap_s": _intersection(sim, infer) / steps,
+    }
+
+
 def _timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
@@ -141,7 +184,8 @@ def measure_once(
     stages: int = 1,
 ) -> dict[str, float]:
     """One short run (every component on GPU 0 unless `placement` says otherwise): seconds of one sim
-    step / policy call (mean over workers), train seconds, offload, onload, weight sync, env steps per call."""
+    step / policy call (mean over workers), train seconds, offload, onload, weight sync, env steps per call,
+    and per rollout step the sim and infer work and their overlap in time (stage_overlap)."""
     from .embodied_runner import EmbodiedRunner
 
     with tempfile.TemporaryDirectory() as out:
@@ -165,7 +209,8 @@ def measure_once(
             sync = _timed(lambda: runner.actor_group.sync_weights_to(runner.rollout_group))
             runner.rollout_weights_current = True
             rollout = runner.rollout(1)
-            spans = _span_means(runner.collect_timeline())
+            rows = runner.collect_timeline()
+            spans = _span_means(rows)
             train = runner.train(1)
         finally:
             runner.shutdown()
@@ -185,6 +230,7 @@ def measure_once(
         "onload_s": onload,
         "weight_sync_s": sync,
         "env_steps_per_call": max(1, round(env_steps / calls)),
+        **stage_overlap(rows, rollout_steps),
         **{f"{name}_mem_gib": max(peak for peak, _ in ranks) for name, ranks in memory.items()},
         "gpu_mem_gib": min(total for ranks in memory.values() for _, total in ranks),
     }
@@ -239,22 +285,20 @@ def profile_costs(cfg: TrainConfig, cluster, rollout_steps: int | None = None) -
         start = time.perf_counter()
         overlap = measure_once(cfg, cluster, cfg.env.num_envs, rollout_steps, OVERLAP_PLACEMENT, stages=2)
         logger.info("placement profile: 2 stages measured in %.1fs: %s", time.perf_counter() - start, overlap)
-        costs = with_overlap(costs, overlap["step_s"], cfg.env.num_envs, gpus)
+        costs = with_overlap(costs, overlap)
     return costs
 
 
-def with_overlap(costs: ComponentCosts, step_s: float, num_envs: int, gpus: int) -> ComponentCosts:
-    """`costs` with the overlap efficiency of a measured rollout step of OVERLAP_PLACEMENT with 2 stages:
-    where the step falls between the model's predictions without overlap and with full overlap, in [0, 1]."""
-
-    def predicted_step(efficiency: float) -> float:
-        layout = Layout(dict(OVERLAP_PLACEMENT), 2)
-        return predict(layout, replace(costs, overlap_efficiency=efficiency), num_envs, 1, gpus).breakdown["rollout"]
-
-    serial, overlapped = predicted_step(0.0), predicted_step(1.0)
-    if not (math.isfinite(step_s) and serial > overlapped):
+def with_overlap(costs: ComponentCosts, measured: dict[str, float]) -> ComponentCosts:
+    """`costs` with the overlap efficiency of a run of OVERLAP_PLACEMENT with 2 stages (measure_once's
+    env_work_s, rollout_work_s, overlap_s): the time sim and inference ran at once over the shorter of the
+    two, in [0, 1]. Both come from the same run's timeline, so a slower or faster run than the profile's
+    others does not move it (see the module docstring)."""
+    shorter = min(measured.get("env_work_s", math.nan), measured.get("rollout_work_s", math.nan))
+    hidden = measured.get("overlap_s", math.nan)
+    if not (math.isfinite(shorter) and math.isfinite(hidden) and shorter > 0):
         return costs
-    return replace(costs, overlap_efficiency=min(1.0, max(0.0, (serial - step_s) / (serial - overlapped))))
+    return replace(costs, overlap_efficiency=min(1.0, max(0.0, hidden / shorter)))
 
 
 def with_contention(costs: ComponentCosts, parallel: dict[str, float], workers: int) -> ComponentCosts:

@@ -37,7 +37,9 @@ The contentions say how much one more parallel worker slows each worker of a com
 workers run on GPUs and cores of their own; on GPUs that share the host's few CPU cores (or simulated
 GPUs) the env workers compete for them, and actor ranks also wait on gradient all-reduces. They are
 measured, not assumed: one extra profile run with every component on every GPU, and the overlap efficiency
-in one more with env and rollout on different GPUs and 2 stages (see placement_profile.py).
+in one more with env and rollout on different GPUs and 2 stages: the fraction of the shorter of W_env and
+W_roll during which that run's timeline shows simulation and inference running at once
+(see placement_profile.py).
 
 A layout is excluded when E does not split into |e| * S stages of whole env groups, or when a GPU's
 memory does not hold its components: env_mem_gib (per env worker) plus rollout_mem_gib and
@@ -59,8 +61,9 @@ from .placement import ComponentPlacement
 
 COMPONENTS = ("env", "rollout", "actor")
 # 2: fixed training seconds per iteration and a per-step rollout overhead; 3: measured contention of parallel
-# workers; 4: measured overlap of simulation and inference in pipeline stages
-COST_MODEL_VERSION = 4
+# workers; 4: measured overlap of simulation and inference in pipeline stages; 5: that overlap read off the
+# 2-stage run's own timeline (sim and infer spans at once), not from its step against the other runs
+COST_MODEL_VERSION = 5
 CACHE_ENV_VAR = "RLINF_PLACEMENT_CACHE"
 DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "rlinf_embodied", "placement")
 

@@ -357,12 +357,18 @@ def test_profile_on_two_gpus_adds_the_parallel_and_the_two_stage_runs(monkeypatc
         samples = num_envs * rollout_steps
         sim, infer, train = 0.01 + 0.002 * num_envs, 0.02 + 0.001 * num_envs, 1.0 + 0.01 * samples
         step = sim + infer + 0.005
+        work = {}
         if placement == profile.PARALLEL_PLACEMENT:  # num_envs / 2 per worker, samples / 2 per rank
             sim, infer, train = 1.5 * (0.01 + 0.001 * num_envs), 0.02 + 0.0005 * num_envs, 1.5 * (1 + 0.005 * samples)
         if placement == profile.OVERLAP_PLACEMENT:  # 2 stages of num_envs / 2 envs
             sim, infer = 0.01 + 0.001 * num_envs, 0.02 + 0.0005 * num_envs
             step = 2 * sim + 2 * infer - 0.25 * min(2 * sim, 2 * infer) + 0.005
+            # its timeline: a quarter of the shorter stage work (the sim) ran during inference; the
+            # step is 20% slower than its parts say (a slow run), which must not move the efficiency
+            step *= 1.2
+            work = dict(env_work_s=2 * sim, rollout_work_s=2 * infer, overlap_s=0.25 * min(2 * sim, 2 * infer))
         return {
+            **work,
             **dict(num_envs=num_envs, samples=samples, sim_s=sim, infer_s=infer, step_s=step),
             **dict(step_overhead_s=step - sim - infer, train_s=train, offload_s=0.3, onload_s=0.4),
             **dict(weight_sync_s=0.1, env_steps_per_call=1, env_mem_gib=1.0, rollout_mem_gib=2.0),
@@ -478,11 +484,26 @@ def test_overlap_efficiency_hides_part_of_the_shorter_stage_work():
         ComponentCosts(overlap_efficiency=1.5)
 
 
-def test_overlap_efficiency_is_measured_between_no_and_full_overlap():
-    from rlinf_embodied.runners.placement_profile import with_overlap
+def test_overlap_efficiency_is_read_off_the_two_stage_timeline():
+    from rlinf_embodied.runners.placement_profile import stage_overlap, with_overlap
 
     c = ComponentCosts(env_step_per_env_s=0.01, infer_fixed_s=0.02, step_overhead_s=0.01)
-    # 8 envs, 2 stages of 4: W_env 0.08, W_roll 0.04, o 0.01; no overlap 0.13, full overlap 0.09
-    assert with_overlap(c, 0.11, 8, 2).overlap_efficiency == pytest.approx(0.5)
-    assert with_overlap(c, 0.15, 8, 2).overlap_efficiency == 0.0  # slower than no overlap: clamped
-    assert with_overlap(c, 0.05, 8, 2).overlap_efficiency == 1.0
+    # per step: sim 0.08, inference 0.04, of which 0.02 ran during the sim
+    measured = dict(env_work_s=0.08, rollout_work_s=0.04, overlap_s=0.02, step_s=0.5)
+    assert with_overlap(c, measured).overlap_efficiency == pytest.approx(0.5)  # step_s does not enter
+    assert with_overlap(c, {**measured, "overlap_s": 0.0}).overlap_efficiency == 0.0
+    assert with_overlap(c, {**measured, "overlap_s": 0.05}).overlap_efficiency == 1.0  # clamped
+    assert with_overlap(c, {**measured, "rollout_work_s": 0.0}) == c  # nothing to hide: unchanged
+    assert with_overlap(c, {"step_s": 0.1}) == c  # no timeline: unchanged
+    # 2 steps of 2 stages: env sim [0, 4) and [5, 9), rollout infer [3, 6) and [8, 10) and a wait (ignored)
+    rows = {
+        "env 0 (GPU 0)": [("sim stage0", 0.0, 4.0), ("send stage0", 4.0, 5.0), ("sim stage1", 5.0, 9.0)],
+        "rollout 0 (GPU 1)": [
+            ("infer env0/stage0", 3.0, 6.0),
+            ("wait env0/stage1", 6.0, 8.0),
+            ("infer env0/stage1", 8.0, 10.0),
+        ],
+        "actor 0 (GPU 1)": [("train", 0.0, 10.0)],
+    }
+    # overlap: [3, 4) + [5, 6) + [8, 9) = 3 s over 2 steps
+    assert stage_overlap(rows, 2) == pytest.approx(dict(env_work_s=4.0, rollout_work_s=2.5, overlap_s=1.5))
