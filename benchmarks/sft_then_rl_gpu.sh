@@ -23,6 +23,8 @@ POLICY_ARGS=(policy=$POLICY policy.size=$SIZE policy.require_checkpoint=false po
 # pi0: PATCH=8 gives finer vision patches than pi0-small's 12 (144 instead of 64 image tokens at 96 px; PATCH=
 # keeps 12). POLICY=openvla_oft SIZE=openvla-oft-small runs the same recipe for OpenVLA-OFT (8 px patches already).
 [ "$POLICY" != pi0 ] || [ -z "${PATCH-8}" ] || POLICY_ARGS+=("policy.overrides.vision_patch_size=${PATCH-8}")
+# STEM=conv: pi0's convolutional vision stem (policies/common/conv_stem.py) instead of the patchify conv
+[ -z "${STEM:-}" ] || POLICY_ARGS+=("policy.overrides.vision_stem=$STEM")
 stage=$1; shift
 case $stage in
   collect)

@@ -82,3 +82,32 @@ def test_expert_sizes_follow_openpi_gemma_300m():
     assert (vlm.hidden_size, vlm.num_hidden_layers, vlm.intermediate_size, vlm.vocab_size) == (2048, 18, 16384, 257152)
     assert policy.config.action_chunk == 50 and policy.config.max_action_dim == 32
     assert policy.vision_tower.config.patch_size == 14 and policy.vision_tower.config.num_hidden_layers == 27
+
+
+def test_conv_stem_replaces_the_patchify_conv_and_round_trips(tmp_path):
+    """vision_stem='conv': same token grid, gradients reach the stem, save/load keeps its weights."""
+    from rlinf_embodied.policies.common.conv_stem import ConvStem
+    from rlinf_embodied.policies.pi0.modeling import Pi0Policy
+
+    policy = make_policy("pi0", size="tiny", vision_stem="conv")
+    vision = getattr(policy.vision_tower, "vision_model", policy.vision_tower)
+    assert isinstance(vision.embeddings.patch_embedding, ConvStem)
+    obs = policy.example_obs(3)
+    prefix, _ = policy.embed_prefix(obs)
+    patch_policy = make_policy("pi0", size="tiny")
+    assert prefix.shape == patch_policy.embed_prefix(obs)[0].shape  # same number of image tokens
+    loss = policy.sft_loss(obs, torch.randn(3, policy.config.action_chunk, policy.config.action_dim))
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in vision.embeddings.patch_embedding.parameters())
+    policy.save_pretrained(tmp_path)
+    loaded = Pi0Policy.from_pretrained(tmp_path)
+    torch.testing.assert_close(loaded.embed_prefix(obs)[0], policy.embed_prefix(obs)[0])
+
+
+def test_conv_stem_rejects_a_patch_size_it_cannot_reach():
+    import pytest
+
+    with pytest.raises(ValueError, match="power of two.*got 12"):
+        make_policy("pi0", size="pi0-small", vision_stem="conv")
+    with pytest.raises(ValueError, match="vision_stem='convolution' is not one of"):
+        make_policy("pi0", size="tiny", vision_stem="convolution")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..common.conv_stem import check_vision_stem
 from ..flow.config import FlowPolicyConfig
 
 
@@ -22,6 +23,9 @@ class Pi0Config(FlowPolicyConfig):
     vision_intermediate_size: int = 4304
     vision_num_layers: int = 27
     vision_num_heads: int = 16
+    # "patch": SigLIP's patchify convolution (pretrained checkpoints); "conv": a convolutional stem
+    # (common/conv_stem.py) that localises small objects better when the tower trains from scratch
+    vision_stem: str = "patch"
     # Gemma language model (the VLM prefix)
     vocab_size: int = 257152
     vlm_width: int = 2048
@@ -43,6 +47,7 @@ class Pi0Config(FlowPolicyConfig):
         super().__post_init__()
         if self.image_size % self.vision_patch_size:
             raise ValueError(f"image_size {self.image_size} is not a multiple of patch {self.vision_patch_size}")
+        check_vision_stem(self.vision_stem, self.vision_patch_size)
 
 
 PI0_PRESETS: dict[str, dict] = {

@@ -180,6 +180,11 @@ def convert_pi0(
     settings = {**PI0_PRESETS[size], **config_from_lerobot(src), **overrides}
     stats = find_norm_stats(src, upstream, norm_stats_path)
     dims = Pi0Config.from_dict({**settings, "lora_rank": 0})
+    if dims.vision_stem != "patch":
+        raise ValueError(
+            f"vision_stem={dims.vision_stem!r}: upstream pi0 checkpoints hold SigLIP's patchify convolution; "
+            "convert with vision_stem='patch' (the conv stem is for towers trained from scratch)"
+        )
     bounds = {}
     if "actions" in stats:
         bounds |= dict(

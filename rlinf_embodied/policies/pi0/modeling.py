@@ -28,6 +28,7 @@ from torch import nn
 from transformers import GemmaConfig, GemmaModel, SiglipVisionConfig, SiglipVisionModel
 
 from ..base import Obs
+from ..common.conv_stem import ConvStem
 from ..common.imitation import as_action_chunk, padded_rows_mean
 from ..flow.heads import masked_mean
 from ..flow.policy import FlowPolicy
@@ -119,6 +120,9 @@ class Pi0Policy(FlowPolicy):
         super().__init__(config, apply_lora)
         cfg = config
         self.vision_tower = SiglipVisionModel(siglip_config(cfg))
+        if cfg.vision_stem == "conv":
+            vision = getattr(self.vision_tower, "vision_model", self.vision_tower)  # transformers 4.x nests it
+            vision.embeddings.patch_embedding = ConvStem(cfg.vision_hidden_size, cfg.vision_patch_size)
         self.multi_modal_projector = nn.Linear(cfg.vision_hidden_size, cfg.vlm_width)
         self.language_model = GemmaModel(
             gemma_config(cfg, cfg.vlm_width, cfg.vlm_mlp_dim, cfg.vlm_num_heads, cfg.vocab_size)
