@@ -509,6 +509,20 @@ class DemoDataset:
     def __len__(self) -> int:
         return self.num_frames
 
+    def camera_variation(self, max_frames: int = 256) -> dict[str, float]:
+        """Per camera: the standard deviation across frames of each pixel, averaged over pixels, on up to
+        `max_frames` evenly spaced frames. 0 means every frame shows the same image: nothing was rendered
+        (e.g. frames recorded where the simulator could not render), so no policy can learn from it."""
+        index = np.linspace(0, max(self.num_frames - 1, 0), min(max_frames, self.num_frames)).astype(np.int64)
+        variation = {}
+        for camera in self.camera_keys:
+            if camera in self._images:
+                frames = self._images[camera][torch.from_numpy(index).to(self.device)].float()
+            else:
+                frames = torch.from_numpy(np.stack([decode_png(self._png[camera][i]) for i in index])).float()
+            variation[camera] = float(frames.std(dim=0).mean()) if len(index) > 1 else 0.0
+        return variation
+
     def episode_bounds(self) -> list[tuple[int, int]]:
         return [(int(s), int(e)) for s, e in zip(self._starts, self._ends)]
 

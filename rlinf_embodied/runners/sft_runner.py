@@ -53,12 +53,14 @@ class SFTRunner:
         cfg = self.cfg
         self.info = self.group.init_worker().wait()[0]
         logger.info(
-            "sft: %d actor rank(s) on GPUs %s; dataset %s: %d episodes, %d frames; %d trainable parameters",
+            "sft: %d actor rank(s) on GPUs %s; dataset %s: %d episodes, %d frames, camera pixel std %s; "
+            "%d trainable parameters",
             self.group.world_size,
             self.placement.gpus("actor"),
             cfg.sft.dataset,
             self.info["num_episodes"],
             self.info["num_frames"],
+            {camera: round(std, 1) for camera, std in self.info["camera_pixel_std"].items()},
             self.info["trainable_parameters"],
         )
         if cfg.sft.eval_interval > 0:

@@ -56,6 +56,7 @@ class SFTWorker(ActorWorker):
         sft: SFTConfig = self.cfg.sft
         self.dataset = DemoDataset(sft.dataset)
         self.action_dim, self.state_dim = self.dataset.action_dim, self.dataset.state_dim
+        camera_variation = check_cameras_vary(self.dataset, sft.dataset)
         if sft.batch_size % self.world_size:
             raise ValueError(
                 f"sft.batch_size={sft.batch_size} does not split evenly over {self.world_size} actor ranks"
@@ -94,6 +95,7 @@ class SFTWorker(ActorWorker):
             "num_episodes": self.dataset.num_episodes,
             "dataset_stats": sorted(stats),
             "trainable_parameters": sum(p.numel() for p in trainable),
+            "camera_pixel_std": camera_variation,
         }
 
     def _autocast(self):
@@ -272,6 +274,19 @@ def dataset_arrays(dataset) -> tuple[torch.Tensor, torch.Tensor]:
         obs, chunks, _ = dataset.sample(torch.arange(dataset.num_frames), 1)
         states, actions = obs["state"], chunks[:, 0]
     return states.float().cpu(), actions.float().cpu()
+
+
+def check_cameras_vary(dataset, path: str, min_pixel_std: float = 0.5) -> dict[str, float]:
+    """Raise if a camera shows (almost) the same image in every frame; returns each camera's pixel std."""
+    variation = dataset.camera_variation()
+    constant = {camera: round(std, 3) for camera, std in variation.items() if std < min_pixel_std}
+    if constant:
+        raise ValueError(
+            f"dataset {path!r}: camera(s) {constant} show the same image in every frame (pixel std across "
+            f"frames < {min_pixel_std} of 255): the frames were not rendered. Collect where the env renders "
+            "(ManiSkill rgb needs a GPU with Vulkan), or train on the state alone"
+        )
+    return variation
 
 
 def percentile_bounds(values: torch.Tensor) -> tuple[list[float], list[float]]:

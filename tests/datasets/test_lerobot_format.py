@@ -183,3 +183,26 @@ def test_dataset_on_a_device_samples_there_the_same_batches(tmp_path, device):
             assert torch.equal(obs[key].cpu(), expected_obs[key])
     with pytest.raises(IndexError, match=r"\[0, 8\)"):  # checked on the host, before any gather
         moved.sample([8], 1)
+
+
+@pytest.mark.parametrize("decode_images", ["eager", "lazy"])
+def test_camera_variation_tells_rendered_frames_from_constant_ones(tmp_path, decode_images):
+    from rlinf_embodied.workers.sft_worker import check_cameras_vary
+
+    rng = np.random.default_rng(0)
+    writer = LeRobotDatasetWriter(
+        str(tmp_path), fps=10, state_dim=2, action_dim=1, camera_shapes={"rgb": (8, 8, 3), "wrist_rgb": (8, 8, 3)}
+    )
+    for episode in range(2):
+        images = {
+            "rgb": rng.integers(0, 256, size=(5, 8, 8, 3), dtype=np.uint8),  # a moving scene
+            "wrist_rgb": np.full((5, 8, 8, 3), 17, np.uint8),  # nothing rendered: one colour throughout
+        }
+        writer.add_episode(
+            "t", np.zeros((5, 2), np.float32), np.zeros((5, 1), np.float32), images, np.zeros(5), True, episode
+        )
+    dataset = DemoDataset(str(tmp_path), decode_images=decode_images)
+    variation = dataset.camera_variation()
+    assert variation["rgb"] > 50 and variation["wrist_rgb"] == 0.0
+    with pytest.raises(ValueError, match=r"camera\(s\) \{'wrist_rgb': 0.0\} show the same image in every frame"):
+        check_cameras_vary(dataset, str(tmp_path))
