@@ -83,6 +83,7 @@ class SFTWorker(ActorWorker):
         fused = self.device.type == "cuda" and self.world_size == 1
         self.optimizer = torch.optim.AdamW(trainable, lr=sft.lr, weight_decay=sft.weight_decay, fused=fused or None)
         self.sampler = FrameSampler(self.dataset.num_frames, seed_for(sft.seed, self.rank, 7717))
+        self.probe_sampler = FrameSampler(self.dataset.num_frames, seed_for(sft.seed, self.rank, 5323))
         self.augment_generator = torch.Generator().manual_seed(seed_for(sft.seed, self.rank, 1913))
         if sft.data_on_device:
             self.dataset.to(self.device)
@@ -137,12 +138,36 @@ class SFTWorker(ActorWorker):
         for offset, (step_loss, step_norm) in enumerate(zip(step_losses, step_norms)):
             # a non-finite loss or gradient fails the run here, at most one logging interval after its step
             check_finite({"sft/loss": step_loss, "sft/grad_norm": step_norm}, start_step + offset)
-        return {
+        metrics = {
             "sft/loss": self._mean_over_ranks(float(np.mean(step_losses))),
             "sft/grad_norm": float(np.mean(step_norms)),
             "sft/lr": lr,
             "time/step": self._mean_over_ranks(seconds),
         }
+        if self.dataset.camera_keys:
+            probe, shuffled = self.probe_image_reliance(chunk)
+            metrics["sft/probe_loss"] = self._mean_over_ranks(probe)
+            metrics["sft/probe_loss_shuffled_images"] = self._mean_over_ranks(shuffled)
+        return metrics
+
+    @torch.no_grad()
+    def probe_image_reliance(self, chunk: int) -> tuple[float, float]:
+        """The imitation loss of a fresh batch, and of the same batch with its camera images rolled by one
+        sample (same noise and flow times). Close values mean the policy ignores its cameras: it imitates
+        from the state alone (e.g. the arm's pose along a demonstration's path), which fits the
+        demonstrations but cannot find the object from a new start."""
+        obs, actions, is_pad = self.dataset.sample(self.probe_sampler.next(self.local_batch_size), chunk)
+        obs, actions, is_pad = to_device(obs, self.device), actions.to(self.device), is_pad.to(self.device)
+        shuffled = {**obs, **{camera: obs[camera].roll(1, dims=0) for camera in self.dataset.camera_keys}}
+        seed = int(torch.randint(0, 2**31 - 1, (1,)))
+        devices = [self.device] if self.device.type == "cuda" else []
+        losses = []
+        for batch_obs in (obs, shuffled):
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(seed)
+                with self._autocast():
+                    losses.append(self.policy.sft_loss(batch_obs, actions, is_pad).float())
+        return float(losses[0]), float(losses[1])
 
     # ---- checkpoints and evaluation -------------------------------------------------------------
     def save_policy(self, directory: str) -> None:

@@ -66,3 +66,35 @@ def test_a_non_finite_loss_fails_the_run_naming_its_step(tmp_path, monkeypatch):
     monkeypatch.setattr(worker.policy, "sft_loss", nan_on_third)
     with pytest.raises(NonFiniteError, match="'sft/loss' at iteration 12"):
         worker.train_steps(10, 5)
+
+
+def make_image_worker(tmp_path) -> SFTWorker:
+    writer = LeRobotDatasetWriter(
+        str(tmp_path / "ds"), fps=20, state_dim=STATE_DIM, action_dim=ACTION_DIM, camera_shapes={"rgb": (16, 16, 3)}
+    )
+    rng = np.random.default_rng(0)
+    for episode in range(2):
+        states = rng.normal(size=(10, STATE_DIM)).astype(np.float32)
+        images = rng.integers(0, 256, size=(10, 16, 16, 3), dtype=np.uint8)
+        actions = np.tanh(states[:, :ACTION_DIM]).astype(np.float32)
+        writer.add_episode("reach", states, actions, {"rgb": images}, np.zeros(10, np.float32), True, episode)
+    cfg = SFTRunConfig()
+    cfg.policy.name, cfg.policy.size, cfg.policy.precision = "pi0", "tiny", "float32"
+    cfg.sft.dataset, cfg.sft.batch_size, cfg.sft.warmup_steps = str(tmp_path / "ds"), 4, 0
+    worker = SFTWorker(cfg)
+    worker.init_worker()
+    return worker
+
+
+@pytest.mark.parametrize("identical_images", [True, False])
+def test_the_image_probe_rolls_only_the_images(tmp_path, identical_images):
+    """sft/probe_loss_shuffled_images differs from sft/probe_loss only through the cameras: with every frame
+    showing the same image the two are equal (same batch, noise and flow times), otherwise they differ."""
+    worker = make_image_worker(tmp_path)
+    if identical_images:  # after loading: the dataset check rejects a camera that never changes
+        frames = worker.dataset._images["rgb"]  # (frames, H, W, 3) uint8
+        frames[:] = frames[0]
+    metrics = worker.train_steps(0, 1)
+    probe, shuffled = metrics["sft/probe_loss"], metrics["sft/probe_loss_shuffled_images"]
+    assert math.isfinite(probe) and probe > 0
+    assert (probe == shuffled) == identical_images
