@@ -17,9 +17,14 @@ SIZE=${SIZE:-pi0-small}
 # pd_ee_delta_pos: joint-delta demonstrations fail closed loop even when fitted (benchmarks/RESULTS.md)
 ENV_ARGS=(env=maniskill_pickcube_rgb env.kwargs.camera_size=96 env.max_episode_steps=${EPISODE_STEPS:-150}
   env.kwargs.control_mode=${CONTROL_MODE:-pd_ee_delta_pos})
-# joint velocities (state dims 9-17) hidden from the model: the copycat fix (saved in the checkpoint's config)
+# State dims hidden from the model (saved in the checkpoint's config). PickCube rgb's state: joint positions 0-8,
+# joint velocities 9-17, is_grasped 18, gripper pose 19-25, goal 26-28. Velocities were hidden first (the copycat
+# fix); stop 15 showed the arm's pose is a shortcut too: a state-only imitator without the cube fits the
+# demonstrations almost as well and succeeds 4%, like pi0-small on rgb. Only is_grasped and the goal (which no
+# camera shows) stay, so the policy has to find the cube in its camera. IGNORE_STATE_DIMS=[9,...,17]: the old set.
+ARM_STATE="[0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,19,20,21,22,23,24,25]"
 POLICY_ARGS=(policy=$POLICY policy.size=$SIZE policy.require_checkpoint=false policy.precision=bf16
-  "policy.overrides.ignore_state_dims=${IGNORE_STATE_DIMS:-[9,10,11,12,13,14,15,16,17]}")
+  "policy.overrides.ignore_state_dims=${IGNORE_STATE_DIMS:-$ARM_STATE}")
 # pi0: PATCH=8 gives finer vision patches than pi0-small's 12 (144 instead of 64 image tokens at 96 px; PATCH=
 # keeps 12). POLICY=openvla_oft SIZE=openvla-oft-small runs the same recipe for OpenVLA-OFT (8 px patches already).
 [ "$POLICY" != pi0 ] || [ -z "${PATCH-8}" ] || POLICY_ARGS+=("policy.overrides.vision_patch_size=${PATCH-8}")
