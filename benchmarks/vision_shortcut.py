@@ -63,7 +63,7 @@ def run_variant(args, variant: str) -> list[tuple[int, float, float, float]]:
             overrides["ignore_state_dims"] = [0, 1]
         cfg.policy.overrides = overrides
         cfg.sft.dataset, cfg.sft.batch_size, cfg.sft.lr, cfg.sft.warmup_steps = root, args.batch, args.lr, 20
-        cfg.sft.seed = args.seed
+        cfg.sft.seed, cfg.sft.image_probe_interval = args.seed, args.log_every  # a probe per printed row
         worker = SFTWorker(cfg)
         worker.init_worker()
         rows = []

@@ -176,6 +176,10 @@ class SFTConfig:
     # Keep the dataset's states, actions and decoded frames on the training device (GPU memory: frames
     # x H x W x 3 bytes per camera), so batches are gathered and shifted there with no host copies.
     data_on_device: bool = True
+    # Steps between image probes (sft/probe_loss vs sft/probe_loss_shuffled_images: does the policy use
+    # its cameras?), two extra forward passes each. None: every 100 steps for datasets with cameras, off
+    # for state-only ones; 0 = off.
+    image_probe_interval: Optional[int] = None
     eval_interval: int = 0  # steps between env evaluations (and one at the end); 0 = never
     eval_episodes: int = 10
     save_interval: int = 0  # steps between checkpoints/step_XXXXXX; 0 = only checkpoints/final
@@ -191,6 +195,8 @@ class SFTConfig:
         for name in ("warmup_steps", "eval_interval", "save_interval", "weight_decay", "grad_clip", "image_shift"):
             if getattr(self, name) < 0:
                 raise ValueError(f"sft.{name}={getattr(self, name)} must be >= 0")
+        if self.image_probe_interval is not None and self.image_probe_interval < 0:
+            raise ValueError(f"sft.image_probe_interval={self.image_probe_interval} must be >= 0 (0 = off)")
         if self.lr <= 0:
             raise ValueError(f"sft.lr={self.lr} must be > 0")
         if self.lr_schedule not in ("cosine", "constant"):

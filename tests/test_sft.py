@@ -114,6 +114,13 @@ def test_image_shift_needs_cameras(tmp_path):
         check_sft_config(cfg)
     with pytest.raises(ValueError, match=r"sft.image_shift=-1 must be >= 0"):
         type(cfg.sft)(image_shift=-1)
+    cfg.sft.image_shift, cfg.sft.image_probe_interval = 0, 50
+    with pytest.raises(ValueError, match=r"sft.image_probe_interval=50 probes .* but .* has none"):
+        check_sft_config(cfg)
+    cfg.sft.image_probe_interval = None  # the default: off for a state-only dataset
+    check_sft_config(cfg)
+    with pytest.raises(ValueError, match=r"sft.image_probe_interval=-5 must be >= 0"):
+        type(cfg.sft)(image_probe_interval=-5)
 
 
 def test_lr_schedule_warms_up_then_decays():

@@ -221,6 +221,11 @@ def check_sft_config(cfg: SFTRunConfig) -> dict[str, Any]:
             f"sft.image_shift={cfg.sft.image_shift} augments camera images, but sft.dataset={path!r} has none "
             "(state-only demonstrations): set sft.image_shift=0"
         )
+    if cfg.sft.image_probe_interval and not camera_shapes(features):
+        raise ValueError(
+            f"sft.image_probe_interval={cfg.sft.image_probe_interval} probes the policy's use of camera images, "
+            f"but sft.dataset={path!r} has none (state-only demonstrations): leave it unset or set 0"
+        )
     check_policy_config(cfg.policy)
     dims = predicted_policy_dims(cfg.policy)
     if dims["action_dim"] is not None and dims["action_dim"] != action_dim:

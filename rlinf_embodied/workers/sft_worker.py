@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 # [-1, 1] action convention: percentile bounds would also become the range they clip actions to.
 DATASET_STATS_POLICIES = ("pi0", "gr00t", "openvla", "openvla_oft")
 STATS_PERCENTILES = (1.0, 99.0)
+DEFAULT_IMAGE_PROBE_INTERVAL = 100  # steps; two no-grad forwards each, about 1% of the steps' compute
 
 
 class SFTWorker(ActorWorker):
@@ -144,7 +145,9 @@ class SFTWorker(ActorWorker):
             "sft/lr": lr,
             "time/step": self._mean_over_ranks(seconds),
         }
-        if self.dataset.camera_keys:
+        probe_every = DEFAULT_IMAGE_PROBE_INTERVAL if sft.image_probe_interval is None else sft.image_probe_interval
+        end_step = start_step + num_steps
+        if self.dataset.camera_keys and probe_every and end_step // probe_every > start_step // probe_every:
             probe, shuffled = self.probe_image_reliance(chunk)
             metrics["sft/probe_loss"] = self._mean_over_ranks(probe)
             metrics["sft/probe_loss_shuffled_images"] = self._mean_over_ranks(shuffled)

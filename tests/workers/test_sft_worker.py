@@ -68,7 +68,7 @@ def test_a_non_finite_loss_fails_the_run_naming_its_step(tmp_path, monkeypatch):
         worker.train_steps(10, 5)
 
 
-def make_image_worker(tmp_path) -> SFTWorker:
+def make_image_worker(tmp_path, image_probe_interval: int | None = 1) -> SFTWorker:
     writer = LeRobotDatasetWriter(
         str(tmp_path / "ds"), fps=20, state_dim=STATE_DIM, action_dim=ACTION_DIM, camera_shapes={"rgb": (16, 16, 3)}
     )
@@ -81,9 +81,18 @@ def make_image_worker(tmp_path) -> SFTWorker:
     cfg = SFTRunConfig()
     cfg.policy.name, cfg.policy.size, cfg.policy.precision = "pi0", "tiny", "float32"
     cfg.sft.dataset, cfg.sft.batch_size, cfg.sft.warmup_steps = str(tmp_path / "ds"), 4, 0
+    cfg.sft.image_probe_interval = image_probe_interval
     worker = SFTWorker(cfg)
     worker.init_worker()
     return worker
+
+
+@pytest.mark.parametrize("interval, probed_calls", [(None, [False, True]), (3, [True, True]), (0, [False, False])])
+def test_the_image_probe_runs_every_interval_steps(tmp_path, interval, probed_calls):
+    """Default: every 100 steps (a call ending at or past a multiple of it probes); 0 turns it off."""
+    worker = make_image_worker(tmp_path, interval)
+    calls = [worker.train_steps(0, 4), worker.train_steps(98, 4)]
+    assert ["sft/probe_loss" in metrics for metrics in calls] == probed_calls
 
 
 @pytest.mark.parametrize("identical_images", [True, False])
