@@ -401,6 +401,93 @@ def test_profile_on_two_gpus_adds_the_parallel_and_the_two_stage_runs(monkeypatc
     assert (costs.env_contention, costs.train_contention, costs.overlap_efficiency) == (0.0, 0.0, 1.0)
 
 
+class _Ready:
+    def __init__(self, value=None):
+        self.value = value
+
+    def wait(self):
+        return self.value
+
+
+class _FakeGroup:
+    def __init__(self, runner):
+        self.runner = runner
+
+    def gpu_memory_gib(self):
+        return _Ready([(1.0, 80.0)])
+
+    def offload(self):
+        return _Ready()
+
+    def onload(self):
+        return _Ready()
+
+    def sync_weights_to(self, other):
+        self.runner.calls.append("sync")
+
+
+class _FakeRunner:
+    """EmbodiedRunner's surface that measure_once uses; iteration i (0 = the warm-up) takes 2 rollout steps
+    of 2 envs with sim spans of 0.1 * (i + 1) s, infer spans of 0.01 * (i + 1) s that start in the middle
+    of the sim spans, time/rollout_seconds of 1 * (i + 1) s and time/train_seconds of 10 * (i + 1) s."""
+
+    def __init__(self, cfg, cluster, out):
+        self.cfg, self.calls, self.spans = cfg, [], {"env 0 (GPU 0)": [], "rollout 0 (GPU 0)": []}
+        self.env_group = self.rollout_group = self.actor_group = _FakeGroup(self)
+
+    def sync_weights(self):
+        self.calls.append("sync")
+
+    def rollout(self, i):
+        self.calls.append(f"rollout {i}")
+        scale = i + 1
+        for step in range(self.cfg.runner.rollout_steps):
+            start = 100.0 * i + step
+            self.spans["env 0 (GPU 0)"].append(("sim", start, start + 0.1 * scale))
+            middle = start + 0.05 * scale
+            self.spans["rollout 0 (GPU 0)"].append(("infer", middle, middle + 0.01 * scale))
+        return {"time/rollout_seconds": 1.0 * scale, "time/throughput": 2 * 2 / (1.0 * scale)}
+
+    def train(self, i):
+        self.calls.append(f"train {i}")
+        self.spans["rollout 0 (GPU 0)"].append(("infer", 0.0, 1000.0))  # not a rollout's: must be dropped
+        return {"time/train_seconds": 10.0 * (i + 1)}
+
+    def collect_timeline(self):
+        rows, self.spans = self.spans, {"env 0 (GPU 0)": [], "rollout 0 (GPU 0)": []}
+        return rows
+
+    def shutdown(self):
+        self.calls.append("shutdown")
+
+
+def test_measure_once_averages_the_measured_iterations_not_the_warm_up(monkeypatch):
+    """Cost model 6: every figure is the mean over the measured iterations (1, 2, 3 here: scales 2, 3, 4,
+    mean 3), the warm-up (scale 1) and spans outside the rollouts left out."""
+    from rlinf_embodied.runners import embodied_runner
+    from rlinf_embodied.runners import placement_profile as profile
+
+    runners = []
+    monkeypatch.setattr(embodied_runner, "EmbodiedRunner", lambda *a: runners.append(_FakeRunner(*a)) or runners[-1])
+    cfg = TrainConfig()
+    got = profile.measure_once(cfg, None, num_envs=2, rollout_steps=2, iterations=3)
+    (runner,) = runners
+    assert runner.cfg.runner.max_iterations == 4
+    assert runner.calls == ["sync", "rollout 0", "train 0"] + [
+        call for i in (1, 2, 3) for call in ("sync", f"rollout {i}", f"train {i}")
+    ] + ["shutdown"]
+    assert got["sim_s"] == pytest.approx(0.3) and got["infer_s"] == pytest.approx(0.03)
+    assert got["step_s"] == pytest.approx(3.0 / 2)  # 3 s per 2-step rollout on average
+    assert got["train_s"] == pytest.approx(30.0)
+    assert got["env_steps_per_call"] == 1 and got["samples"] == 4
+    assert (got["env_work_s"], got["rollout_work_s"], got["overlap_s"]) == pytest.approx((0.3, 0.03, 0.03))
+    one = profile.measure_once(cfg, None, num_envs=2, rollout_steps=2, iterations=1)  # iteration 1 only
+    assert (one["sim_s"], one["step_s"], one["train_s"]) == pytest.approx((0.2, 1.0, 20.0))
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match=f"iterations={bad!r} must be a whole number of at least 1"):
+            profile.measure_once(cfg, None, num_envs=2, rollout_steps=2, iterations=bad)
+
+
 def test_worker_gpu_memory_off_cuda():
     from rlinf_embodied.scheduler.worker import Worker
 
