@@ -7,9 +7,7 @@
                                           write the choice into cfg (the driver calls it before the runner)
 
 The profile runs every component on GPU 0 (one worker each, like one process of any layout), stage 1,
-runner.rollout_steps (at most PROFILE_MAX_ROLLOUT_STEPS) for PROFILE_ITERATIONS iterations after one warm-up
-iteration, every figure the mean over those iterations (one iteration's step varies by about 10% on a
-shared CPU, and cost model 5, timing one, carried that error into every prediction): env/sim and
+runner.rollout_steps (at most PROFILE_MAX_ROLLOUT_STEPS) after one warm-up iteration: env/sim and
 rollout/infer spans give t_sim and t_inf at that env count (two env counts, num_envs and num_envs/2, give
 the fixed and per-env parts), the rest of a rollout step (time/rollout_seconds per step minus both) its
 overhead, and time/train_seconds at the two batch sizes the fixed and per-sample training time (the
@@ -60,9 +58,6 @@ PROFILE_PLACEMENT = {"env": "0", "rollout": "0", "actor": "0"}
 PARALLEL_PLACEMENT = {"env": "all", "rollout": "all", "actor": "all"}
 OVERLAP_PLACEMENT = {"env": "0", "rollout": "1", "actor": "1"}
 PROFILE_MAX_ROLLOUT_STEPS = 100
-# measured iterations per profile run, after the warm-up one: the sampling error of one iteration (~10% of a
-# step) shrinks as 1/sqrt(n), each more one costs one iteration (~3 s for the default job) per profile run
-PROFILE_ITERATIONS = 3
 
 
 def num_gpus(cfg: TrainConfig) -> int:
@@ -109,20 +104,14 @@ def profile_key(cfg: TrainConfig) -> dict:
 
 
 def _profile_config(
-    cfg: TrainConfig,
-    num_envs: int,
-    rollout_steps: int,
-    output_dir: str,
-    placement: dict[str, str],
-    stages: int,
-    iterations: int,
+    cfg: TrainConfig, num_envs: int, rollout_steps: int, output_dir: str, placement: dict[str, str], stages: int
 ) -> TrainConfig:
     pcfg = copy.deepcopy(cfg)
     pcfg.env.num_envs = num_envs
     pcfg.cluster.component_placement = dict(placement)
     pcfg.runner.pipeline_stage_num = stages
     pcfg.runner.rollout_steps = rollout_steps
-    pcfg.runner.max_iterations = iterations + 1
+    pcfg.runner.max_iterations = 2
     pcfg.runner.resume = None
     pcfg.runner.eval_interval = 0
     pcfg.runner.progress = False
@@ -193,26 +182,20 @@ def measure_once(
     rollout_steps: int,
     placement: dict[str, str] = PROFILE_PLACEMENT,
     stages: int = 1,
-    iterations: int = PROFILE_ITERATIONS,
 ) -> dict[str, float]:
     """One short run (every component on GPU 0 unless `placement` says otherwise): seconds of one sim
     step / policy call (mean over workers), train seconds, offload, onload, weight sync, env steps per call,
-    and per rollout step the sim and infer work and their overlap in time (stage_overlap). Each is the mean
-    over `iterations` measured iterations after a warm-up one (see PROFILE_ITERATIONS); memory is read
-    once, after the warm-up."""
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-        raise ValueError(f"placement profile: iterations={iterations!r} must be a whole number of at least 1")
+    and per rollout step the sim and infer work and their overlap in time (stage_overlap)."""
     from .embodied_runner import EmbodiedRunner
 
-    swaps: dict[str, list[float]] = {"offload_s": [], "onload_s": [], "weight_sync_s": []}
-    rollouts, trains, rows = [], [], {}
     with tempfile.TemporaryDirectory() as out:
-        pcfg = _profile_config(cfg, num_envs, rollout_steps, out, placement, stages, iterations)
+        pcfg = _profile_config(cfg, num_envs, rollout_steps, out, placement, stages)
         runner = EmbodiedRunner(pcfg, cluster, out)
         try:
             runner.sync_weights()  # warm-up iteration: process start, first kernels, optimizer state
             runner.rollout(0)
             runner.train(0)
+            runner.collect_timeline()
             memory = {
                 name: group.gpu_memory_gib().wait()
                 for name, group in (
@@ -221,35 +204,33 @@ def measure_once(
                     ("actor", runner.actor_group),
                 )
             }
-            for iteration in range(1, iterations + 1):
-                runner.collect_timeline()  # drop the spans of the iteration before (training, the warm-up)
-                swaps["offload_s"].append(_timed(lambda: runner.rollout_group.offload().wait()))
-                swaps["onload_s"].append(_timed(lambda: runner.rollout_group.onload().wait()))
-                swaps["weight_sync_s"].append(_timed(lambda: runner.actor_group.sync_weights_to(runner.rollout_group)))
-                runner.rollout_weights_current = True
-                rollouts.append(runner.rollout(iteration))
-                for row, row_spans in runner.collect_timeline().items():
-                    rows.setdefault(row, []).extend(row_spans)
-                trains.append(runner.train(iteration))
+            offload = _timed(lambda: runner.rollout_group.offload().wait())
+            onload = _timed(lambda: runner.rollout_group.onload().wait())
+            sync = _timed(lambda: runner.actor_group.sync_weights_to(runner.rollout_group))
+            runner.rollout_weights_current = True
+            rollout = runner.rollout(1)
+            rows = runner.collect_timeline()
+            spans = _span_means(rows)
+            train = runner.train(1)
         finally:
             runner.shutdown()
-    spans = _span_means(rows)
-    steps = rollout_steps * iterations  # rollout steps timed, over all measured iterations
-    rollout_s = sum(r["time/rollout_seconds"] for r in rollouts)
-    step_s = rollout_s / steps
-    env_steps = sum(r["time/throughput"] * r["time/rollout_seconds"] for r in rollouts)
+    calls = num_envs * rollout_steps
+    step_s = rollout["time/rollout_seconds"] / rollout_steps
+    env_steps = rollout["time/throughput"] * rollout["time/rollout_seconds"]
     sim_s, infer_s = spans.get("env/sim", math.nan), spans.get("rollout/infer", math.nan)
     return {
         "num_envs": num_envs,
-        "samples": num_envs * rollout_steps,  # one iteration's batch, which train_s trains on
+        "samples": calls,
         "sim_s": sim_s,
         "infer_s": infer_s,
         "step_s": step_s,
         "step_overhead_s": max(0.0, step_s - sim_s - infer_s),
-        "train_s": statistics.mean(t["time/train_seconds"] for t in trains),
-        **{name: statistics.mean(seconds) for name, seconds in swaps.items()},
-        "env_steps_per_call": max(1, round(env_steps / (num_envs * steps))),
-        **stage_overlap(rows, steps),
+        "train_s": train["time/train_seconds"],
+        "offload_s": offload,
+        "onload_s": onload,
+        "weight_sync_s": sync,
+        "env_steps_per_call": max(1, round(env_steps / calls)),
+        **stage_overlap(rows, rollout_steps),
         **{f"{name}_mem_gib": max(peak for peak, _ in ranks) for name, ranks in memory.items()},
         "gpu_mem_gib": min(total for ranks in memory.values() for _, total in ranks),
     }

@@ -62,9 +62,8 @@ from .placement import ComponentPlacement
 COMPONENTS = ("env", "rollout", "actor")
 # 2: fixed training seconds per iteration and a per-step rollout overhead; 3: measured contention of parallel
 # workers; 4: measured overlap of simulation and inference in pipeline stages; 5: that overlap read off the
-# 2-stage run's own timeline (sim and infer spans at once), not from its step against the other runs; 6: every
-# profile figure the mean over several measured iterations per run, not one (placement_profile.PROFILE_ITERATIONS)
-COST_MODEL_VERSION = 6
+# 2-stage run's own timeline (sim and infer spans at once), not from its step against the other runs
+COST_MODEL_VERSION = 5
 CACHE_ENV_VAR = "RLINF_PLACEMENT_CACHE"
 DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "rlinf_embodied", "placement")
 
