@@ -120,13 +120,18 @@ def _profile_config(
     return pcfg
 
 
+def _spans_by_kind(rows: dict) -> dict[str, list[tuple[float, float]]]:
+    """(start, end) of every span of a `collect_timeline` result, per kind: "env/sim", "rollout/infer", ..."""
+    spans: dict[str, list[tuple[float, float]]] = {}
+    for row, row_spans in rows.items():
+        for label, start, end in row_spans:
+            spans.setdefault(f"{row.split()[0]}/{label.split()[0]}", []).append((start, end))
+    return spans
+
+
 def _span_means(rows: dict) -> dict[str, float]:
     """Mean seconds per span kind: "env/sim", "rollout/infer", ..."""
-    durations: dict[str, list[float]] = {}
-    for row, spans in rows.items():
-        for label, start, end in spans:
-            durations.setdefault(f"{row.split()[0]}/{label.split()[0]}", []).append(end - start)
-    return {kind: statistics.mean(values) for kind, values in durations.items()}
+    return {kind: statistics.mean(end - start for start, end in spans) for kind, spans in _spans_by_kind(rows).items()}
 
 
 def _total(intervals: list[tuple[float, float]]) -> float:
@@ -151,17 +156,8 @@ def stage_overlap(rows: dict, steps: int) -> dict[str, float]:
     """Per rollout step, from one iteration's timeline (`collect_timeline` rows): env_work_s (the env
     worker's sim spans), rollout_work_s (the rollout worker's infer spans) and overlap_s (how long both ran
     at once). Meant for one env and one rollout worker (OVERLAP_PLACEMENT)."""
-
-    def spans(component: str, kind: str) -> list[tuple[float, float]]:
-        return [
-            (start, end)
-            for row, row_spans in rows.items()
-            if row.split()[0] == component
-            for label, start, end in row_spans
-            if label.split()[0] == kind
-        ]
-
-    sim, infer = spans("env", "sim"), spans("rollout", "infer")
+    spans = _spans_by_kind(rows)
+    sim, infer = spans.get("env/sim", []), spans.get("rollout/infer", [])
     return {
         "env_work_s": _total(sim) / steps,
         "rollout_work_s": _total(infer) / steps,
