@@ -121,10 +121,7 @@ class SFTWorker(ActorWorker):
             lr = lr_at(sft, step)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            obs, actions, is_pad = self.dataset.sample(self.sampler.next(self.local_batch_size), chunk)
-            for camera in self.dataset.camera_keys:  # (B, H, W, C) uint8
-                obs[camera] = random_shift(obs[camera], sft.image_shift, self.augment_generator)
-            obs, actions, is_pad = to_device(obs, self.device), actions.to(self.device), is_pad.to(self.device)
+            obs, actions, is_pad = self._batch(self.sampler, chunk, augment=True)
             with self._autocast():
                 loss = self.policy.sft_loss(obs, actions, is_pad)
             self.optimizer.zero_grad(set_to_none=True)
@@ -153,14 +150,24 @@ class SFTWorker(ActorWorker):
             metrics["sft/probe_loss_shuffled_images"] = self._mean_over_ranks(shuffled)
         return metrics
 
+    def _batch(
+        self, sampler: "FrameSampler", chunk: int, augment: bool
+    ) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
+        """This rank's share of a batch from `sampler` on the training device: obs, actions (B, chunk, A),
+        is_pad (B, chunk); with `augment`, every camera image randomly shifted by up to sft.image_shift px."""
+        obs, actions, is_pad = self.dataset.sample(sampler.next(self.local_batch_size), chunk)
+        if augment:
+            for camera in self.dataset.camera_keys:  # (B, H, W, C) uint8
+                obs[camera] = random_shift(obs[camera], self.cfg.sft.image_shift, self.augment_generator)
+        return to_device(obs, self.device), actions.to(self.device), is_pad.to(self.device)
+
     @torch.no_grad()
     def probe_image_reliance(self, chunk: int) -> tuple[float, float]:
         """The imitation loss of a fresh batch, and of the same batch with its camera images rolled by one
         sample (same noise and flow times). Close values mean the policy ignores its cameras: it imitates
         from the state alone (e.g. the arm's pose along a demonstration's path), which fits the
         demonstrations but cannot find the object from a new start."""
-        obs, actions, is_pad = self.dataset.sample(self.probe_sampler.next(self.local_batch_size), chunk)
-        obs, actions, is_pad = to_device(obs, self.device), actions.to(self.device), is_pad.to(self.device)
+        obs, actions, is_pad = self._batch(self.probe_sampler, chunk, augment=False)
         shuffled = {**obs, **{camera: obs[camera].roll(1, dims=0) for camera in self.dataset.camera_keys}}
         seed = int(torch.randint(0, 2**31 - 1, (1,)))
         devices = [self.device] if self.device.type == "cuda" else []
