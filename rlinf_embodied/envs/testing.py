@@ -3,7 +3,8 @@
 `ToyReachEnv`: a point in [-1, 1]^act_dim moves by `0.1 * action` per step; it succeeds (and
 terminates) when it comes within `goal_radius` of a seeded goal. The reward is the negative
 distance. With `image_size`, it also renders a uint8 "rgb" frame whose colour encodes the state,
-so video tests need no renderer. `crash_at_step` / `hang_at_step` make it fail on purpose.
+so video tests need no renderer. It offers `step_without_obs` / `observe` like the ManiSkill env, and
+counts the observations it builds in `observations_built`. `crash_at_step` / `hang_at_step` make it fail on purpose.
 `BatchedToyReach`: N of them behind ManiSkill's batched API, for `BatchedVectorEnv`.
 """
 
@@ -42,6 +43,7 @@ class ToyReachEnv:
         self.position = np.zeros(act_dim, np.float32)
         self.goal = np.zeros(act_dim, np.float32)
         self.total_steps = 0
+        self.observations_built = 0
 
     def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None) -> tuple[dict, dict]:
         if seed is not None:
@@ -51,6 +53,10 @@ class ToyReachEnv:
         return self._obs(), {"success": False}
 
     def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict[str, Any]]:
+        reward, terminated, truncated, info = self.step_without_obs(action)
+        return self._obs(), reward, terminated, truncated, info
+
+    def step_without_obs(self, action: np.ndarray) -> tuple[float, bool, bool, dict[str, Any]]:
         self.total_steps += 1
         if self.crash_at_step is not None and self.total_steps >= self.crash_at_step:
             os._exit(3)
@@ -60,9 +66,13 @@ class ToyReachEnv:
         self.position = np.clip(self.position + 0.1 * action, -1.0, 1.0).astype(np.float32)
         distance = float(np.linalg.norm(self.position - self.goal))
         success = distance < self.goal_radius
-        return self._obs(), -distance, success, False, {"success": success}
+        return -distance, success, False, {"success": success}
+
+    def observe(self) -> dict[str, np.ndarray]:
+        return self._obs()
 
     def _obs(self) -> dict[str, np.ndarray]:
+        self.observations_built += 1
         obs = {"state": np.concatenate([self.position, self.goal]).astype(np.float32)}
         if self.image_size:
             colour = ((self.position[:3] + 1.0) * 127.5).astype(np.uint8)

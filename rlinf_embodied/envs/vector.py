@@ -13,6 +13,10 @@ Single-env protocol (`SingleEnv`)
 - `instruction: str` -- the task's language instruction, read after every reset.
 - `reset(seed=None, options=None) -> (obs, info)`; `step(action) -> (obs, reward, terminated,
   truncated, info)` with `info["success"]` (bool) each step; `close()`.
+- Optional, for envs whose observation is expensive (rendered cameras): `step_without_obs(action)
+  -> (reward, terminated, truncated, info)`, the same transition without building the obs, and
+  `observe() -> obs` for the current state. The vector env then renders only the obs somebody reads:
+  after a chunk's last row, and where an episode ends inside a chunk (its final obs).
 The single env does not need its own time limit: pass `max_episode_steps` to the vector env.
 
 Vector-env semantics (see also envs/README.md)
@@ -85,6 +89,15 @@ EnvFactory = Callable[[], SingleEnv]
 
 # ---- shared-memory observation buffers -----------------------------------------------------------
 @dataclass(frozen=True)
+class _StepRules:
+    """How a worker applies a chunk: time limit, terminations, and which rows build an obs."""
+
+    max_episode_steps: Optional[int]
+    ignore_terminations: bool
+    observe_every_row: bool  # False: rows nobody reads skip the obs (envs with step_without_obs)
+
+
+@dataclass(frozen=True)
 class _BufferSpec:
     """Layout of one obs key in shared memory: a `(num_envs, *shape)` array of `dtype`."""
 
@@ -148,23 +161,26 @@ def _write_obs(views: dict, which: str, index: int, obs: dict[str, np.ndarray]) 
             array[index] = obs[key]
 
 
-def _step_slot(
-    slot: _EnvSlot, actions: np.ndarray, views: dict, max_episode_steps: Optional[int], ignore_terminations: bool
-) -> dict[str, Any]:
+def _step_slot(slot: _EnvSlot, actions: np.ndarray, views: dict, rules: _StepRules) -> dict[str, Any]:
     """Apply one env's chunk `(chunk, act_dim)`; stop at the episode end and auto-reset."""
     chunk = actions.shape[0]
     rewards = np.zeros(chunk, np.float32)
     terminated, truncated, success = (np.zeros(chunk, bool) for _ in range(3))
+    step_without_obs = None if rules.observe_every_row else getattr(slot.env, "step_without_obs", None)
     ended_at, obs = -1, None
     for t in range(chunk):
-        obs, reward, term, trunc, info = slot.env.step(actions[t])
+        if step_without_obs is not None and t < chunk - 1:
+            obs = None
+            reward, term, trunc, info = step_without_obs(actions[t])
+        else:
+            obs, reward, term, trunc, info = slot.env.step(actions[t])
         slot.elapsed += 1
         rewards[t], success[t] = float(reward), bool(info.get("success", False))
-        terminated[t] = bool(term) and not ignore_terminations
-        truncated[t] = bool(trunc) or (max_episode_steps is not None and slot.elapsed >= max_episode_steps)
+        terminated[t] = bool(term) and not rules.ignore_terminations
+        truncated[t] = bool(trunc) or (rules.max_episode_steps is not None and slot.elapsed >= rules.max_episode_steps)
         if terminated[t] or truncated[t]:
             ended_at = t
-            _write_obs(views, "final", slot.index, obs)
+            _write_obs(views, "final", slot.index, obs if obs is not None else slot.env.observe())
             obs, _ = slot.env.reset()
             slot.elapsed = 0
             break
@@ -194,8 +210,7 @@ def _worker_main(
     raw: dict,
     specs: list[_BufferSpec],
     num_envs: int,
-    max_episode_steps: Optional[int],
-    ignore_terminations: bool,
+    rules: _StepRules,
 ) -> None:
     """Subprocess loop: build the envs, then serve reset/step/call/close commands over the pipe."""
     try:
@@ -214,10 +229,7 @@ def _worker_main(
                     results.append(str(getattr(slot.env, "instruction", "")))
                 conn.send(("ok", results))
             elif command == "step":
-                results = [
-                    _step_slot(slot, actions, views, max_episode_steps, ignore_terminations)
-                    for slot, actions in zip(slots, payload)
-                ]
+                results = [_step_slot(slot, actions, views, rules) for slot, actions in zip(slots, payload)]
                 conn.send(("ok", _pack(results)))
             elif command == "call":
                 name, args, kwargs = payload
@@ -259,11 +271,9 @@ class _Worker:
         env_fns: list[EnvFactory],
         indices: list[int],
         shared: _SharedObs,
-        max_episode_steps: Optional[int],
-        ignore_terminations: bool,
+        rules: _StepRules,
     ):
-        self.ctx, self.env_fns, self.indices, self.shared = ctx, env_fns, indices, shared
-        self.max_episode_steps, self.ignore_terminations = max_episode_steps, ignore_terminations
+        self.ctx, self.env_fns, self.indices, self.shared, self.rules = ctx, env_fns, indices, shared, rules
         self.process: Optional[mp.process.BaseProcess] = None
         self.conn: Optional[Connection] = None
 
@@ -280,8 +290,7 @@ class _Worker:
                 self.shared.raw,
                 self.shared.specs,
                 self.shared.num_envs,
-                self.max_episode_steps,
-                self.ignore_terminations,
+                self.rules,
             ),
         )
         with _main_without_unreadable_file():
@@ -364,6 +373,9 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
             envs sequentially.
         max_episode_steps: truncate episodes after this many steps (None: only the env's own).
         ignore_terminations: never report terminated (success does not end the episode).
+        observe_every_row: build every row's obs of a chunk. By default envs that offer
+            `step_without_obs` skip the obs of rows nobody reads (all but a chunk's last and an
+            episode's final obs), which for rendered cameras is most of a step's cost.
         step_timeout: seconds a worker may take for one `step` before it is restarted.
         start_timeout: seconds a worker may take to build its envs or reset them.
         context: multiprocessing start method ("forkserver" or "spawn"; "fork" is unsafe with
@@ -383,6 +395,7 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
         num_workers: Optional[int] = None,
         max_episode_steps: Optional[int] = None,
         ignore_terminations: bool = False,
+        observe_every_row: bool = False,
         step_timeout: float = 60.0,
         start_timeout: float = 300.0,
         context: str = "forkserver",
@@ -411,9 +424,10 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
             # '__main__' stays first: children of a script still re-import it (the forkserver default)
             ctx.set_forkserver_preload(["__main__", __name__, *preload_modules])
         self._shared = _SharedObs(ctx, buffer_specs(observation_space), self.num_envs)
+        rules = _StepRules(max_episode_steps, ignore_terminations, observe_every_row)
         self._views = self._shared.views()
         self._workers = [
-            _Worker(ctx, [env_fns[i] for i in group], group, self._shared, max_episode_steps, ignore_terminations)
+            _Worker(ctx, [env_fns[i] for i in group], group, self._shared, rules)
             for group in split_evenly(self.num_envs, self.num_workers)
         ]
         self._instructions = [""] * self.num_envs

@@ -86,6 +86,37 @@ def test_scripted_success_is_reported():
     assert info["success"] and terminated
 
 
+@pytest.mark.parametrize("reward_mode", ["normalized_dense", "sparse"])
+def test_step_without_obs_is_step_minus_the_observation(reward_mode):
+    """The transition, reward, termination and success of step_without_obs match step's; observe() is step's obs."""
+    import sapien
+
+    envs = [ManiSkillSingleEnv("PushCube", reward_mode=reward_mode) for _ in range(2)]
+    actions = np.random.default_rng(1).uniform(-1, 1, (6, 8)).astype(np.float32)
+    results = []
+    for skip, env in zip((False, True), envs):
+        env.reset(seed=7)
+        trace = []
+        for index, action in enumerate(actions):
+            if index == len(actions) - 1:  # script a success on the last step, to compare terminations
+                ms = env.maniskill_env
+                goal_xy = ms.goal_region.pose.p[0, :2]
+                ms.obj.set_pose(sapien.Pose(p=[float(goal_xy[0]), float(goal_xy[1]), ms.cube_half_size]))
+            if skip:
+                reward, terminated, truncated, info = env.step_without_obs(action)
+            else:
+                _, reward, terminated, truncated, info = env.step(action)
+            trace.append((reward, terminated, truncated, info["success"]))
+        results.append((trace, env.observe()))
+    final_obs = envs[0].step(np.zeros(8, np.float32))[0], envs[1].step(np.zeros(8, np.float32))[0]
+    for env in envs:
+        env.close()
+    (trace_step, obs_step), (trace_skip, obs_skip) = results
+    assert trace_step == trace_skip and trace_step[-1][1] and trace_step[-1][3]  # the scripted success terminates
+    assert np.array_equal(obs_step["state"], obs_skip["state"])
+    assert np.array_equal(final_obs[0]["state"], final_obs[1]["state"])  # the two sims stayed in lockstep
+
+
 def test_killed_worker_truncates_its_env_and_run_goes_on(venv):
     venv.reset(seed=5)
     venv.step(torch.zeros(2, 8))

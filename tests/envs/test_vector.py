@@ -194,3 +194,35 @@ def test_metrics_helpers():
     }
     metrics.clear()
     assert metrics.summary()["num_episodes"] == 0
+
+
+def test_rows_nobody_reads_build_no_observation():
+    """A chunk renders its last row's obs (and an ending episode's final obs) only, with the same results."""
+    envs = {
+        every: make_env(num_envs=3, max_episode_steps=5, image_size=4, observe_every_row=every)
+        for every in (True, False)
+    }
+    try:
+        results = {}
+        for every, env in envs.items():
+            env.reset(seed=4)
+            built_before = sum(env.call("observations_built"))
+            steps = [env.step(torch.full((3, 4, 2), 0.3 * sign)) for sign in (1, -1, 1)]  # episodes end in chunk 2
+            results[every] = (steps, sum(env.call("observations_built")) - built_before)
+        (every_row, built_every), (skipped, built_skipped) = results[True], results[False]
+        for (obs_a, rew_a, term_a, trunc_a, info_a), (obs_b, rew_b, term_b, trunc_b, info_b) in zip(every_row, skipped):
+            assert torch.equal(obs_a["state"], obs_b["state"]) and torch.equal(obs_a["rgb"], obs_b["rgb"])
+            assert torch.equal(rew_a, rew_b) and torch.equal(term_a, term_b) and torch.equal(trunc_a, trunc_b)
+            assert ("_final_obs" in info_a) == ("_final_obs" in info_b)
+            if "_final_obs" in info_a:
+                ended = info_a["_final_obs"]
+                assert torch.equal(ended, info_b["_final_obs"])
+                assert torch.equal(info_a["final_obs"]["state"][ended], info_b["final_obs"]["state"][ended])
+        assert every_row[1][3][:, 0].all() and not every_row[0][3].any()  # the 5-step episodes end at chunk 2's row 0
+        # per env, every row: 4 + 1 + 4 applied rows + the auto-reset; skipped: chunk 1's end, the final obs
+        # at chunk 2's row 0, the auto-reset, chunk 3's end
+        assert built_every == 3 * (4 + 1 + 4 + 1)
+        assert built_skipped == 3 * (1 + 1 + 1 + 1)
+    finally:
+        for env in envs.values():
+            env.close()

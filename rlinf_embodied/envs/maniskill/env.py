@@ -192,6 +192,30 @@ class ManiSkillSingleEnv(gym.Env):
             {"success": success},
         )
 
+    def step_without_obs(self, action: np.ndarray) -> tuple[float, bool, bool, dict]:
+        """`step` without its observation: for the rows of an action chunk that no policy reads.
+
+        Mirrors ManiSkill's `BaseEnv.step` (3.0.x) minus `get_obs`, which for rgb renders every camera
+        (most of an rgb step's cost). The reward reads the state-dict observation, which ManiSkill's
+        registered tasks ignore. tests/envs/test_maniskill_env.py checks it against `step`."""
+        env = self._env
+        applied = env._step_action(np.asarray(action, np.float32)[None])
+        env._elapsed_steps += 1
+        info = env.get_info()
+        reward = env.get_reward(obs=env._get_obs_state_dict(info), action=applied, info=info)
+        success = _to_numpy(info.get("success", False)).reshape(-1)
+        fail = _to_numpy(info.get("fail", False)).reshape(-1)
+        return (
+            float(_to_numpy(reward).reshape(-1)[0]),
+            bool(success[0] or fail[0]),
+            False,
+            {"success": bool(success[0])},
+        )
+
+    def observe(self) -> dict[str, np.ndarray]:
+        """The observation of the current state (after `step_without_obs`)."""
+        return self._convert(self._env.get_obs())
+
     def close(self) -> None:
         self._env.close()
 
@@ -236,6 +260,7 @@ def make_vector_env(
     num_workers: Optional[int] = None,
     step_timeout: Optional[float] = None,
     context: str = "forkserver",
+    observe_every_row: bool = False,
     **maniskill_kwargs: Any,
 ) -> gym.vector.VectorEnv:
     """`gym.make_vec(..., vectorization_mode="vector_entry_point")` entry point.
@@ -246,6 +271,9 @@ def make_vector_env(
     validate the options and read the spaces before the workers start.
     sim_backend "physx_cuda": all envs in one GPU simulation in this process (gpu_physics.py);
     `num_workers` / `step_timeout` do not apply there and raise if given.
+    `observe_every_row`: with CPU physics, the rows of an action chunk that no policy reads skip their
+    observation (`ManiSkillSingleEnv.step_without_obs`: no camera renders) unless this is True. GPU
+    physics steps all envs in one batch and always builds every row's observation.
 
     `max_episode_steps=None` uses the ManiSkill task's default. Other keyword arguments go to
     ManiSkill's `gym.make` (e.g. `robot_uids`).
@@ -286,6 +314,7 @@ def make_vector_env(
         num_workers=num_workers,
         max_episode_steps=max_episode_steps,
         ignore_terminations=ignore_terminations,
+        observe_every_row=observe_every_row,
         step_timeout=60.0 if step_timeout is None else step_timeout,
         context=context,
         observation_space=spaces[0],
