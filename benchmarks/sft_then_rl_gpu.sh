@@ -84,6 +84,11 @@ PY
     [ -n "${SKIP_COLLECT:-}" ] || bash "$0" collect "${1:-400}"
     shift || true  # the remaining arguments go to the rl stage (Hydra overrides)
     while [ ! -f /tmp/site/.unpacked_ray.txz ]; do sleep 2; done  # the ray bundle comes in the next call
+    # a checkpoint carried in pieces over several calls (device_checkpoint.sh) is complete once its directory exists
+    [ -z "${SFT_INIT:-}" ] || while [ ! -f "$SFT_INIT/model.safetensors" ]; do sleep 2; done
+    # BENCH_CHUNK_OBS=1: the rgb render saving of chunked steps (benchmarks/chunk_observation.py), beside SFT
+    [ -z "${BENCH_CHUNK_OBS:-}" ] || (python3 benchmarks/chunk_observation.py --obs-mode rgb --num-envs 16 32 \
+      --rounds 3 > "$WORK/chunk_observation.txt" 2>&1 &)
     [ -n "${SFT_STEPS:-}" ] || BATCH=${BATCH:-256} bash "$0" bench || echo "bench failed: SFT gets 6000 steps"
     # as many steps as SFT_SECONDS allow (stop 14: 3,000 steps x 64 left pi0-small under-trained), 4 evals
     steps=${SFT_STEPS:-$(BATCH=${BATCH:-256} bash "$0" steps_for "${SFT_SECONDS:-480}" || echo 6000)}
@@ -101,6 +106,7 @@ PY
     CKPT=$CKPT timeout -s INT "${RL_SECONDS:-600}" bash "$0" rl 1000 "$@" || true
     last=$(ls -d "$WORK"/rl/checkpoints/iteration_* | tail -1)
     CKPT=$last/policy TAG=rl bash "$0" eval "${FINAL_EPISODES:-200}"
+    echo "$last/policy" > "$WORK/rl_last.txt"
     echo "pipeline done" ;;
   *) echo "unknown stage $stage: collect | sft | eval | rl | pick | pipeline"; exit 2 ;;
 esac
