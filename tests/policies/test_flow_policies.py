@@ -46,7 +46,7 @@ def test_act_and_evaluate_log_probs_agree(name, method, steps):
 @pytest.mark.parametrize("name", POLICIES)
 @pytest.mark.parametrize("method", ["flow_sde", "flow_noise"])
 def test_gradients_reach_every_trainable_parameter(name, method):
-    policy = tiny(name, noise_method=method)
+    policy = tiny(name, noise_method=method, detach_value_input=False)
     obs = policy.example_obs(2)
     evaluated = policy.evaluate(obs, policy.act(obs))
     loss = evaluated.log_probs.sum() + evaluated.values.sum() + evaluated.entropy.sum()
@@ -166,7 +166,7 @@ def test_training_target_and_sampler_share_one_convention(name):
 
 @pytest.mark.parametrize("name", POLICIES)
 def test_lora_trains_only_adapters_in_the_language_model(name, tmp_path):
-    base = tiny(name)
+    base = tiny(name, detach_value_input=False)  # the last layer's adapters feed only the value head
     base.save_pretrained(tmp_path / "base")
     policy = load_policy(tmp_path / "base", lora_rank=4)
     trainable = {n for n, p in policy.named_parameters() if p.requires_grad}
@@ -205,6 +205,19 @@ def test_gradient_checkpointing_gives_the_same_gradients(name):
     assert results[0][1].keys() == results[1][1].keys()
     for key in results[0][1]:
         torch.testing.assert_close(results[0][1][key], results[1][1][key], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", POLICIES)
+@pytest.mark.parametrize("detach", [True, False])
+def test_value_loss_reaches_the_backbone_only_when_not_detached(name, detach):
+    policy = tiny(name, detach_value_input=detach)
+    obs = policy.example_obs(2)
+    policy.evaluate(obs, policy.act(obs)).values.sum().backward()
+    head = [p.grad for n, p in policy.named_parameters() if n.startswith("value_head.")]
+    backbone = [p.grad for n, p in policy.named_parameters() if not n.startswith(("value_head.", "noise_head."))]
+    assert head and all(grad is not None and grad.abs().sum() > 0 for grad in head)
+    reached = [grad is not None and bool(grad.abs().sum() > 0) for grad in backbone]
+    assert any(reached) != detach
 
 
 @pytest.mark.parametrize("name", POLICIES)

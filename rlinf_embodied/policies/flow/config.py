@@ -41,6 +41,10 @@ class FlowPolicyConfig(PolicyConfig):
     # ---- heads and training switches ----
     add_value_head: bool = True
     value_hidden_dim: int = 256
+    # The value head reads the pooled prefix embedding detached: the critic's loss trains the head only and
+    # never moves the features the policy acts on (RLinf's pi0 PPO configs do the same, detach_critic_input).
+    # False lets value gradients into the shared backbone at the policy's learning rate.
+    detach_value_input: bool = True
     freeze_vision_encoder: bool = False
     freeze_language_model: bool = False
     lora_rank: int = 0  # > 0: peft LoRA adapters on the language model's linear layers, base frozen

@@ -212,7 +212,10 @@ class FlowPolicy(Policy):
         return log_probs, entropy, per_step, self.values_from_context(context)
 
     def values_from_context(self, context: dict[str, Any]) -> torch.Tensor | None:
-        return None if self.value_head is None else self.value_head(context["pooled"])
+        if self.value_head is None:
+            return None
+        pooled = context["pooled"]  # (N, F)
+        return self.value_head(pooled.detach() if self.config.detach_value_input else pooled)
 
     def initial_noise(self, batch: int, deterministic: bool) -> torch.Tensor:
         """x at tau = 1: fresh N(0, I) for sampling, a fixed draw (or zeros) for deterministic mode."""
