@@ -139,7 +139,9 @@ def test_flow_matching_loss_decreases_on_a_tiny_batch(name):
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.3 * losses[0]
-    assert policy.sft_loss(obs, actions).item() < 2.0  # random times and noise stay finite and sane
+    # random times and noise stay finite and sane (one draw ranges about 1.4-2.4 here, so average several)
+    random_draws = torch.stack([policy.sft_loss(obs, actions).detach() for _ in range(8)])
+    assert torch.isfinite(random_draws).all() and random_draws.mean() < 2.5
 
 
 @pytest.mark.parametrize("name", POLICIES)
@@ -299,3 +301,33 @@ def test_ignored_state_dims_do_not_change_the_actions(name):
     assert not torch.equal(policy.act(changed, deterministic=True).actions, base)
     with pytest.raises(ValueError, match=r"ignore_state_dims \[99\] are not state dims"):
         tiny(name, ignore_state_dims=[99])
+
+
+@pytest.mark.parametrize("name", POLICIES)
+@pytest.mark.parametrize("reads_state", [True, False])
+def test_value_head_reads_every_state_dim_only_when_asked(name, reads_state):
+    """value_reads_state: the critic sees the state, the ignored dims too; otherwise only the prefix embedding."""
+    policy = tiny(name, ignore_state_dims=[1], value_reads_state=reads_state)
+    obs = policy.example_obs(2)
+    base = policy.act(obs, deterministic=True).values
+    changed = dict(obs, state=obs["state"].clone())
+    changed["state"][:, 1] += 5.0  # a dim the policy never sees
+    values = policy.act(changed, deterministic=True).values
+    if reads_state:
+        assert not torch.allclose(values, base)
+    elif name == "pi0":  # pi0's prefix holds no state at all
+        torch.testing.assert_close(values, base, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", POLICIES)
+def test_value_head_of_another_shape_is_replaced_on_load(name, tmp_path, caplog):
+    """A checkpoint whose value head predates value_reads_state loads with a fresh head; the rest is kept."""
+    old = tiny(name, value_reads_state=False)
+    old.save_pretrained(tmp_path / "old")
+    policy = load_policy(tmp_path / "old", value_reads_state=True)
+    assert "fresh head" in caplog.text
+    assert policy.value_head.net[0].in_features == old.value_head.net[0].in_features + policy.config.max_state_dim
+    obs = policy.example_obs(2)
+    torch.testing.assert_close(
+        policy.act(obs, deterministic=True).actions, old.act(obs, deterministic=True).actions, rtol=0, atol=0
+    )

@@ -18,7 +18,8 @@ class FlowPolicyConfig(PolicyConfig):
     # Mean/std stats are stored as low = mean - std, high = mean + std (exactly z-scoring).
     state_low: list[float] | None = None
     state_high: list[float] | None = None
-    # State dims the model never sees (zeroed after normalisation), e.g. ManiSkill's joint velocities
+    # State dims the policy never sees (zeroed after normalisation; only the value head reads them, see
+    # value_reads_state), e.g. ManiSkill's joint velocities
     # (dims 9-17 of PickCube's state): they predict a demonstration's next action so well that an
     # imitation policy learns to keep doing what it is doing ("copycat") and fails closed-loop.
     ignore_state_dims: list[int] | None = None
@@ -45,6 +46,11 @@ class FlowPolicyConfig(PolicyConfig):
     # never moves the features the policy acts on (RLinf's pi0 PPO configs do the same, detach_critic_input).
     # False lets value gradients into the shared backbone at the policy's learning rate.
     detach_value_input: bool = True
+    # The value head also reads the normalised state, every dim of it, ignore_state_dims too: the prefix
+    # embedding holds only the cameras and the instruction, and the goal or whether the object is grasped may
+    # be in the state alone. The critic is used in training only, so seeing dims the policy does not is the
+    # usual asymmetric actor-critic.
+    value_reads_state: bool = True
     freeze_vision_encoder: bool = False
     freeze_language_model: bool = False
     lora_rank: int = 0  # > 0: peft LoRA adapters on the language model's linear layers, base frozen

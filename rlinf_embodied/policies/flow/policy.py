@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import abc
 import json
+import logging
 import os
 from typing import Any
 
@@ -42,6 +43,8 @@ from .processing import pad_last_dim
 from .sampler import StepDistribution, StepFn, chain_log_probs, sample_chain
 from .sde import choose_stochastic_steps, flow_sde_step, ode_step_mean, timestep_grid
 from .utils import select_rows, skip_weight_init
+
+logger = logging.getLogger(__name__)
 
 LORA_MARKER = "lora_"
 RL_HEADS = ("value_head.", "noise_head.")
@@ -98,7 +101,7 @@ class FlowPolicy(Policy):
         """Add the RL heads and apply freezing / LoRA / gradient checkpointing; call last in __init__."""
         cfg = self.config
         self._pooled_dim, self._action_feature_dim = pooled_dim, action_feature_dim
-        self.value_head = ValueHead(pooled_dim, cfg.value_hidden_dim) if cfg.add_value_head else None
+        self.value_head = ValueHead(self._value_input_dim(), cfg.value_hidden_dim) if cfg.add_value_head else None
         self.noise_head = (
             FlowNoiseHead(action_feature_dim, cfg.max_action_dim, cfg.noise_std_min, cfg.noise_std_max)
             if cfg.noise_method == "flow_noise"
@@ -142,15 +145,18 @@ class FlowPolicy(Policy):
         return next(p for p in self.parameters() if p.is_floating_point()).dtype
 
     # ---- observation helpers ----------------------------------------------------------------------
-    def normalized_state(self, obs: Obs) -> torch.Tensor:
-        """obs["state"] (N, D) -> normalised, zero-padded (N, max_state_dim) float32."""
+    def normalized_state(self, obs: Obs, hide_ignored: bool = True) -> torch.Tensor:
+        """obs["state"] (N, D) -> normalised, zero-padded (N, max_state_dim) float32; ignore_state_dims
+        zeroed unless hide_ignored=False (the value head's view)."""
         state = torch.as_tensor(obs["state"]).to(self.device, torch.float32)
         cfg = self.config
         if cfg.state_low is not None and cfg.state_high is not None:
             low = torch.as_tensor(cfg.state_low, dtype=torch.float32, device=state.device)
             high = torch.as_tensor(cfg.state_high, dtype=torch.float32, device=state.device)
             state = (state - low) / (high - low) * 2.0 - 1.0
-        return pad_last_dim(zero_state_dims(state, cfg.ignore_state_dims), cfg.max_state_dim)
+        if hide_ignored:
+            state = zero_state_dims(state, cfg.ignore_state_dims)
+        return pad_last_dim(state, cfg.max_state_dim)
 
     def camera_images(self, obs: Obs) -> list[torch.Tensor]:
         """The (N, H, W, 3) uint8 cameras the model sees: main camera, then the wrist camera if used."""
@@ -191,7 +197,7 @@ class FlowPolicy(Policy):
         return ActOutput(
             actions=actions,
             log_probs=sample.log_probs,
-            values=self.values_from_context(context),
+            values=self.values_from_context(context, obs),
             extras={"denoise_chain": sample.chain, "stochastic_steps": stochastic},
         )
 
@@ -209,13 +215,22 @@ class FlowPolicy(Policy):
         log_probs, entropy, per_step = chain_log_probs(
             self.step_function(context), chain, stochastic, self.config.action_dim
         )
-        return log_probs, entropy, per_step, self.values_from_context(context)
+        return log_probs, entropy, per_step, self.values_from_context(context, obs)
 
-    def values_from_context(self, context: dict[str, Any]) -> torch.Tensor | None:
+    def values_from_context(self, context: dict[str, Any], obs: Obs) -> torch.Tensor | None:
+        """(N,) float32 values from the pooled prefix embedding (detached by default) and the state."""
         if self.value_head is None:
             return None
-        pooled = context["pooled"]  # (N, F)
-        return self.value_head(pooled.detach() if self.config.detach_value_input else pooled)
+        cfg = self.config
+        features = context["pooled"]  # (N, F)
+        if cfg.detach_value_input:
+            features = features.detach()
+        if cfg.value_reads_state:  # (N, F + max_state_dim), the ignored dims included
+            features = torch.cat([features, self.normalized_state(obs, hide_ignored=False).to(features.dtype)], -1)
+        return self.value_head(features)
+
+    def _value_input_dim(self) -> int:
+        return self._pooled_dim + (self.config.max_state_dim if self.config.value_reads_state else 0)
 
     def initial_noise(self, batch: int, deterministic: bool) -> torch.Tensor:
         """x at tau = 1: fresh N(0, I) for sampling, a fixed draw (or zeros) for deterministic mode."""
@@ -274,8 +289,14 @@ class FlowPolicy(Policy):
     def load_checkpoint_state(self, state: dict[str, torch.Tensor], source: str) -> None:
         """Load weights strictly, except for the RL heads: upstream checkpoints have none, and switching
         noise_method adds or drops the noise head. Heads the checkpoint lacks start freshly initialised."""
-        own_keys = set(self.state_dict())
-        state = {k: v for k, v in state.items() if k in own_keys or not k.startswith(RL_HEADS)}
+        own = self.state_dict()
+        for key in [k for k, v in state.items() if k.startswith(RL_HEADS) and k in own and v.shape != own[k].shape]:
+            # e.g. a value head saved before value_reads_state: a fresh one replaces it (SFT never trains it)
+            logger.warning(
+                f"{source}: {key} has shape {tuple(state[key].shape)}, the policy's {tuple(own[key].shape)}; fresh head"
+            )
+            del state[key]
+        state = {k: v for k, v in state.items() if k in own or not k.startswith(RL_HEADS)}
         missing, unexpected = self.load_state_dict(state, strict=False)
         other_missing = [key for key in missing if not key.startswith(RL_HEADS)]
         if other_missing or unexpected:
@@ -289,7 +310,7 @@ class FlowPolicy(Policy):
         """Re-create `value_head` or `noise_head` with fresh random weights, on the policy's device/dtype."""
         cfg = self.config
         if head == "value_head":
-            module = ValueHead(self._pooled_dim, cfg.value_hidden_dim)
+            module = ValueHead(self._value_input_dim(), cfg.value_hidden_dim)
         else:
             module = FlowNoiseHead(self._action_feature_dim, cfg.max_action_dim, cfg.noise_std_min, cfg.noise_std_max)
         setattr(self, head, module.to(self.device, self.compute_dtype))
