@@ -166,6 +166,10 @@ class SFTConfig:
     lr_schedule: str = "cosine"  # "cosine" | "constant"
     min_lr_ratio: float = 0.1  # cosine floor, as a fraction of lr
     grad_clip: float = 1.0  # max global grad norm; 0 = no clipping
+    # Checkpoints (and so evaluations) hold an exponential moving average of the weights with this decay
+    # (workers/ema.py; e.g. 0.999), kept beside the parameters in fp32; training steps the live weights.
+    # 0 = off: checkpoints hold the last step's weights.
+    ema_decay: float = 0.0
     # VLA policies (pi0, gr00t, openvla, openvla_oft) whose config has no action (state) statistics
     # get the dataset's per-dimension 1st/99th percentiles as action_low/high (state_low/high); they
     # are saved in the checkpoint's config.json. mlp/cnn keep the env's [-1, 1] action convention.
@@ -203,6 +207,8 @@ class SFTConfig:
             raise ValueError(f"sft.lr_schedule={self.lr_schedule!r}; valid: 'cosine', 'constant'")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError(f"sft.min_lr_ratio={self.min_lr_ratio} must lie in [0, 1]")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"sft.ema_decay={self.ema_decay} must lie in [0, 1) (0 = no weight averaging)")
 
 
 @dataclass

@@ -184,6 +184,29 @@ def test_tiny_vla_sft_loss_goes_down(tmp_path, name, sft_settings, cameras):
     assert loaded.act(obs, deterministic=True).actions.shape == (2, preset["action_chunk"], preset["action_dim"])
 
 
+def test_sft_checkpoint_holds_the_average_not_the_last_step(tmp_path):
+    preset = policy_class("pi0").presets["tiny"]
+    cfg = SFTRunConfig()
+    cfg.policy.name, cfg.policy.size = "pi0", "tiny"
+    cfg.sft.dataset = write_image_dataset(
+        tmp_path / "ds", preset["state_dim"], preset["action_dim"], preset["image_size"], ("rgb",)
+    )
+    cfg.sft.batch_size, cfg.sft.lr, cfg.sft.warmup_steps, cfg.sft.ema_decay = 8, 3e-3, 1, 0.95
+    worker = SFTWorker(cfg)
+    worker.init_worker()
+    metrics = worker.train_steps(0, 12)
+    assert np.isfinite(metrics["sft/loss"]) and worker.ema.updates == 12
+    live = {name: p.detach().clone() for name, p in worker.policy.named_parameters() if p.requires_grad}
+    worker.save_policy(str(tmp_path / "policy"))
+    saved = dict(policy_class("pi0").from_pretrained(tmp_path / "policy").named_parameters())
+    averages = dict(zip([n for n, p in worker.policy.named_parameters() if p.requires_grad], worker.ema.averages))
+    name = next(n for n in live if n.startswith("action_expert."))
+    torch.testing.assert_close(saved[name].detach(), averages[name].to(saved[name].dtype))
+    assert not torch.allclose(saved[name].detach(), live[name])
+    for key, value in live.items():  # training goes on from the live weights
+        torch.testing.assert_close(dict(worker.policy.named_parameters())[key].detach(), value, rtol=0, atol=0)
+
+
 def test_sft_worker_shifts_every_camera_of_each_training_batch(tmp_path, monkeypatch):
     import rlinf_embodied.workers.sft_worker as sft_worker
 

@@ -33,6 +33,7 @@ from ..datasets.augmentation import random_shift
 from ..config import EvalConfig, PolicyConfig, SFTConfig, SFTRunConfig
 from ..policies import policy_class
 from .actor_worker import FULL_STATE, ActorWorker
+from .ema import ParameterEMA
 from .messages import seed_for, to_device
 from .policy_loading import build_policy, compute_dtype
 
@@ -83,6 +84,7 @@ class SFTWorker(ActorWorker):
         # one fused kernel per step on a single GPU (FSDP's sharded parameters keep the foreach default)
         fused = self.device.type == "cuda" and self.world_size == 1
         self.optimizer = torch.optim.AdamW(trainable, lr=sft.lr, weight_decay=sft.weight_decay, fused=fused or None)
+        self.ema = ParameterEMA(trainable, sft.ema_decay) if sft.ema_decay > 0 else None
         self.sampler = FrameSampler(self.dataset.num_frames, seed_for(sft.seed, self.rank, 7717))
         self.probe_sampler = FrameSampler(self.dataset.num_frames, seed_for(sft.seed, self.rank, 5323))
         self.augment_generator = torch.Generator().manual_seed(seed_for(sft.seed, self.rank, 1913))
@@ -129,6 +131,8 @@ class SFTWorker(ActorWorker):
             grad_norm = torch.nn.utils.clip_grad_norm_(trainable, max_norm)
             grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
             self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update()
             losses.append(loss.detach().float())
             norms.append(grad_norm.detach().float())
         step_losses, step_norms = torch.stack(losses).tolist(), torch.stack(norms).tolist()
@@ -181,8 +185,13 @@ class SFTWorker(ActorWorker):
 
     # ---- checkpoints and evaluation -------------------------------------------------------------
     def save_policy(self, directory: str) -> None:
-        """An unsharded save_pretrained copy at `directory` (every rank takes part; rank 0 writes)."""
-        model_state = get_model_state_dict(self.policy, options=FULL_STATE)
+        """An unsharded save_pretrained copy at `directory` (every rank takes part; rank 0 writes); with
+        sft.ema_decay, of the averaged weights."""
+        if self.ema is None:
+            model_state = get_model_state_dict(self.policy, options=FULL_STATE)
+        else:
+            with self.ema.swapped_in():  # cloned: on a CPU device the state dict aliases the parameters
+                model_state = {k: v.clone() for k, v in get_model_state_dict(self.policy, options=FULL_STATE).items()}
         if self.rank == 0:
             self._save_policy(model_state, directory)
 
