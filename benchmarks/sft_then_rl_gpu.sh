@@ -97,6 +97,9 @@ PY
     BATCH=${BATCH:-256} SAVE_INTERVAL=$interval EVAL_INTERVAL=$interval EVAL_EPISODES=64 bash "$0" sft "$steps"
     read -r CKPT SFT_SUCCESS < <(bash "$0" pick)
     echo "picked $CKPT (eval success $SFT_SUCCESS)"; echo "$CKPT" > "$WORK/picked.txt"
+    # FAILURE_STAGES=1: where the SFT policy's episodes stop (grasped / placed / success), beside its evaluation
+    [ -z "${FAILURE_STAGES:-}" ] || (python3 benchmarks/failure_stages.py "$CKPT" --policy "$POLICY" --obs-mode rgb \
+      --camera-size 96 --max-steps "${EPISODE_STEPS:-150}" --episodes 32 > "$WORK/failure_stages.txt" 2>&1 &)
     CKPT=$CKPT TAG=sft bash "$0" eval "${FINAL_EPISODES:-200}"
     # the same policy on the first 32 demonstration seeds: far above the held-out success is overfitting;
     # as low (both near 0), suspect a mismatch between the recorded observations and the env's
