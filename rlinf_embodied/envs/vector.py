@@ -87,7 +87,6 @@ class SingleEnv(Protocol):
 EnvFactory = Callable[[], SingleEnv]
 
 
-# ---- shared-memory observation buffers -----------------------------------------------------------
 @dataclass(frozen=True)
 class _StepRules:
     """How a worker applies a chunk: time limit, terminations, and which rows build an obs."""
@@ -97,6 +96,7 @@ class _StepRules:
     observe_every_row: bool  # False: rows nobody reads skip the obs (envs with step_without_obs)
 
 
+# ---- shared-memory observation buffers -----------------------------------------------------------
 @dataclass(frozen=True)
 class _BufferSpec:
     """Layout of one obs key in shared memory: a `(num_envs, *shape)` array of `dtype`."""

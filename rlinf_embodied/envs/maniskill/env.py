@@ -197,7 +197,7 @@ class ManiSkillSingleEnv(gym.Env):
 
         Mirrors ManiSkill's `BaseEnv.step` (3.0.x) minus `get_obs`, which for rgb renders every camera
         (most of an rgb step's cost). The reward reads the state-dict observation, which ManiSkill's
-        registered tasks ignore. tests/envs/test_maniskill_env.py checks it against `step`."""
+        registered tasks ignore. tests/envs/test_maniskill.py checks it against `step`."""
         env = self._env
         applied = env._step_action(np.asarray(action, np.float32)[None])
         env._elapsed_steps += 1
