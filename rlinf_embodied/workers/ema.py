@@ -21,8 +21,8 @@ class ParameterEMA:
         if not 0.0 < decay < 1.0:
             raise ValueError(f"EMA decay={decay} must lie in (0, 1)")
         self.parameters, self.decay = list(parameters), decay
-        with torch.no_grad():
-            self.averages = [p.detach().clone().float() for p in self.parameters]  # fp32, like the master weights
+        # fp32, like the master weights; one copy whatever the parameters' dtype
+        self.averages = [p.detach().to(torch.float32, copy=True) for p in self.parameters]
         self.updates = 0
 
     def decay_at(self, updates: int) -> float:

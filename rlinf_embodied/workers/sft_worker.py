@@ -190,8 +190,10 @@ class SFTWorker(ActorWorker):
         if self.ema is None:
             model_state = get_model_state_dict(self.policy, options=FULL_STATE)
         else:
-            with self.ema.swapped_in():  # cloned: on a CPU device the state dict aliases the parameters
-                model_state = {k: v.clone() for k, v in get_model_state_dict(self.policy, options=FULL_STATE).items()}
+            with self.ema.swapped_in():
+                model_state = get_model_state_dict(self.policy, options=FULL_STATE)
+                if self.device.type == "cpu":  # FULL_STATE's CPU copy is the parameters themselves there
+                    model_state = {key: value.clone() for key, value in model_state.items()}
         if self.rank == 0:
             self._save_policy(model_state, directory)
 
