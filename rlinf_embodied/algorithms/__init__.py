@@ -25,7 +25,7 @@ from .advantages import (
     filter_groups,
 )
 from .checks import NonFiniteError, check_finite
-from .config import AlgorithmConfig, annealed_lr, resolve_learning_rates
+from .config import AlgorithmConfig, adapted_lr_scale, annealed_lr, resolve_learning_rates
 from .losses import aggregate, clipped_surrogate, reduce_log_probs, value_loss
 from .registry import advantage_names, get_advantage, get_loss, loss_names, register_advantage, register_loss
 from .rollout import aggregate_chunk_rewards, credited_steps, fold_truncation_bootstrap, normalize
@@ -81,6 +81,7 @@ def policy_loss(
 __all__ = [
     "AlgorithmConfig",
     "NonFiniteError",
+    "adapted_lr_scale",
     "annealed_lr",
     "check_finite",
     "resolve_learning_rates",

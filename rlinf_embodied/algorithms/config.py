@@ -63,6 +63,12 @@ class AlgorithmConfig:
     max_grad_norm: float = 0.5
     # Stop an iteration's update epochs once approx_kl exceeds this (loops that support it); None = off.
     target_kl: Optional[float] = 0.1
+    # Adapt the policy's lr to the step it measures (rsl_rl's adaptive schedule), so one setting serves an mlp
+    # and a VLA: after each update a scale on lr is multiplied by 1.5 when the iteration's approx_kl was below
+    # desired_kl / 2 and divided by 1.5 when above 2 * desired_kl, within [1 / adaptive_lr_max_scale,
+    # adaptive_lr_max_scale]. The value head's lr is not scaled. None = off.
+    desired_kl: Optional[float] = None
+    adaptive_lr_max_scale: float = 10.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -126,6 +132,15 @@ class AlgorithmConfig:
         _positive("max_grad_norm", self.max_grad_norm)
         if self.target_kl is not None:
             _positive("target_kl", self.target_kl)
+        if self.desired_kl is not None:
+            _positive("desired_kl", self.desired_kl)
+            if self.target_kl is not None and self.desired_kl >= self.target_kl:
+                raise ValueError(
+                    f"algorithm.desired_kl={self.desired_kl} is not below algorithm.target_kl={self.target_kl}: "
+                    "updates stop at target_kl, so the adaptive lr would aim at a step it is never allowed to "
+                    "take; set desired_kl below target_kl (e.g. target_kl / 5) or target_kl=null"
+                )
+        _at_least("adaptive_lr_max_scale", self.adaptive_lr_max_scale, 1.0)
         return self
 
 
@@ -163,6 +178,17 @@ def annealed_lr(cfg: AlgorithmConfig, iteration: int, max_iterations: int, base_
     if max_iterations < 1:
         raise ValueError(f"anneal_lr needs runner.max_iterations >= 1, got {max_iterations}")
     return base_lr * max(0.0, 1.0 - iteration / max_iterations)
+
+
+def adapted_lr_scale(cfg: AlgorithmConfig, scale: float, approx_kl: float) -> float:
+    """The policy lr's scale after an update that measured `approx_kl` (algorithm.desired_kl; unchanged when off)."""
+    if cfg.desired_kl is None:
+        return scale
+    if approx_kl > 2.0 * cfg.desired_kl:
+        scale /= 1.5
+    elif approx_kl < cfg.desired_kl / 2.0:
+        scale *= 1.5
+    return min(max(scale, 1.0 / cfg.adaptive_lr_max_scale), cfg.adaptive_lr_max_scale)
 
 
 def resolve_learning_rates(

@@ -26,6 +26,7 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 
 from ..algorithms import (
+    adapted_lr_scale,
     annealed_lr,
     compute_advantages,
     credited_steps,
@@ -64,6 +65,7 @@ class ActorWorker(Worker, SpanRecorder):
         # One rank needs no sharding: the plain module (also sidesteps torch 2.11 + CUDA, where a
         # one-rank FSDP2 model ends up registering parameters other than those the optimizer holds).
         self.optimizer = torch.optim.Adam(self._parameter_groups(), eps=1e-5)
+        self.lr_scale = 1.0  # algorithm.desired_kl's adaptive scale on the policy's lr (checkpointed)
 
     def _parameter_groups(self) -> list[dict[str, Any]]:
         """Trainable parameters in two groups: the policy at algorithm.lr, its value head at value_lr
@@ -121,6 +123,7 @@ class ActorWorker(Worker, SpanRecorder):
         self._set_learning_rates(iteration)
         with self.span("train"):
             metrics = self._update(iteration, samples)
+        self._adapt_lr_scale(iteration, metrics)
         metrics["advantage_mean"] = float(advantages.mean())
         for group in self.optimizer.param_groups:
             metrics["lr" if group["name"] == "policy" else f"lr_{group['name']}"] = group["lr"]
@@ -132,8 +135,19 @@ class ActorWorker(Worker, SpanRecorder):
             group["lr"] = annealed_lr(
                 self.cfg.algorithm, iteration, self.cfg.runner.max_iterations, group["initial_lr"]
             )
-            if group["name"] == "policy" and iteration < self.cfg.algorithm.critic_warmup_iterations:
-                group["lr"] = 0.0  # critic warmup: only the value head learns
+            if group["name"] == "policy":
+                group["lr"] *= self.lr_scale
+                if iteration < self.cfg.algorithm.critic_warmup_iterations:
+                    group["lr"] = 0.0  # critic warmup: only the value head learns
+
+    def _adapt_lr_scale(self, iteration: int, metrics: dict[str, float]) -> None:
+        """algorithm.desired_kl: rescale the policy's next lr from this update's approx_kl (the ranks'
+        mean, so every rank keeps the same lr). Not during critic warmup, when the policy does not move."""
+        algo = self.cfg.algorithm
+        if algo.desired_kl is None or iteration < algo.critic_warmup_iterations:
+            return
+        self.lr_scale = adapted_lr_scale(algo, self.lr_scale, self._mean_over_ranks(metrics["approx_kl"]))
+        metrics["lr_scale"] = self.lr_scale
 
     def _update(self, iteration: int, samples: dict[str, Any]) -> dict[str, float]:
         algo = self.cfg.algorithm
@@ -272,6 +286,7 @@ class ActorWorker(Worker, SpanRecorder):
                 "env_steps": env_steps,
                 "model": model_state,
                 "optimizer": optim_state,
+                "lr_scale": self.lr_scale,
                 "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
                 "policy_name": self.cfg.policy.name,
             },
@@ -302,6 +317,7 @@ class ActorWorker(Worker, SpanRecorder):
         set_optimizer_state_dict(
             self.policy, self.optimizer, state["optimizer"], options=StateDictOptions(full_state_dict=True)
         )
+        self.lr_scale = float(state.get("lr_scale", 1.0))  # checkpoints before algorithm.desired_kl: 1
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(state["rng"]["numpy"])
         random.setstate(state["rng"]["python"])

@@ -10,6 +10,7 @@ import torch
 from rlinf_embodied.algorithms import (
     AlgorithmConfig,
     NonFiniteError,
+    adapted_lr_scale,
     annealed_lr,
     check_finite,
     get_advantage,
@@ -71,3 +72,22 @@ def test_annealed_lr_decays_linearly_to_zero_only_when_asked():
     annealed = AlgorithmConfig(lr=1e-3, anneal_lr=True)
     assert [annealed_lr(annealed, i, 4) for i in range(4)] == pytest.approx([1e-3, 7.5e-4, 5e-4, 2.5e-4])
     assert annealed_lr(annealed, 9, 4) == 0.0  # past the end (a resumed run with a lower max): never negative
+
+
+def test_adapted_lr_scale_follows_the_measured_kl_within_its_bounds():
+    off = AlgorithmConfig(lr=1e-3)
+    assert adapted_lr_scale(off, 1.0, approx_kl=5.0) == 1.0  # desired_kl unset: no adaptation
+    cfg = AlgorithmConfig(lr=1e-3, desired_kl=0.01, target_kl=None, adaptive_lr_max_scale=2.0)
+    assert adapted_lr_scale(cfg, 1.0, approx_kl=0.001) == pytest.approx(1.5)  # step too small: larger
+    assert adapted_lr_scale(cfg, 1.0, approx_kl=0.05) == pytest.approx(1 / 1.5)  # too large: smaller
+    assert adapted_lr_scale(cfg, 1.2, approx_kl=0.01) == 1.2  # within [desired / 2, 2 * desired]: kept
+    assert adapted_lr_scale(cfg, 1.5, approx_kl=0.0) == 2.0  # clamped at adaptive_lr_max_scale
+    assert adapted_lr_scale(cfg, 0.6, approx_kl=1.0) == 0.5  # and at its inverse
+
+
+def test_desired_kl_must_be_below_target_kl():
+    with pytest.raises(ValueError, match=r"desired_kl=0.2 is not below algorithm.target_kl=0.1"):
+        AlgorithmConfig(desired_kl=0.2, target_kl=0.1)
+    with pytest.raises(ValueError, match="adaptive_lr_max_scale"):
+        AlgorithmConfig(desired_kl=0.01, adaptive_lr_max_scale=0.5)
+    AlgorithmConfig(desired_kl=0.01, target_kl=0.1)

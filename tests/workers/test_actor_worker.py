@@ -73,3 +73,28 @@ def test_critic_warmup_trains_only_the_value_head():
         actor._update(iteration, _samples_from_rollout(actor.policy))
         moved = {name.split(".")[0] for name, p in actor.policy.named_parameters() if not torch.equal(p, before[name])}
         assert moved == ({"critic"} if iteration == 0 else {"critic", "actor", "log_std"}), (iteration, moved)
+
+
+def test_desired_kl_scales_the_policy_lr_after_warmup_and_survives_a_checkpoint(tmp_path):
+    from rlinf_embodied.workers.actor_worker import ActorWorker
+
+    cfg = TrainConfig()
+    cfg.algorithm.lr, cfg.algorithm.value_lr, cfg.algorithm.critic_warmup_iterations = 1e-3, 1e-3, 1
+    cfg.algorithm.num_minibatches, cfg.algorithm.target_kl = 2, None
+    cfg.algorithm.desired_kl = 1e3  # far above any measured kl: every update after warmup asks for a larger lr
+    actor = ActorWorker(cfg, action_dim=7, state_dim=8)
+    actor.init_worker()
+    lrs = {}
+    for iteration in range(3):
+        actor._set_learning_rates(iteration)
+        metrics = actor._update(iteration, _samples_from_rollout(actor.policy))
+        actor._adapt_lr_scale(iteration, metrics)
+        lrs[iteration] = {group["name"]: group["lr"] for group in actor.optimizer.param_groups}
+    assert lrs[0]["policy"] == 0.0 and actor.lr_scale == pytest.approx(1.5**2)  # warmup left the scale alone
+    assert lrs[1]["policy"] == pytest.approx(1e-3) and lrs[2]["policy"] == pytest.approx(1.5e-3)
+    assert lrs[2]["value"] == pytest.approx(1e-3)  # the value head's lr is not scaled
+    actor.save_checkpoint(str(tmp_path), iteration=2, env_steps=0)
+    resumed = ActorWorker(cfg, action_dim=7, state_dim=8)
+    resumed.init_worker()
+    resumed.load_checkpoint(str(tmp_path))
+    assert resumed.lr_scale == pytest.approx(1.5**2)
