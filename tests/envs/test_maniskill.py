@@ -117,6 +117,27 @@ def test_step_without_obs_is_step_minus_the_observation(reward_mode):
     assert np.array_equal(final_obs[0]["state"], final_obs[1]["state"])  # the two sims stayed in lockstep
 
 
+def test_reward_delta_returns_the_change_of_the_reward_and_restarts_at_reset():
+    envs = [ManiSkillSingleEnv("PickCube", reward_delta=delta) for delta in (False, True)]
+    actions = np.random.default_rng(3).uniform(-1, 1, (5, 8)).astype(np.float32)
+    traces = []
+    for env in envs:
+        trace = []
+        for seed in (11, 12):  # two episodes: the second's first delta starts from 0 again
+            env.reset(seed=seed)
+            trace.append([env.step(actions[0])[1]] + [env.step_without_obs(a)[0] for a in actions[1:]])
+        traces.append(np.array(trace))
+        env.close()
+    raw, delta = traces
+    assert np.abs(raw).max() > 0  # the dense reward moved, so the comparison means something
+    assert np.allclose(delta[:, 0], raw[:, 0]) and np.allclose(np.diff(raw, axis=1), delta[:, 1:], atol=1e-6)
+    assert np.allclose(delta.sum(axis=1), raw[:, -1], atol=1e-5)  # an episode's deltas sum to its last reward
+    with pytest.raises(ValueError, match=r"reward_delta=True .*physx_cpu"):
+        gym.make_vec(
+            ENV_ID, num_envs=1, vectorization_mode="vector_entry_point", sim_backend="physx_cuda", reward_delta=True
+        )
+
+
 def test_killed_worker_truncates_its_env_and_run_goes_on(venv):
     venv.reset(seed=5)
     venv.step(torch.zeros(2, 8))

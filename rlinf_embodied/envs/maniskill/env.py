@@ -122,6 +122,11 @@ class ManiSkillSingleEnv(gym.Env):
     "state" is ManiSkill's flat state vector in obs_mode "state"; in obs_mode "rgb" it is the
     flattened proprioception + task extras that ManiSkill returns beside the camera images.
     No time limit here: the vector env applies `max_episode_steps`.
+
+    `reward_delta=True` returns the change of ManiSkill's reward since the previous step (0 before an
+    episode's first step): potential-based shaping with the task's reward as the potential (RLinf's
+    relative reward). An episode's rewards then sum to its last step's reward, so with a dense reward
+    and terminations on success, finishing pays the most and hovering near the goal pays nothing more.
     """
 
     metadata = {"render_modes": []}
@@ -136,9 +141,12 @@ class ManiSkillSingleEnv(gym.Env):
         render_backend: Optional[str] = None,
         robot_uids: Optional[str] = None,
         sim_backend: str = "physx_cpu",
+        reward_delta: bool = False,
         **maniskill_kwargs: Any,
     ):
         validate_options(obs_mode, sim_backend, reward_mode)
+        self.reward_delta = reward_delta
+        self._last_reward = 0.0
         if sim_backend != "physx_cpu":
             raise ValueError(
                 f"the single-env entry point runs CPU physics, got sim_backend={sim_backend!r}; for GPU "
@@ -179,14 +187,23 @@ class ManiSkillSingleEnv(gym.Env):
         # every later episode too (ManiSkill's own unseeded resets are not reproducible).
         episode_seed = int(self.np_random.integers(2**31 - 1)) if seed is None else seed
         obs, info = self._env.reset(seed=episode_seed, options=options)
+        self._last_reward = 0.0
         return self._convert(obs), {"success": bool(_to_numpy(info.get("success", False)).any())}
+
+    def _reward(self, reward: Any) -> float:
+        """ManiSkill's reward of this step, or with reward_delta its change since the previous step."""
+        value = float(_to_numpy(reward).reshape(-1)[0])
+        if not self.reward_delta:
+            return value
+        delta, self._last_reward = value - self._last_reward, value
+        return delta
 
     def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
         obs, reward, terminated, truncated, info = self._env.step(np.asarray(action, np.float32)[None])
         success = bool(_to_numpy(info.get("success", False)).reshape(-1)[0])
         return (
             self._convert(obs),
-            float(_to_numpy(reward).reshape(-1)[0]),
+            self._reward(reward),
             bool(_to_numpy(terminated).reshape(-1)[0]),
             bool(_to_numpy(truncated).reshape(-1)[0]),
             {"success": success},
@@ -206,7 +223,7 @@ class ManiSkillSingleEnv(gym.Env):
         success = _to_numpy(info.get("success", False)).reshape(-1)
         fail = _to_numpy(info.get("fail", False)).reshape(-1)
         return (
-            float(_to_numpy(reward).reshape(-1)[0]),
+            self._reward(reward),
             bool(success[0] or fail[0]),
             False,
             {"success": bool(success[0])},
@@ -289,6 +306,11 @@ def make_vector_env(
         **maniskill_kwargs,
     )
     if sim_backend == "physx_cuda":
+        if maniskill_kwargs.get("reward_delta"):
+            raise ValueError(
+                "reward_delta=True is implemented for sim_backend='physx_cpu' only (ManiSkillSingleEnv); "
+                "with sim_backend='physx_cuda' leave it False"
+            )
         if num_workers is not None or step_timeout is not None:
             raise ValueError(
                 f"num_workers={num_workers!r} / step_timeout={step_timeout!r} apply to sim_backend="
