@@ -8,6 +8,7 @@
 #   EMA=0.999 bash ... sft 3000                         # checkpoints hold an EMA of the weights
 #   bash benchmarks/sft_then_rl_gpu.sh eval            # 200 held-out episodes of the SFT checkpoint
 #   bash benchmarks/sft_then_rl_gpu.sh rl 20           # PPO (Flow-SDE) from the SFT checkpoint
+#   CKPT=<ckpt>/policy RL_SECONDS=900 bash ... rl_eval  # PPO for 900 s, then 200 held-out episodes of its result
 #   bash benchmarks/sft_then_rl_gpu.sh pick            # the SFT checkpoint with eval success in [20%, 70%]
 #   bash benchmarks/sft_then_rl_gpu.sh bench           # SFT steps/s (benchmarks/sft_throughput.py) -> $WORK
 #   setsid bash benchmarks/sft_then_rl_gpu.sh pipeline 400 > $WORK/pipeline.log 2>&1 &
@@ -84,7 +85,8 @@ PY
     set -x
     [ -n "${SKIP_COLLECT:-}" ] || bash "$0" collect "${1:-400}"
     shift || true  # the remaining arguments go to the rl stage (Hydra overrides)
-    while [ ! -f /tmp/site/.unpacked_ray.txz ]; do sleep 2; done  # the ray bundle comes in the next call
+    # on the device, the ray bundle comes in the next call (device_setup.sh unpacks into /tmp/site)
+    [ ! -d /tmp/site ] || while [ ! -f /tmp/site/.unpacked_ray.txz ]; do sleep 2; done
     # a checkpoint carried in pieces over several calls (device_checkpoint.sh) is complete once its directory exists
     [ -z "${SFT_INIT:-}" ] || while [ ! -f "$SFT_INIT/model.safetensors" ]; do sleep 2; done
     # BENCH_CHUNK_OBS=1: the rgb render saving of chunked steps (benchmarks/chunk_observation.py), beside SFT
@@ -104,15 +106,21 @@ PY
     # the same policy on the first 32 demonstration seeds: far above the held-out success is overfitting;
     # as low (both near 0), suspect a mismatch between the recorded observations and the env's
     [ -n "${SKIP_DEMO_EVAL:-}" ] || CKPT=$CKPT TAG=sft_demo_seeds EVAL_SEED=0 EVAL_ENVS=32 bash "$0" eval 32
-    # SIGINT after RL_SECONDS (or the number in $WORK/rl_seconds, written while the pipeline runs, when
-    # the device time left is known): the runner finishes its iteration, saves and exits 130
+    CKPT=$CKPT bash "$0" rl_eval "$@"
+    echo "pipeline done" ;;
+  rl_eval)
+    # RL from $CKPT for RL_SECONDS, then its last checkpoint on FINAL_EPISODES held-out episodes. SIGINT after
+    # RL_SECONDS (or the number in $WORK/rl_seconds, written while it runs, when the device time left is known):
+    # the runner finishes its iteration, saves and exits 130. A checkpoint carried in pieces is waited for.
+    [ ! -d /tmp/site ] || while [ ! -f /tmp/site/.unpacked_ray.txz ]; do sleep 2; done
+    while [ ! -f "$CKPT/model.safetensors" ]; do sleep 2; done
     [ ! -f "$WORK/rl_seconds" ] || RL_SECONDS=$(cat "$WORK/rl_seconds")
-    CKPT=$CKPT timeout -s INT "${RL_SECONDS:-600}" bash "$0" rl 1000 "$@" || true
+    timeout -s INT "${RL_SECONDS:-600}" bash "$0" rl 1000 "$@" || true
     last=$(ls -d "$WORK"/rl/checkpoints/iteration_* | tail -1)
     CKPT=$last/policy TAG=rl bash "$0" eval "${FINAL_EPISODES:-200}"
     echo "$last/policy" > "$WORK/rl_last.txt"
-    echo "pipeline done" ;;
-  *) echo "unknown stage $stage: collect | sft | eval | rl | pick | pipeline"; exit 2 ;;
+    echo "rl_eval done" ;;
+  *) echo "unknown stage $stage: collect | sft | eval | rl | rl_eval | pick | pipeline"; exit 2 ;;
 esac
 if [ -n "${OUT:-}" ]; then
   for f in $WORK/sft/metrics.jsonl $WORK/rl/metrics.jsonl $WORK/eval_*/results.json; do
