@@ -114,8 +114,15 @@ PY
     # the runner finishes its iteration, saves and exits 130. A checkpoint carried in pieces is waited for.
     [ ! -d /tmp/site ] || while [ ! -f /tmp/site/.unpacked_ray.txz ]; do sleep 2; done
     while [ ! -f "$CKPT/model.safetensors" ]; do sleep 2; done
-    [ ! -f "$WORK/rl_seconds" ] || RL_SECONDS=$(cat "$WORK/rl_seconds")
-    timeout -s INT "${RL_SECONDS:-600}" bash "$0" rl 1000 "$@" || true
+    # a watchdog sends the SIGINT to the training driver (matched by its output dir, not the ratio check's);
+    # it re-reads the limit every 5 s, so a later device call can lengthen or shorten the run
+    rl_start=$(date +%s)
+    (while sleep 5; do
+      limit=${RL_SECONDS:-600}; [ ! -f "$WORK/rl_seconds" ] || limit=$(cat "$WORK/rl_seconds")
+      [ $(( $(date +%s) - rl_start )) -lt "$limit" ] || { pkill -INT -f "rlinf_embodied.train.*output_dir=$WORK/rl "; break; }
+    done) & watchdog=$!
+    bash "$0" rl 1000 "$@" || true
+    kill $watchdog 2>/dev/null || true
     last=$(ls -d "$WORK"/rl/checkpoints/iteration_* | tail -1)
     CKPT=$last/policy TAG=rl bash "$0" eval "${FINAL_EPISODES:-200}"
     echo "$last/policy" > "$WORK/rl_last.txt"
