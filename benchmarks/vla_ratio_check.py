@@ -85,20 +85,23 @@ def main() -> None:
             f"{policy}:{size}: {len(rows)} iterations in {seconds:.0f} s" + (f"; FAILED: {error}" if error else ""),
             flush=True,
         )
-        for row in rows:
-            table.append(
-                (
-                    f"{policy}:{size}",
-                    row.get("iteration"),
-                    *[row.get(f"train/{column}", float("nan")) for column in COLUMNS],
-                )
-            )
+        policy_rows = [table_row(f"{policy}:{size}", row) for row in rows]
+        print_table(policy_rows)  # now, so a run cut short still shows the policies it finished
+        table += policy_rows
+    print_table(table)
+
+
+def table_row(name: str, metrics: dict) -> tuple:
+    return (name, metrics.get("iteration"), *[metrics.get(f"train/{column}", float("nan")) for column in COLUMNS])
+
+
+def print_table(table: list[tuple]) -> None:
     header = ("policy", "iter", *COLUMNS)
     print("\n| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for policy, iteration, *values in table:
         cells = [f"{value:.3g}" if isinstance(value, float) else str(value) for value in values]
-        print(f"| {policy} | {iteration} | " + " | ".join(cells) + " |")
+        print(f"| {policy} | {iteration} | " + " | ".join(cells) + " |", flush=True)
 
 
 if __name__ == "__main__":
