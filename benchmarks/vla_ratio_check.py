@@ -52,14 +52,17 @@ def run_one(policy: str, size: str, args: argparse.Namespace, output_dir: str) -
         *args.extra,
     ]
     start = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
+        error = "" if result.returncode == 0 else (result.stderr or result.stdout)[-600:]
+    except subprocess.TimeoutExpired:  # keep the iterations it finished
+        error = f"timed out after {args.timeout:.0f} s"
     seconds = time.perf_counter() - start
     metrics_path = os.path.join(output_dir, "metrics.jsonl")
     rows = []
     if os.path.isfile(metrics_path):
         with open(metrics_path) as f:
             rows = [json.loads(line) for line in f if line.strip()]
-    error = "" if result.returncode == 0 else (result.stderr or result.stdout)[-600:]
     return rows, seconds, error
 
 

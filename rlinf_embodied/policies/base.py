@@ -66,6 +66,11 @@ class PolicyConfig:
         if self.state_dim < 0:
             raise ValueError(f"state_dim={self.state_dim} must be >= 0")
 
+    def camera_keys(self) -> tuple[str, ...]:
+        """The image observations the policy cannot act without: the runner checks them against the env's
+        observation keys before it builds the model (a 7B model takes minutes to build)."""
+        return ()
+
     def to_dict(self) -> dict:
         return asdict(self)
 

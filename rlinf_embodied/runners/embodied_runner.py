@@ -36,6 +36,7 @@ from ..config import COLLOCATED_PLACEMENT, TrainConfig, is_auto
 from ..scheduler import Channel, Cluster, ComponentPlacement, WorkerError, WorkerGroup
 from ..workers.actor_worker import ActorWorker
 from ..workers.env_worker import EnvWorker
+from ..workers.policy_loading import check_policy_cameras
 from ..workers.rollout_worker import RolloutWorker
 from .interrupts import StopRequest
 from .metrics_logger import MetricsLogger
@@ -88,6 +89,7 @@ class EmbodiedRunner:
             self.env_group, self.rollout_group, self.actor_group = groups
             self.env_group.wait_launched().init_worker().wait()
             spec = self.env_spec = self.env_group.execute_on(0).env_spec().wait()[0]
+            check_policy_cameras(cfg.policy, spec, cfg.env.id)  # before minutes of building a VLA
             env_started = time.perf_counter()
             self.rollout_group.bind(cfg, spec["action_dim"], spec["state_dim"], self.env_group.world_size)
             self.actor_group.bind(cfg, spec["action_dim"], spec["state_dim"])

@@ -13,7 +13,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import EnvConfig, EvalConfig, PolicyConfig
-from ..workers.policy_loading import build_policy
+from ..envs.spec import env_spec
+from ..workers.policy_loading import build_policy, check_policy_cameras
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +44,8 @@ def evaluate_policy(
     for task_id in tasks:
         env = _make_env(env_cfg, eval_cfg, task_id, output_dir)
         if policy is None:
-            spec = _env_spec(env)
+            spec = env_spec(env)
+            check_policy_cameras(policy_cfg, spec, env_cfg.id)
             policy = build_policy(policy_cfg, spec["action_dim"], spec["state_dim"], device).eval()
         results.append(_run_task(env, policy, eval_cfg, task_id, env_cfg.id, device))
         env.close()
@@ -79,14 +81,6 @@ def _make_env(env_cfg: EnvConfig, eval_cfg: EvalConfig, task_id: Optional[int], 
             env, os.path.join(output_dir, "videos"), name_prefix=name, num_envs_to_record=eval_cfg.video_envs
         )
     return env
-
-
-def _env_spec(env) -> dict[str, int]:
-    state_space = getattr(env.single_observation_space, "spaces", {}).get("state")
-    return {
-        "action_dim": int(env.single_action_space.shape[-1]),
-        "state_dim": int(state_space.shape[-1]) if state_space is not None else 0,
-    }
 
 
 @torch.no_grad()

@@ -14,6 +14,7 @@ import torch
 
 from ..config import TrainConfig
 from ..envs.metrics import EpisodeMetrics
+from ..envs.spec import env_spec
 from ..scheduler import Channel, Worker
 from .messages import EnvOutput, channel_key, seed_for
 from .timeline import SpanRecorder
@@ -67,14 +68,9 @@ class EnvWorker(Worker, SpanRecorder):
         self.needs_reset = True
         self.last_obs: dict[int, dict] = {}  # stage -> latest observation, carried across iterations
 
-    def env_spec(self) -> dict[str, int]:
-        """Dimensions the policy is built for, read off the first stage's spaces."""
-        env = self.stages[0]
-        state_space = getattr(env.single_observation_space, "spaces", {}).get("state")
-        return {
-            "action_dim": int(env.single_action_space.shape[-1]),
-            "state_dim": int(state_space.shape[-1]) if state_space is not None else 0,
-        }
+    def env_spec(self) -> dict:
+        """What the policy is built for (dims, observation keys), read off the first stage's spaces."""
+        return env_spec(self.stages[0])
 
     def global_env_ids(self, stage: int) -> list[int]:
         first = (self.rank * len(self.stages) + stage) * self.num_envs_per_stage

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import types
 import typing
@@ -12,6 +13,8 @@ import torch
 
 from ..config import PolicyConfig
 from ..policies import Policy, make_policy, policy_class
+from ..policies.base import CONFIG_FILE
+from ..policies.base import PolicyConfig as BasePolicyConfig
 from .mixed_precision import cast_floating_buffers
 
 
@@ -111,6 +114,44 @@ def _matches_type(value: Any, hint: Any) -> bool:
 
 def _type_name(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def resolved_policy_config(cfg: PolicyConfig, action_dim: int, state_dim: int) -> BasePolicyConfig | None:
+    """The config `build_policy` will build the policy from (the checkpoint's config.json or the preset,
+    plus overrides), without building the model. None for a checkpoint in an upstream layout, whose
+    converter decides its config."""
+    cls = policy_class(cfg.name)
+    overrides = dict(cfg.overrides)
+    if cfg.checkpoint is None:
+        if state_dim:
+            overrides.setdefault("state_dim", state_dim)
+        return cls.config_class.from_dict({**cls.presets[cfg.size], **overrides, "action_dim": action_dim})
+    config_path = os.path.join(cfg.checkpoint, CONFIG_FILE)
+    if not os.path.isfile(config_path):
+        return None
+    with open(config_path) as f:
+        data = json.load(f)
+    data.pop("policy", None)
+    return cls.config_class.from_dict({**data, **overrides})
+
+
+def check_policy_cameras(cfg: PolicyConfig, spec: dict, env_id: str) -> None:
+    """Fail before the policy is built when it reads a camera the env does not produce (e.g. an
+    OpenVLA-OFT preset with a wrist camera on a task that has only a third-person one)."""
+    policy_config = resolved_policy_config(cfg, spec["action_dim"], spec["state_dim"])
+    cameras = policy_config.camera_keys() if policy_config is not None else ()
+    missing = [key for key in cameras if key not in spec["obs_keys"]]
+    if not missing:
+        return
+    present = [key for key in cameras if key in spec["obs_keys"]]
+    if present and hasattr(policy_config, "num_images"):
+        fix = f"set policy.overrides.num_images={len(present)}, or use an env that renders {missing}"
+    else:
+        fix = f"use an env (or env.obs_mode) that renders {missing}"
+    raise ValueError(
+        f"policy {cfg.name!r} ({cfg.checkpoint or 'size ' + repr(cfg.size)}) reads cameras {list(cameras)} but "
+        f"env {env_id!r} observes {spec['obs_keys']}: missing {missing}; {fix}"
+    )
 
 
 def compute_dtype(cfg: PolicyConfig, device: torch.device) -> torch.dtype:

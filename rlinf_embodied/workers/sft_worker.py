@@ -199,7 +199,8 @@ class SFTWorker(ActorWorker):
 
     def check_eval_env(self) -> dict[str, int]:
         """Make, reset and close the eval env once (at start), so an env that cannot run here fails now."""
-        from ..runners.evaluator import _env_spec, _make_env
+        from ..envs.spec import env_spec
+        from ..runners.evaluator import _make_env
 
         env_cfg = self.cfg.env
         try:
@@ -207,7 +208,7 @@ class SFTWorker(ActorWorker):
                 env = _make_env(env_cfg, EvalConfig(num_envs=1, video=False), None, scratch)
                 try:
                     obs, _ = env.reset(seed=0)
-                    spec = _env_spec(env)
+                    spec = env_spec(env)
                 finally:
                     env.close()
         except Exception as error:  # noqa: BLE001 - any failure means no evaluation can run here

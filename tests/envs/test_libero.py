@@ -172,3 +172,9 @@ def test_crashed_worker_is_restarted(vec_env):
     assert obs["rgb"].shape == (2, CAMERA, CAMERA, 3)
     _, _, _, truncated, info = vec_env.step(torch.zeros(2, 7))  # the restarted env steps on
     assert not truncated.any() and info["elapsed_steps"][1] == 1
+
+
+def test_env_spec_lists_both_cameras(vec_env):
+    from rlinf_embodied.envs.spec import env_spec
+
+    assert {"rgb", "wrist_rgb"} <= set(env_spec(vec_env)["obs_keys"])

@@ -171,3 +171,13 @@ def test_rgb_observations_where_a_renderer_exists():
     obs, _ = env.reset(seed=0)
     env.close()
     assert obs["rgb"].shape == (1, 32, 48, 3) and obs["rgb"].dtype == torch.uint8 and obs["rgb"].float().std() > 0
+
+
+def test_env_spec_reads_dims_and_observation_keys(venv):
+    """What the runner sizes the policy by and checks its cameras against (envs/spec.py)."""
+    from rlinf_embodied.envs.spec import env_spec
+
+    spec = env_spec(venv)
+    assert spec["obs_keys"] == ["state"]
+    assert spec["action_dim"] == venv.single_action_space.shape[-1]
+    assert spec["state_dim"] == venv.single_observation_space["state"].shape[-1] > 0

@@ -3,7 +3,8 @@
 import pytest
 
 from rlinf_embodied.config import PolicyConfig
-from rlinf_embodied.workers.policy_loading import check_policy_config
+from rlinf_embodied.policies import make_policy
+from rlinf_embodied.workers.policy_loading import check_policy_cameras, check_policy_config, resolved_policy_config
 
 
 def _pi0_small(**overrides) -> PolicyConfig:
@@ -32,3 +33,34 @@ def test_driver_check_leaves_state_dims_of_env_width_policies_to_the_workers():
     check_policy_config(oft(ignore_state_dims=list(range(9, 18))))
     with pytest.raises(ValueError, match="openvla-oft-small"):
         check_policy_config(oft(image_size=100))  # not a multiple of its 8 px patches
+
+
+PICKCUBE_RGB_SPEC = {"action_dim": 4, "state_dim": 8, "obs_keys": ["rgb", "state"]}
+
+
+def test_a_camera_the_env_lacks_fails_before_the_policy_is_built():
+    """openvla-oft-7b reads a wrist camera; PickCube renders one camera. The driver names the missing key and
+    the override that fixes it (on the H200 this took 108 s of worker start-up before an act KeyError)."""
+    oft_7b = PolicyConfig(name="openvla_oft", size="openvla-oft-7b")
+    with pytest.raises(ValueError, match=r"missing \['wrist_rgb'\]; set policy.overrides.num_images=1"):
+        check_policy_cameras(oft_7b, PICKCUBE_RGB_SPEC, "rlinf/ManiSkill-PickCube")
+    one_camera = PolicyConfig(name="openvla_oft", size="openvla-oft-7b", overrides={"num_images": 1})
+    check_policy_cameras(one_camera, PICKCUBE_RGB_SPEC, "rlinf/ManiSkill-PickCube")
+
+
+def test_an_rgb_policy_on_a_state_env_is_rejected_and_a_state_policy_passes():
+    state_spec = {"action_dim": 4, "state_dim": 42, "obs_keys": ["state"]}
+    with pytest.raises(ValueError, match=r"reads cameras \['rgb'\] .* observes \['state'\]"):
+        check_policy_cameras(PolicyConfig(name="pi0"), state_spec, "rlinf/ManiSkill-PickCube")
+    check_policy_cameras(PolicyConfig(name="mlp"), state_spec, "rlinf/ManiSkill-PickCube")
+
+
+def test_the_camera_check_reads_a_checkpoints_config_with_overrides(tmp_path):
+    """A checkpoint's saved num_images decides, and policy.overrides still win (as in build_policy)."""
+    make_policy("openvla_oft", size="tiny", action_dim=4).save_pretrained(tmp_path)  # tiny: 2 cameras
+    saved = PolicyConfig(name="openvla_oft", checkpoint=str(tmp_path))
+    assert resolved_policy_config(saved, 4, 8).camera_keys() == ("rgb", "wrist_rgb")
+    with pytest.raises(ValueError, match="wrist_rgb"):
+        check_policy_cameras(saved, PICKCUBE_RGB_SPEC, "rlinf/ManiSkill-PickCube")
+    overridden = PolicyConfig(name="openvla_oft", checkpoint=str(tmp_path), overrides={"num_images": 1})
+    check_policy_cameras(overridden, PICKCUBE_RGB_SPEC, "rlinf/ManiSkill-PickCube")

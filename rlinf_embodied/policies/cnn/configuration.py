@@ -37,6 +37,9 @@ class CNNConfig(GaussianPolicyConfig):
         if self.image_size < self.min_image_size():
             raise ValueError(f"image_size={self.image_size} is below the conv stack's minimum {self.min_image_size()}")
 
+    def camera_keys(self) -> tuple[str, ...]:
+        return ("rgb",)
+
     def min_image_size(self) -> int:
         """Smallest image side for which every (unpadded) conv layer has an output of at least 1."""
         size = 1

@@ -70,6 +70,9 @@ class PrismaticVLAConfig(PolicyConfig):
         super().__post_init__()
         self.validate_prismatic_fields()
 
+    def camera_keys(self) -> tuple[str, ...]:
+        return ("rgb", "wrist_rgb")[: self.num_images]
+
     def validate_prismatic_fields(self) -> None:
         if self.image_size % self.patch_size:
             raise ValueError(f"image_size={self.image_size} is not a multiple of patch_size={self.patch_size}")
