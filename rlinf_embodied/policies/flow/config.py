@@ -27,6 +27,9 @@ class FlowPolicyConfig(PolicyConfig):
     max_token_len: int = 48
     use_wrist_image: bool = True  # use obs["wrist_rgb"] as a second camera when present
     num_denoise_steps: int = 10
+    # act on a CUDA device replays the denoising loop from captured CUDA graphs (flow/cuda_graph.py), one
+    # per batch bucket; False runs it eagerly. No effect on CPU (act warns once and runs eagerly).
+    act_cuda_graphs: bool = False
 
     # ---- RL sampling (see flow/sde.py) ----
     noise_method: str = "flow_sde"  # "flow_sde" (score-corrected SDE) | "flow_noise" (learned std head)
@@ -64,6 +67,9 @@ class FlowPolicyConfig(PolicyConfig):
             self.stochastic_steps = ",".join(str(step) for step in self.stochastic_steps)
         self.stochastic_steps = str(self.stochastic_steps)
         self.validate_flow_fields()
+
+    def camera_keys(self) -> tuple[str, ...]:
+        return ("rgb",)  # obs["wrist_rgb"] is optional (use_wrist_image reads it when present)
 
     def validate_flow_fields(self) -> None:
         if self.noise_method not in NOISE_METHODS:

@@ -40,7 +40,8 @@ from ..common.tokenizer import load_tokenizer
 from .config import FlowPolicyConfig
 from .heads import FlowNoiseHead, ValueHead
 from .processing import pad_last_dim
-from .sampler import StepDistribution, StepFn, chain_log_probs, sample_chain
+from .cuda_graph import DenoiseGraphs
+from .sampler import ChainSample, StepDistribution, StepFn, chain_log_probs, sample_chain
 from .sde import choose_stochastic_steps, flow_sde_step, ode_step_mean, timestep_grid
 from .utils import select_rows, skip_weight_init
 
@@ -63,6 +64,8 @@ class FlowPolicy(Policy):
         super().__init__(config)
         self.tokenizer = load_tokenizer(None)
         self._apply_lora_on_init = apply_lora
+        self._denoise_graphs: DenoiseGraphs | None = None  # act_cuda_graphs: captured on first use
+        self._warned_cpu_graphs = False
 
     # ---- subclass contract ------------------------------------------------------------------------
     @abc.abstractmethod
@@ -192,7 +195,7 @@ class FlowPolicy(Policy):
             stochastic = torch.zeros(batch, cfg.num_denoise_steps, dtype=torch.bool, device=self.device)
         else:
             stochastic = choose_stochastic_steps(cfg.stochastic_steps, batch, cfg.num_denoise_steps, self.device)
-        sample = sample_chain(self.step_function(context), x_init, stochastic, cfg.action_dim)
+        sample = self.denoise(context, x_init, stochastic)
         actions = self.unnormalize_actions(sample.chain[:, -1, :, : cfg.action_dim])
         return ActOutput(
             actions=actions,
@@ -200,6 +203,28 @@ class FlowPolicy(Policy):
             values=self.values_from_context(context, obs),
             extras={"denoise_chain": sample.chain, "stochastic_steps": stochastic},
         )
+
+    def denoise(self, context: dict[str, Any], x_init: torch.Tensor, stochastic: torch.Tensor) -> ChainSample:
+        """The sampled chain, eagerly or (act_cuda_graphs on a CUDA device) from a captured CUDA graph."""
+        if not self.config.act_cuda_graphs or torch.is_grad_enabled():
+            return self.denoise_eager(context, x_init, stochastic)
+        if x_init.device.type != "cuda":
+            if not self._warned_cpu_graphs:
+                logger.warning("%s: act_cuda_graphs has no effect on %s; act runs eagerly", self.name, x_init.device)
+                self._warned_cpu_graphs = True
+            return self.denoise_eager(context, x_init, stochastic)
+        if self._denoise_graphs is None:
+            self._denoise_graphs = DenoiseGraphs()
+        return self._denoise_graphs.run(self, self.denoise_eager, context, x_init, stochastic)
+
+    def denoise_eager(
+        self,
+        context: dict[str, Any],
+        x_init: torch.Tensor,
+        stochastic: torch.Tensor,
+        any_noisy: tuple[bool, ...] | None = None,
+    ) -> ChainSample:
+        return sample_chain(self.step_function(context), x_init, stochastic, self.config.action_dim, any_noisy)
 
     def evaluate(self, obs: Obs, act_output: ActOutput) -> EvalOutput:
         log_probs, entropy, _, values = self.evaluate_steps(obs, act_output)

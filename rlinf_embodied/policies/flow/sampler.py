@@ -48,14 +48,23 @@ def transition_entropy(dist: StepDistribution, action_dim: int) -> torch.Tensor:
     return gaussian_entropy(dist.std.expand_as(dist.sde_mean)[..., :action_dim])
 
 
-def sample_chain(step_fn: StepFn, x_init: torch.Tensor, stochastic: torch.Tensor, action_dim: int) -> ChainSample:
-    """Integrate from noise `x_init` (N, chunk, A_pad); stochastic (N, K) bool picks noisy steps."""
+def sample_chain(
+    step_fn: StepFn,
+    x_init: torch.Tensor,
+    stochastic: torch.Tensor,
+    action_dim: int,
+    any_noisy: tuple[bool, ...] | None = None,
+) -> ChainSample:
+    """Integrate from noise `x_init` (N, chunk, A_pad); stochastic (N, K) bool picks noisy steps.
+    `any_noisy` (K,): whether any sample is noisy at step k, when the caller knows it (a CUDA graph
+    capture must not sync with the host); by default read from `stochastic`."""
     batch, num_steps = stochastic.shape
     x = x_init.float()
     chain = [x]
     per_step = x.new_zeros(batch, num_steps, x.shape[1], action_dim)
     entropy = x.new_zeros(batch, x.shape[1], action_dim)
-    any_noisy = stochastic.any(dim=0).tolist()  # one host sync for the chain, not two per step
+    if any_noisy is None:
+        any_noisy = tuple(stochastic.any(dim=0).tolist())  # one host sync for the chain, not two per step
     for k in range(num_steps):
         dist = step_fn(None, x, k)
         noisy = stochastic[:, k].view(-1, 1, 1)

@@ -1,0 +1,97 @@
+"""CUDA graphs of the flow policies' denoising loop (policies/flow/cuda_graph.py).
+
+The padding and keying logic runs on CPU; capture and replay need CUDA (the `gpu` tests): the replayed
+loop must give what the eager loop gives, keep `act` and `evaluate` in agreement, and recapture when
+the weights move."""
+
+import logging
+
+import pytest
+import torch
+
+from rlinf_embodied.policies import make_policy
+from rlinf_embodied.policies.flow.cuda_graph import batch_bucket, layout, pad_batch, weight_addresses
+
+
+def test_batch_buckets_are_powers_of_two():
+    assert [batch_bucket(batch) for batch in (1, 2, 3, 4, 5, 8, 9, 64, 65)] == [1, 2, 4, 4, 8, 8, 16, 64, 128]
+    with pytest.raises(ValueError, match="batch=0"):
+        batch_bucket(0)
+
+
+def test_padding_repeats_the_last_row_of_every_tensor():
+    tree = {"keys": [torch.arange(3.0).view(3, 1)], "mask": torch.tensor([[True], [False], [True]]), "scale": 2.0}
+    padded = pad_batch(tree, 3, 4, torch.device("cpu"))
+    assert padded["keys"][0].flatten().tolist() == [0.0, 1.0, 2.0, 2.0]
+    assert padded["mask"].flatten().tolist() == [True, False, True, True]
+    assert padded["scale"] == 2.0
+    assert layout(padded) == (((4, 1), torch.float32), ((4, 1), torch.bool))
+
+
+def test_weight_addresses_change_when_weights_are_replaced():
+    module = torch.nn.Linear(2, 2)
+    before = weight_addresses(module)
+    with torch.no_grad():
+        module.weight.copy_(torch.ones(2, 2))  # in place: a captured graph still reads the right memory
+    assert weight_addresses(module) == before
+    module.weight = torch.nn.Parameter(torch.zeros(2, 2))  # replaced: graphs must be recaptured
+    assert weight_addresses(module) != before
+
+
+def test_on_cpu_the_flag_warns_once_and_acts_eagerly(caplog):
+    eager = make_policy("pi0", size="tiny", action_dim=4).eval()
+    graphed = make_policy("pi0", size="tiny", action_dim=4, act_cuda_graphs=True).eval()
+    graphed.load_state_dict(eager.state_dict())
+    obs = eager.example_obs(3)
+    with caplog.at_level(logging.WARNING):
+        first = graphed.act(obs, deterministic=True)
+        graphed.act(obs, deterministic=True)
+    assert sum("act_cuda_graphs has no effect" in record.message for record in caplog.records) == 1
+    torch.testing.assert_close(first.actions, eager.act(obs, deterministic=True).actions)
+
+
+def cuda_pair(name: str) -> tuple:
+    torch.manual_seed(0)
+    eager = make_policy(name, size="tiny", action_dim=4).cuda().eval()
+    graphed = make_policy(name, size="tiny", action_dim=4, act_cuda_graphs=True).cuda().eval()
+    graphed.load_state_dict(eager.state_dict())
+    return eager, graphed
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["pi0", "gr00t"])
+def test_replayed_loop_matches_the_eager_loop(name):
+    eager, graphed = cuda_pair(name)
+    for batch in (1, 3, 8):  # 3 pads to a bucket of 4
+        obs = eager.example_obs(batch)
+        expected = eager.act(obs, deterministic=True)
+        for _ in range(2):  # the first call captures, the second replays
+            got = graphed.act(obs, deterministic=True)
+            torch.testing.assert_close(got.actions, expected.actions, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(got.extras["denoise_chain"], expected.extras["denoise_chain"])
+    assert graphed._denoise_graphs.captures == 3
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["pi0", "gr00t"])
+def test_replayed_sampling_draws_fresh_noise_and_agrees_with_evaluate(name):
+    _, graphed = cuda_pair(name)
+    obs = graphed.example_obs(3)
+    first, second = graphed.act(obs), graphed.act(obs)
+    assert not torch.equal(first.extras["denoise_chain"], second.extras["denoise_chain"])
+    evaluated = graphed.evaluate(obs, second)
+    torch.testing.assert_close(evaluated.log_probs, second.log_probs, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.gpu
+def test_moved_weights_are_recaptured():
+    eager, graphed = cuda_pair("pi0")
+    obs = eager.example_obs(2)
+    graphed.act(obs, deterministic=True)
+    graphed.cpu().cuda()  # an offload and onload: new weight addresses
+    with torch.no_grad():
+        for parameter in (*eager.parameters(), *graphed.parameters()):
+            parameter.mul_(0.5)  # a weight update, applied in place
+    got = graphed.act(obs, deterministic=True)
+    assert graphed._denoise_graphs.captures == 2
+    torch.testing.assert_close(got.actions, eager.act(obs, deterministic=True).actions, rtol=1e-5, atol=1e-5)
