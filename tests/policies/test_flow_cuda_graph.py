@@ -67,8 +67,11 @@ def test_replayed_loop_matches_the_eager_loop(name):
         expected = eager.act(obs, deterministic=True)
         for _ in range(2):  # the first call captures, the second replays
             got = graphed.act(obs, deterministic=True)
-            torch.testing.assert_close(got.actions, expected.actions, rtol=1e-5, atol=1e-5)
-            torch.testing.assert_close(got.extras["denoise_chain"], expected.extras["denoise_chain"])
+            # a padded batch may pick other matmul kernels than the unpadded one: equal up to rounding
+            torch.testing.assert_close(got.actions, expected.actions, rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(
+                got.extras["denoise_chain"], expected.extras["denoise_chain"], rtol=1e-4, atol=1e-4
+            )
     assert graphed._denoise_graphs.captures == 3
 
 
@@ -94,4 +97,4 @@ def test_moved_weights_are_recaptured():
             parameter.mul_(0.5)  # a weight update, applied in place
     got = graphed.act(obs, deterministic=True)
     assert graphed._denoise_graphs.captures == 2
-    torch.testing.assert_close(got.actions, eager.act(obs, deterministic=True).actions, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got.actions, eager.act(obs, deterministic=True).actions, rtol=1e-4, atol=1e-4)
