@@ -118,8 +118,8 @@ def _type_name(hint: Any) -> str:
 
 def resolved_policy_config(cfg: PolicyConfig, action_dim: int, state_dim: int) -> BasePolicyConfig | None:
     """The config `build_policy` will build the policy from (the checkpoint's config.json or the preset,
-    plus overrides), without building the model. None for a checkpoint in an upstream layout, whose
-    converter decides its config."""
+    plus overrides), without building the model. None for a checkpoint in an upstream layout (or of another
+    policy), which build_policy converts or rejects itself."""
     cls = policy_class(cfg.name)
     overrides = dict(cfg.overrides)
     if cfg.checkpoint is None:
@@ -131,7 +131,8 @@ def resolved_policy_config(cfg: PolicyConfig, action_dim: int, state_dim: int) -
         return None
     with open(config_path) as f:
         data = json.load(f)
-    data.pop("policy", None)
+    if data.pop("policy", None) != cfg.name:  # e.g. a Hugging Face OpenVLA config.json: the converter's call
+        return None
     return cls.config_class.from_dict({**data, **overrides})
 
 

@@ -64,3 +64,11 @@ def test_the_camera_check_reads_a_checkpoints_config_with_overrides(tmp_path):
         check_policy_cameras(saved, PICKCUBE_RGB_SPEC, "rlinf/ManiSkill-PickCube")
     overridden = PolicyConfig(name="openvla_oft", checkpoint=str(tmp_path), overrides={"num_images": 1})
     check_policy_cameras(overridden, PICKCUBE_RGB_SPEC, "rlinf/ManiSkill-PickCube")
+
+
+def test_the_camera_check_leaves_upstream_checkpoints_to_their_converter(tmp_path):
+    """A Hugging Face OpenVLA directory has a config.json of its own (no "policy" key): not ours to read."""
+    (tmp_path / "config.json").write_text('{"architectures": ["OpenVLAForActionPrediction"], "n_action_bins": 256}')
+    upstream = PolicyConfig(name="openvla", checkpoint=str(tmp_path))
+    assert resolved_policy_config(upstream, 7, 0) is None
+    check_policy_cameras(upstream, PICKCUBE_RGB_SPEC, "rlinf/ManiSkill-PickCube")
