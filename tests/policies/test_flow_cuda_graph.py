@@ -1,4 +1,4 @@
-"""CUDA graphs of the flow policies' denoising loop (policies/flow/cuda_graph.py).
+"""CUDA graphs of the flow policies' `act` (policies/flow/cuda_graph.py): the denoising loop, and pi0's prefix.
 
 The padding and keying logic runs on CPU; capture and replay need CUDA (the `gpu` tests): the replayed
 loop must give what the eager loop gives, keep `act` and `evaluate` in agreement, and recapture when
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from rlinf_embodied.policies import make_policy
-from rlinf_embodied.policies.flow.cuda_graph import batch_bucket, layout, pad_batch, weight_addresses
+from rlinf_embodied.policies.flow.cuda_graph import batch_bucket, first_rows_copy, layout, pad_batch, weight_addresses
 
 
 def test_batch_buckets_are_powers_of_two():
@@ -26,6 +26,14 @@ def test_padding_repeats_the_last_row_of_every_tensor():
     assert padded["mask"].flatten().tolist() == [True, False, True, True]
     assert padded["scale"] == 2.0
     assert layout(padded) == (((4, 1), torch.float32), ((4, 1), torch.bool))
+
+
+def test_outputs_are_copied_and_cut_to_the_real_batch():
+    static = {"chain": torch.arange(4.0), "parts": [torch.ones(4, 2)]}
+    out = first_rows_copy(static, 3)
+    assert out["chain"].tolist() == [0.0, 1.0, 2.0] and out["parts"][0].shape == (3, 2)
+    static["chain"].zero_()  # the next replay overwrites the graph's outputs
+    assert out["chain"].tolist() == [0.0, 1.0, 2.0]
 
 
 def test_weight_addresses_change_when_weights_are_replaced():
@@ -72,7 +80,8 @@ def test_replayed_loop_matches_the_eager_loop(name):
             torch.testing.assert_close(
                 got.extras["denoise_chain"], expected.extras["denoise_chain"], rtol=1e-4, atol=1e-4
             )
-    assert graphed._denoise_graphs.captures == 3
+    assert graphed._graph_cache.count("denoise") == 3  # buckets 1, 4 and 8
+    assert graphed._graph_cache.count("prefix") == (3 if name == "pi0" else 0)  # pi0's prefix is graphed too
 
 
 @pytest.mark.gpu
@@ -91,10 +100,11 @@ def test_moved_weights_are_recaptured():
     eager, graphed = cuda_pair("pi0")
     obs = eager.example_obs(2)
     graphed.act(obs, deterministic=True)
+    first_captures = graphed._graph_cache.captures  # pi0: the prefix and the denoising loop
     graphed.cpu().cuda()  # an offload and onload: new weight addresses
     with torch.no_grad():
         for parameter in (*eager.parameters(), *graphed.parameters()):
             parameter.mul_(0.5)  # a weight update, applied in place
     got = graphed.act(obs, deterministic=True)
-    assert graphed._denoise_graphs.captures == 2
+    assert graphed._graph_cache.captures == 2 * first_captures == 4
     torch.testing.assert_close(got.actions, eager.act(obs, deterministic=True).actions, rtol=1e-4, atol=1e-4)

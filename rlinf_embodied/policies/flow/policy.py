@@ -40,7 +40,7 @@ from ..common.tokenizer import load_tokenizer
 from .config import FlowPolicyConfig
 from .heads import FlowNoiseHead, ValueHead
 from .processing import pad_last_dim
-from .cuda_graph import DenoiseGraphs
+from .cuda_graph import GraphCache
 from .sampler import ChainSample, StepDistribution, StepFn, chain_log_probs, sample_chain
 from .sde import choose_stochastic_steps, flow_sde_step, ode_step_mean, timestep_grid
 from .utils import select_rows, skip_weight_init
@@ -64,7 +64,7 @@ class FlowPolicy(Policy):
         super().__init__(config)
         self.tokenizer = load_tokenizer(None)
         self._apply_lora_on_init = apply_lora
-        self._denoise_graphs: DenoiseGraphs | None = None  # act_cuda_graphs: captured on first use
+        self._graph_cache: GraphCache | None = None  # act_cuda_graphs: captured on first use
         self._warned_cpu_graphs = False
 
     # ---- subclass contract ------------------------------------------------------------------------
@@ -204,18 +204,32 @@ class FlowPolicy(Policy):
             extras={"denoise_chain": sample.chain, "stochastic_steps": stochastic},
         )
 
+    def act_graphs(self) -> GraphCache | None:
+        """The CUDA graphs `act` replays its parts from (act_cuda_graphs, no autograd, a CUDA device); else None."""
+        if not self.config.act_cuda_graphs or torch.is_grad_enabled():
+            return None
+        if self.device.type != "cuda":
+            if not self._warned_cpu_graphs:
+                logger.warning("%s: act_cuda_graphs has no effect on %s; act runs eagerly", self.name, self.device)
+                self._warned_cpu_graphs = True
+            return None
+        if self._graph_cache is None:
+            self._graph_cache = GraphCache()
+        return self._graph_cache
+
     def denoise(self, context: dict[str, Any], x_init: torch.Tensor, stochastic: torch.Tensor) -> ChainSample:
         """The sampled chain, eagerly or (act_cuda_graphs on a CUDA device) from a captured CUDA graph."""
-        if not self.config.act_cuda_graphs or torch.is_grad_enabled():
+        graphs = self.act_graphs()
+        if graphs is None:
             return self.denoise_eager(context, x_init, stochastic)
-        if x_init.device.type != "cuda":
-            if not self._warned_cpu_graphs:
-                logger.warning("%s: act_cuda_graphs has no effect on %s; act runs eagerly", self.name, x_init.device)
-                self._warned_cpu_graphs = True
-            return self.denoise_eager(context, x_init, stochastic)
-        if self._denoise_graphs is None:
-            self._denoise_graphs = DenoiseGraphs()
-        return self._denoise_graphs.run(self, self.denoise_eager, context, x_init, stochastic)
+        any_noisy = tuple(stochastic.any(dim=0).tolist())  # the one host sync, as in eager sampling
+
+        def loop(inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
+            sample = self.denoise_eager(inputs["context"], inputs["x_init"], inputs["stochastic"], any_noisy)
+            return {"chain": sample.chain, "log_probs": sample.log_probs, "entropy": sample.entropy}
+
+        inputs = {"context": context, "x_init": x_init, "stochastic": stochastic}
+        return ChainSample(**graphs.run(self, ("denoise", any_noisy), loop, inputs, x_init.shape[0]))
 
     def denoise_eager(
         self,

@@ -156,8 +156,27 @@ class Pi0Policy(FlowPolicy):
         return [self.vision_tower, self.language_model, self.action_expert]
 
     def encode_observation(self, obs: Obs) -> dict[str, Any]:
-        """Run the VLM prefix once: its per-layer K/V, validity mask and pooled output."""
-        tokens, valid = self.embed_prefix(obs)  # (N, Lp, W), (N, Lp)
+        """Run the VLM prefix once (from a CUDA graph in a graphed `act`), plus the normalised state."""
+        inputs = self.prefix_inputs(obs)
+        graphs = self.act_graphs()
+        if graphs is None:
+            prefix = self.encode_prefix(inputs)
+        else:
+            prefix = graphs.run(self, ("prefix",), self.encode_prefix, inputs, inputs["token_ids"].shape[0])
+        return {**prefix, "state": self.normalized_state(obs)}
+
+    def prefix_inputs(self, obs: Obs) -> dict[str, Any]:
+        """The prefix's host work: cameras onto the device, instructions to token ids (N, Lt) and validity."""
+        device = self.device
+        token_ids, token_valid = tokenize_instructions(
+            self.tokenizer, list(obs["instruction"]), self.config.max_token_len, device
+        )
+        cameras = [torch.as_tensor(camera).to(device) for camera in self.camera_images(obs)]  # (N, H, W, 3) uint8
+        return {"cameras": cameras, "token_ids": token_ids, "token_valid": token_valid}
+
+    def encode_prefix(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """The prefix's device work: per-layer K/V, validity mask and pooled output of the VLM."""
+        tokens, valid = self.embed_prefix_inputs(inputs)  # (N, Lp, W), (N, Lp)
         positions = valid.long().cumsum(dim=1).sub(1).clamp(min=0)
         attention_mask = valid[:, None, None, :].expand(-1, 1, tokens.shape[1], -1)
         position_embeddings = self.language_model.rotary_emb(tokens, positions)
@@ -177,24 +196,24 @@ class Pi0Policy(FlowPolicy):
             "prefix_keys": [recorder.keys[i] for i in range(num_layers)],  # (N, kv_heads, Lp, head_dim) each
             "prefix_values": [recorder.values[i] for i in range(num_layers)],
             "prefix_valid": valid,
-            "state": self.normalized_state(obs),
             "pooled": masked_mean(hidden, valid),
         }
 
     def embed_prefix(self, obs: Obs) -> tuple[torch.Tensor, torch.Tensor]:
         """[image tokens of each camera; language tokens] (N, Lp, W) and their validity (N, Lp) bool."""
+        return self.embed_prefix_inputs(self.prefix_inputs(obs))
+
+    def embed_prefix_inputs(self, inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         cfg, device, dtype = self.config, self.device, self.compute_dtype
-        cameras = self.camera_images(obs)
+        cameras = inputs["cameras"]
         pixels = torch.cat([images_to_model_input(c, cfg.image_size, dtype, device) for c in cameras])
         patches = self.vision_tower(pixel_values=pixels).last_hidden_state  # (C * N, P, Dv)
         image_tokens = self.multi_modal_projector(patches)
         batch = cameras[0].shape[0]
         image_tokens = image_tokens.reshape(len(cameras), batch, -1, cfg.vlm_width).transpose(0, 1)
         image_tokens = image_tokens.reshape(batch, -1, cfg.vlm_width)
-        token_ids, token_valid = tokenize_instructions(
-            self.tokenizer, list(obs["instruction"]), cfg.max_token_len, device
-        )
-        text_tokens = self.language_model.embed_tokens(token_ids)  # Gemma scales by sqrt(width)
+        token_valid = inputs["token_valid"]
+        text_tokens = self.language_model.embed_tokens(inputs["token_ids"])  # Gemma scales by sqrt(width)
         image_valid = torch.ones(image_tokens.shape[:2], dtype=torch.bool, device=device)
         return torch.cat([image_tokens, text_tokens], dim=1), torch.cat([image_valid, token_valid], dim=1)
 
