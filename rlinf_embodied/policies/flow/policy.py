@@ -66,6 +66,7 @@ class FlowPolicy(Policy):
         self._apply_lora_on_init = apply_lora
         self._graph_cache: GraphCache | None = None  # act_cuda_graphs: captured on first use
         self._warned_cpu_graphs = False
+        self._state_bounds_cache: tuple | None = None  # ((device, low, high), (low tensor, high tensor))
 
     # ---- subclass contract ------------------------------------------------------------------------
     @abc.abstractmethod
@@ -154,12 +155,21 @@ class FlowPolicy(Policy):
         state = torch.as_tensor(obs["state"]).to(self.device, torch.float32)
         cfg = self.config
         if cfg.state_low is not None and cfg.state_high is not None:
-            low = torch.as_tensor(cfg.state_low, dtype=torch.float32, device=state.device)
-            high = torch.as_tensor(cfg.state_high, dtype=torch.float32, device=state.device)
+            low, high = self.state_bounds(state.device)
             state = (state - low) / (high - low) * 2.0 - 1.0
         if hide_ignored:
             state = zero_state_dims(state, cfg.ignore_state_dims)
         return pad_last_dim(state, cfg.max_state_dim)
+
+    def state_bounds(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """state_low / state_high as float32 tensors on `device`, made once per device and values: a host list
+        turned into a device tensor is a blocking copy, and `act` normalises the state twice (policy, value)."""
+        key = (device, tuple(self.config.state_low), tuple(self.config.state_high))
+        if self._state_bounds_cache is None or self._state_bounds_cache[0] != key:
+            low = torch.tensor(key[1], dtype=torch.float32, device=device)
+            high = torch.tensor(key[2], dtype=torch.float32, device=device)
+            self._state_bounds_cache = (key, (low, high))
+        return self._state_bounds_cache[1]
 
     def camera_images(self, obs: Obs) -> list[torch.Tensor]:
         """The (N, H, W, 3) uint8 cameras the model sees: main camera, then the wrist camera if used."""
