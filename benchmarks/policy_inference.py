@@ -12,7 +12,7 @@ bytes read per `act` / measured bandwidth, the bandwidth coming from a large dev
 * gr00t: the backbone once, the DiT once per denoising step.
 
 `--cuda-graphs` also times the flow policies (pi0, gr00t) with `act_cuda_graphs` (the denoising loop
-replayed from a captured CUDA graph, policies/flow/cuda_graph.py) and prints both columns side by side.
+replayed from a captured CUDA graph, policies/common/cuda_graph.py) and prints both columns side by side.
 
     python benchmarks/policy_inference.py                                     # H100: openvla-7b + pi0-3b
     python benchmarks/policy_inference.py --policies pi0 gr00t --cuda-graphs --batch-sizes 1 8 64

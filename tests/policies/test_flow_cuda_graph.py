@@ -1,4 +1,4 @@
-"""CUDA graphs of the flow policies' `act` (policies/flow/cuda_graph.py): the denoising loop, and pi0's prefix.
+"""CUDA graphs of the flow policies' `act` (policies/common/cuda_graph.py): the denoising loop, and pi0's prefix.
 
 The padding and keying logic runs on CPU; capture and replay need CUDA (the `gpu` tests): the replayed
 loop must give what the eager loop gives, keep `act` and `evaluate` in agreement, and recapture when
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from rlinf_embodied.policies import make_policy
-from rlinf_embodied.policies.flow.cuda_graph import batch_bucket, first_rows_copy, layout, pad_batch, weight_addresses
+from rlinf_embodied.policies.common.cuda_graph import batch_bucket, first_rows_copy, layout, pad_batch, weight_addresses
 
 
 def test_batch_buckets_are_powers_of_two():

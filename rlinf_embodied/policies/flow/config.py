@@ -27,7 +27,7 @@ class FlowPolicyConfig(PolicyConfig):
     max_token_len: int = 48
     use_wrist_image: bool = True  # use obs["wrist_rgb"] as a second camera when present
     num_denoise_steps: int = 10
-    # act on a CUDA device replays the denoising loop from captured CUDA graphs (flow/cuda_graph.py), one
+    # act on a CUDA device replays the denoising loop from captured CUDA graphs (common/cuda_graph.py), one
     # per batch bucket; False runs it eagerly. No effect on CPU (act warns once and runs eagerly).
     act_cuda_graphs: bool = False
 

@@ -40,7 +40,7 @@ from ..common.tokenizer import load_tokenizer
 from .config import FlowPolicyConfig
 from .heads import FlowNoiseHead, ValueHead
 from .processing import pad_last_dim
-from .cuda_graph import GraphCache
+from ..common.cuda_graph import GraphCache, act_graph_cache
 from .sampler import ChainSample, StepDistribution, StepFn, chain_log_probs, sample_chain
 from .sde import choose_stochastic_steps, flow_sde_step, ode_step_mean, timestep_grid
 from .utils import select_rows, skip_weight_init
@@ -65,7 +65,6 @@ class FlowPolicy(Policy):
         self.tokenizer = load_tokenizer(None)
         self._apply_lora_on_init = apply_lora
         self._graph_cache: GraphCache | None = None  # act_cuda_graphs: captured on first use
-        self._warned_cpu_graphs = False
         self._state_bounds_cache: tuple | None = None  # ((device, low, high), (low tensor, high tensor))
 
     # ---- subclass contract ------------------------------------------------------------------------
@@ -216,16 +215,7 @@ class FlowPolicy(Policy):
 
     def act_graphs(self) -> GraphCache | None:
         """The CUDA graphs `act` replays its parts from (act_cuda_graphs, no autograd, a CUDA device); else None."""
-        if not self.config.act_cuda_graphs or torch.is_grad_enabled():
-            return None
-        if self.device.type != "cuda":
-            if not self._warned_cpu_graphs:
-                logger.warning("%s: act_cuda_graphs has no effect on %s; act runs eagerly", self.name, self.device)
-                self._warned_cpu_graphs = True
-            return None
-        if self._graph_cache is None:
-            self._graph_cache = GraphCache()
-        return self._graph_cache
+        return act_graph_cache(self)
 
     def denoise(self, context: dict[str, Any], x_init: torch.Tensor, stochastic: torch.Tensor) -> ChainSample:
         """The sampled chain, eagerly or (act_cuda_graphs on a CUDA device) from a captured CUDA graph."""

@@ -1,11 +1,12 @@
-"""CUDA graphs of a flow policy's `act`: its parts replayed without per-kernel Python and launch overhead.
+"""CUDA graphs of a policy's `act` (`act_cuda_graphs`): its parts replayed without per-kernel Python and
+launch overhead.
 
-At small batches a real-size pi0 `act` is launch-bound (issue 13: 59x its weight-reading floor at
-batch 1, flat from batch 1 to 8): the VLM prefix and every denoising step run dozens of small kernels
-per layer, each launched from Python. `GraphCache` captures a part of `act` once per (part, batch
-bucket, input layout) and replays it as one launch. The parts: the whole denoising loop (all steps, the
-Flow-SDE noise, the log-probs) for every flow policy, and the prefix (vision tower and VLM) for policies
-that split their observation encoding into host work and device work (pi0).
+At small batches a real-size VLA `act` is launch-bound (issue 13: pi0-3b at 59x its weight-reading floor
+at batch 1, flat from batch 1 to 8): every layer runs dozens of small kernels, each launched from Python.
+`GraphCache` captures a part of `act` once per (part, batch bucket, input layout) and replays it as one
+launch. The parts: the whole denoising loop (all steps, the Flow-SDE noise, the log-probs) of the flow
+policies and pi0's prefix (vision tower and VLM); OpenVLA's whole decode (vision, prompt, one step per
+action token over a static KV cache).
 
 How replay stays correct:
 - A graph reads static buffers: `run` copies the inputs into them, replays, and returns copies of the
@@ -25,10 +26,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import logging
+
 import torch
 from torch import nn
 
-from .utils import select_rows
+from ..flow.utils import select_rows
+
+logger = logging.getLogger(__name__)
 
 
 def batch_bucket(batch: int) -> int:
@@ -143,3 +148,19 @@ class GraphCache:
         self.pool = graph.pool()
         self.captures += 1
         return CapturedGraph(graph=graph, static_inputs=static, output=output)
+
+
+def act_graph_cache(policy: nn.Module) -> GraphCache | None:
+    """The CUDA graphs `policy.act` replays its parts from: its config's act_cuda_graphs is on, autograd
+    is off and the policy sits on a CUDA device; else None (eager). Warns once on a CPU."""
+    if not policy.config.act_cuda_graphs or torch.is_grad_enabled():
+        return None
+    device = next(policy.parameters()).device
+    if device.type != "cuda":
+        if not getattr(policy, "_warned_cpu_graphs", False):
+            logger.warning("%s: act_cuda_graphs has no effect on %s; act runs eagerly", policy.name, device)
+            policy._warned_cpu_graphs = True
+        return None
+    if getattr(policy, "_graph_cache", None) is None:
+        policy._graph_cache = GraphCache()
+    return policy._graph_cache
