@@ -1,8 +1,9 @@
 """OpenVLA under RL: autoregressive decoding of action_dim action tokens with the KV cache.
 
-`act` runs the prompt once (filling a transformers DynamicCache), then decodes one token per action
-dimension, sampling from the temperature-scaled softmax restricted to the 256 action tokens (argmax in
-deterministic mode). `evaluate` recomputes all of them in one teacher-forced pass over
+`act` runs the prompt once (filling a preallocated KV cache, static_cache.py), then decodes one token per
+action dimension, sampling from the temperature-scaled softmax restricted to the 256 action tokens (argmax in
+deterministic mode). Its shapes are static, so with `act_cuda_graphs` the whole decode (vision, prompt,
+every token) replays from one CUDA graph per batch bucket. `evaluate` recomputes all of them in one teacher-forced pass over
 [prompt; tokens[:-1]]: the logits at the last prompt position and at each fed token are exactly the
 ones `act` sampled from. Values: value head on the final hidden state of the last prompt token.
 
@@ -11,13 +12,18 @@ extras: "action_tokens" (N, 1, action_dim) long, the sampled token ids.
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 import torch
-from transformers import DynamicCache
+import torch.nn.functional as F
 
 from ..base import ActOutput, EvalOutput, Obs
+from ..common.cuda_graph import act_graph_cache
 from ..common.imitation import as_action_chunk, padded_rows_mean
 from ..vla_common.policy import PrismaticVLAPolicy, causal_mask, valid_positions
 from .configuration import OPENVLA_PRESETS, OpenVLAConfig
+from .static_cache import StaticKVCache
 
 
 class OpenVLAPolicy(PrismaticVLAPolicy):
@@ -32,31 +38,70 @@ class OpenVLAPolicy(PrismaticVLAPolicy):
 
     @torch.no_grad()
     def act(self, obs: Obs, deterministic: bool = False) -> ActOutput:
-        cfg = self.config
-        embeds, valid = self.embed_prompt(obs)  # (N, L, W), (N, L)
-        positions = valid_positions(valid)
-        cache = DynamicCache(config=self.language_model.config)
-        hidden = self.run_llm(embeds, causal_mask(valid), positions, cache)[:, -1]  # (N, W)
-        values = self.values_from_hidden(hidden)
-        tokens, log_probs = [], []
-        for dim in range(cfg.action_dim):
-            log_p = torch.log_softmax(self.action_logits(hidden), dim=-1)  # (N, n_bins)
-            classes = log_p.argmax(-1) if deterministic else torch.multinomial(log_p.exp(), 1).squeeze(-1)
-            log_probs.append(log_p.gather(-1, classes[:, None]).squeeze(-1))
-            tokens.append(self.action_tokenizer.classes_to_tokens(classes))
-            if dim + 1 < cfg.action_dim:
-                valid = torch.cat([valid, valid.new_ones(valid.shape[0], 1)], dim=1)
-                step_embeds = self.language_model.model.embed_tokens(tokens[-1][:, None])
-                step_positions = positions[:, -1:] + dim + 1
-                hidden = self.run_llm(step_embeds, valid[:, None, None, :], step_positions, cache)[:, -1]
-        action_tokens = torch.stack(tokens, dim=1)[:, None]  # (N, 1, D)
+        inputs = self.prompt_inputs(obs)
+        decode = functools.partial(self.decode, deterministic=deterministic)
+        graphs = act_graph_cache(self)
+        if graphs is None:
+            out = decode(inputs)
+        else:  # the whole decode from one CUDA graph per batch bucket
+            out = graphs.run(self, ("decode", deterministic), decode, inputs, inputs["token_ids"].shape[0])
+        action_tokens = out["tokens"][:, None]  # (N, 1, D)
         actions = self.unnormalize_actions(self.action_tokenizer.tokens_to_actions(action_tokens))
         return ActOutput(
             actions=actions,
-            log_probs=torch.stack(log_probs, dim=1)[:, None],
-            values=values,
+            log_probs=out["log_probs"][:, None],
+            values=out.get("values"),
             extras={"action_tokens": action_tokens},
         )
+
+    def decode(self, inputs: dict[str, Any], deterministic: bool) -> dict[str, torch.Tensor]:
+        """The prompt once, then one token per action dimension over a static KV cache (static shapes):
+        tokens (N, D) long, their log-probs (N, D) and the values (N,) if the policy has a value head."""
+        cfg, model = self.config, self.language_model.model
+        embeds, valid = self.embed_prompt_inputs(inputs)  # (N, L, W), (N, L)
+        batch, length = valid.shape
+        capacity = length + cfg.action_dim - 1  # the prompt and every fed action token but the last
+        cache = StaticKVCache(len(model.layers), capacity)
+        written = torch.cat([valid, valid.new_ones(batch, cfg.action_dim - 1)], dim=1)  # (N, capacity)
+        slots = torch.arange(capacity, device=valid.device)
+        positions = valid_positions(valid)
+        prompt_mask = F.pad(causal_mask(valid), (0, capacity - length), value=False)  # (N, 1, L, capacity)
+        hidden = self.run_layers(embeds, prompt_mask, positions, cache)[:, -1]  # (N, W)
+        out = {} if self.value_head is None else {"values": self.values_from_hidden(hidden)}
+        tokens, log_probs = [], []
+        for dim in range(cfg.action_dim):
+            log_p = torch.log_softmax(self.action_logits(hidden), dim=-1)  # (N, n_bins)
+            if deterministic:
+                classes = log_p.argmax(-1)
+            else:
+                classes = sample_categorical(log_p.exp())
+            log_probs.append(log_p.gather(-1, classes[:, None]).squeeze(-1))
+            tokens.append(self.action_tokenizer.classes_to_tokens(classes))
+            if dim + 1 < cfg.action_dim:
+                cache.position = length + dim
+                step_mask = (written & (slots <= length + dim))[:, None, None, :]  # (N, 1, 1, capacity)
+                step_embeds = model.embed_tokens(tokens[-1][:, None])
+                hidden = self.run_layers(step_embeds, step_mask, positions[:, -1:] + dim + 1, cache)[:, -1]
+        return {**out, "tokens": torch.stack(tokens, dim=1), "log_probs": torch.stack(log_probs, dim=1)}
+
+    def run_layers(
+        self, embeds: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: StaticKVCache
+    ) -> torch.Tensor:
+        """The Llama decoder's layers and final norm over a static cache (what run_llm does through
+        LlamaModel.forward, whose cache handling assumes growing shapes)."""
+        model = self.language_model.model
+        position_embeddings = model.rotary_emb(embeds, positions)
+        hidden = embeds
+        for layer in model.layers:
+            hidden = layer(
+                hidden,
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=True,
+                position_embeddings=position_embeddings,
+            )
+        return model.norm(hidden)
 
     def evaluate(self, obs: Obs, act_output: ActOutput) -> EvalOutput:
         log_p, values, tokens = self.token_log_probs(obs, act_output.extras["action_tokens"])
@@ -100,3 +145,9 @@ class OpenVLAPolicy(PrismaticVLAPolicy):
         from .convert import convert_openvla_checkpoint
 
         return convert_openvla_checkpoint(path, None, **overrides)
+
+
+def sample_categorical(probs: torch.Tensor) -> torch.Tensor:
+    """One class per row of probs (N, C): the exponential race argmax(p / E), E ~ Exp(1) (how torch.multinomial
+    draws one sample), with no host sync, so a CUDA graph can hold it."""
+    return (probs / torch.empty_like(probs).exponential_()).argmax(-1)

@@ -199,22 +199,37 @@ class PrismaticVLAPolicy(Policy):
 
     def embed_prompt(self, obs: Obs) -> tuple[torch.Tensor, torch.Tensor]:
         """Input embeddings (N, L, W) of [BOS, patches, extras, prompt] and their validity (N, L) bool."""
+        return self.embed_prompt_inputs(self.prompt_inputs(obs))
+
+    def prompt_inputs(self, obs: Obs) -> dict[str, Any]:
+        """The prompt's host work: cameras onto the device (N, H, W, 3) uint8, prompt token ids and validity
+        (N, T), and the extra prefix tokens if any; `embed_prompt_inputs` does the rest on the device."""
         if "instruction" not in obs:
             raise KeyError(f"{self.name} needs obs['instruction'] (list[str]); got keys {sorted(obs)}")
-        dtype = self.compute_dtype
-        patches = self.projector(self.vision_backbone(self.camera_images(obs), dtype))  # (N, C * P, W)
-        batch = patches.shape[0]
+        cameras = [camera.to(self.device) for camera in self.camera_images(obs)]
         instructions = list(obs["instruction"])
-        if len(instructions) != batch:
-            raise ValueError(f"obs['instruction'] has {len(instructions)} entries for a batch of {batch} images")
+        if len(instructions) != cameras[0].shape[0]:
+            raise ValueError(
+                f"obs['instruction'] has {len(instructions)} entries for a batch of {cameras[0].shape[0]} images"
+            )
         token_ids, token_valid = self.prompt_token_ids(instructions)
+        inputs = {"cameras": cameras, "token_ids": token_ids, "token_valid": token_valid}
+        extra = self.extra_prefix_tokens(obs)
+        if extra is not None:
+            inputs["extra"] = extra
+        return inputs
+
+    def embed_prompt_inputs(self, inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        dtype = self.compute_dtype
+        patches = self.projector(self.vision_backbone(inputs["cameras"], dtype))  # (N, C * P, W)
+        batch = patches.shape[0]
+        token_ids, token_valid = inputs["token_ids"], inputs["token_valid"]
         embed = self.language_model.model.embed_tokens
         bos_id = self.tokenizer.bos_token_id
         bos = embed(torch.full((batch, 1), bos_id, dtype=torch.long, device=patches.device))
         parts = [bos, patches]
-        extra = self.extra_prefix_tokens(obs)
-        if extra is not None:
-            parts.append(extra.to(dtype))
+        if inputs.get("extra") is not None:
+            parts.append(inputs["extra"].to(dtype))
         prefix = torch.cat(parts, dim=1)
         prefix_valid = torch.ones(prefix.shape[:2], dtype=torch.bool, device=prefix.device)
         return torch.cat([prefix, embed(token_ids)], dim=1), torch.cat([prefix_valid, token_valid], dim=1)

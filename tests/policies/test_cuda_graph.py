@@ -1,4 +1,5 @@
-"""CUDA graphs of the flow policies' `act` (policies/common/cuda_graph.py): the denoising loop, and pi0's prefix.
+"""CUDA graphs of `act` (policies/common/cuda_graph.py): the flow policies' denoising loop, pi0's prefix and
+OpenVLA's whole decode over its static KV cache.
 
 The padding and keying logic runs on CPU; capture and replay need CUDA (the `gpu` tests): the replayed
 loop must give what the eager loop gives, keep `act` and `evaluate` in agreement, and recapture when
@@ -58,6 +59,27 @@ def test_on_cpu_the_flag_warns_once_and_acts_eagerly(caplog):
     torch.testing.assert_close(first.actions, eager.act(obs, deterministic=True).actions)
 
 
+def test_openvla_static_cache_decode_agrees_with_the_teacher_forced_pass():
+    """The static-cache decode (static shapes, for graphs) must pick and score tokens as a full pass does."""
+    policy = make_policy("openvla", size="tiny", action_dim=4).eval()
+    obs = policy.example_obs(3)
+    deterministic = policy.act(obs, deterministic=True)
+    log_p, _, _ = policy.token_log_probs(obs, deterministic.extras["action_tokens"])
+    expected_tokens = policy.action_tokenizer.classes_to_tokens(log_p.argmax(-1))
+    assert torch.equal(deterministic.extras["action_tokens"][:, 0], expected_tokens)
+    sampled = policy.act(obs)
+    torch.testing.assert_close(policy.evaluate(obs, sampled).log_probs, sampled.log_probs, rtol=1e-4, atol=1e-4)
+
+
+def test_sample_categorical_draws_from_the_given_probabilities():
+    from rlinf_embodied.policies.openvla.modeling import sample_categorical
+
+    torch.manual_seed(0)
+    probs = torch.tensor([0.7, 0.2, 0.1]).expand(20000, 3)
+    frequencies = torch.bincount(sample_categorical(probs), minlength=3).float() / 20000
+    torch.testing.assert_close(frequencies, torch.tensor([0.7, 0.2, 0.1]), rtol=0, atol=0.015)
+
+
 def cuda_pair(name: str) -> tuple:
     torch.manual_seed(0)
     eager = make_policy(name, size="tiny", action_dim=4).cuda().eval()
@@ -108,3 +130,20 @@ def test_moved_weights_are_recaptured():
     got = graphed.act(obs, deterministic=True)
     assert graphed._graph_cache.captures == 2 * first_captures == 4
     torch.testing.assert_close(got.actions, eager.act(obs, deterministic=True).actions, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.gpu
+def test_openvla_replayed_decode_matches_eager_and_evaluate():
+    eager, graphed = cuda_pair("openvla")
+    for batch in (1, 3):
+        obs = eager.example_obs(batch)
+        expected = eager.act(obs, deterministic=True)
+        for _ in range(2):
+            got = graphed.act(obs, deterministic=True)
+            assert torch.equal(got.extras["action_tokens"], expected.extras["action_tokens"])
+            torch.testing.assert_close(got.log_probs, expected.log_probs, rtol=1e-4, atol=1e-4)
+    assert graphed._graph_cache.count("decode") == 2
+    obs = graphed.example_obs(3)
+    first, second = graphed.act(obs), graphed.act(obs)
+    assert not torch.equal(first.extras["action_tokens"], second.extras["action_tokens"])  # fresh samples
+    torch.testing.assert_close(graphed.evaluate(obs, second).log_probs, second.log_probs, rtol=1e-4, atol=1e-4)
