@@ -3,8 +3,8 @@
 `act` runs the prompt once (filling a preallocated KV cache, static_cache.py), then decodes one token per
 action dimension, sampling from the temperature-scaled softmax restricted to the 256 action tokens (argmax in
 deterministic mode). Its shapes are static, so with `act_cuda_graphs` the whole decode (vision, prompt,
-every token) replays from one CUDA graph per batch bucket. `evaluate` recomputes all of them in one teacher-forced pass over
-[prompt; tokens[:-1]]: the logits at the last prompt position and at each fed token are exactly the
+every token) replays from one CUDA graph per batch bucket. `evaluate` recomputes all of them in one
+teacher-forced pass over [prompt; tokens[:-1]]: the logits at the last prompt position and at each fed token are exactly the
 ones `act` sampled from. Values: value head on the final hidden state of the last prompt token.
 
 extras: "action_tokens" (N, 1, action_dim) long, the sampled token ids.
