@@ -11,7 +11,7 @@ bytes read per `act` / measured bandwidth, the bandwidth coming from a large dev
 * pi0: the VLM prefix once, the action expert once per denoising step;
 * gr00t: the backbone once, the DiT once per denoising step.
 
-`--cuda-graphs` also times pi0, gr00t and openvla with `act_cuda_graphs` (parts of `act` replayed from
+`--cuda-graphs` also times pi0, gr00t, openvla and openvla_oft with `act_cuda_graphs` (parts of `act` replayed from
 captured CUDA graphs, policies/common/cuda_graph.py) and prints both columns side by side.
 
     python benchmarks/policy_inference.py                                     # H100: openvla-7b + pi0-3b
@@ -38,7 +38,7 @@ import torch  # noqa: E402
 from rlinf_embodied.policies import Policy, make_policy  # noqa: E402
 
 REAL_SIZES = {"openvla": "openvla-7b", "openvla_oft": "openvla-oft-7b", "pi0": "pi0-3b", "gr00t": "gr00t-n1.5-3b"}
-GRAPHED_POLICIES = ("pi0", "gr00t", "openvla")  # configs with act_cuda_graphs
+GRAPHED_POLICIES = ("pi0", "gr00t", "openvla", "openvla_oft")  # configs with act_cuda_graphs
 
 
 def module_bytes(module: torch.nn.Module | None) -> int:
@@ -198,7 +198,7 @@ def main() -> None:
         help="one size per policy, or one for all (e.g. tiny); default: the real-size presets",
     )
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--cuda-graphs", action="store_true", help="also time pi0/gr00t/openvla with act_cuda_graphs")
+    parser.add_argument("--cuda-graphs", action="store_true", help="also time the VLAs with act_cuda_graphs")
     parser.add_argument(
         "--dtype", default=None, choices=["bf16", "float32"], help="default: bf16 on GPU, float32 on CPU"
     )

@@ -1,5 +1,5 @@
 """CUDA graphs of `act` (policies/common/cuda_graph.py): the flow policies' denoising loop, pi0's prefix and
-OpenVLA's whole decode over its static KV cache.
+OpenVLA's whole decode over its static KV cache and OpenVLA-OFT's whole pass.
 
 The padding and keying logic runs on CPU; capture and replay need CUDA (the `gpu` tests): the replayed
 loop must give what the eager loop gives, keep `act` and `evaluate` in agreement, and recapture when
@@ -133,17 +133,24 @@ def test_moved_weights_are_recaptured():
 
 
 @pytest.mark.gpu
-def test_openvla_replayed_decode_matches_eager_and_evaluate():
-    eager, graphed = cuda_pair("openvla")
+@pytest.mark.parametrize(
+    "name, overrides",
+    [("openvla", {}), ("openvla_oft", {}), ("openvla_oft", {"action_head_type": "discrete"})],
+)
+def test_openvla_replayed_act_matches_eager_and_evaluate(name, overrides):
+    torch.manual_seed(0)
+    eager = make_policy(name, size="tiny", action_dim=4, **overrides).cuda().eval()
+    graphed = make_policy(name, size="tiny", action_dim=4, act_cuda_graphs=True, **overrides).cuda().eval()
+    graphed.load_state_dict(eager.state_dict())
     for batch in (1, 3):
         obs = eager.example_obs(batch)
         expected = eager.act(obs, deterministic=True)
-        for _ in range(2):
+        for _ in range(2):  # the first call captures, the second replays
             got = graphed.act(obs, deterministic=True)
-            assert torch.equal(got.extras["action_tokens"], expected.extras["action_tokens"])
+            torch.testing.assert_close(got.actions, expected.actions, rtol=1e-4, atol=1e-4)
             torch.testing.assert_close(got.log_probs, expected.log_probs, rtol=1e-4, atol=1e-4)
-    assert graphed._graph_cache.count("decode") == 2
+    assert len(graphed._graph_cache.graphs) == 2  # buckets 1 and 4
     obs = graphed.example_obs(3)
     first, second = graphed.act(obs), graphed.act(obs)
-    assert not torch.equal(first.extras["action_tokens"], second.extras["action_tokens"])  # fresh samples
+    assert not torch.equal(first.actions, second.actions)  # fresh samples on every replay
     torch.testing.assert_close(graphed.evaluate(obs, second).log_probs, second.log_probs, rtol=1e-4, atol=1e-4)

@@ -9,10 +9,6 @@ from ..vla_common.config import PROMPT_TOKENS_BYTE_LEVEL, TINY_PRISMATIC, Prisma
 
 @dataclass
 class OpenVLAConfig(PrismaticVLAConfig):
-    # act on a CUDA device replays its whole decode from captured CUDA graphs (common/cuda_graph.py), one per
-    # batch bucket; False runs it eagerly. No effect on CPU (act warns once and runs eagerly).
-    act_cuda_graphs: bool = False
-
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.action_chunk != 1:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from ..base import ActOutput, EvalOutput, Obs
 from ..common.cuda_graph import act_graph_cache
 from ..common.imitation import as_action_chunk, padded_rows_mean
-from ..vla_common.policy import PrismaticVLAPolicy, causal_mask, valid_positions
+from ..vla_common.policy import PrismaticVLAPolicy, causal_mask, sample_categorical, valid_positions
 from .configuration import OPENVLA_PRESETS, OpenVLAConfig
 from .static_cache import StaticKVCache
 
@@ -84,25 +84,6 @@ class OpenVLAPolicy(PrismaticVLAPolicy):
                 hidden = self.run_layers(step_embeds, step_mask, positions[:, -1:] + dim + 1, cache)[:, -1]
         return {**out, "tokens": torch.stack(tokens, dim=1), "log_probs": torch.stack(log_probs, dim=1)}
 
-    def run_layers(
-        self, embeds: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: StaticKVCache
-    ) -> torch.Tensor:
-        """The Llama decoder's layers and final norm over a static cache (what run_llm does through
-        LlamaModel.forward, whose cache handling assumes growing shapes)."""
-        model = self.language_model.model
-        position_embeddings = model.rotary_emb(embeds, positions)
-        hidden = embeds
-        for layer in model.layers:
-            hidden = layer(
-                hidden,
-                attention_mask=mask,
-                position_ids=positions,
-                past_key_values=cache,
-                use_cache=True,
-                position_embeddings=position_embeddings,
-            )
-        return model.norm(hidden)
-
     def evaluate(self, obs: Obs, act_output: ActOutput) -> EvalOutput:
         log_p, values, tokens = self.token_log_probs(obs, act_output.extras["action_tokens"])
         classes = self.action_tokenizer.tokens_to_classes(tokens)
@@ -145,9 +126,3 @@ class OpenVLAPolicy(PrismaticVLAPolicy):
         from .convert import convert_openvla_checkpoint
 
         return convert_openvla_checkpoint(path, None, **overrides)
-
-
-def sample_categorical(probs: torch.Tensor) -> torch.Tensor:
-    """One class per row of probs (N, C): the exponential race argmax(p / E), E ~ Exp(1) (how torch.multinomial
-    draws one sample), with no host sync, so a CUDA graph can hold it."""
-    return (probs / torch.empty_like(probs).exponential_()).argmax(-1)

@@ -12,21 +12,25 @@ Two heads (`action_head_type`):
 * "continuous": upstream's L1-regression MLP-ResNet gives the normalised mean; a learned per-dimension
   log-std makes it a Gaussian (mean when deterministic). extras["normalized_actions"] (N, chunk, D).
 `evaluate` reruns the same single pass with gradients: it does not depend on the sampled actions.
+With `act_cuda_graphs`, everything after the host work (vision, the pass, the sampling) replays from one
+CUDA graph per batch bucket.
 Values: value head on the final hidden state of the last prompt token (which sees no placeholder).
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from ..base import ActOutput, EvalOutput, Obs
+from ..common.cuda_graph import act_graph_cache
 from ..common.imitation import as_action_chunk, padded_rows_mean
 from ..common.state_dims import zero_state_dims
-from ..vla_common.policy import PrismaticVLAPolicy, causal_mask, valid_positions
+from ..vla_common.policy import PrismaticVLAPolicy, causal_mask, sample_categorical, valid_positions
 from .configuration import OPENVLA_OFT_PRESETS, OpenVLAOFTConfig
 from .heads import L1RegressionActionHead, ProprioProjector
 
@@ -76,7 +80,10 @@ class OpenVLAOFTPolicy(PrismaticVLAPolicy):
 
     def action_hidden_states(self, obs: Obs) -> tuple[torch.Tensor, torch.Tensor]:
         """One parallel pass: read-out hidden states (N, K, W) and the last prompt token's (N, W)."""
-        embeds, valid = self.embed_prompt(obs)  # (N, L, W)
+        return self.action_hidden_states_from(self.prompt_inputs(obs))
+
+    def action_hidden_states_from(self, inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        embeds, valid = self.embed_prompt_inputs(inputs)  # (N, L, W)
         batch, prompt_len, width = embeds.shape
         block_len = self.num_action_tokens + 1  # placeholders + stop token
         stop_id = self.tokenizer.eos_token_id
@@ -89,7 +96,7 @@ class OpenVLAOFTPolicy(PrismaticVLAPolicy):
         mask = causal_mask(valid)
         if self.config.bidirectional_action_attention:
             mask[:, :, prompt_len:, prompt_len:] = True
-        hidden = self.run_llm(embeds, mask, valid_positions(valid))
+        hidden = self.run_layers(embeds, mask, valid_positions(valid))
         return hidden[:, prompt_len - 1 : prompt_len - 1 + self.num_action_tokens], hidden[:, prompt_len - 1]
 
     def gaussian(self, action_hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,27 +106,44 @@ class OpenVLAOFTPolicy(PrismaticVLAPolicy):
     # ---- RL interface -----------------------------------------------------------------------------
     @torch.no_grad()
     def act(self, obs: Obs, deterministic: bool = False) -> ActOutput:
+        inputs = self.prompt_inputs(obs)
+        sample = functools.partial(self.sample_chunk, deterministic=deterministic)
+        graphs = act_graph_cache(self)
+        if graphs is None:
+            out = sample(inputs)
+        else:  # the whole pass and the sampling from one CUDA graph per batch bucket
+            out = graphs.run(self, ("act", deterministic), sample, inputs, inputs["token_ids"].shape[0])
+        if self.config.action_head_type == "discrete":
+            extras = {"action_tokens": out["action_tokens"]}
+            normalized = self.action_tokenizer.tokens_to_actions(out["action_tokens"])
+        else:
+            extras = {"normalized_actions": out["normalized_actions"]}
+            normalized = out["normalized_actions"]
+        return ActOutput(
+            actions=self.unnormalize_actions(normalized),
+            log_probs=out["log_probs"],
+            values=out.get("values"),
+            extras=extras,
+        )
+
+    def sample_chunk(self, inputs: dict[str, Any], deterministic: bool) -> dict[str, torch.Tensor]:
+        """One parallel pass and the chunk drawn from its head, with no host sync: log_probs (N, chunk, D),
+        action_tokens (discrete) or normalized_actions (continuous) (N, chunk, D), values (N,) if any."""
         cfg = self.config
-        action_hidden, last_hidden = self.action_hidden_states(obs)
+        action_hidden, last_hidden = self.action_hidden_states_from(inputs)
         shape = (action_hidden.shape[0], cfg.action_chunk, cfg.action_dim)
+        out = {} if self.value_head is None else {"values": self.values_from_hidden(last_hidden)}
         if cfg.action_head_type == "discrete":
             log_p = torch.log_softmax(self.action_logits(action_hidden), dim=-1)  # (N, K, n_bins)
-            classes = log_p.argmax(-1) if deterministic else torch.distributions.Categorical(logits=log_p).sample()
-            log_probs = log_p.gather(-1, classes[..., None]).squeeze(-1).reshape(shape)
-            tokens = self.action_tokenizer.classes_to_tokens(classes).reshape(shape)
-            normalized = self.action_tokenizer.tokens_to_actions(tokens)
-            extras = {"action_tokens": tokens}
+            classes = log_p.argmax(-1) if deterministic else sample_categorical(log_p.exp())
+            out["log_probs"] = log_p.gather(-1, classes[..., None]).squeeze(-1).reshape(shape)
+            out["action_tokens"] = self.action_tokenizer.classes_to_tokens(classes).reshape(shape)
         else:
             mean, std = self.gaussian(action_hidden)
             normalized = mean if deterministic else mean + std * torch.randn_like(mean)
-            log_probs = gaussian_log_prob(normalized, mean, std)
-            extras = {"normalized_actions": normalized}
-        return ActOutput(
-            actions=self.unnormalize_actions(normalized),
-            log_probs=log_probs,
-            values=self.values_from_hidden(last_hidden),
-            extras=extras,
-        )
+            out["log_probs"] = gaussian_log_prob(normalized, mean, std)
+            out["normalized_actions"] = normalized
+        return out
 
     def evaluate(self, obs: Obs, act_output: ActOutput) -> EvalOutput:
         cfg = self.config

@@ -65,6 +65,9 @@ class PrismaticVLAConfig(PolicyConfig):
     lora_alpha: int = 16
     lora_dropout: float = 0.0
     gradient_checkpointing: bool = False
+    # act on a CUDA device replays everything after its host work (vision, prompt, decoding) from captured
+    # CUDA graphs (common/cuda_graph.py), one per batch bucket; False runs it eagerly. No effect on CPU.
+    act_cuda_graphs: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()

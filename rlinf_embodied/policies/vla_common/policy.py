@@ -248,6 +248,26 @@ class PrismaticVLAPolicy(Policy):
         )
         return out.last_hidden_state
 
+    def run_layers(
+        self, embeds: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any = None
+    ) -> torch.Tensor:
+        """The Llama decoder's layers and final norm, called one by one: what run_llm does through
+        LlamaModel.forward, with nothing between the layers that a CUDA graph cannot hold (a static cache
+        such as openvla's StaticKVCache, or none)."""
+        model = self.language_model.model
+        position_embeddings = model.rotary_emb(embeds, positions)
+        hidden = embeds
+        for layer in model.layers:
+            hidden = layer(
+                hidden,
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=cache is not None,
+                position_embeddings=position_embeddings,
+            )
+        return model.norm(hidden)
+
     def action_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(..., W) -> temperature-scaled float32 logits (..., n_bins) over the action tokens only."""
         first = self.action_tokenizer.first_token_id
@@ -328,3 +348,9 @@ def read_config_json(path: str) -> dict:
         )
     with open(config_path) as f:
         return json.load(f)
+
+
+def sample_categorical(probs: torch.Tensor) -> torch.Tensor:
+    """One class per row of probs (..., C): the exponential race argmax(p / E), E ~ Exp(1) (how torch.multinomial
+    draws one sample), with no host sync, so a CUDA graph can hold it."""
+    return (probs / torch.empty_like(probs).exponential_()).argmax(-1)
