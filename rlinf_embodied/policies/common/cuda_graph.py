@@ -138,7 +138,8 @@ class GraphCache:
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         try:
-            with torch.cuda.graph(graph, pool=self.pool):
+            # thread_local: a worker's other threads (channels, weight sync) may use CUDA while this one captures
+            with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
                 output = fn(static)
         except RuntimeError as error:  # e.g. a host sync or a host-to-device copy inside the part
             raise RuntimeError(
