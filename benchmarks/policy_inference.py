@@ -148,7 +148,10 @@ def benchmark_policy(
         graph_latency = float("nan")
         if args.cuda_graphs and name in GRAPHED_POLICIES and device.type == "cuda":
             policy.config.act_cuda_graphs = True  # the first warm-up call captures the graph
-            graph_latency = statistics.median(time_act(policy, batch, device, args.warmup, args.iters))
+            try:
+                graph_latency = statistics.median(time_act(policy, batch, device, args.warmup, args.iters))
+            except RuntimeError as error:  # a failed capture: report it, keep the eager row and the other policies
+                print(f"# {name} batch {batch}: CUDA graphs failed: {error}", flush=True)
             policy.config.act_cuda_graphs = False
         best = min(latency, graph_latency) if graph_latency == graph_latency else latency
         rows.append(
