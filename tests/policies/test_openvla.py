@@ -228,3 +228,21 @@ def test_openvla_oft_small_trains_from_scratch_size_and_hides_ignored_state_dims
     assert load_policy(tmp_path / "p").config.ignore_state_dims == [9, 10]
     with pytest.raises(ValueError, match=r"ignore_state_dims \[29\] are not state dims"):
         make_policy("openvla_oft", size="tiny", action_dim=4, state_dim=29, ignore_state_dims=[29])
+
+
+def test_prompts_are_tokenized_once_per_instruction_and_tokenizer(monkeypatch):
+    """A rollout batch repeats a few instructions: each is tokenized once, again only after the tokenizer
+    (a loaded checkpoint's) or a prompt setting changes."""
+    from rlinf_embodied.policies.vla_common import policy as vla_policy
+
+    policy = make_policy("openvla", size="tiny")
+    calls = []
+    real = vla_policy.prompt_ids
+    monkeypatch.setattr(vla_policy, "prompt_ids", lambda *args: calls.append(args[2]) or real(*args))
+    first = policy.prompt_token_ids(["pick up the red cube"] * 3 + ["open the top drawer"])
+    again = policy.prompt_token_ids(["open the top drawer", "pick up the red cube"])
+    assert sorted(calls) == ["open the top drawer", "pick up the red cube"]
+    assert torch.equal(again[0][1], first[0][0]) and torch.equal(again[0][0], first[0][3])
+    policy.config.lowercase_instruction = False
+    policy.prompt_token_ids(["pick up the red cube"])
+    assert len(calls) == 3

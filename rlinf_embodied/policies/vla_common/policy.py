@@ -106,6 +106,7 @@ class PrismaticVLAPolicy(Policy):
         self.language_model = LlamaForCausalLM(llama_config(cfg))
         self.value_head = ValueHead(cfg.hidden_size, cfg.value_hidden_dim) if cfg.add_value_head else None
         self._apply_lora_on_init = apply_lora
+        self._prompt_cache: tuple[Any, dict] = (None, {})  # (tokenizer, {(instruction, settings...): ids})
 
     def finish_init(self) -> None:
         """Freezing, LoRA and activation checkpointing; subclasses call it after adding their heads."""
@@ -183,7 +184,14 @@ class PrismaticVLAPolicy(Policy):
     def prompt_token_ids(self, instructions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-padded prompt ids after <BOS> (N, T) and their validity (N, T) bool."""
         cfg = self.config
-        rows = [prompt_ids(self.tokenizer, cfg, text) for text in instructions]
+        if self._prompt_cache[0] is not self.tokenizer:  # a loaded checkpoint brings its own tokenizer
+            self._prompt_cache = (self.tokenizer, {})
+        cache = self._prompt_cache[1]  # a batch repeats a few instructions: tokenize each once
+        settings = (cfg.max_token_len, cfg.lowercase_instruction, cfg.empty_token_id)
+        for text in set(instructions):
+            if (text, *settings) not in cache:
+                cache[(text, *settings)] = prompt_ids(self.tokenizer, cfg, text)
+        rows = [cache[(text, *settings)] for text in instructions]
         length = max(len(ids) for ids in rows)
         token_ids = torch.full((len(rows), length), cfg.pad_token_id, dtype=torch.long)
         valid = torch.zeros(len(rows), length, dtype=torch.bool)
