@@ -23,10 +23,9 @@ How replay stays correct:
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Callable
-
-import logging
 
 import torch
 from torch import nn
@@ -64,13 +63,8 @@ def tensor_leaves(tree: Any) -> list[torch.Tensor]:
 def first_rows_copy(tree: Any, batch: int) -> Any:
     """A copy of `tree` with every tensor cut to its first `batch` rows (a graph's outputs are overwritten
     by its next replay)."""
-    if isinstance(tree, torch.Tensor):
-        return tree[:batch].clone()
-    if isinstance(tree, dict):
-        return {key: first_rows_copy(value, batch) for key, value in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(first_rows_copy(value, batch) for value in tree)
-    return tree
+    device = tensor_leaves(tree)[0].device
+    return select_rows(tree, torch.arange(batch, device=device))  # index_select copies
 
 
 def layout(tree: Any) -> tuple:
