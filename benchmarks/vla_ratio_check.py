@@ -7,6 +7,9 @@ others' rows) and prints one table.
 
     python benchmarks/vla_ratio_check.py --policies pi0:pi0-3b gr00t:gr00t-n1.5-3b --iterations 2
     python benchmarks/vla_ratio_check.py --policies pi0:tiny --env libero --extra runner.rollout_steps=2
+
+A second table gives each iteration's time breakdown (the runner's `time/*`) and its env steps per second for
+the whole iteration (rollout + train + swaps): at real size, the end-to-end throughput of a collocated VLA.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ COLUMNS = (
     "lr_value",
     "loss",
 )
+TIME_PHASES = ("rollout", "train", "sync", "offload", "onload", "other")
 
 
 def run_one(policy: str, size: str, args: argparse.Namespace, output_dir: str) -> tuple[list[dict], float, str]:
@@ -80,7 +84,7 @@ def main() -> None:
     parser.add_argument("--extra", nargs="*", default=[], help="more Hydra overrides for every run")
     args = parser.parse_args()
     root = args.output or tempfile.mkdtemp(prefix="vla_ratio_")
-    table = []
+    table, timing = [], []
     for spec in args.policies:
         policy, _, size = spec.partition(":")
         rows, seconds, error = run_one(policy, size or "tiny", args, os.path.join(root, f"{policy}_{size}"))
@@ -91,11 +95,36 @@ def main() -> None:
         policy_rows = [table_row(f"{policy}:{size}", row) for row in rows]
         print_table(policy_rows)  # now, so a run cut short still shows the policies it finished
         table += policy_rows
+        timing += timing_rows(f"{policy}:{size}", rows)
     print_table(table)
+    print_timing(timing)
 
 
 def table_row(name: str, metrics: dict) -> tuple:
     return (name, metrics.get("iteration"), *[metrics.get(f"train/{column}", float("nan")) for column in COLUMNS])
+
+
+def timing_rows(name: str, rows: list[dict]) -> list[tuple]:
+    """(name, iteration, startup s, iteration s, env steps/s of the whole iteration, phase seconds...)."""
+    out, previous_steps = [], 0
+    startup = next((row["time/startup_seconds"] for row in rows if "time/startup_seconds" in row), float("nan"))
+    for row in rows:
+        if "time/iteration_seconds" not in row:
+            continue
+        steps = row.get("time/env_steps", previous_steps) - previous_steps
+        previous_steps = row.get("time/env_steps", previous_steps)
+        seconds = row["time/iteration_seconds"]
+        phases = [row.get(f"time/{phase}_seconds", float("nan")) for phase in TIME_PHASES]
+        out.append((name, row.get("iteration"), startup, seconds, steps / seconds if seconds else float("nan"), *phases))
+    return out
+
+
+def print_timing(rows: list[tuple]) -> None:
+    header = ("policy", "iter", "startup s", "iteration s", "env steps/s", *(f"{phase} s" for phase in TIME_PHASES))
+    print("\n| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for name, iteration, *values in rows:
+        print(f"| {name} | {iteration} | " + " | ".join(f"{value:.3g}" for value in values) + " |", flush=True)
 
 
 def print_table(table: list[tuple]) -> None:

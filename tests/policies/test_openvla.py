@@ -38,6 +38,25 @@ def test_act_shapes_and_evaluate_agreement(name, overrides):
     assert ev.entropy.shape == (3, chunk, dim) and torch.isfinite(ev.entropy).all()
 
 
+def test_openvla_act_rescores_sampled_tokens_with_the_training_pass(monkeypatch):
+    """rescore_log_probs: stochastic act takes its log-probs from evaluate's teacher-forced pass (bf16 rounding
+    of the KV-cache decode made PPO's ratio start off 1 at 7B); deterministic act and the opt-out do not."""
+    torch.manual_seed(0)
+    policy = make_policy("openvla", size="tiny").to(torch.bfloat16)
+    obs = ragged_obs(policy)
+    calls = []
+    original = policy.teacher_forced_log_p
+    monkeypatch.setattr(policy, "teacher_forced_log_p", lambda *a: calls.append(1) or original(*a))
+    out = policy.act(obs)
+    assert len(calls) == 1
+    ev = policy.evaluate(obs, out)
+    assert torch.equal(ev.log_probs, out.log_probs) and torch.equal(ev.values, out.values)
+    policy.act(obs, deterministic=True)
+    policy.config.rescore_log_probs = False
+    policy.act(obs)
+    assert len(calls) == 2  # evaluate's own pass only
+
+
 @pytest.mark.parametrize("name,overrides", VARIANTS, ids=IDS)
 def test_padding_does_not_change_a_row(name, overrides):
     torch.manual_seed(0)

@@ -20,5 +20,6 @@ def zero_state_dims(state: torch.Tensor, dims: Sequence[int] | None) -> torch.Te
     if not dims:
         return state
     state = state.clone()
-    state[:, [int(d) for d in dims]] = 0
+    for dim in dims:  # fill_ per column: no host index tensor to copy, so a CUDA graph may capture it
+        state.select(1, int(dim)).fill_(0)
     return state

@@ -4,8 +4,10 @@
 action dimension, sampling from the temperature-scaled softmax restricted to the 256 action tokens (argmax in
 deterministic mode). Its shapes are static, so with `act_cuda_graphs` the whole decode (vision, prompt,
 every token) replays from one CUDA graph per batch bucket. `evaluate` recomputes all of them in one
-teacher-forced pass over [prompt; tokens[:-1]]: the logits at the last prompt position and at each fed token are exactly the
-ones `act` sampled from. Values: value head on the final hidden state of the last prompt token.
+teacher-forced pass over [prompt; tokens[:-1]]: the logits at the last prompt position and at each fed token are
+the ones `act` sampled from, up to rounding; with `rescore_log_probs` (the default) `act` takes its log-probs and
+values from that same pass, so the rollout's and the actor's agree exactly. Values: value head on the final
+hidden state of the last prompt token.
 
 extras: "action_tokens" (N, 1, action_dim) long, the sampled token ids.
 """
@@ -82,7 +84,14 @@ class OpenVLAPolicy(PrismaticVLAPolicy):
                 step_mask = (written & (slots <= length + dim))[:, None, None, :]  # (N, 1, 1, capacity)
                 step_embeds = model.embed_tokens(tokens[-1][:, None])
                 hidden = self.run_layers(step_embeds, step_mask, positions[:, -1:] + dim + 1, cache)[:, -1]
-        return {**out, "tokens": torch.stack(tokens, dim=1), "log_probs": torch.stack(log_probs, dim=1)}
+        tokens = torch.stack(tokens, dim=1)  # (N, D)
+        if cfg.rescore_log_probs and not deterministic:  # the training pass's numbers, not the decode's
+            log_p, hidden_first = self.teacher_forced_log_p(embeds, valid, tokens)
+            classes = self.action_tokenizer.tokens_to_classes(tokens)
+            rescored = log_p.gather(-1, classes[..., None]).squeeze(-1)  # (N, D)
+            values = {} if self.value_head is None else {"values": self.values_from_hidden(hidden_first)}
+            return {**values, "tokens": tokens, "log_probs": rescored}
+        return {**out, "tokens": tokens, "log_probs": torch.stack(log_probs, dim=1)}
 
     def evaluate(self, obs: Obs, act_output: ActOutput) -> EvalOutput:
         log_p, values, tokens = self.token_log_probs(obs, act_output.extras["action_tokens"])
@@ -101,13 +110,21 @@ class OpenVLAPolicy(PrismaticVLAPolicy):
         if ((tokens < first) | (tokens >= first + cfg.n_action_bins)).any():
             raise ValueError(f"action_tokens must lie in the action-token range [{first}, {first + cfg.n_action_bins})")
         embeds, valid = self.embed_prompt(obs)
+        log_p, hidden_first = self.teacher_forced_log_p(embeds, valid, tokens)
+        return log_p, self.values_from_hidden(hidden_first), tokens
+
+    def teacher_forced_log_p(
+        self, embeds: torch.Tensor, valid: torch.Tensor, tokens: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One pass over [prompt (N, L, W); tokens[:, :-1]]: log-softmax (N, D, n_bins) at every action position
+        and the last prompt position's hidden state (N, W). Shared by training and `act`'s rescoring, so both
+        run the same kernels; run_layers rather than LlamaModel.forward, so a CUDA graph can hold it."""
         prompt_len = embeds.shape[1]
         fed = self.language_model.model.embed_tokens(tokens[:, :-1])  # (N, D - 1, W)
         embeds = torch.cat([embeds, fed], dim=1)
         valid = torch.cat([valid, valid.new_ones(fed.shape[:2])], dim=1)
-        hidden = self.run_llm(embeds, causal_mask(valid), valid_positions(valid))[:, prompt_len - 1 :]  # (N, D, W)
-        log_p = torch.log_softmax(self.action_logits(hidden), dim=-1)
-        return log_p, self.values_from_hidden(hidden[:, 0]), tokens
+        hidden = self.run_layers(embeds, causal_mask(valid), valid_positions(valid))[:, prompt_len - 1 :]  # (N, D, W)
+        return torch.log_softmax(self.action_logits(hidden), dim=-1), hidden[:, 0]
 
     def sft_loss(self, obs: Obs, actions: torch.Tensor, is_pad: torch.Tensor | None = None) -> torch.Tensor:
         """OpenVLA fine-tuning's loss: cross-entropy of the expert action tokens (teacher-forced), averaged

@@ -105,9 +105,9 @@ def sincos_time_embedding(tau: torch.Tensor, dim: int, min_period: float, max_pe
 
 def suffix_block_mask(chunk: int, device: torch.device) -> torch.Tensor:
     """(1 + chunk, 1 + chunk) bool: the state token sees itself, action tokens see state + all actions."""
-    block = torch.ones(1 + chunk, dtype=torch.long, device=device)
-    block[0] = 0
-    return block[None, :] <= block[:, None]
+    # No `tensor[i] = value`: it copies a host scalar to the device, which a CUDA graph capture rejects.
+    index = torch.arange(1 + chunk, device=device)
+    return (index[None, :] == 0) | (index[:, None] > 0)
 
 
 class Pi0Policy(FlowPolicy):

@@ -243,25 +243,12 @@ class PrismaticVLAPolicy(Policy):
         return torch.cat([prefix, embed(token_ids)], dim=1), torch.cat([prefix_valid, token_valid], dim=1)
 
     # ---- LLM helpers ------------------------------------------------------------------------------
-    def run_llm(
-        self, embeds: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any = None
-    ) -> torch.Tensor:
-        """Final normed hidden states (N, L, W) of the Llama decoder under a (N, 1, L, K) bool mask."""
-        out = self.language_model.model(
-            inputs_embeds=embeds,
-            attention_mask=mask,
-            position_ids=positions,
-            past_key_values=cache,
-            use_cache=cache is not None,
-        )
-        return out.last_hidden_state
-
     def run_layers(
         self, embeds: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any = None
     ) -> torch.Tensor:
-        """The Llama decoder's layers and final norm, called one by one: what run_llm does through
-        LlamaModel.forward, with nothing between the layers that a CUDA graph cannot hold (a static cache
-        such as openvla's StaticKVCache, or none)."""
+        """Final normed hidden states (N, L, W) of the Llama decoder under a (N, 1, L, K) bool mask: its layers
+        called one by one (what LlamaModel.forward does), with nothing between them that a CUDA graph cannot
+        hold (a static cache such as openvla's StaticKVCache, or none)."""
         model = self.language_model.model
         position_embeddings = model.rotary_emb(embeds, positions)
         hidden = embeds
