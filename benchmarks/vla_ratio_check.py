@@ -115,7 +115,9 @@ def timing_rows(name: str, rows: list[dict]) -> list[tuple]:
         previous_steps = row.get("time/env_steps", previous_steps)
         seconds = row["time/iteration_seconds"]
         phases = [row.get(f"time/{phase}_seconds", float("nan")) for phase in TIME_PHASES]
-        out.append((name, row.get("iteration"), startup, seconds, steps / seconds if seconds else float("nan"), *phases))
+        out.append(
+            (name, row.get("iteration"), startup, seconds, steps / seconds if seconds else float("nan"), *phases)
+        )
     return out
 
 
