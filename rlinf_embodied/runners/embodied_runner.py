@@ -137,8 +137,7 @@ class EmbodiedRunner:
                 break
             self.phase_seconds.clear()
             iteration_start = time.perf_counter()
-            if not self.rollout_weights_current:
-                self.sync_weights()
+            self.ready_rollout()
             rollout_metrics = self.rollout(iteration)
             train_metrics = self.train(iteration)
             metrics = {**rollout_metrics, **train_metrics}
@@ -185,6 +184,14 @@ class EmbodiedRunner:
         metrics["time/iteration_seconds"] = iteration_seconds
         metrics["time/other_seconds"] = max(0.0, iteration_seconds - timed)
         return metrics
+
+    def ready_rollout(self) -> None:
+        """The rollout on its GPUs, holding the actor's latest weights."""
+        if not self.rollout_weights_current:
+            self.sync_weights()
+        elif self._actor_shares_gpus():  # synced over CUDA IPC right after training, while offloaded
+            with self._timed("onload"):
+                self.rollout_group.onload().wait()
 
     def sync_weights(self) -> None:
         with self._timed("onload"):
@@ -282,6 +289,12 @@ class EmbodiedRunner:
         metrics["time/train_seconds"] = time.perf_counter() - start
         self.phase_seconds["train"] += metrics["time/train_seconds"]
         if self._actor_shares_gpus():
+            if self.actor_group.sync_method(self.rollout_group) == "cuda_ipc":
+                # while the actor's weights are still on the GPU: the (offloaded) rollout copies them into
+                # its host memory, with no trip through the object store and no onload of the actor later
+                with self._timed("sync"):
+                    self.actor_group.sync_weights_to(self.rollout_group, method="cuda_ipc")
+                self.rollout_weights_current = True
             with self._timed("offload"):
                 self.actor_group.offload().wait()
         return metrics
@@ -290,7 +303,7 @@ class EmbodiedRunner:
         """The policy just trained, deterministic, on held-out seeds: eval_rounds episodes per env."""
         start = time.perf_counter()
         swaps_before = self.phase_seconds["sync"] + self.phase_seconds["onload"]
-        self.sync_weights()
+        self.ready_rollout()
         swap_seconds = self.phase_seconds["sync"] + self.phase_seconds["onload"] - swaps_before
         env_handle = self.env_group.evaluate(iteration, self.env_channel, self.action_channel)
         self.rollout_group.evaluate(self.env_channel, self.action_channel).wait()

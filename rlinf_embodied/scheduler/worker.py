@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from . import collective, offload
+from . import collective, cuda_ipc, offload
 from .channel import Channel
 from .cluster import Cluster
 from .placement import PackedPlacementStrategy, Placement, PlacementStrategy
@@ -95,6 +95,17 @@ class Worker:
     def create_group(cls, *args: Any, **kwargs: Any) -> "WorkerGroup":
         """An unlaunched group; `.launch(cluster, name=..., placement_strategy=...)` starts it."""
         return WorkerGroup(cls, args, kwargs)
+
+    # ---- weight sync hooks (a sender defines full_state_dict, a receiver load_state_dict) ----------
+    def device_state_dict(self) -> dict[str, torch.Tensor]:
+        """The full weights as tensors on this worker's GPU, for a CUDA IPC sync (WorkerGroup.sync_weights_to).
+        A sender that may sync to a group on its own GPU defines it; release_device_state follows the sync."""
+        raise NotImplementedError(
+            f"{type(self).__name__} has no device_state_dict(): define it, or sync with method='object_store'"
+        )
+
+    def release_device_state(self) -> None:
+        """Called once every receiver has copied what device_state_dict() returned."""
 
     # ---- offload ------------------------------------------------------------------------------
     def offload_model(self, module: torch.nn.Module) -> None:
@@ -217,6 +228,19 @@ class _WorkerHost:
         """Run a method and keep its result in the object store: [ref] (None when it returned None)."""
         result = getattr(self.worker, method_name)()
         return None if result is None or result == {} else [ray.put(result)]
+
+    # ---- weight sync through CUDA IPC (processes on one GPU) ---------------------------------
+    def ipc_share_weights(self) -> dict:
+        self._ipc_held = self.worker.device_state_dict()  # alive until ipc_release
+        return cuda_ipc.share(self._ipc_held)
+
+    def ipc_load_weights(self, package: dict) -> None:
+        self.worker.load_state_dict(cuda_ipc.open_shared(package))
+        torch.cuda.synchronize(self.device)  # the copies have read the sender's memory before it is released
+
+    def ipc_release(self) -> None:
+        self._ipc_held = None
+        self.worker.release_device_state()
 
     # ---- weight sync over a cross-group communicator ----------------------------------------
     def _cross_group(self, key: str, ip: str, port: int, rank: int, world_size: int, backend: str):
@@ -409,19 +433,36 @@ class WorkerGroup:
     def sync_weights_to(self, dst: "WorkerGroup", method: str = "auto") -> None:
         """Every rank here runs full_state_dict(); every dst rank then runs load_state_dict(full dict).
 
-        method: "auto" (NCCL broadcast when both groups are on GPUs and no two members of the broadcast
-        share a GPU, else the Ray object store),
-        "object_store", or "collective" (a broadcast over a cross-group communicator; gloo on CPU).
+        method: "auto" (see sync_method), "object_store", "collective" (a broadcast over a cross-group
+        communicator; gloo on CPU) or "cuda_ipc" (one sender rank, every receiver on its GPU: the receivers
+        copy from the sender's device memory; the sender defines device_state_dict).
         """
-        if method == "auto":
-            nccl_ok = self.uses_cuda and dst.uses_cuda and not self._shares_gpu_with(dst)
-            method = "collective" if nccl_ok else "object_store"
+        method = self.sync_method(dst) if method == "auto" else method
         if method == "object_store":
             self._sync_by_object_store(dst)
         elif method == "collective":
             self._sync_by_broadcast(dst)
+        elif method == "cuda_ipc":
+            self._sync_by_cuda_ipc(dst)
         else:
-            raise ValueError(f"sync_weights_to(method={method!r}): use 'auto', 'object_store' or 'collective'")
+            raise ValueError(
+                f"sync_weights_to(method={method!r}): use 'auto', 'object_store', 'collective' or 'cuda_ipc'"
+            )
+
+    def sync_method(self, dst: "WorkerGroup") -> str:
+        """What 'auto' sync uses: CUDA IPC when one sender rank shares its GPU with every receiver (collocated
+        on one GPU), an NCCL broadcast when no two members share a GPU, else the Ray object store."""
+        if not (self.uses_cuda and dst.uses_cuda):
+            return "object_store"
+        if self._all_on_one_gpu_with(dst):
+            return "cuda_ipc"
+        return "object_store" if self._shares_gpu_with(dst) else "collective"
+
+    def _all_on_one_gpu_with(self, dst: "WorkerGroup") -> bool:
+        src = self.placements[0]
+        return self.world_size == 1 and all(
+            p.node_rank == src.node_rank and p.global_gpu_ids == src.global_gpu_ids for p in dst.placements
+        )
 
     def _shares_gpu_with(self, dst: "WorkerGroup") -> bool:
         """Whether src rank 0 and a dst rank (or two dst ranks) sit on one GPU: NCCL then refuses the
@@ -437,6 +478,20 @@ class WorkerGroup:
             raise ValueError(f"{self.name} rank 0's full_state_dict() returned nothing to sync")
         (state_ref,) = results[0]
         dst.load_state_dict(state_ref).wait()  # Ray hands every rank the same object, read once per node
+
+    def _sync_by_cuda_ipc(self, dst: "WorkerGroup") -> None:
+        if not self._all_on_one_gpu_with(dst):
+            raise ValueError(
+                f"cuda_ipc sync from {self.name!r} to {dst.name!r} needs one {self.name} rank and every {dst.name} "
+                "rank on its GPU; use method='collective' or 'object_store'"
+            )
+        package = GroupHandle(self.name, "ipc_share_weights", [0], [self._hosts[0].ipc_share_weights.remote()])
+        (shared,) = package.wait()
+        try:
+            loads = [host.ipc_load_weights.remote(shared) for host in dst._hosts]
+            GroupHandle(dst.name, "ipc_load_weights", range(dst.world_size), loads).wait()
+        finally:
+            GroupHandle(self.name, "ipc_release", [0], [self._hosts[0].ipc_release.remote()]).wait()
 
     def _sync_by_broadcast(self, dst: "WorkerGroup") -> None:
         key = f"sync/{self.name}->{dst.name}"

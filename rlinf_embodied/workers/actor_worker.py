@@ -39,7 +39,7 @@ from ..config import TrainConfig
 from ..policies import ActOutput
 from ..scheduler import Channel, Worker
 from .messages import Trajectory, seed_for, to_device
-from .mixed_precision import computing_in
+from .mixed_precision import computing_in, store_frozen_in
 from .policy_loading import build_policy, compute_dtype
 from .timeline import SpanRecorder
 
@@ -61,7 +61,9 @@ class ActorWorker(Worker, SpanRecorder):
         # fp32 master weights; forwards run on compute-dtype casts, as the rollout computes (mixed_precision.py)
         self.policy = build_policy(self.cfg.policy, self.action_dim, self.state_dim, self.device, master_weights=True)
         if self.world_size > 1:
-            self._shard_policy()
+            self._shard_policy()  # FSDP2 wants one dtype per unit: frozen parameters stay fp32 there
+        else:
+            store_frozen_in(self.policy, self.compute_dtype)
         # One rank needs no sharding: the plain module (also sidesteps torch 2.11 + CUDA, where a
         # one-rank FSDP2 model ends up registering parameters other than those the optimizer holds).
         self.optimizer = torch.optim.Adam(self._parameter_groups(), eps=1e-5)
@@ -111,6 +113,22 @@ class ActorWorker(Worker, SpanRecorder):
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         """The unsharded weights on CPU (every rank takes part; rank 0 gets the tensors)."""
         return get_model_state_dict(self.policy, options=FULL_STATE)
+
+    def device_state_dict(self) -> dict[str, torch.Tensor]:
+        """The weights on this GPU, for a CUDA IPC sync to a rollout on the same GPU (one actor rank, so
+        the parameters are whole). Parameters offloaded to host memory come up for the sync, without the
+        optimizer state, and go back in release_device_state."""
+        if self.world_size > 1:
+            raise ValueError(f"device_state_dict() needs one actor rank (this group has {self.world_size})")
+        self._onloaded_for_sync = not all(t.device.type == "cuda" for t in self.policy.state_dict().values())
+        if self._onloaded_for_sync:
+            self.onload_model(self.policy)
+        return {name: tensor.detach() for name, tensor in self.policy.state_dict().items()}
+
+    def release_device_state(self) -> None:
+        if getattr(self, "_onloaded_for_sync", False):
+            self.offload_model(self.policy)
+            self._onloaded_for_sync = False
 
     # ---- training -----------------------------------------------------------------------------
     def train(self, iteration: int, actor_channel: Channel, num_pieces: int) -> dict[str, float]:

@@ -34,6 +34,21 @@ def cast_floating_buffers(module: nn.Module, dtype: torch.dtype) -> None:
                 submodule._buffers[name] = buffer.to(dtype)
 
 
+def store_frozen_in(module: nn.Module, dtype: torch.dtype) -> int:
+    """Frozen floating parameters -> dtype in place; returns how many bytes that saved.
+
+    A parameter the optimizer never steps needs no fp32 master: `computing_in` would cast it to the
+    compute dtype on every forward anyway. For a LoRA or frozen-VLM actor this halves the memory of the
+    frozen part, and with it the actor's offload, onload and weight-sync traffic."""
+    saved = 0
+    with torch.no_grad():
+        for param in module.parameters():
+            if not param.requires_grad and param.is_floating_point() and param.dtype != dtype:
+                saved += param.numel() * (param.element_size() - torch.empty((), dtype=dtype).element_size())
+                param.data = param.data.to(dtype)
+    return saved
+
+
 @contextmanager
 def computing_in(module: nn.Module, dtype: torch.dtype) -> Iterator[None]:
     """Run the body with every floating parameter replaced by a differentiable cast to `dtype`.

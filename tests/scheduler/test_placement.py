@@ -151,3 +151,23 @@ def test_weight_sync_avoids_nccl_between_processes_on_one_gpu():
     assert actor._shares_gpu_with(group_on(PackedPlacementStrategy(0, 0)))  # rollout on GPU 0 with actor rank 0
     assert not actor._shares_gpu_with(group_on(PackedPlacementStrategy(1, 1)))  # actor rank 1 does not send
     assert not actor._shares_gpu_with(group_on(PackedPlacementStrategy(2, 3)))
+
+
+def test_auto_weight_sync_uses_cuda_ipc_only_for_one_sender_sharing_every_receivers_gpu():
+    from rlinf_embodied.scheduler import Worker, WorkerGroup
+
+    def group_on(strategy, uses_cuda=True) -> WorkerGroup:
+        group = WorkerGroup(Worker, (), {})
+        group.placements = strategy.placements(num_gpus_per_node=4)
+        group.uses_cuda = uses_cuda
+        return group
+
+    actor = group_on(PackedPlacementStrategy(0, 0))
+    assert actor.sync_method(group_on(PackedPlacementStrategy(0, 0))) == "cuda_ipc"  # collocated on one GPU
+    assert actor.sync_method(group_on(PackedPlacementStrategy(1, 1))) == "collective"
+    assert actor.sync_method(group_on(PackedPlacementStrategy(0, 1))) == "object_store"  # rank 1 is elsewhere
+    assert actor.sync_method(group_on(PackedPlacementStrategy(0, 0), uses_cuda=False)) == "object_store"
+    two_ranks = group_on(PackedPlacementStrategy(0, 1))
+    assert two_ranks.sync_method(group_on(PackedPlacementStrategy(0, 0))) == "object_store"
+    with pytest.raises(ValueError, match="cuda_ipc sync .* needs one"):
+        two_ranks.sync_weights_to(group_on(PackedPlacementStrategy(0, 0)), method="cuda_ipc")

@@ -46,7 +46,7 @@ def test_actor_holds_fp32_masters_and_reproduces_the_rollouts_log_probs(policy_n
     cfg.algorithm.num_minibatches, cfg.algorithm.update_epochs, cfg.algorithm.target_kl = 2, 1, None
     actor = ActorWorker(cfg, action_dim=7, state_dim=8)
     actor.init_worker()
-    assert all(p.dtype == torch.float32 for p in actor.policy.parameters())  # master weights
+    assert all(p.dtype == torch.float32 for p in actor.policy.parameters() if p.requires_grad)  # master weights
     rollout = build_policy(cfg.policy, 7, 8, torch.device("cpu"))  # what the rollout worker holds
     rollout.load_state_dict(actor.full_state_dict())
     assert next(rollout.parameters()).dtype == (torch.bfloat16 if precision == "bf16" else torch.float32)
@@ -56,6 +56,30 @@ def test_actor_holds_fp32_masters_and_reproduces_the_rollouts_log_probs(policy_n
     assert metrics["optimizer_steps"] == 2
     changed = [name for name, p in actor.policy.named_parameters() if not torch.equal(p, before[name])]
     assert changed  # the fp32 masters moved (bf16 weights would round most VLA-sized updates away)
+
+
+def test_frozen_parameters_are_stored_in_the_compute_dtype_and_the_ratio_stays_exact():
+    """A frozen VLM needs no fp32 master: it is stored in bf16 (half the actor's memory, offload and sync
+    traffic for that part), the trained parameters stay fp32, and the actor still reproduces the rollout."""
+    import torch
+
+    from rlinf_embodied.workers.actor_worker import ActorWorker
+    from rlinf_embodied.workers.policy_loading import build_policy
+
+    cfg = TrainConfig()
+    cfg.policy.name, cfg.policy.precision = "pi0", "bf16"
+    cfg.policy.overrides = {"freeze_vision_encoder": True, "freeze_language_model": True}
+    cfg.algorithm.num_minibatches, cfg.algorithm.update_epochs, cfg.algorithm.target_kl = 2, 1, None
+    actor = ActorWorker(cfg, action_dim=7, state_dim=8)
+    actor.init_worker()
+    frozen = [p for p in actor.policy.parameters() if not p.requires_grad]
+    trained = [p for p in actor.policy.parameters() if p.requires_grad]
+    assert frozen and trained
+    assert all(p.dtype == torch.bfloat16 for p in frozen) and all(p.dtype == torch.float32 for p in trained)
+    rollout = build_policy(cfg.policy, 7, 8, torch.device("cpu"))
+    rollout.load_state_dict(actor.full_state_dict())
+    metrics = actor._update(0, _samples_from_rollout(rollout))
+    assert metrics["initial_approx_kl"] < 1e-6 and metrics["initial_ratio_max_abs_dev"] < 1e-4
 
 
 def test_critic_warmup_trains_only_the_value_head():
