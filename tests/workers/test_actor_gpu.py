@@ -44,3 +44,20 @@ def test_optimizer_keeps_updating_the_policy(offload_between_steps, fused):
     assert [id(p) for p in policy.parameters()] == parameter_ids, "offload replaced Parameter objects"
     unchanged = [name for name, p in policy.named_parameters() if torch.equal(p.detach(), before[name])]
     assert not unchanged, f"parameters the optimizer never moved: {unchanged}"
+
+
+@pytest.mark.parametrize("name", ["mlp", "pi0", "gr00t", "openvla", "openvla_oft"])
+def test_random_init_is_drawn_on_the_gpu_and_the_policy_acts(name):
+    """build_policy draws random weights on the target device (no host copy of a 7B model at start-up)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    from rlinf_embodied.config import TrainConfig
+    from rlinf_embodied.workers.policy_loading import build_policy
+
+    cfg = TrainConfig()
+    cfg.policy.name, cfg.policy.precision = name, "bf16"
+    device = torch.device("cuda", 0)
+    policy = build_policy(cfg.policy, 7, 8, device, master_weights=True)
+    assert all(t.device == device for t in policy.state_dict().values())
+    out = policy.act(policy.example_obs(2))
+    assert torch.isfinite(out.actions).all() and out.actions.device.type in ("cuda", "cpu")
