@@ -25,6 +25,7 @@ import time
 COLUMNS = (
     "initial_approx_kl",
     "initial_ratio_max_abs_dev",
+    "rollout_actor_approx_kl",
     "approx_kl",
     "ratio_mean",
     "clip_fraction",

@@ -69,6 +69,12 @@ class AlgorithmConfig:
     # adaptive_lr_max_scale]. The value head's lr is not scaled. None = off.
     desired_kl: Optional[float] = None
     adaptive_lr_max_scale: float = 10.0
+    # Score the rollout's samples again with the actor, before its update, and use those log-probs as PPO's
+    # old ones (verl's "recompute old log-probs"). The rollout samples with a KV cache or at another batch
+    # shape, so in bf16 its log-probs differ from the actor's by rounding (pi0-3b on LIBERO: initial approx_kl
+    # 0.001-0.002, max |ratio - 1| 0.17, one H200); recomputed, the first minibatch's ratio is exactly 1. The
+    # mismatch is still logged (train/rollout_actor_approx_kl). Costs one no-grad forward over the samples.
+    recompute_log_probs: bool = False
 
     def __post_init__(self) -> None:
         self.validate()

@@ -11,7 +11,7 @@ import dataclasses
 import logging
 import os
 import random
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -174,11 +174,13 @@ class ActorWorker(Worker, SpanRecorder):
         generator = torch.Generator().manual_seed(seed_for(self.cfg.runner.seed, iteration, 104729))
         history: dict[str, list[float]] = {}
         self.policy.train()
-        minibatches = (
-            minibatch
-            for _ in range(algo.update_epochs)  # a fresh permutation per epoch
-            for minibatch in torch.tensor_split(torch.randperm(num_samples, generator=generator), algo.num_minibatches)
-        )
+        epochs = [  # a fresh permutation per epoch
+            torch.tensor_split(torch.randperm(num_samples, generator=generator), algo.num_minibatches)
+            for _ in range(algo.update_epochs)
+        ]
+        if algo.recompute_log_probs:
+            samples = self._recompute_log_probs(samples, epochs[0], history)
+        minibatches = (minibatch for epoch in epochs for minibatch in epoch)
         steps_taken = 0
         for minibatch in minibatches:
             step_metrics, stepped = self._minibatch_step(iteration, select(samples, minibatch))
@@ -195,6 +197,36 @@ class ActorWorker(Worker, SpanRecorder):
         metrics = {key: float(np.mean(values)) for key, values in history.items()}
         metrics["optimizer_steps"] = float(steps_taken)
         return metrics
+
+    @torch.no_grad()
+    def _recompute_log_probs(
+        self, samples: dict[str, Any], partition: Sequence[torch.Tensor], history: dict[str, list[float]]
+    ) -> dict[str, Any]:
+        """The samples with log_probs from the actor's own evaluate, on the first epoch's minibatches (the
+        shapes its first steps will see); logs how far the rollout's were (rollout_actor_approx_kl)."""
+        log_probs = samples["log_probs"].clone()
+        for minibatch in partition:
+            batch = to_device(select(samples, minibatch), self.device)
+            act_output = ActOutput(
+                actions=batch["actions"], log_probs=batch["log_probs"], values=batch["values"], extras=batch["extras"]
+            )
+            with self._forward_precision():
+                evaluated = self.policy.evaluate(batch["obs"], act_output)
+            _, mismatch = policy_loss(
+                new_log_probs=evaluated.log_probs,
+                old_log_probs=batch["log_probs"],
+                advantages=batch["advantages"],
+                entropy=None,
+                new_values=evaluated.values,
+                old_values=batch["values"],
+                returns=batch["returns"],
+                cfg=self.cfg.algorithm,
+                loss_mask=batch.get("loss_mask"),
+            )
+            history.setdefault("rollout_actor_approx_kl", []).append(float(mismatch["approx_kl"]))
+            history.setdefault("rollout_actor_ratio_max_abs_dev", []).append(float(mismatch["ratio_max_abs_dev"]))
+            log_probs[minibatch] = evaluated.log_probs.to(log_probs.device, log_probs.dtype)
+        return {**samples, "log_probs": log_probs}
 
     def _minibatch_step(self, iteration: int, batch: dict[str, Any]) -> tuple[dict[str, float], bool]:
         """One gradient step; returns (metrics, stepped). No step once the ranks' mean approx_kl

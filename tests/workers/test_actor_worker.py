@@ -82,6 +82,33 @@ def test_frozen_parameters_are_stored_in_the_compute_dtype_and_the_ratio_stays_e
     assert metrics["initial_approx_kl"] < 1e-6 and metrics["initial_ratio_max_abs_dev"] < 1e-4
 
 
+@pytest.mark.parametrize("recompute", [False, True])
+def test_recompute_log_probs_makes_the_first_ratio_exact_and_logs_the_rollouts_mismatch(recompute):
+    """Rollout log-probs off by rounding (here: perturbed) leave the first ratio off 1, unless the actor
+    recomputes them; the mismatch is still reported."""
+    import torch
+
+    from rlinf_embodied.workers.actor_worker import ActorWorker
+    from rlinf_embodied.workers.policy_loading import build_policy
+
+    cfg = TrainConfig()
+    cfg.policy.name, cfg.policy.precision = "pi0", "bf16"
+    cfg.algorithm.num_minibatches, cfg.algorithm.update_epochs, cfg.algorithm.target_kl = 2, 1, None
+    cfg.algorithm.recompute_log_probs = recompute
+    actor = ActorWorker(cfg, action_dim=7, state_dim=8)
+    actor.init_worker()
+    rollout = build_policy(cfg.policy, 7, 8, torch.device("cpu"))
+    rollout.load_state_dict(actor.full_state_dict())
+    samples = _samples_from_rollout(rollout)
+    samples["log_probs"] = samples["log_probs"] + 0.05 * torch.randn_like(samples["log_probs"])
+    metrics = actor._update(0, samples)
+    if recompute:
+        assert metrics["initial_approx_kl"] < 1e-9 and metrics["initial_ratio_max_abs_dev"] < 1e-6
+        assert metrics["rollout_actor_approx_kl"] > 1e-4
+    else:
+        assert metrics["initial_approx_kl"] > 1e-4 and "rollout_actor_approx_kl" not in metrics
+
+
 def test_critic_warmup_trains_only_the_value_head():
     import torch
 
