@@ -23,6 +23,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from rlinf_embodied.config import PolicyConfig  # noqa: E402
+from rlinf_embodied.datasets.demo_seeds import check_checkpoint_held_out  # noqa: E402
 from rlinf_embodied.envs.maniskill.env import ManiSkillSingleEnv  # noqa: E402
 from rlinf_embodied.workers.policy_loading import build_policy  # noqa: E402
 
@@ -70,6 +71,10 @@ def main() -> None:
     stages = [key for key, value in info.items() if torch.as_tensor(value).dtype == torch.bool]
     state_dim, action_dim = env.observation_space["state"].shape[0], env.action_space.shape[0]
     rows = []
+    for path in args.checkpoints:  # every episode is seeded: none may be a demonstration's
+        check_checkpoint_held_out(
+            path, range(args.seed, args.seed + args.episodes), f"rlinf/ManiSkill-{args.task}", fix="pass a later --seed"
+        )
     for path in args.checkpoints:
         policy_cfg = PolicyConfig(
             name=args.policy, checkpoint=path, precision="bf16" if device.type == "cuda" else "float32"

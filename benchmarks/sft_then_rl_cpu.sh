@@ -12,7 +12,7 @@ stage=$1; shift
 case $stage in
   collect)
     python -m rlinf_embodied.collect "${ENV_ARGS[@]}" collect.output_dir=$WORK/data collect.num_episodes=${1:-50} \
-      collect.num_workers=2 collect.max_episode_steps=100 collect.seed=${SEED:-1000} hydra.run.dir=$WORK/collect_run ;;
+      collect.num_workers=2 collect.max_episode_steps=100 collect.seed=${SEED:-0} hydra.run.dir=$WORK/collect_run ;;
   sft)
     python -m rlinf_embodied.sft "${ENV_ARGS[@]}" policy=mlp \
       "policy.overrides.actor_ignore_state_dims=[9,10,11,12,13,14,15,16,17]" sft.dataset=$WORK/data \

@@ -88,6 +88,34 @@ def test_missing_dataset_is_a_clear_error(tmp_path):
         check_sft_config(cfg)
 
 
+def test_sft_evaluation_seeds_must_not_be_the_demonstrations(tmp_path):
+    """Demos collected from seed 1000 and SFT evaluating from sft.seed + 1000: the eval would replay them."""
+    root = tmp_path / "demos"
+    writer = LeRobotDatasetWriter(
+        str(root),
+        fps=20,
+        state_dim=MANISKILL_STATE_DIM,
+        action_dim=MANISKILL_ACTION_DIM,
+        camera_shapes={},
+        control_mode="pd_joint_delta_pos",
+        env_id="rlinf/ManiSkill-PickCube",
+    )
+    states = np.zeros((5, MANISKILL_STATE_DIM), np.float32)
+    for seed in (1000, 1001, 1002):
+        writer.add_episode("pick up the cube", states, expert_action(states), {}, np.zeros(5, np.float32), True, seed)
+    cfg = SFTRunConfig()
+    cfg.sft.dataset, cfg.sft.eval_interval, cfg.env.num_envs = str(root), 10, 4
+    with pytest.raises(ValueError, match=r"seeds 1000-1003 of rlinf/ManiSkill-PickCube include 3 seeds.*sft.seed"):
+        check_sft_config(cfg)
+    cfg.sft.seed = 1  # evaluates from 1001: still two of them
+    with pytest.raises(ValueError, match=r"include 2 seeds"):
+        check_sft_config(cfg)
+    cfg.sft.seed = 100
+    check_sft_config(cfg)
+    cfg.sft.seed, cfg.sft.eval_interval = 0, 0  # no evaluation, nothing to check
+    check_sft_config(cfg)
+
+
 def test_action_dim_and_control_mode_mismatches_name_both_sides(tmp_path):
     cfg = SFTRunConfig()
     cfg.sft.dataset = write_state_dataset(tmp_path / "ds", episodes=1, length=3)

@@ -13,6 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import EnvConfig, EvalConfig, PolicyConfig
+from ..datasets.demo_seeds import check_checkpoint_held_out
 from ..envs.spec import env_spec
 from ..workers.policy_loading import build_policy, check_policy_cameras
 
@@ -37,6 +38,13 @@ class TaskResult:
 def evaluate_policy(
     env_cfg: EnvConfig, policy_cfg: PolicyConfig, eval_cfg: EvalConfig, output_dir: str
 ) -> list[TaskResult]:
+    # the first episode of each env is seeded eval.seed + env index; later ones come from the env's own RNG
+    check_checkpoint_held_out(
+        policy_cfg.checkpoint,
+        range(eval_cfg.seed, eval_cfg.seed + eval_cfg.num_envs),
+        env_cfg.id,
+        fix="set eval.seed beyond them",
+    )
     device = _pick_device(eval_cfg.device)
     tasks = [None] if eval_cfg.task_ids is None else list(eval_cfg.task_ids)
     results: list[TaskResult] = []

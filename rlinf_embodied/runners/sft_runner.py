@@ -23,8 +23,9 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ..config import SFTRunConfig
+from ..datasets.demo_seeds import check_held_out, dataset_seeds, write_demo_seeds
 from ..scheduler import Cluster, ComponentPlacement, WorkerGroup
-from ..workers.sft_worker import SFTWorker, predicted_policy_dims
+from ..workers.sft_worker import SFTWorker, predicted_policy_dims, sft_eval_config
 from .embodied_runner import BEST_FILE, check_cluster_fits
 from .metrics_logger import MetricsLogger
 
@@ -112,6 +113,7 @@ class SFTRunner:
         """checkpoints/<name>/policy (save_pretrained) and checkpoints/<name>/sft.json."""
         directory = os.path.join(self.output_dir, "checkpoints", name)
         self.group.save_policy(os.path.join(directory, "policy")).wait()
+        write_demo_seeds(os.path.join(directory, "policy"), self.cfg.sft.dataset)  # for eval's held-out check
         with open(os.path.join(directory, "sft.json"), "w") as f:
             json.dump(
                 {"step": step, "dataset": os.path.abspath(self.cfg.sft.dataset), "policy": self.cfg.policy.name}, f
@@ -225,6 +227,15 @@ def check_sft_config(cfg: SFTRunConfig) -> dict[str, Any]:
         raise ValueError(
             f"sft.image_probe_interval={cfg.sft.image_probe_interval} probes the policy's use of camera images, "
             f"but sft.dataset={path!r} has none (state-only demonstrations): leave it unset or set 0"
+        )
+    if cfg.sft.eval_interval > 0:
+        eval_cfg = sft_eval_config(cfg)
+        check_held_out(
+            range(eval_cfg.seed, eval_cfg.seed + eval_cfg.num_envs),
+            dataset_seeds(path),
+            cfg.env.id,
+            info.get("env_id"),
+            fix="set sft.seed (SFT evaluates from sft.seed + 1000), or collect from other seeds (collect.seed)",
         )
     check_policy_config(cfg.policy)
     dims = predicted_policy_dims(cfg.policy)

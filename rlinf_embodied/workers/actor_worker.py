@@ -36,6 +36,7 @@ from ..algorithms import (
 )
 from ..algorithms.checks import check_finite
 from ..config import TrainConfig
+from ..datasets.demo_seeds import carry_demo_seeds
 from ..policies import ActOutput
 from ..scheduler import Channel, Worker
 from .messages import Trajectory, seed_for, to_device
@@ -352,6 +353,7 @@ class ActorWorker(Worker, SpanRecorder):
         )
         policy.load_state_dict(model_state)
         policy.save_pretrained(directory)
+        carry_demo_seeds(self.cfg.policy.checkpoint, directory)  # RL from SFT: still not evaluated on its demos
 
     def load_checkpoint(self, directory: str) -> dict[str, int]:
         path = os.path.join(directory, "actor.pt")

@@ -247,15 +247,8 @@ class SFTWorker(ActorWorker):
             return {}
         from ..runners.evaluator import evaluate_policy
 
-        sft: SFTConfig = self.cfg.sft
         policy_cfg = PolicyConfig(name=self.cfg.policy.name, checkpoint=policy_dir, precision=self.cfg.policy.precision)
-        eval_cfg = EvalConfig(
-            num_episodes=sft.eval_episodes,
-            num_envs=max(1, min(self.cfg.env.num_envs, sft.eval_episodes)),
-            seed=sft.seed + 1000,
-            video=False,
-            device=str(self.device),
-        )
+        eval_cfg = sft_eval_config(self.cfg, str(self.device))
         results = evaluate_policy(self.cfg.env, policy_cfg, eval_cfg, output_dir)
         episodes = sum(r.episodes for r in results)
         return {
@@ -267,6 +260,18 @@ class SFTWorker(ActorWorker):
 
 
 # ---- helpers ------------------------------------------------------------------------------------
+def sft_eval_config(cfg: SFTRunConfig, device: str = "auto") -> EvalConfig:
+    """The evaluation SFT runs every sft.eval_interval steps: deterministic episodes from sft.seed + 1000."""
+    sft: SFTConfig = cfg.sft
+    return EvalConfig(
+        num_episodes=sft.eval_episodes,
+        num_envs=max(1, min(cfg.env.num_envs, sft.eval_episodes)),
+        seed=sft.seed + 1000,
+        video=False,
+        device=device,
+    )
+
+
 class FrameSampler:
     """Frame indices from a seeded stream of permutations of all frames (one permutation per epoch)."""
 
