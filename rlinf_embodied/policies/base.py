@@ -136,13 +136,16 @@ class Policy(nn.Module, abc.ABC):
         return next(self.parameters()).device
 
     # ---- checkpoints ----------------------------------------------------------------------------
-    def save_pretrained(self, path: str | os.PathLike) -> None:
+    def save_pretrained(self, path: str | os.PathLike, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+        """config.json + model.safetensors; `state_dict` (default: this module's) lets a trainer save gathered or
+        averaged weights under this policy's config without building a second model."""
         from safetensors.torch import save_file
 
         os.makedirs(path, exist_ok=True)
         with open(os.path.join(path, CONFIG_FILE), "w") as f:
             json.dump({"policy": self.name, **self.config.to_dict()}, f, indent=2)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        weights = self.state_dict() if state_dict is None else state_dict
+        state = {k: v.detach().contiguous().cpu() for k, v in weights.items()}
         save_file(state, os.path.join(path, WEIGHTS_FILE))
 
     @classmethod

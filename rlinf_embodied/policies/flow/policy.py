@@ -303,9 +303,9 @@ class FlowPolicy(Policy):
         return step
 
     # ---- checkpoints ------------------------------------------------------------------------------
-    def save_pretrained(self, path: str | os.PathLike) -> None:
+    def save_pretrained(self, path: str | os.PathLike, state_dict: dict[str, torch.Tensor] | None = None) -> None:
         """config.json + model.safetensors (base class) + the tokenizer, so the directory is self-contained."""
-        super().save_pretrained(path)
+        super().save_pretrained(path, state_dict)
         self.tokenizer.save_pretrained(os.fspath(path))
 
     @classmethod

@@ -273,9 +273,9 @@ class PrismaticVLAPolicy(Policy):
         return None if self.value_head is None else self.value_head(hidden_last)
 
     # ---- checkpoints ------------------------------------------------------------------------------
-    def save_pretrained(self, path: str | os.PathLike) -> None:
+    def save_pretrained(self, path: str | os.PathLike, state_dict: dict[str, torch.Tensor] | None = None) -> None:
         """config.json + model.safetensors (base class) + the tokenizer, so the directory is self-contained."""
-        super().save_pretrained(path)
+        super().save_pretrained(path, state_dict)
         self.tokenizer.save_pretrained(os.fspath(path))
 
     @classmethod
