@@ -29,7 +29,14 @@ def expert_action(states: np.ndarray) -> np.ndarray:
     return np.tanh(states @ EXPERT_WEIGHTS.numpy()).astype(np.float32)
 
 
-def write_state_dataset(root, episodes: int = 6, length: int = 20, control_mode: str = "pd_joint_delta_pos") -> str:
+def write_state_dataset(
+    root,
+    episodes: int = 6,
+    length: int = 20,
+    control_mode: str = "pd_joint_delta_pos",
+    first_seed: int = 0,
+    env_id=None,
+) -> str:
     writer = LeRobotDatasetWriter(
         str(root),
         fps=20,
@@ -37,13 +44,13 @@ def write_state_dataset(root, episodes: int = 6, length: int = 20, control_mode:
         action_dim=MANISKILL_ACTION_DIM,
         camera_shapes={},
         control_mode=control_mode,
+        env_id=env_id,
     )
     rng = np.random.default_rng(0)
     for episode in range(episodes):
         states = rng.normal(size=(length, MANISKILL_STATE_DIM)).astype(np.float32)
-        writer.add_episode(
-            "pick up the cube", states, expert_action(states), {}, np.zeros(length, np.float32), True, episode
-        )
+        rewards = np.zeros(length, np.float32)
+        writer.add_episode("pick up the cube", states, expert_action(states), {}, rewards, True, first_seed + episode)
     return str(root)
 
 
@@ -90,21 +97,9 @@ def test_missing_dataset_is_a_clear_error(tmp_path):
 
 def test_sft_evaluation_seeds_must_not_be_the_demonstrations(tmp_path):
     """Demos collected from seed 1000 and SFT evaluating from sft.seed + 1000: the eval would replay them."""
-    root = tmp_path / "demos"
-    writer = LeRobotDatasetWriter(
-        str(root),
-        fps=20,
-        state_dim=MANISKILL_STATE_DIM,
-        action_dim=MANISKILL_ACTION_DIM,
-        camera_shapes={},
-        control_mode="pd_joint_delta_pos",
-        env_id="rlinf/ManiSkill-PickCube",
-    )
-    states = np.zeros((5, MANISKILL_STATE_DIM), np.float32)
-    for seed in (1000, 1001, 1002):
-        writer.add_episode("pick up the cube", states, expert_action(states), {}, np.zeros(5, np.float32), True, seed)
+    root = write_state_dataset(tmp_path / "demos", episodes=3, first_seed=1000, env_id="rlinf/ManiSkill-PickCube")
     cfg = SFTRunConfig()
-    cfg.sft.dataset, cfg.sft.eval_interval, cfg.env.num_envs = str(root), 10, 4
+    cfg.sft.dataset, cfg.sft.eval_interval, cfg.env.num_envs = root, 10, 4
     with pytest.raises(ValueError, match=r"seeds 1000-1003 of rlinf/ManiSkill-PickCube include 3 seeds.*sft.seed"):
         check_sft_config(cfg)
     cfg.sft.seed = 1  # evaluates from 1001: still two of them
