@@ -293,7 +293,7 @@ class EmbodiedRunner:
                 # while the actor's weights are still on the GPU: the (offloaded) rollout copies them into
                 # its host memory, with no trip through the object store and no onload of the actor later
                 with self._timed("sync"):
-                    self.actor_group.sync_weights_to(self.rollout_group, method="cuda_ipc")
+                    self.actor_group.sync_weights_to(self.rollout_group)  # auto: falls back if IPC fails
                 self.rollout_weights_current = True
             with self._timed("offload"):
                 self.actor_group.offload().wait()

@@ -437,13 +437,25 @@ class WorkerGroup:
         communicator; gloo on CPU) or "cuda_ipc" (one sender rank, every receiver on its GPU: the receivers
         copy from the sender's device memory; the sender defines device_state_dict).
         """
-        method = self.sync_method(dst) if method == "auto" else method
+        auto, method = method == "auto", self.sync_method(dst) if method == "auto" else method
         if method == "object_store":
             self._sync_by_object_store(dst)
         elif method == "collective":
             self._sync_by_broadcast(dst)
         elif method == "cuda_ipc":
-            self._sync_by_cuda_ipc(dst)
+            try:
+                self._sync_by_cuda_ipc(dst)
+            except WorkerError as error:
+                if not auto:
+                    raise
+                logger.warning(
+                    "CUDA IPC weight sync from %r to %r failed; syncing through the Ray object store from now on:\n%s",
+                    self.name,
+                    dst.name,
+                    error,
+                )
+                self._ipc_failed = True
+                self._sync_by_object_store(dst)
         else:
             raise ValueError(
                 f"sync_weights_to(method={method!r}): use 'auto', 'object_store', 'collective' or 'cuda_ipc'"
@@ -454,7 +466,7 @@ class WorkerGroup:
         on one GPU), an NCCL broadcast when no two members share a GPU, else the Ray object store."""
         if not (self.uses_cuda and dst.uses_cuda):
             return "object_store"
-        if self._all_on_one_gpu_with(dst):
+        if self._all_on_one_gpu_with(dst) and not getattr(self, "_ipc_failed", False):
             return "cuda_ipc"
         return "object_store" if self._shares_gpu_with(dst) else "collective"
 

@@ -171,3 +171,26 @@ def test_auto_weight_sync_uses_cuda_ipc_only_for_one_sender_sharing_every_receiv
     assert two_ranks.sync_method(group_on(PackedPlacementStrategy(0, 0))) == "object_store"
     with pytest.raises(ValueError, match="cuda_ipc sync .* needs one"):
         two_ranks.sync_weights_to(group_on(PackedPlacementStrategy(0, 0)), method="cuda_ipc")
+
+
+def test_auto_weight_sync_falls_back_to_the_object_store_when_cuda_ipc_fails(monkeypatch, caplog):
+    from rlinf_embodied.scheduler import Worker, WorkerGroup
+    from rlinf_embodied.scheduler.worker import WorkerError
+
+    def group_on_gpu0() -> WorkerGroup:
+        group = WorkerGroup(Worker, (), {})
+        group.placements, group.uses_cuda, group.name = PackedPlacementStrategy(0, 0).placements(1), True, "g"
+        return group
+
+    actor, rollout, calls = group_on_gpu0(), group_on_gpu0(), []
+
+    def failing_ipc(dst):
+        raise WorkerError("rank 0 failed in ipc_load_weights()")
+
+    monkeypatch.setattr(actor, "_sync_by_cuda_ipc", failing_ipc)
+    monkeypatch.setattr(actor, "_sync_by_object_store", lambda dst: calls.append("object_store"))
+    with pytest.raises(WorkerError):
+        actor.sync_weights_to(rollout, method="cuda_ipc")  # asked for by name: the error stands
+    actor.sync_weights_to(rollout)
+    assert calls == ["object_store"] and "CUDA IPC weight sync" in caplog.text
+    assert actor.sync_method(rollout) == "object_store"  # and stays there
