@@ -39,11 +39,14 @@ def dataset_env_id(root: str) -> Optional[str]:
 
 
 def write_demo_seeds(policy_dir: str, dataset_root: str) -> None:
-    """Record the dataset's env and seeds in a saved policy directory."""
+    """Record the dataset's env and seeds in a saved policy directory, added to what is recorded there already
+    (SFT continued from a checkpoint trained on other demonstrations carries that record in first)."""
+    earlier = read_demo_seeds(policy_dir) or {"datasets": [], "seeds": [], "env_id": None}
+    env_id = dataset_env_id(dataset_root) or earlier.get("env_id")
     payload = {
-        "dataset": os.path.abspath(dataset_root),
-        "env_id": dataset_env_id(dataset_root),
-        "seeds": dataset_seeds(dataset_root),
+        "datasets": sorted({*earlier["datasets"], os.path.abspath(dataset_root)}),
+        "env_id": env_id,
+        "seeds": sorted({*earlier["seeds"], *dataset_seeds(dataset_root)}),
     }
     with open(os.path.join(policy_dir, SEEDS_FILE), "w", encoding="utf-8") as f:
         json.dump(payload, f)

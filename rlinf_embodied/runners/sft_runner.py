@@ -23,7 +23,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ..config import SFTRunConfig
-from ..datasets.demo_seeds import check_held_out, dataset_seeds, write_demo_seeds
+from ..datasets.demo_seeds import check_checkpoint_held_out, check_held_out, dataset_seeds, write_demo_seeds
 from ..scheduler import Cluster, ComponentPlacement, WorkerGroup
 from ..workers.sft_worker import SFTWorker, predicted_policy_dims, sft_eval_config
 from .embodied_runner import BEST_FILE, check_cluster_fits
@@ -236,6 +236,12 @@ def check_sft_config(cfg: SFTRunConfig) -> dict[str, Any]:
             cfg.env.id,
             info.get("env_id"),
             fix="set sft.seed (SFT evaluates from sft.seed + 1000), or collect from other seeds (collect.seed)",
+        )
+        check_checkpoint_held_out(  # SFT continued from a checkpoint: its demonstrations count too
+            cfg.policy.checkpoint,
+            range(eval_cfg.seed, eval_cfg.seed + eval_cfg.num_envs),
+            cfg.env.id,
+            fix="set sft.seed (SFT evaluates from sft.seed + 1000)",
         )
     check_policy_config(cfg.policy)
     dims = predicted_policy_dims(cfg.policy)

@@ -41,6 +41,9 @@ def test_record_round_trips_and_is_carried_to_a_later_checkpoint(tmp_path):
     assert record["seeds"] == [1, 2, 3] and record["env_id"] == "rlinf/ManiSkill-PickCube"
     carry_demo_seeds(str(sft_dir), str(rl_dir))
     assert read_demo_seeds(str(rl_dir)) == record
+    write_demo_seeds(str(rl_dir), fake_dataset(tmp_path / "more", [7, 8]))  # SFT continued on more demos
+    assert read_demo_seeds(str(rl_dir))["seeds"] == [1, 2, 3, 7, 8]
+    assert len(read_demo_seeds(str(rl_dir))["datasets"]) == 2
     carry_demo_seeds(str(other), str(tmp_path))  # nothing recorded, nothing carried
     assert read_demo_seeds(str(other)) is None and not (tmp_path / SEEDS_FILE).exists()
     assert read_demo_seeds(None) is None
