@@ -8,6 +8,8 @@ and the object-store path is measured too.
 
     python benchmarks/weight_sync.py --mb 1024          # 2 GPUs
     python benchmarks/weight_sync.py --mb 32            # CPU fallback (gloo + object store)
+    python benchmarks/weight_sync.py --same-gpu --mb 14000   # collocated on 1 GPU: object store vs CUDA IPC,
+                                                             # fp32 actor -> bf16 rollout (7B-sized)
 """
 
 from __future__ import annotations
@@ -35,10 +37,10 @@ def make_model(mb: float, device: torch.device) -> torch.nn.Module:
 
 
 class SyncWorker(Worker):
-    def __init__(self, mb: float, shard: bool):
+    def __init__(self, mb: float, shard: bool, dtype: str = "float32"):
         super().__init__()
         torch.manual_seed(0)
-        self.model = make_model(mb, self.device)
+        self.model = make_model(mb, self.device).to(getattr(torch, dtype))
         if shard:
             from torch.distributed.device_mesh import init_device_mesh
             from torch.distributed.fsdp import fully_shard
@@ -49,6 +51,9 @@ class SyncWorker(Worker):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         return get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+    def device_state_dict(self) -> dict[str, torch.Tensor]:  # for a CUDA IPC sync (one unsharded rank)
+        return dict(self.model.state_dict())
 
     def load_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
         self.model.load_state_dict(state_dict)
@@ -95,12 +100,40 @@ def time_sync(src, dst, method: str, repeats: int) -> float:
     return (time.perf_counter() - start) / repeats
 
 
+def same_gpu(mb: float, repeats: int) -> None:
+    """Actor (fp32) and rollout (bf16) processes on one GPU, as collocated: object store vs CUDA IPC."""
+    cluster = Cluster(num_gpus_per_node=1, simulate_gpus=True)
+    if not cluster.has_real_gpus:
+        raise SystemExit("--same-gpu needs a CUDA GPU (CUDA IPC between two processes on it)")
+    one_gpu = FlexiblePlacementStrategy([[0]])
+    src = SyncWorker.create_group(mb, False).launch(cluster, name="src", placement_strategy=one_gpu)
+    dst = SyncWorker.create_group(mb, False, "bfloat16").launch(cluster, name="dst", placement_strategy=one_gpu)
+    num_bytes = src.num_bytes().wait()[0]
+    print(f"{'method':>13} {'sync s':>8} {'GB/s (fp32 read)':>17} {'speed-up':>9} {'ok':>3}")
+    baseline = None
+    for method in ("object_store", "cuda_ipc"):
+        sync_s = time_sync(src, dst, method, repeats)
+        baseline = baseline or sync_s
+        ok = abs(dst.checksum().wait()[0] - src.checksum().wait()[0]) < 1e-2 * max(1.0, num_bytes / 4e6)
+        print(
+            f"{method:>13} {sync_s:>8.3f} {num_bytes / 1e9 / sync_s:>17.2f} {baseline / sync_s:>8.1f}x {'yes' if ok else 'NO':>3}"
+        )
+    print(f"({num_bytes / 1e6:.0f} MB of float32 weights into a bfloat16 copy per sync, {repeats} repeats averaged)")
+    src.shutdown()
+    dst.shutdown()
+    cluster.shutdown()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mb", type=float, default=None, help="model MB (default 1024 on GPUs, 32 on CPU)")
     parser.add_argument("--src-sizes", default="1,2", help="source group sizes to try")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--same-gpu", action="store_true", help="both groups on GPU 0: object store vs CUDA IPC")
     args = parser.parse_args()
+    if args.same_gpu:
+        ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+        return same_gpu(args.mb or 1024, args.repeats)
     real = torch.cuda.is_available() and torch.cuda.device_count() >= 2
     mb = args.mb if args.mb is not None else (1024 if real else 32)
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
