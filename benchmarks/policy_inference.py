@@ -12,10 +12,13 @@ bytes read per `act` / measured bandwidth, the bandwidth coming from a large dev
 * gr00t: the backbone once, the DiT once per denoising step.
 
 `--cuda-graphs` also times pi0, gr00t, openvla and openvla_oft with `act_cuda_graphs` (parts of `act` replayed from
-captured CUDA graphs, policies/common/cuda_graph.py) and prints both columns side by side.
+captured CUDA graphs, policies/common/cuda_graph.py) and prints both columns side by side. `--compile` adds a
+third: the same graphs over parts compiled with torch.compile first (`act_compile`), and the seconds its
+warm-up took (compiling and capturing), which a runner pays once per batch bucket.
 
     python benchmarks/policy_inference.py                                     # H100: openvla-7b + pi0-3b
     python benchmarks/policy_inference.py --policies pi0 gr00t openvla --cuda-graphs --batch-sizes 1 8 64
+    python benchmarks/policy_inference.py --policies pi0 --cuda-graphs --compile --batch-sizes 1 8 64
     python benchmarks/policy_inference.py --device cpu --sizes tiny --batch-sizes 1 4   # CPU smoke run
 """
 
@@ -120,6 +123,26 @@ def time_act(policy: Policy, batch: int, device: torch.device, warmup: int, iter
 PROMPT_OVERRIDES = {"openvla": {"max_token_len": 96}, "openvla_oft": {"max_token_len": 96}}
 
 
+def time_graphed_act(
+    policy: Policy, name: str, batch: int, args, device: torch.device, compile_parts: bool
+) -> tuple[float, float]:
+    """Median `act` latency with act_cuda_graphs (and act_compile when compile_parts), and the seconds its
+    warm-up took (capture, and compilation). A failure is printed and gives NaN, keeping the other rows."""
+    policy.config.act_cuda_graphs, policy.config.act_compile = True, compile_parts
+    policy._graph_cache = None  # a fresh cache, so the graphs are captured with or without compilation
+    start = time.perf_counter()
+    try:
+        times = time_act(policy, batch, device, args.warmup, args.iters)
+        return statistics.median(times), time.perf_counter() - start - sum(times)
+    except RuntimeError as error:  # a failed capture or compilation
+        label = "compiled CUDA graphs" if compile_parts else "CUDA graphs"
+        print(f"# {name} batch {batch}: {label} failed: {error}", flush=True)
+        return float("nan"), float("nan")
+    finally:
+        policy.config.act_cuda_graphs = policy.config.act_compile = False
+        policy._graph_cache = None
+
+
 def benchmark_policy(
     name: str, size: str, args, device: torch.device, dtype: torch.dtype, bandwidth: float
 ) -> list[dict]:
@@ -145,15 +168,13 @@ def benchmark_policy(
             torch.cuda.empty_cache()
             break
         latency = statistics.median(times)
-        graph_latency = float("nan")
+        graph_latency = compiled_latency = compile_s = float("nan")
         if args.cuda_graphs and name in GRAPHED_POLICIES and device.type == "cuda":
-            policy.config.act_cuda_graphs = True  # the first warm-up call captures the graph
-            try:
-                graph_latency = statistics.median(time_act(policy, batch, device, args.warmup, args.iters))
-            except RuntimeError as error:  # a failed capture: report it, keep the eager row and the other policies
-                print(f"# {name} batch {batch}: CUDA graphs failed: {error}", flush=True)
-            policy.config.act_cuda_graphs = False
-        best = min(latency, graph_latency) if graph_latency == graph_latency else latency
+            graph_latency, _ = time_graphed_act(policy, name, batch, args, device, compile_parts=False)
+            if args.compile:
+                compiled_latency, compile_s = time_graphed_act(policy, name, batch, args, device, compile_parts=True)
+        measured = [t for t in (latency, graph_latency, compiled_latency) if t == t]
+        best = min(measured)
         rows.append(
             {
                 "policy": name,
@@ -163,6 +184,9 @@ def benchmark_policy(
                 "latency_ms": latency * 1e3,
                 "graph_latency_ms": graph_latency * 1e3,
                 "graph_speedup": latency / graph_latency,
+                "compiled_latency_ms": compiled_latency * 1e3,
+                "compiled_speedup": latency / compiled_latency,
+                "compile_setup_s": compile_s,
                 "actions_per_s": batch * chunk / best,
                 "floor_ms": floor_s * 1e3,
                 "latency_over_floor": best / floor_s,
@@ -178,14 +202,15 @@ def benchmark_policy(
 
 HEADER = (
     f"{'policy':<12} {'size':<15} {'batch':>5} {'chunk':>5} {'eager ms':>9} {'graphs ms':>9} {'speed-up':>8} "
-    f"{'actions/s':>10} {'floor ms':>9} {'best / floor':>12}"
+    f"{'compiled ms':>11} {'speed-up':>8} {'compile s':>9} {'actions/s':>10} {'floor ms':>9} {'best / floor':>12}"
 )
 
 
 def format_row(row: dict) -> str:
     return (
         f"{row['policy']:<12} {row['size']:<15} {row['batch']:>5} {row['chunk']:>5} {row['latency_ms']:>9.2f} "
-        f"{row['graph_latency_ms']:>9.2f} {row['graph_speedup']:>7.2f}x {row['actions_per_s']:>10.1f} "
+        f"{row['graph_latency_ms']:>9.2f} {row['graph_speedup']:>7.2f}x {row['compiled_latency_ms']:>11.2f} "
+        f"{row['compiled_speedup']:>7.2f}x {row['compile_setup_s']:>9.1f} {row['actions_per_s']:>10.1f} "
         f"{row['floor_ms']:>9.3f} {row['latency_over_floor']:>12.2f}"
     )
 
@@ -203,6 +228,9 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--cuda-graphs", action="store_true", help="also time the VLAs with act_cuda_graphs")
     parser.add_argument(
+        "--compile", action="store_true", help="with --cuda-graphs: also time graphs of compiled parts (act_compile)"
+    )
+    parser.add_argument(
         "--dtype", default=None, choices=["bf16", "float32"], help="default: bf16 on GPU, float32 on CPU"
     )
     parser.add_argument("--warmup", type=int, default=2)
@@ -210,6 +238,8 @@ def main() -> None:
     parser.add_argument("--bandwidth-mb", type=int, default=None, help="size of the copy that measures bandwidth")
     parser.add_argument("--json", default=None, help="also write the rows to this file")
     args = parser.parse_args()
+    if args.compile and not args.cuda_graphs:
+        parser.error("--compile times compiled CUDA graphs; add --cuda-graphs")
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but no GPU is visible; use --device cpu --sizes tiny for a smoke run")

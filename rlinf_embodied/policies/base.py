@@ -57,6 +57,15 @@ class PolicyConfig:
 
     def __post_init__(self) -> None:
         self.check_dims()
+        self.check_act_compile()
+
+    def check_act_compile(self) -> None:
+        """act_compile compiles the parts that act_cuda_graphs captures; alone it would do nothing."""
+        if getattr(self, "act_compile", False) and not getattr(self, "act_cuda_graphs", False):
+            raise ValueError(
+                "act_compile=true compiles the parts act replays as CUDA graphs, but act_cuda_graphs=false; "
+                "set act_cuda_graphs=true as well, or act_compile=false"
+            )
 
     def check_dims(self) -> None:
         """action_dim and action_chunk >= 1, state_dim >= 0: every policy's shapes are built from them."""

@@ -11,7 +11,14 @@ import pytest
 import torch
 
 from rlinf_embodied.policies import make_policy
-from rlinf_embodied.policies.common.cuda_graph import batch_bucket, first_rows_copy, layout, pad_batch, weight_addresses
+from rlinf_embodied.policies.common.cuda_graph import (
+    batch_bucket,
+    compiled_part,
+    first_rows_copy,
+    layout,
+    pad_batch,
+    weight_addresses,
+)
 
 
 def test_batch_buckets_are_powers_of_two():
@@ -57,6 +64,50 @@ def test_on_cpu_the_flag_warns_once_and_acts_eagerly(caplog):
         graphed.act(obs, deterministic=True)
     assert sum("act_cuda_graphs has no effect" in record.message for record in caplog.records) == 1
     torch.testing.assert_close(first.actions, eager.act(obs, deterministic=True).actions)
+
+
+@pytest.mark.parametrize("name", ["pi0", "openvla", "openvla_oft"])
+def test_act_compile_without_graphs_is_rejected(name):
+    with pytest.raises(ValueError, match="act_compile=true .* act_cuda_graphs=false"):
+        make_policy(name, size="tiny", action_dim=4, act_compile=True)
+    make_policy(name, size="tiny", action_dim=4, act_compile=True, act_cuda_graphs=True)  # accepted together
+
+
+@pytest.mark.parametrize("name", ["pi0", "gr00t"])
+def test_the_denoising_loop_compiles_as_one_graph(name):
+    """act_compile compiles the part act_cuda_graphs captures. Traced by dynamo with the eager backend (same
+    kernels, so the same numbers; inductor's code generation needs the GPU test), the loop must be one graph
+    without breaks: a break would leave its pieces unfused."""
+    policy = make_policy(name, size="tiny", action_dim=4).eval()
+    obs = policy.example_obs(3)
+    with torch.no_grad():
+        context = policy.encode_observation(obs)
+        x_init = policy.initial_noise(3, deterministic=True)
+        stochastic = torch.zeros(3, policy.config.num_denoise_steps, dtype=torch.bool)
+        stochastic[:, 0] = True
+        any_noisy = tuple(stochastic.any(dim=0).tolist())
+
+        def loop(inputs):
+            sample = policy.denoise_eager(inputs["context"], inputs["x_init"], inputs["stochastic"], any_noisy)
+            return {"chain": sample.chain, "log_probs": sample.log_probs}
+
+        inputs = {"context": context, "x_init": x_init, "stochastic": stochastic}
+        explanation = torch._dynamo.explain(loop)(inputs)
+        assert (explanation.graph_count, explanation.graph_break_count) == (1, 0), explanation.break_reasons
+        torch.manual_seed(1)
+        expected = loop(inputs)
+        torch.manual_seed(1)
+        got = compiled_part(loop, ("denoise",), backend="eager")(inputs)
+    torch.testing.assert_close(got["chain"], expected["chain"])
+    torch.testing.assert_close(got["log_probs"], expected["log_probs"])
+
+
+def test_a_failed_compilation_names_the_way_back():
+    def broken(inputs):
+        raise TypeError("unsupported operand")
+
+    with pytest.raises(RuntimeError, match="act_compile: compiling denoise failed .*act_compile=false"):
+        compiled_part(broken, ("denoise",), backend="eager")({"x": torch.zeros(1)})
 
 
 def test_openvla_static_cache_decode_agrees_with_the_teacher_forced_pass():
@@ -115,6 +166,23 @@ def test_replayed_sampling_draws_fresh_noise_and_agrees_with_evaluate(name):
     assert not torch.equal(first.extras["denoise_chain"], second.extras["denoise_chain"])
     evaluated = graphed.evaluate(obs, second)
     torch.testing.assert_close(evaluated.log_probs, second.log_probs, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["pi0", "gr00t", "openvla_oft"])
+def test_compiled_graphs_match_eager_up_to_rounding(name):
+    torch.manual_seed(0)
+    eager = make_policy(name, size="tiny", action_dim=4).cuda().eval()
+    compiled = make_policy(name, size="tiny", action_dim=4, act_cuda_graphs=True, act_compile=True).cuda().eval()
+    compiled.load_state_dict(eager.state_dict())
+    obs = eager.example_obs(3)
+    expected = eager.act(obs, deterministic=True)
+    for _ in range(2):  # the first call compiles and captures, the second replays
+        got = compiled.act(obs, deterministic=True)
+        torch.testing.assert_close(got.actions, expected.actions, rtol=1e-3, atol=1e-3)  # fused kernels round
+    assert compiled._graph_cache.compile_parts and compiled._graph_cache.captures >= 1
+    sampled = compiled.act(obs)
+    torch.testing.assert_close(compiled.evaluate(obs, sampled).log_probs, sampled.log_probs, rtol=1e-2, atol=1e-2)
 
 
 @pytest.mark.gpu

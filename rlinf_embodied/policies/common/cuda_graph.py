@@ -19,11 +19,20 @@ How replay stays correct:
 - Noise inside a graph comes from PyTorch's graph-safe CUDA generator: each replay draws fresh noise.
 - `evaluate` stays eager and recomputes the same transitions from the stored chain, so `act` and
   `evaluate` agree as in eager mode.
+
+`act_compile` goes one step further. A graph removes the launch overhead but still replays every small
+kernel: pi0-3b at batch 1 is about 7,000 of them (18 layers x 10 steps x ~40), 58 ms on an H200 against a
+2.8 ms weight-reading floor. With it, each part is compiled with torch.compile (inductor fuses the
+elementwise chains of RMSNorm, rotary embedding, GeGLU and the residuals) before the capture, and the
+graph replays the fused kernels. The compiled part's numerics differ from eager by rounding, so `act` and
+`evaluate` agree to rounding rather than exactly; `algorithm.recompute_log_probs=true` makes PPO's first
+ratio exact again.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -86,9 +95,10 @@ class CapturedGraph:
 class GraphCache:
     """Captured parts of one policy's `act`, keyed by part name, batch bucket and input layout."""
 
-    def __init__(self, max_graphs: int = 16, warmup_runs: int = 2) -> None:
+    def __init__(self, max_graphs: int = 16, warmup_runs: int = 2, compile_parts: bool = False) -> None:
         self.max_graphs = max_graphs
         self.warmup_runs = warmup_runs
+        self.compile_parts = compile_parts  # act_compile: torch.compile each part before its capture
         self.graphs: dict[tuple, CapturedGraph] = {}
         self.addresses: tuple = ()
         self.pool = None  # one memory pool shared by all graphs
@@ -122,6 +132,8 @@ class GraphCache:
     def capture(self, fn: Callable[[Any], Any], inputs: Any, part: tuple) -> CapturedGraph:
         device = tensor_leaves(inputs)[0].device
         static = select_rows(inputs, torch.arange(tensor_leaves(inputs)[0].shape[0], device=device))  # a copy
+        start = time.perf_counter()
+        fn = compiled_part(fn, part) if self.compile_parts else fn
         # Warm-up on a side stream (PyTorch's capture recipe): library handles, workspaces and lazily
         # initialised kernels are set up outside the capture.
         side = torch.cuda.Stream()
@@ -142,7 +154,35 @@ class GraphCache:
             ) from error
         self.pool = graph.pool()
         self.captures += 1
+        logger.info(
+            "captured %s%s for a batch of %d in %.1f s",
+            part[0],
+            " (compiled)" if self.compile_parts else "",
+            tensor_leaves(inputs)[0].shape[0],
+            time.perf_counter() - start,
+        )
         return CapturedGraph(graph=graph, static_inputs=static, output=output)
+
+
+def compiled_part(fn: Callable[[Any], Any], part: tuple, backend: str = "inductor") -> Callable[[Any], Any]:
+    """`fn` compiled with torch.compile for static shapes (each batch bucket is its own graph anyway). The
+    compilation runs on the first call, inside the capture's warm-up; its failure names the way back."""
+    # Every capture compiles a new closure of the same code: raise dynamo's per-code recompile limit above
+    # the graphs a cache may hold, or the later buckets would silently run (and be captured) uncompiled.
+    limit_name = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
+    setattr(torch._dynamo.config, limit_name, max(getattr(torch._dynamo.config, limit_name), 64))
+    compiled = torch.compile(fn, dynamic=False, backend=backend)
+
+    def run(inputs: Any) -> Any:
+        try:
+            return compiled(inputs)
+        except Exception as error:  # inductor/dynamo raise their own exception types
+            raise RuntimeError(
+                f"act_compile: compiling {part[0]} failed ({type(error).__name__}: {str(error)[:300]}); "
+                "set policy.overrides.act_compile=false to capture the eager kernels"
+            ) from error
+
+    return run
 
 
 def act_graph_cache(policy: nn.Module) -> GraphCache | None:
@@ -157,5 +197,5 @@ def act_graph_cache(policy: nn.Module) -> GraphCache | None:
             policy._warned_cpu_graphs = True
         return None
     if getattr(policy, "_graph_cache", None) is None:
-        policy._graph_cache = GraphCache()
+        policy._graph_cache = GraphCache(compile_parts=getattr(policy.config, "act_compile", False))
     return policy._graph_cache

@@ -30,6 +30,10 @@ class FlowPolicyConfig(PolicyConfig):
     # act on a CUDA device replays the denoising loop from captured CUDA graphs (common/cuda_graph.py), one
     # per batch bucket; False runs it eagerly. No effect on CPU (act warns once and runs eagerly).
     act_cuda_graphs: bool = False
+    # With act_cuda_graphs: compile each captured part with torch.compile (inductor) before capturing it, so
+    # the graph replays fused kernels (RMSNorm, rotary, GeGLU and residuals as one kernel each) instead of
+    # dozens of small ones per layer. Compiling takes minutes per batch bucket at real size.
+    act_compile: bool = False
 
     # ---- RL sampling (see flow/sde.py) ----
     noise_method: str = "flow_sde"  # "flow_sde" (score-corrected SDE) | "flow_noise" (learned std head)

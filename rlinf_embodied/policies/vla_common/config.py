@@ -68,6 +68,7 @@ class PrismaticVLAConfig(PolicyConfig):
     # act on a CUDA device replays everything after its host work (vision, prompt, decoding) from captured
     # CUDA graphs (common/cuda_graph.py), one per batch bucket; False runs it eagerly. No effect on CPU.
     act_cuda_graphs: bool = False
+    act_compile: bool = False  # with act_cuda_graphs: torch.compile each part before capture (flow/config.py)
 
     def __post_init__(self) -> None:
         super().__post_init__()
