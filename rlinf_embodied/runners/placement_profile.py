@@ -9,7 +9,8 @@
 The profile runs every component on GPU 0 (one worker each, like one process of any layout), stage 1,
 runner.rollout_steps (at most PROFILE_MAX_ROLLOUT_STEPS) after one warm-up iteration: env/sim and
 rollout/infer spans give t_sim and t_inf at that env count (two env counts, num_envs and num_envs/2, give
-the fixed and per-env parts), the rest of a rollout step (time/rollout_seconds per step minus both) its
+the fixed and per-env parts; the half-size run is made before and after the full-size one, so a drift of the
+machine's speed during the profile scales both sizes alike instead of tilting the split), the rest of a rollout step (time/rollout_seconds per step minus both) its
 overhead, and time/train_seconds at the two batch sizes the fixed and per-sample training time (the
 optimizer steps per iteration do not depend on the batch); offload, onload and the weight sync are timed
 on their own. GPU memory: each worker's peak PyTorch reservation on GPU 0 after that iteration
@@ -242,7 +243,12 @@ def profile_costs(cfg: TrainConfig, cluster, rollout_steps: int | None = None) -
     sizes = [cfg.env.num_envs]
     half = cfg.env.num_envs // 2
     if half >= 1 and half % cfg.algorithm.env_group_size == 0:
-        sizes.insert(0, half)
+        # half, full, half. The fixed/per-env split of a sim step is the difference of two runs, so it is the
+        # figure most exposed to the machine speeding up or slowing down between them (stop 18: the 8-env
+        # step read 25-31 ms in three profiles minutes apart, and the split from 0.3 to 15 ms fixed). With the
+        # full-size run between two half-size ones, a steady drift moves both sizes' means alike; the least-
+        # squares line through two env counts passes through each count's mean.
+        sizes = [half, cfg.env.num_envs, half]
     runs = []
     for size in sizes:
         start = time.perf_counter()
@@ -251,7 +257,7 @@ def profile_costs(cfg: TrainConfig, cluster, rollout_steps: int | None = None) -
     env_fixed, env_per = fit_linear([(r["num_envs"], r["sim_s"]) for r in runs])
     inf_fixed, inf_per = fit_linear([(r["num_envs"], r["infer_s"]) for r in runs])
     train_fixed, train_per = fit_linear([(r["samples"], r["train_s"]) for r in runs])
-    last = runs[-1]
+    last = next(r for r in runs if r["num_envs"] == cfg.env.num_envs)  # memory and chunking at the full size
     costs = ComponentCosts(
         env_step_fixed_s=env_fixed,
         env_step_per_env_s=env_per,

@@ -62,8 +62,9 @@ from .placement import ComponentPlacement
 COMPONENTS = ("env", "rollout", "actor")
 # 2: fixed training seconds per iteration and a per-step rollout overhead; 3: measured contention of parallel
 # workers; 4: measured overlap of simulation and inference in pipeline stages; 5: that overlap read off the
-# 2-stage run's own timeline (sim and infer spans at once), not from its step against the other runs
-COST_MODEL_VERSION = 5
+# 2-stage run's own timeline (sim and infer spans at once), not from its step against the other runs; 7: the
+# half-size run measured before and after the full-size one (model 6, three iterations per run, was reverted)
+COST_MODEL_VERSION = 7
 CACHE_ENV_VAR = "RLINF_PLACEMENT_CACHE"
 DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "rlinf_embodied", "placement")
 

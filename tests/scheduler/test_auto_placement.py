@@ -315,7 +315,7 @@ def test_place_prints_the_table_and_the_override():
 @pytest.mark.slow
 def test_place_profiles_on_a_simulated_gpu_then_reads_the_cache(ray_session, tmp_path, monkeypatch):
     """A real profile (mlp, state obs, 1 simulated GPU of the session's Ray, which `place` joins: a run at
-    num_envs and one at num_envs / 2; a minute on a busy CPU), then the cached costs. What more GPUs add
+    num_envs between two at num_envs / 2; a minute or two on a busy CPU), then the cached costs. What more GPUs add
     (a parallel and a 2-stage run): test_profile_on_two_gpus_adds_the_parallel_and_the_two_stage_runs."""
     from rlinf_embodied.place import place
 
@@ -380,8 +380,9 @@ def test_profile_on_two_gpus_adds_the_parallel_and_the_two_stage_runs(monkeypatc
     cfg.env.num_envs, cfg.runner.rollout_steps, cfg.cluster.num_gpus_per_node = 8, 8, 2
     costs = profile.profile_costs(cfg, cluster=None)
     assert calls == [
-        (4, 8, profile.PROFILE_PLACEMENT, 1),  # every component on GPU 0, at num_envs / 2 and num_envs
+        (4, 8, profile.PROFILE_PLACEMENT, 1),  # every component on GPU 0, at num_envs / 2, num_envs, num_envs / 2
         (8, 8, profile.PROFILE_PLACEMENT, 1),
+        (4, 8, profile.PROFILE_PLACEMENT, 1),
         (8, 8, {"env": "all", "rollout": "all", "actor": "all"}, 1),  # one worker of each per GPU
         (8, 8, {"env": "0", "rollout": "1", "actor": "1"}, 2),  # env and rollout apart, 2 stages
     ]
@@ -397,8 +398,40 @@ def test_profile_on_two_gpus_adds_the_parallel_and_the_two_stage_runs(monkeypatc
     calls.clear()
     cfg.env.num_envs = 3  # split over 2 workers or 2 stages neither: only the single-GPU runs
     costs = profile.profile_costs(cfg, cluster=None)
-    assert calls == [(1, 8, profile.PROFILE_PLACEMENT, 1), (3, 8, profile.PROFILE_PLACEMENT, 1)]
+    assert calls == [(1, 8, profile.PROFILE_PLACEMENT, 1), (3, 8, profile.PROFILE_PLACEMENT, 1)] + [
+        (1, 8, profile.PROFILE_PLACEMENT, 1)
+    ]
     assert (costs.env_contention, costs.train_contention, costs.overlap_efficiency) == (0.0, 0.0, 1.0)
+
+
+def test_a_drifting_machine_does_not_tilt_the_sim_split(monkeypatch):
+    """The machine slows by 10% per profile run (each run made later than the one before). With the half-size
+    run made before and after the full-size one, the fitted fixed and per-env parts keep their ratio (both
+    scaled by the mean slowdown, 1.1). Made only before it, the fit would give 0.0074 s fixed + 0.00265 s per
+    env: a ratio of 2.8 instead of 5, the per-env part absorbing the drift."""
+    from rlinf_embodied.runners import placement_profile as profile
+
+    order = []
+
+    def measure_once(cfg, cluster, num_envs, rollout_steps, placement=profile.PROFILE_PLACEMENT, stages=1):
+        slowdown = 1.0 + 0.1 * len(order)
+        order.append(num_envs)
+        sim = slowdown * (0.01 + 0.002 * num_envs)
+        return dict(
+            num_envs=num_envs, samples=num_envs * rollout_steps, sim_s=sim, infer_s=0.02, step_s=sim + 0.02,
+            step_overhead_s=0.0, train_s=1.0, offload_s=0.3, onload_s=0.4, weight_sync_s=0.1,
+            env_steps_per_call=1, env_mem_gib=float(num_envs), rollout_mem_gib=2.0, actor_mem_gib=3.0,
+            gpu_mem_gib=80.0,
+        )  # fmt: skip
+
+    monkeypatch.setattr(profile, "measure_once", measure_once)
+    cfg = TrainConfig()
+    cfg.env.num_envs, cfg.runner.rollout_steps, cfg.cluster.num_gpus_per_node = 8, 8, 1
+    costs = profile.profile_costs(cfg, cluster=None)
+    assert order == [4, 8, 4]
+    assert costs.env_step_fixed_s / costs.env_step_per_env_s == pytest.approx(0.01 / 0.002)
+    assert (costs.env_step_fixed_s, costs.env_step_per_env_s) == pytest.approx((0.011, 0.0022))
+    assert costs.env_mem_gib == 8.0  # memory read at the full size, not from the last run
 
 
 def test_worker_gpu_memory_off_cuda():
