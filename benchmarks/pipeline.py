@@ -55,6 +55,7 @@ def make_config(args, placement: dict, stages: int) -> TrainConfig:
     cfg.cluster.simulate_gpus = args.simulate_gpus
     cfg.cluster.component_placement = placement
     cfg.runner.rollout_steps = args.rollout_steps
+    cfg.runner.reset_each_iteration = False  # throughput only: a rollout may end mid-episode
     cfg.runner.pipeline_stage_num = stages
     cfg.runner.progress = False
     return cfg

@@ -51,6 +51,8 @@ def run_one(policy: str, size: str, args: argparse.Namespace, output_dir: str) -
         f"runner.max_iterations={args.iterations}",
         f"env.num_envs={args.num_envs}",
         f"runner.rollout_steps={args.rollout_steps}",
+        # a few steps per iteration measure the ratio and the time breakdown; episodes run on across iterations
+        "runner.reset_each_iteration=false",
         "runner.progress=false",
         f"runner.output_dir={output_dir}",
         f"hydra.run.dir={output_dir}",

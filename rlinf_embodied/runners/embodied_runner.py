@@ -36,7 +36,7 @@ from ..config import COLLOCATED_PLACEMENT, TrainConfig, is_auto
 from ..scheduler import Channel, Cluster, ComponentPlacement, WorkerError, WorkerGroup
 from ..workers.actor_worker import ActorWorker
 from ..workers.env_worker import EnvWorker
-from ..workers.policy_loading import check_policy_cameras
+from ..workers.policy_loading import check_policy_cameras, resolved_policy_config
 from ..workers.rollout_worker import RolloutWorker
 from .interrupts import StopRequest
 from .metrics_logger import MetricsLogger
@@ -90,6 +90,7 @@ class EmbodiedRunner:
             self.env_group.wait_launched().init_worker().wait()
             spec = self.env_spec = self.env_group.execute_on(0).env_spec().wait()[0]
             check_policy_cameras(cfg.policy, spec, cfg.env.id)  # before minutes of building a VLA
+            check_rollout_reaches_time_limit(cfg, spec)
             env_started = time.perf_counter()
             self.rollout_group.bind(cfg, spec["action_dim"], spec["state_dim"], self.env_group.world_size)
             self.actor_group.bind(cfg, spec["action_dim"], spec["state_dim"])
@@ -403,6 +404,28 @@ def component_placement(cfg: TrainConfig) -> ComponentPlacement:
             f"cluster.component_placement places no GPUs for {missing}; every one of {list(COMPONENTS)} needs an entry"
         )
     return placement
+
+
+def check_rollout_reaches_time_limit(cfg: TrainConfig, spec: dict) -> None:
+    """With runner.reset_each_iteration every iteration starts new episodes, so a rollout that covers fewer env
+    steps than the time limit cuts every training episode short: the policy never trains on the later steps
+    (often the part that completes the task), no episode ends within a rollout, and rollout/* episode metrics
+    stay NaN. Rejected before the policies are built, with the three ways out."""
+    limit = spec.get("max_episode_steps")
+    if not cfg.runner.reset_each_iteration or not limit:
+        return
+    policy_config = resolved_policy_config(cfg.policy, spec["action_dim"], spec["state_dim"])
+    chunk = policy_config.action_chunk if policy_config is not None else 1
+    covered = cfg.runner.rollout_steps * chunk
+    if covered >= limit:
+        return
+    raise ValueError(
+        f"runner.rollout_steps={cfg.runner.rollout_steps} x action_chunk={chunk} = {covered} env steps per "
+        f"iteration, fewer than env.max_episode_steps={limit}, with runner.reset_each_iteration=true: every "
+        f"training episode would be cut at step {covered} (never trained past it, and no rollout/* episode "
+        f"metrics). Set runner.rollout_steps>={math.ceil(limit / chunk)}, env.max_episode_steps<={covered}, or "
+        "runner.reset_each_iteration=false to continue episodes across iterations"
+    )
 
 
 def check_cluster_fits(cfg: TrainConfig, cluster: Cluster) -> None:

@@ -15,13 +15,44 @@ import pytest
 import torch
 
 from rlinf_embodied.config import TrainConfig
-from rlinf_embodied.runners.embodied_runner import EmbodiedRunner, component_placement
+from rlinf_embodied.runners.embodied_runner import (
+    EmbodiedRunner,
+    check_rollout_reaches_time_limit,
+    component_placement,
+)
 from rlinf_embodied.scheduler import Cluster
 from rlinf_embodied.workers.messages import Trajectory
 
 pytestmark = pytest.mark.slow
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.mark.parametrize(
+    "policy_name, rollout_steps, limit, reset, rejected",
+    [
+        ("mlp", 50, 100, True, True),  # stop 20's CPU runs S4/S5: every episode cut at 50 of its 100 steps
+        ("mlp", 100, 100, True, False),
+        ("mlp", 50, 100, False, False),  # episodes run on across iterations
+        ("mlp", 50, None, True, False),  # no time limit: only the task ends an episode
+        ("pi0", 3, 20, True, True),  # 3 calls x chunk 4 = 12 env steps
+        ("pi0", 5, 20, True, False),  # 20
+    ],
+)
+def test_a_rollout_shorter_than_the_time_limit_is_rejected(policy_name, rollout_steps, limit, reset, rejected):
+    cfg = TrainConfig()
+    cfg.policy.name, cfg.runner.rollout_steps, cfg.runner.reset_each_iteration = policy_name, rollout_steps, reset
+    spec = {"action_dim": 7, "state_dim": 8, "obs_keys": ["rgb", "state"], "max_episode_steps": limit}
+    if not rejected:
+        check_rollout_reaches_time_limit(cfg, spec)
+        return
+    chunk = 4 if policy_name == "pi0" else 1
+    with pytest.raises(ValueError) as error:
+        check_rollout_reaches_time_limit(cfg, spec)
+    message = str(error.value)
+    assert f"runner.rollout_steps={rollout_steps} x action_chunk={chunk} = {rollout_steps * chunk} env steps" in message
+    assert f"env.max_episode_steps={limit}" in message and "runner.reset_each_iteration=false" in message
+    assert f"runner.rollout_steps>={-(-limit // chunk)}" in message
 
 
 def small_config(placement: dict, num_gpus: int, num_envs: int = 4, stages: int = 1) -> TrainConfig:
@@ -223,7 +254,7 @@ def test_actor_reproduces_rollout_log_probs_before_its_first_step(cluster, tmp_p
     cfg.policy.name, cfg.policy.precision = policy_name, precision
     cfg.runner.max_iterations, cfg.runner.rollout_steps, cfg.runner.save_interval = 2, 3, 1
     if policy_name == "pi0":  # a VLA needs cameras: LIBERO renders on CPU (ManiSkill cannot here)
-        cfg.env.id, cfg.env.obs_mode, cfg.env.max_episode_steps = "rlinf/LIBERO-Spatial", "rgb", 20
+        cfg.env.id, cfg.env.obs_mode, cfg.env.max_episode_steps = "rlinf/LIBERO-Spatial", "rgb", 12  # 3 x chunk 4
         cfg.env.num_envs = 2  # each LIBERO env compiles its MuJoCo scene: seconds apiece on 2 cores
         cfg.env.kwargs = {"task_id": 0, "camera_size": 32}
         # from a checkpoint as `python -m rlinf_embodied.sft` writes one: with action/state statistics

@@ -19,6 +19,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 TINY = [
     "env.num_envs=2",
     "runner.rollout_steps=8",
+    "env.max_episode_steps=8",  # one rollout reaches the time limit (runner.reset_each_iteration)
     "algorithm.num_minibatches=2",
     "algorithm.update_epochs=1",
     "policy.size=tiny",
