@@ -75,6 +75,14 @@ class AlgorithmConfig:
     # 0.001-0.002, max |ratio - 1| 0.17, one H200); recomputed, the first minibatch's ratio is exactly 1. The
     # mismatch is still logged (train/rollout_actor_approx_kl). Costs one no-grad forward over the samples.
     recompute_log_probs: bool = False
+    # Weight of a KL penalty from the policy the run started from (policy.checkpoint, e.g. an SFT policy, or
+    # the seeded initial weights), on the minibatch's own actions: the k3 estimate exp(r) - 1 - r with
+    # r = log pi_ref - log pi, at logprob_level, clipped to |r| <= 20 (verl's low_var_kl). PPO's clip bounds
+    # each update against the previous policy only; this keeps the run near its start over many updates, so
+    # an SFT policy is not unlearned while its critic is still poor (stop 20's CPU runs from a 44% BC start
+    # fell to 6-19% within 100k env steps without it). The actor holds a frozen copy of the starting policy
+    # in the compute dtype (offloaded with it). 0 = off.
+    ref_kl_coef: float = 0.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -133,6 +141,7 @@ class AlgorithmConfig:
             if getattr(self, key) is not None:
                 _positive(key, getattr(self, key))
         _at_least("critic_warmup_iterations", self.critic_warmup_iterations, 0)
+        _at_least("ref_kl_coef", self.ref_kl_coef, 0.0)
         _at_least("update_epochs", self.update_epochs, 1)
         _at_least("num_minibatches", self.num_minibatches, 1)
         _positive("max_grad_norm", self.max_grad_norm)

@@ -32,6 +32,7 @@ from ..algorithms import (
     credited_steps,
     dynamic_sampling_mask,
     policy_loss,
+    reference_kl,
     resolve_learning_rates,
 )
 from ..algorithms.checks import check_finite
@@ -68,7 +69,16 @@ class ActorWorker(Worker, SpanRecorder):
         # One rank needs no sharding: the plain module (also sidesteps torch 2.11 + CUDA, where a
         # one-rank FSDP2 model ends up registering parameters other than those the optimizer holds).
         self.optimizer = torch.optim.Adam(self._parameter_groups(), eps=1e-5)
+        self.reference = self._build_reference() if self.cfg.algorithm.ref_kl_coef > 0 else None
         self.lr_scale = 1.0  # algorithm.desired_kl's adaptive scale on the policy's lr (checkpointed)
+
+    def _build_reference(self) -> torch.nn.Module:
+        """algorithm.ref_kl_coef's reference: the policy the run starts from, frozen, in the compute dtype. Built
+        like the actor's (same seed, same checkpoint), so with random init it holds the same initial weights;
+        a resumed run loads its checkpoint into the actor only, and keeps this start as the reference."""
+        torch.manual_seed(self.cfg.runner.seed)
+        reference = build_policy(self.cfg.policy, self.action_dim, self.state_dim, self.device)
+        return reference.eval().requires_grad_(False)
 
     def _parameter_groups(self) -> list[dict[str, Any]]:
         """Trainable parameters in two groups: the policy at algorithm.lr, its value head at value_lr
@@ -250,6 +260,12 @@ class ActorWorker(Worker, SpanRecorder):
                 cfg=algo,
                 loss_mask=batch.get("loss_mask"),
             )
+            if self.reference is not None:
+                with torch.no_grad():
+                    ref_log_probs = self.reference.evaluate(batch["obs"], act_output).log_probs
+                ref_kl = reference_kl(evaluated.log_probs, ref_log_probs, batch.get("loss_mask"), algo.logprob_level)
+                loss = loss + algo.ref_kl_coef * ref_kl
+                metrics["ref_kl"] = ref_kl.detach()
             check_finite(
                 {"loss": loss, **{f"metric/{k}": v for k, v in metrics.items() if isinstance(v, torch.Tensor)}},
                 iteration,
@@ -378,10 +394,14 @@ class ActorWorker(Worker, SpanRecorder):
     def offload(self) -> None:
         self.offload_model(self.policy)
         self.offload_optimizer(self.optimizer)
+        if self.reference is not None:
+            self.offload_model(self.reference)
 
     def onload(self) -> None:
         self.onload_model(self.policy)
         self.onload_optimizer(self.optimizer)
+        if self.reference is not None:
+            self.onload_model(self.reference)
 
 
 def check_minibatch_split(num_samples: int, cfg: TrainConfig, rank: int, world_size: int) -> None:

@@ -149,3 +149,45 @@ def test_desired_kl_scales_the_policy_lr_after_warmup_and_survives_a_checkpoint(
     resumed.init_worker()
     resumed.load_checkpoint(str(tmp_path))
     assert resumed.lr_scale == pytest.approx(1.5**2)
+
+
+def test_ref_kl_coef_holds_the_policy_near_its_start():
+    """algorithm.ref_kl_coef: the reference starts equal to the actor (KL 0 before the first step), the KL is
+    logged as the policy moves, and a large coefficient keeps the policy's log-probs on the batch closer to
+    their start over the same updates than no penalty does (parameter distance would not show it: Adam
+    steps every parameter by about lr whatever the gradient's scale)."""
+    import torch
+
+    from rlinf_embodied.algorithms import reference_kl
+    from rlinf_embodied.policies import ActOutput
+    from rlinf_embodied.workers.actor_worker import ActorWorker
+
+    def kl_from_start_after_updates(coef: float) -> tuple[float, ActorWorker, list[dict]]:
+        cfg = TrainConfig()
+        cfg.algorithm.num_minibatches, cfg.algorithm.update_epochs, cfg.algorithm.target_kl = 2, 8, None
+        cfg.algorithm.lr, cfg.algorithm.ref_kl_coef = 3e-3, coef
+        actor = ActorWorker(cfg, action_dim=7, state_dim=8)
+        actor.init_worker()
+        torch.manual_seed(0)
+        samples = _samples_from_rollout(actor.policy, batch_size=16)
+        act_output = ActOutput(samples["actions"], samples["log_probs"], samples["values"], samples["extras"])
+        with torch.no_grad():
+            start = actor.policy.evaluate(samples["obs"], act_output).log_probs
+        history = [actor._update(iteration, samples) for iteration in range(3)]
+        with torch.no_grad():
+            now = actor.policy.evaluate(samples["obs"], act_output).log_probs
+        return float(reference_kl(now, start, None, "action")), actor, history
+
+    free_kl, free_actor, free_history = kl_from_start_after_updates(0.0)
+    held_kl, actor, history = kl_from_start_after_updates(10.0)
+    assert free_actor.reference is None and "ref_kl" not in free_history[0]
+    assert actor.reference is not None and not any(p.requires_grad for p in actor.reference.parameters())
+    assert history[0]["initial_approx_kl"] < 1e-9 and history[-1]["ref_kl"] > 0
+    assert held_kl < 0.5 * free_kl, (held_kl, free_kl)
+
+
+def test_ref_kl_coef_must_not_be_negative():
+    from rlinf_embodied.algorithms.config import AlgorithmConfig
+
+    with pytest.raises(ValueError, match=r"algorithm.ref_kl_coef=-0.1 must be >= 0"):
+        AlgorithmConfig(ref_kl_coef=-0.1)

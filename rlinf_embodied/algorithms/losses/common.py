@@ -150,6 +150,22 @@ def clipped_policy_loss(
     }
 
 
+def reference_kl(
+    new_log_probs: torch.Tensor, ref_log_probs: torch.Tensor, loss_mask: torch.Tensor | None, level: str
+) -> torch.Tensor:
+    """KL(new || reference) estimated on the batch's actions (drawn by the rollout policy, as in verl's
+    KL loss): mean over kept elements of exp(r) - 1 - r, r = ref_lp - new_lp at `level`, clipped to [-20, 20].
+    new/ref_log_probs (B, C, A); gradients flow through new_log_probs only."""
+    token_mask = token_mask_of(loss_mask, new_log_probs)  # (B, C, A)
+    mask = reduce_mask(token_mask, level)
+    zero = new_log_probs.new_zeros(())
+    new_lp = reduce_log_probs(torch.where(token_mask, new_log_probs, zero), level)
+    ref_lp = reduce_log_probs(torch.where(token_mask, ref_log_probs.detach().to(new_lp.dtype), zero), level)
+    log_ratio = torch.clamp(ref_lp - new_lp, -20.0, 20.0)
+    kl = torch.exp(log_ratio) - 1.0 - log_ratio
+    return kl[mask].mean() if bool(mask.any()) else zero
+
+
 @torch.no_grad()
 def ratio_metrics(
     ratio: torch.Tensor, log_ratio: torch.Tensor, mask: torch.Tensor, clip_low: float, clip_high: float
