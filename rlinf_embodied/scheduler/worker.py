@@ -344,6 +344,7 @@ class WorkerGroup:
         self._launched = False
         self._sync_seq = 0
         self._sync_stores: dict[str, tuple[str, int]] = {}
+        self._ipc_failed = False  # a CUDA IPC sync failed once: "auto" uses the object store from then on
         self.name: str | None = None
         self.placements: list[Placement] = []
         self.uses_cuda = False
@@ -466,7 +467,7 @@ class WorkerGroup:
         on one GPU), an NCCL broadcast when no two members share a GPU, else the Ray object store."""
         if not (self.uses_cuda and dst.uses_cuda):
             return "object_store"
-        if self._all_on_one_gpu_with(dst) and not getattr(self, "_ipc_failed", False):
+        if self._all_on_one_gpu_with(dst) and not self._ipc_failed:
             return "cuda_ipc"
         return "object_store" if self._shares_gpu_with(dst) else "collective"
 

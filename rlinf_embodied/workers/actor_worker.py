@@ -11,7 +11,7 @@ import dataclasses
 import logging
 import os
 import random
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -191,6 +191,8 @@ class ActorWorker(Worker, SpanRecorder):
         ]
         if algo.recompute_log_probs:
             samples = self._recompute_log_probs(samples, epochs[0], history)
+        if self.reference is not None:
+            samples = self._reference_log_probs(samples, epochs[0])
         minibatches = (minibatch for epoch in epochs for minibatch in epoch)
         steps_taken = 0
         for minibatch in minibatches:
@@ -216,13 +218,7 @@ class ActorWorker(Worker, SpanRecorder):
         """The samples with log_probs from the actor's own evaluate, on the first epoch's minibatches (the
         shapes its first steps will see); logs how far the rollout's were (rollout_actor_approx_kl)."""
         log_probs = samples["log_probs"].clone()
-        for minibatch in partition:
-            batch = to_device(select(samples, minibatch), self.device)
-            act_output = ActOutput(
-                actions=batch["actions"], log_probs=batch["log_probs"], values=batch["values"], extras=batch["extras"]
-            )
-            with self._forward_precision():
-                evaluated = self.policy.evaluate(batch["obs"], act_output)
+        for minibatch, batch, evaluated in self._evaluate_samples(self.policy, samples, partition):
             _, mismatch = policy_loss(
                 new_log_probs=evaluated.log_probs,
                 old_log_probs=batch["log_probs"],
@@ -239,16 +235,32 @@ class ActorWorker(Worker, SpanRecorder):
             log_probs[minibatch] = evaluated.log_probs.to(log_probs.device, log_probs.dtype)
         return {**samples, "log_probs": log_probs}
 
+    @torch.no_grad()
+    def _reference_log_probs(self, samples: dict[str, Any], partition: Sequence[torch.Tensor]) -> dict[str, Any]:
+        """The samples with ref_log_probs: the frozen reference's log-probs of their actions, scored once per
+        update on the first epoch's minibatches (the reference does not change between epochs)."""
+        ref_log_probs = torch.empty_like(samples["log_probs"])
+        for minibatch, _, evaluated in self._evaluate_samples(self.reference, samples, partition):
+            ref_log_probs[minibatch] = evaluated.log_probs.to(ref_log_probs.device, ref_log_probs.dtype)
+        return {**samples, "ref_log_probs": ref_log_probs}
+
+    def _evaluate_samples(
+        self, policy: torch.nn.Module, samples: dict[str, Any], partition: Sequence[torch.Tensor]
+    ) -> Iterator[tuple[torch.Tensor, dict[str, Any], Any]]:
+        """(minibatch indices, the minibatch on the device, policy.evaluate of it) over `partition`."""
+        for minibatch in partition:
+            batch = to_device(select(samples, minibatch), self.device)
+            with self._forward_precision():
+                evaluated = policy.evaluate(batch["obs"], act_output_of(batch))
+            yield minibatch, batch, evaluated
+
     def _minibatch_step(self, iteration: int, batch: dict[str, Any]) -> tuple[dict[str, float], bool]:
         """One gradient step; returns (metrics, stepped). No step once the ranks' mean approx_kl
         exceeds algorithm.target_kl (every rank takes the same decision)."""
         algo = self.cfg.algorithm
         batch = to_device(batch, self.device)
-        act_output = ActOutput(
-            actions=batch["actions"], log_probs=batch["log_probs"], values=batch["values"], extras=batch["extras"]
-        )
         with self._forward_precision():  # the backward too: checkpointed layers recompute inside it
-            evaluated = self.policy.evaluate(batch["obs"], act_output)
+            evaluated = self.policy.evaluate(batch["obs"], act_output_of(batch))
             loss, metrics = policy_loss(
                 new_log_probs=evaluated.log_probs,
                 old_log_probs=batch["log_probs"],
@@ -261,9 +273,9 @@ class ActorWorker(Worker, SpanRecorder):
                 loss_mask=batch.get("loss_mask"),
             )
             if self.reference is not None:
-                with torch.no_grad():
-                    ref_log_probs = self.reference.evaluate(batch["obs"], act_output).log_probs
-                ref_kl = reference_kl(evaluated.log_probs, ref_log_probs, batch.get("loss_mask"), algo.logprob_level)
+                ref_kl = reference_kl(
+                    evaluated.log_probs, batch["ref_log_probs"], batch.get("loss_mask"), algo.logprob_level
+                )
                 loss = loss + algo.ref_kl_coef * ref_kl
                 metrics["ref_kl"] = ref_kl.detach()
             check_finite(
@@ -473,6 +485,13 @@ def flatten_time_and_envs(trajectory: Trajectory, advantages: torch.Tensor, retu
         # (T * N, chunk): actions of a chunk after its episode ended were never executed; leave them out
         "loss_mask": flat(credited_steps(trajectory.dones)),
     }
+
+
+def act_output_of(batch: dict[str, Any]) -> ActOutput:
+    """The rollout's output for a minibatch of samples, as `evaluate` takes it."""
+    return ActOutput(
+        actions=batch["actions"], log_probs=batch["log_probs"], values=batch["values"], extras=batch["extras"]
+    )
 
 
 def select(samples: Any, index: torch.Tensor) -> Any:
