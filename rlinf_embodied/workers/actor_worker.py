@@ -56,6 +56,7 @@ class ActorWorker(Worker, SpanRecorder):
         self.cfg = cfg
         self.action_dim = action_dim
         self.state_dim = state_dim
+        self.reference: torch.nn.Module | None = None  # built by init_worker when algorithm.ref_kl_coef > 0
 
     def init_worker(self) -> None:
         torch.manual_seed(self.cfg.runner.seed)  # identical initial weights on every rank

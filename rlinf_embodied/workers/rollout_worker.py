@@ -14,6 +14,7 @@ import torch
 
 from ..config import TrainConfig
 from ..policies import ActOutput
+from ..policies.common.cuda_graph import release_act_graphs
 from ..scheduler import Channel, Worker
 from .messages import EnvOutput, Trajectory, channel_key, seed_for, to_device
 from .policy_loading import build_policy
@@ -129,6 +130,7 @@ class RolloutWorker(Worker, SpanRecorder):
                 actor_channel.put(piece, key=f"actor{actor_rank}")
 
     def offload(self) -> None:
+        release_act_graphs(self.policy)  # the onload moves the weights: the graphs would be recaptured anyway
         self.offload_model(self.policy)
 
     def onload(self) -> None:

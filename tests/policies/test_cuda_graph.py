@@ -12,11 +12,14 @@ import torch
 
 from rlinf_embodied.policies import make_policy
 from rlinf_embodied.policies.common.cuda_graph import (
+    CapturedGraph,
+    GraphCache,
     batch_bucket,
     compiled_part,
     first_rows_copy,
     layout,
     pad_batch,
+    release_act_graphs,
     weight_addresses,
 )
 
@@ -186,18 +189,22 @@ def test_compiled_graphs_match_eager_up_to_rounding(name):
 
 
 @pytest.mark.gpu
-def test_moved_weights_are_recaptured():
-    eager, graphed = cuda_pair("pi0")
+@pytest.mark.parametrize("name, parts", [("pi0", 2), ("openvla", 1)])  # pi0: prefix + loop; openvla: decode
+def test_moved_weights_are_recaptured(name, parts):
+    eager, graphed = cuda_pair(name)
     obs = eager.example_obs(2)
-    graphed.act(obs, deterministic=True)
-    first_captures = graphed._graph_cache.captures  # pi0: the prefix and the denoising loop
-    graphed.cpu().cuda()  # an offload and onload: new weight addresses
-    with torch.no_grad():
-        for parameter in (*eager.parameters(), *graphed.parameters()):
-            parameter.mul_(0.5)  # a weight update, applied in place
-    got = graphed.act(obs, deterministic=True)
-    assert graphed._graph_cache.captures == 2 * first_captures == 4
-    torch.testing.assert_close(got.actions, eager.act(obs, deterministic=True).actions, rtol=1e-4, atol=1e-4)
+    for moves in range(1, 3):  # twice: OpenVLA-7B's second iteration failed to recapture into a stale pool
+        graphed.act(obs, deterministic=True)
+        assert graphed._graph_cache.captures == moves * parts
+        graphed.cpu()  # an offload and onload: new weight addresses
+        torch.cuda.empty_cache()
+        graphed.cuda()
+        with torch.no_grad():
+            for parameter in (*eager.parameters(), *graphed.parameters()):
+                parameter.mul_(0.5)  # a weight update, applied in place
+        got = graphed.act(obs, deterministic=True)
+        assert graphed._graph_cache.captures == (moves + 1) * parts
+        torch.testing.assert_close(got.actions, eager.act(obs, deterministic=True).actions, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.gpu
@@ -222,3 +229,39 @@ def test_openvla_replayed_act_matches_eager_and_evaluate(name, overrides):
     first, second = graphed.act(obs), graphed.act(obs)
     assert not torch.equal(first.actions, second.actions)  # fresh samples on every replay
     torch.testing.assert_close(graphed.evaluate(obs, second).log_probs, second.log_probs, rtol=1e-4, atol=1e-4)
+
+
+class _FakeGraph:
+    def replay(self) -> None:
+        pass
+
+
+def test_moved_weights_drop_the_memory_pool_with_the_graphs(monkeypatch):
+    """Recapturing into the pool of graphs that are gone trips PyTorch's `use_count > 0` assert (OpenVLA-7B,
+    second iteration on an H200): after the weights move, the next capture must start a fresh pool."""
+    cache, module = GraphCache(), torch.nn.Linear(2, 2)
+    pools_at_capture = []
+
+    def fake_capture(fn, inputs, part):
+        pools_at_capture.append(cache.pool)
+        cache.pool = ("pool", len(pools_at_capture))  # what graph.pool() returns after a capture
+        return CapturedGraph(graph=_FakeGraph(), static_inputs=inputs.clone(), output=fn(inputs))
+
+    monkeypatch.setattr(cache, "capture", fake_capture)
+    inputs = torch.ones(2, 2)
+    cache.run(module, ("decode",), lambda x: x * 2, inputs, batch=2)
+    cache.run(module, ("prefix",), lambda x: x * 3, inputs, batch=2)  # a second part shares the first's pool
+    module.weight = torch.nn.Parameter(torch.zeros(2, 2))  # an onload after an offload
+    out = cache.run(module, ("decode",), lambda x: x * 2, inputs, batch=2)
+    assert pools_at_capture == [None, ("pool", 1), None]
+    assert out.tolist() == [[2.0, 2.0], [2.0, 2.0]] and cache.count("prefix") == 0
+
+
+def test_release_act_graphs_frees_the_captured_parts():
+    policy = make_policy("pi0", size="tiny", action_dim=4)
+    release_act_graphs(policy)  # nothing captured yet: a no-op
+    policy._graph_cache = GraphCache()
+    policy._graph_cache.graphs[(("loop",), 1, True, ())] = CapturedGraph(_FakeGraph(), None, None)
+    policy._graph_cache.pool = ("pool", 1)
+    release_act_graphs(policy)
+    assert policy._graph_cache.count("loop") == 0 and policy._graph_cache.pool is None

@@ -107,3 +107,15 @@ def test_the_image_probe_rolls_only_the_images(tmp_path, identical_images):
     probe, shuffled = metrics["sft/probe_loss"], metrics["sft/probe_loss_shuffled_images"]
     assert math.isfinite(probe) and probe > 0
     assert (probe == shuffled) == identical_images
+
+
+def test_offload_and_onload_keep_the_weights(tmp_path):
+    """SFT offloads its actor around each evaluation; SFTWorker inherits ActorWorker.offload, which also
+    offloads the ref_kl_coef reference (SFT has none: stop 21's GPU SFT died here at its first evaluation)."""
+    worker = make_worker(tmp_path)
+    before = {name: value.clone() for name, value in worker.policy.state_dict().items()}
+    worker.offload()
+    worker.onload()
+    after = worker.policy.state_dict()
+    assert all(torch.equal(before[name], after[name]) for name in before)
+    assert worker.train_steps(0, 1)["sft/loss"] > 0

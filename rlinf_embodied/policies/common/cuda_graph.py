@@ -109,7 +109,7 @@ class GraphCache:
         on beyond the inputs' layout (e.g. which denoising steps are noisy); `batch` is the inputs' row count."""
         addresses = weight_addresses(module)
         if addresses != self.addresses:  # weights moved: every graph points at stale memory
-            self.graphs.clear()
+            self.release()
             self.addresses = addresses
         bucket = batch_bucket(batch)
         device = tensor_leaves(inputs)[0].device
@@ -124,6 +124,16 @@ class GraphCache:
             static.copy_(value)
         captured.graph.replay()
         return first_rows_copy(captured.output, batch)
+
+    def release(self) -> None:
+        """Drop every graph and their memory pool (an offload calls it, so the pool's memory goes back).
+
+        The pool goes with the graphs: PyTorch lets a new capture share a pool only while some graph still
+        holds it. Reusing the handle of a pool whose graphs are gone, while blocks allocated during their
+        captures live on (OpenVLA's KV cache buffers), fails with `use_count > 0 INTERNAL ASSERT FAILED`."""
+        self.graphs.clear()
+        self.pool = None
+        self.addresses = ()
 
     def count(self, part_name: str) -> int:
         """Graphs held now for the parts whose name (part[0]) is `part_name`."""
@@ -199,3 +209,10 @@ def act_graph_cache(policy: nn.Module) -> GraphCache | None:
     if getattr(policy, "_graph_cache", None) is None:
         policy._graph_cache = GraphCache(compile_parts=getattr(policy.config, "act_compile", False))
     return policy._graph_cache
+
+
+def release_act_graphs(policy: nn.Module) -> None:
+    """Drop the CUDA graphs `policy.act` captured, and their memory (no-op without act_cuda_graphs)."""
+    cache = getattr(policy, "_graph_cache", None)
+    if cache is not None:
+        cache.release()
