@@ -127,16 +127,16 @@ class SFTRunner:
         directory = saved or os.path.join(self.output_dir, "checkpoints", EVAL_SCRATCH)
         if saved is None:
             self.group.save_policy(os.path.join(directory, "policy")).wait()
-        if self.cluster.has_real_gpus:  # the eval policy gets the GPU memory of the trainer's state
-            self.group.offload().wait()
+        # The eval policy gets the GPU memory of the trainer's state. On CPU ranks offload is a no-op, but it is
+        # still called: the CPU tests then run the path the GPU takes (stop 21's GPU SFT died in it).
+        self.group.offload().wait()
         try:
             eval_dir = os.path.join(self.output_dir, "eval", f"step_{step:06d}")
             metrics = (
                 self.group.execute_on(0).evaluate_checkpoint(os.path.join(directory, "policy"), eval_dir).wait()[0]
             )
         finally:
-            if self.cluster.has_real_gpus:
-                self.group.onload().wait()
+            self.group.onload().wait()
         success = metrics["eval/success_once"]
         if success > self.best_eval_success:
             self.best_eval_success = success
