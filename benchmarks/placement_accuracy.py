@@ -95,7 +95,7 @@ def main() -> None:
         start = time.perf_counter()
         costs = costs_for(cfg, cluster)
         print(f"costs ({time.perf_counter() - start:.0f}s): {costs.to_dict()}", flush=True)
-        layouts = predict_all(candidate_layouts(cfg), costs, *workload(cfg))
+        layouts = predict_all(candidate_layouts(cfg), costs, *workload(cfg), offload=cfg.runner.offload)
         runnable = sorted((layout for layout in layouts if layout.fits), key=lambda layout: layout.seconds)
         if args.max_layouts:
             runnable = runnable[: args.max_layouts]

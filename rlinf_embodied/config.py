@@ -106,6 +106,11 @@ class RunnerConfig:
     resume: Optional[str] = None  # a checkpoint directory written by a previous run
     output_dir: Optional[str] = None  # defaults to Hydra's run directory
     progress: bool = True
+    # Where the actor shares GPUs with the rollout or env, swap the models each iteration: the rollout's out
+    # to host memory while the actor trains, the actor's out while the rollout acts. False keeps them all
+    # resident (the GPU must hold every model and the actor's optimizer state at once): no swap seconds, and
+    # the rollout's CUDA graphs (act_cuda_graphs) survive, since its weights are synced in place.
+    offload: bool = True
 
     def __post_init__(self) -> None:
         stages = self.pipeline_stage_num

@@ -190,13 +190,14 @@ class EmbodiedRunner:
         """The rollout on its GPUs, holding the actor's latest weights."""
         if not self.rollout_weights_current:
             self.sync_weights()
-        elif self._actor_shares_gpus():  # synced over CUDA IPC right after training, while offloaded
+        elif self._swaps_models():  # synced over CUDA IPC right after training, while offloaded
             with self._timed("onload"):
                 self.rollout_group.onload().wait()
 
     def sync_weights(self) -> None:
-        with self._timed("onload"):
-            self.rollout_group.onload().wait()
+        if self._swaps_models():  # only a swap takes the rollout's weights off its GPU
+            with self._timed("onload"):
+                self.rollout_group.onload().wait()
         with self._timed("sync"):
             self.actor_group.sync_weights_to(self.rollout_group)
         self.rollout_weights_current = True
@@ -275,7 +276,7 @@ class EmbodiedRunner:
         return self.env_group.world_size * self.cfg.runner.pipeline_stage_num
 
     def train(self, iteration: int) -> dict[str, float]:
-        if self._actor_shares_gpus():
+        if self._swaps_models():
             with self._timed("offload"):
                 self.rollout_group.offload().wait()
             with self._timed("onload"):
@@ -293,11 +294,13 @@ class EmbodiedRunner:
             if self.actor_group.sync_method(self.rollout_group) == "cuda_ipc":
                 # while the actor's weights are still on the GPU: the (offloaded) rollout copies them into
                 # its host memory, with no trip through the object store and no onload of the actor later
+                # (with runner.offload=false: into its resident weights, in place)
                 with self._timed("sync"):
                     self.actor_group.sync_weights_to(self.rollout_group)  # auto: falls back if IPC fails
                 self.rollout_weights_current = True
-            with self._timed("offload"):
-                self.actor_group.offload().wait()
+            if self._swaps_models():
+                with self._timed("offload"):
+                    self.actor_group.offload().wait()
         return metrics
 
     def evaluate(self, iteration: int) -> dict[str, float]:
@@ -334,6 +337,10 @@ class EmbodiedRunner:
     def _actor_shares_gpus(self) -> bool:
         actor_gpus = set(self.placement.gpus("actor"))
         return bool(actor_gpus & (set(self.placement.gpus("rollout")) | set(self.placement.gpus("env"))))
+
+    def _swaps_models(self) -> bool:
+        """Offload and onload around training: the actor shares GPUs and runner.offload is on."""
+        return self.cfg.runner.offload and self._actor_shares_gpus()
 
     # ---- checkpoints --------------------------------------------------------------------------
     def _is_last(self, iteration: int) -> bool:

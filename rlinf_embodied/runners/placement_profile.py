@@ -374,7 +374,7 @@ def resolve_auto_placement(
     layouts = candidate_layouts(cfg)
     if costs is None:
         costs = costs_for(cfg, cluster, log)
-    chosen, predicted = choose(costs, *workload(cfg), layouts)
+    chosen, predicted = choose(costs, *workload(cfg), layouts, offload=cfg.runner.offload)
     log(
         f"placement candidates ({num_gpus(cfg)} GPUs, {cfg.env.num_envs} envs, {cfg.runner.rollout_steps} "
         f"rollout steps; predicted):\n{format_table(predicted, chosen)}"

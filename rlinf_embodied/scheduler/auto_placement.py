@@ -29,7 +29,8 @@ and one iteration (the runner is synchronous: sync weights, roll out, train)
     train   = (train_fixed_s + train_per_sample_s * E * T / |a|) * (1 + train_contention * (|a| - 1))
               (the fixed part: update_epochs x num_minibatches optimizer steps, whatever the batch; the
                per-sample part is data parallel over the actor ranks)
-    swap    = 2 * (offload_s + onload_s)   when a shares a GPU with e or r (rollout out + actor in, and back)
+    swap    = 2 * (offload_s + onload_s)   when a shares a GPU with e or r (rollout out + actor in, and back),
+                                      0 with runner.offload=false (every model stays resident)
     seconds = rollout + train + swap + weight_sync_s
     env-steps/s = E * T * env_steps_per_call / seconds
 
@@ -44,7 +45,7 @@ W_roll during which that run's timeline shows simulation and inference running a
 A layout is excluded when E does not split into |e| * S stages of whole env groups, or when a GPU's
 memory does not hold its components: env_mem_gib (per env worker) plus rollout_mem_gib and
 actor_mem_gib / |a| (FSDP shards the actor), of which only the larger of rollout and actor counts where
-they swap. Ties go to the earlier candidate of `enumerate_layouts` (collocated, fewer stages first).
+they swap (with runner.offload=false they never swap: both count). Ties go to the earlier candidate of `enumerate_layouts` (collocated, fewer stages first).
 """
 
 from __future__ import annotations
@@ -203,6 +204,8 @@ def predict(
     num_gpus: int,
     env_group_size: int = 1,
     num_nodes: int = 1,
+    *,
+    offload: bool = True,
 ) -> Layout:
     """`layout` with mode, seconds, env_steps_per_s, fits/reason and breakdown filled in (a copy).
 
@@ -236,7 +239,7 @@ def predict(
             f"{num_envs} envs do not split into {len(e)} env workers x {stages} stages"
             + (f" of groups of {env_group_size}" if env_group_size > 1 else "")
         )
-    swaps = bool(a & (e | r))
+    swaps = offload and bool(a & (e | r))
     per_gpu = {}
     for gpu in sorted(e | r | a):
         models = [costs.rollout_mem_gib if gpu in r else 0.0, costs.actor_mem_gib / len(a) if gpu in a else 0.0]
@@ -275,8 +278,13 @@ def predict_all(
     num_gpus: int,
     env_group_size: int = 1,
     num_nodes: int = 1,
+    *,
+    offload: bool = True,
 ) -> list[Layout]:
-    return [predict(layout, costs, num_envs, rollout_steps, num_gpus, env_group_size, num_nodes) for layout in layouts]
+    return [
+        predict(layout, costs, num_envs, rollout_steps, num_gpus, env_group_size, num_nodes, offload=offload)
+        for layout in layouts
+    ]
 
 
 def choose(
@@ -287,12 +295,16 @@ def choose(
     env_group_size: int = 1,
     num_nodes: int = 1,
     layouts: Sequence[Layout] | None = None,
+    *,
+    offload: bool = True,
 ) -> tuple[Layout, list[Layout]]:
     """(the fastest layout that fits, every candidate predicted). `layouts` defaults to every layout on
     num_gpus * num_nodes GPUs with 1 and 2 stages; ValueError when none fits."""
     if layouts is None:
         layouts = enumerate_layouts(num_gpus * num_nodes)
-    predicted = predict_all(layouts, costs, num_envs, rollout_steps, num_gpus, env_group_size, num_nodes)
+    predicted = predict_all(
+        layouts, costs, num_envs, rollout_steps, num_gpus, env_group_size, num_nodes, offload=offload
+    )
     best = None
     for layout in predicted:
         if layout.fits and (best is None or layout.seconds < best.seconds):

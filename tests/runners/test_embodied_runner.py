@@ -283,18 +283,29 @@ def test_actor_reproduces_rollout_log_probs_before_its_first_step(cluster, tmp_p
         assert history[0]["train/lr_value"] == pytest.approx(1e-4)
 
 
-def test_collocated_run_syncs_over_cuda_ipc_right_after_training(cluster, tmp_path):
+class _Done:
+    def wait(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize("offload", [True, False])
+def test_collocated_run_syncs_over_cuda_ipc_right_after_training(cluster, tmp_path, offload):
     """When the actor can reach the rollout's GPU over CUDA IPC, the runner syncs right after training (the
     actor's weights still on the GPU) and only onloads the rollout before the next rollout or evaluation.
     CUDA IPC itself needs a GPU (tests/scheduler/test_gpu_ipc.py): here it is stood in for by the object store,
-    so the check is the order: the rollout must act with the weights of the update before."""
+    so the check is the order: the rollout must act with the weights of the update before.
+    runner.offload=false: no model is swapped at all, and the rollout still acts with the latest weights."""
     cfg = small_config({"env,rollout,actor": "all"}, 1)
     cfg.runner.max_iterations, cfg.runner.eval_interval, cfg.runner.eval_rounds = 2, 1, 1
+    cfg.runner.offload = offload
     runner = EmbodiedRunner(cfg, cluster, str(tmp_path))
     try:
-        actor, calls = runner.actor_group, []
+        actor, calls, swaps = runner.actor_group, [], []
         actor.sync_method = lambda dst: "cuda_ipc"
         actor._sync_by_cuda_ipc = lambda dst: calls.append(dst.name) or actor._sync_by_object_store(dst)
+        for group in (runner.actor_group, runner.rollout_group):
+            for method in ("offload", "onload"):
+                setattr(group, method, lambda name=f"{group.name}.{method}": swaps.append(name) or _Done())
         history = runner.run()
     finally:
         runner.shutdown()
@@ -302,3 +313,7 @@ def test_collocated_run_syncs_over_cuda_ipc_right_after_training(cluster, tmp_pa
     for metrics in history:
         assert metrics["train/initial_approx_kl"] < 1e-6, metrics  # iteration 1 acted with iteration 0's update
         assert metrics["time/sync_seconds"] > 0 and metrics["eval/num_episodes"] > 0
+    if offload:
+        assert {"rollout.offload", "actor.onload", "actor.offload", "rollout.onload"} <= set(swaps)
+    else:
+        assert swaps == [] and all(metrics["time/offload_seconds"] == 0 for metrics in history)

@@ -169,6 +169,23 @@ def test_memory_limits_exclude_layouts():
         choose(costs(actor_mem_gib=1000, gpu_mem_gib=80), 16, 10, 2)
 
 
+def test_without_offload_collocated_layouts_pay_no_swap_but_hold_every_model():
+    """runner.offload=false: nothing swaps, so no swap seconds, and a shared GPU holds rollout and actor at once."""
+    c = costs(env_mem_gib=10, rollout_mem_gib=30, actor_mem_gib=60, gpu_mem_gib=80)
+    collocated = Layout({"env": "all", "rollout": "all", "actor": "all"}, 1)
+    swapping = predict(collocated, c, 16, 10, 2)
+    resident = predict(collocated, c, 16, 10, 2, offload=False)
+    assert swapping.breakdown["swap"] == pytest.approx(2 * (0.3 + 0.4)) and resident.breakdown["swap"] == 0
+    assert resident.seconds == pytest.approx(swapping.seconds - 1.4)
+    assert resident.fits  # 10 + 30 + 60 / 2 = 70 GiB per GPU
+    one_gpu = predict(collocated, c, 16, 10, 1, offload=False)  # 10 + 30 + 60 = 100 GiB
+    assert not one_gpu.fits and "needs 100.0 GiB" in one_gpu.reason
+    assert predict(collocated, c, 16, 10, 1).fits  # swapping: 10 + max(30, 60)
+    with pytest.raises(ValueError, match="no candidate layout fits"):
+        choose(c, 16, 10, 1, offload=False)
+    assert choose(c, 16, 10, 1)[0].fits
+
+
 def test_env_split_excludes_layouts():
     layout = predict(Layout({"env": "0-2", "rollout": "all", "actor": "all"}, 1), costs(), 16, 10, 3)
     assert not layout.fits and "do not split" in layout.reason
