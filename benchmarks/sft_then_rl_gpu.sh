@@ -126,6 +126,10 @@ PY
     last=$(ls -d "$WORK"/rl/checkpoints/iteration_* | tail -1)
     CKPT=$last/policy TAG=rl bash "$0" eval "${FINAL_EPISODES:-200}"
     echo "$last/policy" > "$WORK/rl_last.txt"
+    # the best periodic evaluation's checkpoint too (runner.eval_interval): GRPO from BC peaked, then drifted
+    # down on the CPU analog (RESULTS.md stop 21), so the last checkpoint alone can hide the gain
+    best=$WORK/rl/checkpoints/best/policy
+    [ ! -d "$best" ] || CKPT=$best TAG=rl_best bash "$0" eval "${FINAL_EPISODES:-200}"
     echo "rl_eval done" ;;
   *) echo "unknown stage $stage: collect | sft | eval | rl | rl_eval | pick | pipeline"; exit 2 ;;
 esac
