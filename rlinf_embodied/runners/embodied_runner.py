@@ -135,6 +135,7 @@ class EmbodiedRunner:
         start = time.perf_counter()
         for iteration in progress:
             if self._stop_requested():
+                self._save_finished_iteration(iteration - 1)  # the signal came between two iterations
                 break
             self.phase_seconds.clear()
             iteration_start = time.perf_counter()
@@ -173,6 +174,13 @@ class EmbodiedRunner:
         if self.stop.checkpoint is None and self.cfg.runner.resume:  # stopped before an iteration finished
             self.stop.checkpoint = self.cfg.runner.resume
         return True
+
+    def _save_finished_iteration(self, iteration: int) -> None:
+        """A stop that arrives after an iteration was logged but before the next one starts: checkpoint that
+        finished iteration unless it already has one (nothing to do before this run's first iteration)."""
+        if iteration < self.start_iteration or self.stop.iteration == iteration:
+            return
+        self.stop.checkpoint, self.stop.iteration = self.save_checkpoint(iteration), iteration
 
     def _time_breakdown(self, iteration_seconds: float) -> dict[str, float]:
         """time/{sync,onload,offload,save}_seconds, the iteration's total and what no phase accounts for

@@ -10,9 +10,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections import defaultdict
 
 import pytest
 
+from rlinf_embodied.config import TrainConfig
+from rlinf_embodied.runners.embodied_runner import EmbodiedRunner
 from rlinf_embodied.runners.interrupts import Interrupted, StopRequest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -35,6 +38,61 @@ def test_a_second_signal_stops_at_once():
         stop.request(signal.SIGTERM)
     assert interrupted.value.exit_code == 143
     stop.request(signal.SIGTERM)  # a third one while shutting down is ignored
+
+
+class LoopOnly(EmbodiedRunner):
+    """The runner's iteration loop without workers: each phase records itself, save_checkpoint names a directory.
+    `stop_after_logging` requests a stop right after that iteration's metrics line, before the next starts."""
+
+    def __init__(self, max_iterations: int, save_interval: int, stop: StopRequest, stop_after_logging: int):
+        self.cfg = TrainConfig()
+        self.cfg.runner.max_iterations, self.cfg.runner.save_interval = max_iterations, save_interval
+        self.cfg.runner.progress, self.cfg.runner.eval_interval = False, 0
+        self.stop, self.start_iteration, self.saved, self.logged = stop, 0, [], []
+        self.phase_seconds, self.startup_seconds, self.best_eval_success = defaultdict(float), {}, float("nan")
+        self.metrics_logger = self
+        self.stop_after_logging = stop_after_logging
+
+    def ready_rollout(self) -> None:
+        pass
+
+    def rollout(self, iteration: int) -> dict:
+        return {}
+
+    def train(self, iteration: int) -> dict:
+        return {}
+
+    def save_checkpoint(self, iteration: int, name: str | None = None) -> str:
+        self.saved.append(iteration)
+        return f"checkpoints/iteration_{iteration:06d}"
+
+    def log(self, iteration: int, metrics: dict) -> None:  # the metrics logger's
+        self.logged.append(iteration)
+        if iteration == self.stop_after_logging:
+            self.stop.request(signal.SIGINT)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("save_interval, saved", [(0, [0]), (1, [0])])
+def test_a_stop_between_two_iterations_checkpoints_the_finished_one(save_interval, saved):
+    """CI caught it (stop 21): Ctrl-C after iteration 0's metrics line but before iteration 1 started left no
+    checkpoint and no resume line. The finished iteration is saved once, whether or not it had one already."""
+    stop = StopRequest()
+    runner = LoopOnly(max_iterations=5, save_interval=save_interval, stop=stop, stop_after_logging=0)
+    history = runner.run()
+    assert [m["iteration"] for m in history] == runner.logged == [0]
+    assert runner.saved == saved
+    assert (stop.checkpoint, stop.iteration) == ("checkpoints/iteration_000000", 0)
+
+
+def test_a_stop_during_an_iteration_checkpoints_that_iteration():
+    stop = StopRequest()
+    runner = LoopOnly(max_iterations=5, save_interval=0, stop=stop, stop_after_logging=-1)
+    runner.train = lambda iteration: stop.request(signal.SIGINT) or {} if iteration == 1 else {}
+    runner.run()
+    assert runner.logged == [0, 1] and runner.saved == [1] and stop.iteration == 1
 
 
 def session_processes(sid: int) -> list[str]:
