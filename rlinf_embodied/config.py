@@ -196,6 +196,9 @@ class SFTConfig:
     seed: int = 0
     output_dir: Optional[str] = None  # defaults to Hydra's run directory
     progress: bool = True
+    # checkpoints/<name> of an earlier run of the same dataset (any step_XXXXXX, final, or the one Ctrl-C
+    # saved): continue from its step with its weights, optimizer, EMA and data order, to sft.max_steps.
+    resume: Optional[str] = None
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "log_interval", "eval_episodes"):

@@ -7,10 +7,13 @@
 
 Checkpoints: <run dir>/checkpoints/{step_XXXXXX,final,best}/policy, each loadable with
 `policy.checkpoint=` by `python -m rlinf_embodied.train` and `python -m rlinf_embodied.eval`.
+Ctrl-C (or SIGTERM) finishes the current steps, saves checkpoints/step_XXXXXX and prints the command that
+continues the run (`sft.resume=<that checkpoint>`); exit code 130 (143).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 
@@ -20,29 +23,44 @@ from omegaconf import OmegaConf
 
 from .config import SFTRunConfig, register_configs
 from .paths import CONFIG_DIR
+from .runners.interrupts import Interrupted, StopRequest, report_forced_stop, report_stop, resume_command
 
 logger = logging.getLogger(__name__)
 register_configs()
 
 
-def run_sft(cfg: SFTRunConfig, output_dir: str, cluster=None) -> list[dict]:
-    """Check the config, start (or join, or use `cluster`) the Ray cluster, run the SFTRunner."""
+def run_sft(cfg: SFTRunConfig, output_dir: str, cluster=None, stop: StopRequest | None = None) -> list[dict]:
+    """Check the config, start (or join, or use `cluster`) the Ray cluster, run the SFTRunner.
+
+    With `stop`, SIGINT/SIGTERM stop the run after the current steps with a checkpoint; `stop.checkpoint`
+    then names it."""
     from .runners.sft_runner import SFTRunner, check_sft_config
     from .scheduler import Cluster
 
     check_sft_config(cfg)  # fail before any process starts
-    own_cluster = cluster is None
-    if own_cluster:
-        cluster = Cluster.from_config(cfg.cluster)
-    runner = None
-    try:
-        runner = SFTRunner(cfg, cluster, output_dir)
-        return runner.run()
-    finally:
-        if runner is not None:
-            runner.shutdown()
+    with stop.handling() if stop is not None else contextlib.nullcontext():
+        own_cluster = cluster is None
         if own_cluster:
-            cluster.shutdown()
+            cluster = Cluster.from_config(cfg.cluster)
+        runner = None
+        try:
+            if stop is not None:
+                stop.install()  # again: ray.init installs its own SIGTERM handler
+            runner = SFTRunner(cfg, cluster, output_dir, stop=stop)
+            return runner.run()
+        finally:
+            try:
+                if runner is not None:
+                    runner.shutdown()
+            finally:
+                if own_cluster:
+                    cluster.shutdown()
+
+
+def sft_resume_command(output_dir: str, checkpoint: str | None) -> str | None:
+    if not checkpoint:
+        return None
+    return resume_command("rlinf_embodied.sft", {"sft.resume": checkpoint, "sft.output_dir": output_dir})
 
 
 @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="sft")
@@ -52,7 +70,14 @@ def main(cfg) -> None:
     typed.sft.output_dir = output_dir
     os.makedirs(output_dir, exist_ok=True)
     OmegaConf.save(cfg, os.path.join(output_dir, "config.yaml"))
-    history = run_sft(typed, output_dir)
+    stop = StopRequest(work="steps (up to the next metrics line)")
+    try:
+        history = run_sft(typed, output_dir, stop=stop)
+    except Interrupted as interrupted:
+        report_forced_stop(stop, interrupted, sft_resume_command(output_dir, stop.checkpoint))
+    finished = bool(history) and history[-1]["step"] == typed.sft.max_steps
+    if stop.requested and not finished:
+        report_stop(stop, "step", sft_resume_command(output_dir, stop.checkpoint))
     if history:
         last = history[-1]
         logger.info("finished %d steps: sft/loss=%.4f -> %s", last["step"], last["sft/loss"], output_dir)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shlex
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -18,7 +17,8 @@ from omegaconf import OmegaConf
 
 from .config import TrainConfig, is_auto, register_configs
 from .paths import CONFIG_DIR
-from .runners.interrupts import Interrupted, StopRequest
+from .runners.interrupts import Interrupted, StopRequest, report_forced_stop, report_stop
+from .runners.interrupts import resume_command as stop_resume_command
 from .workers.policy_loading import check_policy_config
 
 logger = logging.getLogger(__name__)
@@ -79,15 +79,11 @@ def resolve_placement(cfg: TrainConfig, cluster, output_dir: str) -> None:
             f.write("\n".join(lines) + "\n")
 
 
-def resume_command(output_dir: str, checkpoint: str) -> str:
+def resume_command(output_dir: str, checkpoint: str | None) -> str | None:
     """The command line that continues this run from `checkpoint`, in the same output directory."""
-    try:
-        overrides = list(HydraConfig.get().overrides.task)
-    except ValueError:  # not under Hydra
-        overrides = []
-    kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in ("runner.resume", "runner.output_dir")]
-    args = kept + [f"runner.resume={checkpoint}", f"runner.output_dir={output_dir}"]
-    return " ".join(["python -m rlinf_embodied.train"] + [shlex.quote(a) for a in args])
+    if not checkpoint:
+        return None
+    return stop_resume_command("rlinf_embodied.train", {"runner.resume": checkpoint, "runner.output_dir": output_dir})
 
 
 @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="config")
@@ -101,22 +97,9 @@ def main(cfg) -> None:
     try:
         history = run_training(typed, output_dir, stop)
     except Interrupted as interrupted:
-        print(
-            f"stopped by {stop.signal_name} twice: no checkpoint saved for the current iteration"
-            + (f"; resume from the last one: {resume_command(output_dir, stop.checkpoint)}" if stop.checkpoint else ""),
-            flush=True,
-        )
-        raise SystemExit(interrupted.exit_code) from None
+        report_forced_stop(stop, interrupted, resume_command(output_dir, stop.checkpoint))
     if stop.requested:
-        if stop.checkpoint:
-            after = f" after iteration {stop.iteration}" if stop.iteration is not None else ""
-            print(
-                f"stopped by {stop.signal_name}{after}; resume with: {resume_command(output_dir, stop.checkpoint)}",
-                flush=True,
-            )
-        else:
-            print(f"stopped by {stop.signal_name} before the first iteration finished: nothing to resume", flush=True)
-        raise SystemExit(stop.exit_code)
+        report_stop(stop, "iteration", resume_command(output_dir, stop.checkpoint))
     if history:
         last = history[-1]
         logger.info(

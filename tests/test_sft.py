@@ -230,6 +230,75 @@ def test_sft_checkpoint_holds_the_average_not_the_last_step(tmp_path):
         torch.testing.assert_close(dict(worker.policy.named_parameters())[key].detach(), value, rtol=0, atol=0)
 
 
+def tiny_pi0_sft_config(tmp_path) -> SFTRunConfig:
+    """pi0 tiny on a two-camera image dataset, with an EMA and image shifts: every random stream SFT has."""
+    preset = policy_class("pi0").presets["tiny"]
+    cfg = SFTRunConfig()
+    cfg.policy.name, cfg.policy.size = "pi0", "tiny"
+    cfg.sft.dataset = write_image_dataset(
+        tmp_path / "ds", preset["state_dim"], preset["action_dim"], preset["image_size"], ("rgb", "wrist_rgb")
+    )
+    cfg.sft.batch_size, cfg.sft.lr, cfg.sft.warmup_steps, cfg.sft.ema_decay, cfg.sft.image_shift = 8, 3e-3, 2, 0.9, 2
+    return cfg
+
+
+def test_sft_resumed_from_its_training_state_continues_exactly(tmp_path):
+    """6 steps, save, a fresh worker loads and does 6 more == 12 steps in one go: weights, EMA, losses. The data
+    order (samplers part-way through an epoch), image shifts and flow noise all continue where they were."""
+    cfg = tiny_pi0_sft_config(tmp_path)
+    straight = SFTWorker(cfg)
+    straight.init_worker()
+    first = straight.train_steps(0, 6)
+    expected = straight.train_steps(6, 6)
+
+    stopped = SFTWorker(cfg)
+    stopped.init_worker()
+    assert stopped.train_steps(0, 6)["sft/loss"] == first["sft/loss"]
+    stopped.save_training_state(str(tmp_path / "ckpt"), 6)
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["actor.pt", "sft_rank0.pt"]
+    resumed = SFTWorker(cfg)
+    resumed.init_worker()
+    assert resumed.load_training_state(str(tmp_path / "ckpt")) == 6
+    assert resumed.train_steps(6, 6)["sft/loss"] == expected["sft/loss"]
+    for (name, a), b in zip(straight.policy.named_parameters(), resumed.policy.parameters()):
+        assert torch.equal(a, b), name
+    assert resumed.ema.updates == straight.ema.updates == 12
+    for a, b in zip(straight.ema.averages, resumed.ema.averages):
+        assert torch.equal(a, b)
+
+    cfg.sft.ema_decay = 0.0  # a run that keeps no average cannot continue one that did
+    plain = SFTWorker(cfg)
+    plain.init_worker()
+    with pytest.raises(ValueError, match=r"saved with an EMA.*sft.ema_decay=0.0"):
+        plain.load_training_state(str(tmp_path / "ckpt"))
+
+
+def test_sft_resume_names_what_is_wrong_with_the_checkpoint(tmp_path):
+    cfg = SFTRunConfig()
+    cfg.sft.dataset = write_state_dataset(tmp_path / "ds", episodes=1, length=3)
+    cfg.sft.resume = str(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match=r"sft.resume=.*nowhere.* does not exist.*step_XXXXXX"):
+        check_sft_config(cfg)
+    best = tmp_path / "checkpoints" / "best"
+    (best / "policy").mkdir(parents=True)
+    (best / "sft.json").write_text(json.dumps({"step": 50, "dataset": cfg.sft.dataset, "policy": "mlp"}))
+    cfg.sft.resume = str(best)
+    with pytest.raises(
+        FileNotFoundError, match=r"no training state \(missing actor.pt, sft_rank0.pt\).*policy.checkpoint="
+    ):
+        check_sft_config(cfg)
+    for name in ("actor.pt", "sft_rank0.pt"):
+        (best / name).write_bytes(b"")
+    check_sft_config(cfg)
+    cfg.sft.max_steps = 50
+    with pytest.raises(ValueError, match=r"at step 50 and sft.max_steps=50: nothing is left.*above 50"):
+        check_sft_config(cfg)
+    cfg.sft.max_steps = 100
+    cfg.sft.dataset = write_state_dataset(tmp_path / "other", episodes=1, length=3)
+    with pytest.raises(ValueError, match=r"trained on sft.dataset=.*ds.*this run names .*other"):
+        check_sft_config(cfg)
+
+
 def test_sft_worker_shifts_every_camera_of_each_training_batch(tmp_path, monkeypatch):
     import rlinf_embodied.workers.sft_worker as sft_worker
 
@@ -339,3 +408,43 @@ def test_mlp_bc_then_rl_on_maniskill(cluster, tmp_path):
     assert np.isfinite(metrics["train/loss"]) and metrics["time/env_steps"] == 16
     # Before any optimizer step the actor reproduces the rollout's log-probs of the SFT weights.
     assert abs(metrics["train/initial_approx_kl"]) < 1e-3
+
+
+@pytest.mark.slow
+def test_sft_stopped_by_a_signal_resumes_to_the_same_weights(cluster, tmp_path, monkeypatch):
+    """Ctrl-C arriving as step 50's line is logged: step_000050 is saved and the run stops; `sft.resume=` of it in
+    the same directory runs steps 75-100 to the weights and losses of an uninterrupted run, each step logged once."""
+    import rlinf_embodied.runners.sft_runner as sft_runner
+    from rlinf_embodied.runners.interrupts import StopRequest
+
+    dataset = write_state_dataset(tmp_path / "demos")
+    common = [f"sft.dataset={dataset}", "policy.size=tiny", "sft.max_steps=100", "sft.batch_size=32", "sft.lr=3e-3"]
+    common += ["sft.warmup_steps=5", "sft.log_interval=25", "sft.progress=false"]
+    full = run_sft(
+        compose_sft(common + [f"sft.output_dir={tmp_path / 'full'}"]), str(tmp_path / "full"), cluster=cluster
+    )
+
+    out, stop = tmp_path / "stopped", StopRequest()
+
+    class SignalAtStep50(sft_runner.MetricsLogger):
+        def log(self, iteration, metrics):
+            super().log(iteration, metrics)
+            if iteration == 50:
+                stop.request(2)  # SIGINT
+
+    monkeypatch.setattr(sft_runner, "MetricsLogger", SignalAtStep50)
+    stopped = run_sft(compose_sft(common + [f"sft.output_dir={out}"]), str(out), cluster=cluster, stop=stop)
+    assert [m["step"] for m in stopped] == [25, 50]
+    assert (stop.checkpoint, stop.iteration) == (str(out / "checkpoints" / "step_000050"), 50)
+    monkeypatch.undo()
+
+    resumed_cfg = compose_sft(common + [f"sft.output_dir={out}", f"sft.resume={stop.checkpoint}"])
+    resumed = run_sft(resumed_cfg, str(out), cluster=cluster)
+    assert [m["step"] for m in resumed] == [75, 100]
+    assert [m["sft/loss"] for m in resumed] == [m["sft/loss"] for m in full[2:]]
+    assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [25, 50, 75, 100]
+    weights = [
+        policy_class("mlp").from_pretrained(d / "checkpoints" / "final" / "policy") for d in (tmp_path / "full", out)
+    ]
+    for (name, a), b in zip(weights[0].state_dict().items(), weights[1].state_dict().values()):
+        assert torch.equal(a, b), name

@@ -60,7 +60,9 @@ class EmbodiedRunner:
         if cfg.runner.resume:
             resumed = self.actor_group.load_checkpoint(cfg.runner.resume).wait()[0]
             self.start_iteration, self.total_env_steps = resumed["iteration"] + 1, resumed["env_steps"]
-        self.metrics_logger = MetricsLogger(output_dir, resume=bool(cfg.runner.resume))
+        self.metrics_logger = MetricsLogger(
+            output_dir, resume_after=self.start_iteration - 1 if cfg.runner.resume else None
+        )
         self.rollout_weights_current = False  # the rollout workers already hold the actor's weights
         self.best_eval_success = read_best_eval_success(output_dir)
 
@@ -169,11 +171,7 @@ class EmbodiedRunner:
         return history
 
     def _stop_requested(self) -> bool:
-        if self.stop is None or not self.stop.requested:
-            return False
-        if self.stop.checkpoint is None and self.cfg.runner.resume:  # stopped before an iteration finished
-            self.stop.checkpoint = self.cfg.runner.resume
-        return True
+        return self.stop is not None and self.stop.poll(resumed_from=self.cfg.runner.resume)
 
     def _save_finished_iteration(self, iteration: int) -> None:
         """A stop that arrives after an iteration was logged but before the next one starts: checkpoint that

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
 import threading
 from typing import Iterator, Optional
@@ -36,7 +37,8 @@ class StopRequest:
     """Records the first stop signal; the runner polls `requested` between iterations and sets
     `checkpoint` / `iteration` to what it saved."""
 
-    def __init__(self) -> None:
+    def __init__(self, work: str = "iteration") -> None:
+        self.work = work  # what the first signal lets finish, for its message
         self.signum: Optional[int] = None
         self.forced = False
         self.checkpoint: Optional[str] = None  # the resumable checkpoint the stopped run left
@@ -55,6 +57,15 @@ class StopRequest:
     def exit_code(self) -> int:
         return 128 + self.signum if self.signum is not None else 0
 
+    def poll(self, resumed_from: Optional[str] = None) -> bool:
+        """Whether a stop was requested (the runners ask between units of work). A run stopped before it saved
+        anything still resumes from the checkpoint it started from, `resumed_from`."""
+        if self.signum is None:
+            return False
+        if self.checkpoint is None and resumed_from:
+            self.checkpoint = resumed_from
+        return True
+
     def request(self, signum: int) -> None:
         """What the handler does; tests call it directly."""
         if self.signum is None:
@@ -62,7 +73,7 @@ class StopRequest:
             os.write(
                 2,
                 (
-                    f"\n{signal.Signals(signum).name} received: finishing the current iteration, then saving "
+                    f"\n{signal.Signals(signum).name} received: finishing the current {self.work}, then saving "
                     f"a checkpoint (send it again to stop at once, without one)\n"
                 ).encode(),
             )
@@ -94,3 +105,38 @@ class StopRequest:
             yield self
         finally:
             self.restore()
+
+
+def resume_command(module: str, settings: dict[str, str]) -> str:
+    """The command line that continues this run: its Hydra overrides, with `settings` (e.g. the resume
+    checkpoint and the output directory) replacing any override of the same keys."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        overrides = list(HydraConfig.get().overrides.task)
+    except ValueError:  # not under Hydra
+        overrides = []
+    kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in settings]
+    args = kept + [f"{key}={value}" for key, value in settings.items()]
+    return " ".join([f"python -m {module}"] + [shlex.quote(a) for a in args])
+
+
+def report_stop(stop: StopRequest, unit: str, command: Optional[str]) -> None:
+    """After a stopped run: print how to continue it (`command`, or that nothing was saved), then exit with
+    128 + the signal number."""
+    if command:
+        after = f" after {unit} {stop.iteration}" if stop.iteration is not None else ""
+        print(f"stopped by {stop.signal_name}{after}; resume with: {command}", flush=True)
+    else:
+        print(f"stopped by {stop.signal_name} before the first {unit} finished: nothing to resume", flush=True)
+    raise SystemExit(stop.exit_code)
+
+
+def report_forced_stop(stop: StopRequest, interrupted: Interrupted, command: Optional[str]) -> None:
+    """After a second signal: no checkpoint of the current work; `command` continues from the last one."""
+    print(
+        f"stopped by {stop.signal_name} twice: no checkpoint saved for the current work"
+        + (f"; resume from the last one: {command}" if command else ""),
+        flush=True,
+    )
+    raise SystemExit(interrupted.exit_code) from None

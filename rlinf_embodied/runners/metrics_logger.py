@@ -11,11 +11,21 @@ from torch.utils.tensorboard import SummaryWriter
 
 
 class MetricsLogger:
-    def __init__(self, output_dir: str, resume: bool = False):
+    """`resume_after=N` continues a run resumed from a checkpoint of iteration (or step) N: the lines it had
+    logged after N are dropped from metrics.jsonl and TensorBoard, so every iteration appears once."""
+
+    def __init__(self, output_dir: str, resume_after: int | None = None):
         os.makedirs(output_dir, exist_ok=True)
         self.path = os.path.join(output_dir, "metrics.jsonl")
-        self._file = open(self.path, "a" if resume else "w")
-        self._writer = SummaryWriter(log_dir=os.path.join(output_dir, "tensorboard"))
+        if resume_after is None:
+            self._file = open(self.path, "w")
+        else:
+            kept = _records_up_to(self.path, resume_after)
+            self._file = open(self.path, "w")
+            self._file.writelines(kept)
+            self._file.flush()
+        purge = None if resume_after is None else resume_after + 1
+        self._writer = SummaryWriter(log_dir=os.path.join(output_dir, "tensorboard"), purge_step=purge)
 
     def log(self, iteration: int, metrics: dict[str, Any]) -> None:
         record = {"iteration": iteration, **{k: _plain(v) for k, v in metrics.items()}}
@@ -35,3 +45,11 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "item"):
         return value.item()
     return value
+
+
+def _records_up_to(path: str, last: int) -> list[str]:
+    """The lines of metrics.jsonl at `path` whose iteration is <= last (none if the file does not exist)."""
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        return [line for line in f if line.strip() and json.loads(line)["iteration"] <= last]

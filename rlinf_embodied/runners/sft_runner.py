@@ -2,13 +2,16 @@
 
     check the dataset against the config (before any process starts)
     launch SFTWorker ranks on the GPUs of cluster.component_placement's `actor` entry (default: all)
+    with sft.resume: continue from that checkpoint's step (weights, optimizer, EMA, data order, RNG)
     until sft.max_steps: train up to the next log / eval / save boundary on every rank (FSDP when > 1)
         log sft/loss, sft/grad_norm, sft/lr, time/step (means since the last line)
-        every save_interval: checkpoints/step_XXXXXX/policy
+        every save_interval: checkpoints/step_XXXXXX
         every eval_interval (and at the end): evaluate the saved weights in the env, keep checkpoints/best
-    checkpoints/final/policy
+        after Ctrl-C / SIGTERM (runners/interrupts.py): checkpoints/step_XXXXXX, then stop
+    checkpoints/final
 
-Every checkpoint is a save_pretrained directory: `policy.checkpoint=<dir>` for train and eval.
+Every checkpoint's policy/ is a save_pretrained directory (`policy.checkpoint=<dir>/policy` for train and eval);
+its actor.pt and sft_rank<R>.pt hold the training state that `sft.resume=<dir>` continues from.
 """
 
 from __future__ import annotations
@@ -26,17 +29,20 @@ from ..config import SFTRunConfig
 from ..datasets.demo_seeds import check_checkpoint_held_out, check_held_out, dataset_seeds, write_demo_seeds
 from ..scheduler import Cluster, ComponentPlacement, WorkerGroup
 from ..workers.sft_worker import SFTWorker, predicted_policy_dims, sft_eval_config
-from .embodied_runner import BEST_FILE, check_cluster_fits
+from .embodied_runner import BEST_FILE, check_cluster_fits, read_best_eval_success
+from .interrupts import StopRequest
 from .metrics_logger import MetricsLogger
 
 logger = logging.getLogger(__name__)
 
 EVAL_SCRATCH = "_eval"  # checkpoints/_eval/policy: the weights an evaluation between saves reads
+TRAINING_STATE_FILES = ("actor.pt", "sft_rank*.pt")  # what sft.resume reads; checkpoints/best leaves them out
 
 
 class SFTRunner:
-    def __init__(self, cfg: SFTRunConfig, cluster: Cluster, output_dir: str):
+    def __init__(self, cfg: SFTRunConfig, cluster: Cluster, output_dir: str, stop: StopRequest | None = None):
         self.cfg, self.cluster, self.output_dir = cfg, cluster, output_dir
+        self.stop = stop  # SIGINT/SIGTERM in the driver: finish the current steps, checkpoint, return
         self.dataset_info = check_sft_config(cfg)
         check_cluster_fits(cfg, cluster)
         self.placement = actor_placement(cfg)
@@ -66,16 +72,23 @@ class SFTRunner:
         )
         if cfg.sft.eval_interval > 0:
             self.group.execute_on(0).check_eval_env().wait()
-        self.metrics_logger = MetricsLogger(self.output_dir)
-        self.best_eval_success = -math.inf
+        self.start_step = 0
+        if cfg.sft.resume:
+            self.start_step = self.group.load_training_state(cfg.sft.resume).wait()[0]
+            logger.info("sft: resumed from %s at step %d", cfg.sft.resume, self.start_step)
+        self.metrics_logger = MetricsLogger(self.output_dir, resume_after=self.start_step if cfg.sft.resume else None)
+        self.best_eval_success = read_best_eval_success(self.output_dir) if cfg.sft.resume else -math.inf
 
     # ---- the loop -----------------------------------------------------------------------------
     def run(self) -> list[dict[str, Any]]:
         sft = self.cfg.sft
         history: list[dict[str, Any]] = []
-        progress = tqdm(total=sft.max_steps, desc="sft", disable=not sft.progress, dynamic_ncols=True)
-        step = 0
+        step = self.start_step
+        progress = tqdm(total=sft.max_steps, initial=step, desc="sft", disable=not sft.progress, dynamic_ncols=True)
         while step < sft.max_steps:
+            if self._stop_requested():
+                self._save_for_stop(step)  # the signal came after the last steps' checks
+                break
             end = self._next_boundary(step)
             metrics = self.group.train_steps(step, end - step).wait()[0]
             step = end
@@ -84,9 +97,11 @@ class SFTRunner:
             saved = None
             if last:
                 saved = self.save(step, "final")
-            elif sft.save_interval and step % sft.save_interval == 0:
+            elif (sft.save_interval and step % sft.save_interval == 0) or self._stop_requested():
                 saved = self.save(step, f"step_{step:06d}")
-            if sft.eval_interval and (last or step % sft.eval_interval == 0):
+            if saved is not None and self.stop is not None:
+                self.stop.checkpoint, self.stop.iteration = saved, step
+            if sft.eval_interval and (last or (step % sft.eval_interval == 0 and not self._stop_requested())):
                 metrics.update(self.evaluate(step, saved))
             metrics = {"step": step, **metrics}  # optimizer steps done (also the record's "iteration")
             self.metrics_logger.log(step, metrics)
@@ -99,6 +114,14 @@ class SFTRunner:
         progress.close()
         self.metrics_logger.close()
         return history
+
+    def _stop_requested(self) -> bool:
+        return self.stop is not None and self.stop.poll(resumed_from=self.cfg.sft.resume)
+
+    def _save_for_stop(self, step: int) -> None:
+        """checkpoints/step_XXXXXX of the steps done, unless this run did none or already saved them."""
+        if step > self.start_step and self.stop.iteration != step:
+            self.stop.checkpoint, self.stop.iteration = self.save(step, f"step_{step:06d}"), step
 
     def _next_boundary(self, step: int) -> int:
         sft = self.cfg.sft
@@ -113,6 +136,7 @@ class SFTRunner:
         """checkpoints/<name>/policy (save_pretrained) and checkpoints/<name>/sft.json."""
         directory = os.path.join(self.output_dir, "checkpoints", name)
         self.group.save_policy(os.path.join(directory, "policy")).wait()
+        self.group.save_training_state(directory, step).wait()
         write_demo_seeds(os.path.join(directory, "policy"), self.cfg.sft.dataset)  # for eval's held-out check
         with open(os.path.join(directory, "sft.json"), "w") as f:
             json.dump(
@@ -145,7 +169,7 @@ class SFTRunner:
             if saved is None:
                 os.replace(directory, best)
             else:
-                shutil.copytree(directory, best)
+                shutil.copytree(directory, best, ignore=shutil.ignore_patterns(*TRAINING_STATE_FILES))
             with open(os.path.join(best, BEST_FILE), "w") as f:
                 json.dump({"step": step, "eval/success_once": success}, f)
         shutil.rmtree(os.path.join(self.output_dir, "checkpoints", EVAL_SCRATCH), ignore_errors=True)
@@ -243,6 +267,8 @@ def check_sft_config(cfg: SFTRunConfig) -> dict[str, Any]:
             cfg.env.id,
             fix="set sft.seed (SFT evaluates from sft.seed + 1000)",
         )
+    if cfg.sft.resume:
+        check_resume_checkpoint(cfg)
     check_policy_config(cfg.policy)
     dims = predicted_policy_dims(cfg.policy)
     if dims["action_dim"] is not None and dims["action_dim"] != action_dim:
@@ -252,3 +278,36 @@ def check_sft_config(cfg: SFTRunConfig) -> dict[str, Any]:
             f"has action_dim={action_dim}"
         )
     return info
+
+
+def check_resume_checkpoint(cfg: SFTRunConfig) -> None:
+    """sft.resume names a checkpoint of this dataset and policy with training state, short of sft.max_steps."""
+    path = cfg.sft.resume
+    if not os.path.isdir(path):
+        raise FileNotFoundError(
+            f"sft.resume={path!r} does not exist: pass a checkpoints/<name> directory of an earlier SFT run "
+            "(step_XXXXXX, final, or the one Ctrl-C saved)"
+        )
+    missing = [
+        name for name in ("sft.json", "actor.pt", "sft_rank0.pt") if not os.path.isfile(os.path.join(path, name))
+    ]
+    if missing:
+        raise FileNotFoundError(
+            f"sft.resume={path!r} holds no training state (missing {', '.join(missing)}); checkpoints/best keeps "
+            "only the policy: resume from a step_XXXXXX or final checkpoint, or start from the weights alone "
+            f"with policy.checkpoint={os.path.join(path, 'policy')}"
+        )
+    with open(os.path.join(path, "sft.json")) as f:
+        saved = json.load(f)
+    if saved["dataset"] != os.path.abspath(cfg.sft.dataset):
+        raise ValueError(
+            f"sft.resume={path!r} trained on sft.dataset={saved['dataset']!r}, this run names "
+            f"{os.path.abspath(cfg.sft.dataset)!r}: resume with the same dataset"
+        )
+    if saved["policy"] != cfg.policy.name:
+        raise ValueError(f"sft.resume={path!r} trained policy={saved['policy']}, this run asks for {cfg.policy.name}")
+    if saved["step"] >= cfg.sft.max_steps:
+        raise ValueError(
+            f"sft.resume={path!r} is at step {saved['step']} and sft.max_steps={cfg.sft.max_steps}: nothing is left "
+            f"to train; raise sft.max_steps above {saved['step']}"
+        )

@@ -57,6 +57,7 @@ class ActorWorker(Worker, SpanRecorder):
         self.action_dim = action_dim
         self.state_dim = state_dim
         self.reference: torch.nn.Module | None = None  # built by init_worker when algorithm.ref_kl_coef > 0
+        self.lr_scale = 1.0  # algorithm.desired_kl's adaptive scale on the policy's lr (checkpointed)
 
     def init_worker(self) -> None:
         torch.manual_seed(self.cfg.runner.seed)  # identical initial weights on every rank
@@ -71,7 +72,7 @@ class ActorWorker(Worker, SpanRecorder):
         # one-rank FSDP2 model ends up registering parameters other than those the optimizer holds).
         self.optimizer = torch.optim.Adam(self._parameter_groups(), eps=1e-5)
         self.reference = self._build_reference() if self.cfg.algorithm.ref_kl_coef > 0 else None
-        self.lr_scale = 1.0  # algorithm.desired_kl's adaptive scale on the policy's lr (checkpointed)
+        self.lr_scale = 1.0
 
     def _build_reference(self) -> torch.nn.Module:
         """algorithm.ref_kl_coef's reference: the policy the run starts from, frozen, in the compute dtype. Built
@@ -355,10 +356,18 @@ class ActorWorker(Worker, SpanRecorder):
 
     # ---- checkpoints --------------------------------------------------------------------------
     def save_checkpoint(self, directory: str, iteration: int, env_steps: int) -> None:
+        """directory/actor.pt (what runner.resume continues from) and directory/policy (save_pretrained)."""
+        model_state = self.save_training_state(directory, iteration, env_steps)
+        if self.rank == 0:
+            self._save_policy(model_state, os.path.join(directory, "policy"))
+
+    def save_training_state(self, directory: str, iteration: int, env_steps: int) -> dict[str, torch.Tensor]:
+        """directory/actor.pt: the full weights, optimizer state, lr scale and rank 0's RNG (every rank takes
+        part in gathering; rank 0 writes). Returns the gathered weights."""
         model_state = get_model_state_dict(self.policy, options=FULL_STATE)
         optim_state = get_optimizer_state_dict(self.policy, self.optimizer, options=FULL_STATE)
         if self.rank != 0:
-            return
+            return model_state
         os.makedirs(directory, exist_ok=True)
         torch.save(
             {
@@ -372,7 +381,7 @@ class ActorWorker(Worker, SpanRecorder):
             },
             os.path.join(directory, "actor.pt"),
         )
-        self._save_policy(model_state, os.path.join(directory, "policy"))
+        return model_state
 
     def _save_policy(self, model_state: dict[str, torch.Tensor], directory: str) -> None:
         """An unsharded save_pretrained copy, loadable by eval and by `policy.checkpoint=`: the fp32
@@ -395,8 +404,13 @@ class ActorWorker(Worker, SpanRecorder):
                 f"this run asks for {self.cfg.policy.name!r}"
             )
         set_model_state_dict(self.policy, state["model"], options=StateDictOptions(full_state_dict=True))
+        # strict=False: a trainable parameter that never got a gradient has no Adam state to restore (pi0's last
+        # prefix layer computes queries nothing reads), and it gets none after loading either
         set_optimizer_state_dict(
-            self.policy, self.optimizer, state["optimizer"], options=StateDictOptions(full_state_dict=True)
+            self.policy,
+            self.optimizer,
+            state["optimizer"],
+            options=StateDictOptions(full_state_dict=True, strict=False),
         )
         self.lr_scale = float(state.get("lr_scale", 1.0))  # checkpoints before algorithm.desired_kl: 1
         torch.set_rng_state(state["rng"]["torch"])

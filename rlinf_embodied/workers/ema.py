@@ -34,6 +34,18 @@ class ParameterEMA:
         torch._foreach_lerp_(self.averages, [p.detach().float() for p in self.parameters], weight)
         self.updates += 1
 
+    def state(self) -> dict:
+        """The averages (this rank's local shards under FSDP) on the CPU, and the update count."""
+        return {"averages": [_local(a).detach().cpu().clone() for a in self.averages], "updates": self.updates}
+
+    @torch.no_grad()
+    def load_state(self, state: dict) -> None:
+        if len(state["averages"]) != len(self.averages):
+            raise ValueError(f"saved EMA holds {len(state['averages'])} tensors, this model has {len(self.averages)}")
+        for average, saved in zip(self.averages, state["averages"]):
+            _local(average).copy_(saved)
+        self.updates = int(state["updates"])
+
     @contextlib.contextmanager
     @torch.no_grad()
     def swapped_in(self) -> Iterator[None]:
@@ -46,3 +58,8 @@ class ParameterEMA:
         finally:
             for param, value in zip(self.parameters, live):
                 param.copy_(value)
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    """A DTensor's local shard (FSDP), any other tensor itself."""
+    return tensor.to_local() if hasattr(tensor, "to_local") else tensor

@@ -197,6 +197,47 @@ class SFTWorker(ActorWorker):
         if self.rank == 0:
             self._save_policy(model_state, directory)
 
+    def save_training_state(self, directory: str, iteration: int, env_steps: int = 0) -> dict[str, torch.Tensor]:
+        """directory/actor.pt (weights, optimizer, rank 0's RNG; `iteration` = the optimizer steps done) and
+        directory/sft_rank<R>.pt per rank: the EMA, the frame samplers and this rank's random streams."""
+        model_state = super().save_training_state(directory, iteration, env_steps)
+        os.makedirs(directory, exist_ok=True)
+        rank_state = {
+            "world_size": self.world_size,
+            "ema": None if self.ema is None else self.ema.state(),
+            "sampler": self.sampler.state(),
+            "probe_sampler": self.probe_sampler.state(),
+            "augment_generator": self.augment_generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+        }
+        torch.save(rank_state, os.path.join(directory, f"sft_rank{self.rank}.pt"))
+        return model_state
+
+    def load_training_state(self, directory: str) -> int:
+        """Continue from save_training_state's files in `directory`; returns the optimizer steps they hold."""
+        step = self.load_checkpoint(directory)["iteration"]
+        rank_state = torch.load(os.path.join(directory, f"sft_rank{self.rank}.pt"), weights_only=False)
+        if rank_state["world_size"] != self.world_size:
+            raise ValueError(
+                f"sft.resume={directory!r} was saved by {rank_state['world_size']} actor rank(s), this run has "
+                f"{self.world_size}: resume on as many GPUs (cluster.component_placement.actor)"
+            )
+        if (rank_state["ema"] is None) != (self.ema is None):
+            raise ValueError(
+                f"sft.resume={directory!r} was saved {'without' if rank_state['ema'] is None else 'with'} an EMA "
+                f"of the weights, this run has sft.ema_decay={self.cfg.sft.ema_decay}: use the run's own setting"
+            )
+        if self.ema is not None:
+            self.ema.load_state(rank_state["ema"])
+        self.sampler.load_state(rank_state["sampler"])
+        self.probe_sampler.load_state(rank_state["probe_sampler"])
+        self.augment_generator.set_state(rank_state["augment_generator"])
+        torch.set_rng_state(rank_state["torch_rng"])
+        if rank_state["cuda_rng"] is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rank_state["cuda_rng"], self.device)
+        return step
+
     def check_eval_env(self) -> dict[str, int]:
         """Make, reset and close the eval env once (at start), so an env that cannot run here fails now."""
         from ..envs.spec import env_spec
@@ -282,6 +323,15 @@ class FrameSampler:
         self.generator = torch.Generator().manual_seed(seed)
         self._order = torch.randperm(num_frames, generator=self.generator)
         self._position = 0
+
+    def state(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state(), "order": self._order.clone(), "position": self._position}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        if len(state["order"]) != self.num_frames:
+            raise ValueError(f"saved sampler covers {len(state['order'])} frames, this dataset has {self.num_frames}")
+        self.generator.set_state(state["generator"])
+        self._order, self._position = state["order"].clone(), int(state["position"])
 
     def next(self, count: int) -> torch.Tensor:
         out = []
