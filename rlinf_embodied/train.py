@@ -98,7 +98,8 @@ def main(cfg) -> None:
         history = run_training(typed, output_dir, stop)
     except Interrupted as interrupted:
         report_forced_stop(stop, interrupted, resume_command(output_dir, stop.checkpoint))
-    if stop.requested:
+    finished = bool(history) and history[-1]["iteration"] == typed.runner.max_iterations - 1
+    if stop.requested and not finished:
         report_stop(stop, "iteration", resume_command(output_dir, stop.checkpoint))
     if history:
         last = history[-1]
