@@ -17,13 +17,10 @@ class MetricsLogger:
     def __init__(self, output_dir: str, resume_after: int | None = None):
         os.makedirs(output_dir, exist_ok=True)
         self.path = os.path.join(output_dir, "metrics.jsonl")
-        if resume_after is None:
-            self._file = open(self.path, "w")
-        else:
-            kept = _records_up_to(self.path, resume_after)
-            self._file = open(self.path, "w")
-            self._file.writelines(kept)
-            self._file.flush()
+        kept = [] if resume_after is None else _records_up_to(self.path, resume_after)
+        self._file = open(self.path, "w")
+        self._file.writelines(kept)
+        self._file.flush()
         purge = None if resume_after is None else resume_after + 1
         self._writer = SummaryWriter(log_dir=os.path.join(output_dir, "tensorboard"), purge_step=purge)
 

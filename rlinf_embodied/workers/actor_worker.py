@@ -72,7 +72,6 @@ class ActorWorker(Worker, SpanRecorder):
         # one-rank FSDP2 model ends up registering parameters other than those the optimizer holds).
         self.optimizer = torch.optim.Adam(self._parameter_groups(), eps=1e-5)
         self.reference = self._build_reference() if self.cfg.algorithm.ref_kl_coef > 0 else None
-        self.lr_scale = 1.0
 
     def _build_reference(self) -> torch.nn.Module:
         """algorithm.ref_kl_coef's reference: the policy the run starts from, frozen, in the compute dtype. Built
