@@ -47,7 +47,7 @@ case $stage in
   eval)
     python3 -m rlinf_embodied.eval "${ENV_ARGS[@]}" policy=$POLICY policy.checkpoint=${CKPT:-$WORK/sft/checkpoints/final/policy} \
       eval.num_episodes=${1:-200} eval.num_envs=${EVAL_ENVS:-16} eval.seed=${EVAL_SEED:-1000} eval.video=false eval.output_dir=$WORK/eval_${TAG:-sft} \
-      hydra.run.dir=$WORK/eval_${TAG:-sft} ;;
+      hydra.run.dir=$WORK/eval_${TAG:-sft} "${@:2}" ;;
   rl)
     iterations=${1:-20}; shift || true
     python3 -m rlinf_embodied.train "${ENV_ARGS[@]}" env.ignore_terminations=${IGNORE_TERM:-false} policy=$POLICY \
@@ -95,19 +95,48 @@ PY
     [ -n "${SFT_STEPS:-}" ] || BATCH=${BATCH:-256} bash "$0" bench || echo "bench failed: SFT gets 6000 steps"
     # as many steps as SFT_SECONDS allow (stop 14: 3,000 steps x 64 left pi0-small under-trained), 4 evals
     steps=${SFT_STEPS:-$(BATCH=${BATCH:-256} bash "$0" steps_for "${SFT_SECONDS:-480}" || echo 6000)}
-    interval=$(( (steps / 4 + 99) / 100 * 100 ))
+    interval=$(( (steps / ${SFT_EVALS:-4} + 99) / 100 * 100 ))
     BATCH=${BATCH:-256} SAVE_INTERVAL=$interval EVAL_INTERVAL=$interval EVAL_EPISODES=64 bash "$0" sft "$steps"
     read -r CKPT SFT_SUCCESS < <(bash "$0" pick)
     echo "picked $CKPT (eval success $SFT_SUCCESS)"; echo "$CKPT" > "$WORK/picked.txt"
     # FAILURE_STAGES=1: where the SFT policy's episodes stop (grasped / placed / success), beside its evaluation
     [ -z "${FAILURE_STAGES:-}" ] || (python3 benchmarks/failure_stages.py "$CKPT" --policy "$POLICY" --obs-mode rgb \
       --camera-size 96 --max-steps "${EPISODE_STEPS:-150}" --episodes 32 > "$WORK/failure_stages.txt" 2>&1 &)
-    CKPT=$CKPT TAG=sft bash "$0" eval "${FINAL_EPISODES:-200}"
+    # the SFT policy's 200 held-out episodes, beside the stochastic rollouts that pick RL's noise level
+    CKPT=$CKPT TAG=sft bash "$0" eval "${FINAL_EPISODES:-200}" & sft_eval=$!
+    noise_args=()
+    if [ -n "${NOISE_LEVELS-0.5 0.25 0.1}" ] && [ "$POLICY" != openvla_oft ]; then
+      noise_evals=()
+      for level in ${NOISE_LEVELS-0.5 0.25 0.1}; do
+        CKPT=$CKPT TAG=noise_$level EVAL_ENVS=16 bash "$0" eval "${NOISE_EPISODES:-48}" eval.deterministic=false \
+          policy.overrides.noise_level=$level & noise_evals+=($!); done
+      wait "${noise_evals[@]}"  # not a bare wait: that would reap the SFT evaluation, and `wait $sft_eval` fail
+      level=$(bash "$0" noise ${NOISE_LEVELS-0.5 0.25 0.1}); echo "noise level $level"
+      noise_args=("policy.overrides.noise_level=$level")
+    fi
+    wait $sft_eval
     # the same policy on the first 32 demonstration seeds: far above the held-out success is overfitting;
     # as low (both near 0), suspect a mismatch between the recorded observations and the env's
     [ -n "${SKIP_DEMO_EVAL:-}" ] || CKPT=$CKPT TAG=sft_demo_seeds EVAL_SEED=0 EVAL_ENVS=32 bash "$0" eval 32
-    CKPT=$CKPT bash "$0" rl_eval "$@"
+    CKPT=$CKPT bash "$0" rl_eval "${noise_args[@]}" "$@"
     echo "pipeline done" ;;
+  noise)
+    # Stop 22's lesson (RESULTS.md): GRPO from SFT improves the noisy policy and can wreck its mean when the
+    # noisy rollouts succeed far less often than the mean. The largest level whose stochastic success is at
+    # least NOISE_RATIO of the deterministic one (the noise_<level> evals above), else the smallest level.
+    python3 - "$WORK" "${NOISE_RATIO:-0.8}" "$@" <<'PY'
+import json, sys
+work, ratio, levels = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
+def success(tag):
+    tasks = json.load(open(f"{work}/eval_{tag}/results.json"))["tasks"]
+    return sum(t["successes"] for t in tasks) / max(sum(t["episodes"] for t in tasks), 1)
+deterministic = success("sft")
+stochastic = {level: success(f"noise_{level}") for level in levels}
+print(f"deterministic {deterministic:.3f}, stochastic {stochastic}", file=sys.stderr)
+fine = [level for level in levels if stochastic[level] >= ratio * deterministic]
+print(max(fine, key=float) if fine else min(levels, key=float))
+PY
+    ;;
   rl_eval)
     # RL from $CKPT for RL_SECONDS, then its last checkpoint on FINAL_EPISODES held-out episodes. SIGINT after
     # RL_SECONDS (or the number in $WORK/rl_seconds, written while it runs, when the device time left is known):
@@ -116,7 +145,7 @@ PY
     while [ ! -f "$CKPT/model.safetensors" ]; do sleep 2; done
     # a watchdog sends the SIGINT to the training driver (matched by its output dir, not the ratio check's);
     # it re-reads the limit every 5 s, so a later device call can lengthen or shorten the run
-    rl_start=$(date +%s)
+    rl_start=$(date +%s); echo "$rl_start" > "$WORK/rl_start"
     (while sleep 5; do
       limit=${RL_SECONDS:-600}; [ ! -f "$WORK/rl_seconds" ] || limit=$(cat "$WORK/rl_seconds")
       [ $(( $(date +%s) - rl_start )) -lt "$limit" ] || { pkill -INT -f "rlinf_embodied.train.*output_dir=$WORK/rl "; break; }
@@ -124,12 +153,13 @@ PY
     bash "$0" rl 1000 "$@" || true
     kill $watchdog 2>/dev/null || true
     last=$(ls -d "$WORK"/rl/checkpoints/iteration_* | tail -1)
-    CKPT=$last/policy TAG=rl bash "$0" eval "${FINAL_EPISODES:-200}"
+    CKPT=$last/policy TAG=rl bash "$0" eval "${FINAL_EPISODES:-200}" &
     echo "$last/policy" > "$WORK/rl_last.txt"
     # the best periodic evaluation's checkpoint too (runner.eval_interval): GRPO from BC peaked, then drifted
     # down on the CPU analog (RESULTS.md stop 21), so the last checkpoint alone can hide the gain
     best=$WORK/rl/checkpoints/best/policy
-    [ ! -d "$best" ] || CKPT=$best TAG=rl_best bash "$0" eval "${FINAL_EPISODES:-200}"
+    [ ! -d "$best" ] || CKPT=$best TAG=rl_best bash "$0" eval "${FINAL_EPISODES:-200}" &
+    wait
     echo "rl_eval done" ;;
   *) echo "unknown stage $stage: collect | sft | eval | rl | rl_eval | pick | pipeline"; exit 2 ;;
 esac

@@ -196,9 +196,14 @@ def test_moved_weights_are_recaptured(name, parts):
     for moves in range(1, 3):  # twice: OpenVLA-7B's second iteration failed to recapture into a stale pool
         graphed.act(obs, deterministic=True)
         assert graphed._graph_cache.captures == moves * parts
-        graphed.cpu()  # an offload and onload: new weight addresses
-        torch.cuda.empty_cache()
+        before = weight_addresses(graphed)
+        # an offload and onload; the allocator may hand the freed blocks straight back (the graphs then stay
+        # valid), so the old blocks are held, as the actor's tensors hold them when it used the GPU in between
+        held = [t.data for t in (*graphed.parameters(), *graphed.buffers())]
+        graphed.cpu()
         graphed.cuda()
+        assert weight_addresses(graphed) != before
+        del held
         with torch.no_grad():
             for parameter in (*eager.parameters(), *graphed.parameters()):
                 parameter.mul_(0.5)  # a weight update, applied in place
