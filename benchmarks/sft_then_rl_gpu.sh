@@ -13,6 +13,7 @@
 #   bash benchmarks/sft_then_rl_gpu.sh bench           # SFT steps/s (benchmarks/sft_throughput.py) -> $WORK
 #   setsid bash benchmarks/sft_then_rl_gpu.sh pipeline 400 > $WORK/pipeline.log 2>&1 &
 #                                  # all stages in one go, outliving the device call that starts it
+#   SKIP_RL=1 ... pipeline 800     # collect, SFT, pick, evaluate (and the noise-level check), no RL
 set -euo pipefail
 WORK=${WORK:-/tmp/work}
 POLICY=${POLICY:-pi0}
@@ -118,7 +119,8 @@ PY
     # the same policy on the first 32 demonstration seeds: far above the held-out success is overfitting;
     # as low (both near 0), suspect a mismatch between the recorded observations and the env's
     [ -n "${SKIP_DEMO_EVAL:-}" ] || CKPT=$CKPT TAG=sft_demo_seeds EVAL_SEED=0 EVAL_ENVS=32 bash "$0" eval 32
-    CKPT=$CKPT bash "$0" rl_eval "${noise_args[@]}" "$@"
+    # SKIP_RL=1: a session spent on SFT alone; its checkpoint goes home (device_checkpoint.sh) for the next one
+    [ -n "${SKIP_RL:-}" ] || CKPT=$CKPT bash "$0" rl_eval "${noise_args[@]}" "$@"
     echo "pipeline done" ;;
   noise)
     # Stop 22's lesson (RESULTS.md): GRPO from SFT improves the noisy policy and can wreck its mean when the

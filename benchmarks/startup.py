@@ -1,11 +1,14 @@
-"""Worker start-up: the runner's concurrent start vs starting the same groups and channels one after another.
+"""Worker start-up: the runner's overlapped start vs the older orders, on the same cluster.
 
-Both build the same things on the same cluster: three channels, the env group (which reports the policies'
-dims), then the rollout and actor groups with their policies. "sequential" waits for each process before
-starting the next (how the runner started before); "concurrent" is `EmbodiedRunner`'s own start-up (every
-process starts at once, the model groups get their dims once the env group is up).
+All three build the same things: three channels, the env group (which reports the policies' dims), then the
+rollout and actor groups with their policies.
+- "sequential": each process is waited for before the next starts;
+- "concurrent launch": every process starts at once, but the envs are built before the policies start
+  building (the runner until stop 23);
+- "overlapped": `EmbodiedRunner`'s own start-up: the policies build while the env processes build their envs
+  (the env group answers with its spaces after one probe env).
 
-    python benchmarks/startup.py --repeats 2                                   # tiny mlp, 2-core CPU machine
+    python benchmarks/startup.py --repeats 2 -- env=maniskill_pickcube env.num_envs=64   # 2-core CPU machine
     python benchmarks/startup.py --real-gpus -- policy=pi0 policy.size=pi0-3b policy.require_checkpoint=false \\
         env=maniskill_pickcube_rgb                                            # a VLA on one GPU
 
@@ -48,6 +51,7 @@ def start_sequentially(cfg: TrainConfig, cluster: Cluster) -> float:
     channels = [Channel.create(name, maxsize=size) for name, size in (("a", 2), ("b", 2), ("c", 0))]
     env = EnvWorker.create_group(cfg).launch(cluster, name="env", placement_strategy=placement.strategy("env"))
     env.init_worker().wait()
+    env.wait_until_ready().wait()
     spec = env.execute_on(0).env_spec().wait()[0]
     groups = [
         RolloutWorker.create_group(cfg, spec["action_dim"], spec["state_dim"], env.world_size).launch(
@@ -60,21 +64,56 @@ def start_sequentially(cfg: TrainConfig, cluster: Cluster) -> float:
     for handle in [group.init_worker() for group in groups]:
         handle.wait()
     seconds = time.perf_counter() - start
-    env.close().wait()
-    for group in (env, *groups):
-        group.shutdown()
-    for channel in channels:
-        channel.destroy()
+    shut_down(env, groups, channels)
     return seconds
 
 
-def start_concurrently(cfg: TrainConfig, cluster: Cluster) -> float:
+def start_launching_concurrently(cfg: TrainConfig, cluster: Cluster) -> float:
+    """Every process at once, but the envs are built before the policies start building."""
+    placement = component_placement(cfg)
+    start = time.perf_counter()
+    pending = [Channel.start(name, maxsize=size) for name, size in (("a", 2), ("b", 2), ("c", 0))]
+    env, rollout, actor = (
+        cls.create_group(*args).start(cluster, name=name, placement_strategy=placement.strategy(name))
+        for cls, name, args in ((EnvWorker, "env", (cfg,)), (RolloutWorker, "rollout", ()), (ActorWorker, "actor", ()))
+    )
+    env.wait_launched().init_worker().wait()
+    env.wait_until_ready().wait()
+    spec = env.execute_on(0).env_spec().wait()[0]
+    rollout.bind(cfg, spec["action_dim"], spec["state_dim"], env.world_size)
+    actor.bind(cfg, spec["action_dim"], spec["state_dim"])
+    for group in (rollout, actor):
+        group.wait_launched()
+    for handle in [group.init_worker() for group in (rollout, actor)]:
+        handle.wait()
+    channels = [p.wait() for p in pending]
+    seconds = time.perf_counter() - start
+    shut_down(env, (rollout, actor), channels)
+    return seconds
+
+
+def start_overlapped(cfg: TrainConfig, cluster: Cluster) -> float:
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
         runner = EmbodiedRunner(cfg, cluster, out)
         seconds = time.perf_counter() - start
         runner.shutdown()
     return seconds
+
+
+def shut_down(env, groups, channels) -> None:
+    env.close().wait()
+    for group in (env, *groups):
+        group.shutdown()
+    for channel in channels:
+        channel.destroy()
+
+
+WAYS = {
+    "sequential": start_sequentially,
+    "concurrent launch": start_launching_concurrently,
+    "overlapped": start_overlapped,
+}
 
 
 def main() -> None:
@@ -86,10 +125,10 @@ def main() -> None:
     defaults = ["policy.size=tiny", "env.num_envs=4", f"cluster.simulate_gpus={str(not args.real_gpus).lower()}"]
     cfg = compose_config(defaults + args.overrides)
     cluster = Cluster.from_config(cfg.cluster)
-    seconds: dict[str, list[float]] = {"sequential": [], "concurrent": []}
+    seconds: dict[str, list[float]] = {way: [] for way in WAYS}
     try:
         for repeat in range(args.repeats):
-            for way, start in (("sequential", start_sequentially), ("concurrent", start_concurrently)):
+            for way, start in WAYS.items():
                 seconds[way].append(start(cfg, cluster))
                 print(f"[{repeat}] {way}: {seconds[way][-1]:.1f} s", flush=True)
     finally:

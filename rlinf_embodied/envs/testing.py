@@ -4,12 +4,14 @@
 terminates) when it comes within `goal_radius` of a seeded goal. The reward is the negative
 distance. With `image_size`, it also renders a uint8 "rgb" frame whose colour encodes the state,
 so video tests need no renderer. It offers `step_without_obs` / `observe` like the ManiSkill env, and
-counts the observations it builds in `observations_built`. `crash_at_step` / `hang_at_step` make it fail on purpose.
+counts the observations it builds in `observations_built`. `crash_at_step` / `hang_at_step` make it fail on purpose;
+`build_seconds` makes its construction slow, `fail_to_build_in_subprocess` makes it fail in a vector env's worker.
 `BatchedToyReach`: N of them behind ManiSkill's batched API, for `BatchedVectorEnv`.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import time
 from typing import Any, Optional
@@ -30,7 +32,12 @@ class ToyReachEnv:
         crash_at_step: Optional[int] = None,
         hang_at_step: Optional[int] = None,
         instruction: str = "move the point to the goal",
+        build_seconds: float = 0.0,
+        fail_to_build_in_subprocess: bool = False,
     ):
+        time.sleep(build_seconds)  # a simulator's construction time
+        if fail_to_build_in_subprocess and multiprocessing.parent_process() is not None:
+            raise RuntimeError("ToyReachEnv failed to build (fail_to_build_in_subprocess=True)")
         self.act_dim, self.goal_radius, self.image_size = act_dim, goal_radius, image_size
         self.crash_at_step, self.hang_at_step = crash_at_step, hang_at_step
         self.instruction = instruction

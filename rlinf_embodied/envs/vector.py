@@ -46,6 +46,7 @@ Vector-env semantics (see also envs/README.md)
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import multiprocessing as mp
 import os
@@ -214,9 +215,13 @@ def _worker_main(
 ) -> None:
     """Subprocess loop: build the envs, then serve reset/step/call/close commands over the pipe."""
     try:
+        # What this process imported (torch, the simulator) is never garbage, but every gc.collect() scans it:
+        # ManiSkill runs two per env it builds, 0.25 s each, 88% of building an env (benchmarks/env_startup.py).
+        # Frozen, those collections scan only the envs' own objects.
+        gc.freeze()
         slots = [_EnvSlot(fn(), index) for fn, index in zip(env_fns, indices)]
         views = _views(raw, specs, num_envs)
-        conn.send(("ok", None))
+        conn.send(("ok", time.time()))  # when its envs were built (wall clock: comparable across processes)
         while True:
             command, payload = conn.recv()
             if command == "reset":
@@ -440,11 +445,20 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def _start_workers(self, workers: list[_Worker]) -> None:
+        """Launch the workers and return while they build their envs: the first reset, step or call
+        waits for them (`wait_until_ready`), so a caller can build a policy meanwhile."""
         for worker in workers:
             worker.start()
+        self._starting = list(workers)
+        self.ready_time: Optional[float] = None  # time.time() when the last worker had built its envs
+
+    def wait_until_ready(self) -> None:
+        """Block until every worker has built its envs; raise (and close) if one failed or timed out."""
+        starting, self._starting = self._starting, []
         try:
-            for worker in workers:
-                worker.receive(self.start_timeout)
+            for worker in starting:
+                built_at = worker.receive(self.start_timeout)
+                self.ready_time = max(self.ready_time or 0.0, built_at)
         except _WorkerDied:
             for worker in self._workers:
                 worker.kill()
@@ -452,6 +466,10 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
             raise
 
     def close_extras(self, **kwargs: Any) -> None:
+        try:
+            self.wait_until_ready()  # a worker answers "close" only once its envs are built
+        except _WorkerDied:
+            return
         for worker in self._workers:
             if worker.conn is None:
                 continue
@@ -472,6 +490,7 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
     # -- reset -------------------------------------------------------------------------------------
     def reset(self, *, seed: SeedLike = None, options: Optional[dict] = None) -> tuple[dict[str, Any], dict[str, Any]]:
         seeds = per_env_seeds(seed, self.num_envs)
+        self.wait_until_ready()
         send_errors = self._send_all("reset", lambda worker: ([seeds[i] for i in worker.indices], options))
         for worker in self._workers:
             try:
@@ -525,6 +544,7 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
     def step(self, actions: ArrayLike) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor, torch.Tensor, dict]:
         chunk_actions, is_chunk = self._as_chunk(actions)  # (N, chunk, act_dim)
         chunk = chunk_actions.shape[1]
+        self.wait_until_ready()
         send_errors = self._send_all("step", lambda worker: chunk_actions[worker.indices])
         rewards = np.zeros((self.num_envs, chunk), np.float32)
         terminated, truncated, success = (np.zeros((self.num_envs, chunk), bool) for _ in range(3))
@@ -658,6 +678,7 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
     def call(self, name: str, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
         """Call method `name` (or read attribute `name`) on every single env; results in env order."""
         results: list[Any] = [None] * self.num_envs
+        self.wait_until_ready()
         for worker in self._workers:
             worker.send("call", (name, args, kwargs))
         for worker in self._workers:
@@ -675,6 +696,17 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
             if env_index in worker.indices:
                 return number
         raise IndexError(f"env index {env_index} out of range [0, {self.num_envs})")
+
+
+def start_forkserver(preload_modules: Sequence[str] = ()) -> None:
+    """Start this process's forkserver now, so that it imports `preload_modules` (the simulator) while this
+    process goes on (e.g. builds a probe env) rather than after. A `SubprocVectorEnv` with the same modules
+    then forks its workers from it; a forkserver already running is left as it is."""
+    from multiprocessing import forkserver
+
+    mp.get_context("forkserver").set_forkserver_preload(["__main__", __name__, *preload_modules])
+    with _main_without_unreadable_file():
+        forkserver.ensure_running()
 
 
 def _probe_spaces(env_fn: EnvFactory) -> tuple[gym.spaces.Dict, gym.spaces.Box]:

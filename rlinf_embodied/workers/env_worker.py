@@ -8,6 +8,7 @@ actions of the stage it received last: simulation of one stage overlaps inferenc
 from __future__ import annotations
 
 import logging
+import time
 
 import gymnasium as gym
 import torch
@@ -64,9 +65,21 @@ class EnvWorker(Worker, SpanRecorder):
         self.stages = [
             make_vector_env(self.cfg, self.num_envs_per_stage) for _ in range(self.cfg.runner.pipeline_stage_num)
         ]
+        self.init_finished = time.time()  # vector envs that build in their constructor are ready now
         self.metrics = EpisodeMetrics()
         self.needs_reset = True
         self.last_obs: dict[int, dict] = {}  # stage -> latest observation, carried across iterations
+
+    def wait_until_ready(self) -> float:
+        """Block until every stage's env processes have built their envs (a `SubprocVectorEnv` builds them
+        while the policies build); returns the wall-clock time (time.time()) the last one was ready."""
+        ready = []
+        for env in self.stages:
+            env = env.unwrapped
+            if hasattr(env, "wait_until_ready"):
+                env.wait_until_ready()
+            ready.append(getattr(env, "ready_time", None) or self.init_finished)
+        return max(ready)
 
     def env_spec(self) -> dict:
         """What the policy is built for (dims, observation keys), read off the first stage's spaces."""

@@ -16,11 +16,17 @@ from rlinf_embodied.envs.vector import SubprocVectorEnv, split_evenly
 
 def make_env(num_envs=3, num_workers=2, **kwargs):
     factory_kwargs = {
-        k: kwargs.pop(k) for k in list(kwargs) if k in ("image_size", "goal_radius", "crash_at_step", "hang_at_step")
+        k: kwargs.pop(k)
+        for k in list(kwargs)
+        if k in ("image_size", "goal_radius", "crash_at_step", "hang_at_step", "build_seconds")
+        or k == "fail_to_build_in_subprocess"
     }
     return SubprocVectorEnv(
         [ToyReachFactory(**factory_kwargs) for _ in range(num_envs)], num_workers=num_workers, **kwargs
     )
+
+
+SPACES = (ToyReachFactory()().observation_space, ToyReachFactory()().action_space)  # no probe env in the parent
 
 
 @pytest.fixture(scope="module")
@@ -226,3 +232,33 @@ def test_rows_nobody_reads_build_no_observation():
     finally:
         for env in envs.values():
             env.close()
+
+
+def test_workers_build_their_envs_while_the_caller_goes_on():
+    """The constructor returns once the workers are launched (a runner builds its policies meanwhile);
+    the first reset waits for them."""
+    env = make_env(num_envs=2, num_workers=1, build_seconds=1.0, observation_space=SPACES[0], action_space=SPACES[1])
+    returned_at = time.time()
+    try:
+        assert env.ready_time is None
+        obs, _ = env.reset(seed=0)
+        assert obs["state"].shape == (2, 4)
+        assert env.ready_time > returned_at  # the worker's two 1 s builds ended after the constructor returned
+    finally:
+        env.close()
+
+
+def test_a_worker_that_fails_to_build_raises_at_the_first_reset():
+    env = make_env(num_envs=2, num_workers=2, fail_to_build_in_subprocess=True)
+    with pytest.raises(RuntimeError, match="raised: RuntimeError: ToyReachEnv failed to build"):
+        env.reset(seed=0)
+    assert env.closed
+
+
+def test_closing_before_the_envs_are_built_stops_the_workers():
+    env = make_env(num_envs=2, num_workers=2, build_seconds=0.5, observation_space=SPACES[0], action_space=SPACES[1])
+    pids = env.worker_pids()
+    env.close()
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)

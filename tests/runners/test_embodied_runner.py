@@ -157,7 +157,9 @@ def check_logged_metrics(cfg: TrainConfig, history: list[dict], output_dir) -> N
 
 def check_time_breakdown(history: list[dict]) -> None:
     """time/* phases (rollout, train, sync, onload, offload, save, other) add up to the iteration."""
-    assert history[0]["time/startup_seconds"] >= history[0]["time/startup_policy_seconds"] > 0
+    startup = history[0]
+    assert startup["time/startup_seconds"] >= startup["time/startup_policy_seconds"] > 0
+    assert startup["time/startup_seconds"] >= startup["time/startup_env_seconds"] > 0  # envs built before the end
     assert all("time/startup_seconds" not in metrics for metrics in history[1:])
     for metrics in history:
         phases = ["rollout", "train", "sync", "onload", "offload", "save", "other"]

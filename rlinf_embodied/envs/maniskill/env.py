@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..batching import box_like
-from ..vector import SubprocVectorEnv, validate_common_options
+from ..vector import SubprocVectorEnv, start_forkserver, validate_common_options
 from .tasks import TASKS, ManiSkillTask, task_spec  # noqa: F401  (TASKS, ManiSkillTask: re-exported)
 
 
@@ -328,6 +328,9 @@ def make_vector_env(
         )
     if max_episode_steps is None:
         max_episode_steps = default_max_episode_steps(task)
+    preload_modules = (__name__, "mani_skill.envs")
+    if context == "forkserver":
+        start_forkserver(preload_modules)  # imports the simulator while the probe below builds
     probe = ManiSkillSingleEnv(task, **options)
     spaces = probe.observation_space, probe.action_space
     probe.close()
@@ -341,5 +344,5 @@ def make_vector_env(
         context=context,
         observation_space=spaces[0],
         action_space=spaces[1],
-        preload_modules=(__name__, "mani_skill.envs"),
+        preload_modules=preload_modules,
     )

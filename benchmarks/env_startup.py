@@ -1,0 +1,87 @@
+"""Building ManiSkill envs in one process: with the imported modules frozen for the garbage collector or not.
+
+ManiSkill calls gc.collect() twice per env it builds (once in its reconfigure, once in close). Each collection
+scans every object the process holds, torch and the simulator included, so building an env slows as the process
+grows. `SubprocVectorEnv`'s workers call gc.freeze() after their imports, before they build their envs; this
+script builds the same envs in fresh processes both ways, side by side, then times a whole vector env
+(`gym.make_vec` until its first reset returns) as the runner's env workers build it.
+
+    python benchmarks/env_startup.py                                   # state envs, 2-core CPU machine
+    python benchmarks/env_startup.py --obs-mode rgb --envs 4 8 --vector-envs 64   # cameras: a GPU machine
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import multiprocessing as mp
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def build_envs(num_envs: int, obs_mode: str, freeze: bool, queue) -> None:
+    """In a fresh process: import the simulator, optionally freeze, build `num_envs` envs; report seconds."""
+    import mani_skill.envs  # noqa: F401
+
+    from rlinf_embodied.envs.maniskill.env import ManiSkillSingleEnv
+
+    if freeze:
+        gc.freeze()
+    start = time.perf_counter()
+    envs = [ManiSkillSingleEnv("PickCube", obs_mode=obs_mode, control_mode="pd_ee_delta_pos") for _ in range(num_envs)]
+    queue.put(time.perf_counter() - start)
+    for env in envs:
+        env.close()
+
+
+def seconds_to_build(num_envs: int, obs_mode: str, freeze: bool) -> float:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    process = ctx.Process(target=build_envs, args=(num_envs, obs_mode, freeze, queue))
+    process.start()
+    seconds = queue.get(timeout=600)
+    process.join()
+    return seconds
+
+
+def seconds_to_first_reset(num_envs: int, obs_mode: str) -> float:
+    import gymnasium as gym
+
+    import rlinf_embodied  # noqa: F401  (registers rlinf/ManiSkill-*)
+
+    start = time.perf_counter()
+    env = gym.make_vec(
+        "rlinf/ManiSkill-PickCube", num_envs=num_envs, vectorization_mode="vector_entry_point", obs_mode=obs_mode
+    )
+    env.reset(seed=0)
+    seconds = time.perf_counter() - start
+    env.close()
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--envs", type=int, nargs="+", default=[4, 16, 32], help="envs built in one process")
+    parser.add_argument("--obs-mode", default="state", help="state | rgb (rgb needs a renderer: GPU machine)")
+    parser.add_argument("--vector-envs", type=int, default=64, help="envs of the whole vector env timed (0: skip)")
+    args = parser.parse_args()
+    print(f"ManiSkill PickCube ({args.obs_mode}), envs built in one process, {os.cpu_count()} CPU cores")
+    print("| envs in the process | plain s | gc.freeze() s | speed-up |")
+    print("|---:|---:|---:|---:|")
+    for num_envs in args.envs:
+        plain = seconds_to_build(num_envs, args.obs_mode, freeze=False)
+        frozen = seconds_to_build(num_envs, args.obs_mode, freeze=True)
+        print(f"| {num_envs} | {plain:.2f} | {frozen:.2f} | {plain / frozen:.1f}x |", flush=True)
+    if args.vector_envs:
+        seconds = seconds_to_first_reset(args.vector_envs, args.obs_mode)
+        print(
+            f"\nSubprocVectorEnv of {args.vector_envs} envs ({os.cpu_count()} workers), make_vec to first reset "
+            f"(a fresh process: the simulator's imports included): {seconds:.1f} s"
+        )
+
+
+if __name__ == "__main__":
+    main()
