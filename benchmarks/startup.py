@@ -44,11 +44,14 @@ def compose_config(overrides: list[str]) -> TrainConfig:
         return OmegaConf.to_object(compose(config_name="config", overrides=overrides))
 
 
+CHANNELS = (("a", 2), ("b", 2), ("c", 0))  # (name, maxsize): the runner's three channels
+
+
 def start_sequentially(cfg: TrainConfig, cluster: Cluster) -> float:
     """Seconds until every group is built and initialised, each process waited for before the next."""
     placement = component_placement(cfg)
     start = time.perf_counter()
-    channels = [Channel.create(name, maxsize=size) for name, size in (("a", 2), ("b", 2), ("c", 0))]
+    channels = [Channel.create(name, maxsize=size) for name, size in CHANNELS]
     env = EnvWorker.create_group(cfg).launch(cluster, name="env", placement_strategy=placement.strategy("env"))
     env.init_worker().wait()
     env.wait_until_ready().wait()
@@ -72,7 +75,7 @@ def start_launching_concurrently(cfg: TrainConfig, cluster: Cluster) -> float:
     """Every process at once, but the envs are built before the policies start building."""
     placement = component_placement(cfg)
     start = time.perf_counter()
-    pending = [Channel.start(name, maxsize=size) for name, size in (("a", 2), ("b", 2), ("c", 0))]
+    pending = [Channel.start(name, maxsize=size) for name, size in CHANNELS]
     env, rollout, actor = (
         cls.create_group(*args).start(cluster, name=name, placement_strategy=placement.strategy(name))
         for cls, name, args in ((EnvWorker, "env", (cfg,)), (RolloutWorker, "rollout", ()), (ActorWorker, "actor", ()))
