@@ -7,6 +7,7 @@ code on CPU, where offload is a no-op: the numbers then only show the bookkeepin
 
     python benchmarks/offload.py --gb 2            # on a GPU
     python benchmarks/offload.py --device cpu      # CPU smoke run (small default size)
+    python benchmarks/offload.py --gb 15 --dtype bfloat16 --no-optimizer   # one 7B copy (a rollout worker's)
 """
 
 from __future__ import annotations
@@ -23,14 +24,20 @@ import torch  # noqa: E402
 from rlinf_embodied.scheduler import Worker  # noqa: E402
 
 
-def build(gb: float, width: int, device: torch.device) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
-    per_layer = width * width * 4
+def build(
+    gb: float, width: int, device: torch.device, dtype: torch.dtype = torch.float32, with_optimizer: bool = True
+) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    """About `gb` GB of Linear weights in `dtype`; Adam state materialised unless with_optimizer is False
+    (a frozen base like a LoRA run's 7B weights or a rollout worker's copy: the optimizer stays empty)."""
+    per_layer = width * width * torch.empty((), dtype=dtype).element_size()
     layers = max(1, int(gb * 1e9 / per_layer))
-    model = torch.nn.Sequential(*[torch.nn.Linear(width, width, bias=False) for _ in range(layers)]).to(device)
+    model = torch.nn.Sequential(*[torch.nn.Linear(width, width, bias=False) for _ in range(layers)])
+    model = model.to(device=device, dtype=dtype)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    for p in model.parameters():
-        p.grad = torch.zeros_like(p)
-    optimizer.step()  # materialise exp_avg / exp_avg_sq
+    if with_optimizer:
+        for p in model.parameters():
+            p.grad = torch.zeros_like(p)
+        optimizer.step()  # materialise exp_avg / exp_avg_sq
     return model, optimizer
 
 
@@ -89,6 +96,10 @@ def main() -> None:
     parser.add_argument("--gb", type=float, default=None, help="parameter GB (default 2 on GPU, 0.05 on CPU)")
     parser.add_argument("--width", type=int, default=4096)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    parser.add_argument(
+        "--no-optimizer", action="store_true", help="weights only (a frozen base or a rollout copy), no Adam state"
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -96,7 +107,8 @@ def main() -> None:
     gb = args.gb if args.gb is not None else (2.0 if device.type == "cuda" else 0.05)
     worker = Worker()
     worker.device = device
-    model, optimizer = build(gb, args.width if device.type == "cuda" else min(args.width, 1024), device)
+    width = args.width if device.type == "cuda" else min(args.width, 1024)
+    model, optimizer = build(gb, width, device, getattr(torch, args.dtype), not args.no_optimizer)
     num_bytes = state_bytes(model, optimizer)
     reference = [p.detach().clone() for p in list(model.parameters())[:2]]
     results = {"offload": [], "onload": [], "plain d2h": [], "plain h2d": []}
@@ -110,7 +122,8 @@ def main() -> None:
     exact = all(torch.equal(r, p) for r, p in zip(reference, model.parameters()))
     best = {k: min(v) for k, v in results.items()}
     gbs = {k: num_bytes / 1e9 / max(v, 1e-9) for k, v in best.items()}
-    print(f"device {device}, model + Adam state {num_bytes / 1e9:.2f} GB, bit-exact after round trips: {exact}")
+    what = "model + Adam state" if optimizer.state else "model (no optimizer state)"
+    print(f"device {device}, {what} {num_bytes / 1e9:.2f} GB, bit-exact after round trips: {exact}")
     if device.type == "cpu":
         print("note: on CPU offload is a no-op; these numbers only show its overhead, not a transfer")
     print(f"{'direction':>10} {'offload GB/s':>13} {'plain copy GB/s':>16} {'offload/plain':>14}")
@@ -120,6 +133,13 @@ def main() -> None:
     print(
         f"{'to device':>10} {gbs['onload']:>13.2f} {gbs['plain h2d']:>16.2f} {gbs['onload'] / gbs['plain h2d']:>14.2f}"
     )
+    # the first round trip pins fresh host memory (cudaHostAlloc); later ones should reuse the cached blocks
+    print("\nseconds per round trip (the first pins host memory):")
+    print("| round | offload s | onload s | plain d2h s | plain h2d s |")
+    print("|---:|---:|---:|---:|---:|")
+    for i in range(args.repeats):
+        row = " | ".join(f"{results[k][i]:.3f}" for k in ("offload", "onload", "plain d2h", "plain h2d"))
+        print(f"| {i + 1} | {row} |")
 
 
 if __name__ == "__main__":
