@@ -450,7 +450,9 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
         for worker in workers:
             worker.start()
         self._starting = list(workers)
+        self.launch_time = time.time()  # the workers were launched (start-up phases: benchmarks/env_startup.py)
         self.ready_time: Optional[float] = None  # time.time() when the last worker had built its envs
+        self.worker_ready_times: list[float] = []  # time.time() when each worker had built its envs
 
     def wait_until_ready(self) -> None:
         """Block until every worker has built its envs; raise (and close) if one failed or timed out."""
@@ -458,6 +460,7 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
         try:
             for worker in starting:
                 built_at = worker.receive(self.start_timeout)
+                self.worker_ready_times.append(built_at)
                 self.ready_time = max(self.ready_time or 0.0, built_at)
         except _WorkerDied:
             for worker in self._workers:

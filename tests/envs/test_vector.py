@@ -244,6 +244,8 @@ def test_workers_build_their_envs_while_the_caller_goes_on():
         obs, _ = env.reset(seed=0)
         assert obs["state"].shape == (2, 4)
         assert env.ready_time > returned_at  # the worker's two 1 s builds ended after the constructor returned
+        assert env.worker_ready_times == [env.ready_time]  # one worker
+        assert env.ready_time - env.launch_time >= 2.0  # its two 1 s builds
     finally:
         env.close()
 
