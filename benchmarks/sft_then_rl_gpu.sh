@@ -14,6 +14,8 @@
 #   setsid bash benchmarks/sft_then_rl_gpu.sh pipeline 400 > $WORK/pipeline.log 2>&1 &
 #                                  # all stages in one go, outliving the device call that starts it
 #   SKIP_RL=1 ... pipeline 800     # collect, SFT, pick, evaluate (and the noise-level check), no RL
+#   NOISE_LEVELS= SFT_EVAL_BESIDE_RL=1 ... pipeline 800 policy.overrides.noise_level=0.5
+#                                  # a known noise level, and RL starts beside the SFT checkpoint's evaluation
 set -euo pipefail
 WORK=${WORK:-/tmp/work}
 POLICY=${POLICY:-pi0}
@@ -115,12 +117,15 @@ PY
       level=$(bash "$0" noise ${NOISE_LEVELS-0.5 0.25 0.1}); echo "noise level $level"
       noise_args=("policy.overrides.noise_level=$level")
     fi
-    wait $sft_eval
+    # SFT_EVAL_BESIDE_RL=1: RL starts while the SFT policy's 200 episodes still run (one device session holds
+    # collection, SFT and RL; the evaluation's minutes go to RL instead)
+    [ -n "${SFT_EVAL_BESIDE_RL:-}" ] || wait $sft_eval
     # the same policy on the first 32 demonstration seeds: far above the held-out success is overfitting;
     # as low (both near 0), suspect a mismatch between the recorded observations and the env's
     [ -n "${SKIP_DEMO_EVAL:-}" ] || CKPT=$CKPT TAG=sft_demo_seeds EVAL_SEED=0 EVAL_ENVS=32 bash "$0" eval 32
     # SKIP_RL=1: a session spent on SFT alone; its checkpoint goes home (device_checkpoint.sh) for the next one
     [ -n "${SKIP_RL:-}" ] || CKPT=$CKPT bash "$0" rl_eval "${noise_args[@]}" "$@"
+    [ -z "${SFT_EVAL_BESIDE_RL:-}" ] || wait $sft_eval
     echo "pipeline done" ;;
   noise)
     # Stop 22's lesson (RESULTS.md): GRPO from SFT improves the noisy policy and can wreck its mean when the
