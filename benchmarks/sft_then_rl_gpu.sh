@@ -146,7 +146,8 @@ PY
     ;;
   rl_eval)
     # RL from $CKPT for RL_SECONDS, then its last checkpoint on FINAL_EPISODES held-out episodes. SIGINT after
-    # RL_SECONDS (or the number in $WORK/rl_seconds, written while it runs, when the device time left is known):
+    # RL_SECONDS (or the number in $WORK/rl_seconds, written while it runs, when the device time left is known)
+    # or at the epoch second RL_DEADLINE, whichever comes first:
     # the runner finishes its iteration, saves and exits 130. A checkpoint carried in pieces is waited for.
     [ ! -d /tmp/site ] || while [ ! -f /tmp/site/.unpacked_ray.txz ]; do sleep 2; done
     while [ ! -f "$CKPT/model.safetensors" ]; do sleep 2; done
@@ -155,7 +156,10 @@ PY
     rl_start=$(date +%s); echo "$rl_start" > "$WORK/rl_start"
     (while sleep 5; do
       limit=${RL_SECONDS:-600}; [ ! -f "$WORK/rl_seconds" ] || limit=$(cat "$WORK/rl_seconds")
-      [ $(( $(date +%s) - rl_start )) -lt "$limit" ] || { pkill -INT -f "rlinf_embodied.train.*output_dir=$WORK/rl "; break; }
+      now=$(date +%s)
+      if [ $(( now - rl_start )) -ge "$limit" ] || [ "$now" -ge "${RL_DEADLINE:-$((now + 1))}" ]; then
+        pkill -INT -f "rlinf_embodied.train.*output_dir=$WORK/rl "; break
+      fi
     done) & watchdog=$!
     bash "$0" rl 1000 "$@" || true
     kill $watchdog 2>/dev/null || true

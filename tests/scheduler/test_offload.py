@@ -1,10 +1,23 @@
-"""Which optimizer-state tensors an offload moves (CPU; the GPU round trips are in tests/workers/test_actor_gpu.py)."""
+"""Which optimizer-state tensors an offload moves, and the host buffers every offload reuses (CPU; the GPU
+round trips are in tests/workers/test_actor_gpu.py and below, marked gpu)."""
 
 from __future__ import annotations
 
+import gc
+
+import pytest
 import torch
 
-from rlinf_embodied.scheduler.offload import _state_tensors
+from rlinf_embodied.scheduler.offload import (
+    HostBuffers,
+    _state_tensors,
+    apply_keeping_parameters,
+    host_buffers,
+    offload_module,
+    offload_optimizer_state,
+    onload_module,
+    onload_optimizer_state,
+)
 
 
 def stepped_adam(**kwargs) -> torch.optim.Optimizer:
@@ -28,3 +41,71 @@ def test_fused_adam_moves_its_step_counters():
     # step fails with "state_steps is on cpu, different from other tensors on cuda:0" (capturable
     # Adam, CUDA-only, is covered by the same group flag check)
     assert moved_keys(stepped_adam(fused=True)) == {"step", "exp_avg", "exp_avg_sq"}
+
+
+def test_host_buffers_are_reused_by_every_offload_and_survive_the_swap():
+    # On the CPU the copies are not pinned; the bookkeeping is the same as on a GPU machine
+    torch.manual_seed(0)
+    model = torch.nn.Linear(8, 4)
+    weight = model.weight
+    buffers = HostBuffers(pin=False)
+    apply_keeping_parameters(model, buffers.start().take)  # "offload"
+    first_ptrs = [b.data_ptr() for b in buffers.buffers]
+    assert model.weight is weight  # the Parameter object survives
+    assert model.weight.data_ptr() == first_ptrs[0]  # and now lives in the kept buffer
+    apply_keeping_parameters(model, lambda t: t.clone())  # "onload": the weights move out of the buffers
+    assert model.weight.data_ptr() != first_ptrs[0]
+    with torch.no_grad():
+        model.weight.add_(1.0)  # "training" changes the weights
+    trained = model.weight.detach().clone()
+    apply_keeping_parameters(model, buffers.start().take)  # the next offload
+    assert [b.data_ptr() for b in buffers.buffers] == first_ptrs  # no new host memory
+    assert len(buffers.buffers) == 2  # weight and bias
+    assert torch.equal(model.weight.detach(), trained)  # holding the new values
+
+
+def test_host_buffers_reallocate_a_slot_whose_tensor_changed_shape():
+    buffers = HostBuffers(pin=False)
+    buffers.start().take(torch.zeros(4, 3))
+    kept = buffers.buffers[0]
+    out = buffers.start().take(torch.ones(2, 3))
+    assert buffers.buffers[0] is not kept and buffers.buffers[0].shape == (2, 3)
+    assert torch.equal(out, torch.ones(2, 3))
+    assert buffers.nbytes == 2 * 3 * 4
+
+
+def test_host_buffers_are_kept_per_owner_and_dropped_with_it():
+    model, other = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    assert host_buffers(model) is host_buffers(model)
+    assert host_buffers(model) is not host_buffers(other)
+    from rlinf_embodied.scheduler import offload
+
+    before = len(offload._HOST_BUFFERS)
+    del other
+    gc.collect()
+    assert len(offload._HOST_BUFFERS) == before - 1
+
+
+@pytest.mark.gpu
+def test_pinned_host_copies_are_reused_across_round_trips():
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    device = torch.device("cuda")
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.Linear(64, 8)).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.randn(4, 64, device=device)).sum().backward()
+    optimizer.step()
+    pointers = []
+    for _ in range(3):
+        expected = [p.detach().cpu() for p in model.parameters()]
+        offload_module(model)
+        offload_optimizer_state(optimizer)
+        assert all(p.device.type == "cpu" and p.is_pinned() for p in model.parameters())
+        assert all(torch.equal(p.detach(), e) for p, e in zip(model.parameters(), expected))
+        pointers.append([p.data_ptr() for p in model.parameters()])
+        onload_module(model, device)
+        onload_optimizer_state(optimizer, device)
+        model(torch.randn(4, 64, device=device)).sum().backward()
+        optimizer.step()  # the weights change between round trips
+    assert pointers[0] == pointers[1] == pointers[2]
+    assert host_buffers(model).nbytes == sum(p.numel() * p.element_size() for p in model.parameters())
