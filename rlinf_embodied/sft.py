@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 
 from .config import SFTRunConfig, register_configs
 from .paths import CONFIG_DIR
-from .runners.interrupts import Interrupted, StopRequest, report_forced_stop, report_stop, resume_command
+from .runners.interrupts import Interrupted, StopRequest, continue_command, report_forced_stop, report_stop
 
 logger = logging.getLogger(__name__)
 register_configs()
@@ -57,12 +57,6 @@ def run_sft(cfg: SFTRunConfig, output_dir: str, cluster=None, stop: StopRequest 
                     cluster.shutdown()
 
 
-def sft_resume_command(output_dir: str, checkpoint: str | None) -> str | None:
-    if not checkpoint:
-        return None
-    return resume_command("rlinf_embodied.sft", {"sft.resume": checkpoint, "sft.output_dir": output_dir})
-
-
 @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="sft")
 def main(cfg) -> None:
     output_dir = cfg.sft.output_dir or HydraConfig.get().runtime.output_dir
@@ -71,13 +65,17 @@ def main(cfg) -> None:
     os.makedirs(output_dir, exist_ok=True)
     OmegaConf.save(cfg, os.path.join(output_dir, "config.yaml"))
     stop = StopRequest(work="steps (up to the next metrics line)")
+
+    def resume_command() -> str | None:
+        return continue_command("rlinf_embodied.sft", stop.checkpoint, "sft.resume", "sft.output_dir", output_dir)
+
     try:
         history = run_sft(typed, output_dir, stop=stop)
     except Interrupted as interrupted:
-        report_forced_stop(stop, interrupted, sft_resume_command(output_dir, stop.checkpoint))
+        report_forced_stop(stop, interrupted, resume_command())
     finished = bool(history) and history[-1]["step"] == typed.sft.max_steps
     if stop.requested and not finished:
-        report_stop(stop, "step", sft_resume_command(output_dir, stop.checkpoint))
+        report_stop(stop, "step", resume_command())
     if history:
         last = history[-1]
         logger.info("finished %d steps: sft/loss=%.4f -> %s", last["step"], last["sft/loss"], output_dir)

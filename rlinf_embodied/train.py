@@ -17,8 +17,7 @@ from omegaconf import OmegaConf
 
 from .config import TrainConfig, is_auto, register_configs
 from .paths import CONFIG_DIR
-from .runners.interrupts import Interrupted, StopRequest, report_forced_stop, report_stop
-from .runners.interrupts import resume_command as stop_resume_command
+from .runners.interrupts import Interrupted, StopRequest, continue_command, report_forced_stop, report_stop
 from .workers.policy_loading import check_policy_config
 
 logger = logging.getLogger(__name__)
@@ -79,13 +78,6 @@ def resolve_placement(cfg: TrainConfig, cluster, output_dir: str) -> None:
             f.write("\n".join(lines) + "\n")
 
 
-def resume_command(output_dir: str, checkpoint: str | None) -> str | None:
-    """The command line that continues this run from `checkpoint`, in the same output directory."""
-    if not checkpoint:
-        return None
-    return stop_resume_command("rlinf_embodied.train", {"runner.resume": checkpoint, "runner.output_dir": output_dir})
-
-
 @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="config")
 def main(cfg) -> None:
     output_dir = cfg.runner.output_dir or HydraConfig.get().runtime.output_dir
@@ -94,13 +86,19 @@ def main(cfg) -> None:
     os.makedirs(output_dir, exist_ok=True)
     OmegaConf.save(cfg, os.path.join(output_dir, "config.yaml"))
     stop = StopRequest()
+
+    def resume_command() -> str | None:
+        return continue_command(
+            "rlinf_embodied.train", stop.checkpoint, "runner.resume", "runner.output_dir", output_dir
+        )
+
     try:
         history = run_training(typed, output_dir, stop)
     except Interrupted as interrupted:
-        report_forced_stop(stop, interrupted, resume_command(output_dir, stop.checkpoint))
+        report_forced_stop(stop, interrupted, resume_command())
     finished = bool(history) and history[-1]["iteration"] == typed.runner.max_iterations - 1
     if stop.requested and not finished:
-        report_stop(stop, "iteration", resume_command(output_dir, stop.checkpoint))
+        report_stop(stop, "iteration", resume_command())
     if history:
         last = history[-1]
         logger.info(

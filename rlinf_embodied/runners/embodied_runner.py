@@ -143,7 +143,10 @@ class EmbodiedRunner:
         start = time.perf_counter()
         for iteration in progress:
             if self._stop_requested():
-                self._save_finished_iteration(iteration - 1)  # the signal came between two iterations
+                finished = iteration - 1  # the signal came between two iterations
+                self.stop.save_unless_saved(
+                    finished, finished >= self.start_iteration, lambda: self.save_checkpoint(finished)
+                )
                 break
             self.phase_seconds.clear()
             iteration_start = time.perf_counter()
@@ -158,7 +161,7 @@ class EmbodiedRunner:
                 with self._timed("save"):
                     directory = self.save_checkpoint(iteration)
                 if self.stop is not None:
-                    self.stop.checkpoint, self.stop.iteration = directory, iteration
+                    self.stop.saved(directory, iteration)
             metrics.update(self._time_breakdown(time.perf_counter() - iteration_start))
             if iteration == self.start_iteration:
                 metrics.update(self.startup_seconds)
@@ -178,13 +181,6 @@ class EmbodiedRunner:
 
     def _stop_requested(self) -> bool:
         return self.stop is not None and self.stop.poll(resumed_from=self.cfg.runner.resume)
-
-    def _save_finished_iteration(self, iteration: int) -> None:
-        """A stop that arrives after an iteration was logged but before the next one starts: checkpoint that
-        finished iteration unless it already has one (nothing to do before this run's first iteration)."""
-        if iteration < self.start_iteration or self.stop.iteration == iteration:
-            return
-        self.stop.checkpoint, self.stop.iteration = self.save_checkpoint(iteration), iteration
 
     def _time_breakdown(self, iteration_seconds: float) -> dict[str, float]:
         """time/{sync,onload,offload,save}_seconds, the iteration's total and what no phase accounts for

@@ -16,7 +16,7 @@ import os
 import shlex
 import signal
 import threading
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -66,6 +66,16 @@ class StopRequest:
             self.checkpoint = resumed_from
         return True
 
+    def saved(self, checkpoint: str, unit: int) -> None:
+        """A checkpoint of the finished `unit` (iteration or step) exists: the run can resume from it."""
+        self.checkpoint, self.iteration = checkpoint, unit
+
+    def save_unless_saved(self, unit: int, this_run_did_it: bool, save: Callable[[], str]) -> None:
+        """A stop that arrives between two units: checkpoint the last finished `unit` with `save()`, unless this
+        run did no unit yet or that unit is already saved."""
+        if this_run_did_it and self.iteration != unit:
+            self.saved(save(), unit)
+
     def request(self, signum: int) -> None:
         """What the handler does; tests call it directly."""
         if self.signum is None:
@@ -105,6 +115,13 @@ class StopRequest:
             yield self
         finally:
             self.restore()
+
+
+def continue_command(module: str, checkpoint: Optional[str], resume_key: str, output_key: str, output_dir: str):
+    """`resume_command` for a stopped run of `module` that left `checkpoint` (None: nothing to resume from)."""
+    if not checkpoint:
+        return None
+    return resume_command(module, {resume_key: checkpoint, output_key: output_dir})
 
 
 def resume_command(module: str, settings: dict[str, str]) -> str:

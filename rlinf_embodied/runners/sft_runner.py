@@ -87,7 +87,8 @@ class SFTRunner:
         progress = tqdm(total=sft.max_steps, initial=step, desc="sft", disable=not sft.progress, dynamic_ncols=True)
         while step < sft.max_steps:
             if self._stop_requested():
-                self._save_for_stop(step)  # the signal came after the last steps' checks
+                # the signal came after the last steps' checks
+                self.stop.save_unless_saved(step, step > self.start_step, lambda: self.save(step, f"step_{step:06d}"))
                 break
             end = self._next_boundary(step)
             metrics = self.group.train_steps(step, end - step).wait()[0]
@@ -100,7 +101,7 @@ class SFTRunner:
             elif (sft.save_interval and step % sft.save_interval == 0) or self._stop_requested():
                 saved = self.save(step, f"step_{step:06d}")
             if saved is not None and self.stop is not None:
-                self.stop.checkpoint, self.stop.iteration = saved, step
+                self.stop.saved(saved, step)
             if sft.eval_interval and (last or (step % sft.eval_interval == 0 and not self._stop_requested())):
                 metrics.update(self.evaluate(step, saved))
             metrics = {"step": step, **metrics}  # optimizer steps done (also the record's "iteration")
@@ -117,11 +118,6 @@ class SFTRunner:
 
     def _stop_requested(self) -> bool:
         return self.stop is not None and self.stop.poll(resumed_from=self.cfg.sft.resume)
-
-    def _save_for_stop(self, step: int) -> None:
-        """checkpoints/step_XXXXXX of the steps done, unless this run did none or already saved them."""
-        if step > self.start_step and self.stop.iteration != step:
-            self.stop.checkpoint, self.stop.iteration = self.save(step, f"step_{step:06d}"), step
 
     def _next_boundary(self, step: int) -> int:
         sft = self.cfg.sft
