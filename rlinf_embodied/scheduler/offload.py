@@ -15,6 +15,7 @@ every later one: the cost of pinning is paid once per process, whatever else hol
 from __future__ import annotations
 
 import weakref
+from typing import Iterable
 
 import torch
 from torch import nn
@@ -33,6 +34,10 @@ def _on_local(tensor: torch.Tensor, fn) -> torch.Tensor:
     return fn(tensor)
 
 
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor._local_tensor if isinstance(tensor, DTensor) else tensor
+
+
 class HostBuffers:
     """One owner's host copies, one buffer per offloaded tensor in the order an offload visits them.
 
@@ -46,20 +51,29 @@ class HostBuffers:
         self.pin = pin
         self.buffers: list[torch.Tensor] = []
         self.position = 0
+        self.in_use: set[int] = set()
 
-    def start(self) -> "HostBuffers":
-        """Called at the start of each offload: the next `take` fills the first slot again."""
+    def start(self, in_use: Iterable[torch.Tensor] = ()) -> "HostBuffers":
+        """Called at the start of each offload: the next `take` fills the first slot again. `in_use`: the
+        owner's tensors already on the CPU; a slot whose buffer one of them still lives in is never refilled
+        (it would overwrite that tensor) but gets a new buffer."""
         self.position = 0
+        self.in_use = {t.data_ptr() for t in in_use if t.device.type == "cpu"}
         return self
 
     def take(self, tensor: torch.Tensor) -> torch.Tensor:
         slot = self.position
         self.position += 1
         buffer = self.buffers[slot] if slot < len(self.buffers) else None
-        if buffer is None or (buffer.shape, buffer.stride(), buffer.dtype) != (
-            tensor.shape,
-            tensor.stride(),
-            tensor.dtype,
+        if (
+            buffer is None
+            or buffer.data_ptr() in self.in_use
+            or (buffer.shape, buffer.stride(), buffer.dtype)
+            != (
+                tensor.shape,
+                tensor.stride(),
+                tensor.dtype,
+            )
         ):
             buffer = torch.empty_like(tensor, device=CPU, pin_memory=self.pin)
             if slot < len(self.buffers):
@@ -141,7 +155,8 @@ def offload_module(module: nn.Module) -> None:
     """Parameters and buffers -> (pinned) CPU memory. A no-op for a module already on CPU."""
     if _all_on(module, "cpu"):
         return
-    apply_keeping_parameters(module, _to_cpu_into(host_buffers(module).start()))
+    resident = [_local(t) for t in [*module.parameters(), *module.buffers()]]
+    apply_keeping_parameters(module, _to_cpu_into(host_buffers(module).start(resident)))
     _release_gpu_memory()
 
 
@@ -169,7 +184,8 @@ def _state_tensors(optimizer: torch.optim.Optimizer):
 
 
 def offload_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
-    move = _to_cpu_into(host_buffers(optimizer).start())
+    resident = [_local(state[key]) for state, key in _state_tensors(optimizer)]
+    move = _to_cpu_into(host_buffers(optimizer).start(resident))
     for state, key in list(_state_tensors(optimizer)):
         state[key] = move(state[key])
     _release_gpu_memory()

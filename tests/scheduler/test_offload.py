@@ -74,6 +74,14 @@ def test_host_buffers_reallocate_a_slot_whose_tensor_changed_shape():
     assert buffers.nbytes == 2 * 3 * 4
 
 
+def test_a_buffer_a_cpu_tensor_still_lives_in_is_not_refilled():
+    buffers = HostBuffers(pin=False)
+    resident = buffers.start().take(torch.full((4,), 7.0))  # offloaded and still on the CPU
+    out = buffers.start(in_use=[resident]).take(torch.zeros(4))  # same shape, same slot
+    assert out.data_ptr() != resident.data_ptr()
+    assert torch.equal(resident, torch.full((4,), 7.0))  # not overwritten
+
+
 def test_host_buffers_are_kept_per_owner_and_dropped_with_it():
     model, other = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
     assert host_buffers(model) is host_buffers(model)
