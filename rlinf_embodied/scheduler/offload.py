@@ -65,16 +65,7 @@ class HostBuffers:
         slot = self.position
         self.position += 1
         buffer = self.buffers[slot] if slot < len(self.buffers) else None
-        if (
-            buffer is None
-            or buffer.data_ptr() in self.in_use
-            or (buffer.shape, buffer.stride(), buffer.dtype)
-            != (
-                tensor.shape,
-                tensor.stride(),
-                tensor.dtype,
-            )
-        ):
+        if buffer is None or buffer.data_ptr() in self.in_use or _layout(buffer) != _layout(tensor):
             buffer = torch.empty_like(tensor, device=CPU, pin_memory=self.pin)
             if slot < len(self.buffers):
                 self.buffers[slot] = buffer
@@ -87,6 +78,10 @@ class HostBuffers:
     @property
     def nbytes(self) -> int:
         return sum(b.numel() * b.element_size() for b in self.buffers)
+
+
+def _layout(tensor: torch.Tensor) -> tuple:
+    return tensor.shape, tensor.stride(), tensor.dtype
 
 
 _HOST_BUFFERS: "weakref.WeakKeyDictionary[object, HostBuffers]" = weakref.WeakKeyDictionary()
@@ -184,9 +179,9 @@ def _state_tensors(optimizer: torch.optim.Optimizer):
 
 
 def offload_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
-    resident = [_local(state[key]) for state, key in _state_tensors(optimizer)]
-    move = _to_cpu_into(host_buffers(optimizer).start(resident))
-    for state, key in list(_state_tensors(optimizer)):
+    entries = list(_state_tensors(optimizer))
+    move = _to_cpu_into(host_buffers(optimizer).start(_local(state[key]) for state, key in entries))
+    for state, key in entries:
         state[key] = move(state[key])
     _release_gpu_memory()
 
