@@ -116,4 +116,6 @@ def test_pinned_host_copies_are_reused_across_round_trips():
         model(torch.randn(4, 64, device=device)).sum().backward()
         optimizer.step()  # the weights change between round trips
     assert pointers[0] == pointers[1] == pointers[2]
-    assert host_buffers(model).nbytes == sum(p.numel() * p.element_size() for p in model.parameters())
+    # one kept buffer per weight and one per gradient (`_apply` moves both), none added after round 1
+    tensors = [*model.parameters(), *(p.grad for p in model.parameters())]
+    assert host_buffers(model).nbytes == sum(t.numel() * t.element_size() for t in tensors)
