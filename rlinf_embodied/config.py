@@ -191,6 +191,10 @@ class SFTConfig:
     image_probe_interval: Optional[int] = None
     eval_interval: int = 0  # steps between env evaluations (and one at the end); 0 = never
     eval_episodes: int = 10
+    # Stop after the first periodic evaluation whose eval/success_once reaches this, saving that step as
+    # checkpoints/final: few-shot SFT as an RL start (the pi-RL recipe), where training on makes the policy
+    # better than the start RL is meant to improve, or (decayed lr, stop 26) worse. None = run to max_steps.
+    stop_at_success: Optional[float] = None
     save_interval: int = 0  # steps between checkpoints/step_XXXXXX; 0 = only checkpoints/final
     log_interval: int = 10  # at most this many steps between metric lines (means over those steps)
     seed: int = 0
@@ -217,6 +221,14 @@ class SFTConfig:
             raise ValueError(f"sft.min_lr_ratio={self.min_lr_ratio} must lie in [0, 1]")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"sft.ema_decay={self.ema_decay} must lie in [0, 1) (0 = no weight averaging)")
+        if self.stop_at_success is not None:
+            if not 0.0 <= self.stop_at_success <= 1.0:
+                raise ValueError(f"sft.stop_at_success={self.stop_at_success} must lie in [0, 1] (or null: never)")
+            if self.eval_interval == 0:
+                raise ValueError(
+                    f"sft.stop_at_success={self.stop_at_success} acts on periodic evaluations, but sft.eval_interval=0 "
+                    "(none): set sft.eval_interval > 0"
+                )
 
 
 @dataclass

@@ -11,7 +11,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from rlinf_embodied.config import SFTRunConfig, TrainConfig
+from rlinf_embodied.config import SFTConfig, SFTRunConfig, TrainConfig
 from rlinf_embodied.datasets import LeRobotDatasetWriter
 from rlinf_embodied.paths import CONFIG_DIR
 from rlinf_embodied.policies import make_policy, policy_class
@@ -109,6 +109,13 @@ def test_sft_evaluation_seeds_must_not_be_the_demonstrations(tmp_path):
     check_sft_config(cfg)
     cfg.sft.seed, cfg.sft.eval_interval = 0, 0  # no evaluation, nothing to check
     check_sft_config(cfg)
+
+
+def test_stop_at_success_needs_evaluations_and_a_rate():
+    with pytest.raises(ValueError, match=r"sft.stop_at_success=0.3 acts on periodic evaluations.*eval_interval=0"):
+        SFTRunConfig(sft=SFTConfig(stop_at_success=0.3))
+    with pytest.raises(ValueError, match=r"sft.stop_at_success=30.0 must lie in \[0, 1\]"):
+        SFTRunConfig(sft=SFTConfig(stop_at_success=30.0, eval_interval=100))
 
 
 def test_action_dim_and_control_mode_mismatches_name_both_sides(tmp_path):
@@ -408,6 +415,19 @@ def test_mlp_bc_then_rl_on_maniskill(cluster, tmp_path):
     assert np.isfinite(metrics["train/loss"]) and metrics["time/env_steps"] == 16
     # Before any optimizer step the actor reproduces the rollout's log-probs of the SFT weights.
     assert abs(metrics["train/initial_approx_kl"]) < 1e-3
+
+
+@pytest.mark.slow
+def test_sft_stops_at_the_first_evaluation_reaching_its_target(cluster, tmp_path):
+    dataset = write_state_dataset(tmp_path / "demos")
+    out = tmp_path / "sft"
+    overrides = [f"sft.dataset={dataset}", "policy.size=tiny", "sft.max_steps=150", "sft.batch_size=32"]
+    overrides += ["sft.log_interval=25", "sft.eval_interval=50", "sft.eval_episodes=2", "env.num_envs=2"]
+    overrides += ["env.max_episode_steps=4", "sft.progress=false", f"sft.output_dir={out}"]
+    history = run_sft(compose_sft(overrides + ["sft.stop_at_success=0.0"]), str(out), cluster=cluster)
+    assert [m["step"] for m in history] == [25, 50]  # any success rate reaches 0.0
+    assert json.loads((out / "checkpoints" / "final" / "sft.json").read_text())["step"] == 50
+    assert (out / "checkpoints" / "best" / "policy" / "model.safetensors").is_file()
 
 
 @pytest.mark.slow

@@ -104,6 +104,9 @@ class SFTRunner:
                 self.stop.saved(saved, step)
             if sft.eval_interval and (last or (step % sft.eval_interval == 0 and not self._stop_requested())):
                 metrics.update(self.evaluate(step, saved))
+                if not last and self._reached_target(metrics["eval/success_once"], step):
+                    self.save(step, "final")
+                    last = True
             metrics = {"step": step, **metrics}  # optimizer steps done (also the record's "iteration")
             self.metrics_logger.log(step, metrics)
             history.append(metrics)
@@ -112,9 +115,18 @@ class SFTRunner:
             if math.isfinite(self.best_eval_success):
                 postfix["best_eval"] = f"{self.best_eval_success:.2f}"
             progress.set_postfix(postfix)
+            if last:
+                break
         progress.close()
         self.metrics_logger.close()
         return history
+
+    def _reached_target(self, success: float, step: int) -> bool:
+        target = self.cfg.sft.stop_at_success
+        if target is None or success < target:
+            return False
+        logger.info("sft: eval success %.3f >= sft.stop_at_success=%s at step %d: stopping", success, target, step)
+        return True
 
     def _stop_requested(self) -> bool:
         return self.stop is not None and self.stop.poll(resumed_from=self.cfg.sft.resume)
