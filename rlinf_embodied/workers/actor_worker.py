@@ -418,6 +418,10 @@ class ActorWorker(Worker, SpanRecorder):
         return {"iteration": int(state["iteration"]), "env_steps": int(state["env_steps"])}
 
     def offload(self) -> None:
+        # The finished update's gradients are never read again (every minibatch zeroes them before its
+        # backward), so they are dropped rather than copied out and back: with Adam they were a quarter of
+        # the bytes an offload moved (stop 26).
+        self.optimizer.zero_grad(set_to_none=True)
         self.offload_model(self.policy)
         self.offload_optimizer(self.optimizer)
         if self.reference is not None:

@@ -113,9 +113,12 @@ def test_offload_and_onload_keep_the_weights(tmp_path):
     """SFT offloads its actor around each evaluation; SFTWorker inherits ActorWorker.offload, which also
     offloads the ref_kl_coef reference (SFT has none: stop 21's GPU SFT died here at its first evaluation)."""
     worker = make_worker(tmp_path)
+    worker.train_steps(0, 1)
+    assert any(p.grad is not None for p in worker.policy.parameters())
     before = {name: value.clone() for name, value in worker.policy.state_dict().items()}
     worker.offload()
+    assert all(p.grad is None for p in worker.policy.parameters())  # stale gradients are dropped, not moved
     worker.onload()
     after = worker.policy.state_dict()
     assert all(torch.equal(before[name], after[name]) for name in before)
-    assert worker.train_steps(0, 1)["sft/loss"] > 0
+    assert worker.train_steps(1, 1)["sft/loss"] > 0
