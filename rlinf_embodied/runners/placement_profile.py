@@ -25,8 +25,6 @@ infer spans ran at once, over the shorter of the two per step). Cost model 4 too
 step against a no-overlap and a full-overlap prediction assembled from the other runs; the hidden part is
 a few percent of a step, less than the run-to-run spread of a step (5-10% on 2 shared cores), so that
 difference was mostly noise (the model-4 profile clamped it to 0 where the timeline shows about 0.8).
-What the formula still misses of that run's step is kept as the pipeline step overhead (cost model 8): on 2
-shared cores the 2-stage disaggregated layouts ran 22-25% slower than the formula (stop 25), far beyond the noise.
 Memory outside PyTorch's allocator (CUDA contexts, a GPU simulator's own buffers) is not counted, so a
 layout near the limit can still run out; on simulated GPUs every figure is 0 and nothing is excluded for memory.
 """
@@ -298,16 +296,12 @@ def with_overlap(costs: ComponentCosts, measured: dict[str, float]) -> Component
     """`costs` with the overlap efficiency of a run of OVERLAP_PLACEMENT with 2 stages (measure_once's
     env_work_s, rollout_work_s, overlap_s): the time sim and inference ran at once over the shorter of the
     two, in [0, 1]. Both come from the same run's timeline, so a slower or faster run than the profile's
-    others does not move it (see the module docstring). And the pipeline step overhead: that run's step_s
-    minus the step the model predicts for it from `costs` with this efficiency (num_envs envs, 2 stages)."""
+    others does not move it (see the module docstring)."""
     shorter = min(measured.get("env_work_s", math.nan), measured.get("rollout_work_s", math.nan))
     hidden = measured.get("overlap_s", math.nan)
     if not (math.isfinite(shorter) and math.isfinite(hidden) and shorter > 0):
         return costs
-    costs = replace(costs, overlap_efficiency=min(1.0, max(0.0, hidden / shorter)), pipeline_step_overhead_s=0.0)
-    # the run's step beyond what the overlap formula gives it (one env and one rollout worker, 2 stages)
-    formula = costs.rollout_step_s(2, measured["num_envs"], 1, 1, overlap=True)
-    return replace(costs, pipeline_step_overhead_s=measured["step_s"] - formula)
+    return replace(costs, overlap_efficiency=min(1.0, max(0.0, hidden / shorter)))
 
 
 def with_contention(costs: ComponentCosts, parallel: dict[str, float], workers: int) -> ComponentCosts:

@@ -18,12 +18,9 @@ one rollout step takes
 
     W_env  = S * t_sim(b)                 an env worker steps its S stages
     W_roll = k * S * t_inf(b)             a rollout worker answers its k*S shards
-    step   = max(W_env, W_roll) + (1 - overlap_efficiency) * min(W_env, W_roll) + o + (S - 1) * p
+    step   = max(W_env, W_roll) + (1 - overlap_efficiency) * min(W_env, W_roll) + o
                                       when S >= 2 and e, r share no GPU (simulation overlaps inference;
-                                      overlap_efficiency 1 hides the shorter one completely, 0 not at all;
-                                      p = pipeline_step_overhead_s, what each further stage costs a step
-                                      beyond that: more, smaller messages, and sim and inference slowing each
-                                      other while they run at once on shared cores)
+                                      overlap_efficiency 1 hides the shorter one completely, 0 not at all)
            = W_env + W_roll + o       otherwise (stage 1 waits; on shared GPUs the two compete)
 
 and one iteration (the runner is synchronous: sync weights, roll out, train)
@@ -43,9 +40,7 @@ GPUs) the env workers compete for them, and actor ranks also wait on gradient al
 measured, not assumed: one extra profile run with every component on every GPU, and the overlap efficiency
 in one more with env and rollout on different GPUs and 2 stages: the fraction of the shorter of W_env and
 W_roll during which that run's timeline shows simulation and inference running at once
-(see placement_profile.py), and p as that run's measured step minus the step the formula above predicts for
-it with p = 0 (stop 25: on 2 shared cores the 2-stage disaggregated layouts ran 22-25% slower than predicted
-without it).
+(see placement_profile.py).
 
 A layout is excluded when E does not split into |e| * S stages of whole env groups, or when a GPU's
 memory does not hold its components: env_mem_gib (per env worker) plus rollout_mem_gib and
@@ -66,13 +61,11 @@ from typing import Any, Iterable, Sequence
 from .placement import ComponentPlacement
 
 COMPONENTS = ("env", "rollout", "actor")
-SIGNED_COSTS = ("pipeline_step_overhead_s",)  # ComponentCosts fields that may be negative
 # 2: fixed training seconds per iteration and a per-step rollout overhead; 3: measured contention of parallel
 # workers; 4: measured overlap of simulation and inference in pipeline stages; 5: that overlap read off the
 # 2-stage run's own timeline (sim and infer spans at once), not from its step against the other runs; 7: the
-# half-size run measured before and after the full-size one (model 6, three iterations per run, was reverted);
-# 8: the 2-stage run's step beyond the overlap formula, per further stage (pipeline_step_overhead_s)
-COST_MODEL_VERSION = 8
+# half-size run measured before and after the full-size one (model 6, three iterations per run, was reverted)
+COST_MODEL_VERSION = 7
 CACHE_ENV_VAR = "RLINF_PLACEMENT_CACHE"
 DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "rlinf_embodied", "placement")
 
@@ -102,34 +95,16 @@ class ComponentCosts:
     train_contention: float = 0.0
     # how much of the shorter of simulation and inference the pipeline stages hide (1 = all of it)
     overlap_efficiency: float = 1.0
-    # per rollout step and further stage, where stages overlap: the measured step beyond that formula (a
-    # difference of two measurements, so it may be negative where the pipeline did better than the formula)
-    pipeline_step_overhead_s: float = 0.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            signed = f.name in SIGNED_COSTS
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
-                raise ValueError(f"ComponentCosts.{f.name}={value!r} must be a number" + ("" if signed else " >= 0"))
-            if value < 0 and not signed:
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value) or value < 0:
                 raise ValueError(f"ComponentCosts.{f.name}={value!r} must be a number >= 0")
         if self.env_steps_per_call < 1:
             raise ValueError(f"ComponentCosts.env_steps_per_call={self.env_steps_per_call} must be >= 1")
         if self.overlap_efficiency > 1:
             raise ValueError(f"ComponentCosts.overlap_efficiency={self.overlap_efficiency} must lie in [0, 1]")
-
-    def rollout_step_s(self, stages: int, envs_per_worker: int, env_workers: int, rollout_workers: int, overlap: bool):
-        """One rollout step (the module docstring's `step`); overlap: the stages run on env and rollout GPUs
-        apart. A step never takes less than the longer of its env and rollout work."""
-        b = envs_per_worker // stages
-        k = math.ceil(env_workers / rollout_workers)
-        w_env = stages * self.env_step_s(b, env_workers)
-        w_roll = k * stages * self.infer_s(b, rollout_workers)
-        if not (overlap and stages >= 2):
-            return w_env + w_roll + self.step_overhead_s
-        step = w_env + w_roll - self.overlap_efficiency * min(w_env, w_roll) + self.step_overhead_s
-        return max(max(w_env, w_roll), step + (stages - 1) * self.pipeline_step_overhead_s)
 
     def env_step_s(self, envs: float, workers: int = 1) -> float:
         return (self.env_step_fixed_s + self.env_step_per_env_s * envs) * (1 + self.env_contention * (workers - 1))
@@ -274,7 +249,14 @@ def predict(
         gpu, gib = max(over.items(), key=lambda item: item[1])
         return excluded(f"GPU {gpu} needs {gib:.1f} GiB > {costs.gpu_mem_gib:.1f} GiB")
 
-    step = costs.rollout_step_s(stages, num_envs // len(e), len(e), len(r), overlap=not (e & r))
+    n = num_envs // len(e)
+    b = n // stages
+    k = math.ceil(len(e) / len(r))
+    w_env = stages * costs.env_step_s(b, len(e))
+    w_roll = k * stages * costs.infer_s(b, len(r))
+    overlap = stages >= 2 and not (e & r)
+    hidden = costs.overlap_efficiency * min(w_env, w_roll) if overlap else 0.0
+    step = w_env + w_roll - hidden + costs.step_overhead_s
     breakdown = {
         "rollout": rollout_steps * step,
         "train": costs.train_s(num_envs * rollout_steps, len(a)),

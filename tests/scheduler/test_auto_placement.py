@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import replace
 import random
 
 import pytest
@@ -413,8 +412,6 @@ def test_profile_on_two_gpus_adds_the_parallel_and_the_two_stage_runs(monkeypatc
     assert costs.env_contention == pytest.approx(0.5) and costs.train_contention == pytest.approx(0.5)
     assert costs.infer_contention == pytest.approx(0.0, abs=1e-9)
     assert costs.overlap_efficiency == pytest.approx(0.25)
-    # b = 4: W_env 2 * 0.018 + W_roll 2 * 0.024 - 0.25 * 0.036 + o 0.005 = 0.080; the run was 20% slower
-    assert costs.pipeline_step_overhead_s == pytest.approx(0.2 * 0.080)
     calls.clear()
     cfg.env.num_envs = 3  # split over 2 workers or 2 stages neither: only the single-GPU runs
     costs = profile.profile_costs(cfg, cluster=None)
@@ -537,34 +534,13 @@ def test_overlap_efficiency_hides_part_of_the_shorter_stage_work():
         ComponentCosts(overlap_efficiency=1.5)
 
 
-def test_pipeline_step_overhead_adds_per_further_stage_where_stages_overlap():
-    """Cost model 8: step = W_env + W_roll - hidden + o + (S - 1) * p, never below max(W_env, W_roll)."""
-    c = ComponentCosts(
-        env_step_per_env_s=0.01, infer_fixed_s=0.02, overlap_efficiency=0.5, pipeline_step_overhead_s=0.03
-    )
-    apart = predict(Layout({"env": "0", "rollout": "1", "actor": "1"}, 2), c, 8, 10, 2)
-    assert apart.breakdown["rollout"] == pytest.approx(10 * (0.08 + 0.04 - 0.02 + 0.03))
-    # not overlapped, p does not enter: one GPU with 2 stages, and GPUs apart with 1 stage (b = 8)
-    together = predict(Layout({"env": "0", "rollout": "0", "actor": "1"}, 2), c, 8, 10, 2)
-    assert together.breakdown["rollout"] == pytest.approx(10 * (0.08 + 0.04))
-    one_stage = predict(Layout(apart.component_placement, 1), c, 8, 10, 2)
-    assert one_stage.breakdown["rollout"] == pytest.approx(10 * (0.08 + 0.02))
-    faster = replace(c, pipeline_step_overhead_s=-0.5)  # a negative overhead cannot beat the longer work
-    assert predict(Layout(apart.component_placement, 2), faster, 8, 10, 2).breakdown["rollout"] == pytest.approx(0.8)
-    with pytest.raises(ValueError, match=r"pipeline_step_overhead_s=nan must be a number"):
-        ComponentCosts(pipeline_step_overhead_s=math.nan)
-
-
 def test_overlap_efficiency_is_read_off_the_two_stage_timeline():
     from rlinf_embodied.runners.placement_profile import stage_overlap, with_overlap
 
     c = ComponentCosts(env_step_per_env_s=0.01, infer_fixed_s=0.02, step_overhead_s=0.01)
     # per step: sim 0.08, inference 0.04, of which 0.02 ran during the sim
-    measured = dict(num_envs=8, env_work_s=0.08, rollout_work_s=0.04, overlap_s=0.02, step_s=0.5)
+    measured = dict(env_work_s=0.08, rollout_work_s=0.04, overlap_s=0.02, step_s=0.5)
     assert with_overlap(c, measured).overlap_efficiency == pytest.approx(0.5)  # step_s does not enter
-    # b = 4: W_env 0.08 + W_roll 0.04 - 0.5 * 0.04 hidden + o 0.01 = 0.11 predicted; the rest is the pipeline's
-    assert with_overlap(c, measured).pipeline_step_overhead_s == pytest.approx(0.5 - 0.11)
-    assert with_overlap(c, {**measured, "step_s": 0.1}).pipeline_step_overhead_s == pytest.approx(-0.01)
     assert with_overlap(c, {**measured, "overlap_s": 0.0}).overlap_efficiency == 0.0
     assert with_overlap(c, {**measured, "overlap_s": 0.05}).overlap_efficiency == 1.0  # clamped
     assert with_overlap(c, {**measured, "rollout_work_s": 0.0}) == c  # nothing to hide: unchanged
