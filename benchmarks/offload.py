@@ -48,9 +48,8 @@ def build(
 
 
 def state_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
-    """The bytes an offload moves: weights, any gradients (offload_module moves them too), optimizer state."""
-    tensors = [*model.parameters(), *(p.grad for p in model.parameters() if p.grad is not None)]
-    params = sum(t.numel() * t.element_size() for t in tensors)
+    """The bytes an offload moves: weights and optimizer state (`build` leaves no gradients, like the actor)."""
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
     optim = sum(
         v.numel() * v.element_size()
         for s in optimizer.state.values()
