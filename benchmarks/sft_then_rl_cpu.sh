@@ -2,7 +2,8 @@
 # Demonstrations -> behaviour cloning -> PPO on rlinf/ManiSkill-PickCube (state, pd_ee_delta_pos), CPU only.
 # The state-only version of the VLA recipe in sft_then_rl_gpu.sh: the same commands, an mlp policy.
 #   bash benchmarks/sft_then_rl_cpu.sh collect 50     # motion-planner demonstrations
-#   bash benchmarks/sft_then_rl_cpu.sh sft 2000       # BC (Gaussian NLL), joint velocities hidden from the actor
+#   bash benchmarks/sft_then_rl_cpu.sh sft 2000       # BC (Gaussian NLL), joint velocities hidden from the actor;
+#                                                     # SAVE_INTERVAL=500 keeps checkpoints/step_XXXXXX to pick a start
 #   bash benchmarks/sft_then_rl_cpu.sh rl 40          # PPO from the BC checkpoint, eval every 5 iterations
 #   bash benchmarks/sft_then_rl_cpu.sh table          # success of the BC start and along the RL run
 set -euo pipefail
@@ -14,10 +15,11 @@ case $stage in
     python -m rlinf_embodied.collect "${ENV_ARGS[@]}" collect.output_dir=$WORK/data collect.num_episodes=${1:-50} \
       collect.num_workers=2 collect.max_episode_steps=100 collect.seed=${SEED:-0} hydra.run.dir=$WORK/collect_run ;;
   sft)
+    steps=${1:-2000}; shift || true
     python -m rlinf_embodied.sft "${ENV_ARGS[@]}" policy=mlp \
       "policy.overrides.actor_ignore_state_dims=[9,10,11,12,13,14,15,16,17]" sft.dataset=$WORK/data \
-      sft.max_steps=${1:-2000} sft.batch_size=256 sft.lr=1e-3 sft.eval_interval=${EVAL_INTERVAL:-1000} \
-      sft.eval_episodes=50 sft.output_dir=$WORK/sft hydra.run.dir=$WORK/sft ;;
+      sft.max_steps=$steps sft.batch_size=256 sft.lr=1e-3 sft.eval_interval=${EVAL_INTERVAL:-1000} \
+      sft.save_interval=${SAVE_INTERVAL:-0} sft.eval_episodes=50 sft.output_dir=$WORK/sft hydra.run.dir=$WORK/sft "$@" ;;
   rl)
     iterations=${1:-40}; shift || true
     # init_log_std resets the NLL-fitted std (about 0.2) that makes the BC policy's stochastic rollouts fail

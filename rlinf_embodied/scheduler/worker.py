@@ -121,6 +121,13 @@ class Worker:
     def onload_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
         offload.onload_optimizer_state(optimizer, self.device)
 
+    def offload_state(self, modules=(), optimizers=()) -> None:
+        """Several models and optimizers at once: one synchronize and one cache release for all of them."""
+        offload.offload_state(modules=modules, optimizers=optimizers)
+
+    def onload_state(self, modules=(), optimizers=()) -> None:
+        offload.onload_state(self.device, modules=modules, optimizers=optimizers)
+
     # ---- measurement (scheduler/auto_placement.py's profile) ------------------------------------
     def gpu_memory_gib(self) -> tuple[float, float]:
         """(the most GPU memory PyTorch has reserved in this process, its GPU's total), in GiB; (0, inf)

@@ -422,16 +422,13 @@ class ActorWorker(Worker, SpanRecorder):
         # backward), so they are dropped rather than copied out and back: with Adam they were a quarter of
         # the bytes an offload moved (stop 26).
         self.optimizer.zero_grad(set_to_none=True)
-        self.offload_model(self.policy)
-        self.offload_optimizer(self.optimizer)
-        if self.reference is not None:
-            self.offload_model(self.reference)
+        self.offload_state(modules=self._models(), optimizers=[self.optimizer])
 
     def onload(self) -> None:
-        self.onload_model(self.policy)
-        self.onload_optimizer(self.optimizer)
-        if self.reference is not None:
-            self.onload_model(self.reference)
+        self.onload_state(modules=self._models(), optimizers=[self.optimizer])
+
+    def _models(self) -> list[torch.nn.Module]:
+        return [self.policy] + ([self.reference] if self.reference is not None else [])
 
 
 def check_minibatch_split(num_samples: int, cfg: TrainConfig, rank: int, world_size: int) -> None:

@@ -15,8 +15,10 @@ from rlinf_embodied.scheduler.offload import (
     host_buffers,
     offload_module,
     offload_optimizer_state,
+    offload_state,
     onload_module,
     onload_optimizer_state,
+    onload_state,
 )
 
 
@@ -119,3 +121,26 @@ def test_pinned_host_copies_are_reused_across_round_trips():
     # one kept buffer per weight and one per gradient (`_apply` moves both), none added after round 1
     tensors = [*model.parameters(), *(p.grad for p in model.parameters())]
     assert host_buffers(model).nbytes == sum(t.numel() * t.element_size() for t in tensors)
+
+
+@pytest.mark.gpu
+def test_offload_state_moves_every_model_and_optimizer_in_one_pass_and_back_bit_exact():
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    device = torch.device("cuda")
+    policy, reference = torch.nn.Linear(64, 64).to(device), torch.nn.Linear(64, 64).to(device)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-3)
+    policy(torch.randn(4, 64, device=device)).sum().backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    before = [t.detach().cpu() for t in [*policy.parameters(), *reference.parameters()]]
+    moments = [s["exp_avg"].cpu() for s in optimizer.state.values()]
+    offload_state(modules=[policy, reference], optimizers=[optimizer])
+    models_on_host = [t for m in (policy, reference) for t in m.parameters()]
+    assert all(t.device.type == "cpu" and t.is_pinned() for t in models_on_host)
+    assert all(s["exp_avg"].device.type == "cpu" for s in optimizer.state.values())
+    onload_state(device, modules=[policy, reference], optimizers=[optimizer])
+    after = [t.detach().cpu() for t in [*policy.parameters(), *reference.parameters()]]
+    assert all(torch.equal(a, b) for a, b in zip(before, after))
+    assert all(torch.equal(s["exp_avg"].cpu(), m) for s, m in zip(optimizer.state.values(), moments))
+    assert all(s["exp_avg_sq"].device.type == "cuda" for s in optimizer.state.values())
