@@ -21,7 +21,8 @@ per env worker): its sim, inference and training seconds against what the single
 that share give each component's contention (how much each extra parallel worker slows the others).
 A fourth run puts env and rollout on different GPUs with 2 pipeline stages: the overlap efficiency of the
 stages is read off that run's own timeline (the time its env worker's sim spans and its rollout worker's
-infer spans ran at once, over the shorter of the two per step). Cost model 4 took it from that run's whole
+infer spans ran at once, over the shorter of the two per step), and the same run's sim seconds per step against
+two single-stage steps of half the envs give stage_env_factor (each stage is a vector env of its own). Cost model 4 took it from that run's whole
 step against a no-overlap and a full-overlap prediction assembled from the other runs; the hidden part is
 a few percent of a step, less than the run-to-run spread of a step (5-10% on 2 shared cores), so that
 difference was mostly noise (the model-4 profile clamped it to 0 where the timeline shows about 0.8).
@@ -288,20 +289,27 @@ def profile_costs(cfg: TrainConfig, cluster, rollout_steps: int | None = None) -
         start = time.perf_counter()
         overlap = measure_once(cfg, cluster, cfg.env.num_envs, rollout_steps, OVERLAP_PLACEMENT, stages=2)
         logger.info("placement profile: 2 stages measured in %.1fs: %s", time.perf_counter() - start, overlap)
-        costs = with_overlap(costs, overlap)
+        costs = with_overlap(costs, overlap, stages=2)
     return costs
 
 
-def with_overlap(costs: ComponentCosts, measured: dict[str, float]) -> ComponentCosts:
-    """`costs` with the overlap efficiency of a run of OVERLAP_PLACEMENT with 2 stages (measure_once's
-    env_work_s, rollout_work_s, overlap_s): the time sim and inference ran at once over the shorter of the
-    two, in [0, 1]. Both come from the same run's timeline, so a slower or faster run than the profile's
-    others does not move it (see the module docstring)."""
+def with_overlap(costs: ComponentCosts, measured: dict[str, float], stages: int = 2) -> ComponentCosts:
+    """`costs` with what a run of OVERLAP_PLACEMENT with `stages` stages (measure_once's num_envs, env_work_s,
+    rollout_work_s, overlap_s) says about pipelining:
+    - overlap_efficiency: the time sim and inference ran at once over the shorter of the two, in [0, 1]. Both
+      come from the same run's timeline, so a slower or faster run than the profile's others does not move it.
+    - stage_env_factor: the env worker's sim seconds per step over what the single-stage runs predict for
+      `stages` vector envs of num_envs / stages (stop 27: 1.22 on 2 shared cores; the 2-stage layouts had been
+      predicted 9-31% too fast)."""
     shorter = min(measured.get("env_work_s", math.nan), measured.get("rollout_work_s", math.nan))
     hidden = measured.get("overlap_s", math.nan)
-    if not (math.isfinite(shorter) and math.isfinite(hidden) and shorter > 0):
-        return costs
-    return replace(costs, overlap_efficiency=min(1.0, max(0.0, hidden / shorter)))
+    if math.isfinite(shorter) and math.isfinite(hidden) and shorter > 0:
+        costs = replace(costs, overlap_efficiency=min(1.0, max(0.0, hidden / shorter)))
+    num_envs, env_work = measured.get("num_envs", math.nan), measured.get("env_work_s", math.nan)
+    predicted = stages * costs.env_step_s(num_envs / stages) if math.isfinite(num_envs) else math.nan
+    if math.isfinite(env_work) and env_work > 0 and math.isfinite(predicted) and predicted > 0:
+        costs = replace(costs, stage_env_factor=env_work / predicted)
+    return costs
 
 
 def with_contention(costs: ComponentCosts, parallel: dict[str, float], workers: int) -> ComponentCosts:

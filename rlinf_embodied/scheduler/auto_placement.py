@@ -9,6 +9,8 @@ use this module. The model is small enough to check by hand. With
     k = ceil(|e| / |r|) env workers served by one rollout worker (env ranks go round-robin over rollout ranks),
     t_sim(b) = (env_step_fixed_s + env_step_per_env_s * b) * (1 + env_contention * (|e| - 1))
                                                              (one stage's step: one action chunk)
+             * stage_env_factor when S >= 2                  (each stage is a vector env of its own;
+                                                              measured, see below)
     t_inf(b) = (infer_fixed_s + infer_per_sample_s * b) * (1 + infer_contention * (|r| - 1))
                                                              (one policy call on a batch of b)
     o        = step_overhead_s                               (what a rollout step costs beyond sim and
@@ -40,7 +42,9 @@ GPUs) the env workers compete for them, and actor ranks also wait on gradient al
 measured, not assumed: one extra profile run with every component on every GPU, and the overlap efficiency
 in one more with env and rollout on different GPUs and 2 stages: the fraction of the shorter of W_env and
 W_roll during which that run's timeline shows simulation and inference running at once
-(see placement_profile.py).
+(see placement_profile.py). The same run gives stage_env_factor: its env worker's simulation seconds per step
+over S * t_sim(b) from the single-stage runs (on 2 shared CPU cores two vector envs of 4 stepped 1.22x slower
+than one of 4 twice, stop 27).
 
 A layout is excluded when E does not split into |e| * S stages of whole env groups, or when a GPU's
 memory does not hold its components: env_mem_gib (per env worker) plus rollout_mem_gib and
@@ -64,8 +68,9 @@ COMPONENTS = ("env", "rollout", "actor")
 # 2: fixed training seconds per iteration and a per-step rollout overhead; 3: measured contention of parallel
 # workers; 4: measured overlap of simulation and inference in pipeline stages; 5: that overlap read off the
 # 2-stage run's own timeline (sim and infer spans at once), not from its step against the other runs; 7: the
-# half-size run measured before and after the full-size one (model 6, three iterations per run, was reverted)
-COST_MODEL_VERSION = 7
+# half-size run measured before and after the full-size one (model 6, three iterations per run, was reverted);
+# 9: the per-stage simulation slowdown of S >= 2 stages, from the 2-stage run (model 8 was reverted)
+COST_MODEL_VERSION = 9
 CACHE_ENV_VAR = "RLINF_PLACEMENT_CACHE"
 DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "rlinf_embodied", "placement")
 
@@ -95,6 +100,8 @@ class ComponentCosts:
     train_contention: float = 0.0
     # how much of the shorter of simulation and inference the pipeline stages hide (1 = all of it)
     overlap_efficiency: float = 1.0
+    # one stage's simulation with S >= 2 stages over the single-stage t_sim of the same envs (1 = no slowdown)
+    stage_env_factor: float = 1.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -252,7 +259,7 @@ def predict(
     n = num_envs // len(e)
     b = n // stages
     k = math.ceil(len(e) / len(r))
-    w_env = stages * costs.env_step_s(b, len(e))
+    w_env = stages * costs.env_step_s(b, len(e)) * (costs.stage_env_factor if stages >= 2 else 1.0)
     w_roll = k * stages * costs.infer_s(b, len(r))
     overlap = stages >= 2 and not (e & r)
     hidden = costs.overlap_efficiency * min(w_env, w_roll) if overlap else 0.0

@@ -377,8 +377,8 @@ def test_profile_on_two_gpus_adds_the_parallel_and_the_two_stage_runs(monkeypatc
         work = {}
         if placement == profile.PARALLEL_PLACEMENT:  # num_envs / 2 per worker, samples / 2 per rank
             sim, infer, train = 1.5 * (0.01 + 0.001 * num_envs), 0.02 + 0.0005 * num_envs, 1.5 * (1 + 0.005 * samples)
-        if placement == profile.OVERLAP_PLACEMENT:  # 2 stages of num_envs / 2 envs
-            sim, infer = 0.01 + 0.001 * num_envs, 0.02 + 0.0005 * num_envs
+        if placement == profile.OVERLAP_PLACEMENT:  # 2 stages of num_envs / 2 envs, each stage's sim 1.25x slower
+            sim, infer = 1.25 * (0.01 + 0.001 * num_envs), 0.02 + 0.0005 * num_envs
             step = 2 * sim + 2 * infer - 0.25 * min(2 * sim, 2 * infer) + 0.005
             # its timeline: a quarter of the shorter stage work (the sim) ran during inference; the
             # step is 20% slower than its parts say (a slow run), which must not move the efficiency
@@ -412,6 +412,7 @@ def test_profile_on_two_gpus_adds_the_parallel_and_the_two_stage_runs(monkeypatc
     assert costs.env_contention == pytest.approx(0.5) and costs.train_contention == pytest.approx(0.5)
     assert costs.infer_contention == pytest.approx(0.0, abs=1e-9)
     assert costs.overlap_efficiency == pytest.approx(0.25)
+    assert costs.stage_env_factor == pytest.approx(1.25)
     calls.clear()
     cfg.env.num_envs = 3  # split over 2 workers or 2 stages neither: only the single-GPU runs
     costs = profile.profile_costs(cfg, cluster=None)
@@ -532,6 +533,26 @@ def test_overlap_efficiency_hides_part_of_the_shorter_stage_work():
     assert together.breakdown["rollout"] == pytest.approx(10 * 0.12)  # one GPU: no overlap at all
     with pytest.raises(ValueError, match=r"overlap_efficiency=1.5 must lie in \[0, 1\]"):
         ComponentCosts(overlap_efficiency=1.5)
+
+
+def test_stage_env_factor_slows_only_the_simulation_of_pipelined_layouts():
+    """Cost model 9: with S >= 2 stages each stage's sim takes stage_env_factor x the single-stage t_sim."""
+    c = ComponentCosts(env_step_per_env_s=0.01, infer_fixed_s=0.02, overlap_efficiency=0.0, stage_env_factor=1.5)
+    piped = predict(Layout({"env": "0", "rollout": "1", "actor": "1"}, 2), c, 8, 10, 2)
+    assert piped.breakdown["rollout"] == pytest.approx(10 * (2 * 0.04 * 1.5 + 2 * 0.02))
+    single = predict(Layout({"env": "0", "rollout": "1", "actor": "1"}, 1), c, 8, 10, 2)
+    assert single.breakdown["rollout"] == pytest.approx(10 * (0.08 + 0.02))  # one stage: no factor
+
+
+def test_stage_env_factor_is_read_off_the_two_stage_run():
+    from rlinf_embodied.runners.placement_profile import with_overlap
+
+    c = ComponentCosts(env_step_fixed_s=0.002, env_step_per_env_s=0.001)
+    # 8 envs in 2 stages: one stage of 4 predicts 0.006 s, so 2 stages 0.012 s; the run's sim took 0.015 s a step
+    measured = dict(num_envs=8, env_work_s=0.015, rollout_work_s=0.004, overlap_s=0.002)
+    assert with_overlap(c, measured, stages=2).stage_env_factor == pytest.approx(1.25)
+    assert with_overlap(c, {**measured, "env_work_s": 0.009}).stage_env_factor == pytest.approx(0.75)
+    assert with_overlap(c, {k: v for k, v in measured.items() if k != "num_envs"}).stage_env_factor == 1.0
 
 
 def test_overlap_efficiency_is_read_off_the_two_stage_timeline():
