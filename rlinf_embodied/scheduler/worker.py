@@ -121,11 +121,15 @@ class Worker:
     def onload_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
         offload.onload_optimizer_state(optimizer, self.device)
 
-    def offload_state(self, modules=(), optimizers=()) -> None:
+    def offload_state(
+        self, modules: Sequence[torch.nn.Module] = (), optimizers: Sequence[torch.optim.Optimizer] = ()
+    ) -> None:
         """Several models and optimizers at once: one synchronize and one cache release for all of them."""
         offload.offload_state(modules=modules, optimizers=optimizers)
 
-    def onload_state(self, modules=(), optimizers=()) -> None:
+    def onload_state(
+        self, modules: Sequence[torch.nn.Module] = (), optimizers: Sequence[torch.optim.Optimizer] = ()
+    ) -> None:
         offload.onload_state(self.device, modules=modules, optimizers=optimizers)
 
     # ---- measurement (scheduler/auto_placement.py's profile) ------------------------------------
