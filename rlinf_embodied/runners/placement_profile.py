@@ -25,7 +25,8 @@ infer spans ran at once, over the shorter of the two per step), and the same run
 against two single-stage steps of half the envs give stage_env_factor (each stage is a vector env of its
 own). Cost model 4 took the overlap from that run's whole step against a no-overlap and a full-overlap
 prediction assembled from the other runs; the hidden part is a few percent of a step, less than the run-to-run
-spread of a step (5-10% on 2 shared cores), so that difference was mostly noise (the model-4 profile clamped it to 0 where the timeline shows about 0.8).
+spread of a step (5-10% on 2 shared cores), so that difference was mostly noise (the model-4 profile clamped
+it to 0 where the timeline shows about 0.8).
 Memory outside PyTorch's allocator (CUDA contexts, a GPU simulator's own buffers) is not counted, so a
 layout near the limit can still run out; on simulated GPUs every figure is 0 and nothing is excluded for memory.
 """
