@@ -8,6 +8,7 @@
 #   EMA=0.999 bash ... sft 3000                         # checkpoints hold an EMA of the weights
 #   LR_SCHEDULE=constant LR=2e-4 bash ... sft 4000      # no decay (stop 26: the cosine's low-lr end scored 2.5%)
 #   STOP_AT=0.3 EVAL_INTERVAL=1000 bash ... sft 6000   # stop at the first evaluation with >= 30% success
+#   VAL_EPISODES=40 WEIGHT_DECAY=0.05 bash ... sft 6000  # sft/val_loss on 40 held-out demos; AdamW decay
 #   bash benchmarks/sft_then_rl_gpu.sh eval            # 200 held-out episodes of the SFT checkpoint
 #   bash benchmarks/sft_then_rl_gpu.sh rl 20           # PPO (Flow-SDE) from the SFT checkpoint
 #   CKPT=<ckpt>/policy RL_SECONDS=900 bash ... rl_eval  # PPO for 900 s, then 200 held-out episodes of its result
@@ -47,7 +48,8 @@ case $stage in
   sft)
     python3 -m rlinf_embodied.sft "${ENV_ARGS[@]}" "${POLICY_ARGS[@]}" cluster.simulate_gpus=false \
       ${SFT_INIT:+policy.checkpoint=$SFT_INIT} ${EMA:+sft.ema_decay=$EMA} sft.dataset=$WORK/data sft.max_steps=${1:-3000} sft.batch_size=${BATCH:-64} sft.lr=${LR:-3e-4} \
-      sft.lr_schedule=${LR_SCHEDULE:-cosine} ${STOP_AT:+sft.stop_at_success=$STOP_AT} \
+      sft.lr_schedule=${LR_SCHEDULE:-cosine} ${STOP_AT:+sft.stop_at_success=$STOP_AT} sft.val_episodes=${VAL_EPISODES:-0} \
+      sft.weight_decay=${WEIGHT_DECAY:-0} \
       sft.image_shift=${IMAGE_SHIFT:-4} sft.warmup_steps=200 sft.eval_interval=${EVAL_INTERVAL:-0} sft.save_interval=${SAVE_INTERVAL:-0} sft.eval_episodes=${EVAL_EPISODES:-32} \
       sft.log_interval=50 sft.progress=false sft.output_dir=$WORK/sft hydra.run.dir=$WORK/sft ;;
   eval)

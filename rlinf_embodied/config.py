@@ -189,6 +189,12 @@ class SFTConfig:
     # its cameras?), two extra forward passes each. None: every 100 steps for datasets with cameras, off
     # for state-only ones; 0 = off.
     image_probe_interval: Optional[int] = None
+    # The dataset's last val_episodes episodes are held out of training. Every val_interval steps,
+    # sft/val_loss is the imitation loss of a fixed batch of their frames under fixed flow noise and
+    # times, so it moves only with the weights: a val loss that rises while sft/loss falls is
+    # overfitting (stop 28: closed-loop success fell from 14% to 3% as sft/loss fell 0.049 -> 0.034).
+    val_episodes: int = 0
+    val_interval: int = 100
     eval_interval: int = 0  # steps between env evaluations (and one at the end); 0 = never
     eval_episodes: int = 10
     # Stop after the first periodic evaluation whose eval/success_once reaches this, saving that step as
@@ -205,10 +211,18 @@ class SFTConfig:
     resume: Optional[str] = None
 
     def __post_init__(self) -> None:
-        for name in ("max_steps", "batch_size", "log_interval", "eval_episodes"):
+        for name in ("max_steps", "batch_size", "log_interval", "eval_episodes", "val_interval"):
             if getattr(self, name) < 1:
                 raise ValueError(f"sft.{name}={getattr(self, name)} must be >= 1")
-        for name in ("warmup_steps", "eval_interval", "save_interval", "weight_decay", "grad_clip", "image_shift"):
+        for name in (
+            "warmup_steps",
+            "eval_interval",
+            "save_interval",
+            "weight_decay",
+            "grad_clip",
+            "image_shift",
+            "val_episodes",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"sft.{name}={getattr(self, name)} must be >= 0")
         if self.image_probe_interval is not None and self.image_probe_interval < 0:

@@ -330,6 +330,32 @@ def test_sft_worker_shifts_every_camera_of_each_training_batch(tmp_path, monkeyp
     assert calls == [((4, size, size, 3), 3)] * 4  # 2 steps x 2 cameras
 
 
+def test_sft_validation_holds_out_the_last_episodes(tmp_path):
+    """sft.val_episodes: training draws only earlier episodes' frames; sft/val_loss comes every val_interval steps,
+    and for unchanged weights it is the same number (fixed batch, noise and times)."""
+    cfg = tiny_pi0_sft_config(tmp_path)  # 4 episodes x 10 frames
+    cfg.sft.val_episodes, cfg.sft.val_interval = 1, 4
+    worker = SFTWorker(cfg)
+    assert worker.init_worker()["train_frames"] == 30
+    drawn = torch.cat([worker.sampler.next(8) for _ in range(20)])  # 160 draws: every training frame, 5 epochs
+    assert set(drawn.tolist()) == set(range(30))
+    assert worker.val_frames.min() >= 30 and len(worker.val_frames) == 8
+    chunk = worker.policy.config.action_chunk
+    assert worker.validation_loss(chunk) == worker.validation_loss(chunk)
+    logged = [worker.train_steps(step, 2) for step in range(0, 8, 2)]  # steps 0-7: val at the ends of 4 and 8
+    assert ["sft/val_loss" in metrics for metrics in logged] == [False, True, False, True]
+    assert logged[1]["sft/val_loss"] != logged[3]["sft/val_loss"]  # the weights moved
+
+
+def test_sft_validation_cannot_hold_out_every_episode(tmp_path):
+    cfg = tiny_pi0_sft_config(tmp_path)
+    cfg.sft.val_episodes = 4
+    with pytest.raises(ValueError, match=r"sft.val_episodes=4 holds out every episode.*valid values are 0 .. 3"):
+        SFTWorker(cfg).init_worker()
+    with pytest.raises(ValueError, match=r"sft.val_interval=0 must be >= 1"):
+        SFTConfig(val_interval=0)
+
+
 def held_out_loss(worker: SFTWorker) -> float:
     """The imitation loss on every frame with fixed flow noise and times (the training loss is noisy)."""
     policy, ds = worker.policy, worker.dataset

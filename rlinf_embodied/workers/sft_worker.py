@@ -85,8 +85,15 @@ class SFTWorker(ActorWorker):
         fused = self.device.type == "cuda" and self.world_size == 1
         self.optimizer = torch.optim.AdamW(trainable, lr=sft.lr, weight_decay=sft.weight_decay, fused=fused or None)
         self.ema = ParameterEMA(trainable, sft.ema_decay) if sft.ema_decay > 0 else None
-        self.sampler = FrameSampler(self.dataset.num_frames, seed_for(sft.seed, self.rank, 7717))
-        self.probe_sampler = FrameSampler(self.dataset.num_frames, seed_for(sft.seed, self.rank, 5323))
+        train_frames = held_out_start(self.dataset, sft.val_episodes, sft.dataset)  # frames [0, train_frames)
+        self.sampler = FrameSampler(train_frames, seed_for(sft.seed, self.rank, 7717))
+        self.probe_sampler = FrameSampler(train_frames, seed_for(sft.seed, self.rank, 5323))
+        # (B,) a fixed batch of held-out frames, the same at every validation
+        val_order = torch.randperm(
+            self.dataset.num_frames - train_frames,
+            generator=torch.Generator().manual_seed(seed_for(sft.seed, self.rank, 3301)),
+        )
+        self.val_frames = train_frames + val_order[: self.local_batch_size]
         self.augment_generator = torch.Generator().manual_seed(seed_for(sft.seed, self.rank, 1913))
         if sft.data_on_device:
             self.dataset.to(self.device)
@@ -97,6 +104,7 @@ class SFTWorker(ActorWorker):
             "action_chunk": policy.config.action_chunk,
             "num_frames": self.dataset.num_frames,
             "num_episodes": self.dataset.num_episodes,
+            "train_frames": train_frames,
             "dataset_stats": sorted(stats),
             "trainable_parameters": sum(p.numel() for p in trainable),
             "camera_pixel_std": camera_variation,
@@ -152,7 +160,23 @@ class SFTWorker(ActorWorker):
             probe, shuffled = self.probe_image_reliance(chunk)
             metrics["sft/probe_loss"] = self._mean_over_ranks(probe)
             metrics["sft/probe_loss_shuffled_images"] = self._mean_over_ranks(shuffled)
+        if len(self.val_frames) and end_step // sft.val_interval > start_step // sft.val_interval:
+            metrics["sft/val_loss"] = self._mean_over_ranks(self.validation_loss(chunk))
         return metrics
+
+    @torch.no_grad()
+    def validation_loss(self, chunk: int) -> float:
+        """The imitation loss of the fixed held-out batch (sft.val_episodes) with the same flow noise and times
+        every call, so it moves only with the weights; with sft.ema_decay, of the averaged weights that the
+        checkpoints (and so the evaluations) hold."""
+        obs, actions, is_pad = self.dataset.sample(self.val_frames, chunk)
+        obs, actions, is_pad = to_device(obs, self.device), actions.to(self.device), is_pad.to(self.device)
+        devices = [self.device] if self.device.type == "cuda" else []
+        averaged = self.ema.swapped_in() if self.ema is not None else contextlib.nullcontext()
+        with averaged, torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed_for(self.cfg.sft.seed, self.rank, 3307))
+            with self._autocast():
+                return float(self.policy.sft_loss(obs, actions, is_pad).float())
 
     def _batch(
         self, sampler: "FrameSampler", chunk: int, augment: bool
@@ -343,6 +367,19 @@ class FrameSampler:
             self._position += take
             count -= take
         return torch.cat(out)
+
+
+def held_out_start(dataset, val_episodes: int, dataset_path: Optional[str]) -> int:
+    """The first frame of the dataset's last `val_episodes` episodes (its frame count when 0): SFT trains on the
+    frames before it and validates on the rest."""
+    if val_episodes == 0:
+        return dataset.num_frames
+    if val_episodes >= dataset.num_episodes:
+        raise ValueError(
+            f"sft.val_episodes={val_episodes} holds out every episode of sft.dataset={dataset_path!r} "
+            f"({dataset.num_episodes} episodes): valid values are 0 .. {dataset.num_episodes - 1}"
+        )
+    return dataset.episode_bounds()[dataset.num_episodes - val_episodes][0]
 
 
 def lr_at(sft: SFTConfig, step: int) -> float:
