@@ -9,13 +9,15 @@
 The profile runs every component on GPU 0 (one worker each, like one process of any layout), stage 1,
 runner.rollout_steps (at most PROFILE_MAX_ROLLOUT_STEPS) after one warm-up iteration: env/sim and
 rollout/infer spans give t_sim and t_inf at that env count (two env counts, num_envs and num_envs/2, give
-the fixed and per-env parts; the half-size run is made before and after the full-size one, so a drift of the
-machine's speed during the profile scales both sizes alike instead of tilting the split), the rest of a rollout step (time/rollout_seconds per step minus both) its
-overhead, and time/train_seconds at the two batch sizes the fixed and per-sample training time (the
-optimizer steps per iteration do not depend on the batch); offload, onload and the weight sync are timed
-on their own. GPU memory: each worker's peak PyTorch reservation on GPU 0 after that iteration
-(Worker.gpu_memory_gib) at the full env.num_envs on one env worker (an upper bound for layouts with more
-env workers) and the whole actor on one GPU (predict shards it over the actor GPUs).
+the fixed and per-env parts; the runs alternate full, half, full, half, full, so a drift of the machine's
+speed during the profile scales both sizes alike instead of tilting the split, and each size's figure is the
+median of its runs, so one slow or fast run does not set it), the rest of a rollout step
+(time/rollout_seconds per step minus both) its overhead, and time/train_seconds at the two batch sizes the
+fixed and per-sample training time (the optimizer steps per iteration do not depend on the batch); offload,
+onload and the weight sync are timed on their own (each the median over the single-stage runs). GPU memory:
+each worker's peak PyTorch reservation on GPU 0 after that iteration (Worker.gpu_memory_gib) at the full
+env.num_envs on one env worker (an upper bound for layouts with more env workers) and the whole actor on one
+GPU (predict shards it over the actor GPUs).
 On more than one GPU, a third run puts every component on every GPU (G workers each, num_envs / G envs
 per env worker): its sim, inference and training seconds against what the single-GPU runs predict for
 that share give each component's contention (how much each extra parallel worker slows the others).
@@ -246,38 +248,20 @@ def profile_costs(cfg: TrainConfig, cluster, rollout_steps: int | None = None) -
     sizes = [cfg.env.num_envs]
     half = cfg.env.num_envs // 2
     if half >= 1 and half % cfg.algorithm.env_group_size == 0:
-        # half, full, half. The fixed/per-env split of a sim step is the difference of two runs, so it is the
-        # figure most exposed to the machine speeding up or slowing down between them (stop 18: the 8-env
-        # step read 25-31 ms in three profiles minutes apart, and the split from 0.3 to 15 ms fixed). With the
-        # full-size run between two half-size ones, a steady drift moves both sizes' means alike; the least-
-        # squares line through two env counts passes through each count's mean.
-        sizes = [half, cfg.env.num_envs, half]
+        # full, half, full, half, full. The fixed/per-env split of a sim step is the difference of two sizes, so
+        # it is the figure most exposed to the machine speeding up or slowing down between runs (stop 18: the
+        # 8-env step read 25-31 ms in three profiles minutes apart, and the split from 0.3 to 15 ms fixed).
+        # With the sizes interleaved symmetrically, a steady drift moves both sizes' figures alike. Each size's
+        # figure is the median of its runs (cost model 10): stop 27's second profile read the full-size sim
+        # step from one run, and the 1-stage layouts it predicted were 12-17% too fast; the median of three
+        # full-size runs leaves one slow or fast run out.
+        sizes = [cfg.env.num_envs, half, cfg.env.num_envs, half, cfg.env.num_envs]
     runs = []
     for size in sizes:
         start = time.perf_counter()
         runs.append(measure_once(cfg, cluster, size, rollout_steps))
         logger.info("placement profile: %d envs measured in %.1fs: %s", size, time.perf_counter() - start, runs[-1])
-    env_fixed, env_per = fit_linear([(r["num_envs"], r["sim_s"]) for r in runs])
-    inf_fixed, inf_per = fit_linear([(r["num_envs"], r["infer_s"]) for r in runs])
-    train_fixed, train_per = fit_linear([(r["samples"], r["train_s"]) for r in runs])
-    last = next(r for r in runs if r["num_envs"] == cfg.env.num_envs)  # memory and chunking at the full size
-    costs = ComponentCosts(
-        env_step_fixed_s=env_fixed,
-        env_step_per_env_s=env_per,
-        infer_fixed_s=inf_fixed,
-        infer_per_sample_s=inf_per,
-        train_per_sample_s=train_per,
-        train_fixed_s=train_fixed,
-        step_overhead_s=statistics.mean(r["step_overhead_s"] for r in runs),
-        offload_s=statistics.mean(r["offload_s"] for r in runs),
-        onload_s=statistics.mean(r["onload_s"] for r in runs),
-        weight_sync_s=statistics.mean(r["weight_sync_s"] for r in runs),
-        env_steps_per_call=last["env_steps_per_call"],
-        env_mem_gib=last["env_mem_gib"],
-        rollout_mem_gib=last["rollout_mem_gib"],
-        actor_mem_gib=last["actor_mem_gib"],
-        gpu_mem_gib=last["gpu_mem_gib"],
-    )
+    costs = single_stage_costs(runs, cfg.env.num_envs)
     gpus = num_gpus(cfg)
     if gpus > 1 and cfg.env.num_envs % (gpus * cfg.algorithm.env_group_size) == 0:
         start = time.perf_counter()
@@ -292,6 +276,46 @@ def profile_costs(cfg: TrainConfig, cluster, rollout_steps: int | None = None) -
         logger.info("placement profile: 2 stages measured in %.1fs: %s", time.perf_counter() - start, overlap)
         costs = with_overlap(costs, overlap, stages=2)
     return costs
+
+
+def median_by_size(runs: list[dict[str, float]], key: str, size_key: str = "num_envs") -> list[tuple[float, float]]:
+    """(size, median of `key` over the runs at that size) per size, in order of first appearance; the runs whose
+    `key` is not a finite number are left out (a size with none is left out)."""
+    by_size: dict[float, list[float]] = {}
+    for run in runs:
+        value = run.get(key, math.nan)
+        by_size.setdefault(run[size_key], [])
+        if math.isfinite(value):
+            by_size[run[size_key]].append(value)
+    return [(size, statistics.median(values)) for size, values in by_size.items() if values]
+
+
+def single_stage_costs(runs: list[dict[str, float]], num_envs: int) -> ComponentCosts:
+    """ComponentCosts from single-GPU, single-stage runs (measure_once results at one or more env counts):
+    sim, inference and training seconds fitted through each size's median (cost model 10; one noisy run of a
+    size no longer moves that size's figure), the per-step overhead, offload, onload and weight sync the
+    median of all runs, memory and chunking from a run at `num_envs`."""
+    env_fixed, env_per = fit_linear(median_by_size(runs, "sim_s"))
+    inf_fixed, inf_per = fit_linear(median_by_size(runs, "infer_s"))
+    train_fixed, train_per = fit_linear(median_by_size(runs, "train_s", size_key="samples"))
+    last = next(r for r in runs if r["num_envs"] == num_envs)  # memory and chunking at the full size
+    return ComponentCosts(
+        env_step_fixed_s=env_fixed,
+        env_step_per_env_s=env_per,
+        infer_fixed_s=inf_fixed,
+        infer_per_sample_s=inf_per,
+        train_per_sample_s=train_per,
+        train_fixed_s=train_fixed,
+        step_overhead_s=statistics.median(r["step_overhead_s"] for r in runs),
+        offload_s=statistics.median(r["offload_s"] for r in runs),
+        onload_s=statistics.median(r["onload_s"] for r in runs),
+        weight_sync_s=statistics.median(r["weight_sync_s"] for r in runs),
+        env_steps_per_call=last["env_steps_per_call"],
+        env_mem_gib=last["env_mem_gib"],
+        rollout_mem_gib=last["rollout_mem_gib"],
+        actor_mem_gib=last["actor_mem_gib"],
+        gpu_mem_gib=last["gpu_mem_gib"],
+    )
 
 
 def with_overlap(costs: ComponentCosts, measured: dict[str, float], stages: int = 2) -> ComponentCosts:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
+import statistics
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -331,9 +332,9 @@ def test_place_prints_the_table_and_the_override():
 
 @pytest.mark.slow
 def test_place_profiles_on_a_simulated_gpu_then_reads_the_cache(ray_session, tmp_path, monkeypatch):
-    """A real profile (mlp, state obs, 1 simulated GPU of the session's Ray, which `place` joins: a run at
-    num_envs between two at num_envs / 2; a minute or two on a busy CPU), then the cached costs. What more GPUs add
-    (a parallel and a 2-stage run): test_profile_on_two_gpus_adds_the_parallel_and_the_two_stage_runs."""
+    """A real profile (mlp, state obs, 1 simulated GPU of the session's Ray, which `place` joins: three runs at
+    num_envs with two at num_envs / 2 between them; a few minutes on a busy CPU), then the cached costs. What more
+    GPUs add (a parallel and a 2-stage run): test_profile_on_two_gpus_adds_the_parallel_and_the_two_stage_runs."""
     from rlinf_embodied.place import place
 
     monkeypatch.setenv("RLINF_PLACEMENT_CACHE", str(tmp_path / "cache"))
@@ -397,9 +398,11 @@ def test_profile_on_two_gpus_adds_the_parallel_and_the_two_stage_runs(monkeypatc
     cfg.env.num_envs, cfg.runner.rollout_steps, cfg.cluster.num_gpus_per_node = 8, 8, 2
     costs = profile.profile_costs(cfg, cluster=None)
     assert calls == [
-        (4, 8, profile.PROFILE_PLACEMENT, 1),  # every component on GPU 0, at num_envs / 2, num_envs, num_envs / 2
+        (8, 8, profile.PROFILE_PLACEMENT, 1),  # every component on GPU 0, at num_envs and num_envs / 2 in turn
+        (4, 8, profile.PROFILE_PLACEMENT, 1),
         (8, 8, profile.PROFILE_PLACEMENT, 1),
         (4, 8, profile.PROFILE_PLACEMENT, 1),
+        (8, 8, profile.PROFILE_PLACEMENT, 1),
         (8, 8, {"env": "all", "rollout": "all", "actor": "all"}, 1),  # one worker of each per GPU
         (8, 8, {"env": "0", "rollout": "1", "actor": "1"}, 2),  # env and rollout apart, 2 stages
     ]
@@ -416,17 +419,15 @@ def test_profile_on_two_gpus_adds_the_parallel_and_the_two_stage_runs(monkeypatc
     calls.clear()
     cfg.env.num_envs = 3  # split over 2 workers or 2 stages neither: only the single-GPU runs
     costs = profile.profile_costs(cfg, cluster=None)
-    assert calls == [(1, 8, profile.PROFILE_PLACEMENT, 1), (3, 8, profile.PROFILE_PLACEMENT, 1)] + [
-        (1, 8, profile.PROFILE_PLACEMENT, 1)
-    ]
+    assert calls == [(n, 8, profile.PROFILE_PLACEMENT, 1) for n in (3, 1, 3, 1, 3)]
     assert (costs.env_contention, costs.train_contention, costs.overlap_efficiency) == (0.0, 0.0, 1.0)
 
 
 def test_a_drifting_machine_does_not_tilt_the_sim_split(monkeypatch):
-    """The machine slows by 10% per profile run (each run made later than the one before). With the half-size
-    run made before and after the full-size one, the fitted fixed and per-env parts keep their ratio (both
-    scaled by the mean slowdown, 1.1). Made only before it, the fit would give 0.0074 s fixed + 0.00265 s per
-    env: a ratio of 2.8 instead of 5, the per-env part absorbing the drift."""
+    """The machine slows by 10% per profile run (each run made later than the one before). With the sizes
+    alternating full, half, full, half, full, the fitted fixed and per-env parts keep their ratio (both scaled
+    by 1.2: the median full-size run, the third, and the mean of the half-size ones, the second and fourth).
+    With the half-size runs all made before the full-size ones, the per-env part would absorb the drift."""
     from rlinf_embodied.runners import placement_profile as profile
 
     order = []
@@ -446,10 +447,62 @@ def test_a_drifting_machine_does_not_tilt_the_sim_split(monkeypatch):
     cfg = TrainConfig()
     cfg.env.num_envs, cfg.runner.rollout_steps, cfg.cluster.num_gpus_per_node = 8, 8, 1
     costs = profile.profile_costs(cfg, cluster=None)
-    assert order == [4, 8, 4]
+    assert order == [8, 4, 8, 4, 8]
     assert costs.env_step_fixed_s / costs.env_step_per_env_s == pytest.approx(0.01 / 0.002)
-    assert (costs.env_step_fixed_s, costs.env_step_per_env_s) == pytest.approx((0.011, 0.0022))
+    assert (costs.env_step_fixed_s, costs.env_step_per_env_s) == pytest.approx((0.012, 0.0024))
     assert costs.env_mem_gib == 8.0  # memory read at the full size, not from the last run
+
+
+def test_one_noisy_single_stage_run_does_not_move_the_costs(monkeypatch):
+    """Cost model 10: each size's sim, inference and training seconds are the median of its runs, and the
+    per-step overhead, offload, onload and weight sync the median over all of them. One full-size run 40%
+    slower in everything (stop 27's second profile: one slow sim reading, 1-stage layouts predicted 12-17% too
+    fast) and one half-size run 20% faster leave every figure where the steady runs put it; a mean would not."""
+    from rlinf_embodied.runners import placement_profile as profile
+
+    noise = {2: 1.4, 3: 0.8}  # the run index (full, half, FULL, HALF, full) -> its slowdown
+    order = []
+
+    def measure_once(cfg, cluster, num_envs, rollout_steps, placement=profile.PROFILE_PLACEMENT, stages=1):
+        k = noise.get(len(order), 1.0)
+        order.append(num_envs)
+        samples = num_envs * rollout_steps
+        sim, infer, train = k * (0.01 + 0.002 * num_envs), k * (0.02 + 0.001 * num_envs), k * (1 + 0.01 * samples)
+        return dict(
+            num_envs=num_envs, samples=samples, sim_s=sim, infer_s=infer, step_s=sim + infer + k * 0.005,
+            step_overhead_s=k * 0.005, train_s=train, offload_s=k * 0.3, onload_s=k * 0.4,
+            weight_sync_s=k * 0.1, env_steps_per_call=1, env_mem_gib=1.0, rollout_mem_gib=2.0,
+            actor_mem_gib=3.0, gpu_mem_gib=80.0,
+        )  # fmt: skip
+
+    monkeypatch.setattr(profile, "measure_once", measure_once)
+    cfg = TrainConfig()
+    cfg.env.num_envs, cfg.runner.rollout_steps, cfg.cluster.num_gpus_per_node = 8, 8, 1
+    costs = profile.profile_costs(cfg, cluster=None)
+    assert order == [8, 4, 8, 4, 8]
+    # the half size has two runs, 1.0x and 0.8x: their median is their mean, 0.9x
+    assert costs.env_step_s(8) == pytest.approx(0.026) and costs.env_step_s(4) == pytest.approx(0.9 * 0.018)
+    assert costs.infer_s(8) == pytest.approx(0.028) and costs.infer_s(4) == pytest.approx(0.9 * 0.024)
+    assert costs.train_s(64) == pytest.approx(1.64) and costs.train_s(32) == pytest.approx(0.9 * 1.32)
+    assert costs.step_overhead_s == pytest.approx(0.005)  # 1.0, 1.0, 1.0, 1.4, 0.8 x: the median 1.0 x
+    assert (costs.offload_s, costs.onload_s, costs.weight_sync_s) == pytest.approx((0.3, 0.4, 0.1))
+    # what the mean of the three full-size runs would have given: a sim step 13% slower
+    assert statistics.mean([0.026, 1.4 * 0.026, 0.026]) / costs.env_step_s(8) == pytest.approx(1.133, abs=1e-3)
+
+
+def test_median_by_size():
+    from rlinf_embodied.runners.placement_profile import median_by_size
+
+    runs = [
+        dict(num_envs=8, sim_s=0.03),
+        dict(num_envs=4, sim_s=0.02),
+        dict(num_envs=8, sim_s=0.09),  # an outlier
+        dict(num_envs=4, sim_s=math.nan),  # no span: left out
+        dict(num_envs=8, sim_s=0.031),
+        dict(num_envs=2, sim_s=math.nan),  # no finite value at this size: the size is left out
+    ]
+    assert median_by_size(runs, "sim_s") == [(8, 0.031), (4, 0.02)]
+    assert median_by_size(runs, "infer_s") == []
 
 
 def test_worker_gpu_memory_off_cuda():
