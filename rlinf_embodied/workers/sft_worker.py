@@ -353,7 +353,10 @@ class FrameSampler:
 
     def load_state(self, state: dict[str, Any]) -> None:
         if len(state["order"]) != self.num_frames:
-            raise ValueError(f"saved sampler covers {len(state['order'])} frames, this dataset has {self.num_frames}")
+            raise ValueError(
+                f"saved sampler covers {len(state['order'])} frames, this run trains on {self.num_frames} "
+                "(a different dataset, or a different sft.val_episodes)"
+            )
         self.generator.set_state(state["generator"])
         self._order, self._position = state["order"].clone(), int(state["position"])
 
