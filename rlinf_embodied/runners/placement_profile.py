@@ -18,10 +18,10 @@ onload and the weight sync are timed on their own (each the median over the sing
 each worker's peak PyTorch reservation on GPU 0 after that iteration (Worker.gpu_memory_gib) at the full
 env.num_envs on one env worker (an upper bound for layouts with more env workers) and the whole actor on one
 GPU (predict shards it over the actor GPUs).
-On more than one GPU, a third run puts every component on every GPU (G workers each, num_envs / G envs
+On more than one GPU, a parallel run puts every component on every GPU (G workers each, num_envs / G envs
 per env worker): its sim, inference and training seconds against what the single-GPU runs predict for
 that share give each component's contention (how much each extra parallel worker slows the others).
-A fourth run puts env and rollout on different GPUs with 2 pipeline stages: the overlap efficiency of the
+A 2-stage run puts env and rollout on different GPUs with 2 pipeline stages: the overlap efficiency of the
 stages is read off that run's own timeline (the time its env worker's sim spans and its rollout worker's
 infer spans ran at once, over the shorter of the two per step), and the same run's sim seconds per step
 against two single-stage steps of half the envs give stage_env_factor (each stage is a vector env of its
@@ -31,6 +31,9 @@ spread of a step (5-10% on 2 shared cores), so that difference was mostly noise 
 it to 0 where the timeline shows about 0.8).
 Memory outside PyTorch's allocator (CUDA contexts, a GPU simulator's own buffers) is not counted, so a
 layout near the limit can still run out; on simulated GPUs every figure is 0 and nothing is excluded for memory.
+The parallel and the 2-stage run are made three times each, around the single-stage runs (PROFILE_ORDER), and
+each factor they give is the median over its three runs (cost model 11; one run each put every 2-stage layout
+16-22% too slow when that run was slow).
 """
 
 from __future__ import annotations
@@ -245,37 +248,57 @@ def profile_costs(cfg: TrainConfig, cluster, rollout_steps: int | None = None) -
     cost behave as they will in the run; tiny profile batches overestimated it several-fold."""
     if rollout_steps is None:
         rollout_steps = max(2, min(cfg.runner.rollout_steps, PROFILE_MAX_ROLLOUT_STEPS))
-    sizes = [cfg.env.num_envs]
-    half = cfg.env.num_envs // 2
-    if half >= 1 and half % cfg.algorithm.env_group_size == 0:
-        # full, half, full, half, full. The fixed/per-env split of a sim step is the difference of two sizes, so
-        # it is the figure most exposed to the machine speeding up or slowing down between runs (stop 18: the
-        # 8-env step read 25-31 ms in three profiles minutes apart, and the split from 0.3 to 15 ms fixed).
-        # With the sizes interleaved symmetrically, a steady drift moves both sizes' figures alike. Each size's
-        # figure is the median of its runs (cost model 10): stop 27's second profile read the full-size sim
-        # step from one run, and the 1-stage layouts it predicted were 12-17% too fast; the median of three
-        # full-size runs leaves one slow or fast run out.
-        sizes = [cfg.env.num_envs, half, cfg.env.num_envs, half, cfg.env.num_envs]
-    runs = []
-    for size in sizes:
-        start = time.perf_counter()
-        runs.append(measure_once(cfg, cluster, size, rollout_steps))
-        logger.info("placement profile: %d envs measured in %.1fs: %s", size, time.perf_counter() - start, runs[-1])
-    costs = single_stage_costs(runs, cfg.env.num_envs)
     gpus = num_gpus(cfg)
-    if gpus > 1 and cfg.env.num_envs % (gpus * cfg.algorithm.env_group_size) == 0:
+    full, half = cfg.env.num_envs, cfg.env.num_envs // 2
+    has_half = half >= 1 and half % cfg.algorithm.env_group_size == 0
+    has_parallel = gpus > 1 and cfg.env.num_envs % (gpus * cfg.algorithm.env_group_size) == 0
+    has_stages = gpus > 1 and cfg.env.num_envs % (2 * cfg.algorithm.env_group_size) == 0
+    runs: list[tuple[str, dict[str, float]]] = []  # (kind, measure_once result) in time order
+    for kind in profile_order(has_half, has_parallel, has_stages):
         start = time.perf_counter()
-        parallel = measure_once(cfg, cluster, cfg.env.num_envs, rollout_steps, PARALLEL_PLACEMENT)
-        logger.info(
-            "placement profile: %d workers each measured in %.1fs: %s", gpus, time.perf_counter() - start, parallel
-        )
-        costs = with_contention(costs, parallel, gpus)
-    if gpus > 1 and cfg.env.num_envs % (2 * cfg.algorithm.env_group_size) == 0:
-        start = time.perf_counter()
-        overlap = measure_once(cfg, cluster, cfg.env.num_envs, rollout_steps, OVERLAP_PLACEMENT, stages=2)
-        logger.info("placement profile: 2 stages measured in %.1fs: %s", time.perf_counter() - start, overlap)
-        costs = with_overlap(costs, overlap, stages=2)
-    return costs
+        if kind == "parallel":
+            run = measure_once(cfg, cluster, full, rollout_steps, PARALLEL_PLACEMENT)
+            what = f"{gpus} workers each"
+        elif kind == "stages":
+            run = measure_once(cfg, cluster, full, rollout_steps, OVERLAP_PLACEMENT, stages=2)
+            what = "2 stages"
+        else:
+            run = measure_once(cfg, cluster, full if kind == "full" else half, rollout_steps)
+            what = f"{run['num_envs']} envs"
+        runs.append((kind, run))
+        logger.info("placement profile: %s measured in %.1fs: %s", what, time.perf_counter() - start, run)
+    single = [run for kind, run in runs if kind in ("full", "half")]
+    costs = single_stage_costs(single, full)
+    # cost model 11: each parallel and 2-stage run gives its own factors against the single-stage costs, and
+    # each factor is the median over those runs (model 10 read them from one run each: a 2-stage run with
+    # stage_env_factor 1.43 against 1.03-1.17 in other profiles put every 2-stage layout 16-22% too slow)
+    parallel = [contention_factors(costs, run, gpus) for kind, run in runs if kind == "parallel"]
+    costs = with_median_factors(costs, parallel)
+    return with_median_factors(costs, [overlap_factors(costs, run, stages=2) for kind, run in runs if kind == "stages"])
+
+
+# The profile's runs in time order (cost model 11): full- and half-size single-GPU runs (F, H) go full, half,
+# full, half, full as in model 10, with three parallel runs (P) and three 2-stage runs (S) placed around them
+# so that each kind's runs have the same mean position in time, the middle of the profile: a steady drift of
+# the machine's speed moves every kind's figures alike instead of tilting the factors one kind's runs give
+# against another's. S P F H P F S H F S P: F at 2, 5, 8, H at 3, 7, P at 1, 4, 10, S at 0, 6, 9 (mean 5 each).
+PROFILE_ORDER = tuple("stages parallel full half parallel full stages half full stages parallel".split())
+
+
+def profile_order(has_half: bool = True, has_parallel: bool = True, has_stages: bool = True) -> list[str]:
+    """PROFILE_ORDER without the kinds the configuration cannot run. Without a half size, one full-size run,
+    the middle one (S P P F S S P: every kind's mean position 3)."""
+    order = list(PROFILE_ORDER)
+    if not has_half:
+        order = [kind for i, kind in enumerate(order) if kind != "half" and (kind != "full" or i == 5)]
+    return [kind for kind in order if (kind != "parallel" or has_parallel) and (kind != "stages" or has_stages)]
+
+
+def with_median_factors(costs: ComponentCosts, factors: list[dict[str, float]]) -> ComponentCosts:
+    """`costs` with each field named in `factors` (one dict per run) the median of its values over the runs
+    that gave it; a field no run gave keeps its value."""
+    names = {name for run in factors for name in run}
+    return replace(costs, **{name: statistics.median(run[name] for run in factors if name in run) for name in names})
 
 
 def median_by_size(runs: list[dict[str, float]], key: str, size_key: str = "num_envs") -> list[tuple[float, float]]:
@@ -318,28 +341,36 @@ def single_stage_costs(runs: list[dict[str, float]], num_envs: int) -> Component
     )
 
 
-def with_overlap(costs: ComponentCosts, measured: dict[str, float], stages: int = 2) -> ComponentCosts:
-    """`costs` with what a run of OVERLAP_PLACEMENT with `stages` stages (measure_once's num_envs, env_work_s,
+def overlap_factors(costs: ComponentCosts, measured: dict[str, float], stages: int = 2) -> dict[str, float]:
+    """What a run of OVERLAP_PLACEMENT with `stages` stages (measure_once's num_envs, env_work_s,
     rollout_work_s, overlap_s) says about pipelining:
     - overlap_efficiency: the time sim and inference ran at once over the shorter of the two, in [0, 1]. Both
       come from the same run's timeline, so a slower or faster run than the profile's others does not move it.
     - stage_env_factor: the env worker's sim seconds per step over what the single-stage runs predict for
       `stages` vector envs of num_envs / stages (stop 27: 1.22 on 2 shared cores; the 2-stage layouts had been
-      predicted 9-31% too fast)."""
+      predicted 9-31% too fast).
+    Only the factors the run gives (a finite, positive measurement) are in the result."""
+    factors = {}
     shorter = min(measured.get("env_work_s", math.nan), measured.get("rollout_work_s", math.nan))
     hidden = measured.get("overlap_s", math.nan)
     if math.isfinite(shorter) and math.isfinite(hidden) and shorter > 0:
-        costs = replace(costs, overlap_efficiency=min(1.0, max(0.0, hidden / shorter)))
+        factors["overlap_efficiency"] = min(1.0, max(0.0, hidden / shorter))
     num_envs, env_work = measured.get("num_envs", math.nan), measured.get("env_work_s", math.nan)
     predicted = stages * costs.env_step_s(num_envs / stages) if math.isfinite(num_envs) else math.nan
     if math.isfinite(env_work) and env_work > 0 and math.isfinite(predicted) and predicted > 0:
-        costs = replace(costs, stage_env_factor=env_work / predicted)
-    return costs
+        factors["stage_env_factor"] = env_work / predicted
+    return factors
 
 
-def with_contention(costs: ComponentCosts, parallel: dict[str, float], workers: int) -> ComponentCosts:
-    """`costs` with each component's contention from a run of `workers` workers per component:
-    (measured / predicted for one worker on the same share - 1) / (workers - 1), at least 0."""
+def with_overlap(costs: ComponentCosts, measured: dict[str, float], stages: int = 2) -> ComponentCosts:
+    """`costs` with the overlap_factors of one run."""
+    return replace(costs, **overlap_factors(costs, measured, stages))
+
+
+def contention_factors(costs: ComponentCosts, parallel: dict[str, float], workers: int) -> dict[str, float]:
+    """Each component's contention from a run of `workers` workers per component:
+    (measured / predicted for one worker on the same share - 1) / (workers - 1), at least 0 (0 without a
+    measurement)."""
 
     def contention(measured: float, alone: float) -> float:
         if not (math.isfinite(measured) and alone > 0):
@@ -347,12 +378,16 @@ def with_contention(costs: ComponentCosts, parallel: dict[str, float], workers: 
         return max(0.0, (measured / alone - 1) / (workers - 1))
 
     share = parallel["num_envs"] / workers  # envs per env worker = the batch of one rollout worker
-    return replace(
-        costs,
-        env_contention=contention(parallel["sim_s"], costs.env_step_s(share)),
-        infer_contention=contention(parallel["infer_s"], costs.infer_s(share)),
-        train_contention=contention(parallel["train_s"], costs.train_s(parallel["samples"], workers)),
-    )
+    return {
+        "env_contention": contention(parallel["sim_s"], costs.env_step_s(share)),
+        "infer_contention": contention(parallel["infer_s"], costs.infer_s(share)),
+        "train_contention": contention(parallel["train_s"], costs.train_s(parallel["samples"], workers)),
+    }
+
+
+def with_contention(costs: ComponentCosts, parallel: dict[str, float], workers: int) -> ComponentCosts:
+    """`costs` with the contention_factors of one run."""
+    return replace(costs, **contention_factors(costs, parallel, workers))
 
 
 def costs_for(cfg: TrainConfig, cluster, log: Callable[[str], None] = print) -> ComponentCosts:

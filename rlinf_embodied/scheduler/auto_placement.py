@@ -70,8 +70,10 @@ COMPONENTS = ("env", "rollout", "actor")
 # 2-stage run's own timeline (sim and infer spans at once), not from its step against the other runs; 7: the
 # half-size run measured before and after the full-size one (model 6, three iterations per run, was reverted);
 # 9: the per-stage simulation slowdown of S >= 2 stages, from the 2-stage run (model 8 was reverted); 10: the
-# single-stage runs alternate full, half, full, half, full and each size's figure is the median of its runs
-COST_MODEL_VERSION = 10
+# single-stage runs alternate full, half, full, half, full and each size's figure is the median of its runs;
+# 11: the parallel and 2-stage runs made three times each, interleaved with the single-stage ones, and each
+# factor they give (contention, overlap efficiency, stage_env_factor) the median over its runs
+COST_MODEL_VERSION = 11
 CACHE_ENV_VAR = "RLINF_PLACEMENT_CACHE"
 DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "rlinf_embodied", "placement")
 
