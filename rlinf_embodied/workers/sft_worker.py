@@ -131,7 +131,7 @@ class SFTWorker(ActorWorker):
             lr = lr_at(sft, step)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            obs, actions, is_pad = self._batch(self.sampler, chunk, augment=True)
+            obs, actions, is_pad = self._batch(self.sampler.next(self.local_batch_size), chunk, augment=True)
             with self._autocast():
                 loss = self.policy.sft_loss(obs, actions, is_pad)
             self.optimizer.zero_grad(set_to_none=True)
@@ -169,21 +169,26 @@ class SFTWorker(ActorWorker):
         """The imitation loss of the fixed held-out batch (sft.val_episodes) with the same flow noise and times
         every call, so it moves only with the weights; with sft.ema_decay, of the averaged weights that the
         checkpoints (and so the evaluations) hold."""
-        obs, actions, is_pad = self.dataset.sample(self.val_frames, chunk)
-        obs, actions, is_pad = to_device(obs, self.device), actions.to(self.device), is_pad.to(self.device)
-        devices = [self.device] if self.device.type == "cuda" else []
+        obs, actions, is_pad = self._batch(self.val_frames, chunk, augment=False)
         averaged = self.ema.swapped_in() if self.ema is not None else contextlib.nullcontext()
-        with averaged, torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed_for(self.cfg.sft.seed, self.rank, 3307))
+        with averaged:
+            return float(self._seeded_loss(obs, actions, is_pad, seed_for(self.cfg.sft.seed, self.rank, 3307)))
+
+    def _seeded_loss(self, obs: dict[str, Any], actions: torch.Tensor, is_pad: torch.Tensor, seed: int) -> torch.Tensor:
+        """The imitation loss with the loss's own random draws (flow noise and times) seeded by `seed`, leaving
+        the training's random streams where they were."""
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
             with self._autocast():
-                return float(self.policy.sft_loss(obs, actions, is_pad).float())
+                return self.policy.sft_loss(obs, actions, is_pad).float()
 
     def _batch(
-        self, sampler: "FrameSampler", chunk: int, augment: bool
+        self, frames: torch.Tensor, chunk: int, augment: bool
     ) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
-        """This rank's share of a batch from `sampler` on the training device: obs, actions (B, chunk, A),
+        """The dataset's frames `frames` (B,) as a batch on the training device: obs, actions (B, chunk, A),
         is_pad (B, chunk); with `augment`, every camera image randomly shifted by up to sft.image_shift px."""
-        obs, actions, is_pad = self.dataset.sample(sampler.next(self.local_batch_size), chunk)
+        obs, actions, is_pad = self.dataset.sample(frames, chunk)
         if augment:
             for camera in self.dataset.camera_keys:  # (B, H, W, C) uint8
                 obs[camera] = random_shift(obs[camera], self.cfg.sft.image_shift, self.augment_generator)
@@ -195,17 +200,11 @@ class SFTWorker(ActorWorker):
         sample (same noise and flow times). Close values mean the policy ignores its cameras: it imitates
         from the state alone (e.g. the arm's pose along a demonstration's path), which fits the
         demonstrations but cannot find the object from a new start."""
-        obs, actions, is_pad = self._batch(self.probe_sampler, chunk, augment=False)
+        obs, actions, is_pad = self._batch(self.probe_sampler.next(self.local_batch_size), chunk, augment=False)
         shuffled = {**obs, **{camera: obs[camera].roll(1, dims=0) for camera in self.dataset.camera_keys}}
         seed = int(torch.randint(0, 2**31 - 1, (1,)))
-        devices = [self.device] if self.device.type == "cuda" else []
-        losses = []
-        for batch_obs in (obs, shuffled):
-            with torch.random.fork_rng(devices=devices):
-                torch.manual_seed(seed)
-                with self._autocast():
-                    losses.append(self.policy.sft_loss(batch_obs, actions, is_pad).float())
-        return float(losses[0]), float(losses[1])
+        own, rolled = (self._seeded_loss(batch_obs, actions, is_pad, seed) for batch_obs in (obs, shuffled))
+        return float(own), float(rolled)
 
     # ---- checkpoints and evaluation -------------------------------------------------------------
     def save_policy(self, directory: str) -> None:
