@@ -362,11 +362,6 @@ def overlap_factors(costs: ComponentCosts, measured: dict[str, float], stages: i
     return factors
 
 
-def with_overlap(costs: ComponentCosts, measured: dict[str, float], stages: int = 2) -> ComponentCosts:
-    """`costs` with the overlap_factors of one run."""
-    return replace(costs, **overlap_factors(costs, measured, stages))
-
-
 def contention_factors(costs: ComponentCosts, parallel: dict[str, float], workers: int) -> dict[str, float]:
     """Each component's contention from a run of `workers` workers per component:
     (measured / predicted for one worker on the same share - 1) / (workers - 1), at least 0 (0 without a
@@ -383,11 +378,6 @@ def contention_factors(costs: ComponentCosts, parallel: dict[str, float], worker
         "infer_contention": contention(parallel["infer_s"], costs.infer_s(share)),
         "train_contention": contention(parallel["train_s"], costs.train_s(parallel["samples"], workers)),
     }
-
-
-def with_contention(costs: ComponentCosts, parallel: dict[str, float], workers: int) -> ComponentCosts:
-    """`costs` with the contention_factors of one run."""
-    return replace(costs, **contention_factors(costs, parallel, workers))
 
 
 def costs_for(cfg: TrainConfig, cluster, log: Callable[[str], None] = print) -> ComponentCosts:

@@ -608,16 +608,18 @@ def test_contention_slows_each_parallel_worker_by_hand():
 
 
 def test_contention_is_measured_against_the_single_gpu_prediction():
-    from rlinf_embodied.runners.placement_profile import with_contention
+    from rlinf_embodied.runners.placement_profile import contention_factors, with_median_factors
 
     single = ComponentCosts(env_step_per_env_s=0.01, infer_fixed_s=0.02, train_fixed_s=1.0, train_per_sample_s=0.01)
     # 2 workers, 8 envs: alone, 4 envs take 0.04 s to step and 0.02 s to infer; 80 samples on 2 ranks 1.4 s
     parallel = {"num_envs": 8, "samples": 80, "sim_s": 0.06, "infer_s": 0.02, "train_s": 2.1}
-    measured = with_contention(single, parallel, 2)
+    measured = with_median_factors(single, [contention_factors(single, parallel, 2)])
     assert measured.env_contention == pytest.approx(0.5)
     assert measured.infer_contention == 0.0
     assert measured.train_contention == pytest.approx(0.5)
-    faster = with_contention(single, {**parallel, "sim_s": 0.03, "infer_s": math.nan}, 2)
+    faster = with_median_factors(
+        single, [contention_factors(single, {**parallel, "sim_s": 0.03, "infer_s": math.nan}, 2)]
+    )
     assert faster.env_contention == 0.0 and faster.infer_contention == 0.0  # never below perfect scaling
 
 
@@ -643,27 +645,40 @@ def test_stage_env_factor_slows_only_the_simulation_of_pipelined_layouts():
 
 
 def test_stage_env_factor_is_read_off_the_two_stage_run():
-    from rlinf_embodied.runners.placement_profile import with_overlap
+    from rlinf_embodied.runners.placement_profile import overlap_factors, with_median_factors
 
     c = ComponentCosts(env_step_fixed_s=0.002, env_step_per_env_s=0.001)
     # 8 envs in 2 stages: one stage of 4 predicts 0.006 s, so 2 stages 0.012 s; the run's sim took 0.015 s a step
     measured = dict(num_envs=8, env_work_s=0.015, rollout_work_s=0.004, overlap_s=0.002)
-    assert with_overlap(c, measured, stages=2).stage_env_factor == pytest.approx(1.25)
-    assert with_overlap(c, {**measured, "env_work_s": 0.009}).stage_env_factor == pytest.approx(0.75)
-    assert with_overlap(c, {k: v for k, v in measured.items() if k != "num_envs"}).stage_env_factor == 1.0
+    assert with_median_factors(c, [overlap_factors(c, measured, stages=2)]).stage_env_factor == pytest.approx(1.25)
+    assert with_median_factors(
+        c, [overlap_factors(c, {**measured, "env_work_s": 0.009})]
+    ).stage_env_factor == pytest.approx(0.75)
+    assert (
+        with_median_factors(
+            c, [overlap_factors(c, {k: v for k, v in measured.items() if k != "num_envs"})]
+        ).stage_env_factor
+        == 1.0
+    )
 
 
 def test_overlap_efficiency_is_read_off_the_two_stage_timeline():
-    from rlinf_embodied.runners.placement_profile import stage_overlap, with_overlap
+    from rlinf_embodied.runners.placement_profile import overlap_factors, stage_overlap, with_median_factors
 
     c = ComponentCosts(env_step_per_env_s=0.01, infer_fixed_s=0.02, step_overhead_s=0.01)
     # per step: sim 0.08, inference 0.04, of which 0.02 ran during the sim
     measured = dict(env_work_s=0.08, rollout_work_s=0.04, overlap_s=0.02, step_s=0.5)
-    assert with_overlap(c, measured).overlap_efficiency == pytest.approx(0.5)  # step_s does not enter
-    assert with_overlap(c, {**measured, "overlap_s": 0.0}).overlap_efficiency == 0.0
-    assert with_overlap(c, {**measured, "overlap_s": 0.05}).overlap_efficiency == 1.0  # clamped
-    assert with_overlap(c, {**measured, "rollout_work_s": 0.0}) == c  # nothing to hide: unchanged
-    assert with_overlap(c, {"step_s": 0.1}) == c  # no timeline: unchanged
+    assert with_median_factors(c, [overlap_factors(c, measured)]).overlap_efficiency == pytest.approx(
+        0.5
+    )  # step_s does not enter
+    assert with_median_factors(c, [overlap_factors(c, {**measured, "overlap_s": 0.0})]).overlap_efficiency == 0.0
+    assert (
+        with_median_factors(c, [overlap_factors(c, {**measured, "overlap_s": 0.05})]).overlap_efficiency == 1.0
+    )  # clamped
+    assert (
+        with_median_factors(c, [overlap_factors(c, {**measured, "rollout_work_s": 0.0})]) == c
+    )  # nothing to hide: unchanged
+    assert with_median_factors(c, [overlap_factors(c, {"step_s": 0.1})]) == c  # no timeline: unchanged
     # 2 steps of 2 stages: env sim [0, 4) and [5, 9), rollout infer [3, 6) and [8, 10) and a wait (ignored)
     rows = {
         "env 0 (GPU 0)": [("sim stage0", 0.0, 4.0), ("send stage0", 4.0, 5.0), ("sim stage1", 5.0, 9.0)],
