@@ -42,7 +42,11 @@ POLICY_ARGS=(policy=$POLICY policy.size=$SIZE policy.require_checkpoint=false po
 stage=$1; shift
 case $stage in
   collect)
+    # demonstrations from seeds 100000+ (COLLECT_SEED): never the evaluations' (SFT's from sft.seed + 1000, the
+    # final ones from 1000), however many are collected (stop 29: 1,600 from seed 0 reached 1000, and SFT
+    # refused the dataset after 9 minutes of collection)
     python3 -m rlinf_embodied.collect "${ENV_ARGS[@]}" collect.output_dir=$WORK/data collect.num_episodes=${1:-200} \
+      collect.seed=${COLLECT_SEED:-100000} \
       collect.num_workers=${WORKERS:-14} collect.max_episode_steps=${EPISODE_STEPS:-150} collect.progress=false \
       hydra.run.dir=$WORK/collect_run ;;
   sft)
@@ -125,9 +129,6 @@ PY
     # SFT_EVAL_BESIDE_RL=1: RL starts while the SFT policy's 200 episodes still run (one device session holds
     # collection, SFT and RL; the evaluation's minutes go to RL instead)
     [ -n "${SFT_EVAL_BESIDE_RL:-}" ] || wait $sft_eval
-    # the same policy on the first 32 demonstration seeds: far above the held-out success is overfitting;
-    # as low (both near 0), suspect a mismatch between the recorded observations and the env's
-    [ -n "${SKIP_DEMO_EVAL:-}" ] || CKPT=$CKPT TAG=sft_demo_seeds EVAL_SEED=0 EVAL_ENVS=32 bash "$0" eval 32
     # SKIP_RL=1: a session spent on SFT alone; its checkpoint goes home (device_checkpoint.sh) for the next one
     [ -n "${SKIP_RL:-}" ] || CKPT=$CKPT bash "$0" rl_eval "${noise_args[@]}" "$@"
     [ -z "${SFT_EVAL_BESIDE_RL:-}" ] || wait $sft_eval

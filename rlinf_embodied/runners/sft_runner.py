@@ -70,6 +70,13 @@ class SFTRunner:
             {camera: round(std, 1) for camera, std in self.info["camera_pixel_std"].items()},
             self.info["trainable_parameters"],
         )
+        if not self.info["images_decoded_at_load"]:
+            logger.warning(
+                "sft: the dataset's %.1f GB of decoded images exceed half this host's available memory, so each "
+                "batch decodes its PNGs on the host: steps will be host-bound (several times slower). A host "
+                "with more memory, or fewer demonstrations, decodes them once at load.",
+                self.info["decoded_image_bytes"] / 1e9,
+            )
         if cfg.sft.eval_interval > 0:
             self.group.execute_on(0).check_eval_env().wait()
         self.start_step = 0

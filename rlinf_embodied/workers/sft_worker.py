@@ -108,6 +108,8 @@ class SFTWorker(ActorWorker):
             "dataset_stats": sorted(stats),
             "trainable_parameters": sum(p.numel() for p in trainable),
             "camera_pixel_std": camera_variation,
+            "images_decoded_at_load": self.dataset.decoded_eagerly,
+            "decoded_image_bytes": self.dataset.decoded_bytes,
         }
 
     def _autocast(self):
