@@ -50,6 +50,10 @@ case $stage in
       collect.num_workers=${WORKERS:-14} collect.max_episode_steps=${EPISODE_STEPS:-150} collect.progress=false \
       hydra.run.dir=$WORK/collect_run ;;
   sft)
+    # SFT_INIT from an RL checkpoint: its config keeps RL's freeze switches; train the whole model again
+    # (stop 28's continuation trained the action expert alone, 6.0M of 22.2M parameters, through them)
+    [ -z "${SFT_INIT:-}" ] || [ "$POLICY" != pi0 ] || POLICY_ARGS+=(policy.overrides.freeze_vision_encoder=false
+      policy.overrides.freeze_language_model=false)
     python3 -m rlinf_embodied.sft "${ENV_ARGS[@]}" "${POLICY_ARGS[@]}" cluster.simulate_gpus=false \
       ${SFT_INIT:+policy.checkpoint=$SFT_INIT} ${EMA:+sft.ema_decay=$EMA} sft.dataset=$WORK/data sft.max_steps=${1:-3000} sft.batch_size=${BATCH:-64} sft.lr=${LR:-3e-4} \
       sft.lr_schedule=${LR_SCHEDULE:-cosine} ${STOP_AT:+sft.stop_at_success=$STOP_AT} sft.val_episodes=${VAL_EPISODES:-0} \

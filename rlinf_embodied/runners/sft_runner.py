@@ -61,7 +61,7 @@ class SFTRunner:
         self.info = self.group.init_worker().wait()[0]
         logger.info(
             "sft: %d actor rank(s) on GPUs %s; dataset %s: %d episodes, %d frames, camera pixel std %s; "
-            "%d trainable parameters",
+            "%d of %d parameters trained",
             self.group.world_size,
             self.placement.gpus("actor"),
             cfg.sft.dataset,
@@ -69,7 +69,14 @@ class SFTRunner:
             self.info["num_frames"],
             {camera: round(std, 1) for camera, std in self.info["camera_pixel_std"].items()},
             self.info["trainable_parameters"],
+            self.info["total_parameters"],
         )
+        if self.info["frozen_by_config"]:
+            logger.warning(
+                "sft: the policy config freezes parts of the model (%s; a checkpoint keeps the switches it was "
+                "saved with): set policy.overrides.<name>=false to train them",
+                ", ".join(f"{name}=true" for name in self.info["frozen_by_config"]),
+            )
         if not self.info["images_decoded_at_load"]:
             logger.warning(
                 "sft: the dataset's %.1f GB of decoded images exceed half this host's available memory, so each "

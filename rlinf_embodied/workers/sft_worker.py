@@ -107,6 +107,8 @@ class SFTWorker(ActorWorker):
             "train_frames": train_frames,
             "dataset_stats": sorted(stats),
             "trainable_parameters": sum(p.numel() for p in trainable),
+            "total_parameters": sum(p.numel() for p in policy.parameters()),
+            "frozen_by_config": frozen_by_config(policy.config),
             "camera_pixel_std": camera_variation,
             "images_decoded_at_load": self.dataset.decoded_eagerly,
             "decoded_image_bytes": self.dataset.decoded_bytes,
@@ -483,3 +485,11 @@ def predicted_policy_dims(policy_cfg: PolicyConfig) -> dict[str, Optional[int]]:
     if policy_cfg.checkpoint is None and "action_dim" not in overrides:
         dims["action_dim"] = None  # a fresh policy takes the dataset's action_dim
     return dims
+
+
+def frozen_by_config(config: Any) -> list[str]:
+    """The policy config's freeze_* switches that are on. A checkpoint saved by RL records the ones RL ran with,
+    so SFT continued from it trains only what they leave (stop 28 trained 6.0M of pi0-small's 22.2M parameters
+    that way without saying so)."""
+    return sorted(name for name, value in vars(config).items() if name.startswith("freeze_") and value is True)
+

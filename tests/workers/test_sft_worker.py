@@ -122,3 +122,18 @@ def test_offload_and_onload_keep_the_weights(tmp_path):
     after = worker.policy.state_dict()
     assert all(torch.equal(before[name], after[name]) for name in before)
     assert worker.train_steps(1, 1)["sft/loss"] > 0
+
+
+def test_frozen_by_config_names_the_switches_a_checkpoint_carries(tmp_path):
+    """A pi0 checkpoint saved by RL with frozen towers carries the switches into SFT continued from it;
+    init_worker reports them (and trained vs total parameters) so the SFT log can say so."""
+    from rlinf_embodied.policies import load_policy, make_policy
+    from rlinf_embodied.workers.sft_worker import frozen_by_config
+
+    policy = make_policy("pi0", size="tiny", action_dim=ACTION_DIM, freeze_vision_encoder=True)
+    policy.save_pretrained(str(tmp_path / "rl_ckpt"))
+    reloaded = load_policy(str(tmp_path / "rl_ckpt"))
+    assert frozen_by_config(reloaded.config) == ["freeze_vision_encoder"]
+    assert frozen_by_config(load_policy(str(tmp_path / "rl_ckpt"), freeze_vision_encoder=False).config) == []
+    info = make_worker(tmp_path).init_worker()
+    assert info["frozen_by_config"] == [] and info["trainable_parameters"] == info["total_parameters"] > 0
