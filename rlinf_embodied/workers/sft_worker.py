@@ -492,4 +492,3 @@ def frozen_by_config(config: Any) -> list[str]:
     so SFT continued from it trains only what they leave (stop 28 trained 6.0M of pi0-small's 22.2M parameters
     that way without saying so)."""
     return sorted(name for name, value in vars(config).items() if name.startswith("freeze_") and value is True)
-
