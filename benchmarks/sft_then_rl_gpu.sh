@@ -13,6 +13,7 @@
 #   bash benchmarks/sft_then_rl_gpu.sh rl 20           # PPO (Flow-SDE) from the SFT checkpoint
 #   CKPT=<ckpt>/policy RL_SECONDS=900 bash ... rl_eval  # PPO for 900 s, then 200 held-out episodes of its result
 #   bash benchmarks/sft_then_rl_gpu.sh pick            # the SFT checkpoint with eval success in [20%, 70%]
+#   SFT_SEEDS="0 1 2" ... pipeline 1600               # three SFT runs at once (one per seed), pick across them
 #   bash benchmarks/sft_then_rl_gpu.sh bench           # SFT steps/s (benchmarks/sft_throughput.py) -> $WORK
 #   setsid bash benchmarks/sft_then_rl_gpu.sh pipeline 400 > $WORK/pipeline.log 2>&1 &
 #                                  # all stages in one go, outliving the device call that starts it
@@ -59,7 +60,8 @@ case $stage in
       sft.lr_schedule=${LR_SCHEDULE:-cosine} ${STOP_AT:+sft.stop_at_success=$STOP_AT} sft.val_episodes=${VAL_EPISODES:-0} \
       sft.weight_decay=${WEIGHT_DECAY:-0} \
       sft.image_shift=${IMAGE_SHIFT:-4} sft.warmup_steps=200 sft.eval_interval=${EVAL_INTERVAL:-0} sft.save_interval=${SAVE_INTERVAL:-0} sft.eval_episodes=${EVAL_EPISODES:-32} \
-      sft.log_interval=50 sft.progress=false sft.output_dir=$WORK/sft hydra.run.dir=$WORK/sft ;;
+      sft.log_interval=50 sft.progress=false sft.seed=${SFT_SEED:-0} sft.output_dir=${SFT_DIR:-$WORK/sft} \
+      hydra.run.dir=${SFT_DIR:-$WORK/sft} ;;
   eval)
     python3 -m rlinf_embodied.eval "${ENV_ARGS[@]}" policy=$POLICY policy.checkpoint=${CKPT:-$WORK/sft/checkpoints/final/policy} \
       eval.num_episodes=${1:-200} eval.num_envs=${EVAL_ENVS:-16} eval.seed=${EVAL_SEED:-1000} eval.video=false eval.output_dir=$WORK/eval_${TAG:-sft} \
@@ -84,16 +86,20 @@ PY
     ;;
   pick)
     # the few-shot regime of the pi-RL paper: the SFT checkpoint with the highest eval success in
-    # [0.2, 0.7] (else the best one), from the sft stage's periodic evaluations (EVAL_INTERVAL > 0)
-    python3 - "$WORK/sft" <<'PY'
-import json, os, sys
-rows = [json.loads(line) for line in open(f"{sys.argv[1]}/metrics.jsonl")]
-evals = [(row["eval/success_once"], row["step"]) for row in rows if "eval/success_once" in row]
+    # [0.2, 0.7] (else the best one), from the sft stage's periodic evaluations (EVAL_INTERVAL > 0), over
+    # every SFT run ($WORK/sft, or $WORK/sft_<seed> with SFT_SEEDS)
+    python3 - "$WORK" <<'PY'
+import glob, json, os, sys
+evals = []
+for metrics in sorted(glob.glob(f"{sys.argv[1]}/sft*/metrics.jsonl")):
+    rows = [json.loads(line) for line in open(metrics)]
+    run = os.path.dirname(metrics)
+    evals += [(row["eval/success_once"], row["step"], run) for row in rows if "eval/success_once" in row]
 in_range = [e for e in evals if 0.2 <= e[0] <= 0.7]
-success, step = max(in_range or evals)
-path = f"{sys.argv[1]}/checkpoints/step_{step:06d}/policy"
+success, step, run = max(in_range or evals)
+path = f"{run}/checkpoints/step_{step:06d}/policy"
 if not os.path.isdir(path):  # the last step is saved as checkpoints/final
-    path = f"{sys.argv[1]}/checkpoints/final/policy"
+    path = f"{run}/checkpoints/final/policy"
 print(f"{path} {success:.3f}")
 PY
     ;;
@@ -112,7 +118,14 @@ PY
     # as many steps as SFT_SECONDS allow (stop 14: 3,000 steps x 64 left pi0-small under-trained), 4 evals
     steps=${SFT_STEPS:-$(BATCH=${BATCH:-256} bash "$0" steps_for "${SFT_SECONDS:-480}" || echo 6000)}
     interval=$(( (steps / ${SFT_EVALS:-4} + 99) / 100 * 100 ))
-    BATCH=${BATCH:-256} SAVE_INTERVAL=$interval EVAL_INTERVAL=$interval EVAL_EPISODES=64 bash "$0" sft "$steps"
+    # SFT_SEEDS="0 1 2": that many SFT runs at once on the GPU, one per seed (stops 23-27: four runs of one
+    # recipe scored 2.5-46.5%, so the seed decides as much as the recipe); pick reads them all
+    for seed in ${SFT_SEEDS:-0}; do
+      dir=$WORK/sft; [ -z "${SFT_SEEDS:-}" ] || dir=$WORK/sft_$seed
+      SFT_SEED=$seed SFT_DIR=$dir BATCH=${BATCH:-256} SAVE_INTERVAL=$interval EVAL_INTERVAL=$interval EVAL_EPISODES=64 \
+        bash "$0" sft "$steps" > "$dir.log" 2>&1 &
+    done
+    wait  # any failed run shows in its log; pick reads the runs that evaluated
     read -r CKPT SFT_SUCCESS < <(bash "$0" pick)
     echo "picked $CKPT (eval success $SFT_SUCCESS)"; echo "$CKPT" > "$WORK/picked.txt"
     # FAILURE_STAGES=1: where the SFT policy's episodes stop (grasped / placed / success), beside its evaluation
@@ -185,7 +198,7 @@ PY
   *) echo "unknown stage $stage: collect | sft | eval | rl | rl_eval | pick | pipeline"; exit 2 ;;
 esac
 if [ -n "${OUT:-}" ]; then
-  for f in $WORK/sft/metrics.jsonl $WORK/rl/metrics.jsonl $WORK/eval_*/results.json; do
+  for f in $WORK/sft*/metrics.jsonl $WORK/rl/metrics.jsonl $WORK/eval_*/results.json; do
     [ -f "$f" ] && cp "$f" "$OUT/$(echo ${f#$WORK/} | tr / _)" || true
   done
 fi
