@@ -10,6 +10,11 @@ others' rows) and prints one table.
 
 A second table gives each iteration's time breakdown (the runner's `time/*`) and its env steps per second for
 the whole iteration (rollout + train + swaps): at real size, the end-to-end throughput of a collocated VLA.
+
+`--variants` runs every policy once per group of overrides and labels its rows, so two settings sit side by side
+in one table, e.g. what keeping both models resident saves against offloading them:
+
+    python benchmarks/vla_ratio_check.py --policies pi0:pi0-3b --variants runner.offload=true runner.offload=false
 """
 
 from __future__ import annotations
@@ -37,7 +42,9 @@ COLUMNS = (
 TIME_PHASES = ("rollout", "train", "sync", "offload", "onload", "other")
 
 
-def run_one(policy: str, size: str, args: argparse.Namespace, output_dir: str) -> tuple[list[dict], float, str]:
+def run_one(
+    policy: str, size: str, args: argparse.Namespace, output_dir: str, variant: str = ""
+) -> tuple[list[dict], float, str]:
     command = [
         sys.executable,
         "-m",
@@ -57,6 +64,7 @@ def run_one(policy: str, size: str, args: argparse.Namespace, output_dir: str) -
         f"runner.output_dir={output_dir}",
         f"hydra.run.dir={output_dir}",
         *args.extra,
+        *variant.split(),
     ]
     start = time.perf_counter()
     try:
@@ -85,20 +93,26 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--output", default=None, help="directory for the runs (default: a temp dir)")
     parser.add_argument("--extra", nargs="*", default=[], help="more Hydra overrides for every run")
+    parser.add_argument(
+        "--variants", nargs="+", default=[""], help="groups of overrides (space-separated in one argument): a run each"
+    )
     args = parser.parse_args()
     root = args.output or tempfile.mkdtemp(prefix="vla_ratio_")
     table, timing = [], []
     for spec in args.policies:
         policy, _, size = spec.partition(":")
-        rows, seconds, error = run_one(policy, size or "tiny", args, os.path.join(root, f"{policy}_{size}"))
-        print(
-            f"{policy}:{size}: {len(rows)} iterations in {seconds:.0f} s" + (f"; FAILED: {error}" if error else ""),
-            flush=True,
-        )
-        policy_rows = [table_row(f"{policy}:{size}", row) for row in rows]
-        print_table(policy_rows)  # now, so a run cut short still shows the policies it finished
-        table += policy_rows
-        timing += timing_rows(f"{policy}:{size}", rows)
+        for index, variant in enumerate(args.variants):
+            name = f"{policy}:{size}" + (f" [{variant}]" if variant else "")
+            output_dir = os.path.join(root, f"{policy}_{size}" + (f"_v{index}" if variant else ""))
+            rows, seconds, error = run_one(policy, size or "tiny", args, output_dir, variant)
+            print(
+                f"{name}: {len(rows)} iterations in {seconds:.0f} s" + (f"; FAILED: {error}" if error else ""),
+                flush=True,
+            )
+            named_rows = [table_row(name, row) for row in rows]
+            print_table(named_rows)  # now, so a run cut short still shows the runs it finished
+            table += named_rows
+            timing += timing_rows(name, rows)
     print_table(table)
     print_timing(timing)
 
