@@ -22,7 +22,7 @@ import hydra
 import numpy as np
 from omegaconf import OmegaConf
 
-from .config import CollectRunConfig, EnvConfig, register_configs
+from .config import CollectRunConfig, EnvConfig, EvalConfig, register_configs
 from .paths import CONFIG_DIR
 
 logger = logging.getLogger(__name__)
@@ -56,11 +56,28 @@ def check_collect_config(cfg: CollectRunConfig) -> None:
         check_policy_config(cfg.policy)
 
 
+def warn_if_default_eval_seed(seeds: list[int]) -> None:
+    """Evaluations start at seed 1000 by default (eval.seed, and SFT's sft.seed + 1000 with sft.seed 0) and refuse
+    a policy trained on a demonstration from their seeds; say so now rather than after the collection."""
+    first_eval_seed = EvalConfig.seed
+    if seeds and seeds[0] <= first_eval_seed <= seeds[-1]:
+        logger.warning(
+            "collect: seeds %d-%d include %d, where evaluations start by default (eval.seed, sft.seed + 1000); "
+            "they will refuse policies trained on these demonstrations unless given other seeds. A collect.seed "
+            "above %d (e.g. 100000) avoids that.",
+            seeds[0],
+            seeds[-1],
+            first_eval_seed,
+            first_eval_seed,
+        )
+
+
 def collect(cfg: CollectRunConfig) -> dict[str, Any]:
     """Collect `collect.num_episodes` seeds into `collect.output_dir`; returns a summary dict."""
     check_collect_config(cfg)
     c = cfg.collect
     seeds = list(range(c.seed, c.seed + c.num_episodes))
+    warn_if_default_eval_seed(seeds)
     episodes = _planner_episodes if c.source == "motion_planner" else _policy_episodes
     writer = None
     attempted = kept = longest = clipped = steps = 0

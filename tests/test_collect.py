@@ -165,3 +165,19 @@ def test_config_errors(tmp_path):
         collect(compose_cfg(f"collect.output_dir={tmp_path}", "env.kwargs.control_mode=pd_ee_pose"))
     with pytest.raises(ValueError, match="policy.checkpoint"):
         collect(compose_cfg(f"collect.output_dir={tmp_path}", "collect.source=policy"))
+
+
+def test_collecting_from_the_default_evaluation_seeds_warns_before_it_starts(caplog):
+    """Stop 29 collected 1,600 demonstrations from seed 0 for 9 minutes; SFT's evaluation (from seed 1000) then
+    refused them. The collection now says so at its start."""
+    from rlinf_embodied.collect import warn_if_default_eval_seed
+
+    with caplog.at_level("WARNING", logger="rlinf_embodied.collect"):
+        warn_if_default_eval_seed(list(range(0, 1600)))
+    assert "seeds 0-1599 include 1000" in caplog.text and "collect.seed" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="rlinf_embodied.collect"):
+        warn_if_default_eval_seed(list(range(0, 1000)))
+        warn_if_default_eval_seed(list(range(100_000, 101_600)))
+        warn_if_default_eval_seed([])
+    assert caplog.text == ""
