@@ -50,7 +50,7 @@ from rlinf_embodied.runners.placement_profile import (  # noqa: E402
     workload,
 )
 from rlinf_embodied.scheduler import Cluster  # noqa: E402
-from rlinf_embodied.scheduler.auto_placement import Layout, predict_all  # noqa: E402
+from rlinf_embodied.scheduler.auto_placement import ComponentCosts, Layout, predict_all  # noqa: E402
 
 DEFAULT_OVERRIDES = ["cluster.num_gpus_per_node=2", "cluster.simulate_gpus=true"]
 
@@ -109,7 +109,7 @@ def main() -> None:
         start = time.perf_counter()
         costs = costs_for(cfg, cluster)
         print(f"costs ({time.perf_counter() - start:.0f}s): {costs.to_dict()}", flush=True)
-        layouts = predict_all(candidate_layouts(cfg), costs, *workload(cfg), offload=cfg.runner.offload)
+        layouts = predict_layouts(cfg, costs)
         runnable = sorted((layout for layout in layouts if layout.fits), key=lambda layout: layout.seconds)
         if args.max_layouts:
             runnable = runnable[: args.max_layouts]
@@ -122,7 +122,7 @@ def main() -> None:
                 start = time.perf_counter()
                 costs = profile_costs(cfg, cluster)
                 print(f"round {round_index + 1} costs ({time.perf_counter() - start:.0f}s): {costs.to_dict()}")
-                fresh = predict_all(candidate_layouts(cfg), costs, *workload(cfg), offload=cfg.runner.offload)
+                fresh = predict_layouts(cfg, costs)
                 by_key = {(layout.name, layout.pipeline_stage_num): layout.env_steps_per_s for layout in fresh}
                 predicted = [by_key[(layout.name, layout.pipeline_stage_num)] for layout in runnable]
             for index, layout in enumerate(runnable):
@@ -140,6 +140,11 @@ def main() -> None:
 
 
 Row = tuple[Layout, float, float, float, dict[str, float], tuple[float, float]]
+
+
+def predict_layouts(cfg: TrainConfig, costs: ComponentCosts) -> list[Layout]:
+    """Every candidate layout of cfg predicted from `costs`, as `auto` predicts them."""
+    return predict_all(candidate_layouts(cfg), costs, *workload(cfg), offload=cfg.runner.offload)
 
 
 def median_row(layout: Layout, rounds: list[tuple[float, dict[str, float], float]]) -> Row:

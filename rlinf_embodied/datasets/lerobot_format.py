@@ -497,8 +497,9 @@ class DemoDataset:
         self._png = images
         self.num_episodes, self.num_frames = total, int(ends[-1]) if total else 0
         self.decoded_bytes = self.num_frames * sum(int(np.prod(s)) for s in self.camera_shapes.values())
-        fits = self.decoded_bytes <= EAGER_DECODE_MEMORY_FRACTION * available_host_bytes()
-        eager = decode_images == "eager" or (decode_images == "auto" and fits)
+        eager = decode_images == "eager" or (  # the host's memory is read only when "auto" asks
+            decode_images == "auto" and self.decoded_bytes <= EAGER_DECODE_MEMORY_FRACTION * available_host_bytes()
+        )
         self.decoded_eagerly = eager or not self.camera_keys
         self._images: dict[str, torch.Tensor] = {}
         if eager:
