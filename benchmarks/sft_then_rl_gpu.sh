@@ -103,7 +103,16 @@ if not os.path.isdir(path):  # the last step is saved as checkpoints/final
 print(f"{path} {success:.3f}")
 PY
     ;;
+  reached)
+    # exit 0 when some SFT run ($WORK/sft*) has evaluated at success >= $1
+    python3 - "$WORK" "$1" <<'PY'
+import glob, json, sys
+rows = [json.loads(line) for path in glob.glob(f"{sys.argv[1]}/sft*/metrics.jsonl") for line in open(path)]
+sys.exit(0 if any(row.get("eval/success_once", -1) >= float(sys.argv[2]) for row in rows) else 1)
+PY
+    ;;
   pipeline)
+    any_alive() { for pid in "$@"; do kill -0 "$pid" 2>/dev/null && return 0; done; return 1; }
     set -x
     [ -n "${SKIP_COLLECT:-}" ] || bash "$0" collect "${1:-400}"
     shift || true  # the remaining arguments go to the rl stage (Hydra overrides)
@@ -120,10 +129,20 @@ PY
     interval=$(( (steps / ${SFT_EVALS:-4} + 99) / 100 * 100 ))
     # SFT_SEEDS="0 1 2": that many SFT runs at once on the GPU, one per seed (stops 23-27: four runs of one
     # recipe scored 2.5-46.5%, so the seed decides as much as the recipe); pick reads them all
+    sft_pids=()
     for seed in ${SFT_SEEDS:-0}; do
       dir=$WORK/sft; [ -z "${SFT_SEEDS:-}" ] || dir=$WORK/sft_$seed
       SFT_SEED=$seed SFT_DIR=$dir BATCH=${BATCH:-256} SAVE_INTERVAL=$interval EVAL_INTERVAL=$interval EVAL_EPISODES=64 \
-        bash "$0" sft "$steps" > "$dir.log" 2>&1 &
+        bash "$0" sft "$steps" > "$dir.log" 2>&1 & sft_pids+=($!)
+    done
+    # with STOP_AT, the first run to reach it (and stop itself) stops the others too: SIGTERM makes each save a
+    # checkpoint and end, and pick reads every run's evaluations (the device time goes to RL instead)
+    while [ -n "${STOP_AT:-}" ] && [ ${#sft_pids[@]} -gt 1 ] && any_alive "${sft_pids[@]}"; do
+      sleep 10
+      if bash "$0" reached "$STOP_AT"; then
+        echo "an SFT run reached $STOP_AT: stopping the others"; pkill -TERM -f "rlinf_embodied[.]sft .*output_dir=$WORK/sft" || true
+        break
+      fi
     done
     wait  # any failed run shows in its log; pick reads the runs that evaluated
     read -r CKPT SFT_SUCCESS < <(bash "$0" pick)
@@ -195,7 +214,7 @@ PY
     [ ! -d "$best" ] || CKPT=$best TAG=rl_best bash "$0" eval "${FINAL_EPISODES:-200}" &
     wait
     echo "rl_eval done" ;;
-  *) echo "unknown stage $stage: collect | sft | eval | rl | rl_eval | pick | pipeline"; exit 2 ;;
+  *) echo "unknown stage $stage: collect | sft | eval | rl | rl_eval | pick | reached | pipeline"; exit 2 ;;
 esac
 if [ -n "${OUT:-}" ]; then
   for f in $WORK/sft*/metrics.jsonl $WORK/rl/metrics.jsonl $WORK/eval_*/results.json; do
