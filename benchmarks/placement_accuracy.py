@@ -11,6 +11,12 @@ prediction with the median: a slow stretch of the machine then hits every layout
 deciding one layout's error (stop 20's two misses were whole runs slower than the rest). The spread column
 shows the lowest and highest rounds.
 
+`--reference` measures a reference layout (the profile's own: every component on GPU 0, 1 stage) right before
+every other layout and adds a speed-corrected error: the prediction scaled by reference measured / reference
+predicted at that moment. The plain error mixes two things, the cost model and the machine's speed changing between
+the profile and the measurement (on the shared 2-core machine, 1.4-2x between hours); the corrected one keeps the
+first, which is what ranking the layouts depends on. It doubles the run time; the plain error stays in the table.
+
 `--profile-each-round` profiles afresh before every round after the first and compares each round's measurements
 with that round's predictions (the error column is then the median of the per-round errors), as `auto` profiles
 right before it trains. Stop 28's measurement missed by a uniform +15-28% when the machine ran about 25% slower
@@ -33,6 +39,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -100,6 +107,11 @@ def main() -> None:
     parser.add_argument(
         "--profile-each-round", action="store_true", help="profile afresh before every round after the first"
     )
+    parser.add_argument(
+        "--reference",
+        action="store_true",
+        help="measure the profile's layout before each layout: speed-corrected error",
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the train config (after --)")
     args = parser.parse_args()
     cfg = compose_config(DEFAULT_OVERRIDES + args.overrides)
@@ -115,7 +127,8 @@ def main() -> None:
             runnable = runnable[: args.max_layouts]
         if args.rounds < 1:
             raise SystemExit(f"--rounds={args.rounds}: must be >= 1")
-        measurements: dict[int, list[tuple[float, dict[str, float], float]]] = {i: [] for i in range(len(runnable))}
+        reference = reference_index(runnable) if args.reference else None
+        measurements: dict[int, list[Measured]] = {i: [] for i in range(len(runnable))}
         for round_index in range(args.rounds):
             predicted = [layout.env_steps_per_s for layout in runnable]
             if round_index and args.profile_each_round:
@@ -126,20 +139,46 @@ def main() -> None:
                 by_key = {(layout.name, layout.pipeline_stage_num): layout.env_steps_per_s for layout in fresh}
                 predicted = [by_key[(layout.name, layout.pipeline_stage_num)] for layout in runnable]
             for index, layout in enumerate(runnable):
+                speed = 1.0  # the machine's speed now against the profile's, read off the reference layout
+                if reference is not None and index != reference:
+                    reference_rate, _ = measure(cfg, cluster, runnable[reference], args.iterations)
+                    speed = reference_rate / predicted[reference]
                 measured, breakdown = measure(cfg, cluster, layout, args.iterations)
-                measurements[index].append((measured, breakdown, predicted[index]))
+                if index == reference:
+                    speed = measured / predicted[index]
+                measurements[index].append(Measured(measured, breakdown, predicted[index], speed))
                 print(
                     f"[round {round_index + 1}/{args.rounds}: {layout.name} stages={layout.pipeline_stage_num}] "
-                    f"predicted {predicted[index]:.1f}, measured {measured:.1f} env-steps/s",
+                    f"predicted {predicted[index]:.1f}, measured {measured:.1f} env-steps/s"
+                    + (f", machine speed {speed:.2f} of the profile's" if reference is not None else ""),
                     flush=True,
                 )
         rows = [median_row(layout, measurements[index]) for index, layout in enumerate(runnable)]
     finally:
         cluster.shutdown()
-    print_table(cfg, rows)
+    print_table(cfg, rows, None if reference is None else runnable[reference])
 
 
-Row = tuple[Layout, float, float, float, dict[str, float], tuple[float, float]]
+@dataclass
+class Measured:
+    """One measurement of one layout: env-steps/s, its time/* breakdown, the prediction it is compared with, and
+    the machine's speed at that moment against the profile's (1.0 without --reference)."""
+
+    rate: float
+    breakdown: dict[str, float]
+    predicted: float
+    speed: float = 1.0
+
+
+Row = tuple[Layout, float, float, float, dict[str, float], tuple[float, float], float]
+
+
+def reference_index(layouts: list[Layout]) -> int:
+    """The layout the profile measures directly (every component on GPU 0, 1 stage), else the first."""
+    for index, layout in enumerate(layouts):
+        if layout.pipeline_stage_num == 1 and all(gpus == "0" for gpus in layout.component_placement.values()):
+            return index
+    return 0
 
 
 def predict_layouts(cfg: TrainConfig, costs: ComponentCosts) -> list[Layout]:
@@ -147,18 +186,31 @@ def predict_layouts(cfg: TrainConfig, costs: ComponentCosts) -> list[Layout]:
     return predict_all(candidate_layouts(cfg), costs, *workload(cfg), offload=cfg.runner.offload)
 
 
-def median_row(layout: Layout, rounds: list[tuple[float, dict[str, float], float]]) -> Row:
+def median_row(layout: Layout, rounds: list[Measured]) -> Row:
     """(layout, median predicted and measured env-steps/s, median of the rounds' errors (predicted vs measured
-    in the same round), the breakdown of the median round, (lowest, highest) round)."""
-    rates = [rate for rate, _, _ in rounds]
+    in the same round), the breakdown of the median round, (lowest, highest) round, median of the rounds'
+    speed-corrected errors (the prediction times the machine's speed then))."""
+    rates = [round_.rate for round_ in rounds]
     median_rate = statistics.median(rates)
-    closest = min(rounds, key=lambda round_: abs(round_[0] - median_rate))
-    errors = [(predicted - rate) / rate for rate, _, predicted in rounds]
-    predicted = statistics.median(predicted for _, _, predicted in rounds)
-    return layout, predicted, median_rate, statistics.median(errors), closest[1], (min(rates), max(rates))
+    closest = min(rounds, key=lambda round_: abs(round_.rate - median_rate))
+    errors = [(round_.predicted - round_.rate) / round_.rate for round_ in rounds]
+    corrected = [(round_.predicted * round_.speed - round_.rate) / round_.rate for round_ in rounds]
+    predicted = statistics.median(round_.predicted for round_ in rounds)
+    return (
+        layout,
+        predicted,
+        median_rate,
+        statistics.median(errors),
+        closest.breakdown,
+        (min(rates), max(rates)),
+        statistics.median(corrected),
+    )
 
 
-def print_table(cfg: TrainConfig, rows: list[Row]) -> None:
+def print_table(cfg: TrainConfig, rows: list[Row], reference: Layout | None = None) -> None:
+    """The accuracy table; with a reference layout, the speed-corrected error too (0 for the reference itself,
+    which sets the speed, so it is left out of the speed-corrected count)."""
+    corrected = reference is not None
     print(
         f"\n{num_gpus(cfg)} GPU(s){' (simulated)' if cfg.cluster.simulate_gpus else ''}, {cfg.env.id} "
         f"{cfg.env.obs_mode}, {cfg.policy.name}/{cfg.policy.size}, {cfg.env.num_envs} envs x "
@@ -166,25 +218,34 @@ def print_table(cfg: TrainConfig, rows: list[Row]) -> None:
     )
     header = (
         f"| {'layout':<44} | stages | predicted env-steps/s | measured | spread        | error | "
-        f"pred. rollout / train s | meas. rollout / train s |"
+        + ("speed-corrected error | " if corrected else "")
+        + "pred. rollout / train s | meas. rollout / train s |"
     )
     print(header)
     print("|" + "|".join("-" * (len(cell)) for cell in header.split("|")[1:-1]) + "|")
-    for layout, predicted, measured, error, breakdown, (lowest, highest) in rows:
+    for layout, predicted, measured, error, breakdown, (lowest, highest), corrected_error in rows:
         print(
             f"| {layout.name:<44} | {layout.pipeline_stage_num:>6} | {predicted:>21.1f} | "
             f"{measured:>8.1f} | {lowest:>6.1f}-{highest:<6.1f} | {error:>+5.0%} | "
-            f"{layout.breakdown['rollout']:>10.2f} / {layout.breakdown['train']:<10.2f} | "
+            + (
+                f"{'(reference)' if layout is reference else format(corrected_error, '+.0%'):>21} | "
+                if corrected
+                else ""
+            )
+            + f"{layout.breakdown['rollout']:>10.2f} / {layout.breakdown['train']:<10.2f} | "
             f"{breakdown['time/rollout_seconds']:>10.2f} / {breakdown['time/train_seconds']:<10.2f} |"
         )
     if rows:
         predicted_best = rows[0][0]
         measured_best = max(rows, key=lambda row: row[2])[0]
-        within = sum(abs(error) <= 0.15 for _, _, _, error, *_ in rows)
+        within = sum(abs(row[3]) <= 0.15 for row in rows)
+        within_corrected = sum(abs(row[6]) <= 0.15 for row in rows if row[0] is not reference)
         # near-ties among the top predictions make "pick == fastest" a coin toss; what the pick costs is the question
         shortfall = 1 - rows[0][2] / max(row[2] for row in rows)
         print(
-            f"\nwithin 15%: {within} of {len(rows)}; predicted fastest: {predicted_best.name} "
+            f"\nwithin 15%: {within} of {len(rows)}"
+            + (f" (speed-corrected: {within_corrected} of {len(rows) - 1} besides the reference)" if corrected else "")
+            + f"; predicted fastest: {predicted_best.name} "
             f"stages={predicted_best.pipeline_stage_num}; measured fastest: {measured_best.name} "
             f"stages={measured_best.pipeline_stage_num}; the pick measured {shortfall:.0%} below the fastest"
         )
