@@ -11,8 +11,8 @@ prediction with the median: a slow stretch of the machine then hits every layout
 deciding one layout's error (stop 20's two misses were whole runs slower than the rest). The spread column
 shows the lowest and highest rounds.
 
-`--reference` measures a reference layout (the profile's own: every component on GPU 0, 1 stage) right before
-every other layout and adds a speed-corrected error: the prediction scaled by reference measured / reference
+`--reference` measures a reference layout (the profile's own, every component on GPU 0 with 1 stage, where it is a
+candidate; else the predicted fastest: with 2 GPUs every candidate uses both) right before every other layout and adds a speed-corrected error: the prediction scaled by reference measured / reference
 predicted at that moment. The plain error mixes two things, the cost model and the machine's speed changing between
 the profile and the measurement (on the shared 2-core machine, 1.4-2x between hours); the corrected one keeps the
 first, which is what ranking the layouts depends on. It doubles the run time; the plain error stays in the table.
