@@ -31,9 +31,11 @@ spread of a step (5-10% on 2 shared cores), so that difference was mostly noise 
 it to 0 where the timeline shows about 0.8).
 Memory outside PyTorch's allocator (CUDA contexts, a GPU simulator's own buffers) is not counted, so a
 layout near the limit can still run out; on simulated GPUs every figure is 0 and nothing is excluded for memory.
-The parallel and the 2-stage run are made three times each, around the single-stage runs (PROFILE_ORDER), and
-each factor they give is the median over its three runs (cost model 11; one run each put every 2-stage layout
-16-22% too slow when that run was slow).
+A parallel 2-stage run (every component on every GPU, 2 stages) gives parallel_stage_factor: its step against
+what all the other terms predict for it (cost model 12).
+The parallel, 2-stage and parallel 2-stage runs are made three times each, around the single-stage runs
+(PROFILE_ORDER), and each factor they give is the median over its three runs (cost model 11; one run each put
+every 2-stage layout 16-22% too slow when that run was slow).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from ..scheduler.auto_placement import (
     fit_linear,
     format_table,
     load_costs,
+    predict,
     save_costs,
 )
 
@@ -253,12 +256,16 @@ def profile_costs(cfg: TrainConfig, cluster, rollout_steps: int | None = None) -
     has_half = half >= 1 and half % cfg.algorithm.env_group_size == 0
     has_parallel = gpus > 1 and cfg.env.num_envs % (gpus * cfg.algorithm.env_group_size) == 0
     has_stages = gpus > 1 and cfg.env.num_envs % (2 * cfg.algorithm.env_group_size) == 0
+    has_parallel_stages = gpus > 1 and cfg.env.num_envs % (2 * gpus * cfg.algorithm.env_group_size) == 0
     runs: list[tuple[str, dict[str, float]]] = []  # (kind, measure_once result) in time order
-    for kind in profile_order(has_half, has_parallel, has_stages):
+    for kind in profile_order(has_half, has_parallel, has_stages, has_parallel_stages):
         start = time.perf_counter()
         if kind == "parallel":
             run = measure_once(cfg, cluster, full, rollout_steps, PARALLEL_PLACEMENT)
             what = f"{gpus} workers each"
+        elif kind == "parallel_stages":
+            run = measure_once(cfg, cluster, full, rollout_steps, PARALLEL_PLACEMENT, stages=2)
+            what = f"{gpus} workers each, 2 stages"
         elif kind == "stages":
             run = measure_once(cfg, cluster, full, rollout_steps, OVERLAP_PLACEMENT, stages=2)
             what = "2 stages"
@@ -274,24 +281,39 @@ def profile_costs(cfg: TrainConfig, cluster, rollout_steps: int | None = None) -
     # stage_env_factor 1.43 against 1.03-1.17 in other profiles put every 2-stage layout 16-22% too slow)
     parallel = [contention_factors(costs, run, gpus) for kind, run in runs if kind == "parallel"]
     costs = with_median_factors(costs, parallel)
-    return with_median_factors(costs, [overlap_factors(costs, run, stages=2) for kind, run in runs if kind == "stages"])
+    costs = with_median_factors(
+        costs, [overlap_factors(costs, run, stages=2) for kind, run in runs if kind == "stages"]
+    )
+    # cost model 12: measured last, against every other term
+    nodes = (cfg.cluster.num_gpus_per_node, cfg.cluster.num_nodes)
+    return with_median_factors(
+        costs, [parallel_stage_factors(costs, run, *nodes) for kind, run in runs if kind == "parallel_stages"]
+    )
 
 
-# The profile's runs in time order (cost model 11): full- and half-size single-GPU runs (F, H) go full, half,
-# full, half, full as in model 10, with three parallel runs (P) and three 2-stage runs (S) placed around them
-# so that each kind's runs have the same mean position in time, the middle of the profile: a steady drift of
-# the machine's speed moves every kind's figures alike instead of tilting the factors one kind's runs give
-# against another's. S P F H P F S H F S P: F at 2, 5, 8, H at 3, 7, P at 1, 4, 10, S at 0, 6, 9 (mean 5 each).
-PROFILE_ORDER = tuple("stages parallel full half parallel full stages half full stages parallel".split())
+# The profile's runs in time order (cost model 12): full- and half-size single-GPU runs (F, H) go full, half,
+# full, half, full as in model 10, with three parallel runs (P), three 2-stage runs (S) and three parallel
+# 2-stage runs (Q) placed around them so that each kind's runs have nearly the same mean position in time, the
+# middle of the profile: a steady drift of the machine's speed moves every kind's figures alike instead of
+# tilting the factors one kind's runs give against another's. Q S P F H P Q F S H F S P Q: every kind's mean
+# position within 1/6 of the middle, 6.5 (model 11's S P F H P F S H F S P with Q at 0, 6 and 13).
+PROFILE_ORDER = tuple(
+    "parallel_stages stages parallel full half parallel parallel_stages full stages half full stages parallel"
+    " parallel_stages".split()
+)
 
 
-def profile_order(has_half: bool = True, has_parallel: bool = True, has_stages: bool = True) -> list[str]:
+def profile_order(
+    has_half: bool = True, has_parallel: bool = True, has_stages: bool = True, has_parallel_stages: bool = True
+) -> list[str]:
     """PROFILE_ORDER without the kinds the configuration cannot run. Without a half size, one full-size run,
-    the middle one (S P P F S S P: every kind's mean position 3)."""
+    the middle one."""
     order = list(PROFILE_ORDER)
     if not has_half:
-        order = [kind for i, kind in enumerate(order) if kind != "half" and (kind != "full" or i == 5)]
-    return [kind for kind in order if (kind != "parallel" or has_parallel) and (kind != "stages" or has_stages)]
+        middle = [i for i, kind in enumerate(order) if kind == "full"][1]
+        order = [kind for i, kind in enumerate(order) if kind != "half" and (kind != "full" or i == middle)]
+    allowed = {"parallel": has_parallel, "stages": has_stages, "parallel_stages": has_parallel_stages}
+    return [kind for kind in order if allowed.get(kind, True)]
 
 
 def with_median_factors(costs: ComponentCosts, factors: list[dict[str, float]]) -> ComponentCosts:
@@ -360,6 +382,23 @@ def overlap_factors(costs: ComponentCosts, measured: dict[str, float], stages: i
     if math.isfinite(env_work) and env_work > 0 and math.isfinite(predicted) and predicted > 0:
         factors["stage_env_factor"] = env_work / predicted
     return factors
+
+
+def parallel_stage_factors(
+    costs: ComponentCosts, measured: dict[str, float], num_gpus_per_node: int, num_nodes: int = 1
+) -> dict[str, float]:
+    """parallel_stage_factor from a run of PARALLEL_PLACEMENT with 2 stages (measure_once's num_envs and step_s):
+    its seconds per rollout step over what every other term of `costs` predicts for that layout. Empty without
+    a finite, positive measurement."""
+    layout = Layout(dict(PARALLEL_PLACEMENT), 2)
+    predicted = predict(
+        layout, replace(costs, parallel_stage_factor=1.0), int(measured["num_envs"]), 1, num_gpus_per_node,
+        num_nodes=num_nodes,
+    ).breakdown.get("rollout", math.nan)  # fmt: skip
+    step = measured.get("step_s", math.nan)
+    if math.isfinite(step) and step > 0 and math.isfinite(predicted) and predicted > 0:
+        return {"parallel_stage_factor": step / predicted}
+    return {}
 
 
 def contention_factors(costs: ComponentCosts, parallel: dict[str, float], workers: int) -> dict[str, float]:

@@ -24,6 +24,7 @@ one rollout step takes
                                       when S >= 2 and e, r share no GPU (simulation overlaps inference;
                                       overlap_efficiency 1 hides the shorter one completely, 0 not at all)
            = W_env + W_roll + o       otherwise (stage 1 waits; on shared GPUs the two compete)
+    step  *= parallel_stage_factor    when S >= 2 and |e| >= 2 (measured, see below)
 
 and one iteration (the runner is synchronous: sync weights, roll out, train)
 
@@ -44,7 +45,11 @@ in one more with env and rollout on different GPUs and 2 stages: the fraction of
 W_roll during which that run's timeline shows simulation and inference running at once
 (see placement_profile.py). The same run gives stage_env_factor: its env worker's simulation seconds per step
 over S * t_sim(b) from the single-stage runs (on 2 shared CPU cores two vector envs of 4 stepped 1.22x slower
-than one of 4 twice, stop 27).
+than one of 4 twice, stop 27). parallel_stage_factor comes from a third kind of run, every component on every
+GPU with 2 stages: its step seconds over what every other term predicts for that layout. Several env workers
+that each step two stages add what the runs measured apart miss (on 2 shared cores: each sim call 7% slower,
+inference 45% slower, 1.2 ms more per-step overhead, about 14% in all). It is applied to every layout with
+S >= 2 and |e| >= 2 as measured with |e| = all GPUs.
 
 A layout is excluded when E does not split into |e| * S stages of whole env groups, or when a GPU's
 memory does not hold its components: env_mem_gib (per env worker) plus rollout_mem_gib and
@@ -72,8 +77,11 @@ COMPONENTS = ("env", "rollout", "actor")
 # 9: the per-stage simulation slowdown of S >= 2 stages, from the 2-stage run (model 8 was reverted); 10: the
 # single-stage runs alternate full, half, full, half, full and each size's figure is the median of its runs;
 # 11: the parallel and 2-stage runs made three times each, interleaved with the single-stage ones, and each
-# factor they give (contention, overlap efficiency, stage_env_factor) the median over its runs
-COST_MODEL_VERSION = 11
+# factor they give (contention, overlap efficiency, stage_env_factor) the median over its runs; 12: a measured
+# parallel_stage_factor for pipelined layouts with several env workers (model 11 put the all-on-all 2-stage
+# layout 4-17% too fast in three accuracy runs: its sim, inference and per-step overhead each a little slower
+# than the terms measured apart say)
+COST_MODEL_VERSION = 12
 CACHE_ENV_VAR = "RLINF_PLACEMENT_CACHE"
 DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "rlinf_embodied", "placement")
 
@@ -105,6 +113,8 @@ class ComponentCosts:
     overlap_efficiency: float = 1.0
     # one stage's simulation with S >= 2 stages over the single-stage t_sim of the same envs (1 = no slowdown)
     stage_env_factor: float = 1.0
+    # a rollout step with S >= 2 stages and |e| >= 2 env workers over what the terms above predict for it
+    parallel_stage_factor: float = 1.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -267,6 +277,8 @@ def predict(
     overlap = stages >= 2 and not (e & r)
     hidden = costs.overlap_efficiency * min(w_env, w_roll) if overlap else 0.0
     step = w_env + w_roll - hidden + costs.step_overhead_s
+    if stages >= 2 and len(e) >= 2:
+        step *= costs.parallel_stage_factor
     breakdown = {
         "rollout": rollout_steps * step,
         "train": costs.train_s(num_envs * rollout_steps, len(a)),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 import math
 import random
 import statistics
@@ -360,6 +361,9 @@ def test_place_profiles_on_a_simulated_gpu_then_reads_the_cache(ray_session, tmp
     assert any("using cached costs" in line for line in lines)
 
 
+PARALLEL_STAGE_STEP_S = 0.15
+
+
 def profile_with(monkeypatch, measure_once, gpus: int = 1, num_envs: int = 8, rollout_steps: int = 8):
     """profile_costs on `gpus` GPUs with `measure_once` answering for the real runs."""
     from rlinf_embodied.runners import placement_profile as profile
@@ -388,6 +392,8 @@ def test_profile_on_two_gpus_adds_the_parallel_and_the_two_stage_runs(monkeypatc
         work = {}
         if placement == profile.PARALLEL_PLACEMENT:  # num_envs / 2 per worker, samples / 2 per rank
             sim, infer, train = 1.5 * (0.01 + 0.001 * num_envs), 0.02 + 0.0005 * num_envs, 1.5 * (1 + 0.005 * samples)
+            if stages == 2:  # the parallel 2-stage run: its step is all parallel_stage_factor reads
+                step = PARALLEL_STAGE_STEP_S
         if placement == profile.OVERLAP_PLACEMENT:  # 2 stages of num_envs / 2 envs, each stage's sim 1.25x slower
             sim, infer = 1.25 * (0.01 + 0.001 * num_envs), 0.02 + 0.0005 * num_envs
             step = 2 * sim + 2 * infer - 0.25 * min(2 * sim, 2 * infer) + 0.005
@@ -407,8 +413,11 @@ def test_profile_on_two_gpus_adds_the_parallel_and_the_two_stage_runs(monkeypatc
     full, half = (8, 8, profile.PROFILE_PLACEMENT, 1), (4, 8, profile.PROFILE_PLACEMENT, 1)  # everything on GPU 0
     parallel = (8, 8, {"env": "all", "rollout": "all", "actor": "all"}, 1)  # one worker of each per GPU
     stages = (8, 8, {"env": "0", "rollout": "1", "actor": "1"}, 2)  # env and rollout apart, 2 stages
-    # cost model 11: three of each 2-GPU run, around full, half, full, half, full (every kind's mean position 5)
-    assert calls == [stages, parallel, full, half, parallel, full, stages, half, full, stages, parallel]
+    both = (8, 8, {"env": "all", "rollout": "all", "actor": "all"}, 2)  # every component on every GPU, 2 stages
+    # cost model 12: three of each 2-GPU run, around full, half, full, half, full (mean positions 6.33-6.67)
+    assert calls == [
+        both, stages, parallel, full, half, parallel, both, full, stages, half, full, stages, parallel, both
+    ]  # fmt: skip
     assert (costs.env_step_fixed_s, costs.env_step_per_env_s) == pytest.approx((0.01, 0.002))
     assert (costs.infer_fixed_s, costs.infer_per_sample_s) == pytest.approx((0.02, 0.001))
     assert (costs.train_fixed_s, costs.train_per_sample_s) == pytest.approx((1.0, 0.01))
@@ -419,6 +428,10 @@ def test_profile_on_two_gpus_adds_the_parallel_and_the_two_stage_runs(monkeypatc
     assert costs.infer_contention == pytest.approx(0.0, abs=1e-9)
     assert costs.overlap_efficiency == pytest.approx(0.25)
     assert costs.stage_env_factor == pytest.approx(1.25)
+    # every other term predicts the parallel 2-stage step (4 envs per worker, 2 stages of 2, shared GPUs) as
+    # 2 * t_sim(2) * 1.5 (contention) * 1.25 + 2 * t_inf(2) + 0.005
+    predicted = 2 * (0.01 + 0.002 * 2) * 1.5 * 1.25 + 2 * (0.02 + 0.001 * 2) + 0.005
+    assert costs.parallel_stage_factor == pytest.approx(PARALLEL_STAGE_STEP_S / predicted)
     calls.clear()
     costs = profile_with(monkeypatch, measure_once, gpus=2, num_envs=3)  # no 2 workers or 2 stages: 1 GPU's runs
     assert calls == [(n, 8, profile.PROFILE_PLACEMENT, 1) for n in (3, 1, 3, 1, 3)]
@@ -433,13 +446,15 @@ def test_one_outlying_parallel_or_two_stage_run_does_not_move_the_factors(monkey
     each, read the outliers: stage_env_factor 1.75, env_contention 2.0."""
     from rlinf_embodied.runners import placement_profile as profile
 
-    seen = {"parallel": 0, "stages": 0}
+    seen = {"parallel": 0, "stages": 0, "parallel_stages": 0}
 
     def measure_once(cfg, cluster, num_envs, rollout_steps, placement=profile.PROFILE_PLACEMENT, stages=1):
         samples = num_envs * rollout_steps
         sim, infer, train = 0.01 + 0.002 * num_envs, 0.02 + 0.001 * num_envs, 1.0 + 0.01 * samples
         work = {}
-        if placement == profile.PARALLEL_PLACEMENT:  # 4 envs per worker: sim 1.5x (2x more the first time)
+        if placement == profile.PARALLEL_PLACEMENT and stages == 2:
+            seen["parallel_stages"] += 1
+        elif placement == profile.PARALLEL_PLACEMENT:  # 4 envs per worker: sim 1.5x (2x more the first time)
             k = 2.0 if seen["parallel"] == 0 else 1.0
             seen["parallel"] += 1
             sim, infer, train = k * 1.5 * (0.01 + 0.008), 0.02 + 0.004, 1.5 * (1 + 0.005 * samples)
@@ -457,7 +472,7 @@ def test_one_outlying_parallel_or_two_stage_run_does_not_move_the_factors(monkey
         )  # fmt: skip
 
     costs = profile_with(monkeypatch, measure_once, gpus=2)
-    assert seen == {"parallel": 3, "stages": 3}
+    assert seen == {"parallel": 3, "stages": 3, "parallel_stages": 3}
     assert costs.stage_env_factor == pytest.approx(1.25)  # the runs: 1.75, 1.25, 1.25 (mean 1.42)
     assert costs.overlap_efficiency == pytest.approx(0.25)  # 0.9, 0.25, 0.25
     assert costs.env_contention == pytest.approx(0.5)  # 2.0, 0.5, 0.5
@@ -642,6 +657,44 @@ def test_stage_env_factor_slows_only_the_simulation_of_pipelined_layouts():
     assert piped.breakdown["rollout"] == pytest.approx(10 * (2 * 0.04 * 1.5 + 2 * 0.02))
     single = predict(Layout({"env": "0", "rollout": "1", "actor": "1"}, 1), c, 8, 10, 2)
     assert single.breakdown["rollout"] == pytest.approx(10 * (0.08 + 0.02))  # one stage: no factor
+
+
+def test_parallel_stage_factor_scales_the_step_of_pipelined_layouts_with_several_env_workers():
+    """Cost model 12: parallel_stage_factor multiplies the rollout step where S >= 2 and |e| >= 2, nowhere else."""
+    c = ComponentCosts(env_step_fixed_s=0.01, env_step_per_env_s=0.002, infer_fixed_s=0.02, step_overhead_s=0.005)
+    factor = replace(c, parallel_stage_factor=1.2)
+    for layout, scaled in (
+        (Layout({"env": "all", "rollout": "all", "actor": "all"}, 2), True),
+        (Layout({"env": "all", "rollout": "all", "actor": "all"}, 1), False),
+        (Layout({"env": "0", "rollout": "1", "actor": "1"}, 2), False),
+    ):
+        plain, slowed = (predict(layout, costs, 8, 10, 2).breakdown["rollout"] for costs in (c, factor))
+        assert slowed == pytest.approx(plain * (1.2 if scaled else 1.0))
+
+
+def test_parallel_stage_factor_is_the_measured_step_over_the_predicted_one():
+    from rlinf_embodied.runners.placement_profile import parallel_stage_factors
+
+    c = ComponentCosts(env_step_fixed_s=0.01, env_step_per_env_s=0.002, infer_fixed_s=0.02, step_overhead_s=0.005)
+    c = replace(c, infer_per_sample_s=0.001, parallel_stage_factor=3.0)  # a cached factor does not count
+    # 8 envs on 2 GPUs in 2 stages: b = 2, step = 2 * 0.014 + 2 * 0.022 + 0.005 = 0.077 s
+    assert parallel_stage_factors(c, dict(num_envs=8, step_s=0.0924), 2) == {
+        "parallel_stage_factor": pytest.approx(1.2)
+    }
+    assert parallel_stage_factors(c, dict(num_envs=8, step_s=math.nan), 2) == {}
+    assert parallel_stage_factors(c, dict(num_envs=6, step_s=0.1), 2) == {}  # 6 envs: no 2 x 2 split
+
+
+def test_profile_order_without_a_half_size_keeps_the_middle_full_run():
+    from rlinf_embodied.runners.placement_profile import profile_order
+
+    order = profile_order(has_half=False)
+    assert order.count("full") == 1 and "half" not in order
+    assert order.index("full") == 5  # Q S P P Q F S S P Q: the full run in the middle of 10
+    assert profile_order(has_parallel_stages=False).count("parallel_stages") == 0
+    assert profile_order(has_parallel=False, has_stages=False, has_parallel_stages=False) == [
+        "full", "half", "full", "half", "full"
+    ]  # fmt: skip
 
 
 def test_stage_env_factor_is_read_off_the_two_stage_run():
