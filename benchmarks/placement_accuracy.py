@@ -12,10 +12,12 @@ deciding one layout's error (stop 20's two misses were whole runs slower than th
 shows the lowest and highest rounds.
 
 `--reference` measures a reference layout (the profile's own, every component on GPU 0 with 1 stage, where it is a
-candidate; else the predicted fastest: with 2 GPUs every candidate uses both) right before every other layout and adds a speed-corrected error: the prediction scaled by reference measured / reference
-predicted at that moment. The plain error mixes two things, the cost model and the machine's speed changing between
-the profile and the measurement (on the shared 2-core machine, 1.4-2x between hours); the corrected one keeps the
-first, which is what ranking the layouts depends on. It doubles the run time; the plain error stays in the table.
+candidate; else the predicted fastest: with 2 GPUs every candidate uses both) right before every other layout and
+adds a speed-corrected error: the prediction scaled by reference measured / reference predicted at that moment.
+The plain error mixes the cost model with the machine's speed changing between the profile and the measurement
+(on the shared 2-core machine, 1.4-2x between hours); the corrected one is meant to keep the first. It doubles the
+run time. Stop 30 measured it on that machine: 9 of 11 corrected against 11 of 12 plain, because the reference's
+own run-to-run noise (about +-10%) is as large as the drift it reads (benchmarks/RESULTS.md).
 
 `--profile-each-round` profiles afresh before every round after the first and compares each round's measurements
 with that round's predictions (the error column is then the median of the per-round errors), as `auto` profiles
@@ -174,7 +176,8 @@ Row = tuple[Layout, float, float, float, dict[str, float], tuple[float, float], 
 
 
 def reference_index(layouts: list[Layout]) -> int:
-    """The layout the profile measures directly (every component on GPU 0, 1 stage), else the first."""
+    """The layout the profile measures directly (every component on GPU 0, 1 stage), else the first (the
+    predicted fastest)."""
     for index, layout in enumerate(layouts):
         if layout.pipeline_stage_num == 1 and all(gpus == "0" for gpus in layout.component_placement.values()):
             return index
