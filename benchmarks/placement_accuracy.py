@@ -42,6 +42,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -52,6 +53,7 @@ from rlinf_embodied.config import AUTO, TrainConfig, register_configs  # noqa: E
 from rlinf_embodied.paths import CONFIG_DIR  # noqa: E402
 from rlinf_embodied.runners.embodied_runner import EmbodiedRunner  # noqa: E402
 from rlinf_embodied.runners.placement_profile import (  # noqa: E402
+    PROFILE_PLACEMENT,
     candidate_layouts,
     costs_for,
     num_gpus,
@@ -172,14 +174,23 @@ class Measured:
     speed: float = 1.0
 
 
-Row = tuple[Layout, float, float, float, dict[str, float], tuple[float, float], float]
+class Row(NamedTuple):
+    """One layout's line of the accuracy table (median_row)."""
+
+    layout: Layout
+    predicted: float  # median env-steps/s predicted over the rounds
+    measured: float  # median env-steps/s measured
+    error: float  # median of the rounds' errors (predicted vs measured in the same round)
+    breakdown: dict[str, float]  # the time/* breakdown of the median round
+    spread: tuple[float, float]  # (lowest, highest) round
+    corrected_error: float  # median of the rounds' speed-corrected errors (= error without --reference)
 
 
 def reference_index(layouts: list[Layout]) -> int:
     """The layout the profile measures directly (every component on GPU 0, 1 stage), else the first (the
     predicted fastest)."""
     for index, layout in enumerate(layouts):
-        if layout.pipeline_stage_num == 1 and all(gpus == "0" for gpus in layout.component_placement.values()):
+        if layout.pipeline_stage_num == 1 and dict(layout.component_placement) == PROFILE_PLACEMENT:
             return index
     return 0
 
@@ -190,16 +201,15 @@ def predict_layouts(cfg: TrainConfig, costs: ComponentCosts) -> list[Layout]:
 
 
 def median_row(layout: Layout, rounds: list[Measured]) -> Row:
-    """(layout, median predicted and measured env-steps/s, median of the rounds' errors (predicted vs measured
-    in the same round), the breakdown of the median round, (lowest, highest) round, median of the rounds'
-    speed-corrected errors (the prediction times the machine's speed then))."""
+    """The table line of `layout` from its rounds (see Row); the speed-corrected error is the prediction times
+    the machine's speed then against the measurement."""
     rates = [round_.rate for round_ in rounds]
     median_rate = statistics.median(rates)
     closest = min(rounds, key=lambda round_: abs(round_.rate - median_rate))
     errors = [(round_.predicted - round_.rate) / round_.rate for round_ in rounds]
     corrected = [(round_.predicted * round_.speed - round_.rate) / round_.rate for round_ in rounds]
     predicted = statistics.median(round_.predicted for round_ in rounds)
-    return (
+    return Row(
         layout,
         predicted,
         median_rate,
@@ -239,12 +249,12 @@ def print_table(cfg: TrainConfig, rows: list[Row], reference: Layout | None = No
             f"{breakdown['time/rollout_seconds']:>10.2f} / {breakdown['time/train_seconds']:<10.2f} |"
         )
     if rows:
-        predicted_best = rows[0][0]
-        measured_best = max(rows, key=lambda row: row[2])[0]
-        within = sum(abs(row[3]) <= 0.15 for row in rows)
-        within_corrected = sum(abs(row[6]) <= 0.15 for row in rows if row[0] is not reference)
+        predicted_best = rows[0].layout
+        measured_best = max(rows, key=lambda row: row.measured).layout
+        within = sum(abs(row.error) <= 0.15 for row in rows)
+        within_corrected = sum(abs(row.corrected_error) <= 0.15 for row in rows if row.layout is not reference)
         # near-ties among the top predictions make "pick == fastest" a coin toss; what the pick costs is the question
-        shortfall = 1 - rows[0][2] / max(row[2] for row in rows)
+        shortfall = 1 - rows[0].measured / max(row.measured for row in rows)
         print(
             f"\nwithin 15%: {within} of {len(rows)}"
             + (f" (speed-corrected: {within_corrected} of {len(rows) - 1} besides the reference)" if corrected else "")
