@@ -175,7 +175,8 @@ class SFTConfig:
     # (workers/ema.py; e.g. 0.999), kept beside the parameters in fp32; training steps the live weights.
     # 0 = off: checkpoints hold the last step's weights.
     ema_decay: float = 0.0
-    # VLA policies (pi0, gr00t, openvla, openvla_oft) whose config has no action (state) statistics
+    # Policies that normalise with dataset statistics (the VLAs and flow_mlp; Policy.normalizes_with_dataset_stats)
+    # whose config has no action (state) statistics
     # get the dataset's per-dimension 1st/99th percentiles as action_low/high (state_low/high); they
     # are saved in the checkpoint's config.json. mlp/cnn keep the env's [-1, 1] action convention.
     normalize_from_dataset: bool = True

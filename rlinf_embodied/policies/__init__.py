@@ -9,6 +9,7 @@ register_policy("openvla", "rlinf_embodied.policies.openvla.modeling:OpenVLAPoli
 register_policy("openvla_oft", "rlinf_embodied.policies.openvla_oft.modeling:OpenVLAOFTPolicy")
 register_policy("pi0", "rlinf_embodied.policies.pi0.modeling:Pi0Policy")
 register_policy("gr00t", "rlinf_embodied.policies.gr00t.modeling:Gr00tPolicy")
+register_policy("flow_mlp", "rlinf_embodied.policies.flow_mlp.modeling:FlowMLPPolicy")
 
 __all__ = [
     "ActOutput",

@@ -107,6 +107,10 @@ class Policy(nn.Module, abc.ABC):
     # scratch at PPO's usual 3e-4; pre-trained VLAs override these with fine-tuning rates.
     default_rl_lr: ClassVar[float] = 3e-4
     default_value_lr: ClassVar[float | None] = None  # None: same as the lr
+    # SFT sets action_low/high (and state_low/high where the config has them) from the dataset's percentiles
+    # when the config has none. The Gaussian policies (mlp, cnn) keep the env's [-1, 1] action convention:
+    # percentile bounds would also become the range they clip actions to.
+    normalizes_with_dataset_stats: ClassVar[bool] = False
     # Parameters whose names start with one of these train at the value lr.
     value_parameter_prefixes: ClassVar[tuple[str, ...]] = ("value_head.",)
     # Set by an FSDP mixed-precision trainer, whose sharded parameters read float32 while the layers

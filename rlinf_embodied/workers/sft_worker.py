@@ -39,10 +39,6 @@ from .policy_loading import build_policy, compute_dtype
 
 logger = logging.getLogger(__name__)
 
-# Policies whose actions (and states, where their config has state_low/high) are normalised with
-# dataset statistics when their config has none. The Gaussian policies (mlp, cnn) keep the env's
-# [-1, 1] action convention: percentile bounds would also become the range they clip actions to.
-DATASET_STATS_POLICIES = ("pi0", "gr00t", "openvla", "openvla_oft")
 STATS_PERCENTILES = (1.0, 99.0)
 DEFAULT_IMAGE_PROBE_INTERVAL = 100  # steps; two no-grad forwards each, about 1% of the steps' compute
 
@@ -70,7 +66,7 @@ class SFTWorker(ActorWorker):
         policy = build_policy(self.cfg.policy, self.action_dim, self.state_dim, self.device, master_weights=True)
         check_policy_matches_dataset(policy, self.dataset, sft.dataset)
         stats = {}
-        if sft.normalize_from_dataset and policy.name in DATASET_STATS_POLICIES:
+        if sft.normalize_from_dataset and policy.normalizes_with_dataset_stats:
             stats = apply_dataset_stats(policy, self.dataset)
             # The unsharded copies that _save_policy builds from cfg.policy must carry them too.
             self.cfg.policy.overrides = {**dict(self.cfg.policy.overrides), **stats}

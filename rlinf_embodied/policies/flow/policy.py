@@ -59,6 +59,7 @@ class FlowPolicy(Policy):
     # Full fine-tuning of a pre-trained VLA: the order of RLinf's pi0 PPO recipes (actor 5e-6, critic 1e-4).
     default_rl_lr = 5e-6
     default_value_lr = 1e-4
+    normalizes_with_dataset_stats = True
 
     def __init__(self, config: FlowPolicyConfig, apply_lora: bool = True):
         super().__init__(config)

@@ -19,7 +19,6 @@ Value head: masked mean of the VLM's final (normed) hidden states over the valid
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -29,10 +28,11 @@ from transformers import GemmaConfig, GemmaModel, SiglipVisionConfig, SiglipVisi
 
 from ..base import Obs
 from ..common.conv_stem import ConvStem
-from ..common.imitation import as_action_chunk, padded_rows_mean
+from ..common.imitation import as_action_chunk
 from ..flow.heads import masked_mean
+from ..flow.losses import openpi_flow_loss, sincos_time_embedding
 from ..flow.policy import FlowPolicy
-from ..flow.processing import images_to_model_input, pad_last_dim, tokenize_instructions
+from ..flow.processing import images_to_model_input, tokenize_instructions
 from .configuration import PI0_PRESETS, Pi0Config
 
 
@@ -93,14 +93,6 @@ def siglip_config(cfg: Pi0Config) -> SiglipVisionConfig:
     )
     config._attn_implementation = "sdpa"
     return config
-
-
-def sincos_time_embedding(tau: torch.Tensor, dim: int, min_period: float, max_period: float) -> torch.Tensor:
-    """openpi's sine-cosine embedding of the flow time: (n,) -> (n, dim) float32, periods log-spaced."""
-    fraction = torch.linspace(0.0, 1.0, dim // 2, dtype=torch.float64, device=tau.device)
-    period = min_period * (max_period / min_period) ** fraction
-    angles = tau.double()[:, None] * (2.0 * math.pi / period)[None, :]
-    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1).float()
 
 
 def suffix_block_mask(chunk: int, device: torch.device) -> torch.Tensor:
@@ -261,20 +253,9 @@ class Pi0Policy(FlowPolicy):
         noise: torch.Tensor | None = None,
         tau: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """openpi's flow-matching loss: x_tau = tau * noise + (1 - tau) * a, target u = noise - a, with
-        tau ~ 0.001 + 0.999 * Beta(1.5, 1) (more weight near the noisy end), on the used action dims;
-        mean squared error over the chunk rows `is_pad` (N, chunk) does not mark (LeRobot's masking).
-        `noise` (N, chunk, max_action_dim) and `tau` (N,) may be fixed by the caller."""
+        """openpi's flow-matching loss (flow/losses.py); `noise` and `tau` may be fixed by the caller."""
         cfg = self.config
         context = self.encode_observation(obs)
         actions = as_action_chunk(actions, cfg.action_chunk, cfg.action_dim, self.name, self.device)
-        target = pad_last_dim(self.normalize_actions(actions), cfg.max_action_dim)
-        noise = torch.randn_like(target) if noise is None else noise.to(target)
-        if tau is None:
-            beta = torch.distributions.Beta(torch.tensor(1.5), torch.tensor(1.0))
-            tau = beta.sample((target.shape[0],)) * 0.999 + 0.001
-        tau = tau.to(target)
-        x_tau = tau[:, None, None] * noise + (1.0 - tau[:, None, None]) * target
-        velocity, _ = self.predict_velocity(context, x_tau, tau)
-        error = (velocity - (noise - target))[..., : cfg.action_dim]
-        return padded_rows_mean(error.square(), is_pad)
+        velocity_fn = lambda x_tau, tau: self.predict_velocity(context, x_tau, tau)[0]  # noqa: E731
+        return openpi_flow_loss(velocity_fn, self.normalize_actions(actions), cfg.max_action_dim, is_pad, noise, tau)

@@ -95,6 +95,7 @@ class PrismaticVLAPolicy(Policy):
     head_prefixes: ClassVar[tuple[str, ...]] = ("value_head.",)
     default_rl_lr = 1e-5  # a 7B pre-trained VLA; the fresh value head learns at default_value_lr
     default_value_lr = 1e-4
+    normalizes_with_dataset_stats = True
 
     def __init__(self, config: PrismaticVLAConfig, apply_lora: bool = True):
         super().__init__(config)

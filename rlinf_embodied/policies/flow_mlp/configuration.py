@@ -1,0 +1,68 @@
+"""`flow_mlp` configuration and size presets (state observations only).
+
+Every RL-sampling field of the flow VLAs applies unchanged (noise_method, stochastic_steps, noise std
+range, deterministic noise, value head); the camera, prompt and large-model switches do not, so the
+config rejects them instead of ignoring them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from ..flow.config import FlowPolicyConfig
+
+# FlowPolicyConfig fields a state-only MLP has no use for, with the only value it accepts.
+UNUSED_VLA_FIELDS = {
+    "use_wrist_image": False,
+    "freeze_vision_encoder": False,
+    "freeze_language_model": False,
+    "lora_rank": 0,
+    "gradient_checkpointing": False,
+}
+# Camera / prompt sizes: meaningless here, so only their defaults are accepted.
+UNUSED_SIZE_FIELDS = ("image_size", "max_token_len", "lora_alpha", "lora_dropout")
+
+
+@dataclass
+class FlowMLPConfig(FlowPolicyConfig):
+    state_dim: int = 8
+    max_action_dim: int = 8
+    max_state_dim: int = 64
+    use_wrist_image: bool = False
+    num_denoise_steps: int = 4
+    hidden_dim: int = 256
+    num_layers: int = 3  # hidden layers of the state encoder and of the velocity network each
+    time_embed_dim: int = 32  # sine-cosine flow-time embedding width (openpi's periods)
+    time_min_period: float = 4e-3
+    time_max_period: float = 4.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.state_dim < 1:
+            raise ValueError(f"flow_mlp needs state observations: state_dim={self.state_dim} must be >= 1")
+        if self.hidden_dim < 1 or self.num_layers < 1:
+            raise ValueError(f"hidden_dim={self.hidden_dim} and num_layers={self.num_layers} must be >= 1")
+        if self.time_embed_dim < 2 or self.time_embed_dim % 2:
+            raise ValueError(f"time_embed_dim={self.time_embed_dim} must be an even number >= 2")
+        for name, accepted in UNUSED_VLA_FIELDS.items():
+            if getattr(self, name) != accepted:
+                raise ValueError(
+                    f"flow_mlp has no cameras or language model: {name}={getattr(self, name)!r} would have no "
+                    f"effect; leave it at {accepted!r} (pi0 and gr00t have it)"
+                )
+        defaults = {f.name: f.default for f in fields(FlowPolicyConfig)}
+        for name in UNUSED_SIZE_FIELDS:
+            if getattr(self, name) != defaults[name]:
+                raise ValueError(f"flow_mlp has no cameras or prompts: {name}={getattr(self, name)!r} has no effect")
+
+    def camera_keys(self) -> tuple[str, ...]:
+        return ()
+
+
+FLOW_MLP_PRESETS: dict[str, dict] = {
+    # a few thousand parameters for tests; 4 denoising steps and a chunk of 4 exercise the chain code
+    "tiny": dict(action_dim=7, action_chunk=4, hidden_dim=32, num_layers=2, time_embed_dim=16, value_hidden_dim=32),
+    # ReinFlow-style state policy: 3 x 256 MLPs, 4 denoising steps, one action per step (the mlp
+    # baseline's control rate), so it is a drop-in comparison with the Gaussian mlp.
+    "default": dict(action_dim=7, action_chunk=1, hidden_dim=256, num_layers=3, value_hidden_dim=256),
+}
