@@ -7,8 +7,10 @@ RL recipe can be checked there with the exact sampler and log-prob code the VLAs
 
     state (N, S) -> normalise, zero ignore_state_dims, pad to max_state_dim -> encoder -> h (N, H)
     [x_tau (n, chunk * A_pad); time embedding (n, T); h] -> velocity MLP -> g (n, H)
-    row features f_r = SiLU(W g + e_r) for each chunk row r (a learned row embedding e_r) -> u_r = V f_r
+    row features f_r = SiLU(W g + U x_tau[r] + e_r) for each chunk row r (row embedding e_r) -> u_r = V f_r
 
+Each row reads its own noisy action directly (U x_tau[r]): through the shared g alone, a row would have to
+pick its inputs out of the whole chunk with nothing but its embedding (SFT's loss stayed at 0.7 with chunk 4).
 The row features (n, chunk, H) are what the Flow-Noise std head reads, as pi0's action-token features;
 the value head reads h and the state.
 """
@@ -52,6 +54,7 @@ class FlowMLPPolicy(FlowPolicy):
         self.state_encoder = silu_mlp(cfg.max_state_dim, cfg.hidden_dim, cfg.num_layers)
         self.velocity_net = silu_mlp(flat_action + cfg.time_embed_dim + cfg.hidden_dim, cfg.hidden_dim, cfg.num_layers)
         self.row_mix = nn.Linear(cfg.hidden_dim, cfg.hidden_dim)
+        self.row_action_in = nn.Linear(cfg.max_action_dim, cfg.hidden_dim)
         self.row_embedding = nn.Parameter(torch.randn(cfg.action_chunk, cfg.hidden_dim) * 0.02)
         self.velocity_out = nn.Linear(cfg.hidden_dim, cfg.max_action_dim)
         self.finish_init(pooled_dim=cfg.hidden_dim, action_feature_dim=cfg.hidden_dim)
@@ -87,7 +90,8 @@ class FlowMLPPolicy(FlowPolicy):
         time_embedding = sincos_time_embedding(tau, cfg.time_embed_dim, cfg.time_min_period, cfg.time_max_period)
         inputs = torch.cat([x.reshape(batch, -1).to(dtype), time_embedding.to(dtype), context["pooled"]], dim=-1)
         hidden = self.velocity_net(inputs)  # (n, H)
-        features = F.silu(self.row_mix(hidden)[:, None, :] + self.row_embedding.to(dtype))  # (n, chunk, H)
+        rows = self.row_mix(hidden)[:, None, :] + self.row_action_in(x.to(dtype)) + self.row_embedding.to(dtype)
+        features = F.silu(rows)  # (n, chunk, H)
         return self.velocity_out(features).float(), features
 
     def sft_loss(
