@@ -246,7 +246,8 @@ def test_pretrained_vla_without_checkpoint_fails_at_once(tmp_path):
     assert "policy.checkpoint=" in result.stderr and "policy.size=tiny" in result.stderr
 
 
-@pytest.mark.parametrize("policy_name, precision", [("pi0", "bf16")])  # mlp fp32: the disaggregated runs above
+# mlp fp32: the disaggregated runs above; flow_mlp: the flow chain's log-probs on the state env, in bf16
+@pytest.mark.parametrize("policy_name, precision", [("pi0", "bf16"), ("flow_mlp", "bf16")])
 def test_actor_reproduces_rollout_log_probs_before_its_first_step(cluster, tmp_path, policy_name, precision):
     """train/initial_approx_kl: rollout (compute-dtype weights) and actor (fp32 masters computing in that
     dtype) hold the same weights before the first optimizer step, so their log-probs must agree. The run is
@@ -283,6 +284,9 @@ def test_actor_reproduces_rollout_log_probs_before_its_first_step(cluster, tmp_p
     if policy_name == "pi0":  # a VLA trains at its own fine-tuning rates unless algorithm.lr is set
         assert history[0]["train/lr"] == pytest.approx(5e-6)
         assert history[0]["train/lr_value"] == pytest.approx(1e-4)
+    else:  # flow_mlp trains from demonstrations or scratch: the small policies' rate, for the value head too
+        assert history[0]["train/lr"] == pytest.approx(3e-4)
+        assert history[0]["train/lr_value"] == pytest.approx(3e-4)
 
 
 class _Done:
