@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
-from ..common.imitation import padded_rows_mean
+from ..common.imitation import as_action_chunk, padded_rows_mean
 from .processing import pad_last_dim
 
 
@@ -43,3 +43,23 @@ def openpi_flow_loss(
     x_tau = tau[:, None, None] * noise + (1.0 - tau[:, None, None]) * target
     error = (velocity_fn(x_tau, tau) - (noise - target))[..., :action_dim]
     return padded_rows_mean(error.square(), is_pad)
+
+
+class OpenpiSFTLoss:
+    """`sft_loss` for FlowPolicy subclasses whose `predict_velocity` works in openpi's convention (pi0, flow_mlp);
+    list it before FlowPolicy in the bases."""
+
+    def sft_loss(
+        self: Any,
+        obs: dict[str, Any],
+        actions: torch.Tensor,
+        is_pad: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+        tau: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """openpi_flow_loss on env-unit actions (N, chunk, action_dim); `noise` and `tau` may be fixed by the caller."""
+        cfg = self.config
+        context = self.encode_observation(obs)
+        actions = as_action_chunk(actions, cfg.action_chunk, cfg.action_dim, self.name, self.device)
+        velocity_fn = lambda x_tau, tau: self.predict_velocity(context, x_tau, tau)[0]  # noqa: E731
+        return openpi_flow_loss(velocity_fn, self.normalize_actions(actions), cfg.max_action_dim, is_pad, noise, tau)

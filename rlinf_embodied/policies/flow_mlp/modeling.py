@@ -24,8 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..base import Obs
-from ..common.imitation import as_action_chunk
-from ..flow.losses import openpi_flow_loss, sincos_time_embedding
+from ..flow.losses import OpenpiSFTLoss, sincos_time_embedding
 from ..flow.policy import FlowPolicy
 from .configuration import FLOW_MLP_PRESETS, FlowMLPConfig
 
@@ -38,7 +37,7 @@ def silu_mlp(in_dim: int, hidden_dim: int, num_layers: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class FlowMLPPolicy(FlowPolicy):
+class FlowMLPPolicy(OpenpiSFTLoss, FlowPolicy):
     name = "flow_mlp"
     config_class = FlowMLPConfig
     presets = FLOW_MLP_PRESETS
@@ -93,21 +92,6 @@ class FlowMLPPolicy(FlowPolicy):
         rows = self.row_mix(hidden)[:, None, :] + self.row_action_in(x.to(dtype)) + self.row_embedding.to(dtype)
         features = F.silu(rows)  # (n, chunk, H)
         return self.velocity_out(features).float(), features
-
-    def sft_loss(
-        self,
-        obs: Obs,
-        actions: torch.Tensor,
-        is_pad: torch.Tensor | None = None,
-        noise: torch.Tensor | None = None,
-        tau: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """openpi's flow-matching loss (flow/losses.py), as pi0; `noise` and `tau` may be fixed by the caller."""
-        cfg = self.config
-        context = self.encode_observation(obs)
-        actions = as_action_chunk(actions, cfg.action_chunk, cfg.action_dim, self.name, self.device)
-        velocity_fn = lambda x_tau, tau: self.predict_velocity(context, x_tau, tau)[0]  # noqa: E731
-        return openpi_flow_loss(velocity_fn, self.normalize_actions(actions), cfg.max_action_dim, is_pad, noise, tau)
 
     def example_obs(self, batch_size: int) -> Obs:
         """A random state and cycled instructions (the policy reads only the state)."""

@@ -28,9 +28,8 @@ from transformers import GemmaConfig, GemmaModel, SiglipVisionConfig, SiglipVisi
 
 from ..base import Obs
 from ..common.conv_stem import ConvStem
-from ..common.imitation import as_action_chunk
 from ..flow.heads import masked_mean
-from ..flow.losses import openpi_flow_loss, sincos_time_embedding
+from ..flow.losses import OpenpiSFTLoss, sincos_time_embedding
 from ..flow.policy import FlowPolicy
 from ..flow.processing import images_to_model_input, tokenize_instructions
 from .configuration import PI0_PRESETS, Pi0Config
@@ -102,7 +101,7 @@ def suffix_block_mask(chunk: int, device: torch.device) -> torch.Tensor:
     return (index[None, :] == 0) | (index[:, None] > 0)
 
 
-class Pi0Policy(FlowPolicy):
+class Pi0Policy(OpenpiSFTLoss, FlowPolicy):
     name = "pi0"
     config_class = Pi0Config
     presets = PI0_PRESETS
@@ -244,18 +243,3 @@ class Pi0Policy(FlowPolicy):
         fused = self.action_time_mlp_in(torch.cat([action_embedding, time_embedding], dim=-1))
         action_tokens = self.action_time_mlp_out(F.silu(fused))
         return torch.cat([state_token, action_tokens], dim=1)
-
-    def sft_loss(
-        self,
-        obs: Obs,
-        actions: torch.Tensor,
-        is_pad: torch.Tensor | None = None,
-        noise: torch.Tensor | None = None,
-        tau: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """openpi's flow-matching loss (flow/losses.py); `noise` and `tau` may be fixed by the caller."""
-        cfg = self.config
-        context = self.encode_observation(obs)
-        actions = as_action_chunk(actions, cfg.action_chunk, cfg.action_dim, self.name, self.device)
-        velocity_fn = lambda x_tau, tau: self.predict_velocity(context, x_tau, tau)[0]  # noqa: E731
-        return openpi_flow_loss(velocity_fn, self.normalize_actions(actions), cfg.max_action_dim, is_pad, noise, tau)
