@@ -7,7 +7,7 @@
 #   bash benchmarks/sft_then_rl_cpu.sh rl 40          # PPO from the BC checkpoint, eval every 5 iterations
 #   bash benchmarks/sft_then_rl_cpu.sh table          # success of the BC start and along the RL run
 # POLICY=flow_mlp runs the flow-matching version (the VLA recipe's sampler and chain log-probs on a state MLP):
-#   POLICY=flow_mlp bash benchmarks/sft_then_rl_cpu.sh sft 3000 policy.overrides.action_chunk=4
+#   POLICY=flow_mlp EVAL_INTERVAL=500 SAVE_INTERVAL=500 bash benchmarks/sft_then_rl_cpu.sh sft 3000  # chunks of 4
 #   POLICY=flow_mlp ROLLOUT_STEPS=25 bash benchmarks/sft_then_rl_cpu.sh rl 100 policy.overrides.noise_level=0.5
 set -euo pipefail
 WORK=${WORK:-/tmp/sft_then_rl_cpu}

@@ -62,7 +62,8 @@ class FlowMLPConfig(FlowPolicyConfig):
 FLOW_MLP_PRESETS: dict[str, dict] = {
     # a few thousand parameters for tests; 4 denoising steps and a chunk of 4 exercise the chain code
     "tiny": dict(action_dim=7, action_chunk=4, hidden_dim=32, num_layers=2, time_embed_dim=16, value_hidden_dim=32),
-    # ReinFlow-style state policy: 3 x 256 MLPs, 4 denoising steps, one action per step (the mlp
-    # baseline's control rate), so it is a drop-in comparison with the Gaussian mlp.
-    "default": dict(action_dim=7, action_chunk=1, hidden_dim=256, num_layers=3, value_hidden_dim=256),
+    # ReinFlow-style state policy: 3 x 256 MLPs, 4 denoising steps, chunks of 4 actions. With one action per
+    # call, flow BC on PickCube failed closed loop (0-6%: the gripper command drifted below fully open and the
+    # policy read the drift as a grasp starting); chunks of 4 reached 48.5% (benchmarks/RESULTS.md stop 31).
+    "default": dict(action_dim=7, action_chunk=4, hidden_dim=256, num_layers=3, value_hidden_dim=256),
 }
