@@ -28,7 +28,7 @@ def test_registered_and_reads_state_only():
     ],
 )
 def test_camera_and_language_model_settings_are_rejected(setting):
-    (name, value), = setting.items()
+    ((name, value),) = setting.items()
     with pytest.raises(ValueError, match=rf"{name}={value!r}.*no effect"):
         make_policy("flow_mlp", size="tiny", **setting)
 
