@@ -41,7 +41,7 @@ def test_bad_sizes_are_rejected(bad):
 
 def test_state_of_the_wrong_width_names_both_widths():
     policy = make_policy("flow_mlp", size="tiny", state_dim=5)
-    with pytest.raises(ValueError, match=r"obs\['state'\] has shape \(2, 6\); expected \(N, state_dim=5\)"):
+    with pytest.raises(ValueError, match=r"obs\['state'\] has shape \(2, 6\); expected \(N, 5\) \(state_dim=5\)"):
         policy.act({"state": torch.zeros(2, 6), "instruction": ["a", "b"]})
 
 

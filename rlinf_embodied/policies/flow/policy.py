@@ -179,19 +179,19 @@ class FlowPolicy(Policy):
         return cameras
 
     def example_obs(self, batch_size: int) -> Obs:
-        """Random uint8 cameras at the model's resolution, a random state and cycled instructions."""
+        """Random uint8 cameras at the model's resolution (those camera_keys() names, plus the wrist camera with
+        use_wrist_image), a random state and cycled instructions."""
         cfg = self.config
         # Explicit CPU tensors: callers may sit inside `with torch.device("cuda")`, which a CPU generator refuses.
         generator = torch.Generator(device="cpu").manual_seed(batch_size)
         image_shape = (batch_size, cfg.image_size, cfg.image_size, 3)
         random_image = lambda: torch.randint(0, 256, image_shape, dtype=torch.uint8, generator=generator, device="cpu")  # noqa: E731
         obs: Obs = {
-            "state": torch.randn(batch_size, cfg.state_dim or cfg.max_state_dim, generator=generator, device="cpu"),
-            "rgb": random_image(),
-            "instruction": [DEFAULT_INSTRUCTIONS[i % len(DEFAULT_INSTRUCTIONS)] for i in range(batch_size)],
+            "state": torch.randn(batch_size, cfg.state_dim or cfg.max_state_dim, generator=generator, device="cpu")
         }
-        if cfg.use_wrist_image:
-            obs["wrist_rgb"] = random_image()
+        for camera in cfg.camera_keys() + (("wrist_rgb",) if cfg.use_wrist_image else ()):
+            obs[camera] = random_image()
+        obs["instruction"] = [DEFAULT_INSTRUCTIONS[i % len(DEFAULT_INSTRUCTIONS)] for i in range(batch_size)]
         return obs
 
     # ---- RL interface -----------------------------------------------------------------------------

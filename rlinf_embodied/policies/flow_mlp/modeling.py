@@ -26,6 +26,7 @@ from torch import nn
 from ..base import Obs
 from ..flow.losses import OpenpiSFTLoss, sincos_time_embedding
 from ..flow.policy import FlowPolicy
+from ..mlp.gaussian import check_state
 from .configuration import FLOW_MLP_PRESETS, FlowMLPConfig
 
 
@@ -72,12 +73,7 @@ class FlowMLPPolicy(OpenpiSFTLoss, FlowPolicy):
         return []
 
     def encode_observation(self, obs: Obs) -> dict[str, Any]:
-        state = torch.as_tensor(obs["state"])
-        if state.ndim != 2 or state.shape[-1] != self.config.state_dim:
-            raise ValueError(
-                f"flow_mlp: obs['state'] has shape {tuple(state.shape)}; expected (N, state_dim="
-                f"{self.config.state_dim})"
-            )
+        check_state(obs, self.config.state_dim, self.name, self.device, torch.float32)  # a clear shape error
         hidden = self.state_encoder(self.normalized_state(obs).to(self.compute_dtype))  # (N, H)
         return {"pooled": hidden}
 
@@ -92,8 +88,3 @@ class FlowMLPPolicy(OpenpiSFTLoss, FlowPolicy):
         rows = self.row_mix(hidden)[:, None, :] + self.row_action_in(x.to(dtype)) + self.row_embedding.to(dtype)
         features = F.silu(rows)  # (n, chunk, H)
         return self.velocity_out(features).float(), features
-
-    def example_obs(self, batch_size: int) -> Obs:
-        """A random state and cycled instructions (the policy reads only the state)."""
-        obs = super().example_obs(batch_size)
-        return {"state": obs["state"], "instruction": obs["instruction"]}
