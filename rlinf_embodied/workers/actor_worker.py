@@ -40,6 +40,7 @@ from ..config import TrainConfig
 from ..datasets.demo_seeds import carry_demo_seeds
 from ..policies import ActOutput
 from ..scheduler import Channel, Worker
+from .disk_space import check_free_space, state_nbytes
 from .messages import Trajectory, seed_for, to_device
 from .mixed_precision import computing_in, store_frozen_in
 from .policy_loading import build_policy, compute_dtype
@@ -367,6 +368,9 @@ class ActorWorker(Worker, SpanRecorder):
         optim_state = get_optimizer_state_dict(self.policy, self.optimizer, options=FULL_STATE)
         if self.rank != 0:
             return model_state
+        # actor.pt (weights + optimizer state), then the policy's weights again (save_checkpoint, SFT's saves)
+        needed = 2 * state_nbytes(model_state) + state_nbytes(optim_state) + self.extra_checkpoint_nbytes()
+        check_free_space(directory, needed, "a checkpoint (actor.pt and the policy's weights)")
         os.makedirs(directory, exist_ok=True)
         torch.save(
             {
@@ -381,6 +385,10 @@ class ActorWorker(Worker, SpanRecorder):
             os.path.join(directory, "actor.pt"),
         )
         return model_state
+
+    def extra_checkpoint_nbytes(self) -> int:
+        """Bytes a subclass writes beside actor.pt (SFT: the EMA weights), for the free-space check."""
+        return 0
 
     def _save_policy(self, model_state: dict[str, torch.Tensor], directory: str) -> None:
         """An unsharded save_pretrained copy, loadable by eval and by `policy.checkpoint=`: the fp32

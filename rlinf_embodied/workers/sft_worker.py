@@ -33,6 +33,7 @@ from ..datasets.augmentation import random_shift
 from ..config import EvalConfig, PolicyConfig, SFTConfig, SFTRunConfig
 from ..policies import policy_class
 from .actor_worker import FULL_STATE, ActorWorker
+from .disk_space import state_nbytes
 from .ema import ParameterEMA
 from .messages import seed_for, to_device
 from .policy_loading import build_policy, compute_dtype
@@ -219,6 +220,9 @@ class SFTWorker(ActorWorker):
                     model_state = {key: value.clone() for key, value in model_state.items()}
         if self.rank == 0:
             self._save_policy(model_state, directory)
+
+    def extra_checkpoint_nbytes(self) -> int:
+        return 0 if self.ema is None else state_nbytes(self.ema.averages)
 
     def save_training_state(self, directory: str, iteration: int, env_steps: int = 0) -> dict[str, torch.Tensor]:
         """directory/actor.pt (weights, optimizer, rank 0's RNG; `iteration` = the optimizer steps done) and

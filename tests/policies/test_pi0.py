@@ -84,6 +84,16 @@ def test_expert_sizes_follow_openpi_gemma_300m():
     assert policy.vision_tower.config.patch_size == 14 and policy.vision_tower.config.num_hidden_layers == 27
 
 
+def test_real_preset_checkpoints_activations_unless_turned_off():
+    """pi0-3b's actor ran out of an H200's memory without it (stop 32); the override still turns it off."""
+    with torch.device("meta"):
+        default = make_policy("pi0", size="pi0-3b")
+        off = make_policy("pi0", size="pi0-3b", gradient_checkpointing=False)
+    assert default.config.gradient_checkpointing and not off.config.gradient_checkpointing
+    assert all(model.is_activation_checkpointing for model in default.checkpointing_models())
+    assert not any(model.is_activation_checkpointing for model in off.checkpointing_models())
+
+
 def test_conv_stem_replaces_the_patchify_conv_and_round_trips(tmp_path):
     """vision_stem='conv': same token grid, gradients reach the stem, save/load keeps its weights."""
     from rlinf_embodied.policies.common.conv_stem import ConvStem
