@@ -61,6 +61,7 @@ def run_one(
         # a few steps per iteration measure the ratio and the time breakdown; episodes run on across iterations
         "runner.reset_each_iteration=false",
         "runner.progress=false",
+        "runner.save_final=false",  # only the metrics are read (pi0-3b's checkpoint is 47 GB)
         f"runner.output_dir={output_dir}",
         f"hydra.run.dir={output_dir}",
         *args.extra,

@@ -98,6 +98,9 @@ class RunnerConfig:
     reset_each_iteration: bool = True
     deterministic_rollout: bool = False
     save_interval: int = 0  # iterations between checkpoints; 0 saves only at the end
+    # Checkpoint the last iteration. False for runs read only for their metrics (benchmarks): pi0-3b's
+    # checkpoint is 47 GB (actor.pt + the policy's weights). A stop by signal still checkpoints.
+    save_final: bool = True
     # Every eval_interval iterations (and at the last; 0 = never) the env workers play eval_rounds
     # episodes per env with the deterministic policy from held-out seeds: eval/* metrics, and the
     # best eval/success_once so far is kept in checkpoints/best (PPO runs can peak, then collapse).

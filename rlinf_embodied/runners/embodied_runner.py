@@ -360,9 +360,10 @@ class EmbodiedRunner:
         return interval > 0 and (self._is_last(iteration) or (iteration + 1) % interval == 0)
 
     def _should_save(self, iteration: int) -> bool:
-        """Every save_interval iterations (0 = none) and at the last one."""
+        """Every save_interval iterations (0 = none) and at the last one (unless runner.save_final is off)."""
         interval = self.cfg.runner.save_interval
-        return self._is_last(iteration) or (interval > 0 and (iteration + 1) % interval == 0)
+        last = self.cfg.runner.save_final and self._is_last(iteration)
+        return last or (interval > 0 and (iteration + 1) % interval == 0)
 
     def save_checkpoint(self, iteration: int, name: str | None = None) -> str:
         """checkpoints/iteration_XXXXXX (or checkpoints/<name>): actor, optimizer, RNG and a policy copy."""

@@ -87,6 +87,14 @@ def test_a_stop_between_two_iterations_checkpoints_the_finished_one(save_interva
     assert (stop.checkpoint, stop.iteration) == ("checkpoints/iteration_000000", 0)
 
 
+@pytest.mark.parametrize("save_interval, save_final, saved", [(0, True, [2]), (0, False, []), (2, False, [1])])
+def test_save_final_decides_whether_the_last_iteration_is_checkpointed(save_interval, save_final, saved):
+    runner = LoopOnly(max_iterations=3, save_interval=save_interval, stop=StopRequest(), stop_after_logging=-1)
+    runner.cfg.runner.save_final = save_final
+    runner.run()
+    assert runner.logged == [0, 1, 2] and runner.saved == saved
+
+
 def test_a_stop_during_an_iteration_checkpoints_that_iteration():
     stop = StopRequest()
     runner = LoopOnly(max_iterations=5, save_interval=0, stop=stop, stop_after_logging=-1)
