@@ -20,6 +20,7 @@ from .messages import EnvOutput, Trajectory, channel_key, seed_for, to_device
 from .policy_loading import build_policy
 from .timeline import SpanRecorder
 from .trajectory_buffer import TrajectoryBuffer
+from .weight_copy import copy_weights_into
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class RolloutWorker(Worker, SpanRecorder):
 
     # ---- weights ------------------------------------------------------------------------------
     def load_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
-        self.policy.load_state_dict(state_dict)
+        copy_weights_into(self.policy, state_dict)  # casts on the sender's GPU when offloaded (weight_copy.py)
 
     def policy_state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu() for k, v in self.policy.state_dict().items()}
