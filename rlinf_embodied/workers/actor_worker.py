@@ -198,7 +198,10 @@ class ActorWorker(Worker, SpanRecorder):
         minibatches = (minibatch for epoch in epochs for minibatch in epoch)
         steps_taken = 0
         for minibatch in minibatches:
-            step_metrics, stepped = self._minibatch_step(iteration, select(samples, minibatch))
+            try:
+                step_metrics, stepped = self._minibatch_step(iteration, select(samples, minibatch))
+            except torch.OutOfMemoryError as error:
+                raise update_out_of_memory(error, len(minibatch), self.cfg, self.world_size, self.policy) from error
             if "initial_approx_kl" not in history:
                 # Before any optimizer step: rollout and actor hold the same weights, so this measures how
                 # well the actor reproduces the rollout's log-probs (should be ~0; see mixed_precision.py).
@@ -437,6 +440,24 @@ class ActorWorker(Worker, SpanRecorder):
 
     def _models(self) -> list[torch.nn.Module]:
         return [self.policy] + ([self.reference] if self.reference is not None else [])
+
+
+def update_out_of_memory(
+    error: torch.OutOfMemoryError, minibatch_size: int, cfg: TrainConfig, world_size: int, policy: torch.nn.Module
+) -> torch.OutOfMemoryError:
+    """The CUDA message with what to change: stop 32's pi0-3b ran out of an H200's memory in its update, and
+    the raw trace through Ray named no setting."""
+    config = getattr(policy, "config", None)
+    checkpointing = getattr(config, "gradient_checkpointing", None)
+    advice = ["raise algorithm.num_minibatches", "lower env.num_envs or runner.rollout_steps"]
+    if checkpointing is False:
+        advice.insert(1, "turn on policy.overrides.gradient_checkpointing=true")
+    return torch.OutOfMemoryError(
+        f"the actor ran out of GPU memory in its update, at minibatches of {minibatch_size} samples "
+        f"(env.num_envs={cfg.env.num_envs} x runner.rollout_steps={cfg.runner.rollout_steps} samples over "
+        f"{world_size} actor rank(s), / algorithm.num_minibatches={cfg.algorithm.num_minibatches}): "
+        f"{', or '.join(advice)}. CUDA: {str(error).splitlines()[0][:300]}"
+    )
 
 
 def check_minibatch_split(num_samples: int, cfg: TrainConfig, rank: int, world_size: int) -> None:

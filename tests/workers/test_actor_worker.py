@@ -191,3 +191,40 @@ def test_ref_kl_coef_must_not_be_negative():
 
     with pytest.raises(ValueError, match=r"algorithm.ref_kl_coef=-0.1 must be >= 0"):
         AlgorithmConfig(ref_kl_coef=-0.1)
+
+
+def test_out_of_memory_in_the_update_names_the_minibatch_and_what_to_change(monkeypatch):
+    import torch
+
+    from rlinf_embodied.workers.actor_worker import ActorWorker
+
+    cfg = TrainConfig()
+    cfg.algorithm.num_minibatches = 2
+    actor = ActorWorker(cfg, action_dim=7, state_dim=8)
+    actor.init_worker()
+
+    def out_of_memory(*args):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB\nmore lines")
+
+    monkeypatch.setattr(actor, "_minibatch_step", out_of_memory)
+    with pytest.raises(torch.OutOfMemoryError) as raised:
+        actor._update(0, _samples_from_rollout(actor.policy, batch_size=8))
+    message = str(raised.value)
+    assert "minibatches of 4 samples" in message and "algorithm.num_minibatches=2" in message
+    assert message.endswith("CUDA: CUDA out of memory. Tried to allocate 20.00 MiB")
+    assert "gradient_checkpointing" not in message  # the mlp has no such setting
+
+
+def test_out_of_memory_advice_suggests_gradient_checkpointing_where_it_is_off():
+    from types import SimpleNamespace
+
+    import torch
+
+    from rlinf_embodied.workers.actor_worker import update_out_of_memory
+
+    def advice(checkpointing: bool) -> str:
+        policy = SimpleNamespace(config=SimpleNamespace(gradient_checkpointing=checkpointing))
+        return str(update_out_of_memory(torch.OutOfMemoryError("oom"), 40, TrainConfig(), 1, policy))
+
+    assert "policy.overrides.gradient_checkpointing=true" in advice(False)
+    assert "gradient_checkpointing" not in advice(True)
