@@ -43,5 +43,5 @@ def check_free_space(directory: str, needed_bytes: int, what: str) -> None:
         raise OSError(
             f"saving {what} to {directory!r} needs about {needed_bytes / GIB:.1f} GiB, but its disk has "
             f"{free / GIB:.1f} GiB free: free space there, point the run's output_dir at a larger disk, "
-            f"or save less often (runner.save_interval / sft.save_interval)"
+            f"or save less often (runner.save_interval / sft.save_interval; runner.save_final=false skips the last)"
         )
