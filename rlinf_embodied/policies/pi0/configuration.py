@@ -108,7 +108,7 @@ PI0_PRESETS: dict[str, dict] = {
         expert_num_heads=4,
     ),
     # Gradient checkpointing on: the actor scores the whole denoising chain with gradients, and without it
-    # the default PPO minibatch (16 envs x 20 steps / 8 = 40 samples, 3 cameras) ran out of the H200's
+    # the default PPO minibatch (16 envs x 20 steps / 8 = 40 samples, two 224 px cameras) ran out of the H200's
     # 140 GB in the VLM prefix's activations (stop 32). Pass gradient_checkpointing=false to trade memory for speed.
     "pi0-3b": dict(
         action_dim=7, action_chunk=50, state_dim=8, num_denoise_steps=10, max_token_len=96, gradient_checkpointing=True
