@@ -8,24 +8,20 @@ that into a message naming the directory, the bytes needed and the bytes free.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from typing import Any
 
-import torch
+from ..scheduler.channel import estimate_bytes
 
 GIB = 1024**3
 
 
 def state_nbytes(state: Any) -> int:
-    """Bytes of every tensor in a nested dict / list / tuple (a state dict, an optimizer state)."""
-    if isinstance(state, torch.Tensor):
-        return state.numel() * state.element_size()
-    if isinstance(state, dict):
-        return sum(state_nbytes(value) for value in state.values())
-    if isinstance(state, (list, tuple)):
-        return sum(state_nbytes(value) for value in state)
-    return 0
+    """Bytes of every tensor in a nested dict / list / tuple (a state dict, an optimizer state): the channel's
+    estimate_bytes, without its inline limit."""
+    return estimate_bytes(state, limit=math.inf)
 
 
 def existing_ancestor(directory: str) -> str:
