@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Carry a policy checkpoint across the GPU device's limits: at most 64 MiB travels per call in either direction,
-# and a single returned file must fit too. `pack` casts the weights to bf16 and cuts the tar into 15 MiB pieces with
-# a manifest; `unpack` rebuilds the directory once every piece has arrived (pieces may come in different calls),
+# and a single returned file must fit too. `pack` casts the weights to bf16, compresses the tar with xz (pi0-small's
+# 44.4 MB of bf16 weights become 31.2 MB, so the checkpoint and the ray bundle fit one call) and cuts it into 15 MiB
+# pieces with a manifest; `unpack` rebuilds the directory once every piece has arrived (pieces may come in different calls),
 # checking the manifest's sha256, and creates the destination only when it is complete.
 #   bash benchmarks/device_checkpoint.sh pack <ckpt>/policy $OUT/ckpt           # on the device, at the end of a run
 #   bash benchmarks/device_checkpoint.sh unpack .device-deps/ckpt /tmp/ckpt_in  # exit 3 while pieces are missing
@@ -20,7 +21,7 @@ tensors = load_file(path)
 save_file({k: v.to(torch.bfloat16) if v.dtype == torch.float32 else v for k, v in tensors.items()}, path)
 PY
     mkdir -p "$dest"
-    tar -cf - -C "$work" . | split -b 15M - "$dest/ckpt.part."
+    tar -cf - -C "$work" . | xz -T0 -6 | split -b 15M - "$dest/ckpt.part."
     (cd "$dest" && sha256sum ckpt.part.* > SHA256SUMS)
     rm -rf "$work"; ls -la "$dest" ;;
   unpack)
@@ -29,7 +30,10 @@ PY
     [ -z "$missing" ] || { echo "waiting for pieces:" $missing; exit 3; }
     (cd "$source" && sha256sum --quiet -c SHA256SUMS)
     rm -rf "$dest.partial" && mkdir -p "$dest.partial"
-    cat "$source"/ckpt.part.* | tar -xf - -C "$dest.partial"
+    # pieces packed before stop 33 hold a plain tar: xz only when the first piece starts with xz's magic bytes
+    xz_magic=$(head -c 6 "$(ls "$source"/ckpt.part.* | head -1)" | od -An -tx1 | tr -d ' \n')
+    if [ "$xz_magic" = fd377a585a00 ]; then cat "$source"/ckpt.part.* | xz -dc | tar -xf - -C "$dest.partial"
+    else cat "$source"/ckpt.part.* | tar -xf - -C "$dest.partial"; fi
     rm -rf "$dest" && mv "$dest.partial" "$dest" && echo "unpacked $dest" ;;
   *) echo "unknown stage $stage: pack | unpack"; exit 2 ;;
 esac
