@@ -1,4 +1,4 @@
-"""Policy inference speed: actions/s and latency of `policy.act` next to the weight-reading floor.
+"""Policy inference speed: actions/s and latency of `policy.act` next to the weight-reading and compute floors.
 
 Real-size, randomly initialised policies in bf16 on one GPU (built directly on the device). For each
 batch size the table shows the CUDA-synchronised latency of one `act` call (after warm-up), actions/s
@@ -10,6 +10,11 @@ bytes read per `act` / measured bandwidth, the bandwidth coming from a large dev
 * openvla_oft: one pass (parallel decoding);
 * pi0: the VLM prefix once, the action expert once per denoising step;
 * gr00t: the backbone once, the DiT once per denoising step.
+
+At large batches the weights are read once for many samples and the floor that matters is compute: the FLOPs
+of one eager `act` (counted by torch's FlopCounterMode, matmuls and attention) over the throughput of a large
+matmul in the same dtype, measured in this same process. `best / floor` compares the best latency with the larger
+of the two floors, so a goal below it cannot be met by removing overheads alone.
 
 `--cuda-graphs` also times pi0, gr00t, openvla and openvla_oft with `act_cuda_graphs` (parts of `act` replayed from
 captured CUDA graphs, policies/common/cuda_graph.py) and prints both columns side by side. `--compile` adds a
@@ -90,6 +95,31 @@ def measure_bandwidth(device: torch.device, megabytes: int, repeats: int = 10) -
     return 2 * megabytes * 2**20 * repeats / elapsed
 
 
+def measure_matmul_flops(device: torch.device, dtype: torch.dtype, size: int, repeats: int = 10) -> float:
+    """FLOP/s of a (size x size) @ (size x size) matmul in `dtype`: what this device sustains on dense work."""
+    left = torch.randn(size, size, device=device, dtype=dtype)
+    right = torch.randn(size, size, device=device, dtype=dtype)
+    left @ right
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        left @ right
+    synchronize(device)
+    elapsed = time.perf_counter() - start
+    return 2 * size**3 * repeats / elapsed
+
+
+def count_act_flops(policy: Policy, batch: int) -> int:
+    """FLOPs of one eager `act` on `batch` example observations (matmuls, convolutions and attention)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    obs = policy.example_obs(batch)
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        policy.act(obs)
+    return counter.get_total_flops()
+
+
 @contextmanager
 def build_context(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
     """Create parameters directly on `device` in `dtype` (a 7B model fits and random init is fast)."""
@@ -144,7 +174,7 @@ def time_graphed_act(
 
 
 def benchmark_policy(
-    name: str, size: str, args, device: torch.device, dtype: torch.dtype, bandwidth: float
+    name: str, size: str, args, device: torch.device, dtype: torch.dtype, bandwidth: float, matmul_flops: float
 ) -> list[dict]:
     build_start = time.perf_counter()
     with build_context(device, dtype):
@@ -175,6 +205,8 @@ def benchmark_policy(
                 compiled_latency, compile_s = time_graphed_act(policy, name, batch, args, device, compile_parts=True)
         measured = [t for t in (latency, graph_latency, compiled_latency) if t == t]
         best = min(measured)
+        flops = count_act_flops(policy, batch)
+        compute_floor_s = flops / matmul_flops
         rows.append(
             {
                 "policy": name,
@@ -189,7 +221,9 @@ def benchmark_policy(
                 "compile_setup_s": compile_s,
                 "actions_per_s": batch * chunk / best,
                 "floor_ms": floor_s * 1e3,
-                "latency_over_floor": best / floor_s,
+                "gflop_per_act": flops / 1e9,
+                "compute_floor_ms": compute_floor_s * 1e3,
+                "latency_over_floor": best / max(floor_s, compute_floor_s),
             }
         )
         print(format_row(rows[-1]), flush=True)
@@ -202,7 +236,8 @@ def benchmark_policy(
 
 HEADER = (
     f"{'policy':<12} {'size':<15} {'batch':>5} {'chunk':>5} {'eager ms':>9} {'graphs ms':>9} {'speed-up':>8} "
-    f"{'compiled ms':>11} {'speed-up':>8} {'compile s':>9} {'actions/s':>10} {'floor ms':>9} {'best / floor':>12}"
+    f"{'compiled ms':>11} {'speed-up':>8} {'compile s':>9} {'actions/s':>10} {'floor ms':>9} {'GFLOP':>9} {'compute ms':>10} "
+    f"{'best / floor':>12}"
 )
 
 
@@ -211,7 +246,8 @@ def format_row(row: dict) -> str:
         f"{row['policy']:<12} {row['size']:<15} {row['batch']:>5} {row['chunk']:>5} {row['latency_ms']:>9.2f} "
         f"{row['graph_latency_ms']:>9.2f} {row['graph_speedup']:>7.2f}x {row['compiled_latency_ms']:>11.2f} "
         f"{row['compiled_speedup']:>7.2f}x {row['compile_setup_s']:>9.1f} {row['actions_per_s']:>10.1f} "
-        f"{row['floor_ms']:>9.3f} {row['latency_over_floor']:>12.2f}"
+        f"{row['floor_ms']:>9.3f} {row['gflop_per_act']:>9.1f} {row['compute_floor_ms']:>10.3f} "
+        f"{row['latency_over_floor']:>12.2f}"
     )
 
 
@@ -236,6 +272,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--bandwidth-mb", type=int, default=None, help="size of the copy that measures bandwidth")
+    parser.add_argument("--matmul-size", type=int, default=None, help="side of the matmul that measures FLOP/s")
     parser.add_argument("--json", default=None, help="also write the rows to this file")
     args = parser.parse_args()
     if args.compile and not args.cuda_graphs:
@@ -254,21 +291,24 @@ def main() -> None:
     torch.manual_seed(0)
     megabytes = args.bandwidth_mb or (4096 if device.type == "cuda" else 256)
     bandwidth = measure_bandwidth(device, megabytes)
+    matmul_flops = measure_matmul_flops(device, dtype, args.matmul_size or (8192 if device.type == "cuda" else 1024))
     print(
         f"# device {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}, dtype {dtype}, "
-        f"copy bandwidth {bandwidth / 1e9:.0f} GB/s",
+        f"copy bandwidth {bandwidth / 1e9:.0f} GB/s, matmul {matmul_flops / 1e12:.1f} TFLOP/s",
         flush=True,
     )
     print(HEADER, flush=True)
     rows = []
     for name, size in zip(args.policies, sizes):
-        rows += benchmark_policy(name, size, args, device, dtype, bandwidth)
+        rows += benchmark_policy(name, size, args, device, dtype, bandwidth, matmul_flops)
     print("\n" + HEADER)
     for row in rows:
         print(format_row(row))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"bandwidth_bytes_per_s": bandwidth, "rows": rows}, f, indent=2)
+            json.dump(
+                {"bandwidth_bytes_per_s": bandwidth, "matmul_flops_per_s": matmul_flops, "rows": rows}, f, indent=2
+            )
 
 
 if __name__ == "__main__":
