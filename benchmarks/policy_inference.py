@@ -25,6 +25,9 @@ warm-up took (compiling and capturing), which a runner pays once per batch bucke
     python benchmarks/policy_inference.py --policies pi0 gr00t openvla --cuda-graphs --batch-sizes 1 8 64
     python benchmarks/policy_inference.py --policies pi0 --cuda-graphs --compile --batch-sizes 1 8 64
     python benchmarks/policy_inference.py --device cpu --sizes tiny --batch-sizes 1 4   # CPU smoke run
+    python benchmarks/policy_inference.py --device cpu --policies pi0 --flops-only --peak-tflops 989
+                      # FLOPs per act of the real preset, counted on any machine, and the compute floor at a
+                      # given peak (989: an H100/H200's dense bf16 figure); no timing
 """
 
 from __future__ import annotations
@@ -251,6 +254,19 @@ def format_row(row: dict) -> str:
     )
 
 
+def print_flops(name: str, size: str, args, device: torch.device, dtype: torch.dtype, matmul_flops: float) -> None:
+    """FLOPs of one `act` per batch size, and the compute floor at this device's matmul rate and at --peak-tflops."""
+    with build_context(device, dtype):
+        policy = make_policy(name, size=size, **PROMPT_OVERRIDES.get(name, {}))
+    policy = policy.to(device=device, dtype=dtype).eval()
+    for batch in args.batch_sizes:
+        flops = count_act_flops(policy, batch)
+        at_peak = f"{flops / (args.peak_tflops * 1e12) * 1e3:>10.4g}" if args.peak_tflops else f"{'-':>10}"
+        print(f"{name:<12} {size:<15} {batch:>5} {flops / 1e9:>10.4g} {flops / matmul_flops * 1e3:>12.4g} {at_peak}")
+    del policy
+    gc.collect()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--policies", nargs="+", default=["openvla", "pi0"], choices=sorted(BYTES_PER_ACT))
@@ -273,8 +289,12 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--bandwidth-mb", type=int, default=None, help="size of the copy that measures bandwidth")
     parser.add_argument("--matmul-size", type=int, default=None, help="side of the matmul that measures FLOP/s")
+    parser.add_argument("--flops-only", action="store_true", help="count FLOPs per act and print the compute floors")
+    parser.add_argument("--peak-tflops", type=float, default=None, help="with --flops-only: a peak to divide by")
     parser.add_argument("--json", default=None, help="also write the rows to this file")
     args = parser.parse_args()
+    if args.peak_tflops is not None and not args.flops_only:
+        parser.error("--peak-tflops is used by --flops-only only (timed runs compare with the measured matmul rate)")
     if args.compile and not args.cuda_graphs:
         parser.error("--compile times compiled CUDA graphs; add --cuda-graphs")
     device = torch.device(args.device)
@@ -297,6 +317,11 @@ def main() -> None:
         f"copy bandwidth {bandwidth / 1e9:.0f} GB/s, matmul {matmul_flops / 1e12:.1f} TFLOP/s",
         flush=True,
     )
+    if args.flops_only:
+        print(f"{'policy':<12} {'size':<15} {'batch':>5} {'GFLOP':>10} {'compute ms':>12} {'at peak ms':>10}")
+        for name, size in zip(args.policies, sizes):
+            print_flops(name, size, args, device, dtype, matmul_flops)
+        return
     print(HEADER, flush=True)
     rows = []
     for name, size in zip(args.policies, sizes):

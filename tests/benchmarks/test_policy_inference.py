@@ -49,3 +49,17 @@ def test_cpu_smoke_run_prints_both_floors():
     row = result.stdout.splitlines()[-1].split()
     assert row[:4] == ["pi0", "tiny", "2", str(make_policy("pi0", size="tiny").config.action_chunk)]
     assert float(row[-2]) > 0  # the compute floor in ms
+
+
+def test_flops_only_prints_the_floor_at_a_given_peak_and_rejects_a_peak_it_would_not_use():
+    command = [sys.executable, str(SCRIPT), "--device", "cpu", "--sizes", "tiny", "--policies", "pi0", "--flops-only"]
+    command += ["--batch-sizes", "1", "--bandwidth-mb", "16", "--matmul-size", "128", "--peak-tflops", "1e-3"]
+    result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    row = result.stdout.splitlines()[-1].split()
+    gflop, at_peak_ms = float(row[3]), float(row[5])
+    assert gflop > 0 and abs(at_peak_ms - gflop * 1e3) <= 0.01 * at_peak_ms  # at 1 GFLOP/s, ms = GFLOP x 1000
+    rejected = subprocess.run(
+        [sys.executable, str(SCRIPT), "--device", "cpu", "--peak-tflops", "900"], capture_output=True, text=True
+    )
+    assert rejected.returncode == 2 and "--peak-tflops" in rejected.stderr
