@@ -156,6 +156,12 @@ def time_act(policy: Policy, batch: int, device: torch.device, warmup: int, iter
 PROMPT_OVERRIDES = {"openvla": {"max_token_len": 96}, "openvla_oft": {"max_token_len": 96}}
 
 
+def build_policy(name: str, size: str, device: torch.device, dtype: torch.dtype) -> Policy:
+    with build_context(device, dtype):
+        policy = make_policy(name, size=size, **PROMPT_OVERRIDES.get(name, {}))
+    return policy.to(device=device, dtype=dtype).eval()
+
+
 def time_graphed_act(
     policy: Policy, name: str, batch: int, args, device: torch.device, compile_parts: bool
 ) -> tuple[float, float]:
@@ -180,9 +186,7 @@ def benchmark_policy(
     name: str, size: str, args, device: torch.device, dtype: torch.dtype, bandwidth: float, matmul_flops: float
 ) -> list[dict]:
     build_start = time.perf_counter()
-    with build_context(device, dtype):
-        policy = make_policy(name, size=size, **PROMPT_OVERRIDES.get(name, {}))
-    policy = policy.to(device=device, dtype=dtype).eval()
+    policy = build_policy(name, size, device, dtype)
     build_s = time.perf_counter() - build_start
     params = sum(p.numel() for p in policy.parameters())
     floor_s = BYTES_PER_ACT[name](policy) / bandwidth
@@ -249,16 +253,14 @@ def format_row(row: dict) -> str:
         f"{row['policy']:<12} {row['size']:<15} {row['batch']:>5} {row['chunk']:>5} {row['latency_ms']:>9.2f} "
         f"{row['graph_latency_ms']:>9.2f} {row['graph_speedup']:>7.2f}x {row['compiled_latency_ms']:>11.2f} "
         f"{row['compiled_speedup']:>7.2f}x {row['compile_setup_s']:>9.1f} {row['actions_per_s']:>10.1f} "
-        f"{row['floor_ms']:>9.3f} {row['gflop_per_act']:>9.1f} {row['compute_floor_ms']:>10.3f} "
+        f"{row['floor_ms']:>9.3f} {row['gflop_per_act']:>9.4g} {row['compute_floor_ms']:>10.3f} "
         f"{row['latency_over_floor']:>12.2f}"
     )
 
 
 def print_flops(name: str, size: str, args, device: torch.device, dtype: torch.dtype, matmul_flops: float) -> None:
     """FLOPs of one `act` per batch size, and the compute floor at this device's matmul rate and at --peak-tflops."""
-    with build_context(device, dtype):
-        policy = make_policy(name, size=size, **PROMPT_OVERRIDES.get(name, {}))
-    policy = policy.to(device=device, dtype=dtype).eval()
+    policy = build_policy(name, size, device, dtype)
     for batch in args.batch_sizes:
         flops = count_act_flops(policy, batch)
         at_peak = f"{flops / (args.peak_tflops * 1e12) * 1e3:>10.4g}" if args.peak_tflops else f"{'-':>10}"
