@@ -83,33 +83,29 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def seconds_per_call(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
+    """Mean synchronised seconds of `fn` over `repeats` calls, after one warm-up call."""
+    fn()
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    synchronize(device)
+    return (time.perf_counter() - start) / repeats
+
+
 def measure_bandwidth(device: torch.device, megabytes: int, repeats: int = 10) -> float:
     """Bytes/s of a device-to-device copy (each byte read once and written once)."""
     source = torch.empty(megabytes * 2**20, dtype=torch.uint8, device=device)
     target = torch.empty_like(source)
-    target.copy_(source)
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        target.copy_(source)
-    synchronize(device)
-    elapsed = time.perf_counter() - start
-    del source, target
-    return 2 * megabytes * 2**20 * repeats / elapsed
+    return 2 * megabytes * 2**20 / seconds_per_call(lambda: target.copy_(source), device, repeats)
 
 
 def measure_matmul_flops(device: torch.device, dtype: torch.dtype, size: int, repeats: int = 10) -> float:
     """FLOP/s of a (size x size) @ (size x size) matmul in `dtype`: what this device sustains on dense work."""
     left = torch.randn(size, size, device=device, dtype=dtype)
     right = torch.randn(size, size, device=device, dtype=dtype)
-    left @ right
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        left @ right
-    synchronize(device)
-    elapsed = time.perf_counter() - start
-    return 2 * size**3 * repeats / elapsed
+    return 2 * size**3 / seconds_per_call(lambda: left @ right, device, repeats)
 
 
 def count_act_flops(policy: Policy, batch: int) -> int:
