@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, Iterator, Optional
 
@@ -81,6 +82,8 @@ def collect(cfg: CollectRunConfig) -> dict[str, Any]:
     episodes = _planner_episodes if c.source == "motion_planner" else _policy_episodes
     writer = None
     attempted = kept = longest = clipped = steps = 0
+    seconds = {"episode": 0.0, "env": 0.0, "write": 0.0}  # workers' time per part, and this process's writing
+    started = time.perf_counter()
     if os.path.isfile(os.path.join(c.output_dir, "meta", "info.json")):
         from .datasets import load_info
 
@@ -105,7 +108,10 @@ def collect(cfg: CollectRunConfig) -> dict[str, Any]:
             attempted += 1
             clipped += int(episode.get("clipped_steps", 0))
             steps += len(episode["actions"])
+            for part, value in episode.get("seconds", {}).items():
+                seconds[part] += value
             if episode["success"] or not c.only_success:
+                write_start = time.perf_counter()
                 writer.add_episode(
                     episode["instruction"],
                     episode["obs"]["state"],
@@ -115,6 +121,7 @@ def collect(cfg: CollectRunConfig) -> dict[str, Any]:
                     episode["success"],
                     episode["seed"],
                 )
+                seconds["write"] += time.perf_counter() - write_start
                 kept += 1
                 longest = max(longest, len(episode["actions"]))
             progress.update(1)
@@ -144,6 +151,8 @@ def collect(cfg: CollectRunConfig) -> dict[str, Any]:
     }
     if c.source == "motion_planner":
         summary["clipped_steps"], summary["planned_steps"] = clipped, steps
+        if attempted:
+            summary["seconds"] = _time_report(seconds, attempted, kept, time.perf_counter() - started, c.num_workers)
         if clipped:
             logger.warning(
                 "%d of %d planned steps (%.1f%%) asked for more than the %s action space allows and were clipped",
@@ -160,13 +169,27 @@ def collect(cfg: CollectRunConfig) -> dict[str, Any]:
     return summary
 
 
-def _episode_rows(root: str, info: dict) -> list[dict]:
-    import json
+def _time_report(seconds: dict[str, float], attempted: int, kept: int, wall: float, num_workers: int) -> dict:
+    """Log where a collection's time went; the slower of the workers and the writing process sets its pace."""
+    per_episode = {part: value / max(attempted if part != "write" else kept, 1) for part, value in seconds.items()}
+    logger.info(
+        "collect time per episode: %.2f s in a worker (the env's steps, cameras included, %.2f s; planning and "
+        "action conversion %.2f s) over up to %d workers, %.3f s writing it in this process; %.1f s in all",
+        per_episode["episode"],
+        per_episode["env"],
+        per_episode["episode"] - per_episode["env"],
+        num_workers,
+        per_episode["write"],
+        wall,
+    )
+    return {"wall": wall, **{f"{part}_per_episode": value for part, value in per_episode.items()}}
 
-    path = os.path.join(root, "meta", "episodes.jsonl")
-    with open(path, encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    return [row for row in rows[: int(info["total_episodes"])] if row.get("seed") is not None]
+
+def _episode_rows(root: str, info: dict) -> list[dict]:
+    from .datasets.lerobot_format import read_meta_rows
+
+    rows = read_meta_rows(root, "episodes.jsonl", int(info["total_episodes"]))
+    return [row for row in rows if row.get("seed") is not None]
 
 
 def _open_writer(cfg: CollectRunConfig, layout: dict[str, Any]):
@@ -195,9 +218,12 @@ def _planner_env_kwargs(env_cfg: EnvConfig) -> dict[str, Any]:
 
 
 def _init_planner(env_cfg: EnvConfig, max_steps: Optional[int]) -> None:
+    import torch
+
     from .envs.maniskill.env import ManiSkillSingleEnv
     from .envs.maniskill.motion_planning import PlannerEnv, solution, task_of
 
+    torch.set_num_threads(1)  # one core per planner process, as in the env workers: its tensors are tiny
     task = task_of(env_cfg.id)
     single = ManiSkillSingleEnv(task, **_planner_env_kwargs(env_cfg))
     _WORKER.update(env=PlannerEnv(single, single.maniskill_env.control_mode, max_steps), solve=solution(task))

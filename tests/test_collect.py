@@ -26,6 +26,9 @@ def test_motion_planner_pickcube_and_resume(tmp_path, capsys):
     summary = collect(cfg)
     assert summary["attempted"] == 2 and summary["kept"] == 2 and summary["total_episodes"] == 2
     assert out in capsys.readouterr().out
+    times = summary["seconds"]  # where the time went: the env inside a worker's episode, and the writing
+    assert 0 < times["env_per_episode"] < times["episode_per_episode"] < times["wall"]
+    assert 0 < times["write_per_episode"] < times["wall"]
 
     ds = DemoDataset(out)
     assert ds.num_episodes == 2 and ds.camera_keys == []

@@ -22,11 +22,11 @@ SEEDS_FILE = "demonstrations.json"
 
 def dataset_seeds(root: str) -> list[int]:
     """The env seeds of a collected dataset's episodes (meta/episodes.jsonl; episodes without one are skipped)."""
-    path = os.path.join(root, "meta", "episodes.jsonl")
-    if not os.path.isfile(path):
+    from .lerobot_format import read_meta_rows
+
+    if not os.path.isfile(os.path.join(root, "meta", "info.json")):
         return []
-    with open(path, encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+    rows = read_meta_rows(root, "episodes.jsonl")  # the committed episodes (info.json's total)
     return sorted({int(row["seed"]) for row in rows if row.get("seed") is not None})
 
 

@@ -85,6 +85,29 @@ def _read_jsonl(path: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def read_meta_rows(root: str, name: str, total: Optional[int] = None) -> list[dict]:
+    """The first `total` rows of meta/<name> (episodes.jsonl, episodes_stats.jsonl); `total` defaults to info.json's
+    total_episodes. The writer appends one row per episode and commits it with info.json afterwards, so rows past
+    the total belong to an episode whose write was interrupted, and the last of them may be cut short."""
+    if total is None:
+        total = int(load_info(root)["total_episodes"])
+    rows: list[dict] = []
+    with open(os.path.join(root, "meta", name), encoding="utf-8") as f:
+        for line in f:
+            if len(rows) == total:
+                break
+            if line.strip():
+                rows.append(json.loads(line))
+    return rows
+
+
+def _append_line(path: str, row: dict) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def encode_png(image: np.ndarray) -> bytes:
     from PIL import Image
 
@@ -112,13 +135,24 @@ def _stats(array: np.ndarray, axis: Any) -> dict[str, list]:
 
 
 def _image_stats(frames: np.ndarray) -> dict[str, list]:
-    """LeRobot's per-channel image stats: (3, 1, 1) lists of values in [0, 1], from up to 100 frames."""
+    """LeRobot's per-channel image stats: (3, 1, 1) lists of values in [0, 1], from up to 100 frames.
+
+    Read off a 256-bin histogram per channel (exact for uint8 frames): 15-20x faster than float arithmetic
+    over every pixel, which cost the collecting process more than the PNG encoding (benchmarks/dataset_writer.py)."""
     step = max(1, len(frames) // 100)
-    sample = frames[::step].astype(np.float32) / 255.0  # (S, H, W, 3)
-    stats = {}
-    for name, fn in (("min", np.min), ("max", np.max), ("mean", np.mean), ("std", np.std)):
-        stats[name] = [[[float(v)]] for v in fn(sample, axis=(0, 1, 2))]
-    stats["count"] = [int(len(sample))]
+    pixels = frames[::step].reshape(-1, 3)  # (S * H * W, 3) uint8
+    counts = np.stack([np.bincount(pixels[:, channel], minlength=256) for channel in range(3)])  # (3, 256)
+    values = np.arange(256, dtype=np.float64) / 255.0
+    total = counts.sum(axis=1)  # (3,)
+    mean = counts @ values / total
+    std = np.sqrt(np.maximum(counts @ values**2 / total - mean**2, 0.0))
+    present = counts > 0
+    low, high = present.argmax(axis=1), 255 - present[:, ::-1].argmax(axis=1)
+    stats = {
+        name: [[[float(v)]] for v in array]
+        for name, array in (("min", low / 255.0), ("max", high / 255.0), ("mean", mean), ("std", std))
+    }
+    stats["count"] = [int(len(frames[::step]))]
     return stats
 
 
@@ -205,11 +239,15 @@ class LeRobotDatasetWriter:
         self.control_mode, self.env_id = control_mode, env_id
         self.features = build_features(self.state_dim, self.action_dim, self.camera_shapes)
         self._episodes: list[dict] = []
-        self._episodes_stats: list[dict] = []
         self._tasks: list[str] = []
         self._total_frames = 0
         if os.path.isfile(os.path.join(self.root, "meta", "info.json")):
             self._resume()
+        else:  # rows left by a first episode whose write was interrupted (no info.json committed it)
+            for name in ("episodes.jsonl", "episodes_stats.jsonl"):
+                stale = os.path.join(self.root, "meta", name)
+                if os.path.isfile(stale):
+                    os.remove(stale)
 
     # -- resume --
     def _resume(self) -> None:
@@ -240,9 +278,10 @@ class LeRobotDatasetWriter:
             setattr(self, key, asked if asked is not None else stored)
         self.robot_type = info.get("robot_type", self.robot_type)
         total = int(info["total_episodes"])
-        # Meta rows past info.json's totals belong to an episode whose write was interrupted: drop them.
-        self._episodes = _read_jsonl(os.path.join(self.root, "meta", "episodes.jsonl"))[:total]
-        self._episodes_stats = _read_jsonl(os.path.join(self.root, "meta", "episodes_stats.jsonl"))[:total]
+        # Meta rows past info.json's totals belong to an episode whose write was interrupted: drop them, and
+        # rewrite both files without them so that the next episode's rows append after the last committed one.
+        self._episodes = read_meta_rows(self.root, "episodes.jsonl", total)
+        episodes_stats = read_meta_rows(self.root, "episodes_stats.jsonl", total)
         self._tasks = [
             row["task"]
             for row in sorted(
@@ -254,6 +293,9 @@ class LeRobotDatasetWriter:
                 f"{self.root}: info.json says {total} episodes but meta/episodes.jsonl lists "
                 f"{len(self._episodes)}; the dataset is damaged"
             )
+        meta = os.path.join(self.root, "meta")
+        _atomic_write(os.path.join(meta, "episodes.jsonl"), _jsonl(self._episodes))
+        _atomic_write(os.path.join(meta, "episodes_stats.jsonl"), _jsonl(episodes_stats))
         self._total_frames = sum(int(row["length"]) for row in self._episodes)
 
     # -- public --
@@ -309,7 +351,8 @@ class LeRobotDatasetWriter:
             raise ValueError(f"rewards has shape {rewards.shape}, expected ({length},)")
 
         episode_index = self.num_episodes
-        if instruction not in self._tasks:
+        new_task = instruction not in self._tasks
+        if new_task:
             self._tasks.append(instruction)
         task_index = self._tasks.index(instruction)
         frame_index = np.arange(length, dtype=np.int64)
@@ -364,28 +407,32 @@ class LeRobotDatasetWriter:
             ("next.success", step_success),
         ):
             stats[name] = _stats(np.asarray(values, np.float64).reshape(-1, 1), 0)
-        self._episodes.append(
-            {
-                "episode_index": episode_index,
-                "tasks": [instruction],
-                "length": length,
-                "success": bool(success),
-                "seed": None if seed is None else int(seed),
-            }
-        )
-        self._episodes_stats.append({"episode_index": episode_index, "stats": stats})
-        self._total_frames += length
-        self._write_meta()
+        episode = {
+            "episode_index": episode_index,
+            "tasks": [instruction],
+            "length": length,
+            "success": bool(success),
+            "seed": None if seed is None else int(seed),
+        }
+        self._write_meta(episode, {"episode_index": episode_index, "stats": stats}, new_task, length)
         return episode_index
 
-    def _write_meta(self) -> None:
+    def _write_meta(self, episode: dict, episode_stats: dict, new_task: bool, length: int) -> None:
+        """Append the episode's meta rows, then commit them with info.json (replaced atomically, last).
+
+        Appending keeps the cost per episode constant: rewriting every row each time cost the collecting
+        process twice as much per episode at 1,200 episodes as at the start (benchmarks/dataset_writer.py)."""
         meta = os.path.join(self.root, "meta")
-        _atomic_write(
-            os.path.join(meta, "tasks.jsonl"),
-            _jsonl([{"task_index": i, "task": task} for i, task in enumerate(self._tasks)]),
-        )
-        _atomic_write(os.path.join(meta, "episodes.jsonl"), _jsonl(self._episodes))
-        _atomic_write(os.path.join(meta, "episodes_stats.jsonl"), _jsonl(self._episodes_stats))
+        os.makedirs(meta, exist_ok=True)
+        if new_task:
+            _atomic_write(
+                os.path.join(meta, "tasks.jsonl"),
+                _jsonl([{"task_index": i, "task": task} for i, task in enumerate(self._tasks)]),
+            )
+        _append_line(os.path.join(meta, "episodes.jsonl"), episode)
+        _append_line(os.path.join(meta, "episodes_stats.jsonl"), episode_stats)
+        self._episodes.append(episode)
+        self._total_frames += length
         _atomic_write(os.path.join(meta, "info.json"), json.dumps(self.info(), indent=4))
 
     def info(self) -> dict[str, Any]:
@@ -468,7 +515,7 @@ class DemoDataset:
         self.env_id: Optional[str] = self.info.get("env_id")
         self.robot_type: Optional[str] = self.info.get("robot_type")
         total = int(self.info["total_episodes"])
-        self.episodes = _read_jsonl(os.path.join(self.root, "meta", "episodes.jsonl"))[:total]
+        self.episodes = read_meta_rows(self.root, "episodes.jsonl", total)
         tasks = {row["task_index"]: row["task"] for row in _read_jsonl(os.path.join(self.root, "meta", "tasks.jsonl"))}
         chunks_size = int(self.info.get("chunks_size", CHUNKS_SIZE))
         data_path = self.info.get("data_path", DATA_PATH)

@@ -16,8 +16,8 @@ from rlinf_embodied.datasets.demo_seeds import (
 
 def fake_dataset(root, seeds, env_id="rlinf/ManiSkill-PickCube"):
     (root / "meta").mkdir(parents=True)
-    (root / "meta" / "info.json").write_text(json.dumps({"env_id": env_id}))
     rows = [{"episode_index": i, "seed": seed} for i, seed in enumerate(seeds)] + [{"episode_index": 9, "seed": None}]
+    (root / "meta" / "info.json").write_text(json.dumps({"env_id": env_id, "total_episodes": len(rows)}))
     (root / "meta" / "episodes.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     return str(root)
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from rlinf_embodied.datasets import DemoDataset, LeRobotDatasetWriter
-from rlinf_embodied.datasets.lerobot_format import ControlModeMismatchError
+from rlinf_embodied.datasets.demo_seeds import dataset_seeds
+from rlinf_embodied.datasets.lerobot_format import ControlModeMismatchError, _image_stats
 
 D, A, H, W = 5, 3, 8, 6
 CAMERAS = {"rgb": (H, W, 3), "wrist_rgb": (H, W, 3)}
@@ -140,9 +141,43 @@ def test_interrupted_write_keeps_finished_episodes(tmp_path):
     info_before = open(info_path).read()
     write(root, [("a", make_episode(rng, 4, {}), True, 1)], cameras={})
     open(info_path, "w").write(info_before)  # as if killed before info.json was replaced
+    with open(os.path.join(root, "meta", "episodes_stats.jsonl"), "a") as f:
+        f.write('{"episode_index": 2, "sta')  # and a row cut short by the kill
+    assert DemoDataset(root).num_frames == 3 and dataset_seeds(root) == [0]  # readers stop at the committed total
     writer = LeRobotDatasetWriter(root, fps=20, state_dim=D, action_dim=A, camera_shapes={})
     assert writer.num_episodes == 1 and writer.seeds_done() == {0}
-    assert DemoDataset(root).num_frames == 3
+    states, actions, _, rewards = make_episode(rng, 2, {})
+    writer.add_episode("a", states, actions, {}, rewards, True, 5)  # appends after the last committed row
+    for name in ("episodes.jsonl", "episodes_stats.jsonl"):
+        rows = [json.loads(line) for line in open(os.path.join(root, "meta", name))]
+        assert [row["episode_index"] for row in rows] == [0, 1], name
+    assert DemoDataset(root).seeds() == [0, 5] and dataset_seeds(root) == [0, 5]
+
+
+def test_meta_rows_are_appended_not_rewritten(tmp_path):
+    """Each episode appends its meta rows (a constant cost per episode); rewriting all of them made the
+    collecting process twice as slow per episode at 1,200 episodes (benchmarks/dataset_writer.py)."""
+    rng = np.random.default_rng(4)
+    root = str(tmp_path / "ds")
+    writer = write(root, [("a", make_episode(rng, 2, {}), True, 0)], cameras={})
+    paths = [os.path.join(root, "meta", name) for name in ("episodes.jsonl", "episodes_stats.jsonl")]
+    inodes = [os.stat(path).st_ino for path in paths]
+    states, actions, _, rewards = make_episode(rng, 3, {})
+    writer.add_episode("a", states, actions, {}, rewards, True, 1)
+    assert [os.stat(path).st_ino for path in paths] == inodes  # the same files, grown
+    assert [len(open(path).readlines()) for path in paths] == [2, 2]
+
+
+def test_image_stats_match_the_float_computation():
+    rng = np.random.default_rng(5)
+    frames = rng.integers(0, 256, (250, 7, 5, 3), dtype=np.uint8)
+    frames[..., 2] = np.clip(frames[..., 2], 40, 200)  # a channel that spans less than 0-255
+    stats = _image_stats(frames)
+    sample = frames[::2].astype(np.float64) / 255.0  # up to 100 frames: every 2nd of 250
+    for name, fn in (("min", np.min), ("max", np.max), ("mean", np.mean), ("std", np.std)):
+        np.testing.assert_allclose(np.asarray(stats[name]).reshape(3), fn(sample, axis=(0, 1, 2)), atol=1e-9)
+    assert stats["count"] == [125]
+    assert stats["min"][2] == [[40 / 255]] and stats["max"][2] == [[200 / 255]]
 
 
 def test_errors(tmp_path):

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 import types
 from typing import Any, Callable, Optional
 
@@ -298,11 +299,14 @@ class PlannerEnv:
         self.rewards: list[float] = []
         self.success = False
         self.clipped_steps = 0
+        self.env_seconds = 0.0  # inside the env's reset and step (physics, cameras, observations), this episode
         self._obs: Optional[dict[str, np.ndarray]] = None
 
     def reset(self, seed: Optional[int] = None, options: Optional[dict] = None) -> tuple[Any, dict]:
         self.clear()
+        start = time.perf_counter()
         obs, info = self.env.reset(seed=seed, options=options)
+        self.env_seconds += time.perf_counter() - start
         self._obs = obs
         return obs, info
 
@@ -394,7 +398,9 @@ class PlannerEnv:
             raise _EpisodeTooLong()
         self.observations.append(self._obs)
         self.actions.append(env_action)
+        start = time.perf_counter()
         obs, reward, terminated, truncated, info = self.env.step(env_action)
+        self.env_seconds += time.perf_counter() - start
         self.rewards.append(float(reward))
         self.success = bool(info.get("success", False))
         self._obs = obs
@@ -414,6 +420,7 @@ def plan_episode(planner_env: PlannerEnv, solve: Callable[..., Any], seed: int) 
     import io
 
     status = "ok"
+    start = time.perf_counter()
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # the solver prints planner failures
             result = solve(planner_env, seed=seed, debug=False, vis=False)
@@ -431,4 +438,6 @@ def plan_episode(planner_env: PlannerEnv, solve: Callable[..., Any], seed: int) 
         "actions": np.stack(planner_env.actions) if planner_env.actions else np.zeros((0, 0), np.float32),
         "rewards": np.asarray(planner_env.rewards, np.float32),
         "clipped_steps": planner_env.clipped_steps,
+        # where a worker's time went: the env (physics and rendering) vs the rest (planning, action conversion)
+        "seconds": {"episode": time.perf_counter() - start, "env": planner_env.env_seconds},
     }
