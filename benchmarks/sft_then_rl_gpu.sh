@@ -9,11 +9,13 @@
 #   LR_SCHEDULE=constant LR=2e-4 bash ... sft 4000      # no decay (stop 26: the cosine's low-lr end scored 2.5%)
 #   STOP_AT=0.3 EVAL_INTERVAL=1000 bash ... sft 6000   # stop at the first evaluation with >= 30% success
 #   VAL_EPISODES=40 WEIGHT_DECAY=0.05 bash ... sft 6000  # sft/val_loss on 40 held-out demos; AdamW decay
+#   COMPILE=1 bash ... sft 6000                         # sft.compile: torch.compile'd layers (a minute to compile)
 #   bash benchmarks/sft_then_rl_gpu.sh eval            # 200 held-out episodes of the SFT checkpoint
 #   bash benchmarks/sft_then_rl_gpu.sh rl 20           # PPO (Flow-SDE) from the SFT checkpoint
 #   CKPT=<ckpt>/policy RL_SECONDS=900 bash ... rl_eval  # PPO for 900 s, then 200 held-out episodes of its result
 #   bash benchmarks/sft_then_rl_gpu.sh pick            # the SFT checkpoint with eval success in [20%, 70%]
 #   SFT_SEEDS="0 1 2" ... pipeline 1600               # three SFT runs at once (one per seed), pick across them
+#   SFT_SEEDS="0 1" COMPILE_SEEDS=0 ... pipeline 1200   # seed 0 with sft.compile, seed 1 eager, side by side
 #   bash benchmarks/sft_then_rl_gpu.sh bench           # SFT steps/s (benchmarks/sft_throughput.py) -> $WORK
 #   setsid bash benchmarks/sft_then_rl_gpu.sh pipeline 400 > $WORK/pipeline.log 2>&1 &
 #                                  # all stages in one go, outliving the device call that starts it
@@ -58,7 +60,7 @@ case $stage in
     python3 -m rlinf_embodied.sft "${ENV_ARGS[@]}" "${POLICY_ARGS[@]}" cluster.simulate_gpus=false \
       ${SFT_INIT:+policy.checkpoint=$SFT_INIT} ${EMA:+sft.ema_decay=$EMA} sft.dataset=$WORK/data sft.max_steps=${1:-3000} sft.batch_size=${BATCH:-64} sft.lr=${LR:-3e-4} \
       sft.lr_schedule=${LR_SCHEDULE:-cosine} ${STOP_AT:+sft.stop_at_success=$STOP_AT} sft.val_episodes=${VAL_EPISODES:-0} \
-      sft.weight_decay=${WEIGHT_DECAY:-0} \
+      sft.weight_decay=${WEIGHT_DECAY:-0} ${COMPILE:+sft.compile=true} \
       sft.image_shift=${IMAGE_SHIFT:-4} sft.warmup_steps=200 sft.eval_interval=${EVAL_INTERVAL:-0} sft.save_interval=${SAVE_INTERVAL:-0} sft.eval_episodes=${EVAL_EPISODES:-32} \
       sft.log_interval=50 sft.progress=false sft.seed=${SFT_SEED:-0} sft.output_dir=${SFT_DIR:-$WORK/sft} \
       hydra.run.dir=${SFT_DIR:-$WORK/sft} ;;
@@ -75,6 +77,11 @@ case $stage in
       ${RESUME:+runner.resume=$RESUME} runner.output_dir=$WORK/rl hydra.run.dir=$WORK/rl "$@" ;;
   bench)
     python3 benchmarks/sft_throughput.py --size $SIZE --batch-sizes 64 ${BATCH:-256} | tee $WORK/sft_throughput.txt ;;
+  bench_compile)
+    # eager vs sft.compile steps at the recipe's batch and patches, with each run's top device ops
+    patch=(); [ "$POLICY" != pi0 ] || [ -z "${PATCH-8}" ] || patch=(--override "vision_patch_size=${PATCH-8}")
+    python3 benchmarks/sft_throughput.py --policy $POLICY --size $SIZE --batch-sizes ${BATCH:-512} --steps 20 \
+      --compile --profile ${PROFILE_OPS:-15} "${patch[@]}" | tee $WORK/sft_compile.txt ;;
   steps_for)
     # SFT steps that fit in $1 seconds at the bench stage's measured s/step (batch $BATCH, dataset on the device)
     python3 - "$WORK/sft_throughput.txt" "${BATCH:-256}" "$1" <<'PY'
@@ -130,10 +137,12 @@ PY
     # SFT_SEEDS="0 1 2": that many SFT runs at once on the GPU, one per seed (stops 23-27: four runs of one
     # recipe scored 2.5-46.5%, so the seed decides as much as the recipe); pick reads them all
     sft_pids=()
+    # COMPILE_SEEDS="0": those runs with sft.compile (the others eager), so their time/step compare side by side
     for seed in ${SFT_SEEDS:-0}; do
       dir=$WORK/sft; [ -z "${SFT_SEEDS:-}" ] || dir=$WORK/sft_$seed
-      SFT_SEED=$seed SFT_DIR=$dir BATCH=${BATCH:-256} SAVE_INTERVAL=$interval EVAL_INTERVAL=$interval EVAL_EPISODES=64 \
-        bash "$0" sft "$steps" > "$dir.log" 2>&1 & sft_pids+=($!)
+      compile=${COMPILE:-}; [[ " ${COMPILE_SEEDS:-} " != *" $seed "* ]] || compile=1
+      COMPILE=$compile SFT_SEED=$seed SFT_DIR=$dir BATCH=${BATCH:-256} SAVE_INTERVAL=$interval EVAL_INTERVAL=$interval \
+        EVAL_EPISODES=64 bash "$0" sft "$steps" > "$dir.log" 2>&1 & sft_pids+=($!)
     done
     # with STOP_AT, the first run to reach it (and stop itself) stops the others too: SIGTERM makes each save a
     # checkpoint and end, and pick reads every run's evaluations (the device time goes to RL instead)

@@ -9,6 +9,12 @@ Two tables, one run:
 
     python benchmarks/sft_throughput.py                                   # pi0-small, batches 64 and 256
     python benchmarks/sft_throughput.py --policy pi0 --size tiny --batch-sizes 8 --steps 5 --frames 200
+
+`--compile` prints instead eager vs `sft.compile` steps side by side (dataset on the device), with the seconds
+the compiled run's warm-up took more than the eager one's (the compilation). `--profile N` adds, for each run, the
+N ops with the most device time (self time) over the timed steps: where a step goes.
+
+    python benchmarks/sft_throughput.py --compile --profile 12 --batch-sizes 512 --override vision_patch_size=8
 """
 
 from __future__ import annotations
@@ -91,20 +97,68 @@ def host_pieces(root: str, batch: int, device: torch.device, tokenizer, max_len:
     ]
 
 
-def step_rate(args, root: str, batch: int, on_device: bool, device: torch.device) -> tuple[float, float]:
+def step_rate(
+    args, root: str, batch: int, on_device: bool, device: torch.device, compiled: bool = False
+) -> tuple[float, float, float]:
+    """(s/step, samples/s, warm-up seconds) of an in-process SFTWorker; with --profile, prints its top ops."""
     cfg = SFTRunConfig()
     cfg.policy.name, cfg.policy.size, cfg.policy.precision = args.policy, args.size, args.precision
+    cfg.policy.overrides = dict(parse_override(item) for item in args.override)
     cfg.sft.dataset, cfg.sft.batch_size, cfg.sft.image_shift = root, batch, 4
     cfg.sft.data_on_device, cfg.sft.warmup_steps, cfg.sft.max_steps = on_device, 0, 10**6
+    cfg.sft.compile = compiled
     worker = SFTWorker(cfg)
     worker.device = device  # in-process: the worker's device is ours
     worker.init_worker()
+    start = time.perf_counter()
     worker.train_steps(0, args.warmup)
+    warmup_seconds = time.perf_counter() - start
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        with profile(activities=activities) as prof:
+            seconds = worker.train_steps(args.warmup, args.steps)["time/step"]
+        sort_by = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        label = "compiled" if compiled else "eager"
+        print(f"\ntop ops of the {label} steps, batch {batch} (profiled: the s/step below is from a separate run)")
+        print(prof.key_averages().table(sort_by=sort_by, row_limit=args.profile))
     seconds = worker.train_steps(args.warmup, args.steps)["time/step"]
     del worker
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return seconds, batch / seconds
+    return seconds, batch / seconds, warmup_seconds
+
+
+def parse_override(item: str) -> tuple[str, object]:
+    """KEY=VALUE -> (key, value) with the value read as JSON where it parses (numbers, lists, booleans)."""
+    import json
+
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise SystemExit(f"--override {item!r}: expected KEY=VALUE, e.g. vision_patch_size=8")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def compile_table(args, root: str, device: torch.device) -> None:
+    print(
+        f"\nwhole SFT steps, eager vs sft.compile ({args.steps} timed after {args.warmup} warm-up), dataset on "
+        f"the {device.type}, image_shift 4"
+    )
+    print(
+        "| batch | eager s/step | compiled s/step | speed-up | compiled warm-up extra s |\n|---:|---:|---:|---:|---:|"
+    )
+    for batch in args.batch_sizes:
+        eager_seconds, _, eager_warmup = step_rate(args, root, batch, True, device)
+        compiled_seconds, _, compiled_warmup = step_rate(args, root, batch, True, device, compiled=True)
+        print(
+            f"| {batch} | {eager_seconds:.4f} | {compiled_seconds:.4f} | {eager_seconds / compiled_seconds:.2f}x | "
+            f"{compiled_warmup - eager_warmup:.1f} |",
+            flush=True,
+        )
 
 
 def main() -> None:
@@ -116,6 +170,9 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=9000)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--override", action="append", default=[], help="policy override KEY=VALUE (repeatable)")
+    parser.add_argument("--compile", action="store_true", help="eager vs sft.compile steps instead of the tables")
+    parser.add_argument("--profile", type=int, default=0, metavar="N", help="print each run's N top ops")
     args = parser.parse_args()
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     preset = policy_class(args.policy).presets[args.size]
@@ -123,6 +180,9 @@ def main() -> None:
     print(f"{args.policy}/{args.size}, {args.precision}, {preset['image_size']} px frames, device: {name}")
     with tempfile.TemporaryDirectory() as scratch:
         root = write_dataset(os.path.join(scratch, "ds"), args.frames, preset["image_size"])
+        if args.compile:
+            compile_table(args, root, device)
+            return
         tokenizer = policy_class(args.policy).from_preset(args.size, action_dim=ACTION_DIM).tokenizer
         print(f"\nhost-side pieces of one step, batch {args.batch_sizes[0]}")
         print(f"| {'piece':<52} | {'ms':>8} |\n|{'-' * 54}|{'-' * 10}|")
@@ -132,8 +192,8 @@ def main() -> None:
         print(f"| {'batch':>5} | {'dataset on':<10} | {'s/step':>8} | {'samples/s':>10} | {'vs host':>7} |")
         print(f"|{'-' * 7}|{'-' * 12}|{'-' * 10}|{'-' * 12}|{'-' * 9}|")
         for batch in args.batch_sizes:
-            host_seconds, host_rate = step_rate(args, root, batch, False, device)
-            device_seconds, device_rate = step_rate(args, root, batch, True, device)
+            host_seconds, host_rate, _ = step_rate(args, root, batch, False, device)
+            device_seconds, device_rate, _ = step_rate(args, root, batch, True, device)
             print(f"| {batch:>5} | {'host':<10} | {host_seconds:>8.4f} | {host_rate:>10.0f} | {1.0:>6.2f}x |")
             print(
                 f"| {batch:>5} | {device.type:<10} | {device_seconds:>8.4f} | {device_rate:>10.0f} | "

@@ -189,6 +189,10 @@ class SFTConfig:
     # Keep the dataset's states, actions and decoded frames on the training device (GPU memory: frames
     # x H x W x 3 bytes per camera), so batches are gathered and shifted there with no host copies.
     data_on_device: bool = True
+    # torch.compile each of the policy's transformer layers (its fsdp_units) in place for the training steps:
+    # fused elementwise kernels, one compiled graph per layer type. The first step pays the compilation
+    # (about a minute); checkpoints and evaluations are unchanged. One actor rank only (not with FSDP yet).
+    compile: bool = False
     # Steps between image probes (sft/probe_loss vs sft/probe_loss_shuffled_images: does the policy use
     # its cameras?), two extra forward passes each. None: every 100 steps for datasets with cameras, off
     # for state-only ones; 0 = off.

@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 STATS_PERCENTILES = (1.0, 99.0)
 DEFAULT_IMAGE_PROBE_INTERVAL = 100  # steps; two no-grad forwards each, about 1% of the steps' compute
+COMPILE_BACKEND = "inductor"  # sft.compile's torch.compile backend (tests use "aot_eager": the same capture)
 
 
 class SFTWorker(ActorWorker):
@@ -74,6 +75,8 @@ class SFTWorker(ActorWorker):
         if not callable(getattr(policy, "sft_loss", None)):
             raise TypeError(f"policy {policy.name!r} has no sft_loss(obs, actions, is_pad) imitation loss")
         self.policy = policy
+        if sft.compile:
+            compile_layers(policy, self.world_size)
         if self.world_size > 1:
             self._shard_policy()
             register_fsdp_forward_method(self.policy, "sft_loss")
@@ -373,6 +376,26 @@ class FrameSampler:
             self._position += take
             count -= take
         return torch.cat(out)
+
+
+def compile_layers(policy, world_size: int) -> int:
+    """sft.compile: torch.compile each of `policy`'s layers (its fsdp_units: transformer layers for the VLAs) in
+    place. Regional compilation: a stack of identical layers shares one compiled graph, so 6 layers cost about
+    as much compiling as 1. Returns the number of layers compiled."""
+    if world_size > 1:
+        raise ValueError(
+            f"sft.compile=true runs on one actor rank; this run has {world_size} (FSDP). Use one GPU for the "
+            "actor, or sft.compile=false"
+        )
+    layers = getattr(policy, "fsdp_units", lambda: [])()
+    if not layers:
+        raise ValueError(
+            f"sft.compile=true compiles a policy's layers (its fsdp_units); policy {policy.name!r} defines none. It "
+            "applies to pi0, gr00t, openvla, openvla_oft and flow_mlp"
+        )
+    for layer in layers:
+        layer.compile(backend=COMPILE_BACKEND)
+    return len(layers)
 
 
 def held_out_start(dataset, val_episodes: int, dataset_path: Optional[str]) -> int:

@@ -35,26 +35,21 @@ from ..flow.processing import images_to_model_input, tokenize_instructions
 from .configuration import PI0_PRESETS, Pi0Config
 
 
-class PrefixKVRecorder:
-    """Stands in for a transformers Cache during the prefix pass: keeps each layer's K/V."""
+class LayerKV:
+    """Stands in for a transformers Cache in one layer's call: keeps the K/V the layer computed and, with `prefix`
+    (the VLM layer's K/V), returns [prefix; own] for the expert layer to attend over. One object per layer, so no
+    layer index reaches traced code and torch.compile'd layers of a stack share one graph (sft.compile)."""
 
-    def __init__(self) -> None:
-        self.keys: dict[int, torch.Tensor] = {}
-        self.values: dict[int, torch.Tensor] = {}
-
-    def update(self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, *args, **kwargs):
-        self.keys[layer_idx], self.values[layer_idx] = key, value
-        return key, value
-
-
-class PrefixKVReader:
-    """Read-only cache for the expert pass: layer l attends over [prefix K/V of layer l; its own K/V]."""
-
-    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor]) -> None:
-        self.keys, self.values = keys, values
+    def __init__(self, prefix: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+        self.prefix = prefix
+        self.key: torch.Tensor | None = None
+        self.value: torch.Tensor | None = None
 
     def update(self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, *args, **kwargs):
-        return torch.cat([self.keys[layer_idx], key], dim=2), torch.cat([self.values[layer_idx], value], dim=2)
+        self.key, self.value = key, value
+        if self.prefix is None:
+            return key, value
+        return torch.cat([self.prefix[0], key], dim=2), torch.cat([self.prefix[1], value], dim=2)
 
 
 def gemma_config(cfg: Pi0Config, width: int, mlp_dim: int, num_heads: int, vocab_size: int) -> GemmaConfig:
@@ -171,21 +166,20 @@ class Pi0Policy(OpenpiSFTLoss, FlowPolicy):
         positions = valid.long().cumsum(dim=1).sub(1).clamp(min=0)
         attention_mask = valid[:, None, None, :].expand(-1, 1, tokens.shape[1], -1)
         position_embeddings = self.language_model.rotary_emb(tokens, positions)
-        recorder = PrefixKVRecorder()
+        recorded = [LayerKV() for _ in self.language_model.layers]
         hidden = tokens
-        for layer in self.language_model.layers:
+        for layer, cache in zip(self.language_model.layers, recorded):
             hidden = layer(
                 hidden,
                 attention_mask=attention_mask,
                 position_ids=positions,
-                past_key_values=recorder,
+                past_key_values=cache,
                 position_embeddings=position_embeddings,
             )
         hidden = self.language_model.norm(hidden)
-        num_layers = len(self.language_model.layers)
         return {
-            "prefix_keys": [recorder.keys[i] for i in range(num_layers)],  # (N, kv_heads, Lp, head_dim) each
-            "prefix_values": [recorder.values[i] for i in range(num_layers)],
+            "prefix_keys": [cache.key for cache in recorded],  # (N, kv_heads, Lp, head_dim) each
+            "prefix_values": [cache.value for cache in recorded],
             "prefix_valid": valid,
             "pooled": masked_mean(hidden, valid),
         }
@@ -220,14 +214,14 @@ class Pi0Policy(OpenpiSFTLoss, FlowPolicy):
         suffix_part = suffix_block_mask(suffix_len - 1, suffix.device).expand(batch, 1, -1, -1)
         attention_mask = torch.cat([prefix_part, suffix_part], dim=-1)
         position_embeddings = self.language_model.rotary_emb(suffix, positions)
-        reader = PrefixKVReader(context["prefix_keys"], context["prefix_values"])
+        prefixes = zip(context["prefix_keys"], context["prefix_values"])
         hidden = suffix
-        for layer in self.action_expert.layers:
+        for layer, prefix in zip(self.action_expert.layers, prefixes):
             hidden = layer(
                 hidden,
                 attention_mask=attention_mask,
                 position_ids=positions,
-                past_key_values=reader,
+                past_key_values=LayerKV(prefix),
                 position_embeddings=position_embeddings,
             )
         features = self.action_expert.norm(hidden)[:, 1:]  # the action tokens
