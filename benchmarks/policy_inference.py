@@ -25,6 +25,8 @@ warm-up took (compiling and capturing), which a runner pays once per batch bucke
     python benchmarks/policy_inference.py --policies pi0 gr00t openvla --cuda-graphs --batch-sizes 1 8 64
     python benchmarks/policy_inference.py --policies pi0 --cuda-graphs --compile --batch-sizes 1 8 64
     python benchmarks/policy_inference.py --device cpu --sizes tiny --batch-sizes 1 4   # CPU smoke run
+    python benchmarks/policy_inference.py --policies pi0 --cuda-graphs --compile --batch-sizes 1 --profile 20
+                      # and, per batch size, the 20 ops with the most device time in the fastest variant's act
     python benchmarks/policy_inference.py --device cpu --policies pi0 --flops-only --peak-tflops 989
                       # FLOPs per act of the real preset, counted on any machine, and the compute floor at a
                       # given peak (989: an H100/H200's dense bf16 figure); no timing
@@ -178,6 +180,32 @@ def time_graphed_act(
         policy._graph_cache = None
 
 
+def profile_act(policy: Policy, name: str, batch: int, variant: str, args, device: torch.device) -> None:
+    """Print the `args.profile` ops with the most self device time (CPU time on a CPU) over 3 `act` calls of
+    `variant` ("eager", "graphs" or "compiled"), captured and compiled before the profile starts."""
+    from torch.profiler import ProfilerActivity, profile
+
+    policy.config.act_cuda_graphs, policy.config.act_compile = variant != "eager", variant == "compiled"
+    policy._graph_cache = None
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    obs = policy.example_obs(batch)
+    try:
+        with torch.inference_mode():
+            for _ in range(max(args.warmup, 1)):
+                policy.act(obs)
+            synchronize(device)
+            with profile(activities=activities) as prof:
+                for _ in range(3):
+                    policy.act(obs)
+                synchronize(device)
+    finally:
+        policy.config.act_cuda_graphs = policy.config.act_compile = False
+        policy._graph_cache = None
+    sort_by = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(f"# {name} batch {batch}: top ops of 3 act calls ({variant})", flush=True)
+    print(prof.key_averages().table(sort_by=sort_by, row_limit=args.profile), flush=True)
+
+
 def benchmark_policy(
     name: str, size: str, args, device: torch.device, dtype: torch.dtype, bandwidth: float, matmul_flops: float
 ) -> list[dict]:
@@ -230,6 +258,9 @@ def benchmark_policy(
             }
         )
         print(format_row(rows[-1]), flush=True)
+        if args.profile:
+            variants = dict(zip(("eager", "graphs", "compiled"), (latency, graph_latency, compiled_latency)))
+            profile_act(policy, name, batch, min((t, v) for v, t in variants.items() if t == t)[1], args, device)
     del policy
     gc.collect()
     if device.type == "cuda":
@@ -290,6 +321,7 @@ def main() -> None:
     parser.add_argument("--flops-only", action="store_true", help="count FLOPs per act and print the compute floors")
     parser.add_argument("--peak-tflops", type=float, default=None, help="with --flops-only: a peak to divide by")
     parser.add_argument("--json", default=None, help="also write the rows to this file")
+    parser.add_argument("--profile", type=int, default=0, metavar="N", help="print the fastest act's N top ops")
     args = parser.parse_args()
     if args.peak_tflops is not None and not args.flops_only:
         parser.error("--peak-tflops is used by --flops-only only (timed runs compare with the measured matmul rate)")

@@ -42,8 +42,9 @@ def test_matmul_throughput_is_measured_from_a_real_matmul():
 def test_cpu_smoke_run_prints_both_floors():
     command = [sys.executable, str(SCRIPT), "--device", "cpu", "--sizes", "tiny", "--policies", "pi0"]
     command += ["--batch-sizes", "2", "--warmup", "1", "--iters", "1", "--bandwidth-mb", "16", "--matmul-size", "128"]
-    result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=300)
+    result = subprocess.run(command + ["--profile", "5"], capture_output=True, text=True, check=False, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
+    assert "# pi0 batch 2: top ops of 3 act calls (eager)" in result.stdout and "aten::" in result.stdout
     header = next(line for line in result.stdout.splitlines() if line.startswith("policy"))
     assert "GFLOP" in header and "compute ms" in header
     row = result.stdout.splitlines()[-1].split()
