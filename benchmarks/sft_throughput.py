@@ -15,6 +15,9 @@ the compiled run's warm-up took more than the eager one's (the compilation). `--
 N ops with the most device time (self time) over the timed steps: where a step goes.
 
     python benchmarks/sft_throughput.py --compile --profile 12 --batch-sizes 512 --override vision_patch_size=8
+
+`--flops-only --peak-tflops P` counts the FLOPs of one training step (forward and backward, torch's FlopCounterMode
+on a batch of 4, scaled to each batch size) and prints the compute floor at P TFLOP/s; no timing, any machine.
 """
 
 from __future__ import annotations
@@ -130,6 +133,29 @@ def step_rate(
     return seconds, batch / seconds, warmup_seconds
 
 
+def flops_table(args, root: str) -> None:
+    """FLOPs of one SFT step (the loss's forward and backward) per batch size, and the floor at --peak-tflops."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cfg = SFTRunConfig()
+    cfg.policy.name, cfg.policy.size = args.policy, args.size
+    cfg.policy.overrides = dict(parse_override(item) for item in args.override)
+    cfg.sft.dataset, cfg.sft.batch_size = root, 4
+    worker = SFTWorker(cfg)
+    worker.device = torch.device("cpu")
+    worker.init_worker()
+    obs, actions, is_pad = worker._batch(torch.arange(4), worker.policy.config.action_chunk, augment=False)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        worker.policy.sft_loss(obs, actions, is_pad).backward()
+    per_sample = counter.get_total_flops() / 4
+    print(f"\nFLOPs of one SFT step (forward + backward), counted at batch 4: {per_sample / 1e9:.2f} GFLOP per sample")
+    print(f"| batch | GFLOP per step | floor at {args.peak_tflops:g} TFLOP/s, ms |\n|---:|---:|---:|")
+    for batch in args.batch_sizes:
+        flops = per_sample * batch
+        print(f"| {batch} | {flops / 1e9:.5g} | {flops / (args.peak_tflops * 1e12) * 1e3:.4g} |")
+
+
 def parse_override(item: str) -> tuple[str, object]:
     """KEY=VALUE -> (key, value) with the value read as JSON where it parses (numbers, lists, booleans)."""
     import json
@@ -173,6 +199,8 @@ def main() -> None:
     parser.add_argument("--override", action="append", default=[], help="policy override KEY=VALUE (repeatable)")
     parser.add_argument("--compile", action="store_true", help="eager vs sft.compile steps instead of the tables")
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="print each run's N top ops")
+    parser.add_argument("--flops-only", action="store_true", help="count one step's FLOPs; no timing")
+    parser.add_argument("--peak-tflops", type=float, default=989.0, help="with --flops-only: the peak to divide by")
     args = parser.parse_args()
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     preset = policy_class(args.policy).presets[args.size]
@@ -180,6 +208,9 @@ def main() -> None:
     print(f"{args.policy}/{args.size}, {args.precision}, {preset['image_size']} px frames, device: {name}")
     with tempfile.TemporaryDirectory() as scratch:
         root = write_dataset(os.path.join(scratch, "ds"), args.frames, preset["image_size"])
+        if args.flops_only:
+            flops_table(args, root)
+            return
         if args.compile:
             compile_table(args, root, device)
             return
