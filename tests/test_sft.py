@@ -468,6 +468,9 @@ def test_mlp_bc_then_rl_on_maniskill(cluster, tmp_path):
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert {"sft/loss", "sft/grad_norm", "sft/lr", "time/step"} <= set(records[0])
     assert records[-1]["eval/num_episodes"] == 2 and 0.0 <= records[-1]["eval/success_once"] <= 1.0
+    # the pauses training waits for: saves (steps 100 and 150) and the evaluation (step 150), timed
+    assert [r["step"] for r in records if "time/save_seconds" in r] == [100, 150]
+    assert [r["step"] for r in records if "time/eval_seconds" in r] == [150] and records[-1]["time/eval_seconds"] > 0
     for name in ("step_000100", "final", "best"):
         assert (out / "checkpoints" / name / "policy" / "model.safetensors").is_file(), name
     assert not (out / "checkpoints" / "_eval").exists()

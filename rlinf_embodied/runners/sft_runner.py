@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import shutil
+import time
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -110,14 +111,19 @@ class SFTRunner:
             metrics["sft/epoch"] = step * sft.batch_size / max(self.info["num_frames"], 1)
             last = step == sft.max_steps
             saved = None
+            save_start = time.perf_counter()
             if last:
                 saved = self.save(step, "final")
             elif (sft.save_interval and step % sft.save_interval == 0) or self._stop_requested():
                 saved = self.save(step, f"step_{step:06d}")
+            if saved is not None:
+                metrics["time/save_seconds"] = time.perf_counter() - save_start
             if saved is not None and self.stop is not None:
                 self.stop.saved(saved, step)
             if sft.eval_interval and (last or (step % sft.eval_interval == 0 and not self._stop_requested())):
+                eval_start = time.perf_counter()  # training waits for it: the evaluation's share of a run's time
                 metrics.update(self.evaluate(step, saved))
+                metrics["time/eval_seconds"] = time.perf_counter() - eval_start
                 if not last and self._reached_target(metrics["eval/success_once"], step):
                     self.save(step, "final")
                     last = True
