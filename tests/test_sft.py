@@ -262,6 +262,8 @@ def test_compile_is_refused_where_it_cannot_apply(tmp_path):
     cfg = SFTRunConfig()
     cfg.sft.dataset, cfg.sft.compile = write_state_dataset(tmp_path / "ds", episodes=1, length=3), True
     with pytest.raises(ValueError, match=r"sft.compile=true compiles .*policy 'mlp' defines none.*pi0"):
+        check_sft_config(cfg)  # before any process starts
+    with pytest.raises(ValueError, match=r"sft.compile=true compiles .*policy 'mlp' defines none.*pi0"):
         SFTWorker(cfg).init_worker()
     from rlinf_embodied.workers.sft_worker import compile_layers
 

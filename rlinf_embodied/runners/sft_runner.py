@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from ..config import SFTRunConfig
 from ..datasets.demo_seeds import check_checkpoint_held_out, check_held_out, dataset_seeds, write_demo_seeds
 from ..scheduler import Cluster, ComponentPlacement, WorkerGroup
-from ..workers.sft_worker import SFTWorker, predicted_policy_dims, sft_eval_config
+from ..workers.sft_worker import SFTWorker, check_compilable, predicted_policy_dims, sft_eval_config
 from .embodied_runner import BEST_FILE, check_cluster_fits, read_best_eval_success
 from .interrupts import StopRequest
 from .metrics_logger import MetricsLogger
@@ -270,6 +270,8 @@ def check_sft_config(cfg: SFTRunConfig) -> dict[str, Any]:
             f"env.kwargs.control_mode={env_mode!r}: set env.kwargs.control_mode={dataset_mode} (the policy "
             f"learns the dataset's action space, and train/eval must run the env in it)"
         )
+    if cfg.sft.compile:
+        check_compilable(cfg.policy.name)
     if cfg.sft.image_shift > 0 and not camera_shapes(features):
         raise ValueError(
             f"sft.image_shift={cfg.sft.image_shift} augments camera images, but sft.dataset={path!r} has none "

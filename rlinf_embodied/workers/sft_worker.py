@@ -378,21 +378,26 @@ class FrameSampler:
         return torch.cat(out)
 
 
+def check_compilable(policy_name: str) -> None:
+    """sft.compile compiles a policy's layers (its fsdp_units): the mlp and cnn policies define none."""
+    if not hasattr(policy_class(policy_name), "fsdp_units"):
+        raise ValueError(
+            f"sft.compile=true compiles a policy's layers (its fsdp_units); policy {policy_name!r} defines none. It "
+            "applies to pi0, gr00t, openvla, openvla_oft and flow_mlp"
+        )
+
+
 def compile_layers(policy, world_size: int) -> int:
     """sft.compile: torch.compile each of `policy`'s layers (its fsdp_units: transformer layers for the VLAs) in
     place. Regional compilation: a stack of identical layers shares one compiled graph, so 6 layers cost about
     as much compiling as 1. Returns the number of layers compiled."""
+    check_compilable(policy.name)
     if world_size > 1:
         raise ValueError(
             f"sft.compile=true runs on one actor rank; this run has {world_size} (FSDP). Use one GPU for the "
             "actor, or sft.compile=false"
         )
-    layers = getattr(policy, "fsdp_units", lambda: [])()
-    if not layers:
-        raise ValueError(
-            f"sft.compile=true compiles a policy's layers (its fsdp_units); policy {policy.name!r} defines none. It "
-            "applies to pi0, gr00t, openvla, openvla_oft and flow_mlp"
-        )
+    layers = policy.fsdp_units()
     for layer in layers:
         layer.compile(backend=COMPILE_BACKEND)
     return len(layers)
