@@ -40,6 +40,9 @@ POLICY_ARGS=(policy=$POLICY policy.size=$SIZE policy.require_checkpoint=false po
 # pi0: PATCH=8 gives finer vision patches than pi0-small's 12 (144 instead of 64 image tokens at 96 px; PATCH=
 # keeps 12). POLICY=openvla_oft SIZE=openvla-oft-small runs the same recipe for OpenVLA-OFT (8 px patches already).
 [ "$POLICY" != pi0 ] || [ -z "${PATCH-8}" ] || POLICY_ARGS+=("policy.overrides.vision_patch_size=${PATCH-8}")
+# pi0: the prompt's padding columns are dropped (trim_prompt_padding; PickCube's instruction is 45 of 96 byte
+# tokens: 17% of an SFT step's FLOPs); TRIM=false keeps them. Saved in the checkpoint, so RL and eval trim too.
+[ "$POLICY" != pi0 ] || POLICY_ARGS+=("policy.overrides.trim_prompt_padding=${TRIM:-true}")
 # STEM=conv: pi0's convolutional vision stem (policies/common/conv_stem.py) instead of the patchify conv
 [ -z "${STEM:-}" ] || POLICY_ARGS+=("policy.overrides.vision_stem=$STEM")
 stage=$1; shift
@@ -79,7 +82,8 @@ case $stage in
     python3 benchmarks/sft_throughput.py --size $SIZE --batch-sizes 64 ${BATCH:-256} | tee $WORK/sft_throughput.txt ;;
   bench_compile)
     # eager vs sft.compile steps at the recipe's batch and patches, with each run's top device ops
-    patch=(); [ "$POLICY" != pi0 ] || [ -z "${PATCH-8}" ] || patch=(--override "vision_patch_size=${PATCH-8}")
+    patch=(); [ "$POLICY" != pi0 ] || patch=(--override "trim_prompt_padding=${TRIM:-true}")
+    [ "$POLICY" != pi0 ] || [ -z "${PATCH-8}" ] || patch+=(--override "vision_patch_size=${PATCH-8}")
     python3 benchmarks/sft_throughput.py --policy $POLICY --size $SIZE --batch-sizes ${BATCH:-512} --steps 20 \
       --compile --profile ${PROFILE_OPS:-15} "${patch[@]}" | tee $WORK/sft_compile.txt ;;
   steps_for)

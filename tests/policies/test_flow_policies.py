@@ -44,6 +44,30 @@ def test_act_and_evaluate_log_probs_agree(name, method, steps):
     assert evaluated.log_probs.requires_grad
 
 
+@pytest.mark.parametrize("name", VLA_POLICIES)
+def test_trimmed_prompt_padding_changes_no_output_and_shortens_the_prefix(name):
+    """trim_prompt_padding drops masked columns only: act, evaluate and the SFT loss agree with the untrimmed
+    policy (same weights) within float rounding, while the language model sees fewer tokens."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    full, trimmed = tiny(name, max_token_len=96), tiny(name, max_token_len=96, trim_prompt_padding=True)
+    trimmed.load_state_dict(full.state_dict())
+    obs = full.example_obs(3)
+    outputs, flops = {}, {}
+    for label, policy in (("full", full), ("trimmed", trimmed)):
+        torch.manual_seed(1)
+        act = policy.act(obs)
+        evaluated = policy.evaluate(obs, act)
+        torch.manual_seed(2)
+        counter = FlopCounterMode(display=False)
+        with counter:
+            loss = policy.sft_loss(obs, act.actions)
+        outputs[label], flops[label] = (act.actions, act.log_probs, evaluated.log_probs, act.values, loss), counter
+    for got, expected in zip(outputs["trimmed"], outputs["full"]):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    assert flops["trimmed"].get_total_flops() < 0.9 * flops["full"].get_total_flops()
+
+
 @pytest.mark.parametrize("name", POLICIES)
 @pytest.mark.parametrize("method", ["flow_sde", "flow_noise"])
 def test_gradients_reach_every_trainable_parameter(name, method):

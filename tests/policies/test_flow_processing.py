@@ -34,3 +34,11 @@ def test_cached_tokenization_matches_a_fresh_call_and_tokenizes_each_text_once(m
     assert valid.dtype == torch.bool and ids.shape == (len(batch), max_len)
     with pytest.raises(ValueError, match="max_token_len=4"):  # the length check still runs on new texts
         processing.tokenize_instructions(tokenizer, ["a much longer instruction than four tokens"], 4, "cpu")
+
+    longest = int(valid.sum(dim=1).max())  # trimmed: the columns no row uses go, to a multiple of 8
+    trimmed, trimmed_valid = processing.tokenize_instructions(tokenizer, batch, max_len, "cpu", trim_to=8)
+    assert trimmed.shape[1] == -(-longest // 8) * 8 < max_len
+    assert torch.equal(trimmed, ids[:, : trimmed.shape[1]]) and torch.equal(trimmed_valid, valid[:, : trimmed.shape[1]])
+    assert not valid[:, trimmed.shape[1] :].any()  # only padding was dropped
+    long = processing.tokenize_instructions(tokenizer, batch, longest + 1, "cpu", trim_to=8)[0]
+    assert long.shape[1] == longest + 1  # never wider than max_len

@@ -48,6 +48,7 @@ from .utils import select_rows, skip_weight_init
 logger = logging.getLogger(__name__)
 
 LORA_MARKER = "lora_"
+PROMPT_TRIM_MULTIPLE = 8  # trim_prompt_padding keeps prompt widths a multiple of this (tensor-core friendly)
 RL_HEADS = ("value_head.", "noise_head.")
 DEFAULT_INSTRUCTIONS = ("pick up the red cube", "open the top drawer", "put the bowl on the plate")
 
@@ -170,6 +171,10 @@ class FlowPolicy(Policy):
             high = torch.tensor(key[2], dtype=torch.float32, device=device)
             self._state_bounds_cache = (key, (low, high))
         return self._state_bounds_cache[1]
+
+    def prompt_trim(self) -> int:
+        """tokenize_instructions' trim_to: 8 with trim_prompt_padding (a multiple of 8 tokens), else 0 (no trim)."""
+        return PROMPT_TRIM_MULTIPLE if self.config.trim_prompt_padding else 0
 
     def camera_images(self, obs: Obs) -> list[torch.Tensor]:
         """The (N, H, W, 3) uint8 cameras the model sees: main camera, then the wrist camera if used."""

@@ -46,13 +46,15 @@ _TOKEN_CACHE: "weakref.WeakKeyDictionary[PreTrainedTokenizerBase, dict]" = weakr
 
 
 def tokenize_instructions(
-    tokenizer: PreTrainedTokenizerBase, instructions: list[str], max_len: int, device: torch.device
+    tokenizer: PreTrainedTokenizerBase, instructions: list[str], max_len: int, device: torch.device, trim_to: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded token ids (N, max_len) and their validity mask (N, max_len) bool.
 
     Right padding keeps every valid token's position equal to its index and gives causal
     language models no fully masked rows (which would produce NaNs in the padding positions).
     Each distinct instruction is tokenized once per tokenizer and cached.
+    `trim_to` > 0 drops the padding columns no row uses, keeping the longest row's length rounded up to a
+    multiple of `trim_to` (at most max_len): (N, L) with L <= max_len, decided on the host before the copy.
     """
     try:
         cache = _TOKEN_CACHE.setdefault(tokenizer, {})
@@ -71,6 +73,10 @@ def tokenize_instructions(
     rows = [cache[(text, max_len)] for text in texts]
     ids = torch.stack([row[0] for row in rows])
     mask = torch.stack([row[1] for row in rows])
+    if trim_to > 0:
+        longest = int(mask.sum(dim=1).max())
+        width = min(max_len, -(-longest // trim_to) * trim_to)
+        ids, mask = ids[:, :width], mask[:, :width]
     return ids.to(device), mask.to(device)
 
 

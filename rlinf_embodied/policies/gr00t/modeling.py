@@ -194,7 +194,7 @@ class Gr00tPolicy(FlowPolicy):
         image_tokens = image_tokens.reshape(len(cameras), batch, -1, cfg.llm_hidden_size).transpose(0, 1)
         image_tokens = image_tokens.reshape(batch, -1, cfg.llm_hidden_size)
         token_ids, token_valid = tokenize_instructions(
-            self.tokenizer, list(obs["instruction"]), cfg.max_token_len, device
+            self.tokenizer, list(obs["instruction"]), cfg.max_token_len, device, self.prompt_trim()
         )
         text_tokens = self.language_model.embed_tokens(token_ids)
         image_valid = torch.ones(image_tokens.shape[:2], dtype=torch.bool, device=device)

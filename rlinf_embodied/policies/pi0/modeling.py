@@ -155,7 +155,7 @@ class Pi0Policy(OpenpiSFTLoss, FlowPolicy):
         """The prefix's host work: cameras onto the device, instructions to token ids (N, Lt) and validity."""
         device = self.device
         token_ids, token_valid = tokenize_instructions(
-            self.tokenizer, list(obs["instruction"]), self.config.max_token_len, device
+            self.tokenizer, list(obs["instruction"]), self.config.max_token_len, device, self.prompt_trim()
         )
         cameras = [torch.as_tensor(camera).to(device) for camera in self.camera_images(obs)]  # (N, H, W, 3) uint8
         return {"cameras": cameras, "token_ids": token_ids, "token_valid": token_valid}
