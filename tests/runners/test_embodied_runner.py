@@ -273,6 +273,7 @@ def test_actor_reproduces_rollout_log_probs_before_its_first_step(cluster, tmp_p
             action_high=[0.5] * 7,
             state_low=[-1.0] * 8,
             state_high=[1.0] * 8,
+            trim_prompt_padding=True,  # as the GPU recipe's SFT saves it: rollout and actor trim the same prompts
         ).save_pretrained(checkpoint)
         cfg.policy.checkpoint = str(checkpoint)
     history = run_iterations(cfg, cluster, str(tmp_path))
