@@ -191,7 +191,8 @@ class SFTConfig:
     data_on_device: bool = True
     # torch.compile each of the policy's transformer layers (its fsdp_units) in place for the training steps:
     # fused elementwise kernels, one compiled graph per layer type. The first step pays the compilation
-    # (about a minute); checkpoints and evaluations are unchanged. One actor rank only (not with FSDP yet).
+    # (about a minute); checkpoints and evaluations are unchanged. One actor rank only (not with FSDP yet), and
+    # not with the policy's gradient_checkpointing (dynamo stops at every checkpointed layer).
     compile: bool = False
     # Steps between image probes (sft/probe_loss vs sft/probe_loss_shuffled_images: does the policy use
     # its cameras?), two extra forward passes each. None: every 100 steps for datasets with cameras, off

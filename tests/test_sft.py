@@ -269,6 +269,16 @@ def test_compile_is_refused_where_it_cannot_apply(tmp_path):
 
     with pytest.raises(ValueError, match=r"one actor rank; this run has 2 \(FSDP\)"):
         compile_layers(make_policy("pi0", size="tiny"), world_size=2)
+    # gradient checkpointing (pi0-3b's preset) would leave the layers uncompiled: refused before the run
+    preset = policy_class("pi0").presets["tiny"]
+    cfg.sft.dataset = write_image_dataset(
+        tmp_path / "images", preset["state_dim"], preset["action_dim"], preset["image_size"]
+    )
+    cfg.policy.name, cfg.policy.size, cfg.policy.overrides = "pi0", "tiny", {"gradient_checkpointing": True}
+    with pytest.raises(ValueError, match=r"gradient_checkpointing=true: torch.compile stops .*=false"):
+        check_sft_config(cfg)
+    cfg.policy.overrides = {}
+    check_sft_config(cfg)  # without it, accepted
 
 
 def test_sft_checkpoint_holds_the_average_not_the_last_step(tmp_path):

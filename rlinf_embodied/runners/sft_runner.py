@@ -239,7 +239,7 @@ def check_sft_config(cfg: SFTRunConfig) -> dict[str, Any]:
     """Fail before any process starts: the dataset exists and is one, its control mode agrees with the
     env's and its action_dim with the policy's (overrides / checkpoint). Returns the dataset's meta/info.json."""
     from ..datasets import ControlModeMismatchError, camera_shapes, load_info
-    from ..workers.policy_loading import check_policy_config
+    from ..workers.policy_loading import check_policy_config, resolved_policy_config
 
     path = cfg.sft.dataset
     if not path:
@@ -270,8 +270,6 @@ def check_sft_config(cfg: SFTRunConfig) -> dict[str, Any]:
             f"env.kwargs.control_mode={env_mode!r}: set env.kwargs.control_mode={dataset_mode} (the policy "
             f"learns the dataset's action space, and train/eval must run the env in it)"
         )
-    if cfg.sft.compile:
-        check_compilable(cfg.policy.name)
     if cfg.sft.image_shift > 0 and not camera_shapes(features):
         raise ValueError(
             f"sft.image_shift={cfg.sft.image_shift} augments camera images, but sft.dataset={path!r} has none "
@@ -300,6 +298,9 @@ def check_sft_config(cfg: SFTRunConfig) -> dict[str, Any]:
     if cfg.sft.resume:
         check_resume_checkpoint(cfg)
     check_policy_config(cfg.policy)
+    if cfg.sft.compile:
+        resolved = resolved_policy_config(cfg.policy, action_dim, 0)
+        check_compilable(cfg.policy.name, bool(getattr(resolved, "gradient_checkpointing", False)))
     dims = predicted_policy_dims(cfg.policy)
     if dims["action_dim"] is not None and dims["action_dim"] != action_dim:
         source = f"policy.checkpoint={cfg.policy.checkpoint!r}" if cfg.policy.checkpoint else "policy.overrides"

@@ -378,12 +378,19 @@ class FrameSampler:
         return torch.cat(out)
 
 
-def check_compilable(policy_name: str) -> None:
-    """sft.compile compiles a policy's layers (its fsdp_units): the mlp and cnn policies define none."""
+def check_compilable(policy_name: str, gradient_checkpointing: bool) -> None:
+    """sft.compile compiles a policy's layers (its fsdp_units), which the mlp and cnn policies do not have; under
+    gradient checkpointing dynamo breaks its graph at every checkpointed layer and compiles almost nothing."""
     if not hasattr(policy_class(policy_name), "fsdp_units"):
         raise ValueError(
             f"sft.compile=true compiles a policy's layers (its fsdp_units); policy {policy_name!r} defines none. It "
             "applies to pi0, gr00t, openvla, openvla_oft and flow_mlp"
+        )
+    if gradient_checkpointing:
+        raise ValueError(
+            f"sft.compile=true with policy {policy_name!r}'s gradient_checkpointing=true: torch.compile stops at "
+            "every checkpointed layer and compiles almost nothing (pi0-3b's preset checkpoints). Set "
+            "policy.overrides.gradient_checkpointing=false (more activation memory) or sft.compile=false"
         )
 
 
@@ -391,7 +398,7 @@ def compile_layers(policy, world_size: int) -> int:
     """sft.compile: torch.compile each of `policy`'s layers (its fsdp_units: transformer layers for the VLAs) in
     place. Regional compilation: a stack of identical layers shares one compiled graph, so 6 layers cost about
     as much compiling as 1. Returns the number of layers compiled."""
-    check_compilable(policy.name)
+    check_compilable(policy.name, bool(getattr(policy.config, "gradient_checkpointing", False)))
     if world_size > 1:
         raise ValueError(
             f"sft.compile=true runs on one actor rank; this run has {world_size} (FSDP). Use one GPU for the "
