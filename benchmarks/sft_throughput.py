@@ -104,10 +104,8 @@ def step_rate(
     args, root: str, batch: int, on_device: bool, device: torch.device, compiled: bool = False
 ) -> tuple[float, float, float]:
     """(s/step, samples/s, warm-up seconds) of an in-process SFTWorker; with --profile, prints its top ops."""
-    cfg = SFTRunConfig()
-    cfg.policy.name, cfg.policy.size, cfg.policy.precision = args.policy, args.size, args.precision
-    cfg.policy.overrides = dict(parse_override(item) for item in args.override)
-    cfg.sft.dataset, cfg.sft.batch_size, cfg.sft.image_shift = root, batch, 4
+    cfg = worker_config(args, root, batch)
+    cfg.policy.precision, cfg.sft.image_shift = args.precision, 4
     cfg.sft.data_on_device, cfg.sft.warmup_steps, cfg.sft.max_steps = on_device, 0, 10**6
     cfg.sft.compile = compiled
     worker = SFTWorker(cfg)
@@ -121,7 +119,7 @@ def step_rate(
 
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
         with profile(activities=activities) as prof:
-            seconds = worker.train_steps(args.warmup, args.steps)["time/step"]
+            worker.train_steps(args.warmup, args.steps)  # timed again below, without the profiler's overhead
         sort_by = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
         label = "compiled" if compiled else "eager"
         print(f"\ntop ops of the {label} steps, batch {batch} (profiled: the s/step below is from a separate run)")
@@ -137,11 +135,7 @@ def flops_table(args, root: str) -> None:
     """FLOPs of one SFT step (the loss's forward and backward) per batch size, and the floor at --peak-tflops."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    cfg = SFTRunConfig()
-    cfg.policy.name, cfg.policy.size = args.policy, args.size
-    cfg.policy.overrides = dict(parse_override(item) for item in args.override)
-    cfg.sft.dataset, cfg.sft.batch_size = root, 4
-    worker = SFTWorker(cfg)
+    worker = SFTWorker(worker_config(args, root, 4))
     worker.device = torch.device("cpu")
     worker.init_worker()
     obs, actions, is_pad = worker._batch(torch.arange(4), worker.policy.config.action_chunk, augment=False)
@@ -149,11 +143,20 @@ def flops_table(args, root: str) -> None:
     with counter:
         worker.policy.sft_loss(obs, actions, is_pad).backward()
     per_sample = counter.get_total_flops() / 4
-    print(f"\nFLOPs of one SFT step (forward + backward), counted at batch 4: {per_sample / 1e9:.2f} GFLOP per sample")
+    print(f"\nFLOPs of one SFT step (forward + backward), counted at batch 4: {per_sample / 1e9:.4g} GFLOP per sample")
     print(f"| batch | GFLOP per step | floor at {args.peak_tflops:g} TFLOP/s, ms |\n|---:|---:|---:|")
     for batch in args.batch_sizes:
         flops = per_sample * batch
         print(f"| {batch} | {flops / 1e9:.5g} | {flops / (args.peak_tflops * 1e12) * 1e3:.4g} |")
+
+
+def worker_config(args, root: str, batch: int) -> SFTRunConfig:
+    """The benchmark's SFT run: --policy/--size/--override on the synthetic dataset at `root`, batch `batch`."""
+    cfg = SFTRunConfig()
+    cfg.policy.name, cfg.policy.size = args.policy, args.size
+    cfg.policy.overrides = dict(args.overrides)
+    cfg.sft.dataset, cfg.sft.batch_size = root, batch
+    return cfg
 
 
 def parse_override(item: str) -> tuple[str, object]:
@@ -202,6 +205,7 @@ def main() -> None:
     parser.add_argument("--flops-only", action="store_true", help="count one step's FLOPs; no timing")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="with --flops-only: the peak to divide by")
     args = parser.parse_args()
+    args.overrides = dict(parse_override(item) for item in args.override)  # bad input fails before any work
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     preset = policy_class(args.policy).presets[args.size]
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
