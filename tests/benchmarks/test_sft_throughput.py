@@ -1,21 +1,30 @@
-"""benchmarks/sft_throughput.py --flops-only on CPU: the FLOP count of an SFT step, and its --override parsing."""
+"""benchmarks/sft_throughput.py --flops-only on CPU (in this process): the FLOP count of an SFT step, and its
+--override parsing."""
 
-import subprocess
-import sys
+import argparse
+import importlib.util
 from pathlib import Path
+
+import pytest
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "sft_throughput.py"
 
 
-def run(*args: str) -> str:
-    command = [sys.executable, str(SCRIPT), "--policy", "pi0", "--size", "tiny", "--frames", "100", *args]
-    result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return result.stdout
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("sft_throughput", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def test_flops_only_counts_a_step_that_grows_with_the_batch():
-    output = run("--flops-only", "--batch-sizes", "4", "8", "--override", "vlm_mlp_dim=256")
+def test_flops_only_counts_a_step_that_grows_with_the_batch(tmp_path, capsys):
+    benchmark = load_benchmark()
+    args = argparse.Namespace(policy="pi0", size="tiny", batch_sizes=[4, 8], peak_tflops=989.0)
+    args.overrides = dict([benchmark.parse_override("vlm_mlp_dim=256")])
+    assert args.overrides == {"vlm_mlp_dim": 256}  # the value read as JSON
+    root = benchmark.write_dataset(str(tmp_path / "ds"), 90, image_size=32)
+    benchmark.flops_table(args, root)
+    output = capsys.readouterr().out
     rows = [line.split("|") for line in output.splitlines()]
     per_step = {int(r[1]): float(r[2]) for r in rows if len(r) > 3 and r[1].strip().isdigit()}
     per_sample = float(output.split("counted at batch 4: ")[1].split()[0])
@@ -24,6 +33,5 @@ def test_flops_only_counts_a_step_that_grows_with_the_batch():
 
 
 def test_override_must_be_key_equals_value():
-    command = [sys.executable, str(SCRIPT), "--size", "tiny", "--flops-only", "--override", "vlm_depth"]
-    result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=120)
-    assert result.returncode != 0 and "expected KEY=VALUE" in result.stderr
+    with pytest.raises(SystemExit, match="expected KEY=VALUE"):
+        load_benchmark().parse_override("vlm_depth")
