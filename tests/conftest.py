@@ -1,7 +1,12 @@
 """Shared pytest set-up: GPU tests are skipped where CUDA is absent; one Ray instance for the worker tests."""
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def pytest_collection_modifyitems(config, items):
@@ -23,3 +28,18 @@ def ray_session():
     cluster = Cluster(num_nodes=1, num_gpus_per_node=torch.cuda.device_count() or 8, simulate_gpus=True)
     yield cluster
     cluster.shutdown()
+
+
+@pytest.fixture(scope="session")
+def benchmark_script():
+    """Loads benchmarks/<name>.py as a module (the scripts are not a package), once per session."""
+    modules = {}
+
+    def load(name: str):
+        if name not in modules:
+            spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+            modules[name] = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(modules[name])
+        return modules[name]
+
+    return load

@@ -2,16 +2,15 @@
 itself needs LIBERO and runs by hand, see its docstring)."""
 
 import argparse
-import importlib.util
 import os
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("libero_device_bundle", ROOT / "benchmarks" / "libero_device_bundle.py")
-bundle = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(bundle)
+
+@pytest.fixture
+def bundle(benchmark_script):
+    return benchmark_script("libero_device_bundle")
 
 
 def staged_tree(root: Path) -> None:
@@ -20,7 +19,7 @@ def staged_tree(root: Path) -> None:
     (root / "pkg" / "mesh.bin").write_bytes(os.urandom(3 * 2**20))  # incompressible: several pieces
 
 
-def test_pieces_round_trip(tmp_path):
+def test_pieces_round_trip(tmp_path, bundle):
     staging, out, site = tmp_path / "staging", tmp_path / "pieces", tmp_path / "site"
     staging.mkdir()
     staged_tree(staging)
@@ -30,7 +29,7 @@ def test_pieces_round_trip(tmp_path):
     assert (site / "pkg" / "mesh.bin").read_bytes() == (staging / "pkg" / "mesh.bin").read_bytes()
 
 
-def test_unpack_waits_for_missing_pieces_and_rejects_corrupt_ones(tmp_path):
+def test_unpack_waits_for_missing_pieces_and_rejects_corrupt_ones(tmp_path, bundle):
     staging, out = tmp_path / "staging", tmp_path / "pieces"
     staging.mkdir()
     staged_tree(staging)

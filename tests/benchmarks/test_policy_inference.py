@@ -1,6 +1,5 @@
 """benchmarks/policy_inference.py's floors: the compute floor must count what `act` really computes."""
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -12,15 +11,8 @@ from rlinf_embodied.policies import make_policy
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "policy_inference.py"
 
 
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("policy_inference", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_act_flops_grow_with_the_batch_and_cover_every_denoising_step():
-    benchmark = load_benchmark()
+def test_act_flops_grow_with_the_batch_and_cover_every_denoising_step(benchmark_script):
+    benchmark = benchmark_script("policy_inference")
     torch.manual_seed(0)
     policy = make_policy("pi0", size="tiny").eval()
     one, four = benchmark.count_act_flops(policy, 1), benchmark.count_act_flops(policy, 4)
@@ -34,8 +26,10 @@ def test_act_flops_grow_with_the_batch_and_cover_every_denoising_step():
     assert by_steps[0] == one and by_steps[1] > one and by_steps[2] - by_steps[1] == by_steps[1] - by_steps[0]
 
 
-def test_matmul_throughput_is_measured_from_a_real_matmul():
-    flops = load_benchmark().measure_matmul_flops(torch.device("cpu"), torch.float32, size=128, repeats=3)
+def test_matmul_throughput_is_measured_from_a_real_matmul(benchmark_script):
+    flops = benchmark_script("policy_inference").measure_matmul_flops(
+        torch.device("cpu"), torch.float32, size=128, repeats=3
+    )
     assert 1e6 < flops < 1e15
 
 

@@ -2,23 +2,12 @@
 --override parsing."""
 
 import argparse
-import importlib.util
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "sft_throughput.py"
 
-
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("sft_throughput", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_flops_only_counts_a_step_that_grows_with_the_batch(tmp_path, capsys):
-    benchmark = load_benchmark()
+def test_flops_only_counts_a_step_that_grows_with_the_batch(tmp_path, capsys, benchmark_script):
+    benchmark = benchmark_script("sft_throughput")
     args = argparse.Namespace(policy="pi0", size="tiny", batch_sizes=[4, 8], peak_tflops=989.0)
     args.overrides = dict([benchmark.parse_override("vlm_mlp_dim=256")])
     assert args.overrides == {"vlm_mlp_dim": 256}  # the value read as JSON
@@ -32,6 +21,6 @@ def test_flops_only_counts_a_step_that_grows_with_the_batch(tmp_path, capsys):
     assert abs(per_step[4] / 4 - per_sample) <= 0.01 * per_sample  # the table scales the counted step
 
 
-def test_override_must_be_key_equals_value():
+def test_override_must_be_key_equals_value(benchmark_script):
     with pytest.raises(SystemExit, match="expected KEY=VALUE"):
-        load_benchmark().parse_override("vlm_depth")
+        benchmark_script("sft_throughput").parse_override("vlm_depth")
