@@ -165,27 +165,17 @@ def check_stopped_run(process, log_path, out) -> tuple[str, int]:
     return line, iteration
 
 
-@pytest.mark.slow
-def test_default_command_stops_on_ctrl_c_and_its_resume_line_runs_it_to_the_end(tmp_path):
-    """The default job (`python -m rlinf_embodied.train`, no overrides but the iteration count): Ctrl-C (the
-    terminal signals the whole foreground process group) saves a resumable checkpoint, prints the resume
-    line and exits 130 leaving no process; the printed command continues the run in the same directory,
-    ends at runner.max_iterations with exit 0 and writes TensorBoard events."""
-    out = tmp_path / "run"
-    with open(tmp_path / "train.log", "w") as log:
-        process = start_training(out, log, "runner.max_iterations=50")
-        stop_after_metrics_lines(process, out, 1, signal.SIGINT, to_group=True, exit_code=130)
-    line, iteration = check_stopped_run(process, tmp_path / "train.log", out)
-    # The printed command continues the run: one more iteration, in the same directory.
+def resume_from(line: str, tmp_path, iterations: int) -> subprocess.CompletedProcess:
+    """The printed resume command, run to `iterations` iterations in all."""
     args = shlex.split(line.split("resume with: ", 1)[1])[3:]
     args = [a for a in args if not a.startswith("runner.max_iterations=")]
-    result = subprocess.run(
+    return subprocess.run(
         [
             sys.executable,
             "-m",
             "rlinf_embodied.train",
             *args,
-            f"runner.max_iterations={iteration + 2}",
+            f"runner.max_iterations={iterations}",
             f"hydra.run.dir={tmp_path / 'resumed'}",
         ],
         cwd=REPO_ROOT,
@@ -193,18 +183,34 @@ def test_default_command_stops_on_ctrl_c_and_its_resume_line_runs_it_to_the_end(
         text=True,
         timeout=400,
     )
+
+
+@pytest.mark.slow
+def test_default_command_stops_on_ctrl_c_with_a_resume_line(tmp_path):
+    """The default job (`python -m rlinf_embodied.train`, no overrides but the iteration count): Ctrl-C (the
+    terminal signals the whole foreground process group) saves a resumable checkpoint, prints the resume
+    line and exits 130 leaving no process. That a resume line runs to the end: the SIGTERM test below (the
+    same line, a tiny run: the default job twice took 52 s of the suite)."""
+    out = tmp_path / "run"
+    with open(tmp_path / "train.log", "w") as log:
+        process = start_training(out, log, "runner.max_iterations=50")
+        stop_after_metrics_lines(process, out, 1, signal.SIGINT, to_group=True, exit_code=130)
+    check_stopped_run(process, tmp_path / "train.log", out)
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_driver_saves_a_checkpoint_whose_resume_line_runs_to_the_end(tmp_path):
+    """A scheduler's preemption signals the driver process only: it stops the workers itself, exit 143. The
+    printed command continues the run in the same directory, ends at runner.max_iterations with exit 0 and
+    writes TensorBoard events."""
+    out = tmp_path / "run"
+    with open(tmp_path / "train.log", "w") as log:
+        process = start_training(out, log, "runner.max_iterations=50", *TINY)
+        stop_after_metrics_lines(process, out, 1, signal.SIGTERM, to_group=False, exit_code=143)
+    line, iteration = check_stopped_run(process, tmp_path / "train.log", out)
+    result = resume_from(line, tmp_path, iteration + 2)
     assert result.returncode == 0, result.stderr[-3000:]
     assert [json.loads(x)["iteration"] for x in (out / "metrics.jsonl").read_text().splitlines()] == list(
         range(iteration + 2)
     )
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(out / "tensorboard"))
-
-
-@pytest.mark.slow
-def test_sigterm_to_the_driver_saves_a_resumable_checkpoint_and_leaves_no_process(tmp_path):
-    """A scheduler's preemption signals the driver process only: it stops the workers itself, exit 143."""
-    out = tmp_path / "run"
-    with open(tmp_path / "train.log", "w") as log:
-        process = start_training(out, log, "runner.max_iterations=50", *TINY)
-        stop_after_metrics_lines(process, out, 1, signal.SIGTERM, to_group=False, exit_code=143)
-    check_stopped_run(process, tmp_path / "train.log", out)

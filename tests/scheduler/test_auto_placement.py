@@ -333,12 +333,15 @@ def test_place_prints_the_table_and_the_override():
 
 @pytest.mark.slow
 def test_place_profiles_on_a_simulated_gpu_then_reads_the_cache(ray_session, tmp_path, monkeypatch):
-    """A real profile (mlp, state obs, 1 simulated GPU of the session's Ray, which `place` joins: three runs at
-    num_envs with two at num_envs / 2 between them; a few minutes on a busy CPU), then the cached costs. What more
-    GPUs add (a parallel and a 2-stage run): test_profile_on_two_gpus_adds_the_parallel_and_the_two_stage_runs."""
+    """A real profile (mlp, state obs, 1 simulated GPU of the session's Ray, which `place` joins), then the cached
+    costs. The profile's order is cut to one run at num_envs and one at num_envs / 2, the two sizes the single-GPU
+    costs are fitted from (each run starts its own workers: the five of a real 1-GPU profile took 50 s here). The
+    whole order, and what more GPUs add: test_profile_on_two_gpus_adds_the_parallel_and_the_two_stage_runs."""
     from rlinf_embodied.place import place
+    from rlinf_embodied.runners import placement_profile
 
     monkeypatch.setenv("RLINF_PLACEMENT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(placement_profile, "PROFILE_ORDER", ("full", "half"))
     cfg = TrainConfig()
     cfg.env.num_envs, cfg.env.max_episode_steps = 4, 6
     cfg.env.kwargs = {"control_mode": "pd_joint_delta_pos", "reward_mode": "normalized_dense"}
