@@ -10,6 +10,8 @@
 #   STOP_AT=0.3 EVAL_INTERVAL=1000 bash ... sft 6000   # stop at the first evaluation with >= 30% success
 #   VAL_EPISODES=40 WEIGHT_DECAY=0.05 bash ... sft 6000  # sft/val_loss on 40 held-out demos; AdamW decay
 #   COMPILE=1 bash ... sft 6000                         # sft.compile: torch.compile'd layers (a minute to compile)
+#   COMPILE=1 BATCH=1024 bash ... sft 6000              # H200 (stop 39): the compiled step is host-bound, so batch
+#                                  # 1024 costs 0.128 s like 512 (eager 0.246 s): 1.92x the samples/s (RESULTS.md)
 #   bash benchmarks/sft_then_rl_gpu.sh eval            # 200 held-out episodes of the SFT checkpoint
 #   bash benchmarks/sft_then_rl_gpu.sh rl 20           # PPO (Flow-SDE) from the SFT checkpoint
 #   CKPT=<ckpt>/policy RL_SECONDS=900 bash ... rl_eval  # PPO for 900 s, then 200 held-out episodes of its result
