@@ -567,3 +567,48 @@ def test_sft_stopped_by_a_signal_resumes_to_the_same_weights(cluster, tmp_path, 
     ]
     for (name, a), b in zip(weights[0].state_dict().items(), weights[1].state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_an_sft_step_reads_nothing_back_and_keeps_its_action_bounds_on_the_device(tmp_path):
+    """CPU side of the GPU test below: a step's pieces as device scalars (no host float), and the action statistics
+    made into tensors once, not per step."""
+    cfg = tiny_pi0_sft_config(tmp_path)
+    worker = SFTWorker(cfg)
+    worker.init_worker()
+    trainable = [p for group in worker.optimizer.param_groups for p in group["params"]]
+    loss, grad_norm = worker._optimizer_step(1e-3, worker.policy.config.action_chunk, trainable, 1.0)
+    assert isinstance(loss, torch.Tensor) and loss.dtype == torch.float32 and loss.ndim == 0 and loss > 0
+    assert isinstance(grad_norm, torch.Tensor) and grad_norm > 0
+    assert all(group["lr"] == 1e-3 for group in worker.optimizer.param_groups)
+    policy = worker.policy
+    low, high = policy.action_bounds(torch.device("cpu"), torch.float32)
+    assert policy.action_bounds(torch.device("cpu"), torch.float32)[0] is low  # cached
+    assert low.tolist() == pytest.approx(policy.config.action_low) and high.tolist() == pytest.approx(
+        policy.config.action_high
+    )
+    policy.config.action_high = [value + 1.0 for value in policy.config.action_high]  # new statistics: new tensors
+    assert policy.action_bounds(torch.device("cpu"), torch.float32)[1].tolist() == pytest.approx(
+        policy.config.action_high
+    )
+
+
+@pytest.mark.gpu
+def test_an_sft_step_queues_its_work_without_waiting_for_the_gpu(tmp_path):
+    """Stop 39: blocking host-to-device copies in every step (random shifts, prompt tokens, flow times, action
+    statistics) made the host wait for the GPU's queue before launching more kernels, so the compiled pi0-small
+    step kept an H200 busy 39% of the time. A whole step, with image shifts and an EMA, must not synchronise."""
+    cfg = tiny_pi0_sft_config(tmp_path)
+    cfg.policy.precision, cfg.sft.data_on_device = "bf16", True
+    worker = SFTWorker(cfg)
+    worker.device = torch.device("cuda")
+    worker.init_worker()
+    worker.train_steps(0, 1)  # first-use work: prompt tokens, action statistics, the optimizer's state
+    trainable = [p for group in worker.optimizer.param_groups for p in group["params"]]
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(2):
+            loss, _ = worker._optimizer_step(1e-3, worker.policy.config.action_chunk, trainable, 1.0)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(loss)

@@ -11,6 +11,8 @@ from typing import Optional
 
 import torch
 
+from ..transfer import host_to_device
+
 
 def random_shift(images: torch.Tensor, max_shift: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Shift each image by its own random (dy, dx) in [-max_shift, max_shift], repeating the border.
@@ -27,7 +29,7 @@ def random_shift(images: torch.Tensor, max_shift: int, generator: Optional[torch
 
     def shifted(size: int) -> torch.Tensor:  # (B, size): each sample's source row (column) indices
         offsets = torch.randint(-max_shift, max_shift + 1, (batch, 1), generator=generator)
-        return (torch.arange(size)[None, :] + offsets).clamp_(0, size - 1).to(images.device)
+        return host_to_device((torch.arange(size)[None, :] + offsets).clamp_(0, size - 1), images.device)
 
     rows, cols = shifted(height), shifted(width)
     samples = torch.arange(batch, device=images.device)[:, None, None]

@@ -28,6 +28,8 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from ..transfer import host_to_device
+
 CODEBASE_VERSION = "v2.1"
 CHUNKS_SIZE = 1000
 DATA_PATH = "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"
@@ -632,7 +634,7 @@ class DemoDataset:
             raise IndexError(
                 f"frame indices must lie in [0, {self.num_frames}), got {int(index.min())}..{int(index.max())}"
             )
-        on_device = index.to(self.device, non_blocking=True)
+        on_device = host_to_device(index, self.device)
         ends = self._episode_ends[self._episode_of_frame[on_device]]  # (B,) end of each frame's episode
         rows = on_device[:, None] + torch.arange(action_chunk, device=self.device)[None, :]  # (B, chunk)
         is_pad = rows >= ends[:, None]

@@ -200,14 +200,24 @@ class Policy(nn.Module, abc.ABC):
         cfg = self.config
         if cfg.action_low is None or cfg.action_high is None:
             return norm_actions
-        low = torch.as_tensor(cfg.action_low, dtype=norm_actions.dtype, device=norm_actions.device)
-        high = torch.as_tensor(cfg.action_high, dtype=norm_actions.dtype, device=norm_actions.device)
+        low, high = self.action_bounds(norm_actions.device, norm_actions.dtype)
         return low + (norm_actions + 1.0) * 0.5 * (high - low)
 
     def normalize_actions(self, actions: torch.Tensor) -> torch.Tensor:
         cfg = self.config
         if cfg.action_low is None or cfg.action_high is None:
             return actions
-        low = torch.as_tensor(cfg.action_low, dtype=actions.dtype, device=actions.device)
-        high = torch.as_tensor(cfg.action_high, dtype=actions.dtype, device=actions.device)
+        low, high = self.action_bounds(actions.device, actions.dtype)
         return (actions - low) / (high - low) * 2.0 - 1.0
+
+    def action_bounds(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """action_low / action_high as `dtype` tensors on `device`, made once per device, dtype and values: a host
+        list turned into a device tensor is a blocking copy, and every SFT step and `act` call needs them."""
+        cfg = self.config
+        key = (device, dtype, tuple(cfg.action_low), tuple(cfg.action_high))
+        cached = self.__dict__.get("_action_bounds_cache")
+        if cached is None or cached[0] != key:
+            low = torch.tensor(key[2], dtype=dtype, device=device)
+            high = torch.tensor(key[3], dtype=dtype, device=device)
+            self.__dict__["_action_bounds_cache"] = cached = (key, (low, high))
+        return cached[1]

@@ -133,20 +133,9 @@ class SFTWorker(ActorWorker):
         start = time.perf_counter()
         for step in range(start_step, start_step + num_steps):
             lr = lr_at(sft, step)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            obs, actions, is_pad = self._batch(self.sampler.next(self.local_batch_size), chunk, augment=True)
-            with self._autocast():
-                loss = self.policy.sft_loss(obs, actions, is_pad)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, max_norm)
-            grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
-            self.optimizer.step()
-            if self.ema is not None:
-                self.ema.update()
-            losses.append(loss.detach().float())
-            norms.append(grad_norm.detach().float())
+            loss, grad_norm = self._optimizer_step(lr, chunk, trainable, max_norm)
+            losses.append(loss)
+            norms.append(grad_norm)
         step_losses, step_norms = torch.stack(losses).tolist(), torch.stack(norms).tolist()
         seconds = (time.perf_counter() - start) / num_steps  # the .tolist() above waited for the device
         for offset, (step_loss, step_norm) in enumerate(zip(step_losses, step_norms)):
@@ -167,6 +156,25 @@ class SFTWorker(ActorWorker):
         if len(self.val_frames) and end_step // sft.val_interval > start_step // sft.val_interval:
             metrics["sft/val_loss"] = self._mean_over_ranks(self.validation_loss(chunk))
         return metrics
+
+    def _optimizer_step(
+        self, lr: float, chunk: int, trainable: list[torch.Tensor], max_norm: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step on a fresh batch: (loss, gradient norm) as float32 device scalars. Nothing here waits for the
+        device (no host reads, no blocking copies), so the host queues the next step while this one runs."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        obs, actions, is_pad = self._batch(self.sampler.next(self.local_batch_size), chunk, augment=True)
+        with self._autocast():
+            loss = self.policy.sft_loss(obs, actions, is_pad)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, max_norm)
+        grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update()
+        return loss.detach().float(), grad_norm.detach().float()
 
     @torch.no_grad()
     def validation_loss(self, chunk: int) -> float:

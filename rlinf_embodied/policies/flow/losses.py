@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 import torch
 
+from ...transfer import host_to_device
 from ..common.imitation import as_action_chunk, padded_rows_mean
 from .processing import pad_last_dim
 
@@ -38,7 +39,7 @@ def openpi_flow_loss(
     noise = torch.randn_like(target) if noise is None else noise.to(target)
     if tau is None:
         beta = torch.distributions.Beta(torch.tensor(1.5), torch.tensor(1.0))
-        tau = beta.sample((target.shape[0],)) * 0.999 + 0.001
+        tau = host_to_device(beta.sample((target.shape[0],)) * 0.999 + 0.001, target.device)
     tau = tau.to(target)
     x_tau = tau[:, None, None] * noise + (1.0 - tau[:, None, None]) * target
     error = (velocity_fn(x_tau, tau) - (noise - target))[..., :action_dim]

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase
 
+from ...transfer import host_to_device
+
 
 def pad_last_dim(x: torch.Tensor, size: int) -> torch.Tensor:
     """Zero-pad the last dimension to `size` (the padded state/action width the network expects)."""
@@ -77,7 +79,7 @@ def tokenize_instructions(
         longest = int(mask.sum(dim=1).max())
         width = min(max_len, -(-longest // trim_to) * trim_to)
         ids, mask = ids[:, :width], mask[:, :width]
-    return ids.to(device), mask.to(device)
+    return host_to_device(ids, device), host_to_device(mask, device)
 
 
 def _tokenize(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
