@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ...transfer import host_to_device
 from ..base import CONFIG_FILE, WEIGHTS_FILE, ActOutput, EvalOutput, Obs, Policy
 from ..common.state_dims import zero_state_dims
 from ..common.tokenizer import load_tokenizer
@@ -287,7 +288,7 @@ class FlowPolicy(Policy):
             return torch.zeros(batch, *shape, device=self.device)
         generator = torch.Generator(device="cpu").manual_seed(cfg.deterministic_seed)
         noise = torch.randn(shape, generator=generator, device="cpu")
-        return noise.to(self.device).expand(batch, *shape).clone()
+        return host_to_device(noise, self.device).expand(batch, *shape).clone()
 
     def step_function(self, context: dict[str, Any]) -> StepFn:
         """The per-step Gaussian transition for sampler.sample_chain / chain_log_probs."""
