@@ -16,6 +16,9 @@ N ops with the most device time (self time) over the timed steps: where a step g
 
     python benchmarks/sft_throughput.py --compile --profile 12 --batch-sizes 512 --override vision_patch_size=8
 
+`--blocking-copies` prints instead, eager and compiled, the steps with every `host_to_device` call made a plain
+blocking `.to` (as before stop 39) beside the steps as they are: what the non-blocking copies buy (GPU only).
+
 `--flops-only --peak-tflops P` counts the FLOPs of one training step (forward and backward, torch's FlopCounterMode
 on a batch of 4, scaled to each batch size) and prints the compute floor at P TFLOP/s; no timing, any machine.
 """
@@ -23,6 +26,8 @@ on a batch of 4, scaled to each batch size) and prints the compute floor at P TF
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import os
 import sys
 import tempfile
@@ -192,6 +197,42 @@ def compile_table(args, root: str, device: torch.device) -> None:
         )
 
 
+# every module that calls rlinf_embodied.transfer.host_to_device in an SFT step (a test keeps the list whole)
+COPY_MODULES = (
+    "rlinf_embodied.datasets.augmentation",
+    "rlinf_embodied.datasets.lerobot_format",
+    "rlinf_embodied.policies.flow.losses",
+    "rlinf_embodied.policies.flow.policy",
+    "rlinf_embodied.policies.flow.processing",
+)
+
+
+@contextlib.contextmanager
+def blocking_copies():
+    """host_to_device as it was before stop 39, a plain `.to` (blocking from pageable memory), in COPY_MODULES."""
+    modules = [importlib.import_module(name) for name in COPY_MODULES]
+    saved = [module.host_to_device for module in modules]
+    for module in modules:
+        module.host_to_device = lambda tensor, device: tensor.to(device)
+    try:
+        yield
+    finally:
+        for module, function in zip(modules, saved):
+            module.host_to_device = function
+
+
+def blocking_copies_table(args, root: str, device: torch.device) -> None:
+    print(f"\nwhole SFT steps ({args.steps} timed after {args.warmup} warm-up), blocking vs non-blocking copies")
+    print("| batch | layers | blocking copies s/step | non-blocking s/step | speed-up |\n|---:|---|---:|---:|---:|")
+    for batch in args.batch_sizes:
+        for compiled in (False, True):
+            with blocking_copies():
+                blocking = step_rate(args, root, batch, True, device, compiled=compiled)[0]
+            now = step_rate(args, root, batch, True, device, compiled=compiled)[0]
+            label = "compiled" if compiled else "eager"
+            print(f"| {batch} | {label} | {blocking:.4f} | {now:.4f} | {blocking / now:.2f}x |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--policy", default="pi0")
@@ -203,6 +244,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--override", action="append", default=[], help="policy override KEY=VALUE (repeatable)")
     parser.add_argument("--compile", action="store_true", help="eager vs sft.compile steps instead of the tables")
+    parser.add_argument("--blocking-copies", action="store_true", help="blocking vs non-blocking copies instead")
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="print each run's N top ops")
     parser.add_argument("--flops-only", action="store_true", help="count one step's FLOPs; no timing")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="with --flops-only: the peak to divide by")
@@ -219,6 +261,9 @@ def main() -> None:
             return
         if args.compile:
             compile_table(args, root, device)
+            return
+        if args.blocking_copies:
+            blocking_copies_table(args, root, device)
             return
         tokenizer = policy_class(args.policy).from_preset(args.size, action_dim=ACTION_DIM).tokenizer
         print(f"\nhost-side pieces of one step, batch {args.batch_sizes[0]}")

@@ -24,3 +24,26 @@ def test_flops_only_counts_a_step_that_grows_with_the_batch(tmp_path, capsys, be
 def test_override_must_be_key_equals_value(benchmark_script):
     with pytest.raises(SystemExit, match="expected KEY=VALUE"):
         benchmark_script("sft_throughput").parse_override("vlm_depth")
+
+
+def test_blocking_copies_reaches_every_caller_of_host_to_device_and_restores_it(benchmark_script):
+    """--blocking-copies patches the modules that call host_to_device: a new call site must join COPY_MODULES, or the
+    'blocking' column would time a step that is partly non-blocking."""
+    import importlib
+    import pathlib
+
+    import rlinf_embodied
+    from rlinf_embodied.transfer import host_to_device
+
+    benchmark = benchmark_script("sft_throughput")
+    package = pathlib.Path(rlinf_embodied.__file__).parent
+    callers = {
+        "rlinf_embodied." + ".".join(path.relative_to(package).with_suffix("").parts)
+        for path in package.rglob("*.py")
+        if "host_to_device(" in path.read_text() and path.name != "transfer.py"
+    }
+    assert callers == set(benchmark.COPY_MODULES)
+    modules = [importlib.import_module(name) for name in benchmark.COPY_MODULES]
+    with benchmark.blocking_copies():
+        assert all(module.host_to_device is not host_to_device for module in modules)
+    assert all(module.host_to_device is host_to_device for module in modules)
