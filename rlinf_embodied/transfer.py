@@ -1,9 +1,9 @@
 """Host-to-device copies that do not stall the host on the device's queue.
 
-A plain `tensor.to("cuda")` from pageable host memory synchronises the stream: the host waits until every kernel
-queued before it has run, so the next kernels are launched only after the GPU went idle. One such copy per SFT step
-(random shifts, prompt tokens, flow times) serialised the host's launches with the GPU's work: the compiled pi0-small
-step kept the H200 busy 39% of the time (benchmarks/RESULTS.md, stop 39).
+A blocking `tensor.to("cuda")` synchronises the stream: the host waits until every kernel queued before it has run,
+so it queues the next kernels only once the GPU has gone idle. The SFT step made several such copies (random
+shifts, prompt tokens, flow times, action statistics), and the compiled pi0-small step kept an H200 busy 39% of
+the time (benchmarks/RESULTS.md, stop 39). Code on a training or inference step's path copies through here.
 """
 
 from __future__ import annotations
