@@ -113,6 +113,8 @@ def step_rate(
     cfg.policy.precision, cfg.sft.image_shift = args.precision, 4
     cfg.sft.data_on_device, cfg.sft.warmup_steps, cfg.sft.max_steps = on_device, 0, 10**6
     cfg.sft.compile = compiled
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     worker = SFTWorker(cfg)
     worker.device = device  # in-process: the worker's device is ours
     worker.init_worker()
@@ -185,16 +187,23 @@ def compile_table(args, root: str, device: torch.device) -> None:
         f"the {device.type}, image_shift 4"
     )
     print(
-        "| batch | eager s/step | compiled s/step | speed-up | compiled warm-up extra s |\n|---:|---:|---:|---:|---:|"
+        "| batch | eager s/step | compiled s/step | speed-up | compiled warm-up extra s | peak GiB eager / compiled |"
+        "\n|---:|---:|---:|---:|---:|---:|"
     )
     for batch in args.batch_sizes:
         eager_seconds, _, eager_warmup = step_rate(args, root, batch, True, device)
+        eager_peak = peak_gib(device)
         compiled_seconds, _, compiled_warmup = step_rate(args, root, batch, True, device, compiled=True)
         print(
             f"| {batch} | {eager_seconds:.4f} | {compiled_seconds:.4f} | {eager_seconds / compiled_seconds:.2f}x | "
-            f"{compiled_warmup - eager_warmup:.1f} |",
+            f"{compiled_warmup - eager_warmup:.1f} | {eager_peak} / {peak_gib(device)} |",
             flush=True,
         )
+
+
+def peak_gib(device: torch.device) -> str:
+    """The device memory the last step_rate run peaked at (what a second run beside it would have to fit in)."""
+    return f"{torch.cuda.max_memory_allocated() / 2**30:.1f}" if device.type == "cuda" else "-"
 
 
 # every module that calls rlinf_embodied.transfer.host_to_device in an SFT step (a test keeps the list whole)
