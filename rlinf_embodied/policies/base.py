@@ -120,6 +120,7 @@ class Policy(nn.Module, abc.ABC):
     def __init__(self, config: PolicyConfig):
         super().__init__()
         self.config = config
+        self._host_constants: dict[str, tuple] = {}  # device_constants: name -> (key, tensors)
 
     @classmethod
     def from_preset(cls, size: str = "tiny", **overrides) -> "Policy":
@@ -211,13 +212,17 @@ class Policy(nn.Module, abc.ABC):
         return (actions - low) / (high - low) * 2.0 - 1.0
 
     def action_bounds(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """action_low / action_high as `dtype` tensors on `device`, made once per device, dtype and values: a host
-        list turned into a device tensor is a blocking copy, and every SFT step and `act` call needs them."""
-        cfg = self.config
-        key = (device, dtype, tuple(cfg.action_low), tuple(cfg.action_high))
-        cached = self.__dict__.get("_action_bounds_cache")
+        """action_low / action_high as `dtype` tensors on `device` (device_constants: made once)."""
+        return self.device_constants("action_bounds", device, dtype, self.config.action_low, self.config.action_high)
+
+    def device_constants(
+        self, name: str, device: torch.device, dtype: torch.dtype, *values
+    ) -> tuple[torch.Tensor, ...]:
+        """Host lists `values` as `dtype` tensors on `device`, made once per name, device, dtype and values: a host
+        list turned into a device tensor is a blocking copy, and every SFT step and `act` call needs these."""
+        key = (device, dtype, *(tuple(value) for value in values))
+        cached = self._host_constants.get(name)
         if cached is None or cached[0] != key:
-            low = torch.tensor(key[2], dtype=dtype, device=device)
-            high = torch.tensor(key[3], dtype=dtype, device=device)
-            self.__dict__["_action_bounds_cache"] = cached = (key, (low, high))
+            tensors = tuple(torch.tensor(value, dtype=dtype, device=device) for value in key[2:])
+            self._host_constants[name] = cached = (key, tensors)
         return cached[1]

@@ -68,7 +68,6 @@ class FlowPolicy(Policy):
         self.tokenizer = load_tokenizer(None)
         self._apply_lora_on_init = apply_lora
         self._graph_cache: GraphCache | None = None  # act_cuda_graphs: captured on first use
-        self._state_bounds_cache: tuple | None = None  # ((device, low, high), (low tensor, high tensor))
 
     # ---- subclass contract ------------------------------------------------------------------------
     @abc.abstractmethod
@@ -164,14 +163,10 @@ class FlowPolicy(Policy):
         return pad_last_dim(state, cfg.max_state_dim)
 
     def state_bounds(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """state_low / state_high as float32 tensors on `device`, made once per device and values: a host list
-        turned into a device tensor is a blocking copy, and `act` normalises the state twice (policy, value)."""
-        key = (device, tuple(self.config.state_low), tuple(self.config.state_high))
-        if self._state_bounds_cache is None or self._state_bounds_cache[0] != key:
-            low = torch.tensor(key[1], dtype=torch.float32, device=device)
-            high = torch.tensor(key[2], dtype=torch.float32, device=device)
-            self._state_bounds_cache = (key, (low, high))
-        return self._state_bounds_cache[1]
+        """state_low / state_high as float32 tensors on `device` (device_constants: made once; `act` normalises the
+        state twice, for the policy and the value head)."""
+        cfg = self.config
+        return self.device_constants("state_bounds", device, torch.float32, cfg.state_low, cfg.state_high)
 
     def prompt_trim(self) -> int:
         """tokenize_instructions' trim_to: 8 with trim_prompt_padding (a multiple of 8 tokens), else 0 (no trim)."""
