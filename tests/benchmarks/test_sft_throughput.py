@@ -1,5 +1,5 @@
-"""benchmarks/sft_throughput.py --flops-only on CPU (in this process): the FLOP count of an SFT step, and its
---override parsing."""
+"""benchmarks/sft_throughput.py on CPU (in this process): --flops-only's FLOP count of an SFT step, --override
+parsing, and the module list --blocking-copies patches."""
 
 import argparse
 
