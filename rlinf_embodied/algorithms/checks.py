@@ -7,6 +7,8 @@ from typing import Mapping
 
 import torch
 
+from ..transfer import names_by_device
+
 
 class NonFiniteError(FloatingPointError):
     """A loss, gradient norm, advantage, ... holds NaN or inf. The message names which and when."""
@@ -18,7 +20,9 @@ class NonFiniteError(FloatingPointError):
 
 
 def check_finite(name_to_tensor: Mapping[str, torch.Tensor | float | None], iteration: int) -> None:
-    """Raise NonFiniteError for the first entry holding NaN/inf; None entries are skipped."""
+    """Raise NonFiniteError naming an entry that holds NaN/inf; None entries are skipped. The tensors' verdicts
+    come back to the host in one read per device (each read waits for the device's queue), not one per tensor."""
+    tensors = {}
     for name, value in name_to_tensor.items():
         if value is None:
             continue
@@ -26,16 +30,20 @@ def check_finite(name_to_tensor: Mapping[str, torch.Tensor | float | None], iter
             if not math.isfinite(float(value)):
                 raise NonFiniteError(name, iteration, f"value is {value}")
             continue
-        value = value.detach()
-        if not value.is_floating_point() and not value.is_complex():
-            continue
-        finite = torch.isfinite(value)
-        if bool(finite.all()):
-            continue
-        num_nan = int(torch.isnan(value).sum())
-        num_inf = int(torch.isinf(value).sum())
-        raise NonFiniteError(
-            name,
-            iteration,
-            f"{num_nan} NaN and {num_inf} inf among {value.numel()} elements of shape {tuple(value.shape)}",
-        )
+        if value.is_floating_point() or value.is_complex():
+            tensors[name] = value.detach()
+    for names in names_by_device(tensors).values():
+        verdicts = torch.stack([torch.isfinite(tensors[name]).all() for name in names]).tolist()
+        for name, finite in zip(names, verdicts):
+            if not finite:
+                raise _non_finite(name, tensors[name], iteration)
+
+
+def _non_finite(name: str, value: torch.Tensor, iteration: int) -> NonFiniteError:
+    num_nan = int(torch.isnan(value).sum())
+    num_inf = int(torch.isinf(value).sum())
+    return NonFiniteError(
+        name,
+        iteration,
+        f"{num_nan} NaN and {num_inf} inf among {value.numel()} elements of shape {tuple(value.shape)}",
+    )

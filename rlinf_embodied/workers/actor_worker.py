@@ -40,6 +40,7 @@ from ..config import TrainConfig
 from ..datasets.demo_seeds import carry_demo_seeds
 from ..policies import ActOutput
 from ..scheduler import Channel, Worker
+from ..transfer import host_floats
 from .disk_space import check_free_space, state_nbytes
 from .messages import Trajectory, seed_for, to_device
 from .mixed_precision import computing_in, store_frozen_in
@@ -288,7 +289,7 @@ class ActorWorker(Worker, SpanRecorder):
                 iteration,
             )
             if algo.target_kl is not None and self._mean_over_ranks(metrics["approx_kl"]) > algo.target_kl:
-                return {k: float(v) for k, v in metrics.items()}, False
+                return host_floats(metrics), False
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), algo.max_grad_norm)
@@ -296,10 +297,7 @@ class ActorWorker(Worker, SpanRecorder):
         check_finite({"grad_norm": grad_norm}, iteration)
         self._check_optimizer_owns_parameters()
         self.optimizer.step()
-        out = {k: float(v) for k, v in metrics.items()}
-        out["grad_norm"] = float(grad_norm)
-        out["loss"] = float(loss.detach())
-        return out, True
+        return host_floats({**metrics, "grad_norm": grad_norm, "loss": loss.detach()}), True
 
     def _mean_over_ranks(self, value: torch.Tensor | float) -> float:
         if self.world_size == 1 or not torch.distributed.is_initialized():
