@@ -282,6 +282,14 @@ def test_compile_is_refused_where_it_cannot_apply(tmp_path):
         check_sft_config(cfg)
     cfg.policy.overrides = {}
     check_sft_config(cfg)  # without it, accepted
+    # the check builds the config at the dataset's dims: a dim hidden beyond the preset's state_dim is accepted
+    wide = preset["state_dim"] + 4
+    cfg.sft.dataset = write_image_dataset(tmp_path / "wide", wide, preset["action_dim"], preset["image_size"])
+    cfg.policy.overrides = {"ignore_state_dims": [0, wide - 1]}
+    check_sft_config(cfg)
+    cfg.policy.overrides = {"ignore_state_dims": [wide]}
+    with pytest.raises(ValueError, match=rf"ignore_state_dims \[{wide}\] are not state dims \(state_dim={wide}"):
+        check_sft_config(cfg)
 
 
 def test_sft_checkpoint_holds_the_average_not_the_last_step(tmp_path):

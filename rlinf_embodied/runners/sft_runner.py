@@ -253,7 +253,7 @@ def check_sft_config(cfg: SFTRunConfig) -> dict[str, Any]:
         info = load_info(path)
         features = info["features"]
         action_dim = int(features["action"]["shape"][0])
-        int(features["observation.state"]["shape"][0])
+        state_dim = int(features["observation.state"]["shape"][0])
     except FileNotFoundError as error:
         raise FileNotFoundError(f"sft.dataset={path!r} is not a dataset: {error}") from None
     except (KeyError, TypeError, ValueError, IndexError) as error:
@@ -299,7 +299,7 @@ def check_sft_config(cfg: SFTRunConfig) -> dict[str, Any]:
         check_resume_checkpoint(cfg)
     check_policy_config(cfg.policy)
     if cfg.sft.compile:
-        resolved = resolved_policy_config(cfg.policy, action_dim, 0)
+        resolved = resolved_policy_config(cfg.policy, action_dim, state_dim)  # the policy's dims are the dataset's
         check_compilable(cfg.policy.name, bool(getattr(resolved, "gradient_checkpointing", False)))
     dims = predicted_policy_dims(cfg.policy)
     if dims["action_dim"] is not None and dims["action_dim"] != action_dim:
