@@ -1,11 +1,16 @@
-"""The GPU recipe's shell stages that choose between SFT runs (benchmarks/sft_then_rl_gpu.sh), on fake metrics.
+"""The GPU recipe's shell stages (benchmarks/sft_then_rl_gpu.sh) on CPU: `pick` and `reached`, which choose between
+SFT runs, on fake metrics, and the `sft` stage's arguments against the config checks.
 
-A wrong choice here costs a whole device session, so `pick` and `reached` are checked on CPU."""
+A wrong choice or a rejected argument here costs a whole device session."""
 
 import json
 import os
 import subprocess
 from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "sft_then_rl_gpu.sh"
 
@@ -45,3 +50,30 @@ def test_reached_is_true_once_any_run_evaluates_at_the_bar(tmp_path):
 def test_unknown_stage_names_the_valid_ones(tmp_path):
     result = stage(tmp_path, "pik")
     assert result.returncode == 2 and "pick | reached | pipeline" in result.stdout
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the stage would train; this checks it on CPU")
+def test_the_sft_stage_passes_every_check_before_its_workers_start(tmp_path):
+    """The recipe's own SFT arguments (compiled, arm state hidden, 8 px patches, trimmed prompt) on a dataset of
+    PickCube rgb's layout: every config check passes, and the run stops only where a CPU machine must (no GPU).
+    Stop 40 lost its device session to a check that rejected these arguments after collection."""
+    from rlinf_embodied.datasets import LeRobotDatasetWriter
+
+    writer = LeRobotDatasetWriter(
+        str(tmp_path / "data"), fps=20, state_dim=29, action_dim=4, camera_shapes={"rgb": (96, 96, 3)}
+    )
+    frames = np.zeros((10, 96, 96, 3), np.uint8)
+    for seed in (100000, 100001):
+        writer.add_episode(
+            "pick the cube",
+            np.zeros((10, 29), np.float32),
+            np.zeros((10, 4), np.float32),
+            {"rgb": frames},
+            np.zeros(10, np.float32),
+            True,
+            seed,
+        )
+    env = {**os.environ, "WORK": str(tmp_path), "SIZE": "tiny", "COMPILE": "1", "BATCH": "4"}
+    result = subprocess.run(["bash", str(SCRIPT), "sft", "2"], env=env, capture_output=True, text=True, check=False)
+    assert result.returncode != 0
+    assert "no node of the Ray cluster has a GPU and simulate_gpus=False" in result.stderr, result.stderr[-2000:]
