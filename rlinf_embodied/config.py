@@ -206,6 +206,10 @@ class SFTConfig:
     val_interval: int = 100
     eval_interval: int = 0  # steps between env evaluations (and one at the end); 0 = never
     eval_episodes: int = 10
+    # Evaluate in a process of its own on the first actor GPU while the actor ranks train on (each evaluation's
+    # metrics line is logged when it ends, at the step it evaluated). The trainer's state then stays on the GPU
+    # beside the evaluation's policy; false: training waits, its state offloaded while the episodes run.
+    eval_async: bool = False
     # Stop after the first periodic evaluation whose eval/success_once reaches this, saving that step as
     # checkpoints/final: few-shot SFT as an RL start (the pi-RL recipe), where training on makes the policy
     # better than the start RL is meant to improve, or (decayed lr, stop 26) worse. None = run to max_steps.
@@ -244,6 +248,8 @@ class SFTConfig:
             raise ValueError(f"sft.min_lr_ratio={self.min_lr_ratio} must lie in [0, 1]")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"sft.ema_decay={self.ema_decay} must lie in [0, 1) (0 = no weight averaging)")
+        if self.eval_async and self.eval_interval == 0:
+            raise ValueError("sft.eval_async=true runs the periodic evaluations, but sft.eval_interval=0 (none)")
         if self.stop_at_success is not None:
             if not 0.0 <= self.stop_at_success <= 1.0:
                 raise ValueError(f"sft.stop_at_success={self.stop_at_success} must lie in [0, 1] (or null: never)")

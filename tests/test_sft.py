@@ -538,6 +538,37 @@ def test_sft_stops_at_the_first_evaluation_reaching_its_target(cluster, tmp_path
 
 
 @pytest.mark.slow
+def test_evaluations_beside_training_log_what_waiting_ones_do(cluster, tmp_path):
+    """sft.eval_async: the evaluation process scores the same weights as the evaluation training waits for, each
+    line at the step it evaluated; training's losses are untouched, and no scratch checkpoint is left behind."""
+    dataset = write_state_dataset(tmp_path / "demos")
+    common = [f"sft.dataset={dataset}", "policy.size=tiny", "sft.max_steps=100", "sft.batch_size=32", "sft.lr=3e-3"]
+    common += ["sft.log_interval=25", "sft.eval_interval=50", "sft.eval_episodes=2", "env.num_envs=2"]
+    common += ["env.max_episode_steps=4", "sft.progress=false"]
+    runs = {}
+    for eval_async in (False, True):
+        out = tmp_path / f"async_{eval_async}"
+        cfg = compose_sft(common + [f"sft.eval_async={eval_async}", f"sft.output_dir={out}"])
+        runs[eval_async] = run_sft(cfg, str(out), cluster=cluster)
+    waiting, beside = runs[False], runs[True]
+    evals = {name: [r for r in rows if "eval/success_once" in r] for name, rows in (("w", waiting), ("b", beside))}
+    assert [r["step"] for r in evals["w"]] == [r["step"] for r in evals["b"]] == [50, 100]
+    for key in ("eval/success_once", "eval/episode_return", "eval/episode_length"):
+        assert [r[key] for r in evals["w"]] == [r[key] for r in evals["b"]], key
+    assert all(r["time/eval_seconds"] > 0 and r["time/eval_wait_seconds"] >= 0 for r in evals["b"])
+    assert all("sft/loss" not in r for r in evals["b"])  # beside training: lines of their own
+    losses = {name: [r["sft/loss"] for r in rows if "sft/loss" in r] for name, rows in runs.items()}
+    assert losses[True] == losses[False] and len(losses[True]) == 4
+    out = tmp_path / "async_True"
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged if "eval/success_once" in r] == [50, 100]
+    assert (out / "checkpoints" / "best" / "policy" / "model.safetensors").is_file()
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best", "final"]  # step 50's scratch: gone
+    with pytest.raises(ValueError, match=r"sft.eval_async=true .* sft.eval_interval=0"):
+        SFTConfig(eval_async=True)
+
+
+@pytest.mark.slow
 def test_sft_stopped_by_a_signal_resumes_to_the_same_weights(cluster, tmp_path, monkeypatch):
     """Ctrl-C arriving as step 50's line is logged: step_000050 is saved and the run stops; `sft.resume=` of it in
     the same directory runs steps 75-100 to the weights and losses of an uninterrupted run, each step logged once."""

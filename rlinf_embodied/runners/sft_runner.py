@@ -7,6 +7,7 @@
         log sft/loss, sft/grad_norm, sft/lr, time/step (means since the last line)
         every save_interval: checkpoints/step_XXXXXX
         every eval_interval (and at the end): evaluate the saved weights in the env, keep checkpoints/best
+            (sft.eval_async: in a process of its own while training goes on; its line is logged when it ends)
         after Ctrl-C / SIGTERM (runners/interrupts.py): checkpoints/step_XXXXXX, then stop
     checkpoints/final
 
@@ -22,14 +23,21 @@ import math
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from tqdm.auto import tqdm
 
 from ..config import SFTRunConfig
 from ..datasets.demo_seeds import check_checkpoint_held_out, check_held_out, dataset_seeds, write_demo_seeds
-from ..scheduler import Cluster, ComponentPlacement, WorkerGroup
-from ..workers.sft_worker import SFTWorker, check_compilable, predicted_policy_dims, sft_eval_config
+from ..scheduler import Cluster, ComponentPlacement, FlexiblePlacementStrategy, GroupHandle, WorkerGroup
+from ..workers.sft_worker import (
+    SFTEvalWorker,
+    SFTWorker,
+    check_compilable,
+    predicted_policy_dims,
+    sft_eval_config,
+)
 from .embodied_runner import BEST_FILE, check_cluster_fits, read_best_eval_success
 from .interrupts import StopRequest
 from .metrics_logger import MetricsLogger
@@ -48,6 +56,8 @@ class SFTRunner:
         check_cluster_fits(cfg, cluster)
         self.placement = actor_placement(cfg)
         self.group: WorkerGroup | None = None
+        self.eval_group: WorkerGroup | None = None  # sft.eval_async's evaluation process
+        self.pending_eval: PendingEval | None = None
         self.group = SFTWorker.create_group(cfg).launch(
             cluster, name="sft_actor", placement_strategy=self.placement.strategy("actor")
         )
@@ -87,6 +97,11 @@ class SFTRunner:
             )
         if cfg.sft.eval_interval > 0:
             self.group.execute_on(0).check_eval_env().wait()
+        if cfg.sft.eval_async:
+            first_gpu = FlexiblePlacementStrategy([[self.placement.gpus("actor")[0]]])
+            self.eval_group = SFTEvalWorker.create_group(cfg).launch(
+                self.cluster, name="sft_eval", placement_strategy=first_gpu
+            )
         self.start_step = 0
         if cfg.sft.resume:
             self.start_step = self.group.load_training_state(cfg.sft.resume).wait()[0]
@@ -120,16 +135,20 @@ class SFTRunner:
                 metrics["time/save_seconds"] = time.perf_counter() - save_start
             if saved is not None and self.stop is not None:
                 self.stop.saved(saved, step)
-            if sft.eval_interval and (last or (step % sft.eval_interval == 0 and not self._stop_requested())):
-                eval_start = time.perf_counter()  # training waits for it: the evaluation's share of a run's time
-                metrics.update(self.evaluate(step, saved))
-                metrics["time/eval_seconds"] = time.perf_counter() - eval_start
-                if not last and self._reached_target(metrics["eval/success_once"], step):
-                    self.save(step, "final")
-                    last = True
+            eval_now = bool(sft.eval_interval) and (
+                last or (step % sft.eval_interval == 0 and not self._stop_requested())
+            )
+            reached = False
+            if eval_now and self.eval_group is None:
+                reached = self._evaluate_waiting(step, saved, last, metrics)
             metrics = {"step": step, **metrics}  # optimizer steps done (also the record's "iteration")
             self.metrics_logger.log(step, metrics)
             history.append(metrics)
+            if self.eval_group is not None:
+                reached = self._evaluate_beside(step, saved, last, eval_now, history)
+            if reached and not last:
+                self.save(step, "final")
+                last = True
             progress.update(end - progress.n)
             postfix = {"loss": f"{metrics['sft/loss']:.4f}"}
             if math.isfinite(self.best_eval_success):
@@ -137,9 +156,56 @@ class SFTRunner:
             progress.set_postfix(postfix)
             if last:
                 break
+        self._finish_eval(history, wait=True)  # the last evaluation, or the one running when a stop came
         progress.close()
         self.metrics_logger.close()
         return history
+
+    def _evaluate_waiting(self, step: int, saved: str | None, last: bool, metrics: dict[str, Any]) -> bool:
+        """The evaluation training waits for: its metrics join this step's line. True: stop_at_success reached."""
+        eval_start = time.perf_counter()  # the evaluation's share of a run's time
+        metrics.update(self.evaluate(step, saved))
+        metrics["time/eval_seconds"] = time.perf_counter() - eval_start
+        return not last and self._reached_target(metrics["eval/success_once"], step)
+
+    def _evaluate_beside(
+        self, step: int, saved: str | None, last: bool, eval_now: bool, history: list[dict[str, Any]]
+    ) -> bool:
+        """sft.eval_async: the line of an evaluation that has ended, then this step's evaluation started (after
+        the one before it: at most one runs). True: stop_at_success reached."""
+        finished = self._finish_eval(history, wait=eval_now)
+        reached = finished is not None and not last and self._reached_target(*finished)
+        if eval_now:
+            self._start_eval(step, saved)
+        return reached
+
+    def _start_eval(self, step: int, saved: str | None) -> None:
+        """sft.eval_async: the evaluation process starts on the weights of `step` (saved to a scratch directory
+        of that step when the step saved none) and training goes on."""
+        directory = saved or os.path.join(self.output_dir, "checkpoints", f"{EVAL_SCRATCH}_step_{step:06d}")
+        if saved is None:
+            self.group.save_policy(os.path.join(directory, "policy")).wait()
+        eval_dir = os.path.join(self.output_dir, "eval", f"step_{step:06d}")
+        handle = self.eval_group.evaluate_checkpoint(os.path.join(directory, "policy"), eval_dir)
+        self.pending_eval = PendingEval(step, directory, scratch=saved is None, handle=handle)
+
+    def _finish_eval(self, history: list[dict[str, Any]], wait: bool) -> tuple[float, int] | None:
+        """sft.eval_async: log the running evaluation's line if it has ended (waiting for it when `wait`);
+        then (its eval/success_once, its step), else None."""
+        pending = self.pending_eval
+        if pending is None or not (wait or pending.handle.done()):
+            return None
+        wait_start = time.perf_counter()
+        metrics = pending.handle.wait()[0]
+        self.pending_eval = None
+        metrics["time/eval_wait_seconds"] = time.perf_counter() - wait_start  # what training waited for it
+        self._keep_if_best(pending.step, pending.directory, metrics["eval/success_once"], move=pending.scratch)
+        if pending.scratch:
+            shutil.rmtree(pending.directory, ignore_errors=True)
+        record = {"step": pending.step, **metrics}
+        self.metrics_logger.log(pending.step, record)
+        history.append(record)
+        return metrics["eval/success_once"], pending.step
 
     def _reached_target(self, success: float, step: int) -> bool:
         target = self.cfg.sft.stop_at_success
@@ -189,23 +255,39 @@ class SFTRunner:
             )
         finally:
             self.group.onload().wait()
-        success = metrics["eval/success_once"]
-        if success > self.best_eval_success:
-            self.best_eval_success = success
-            best = os.path.join(self.output_dir, "checkpoints", "best")
-            shutil.rmtree(best, ignore_errors=True)
-            if saved is None:
-                os.replace(directory, best)
-            else:
-                shutil.copytree(directory, best, ignore=shutil.ignore_patterns(*TRAINING_STATE_FILES))
-            with open(os.path.join(best, BEST_FILE), "w") as f:
-                json.dump({"step": step, "eval/success_once": success}, f)
+        self._keep_if_best(step, directory, metrics["eval/success_once"], move=saved is None)
         shutil.rmtree(os.path.join(self.output_dir, "checkpoints", EVAL_SCRATCH), ignore_errors=True)
         return metrics
 
+    def _keep_if_best(self, step: int, directory: str, success: float, move: bool) -> None:
+        """checkpoints/best becomes `directory` (moved when it is scratch, else copied without the training
+        state) when `success` beats the best evaluation so far."""
+        if success <= self.best_eval_success:
+            return
+        self.best_eval_success = success
+        best = os.path.join(self.output_dir, "checkpoints", "best")
+        shutil.rmtree(best, ignore_errors=True)
+        if move:
+            os.replace(directory, best)
+        else:
+            shutil.copytree(directory, best, ignore=shutil.ignore_patterns(*TRAINING_STATE_FILES))
+        with open(os.path.join(best, BEST_FILE), "w") as f:
+            json.dump({"step": step, "eval/success_once": success}, f)
+
     def shutdown(self) -> None:
-        if self.group is not None:
-            self.group.shutdown()
+        for group in (self.group, self.eval_group):
+            if group is not None:
+                group.shutdown()
+
+
+@dataclass
+class PendingEval:
+    """sft.eval_async: the evaluation running in the evaluation process, of `step`'s weights in `directory`."""
+
+    step: int
+    directory: str
+    scratch: bool  # the directory was saved for this evaluation alone (removed, or moved to best, after it)
+    handle: GroupHandle
 
 
 def actor_placement(cfg: SFTRunConfig) -> ComponentPlacement:

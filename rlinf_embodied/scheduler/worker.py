@@ -304,6 +304,11 @@ class GroupHandle:
             else [f"worker group {group_name!r} rank {rank} failed in {method_name}()" for rank in self.ranks]
         )
 
+    def done(self) -> bool:
+        """Whether every rank has returned (or failed: `wait()` then raises it). Never blocks."""
+        ready, _ = ray.wait(self.refs, num_returns=len(self.refs), timeout=0)
+        return len(ready) == len(self.refs)
+
     def wait(self, timeout: float | None = None) -> list:
         pending = list(self.refs)
         while pending:

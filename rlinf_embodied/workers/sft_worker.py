@@ -32,6 +32,7 @@ from ..algorithms.checks import check_finite
 from ..datasets.augmentation import random_shift
 from ..config import EvalConfig, PolicyConfig, SFTConfig, SFTRunConfig
 from ..policies import policy_class
+from ..scheduler import Worker
 from .actor_worker import FULL_STATE, ActorWorker
 from .disk_space import state_nbytes
 from .ema import ParameterEMA
@@ -324,18 +325,36 @@ class SFTWorker(ActorWorker):
         """Rank 0: deterministic episodes of the saved policy in the env (runners/evaluator.py)."""
         if self.rank != 0:
             return {}
-        from ..runners.evaluator import evaluate_policy
+        return evaluate_sft_checkpoint(self.cfg, str(self.device), policy_dir, output_dir)
 
-        policy_cfg = PolicyConfig(name=self.cfg.policy.name, checkpoint=policy_dir, precision=self.cfg.policy.precision)
-        eval_cfg = sft_eval_config(self.cfg, str(self.device))
-        results = evaluate_policy(self.cfg.env, policy_cfg, eval_cfg, output_dir)
-        episodes = sum(r.episodes for r in results)
-        return {
-            "eval/success_once": sum(r.successes for r in results) / max(episodes, 1),
-            "eval/episode_return": sum(r.mean_return * r.episodes for r in results) / max(episodes, 1),
-            "eval/episode_length": sum(r.mean_length * r.episodes for r in results) / max(episodes, 1),
-            "eval/num_episodes": float(episodes),
-        }
+
+def evaluate_sft_checkpoint(cfg: SFTRunConfig, device: str, policy_dir: str, output_dir: str) -> dict[str, float]:
+    """SFT's periodic evaluation of a saved policy: sft.eval_episodes deterministic episodes, as eval/* metrics."""
+    from ..runners.evaluator import evaluate_policy
+
+    policy_cfg = PolicyConfig(name=cfg.policy.name, checkpoint=policy_dir, precision=cfg.policy.precision)
+    results = evaluate_policy(cfg.env, policy_cfg, sft_eval_config(cfg, device), output_dir)
+    episodes = sum(r.episodes for r in results)
+    return {
+        "eval/success_once": sum(r.successes for r in results) / max(episodes, 1),
+        "eval/episode_return": sum(r.mean_return * r.episodes for r in results) / max(episodes, 1),
+        "eval/episode_length": sum(r.mean_length * r.episodes for r in results) / max(episodes, 1),
+        "eval/num_episodes": float(episodes),
+    }
+
+
+class SFTEvalWorker(Worker):
+    """sft.eval_async: evaluates saved SFT checkpoints in a process of its own on the first actor GPU, so the
+    actor ranks train on while the episodes run (the synchronous evaluation makes them wait)."""
+
+    def __init__(self, cfg: SFTRunConfig):
+        super().__init__()
+        self.cfg = cfg
+
+    def evaluate_checkpoint(self, policy_dir: str, output_dir: str) -> dict[str, float]:
+        start = time.perf_counter()
+        metrics = evaluate_sft_checkpoint(self.cfg, str(self.device), policy_dir, output_dir)
+        return {**metrics, "time/eval_seconds": time.perf_counter() - start}
 
 
 # ---- helpers ------------------------------------------------------------------------------------

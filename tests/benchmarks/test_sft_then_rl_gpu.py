@@ -54,8 +54,9 @@ def test_unknown_stage_names_the_valid_ones(tmp_path):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the stage would train; this checks it on CPU")
 def test_the_sft_stage_passes_every_check_before_its_workers_start(tmp_path):
-    """The recipe's own SFT arguments (compiled, arm state hidden, 8 px patches, trimmed prompt) on a dataset of
-    PickCube rgb's layout: every config check passes, and the run stops only where a CPU machine must (no GPU).
+    """The recipe's own SFT arguments (compiled, arm state hidden, 8 px patches, trimmed prompt, evaluations beside
+    training, stopping at 30%) on a dataset of PickCube rgb's layout: every config check passes, and the run stops
+    only where a CPU machine must (no GPU).
     Stop 40 lost its device session to a check that rejected these arguments after collection."""
     from rlinf_embodied.datasets import LeRobotDatasetWriter
 
@@ -73,7 +74,8 @@ def test_the_sft_stage_passes_every_check_before_its_workers_start(tmp_path):
             True,
             seed,
         )
-    env = {**os.environ, "WORK": str(tmp_path), "SIZE": "tiny", "COMPILE": "1", "BATCH": "4"}
+    env = {**os.environ, "WORK": str(tmp_path), "SIZE": "tiny", "COMPILE": "1", "BATCH": "4", "STOP_AT": "0.3"}
+    env.update(EVAL_INTERVAL="1000", SAVE_INTERVAL="1000", EVAL_EPISODES="64")  # as the pipeline runs it
     result = subprocess.run(["bash", str(SCRIPT), "sft", "2"], env=env, capture_output=True, text=True, check=False)
     assert result.returncode != 0
     assert "no node of the Ray cluster has a GPU and simulate_gpus=False" in result.stderr, result.stderr[-2000:]
