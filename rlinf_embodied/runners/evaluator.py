@@ -36,8 +36,15 @@ class TaskResult:
 
 
 def evaluate_policy(
-    env_cfg: EnvConfig, policy_cfg: PolicyConfig, eval_cfg: EvalConfig, output_dir: str
+    env_cfg: EnvConfig,
+    policy_cfg: PolicyConfig,
+    eval_cfg: EvalConfig,
+    output_dir: str,
+    env_cache: dict[Optional[int], Any] | None = None,
 ) -> list[TaskResult]:
+    """`env_cache`: task id -> the vector env of an earlier call, reused and left open (the caller closes them),
+    so repeated evaluations (SFT's, every sft.eval_interval steps) build their envs once. Each task's episodes
+    start from `env.reset(seed=eval.seed)`, so a reused env plays the episodes a new one would."""
     # the first episode of each env is seeded eval.seed + env index; later ones come from the env's own RNG
     check_checkpoint_held_out(
         policy_cfg.checkpoint,
@@ -50,13 +57,19 @@ def evaluate_policy(
     results: list[TaskResult] = []
     policy = None
     for task_id in tasks:
-        env = _make_env(env_cfg, eval_cfg, task_id, output_dir)
+        if env_cache is not None and task_id in env_cache:
+            env = env_cache[task_id]
+        else:
+            env = _make_env(env_cfg, eval_cfg, task_id, output_dir)
         if policy is None:
             spec = env_spec(env)
             check_policy_cameras(policy_cfg, spec, env_cfg.id)
             policy = build_policy(policy_cfg, spec["action_dim"], spec["state_dim"], device).eval()
         results.append(_run_task(env, policy, eval_cfg, task_id, env_cfg.id, device))
-        env.close()
+        if env_cache is None:
+            env.close()
+        else:
+            env_cache[task_id] = env
     write_results(results, output_dir)
     return results
 

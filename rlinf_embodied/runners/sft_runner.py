@@ -275,6 +275,11 @@ class SFTRunner:
             json.dump({"step": step, "eval/success_once": success}, f)
 
     def shutdown(self) -> None:
+        if self.eval_group is not None:
+            try:  # its env's worker processes end with it
+                self.eval_group.close_envs().wait(timeout=60)
+            except Exception as error:  # noqa: BLE001 - shutting down after any failure, the group's own included
+                logger.warning("sft: closing the evaluation process's envs failed: %s", error)
         for group in (self.group, self.eval_group):
             if group is not None:
                 group.shutdown()

@@ -328,12 +328,14 @@ class SFTWorker(ActorWorker):
         return evaluate_sft_checkpoint(self.cfg, str(self.device), policy_dir, output_dir)
 
 
-def evaluate_sft_checkpoint(cfg: SFTRunConfig, device: str, policy_dir: str, output_dir: str) -> dict[str, float]:
+def evaluate_sft_checkpoint(
+    cfg: SFTRunConfig, device: str, policy_dir: str, output_dir: str, env_cache: dict | None = None
+) -> dict[str, float]:
     """SFT's periodic evaluation of a saved policy: sft.eval_episodes deterministic episodes, as eval/* metrics."""
     from ..runners.evaluator import evaluate_policy
 
     policy_cfg = PolicyConfig(name=cfg.policy.name, checkpoint=policy_dir, precision=cfg.policy.precision)
-    results = evaluate_policy(cfg.env, policy_cfg, sft_eval_config(cfg, device), output_dir)
+    results = evaluate_policy(cfg.env, policy_cfg, sft_eval_config(cfg, device), output_dir, env_cache)
     episodes = sum(r.episodes for r in results)
     return {
         "eval/success_once": sum(r.successes for r in results) / max(episodes, 1),
@@ -345,16 +347,23 @@ def evaluate_sft_checkpoint(cfg: SFTRunConfig, device: str, policy_dir: str, out
 
 class SFTEvalWorker(Worker):
     """sft.eval_async: evaluates saved SFT checkpoints in a process of its own on the first actor GPU, so the
-    actor ranks train on while the episodes run (the synchronous evaluation makes them wait)."""
+    actor ranks train on while the episodes run (the synchronous evaluation makes them wait). Its env is built
+    by the first evaluation and kept for the next ones; the policy is loaded from each checkpoint."""
 
     def __init__(self, cfg: SFTRunConfig):
         super().__init__()
         self.cfg = cfg
+        self.envs: dict = {}  # task id -> vector env, kept between evaluations
 
     def evaluate_checkpoint(self, policy_dir: str, output_dir: str) -> dict[str, float]:
         start = time.perf_counter()
-        metrics = evaluate_sft_checkpoint(self.cfg, str(self.device), policy_dir, output_dir)
+        metrics = evaluate_sft_checkpoint(self.cfg, str(self.device), policy_dir, output_dir, self.envs)
         return {**metrics, "time/eval_seconds": time.perf_counter() - start}
+
+    def close_envs(self) -> None:
+        for env in self.envs.values():
+            env.close()
+        self.envs.clear()
 
 
 # ---- helpers ------------------------------------------------------------------------------------
