@@ -28,7 +28,7 @@ from omegaconf import OmegaConf  # noqa: E402
 from rlinf_embodied.config import register_configs  # noqa: E402
 from rlinf_embodied.paths import CONFIG_DIR  # noqa: E402
 from rlinf_embodied.envs.spec import env_spec  # noqa: E402
-from rlinf_embodied.runners.evaluator import _make_env, finished_episodes  # noqa: E402
+from rlinf_embodied.runners.evaluator import make_eval_env, finished_episodes  # noqa: E402
 from rlinf_embodied.workers.policy_loading import build_policy  # noqa: E402
 
 
@@ -62,7 +62,7 @@ def main() -> None:
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
         cfg = OmegaConf.to_object(compose(config_name="eval", overrides=overrides))
     cfg.policy.checkpoint, cfg.eval.video = args.checkpoint, False
-    env = _make_env(cfg.env, cfg.eval, None, "/tmp")
+    env = make_eval_env(cfg.env, cfg.eval, None, "/tmp")
     spec = env_spec(env)
     policy = build_policy(cfg.policy, spec["action_dim"], spec["state_dim"], torch.device("cpu")).eval()
     last = spec["action_dim"] - 1

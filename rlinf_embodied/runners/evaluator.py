@@ -60,7 +60,7 @@ def evaluate_policy(
         if env_cache is not None and task_id in env_cache:
             env = env_cache[task_id]
         else:
-            env = _make_env(env_cfg, eval_cfg, task_id, output_dir)
+            env = make_eval_env(env_cfg, eval_cfg, task_id, output_dir)
         if policy is None:
             spec = env_spec(env)
             check_policy_cameras(policy_cfg, spec, env_cfg.id)
@@ -74,7 +74,8 @@ def evaluate_policy(
     return results
 
 
-def _make_env(env_cfg: EnvConfig, eval_cfg: EvalConfig, task_id: Optional[int], output_dir: str):
+def make_eval_env(env_cfg: EnvConfig, eval_cfg: EvalConfig, task_id: Optional[int], output_dir: str):
+    """The vector env an evaluation of `task_id` plays in (eval.num_envs envs; videos under output_dir/videos)."""
     kwargs: dict[str, Any] = dict(env_cfg.kwargs)
     if task_id is not None:
         kwargs["task_id"] = task_id

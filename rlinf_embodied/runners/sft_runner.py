@@ -58,6 +58,7 @@ class SFTRunner:
         self.group: WorkerGroup | None = None
         self.eval_group: WorkerGroup | None = None  # sft.eval_async's evaluation process
         self.pending_eval: PendingEval | None = None
+        self.eval_env_build: GroupHandle | None = None
         self.group = SFTWorker.create_group(cfg).launch(
             cluster, name="sft_actor", placement_strategy=self.placement.strategy("actor")
         )
@@ -102,6 +103,7 @@ class SFTRunner:
             self.eval_group = SFTEvalWorker.create_group(cfg).launch(
                 self.cluster, name="sft_eval", placement_strategy=first_gpu
             )
+            self.eval_env_build = self.eval_group.build_env()  # while the first steps train; checked at the first eval
         self.start_step = 0
         if cfg.sft.resume:
             self.start_step = self.group.load_training_state(cfg.sft.resume).wait()[0]
@@ -185,6 +187,9 @@ class SFTRunner:
         directory = saved or os.path.join(self.output_dir, "checkpoints", f"{EVAL_SCRATCH}_step_{step:06d}")
         if saved is None:
             self.group.save_policy(os.path.join(directory, "policy")).wait()
+        if self.eval_env_build is not None:
+            self.eval_env_build.wait()  # its failure is this evaluation's
+            self.eval_env_build = None
         eval_dir = os.path.join(self.output_dir, "eval", f"step_{step:06d}")
         handle = self.eval_group.evaluate_checkpoint(os.path.join(directory, "policy"), eval_dir)
         self.pending_eval = PendingEval(step, directory, scratch=saved is None, handle=handle)

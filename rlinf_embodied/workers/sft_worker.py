@@ -280,12 +280,12 @@ class SFTWorker(ActorWorker):
     def check_eval_env(self) -> dict[str, int]:
         """Make, reset and close the eval env once (at start), so an env that cannot run here fails now."""
         from ..envs.spec import env_spec
-        from ..runners.evaluator import _make_env
+        from ..runners.evaluator import make_eval_env
 
         env_cfg = self.cfg.env
         try:
             with tempfile.TemporaryDirectory() as scratch:
-                env = _make_env(env_cfg, EvalConfig(num_envs=1, video=False), None, scratch)
+                env = make_eval_env(env_cfg, EvalConfig(num_envs=1, video=False), None, scratch)
                 try:
                     obs, _ = env.reset(seed=0)
                     spec = env_spec(env)
@@ -354,6 +354,12 @@ class SFTEvalWorker(Worker):
         super().__init__()
         self.cfg = cfg
         self.envs: dict = {}  # task id -> vector env, kept between evaluations
+
+    def build_env(self) -> None:
+        """The evaluation env, built ahead of the first evaluation (the runner calls this as training starts)."""
+        from ..runners.evaluator import make_eval_env
+
+        self.envs[None] = make_eval_env(self.cfg.env, sft_eval_config(self.cfg, str(self.device)), None, "")
 
     def evaluate_checkpoint(self, policy_dir: str, output_dir: str) -> dict[str, float]:
         start = time.perf_counter()
