@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 from rlinf_embodied.config import SFTConfig, SFTRunConfig, TrainConfig
 from rlinf_embodied.datasets import LeRobotDatasetWriter
 from rlinf_embodied.paths import CONFIG_DIR
+from rlinf_embodied.runners.embodied_runner import BEST_FILE
 from rlinf_embodied.policies import make_policy, policy_class
 from rlinf_embodied.runners.sft_runner import check_sft_config
 from rlinf_embodied.sft import run_sft
@@ -566,6 +567,15 @@ def test_evaluations_beside_training_log_what_waiting_ones_do(cluster, tmp_path)
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best", "final"]  # step 50's scratch: gone
     with pytest.raises(ValueError, match=r"sft.eval_async=true .* sft.eval_interval=0"):
         SFTConfig(eval_async=True)
+    # stop_at_success acts when an evaluation beside training ends: at the next line (75) or, at the latest, when the
+    # next evaluation is due (100); checkpoints/best is the step it scored, final the step training reached
+    out = tmp_path / "async_stop"
+    longer = [o.replace("sft.max_steps=100", "sft.max_steps=200") for o in common]  # past the next evaluation
+    cfg = compose_sft(longer + ["sft.eval_async=true", "sft.stop_at_success=0.0", f"sft.output_dir={out}"])
+    history = run_sft(cfg, str(out), cluster=cluster)
+    final_step = json.loads((out / "checkpoints" / "final" / "sft.json").read_text())["step"]
+    assert final_step in (75, 100) and [r["step"] for r in history if "sft/loss" in r][-1] == final_step
+    assert json.loads((out / "checkpoints" / "best" / BEST_FILE).read_text())["step"] == 50
 
 
 @pytest.mark.slow
