@@ -576,6 +576,7 @@ def test_evaluations_beside_training_log_what_waiting_ones_do(cluster, tmp_path)
     final_step = json.loads((out / "checkpoints" / "final" / "sft.json").read_text())["step"]
     assert final_step in (75, 100) and [r["step"] for r in history if "sft/loss" in r][-1] == final_step
     assert json.loads((out / "checkpoints" / "best" / BEST_FILE).read_text())["step"] == 50
+    assert [r["step"] for r in history if "eval/success_once" in r] == [50]  # no evaluation once it stops
 
 
 @pytest.mark.slow

@@ -174,10 +174,10 @@ class SFTRunner:
         self, step: int, saved: str | None, last: bool, eval_now: bool, history: list[dict[str, Any]]
     ) -> bool:
         """sft.eval_async: the line of an evaluation that has ended, then this step's evaluation started (after
-        the one before it: at most one runs). True: stop_at_success reached."""
+        the one before it: at most one runs), unless the one that ended reached stop_at_success (True then)."""
         finished = self._finish_eval(history, wait=eval_now)
         reached = finished is not None and not last and self._reached_target(*finished)
-        if eval_now:
+        if eval_now and not reached:
             self._start_eval(step, saved)
         return reached
 
