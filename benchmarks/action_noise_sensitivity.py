@@ -22,11 +22,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from hydra import compose, initialize_config_dir  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
 
-from rlinf_embodied.config import register_configs  # noqa: E402
-from rlinf_embodied.paths import CONFIG_DIR  # noqa: E402
+from rlinf_embodied.config import compose_config  # noqa: E402
 from rlinf_embodied.envs.spec import env_spec  # noqa: E402
 from rlinf_embodied.runners.evaluator import make_eval_env, finished_episodes  # noqa: E402
 from rlinf_embodied.workers.policy_loading import build_policy  # noqa: E402
@@ -58,9 +55,7 @@ def main() -> None:
     argv = sys.argv[1:]
     overrides = argv[argv.index("--") + 1 :] if "--" in argv else []  # Hydra overrides of the eval config
     args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
-    register_configs()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        cfg = OmegaConf.to_object(compose(config_name="eval", overrides=overrides))
+    cfg = compose_config("eval", overrides)
     cfg.policy.checkpoint, cfg.eval.video = args.checkpoint, False
     env = make_eval_env(cfg.env, cfg.eval, None, "/tmp")
     spec = env_spec(env)

@@ -46,11 +46,8 @@ from typing import NamedTuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from hydra import compose, initialize_config_dir  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
 
-from rlinf_embodied.config import AUTO, TrainConfig, register_configs  # noqa: E402
-from rlinf_embodied.paths import CONFIG_DIR  # noqa: E402
+from rlinf_embodied.config import AUTO, TrainConfig, compose_config  # noqa: E402
 from rlinf_embodied.runners.embodied_runner import EmbodiedRunner  # noqa: E402
 from rlinf_embodied.runners.placement_profile import (  # noqa: E402
     PROFILE_PLACEMENT,
@@ -64,12 +61,6 @@ from rlinf_embodied.scheduler import Cluster  # noqa: E402
 from rlinf_embodied.scheduler.auto_placement import ComponentCosts, Layout, predict_all  # noqa: E402
 
 DEFAULT_OVERRIDES = ["cluster.num_gpus_per_node=2", "cluster.simulate_gpus=true"]
-
-
-def compose_config(overrides: list[str]) -> TrainConfig:
-    register_configs()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        return OmegaConf.to_object(compose(config_name="config", overrides=overrides))
 
 
 def measure(cfg: TrainConfig, cluster: Cluster, layout: Layout, iterations: int) -> tuple[float, dict[str, float]]:
@@ -118,7 +109,7 @@ def main() -> None:
     )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the train config (after --)")
     args = parser.parse_args()
-    cfg = compose_config(DEFAULT_OVERRIDES + args.overrides)
+    cfg = compose_config("config", DEFAULT_OVERRIDES + args.overrides)
     cfg.cluster.component_placement, cfg.runner.pipeline_stage_num = AUTO, AUTO
     cluster = Cluster.from_config(cfg.cluster)
     try:

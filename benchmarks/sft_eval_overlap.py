@@ -45,16 +45,10 @@ def write_dataset(root: str, episodes: int, length: int) -> str:
 
 
 def timed_run(overrides: list[str], output_dir: str, cluster) -> dict[str, float]:
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    from rlinf_embodied.config import register_configs
-    from rlinf_embodied.paths import CONFIG_DIR
+    from rlinf_embodied.config import compose_config
     from rlinf_embodied.runners.sft_runner import SFTRunner, check_sft_config
 
-    register_configs()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        cfg = OmegaConf.to_object(compose(config_name="sft", overrides=overrides + [f"sft.output_dir={output_dir}"]))
+    cfg = compose_config("sft", overrides + [f"sft.output_dir={output_dir}"])
     check_sft_config(cfg)
     runner = SFTRunner(cfg, cluster, output_dir)
     try:

@@ -26,22 +26,13 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from hydra import compose, initialize_config_dir  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
 
-from rlinf_embodied.config import TrainConfig, register_configs  # noqa: E402
-from rlinf_embodied.paths import CONFIG_DIR  # noqa: E402
+from rlinf_embodied.config import TrainConfig, compose_config  # noqa: E402
 from rlinf_embodied.runners.embodied_runner import EmbodiedRunner, component_placement  # noqa: E402
 from rlinf_embodied.scheduler import Channel, Cluster  # noqa: E402
 from rlinf_embodied.workers.actor_worker import ActorWorker  # noqa: E402
 from rlinf_embodied.workers.env_worker import EnvWorker  # noqa: E402
 from rlinf_embodied.workers.rollout_worker import RolloutWorker  # noqa: E402
-
-
-def compose_config(overrides: list[str]) -> TrainConfig:
-    register_configs()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        return OmegaConf.to_object(compose(config_name="config", overrides=overrides))
 
 
 CHANNELS = (("a", 2), ("b", 2), ("c", 0))  # (name, maxsize): the runner's three channels
@@ -126,7 +117,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the train config (after --)")
     args = parser.parse_args()
     defaults = ["policy.size=tiny", "env.num_envs=4", f"cluster.simulate_gpus={str(not args.real_gpus).lower()}"]
-    cfg = compose_config(defaults + args.overrides)
+    cfg = compose_config("config", defaults + args.overrides)
     cluster = Cluster.from_config(cfg.cluster)
     seconds: dict[str, list[float]] = {way: [] for way in WAYS}
     try:

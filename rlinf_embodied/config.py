@@ -310,6 +310,19 @@ def structured_schema(schema: type) -> Any:
     return node
 
 
+def compose_config(config_name: str, overrides: list[str]) -> Any:
+    """The typed config `python -m rlinf_embodied.<entry>` would run with these command-line overrides, for
+    scripts that call the runners in-process ("config": train, "eval", "sft", "collect", "place")."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from .paths import CONFIG_DIR
+
+    register_configs()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        return OmegaConf.to_object(compose(config_name=config_name, overrides=overrides))
+
+
 def register_configs() -> None:
     """Register the schema with Hydra; configs/config.yaml lists `base_train_config` first."""
     from hydra.core.config_store import ConfigStore  # imported here: workers need no Hydra

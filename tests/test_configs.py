@@ -91,3 +91,13 @@ def test_the_driver_rejects_bad_settings_before_ray_starts(overrides, message, m
     monkeypatch.setattr(scheduler, "Cluster", no_cluster)
     with pytest.raises(ValueError, match=message):
         run_training(compose_train(*overrides), output_dir="/nonexistent")
+
+
+def test_compose_config_gives_the_typed_config_an_entry_point_would_run_with():
+    from rlinf_embodied.config import SFTRunConfig, compose_config
+
+    cfg = compose_config("sft", ["sft.eval_interval=5", "sft.eval_async=true", "policy=pi0"])
+    assert isinstance(cfg, SFTRunConfig) and cfg.sft.eval_async and cfg.policy.name == "pi0"
+    assert isinstance(compose_config("config", []), TrainConfig)
+    with pytest.raises(ValueError, match=r"sft.eval_async=true .* sft.eval_interval=0"):  # the schema's checks run
+        compose_config("sft", ["sft.eval_async=true"])
