@@ -53,7 +53,7 @@ def evaluate_policy(
         fix="set eval.seed beyond them",
     )
     device = _pick_device(eval_cfg.device)
-    tasks = [None] if eval_cfg.task_ids is None else list(eval_cfg.task_ids)
+    tasks = eval_tasks(eval_cfg)
     results: list[TaskResult] = []
     policy = None
     for task_id in tasks:
@@ -72,6 +72,11 @@ def evaluate_policy(
             env_cache[task_id] = env
     write_results(results, output_dir)
     return results
+
+
+def eval_tasks(eval_cfg: EvalConfig) -> list[Optional[int]]:
+    """The task ids an evaluation plays, one env each (None: the env's own task); env_cache is keyed by them."""
+    return [None] if eval_cfg.task_ids is None else list(eval_cfg.task_ids)
 
 
 def make_eval_env(env_cfg: EnvConfig, eval_cfg: EvalConfig, task_id: Optional[int], output_dir: str):

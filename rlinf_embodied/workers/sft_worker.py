@@ -347,8 +347,8 @@ def evaluate_sft_checkpoint(
 
 class SFTEvalWorker(Worker):
     """sft.eval_async: evaluates saved SFT checkpoints in a process of its own on the first actor GPU, so the
-    actor ranks train on while the episodes run (the synchronous evaluation makes them wait). Its env is built
-    by the first evaluation and kept for the next ones; the policy is loaded from each checkpoint."""
+    actor ranks train on while the episodes run (the synchronous evaluation makes them wait). Its envs are built
+    once (build_env, as training starts) and kept for every evaluation; the policy is loaded from each checkpoint."""
 
     def __init__(self, cfg: SFTRunConfig):
         super().__init__()
@@ -356,10 +356,12 @@ class SFTEvalWorker(Worker):
         self.envs: dict = {}  # task id -> vector env, kept between evaluations
 
     def build_env(self) -> None:
-        """The evaluation env, built ahead of the first evaluation (the runner calls this as training starts)."""
-        from ..runners.evaluator import make_eval_env
+        """The evaluation's envs, built ahead of the first evaluation (the runner calls this as training starts)."""
+        from ..runners.evaluator import eval_tasks, make_eval_env
 
-        self.envs[None] = make_eval_env(self.cfg.env, sft_eval_config(self.cfg, str(self.device)), None, "")
+        eval_cfg = sft_eval_config(self.cfg, str(self.device))
+        for task_id in eval_tasks(eval_cfg):
+            self.envs[task_id] = make_eval_env(self.cfg.env, eval_cfg, task_id, "")
 
     def evaluate_checkpoint(self, policy_dir: str, output_dir: str) -> dict[str, float]:
         start = time.perf_counter()
