@@ -3,6 +3,7 @@ and demonstrations -> `python -m rlinf_embodied.sft` (Hydra) -> checkpoint -> on
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -18,7 +19,7 @@ from rlinf_embodied.runners.embodied_runner import BEST_FILE
 from rlinf_embodied.policies import make_policy, policy_class
 from rlinf_embodied.runners.sft_runner import check_sft_config
 from rlinf_embodied.sft import run_sft
-from rlinf_embodied.workers.sft_worker import SFTWorker, lr_at
+from rlinf_embodied.workers.sft_worker import SFTEvalWorker, SFTWorker, lr_at
 
 MANISKILL_STATE_DIM, MANISKILL_ACTION_DIM = 42, 8  # rlinf/ManiSkill-PickCube, state, pd_joint_delta_pos
 EXPERT = torch.Generator().manual_seed(123)
@@ -179,6 +180,28 @@ def test_eval_in_an_env_that_cannot_run_here_fails_at_start(tmp_path):
     worker.init_worker()
     with pytest.raises(RuntimeError, match=r"sft.eval_interval=10 .*cannot run here.*Vulkan.*sft.eval_interval=0"):
         worker.check_eval_env()
+
+
+def test_the_evaluation_process_checks_the_env_it_builds_against_the_dataset(tmp_path):
+    """sft.eval_async builds no second env for the start's check: the evaluation process checks the env it keeps
+    as check_eval_env checks its own, and closes what it built when the env does not fit."""
+    cfg = SFTRunConfig()
+    cfg.sft.dataset = write_state_dataset(tmp_path / "ds", episodes=1, length=3)
+    cfg.sft.eval_interval, cfg.sft.eval_episodes, cfg.env.num_envs = 10, 2, 2
+    worker = SFTWorker(cfg)
+    worker.init_worker()
+    needs = worker.eval_env_needs()
+    assert needs.action_dim == MANISKILL_ACTION_DIM and needs.observation_keys == ("state",)
+    evaluator = SFTEvalWorker(cfg)
+    assert evaluator.build_env(needs) == worker.check_eval_env()
+    assert len(evaluator.envs) == 1
+    evaluator.close_envs()
+    wrong_action = dataclasses.replace(needs, action_dim=3)
+    with pytest.raises(ValueError, match=rf"has action_dim={MANISKILL_ACTION_DIM} but the dataset .* has action_dim=3"):
+        evaluator.build_env(wrong_action)
+    assert evaluator.envs == {}  # closed
+    with pytest.raises(ValueError, match=r"observes \['instruction', 'state'\]: \['rgb'\] missing"):
+        evaluator.build_env(dataclasses.replace(needs, observation_keys=("state", "rgb")))
 
 
 # ---- tiny VLAs learn on images + state, in-process (the worker outside Ray: one CPU rank) -------------
@@ -577,6 +600,25 @@ def test_evaluations_beside_training_log_what_waiting_ones_do(cluster, tmp_path)
     assert final_step in (75, 100) and [r["step"] for r in history if "sft/loss" in r][-1] == final_step
     assert json.loads((out / "checkpoints" / "best" / BEST_FILE).read_text())["step"] == 50
     assert [r["step"] for r in history if "eval/success_once" in r] == [50]  # no evaluation once it stops
+
+
+@pytest.mark.slow
+def test_an_eval_env_that_cannot_run_stops_training_beside_it(cluster, tmp_path):
+    """sft.eval_async: the start checks no env of its own; the evaluation process's build fails, and the run stops
+    at a log line soon after, long before the first evaluation (step 20,000) or the end."""
+    from rlinf_embodied.envs.maniskill.headless import render_device_available
+
+    if render_device_available():
+        pytest.skip("this machine renders: rgb ManiSkill would run")
+    dataset = write_state_dataset(tmp_path / "demos", episodes=1, length=3)
+    out = tmp_path / "sft"
+    overrides = [f"sft.dataset={dataset}", "policy.size=tiny", "sft.max_steps=40000", "sft.batch_size=4"]
+    overrides += ["sft.log_interval=25", "sft.eval_interval=20000", "sft.eval_async=true", "sft.eval_episodes=2"]
+    overrides += ["env.num_envs=2", "env.obs_mode=rgb", "sft.progress=false", f"sft.output_dir={out}"]
+    with pytest.raises(Exception, match=r"sft.eval_interval=20000 .*cannot run here"):
+        run_sft(compose_sft(overrides), str(out), cluster=cluster)
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps and max(steps) < 20000 and not (out / "checkpoints" / "final").exists()
 
 
 @pytest.mark.slow

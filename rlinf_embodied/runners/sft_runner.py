@@ -96,14 +96,17 @@ class SFTRunner:
                 "with more memory, or fewer demonstrations, decodes them once at load.",
                 self.info["decoded_image_bytes"] / 1e9,
             )
-        if cfg.sft.eval_interval > 0:
-            self.group.execute_on(0).check_eval_env().wait()
         if cfg.sft.eval_async:
             first_gpu = FlexiblePlacementStrategy([[self.placement.gpus("actor")[0]]])
             self.eval_group = SFTEvalWorker.create_group(cfg).launch(
                 self.cluster, name="sft_eval", placement_strategy=first_gpu
             )
-            self.eval_env_build = self.eval_group.build_env()  # while the first steps train; checked at the first eval
+            # built and checked against the dataset while the first steps train; a failure stops the run at the
+            # next log line after it (_raise_if_eval_env_failed), at the latest at the first evaluation
+            needs = self.group.execute_on(0).eval_env_needs().wait()[0]
+            self.eval_env_build = self.eval_group.build_env(needs)
+        elif cfg.sft.eval_interval > 0:
+            self.group.execute_on(0).check_eval_env().wait()
         self.start_step = 0
         if cfg.sft.resume:
             self.start_step = self.group.load_training_state(cfg.sft.resume).wait()[0]
@@ -124,6 +127,7 @@ class SFTRunner:
                 break
             end = self._next_boundary(step)
             metrics = self.group.train_steps(step, end - step).wait()[0]
+            self._raise_if_eval_env_failed()
             step = end
             metrics["sft/epoch"] = step * sft.batch_size / max(self.info["num_frames"], 1)
             last = step == sft.max_steps
@@ -187,12 +191,17 @@ class SFTRunner:
         directory = saved or os.path.join(self.output_dir, "checkpoints", f"{EVAL_SCRATCH}_step_{step:06d}")
         if saved is None:
             self.group.save_policy(os.path.join(directory, "policy")).wait()
-        if self.eval_env_build is not None:
-            self.eval_env_build.wait()  # its failure is this evaluation's
-            self.eval_env_build = None
+        self._raise_if_eval_env_failed(wait=True)
         eval_dir = os.path.join(self.output_dir, "eval", f"step_{step:06d}")
         handle = self.eval_group.evaluate_checkpoint(os.path.join(directory, "policy"), eval_dir)
         self.pending_eval = PendingEval(step, directory, scratch=saved is None, handle=handle)
+
+    def _raise_if_eval_env_failed(self, wait: bool = False) -> None:
+        """sft.eval_async: the evaluation process's env build (started with training) has ended: its error, if any,
+        is raised here (waiting for it when `wait`, before the first evaluation)."""
+        if self.eval_env_build is not None and (wait or self.eval_env_build.done()):
+            self.eval_env_build.wait()
+            self.eval_env_build = None
 
     def _finish_eval(self, history: list[dict[str, Any]], wait: bool) -> tuple[float, int] | None:
         """sft.eval_async: log the running evaluation's line if it has ended (waiting for it when `wait`);

@@ -21,6 +21,7 @@ import math
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
@@ -277,44 +278,26 @@ class SFTWorker(ActorWorker):
             torch.cuda.set_rng_state(rank_state["cuda_rng"], self.device)
         return step
 
+    def eval_env_needs(self) -> EvalEnvNeeds:
+        """What the eval env must match: the dataset's dims and the observation keys the policy trains on."""
+        needed = [key for key in ("state", *self.dataset.camera_keys) if key in self.policy_input_keys()]
+        return EvalEnvNeeds(self.action_dim, self.state_dim, tuple(needed))
+
     def check_eval_env(self) -> dict[str, int]:
         """Make, reset and close the eval env once (at start), so an env that cannot run here fails now."""
-        from ..envs.spec import env_spec
         from ..runners.evaluator import make_eval_env
 
-        env_cfg = self.cfg.env
         try:
             with tempfile.TemporaryDirectory() as scratch:
-                env = make_eval_env(env_cfg, EvalConfig(num_envs=1, video=False), None, scratch)
+                env = make_eval_env(self.cfg.env, EvalConfig(num_envs=1, video=False), None, scratch)
                 try:
-                    obs, _ = env.reset(seed=0)
-                    spec = env_spec(env)
+                    return check_eval_env_fits(self.cfg, env, self.eval_env_needs())
                 finally:
                     env.close()
+        except EvalEnvMismatch:
+            raise
         except Exception as error:  # noqa: BLE001 - any failure means no evaluation can run here
-            raise RuntimeError(
-                f"sft.eval_interval={self.cfg.sft.eval_interval} evaluates the policy in env.id={env_cfg.id!r} "
-                f"(obs_mode={env_cfg.obs_mode!r}), which cannot run here: {type(error).__name__}: {error}. "
-                "Run where the env works, or set sft.eval_interval=0"
-            ) from error
-        if spec["action_dim"] != self.action_dim:
-            raise ValueError(
-                f"the eval env {env_cfg.id!r} has action_dim={spec['action_dim']} but the dataset "
-                f"{self.cfg.sft.dataset!r} has action_dim={self.action_dim}"
-            )
-        needed = [key for key in ("state", *self.dataset.camera_keys) if key in self.policy_input_keys()]
-        missing = [key for key in needed if key not in obs]
-        if missing:
-            raise ValueError(
-                f"the policy trains on dataset keys {needed} but the eval env {env_cfg.id!r} "
-                f"(obs_mode={env_cfg.obs_mode!r}) observes {sorted(obs)}: {missing} missing"
-            )
-        if "state" in needed and spec["state_dim"] != self.state_dim:
-            raise ValueError(
-                f"the eval env {env_cfg.id!r} has state_dim={spec['state_dim']} but the dataset "
-                f"{self.cfg.sft.dataset!r} has state_dim={self.state_dim}"
-            )
-        return spec
+            raise eval_env_cannot_run(self.cfg, error) from error
 
     def policy_input_keys(self) -> set[str]:
         """Observation keys the policy reads (those of its example_obs)."""
@@ -355,13 +338,23 @@ class SFTEvalWorker(Worker):
         self.cfg = cfg
         self.envs: dict = {}  # task id -> vector env, kept between evaluations
 
-    def build_env(self) -> None:
-        """The evaluation's envs, built ahead of the first evaluation (the runner calls this as training starts)."""
+    def build_env(self, needs: EvalEnvNeeds) -> dict[str, int]:
+        """The evaluation's envs, built ahead of the first evaluation while training starts, and checked against
+        the dataset (the start's check_eval_env, without building a second env for it)."""
         from ..runners.evaluator import eval_tasks, make_eval_env
 
         eval_cfg = sft_eval_config(self.cfg, str(self.device))
-        for task_id in eval_tasks(eval_cfg):
-            self.envs[task_id] = make_eval_env(self.cfg.env, eval_cfg, task_id, "")
+        try:
+            for task_id in eval_tasks(eval_cfg):
+                self.envs[task_id] = make_eval_env(self.cfg.env, eval_cfg, task_id, "")
+            # each evaluation starts from env.reset(seed=eval.seed), so this reset changes none of its episodes
+            return check_eval_env_fits(self.cfg, next(iter(self.envs.values())), needs)
+        except EvalEnvMismatch:
+            self.close_envs()
+            raise
+        except Exception as error:  # noqa: BLE001 - any failure means no evaluation can run here
+            self.close_envs()
+            raise eval_env_cannot_run(self.cfg, error) from error
 
     def evaluate_checkpoint(self, policy_dir: str, output_dir: str) -> dict[str, float]:
         start = time.perf_counter()
@@ -375,6 +368,55 @@ class SFTEvalWorker(Worker):
 
 
 # ---- helpers ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EvalEnvNeeds:
+    """What SFT's eval env must match: the dataset's action and state dims, and the observation keys the policy
+    trains on (state and the dataset's cameras that the policy reads)."""
+
+    action_dim: int
+    state_dim: int
+    observation_keys: tuple[str, ...]
+
+
+class EvalEnvMismatch(ValueError):
+    """The eval env runs, but does not fit the dataset the policy trains on."""
+
+
+def check_eval_env_fits(cfg: SFTRunConfig, env: Any, needs: EvalEnvNeeds) -> dict[str, int]:
+    """Reset `env` once and compare what it observes and takes with the dataset; the env's spec."""
+    from ..envs.spec import env_spec
+
+    env_cfg = cfg.env
+    obs, _ = env.reset(seed=0)
+    spec = env_spec(env)
+    if spec["action_dim"] != needs.action_dim:
+        raise EvalEnvMismatch(
+            f"the eval env {env_cfg.id!r} has action_dim={spec['action_dim']} but the dataset "
+            f"{cfg.sft.dataset!r} has action_dim={needs.action_dim}"
+        )
+    missing = [key for key in needs.observation_keys if key not in obs]
+    if missing:
+        raise EvalEnvMismatch(
+            f"the policy trains on dataset keys {list(needs.observation_keys)} but the eval env {env_cfg.id!r} "
+            f"(obs_mode={env_cfg.obs_mode!r}) observes {sorted(obs)}: {missing} missing"
+        )
+    if "state" in needs.observation_keys and spec["state_dim"] != needs.state_dim:
+        raise EvalEnvMismatch(
+            f"the eval env {env_cfg.id!r} has state_dim={spec['state_dim']} but the dataset "
+            f"{cfg.sft.dataset!r} has state_dim={needs.state_dim}"
+        )
+    return spec
+
+
+def eval_env_cannot_run(cfg: SFTRunConfig, error: Exception) -> RuntimeError:
+    env_cfg = cfg.env
+    return RuntimeError(
+        f"sft.eval_interval={cfg.sft.eval_interval} evaluates the policy in env.id={env_cfg.id!r} "
+        f"(obs_mode={env_cfg.obs_mode!r}), which cannot run here: {type(error).__name__}: {error}. "
+        "Run where the env works, or set sft.eval_interval=0"
+    )
+
+
 def sft_eval_config(cfg: SFTRunConfig, device: str = "auto") -> EvalConfig:
     """The evaluation SFT runs every sft.eval_interval steps: deterministic episodes from sft.seed + 1000."""
     sft: SFTConfig = cfg.sft
