@@ -34,11 +34,14 @@ case $stage in
       sft.save_interval=${SAVE_INTERVAL:-0} sft.eval_episodes=50 sft.output_dir=$WORK/sft hydra.run.dir=$WORK/sft "$@" ;;
   rl)
     iterations=${1:-40}; shift || true
+    # the critic's warm-up is for PPO's default GAE (it reads a critic); with an algorithm group given
+    # (algorithm=grpo: no critic, and AlgorithmConfig rejects a warm-up there) it is off unless WARMUP says
+    case " $* " in *" algorithm="*) warmup=${WARMUP:-0} ;; *) warmup=${WARMUP:-3} ;; esac
     # ROLLOUT_STEPS: policy calls per iteration, one 100-step episode (25 with flow_mlp's chunk of 4)
     python -m rlinf_embodied.train "${ENV_ARGS[@]}" env.ignore_terminations=true env.num_envs=${NUM_ENVS:-32} \
       runner.rollout_steps=${ROLLOUT_STEPS:-100} policy=$POLICY policy.checkpoint=${CKPT:-$WORK/sft/checkpoints/best/policy} \
       "${RL_NOISE[@]}" algorithm.update_epochs=${EPOCHS:-4} \
-      algorithm.num_minibatches=8 algorithm.lr=${LR:-3e-5} algorithm.critic_warmup_iterations=${WARMUP:-3} \
+      algorithm.num_minibatches=8 algorithm.lr=${LR:-3e-5} algorithm.critic_warmup_iterations=$warmup \
       runner.max_iterations=$iterations runner.eval_interval=5 runner.eval_rounds=2 \
       runner.output_dir=$WORK/rl${TAG:-} hydra.run.dir=$WORK/rl${TAG:-} "$@" ;;
   table)

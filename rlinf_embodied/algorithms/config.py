@@ -42,7 +42,9 @@ class AlgorithmConfig:
     clip_ratio_low: float = 0.2  # DAPO: ratio clipped to [1 - clip_ratio_low, 1 + clip_ratio_high]
     clip_ratio_high: float = 0.28
     value_clip: Optional[float] = None  # clip V around its rollout value by +-value_clip; None = off
-    vf_coef: float = 0.5
+    # Weight of the critic's loss; None = 0.5 for an estimator that reads a critic (GAE), 0 for the others
+    # (GRPO, Reinforce++), where a value > 0 is an error: they never read the critic it would train.
+    vf_coef: Optional[float] = None
     entropy_coef: float = 0.0
 
     # ---- optimisation ---------------------------------------------------------------------------
@@ -85,6 +87,8 @@ class AlgorithmConfig:
     ref_kl_coef: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.adv_type in _advantage_names() and self.vf_coef is None:
+            self.vf_coef = 0.5 if self.uses_critic else 0.0
         self.validate()
 
     # ---- what other layers ask of the algorithm (answered by the estimator's registry traits) -----
@@ -99,6 +103,14 @@ class AlgorithmConfig:
     def env_group_size(self) -> int:
         """Envs per group that reset to the same task and seed and stay together on one actor rank (1 = none)."""
         return self.group_size if self.grouped else 1
+
+    @property
+    def uses_critic(self) -> bool:
+        """Whether the estimator reads the critic's values (GAE): only then is the critic trained and are
+        time-limit truncations bootstrapped with V(final obs)."""
+        from .registry import advantage_traits
+
+        return advantage_traits(self.adv_type).critic
 
     @property
     def normalize_in_loss(self) -> bool:
@@ -120,7 +132,17 @@ class AlgorithmConfig:
         _positive("clip_ratio_high", self.clip_ratio_high)
         if self.value_clip is not None:
             _positive("value_clip", self.value_clip)
+        if self.vf_coef is None:
+            raise ValueError("algorithm.vf_coef=None: set a number (0.5 is PPO's) or leave it out at creation")
         _at_least("vf_coef", self.vf_coef, 0.0)
+        if not self.uses_critic:
+            for key in ("vf_coef", "critic_warmup_iterations"):
+                if getattr(self, key) > 0:
+                    raise ValueError(
+                        f"algorithm.{key}={getattr(self, key)}: adv_type={self.adv_type!r} reads no critic, so "
+                        f"there is none to train; set algorithm.{key}=0 (as the config group algorithm={self.adv_type} "
+                        f"does) or use an estimator with a critic ({_critic_estimators()})"
+                    )
         _at_least("group_size", self.group_size, 1)
         if self.grouped and self.group_size < 2:
             raise ValueError(
@@ -157,6 +179,18 @@ class AlgorithmConfig:
                 )
         _at_least("adaptive_lr_max_scale", self.adaptive_lr_max_scale, 1.0)
         return self
+
+
+def _advantage_names() -> list[str]:
+    from .registry import advantage_names
+
+    return advantage_names()
+
+
+def _critic_estimators() -> list[str]:
+    from .registry import advantage_names, advantage_traits
+
+    return [name for name in advantage_names() if advantage_traits(name).critic]
 
 
 def _one_of(key: str, value: str, valid, what: str) -> None:

@@ -1,6 +1,6 @@
 """Registries of advantage estimators and policy losses: adding one is one file + one decorator line.
 
-@register_advantage("my_adv", grouped=False, normalized=False)  # see AdvantageTraits
+@register_advantage("my_adv", grouped=False, normalized=False, critic=False)  # see AdvantageTraits
 def my_advantage(*, rewards, dones, values, cfg, env_ids=None) -> tuple[Tensor, Tensor]: ...
 
 @register_loss("my_loss")
@@ -31,6 +31,10 @@ class AdvantageTraits:
     # The estimator normalises its advantages itself (per group / per batch): the loss does not
     # normalise them again per minibatch (algorithm.normalize_advantages applies to the others).
     normalized: bool = False
+    # The estimator reads the critic's values (GAE): the loss trains the critic (algorithm.vf_coef) and the
+    # rollout bootstraps time-limit truncations with V(final obs). A critic-free estimator (GRPO, Reinforce++)
+    # gets neither: an untrained value head folded into its outcomes would only add noise to them.
+    critic: bool = False
 
 
 _TRAITS: dict[str, AdvantageTraits] = {}
@@ -52,12 +56,14 @@ def _get(table: dict[str, Callable], kind: str, name: str) -> Callable:
     return table[name]
 
 
-def register_advantage(name: str, *, grouped: bool = False, normalized: bool = False) -> Callable[[Fn], Fn]:
+def register_advantage(
+    name: str, *, grouped: bool = False, normalized: bool = False, critic: bool = False
+) -> Callable[[Fn], Fn]:
     """Register an estimator under `name`, with its AdvantageTraits."""
     register = _register(_ADVANTAGES, "advantage estimator", name)
 
     def decorator(fn: Fn) -> Fn:
-        _TRAITS[name] = AdvantageTraits(grouped=grouped, normalized=normalized)
+        _TRAITS[name] = AdvantageTraits(grouped=grouped, normalized=normalized, critic=critic)
         return register(fn)
 
     return decorator

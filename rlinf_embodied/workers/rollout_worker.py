@@ -112,8 +112,10 @@ class RolloutWorker(Worker, SpanRecorder):
         return self.policy.act(obs, deterministic=deterministic).to("cpu")
 
     def _final_values(self, env_output: EnvOutput) -> torch.Tensor | None:
-        """V(final obs) of truncated envs (zeros elsewhere), so a time limit is not taken for a failure."""
-        if env_output.final_obs is None or not self.policy.has_critic:
+        """V(final obs) of truncated envs (zeros elsewhere), so a time limit is not taken for a failure.
+        None without a critic to read: the policy has none, or the estimator reads none (GRPO's outcomes are
+        the episodes' rewards alone)."""
+        if env_output.final_obs is None or not self.policy.has_critic or not self.cfg.algorithm.uses_critic:
             return None
         values = self._act(env_output.final_obs, self.cfg.runner.deterministic_rollout).values
         if values is None:

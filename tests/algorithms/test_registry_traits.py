@@ -66,3 +66,27 @@ def test_a_new_grouped_estimator_needs_only_its_registration(grouped_estimator):
         cfg=cfg,
     )
     assert float(metrics["policy_loss"]) == -4.0  # mean of -A * ratio with ratio 1, not normalised
+
+
+def test_only_an_estimator_with_a_critic_trains_one():
+    assert AlgorithmConfig(adv_type="gae").uses_critic and AlgorithmConfig(adv_type="gae").vf_coef == 0.5
+    for adv_type in ("grpo", "reinforce_pp"):
+        cfg = AlgorithmConfig(adv_type=adv_type)
+        assert not cfg.uses_critic and cfg.vf_coef == 0.0
+    values = torch.tensor([5.0, -3.0], requires_grad=True)  # far from the returns: a large value loss
+    zeros = torch.zeros(2, 1, 1)
+    losses = {}
+    for adv_type in ("gae", "grpo"):
+        loss, metrics = policy_loss(
+            new_log_probs=zeros.clone().requires_grad_(),
+            old_log_probs=zeros,
+            advantages=torch.tensor([1.0, -1.0]),
+            entropy=None,
+            new_values=values,
+            old_values=torch.zeros(2),
+            returns=torch.zeros(2),
+            cfg=AlgorithmConfig(adv_type=adv_type, normalize_advantages=False),
+        )
+        losses[adv_type] = float(loss.detach())
+        assert ("value_loss" in metrics) == (adv_type == "gae")
+    assert losses["grpo"] == 0.0 and losses["gae"] == pytest.approx(0.5 * 0.5 * (25 + 9) / 2)

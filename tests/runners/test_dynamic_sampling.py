@@ -38,6 +38,7 @@ def dapo_config(num_envs: int, group_size: int) -> TrainConfig:
     cfg.env.num_envs = num_envs
     cfg.algorithm.adv_type, cfg.algorithm.loss_type, cfg.algorithm.group_size = "grpo", "dapo", group_size
     cfg.algorithm.dynamic_sampling = True
+    cfg.algorithm.vf_coef = 0.0  # GRPO reads no critic
     cfg.algorithm.validate()
     return cfg
 

@@ -52,7 +52,7 @@ def compute_gae(
     return advantages, advantages + values[:-1]
 
 
-@register_advantage("gae")
+@register_advantage("gae", critic=True)
 def gae_advantage(
     *,
     rewards: torch.Tensor,

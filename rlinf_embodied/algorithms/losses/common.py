@@ -117,7 +117,7 @@ def clipped_policy_loss(
     aggregation: str,
     loss_mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Clipped-ratio policy loss + vf_coef * value loss - entropy_coef * entropy.
+    """Clipped-ratio policy loss + vf_coef * value loss (estimators with a critic) - entropy_coef * entropy.
 
     new/old_log_probs (B, C, A); advantages, returns, old_values (B,); new_values (B,) or None;
     entropy broadcastable to (B, C, A) (per token) or None; loss_mask see the module docstring.
@@ -141,13 +141,16 @@ def clipped_policy_loss(
     if entropy is not None:
         token_entropy = torch.where(token_mask, torch.broadcast_to(entropy, new_log_probs.shape), zero)
         entropy_term = aggregate(reduce_log_probs(token_entropy, cfg.logprob_level), mask, aggregation)
-    v_loss = value_loss(new_values, old_values, returns, cfg.value_clip, sample_mask)
-    loss = policy_loss + cfg.vf_coef * v_loss - cfg.entropy_coef * entropy_term
-    return loss, ratio_metrics(ratio, log_ratio, mask, clip_low, clip_high) | {
+    loss = policy_loss - cfg.entropy_coef * entropy_term
+    metrics = ratio_metrics(ratio, log_ratio, mask, clip_low, clip_high) | {
         "policy_loss": policy_loss.detach(),
-        "value_loss": v_loss.detach(),
         "entropy": entropy_term.detach(),
     }
+    if cfg.uses_critic:  # a critic-free estimator (GRPO) has no critic to train and no value_loss to log
+        v_loss = value_loss(new_values, old_values, returns, cfg.value_clip, sample_mask)
+        loss = loss + cfg.vf_coef * v_loss
+        metrics["value_loss"] = v_loss.detach()
+    return loss, metrics
 
 
 def reference_kl(
