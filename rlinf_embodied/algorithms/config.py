@@ -119,6 +119,17 @@ class AlgorithmConfig:
 
         return self.normalize_advantages and not advantage_traits(self.adv_type).normalized
 
+    def _reject_critic_settings(self) -> None:
+        """A critic-free estimator trains no critic: a critic setting away from its off value would do nothing."""
+        off = {"vf_coef": 0.0, "critic_warmup_iterations": 0, "value_lr": None, "value_clip": None}
+        for key, off_value in off.items():
+            if getattr(self, key) != off_value:
+                raise ValueError(
+                    f"algorithm.{key}={getattr(self, key)}: adv_type={self.adv_type!r} reads no critic, so there is "
+                    f"none to train; set algorithm.{key}={'null' if off_value is None else off_value} (as the config "
+                    f"group algorithm={self.adv_type} does) or use an estimator with a critic ({_critic_estimators()})"
+                )
+
     def validate(self) -> "AlgorithmConfig":
         from .registry import advantage_names, loss_names  # filled when the package is imported
 
@@ -136,13 +147,7 @@ class AlgorithmConfig:
             raise ValueError("algorithm.vf_coef=None: set a number (0.5 is PPO's) or leave it out at creation")
         _at_least("vf_coef", self.vf_coef, 0.0)
         if not self.uses_critic:
-            for key in ("vf_coef", "critic_warmup_iterations"):
-                if getattr(self, key) > 0:
-                    raise ValueError(
-                        f"algorithm.{key}={getattr(self, key)}: adv_type={self.adv_type!r} reads no critic, so "
-                        f"there is none to train; set algorithm.{key}=0 (as the config group algorithm={self.adv_type} "
-                        f"does) or use an estimator with a critic ({_critic_estimators()})"
-                    )
+            self._reject_critic_settings()
         _at_least("group_size", self.group_size, 1)
         if self.grouped and self.group_size < 2:
             raise ValueError(

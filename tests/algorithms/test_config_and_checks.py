@@ -41,6 +41,8 @@ def test_defaults_are_valid_and_match_registries():
         ({"dynamic_sampling": True}, r"dynamic_sampling=True .* adv_type='grpo'"),
         ({"adv_type": "grpo", "vf_coef": 0.5}, r"vf_coef=0.5: adv_type='grpo' reads no critic.*\(\['gae'\]\)"),
         ({"adv_type": "reinforce_pp", "critic_warmup_iterations": 2}, r"critic_warmup_iterations=2: .*no critic"),
+        ({"adv_type": "grpo", "value_lr": 1e-4}, r"value_lr=0.0001: .*no critic.*set algorithm.value_lr=null"),
+        ({"adv_type": "grpo", "value_clip": 0.2}, r"value_clip=0.2: .*no critic"),
         ({"num_minibatches": 0}, r"num_minibatches=0 must be >= 1"),
         ({"lr": 0.0}, r"lr=0.0 must be > 0"),
     ],
