@@ -5,19 +5,14 @@ import os
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
 from rlinf_embodied.collect import collect
-from rlinf_embodied.config import CollectRunConfig
+from rlinf_embodied.config import CollectRunConfig, compose_config
 from rlinf_embodied.datasets import DemoDataset
-from rlinf_embodied.paths import CONFIG_DIR
 
 
 def compose_cfg(*overrides: str) -> CollectRunConfig:
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        cfg = compose(config_name="collect", overrides=list(overrides))
-    return OmegaConf.to_object(cfg)
+    return compose_config("collect", list(overrides))
 
 
 def test_motion_planner_pickcube_and_resume(tmp_path, capsys):

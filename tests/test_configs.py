@@ -6,9 +6,8 @@ import os
 
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
-from rlinf_embodied.config import COLLOCATED_PLACEMENT, RunnerConfig, TrainConfig, register_configs
+from rlinf_embodied.config import COLLOCATED_PLACEMENT, RunnerConfig, TrainConfig, compose_config, register_configs
 from rlinf_embodied.paths import CONFIG_DIR
 from rlinf_embodied.scheduler import ComponentPlacement
 
@@ -22,9 +21,7 @@ def options(group: str) -> list[str]:
 @pytest.mark.parametrize("group", ["env", "policy", "algorithm", "cluster"])
 def test_every_option_composes_onto_the_schema(group):
     for option in options(group):
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-            cfg = compose(config_name="config", overrides=[f"{group}={option}"])
-        typed: TrainConfig = OmegaConf.to_object(cfg)
+        typed: TrainConfig = compose_config("config", [f"{group}={option}"])
         assert isinstance(typed, TrainConfig), (group, option)
         if group == "cluster":
             placement = ComponentPlacement(
@@ -48,8 +45,7 @@ def test_runner_config_rejects_out_of_range_intervals(field_name, value):
 
 
 def compose_train(*overrides: str) -> TrainConfig:
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        return OmegaConf.to_object(compose(config_name="config", overrides=list(overrides)))
+    return compose_config("config", list(overrides))
 
 
 def test_the_placement_and_policy_overrides_are_settable_from_the_command_line():

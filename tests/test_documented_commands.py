@@ -10,14 +10,11 @@ import re
 import shlex
 
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
-from rlinf_embodied.config import register_configs
+from rlinf_embodied.config import compose_config
 from rlinf_embodied.paths import CONFIG_DIR
 from rlinf_embodied.workers.policy_loading import check_policy_config
 
-register_configs()
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_NAMES = {"train": "config", "eval": "eval", "sft": "sft", "collect": "collect", "place": "config"}
@@ -106,9 +103,7 @@ def test_the_documentation_shows_commands_of_every_entry_point():
 @pytest.mark.parametrize("where, module, args", COMMANDS, ids=[f"{w}:{m} {a}"[:90] for w, m, a in COMMANDS])
 def test_documented_command_composes(where, module, args, tmp_path):
     overrides = overrides_of(args)
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        cfg = compose(config_name=CONFIG_NAMES[module], overrides=overrides)
-    typed = OmegaConf.to_object(cfg)
+    typed = compose_config(CONFIG_NAMES[module], overrides)
     policy = typed.policy
     if policy.checkpoint is not None and not os.path.isdir(policy.checkpoint):
         policy.checkpoint = str(tmp_path)  # /ckpt/pi0, outputs/.../policy: only their existence is not checked

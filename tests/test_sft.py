@@ -9,12 +9,9 @@ import json
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
-from rlinf_embodied.config import SFTConfig, SFTRunConfig, TrainConfig
+from rlinf_embodied.config import SFTConfig, SFTRunConfig, TrainConfig, compose_config
 from rlinf_embodied.datasets import LeRobotDatasetWriter
-from rlinf_embodied.paths import CONFIG_DIR
 from rlinf_embodied.runners.embodied_runner import BEST_FILE
 from rlinf_embodied.policies import make_policy, policy_class
 from rlinf_embodied.runners.sft_runner import check_sft_config
@@ -482,8 +479,7 @@ def cluster(ray_session):
 
 
 def compose_sft(overrides: list[str]) -> SFTRunConfig:
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        return OmegaConf.to_object(compose(config_name="sft", overrides=overrides))
+    return compose_config("sft", overrides)
 
 
 @pytest.mark.slow

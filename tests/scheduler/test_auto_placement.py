@@ -9,11 +9,8 @@ import random
 import statistics
 
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
-from rlinf_embodied.config import ClusterConfig, RunnerConfig, TrainConfig, register_configs
-from rlinf_embodied.paths import CONFIG_DIR
+from rlinf_embodied.config import ClusterConfig, RunnerConfig, TrainConfig, compose_config
 from rlinf_embodied.runners.placement_profile import check_auto_request, resolve_auto_placement
 from rlinf_embodied.scheduler.auto_placement import (
     ComponentCosts,
@@ -27,8 +24,6 @@ from rlinf_embodied.scheduler.auto_placement import (
     predict,
     save_costs,
 )
-
-register_configs()
 
 
 def costs(**kw) -> ComponentCosts:
@@ -236,8 +231,7 @@ def test_fit_linear():
 
 # ---- config ---------------------------------------------------------------------------------------
 def compose_train(*overrides: str) -> TrainConfig:
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        return OmegaConf.to_object(compose(config_name="config", overrides=list(overrides)))
+    return compose_config("config", list(overrides))
 
 
 def test_auto_composes_and_resolves_with_injected_costs():
