@@ -22,7 +22,7 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -287,17 +287,12 @@ class SFTWorker(ActorWorker):
         """Make, reset and close the eval env once (at start), so an env that cannot run here fails now."""
         from ..runners.evaluator import make_eval_env
 
-        try:
-            with tempfile.TemporaryDirectory() as scratch:
-                env = make_eval_env(self.cfg.env, EvalConfig(num_envs=1, video=False), None, scratch)
-                try:
-                    return check_eval_env_fits(self.cfg, env, self.eval_env_needs())
-                finally:
-                    env.close()
-        except EvalEnvMismatch:
-            raise
-        except Exception as error:  # noqa: BLE001 - any failure means no evaluation can run here
-            raise eval_env_cannot_run(self.cfg, error) from error
+        with eval_env_errors(self.cfg), tempfile.TemporaryDirectory() as scratch:
+            env = make_eval_env(self.cfg.env, EvalConfig(num_envs=1, video=False), None, scratch)
+            try:
+                return check_eval_env_fits(self.cfg, env, self.eval_env_needs())
+            finally:
+                env.close()
 
     def policy_input_keys(self) -> set[str]:
         """Observation keys the policy reads (those of its example_obs)."""
@@ -344,17 +339,11 @@ class SFTEvalWorker(Worker):
         from ..runners.evaluator import eval_tasks, make_eval_env
 
         eval_cfg = sft_eval_config(self.cfg, str(self.device))
-        try:
+        with eval_env_errors(self.cfg, on_failure=self.close_envs):
             for task_id in eval_tasks(eval_cfg):
                 self.envs[task_id] = make_eval_env(self.cfg.env, eval_cfg, task_id, "")
             # each evaluation starts from env.reset(seed=eval.seed), so this reset changes none of its episodes
             return check_eval_env_fits(self.cfg, next(iter(self.envs.values())), needs)
-        except EvalEnvMismatch:
-            self.close_envs()
-            raise
-        except Exception as error:  # noqa: BLE001 - any failure means no evaluation can run here
-            self.close_envs()
-            raise eval_env_cannot_run(self.cfg, error) from error
 
     def evaluate_checkpoint(self, policy_dir: str, output_dir: str) -> dict[str, float]:
         start = time.perf_counter()
@@ -408,13 +397,23 @@ def check_eval_env_fits(cfg: SFTRunConfig, env: Any, needs: EvalEnvNeeds) -> dic
     return spec
 
 
-def eval_env_cannot_run(cfg: SFTRunConfig, error: Exception) -> RuntimeError:
-    env_cfg = cfg.env
-    return RuntimeError(
-        f"sft.eval_interval={cfg.sft.eval_interval} evaluates the policy in env.id={env_cfg.id!r} "
-        f"(obs_mode={env_cfg.obs_mode!r}), which cannot run here: {type(error).__name__}: {error}. "
-        "Run where the env works, or set sft.eval_interval=0"
-    )
+@contextlib.contextmanager
+def eval_env_errors(cfg: SFTRunConfig, on_failure: Callable[[], None] = lambda: None) -> Iterator[None]:
+    """Building and checking SFT's eval env: an EvalEnvMismatch passes as it is, any other failure becomes the
+    "cannot run here" error; on_failure (closing what was built) runs first in both cases."""
+    try:
+        yield
+    except EvalEnvMismatch:
+        on_failure()
+        raise
+    except Exception as error:  # noqa: BLE001 - any failure means no evaluation can run here
+        on_failure()
+        env_cfg = cfg.env
+        raise RuntimeError(
+            f"sft.eval_interval={cfg.sft.eval_interval} evaluates the policy in env.id={env_cfg.id!r} "
+            f"(obs_mode={env_cfg.obs_mode!r}), which cannot run here: {type(error).__name__}: {error}. "
+            "Run where the env works, or set sft.eval_interval=0"
+        ) from error
 
 
 def sft_eval_config(cfg: SFTRunConfig, device: str = "auto") -> EvalConfig:
