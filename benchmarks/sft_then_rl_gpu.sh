@@ -16,6 +16,8 @@
 #   bash benchmarks/sft_then_rl_gpu.sh rl 20           # PPO (Flow-SDE) from the SFT checkpoint
 #   CKPT=<ckpt>/policy RL_SECONDS=900 bash ... rl_eval  # PPO for 900 s, then 200 held-out episodes of its result
 #   bash benchmarks/sft_then_rl_gpu.sh pick            # the SFT checkpoint with eval success in [20%, 70%]
+#   CKPT=<ckpt>/policy NOISE_EPISODES=96 bash ... noise_evals 0.5 0.35 0.2   # stochastic success per noise level
+#   NOISE_RATIO=0.9 bash ... noise 0.5 0.35 0.2        # the largest level keeping 90% of eval_sft's success
 #   SFT_SEEDS="0 1 2" ... pipeline 1600               # three SFT runs at once (one per seed), pick across them
 #   SFT_SEEDS="0 1" COMPILE_SEEDS=0 ... pipeline 1200   # seed 0 with sft.compile, seed 1 eager, side by side
 #   bash benchmarks/sft_then_rl_gpu.sh bench           # SFT steps/s (benchmarks/sft_throughput.py) -> $WORK
@@ -171,11 +173,7 @@ PY
     CKPT=$CKPT TAG=sft bash "$0" eval "${FINAL_EPISODES:-200}" & sft_eval=$!
     noise_args=()
     if [ -n "${NOISE_LEVELS-0.5 0.25 0.1}" ] && [ "$POLICY" != openvla_oft ]; then
-      noise_evals=()
-      for level in ${NOISE_LEVELS-0.5 0.25 0.1}; do
-        CKPT=$CKPT TAG=noise_$level EVAL_ENVS=16 bash "$0" eval "${NOISE_EPISODES:-48}" eval.deterministic=false \
-          policy.overrides.noise_level=$level & noise_evals+=($!); done
-      wait "${noise_evals[@]}"  # not a bare wait: that would reap the SFT evaluation, and `wait $sft_eval` fail
+      CKPT=$CKPT bash "$0" noise_evals ${NOISE_LEVELS-0.5 0.25 0.1}  # beside the SFT evaluation, which noise reads
       level=$(bash "$0" noise ${NOISE_LEVELS-0.5 0.25 0.1}); echo "noise level $level"
       noise_args=("policy.overrides.noise_level=$level")
     fi
@@ -183,9 +181,17 @@ PY
     # collection, SFT and RL; the evaluation's minutes go to RL instead)
     [ -n "${SFT_EVAL_BESIDE_RL:-}" ] || wait $sft_eval
     # SKIP_RL=1: a session spent on SFT alone; its checkpoint goes home (device_checkpoint.sh) for the next one
-    [ -n "${SKIP_RL:-}" ] || CKPT=$CKPT bash "$0" rl_eval "${noise_args[@]}" "$@"
+    # the picked level last: Hydra applies overrides in order, so a noise_level in "$@" would otherwise win
+    [ -n "${SKIP_RL:-}" ] || CKPT=$CKPT bash "$0" rl_eval "$@" "${noise_args[@]}"
     [ -z "${SFT_EVAL_BESIDE_RL:-}" ] || wait $sft_eval
     echo "pipeline done" ;;
+  noise_evals)
+    # $CKPT's stochastic success at each noise level ($@), NOISE_EPISODES episodes each, all at once; `noise` reads them
+    noise_evals=()
+    for level in "$@"; do
+      CKPT=$CKPT TAG=noise_$level EVAL_ENVS=16 bash "$0" eval "${NOISE_EPISODES:-48}" eval.deterministic=false \
+        policy.overrides.noise_level=$level & noise_evals+=($!); done
+    wait "${noise_evals[@]}" ;;
   noise)
     # Stop 22's lesson (RESULTS.md): GRPO from SFT improves the noisy policy and can wreck its mean when the
     # noisy rollouts succeed far less often than the mean. The largest level whose stochastic success is at
@@ -231,7 +237,7 @@ PY
     [ ! -d "$best" ] || CKPT=$best TAG=rl_best bash "$0" eval "${FINAL_EPISODES:-200}" &
     wait
     echo "rl_eval done" ;;
-  *) echo "unknown stage $stage: collect | sft | eval | rl | rl_eval | pick | reached | pipeline"; exit 2 ;;
+  *) echo "unknown stage $stage: collect | sft | eval | noise_evals | noise | rl | rl_eval | pick | reached | pipeline"; exit 2 ;;
 esac
 if [ -n "${OUT:-}" ]; then
   for f in $WORK/sft*/metrics.jsonl $WORK/rl/metrics.jsonl $WORK/eval_*/results.json; do
