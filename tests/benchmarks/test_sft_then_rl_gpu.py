@@ -53,7 +53,8 @@ def test_unknown_stage_names_the_valid_ones(tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the stage would train; this checks it on CPU")
-def test_the_sft_stage_passes_every_check_before_its_workers_start(tmp_path):
+@pytest.mark.parametrize("policy", ["pi0", "openvla_oft"])
+def test_the_sft_stage_passes_every_check_before_its_workers_start(tmp_path, policy):
     """The recipe's own SFT arguments (compiled, arm state hidden, 8 px patches, trimmed prompt, evaluations beside
     training, stopping at 30%) on a dataset of PickCube rgb's layout: every config check passes, and the run stops
     only where a CPU machine must (no GPU).
@@ -74,7 +75,8 @@ def test_the_sft_stage_passes_every_check_before_its_workers_start(tmp_path):
             True,
             seed,
         )
-    env = {**os.environ, "WORK": str(tmp_path), "SIZE": "tiny", "COMPILE": "1", "BATCH": "4", "STOP_AT": "0.3"}
+    env = {**os.environ, "WORK": str(tmp_path), "POLICY": policy, "SIZE": "tiny", "COMPILE": "1", "BATCH": "4"}
+    env["STOP_AT"] = "0.3"
     env.update(EVAL_INTERVAL="1000", SAVE_INTERVAL="1000", EVAL_EPISODES="64")  # as the pipeline runs it
     result = subprocess.run(["bash", str(SCRIPT), "sft", "2"], env=env, capture_output=True, text=True, check=False)
     assert result.returncode != 0
@@ -98,3 +100,22 @@ def test_noise_picks_the_largest_level_that_keeps_the_ratio_of_deterministic_suc
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "0.35"
     assert stage(tmp_path, "noise", "0.5", "0.35", "0.2", NOISE_RATIO="0.8").stdout.strip() == "0.5"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the stage would train; this checks it on CPU")
+@pytest.mark.parametrize("policy", ["pi0", "openvla_oft"])
+def test_the_rl_stage_recipe_passes_every_check_before_its_workers_start(tmp_path, policy):
+    """The `rl` stage with its per-policy recipe (RL_RECIPE_ARGS) from an SFT checkpoint of the recipe's layout
+    (arm state hidden): every config check passes, and the run stops only where a CPU machine must (no GPU)."""
+    from rlinf_embodied.policies.registry import make_policy
+
+    arm_state = [*range(18), *range(19, 26)]  # the recipe's ARM_STATE
+    checkpoint = tmp_path / "sft_policy"
+    make_policy(policy, size="tiny", action_dim=4, state_dim=29, ignore_state_dims=arm_state).save_pretrained(
+        checkpoint
+    )
+    result = stage(
+        tmp_path, "rl", "1", POLICY=policy, SIZE="tiny", CKPT=str(checkpoint), NUM_ENVS="16", MINIBATCHES="8"
+    )
+    assert result.returncode != 0
+    assert "no node of the Ray cluster has a GPU and simulate_gpus=False" in result.stderr, result.stderr[-2000:]
