@@ -1,5 +1,6 @@
 """The GPU recipe's shell stages (benchmarks/sft_then_rl_gpu.sh) on CPU: `pick` and `reached`, which choose between
-SFT runs, on fake metrics, and the `sft` stage's arguments against the config checks.
+SFT runs, on fake metrics, the `noise` pick, and the `sft` and `rl` stages' arguments against the config checks
+(pi0 and OpenVLA-OFT).
 
 A wrong choice or a rejected argument here costs a whole device session."""
 
