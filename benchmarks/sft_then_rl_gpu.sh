@@ -14,7 +14,7 @@
 #                                  # 1024 costs 0.128 s like 512 (eager 0.246 s): 1.92x the samples/s (RESULTS.md)
 #   bash benchmarks/sft_then_rl_gpu.sh eval            # 200 held-out episodes of the SFT checkpoint
 #   bash benchmarks/sft_then_rl_gpu.sh rl 20           # RL (RL_RECIPE_ARGS below: GRPO) from the SFT checkpoint
-#   CKPT=<ckpt>/policy RL_SECONDS=900 bash ... rl_eval  # PPO for 900 s, then 200 held-out episodes of its result
+#   CKPT=<ckpt>/policy RL_SECONDS=900 bash ... rl_eval  # RL for 900 s, then 200 held-out episodes of its result
 #   bash benchmarks/sft_then_rl_gpu.sh pick            # the SFT checkpoint with eval success in [20%, 70%]
 #   CKPT=<ckpt>/policy NOISE_EPISODES=96 bash ... noise_evals 0.5 0.35 0.2   # stochastic success per noise level
 #   NOISE_RATIO=0.9 bash ... noise 0.5 0.35 0.2        # the largest level keeping 90% of eval_sft's success
