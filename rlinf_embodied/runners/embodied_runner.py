@@ -14,7 +14,9 @@ ManiSkill's baselines do:
                episode_length, num_episodes); with dynamic sampling also sampling_rounds, kept_groups,
                dropped_groups
     train/*    the actor's update (loss, policy_loss, value_loss, entropy, approx_kl, clip_fraction, ...)
-    eval/*     deterministic evaluation on held-out seeds, every runner.eval_interval iterations
+    eval/*     deterministic evaluation on held-out seeds, every runner.eval_interval iterations; with it
+               rollout_success_ratio, the noisy rollouts' success since the last evaluation over this one's
+               (warned about under 0.8: runners/exploration_gap.py)
     time/*     progress and speed: env_steps (cumulative), throughput (env steps/s of the rollout),
                rollout_seconds, train_seconds, eval_seconds, elapsed_seconds
 """
@@ -38,6 +40,7 @@ from ..workers.actor_worker import ActorWorker
 from ..workers.env_worker import EnvWorker
 from ..workers.policy_loading import check_policy_cameras, resolved_policy_config
 from ..workers.rollout_worker import RolloutWorker
+from .exploration_gap import ExplorationGap
 from .interrupts import StopRequest
 from .metrics_logger import MetricsLogger
 
@@ -65,6 +68,7 @@ class EmbodiedRunner:
         )
         self.rollout_weights_current = False  # the rollout workers already hold the actor's weights
         self.best_eval_success = read_best_eval_success(output_dir)
+        self.exploration_gap = ExplorationGap()  # noisy rollout success vs each evaluation's
 
     def _start_workers(self, cfg: TrainConfig, cluster: Cluster) -> None:
         """Channels and the env, rollout and actor groups; what started is shut down if any part fails."""
@@ -152,11 +156,13 @@ class EmbodiedRunner:
             iteration_start = time.perf_counter()
             self.ready_rollout()
             rollout_metrics = self.rollout(iteration)
+            self.exploration_gap.add_rollout(rollout_metrics)
             train_metrics = self.train(iteration)
             metrics = {**rollout_metrics, **train_metrics}
             if self._should_evaluate(iteration) and not self._stop_requested():
                 metrics.update(self.evaluate(iteration))
                 self._keep_if_best(iteration, metrics["eval/success_once"])
+                metrics.update(self.exploration_gap.compare(metrics["eval/success_once"]))
             if self._should_save(iteration) or self._stop_requested():
                 with self._timed("save"):
                     directory = self.save_checkpoint(iteration)

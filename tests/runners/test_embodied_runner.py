@@ -232,6 +232,12 @@ def test_evaluation_counts_episodes_and_keeps_the_best_checkpoint(disaggregated_
     assert best["iteration"] == resumed[successes.index(max(successes))]["iteration"]
     assert best["eval/success_once"] == pytest.approx(max(successes))
     assert (resumed_dir / "checkpoints" / "best" / "policy").is_dir()
+    for metrics in resumed:  # each evaluation compares the noisy rollouts since the last one with itself
+        has_ratio = metrics["eval/success_once"] > 0 and metrics["rollout/num_episodes"] > 0
+        assert ("eval/rollout_success_ratio" in metrics) == has_ratio, metrics
+        if has_ratio:
+            expected = metrics["rollout/success_once"] / metrics["eval/success_once"]
+            assert metrics["eval/rollout_success_ratio"] == pytest.approx(expected)
 
 
 def test_pretrained_vla_without_checkpoint_fails_at_once(tmp_path):
