@@ -16,7 +16,7 @@ ManiSkill's baselines do:
     train/*    the actor's update (loss, policy_loss, value_loss, entropy, approx_kl, clip_fraction, ...)
     eval/*     deterministic evaluation on held-out seeds, every runner.eval_interval iterations; with it
                rollout_success_ratio, the noisy rollouts' success since the last evaluation over this one's
-               (warned about under 0.8: runners/exploration_gap.py)
+               (warned about under 0.8 for RL from a checkpoint: runners/exploration_gap.py)
     time/*     progress and speed: env_steps (cumulative), throughput (env steps/s of the rollout),
                rollout_seconds, train_seconds, eval_seconds, elapsed_seconds
 """
@@ -68,7 +68,8 @@ class EmbodiedRunner:
         )
         self.rollout_weights_current = False  # the rollout workers already hold the actor's weights
         self.best_eval_success = read_best_eval_success(output_dir)
-        self.exploration_gap = ExplorationGap()  # noisy rollout success vs each evaluation's
+        # noisy rollout success vs each evaluation's; warned about only for RL from a checkpoint (an SFT/BC start)
+        self.exploration_gap = ExplorationGap(warn=cfg.policy.checkpoint is not None)
 
     def _start_workers(self, cfg: TrainConfig, cluster: Cluster) -> None:
         """Channels and the env, rollout and actor groups; what started is shut down if any part fails."""

@@ -5,7 +5,9 @@ the periodic evaluation runs the deterministic policy. When the noisy rollouts s
 mean, a group's successes and failures differ mostly by the noise drawn, the policy gradient says little about
 the mean, and the mean can walk down while the noisy success stays flat: benchmarks/RESULTS.md stop 22 (an mlp
 at std 0.1: 25% noisy vs 66% deterministic, then 3-18%) and stop 43 (pi0-small at Flow-SDE noise 0.5: 55% vs
-69%, then 53%). Each evaluation logs the ratio as `eval/rollout_success_ratio` and warns when it is low.
+69%, then 53%). Each evaluation logs the ratio as `eval/rollout_success_ratio`; for RL from a checkpoint (an
+SFT/BC start) it warns when the ratio is low. From scratch the noise is the exploration the policy needs and its
+rollouts are expected to trail the mean, so there is no warning.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ MIN_EVAL_SUCCESS = 0.1  # below it the deterministic policy has too little succe
 class ExplorationGap:
     """The episode-weighted rollout success since the last evaluation, compared with that evaluation."""
 
-    def __init__(self) -> None:
+    def __init__(self, warn: bool = True) -> None:
+        self.warn = warn  # RL from a checkpoint: warn when the noise costs the rollouts too much
         self.successes = 0.0
         self.episodes = 0
 
@@ -37,13 +40,13 @@ class ExplorationGap:
 
     def compare(self, eval_success: float) -> dict[str, float]:
         """{"eval/rollout_success_ratio": rollout success / eval_success} (empty when either is missing or the
-        evaluation succeeded nowhere); warns when the ratio is under WARN_RATIO. Starts a new window."""
+        evaluation succeeded nowhere); warns (if `warn`) when the ratio is under WARN_RATIO. Starts a new window."""
         episodes, rollout_success = self.episodes, self.successes / max(self.episodes, 1)
         self.successes, self.episodes = 0.0, 0
         if episodes == 0 or not math.isfinite(eval_success) or eval_success <= 0:
             return {}
         ratio = rollout_success / eval_success
-        if ratio < WARN_RATIO and episodes >= MIN_EPISODES and eval_success >= MIN_EVAL_SUCCESS:
+        if self.warn and ratio < WARN_RATIO and episodes >= MIN_EPISODES and eval_success >= MIN_EVAL_SUCCESS:
             logger.warning(
                 "the noisy rollouts succeeded in %.1f%% of %d episodes since the last evaluation, the deterministic "
                 "policy in %.1f%% (ratio %.2f < %.1f): the exploration noise alone fails episodes the policy's mean "

@@ -45,3 +45,12 @@ def test_too_few_episodes_or_too_little_success_give_the_ratio_without_a_warning
         gap.add_rollout(rollout(0.0))
         assert gap.compare(0.05)["eval/rollout_success_ratio"] == 0.0  # under MIN_EVAL_SUCCESS
     assert caplog.text == ""
+
+
+def test_from_scratch_there_is_no_warning(caplog):
+    """Without a checkpoint (warn=False) the noise is the exploration a fresh policy needs: the ratio, no warning."""
+    gap = ExplorationGap(warn=False)
+    gap.add_rollout(rollout(0.2))
+    with caplog.at_level(logging.WARNING):
+        assert gap.compare(0.5)["eval/rollout_success_ratio"] == pytest.approx(0.4)
+    assert caplog.text == ""
