@@ -4,8 +4,8 @@ The rollouts sample with exploration noise (Flow-SDE / Flow-Noise for flow polic
 the periodic evaluation runs the deterministic policy. When the noisy rollouts succeed far less often than the
 mean, a group's successes and failures differ mostly by the noise drawn, the policy gradient says little about
 the mean, and the mean can walk down while the noisy success stays flat: benchmarks/RESULTS.md stop 22 (an mlp
-at std 0.1: 25% noisy vs 66% deterministic, then 3-18%) and stop 43 (pi0-small at Flow-SDE noise 0.5: 55% vs
-69%, then 53%). Each evaluation logs the ratio as `eval/rollout_success_ratio`; for RL from a checkpoint (an
+at std 0.1: 25% noisy vs 66% deterministic, then 3-18%); stop 43 (pi0-small at Flow-SDE noise 0.5: 53% noisy vs
+69% at the peak, then 53% deterministic) fits it too, though there it is not yet established. Each evaluation logs the ratio as `eval/rollout_success_ratio`; for RL from a checkpoint (an
 SFT/BC start) it warns when the ratio is low. From scratch the noise is the exploration the policy needs and its
 rollouts are expected to trail the mean, so there is no warning.
 """
@@ -49,9 +49,9 @@ class ExplorationGap:
         if self.warn and ratio < WARN_RATIO and episodes >= MIN_EPISODES and eval_success >= MIN_EVAL_SUCCESS:
             logger.warning(
                 "the noisy rollouts succeeded in %.1f%% of %d episodes since the last evaluation, the deterministic "
-                "policy in %.1f%% (ratio %.2f < %.1f): the exploration noise alone fails episodes the policy's mean "
-                "solves, so the update mostly ranks noise draws and the mean can drift down (benchmarks/RESULTS.md "
-                "stops 22 and 43); lower the exploration noise (policy.overrides.noise_level for flow policies)",
+                "policy in %.1f%% (ratio %.2f < %.1f): the exploration noise may be failing episodes the policy's mean "
+                "solves; then the update mostly ranks noise draws and the mean can drift down (benchmarks/RESULTS.md "
+                "stops 22 and 43); try a lower exploration noise (policy.overrides.noise_level for flow policies)",
                 100 * rollout_success,
                 episodes,
                 100 * eval_success,
