@@ -149,6 +149,15 @@ class EvalConfig:
     output_dir: Optional[str] = None  # defaults to Hydra's run directory
     device: str = "auto"
 
+    def __post_init__(self) -> None:
+        for name, what in (("num_episodes", "episodes per task"), ("num_envs", "envs stepped in parallel")):
+            if getattr(self, name) < 1:
+                raise ValueError(f"eval.{name}={getattr(self, name)} must be >= 1 ({what})")
+        if self.video and self.video_envs < 1:
+            raise ValueError(
+                f"eval.video_envs={self.video_envs} must be >= 1 (envs tiled in the video), or eval.video=false"
+            )
+
 
 @dataclass
 class EvalRunConfig:

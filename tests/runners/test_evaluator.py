@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import gymnasium as gym
 import pytest
@@ -91,3 +93,28 @@ def test_eval_with_a_missing_checkpoint_names_the_path(tmp_path):
             EvalConfig(num_episodes=1, num_envs=1, video=False),
             str(tmp_path / "eval"),
         )
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("num_episodes", 0, r"eval.num_episodes=0 must be >= 1 \(episodes per task\)"),
+        ("num_envs", 0, r"eval.num_envs=0 must be >= 1"),
+        ("video_envs", 0, r"eval.video_envs=0 must be >= 1 .*or eval.video=false"),
+    ],
+)
+def test_eval_config_rejects_sizes_that_would_evaluate_nothing(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        EvalConfig(**{field: value})
+
+
+def test_eval_rejects_env_num_envs_which_only_training_reads(tmp_path):
+    """Before: `python -m rlinf_embodied.eval env.num_envs=32` ran eval.num_envs (4) envs without a word."""
+    result = subprocess.run(
+        [sys.executable, "-m", "rlinf_embodied.eval", "env.num_envs=32", f"hydra.run.dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "env.num_envs=32: python -m rlinf_embodied.eval steps eval.num_envs envs in parallel" in result.stderr
