@@ -116,6 +116,9 @@ class RunnerConfig:
     offload: bool = True
 
     def __post_init__(self) -> None:
+        for name, what in (("max_iterations", "iterations to train"), ("rollout_steps", "policy calls per env")):
+            if getattr(self, name) < 1:
+                raise ValueError(f"runner.{name}={getattr(self, name)} must be >= 1 ({what})")
         stages = self.pipeline_stage_num
         if is_auto(stages):
             self.pipeline_stage_num = AUTO

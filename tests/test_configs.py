@@ -38,7 +38,10 @@ def test_a_misspelled_override_names_the_key():
             compose(config_name="config", overrides=["runner.max_iteration=3"])
 
 
-@pytest.mark.parametrize("field_name, value", [("eval_rounds", 0), ("eval_interval", -1), ("save_interval", -2)])
+@pytest.mark.parametrize(
+    "field_name, value",
+    [("eval_rounds", 0), ("eval_interval", -1), ("save_interval", -2), ("max_iterations", 0), ("rollout_steps", 0)],
+)
 def test_runner_config_rejects_out_of_range_intervals(field_name, value):
     with pytest.raises(ValueError, match=f"runner.{field_name}={value}"):
         RunnerConfig(**{field_name: value})

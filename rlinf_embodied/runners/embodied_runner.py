@@ -63,6 +63,13 @@ class EmbodiedRunner:
         if cfg.runner.resume:
             resumed = self.actor_group.load_checkpoint(cfg.runner.resume).wait()[0]
             self.start_iteration, self.total_env_steps = resumed["iteration"] + 1, resumed["env_steps"]
+            if self.start_iteration >= cfg.runner.max_iterations:
+                self.shutdown()
+                raise ValueError(
+                    f"runner.resume={cfg.runner.resume!r} ended at iteration {resumed['iteration']}, so "
+                    f"runner.max_iterations={cfg.runner.max_iterations} leaves nothing to train; set "
+                    f"runner.max_iterations above {self.start_iteration}"
+                )
         self.metrics_logger = MetricsLogger(
             output_dir, resume_after=self.start_iteration - 1 if cfg.runner.resume else None
         )

@@ -6,6 +6,7 @@ stages' pair. The default command, its interrupt and resume: test_interrupts.py.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -221,6 +222,15 @@ def test_resume_with_evaluation_reproduces_the_next_iterations(disaggregated_run
     for before, after in zip(full[1:], resumed):
         for key in TRAINING_KEYS:
             assert after[key] == pytest.approx(before[key], rel=1e-6, abs=1e-8), key
+
+
+def test_resuming_a_finished_run_names_the_iterations_it_needs(disaggregated_runs, cluster):
+    """Before: resuming iteration 2 of a 3-iteration run started the workers, trained nothing and exited 0."""
+    cfg, _, full_dir, _, _ = disaggregated_runs
+    cfg = copy.deepcopy(cfg)
+    cfg.runner.resume = str(full_dir / "checkpoints" / "iteration_000002")
+    with pytest.raises(ValueError, match=r"ended at iteration 2, so runner.max_iterations=3 leaves nothing to train"):
+        EmbodiedRunner(cfg, cluster, str(full_dir / "resumed_again"))
 
 
 def test_evaluation_counts_episodes_and_keeps_the_best_checkpoint(disaggregated_runs):
