@@ -16,6 +16,7 @@ import pytest
 
 from rlinf_embodied.config import TrainConfig
 from rlinf_embodied.runners.embodied_runner import EmbodiedRunner
+from rlinf_embodied.runners.exploration_gap import ExplorationGap
 from rlinf_embodied.runners.interrupts import Interrupted, StopRequest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -50,7 +51,7 @@ class LoopOnly(EmbodiedRunner):
         self.cfg.runner.progress, self.cfg.runner.eval_interval = False, 0
         self.stop, self.start_iteration, self.saved, self.logged = stop, 0, [], []
         self.phase_seconds, self.startup_seconds, self.best_eval_success = defaultdict(float), {}, float("nan")
-        self.metrics_logger = self
+        self.metrics_logger, self.exploration_gap = self, ExplorationGap()
         self.stop_after_logging = stop_after_logging
 
     def ready_rollout(self) -> None:
