@@ -87,7 +87,9 @@ class AlgorithmConfig:
     ref_kl_coef: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.adv_type in _advantage_names() and self.vf_coef is None:
+        from .registry import advantage_names
+
+        if self.adv_type in advantage_names() and self.vf_coef is None:
             self.vf_coef = 0.5 if self.uses_critic else 0.0
         self.validate()
 
@@ -184,12 +186,6 @@ class AlgorithmConfig:
                 )
         _at_least("adaptive_lr_max_scale", self.adaptive_lr_max_scale, 1.0)
         return self
-
-
-def _advantage_names() -> list[str]:
-    from .registry import advantage_names
-
-    return advantage_names()
 
 
 def _critic_estimators() -> list[str]:

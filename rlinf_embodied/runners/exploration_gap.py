@@ -5,8 +5,9 @@ the periodic evaluation runs the deterministic policy. When the noisy rollouts s
 mean, a group's successes and failures differ mostly by the noise drawn, the policy gradient says little about
 the mean, and the mean can walk down while the noisy success stays flat: benchmarks/RESULTS.md stop 22 (an mlp
 at std 0.1: 25% noisy vs 66% deterministic, then 3-18%); stop 43 (pi0-small at Flow-SDE noise 0.5: 53% noisy vs
-69% at the peak, then 53% deterministic) fits it too, though there it is not yet established. Each evaluation logs the ratio as `eval/rollout_success_ratio`; for RL from a checkpoint (an
-SFT/BC start) it warns when the ratio is low. From scratch the noise is the exploration the policy needs and its
+69% at the peak, then 53% deterministic) fits it too, though there it is not yet established. Each evaluation
+logs the ratio as `eval/rollout_success_ratio`; for RL from a checkpoint (an SFT/BC start) it warns when the
+ratio is low. From scratch the noise is the exploration the policy needs and its
 rollouts are expected to trail the mean, so there is no warning.
 """
 
