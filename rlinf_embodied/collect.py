@@ -21,10 +21,12 @@ from typing import Any, Iterator, Optional
 
 import hydra
 import numpy as np
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from .config import CollectRunConfig, EnvConfig, EvalConfig, register_configs
 from .paths import CONFIG_DIR
+from .unread_settings import reject_unread_settings
 
 logger = logging.getLogger(__name__)
 register_configs()
@@ -42,6 +44,10 @@ def check_collect_config(cfg: CollectRunConfig) -> None:
             "collect.output_dir is required: the dataset directory to write (an existing dataset "
             "there is resumed), e.g. collect.output_dir=data/pickcube"
         )
+    if os.path.exists(c.output_dir) and not os.path.isdir(c.output_dir):
+        raise ValueError(
+            f"collect.output_dir={c.output_dir!r} is a file; give a directory (new, or a dataset to resume)"
+        )
     for name in ("num_episodes", "num_workers", "fps"):
         if getattr(c, name) < 1:
             raise ValueError(f"collect.{name}={getattr(c, name)} must be >= 1")
@@ -55,6 +61,26 @@ def check_collect_config(cfg: CollectRunConfig) -> None:
         from .workers.policy_loading import check_policy_config
 
         check_policy_config(cfg.policy)
+
+
+def unread_settings(source: str) -> dict[str, str]:
+    """The env/policy/collect settings that `source` never reads (unread_settings.py), with what to set instead."""
+    unread = {
+        "env.num_envs": "python -m rlinf_embodied.collect runs collect.num_workers envs (env.num_envs sizes "
+        "training's vector env); set collect.num_workers instead"
+    }
+    if source == "motion_planner":
+        for key in ("policy", "collect.deterministic", "collect.device"):
+            unread[key] = (
+                "collect.source=motion_planner records ManiSkill's scripted solutions and reads no policy settings; "
+                "collect.source=policy collects with policy.checkpoint"
+            )
+    else:
+        unread["collect.max_episode_steps"] = (
+            "collect.max_episode_steps caps the motion planner's solutions; with collect.source=policy the "
+            "episodes end at env.max_episode_steps"
+        )
+    return unread
 
 
 def warn_if_default_eval_seed(seeds: list[int]) -> None:
@@ -355,6 +381,7 @@ def _policy_round(env: Any, policy: Any, device: Any, seeds: list[int], determin
 @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="collect")
 def main(cfg) -> None:
     typed: CollectRunConfig = OmegaConf.to_object(cfg)
+    reject_unread_settings(list(HydraConfig.get().overrides.task), unread_settings(typed.collect.source))
     collect(typed)
 
 

@@ -14,26 +14,23 @@ from omegaconf import OmegaConf
 
 from .config import EvalRunConfig, register_configs
 from .paths import CONFIG_DIR
+from .unread_settings import reject_unread_settings
 
 register_configs()
 
 
-def reject_training_sizes(overrides: list[str]) -> None:
-    """env.num_envs sizes training's vector env and the env groups set it; an evaluation plays eval.num_envs envs,
-    so a command-line env.num_envs would change nothing here."""
-    for override in overrides:
-        if override.lstrip("+~").split("=", 1)[0] == "env.num_envs":
-            raise ValueError(
-                f"{override}: python -m rlinf_embodied.eval steps eval.num_envs envs in parallel (env.num_envs sizes "
-                f"training's vector env); set eval.num_envs instead"
-            )
+# env.num_envs sizes training's vector env and the env groups set it; an evaluation plays eval.num_envs envs
+UNREAD_SETTINGS = {
+    "env.num_envs": "python -m rlinf_embodied.eval steps eval.num_envs envs in parallel (env.num_envs sizes "
+    "training's vector env); set eval.num_envs instead",
+}
 
 
 @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="eval")
 def main(cfg) -> None:
     from .runners.evaluator import evaluate_policy, print_success_table
 
-    reject_training_sizes(list(HydraConfig.get().overrides.task))
+    reject_unread_settings(list(HydraConfig.get().overrides.task), UNREAD_SETTINGS)
     typed: EvalRunConfig = OmegaConf.to_object(cfg)
     output_dir = typed.eval.output_dir or HydraConfig.get().runtime.output_dir
     results = evaluate_policy(typed.env, typed.policy, typed.eval, output_dir)

@@ -179,3 +179,63 @@ def test_collecting_from_the_default_evaluation_seeds_warns_before_it_starts(cap
         warn_if_default_eval_seed(list(range(100_000, 101_600)))
         warn_if_default_eval_seed([])
     assert caplog.text == ""
+
+
+def test_collect_output_dir_that_is_a_file_is_an_error_before_any_worker_starts(tmp_path):
+    """Before: the collection started its workers and progress bar, then died with NotADirectoryError."""
+    path = tmp_path / "notes.txt"
+    path.write_text("")
+    with pytest.raises(ValueError, match=r"collect.output_dir=.*notes.txt' is a file; give a directory"):
+        collect(compose_cfg(f"collect.output_dir={path}"))
+
+
+@pytest.mark.parametrize(
+    "source, override, reason",
+    [
+        ("motion_planner", "policy=pi0", "reads no policy settings"),
+        ("motion_planner", "policy.checkpoint=/ckpt", "reads no policy settings"),
+        ("motion_planner", "collect.deterministic=false", "reads no policy settings"),
+        ("policy", "collect.max_episode_steps=100", "episodes end at env.max_episode_steps"),
+        ("policy", "env.num_envs=8", "set collect.num_workers instead"),
+        ("motion_planner", "env.num_envs=8", "set collect.num_workers instead"),
+    ],
+)
+def test_settings_the_source_never_reads_are_named(source, override, reason):
+    """Before: `collect policy=pi0` (motion planner) or `env.num_envs=8` collected as if they were not given."""
+    from rlinf_embodied.collect import unread_settings
+    from rlinf_embodied.unread_settings import reject_unread_settings
+
+    with pytest.raises(ValueError, match=reason):
+        reject_unread_settings([override], unread_settings(source))
+
+
+def test_collect_reads_every_setting_of_its_source():
+    from rlinf_embodied.collect import unread_settings
+    from rlinf_embodied.unread_settings import reject_unread_settings
+
+    reject_unread_settings(
+        ["collect.max_episode_steps=100", "env.max_episode_steps=120"], unread_settings("motion_planner")
+    )
+    reject_unread_settings(["policy.checkpoint=/ckpt", "collect.deterministic=false"], unread_settings("policy"))
+
+
+def test_collect_entry_point_rejects_an_unread_setting(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rlinf_embodied.collect",
+            "policy=pi0",
+            f"collect.output_dir={tmp_path}/data",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "policy=pi0: collect.source=motion_planner records ManiSkill's scripted solutions" in result.stderr
+    assert not os.path.exists(tmp_path / "data")

@@ -1,0 +1,25 @@
+"""Reject command-line settings that an entry point composes but never reads.
+
+The entry points share config groups (`env`, `policy`) with training, so Hydra accepts every key of them; a few
+of those keys mean nothing to a given command (an evaluation steps `eval.num_envs` envs, not `env.num_envs`). A user
+who sets one would otherwise run with a default they did not choose, without a word.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+
+def override_key(override: str) -> str:
+    """`+policy.overrides.x=1` -> `policy.overrides.x`; `policy=pi0` -> `policy`."""
+    return override.lstrip("+~").split("=", 1)[0]
+
+
+def reject_unread_settings(overrides: list[str], unread: Mapping[str, str]) -> None:
+    """Raise for the first override whose key is one of `unread` or lies under one (`policy` covers
+    `policy=pi0` and `policy.size=...`); `unread` maps each such key to why it is unread and what to set instead."""
+    for override in overrides:
+        key = override_key(override)
+        for unread_key, reason in unread.items():
+            if key == unread_key or key.startswith(unread_key + "."):
+                raise ValueError(f"{override}: {reason}")
