@@ -53,7 +53,7 @@ def evaluate_policy(
         fix="set eval.seed beyond them",
     )
     device = _pick_device(eval_cfg.device)
-    tasks = eval_tasks(eval_cfg)
+    tasks = eval_tasks(eval_cfg, env_cfg.id)
     results: list[TaskResult] = []
     policy = None
     for task_id in tasks:
@@ -74,8 +74,15 @@ def evaluate_policy(
     return results
 
 
-def eval_tasks(eval_cfg: EvalConfig) -> list[Optional[int]]:
+def eval_tasks(eval_cfg: EvalConfig, env_id: str) -> list[Optional[int]]:
     """The task ids an evaluation plays, one env each (None: the env's own task); env_cache is keyed by them."""
+    from ..envs.registration import TASK_SUITES
+
+    if eval_cfg.task_ids is not None and env_id not in TASK_SUITES:
+        raise ValueError(
+            f"eval.task_ids={list(eval_cfg.task_ids)} picks tasks of a suite ({sorted(TASK_SUITES)}), but {env_id} "
+            f"is a single task: leave eval.task_ids unset"
+        )
     return [None] if eval_cfg.task_ids is None else list(eval_cfg.task_ids)
 
 

@@ -118,3 +118,22 @@ def test_eval_rejects_env_num_envs_which_only_training_reads(tmp_path):
     )
     assert result.returncode != 0
     assert "env.num_envs=32: python -m rlinf_embodied.eval steps eval.num_envs envs in parallel" in result.stderr
+
+
+def test_eval_task_ids_on_a_single_task_env_names_the_suites(tmp_path, checkpoint):
+    """Before: eval.task_ids=[0,1] on rlinf/ManiSkill-PickCube failed inside ManiSkill ("unexpected keyword
+    argument 'task_id'"), naming neither the setting nor where task ids apply."""
+    with pytest.raises(ValueError, match=r"eval.task_ids=\[0, 1\] picks tasks of a suite \(\[.*'rlinf/LIBERO-10'"):
+        evaluate_policy(
+            EnvConfig(id=TOY_ID, obs_mode="rgb"),
+            PolicyConfig(name="mlp", checkpoint=checkpoint),
+            EvalConfig(num_episodes=1, num_envs=1, task_ids=[0, 1], video=False),
+            str(tmp_path),
+        )
+
+
+def test_the_libero_suites_are_the_task_suites():
+    from rlinf_embodied.envs.libero.suites import LIBERO_SUITES
+    from rlinf_embodied.envs.registration import TASK_SUITES
+
+    assert TASK_SUITES == set(LIBERO_SUITES)

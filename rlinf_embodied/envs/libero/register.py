@@ -10,5 +10,6 @@ def register_envs() -> None:
             env_id,
             entry_point="rlinf_embodied.envs.libero.env:LiberoEnv",
             vector_entry_point="rlinf_embodied.envs.libero.vector_env:make_libero_vector_env",
+            task_suite=True,
             suite=env_id,
         )
