@@ -96,6 +96,28 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
 
+def missing_config_error(path: str, policy_name: str | None) -> FileNotFoundError:
+    """The error for a checkpoint directory without config.json, naming the saved policies found below it (a
+    training run's directory holds them at checkpoints/<name>/policy) and the policy's converter if it has one."""
+    import glob
+    import importlib.util
+
+    found = sorted(
+        os.path.dirname(config)
+        for depth in range(1, 4)
+        for config in glob.glob(os.path.join(path, *["*"] * depth, CONFIG_FILE))
+        if os.path.isfile(os.path.join(os.path.dirname(config), WEIGHTS_FILE))
+    )
+    hint = ""
+    if found:
+        shown = ", ".join(repr(p) for p in found[:4]) + (f" and {len(found) - 4} more" if len(found) > 4 else "")
+        hint = f"; saved policies below it: {shown}"
+    converter = f"rlinf_embodied.policies.{policy_name}.convert"
+    if policy_name is not None and importlib.util.find_spec(converter) is not None:
+        hint += f" (an upstream checkpoint needs converting first: python -m {converter})"
+    return FileNotFoundError(f"{path!r} has no {CONFIG_FILE}; expected a directory written by save_pretrained{hint}")
+
+
 class Policy(nn.Module, abc.ABC):
     """Base class: subclasses set `name`, `config_class` and implement act/evaluate/example_obs."""
 
@@ -171,10 +193,7 @@ class Policy(nn.Module, abc.ABC):
         if not os.path.isdir(path):
             raise FileNotFoundError(f"checkpoint directory {path!r} does not exist")
         if not os.path.isfile(config_path):
-            raise FileNotFoundError(
-                f"{path!r} has no {CONFIG_FILE}; expected a directory written by save_pretrained "
-                f"(or convert an upstream checkpoint with the policy's converter)"
-            )
+            raise missing_config_error(path, cls.name)
         with open(config_path) as f:
             data = json.load(f)
         saved_name = data.pop("policy", cls.name)

@@ -6,7 +6,7 @@ import importlib
 import json
 import os
 
-from .base import CONFIG_FILE, Policy
+from .base import CONFIG_FILE, Policy, missing_config_error
 
 # name -> "module:Class", imported on first use so `import rlinf_embodied` stays light.
 _POLICIES: dict[str, str] = {}
@@ -40,8 +40,10 @@ def make_policy(name: str, size: str = "tiny", action_dim: int | None = None, **
 def load_policy(path: str | os.PathLike, **overrides) -> Policy:
     """Load any policy saved with save_pretrained; the policy name is read from config.json."""
     config_path = os.path.join(os.fspath(path), CONFIG_FILE)
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"no policy checkpoint at {os.fspath(path)!r} (no such directory)")
     if not os.path.isfile(config_path):
-        raise FileNotFoundError(f"no policy checkpoint at {os.fspath(path)!r} (missing {CONFIG_FILE})")
+        raise missing_config_error(os.fspath(path), None)
     with open(config_path) as f:
         name = json.load(f).get("policy")
     return policy_class(name).from_pretrained(path, **overrides)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 import torch
@@ -93,3 +94,23 @@ def test_every_policy_config_rejects_empty_action_shapes(name, field, value, mes
         config_class.from_dict({**policy_class(name).presets["tiny"], field: value})
     with pytest.raises(ValueError, match="state_dim=-1 must be >= 0"):
         config_class.from_dict({**policy_class(name).presets["tiny"], "state_dim": -1})
+
+
+def test_a_run_directory_given_as_checkpoint_names_the_saved_policies_below_it(tmp_path):
+    """Before: policy.checkpoint=<run dir> said only "has no config.json", and flow_mlp's message named a converter
+    module that does not exist."""
+    from rlinf_embodied.policies.base import missing_config_error
+    from rlinf_embodied.policies.flow_mlp.modeling import FlowMLPPolicy
+
+    for name in ("best", "final"):
+        make_policy("flow_mlp", size="tiny", action_dim=2, state_dim=3).save_pretrained(
+            tmp_path / "checkpoints" / name / "policy"
+        )
+    (tmp_path / "checkpoints" / "iteration_000001").mkdir()  # no policy inside: not listed
+    root = re.escape(str(tmp_path))
+    listed = rf"saved policies below it: '{root}/checkpoints/best/policy', '{root}/checkpoints/final/policy'$"
+    for load in (FlowMLPPolicy.from_pretrained, MLPPolicy.from_pretrained, load_policy):
+        with pytest.raises(FileNotFoundError, match=listed):
+            load(tmp_path)
+    assert "python -m rlinf_embodied.policies.pi0.convert" in str(missing_config_error(str(tmp_path), "pi0"))
+    assert "saved policies" not in str(missing_config_error(str(tmp_path / "checkpoints" / "iteration_000001"), "mlp"))

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from ...transfer import host_to_device
-from ..base import CONFIG_FILE, WEIGHTS_FILE, ActOutput, EvalOutput, Obs, Policy
+from ..base import CONFIG_FILE, WEIGHTS_FILE, ActOutput, EvalOutput, Obs, Policy, missing_config_error
 from ..common.state_dims import zero_state_dims
 from ..common.tokenizer import load_tokenizer
 from .config import FlowPolicyConfig
@@ -371,10 +371,7 @@ def _read_checkpoint_config(path: str, policy_name: str, overrides: dict) -> dic
     if not os.path.isdir(path):
         raise FileNotFoundError(f"checkpoint directory {path!r} does not exist")
     if not os.path.isfile(config_path):
-        raise FileNotFoundError(
-            f"{path!r} has no {CONFIG_FILE}; expected a directory written by save_pretrained "
-            f"(convert an upstream checkpoint with rlinf_embodied.policies.{policy_name}.convert)"
-        )
+        raise missing_config_error(path, policy_name)
     with open(config_path) as f:
         data = json.load(f)
     saved_name = data.pop("policy", None)
