@@ -44,6 +44,7 @@ from ..transfer import host_floats
 from .disk_space import check_free_space, state_nbytes
 from .messages import Trajectory, seed_for, to_device
 from .mixed_precision import computing_in, store_frozen_in
+from .resume_check import check_same_model, resumable_below
 from .policy_loading import build_policy, compute_dtype
 from .timeline import SpanRecorder
 
@@ -401,16 +402,18 @@ class ActorWorker(Worker, SpanRecorder):
         self.policy.save_pretrained(directory, state_dict=model_state)
         carry_demo_seeds(self.cfg.policy.checkpoint, directory)  # RL from SFT: still not evaluated on its demos
 
-    def load_checkpoint(self, directory: str) -> dict[str, int]:
+    def load_checkpoint(self, directory: str, setting: str = "runner.resume") -> dict[str, int]:
+        """`setting`: the config key that named `directory`, for the errors."""
         path = os.path.join(directory, "actor.pt")
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"runner.resume={directory!r} holds no actor.pt checkpoint")
+            raise FileNotFoundError(f"{setting}={directory!r} holds no actor.pt checkpoint{resumable_below(directory)}")
         state = torch.load(path, map_location="cpu", weights_only=False)
         if state["policy_name"] != self.cfg.policy.name:
             raise ValueError(
-                f"checkpoint {directory!r} trained policy {state['policy_name']!r}, "
+                f"{setting}={directory!r} trained policy {state['policy_name']!r}, "
                 f"this run asks for {self.cfg.policy.name!r}"
             )
+        check_same_model(directory, setting, state["model"], self.policy)
         set_model_state_dict(self.policy, state["model"], options=StateDictOptions(full_state_dict=True))
         # strict=False: a trainable parameter that never got a gradient has no Adam state to restore (pi0's last
         # prefix layer computes queries nothing reads), and it gets none after loading either

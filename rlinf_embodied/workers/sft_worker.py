@@ -256,7 +256,7 @@ class SFTWorker(ActorWorker):
 
     def load_training_state(self, directory: str) -> int:
         """Continue from save_training_state's files in `directory`; returns the optimizer steps they hold."""
-        step = self.load_checkpoint(directory)["iteration"]
+        step = self.load_checkpoint(directory, setting="sft.resume")["iteration"]
         rank_state = torch.load(os.path.join(directory, f"sft_rank{self.rank}.pt"), weights_only=False)
         if rank_state["world_size"] != self.world_size:
             raise ValueError(

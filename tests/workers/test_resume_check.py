@@ -1,0 +1,49 @@
+"""resume_check: a checkpoint that cannot continue in this run says which settings differ, before loading."""
+
+import re
+
+import pytest
+import torch
+
+from rlinf_embodied.policies import make_policy
+from rlinf_embodied.workers.resume_check import check_same_model, resumable_below
+
+
+def save_checkpoint(directory, policy):
+    (directory / "policy").mkdir(parents=True)
+    policy.save_pretrained(directory / "policy")
+    torch.save({"model": policy.state_dict()}, directory / "actor.pt")
+
+
+def test_a_changed_setting_is_named_with_both_values(tmp_path):
+    """Before: resuming with policy.overrides.hidden_dim=32 failed in load_state_dict ("size mismatch for
+    critic.6.weight") after every worker had started."""
+    saved = make_policy("mlp", size="tiny", action_dim=2, state_dim=4)
+    save_checkpoint(tmp_path, saved)
+    changed = make_policy("mlp", size="tiny", action_dim=2, state_dim=4, hidden_dim=8)
+    assert saved.config.hidden_dim != 8
+    with pytest.raises(ValueError) as error:
+        check_same_model(str(tmp_path), "runner.resume", saved.state_dict(), changed)
+    message = str(error.value)
+    assert message.startswith(f"runner.resume={str(tmp_path)!r} holds a different model than this run builds")
+    assert f"hidden_dim: checkpoint {saved.config.hidden_dim}, this run 8" in message
+    assert "state_dim" not in message  # only what differs
+    assert f"policy.checkpoint={tmp_path}/policy" in message
+
+
+def test_the_same_model_passes(tmp_path):
+    policy = make_policy("mlp", size="tiny", action_dim=2, state_dim=4)
+    check_same_model(str(tmp_path), "runner.resume", policy.state_dict(), policy)
+
+
+def test_a_run_directory_lists_its_checkpoints(tmp_path):
+    for name in ("iteration_000004", "iteration_000009"):
+        (tmp_path / "checkpoints" / name).mkdir(parents=True)
+        (tmp_path / "checkpoints" / name / "actor.pt").write_bytes(b"")
+    (tmp_path / "checkpoints" / "best").mkdir()  # policy only: not resumable
+    listed = resumable_below(str(tmp_path))
+    root = re.escape(str(tmp_path))
+    assert re.fullmatch(
+        rf"; checkpoints below it: '{root}/checkpoints/iteration_000004', '{root}/checkpoints/iteration_000009'", listed
+    )
+    assert resumable_below(str(tmp_path / "checkpoints" / "best")) == ""
