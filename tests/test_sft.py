@@ -110,6 +110,21 @@ def test_sft_evaluation_seeds_must_not_be_the_demonstrations(tmp_path):
     check_sft_config(cfg)
 
 
+def test_a_dataset_of_another_env_warns_before_training(tmp_path, caplog):
+    """Before: a PickCube dataset with env=maniskill_pushcube and no evaluations trained without a word."""
+    cfg = SFTRunConfig()
+    cfg.sft.dataset = write_state_dataset(tmp_path / "demos", episodes=1, env_id="rlinf/ManiSkill-PickCube")
+    cfg.env.id = "rlinf/ManiSkill-PushCube"
+    with caplog.at_level("WARNING", logger="rlinf_embodied.runners.sft_runner"):
+        check_sft_config(cfg)
+    assert "holds episodes of rlinf/ManiSkill-PickCube, but env.id=rlinf/ManiSkill-PushCube" in caplog.text
+    caplog.clear()
+    cfg.env.id = "rlinf/ManiSkill-PickCube"
+    with caplog.at_level("WARNING", logger="rlinf_embodied.runners.sft_runner"):
+        check_sft_config(cfg)
+    assert "holds episodes of" not in caplog.text
+
+
 def test_stop_at_success_needs_evaluations_and_a_rate():
     with pytest.raises(ValueError, match=r"sft.stop_at_success=0.3 acts on periodic evaluations.*eval_interval=0"):
         SFTRunConfig(sft=SFTConfig(stop_at_success=0.3))

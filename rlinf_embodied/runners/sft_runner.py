@@ -24,7 +24,7 @@ import os
 import shutil
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 from tqdm.auto import tqdm
 
@@ -336,6 +336,21 @@ def actor_placement(cfg: SFTRunConfig) -> ComponentPlacement:
     return placement
 
 
+def warn_if_other_env(path: str, dataset_env_id: Optional[str], env_id: str) -> None:
+    """Demonstrations of another env can be meant (one LIBERO suite's for another's tasks), so this warns rather than
+    refuses; without sft.eval_interval nothing else in SFT reads the env, and a PickCube dataset would quietly train
+    a policy for PushCube (it fails only later, in RL or eval, on the state width)."""
+    if dataset_env_id is not None and dataset_env_id != env_id:
+        logger.warning(
+            "sft.dataset=%r holds episodes of %s, but env.id=%s: the SFT evaluations and the checkpoint's RL and eval "
+            "run %s (env=... selects the dataset's env)",
+            path,
+            dataset_env_id,
+            env_id,
+            env_id,
+        )
+
+
 def check_sft_config(cfg: SFTRunConfig) -> dict[str, Any]:
     """Fail before any process starts: the dataset exists and is one, its control mode agrees with the
     env's and its action_dim with the policy's (overrides / checkpoint). Returns the dataset's meta/info.json."""
@@ -364,6 +379,7 @@ def check_sft_config(cfg: SFTRunConfig) -> dict[str, Any]:
         ) from None
     if int(info.get("total_episodes", 0)) < 1:
         raise ValueError(f"sft.dataset={path!r} holds no episodes")
+    warn_if_other_env(path, info.get("env_id"), cfg.env.id)
     dataset_mode, env_mode = info.get("control_mode"), cfg.env.kwargs.get("control_mode")
     if dataset_mode is not None and env_mode is not None and dataset_mode != env_mode:
         raise ControlModeMismatchError(
