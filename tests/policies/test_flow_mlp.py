@@ -58,3 +58,17 @@ def test_each_chunk_row_reads_its_own_noisy_action():
     velocity, _ = policy.predict_velocity(context, x, torch.tensor([0.5]))
     (grad,) = torch.autograd.grad(velocity[0, 2].sum(), x)
     assert grad[0, 2].abs().sum() > 0 and torch.all(grad[0, [0, 1, 3]] == 0)
+
+
+def test_freeze_state_encoder_trains_the_velocity_network_alone(tmp_path):
+    """The analog of the VLA RL recipe's frozen vision encoder and language model; it survives a reload with the
+    override (how RL from an SFT checkpoint sets it)."""
+    torch.manual_seed(0)
+    make_policy("flow_mlp", size="tiny").save_pretrained(tmp_path)
+    policy = FlowMLPPolicy.from_pretrained(tmp_path, freeze_state_encoder=True)
+    obs = policy.example_obs(4)
+    actions = torch.rand(4, policy.config.action_chunk, policy.config.action_dim) * 2 - 1
+    policy.sft_loss(obs, actions, torch.zeros(4, policy.config.action_chunk, dtype=torch.bool)).backward()
+    assert all(p.grad is None and not p.requires_grad for p in policy.state_encoder.parameters())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in policy.velocity_net.parameters())
+    assert all(p.requires_grad for p in FlowMLPPolicy.from_pretrained(tmp_path).state_encoder.parameters())

@@ -35,6 +35,9 @@ class FlowMLPConfig(FlowPolicyConfig):
     time_embed_dim: int = 32  # sine-cosine flow-time embedding width (openpi's periods)
     time_min_period: float = 4e-3
     time_max_period: float = 4.0
+    # Train only the velocity network (and the RL heads): the analog of the VLA RL recipe's frozen vision encoder
+    # and language model (benchmarks/sft_then_rl_gpu.sh), where the action expert alone learns.
+    freeze_state_encoder: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -58,6 +58,8 @@ class FlowMLPPolicy(OpenpiSFTLoss, FlowPolicy):
         self.row_embedding = nn.Parameter(torch.randn(cfg.action_chunk, cfg.hidden_dim) * 0.02)
         self.velocity_out = nn.Linear(cfg.hidden_dim, cfg.max_action_dim)
         self.finish_init(pooled_dim=cfg.hidden_dim, action_feature_dim=cfg.hidden_dim)
+        if cfg.freeze_state_encoder:
+            self.state_encoder.requires_grad_(False)
 
     # ---- FlowPolicy contract ------------------------------------------------------------------------
     def vision_modules(self) -> list[nn.Module]:
