@@ -32,3 +32,18 @@ def register_env(
         disable_env_checker=True,
         kwargs=kwargs,
     )
+
+
+# Options of the vector entry points (SubprocVectorEnv's): gym.make passes them to the single env, which would
+# misread them (ManiSkill: "dict() got multiple values for keyword argument 'num_envs'")
+VECTOR_ONLY_OPTIONS = ("num_envs", "num_workers", "step_timeout", "context", "observe_every_row", "ignore_terminations")
+
+
+def reject_vector_options(env_id: str, kwargs: dict[str, Any]) -> None:
+    """Raise where `gym.make(env_id, **kwargs)` (one env) was given options of batched envs."""
+    vector_only = [name for name in VECTOR_ONLY_OPTIONS if name in kwargs]
+    if vector_only:
+        raise TypeError(
+            f"{vector_only} configure batched envs, and gym.make({env_id!r}) builds one: use "
+            f"gym.make_vec({env_id!r}, num_envs=N, vectorization_mode='vector_entry_point', ...)"
+        )

@@ -181,10 +181,3 @@ def test_env_spec_reads_dims_and_observation_keys(venv):
     assert spec["obs_keys"] == ["state"]
     assert spec["action_dim"] == venv.single_action_space.shape[-1]
     assert spec["state_dim"] == venv.single_observation_space["state"].shape[-1] > 0
-
-
-@pytest.mark.parametrize("option", [{"num_envs": 2}, {"num_workers": 2}, {"ignore_terminations": True}])
-def test_gym_make_names_make_vec_for_batched_env_options(option):
-    """Before: gym.make(ENV_ID, num_envs=2) failed with "dict() got multiple values for keyword argument"."""
-    with pytest.raises(TypeError, match=rf"\['{next(iter(option))}'\] configure batched envs.*gym.make_vec\("):
-        gym.make(ENV_ID, **option)

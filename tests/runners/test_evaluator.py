@@ -130,10 +130,3 @@ def test_eval_task_ids_on_a_single_task_env_names_the_suites(tmp_path, checkpoin
             EvalConfig(num_episodes=1, num_envs=1, task_ids=[0, 1], video=False),
             str(tmp_path),
         )
-
-
-def test_the_libero_suites_are_the_task_suites():
-    from rlinf_embodied.envs.libero.suites import LIBERO_SUITES
-    from rlinf_embodied.envs.registration import TASK_SUITES
-
-    assert TASK_SUITES == set(LIBERO_SUITES)

@@ -25,6 +25,7 @@ from typing import Any, Optional
 import gymnasium as gym
 import numpy as np
 
+from ..registration import reject_vector_options
 from .runtime import LIBERO_INSTALL_HINT, prepare_libero_process
 from .suites import get_suite
 
@@ -276,3 +277,9 @@ class LiberoEnvFactory:
 
     def __call__(self) -> LiberoEnv:
         return LiberoEnv(**self.kwargs)
+
+
+def make_single_env(suite: str = "rlinf/LIBERO-Spatial", **kwargs: Any) -> LiberoEnv:
+    """`gym.make("rlinf/LIBERO-<Suite>")` entry point: one env of one task (`task_id`)."""
+    reject_vector_options(suite, kwargs)
+    return LiberoEnv(suite, **kwargs)

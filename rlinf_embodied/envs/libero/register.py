@@ -8,7 +8,7 @@ def register_envs() -> None:
     for env_id in LIBERO_SUITES:
         register_env(
             env_id,
-            entry_point="rlinf_embodied.envs.libero.env:LiberoEnv",
+            entry_point="rlinf_embodied.envs.libero.env:make_single_env",
             vector_entry_point="rlinf_embodied.envs.libero.vector_env:make_libero_vector_env",
             task_suite=True,
             suite=env_id,

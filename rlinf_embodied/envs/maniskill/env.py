@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..batching import box_like
+from ..registration import reject_vector_options
 from ..vector import SubprocVectorEnv, start_forkserver, validate_common_options
 from .tasks import TASKS, ManiSkillTask, task_spec  # noqa: F401  (TASKS, ManiSkillTask: re-exported)
 
@@ -250,18 +251,9 @@ class ManiSkillFactory:
         return ManiSkillSingleEnv(self.task, **self.kwargs)
 
 
-# make_vector_env's own options: gym.make passes them to the single env, where ManiSkill would misread them
-VECTOR_ONLY_OPTIONS = ("num_envs", "num_workers", "step_timeout", "context", "observe_every_row", "ignore_terminations")
-
-
 def make_single_env(task: str, max_episode_steps: Optional[int] = None, **kwargs: Any) -> gym.Env:
     """`gym.make("rlinf/ManiSkill-<Task>")` entry point: one numpy env (time limit via gymnasium)."""
-    vector_only = [name for name in VECTOR_ONLY_OPTIONS if name in kwargs]
-    if vector_only:
-        raise TypeError(
-            f"{vector_only} configure batched envs, and gym.make('rlinf/ManiSkill-{task}') builds one: use "
-            f"gym.make_vec('rlinf/ManiSkill-{task}', num_envs=N, vectorization_mode='vector_entry_point', ...)"
-        )
+    reject_vector_options(f"rlinf/ManiSkill-{task}", kwargs)
     return ManiSkillSingleEnv(task, **kwargs)
 
 
