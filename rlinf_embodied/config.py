@@ -96,6 +96,9 @@ class RunnerConfig:
     # Reset every env at the start of each iteration with seeds derived from (seed, iteration): an
     # iteration then depends only on the weights and optimizer it starts from, so resume is exact.
     reset_each_iteration: bool = True
+    # Rollouts with the deterministic policy: for tests that compare trajectories across layouts. Training cannot
+    # learn from them (a flow policy's chain then has no stochastic step: zero log-probs, no policy gradient), so a
+    # config asking for it is rejected; deterministic episodes are what runner.eval_interval and eval play.
     deterministic_rollout: bool = False
     save_interval: int = 0  # iterations between checkpoints; 0 saves only at the end
     # Checkpoint the last iteration. False for runs read only for their metrics (benchmarks): pi0-3b's
@@ -127,6 +130,12 @@ class RunnerConfig:
         for name in ("save_interval", "eval_interval"):
             if getattr(self, name) < 0:
                 raise ValueError(f"runner.{name}={getattr(self, name)} must be >= 0 (0 = off)")
+        if self.deterministic_rollout:
+            raise ValueError(
+                "runner.deterministic_rollout=true: policy-gradient training needs stochastic rollouts (a flow "
+                "policy's deterministic chain has zero log-probs, so nothing would train). For deterministic "
+                "episodes during training set runner.eval_interval; after it, python -m rlinf_embodied.eval"
+            )
         if self.eval_rounds < 1:
             raise ValueError(f"runner.eval_rounds={self.eval_rounds} must be >= 1 (episodes per env per evaluation)")
 

@@ -47,6 +47,13 @@ def test_runner_config_rejects_out_of_range_intervals(field_name, value):
         RunnerConfig(**{field_name: value})
 
 
+def test_training_with_deterministic_rollouts_is_rejected():
+    """Before: runner.deterministic_rollout=true trained a flow policy on chains with zero log-probs: every policy
+    gradient was zero and the run went through its iterations without a word."""
+    with pytest.raises(ValueError, match=r"runner.deterministic_rollout=true: .*runner.eval_interval"):
+        compose_train("runner.deterministic_rollout=true")
+
+
 def compose_train(*overrides: str) -> TrainConfig:
     return compose_config("config", list(overrides))
 
