@@ -54,8 +54,11 @@ POLICY_ARGS=(policy=$POLICY policy.size=$SIZE policy.require_checkpoint=false po
 # success reward, Flow-SDE at noise level 0.5 (the pipeline's noise check or a later noise_level replaces it), fixed
 # lr 3e-5 (5e-5 peaked, then drifted), 2 epochs, vision and language frozen. OpenVLA-OFT: the same GRPO on its
 # Gaussian head (a learned std) with the vision towers frozen. RL_RECIPE=none: the caller's arguments alone.
+# FREEZE_VISION=false: RL trains the vision encoder too. Ours is trained from scratch by SFT on ~1,200
+# demonstrations, so frozen, it fixes what the action expert can see; the CPU analog (flow_mlp, whose frozen encoder
+# keeps the full state) learned as well frozen as not (RESULTS.md stop 44), which says nothing about pixels.
 RL_RECIPE_ARGS=(algorithm=grpo env.kwargs.reward_mode=sparse algorithm.lr=3e-5 algorithm.update_epochs=2
-  runner.eval_interval=4 policy.overrides.freeze_vision_encoder=true)
+  runner.eval_interval=4 policy.overrides.freeze_vision_encoder=${FREEZE_VISION:-true})
 [ "$POLICY" != pi0 ] || RL_RECIPE_ARGS+=(policy.overrides.noise_level=0.5 policy.overrides.freeze_language_model=true)
 [ "${RL_RECIPE:-}" != none ] || RL_RECIPE_ARGS=()
 stage=$1; shift
