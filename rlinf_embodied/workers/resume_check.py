@@ -18,7 +18,7 @@ from ..policies.base import CONFIG_FILE
 
 
 def resumable_below(directory: str) -> str:
-    """ ", checkpoints below it: ..." for the actor.pt checkpoints under a run directory, else ""."""
+    """`"; checkpoints below it: ..."` for the actor.pt checkpoints under a run directory, else ""."""
     found = sorted(
         os.path.dirname(path)
         for depth in (1, 2)
