@@ -108,6 +108,13 @@ def test_documented_command_composes(where, module, args, tmp_path):
     if policy.checkpoint is not None and not os.path.isdir(policy.checkpoint):
         policy.checkpoint = str(tmp_path)  # /ckpt/pi0, outputs/.../policy: only their existence is not checked
     check_policy_config(policy)
+    if module in ("eval", "collect"):  # the settings these entry points refuse because they never read them
+        from rlinf_embodied.collect import unread_settings
+        from rlinf_embodied.eval import UNREAD_SETTINGS
+        from rlinf_embodied.unread_settings import reject_unread_settings
+
+        rules = UNREAD_SETTINGS if module == "eval" else unread_settings(typed.collect.source)
+        reject_unread_settings(overrides, rules)
     if module == "train":
         from rlinf_embodied.train import check_train_config
 
