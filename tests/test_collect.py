@@ -2,13 +2,16 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from rlinf_embodied.collect import collect
+from rlinf_embodied.collect import collect, unread_settings
 from rlinf_embodied.config import CollectRunConfig, compose_config
 from rlinf_embodied.datasets import DemoDataset
+from rlinf_embodied.unread_settings import reject_unread_settings
 
 
 def compose_cfg(*overrides: str) -> CollectRunConfig:
@@ -202,17 +205,11 @@ def test_collect_output_dir_that_is_a_file_is_an_error_before_any_worker_starts(
 )
 def test_settings_the_source_never_reads_are_named(source, override, reason):
     """Before: `collect policy=pi0` (motion planner) or `env.num_envs=8` collected as if they were not given."""
-    from rlinf_embodied.collect import unread_settings
-    from rlinf_embodied.unread_settings import reject_unread_settings
-
     with pytest.raises(ValueError, match=reason):
         reject_unread_settings([override], unread_settings(source))
 
 
 def test_collect_reads_every_setting_of_its_source():
-    from rlinf_embodied.collect import unread_settings
-    from rlinf_embodied.unread_settings import reject_unread_settings
-
     reject_unread_settings(
         ["collect.max_episode_steps=100", "env.max_episode_steps=120"], unread_settings("motion_planner")
     )
@@ -220,9 +217,6 @@ def test_collect_reads_every_setting_of_its_source():
 
 
 def test_collect_entry_point_rejects_an_unread_setting(tmp_path):
-    import subprocess
-    import sys
-
     result = subprocess.run(
         [
             sys.executable,
