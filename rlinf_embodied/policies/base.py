@@ -96,18 +96,35 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
 
+def dirs_holding(root: str, names: tuple[str, ...], max_depth: int) -> list[str]:
+    """The directories 1..max_depth levels below `root` that hold every file of `names`, sorted: what an error
+    about a wrong checkpoint path can offer instead (a run directory holds them at checkpoints/<name>/...)."""
+    import glob
+
+    return sorted(
+        os.path.dirname(path)
+        for depth in range(1, max_depth + 1)
+        for path in glob.glob(os.path.join(root, *["*"] * depth, names[0]))
+        if all(os.path.isfile(os.path.join(os.path.dirname(path), name)) for name in names[1:])
+    )
+
+
+def checkpoint_config_path(path: str, policy_name: str | None) -> str:
+    """`path`'s config.json; FileNotFoundError if `path` is no directory or holds none (missing_config_error)."""
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"checkpoint directory {path!r} does not exist")
+    config_path = os.path.join(path, CONFIG_FILE)
+    if not os.path.isfile(config_path):
+        raise missing_config_error(path, policy_name)
+    return config_path
+
+
 def missing_config_error(path: str, policy_name: str | None) -> FileNotFoundError:
     """The error for a checkpoint directory without config.json, naming the saved policies found below it (a
     training run's directory holds them at checkpoints/<name>/policy) and the policy's converter if it has one."""
-    import glob
     import importlib.util
 
-    found = sorted(
-        os.path.dirname(config)
-        for depth in range(1, 4)
-        for config in glob.glob(os.path.join(path, *["*"] * depth, CONFIG_FILE))
-        if os.path.isfile(os.path.join(os.path.dirname(config), WEIGHTS_FILE))
-    )
+    found = dirs_holding(path, (CONFIG_FILE, WEIGHTS_FILE), max_depth=3)
     hint = ""
     if found:
         shown = ", ".join(repr(p) for p in found[:4]) + (f" and {len(found) - 4} more" if len(found) > 4 else "")
@@ -189,12 +206,7 @@ class Policy(nn.Module, abc.ABC):
         from safetensors.torch import load_file
 
         path = os.fspath(path)
-        config_path = os.path.join(path, CONFIG_FILE)
-        if not os.path.isdir(path):
-            raise FileNotFoundError(f"checkpoint directory {path!r} does not exist")
-        if not os.path.isfile(config_path):
-            raise missing_config_error(path, cls.name)
-        with open(config_path) as f:
+        with open(checkpoint_config_path(path, cls.name)) as f:
             data = json.load(f)
         saved_name = data.pop("policy", cls.name)
         if saved_name != cls.name:

@@ -7,23 +7,18 @@ fail inside `load_state_dict` with "size mismatch for critic.6.weight", naming n
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 from typing import Any, Mapping
 
 import torch
 
-from ..policies.base import CONFIG_FILE
+from ..policies.base import CONFIG_FILE, dirs_holding
 
 
 def resumable_below(directory: str) -> str:
     """`"; checkpoints below it: ..."` for the actor.pt checkpoints under a run directory, else ""."""
-    found = sorted(
-        os.path.dirname(path)
-        for depth in (1, 2)
-        for path in glob.glob(os.path.join(directory, *["*"] * depth, "actor.pt"))
-    )
+    found = dirs_holding(directory, ("actor.pt",), max_depth=2)
     if not found:
         return ""
     shown = ", ".join(repr(path) for path in found[-4:])

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from ...transfer import host_to_device
-from ..base import CONFIG_FILE, WEIGHTS_FILE, ActOutput, EvalOutput, Obs, Policy, missing_config_error
+from ..base import WEIGHTS_FILE, ActOutput, EvalOutput, Obs, Policy, checkpoint_config_path
 from ..common.state_dims import zero_state_dims
 from ..common.tokenizer import load_tokenizer
 from .config import FlowPolicyConfig
@@ -367,12 +367,7 @@ def enable_activation_checkpointing(model: nn.Module) -> None:
 
 
 def _read_checkpoint_config(path: str, policy_name: str, overrides: dict) -> dict:
-    config_path = os.path.join(path, CONFIG_FILE)
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"checkpoint directory {path!r} does not exist")
-    if not os.path.isfile(config_path):
-        raise missing_config_error(path, policy_name)
-    with open(config_path) as f:
+    with open(checkpoint_config_path(path, policy_name)) as f:
         data = json.load(f)
     saved_name = data.pop("policy", None)
     if saved_name != policy_name:
