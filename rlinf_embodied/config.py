@@ -23,6 +23,15 @@ class EnvConfig:
     # Forwarded to gym.make_vec (control_mode, reward_mode, task_id, camera size, sim_backend, ...).
     kwargs: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # here, not only in gym.make_vec: the error then names the setting to change, before any worker starts
+        if self.num_envs < 1:
+            raise ValueError(f"env.num_envs={self.num_envs} must be >= 1 (envs in total, over all env workers)")
+        if self.max_episode_steps is not None and self.max_episode_steps < 1:
+            raise ValueError(
+                f"env.max_episode_steps={self.max_episode_steps} must be >= 1, or null for the env's own limit"
+            )
+
 
 @dataclass
 class PolicyConfig:
