@@ -51,6 +51,8 @@ def check_collect_config(cfg: CollectRunConfig) -> None:
     for name in ("num_episodes", "num_workers", "fps"):
         if getattr(c, name) < 1:
             raise ValueError(f"collect.{name}={getattr(c, name)} must be >= 1")
+    if c.seed < 0:  # episode seeds go to env.reset(seed=...), which takes none below 0
+        raise ValueError(f"collect.seed={c.seed} must be >= 0 (episode seeds are collect.seed, collect.seed + 1, ...)")
     if c.source == "motion_planner":
         from .envs.maniskill.motion_planning import check_plannable
 

@@ -174,6 +174,8 @@ class EvalConfig:
         for name, what in (("num_episodes", "episodes per task"), ("num_envs", "envs stepped in parallel")):
             if getattr(self, name) < 1:
                 raise ValueError(f"eval.{name}={getattr(self, name)} must be >= 1 ({what})")
+        if self.seed < 0:  # episode seeds go to env.reset(seed=...), which takes none below 0
+            raise ValueError(f"eval.seed={self.seed} must be >= 0 (episode seeds are eval.seed, eval.seed + 1, ...)")
         if self.video and self.video_envs < 1:
             raise ValueError(
                 f"eval.video_envs={self.video_envs} must be >= 1 (envs tiled in the video), or eval.video=false"

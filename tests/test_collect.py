@@ -192,6 +192,12 @@ def test_collect_output_dir_that_is_a_file_is_an_error_before_any_worker_starts(
         collect(compose_cfg(f"collect.output_dir={path}"))
 
 
+def test_a_negative_seed_is_named_before_anything_runs(tmp_path):
+    """Before: gymnasium's 'Seed must be greater or equal to zero' from inside the first reset."""
+    with pytest.raises(ValueError, match=r"collect.seed=-1 must be >= 0"):
+        collect(compose_cfg(f"collect.output_dir={tmp_path}/data", "collect.seed=-1"))
+
+
 @pytest.mark.parametrize(
     "source, override, reason",
     [

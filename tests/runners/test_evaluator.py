@@ -101,6 +101,7 @@ def test_eval_with_a_missing_checkpoint_names_the_path(tmp_path):
         ("num_episodes", 0, r"eval.num_episodes=0 must be >= 1 \(episodes per task\)"),
         ("num_envs", 0, r"eval.num_envs=0 must be >= 1"),
         ("video_envs", 0, r"eval.video_envs=0 must be >= 1 .*or eval.video=false"),
+        ("seed", -1, r"eval.seed=-1 must be >= 0"),  # before: gymnasium's 'Seed must be greater or equal to zero'
     ],
 )
 def test_eval_config_rejects_sizes_that_would_evaluate_nothing(field, value, message):
