@@ -47,7 +47,9 @@ def test_runner_config_rejects_out_of_range_intervals(field_name, value):
         RunnerConfig(**{field_name: value})
 
 
-@pytest.mark.parametrize("override, message", [("env.num_envs=0", "env.num_envs=0"), ("env.max_episode_steps=0", "or null")])
+@pytest.mark.parametrize(
+    "override, message", [("env.num_envs=0", "env.num_envs=0"), ("env.max_episode_steps=0", "or null")]
+)
 def test_env_config_names_the_setting_out_of_range(override, message):
     """Before: gym.make_vec's 'num_envs must be an int >= 1' once the workers had started, naming no config key."""
     with pytest.raises(ValueError, match=message):
