@@ -25,6 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from .config import CollectRunConfig, EnvConfig, EvalConfig, register_configs
+from .envs.registration import check_env_id
 from .paths import CONFIG_DIR
 from .unread_settings import reject_unread_settings
 
@@ -37,6 +38,7 @@ CAMERA_KEYS = ("rgb", "wrist_rgb")
 
 def check_collect_config(cfg: CollectRunConfig) -> None:
     c = cfg.collect
+    check_env_id(cfg.env.id)
     if c.source not in SOURCES:
         raise ValueError(f"collect.source={c.source!r} is not a source; valid sources: {list(SOURCES)}")
     if not c.output_dir:

@@ -28,10 +28,12 @@ UNREAD_SETTINGS = {
 
 @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="eval")
 def main(cfg) -> None:
+    from .envs.registration import check_env_id
     from .runners.evaluator import evaluate_policy, print_success_table
 
     reject_unread_settings(list(HydraConfig.get().overrides.task), UNREAD_SETTINGS)
     typed: EvalRunConfig = OmegaConf.to_object(cfg)
+    check_env_id(typed.env.id)
     output_dir = typed.eval.output_dir or HydraConfig.get().runtime.output_dir
     results = evaluate_policy(typed.env, typed.policy, typed.eval, output_dir)
     print_success_table(results)

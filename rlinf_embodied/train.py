@@ -25,10 +25,12 @@ register_configs()
 
 
 def check_train_config(cfg: TrainConfig) -> None:
-    """What can be checked without starting Ray: the policy (name, size, overrides) and the placement."""
+    """What can be checked without starting Ray: the env id, the policy (name, size, overrides) and the placement."""
+    from .envs.registration import check_env_id
     from .runners.embodied_runner import component_placement
     from .runners.placement_profile import check_auto_request
 
+    check_env_id(cfg.env.id)
     check_policy_config(cfg.policy)
     check_auto_request(cfg)  # `auto` is resolved in run_training, on the started cluster
     if not (is_auto(cfg.cluster.component_placement) or is_auto(cfg.runner.pipeline_stage_num)):

@@ -34,6 +34,21 @@ def register_env(
     )
 
 
+def check_env_id(env_id: str) -> None:
+    """Raise, naming the registered ids, where `env_id` is not one: gymnasium's NameNotFound lists none, and it
+    comes from inside a worker after the cluster has started."""
+    import difflib
+
+    import rlinf_embodied.envs  # noqa: F401  (registers our ids)
+
+    if env_id in gym.registry:
+        return
+    ours = sorted(name for name in gym.registry if name.startswith("rlinf/"))
+    close = difflib.get_close_matches(env_id, ours, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise ValueError(f"env.id={env_id!r} is not a registered env; {hint}registered: {ours}")
+
+
 # Options of the vector entry points (SubprocVectorEnv's): gym.make passes them to the single env, which would
 # misread them (ManiSkill: "dict() got multiple values for keyword argument 'num_envs'")
 VECTOR_ONLY_OPTIONS = ("num_envs", "num_workers", "step_timeout", "context", "observe_every_row", "ignore_terminations")

@@ -4,6 +4,7 @@ import gymnasium as gym
 import pytest
 
 import rlinf_embodied  # noqa: F401  (registers the ids)
+from rlinf_embodied.envs.registration import check_env_id
 
 
 @pytest.mark.parametrize("env_id", ["rlinf/ManiSkill-PickCube", "rlinf/LIBERO-10"])
@@ -22,3 +23,28 @@ def test_the_libero_suites_are_the_task_suites():
     from rlinf_embodied.envs.registration import TASK_SUITES
 
     assert TASK_SUITES == set(LIBERO_SUITES)
+
+
+@pytest.mark.parametrize(
+    "env_id, message",
+    [
+        (
+            "rlinf/ManiSkill-PickCub",
+            r"did you mean 'rlinf/ManiSkill-PickCube'\? registered: \[.*'rlinf/LIBERO-Spatial'",
+        ),
+        ("rlinf/Nope", r"env.id='rlinf/Nope' is not a registered env; registered: \[.*'rlinf/ManiSkill-PickCube'"),
+    ],
+)
+def test_an_unknown_env_id_lists_the_registered_ones(env_id, message):
+    """Before: gymnasium's NameNotFound from inside an env worker, naming no valid id."""
+    with pytest.raises(ValueError, match=message):
+        check_env_id(env_id)
+    check_env_id("rlinf/ManiSkill-PickCube")  # a registered id passes
+
+
+def test_the_train_driver_checks_the_env_id_before_ray_starts():
+    from rlinf_embodied.config import compose_config
+    from rlinf_embodied.train import check_train_config
+
+    with pytest.raises(ValueError, match="env.id='rlinf/Nope'"):
+        check_train_config(compose_config("config", ["env.id=rlinf/Nope"]))
