@@ -57,6 +57,7 @@ class PolicyConfig:
 
     def __post_init__(self) -> None:
         self.check_dims()
+        self.check_bounds()
         self.check_act_compile()
 
     def check_act_compile(self) -> None:
@@ -74,6 +75,27 @@ class PolicyConfig:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
         if self.state_dim < 0:
             raise ValueError(f"state_dim={self.state_dim} must be >= 0")
+
+    def check_bounds(self) -> None:
+        """Normalisation bounds (action_low/high, and state_low/high where the config has them) hold one entry per
+        dimension, each low <= its high: a short list would broadcast or fail deep in a forward pass, and swapped
+        bounds would flip every action without a word."""
+        for kind, dim in (("action", self.action_dim), ("state", self.state_dim)):
+            low, high = getattr(self, f"{kind}_low", None), getattr(self, f"{kind}_high", None)
+            for name, bounds in ((f"{kind}_low", low), (f"{kind}_high", high)):
+                if bounds is not None and len(bounds) != dim:
+                    raise ValueError(
+                        f"{kind}_dim={dim} but {name} has {len(bounds)} entries: give one per dimension, or "
+                        f"{kind}_dim={len(bounds)} (a checkpoint's saved statistics fix its dimensions)"
+                    )
+            if low is not None and high is not None:
+                flipped = [i for i, (lo, hi) in enumerate(zip(low, high)) if lo > hi]
+                if flipped:
+                    i = flipped[0]
+                    raise ValueError(
+                        f"{kind}_low[{i}]={low[i]} > {kind}_high[{i}]={high[i]} (dimensions {flipped}): each low must "
+                        f"be <= its high"
+                    )
 
     def camera_keys(self) -> tuple[str, ...]:
         """The image observations the policy cannot act without: the runner checks them against the env's

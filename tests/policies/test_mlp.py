@@ -167,7 +167,7 @@ def test_mismatched_action_dims_error():
         policy.evaluate(obs, other.act(obs))
     with pytest.raises(KeyError, match="raw_actions"):
         policy.evaluate(obs, ActOutput(actions=torch.zeros(3, 1, 4), log_probs=torch.zeros(3, 1, 4)))
-    with pytest.raises(ValueError, match="action_low has 3 entries; expected action_dim=4"):
+    with pytest.raises(ValueError, match="action_dim=4 but action_low has 3 entries"):
         tiny_mlp(action_low=[0.0] * 3, action_high=[1.0] * 3)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -114,3 +115,17 @@ def test_a_run_directory_given_as_checkpoint_names_the_saved_policies_below_it(t
             load(tmp_path)
     assert "python -m rlinf_embodied.policies.pi0.convert" in str(missing_config_error(str(tmp_path), "pi0"))
     assert "saved policies" not in str(missing_config_error(str(tmp_path / "checkpoints" / "iteration_000001"), "mlp"))
+
+
+@pytest.mark.parametrize("name", available_policies())
+def test_every_policy_config_checks_its_normalisation_bounds(name):
+    """Before: pi0, flow_mlp and gr00t took action bounds of the wrong length (and every policy swapped bounds)
+    without a word."""
+    config_class = policy_class(name).config_class
+    with pytest.raises(ValueError, match=r"action_dim=7 but action_low has 6 entries: .* or action_dim=6"):
+        config_class(action_dim=7, state_dim=8, action_low=[-1.0] * 6, action_high=[1.0] * 7)
+    with pytest.raises(ValueError, match=r"action_low\[2\]=1.0 > action_high\[2\]=-1.0 \(dimensions \[2\]\)"):
+        config_class(action_dim=3, state_dim=8, action_low=[-1.0, -1.0, 1.0], action_high=[1.0, 1.0, -1.0])
+    if "state_low" in {field.name for field in dataclasses.fields(config_class)}:
+        with pytest.raises(ValueError, match=r"state_dim=8 but state_high has 5 entries"):
+            config_class(action_dim=7, state_dim=8, state_low=[-1.0] * 8, state_high=[1.0] * 5)

@@ -46,10 +46,7 @@ class GaussianPolicyConfig(PolicyConfig):
 
     def validate_common(self) -> None:
         self.check_dims()
-        for name in ("action_low", "action_high"):
-            bounds = getattr(self, name)
-            if bounds is not None and len(bounds) != self.action_dim:
-                raise ValueError(f"{name} has {len(bounds)} entries; expected action_dim={self.action_dim}")
+        self.check_bounds()
 
 
 def init_linear(layer: nn.Linear, gain: float) -> nn.Linear:

@@ -35,10 +35,6 @@ class OpenVLAOFTConfig(PrismaticVLAConfig):
         if self.use_proprio and self.state_dim <= 0:
             raise ValueError("use_proprio=True needs state_dim > 0 (the proprio projector's input width)")
         check_state_dims("ignore_state_dims", self.ignore_state_dims, self.state_dim)
-        for name in ("state_low", "state_high"):
-            bounds = getattr(self, name)
-            if bounds is not None and len(bounds) != self.state_dim:
-                raise ValueError(f"state_dim={self.state_dim} but {name} has {len(bounds)} dimensions")
 
 
 OPENVLA_OFT_PRESETS: dict[str, dict] = {

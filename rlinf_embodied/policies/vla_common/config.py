@@ -98,13 +98,6 @@ class PrismaticVLAConfig(PolicyConfig):
             )
         if self.temperature <= 0:
             raise ValueError(f"temperature={self.temperature} must be > 0 (use act(deterministic=True) for greedy)")
-        for name in ("action_low", "action_high"):
-            bounds = getattr(self, name)
-            if bounds is not None and len(bounds) != self.action_dim:
-                raise ValueError(
-                    f"action_dim={self.action_dim} but {name} has {len(bounds)} dimensions (the checkpoint's "
-                    f"action statistics); use action_dim={len(bounds)}"
-                )
 
     @property
     def num_patches(self) -> int:
