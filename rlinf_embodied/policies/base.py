@@ -141,6 +141,45 @@ def checkpoint_config_path(path: str, policy_name: str | None) -> str:
     return config_path
 
 
+def read_json_file(json_path: str) -> dict:
+    """A checkpoint's JSON file; a malformed one is named (json's own error says only the line and column)."""
+    with open(json_path) as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{json_path!r} is not valid JSON ({error}); re-save the checkpoint") from error
+
+
+def read_checkpoint_weights(path: str) -> dict[str, torch.Tensor]:
+    """`path`'s model.safetensors, with errors that name the file (safetensors' say 'header too small')."""
+    from safetensors.torch import load_file
+
+    weights_path = os.path.join(path, WEIGHTS_FILE)
+    if not os.path.isfile(weights_path):
+        raise FileNotFoundError(
+            f"checkpoint {path!r} has {CONFIG_FILE} but no {WEIGHTS_FILE} (save_pretrained writes both: an "
+            f"interrupted save or copy?)"
+        )
+    try:
+        return load_file(weights_path)
+    except Exception as error:  # safetensors raises its own SafetensorError for truncated or foreign files
+        raise ValueError(
+            f"{weights_path!r} is not a readable safetensors file ({error}); re-save the checkpoint"
+        ) from error
+
+
+def check_weight_shapes(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], source: str, name: str) -> None:
+    """Raise, naming the first tensor, where the checkpoint's weights have other shapes than the config builds
+    (torch's size-mismatch error lists every tensor and names no setting)."""
+    for key, value in state.items():
+        if key in own and own[key].shape != value.shape:
+            raise ValueError(
+                f"checkpoint {source!r}: {key} has shape {tuple(value.shape)}, this {name} config needs "
+                f"{tuple(own[key].shape)} (action_dim / action_chunk / state_dim and the size settings must match "
+                f"the checkpoint's {CONFIG_FILE})"
+            )
+
+
 def missing_config_error(path: str, policy_name: str | None) -> FileNotFoundError:
     """The error for a checkpoint directory without config.json, naming the saved policies found below it (a
     training run's directory holds them at checkpoints/<name>/policy) and the policy's converter if it has one."""
@@ -225,17 +264,16 @@ class Policy(nn.Module, abc.ABC):
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **overrides) -> "Policy":
-        from safetensors.torch import load_file
-
         path = os.fspath(path)
-        with open(checkpoint_config_path(path, cls.name)) as f:
-            data = json.load(f)
+        data = read_json_file(checkpoint_config_path(path, cls.name))
         saved_name = data.pop("policy", cls.name)
         if saved_name != cls.name:
             raise ValueError(f"checkpoint {path!r} holds policy {saved_name!r}, not {cls.name!r}")
         data.update(overrides)
         model = cls(cls.config_class.from_dict(data))
-        missing, unexpected = model.load_state_dict(load_file(os.path.join(path, WEIGHTS_FILE)), strict=False)
+        state = read_checkpoint_weights(path)
+        check_weight_shapes(model.state_dict(), state, path, cls.name)
+        missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise ValueError(
                 f"checkpoint {path!r} does not match {cls.name}: missing={missing[:5]} unexpected={unexpected[:5]}"

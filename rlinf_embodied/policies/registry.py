@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import importlib
-import json
 import os
 
-from .base import CONFIG_FILE, Policy, missing_config_error
+from .base import CONFIG_FILE, Policy, missing_config_error, read_json_file
 
 # name -> "module:Class", imported on first use so `import rlinf_embodied` stays light.
 _POLICIES: dict[str, str] = {}
@@ -44,6 +43,5 @@ def load_policy(path: str | os.PathLike, **overrides) -> Policy:
         raise FileNotFoundError(f"no policy checkpoint at {os.fspath(path)!r} (no such directory)")
     if not os.path.isfile(config_path):
         raise missing_config_error(os.fspath(path), None)
-    with open(config_path) as f:
-        name = json.load(f).get("policy")
+    name = read_json_file(config_path).get("policy")
     return policy_class(name).from_pretrained(path, **overrides)

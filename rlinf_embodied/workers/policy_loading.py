@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import types
 import typing
@@ -13,7 +12,7 @@ import torch
 
 from ..config import PolicyConfig
 from ..policies import Policy, make_policy, policy_class
-from ..policies.base import CONFIG_FILE
+from ..policies.base import CONFIG_FILE, read_json_file
 from ..policies.base import PolicyConfig as BasePolicyConfig
 from .mixed_precision import cast_floating_buffers
 
@@ -68,8 +67,8 @@ def check_policy_overrides(cls: type[Policy], overrides: dict[str, Any]) -> None
 
 def check_preset_config(cls: type[Policy], size: str, overrides: dict[str, Any]) -> None:
     """Build the config a randomly initialised policy would get (the preset plus overrides), so its own
-    checks (dimensions >= 1, divisibility, ...) run in the driver. action_dim comes from the env later:
-    the check uses the override or the length of the action bounds when given."""
+    checks (dimensions >= 1, divisibility, ...) run in the driver. action_dim and state_dim come from the env
+    later: the check uses the override or the length of the action (state) bounds when given."""
     values = {**cls.presets[size], **overrides}
     # the env's state_dim is not known yet: state-dim checks (e.g. ignore_state_dims) use the widest
     # state the model accepts, and run again with the env's state_dim when the workers build it
@@ -78,9 +77,10 @@ def check_preset_config(cls: type[Policy], size: str, overrides: dict[str, Any])
         values["state_dim"] = widest
     elif "state_dim" not in overrides:  # the width is the env's (e.g. openvla_oft's proprio projector)
         values.pop("ignore_state_dims", None)
-    for bounds in ("action_low", "action_high"):
-        if "action_dim" not in overrides and values.get(bounds) is not None:
-            values["action_dim"] = len(values[bounds])
+    for kind in ("action", "state"):  # statistics (e.g. SFT's, from the dataset) have the env's widths
+        for bounds in (f"{kind}_low", f"{kind}_high"):
+            if f"{kind}_dim" not in overrides and values.get(bounds) is not None:
+                values[f"{kind}_dim"] = len(values[bounds])
     try:
         cls.config_class.from_dict(values)
     except (ValueError, TypeError) as error:
@@ -129,8 +129,7 @@ def resolved_policy_config(cfg: PolicyConfig, action_dim: int, state_dim: int) -
     config_path = os.path.join(cfg.checkpoint, CONFIG_FILE)
     if not os.path.isfile(config_path):
         return None
-    with open(config_path) as f:
-        data = json.load(f)
+    data = read_json_file(config_path)
     if data.pop("policy", None) != cfg.name:  # e.g. a Hugging Face OpenVLA config.json: the converter's call
         return None
     return cls.config_class.from_dict({**data, **overrides})

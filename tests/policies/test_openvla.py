@@ -189,7 +189,7 @@ def test_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="action_dim=6 but action_low has 7"):
         load_policy(tmp_path / "ckpt", action_dim=6)
     oft.save_pretrained(tmp_path / "oft")
-    with pytest.raises(ValueError, match="action_dim / action_chunk / state_dim must match"):
+    with pytest.raises(ValueError, match="action_dim / action_chunk / state_dim and the size settings must match"):
         load_policy(tmp_path / "oft", action_dim=6)
     with pytest.raises(ValueError, match="action_head_type"):
         make_policy("openvla_oft", size="tiny", action_head_type="diffusion")

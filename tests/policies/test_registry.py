@@ -78,7 +78,7 @@ def test_checkpoint_of_one_policy_loaded_as_another_errors(tmp_path):
 
 def test_weights_of_a_different_shape_error(tmp_path):
     make_policy("mlp", size="tiny", action_dim=2, state_dim=3).save_pretrained(tmp_path)
-    with pytest.raises(RuntimeError, match="size mismatch"):
+    with pytest.raises(ValueError, match=r"has shape \(32,\), this mlp config needs \(64,\) .*size settings"):
         load_policy(tmp_path, hidden_dim=64)
 
 
@@ -129,3 +129,22 @@ def test_every_policy_config_checks_its_normalisation_bounds(name):
     if "state_low" in {field.name for field in dataclasses.fields(config_class)}:
         with pytest.raises(ValueError, match=r"state_dim=8 but state_high has 5 entries"):
             config_class(action_dim=7, state_dim=8, state_low=[-1.0] * 8, state_high=[1.0] * 5)
+
+
+@pytest.mark.parametrize("name", ["mlp", "flow_mlp"])  # Policy.from_pretrained and FlowPolicy.from_pretrained
+def test_a_damaged_checkpoint_names_the_file_and_the_fix(tmp_path, name):
+    """Before: 'No such file or directory', safetensors' 'header too small', json's 'line 1 column 2', none naming the
+    checkpoint's file."""
+    policy = make_policy(name, size="tiny", action_dim=4, state_dim=8)
+    for case in ("no_weights", "bad_weights", "bad_config", "ok"):
+        policy.save_pretrained(tmp_path / case)
+    os.remove(tmp_path / "no_weights" / "model.safetensors")
+    (tmp_path / "bad_weights" / "model.safetensors").write_bytes(b"garbage")
+    (tmp_path / "bad_config" / "config.json").write_text("{not json")
+    with pytest.raises(FileNotFoundError, match=r"has config.json but no model.safetensors"):
+        load_policy(tmp_path / "no_weights")
+    with pytest.raises(ValueError, match=r"bad_weights/model.safetensors' is not a readable safetensors file"):
+        load_policy(tmp_path / "bad_weights")
+    with pytest.raises(ValueError, match=r"bad_config/config.json' is not valid JSON"):
+        load_policy(tmp_path / "bad_config")
+    load_policy(tmp_path / "ok")  # the intact copy loads

@@ -26,7 +26,6 @@ from the stored chain. In deterministic mode no step is stochastic: log_probs ar
 from __future__ import annotations
 
 import abc
-import json
 import logging
 import os
 from typing import Any
@@ -35,7 +34,16 @@ import torch
 from torch import nn
 
 from ...transfer import host_to_device
-from ..base import WEIGHTS_FILE, ActOutput, EvalOutput, Obs, Policy, checkpoint_config_path
+from ..base import (
+    ActOutput,
+    EvalOutput,
+    Obs,
+    Policy,
+    check_weight_shapes,
+    checkpoint_config_path,
+    read_checkpoint_weights,
+    read_json_file,
+)
 from ..common.state_dims import zero_state_dims
 from ..common.tokenizer import load_tokenizer
 from .config import FlowPolicyConfig
@@ -313,11 +321,9 @@ class FlowPolicy(Policy):
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **overrides) -> "FlowPolicy":
         """Load a save_pretrained directory; LoRA may be switched on by override on a non-LoRA checkpoint."""
-        from safetensors.torch import load_file
-
         path = os.fspath(path)
         config = cls.config_class.from_dict(_read_checkpoint_config(path, cls.name, overrides))
-        state = load_file(os.path.join(path, WEIGHTS_FILE))
+        state = read_checkpoint_weights(path)
         checkpoint_has_lora = any(LORA_MARKER in key for key in state)
         with skip_weight_init():
             model = cls(config, apply_lora=checkpoint_has_lora)
@@ -338,6 +344,7 @@ class FlowPolicy(Policy):
             )
             del state[key]
         state = {k: v for k, v in state.items() if k in own or not k.startswith(RL_HEADS)}
+        check_weight_shapes(own, state, source, self.name)
         missing, unexpected = self.load_state_dict(state, strict=False)
         other_missing = [key for key in missing if not key.startswith(RL_HEADS)]
         if other_missing or unexpected:
@@ -367,8 +374,7 @@ def enable_activation_checkpointing(model: nn.Module) -> None:
 
 
 def _read_checkpoint_config(path: str, policy_name: str, overrides: dict) -> dict:
-    with open(checkpoint_config_path(path, policy_name)) as f:
-        data = json.load(f)
+    data = read_json_file(checkpoint_config_path(path, policy_name))
     saved_name = data.pop("policy", None)
     if saved_name != policy_name:
         raise ValueError(

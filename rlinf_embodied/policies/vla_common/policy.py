@@ -16,7 +16,6 @@ computes exactly what the unpadded sequence would.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, ClassVar
 
@@ -25,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from ..base import CONFIG_FILE, WEIGHTS_FILE, Obs, Policy
+from ..base import CONFIG_FILE, Obs, Policy, check_weight_shapes, read_checkpoint_weights, read_json_file
 from ..common.tokenizer import load_tokenizer
 from ..flow.heads import ValueHead
 from ..flow.policy import enable_activation_checkpointing
@@ -286,8 +285,6 @@ class PrismaticVLAPolicy(Policy):
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **overrides) -> "PrismaticVLAPolicy":
         """Load a save_pretrained directory, or convert an upstream HF OpenVLA(-OFT) directory on the fly."""
-        from safetensors.torch import load_file
-
         path = os.fspath(path)
         data = read_config_json(path)
         if UPSTREAM_ARCHITECTURE in (data.get("architectures") or []):
@@ -296,7 +293,7 @@ class PrismaticVLAPolicy(Policy):
         if saved_name != cls.name:
             raise ValueError(f"checkpoint {path!r} holds policy {saved_name!r}, not {cls.name!r}")
         config = cls.config_class.from_dict({**data, **overrides})
-        state = load_file(os.path.join(path, WEIGHTS_FILE))
+        state = read_checkpoint_weights(path)
         checkpoint_has_lora = any(LORA_MARKER in key for key in state)
         with skip_weight_init():
             model = cls(config, apply_lora=checkpoint_has_lora)
@@ -308,13 +305,7 @@ class PrismaticVLAPolicy(Policy):
 
     def load_checkpoint_state(self, state: dict[str, torch.Tensor], source: str) -> None:
         """Strict load, except that heads the checkpoint lacks (upstream has no value head) start fresh."""
-        own = self.state_dict()
-        for key, value in state.items():
-            if key in own and own[key].shape != value.shape:
-                raise ValueError(
-                    f"checkpoint {source!r}: {key} has shape {tuple(value.shape)}, this {self.name} config needs "
-                    f"{tuple(own[key].shape)} (action_dim / action_chunk / state_dim must match the checkpoint)"
-                )
+        check_weight_shapes(self.state_dict(), state, source, self.name)
         missing, unexpected = self.load_state_dict(state, strict=False)
         missing = [key for key in missing if key != "vision_backbone.featurizer.embeddings.mask_token"]
         other_missing = [key for key in missing if not key.startswith(self.head_prefixes)]
@@ -342,8 +333,7 @@ def read_config_json(path: str) -> dict:
         raise FileNotFoundError(
             f"{path!r} has no {CONFIG_FILE}; expected a save_pretrained directory or an upstream HF OpenVLA checkpoint"
         )
-    with open(config_path) as f:
-        return json.load(f)
+    return read_json_file(config_path)
 
 
 def sample_categorical(probs: torch.Tensor) -> torch.Tensor:
