@@ -4,8 +4,8 @@ layout's predicted env-steps/s and the chosen `cluster.component_placement` as a
     python -m rlinf_embodied.place                                        # the default job, 1 GPU
     python -m rlinf_embodied.place env=libero policy=pi0 policy.checkpoint=/ckpt/pi0 cluster.num_gpus_per_node=4
 
-The same config groups as rlinf_embodied.train. Placement and pipeline stages are both searched (whatever
-cluster.component_placement / runner.pipeline_stage_num say); the costs are cached (see
+The same config groups as rlinf_embodied.train. Placement and pipeline stages are both searched, so
+cluster.component_placement / runner.pipeline_stage_num are rejected unless 'auto'; the costs are cached (see
 scheduler/auto_placement.py, RLINF_PLACEMENT_CACHE), so `train cluster.component_placement=auto` with the
 same env, policy and GPUs starts without profiling afterwards.
 """
@@ -16,10 +16,12 @@ import copy
 from typing import Callable
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from .config import AUTO, TrainConfig, register_configs
+from .config import AUTO, TrainConfig, is_auto, register_configs
 from .paths import CONFIG_DIR
+from .unread_settings import reject_unread_settings
 from .scheduler.auto_placement import ComponentCosts, Layout
 
 register_configs()
@@ -28,6 +30,7 @@ register_configs()
 def place(cfg: TrainConfig, costs: ComponentCosts | None = None, log: Callable[[str], None] = print) -> Layout:
     """The chosen layout for cfg; prints the table and the override. Without `costs`, starts the cluster
     cfg.cluster describes and reads the cache or profiles there."""
+    from .envs.registration import check_env_id
     from .runners.placement_profile import profile_key, resolve_auto_placement
     from .scheduler.auto_placement import load_costs
     from .workers.policy_loading import check_policy_config
@@ -35,6 +38,7 @@ def place(cfg: TrainConfig, costs: ComponentCosts | None = None, log: Callable[[
     cfg = copy.deepcopy(cfg)
     cfg.cluster.component_placement = AUTO
     cfg.runner.pipeline_stage_num = AUTO
+    check_env_id(cfg.env.id)
     check_policy_config(cfg.policy)
     cluster = None
     if costs is None and load_costs(profile_key(cfg)) is None:  # profile on the cluster cfg.cluster describes
@@ -50,8 +54,15 @@ def place(cfg: TrainConfig, costs: ComponentCosts | None = None, log: Callable[[
     return chosen
 
 
+# place searches every layout: a layout given on the command line would be dropped without a word
+SEARCHED = "python -m rlinf_embodied.place searches every layout and stage count; leave it out (or 'auto')"
+UNREAD_SETTINGS = {"cluster.component_placement": SEARCHED, "runner.pipeline_stage_num": SEARCHED}
+
+
 @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="config")
 def main(cfg) -> None:
+    overrides = [o for o in HydraConfig.get().overrides.task if not is_auto(o.split("=", 1)[-1])]
+    reject_unread_settings(overrides, UNREAD_SETTINGS)
     place(OmegaConf.to_object(cfg))
 
 

@@ -115,6 +115,11 @@ def test_documented_command_composes(where, module, args, tmp_path):
 
         rules = UNREAD_SETTINGS if module == "eval" else unread_settings(typed.collect.source)
         reject_unread_settings(overrides, rules)
+    if module == "place":  # place searches the layout: a documented one on its command line would be refused
+        from rlinf_embodied.place import UNREAD_SETTINGS as PLACE_UNREAD
+        from rlinf_embodied.unread_settings import reject_unread_settings
+
+        reject_unread_settings(overrides, PLACE_UNREAD)
     if module == "train":
         from rlinf_embodied.train import check_train_config
 

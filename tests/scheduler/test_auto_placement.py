@@ -6,6 +6,7 @@ import itertools
 from dataclasses import replace
 import math
 import random
+import re
 import statistics
 
 import pytest
@@ -323,6 +324,29 @@ def test_place_prints_the_table_and_the_override():
         c: gpu for c, gpu in zip(("env", "rollout", "actor"), map(sorted, gpu_sets(chosen, 2)))
     }
     assert again.runner.pipeline_stage_num == chosen.pipeline_stage_num
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("cluster.component_placement={env:0}", r"place searches every layout and stage count; leave it out"),
+        ("runner.pipeline_stage_num=2", r"runner.pipeline_stage_num=2: python -m rlinf_embodied.place searches"),
+        ("env.id=rlinf/Nope", r"env.id='rlinf/Nope' is not a registered env"),
+    ],
+)
+def test_place_refuses_a_layout_it_would_drop_and_an_unknown_env(override, message, tmp_path):
+    """Before: `place cluster.component_placement={env:0}` searched anyway and said nothing of the layout given;
+    an unknown env.id failed in gymnasium inside the profile's workers."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "rlinf_embodied.place", override, f"hydra.run.dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0 and re.search(message, result.stderr), result.stderr[-2000:]
 
 
 @pytest.mark.slow
