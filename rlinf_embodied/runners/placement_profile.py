@@ -33,9 +33,14 @@ Memory outside PyTorch's allocator (CUDA contexts, a GPU simulator's own buffers
 layout near the limit can still run out; on simulated GPUs every figure is 0 and nothing is excluded for memory.
 A parallel 2-stage run (every component on every GPU, 2 stages) gives parallel_stage_factor: its step against
 what all the other terms predict for it (cost model 12).
+A collocated 2-stage run (every component on GPU 0, 2 stages; on any number of GPUs) gives
+shared_overlap_efficiency: where its step lies between the no-overlap and the full-overlap prediction (cost model
+13). It is read off the step, not the timeline: on GPUs that share a few CPU cores, sim and infer spans do run at
+once but each slower, so the timeline would show overlap the step does not gain.
 The parallel, 2-stage and parallel 2-stage runs are made three times each, around the single-stage runs
 (PROFILE_ORDER), and each factor they give is the median over its three runs (cost model 11; one run each put
-every 2-stage layout 16-22% too slow when that run was slow).
+every 2-stage layout 16-22% too slow when that run was slow); the collocated 2-stage run twice, first and last
+(the median of two: their mean).
 """
 
 from __future__ import annotations
@@ -257,8 +262,9 @@ def profile_costs(cfg: TrainConfig, cluster, rollout_steps: int | None = None) -
     has_parallel = gpus > 1 and cfg.env.num_envs % (gpus * cfg.algorithm.env_group_size) == 0
     has_stages = gpus > 1 and cfg.env.num_envs % (2 * cfg.algorithm.env_group_size) == 0
     has_parallel_stages = gpus > 1 and cfg.env.num_envs % (2 * gpus * cfg.algorithm.env_group_size) == 0
+    has_shared_stages = cfg.env.num_envs % (2 * cfg.algorithm.env_group_size) == 0
     runs: list[tuple[str, dict[str, float]]] = []  # (kind, measure_once result) in time order
-    for kind in profile_order(has_half, has_parallel, has_stages, has_parallel_stages):
+    for kind in profile_order(has_half, has_parallel, has_stages, has_parallel_stages, has_shared_stages):
         start = time.perf_counter()
         if kind == "parallel":
             run = measure_once(cfg, cluster, full, rollout_steps, PARALLEL_PLACEMENT)
@@ -269,6 +275,9 @@ def profile_costs(cfg: TrainConfig, cluster, rollout_steps: int | None = None) -
         elif kind == "stages":
             run = measure_once(cfg, cluster, full, rollout_steps, OVERLAP_PLACEMENT, stages=2)
             what = "2 stages"
+        elif kind == "shared_stages":
+            run = measure_once(cfg, cluster, full, rollout_steps, PROFILE_PLACEMENT, stages=2)
+            what = "2 stages on GPU 0"
         else:
             run = measure_once(cfg, cluster, full if kind == "full" else half, rollout_steps)
             what = f"{run['num_envs']} envs"
@@ -284,8 +293,11 @@ def profile_costs(cfg: TrainConfig, cluster, rollout_steps: int | None = None) -
     costs = with_median_factors(
         costs, [overlap_factors(costs, run, stages=2) for kind, run in runs if kind == "stages"]
     )
-    # cost model 12: measured last, against every other term
     nodes = (cfg.cluster.num_gpus_per_node, cfg.cluster.num_nodes)
+    costs = with_median_factors(  # cost model 13, before model 12's factor: that one is measured against it
+        costs, [shared_overlap_factors(costs, run, *nodes) for kind, run in runs if kind == "shared_stages"]
+    )
+    # cost model 12: measured last, against every other term
     return with_median_factors(
         costs, [parallel_stage_factors(costs, run, *nodes) for kind, run in runs if kind == "parallel_stages"]
     )
@@ -297,14 +309,21 @@ def profile_costs(cfg: TrainConfig, cluster, rollout_steps: int | None = None) -
 # middle of the profile: a steady drift of the machine's speed moves every kind's figures alike instead of
 # tilting the factors one kind's runs give against another's. Q S P F H P Q F S H F S P Q: every kind's mean
 # position within 1/6 of the middle, 6.5 (model 11's S P F H P F S H F S P with Q at 0, 6 and 13).
+# Cost model 13 adds two collocated 2-stage runs (T), the first and the last: their mean position is the middle
+# (7.5 of 16; on one GPU T F H F H F T, every kind's mean position 3, and the median full-size run's position
+# stays the mean of the half-size ones', so drift does not tilt the sim split either).
 PROFILE_ORDER = tuple(
-    "parallel_stages stages parallel full half parallel parallel_stages full stages half full stages parallel"
-    " parallel_stages".split()
+    "shared_stages parallel_stages stages parallel full half parallel parallel_stages full stages half full stages"
+    " parallel parallel_stages shared_stages".split()
 )
 
 
 def profile_order(
-    has_half: bool = True, has_parallel: bool = True, has_stages: bool = True, has_parallel_stages: bool = True
+    has_half: bool = True,
+    has_parallel: bool = True,
+    has_stages: bool = True,
+    has_parallel_stages: bool = True,
+    has_shared_stages: bool = True,
 ) -> list[str]:
     """PROFILE_ORDER without the kinds the configuration cannot run. Without a half size, one full-size run,
     the middle one."""
@@ -312,7 +331,12 @@ def profile_order(
     if not has_half:
         middle = [i for i, kind in enumerate(order) if kind == "full"][1]
         order = [kind for i, kind in enumerate(order) if kind != "half" and (kind != "full" or i == middle)]
-    allowed = {"parallel": has_parallel, "stages": has_stages, "parallel_stages": has_parallel_stages}
+    allowed = {
+        "parallel": has_parallel,
+        "stages": has_stages,
+        "parallel_stages": has_parallel_stages,
+        "shared_stages": has_shared_stages,
+    }
     return [kind for kind in order if allowed.get(kind, True)]
 
 
@@ -382,6 +406,29 @@ def overlap_factors(costs: ComponentCosts, measured: dict[str, float], stages: i
     if math.isfinite(env_work) and env_work > 0 and math.isfinite(predicted) and predicted > 0:
         factors["stage_env_factor"] = env_work / predicted
     return factors
+
+
+def shared_overlap_factors(
+    costs: ComponentCosts, measured: dict[str, float], num_gpus_per_node: int, num_nodes: int = 1
+) -> dict[str, float]:
+    """shared_overlap_efficiency from a run of PROFILE_PLACEMENT with 2 stages (measure_once's num_envs and step_s):
+    where its seconds per rollout step lie between what `costs` predicts with no overlap (1 s above: 0) and with
+    full overlap (1), clamped to [0, 1]. Empty without a finite, positive measurement or where the two predictions
+    agree (nothing to hide)."""
+    layout = Layout(dict(PROFILE_PLACEMENT), 2)
+
+    def predicted_step(efficiency: float) -> float:
+        shared = replace(costs, shared_overlap_efficiency=efficiency)
+        num_envs = int(measured["num_envs"])
+        return predict(layout, shared, num_envs, 1, num_gpus_per_node, num_nodes=num_nodes).breakdown.get(
+            "rollout", math.nan
+        )
+
+    none, full = predicted_step(0.0), predicted_step(1.0)
+    step = measured.get("step_s", math.nan)
+    if not (math.isfinite(step) and step > 0 and math.isfinite(none) and math.isfinite(full) and none > full):
+        return {}
+    return {"shared_overlap_efficiency": min(1.0, max(0.0, (none - step) / (none - full)))}
 
 
 def parallel_stage_factors(

@@ -20,10 +20,11 @@ one rollout step takes
 
     W_env  = S * t_sim(b)                 an env worker steps its S stages
     W_roll = k * S * t_inf(b)             a rollout worker answers its k*S shards
-    step   = max(W_env, W_roll) + (1 - overlap_efficiency) * min(W_env, W_roll) + o
-                                      when S >= 2 and e, r share no GPU (simulation overlaps inference;
-                                      overlap_efficiency 1 hides the shorter one completely, 0 not at all)
-           = W_env + W_roll + o       otherwise (stage 1 waits; on shared GPUs the two compete)
+    step   = max(W_env, W_roll) + (1 - eff) * min(W_env, W_roll) + o
+                                      when S >= 2 (simulation overlaps inference; eff = overlap_efficiency
+                                      where e and r share no GPU, shared_overlap_efficiency where they do;
+                                      1 hides the shorter one completely, 0 not at all)
+           = W_env + W_roll + o       when S = 1 (the policy waits for the envs and the envs for the policy)
     step  *= parallel_stage_factor    when S >= 2 and |e| >= 2 (measured, see below)
 
 and one iteration (the runner is synchronous: sync weights, roll out, train)
@@ -43,7 +44,10 @@ GPUs) the env workers compete for them, and actor ranks also wait on gradient al
 measured, not assumed: one extra profile run with every component on every GPU, and the overlap efficiency
 in one more with env and rollout on different GPUs and 2 stages: the fraction of the shorter of W_env and
 W_roll during which that run's timeline shows simulation and inference running at once
-(see placement_profile.py). The same run gives stage_env_factor: its env worker's simulation seconds per step
+(see placement_profile.py); shared_overlap_efficiency comes from a collocated 2-stage run (every component on
+GPU 0), from its step against the no-overlap and full-overlap predictions: on GPUs sharing 2 CPU cores the two
+compete, on a real GPU the env workers simulate on the host's cores while the GPU infers (stop 45: about 0.93 on
+one H100). The same 2-stage run (env and rollout apart) gives stage_env_factor: its env worker's simulation seconds per step
 over S * t_sim(b) from the single-stage runs (on 2 shared CPU cores two vector envs of 4 stepped 1.22x slower
 than one of 4 twice, stop 27). parallel_stage_factor comes from a third kind of run, every component on every
 GPU with 2 stages: its step seconds over what every other term predicts for that layout. Several env workers
@@ -80,8 +84,10 @@ COMPONENTS = ("env", "rollout", "actor")
 # factor they give (contention, overlap efficiency, stage_env_factor) the median over its runs; 12: a measured
 # parallel_stage_factor for pipelined layouts with several env workers (model 11 put the all-on-all 2-stage
 # layout 4-17% too fast in three accuracy runs: its sim, inference and per-step overhead each a little slower
-# than the terms measured apart say)
-COST_MODEL_VERSION = 12
+# than the terms measured apart say); 13: a measured shared_overlap_efficiency for pipelined layouts whose env and
+# rollout share a GPU (model 12 assumed 0: on one H100, pi0-small rgb, the collocated 2-stage layout hid about 93%
+# of inference behind simulation and ran 13% faster than the stage-1 layout the model picked, stop 45)
+COST_MODEL_VERSION = 13
 CACHE_ENV_VAR = "RLINF_PLACEMENT_CACHE"
 DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "rlinf_embodied", "placement")
 
@@ -109,8 +115,10 @@ class ComponentCosts:
     env_contention: float = 0.0
     infer_contention: float = 0.0
     train_contention: float = 0.0
-    # how much of the shorter of simulation and inference the pipeline stages hide (1 = all of it)
+    # how much of the shorter of simulation and inference the pipeline stages hide (1 = all of it), where env and
+    # rollout have GPUs of their own, and where they share one (0 = none: the old assumption until measured)
     overlap_efficiency: float = 1.0
+    shared_overlap_efficiency: float = 0.0
     # one stage's simulation with S >= 2 stages over the single-stage t_sim of the same envs (1 = no slowdown)
     stage_env_factor: float = 1.0
     # a rollout step with S >= 2 stages and |e| >= 2 env workers over what the terms above predict for it
@@ -123,8 +131,9 @@ class ComponentCosts:
                 raise ValueError(f"ComponentCosts.{f.name}={value!r} must be a number >= 0")
         if self.env_steps_per_call < 1:
             raise ValueError(f"ComponentCosts.env_steps_per_call={self.env_steps_per_call} must be >= 1")
-        if self.overlap_efficiency > 1:
-            raise ValueError(f"ComponentCosts.overlap_efficiency={self.overlap_efficiency} must lie in [0, 1]")
+        for name in ("overlap_efficiency", "shared_overlap_efficiency"):
+            if getattr(self, name) > 1:
+                raise ValueError(f"ComponentCosts.{name}={getattr(self, name)} must lie in [0, 1]")
 
     def env_step_s(self, envs: float, workers: int = 1) -> float:
         return (self.env_step_fixed_s + self.env_step_per_env_s * envs) * (1 + self.env_contention * (workers - 1))
@@ -274,8 +283,8 @@ def predict(
     k = math.ceil(len(e) / len(r))
     w_env = stages * costs.env_step_s(b, len(e)) * (costs.stage_env_factor if stages >= 2 else 1.0)
     w_roll = k * stages * costs.infer_s(b, len(r))
-    overlap = stages >= 2 and not (e & r)
-    hidden = costs.overlap_efficiency * min(w_env, w_roll) if overlap else 0.0
+    efficiency = costs.shared_overlap_efficiency if e & r else costs.overlap_efficiency
+    hidden = efficiency * min(w_env, w_roll) if stages >= 2 else 0.0
     step = w_env + w_roll - hidden + costs.step_overhead_s
     if stages >= 2 and len(e) >= 2:
         step *= costs.parallel_stage_factor

@@ -422,6 +422,9 @@ def test_profile_on_two_gpus_adds_the_parallel_and_the_two_stage_runs(monkeypatc
             # step is 20% slower than its parts say (a slow run), which must not move the efficiency
             step *= 1.2
             work = dict(env_work_s=2 * sim, rollout_work_s=2 * infer, overlap_s=0.25 * min(2 * sim, 2 * infer))
+        if placement == profile.PROFILE_PLACEMENT and stages == 2:  # collocated 2 stages: hides 60% of inference
+            sim, infer = 0.01 + 0.001 * num_envs, 0.02 + 0.0005 * num_envs
+            step = 2 * sim + 2 * infer - 0.6 * min(2 * sim, 2 * infer) + 0.005
         return {
             **work,
             **dict(num_envs=num_envs, samples=samples, sim_s=sim, infer_s=infer, step_s=step),
@@ -435,9 +438,12 @@ def test_profile_on_two_gpus_adds_the_parallel_and_the_two_stage_runs(monkeypatc
     parallel = (8, 8, {"env": "all", "rollout": "all", "actor": "all"}, 1)  # one worker of each per GPU
     stages = (8, 8, {"env": "0", "rollout": "1", "actor": "1"}, 2)  # env and rollout apart, 2 stages
     both = (8, 8, {"env": "all", "rollout": "all", "actor": "all"}, 2)  # every component on every GPU, 2 stages
-    # cost model 12: three of each 2-GPU run, around full, half, full, half, full (mean positions 6.33-6.67)
+    shared = (8, 8, profile.PROFILE_PLACEMENT, 2)  # every component on GPU 0, 2 stages
+    # cost model 12: three of each 2-GPU run, around full, half, full, half, full (mean positions 6.33-6.67);
+    # 13: a collocated 2-stage run first and last (mean position 7.5 of 16, the others' moved to 7.33-7.67)
     assert calls == [
-        both, stages, parallel, full, half, parallel, both, full, stages, half, full, stages, parallel, both
+        shared, both, stages, parallel, full, half, parallel, both, full, stages, half, full, stages, parallel, both,
+        shared,
     ]  # fmt: skip
     assert (costs.env_step_fixed_s, costs.env_step_per_env_s) == pytest.approx((0.01, 0.002))
     assert (costs.infer_fixed_s, costs.infer_per_sample_s) == pytest.approx((0.02, 0.001))
@@ -449,9 +455,14 @@ def test_profile_on_two_gpus_adds_the_parallel_and_the_two_stage_runs(monkeypatc
     assert costs.infer_contention == pytest.approx(0.0, abs=1e-9)
     assert costs.overlap_efficiency == pytest.approx(0.25)
     assert costs.stage_env_factor == pytest.approx(1.25)
+    # the collocated 2-stage run (8 envs, 2 stages of 4 on one worker): no overlap predicts
+    # 2 * t_sim(4) * 1.25 + 2 * t_inf(4) + 0.005 = 0.045 + 0.048 + 0.005, full overlap 0.045 less; the fake's step,
+    # 2 * 0.018 + 2 * 0.024 - 0.6 * 0.036 + 0.005 = 0.0674, lies (0.098 - 0.0674) / 0.045 = 0.68 of the way
+    assert costs.shared_overlap_efficiency == pytest.approx(0.68)
     # every other term predicts the parallel 2-stage step (4 envs per worker, 2 stages of 2, shared GPUs) as
     # 2 * t_sim(2) * 1.5 (contention) * 1.25 + 2 * t_inf(2) + 0.005
     predicted = 2 * (0.01 + 0.002 * 2) * 1.5 * 1.25 + 2 * (0.02 + 0.001 * 2) + 0.005
+    predicted -= costs.shared_overlap_efficiency * min(2 * (0.01 + 0.002 * 2) * 1.5 * 1.25, 2 * (0.02 + 0.001 * 2))
     assert costs.parallel_stage_factor == pytest.approx(PARALLEL_STAGE_STEP_S / predicted)
     calls.clear()
     costs = profile_with(monkeypatch, measure_once, gpus=2, num_envs=3)  # no 2 workers or 2 stages: 1 GPU's runs
@@ -479,7 +490,7 @@ def test_one_outlying_parallel_or_two_stage_run_does_not_move_the_factors(monkey
             k = 2.0 if seen["parallel"] == 0 else 1.0
             seen["parallel"] += 1
             sim, infer, train = k * 1.5 * (0.01 + 0.008), 0.02 + 0.004, 1.5 * (1 + 0.005 * samples)
-        elif stages == 2:  # 2 stages of 4 envs: each stage's sim 1.25x (1.4 x 1.25x the first time)
+        elif placement == profile.OVERLAP_PLACEMENT:  # 2 stages of 4 envs: each stage's sim 1.25x (1.4 x the first)
             k = 1.4 if seen["stages"] == 0 else 1.0
             seen["stages"] += 1
             sim, infer = k * 1.25 * (0.01 + 0.008), 0.02 + 0.004
@@ -512,8 +523,7 @@ def test_with_median_factors():
 
 def test_a_drifting_machine_does_not_tilt_the_sim_split(monkeypatch):
     """The machine slows by 10% per profile run (each run made later than the one before). With the sizes
-    alternating full, half, full, half, full, the fitted fixed and per-env parts keep their ratio (both scaled
-    by 1.2: the median full-size run, the third, and the mean of the half-size ones, the second and fourth).
+    alternating full, half, full, half, full, the fitted fixed and per-env parts keep their ratio.
     With the half-size runs all made before the full-size ones, the per-env part would absorb the drift."""
     from rlinf_embodied.runners import placement_profile as profile
 
@@ -531,9 +541,10 @@ def test_a_drifting_machine_does_not_tilt_the_sim_split(monkeypatch):
         )  # fmt: skip
 
     costs = profile_with(monkeypatch, measure_once)
-    assert order == [8, 4, 8, 4, 8]
+    assert order == [8, 8, 4, 8, 4, 8, 8]  # T F H F H F T: the collocated 2-stage runs first and last
     assert costs.env_step_fixed_s / costs.env_step_per_env_s == pytest.approx(0.01 / 0.002)
-    assert (costs.env_step_fixed_s, costs.env_step_per_env_s) == pytest.approx((0.012, 0.0024))
+    # both scaled by 1.3: the median full-size run (the fourth) and the mean of the half-size ones (third, fifth)
+    assert (costs.env_step_fixed_s, costs.env_step_per_env_s) == pytest.approx((0.013, 0.0026))
     assert costs.env_mem_gib == 8.0  # memory read at the full size, not from the last run
 
 
@@ -544,12 +555,13 @@ def test_one_noisy_single_stage_run_does_not_move_the_costs(monkeypatch):
     fast) and one half-size run 20% faster leave every figure where the steady runs put it; a mean would not."""
     from rlinf_embodied.runners import placement_profile as profile
 
-    noise = {2: 1.4, 3: 0.8}  # the run index (full, half, FULL, HALF, full) -> its slowdown
+    noise = {2: 1.4, 3: 0.8}  # the single-stage run index (full, half, FULL, HALF, full) -> its slowdown
     order = []
 
     def measure_once(cfg, cluster, num_envs, rollout_steps, placement=profile.PROFILE_PLACEMENT, stages=1):
-        k = noise.get(len(order), 1.0)
-        order.append(num_envs)
+        k = noise.get(len(order), 1.0) if stages == 1 else 1.0
+        if stages == 1:  # the collocated 2-stage runs (first and last) are steady and not counted
+            order.append(num_envs)
         samples = num_envs * rollout_steps
         sim, infer, train = k * (0.01 + 0.002 * num_envs), k * (0.02 + 0.001 * num_envs), k * (1 + 0.01 * samples)
         return dict(
@@ -711,11 +723,14 @@ def test_profile_order_without_a_half_size_keeps_the_middle_full_run():
 
     order = profile_order(has_half=False)
     assert order.count("full") == 1 and "half" not in order
-    assert order.index("full") == 5  # Q S P P Q F S S P Q: the full run in the middle of 10
+    assert order.index("full") == 6  # T Q S P P Q F S S P Q T: the full run in the middle of 12
     assert profile_order(has_parallel_stages=False).count("parallel_stages") == 0
-    assert profile_order(has_parallel=False, has_stages=False, has_parallel_stages=False) == [
+    assert profile_order(has_parallel=False, has_stages=False, has_parallel_stages=False, has_shared_stages=False) == [
         "full", "half", "full", "half", "full"
     ]  # fmt: skip
+    # one GPU (cost model 13): the collocated 2-stage runs around the single-stage ones, T F H F H F T
+    one_gpu = profile_order(has_parallel=False, has_stages=False, has_parallel_stages=False)
+    assert one_gpu == ["shared_stages", "full", "half", "full", "half", "full", "shared_stages"]
 
 
 def test_stage_env_factor_is_read_off_the_two_stage_run():
@@ -765,3 +780,37 @@ def test_overlap_efficiency_is_read_off_the_two_stage_timeline():
     }
     # overlap: [3, 4) + [5, 6) + [8, 9) = 3 s over 2 steps
     assert stage_overlap(rows, 2) == pytest.approx(dict(env_work_s=4.0, rollout_work_s=2.5, overlap_s=1.5))
+
+
+def test_pipelined_stages_on_a_shared_gpu_hide_what_the_measured_shared_overlap_says():
+    """Cost model 13: env and rollout on one GPU with 2 stages hide shared_overlap_efficiency of the shorter work
+    (model 12 assumed none: on one H100 the collocated 2-stage layout hid about 93% and ran 13% faster than the
+    stage-1 layout it picked, stop 45); with env and rollout apart, overlap_efficiency still applies."""
+    c = ComponentCosts(env_step_fixed_s=0.2, infer_fixed_s=0.05, step_overhead_s=0.01, overlap_efficiency=0.5)
+    collocated = Layout({"env,rollout,actor": "0"}, 2)
+    no_overlap = 2 * 0.2 + 2 * 0.05 + 0.01
+    assert predict(collocated, c, 8, 10, 1).breakdown["rollout"] == pytest.approx(10 * no_overlap)  # default 0
+    shared = replace(c, shared_overlap_efficiency=0.9)
+    assert predict(collocated, shared, 8, 10, 1).breakdown["rollout"] == pytest.approx(10 * (no_overlap - 0.09))
+    apart = Layout({"env": "0", "rollout": "1", "actor": "1"}, 2)
+    assert predict(apart, shared, 8, 10, 2).breakdown["rollout"] == pytest.approx(10 * (no_overlap - 0.05))
+    assert predict(Layout({"env,rollout,actor": "0"}, 1), shared, 8, 10, 1).breakdown["rollout"] == pytest.approx(
+        10 * (0.2 + 0.05 + 0.01)
+    )  # one stage: nothing to hide
+    with pytest.raises(ValueError, match=r"shared_overlap_efficiency=1.5 must lie in \[0, 1\]"):
+        ComponentCosts(shared_overlap_efficiency=1.5)
+
+
+def test_shared_overlap_is_read_off_the_collocated_two_stage_step():
+    from rlinf_embodied.runners.placement_profile import shared_overlap_factors
+
+    c = ComponentCosts(env_step_fixed_s=0.2, infer_fixed_s=0.05, step_overhead_s=0.01)
+    no_overlap, full_overlap = 2 * 0.2 + 2 * 0.05 + 0.01, 2 * 0.2 + 0.01  # per rollout step, 8 envs in 2 stages
+    for step, efficiency in ((no_overlap, 0.0), (full_overlap, 1.0), (no_overlap - 0.025, 0.25)):
+        measured = dict(num_envs=8, step_s=step)
+        assert shared_overlap_factors(c, measured, 1) == {"shared_overlap_efficiency": pytest.approx(efficiency)}
+    assert shared_overlap_factors(c, dict(num_envs=8, step_s=no_overlap + 0.2), 1) == {
+        "shared_overlap_efficiency": 0.0
+    }  # slower than no overlap (contention on shared cores): clamped
+    assert shared_overlap_factors(c, dict(num_envs=8, step_s=0.1), 1) == {"shared_overlap_efficiency": 1.0}
+    assert shared_overlap_factors(c, dict(num_envs=8, step_s=math.nan), 1) == {}
