@@ -21,8 +21,8 @@ from omegaconf import OmegaConf
 
 from .config import AUTO, TrainConfig, is_auto, register_configs
 from .paths import CONFIG_DIR
-from .unread_settings import reject_unread_settings
 from .scheduler.auto_placement import ComponentCosts, Layout
+from .unread_settings import reject_unread_settings
 
 register_configs()
 

@@ -412,21 +412,22 @@ def shared_overlap_factors(
     costs: ComponentCosts, measured: dict[str, float], num_gpus_per_node: int, num_nodes: int = 1
 ) -> dict[str, float]:
     """shared_overlap_efficiency from a run of PROFILE_PLACEMENT with 2 stages (measure_once's num_envs and step_s):
-    where its seconds per rollout step lie between what `costs` predicts with no overlap (1 s above: 0) and with
-    full overlap (1), clamped to [0, 1]. Empty without a finite, positive measurement or where the two predictions
-    agree (nothing to hide)."""
+    where its seconds per rollout step lie between what `costs` predicts with no overlap (0) and with full overlap
+    (1), clamped to [0, 1]. Empty without a finite, positive measurement or where the two predictions agree
+    (nothing to hide)."""
+    step, num_envs = measured.get("step_s", math.nan), measured.get("num_envs", math.nan)
+    if not (math.isfinite(step) and step > 0 and math.isfinite(num_envs)):
+        return {}
     layout = Layout(dict(PROFILE_PLACEMENT), 2)
 
     def predicted_step(efficiency: float) -> float:
         shared = replace(costs, shared_overlap_efficiency=efficiency)
-        num_envs = int(measured["num_envs"])
-        return predict(layout, shared, num_envs, 1, num_gpus_per_node, num_nodes=num_nodes).breakdown.get(
+        return predict(layout, shared, int(num_envs), 1, num_gpus_per_node, num_nodes=num_nodes).breakdown.get(
             "rollout", math.nan
         )
 
     none, full = predicted_step(0.0), predicted_step(1.0)
-    step = measured.get("step_s", math.nan)
-    if not (math.isfinite(step) and step > 0 and math.isfinite(none) and math.isfinite(full) and none > full):
+    if not (math.isfinite(none) and math.isfinite(full) and none > full):
         return {}
     return {"shared_overlap_efficiency": min(1.0, max(0.0, (none - step) / (none - full)))}
 
