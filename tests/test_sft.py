@@ -150,6 +150,22 @@ def test_action_dim_and_control_mode_mismatches_name_both_sides(tmp_path):
         check_sft_config(cfg)
 
 
+def test_a_camera_policy_on_state_only_demonstrations_is_refused_before_training(tmp_path):
+    """Before: `sft policy=pi0 policy.size=tiny` on a state-only dataset failed with KeyError: 'rgb' at the first
+    step (cnn: "obs has no 'rgb'"), after the workers had built the policy."""
+    cfg = SFTRunConfig()
+    cfg.sft.dataset = write_state_dataset(tmp_path / "ds", episodes=1, length=3)
+    cfg.policy.name, cfg.policy.size = "pi0", "tiny"
+    with pytest.raises(
+        ValueError, match=r"reads cameras \['rgb'\] but sft.dataset=.* holds \['state'\]: .*state policy"
+    ):
+        check_sft_config(cfg)
+    cfg.sft.dataset = write_image_dataset(tmp_path / "images", MANISKILL_STATE_DIM, 8, 32, ("rgb",))
+    cfg.policy.name, cfg.policy.size = "openvla_oft", "tiny"  # two cameras; the dataset has one
+    with pytest.raises(ValueError, match=r"missing \['wrist_rgb'\]; set policy.overrides.num_images=1"):
+        check_sft_config(cfg)
+
+
 def test_image_shift_needs_cameras(tmp_path):
     cfg = SFTRunConfig()
     cfg.sft.dataset = write_state_dataset(tmp_path / "ds", episodes=1, length=3)

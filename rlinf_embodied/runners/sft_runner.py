@@ -353,9 +353,10 @@ def warn_if_other_env(path: str, dataset_env_id: Optional[str], env_id: str) -> 
 
 def check_sft_config(cfg: SFTRunConfig) -> dict[str, Any]:
     """Fail before any process starts: the dataset exists and is one, its control mode agrees with the
-    env's and its action_dim with the policy's (overrides / checkpoint). Returns the dataset's meta/info.json."""
+    env's, its action_dim with the policy's (overrides / checkpoint) and its cameras hold the ones the policy reads.
+    Returns the dataset's meta/info.json."""
     from ..datasets import ControlModeMismatchError, camera_shapes, load_info
-    from ..workers.policy_loading import check_policy_config, resolved_policy_config
+    from ..workers.policy_loading import check_policy_cameras, check_policy_config, resolved_policy_config
 
     path = cfg.sft.dataset
     if not path:
@@ -415,6 +416,9 @@ def check_sft_config(cfg: SFTRunConfig) -> dict[str, Any]:
     if cfg.sft.resume:
         check_resume_checkpoint(cfg)
     check_policy_config(cfg.policy)
+    # a VLA on state-only demonstrations (or without its wrist camera): said here, not as a KeyError at the first step
+    spec = dict(action_dim=action_dim, state_dim=state_dim, obs_keys=["state", *camera_shapes(features)])
+    check_policy_cameras(cfg.policy, spec, cfg.env.id, dataset=path)
     if cfg.sft.compile:
         resolved = resolved_policy_config(cfg.policy, action_dim, state_dim)  # the policy's dims are the dataset's
         check_compilable(cfg.policy.name, bool(getattr(resolved, "gradient_checkpointing", False)))

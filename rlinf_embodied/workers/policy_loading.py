@@ -135,9 +135,10 @@ def resolved_policy_config(cfg: PolicyConfig, action_dim: int, state_dim: int) -
     return cls.config_class.from_dict({**data, **overrides})
 
 
-def check_policy_cameras(cfg: PolicyConfig, spec: dict, env_id: str) -> None:
+def check_policy_cameras(cfg: PolicyConfig, spec: dict, env_id: str, dataset: str | None = None) -> None:
     """Fail before the policy is built when it reads a camera the env does not produce (e.g. an
-    OpenVLA-OFT preset with a wrist camera on a task that has only a third-person one)."""
+    OpenVLA-OFT preset with a wrist camera on a task that has only a third-person one); with `dataset`, when the
+    SFT dataset at that path holds no such camera (spec["obs_keys"]: the dataset's)."""
     policy_config = resolved_policy_config(cfg, spec["action_dim"], spec["state_dim"])
     cameras = policy_config.camera_keys() if policy_config is not None else ()
     missing = [key for key in cameras if key not in spec["obs_keys"]]
@@ -146,11 +147,14 @@ def check_policy_cameras(cfg: PolicyConfig, spec: dict, env_id: str) -> None:
     present = [key for key in cameras if key in spec["obs_keys"]]
     if present and hasattr(policy_config, "num_images"):
         fix = f"set policy.overrides.num_images={len(present)}, or use an env that renders {missing}"
+    elif dataset is not None:
+        fix = f"collect the demonstrations where the env renders {missing} (env.obs_mode=rgb), or use a state policy"
     else:
         fix = f"use an env (or env.obs_mode) that renders {missing}"
+    observer = f"sft.dataset={dataset!r} holds" if dataset is not None else f"env {env_id!r} observes"
     raise ValueError(
         f"policy {cfg.name!r} ({cfg.checkpoint or 'size ' + repr(cfg.size)}) reads cameras {list(cameras)} but "
-        f"env {env_id!r} observes {spec['obs_keys']}: missing {missing}; {fix}"
+        f"{observer} {spec['obs_keys']}: missing {missing}; {fix}"
     )
 
 
