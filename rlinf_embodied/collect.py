@@ -311,8 +311,9 @@ def _policy_episodes(cfg: CollectRunConfig, seeds: list[int]) -> Iterator[dict[s
     """
     import gymnasium as gym
 
+    from .envs.spec import env_spec
     from .runners.evaluator import _pick_device
-    from .workers.policy_loading import build_policy
+    from .workers.policy_loading import build_policy, check_policy_cameras
 
     c = cfg.collect
     num_envs = min(c.num_workers, len(seeds))
@@ -330,6 +331,7 @@ def _policy_episodes(cfg: CollectRunConfig, seeds: list[int]) -> Iterator[dict[s
         yield _layout(env.single_observation_space, env.single_action_space, cfg.env.kwargs.get("control_mode"))
         device = _pick_device(c.device)
         layout = _layout(env.single_observation_space, env.single_action_space, None)
+        check_policy_cameras(cfg.policy, env_spec(env), cfg.env.id)  # before: KeyError 'rgb' at the first act
         policy = build_policy(cfg.policy, layout["action_dim"], layout["state_dim"], device).eval()
         for start in range(0, len(seeds), num_envs):
             round_seeds = seeds[start : start + num_envs]

@@ -117,6 +117,17 @@ def test_motion_planner_worker_pool(tmp_path):
     assert sorted(ds.seeds()) == [0, 1] and all(ds.successes())
 
 
+def test_policy_source_refuses_a_policy_reading_cameras_the_env_lacks(tmp_path):
+    """Before: a pi0 checkpoint collecting on the state env failed with KeyError: 'rgb' at its first act."""
+    from rlinf_embodied.policies import make_policy
+
+    checkpoint = str(tmp_path / "pi0")
+    make_policy("pi0", size="tiny", action_dim=8, state_dim=42).save_pretrained(checkpoint)
+    overrides = [f"collect.output_dir={tmp_path / 'ds'}", "collect.source=policy", "policy=pi0"]
+    with pytest.raises(ValueError, match=r"reads cameras \['rgb'\] but env 'rlinf/ManiSkill-PickCube' observes"):
+        collect(compose_cfg(*overrides, f"policy.checkpoint={checkpoint}", "collect.progress=false"))
+
+
 def test_policy_source(tmp_path):
     from rlinf_embodied.policies import make_policy
 
