@@ -174,6 +174,11 @@ class EvalConfig:
         for name, what in (("num_episodes", "episodes per task"), ("num_envs", "envs stepped in parallel")):
             if getattr(self, name) < 1:
                 raise ValueError(f"eval.{name}={getattr(self, name)} must be >= 1 ({what})")
+        if self.task_ids is not None and (not self.task_ids or len(set(self.task_ids)) != len(self.task_ids)):
+            raise ValueError(  # [] evaluated nothing and reported a success rate of 0.0; [0, 0] counted a task twice
+                f"eval.task_ids={list(self.task_ids)}: list each task to evaluate once (e.g. [0,1,2]), or leave it "
+                "unset for the env's own task"
+            )
         if self.seed < 0:  # episode seeds go to env.reset(seed=...), which takes none below 0
             raise ValueError(f"eval.seed={self.seed} must be >= 0 (episode seeds are eval.seed, eval.seed + 1, ...)")
         if self.video and self.video_envs < 1:

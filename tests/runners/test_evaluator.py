@@ -102,6 +102,8 @@ def test_eval_with_a_missing_checkpoint_names_the_path(tmp_path):
         ("num_envs", 0, r"eval.num_envs=0 must be >= 1"),
         ("video_envs", 0, r"eval.video_envs=0 must be >= 1 .*or eval.video=false"),
         ("seed", -1, r"eval.seed=-1 must be >= 0"),  # before: gymnasium's 'Seed must be greater or equal to zero'
+        ("task_ids", [], r"eval.task_ids=\[\]: list each task to evaluate once"),  # before: 0 episodes, "0.0"
+        ("task_ids", [0, 0], r"eval.task_ids=\[0, 0\]: list each task"),  # before: task 0 counted twice
     ],
 )
 def test_eval_config_rejects_sizes_that_would_evaluate_nothing(field, value, message):
