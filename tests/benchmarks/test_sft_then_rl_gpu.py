@@ -76,7 +76,9 @@ def test_the_sft_stage_passes_every_check_before_its_workers_start(tmp_path, pol
             True,
             seed,
         )
-    env = {**os.environ, "WORK": str(tmp_path), "POLICY": policy, "SIZE": "tiny", "COMPILE": "1", "BATCH": "4"}
+    # OpenVLA-OFT at the recipe's size: its tiny preset reads a wrist camera that PickCube rgb's demonstrations lack
+    size = "openvla-oft-small" if policy == "openvla_oft" else "tiny"
+    env = {**os.environ, "WORK": str(tmp_path), "POLICY": policy, "SIZE": size, "COMPILE": "1", "BATCH": "4"}
     env["STOP_AT"] = "0.3"
     env.update(EVAL_INTERVAL="1000", SAVE_INTERVAL="1000", EVAL_EPISODES="64")  # as the pipeline runs it
     result = subprocess.run(["bash", str(SCRIPT), "sft", "2"], env=env, capture_output=True, text=True, check=False)
