@@ -330,9 +330,9 @@ def _policy_episodes(cfg: CollectRunConfig, seeds: list[int]) -> Iterator[dict[s
     try:
         yield _layout(env.single_observation_space, env.single_action_space, cfg.env.kwargs.get("control_mode"))
         device = _pick_device(c.device)
-        layout = _layout(env.single_observation_space, env.single_action_space, None)
-        check_policy_cameras(cfg.policy, env_spec(env), cfg.env.id)  # before: KeyError 'rgb' at the first act
-        policy = build_policy(cfg.policy, layout["action_dim"], layout["state_dim"], device).eval()
+        spec = env_spec(env)
+        check_policy_cameras(cfg.policy, spec, cfg.env.id)  # before: KeyError 'rgb' at the first act
+        policy = build_policy(cfg.policy, spec["action_dim"], spec["state_dim"], device).eval()
         for start in range(0, len(seeds), num_envs):
             round_seeds = seeds[start : start + num_envs]
             round_seeds = round_seeds + [round_seeds[-1]] * (num_envs - len(round_seeds))  # pad the last round

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 
-from .base import CONFIG_FILE, Policy, missing_config_error, read_json_file
+from .base import Policy, checkpoint_config_path, read_json_file
 
 # name -> "module:Class", imported on first use so `import rlinf_embodied` stays light.
 _POLICIES: dict[str, str] = {}
@@ -38,10 +38,7 @@ def make_policy(name: str, size: str = "tiny", action_dim: int | None = None, **
 
 def load_policy(path: str | os.PathLike, **overrides) -> Policy:
     """Load any policy saved with save_pretrained; the policy name is read from config.json."""
-    config_path = os.path.join(os.fspath(path), CONFIG_FILE)
     if not os.path.isdir(path):
         raise FileNotFoundError(f"no policy checkpoint at {os.fspath(path)!r} (no such directory)")
-    if not os.path.isfile(config_path):
-        raise missing_config_error(os.fspath(path), None)
-    name = read_json_file(config_path).get("policy")
+    name = read_json_file(checkpoint_config_path(os.fspath(path), None)).get("policy")
     return policy_class(name).from_pretrained(path, **overrides)
