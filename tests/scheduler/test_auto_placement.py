@@ -8,6 +8,8 @@ import math
 import random
 import re
 import statistics
+import subprocess
+import sys
 
 import pytest
 
@@ -337,9 +339,6 @@ def test_place_prints_the_table_and_the_override():
 def test_place_refuses_a_layout_it_would_drop_and_an_unknown_env(override, message, tmp_path):
     """Before: `place cluster.component_placement={env:0}` searched anyway and said nothing of the layout given;
     an unknown env.id failed in gymnasium inside the profile's workers."""
-    import subprocess
-    import sys
-
     result = subprocess.run(
         [sys.executable, "-m", "rlinf_embodied.place", override, f"hydra.run.dir={tmp_path}"],
         capture_output=True,
