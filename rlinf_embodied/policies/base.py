@@ -131,13 +131,17 @@ def dirs_holding(root: str, names: tuple[str, ...], max_depth: int) -> list[str]
     )
 
 
-def checkpoint_config_path(path: str, policy_name: str | None) -> str:
-    """`path`'s config.json; FileNotFoundError if `path` is no directory or holds none (missing_config_error)."""
+SAVED_DIRECTORY = "a directory written by save_pretrained"
+
+
+def checkpoint_config_path(path: str, policy_name: str | None, expected: str = SAVED_DIRECTORY) -> str:
+    """`path`'s config.json; FileNotFoundError if `path` is no directory or holds none (missing_config_error,
+    saying `expected`: what a checkpoint directory should be)."""
     if not os.path.isdir(path):
         raise FileNotFoundError(f"checkpoint directory {path!r} does not exist")
     config_path = os.path.join(path, CONFIG_FILE)
     if not os.path.isfile(config_path):
-        raise missing_config_error(path, policy_name)
+        raise missing_config_error(path, policy_name, expected)
     return config_path
 
 
@@ -180,7 +184,7 @@ def check_weight_shapes(own: dict[str, torch.Tensor], state: dict[str, torch.Ten
             )
 
 
-def missing_config_error(path: str, policy_name: str | None) -> FileNotFoundError:
+def missing_config_error(path: str, policy_name: str | None, expected: str = SAVED_DIRECTORY) -> FileNotFoundError:
     """The error for a checkpoint directory without config.json, naming the saved policies found below it (a
     training run's directory holds them at checkpoints/<name>/policy) and the policy's converter if it has one."""
     import importlib.util
@@ -193,7 +197,7 @@ def missing_config_error(path: str, policy_name: str | None) -> FileNotFoundErro
     converter = f"rlinf_embodied.policies.{policy_name}.convert"
     if policy_name is not None and importlib.util.find_spec(converter) is not None:
         hint += f" (an upstream checkpoint needs converting first: python -m {converter})"
-    return FileNotFoundError(f"{path!r} has no {CONFIG_FILE}; expected a directory written by save_pretrained{hint}")
+    return FileNotFoundError(f"{path!r} has no {CONFIG_FILE}; expected {expected}{hint}")
 
 
 class Policy(nn.Module, abc.ABC):

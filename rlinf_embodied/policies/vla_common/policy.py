@@ -24,7 +24,14 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from ..base import CONFIG_FILE, Obs, Policy, check_weight_shapes, read_checkpoint_weights, read_json_file
+from ..base import (
+    Obs,
+    Policy,
+    check_weight_shapes,
+    checkpoint_config_path,
+    read_checkpoint_weights,
+    read_json_file,
+)
 from ..common.tokenizer import load_tokenizer
 from ..flow.heads import ValueHead
 from ..flow.policy import enable_activation_checkpointing
@@ -326,14 +333,10 @@ class PrismaticVLAPolicy(Policy):
 
 
 def read_config_json(path: str) -> dict:
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"checkpoint directory {path!r} does not exist")
-    config_path = os.path.join(path, CONFIG_FILE)
-    if not os.path.isfile(config_path):
-        raise FileNotFoundError(
-            f"{path!r} has no {CONFIG_FILE}; expected a save_pretrained directory or an upstream HF OpenVLA checkpoint"
-        )
-    return read_json_file(config_path)
+    """config.json of a save_pretrained directory or of an upstream HF checkpoint (converted on the fly, so the
+    missing-file error names no converter)."""
+    expected = "a save_pretrained directory or an upstream HF OpenVLA checkpoint"
+    return read_json_file(checkpoint_config_path(path, None, expected))
 
 
 def sample_categorical(probs: torch.Tensor) -> torch.Tensor:
