@@ -36,6 +36,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import logging
+import math
 import os
 import statistics
 import sys
@@ -48,6 +50,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 from rlinf_embodied.config import AUTO, TrainConfig, compose_config  # noqa: E402
+from rlinf_embodied.runners import placement_profile  # noqa: E402
 from rlinf_embodied.runners.embodied_runner import EmbodiedRunner  # noqa: E402
 from rlinf_embodied.runners.placement_profile import (  # noqa: E402
     PROFILE_PLACEMENT,
@@ -91,6 +94,8 @@ def measure(cfg: TrainConfig, cluster: Cluster, layout: Layout, iterations: int)
         key: statistics.mean(row[key] for row in history)
         for key in ("time/rollout_seconds", "time/train_seconds", "time/iteration_seconds")
     }
+    # fewer than planned: algorithm.target_kl ended updates early (the profile's figure comes from one update)
+    breakdown["train/optimizer_steps"] = statistics.mean(row.get("train/optimizer_steps", math.nan) for row in history)
     return statistics.mean(rates), breakdown
 
 
@@ -109,6 +114,8 @@ def main() -> None:
     )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the train config (after --)")
     args = parser.parse_args()
+    logging.basicConfig(format="%(message)s")
+    logging.getLogger(placement_profile.__name__).setLevel(logging.INFO)  # each profile run's figures
     cfg = compose_config("config", DEFAULT_OVERRIDES + args.overrides)
     cfg.cluster.component_placement, cfg.runner.pipeline_stage_num = AUTO, AUTO
     cluster = Cluster.from_config(cfg.cluster)
@@ -239,6 +246,8 @@ def print_table(cfg: TrainConfig, rows: list[Row], reference: Layout | None = No
             + f"{layout.breakdown['rollout']:>10.2f} / {layout.breakdown['train']:<10.2f} | "
             f"{breakdown['time/rollout_seconds']:>10.2f} / {breakdown['time/train_seconds']:<10.2f} |"
         )
+    steps = ", ".join(f"{row.breakdown.get('train/optimizer_steps', math.nan):.1f}" for row in rows)
+    print(f"measured optimizer steps per iteration, in the table's order: {steps}")
     if rows:
         predicted_best = rows[0].layout
         measured_best = max(rows, key=lambda row: row.measured).layout

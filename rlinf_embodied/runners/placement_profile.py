@@ -239,6 +239,7 @@ def measure_once(
         "step_s": step_s,
         "step_overhead_s": max(0.0, step_s - sim_s - infer_s),
         "train_s": train["time/train_seconds"],
+        "train_optimizer_steps": train.get("train/optimizer_steps", math.nan),  # < the planned ones: target_kl stopped
         "offload_s": offload,
         "onload_s": onload,
         "weight_sync_s": sync,
