@@ -60,6 +60,18 @@ POLICY_ARGS=(policy=$POLICY policy.size=$SIZE policy.require_checkpoint=false po
 RL_RECIPE_ARGS=(algorithm=grpo env.kwargs.reward_mode=sparse algorithm.lr=3e-5 algorithm.update_epochs=2
   runner.eval_interval=4 policy.overrides.freeze_vision_encoder=${FREEZE_VISION:-true})
 [ "$POLICY" != pi0 ] || RL_RECIPE_ARGS+=(policy.overrides.noise_level=0.5 policy.overrides.freeze_language_model=true)
+# RL_RECIPE=ppo (stop 46: GRPO at lr 3e-5 from 69.0% lost ground with the vision encoder training too: 61.0% best,
+# 54.5% last): PPO with GAE and a critic at RLinf's pi0 ManiSkill settings (examples/embodiment/config/
+# maniskill_ppo_openpi.yaml: policy lr 7.91e-6, value lr 1.55e-4, learned Flow-Noise std in [0.12, 0.16], gamma 0.99
+# per chunk = 0.999 per env step here, GAE lambda 0.95), one epoch per rollout (every sample used once, as in
+# their high-start LIBERO recipe), after 3 critic-only iterations (the value head starts untrained).
+if [ "${RL_RECIPE:-}" = ppo ]; then
+  RL_RECIPE_ARGS=(algorithm=ppo env.kwargs.reward_mode=sparse algorithm.lr=8e-6 algorithm.value_lr=1.5e-4
+    algorithm.update_epochs=1 algorithm.gamma=0.999 algorithm.gae_lambda=0.95 algorithm.critic_warmup_iterations=3
+    runner.eval_interval=4 policy.overrides.freeze_vision_encoder=${FREEZE_VISION:-true})
+  [ "$POLICY" != pi0 ] || RL_RECIPE_ARGS+=(policy.overrides.noise_method=flow_noise policy.overrides.noise_std_min=0.12
+    policy.overrides.noise_std_max=0.16 policy.overrides.freeze_language_model=true)
+fi
 [ "${RL_RECIPE:-}" != none ] || RL_RECIPE_ARGS=()
 stage=$1; shift
 case $stage in

@@ -106,8 +106,11 @@ def test_noise_picks_the_largest_level_that_keeps_the_ratio_of_deterministic_suc
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the stage would train; this checks it on CPU")
-@pytest.mark.parametrize("policy, freeze_vision", [("pi0", "true"), ("pi0", "false"), ("openvla_oft", "true")])
-def test_the_rl_stage_recipe_passes_every_check_before_its_workers_start(tmp_path, policy, freeze_vision):
+@pytest.mark.parametrize(
+    "policy, freeze_vision, recipe",
+    [("pi0", "true", ""), ("pi0", "false", ""), ("openvla_oft", "true", ""), ("pi0", "true", "ppo")],
+)
+def test_the_rl_stage_recipe_passes_every_check_before_its_workers_start(tmp_path, policy, freeze_vision, recipe):
     """The `rl` stage with its per-policy recipe (RL_RECIPE_ARGS) from an SFT checkpoint of the recipe's layout
     (arm state hidden): every config check passes, and the run stops only where a CPU machine must (no GPU)."""
     from rlinf_embodied.policies.registry import make_policy
@@ -127,8 +130,10 @@ def test_the_rl_stage_recipe_passes_every_check_before_its_workers_start(tmp_pat
         NUM_ENVS="16",
         MINIBATCHES="8",
         FREEZE_VISION=freeze_vision,
+        RL_RECIPE=recipe,
     )
     assert result.returncode != 0
     assert "no node of the Ray cluster has a GPU and simulate_gpus=False" in result.stderr, result.stderr[-2000:]
     overrides = (tmp_path / "rl" / ".hydra" / "overrides.yaml").read_text()
     assert f"policy.overrides.freeze_vision_encoder={freeze_vision}" in overrides
+    assert ("algorithm=ppo" in overrides) == (recipe == "ppo")
