@@ -453,10 +453,22 @@ def update_out_of_memory(
     advice = ["raise algorithm.num_minibatches", "lower env.num_envs or runner.rollout_steps"]
     if checkpointing is False:
         advice.insert(1, "turn on policy.overrides.gradient_checkpointing=true")
+    # stop 46: pi0-3b trained whole ran out of an H100 in its second update (Adam's moments exist from the first
+    # step on), at 20 and 40 samples per minibatch alike: the training state, not the activations, filled it
+    for setting in ("freeze_language_model", "freeze_vision_encoder"):
+        if getattr(config, setting, None) is False:
+            advice.append(f"set policy.overrides.{setting}=true")
+    trainable = sum(p.numel() for p in policy.parameters() if p.requires_grad) if hasattr(policy, "parameters") else 0
+    state = (
+        f"{trainable / 1e6:,.1f}M trainable parameters keep ~{trainable * 16 / 2**30:.0f} GiB of fp32 weights, "
+        f"gradients and Adam moments over {world_size} actor rank(s) (more actor GPUs shard it); "
+        if trainable
+        else ""
+    )
     return torch.OutOfMemoryError(
         f"the actor ran out of GPU memory in its update, at minibatches of {minibatch_size} samples "
         f"(env.num_envs={cfg.env.num_envs} x runner.rollout_steps={cfg.runner.rollout_steps} samples over "
-        f"{world_size} actor rank(s), / algorithm.num_minibatches={cfg.algorithm.num_minibatches}): "
+        f"{world_size} actor rank(s), / algorithm.num_minibatches={cfg.algorithm.num_minibatches}): {state}"
         f"{', or '.join(advice)}. CUDA: {str(error).splitlines()[0][:300]}"
     )
 

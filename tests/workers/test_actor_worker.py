@@ -228,3 +228,22 @@ def test_out_of_memory_advice_suggests_gradient_checkpointing_where_it_is_off():
 
     assert "policy.overrides.gradient_checkpointing=true" in advice(False)
     assert "gradient_checkpointing" not in advice(True)
+
+
+def test_out_of_memory_advice_names_the_training_state_and_the_freeze_settings():
+    """Stop 46: pi0-3b trained whole ran out of an H100 at any minibatch size; the message says what the
+    training state holds and which freeze settings are off."""
+    import torch
+
+    from rlinf_embodied.policies.registry import make_policy
+    from rlinf_embodied.workers.actor_worker import update_out_of_memory
+
+    policy = make_policy("pi0", size="tiny", action_dim=4, state_dim=8)
+    trainable = sum(p.numel() for p in policy.parameters() if p.requires_grad)
+    message = str(update_out_of_memory(torch.OutOfMemoryError("oom"), 40, TrainConfig(), 2, policy))
+    assert f"{trainable / 1e6:,.1f}M trainable parameters" in message and "over 2 actor rank(s)" in message
+    assert "policy.overrides.freeze_language_model=true" in message
+    assert "policy.overrides.freeze_vision_encoder=true" in message
+    policy.config.freeze_language_model = True
+    message = str(update_out_of_memory(torch.OutOfMemoryError("oom"), 40, TrainConfig(), 2, policy))
+    assert "freeze_language_model" not in message
