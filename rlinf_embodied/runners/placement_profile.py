@@ -127,7 +127,8 @@ def _profile_config(
     pcfg.cluster.component_placement = dict(placement)
     pcfg.runner.pipeline_stage_num = stages
     pcfg.runner.rollout_steps = rollout_steps
-    pcfg.runner.reset_each_iteration = False  # a capped profile rollout may be shorter than an episode
+    if rollout_steps < cfg.runner.rollout_steps:  # a capped profile rollout may be shorter than an episode
+        pcfg.runner.reset_each_iteration = False
     pcfg.runner.max_iterations = 2
     pcfg.runner.resume = None
     pcfg.runner.eval_interval = 0

@@ -86,8 +86,10 @@ COMPONENTS = ("env", "rollout", "actor")
 # layout 4-17% too fast in three accuracy runs: its sim, inference and per-step overhead each a little slower
 # than the terms measured apart say); 13: a measured shared_overlap_efficiency for pipelined layouts whose env and
 # rollout share a GPU (model 12 assumed 0: on one H100, pi0-small rgb, the collocated 2-stage layout hid about 93%
-# of inference behind simulation and ran 13% faster than the stage-1 layout the model picked, stop 45)
-COST_MODEL_VERSION = 13
+# of inference behind simulation and ran 13% faster than the stage-1 layout the model picked, stop 45); 14: the
+# profile's runs reset episodes each iteration as the run does (runner.reset_each_iteration), unless their rollout
+# is capped below runner.rollout_steps (on the H100, training measured ~1 s above the profile's figure, stop 45)
+COST_MODEL_VERSION = 14
 CACHE_ENV_VAR = "RLINF_PLACEMENT_CACHE"
 DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "rlinf_embodied", "placement")
 

@@ -813,3 +813,17 @@ def test_shared_overlap_is_read_off_the_collocated_two_stage_step():
     }  # slower than no overlap (contention on shared cores): clamped
     assert shared_overlap_factors(c, dict(num_envs=8, step_s=0.1), 1) == {"shared_overlap_efficiency": 1.0}
     assert shared_overlap_factors(c, dict(num_envs=8, step_s=math.nan), 1) == {}
+
+
+def test_profile_runs_reset_episodes_as_the_run_does_unless_their_rollout_is_capped(tmp_path):
+    """The profile's runs keep runner.reset_each_iteration (their rollouts and training then see the run's
+    episodes); only a rollout capped below runner.rollout_steps, which may end before an episode does, continues
+    episodes across iterations instead."""
+    from rlinf_embodied.runners import placement_profile as profile
+
+    cfg = TrainConfig()
+    cfg.runner.rollout_steps, cfg.runner.reset_each_iteration = 50, True
+    uncapped = profile._profile_config(cfg, 8, 50, str(tmp_path), profile.PROFILE_PLACEMENT, 1)
+    capped = profile._profile_config(cfg, 8, 20, str(tmp_path), profile.PROFILE_PLACEMENT, 1)
+    assert uncapped.runner.reset_each_iteration is True
+    assert capped.runner.reset_each_iteration is False and capped.runner.rollout_steps == 20
