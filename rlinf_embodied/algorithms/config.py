@@ -148,6 +148,7 @@ class AlgorithmConfig:
         if self.vf_coef is None:
             raise ValueError("algorithm.vf_coef=None: set a number (0.5 is PPO's) or leave it out at creation")
         _at_least("vf_coef", self.vf_coef, 0.0)
+        _at_least("entropy_coef", self.entropy_coef, 0.0)  # < 0 would reward collapsing the policy's noise
         if not self.uses_critic:
             self._reject_critic_settings()
         _at_least("group_size", self.group_size, 1)

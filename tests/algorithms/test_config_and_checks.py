@@ -45,6 +45,7 @@ def test_defaults_are_valid_and_match_registries():
         ({"adv_type": "grpo", "value_clip": 0.2}, r"value_clip=0.2: .*no critic"),
         ({"num_minibatches": 0}, r"num_minibatches=0 must be >= 1"),
         ({"lr": 0.0}, r"lr=0.0 must be > 0"),
+        ({"entropy_coef": -0.01}, r"entropy_coef=-0.01 must be >= 0.0"),  # was accepted: rewarded collapsing noise
     ],
 )
 def test_invalid_values_fail_with_the_key_named(overrides, message):

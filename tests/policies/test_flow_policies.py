@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from rlinf_embodied.policies import ActOutput, load_policy, make_policy
+from rlinf_embodied.policies.registry import policy_class
 
 POLICIES = ["pi0", "gr00t", "flow_mlp"]
 VLA_POLICIES = ["pi0", "gr00t"]  # with cameras and a language model (LoRA, freezing, checkpointing, real sizes)
@@ -293,6 +294,16 @@ def test_bf16_policy_acts_and_evaluates(name):
 def test_invalid_sampling_settings_are_rejected(name, bad):
     with pytest.raises(ValueError):
         make_policy(name, size="tiny", **bad)
+
+
+@pytest.mark.parametrize("name", POLICIES)
+@pytest.mark.parametrize("low, high", [(0.3, 0.1), (-0.1, 0.16), (0.12, 0.12)])
+def test_flow_noise_std_bounds_are_checked_by_the_config(name, low, high):
+    """Before: swapped or negative bounds passed the config (and train's pre-start checks) and failed only where a
+    worker built the noise head, with a message naming no setting."""
+    config_class = policy_class(name).config_class
+    with pytest.raises(ValueError, match=rf"noise_std_min={low}, noise_std_max={high}: .*0 < noise_std_min < noise"):
+        config_class(noise_method="flow_noise", noise_std_min=low, noise_std_max=high)
 
 
 @pytest.mark.parametrize("name", POLICIES)

@@ -85,6 +85,11 @@ class FlowPolicyConfig(PolicyConfig):
             raise ValueError(f"noise_method={self.noise_method!r}; valid: {list(NOISE_METHODS)}")
         if self.noise_method == "flow_sde" and self.noise_level <= 0:
             raise ValueError("noise_level must be > 0 (stochastic steps need a positive std)")
+        if self.noise_method == "flow_noise" and not 0.0 < self.noise_std_min < self.noise_std_max:
+            raise ValueError(
+                f"noise_std_min={self.noise_std_min}, noise_std_max={self.noise_std_max}: Flow-Noise's learned std "
+                "lies between them, so they need 0 < noise_std_min < noise_std_max"
+            )
         if self.deterministic_noise not in ("seeded", "zero"):
             raise ValueError(f"deterministic_noise={self.deterministic_noise!r}; valid: 'seeded', 'zero'")
         if self.action_dim > self.max_action_dim:
