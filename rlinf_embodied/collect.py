@@ -62,9 +62,11 @@ def check_collect_config(cfg: CollectRunConfig) -> None:
     else:
         if cfg.policy.checkpoint is None:
             raise ValueError("collect.source=policy needs policy.checkpoint=<a save_pretrained directory>")
+        from .runners.evaluator import pick_device
         from .workers.policy_loading import check_policy_config
 
         check_policy_config(cfg.policy)
+        pick_device(c.device, "collect.device")
 
 
 def unread_settings(source: str) -> dict[str, str]:
@@ -312,7 +314,7 @@ def _policy_episodes(cfg: CollectRunConfig, seeds: list[int]) -> Iterator[dict[s
     import gymnasium as gym
 
     from .envs.spec import env_spec
-    from .runners.evaluator import _pick_device
+    from .runners.evaluator import pick_device
     from .workers.policy_loading import build_policy, check_policy_cameras
 
     c = cfg.collect
@@ -329,7 +331,7 @@ def _policy_episodes(cfg: CollectRunConfig, seeds: list[int]) -> Iterator[dict[s
     )
     try:
         yield _layout(env.single_observation_space, env.single_action_space, cfg.env.kwargs.get("control_mode"))
-        device = _pick_device(c.device)
+        device = pick_device(c.device, "collect.device")
         spec = env_spec(env)
         check_policy_cameras(cfg.policy, spec, cfg.env.id)  # before: KeyError 'rgb' at the first act
         policy = build_policy(cfg.policy, spec["action_dim"], spec["state_dim"], device).eval()

@@ -30,10 +30,12 @@ UNREAD_SETTINGS = {
 def main(cfg) -> None:
     from .envs.registration import check_env_id
     from .runners.evaluator import evaluate_policy, print_success_table
+    from .workers.policy_loading import check_policy_config
 
     reject_unread_settings(list(HydraConfig.get().overrides.task), UNREAD_SETTINGS)
     typed: EvalRunConfig = OmegaConf.to_object(cfg)
     check_env_id(typed.env.id)
+    check_policy_config(typed.policy)  # an unknown size or override named before the env is built
     output_dir = typed.eval.output_dir or HydraConfig.get().runtime.output_dir
     results = evaluate_policy(typed.env, typed.policy, typed.eval, output_dir)
     print_success_table(results)

@@ -48,7 +48,17 @@ def test_runner_config_rejects_out_of_range_intervals(field_name, value):
 
 
 @pytest.mark.parametrize(
-    "override, message", [("env.num_envs=0", "env.num_envs=0"), ("env.max_episode_steps=0", "or null")]
+    "override, message",
+    [
+        ("env.num_envs=0", "env.num_envs=0"),
+        ("env.max_episode_steps=0", "or null"),
+        # before: make_vec's "got multiple values for keyword argument 'obs_mode'" inside every env worker
+        (
+            "+env.kwargs.obs_mode=rgb",
+            r"env.kwargs.obs_mode='rgb' repeats the setting env.obs_mode: set env.obs_mode=rgb",
+        ),
+        ("+env.kwargs.max_episode_steps=5", r"repeats the setting env.max_episode_steps"),
+    ],
 )
 def test_env_config_names_the_setting_out_of_range(override, message):
     """Before: gym.make_vec's 'num_envs must be an int >= 1' once the workers had started, naming no config key."""

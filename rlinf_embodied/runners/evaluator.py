@@ -52,7 +52,7 @@ def evaluate_policy(
         env_cfg.id,
         fix="set eval.seed beyond them",
     )
-    device = _pick_device(eval_cfg.device)
+    device = pick_device(eval_cfg.device, "eval.device")
     tasks = eval_tasks(eval_cfg, env_cfg.id)
     results: list[TaskResult] = []
     policy = None
@@ -195,7 +195,24 @@ def print_success_table(results: list[TaskResult]) -> None:
     Console().print(table)
 
 
-def _pick_device(name: str) -> torch.device:
+def pick_device(name: str, setting: str) -> torch.device:
+    """The torch device `setting` (e.g. "eval.device") names: "auto" (a GPU if there is one), "cpu", "cuda" or
+    "cuda:N" of a GPU this machine has; anything else is refused, naming the setting."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    valid = "'auto', 'cpu', 'cuda' or 'cuda:N'"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"{setting}={name!r} is not a device; valid: {valid}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"{setting}={name!r} is not a device this package runs on; valid: {valid}")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"{setting}={name!r}, but PyTorch sees no CUDA GPU here: use {setting}=auto or cpu")
+        if device.index is not None and device.index >= count:
+            raise ValueError(
+                f"{setting}={name!r}, but this machine has {count} CUDA GPU(s): cuda:0 to cuda:{count - 1}"
+            )
+    return device

@@ -9,6 +9,7 @@ import sys
 
 import gymnasium as gym
 import pytest
+import torch
 
 from rlinf_embodied.config import EnvConfig, EvalConfig, PolicyConfig
 from rlinf_embodied.envs.testing import ToyReachFactory
@@ -121,6 +122,36 @@ def test_eval_rejects_env_num_envs_which_only_training_reads(tmp_path):
     )
     assert result.returncode != 0
     assert "env.num_envs=32: python -m rlinf_embodied.eval steps eval.num_envs envs in parallel" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("gpu", r"eval.device='gpu' is not a device; valid: 'auto', 'cpu', 'cuda' or 'cuda:N'"),  # was torch's own
+        ("mps", r"eval.device='mps' is not a device this package runs on"),
+        ("cuda:99", r"eval.device='cuda:99', but (PyTorch sees no CUDA GPU|this machine has \d+ CUDA GPU)"),
+    ],
+)
+def test_eval_device_names_the_setting_and_the_valid_devices(name, message):
+    """Before: 'gpu' was torch's 'Expected one of cpu, cuda, ipu, xpu, ...' and 'cuda:3' on a machine without CUDA
+    an AssertionError ('Torch not compiled with CUDA enabled'), neither naming eval.device."""
+    from rlinf_embodied.runners.evaluator import pick_device
+
+    with pytest.raises(ValueError, match=message):
+        pick_device(name, "eval.device")
+    assert pick_device("cpu", "eval.device") == torch.device("cpu")
+
+
+def test_eval_checks_the_policy_settings_before_building_the_env(tmp_path):
+    """Before: `eval policy.size=huge` built the env, then failed with KeyError: 'huge'."""
+    result = subprocess.run(
+        [sys.executable, "-m", "rlinf_embodied.eval", "policy.size=huge", f"hydra.run.dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "policy.size='huge' is not a size of policy 'mlp'; valid: ['default', 'tiny']" in result.stderr
 
 
 def test_eval_task_ids_on_a_single_task_env_names_the_suites(tmp_path, checkpoint):
