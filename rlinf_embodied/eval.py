@@ -13,7 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from .config import EvalRunConfig, register_configs
-from .paths import CONFIG_DIR
+from .paths import CONFIG_DIR, make_output_dir
 from .unread_settings import reject_unread_settings
 
 register_configs()
@@ -37,6 +37,7 @@ def main(cfg) -> None:
     check_env_id(typed.env.id)
     check_policy_config(typed.policy)  # an unknown size or override named before the env is built
     output_dir = typed.eval.output_dir or HydraConfig.get().runtime.output_dir
+    make_output_dir(output_dir, "eval.output_dir")  # before the episodes: results.json is written after them
     results = evaluate_policy(typed.env, typed.policy, typed.eval, output_dir)
     print_success_table(results)
     print(f"results: {os.path.join(output_dir, 'results.json')}")

@@ -22,7 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from .config import SFTRunConfig, register_configs
-from .paths import CONFIG_DIR
+from .paths import CONFIG_DIR, make_output_dir
 from .runners.interrupts import Interrupted, StopRequest, continue_command, report_forced_stop, report_stop
 
 logger = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def main(cfg) -> None:
     output_dir = cfg.sft.output_dir or HydraConfig.get().runtime.output_dir
     typed: SFTRunConfig = OmegaConf.to_object(cfg)
     typed.sft.output_dir = output_dir
-    os.makedirs(output_dir, exist_ok=True)
+    make_output_dir(output_dir, "sft.output_dir")
     OmegaConf.save(cfg, os.path.join(output_dir, "config.yaml"))
     stop = StopRequest(work="steps (up to the next metrics line)")
 

@@ -154,6 +154,22 @@ def test_eval_checks_the_policy_settings_before_building_the_env(tmp_path):
     assert "policy.size='huge' is not a size of policy 'mlp'; valid: ['default', 'tiny']" in result.stderr
 
 
+def test_eval_refuses_an_output_dir_it_cannot_create_before_any_episode(tmp_path):
+    """Before: results.json was written after every episode had run, so an unwritable eval.output_dir failed at
+    the end with os.makedirs' error, which names no setting."""
+    (tmp_path / "a_file").write_text("")
+    bad = tmp_path / "a_file" / "results"
+    result = subprocess.run(
+        [sys.executable, "-m", "rlinf_embodied.eval", f"eval.output_dir={bad}", f"hydra.run.dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert f"eval.output_dir='{bad}' cannot be created (Not a directory): give a writable directory" in result.stderr
+    assert "eval rlinf" not in result.stderr  # no episode ran (the progress bar)
+
+
 def test_eval_task_ids_on_a_single_task_env_names_the_suites(tmp_path, checkpoint):
     """Before: eval.task_ids=[0,1] on rlinf/ManiSkill-PickCube failed inside ManiSkill ("unexpected keyword
     argument 'task_id'"), naming neither the setting nor where task ids apply."""
