@@ -32,7 +32,9 @@ class EnvConfig:
                 f"env.max_episode_steps={self.max_episode_steps} must be >= 1, or null for the env's own limit"
             )
         # gym.make_vec gets these from env's own settings: a second value in kwargs was a TypeError at make_vec
-        for key in sorted({"obs_mode", "max_episode_steps", "ignore_terminations", "num_envs"} & set(self.kwargs)):
+        repeated = sorted({"obs_mode", "max_episode_steps", "ignore_terminations", "num_envs"} & set(self.kwargs))
+        if repeated:
+            key = repeated[0]
             raise ValueError(
                 f"env.kwargs.{key}={self.kwargs[key]!r} repeats the setting env.{key}: set env.{key}="
                 f"{self.kwargs[key]} instead"
