@@ -165,6 +165,16 @@ class TrainConfig:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     runner: RunnerConfig = field(default_factory=RunnerConfig)
 
+    def __post_init__(self) -> None:
+        # before: a worker's "not a multiple of the GRPO group size" once Ray and the envs had started
+        group = self.algorithm.env_group_size
+        if self.env.num_envs % group:
+            raise ValueError(
+                f"env.num_envs={self.env.num_envs} is not a multiple of algorithm.group_size={group} (adv_type="
+                f"{self.algorithm.adv_type!r} compares the episodes of each group of {group} envs reset alike): set "
+                f"env.num_envs to a multiple of {group}, e.g. {-(-self.env.num_envs // group) * group}"
+            )
+
 
 @dataclass
 class EvalConfig:

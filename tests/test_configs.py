@@ -66,6 +66,15 @@ def test_env_config_names_the_setting_out_of_range(override, message):
         compose_train(override)
 
 
+def test_env_count_that_splits_a_grpo_group_is_refused_before_any_worker_starts():
+    """Before: a rollout worker's "not a multiple of the GRPO group size 8" once Ray and the envs had started,
+    naming no algorithm setting."""
+    with pytest.raises(ValueError, match=r"env.num_envs=12 is not a multiple of algorithm.group_size=8 .* e.g. 16"):
+        compose_train("algorithm=grpo", "env.num_envs=12")
+    assert compose_train("algorithm=grpo", "env.num_envs=12", "algorithm.group_size=4").env.num_envs == 12
+    assert compose_train("algorithm=ppo", "env.num_envs=12").env.num_envs == 12  # GAE groups nothing
+
+
 def test_training_with_deterministic_rollouts_is_rejected():
     """Before: runner.deterministic_rollout=true trained a flow policy on chains with zero log-probs: every policy
     gradient was zero and the run went through its iterations without a word."""

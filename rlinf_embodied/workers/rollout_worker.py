@@ -149,7 +149,7 @@ def split_envs(trajectory: Trajectory, num_parts: int, algorithm_cfg, total_envs
     """
     unit = algorithm_cfg.env_group_size
     if total_envs % unit:
-        raise ValueError(f"env.num_envs={total_envs} is not a multiple of the GRPO group size {unit}")
+        raise ValueError(f"env.num_envs={total_envs} is not a multiple of algorithm.group_size={unit}")
     num_groups = total_envs // unit
     if num_groups < num_parts:
         raise ValueError(
