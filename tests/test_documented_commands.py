@@ -123,4 +123,8 @@ def test_documented_command_composes(where, module, args, tmp_path):
     if module == "train":
         from rlinf_embodied.train import check_train_config
 
+        if typed.runner.resume is not None and not os.path.isdir(typed.runner.resume):
+            (tmp_path / "actor.pt").write_bytes(b"")  # outputs/.../iteration_000019: only its existence is checked
+            typed.runner.resume = str(tmp_path)
+
         check_train_config(typed)  # the placement, or the checks `auto` gets before its profile

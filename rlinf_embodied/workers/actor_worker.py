@@ -44,7 +44,7 @@ from ..transfer import host_floats
 from .disk_space import check_free_space, state_nbytes
 from .messages import Trajectory, seed_for, to_device
 from .mixed_precision import computing_in, store_frozen_in
-from .resume_check import check_same_model, resumable_below
+from .resume_check import check_resume_directory, check_same_model
 from .policy_loading import build_policy, compute_dtype
 from .timeline import SpanRecorder
 
@@ -404,9 +404,7 @@ class ActorWorker(Worker, SpanRecorder):
 
     def load_checkpoint(self, directory: str, setting: str = "runner.resume") -> dict[str, int]:
         """`setting`: the config key that named `directory`, for the errors."""
-        path = os.path.join(directory, "actor.pt")
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{setting}={directory!r} holds no actor.pt checkpoint{resumable_below(directory)}")
+        path = check_resume_directory(directory, setting)
         state = torch.load(path, map_location="cpu", weights_only=False)
         if state["policy_name"] != self.cfg.policy.name:
             raise ValueError(

@@ -16,6 +16,20 @@ import torch
 from ..policies.base import CONFIG_FILE, dirs_holding
 
 
+def check_resume_directory(directory: str, setting: str) -> str:
+    """`directory`'s actor.pt, or a FileNotFoundError naming `setting` (the config key that gave it) and the
+    resumable checkpoints below `directory` (a run directory holds them at checkpoints/<name>)."""
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(
+            f"{setting}={directory!r} does not exist: pass a checkpoints/<name> directory of an earlier run "
+            "(iteration_XXXXXX, final, or the one Ctrl-C saved)"
+        )
+    path = os.path.join(directory, "actor.pt")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{setting}={directory!r} holds no actor.pt checkpoint{resumable_below(directory)}")
+    return path
+
+
 def resumable_below(directory: str) -> str:
     """`"; checkpoints below it: ..."` for the actor.pt checkpoints under a run directory, else ""."""
     found = dirs_holding(directory, ("actor.pt",), max_depth=2)

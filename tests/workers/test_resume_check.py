@@ -47,3 +47,20 @@ def test_a_run_directory_lists_its_checkpoints(tmp_path):
         rf"; checkpoints below it: '{root}/checkpoints/iteration_000004', '{root}/checkpoints/iteration_000009'", listed
     )
     assert resumable_below(str(tmp_path / "checkpoints" / "best")) == ""
+
+
+def test_resume_directory_is_checked_before_any_worker_starts(tmp_path):
+    """Before: runner.resume=<a path that does not exist> said "holds no actor.pt checkpoint", from the actor, after
+    every worker (and the envs) had started."""
+    from rlinf_embodied.config import TrainConfig
+    from rlinf_embodied.train import check_train_config
+    from rlinf_embodied.workers.resume_check import check_resume_directory
+
+    cfg = TrainConfig()
+    cfg.runner.resume = str(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match=r"runner.resume='.*missing' does not exist: pass a checkpoints/<name>"):
+        check_train_config(cfg)
+    with pytest.raises(FileNotFoundError, match=r"runner.resume='.*' holds no actor.pt checkpoint$"):
+        check_resume_directory(str(tmp_path), "runner.resume")
+    (tmp_path / "actor.pt").write_bytes(b"")
+    assert check_resume_directory(str(tmp_path), "runner.resume") == str(tmp_path / "actor.pt")
