@@ -112,15 +112,21 @@ def test_eval_config_rejects_sizes_that_would_evaluate_nothing(field, value, mes
         EvalConfig(**{field: value})
 
 
-def test_eval_rejects_env_num_envs_which_only_training_reads(tmp_path):
-    """Before: `python -m rlinf_embodied.eval env.num_envs=32` ran eval.num_envs (4) envs without a word."""
+def failed_eval(override: str, tmp_path) -> subprocess.CompletedProcess:
+    """`python -m rlinf_embodied.eval <override>`, which must fail (its stderr is then the test's subject)."""
     result = subprocess.run(
-        [sys.executable, "-m", "rlinf_embodied.eval", "env.num_envs=32", f"hydra.run.dir={tmp_path}"],
+        [sys.executable, "-m", "rlinf_embodied.eval", override, f"hydra.run.dir={tmp_path}"],
         capture_output=True,
         text=True,
         check=False,
     )
     assert result.returncode != 0
+    return result
+
+
+def test_eval_rejects_env_num_envs_which_only_training_reads(tmp_path):
+    """Before: `python -m rlinf_embodied.eval env.num_envs=32` ran eval.num_envs (4) envs without a word."""
+    result = failed_eval("env.num_envs=32", tmp_path)
     assert "env.num_envs=32: python -m rlinf_embodied.eval steps eval.num_envs envs in parallel" in result.stderr
 
 
@@ -144,13 +150,7 @@ def test_eval_device_names_the_setting_and_the_valid_devices(name, message):
 
 def test_eval_checks_the_policy_settings_before_building_the_env(tmp_path):
     """Before: `eval policy.size=huge` built the env, then failed with KeyError: 'huge'."""
-    result = subprocess.run(
-        [sys.executable, "-m", "rlinf_embodied.eval", "policy.size=huge", f"hydra.run.dir={tmp_path}"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode != 0
+    result = failed_eval("policy.size=huge", tmp_path)
     assert "policy.size='huge' is not a size of policy 'mlp'; valid: ['default', 'tiny']" in result.stderr
 
 
@@ -159,13 +159,7 @@ def test_eval_refuses_an_output_dir_it_cannot_create_before_any_episode(tmp_path
     the end with os.makedirs' error, which names no setting."""
     (tmp_path / "a_file").write_text("")
     bad = tmp_path / "a_file" / "results"
-    result = subprocess.run(
-        [sys.executable, "-m", "rlinf_embodied.eval", f"eval.output_dir={bad}", f"hydra.run.dir={tmp_path}"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode != 0
+    result = failed_eval(f"eval.output_dir={bad}", tmp_path)
     assert f"eval.output_dir='{bad}' cannot be created (Not a directory): give a writable directory" in result.stderr
     assert "eval rlinf" not in result.stderr  # no episode ran (the progress bar)
 
