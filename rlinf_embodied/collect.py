@@ -53,6 +53,11 @@ def check_collect_config(cfg: CollectRunConfig) -> None:
     for name in ("num_episodes", "num_workers", "fps"):
         if getattr(c, name) < 1:
             raise ValueError(f"collect.{name}={getattr(c, name)} must be >= 1")
+    if c.max_episode_steps is not None and c.max_episode_steps < 1:  # before: every solution dropped as failed
+        raise ValueError(
+            f"collect.max_episode_steps={c.max_episode_steps} must be >= 1 (the longest planner solution to keep), "
+            "or null for no cap"
+        )
     if c.seed < 0:  # episode seeds go to env.reset(seed=...), which takes none below 0
         raise ValueError(f"collect.seed={c.seed} must be >= 0 (episode seeds are collect.seed, collect.seed + 1, ...)")
     if c.source == "motion_planner":

@@ -209,6 +209,13 @@ def test_a_negative_seed_is_named_before_anything_runs(tmp_path):
         collect(compose_cfg(f"collect.output_dir={tmp_path}/data", "collect.seed=-1"))
 
 
+def test_a_step_cap_below_one_is_named_before_anything_runs(tmp_path):
+    """Before: accepted, and every planner solution was dropped as failed ("collected 0 of 10")."""
+    with pytest.raises(ValueError, match=r"collect.max_episode_steps=0 must be >= 1.*or null for no cap"):
+        collect(compose_cfg(f"collect.output_dir={tmp_path}/data", "collect.max_episode_steps=0"))
+    assert not (tmp_path / "data").exists()
+
+
 @pytest.mark.parametrize(
     "source, override, reason",
     [
