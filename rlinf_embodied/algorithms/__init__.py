@@ -26,7 +26,7 @@ from .advantages import (
 )
 from .checks import NonFiniteError, check_finite
 from .config import AlgorithmConfig, adapted_lr_scale, annealed_lr, resolve_learning_rates
-from .losses import aggregate, clipped_surrogate, reduce_log_probs, reference_kl, value_loss
+from .losses import aggregate, clipped_surrogate, explained_variance, reduce_log_probs, reference_kl, value_loss
 from .registry import advantage_names, get_advantage, get_loss, loss_names, register_advantage, register_loss
 from .rollout import aggregate_chunk_rewards, credited_steps, fold_truncation_bootstrap, normalize
 
@@ -104,6 +104,7 @@ __all__ = [
     "aggregate",
     "clipped_surrogate",
     "value_loss",
+    "explained_variance",
     "aggregate_chunk_rewards",
     "credited_steps",
     "fold_truncation_bootstrap",

@@ -31,6 +31,7 @@ from ..algorithms import (
     compute_advantages,
     credited_steps,
     dynamic_sampling_mask,
+    explained_variance,
     policy_loss,
     reference_kl,
     resolve_learning_rates,
@@ -183,6 +184,9 @@ class ActorWorker(Worker, SpanRecorder):
         metrics["lr_scale"] = self.lr_scale
 
     def _update(self, iteration: int, samples: dict[str, Any]) -> dict[str, float]:
+        """The iteration's minibatch steps. Metrics are means over the minibatches evaluated, the one whose
+        approx_kl passed target_kl included; stop_approx_kl is that minibatch's own (logged only when it ended the
+        update: after one step, the means of two minibatches halve the ratio and clip fraction)."""
         algo = self.cfg.algorithm
         num_samples = samples["actions"].shape[0]
         check_minibatch_split(num_samples, self.cfg, self.rank, self.world_size)
@@ -211,11 +215,16 @@ class ActorWorker(Worker, SpanRecorder):
                 history["initial_ratio_max_abs_dev"] = [step_metrics["ratio_max_abs_dev"]]
             for key, value in step_metrics.items():
                 history.setdefault(key, []).append(value)
-            if not stepped:
-                break  # approx_kl passed target_kl: this iteration's update ends (CleanRL / ManiSkill PPO)
+            if not stepped:  # approx_kl passed target_kl: this iteration's update ends (CleanRL / ManiSkill PPO)
+                history["stop_approx_kl"] = [step_metrics["approx_kl"]]
+                break
             steps_taken += 1
         metrics = {key: float(np.mean(values)) for key, values in history.items()}
         metrics["optimizer_steps"] = float(steps_taken)
+        if algo.uses_critic:  # how well the rollout's values predicted the returns the update trains towards
+            variance_explained = explained_variance(samples["values"], samples["returns"])
+            if variance_explained is not None:
+                metrics["explained_variance"] = variance_explained
         return metrics
 
     @torch.no_grad()

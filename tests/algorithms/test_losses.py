@@ -164,3 +164,13 @@ def test_aggregate_modes():
     mask = torch.tensor([[True, True], [True, False]])
     assert float(aggregate(losses, mask, "token-mean")) == pytest.approx(3.0)
     assert float(aggregate(losses, mask, "sample-mean")) == pytest.approx(3.5)
+
+
+def test_explained_variance_scores_the_critic_against_the_returns():
+    from rlinf_embodied.algorithms import explained_variance
+
+    returns = torch.tensor([0.0, 1.0, 2.0, 5.0])
+    assert explained_variance(returns.clone(), returns) == pytest.approx(1.0)
+    assert explained_variance(torch.full((4,), float(returns.mean())), returns) == pytest.approx(0.0)
+    assert explained_variance(-returns, returns) < 0  # worse than predicting the mean
+    assert explained_variance(torch.zeros(4), torch.ones(4)) is None  # returns that do not vary say nothing

@@ -131,9 +131,14 @@ def test_the_rl_stage_recipe_passes_every_check_before_its_workers_start(tmp_pat
         MINIBATCHES="8",
         FREEZE_VISION=freeze_vision,
         RL_RECIPE=recipe,
+        IGNORE_TERM="true",
     )
     assert result.returncode != 0
     assert "no node of the Ray cluster has a GPU and simulate_gpus=False" in result.stderr, result.stderr[-2000:]
     overrides = (tmp_path / "rl" / ".hydra" / "overrides.yaml").read_text()
     assert f"policy.overrides.freeze_vision_encoder={freeze_vision}" in overrides
     assert ("algorithm=ppo" in overrides) == (recipe == "ppo")
+    # PPO's critic: the sparse reward's returns stay <= 1 as episodes end at success (the recipe overrides the
+    # device helper's IGNORE_TERM=true); GRPO keeps the caller's setting
+    last = overrides[overrides.rindex("env.ignore_terminations=") :].split()[0]
+    assert last == ("env.ignore_terminations=false" if recipe == "ppo" else "env.ignore_terminations=true")

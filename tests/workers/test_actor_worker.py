@@ -247,3 +247,25 @@ def test_out_of_memory_advice_names_the_training_state_and_the_freeze_settings()
     policy.config.freeze_language_model = True
     message = str(update_out_of_memory(torch.OutOfMemoryError("oom"), 40, TrainConfig(), 2, policy))
     assert "freeze_language_model" not in message
+
+
+def test_an_update_ended_by_target_kl_logs_the_kl_that_ended_it_and_the_critics_explained_variance():
+    """Means over minibatches mix the first (before any step: KL 0, ratio 1) with the one that ended the update,
+    so after one step they read as exact halves (issue 12's 'ratio_mean 0.50, clip_fraction 0.50');
+    stop_approx_kl is the ending minibatch's own KL."""
+    from rlinf_embodied.workers.actor_worker import ActorWorker
+
+    cfg = TrainConfig()
+    cfg.algorithm.lr, cfg.algorithm.num_minibatches, cfg.algorithm.update_epochs = 0.5, 2, 1
+    cfg.algorithm.target_kl = 1e-6  # any step moves the second minibatch's log-probs past it
+    actor = ActorWorker(cfg, action_dim=7, state_dim=8)
+    actor.init_worker()
+    metrics = actor._update(0, _samples_from_rollout(actor.policy))
+    assert metrics["optimizer_steps"] == 1
+    assert metrics["stop_approx_kl"] > cfg.algorithm.target_kl
+    assert metrics["approx_kl"] == pytest.approx(metrics["stop_approx_kl"] / 2, rel=1e-6)  # mean with the first's 0
+    assert "explained_variance" in metrics  # a GAE critic: the rollout's values against the returns
+    cfg.algorithm.target_kl = None
+    unstopped = ActorWorker(cfg, action_dim=7, state_dim=8)
+    unstopped.init_worker()
+    assert "stop_approx_kl" not in unstopped._update(0, _samples_from_rollout(unstopped.policy))

@@ -102,6 +102,17 @@ def value_loss(
     return 0.5 * aggregate(squared, sample_mask, "sample-mean")
 
 
+def explained_variance(values: torch.Tensor, returns: torch.Tensor) -> float | None:
+    """1 - Var(R - V) / Var(R) over a rollout's samples (B,): 1 = the critic predicts the returns, 0 = no better
+    than their mean, < 0 = worse (CleanRL's losses/explained_variance). None where the returns do not vary."""
+    returns = returns.reshape(-1).double()
+    variance = torch.var(returns, unbiased=False)
+    if returns.numel() < 2 or float(variance) == 0.0:
+        return None
+    residual = returns - values.reshape(-1).to(returns.dtype)
+    return float(1.0 - torch.var(residual, unbiased=False) / variance)
+
+
 def clipped_policy_loss(
     *,
     new_log_probs: torch.Tensor,
