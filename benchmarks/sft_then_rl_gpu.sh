@@ -68,9 +68,9 @@ RL_RECIPE_ARGS=(algorithm=grpo env.kwargs.reward_mode=sparse algorithm.lr=3e-5 a
 # Stop 47 ran that from 69.0% (90 iterations, 1.77M env steps): 69.0% last, 65.5% best on 200 held-out, KL 2e-4
 # per update, and the critic never fit (value loss 250-430 throughout): with env.ignore_terminations=true the sparse
 # reward pays every step after success, returns of 25-40. RLinf's config ends episodes at success (returns <= 1),
-# takes 4 epochs per rollout and clips the value at +-0.2: now so here too.
+# takes 4 epochs per rollout and clips the value at +-0.2: now so here too. PPO_LR: the policy's lr (RLinf's 8e-6).
 if [ "${RL_RECIPE:-}" = ppo ]; then
-  RL_RECIPE_ARGS=(algorithm=ppo env.kwargs.reward_mode=sparse env.ignore_terminations=false algorithm.lr=8e-6
+  RL_RECIPE_ARGS=(algorithm=ppo env.kwargs.reward_mode=sparse env.ignore_terminations=false algorithm.lr=${PPO_LR:-8e-6}
     algorithm.value_lr=1.5e-4 algorithm.update_epochs=${PPO_EPOCHS:-4} algorithm.value_clip=0.2 algorithm.gamma=0.999
     algorithm.gae_lambda=0.95 algorithm.critic_warmup_iterations=3
     runner.eval_interval=4 policy.overrides.freeze_vision_encoder=${FREEZE_VISION:-true})
