@@ -25,7 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from .config import CollectRunConfig, EnvConfig, EvalConfig, register_configs
-from .envs.registration import check_env_id
+from .envs.registration import check_env
 from .paths import CONFIG_DIR
 from .unread_settings import reject_unread_settings
 
@@ -38,7 +38,7 @@ CAMERA_KEYS = ("rgb", "wrist_rgb")
 
 def check_collect_config(cfg: CollectRunConfig) -> None:
     c = cfg.collect
-    check_env_id(cfg.env.id)
+    check_env(cfg.env)
     if c.source not in SOURCES:
         raise ValueError(f"collect.source={c.source!r} is not a source; valid sources: {list(SOURCES)}")
     if not c.output_dir:

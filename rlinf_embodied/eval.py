@@ -28,13 +28,13 @@ UNREAD_SETTINGS = {
 
 @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="eval")
 def main(cfg) -> None:
-    from .envs.registration import check_env_id
+    from .envs.registration import check_env
     from .runners.evaluator import evaluate_policy, print_success_table
     from .workers.policy_loading import check_policy_config
 
     reject_unread_settings(list(HydraConfig.get().overrides.task), UNREAD_SETTINGS)
     typed: EvalRunConfig = OmegaConf.to_object(cfg)
-    check_env_id(typed.env.id)
+    check_env(typed.env)
     check_policy_config(typed.policy)  # an unknown size or override named before the env is built
     output_dir = typed.eval.output_dir or HydraConfig.get().runtime.output_dir
     make_output_dir(output_dir, "eval.output_dir")  # before the episodes: results.json is written after them

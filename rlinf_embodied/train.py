@@ -26,12 +26,12 @@ register_configs()
 
 def check_train_config(cfg: TrainConfig) -> None:
     """What can be checked without starting Ray: the env id, the policy (name, size, overrides) and the placement."""
-    from .envs.registration import check_env_id
+    from .envs.registration import check_env
     from .runners.embodied_runner import component_placement
     from .runners.placement_profile import check_auto_request
     from .workers.resume_check import check_resume_directory
 
-    check_env_id(cfg.env.id)
+    check_env(cfg.env)
     check_policy_config(cfg.policy)
     if cfg.runner.resume:  # before: the actor's error, after every worker had started
         check_resume_directory(cfg.runner.resume, "runner.resume")

@@ -10,19 +10,29 @@ import gymnasium as gym
 
 # ids whose envs take a `task_id` (suites of tasks, e.g. LIBERO's): what eval.task_ids can pick from
 TASK_SUITES: set[str] = set()
+# id -> "module:callable" that checks the options of a `gym.make_vec` call without building an env (check_env_options)
+OPTION_CHECKS: dict[str, str] = {}
 
 
 def register_env(
-    env_id: str, entry_point: str, vector_entry_point: str, task_suite: bool = False, **kwargs: Any
+    env_id: str,
+    entry_point: str,
+    vector_entry_point: str,
+    task_suite: bool = False,
+    options_check: str | None = None,
+    **kwargs: Any,
 ) -> None:
     """Register `env_id` with gymnasium with both a single-env and a vector entry point.
 
     Entry points are "module:callable" strings, so registering imports no simulator.
     `task_suite`: the env is one of several tasks, chosen by a `task_id` keyword.
+    `options_check`: "module:callable" taking the env's options as keywords and raising on a bad value.
     `kwargs` become the spec's default kwargs (e.g. the backend task name).
     """
     if task_suite:
         TASK_SUITES.add(env_id)
+    if options_check is not None:
+        OPTION_CHECKS[env_id] = options_check
     if env_id in gym.registry:
         return
     gym.register(
@@ -47,6 +57,24 @@ def check_env_id(env_id: str) -> None:
     close = difflib.get_close_matches(env_id, ours, n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
     raise ValueError(f"env.id={env_id!r} is not a registered env; {hint}registered: {ours}")
+
+
+def check_env(env_cfg: Any) -> None:
+    """An EnvConfig's id (check_env_id) and options (check_env_options), before any env is built."""
+    check_env_id(env_cfg.id)
+    check_env_options(env_cfg.id, env_cfg.obs_mode, dict(env_cfg.kwargs))
+
+
+def check_env_options(env_id: str, obs_mode: str, kwargs: dict[str, Any]) -> None:
+    """Run `env_id`'s registered options check on what the env workers will pass to `gym.make_vec` (env.obs_mode
+    and env.kwargs), so a bad value fails before the cluster starts rather than in every env worker."""
+    import importlib
+
+    check = OPTION_CHECKS.get(env_id)
+    if check is None:
+        return
+    module_name, function_name = check.split(":")
+    getattr(importlib.import_module(module_name), function_name)(obs_mode=obs_mode, **kwargs)
 
 
 # Options of the vector entry points (SubprocVectorEnv's): gym.make passes them to the single env, which would

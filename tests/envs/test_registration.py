@@ -48,3 +48,33 @@ def test_the_train_driver_checks_the_env_id_before_ray_starts():
 
     with pytest.raises(ValueError, match="env.id='rlinf/Nope'"):
         check_train_config(compose_config("config", ["env.id=rlinf/Nope"]))
+
+
+@pytest.mark.parametrize(
+    "entry, override, message",
+    [
+        ("config", "env.obs_mode=depth", r"obs_mode='depth' is not supported; valid obs modes: \['state', 'rgb'\]"),
+        ("config", "env.kwargs.reward_mode=bogus", r"reward_mode='bogus' is not supported; valid reward modes"),
+        ("config", "env.kwargs.sim_backend=gpu", r"sim_backend='gpu' is not supported; valid sim backends"),
+        ("eval", "env.kwargs.reward_mode=bogus", r"reward_mode='bogus' is not supported"),
+        ("collect", "env.kwargs.reward_mode=bogus", r"reward_mode='bogus' is not supported"),
+    ],
+)
+def test_bad_env_options_are_named_before_any_env_worker_starts(entry, override, message):
+    """Before: accepted by train's checks; every env worker then failed in init_worker with this message, after Ray
+    and the other workers had started."""
+    from rlinf_embodied.config import compose_config
+    from rlinf_embodied.envs.registration import check_env
+
+    cfg = compose_config(entry, [override])
+    with pytest.raises(ValueError, match=message):
+        check_env(cfg.env)
+    check_env(compose_config(entry, ["env.kwargs.reward_mode=sparse", "env.obs_mode=rgb"]).env)  # valid ones pass
+
+
+def test_the_train_driver_checks_the_env_options_before_ray_starts():
+    from rlinf_embodied.config import compose_config
+    from rlinf_embodied.train import check_train_config
+
+    with pytest.raises(ValueError, match="reward_mode='bogus'"):
+        check_train_config(compose_config("config", ["env.kwargs.reward_mode=bogus"]))

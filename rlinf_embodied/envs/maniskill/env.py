@@ -49,6 +49,13 @@ def validate_options(obs_mode: str, sim_backend: str, reward_mode: Optional[str]
         raise ValueError(f"reward_mode={reward_mode!r} is not supported; valid reward modes: {list(REWARD_MODES)}")
 
 
+def check_options(
+    obs_mode: str = "state", sim_backend: str = "physx_cpu", reward_mode: Optional[str] = "normalized_dense", **_: Any
+) -> None:
+    """register_env's options_check: validate_options on make_vector_env's keywords (and its defaults)."""
+    validate_options(obs_mode, sim_backend, reward_mode)
+
+
 def build_maniskill_env(
     maniskill_id: str,
     num_envs: int,

@@ -10,5 +10,6 @@ def register_envs() -> None:
             f"rlinf/ManiSkill-{task}",
             entry_point="rlinf_embodied.envs.maniskill.env:make_single_env",
             vector_entry_point="rlinf_embodied.envs.maniskill.env:make_vector_env",
+            options_check="rlinf_embodied.envs.maniskill.env:check_options",
             task=task,
         )
