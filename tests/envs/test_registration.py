@@ -58,6 +58,8 @@ def test_the_train_driver_checks_the_env_id_before_ray_starts():
         ("config", "env.kwargs.sim_backend=gpu", r"sim_backend='gpu' is not supported; valid sim backends"),
         ("eval", "env.kwargs.reward_mode=bogus", r"reward_mode='bogus' is not supported"),
         ("collect", "env.kwargs.reward_mode=bogus", r"reward_mode='bogus' is not supported"),
+        ("config", "env=libero env.obs_mode=depth", r"obs_mode='depth' is not supported by LIBERO"),
+        ("eval", "env=libero env.kwargs.camera_size=4", r"camera_size=4 must be an int >= 8"),
     ],
 )
 def test_bad_env_options_are_named_before_any_env_worker_starts(entry, override, message):
@@ -66,10 +68,11 @@ def test_bad_env_options_are_named_before_any_env_worker_starts(entry, override,
     from rlinf_embodied.config import compose_config
     from rlinf_embodied.envs.registration import check_env
 
-    cfg = compose_config(entry, [override])
+    cfg = compose_config(entry, override.split())
     with pytest.raises(ValueError, match=message):
         check_env(cfg.env)
     check_env(compose_config(entry, ["env.kwargs.reward_mode=sparse", "env.obs_mode=rgb"]).env)  # valid ones pass
+    check_env(compose_config(entry, ["env=libero", "env.kwargs.camera_size=128"]).env)
 
 
 def test_the_train_driver_checks_the_env_options_before_ray_starts():

@@ -10,6 +10,7 @@ def register_envs() -> None:
             env_id,
             entry_point="rlinf_embodied.envs.libero.env:make_single_env",
             vector_entry_point="rlinf_embodied.envs.libero.vector_env:make_libero_vector_env",
+            options_check="rlinf_embodied.envs.libero.vector_env:check_options",
             task_suite=True,
             suite=env_id,
         )
