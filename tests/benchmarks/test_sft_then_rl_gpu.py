@@ -108,7 +108,7 @@ def test_noise_picks_the_largest_level_that_keeps_the_ratio_of_deterministic_suc
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the stage would train; this checks it on CPU")
 @pytest.mark.parametrize(
     "policy, freeze_vision, recipe",
-    [("pi0", "true", ""), ("pi0", "false", ""), ("openvla_oft", "true", ""), ("pi0", "true", "ppo")],
+    [("pi0", "true", ""), ("pi0", "false", ""), ("openvla_oft", "true", ""), ("pi0", "false", "ppo")],
 )
 def test_the_rl_stage_recipe_passes_every_check_before_its_workers_start(tmp_path, policy, freeze_vision, recipe):
     """The `rl` stage with its per-policy recipe (RL_RECIPE_ARGS) from an SFT checkpoint of the recipe's layout
@@ -130,6 +130,7 @@ def test_the_rl_stage_recipe_passes_every_check_before_its_workers_start(tmp_pat
         NUM_ENVS="16",
         MINIBATCHES="8",
         FREEZE_VISION=freeze_vision,
+        FREEZE_LM=freeze_vision,  # PPO's recipe only: GRPO's keeps the language model frozen
         RL_RECIPE=recipe,
         IGNORE_TERM="true",
     )
@@ -138,6 +139,8 @@ def test_the_rl_stage_recipe_passes_every_check_before_its_workers_start(tmp_pat
     overrides = (tmp_path / "rl" / ".hydra" / "overrides.yaml").read_text()
     assert f"policy.overrides.freeze_vision_encoder={freeze_vision}" in overrides
     assert ("algorithm=ppo" in overrides) == (recipe == "ppo")
+    if policy == "pi0":
+        assert f"freeze_language_model={freeze_vision if recipe == 'ppo' else 'true'}" in overrides
     # PPO's critic: the sparse reward's returns stay <= 1 as episodes end at success (the recipe overrides the
     # device helper's IGNORE_TERM=true); GRPO keeps the caller's setting
     last = overrides[overrides.rindex("env.ignore_terminations=") :].split()[0]

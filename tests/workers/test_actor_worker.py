@@ -260,11 +260,16 @@ def test_an_update_ended_by_target_kl_logs_the_kl_that_ended_it_and_the_critics_
     cfg.algorithm.target_kl = 1e-6  # any step moves the second minibatch's log-probs past it
     actor = ActorWorker(cfg, action_dim=7, state_dim=8)
     actor.init_worker()
-    metrics = actor._update(0, _samples_from_rollout(actor.policy))
+    samples = _samples_from_rollout(actor.policy)
+    metrics = actor._update(0, samples)
     assert metrics["optimizer_steps"] == 1
     assert metrics["stop_approx_kl"] > cfg.algorithm.target_kl
     assert metrics["approx_kl"] == pytest.approx(metrics["stop_approx_kl"] / 2, rel=1e-6)  # mean with the first's 0
     assert "explained_variance" in metrics  # a GAE critic: the rollout's values against the returns
+    # the extremes of the rollout's values and of the returns it trained towards
+    assert metrics["value_max"] == pytest.approx(float(samples["values"].max()))
+    assert metrics["return_min"] == pytest.approx(float(samples["returns"].min()))
+    assert metrics["return_min"] < metrics["return_max"]
     cfg.algorithm.target_kl = None
     unstopped = ActorWorker(cfg, action_dim=7, state_dim=8)
     unstopped.init_worker()
