@@ -227,7 +227,10 @@ class ActorWorker(Worker, SpanRecorder):
                 metrics["explained_variance"] = variance_explained
             # the extremes, so one runaway value (stop 48: value loss 0.05 -> 28 for one iteration) shows where
             metrics["value_max"], metrics["value_min"] = float(samples["values"].max()), float(samples["values"].min())
-            metrics["return_max"], metrics["return_min"] = float(samples["returns"].max()), float(samples["returns"].min())
+            metrics["return_max"], metrics["return_min"] = (
+                float(samples["returns"].max()),
+                float(samples["returns"].min()),
+            )
         return metrics
 
     @torch.no_grad()
