@@ -481,6 +481,8 @@ def test_sft_validation_cannot_hold_out_every_episode(tmp_path):
     cfg = tiny_pi0_sft_config(tmp_path)
     cfg.sft.val_episodes = 4
     with pytest.raises(ValueError, match=r"sft.val_episodes=4 holds out every episode.*valid values are 0 .. 3"):
+        check_sft_config(cfg)  # before any process starts
+    with pytest.raises(ValueError, match=r"sft.val_episodes=4 holds out every episode.*valid values are 0 .. 3"):
         SFTWorker(cfg).init_worker()
     with pytest.raises(ValueError, match=r"sft.val_interval=0 must be >= 1"):
         SFTConfig(val_interval=0)

@@ -378,8 +378,14 @@ def check_sft_config(cfg: SFTRunConfig) -> dict[str, Any]:
             f"sft.dataset={path!r}: meta/info.json lacks the action/observation.state features "
             f"({type(error).__name__}: {error})"
         ) from None
-    if int(info.get("total_episodes", 0)) < 1:
+    num_episodes = int(info.get("total_episodes", 0))
+    if num_episodes < 1:
         raise ValueError(f"sft.dataset={path!r} holds no episodes")
+    if cfg.sft.val_episodes >= num_episodes:  # before: the SFT worker's error, after Ray had started
+        raise ValueError(
+            f"sft.val_episodes={cfg.sft.val_episodes} holds out every episode of sft.dataset={path!r} "
+            f"({num_episodes} episodes): valid values are 0 .. {num_episodes - 1}"
+        )
     warn_if_other_env(path, info.get("env_id"), cfg.env.id)
     dataset_mode, env_mode = info.get("control_mode"), cfg.env.kwargs.get("control_mode")
     if dataset_mode is not None and env_mode is not None and dataset_mode != env_mode:
