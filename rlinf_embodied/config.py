@@ -192,6 +192,12 @@ class EvalConfig:
         for name, what in (("num_episodes", "episodes per task"), ("num_envs", "envs stepped in parallel")):
             if getattr(self, name) < 1:
                 raise ValueError(f"eval.{name}={getattr(self, name)} must be >= 1 ({what})")
+        if self.num_envs > self.num_episodes:  # each env plays its share of the episodes (see evaluator.py)
+            raise ValueError(
+                f"eval.num_envs={self.num_envs} > eval.num_episodes={self.num_episodes}: each env plays an equal "
+                f"share of the episodes, so {self.num_envs - self.num_episodes} envs would play none; set "
+                f"eval.num_envs <= {self.num_episodes}"
+            )
         if self.task_ids is not None and (not self.task_ids or len(set(self.task_ids)) != len(self.task_ids)):
             raise ValueError(  # [] evaluated nothing and reported a success rate of 0.0; [0, 0] counted a task twice
                 f"eval.task_ids={list(self.task_ids)}: list each task to evaluate once (e.g. [0,1,2]), or leave it "

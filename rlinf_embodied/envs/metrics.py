@@ -47,6 +47,13 @@ def episodes_from_info(info: dict[str, Any]) -> list[dict[str, float]]:
     return [{name: float(values[i]) for name, values in columns.items()} for i in range(int(mask.sum()))]
 
 
+def ended_env_indices(info: dict[str, Any]) -> list[int]:
+    """The indices of the envs whose episode ended at this step, in the order episodes_from_info lists them."""
+    if "episode" not in info or "_episode" not in info:
+        return []
+    return np.flatnonzero(_to_numpy(info["_episode"]).astype(bool).reshape(-1)).tolist()
+
+
 class EpisodeMetrics:
     """Accumulates finished episodes across steps; `summary()` gives means over them."""
 

@@ -118,9 +118,21 @@ def make_eval_env(env_cfg: EnvConfig, eval_cfg: EvalConfig, task_id: Optional[in
 
 
 @torch.no_grad()
+def episode_quotas(num_episodes: int, num_envs: int) -> list[int]:
+    """How many episodes each env plays: equal shares, the first `num_episodes % num_envs` envs one more.
+
+    Fixed shares, not the first `num_episodes` to end: where episodes end at success, the first to end are the
+    successes, so counting them would bias the rate upwards (and 64 envs for 8 episodes would count only the 8
+    fastest)."""
+    share, extra = divmod(num_episodes, num_envs)
+    return [share + (env_index < extra) for env_index in range(num_envs)]
+
+
 def _run_task(env, policy, eval_cfg: EvalConfig, task_id, env_id: str, device) -> TaskResult:
-    """Step until `num_episodes` episodes have ended; count each env's episodes in order."""
+    """Step until every env has played its share of `num_episodes` (episode_quotas); count its episodes in order."""
     obs, _ = env.reset(seed=eval_cfg.seed)
+    quotas = episode_quotas(eval_cfg.num_episodes, env.num_envs)
+    played = [0] * env.num_envs
     returns, lengths, successes = [], [], []
     progress = tqdm(total=eval_cfg.num_episodes, desc=f"eval {env_id} task={task_id}", leave=False)
     instruction = obs.get("instruction", [""])[0] if isinstance(obs, dict) else ""
@@ -128,8 +140,9 @@ def _run_task(env, policy, eval_cfg: EvalConfig, task_id, env_id: str, device) -
         obs_device = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in obs.items()}
         actions = policy.act(obs_device, deterministic=eval_cfg.deterministic).actions.float().cpu()
         obs, _, _, _, info = env.step(actions)
-        for episode in finished_episodes(info):
-            if len(returns) < eval_cfg.num_episodes:
+        for env_index, episode in zip(ended_envs(info), finished_episodes(info)):
+            if played[env_index] < quotas[env_index]:
+                played[env_index] += 1
                 returns.append(episode["episode_return"])
                 lengths.append(episode["episode_length"])
                 successes.append(bool(episode["success_once"]))
@@ -153,6 +166,13 @@ def finished_episodes(info: dict[str, Any]) -> list[dict[str, float]]:
     from ..envs.metrics import episodes_from_info
 
     return episodes_from_info(info)
+
+
+def ended_envs(info: dict[str, Any]) -> list[int]:
+    """The indices of the envs whose episode ended at this step, in the order of finished_episodes."""
+    from ..envs.metrics import ended_env_indices
+
+    return ended_env_indices(info)
 
 
 def write_results(results: list[TaskResult], output_dir: str) -> str:

@@ -174,3 +174,54 @@ def test_eval_task_ids_on_a_single_task_env_names_the_suites(tmp_path, checkpoin
             EvalConfig(num_episodes=1, num_envs=1, task_ids=[0, 1], video=False),
             str(tmp_path),
         )
+
+
+class _ScriptedEpisodes:
+    """Two envs: env 0's episodes last 1 step and succeed, env 1's last 4 steps and fail."""
+
+    num_envs = 2
+
+    def __init__(self):
+        self.steps = 0
+
+    def reset(self, seed=None):
+        return {"state": torch.zeros(2, 4)}, {}
+
+    def step(self, actions):
+        self.steps += 1
+        ended = torch.tensor([True, self.steps % 4 == 0])
+        episode = {
+            "return": torch.tensor([1.0, 0.0]),
+            "length": torch.tensor([1.0, 4.0]),
+            "success_once": torch.tensor([1.0, 0.0]),
+            "success": torch.tensor([1.0, 0.0]),
+        }
+        return (
+            {"state": torch.zeros(2, 4)},
+            torch.zeros(2),
+            ended,
+            torch.zeros(2, dtype=torch.bool),
+            {
+                "episode": episode,
+                "_episode": ended,
+            },
+        )
+
+
+class _ZeroPolicy:
+    def act(self, obs, deterministic=True):
+        return type("Out", (), {"actions": torch.zeros(obs["state"].shape[0], 2)})()
+
+
+def test_each_env_plays_its_share_so_quick_successes_do_not_crowd_out_slow_failures():
+    """Counting the first num_episodes episodes to end would count env 0's four 1-step successes (100%)."""
+    from rlinf_embodied.runners.evaluator import _run_task, episode_quotas
+
+    assert episode_quotas(200, 16) == [13] * 8 + [12] * 8
+    result = _run_task(_ScriptedEpisodes(), _ZeroPolicy(), EvalConfig(num_episodes=4, num_envs=2), None, "toy", "cpu")
+    assert (result.episodes, result.successes, result.mean_length) == (4, 2, 2.5)
+
+
+def test_more_envs_than_episodes_is_refused():
+    with pytest.raises(ValueError, match=r"eval.num_envs=64 > eval.num_episodes=8: .*56 envs would play none"):
+        EvalConfig(num_episodes=8, num_envs=64)
