@@ -35,7 +35,23 @@ def as_action_chunk(
         )
     if tensor.dim() == 3 and tensor.shape[1] < 1:
         raise ValueError(f"an action chunk needs at least one step, got shape {tuple(tensor.shape)}")
+    reject_non_finite_actions(tensor)
     return (tensor[:, None, :] if tensor.dim() == 2 else tensor), tensor.dim() == 3
+
+
+def reject_non_finite_actions(actions: Union[torch.Tensor, np.ndarray]) -> None:
+    """Raise, naming the envs, where an action `(N, ...)` is NaN or inf. The simulators clip actions to their bounds,
+    and a NaN passes any clip into the physics: NaN observations, then a non-finite loss iterations later, far from
+    the cause."""
+    finite = torch.isfinite(actions) if isinstance(actions, torch.Tensor) else torch.from_numpy(np.isfinite(actions))
+    if bool(finite.all()):
+        return
+    bad_envs = (~finite).flatten(1).any(1).nonzero().flatten().tolist()
+    shown = ", ".join(map(str, bad_envs[:8])) + (", ..." if len(bad_envs) > 8 else "")
+    raise ValueError(
+        f"the actions of env(s) {shown} hold NaN or inf ({len(bad_envs)} of {finite.shape[0]} envs); envs take "
+        "finite actions only (a policy whose weights or inputs stopped being finite?)"
+    )
 
 
 def per_env_seeds(seed: SeedLike, num_envs: int) -> list[Optional[int]]:

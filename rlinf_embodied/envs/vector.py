@@ -61,7 +61,7 @@ import numpy as np
 import torch
 from gymnasium.vector.utils import batch_space
 
-from .batching import SeedLike, per_env_seeds
+from .batching import SeedLike, per_env_seeds, reject_non_finite_actions
 
 logger = logging.getLogger(__name__)
 
@@ -668,6 +668,7 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
             )
         if array.ndim == 3 and array.shape[1] < 1:
             raise ValueError(f"an action chunk needs at least one step, got shape {tuple(array.shape)}")
+        reject_non_finite_actions(array)
         return (array[:, None, :] if array.ndim == 2 else array), array.ndim == 3
 
     def _obs(self, which: str, instructions: list[str]) -> dict[str, Any]:

@@ -127,6 +127,10 @@ def test_bad_actions_and_seeds_raise_clear_errors():
     env.reset(seed=0)
     with pytest.raises(ValueError, match=r"act_dim=2.*got \(4, 3\)"):
         env.step(np.zeros((NUM_ENVS, 3), np.float32))
+    actions = np.zeros((NUM_ENVS, 2), np.float32)
+    actions[[0, 3], 1] = np.inf
+    with pytest.raises(ValueError, match=r"the actions of env\(s\) 0, 3 hold NaN or inf \(2 of 4 envs\)"):
+        env.step(actions)
     with pytest.raises(ValueError, match="got 2 seeds for 4 envs"):
         env.reset(seed=[1, 2])
     with pytest.raises(ValueError, match="all envs with seeds or all without"):

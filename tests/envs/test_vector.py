@@ -169,6 +169,10 @@ def test_error_messages():
     env.reset(seed=0)
     with pytest.raises(ValueError, match=r"act_dim=2.*got \(2, 3\)"):
         env.step(torch.zeros(2, 3))
+    chunk = torch.zeros(2, 3, 2)
+    chunk[1, 2, 0] = float("nan")  # a NaN passes the env's action clip into the physics
+    with pytest.raises(ValueError, match=r"the actions of env\(s\) 1 hold NaN or inf \(1 of 2 envs\)"):
+        env.step(chunk)
     with pytest.raises(ValueError, match="3 seeds for 2 envs"):
         env.reset(seed=[1, 2, 3])
     env.close()
