@@ -38,6 +38,7 @@ def check_policy_config(cfg: PolicyConfig) -> None:
                 f"policy.checkpoint={cfg.checkpoint!r} does not exist or is not a directory; "
                 "give a local checkpoint directory (nothing is downloaded)"
             )
+        check_checkpoint_policy(cfg)
         return
     if cfg.size not in cls.presets:
         raise ValueError(f"policy.size={cfg.size!r} is not a size of policy {cfg.name!r}; valid: {sorted(cls.presets)}")
@@ -48,6 +49,23 @@ def check_policy_config(cfg: PolicyConfig) -> None:
             "or policy.size=tiny to try the pipeline with a small randomly initialised model"
         )
     check_preset_config(cls, cfg.size, dict(cfg.overrides))
+
+
+def check_checkpoint_policy(cfg: PolicyConfig) -> None:
+    """policy.checkpoint holds a config.json of policy.name (before: each worker's from_pretrained error, after
+    Ray had started)."""
+    from ..policies.base import checkpoint_config_path, read_json_file
+
+    try:
+        config_path = checkpoint_config_path(cfg.checkpoint, cfg.name)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"policy.checkpoint={cfg.checkpoint!r}: {error}") from None
+    saved_name = read_json_file(config_path).get("policy", cfg.name)
+    if saved_name != cfg.name:
+        raise ValueError(
+            f"policy.checkpoint={cfg.checkpoint!r} holds policy {saved_name!r}, but policy={cfg.name}: select "
+            f"policy={saved_name} (the config group), or a checkpoint of {cfg.name}"
+        )
 
 
 def check_policy_overrides(cls: type[Policy], overrides: dict[str, Any]) -> None:

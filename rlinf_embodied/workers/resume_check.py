@@ -30,6 +30,16 @@ def check_resume_directory(directory: str, setting: str) -> str:
     return path
 
 
+def reject_sft_checkpoint(directory: str, setting: str) -> None:
+    """An SFT checkpoint (sft.json beside its actor.pt) holds SFT's step and optimizer, not an RL run's: resumed as
+    one, SFT's step 2000 read as RL iteration 2000. RL starts from its weights instead."""
+    if os.path.isfile(os.path.join(directory, "sft.json")):
+        raise ValueError(
+            f"{setting}={directory!r} is an SFT checkpoint (it holds sft.json), and {setting} continues an RL run: "
+            f"start RL from its weights with policy.checkpoint={os.path.join(directory, 'policy')}"
+        )
+
+
 def resumable_below(directory: str) -> str:
     """`"; checkpoints below it: ..."` for the actor.pt checkpoints under a run directory, else ""."""
     found = dirs_holding(directory, ("actor.pt",), max_depth=2)

@@ -64,3 +64,22 @@ def test_resume_directory_is_checked_before_any_worker_starts(tmp_path):
         check_resume_directory(str(tmp_path), "runner.resume")
     (tmp_path / "actor.pt").write_bytes(b"")
     assert check_resume_directory(str(tmp_path), "runner.resume") == str(tmp_path / "actor.pt")
+    cfg.runner.resume = str(tmp_path)
+    (tmp_path / "sft.json").write_text("{}")  # SFT's checkpoints/<name>: before, its step 2000 read as iteration 2000
+    with pytest.raises(ValueError, match=r"is an SFT checkpoint .* policy.checkpoint=.*/policy$"):
+        check_train_config(cfg)
+
+
+def test_a_checkpoint_of_another_policy_is_named_before_any_worker_starts(tmp_path):
+    """Before: policy=mlp policy.checkpoint=<a flow_mlp checkpoint>, or a directory without config.json, failed in
+    each worker's from_pretrained after Ray had started."""
+    from rlinf_embodied.policies import make_policy
+    from rlinf_embodied.workers.policy_loading import check_policy_config
+    from rlinf_embodied.config import PolicyConfig
+
+    make_policy("flow_mlp", size="tiny", action_dim=2, state_dim=4).save_pretrained(tmp_path / "policy")
+    with pytest.raises(ValueError, match=r"holds policy 'flow_mlp', but policy=mlp: select policy=flow_mlp"):
+        check_policy_config(PolicyConfig(name="mlp", checkpoint=str(tmp_path / "policy")))
+    with pytest.raises(FileNotFoundError, match=r"policy.checkpoint='.*' has no config.json.*saved policies below"):
+        check_policy_config(PolicyConfig(name="flow_mlp", checkpoint=str(tmp_path)))
+    check_policy_config(PolicyConfig(name="flow_mlp", checkpoint=str(tmp_path / "policy")))
