@@ -117,7 +117,6 @@ def make_eval_env(env_cfg: EnvConfig, eval_cfg: EvalConfig, task_id: Optional[in
     return env
 
 
-@torch.no_grad()
 def episode_quotas(num_episodes: int, num_envs: int) -> list[int]:
     """How many episodes each env plays: equal shares, the first `num_episodes % num_envs` envs one more.
 
@@ -128,6 +127,7 @@ def episode_quotas(num_episodes: int, num_envs: int) -> list[int]:
     return [share + (env_index < extra) for env_index in range(num_envs)]
 
 
+@torch.no_grad()
 def _run_task(env, policy, eval_cfg: EvalConfig, task_id, env_id: str, device) -> TaskResult:
     """Step until every env has played its share of `num_episodes` (episode_quotas); count its episodes in order."""
     obs, _ = env.reset(seed=eval_cfg.seed)
