@@ -5,6 +5,7 @@ the driver runs before Ray starts (nothing is run). Documented commands cannot r
 from __future__ import annotations
 
 import glob
+import json
 import os
 import re
 import shlex
@@ -106,7 +107,9 @@ def test_documented_command_composes(where, module, args, tmp_path):
     typed = compose_config(CONFIG_NAMES[module], overrides)
     policy = typed.policy
     if policy.checkpoint is not None and not os.path.isdir(policy.checkpoint):
-        policy.checkpoint = str(tmp_path)  # /ckpt/pi0, outputs/.../policy: only their existence is not checked
+        # /ckpt/pi0, outputs/.../policy: a stand-in directory with the config.json that names the policy
+        policy.checkpoint = str(tmp_path)
+        (tmp_path / "config.json").write_text(json.dumps({"policy": policy.name}))
     check_policy_config(policy)
     if module in ("eval", "collect"):  # the settings these entry points refuse because they never read them
         from rlinf_embodied.collect import unread_settings
