@@ -67,14 +67,30 @@ def check_env(env_cfg: Any) -> None:
 
 def check_env_options(env_id: str, obs_mode: str, kwargs: dict[str, Any]) -> None:
     """Run `env_id`'s registered options check on what the env workers will pass to `gym.make_vec` (env.obs_mode
-    and env.kwargs), so a bad value fails before the cluster starts rather than in every env worker."""
-    import importlib
+    and env.kwargs, over the vector entry point's own defaults and the spec's kwargs), so a bad value fails before
+    the cluster starts rather than in every env worker."""
+    import inspect
 
     check = OPTION_CHECKS.get(env_id)
     if check is None:
         return
-    module_name, function_name = check.split(":")
-    getattr(importlib.import_module(module_name), function_name)(obs_mode=obs_mode, **kwargs)
+    spec = gym.registry[env_id]
+    defaults = {  # the entry point's keyword defaults: the values an unset option takes there
+        name: parameter.default
+        for name, parameter in inspect.signature(_load(spec.vector_entry_point)).parameters.items()
+        if parameter.default is not inspect.Parameter.empty
+    }
+    _load(check)(**{**defaults, **spec.kwargs, "obs_mode": obs_mode, **kwargs})
+
+
+def _load(entry_point: Any) -> Any:
+    """A "module:callable" string's callable (a callable as it is)."""
+    import importlib
+
+    if not isinstance(entry_point, str):
+        return entry_point
+    module_name, function_name = entry_point.split(":")
+    return getattr(importlib.import_module(module_name), function_name)
 
 
 # Options of the vector entry points (SubprocVectorEnv's): gym.make passes them to the single env, which would

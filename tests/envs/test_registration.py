@@ -81,3 +81,37 @@ def test_the_train_driver_checks_the_env_options_before_ray_starts():
 
     with pytest.raises(ValueError, match="reward_mode='bogus'"):
         check_train_config(compose_config("config", ["env.kwargs.reward_mode=bogus"]))
+
+
+def _toy_vector_env(num_envs: int = 1, obs_mode: str = "state", sim_speed: int = 3, **kwargs):
+    raise AssertionError("an options check builds no env")
+
+
+def test_an_options_check_sees_the_entry_points_defaults_and_the_specs_kwargs(monkeypatch):
+    """The defaults live in one place (the vector entry point); the check gets every option the env will see."""
+    import gymnasium as gym
+
+    from rlinf_embodied.envs import registration
+
+    monkeypatch.setitem(registration.OPTION_CHECKS, "rlinf-test/OptionsToy", f"{__name__}:_record_options")
+    registration.register_env(
+        "rlinf-test/OptionsToy",
+        entry_point=f"{__name__}:_toy_vector_env",
+        vector_entry_point=f"{__name__}:_toy_vector_env",
+        task="Toy",
+    )
+    try:
+        registration.check_env_options("rlinf-test/OptionsToy", "rgb", {"sim_speed": 5})
+        assert _SEEN == {"num_envs": 1, "obs_mode": "rgb", "sim_speed": 5, "task": "Toy"}
+        registration.check_env_options("rlinf-test/OptionsToy", "state", {})
+        assert _SEEN["sim_speed"] == 3  # the entry point's default
+    finally:
+        del gym.registry["rlinf-test/OptionsToy"]
+
+
+_SEEN: dict = {}
+
+
+def _record_options(**options):
+    _SEEN.clear()
+    _SEEN.update(options)

@@ -31,9 +31,9 @@ from .suites import LiberoSuite, get_suite
 DEFAULT_STEP_TIMEOUT_S = 300.0  # a chunk of CPU-rendered steps for several envs per worker can take a while
 
 
-def check_options(obs_mode: str = "rgb", camera_size: int = 224, **_: Any) -> None:
-    """register_env's options_check: make_libero_vector_env's obs mode and camera size (and its defaults), checked
-    without importing LIBERO."""
+def check_options(obs_mode: str, camera_size: int, **_: Any) -> None:
+    """register_env's options_check: make_libero_vector_env's obs mode and camera size (check_env_options fills in
+    its defaults), checked without importing LIBERO."""
     validate_obs_mode(obs_mode)
     validate_camera_size(camera_size)
 

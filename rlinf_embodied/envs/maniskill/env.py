@@ -49,10 +49,9 @@ def validate_options(obs_mode: str, sim_backend: str, reward_mode: Optional[str]
         raise ValueError(f"reward_mode={reward_mode!r} is not supported; valid reward modes: {list(REWARD_MODES)}")
 
 
-def check_options(
-    obs_mode: str = "state", sim_backend: str = "physx_cpu", reward_mode: Optional[str] = "normalized_dense", **_: Any
-) -> None:
-    """register_env's options_check: validate_options on make_vector_env's keywords (and its defaults)."""
+def check_options(obs_mode: str, sim_backend: str, reward_mode: Optional[str], **_: Any) -> None:
+    """register_env's options_check: validate_options on make_vector_env's keywords (check_env_options fills in
+    its defaults)."""
     validate_options(obs_mode, sim_backend, reward_mode)
 
 
