@@ -27,7 +27,7 @@ register_configs()
 def check_train_config(cfg: TrainConfig) -> None:
     """What can be checked without starting Ray: the env id, the policy (name, size, overrides) and the placement."""
     from .envs.registration import check_env
-    from .runners.embodied_runner import component_placement
+    from .runners.embodied_runner import check_rollout_reaches_time_limit_early, component_placement
     from .runners.placement_profile import check_auto_request
     from .workers.resume_check import check_resume_directory, reject_sft_checkpoint
 
@@ -36,6 +36,7 @@ def check_train_config(cfg: TrainConfig) -> None:
     if cfg.runner.resume:  # before: the actor's error, after every worker had started
         check_resume_directory(cfg.runner.resume, "runner.resume")
         reject_sft_checkpoint(cfg.runner.resume, "runner.resume")
+    check_rollout_reaches_time_limit_early(cfg)
     check_auto_request(cfg)  # `auto` is resolved in run_training, on the started cluster
     if not (is_auto(cfg.cluster.component_placement) or is_auto(cfg.runner.pipeline_stage_num)):
         component_placement(cfg)

@@ -30,7 +30,7 @@ import math
 import os
 import time
 from collections import defaultdict
-from typing import Any
+from typing import Any, Optional
 
 from tqdm.auto import tqdm
 
@@ -441,11 +441,31 @@ def check_rollout_reaches_time_limit(cfg: TrainConfig, spec: dict) -> None:
     steps than the time limit cuts every training episode short: the policy never trains on the later steps
     (often the part that completes the task), no episode ends within a rollout, and rollout/* episode metrics
     stay NaN. Rejected before the policies are built, with the three ways out."""
-    limit = spec.get("max_episode_steps")
+    policy_config = resolved_policy_config(cfg.policy, spec["action_dim"], spec["state_dim"])
+    check_rollout_covers_episodes(
+        cfg, spec.get("max_episode_steps"), policy_config.action_chunk if policy_config else 1
+    )
+
+
+def check_rollout_reaches_time_limit_early(cfg: TrainConfig) -> None:
+    """check_rollout_reaches_time_limit before Ray starts, where the config states the time limit
+    (env.max_episode_steps) and the policy's action_chunk (overrides, checkpoint or preset): before, the same
+    error came after every worker had started."""
+    from ..policies import policy_class
+    from ..workers.sft_worker import predicted_policy_dims
+
+    if not cfg.env.max_episode_steps:
+        return
+    chunk = predicted_policy_dims(cfg.policy)["action_chunk"]
+    if chunk is None and cfg.policy.checkpoint is None:  # the preset leaves it at the config's default
+        chunk = policy_class(cfg.policy.name).config_class.__dataclass_fields__["action_chunk"].default
+    if isinstance(chunk, int):
+        check_rollout_covers_episodes(cfg, cfg.env.max_episode_steps, chunk)
+
+
+def check_rollout_covers_episodes(cfg: TrainConfig, limit: Optional[int], chunk: int) -> None:
     if not cfg.runner.reset_each_iteration or not limit:
         return
-    policy_config = resolved_policy_config(cfg.policy, spec["action_dim"], spec["state_dim"])
-    chunk = policy_config.action_chunk if policy_config is not None else 1
     covered = cfg.runner.rollout_steps * chunk
     if covered >= limit:
         return

@@ -129,6 +129,7 @@ def test_the_rl_stage_recipe_passes_every_check_before_its_workers_start(tmp_pat
         CKPT=str(checkpoint),
         NUM_ENVS="16",
         MINIBATCHES="8",
+        EPISODE_STEPS="20",  # the tiny presets' chunks: 25 calls cover it (the recipe's pi0-small: 19 x 8 >= 150)
         FREEZE_VISION=freeze_vision,
         FREEZE_LM=freeze_vision,  # PPO's recipe only: GRPO's keeps the language model frozen
         RL_RECIPE=recipe,

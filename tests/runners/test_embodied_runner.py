@@ -19,6 +19,7 @@ from rlinf_embodied.config import TrainConfig
 from rlinf_embodied.runners.embodied_runner import (
     EmbodiedRunner,
     check_rollout_reaches_time_limit,
+    check_rollout_reaches_time_limit_early,
     component_placement,
 )
 from rlinf_embodied.scheduler import Cluster
@@ -44,12 +45,17 @@ def test_a_rollout_shorter_than_the_time_limit_is_rejected(policy_name, rollout_
     cfg = TrainConfig()
     cfg.policy.name, cfg.runner.rollout_steps, cfg.runner.reset_each_iteration = policy_name, rollout_steps, reset
     spec = {"action_dim": 7, "state_dim": 8, "obs_keys": ["rgb", "state"], "max_episode_steps": limit}
+    cfg.env.max_episode_steps = limit  # the early check (before Ray) reads the config's limit and chunk
     if not rejected:
         check_rollout_reaches_time_limit(cfg, spec)
+        check_rollout_reaches_time_limit_early(cfg)
         return
     chunk = 4 if policy_name == "pi0" else 1
     with pytest.raises(ValueError) as error:
         check_rollout_reaches_time_limit(cfg, spec)
+    with pytest.raises(ValueError) as early_error:
+        check_rollout_reaches_time_limit_early(cfg)
+    assert str(early_error.value) == str(error.value)
     message = str(error.value)
     assert f"runner.rollout_steps={rollout_steps} x action_chunk={chunk} = {rollout_steps * chunk} env steps" in message
     assert f"env.max_episode_steps={limit}" in message and "runner.reset_each_iteration=false" in message
