@@ -34,21 +34,21 @@ def episodes_from_info(info: dict[str, Any]) -> list[dict[str, float]]:
     Returns a list of `{"episode_return", "episode_length", "success_once", "success"}` dicts
     (floats; the success values are 0.0/1.0), one per env whose `info["_episode"]` is True.
     """
-    if "episode" not in info or "_episode" not in info:
-        return []
-    mask = _to_numpy(info["_episode"]).astype(bool).reshape(-1)
-    if not mask.any():
+    ended = ended_env_indices(info)
+    if not ended:
         return []
     episode = info["episode"]
     missing = set(EPISODE_KEYS) - set(episode)
     if missing:
         raise KeyError(f"info['episode'] lacks {sorted(missing)}; it must hold {sorted(EPISODE_KEYS)}")
-    columns = {name: _to_numpy(episode[key]).reshape(-1)[mask].astype(np.float64) for key, name in EPISODE_KEYS.items()}
-    return [{name: float(values[i]) for name, values in columns.items()} for i in range(int(mask.sum()))]
+    columns = {
+        name: _to_numpy(episode[key]).reshape(-1)[ended].astype(np.float64) for key, name in EPISODE_KEYS.items()
+    }
+    return [{name: float(values[i]) for name, values in columns.items()} for i in range(len(ended))]
 
 
 def ended_env_indices(info: dict[str, Any]) -> list[int]:
-    """The indices of the envs whose episode ended at this step, in the order episodes_from_info lists them."""
+    """The indices of the envs whose episode ended at this step (`info["_episode"]`), in env order."""
     if "episode" not in info or "_episode" not in info:
         return []
     return np.flatnonzero(_to_numpy(info["_episode"]).astype(bool).reshape(-1)).tolist()

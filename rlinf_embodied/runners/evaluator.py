@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from ..config import EnvConfig, EvalConfig, PolicyConfig
 from ..datasets.demo_seeds import check_checkpoint_held_out
+from ..envs.metrics import ended_env_indices, episodes_from_info
 from ..envs.spec import env_spec
 from ..workers.policy_loading import build_policy, check_policy_cameras
 
@@ -140,7 +141,7 @@ def _run_task(env, policy, eval_cfg: EvalConfig, task_id, env_id: str, device) -
         obs_device = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in obs.items()}
         actions = policy.act(obs_device, deterministic=eval_cfg.deterministic).actions.float().cpu()
         obs, _, _, _, info = env.step(actions)
-        for env_index, episode in zip(ended_envs(info), finished_episodes(info)):
+        for env_index, episode in zip(ended_env_indices(info), finished_episodes(info)):
             if played[env_index] < quotas[env_index]:
                 played[env_index] += 1
                 returns.append(episode["episode_return"])
@@ -163,16 +164,7 @@ def _run_task(env, policy, eval_cfg: EvalConfig, task_id, env_id: str, device) -
 
 def finished_episodes(info: dict[str, Any]) -> list[dict[str, float]]:
     """Per-episode stats of the envs whose episode ended at this step (see envs/README.md)."""
-    from ..envs.metrics import episodes_from_info
-
     return episodes_from_info(info)
-
-
-def ended_envs(info: dict[str, Any]) -> list[int]:
-    """The indices of the envs whose episode ended at this step, in the order of finished_episodes."""
-    from ..envs.metrics import ended_env_indices
-
-    return ended_env_indices(info)
 
 
 def write_results(results: list[TaskResult], output_dir: str) -> str:
