@@ -38,7 +38,7 @@ from ..config import COLLOCATED_PLACEMENT, TrainConfig, is_auto
 from ..scheduler import Channel, Cluster, ComponentPlacement, WorkerError, WorkerGroup
 from ..workers.actor_worker import ActorWorker
 from ..workers.env_worker import EnvWorker
-from ..workers.policy_loading import check_policy_cameras, resolved_policy_config
+from ..workers.policy_loading import check_policy_cameras, predicted_policy_dims, resolved_policy_config
 from ..workers.rollout_worker import RolloutWorker
 from .exploration_gap import ExplorationGap
 from .interrupts import StopRequest
@@ -451,15 +451,8 @@ def check_rollout_reaches_time_limit_early(cfg: TrainConfig) -> None:
     """check_rollout_reaches_time_limit before Ray starts, where the config states the time limit
     (env.max_episode_steps) and the policy's action_chunk (overrides, checkpoint or preset): before, the same
     error came after every worker had started."""
-    from ..policies import policy_class
-    from ..workers.sft_worker import predicted_policy_dims
-
-    if not cfg.env.max_episode_steps:
-        return
     chunk = predicted_policy_dims(cfg.policy)["action_chunk"]
-    if chunk is None and cfg.policy.checkpoint is None:  # the preset leaves it at the config's default
-        chunk = policy_class(cfg.policy.name).config_class.__dataclass_fields__["action_chunk"].default
-    if isinstance(chunk, int):
+    if cfg.env.max_episode_steps and chunk is not None:
         check_rollout_covers_episodes(cfg, cfg.env.max_episode_steps, chunk)
 
 

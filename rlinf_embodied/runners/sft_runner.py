@@ -35,7 +35,6 @@ from ..workers.sft_worker import (
     SFTEvalWorker,
     SFTWorker,
     check_compilable,
-    predicted_policy_dims,
     sft_eval_config,
 )
 from .embodied_runner import BEST_FILE, check_cluster_fits, read_best_eval_success
@@ -356,7 +355,12 @@ def check_sft_config(cfg: SFTRunConfig) -> dict[str, Any]:
     env's, its action_dim with the policy's (overrides / checkpoint) and its cameras hold the ones the policy reads.
     Returns the dataset's meta/info.json."""
     from ..datasets import ControlModeMismatchError, camera_shapes, load_info
-    from ..workers.policy_loading import check_policy_cameras, check_policy_config, resolved_policy_config
+    from ..workers.policy_loading import (
+        check_policy_cameras,
+        check_policy_config,
+        predicted_policy_dims,
+        resolved_policy_config,
+    )
 
     path = cfg.sft.dataset
     if not path:

@@ -153,6 +153,31 @@ def resolved_policy_config(cfg: PolicyConfig, action_dim: int, state_dim: int) -
     return cls.config_class.from_dict({**data, **overrides})
 
 
+def predicted_policy_dims(policy_cfg: PolicyConfig) -> dict[str, int | None]:
+    """action_dim / action_chunk the run's policy will have, as far as the config tells before building
+    it (overrides, then the checkpoint's config.json, then the size preset and its config's defaults); None where
+    unknown."""
+    overrides = dict(policy_cfg.overrides)
+    saved: dict[str, Any] = {}
+    if policy_cfg.checkpoint is not None:
+        path = os.path.join(policy_cfg.checkpoint, CONFIG_FILE)
+        if os.path.isfile(path):
+            data = read_json_file(path)
+            if "policy" in data:  # a save_pretrained layout (upstream layouts are converted at load)
+                saved = data
+    else:
+        cls = policy_class(policy_cfg.name)
+        saved = {"action_chunk": cls.config_class.__dataclass_fields__["action_chunk"].default}
+        saved.update(cls.presets.get(policy_cfg.size, {}))
+    dims: dict[str, int | None] = {}
+    for key in ("action_dim", "action_chunk"):
+        value = overrides.get(key, saved.get(key))
+        dims[key] = None if value is None else int(value)
+    if policy_cfg.checkpoint is None and "action_dim" not in overrides:
+        dims["action_dim"] = None  # a fresh policy takes the dataset's (or env's) action_dim
+    return dims
+
+
 def check_policy_cameras(cfg: PolicyConfig, spec: dict, env_id: str, dataset: str | None = None) -> None:
     """Fail before the policy is built when it reads a camera the env does not produce (e.g. an
     OpenVLA-OFT preset with a wrist camera on a task that has only a third-person one); with `dataset`, when the

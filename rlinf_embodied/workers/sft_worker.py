@@ -580,33 +580,6 @@ def apply_dataset_stats(policy, dataset) -> dict[str, list[float]]:
     return stats
 
 
-def predicted_policy_dims(policy_cfg: PolicyConfig) -> dict[str, Optional[int]]:
-    """action_dim / action_chunk the run's policy will have, as far as the config tells before building
-    it (overrides, then the checkpoint's config.json, then the size preset); None where unknown."""
-    import json
-
-    from ..policies.base import CONFIG_FILE
-
-    overrides = dict(policy_cfg.overrides)
-    saved: dict[str, Any] = {}
-    if policy_cfg.checkpoint is not None:
-        path = os.path.join(policy_cfg.checkpoint, CONFIG_FILE)
-        if os.path.isfile(path):
-            with open(path) as f:
-                data = json.load(f)
-            if "policy" in data:  # a save_pretrained layout (upstream layouts are converted at load)
-                saved = data
-    else:
-        saved = dict(policy_class(policy_cfg.name).presets.get(policy_cfg.size, {}))
-    dims: dict[str, Optional[int]] = {}
-    for key in ("action_dim", "action_chunk"):
-        value = overrides.get(key, saved.get(key))
-        dims[key] = None if value is None else int(value)
-    if policy_cfg.checkpoint is None and "action_dim" not in overrides:
-        dims["action_dim"] = None  # a fresh policy takes the dataset's action_dim
-    return dims
-
-
 def frozen_by_config(config: Any) -> list[str]:
     """The policy config's freeze_* switches that are on. A checkpoint saved by RL records the ones RL ran with,
     so SFT continued from it trains only what they leave (stop 28 trained 6.0M of pi0-small's 22.2M parameters
