@@ -226,10 +226,16 @@ class ActorWorker(Worker, SpanRecorder):
             if variance_explained is not None:
                 metrics["explained_variance"] = variance_explained
             # the extremes, so one runaway value (stop 48: value loss 0.05 -> 28 for one iteration) shows where
-            metrics["value_max"], metrics["value_min"] = float(samples["values"].max()), float(samples["values"].min())
-            metrics["return_max"], metrics["return_min"] = (
-                float(samples["returns"].max()),
-                float(samples["returns"].min()),
+            values, returns = samples["values"], samples["returns"]
+            metrics.update(
+                host_floats(
+                    {
+                        "value_max": values.max(),
+                        "value_min": values.min(),
+                        "return_max": returns.max(),
+                        "return_min": returns.min(),
+                    }
+                )
             )
         return metrics
 
