@@ -108,11 +108,12 @@ def test_noise_picks_the_largest_level_that_keeps_the_ratio_of_deterministic_suc
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the stage would train; this checks it on CPU")
 @pytest.mark.parametrize(
     "policy, freeze_vision, recipe",
-    [("pi0", "true", ""), ("pi0", "false", ""), ("openvla_oft", "true", ""), ("pi0", "false", "ppo")],
+    [("pi0", "true", ""), ("pi0", "false", ""), ("openvla_oft", "true", ""), ("pi0", "", "ppo")],
 )
 def test_the_rl_stage_recipe_passes_every_check_before_its_workers_start(tmp_path, policy, freeze_vision, recipe):
     """The `rl` stage with its per-policy recipe (RL_RECIPE_ARGS) from an SFT checkpoint of the recipe's layout
-    (arm state hidden): every config check passes, and the run stops only where a CPU machine must (no GPU)."""
+    (arm state hidden): every config check passes, and the run stops only where a CPU machine must (no GPU).
+    An empty FREEZE_VISION / FREEZE_LM is the recipe's default: frozen for GRPO, the whole VLM training for PPO."""
     from rlinf_embodied.policies.registry import make_policy
 
     arm_state = [*range(18), *range(19, 26)]  # the recipe's ARM_STATE
@@ -138,10 +139,11 @@ def test_the_rl_stage_recipe_passes_every_check_before_its_workers_start(tmp_pat
     assert result.returncode != 0
     assert "no node of the Ray cluster has a GPU and simulate_gpus=False" in result.stderr, result.stderr[-2000:]
     overrides = (tmp_path / "rl" / ".hydra" / "overrides.yaml").read_text()
-    assert f"policy.overrides.freeze_vision_encoder={freeze_vision}" in overrides
+    expected_freeze = freeze_vision or ("false" if recipe == "ppo" else "true")
+    assert f"policy.overrides.freeze_vision_encoder={expected_freeze}" in overrides
     assert ("algorithm=ppo" in overrides) == (recipe == "ppo")
     if policy == "pi0":
-        assert f"freeze_language_model={freeze_vision if recipe == 'ppo' else 'true'}" in overrides
+        assert f"freeze_language_model={expected_freeze if recipe == 'ppo' else 'true'}" in overrides
     # PPO's critic: the sparse reward's returns stay <= 1 as episodes end at success (the recipe overrides the
     # device helper's IGNORE_TERM=true); GRPO keeps the caller's setting
     last = overrides[overrides.rindex("env.ignore_terminations=") :].split()[0]
