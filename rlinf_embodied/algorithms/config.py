@@ -8,7 +8,7 @@ mutating a config in code.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Optional
 
 LOGPROB_LEVELS = ("token", "action", "chunk")
@@ -132,6 +132,26 @@ class AlgorithmConfig:
                     f"group algorithm={self.adv_type} does) or use an estimator with a critic ({_critic_estimators()})"
                 )
 
+    def _reject_unread_settings(self) -> None:
+        """Settings the chosen loss or estimator never reads, away from their defaults, would change nothing."""
+        from .registry import CLIP_SETTINGS, advantage_traits, loss_clip_settings, loss_names
+
+        read = loss_clip_settings(self.loss_type)
+        for key in CLIP_SETTINGS:
+            if key not in read and getattr(self, key) != _DEFAULTS[key]:
+                readers = [name for name in loss_names() if key in loss_clip_settings(name)]
+                raise ValueError(
+                    f"algorithm.{key}={getattr(self, key)}: loss_type={self.loss_type!r} clips with "
+                    f"{', '.join(read) or 'nothing'}, so it would change nothing; set {' / '.join(read) or 'none'} instead, or "
+                    f"loss_type={readers[0]!r} (reads {key}: {readers})"
+                )
+        if not self.normalize_advantages and advantage_traits(self.adv_type).normalized:
+            raise ValueError(
+                f"algorithm.normalize_advantages=False: adv_type={self.adv_type!r} normalises its advantages "
+                f"itself (per group or batch) and the loss never normalises them again, so it would change nothing; "
+                f"leave it at true (it applies to estimators that do not normalise, e.g. gae)"
+            )
+
     def validate(self) -> "AlgorithmConfig":
         from .registry import advantage_names, loss_names  # filled when the package is imported
 
@@ -151,6 +171,7 @@ class AlgorithmConfig:
         _at_least("entropy_coef", self.entropy_coef, 0.0)  # < 0 would reward collapsing the policy's noise
         if not self.uses_critic:
             self._reject_critic_settings()
+        self._reject_unread_settings()
         _at_least("group_size", self.group_size, 1)
         if self.grouped and self.group_size < 2:
             raise ValueError(
@@ -187,6 +208,9 @@ class AlgorithmConfig:
                 )
         _at_least("adaptive_lr_max_scale", self.adaptive_lr_max_scale, 1.0)
         return self
+
+
+_DEFAULTS = {item.name: item.default for item in fields(AlgorithmConfig)}
 
 
 def _critic_estimators() -> list[str]:

@@ -3,7 +3,7 @@
 @register_advantage("my_adv", grouped=False, normalized=False, critic=False)  # see AdvantageTraits
 def my_advantage(*, rewards, dones, values, cfg, env_ids=None) -> tuple[Tensor, Tensor]: ...
 
-@register_loss("my_loss")
+@register_loss("my_loss", clip_settings=("clip_ratio",))  # the AlgorithmConfig clip fields it reads
 def my_loss(*, new_log_probs, old_log_probs, advantages, entropy, new_values, old_values,
             returns, cfg, loss_mask=None) -> tuple[Tensor, dict[str, Tensor]]: ...
 """
@@ -82,8 +82,29 @@ def advantage_names() -> list[str]:
     return sorted(_ADVANTAGES)
 
 
-def register_loss(name: str) -> Callable[[Fn], Fn]:
-    return _register(_LOSSES, "policy loss", name)
+# AlgorithmConfig fields that set a loss's ratio clip; a loss names those it reads when it registers, and the
+# config refuses the others away from their defaults (they would change nothing).
+CLIP_SETTINGS = ("clip_ratio", "clip_ratio_low", "clip_ratio_high")
+_LOSS_CLIP_SETTINGS: dict[str, tuple[str, ...]] = {}
+
+
+def register_loss(name: str, *, clip_settings: tuple[str, ...] = ()) -> Callable[[Fn], Fn]:
+    """Register a policy loss under `name`; `clip_settings`: the CLIP_SETTINGS it reads."""
+    unknown = [setting for setting in clip_settings if setting not in CLIP_SETTINGS]
+    if unknown:
+        raise ValueError(f"policy loss {name!r}: unknown clip settings {unknown}; valid: {list(CLIP_SETTINGS)}")
+    register = _register(_LOSSES, "policy loss", name)
+
+    def decorator(fn: Fn) -> Fn:
+        _LOSS_CLIP_SETTINGS[name] = tuple(clip_settings)
+        return register(fn)
+
+    return decorator
+
+
+def loss_clip_settings(name: str) -> tuple[str, ...]:
+    get_loss(name)  # an unknown name fails with the valid ones
+    return _LOSS_CLIP_SETTINGS[name]
 
 
 def get_loss(name: str) -> Callable:

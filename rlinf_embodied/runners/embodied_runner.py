@@ -37,9 +37,9 @@ from tqdm.auto import tqdm
 from ..config import COLLOCATED_PLACEMENT, TrainConfig, is_auto
 from ..scheduler import Channel, Cluster, ComponentPlacement, WorkerError, WorkerGroup
 from ..workers.actor_worker import ActorWorker
-from ..workers.env_worker import EnvWorker
+from ..workers.env_worker import EnvWorker, envs_per_stage
 from ..workers.policy_loading import check_policy_cameras, predicted_policy_dims, resolved_policy_config
-from ..workers.rollout_worker import RolloutWorker
+from ..workers.rollout_worker import RolloutWorker, env_groups_per_actor_check
 from .exploration_gap import ExplorationGap
 from .interrupts import StopRequest
 from .metrics_logger import MetricsLogger
@@ -434,6 +434,13 @@ def component_placement(cfg: TrainConfig) -> ComponentPlacement:
             f"cluster.component_placement places no GPUs for {missing}; every one of {list(COMPONENTS)} needs an entry"
         )
     return placement
+
+
+def check_env_split(cfg: TrainConfig, placement: ComponentPlacement) -> None:
+    """env.num_envs over the env workers x pipeline stages, and its env groups over the actor ranks: checked
+    before Ray starts (before: an env or rollout worker's error, after every worker had started)."""
+    envs_per_stage(cfg, len(placement.gpus("env")))
+    env_groups_per_actor_check(cfg.env.num_envs, cfg.algorithm.env_group_size, len(placement.gpus("actor")))
 
 
 def check_rollout_reaches_time_limit(cfg: TrainConfig, spec: dict) -> None:

@@ -47,12 +47,14 @@ def envs_per_stage(cfg: TrainConfig, num_env_workers: int) -> int:
     total, stages = cfg.env.num_envs, cfg.runner.pipeline_stage_num
     if stages < 1:
         raise ValueError(f"runner.pipeline_stage_num={stages}; it must be >= 1 (1 = no overlap)")
-    if total % (num_env_workers * stages):
+    shards = num_env_workers * stages
+    if total % shards:
         raise ValueError(
-            f"env.num_envs={total} must split evenly over {num_env_workers} env workers x "
-            f"{stages} pipeline stages; use a multiple of {num_env_workers * stages}"
+            f"env.num_envs={total} must split evenly over {num_env_workers} env worker(s) (one per GPU that "
+            f"cluster.component_placement gives env) x runner.pipeline_stage_num={stages}; use a multiple of "
+            f"{shards}, e.g. {-(-total // shards) * shards}"
         )
-    return total // (num_env_workers * stages)
+    return total // shards
 
 
 class EnvWorker(Worker, SpanRecorder):

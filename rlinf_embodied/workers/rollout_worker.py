@@ -140,6 +140,20 @@ class RolloutWorker(Worker, SpanRecorder):
         self.onload_model(self.policy)
 
 
+def env_groups_per_actor_check(total_envs: int, group_size: int, num_actor_ranks: int) -> int:
+    """The number of env groups (single envs without GRPO); an error unless every actor rank gets at least one."""
+    if total_envs % group_size:
+        raise ValueError(f"env.num_envs={total_envs} is not a multiple of algorithm.group_size={group_size}")
+    num_groups = total_envs // group_size
+    if num_groups < num_actor_ranks:
+        what = f"{num_groups} env group(s) of {group_size}" if group_size > 1 else f"{num_groups} env(s)"
+        raise ValueError(
+            f"env.num_envs={total_envs}: {what} cannot feed {num_actor_ranks} actor ranks (one per GPU that "
+            f"cluster.component_placement gives actor); use env.num_envs >= {num_actor_ranks * group_size}"
+        )
+    return num_groups
+
+
 def split_envs(trajectory: Trajectory, num_parts: int, algorithm_cfg, total_envs: int) -> list[Trajectory]:
     """Split a shard's trajectory along the env axis into one piece per actor rank.
 
@@ -148,12 +162,6 @@ def split_envs(trajectory: Trajectory, num_parts: int, algorithm_cfg, total_envs
     rollout even when a shard holds fewer envs than there are actor ranks. Pieces may be empty.
     """
     unit = algorithm_cfg.env_group_size
-    if total_envs % unit:
-        raise ValueError(f"env.num_envs={total_envs} is not a multiple of algorithm.group_size={unit}")
-    num_groups = total_envs // unit
-    if num_groups < num_parts:
-        raise ValueError(
-            f"{num_groups} env groups cannot feed {num_parts} actor ranks; use env.num_envs >= {num_parts * unit}"
-        )
+    num_groups = env_groups_per_actor_check(total_envs, unit, num_parts)
     owner = (trajectory.env_ids // unit) * num_parts // num_groups  # (N,) actor rank of each env
     return [trajectory.select_envs(torch.nonzero(owner == rank).flatten()) for rank in range(num_parts)]

@@ -46,6 +46,10 @@ def test_defaults_are_valid_and_match_registries():
         ({"num_minibatches": 0}, r"num_minibatches=0 must be >= 1"),
         ({"lr": 0.0}, r"lr=0.0 must be > 0"),
         ({"entropy_coef": -0.01}, r"entropy_coef=-0.01 must be >= 0.0"),  # was accepted: rewarded collapsing noise
+        # accepted before and read by nothing: a clip setting of the other loss, and GRPO's own normalisation
+        ({"clip_ratio_high": 0.5}, r"clip_ratio_high=0.5: loss_type='ppo' clips with clip_ratio.*loss_type='dapo'"),
+        ({"loss_type": "dapo", "clip_ratio": 0.3}, r"clip_ratio=0.3: loss_type='dapo' clips with clip_ratio_low, "),
+        ({"adv_type": "grpo", "normalize_advantages": False}, r"normalize_advantages=False: adv_type='grpo' norm"),
     ],
 )
 def test_invalid_values_fail_with_the_key_named(overrides, message):
@@ -96,3 +100,15 @@ def test_desired_kl_must_be_below_target_kl():
     with pytest.raises(ValueError, match="adaptive_lr_max_scale"):
         AlgorithmConfig(desired_kl=0.01, adaptive_lr_max_scale=0.5)
     AlgorithmConfig(desired_kl=0.01, target_kl=0.1)
+
+
+def test_a_loss_registers_only_known_clip_settings():
+    from rlinf_embodied.algorithms.registry import register_loss
+
+    with pytest.raises(ValueError, match=r"unknown clip settings \['clip_ratio_mid'\]; valid: \['clip_ratio', "):
+        register_loss("test_mid_clip", clip_settings=("clip_ratio_mid",))
+
+
+def test_each_loss_accepts_its_own_clip_settings():
+    AlgorithmConfig(clip_ratio=0.3)
+    AlgorithmConfig(loss_type="dapo", clip_ratio_low=0.1, clip_ratio_high=0.4)

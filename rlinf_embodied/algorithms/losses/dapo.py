@@ -18,7 +18,7 @@ from ..registry import register_loss
 from .common import clipped_policy_loss
 
 
-@register_loss("dapo")
+@register_loss("dapo", clip_settings=("clip_ratio_low", "clip_ratio_high"))
 def dapo_loss(
     *,
     new_log_probs: torch.Tensor,

@@ -9,7 +9,7 @@ from ..registry import register_loss
 from .common import clipped_policy_loss
 
 
-@register_loss("ppo")
+@register_loss("ppo", clip_settings=("clip_ratio",))
 def ppo_loss(
     *,
     new_log_probs: torch.Tensor,

@@ -1,0 +1,48 @@
+"""env.num_envs must split over env workers x pipeline stages and feed every actor rank: the train driver refuses
+a split that cannot work before Ray starts (before: an env or rollout worker's error after every worker started)."""
+
+from __future__ import annotations
+
+import pytest
+
+from rlinf_embodied.config import compose_config
+from rlinf_embodied.train import check_train_config
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            ["runner.pipeline_stage_num=3", "env.num_envs=8"],
+            r"env.num_envs=8 must split evenly over 1 env worker\(s\) .* x runner.pipeline_stage_num=3; use a "
+            r"multiple of 3, e.g. 9",
+        ),
+        (
+            ["cluster=hybrid_4gpu", "env.num_envs=6", "runner.pipeline_stage_num=2"],
+            r"over 2 env worker\(s\) .* x runner.pipeline_stage_num=2; use a multiple of 4, e.g. 8",
+        ),
+        (
+            ["algorithm=grpo", "env.num_envs=8", "cluster.num_gpus_per_node=2"],
+            r"env.num_envs=8: 1 env group\(s\) of 8 cannot feed 2 actor ranks .* use env.num_envs >= 16",
+        ),
+        (
+            ["cluster=hybrid_4gpu", "env.num_envs=2"],
+            r"env.num_envs=2: 2 env\(s\) cannot feed 4 actor ranks .* use env.num_envs >= 4",
+        ),
+    ],
+)
+def test_a_split_that_cannot_work_is_refused_before_ray_starts(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        check_train_config(compose_config("config", overrides))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["runner.pipeline_stage_num=2", "env.num_envs=8"],
+        ["cluster=hybrid_4gpu", "env.num_envs=8", "runner.pipeline_stage_num=2"],
+        ["algorithm=grpo", "env.num_envs=16", "cluster.num_gpus_per_node=2"],
+    ],
+)
+def test_a_split_that_works_passes(overrides):
+    check_train_config(compose_config("config", overrides))
