@@ -358,6 +358,27 @@ def test_value_head_reads_every_state_dim_only_when_asked(name, reads_state):
 
 
 @pytest.mark.parametrize("name", POLICIES)
+def test_the_value_head_reads_the_normalised_state_clipped(name):
+    """A dim far outside the demonstrations' bounds reaches the critic at +-value_state_clip, not at its full
+    size (stop 49: a dim with a range of 0.0014 turned modest deviations into values of -71)."""
+
+    def values(clip, offset):
+        # normalised = raw; dim 3 is hidden from the policy, as the recipe hides the arm's state, so only the critic
+        # reads it (flow_mlp's prefix is the state itself)
+        policy = tiny(name, state_low=[-1.0] * 8, state_high=[1.0] * 8, ignore_state_dims=[3], value_state_clip=clip)
+        obs = policy.example_obs(2)
+        obs["state"] = torch.zeros_like(obs["state"])
+        obs["state"][:, 3] = offset
+        return policy.act(obs, deterministic=True).values
+
+    torch.testing.assert_close(values(5.0, 50.0), values(5.0, 5.0), rtol=0, atol=0)
+    assert not torch.allclose(values(5.0, 4.0), values(5.0, 5.0))
+    assert not torch.allclose(values(None, 50.0), values(None, 5.0))
+    with pytest.raises(ValueError, match=r"value_state_clip=0.0 must be > 0, or None"):
+        tiny(name, value_state_clip=0.0)
+
+
+@pytest.mark.parametrize("name", POLICIES)
 def test_value_head_of_another_shape_is_replaced_on_load(name, tmp_path, caplog):
     """A checkpoint whose value head predates value_reads_state loads with a fresh head; the rest is kept."""
     old = tiny(name, value_reads_state=False)

@@ -63,6 +63,11 @@ class FlowPolicyConfig(PolicyConfig):
     # be in the state alone. The critic is used in training only, so seeing dims the policy does not is the
     # usual asymmetric actor-critic.
     value_reads_state: bool = True
+    # The value head's normalised state is clipped to +-value_state_clip (None = not clipped). The bounds are the
+    # demonstrations' 1st-99th percentiles, and a dim that barely varied there (PickCube's TCP quaternion w: a range
+    # of 0.0014) maps a modest deviation in RL to +-100 or more; stop 49's critic read such inputs as values of -71
+    # against returns <= 1. 5 leaves states within twice the demonstrations' range unchanged.
+    value_state_clip: float | None = 5.0
     freeze_vision_encoder: bool = False
     freeze_language_model: bool = False
     lora_rank: int = 0  # > 0: peft LoRA adapters on the language model's linear layers, base frozen
@@ -102,4 +107,6 @@ class FlowPolicyConfig(PolicyConfig):
         check_state_dims("ignore_state_dims", self.ignore_state_dims, self.state_dim)
         if self.num_denoise_steps < 1:
             raise ValueError("num_denoise_steps must be >= 1")
+        if self.value_state_clip is not None and not self.value_state_clip > 0:
+            raise ValueError(f"value_state_clip={self.value_state_clip} must be > 0, or None for no clip")
         validate_stochastic_steps(self.stochastic_steps, self.num_denoise_steps)

@@ -275,7 +275,10 @@ class FlowPolicy(Policy):
         if cfg.detach_value_input:
             features = features.detach()
         if cfg.value_reads_state:  # (N, F + max_state_dim), the ignored dims included
-            features = torch.cat([features, self.normalized_state(obs, hide_ignored=False).to(features.dtype)], -1)
+            state = self.normalized_state(obs, hide_ignored=False)  # (N, max_state_dim)
+            if cfg.value_state_clip is not None:
+                state = state.clamp(-cfg.value_state_clip, cfg.value_state_clip)
+            features = torch.cat([features, state.to(features.dtype)], -1)
         return self.value_head(features)
 
     def _value_input_dim(self) -> int:
