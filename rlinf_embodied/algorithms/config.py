@@ -140,10 +140,10 @@ class AlgorithmConfig:
         for key in CLIP_SETTINGS:
             if key not in read and getattr(self, key) != _DEFAULTS[key]:
                 readers = [name for name in loss_names() if key in loss_clip_settings(name)]
+                own = " / ".join(read) or "nothing"
                 raise ValueError(
-                    f"algorithm.{key}={getattr(self, key)}: loss_type={self.loss_type!r} clips with "
-                    f"{', '.join(read) or 'nothing'}, so it would change nothing; set {' / '.join(read) or 'none'} instead, or "
-                    f"loss_type={readers[0]!r} (reads {key}: {readers})"
+                    f"algorithm.{key}={getattr(self, key)}: loss_type={self.loss_type!r} clips with {own}, so it "
+                    f"would change nothing; set {own} instead, or loss_type={readers[0]!r} (reads {key}: {readers})"
                 )
         if not self.normalize_advantages and advantage_traits(self.adv_type).normalized:
             raise ValueError(

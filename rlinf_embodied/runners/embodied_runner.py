@@ -39,7 +39,7 @@ from ..scheduler import Channel, Cluster, ComponentPlacement, WorkerError, Worke
 from ..workers.actor_worker import ActorWorker
 from ..workers.env_worker import EnvWorker, envs_per_stage
 from ..workers.policy_loading import check_policy_cameras, predicted_policy_dims, resolved_policy_config
-from ..workers.rollout_worker import RolloutWorker, env_groups_per_actor_check
+from ..workers.rollout_worker import RolloutWorker, num_env_groups
 from .exploration_gap import ExplorationGap
 from .interrupts import StopRequest
 from .metrics_logger import MetricsLogger
@@ -440,7 +440,7 @@ def check_env_split(cfg: TrainConfig, placement: ComponentPlacement) -> None:
     """env.num_envs over the env workers x pipeline stages, and its env groups over the actor ranks: checked
     before Ray starts (before: an env or rollout worker's error, after every worker had started)."""
     envs_per_stage(cfg, len(placement.gpus("env")))
-    env_groups_per_actor_check(cfg.env.num_envs, cfg.algorithm.env_group_size, len(placement.gpus("actor")))
+    num_env_groups(cfg.env.num_envs, cfg.algorithm.env_group_size, len(placement.gpus("actor")))
 
 
 def check_rollout_reaches_time_limit(cfg: TrainConfig, spec: dict) -> None:

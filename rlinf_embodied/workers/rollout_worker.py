@@ -140,7 +140,7 @@ class RolloutWorker(Worker, SpanRecorder):
         self.onload_model(self.policy)
 
 
-def env_groups_per_actor_check(total_envs: int, group_size: int, num_actor_ranks: int) -> int:
+def num_env_groups(total_envs: int, group_size: int, num_actor_ranks: int) -> int:
     """The number of env groups (single envs without GRPO); an error unless every actor rank gets at least one."""
     if total_envs % group_size:
         raise ValueError(f"env.num_envs={total_envs} is not a multiple of algorithm.group_size={group_size}")
@@ -162,6 +162,6 @@ def split_envs(trajectory: Trajectory, num_parts: int, algorithm_cfg, total_envs
     rollout even when a shard holds fewer envs than there are actor ranks. Pieces may be empty.
     """
     unit = algorithm_cfg.env_group_size
-    num_groups = env_groups_per_actor_check(total_envs, unit, num_parts)
+    num_groups = num_env_groups(total_envs, unit, num_parts)
     owner = (trajectory.env_ids // unit) * num_parts // num_groups  # (N,) actor rank of each env
     return [trajectory.select_envs(torch.nonzero(owner == rank).flatten()) for rank in range(num_parts)]

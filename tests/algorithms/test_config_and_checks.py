@@ -48,7 +48,7 @@ def test_defaults_are_valid_and_match_registries():
         ({"entropy_coef": -0.01}, r"entropy_coef=-0.01 must be >= 0.0"),  # was accepted: rewarded collapsing noise
         # accepted before and read by nothing: a clip setting of the other loss, and GRPO's own normalisation
         ({"clip_ratio_high": 0.5}, r"clip_ratio_high=0.5: loss_type='ppo' clips with clip_ratio.*loss_type='dapo'"),
-        ({"loss_type": "dapo", "clip_ratio": 0.3}, r"clip_ratio=0.3: loss_type='dapo' clips with clip_ratio_low, "),
+        ({"loss_type": "dapo", "clip_ratio": 0.3}, r"clip_ratio=0.3: loss_type='dapo' clips with clip_ratio_low / "),
         ({"adv_type": "grpo", "normalize_advantages": False}, r"normalize_advantages=False: adv_type='grpo' norm"),
     ],
 )
