@@ -54,7 +54,7 @@ def check_policy_config(cfg: PolicyConfig) -> None:
 def check_checkpoint_policy(cfg: PolicyConfig) -> None:
     """policy.checkpoint holds a config.json of policy.name (before: each worker's from_pretrained error, after
     Ray had started)."""
-    from ..policies.base import checkpoint_config_path, read_json_file
+    from ..policies.base import checkpoint_config_path
 
     try:
         config_path = checkpoint_config_path(cfg.checkpoint, cfg.name)
@@ -144,13 +144,20 @@ def resolved_policy_config(cfg: PolicyConfig, action_dim: int, state_dim: int) -
         if state_dim:
             overrides.setdefault("state_dim", state_dim)
         return cls.config_class.from_dict({**cls.presets[cfg.size], **overrides, "action_dim": action_dim})
-    config_path = os.path.join(cfg.checkpoint, CONFIG_FILE)
-    if not os.path.isfile(config_path):
-        return None
-    data = read_json_file(config_path)
-    if data.pop("policy", None) != cfg.name:  # e.g. a Hugging Face OpenVLA config.json: the converter's call
-        return None
+    data = saved_policy_config(cfg.checkpoint)
+    if data is None or data.pop("policy") != cfg.name:  # an upstream layout (e.g. Hugging Face OpenVLA's) or
+        return None  # another policy's: build_policy converts or rejects it
     return cls.config_class.from_dict({**data, **overrides})
+
+
+def saved_policy_config(checkpoint: str) -> dict[str, Any] | None:
+    """The checkpoint's config.json as save_pretrained wrote it (it names its "policy"); None without one, or for
+    an upstream layout, which build_policy converts at load."""
+    path = os.path.join(checkpoint, CONFIG_FILE)
+    if not os.path.isfile(path):
+        return None
+    data = read_json_file(path)
+    return data if "policy" in data else None
 
 
 def predicted_policy_dims(policy_cfg: PolicyConfig) -> dict[str, int | None]:
@@ -158,13 +165,8 @@ def predicted_policy_dims(policy_cfg: PolicyConfig) -> dict[str, int | None]:
     it (overrides, then the checkpoint's config.json, then the size preset and its config's defaults); None where
     unknown."""
     overrides = dict(policy_cfg.overrides)
-    saved: dict[str, Any] = {}
     if policy_cfg.checkpoint is not None:
-        path = os.path.join(policy_cfg.checkpoint, CONFIG_FILE)
-        if os.path.isfile(path):
-            data = read_json_file(path)
-            if "policy" in data:  # a save_pretrained layout (upstream layouts are converted at load)
-                saved = data
+        saved = saved_policy_config(policy_cfg.checkpoint) or {}
     else:
         cls = policy_class(policy_cfg.name)
         saved = {"action_chunk": cls.config_class.__dataclass_fields__["action_chunk"].default}
