@@ -7,7 +7,7 @@ wrong type fails at start-up with the key named instead of being ignored.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
 from .algorithms.config import AlgorithmConfig
@@ -95,6 +95,14 @@ class ClusterConfig:
 AUTO = "auto"  # cluster.component_placement / runner.pipeline_stage_num chosen by scheduler/auto_placement.py
 
 
+def reject_ineffective_setting(config: Any, section: str, name: str, reason: str) -> None:
+    """A setting away from its default where nothing reads it would change nothing: an error that says why."""
+    default = next(item.default for item in fields(config) if item.name == name)
+    value = getattr(config, name)
+    if value != default:
+        raise ValueError(f"{section}.{name}={value} would change nothing: {reason}")
+
+
 def is_auto(value: Any) -> bool:
     return isinstance(value, str) and value.strip().lower() == AUTO
 
@@ -155,6 +163,10 @@ class RunnerConfig:
             )
         if self.eval_rounds < 1:
             raise ValueError(f"runner.eval_rounds={self.eval_rounds} must be >= 1 (episodes per env per evaluation)")
+        if self.eval_interval == 0:
+            reject_ineffective_setting(
+                self, "runner", "eval_rounds", "runner.eval_interval=0 runs no evaluation; set it > 0"
+            )
 
 
 @dataclass
@@ -311,6 +323,18 @@ class SFTConfig:
             raise ValueError(f"sft.ema_decay={self.ema_decay} must lie in [0, 1) (0 = no weight averaging)")
         if self.eval_async and self.eval_interval == 0:
             raise ValueError("sft.eval_async=true runs the periodic evaluations, but sft.eval_interval=0 (none)")
+        if self.eval_interval == 0:
+            reject_ineffective_setting(
+                self, "sft", "eval_episodes", "sft.eval_interval=0 runs no evaluation; set it > 0"
+            )
+        if self.val_episodes == 0:
+            reject_ineffective_setting(
+                self, "sft", "val_interval", "sft.val_episodes=0 holds no episodes out to measure; set it > 0"
+            )
+        if self.lr_schedule == "constant":
+            reject_ineffective_setting(
+                self, "sft", "min_lr_ratio", "sft.lr_schedule=constant never decays the lr; use sft.lr_schedule=cosine"
+            )
         if self.stop_at_success is not None:
             if not 0.0 <= self.stop_at_success <= 1.0:
                 raise ValueError(f"sft.stop_at_success={self.stop_at_success} must lie in [0, 1] (or null: never)")

@@ -48,6 +48,39 @@ def test_runner_config_rejects_out_of_range_intervals(field_name, value):
 
 
 @pytest.mark.parametrize(
+    "config_name, overrides, message",
+    [
+        ("config", ["runner.eval_rounds=2"], r"runner.eval_rounds=2 would change nothing: runner.eval_interval=0"),
+        ("sft", ["sft.eval_episodes=20"], r"sft.eval_episodes=20 would change nothing: sft.eval_interval=0"),
+        ("sft", ["sft.val_interval=50"], r"sft.val_interval=50 would change nothing: sft.val_episodes=0"),
+        (
+            "sft",
+            ["sft.lr_schedule=constant", "sft.min_lr_ratio=0.5"],
+            r"sft.min_lr_ratio=0.5 would change nothing: sft.lr_schedule=constant never decays",
+        ),
+    ],
+)
+def test_a_setting_that_nothing_reads_is_refused(config_name, overrides, message):
+    """Each was accepted and ignored: no evaluation to play its rounds or episodes, no held-out episodes to measure
+    every val_interval steps, no decay to floor."""
+    with pytest.raises(ValueError, match=message):
+        compose_config(config_name, overrides)
+
+
+@pytest.mark.parametrize(
+    "config_name, overrides",
+    [
+        ("config", ["runner.eval_rounds=2", "runner.eval_interval=5"]),
+        ("sft", ["sft.eval_episodes=20", "sft.eval_interval=100"]),
+        ("sft", ["sft.val_interval=50", "sft.val_episodes=2"]),
+        ("sft", ["sft.lr_schedule=constant"]),
+    ],
+)
+def test_the_same_settings_pass_where_they_are_read(config_name, overrides):
+    compose_config(config_name, overrides)
+
+
+@pytest.mark.parametrize(
     "override, message",
     [
         ("env.num_envs=0", "env.num_envs=0"),

@@ -132,7 +132,7 @@ class AlgorithmConfig:
                     f"group algorithm={self.adv_type} does) or use an estimator with a critic ({_critic_estimators()})"
                 )
 
-    def _reject_unread_settings(self) -> None:
+    def _reject_ineffective_settings(self) -> None:
         """Settings the chosen loss or estimator never reads, away from their defaults, would change nothing."""
         from .registry import CLIP_SETTINGS, advantage_traits, loss_clip_settings, loss_names
 
@@ -171,7 +171,7 @@ class AlgorithmConfig:
         _at_least("entropy_coef", self.entropy_coef, 0.0)  # < 0 would reward collapsing the policy's noise
         if not self.uses_critic:
             self._reject_critic_settings()
-        self._reject_unread_settings()
+        self._reject_ineffective_settings()
         _at_least("group_size", self.group_size, 1)
         if self.grouped and self.group_size < 2:
             raise ValueError(

@@ -54,8 +54,8 @@ def test_unknown_stage_names_the_valid_ones(tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the stage would train; this checks it on CPU")
-@pytest.mark.parametrize("policy", ["pi0", "openvla_oft"])
-def test_the_sft_stage_passes_every_check_before_its_workers_start(tmp_path, policy):
+@pytest.mark.parametrize("policy, evaluations", [("pi0", True), ("openvla_oft", True), ("pi0", False)])
+def test_the_sft_stage_passes_every_check_before_its_workers_start(tmp_path, policy, evaluations):
     """The recipe's own SFT arguments (compiled, arm state hidden, 8 px patches, trimmed prompt, evaluations beside
     training, stopping at 30%) on a dataset of PickCube rgb's layout: every config check passes, and the run stops
     only where a CPU machine must (no GPU).
@@ -79,8 +79,10 @@ def test_the_sft_stage_passes_every_check_before_its_workers_start(tmp_path, pol
     # OpenVLA-OFT at the recipe's size: its tiny preset reads a wrist camera that PickCube rgb's demonstrations lack
     size = "openvla-oft-small" if policy == "openvla_oft" else "tiny"
     env = {**os.environ, "WORK": str(tmp_path), "POLICY": policy, "SIZE": size, "COMPILE": "1", "BATCH": "4"}
-    env["STOP_AT"] = "0.3"
-    env.update(EVAL_INTERVAL="1000", SAVE_INTERVAL="1000", EVAL_EPISODES="64")  # as the pipeline runs it
+    if evaluations:  # as the pipeline runs it
+        env.update(STOP_AT="0.3", EVAL_INTERVAL="1000", SAVE_INTERVAL="1000", EVAL_EPISODES="64")
+    else:  # the stage's defaults: no evaluations, so no sft.eval_episodes either (it would change nothing)
+        env.update(EVAL_EPISODES="64")
     result = subprocess.run(["bash", str(SCRIPT), "sft", "2"], env=env, capture_output=True, text=True, check=False)
     assert result.returncode != 0
     assert "no node of the Ray cluster has a GPU and simulate_gpus=False" in result.stderr, result.stderr[-2000:]
