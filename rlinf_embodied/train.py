@@ -27,7 +27,12 @@ register_configs()
 def check_train_config(cfg: TrainConfig) -> None:
     """What can be checked without starting Ray: the env id, the policy (name, size, overrides) and the placement."""
     from .envs.registration import check_env
-    from .runners.embodied_runner import check_env_split, check_rollout_reaches_time_limit_early, component_placement
+    from .runners.embodied_runner import (
+        check_env_split,
+        check_offload_setting,
+        check_rollout_reaches_time_limit_early,
+        component_placement,
+    )
     from .runners.placement_profile import check_auto_request
     from .workers.resume_check import check_resume_directory, reject_sft_checkpoint
 
@@ -39,7 +44,9 @@ def check_train_config(cfg: TrainConfig) -> None:
     check_rollout_reaches_time_limit_early(cfg)
     check_auto_request(cfg)  # `auto` is resolved in run_training, on the started cluster
     if not (is_auto(cfg.cluster.component_placement) or is_auto(cfg.runner.pipeline_stage_num)):
-        check_env_split(cfg, component_placement(cfg))
+        placement = component_placement(cfg)
+        check_env_split(cfg, placement)
+        check_offload_setting(cfg, placement)
 
 
 def run_training(cfg: TrainConfig, output_dir: str, stop: StopRequest | None = None) -> list[dict]:

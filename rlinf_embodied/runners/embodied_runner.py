@@ -357,8 +357,7 @@ class EmbodiedRunner:
         return rows
 
     def _actor_shares_gpus(self) -> bool:
-        actor_gpus = set(self.placement.gpus("actor"))
-        return bool(actor_gpus & (set(self.placement.gpus("rollout")) | set(self.placement.gpus("env"))))
+        return actor_shares_gpus(self.placement)
 
     def _swaps_models(self) -> bool:
         """Offload and onload around training: the actor shares GPUs and runner.offload is on."""
@@ -441,6 +440,23 @@ def check_env_split(cfg: TrainConfig, placement: ComponentPlacement) -> None:
     before Ray starts (before: an env or rollout worker's error, after every worker had started)."""
     envs_per_stage(cfg, len(placement.gpus("env")))
     num_env_groups(cfg.env.num_envs, cfg.algorithm.env_group_size, len(placement.gpus("actor")))
+
+
+def actor_shares_gpus(placement: ComponentPlacement) -> bool:
+    """Whether the actor trains on a GPU that the rollout or the env also uses (then the models swap)."""
+    actor_gpus = set(placement.gpus("actor"))
+    return bool(actor_gpus & (set(placement.gpus("rollout")) | set(placement.gpus("env"))))
+
+
+def check_offload_setting(cfg: TrainConfig, placement: ComponentPlacement) -> None:
+    """runner.offload=false keeps the models resident where the actor shares GPUs; where it shares none nothing
+    is swapped either way, so the setting would change nothing."""
+    if not cfg.runner.offload and not actor_shares_gpus(placement):
+        raise ValueError(
+            f"runner.offload=false would change nothing: in cluster.component_placement the actor (GPUs "
+            f"{placement.gpus('actor')}) shares no GPU with the rollout ({placement.gpus('rollout')}) or the env "
+            f"({placement.gpus('env')}), so no model is swapped either way; leave runner.offload at true"
+        )
 
 
 def check_rollout_reaches_time_limit(cfg: TrainConfig, spec: dict) -> None:

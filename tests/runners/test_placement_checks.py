@@ -1,5 +1,6 @@
-"""env.num_envs must split over env workers x pipeline stages and feed every actor rank: the train driver refuses
-a split that cannot work before Ray starts (before: an env or rollout worker's error after every worker started)."""
+"""What the placement decides, checked by the train driver before Ray starts: env.num_envs must split over env
+workers x pipeline stages and feed every actor rank (before: an env or rollout worker's error after every worker
+started), and runner.offload=false needs an actor that shares GPUs (before: accepted, and it changed nothing)."""
 
 from __future__ import annotations
 
@@ -46,3 +47,12 @@ def test_a_split_that_cannot_work_is_refused_before_ray_starts(overrides, messag
 )
 def test_a_split_that_works_passes(overrides):
     check_train_config(compose_config("config", overrides))
+
+
+def test_offload_off_is_refused_where_the_actor_shares_no_gpu():
+    with pytest.raises(
+        ValueError, match=r"runner.offload=false would change nothing: .* actor \(GPUs \[1\]\) shares no"
+    ):
+        check_train_config(compose_config("config", ["cluster=disaggregated_2gpu", "runner.offload=false"]))
+    check_train_config(compose_config("config", ["runner.offload=false"]))  # collocated: the swaps it skips
+    check_train_config(compose_config("config", ["cluster=hybrid_4gpu", "runner.offload=false"]))
