@@ -134,8 +134,18 @@ class AlgorithmConfig:
 
     def _reject_ineffective_settings(self) -> None:
         """Settings the chosen loss or estimator never reads, away from their defaults, would change nothing."""
-        from .registry import CLIP_SETTINGS, advantage_traits, loss_clip_settings, loss_names
+        from .registry import CLIP_SETTINGS, ESTIMATOR_SETTINGS, advantage_names, advantage_traits
+        from .registry import loss_clip_settings, loss_names
 
+        read = advantage_traits(self.adv_type).settings
+        for key in ESTIMATOR_SETTINGS:
+            if key not in read and getattr(self, key) != _DEFAULTS[key]:
+                readers = [name for name in advantage_names() if key in advantage_traits(name).settings]
+                raise ValueError(
+                    f"algorithm.{key}={getattr(self, key)}: adv_type={self.adv_type!r} reads only "
+                    f"{' / '.join(read) or 'none'} of {' / '.join(ESTIMATOR_SETTINGS)}, so it would change nothing; "
+                    f"leave it out, or use an estimator that reads it: {readers}"
+                )
         read = loss_clip_settings(self.loss_type)
         for key in CLIP_SETTINGS:
             if key not in read and getattr(self, key) != _DEFAULTS[key]:
@@ -145,6 +155,16 @@ class AlgorithmConfig:
                     f"algorithm.{key}={getattr(self, key)}: loss_type={self.loss_type!r} clips with {own}, so it "
                     f"would change nothing; set {own} instead, or loss_type={readers[0]!r} (reads {key}: {readers})"
                 )
+        if not self.dynamic_sampling and self.max_sampling_rounds != _DEFAULTS["max_sampling_rounds"]:
+            raise ValueError(
+                f"algorithm.max_sampling_rounds={self.max_sampling_rounds} would change nothing: it caps the "
+                "rollouts of dynamic sampling, which is off; set algorithm.dynamic_sampling=true (algorithm=dapo)"
+            )
+        if self.desired_kl is None and self.adaptive_lr_max_scale != _DEFAULTS["adaptive_lr_max_scale"]:
+            raise ValueError(
+                f"algorithm.adaptive_lr_max_scale={self.adaptive_lr_max_scale} would change nothing: it bounds the "
+                "adaptive lr, which is off; set algorithm.desired_kl to turn it on"
+            )
         if not self.normalize_advantages and advantage_traits(self.adv_type).normalized:
             raise ValueError(
                 f"algorithm.normalize_advantages=False: adv_type={self.adv_type!r} normalises its advantages "

@@ -1,6 +1,6 @@
 """Registries of advantage estimators and policy losses: adding one is one file + one decorator line.
 
-@register_advantage("my_adv", grouped=False, normalized=False, critic=False)  # see AdvantageTraits
+@register_advantage("my_adv", grouped=False, normalized=False, critic=False, settings=("gamma",))  # AdvantageTraits
 def my_advantage(*, rewards, dones, values, cfg, env_ids=None) -> tuple[Tensor, Tensor]: ...
 
 @register_loss("my_loss", clip_settings=("clip_ratio",))  # the AlgorithmConfig clip fields it reads
@@ -35,8 +35,13 @@ class AdvantageTraits:
     # rollout bootstraps time-limit truncations with V(final obs). A critic-free estimator (GRPO, Reinforce++)
     # gets neither: an untrained value head folded into its outcomes would only add noise to them.
     critic: bool = False
+    # The ESTIMATOR_SETTINGS it reads (e.g. GAE: gamma, gae_lambda); the config refuses the others away from
+    # their defaults, since they would change nothing.
+    settings: tuple[str, ...] = ()
 
 
+# AlgorithmConfig fields that only some estimators read (each names its own at registration)
+ESTIMATOR_SETTINGS = ("gamma", "gae_lambda", "group_size", "grpo_eps")
 _TRAITS: dict[str, AdvantageTraits] = {}
 
 
@@ -57,13 +62,19 @@ def _get(table: dict[str, Callable], kind: str, name: str) -> Callable:
 
 
 def register_advantage(
-    name: str, *, grouped: bool = False, normalized: bool = False, critic: bool = False
+    name: str,
+    *,
+    grouped: bool = False,
+    normalized: bool = False,
+    critic: bool = False,
+    settings: tuple[str, ...] = (),
 ) -> Callable[[Fn], Fn]:
     """Register an estimator under `name`, with its AdvantageTraits."""
+    _check_settings(name, "estimator", settings, ESTIMATOR_SETTINGS)
     register = _register(_ADVANTAGES, "advantage estimator", name)
 
     def decorator(fn: Fn) -> Fn:
-        _TRAITS[name] = AdvantageTraits(grouped=grouped, normalized=normalized, critic=critic)
+        _TRAITS[name] = AdvantageTraits(grouped=grouped, normalized=normalized, critic=critic, settings=tuple(settings))
         return register(fn)
 
     return decorator
@@ -90,9 +101,7 @@ _LOSS_CLIP_SETTINGS: dict[str, tuple[str, ...]] = {}
 
 def register_loss(name: str, *, clip_settings: tuple[str, ...] = ()) -> Callable[[Fn], Fn]:
     """Register a policy loss under `name`; `clip_settings`: the CLIP_SETTINGS it reads."""
-    unknown = [setting for setting in clip_settings if setting not in CLIP_SETTINGS]
-    if unknown:
-        raise ValueError(f"policy loss {name!r}: unknown clip settings {unknown}; valid: {list(CLIP_SETTINGS)}")
+    _check_settings(name, "policy loss", clip_settings, CLIP_SETTINGS)
     register = _register(_LOSSES, "policy loss", name)
 
     def decorator(fn: Fn) -> Fn:
@@ -100,6 +109,12 @@ def register_loss(name: str, *, clip_settings: tuple[str, ...] = ()) -> Callable
         return register(fn)
 
     return decorator
+
+
+def _check_settings(name: str, kind: str, settings: tuple[str, ...], valid: tuple[str, ...]) -> None:
+    unknown = [setting for setting in settings if setting not in valid]
+    if unknown:
+        raise ValueError(f"{kind} {name!r}: unknown settings {unknown}; valid: {list(valid)}")
 
 
 def loss_clip_settings(name: str) -> tuple[str, ...]:

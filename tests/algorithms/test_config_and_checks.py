@@ -50,6 +50,12 @@ def test_defaults_are_valid_and_match_registries():
         ({"clip_ratio_high": 0.5}, r"clip_ratio_high=0.5: loss_type='ppo' clips with clip_ratio.*loss_type='dapo'"),
         ({"loss_type": "dapo", "clip_ratio": 0.3}, r"clip_ratio=0.3: loss_type='dapo' clips with clip_ratio_low / "),
         ({"adv_type": "grpo", "normalize_advantages": False}, r"normalize_advantages=False: adv_type='grpo' norm"),
+        # an estimator's settings with another estimator (GRPO reads no discount; GAE groups no envs)
+        ({"adv_type": "grpo", "gamma": 0.99}, r"gamma=0.99: adv_type='grpo' reads only group_size / grpo_eps"),
+        ({"adv_type": "reinforce_pp", "gae_lambda": 0.95}, r"gae_lambda=0.95: .*that reads it: \['gae'\]"),
+        ({"grpo_eps": 1e-3}, r"grpo_eps=0.001: adv_type='gae' reads only gamma / gae_lambda"),
+        ({"max_sampling_rounds": 8}, r"max_sampling_rounds=8 would change nothing: .*dynamic sampling"),
+        ({"adaptive_lr_max_scale": 3.0}, r"adaptive_lr_max_scale=3.0 would change nothing: .*desired_kl"),
     ],
 )
 def test_invalid_values_fail_with_the_key_named(overrides, message):
@@ -105,10 +111,19 @@ def test_desired_kl_must_be_below_target_kl():
 def test_a_loss_registers_only_known_clip_settings():
     from rlinf_embodied.algorithms.registry import register_loss
 
-    with pytest.raises(ValueError, match=r"unknown clip settings \['clip_ratio_mid'\]; valid: \['clip_ratio', "):
+    with pytest.raises(ValueError, match=r"loss 'test_mid_clip': unknown settings \['clip_ratio_mid'\]; valid: "):
         register_loss("test_mid_clip", clip_settings=("clip_ratio_mid",))
 
 
-def test_each_loss_accepts_its_own_clip_settings():
-    AlgorithmConfig(clip_ratio=0.3)
+def test_an_estimator_registers_only_known_settings():
+    from rlinf_embodied.algorithms.registry import register_advantage
+
+    with pytest.raises(ValueError, match=r"estimator 'test_lam': unknown settings \['lam'\]; valid: \['gamma', "):
+        register_advantage("test_lam", settings=("lam",))
+
+
+def test_each_loss_and_estimator_accepts_its_own_settings():
+    AlgorithmConfig(clip_ratio=0.3, gamma=0.99, gae_lambda=0.95)
     AlgorithmConfig(loss_type="dapo", clip_ratio_low=0.1, clip_ratio_high=0.4)
+    AlgorithmConfig(adv_type="grpo", group_size=4, grpo_eps=1e-3, dynamic_sampling=True, max_sampling_rounds=8)
+    AlgorithmConfig(adv_type="reinforce_pp", gamma=0.9, desired_kl=0.01, adaptive_lr_max_scale=3.0)

@@ -16,7 +16,7 @@ def grouped_estimator():
     """A new grouped estimator, registered for one test only (other tests list the valid names)."""
     from rlinf_embodied.algorithms import registry
 
-    @register_advantage("test_grouped_outcomes", grouped=True, normalized=True)
+    @register_advantage("test_grouped_outcomes", grouped=True, normalized=True, settings=("group_size",))
     def _grouped(*, rewards, dones, values, cfg, env_ids=None):
         raise NotImplementedError
 
@@ -30,7 +30,9 @@ def test_builtin_traits():
     assert not advantage_traits("gae").grouped and not advantage_traits("gae").normalized
     assert advantage_traits("reinforce_pp").normalized and not advantage_traits("reinforce_pp").grouped
     assert AlgorithmConfig(adv_type="grpo", group_size=4).env_group_size == 4
-    assert AlgorithmConfig(adv_type="gae", group_size=4).env_group_size == 1
+    assert AlgorithmConfig(adv_type="gae").env_group_size == 1
+    with pytest.raises(ValueError, match=r"group_size=4: adv_type='gae' reads only gamma / gae_lambda"):
+        AlgorithmConfig(adv_type="gae", group_size=4)  # it would not group the envs
     assert AlgorithmConfig(adv_type="gae").normalize_in_loss
     assert not AlgorithmConfig(adv_type="grpo").normalize_in_loss
 

@@ -52,7 +52,7 @@ def compute_gae(
     return advantages, advantages + values[:-1]
 
 
-@register_advantage("gae", critic=True)
+@register_advantage("gae", critic=True, settings=("gamma", "gae_lambda"))
 def gae_advantage(
     *,
     rewards: torch.Tensor,

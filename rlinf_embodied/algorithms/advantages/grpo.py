@@ -120,7 +120,7 @@ def filter_groups(outcomes: torch.Tensor, group_size: int, atol: float = 1e-6) -
     return keep, keep.nonzero().squeeze(-1)
 
 
-@register_advantage("grpo", grouped=True, normalized=True)
+@register_advantage("grpo", grouped=True, normalized=True, settings=("group_size", "grpo_eps"))
 def grpo_advantage(
     *,
     rewards: torch.Tensor,

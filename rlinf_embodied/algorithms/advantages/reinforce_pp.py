@@ -34,7 +34,7 @@ def compute_reinforce_pp_advantages(
     return normalize(returns, eps=eps), returns
 
 
-@register_advantage("reinforce_pp", normalized=True)
+@register_advantage("reinforce_pp", normalized=True, settings=("gamma",))
 def reinforce_pp_advantage(
     *,
     rewards: torch.Tensor,
