@@ -221,6 +221,8 @@ class EvalConfig:
             raise ValueError(
                 f"eval.video_envs={self.video_envs} must be >= 1 (envs tiled in the video), or eval.video=false"
             )
+        if not self.video:
+            reject_ineffective_setting(self, "eval", "video_envs", "eval.video=false records no video; set it true")
 
 
 @dataclass

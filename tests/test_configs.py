@@ -54,6 +54,11 @@ def test_runner_config_rejects_out_of_range_intervals(field_name, value):
         ("sft", ["sft.eval_episodes=20"], r"sft.eval_episodes=20 would change nothing: sft.eval_interval=0"),
         ("sft", ["sft.val_interval=50"], r"sft.val_interval=50 would change nothing: sft.val_episodes=0"),
         (
+            "eval",
+            ["eval.video=false", "eval.video_envs=2"],
+            r"eval.video_envs=2 would change nothing: eval.video=false",
+        ),
+        (
             "sft",
             ["sft.lr_schedule=constant", "sft.min_lr_ratio=0.5"],
             r"sft.min_lr_ratio=0.5 would change nothing: sft.lr_schedule=constant never decays",
@@ -74,6 +79,7 @@ def test_a_setting_that_nothing_reads_is_refused(config_name, overrides, message
         ("sft", ["sft.eval_episodes=20", "sft.eval_interval=100"]),
         ("sft", ["sft.val_interval=50", "sft.val_episodes=2"]),
         ("sft", ["sft.lr_schedule=constant"]),
+        ("eval", ["eval.video_envs=2"]),
     ],
 )
 def test_the_same_settings_pass_where_they_are_read(config_name, overrides):
