@@ -7,10 +7,11 @@ wrong type fails at start-up with the key named instead of being ignored.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from .algorithms.config import AlgorithmConfig
+from .unread_settings import reject_ineffective_setting
 
 
 @dataclass
@@ -93,14 +94,6 @@ class ClusterConfig:
 
 
 AUTO = "auto"  # cluster.component_placement / runner.pipeline_stage_num chosen by scheduler/auto_placement.py
-
-
-def reject_ineffective_setting(config: Any, section: str, name: str, reason: str) -> None:
-    """A setting away from its default where nothing reads it would change nothing: an error that says why."""
-    default = next(item.default for item in fields(config) if item.name == name)
-    value = getattr(config, name)
-    if value != default:
-        raise ValueError(f"{section}.{name}={value} would change nothing: {reason}")
 
 
 def is_auto(value: Any) -> bool:

@@ -1,4 +1,5 @@
-"""Reject command-line settings that an entry point composes but never reads.
+"""Reject settings that nothing reads: command-line keys an entry point composes but never uses
+(reject_unread_settings), and config values whose feature is off (reject_ineffective_setting).
 
 The entry points share config groups (`env`, `policy`) with training, so Hydra accepts every key of them; a few
 of those keys mean nothing to a given command (an evaluation steps `eval.num_envs` envs, not `env.num_envs`). A user
@@ -7,7 +8,8 @@ who sets one would otherwise run with a default they did not choose, without a w
 
 from __future__ import annotations
 
-from typing import Mapping
+from dataclasses import fields
+from typing import Any, Mapping
 
 
 def override_key(override: str) -> str:
@@ -23,3 +25,12 @@ def reject_unread_settings(overrides: list[str], unread: Mapping[str, str]) -> N
         for unread_key, reason in unread.items():
             if key == unread_key or key.startswith(unread_key + "."):
                 raise ValueError(f"{override}: {reason}")
+
+
+def reject_ineffective_setting(config: Any, section: str, name: str, reason: str) -> None:
+    """`config.name` (a dataclass field) away from its default where nothing reads it would change nothing: an error
+    naming it, with `reason` (why it is unread and what would read it)."""
+    default = next(item.default for item in fields(config) if item.name == name)
+    value = getattr(config, name)
+    if value != default:
+        raise ValueError(f"{section}.{name}={value} would change nothing: {reason}")

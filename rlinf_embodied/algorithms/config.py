@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Optional
 
+from ..unread_settings import reject_ineffective_setting
+
 LOGPROB_LEVELS = ("token", "action", "chunk")
 
 
@@ -155,16 +157,12 @@ class AlgorithmConfig:
                     f"algorithm.{key}={getattr(self, key)}: loss_type={self.loss_type!r} clips with {own}, so it "
                     f"would change nothing; set {own} instead, or loss_type={readers[0]!r} (reads {key}: {readers})"
                 )
-        if not self.dynamic_sampling and self.max_sampling_rounds != _DEFAULTS["max_sampling_rounds"]:
-            raise ValueError(
-                f"algorithm.max_sampling_rounds={self.max_sampling_rounds} would change nothing: it caps the "
-                "rollouts of dynamic sampling, which is off; set algorithm.dynamic_sampling=true (algorithm=dapo)"
-            )
-        if self.desired_kl is None and self.adaptive_lr_max_scale != _DEFAULTS["adaptive_lr_max_scale"]:
-            raise ValueError(
-                f"algorithm.adaptive_lr_max_scale={self.adaptive_lr_max_scale} would change nothing: it bounds the "
-                "adaptive lr, which is off; set algorithm.desired_kl to turn it on"
-            )
+        if not self.dynamic_sampling:
+            reason = "it caps dynamic sampling's rollouts, which is off; set algorithm.dynamic_sampling=true (dapo)"
+            reject_ineffective_setting(self, "algorithm", "max_sampling_rounds", reason)
+        if self.desired_kl is None:
+            reason = "it bounds the adaptive lr, which is off; set algorithm.desired_kl to turn it on"
+            reject_ineffective_setting(self, "algorithm", "adaptive_lr_max_scale", reason)
         if not self.normalize_advantages and advantage_traits(self.adv_type).normalized:
             raise ValueError(
                 f"algorithm.normalize_advantages=False: adv_type={self.adv_type!r} normalises its advantages "
