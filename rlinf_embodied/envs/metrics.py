@@ -66,6 +66,16 @@ class EpisodeMetrics:
         self.episodes.extend(new)
         return len(new)
 
+    def update_first(self, info: dict[str, Any], pending: torch.Tensor) -> torch.Tensor:
+        """Add only the episodes of envs still `pending` ((N,) bool: their first episode since a reset has not
+        ended yet); returns the new mask. Counting every ended episode leans towards short ones when the envs are
+        reset at a fixed point (an iteration's start, an evaluation round): an env whose first episode ended
+        quickly, often a success, can end a second one before the reset, and a slow one cannot."""
+        ended = torch.as_tensor(_to_numpy(info.get("_episode", np.zeros(len(pending), bool)))).reshape(-1).bool()
+        ended = ended & pending
+        self.update({**info, "_episode": ended.numpy()})
+        return pending & ~ended
+
     def summary(self) -> dict[str, float]:
         """`num_episodes` and means of success_rate (final-step success), episode_return,
         episode_length and success_once; NaN means when no episode finished."""

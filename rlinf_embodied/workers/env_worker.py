@@ -70,6 +70,7 @@ class EnvWorker(Worker, SpanRecorder):
         self.init_finished = time.time()  # vector envs that build in their constructor are ready now
         self.metrics = EpisodeMetrics()
         self.needs_reset = True
+        self.first_pending: dict[int, torch.Tensor] | None = None  # see interact
         self.last_obs: dict[int, dict] = {}  # stage -> latest observation, carried across iterations
 
     def wait_until_ready(self) -> float:
@@ -104,13 +105,20 @@ class EnvWorker(Worker, SpanRecorder):
     def interact(
         self, iteration: int, env_channel: Channel, action_channel: Channel, sampling_round: int = 0
     ) -> dict[str, float]:
-        """Run `rollout_steps` chunk steps on every stage, trading observations for actions."""
+        """Run `rollout_steps` chunk steps on every stage, trading observations for actions.
+
+        rollout/* metrics: after a reset here, each env's first episode (the rollout covers the time limit, so each
+        ends); episodes carried over from the last iteration (no reset), every one that ends."""
         self.metrics.clear()
         env_steps = 0
+        reset = self.cfg.runner.reset_each_iteration or self.needs_reset or bool(sampling_round)
+        # stage -> (N,) bool: envs whose first episode since the reset has not ended yet; None: count every episode
+        self.first_pending = {} if reset else None
         for stage, env in enumerate(self.stages):
-            if self.cfg.runner.reset_each_iteration or self.needs_reset or sampling_round:
+            if reset:
                 obs, _ = env.reset(seed=self.reset_seeds(iteration, stage, sampling_round))
                 self.last_obs[stage] = obs_to_cpu(obs)
+                self.first_pending[stage] = torch.ones(self.num_envs_per_stage, dtype=torch.bool)
             env_ids = torch.tensor(self.global_env_ids(stage))
             env_channel.put(EnvOutput(obs=self.last_obs[stage], env_ids=env_ids), key=channel_key(self.rank, stage))
         self.needs_reset = False
@@ -120,7 +128,7 @@ class EnvWorker(Worker, SpanRecorder):
                     actions = action_channel.get(key=channel_key(self.rank, stage))  # (N, chunk, act_dim)
                 env_steps += actions.shape[0] * actions.shape[1]
                 with self.span(f"sim stage{stage}"):
-                    env_output = self._step(env, actions)
+                    env_output = self._step(env, stage, actions)
                 self.last_obs[stage] = env_output.obs
                 with self.span(f"send stage{stage}"):
                     env_channel.put(env_output, key=channel_key(self.rank, stage))
@@ -164,17 +172,18 @@ class EnvWorker(Worker, SpanRecorder):
         key = channel_key(self.rank, stage)
         actions = action_channel.get(key=key)  # (N, chunk, act_dim)
         obs, _, _, _, info = env.step(actions)
-        ended = torch.as_tensor(info.get("_episode", torch.zeros_like(playing))).cpu().bool() & playing  # (N,)
-        metrics.update({**info, "_episode": ended})
-        playing = playing & ~ended
+        playing = metrics.update_first(info, playing)
         env_channel.put(EnvOutput(obs=obs_to_cpu(obs), finished=not playing.any()), key=key)
         return playing
 
-    def _step(self, env: gym.vector.VectorEnv, actions: torch.Tensor) -> EnvOutput:
+    def _step(self, env: gym.vector.VectorEnv, stage: int, actions: torch.Tensor) -> EnvOutput:
         obs, rewards, terminations, truncations, info = env.step(actions)
         if rewards.dim() == 1:  # a single-step action came back as (N,): make it a chunk of 1
             rewards, terminations, truncations = rewards[:, None], terminations[:, None], truncations[:, None]
-        self.metrics.update(info)
+        if self.first_pending is None:
+            self.metrics.update(info)
+        else:
+            self.first_pending[stage] = self.metrics.update_first(info, self.first_pending[stage])
         final_obs, final_mask = None, None
         truncated = truncations.any(dim=1) & ~terminations.any(dim=1)  # (N,)
         if truncated.any() and "final_obs" in info:

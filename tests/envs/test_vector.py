@@ -206,6 +206,30 @@ def test_metrics_helpers():
     assert metrics.summary()["num_episodes"] == 0
 
 
+def ended_info(ended: list[bool], success: list[bool]) -> dict:
+    flags = torch.tensor(success)
+    return {
+        "_episode": torch.tensor(ended),
+        "episode": {"return": flags.float(), "length": torch.ones(2), "success_once": flags, "success": flags},
+    }
+
+
+def test_only_each_envs_first_episode_counts_after_a_reset():
+    """Env 0 succeeds quickly twice before env 1's first episode fails: every ended episode reads 2 of 3 successes,
+    the first episode of each env 1 of 2 (what the policy does from a reset, without the lean towards quick ones)."""
+    steps = [ended_info([True, False], [True, False]), ended_info([True, False], [True, False])]
+    steps.append(ended_info([False, True], [False, False]))
+    every, first = EpisodeMetrics(), EpisodeMetrics()
+    pending = torch.ones(2, dtype=torch.bool)
+    for info in steps:
+        every.update(info)
+        pending = first.update_first(info, pending)
+    assert every.summary()["num_episodes"] == 3 and every.summary()["success_once"] == pytest.approx(2 / 3)
+    assert first.summary()["num_episodes"] == 2 and first.summary()["success_once"] == 0.5
+    assert not pending.any()
+    assert first.update_first({}, pending).equal(pending)  # a step where nothing ended
+
+
 def test_rows_nobody_reads_build_no_observation():
     """A chunk renders its last row's obs (and an ending episode's final obs) only, with the same results."""
     envs = {
