@@ -25,7 +25,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from rlinf_embodied.config import compose_config  # noqa: E402
 from rlinf_embodied.envs.spec import env_spec  # noqa: E402
-from rlinf_embodied.runners.evaluator import make_eval_env, finished_episodes  # noqa: E402
+from rlinf_embodied.envs.metrics import episodes_from_info  # noqa: E402
+from rlinf_embodied.runners.evaluator import make_eval_env  # noqa: E402
 from rlinf_embodied.workers.policy_loading import build_policy  # noqa: E402
 
 
@@ -43,7 +44,7 @@ def success_rate(env, policy, noisy_dims: list[int], std: float, episodes: int, 
                 mask[noisy_dims] = 1.0
                 actions = actions + noise * mask
             obs, _, _, _, info = env.step(actions)
-            successes += [bool(episode["success_once"]) for episode in finished_episodes(info)]
+            successes += [bool(episode["success_once"]) for episode in episodes_from_info(info)]
     return sum(successes[:episodes]) / episodes
 
 

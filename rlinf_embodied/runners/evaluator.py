@@ -141,7 +141,7 @@ def _run_task(env, policy, eval_cfg: EvalConfig, task_id, env_id: str, device) -
         obs_device = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in obs.items()}
         actions = policy.act(obs_device, deterministic=eval_cfg.deterministic).actions.float().cpu()
         obs, _, _, _, info = env.step(actions)
-        for env_index, episode in zip(ended_env_indices(info), finished_episodes(info)):
+        for env_index, episode in zip(ended_env_indices(info), episodes_from_info(info)):
             if played[env_index] < quotas[env_index]:
                 played[env_index] += 1
                 returns.append(episode["episode_return"])
@@ -160,11 +160,6 @@ def _run_task(env, policy, eval_cfg: EvalConfig, task_id, env_id: str, device) -
         video=video,
         instruction=str(instruction),
     )
-
-
-def finished_episodes(info: dict[str, Any]) -> list[dict[str, float]]:
-    """Per-episode stats of the envs whose episode ended at this step (see envs/README.md)."""
-    return episodes_from_info(info)
 
 
 def write_results(results: list[TaskResult], output_dir: str) -> str:
