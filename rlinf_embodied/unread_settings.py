@@ -30,7 +30,11 @@ def reject_unread_settings(overrides: list[str], unread: Mapping[str, str]) -> N
 def reject_ineffective_setting(config: Any, section: str, name: str, reason: str) -> None:
     """`config.name` (a dataclass field) away from its default where nothing reads it would change nothing: an error
     naming it, with `reason` (why it is unread and what would read it)."""
-    default = next(item.default for item in fields(config) if item.name == name)
     value = getattr(config, name)
-    if value != default:
+    if value != field_default(config, name):
         raise ValueError(f"{section}.{name}={value} would change nothing: {reason}")
+
+
+def field_default(config: Any, name: str) -> Any:
+    """The default of the dataclass field `name` of `config` (an instance or the class)."""
+    return next(item.default for item in fields(config) if item.name == name)

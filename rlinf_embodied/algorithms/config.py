@@ -8,10 +8,10 @@ mutating a config in code.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Optional
 
-from ..unread_settings import reject_ineffective_setting
+from ..unread_settings import field_default, reject_ineffective_setting
 
 LOGPROB_LEVELS = ("token", "action", "chunk")
 
@@ -134,29 +134,34 @@ class AlgorithmConfig:
                     f"group algorithm={self.adv_type} does) or use an estimator with a critic ({_critic_estimators()})"
                 )
 
+    def _first_set_outside(self, settings: tuple[str, ...], read: tuple[str, ...]) -> str | None:
+        """The first of `settings` that is away from its default but not among those `read`; None if none is."""
+        unread = (key for key in settings if key not in read and getattr(self, key) != field_default(self, key))
+        return next(unread, None)
+
     def _reject_ineffective_settings(self) -> None:
         """Settings the chosen loss or estimator never reads, away from their defaults, would change nothing."""
         from .registry import CLIP_SETTINGS, ESTIMATOR_SETTINGS, advantage_names, advantage_traits
         from .registry import loss_clip_settings, loss_names
 
         read = advantage_traits(self.adv_type).settings
-        for key in ESTIMATOR_SETTINGS:
-            if key not in read and getattr(self, key) != _DEFAULTS[key]:
-                readers = [name for name in advantage_names() if key in advantage_traits(name).settings]
-                raise ValueError(
-                    f"algorithm.{key}={getattr(self, key)}: adv_type={self.adv_type!r} reads only "
-                    f"{' / '.join(read) or 'none'} of {' / '.join(ESTIMATOR_SETTINGS)}, so it would change nothing; "
-                    f"leave it out, or use an estimator that reads it: {readers}"
-                )
+        key = self._first_set_outside(ESTIMATOR_SETTINGS, read)
+        if key is not None:
+            readers = [name for name in advantage_names() if key in advantage_traits(name).settings]
+            raise ValueError(
+                f"algorithm.{key}={getattr(self, key)}: adv_type={self.adv_type!r} reads only "
+                f"{' / '.join(read) or 'none'} of {' / '.join(ESTIMATOR_SETTINGS)}, so it would change nothing; "
+                f"leave it out, or use an estimator that reads it: {readers}"
+            )
         read = loss_clip_settings(self.loss_type)
-        for key in CLIP_SETTINGS:
-            if key not in read and getattr(self, key) != _DEFAULTS[key]:
-                readers = [name for name in loss_names() if key in loss_clip_settings(name)]
-                own = " / ".join(read) or "nothing"
-                raise ValueError(
-                    f"algorithm.{key}={getattr(self, key)}: loss_type={self.loss_type!r} clips with {own}, so it "
-                    f"would change nothing; set {own} instead, or loss_type={readers[0]!r} (reads {key}: {readers})"
-                )
+        key = self._first_set_outside(CLIP_SETTINGS, read)
+        if key is not None:
+            readers = [name for name in loss_names() if key in loss_clip_settings(name)]
+            own = " / ".join(read) or "nothing"
+            raise ValueError(
+                f"algorithm.{key}={getattr(self, key)}: loss_type={self.loss_type!r} clips with {own}, so it "
+                f"would change nothing; set {own} instead, or loss_type={readers[0]!r} (reads {key}: {readers})"
+            )
         if not self.dynamic_sampling:
             reason = "it caps dynamic sampling's rollouts, which is off; set algorithm.dynamic_sampling=true (dapo)"
             reject_ineffective_setting(self, "algorithm", "max_sampling_rounds", reason)
@@ -226,9 +231,6 @@ class AlgorithmConfig:
                 )
         _at_least("adaptive_lr_max_scale", self.adaptive_lr_max_scale, 1.0)
         return self
-
-
-_DEFAULTS = {item.name: item.default for item in fields(AlgorithmConfig)}
 
 
 def _critic_estimators() -> list[str]:

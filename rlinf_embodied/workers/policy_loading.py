@@ -14,6 +14,7 @@ from ..config import PolicyConfig
 from ..policies import Policy, make_policy, policy_class
 from ..policies.base import CONFIG_FILE, read_json_file
 from ..policies.base import PolicyConfig as BasePolicyConfig
+from ..unread_settings import field_default
 from .mixed_precision import cast_floating_buffers
 
 
@@ -169,7 +170,7 @@ def predicted_policy_dims(policy_cfg: PolicyConfig) -> dict[str, int | None]:
         saved = saved_policy_config(policy_cfg.checkpoint) or {}
     else:
         cls = policy_class(policy_cfg.name)
-        saved = {"action_chunk": cls.config_class.__dataclass_fields__["action_chunk"].default}
+        saved = {"action_chunk": field_default(cls.config_class, "action_chunk")}
         saved.update(cls.presets.get(policy_cfg.size, {}))
     dims: dict[str, int | None] = {}
     for key in ("action_dim", "action_chunk"):
