@@ -162,6 +162,12 @@ class AlgorithmConfig:
                 f"algorithm.{key}={getattr(self, key)}: loss_type={self.loss_type!r} clips with {own}, so it "
                 f"would change nothing; set {own} instead, or loss_type={readers[0]!r} (reads {key}: {readers})"
             )
+        if set(read) >= {"clip_ratio_low", "clip_ratio_high"} and self.clip_ratio_high < self.clip_ratio_low:
+            raise ValueError(
+                f"algorithm.clip_ratio_high={self.clip_ratio_high} is below algorithm.clip_ratio_low="
+                f"{self.clip_ratio_low}: {self.loss_type!r} clips higher (the ratio's upper bound 1 + clip_ratio_high "
+                f"reaches further than its lower bound), so set clip_ratio_high >= clip_ratio_low (DAPO: 0.28 and 0.2)"
+            )
         if not self.dynamic_sampling:
             reason = "it caps dynamic sampling's rollouts, which is off; set algorithm.dynamic_sampling=true (dapo)"
             reject_ineffective_setting(self, "algorithm", "max_sampling_rounds", reason)

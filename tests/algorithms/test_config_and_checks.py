@@ -127,3 +127,9 @@ def test_each_loss_and_estimator_accepts_its_own_settings():
     AlgorithmConfig(loss_type="dapo", clip_ratio_low=0.1, clip_ratio_high=0.4)
     AlgorithmConfig(adv_type="grpo", group_size=4, grpo_eps=1e-3, dynamic_sampling=True, max_sampling_rounds=8)
     AlgorithmConfig(adv_type="reinforce_pp", gamma=0.9, desired_kl=0.01, adaptive_lr_max_scale=3.0)
+
+
+def test_dapo_rejects_an_upper_clip_below_the_lower_one():
+    AlgorithmConfig(loss_type="dapo", clip_ratio_low=0.2, clip_ratio_high=0.2)  # equal bounds: PPO's clip
+    with pytest.raises(ValueError, match=r"clip_ratio_high=0.1 is below algorithm.clip_ratio_low=0.2: 'dapo'"):
+        AlgorithmConfig(loss_type="dapo", clip_ratio_low=0.2, clip_ratio_high=0.1)
