@@ -181,3 +181,18 @@ def test_env_spec_reads_dims_and_observation_keys(venv):
     assert spec["obs_keys"] == ["state"]
     assert spec["action_dim"] == venv.single_action_space.shape[-1]
     assert spec["state_dim"] == venv.single_observation_space["state"].shape[-1] > 0
+
+
+def test_a_control_mode_typo_fails_before_any_env_is_built():
+    from rlinf_embodied.envs.registration import check_env_options
+
+    check_env_options("rlinf/ManiSkill-PickCube", "state", {"control_mode": "pd_ee_delta_pose"})
+    with pytest.raises(
+        ValueError, match=r"control_mode='pd_ee_delta_pos3' .*PickCube-v1's robot 'panda'.*'pd_ee_pose'"
+    ):
+        check_env_options("rlinf/ManiSkill-PickCube", "state", {"control_mode": "pd_ee_delta_pos3"})
+    other_robot = {"control_mode": "pd_ee_delta_pose", "robot_uids": "widowxai"}  # joint control modes only
+    with pytest.raises(
+        ValueError, match=r"control_mode='pd_ee_delta_pose' .*robot 'widowxai'; .*\['pd_joint_delta_pos'"
+    ):
+        check_env_options("rlinf/ManiSkill-PickCube", "state", other_robot)

@@ -49,10 +49,52 @@ def validate_options(obs_mode: str, sim_backend: str, reward_mode: Optional[str]
         raise ValueError(f"reward_mode={reward_mode!r} is not supported; valid reward modes: {list(REWARD_MODES)}")
 
 
-def check_options(obs_mode: str, sim_backend: str, reward_mode: Optional[str], **_: Any) -> None:
-    """register_env's options_check: validate_options on make_vector_env's keywords (check_env_options fills in
-    its defaults)."""
+def check_options(
+    task: str,
+    obs_mode: str,
+    sim_backend: str,
+    reward_mode: Optional[str],
+    control_mode: Optional[str] = None,
+    robot_uids: Optional[str] = None,
+    **_: Any,
+) -> None:
+    """register_env's options_check: validate_options and the control mode on make_vector_env's keywords
+    (check_env_options fills in its defaults)."""
     validate_options(obs_mode, sim_backend, reward_mode)
+    if control_mode is None:
+        return
+    maniskill_id = task_spec(task).maniskill_id
+    robot, modes = robot_control_modes(maniskill_id, robot_uids)
+    if modes is not None and control_mode not in modes:
+        raise ValueError(
+            f"control_mode={control_mode!r} is not supported by {maniskill_id}'s robot {robot!r}; valid control "
+            f"modes: {modes}"
+        )
+
+
+def robot_control_modes(maniskill_id: str, robot_uids: Optional[str]) -> tuple[Optional[str], Optional[list[str]]]:
+    """The robot `maniskill_id` builds (`robot_uids`, else the task's default) and its controllers' names, read
+    from the agent class without building a scene; (robot, None) where ManiSkill does not expose them that way
+    (then the env workers' `gym.make` checks the mode)."""
+    import inspect
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import mani_skill.envs  # noqa: F401  (registers ManiSkill's ids and agents)
+        from mani_skill.agents.registration import REGISTERED_AGENTS
+        from mani_skill.utils.registration import REGISTERED_ENVS
+
+    if robot_uids is None:
+        parameter = inspect.signature(REGISTERED_ENVS[maniskill_id].cls.__init__).parameters.get("robot_uids")
+        robot_uids = None if parameter is None else parameter.default
+    if not isinstance(robot_uids, str) or robot_uids not in REGISTERED_AGENTS:
+        return robot_uids, None  # multi-agent tuples, or a robot ManiSkill registers elsewhere
+    agent_class = REGISTERED_AGENTS[robot_uids].agent_cls
+    try:  # a class-level property on ManiSkill's agents: it reads joint names and gains, no simulator state
+        configs = agent_class._controller_configs.fget(object.__new__(agent_class))
+    except Exception:  # noqa: BLE001 (an agent whose configs need a built robot: leave the check to gym.make)
+        return robot_uids, None
+    return robot_uids, list(configs)
 
 
 def build_maniskill_env(
