@@ -183,6 +183,16 @@ def test_env_spec_reads_dims_and_observation_keys(venv):
     assert spec["state_dim"] == venv.single_observation_space["state"].shape[-1] > 0
 
 
+def test_a_bad_camera_size_fails_before_any_env_is_built():
+    from rlinf_embodied.envs.registration import check_env_options
+
+    check_env_options("rlinf/ManiSkill-PickCube", "rgb", {"camera_size": [96, 128]})
+    with pytest.raises(ValueError, match=r"camera_size must be an int or \(H, W\) of positive ints, got -3"):
+        check_env_options("rlinf/ManiSkill-PickCube", "rgb", {"camera_size": -3})
+    with pytest.raises(ValueError, match=r"camera_size=96 with obs_mode='state'.*~env.kwargs.camera_size"):
+        check_env_options("rlinf/ManiSkill-PickCube", "state", {"camera_size": 96})
+
+
 def test_a_control_mode_typo_fails_before_any_env_is_built():
     from rlinf_embodied.envs.registration import check_env_options
 

@@ -56,11 +56,18 @@ def check_options(
     reward_mode: Optional[str],
     control_mode: Optional[str] = None,
     robot_uids: Optional[str] = None,
+    camera_size: CameraSize = None,
     **_: Any,
 ) -> None:
-    """register_env's options_check: validate_options and the control mode on make_vector_env's keywords
-    (check_env_options fills in its defaults)."""
+    """register_env's options_check: validate_options, the camera size and the control mode on make_vector_env's
+    keywords (check_env_options fills in its defaults)."""
     validate_options(obs_mode, sim_backend, reward_mode)
+    _camera_hw(camera_size)
+    if camera_size is not None and obs_mode == "state":
+        raise ValueError(
+            f"camera_size={camera_size!r} with obs_mode='state': state observations render no camera, so it would "
+            f"change nothing; drop it (~env.kwargs.camera_size) or set obs_mode='rgb'"
+        )
     if control_mode is None:
         return
     maniskill_id = task_spec(task).maniskill_id
