@@ -60,6 +60,9 @@ def test_the_train_driver_checks_the_env_id_before_ray_starts():
         ("collect", "env.kwargs.reward_mode=bogus", r"reward_mode='bogus' is not supported"),
         ("config", "env=libero env.obs_mode=depth", r"obs_mode='depth' is not supported by LIBERO"),
         ("eval", "env=libero env.kwargs.camera_size=4", r"camera_size=4 must be an int >= 8"),
+        ("config", "+env.kwargs.num_workers=0", r"num_workers must be None \(auto\) or an int >= 1, got 0"),
+        ("config", "env=libero +env.kwargs.step_timeout=-1", r"step_timeout must be a positive number of seconds"),
+        ("config", "env.kwargs.sim_backend=physx_cuda +env.kwargs.num_workers=2", r"num_workers=2 .* one process"),
     ],
 )
 def test_bad_env_options_are_named_before_any_env_worker_starts(entry, override, message):

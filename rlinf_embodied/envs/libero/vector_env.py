@@ -15,7 +15,7 @@ from typing import Any, Optional, Sequence, Union
 import gymnasium as gym
 import numpy as np
 
-from ..vector import SubprocVectorEnv
+from ..vector import SubprocVectorEnv, validate_common_options
 from .env import (
     ACTION_DIM,
     OBS_MODES,
@@ -31,11 +31,14 @@ from .suites import LiberoSuite, get_suite
 DEFAULT_STEP_TIMEOUT_S = 300.0  # a chunk of CPU-rendered steps for several envs per worker can take a while
 
 
-def check_options(obs_mode: str, camera_size: int, **_: Any) -> None:
-    """register_env's options_check: make_libero_vector_env's obs mode and camera size (check_env_options fills in
-    its defaults), checked without importing LIBERO."""
+def check_options(
+    obs_mode: str, camera_size: int, num_workers: Optional[int] = None, step_timeout: Optional[float] = None, **_: Any
+) -> None:
+    """register_env's options_check: make_libero_vector_env's obs mode, camera size and subprocess options
+    (check_env_options fills in its defaults), checked without importing LIBERO."""
     validate_obs_mode(obs_mode)
     validate_camera_size(camera_size)
+    validate_common_options(1, num_workers, None, step_timeout)  # env.num_envs, max_episode_steps: checked apart
 
 
 def make_libero_vector_env(

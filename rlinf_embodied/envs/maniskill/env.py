@@ -49,6 +49,24 @@ def validate_options(obs_mode: str, sim_backend: str, reward_mode: Optional[str]
         raise ValueError(f"reward_mode={reward_mode!r} is not supported; valid reward modes: {list(REWARD_MODES)}")
 
 
+def validate_backend_options(
+    sim_backend: str, num_workers: Optional[int], step_timeout: Optional[float], reward_delta: Any
+) -> None:
+    """The options only CPU physics (one env per subprocess, ManiSkillSingleEnv) reads, refused on GPU physics."""
+    if sim_backend != "physx_cuda":
+        return
+    if reward_delta:
+        raise ValueError(
+            "reward_delta=True is implemented for sim_backend='physx_cpu' only (ManiSkillSingleEnv); "
+            "with sim_backend='physx_cuda' leave it False"
+        )
+    if num_workers is not None or step_timeout is not None:
+        raise ValueError(
+            f"num_workers={num_workers!r} / step_timeout={step_timeout!r} apply to sim_backend="
+            f"'physx_cpu' (subprocesses); sim_backend='physx_cuda' runs all envs in one process"
+        )
+
+
 def check_options(
     task: str,
     obs_mode: str,
@@ -57,11 +75,15 @@ def check_options(
     control_mode: Optional[str] = None,
     robot_uids: Optional[str] = None,
     camera_size: CameraSize = None,
-    **_: Any,
+    num_workers: Optional[int] = None,
+    step_timeout: Optional[float] = None,
+    **maniskill_kwargs: Any,
 ) -> None:
-    """register_env's options_check: validate_options, the camera size and the control mode on make_vector_env's
+    """register_env's options_check: make_vector_env's own checks, the camera size and the control mode on its
     keywords (check_env_options fills in its defaults)."""
     validate_options(obs_mode, sim_backend, reward_mode)
+    validate_common_options(1, num_workers, None, step_timeout)  # env.num_envs, max_episode_steps: checked apart
+    validate_backend_options(sim_backend, num_workers, step_timeout, maniskill_kwargs.get("reward_delta"))
     _camera_hw(camera_size)
     if camera_size is not None and obs_mode == "state":
         raise ValueError(
@@ -362,17 +384,8 @@ def make_vector_env(
         render_backend=render_backend,
         **maniskill_kwargs,
     )
+    validate_backend_options(sim_backend, num_workers, step_timeout, maniskill_kwargs.get("reward_delta"))
     if sim_backend == "physx_cuda":
-        if maniskill_kwargs.get("reward_delta"):
-            raise ValueError(
-                "reward_delta=True is implemented for sim_backend='physx_cpu' only (ManiSkillSingleEnv); "
-                "with sim_backend='physx_cuda' leave it False"
-            )
-        if num_workers is not None or step_timeout is not None:
-            raise ValueError(
-                f"num_workers={num_workers!r} / step_timeout={step_timeout!r} apply to sim_backend="
-                f"'physx_cpu' (subprocesses); sim_backend='physx_cuda' runs all envs in one process"
-            )
         from .gpu_physics import make_batched_vector_env
 
         return make_batched_vector_env(
