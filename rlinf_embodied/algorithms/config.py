@@ -162,12 +162,6 @@ class AlgorithmConfig:
                 f"algorithm.{key}={getattr(self, key)}: loss_type={self.loss_type!r} clips with {own}, so it "
                 f"would change nothing; set {own} instead, or loss_type={readers[0]!r} (reads {key}: {readers})"
             )
-        if set(read) >= {"clip_ratio_low", "clip_ratio_high"} and self.clip_ratio_high < self.clip_ratio_low:
-            raise ValueError(
-                f"algorithm.clip_ratio_high={self.clip_ratio_high} is below algorithm.clip_ratio_low="
-                f"{self.clip_ratio_low}: {self.loss_type!r} clips higher (the ratio's upper bound 1 + clip_ratio_high "
-                f"reaches further than its lower bound), so set clip_ratio_high >= clip_ratio_low (DAPO: 0.28 and 0.2)"
-            )
         if not self.dynamic_sampling:
             reason = "it caps dynamic sampling's rollouts, which is off; set algorithm.dynamic_sampling=true (dapo)"
             reject_ineffective_setting(self, "algorithm", "max_sampling_rounds", reason)
@@ -182,7 +176,7 @@ class AlgorithmConfig:
             )
 
     def validate(self) -> "AlgorithmConfig":
-        from .registry import advantage_names, loss_names  # filled when the package is imported
+        from .registry import advantage_names, loss_clip_settings, loss_names  # filled when the package is imported
 
         _one_of("adv_type", self.adv_type, advantage_names(), "advantage estimator")
         _one_of("loss_type", self.loss_type, loss_names(), "policy loss")
@@ -201,6 +195,13 @@ class AlgorithmConfig:
         if not self.uses_critic:
             self._reject_critic_settings()
         self._reject_ineffective_settings()
+        both_bounds = {"clip_ratio_low", "clip_ratio_high"} <= set(loss_clip_settings(self.loss_type))
+        if both_bounds and self.clip_ratio_high < self.clip_ratio_low:
+            raise ValueError(
+                f"algorithm.clip_ratio_high={self.clip_ratio_high} is below algorithm.clip_ratio_low="
+                f"{self.clip_ratio_low}: {self.loss_type!r} clips higher (the ratio's upper bound 1 + clip_ratio_high "
+                f"reaches further than its lower bound), so set clip_ratio_high >= clip_ratio_low (DAPO: 0.28 and 0.2)"
+            )
         _at_least("group_size", self.group_size, 1)
         if self.grouped and self.group_size < 2:
             raise ValueError(
