@@ -189,7 +189,7 @@ class EvalConfig:
     deterministic: bool = True
     seed: int = 1000
     video: bool = True  # needs rgb frames; skipped with a warning where nothing renders
-    video_envs: int = 4  # tile the first k envs
+    video_envs: Optional[int] = None  # tile the first k envs; None = the first min(4, num_envs)
     output_dir: Optional[str] = None  # defaults to Hydra's run directory
     device: str = "auto"
 
@@ -210,9 +210,10 @@ class EvalConfig:
             )
         if self.seed < 0:  # episode seeds go to env.reset(seed=...), which takes none below 0
             raise ValueError(f"eval.seed={self.seed} must be >= 0 (episode seeds are eval.seed, eval.seed + 1, ...)")
-        if self.video and self.video_envs < 1:
-            raise ValueError(
-                f"eval.video_envs={self.video_envs} must be >= 1 (envs tiled in the video), or eval.video=false"
+        if self.video and self.video_envs is not None and not 1 <= self.video_envs <= self.num_envs:
+            raise ValueError(  # more than num_envs was recorded as num_envs, silently
+                f"eval.video_envs={self.video_envs} must lie in [1, eval.num_envs={self.num_envs}] (envs tiled in "
+                "the video), or be unset (the first min(4, eval.num_envs)), or eval.video=false"
             )
         if not self.video:
             reject_ineffective_setting(self, "eval", "video_envs", "eval.video=false records no video; set it true")

@@ -54,7 +54,7 @@ def evaluate_policy(
         fix="set eval.seed beyond them",
     )
     device = pick_device(eval_cfg.device, "eval.device")
-    tasks = eval_tasks(eval_cfg, env_cfg.id)
+    tasks = eval_tasks(eval_cfg, env_cfg)
     results: list[TaskResult] = []
     policy = None
     for task_id in tasks:
@@ -75,16 +75,26 @@ def evaluate_policy(
     return results
 
 
-def eval_tasks(eval_cfg: EvalConfig, env_id: str) -> list[Optional[int]]:
-    """The task ids an evaluation plays, one env each (None: the env's own task); env_cache is keyed by them."""
-    from ..envs.registration import TASK_SUITES
+def eval_tasks(eval_cfg: EvalConfig, env_cfg: EnvConfig) -> list[Optional[int]]:
+    """The task ids an evaluation plays, one env each (None: the env's own task); env_cache is keyed by them.
+    Each is checked with the env's options before any is played (a bad last id once failed after the others)."""
+    from ..envs.registration import TASK_SUITES, check_env_options
+
+    env_id = env_cfg.id
 
     if eval_cfg.task_ids is not None and env_id not in TASK_SUITES:
         raise ValueError(
             f"eval.task_ids={list(eval_cfg.task_ids)} picks tasks of a suite ({sorted(TASK_SUITES)}), but {env_id} "
             f"is a single task: leave eval.task_ids unset"
         )
-    return [None] if eval_cfg.task_ids is None else list(eval_cfg.task_ids)
+    if eval_cfg.task_ids is None:
+        return [None]
+    for task_id in eval_cfg.task_ids:
+        try:
+            check_env_options(env_id, env_cfg.obs_mode, {**env_cfg.kwargs, "task_id": task_id})
+        except ValueError as error:
+            raise ValueError(f"eval.task_ids={list(eval_cfg.task_ids)}: {error}") from error
+    return list(eval_cfg.task_ids)
 
 
 def make_eval_env(env_cfg: EnvConfig, eval_cfg: EvalConfig, task_id: Optional[int], output_dir: str):

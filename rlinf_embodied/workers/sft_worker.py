@@ -340,7 +340,7 @@ class SFTEvalWorker(Worker):
 
         eval_cfg = sft_eval_config(self.cfg, str(self.device))
         with eval_env_errors(self.cfg, on_failure=self.close_envs):
-            for task_id in eval_tasks(eval_cfg, self.cfg.env.id):
+            for task_id in eval_tasks(eval_cfg, self.cfg.env):
                 self.envs[task_id] = make_eval_env(self.cfg.env, eval_cfg, task_id, "")
             # each evaluation starts from env.reset(seed=eval.seed), so this reset changes none of its episodes
             return check_eval_env_fits(self.cfg, next(iter(self.envs.values())), needs)

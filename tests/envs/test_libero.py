@@ -59,6 +59,26 @@ def test_task_id_out_of_range_names_valid_range(task_id, valid):
         gym.make("rlinf/LIBERO-90", task_id=90)
 
 
+@pytest.mark.parametrize(
+    "task_id, message",
+    [
+        (12, r"task_id=12 is out of range for rlinf/LIBERO-Spatial .*0..9"),
+        ("abc", r"task_id='abc': pass one task id of rlinf/LIBERO-Spatial \(an int in 0..9\)"),
+        ([], r"task_id=\[\]: pass one task id"),
+        ([0, 10], r"task_id=10 is out of range"),
+    ],
+)
+def test_train_config_task_id_is_checked_before_any_env_is_built(task_id, message):
+    from rlinf_embodied.envs.registration import check_env_options
+
+    # before: accepted by the pre-Ray checks, then refused in every env worker
+    with pytest.raises(ValueError, match=message):
+        check_env_options("rlinf/LIBERO-Spatial", "rgb", {"task_id": task_id, "camera_size": 224})
+    check_env_options("rlinf/LIBERO-Spatial", "rgb", {"task_id": [0, 9], "camera_size": 224})
+    with pytest.raises(ValueError, match="different task ids per env need obs_mode='rgb'"):
+        check_env_options("rlinf/LIBERO-Spatial", "state", {"task_id": [0, 9]})
+
+
 def test_bad_obs_mode_and_camera_size():
     with pytest.raises(ValueError, match="obs_mode='depth'.*valid"):
         gym.make_vec("rlinf/LIBERO-Goal", num_envs=1, vectorization_mode="vector_entry_point", obs_mode="depth")

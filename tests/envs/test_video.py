@@ -52,3 +52,11 @@ def test_video_recorder_without_ffmpeg_names_the_package(tmp_path, monkeypatch):
     with pytest.raises(ImportError, match="pip install imageio-ffmpeg"):
         VideoRecorder(env, str(tmp_path))
     env.close()
+
+
+def test_video_recorder_refuses_more_envs_than_it_has(tmp_path):
+    env = SubprocVectorEnv([ToyReachFactory(image_size=8) for _ in range(2)], num_workers=1)
+    with pytest.raises(ValueError, match=r"num_envs_to_record=3 must lie in \[1, 2\]"):  # before: 2, silently
+        VideoRecorder(env, str(tmp_path), num_envs_to_record=3)
+    assert VideoRecorder(env, str(tmp_path)).num_envs_to_record == 2  # unset: min(4, num_envs)
+    env.close()

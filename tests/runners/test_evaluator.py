@@ -101,7 +101,8 @@ def test_eval_with_a_missing_checkpoint_names_the_path(tmp_path):
     [
         ("num_episodes", 0, r"eval.num_episodes=0 must be >= 1 \(episodes per task\)"),
         ("num_envs", 0, r"eval.num_envs=0 must be >= 1"),
-        ("video_envs", 0, r"eval.video_envs=0 must be >= 1 .*or eval.video=false"),
+        ("video_envs", 0, r"eval.video_envs=0 must lie in \[1, eval.num_envs=4\] .*or eval.video=false"),
+        ("video_envs", 5, r"eval.video_envs=5 must lie in \[1, eval.num_envs=4\]"),  # before: 4 recorded, silently
         ("seed", -1, r"eval.seed=-1 must be >= 0"),  # before: gymnasium's 'Seed must be greater or equal to zero'
         ("task_ids", [], r"eval.task_ids=\[\]: list each task to evaluate once"),  # before: 0 episodes, "0.0"
         ("task_ids", [0, 0], r"eval.task_ids=\[0, 0\]: list each task"),  # before: task 0 counted twice
@@ -225,3 +226,18 @@ def test_each_env_plays_its_share_so_quick_successes_do_not_crowd_out_slow_failu
 def test_more_envs_than_episodes_is_refused():
     with pytest.raises(ValueError, match=r"eval.num_envs=64 > eval.num_episodes=8: .*56 envs would play none"):
         EvalConfig(num_episodes=8, num_envs=64)
+
+
+def test_eval_video_envs_unset_fits_fewer_envs():
+    assert EvalConfig(num_episodes=2, num_envs=2).video_envs is None  # the recorder then tiles min(4, 2) envs
+
+
+def test_eval_task_ids_are_checked_before_any_task_plays():
+    from rlinf_embodied.config import compose_config
+    from rlinf_embodied.runners.evaluator import eval_tasks
+
+    cfg = compose_config("eval", ["env=libero", "eval.task_ids=[0,12]"])  # LIBERO-Spatial has tasks 0..9
+    with pytest.raises(ValueError, match=r"eval.task_ids=\[0, 12\]: task_id=12 is out of range .*0..9"):
+        eval_tasks(cfg.eval, cfg.env)  # before: task 0's episodes ran, then task 12's env failed to build
+    cfg = compose_config("eval", ["env=libero", "eval.task_ids=[9,0]"])
+    assert eval_tasks(cfg.eval, cfg.env) == [9, 0]

@@ -32,11 +32,18 @@ DEFAULT_STEP_TIMEOUT_S = 300.0  # a chunk of CPU-rendered steps for several envs
 
 
 def check_options(
-    obs_mode: str, camera_size: int, num_workers: Optional[int] = None, step_timeout: Optional[float] = None, **_: Any
+    suite: str,
+    obs_mode: str,
+    camera_size: int,
+    task_id: Union[int, Sequence[int]] = 0,
+    num_workers: Optional[int] = None,
+    step_timeout: Optional[float] = None,
+    **_: Any,
 ) -> None:
-    """register_env's options_check: make_libero_vector_env's obs mode, camera size and subprocess options
-    (check_env_options fills in its defaults), checked without importing LIBERO."""
-    validate_obs_mode(obs_mode)
+    """register_env's options_check: make_libero_vector_env's task ids, obs mode, camera size and subprocess
+    options (check_env_options fills in its defaults), checked without importing LIBERO. A task-id list's length
+    against the envs is checked where the env is built (the env workers split env.num_envs)."""
+    validated_task_ids(get_suite(suite), task_id, obs_mode)
     validate_camera_size(camera_size)
     validate_common_options(1, num_workers, None, step_timeout)  # env.num_envs, max_episode_steps: checked apart
 
@@ -90,12 +97,30 @@ def make_libero_vector_env(
 
 
 def _task_ids(spec: LiberoSuite, task_id: Union[int, Sequence[int]], num_envs: int, obs_mode: str) -> list[int]:
-    validate_obs_mode(obs_mode)
-    if isinstance(task_id, (int, np.integer)) and not isinstance(task_id, bool):
-        return [spec.validate_task_id(int(task_id))] * num_envs
-    task_ids = [spec.validate_task_id(task) for task in task_id]
+    task_ids = validated_task_ids(spec, task_id, obs_mode)
+    if _is_one_task_id(task_id):
+        return task_ids * num_envs
     if len(task_ids) != num_envs:
         raise ValueError(f"task_id got {len(task_ids)} entries for num_envs={num_envs}; pass one int or one per env")
+    return task_ids
+
+
+def _is_one_task_id(task_id: Any) -> bool:
+    return isinstance(task_id, (int, np.integer)) and not isinstance(task_id, bool)
+
+
+def validated_task_ids(spec: LiberoSuite, task_id: Union[int, Sequence[int]], obs_mode: str) -> list[int]:
+    """`task_id` (one id or one per env) as a list of ids of `spec`'s tasks; raises on an id out of range, a value
+    that is neither, or different tasks where `obs_mode`'s observations differ in size between them."""
+    validate_obs_mode(obs_mode)
+    if _is_one_task_id(task_id):
+        return [spec.validate_task_id(int(task_id))]
+    if isinstance(task_id, (str, bytes)) or not isinstance(task_id, Sequence) or not task_id:
+        raise ValueError(  # a string is a Sequence: 'abc' was read as the task ids 'a', 'b', 'c'
+            f"task_id={task_id!r}: pass one task id of {spec.env_id} (an int in 0..{spec.num_tasks - 1}) or a "
+            "non-empty list with one per env"
+        )
+    task_ids = [spec.validate_task_id(int(task) if isinstance(task, np.integer) else task) for task in task_id]
     if len(set(task_ids)) > 1 and OBS_MODES[obs_mode]["object_state"]:
         raise ValueError(
             f"different task ids per env need obs_mode='rgb' (the object state of obs_mode="

@@ -47,7 +47,7 @@ class VideoRecorder(gym.vector.VectorWrapper):
         env: gym.vector.VectorEnv,
         video_dir: str,
         name_prefix: str = "rollout",
-        num_envs_to_record: int = 4,
+        num_envs_to_record: Optional[int] = None,
         fps: int = 20,
     ):
         super().__init__(env)
@@ -58,11 +58,16 @@ class VideoRecorder(gym.vector.VectorWrapper):
                 f"{sorted(getattr(env.single_observation_space, 'spaces', {}))} -- make it with "
                 f"obs_mode='rgb'"
             )
-        if num_envs_to_record < 1:
-            raise ValueError(f"num_envs_to_record must be >= 1, got {num_envs_to_record}")
+        if num_envs_to_record is None:
+            num_envs_to_record = min(4, env.num_envs)
+        if not 1 <= num_envs_to_record <= env.num_envs:
+            raise ValueError(
+                f"num_envs_to_record={num_envs_to_record} must lie in [1, {env.num_envs}] (the env's num_envs), "
+                "or None: the first min(4, num_envs)"
+            )
         require_mp4_writer()
         self.video_dir, self.name_prefix, self.fps = video_dir, name_prefix, fps
-        self.num_envs_to_record = min(num_envs_to_record, env.num_envs)
+        self.num_envs_to_record = num_envs_to_record
         self.last_video_path: Optional[str] = None
         self._writer: Any = None
         self._video_index = 0
