@@ -413,7 +413,7 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
             raise ValueError("num_envs must be >= 1, got 0 env factories")
         validate_common_options(len(env_fns), num_workers, max_episode_steps, step_timeout)
         self.num_envs = len(env_fns)
-        self.num_workers = min(num_workers or min(self.num_envs, os.cpu_count() or 1), self.num_envs)
+        self.num_workers = num_workers or min(self.num_envs, os.cpu_count() or 1)
         self.max_episode_steps, self.ignore_terminations = max_episode_steps, ignore_terminations
         self.step_timeout, self.start_timeout = float(step_timeout), float(start_timeout)
         if observation_space is None or action_space is None:
@@ -722,16 +722,22 @@ def _probe_spaces(env_fn: EnvFactory) -> tuple[gym.spaces.Dict, gym.spaces.Box]:
 
 
 def validate_common_options(
-    num_envs: int,
+    num_envs: Optional[int],
     num_workers: Optional[int] = None,
     max_episode_steps: Optional[int] = None,
     step_timeout: Optional[float] = None,
 ) -> None:
-    """Raise a clear error for bad vector-env options shared by all backends (None: not given)."""
-    if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+    """Raise a clear error for bad vector-env options shared by all backends (None: not given; num_envs None:
+    not known yet, as in the options checks before the env workers split env.num_envs)."""
+    if num_envs is not None and (not isinstance(num_envs, (int, np.integer)) or num_envs < 1):
         raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
     if num_workers is not None and (not isinstance(num_workers, (int, np.integer)) or num_workers < 1):
         raise ValueError(f"num_workers must be None (auto) or an int >= 1, got {num_workers!r}")
+    if num_workers is not None and num_envs is not None and num_workers > num_envs:
+        raise ValueError(  # before: num_envs worker processes started, silently
+            f"num_workers={num_workers} > num_envs={num_envs}: each worker process steps at least one env; set "
+            f"num_workers <= {num_envs} or leave it unset (min(num_envs, CPU cores))"
+        )
     if max_episode_steps is not None and (
         not isinstance(max_episode_steps, (int, np.integer)) or max_episode_steps < 1
     ):

@@ -438,7 +438,14 @@ def component_placement(cfg: TrainConfig) -> ComponentPlacement:
 def check_env_split(cfg: TrainConfig, placement: ComponentPlacement) -> None:
     """env.num_envs over the env workers x pipeline stages, and its env groups over the actor ranks: checked
     before Ray starts (before: an env or rollout worker's error, after every worker had started)."""
-    envs_per_stage(cfg, len(placement.gpus("env")))
+    per_stage = envs_per_stage(cfg, len(placement.gpus("env")))
+    workers = cfg.env.kwargs.get("num_workers")
+    if isinstance(workers, int) and workers > per_stage:  # before: per_stage processes, silently
+        raise ValueError(
+            f"env.kwargs.num_workers={workers} > the {per_stage} envs of each vector env (env.num_envs="
+            f"{cfg.env.num_envs} over {len(placement.gpus('env'))} env worker(s) x runner.pipeline_stage_num="
+            f"{cfg.runner.pipeline_stage_num}): each worker process steps at least one env; set it <= {per_stage}"
+        )
     num_env_groups(cfg.env.num_envs, cfg.algorithm.env_group_size, len(placement.gpus("actor")))
 
 

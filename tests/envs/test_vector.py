@@ -165,6 +165,8 @@ def test_error_messages():
         SubprocVectorEnv([])
     with pytest.raises(ValueError, match="num_workers"):
         make_env(num_envs=1, num_workers=0)
+    with pytest.raises(ValueError, match=r"num_workers=3 > num_envs=2: .* set num_workers <= 2"):
+        make_env(num_envs=2, num_workers=3)  # before: 2 processes, silently
     env = make_env(num_envs=2, num_workers=1)
     env.reset(seed=0)
     with pytest.raises(ValueError, match=r"act_dim=2.*got \(2, 3\)"):

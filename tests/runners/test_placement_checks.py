@@ -30,6 +30,11 @@ from rlinf_embodied.train import check_train_config
             ["cluster=hybrid_4gpu", "env.num_envs=2"],
             r"env.num_envs=2: 2 env\(s\) cannot feed 4 actor ranks .* use env.num_envs >= 4",
         ),
+        (  # before: 4 worker processes per vector env, silently
+            ["env.num_envs=8", "runner.pipeline_stage_num=2", "+env.kwargs.num_workers=6"],
+            r"env.kwargs.num_workers=6 > the 4 envs of each vector env \(env.num_envs=8 over 1 env worker\(s\) x "
+            r"runner.pipeline_stage_num=2\): .* set it <= 4",
+        ),
     ],
 )
 def test_a_split_that_cannot_work_is_refused_before_ray_starts(overrides, message):
@@ -43,6 +48,7 @@ def test_a_split_that_cannot_work_is_refused_before_ray_starts(overrides, messag
         ["runner.pipeline_stage_num=2", "env.num_envs=8"],
         ["cluster=hybrid_4gpu", "env.num_envs=8", "runner.pipeline_stage_num=2"],
         ["algorithm=grpo", "env.num_envs=16", "cluster.num_gpus_per_node=2"],
+        ["env.num_envs=8", "runner.pipeline_stage_num=2", "+env.kwargs.num_workers=4"],
     ],
 )
 def test_a_split_that_works_passes(overrides):

@@ -45,7 +45,7 @@ def check_options(
     against the envs is checked where the env is built (the env workers split env.num_envs)."""
     validated_task_ids(get_suite(suite), task_id, obs_mode)
     validate_camera_size(camera_size)
-    validate_common_options(1, num_workers, None, step_timeout)  # env.num_envs, max_episode_steps: checked apart
+    validate_common_options(None, num_workers, None, step_timeout)  # num_envs (split), max_episode_steps: apart
 
 
 def make_libero_vector_env(

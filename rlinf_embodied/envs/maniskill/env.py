@@ -82,7 +82,7 @@ def check_options(
     """register_env's options_check: make_vector_env's own checks, the camera size and the control mode on its
     keywords (check_env_options fills in its defaults)."""
     validate_options(obs_mode, sim_backend, reward_mode)
-    validate_common_options(1, num_workers, None, step_timeout)  # env.num_envs, max_episode_steps: checked apart
+    validate_common_options(None, num_workers, None, step_timeout)  # num_envs (split), max_episode_steps: apart
     validate_backend_options(sim_backend, num_workers, step_timeout, maniskill_kwargs.get("reward_delta"))
     _camera_hw(camera_size)
     if camera_size is not None and obs_mode == "state":
