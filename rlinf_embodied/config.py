@@ -156,6 +156,12 @@ class RunnerConfig:
             )
         if self.eval_rounds < 1:
             raise ValueError(f"runner.eval_rounds={self.eval_rounds} must be >= 1 (episodes per env per evaluation)")
+        if self.save_interval > self.max_iterations:  # before: accepted, and no periodic checkpoint was written
+            raise ValueError(
+                f"runner.save_interval={self.save_interval} > runner.max_iterations={self.max_iterations}: no "
+                f"periodic checkpoint would be written; set it <= {self.max_iterations}, or 0 (only the last, "
+                "runner.save_final)"
+            )
         if self.eval_interval == 0:
             reject_ineffective_setting(
                 self, "runner", "eval_rounds", "runner.eval_interval=0 runs no evaluation; set it > 0"
@@ -317,6 +323,7 @@ class SFTConfig:
             raise ValueError(f"sft.min_lr_ratio={self.min_lr_ratio} must lie in [0, 1]")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"sft.ema_decay={self.ema_decay} must lie in [0, 1) (0 = no weight averaging)")
+        self._reject_intervals_beyond_max_steps()
         if self.eval_async and self.eval_interval == 0:
             raise ValueError("sft.eval_async=true runs the periodic evaluations, but sft.eval_interval=0 (none)")
         if self.eval_interval == 0:
@@ -331,6 +338,26 @@ class SFTConfig:
             reject_ineffective_setting(
                 self, "sft", "min_lr_ratio", "sft.lr_schedule=constant never decays the lr; use sft.lr_schedule=cosine"
             )
+        self._reject_stop_without_evaluations()
+
+    def _reject_intervals_beyond_max_steps(self) -> None:
+        """Settings whose first step lies past sft.max_steps (before: accepted, and nothing happened at all)."""
+        beyond = {
+            "warmup_steps": "the lr would never reach sft.lr",
+            "save_interval": "no step_XXXXXX checkpoint would be written (checkpoints/final always is)",
+        }
+        if self.val_episodes:
+            beyond["val_interval"] = "sft.val_episodes would be held out of training and never measured"
+        if self.image_probe_interval is not None:
+            beyond["image_probe_interval"] = "no image probe would run"
+        for name, consequence in beyond.items():
+            if getattr(self, name) > self.max_steps:
+                raise ValueError(
+                    f"sft.{name}={getattr(self, name)} > sft.max_steps={self.max_steps}: {consequence}; set it "
+                    f"<= {self.max_steps}"
+                )
+
+    def _reject_stop_without_evaluations(self) -> None:
         if self.stop_at_success is not None:
             if not 0.0 <= self.stop_at_success <= 1.0:
                 raise ValueError(f"sft.stop_at_success={self.stop_at_success} must lie in [0, 1] (or null: never)")

@@ -49,6 +49,33 @@ def test_runner_config_rejects_out_of_range_intervals(field_name, value):
 
 @pytest.mark.parametrize(
     "config_name, overrides, message",
+    [  # before: each accepted, and the setting never acted (its first step lay past the run's end)
+        ("config", ["runner.max_iterations=10", "runner.save_interval=20"], r"no periodic checkpoint .* <= 10"),
+        ("sft", ["sft.max_steps=50"], r"sft.warmup_steps=100 > sft.max_steps=50: the lr would never reach sft.lr"),
+        ("sft", ["sft.save_interval=3000"], r"sft.save_interval=3000 > sft.max_steps=2000: no step_XXXXXX"),
+        ("sft", ["sft.val_episodes=2", "sft.val_interval=2500"], r"held out of training and never measured"),
+        ("sft", ["sft.image_probe_interval=2001"], r"sft.image_probe_interval=2001 > .* no image probe would run"),
+    ],
+)
+def test_an_interval_past_the_run_is_refused(config_name, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        compose_config(config_name, overrides)
+
+
+@pytest.mark.parametrize(
+    "config_name, overrides",
+    [  # the same settings at the run's last step still act there
+        ("config", ["runner.max_iterations=10", "runner.save_interval=10"]),
+        ("sft", ["sft.max_steps=100"]),
+        ("sft", ["sft.val_episodes=2", "sft.val_interval=2000"]),
+    ],
+)
+def test_an_interval_that_ends_with_the_run_passes(config_name, overrides):
+    compose_config(config_name, overrides)
+
+
+@pytest.mark.parametrize(
+    "config_name, overrides, message",
     [
         ("config", ["runner.eval_rounds=2"], r"runner.eval_rounds=2 would change nothing: runner.eval_interval=0"),
         ("sft", ["sft.eval_episodes=20"], r"sft.eval_episodes=20 would change nothing: sft.eval_interval=0"),
