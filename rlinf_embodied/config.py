@@ -177,6 +177,12 @@ class TrainConfig:
     runner: RunnerConfig = field(default_factory=RunnerConfig)
 
     def __post_init__(self) -> None:
+        warmup, iterations = self.algorithm.critic_warmup_iterations, self.runner.max_iterations
+        if warmup >= iterations:  # before: accepted; every iteration trained the critic alone
+            raise ValueError(
+                f"algorithm.critic_warmup_iterations={warmup} >= runner.max_iterations={iterations}: the policy "
+                f"would never train (its lr is 0 during the critic's warm-up); set it below {iterations}"
+            )
         # before: a worker's "not a multiple of the GRPO group size" once Ray and the envs had started
         group = self.algorithm.env_group_size
         if self.env.num_envs % group:

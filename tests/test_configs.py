@@ -51,6 +51,11 @@ def test_runner_config_rejects_out_of_range_intervals(field_name, value):
     "config_name, overrides, message",
     [  # before: each accepted, and the setting never acted (its first step lay past the run's end)
         ("config", ["runner.max_iterations=10", "runner.save_interval=20"], r"no periodic checkpoint .* <= 10"),
+        (
+            "config",
+            ["runner.max_iterations=10", "algorithm.critic_warmup_iterations=10"],
+            r"critic_warmup_iterations=10 >= runner.max_iterations=10: the policy would never train",
+        ),
         ("sft", ["sft.max_steps=50"], r"sft.warmup_steps=100 > sft.max_steps=50: the lr would never reach sft.lr"),
         ("sft", ["sft.save_interval=3000"], r"sft.save_interval=3000 > sft.max_steps=2000: no step_XXXXXX"),
         ("sft", ["sft.val_episodes=2", "sft.val_interval=2500"], r"held out of training and never measured"),
@@ -66,6 +71,7 @@ def test_an_interval_past_the_run_is_refused(config_name, overrides, message):
     "config_name, overrides",
     [  # the same settings at the run's last step still act there
         ("config", ["runner.max_iterations=10", "runner.save_interval=10"]),
+        ("config", ["runner.max_iterations=10", "algorithm.critic_warmup_iterations=9"]),
         ("sft", ["sft.max_steps=100"]),
         ("sft", ["sft.val_episodes=2", "sft.val_interval=2000"]),
     ],

@@ -447,6 +447,21 @@ def check_env_split(cfg: TrainConfig, placement: ComponentPlacement) -> None:
             f"{cfg.runner.pipeline_stage_num}): each worker process steps at least one env; set it <= {per_stage}"
         )
     num_env_groups(cfg.env.num_envs, cfg.algorithm.env_group_size, len(placement.gpus("actor")))
+    check_minibatches_fit(cfg, len(placement.gpus("actor")))
+
+
+def check_minibatches_fit(cfg: TrainConfig, actor_ranks: int) -> None:
+    """Each actor rank splits its samples (policy calls of its envs) into algorithm.num_minibatches; the rank with
+    the fewest has at most the mean, env.num_envs x runner.rollout_steps / ranks. Before: the actor's error after the
+    first rollout. (Dynamic sampling changes the batch per iteration: the actor checks it then.)"""
+    algo = cfg.algorithm
+    samples = cfg.env.num_envs * cfg.runner.rollout_steps
+    if not algo.dynamic_sampling and algo.num_minibatches * actor_ranks > samples:
+        raise ValueError(
+            f"algorithm.num_minibatches={algo.num_minibatches} x {actor_ranks} actor rank(s) > env.num_envs x "
+            f"runner.rollout_steps = {cfg.env.num_envs} x {cfg.runner.rollout_steps} = {samples} samples per "
+            f"iteration: some minibatch would be empty; set algorithm.num_minibatches <= {samples // actor_ranks}"
+        )
 
 
 def actor_shares_gpus(placement: ComponentPlacement) -> bool:

@@ -30,6 +30,20 @@ from rlinf_embodied.train import check_train_config
             ["cluster=hybrid_4gpu", "env.num_envs=2"],
             r"env.num_envs=2: 2 env\(s\) cannot feed 4 actor ranks .* use env.num_envs >= 4",
         ),
+        (  # before: the actor's error after the first rollout
+            ["env.num_envs=8", "runner.rollout_steps=50", "algorithm.num_minibatches=401"],
+            r"algorithm.num_minibatches=401 x 1 actor rank\(s\) > env.num_envs x runner.rollout_steps = 8 x 50 = "
+            r"400 samples .* <= 400",
+        ),
+        (
+            [
+                "cluster.num_gpus_per_node=2",
+                "env.num_envs=2",
+                "runner.rollout_steps=50",
+                "algorithm.num_minibatches=51",
+            ],
+            r"num_minibatches=51 x 2 actor rank\(s\) > .* = 100 samples .* <= 50",
+        ),
         (  # before: 4 worker processes per vector env, silently
             ["env.num_envs=8", "runner.pipeline_stage_num=2", "+env.kwargs.num_workers=6"],
             r"env.kwargs.num_workers=6 > the 4 envs of each vector env \(env.num_envs=8 over 1 env worker\(s\) x "
@@ -49,6 +63,7 @@ def test_a_split_that_cannot_work_is_refused_before_ray_starts(overrides, messag
         ["cluster=hybrid_4gpu", "env.num_envs=8", "runner.pipeline_stage_num=2"],
         ["algorithm=grpo", "env.num_envs=16", "cluster.num_gpus_per_node=2"],
         ["env.num_envs=8", "runner.pipeline_stage_num=2", "+env.kwargs.num_workers=4"],
+        ["env.num_envs=8", "runner.rollout_steps=50", "algorithm.num_minibatches=400"],
     ],
 )
 def test_a_split_that_works_passes(overrides):
