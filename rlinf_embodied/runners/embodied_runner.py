@@ -436,8 +436,9 @@ def component_placement(cfg: TrainConfig) -> ComponentPlacement:
 
 
 def check_env_split(cfg: TrainConfig, placement: ComponentPlacement) -> None:
-    """env.num_envs over the env workers x pipeline stages, and its env groups over the actor ranks: checked
-    before Ray starts (before: an env or rollout worker's error, after every worker had started)."""
+    """env.num_envs over the env workers x pipeline stages (and env.kwargs.num_workers within each vector env), its
+    env groups and samples over the actor ranks: checked before Ray starts (before: an env, rollout or actor
+    worker's error, after every worker had started)."""
     per_stage = envs_per_stage(cfg, len(placement.gpus("env")))
     workers = cfg.env.kwargs.get("num_workers")
     if isinstance(workers, int) and workers > per_stage:  # before: per_stage processes, silently
