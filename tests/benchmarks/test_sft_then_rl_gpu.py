@@ -83,7 +83,9 @@ def test_the_sft_stage_passes_every_check_before_its_workers_start(tmp_path, pol
         env.update(STOP_AT="0.3", EVAL_INTERVAL="1000", SAVE_INTERVAL="1000", EVAL_EPISODES="64")
     else:  # the stage's defaults: no evaluations, so no sft.eval_episodes either (it would change nothing)
         env.update(EVAL_EPISODES="64")
-    result = subprocess.run(["bash", str(SCRIPT), "sft", "2"], env=env, capture_output=True, text=True, check=False)
+    # the pipeline's step count (the stage stops at the GPU check before any step): with fewer, the recipe's
+    # warm-up and save interval would lie past the run's end, which the config refuses
+    result = subprocess.run(["bash", str(SCRIPT), "sft", "3000"], env=env, capture_output=True, text=True, check=False)
     assert result.returncode != 0
     assert "no node of the Ray cluster has a GPU and simulate_gpus=False" in result.stderr, result.stderr[-2000:]
 
@@ -126,7 +128,7 @@ def test_the_rl_stage_recipe_passes_every_check_before_its_workers_start(tmp_pat
     result = stage(
         tmp_path,
         "rl",
-        "1",
+        "1000",  # rl_eval's iteration count (stopped by time): the recipe's save interval and critic warm-up fit it
         POLICY=policy,
         SIZE="tiny",
         CKPT=str(checkpoint),
