@@ -344,7 +344,7 @@ class SFTConfig:
             reject_ineffective_setting(
                 self, "sft", "min_lr_ratio", "sft.lr_schedule=constant never decays the lr; use sft.lr_schedule=cosine"
             )
-        self._reject_stop_without_evaluations()
+        self._check_stop_at_success()
 
     def _reject_intervals_beyond_max_steps(self) -> None:
         """Settings whose first step lies past sft.max_steps (before: accepted, and nothing happened at all)."""
@@ -363,7 +363,7 @@ class SFTConfig:
                     f"<= {self.max_steps}"
                 )
 
-    def _reject_stop_without_evaluations(self) -> None:
+    def _check_stop_at_success(self) -> None:
         if self.stop_at_success is not None:
             if not 0.0 <= self.stop_at_success <= 1.0:
                 raise ValueError(f"sft.stop_at_success={self.stop_at_success} must lie in [0, 1] (or null: never)")
