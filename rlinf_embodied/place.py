@@ -30,16 +30,14 @@ register_configs()
 def place(cfg: TrainConfig, costs: ComponentCosts | None = None, log: Callable[[str], None] = print) -> Layout:
     """The chosen layout for cfg; prints the table and the override. Without `costs`, starts the cluster
     cfg.cluster describes and reads the cache or profiles there."""
-    from .envs.registration import check_env
     from .runners.placement_profile import profile_key, resolve_auto_placement
     from .scheduler.auto_placement import load_costs
-    from .workers.policy_loading import check_policy_config
+    from .train import check_train_config
 
     cfg = copy.deepcopy(cfg)
     cfg.cluster.component_placement = AUTO
     cfg.runner.pipeline_stage_num = AUTO
-    check_env(cfg.env)
-    check_policy_config(cfg.policy)
+    check_train_config(cfg)  # what train checks before Ray (env, policy, resume, time limit, auto's own rules)
     cluster = None
     if costs is None and load_costs(profile_key(cfg)) is None:  # profile on the cluster cfg.cluster describes
         from .scheduler import Cluster

@@ -135,7 +135,23 @@ def _profile_config(
     pcfg.runner.progress = False
     pcfg.runner.output_dir = output_dir
     pcfg.algorithm.dynamic_sampling = False
+    _fit_run_to_profile(pcfg)
     return pcfg
+
+
+def _fit_run_to_profile(pcfg: TrainConfig) -> None:
+    """A profile run has fewer envs per stage and samples per actor rank than the run it measures for: the
+    user's env.kwargs.num_workers and algorithm.num_minibatches are held within them, which the run's own checks
+    require (the real run is checked against the chosen layout: config_refusal)."""
+    from ..workers.env_worker import envs_per_stage
+    from .embodied_runner import component_placement
+
+    placement = component_placement(pcfg)
+    workers = pcfg.env.kwargs.get("num_workers")
+    if isinstance(workers, int):
+        pcfg.env.kwargs["num_workers"] = min(workers, envs_per_stage(pcfg, len(placement.gpus("env"))))
+    samples_per_rank = pcfg.env.num_envs * pcfg.runner.rollout_steps // len(placement.gpus("actor"))
+    pcfg.algorithm.num_minibatches = max(1, min(pcfg.algorithm.num_minibatches, samples_per_rank))
 
 
 def _spans_by_kind(rows: dict) -> dict[str, list[tuple[float, float]]]:
@@ -510,6 +526,22 @@ def candidate_layouts(cfg: TrainConfig) -> list[Layout]:
     return [Layout(dict(fixed), s) for s in stages]
 
 
+def config_refusal(cfg: TrainConfig, layout: Layout) -> str:
+    """Why cfg cannot run `layout` by the checks train applies to an explicit placement (check_env_split: envs
+    per worker and stage, env.kwargs.num_workers, env groups and minibatches per actor rank), else "". Before,
+    auto could choose such a layout and the run failed in a worker after Ray had started."""
+    from .embodied_runner import check_env_split, component_placement
+
+    trial = copy.deepcopy(cfg)
+    trial.cluster.component_placement = dict(layout.component_placement)
+    trial.runner.pipeline_stage_num = layout.pipeline_stage_num
+    try:
+        check_env_split(trial, component_placement(trial))
+    except ValueError as error:
+        return str(error)
+    return ""
+
+
 def resolve_auto_placement(
     cfg: TrainConfig, cluster=None, costs: ComponentCosts | None = None, log: Callable[[str], None] = print
 ) -> Layout | None:
@@ -519,9 +551,21 @@ def resolve_auto_placement(
         return None
     check_auto_request(cfg)
     layouts = candidate_layouts(cfg)
+    refusals = {(layout.name, layout.pipeline_stage_num): config_refusal(cfg, layout) for layout in layouts}
+    if all(refusals.values()):  # before the profile: none of its measurements could be used
+        raise ValueError(
+            f"no candidate layout can run this config ({len(layouts)} tried): "
+            + "; ".join(sorted(set(refusals.values())))
+        )
     if costs is None:
         costs = costs_for(cfg, cluster, log)
-    chosen, predicted = choose(costs, *workload(cfg), layouts, offload=cfg.runner.offload)
+    chosen, predicted = choose(
+        costs,
+        *workload(cfg),
+        layouts,
+        offload=cfg.runner.offload,
+        refuse=lambda layout: refusals[(layout.name, layout.pipeline_stage_num)],
+    )
     log(
         f"placement candidates ({num_gpus(cfg)} GPUs, {cfg.env.num_envs} envs, {cfg.runner.rollout_steps} "
         f"rollout steps; predicted):\n{format_table(predicted, chosen)}"
@@ -532,4 +576,12 @@ def resolve_auto_placement(
     return chosen
 
 
-__all__ = ["AUTO", "check_auto_request", "profile_costs", "costs_for", "resolve_auto_placement", "candidate_layouts"]
+__all__ = [
+    "AUTO",
+    "check_auto_request",
+    "profile_costs",
+    "costs_for",
+    "resolve_auto_placement",
+    "candidate_layouts",
+    "config_refusal",
+]

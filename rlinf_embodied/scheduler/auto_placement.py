@@ -69,7 +69,7 @@ import math
 import os
 import shlex
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from .placement import ComponentPlacement
 
@@ -261,14 +261,11 @@ def predict(
         raise ValueError(f"layout {layout.component_placement} places no GPUs for {missing}")
     e, r, a = (set(placement.gpus(c)) for c in COMPONENTS)
     out = replace(layout, mode=placement.mode, breakdown={})
-
-    def excluded(reason: str) -> Layout:
-        return replace(out, fits=False, reason=reason, seconds=math.inf, env_steps_per_s=0.0)
-
     if num_envs % (len(e) * stages * env_group_size):
-        return excluded(
+        return _excluded(
+            out,
             f"{num_envs} envs do not split into {len(e)} env workers x {stages} stages"
-            + (f" of groups of {env_group_size}" if env_group_size > 1 else "")
+            + (f" of groups of {env_group_size}" if env_group_size > 1 else ""),
         )
     swaps = offload and bool(a & (e | r))
     per_gpu = {}
@@ -278,7 +275,7 @@ def predict(
     over = {gpu: gib for gpu, gib in per_gpu.items() if gib > costs.gpu_mem_gib}
     if over:
         gpu, gib = max(over.items(), key=lambda item: item[1])
-        return excluded(f"GPU {gpu} needs {gib:.1f} GiB > {costs.gpu_mem_gib:.1f} GiB")
+        return _excluded(out, f"GPU {gpu} needs {gib:.1f} GiB > {costs.gpu_mem_gib:.1f} GiB")
 
     n = num_envs // len(e)
     b = n // stages
@@ -330,14 +327,20 @@ def choose(
     layouts: Sequence[Layout] | None = None,
     *,
     offload: bool = True,
+    refuse: Callable[[Layout], str] | None = None,
 ) -> tuple[Layout, list[Layout]]:
     """(the fastest layout that fits, every candidate predicted). `layouts` defaults to every layout on
-    num_gpus * num_nodes GPUs with 1 and 2 stages; ValueError when none fits."""
+    num_gpus * num_nodes GPUs with 1 and 2 stages; ValueError when none fits.
+
+    `refuse(layout)`: why the caller's config cannot run a layout the cost model lets through (its env split,
+    minibatches per actor rank, ...), or "" where it can; a refused layout is excluded with that reason."""
     if layouts is None:
         layouts = enumerate_layouts(num_gpus * num_nodes)
     predicted = predict_all(
         layouts, costs, num_envs, rollout_steps, num_gpus, env_group_size, num_nodes, offload=offload
     )
+    if refuse is not None:
+        predicted = [_excluded(layout, refuse(layout)) if layout.fits else layout for layout in predicted]
     best = None
     for layout in predicted:
         if layout.fits and (best is None or layout.seconds < best.seconds):
@@ -346,6 +349,12 @@ def choose(
         reasons = sorted({layout.reason for layout in predicted})
         raise ValueError(f"no candidate layout fits ({len(predicted)} tried): " + "; ".join(reasons))
     return best, predicted
+
+
+def _excluded(layout: Layout, reason: str) -> Layout:
+    if not reason:
+        return layout
+    return replace(layout, fits=False, reason=reason, seconds=math.inf, env_steps_per_s=0.0)
 
 
 def format_table(layouts: Sequence[Layout], chosen: Layout | None = None, limit: int | None = None) -> str:

@@ -304,6 +304,49 @@ def test_an_unresolved_auto_does_not_reach_the_runner():
         component_placement(cfg)
 
 
+def test_auto_excludes_layouts_the_config_cannot_run():
+    """env.kwargs.num_workers=4 needs 4 envs per vector env: with 8 envs on 2 GPUs, 2 env workers x 2 stages
+    give each 2. Before, auto chose such a layout where the model ranked it first and the env workers failed
+    after Ray had started."""
+    overrides = ("cluster.num_gpus_per_node=2", "cluster.component_placement=auto", "runner.pipeline_stage_num=auto")
+    overlapping = costs(env_step_per_env_s=0.01, overlap_efficiency=1.0, shared_overlap_efficiency=1.0)
+    free = compose_train(*overrides, "env.num_envs=8")
+    unrestricted = resolve_auto_placement(free, costs=overlapping, log=lambda _: None)
+    assert (unrestricted.component_placement["env"], unrestricted.pipeline_stage_num) == ("all", 2)
+
+    cfg = compose_train(*overrides, "env.num_envs=8", "env.kwargs.num_workers=4")
+    lines = []
+    chosen = resolve_auto_placement(cfg, costs=overlapping, log=lines.append)
+    assert (chosen.component_placement, chosen.pipeline_stage_num) != (
+        unrestricted.component_placement,
+        unrestricted.pipeline_stage_num,
+    )
+    from rlinf_embodied.runners.embodied_runner import check_env_split, component_placement
+
+    check_env_split(cfg, component_placement(cfg))  # the resolved config runs
+    assert "env.kwargs.num_workers=4 > the 2 envs of each vector env" in lines[0]
+
+
+def test_auto_refuses_before_profiling_when_no_layout_can_run():
+    cfg = compose_train(
+        "cluster.num_gpus_per_node=2", "cluster.component_placement=auto", "env.num_envs=8", "env.kwargs.num_workers=9"
+    )
+    with pytest.raises(ValueError, match=r"no candidate layout can run this config .*env.kwargs.num_workers=9"):
+        resolve_auto_placement(cfg, cluster=None, costs=None)  # no cluster: it would fail if it profiled
+
+
+def test_profile_runs_hold_the_workers_and_minibatches_within_their_smaller_batch(tmp_path):
+    from rlinf_embodied.runners.placement_profile import PARALLEL_PLACEMENT, _profile_config
+
+    cfg = compose_train(
+        "cluster.num_gpus_per_node=2", "env.num_envs=8", "env.kwargs.num_workers=8", "algorithm.num_minibatches=64"
+    )
+    pcfg = _profile_config(cfg, 8, 8, str(tmp_path), PARALLEL_PLACEMENT, 2)  # 2 env workers x 2 stages
+    assert pcfg.env.kwargs["num_workers"] == 2
+    assert pcfg.algorithm.num_minibatches == 32  # 8 envs x 8 steps over 2 actor ranks
+    assert cfg.env.kwargs["num_workers"] == 8 and cfg.algorithm.num_minibatches == 64  # the user's config kept
+
+
 # ---- python -m rlinf_embodied.place ---------------------------------------------------------------
 def test_place_prints_the_table_and_the_override():
     from rlinf_embodied.place import place
@@ -334,6 +377,8 @@ def test_place_prints_the_table_and_the_override():
         ("cluster.component_placement={env:0}", r"place searches every layout and stage count; leave it out"),
         ("runner.pipeline_stage_num=2", r"runner.pipeline_stage_num=2: python -m rlinf_embodied.place searches"),
         ("env.id=rlinf/Nope", r"env.id='rlinf/Nope' is not a registered env"),
+        # before: the profile's first run failed on it inside Ray, after the workers had started
+        ("runner.rollout_steps=2", r"runner.rollout_steps=2 x action_chunk=1 = 2 env steps per iteration"),
     ],
 )
 def test_place_refuses_a_layout_it_would_drop_and_an_unknown_env(override, message, tmp_path):
