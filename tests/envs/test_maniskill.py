@@ -136,6 +136,17 @@ def test_reward_delta_returns_the_change_of_the_reward_and_restarts_at_reset():
         gym.make_vec(
             ENV_ID, num_envs=1, vectorization_mode="vector_entry_point", sim_backend="physx_cuda", reward_delta=True
         )
+    with pytest.raises(ValueError, match=r"reward_delta=True with reward_mode='none'.*'normalized_dense'"):
+        ManiSkillSingleEnv("PickCube", reward_mode="none", reward_delta=True)  # before: a reward of 0 throughout
+
+
+def test_reward_delta_without_a_reward_is_refused_before_the_env_builds():
+    from rlinf_embodied.config import EnvConfig
+    from rlinf_embodied.envs.registration import check_env
+
+    env = EnvConfig(id=ENV_ID, num_envs=2, kwargs={"reward_mode": "none", "reward_delta": True})
+    with pytest.raises(ValueError, match=r"reward_delta=True with reward_mode='none'"):
+        check_env(env)
 
 
 def test_killed_worker_truncates_its_env_and_run_goes_on(venv):

@@ -49,6 +49,15 @@ def validate_options(obs_mode: str, sim_backend: str, reward_mode: Optional[str]
         raise ValueError(f"reward_mode={reward_mode!r} is not supported; valid reward modes: {list(REWARD_MODES)}")
 
 
+def validate_reward_delta(reward_mode: Optional[str], reward_delta: Any) -> None:
+    """reward_delta pays the change of the reward, which reward_mode 'none' keeps at 0: it would change nothing."""
+    if reward_delta and reward_mode == "none":
+        raise ValueError(
+            "reward_delta=True with reward_mode='none': that reward is always 0, so its change is too; set "
+            f"reward_mode to one of {[mode for mode in REWARD_MODES if mode != 'none']} or leave reward_delta False"
+        )
+
+
 def validate_backend_options(
     sim_backend: str, num_workers: Optional[int], step_timeout: Optional[float], reward_delta: Any
 ) -> None:
@@ -84,6 +93,7 @@ def check_options(
     validate_options(obs_mode, sim_backend, reward_mode)
     validate_common_options(None, num_workers, None, step_timeout)  # num_envs (split), max_episode_steps: apart
     validate_backend_options(sim_backend, num_workers, step_timeout, maniskill_kwargs.get("reward_delta"))
+    validate_reward_delta(reward_mode, maniskill_kwargs.get("reward_delta"))
     _camera_hw(camera_size)
     if camera_size is not None and obs_mode == "state":
         raise ValueError(
@@ -223,6 +233,7 @@ class ManiSkillSingleEnv(gym.Env):
         **maniskill_kwargs: Any,
     ):
         validate_options(obs_mode, sim_backend, reward_mode)
+        validate_reward_delta(reward_mode, reward_delta)
         self.reward_delta = reward_delta
         self._last_reward = 0.0
         if sim_backend != "physx_cpu":
