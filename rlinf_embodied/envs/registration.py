@@ -3,7 +3,7 @@ torch nor a simulator and `import rlinf_embodied` stays cheap (Ray worker proces
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import gymnasium as gym
 
@@ -81,6 +81,24 @@ def check_env_options(env_id: str, obs_mode: str, kwargs: dict[str, Any]) -> Non
         if parameter.default is not inspect.Parameter.empty
     }
     _load(check)(**{**defaults, **spec.kwargs, "obs_mode": obs_mode, **kwargs})
+
+
+def reject_unknown_options(env_id: str, options: Iterable[str], *accepting: Callable[..., Any]) -> None:
+    """For an options check: raise, naming the valid ones, where an option is a keyword of none of `accepting`
+    (the entry point, env classes and make functions the options pass through). Before, a typo in env.kwargs
+    (`reward_mod=sparse`) failed with a TypeError in every env worker after the cluster had started."""
+    import inspect
+
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    valid = {
+        name
+        for function in accepting
+        for name, parameter in inspect.signature(function).parameters.items()
+        if parameter.kind in kinds and name != "self"
+    }
+    unknown = sorted(set(options) - valid)
+    if unknown:
+        raise ValueError(f"env.kwargs {unknown}: not an option of {env_id}; valid: {sorted(valid)}")
 
 
 def _load(entry_point: Any) -> Any:

@@ -63,6 +63,9 @@ def test_the_train_driver_checks_the_env_id_before_ray_starts():
         ("config", "+env.kwargs.num_workers=0", r"num_workers must be None \(auto\) or an int >= 1, got 0"),
         ("config", "env=libero +env.kwargs.step_timeout=-1", r"step_timeout must be a positive number of seconds"),
         ("config", "env.kwargs.sim_backend=physx_cuda +env.kwargs.num_workers=2", r"num_workers=2 .* one process"),
+        # a typo'd option: before, a TypeError in every env worker (ManiSkill's BaseEnv; LiberoEnv in each subprocess)
+        ("config", "+env.kwargs.reward_mod=sparse", r"env.kwargs \['reward_mod'\]: not an option of .*'reward_mode'"),
+        ("eval", "env=libero +env.kwargs.settle_steps=5", r"env.kwargs \['settle_steps'\]: .*'num_settle_steps'"),
     ],
 )
 def test_bad_env_options_are_named_before_any_env_worker_starts(entry, override, message):
@@ -76,6 +79,9 @@ def test_bad_env_options_are_named_before_any_env_worker_starts(entry, override,
         check_env(cfg.env)
     check_env(compose_config(entry, ["env.kwargs.reward_mode=sparse", "env.obs_mode=rgb"]).env)  # valid ones pass
     check_env(compose_config(entry, ["env=libero", "env.kwargs.camera_size=128"]).env)
+    # options of the task's own ManiSkill class and of LIBERO's env pass
+    check_env(compose_config(entry, ["env=maniskill_pickcube", "+env.kwargs.robot_init_qpos_noise=0.01"]).env)
+    check_env(compose_config(entry, ["env=libero", "+env.kwargs.num_settle_steps=5"]).env)
 
 
 def test_the_train_driver_checks_the_env_options_before_ray_starts():

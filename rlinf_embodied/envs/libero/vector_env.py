@@ -15,6 +15,7 @@ from typing import Any, Optional, Sequence, Union
 import gymnasium as gym
 import numpy as np
 
+from ..registration import reject_unknown_options
 from ..vector import SubprocVectorEnv, validate_common_options
 from .env import (
     ACTION_DIM,
@@ -38,7 +39,7 @@ def check_options(
     task_id: Union[int, Sequence[int]] = 0,
     num_workers: Optional[int] = None,
     step_timeout: Optional[float] = None,
-    **_: Any,
+    **other_options: Any,
 ) -> None:
     """register_env's options_check: make_libero_vector_env's task ids, obs mode, camera size and subprocess
     options (check_env_options fills in its defaults), checked without importing LIBERO. A task-id list's length
@@ -46,6 +47,7 @@ def check_options(
     validated_task_ids(get_suite(suite), task_id, obs_mode)
     validate_camera_size(camera_size)
     validate_common_options(None, num_workers, None, step_timeout)  # num_envs (split), max_episode_steps: apart
+    reject_unknown_options(suite, other_options, make_libero_vector_env, LiberoEnv.__init__)
 
 
 def make_libero_vector_env(

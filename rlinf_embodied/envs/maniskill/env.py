@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..batching import box_like
-from ..registration import reject_vector_options
+from ..registration import reject_unknown_options, reject_vector_options
 from ..vector import SubprocVectorEnv, start_forkserver, validate_common_options
 from .tasks import TASKS, ManiSkillTask, task_spec  # noqa: F401  (TASKS, ManiSkillTask: re-exported)
 
@@ -94,6 +94,7 @@ def check_options(
     validate_common_options(None, num_workers, None, step_timeout)  # num_envs (split), max_episode_steps: apart
     validate_backend_options(sim_backend, num_workers, step_timeout, maniskill_kwargs.get("reward_delta"))
     validate_reward_delta(reward_mode, maniskill_kwargs.get("reward_delta"))
+    check_maniskill_keywords(task, maniskill_kwargs)
     _camera_hw(camera_size)
     if camera_size is not None and obs_mode == "state":
         raise ValueError(
@@ -109,6 +110,29 @@ def check_options(
             f"control_mode={control_mode!r} is not supported by {maniskill_id}'s robot {robot!r}; valid control "
             f"modes: {modes}"
         )
+
+
+def check_maniskill_keywords(task: str, maniskill_kwargs: dict[str, Any]) -> None:
+    """The keywords our entry points do not read go on to ManiSkill's `gym.make`: each must be a parameter of
+    ours, of gym.make, or of the task's env class (or a base class's)."""
+    from .gpu_physics import make_batched_vector_env
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import mani_skill.envs  # noqa: F401  (registers ManiSkill's ids)
+        from mani_skill.utils.registration import REGISTERED_ENVS
+
+    env_class = REGISTERED_ENVS[task_spec(task).maniskill_id].cls
+    inits = [klass.__init__ for klass in env_class.__mro__ if "__init__" in vars(klass) and klass is not object]
+    reject_unknown_options(
+        f"rlinf/ManiSkill-{task} (ManiSkill's {env_class.__name__})",
+        maniskill_kwargs,
+        make_vector_env,
+        make_batched_vector_env,
+        ManiSkillSingleEnv.__init__,
+        gym.make,
+        *inits,
+    )
 
 
 def robot_control_modes(maniskill_id: str, robot_uids: Optional[str]) -> tuple[Optional[str], Optional[list[str]]]:
