@@ -35,7 +35,7 @@ from typing import Any, Optional
 from tqdm.auto import tqdm
 
 from ..config import COLLOCATED_PLACEMENT, TrainConfig, is_auto
-from ..scheduler import Channel, Cluster, ComponentPlacement, WorkerError, WorkerGroup
+from ..scheduler import Channel, Cluster, ComponentPlacement, WorkerError, WorkerGroup, wait_all
 from ..workers.actor_worker import ActorWorker
 from ..workers.env_worker import EnvWorker, envs_per_stage
 from ..workers.policy_loading import check_policy_cameras, predicted_policy_dims, resolved_policy_config
@@ -243,8 +243,7 @@ class EmbodiedRunner:
             self.actor_group.world_size,
             sampling_round,
         )
-        rollout_handle.wait()
-        per_worker = env_handle.wait()
+        _, per_worker = wait_all(rollout_handle, env_handle)
         steps = sum(m["env_steps"] for m in per_worker)
         self.total_env_steps += steps
         return per_worker, steps, time.perf_counter() - start
@@ -332,8 +331,8 @@ class EmbodiedRunner:
         self.ready_rollout()
         swap_seconds = self.phase_seconds["sync"] + self.phase_seconds["onload"] - swaps_before
         env_handle = self.env_group.evaluate(iteration, self.env_channel, self.action_channel)
-        self.rollout_group.evaluate(self.env_channel, self.action_channel).wait()
-        merged = merge_episode_metrics(env_handle.wait())
+        _, per_worker = wait_all(self.rollout_group.evaluate(self.env_channel, self.action_channel), env_handle)
+        merged = merge_episode_metrics(per_worker)
         seconds = time.perf_counter() - start
         self.phase_seconds["eval"] += seconds - swap_seconds  # its weight sync is in time/sync_seconds
         return {**{f"eval/{key}": value for key, value in merged.items()}, "time/eval_seconds": seconds}

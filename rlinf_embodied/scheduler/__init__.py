@@ -21,6 +21,7 @@ _EXPORTS = {
     "Worker": ".worker",
     "WorkerError": ".worker",
     "WorkerGroup": ".worker",
+    "wait_all": ".worker",
 }
 
 __all__ = list(_EXPORTS)

@@ -327,6 +327,21 @@ class GroupHandle:
             raise WorkerError(f"{label}:\n{error}") from None
 
 
+def wait_all(*handles: GroupHandle) -> list[list]:
+    """Each handle's results (in order), failing on the first error among all of them. Calls that feed each
+    other (an env worker's interact and the rollout worker's generate, over channels) must be waited on
+    together: waiting on one first hung for ever when the other failed, its peer blocked on the channel."""
+    combined = GroupHandle(
+        "+".join(handle.group_name for handle in handles),
+        "+".join(handle.method_name for handle in handles),
+        [rank for handle in handles for rank in handle.ranks],
+        [ref for handle in handles for ref in handle.refs],
+        [label for handle in handles for label in handle.labels],
+    )
+    combined.wait()
+    return [ray.get(handle.refs) for handle in handles]
+
+
 class _MethodCaller:
     def __init__(self, group: "WorkerGroup", method_name: str, ranks: Sequence[int]):
         self.group, self.method_name, self.ranks = group, method_name, ranks

@@ -20,6 +20,7 @@ from rlinf_embodied.scheduler import (
     PackedPlacementStrategy,
     Worker,
     WorkerError,
+    wait_all,
 )
 
 # Ray workers cannot import this test module by name: ship its worker classes by value.
@@ -184,6 +185,22 @@ def test_errors_name_group_rank_and_cause(groups):
     with pytest.raises(ValueError, match="rank 2"):
         env.execute_on(2)
     assert env.all_reduce().wait() == [3.0, 3.0]  # the group still works after a failed call
+
+
+def test_wait_all_fails_on_a_worker_whose_peer_waits_for_it(groups):
+    """The rollout and the env workers feed each other over channels: the runner waited on the rollout first, so
+    an env worker's error (e.g. NaN actions) left the run hanging, the rollout worker blocked on the channel."""
+    channel = Channel.create("t_wait_all", maxsize=2)
+    waiting = groups["rollout"].consume(channel, "never", 1)  # blocks: nothing is put under this key
+    start = time.perf_counter()
+    try:
+        with pytest.raises(WorkerError, match=r"(?s)'env' rank 1 failed in fail\(\).*deliberate failure"):
+            wait_all(waiting, groups["env"].execute_on(1).fail())
+        assert time.perf_counter() - start < 30
+    finally:
+        channel.put("unblock", key="never")  # frees the shared rollout worker for the other tests
+    assert waiting.wait() == [["unblock"]]
+    assert wait_all(groups["env"].all_reduce(), groups["rollout"].all_reduce()) == [[3.0, 3.0], [1.0]]
 
 
 def test_launch_beyond_the_cluster_names_id_and_size(cluster):
