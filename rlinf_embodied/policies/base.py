@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
@@ -57,6 +58,7 @@ class PolicyConfig:
 
     def __post_init__(self) -> None:
         self.check_dims()
+        self.check_finite()
         self.check_bounds()
         self.check_act_compile()
 
@@ -75,6 +77,16 @@ class PolicyConfig:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
         if self.state_dim < 0:
             raise ValueError(f"state_dim={self.state_dim} must be >= 0")
+
+    def check_finite(self) -> None:
+        """Every number in the config (and in its lists) is finite: policy.overrides.init_log_std=nan made NaN
+        actions, and the run hung in its first rollout instead of failing."""
+        for item in fields(self):
+            value = getattr(self, item.name)
+            numbers = value if isinstance(value, (list, tuple)) else [value]
+            bad = [x for x in numbers if isinstance(x, float) and not math.isfinite(x)]
+            if bad:
+                raise ValueError(f"{item.name}={value!r} must be finite (no nan or inf)")
 
     def check_bounds(self) -> None:
         """Normalisation bounds (action_low/high, and state_low/high where the config has them) hold one entry per

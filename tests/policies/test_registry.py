@@ -97,6 +97,26 @@ def test_every_policy_config_rejects_empty_action_shapes(name, field, value, mes
         config_class.from_dict({**policy_class(name).presets["tiny"], "state_dim": -1})
 
 
+@pytest.mark.parametrize("name", available_policies())
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_every_policy_config_rejects_non_finite_numbers(name, value):
+    """policy.overrides.init_log_std=nan made NaN actions and the run hung in its first rollout; a bound of nan
+    would turn every action into nan the same way."""
+    cls = policy_class(name)
+    preset = cls.presets["tiny"]
+    bounds = {"action_low": [-1.0] * (preset.get("action_dim", 7) - 1) + [value]}
+    with pytest.raises(ValueError, match=r"action_low=\[.*\] must be finite"):
+        cls.config_class.from_dict({**preset, **bounds})
+    floats = [
+        f.name
+        for f in dataclasses.fields(cls.config_class)
+        if isinstance(getattr(cls.config_class, f.name, None), float)
+    ]
+    assert floats, "every policy config has a float setting to check"
+    with pytest.raises(ValueError, match=rf"{floats[0]}={value} must be finite"):
+        cls.config_class.from_dict({**preset, floats[0]: value})
+
+
 def test_a_run_directory_given_as_checkpoint_names_the_saved_policies_below_it(tmp_path):
     """Before: policy.checkpoint=<run dir> said only "has no config.json", and flow_mlp's message named a converter
     module that does not exist."""

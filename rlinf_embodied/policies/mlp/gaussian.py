@@ -46,6 +46,7 @@ class GaussianPolicyConfig(PolicyConfig):
 
     def validate_common(self) -> None:
         self.check_dims()
+        self.check_finite()
         self.check_bounds()
 
 
