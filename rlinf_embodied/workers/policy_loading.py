@@ -209,6 +209,23 @@ def compute_dtype(cfg: PolicyConfig, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if cfg.precision == "bf16" else torch.float32
 
 
+def fresh_policy_overrides(overrides: Any, action_dim: int, state_dim: int) -> dict[str, Any]:
+    """policy.overrides for a new policy, whose action_dim / state_dim are the env's (or the SFT dataset's): an
+    override of either must equal it. Before, an action_dim override failed with a TypeError (make_policy got it
+    twice) and a state_dim override unlike the env's built a policy that failed at its first forward."""
+    overrides = dict(overrides)
+    for key, value in (("action_dim", action_dim), ("state_dim", state_dim)):
+        if value and key in overrides and overrides[key] != value:
+            raise ValueError(
+                f"policy.overrides.{key}={overrides[key]!r} but this run's env (or SFT dataset) has {key}={value}: "
+                f"a new policy takes the env's; drop the override (or set it to {value})"
+            )
+    overrides.pop("action_dim", None)  # make_policy takes it as its own argument
+    if state_dim:
+        overrides["state_dim"] = state_dim
+    return overrides
+
+
 def build_policy(
     cfg: PolicyConfig, action_dim: int, state_dim: int, device: torch.device, master_weights: bool = False
 ) -> Policy:
@@ -225,9 +242,7 @@ def build_policy(
                 f"expects action_dim={action_dim}"
             )
     else:
-        overrides = dict(cfg.overrides)
-        if state_dim:
-            overrides.setdefault("state_dim", state_dim)
+        overrides = fresh_policy_overrides(cfg.overrides, action_dim, state_dim)
         # Random weights are drawn on the target device: initialising a 7B model on the host took most of a
         # minute of start-up and held 30 GB of host memory per process before the copy to the GPU.
         with torch.device(device):

@@ -72,3 +72,25 @@ def test_the_camera_check_leaves_upstream_checkpoints_to_their_converter(tmp_pat
     upstream = PolicyConfig(name="openvla", checkpoint=str(tmp_path))
     assert resolved_policy_config(upstream, 7, 0) is None
     check_policy_cameras(upstream, PICKCUBE_RGB_SPEC, "rlinf/ManiSkill-PickCube")
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"action_dim": 3}, r"policy.overrides.action_dim=3 but this run's env \(or SFT dataset\) has action_dim=4"),
+        ({"state_dim": 5}, r"policy.overrides.state_dim=5 but this run's env \(or SFT dataset\) has state_dim=9"),
+    ],
+)
+def test_a_new_policy_takes_the_envs_dims_and_an_override_must_match(overrides, message):
+    """Before: an action_dim override failed in the rollout worker with make_policy's TypeError (the keyword given
+    twice), after Ray had started; a state_dim override unlike the env's built a policy of the wrong input width."""
+    import torch
+
+    from rlinf_embodied.workers.policy_loading import build_policy
+
+    with pytest.raises(ValueError, match=message):
+        build_policy(PolicyConfig(name="mlp", size="tiny", overrides=overrides), 4, 9, torch.device("cpu"))
+    same = build_policy(
+        PolicyConfig(name="mlp", size="tiny", overrides={"action_dim": 4, "state_dim": 9}), 4, 9, torch.device("cpu")
+    )
+    assert (same.config.action_dim, same.config.state_dim) == (4, 9)
