@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from .algorithms.config import AlgorithmConfig
+from .finite import reject_non_finite
 from .unread_settings import reject_ineffective_setting
 
 
@@ -305,6 +306,7 @@ class SFTConfig:
     resume: Optional[str] = None
 
     def __post_init__(self) -> None:
+        reject_non_finite(self, "sft.")
         for name in ("max_steps", "batch_size", "log_interval", "eval_episodes", "val_interval"):
             if getattr(self, name) < 1:
                 raise ValueError(f"sft.{name}={getattr(self, name)} must be >= 1")

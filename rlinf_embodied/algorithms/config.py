@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from ..finite import reject_non_finite
 from ..unread_settings import field_default, reject_ineffective_setting
 
 LOGPROB_LEVELS = ("token", "action", "chunk")
@@ -178,6 +179,7 @@ class AlgorithmConfig:
     def validate(self) -> "AlgorithmConfig":
         from .registry import advantage_names, loss_clip_settings, loss_names  # filled when the package is imported
 
+        reject_non_finite(self, "algorithm.")
         _one_of("adv_type", self.adv_type, advantage_names(), "advantage estimator")
         _one_of("loss_type", self.loss_type, loss_names(), "policy loss")
         _one_of("logprob_level", self.logprob_level, LOGPROB_LEVELS, "log-prob level")

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import abc
 import json
-import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
+
+from ..finite import reject_non_finite
 
 Obs = dict[str, Any]  # "state": (N, D) f32, "rgb": (N, H, W, 3) u8, "instruction": list[str], ...
 
@@ -81,12 +82,7 @@ class PolicyConfig:
     def check_finite(self) -> None:
         """Every number in the config (and in its lists) is finite: policy.overrides.init_log_std=nan made NaN
         actions, and the run hung in its first rollout instead of failing."""
-        for item in fields(self):
-            value = getattr(self, item.name)
-            numbers = value if isinstance(value, (list, tuple)) else [value]
-            bad = [x for x in numbers if isinstance(x, float) and not math.isfinite(x)]
-            if bad:
-                raise ValueError(f"{item.name}={value!r} must be finite (no nan or inf)")
+        reject_non_finite(self)
 
     def check_bounds(self) -> None:
         """Normalisation bounds (action_low/high, and state_low/high where the config has them) hold one entry per

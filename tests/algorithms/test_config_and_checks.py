@@ -133,3 +133,20 @@ def test_dapo_rejects_an_upper_clip_below_the_lower_one():
     AlgorithmConfig(loss_type="dapo", clip_ratio_low=0.2, clip_ratio_high=0.2)  # equal bounds: PPO's clip
     with pytest.raises(ValueError, match=r"clip_ratio_high=0.1 is below algorithm.clip_ratio_low=0.2: 'dapo'"):
         AlgorithmConfig(loss_type="dapo", clip_ratio_low=0.2, clip_ratio_high=0.1)
+
+
+@pytest.mark.parametrize("field, value", [("gamma", math.nan), ("vf_coef", math.inf), ("gae_lambda", math.nan)])
+def test_nan_and_inf_settings_are_refused(field, value):
+    """A comparison with nan is False: algorithm.gamma=nan passed "must lie in [0, 1]", and inf passes any lower
+    bound (vf_coef=inf: an infinite loss from the first update)."""
+    with pytest.raises(ValueError, match=rf"algorithm.{field}={value} must be finite"):
+        AlgorithmConfig(**{field: value})
+
+
+def test_sft_refuses_nan_and_inf_settings():
+    from rlinf_embodied.config import SFTConfig
+
+    for field in ("lr", "grad_clip", "weight_decay"):
+        with pytest.raises(ValueError, match=rf"sft.{field}=nan must be finite"):
+            SFTConfig(**{field: math.nan})
+    SFTConfig(lr=3e-4, grad_clip=1.0)  # finite ones pass
