@@ -16,7 +16,11 @@ class NonFiniteError(FloatingPointError):
     def __init__(self, name: str, iteration: int, detail: str):
         self.name = name
         self.iteration = iteration
+        self.detail = detail
         super().__init__(f"non-finite {name!r} at iteration {iteration}: {detail}")
+
+    def __reduce__(self):  # pickled with its own three arguments: raised in a Ray worker, it reaches the driver
+        return type(self), (self.name, self.iteration, self.detail)
 
 
 def check_finite(name_to_tensor: Mapping[str, torch.Tensor | float | None], iteration: int) -> None:

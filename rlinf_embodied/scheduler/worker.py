@@ -322,7 +322,7 @@ class GroupHandle:
     def _check(self, ref) -> None:
         try:
             ray.get(ref)
-        except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError) as error:
+        except ray.exceptions.RayError as error:  # a task's error, a dead actor, an exception Ray cannot unpickle
             label = self.labels[self.refs.index(ref)]
             raise WorkerError(f"{label}:\n{error}") from None
 

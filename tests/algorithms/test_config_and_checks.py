@@ -150,3 +150,13 @@ def test_sft_refuses_nan_and_inf_settings():
         with pytest.raises(ValueError, match=rf"sft.{field}=nan must be finite"):
             SFTConfig(**{field: math.nan})
     SFTConfig(lr=3e-4, grad_clip=1.0)  # finite ones pass
+
+
+def test_non_finite_error_survives_pickling():
+    """Raised in a Ray worker, it is pickled to the driver: with its three-argument __init__ it could not be
+    unpickled, and the driver saw Ray's "Failed to deserialize exception" instead of the worker's error."""
+    import pickle
+
+    error = pickle.loads(pickle.dumps(NonFiniteError("loss", 3, "1 NaN and 0 inf among 1 elements")))
+    assert (error.name, error.iteration) == ("loss", 3)
+    assert str(error) == "non-finite 'loss' at iteration 3: 1 NaN and 0 inf among 1 elements"

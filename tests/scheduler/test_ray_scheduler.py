@@ -57,6 +57,11 @@ class ProbeWorker(Worker):
     def fail(self) -> None:
         raise KeyError("deliberate failure")
 
+    def fail_non_finite(self) -> None:
+        from rlinf_embodied.algorithms import NonFiniteError
+
+        raise NonFiniteError("loss", 0, "1 NaN")
+
     # weight sync hooks: a collective full_state_dict like the FSDP actor's (rank 0 holds the dict)
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         shard = torch.full((2,), float(self.rank)) * self.scale
@@ -185,6 +190,9 @@ def test_errors_name_group_rank_and_cause(groups):
     with pytest.raises(ValueError, match="rank 2"):
         env.execute_on(2)
     assert env.all_reduce().wait() == [3.0, 3.0]  # the group still works after a failed call
+    # an exception with its own __init__ (the actor's NaN guard): before, Ray's "Failed to deserialize exception"
+    with pytest.raises(WorkerError, match=r"(?s)'env' rank 0 failed in fail_non_finite\(\).*non-finite 'loss'"):
+        env.execute_on(0).fail_non_finite().wait()
 
 
 def test_wait_all_fails_on_a_worker_whose_peer_waits_for_it(groups):
