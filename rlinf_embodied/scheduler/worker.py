@@ -338,8 +338,8 @@ def wait_all(*handles: GroupHandle) -> list[list]:
         [ref for handle in handles for ref in handle.refs],
         [label for handle in handles for label in handle.labels],
     )
-    combined.wait()
-    return [ray.get(handle.refs) for handle in handles]
+    results = iter(combined.wait())
+    return [[next(results) for _ in handle.refs] for handle in handles]
 
 
 class _MethodCaller:
