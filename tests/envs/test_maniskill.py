@@ -155,8 +155,13 @@ def test_killed_worker_truncates_its_env_and_run_goes_on(venv):
     os.kill(venv.worker_pids()[1], signal.SIGKILL)
     _, _, terminated, truncated, info = venv.step(torch.zeros(2, 8))
     assert truncated.tolist() == [False, True] and info["_episode"].tolist() == [False, True]
-    obs, _, _, truncated, info = venv.step(torch.zeros(2, 8))
-    assert obs["state"].shape[0] == 2 and info["elapsed_steps"].tolist() == [3, 1]
+    restarts = venv.num_restarts
+    obs, _, terminated, truncated, info = venv.step(torch.zeros(2, 8))
+    assert obs["state"].shape[0] == 2 and info["elapsed_steps"][0] == 3 and venv.num_restarts == restarts
+    # The restarted worker reset env 1 without a seed: about 1 in 500 such PickCube starts already has the
+    # cube at the goal, and that episode ends, rightly, as a success on its first step.
+    first_step_success = bool(terminated[1]) and not bool(truncated[1])
+    assert info["elapsed_steps"][1] == 1 or first_step_success
 
 
 def test_bad_options_raise_clear_errors():
