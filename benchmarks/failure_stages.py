@@ -129,6 +129,9 @@ def main() -> None:
     parser.add_argument("--obs-mode", default="state", choices=["state", "rgb"])
     parser.add_argument("--camera-size", type=int, default=None, help="rgb: camera height = width in pixels")
     args = parser.parse_args()
+    for flag, value in (("--episodes", args.episodes), ("--max-steps", args.max_steps)):
+        if value < 1:
+            parser.error(f"{flag}={value}: must be >= 1")
     camera = {"camera_size": args.camera_size} if args.camera_size else {}
     env = ManiSkillSingleEnv(
         args.task, obs_mode=args.obs_mode, control_mode=args.control_mode, reward_mode="sparse", **camera

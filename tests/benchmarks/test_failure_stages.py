@@ -49,3 +49,8 @@ def test_a_run_on_pickcube_prints_both_tables(tmp_path):
     assert "within 0.025 m" in ended and "| never grasped | grasped, then lost | held at the end |" in ended
     row = ended.strip().splitlines()[-1]
     assert row.startswith(f"| {tmp_path / 'policy'} | 0% |")  # 6 random steps do not solve PickCube
+
+
+def test_no_episodes_is_refused_by_name():
+    out = subprocess.run([sys.executable, str(SCRIPT), "ckpt", "--episodes", "0"], capture_output=True, text=True)
+    assert out.returncode == 2 and "--episodes=0: must be >= 1" in out.stderr
