@@ -12,7 +12,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from .config import EvalRunConfig, register_configs
+from .config import EvalRunConfig, PolicyConfig, register_configs
 from .paths import CONFIG_DIR, make_output_dir
 from .unread_settings import reject_unread_settings
 
@@ -26,6 +26,18 @@ UNREAD_SETTINGS = {
 }
 
 
+def check_has_checkpoint(policy: PolicyConfig) -> None:
+    """An evaluation scores saved weights. Before, a command without policy.checkpoint scored a randomly initialised
+    policy and printed its 0% table like any other."""
+    from .workers.policy_loading import MissingCheckpointError
+
+    if policy.checkpoint is None:
+        raise MissingCheckpointError(
+            "python -m rlinf_embodied.eval needs policy.checkpoint=<a policy directory written by train or sft, e.g. "
+            "outputs/.../checkpoints/best/policy>; without it the policy would be randomly initialised"
+        )
+
+
 @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="eval")
 def main(cfg) -> None:
     from .envs.registration import check_env
@@ -36,6 +48,7 @@ def main(cfg) -> None:
     typed: EvalRunConfig = OmegaConf.to_object(cfg)
     check_env(typed.env)
     check_policy_config(typed.policy)  # an unknown size or override named before the env is built
+    check_has_checkpoint(typed.policy)
     output_dir = typed.eval.output_dir or HydraConfig.get().runtime.output_dir
     make_output_dir(output_dir, "eval.output_dir")  # before the episodes: results.json is written after them
     results = evaluate_policy(typed.env, typed.policy, typed.eval, output_dir)

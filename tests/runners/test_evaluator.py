@@ -113,10 +113,10 @@ def test_eval_config_rejects_sizes_that_would_evaluate_nothing(field, value, mes
         EvalConfig(**{field: value})
 
 
-def failed_eval(override: str, tmp_path) -> subprocess.CompletedProcess:
-    """`python -m rlinf_embodied.eval <override>`, which must fail (its stderr is then the test's subject)."""
+def failed_eval(override: str, tmp_path, *more: str) -> subprocess.CompletedProcess:
+    """`python -m rlinf_embodied.eval <override> ...`, which must fail (its stderr is then the test's subject)."""
     result = subprocess.run(
-        [sys.executable, "-m", "rlinf_embodied.eval", override, f"hydra.run.dir={tmp_path}"],
+        [sys.executable, "-m", "rlinf_embodied.eval", override, *more, f"hydra.run.dir={tmp_path}"],
         capture_output=True,
         text=True,
         check=False,
@@ -149,18 +149,25 @@ def test_eval_device_names_the_setting_and_the_valid_devices(name, message):
     assert pick_device("cpu", "eval.device") == torch.device("cpu")
 
 
+def test_eval_without_a_checkpoint_is_refused_before_any_episode(tmp_path):
+    """Before: `python -m rlinf_embodied.eval` without policy.checkpoint scored a randomly initialised policy."""
+    result = failed_eval("eval.num_episodes=8", tmp_path)
+    assert "python -m rlinf_embodied.eval needs policy.checkpoint=<a policy directory" in result.stderr
+    assert "eval rlinf" not in result.stderr  # no episode ran (the progress bar)
+
+
 def test_eval_checks_the_policy_settings_before_building_the_env(tmp_path):
     """Before: `eval policy.size=huge` built the env, then failed with KeyError: 'huge'."""
     result = failed_eval("policy.size=huge", tmp_path)
     assert "policy.size='huge' is not a size of policy 'mlp'; valid: ['default', 'tiny']" in result.stderr
 
 
-def test_eval_refuses_an_output_dir_it_cannot_create_before_any_episode(tmp_path):
+def test_eval_refuses_an_output_dir_it_cannot_create_before_any_episode(tmp_path, checkpoint):
     """Before: results.json was written after every episode had run, so an unwritable eval.output_dir failed at
     the end with os.makedirs' error, which names no setting."""
     (tmp_path / "a_file").write_text("")
     bad = tmp_path / "a_file" / "results"
-    result = failed_eval(f"eval.output_dir={bad}", tmp_path)
+    result = failed_eval(f"eval.output_dir={bad}", tmp_path, f"policy.checkpoint={checkpoint}")
     assert f"eval.output_dir='{bad}' cannot be created (Not a directory): give a writable directory" in result.stderr
     assert "eval rlinf" not in result.stderr  # no episode ran (the progress bar)
 
