@@ -83,19 +83,24 @@ def check_env_options(env_id: str, obs_mode: str, kwargs: dict[str, Any]) -> Non
     _load(check)(**{**defaults, **spec.kwargs, "obs_mode": obs_mode, **kwargs})
 
 
+def keyword_names(*functions: Callable[..., Any]) -> set[str]:
+    """The parameters of `functions` that can be passed by keyword (`self` aside)."""
+    import inspect
+
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {
+        name
+        for function in functions
+        for name, parameter in inspect.signature(function).parameters.items()
+        if parameter.kind in kinds and name != "self"
+    }
+
+
 def reject_unknown_options(env_id: str, options: Iterable[str], *accepting: Callable[..., Any]) -> None:
     """For an options check: raise, naming the valid ones, where an option is a keyword of none of `accepting`
     (the entry point, env classes and make functions the options pass through). Before, a typo in env.kwargs
     (`reward_mod=sparse`) failed with a TypeError in every env worker after the cluster had started."""
-    import inspect
-
-    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    valid = {
-        name
-        for function in accepting
-        for name, parameter in inspect.signature(function).parameters.items()
-        if parameter.kind in kinds and name != "self"
-    }
+    valid = keyword_names(*accepting)
     unknown = sorted(set(options) - valid)
     if unknown:
         raise ValueError(f"env.kwargs {unknown}: not an option of {env_id}; valid: {sorted(valid)}")

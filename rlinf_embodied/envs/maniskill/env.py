@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..batching import box_like
-from ..registration import reject_unknown_options, reject_vector_options
+from ..registration import keyword_names, reject_unknown_options, reject_vector_options
 from ..vector import SubprocVectorEnv, start_forkserver, validate_common_options
 from .tasks import TASKS, ManiSkillTask, task_spec  # noqa: F401  (TASKS, ManiSkillTask: re-exported)
 
@@ -114,9 +114,13 @@ def check_options(
 
 def check_maniskill_keywords(task: str, maniskill_kwargs: dict[str, Any]) -> None:
     """The keywords our entry points do not read go on to ManiSkill's `gym.make`: each must be a parameter of
-    ours, of gym.make, or of the task's env class (or a base class's)."""
+    ours, of gym.make, or of the task's env class (or a base class's). Only a keyword that is none of ours needs
+    the task's class: importing ManiSkill's envs for it costs the driver about 2 s of start-up."""
     from .gpu_physics import make_batched_vector_env
 
+    ours = (make_vector_env, make_batched_vector_env, ManiSkillSingleEnv.__init__, gym.make)
+    if set(maniskill_kwargs) <= keyword_names(*ours):
+        return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import mani_skill.envs  # noqa: F401  (registers ManiSkill's ids)
@@ -127,10 +131,7 @@ def check_maniskill_keywords(task: str, maniskill_kwargs: dict[str, Any]) -> Non
     reject_unknown_options(
         f"rlinf/ManiSkill-{task} (ManiSkill's {env_class.__name__})",
         maniskill_kwargs,
-        make_vector_env,
-        make_batched_vector_env,
-        ManiSkillSingleEnv.__init__,
-        gym.make,
+        *ours,
         *inits,
     )
 
