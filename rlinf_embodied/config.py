@@ -15,6 +15,17 @@ from .finite import reject_non_finite
 from .unread_settings import reject_ineffective_setting
 
 
+def reject_empty_paths(config: Any, section: str, unset_meanings: dict[str, str]) -> None:
+    """An empty path (`runner.resume=` from an unset shell variable) was read as unset: the run started fresh or
+    wrote to the default directory without a word. Refuse it, naming what leaving the setting out would do."""
+    for name, unset_meaning in unset_meanings.items():
+        value = getattr(config, name)
+        if value is not None and not str(value).strip():
+            raise ValueError(
+                f"{section}.{name}={value!r} is empty: give a directory, or leave the setting out ({unset_meaning})"
+            )
+
+
 @dataclass
 class EnvConfig:
     id: str = "rlinf/ManiSkill-PickCube"
@@ -138,6 +149,7 @@ class RunnerConfig:
     offload: bool = True
 
     def __post_init__(self) -> None:
+        reject_empty_paths(self, "runner", {"resume": "start a new run", "output_dir": "Hydra's run directory"})
         for name, what in (("max_iterations", "iterations to train"), ("rollout_steps", "policy calls per env")):
             if getattr(self, name) < 1:
                 raise ValueError(f"runner.{name}={getattr(self, name)} must be >= 1 ({what})")
@@ -207,6 +219,7 @@ class EvalConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
+        reject_empty_paths(self, "eval", {"output_dir": "Hydra's run directory"})
         for name, what in (("num_episodes", "episodes per task"), ("num_envs", "envs stepped in parallel")):
             if getattr(self, name) < 1:
                 raise ValueError(f"eval.{name}={getattr(self, name)} must be >= 1 ({what})")
@@ -237,6 +250,9 @@ class EvalRunConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+SFT_EVAL_SEED_OFFSET = 1000  # SFT's evaluations play the episodes of seeds sft.seed + 1000, + 1001, ...
 
 
 @dataclass
@@ -307,6 +323,7 @@ class SFTConfig:
 
     def __post_init__(self) -> None:
         reject_non_finite(self, "sft.")
+        reject_empty_paths(self, "sft", {"resume": "start a new run", "output_dir": "Hydra's run directory"})
         for name in ("max_steps", "batch_size", "log_interval", "eval_episodes", "val_interval"):
             if getattr(self, name) < 1:
                 raise ValueError(f"sft.{name}={getattr(self, name)} must be >= 1")
@@ -347,6 +364,12 @@ class SFTConfig:
                 self, "sft", "min_lr_ratio", "sft.lr_schedule=constant never decays the lr; use sft.lr_schedule=cosine"
             )
         self._check_stop_at_success()
+        first_eval_seed = self.seed + SFT_EVAL_SEED_OFFSET
+        if self.eval_interval and first_eval_seed < 0:  # before: eval.seed's error at the first evaluation
+            raise ValueError(
+                f"sft.seed={self.seed}: SFT evaluates the episodes of seeds from sft.seed + {SFT_EVAL_SEED_OFFSET} = "
+                f"{first_eval_seed}, and env.reset takes no seed below 0; set sft.seed >= {-SFT_EVAL_SEED_OFFSET}"
+            )
 
     def _reject_intervals_beyond_max_steps(self) -> None:
         """Settings whose first step lies past sft.max_steps (before: accepted, and nothing happened at all)."""

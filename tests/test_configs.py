@@ -120,6 +120,29 @@ def test_the_same_settings_pass_where_they_are_read(config_name, overrides):
 
 
 @pytest.mark.parametrize(
+    "config_name, override, message",
+    [  # before: each empty path read as unset; the run started fresh or wrote to Hydra's directory, silently
+        ("config", "runner.resume=", r"runner.resume='' is empty: .* \(start a new run\)"),
+        ("config", "runner.output_dir=", r"runner.output_dir='' is empty: .* \(Hydra's run directory\)"),
+        ("eval", "eval.output_dir=' '", r"eval.output_dir=' ' is empty"),
+        ("sft", "sft.resume=", r"sft.resume='' is empty"),
+        ("sft", "sft.output_dir=", r"sft.output_dir='' is empty"),
+    ],
+)
+def test_an_empty_path_is_refused(config_name, override, message):
+    with pytest.raises(ValueError, match=message):
+        compose_config(config_name, [override])
+
+
+def test_an_sft_seed_whose_evaluation_seeds_go_below_zero_is_refused():
+    """Before: eval.seed's error, naming a setting the user never gave, at SFT's first evaluation."""
+    with pytest.raises(ValueError, match=r"sft.seed=-1001: .* = -1, .*; set sft.seed >= -1000"):
+        compose_config("sft", ["sft.seed=-1001", "sft.eval_interval=100"])
+    compose_config("sft", ["sft.seed=-1000", "sft.eval_interval=100"])
+    compose_config("sft", ["sft.seed=-5000"])  # no evaluation: any seed
+
+
+@pytest.mark.parametrize(
     "override, message",
     [
         ("env.num_envs=0", "env.num_envs=0"),

@@ -31,7 +31,7 @@ from torch.distributed.fsdp import register_fsdp_forward_method
 
 from ..algorithms.checks import check_finite
 from ..datasets.augmentation import random_shift
-from ..config import EvalConfig, PolicyConfig, SFTConfig, SFTRunConfig
+from ..config import SFT_EVAL_SEED_OFFSET, EvalConfig, PolicyConfig, SFTConfig, SFTRunConfig
 from ..policies import policy_class
 from ..scheduler import Worker
 from .actor_worker import FULL_STATE, ActorWorker
@@ -422,7 +422,7 @@ def sft_eval_config(cfg: SFTRunConfig, device: str = "auto") -> EvalConfig:
     return EvalConfig(
         num_episodes=sft.eval_episodes,
         num_envs=max(1, min(cfg.env.num_envs, sft.eval_episodes)),
-        seed=sft.seed + 1000,
+        seed=sft.seed + SFT_EVAL_SEED_OFFSET,
         video=False,
         device=device,
     )
