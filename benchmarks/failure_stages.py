@@ -14,6 +14,9 @@ problem; a far one is not) and the success rate for the lower and upper half of 
 
     python benchmarks/failure_stages.py <bc>/policy <rl>/policy --task PickCube --episodes 64 --max-steps 150
     python benchmarks/failure_stages.py <sft>/policy --policy pi0 --obs-mode rgb --camera-size 96   # GPU host
+
+`--binarize-gripper both` plays every checkpoint twice on the same seeds, as trained and with the env's
+`binarize_gripper` (the gripper fully open or closed by the sign of the policy's gripper action), one row each.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ from rlinf_embodied.workers.policy_loading import build_policy  # noqa: E402
 
 
 OBJECT_NAMES, GOAL_NAMES = ("cube", "obj"), ("goal_site", "goal_region")
+
+
+GRIPPER_MODES = {"off": (False,), "on": (True,), "both": (False, True)}  # --binarize-gripper: the envs to play
 
 
 def object_and_goal(env: ManiSkillSingleEnv) -> tuple[np.ndarray, np.ndarray] | None:
@@ -128,14 +134,29 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1000, help="first held-out seed (eval's default)")
     parser.add_argument("--obs-mode", default="state", choices=["state", "rgb"])
     parser.add_argument("--camera-size", type=int, default=None, help="rgb: camera height = width in pixels")
+    parser.add_argument(
+        "--binarize-gripper",
+        default="off",
+        choices=list(GRIPPER_MODES),
+        help="the env's binarize_gripper: off, on, or both (two rows per checkpoint, same seeds)",
+    )
     args = parser.parse_args()
     for flag, value in (("--episodes", args.episodes), ("--max-steps", args.max_steps)):
         if value < 1:
             parser.error(f"{flag}={value}: must be >= 1")
     camera = {"camera_size": args.camera_size} if args.camera_size else {}
-    env = ManiSkillSingleEnv(
-        args.task, obs_mode=args.obs_mode, control_mode=args.control_mode, reward_mode="sparse", **camera
-    )
+    envs = {
+        binarized: ManiSkillSingleEnv(
+            args.task,
+            obs_mode=args.obs_mode,
+            control_mode=args.control_mode,
+            reward_mode="sparse",
+            binarize_gripper=binarized,
+            **camera,
+        )
+        for binarized in GRIPPER_MODES[args.binarize_gripper]
+    }
+    env = next(iter(envs.values()))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     env.reset(seed=0)
     info = env.maniskill_env.get_info()
@@ -153,12 +174,16 @@ def main() -> None:
         )
         policy = build_policy(policy_cfg, action_dim, state_dim, device)
         policy.eval()
-        episodes = [episode_stages(env, policy, args.seed + i, args.max_steps, stages) for i in range(args.episodes)]
-        rows.append((path, {stage: float(np.mean([e["reached"][stage] for e in episodes])) for stage in stages}))
-        print(path, {stage: f"{share:.0%}" for stage, share in rows[-1][1].items()}, flush=True)
-        if "success" in stages:
-            breakdowns.append((path, failure_breakdown(episodes)))
-    env.close()
+        for binarized, played in envs.items():
+            seeds = range(args.seed, args.seed + args.episodes)
+            episodes = [episode_stages(played, policy, seed, args.max_steps, stages) for seed in seeds]
+            name = f"{path} (binarized gripper)" if binarized else path
+            rows.append((name, {stage: float(np.mean([e["reached"][stage] for e in episodes])) for stage in stages}))
+            print(name, {stage: f"{share:.0%}" for stage, share in rows[-1][1].items()}, flush=True)
+            if "success" in stages:
+                breakdowns.append((name, failure_breakdown(episodes)))
+    for played in envs.values():
+        played.close()
     where = f"{args.task}, {args.episodes} episodes from seed {args.seed}, deterministic"
     print_table(f"{where}; share of episodes that ever reached:", rows)
     if breakdowns:

@@ -33,6 +33,11 @@ SIZE=${SIZE:-pi0-small}
 # pd_ee_delta_pos: joint-delta demonstrations fail closed loop even when fitted (benchmarks/RESULTS.md)
 ENV_ARGS=(env=maniskill_pickcube_rgb env.kwargs.camera_size=96 env.max_episode_steps=${EPISODE_STEPS:-150}
   env.kwargs.control_mode=${CONTROL_MODE:-pd_ee_delta_pos})
+# BINARIZE_GRIPPER=true: every stage's env opens or closes the gripper fully by the sign of the policy's gripper
+# action (env.kwargs.binarize_gripper; the planner's demonstrations use +-1 already). Stop 54: stop 54's RL
+# checkpoint dropped the cube in 14% of 64 held-out episodes and succeeded in 72%; the same checkpoint and seeds
+# with the gripper binarized dropped it in 9% and succeeded in 78% (benchmarks/failure_stages.py).
+[ -z "${BINARIZE_GRIPPER:-}" ] || ENV_ARGS+=("env.kwargs.binarize_gripper=$BINARIZE_GRIPPER")
 # State dims hidden from the model (saved in the checkpoint's config). PickCube rgb's state: joint positions 0-8,
 # joint velocities 9-17, is_grasped 18, gripper pose 19-25, goal 26-28. Velocities were hidden first (the copycat
 # fix); stop 15 showed the arm's pose is a shortcut too: a state-only imitator without the cube fits the

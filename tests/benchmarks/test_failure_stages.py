@@ -38,7 +38,8 @@ def test_a_run_on_pickcube_prints_both_tables(tmp_path):
 
     make_policy("mlp", size="tiny", action_dim=4, state_dim=42).save_pretrained(tmp_path / "policy")
     out = subprocess.run(
-        [sys.executable, str(SCRIPT), str(tmp_path / "policy"), "--episodes", "2", "--max-steps", "6"],
+        [sys.executable, str(SCRIPT), str(tmp_path / "policy"), "--episodes", "2", "--max-steps", "6"]
+        + ["--binarize-gripper", "both"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -47,8 +48,9 @@ def test_a_run_on_pickcube_prints_both_tables(tmp_path):
     assert "| is_grasped |" in out and "share of episodes that ever reached" in out
     ended = out[out.index("How the episodes ended") :]
     assert "within 0.025 m" in ended and "| never grasped | grasped, then lost | held at the end |" in ended
-    row = ended.strip().splitlines()[-1]
-    assert row.startswith(f"| {tmp_path / 'policy'} | 0% |")  # 6 random steps do not solve PickCube
+    plain, binarized = ended.strip().splitlines()[-2:]  # the same checkpoint and seeds, one row per gripper mode
+    assert plain.startswith(f"| {tmp_path / 'policy'} | 0% |")  # 6 random steps do not solve PickCube
+    assert binarized.startswith(f"| {tmp_path / 'policy'} (binarized gripper) | 0% |")
 
 
 def test_no_episodes_is_refused_by_name():

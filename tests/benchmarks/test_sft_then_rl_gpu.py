@@ -111,10 +111,12 @@ def test_noise_picks_the_largest_level_that_keeps_the_ratio_of_deterministic_suc
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the stage would train; this checks it on CPU")
 @pytest.mark.parametrize(
-    "policy, freeze_vision, recipe",
-    [("pi0", "true", ""), ("pi0", "false", ""), ("openvla_oft", "true", ""), ("pi0", "", "ppo")],
+    "policy, freeze_vision, recipe, binarize_gripper",
+    [("pi0", "true", "", ""), ("pi0", "false", "", ""), ("openvla_oft", "true", "", ""), ("pi0", "", "ppo", "true")],
 )
-def test_the_rl_stage_recipe_passes_every_check_before_its_workers_start(tmp_path, policy, freeze_vision, recipe):
+def test_the_rl_stage_recipe_passes_every_check_before_its_workers_start(
+    tmp_path, policy, freeze_vision, recipe, binarize_gripper
+):
     """The `rl` stage with its per-policy recipe (RL_RECIPE_ARGS) from an SFT checkpoint of the recipe's layout
     (arm state hidden): every config check passes, and the run stops only where a CPU machine must (no GPU).
     An empty FREEZE_VISION / FREEZE_LM is the recipe's default: frozen for GRPO, the whole VLM training for PPO."""
@@ -139,10 +141,12 @@ def test_the_rl_stage_recipe_passes_every_check_before_its_workers_start(tmp_pat
         FREEZE_LM=freeze_vision,  # PPO's recipe only: GRPO's keeps the language model frozen
         RL_RECIPE=recipe,
         IGNORE_TERM="true",
+        BINARIZE_GRIPPER=binarize_gripper,
     )
     assert result.returncode != 0
     assert "no node of the Ray cluster has a GPU and simulate_gpus=False" in result.stderr, result.stderr[-2000:]
     overrides = (tmp_path / "rl" / ".hydra" / "overrides.yaml").read_text()
+    assert ("env.kwargs.binarize_gripper=true" in overrides) == (binarize_gripper == "true")
     expected_freeze = freeze_vision or ("false" if recipe == "ppo" else "true")
     assert f"policy.overrides.freeze_vision_encoder={expected_freeze}" in overrides
     assert ("algorithm=ppo" in overrides) == (recipe == "ppo")

@@ -140,6 +140,35 @@ def test_reward_delta_returns_the_change_of_the_reward_and_restarts_at_reset():
         ManiSkillSingleEnv("PickCube", reward_mode="none", reward_delta=True)  # before: a reward of 0 throughout
 
 
+def test_binarize_gripper_steps_with_the_sign_of_the_gripper_action_only():
+    """A gripper action of -0.3 must drive the fingers exactly as -1 does (fully closed), and +0.2 as +1; the arm
+    columns and the caller's action stay as given."""
+    binarized, plain = ManiSkillSingleEnv("PickCube", binarize_gripper=True), ManiSkillSingleEnv("PickCube")
+    arm = np.random.default_rng(5).uniform(-0.5, 0.5, (6, 7)).astype(np.float32)
+    grip = np.array([-0.3, -0.3, -0.01, 0.2, 0.0, -0.7], np.float32)
+    given = np.concatenate([arm, grip[:, None]], axis=1)  # (6, 8): panda pd_joint_delta_pos, gripper last
+    states = {}
+    for name, env, actions in (
+        ("binarized", binarized, given),
+        ("plain, +-1", plain, np.concatenate([arm, np.where(grip >= 0, 1.0, -1.0)[:, None]], axis=1)),
+        ("plain, as given", plain, given),
+    ):
+        env.reset(seed=21)
+        sent = actions.copy()
+        states[name] = np.stack([env.step(a)[0]["state"] for a in sent[:3]] + [env.observe()["state"]])
+        for a in sent[3:]:
+            env.step_without_obs(a)
+        states[name] = np.concatenate([states[name], env.observe()["state"][None]])
+        assert np.array_equal(sent, actions)  # the env binarized a copy
+    assert np.array_equal(states["binarized"], states["plain, +-1"])
+    assert not np.allclose(states["binarized"], states["plain, as given"])  # -0.3 alone closes less far
+    binarized.close(), plain.close()
+    with pytest.raises(ValueError, match=r"binarize_gripper=True is implemented .*physx_cpu"):
+        gym.make_vec(
+            ENV_ID, num_envs=1, vectorization_mode="vector_entry_point", sim_backend="physx_cuda", binarize_gripper=True
+        )
+
+
 def test_reward_delta_without_a_reward_is_refused_before_the_env_builds():
     from rlinf_embodied.config import EnvConfig
     from rlinf_embodied.envs.registration import check_env

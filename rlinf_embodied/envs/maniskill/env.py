@@ -59,16 +59,21 @@ def validate_reward_delta(reward_mode: Optional[str], reward_delta: Any) -> None
 
 
 def validate_backend_options(
-    sim_backend: str, num_workers: Optional[int], step_timeout: Optional[float], reward_delta: Any
+    sim_backend: str,
+    num_workers: Optional[int],
+    step_timeout: Optional[float],
+    reward_delta: Any,
+    binarize_gripper: Any = False,
 ) -> None:
     """The options only CPU physics (one env per subprocess, ManiSkillSingleEnv) reads, refused on GPU physics."""
     if sim_backend != "physx_cuda":
         return
-    if reward_delta:
-        raise ValueError(
-            "reward_delta=True is implemented for sim_backend='physx_cpu' only (ManiSkillSingleEnv); "
-            "with sim_backend='physx_cuda' leave it False"
-        )
+    for name, value in (("reward_delta", reward_delta), ("binarize_gripper", binarize_gripper)):
+        if value:
+            raise ValueError(
+                f"{name}=True is implemented for sim_backend='physx_cpu' only (ManiSkillSingleEnv); "
+                "with sim_backend='physx_cuda' leave it False"
+            )
     if num_workers is not None or step_timeout is not None:
         raise ValueError(
             f"num_workers={num_workers!r} / step_timeout={step_timeout!r} apply to sim_backend="
@@ -92,7 +97,13 @@ def check_options(
     keywords (check_env_options fills in its defaults)."""
     validate_options(obs_mode, sim_backend, reward_mode)
     validate_common_options(None, num_workers, None, step_timeout)  # num_envs (split), max_episode_steps: apart
-    validate_backend_options(sim_backend, num_workers, step_timeout, maniskill_kwargs.get("reward_delta"))
+    validate_backend_options(
+        sim_backend,
+        num_workers,
+        step_timeout,
+        maniskill_kwargs.get("reward_delta"),
+        maniskill_kwargs.get("binarize_gripper"),
+    )
     validate_reward_delta(reward_mode, maniskill_kwargs.get("reward_delta"))
     check_maniskill_keywords(task, maniskill_kwargs)
     _camera_hw(camera_size)
@@ -225,6 +236,28 @@ def convert_obs(obs: Any, obs_mode: str) -> dict[str, torch.Tensor]:
     return converted
 
 
+def gripper_columns(maniskill_env: Any) -> slice:
+    """The action columns of the robot's gripper controller (ManiSkill's combined controller maps each of its
+    controllers to its columns, e.g. {'arm': (0, 3), 'gripper': (3, 4)} for the panda in pd_ee_delta_pos)."""
+    controller = maniskill_env.unwrapped.agent.controller
+    mapping = getattr(controller, "action_mapping", {})
+    if "gripper" not in mapping:
+        raise ValueError(
+            f"binarize_gripper=True: the robot's controller has no gripper (its controllers: "
+            f"{list(mapping) or type(controller).__name__}); leave binarize_gripper False"
+        )
+    start, end = mapping["gripper"]
+    return slice(start, end)
+
+
+def binarize(action: np.ndarray, columns: slice) -> np.ndarray:
+    """`action` with its gripper `columns` at +1 (open: the value was >= 0) or -1 (closed). ManiSkill's panda
+    gripper takes an absolute finger target, so -0.8 closes on a cube with less force than -1."""
+    action = np.array(action, np.float32)  # a copy: the caller's (the policy's sample) stays as it was
+    action[..., columns] = np.where(action[..., columns] >= 0, 1.0, -1.0)
+    return action
+
+
 def _to_numpy(value: Any) -> np.ndarray:
     return value.cpu().numpy() if hasattr(value, "cpu") else np.asarray(value)
 
@@ -240,6 +273,10 @@ class ManiSkillSingleEnv(gym.Env):
     episode's first step): potential-based shaping with the task's reward as the potential (RLinf's
     relative reward). An episode's rewards then sum to its last step's reward, so with a dense reward
     and terminations on success, finishing pays the most and hovering near the goal pays nothing more.
+
+    `binarize_gripper=True` sends the gripper fully open or fully closed: the sign of the policy's
+    gripper action (>= 0 opens). The policy still samples (and is scored on) its own values; the env
+    reads only their sign, as in the demonstrations, whose planner opens and closes with +-1.
     """
 
     metadata = {"render_modes": []}
@@ -255,6 +292,7 @@ class ManiSkillSingleEnv(gym.Env):
         robot_uids: Optional[str] = None,
         sim_backend: str = "physx_cpu",
         reward_delta: bool = False,
+        binarize_gripper: bool = False,
         **maniskill_kwargs: Any,
     ):
         validate_options(obs_mode, sim_backend, reward_mode)
@@ -282,6 +320,7 @@ class ManiSkillSingleEnv(gym.Env):
             robot_uids,
             maniskill_kwargs,
         )
+        self._gripper = gripper_columns(self._env) if binarize_gripper else None
         obs, _ = self._env.reset(seed=0)
         self.observation_space = gym.spaces.Dict({key: box_like(value) for key, value in self._convert(obs).items()})
         low, high = self._env.single_action_space.low, self._env.single_action_space.high
@@ -312,8 +351,13 @@ class ManiSkillSingleEnv(gym.Env):
         delta, self._last_reward = value - self._last_reward, value
         return delta
 
+    def _sim_action(self, action: np.ndarray) -> np.ndarray:
+        """(1, A) float32: the action ManiSkill steps with (gripper binarized with binarize_gripper)."""
+        action = np.asarray(action, np.float32)
+        return (action if self._gripper is None else binarize(action, self._gripper))[None]
+
     def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
-        obs, reward, terminated, truncated, info = self._env.step(np.asarray(action, np.float32)[None])
+        obs, reward, terminated, truncated, info = self._env.step(self._sim_action(action))
         success = bool(_to_numpy(info.get("success", False)).reshape(-1)[0])
         return (
             self._convert(obs),
@@ -330,7 +374,7 @@ class ManiSkillSingleEnv(gym.Env):
         (most of an rgb step's cost). The reward reads the state-dict observation, which ManiSkill's
         registered tasks ignore. tests/envs/test_maniskill.py checks it against `step`."""
         env = self._env
-        applied = env._step_action(np.asarray(action, np.float32)[None])
+        applied = env._step_action(self._sim_action(action))
         env._elapsed_steps += 1
         info = env.get_info()
         reward = env.get_reward(obs=env._get_obs_state_dict(info), action=applied, info=info)
@@ -420,7 +464,13 @@ def make_vector_env(
         render_backend=render_backend,
         **maniskill_kwargs,
     )
-    validate_backend_options(sim_backend, num_workers, step_timeout, maniskill_kwargs.get("reward_delta"))
+    validate_backend_options(
+        sim_backend,
+        num_workers,
+        step_timeout,
+        maniskill_kwargs.get("reward_delta"),
+        maniskill_kwargs.get("binarize_gripper"),
+    )
     if sim_backend == "physx_cuda":
         from .gpu_physics import make_batched_vector_env
 

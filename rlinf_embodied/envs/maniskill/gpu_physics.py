@@ -82,6 +82,13 @@ def make_batched_vector_env(
             f"a batched ManiSkill env on sim_backend='physx_cpu' holds exactly one env, got "
             f"num_envs={num_envs}; use sim_backend='physx_cuda', or make_vector_env's subprocesses"
         )
+    for name in ("reward_delta", "binarize_gripper"):  # ManiSkillSingleEnv's options, not gym.make's
+        if maniskill_kwargs.get(name):
+            raise ValueError(
+                f"{name}=True is implemented for make_vector_env's CPU-physics envs (ManiSkillSingleEnv) only; "
+                "the batched env steps ManiSkill directly: leave it False"
+            )
+        maniskill_kwargs.pop(name, None)
     if sim_backend == "physx_cuda":
         require_physx_gpu()
     spec = task_spec(task)
