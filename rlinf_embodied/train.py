@@ -26,6 +26,7 @@ register_configs()
 
 def check_train_config(cfg: TrainConfig) -> None:
     """What can be checked without starting Ray: the env id, the policy (name, size, overrides) and the placement."""
+    from .envs.action_settings import check_action_settings
     from .envs.registration import check_env
     from .runners.embodied_runner import (
         check_env_split,
@@ -38,6 +39,7 @@ def check_train_config(cfg: TrainConfig) -> None:
 
     check_env(cfg.env)
     check_policy_config(cfg.policy)
+    check_action_settings(cfg.policy.checkpoint, cfg.env.id, cfg.env.kwargs)  # RL from SFT in the SFT's action space
     if cfg.runner.resume:  # before: the actor's error, after every worker had started
         check_resume_directory(cfg.runner.resume, "runner.resume")
         reject_sft_checkpoint(cfg.runner.resume, "runner.resume")

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from ..config import EnvConfig, EvalConfig, PolicyConfig
 from ..datasets.demo_seeds import check_checkpoint_held_out
+from ..envs.action_settings import check_action_settings
 from ..envs.metrics import ended_env_indices, episodes_from_info
 from ..envs.spec import env_spec
 from ..workers.policy_loading import build_policy, check_policy_cameras
@@ -53,6 +54,7 @@ def evaluate_policy(
         env_cfg.id,
         fix="set eval.seed beyond them",
     )
+    check_action_settings(policy_cfg.checkpoint, env_cfg.id, env_cfg.kwargs)
     device = pick_device(eval_cfg.device, "eval.device")
     tasks = eval_tasks(eval_cfg, env_cfg)
     results: list[TaskResult] = []

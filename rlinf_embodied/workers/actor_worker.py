@@ -39,6 +39,7 @@ from ..algorithms import (
 from ..algorithms.checks import check_finite
 from ..config import TrainConfig
 from ..datasets.demo_seeds import carry_demo_seeds
+from ..envs.action_settings import write_action_settings
 from ..policies import ActOutput
 from ..scheduler import Channel, Worker
 from ..transfer import host_floats
@@ -422,6 +423,7 @@ class ActorWorker(Worker, SpanRecorder):
             raise ValueError(f"weights to save include keys the policy does not have: {sorted(unknown)[:5]}")
         self.policy.save_pretrained(directory, state_dict=model_state)
         carry_demo_seeds(self.cfg.policy.checkpoint, directory)  # RL from SFT: still not evaluated on its demos
+        write_action_settings(directory, self.cfg.env.id, self.cfg.env.kwargs)  # eval, collect, RL: the same actions
 
     def load_checkpoint(self, directory: str, setting: str = "runner.resume") -> dict[str, int]:
         """`setting`: the config key that named `directory`, for the errors."""

@@ -1,0 +1,67 @@
+"""The env settings that give an action its meaning, recorded beside a saved policy and checked where it acts.
+
+A policy trained with `env.kwargs.control_mode=pd_ee_delta_pos` and evaluated with `pd_ee_target_delta_pos` (or
+RL started from it with the env group's default mode of the same width) meets an action space of the same shape,
+so nothing failed: the arm moved otherwise, and the run reported a worse policy. Train and SFT save these settings
+(`env_actions.json` beside the weights); eval, collect and RL from `policy.checkpoint` compare them with their env
+before any episode, for the same env id.
+
+- `control_mode` differs: an error (the same numbers command other motions).
+- `binarize_gripper` differs: a warning (the same motions, the gripper snapped to fully open or closed; playing a
+  policy both ways is a fair experiment, e.g. `benchmarks/failure_stages.py --binarize-gripper both`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any, Optional
+
+logger = logging.getLogger(__name__)
+
+ACTION_SETTINGS_FILE = "env_actions.json"
+# env.kwargs key -> whether a difference is an error (else a warning); read with its default when unset
+ACTION_SETTINGS = {"control_mode": True, "binarize_gripper": False}
+DEFAULTS: dict[str, Any] = {"control_mode": None, "binarize_gripper": False}
+
+
+def action_settings(env_id: str, env_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """{"env_id": ..., <each ACTION_SETTINGS key>: its value in env_kwargs, or its default}."""
+    return {"env_id": env_id, **{key: env_kwargs.get(key, DEFAULTS[key]) for key in ACTION_SETTINGS}}
+
+
+def write_action_settings(policy_dir: str, env_id: str, env_kwargs: dict[str, Any]) -> None:
+    with open(os.path.join(policy_dir, ACTION_SETTINGS_FILE), "w", encoding="utf-8") as f:
+        json.dump(action_settings(env_id, env_kwargs), f)
+
+
+def read_action_settings(policy_dir: Optional[str]) -> Optional[dict[str, Any]]:
+    """What write_action_settings recorded in `policy_dir`, or None (no checkpoint, or saved before the record)."""
+    path = None if policy_dir is None else os.path.join(policy_dir, ACTION_SETTINGS_FILE)
+    if path is None or not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def check_action_settings(policy_dir: Optional[str], env_id: str, env_kwargs: dict[str, Any]) -> None:
+    """Raise (control_mode) or warn (binarize_gripper) where the env acts otherwise than the policy was trained.
+    Nothing to check without a record, or for another env id (a policy may be tried on a new task)."""
+    record = read_action_settings(policy_dir)
+    if record is None or record.get("env_id") != env_id:
+        return
+    current = action_settings(env_id, env_kwargs)
+    for key, strict in ACTION_SETTINGS.items():
+        trained = record.get(key, DEFAULTS[key])
+        if trained == current[key]:
+            continue
+        message = (
+            f"policy.checkpoint={policy_dir!r} was trained on {env_id} with env.kwargs.{key}={trained!r}, but this "
+            f"env has env.kwargs.{key}={current[key]!r}"
+        )
+        if strict:
+            raise ValueError(f"{message}: the same actions would command other motions; set env.kwargs.{key}={trained}")
+        logger.warning(
+            "%s: the policy acts in an env it was not trained in (set env.kwargs.%s=%s to match)", message, key, trained
+        )
