@@ -61,6 +61,13 @@ def test_cpu_physics_holds_one_env_per_batch():
         make_batched_vector_env("PickCube", 2, sim_backend="physx_cpu")
 
 
+@pytest.mark.parametrize("option", ["reward_delta", "binarize_gripper"])
+def test_the_single_envs_options_are_refused_by_the_batched_env(option):
+    """Before: passed on to ManiSkill's gym.make, whose env class takes no such keyword."""
+    with pytest.raises(ValueError, match=rf"{option}=True is implemented for make_vector_env's CPU-physics envs"):
+        make_batched_vector_env("PickCube", 1, sim_backend="physx_cpu", **{option: True})
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
 def test_physx_cuda_without_cuda_names_the_cpu_backend():
     with pytest.raises(RuntimeError, match=r"physx_cuda.*CUDA GPU.*physx_cpu"):

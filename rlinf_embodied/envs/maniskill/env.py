@@ -58,18 +58,18 @@ def validate_reward_delta(reward_mode: Optional[str], reward_delta: Any) -> None
         )
 
 
+# ManiSkillSingleEnv's own options (not gym.make's): CPU physics only, where each env is one of ours
+SINGLE_ENV_OPTIONS = ("reward_delta", "binarize_gripper")
+
+
 def validate_backend_options(
-    sim_backend: str,
-    num_workers: Optional[int],
-    step_timeout: Optional[float],
-    reward_delta: Any,
-    binarize_gripper: Any = False,
+    sim_backend: str, num_workers: Optional[int], step_timeout: Optional[float], maniskill_kwargs: dict[str, Any]
 ) -> None:
     """The options only CPU physics (one env per subprocess, ManiSkillSingleEnv) reads, refused on GPU physics."""
     if sim_backend != "physx_cuda":
         return
-    for name, value in (("reward_delta", reward_delta), ("binarize_gripper", binarize_gripper)):
-        if value:
+    for name in SINGLE_ENV_OPTIONS:
+        if maniskill_kwargs.get(name):
             raise ValueError(
                 f"{name}=True is implemented for sim_backend='physx_cpu' only (ManiSkillSingleEnv); "
                 "with sim_backend='physx_cuda' leave it False"
@@ -97,13 +97,7 @@ def check_options(
     keywords (check_env_options fills in its defaults)."""
     validate_options(obs_mode, sim_backend, reward_mode)
     validate_common_options(None, num_workers, None, step_timeout)  # num_envs (split), max_episode_steps: apart
-    validate_backend_options(
-        sim_backend,
-        num_workers,
-        step_timeout,
-        maniskill_kwargs.get("reward_delta"),
-        maniskill_kwargs.get("binarize_gripper"),
-    )
+    validate_backend_options(sim_backend, num_workers, step_timeout, maniskill_kwargs)
     validate_reward_delta(reward_mode, maniskill_kwargs.get("reward_delta"))
     check_maniskill_keywords(task, maniskill_kwargs)
     _camera_hw(camera_size)
@@ -464,13 +458,7 @@ def make_vector_env(
         render_backend=render_backend,
         **maniskill_kwargs,
     )
-    validate_backend_options(
-        sim_backend,
-        num_workers,
-        step_timeout,
-        maniskill_kwargs.get("reward_delta"),
-        maniskill_kwargs.get("binarize_gripper"),
-    )
+    validate_backend_options(sim_backend, num_workers, step_timeout, maniskill_kwargs)
     if sim_backend == "physx_cuda":
         from .gpu_physics import make_batched_vector_env
 

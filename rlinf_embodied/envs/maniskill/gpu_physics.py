@@ -19,7 +19,15 @@ from typing import Any, Optional
 
 from ..batched import BatchedVectorEnv
 from ..vector import validate_common_options
-from .env import CameraSize, build_maniskill_env, convert_obs, default_max_episode_steps, task_spec, validate_options
+from .env import (
+    SINGLE_ENV_OPTIONS,
+    CameraSize,
+    build_maniskill_env,
+    convert_obs,
+    default_max_episode_steps,
+    task_spec,
+    validate_options,
+)
 
 PHYSX_RELEASES = "https://github.com/sapien-sim/physx-precompiled/releases/download"
 
@@ -82,7 +90,7 @@ def make_batched_vector_env(
             f"a batched ManiSkill env on sim_backend='physx_cpu' holds exactly one env, got "
             f"num_envs={num_envs}; use sim_backend='physx_cuda', or make_vector_env's subprocesses"
         )
-    for name in ("reward_delta", "binarize_gripper"):  # ManiSkillSingleEnv's options, not gym.make's
+    for name in SINGLE_ENV_OPTIONS:
         if maniskill_kwargs.get(name):
             raise ValueError(
                 f"{name}=True is implemented for make_vector_env's CPU-physics envs (ManiSkillSingleEnv) only; "
