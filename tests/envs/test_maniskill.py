@@ -169,6 +169,23 @@ def test_binarize_gripper_steps_with_the_sign_of_the_gripper_action_only():
         )
 
 
+def test_binarize_gripper_needs_a_gripper_controller():
+    from types import SimpleNamespace
+
+    from rlinf_embodied.envs.maniskill.env import gripper_columns
+
+    def env_with(controller_fields):
+        return SimpleNamespace(
+            unwrapped=SimpleNamespace(agent=SimpleNamespace(controller=SimpleNamespace(**controller_fields)))
+        )
+
+    assert gripper_columns(env_with({"action_mapping": {"arm": (0, 7), "gripper": (7, 8)}})) == slice(7, 8)
+    with pytest.raises(ValueError, match=r"no gripper \(its controllers: \['arm'\]\); leave binarize_gripper False"):
+        gripper_columns(env_with({"action_mapping": {"arm": (0, 7)}}))
+    with pytest.raises(ValueError, match=r"no gripper \(its controllers: SimpleNamespace\)"):  # a single controller
+        gripper_columns(env_with({}))
+
+
 def test_reward_delta_without_a_reward_is_refused_before_the_env_builds():
     from rlinf_embodied.config import EnvConfig
     from rlinf_embodied.envs.registration import check_env
