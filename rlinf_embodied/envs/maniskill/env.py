@@ -62,18 +62,24 @@ def validate_reward_delta(reward_mode: Optional[str], reward_delta: Any) -> None
 SINGLE_ENV_OPTIONS = ("reward_delta", "binarize_gripper")
 
 
+def reject_single_env_options(maniskill_kwargs: dict[str, Any], where: str) -> None:
+    """Raise where a SINGLE_ENV_OPTIONS option is on for an env that is not a ManiSkillSingleEnv; `where` ends the
+    message (which envs implement it, and what to do)."""
+    for name in SINGLE_ENV_OPTIONS:
+        if maniskill_kwargs.get(name):
+            raise ValueError(f"{name}=True is implemented for {where}")
+
+
 def validate_backend_options(
     sim_backend: str, num_workers: Optional[int], step_timeout: Optional[float], maniskill_kwargs: dict[str, Any]
 ) -> None:
     """The options only CPU physics (one env per subprocess, ManiSkillSingleEnv) reads, refused on GPU physics."""
     if sim_backend != "physx_cuda":
         return
-    for name in SINGLE_ENV_OPTIONS:
-        if maniskill_kwargs.get(name):
-            raise ValueError(
-                f"{name}=True is implemented for sim_backend='physx_cpu' only (ManiSkillSingleEnv); "
-                "with sim_backend='physx_cuda' leave it False"
-            )
+    reject_single_env_options(
+        maniskill_kwargs,
+        "sim_backend='physx_cpu' only (ManiSkillSingleEnv); with sim_backend='physx_cuda' leave it False",
+    )
     if num_workers is not None or step_timeout is not None:
         raise ValueError(
             f"num_workers={num_workers!r} / step_timeout={step_timeout!r} apply to sim_backend="

@@ -25,6 +25,7 @@ from .env import (
     build_maniskill_env,
     convert_obs,
     default_max_episode_steps,
+    reject_single_env_options,
     task_spec,
     validate_options,
 )
@@ -90,12 +91,12 @@ def make_batched_vector_env(
             f"a batched ManiSkill env on sim_backend='physx_cpu' holds exactly one env, got "
             f"num_envs={num_envs}; use sim_backend='physx_cuda', or make_vector_env's subprocesses"
         )
-    for name in SINGLE_ENV_OPTIONS:
-        if maniskill_kwargs.get(name):
-            raise ValueError(
-                f"{name}=True is implemented for make_vector_env's CPU-physics envs (ManiSkillSingleEnv) only; "
-                "the batched env steps ManiSkill directly: leave it False"
-            )
+    reject_single_env_options(
+        maniskill_kwargs,
+        "make_vector_env's CPU-physics envs (ManiSkillSingleEnv) only; the batched env steps ManiSkill directly: "
+        "leave it False",
+    )
+    for name in SINGLE_ENV_OPTIONS:  # off: not gym.make's keywords either
         maniskill_kwargs.pop(name, None)
     if sim_backend == "physx_cuda":
         require_physx_gpu()
