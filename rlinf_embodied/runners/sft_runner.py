@@ -28,7 +28,7 @@ from typing import Any, Optional
 
 from tqdm.auto import tqdm
 
-from ..config import SFTRunConfig
+from ..config import SFT_EVAL_SEED_OFFSET, SFTRunConfig
 from ..datasets.demo_seeds import check_checkpoint_held_out, check_held_out, dataset_seeds, write_demo_seeds
 from ..scheduler import Cluster, ComponentPlacement, FlexiblePlacementStrategy, GroupHandle, WorkerGroup
 from ..workers.sft_worker import (
@@ -415,13 +415,13 @@ def check_sft_config(cfg: SFTRunConfig) -> dict[str, Any]:
             dataset_seeds(path),
             cfg.env.id,
             info.get("env_id"),
-            fix="set sft.seed (SFT evaluates from sft.seed + 1000), or collect from other seeds (collect.seed)",
+            fix=f"set sft.seed (SFT evaluates from sft.seed + {SFT_EVAL_SEED_OFFSET}), or collect from other seeds (collect.seed)",
         )
         check_checkpoint_held_out(  # SFT continued from a checkpoint: its demonstrations count too
             cfg.policy.checkpoint,
             range(eval_cfg.seed, eval_cfg.seed + eval_cfg.num_envs),
             cfg.env.id,
-            fix="set sft.seed (SFT evaluates from sft.seed + 1000)",
+            fix=f"set sft.seed (SFT evaluates from sft.seed + {SFT_EVAL_SEED_OFFSET})",
         )
     if cfg.sft.resume:
         check_resume_checkpoint(cfg)
