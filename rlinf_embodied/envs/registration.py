@@ -3,7 +3,7 @@ torch nor a simulator and `import rlinf_embodied` stays cheap (Ray worker proces
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Optional
 
 import gymnasium as gym
 
@@ -104,6 +104,14 @@ def reject_unknown_options(env_id: str, options: Iterable[str], *accepting: Call
     unknown = sorted(set(options) - valid)
     if unknown:
         raise ValueError(f"env.kwargs {unknown}: not an option of {env_id}; valid: {sorted(valid)}")
+
+
+def reject_unknown_reset_options(env_name: str, options: Optional[dict], valid: Iterable[str]) -> None:
+    """Raise, naming the valid keys, where reset(options=...) holds a key the env does not read. The simulators
+    below ignore unknown keys, so a typo (`options={"reconfigur": True}`) used to reset as if it were absent."""
+    unknown = sorted(set(options or {}) - set(valid))
+    if unknown:
+        raise ValueError(f"reset(options=...) keys {unknown}: not read by {env_name}; valid: {sorted(valid)}")
 
 
 def _load(entry_point: Any) -> Any:

@@ -104,6 +104,13 @@ def test_images_are_flipped_upright(single_env):
 
 
 @needs_libero
+def test_reset_options_it_does_not_read_are_refused(single_env):
+    with pytest.raises(ValueError, match=r"keys \['init_state'\]: not read by .*; valid: \['init_state_id'\]"):
+        single_env.reset(options={"init_state": 2})  # a typo of init_state_id: before, a random init state
+    assert single_env.reset(options={"init_state_id": 2})[1]["init_state_id"] == 2
+
+
+@needs_libero
 def test_seed_selects_init_state_deterministically(single_env):
     count = len(single_env.init_states)
     a, info_a = single_env.reset(seed=3)

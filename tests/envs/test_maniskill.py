@@ -140,6 +140,17 @@ def test_reward_delta_returns_the_change_of_the_reward_and_restarts_at_reset():
         ManiSkillSingleEnv("PickCube", reward_mode="none", reward_delta=True)  # before: a reward of 0 throughout
 
 
+def test_reset_options_it_does_not_read_are_refused():
+    """ManiSkill ignores unknown reset options, so a typo reset as if the option were absent."""
+    env = ManiSkillSingleEnv("PickCube")
+    with pytest.raises(ValueError, match=r"keys \['reconfigur'\]: not read by PickCube-v1; valid: \['reconfigure'\]"):
+        env.reset(seed=1, options={"reconfigur": True})
+    first, _ = env.reset(seed=1, options={"reconfigure": True})  # the one key it reads still works
+    again, _ = env.reset(seed=1)
+    assert np.array_equal(first["state"], again["state"])
+    env.close()
+
+
 def test_binarize_gripper_steps_with_the_sign_of_the_gripper_action_only():
     """A gripper action of -0.3 must drive the fingers exactly as -1 does (fully closed), and +0.2 as +1; the arm
     columns and the caller's action stay as given."""

@@ -25,7 +25,7 @@ from typing import Any, Optional
 import gymnasium as gym
 import numpy as np
 
-from ..registration import reject_vector_options
+from ..registration import reject_unknown_reset_options, reject_vector_options
 from .runtime import LIBERO_INSTALL_HINT, prepare_libero_process
 from .suites import get_suite
 
@@ -150,6 +150,7 @@ class LiberoEnv(gym.Env):
 
     # -- gymnasium API -----------------------------------------------------------------------------
     def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None) -> tuple[dict, dict]:
+        reject_unknown_reset_options(f"{self.suite.env_id} task {self.task_id}", options, ("init_state_id",))
         super().reset(seed=seed)
         init_id = self._init_state_id(seed, options)
         self._reset_sim(placement_seed=init_id)  # the scene is a function of the init state alone

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..batching import box_like
-from ..registration import keyword_names, reject_unknown_options, reject_vector_options
+from ..registration import keyword_names, reject_unknown_options, reject_unknown_reset_options, reject_vector_options
 from ..vector import SubprocVectorEnv, start_forkserver, validate_common_options
 from .tasks import TASKS, ManiSkillTask, task_spec  # noqa: F401  (TASKS, ManiSkillTask: re-exported)
 
@@ -57,6 +57,10 @@ def validate_reward_delta(reward_mode: Optional[str], reward_delta: Any) -> None
             f"reward_mode to one of {[mode for mode in REWARD_MODES if mode != 'none']} or leave reward_delta False"
         )
 
+
+# The reset(options=...) keys ManiSkill reads for a whole env ("env_idx" resets a part of a batch, which our envs
+# never hand it: each keeps its own episode statistics for all of its envs)
+RESET_OPTIONS = ("reconfigure",)
 
 # ManiSkillSingleEnv's own options (not gym.make's): CPU physics only, where each env is one of ours
 SINGLE_ENV_OPTIONS = ("reward_delta", "binarize_gripper")
@@ -335,6 +339,7 @@ class ManiSkillSingleEnv(gym.Env):
         return {key: value[0].cpu().numpy() for key, value in convert_obs(obs, self.obs_mode).items()}
 
     def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None) -> tuple[dict, dict]:
+        reject_unknown_reset_options(self.task.maniskill_id, options, RESET_OPTIONS)
         super().reset(seed=seed)
         # Unseeded resets draw the episode seed from our own generator, so a seeded reset fixes
         # every later episode too (ManiSkill's own unseeded resets are not reproducible).
