@@ -456,6 +456,8 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
 
     def wait_until_ready(self) -> None:
         """Block until every worker has built its envs; raise (and close) if one failed or timed out."""
+        if self.closed:  # before: AttributeError 'NoneType' object has no attribute 'send'
+            raise RuntimeError(f"this vector env of {self.num_envs} envs is closed; make a new one to reset or step")
         starting, self._starting = self._starting, []
         try:
             for worker in starting:

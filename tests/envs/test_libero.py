@@ -111,6 +111,18 @@ def test_reset_options_it_does_not_read_are_refused(single_env):
 
 
 @needs_libero
+def test_a_closed_env_says_so():
+    from rlinf_embodied.envs.libero.env import LiberoEnv
+
+    env = LiberoEnv("rlinf/LIBERO-Spatial", task_id=0, obs_mode="state", num_settle_steps=0)
+    env.close()
+    with pytest.raises(RuntimeError, match=r"rlinf/LIBERO-Spatial env \(task 0\) is closed; make a new one"):
+        env.reset(seed=0)  # before: AttributeError on None
+    with pytest.raises(RuntimeError, match="is closed"):
+        env.step(np.zeros(7, np.float32))
+
+
+@needs_libero
 def test_seed_selects_init_state_deterministically(single_env):
     count = len(single_env.init_states)
     a, info_a = single_env.reset(seed=3)

@@ -140,7 +140,7 @@ def test_reward_delta_returns_the_change_of_the_reward_and_restarts_at_reset():
         ManiSkillSingleEnv("PickCube", reward_mode="none", reward_delta=True)  # before: a reward of 0 throughout
 
 
-def test_reset_options_it_does_not_read_are_refused():
+def test_reset_options_it_does_not_read_and_a_closed_env_are_refused():
     """ManiSkill ignores unknown reset options, so a typo reset as if the option were absent."""
     env = ManiSkillSingleEnv("PickCube")
     with pytest.raises(ValueError, match=r"keys \['reconfigur'\]: not read by PickCube-v1; valid: \['reconfigure'\]"):
@@ -149,6 +149,10 @@ def test_reset_options_it_does_not_read_are_refused():
     again, _ = env.reset(seed=1)
     assert np.array_equal(first["state"], again["state"])
     env.close()
+    with pytest.raises(RuntimeError, match="PickCube-v1 env is closed; make a new one"):
+        env.reset(seed=1)  # before: an AttributeError from inside ManiSkill
+    with pytest.raises(RuntimeError, match="is closed"):
+        env.step(np.zeros(8, np.float32))
 
 
 def test_binarize_gripper_steps_with_the_sign_of_the_gripper_action_only():

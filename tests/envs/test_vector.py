@@ -294,3 +294,13 @@ def test_closing_before_the_envs_are_built_stops_the_workers():
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_a_closed_env_says_so_when_reset_or_stepped():
+    env = make_env(num_envs=2, num_workers=1)
+    env.reset(seed=0)
+    env.close()
+    for use in (lambda: env.reset(seed=0), lambda: env.step(np.zeros((2, 2), np.float32))):
+        with pytest.raises(RuntimeError, match="vector env of 2 envs is closed; make a new one"):
+            use()  # before: AttributeError 'NoneType' object has no attribute 'send'
+    env.close()  # closing again stays a no-op

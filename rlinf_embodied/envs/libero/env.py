@@ -150,6 +150,7 @@ class LiberoEnv(gym.Env):
 
     # -- gymnasium API -----------------------------------------------------------------------------
     def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None) -> tuple[dict, dict]:
+        self._check_open()
         reject_unknown_reset_options(f"{self.suite.env_id} task {self.task_id}", options, ("init_state_id",))
         super().reset(seed=seed)
         init_id = self._init_state_id(seed, options)
@@ -209,6 +210,7 @@ class LiberoEnv(gym.Env):
         return self._env.env._get_observations(force_update=True)
 
     def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict[str, Any]]:
+        self._check_open()
         action = np.asarray(action, dtype=np.float64).reshape(-1)
         if action.shape != (ACTION_DIM,):
             raise ValueError(f"LIBERO actions are 7-D (dxyz, drpy, gripper), got shape {action.shape}")
@@ -268,6 +270,10 @@ class LiberoEnv(gym.Env):
         if env is not None:
             env.close()
             self._env = None
+
+    def _check_open(self) -> None:
+        if self._env is None:  # before: an AttributeError on None
+            raise RuntimeError(f"this {self.suite.env_id} env (task {self.task_id}) is closed; make a new one")
 
 
 class LiberoEnvFactory:

@@ -303,6 +303,7 @@ class ManiSkillSingleEnv(gym.Env):
         validate_reward_delta(reward_mode, reward_delta)
         self.reward_delta = reward_delta
         self._last_reward = 0.0
+        self._closed = False
         if sim_backend != "physx_cpu":
             raise ValueError(
                 f"the single-env entry point runs CPU physics, got sim_backend={sim_backend!r}; for GPU "
@@ -339,6 +340,7 @@ class ManiSkillSingleEnv(gym.Env):
         return {key: value[0].cpu().numpy() for key, value in convert_obs(obs, self.obs_mode).items()}
 
     def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None) -> tuple[dict, dict]:
+        self._check_open()
         reject_unknown_reset_options(self.task.maniskill_id, options, RESET_OPTIONS)
         super().reset(seed=seed)
         # Unseeded resets draw the episode seed from our own generator, so a seeded reset fixes
@@ -358,6 +360,7 @@ class ManiSkillSingleEnv(gym.Env):
 
     def _sim_action(self, action: np.ndarray) -> np.ndarray:
         """(1, A) float32: the action ManiSkill steps with (gripper binarized with binarize_gripper)."""
+        self._check_open()
         action = np.asarray(action, np.float32)
         return (action if self._gripper is None else binarize(action, self._gripper))[None]
 
@@ -398,6 +401,11 @@ class ManiSkillSingleEnv(gym.Env):
 
     def close(self) -> None:
         self._env.close()
+        self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:  # before: an AttributeError from inside ManiSkill
+            raise RuntimeError(f"this {self.task.maniskill_id} env is closed; make a new one to reset or step")
 
 
 class ManiSkillFactory:
