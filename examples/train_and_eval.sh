@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Train PPO + MLP on PickCube (state) for a few iterations on CPU, then evaluate the checkpoint.
+# Train PPO + MLP on PushCube (state, the default env of train and eval) for a few iterations on CPU, then evaluate the checkpoint.
 set -euo pipefail
 out=${1:-outputs/example}
 python -m rlinf_embodied.train runner.max_iterations=5 env.num_envs=8 runner.output_dir="$out" hydra.run.dir="$out"

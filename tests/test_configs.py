@@ -230,3 +230,11 @@ def test_compose_config_gives_the_typed_config_an_entry_point_would_run_with():
     assert isinstance(compose_config("config", []), TrainConfig)
     with pytest.raises(ValueError, match=r"sft.eval_async=true .* sft.eval_interval=0"):  # the schema's checks run
         compose_config("sft", ["sft.eval_async=true"])
+
+
+def test_eval_plays_the_default_train_env_and_sft_the_default_collect_env():
+    """Each entry point's checkpoint meets the env the next one defaults to: `train` then `eval policy.checkpoint=`
+    (README, examples/train_and_eval.sh) scored a PushCube policy on PickCube and stopped at its action width."""
+    envs = {name: compose_config(name, []).env for name in ("config", "eval", "collect", "sft")}
+    assert (envs["eval"].id, envs["eval"].kwargs) == (envs["config"].id, envs["config"].kwargs)
+    assert (envs["sft"].id, envs["sft"].kwargs) == (envs["collect"].id, envs["collect"].kwargs)

@@ -45,11 +45,47 @@ def read_action_settings(policy_dir: Optional[str]) -> Optional[dict[str, Any]]:
         return json.load(f)
 
 
+def env_groups_of(env_id: str) -> list[str]:
+    """The env config groups (configs/env/*.yaml) whose `id` is env_id, e.g. ["maniskill_pickcube", ...]."""
+    from omegaconf import OmegaConf
+
+    from ..paths import CONFIG_DIR
+
+    folder = os.path.join(CONFIG_DIR, "env")
+    names = sorted(name[: -len(".yaml")] for name in os.listdir(folder) if name.endswith(".yaml"))
+    return [name for name in names if OmegaConf.load(os.path.join(folder, f"{name}.yaml")).get("id") == env_id]
+
+
+def trained_env_note(policy_dir: Optional[str]) -> str:
+    """Where the checkpoint in policy_dir was trained, for an error about its env ("" without a record)."""
+    record = read_action_settings(policy_dir)
+    if record is None:
+        return ""
+    groups = (
+        " or ".join(f"env={name}" for name in env_groups_of(record["env_id"])) or f"an env of id {record['env_id']}"
+    )
+    return (
+        f" (it was trained on {record['env_id']} with control_mode={record.get('control_mode')!r}, per its "
+        f"{ACTION_SETTINGS_FILE}: run it there, {groups})"
+    )
+
+
 def check_action_settings(policy_dir: Optional[str], env_id: str, env_kwargs: dict[str, Any]) -> None:
     """Raise (control_mode) or warn (binarize_gripper) where the env acts otherwise than the policy was trained.
-    Nothing to check without a record, or for another env id (a policy may be tried on a new task)."""
+    Nothing to check without a record; another env id is a warning (a policy may be tried on a new task, e.g. a
+    LIBERO suite it was not trained on; build_policy refuses one whose action width differs)."""
     record = read_action_settings(policy_dir)
-    if record is None or record.get("env_id") != env_id:
+    if record is None:
+        return
+    if record.get("env_id") != env_id:
+        logger.warning(
+            "policy.checkpoint=%r was trained on %s, and this env is %s: a new task for it, where its actions "
+            "and observations must mean what they meant there%s",
+            policy_dir,
+            record.get("env_id"),
+            env_id,
+            f" (env groups of {record.get('env_id')}: {', '.join(env_groups_of(record.get('env_id')))})",
+        )
         return
     current = action_settings(env_id, env_kwargs)
     for key, strict in ACTION_SETTINGS.items():

@@ -38,7 +38,12 @@ from ..config import COLLOCATED_PLACEMENT, TrainConfig, is_auto
 from ..scheduler import Channel, Cluster, ComponentPlacement, WorkerError, WorkerGroup, wait_all
 from ..workers.actor_worker import ActorWorker
 from ..workers.env_worker import EnvWorker, envs_per_stage
-from ..workers.policy_loading import check_policy_cameras, predicted_policy_dims, resolved_policy_config
+from ..workers.policy_loading import (
+    check_checkpoint_action_dim,
+    check_policy_cameras,
+    predicted_policy_dims,
+    resolved_policy_config,
+)
 from ..workers.rollout_worker import RolloutWorker, num_env_groups
 from .exploration_gap import ExplorationGap
 from .interrupts import StopRequest
@@ -105,6 +110,9 @@ class EmbodiedRunner:
             self.env_group.wait_launched().init_worker().wait()
             spec = self.env_spec = self.env_group.execute_on(0).env_spec().wait()[0]
             check_policy_cameras(cfg.policy, spec, cfg.env.id)  # before minutes of building a VLA
+            if cfg.policy.checkpoint is not None:  # on the driver: a worker's error came wrapped in its traceback
+                predicted = predicted_policy_dims(cfg.policy)["action_dim"]
+                check_checkpoint_action_dim(cfg.policy.checkpoint, predicted, spec["action_dim"])
             check_rollout_reaches_time_limit(cfg, spec)
             specced = time.perf_counter()
             self.rollout_group.bind(cfg, spec["action_dim"], spec["state_dim"], self.env_group.world_size)

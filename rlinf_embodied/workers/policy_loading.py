@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from ..envs.action_settings import trained_env_note
 from ..config import PolicyConfig
 from ..policies import Policy, make_policy, policy_class
 from ..policies.base import CONFIG_FILE, read_json_file
@@ -181,6 +182,17 @@ def predicted_policy_dims(policy_cfg: PolicyConfig) -> dict[str, int | None]:
     return dims
 
 
+def check_checkpoint_action_dim(checkpoint: str, predicted: int | None, action_dim: int) -> None:
+    """Raise where the checkpoint's policy predicts actions of another width than the env takes, naming the env it
+    was trained on when it recorded one (e.g. a PickCube SFT checkpoint, 8-D joint deltas, given to the default
+    train command's PushCube, 4-D end-effector deltas)."""
+    if predicted is not None and predicted != action_dim:
+        raise ValueError(
+            f"checkpoint {checkpoint!r} predicts action_dim={predicted} but the env expects action_dim={action_dim}"
+            f"{trained_env_note(checkpoint)}"
+        )
+
+
 def check_policy_cameras(cfg: PolicyConfig, spec: dict, env_id: str, dataset: str | None = None) -> None:
     """Fail before the policy is built when it reads a camera the env does not produce (e.g. an
     OpenVLA-OFT preset with a wrist camera on a task that has only a third-person one); with `dataset`, when the
@@ -236,11 +248,7 @@ def build_policy(
         # The named class loads its own save_pretrained layout and, where it has a converter, the
         # upstream layout (an HF OpenVLA directory has no "policy" key to dispatch on).
         policy = policy_class(cfg.name).from_pretrained(cfg.checkpoint, **dict(cfg.overrides))
-        if policy.config.action_dim != action_dim:
-            raise ValueError(
-                f"checkpoint {cfg.checkpoint!r} predicts action_dim={policy.config.action_dim} but the env "
-                f"expects action_dim={action_dim}"
-            )
+        check_checkpoint_action_dim(cfg.checkpoint, policy.config.action_dim, action_dim)
     else:
         overrides = fresh_policy_overrides(cfg.overrides, action_dim, state_dim)
         # Random weights are drawn on the target device: initialising a 7B model on the host took most of a

@@ -39,7 +39,30 @@ def test_another_control_mode_is_refused_naming_the_trained_one(tmp_path):
     ):
         check_action_settings(directory, PICKCUBE, {"control_mode": "pd_ee_target_delta_pos"})
     check_action_settings(directory, PICKCUBE, {"control_mode": "pd_ee_delta_pos", "reward_mode": "dense"})
-    check_action_settings(directory, "rlinf/ManiSkill-PushCube", {})  # another env: a new task, not a mistake
+
+
+def test_another_env_warns_naming_the_trained_one_and_its_env_groups(tmp_path, caplog):
+    directory = saved_policy(tmp_path, control_mode="pd_ee_delta_pos")
+    with caplog.at_level(logging.WARNING, logger="rlinf_embodied.envs.action_settings"):
+        check_action_settings(directory, "rlinf/ManiSkill-PushCube", {})  # a new task, not necessarily a mistake
+    assert "trained on rlinf/ManiSkill-PickCube, and this env is rlinf/ManiSkill-PushCube" in caplog.text
+    assert "maniskill_pickcube, maniskill_pickcube_rgb" in caplog.text
+
+
+def test_an_action_width_unlike_the_envs_is_refused_naming_where_it_was_trained(tmp_path):
+    """The README's SFT recipe ends in PickCube (8-D joint deltas); the default train env is PushCube (4-D)."""
+    from rlinf_embodied.workers.policy_loading import check_checkpoint_action_dim
+
+    directory = saved_policy(tmp_path, control_mode="pd_joint_delta_pos")
+    with pytest.raises(
+        ValueError,
+        match=r"predicts action_dim=8 but the env expects action_dim=4 \(it was trained on rlinf/ManiSkill-PickCube "
+        r"with control_mode='pd_joint_delta_pos', .*env=maniskill_pickcube or env=maniskill_pickcube_rgb\)",
+    ):
+        check_checkpoint_action_dim(directory, 8, 4)
+    check_checkpoint_action_dim(directory, 8, 8)
+    with pytest.raises(ValueError, match=r"expects action_dim=4$"):  # no record: the widths alone
+        check_checkpoint_action_dim(str(tmp_path), 8, 4)
 
 
 def test_another_gripper_setting_warns_but_plays(tmp_path, caplog):
