@@ -208,6 +208,11 @@ def missing_config_error(path: str, policy_name: str | None, expected: str = SAV
     return FileNotFoundError(f"{path!r} has no {CONFIG_FILE}; expected {expected}{hint}")
 
 
+def hidden_state_dims(config_data: dict[str, Any], field_name: str | None) -> list[int]:
+    """The state dims a saved config hides (its `field_name` list), [] where it hides none."""
+    return [int(dim) for dim in (config_data.get(field_name) or [])] if field_name else []
+
+
 class Policy(nn.Module, abc.ABC):
     """Base class: subclasses set `name`, `config_class` and implement act/evaluate/example_obs."""
 
@@ -228,6 +233,8 @@ class Policy(nn.Module, abc.ABC):
     # Set by an FSDP mixed-precision trainer, whose sharded parameters read float32 while the layers
     # compute in this dtype; policies that cast inputs to their parameters' dtype consult it first.
     forced_compute_dtype: torch.dtype | None = None
+    # The config field listing state dims hidden from the model (zeroed before its first state layer); None: none.
+    hidden_state_dims_field: ClassVar[str | None] = None
 
     def __init__(self, config: PolicyConfig):
         super().__init__()
@@ -279,6 +286,7 @@ class Policy(nn.Module, abc.ABC):
         path = os.fspath(path)
         data = read_json_file(checkpoint_config_path(path, cls.name))
         saved_name = data.pop("policy", cls.name)
+        data_saved = dict(data)  # before the overrides: what the checkpoint was trained with
         if saved_name != cls.name:
             raise ValueError(f"checkpoint {path!r} holds policy {saved_name!r}, not {cls.name!r}")
         data.update(overrides)
@@ -291,7 +299,30 @@ class Policy(nn.Module, abc.ABC):
                 f"checkpoint {path!r} does not match {cls.name}: missing={missing[:5]} unexpected={unexpected[:5]}"
             )
         model.apply_overrides_to_weights(overrides)
+        model.reveal_state_dims(hidden_state_dims(data_saved, cls.hidden_state_dims_field))
         return model
+
+    def state_input_layer(self) -> nn.Linear | None:
+        """The first layer reading the normalised state, one input column per state dim (None: not known)."""
+        return None
+
+    def reveal_state_dims(self, saved_hidden: list[int]) -> None:
+        """Zero the state layer's input columns of the dims the checkpoint hid and this config no longer does.
+
+        A hidden dim reached that layer as 0 in training, so its columns kept their random initial values: shown to
+        the trained model as they were, it would add noise to every state embedding. Zeroed, the loaded policy acts
+        exactly as saved, and training (RL from an SFT checkpoint) grows the columns from there."""
+        shown = sorted(set(saved_hidden) - set(getattr(self.config, self.hidden_state_dims_field or "", None) or []))
+        if not shown:
+            return
+        layer = self.state_input_layer()
+        if layer is None:
+            raise ValueError(
+                f"{self.name} cannot show state dims {shown} that its checkpoint hid: it names no state layer to "
+                f"start their weights at zero; keep {self.hidden_state_dims_field}={sorted(saved_hidden)}"
+            )
+        with torch.no_grad():
+            layer.weight[:, shown] = 0
 
     def apply_overrides_to_weights(self, overrides: dict[str, Any]) -> None:
         """Make config overrides that describe initial weights act on a loaded checkpoint too (e.g. a

@@ -168,3 +168,38 @@ def test_a_damaged_checkpoint_names_the_file_and_the_fix(tmp_path, name):
     with pytest.raises(ValueError, match=r"bad_config/config.json' is not valid JSON"):
         load_policy(tmp_path / "bad_config")
     load_policy(tmp_path / "ok")  # the intact copy loads
+
+
+@pytest.mark.parametrize(
+    "name, extra",
+    [("mlp", {}), ("flow_mlp", {}), ("pi0", {}), ("gr00t", {}), ("openvla_oft", {"use_proprio": True})],
+)
+def test_showing_a_hidden_state_dim_starts_its_weights_at_zero(name, extra, tmp_path):
+    """A checkpoint trained with state dims hidden, loaded with fewer hidden (RL from SFT showing the model more),
+    acts exactly as saved: the dims' input columns never trained (the dims reached them as 0) and were random."""
+    field = policy_class(name).hidden_state_dims_field
+    saved = make_policy(name, size="tiny", action_dim=4, state_dim=6, **{field: [1, 2, 3]}, **extra)
+    saved.save_pretrained(tmp_path)
+    obs = saved.example_obs(3)
+    shown = policy_class(name).from_pretrained(tmp_path, **{field: [3]})
+    weights = shown.state_input_layer().weight
+    assert weights[:, [1, 2]].abs().max() == 0 and weights[:, 0].abs().max() > 0  # columns 1, 2 only
+    assert weights[:, 3].equal(saved.state_input_layer().weight[:, 3])  # still hidden: as saved
+    torch.manual_seed(0)
+    expected = saved.act(obs, deterministic=True).actions
+    torch.manual_seed(0)
+    assert torch.allclose(shown.act(obs, deterministic=True).actions, expected, atol=1e-6)
+    changed = dict(obs, state=obs["state"].clone())
+    changed["state"][:, 1] += 0.5  # now an input, though with zero weights it does not move the actions yet
+    torch.manual_seed(0)
+    assert torch.allclose(shown.act(changed, deterministic=True).actions, expected, atol=1e-6)
+    assert shown.config.__dict__[field] == [3]
+
+
+def test_a_policy_without_a_state_layer_refuses_to_show_hidden_dims(tmp_path, monkeypatch):
+    make_policy("mlp", size="tiny", action_dim=2, state_dim=3, actor_ignore_state_dims=[0]).save_pretrained(tmp_path)
+    monkeypatch.setattr(MLPPolicy, "state_input_layer", lambda self: None)
+    with pytest.raises(
+        ValueError, match=r"cannot show state dims \[0\] that its checkpoint hid.*actor_ignore_state_dims=\[0\]"
+    ):
+        MLPPolicy.from_pretrained(tmp_path, actor_ignore_state_dims=[])

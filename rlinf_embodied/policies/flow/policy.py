@@ -40,6 +40,7 @@ from ..base import (
     Obs,
     Policy,
     check_weight_shapes,
+    hidden_state_dims,
     checkpoint_config_path,
     read_checkpoint_weights,
     read_json_file,
@@ -70,6 +71,7 @@ class FlowPolicy(Policy):
     default_rl_lr = 5e-6
     default_value_lr = 1e-4
     normalizes_with_dataset_stats = True
+    hidden_state_dims_field = "ignore_state_dims"
 
     def __init__(self, config: FlowPolicyConfig, apply_lora: bool = True):
         super().__init__(config)
@@ -325,7 +327,8 @@ class FlowPolicy(Policy):
     def from_pretrained(cls, path: str | os.PathLike, **overrides) -> "FlowPolicy":
         """Load a save_pretrained directory; LoRA may be switched on by override on a non-LoRA checkpoint."""
         path = os.fspath(path)
-        config = cls.config_class.from_dict(_read_checkpoint_config(path, cls.name, overrides))
+        saved = _read_checkpoint_config(path, cls.name, {})
+        config = cls.config_class.from_dict({**saved, **overrides})
         state = read_checkpoint_weights(path)
         checkpoint_has_lora = any(LORA_MARKER in key for key in state)
         with skip_weight_init():
@@ -333,6 +336,7 @@ class FlowPolicy(Policy):
         model.load_checkpoint_state(state, path)
         if config.lora_rank > 0 and not checkpoint_has_lora:
             model.apply_lora()  # fresh adapters (B = 0) on top of the loaded base weights
+        model.reveal_state_dims(hidden_state_dims(saved, cls.hidden_state_dims_field))
         model.tokenizer = load_tokenizer(path)
         return model
 

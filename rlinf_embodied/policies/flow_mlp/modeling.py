@@ -62,6 +62,9 @@ class FlowMLPPolicy(OpenpiSFTLoss, FlowPolicy):
             self.state_encoder.requires_grad_(False)
 
     # ---- FlowPolicy contract ------------------------------------------------------------------------
+    def state_input_layer(self) -> nn.Linear:
+        return self.state_encoder[0]
+
     def vision_modules(self) -> list[nn.Module]:
         return []
 

@@ -153,6 +153,9 @@ class Gr00tPolicy(FlowPolicy):
         self.finish_init(pooled_dim=cfg.backbone_width, action_feature_dim=cfg.hidden_size)
 
     # ---- FlowPolicy contract ------------------------------------------------------------------------
+    def state_input_layer(self) -> nn.Linear:
+        return self.state_encoder.layer1
+
     def vision_modules(self) -> list[nn.Module]:
         return [self.vision_tower, self.mlp1]
 

@@ -8,6 +8,7 @@ a learned state-independent log-std. Sampling, clipping and log-prob conventions
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from ..base import Obs
 from ..common.state_dims import check_state_dims, zero_state_dims
@@ -20,6 +21,7 @@ class MLPPolicy(GaussianActorCritic):
     config_class = MLPConfig
     presets = MLP_PRESETS
     config: MLPConfig
+    hidden_state_dims_field = "actor_ignore_state_dims"
 
     def __init__(self, config: MLPConfig):
         super().__init__(config)
@@ -29,6 +31,9 @@ class MLPPolicy(GaussianActorCritic):
         out_dim = config.action_chunk * config.action_dim
         self.actor = build_mlp(config.state_dim, hidden, out_dim, ACTOR_OUT_GAIN)
         self.critic = build_mlp(config.state_dim, hidden, 1, CRITIC_OUT_GAIN)
+
+    def state_input_layer(self) -> nn.Linear:
+        return self.actor[0]  # the critic reads every dim
 
     def action_means_and_values(self, obs: Obs) -> tuple[torch.Tensor, torch.Tensor]:
         weight = self.actor[0].weight

@@ -41,6 +41,7 @@ class OpenVLAOFTPolicy(PrismaticVLAPolicy):
     presets = OPENVLA_OFT_PRESETS
     config: OpenVLAOFTConfig
     head_prefixes: ClassVar[tuple[str, ...]] = ("value_head.", "action_head.", "proprio_projector.", "action_log_std")
+    hidden_state_dims_field = "ignore_state_dims"
 
     def __init__(self, config: OpenVLAOFTConfig, apply_lora: bool = True):
         super().__init__(config, apply_lora)
@@ -53,6 +54,9 @@ class OpenVLAOFTPolicy(PrismaticVLAPolicy):
         else:
             self.action_head, self.action_log_std = None, None
         self.finish_init()
+
+    def state_input_layer(self) -> nn.Linear | None:
+        return None if self.proprio_projector is None else self.proprio_projector.fc1
 
     @property
     def num_action_tokens(self) -> int:

@@ -128,6 +128,9 @@ class Pi0Policy(OpenpiSFTLoss, FlowPolicy):
         self.finish_init(pooled_dim=cfg.vlm_width, action_feature_dim=cfg.expert_width)
 
     # ---- FlowPolicy contract ------------------------------------------------------------------------
+    def state_input_layer(self) -> nn.Linear:
+        return self.state_proj
+
     def vision_modules(self) -> list[nn.Module]:
         return [self.vision_tower, self.multi_modal_projector]
 

@@ -28,6 +28,7 @@ from ..base import (
     Obs,
     Policy,
     check_weight_shapes,
+    hidden_state_dims,
     checkpoint_config_path,
     read_checkpoint_weights,
     read_json_file,
@@ -307,6 +308,7 @@ class PrismaticVLAPolicy(Policy):
         model.load_checkpoint_state(state, path)
         if config.lora_rank > 0 and not checkpoint_has_lora:
             model.apply_lora()  # fresh adapters (B = 0) on the loaded base weights
+        model.reveal_state_dims(hidden_state_dims(data, cls.hidden_state_dims_field))
         model.tokenizer = load_tokenizer(path)
         return model
 
