@@ -61,11 +61,10 @@ def trained_env_note(policy_dir: Optional[str]) -> str:
     record = read_action_settings(policy_dir)
     if record is None:
         return ""
-    groups = (
-        " or ".join(f"env={name}" for name in env_groups_of(record["env_id"])) or f"an env of id {record['env_id']}"
-    )
+    env_id = record.get("env_id")
+    groups = " or ".join(f"env={name}" for name in env_groups_of(env_id)) or f"an env of id {env_id}"
     return (
-        f" (it was trained on {record['env_id']} with control_mode={record.get('control_mode')!r}, per its "
+        f" (it was trained on {env_id} with control_mode={record.get('control_mode')!r}, per its "
         f"{ACTION_SETTINGS_FILE}: run it there, {groups})"
     )
 
@@ -77,14 +76,16 @@ def check_action_settings(policy_dir: Optional[str], env_id: str, env_kwargs: di
     record = read_action_settings(policy_dir)
     if record is None:
         return
-    if record.get("env_id") != env_id:
+    trained_env = record.get("env_id")
+    if trained_env != env_id:
         logger.warning(
             "policy.checkpoint=%r was trained on %s, and this env is %s: a new task for it, where its actions "
-            "and observations must mean what they meant there%s",
+            "and observations must mean what they meant there (env groups of %s: %s)",
             policy_dir,
-            record.get("env_id"),
+            trained_env,
             env_id,
-            f" (env groups of {record.get('env_id')}: {', '.join(env_groups_of(record.get('env_id')))})",
+            trained_env,
+            ", ".join(env_groups_of(trained_env)) or "none",
         )
         return
     current = action_settings(env_id, env_kwargs)

@@ -312,14 +312,15 @@ class Policy(nn.Module, abc.ABC):
         A hidden dim reached that layer as 0 in training, so its columns kept their random initial values: shown to
         the trained model as they were, it would add noise to every state embedding. Zeroed, the loaded policy acts
         exactly as saved, and training (RL from an SFT checkpoint) grows the columns from there."""
-        shown = sorted(set(saved_hidden) - set(getattr(self.config, self.hidden_state_dims_field or "", None) or []))
+        field_name = self.hidden_state_dims_field
+        shown = sorted(set(saved_hidden) - set(getattr(self.config, field_name) or [])) if field_name else []
         if not shown:
             return
         layer = self.state_input_layer()
         if layer is None:
             raise ValueError(
                 f"{self.name} cannot show state dims {shown} that its checkpoint hid: it names no state layer to "
-                f"start their weights at zero; keep {self.hidden_state_dims_field}={sorted(saved_hidden)}"
+                f"start their weights at zero; keep {field_name}={sorted(saved_hidden)}"
             )
         with torch.no_grad():
             layer.weight[:, shown] = 0

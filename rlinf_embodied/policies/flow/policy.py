@@ -40,8 +40,8 @@ from ..base import (
     Obs,
     Policy,
     check_weight_shapes,
-    hidden_state_dims,
     checkpoint_config_path,
+    hidden_state_dims,
     read_checkpoint_weights,
     read_json_file,
 )
