@@ -43,6 +43,8 @@ def check_train_config(cfg: TrainConfig) -> None:
     if cfg.runner.resume:  # before: the actor's error, after every worker had started
         check_resume_directory(cfg.runner.resume, "runner.resume")
         reject_sft_checkpoint(cfg.runner.resume, "runner.resume")
+        # the resumed policy's actions keep their meaning (before: another control_mode of the same width went on)
+        check_action_settings(os.path.join(cfg.runner.resume, "policy"), cfg.env.id, cfg.env.kwargs)
     check_rollout_reaches_time_limit_early(cfg)
     check_auto_request(cfg)  # `auto` is resolved in run_training, on the started cluster
     if not (is_auto(cfg.cluster.component_placement) or is_auto(cfg.runner.pipeline_stage_num)):

@@ -88,6 +88,19 @@ def test_eval_and_rl_refuse_before_building_anything(tmp_path):
         check_train_config(cfg)
 
 
+def test_resuming_in_another_control_mode_is_refused_before_ray_starts(tmp_path):
+    from rlinf_embodied.config import compose_config
+    from rlinf_embodied.train import check_train_config
+
+    run = tmp_path / "iteration_000003"
+    (run / "policy").mkdir(parents=True)
+    (run / "actor.pt").write_bytes(b"")  # check_resume_directory looks for the file only
+    write_action_settings(str(run / "policy"), PICKCUBE, {"control_mode": "pd_ee_delta_pos"})
+    cfg = compose_config("config", ["env=maniskill_pickcube", f"runner.resume={run}"])  # pd_joint_delta_pos
+    with pytest.raises(ValueError, match=r"trained on rlinf/ManiSkill-PickCube with env.kwargs.control_mode='pd_ee"):
+        check_train_config(cfg)
+
+
 def test_a_saved_rl_policy_records_its_env(tmp_path):
     """The actor's save writes the record beside the weights (the runner tests train and save for real)."""
     from types import SimpleNamespace
