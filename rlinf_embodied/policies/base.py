@@ -286,11 +286,9 @@ class Policy(nn.Module, abc.ABC):
         path = os.fspath(path)
         data = read_json_file(checkpoint_config_path(path, cls.name))
         saved_name = data.pop("policy", cls.name)
-        data_saved = dict(data)  # before the overrides: what the checkpoint was trained with
         if saved_name != cls.name:
             raise ValueError(f"checkpoint {path!r} holds policy {saved_name!r}, not {cls.name!r}")
-        data.update(overrides)
-        model = cls(cls.config_class.from_dict(data))
+        model = cls(cls.config_class.from_dict({**data, **overrides}))  # data stays as trained
         state = read_checkpoint_weights(path)
         check_weight_shapes(model.state_dict(), state, path, cls.name)
         missing, unexpected = model.load_state_dict(state, strict=False)
@@ -299,7 +297,7 @@ class Policy(nn.Module, abc.ABC):
                 f"checkpoint {path!r} does not match {cls.name}: missing={missing[:5]} unexpected={unexpected[:5]}"
             )
         model.apply_overrides_to_weights(overrides)
-        model.reveal_state_dims(hidden_state_dims(data_saved, cls.hidden_state_dims_field))
+        model.reveal_state_dims(hidden_state_dims(data, cls.hidden_state_dims_field))
         return model
 
     def state_input_layer(self) -> nn.Linear | None:

@@ -327,7 +327,7 @@ class FlowPolicy(Policy):
     def from_pretrained(cls, path: str | os.PathLike, **overrides) -> "FlowPolicy":
         """Load a save_pretrained directory; LoRA may be switched on by override on a non-LoRA checkpoint."""
         path = os.fspath(path)
-        saved = _read_checkpoint_config(path, cls.name, {})
+        saved = _read_checkpoint_config(path, cls.name)
         config = cls.config_class.from_dict({**saved, **overrides})
         state = read_checkpoint_weights(path)
         checkpoint_has_lora = any(LORA_MARKER in key for key in state)
@@ -380,7 +380,8 @@ def enable_activation_checkpointing(model: nn.Module) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
-def _read_checkpoint_config(path: str, policy_name: str, overrides: dict) -> dict:
+def _read_checkpoint_config(path: str, policy_name: str) -> dict:
+    """The checkpoint's saved config (without its "policy" name), as it was trained."""
     data = read_json_file(checkpoint_config_path(path, policy_name))
     saved_name = data.pop("policy", None)
     if saved_name != policy_name:
@@ -388,5 +389,4 @@ def _read_checkpoint_config(path: str, policy_name: str, overrides: dict) -> dic
             f"checkpoint {path!r} holds policy {saved_name!r}, not {policy_name!r}; upstream checkpoints "
             f"need converting first (rlinf_embodied.policies.{policy_name}.convert)"
         )
-    data.update(overrides)
     return data
