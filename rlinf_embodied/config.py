@@ -212,6 +212,8 @@ class EvalConfig:
     num_envs: int = 4  # envs stepped in parallel per task
     task_ids: Optional[list[int]] = None  # suites (LIBERO): which task_ids; None = the env as configured
     deterministic: bool = True
+    # env i's first episode is seeded seed + i, its later ones by that env's seeded generator: the episodes played
+    # depend on num_envs as well as seed (results.json records both), as in ManiSkill's and RLinf's evaluations
     seed: int = 1000
     video: bool = True  # needs rgb frames; skipped with a warning where nothing renders
     video_envs: Optional[int] = None  # tile the first k envs; None = the first min(4, num_envs)
@@ -235,7 +237,7 @@ class EvalConfig:
                 "unset for the env's own task"
             )
         if self.seed < 0:  # episode seeds go to env.reset(seed=...), which takes none below 0
-            raise ValueError(f"eval.seed={self.seed} must be >= 0 (episode seeds are eval.seed, eval.seed + 1, ...)")
+            raise ValueError(f"eval.seed={self.seed} must be >= 0 (env i's first episode is seeded eval.seed + i)")
         if self.video and self.video_envs is not None and not 1 <= self.video_envs <= self.num_envs:
             raise ValueError(  # more than num_envs was recorded as num_envs, silently
                 f"eval.video_envs={self.video_envs} must lie in [1, eval.num_envs={self.num_envs}] (envs tiled in "

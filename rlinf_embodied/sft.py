@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -57,6 +58,11 @@ def run_sft(cfg: SFTRunConfig, output_dir: str, cluster=None, stop: StopRequest 
                     cluster.shutdown()
 
 
+def last_training_line(history: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The last line with a training loss: with sft.eval_async an evaluation's own line (no loss) can come last."""
+    return next((line for line in reversed(history) if "sft/loss" in line), None)
+
+
 @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="sft")
 def main(cfg) -> None:
     output_dir = cfg.sft.output_dir or HydraConfig.get().runtime.output_dir
@@ -73,11 +79,11 @@ def main(cfg) -> None:
         history = run_sft(typed, output_dir, stop=stop)
     except Interrupted as interrupted:
         report_forced_stop(stop, interrupted, resume_command())
-    finished = bool(history) and history[-1]["step"] == typed.sft.max_steps
+    last = last_training_line(history)
+    finished = last is not None and last["step"] == typed.sft.max_steps
     if stop.requested and not finished:
         report_stop(stop, "step", resume_command())
-    if history:
-        last = history[-1]
+    if last is not None:
         logger.info("finished %d steps: sft/loss=%.4f -> %s", last["step"], last["sft/loss"], output_dir)
     print(f"checkpoint: {os.path.join(output_dir, 'checkpoints', 'final', 'policy')}")
     print(f"metrics: {os.path.join(output_dir, 'metrics.jsonl')}")

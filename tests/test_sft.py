@@ -15,7 +15,7 @@ from rlinf_embodied.datasets import LeRobotDatasetWriter
 from rlinf_embodied.runners.embodied_runner import BEST_FILE
 from rlinf_embodied.policies import make_policy, policy_class
 from rlinf_embodied.runners.sft_runner import check_sft_config
-from rlinf_embodied.sft import run_sft
+from rlinf_embodied.sft import last_training_line, run_sft
 from rlinf_embodied.workers.sft_worker import SFTEvalWorker, SFTWorker, lr_at
 
 MANISKILL_STATE_DIM, MANISKILL_ACTION_DIM = 42, 8  # rlinf/ManiSkill-PickCube, state, pd_joint_delta_pos
@@ -612,6 +612,8 @@ def test_evaluations_beside_training_log_what_waiting_ones_do(cluster, tmp_path)
     assert all("sft/loss" not in r for r in evals["b"])  # beside training: lines of their own
     losses = {name: [r["sft/loss"] for r in rows if "sft/loss" in r] for name, rows in runs.items()}
     assert losses[True] == losses[False] and len(losses[True]) == 4
+    # the last line is the final evaluation's (no loss): the command's summary reads the last training line
+    assert "sft/loss" not in beside[-1] and last_training_line(beside)["step"] == 100
     out = tmp_path / "async_True"
     logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logged if "eval/success_once" in r] == [50, 100]

@@ -73,7 +73,7 @@ def evaluate_policy(
             env.close()
         else:
             env_cache[task_id] = env
-    write_results(results, output_dir)
+    write_results(results, output_dir, {"seed": eval_cfg.seed, "num_envs": eval_cfg.num_envs})
     return results
 
 
@@ -174,7 +174,8 @@ def _run_task(env, policy, eval_cfg: EvalConfig, task_id, env_id: str, device) -
     )
 
 
-def write_results(results: list[TaskResult], output_dir: str) -> str:
+def write_results(results: list[TaskResult], output_dir: str, episodes_from: dict[str, int] | None = None) -> str:
+    """results.json; `episodes_from`: what picked the episodes (eval.seed and eval.num_envs)."""
     os.makedirs(output_dir, exist_ok=True)
     total_episodes = sum(r.episodes for r in results)
     payload = {
@@ -193,6 +194,7 @@ def write_results(results: list[TaskResult], output_dir: str) -> str:
         ],
         "overall_success_rate": sum(r.successes for r in results) / max(total_episodes, 1),
         "episodes": total_episodes,
+        **({"episodes_from": episodes_from} if episodes_from else {}),
     }
     path = os.path.join(output_dir, "results.json")
     with open(path, "w") as f:

@@ -58,6 +58,7 @@ def test_eval_writes_results_table_and_video(tmp_path, checkpoint, capsys):
     assert result.mean_length <= 5
     payload = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert payload["episodes"] == 5
+    assert payload["episodes_from"] == {"seed": 1000, "num_envs": 2}  # both pick the episodes
     assert payload["tasks"][0]["success_rate"] == pytest.approx(result.success_rate)
     assert result.video is not None and os.path.getsize(result.video) > 0
     print_success_table(results)
