@@ -20,6 +20,7 @@ def register_env(
     vector_entry_point: str,
     task_suite: bool = False,
     options_check: str | None = None,
+    max_episode_steps: int | None = None,
     **kwargs: Any,
 ) -> None:
     """Register `env_id` with gymnasium with both a single-env and a vector entry point.
@@ -27,6 +28,8 @@ def register_env(
     Entry points are "module:callable" strings, so registering imports no simulator.
     `task_suite`: the env is one of several tasks, chosen by a `task_id` keyword.
     `options_check`: "module:callable" taking the env's options as keywords and raising on a bad value.
+    `max_episode_steps`: the task's default time limit: `gym.make` wraps the single env in gymnasium's TimeLimit
+    (`gym.make(id, max_episode_steps=N)` overrides it), `gym.make_vec` passes it to the vector entry point.
     `kwargs` become the spec's default kwargs (e.g. the backend task name).
     """
     if task_suite:
@@ -40,6 +43,7 @@ def register_env(
         entry_point=entry_point,
         vector_entry_point=vector_entry_point,
         disable_env_checker=True,
+        max_episode_steps=max_episode_steps,
         kwargs=kwargs,
     )
 

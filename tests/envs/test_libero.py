@@ -49,6 +49,8 @@ def vec_env():
 def test_suites_registered_cheaply():
     assert set(LIBERO_SUITES) <= set(gym.registry)
     assert get_suite("rlinf/LIBERO-90").num_tasks == 90 and get_suite("libero_10").max_episode_steps == 520
+    for env_id, suite in LIBERO_SUITES.items():  # gym.make's TimeLimit (before: none, episodes never truncated)
+        assert gym.registry[env_id].max_episode_steps == suite.max_episode_steps
 
 
 @pytest.mark.parametrize("task_id, valid", [(10, "0..9"), (-1, "0..9"), ("3", "0..9")])

@@ -30,6 +30,20 @@ def test_ids_registered_for_every_task():
         assert gym.registry[f"rlinf/ManiSkill-{task}"].vector_entry_point is not None
 
 
+def test_time_limits_are_maniskills_and_gym_make_applies_them():
+    """Before: the ids registered no limit, so `gym.make` envs never truncated (`spec.max_episode_steps` None)."""
+    import mani_skill.envs  # noqa: F401
+
+    for task, spec in TASKS.items():
+        assert gym.registry[f"rlinf/ManiSkill-{task}"].max_episode_steps == spec.max_episode_steps, task
+        assert gym.registry[spec.maniskill_id].max_episode_steps == spec.max_episode_steps, task
+    env = gym.make("rlinf/ManiSkill-PushCube", max_episode_steps=3)  # gymnasium's own override
+    env.reset(seed=0)
+    ends = [env.step(np.zeros(env.action_space.shape, np.float32))[3] for _ in range(3)]
+    assert ends == [False, False, True]
+    env.close()
+
+
 def test_single_env_passes_check_env():
     from gymnasium.utils.env_checker import check_env
 

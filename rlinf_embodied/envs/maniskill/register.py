@@ -5,11 +5,12 @@ from .tasks import TASKS
 
 
 def register_envs() -> None:
-    for task in TASKS:
+    for task, spec in TASKS.items():
         register_env(
             f"rlinf/ManiSkill-{task}",
             entry_point="rlinf_embodied.envs.maniskill.env:make_single_env",
             vector_entry_point="rlinf_embodied.envs.maniskill.env:make_vector_env",
             options_check="rlinf_embodied.envs.maniskill.env:check_options",
+            max_episode_steps=spec.max_episode_steps,
             task=task,
         )
