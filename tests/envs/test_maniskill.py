@@ -44,6 +44,25 @@ def test_time_limits_are_maniskills_and_gym_make_applies_them():
     env.close()
 
 
+def test_reward_modes_are_maniskills_and_a_task_without_a_dense_one_builds():
+    """Before: PlugCharger and StackPyramid failed to build with the default reward (ManiSkill's NotImplementedError
+    for normalized_dense, raised in every env worker after the cluster had started)."""
+    from mani_skill.utils.registration import REGISTERED_ENVS
+
+    from rlinf_embodied.envs.registration import check_env_options
+
+    for task, spec in TASKS.items():
+        assert set(spec.reward_modes) == set(REGISTERED_ENVS[spec.maniskill_id].cls.SUPPORTED_REWARD_MODES), task
+    env = gym.make("rlinf/ManiSkill-PlugCharger")  # its default: sparse
+    env.reset(seed=0)
+    assert env.step(np.zeros(env.action_space.shape, np.float32))[1] == 0.0
+    env.close()
+    with pytest.raises(ValueError, match=r"reward_mode='dense' is not implemented by ManiSkill's PlugCharger-v1; "):
+        gym.make("rlinf/ManiSkill-PlugCharger", reward_mode="dense")
+    with pytest.raises(ValueError, match=r"its reward modes: \['sparse', 'none'\] \(env.kwargs.reward_mode=sparse\)"):
+        check_env_options("rlinf/ManiSkill-StackPyramid", "state", {"reward_mode": "normalized_dense"})
+
+
 def test_single_env_passes_check_env():
     from gymnasium.utils.env_checker import check_env
 

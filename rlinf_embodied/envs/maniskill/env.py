@@ -40,13 +40,19 @@ def _camera_hw(camera_size: CameraSize) -> Optional[tuple[int, int]]:
     return size  # type: ignore[return-value]
 
 
-def validate_options(obs_mode: str, sim_backend: str, reward_mode: Optional[str]) -> None:
+def validate_options(task: str, obs_mode: str, sim_backend: str, reward_mode: Optional[str]) -> None:
     if obs_mode not in OBS_MODES:
         raise ValueError(f"obs_mode={obs_mode!r} is not supported; valid obs modes: {list(OBS_MODES)}")
     if sim_backend not in SIM_BACKENDS:
         raise ValueError(f"sim_backend={sim_backend!r} is not supported; valid sim backends: {list(SIM_BACKENDS)}")
     if reward_mode is not None and reward_mode not in REWARD_MODES:
         raise ValueError(f"reward_mode={reward_mode!r} is not supported; valid reward modes: {list(REWARD_MODES)}")
+    modes = task_spec(task).reward_modes
+    if reward_mode is not None and reward_mode not in modes:  # before: ManiSkill's NotImplementedError, in a worker
+        raise ValueError(
+            f"reward_mode={reward_mode!r} is not implemented by ManiSkill's {task_spec(task).maniskill_id}; its "
+            f"reward modes: {list(modes)} (env.kwargs.reward_mode={modes[0]})"
+        )
 
 
 def validate_reward_delta(reward_mode: Optional[str], reward_delta: Any) -> None:
@@ -105,7 +111,7 @@ def check_options(
 ) -> None:
     """register_env's options_check: make_vector_env's own checks, the camera size and the control mode on its
     keywords (check_env_options fills in its defaults)."""
-    validate_options(obs_mode, sim_backend, reward_mode)
+    validate_options(task, obs_mode, sim_backend, reward_mode)
     validate_common_options(None, num_workers, None, step_timeout)  # num_envs (split), max_episode_steps: apart
     validate_backend_options(sim_backend, num_workers, step_timeout, maniskill_kwargs)
     validate_reward_delta(reward_mode, maniskill_kwargs.get("reward_delta"))
@@ -299,7 +305,7 @@ class ManiSkillSingleEnv(gym.Env):
         binarize_gripper: bool = False,
         **maniskill_kwargs: Any,
     ):
-        validate_options(obs_mode, sim_backend, reward_mode)
+        validate_options(task, obs_mode, sim_backend, reward_mode)
         validate_reward_delta(reward_mode, reward_delta)
         self.reward_delta = reward_delta
         self._last_reward = 0.0
@@ -467,7 +473,7 @@ def make_vector_env(
     `max_episode_steps=None` uses the ManiSkill task's default. Other keyword arguments go to
     ManiSkill's `gym.make` (e.g. `robot_uids`).
     """
-    validate_options(obs_mode, sim_backend, reward_mode)
+    validate_options(task, obs_mode, sim_backend, reward_mode)
     validate_common_options(num_envs, num_workers, max_episode_steps, step_timeout)
     options = dict(
         obs_mode=obs_mode,

@@ -13,4 +13,5 @@ def register_envs() -> None:
             options_check="rlinf_embodied.envs.maniskill.env:check_options",
             max_episode_steps=spec.max_episode_steps,
             task=task,
+            reward_mode=spec.reward_modes[0],
         )

@@ -10,6 +10,8 @@ class ManiSkillTask:
     maniskill_id: str
     instruction: str
     max_episode_steps: int  # ManiSkill's own limit for the task (its registry's; a test keeps them equal)
+    # the reward modes ManiSkill implements for the task (its SUPPORTED_REWARD_MODES); the first is the default
+    reward_modes: tuple[str, ...] = ("normalized_dense", "dense", "sparse", "none")
 
 
 # Tasks whose assets ship in the mani-skill wheel (checked to build offline, without downloads).
@@ -28,8 +30,8 @@ TASKS: dict[str, ManiSkillTask] = {
     "PokeCube": ManiSkillTask("PokeCube-v1", "grasp the peg and use it to poke the cube to the goal", 50),
     "RollBall": ManiSkillTask("RollBall-v1", "push the ball so that it rolls into the goal region", 80),
     "PullCubeTool": ManiSkillTask("PullCubeTool-v1", "use the L-shaped tool to pull the cube closer", 100),
-    "PlugCharger": ManiSkillTask("PlugCharger-v1", "plug the charger into the wall socket", 200),
-    "StackPyramid": ManiSkillTask("StackPyramid-v1", "stack the three cubes into a pyramid", 250),
+    "PlugCharger": ManiSkillTask("PlugCharger-v1", "plug the charger into the wall socket", 200, ("sparse", "none")),
+    "StackPyramid": ManiSkillTask("StackPyramid-v1", "stack the three cubes into a pyramid", 250, ("sparse", "none")),
 }
 
 
