@@ -7,7 +7,7 @@ docstring; these helpers keep the parts of it that do not depend on the backend 
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Iterable, Optional, Sequence, Union
 
 import gymnasium as gym
 import numpy as np
@@ -54,18 +54,41 @@ def reject_non_finite_actions(actions: Union[torch.Tensor, np.ndarray]) -> None:
     )
 
 
+MAX_SEED = 2**32 - 1  # the simulators seed numpy's RandomState, which takes [0, 2**32 - 1]
+
+
 def per_env_seeds(seed: SeedLike, num_envs: int) -> list[Optional[int]]:
-    """`reset(seed=...)` as one seed per env: an int gives env i `seed + i`; a list must have N entries."""
+    """`reset(seed=...)` as one seed per env: an int gives env i `seed + i`; a list must have N entries (ints or
+    None). Checked here, in the caller's process: a bad seed used to reach the env workers, whose error looked like
+    a crash (the worker was restarted and retried with the same seed), and a string or floats were read silently
+    ("12" as [1, 2], [1.9, 2.7] as [1, 2])."""
     if seed is None:
         return [None] * num_envs
-    if isinstance(seed, (int, np.integer)):
-        return [int(seed) + i for i in range(num_envs)]
-    seeds = list(seed)
-    if len(seeds) != num_envs:
+    if _is_int(seed):
+        seeds: list[Any] = [int(seed) + i for i in range(num_envs)]
+    elif isinstance(seed, (str, bytes)) or not isinstance(seed, Iterable):
+        raise TypeError(f"reset(seed={seed!r}): pass an int (env i gets seed + i), a list of {num_envs}, or None")
+    else:
+        seeds = list(seed)
+        if len(seeds) != num_envs:
+            raise ValueError(
+                f"reset(seed=...) got {len(seeds)} seeds for {num_envs} envs; pass an int or a list of exactly "
+                f"{num_envs}"
+            )
+        wrong = [s for s in seeds if s is not None and not _is_int(s)]
+        if wrong:
+            raise TypeError(f"reset(seed=...) entries {wrong[:4]} are not ints; each env's seed is an int or None")
+    out_of_range = [s for s in seeds if s is not None and not 0 <= int(s) <= MAX_SEED]
+    if out_of_range:
         raise ValueError(
-            f"reset(seed=...) got {len(seeds)} seeds for {num_envs} envs; pass an int or a list of exactly {num_envs}"
+            f"reset(seed={seed!r}) gives seeds {out_of_range[:4]} outside [0, {MAX_SEED}]"
+            + (f" (an int seed gives env i seed + i, up to seed + {num_envs - 1})" if _is_int(seed) else "")
         )
     return [None if s is None else int(s) for s in seeds]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def box_like(value: Any) -> gym.spaces.Box:

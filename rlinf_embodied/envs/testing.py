@@ -53,6 +53,9 @@ class ToyReachEnv:
         self.observations_built = 0
 
     def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None) -> tuple[dict, dict]:
+        from .registration import reject_unknown_reset_options
+
+        reject_unknown_reset_options("ToyReachEnv", options, ())  # as the simulators' envs do
         if seed is not None:
             self.rng = np.random.default_rng(seed)
         self.position = self.rng.uniform(-1, 1, self.act_dim).astype(np.float32)

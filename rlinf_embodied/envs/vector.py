@@ -227,11 +227,15 @@ def _worker_main(
             if command == "reset":
                 seeds, options = payload
                 results = []
-                for slot, seed in zip(slots, seeds):
-                    obs, _ = slot.env.reset(seed=seed, options=options)
-                    slot.elapsed = 0
-                    _write_obs(views, "obs", slot.index, obs)
-                    results.append(str(getattr(slot.env, "instruction", "")))
+                try:
+                    for slot, seed in zip(slots, seeds):
+                        obs, _ = slot.env.reset(seed=seed, options=options)
+                        slot.elapsed = 0
+                        _write_obs(views, "obs", slot.index, obs)
+                        results.append(str(getattr(slot.env, "instruction", "")))
+                except ValueError as error:  # the env refused the input (an option it does not read): still alive
+                    conn.send(("refused", str(error)))
+                    continue
                 conn.send(("ok", results))
             elif command == "step":
                 results = [_step_slot(slot, actions, views, rules) for slot, actions in zip(slots, payload)]
@@ -265,6 +269,10 @@ def _worker_main(
 
 class _WorkerDied(RuntimeError):
     pass
+
+
+class _InputRefused(ValueError):
+    """An env in a worker refused a command's input (its ValueError's message); the worker lives on."""
 
 
 class _Worker:
@@ -320,6 +328,8 @@ class _Worker:
             ) from error
         if status == "error":
             raise _WorkerDied(f"worker of envs {self.indices} raised: {payload}")
+        if status == "refused":
+            raise _InputRefused(payload)
         return payload
 
     def kill(self) -> None:
@@ -497,16 +507,22 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
         seeds = per_env_seeds(seed, self.num_envs)
         self.wait_until_ready()
         send_errors = self._send_all("reset", lambda worker: ([seeds[i] for i in worker.indices], options))
-        for worker in self._workers:
+        refused: Optional[_InputRefused] = None
+        for worker in self._workers:  # every worker answers before any error is raised: the pipes stay in step
             try:
                 if worker in send_errors:
                     raise send_errors[worker]
                 instructions = worker.receive(self.start_timeout)
+            except _InputRefused as error:
+                refused = refused or error
+                continue
             except _WorkerDied as error:
                 self._restart(worker, error)
                 instructions = self._reset_worker(worker, [seeds[i] for i in worker.indices], options)
             for index, text in zip(worker.indices, instructions):
                 self._instructions[index] = text
+        if refused is not None:
+            raise ValueError(str(refused)) from None
         self._episode_return[:] = 0
         self._episode_length[:] = 0
         self._success_once[:] = False

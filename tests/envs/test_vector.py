@@ -296,6 +296,34 @@ def test_closing_before_the_envs_are_built_stops_the_workers():
             os.kill(pid, 0)
 
 
+@pytest.mark.parametrize(
+    "seed, error, message",
+    [
+        (-1, ValueError, r"gives seeds \[-1\] outside \[0, 4294967295\]"),
+        (2**32 - 2, ValueError, r"seeds \[4294967296\] outside .*env i seed \+ i, up to seed \+ 2"),
+        ("12", TypeError, r"reset\(seed='12'\): pass an int"),  # before: read as [1, 2]
+        (1.5, TypeError, r"reset\(seed=1.5\): pass an int"),
+        ([1.9, 2.7, 3], TypeError, r"entries \[1.9, 2.7\] are not ints"),  # before: [1, 2, 3]
+        ([1, 2], ValueError, r"got 2 seeds for 3 envs"),
+    ],
+)
+def test_bad_seeds_are_refused_in_the_callers_process(env, seed, error, message):
+    with pytest.raises(error, match=message):
+        env.reset(seed=seed)
+
+
+def test_an_option_the_envs_refuse_is_a_value_error_not_a_worker_crash(env):
+    """Before: the workers' ValueError read as a crash: each worker was killed, restarted and sent the same reset,
+    and a private RuntimeError came out with the child's traceback."""
+    restarts = env._restarts
+    with pytest.raises(ValueError, match=r"keys \['foo'\]: not read by ToyReachEnv"):
+        env.reset(seed=0, options={"foo": 1})
+    assert env._restarts == restarts
+    obs, _ = env.reset(seed=0)  # the workers answer the next command in step
+    assert obs["state"].shape[0] == 3
+    env.step(np.zeros((3, 2), np.float32))
+
+
 def test_a_closed_env_says_so_when_reset_or_stepped():
     env = make_env(num_envs=2, num_workers=1)
     env.reset(seed=0)
