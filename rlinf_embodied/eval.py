@@ -42,12 +42,13 @@ def check_has_checkpoint(policy: PolicyConfig) -> None:
 def main(cfg) -> None:
     from .envs.registration import check_env
     from .runners.evaluator import evaluate_policy, print_success_table
-    from .workers.policy_loading import check_policy_config
+    from .workers.policy_loading import check_policy_config, warn_size_not_read
 
     reject_unread_settings(list(HydraConfig.get().overrides.task), UNREAD_SETTINGS)
     typed: EvalRunConfig = OmegaConf.to_object(cfg)
     check_env(typed.env)
     check_policy_config(typed.policy)  # an unknown size or override named before the env is built
+    warn_size_not_read(typed.policy, list(HydraConfig.get().overrides.task))
     check_has_checkpoint(typed.policy)
     output_dir = typed.eval.output_dir or HydraConfig.get().runtime.output_dir
     make_output_dir(output_dir, "eval.output_dir")  # before the episodes: results.json is written after them

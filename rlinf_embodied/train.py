@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from .config import TrainConfig, is_auto, register_configs
 from .paths import CONFIG_DIR, make_output_dir
 from .runners.interrupts import Interrupted, StopRequest, continue_command, report_forced_stop, report_stop
-from .workers.policy_loading import check_policy_config
+from .workers.policy_loading import check_policy_config, warn_size_not_read
 
 logger = logging.getLogger(__name__)
 register_configs()
@@ -101,6 +101,7 @@ def main(cfg) -> None:
     output_dir = cfg.runner.output_dir or HydraConfig.get().runtime.output_dir
     typed: TrainConfig = OmegaConf.to_object(cfg)
     typed.runner.output_dir = output_dir
+    warn_size_not_read(typed.policy, list(HydraConfig.get().overrides.task))
     make_output_dir(output_dir, "runner.output_dir")
     OmegaConf.save(cfg, os.path.join(output_dir, "config.yaml"))
     stop = StopRequest()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import types
 import typing
@@ -15,8 +16,10 @@ from ..config import PolicyConfig
 from ..policies import Policy, make_policy, policy_class
 from ..policies.base import CONFIG_FILE, read_json_file
 from ..policies.base import PolicyConfig as BasePolicyConfig
-from ..unread_settings import field_default
+from ..unread_settings import field_default, override_key
 from .mixed_precision import cast_floating_buffers
+
+logger = logging.getLogger(__name__)
 
 
 class MissingCheckpointError(ValueError):
@@ -150,6 +153,35 @@ def resolved_policy_config(cfg: PolicyConfig, action_dim: int, state_dim: int) -
     if data is None or data.pop("policy") != cfg.name:  # an upstream layout (e.g. Hugging Face OpenVLA's) or
         return None  # another policy's: build_policy converts or rejects it
     return cls.config_class.from_dict({**data, **overrides})
+
+
+def warn_size_not_read(cfg: PolicyConfig, command_line: list[str]) -> list[str]:
+    """policy.size given on the command line with policy.checkpoint is not read (the checkpoint's config.json sets
+    the architecture): warn where the size's preset disagrees with the checkpoint (before: silently, e.g. size=tiny
+    ran the 256-wide checkpoint). A warning, not an error: a recipe that names the size it trained at and sets some
+    of the preset's fields by override at SFT only is right to. The keys that disagree, for tests."""
+    if cfg.checkpoint is None or "policy.size" not in {override_key(o) for o in command_line}:
+        return []
+    try:
+        presets = policy_class(cfg.name).presets
+    except ValueError:  # check_policy_config names it
+        return []
+    saved = saved_policy_config(cfg.checkpoint) or {}
+    ignored = {"action_dim", "state_dim", "action_chunk", *cfg.overrides}  # set per env or by override
+    differ = sorted(
+        key
+        for key, value in presets.get(cfg.size, {}).items()
+        if key not in ignored and key in saved and saved[key] != value
+    )
+    if differ:
+        shown = ", ".join(f"{key}={saved[key]!r} (size {cfg.size!r}: {presets[cfg.size][key]!r})" for key in differ)
+        logger.warning(
+            "policy.size=%s is not read with policy.checkpoint: the checkpoint's config.json sets the architecture, "
+            "%s; drop policy.size or train a policy of that size",
+            cfg.size,
+            shown,
+        )
+    return differ
 
 
 def saved_policy_config(checkpoint: str) -> dict[str, Any] | None:

@@ -94,3 +94,20 @@ def test_a_new_policy_takes_the_envs_dims_and_an_override_must_match(overrides, 
         PolicyConfig(name="mlp", size="tiny", overrides={"action_dim": 4, "state_dim": 9}), 4, 9, torch.device("cpu")
     )
     assert (same.config.action_dim, same.config.state_dim) == (4, 9)
+
+
+def test_a_size_named_with_a_checkpoint_warns_where_the_checkpoint_differs(tmp_path, caplog):
+    """Before: `policy.size=tiny policy.checkpoint=<a 256-wide mlp>` ran the checkpoint's architecture, without a
+    word. Only a size given on the command line is checked (the config groups name one by default)."""
+    from rlinf_embodied.workers.policy_loading import warn_size_not_read
+
+    make_policy("mlp", size="default", action_dim=2, state_dim=4).save_pretrained(tmp_path / "policy")
+    cfg = PolicyConfig(name="mlp", size="tiny", checkpoint=str(tmp_path / "policy"))
+    with caplog.at_level("WARNING"):
+        assert warn_size_not_read(cfg, ["policy.size=tiny", "env.num_envs=2"]) == ["hidden_dim", "num_layers"]
+    assert "policy.size=tiny is not read with policy.checkpoint" in caplog.text and "hidden_dim=256" in caplog.text
+    assert warn_size_not_read(cfg, ["env.num_envs=2"]) == []  # the config's own size: not the user's choice
+    cfg.size = "default"
+    assert warn_size_not_read(cfg, ["policy.size=default"]) == []  # the size it was trained at
+    cfg.size, cfg.overrides = "tiny", {"hidden_dim": 256, "num_layers": 3}
+    assert warn_size_not_read(cfg, ["policy.size=tiny"]) == []  # what differs is set by override
