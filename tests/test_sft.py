@@ -94,6 +94,22 @@ def test_missing_dataset_is_a_clear_error(tmp_path):
         check_sft_config(cfg)
 
 
+def test_normalize_from_dataset_off_is_refused_where_no_dataset_statistics_are_read(tmp_path):
+    """Before: with policy=mlp (the default) sft.normalize_from_dataset=false trained byte-identical weights."""
+    cfg = SFTRunConfig()
+    cfg.sft.dataset = write_state_dataset(tmp_path / "demos", episodes=1, length=3)
+    check_sft_config(cfg)
+    cfg.sft.normalize_from_dataset = False
+    with pytest.raises(
+        ValueError,
+        match=r"sft.normalize_from_dataset=False would change nothing: policy 'mlp' .*"
+        r"the policies that do: \[.*'flow_mlp'.*'pi0'",
+    ):
+        check_sft_config(cfg)
+    cfg.policy.name = "flow_mlp"  # reads them: the setting keeps the action convention
+    check_sft_config(cfg)
+
+
 def test_sft_evaluation_seeds_must_not_be_the_demonstrations(tmp_path):
     """Demos collected from seed 1000 and SFT evaluating from sft.seed + 1000: the eval would replay them."""
     root = write_state_dataset(tmp_path / "demos", episodes=3, first_seed=1000, env_id="rlinf/ManiSkill-PickCube")

@@ -350,6 +350,22 @@ def warn_if_other_env(path: str, dataset_env_id: Optional[str], env_id: str) -> 
         )
 
 
+def reject_unread_normalization(cfg: SFTRunConfig) -> None:
+    """sft.normalize_from_dataset=false with a policy that reads no dataset statistics (mlp, cnn) changed nothing."""
+    from ..policies import available_policies, policy_class
+    from ..unread_settings import reject_ineffective_setting
+
+    if not cfg.sft.normalize_from_dataset and not policy_class(cfg.policy.name).normalizes_with_dataset_stats:
+        readers = [name for name in available_policies() if policy_class(name).normalizes_with_dataset_stats]
+        reject_ineffective_setting(
+            cfg.sft,
+            "sft",
+            "normalize_from_dataset",
+            f"policy {cfg.policy.name!r} keeps the env's [-1, 1] action convention and reads no dataset statistics; "
+            f"the policies that do: {readers}",
+        )
+
+
 def check_sft_config(cfg: SFTRunConfig) -> dict[str, Any]:
     """Fail before any process starts: the dataset exists and is one, its control mode agrees with the
     env's, its action_dim with the policy's (overrides / checkpoint) and its cameras hold the ones the policy reads.
@@ -426,6 +442,7 @@ def check_sft_config(cfg: SFTRunConfig) -> dict[str, Any]:
     if cfg.sft.resume:
         check_resume_checkpoint(cfg)
     check_policy_config(cfg.policy)
+    reject_unread_normalization(cfg)
     # a VLA on state-only demonstrations (or without its wrist camera): said here, not as a KeyError at the first step
     spec = dict(action_dim=action_dim, state_dim=state_dim, obs_keys=["state", *camera_shapes(features)])
     check_policy_cameras(cfg.policy, spec, cfg.env.id, dataset=path)
