@@ -54,6 +54,17 @@ def reject_non_finite_actions(actions: Union[torch.Tensor, np.ndarray]) -> None:
     )
 
 
+def check_single_action(action: Any, shape: tuple[int, ...], env_name: str) -> np.ndarray:
+    """One env's action as float32 of exactly `shape`, finite; else a ValueError naming both (before: ManiSkill's
+    assertion named its internal batch shape, (1, 8) for a (8,) action, and inf was stepped)."""
+    array = np.asarray(action, np.float32)
+    if array.shape != tuple(shape):
+        raise ValueError(f"{env_name} takes one action of shape {tuple(shape)}, got shape {array.shape}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{env_name}'s action {array.tolist()} holds NaN or inf; envs take finite actions only")
+    return array
+
+
 MAX_SEED = 2**32 - 1  # the simulators seed numpy's RandomState, which takes [0, 2**32 - 1]
 
 

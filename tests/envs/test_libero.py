@@ -113,6 +113,13 @@ def test_reset_options_it_does_not_read_are_refused(single_env):
 
 
 @needs_libero
+def test_a_non_finite_action_is_refused(single_env):
+    single_env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"rlinf/LIBERO-Spatial's action .* holds NaN or inf"):
+        single_env.step(np.array([np.nan] + [0.0] * 6))  # before: NaN passed the clip into the simulator
+
+
+@needs_libero
 def test_a_closed_env_says_so():
     from rlinf_embodied.envs.libero.env import LiberoEnv
 

@@ -63,6 +63,22 @@ def test_reward_modes_are_maniskills_and_a_task_without_a_dense_one_builds():
         check_env_options("rlinf/ManiSkill-StackPyramid", "state", {"reward_mode": "normalized_dense"})
 
 
+def test_a_single_env_names_a_bad_action_in_its_own_shape():
+    """Before: a (4,) action gave ManiSkill's assertion about its internal (1, 8) batch, and inf was stepped."""
+    env = gym.make("rlinf/ManiSkill-PickCube")
+    env.reset(seed=0)
+    with pytest.raises(
+        ValueError, match=r"rlinf/ManiSkill-PickCube takes one action of shape \(8,\), got shape \(4,\)"
+    ):
+        env.step(np.zeros(4, np.float32))
+    with pytest.raises(ValueError, match=r"got shape \(1, 8\)"):
+        env.step(np.zeros((1, 8), np.float32))
+    with pytest.raises(ValueError, match=r"holds NaN or inf"):
+        env.step(np.array([np.inf] + [0.0] * 7, np.float32))
+    env.step(np.zeros(8, np.float32))
+    env.close()
+
+
 def test_single_env_passes_check_env():
     from gymnasium.utils.env_checker import check_env
 

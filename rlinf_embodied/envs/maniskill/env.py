@@ -16,7 +16,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from ..batching import box_like
+from ..batching import box_like, check_single_action
 from ..registration import keyword_names, reject_unknown_options, reject_unknown_reset_options, reject_vector_options
 from ..vector import SubprocVectorEnv, start_forkserver, validate_common_options
 from .tasks import TASKS, ManiSkillTask, task_spec  # noqa: F401  (TASKS, ManiSkillTask: re-exported)
@@ -317,6 +317,7 @@ class ManiSkillSingleEnv(gym.Env):
                 f"'vector_entry_point', sim_backend='physx_cuda')"
             )
         self.task = task_spec(task)
+        self.env_name = f"rlinf/ManiSkill-{task}"
         self.instruction = self.task.instruction
         self.obs_mode = obs_mode
         self._env = build_maniskill_env(
@@ -367,7 +368,7 @@ class ManiSkillSingleEnv(gym.Env):
     def _sim_action(self, action: np.ndarray) -> np.ndarray:
         """(1, A) float32: the action ManiSkill steps with (gripper binarized with binarize_gripper)."""
         self._check_open()
-        action = np.asarray(action, np.float32)
+        action = check_single_action(action, self.action_space.shape, self.env_name)
         return (action if self._gripper is None else binarize(action, self._gripper))[None]
 
     def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
