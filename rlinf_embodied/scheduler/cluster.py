@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from dataclasses import dataclass
 
 import ray
@@ -34,6 +35,26 @@ def _local_cuda_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+def check_reachable(address: str, timeout_s: float = 10.0) -> None:
+    """Raise, naming cluster.address, where it is malformed or nothing answers there within `timeout_s`. Before,
+    ray.init retried an unreachable address for minutes, printing only its own "Failed to connect to GCS" lines."""
+    if address == "auto":  # Ray looks for a cluster on this machine and says so itself, at once
+        return
+    host, sep, port = address.split("://", 1)[-1].rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(
+            f"cluster.address={address!r} is not 'auto', '<host>:<port>' or 'ray://<host>:<port>' (e.g. "
+            "10.0.0.1:6379, the address `ray start --head` prints); leave it unset to start a local cluster"
+        )
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as error:
+        raise ConnectionError(
+            f"cluster.address={address!r}: nothing answers at {host}:{port} within {timeout_s:.0f} s ({error}); start "
+            "Ray there (`ray start --head --port <port>`) or leave cluster.address unset to start a local cluster"
+        ) from None
+
+
 class Cluster:
     """Connect to a Ray cluster (`address=`) or start a local one.
 
@@ -51,6 +72,7 @@ class Cluster:
         if ray.is_initialized():
             logger.info("Cluster: reusing the Ray connection of this process")
         elif address:
+            check_reachable(address)
             ray.init(address=address, namespace=NAMESPACE, log_to_driver=True)
         else:
             self._start_local(num_nodes, num_gpus_per_node, simulate_gpus)

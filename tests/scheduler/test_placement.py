@@ -194,3 +194,36 @@ def test_auto_weight_sync_falls_back_to_the_object_store_when_cuda_ipc_fails(mon
     actor.sync_weights_to(rollout)
     assert calls == ["object_store"] and "CUDA IPC weight sync" in caplog.text
     assert actor.sync_method(rollout) == "object_store"  # and stays there
+
+
+@pytest.mark.parametrize(
+    "address, error, message",
+    [
+        ("bogus", ValueError, r"cluster.address='bogus' is not 'auto', '<host>:<port>'"),
+        ("bogus:port", ValueError, r"is not 'auto'"),
+        ("bogus.invalid:1234", ConnectionError, r"cluster.address='bogus.invalid:1234': nothing answers at"),
+        ("ray://bogus.invalid:10001", ConnectionError, r"nothing answers at bogus.invalid:10001"),
+    ],
+)
+def test_a_cluster_address_that_cannot_answer_fails_at_once(address, error, message):
+    """Before: ray.init retried an unreachable address for minutes (stopped by `timeout` after 5)."""
+    import time
+
+    from rlinf_embodied.scheduler.cluster import check_reachable
+
+    start = time.monotonic()
+    with pytest.raises(error, match=message):
+        check_reachable(address, timeout_s=2.0)
+    assert time.monotonic() - start < 5.0
+
+
+def test_a_listening_cluster_address_passes():
+    import socket
+
+    from rlinf_embodied.scheduler.cluster import check_reachable
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        check_reachable(f"127.0.0.1:{server.getsockname()[1]}")
+        check_reachable("auto")
