@@ -93,6 +93,8 @@ def test_batched_shapes_dtypes_and_instruction(venv):
     assert obs["state"].shape == (2, state_dim) and obs["state"].dtype == torch.float32
     assert venv.single_action_space.shape == (8,)
     assert obs["instruction"] == [TASKS["PickCube"].instruction] * 2
+    arrays = {key: value.numpy() for key, value in obs.items() if key != "instruction"}  # docs/DESIGN.md's check
+    assert venv.observation_space.contains(arrays) and set(arrays) == set(venv.single_observation_space.spaces)
     obs, rewards, terminated, truncated, info = venv.step(np.zeros((2, 8), np.float32))
     assert rewards.shape == terminated.shape == truncated.shape == info["success"].shape == (2,)
     assert rewards.dtype == torch.float32 and terminated.dtype == torch.bool
