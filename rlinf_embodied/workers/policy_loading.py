@@ -48,10 +48,11 @@ def check_policy_config(cfg: PolicyConfig) -> None:
     if cfg.size not in cls.presets:
         raise ValueError(f"policy.size={cfg.size!r} is not a size of policy {cfg.name!r}; valid: {sorted(cls.presets)}")
     if cfg.require_checkpoint and cfg.size != "tiny":
-        raise MissingCheckpointError(
-            f"policy {cfg.name!r} (size {cfg.size!r}) is a pre-trained VLA and needs its weights: "
-            f"pass policy.checkpoint=<local directory with the {cfg.name} checkpoint>, "
-            "or policy.size=tiny to try the pipeline with a small randomly initialised model"
+        raise MissingCheckpointError(  # before: named every policy "a pre-trained VLA", mlp too
+            f"policy {cfg.name!r} (size {cfg.size!r}) needs its weights (policy.require_checkpoint=true, as the VLA "
+            f"configs set it: random weights would waste GPU hours): pass policy.checkpoint=<local directory with "
+            f"the {cfg.name} checkpoint>, or policy.size=tiny to try the pipeline with a small randomly initialised "
+            "model, or policy.require_checkpoint=false to train from random weights"
         )
     check_preset_config(cls, cfg.size, dict(cfg.overrides))
 

@@ -111,3 +111,15 @@ def test_a_size_named_with_a_checkpoint_warns_where_the_checkpoint_differs(tmp_p
     assert warn_size_not_read(cfg, ["policy.size=default"]) == []  # the size it was trained at
     cfg.size, cfg.overrides = "tiny", {"hidden_dim": 256, "num_layers": 3}
     assert warn_size_not_read(cfg, ["policy.size=tiny"]) == []  # what differs is set by override
+
+
+def test_require_checkpoint_on_a_policy_that_is_not_a_vla_says_what_to_set():
+    from rlinf_embodied.workers.policy_loading import MissingCheckpointError
+
+    cfg = PolicyConfig(name="mlp", size="default", require_checkpoint=True)
+    with pytest.raises(
+        MissingCheckpointError,
+        match=r"'mlp' \(size 'default'\) needs its weights .*"
+        r"or policy.require_checkpoint=false to train from random weights",
+    ):
+        check_policy_config(cfg)  # before: "is a pre-trained VLA"
