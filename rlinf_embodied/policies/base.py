@@ -312,7 +312,13 @@ class Policy(nn.Module, abc.ABC):
         exactly as saved, and training (RL from an SFT checkpoint) grows the columns from there."""
         field_name = self.hidden_state_dims_field
         shown = sorted(set(saved_hidden) - set(getattr(self.config, field_name) or [])) if field_name else []
+        gain = getattr(self.config, "revealed_state_gain", 1.0)
         if not shown:
+            if gain != 1.0 and not self.config.revealed_state_dims:  # nothing it could act on
+                raise ValueError(
+                    f"revealed_state_gain={gain} scales the state dims this policy shows and its checkpoint hid, but "
+                    f"it shows none ({field_name}={getattr(self.config, field_name)}, as the checkpoint); drop it"
+                )
             return
         layer = self.state_input_layer()
         if layer is None:
@@ -322,6 +328,8 @@ class Policy(nn.Module, abc.ABC):
             )
         with torch.no_grad():
             layer.weight[:, shown] = 0
+        if hasattr(self.config, "revealed_state_dims"):  # recorded: a later load keeps the gain on them
+            self.config.revealed_state_dims = sorted(set(self.config.revealed_state_dims or []) | set(shown))
 
     def apply_overrides_to_weights(self, overrides: dict[str, Any]) -> None:
         """Make config overrides that describe initial weights act on a loaded checkpoint too (e.g. a

@@ -45,6 +45,11 @@ def check_policy_config(cfg: PolicyConfig) -> None:
             )
         check_checkpoint_policy(cfg)
         return
+    if dict(cfg.overrides).get("revealed_state_gain", 1.0) != 1.0:  # it scales dims a checkpoint hid
+        raise ValueError(
+            f"policy.overrides.revealed_state_gain={cfg.overrides['revealed_state_gain']} scales the state dims a "
+            "policy.checkpoint hid and this run shows; without a checkpoint there are none: drop it"
+        )
     if cfg.size not in cls.presets:
         raise ValueError(f"policy.size={cfg.size!r} is not a size of policy {cfg.name!r}; valid: {sorted(cls.presets)}")
     if cfg.require_checkpoint and cfg.size != "tiny":

@@ -203,3 +203,33 @@ def test_a_policy_without_a_state_layer_refuses_to_show_hidden_dims(tmp_path, mo
         ValueError, match=r"cannot show state dims \[0\] that its checkpoint hid.*actor_ignore_state_dims=\[0\]"
     ):
         MLPPolicy.from_pretrained(tmp_path, actor_ignore_state_dims=[])
+
+
+@pytest.mark.parametrize("name", ["flow_mlp", "pi0"])
+def test_a_revealed_dims_gain_scales_only_those_dims_and_is_saved(name, tmp_path):
+    """RL showing dims its SFT checkpoint hid: at lr 1e-5 their zeroed columns barely grew (stop 56), so the policy's
+    view of them can be scaled (under Adam, a gain of G moves their contribution G times faster). The loaded policy
+    still acts as saved; the gain and the dims it scales are saved with the policy."""
+    saved = make_policy(name, size="tiny", action_dim=4, state_dim=6, ignore_state_dims=[1, 2, 3])
+    saved.save_pretrained(tmp_path / "sft")
+    obs = saved.example_obs(3)
+    plain = policy_class(name).from_pretrained(tmp_path / "sft", ignore_state_dims=[3])
+    gained = policy_class(name).from_pretrained(tmp_path / "sft", ignore_state_dims=[3], revealed_state_gain=30.0)
+    assert gained.config.revealed_state_dims == [1, 2] and plain.config.revealed_state_dims == [1, 2]
+    view, plain_view = gained.normalized_state(obs), plain.normalized_state(obs)
+    assert torch.allclose(view[:, [1, 2]], 30 * plain_view[:, [1, 2]]) and view[:, [0, 4, 5]].equal(
+        plain_view[:, [0, 4, 5]]
+    )
+    assert gained.normalized_state(obs, hide_ignored=False).equal(plain.normalized_state(obs, hide_ignored=False))
+    torch.manual_seed(0)
+    expected = saved.act(obs, deterministic=True).actions
+    torch.manual_seed(0)
+    assert torch.allclose(gained.act(obs, deterministic=True).actions, expected, atol=1e-6)  # zero columns
+    gained.save_pretrained(tmp_path / "rl")
+    again = policy_class(name).from_pretrained(tmp_path / "rl")  # hides nothing more: keeps dims and gain
+    assert again.config.revealed_state_dims == [1, 2] and again.config.revealed_state_gain == 30.0
+    assert again.normalized_state(obs).equal(view)
+    with pytest.raises(ValueError, match=r"revealed_state_gain=30.0 scales the state dims .* shows none"):
+        policy_class(name).from_pretrained(tmp_path / "sft", revealed_state_gain=30.0)  # hides what it hid
+    with pytest.raises(ValueError, match=r"revealed_state_gain=0.0 must be > 0"):
+        policy_class(name).from_pretrained(tmp_path / "sft", ignore_state_dims=[3], revealed_state_gain=0.0)

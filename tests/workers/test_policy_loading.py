@@ -123,3 +123,8 @@ def test_require_checkpoint_on_a_policy_that_is_not_a_vla_says_what_to_set():
         r"or policy.require_checkpoint=false to train from random weights",
     ):
         check_policy_config(cfg)  # before: "is a pre-trained VLA"
+
+
+def test_a_revealed_dims_gain_without_a_checkpoint_is_refused():
+    with pytest.raises(ValueError, match=r"revealed_state_gain=30.0 scales the state dims a policy.checkpoint hid"):
+        check_policy_config(_pi0_small(revealed_state_gain=30.0))

@@ -23,6 +23,13 @@ class FlowPolicyConfig(PolicyConfig):
     # (dims 9-17 of PickCube's state): they predict a demonstration's next action so well that an
     # imitation policy learns to keep doing what it is doing ("copycat") and fails closed-loop.
     ignore_state_dims: list[int] | None = None
+    # Dims a checkpoint hid that this policy shows (set at load, see Policy.reveal_state_dims: their input columns
+    # start at zero) and the gain the policy's view of them gets. Under Adam each weight moves about lr per step
+    # whatever its gradient's scale, so a gain of G grows those dims' contribution G times faster: at lr 1e-5 the
+    # zeroed columns of pi0-small reached a norm of 0.0015 in 7 PPO iterations, against about 1.2 for the trained
+    # columns (stop 56), so RL could not use them. Saved with the policy, so its evaluations see what it trained on.
+    revealed_state_dims: list[int] | None = None
+    revealed_state_gain: float = 1.0
     image_size: int = 224
     max_token_len: int = 48
     # Drop the prompt's padding columns that no instruction of the batch uses (keeping a multiple of 8 tokens)
@@ -105,6 +112,12 @@ class FlowPolicyConfig(PolicyConfig):
                 "(only for randomly initialised models: a checkpoint's state projection has a fixed width)"
             )
         check_state_dims("ignore_state_dims", self.ignore_state_dims, self.state_dim)
+        check_state_dims("revealed_state_dims", self.revealed_state_dims, self.state_dim)
+        if not self.revealed_state_gain > 0:
+            raise ValueError(f"revealed_state_gain={self.revealed_state_gain} must be > 0 (1: no gain)")
+        hidden_and_revealed = set(self.ignore_state_dims or []) & set(self.revealed_state_dims or [])
+        if hidden_and_revealed:
+            raise ValueError(f"state dims {sorted(hidden_and_revealed)} are both in ignore_state_dims and revealed")
         if self.num_denoise_steps < 1:
             raise ValueError("num_denoise_steps must be >= 1")
         if self.value_state_clip is not None and not self.value_state_clip > 0:

@@ -170,6 +170,9 @@ class FlowPolicy(Policy):
             state = (state - low) / (high - low) * 2.0 - 1.0
         if hide_ignored:
             state = zero_state_dims(state, cfg.ignore_state_dims)
+            if cfg.revealed_state_dims and cfg.revealed_state_gain != 1.0:
+                state = state.clone()
+                state[:, cfg.revealed_state_dims] *= cfg.revealed_state_gain
         return pad_last_dim(state, cfg.max_state_dim)
 
     def state_bounds(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
