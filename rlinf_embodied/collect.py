@@ -88,6 +88,15 @@ def unread_settings(source: str) -> dict[str, str]:
                 "collect.source=motion_planner records ManiSkill's scripted solutions and reads no policy settings; "
                 "collect.source=policy collects with policy.checkpoint"
             )
+        unread["env.ignore_terminations"] = (
+            "the motion planner's episodes end with its solution (collect.max_episode_steps caps it); it reads no "
+            "env.ignore_terminations"
+        )
+        for name in ("num_workers", "step_timeout", "context", "observe_every_row"):  # before: a TypeError in ManiSkill
+            unread[f"env.kwargs.{name}"] = (
+                f"env.kwargs.{name} configures training's vector env; the motion planner runs one env per process "
+                "(collect.num_workers processes)"
+            )
     else:
         unread["collect.max_episode_steps"] = (
             "collect.max_episode_steps caps the motion planner's solutions; with collect.source=policy the "

@@ -1,6 +1,6 @@
 """Training entry point.
 
-python -m rlinf_embodied.train                                     # PPO + MLP, ManiSkill PickCube, CPU
+python -m rlinf_embodied.train                                     # PPO + MLP, ManiSkill PushCube, CPU
 python -m rlinf_embodied.train runner.max_iterations=2 env.num_envs=4
 python -m rlinf_embodied.train env=libero policy=pi0 policy.checkpoint=/ckpt/pi0 cluster=hybrid_4gpu
 """

@@ -225,6 +225,9 @@ def test_a_step_cap_below_one_is_named_before_anything_runs(tmp_path):
         ("policy", "collect.max_episode_steps=100", "episodes end at env.max_episode_steps"),
         ("policy", "env.num_envs=8", "set collect.num_workers instead"),
         ("motion_planner", "env.num_envs=8", "set collect.num_workers instead"),
+        ("motion_planner", "env.ignore_terminations=true", "end with its solution"),  # before: ignored
+        ("motion_planner", "env.kwargs.num_workers=1", "one env per process"),  # before: ManiSkill's TypeError
+        ("motion_planner", "+env.kwargs.step_timeout=5", "one env per process"),
     ],
 )
 def test_settings_the_source_never_reads_are_named(source, override, reason):

@@ -94,6 +94,16 @@ def test_missing_dataset_is_a_clear_error(tmp_path):
         check_sft_config(cfg)
 
 
+def test_sft_checks_the_env_settings_before_anything_starts(tmp_path):
+    """Before: a typo in env.kwargs failed in the SFT worker's env check after Ray started (with evaluations), or
+    went unnoticed (without)."""
+    cfg = SFTRunConfig()
+    cfg.sft.dataset = write_state_dataset(tmp_path / "demos", episodes=1, length=3)
+    cfg.env.kwargs["reward_mod"] = "sparse"
+    with pytest.raises(ValueError, match=r"env.kwargs \['reward_mod'\]: not an option of rlinf/ManiSkill-PickCube"):
+        check_sft_config(cfg)
+
+
 def test_normalize_from_dataset_off_is_refused_where_no_dataset_statistics_are_read(tmp_path):
     """Before: with policy=mlp (the default) sft.normalize_from_dataset=false trained byte-identical weights."""
     cfg = SFTRunConfig()

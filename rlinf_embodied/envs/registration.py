@@ -12,6 +12,8 @@ import gymnasium as gym
 TASK_SUITES: set[str] = set()
 # id -> "module:callable" that checks the options of a `gym.make_vec` call without building an env (check_env_options)
 OPTION_CHECKS: dict[str, str] = {}
+# every id register_env registered (the env workers take these, and ids under "rlinf")
+REGISTERED: set[str] = set()
 
 
 def register_env(
@@ -36,6 +38,7 @@ def register_env(
         TASK_SUITES.add(env_id)
     if options_check is not None:
         OPTION_CHECKS[env_id] = options_check
+    REGISTERED.add(env_id)
     if env_id in gym.registry:
         return
     gym.register(
@@ -55,9 +58,15 @@ def check_env_id(env_id: str) -> None:
 
     import rlinf_embodied.envs  # noqa: F401  (registers our ids)
 
-    if env_id in gym.registry:
+    if env_id in gym.registry and (env_id in REGISTERED or env_id.startswith("rlinf")):
         return
     ours = sorted(name for name in gym.registry if name.startswith("rlinf/"))
+    if env_id in gym.registry:  # before: accepted, then its vector env failed on obs_mode in every env worker
+        raise ValueError(
+            f"env.id={env_id!r} is a gymnasium env but not one of ours: the env workers build envs through our "
+            f"vector entry points (obs_mode, action chunks, autoreset); register it with "
+            f"rlinf_embodied.envs.registration.register_env (docs/DESIGN.md) or pick one of {ours}"
+        )
     close = difflib.get_close_matches(env_id, ours, n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
     raise ValueError(f"env.id={env_id!r} is not a registered env; {hint}registered: {ours}")

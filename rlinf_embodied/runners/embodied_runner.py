@@ -191,7 +191,7 @@ class EmbodiedRunner:
             self.metrics_logger.log(iteration, metrics)
             history.append({"iteration": iteration, **metrics})
             postfix = {
-                "success": f"{metrics.get('rollout/success_rate', math.nan):.2f}",
+                "success": f"{metrics.get('rollout/success_once', math.nan):.2f}",  # the README's headline figure
                 "ret": f"{metrics.get('rollout/episode_return', math.nan):.2f}",
             }
             if math.isfinite(self.best_eval_success):

@@ -79,6 +79,25 @@ def test_a_single_env_names_a_bad_action_in_its_own_shape():
     env.close()
 
 
+def test_on_off_options_take_only_a_bool():
+    """Before: Hydra's `env.kwargs.binarize_gripper=off` arrived as the string 'off', which is true: it binarized."""
+    from rlinf_embodied.envs.registration import check_env_options
+
+    with pytest.raises(ValueError, match=r"env.kwargs.binarize_gripper='off' must be true or false"):
+        check_env_options("rlinf/ManiSkill-PickCube", "state", {"binarize_gripper": "off"})
+    with pytest.raises(ValueError, match=r"env.kwargs.reward_delta='maybe' must be true or false"):
+        gym.make("rlinf/ManiSkill-PickCube", reward_delta="maybe")
+    check_env_options("rlinf/ManiSkill-PickCube", "state", {"binarize_gripper": False, "reward_delta": True})
+
+
+def test_an_unknown_robot_is_named_before_any_env_is_built():
+    from rlinf_embodied.envs.registration import check_env_options
+
+    with pytest.raises(ValueError, match=r"env.kwargs.robot_uids='foo' is not a ManiSkill robot; valid: \[.*'panda'"):
+        check_env_options("rlinf/ManiSkill-PickCube", "state", {"robot_uids": "foo"})
+    check_env_options("rlinf/ManiSkill-PickCube", "state", {"robot_uids": "panda"})
+
+
 def test_single_env_passes_check_env():
     from gymnasium.utils.env_checker import check_env
 

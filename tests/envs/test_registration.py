@@ -33,6 +33,8 @@ def test_the_libero_suites_are_the_task_suites():
             r"did you mean 'rlinf/ManiSkill-PickCube'\? registered: \[.*'rlinf/LIBERO-Spatial'",
         ),
         ("rlinf/Nope", r"env.id='rlinf/Nope' is not a registered env; registered: \[.*'rlinf/ManiSkill-PickCube'"),
+        # before: accepted, then CartPole's vector env failed on obs_mode in every env worker after Ray started
+        ("CartPole-v1", r"env.id='CartPole-v1' is a gymnasium env but not one of ours: .*register_env"),
     ],
 )
 def test_an_unknown_env_id_lists_the_registered_ones(env_id, message):

@@ -72,6 +72,14 @@ RESET_OPTIONS = ("reconfigure",)
 SINGLE_ENV_OPTIONS = ("reward_delta", "binarize_gripper")
 
 
+def check_switches(**switches: Any) -> None:
+    """SINGLE_ENV_OPTIONS are on/off switches: only a bool (before: Hydra's `binarize_gripper=off` arrived as the
+    string 'off', which is true, and `maybe` was recorded as the checkpoint's setting)."""
+    for name, value in switches.items():
+        if not isinstance(value, bool):
+            raise ValueError(f"env.kwargs.{name}={value!r} must be true or false")
+
+
 def reject_single_env_options(maniskill_kwargs: dict[str, Any], where: str) -> None:
     """Raise where a SINGLE_ENV_OPTIONS option is on for an env that is not a ManiSkillSingleEnv; `where` ends the
     message (which envs implement it, and what to do)."""
@@ -114,6 +122,7 @@ def check_options(
     validate_options(task, obs_mode, sim_backend, reward_mode)
     validate_common_options(None, num_workers, None, step_timeout)  # num_envs (split), max_episode_steps: apart
     validate_backend_options(sim_backend, num_workers, step_timeout, maniskill_kwargs)
+    check_switches(**{name: maniskill_kwargs[name] for name in SINGLE_ENV_OPTIONS if name in maniskill_kwargs})
     validate_reward_delta(reward_mode, maniskill_kwargs.get("reward_delta"))
     check_maniskill_keywords(task, maniskill_kwargs)
     _camera_hw(camera_size)
@@ -122,6 +131,8 @@ def check_options(
             f"camera_size={camera_size!r} with obs_mode='state': state observations render no camera, so it would "
             f"change nothing; drop it (~env.kwargs.camera_size) or set obs_mode='rgb'"
         )
+    if isinstance(robot_uids, str):
+        check_robot(robot_uids)
     if control_mode is None:
         return
     maniskill_id = task_spec(task).maniskill_id
@@ -155,6 +166,19 @@ def check_maniskill_keywords(task: str, maniskill_kwargs: dict[str, Any]) -> Non
         *ours,
         *inits,
     )
+
+
+def check_robot(robot_uids: str) -> None:
+    """A robot ManiSkill has not registered (before: its RuntimeError in every env worker, naming no setting)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import mani_skill.envs  # noqa: F401  (registers ManiSkill's agents)
+        from mani_skill.agents.registration import REGISTERED_AGENTS
+
+    if robot_uids not in REGISTERED_AGENTS:
+        raise ValueError(
+            f"env.kwargs.robot_uids={robot_uids!r} is not a ManiSkill robot; valid: {sorted(REGISTERED_AGENTS)}"
+        )
 
 
 def robot_control_modes(maniskill_id: str, robot_uids: Optional[str]) -> tuple[Optional[str], Optional[list[str]]]:
@@ -306,6 +330,7 @@ class ManiSkillSingleEnv(gym.Env):
         **maniskill_kwargs: Any,
     ):
         validate_options(task, obs_mode, sim_backend, reward_mode)
+        check_switches(reward_delta=reward_delta, binarize_gripper=binarize_gripper)
         validate_reward_delta(reward_mode, reward_delta)
         self.reward_delta = reward_delta
         self._last_reward = 0.0
