@@ -121,9 +121,9 @@ def main(cfg) -> None:
     if history:
         last = history[-1]
         logger.info(
-            "finished %d iterations: rollout/success_rate=%.3f time/env_steps=%d -> %s",
+            "finished %d iterations: rollout/success_once=%.3f time/env_steps=%d -> %s",  # the progress bar's
             len(history),
-            last.get("rollout/success_rate", float("nan")),
+            last.get("rollout/success_once", float("nan")),
             last.get("time/env_steps", 0),
             output_dir,
         )
