@@ -13,7 +13,8 @@ same env, policy and GPUs starts without profiling afterwards.
 from __future__ import annotations
 
 import copy
-from typing import Callable
+import shlex
+from typing import Callable, Sequence
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -27,9 +28,15 @@ from .unread_settings import reject_unread_settings
 register_configs()
 
 
-def place(cfg: TrainConfig, costs: ComponentCosts | None = None, log: Callable[[str], None] = print) -> Layout:
-    """The chosen layout for cfg; prints the table and the override. Without `costs`, starts the cluster
-    cfg.cluster describes and reads the cache or profiles there."""
+def place(
+    cfg: TrainConfig,
+    costs: ComponentCosts | None = None,
+    log: Callable[[str], None] = print,
+    command_line: Sequence[str] = (),
+) -> Layout:
+    """The chosen layout for cfg; prints the table and the train command: `command_line` (the settings the layout
+    was chosen for) and the override. Without `costs`, starts the cluster cfg.cluster describes and reads the cache
+    or profiles there."""
     from .runners.placement_profile import profile_key, resolve_auto_placement
     from .scheduler.auto_placement import load_costs
     from .train import check_train_config
@@ -48,7 +55,9 @@ def place(cfg: TrainConfig, costs: ComponentCosts | None = None, log: Callable[[
     finally:
         if cluster is not None:
             cluster.shutdown()
-    log(f"train with: python -m rlinf_embodied.train {chosen.override()}")
+    # before: only the override, so the pasted command trained the defaults, not what the layout was chosen for
+    settings = "".join(f"{shlex.quote(setting)} " for setting in command_line)
+    log(f"train with: python -m rlinf_embodied.train {settings}{chosen.override()}")
     return chosen
 
 
@@ -61,7 +70,7 @@ UNREAD_SETTINGS = {"cluster.component_placement": SEARCHED, "runner.pipeline_sta
 def main(cfg) -> None:
     overrides = [o for o in HydraConfig.get().overrides.task if not is_auto(o.split("=", 1)[-1])]
     reject_unread_settings(overrides, UNREAD_SETTINGS)
-    place(OmegaConf.to_object(cfg))
+    place(OmegaConf.to_object(cfg), command_line=overrides)
 
 
 if __name__ == "__main__":

@@ -445,10 +445,22 @@ class ActorWorker(Worker, SpanRecorder):
             options=StateDictOptions(full_state_dict=True, strict=False),
         )
         self.lr_scale = float(state.get("lr_scale", 1.0))  # checkpoints before algorithm.desired_kl: 1
+        self._keep_configured_learning_rates()
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(state["rng"]["numpy"])
         random.setstate(state["rng"]["python"])
         return {"iteration": int(state["iteration"]), "env_steps": int(state["env_steps"])}
+
+    def _keep_configured_learning_rates(self) -> None:
+        """The optimizer state just loaded brought the saved groups' initial_lr, which every iteration's lr is
+        computed from: this run's algorithm.lr / value_lr win (before, `runner.resume=... algorithm.lr=1e-4`
+        trained on at the saved lr without a word; lowering the lr is a common reason to resume). Unchanged
+        settings give the saved values, so a resume stays exact."""
+        configured = {group["name"]: group["initial_lr"] for group in self._parameter_groups()}
+        for group in self.optimizer.param_groups:
+            saved, group["initial_lr"] = group["initial_lr"], configured[group["name"]]
+            if saved != group["initial_lr"] and self.rank == 0:
+                logger.info("resume: the %s lr is %g (the checkpoint's: %g)", group["name"], group["initial_lr"], saved)
 
     def offload(self) -> None:
         # The finished update's gradients are never read again (every minibatch zeroes them before its

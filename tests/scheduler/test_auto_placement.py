@@ -353,10 +353,14 @@ def test_place_prints_the_table_and_the_override():
 
     cfg = compose_train("cluster.num_gpus_per_node=2", "env.num_envs=8")
     lines = []
-    chosen = place(cfg, costs=costs(), log=lines.append)
+    chosen = place(cfg, costs=costs(), log=lines.append, command_line=["cluster.num_gpus_per_node=2", "env.num_envs=8"])
     text = "\n".join(lines)
     assert "env-steps/s" in text and "* " in text
-    assert f"python -m rlinf_embodied.train {chosen.override()}" in text
+    # the settings it was chosen for come with it (before: only the override, which trained the defaults)
+    assert (
+        lines[-1]
+        == f"train with: python -m rlinf_embodied.train cluster.num_gpus_per_node=2 env.num_envs=8 {chosen.override()}"
+    )
     assert cfg.cluster.component_placement == {"env": "all", "rollout": "all", "actor": "all"}  # not changed
     # the printed override composes back to the chosen layout
     import shlex

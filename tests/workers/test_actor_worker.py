@@ -149,6 +149,14 @@ def test_desired_kl_scales_the_policy_lr_after_warmup_and_survives_a_checkpoint(
     resumed.init_worker()
     resumed.load_checkpoint(str(tmp_path))
     assert resumed.lr_scale == pytest.approx(1.5**2)
+    # the resuming run's lr wins over the checkpoint's (before: the saved initial_lr came back with Adam's state)
+    cfg.algorithm.lr, cfg.algorithm.value_lr = 1e-4, 5e-4
+    lowered = ActorWorker(cfg, action_dim=7, state_dim=8)
+    lowered.init_worker()
+    lowered.load_checkpoint(str(tmp_path))
+    lowered._set_learning_rates(3)
+    lrs = {group["name"]: group["lr"] for group in lowered.optimizer.param_groups}
+    assert lrs == {"policy": pytest.approx(1e-4 * 1.5**2), "value": pytest.approx(5e-4)}
 
 
 def test_ref_kl_coef_holds_the_policy_near_its_start():
