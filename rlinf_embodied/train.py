@@ -39,18 +39,37 @@ def check_train_config(cfg: TrainConfig) -> None:
 
     check_env(cfg.env)
     check_policy_config(cfg.policy)
+    reject_chunk_level_without_chunks(cfg)
     check_action_settings(cfg.policy.checkpoint, cfg.env.id, cfg.env.kwargs)  # RL from SFT in the SFT's action space
     if cfg.runner.resume:  # before: the actor's error, after every worker had started
         check_resume_directory(cfg.runner.resume, "runner.resume")
         reject_sft_checkpoint(cfg.runner.resume, "runner.resume")
         # the resumed policy's actions keep their meaning (before: another control_mode of the same width went on)
-        check_action_settings(os.path.join(cfg.runner.resume, "policy"), cfg.env.id, cfg.env.kwargs)
+        check_action_settings(
+            os.path.join(cfg.runner.resume, "policy"),
+            cfg.env.id,
+            cfg.env.kwargs,
+            named_by=f"runner.resume={cfg.runner.resume!r}",
+        )
     check_rollout_reaches_time_limit_early(cfg)
     check_auto_request(cfg)  # `auto` is resolved in run_training, on the started cluster
     if not (is_auto(cfg.cluster.component_placement) or is_auto(cfg.runner.pipeline_stage_num)):
         placement = component_placement(cfg)
         check_env_split(cfg, placement)
         check_offload_setting(cfg, placement)
+
+
+def reject_chunk_level_without_chunks(cfg: TrainConfig) -> None:
+    """algorithm.logprob_level=chunk sums a chunk's actions' log-probs: with chunks of one action it is the action
+    level (before: accepted, and every metric byte-equal to the default's)."""
+    from .workers.policy_loading import predicted_policy_dims
+
+    if cfg.algorithm.logprob_level == "chunk" and predicted_policy_dims(cfg.policy)["action_chunk"] == 1:
+        raise ValueError(
+            f"algorithm.logprob_level=chunk would change nothing: policy {cfg.policy.name!r} acts in chunks of one "
+            "action, where a chunk's log-prob is the action's; use 'action' (the default) or 'token', or a policy "
+            "with action chunks (policy.overrides.action_chunk)"
+        )
 
 
 def run_training(cfg: TrainConfig, output_dir: str, stop: StopRequest | None = None) -> list[dict]:

@@ -238,3 +238,12 @@ def test_eval_plays_the_default_train_env_and_sft_the_default_collect_env():
     envs = {name: compose_config(name, []).env for name in ("config", "eval", "collect", "sft")}
     assert (envs["eval"].id, envs["eval"].kwargs) == (envs["config"].id, envs["config"].kwargs)
     assert (envs["sft"].id, envs["sft"].kwargs) == (envs["collect"].id, envs["collect"].kwargs)
+
+
+def test_a_chunk_level_log_prob_without_chunks_is_refused_before_ray_starts():
+    from rlinf_embodied.config import compose_config
+    from rlinf_embodied.train import check_train_config
+
+    with pytest.raises(ValueError, match=r"algorithm.logprob_level=chunk would change nothing: policy 'mlp' acts in"):
+        check_train_config(compose_config("config", ["algorithm.logprob_level=chunk"]))
+    check_train_config(compose_config("config", ["algorithm.logprob_level=token"]))  # per action dim: an effect

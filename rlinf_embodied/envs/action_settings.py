@@ -69,19 +69,24 @@ def trained_env_note(policy_dir: Optional[str]) -> str:
     )
 
 
-def check_action_settings(policy_dir: Optional[str], env_id: str, env_kwargs: dict[str, Any]) -> None:
+def check_action_settings(
+    policy_dir: Optional[str], env_id: str, env_kwargs: dict[str, Any], named_by: Optional[str] = None
+) -> None:
     """Raise (control_mode) or warn (binarize_gripper) where the env acts otherwise than the policy was trained.
     Nothing to check without a record; another env id is a warning (a policy may be tried on a new task, e.g. a
-    LIBERO suite it was not trained on; build_policy refuses one whose action width differs)."""
+    LIBERO suite it was not trained on; build_policy refuses one whose action width differs). `named_by`: the
+    setting that named the policy, for the messages (default `policy.checkpoint=<policy_dir>`; a resume names
+    runner.resume, which the user gave)."""
     record = read_action_settings(policy_dir)
     if record is None:
         return
+    named_by = named_by or f"policy.checkpoint={policy_dir!r}"
     trained_env = record.get("env_id")
     if trained_env != env_id:
         logger.warning(
-            "policy.checkpoint=%r was trained on %s, and this env is %s: a new task for it, where its actions "
+            "%s was trained on %s, and this env is %s: a new task for it, where its actions "
             "and observations must mean what they meant there (env groups of %s: %s)",
-            policy_dir,
+            named_by,
             trained_env,
             env_id,
             trained_env,
@@ -94,7 +99,7 @@ def check_action_settings(policy_dir: Optional[str], env_id: str, env_kwargs: di
         if trained == current[key]:
             continue
         message = (
-            f"policy.checkpoint={policy_dir!r} was trained on {env_id} with env.kwargs.{key}={trained!r}, but this "
+            f"{named_by} was trained on {env_id} with env.kwargs.{key}={trained!r}, but this "
             f"env has env.kwargs.{key}={current[key]!r}"
         )
         if strict:

@@ -446,6 +446,13 @@ def check_env_split(cfg: TrainConfig, placement: ComponentPlacement) -> None:
     """env.num_envs over the env workers x pipeline stages (and env.kwargs.num_workers within each vector env), its
     env groups and samples over the actor ranks: checked before Ray starts (before: an env, rollout or actor
     worker's error, after every worker had started)."""
+    env_workers, rollout_ranks = len(placement.gpus("env")), len(placement.gpus("rollout"))
+    if rollout_ranks > env_workers:  # before: the extra ranks built the policy, took weight syncs and served nothing
+        raise ValueError(
+            f"cluster.component_placement gives the rollout {rollout_ranks} GPUs {placement.gpus('rollout')} for "
+            f"{env_workers} env worker(s): rollout ranks serve env workers round-robin, so {rollout_ranks - env_workers} "
+            f"would serve none; give the rollout at most {env_workers} GPU(s), or the env more"
+        )
     per_stage = envs_per_stage(cfg, len(placement.gpus("env")))
     workers = cfg.env.kwargs.get("num_workers")
     if isinstance(workers, int) and workers > per_stage:  # before: per_stage processes, silently

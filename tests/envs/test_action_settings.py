@@ -97,7 +97,12 @@ def test_resuming_in_another_control_mode_is_refused_before_ray_starts(tmp_path)
     (run / "actor.pt").write_bytes(b"")  # check_resume_directory looks for the file only
     write_action_settings(str(run / "policy"), PICKCUBE, {"control_mode": "pd_ee_delta_pos"})
     cfg = compose_config("config", ["env=maniskill_pickcube", f"runner.resume={run}"])  # pd_joint_delta_pos
-    with pytest.raises(ValueError, match=r"trained on rlinf/ManiSkill-PickCube with env.kwargs.control_mode='pd_ee"):
+    # names the setting the user gave (before: "policy.checkpoint=.../policy")
+    with pytest.raises(
+        ValueError,
+        match=r"^runner.resume='.*iteration_000003' was trained on rlinf/ManiSkill-PickCube "
+        r"with env.kwargs.control_mode='pd_ee",
+    ):
         check_train_config(cfg)
 
 

@@ -77,3 +77,28 @@ def test_offload_off_is_refused_where_the_actor_shares_no_gpu():
         check_train_config(compose_config("config", ["cluster=disaggregated_2gpu", "runner.offload=false"]))
     check_train_config(compose_config("config", ["runner.offload=false"]))  # collocated: the swaps it skips
     check_train_config(compose_config("config", ["cluster=hybrid_4gpu", "runner.offload=false"]))
+
+
+def test_rollout_gpus_beyond_the_env_workers_are_refused_and_auto_never_picks_them():
+    """Before: `env:0, rollout:1-2` launched two rollout ranks, one of which served no env worker; place picked
+    layouts with 96 rollout GPUs for 2 env workers on 100 GPUs."""
+    from rlinf_embodied.runners.placement_profile import candidate_layouts, config_refusal
+    from rlinf_embodied.scheduler.placement import ComponentPlacement
+
+    with pytest.raises(ValueError, match=r"gives the rollout 2 GPUs \[1, 2\] for 1 env worker\(s\): .* 1 would serve"):
+        check_train_config(
+            compose_config(
+                "config", ["cluster.num_gpus_per_node=3", "cluster.component_placement={env:0,rollout:1-2,actor:0}"]
+            )
+        )
+    cfg = compose_config("config", ["cluster.num_gpus_per_node=3", "cluster.component_placement=auto"])
+    runnable = [layout for layout in candidate_layouts(cfg) if not config_refusal(cfg, layout)]
+    sizes = [
+        {
+            name: len(ComponentPlacement(layout.component_placement, num_gpus=3).gpus(name))
+            for name in ("env", "rollout")
+        }
+        for layout in runnable
+    ]
+    assert runnable and all(size["rollout"] <= size["env"] for size in sizes)
+    assert len(runnable) < len(candidate_layouts(cfg))  # env 0, rollout 1-2 among those refused
