@@ -254,6 +254,9 @@ class SFTWorker(ActorWorker):
         torch.save(rank_state, os.path.join(directory, f"sft_rank{self.rank}.pt"))
         return model_state
 
+    def _keep_configured_learning_rates(self) -> None:
+        """Nothing to keep: every step sets its lr from sft.lr's schedule (lr_at), never from a saved initial_lr."""
+
     def load_training_state(self, directory: str) -> int:
         """Continue from save_training_state's files in `directory`; returns the optimizer steps they hold."""
         step = self.load_checkpoint(directory, setting="sft.resume")["iteration"]
