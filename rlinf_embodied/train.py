@@ -62,13 +62,16 @@ def check_train_config(cfg: TrainConfig) -> None:
 def reject_chunk_level_without_chunks(cfg: TrainConfig) -> None:
     """algorithm.logprob_level=chunk sums a chunk's actions' log-probs: with chunks of one action it is the action
     level (before: accepted, and every metric byte-equal to the default's)."""
+    from .unread_settings import reject_ineffective_setting
     from .workers.policy_loading import predicted_policy_dims
 
     if cfg.algorithm.logprob_level == "chunk" and predicted_policy_dims(cfg.policy)["action_chunk"] == 1:
-        raise ValueError(
-            f"algorithm.logprob_level=chunk would change nothing: policy {cfg.policy.name!r} acts in chunks of one "
-            "action, where a chunk's log-prob is the action's; use 'action' (the default) or 'token', or a policy "
-            "with action chunks (policy.overrides.action_chunk)"
+        reject_ineffective_setting(
+            cfg.algorithm,
+            "algorithm",
+            "logprob_level",
+            f"policy {cfg.policy.name!r} acts in chunks of one action, where a chunk's log-prob is the action's; "
+            "use 'action' (the default) or 'token', or a policy with action chunks (policy.overrides.action_chunk)",
         )
 
 

@@ -60,9 +60,14 @@ def check_single_action(action: Any, shape: tuple[int, ...], env_name: str) -> n
     array = np.asarray(action, np.float32)
     if array.shape != tuple(shape):
         raise ValueError(f"{env_name} takes one action of shape {tuple(shape)}, got shape {array.shape}")
-    if not np.isfinite(array).all():
-        raise ValueError(f"{env_name}'s action {array.tolist()} holds NaN or inf; envs take finite actions only")
+    reject_non_finite_action(array, env_name)
     return array
+
+
+def reject_non_finite_action(action: np.ndarray, env_name: str) -> None:
+    """One env's action: NaN or inf is an error naming it (reject_non_finite_actions says it for a batch)."""
+    if not np.isfinite(action).all():
+        raise ValueError(f"{env_name}'s action {action.tolist()} holds NaN or inf; envs take finite actions only")
 
 
 MAX_SEED = 2**32 - 1  # the simulators seed numpy's RandomState, which takes [0, 2**32 - 1]

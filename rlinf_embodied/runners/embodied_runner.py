@@ -453,7 +453,7 @@ def check_env_split(cfg: TrainConfig, placement: ComponentPlacement) -> None:
             f"{env_workers} env worker(s): rollout ranks serve env workers round-robin, so {rollout_ranks - env_workers} "
             f"would serve none; give the rollout at most {env_workers} GPU(s), or the env more"
         )
-    per_stage = envs_per_stage(cfg, len(placement.gpus("env")))
+    per_stage = envs_per_stage(cfg, env_workers)
     workers = cfg.env.kwargs.get("num_workers")
     if isinstance(workers, int) and workers > per_stage:  # before: per_stage processes, silently
         raise ValueError(

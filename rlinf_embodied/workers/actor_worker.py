@@ -86,13 +86,21 @@ class ActorWorker(Worker, SpanRecorder):
         reference = build_policy(self.cfg.policy, self.action_dim, self.state_dim, self.device)
         return reference.eval().requires_grad_(False)
 
-    def _parameter_groups(self) -> list[dict[str, Any]]:
-        """Trainable parameters in two groups: the policy at algorithm.lr, its value head at value_lr
-        (each defaulting to the policy class's own rates). `initial_lr` is what anneal_lr scales."""
+    def _configured_learning_rates(self) -> dict[str, float]:
+        """Each parameter group's lr: the policy's algorithm.lr, its value head's value_lr (each defaulting to the
+        policy class's own rates)."""
         policy_class = type(self.policy)
         lr, value_lr = resolve_learning_rates(
             self.cfg.algorithm, policy_class.default_rl_lr, policy_class.default_value_lr
         )
+        return {"policy": lr, "value": value_lr}
+
+    def _parameter_groups(self) -> list[dict[str, Any]]:
+        """Trainable parameters in two groups: the policy at algorithm.lr, its value head at value_lr.
+        `initial_lr` is what anneal_lr scales."""
+        policy_class = type(self.policy)
+        lrs = self._configured_learning_rates()
+        lr, value_lr = lrs["policy"], lrs["value"]
         value_prefixes = policy_class.value_parameter_prefixes
         trainable = [(name, p) for name, p in self.policy.named_parameters() if p.requires_grad]
         value_params = [p for name, p in trainable if name.startswith(value_prefixes)]
@@ -456,7 +464,7 @@ class ActorWorker(Worker, SpanRecorder):
         computed from: this run's algorithm.lr / value_lr win (before, `runner.resume=... algorithm.lr=1e-4`
         trained on at the saved lr without a word; lowering the lr is a common reason to resume). Unchanged
         settings give the saved values, so a resume stays exact."""
-        configured = {group["name"]: group["initial_lr"] for group in self._parameter_groups()}
+        configured = self._configured_learning_rates()
         for group in self.optimizer.param_groups:
             saved, group["initial_lr"] = group["initial_lr"], configured[group["name"]]
             if saved != group["initial_lr"] and self.rank == 0:

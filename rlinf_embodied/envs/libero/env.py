@@ -25,6 +25,7 @@ from typing import Any, Optional
 import gymnasium as gym
 import numpy as np
 
+from ..batching import reject_non_finite_action
 from ..registration import reject_unknown_reset_options, reject_vector_options
 from .runtime import LIBERO_INSTALL_HINT, prepare_libero_process
 from .suites import get_suite
@@ -214,10 +215,7 @@ class LiberoEnv(gym.Env):
         action = np.asarray(action, dtype=np.float64).reshape(-1)
         if action.shape != (ACTION_DIM,):
             raise ValueError(f"LIBERO actions are 7-D (dxyz, drpy, gripper), got shape {action.shape}")
-        if not np.isfinite(action).all():  # before: NaN passed the clip below into the simulator
-            raise ValueError(
-                f"{self.suite.env_id}'s action {action.tolist()} holds NaN or inf; envs take finite actions only"
-            )
+        reject_non_finite_action(action, self.suite.env_id)  # before: NaN passed the clip below into the simulator
         raw_obs, _, _, _ = self._env.step(np.clip(action, -1.0, 1.0))
         success = bool(self._env.check_success())
         return self._obs(raw_obs), float(success), success, False, {"success": success}

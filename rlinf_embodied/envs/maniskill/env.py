@@ -47,11 +47,11 @@ def validate_options(task: str, obs_mode: str, sim_backend: str, reward_mode: Op
         raise ValueError(f"sim_backend={sim_backend!r} is not supported; valid sim backends: {list(SIM_BACKENDS)}")
     if reward_mode is not None and reward_mode not in REWARD_MODES:
         raise ValueError(f"reward_mode={reward_mode!r} is not supported; valid reward modes: {list(REWARD_MODES)}")
-    modes = task_spec(task).reward_modes
-    if reward_mode is not None and reward_mode not in modes:  # before: ManiSkill's NotImplementedError, in a worker
+    spec = task_spec(task)
+    if reward_mode is not None and reward_mode not in spec.reward_modes:  # before: ManiSkill's NotImplementedError
         raise ValueError(
-            f"reward_mode={reward_mode!r} is not implemented by ManiSkill's {task_spec(task).maniskill_id}; its "
-            f"reward modes: {list(modes)} (env.kwargs.reward_mode={modes[0]})"
+            f"reward_mode={reward_mode!r} is not implemented by ManiSkill's {spec.maniskill_id}; its "
+            f"reward modes: {list(spec.reward_modes)} (env.kwargs.reward_mode={spec.reward_modes[0]})"
         )
 
 
