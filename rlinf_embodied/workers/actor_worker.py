@@ -169,6 +169,8 @@ class ActorWorker(Worker, SpanRecorder):
         self._adapt_lr_scale(iteration, metrics)
         metrics["advantage_mean"] = float(advantages.mean())
         for group in self.optimizer.param_groups:
+            if group["name"] == "value" and not self.cfg.algorithm.uses_critic:
+                continue  # a critic-free estimator never trains the value head: its lr means nothing
             metrics["lr" if group["name"] == "policy" else f"lr_{group['name']}"] = group["lr"]
         return metrics
 

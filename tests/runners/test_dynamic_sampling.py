@@ -98,3 +98,5 @@ def test_runner_samples_until_the_batch_is_full_or_the_bound(ray_session, tmp_pa
     assert informative["rollout/sampling_rounds"] == 1 and informative["rollout/kept_groups"] == 2
     assert informative["rollout/dropped_groups"] == 0 and informative["train/optimizer_steps"] > 0
     assert informative["time/env_steps"] == 2 * 4 * 4 + 4 * 4
+    # GRPO reads no critic: the value head's lr is not logged as if it trained
+    assert "train/lr" in informative and "train/lr_value" not in informative
