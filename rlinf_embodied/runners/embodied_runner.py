@@ -175,7 +175,8 @@ class EmbodiedRunner:
             self.exploration_gap.add_rollout(rollout_metrics)
             train_metrics = self.train(iteration)
             metrics = {**rollout_metrics, **train_metrics}
-            if self._should_evaluate(iteration) and not self._stop_requested():
+            evaluation_skipped = self._should_evaluate(iteration) and self._stop_requested()
+            if self._should_evaluate(iteration) and not evaluation_skipped:
                 metrics.update(self.evaluate(iteration))
                 self._keep_if_best(iteration, metrics["eval/success_once"])
                 metrics.update(self.exploration_gap.compare(metrics["eval/success_once"]))
@@ -184,6 +185,8 @@ class EmbodiedRunner:
                     directory = self.save_checkpoint(iteration)
                 if self.stop is not None:
                     self.stop.saved(directory, iteration)
+                if evaluation_skipped:
+                    warn_evaluation_skipped(iteration, directory, self.cfg.env.id)
             metrics.update(self._time_breakdown(time.perf_counter() - iteration_start))
             if iteration == self.start_iteration:
                 metrics.update(self.startup_seconds)
@@ -406,6 +409,19 @@ class EmbodiedRunner:
 
 
 BEST_FILE = "best.json"
+
+
+def warn_evaluation_skipped(iteration: int, checkpoint: str, env_id: str) -> None:
+    """A stop at an evaluation iteration saves without evaluating (a scheduler's grace period is short); a resumed
+    run starts after that iteration, so its eval/* would never be logged and checkpoints/best never see it."""
+    logger.warning(
+        "the stop skipped iteration %d's evaluation: no eval/* for it, and checkpoints/best did not consider it; "
+        "evaluate it with: python -m rlinf_embodied.eval policy.checkpoint=%s plus this run's env= and policy= "
+        "overrides (env.id %s)",
+        iteration,
+        os.path.join(checkpoint, "policy"),
+        env_id,
+    )
 
 
 def read_best_eval_success(output_dir: str) -> float:

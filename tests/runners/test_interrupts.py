@@ -104,6 +104,21 @@ def test_a_stop_during_an_iteration_checkpoints_that_iteration():
     assert runner.logged == [0, 1] and runner.saved == [1] and stop.iteration == 1
 
 
+def test_a_stop_at_an_evaluation_iteration_saves_and_says_the_evaluation_was_skipped(caplog):
+    """The stop skips the evaluation (a scheduler's grace period is short); a resumed run starts after it, so the
+    warning is the only place that says which checkpoint went unevaluated and how to evaluate it."""
+    stop = StopRequest()
+    runner = LoopOnly(max_iterations=5, save_interval=0, stop=stop, stop_after_logging=-1)
+    runner.cfg.runner.eval_interval = 2
+    runner.evaluate = lambda iteration: pytest.fail(f"evaluated iteration {iteration} after the stop")
+    runner.train = lambda iteration: stop.request(signal.SIGINT) or {} if iteration == 1 else {}
+    with caplog.at_level("WARNING"):
+        runner.run()
+    assert runner.logged == [0, 1] and runner.saved == [1]
+    assert "skipped iteration 1's evaluation" in caplog.text
+    assert "policy.checkpoint=checkpoints/iteration_000001/policy" in caplog.text
+
+
 def session_processes(sid: int) -> list[str]:
     """Live (not zombie) processes of the session the training run started in."""
     out = subprocess.run(["ps", "-eo", "sid=,stat=,pid=,args="], capture_output=True, text=True).stdout
