@@ -144,6 +144,17 @@ def check_options(
         )
 
 
+def maniskill_registries() -> tuple[dict[str, Any], dict[str, Any]]:
+    """ManiSkill's (REGISTERED_ENVS, REGISTERED_AGENTS), after importing its envs (which registers both, and its
+    gym ids), with the import's deprecation warnings silenced."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import mani_skill.envs  # noqa: F401
+        from mani_skill.agents.registration import REGISTERED_AGENTS
+        from mani_skill.utils.registration import REGISTERED_ENVS
+    return REGISTERED_ENVS, REGISTERED_AGENTS
+
+
 def check_maniskill_keywords(task: str, maniskill_kwargs: dict[str, Any]) -> None:
     """The keywords our entry points do not read go on to ManiSkill's `gym.make`: each must be a parameter of
     ours, of gym.make, or of the task's env class (or a base class's). Only a keyword that is none of ours needs
@@ -153,12 +164,8 @@ def check_maniskill_keywords(task: str, maniskill_kwargs: dict[str, Any]) -> Non
     ours = (make_vector_env, make_batched_vector_env, ManiSkillSingleEnv.__init__, gym.make)
     if set(maniskill_kwargs) <= keyword_names(*ours):
         return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import mani_skill.envs  # noqa: F401  (registers ManiSkill's ids)
-        from mani_skill.utils.registration import REGISTERED_ENVS
-
-    env_class = REGISTERED_ENVS[task_spec(task).maniskill_id].cls
+    registered_envs, _ = maniskill_registries()
+    env_class = registered_envs[task_spec(task).maniskill_id].cls
     inits = [klass.__init__ for klass in env_class.__mro__ if "__init__" in vars(klass) and klass is not object]
     reject_unknown_options(
         f"rlinf/ManiSkill-{task} (ManiSkill's {env_class.__name__})",
@@ -170,14 +177,10 @@ def check_maniskill_keywords(task: str, maniskill_kwargs: dict[str, Any]) -> Non
 
 def check_robot(robot_uids: str) -> None:
     """A robot ManiSkill has not registered (before: its RuntimeError in every env worker, naming no setting)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import mani_skill.envs  # noqa: F401  (registers ManiSkill's agents)
-        from mani_skill.agents.registration import REGISTERED_AGENTS
-
-    if robot_uids not in REGISTERED_AGENTS:
+    _, registered_agents = maniskill_registries()
+    if robot_uids not in registered_agents:
         raise ValueError(
-            f"env.kwargs.robot_uids={robot_uids!r} is not a ManiSkill robot; valid: {sorted(REGISTERED_AGENTS)}"
+            f"env.kwargs.robot_uids={robot_uids!r} is not a ManiSkill robot; valid: {sorted(registered_agents)}"
         )
 
 
@@ -187,18 +190,13 @@ def robot_control_modes(maniskill_id: str, robot_uids: Optional[str]) -> tuple[O
     (then the env workers' `gym.make` checks the mode)."""
     import inspect
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import mani_skill.envs  # noqa: F401  (registers ManiSkill's ids and agents)
-        from mani_skill.agents.registration import REGISTERED_AGENTS
-        from mani_skill.utils.registration import REGISTERED_ENVS
-
+    registered_envs, registered_agents = maniskill_registries()
     if robot_uids is None:
-        parameter = inspect.signature(REGISTERED_ENVS[maniskill_id].cls.__init__).parameters.get("robot_uids")
+        parameter = inspect.signature(registered_envs[maniskill_id].cls.__init__).parameters.get("robot_uids")
         robot_uids = None if parameter is None else parameter.default
-    if not isinstance(robot_uids, str) or robot_uids not in REGISTERED_AGENTS:
+    if not isinstance(robot_uids, str) or robot_uids not in registered_agents:
         return robot_uids, None  # multi-agent tuples, or a robot ManiSkill registers elsewhere
-    agent_class = REGISTERED_AGENTS[robot_uids].agent_cls
+    agent_class = registered_agents[robot_uids].agent_cls
     try:  # a class-level property on ManiSkill's agents: it reads joint names and gains, no simulator state
         configs = agent_class._controller_configs.fget(object.__new__(agent_class))
     except Exception:  # noqa: BLE001 (an agent whose configs need a built robot: leave the check to gym.make)
@@ -227,9 +225,7 @@ def build_maniskill_env(
             "obs_mode='rgb' needs a Vulkan render device, and SAPIEN found none on this "
             "machine; use obs_mode='state' or run where a GPU/Vulkan driver exists"
         )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import mani_skill.envs  # noqa: F401  (registers ManiSkill's ids)
+    maniskill_registries()  # registers ManiSkill's gym ids
     kwargs: dict[str, Any] = dict(
         obs_mode=obs_mode,
         num_envs=num_envs,
@@ -460,9 +456,7 @@ def make_single_env(task: str, max_episode_steps: Optional[int] = None, **kwargs
 
 
 def default_max_episode_steps(task: str) -> Optional[int]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import mani_skill.envs  # noqa: F401
+    maniskill_registries()  # registers ManiSkill's gym ids
     spec = gym.registry.get(task_spec(task).maniskill_id)
     return spec.max_episode_steps if spec is not None else None
 
