@@ -40,6 +40,7 @@ def check_train_config(cfg: TrainConfig) -> None:
     check_env(cfg.env)
     check_policy_config(cfg.policy)
     reject_chunk_level_without_chunks(cfg)
+    reject_algorithm_settings_the_policy_cannot_use(cfg)
     check_action_settings(cfg.policy.checkpoint, cfg.env.id, cfg.env.kwargs)  # RL from SFT in the SFT's action space
     if cfg.runner.resume:  # before: the actor's error, after every worker had started
         check_resume_directory(cfg.runner.resume, "runner.resume")
@@ -72,6 +73,30 @@ def reject_chunk_level_without_chunks(cfg: TrainConfig) -> None:
             "logprob_level",
             f"policy {cfg.policy.name!r} acts in chunks of one action, where a chunk's log-prob is the action's; "
             "use 'action' (the default) or 'token', or a policy with action chunks (policy.overrides.action_chunk)",
+        )
+
+
+def reject_algorithm_settings_the_policy_cannot_use(cfg: TrainConfig) -> None:
+    """An estimator that reads a critic needs the policy's value head (before: GAE ran on values of 0 and logged a
+    value loss of 0), and an entropy bonus needs an entropy with a gradient (Flow-SDE's noise is a fixed schedule:
+    before, entropy_coef changed train/loss and nothing else)."""
+    from .unread_settings import reject_ineffective_setting
+    from .workers.policy_loading import predicted_policy_field
+
+    if cfg.algorithm.uses_critic and predicted_policy_field(cfg.policy, "add_value_head") is False:
+        raise ValueError(
+            f"algorithm.adv_type={cfg.algorithm.adv_type!r} reads a critic, but policy {cfg.policy.name!r} has "
+            f"add_value_head=false: set policy.overrides.add_value_head=true, or use a critic-free estimator "
+            f"(algorithm=grpo or algorithm=reinforce_pp)"
+        )
+    if predicted_policy_field(cfg.policy, "noise_method") == "flow_sde":
+        reject_ineffective_setting(
+            cfg.algorithm,
+            "algorithm",
+            "entropy_coef",
+            f"policy {cfg.policy.name!r} samples with noise_method='flow_sde', whose noise follows a fixed schedule, "
+            "so its entropy has no gradient; use policy.overrides.noise_method=flow_noise (a learned noise) for an "
+            "entropy bonus",
         )
 
 

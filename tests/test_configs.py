@@ -247,3 +247,20 @@ def test_a_chunk_level_log_prob_without_chunks_is_refused_before_ray_starts():
     with pytest.raises(ValueError, match=r"algorithm.logprob_level=chunk would change nothing: policy 'mlp' acts in"):
         check_train_config(compose_config("config", ["algorithm.logprob_level=chunk"]))
     check_train_config(compose_config("config", ["algorithm.logprob_level=token"]))  # per action dim: an effect
+
+
+def test_algorithm_settings_the_policy_cannot_use_are_refused_before_ray_starts():
+    """Before: GAE ran on a policy without a value head (values 0, value loss 0), and entropy_coef with Flow-SDE's
+    fixed noise schedule changed train/loss only."""
+    from rlinf_embodied.config import compose_config
+    from rlinf_embodied.train import check_train_config
+
+    no_critic = ["policy=flow_mlp", "+policy.overrides.add_value_head=false"]
+    with pytest.raises(ValueError, match=r"adv_type='gae' reads a critic, but policy 'flow_mlp' has add_value_head"):
+        check_train_config(compose_config("config", no_critic))
+    check_train_config(compose_config("config", [*no_critic, "algorithm=grpo", "env.num_envs=8"]))
+    with pytest.raises(ValueError, match=r"algorithm.entropy_coef=0.5 would change nothing: .*'flow_sde'"):
+        check_train_config(compose_config("config", ["policy=flow_mlp", "algorithm.entropy_coef=0.5"]))
+    learned_noise = ["policy=flow_mlp", "+policy.overrides.noise_method=flow_noise", "algorithm.entropy_coef=0.5"]
+    check_train_config(compose_config("config", learned_noise))
+    check_train_config(compose_config("config", ["algorithm.entropy_coef=0.5"]))  # the mlp's Gaussian: an effect

@@ -125,9 +125,16 @@ class AlgorithmConfig:
         return self.normalize_advantages and not advantage_traits(self.adv_type).normalized
 
     def _reject_critic_settings(self) -> None:
-        """A critic-free estimator trains no critic: a critic setting away from its off value would do nothing."""
+        """A critic-free estimator, or vf_coef=0, trains no critic: a critic setting away from its off value would do
+        nothing (vf_coef=0: a critic warmup would train nothing at all)."""
         off = {"vf_coef": 0.0, "critic_warmup_iterations": 0, "value_lr": None, "value_clip": None}
         for key, off_value in off.items():
+            if self.uses_critic and getattr(self, key) != off_value:
+                raise ValueError(
+                    f"algorithm.{key}={getattr(self, key)}: algorithm.vf_coef=0 trains no critic, so it would change "
+                    f"nothing; set algorithm.{key}={'null' if off_value is None else off_value}, or vf_coef > 0 "
+                    f"(0.5 is PPO's)"
+                )
             if getattr(self, key) != off_value:
                 raise ValueError(
                     f"algorithm.{key}={getattr(self, key)}: adv_type={self.adv_type!r} reads no critic, so there is "
@@ -185,7 +192,8 @@ class AlgorithmConfig:
         _one_of("logprob_level", self.logprob_level, LOGPROB_LEVELS, "log-prob level")
         _in_range("gamma", self.gamma, 0.0, 1.0)
         _in_range("gae_lambda", self.gae_lambda, 0.0, 1.0)
-        _positive("clip_ratio", self.clip_ratio)
+        # the ratio's lower bound 1 - clip_ratio must stay above 0, else PPO's pessimistic lower clip is gone
+        _in_range("clip_ratio", self.clip_ratio, 0.0, 1.0, low_open=True, high_open=True)
         _in_range("clip_ratio_low", self.clip_ratio_low, 0.0, 1.0, low_open=True, high_open=True)
         _positive("clip_ratio_high", self.clip_ratio_high)
         if self.value_clip is not None:
@@ -194,7 +202,7 @@ class AlgorithmConfig:
             raise ValueError("algorithm.vf_coef=None: set a number (0.5 is PPO's) or leave it out at creation")
         _at_least("vf_coef", self.vf_coef, 0.0)
         _at_least("entropy_coef", self.entropy_coef, 0.0)  # < 0 would reward collapsing the policy's noise
-        if not self.uses_critic:
+        if not self.uses_critic or self.vf_coef == 0:
             self._reject_critic_settings()
         self._reject_ineffective_settings()
         both_bounds = {"clip_ratio_low", "clip_ratio_high"} <= set(loss_clip_settings(self.loss_type))

@@ -287,12 +287,21 @@ class EmbodiedRunner:
             if all(c["missing_groups"] == 0 for c in counts):
                 break
         else:
-            logger.info(
-                "iteration %d: %d informative groups after algorithm.max_sampling_rounds=%d rounds; training on those",
-                iteration,
-                kept,
-                self.cfg.algorithm.max_sampling_rounds,
-            )
+            if kept:
+                logger.info(
+                    "iteration %d: %d informative groups after algorithm.max_sampling_rounds=%d rounds; training on "
+                    "those",
+                    iteration,
+                    kept,
+                    self.cfg.algorithm.max_sampling_rounds,
+                )
+            else:
+                logger.warning(
+                    "iteration %d: no informative group after algorithm.max_sampling_rounds=%d rounds (every group's "
+                    "outcomes were equal, or no episode ended): this iteration's update is skipped",
+                    iteration,
+                    self.cfg.algorithm.max_sampling_rounds,
+                )
         self._dynamic_update = kept > 0
         metrics = self._rollout_metrics(all_workers, total_steps, total_seconds)
         metrics.update(
@@ -487,11 +496,22 @@ def check_minibatches_fit(cfg: TrainConfig, actor_ranks: int) -> None:
     first rollout. (Dynamic sampling changes the batch per iteration: the actor checks it then.)"""
     algo = cfg.algorithm
     samples = cfg.env.num_envs * cfg.runner.rollout_steps
-    if not algo.dynamic_sampling and algo.num_minibatches * actor_ranks > samples:
+    if algo.dynamic_sampling:
+        return
+    if algo.num_minibatches * actor_ranks > samples:
         raise ValueError(
             f"algorithm.num_minibatches={algo.num_minibatches} x {actor_ranks} actor rank(s) > env.num_envs x "
             f"runner.rollout_steps = {cfg.env.num_envs} x {cfg.runner.rollout_steps} = {samples} samples per "
-            f"iteration: some minibatch would be empty; set algorithm.num_minibatches <= {samples // actor_ranks}"
+            f"iteration: some minibatch would be empty; set algorithm.num_minibatches <= "
+            f"{samples // actor_ranks // (2 if algo.normalize_in_loss else 1)}"
+        )
+    if algo.normalize_in_loss and (samples // actor_ranks) // algo.num_minibatches < 2:
+        # before: a one-sample minibatch's normalised advantage is x - mean = 0, so only the critic trained
+        raise ValueError(
+            f"algorithm.num_minibatches={algo.num_minibatches} splits {samples // actor_ranks} samples per actor rank "
+            f"into minibatches of 1, and adv_type={algo.adv_type!r} normalises advantages per minibatch "
+            f"(algorithm.normalize_advantages=true): every advantage would be 0 and the policy would not train; set "
+            f"algorithm.num_minibatches <= {samples // actor_ranks // 2}, or normalize_advantages=false"
         )
 
 
@@ -533,10 +553,22 @@ def check_rollout_reaches_time_limit_early(cfg: TrainConfig) -> None:
 
 
 def check_rollout_covers_episodes(cfg: TrainConfig, limit: Optional[int], chunk: int) -> None:
-    if not cfg.runner.reset_each_iteration or not limit:
-        return
     covered = cfg.runner.rollout_steps * chunk
-    if covered >= limit:
+    if not limit or covered >= limit:
+        return
+    if not cfg.runner.reset_each_iteration:
+        if not cfg.algorithm.uses_critic:  # GAE bootstraps an unfinished episode with V; these have no V
+            logger.warning(
+                "runner.rollout_steps=%d x action_chunk=%d = %d env steps per iteration, fewer than "
+                "env.max_episode_steps=%d: episodes carry over between iterations, and adv_type=%r (no critic) "
+                "credits only the steps of episodes that end within an iteration; the other steps get advantage 0, "
+                "and an iteration in which no episode ends trains nothing",
+                cfg.runner.rollout_steps,
+                chunk,
+                covered,
+                limit,
+                cfg.algorithm.adv_type,
+            )
         return
     raise ValueError(
         f"runner.rollout_steps={cfg.runner.rollout_steps} x action_chunk={chunk} = {covered} env steps per "

@@ -464,8 +464,15 @@ class ActorWorker(Worker, SpanRecorder):
     def _keep_configured_learning_rates(self) -> None:
         """The optimizer state just loaded brought the saved groups' initial_lr, which every iteration's lr is
         computed from: this run's algorithm.lr / value_lr win (before, `runner.resume=... algorithm.lr=1e-4`
-        trained on at the saved lr without a word; lowering the lr is a common reason to resume). Unchanged
-        settings give the saved values, so a resume stays exact."""
+        trained on at the saved lr without a word; lowering the lr is a common reason to resume), and with
+        algorithm.desired_kl off the saved adaptive scale no longer applies. Unchanged settings give the saved
+        values, so a resume stays exact."""
+        if self.cfg.algorithm.desired_kl is None and self.lr_scale != 1.0:  # before: the saved scale stayed, silently
+            if self.rank == 0:
+                logger.info(
+                    "resume: algorithm.desired_kl is off, so the checkpoint's lr scale %g is reset to 1", self.lr_scale
+                )
+            self.lr_scale = 1.0
         configured = self._configured_learning_rates()
         for group in self.optimizer.param_groups:
             saved, group["initial_lr"] = group["initial_lr"], configured[group["name"]]

@@ -220,6 +220,23 @@ def predicted_policy_dims(policy_cfg: PolicyConfig) -> dict[str, int | None]:
     return dims
 
 
+def predicted_policy_field(policy_cfg: PolicyConfig, name: str) -> Any:
+    """A policy config field as the run's policy will have it, before building it: the override, else the
+    checkpoint's config.json, else the size preset, else the config class's default; None where the policy's config
+    has no such field (e.g. add_value_head of an mlp)."""
+    if name in policy_cfg.overrides:
+        return policy_cfg.overrides[name]
+    saved = saved_policy_config(policy_cfg.checkpoint) or {} if policy_cfg.checkpoint is not None else {}
+    if name in saved:
+        return saved[name]
+    cls = policy_class(policy_cfg.name)
+    if name in cls.presets.get(policy_cfg.size, {}):
+        return cls.presets[policy_cfg.size][name]
+    if name not in {item.name for item in dataclasses.fields(cls.config_class)}:
+        return None
+    return field_default(cls.config_class, name)
+
+
 def check_checkpoint_action_dim(checkpoint: str, predicted: int | None, action_dim: int) -> None:
     """Raise where the checkpoint's policy predicts actions of another width than the env takes, naming the env it
     was trained on when it recorded one (e.g. a PickCube SFT checkpoint, 8-D joint deltas, given to the default

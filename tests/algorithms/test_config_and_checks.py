@@ -34,7 +34,12 @@ def test_defaults_are_valid_and_match_registries():
         ({"loss_type": "trpo"}, r"loss_type='trpo' is not a known policy loss; valid: \['dapo', 'ppo'\]"),
         ({"logprob_level": "step"}, r"logprob_level='step'.*valid: \['action', 'chunk', 'token'\]"),
         ({"gamma": 1.5}, r"gamma=1.5 must lie in \[0.0, 1.0\]"),
-        ({"clip_ratio": 0.0}, r"clip_ratio=0.0 must be > 0"),
+        ({"clip_ratio": 0.0}, r"clip_ratio=0.0 must lie in \(0.0, 1.0\)"),
+        ({"clip_ratio": 1.5}, r"clip_ratio=1.5 must lie in \(0.0, 1.0\)"),  # was accepted: no lower clip left
+        # vf_coef=0 trains no critic: its settings were accepted and changed nothing (a warmup trained nothing)
+        ({"vf_coef": 0.0, "value_lr": 0.01}, r"value_lr=0.01: algorithm.vf_coef=0 trains no critic"),
+        ({"vf_coef": 0.0, "critic_warmup_iterations": 1}, r"critic_warmup_iterations=1: algorithm.vf_coef=0 trains"),
+        ({"vf_coef": 0.0, "value_clip": 0.2}, r"value_clip=0.2: algorithm.vf_coef=0 trains no critic"),
         ({"clip_ratio_low": 1.0}, r"clip_ratio_low=1.0 must lie in \(0.0, 1.0\)"),
         ({"value_clip": -1.0}, r"value_clip=-1.0 must be > 0"),
         ({"adv_type": "grpo", "group_size": 1}, r"group_size=1: GRPO .* group_size >= 2"),

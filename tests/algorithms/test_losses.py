@@ -101,7 +101,7 @@ def test_loss_at_each_level_broadcasts_advantages(level):
     old = torch.randn(6, 4, 3, generator=gen)
     new = (old + 0.01 * torch.randn(6, 4, 3, generator=gen)).requires_grad_(True)
     advantages = torch.randn(6, generator=gen)
-    cfg = config(logprob_level=level, clip_ratio=10.0)  # no clipping: loss = -mean(A * ratio)
+    cfg = config(logprob_level=level, clip_ratio=0.9)  # ratios within 1 +- 0.9: loss = -mean(A * ratio)
     loss, _ = policy_loss(
         new_log_probs=new,
         old_log_probs=old,
@@ -155,7 +155,7 @@ def test_action_mask_leaves_masked_actions_out_and_dapo_is_token_mean():
     torch.testing.assert_close(ppo, torch.tensor(-(1.1 + 3.3) / 2))  # per-sample mean, then mean
     torch.testing.assert_close(dapo, torch.tensor(-(1.1 + 1.1 + 3.3) / 3))  # mean over kept tokens
     torch.testing.assert_close(ppo_metrics["ratio_max"], torch.tensor(1.1))  # masked 9.0s ignored
-    chunk, _ = policy_loss(**args, cfg=config(logprob_level="chunk", clip_ratio=10.0))
+    chunk, _ = policy_loss(**args, cfg=config(logprob_level="chunk", clip_ratio=0.9))
     torch.testing.assert_close(chunk, torch.tensor(-(1.0 * 1.21 + 3.0 * 1.1) / 2))
 
 

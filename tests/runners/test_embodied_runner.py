@@ -62,6 +62,20 @@ def test_a_rollout_shorter_than_the_time_limit_is_rejected(policy_name, rollout_
     assert f"runner.rollout_steps>={-(-limit // chunk)}" in message
 
 
+@pytest.mark.parametrize("algorithm, warned", [("grpo", True), ("reinforce_pp", True), ("gae", False)])
+def test_episodes_carried_over_warn_a_critic_free_estimator(caplog, algorithm, warned):
+    """GRPO/DAPO credit only episodes that end within an iteration: before, rollouts shorter than an episode with
+    runner.reset_each_iteration=false trained on nothing, silently (GAE bootstraps the rest with its critic)."""
+    from rlinf_embodied.algorithms.config import AlgorithmConfig
+
+    cfg = TrainConfig()
+    cfg.algorithm = AlgorithmConfig(adv_type=algorithm)
+    cfg.runner.rollout_steps, cfg.runner.reset_each_iteration, cfg.env.max_episode_steps = 10, False, 50
+    with caplog.at_level("WARNING"):
+        check_rollout_reaches_time_limit_early(cfg)
+    assert ("credits only the steps of episodes that end within an iteration" in caplog.text) == warned
+
+
 def small_config(placement: dict, num_gpus: int, num_envs: int = 4, stages: int = 1) -> TrainConfig:
     cfg = TrainConfig()
     cfg.env.num_envs = num_envs

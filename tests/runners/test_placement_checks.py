@@ -33,7 +33,12 @@ from rlinf_embodied.train import check_train_config
         (  # before: the actor's error after the first rollout
             ["env.num_envs=8", "runner.rollout_steps=50", "algorithm.num_minibatches=401"],
             r"algorithm.num_minibatches=401 x 1 actor rank\(s\) > env.num_envs x runner.rollout_steps = 8 x 50 = "
-            r"400 samples .* <= 400",
+            r"400 samples .* <= 200",
+        ),
+        (  # before: accepted; a one-sample minibatch's normalised advantage is 0, so the policy never trained
+            ["env.num_envs=8", "runner.rollout_steps=50", "algorithm.num_minibatches=400"],
+            r"num_minibatches=400 splits 400 samples per actor rank into minibatches of 1, .* every advantage would "
+            r"be 0 .* <= 200, or normalize_advantages=false",
         ),
         (
             [
@@ -42,7 +47,7 @@ from rlinf_embodied.train import check_train_config
                 "runner.rollout_steps=50",
                 "algorithm.num_minibatches=51",
             ],
-            r"num_minibatches=51 x 2 actor rank\(s\) > .* = 100 samples .* <= 50",
+            r"num_minibatches=51 x 2 actor rank\(s\) > .* = 100 samples .* <= 25",
         ),
         (  # before: 4 worker processes per vector env, silently
             ["env.num_envs=8", "runner.pipeline_stage_num=2", "+env.kwargs.num_workers=6"],
@@ -63,7 +68,8 @@ def test_a_split_that_cannot_work_is_refused_before_ray_starts(overrides, messag
         ["cluster=hybrid_4gpu", "env.num_envs=8", "runner.pipeline_stage_num=2"],
         ["algorithm=grpo", "env.num_envs=16", "cluster.num_gpus_per_node=2"],
         ["env.num_envs=8", "runner.pipeline_stage_num=2", "+env.kwargs.num_workers=4"],
-        ["env.num_envs=8", "runner.rollout_steps=50", "algorithm.num_minibatches=400"],
+        ["env.num_envs=8", "runner.rollout_steps=50", "algorithm.num_minibatches=200"],
+        ["env.num_envs=8", "runner.rollout_steps=50", "algorithm.num_minibatches=400", "algorithm=grpo"],
     ],
 )
 def test_a_split_that_works_passes(overrides):

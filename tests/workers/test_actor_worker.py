@@ -157,6 +157,13 @@ def test_desired_kl_scales_the_policy_lr_after_warmup_and_survives_a_checkpoint(
     lowered._set_learning_rates(3)
     lrs = {group["name"]: group["lr"] for group in lowered.optimizer.param_groups}
     assert lrs == {"policy": pytest.approx(1e-4 * 1.5**2), "value": pytest.approx(5e-4)}
+    # resumed with desired_kl off, the saved scale no longer applies (before: lr 1e-4 x 2.25, silently)
+    cfg.algorithm.desired_kl = None
+    unscaled = ActorWorker(cfg, action_dim=7, state_dim=8)
+    unscaled.init_worker()
+    unscaled.load_checkpoint(str(tmp_path))
+    unscaled._set_learning_rates(3)
+    assert unscaled.lr_scale == 1.0 and unscaled.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
 
 
 def test_ref_kl_coef_holds_the_policy_near_its_start():
