@@ -29,7 +29,7 @@ import torch
 from gymnasium.vector.utils import batch_space
 
 from .batching import ArrayLike, EpisodeStats, SeedLike, as_action_chunk, box_like, per_env_seeds
-from .vector import IMAGE_KEYS, OBS_KEYS
+from .vector import IMAGE_KEYS, OBS_KEYS, check_bool_options
 
 ObsConverter = Callable[[Any], dict[str, torch.Tensor]]
 
@@ -76,6 +76,7 @@ class BatchedVectorEnv(gym.vector.VectorEnv):
     ):
         if max_episode_steps is not None and max_episode_steps < 1:
             raise ValueError(f"max_episode_steps must be None or an int >= 1, got {max_episode_steps!r}")
+        check_bool_options(ignore_terminations=ignore_terminations)
         self.sim, self.convert_obs, self.instruction = sim, convert_obs, instruction
         self.num_envs, self.device = int(sim.num_envs), torch.device(sim.device)
         self.max_episode_steps, self.ignore_terminations = max_episode_steps, ignore_terminations

@@ -422,6 +422,7 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
         if not env_fns:
             raise ValueError("num_envs must be >= 1, got 0 env factories")
         validate_common_options(len(env_fns), num_workers, max_episode_steps, step_timeout)
+        check_bool_options(ignore_terminations=ignore_terminations, observe_every_row=observe_every_row)
         self.num_envs = len(env_fns)
         self.num_workers = num_workers or min(self.num_envs, os.cpu_count() or 1)
         self.max_episode_steps, self.ignore_terminations = max_episode_steps, ignore_terminations
@@ -737,6 +738,14 @@ def _probe_spaces(env_fn: EnvFactory) -> tuple[gym.spaces.Dict, gym.spaces.Box]:
         return env.observation_space, env.action_space
     finally:
         env.close()
+
+
+def check_bool_options(**options: Any) -> None:
+    """On/off options must be bools (before: ignore_terminations="false" was truthy, so it switched terminations
+    off, silently)."""
+    for name, value in options.items():
+        if not isinstance(value, (bool, np.bool_)):
+            raise ValueError(f"{name}={value!r} must be True or False")
 
 
 def validate_common_options(

@@ -167,6 +167,10 @@ def test_error_messages():
         make_env(num_envs=1, num_workers=0)
     with pytest.raises(ValueError, match=r"num_workers=3 > num_envs=2: .* set num_workers <= 2"):
         make_env(num_envs=2, num_workers=3)  # before: 2 processes, silently
+    with pytest.raises(ValueError, match=r"ignore_terminations='false' must be True or False"):
+        SubprocVectorEnv([ToyReachFactory()] * 2, ignore_terminations="false")  # before: truthy, terminations off
+    with pytest.raises(ValueError, match=r"observe_every_row='no' must be True or False"):
+        SubprocVectorEnv([ToyReachFactory()] * 2, observe_every_row="no")
     env = make_env(num_envs=2, num_workers=1)
     env.reset(seed=0)
     with pytest.raises(ValueError, match=r"act_dim=2.*got \(2, 3\)"):
