@@ -68,6 +68,7 @@ class EmbodiedRunner:
         if cfg.runner.resume:
             resumed = self.actor_group.load_checkpoint(cfg.runner.resume).wait()[0]
             self.start_iteration, self.total_env_steps = resumed["iteration"] + 1, resumed["env_steps"]
+            warn_resume_not_exact(cfg)
             if self.start_iteration >= cfg.runner.max_iterations:
                 self.shutdown()
                 raise ValueError(
@@ -418,6 +419,17 @@ class EmbodiedRunner:
 
 
 BEST_FILE = "best.json"
+
+
+def warn_resume_not_exact(cfg: TrainConfig) -> None:
+    """A checkpoint holds weights, optimizer and RNG, not the simulators: with runner.reset_each_iteration=false the
+    episodes in progress at the checkpoint are lost, so the resumed run differs from an uninterrupted one."""
+    if not cfg.runner.reset_each_iteration:
+        logger.warning(
+            "runner.resume with runner.reset_each_iteration=false: the episodes in progress at the checkpoint were "
+            "not saved, so this run starts new ones and will not match an uninterrupted run (resume is exact with "
+            "runner.reset_each_iteration=true, the default)"
+        )
 
 
 def warn_evaluation_skipped(iteration: int, checkpoint: str, env_id: str) -> None:

@@ -119,6 +119,19 @@ def test_a_stop_at_an_evaluation_iteration_saves_and_says_the_evaluation_was_ski
     assert "policy.checkpoint=checkpoints/iteration_000001/policy" in caplog.text
 
 
+@pytest.mark.parametrize("reset_each_iteration", [True, False])
+def test_a_resume_that_cannot_be_exact_says_so(caplog, reset_each_iteration):
+    """Episodes in progress are not checkpointed: before, a resume with runner.reset_each_iteration=false differed
+    from the uninterrupted run in 20 metrics, without a word (the README calls resume exact)."""
+    from rlinf_embodied.runners.embodied_runner import warn_resume_not_exact
+
+    cfg = TrainConfig()
+    cfg.runner.reset_each_iteration = reset_each_iteration
+    with caplog.at_level("WARNING"):
+        warn_resume_not_exact(cfg)
+    assert ("will not match an uninterrupted run" in caplog.text) == (not reset_each_iteration)
+
+
 def session_processes(sid: int) -> list[str]:
     """Live (not zombie) processes of the session the training run started in."""
     out = subprocess.run(["ps", "-eo", "sid=,stat=,pid=,args="], capture_output=True, text=True).stdout
