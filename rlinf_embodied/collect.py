@@ -25,6 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from .config import CollectRunConfig, EnvConfig, EvalConfig, register_configs
+from .datasets.time_limit import warn_if_time_limit_short
 from .envs.registration import check_env
 from .paths import CONFIG_DIR
 from .unread_settings import reject_unread_settings
@@ -128,7 +129,6 @@ def collect(cfg: CollectRunConfig) -> dict[str, Any]:
     seeds = list(range(c.seed, c.seed + c.num_episodes))
     warn_if_default_eval_seed(seeds)
     episodes = _planner_episodes if c.source == "motion_planner" else _policy_episodes
-    writer = None
     attempted = kept = longest = clipped = steps = 0
     seconds = {"episode": 0.0, "env": 0.0, "write": 0.0}  # workers' time per part, and this process's writing
     started = time.perf_counter()
@@ -148,48 +148,41 @@ def collect(cfg: CollectRunConfig) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     progress = tqdm(total=len(seeds), desc=f"collect {cfg.env.id} ({c.source})", disable=not c.progress)
-    if seeds:
-        stream = episodes(cfg, seeds)
-        layout = next(stream)  # the first item: the dataset layout, from a probe env
+    # the stream's first item: the dataset layout, from a probe env. The writer is opened even with every seed
+    # present: it refuses an existing dataset of other settings (fps, control_mode, dims, cameras) either way
+    # (before: a re-run whose seeds were all present reported success whatever the settings)
+    stream = episodes(cfg, seeds)
+    layout = next(stream)
+    try:
         writer = _open_writer(cfg, layout)
-        for episode in stream:
-            attempted += 1
-            clipped += int(episode.get("clipped_steps", 0))
-            steps += len(episode["actions"])
-            for part, value in episode.get("seconds", {}).items():
-                seconds[part] += value
-            if episode["success"] or not c.only_success:
-                write_start = time.perf_counter()
-                writer.add_episode(
-                    episode["instruction"],
-                    episode["obs"]["state"],
-                    episode["actions"],
-                    {k: episode["obs"][k] for k in layout["cameras"]},
-                    episode["rewards"],
-                    episode["success"],
-                    episode["seed"],
-                )
-                seconds["write"] += time.perf_counter() - write_start
-                kept += 1
-                longest = max(longest, len(episode["actions"]))
-            progress.update(1)
-            progress.set_postfix(kept=kept)
+    except BaseException:
+        stream.close()  # the probe env
+        raise
+    for episode in stream:
+        attempted += 1
+        clipped += int(episode.get("clipped_steps", 0))
+        steps += len(episode["actions"])
+        for part, value in episode.get("seconds", {}).items():
+            seconds[part] += value
+        if episode["success"] or not c.only_success:
+            write_start = time.perf_counter()
+            writer.add_episode(
+                episode["instruction"],
+                episode["obs"]["state"],
+                episode["actions"],
+                {k: episode["obs"][k] for k in layout["cameras"]},
+                episode["rewards"],
+                episode["success"],
+                episode["seed"],
+            )
+            seconds["write"] += time.perf_counter() - write_start
+            kept += 1
+            longest = max(longest, len(episode["actions"]))
+        progress.update(1)
+        progress.set_postfix(kept=kept)
     progress.close()
-    if writer is None:
-        from .datasets import load_info
-
-        total = load_info(c.output_dir)["total_episodes"] if os.path.isdir(c.output_dir) else 0
-    else:
-        total = writer.num_episodes
-    limit = cfg.env.max_episode_steps
-    if limit is not None and longest > limit:
-        logger.warning(
-            "episodes of up to %d steps were recorded, but env.max_episode_steps=%d: a policy imitating "
-            "them needs a longer time limit in its RL/eval env (env.max_episode_steps=%d or more)",
-            longest,
-            limit,
-            longest,
-        )
+    total = writer.num_episodes
+    warn_if_time_limit_short(logger, longest, "were recorded", cfg.env.max_episode_steps)
     summary = {
         "attempted": attempted,
         "kept": kept,
@@ -290,8 +283,12 @@ def _planner_episodes(cfg: CollectRunConfig, seeds: list[int]) -> Iterator[dict[
     from .envs.maniskill.motion_planning import task_of
 
     probe = ManiSkillSingleEnv(task_of(cfg.env.id), **_planner_env_kwargs(cfg.env))
-    yield _layout(probe.observation_space, probe.action_space, probe.maniskill_env.control_mode)
-    probe.close()
+    try:
+        yield _layout(probe.observation_space, probe.action_space, probe.maniskill_env.control_mode)
+    finally:  # also where the dataset's settings refuse the layout (the stream is closed then)
+        probe.close()
+    if not seeds:  # every seed already in the dataset: the layout was wanted, to check it against the dataset's
+        return
     workers = min(cfg.collect.num_workers, len(seeds))
     if workers <= 1:
         _init_planner(cfg.env, cfg.collect.max_episode_steps)
@@ -334,7 +331,7 @@ def _policy_episodes(cfg: CollectRunConfig, seeds: list[int]) -> Iterator[dict[s
     from .workers.policy_loading import build_policy, check_policy_cameras
 
     c = cfg.collect
-    num_envs = min(c.num_workers, len(seeds))
+    num_envs = max(1, min(c.num_workers, len(seeds)))  # no seed left: one env gives the layout to check
     env = gym.make_vec(
         cfg.env.id,
         num_envs=num_envs,
@@ -347,6 +344,8 @@ def _policy_episodes(cfg: CollectRunConfig, seeds: list[int]) -> Iterator[dict[s
     )
     try:
         yield _layout(env.single_observation_space, env.single_action_space, cfg.env.kwargs.get("control_mode"))
+        if not seeds:  # every seed already in the dataset: the layout was wanted, to check it against the dataset's
+            return
         device = pick_device(c.device, "collect.device")
         spec = env_spec(env)
         check_policy_cameras(cfg.policy, spec, cfg.env.id)  # before: KeyError 'rgb' at the first act

@@ -12,9 +12,9 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from .config import EvalRunConfig, PolicyConfig, register_configs
+from .config import EvalConfig, EvalRunConfig, PolicyConfig, register_configs
 from .paths import CONFIG_DIR, make_output_dir
-from .unread_settings import reject_unread_settings
+from .unread_settings import override_key, reject_unread_settings
 
 register_configs()
 
@@ -38,6 +38,17 @@ def check_has_checkpoint(policy: PolicyConfig) -> None:
         )
 
 
+def given_video_settings(overrides: list[str], eval_cfg: EvalConfig) -> list[str]:
+    """The video settings the command line gave while eval.video is on ("eval.video_envs=2"): where the env renders
+    no rgb frames they would change nothing, and the evaluation refuses them; the default eval.video=true only
+    warns there, so that evaluating a state env needs no eval.video=false."""
+    if not eval_cfg.video:
+        return []
+    given = {override_key(override) for override in overrides}
+    values = {"eval.video": "true", "eval.video_envs": eval_cfg.video_envs}
+    return [f"{key}={value}" for key, value in values.items() if key in given and value is not None]
+
+
 @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="eval")
 def main(cfg) -> None:
     from .envs.registration import check_env
@@ -52,7 +63,8 @@ def main(cfg) -> None:
     check_has_checkpoint(typed.policy)
     output_dir = typed.eval.output_dir or HydraConfig.get().runtime.output_dir
     make_output_dir(output_dir, "eval.output_dir")  # before the episodes: results.json is written after them
-    results = evaluate_policy(typed.env, typed.policy, typed.eval, output_dir)
+    video_settings = given_video_settings(list(HydraConfig.get().overrides.task), typed.eval)
+    results = evaluate_policy(typed.env, typed.policy, typed.eval, output_dir, video_settings=video_settings)
     print_success_table(results)
     print(f"results: {os.path.join(output_dir, 'results.json')}")
 

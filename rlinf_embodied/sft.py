@@ -1,7 +1,8 @@
 """Supervised fine-tuning (behaviour cloning) entry point: demonstrations -> a policy checkpoint.
 
     python -m rlinf_embodied.sft sft.dataset=demos/pickcube                         # mlp BC, CPU
-    python -m rlinf_embodied.sft sft.dataset=demos/pickcube sft.eval_interval=500 sft.max_steps=5000
+    python -m rlinf_embodied.sft sft.dataset=demos/pickcube sft.eval_interval=500 sft.max_steps=5000 \
+        env.max_episode_steps=100   # evaluated episodes as long as the planner's PickCube demonstrations
     python -m rlinf_embodied.sft env=libero policy=pi0 policy.checkpoint=/ckpt/pi0 sft.dataset=demos/libero \
         sft.batch_size=32 sft.lr=2.5e-5 cluster.simulate_gpus=false
 
@@ -22,9 +23,11 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from .config import SFTRunConfig, register_configs
+from .config import SFTConfig, SFTRunConfig, register_configs
+from .datasets.time_limit import longest_episode, warn_if_time_limit_short
 from .paths import CONFIG_DIR, make_output_dir
 from .runners.interrupts import Interrupted, StopRequest, continue_command, report_forced_stop, report_stop
+from .unread_settings import reject_unread_settings
 
 logger = logging.getLogger(__name__)
 register_configs()
@@ -39,6 +42,7 @@ def run_sft(cfg: SFTRunConfig, output_dir: str, cluster=None, stop: StopRequest 
     from .scheduler import Cluster
 
     check_sft_config(cfg)  # fail before any process starts
+    warn_if_eval_time_limit_short(cfg)
     with stop.handling() if stop is not None else contextlib.nullcontext():
         own_cluster = cluster is None
         if own_cluster:
@@ -58,6 +62,35 @@ def run_sft(cfg: SFTRunConfig, output_dir: str, cluster=None, stop: StopRequest 
                     cluster.shutdown()
 
 
+def unread_settings(sft: SFTConfig) -> dict[str, str]:
+    """The settings this SFT run never reads (unread_settings.py), with what to set instead: env.num_envs sizes only
+    the evaluations' envs (min(env.num_envs, sft.eval_episodes)), so without evaluations nothing reads it."""
+    if sft.eval_interval > 0:
+        return {}
+    return {
+        "env.num_envs": "python -m rlinf_embodied.sft reads env.num_envs only for its evaluations' envs (up to "
+        "sft.eval_episodes of them), and sft.eval_interval=0 runs none; set sft.eval_interval > 0, or leave "
+        "env.num_envs out"
+    }
+
+
+def warn_if_eval_time_limit_short(cfg: SFTRunConfig) -> bool:
+    """SFT's evaluations run episodes of up to env.max_episode_steps steps: below the dataset's longest
+    demonstration they cut off a policy that imitates it (before: eval/episode_length 50 for demonstrations of
+    70-96 steps, without a word). The words of collect's warning; returns whether it warned."""
+    if cfg.sft.eval_interval == 0:
+        return False
+    limit = cfg.env.max_episode_steps
+    return warn_if_time_limit_short(
+        logger,
+        longest_episode(cfg.sft.dataset),
+        f"are in sft.dataset={cfg.sft.dataset!r}",
+        limit,
+        f"SFT's evaluations (sft.eval_interval={cfg.sft.eval_interval}) end their episodes at {limit} steps, "
+        "failing a policy that takes as long as its demonstrations",
+    )
+
+
 def last_training_line(history: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The last line with a training loss: with sft.eval_async an evaluation's own line (no loss) can come last."""
     return next((line for line in reversed(history) if "sft/loss" in line), None)
@@ -67,6 +100,7 @@ def last_training_line(history: list[dict[str, Any]]) -> dict[str, Any] | None:
 def main(cfg) -> None:
     output_dir = cfg.sft.output_dir or HydraConfig.get().runtime.output_dir
     typed: SFTRunConfig = OmegaConf.to_object(cfg)
+    reject_unread_settings(list(HydraConfig.get().overrides.task), unread_settings(typed.sft))
     typed.sft.output_dir = output_dir
     make_output_dir(output_dir, "sft.output_dir")
     OmegaConf.save(cfg, os.path.join(output_dir, "config.yaml"))

@@ -67,6 +67,52 @@ def test_motion_planner_pickcube_and_resume(tmp_path, capsys):
     assert info["total_episodes"] == 3 and info["total_frames"] == DemoDataset(out).num_frames
 
 
+def write_pickcube_dataset(root: str, seeds: list[int]) -> str:
+    """A dataset as collect writes one for PickCube (state, pd_joint_delta_pos, 20 fps), with 3-step episodes."""
+    from rlinf_embodied.datasets import LeRobotDatasetWriter
+
+    writer = LeRobotDatasetWriter(
+        root, fps=20, state_dim=42, action_dim=8, control_mode="pd_joint_delta_pos", env_id="rlinf/ManiSkill-PickCube"
+    )
+    for seed in seeds:
+        states, actions = np.zeros((3, 42), np.float32), np.zeros((3, 8), np.float32)
+        writer.add_episode("pick up the cube", states, actions, {}, np.zeros(3, np.float32), True, seed)
+    return root
+
+
+@pytest.mark.parametrize(
+    "source, override, message",
+    [
+        (
+            "motion_planner",
+            "env.kwargs.control_mode=pd_joint_pos",
+            r"has control_mode='pd_joint_delta_pos' but this writer was asked for control_mode='pd_joint_pos'",
+        ),
+        ("motion_planner", "collect.fps=10", r"has fps=20 but this writer was asked for fps=10"),
+        ("policy", "collect.fps=10", r"has fps=20 but this writer was asked for fps=10"),
+    ],
+)
+def test_a_rerun_with_other_settings_is_refused_whether_or_not_a_seed_is_new(
+    tmp_path, capsys, source, override, message
+):
+    """Before: with every seed already in the dataset, a re-run with another control mode or fps reported
+    "collected 0 of 0 attempted episodes (... 2 seeds already present)"; with a new seed it was refused."""
+    out = write_pickcube_dataset(str(tmp_path / "ds"), [0, 1])
+    settings = [f"collect.output_dir={out}", "collect.seed=0", "collect.progress=false"]
+    if source == "policy":
+        from rlinf_embodied.policies import make_policy
+
+        make_policy("mlp", size="tiny", action_dim=8, state_dim=42).save_pretrained(tmp_path / "mlp")
+        settings += ["collect.source=policy", f"policy.checkpoint={tmp_path / 'mlp'}"]
+    for num_episodes in (2, 3):  # every seed present; one new seed
+        with pytest.raises(ValueError, match=message):
+            collect(compose_cfg(*settings, f"collect.num_episodes={num_episodes}", override))
+    assert DemoDataset(out).seeds() == [0, 1]
+    summary = collect(compose_cfg(*settings, "collect.num_episodes=2"))  # the dataset's settings: nothing to do
+    assert summary["attempted"] == 0 and summary["skipped"] == 2 and summary["total_episodes"] == 2
+    assert "collected 0 of 0 attempted episodes" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("mode,action_dim", [("pd_ee_delta_pos", 4), ("pd_ee_delta_pose", 7)])
 def test_motion_planner_ee_modes_replay(tmp_path, mode, action_dim):
     """Joint targets converted into normalized end-effector deltas (root frame): replayed open loop in the env

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import numpy as np
 import pytest
@@ -149,6 +150,67 @@ def test_a_dataset_of_another_env_warns_before_training(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="rlinf_embodied.runners.sft_runner"):
         check_sft_config(cfg)
     assert "holds episodes of" not in caplog.text
+
+
+def test_evaluations_shorter_than_the_demonstrations_warn_before_training(tmp_path, caplog, monkeypatch):
+    """Before: SFT evaluated with env.max_episode_steps=50 on demonstrations of 70-96 steps (eval/episode_length
+    50) without a word; collect warns in that case, and SFT now does too, in its words."""
+    from rlinf_embodied.scheduler import Cluster
+    from rlinf_embodied.sft import warn_if_eval_time_limit_short
+
+    cfg = SFTRunConfig()
+    cfg.sft.dataset = write_state_dataset(tmp_path / "demos", episodes=2, length=60, first_seed=100_000)
+    cfg.sft.eval_interval, cfg.sft.eval_episodes = 10, 2
+    assert cfg.env.max_episode_steps == 50
+
+    class ClusterStarted(Exception):
+        pass
+
+    def no_cluster(*args, **kwargs):
+        raise ClusterStarted
+
+    monkeypatch.setattr(Cluster, "from_config", staticmethod(no_cluster))
+    with caplog.at_level("WARNING", logger="rlinf_embodied.sft"), pytest.raises(ClusterStarted):
+        run_sft(cfg, str(tmp_path / "run"))  # the warning comes before any process starts
+    assert (
+        f"episodes of up to 60 steps are in sft.dataset={cfg.sft.dataset!r}, but env.max_episode_steps=50: a policy "
+        "imitating them needs a longer time limit in its RL/eval env (env.max_episode_steps=60 or more); SFT's "
+        "evaluations (sft.eval_interval=10) end their episodes at 50 steps" in caplog.text
+    )
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="rlinf_embodied.sft"):
+        cfg.env.max_episode_steps = 60
+        assert not warn_if_eval_time_limit_short(cfg)  # long enough
+        cfg.env.max_episode_steps, cfg.sft.eval_interval, cfg.sft.eval_episodes = 50, 0, 10
+        assert not warn_if_eval_time_limit_short(cfg)  # no evaluation reads the limit
+    assert caplog.text == ""
+
+
+def test_env_num_envs_is_refused_where_sft_runs_no_evaluation(tmp_path):
+    """Before: `python -m rlinf_embodied.sft env.num_envs=32` without sft.eval_interval ran without a word, though
+    only the evaluations' envs read it; eval and collect refuse it the same way."""
+    import subprocess
+    import sys
+
+    from rlinf_embodied.sft import unread_settings
+    from rlinf_embodied.unread_settings import reject_unread_settings
+
+    reject_unread_settings(["env.num_envs=8"], unread_settings(SFTConfig(eval_interval=100)))  # sizes the evaluations
+    with pytest.raises(ValueError, match=r"^env.num_envs=8: .* sft.eval_interval=0 runs none; set sft.eval_interval"):
+        reject_unread_settings(["env.num_envs=8"], unread_settings(SFTConfig()))
+    dataset = write_state_dataset(tmp_path / "demos", episodes=1, length=3)
+    result = subprocess.run(
+        [sys.executable, "-m", "rlinf_embodied.sft", f"sft.dataset={dataset}", "env.num_envs=32"]
+        + [f"hydra.run.dir={tmp_path / 'run'}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "env.num_envs=32: python -m rlinf_embodied.sft reads env.num_envs only for its evaluations' envs" in (
+        result.stderr
+    )
+    assert not (tmp_path / "run" / "config.yaml").exists()  # refused before the run directory is written
 
 
 def test_stop_at_success_needs_evaluations_and_a_rate():
@@ -453,6 +515,14 @@ def test_sft_resume_names_what_is_wrong_with_the_checkpoint(tmp_path):
     for name in ("actor.pt", "sft_rank0.pt"):
         (best / name).write_bytes(b"")
     check_sft_config(cfg)
+    cfg.sft.resume = str(best / "policy")  # before: "missing ...", then policy.checkpoint=<it>/policy
+    with pytest.raises(
+        FileNotFoundError,
+        match=rf"missing sft.json, actor.pt, sft_rank0.pt\); it is the policy directory inside the checkpoint "
+        rf"'{re.escape(str(best))}' .*: pass the checkpoint itself, sft.resume={re.escape(str(best))}$",
+    ):
+        check_sft_config(cfg)
+    cfg.sft.resume = str(best)
     cfg.sft.max_steps = 50
     with pytest.raises(ValueError, match=r"at step 50 and sft.max_steps=50: nothing is left.*above 50"):
         check_sft_config(cfg)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import gymnasium as gym
 import torch
@@ -43,10 +44,13 @@ def evaluate_policy(
     eval_cfg: EvalConfig,
     output_dir: str,
     env_cache: dict[Optional[int], Any] | None = None,
+    video_settings: Sequence[str] = (),
 ) -> list[TaskResult]:
     """`env_cache`: task id -> the vector env of an earlier call, reused and left open (the caller closes them),
     so repeated evaluations (SFT's, every sft.eval_interval steps) build their envs once. Each task's episodes
-    start from `env.reset(seed=eval.seed)`, so a reused env plays the episodes a new one would."""
+    start from `env.reset(seed=eval.seed)`, so a reused env plays the episodes a new one would.
+    `video_settings`: the video settings the user gave ("eval.video_envs=2"), refused where no video can be
+    written (make_eval_env)."""
     # the first episode of each env is seeded eval.seed + env index; later ones come from the env's own RNG
     check_checkpoint_held_out(
         policy_cfg.checkpoint,
@@ -63,7 +67,7 @@ def evaluate_policy(
         if env_cache is not None and task_id in env_cache:
             env = env_cache[task_id]
         else:
-            env = make_eval_env(env_cfg, eval_cfg, task_id, output_dir)
+            env = make_eval_env(env_cfg, eval_cfg, task_id, output_dir, video_settings)
         if policy is None:
             spec = env_spec(env)
             check_policy_cameras(policy_cfg, spec, env_cfg.id)
@@ -99,8 +103,17 @@ def eval_tasks(eval_cfg: EvalConfig, env_cfg: EnvConfig) -> list[Optional[int]]:
     return list(eval_cfg.task_ids)
 
 
-def make_eval_env(env_cfg: EnvConfig, eval_cfg: EvalConfig, task_id: Optional[int], output_dir: str):
-    """The vector env an evaluation of `task_id` plays in (eval.num_envs envs; videos under output_dir/videos)."""
+def make_eval_env(
+    env_cfg: EnvConfig,
+    eval_cfg: EvalConfig,
+    task_id: Optional[int],
+    output_dir: str,
+    video_settings: Sequence[str] = (),
+):
+    """The vector env an evaluation of `task_id` plays in (eval.num_envs envs; videos under output_dir/videos).
+
+    An env that renders no rgb frames writes no video: a warning where eval.video is on by default, an error naming
+    `video_settings` (the video settings the user gave, e.g. "eval.video_envs=2") where they would change nothing."""
     kwargs: dict[str, Any] = dict(env_cfg.kwargs)
     if task_id is not None:
         kwargs["task_id"] = task_id
@@ -114,6 +127,13 @@ def make_eval_env(env_cfg: EnvConfig, eval_cfg: EvalConfig, task_id: Optional[in
         **kwargs,
     )
     if eval_cfg.video and "rgb" not in getattr(env.single_observation_space, "spaces", {}):
+        if video_settings:  # before: only the warning below, for a setting given to get a video
+            env.close()
+            given = ", ".join(video_settings)
+            raise ValueError(
+                f"{given} would change nothing: {env_cfg.id} with obs_mode={env_cfg.obs_mode!r} renders no rgb "
+                f"frames, so no video is written; use env.obs_mode=rgb on a machine with a renderer, or leave {given} out"
+            )
         logger.warning(
             "eval.video=true but %s with obs_mode=%r renders no rgb frames; no video is written "
             "(use env.obs_mode=rgb on a machine with a renderer, or eval.video=false)",
@@ -203,17 +223,28 @@ def write_results(results: list[TaskResult], output_dir: str, episodes_from: dic
 
 
 def print_success_table(results: list[TaskResult]) -> None:
+    """The success table on stdout, every task name in full: escaped, since rich read "[task 0]" of
+    "rlinf/LIBERO-Spatial[task 0]" as markup and dropped it, and as wide as it needs where stdout is no terminal
+    (a pipe or a log file), where rich's 80 columns cut "rlinf/ManiSkill-PushCube" to "rlinf/ManiSkill-PushC…"."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="Evaluation")
-    for column in ("task", "episodes", "success rate", "mean return", "mean length"):
+    table.add_column("task", overflow="fold")  # a terminal narrower than a name wraps it instead of cutting it
+    for column in ("episodes", "success rate", "mean return", "mean length"):
         table.add_column(column)
     for r in results:
-        table.add_row(r.task, str(r.episodes), f"{r.success_rate:.1%}", f"{r.mean_return:.2f}", f"{r.mean_length:.1f}")
+        table.add_row(
+            escape(r.task), str(r.episodes), f"{r.success_rate:.1%}", f"{r.mean_return:.2f}", f"{r.mean_length:.1f}"
+        )
     overall = sum(r.successes for r in results) / max(sum(r.episodes for r in results), 1)
     table.add_row("all", str(sum(r.episodes for r in results)), f"{overall:.1%}", "", "")
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:
+        natural = console.measure(table, options=console.options.update_width(sys.maxsize)).maximum
+        console = Console(width=max(console.width, natural))
+    console.print(table)
 
 
 def pick_device(name: str, setting: str) -> torch.device:

@@ -463,6 +463,8 @@ def check_sft_config(cfg: SFTRunConfig) -> dict[str, Any]:
 
 def check_resume_checkpoint(cfg: SFTRunConfig) -> None:
     """sft.resume names a checkpoint of this dataset and policy with training state, short of sft.max_steps."""
+    from ..workers.resume_check import checkpoint_above
+
     path = cfg.sft.resume
     if not os.path.isdir(path):
         raise FileNotFoundError(
@@ -473,11 +475,11 @@ def check_resume_checkpoint(cfg: SFTRunConfig) -> None:
         name for name in ("sft.json", "actor.pt", "sft_rank0.pt") if not os.path.isfile(os.path.join(path, name))
     ]
     if missing:
-        raise FileNotFoundError(
-            f"sft.resume={path!r} holds no training state (missing {', '.join(missing)}); checkpoints/best keeps "
-            "only the policy: resume from a step_XXXXXX or final checkpoint, or start from the weights alone "
-            f"with policy.checkpoint={os.path.join(path, 'policy')}"
+        hint = checkpoint_above(path, "sft.resume", ("sft.json", "actor.pt", "sft_rank0.pt")) or (
+            "; checkpoints/best keeps only the policy: resume from a step_XXXXXX or final checkpoint, or start from "
+            f"the weights alone with policy.checkpoint={os.path.join(path, 'policy')}"
         )
+        raise FileNotFoundError(f"sft.resume={path!r} holds no training state (missing {', '.join(missing)}){hint}")
     with open(os.path.join(path, "sft.json")) as f:
         saved = json.load(f)
     if saved["dataset"] != os.path.abspath(cfg.sft.dataset):

@@ -26,8 +26,22 @@ def check_resume_directory(directory: str, setting: str) -> str:
         )
     path = os.path.join(directory, "actor.pt")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{setting}={directory!r} holds no actor.pt checkpoint{resumable_below(directory)}")
+        hint = checkpoint_above(directory, setting) or resumable_below(directory)
+        raise FileNotFoundError(f"{setting}={directory!r} holds no actor.pt checkpoint{hint}")
     return path
+
+
+def checkpoint_above(directory: str, setting: str, files: tuple[str, ...] = ("actor.pt",)) -> str:
+    """`"; ..."` naming the parent of `directory` where that is a checkpoint (it holds `files`), else "": a
+    checkpoint's `policy` subdirectory (its weights alone, what policy.checkpoint takes) given to `setting`
+    (before: only "holds no actor.pt checkpoint")."""
+    parent = os.path.dirname(os.path.normpath(directory)) or "."
+    if not all(os.path.isfile(os.path.join(parent, name)) for name in files):
+        return ""
+    return (
+        f"; it is the policy directory inside the checkpoint {parent!r} (the weights alone, for policy.checkpoint): "
+        f"pass the checkpoint itself, {setting}={parent}"
+    )
 
 
 def reject_sft_checkpoint(directory: str, setting: str) -> None:

@@ -83,7 +83,47 @@ def test_eval_without_rgb_skips_the_video(tmp_path, checkpoint, caplog):
         str(tmp_path / "eval"),
     )
     assert results[0].video is None
-    assert "renders no rgb" in caplog.text
+    assert "renders no rgb" in caplog.text  # eval.video=true by default: a warning, no error
+    # given on the command line, a video setting that cannot take effect is refused (before: the same warning)
+    with pytest.raises(
+        ValueError,
+        match=r"^eval.video_envs=2 would change nothing: rlinf-test/ToyReachState with obs_mode='state' renders no "
+        r"rgb frames, so no video is written; use env.obs_mode=rgb .*, or leave eval.video_envs=2 out$",
+    ):
+        evaluate_policy(
+            env_cfg,
+            PolicyConfig(name="mlp", checkpoint=checkpoint),
+            EvalConfig(num_episodes=2, num_envs=2, video=True, video_envs=2),
+            str(tmp_path / "eval"),
+            video_settings=["eval.video_envs=2"],
+        )
+
+
+def test_only_the_video_settings_the_command_line_gives_are_refused_where_nothing_renders():
+    from rlinf_embodied.eval import given_video_settings
+
+    assert given_video_settings(["eval.num_episodes=4"], EvalConfig()) == []  # the default eval.video=true
+    assert given_video_settings(["eval.video=true"], EvalConfig()) == ["eval.video=true"]
+    assert given_video_settings(["eval.video_envs=2"], EvalConfig(video_envs=2)) == ["eval.video_envs=2"]
+    assert given_video_settings(["+eval.video=true", "eval.video_envs=3"], EvalConfig(video_envs=3)) == [
+        "eval.video=true",
+        "eval.video_envs=3",
+    ]
+    assert given_video_settings(["eval.video=false"], EvalConfig(video=False)) == []  # records nothing, asks nothing
+
+
+def test_success_table_prints_every_task_name_in_full(capsys):
+    """Before: rich read "[task 0]" as markup and dropped it, and cut names at 80 columns where stdout is no
+    terminal ("rlinf/ManiSkill-PushC…")."""
+    from rlinf_embodied.runners.evaluator import TaskResult
+
+    long_name = "rlinf/ManiSkill-PushCube-" + "x" * 80 + "[task 12]"
+    names = ["rlinf/LIBERO-Spatial[task 0]", "rlinf/LIBERO-Spatial[bold]", long_name]
+    print_success_table([TaskResult(name, 4, 2, 1.0, 3.0) for name in names])
+    lines = capsys.readouterr().out.splitlines()
+    for name in names:
+        assert any(name in line for line in lines), name  # whole, on one line
+    assert "…" not in "".join(lines)
 
 
 def test_eval_with_a_missing_checkpoint_names_the_path(tmp_path):

@@ -64,6 +64,15 @@ def test_resume_directory_is_checked_before_any_worker_starts(tmp_path):
         check_resume_directory(str(tmp_path), "runner.resume")
     (tmp_path / "actor.pt").write_bytes(b"")
     assert check_resume_directory(str(tmp_path), "runner.resume") == str(tmp_path / "actor.pt")
+    (tmp_path / "policy").mkdir()  # the checkpoint's saved policy: before, only "holds no actor.pt checkpoint"
+    root = re.escape(str(tmp_path))
+    with pytest.raises(
+        FileNotFoundError,
+        match=rf"^runner.resume='{root}/policy' holds no actor.pt checkpoint; it is the policy directory inside "
+        rf"the checkpoint '{root}' \(the weights alone, for policy.checkpoint\): pass the checkpoint itself, "
+        rf"runner.resume={root}$",
+    ):
+        check_resume_directory(str(tmp_path / "policy"), "runner.resume")
     cfg.runner.resume = str(tmp_path)
     (tmp_path / "sft.json").write_text("{}")  # SFT's checkpoints/<name>: before, its step 2000 read as iteration 2000
     with pytest.raises(ValueError, match=r"is an SFT checkpoint .* policy.checkpoint=.*/policy$"):
