@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..finite import reject_non_finite
+from ..unread_settings import field_default
 
 Obs = dict[str, Any]  # "state": (N, D) f32, "rgb": (N, H, W, 3) u8, "instruction": list[str], ...
 
@@ -86,8 +87,8 @@ class PolicyConfig:
 
     def check_bounds(self) -> None:
         """Normalisation bounds (action_low/high, and state_low/high where the config has them) hold one entry per
-        dimension, each low <= its high: a short list would broadcast or fail deep in a forward pass, and swapped
-        bounds would flip every action without a word."""
+        dimension, each low < its high: a short list would broadcast or fail deep in a forward pass, swapped
+        bounds would flip every action without a word, and equal ones divide by a zero width."""
         for kind, dim in (("action", self.action_dim), ("state", self.state_dim)):
             low, high = getattr(self, f"{kind}_low", None), getattr(self, f"{kind}_high", None)
             for name, bounds in ((f"{kind}_low", low), (f"{kind}_high", high)):
@@ -97,12 +98,13 @@ class PolicyConfig:
                         f"{kind}_dim={len(bounds)} (a checkpoint's saved statistics fix its dimensions)"
                     )
             if low is not None and high is not None:
-                flipped = [i for i, (lo, hi) in enumerate(zip(low, high)) if lo > hi]
+                flipped = [i for i, (lo, hi) in enumerate(zip(low, high)) if lo >= hi]
                 if flipped:
                     i = flipped[0]
+                    relation = ">" if low[i] > high[i] else "=="
                     raise ValueError(
-                        f"{kind}_low[{i}]={low[i]} > {kind}_high[{i}]={high[i]} (dimensions {flipped}): each low must "
-                        f"be <= its high"
+                        f"{kind}_low[{i}]={low[i]} {relation} {kind}_high[{i}]={high[i]} (dimensions {flipped}): each "
+                        f"low must be < its high (a zero width cannot be normalised)"
                     )
 
     def camera_keys(self) -> tuple[str, ...]:
@@ -120,6 +122,31 @@ class PolicyConfig:
         if unknown:
             raise ValueError(f"{cls.__name__}: unknown config keys {unknown}; valid keys: {sorted(known)}")
         return cls(**data)
+
+
+def require_at_least(config: Any, minimum: int, *names: str) -> None:
+    """ValueError naming the first of the fields `names` of `config` below `minimum`."""
+    for name in names:
+        value = getattr(config, name)
+        if value < minimum:
+            raise ValueError(f"{name}={value} must be >= {minimum}")
+
+
+def require_positive(config: Any, *names: str) -> None:
+    """ValueError naming the first of the fields `names` of `config` that is not > 0."""
+    for name in names:
+        value = getattr(config, name)
+        if not value > 0:
+            raise ValueError(f"{name}={value} must be > 0")
+
+
+def reject_unread_field(config: Any, name: str, reason: str) -> None:
+    """ValueError where the field `name`, which the config's chosen mode never reads, is away from its default
+    (`reason`: why it is unread and what would read it). Defaults pass, so a saved config.json, which holds every
+    field, still loads."""
+    value = getattr(config, name)
+    if value != field_default(config, name):
+        raise ValueError(f"{name}={value!r} would change nothing: {reason}")
 
 
 CONFIG_FILE = "config.json"
@@ -195,17 +222,41 @@ def check_weight_shapes(own: dict[str, torch.Tensor], state: dict[str, torch.Ten
 def missing_config_error(path: str, policy_name: str | None, expected: str = SAVED_DIRECTORY) -> FileNotFoundError:
     """The error for a checkpoint directory without config.json, naming the saved policies found below it (a
     training run's directory holds them at checkpoints/<name>/policy) and the policy's converter if it has one."""
-    import importlib.util
-
     found = dirs_holding(path, (CONFIG_FILE, WEIGHTS_FILE), max_depth=3)
     hint = ""
     if found:
         shown = ", ".join(repr(p) for p in found[:4]) + (f" and {len(found) - 4} more" if len(found) > 4 else "")
         hint = f"; saved policies below it: {shown}"
-    converter = f"rlinf_embodied.policies.{policy_name}.convert"
-    if policy_name is not None and importlib.util.find_spec(converter) is not None:
+    converter = converter_module(policy_name) if policy_name is not None else None
+    if converter is not None:
         hint += f" (an upstream checkpoint needs converting first: python -m {converter})"
     return FileNotFoundError(f"{path!r} has no {CONFIG_FILE}; expected {expected}{hint}")
+
+
+def converter_module(policy_name: str) -> str | None:
+    """The module converting `policy_name`'s upstream checkpoints (`python -m` it), None where it has none."""
+    import importlib.util
+
+    module = f"rlinf_embodied.policies.{policy_name}.convert"
+    try:
+        return module if importlib.util.find_spec(module) is not None else None
+    except ModuleNotFoundError:  # no such policy package
+        return None
+
+
+def upstream_layout_error(path: str, policy_name: str) -> ValueError:
+    """The error for a checkpoint whose config.json names no policy: an upstream layout (LeRobot's, openpi's, Hugging
+    Face's), which the policy's converter turns into a save_pretrained directory."""
+    converter = converter_module(policy_name)
+    fix = (
+        f"convert it first: python -m {converter} {path} <dst>, then load <dst>"
+        if converter is not None
+        else f"{policy_name} has no converter; give a directory written by save_pretrained"
+    )
+    return ValueError(
+        f"checkpoint {path!r}: its {CONFIG_FILE} names no policy, so it is an upstream layout, not a directory "
+        f"written by save_pretrained; {fix}"
+    )
 
 
 def hidden_state_dims(config_data: dict[str, Any], field_name: str | None) -> list[int]:

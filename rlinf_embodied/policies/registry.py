@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 
-from .base import Policy, checkpoint_config_path, read_json_file
+from .base import Policy, checkpoint_config_path, converter_module, read_json_file
 
 # name -> "module:Class", imported on first use so `import rlinf_embodied` stays light.
 _POLICIES: dict[str, str] = {}
@@ -41,4 +41,16 @@ def load_policy(path: str | os.PathLike, **overrides) -> Policy:
     if not os.path.isdir(path):
         raise FileNotFoundError(f"no policy checkpoint at {os.fspath(path)!r} (no such directory)")
     name = read_json_file(checkpoint_config_path(os.fspath(path), None)).get("policy")
+    if name is None:
+        raise upstream_checkpoint_error(os.fspath(path))
     return policy_class(name).from_pretrained(path, **overrides)
+
+
+def upstream_checkpoint_error(path: str) -> ValueError:
+    """load_policy's error for a config.json that names no policy: an upstream layout, which only the converter of
+    the policy it belongs to can read (listed, as the directory does not say which)."""
+    commands = [f"python -m {module} {path} <dst>" for module in map(converter_module, available_policies()) if module]
+    return ValueError(
+        f"{path!r}: its config.json names no policy, so it is an upstream layout, not a directory written by "
+        f"save_pretrained; convert it with its policy's converter first, one of: {'; '.join(commands)}"
+    )

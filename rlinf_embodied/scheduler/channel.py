@@ -218,6 +218,13 @@ class _SocketConnection:
         self.sock.close()
 
 
+def _check_name(name: Any) -> None:
+    if not isinstance(name, str):
+        raise TypeError(f"channel name {name!r} of type {type(name).__name__} is not a str; e.g. 'env_to_rollout'")
+    if not name:
+        raise ValueError("channel name '' is empty; give a name such as 'env_to_rollout'")
+
+
 def _key(key: str | None) -> str:
     if key is None:
         return DEFAULT_KEY
@@ -251,6 +258,7 @@ class Channel:
     def start(cls, name: str, maxsize: int = 0, node_local: bool = True) -> "PendingChannel":
         """`create` without waiting for the channel's actor process: start several channels (and worker
         groups) at once, then `.wait()` each; a process start costs seconds."""
+        _check_name(name)
         if not isinstance(maxsize, int) or isinstance(maxsize, bool) or maxsize < 0:
             raise ValueError(f"Channel {name!r}: maxsize={maxsize!r}; use 0 (unbounded) or a positive int")
         try:
@@ -268,6 +276,7 @@ class Channel:
 
     @classmethod
     def connect(cls, name: str) -> "Channel":
+        _check_name(name)
         channel = cls(name)
         channel._handle()
         return channel
@@ -341,6 +350,8 @@ class Channel:
 
     def get_batch(self, n: int, key: str | None = None) -> list[Any]:
         """The next n items of `key`, in order (blocks until all n arrived)."""
+        if not isinstance(n, int) or isinstance(n, bool):
+            raise TypeError(f"get_batch(n={n!r}): n must be an int >= 0, not {type(n).__name__}")
         if n < 0:
             raise ValueError(f"get_batch(n={n}): n must be >= 0")
         if self._connection() is not None:

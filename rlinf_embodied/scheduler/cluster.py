@@ -65,11 +65,16 @@ class Cluster:
     def __init__(
         self, address: str | None = None, num_nodes: int = 1, num_gpus_per_node: int = 1, simulate_gpus: bool = True
     ):
-        if num_nodes < 1 or num_gpus_per_node < 1:
-            raise ValueError(f"num_nodes={num_nodes}, num_gpus_per_node={num_gpus_per_node}: both must be >= 1")
+        counts = (num_nodes, num_gpus_per_node)
+        if any(not isinstance(n, int) or isinstance(n, bool) or n < 1 for n in counts):
+            raise ValueError(
+                f"num_nodes={num_nodes!r}, num_gpus_per_node={num_gpus_per_node!r}: both must be integers >= 1"
+            )
         self.num_nodes, self.num_gpus_per_node = num_nodes, num_gpus_per_node
         self._owns_ray = False
-        if ray.is_initialized():
+        # Joined, Ray's simulated GPUs are whatever its starter asked for, not necessarily num_gpus_per_node.
+        self._joined_ray = ray.is_initialized()
+        if self._joined_ray:
             logger.info("Cluster: reusing the Ray connection of this process")
         elif address:
             check_reachable(address)
@@ -130,14 +135,27 @@ class Cluster:
         candidates.sort(key=lambda n: (n["NodeManagerAddress"] != driver_ip, n["NodeManagerAddress"], n["NodeID"]))
         nodes = []
         for rank, node in enumerate(candidates[: self.num_nodes]):
-            have = int(node["Resources"].get("GPU", 0)) if real else self.num_gpus_per_node
-            if have < self.num_gpus_per_node:
-                raise ValueError(
-                    f"num_gpus_per_node={self.num_gpus_per_node}, but node {rank} "
-                    f"({node['NodeManagerAddress']}) has {have} GPUs"
-                )
+            self._check_node_gpus(rank, node, real)
             nodes.append(NodeInfo(rank, node["NodeID"], node["NodeManagerAddress"], self.num_gpus_per_node))
         return nodes
+
+    def _check_node_gpus(self, rank: int, node: dict, real: bool) -> None:
+        """Refuse a node with fewer GPUs than num_gpus_per_node. Simulated GPUs are counted by Ray's
+        SIM_GPU_RESOURCE where the node offers it or this process's Ray was started before this Cluster
+        (by another Cluster, with its own count); a cluster joined by address without it is taken at its word."""
+        resources = node["Resources"]
+        if real:
+            have, kind = int(resources.get("GPU", 0)), "GPUs"
+        elif SIM_GPU_RESOURCE in resources or self._joined_ray:
+            have, kind = int(resources.get(SIM_GPU_RESOURCE, 0)), f"simulated GPUs (Ray resource {SIM_GPU_RESOURCE!r})"
+        else:
+            return
+        if have < self.num_gpus_per_node:
+            hint = "" if real else "; ask for at most that many, or start Ray (the first Cluster) with more"
+            raise ValueError(
+                f"num_gpus_per_node={self.num_gpus_per_node}, but node {rank} "
+                f"({node['NodeManagerAddress']}) has {have} {kind}{hint}"
+            )
 
     # ---- queries ------------------------------------------------------------------------------
     @property

@@ -7,7 +7,9 @@ Global GPU id = node_rank * num_gpus_per_node + local id. A spec is "all", one i
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
@@ -28,6 +30,11 @@ class Placement:
     def cuda_visible_devices(self) -> str:
         """The CUDA_VISIBLE_DEVICES this process gets on real GPUs ("" when it has none)."""
         return ",".join(str(i) for i in self.local_gpu_ids)
+
+
+def _is_int(value: Any) -> bool:
+    """A plain integer: bools are ints to Python, but True as a GPU id or a count is a mistake."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _check_in_cluster(gpu_id: int, num_gpus_per_node: int, num_nodes: int, what: str) -> None:
@@ -84,6 +91,18 @@ class PackedPlacementStrategy(PlacementStrategy):
     """Contiguous global GPUs start..end (inclusive): k processes per GPU, or k GPUs per process."""
 
     def __init__(self, start_gpu: int, end_gpu: int, num_processes_per_gpu: int = 1, num_gpus_per_process: int = 1):
+        arguments = {
+            "start_gpu": start_gpu,
+            "end_gpu": end_gpu,
+            "num_processes_per_gpu": num_processes_per_gpu,
+            "num_gpus_per_process": num_gpus_per_process,
+        }
+        for what, value in arguments.items():
+            if not _is_int(value):
+                raise ValueError(
+                    f"PackedPlacementStrategy: {what}={value!r} of type {type(value).__name__} is not an integer; "
+                    "GPU ids and counts are ints"
+                )
         if start_gpu < 0 or end_gpu < start_gpu:
             raise ValueError(f"PackedPlacementStrategy({start_gpu}, {end_gpu}): need 0 <= start_gpu <= end_gpu")
         if num_processes_per_gpu < 1 or num_gpus_per_process < 1:
@@ -123,12 +142,21 @@ class FlexiblePlacementStrategy(PlacementStrategy):
     """An explicit list of global GPU ids per process: [[0], [2], [3]] or [[0, 1], [4, 5]]."""
 
     def __init__(self, gpu_ids_per_process: Sequence[Sequence[int]]):
-        if not gpu_ids_per_process:
-            raise ValueError("FlexiblePlacementStrategy needs at least one process")
+        if not isinstance(gpu_ids_per_process, (list, tuple)) or not gpu_ids_per_process:
+            raise ValueError(
+                f"FlexiblePlacementStrategy({gpu_ids_per_process!r}): give a non-empty list with one list of "
+                "GPU ids per process, e.g. [[0], [2], [3]]"
+            )
+        for rank, gpus in enumerate(gpu_ids_per_process):
+            if not isinstance(gpus, (list, tuple)):
+                raise ValueError(
+                    f"FlexiblePlacementStrategy: process {rank}'s GPUs {gpus!r} are not a list of GPU ids; "
+                    "give one list per process, e.g. [[0], [2], [3]]"
+                )
         self.gpu_ids_per_process = [list(gpus) for gpus in gpu_ids_per_process]
         for rank, gpus in enumerate(self.gpu_ids_per_process):
             for gpu in gpus:
-                if not isinstance(gpu, int) or gpu < 0:
+                if not _is_int(gpu) or gpu < 0:
                     raise ValueError(f"FlexiblePlacementStrategy: GPU id {gpu!r} is not a non-negative integer")
             repeated = sorted({gpu for gpu in gpus if gpus.count(gpu) > 1})
             if repeated:
@@ -148,14 +176,16 @@ class FlexiblePlacementStrategy(PlacementStrategy):
 SPEC_HELP = 'valid forms: "all", "3", "0,2,3", "0-3", "0-3,5,7" (global ids, node * gpus_per_node + local id)'
 
 
+_ASCII_DIGITS = re.compile(r"[0-9]+")
+
+
 def _parse_int(token: str, spec: Any) -> int:
-    try:
-        value = int(token)
-    except ValueError:
-        raise ValueError(f"GPU spec {spec!r}: {token!r} is not an integer; {SPEC_HELP}") from None
-    if value < 0:
+    """ASCII digits only: int() also reads "+1", "1_0" (as 10) and other scripts' digits ("１", "٣")."""
+    if token.startswith("-") and _ASCII_DIGITS.fullmatch(token[1:]):
         raise ValueError(f"GPU spec {spec!r}: {token!r} is negative; GPU ids start at 0")
-    return value
+    if not _ASCII_DIGITS.fullmatch(token):
+        raise ValueError(f"GPU spec {spec!r}: {token!r} is not an integer; {SPEC_HELP}")
+    return int(token)
 
 
 def parse_gpu_spec(spec: Any, total_gpus: int) -> list[int]:
@@ -165,6 +195,8 @@ def parse_gpu_spec(spec: Any, total_gpus: int) -> list[int]:
     if isinstance(spec, int):
         tokens = [str(spec)]
     elif isinstance(spec, (list, tuple)):
+        if not spec:
+            raise ValueError(f"GPU spec {spec!r} is empty; {SPEC_HELP}")
         tokens = [str(item) for item in spec]
     elif isinstance(spec, str):
         if spec.strip().lower() == "all":
@@ -210,10 +242,19 @@ class ComponentPlacement:
     """Component name -> global GPU ids, from a config mapping like {"env,rollout": "0-1", "actor": "all"}."""
 
     def __init__(
-        self, component_placement: dict, num_gpus: int, num_nodes: int = 1, component_names: Iterable[str] | None = None
+        self,
+        component_placement: Mapping,
+        num_gpus: int,
+        num_nodes: int = 1,
+        component_names: Iterable[str] | None = None,
     ):
-        if num_gpus < 1 or num_nodes < 1:
-            raise ValueError(f"num_gpus={num_gpus} (per node), num_nodes={num_nodes}: both must be >= 1")
+        if not (_is_int(num_gpus) and _is_int(num_nodes)) or num_gpus < 1 or num_nodes < 1:
+            raise ValueError(f"num_gpus={num_gpus!r} (per node), num_nodes={num_nodes!r}: both must be integers >= 1")
+        if not isinstance(component_placement, Mapping):
+            raise ValueError(
+                f"component_placement={component_placement!r} of type {type(component_placement).__name__} is "
+                "not a mapping; give component(s) -> GPU spec, e.g. {'env,rollout,actor': 'all'}"
+            )
         if not component_placement:
             raise ValueError("component_placement is empty; give e.g. {'env,rollout,actor': 'all'}")
         self.num_gpus_per_node, self.num_nodes = num_gpus, num_nodes

@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import uuid
+import weakref
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Sequence
@@ -55,20 +57,79 @@ def _p2p_key(src_group: str, src_rank: int, dst_rank: int) -> str:
 
 @ray.remote(num_cpus=0)
 class _GroupRegistry:
-    """Group name -> {"world_size", "cuda"}: lets a sender know whether its peer computes on a GPU."""
+    """The running groups: name -> {"world_size", "cuda", "token"}. A name is claimed by one group at a time
+    (its p2p mailbox is named after it); workers read it to check a peer's ranks and whether it uses a GPU."""
 
     def __init__(self):
         self.groups: dict[str, dict] = {}
 
-    def register(self, name: str, info: dict) -> None:
+    def claim(self, name: str, info: dict) -> bool:
+        """Register `name` with `info`; False (and nothing changes) where a running group has it."""
+        if name in self.groups:
+            return False
         self.groups[name] = info
+        return True
 
-    def lookup(self, name: str) -> dict | None:
-        return self.groups.get(name)
+    def release(self, name: str, token: str) -> None:
+        """Forget `name` if the claim holding it is `token`'s (not a later group's under the same name)."""
+        if self.groups.get(name, {}).get("token") == token:
+            del self.groups[name]
+
+    def lookup(self, name: str) -> tuple[dict | None, list[str]]:
+        """(`name`'s info or None, every running group's name)."""
+        return self.groups.get(name), sorted(self.groups)
+
+
+# (Ray node id, handle): the driver's handle keeps the registry alive, as a non-detached actor dies with its
+# owner's last handle (before, it died as soon as a group registered, and every lookup found nothing). The
+# node id tells a handle of an earlier Ray instance of this process (ray.shutdown, ray.init) from a live one.
+_REGISTRY_HANDLE: list[tuple[str, Any]] = []
 
 
 def _registry():
-    return _GroupRegistry.options(name=_REGISTRY_NAME, get_if_exists=True).remote()
+    node_id = ray.get_runtime_context().get_node_id()
+    if not _REGISTRY_HANDLE or _REGISTRY_HANDLE[0][0] != node_id:
+        handle = _GroupRegistry.options(name=_REGISTRY_NAME, get_if_exists=True).remote()
+        _REGISTRY_HANDLE[:] = [(node_id, handle)]
+    return _REGISTRY_HANDLE[0][1]
+
+
+def _lookup_group(name: str) -> tuple[dict | None, list[str]]:
+    """The registry's info on group `name` and the running groups' names; a worker reads the registry
+    the driver created rather than create one it would own (it would die with the worker)."""
+    try:
+        registry = ray.get_actor(_REGISTRY_NAME)
+    except ValueError:  # no group was ever started in this Ray namespace
+        return None, []
+    return ray.get(registry.lookup.remote(name))
+
+
+def _release_claim(name: str, token: str) -> None:
+    """Release a claim without waiting (a WorkerGroup garbage-collected without shutdown)."""
+    if not ray.is_initialized():
+        return
+    try:
+        ray.get_actor(_REGISTRY_NAME).release.remote(name, token)
+    except ValueError:  # the registry is gone, and the claim with it
+        pass
+
+
+def _check_rank(rank: Any, group_name: str | None, world_size: int) -> None:
+    """Raise unless `rank` is an int rank of a group of `world_size` ranks."""
+    if not isinstance(rank, int) or isinstance(rank, bool):
+        raise TypeError(
+            f"rank {rank!r} of type {type(rank).__name__} is not an int; group {group_name!r} has ranks "
+            f"0-{world_size - 1}"
+        )
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in group {group_name!r} (ranks 0-{world_size - 1})")
+
+
+def _check_group_name(name: Any) -> None:
+    if not isinstance(name, str):
+        raise TypeError(f"worker group name {name!r} of type {type(name).__name__} is not a str; e.g. 'actor'")
+    if not name.strip():
+        raise ValueError(f"worker group name {name!r} is blank; give a name such as 'actor'")
 
 
 class Worker:
@@ -150,13 +211,18 @@ class Worker:
             self._channels[name] = Channel.connect(name)
         return self._channels[name]
 
-    def _peer_uses_cuda(self, group: str) -> bool:
-        if group not in self._peer_info:
-            info = ray.get(_registry().lookup.remote(group))
+    def _peer(self, group: str, rank: int) -> dict:
+        """The registry's info on `group`, once it is checked to be running and to have `rank`. Cached per
+        group; looked up again where the cached size lacks `rank` (the group may have been relaunched)."""
+        _check_group_name(group)
+        info = self._peer_info.get(group)
+        if info is None or not (isinstance(rank, int) and 0 <= rank < info["world_size"]):
+            info, running = _lookup_group(group)
             if info is None:
-                raise ValueError(f"no worker group named {group!r} is running")
+                raise ValueError(f"no worker group named {group!r} is running; running: {running}")
             self._peer_info[group] = info
-        return bool(self._peer_info[group]["cuda"])
+        _check_rank(rank, group, info["world_size"])
+        return info
 
     def send(self, obj: Any, dst_group: str, dst_rank: int) -> None:
         """Send to rank `dst_rank` of group `dst_group`; FIFO per (sender, receiver) pair.
@@ -164,9 +230,10 @@ class Worker:
         A CUDA tensor between two GPU workers goes over NCCL (the call returns once the peer receives
         it the first time, while the pair's communicator forms); anything else goes through Ray.
         """
+        peer = self._peer(dst_group, dst_rank)
         mailbox = self._channel(_mailbox_name(dst_group))
         key = _p2p_key(self.group_name, self.rank, dst_rank)
-        if isinstance(obj, torch.Tensor) and obj.is_cuda and self._peer_uses_cuda(dst_group):
+        if isinstance(obj, torch.Tensor) and obj.is_cuda and peer["cuda"]:
             pair = f"p2p/{key}"
             if self._p2p_store is None:
                 self._p2p_store, ip, port = collective.host_store(2)
@@ -181,6 +248,7 @@ class Worker:
 
     def recv(self, src_group: str, src_rank: int) -> Any:
         """The next object rank `src_rank` of `src_group` sent to this worker (blocks)."""
+        self._peer(src_group, src_rank)  # else a recv from a group that does not run waits for ever
         message = self._channel(_mailbox_name(self.group_name)).get(key=_p2p_key(src_group, src_rank, self.rank))
         if message[0] == "obj":
             return message[1]
@@ -310,21 +378,51 @@ class GroupHandle:
         return len(ready) == len(self.refs)
 
     def wait(self, timeout: float | None = None) -> list:
+        """Every result in rank order. On a failure, WorkerError: the first failure's traceback in full, and the
+        exception line of every other rank that failed by `OTHER_FAILURES_GRACE_S` later (the same error on
+        every rank arrives within it); before, those surfaced only as Ray's "Unhandled error" log lines."""
         pending = list(self.refs)
         while pending:
             done, pending = ray.wait(pending, num_returns=1, timeout=timeout)
             if not done:
                 raise TimeoutError(f"{self.group_name}.{self.method_name}() did not finish in {timeout}s")
-            for ref in done:
-                self._check(ref)
+            failures = self._failures(done)
+            if failures:
+                if pending:
+                    settled, _ = ray.wait(pending, num_returns=len(pending), timeout=OTHER_FAILURES_GRACE_S)
+                    failures += self._failures(settled)
+                raise WorkerError(self._failure_message(failures)) from None
         return ray.get(self.refs)
 
-    def _check(self, ref) -> None:
-        try:
-            ray.get(ref)
-        except ray.exceptions.RayError as error:  # a task's error, a dead actor, an exception Ray cannot unpickle
-            label = self.labels[self.refs.index(ref)]
-            raise WorkerError(f"{label}:\n{error}") from None
+    def _failures(self, refs: list) -> list[tuple[int, ray.exceptions.RayError]]:
+        """(index into self.refs, error) of each of `refs` (finished) that failed."""
+        failed = []
+        for ref in refs:
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayError as error:  # a task's error, a dead actor, an exception Ray cannot unpickle
+                failed.append((self.refs.index(ref), error))
+        return failed
+
+    def _failure_message(self, failures: list[tuple[int, ray.exceptions.RayError]]) -> str:
+        (first, error), others = failures[0], sorted(failures[1:], key=lambda failure: failure[0])
+        message = f"{self.labels[first]}:\n{error}"
+        if others:
+            lines = "\n".join(f"  {self.labels[index]}: {_exception_line(other)}" for index, other in others)
+            message += f"\n{len(others)} more failed in this call:\n{lines}"
+        return message
+
+
+OTHER_FAILURES_GRACE_S = 2.0  # how long a failed call waits for its other ranks' errors (not their results)
+
+
+def _exception_line(error: ray.exceptions.RayError) -> str:
+    """The remote exception's type and message ("KeyError: 'x'"), without its traceback."""
+    cause = getattr(error, "cause", None)
+    if isinstance(cause, BaseException):
+        return f"{type(cause).__name__}: {cause}"
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__  # e.g. a dead actor's "The actor died ..."
 
 
 def wait_all(*handles: GroupHandle) -> list[list]:
@@ -379,6 +477,8 @@ class WorkerGroup:
         self.name: str | None = None
         self.placements: list[Placement] = []
         self.uses_cuda = False
+        self._claim_token: str | None = None  # this group's claim on its name in the registry, while running
+        self._claim_finalizer: weakref.finalize | None = None
 
     # ---- launch -------------------------------------------------------------------------------
     def launch(self, cluster: Cluster, name: str, placement_strategy: PlacementStrategy | None = None) -> "WorkerGroup":
@@ -390,16 +490,34 @@ class WorkerGroup:
         caller starts other groups; `bind` may still change the worker's arguments until `wait_launched`."""
         if self._hosts:
             raise RuntimeError(f"worker group {self.name!r} is already launched")
+        _check_group_name(name)
         strategy = placement_strategy or PackedPlacementStrategy(0, 0)
-        self.placements = strategy.placements(cluster.num_gpus_per_node, cluster.num_nodes)
-        self.name, self.uses_cuda = name, cluster.has_real_gpus
-        self._pending = [
-            Channel.start(_mailbox_name(name)).ready,
-            _registry().register.remote(name, {"world_size": self.world_size, "cuda": self.uses_cuda}),
-        ]
-        self._hosts = [self._start_host(cluster, placement) for placement in self.placements]
-        self._store_ref = self._hosts[0].host_store.remote("default", self.world_size)
+        placements = strategy.placements(cluster.num_gpus_per_node, cluster.num_nodes)
+        self._claim_name(name, len(placements), cluster.has_real_gpus)
+        self.placements, self.name, self.uses_cuda = placements, name, cluster.has_real_gpus
+        try:
+            self._pending = [Channel.start(_mailbox_name(name)).ready]
+            self._hosts = [self._start_host(cluster, placement) for placement in self.placements]
+            self._store_ref = self._hosts[0].host_store.remote("default", self.world_size)
+        except BaseException:
+            self.shutdown()
+            raise
         return self
+
+    def _claim_name(self, name: str, world_size: int, cuda: bool) -> None:
+        """Take `name` in the group registry, or refuse: a second group under a running group's name replaced
+        its p2p mailbox (messages lost, its receivers waiting for ever) and its registry entry."""
+        token = uuid.uuid4().hex
+        info = {"world_size": world_size, "cuda": cuda, "token": token}
+        if not ray.get(_registry().claim.remote(name, info)):
+            raise ValueError(
+                f"a worker group named {name!r} is already running; shut it down first (its WorkerGroup's "
+                f".shutdown()) or launch this one under another name"
+            )
+        self._claim_token = token
+        # Released by shutdown; also where the group is garbage-collected without one (its processes end then).
+        self._claim_finalizer = weakref.finalize(self, _release_claim, name, token)
+        self._claim_finalizer.atexit = False
 
     def bind(self, *args: Any, **kwargs: Any) -> "WorkerGroup":
         """Set the arguments of the worker's __init__ (those of create_group) before `wait_launched`:
@@ -457,8 +575,7 @@ class WorkerGroup:
 
     def execute_on(self, *ranks: int) -> _RankSubset:
         for rank in ranks:
-            if not 0 <= rank < self.world_size:
-                raise ValueError(f"rank {rank} is not in group {self.name!r} (ranks 0-{self.world_size - 1})")
+            _check_rank(rank, self.name, self.world_size)
         return _RankSubset(self, list(ranks))
 
     # ---- weight sync --------------------------------------------------------------------------
@@ -557,14 +674,20 @@ class WorkerGroup:
 
     # ---- teardown -----------------------------------------------------------------------------
     def shutdown(self) -> None:
+        """Kill the ranks' processes, destroy the p2p mailbox and free the name for another group. A group
+        that never claimed its name (its start was refused) touches neither the name nor the mailbox."""
         for host in self._hosts:
             ray.kill(host)
         self._hosts = []
-        if self.name is not None:
-            try:
-                Channel.connect(_mailbox_name(self.name)).destroy()
-            except ValueError:
-                pass
+        if self._claim_token is None:
+            return
+        try:
+            Channel.connect(_mailbox_name(self.name)).destroy()
+        except ValueError:
+            pass
+        self._claim_finalizer.detach()
+        ray.get(_registry().release.remote(self.name, self._claim_token))  # before a relaunch claims it
+        self._claim_token = self._claim_finalizer = None
 
     def __repr__(self) -> str:
         return f"WorkerGroup({self.name!r}, {self._worker_cls.__name__} x{self.world_size})"

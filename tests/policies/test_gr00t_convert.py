@@ -178,6 +178,19 @@ def test_converter_picks_the_requested_embodiment(tmp_path):
         convert_gr00t(str(tmp_path / "upstream"), size="tiny", embodiment_tag="unitree_h1")
 
 
+def test_converter_refuses_an_embodiment_id_unlike_the_tags(tmp_path):
+    """The tag picks metadata.json's statistics and, in GR00T-N1.5's mapping, the weights' row: before, another
+    --embodiment-id paired one embodiment's weights with another's statistics."""
+    write_upstream_gr00t(make_policy("gr00t", size="tiny"), tmp_path / "upstream")
+    with pytest.raises(ValueError, match=r"embodiment_tag='gr1' is embodiment 24 .* but embodiment_id=31"):
+        convert_gr00t(str(tmp_path / "upstream"), size="tiny", embodiment_tag="gr1", embodiment_id=31)
+    with pytest.raises(ValueError, match=r"unknown size 'huge'; valid: \['gr00t-n1.5-3b', 'tiny'\]"):
+        convert_gr00t(str(tmp_path / "upstream"), size="huge")
+    os.remove(tmp_path / "upstream" / "experiment_cfg" / "metadata.json")  # the tag picks no statistics now
+    policy = convert_gr00t(str(tmp_path / "upstream"), size="tiny", embodiment_tag="gr1", embodiment_id=31)
+    assert policy.config.action_low is None
+
+
 def test_converter_keeps_a_lora_rank_override(tmp_path):
     torch.manual_seed(0)
     write_upstream_gr00t(make_policy("gr00t", size="tiny"), tmp_path / "upstream")

@@ -174,7 +174,9 @@ def test_openvla_upstream_directory_loads_directly_and_round_trips(tmp_path):
     outs = [p.act(obs, deterministic=True) for p in (direct, converted, loaded)]
     assert torch.equal(outs[0].actions, outs[1].actions) and torch.equal(outs[1].actions, outs[2].actions)
     torch.testing.assert_close(outs[1].values, outs[2].values)
-    with pytest.raises(ValueError, match="unnorm_key"):
+    with pytest.raises(
+        ValueError, match=r"several datasets, \['bridge_orig', 'fractal'\].*openvla.convert .* --unnorm-key"
+    ):
         convert_openvla_checkpoint(str(tmp_path / "hf"), None, size="tiny")  # two datasets, none chosen
     with pytest.raises(ValueError, match="action_dim=7 but action_low has 3"):
         convert_openvla_checkpoint(str(tmp_path / "hf"), None, action_dim=7, **TINY_HEADS)

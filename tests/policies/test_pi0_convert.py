@@ -6,12 +6,14 @@ converter's table, written independently), so a wrong entry in the converter fai
 
 import json
 import os
+import re
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
 from rlinf_embodied.policies import load_policy, make_policy
+from rlinf_embodied.policies.flow.convert_utils import stats_to_bounds
 from rlinf_embodied.policies.pi0.convert import convert_pi0
 
 PALIGEMMA = "model.paligemma_with_expert.paligemma."
@@ -143,9 +145,74 @@ def test_converter_reads_settings_from_the_upstream_config(tmp_path):
     upstream_config["num_inference_steps"] = 7
     with open(tmp_path / "upstream" / "config.json", "w") as f:
         json.dump(upstream_config, f)
-    policy = convert_pi0(str(tmp_path / "upstream"), size="tiny", norm_mode="quantile", action_dim=5)
-    assert policy.config.num_denoise_steps == 7 and policy.config.action_dim == 5
-    assert policy.config.action_low == ACTION_MEAN[:5] and policy.config.action_high == ACTION_STD[:5]
+    policy = convert_pi0(str(tmp_path / "upstream"), size="tiny", norm_mode="quantile")
+    assert policy.config.num_denoise_steps == 7 and policy.config.action_dim == 7
+    assert policy.config.action_low == ACTION_MEAN and policy.config.action_high == ACTION_STD
+
+
+def test_converter_refuses_an_action_dim_that_would_cut_the_statistics(tmp_path):
+    """Before: --action-dim 5 on a checkpoint whose config.json and statistics have 7 dims silently kept the first 5
+    statistics."""
+    original = make_policy("pi0", size="tiny")
+    write_upstream_pi0(original, tmp_path / "upstream", "new")
+    with pytest.raises(ValueError, match=r"action_dim=5 \(--action-dim\) but .*config.json gives .* 7 dimensions"):
+        convert_pi0(str(tmp_path / "upstream"), size="tiny", action_dim=5)
+    with open(tmp_path / "upstream" / "config.json") as f:
+        upstream_config = json.load(f)
+    del upstream_config["output_features"]  # now only the statistics say 7
+    with open(tmp_path / "upstream" / "config.json", "w") as f:
+        json.dump(upstream_config, f)
+    with pytest.raises(
+        ValueError, match=r"action statistics have 7 dimensions but the policy's action_dim=5: dims \[5, 6\]"
+    ):
+        convert_pi0(str(tmp_path / "upstream"), size="tiny", action_dim=5)
+
+
+def test_statistics_may_drop_zero_padding_only():
+    """openpi pads actions to the model's width before computing statistics: those dims (mean = std = 0) drop."""
+    padded = {"mean": ACTION_MEAN[:5] + [0.0, 0.0], "std": ACTION_STD[:5] + [0.0, 0.0]}
+    low, high = stats_to_bounds(padded, "mean_std", 5, "action")
+    assert (low, high) == mean_std_bounds(ACTION_MEAN[:5], ACTION_STD[:5])
+    with pytest.raises(ValueError, match=r"dims \[6\] hold real statistics"):
+        stats_to_bounds({"mean": padded["mean"][:6] + [1.0], "std": padded["std"]}, "mean_std", 5, "action")
+
+
+def test_converter_names_an_unknown_size_and_a_missing_tokenizer(tmp_path):
+    """Before: a bare KeyError('huge'), and a tokenizer path that does not exist converted with byte-level tokens
+    and a warning."""
+    write_upstream_pi0(make_policy("pi0", size="tiny"), tmp_path / "upstream", "new")
+    with pytest.raises(ValueError, match=r"unknown size 'huge'; valid: \['pi0-3b', 'pi0-small', 'tiny'\]"):
+        convert_pi0(str(tmp_path / "upstream"), size="huge")
+    missing = str(tmp_path / "no_tokenizer")
+    with pytest.raises(FileNotFoundError, match=f"tokenizer path '{missing}' does not exist"):
+        convert_pi0(str(tmp_path / "upstream"), size="tiny", tokenizer_path=missing)
+    os.makedirs(missing)
+    with pytest.raises(FileNotFoundError, match="holds no tokenizer_config.json"):
+        convert_pi0(str(tmp_path / "upstream"), size="tiny", tokenizer_path=missing)
+
+
+@pytest.mark.parametrize("name", ["pi0", "openvla", "openvla_oft", "gr00t"])
+def test_converter_command_line_refuses_an_unknown_size(name, tmp_path, capsys, monkeypatch):
+    import importlib
+
+    module = importlib.import_module(f"rlinf_embodied.policies.{name}.convert")
+    monkeypatch.setattr("sys.argv", ["convert", str(tmp_path), str(tmp_path / "out"), "--size", "huge"])
+    with pytest.raises(SystemExit):
+        module.main()
+    assert "invalid choice: 'huge'" in capsys.readouterr().err
+
+
+def test_an_upstream_layout_is_refused_with_the_converter_command(tmp_path):
+    """Before: 'holds policy None, not 'pi0'' from from_pretrained and 'unknown policy None' from load_policy."""
+    from rlinf_embodied.policies.pi0.modeling import Pi0Policy
+
+    write_upstream_pi0(make_policy("pi0", size="tiny"), tmp_path / "upstream", "new")
+    src = str(tmp_path / "upstream")
+    command = re.escape(f"python -m rlinf_embodied.policies.pi0.convert {src} <dst>")
+    with pytest.raises(ValueError, match=f"config.json names no policy.*upstream layout.*{command}"):
+        Pi0Policy.from_pretrained(src)
+    with pytest.raises(ValueError, match=f"names no policy.*one of: .*gr00t.convert .*{command}"):
+        load_policy(src)
 
 
 def test_converter_rejects_unknown_weights(tmp_path):
@@ -164,7 +231,7 @@ def test_converter_keeps_a_lora_rank_override(tmp_path):
     torch.manual_seed(0)
     original = make_policy("pi0", size="tiny")
     write_upstream_pi0(original, tmp_path / "upstream", "new")
-    convert_pi0(str(tmp_path / "upstream"), str(tmp_path / "converted"), size="tiny", lora_rank=4)
+    convert_pi0(str(tmp_path / "upstream"), str(tmp_path / "converted"), size="tiny", lora_rank=4, lora_alpha=8)
     converted = load_policy(tmp_path / "converted")
-    assert converted.config.lora_rank == 4
+    assert converted.config.lora_rank == 4 and converted.config.lora_alpha == 8
     assert any("lora_A" in name for name, _ in converted.named_parameters())

@@ -233,3 +233,23 @@ def test_a_revealed_dims_gain_scales_only_those_dims_and_is_saved(name, tmp_path
         policy_class(name).from_pretrained(tmp_path / "sft", revealed_state_gain=30.0)  # hides what it hid
     with pytest.raises(ValueError, match=r"revealed_state_gain=0.0 must be > 0"):
         policy_class(name).from_pretrained(tmp_path / "sft", ignore_state_dims=[3], revealed_state_gain=0.0)
+
+
+@pytest.mark.parametrize(
+    ("name", "fix"),
+    [
+        ("openvla", r"python -m rlinf_embodied\.policies\.openvla\.convert .* <dst>"),
+        ("openvla_oft", r"python -m rlinf_embodied\.policies\.openvla_oft\.convert .* <dst>"),
+        ("gr00t", r"python -m rlinf_embodied\.policies\.gr00t\.convert .* <dst>"),
+        ("flow_mlp", r"flow_mlp has no converter; give a directory written by save_pretrained"),
+    ],
+)
+def test_a_config_json_naming_no_policy_is_called_an_upstream_layout(name, fix, tmp_path):
+    """Before: "holds policy None, not 'gr00t'" (and "unknown policy None" from load_policy)."""
+    (tmp_path / "config.json").write_text('{"type": "something upstream"}')
+    with pytest.raises(ValueError, match=f"config.json names no policy, so it is an upstream layout.*{fix}"):
+        policy_class(name).from_pretrained(tmp_path)
+    with pytest.raises(
+        ValueError, match=r"names no policy.*one of: python -m rlinf_embodied\.policies\.gr00t\.convert"
+    ):
+        load_policy(tmp_path)

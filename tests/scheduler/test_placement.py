@@ -42,6 +42,15 @@ def test_spec_forms(spec, expected):
         ("0-2,2", "[2]", "more than once"),
         ("", "empty", "valid forms"),
         (None, "None", "valid forms"),
+        ([], "[] is empty", "valid forms"),  # before: [] (no GPUs), and strategy() raised a bare IndexError
+        ((), "() is empty", "valid forms"),
+        # int() reads these, so before they were accepted ("1_0" as GPU 10): only ASCII digits are GPU ids
+        ("１", "'１'", "not an integer"),
+        ("+1", "'+1'", "not an integer"),
+        ("1_0", "'1_0'", "not an integer"),
+        ("٣", "'٣'", "not an integer"),
+        ("0-٣", "'٣'", "not an integer"),
+        ([True], "'True'", "not an integer"),
     ],
 )
 def test_spec_errors_quote_the_token(spec, quoted, hint):
@@ -90,6 +99,7 @@ def test_components_and_gpus():
         ({"env": "0", "critic": "1"}, "unknown component 'critic'"),
         ({"env": "5"}, "beyond"),
         ({}, "empty"),
+        ({"env": [], "actor": "0"}, r"GPU spec \[\] is empty; valid forms"),
     ],
 )
 def test_component_errors(mapping, message):
@@ -131,6 +141,47 @@ def test_strategy_errors():
     with pytest.raises(ValueError, match=r"process 0 lists GPU\(s\) \[0\] more than once"):
         FlexiblePlacementStrategy([[0, 0]])
     FlexiblePlacementStrategy([[0], [0]])  # two processes on one GPU is a valid layout
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: ComponentPlacement({"env": "0"}, 1.5), r"num_gpus=1.5 \(per node\), num_nodes=1: both must be integers"),
+        (lambda: ComponentPlacement({"env": "0"}, "2"), r"num_gpus='2' \(per node\)"),
+        (lambda: ComponentPlacement({"env": "0"}, True), r"num_gpus=True \(per node\)"),
+        (lambda: ComponentPlacement({"env": "0"}, 2, num_nodes=1.0), r"num_nodes=1.0: both must be integers"),
+        (lambda: ComponentPlacement("all", 2), r"component_placement='all' of type str is not a mapping"),
+        (lambda: FlexiblePlacementStrategy([[True]]), r"GPU id True is not a non-negative integer"),
+        (lambda: FlexiblePlacementStrategy([0, 1]), r"process 0's GPUs 0 are not a list of GPU ids"),
+        (lambda: FlexiblePlacementStrategy("01"), r"FlexiblePlacementStrategy\('01'\): give a non-empty list"),
+        (lambda: PackedPlacementStrategy("0", "1"), r"start_gpu='0' of type str is not an integer"),
+        (lambda: PackedPlacementStrategy(0.5, 1), r"start_gpu=0.5 of type float is not an integer"),
+        (lambda: PackedPlacementStrategy(0, 1, num_processes_per_gpu=True), r"num_processes_per_gpu=True of type bool"),
+    ],
+)
+def test_wrong_types_are_named(make, message):
+    """Before: accepted (1.5 GPUs, GPU True) or raw TypeError / AttributeError / "1.5 GPUs" messages."""
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_cluster_counts_must_be_integers():
+    from rlinf_embodied.scheduler import Cluster
+
+    with pytest.raises(ValueError, match=r"num_gpus_per_node=1.5: both must be integers >= 1"):
+        Cluster(num_gpus_per_node=1.5)  # refused before Ray starts
+
+
+def test_execute_on_names_a_rank_of_the_wrong_type():
+    from rlinf_embodied.scheduler import Worker, WorkerGroup
+
+    group = WorkerGroup(Worker, (), {})
+    group.name, group.placements = "env", PackedPlacementStrategy(0, 1).placements(num_gpus_per_node=2)
+    for rank in ("0", True, 0.0):
+        with pytest.raises(TypeError, match=rf"rank {rank!r} of type \w+ is not an int; group 'env' has ranks 0-1"):
+            group.execute_on(rank)
+    with pytest.raises(ValueError, match=r"rank 2 is not in group 'env' \(ranks 0-1\)"):
+        group.execute_on(2)
 
 
 def test_flexible_strategy():

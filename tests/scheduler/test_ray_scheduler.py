@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import re
 import sys
 import threading
 import time
 
 import pytest
+import ray
 import ray.cloudpickle
 import torch
 import torch.distributed as dist
@@ -95,6 +98,12 @@ class ProbeWorker(Worker):
 
     def recv_things(self, src_group: str, src_rank: int) -> list:
         return [self.recv(src_group, src_rank), self.recv(src_group, src_rank)]
+
+    def send_one(self, dst_group, dst_rank) -> None:
+        self.send("one", dst_group, dst_rank)
+
+    def recv_one(self, src_group, src_rank):
+        return self.recv(src_group, src_rank)
 
 
 class FsdpWorker(ProbeWorker):
@@ -211,6 +220,71 @@ def test_wait_all_fails_on_a_worker_whose_peer_waits_for_it(groups):
     assert wait_all(groups["env"].all_reduce(), groups["rollout"].all_reduce()) == [[3.0, 3.0], [1.0]]
 
 
+def test_an_error_on_several_ranks_names_every_rank(groups):
+    """Before: only the first failed rank was named; the others' errors came as Ray "Unhandled error" log lines."""
+    with pytest.raises(WorkerError) as error:
+        groups["env"].fail().wait()
+    message = str(error.value)
+    assert message.startswith("worker group 'env' rank ") and "deliberate failure" in message
+    assert "1 more failed in this call:" in message
+    assert re.search(r"'env' rank [01] failed in fail\(\): KeyError: 'deliberate failure'", message)
+    assert "'env' rank 0" in message and "'env' rank 1" in message
+
+
+def test_a_second_group_under_a_running_name_is_refused(cluster, groups):
+    """Before: accepted; its start replaced the running group's p2p mailbox (messages lost) and registry entry."""
+    duplicate = ProbeWorker.create_group()
+    for _ in range(2):  # the refused group's shutdown must leave the running group's name and mailbox alone
+        with pytest.raises(ValueError, match=r"a worker group named 'env' is already running; shut it down first"):
+            duplicate.launch(cluster, name="env")
+        duplicate.shutdown()
+    receiving = groups["env"].execute_on(0).recv_one("rollout", 0)
+    groups["rollout"].send_one("env", 0).wait()
+    assert receiving.wait(timeout=60) == ["one"]  # the first group's mailbox still delivers
+
+
+def test_a_name_is_free_again_after_shutdown_or_garbage_collection(cluster):
+    first = launch(cluster, ProbeWorker, "t_reuse", None)
+    first.shutdown()
+    second = launch(cluster, ProbeWorker, "t_reuse", None)
+    del second  # dropped without shutdown: its process ends, and so does its claim on the name
+    gc.collect()
+    third = launch(cluster, ProbeWorker, "t_reuse", None)
+    try:
+        assert third.info().wait()[0]["group"] == "t_reuse"
+    finally:
+        third.shutdown()
+
+
+@pytest.mark.parametrize(
+    "method, args, error",
+    [
+        ("send_one", ("rollout", 9), r"ValueError: rank 9 is not in group 'rollout' \(ranks 0-0\)"),
+        ("send_one", ("rollout", True), r"TypeError: rank True of type bool is not an int"),
+        ("send_one", ("zz", 0), r"ValueError: no worker group named 'zz' is running; running: \[.*'rollout'.*\]"),
+        ("recv_one", ("zz", 0), r"no worker group named 'zz' is running"),  # before: waited for ever
+        ("recv_one", ("rollout", 3), r"rank 3 is not in group 'rollout' \(ranks 0-0\)"),
+    ],
+)
+def test_send_recv_check_the_peer_group_and_rank(groups, method, args, error):
+    """Before: a send to a rank the group lacks was queued for ever; a group that does not run gave a hang or
+    "no channel named '__p2p__/zz'; create it first with Channel.create(...)"."""
+    with pytest.raises(WorkerError, match=error) as raised:
+        getattr(groups["env"].execute_on(0), method)(*args).wait(timeout=60)
+    assert "__p2p__" not in str(raised.value)
+
+
+def test_joining_ray_with_fewer_simulated_gpus_is_refused(cluster):
+    """Before: a Cluster joining this process's Ray took num_gpus_per_node at its word when GPUs were simulated."""
+    from rlinf_embodied.scheduler.cluster import SIM_GPU_RESOURCE
+
+    if cluster.has_real_gpus:
+        pytest.skip("counts simulated GPUs")
+    offered = int(ray.cluster_resources()[SIM_GPU_RESOURCE])
+    with pytest.raises(ValueError, match=rf"num_gpus_per_node={offered + 1}, but node 0 .* has {offered} simulated"):
+        Cluster(num_nodes=1, num_gpus_per_node=offered + 1, simulate_gpus=True)
+
+
 def test_launch_beyond_the_cluster_names_id_and_size(cluster):
     with pytest.raises(ValueError, match="GPU id 8.*8 GPUs"):
         launch(cluster, ProbeWorker, "too_big", FlexiblePlacementStrategy([[7], [8]]))
@@ -230,6 +304,24 @@ def test_channel_fifo_batch_qsize_and_tensors(cluster):
         Channel.connect("nope")
     with pytest.raises(ValueError, match="maxsize=-1"):
         Channel.create("bad", maxsize=-1)
+
+
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (lambda: Channel.create(None), TypeError, r"channel name None of type NoneType is not a str"),
+        (lambda: Channel.create(123), TypeError, r"channel name 123 of type int is not a str"),
+        (lambda: Channel.create(""), ValueError, r"channel name '' is empty"),
+        (lambda: Channel.connect(None), TypeError, r"channel name None"),
+        (lambda: Channel("unused").get_batch(1.5), TypeError, r"get_batch\(n=1.5\): n must be an int >= 0"),
+        (lambda: Channel("unused").get_batch("2"), TypeError, r"get_batch\(n='2'\)"),
+        (lambda: Channel("unused").get_batch(True), TypeError, r"get_batch\(n=True\)"),
+    ],
+)
+def test_channel_arguments_of_the_wrong_type_are_named(call, error, message):
+    """Checked before any Ray call: before, raw TypeErrors, and an empty name was accepted."""
+    with pytest.raises(error, match=message):
+        call()
 
 
 def test_channel_back_pressure_blocks_producer(cluster):

@@ -3,14 +3,26 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Sequence
 
 import torch
 
 
+def check_integer_dims(field: str, dims: Sequence[int] | None) -> None:
+    """ValueError naming `field` when a dim is no integer (int(1.5) would silently hide dim 1) or is negative."""
+    not_integers = [d for d in dims or [] if isinstance(d, bool) or not isinstance(d, numbers.Integral)]
+    if not_integers:
+        raise ValueError(f"{field} {not_integers} are not integers: state dims are indices 0, 1, 2, ...")
+    negative = [d for d in dims or [] if d < 0]
+    if negative:
+        raise ValueError(f"{field} {negative} must be >= 0")
+
+
 def check_state_dims(field: str, dims: Sequence[int] | None, state_dim: int) -> None:
-    """ValueError naming `field` when a dim is not in 0..state_dim-1."""
-    bad = [d for d in dims or [] if not 0 <= int(d) < state_dim]
+    """ValueError naming `field` when a dim is no integer or not in 0..state_dim-1."""
+    check_integer_dims(field, dims)
+    bad = [d for d in dims or [] if not 0 <= d < state_dim]
     if bad:
         raise ValueError(f"{field} {bad} are not state dims (state_dim={state_dim}: 0-{state_dim - 1})")
 

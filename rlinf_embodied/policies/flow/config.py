@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..base import PolicyConfig
+from ..base import PolicyConfig, reject_unread_field, require_at_least
 from ..common.state_dims import check_state_dims
 from .sde import NOISE_METHODS, validate_stochastic_steps
 
@@ -123,3 +123,34 @@ class FlowPolicyConfig(PolicyConfig):
         if self.value_state_clip is not None and not self.value_state_clip > 0:
             raise ValueError(f"value_state_clip={self.value_state_clip} must be > 0, or None for no clip")
         validate_stochastic_steps(self.stochastic_steps, self.num_denoise_steps)
+        require_at_least(self, 1, "image_size", "value_hidden_dim")
+        require_at_least(self, 0, "lora_rank")
+        self.reject_unread_sampling_fields()
+        self.reject_unread_lora_fields()
+
+    def reject_unread_sampling_fields(self) -> None:
+        """Each noise method reads its own noise settings, and deterministic_noise='zero' draws no noise."""
+        if self.noise_method == "flow_sde":
+            for name in ("noise_std_min", "noise_std_max"):
+                reject_unread_field(
+                    self, name, "noise_method='flow_sde' scales its noise by noise_level; set noise_method='flow_noise'"
+                )
+        else:
+            reject_unread_field(
+                self,
+                "noise_level",
+                "noise_method='flow_noise' learns its std between noise_std_min and noise_std_max; set "
+                "noise_method='flow_sde'",
+            )
+        if self.deterministic_noise == "zero":
+            reject_unread_field(
+                self,
+                "deterministic_seed",
+                "deterministic_noise='zero' starts from x_1 = 0; set deterministic_noise='seeded'",
+            )
+
+    def reject_unread_lora_fields(self) -> None:
+        """lora_alpha / lora_dropout configure adapters that only lora_rank > 0 adds."""
+        if self.lora_rank == 0:
+            for name in ("lora_alpha", "lora_dropout"):
+                reject_unread_field(self, name, "lora_rank=0 adds no LoRA adapters; set lora_rank > 0")

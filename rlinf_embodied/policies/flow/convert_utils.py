@@ -53,10 +53,46 @@ def stats_to_bounds(stats: dict, mode: str, dim: int, what: str) -> tuple[list[f
         low, high = _vector(stats, "min", what), _vector(stats, "max", what)
     if len(low) < dim:
         raise ValueError(f"{what} statistics have {len(low)} dimensions, the policy needs {dim}")
+    check_dropped_dims_are_padding(low[dim:], high[dim:], dim, what)
     low, high = low[:dim], high[:dim]
     # A constant dimension (high == low) would divide by zero; give it unit width around its value.
     high = [h if h > lo else lo + 1.0 for lo, h in zip(low, high)]
     return low, high
+
+
+def check_dropped_dims_are_padding(low: list[float], high: list[float], dim: int, what: str) -> None:
+    """Statistics wider than the policy may only drop zero padding (openpi pads actions and states to the model's
+    width before computing them: mean = std = 0 there); dropping a real dimension would mis-normalise every
+    action (state) without a word."""
+    real = [dim + i for i, (lo, hi) in enumerate(zip(low, high)) if lo != 0.0 or hi != 0.0]
+    if real:
+        width = dim + len(low)
+        raise ValueError(
+            f"{what} statistics have {width} dimensions but the policy's {what}_dim={dim}: dims {real} hold real "
+            f"statistics, not zero padding; set {what}_dim={width} (the converter's --{what}-dim), or use statistics "
+            f"of {dim} dimensions"
+        )
+
+
+def preset_settings(presets: dict[str, dict], size: str) -> dict:
+    """The size preset a converter starts from; an unknown size is named with the valid ones."""
+    if size not in presets:
+        raise ValueError(f"unknown size {size!r}; valid: {sorted(presets)}")
+    return dict(presets[size])
+
+
+def check_tokenizer_path(tokenizer_path: str | None) -> None:
+    """An explicit tokenizer directory must hold a tokenizer (before: a wrong path fell back to byte-level tokens,
+    which the pretrained language model does not understand, with only a warning)."""
+    if tokenizer_path is None:
+        return
+    if not os.path.isdir(tokenizer_path):
+        raise FileNotFoundError(f"tokenizer path {tokenizer_path!r} does not exist or is not a directory")
+    if not os.path.isfile(os.path.join(tokenizer_path, "tokenizer_config.json")):
+        raise FileNotFoundError(
+            f"tokenizer path {tokenizer_path!r} holds no tokenizer_config.json; give a directory with the tokenizer "
+            "files (e.g. the upstream checkpoint's)"
+        )
 
 
 def _vector(stats: dict, key: str, what: str) -> list[float]:
@@ -67,6 +103,7 @@ def _vector(stats: dict, key: str, what: str) -> list[float]:
 
 def attach_tokenizer(policy, tokenizer_path: str | None, source: str) -> None:
     """Use the given tokenizer (or the source checkpoint's); warn when falling back to byte level."""
+    check_tokenizer_path(tokenizer_path)
     for candidate in (tokenizer_path, source):
         if candidate and os.path.isfile(os.path.join(candidate, "tokenizer_config.json")):
             tokenizer = load_tokenizer(candidate)
@@ -85,13 +122,13 @@ def unknown_keys_error(kind: str, keys: list[str]) -> ValueError:
     return ValueError(f"{kind} checkpoint has {len(keys)} keys this converter does not know, e.g. {keys[:5]}")
 
 
-def finish_conversion(policy, state: dict, src: str, tokenizer_path: str | None, lora_rank: int, dst: str | None):
-    """The last steps every converter shares: load the mapped weights and the tokenizer, add LoRA
-    adapters on top of the loaded weights if asked (lora_rank > 0), and save when `dst` is given."""
+def finish_conversion(policy, state: dict, src: str, tokenizer_path: str | None, dst: str | None):
+    """The last steps every converter shares: load the mapped weights and the tokenizer, add LoRA adapters on top
+    of the loaded weights if the config asks (lora_rank > 0; build the policy with apply_lora=False), and save when
+    `dst` is given."""
     policy.load_checkpoint_state(state, src)
     attach_tokenizer(policy, tokenizer_path, src)
-    if lora_rank:
-        policy.config.lora_rank = lora_rank
+    if policy.config.lora_rank:
         policy.apply_lora()
     if dst is not None:
         policy.save_pretrained(dst)

@@ -44,6 +44,7 @@ from ..base import (
     hidden_state_dims,
     read_checkpoint_weights,
     read_json_file,
+    upstream_layout_error,
 )
 from ..common.state_dims import zero_state_dims
 from ..common.tokenizer import load_tokenizer
@@ -387,9 +388,8 @@ def _read_checkpoint_config(path: str, policy_name: str) -> dict:
     """The checkpoint's saved config (without its "policy" name), as it was trained."""
     data = read_json_file(checkpoint_config_path(path, policy_name))
     saved_name = data.pop("policy", None)
+    if saved_name is None:
+        raise upstream_layout_error(path, policy_name)
     if saved_name != policy_name:
-        raise ValueError(
-            f"checkpoint {path!r} holds policy {saved_name!r}, not {policy_name!r}; upstream checkpoints "
-            f"need converting first (rlinf_embodied.policies.{policy_name}.convert)"
-        )
+        raise ValueError(f"checkpoint {path!r} holds policy {saved_name!r}, not {policy_name!r}")
     return data

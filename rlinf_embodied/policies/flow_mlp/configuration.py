@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from ..base import require_positive
 from ..flow.config import FlowPolicyConfig
 
 # FlowPolicyConfig fields a state-only MLP has no use for, with the only value it accepts.
@@ -47,6 +48,10 @@ class FlowMLPConfig(FlowPolicyConfig):
             raise ValueError(f"hidden_dim={self.hidden_dim} and num_layers={self.num_layers} must be >= 1")
         if self.time_embed_dim < 2 or self.time_embed_dim % 2:
             raise ValueError(f"time_embed_dim={self.time_embed_dim} must be an even number >= 2")
+        require_positive(self, "time_min_period", "time_max_period")
+
+    def reject_unread_lora_fields(self) -> None:
+        """flow_mlp has no language model to adapt: its own message, instead of FlowPolicyConfig's lora_rank one."""
         for name, accepted in UNUSED_VLA_FIELDS.items():
             if getattr(self, name) != accepted:
                 raise ValueError(

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..base import require_at_least, require_positive
 from ..flow.config import FlowPolicyConfig
 
 
@@ -63,6 +64,14 @@ class Gr00tConfig(FlowPolicyConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        require_at_least(self, 1, "select_layer", "num_timestep_buckets", "vision_patch_size")
+        require_positive(self, "llm_rope_theta", "noise_beta_alpha", "noise_beta_beta")
+        if not 0 < self.noise_s <= 1:
+            raise ValueError(
+                f"noise_s={self.noise_s} must lie in (0, 1] (the flow time is (noise_s - a Beta sample) / noise_s; "
+                "GR00T-N1.5 uses 0.999)"
+            )
+        self.check_downsample_ratio()
         if self.dit_heads * self.dit_head_dim != self.input_embedding_dim:
             raise ValueError("dit_heads * dit_head_dim must equal input_embedding_dim")
         if self.vl_self_attention_heads * self.vl_self_attention_head_dim != self.backbone_width:
@@ -72,6 +81,15 @@ class Gr00tConfig(FlowPolicyConfig):
         shuffle = round(1 / self.downsample_ratio)
         if (self.image_size // self.vision_patch_size) % shuffle:
             raise ValueError("the patch grid must be divisible by 1 / downsample_ratio")
+
+    def check_downsample_ratio(self) -> None:
+        """Pixel shuffle merges k x k patches into one token: the ratio must be 1 / k for an integer k >= 1."""
+        ratio = self.downsample_ratio
+        if not 0 < ratio <= 1 or abs(1 / ratio - round(1 / ratio)) > 1e-6:
+            raise ValueError(
+                f"downsample_ratio={ratio} must be 1 / k for an integer k >= 1 (pixel shuffle merges k x k patches "
+                "into one token), e.g. 0.5 as in GR00T-N1.5 or 1 for no merging"
+            )
 
     @property
     def backbone_width(self) -> int:

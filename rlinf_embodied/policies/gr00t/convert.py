@@ -32,7 +32,14 @@ import os
 
 import torch
 
-from ..flow.convert_utils import finish_conversion, load_safetensors_dir, stats_to_bounds, unknown_keys_error
+from ..flow.convert_utils import (
+    check_tokenizer_path,
+    finish_conversion,
+    load_safetensors_dir,
+    preset_settings,
+    stats_to_bounds,
+    unknown_keys_error,
+)
 from ..flow.utils import skip_weight_init
 from .configuration import GR00T_PRESETS, Gr00tConfig
 from .modeling import Gr00tPolicy
@@ -179,6 +186,27 @@ def concatenated_stats(entry: dict, modality: str) -> dict[str, list[float]]:
     return stats
 
 
+def resolve_embodiment_id(embodiment_tag: str, embodiment_id: int | None, picks_statistics: bool) -> int:
+    """The projector row to convert: `embodiment_id`, else GR00T-N1.5's fixed id of a known tag. Where the tag also
+    picks the statistics (the checkpoint has experiment_cfg/metadata.json), a known tag with another id would pair
+    one embodiment's weights with another's statistics; without them the tag only supplies the default id."""
+    known_id = EMBODIMENT_IDS.get(embodiment_tag)
+    if embodiment_id is None:
+        if known_id is None:
+            raise ValueError(
+                f"unknown embodiment tag {embodiment_tag!r}: pass embodiment_id explicitly (known tags: "
+                f"{sorted(EMBODIMENT_IDS)})"
+            )
+        return known_id
+    if picks_statistics and known_id is not None and embodiment_id != known_id:
+        raise ValueError(
+            f"embodiment_tag={embodiment_tag!r} is embodiment {known_id} in GR00T-N1.5's mapping, but "
+            f"embodiment_id={embodiment_id}: the weights would be one embodiment's and the statistics another's; drop "
+            f"--embodiment-id, or pass the tag of embodiment {embodiment_id}"
+        )
+    return embodiment_id
+
+
 def convert_gr00t(
     src: str,
     dst: str | None = None,
@@ -195,16 +223,14 @@ def convert_gr00t(
     Backbone sizes come from the preset (GR00T's config names the Eagle model rather than listing
     them); the action head's sizes, horizon and steps from config.json; `overrides` win over both.
     """
-    if embodiment_id is None:
-        if embodiment_tag not in EMBODIMENT_IDS:
-            raise ValueError(f"unknown embodiment tag {embodiment_tag!r}: pass embodiment_id explicitly")
-        embodiment_id = EMBODIMENT_IDS[embodiment_tag]
-    upstream = load_safetensors_dir(src)
-    settings = {**GR00T_PRESETS[size], **config_from_gr00t(src), **overrides}
+    check_tokenizer_path(tokenizer_path)
     entry = find_metadata(src, embodiment_tag)
+    embodiment_id = resolve_embodiment_id(embodiment_tag, embodiment_id, picks_statistics=entry is not None)
+    upstream = load_safetensors_dir(src)
+    settings = {**preset_settings(GR00T_PRESETS, size), **config_from_gr00t(src), **overrides}
     if entry is not None:
         settings = {**settings, **_dims_from_metadata(entry), **overrides}  # explicit overrides still win
-        dims = Gr00tConfig.from_dict({**settings, "lora_rank": 0})
+        dims = Gr00tConfig.from_dict(settings)
         action_stats, state_stats = concatenated_stats(entry, "action"), concatenated_stats(entry, "state")
         bounds = dict(
             zip(("action_low", "action_high"), stats_to_bounds(action_stats, norm_mode, dims.action_dim, "action"))
@@ -215,13 +241,12 @@ def convert_gr00t(
         settings = {**settings, **bounds, **overrides}
     else:
         logger.warning("%s has no experiment_cfg/metadata.json: actions and states pass through unnormalised", src)
-    lora_rank = settings.pop("lora_rank", 0)  # adapters go on after the upstream weights are loaded
     config = Gr00tConfig.from_dict(settings)
     with skip_weight_init():
         policy = Gr00tPolicy(config, apply_lora=False)
     nested = any(k.startswith("vision_tower.vision_model.") for k in policy.state_dict())
     state = convert_state_dict(upstream, embodiment_id, nested, config.select_layer)
-    return finish_conversion(policy, state, src, tokenizer_path, lora_rank, dst)
+    return finish_conversion(policy, state, src, tokenizer_path, dst)
 
 
 def _dims_from_metadata(entry: dict) -> dict[str, int]:
@@ -235,7 +260,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("src")
     parser.add_argument("dst")
-    parser.add_argument("--size", default="gr00t-n1.5-3b")
+    parser.add_argument("--size", default="gr00t-n1.5-3b", choices=sorted(GR00T_PRESETS))
     parser.add_argument("--embodiment-tag", default="new_embodiment")
     parser.add_argument("--embodiment-id", type=int, default=None)
     parser.add_argument("--tokenizer", default=None, help="local directory with the Eagle/Qwen3 tokenizer")

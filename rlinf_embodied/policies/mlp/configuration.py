@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from ..common.state_dims import check_integer_dims
 from .gaussian import GaussianPolicyConfig
 
 
@@ -23,9 +24,7 @@ class MLPConfig(GaussianPolicyConfig):
             raise ValueError(f"mlp needs state observations: state_dim={self.state_dim} must be >= 1")
         if self.hidden_dim < 1 or self.num_layers < 1:
             raise ValueError(f"hidden_dim={self.hidden_dim} and num_layers={self.num_layers} must be >= 1")
-        bad = [d for d in self.actor_ignore_state_dims or [] if int(d) < 0]
-        if bad:
-            raise ValueError(f"actor_ignore_state_dims {bad} must be >= 0")
+        check_integer_dims("actor_ignore_state_dims", self.actor_ignore_state_dims)
 
 
 MLP_PRESETS: dict[str, dict] = {

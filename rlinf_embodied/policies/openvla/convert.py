@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 
 from ..flow.utils import skip_weight_init
-from ..flow.convert_utils import finish_conversion
+from ..flow.convert_utils import check_tokenizer_path, finish_conversion, preset_settings
 from ..vla_common.convert import (
     config_from_upstream,
     convert_prismatic_state,
@@ -36,25 +36,26 @@ def convert_openvla_checkpoint(
     **overrides,
 ) -> OpenVLAPolicy:
     """Read the upstream directory `src`; return the policy and, if `dst`, save_pretrained it there."""
+    check_tokenizer_path(tokenizer_path)
+    preset = preset_settings(OPENVLA_PRESETS, size)
     upstream = load_upstream(src)
-    settings = {**OPENVLA_PRESETS[size], **config_from_upstream(src, upstream)}
-    stats = select_norm_stats(src, unnorm_key)
+    settings = {**preset, **config_from_upstream(src, upstream)}
+    stats = select_norm_stats(src, unnorm_key, "openvla")
     if "action" in stats:
         low, high = q99_bounds(stats["action"], "action")
         settings |= {"action_dim": len(low), "action_low": low, "action_high": high}
     settings |= overrides
-    lora_rank = settings.pop("lora_rank", 0)
     with skip_weight_init():
         policy = OpenVLAPolicy(OpenVLAConfig.from_dict(settings), apply_lora=False)
     nested = any(key.startswith("vision_backbone.fused_featurizer.vision_model.") for key in policy.state_dict())
-    return finish_conversion(policy, convert_prismatic_state(upstream, nested), src, tokenizer_path, lora_rank, dst)
+    return finish_conversion(policy, convert_prismatic_state(upstream, nested), src, tokenizer_path, dst)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("src")
     parser.add_argument("dst")
-    parser.add_argument("--size", default="openvla-7b")
+    parser.add_argument("--size", default="openvla-7b", choices=sorted(OPENVLA_PRESETS))
     parser.add_argument("--unnorm-key", default=None, help="dataset whose action statistics to use")
     parser.add_argument("--tokenizer", default=None)
     args = parser.parse_args()

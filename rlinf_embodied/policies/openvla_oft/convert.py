@@ -21,7 +21,7 @@ import os
 import torch
 
 from ..flow.utils import skip_weight_init
-from ..flow.convert_utils import finish_conversion
+from ..flow.convert_utils import check_tokenizer_path, finish_conversion, preset_settings
 from ..vla_common.convert import (
     config_from_upstream,
     convert_prismatic_state,
@@ -60,15 +60,17 @@ def convert_openvla_oft_checkpoint(
     **overrides,
 ) -> OpenVLAOFTPolicy:
     """Read the upstream OFT directory `src`; return the policy and, if `dst`, save_pretrained it there."""
+    check_tokenizer_path(tokenizer_path)
+    preset = preset_settings(OPENVLA_OFT_PRESETS, size)
     upstream = load_upstream(src)
     action_head = load_component(src, "action_head")
     proprio = load_component(src, "proprio_projector")
-    settings = {**OPENVLA_OFT_PRESETS[size], **config_from_upstream(src, upstream)}
+    settings = {**preset, **config_from_upstream(src, upstream)}
     settings["action_head_type"] = "continuous" if action_head is not None else "discrete"
     settings["use_proprio"] = proprio is not None
     if proprio is not None:
         settings["state_dim"] = proprio["fc1.weight"].shape[1]
-    stats = select_norm_stats(src, unnorm_key, dataset_statistics(src))
+    stats = select_norm_stats(src, unnorm_key, "openvla_oft", dataset_statistics(src))
     if "action" in stats:
         low, high = q99_bounds(stats["action"], "action")
         settings |= {"action_dim": len(low), "action_low": low, "action_high": high}
@@ -76,21 +78,20 @@ def convert_openvla_oft_checkpoint(
         low, high = q99_bounds(stats["proprio"], "proprio")
         settings |= {"state_low": low[: settings["state_dim"]], "state_high": high[: settings["state_dim"]]}
     settings |= overrides
-    lora_rank = settings.pop("lora_rank", 0)
     with skip_weight_init():
         policy = OpenVLAOFTPolicy(OpenVLAOFTConfig.from_dict(settings), apply_lora=False)
     nested = any(key.startswith("vision_backbone.fused_featurizer.vision_model.") for key in policy.state_dict())
     state = convert_prismatic_state(upstream, nested)
     state |= {f"action_head.{key}": value for key, value in (action_head or {}).items()}
     state |= {f"proprio_projector.{key}": value for key, value in (proprio or {}).items()}
-    return finish_conversion(policy, state, src, tokenizer_path, lora_rank, dst)
+    return finish_conversion(policy, state, src, tokenizer_path, dst)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("src")
     parser.add_argument("dst")
-    parser.add_argument("--size", default="openvla-oft-7b")
+    parser.add_argument("--size", default="openvla-oft-7b", choices=sorted(OPENVLA_OFT_PRESETS))
     parser.add_argument("--unnorm-key", default=None)
     parser.add_argument("--tokenizer", default=None)
     parser.add_argument("--action-chunk", type=int, default=None)

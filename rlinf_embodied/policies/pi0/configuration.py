@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..base import require_at_least, require_positive
 from ..common.conv_stem import check_vision_stem
 from ..flow.config import FlowPolicyConfig
 
@@ -45,6 +46,8 @@ class Pi0Config(FlowPolicyConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        require_at_least(self, 1, "vlm_depth", "vision_num_layers", "vision_patch_size")
+        require_positive(self, "rope_theta", "time_min_period", "time_max_period")
         if self.image_size % self.vision_patch_size:
             raise ValueError(f"image_size {self.image_size} is not a multiple of patch {self.vision_patch_size}")
         check_vision_stem(self.vision_stem, self.vision_patch_size)

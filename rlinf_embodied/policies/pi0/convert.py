@@ -30,7 +30,14 @@ import os
 
 import torch
 
-from ..flow.convert_utils import finish_conversion, load_safetensors_dir, stats_to_bounds, unknown_keys_error
+from ..flow.convert_utils import (
+    check_tokenizer_path,
+    finish_conversion,
+    load_safetensors_dir,
+    preset_settings,
+    stats_to_bounds,
+    unknown_keys_error,
+)
 from ..flow.utils import skip_weight_init
 from .configuration import PI0_PRESETS, Pi0Config
 from .modeling import Pi0Policy
@@ -160,6 +167,18 @@ def _stats_from_tensors(tensors: dict[str, torch.Tensor], state_prefix: str, act
     return stats
 
 
+def check_dims_match_config(saved: dict, overrides: dict, src: str) -> None:
+    """An action_dim / state_dim override must equal the width LeRobot's config.json gives its features: another
+    width would cut the checkpoint's statistics (and the env's actions) to the wrong dimensions."""
+    for key in ("action_dim", "state_dim"):
+        if key in overrides and key in saved and overrides[key] != saved[key]:
+            raise ValueError(
+                f"{key}={overrides[key]} (--{key.replace('_', '-')}) but {os.path.join(src, 'config.json')} gives "
+                f"the checkpoint's {key.split('_')[0]} feature {saved[key]} dimensions: drop the override, or pass "
+                f"{saved[key]}"
+            )
+
+
 def convert_pi0(
     src: str,
     dst: str | None = None,
@@ -176,10 +195,14 @@ def convert_pi0(
     with chunk/padding/steps/I-O dims from config.json; `overrides` win over both. Every upstream
     tensor must land on a parameter of the same shape, and every parameter must be filled.
     """
+    check_tokenizer_path(tokenizer_path)
+    preset = preset_settings(PI0_PRESETS, size)
     upstream = load_safetensors_dir(src, skip=("processor",))
-    settings = {**PI0_PRESETS[size], **config_from_lerobot(src), **overrides}
+    saved = config_from_lerobot(src)
+    check_dims_match_config(saved, overrides, src)
+    settings = {**preset, **saved, **overrides}
     stats = find_norm_stats(src, upstream, norm_stats_path)
-    dims = Pi0Config.from_dict({**settings, "lora_rank": 0})
+    dims = Pi0Config.from_dict(settings)
     if dims.vision_stem != "patch":
         raise ValueError(
             f"vision_stem={dims.vision_stem!r}: upstream pi0 checkpoints hold SigLIP's patchify convolution; "
@@ -195,20 +218,19 @@ def convert_pi0(
             zip(("state_low", "state_high"), stats_to_bounds(stats["state"], norm_mode, dims.state_dim, "state"))
         )
     settings = {**settings, **bounds, **overrides}  # explicit overrides win
-    lora_rank = settings.pop("lora_rank", 0)  # adapters go on after the upstream weights are loaded
     if not stats:
         logger.warning("no normalisation statistics found in %s: actions and states pass through unnormalised", src)
     with skip_weight_init():
         policy = Pi0Policy(Pi0Config.from_dict(settings), apply_lora=False)
     nested = any(k.startswith("vision_tower.vision_model.") for k in policy.state_dict())
-    return finish_conversion(policy, convert_state_dict(upstream, nested), src, tokenizer_path, lora_rank, dst)
+    return finish_conversion(policy, convert_state_dict(upstream, nested), src, tokenizer_path, dst)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("src")
     parser.add_argument("dst")
-    parser.add_argument("--size", default="pi0-3b")
+    parser.add_argument("--size", default="pi0-3b", choices=sorted(PI0_PRESETS))
     parser.add_argument("--tokenizer", default=None, help="local directory with the PaliGemma tokenizer")
     parser.add_argument("--norm-stats", default=None, help="openpi norm_stats.json")
     parser.add_argument("--norm-mode", default="mean_std", choices=["mean_std", "quantile", "min_max"])

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..base import PolicyConfig
+from ..base import PolicyConfig, reject_unread_field, require_at_least, require_positive
 
 # Randomly initialised presets have no checkpoint tokenizer and fall back to byte-level tokens: the
 # OpenVLA prompt around the longest registered instruction (LIBERO's, 88 characters) is 136 of them.
@@ -91,13 +91,19 @@ class PrismaticVLAConfig(PolicyConfig):
             raise ValueError(
                 "dino_num_layers and siglip_num_layers must be >= 2 (features come from the second-to-last block)"
             )
-        if not 0 < self.n_action_bins <= self.action_token_vocab_size <= self.vocab_size:
+        if not 2 <= self.n_action_bins <= self.action_token_vocab_size <= self.vocab_size:
             raise ValueError(
-                f"need 0 < n_action_bins ({self.n_action_bins}) <= action_token_vocab_size "
+                f"need 2 <= n_action_bins ({self.n_action_bins}) <= action_token_vocab_size "
                 f"({self.action_token_vocab_size}) <= vocab_size ({self.vocab_size})"
             )
         if self.temperature <= 0:
             raise ValueError(f"temperature={self.temperature} must be > 0 (use act(deterministic=True) for greedy)")
+        require_at_least(self, 1, "image_size", "value_hidden_dim")
+        require_at_least(self, 0, "lora_rank")
+        require_positive(self, "rope_theta")
+        if self.lora_rank == 0:
+            for name in ("lora_alpha", "lora_dropout"):
+                reject_unread_field(self, name, "lora_rank=0 adds no LoRA adapters; set lora_rank > 0")
 
     @property
     def num_patches(self) -> int:

@@ -163,8 +163,10 @@ def config_from_upstream(src: str, upstream: dict[str, torch.Tensor]) -> dict:
     return settings
 
 
-def select_norm_stats(src: str, unnorm_key: str | None, extra_stats: dict | None = None) -> dict:
-    """The {"action": ..., "proprio": ...} statistics of one dataset from config.json["norm_stats"]."""
+def select_norm_stats(src: str, unnorm_key: str | None, policy_name: str, extra_stats: dict | None = None) -> dict:
+    """The {"action": ..., "proprio": ...} statistics of one dataset from config.json["norm_stats"]; with several
+    datasets' the error names `policy_name`'s converter, whose --unnorm-key picks one (a training run's
+    policy.overrides cannot: unnorm_key is no config field)."""
     stats = dict(read_config_json(src).get("norm_stats") or {})
     stats |= extra_stats or {}
     if not stats:
@@ -172,7 +174,11 @@ def select_norm_stats(src: str, unnorm_key: str | None, extra_stats: dict | None
         return {}
     if unnorm_key is None:
         if len(stats) != 1:
-            raise ValueError(f"{src!r} has statistics of several datasets; pass unnorm_key, one of {sorted(stats)}")
+            raise ValueError(
+                f"{src!r} has statistics of several datasets, {sorted(stats)}: convert it with the one its actions "
+                f"should follow, python -m rlinf_embodied.policies.{policy_name}.convert {src} <dst> --unnorm-key "
+                "<dataset>, and load <dst>"
+            )
         unnorm_key = next(iter(stats))
     if unnorm_key not in stats:
         raise ValueError(f"unnorm_key={unnorm_key!r} not in the checkpoint's norm_stats; valid: {sorted(stats)}")

@@ -32,6 +32,7 @@ from ..base import (
     checkpoint_config_path,
     read_checkpoint_weights,
     read_json_file,
+    upstream_layout_error,
 )
 from ..common.tokenizer import load_tokenizer
 from ..flow.heads import ValueHead
@@ -298,6 +299,8 @@ class PrismaticVLAPolicy(Policy):
         if UPSTREAM_ARCHITECTURE in (data.get("architectures") or []):
             return cls.convert_upstream(path, **overrides)
         saved_name = data.pop("policy", None)
+        if saved_name is None:
+            raise upstream_layout_error(path, cls.name)
         if saved_name != cls.name:
             raise ValueError(f"checkpoint {path!r} holds policy {saved_name!r}, not {cls.name!r}")
         config = cls.config_class.from_dict({**data, **overrides})
