@@ -105,13 +105,10 @@ def _lookup_group(name: str) -> tuple[dict | None, list[str]]:
 
 
 def _release_claim(name: str, token: str) -> None:
-    """Release a claim without waiting (a WorkerGroup garbage-collected without shutdown)."""
-    if not ray.is_initialized():
-        return
-    try:
-        ray.get_actor(_REGISTRY_NAME).release.remote(name, token)
-    except ValueError:  # the registry is gone, and the claim with it
-        pass
+    """Release a claim without waiting (a WorkerGroup garbage-collected without shutdown), through the handle
+    a later claim from this process uses too, so Ray runs the release first."""
+    if ray.is_initialized() and _REGISTRY_HANDLE:
+        _registry().release.remote(name, token)
 
 
 def _check_rank(rank: Any, group_name: str | None, world_size: int) -> None:
