@@ -149,6 +149,13 @@ def reject_unread_field(config: Any, name: str, reason: str) -> None:
         raise ValueError(f"{name}={value!r} would change nothing: {reason}")
 
 
+def reject_lora_settings_without_rank(config: Any) -> None:
+    """lora_alpha / lora_dropout configure the adapters that only lora_rank > 0 adds."""
+    if config.lora_rank == 0:
+        for name in ("lora_alpha", "lora_dropout"):
+            reject_unread_field(config, name, "lora_rank=0 adds no LoRA adapters; set lora_rank > 0")
+
+
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 

@@ -204,31 +204,24 @@ def predicted_policy_dims(policy_cfg: PolicyConfig) -> dict[str, int | None]:
     """action_dim / action_chunk the run's policy will have, as far as the config tells before building
     it (overrides, then the checkpoint's config.json, then the size preset and its config's defaults); None where
     unknown."""
-    overrides = dict(policy_cfg.overrides)
-    if policy_cfg.checkpoint is not None:
-        saved = saved_policy_config(policy_cfg.checkpoint) or {}
-    else:
-        cls = policy_class(policy_cfg.name)
-        saved = {"action_chunk": field_default(cls.config_class, "action_chunk")}
-        saved.update(cls.presets.get(policy_cfg.size, {}))
     dims: dict[str, int | None] = {}
     for key in ("action_dim", "action_chunk"):
-        value = overrides.get(key, saved.get(key))
+        value = predicted_policy_field(policy_cfg, key)
         dims[key] = None if value is None else int(value)
-    if policy_cfg.checkpoint is None and "action_dim" not in overrides:
+    if policy_cfg.checkpoint is None and "action_dim" not in policy_cfg.overrides:
         dims["action_dim"] = None  # a fresh policy takes the dataset's (or env's) action_dim
     return dims
 
 
 def predicted_policy_field(policy_cfg: PolicyConfig, name: str) -> Any:
     """A policy config field as the run's policy will have it, before building it: the override, else the
-    checkpoint's config.json, else the size preset, else the config class's default; None where the policy's config
-    has no such field (e.g. add_value_head of an mlp)."""
+    checkpoint's config.json (None where it is no saved config of ours: an upstream layout is read at load), else
+    the size preset, else the config class's default; None where the policy's config has no such field (e.g.
+    add_value_head of an mlp)."""
     if name in policy_cfg.overrides:
         return policy_cfg.overrides[name]
-    saved = saved_policy_config(policy_cfg.checkpoint) or {} if policy_cfg.checkpoint is not None else {}
-    if name in saved:
-        return saved[name]
+    if policy_cfg.checkpoint is not None:
+        return (saved_policy_config(policy_cfg.checkpoint) or {}).get(name)
     cls = policy_class(policy_cfg.name)
     if name in cls.presets.get(policy_cfg.size, {}):
         return cls.presets[policy_cfg.size][name]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..base import PolicyConfig, reject_unread_field, require_at_least
+from ..base import PolicyConfig, reject_lora_settings_without_rank, reject_unread_field, require_at_least
 from ..common.state_dims import check_state_dims
 from .sde import NOISE_METHODS, validate_stochastic_steps
 
@@ -151,6 +151,4 @@ class FlowPolicyConfig(PolicyConfig):
 
     def reject_unread_lora_fields(self) -> None:
         """lora_alpha / lora_dropout configure adapters that only lora_rank > 0 adds."""
-        if self.lora_rank == 0:
-            for name in ("lora_alpha", "lora_dropout"):
-                reject_unread_field(self, name, "lora_rank=0 adds no LoRA adapters; set lora_rank > 0")
+        reject_lora_settings_without_rank(self)

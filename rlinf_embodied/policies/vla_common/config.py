@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..base import PolicyConfig, reject_unread_field, require_at_least, require_positive
+from ..base import PolicyConfig, reject_lora_settings_without_rank, require_at_least, require_positive
 
 # Randomly initialised presets have no checkpoint tokenizer and fall back to byte-level tokens: the
 # OpenVLA prompt around the longest registered instruction (LIBERO's, 88 characters) is 136 of them.
@@ -101,9 +101,7 @@ class PrismaticVLAConfig(PolicyConfig):
         require_at_least(self, 1, "image_size", "value_hidden_dim")
         require_at_least(self, 0, "lora_rank")
         require_positive(self, "rope_theta")
-        if self.lora_rank == 0:
-            for name in ("lora_alpha", "lora_dropout"):
-                reject_unread_field(self, name, "lora_rank=0 adds no LoRA adapters; set lora_rank > 0")
+        reject_lora_settings_without_rank(self)
 
     @property
     def num_patches(self) -> int:
