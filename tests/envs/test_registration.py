@@ -126,3 +126,15 @@ _SEEN: dict = {}
 def _record_options(**options):
     _SEEN.clear()
     _SEEN.update(options)
+
+
+@pytest.mark.parametrize("vector", [False, True])
+def test_gym_make_names_an_unknown_keyword_with_the_valid_ones(vector):
+    """Before: ManiSkill's TypeError, nested in gymnasium's, naming the keyword but no valid one."""
+    with pytest.raises(
+        ValueError, match=r"\['bogus_kw'\]: not an option of rlinf/ManiSkill-PickCube .*valid: .*'control_mode'"
+    ):
+        if vector:
+            gym.make_vec("rlinf/ManiSkill-PickCube", num_envs=2, vectorization_mode="vector_entry_point", bogus_kw=1)
+        else:
+            gym.make("rlinf/ManiSkill-PickCube", bogus_kw=1)

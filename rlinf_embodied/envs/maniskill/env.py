@@ -326,6 +326,7 @@ class ManiSkillSingleEnv(gym.Env):
         **maniskill_kwargs: Any,
     ):
         validate_options(task, obs_mode, sim_backend, reward_mode)
+        check_maniskill_keywords(task, maniskill_kwargs)  # before: ManiSkill's nested TypeError, naming no valid one
         check_switches(reward_delta=reward_delta, binarize_gripper=binarize_gripper)
         validate_reward_delta(reward_mode, reward_delta)
         self.reward_delta = reward_delta
@@ -495,6 +496,7 @@ def make_vector_env(
     """
     validate_options(task, obs_mode, sim_backend, reward_mode)
     validate_common_options(num_envs, num_workers, max_episode_steps, step_timeout)
+    check_maniskill_keywords(task, maniskill_kwargs)
     options = dict(
         obs_mode=obs_mode,
         control_mode=control_mode,
