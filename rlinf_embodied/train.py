@@ -42,6 +42,7 @@ def check_train_config(cfg: TrainConfig) -> None:
     reject_chunk_level_without_chunks(cfg)
     reject_algorithm_settings_the_policy_cannot_use(cfg)
     check_action_settings(cfg.policy.checkpoint, cfg.env.id, cfg.env.kwargs)  # RL from SFT in the SFT's action space
+    warn_initialising_overrides_on_resume(cfg)
     if cfg.runner.resume:  # before: the actor's error, after every worker had started
         check_resume_directory(cfg.runner.resume, "runner.resume")
         reject_sft_checkpoint(cfg.runner.resume, "runner.resume")
@@ -98,6 +99,25 @@ def reject_algorithm_settings_the_policy_cannot_use(cfg: TrainConfig) -> None:
             "so its entropy has no gradient; use policy.overrides.noise_method=flow_noise (a learned noise) for an "
             "entropy bonus",
         )
+
+
+# Policy fields that only initialise weights of a new policy: a resumed run restores those weights from its checkpoint
+INITIALISING_FIELDS = ("init_log_std",)
+
+
+def warn_initialising_overrides_on_resume(cfg: TrainConfig) -> list[str]:
+    """A warning, not an error: a stopped run's printed resume command repeats its overrides (before: a resume with
+    policy.overrides.init_log_std=-3 ran on at the checkpoint's std without a word). The fields named, for tests."""
+    ignored = [name for name in INITIALISING_FIELDS if cfg.runner.resume and name in cfg.policy.overrides]
+    for name in ignored:
+        logger.warning(
+            "policy.overrides.%s=%s is not read with runner.resume: it initialises a new policy, and the resumed run "
+            "restores the trained weights from its checkpoint; start a new run (policy.checkpoint=<checkpoint>/policy) "
+            "to reset it",
+            name,
+            cfg.policy.overrides[name],
+        )
+    return ignored
 
 
 def run_training(cfg: TrainConfig, output_dir: str, stop: StopRequest | None = None) -> list[dict]:

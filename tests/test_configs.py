@@ -264,3 +264,17 @@ def test_algorithm_settings_the_policy_cannot_use_are_refused_before_ray_starts(
     learned_noise = ["policy=flow_mlp", "+policy.overrides.noise_method=flow_noise", "algorithm.entropy_coef=0.5"]
     check_train_config(compose_config("config", learned_noise))
     check_train_config(compose_config("config", ["algorithm.entropy_coef=0.5"]))  # the mlp's Gaussian: an effect
+
+
+def test_an_initialising_override_on_resume_is_warned_about(caplog):
+    """Before: runner.resume=... policy.overrides.init_log_std=-3 trained on at the checkpoint's std, silently."""
+    from rlinf_embodied.config import TrainConfig
+    from rlinf_embodied.train import warn_initialising_overrides_on_resume
+
+    cfg = TrainConfig()
+    cfg.policy.overrides = {"init_log_std": -3.0, "hidden_dim": 64}
+    assert warn_initialising_overrides_on_resume(cfg) == []  # a new run reads it
+    cfg.runner.resume = "outputs/run/checkpoints/iteration_000001"
+    with caplog.at_level("WARNING"):
+        assert warn_initialising_overrides_on_resume(cfg) == ["init_log_std"]
+    assert "policy.overrides.init_log_std=-3.0 is not read with runner.resume" in caplog.text
