@@ -29,10 +29,11 @@ def reject_unread_settings(overrides: list[str], unread: Mapping[str, str]) -> N
 
 def reject_ineffective_setting(config: Any, section: str, name: str, reason: str) -> None:
     """`config.name` (a dataclass field) away from its default where nothing reads it would change nothing: an error
-    naming it, with `reason` (why it is unread and what would read it)."""
+    naming it as `section.name` ("" for no section: a policy config, set by override or by a checkpoint), with
+    `reason` (why it is unread and what would read it). Defaults pass, so a saved config, holding every field, loads."""
     value = getattr(config, name)
     if value != field_default(config, name):
-        raise ValueError(f"{section}.{name}={value} would change nothing: {reason}")
+        raise ValueError(f"{section + '.' if section else ''}{name}={value} would change nothing: {reason}")
 
 
 def field_default(config: Any, name: str) -> Any:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..finite import reject_non_finite
-from ..unread_settings import field_default
+from ..unread_settings import reject_ineffective_setting
 
 Obs = dict[str, Any]  # "state": (N, D) f32, "rgb": (N, H, W, 3) u8, "instruction": list[str], ...
 
@@ -140,20 +140,11 @@ def require_positive(config: Any, *names: str) -> None:
             raise ValueError(f"{name}={value} must be > 0")
 
 
-def reject_unread_field(config: Any, name: str, reason: str) -> None:
-    """ValueError where the field `name`, which the config's chosen mode never reads, is away from its default
-    (`reason`: why it is unread and what would read it). Defaults pass, so a saved config.json, which holds every
-    field, still loads."""
-    value = getattr(config, name)
-    if value != field_default(config, name):
-        raise ValueError(f"{name}={value!r} would change nothing: {reason}")
-
-
 def reject_lora_settings_without_rank(config: Any) -> None:
     """lora_alpha / lora_dropout configure the adapters that only lora_rank > 0 adds."""
     if config.lora_rank == 0:
         for name in ("lora_alpha", "lora_dropout"):
-            reject_unread_field(config, name, "lora_rank=0 adds no LoRA adapters; set lora_rank > 0")
+            reject_ineffective_setting(config, "", name, "lora_rank=0 adds no LoRA adapters; set lora_rank > 0")
 
 
 CONFIG_FILE = "config.json"

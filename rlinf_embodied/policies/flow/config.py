@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..base import PolicyConfig, reject_lora_settings_without_rank, reject_unread_field, require_at_least
+from ...unread_settings import reject_ineffective_setting
+from ..base import PolicyConfig, reject_lora_settings_without_rank, require_at_least
 from ..common.state_dims import check_state_dims
 from .sde import NOISE_METHODS, validate_stochastic_steps
 
@@ -132,19 +133,24 @@ class FlowPolicyConfig(PolicyConfig):
         """Each noise method reads its own noise settings, and deterministic_noise='zero' draws no noise."""
         if self.noise_method == "flow_sde":
             for name in ("noise_std_min", "noise_std_max"):
-                reject_unread_field(
-                    self, name, "noise_method='flow_sde' scales its noise by noise_level; set noise_method='flow_noise'"
+                reject_ineffective_setting(
+                    self,
+                    "",
+                    name,
+                    "noise_method='flow_sde' scales its noise by noise_level; set noise_method='flow_noise'",
                 )
         else:
-            reject_unread_field(
+            reject_ineffective_setting(
                 self,
+                "",
                 "noise_level",
                 "noise_method='flow_noise' learns its std between noise_std_min and noise_std_max; set "
                 "noise_method='flow_sde'",
             )
         if self.deterministic_noise == "zero":
-            reject_unread_field(
+            reject_ineffective_setting(
                 self,
+                "",
                 "deterministic_seed",
                 "deterministic_noise='zero' starts from x_1 = 0; set deterministic_noise='seeded'",
             )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..base import reject_unread_field
+from ...unread_settings import reject_ineffective_setting
 from ..common.state_dims import check_state_dims
 from ..vla_common.config import BYTE_LEVEL_TOKENS, PROMPT_TOKENS_BYTE_LEVEL, TINY_PRISMATIC, PrismaticVLAConfig
 
@@ -38,21 +38,23 @@ class OpenVLAOFTConfig(PrismaticVLAConfig):
         self.reject_unread_head_fields()
         if not self.use_proprio:
             for name in ("ignore_state_dims", "state_low", "state_high"):
-                reject_unread_field(self, name, "use_proprio=false reads no state; set use_proprio=true")
+                reject_ineffective_setting(self, "", name, "use_proprio=false reads no state; set use_proprio=true")
         check_state_dims("ignore_state_dims", self.ignore_state_dims, self.state_dim)
 
     def reject_unread_head_fields(self) -> None:
         """temperature scales the discrete head's token logits; init_log_std is the continuous head's Gaussian std."""
         if self.action_head_type == "continuous":
-            reject_unread_field(
+            reject_ineffective_setting(
                 self,
+                "",
                 "temperature",
                 "the continuous head samples a Gaussian, not action tokens (its std starts at init_log_std); set "
                 "action_head_type='discrete'",
             )
         else:
-            reject_unread_field(
+            reject_ineffective_setting(
                 self,
+                "",
                 "init_log_std",
                 "the discrete head samples action tokens and has no Gaussian std (temperature scales its logits); "
                 "set action_head_type='continuous'",
