@@ -102,8 +102,8 @@ def _vector(stats: dict, key: str, what: str) -> list[float]:
 
 
 def attach_tokenizer(policy, tokenizer_path: str | None, source: str) -> None:
-    """Use the given tokenizer (or the source checkpoint's); warn when falling back to byte level."""
-    check_tokenizer_path(tokenizer_path)
+    """Use the given tokenizer (or the source checkpoint's); warn when falling back to byte level. The converters
+    check `tokenizer_path` (check_tokenizer_path) before they read any weights."""
     for candidate in (tokenizer_path, source):
         if candidate and os.path.isfile(os.path.join(candidate, "tokenizer_config.json")):
             tokenizer = load_tokenizer(candidate)
