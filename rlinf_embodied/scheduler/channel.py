@@ -32,11 +32,14 @@ from typing import Any
 import numpy as np
 import ray
 
+from .names import check_name
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_KEY = "__default__"
 INLINE_BYTES = 64 * 1024  # items below this go by value through the actor
 _ACTOR_PREFIX = "rlinf_channel:"
+CLOSE_TIMEOUT_S = 10.0  # how long destroy() waits for the actor to refuse further puts and gets
 # Channels this process created: the creator's handle keeps a (non-detached) actor alive, so a
 # channel lives until destroy() or the end of the creating process, even if its Channel is dropped.
 _CREATED: dict[str, Any] = {}
@@ -50,6 +53,10 @@ _PUT, _GET = 1, 2
 _OK, _ERROR = 0, 1
 
 
+class ChannelGoneError(RuntimeError):
+    """The channel was destroyed, or its actor died."""
+
+
 @ray.remote(num_cpus=0, max_concurrency=100_000)
 class _ChannelActor:
     """The queues. Items are stored as given: ("val", item), ("ref", [ObjectRef]) or ("bytes", pickled)."""
@@ -58,6 +65,8 @@ class _ChannelActor:
         self.maxsize = maxsize
         self.queues: dict[str, asyncio.Queue] = defaultdict(lambda: asyncio.Queue(maxsize=self.maxsize))
         self.socket_address: str | None = None
+        self.closed = False  # destroy() closes the channel before killing the actor
+        self.writers: set[asyncio.StreamWriter] = set()  # the open node-local connections
 
     async def serve_node_local(self) -> tuple[str, str]:
         """Start the Unix-socket server (once); returns (node id, abstract socket address)."""
@@ -72,6 +81,7 @@ class _ChannelActor:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One client connection: requests are answered in order, a get waits for its item."""
+        self.writers.add(writer)
         try:
             while True:
                 op, key_len, payload_len = struct.unpack(_REQUEST, await reader.readexactly(_REQUEST_SIZE))
@@ -93,15 +103,32 @@ class _ChannelActor:
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # the client went away
         finally:
+            self.writers.discard(writer)
             writer.close()
 
+    async def close(self) -> None:
+        """Refuse every later put and get, on either transport. The process ends tens of ms after ray.kill
+        returns, and until then it took puts (lost with it) without this."""
+        self.closed = True
+        if self.socket_address is not None:
+            self._server.close()
+        for writer in list(self.writers):
+            writer.close()  # the client's next request (or the one it waits on) fails: ChannelGoneError
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ChannelGoneError("the channel was destroyed")
+
     async def put(self, key: str, wrapped: tuple) -> None:
+        self._check_open()
         await self.queues[key].put(wrapped)
 
     async def get(self, key: str) -> tuple:
+        self._check_open()
         return await self.queues[key].get()
 
     async def get_batch(self, key: str, n: int) -> list[tuple]:
+        self._check_open()
         return [await self.queues[key].get() for _ in range(n)]
 
     def socket_route(self) -> tuple[str, str | None]:
@@ -219,10 +246,7 @@ class _SocketConnection:
 
 
 def _check_name(name: Any) -> None:
-    if not isinstance(name, str):
-        raise TypeError(f"channel name {name!r} of type {type(name).__name__} is not a str; e.g. 'env_to_rollout'")
-    if not name:
-        raise ValueError("channel name '' is empty; give a name such as 'env_to_rollout'")
+    check_name(name, "channel", "env_to_rollout")
 
 
 def _key(key: str | None) -> str:
@@ -314,12 +338,20 @@ class Channel:
         except (ConnectionError, OSError) as error:
             connection.close()
             self._local.connection = None
-            raise RuntimeError(f"channel {self.name!r} is gone (its actor was destroyed or died): {error}") from error
+            raise ChannelGoneError(
+                f"channel {self.name!r} is gone (its actor was destroyed or died): {error}"
+            ) from error
         except _ChannelActorError as error:
             raise RuntimeError(f"channel {self.name!r}: the channel actor failed the request: {error}") from error
 
     def destroy(self) -> None:
-        ray.kill(self._handle())
+        """Kill the channel's actor; from the return on, every put and get on it fails (ChannelGoneError)."""
+        actor = self._handle()
+        try:
+            ray.get(actor.close.remote(), timeout=CLOSE_TIMEOUT_S)
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            pass  # dead already, or stuck: the kill ends it
+        ray.kill(actor)
         _CREATED.pop(self.name, None)
         self._actor = None
 

@@ -27,8 +27,9 @@ import torch.distributed as dist
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from . import collective, cuda_ipc, offload
-from .channel import Channel
+from .channel import Channel, ChannelGoneError
 from .cluster import Cluster
+from .names import check_name
 from .placement import PackedPlacementStrategy, Placement, PlacementStrategy
 
 logger = logging.getLogger(__name__)
@@ -111,6 +112,10 @@ def _release_claim(name: str, token: str) -> None:
         _registry().release.remote(name, token)
 
 
+# A send's cached mailbox failing like this belonged to a group that has been shut down.
+_MAILBOX_GONE = (ChannelGoneError, ray.exceptions.RayActorError)
+
+
 def _check_rank(rank: Any, group_name: str | None, world_size: int) -> None:
     """Raise unless `rank` is an int rank of a group of `world_size` ranks."""
     if not isinstance(rank, int) or isinstance(rank, bool):
@@ -123,10 +128,7 @@ def _check_rank(rank: Any, group_name: str | None, world_size: int) -> None:
 
 
 def _check_group_name(name: Any) -> None:
-    if not isinstance(name, str):
-        raise TypeError(f"worker group name {name!r} of type {type(name).__name__} is not a str; e.g. 'actor'")
-    if not name.strip():
-        raise ValueError(f"worker group name {name!r} is blank; give a name such as 'actor'")
+    check_name(name, "worker group", "actor")
 
 
 class Worker:
@@ -147,6 +149,7 @@ class Worker:
         self._peer_info: dict[str, dict] = {}
         self._p2p_store: Any = None
         self._p2p_groups: dict[str, Any] = {}
+        self._p2p_uid = uuid.uuid4().hex[:12]  # names this process's NCCL pairs apart from an earlier one's
         self._offloaded_optimizers: set[int] = set()
 
     @classmethod
@@ -208,13 +211,17 @@ class Worker:
             self._channels[name] = Channel.connect(name)
         return self._channels[name]
 
-    def _peer(self, group: str, rank: int) -> dict:
+    def _peer(self, group: str, rank: int, fresh: bool = False) -> dict:
         """The registry's info on `group`, once it is checked to be running and to have `rank`. Cached per
-        group; looked up again where the cached size lacks `rank` (the group may have been relaunched)."""
+        group; looked up again when `fresh` or where the cached size lacks `rank` (the group may have been
+        relaunched). A lookup that finds another group under the name drops the old one's mailbox."""
         _check_group_name(group)
         info = self._peer_info.get(group)
-        if info is None or not (isinstance(rank, int) and 0 <= rank < info["world_size"]):
+        if fresh or info is None or not (isinstance(rank, int) and 0 <= rank < info["world_size"]):
+            cached = self._peer_info.pop(group, None)
             info, running = _lookup_group(group)
+            if cached is not None and (info is None or info["token"] != cached["token"]):
+                self._channels.pop(_mailbox_name(group), None)
             if info is None:
                 raise ValueError(f"no worker group named {group!r} is running; running: {running}")
             self._peer_info[group] = info
@@ -226,12 +233,23 @@ class Worker:
 
         A CUDA tensor between two GPU workers goes over NCCL (the call returns once the peer receives
         it the first time, while the pair's communicator forms); anything else goes through Ray.
+        A group shut down since the last send to it: a ValueError naming it, or the group now running
+        under its name receives.
         """
-        peer = self._peer(dst_group, dst_rank)
+        try:
+            self._send(obj, dst_group, dst_rank)
+            return
+        except _MAILBOX_GONE:
+            pass  # the cached mailbox was a group's shut down since: before, every later send failed on it
+        self._send(obj, dst_group, dst_rank, fresh=True)  # outside the except: no chained mailbox error
+
+    def _send(self, obj: Any, dst_group: str, dst_rank: int, fresh: bool = False) -> None:
+        peer = self._peer(dst_group, dst_rank, fresh)
         mailbox = self._channel(_mailbox_name(dst_group))
         key = _p2p_key(self.group_name, self.rank, dst_rank)
         if isinstance(obj, torch.Tensor) and obj.is_cuda and peer["cuda"]:
-            pair = f"p2p/{key}"
+            # One communicator per (this process, receiving process): a relaunched peer gets a new one.
+            pair = f"p2p/{key}/{dst_group}@{peer['token'][:12]}/{self._p2p_uid}"
             if self._p2p_store is None:
                 self._p2p_store, ip, port = collective.host_store(2)
                 self._p2p_address = (ip, port)
@@ -245,7 +263,8 @@ class Worker:
 
     def recv(self, src_group: str, src_rank: int) -> Any:
         """The next object rank `src_rank` of `src_group` sent to this worker (blocks)."""
-        self._peer(src_group, src_rank)  # else a recv from a group that does not run waits for ever
+        # Looked up each time: else a recv from a group that does not run (or no longer does) waits for ever.
+        self._peer(src_group, src_rank, fresh=True)
         message = self._channel(_mailbox_name(self.group_name)).get(key=_p2p_key(src_group, src_rank, self.rank))
         if message[0] == "obj":
             return message[1]
@@ -679,7 +698,7 @@ class WorkerGroup:
         if self._claim_token is None:
             return
         try:
-            Channel.connect(_mailbox_name(self.name)).destroy()
+            Channel.connect(_mailbox_name(self.name)).destroy()  # from now on a send to this group fails
         except ValueError:
             pass
         self._claim_finalizer.detach()

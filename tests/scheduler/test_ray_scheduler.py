@@ -274,6 +274,54 @@ def test_send_recv_check_the_peer_group_and_rank(groups, method, args, error):
     assert "__p2p__" not in str(raised.value)
 
 
+def test_a_send_reaches_a_relaunched_group_and_names_a_shut_down_one(cluster, groups):
+    """Before: the sender kept the first group's mailbox: "channel '__p2p__/t_peer' is gone" after its shutdown,
+    then Ray's ActorDiedError for every later send, to a group relaunched under the name too."""
+    sender = groups["env"].execute_on(0)
+    for relaunch in range(2):
+        peer = launch(cluster, ProbeWorker, "t_peer", None)
+        try:
+            receiving = peer.recv_one("env", 0)
+            sender.send_one("t_peer", 0).wait(timeout=60)  # the second time through the first group's mailbox
+            assert receiving.wait(timeout=60) == ["one"], relaunch
+        finally:
+            peer.shutdown()
+    with pytest.raises(WorkerError, match=r"no worker group named 't_peer' is running; running: \[") as raised:
+        sender.send_one("t_peer", 0).wait(timeout=60)
+    assert "'env'" in str(raised.value).splitlines()[-1] and "__p2p__" not in str(raised.value)
+
+
+def test_a_recv_from_a_group_shut_down_since_the_last_recv_names_it(cluster, groups):
+    """Before: the receiver's cached check passed, and the recv waited for ever."""
+    peer = launch(cluster, ProbeWorker, "t_gone", None)
+    receiver = groups["rollout"]
+    receiving = receiver.recv_one("t_gone", 0)
+    peer.send_one("rollout", 0).wait(timeout=60)
+    assert receiving.wait(timeout=60) == ["one"]
+    peer.shutdown()
+    with pytest.raises(WorkerError, match=r"no worker group named 't_gone' is running"):
+        receiver.recv_one("t_gone", 0).wait(timeout=30)
+
+
+@pytest.mark.parametrize(
+    "name, error, message",
+    [
+        (None, TypeError, r"worker group name None of type NoneType is not a str; e\.g\. 'actor'"),
+        ("", ValueError, r"worker group name '' is empty; give a name such as 'actor'"),
+        ("  ", ValueError, r"worker group name '  ' is blank; give a name such as 'actor'"),
+    ],
+)
+def test_a_bad_group_name_is_named(cluster, name, error, message):
+    with pytest.raises(error, match=message):
+        ProbeWorker.create_group().launch(cluster, name=name)
+
+
+def test_a_blank_channel_name_is_refused():
+    """Before: accepted (only '' was refused, while a worker group's blank name was)."""
+    with pytest.raises(ValueError, match=r"channel name ' ' is blank; give a name such as 'env_to_rollout'"):
+        Channel.create(" ")
+
+
 def test_joining_ray_with_fewer_simulated_gpus_is_refused(cluster):
     """Before: a Cluster joining this process's Ray took num_gpus_per_node at its word when GPUs were simulated."""
     from rlinf_embodied.scheduler.cluster import SIM_GPU_RESOURCE
