@@ -43,6 +43,7 @@ def check_train_config(cfg: TrainConfig) -> None:
     reject_algorithm_settings_the_policy_cannot_use(cfg)
     check_action_settings(cfg.policy.checkpoint, cfg.env.id, cfg.env.kwargs)  # RL from SFT in the SFT's action space
     warn_initialising_overrides_on_resume(cfg)
+    warn_checkpoint_weights_not_read_on_resume(cfg)
     if cfg.runner.resume:  # before: the actor's error, after every worker had started
         check_resume_directory(cfg.runner.resume, "runner.resume")
         reject_sft_checkpoint(cfg.runner.resume, "runner.resume")
@@ -118,6 +119,25 @@ def warn_initialising_overrides_on_resume(cfg: TrainConfig) -> list[str]:
             cfg.policy.overrides[name],
         )
     return ignored
+
+
+def warn_checkpoint_weights_not_read_on_resume(cfg: TrainConfig) -> bool:
+    """A warning, not an error: a resume command repeats the run's policy.checkpoint, which still builds the model
+    (before: runner.resume with another policy.checkpoint trained on from the resumed weights without a word). True
+    where it warned, for tests."""
+    if not (cfg.runner.resume and cfg.policy.checkpoint):
+        return False
+    reference = " and the algorithm.ref_kl_coef reference policy" if cfg.algorithm.ref_kl_coef > 0 else ""
+    logger.warning(
+        "policy.checkpoint=%s: its weights are not trained with runner.resume=%s, which wins: the resumed run restores "
+        "its trained weights and optimizer from runner.resume, and policy.checkpoint still sets the model's "
+        "architecture (its config.json)%s; start a new run without runner.resume to train from policy.checkpoint's "
+        "weights (nothing to change where it is the checkpoint the resumed run started from)",
+        cfg.policy.checkpoint,
+        cfg.runner.resume,
+        reference,
+    )
+    return True
 
 
 def run_training(cfg: TrainConfig, output_dir: str, stop: StopRequest | None = None) -> list[dict]:

@@ -1,5 +1,6 @@
 """Reject settings that nothing reads: command-line keys an entry point composes but never uses
-(reject_unread_settings), and config values whose feature is off (reject_ineffective_setting).
+(reject_unread_settings), and config values or explicit overrides whose feature is off (reject_ineffective_setting,
+reject_ineffective_overrides).
 
 The entry points share config groups (`env`, `policy`) with training, so Hydra accepts every key of them; a few
 of those keys mean nothing to a given command (an evaluation steps `eval.num_envs` envs, not `env.num_envs`). A user
@@ -9,7 +10,7 @@ who sets one would otherwise run with a default they did not choose, without a w
 from __future__ import annotations
 
 from dataclasses import fields
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 
 def override_key(override: str) -> str:
@@ -34,6 +35,16 @@ def reject_ineffective_setting(config: Any, section: str, name: str, reason: str
     value = getattr(config, name)
     if value != field_default(config, name):
         raise ValueError(f"{section + '.' if section else ''}{name}={value} would change nothing: {reason}")
+
+
+def reject_ineffective_overrides(overrides: Mapping[str, Any], section: str, names: Iterable[str], reason: str) -> None:
+    """reject_ineffective_setting for settings whose config value may come from elsewhere than the user (a size
+    preset, a checkpoint's config.json): the first of `names` given in `overrides`, whatever its value, is an error."""
+    for name in names:
+        if name in overrides:
+            raise ValueError(
+                f"{section + '.' if section else ''}{name}={overrides[name]} would change nothing: {reason}"
+            )
 
 
 def field_default(config: Any, name: str) -> Any:

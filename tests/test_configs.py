@@ -278,3 +278,22 @@ def test_an_initialising_override_on_resume_is_warned_about(caplog):
     with caplog.at_level("WARNING"):
         assert warn_initialising_overrides_on_resume(cfg) == ["init_log_std"]
     assert "policy.overrides.init_log_std=-3.0 is not read with runner.resume" in caplog.text
+
+
+def test_a_checkpoint_given_with_resume_is_warned_about(caplog):
+    """Before: runner.resume=... policy.checkpoint=<another SFT> trained on from the resumed weights, silently."""
+    from rlinf_embodied.config import TrainConfig
+    from rlinf_embodied.train import warn_checkpoint_weights_not_read_on_resume
+
+    cfg = TrainConfig()
+    cfg.policy.checkpoint = "outputs/sft/checkpoints/final/policy"
+    assert not warn_checkpoint_weights_not_read_on_resume(cfg)  # a new run trains from it
+    cfg.runner.resume = "outputs/run/checkpoints/iteration_000001"
+    with caplog.at_level("WARNING"):
+        assert warn_checkpoint_weights_not_read_on_resume(cfg)
+    assert (
+        "policy.checkpoint=outputs/sft/checkpoints/final/policy: its weights are not trained with "
+        "runner.resume=outputs/run/checkpoints/iteration_000001, which wins" in caplog.text
+    )
+    cfg.policy.checkpoint = None
+    assert not warn_checkpoint_weights_not_read_on_resume(cfg)

@@ -24,3 +24,11 @@ def test_an_unread_setting_or_one_under_an_unread_group_is_rejected_with_its_rea
 def test_settings_that_are_read_pass_including_ones_that_only_share_a_prefix():
     reject_unread_settings(["env.num_envs_extra=3", "policy_size=1", "env.id=rlinf/ManiSkill-PickCube"], UNREAD)
     reject_unread_settings([], UNREAD)
+
+
+def test_an_ineffective_override_is_refused_whatever_its_value():
+    from rlinf_embodied.unread_settings import reject_ineffective_overrides
+
+    with pytest.raises(ValueError, match=r"^policy.overrides.b=2 would change nothing: why$"):
+        reject_ineffective_overrides({"a": 1, "b": 2}, "policy.overrides", ("b", "c"), "why")
+    reject_ineffective_overrides({"a": 1}, "", ("b", "c"), "why")  # not given: a preset's or a checkpoint's value

@@ -9,16 +9,18 @@ flow-matching policies, the raw pre-squash sample for Gaussians. PPO's ratio is 
 from __future__ import annotations
 
 import abc
+import copy
+import functools
 import json
 import os
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 import torch
 from torch import nn
 
 from ..finite import reject_non_finite
-from ..unread_settings import reject_ineffective_setting
+from ..unread_settings import reject_ineffective_overrides, reject_ineffective_setting
 
 Obs = dict[str, Any]  # "state": (N, D) f32, "rgb": (N, H, W, 3) u8, "instruction": list[str], ...
 
@@ -57,6 +59,8 @@ class PolicyConfig:
     # They travel with the checkpoint (saved in config.json).
     action_low: list[float] | None = None
     action_high: list[float] | None = None
+    # Fields only the value head reads (configs with an add_value_head switch): see reject_value_head_overrides.
+    value_head_fields: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
         self.check_dims()
@@ -140,6 +144,18 @@ def require_positive(config: Any, *names: str) -> None:
             raise ValueError(f"{name}={value} must be > 0")
 
 
+def reject_value_head_overrides(
+    config_class: type[PolicyConfig], add_value_head: Any, overrides: Mapping[str, Any], section: str = ""
+) -> None:
+    """A value-head field (config_class.value_head_fields) given in `overrides` where add_value_head is False: no
+    value head reads it. Explicit overrides only: a size preset sets value_hidden_dim and a checkpoint's config.json
+    holds every field, so the config's own values cannot tell the user's choice from theirs."""
+    if add_value_head is False:
+        switch = f"{section}.add_value_head" if section else "add_value_head"
+        reason = f"add_value_head=false builds no value head; set {switch}=true, or drop the setting"
+        reject_ineffective_overrides(overrides, section, config_class.value_head_fields, reason)
+
+
 def reject_lora_settings_without_rank(config: Any) -> None:
     """lora_alpha / lora_dropout configure the adapters that only lora_rank > 0 adds."""
     if config.lora_rank == 0:
@@ -179,7 +195,15 @@ def checkpoint_config_path(path: str, policy_name: str | None, expected: str = S
 
 
 def read_json_file(json_path: str) -> dict:
-    """A checkpoint's JSON file; a malformed one is named (json's own error says only the line and column)."""
+    """A checkpoint's JSON file, a copy of its own (callers pop keys); a malformed one is named (json's own error
+    says only the line and column). Parsed once per version of the file: start-up read config.json 5 times."""
+    stat = os.stat(json_path)
+    return copy.deepcopy(_parsed_json_file(os.path.abspath(json_path), stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=32)
+def _parsed_json_file(json_path: str, mtime_ns: int, size: int) -> dict:
+    """read_json_file's parse, cached per path, modification time and size (a rewritten file is read again)."""
     with open(json_path) as f:
         try:
             return json.load(f)
@@ -294,7 +318,16 @@ class Policy(nn.Module, abc.ABC):
     def from_preset(cls, size: str = "tiny", **overrides) -> "Policy":
         if size not in cls.presets:
             raise ValueError(f"unknown size {size!r} for policy {cls.name!r}; available: {sorted(cls.presets)}")
-        return cls(cls.config_class.from_dict({**cls.presets[size], **overrides}))
+        config = cls.config_class.from_dict({**cls.presets[size], **overrides})
+        reject_value_head_overrides(cls.config_class, getattr(config, "add_value_head", None), overrides)
+        return cls(config)
+
+    @classmethod
+    def loads_unnamed_config(cls, config_data: dict[str, Any]) -> bool:
+        """Whether from_pretrained loads a checkpoint whose config.json (`config_data`) names no policy: the base
+        class's reads it as its own; policies with converters refuse such an upstream layout (upstream_layout_error),
+        which the start-up check then names before any worker starts."""
+        return True
 
     # ---- RL interface -------------------------------------------------------------------------
     @abc.abstractmethod

@@ -14,7 +14,7 @@ import torch
 from ..envs.action_settings import trained_env_note
 from ..config import PolicyConfig
 from ..policies import Policy, make_policy, policy_class
-from ..policies.base import CONFIG_FILE, read_json_file
+from ..policies.base import CONFIG_FILE, read_json_file, reject_value_head_overrides
 from ..policies.base import PolicyConfig as BasePolicyConfig
 from ..unread_settings import field_default, override_key
 from .mixed_precision import cast_floating_buffers
@@ -37,6 +37,8 @@ def check_policy_config(cfg: PolicyConfig) -> None:
     except ValueError as error:
         raise ValueError(f"policy.name={cfg.name!r}: {error} (or the config group: policy=<name>)") from None
     check_policy_overrides(cls, dict(cfg.overrides))
+    add_value_head = predicted_policy_field(cfg, "add_value_head")
+    reject_value_head_overrides(cls.config_class, add_value_head, dict(cfg.overrides), "policy.overrides")
     if cfg.checkpoint is not None:
         if not os.path.isdir(cfg.checkpoint):
             raise FileNotFoundError(
@@ -63,15 +65,18 @@ def check_policy_config(cfg: PolicyConfig) -> None:
 
 
 def check_checkpoint_policy(cfg: PolicyConfig) -> None:
-    """policy.checkpoint holds a config.json of policy.name (before: each worker's from_pretrained error, after
-    Ray had started)."""
-    from ..policies.base import checkpoint_config_path
+    """policy.checkpoint holds a config.json of policy.name, or an upstream layout the policy converts on load
+    (before: each worker's from_pretrained error, after Ray had started; an upstream pi0 or GR00T directory too)."""
+    from ..policies.base import checkpoint_config_path, upstream_layout_error
 
     try:
         config_path = checkpoint_config_path(cfg.checkpoint, cfg.name)
     except FileNotFoundError as error:
         raise FileNotFoundError(f"policy.checkpoint={cfg.checkpoint!r}: {error}") from None
-    saved_name = read_json_file(config_path).get("policy", cfg.name)
+    data = read_json_file(config_path)
+    if "policy" not in data and not policy_class(cfg.name).loads_unnamed_config(data):
+        raise upstream_layout_error(cfg.checkpoint, cfg.name)
+    saved_name = data.get("policy", cfg.name)
     if saved_name != cfg.name:
         raise ValueError(
             f"policy.checkpoint={cfg.checkpoint!r} holds policy {saved_name!r}, but policy={cfg.name}: select "

@@ -126,3 +126,29 @@ def test_a_saved_config_holding_every_default_still_loads(name, overrides):
     config = tiny_config(name, **overrides)
     saved = json.loads(json.dumps(config.to_dict()))
     assert policy_class(name).config_class.from_dict(saved) == config
+
+
+@pytest.mark.parametrize(
+    "name, setting",
+    [
+        ("flow_mlp", {"value_hidden_dim": 64}),
+        ("pi0", {"value_reads_state": False}),
+        ("gr00t", {"value_state_clip": None}),
+        ("openvla", {"value_hidden_dim": 32}),  # the tiny preset's own value, set explicitly: still refused
+    ],
+)
+def test_value_head_settings_without_a_value_head_are_refused_only_where_given(name, setting, tmp_path):
+    """Before: add_value_head=false with value_hidden_dim=64 built no value head and read none of it. The tiny
+    presets set value_hidden_dim themselves (not the user's choice), and a saved config holds it: both still pass."""
+    from rlinf_embodied.policies import make_policy
+
+    key = next(iter(setting))
+    with pytest.raises(ValueError, match=rf"^{key}=.* would change nothing: add_value_head=false builds no value head"):
+        make_policy(name, size="tiny", add_value_head=False, **setting)
+    policy = make_policy(name, size="tiny", add_value_head=False)  # the preset's value_hidden_dim: no error
+    make_policy(name, size="tiny", **setting)  # read by the value head
+    if name == "flow_mlp":  # a checkpoint saved without a value head loads; an explicit override is refused
+        policy.save_pretrained(tmp_path)
+        policy_class(name).from_pretrained(tmp_path)
+        with pytest.raises(ValueError, match=rf"^{key}=64 would change nothing"):
+            policy_class(name).from_pretrained(tmp_path, **setting)

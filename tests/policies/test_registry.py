@@ -253,3 +253,20 @@ def test_a_config_json_naming_no_policy_is_called_an_upstream_layout(name, fix, 
         ValueError, match=r"names no policy.*one of: python -m rlinf_embodied\.policies\.gr00t\.convert"
     ):
         load_policy(tmp_path)
+
+
+def test_a_config_json_is_parsed_once_per_version_and_each_reader_gets_its_own_copy(tmp_path, monkeypatch):
+    """Before: start-up parsed a checkpoint's config.json 5 times (check, predicted fields, size warning, ...)."""
+    import json
+
+    from rlinf_embodied.policies import base
+
+    parses = []
+    monkeypatch.setattr(base.json, "load", lambda f: parses.append(f.name) or json.loads(f.read()))
+    path = tmp_path / "config.json"
+    path.write_text('{"policy": "mlp", "hidden_dim": 64}')
+    first = base.read_json_file(str(path))
+    first.pop("policy")  # callers pop keys: the next reader still sees them
+    assert base.read_json_file(str(path)) == {"policy": "mlp", "hidden_dim": 64} and len(parses) == 1
+    path.write_text('{"policy": "mlp", "hidden_dim": 128, "num_layers": 2}')  # rewritten: read again
+    assert base.read_json_file(str(path))["hidden_dim"] == 128 and len(parses) == 2

@@ -128,3 +128,42 @@ def test_require_checkpoint_on_a_policy_that_is_not_a_vla_says_what_to_set():
 def test_a_revealed_dims_gain_without_a_checkpoint_is_refused():
     with pytest.raises(ValueError, match=r"revealed_state_gain=30.0 scales the state dims a policy.checkpoint hid"):
         check_policy_config(_pi0_small(revealed_state_gain=30.0))
+
+
+def test_value_head_overrides_without_a_value_head_are_refused_before_any_worker_starts(tmp_path):
+    """Before: policy.overrides.add_value_head=false with value_hidden_dim=64 ran without a word. The switch may come
+    from the checkpoint's config.json; the preset's own value_hidden_dim is no one's choice and passes."""
+    no_head = {"add_value_head": False}
+    check_policy_config(PolicyConfig(name="flow_mlp", overrides=no_head))  # tiny preset: value_hidden_dim=32
+    with pytest.raises(ValueError, match=r"^policy.overrides.value_hidden_dim=64 would change nothing: .*set "):
+        check_policy_config(PolicyConfig(name="flow_mlp", overrides={**no_head, "value_hidden_dim": 64}))
+    make_policy("flow_mlp", size="tiny", add_value_head=False).save_pretrained(tmp_path)
+    saved = PolicyConfig(name="flow_mlp", checkpoint=str(tmp_path), overrides={"detach_value_input": False})
+    with pytest.raises(ValueError, match=r"policy.overrides.detach_value_input=False would change nothing"):
+        check_policy_config(saved)
+    saved.overrides["add_value_head"] = True  # a fresh value head, which reads it
+    check_policy_config(saved)
+
+
+UPSTREAM_CONFIGS = {  # what the layout check reads: a config.json naming no policy
+    "pi0": {"type": "pi0", "chunk_size": 50, "n_action_steps": 50},  # LeRobot's (openpi's PyTorch port: alike)
+    "gr00t": {"architectures": ["GR00T_N1_5"], "model_type": "gr00t_n1_5", "action_horizon": 16},
+}
+
+
+@pytest.mark.parametrize("name", sorted(UPSTREAM_CONFIGS))
+def test_an_upstream_checkpoint_is_named_with_its_converter_before_ray_starts(name, tmp_path):
+    """Before: an upstream pi0 or GR00T directory passed the start-up check and failed in each worker."""
+    import json
+    import re
+
+    (tmp_path / "config.json").write_text(json.dumps(UPSTREAM_CONFIGS[name]))
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    command = re.escape(f"python -m rlinf_embodied.policies.{name}.convert {tmp_path} <dst>")
+    with pytest.raises(ValueError, match=f"config.json names no policy, so it is an upstream layout.*{command}"):
+        check_policy_config(PolicyConfig(name=name, checkpoint=str(tmp_path)))
+
+
+def test_an_upstream_openvla_checkpoint_still_passes_as_it_is_converted_on_load(tmp_path):
+    (tmp_path / "config.json").write_text('{"architectures": ["OpenVLAForActionPrediction"], "n_action_bins": 256}')
+    check_policy_config(PolicyConfig(name="openvla", checkpoint=str(tmp_path)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ...unread_settings import reject_ineffective_setting
 from ..base import PolicyConfig, reject_lora_settings_without_rank, require_at_least
@@ -82,6 +83,12 @@ class FlowPolicyConfig(PolicyConfig):
     lora_alpha: int = 16
     lora_dropout: float = 0.0
     gradient_checkpointing: bool = False
+    value_head_fields: ClassVar[tuple[str, ...]] = (
+        "value_hidden_dim",
+        "detach_value_input",
+        "value_reads_state",
+        "value_state_clip",
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()

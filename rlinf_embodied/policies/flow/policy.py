@@ -44,6 +44,7 @@ from ..base import (
     hidden_state_dims,
     read_checkpoint_weights,
     read_json_file,
+    reject_value_head_overrides,
     upstream_layout_error,
 )
 from ..common.state_dims import zero_state_dims
@@ -328,11 +329,17 @@ class FlowPolicy(Policy):
         self.tokenizer.save_pretrained(os.fspath(path))
 
     @classmethod
+    def loads_unnamed_config(cls, config_data: dict[str, Any]) -> bool:
+        """No: a config.json naming no policy is an upstream layout (LeRobot's, openpi's, GR00T's) to convert."""
+        return False
+
+    @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **overrides) -> "FlowPolicy":
         """Load a save_pretrained directory; LoRA may be switched on by override on a non-LoRA checkpoint."""
         path = os.fspath(path)
         saved = _read_checkpoint_config(path, cls.name)
         config = cls.config_class.from_dict({**saved, **overrides})
+        reject_value_head_overrides(cls.config_class, config.add_value_head, overrides)
         state = read_checkpoint_weights(path)
         checkpoint_has_lora = any(LORA_MARKER in key for key in state)
         with skip_weight_init():

@@ -13,6 +13,7 @@ second-to-last block (so only the first depth - 1 blocks are built); projector 2
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ..base import PolicyConfig, reject_lora_settings_without_rank, require_at_least, require_positive
 
@@ -69,6 +70,7 @@ class PrismaticVLAConfig(PolicyConfig):
     # CUDA graphs (common/cuda_graph.py), one per batch bucket; False runs it eagerly. No effect on CPU.
     act_cuda_graphs: bool = False
     act_compile: bool = False  # with act_cuda_graphs: torch.compile each part before capture (flow/config.py)
+    value_head_fields: ClassVar[tuple[str, ...]] = ("value_hidden_dim",)
 
     def __post_init__(self) -> None:
         super().__post_init__()

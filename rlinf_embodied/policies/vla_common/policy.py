@@ -32,6 +32,7 @@ from ..base import (
     checkpoint_config_path,
     read_checkpoint_weights,
     read_json_file,
+    reject_value_head_overrides,
     upstream_layout_error,
 )
 from ..common.tokenizer import load_tokenizer
@@ -292,6 +293,11 @@ class PrismaticVLAPolicy(Policy):
         raise NotImplementedError
 
     @classmethod
+    def loads_unnamed_config(cls, config_data: dict[str, Any]) -> bool:
+        """Only an upstream HF OpenVLA(-OFT) directory, which from_pretrained converts on the fly."""
+        return UPSTREAM_ARCHITECTURE in (config_data.get("architectures") or [])
+
+    @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **overrides) -> "PrismaticVLAPolicy":
         """Load a save_pretrained directory, or convert an upstream HF OpenVLA(-OFT) directory on the fly."""
         path = os.fspath(path)
@@ -304,6 +310,7 @@ class PrismaticVLAPolicy(Policy):
         if saved_name != cls.name:
             raise ValueError(f"checkpoint {path!r} holds policy {saved_name!r}, not {cls.name!r}")
         config = cls.config_class.from_dict({**data, **overrides})
+        reject_value_head_overrides(cls.config_class, config.add_value_head, overrides)
         state = read_checkpoint_weights(path)
         checkpoint_has_lora = any(LORA_MARKER in key for key in state)
         with skip_weight_init():
