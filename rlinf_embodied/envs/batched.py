@@ -9,7 +9,9 @@ How the contract maps onto a simulator that steps every env together:
   (finished) episode, because the batch cannot skip one env; their rewards and flags are masked
   to 0 / False, and env i is reset after the chunk. So, as in the subprocess env, no action of the
   old chunk reaches the new episode, and the returned obs is the new episode's first obs (SAME_STEP).
-- Resets are partial: `reset(options={"env_idx": ended})` resets only the envs that ended.
+- Resets are partial: `reset(options={"env_idx": ended})` resets only the envs that ended (the caller may pass
+  `env_idx` too: only those envs' episode statistics restart). Other keys the simulator does not read are refused.
+- Actions are clipped to `single_action_space` before the simulator steps them.
 - Seeds: `reset(seed=s)` seeds env i with `s + i` (or one seed per env from a list). Each later
   auto-reset draws fresh per-env seeds from a generator seeded by that reset, so the same seed and
   the same actions give the same trajectories. The simulator's episode RNG is reseeded at every
@@ -21,17 +23,31 @@ How the contract maps onto a simulator that steps every env together:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol, Sequence
 
 import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.vector.utils import batch_space
 
-from .batching import ArrayLike, EpisodeStats, SeedLike, as_action_chunk, box_like, per_env_seeds
-from .vector import IMAGE_KEYS, OBS_KEYS, check_bool_options
+from .batching import (
+    ArrayLike,
+    EpisodeStats,
+    SeedLike,
+    as_action_chunk,
+    box_like,
+    check_open,
+    check_reset_options,
+    is_int,
+    per_env_seeds,
+)
+from .registration import reject_unknown_reset_options
+from .vector import IMAGE_KEYS, OBS_KEYS, check_bool_options, validate_common_options
 
 ObsConverter = Callable[[Any], dict[str, torch.Tensor]]
+
+# The reset(options=...) keys ManiSkill's batched envs read: "env_idx" (a partial reset) and "reconfigure"
+RESET_OPTIONS = ("env_idx", "reconfigure")
 
 
 class BatchedSim(Protocol):
@@ -62,6 +78,7 @@ class BatchedVectorEnv(gym.vector.VectorEnv):
         instruction: the task's language instruction, reported for every env.
         max_episode_steps: truncate episodes after this many steps (None: only the simulator's own).
         ignore_terminations: never report terminated (success does not end the episode).
+        reset_options: the `reset(options=...)` keys the simulator reads; any other key is refused.
     """
 
     metadata = {"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}
@@ -73,10 +90,11 @@ class BatchedVectorEnv(gym.vector.VectorEnv):
         instruction: str = "",
         max_episode_steps: Optional[int] = None,
         ignore_terminations: bool = False,
+        reset_options: Sequence[str] = RESET_OPTIONS,
     ):
-        if max_episode_steps is not None and max_episode_steps < 1:
-            raise ValueError(f"max_episode_steps must be None or an int >= 1, got {max_episode_steps!r}")
+        validate_common_options(None, max_episode_steps=max_episode_steps)  # before: True and 2.5 were accepted
         check_bool_options(ignore_terminations=ignore_terminations)
+        self.reset_options = tuple(reset_options)
         self.sim, self.convert_obs, self.instruction = sim, convert_obs, instruction
         self.num_envs, self.device = int(sim.num_envs), torch.device(sim.device)
         self.max_episode_steps, self.ignore_terminations = max_episode_steps, ignore_terminations
@@ -86,6 +104,8 @@ class BatchedVectorEnv(gym.vector.VectorEnv):
         )
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self.act_dim = int(self.single_action_space.shape[-1])
+        self._low = torch.as_tensor(self.single_action_space.low, device=self.device)
+        self._high = torch.as_tensor(self.single_action_space.high, device=self.device)
         self.render_mode, self.closed = None, False
         self._stats = EpisodeStats(self.num_envs, self.device)
         self._seed_rng = np.random.default_rng()
@@ -105,6 +125,8 @@ class BatchedVectorEnv(gym.vector.VectorEnv):
 
     # -- reset -------------------------------------------------------------------------------------
     def reset(self, *, seed: SeedLike = None, options: Optional[dict] = None) -> tuple[dict[str, Any], dict]:
+        check_open(self.closed, self.num_envs)  # before: AttributeError on the closed simulator
+        options = self._checked_reset_options(options)
         seeds = per_env_seeds(seed, self.num_envs)
         if any(s is None for s in seeds) and not all(s is None for s in seeds):
             raise ValueError(f"a batched simulator resets all envs with seeds or all without; got {seeds}")
@@ -112,15 +134,41 @@ class BatchedVectorEnv(gym.vector.VectorEnv):
         if seeds[0] is None:  # unseeded: still per-env seeds from our generator, so later resets follow it
             seeds = self._fresh_seeds()
         raw_obs, _ = self.sim.reset(seed=seeds, options=options)
-        self._stats.reset()
+        self._stats.reset(None if options is None else options.get("env_idx"))  # before: all envs' stats
         return self._with_instruction(self._convert(raw_obs)), {}
+
+    def _checked_reset_options(self, options: Any) -> Optional[dict[str, Any]]:
+        """The options as the simulator takes them ("env_idx" as a long tensor on its device); unknown keys refused
+        (before: ignored by the simulator, so a typo such as "reconfigur" reset as if it were absent)."""
+        check_reset_options(options)
+        reject_unknown_reset_options(f"the batched env of {type(self.sim).__name__}", options, self.reset_options)
+        if options is None or options.get("env_idx") is None:
+            return None if options is None else {key: value for key, value in options.items() if key != "env_idx"}
+        return {**options, "env_idx": self._env_idx(options["env_idx"])}
+
+    def _env_idx(self, env_idx: Any) -> torch.Tensor:
+        """`reset(options={"env_idx": ...})`: distinct env indices in [0, num_envs) as a (k,) long tensor."""
+        values = env_idx.tolist() if isinstance(env_idx, (torch.Tensor, np.ndarray)) else env_idx
+        values = [values] if is_int(values) else values
+        if (
+            not isinstance(values, (list, tuple, range))
+            or not values
+            or not all(is_int(i) and 0 <= i < self.num_envs for i in values)
+            or len(set(values)) != len(values)
+        ):
+            raise ValueError(
+                f"reset(options={{'env_idx': {env_idx!r}}}): pass one or more distinct env indices in [0, {self.num_envs})"
+            )
+        return torch.as_tensor(list(values), dtype=torch.int64, device=self.device)
 
     def _fresh_seeds(self) -> list[int]:
         return [int(s) for s in self._seed_rng.integers(2**31 - 1, size=self.num_envs)]
 
     # -- step --------------------------------------------------------------------------------------
     def step(self, actions: ArrayLike) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+        check_open(self.closed, self.num_envs)  # before: AttributeError on the closed simulator
         chunk_actions, is_chunk = as_action_chunk(actions, self.num_envs, self.act_dim, self.device)  # (N, chunk, A)
+        chunk_actions = torch.clamp(chunk_actions, self._low, self._high)  # as envs/README.md documents
         num_envs, chunk = self.num_envs, chunk_actions.shape[1]
         rewards = torch.zeros(num_envs, chunk, device=self.device)
         terminated, truncated, success = (

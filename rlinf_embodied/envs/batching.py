@@ -7,7 +7,7 @@ docstring; these helpers keep the parts of it that do not depend on the backend 
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import gymnasium as gym
 import numpy as np
@@ -80,7 +80,7 @@ def per_env_seeds(seed: SeedLike, num_envs: int) -> list[Optional[int]]:
     ("12" as [1, 2], [1.9, 2.7] as [1, 2])."""
     if seed is None:
         return [None] * num_envs
-    if _is_int(seed):
+    if is_int(seed):
         seeds: list[Any] = [int(seed) + i for i in range(num_envs)]
     elif isinstance(seed, (str, bytes)) or not isinstance(seed, Iterable):
         raise TypeError(f"reset(seed={seed!r}): pass an int (env i gets seed + i), a list of {num_envs}, or None")
@@ -91,20 +91,38 @@ def per_env_seeds(seed: SeedLike, num_envs: int) -> list[Optional[int]]:
                 f"reset(seed=...) got {len(seeds)} seeds for {num_envs} envs; pass an int or a list of exactly "
                 f"{num_envs}"
             )
-        wrong = [s for s in seeds if s is not None and not _is_int(s)]
+        wrong = [s for s in seeds if s is not None and not is_int(s)]
         if wrong:
             raise TypeError(f"reset(seed=...) entries {wrong[:4]} are not ints; each env's seed is an int or None")
     out_of_range = [s for s in seeds if s is not None and not 0 <= int(s) <= MAX_SEED]
     if out_of_range:
         raise ValueError(
             f"reset(seed={seed!r}) gives seeds {out_of_range[:4]} outside [0, {MAX_SEED}]"
-            + (f" (an int seed gives env i seed + i, up to seed + {num_envs - 1})" if _is_int(seed) else "")
+            + (f" (an int seed gives env i seed + i, up to seed + {num_envs - 1})" if is_int(seed) else "")
         )
     return [None if s is None else int(s) for s in seeds]
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
+    """An int or numpy integer, and not a bool (True is an int to Python: num_envs=True built one env)."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def check_reset_options(options: Any) -> Optional[Mapping[str, Any]]:
+    """`reset(options=...)` must be None or a mapping of option names to values. Before, a list or string passed the
+    unknown-key check (its items read as keys: options=["reconfigure"] was accepted) and then failed inside the env
+    (AttributeError: 'list' object has no attribute 'get'), and options=5 crashed the env workers."""
+    if options is not None and not isinstance(options, Mapping):
+        raise TypeError(
+            f"reset(options={options!r}): pass a dict of option names to values (e.g. {{'reconfigure': True}}) or None"
+        )
+    return options
+
+
+def check_open(closed: bool, num_envs: int) -> None:
+    """The error of a vector env used after `close()` (before: AttributeError on a None simulator or pipe)."""
+    if closed:
+        raise RuntimeError(f"this vector env of {num_envs} envs is closed; make a new one to reset or step")
 
 
 def box_like(value: Any) -> gym.spaces.Box:
@@ -129,10 +147,13 @@ class EpisodeStats:
         self.episode_length = torch.zeros(num_envs, dtype=torch.int64, device=self.device)
         self.success_once = torch.zeros(num_envs, dtype=torch.bool, device=self.device)
 
-    def reset(self) -> None:
-        self.episode_return.zero_()
-        self.episode_length.zero_()
-        self.success_once.zero_()
+    def reset(self, env_idx: Optional[torch.Tensor] = None) -> None:
+        """Start new episodes for the envs `env_idx` (a long tensor; None: all)."""
+        if env_idx is None:
+            env_idx = torch.arange(self.episode_length.shape[0], device=self.device)
+        self.episode_return[env_idx] = 0.0
+        self.episode_length[env_idx] = 0
+        self.success_once[env_idx] = False
 
     def update(
         self, rewards: torch.Tensor, success: torch.Tensor, ended: torch.Tensor, applied: torch.Tensor

@@ -41,6 +41,9 @@ Vector-env semantics (see also envs/README.md)
 - A worker that dies or does not answer within `step_timeout` seconds is killed and restarted
   (logged with `logging.warning`); its envs come back reset, reported truncated at the last row of
   the chunk with reward 0, `final_obs` = their last observation, and the run goes on.
+- An error the envs raise in `reset` or `call` (an option or attribute they do not know, wrong arguments) is the
+  caller's: it is raised in the caller as its builtin type (ValueError, TypeError, AttributeError, ...) once every
+  worker has answered, and the workers live on. `reset(options=...)` takes a dict (or None).
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ import numpy as np
 import torch
 from gymnasium.vector.utils import batch_space
 
-from .batching import SeedLike, per_env_seeds, reject_non_finite_actions
+from .batching import SeedLike, check_open, check_reset_options, is_int, per_env_seeds, reject_non_finite_actions
 
 logger = logging.getLogger(__name__)
 
@@ -222,40 +225,7 @@ def _worker_main(
         slots = [_EnvSlot(fn(), index) for fn, index in zip(env_fns, indices)]
         views = _views(raw, specs, num_envs)
         conn.send(("ok", time.time()))  # when its envs were built (wall clock: comparable across processes)
-        while True:
-            command, payload = conn.recv()
-            if command == "reset":
-                seeds, options = payload
-                results = []
-                try:
-                    for slot, seed in zip(slots, seeds):
-                        obs, _ = slot.env.reset(seed=seed, options=options)
-                        slot.elapsed = 0
-                        _write_obs(views, "obs", slot.index, obs)
-                        results.append(str(getattr(slot.env, "instruction", "")))
-                except ValueError as error:  # the env refused the input (an option it does not read): still alive
-                    conn.send(("refused", str(error)))
-                    continue
-                conn.send(("ok", results))
-            elif command == "step":
-                results = [_step_slot(slot, actions, views, rules) for slot, actions in zip(slots, payload)]
-                conn.send(("ok", _pack(results)))
-            elif command == "call":
-                name, args, kwargs = payload
-                results = []
-                for slot in slots:
-                    attribute = getattr(slot.env, name)
-                    results.append(attribute(*args, **kwargs) if callable(attribute) else attribute)
-                conn.send(("ok", results))
-            elif command == "pid":
-                conn.send(("ok", os.getpid()))
-            elif command == "close":
-                for slot in slots:
-                    slot.env.close()
-                conn.send(("ok", None))
-                return
-            else:
-                raise ValueError(f"unknown worker command {command!r}")
+        _serve(conn, slots, views, rules)
     except (KeyboardInterrupt, EOFError):
         return
     except BaseException as error:  # report to the parent, which decides what to do
@@ -267,12 +237,94 @@ def _worker_main(
             pass
 
 
+# Commands whose errors come from the caller's input (an option or attribute name the env does not know): the worker
+# answers "refused" and serves on. An error in "step" is the env's own failure: the worker exits and is restarted.
+_REFUSABLE_COMMANDS = ("reset", "call")
+
+
+def _serve(conn: Connection, slots: list[_EnvSlot], views: dict, rules: _StepRules) -> None:
+    while True:
+        command, payload = conn.recv()
+        if command == "close":
+            for slot in slots:
+                slot.env.close()
+            conn.send(("ok", None))
+            return
+        try:
+            answer = _run_command(command, payload, slots, views, rules)
+        except Exception as error:  # before: only a ValueError in reset was refused; anything else killed the worker
+            if command not in _REFUSABLE_COMMANDS:
+                raise
+            conn.send(("refused", _refusal(error)))
+            continue
+        conn.send(("ok", answer))
+
+
+def _run_command(command: str, payload: Any, slots: list[_EnvSlot], views: dict, rules: _StepRules) -> Any:
+    if command == "reset":
+        return _reset_slots(slots, views, *payload)
+    if command == "step":
+        return _pack([_step_slot(slot, actions, views, rules) for slot, actions in zip(slots, payload)])
+    if command == "call":
+        return _call_slots(slots, *payload)
+    if command == "pid":
+        return os.getpid()
+    raise RuntimeError(f"unknown worker command {command!r}")
+
+
+def _reset_slots(slots: list[_EnvSlot], views: dict, seeds: list[Optional[int]], options: Optional[dict]) -> list[str]:
+    instructions = []
+    for slot, seed in zip(slots, seeds):
+        obs, _ = slot.env.reset(seed=seed, options=options)
+        slot.elapsed = 0
+        _write_obs(views, "obs", slot.index, obs)
+        instructions.append(str(getattr(slot.env, "instruction", "")))
+    return instructions
+
+
+def _call_slots(slots: list[_EnvSlot], name: str, args: tuple, kwargs: dict) -> list[Any]:
+    results = []
+    for slot in slots:
+        if name not in dir(slot.env):  # before: getattr's AttributeError killed the worker
+            public = sorted(attribute for attribute in dir(slot.env) if not attribute.startswith("_"))
+            raise AttributeError(
+                f"call({name!r}): {type(slot.env).__name__} has no attribute {name!r}; it has {public}"
+            )
+        attribute = getattr(slot.env, name)
+        results.append(attribute(*args, **kwargs) if callable(attribute) else attribute)
+    return results
+
+
+# The error types a refused command is raised as in the caller (the nearest one an env's error derives from)
+_PUBLIC_ERRORS: dict[str, type[Exception]] = {
+    error.__name__: error
+    for error in (ValueError, TypeError, AttributeError, KeyError, IndexError, NotImplementedError, RuntimeError)
+}
+
+
+def _refusal(error: Exception) -> tuple[str, str]:
+    """(the builtin error type to raise in the caller, the message): a subclass keeps its own name in the message."""
+    kind = next((base.__name__ for base in type(error).__mro__ if _PUBLIC_ERRORS.get(base.__name__) is base), None)
+    message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+    if kind != type(error).__name__:
+        message = f"{type(error).__name__}: {message}"
+    return kind or "RuntimeError", message
+
+
 class _WorkerDied(RuntimeError):
     pass
 
 
-class _InputRefused(ValueError):
-    """An env in a worker refused a command's input (its ValueError's message); the worker lives on."""
+class _InputRefused(Exception):
+    """An env in a worker refused a command's input; the worker lives on. `public()`: the error to raise."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind, self.message = kind, message
+
+    def public(self) -> Exception:
+        """The env's error as the builtin type it derives from (ValueError, TypeError, AttributeError, ...)."""
+        return _PUBLIC_ERRORS.get(self.kind, RuntimeError)(self.message)
 
 
 class _Worker:
@@ -312,6 +364,8 @@ class _Worker:
         self.conn = parent_conn
 
     def send(self, command: str, payload: Any = None) -> None:
+        if self.conn is None:  # killed after it failed to answer a call: the next step or reset restarts it
+            raise _WorkerDied(f"worker of envs {self.indices} is not running")
         try:
             self.conn.send((command, payload))
         except (BrokenPipeError, OSError) as error:
@@ -329,7 +383,7 @@ class _Worker:
         if status == "error":
             raise _WorkerDied(f"worker of envs {self.indices} raised: {payload}")
         if status == "refused":
-            raise _InputRefused(payload)
+            raise _InputRefused(*payload)
         return payload
 
     def kill(self) -> None:
@@ -467,8 +521,7 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
 
     def wait_until_ready(self) -> None:
         """Block until every worker has built its envs; raise (and close) if one failed or timed out."""
-        if self.closed:  # before: AttributeError 'NoneType' object has no attribute 'send'
-            raise RuntimeError(f"this vector env of {self.num_envs} envs is closed; make a new one to reset or step")
+        check_open(self.closed, self.num_envs)  # before: AttributeError 'NoneType' object has no attribute 'send'
         starting, self._starting = self._starting, []
         try:
             for worker in starting:
@@ -506,29 +559,37 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
     # -- reset -------------------------------------------------------------------------------------
     def reset(self, *, seed: SeedLike = None, options: Optional[dict] = None) -> tuple[dict[str, Any], dict[str, Any]]:
         seeds = per_env_seeds(seed, self.num_envs)
+        check_reset_options(options)  # in the caller: before, options=5 crashed every worker
         self.wait_until_ready()
         send_errors = self._send_all("reset", lambda worker: ([seeds[i] for i in worker.indices], options))
         refused: Optional[_InputRefused] = None
         for worker in self._workers:  # every worker answers before any error is raised: the pipes stay in step
             try:
-                if worker in send_errors:
-                    raise send_errors[worker]
-                instructions = worker.receive(self.start_timeout)
+                instructions = self._reset_answer(worker, send_errors.get(worker), seeds, options)
             except _InputRefused as error:
                 refused = refused or error
                 continue
-            except _WorkerDied as error:
-                self._restart(worker, error)
-                instructions = self._reset_worker(worker, [seeds[i] for i in worker.indices], options)
             for index, text in zip(worker.indices, instructions):
                 self._instructions[index] = text
         if refused is not None:
-            raise ValueError(str(refused)) from None
+            raise refused.public() from None
         self._episode_return[:] = 0
         self._episode_length[:] = 0
         self._success_once[:] = False
         self._elapsed[:] = 0
         return self._obs("obs", self._instructions), {}
+
+    def _reset_answer(
+        self, worker: _Worker, send_error: Optional[_WorkerDied], seeds: list[Optional[int]], options: Optional[dict]
+    ) -> list[str]:
+        """One worker's answer to "reset" (its envs' instructions); a dead worker is restarted and reset again."""
+        try:
+            if send_error is not None:
+                raise send_error
+            return worker.receive(self.start_timeout)
+        except _WorkerDied as error:
+            self._restart(worker, error)
+            return self._reset_worker(worker, [seeds[i] for i in worker.indices], options)
 
     def _send_all(self, command: str, payload_of: Callable[[_Worker], Any]) -> dict[_Worker, _WorkerDied]:
         """Send one command to every worker; a worker that is already gone is returned, not raised,
@@ -699,14 +760,33 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
 
     # -- helpers for tests and wrappers ------------------------------------------------------------
     def call(self, name: str, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
-        """Call method `name` (or read attribute `name`) on every single env; results in env order."""
-        results: list[Any] = [None] * self.num_envs
+        """Call method `name` (or read attribute `name`) on every single env; results in env order.
+
+        An error in the envs (an unknown name, wrong arguments) is raised here as its builtin type once every worker
+        has answered; the workers live on. A worker that dies or does not answer is stopped, and the next step
+        restarts it (its envs are reported truncated there)."""
+        if not isinstance(name, str):
+            raise TypeError(f"call(name={name!r}): pass the name of an env's method or attribute as a str")
         self.wait_until_ready()
-        for worker in self._workers:
-            worker.send("call", (name, args, kwargs))
-        for worker in self._workers:
-            for index, value in zip(worker.indices, worker.receive(self.step_timeout)):
+        send_errors = self._send_all("call", lambda worker: (name, args, kwargs))
+        results: list[Any] = [None] * self.num_envs
+        failure: Optional[Exception] = None
+        for worker in self._workers:  # every worker answers before any error is raised: the pipes stay in step
+            try:
+                if worker in send_errors:
+                    raise send_errors[worker]
+                answers = worker.receive(self.step_timeout)
+            except _InputRefused as error:
+                failure = failure or error.public()
+                continue
+            except _WorkerDied as error:
+                worker.kill()  # a late answer must not be read as the next command's
+                failure = failure or RuntimeError(f"call({name!r}): {error}; the next step or reset restarts it")
+                continue
+            for index, value in zip(worker.indices, answers):
                 results[index] = value
+        if failure is not None:
+            raise failure
         return tuple(results)
 
     def worker_pids(self) -> list[int]:
@@ -755,19 +835,26 @@ def validate_common_options(
     step_timeout: Optional[float] = None,
 ) -> None:
     """Raise a clear error for bad vector-env options shared by all backends (None: not given; num_envs None:
-    not known yet, as in the options checks before the env workers split env.num_envs)."""
-    if num_envs is not None and (not isinstance(num_envs, (int, np.integer)) or num_envs < 1):
+    not known yet, as in the options checks before the env workers split env.num_envs). A bool is no count: before,
+    num_envs=True built one env and max_episode_steps=True gave one-step episodes."""
+    if num_envs is not None and not _is_count(num_envs):
         raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
-    if num_workers is not None and (not isinstance(num_workers, (int, np.integer)) or num_workers < 1):
+    if num_workers is not None and not _is_count(num_workers):
         raise ValueError(f"num_workers must be None (auto) or an int >= 1, got {num_workers!r}")
     if num_workers is not None and num_envs is not None and num_workers > num_envs:
         raise ValueError(  # before: num_envs worker processes started, silently
             f"num_workers={num_workers} > num_envs={num_envs}: each worker process steps at least one env; set "
             f"num_workers <= {num_envs} or leave it unset (min(num_envs, CPU cores))"
         )
-    if max_episode_steps is not None and (
-        not isinstance(max_episode_steps, (int, np.integer)) or max_episode_steps < 1
-    ):
+    if max_episode_steps is not None and not _is_count(max_episode_steps):
         raise ValueError(f"max_episode_steps must be None or an int >= 1, got {max_episode_steps!r}")
-    if step_timeout is not None and not step_timeout > 0:
+    if step_timeout is not None and not (_is_number(step_timeout) and step_timeout > 0):
         raise ValueError(f"step_timeout must be a positive number of seconds, got {step_timeout!r}")
+
+
+def _is_count(value: Any) -> bool:
+    return is_int(value) and value >= 1
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)

@@ -4,6 +4,7 @@ The simulator is `BatchedToyReach`: ToyReach envs behind ManiSkill's batched API
 envs run identical dynamics and their first episodes must agree row for row.
 """
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -135,3 +136,72 @@ def test_bad_actions_and_seeds_raise_clear_errors():
         env.reset(seed=[1, 2])
     with pytest.raises(ValueError, match="all envs with seeds or all without"):
         env.reset(seed=[1, None, 3, 4])
+
+
+class RecordingToyReach(BatchedToyReach):
+    """Records the actions the simulator steps with; its action space is [-0.5, 0.5]."""
+
+    def __init__(self, num_envs):
+        super().__init__(num_envs, act_dim=ACT_DIM)
+        self.single_action_space = gym.spaces.Box(-0.5, 0.5, (ACT_DIM,), np.float32)
+        self.stepped = []
+
+    def step(self, actions):
+        self.stepped.append(actions.clone())
+        return super().step(actions)
+
+
+def test_out_of_range_actions_are_clipped_to_the_action_space():
+    """As envs/README.md documents (before: passed on as they were, e.g. a pd_joint_pos target of 100)."""
+    sim = RecordingToyReach(2)
+    env = BatchedVectorEnv(sim, lambda raw: raw)
+    env.reset(seed=0)
+    env.step(torch.tensor([[2.0, -3.0], [0.2, 100.0]]))
+    assert sim.stepped[-1].tolist() == [[0.5, -0.5], [pytest.approx(0.2), 0.5]]
+    env.step(torch.full((2, 3, ACT_DIM), -7.0))
+    assert all((rows == -0.5).all() for rows in sim.stepped[-3:])
+
+
+def test_reset_options_it_does_not_read_are_refused():
+    """Before: {"foo": 1} and the typo {"reconfigur": True} reset as if absent; a list failed inside the simulator."""
+    env = make_batched()
+    with pytest.raises(
+        ValueError, match=r"keys \['reconfigur'\]: not read by the batched env of BatchedToyReach; valid"
+    ):
+        env.reset(options={"reconfigur": True})
+    with pytest.raises(TypeError, match=r"reset\(options=\['reconfigure'\]\): pass a dict"):
+        env.reset(options=["reconfigure"])
+    for env_idx in ([4], [0, 0], "0", []):
+        with pytest.raises(ValueError, match=r"'env_idx': .*distinct env indices in \[0, 4\)"):
+            env.reset(options={"env_idx": env_idx})
+    env.reset(seed=0, options={"reconfigure": False})
+
+
+def test_a_partial_reset_restarts_only_those_envs_statistics():
+    """Before: reset(options={"env_idx": [1]}) reset env 1 only, but zeroed every env's episode statistics."""
+    env = make_batched(max_episode_steps=4, goal_radius=0.0)
+    env.reset(seed=0)
+    for _ in range(2):
+        env.step(np.zeros((NUM_ENVS, ACT_DIM), np.float32))
+    resets = list(env.sim.num_resets)
+    env.reset(options={"env_idx": [1]})
+    assert [after - before for after, before in zip(env.sim.num_resets, resets)] == [0, 1, 0, 0]
+    _, _, _, truncated, info = env.step(np.zeros((NUM_ENVS, 2, ACT_DIM), np.float32))
+    assert truncated[:, 1].tolist() == [True, False, True, True]
+    assert info["episode"]["length"].tolist() == [4, 0, 4, 4] and info["elapsed_steps"].tolist() == [0, 2, 0, 0]
+
+
+def test_a_closed_env_says_so_when_reset_or_stepped():
+    env = make_batched()
+    env.reset(seed=0)
+    env.close()
+    for use in (lambda: env.reset(seed=0), lambda: env.step(np.zeros((NUM_ENVS, ACT_DIM), np.float32))):
+        with pytest.raises(RuntimeError, match="vector env of 4 envs is closed; make a new one"):
+            use()  # before: the closed simulator stepped on (ManiSkill: AttributeError on None)
+    env.close()
+
+
+@pytest.mark.parametrize("max_episode_steps", [True, 2.5, 0])
+def test_a_max_episode_steps_that_is_no_count_is_refused(max_episode_steps):
+    with pytest.raises(ValueError, match=rf"max_episode_steps must be None or an int >= 1, got {max_episode_steps}"):
+        make_batched(max_episode_steps=max_episode_steps)  # before: True and 2.5 were accepted

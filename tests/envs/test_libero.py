@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+import re
 import signal
 
 import gymnasium as gym
@@ -117,6 +118,27 @@ def test_a_non_finite_action_is_refused(single_env):
     single_env.reset(seed=0)
     with pytest.raises(ValueError, match=r"rlinf/LIBERO-Spatial's action .* holds NaN or inf"):
         single_env.step(np.array([np.nan] + [0.0] * 6))  # before: NaN passed the clip into the simulator
+
+
+@needs_libero
+@pytest.mark.parametrize("shape", [(1, 7), (7, 1), (6,)])
+def test_a_wrongly_shaped_action_is_refused(single_env, shape):
+    single_env.reset(seed=0)
+    with pytest.raises(
+        ValueError, match=rf"rlinf/LIBERO-Spatial takes one action of shape \(7,\), got shape {re.escape(str(shape))}"
+    ):
+        single_env.step(np.zeros(shape, np.float32))  # before: (1, 7) and (7, 1) were flattened and stepped
+
+
+@needs_libero
+def test_reset_options_that_are_no_mapping_are_refused(single_env):
+    with pytest.raises(TypeError, match=r"reset\(options=\['init_state_id'\]\): pass a dict"):
+        single_env.reset(options=["init_state_id"])  # before: accepted by the key check, then an AttributeError
+
+
+def test_a_bool_num_envs_is_refused():
+    with pytest.raises(ValueError, match="num_envs must be an int >= 1, got True"):  # before: one env
+        gym.make_vec("rlinf/LIBERO-Spatial", num_envs=True, vectorization_mode="vector_entry_point")
 
 
 @needs_libero

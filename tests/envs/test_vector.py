@@ -336,3 +336,55 @@ def test_a_closed_env_says_so_when_reset_or_stepped():
         with pytest.raises(RuntimeError, match="vector env of 2 envs is closed; make a new one"):
             use()  # before: AttributeError 'NoneType' object has no attribute 'send'
     env.close()  # closing again stays a no-op
+
+
+def test_a_callers_mistake_in_call_or_reset_is_a_builtin_error_and_the_workers_live_on(env):
+    """Before: call('instructionn') raised a private _WorkerDied, killed the workers, and the next step restarted them
+    and truncated every env (a worker's leftover error read as its step answer); reset(options=5) crashed them."""
+    pids, restarts = env.worker_pids(), env.num_restarts
+    env.reset(seed=0)
+    env.step(np.zeros((3, 2), np.float32))
+    with pytest.raises(AttributeError, match=r"call\('instructionn'\): ToyReachEnv has no attribute 'instructionn'; "):
+        env.call("instructionn")
+    with pytest.raises(TypeError, match=r"reset\(\) takes 1 positional argument but 2 were given"):
+        env.call("reset", 5)
+    with pytest.raises(TypeError, match=r"call\(name=5\): pass the name"):
+        env.call(5)
+    for options in (["reconfigure"], 5, "x"):
+        with pytest.raises(TypeError, match=r"reset\(options=.*\): pass a dict of option names to values"):
+            env.reset(options=options)
+    _, _, terminated, truncated, info = env.step(np.zeros((3, 2), np.float32))
+    assert not truncated.any() and not terminated.any() and info["elapsed_steps"].tolist() == [2, 2, 2]
+    assert env.num_restarts == restarts and env.worker_pids() == pids
+    assert env.call("instruction") == ("move the point to the goal",) * 3
+
+
+def test_a_worker_that_dies_in_a_call_is_restarted_by_the_next_step(caplog):
+    env = make_env(num_envs=2, num_workers=2, crash_at_step=2)
+    try:
+        env.reset(seed=0)
+        env.step(np.zeros((2, 2), np.float32))
+        with pytest.raises(RuntimeError, match=r"call\('step'\): worker of envs \[0\] died.*the next step or reset"):
+            env.call("step", np.zeros(2, np.float32))  # each env's second step exits its worker
+        _, _, _, truncated, _ = env.step(np.zeros((2, 2), np.float32))
+        assert truncated.all() and env.num_restarts == 2
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"num_envs": True}, "num_envs must be an int >= 1, got True"),
+        ({"num_envs": 2, "num_workers": True}, "num_workers must be None .* got True"),
+        ({"num_envs": 2, "max_episode_steps": True}, "max_episode_steps must be None or an int >= 1, got True"),
+        ({"num_envs": 2, "step_timeout": True}, "step_timeout must be a positive number of seconds, got True"),
+        ({"num_envs": 2, "step_timeout": "5"}, "step_timeout must be a positive number of seconds, got '5'"),
+    ],
+)
+def test_a_bool_is_no_count(options, message):
+    """Before: num_envs=True built one env, max_episode_steps=True gave one-step episodes."""
+    from rlinf_embodied.envs.vector import validate_common_options
+
+    with pytest.raises(ValueError, match=message):
+        validate_common_options(**options)

@@ -25,7 +25,7 @@ from typing import Any, Optional
 import gymnasium as gym
 import numpy as np
 
-from ..batching import reject_non_finite_action
+from ..batching import check_reset_options, check_single_action
 from ..registration import reject_unknown_reset_options, reject_vector_options
 from .runtime import LIBERO_INSTALL_HINT, prepare_libero_process
 from .suites import get_suite
@@ -152,6 +152,7 @@ class LiberoEnv(gym.Env):
     # -- gymnasium API -----------------------------------------------------------------------------
     def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None) -> tuple[dict, dict]:
         self._check_open()
+        check_reset_options(options)  # before: options=["init_state_id"] passed, then an AttributeError
         reject_unknown_reset_options(f"{self.suite.env_id} task {self.task_id}", options, ("init_state_id",))
         super().reset(seed=seed)
         init_id = self._init_state_id(seed, options)
@@ -212,11 +213,9 @@ class LiberoEnv(gym.Env):
 
     def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict[str, Any]]:
         self._check_open()
-        action = np.asarray(action, dtype=np.float64).reshape(-1)
-        if action.shape != (ACTION_DIM,):
-            raise ValueError(f"LIBERO actions are 7-D (dxyz, drpy, gripper), got shape {action.shape}")
-        reject_non_finite_action(action, self.suite.env_id)  # before: NaN passed the clip below into the simulator
-        raw_obs, _, _, _ = self._env.step(np.clip(action, -1.0, 1.0))
+        # exactly (7,) and finite: before, (1, 7) and (7, 1) were flattened and stepped, and NaN passed the clip below
+        action = check_single_action(action, (ACTION_DIM,), self.suite.env_id)
+        raw_obs, _, _, _ = self._env.step(np.clip(action.astype(np.float64), -1.0, 1.0))
         success = bool(self._env.check_success())
         return self._obs(raw_obs), float(success), success, False, {"success": success}
 

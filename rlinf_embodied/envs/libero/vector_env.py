@@ -70,6 +70,7 @@ def make_libero_vector_env(
     obs_mode="rgb", whose observation shapes do not depend on the task). `max_episode_steps=None`
     uses the suite's budget (OpenVLA's: Spatial 220, Object 280, Goal 300, 10: 520, 90: 400).
     """
+    validate_common_options(num_envs)  # before: num_envs=True built one env
     spec = get_suite(suite)
     task_ids = _task_ids(spec, task_id, num_envs, obs_mode)
     validate_camera_size(camera_size)
