@@ -22,9 +22,8 @@ from typing import Any, Iterator, Optional
 import hydra
 import numpy as np
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import OmegaConf
 
-from .config import CollectRunConfig, EnvConfig, EvalConfig, register_configs
+from .config import CollectRunConfig, EnvConfig, EvalConfig, register_configs, typed_config
 from .datasets.time_limit import warn_if_time_limit_short
 from .envs.registration import check_env
 from .paths import CONFIG_DIR
@@ -403,7 +402,7 @@ def _policy_round(env: Any, policy: Any, device: Any, seeds: list[int], determin
 
 @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="collect")
 def main(cfg) -> None:
-    typed: CollectRunConfig = OmegaConf.to_object(cfg)
+    typed: CollectRunConfig = typed_config(cfg)
     reject_unread_settings(list(HydraConfig.get().overrides.task), unread_settings(typed.collect.source))
     collect(typed)
 

@@ -7,8 +7,10 @@ wrong type fails at start-up with the key named instead of being ignored.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, get_type_hints
 
 from .algorithms.config import AlgorithmConfig
 from .finite import reject_non_finite
@@ -451,17 +453,45 @@ def structured_schema(schema: type) -> Any:
     return node
 
 
+def reject_unknown_keys(values: Any, schema: type, path: str = "") -> None:
+    """Refuse keys that are not fields of `schema` (a dataclass), outside OPEN_MAPPINGS. `values` is the composed
+    config as plain containers. Before: `+env.max_episode_step=10` (Hydra's own hint for a typo) was added to the
+    composed config and dropped by OmegaConf.to_object, so the run went on with the default."""
+    hints = get_type_hints(schema)
+    valid = [f.name for f in dataclasses.fields(schema)]
+    for key, value in values.items():
+        name = f"{path}{key}"
+        if key not in valid:
+            raise ValueError(unknown_key_message(name, str(key), path, valid))
+        if name not in OPEN_MAPPINGS and dataclasses.is_dataclass(hints[key]) and isinstance(value, dict):
+            reject_unknown_keys(value, hints[key], f"{name}.")
+
+
+def unknown_key_message(name: str, key: str, path: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=3, cutoff=0.6)
+    section = path.rstrip(".") or "the config"
+    hint = f"did you mean {' or '.join(path + c for c in close)}? " if close else ""
+    return f"{name} is not a setting of {section} (it would be ignored); {hint}valid: {', '.join(valid)}"
+
+
+def typed_config(cfg: Any) -> Any:
+    """The composed DictConfig as its dataclass (what every entry point runs with), refusing keys the schema lacks."""
+    from omegaconf import OmegaConf
+
+    reject_unknown_keys(OmegaConf.to_container(cfg, resolve=False), OmegaConf.get_type(cfg))
+    return OmegaConf.to_object(cfg)
+
+
 def compose_config(config_name: str, overrides: list[str]) -> Any:
     """The typed config `python -m rlinf_embodied.<entry>` would run with these command-line overrides, for
     scripts that call the runners in-process ("config": train, "eval", "sft", "collect", "place")."""
     from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
 
     from .paths import CONFIG_DIR
 
     register_configs()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        return OmegaConf.to_object(compose(config_name=config_name, overrides=overrides))
+        return typed_config(compose(config_name=config_name, overrides=overrides))
 
 
 def register_configs() -> None:

@@ -10,9 +10,8 @@ import os
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import OmegaConf
 
-from .config import EvalConfig, EvalRunConfig, PolicyConfig, register_configs
+from .config import EvalConfig, EvalRunConfig, PolicyConfig, register_configs, typed_config
 from .paths import CONFIG_DIR, make_output_dir
 from .unread_settings import override_key, reject_unread_settings
 
@@ -56,7 +55,7 @@ def main(cfg) -> None:
     from .workers.policy_loading import check_policy_config, warn_size_not_read
 
     reject_unread_settings(list(HydraConfig.get().overrides.task), UNREAD_SETTINGS)
-    typed: EvalRunConfig = OmegaConf.to_object(cfg)
+    typed: EvalRunConfig = typed_config(cfg)
     check_env(typed.env)
     check_policy_config(typed.policy)  # an unknown size or override named before the env is built
     warn_size_not_read(typed.policy, list(HydraConfig.get().overrides.task))

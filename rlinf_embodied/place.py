@@ -18,9 +18,8 @@ from typing import Callable, Sequence
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import OmegaConf
 
-from .config import AUTO, TrainConfig, is_auto, register_configs
+from .config import AUTO, TrainConfig, is_auto, register_configs, typed_config
 from .paths import CONFIG_DIR
 from .scheduler.auto_placement import ComponentCosts, Layout
 from .unread_settings import reject_unread_settings
@@ -70,7 +69,7 @@ UNREAD_SETTINGS = {"cluster.component_placement": SEARCHED, "runner.pipeline_sta
 def main(cfg) -> None:
     overrides = [o for o in HydraConfig.get().overrides.task if not is_auto(o.split("=", 1)[-1])]
     reject_unread_settings(overrides, UNREAD_SETTINGS)
-    place(OmegaConf.to_object(cfg), command_line=overrides)
+    place(typed_config(cfg), command_line=overrides)
 
 
 if __name__ == "__main__":

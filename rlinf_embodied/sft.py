@@ -23,7 +23,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from .config import SFTConfig, SFTRunConfig, register_configs
+from .config import SFTConfig, SFTRunConfig, register_configs, typed_config
 from .datasets.time_limit import longest_episode, warn_if_time_limit_short
 from .paths import CONFIG_DIR, make_output_dir
 from .runners.interrupts import Interrupted, StopRequest, continue_command, report_forced_stop, report_stop
@@ -99,7 +99,7 @@ def last_training_line(history: list[dict[str, Any]]) -> dict[str, Any] | None:
 @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="sft")
 def main(cfg) -> None:
     output_dir = cfg.sft.output_dir or HydraConfig.get().runtime.output_dir
-    typed: SFTRunConfig = OmegaConf.to_object(cfg)
+    typed: SFTRunConfig = typed_config(cfg)
     reject_unread_settings(list(HydraConfig.get().overrides.task), unread_settings(typed.sft))
     typed.sft.output_dir = output_dir
     make_output_dir(output_dir, "sft.output_dir")

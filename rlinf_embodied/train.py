@@ -15,7 +15,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from .config import TrainConfig, is_auto, register_configs
+from .config import TrainConfig, is_auto, register_configs, typed_config
 from .paths import CONFIG_DIR, make_output_dir
 from .runners.interrupts import Interrupted, StopRequest, continue_command, report_forced_stop, report_stop
 from .workers.policy_loading import check_policy_config, warn_size_not_read
@@ -186,7 +186,7 @@ def resolve_placement(cfg: TrainConfig, cluster, output_dir: str) -> None:
 @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="config")
 def main(cfg) -> None:
     output_dir = cfg.runner.output_dir or HydraConfig.get().runtime.output_dir
-    typed: TrainConfig = OmegaConf.to_object(cfg)
+    typed: TrainConfig = typed_config(cfg)
     typed.runner.output_dir = output_dir
     warn_size_not_read(typed.policy, list(HydraConfig.get().overrides.task))
     make_output_dir(output_dir, "runner.output_dir")

@@ -297,3 +297,49 @@ def test_a_checkpoint_given_with_resume_is_warned_about(caplog):
     )
     cfg.policy.checkpoint = None
     assert not warn_checkpoint_weights_not_read_on_resume(cfg)
+
+
+@pytest.mark.parametrize(
+    "config_name, override, message",
+    [  # before: each composed, and OmegaConf.to_object dropped the key: the run went on with the default
+        (
+            "config",
+            "+env.max_episode_step=10",
+            r"env.max_episode_step is not a setting of env .* env.max_episode_steps\?",
+        ),
+        ("config", "+runner.max_iteration=3", r"runner.max_iteration is .* did you mean runner.max_iterations"),
+        ("config", "+algorithm.gama=0.9", r"algorithm.gama is .* did you mean algorithm.gamma\? valid: adv_type, "),
+        ("config", "+foo=1", r"foo is not a setting of the config .* valid: env, policy, algorithm, cluster, runner"),
+        ("eval", "+eval.num_episode=3", r"eval.num_episode is .* did you mean eval.num_episodes"),
+        ("sft", "+sft.max_step=3", r"sft.max_step is .* did you mean sft.max_steps"),
+        ("collect", "+collect.num_episode=3", r"collect.num_episode is .* did you mean collect.num_episodes"),
+    ],
+)
+def test_an_added_key_the_schema_lacks_is_refused_with_the_closest_names(config_name, override, message):
+    with pytest.raises(ValueError, match=message):
+        compose_config(config_name, [override])
+
+
+def test_added_keys_under_the_open_mappings_are_kept():
+    cfg = compose_train("+env.kwargs.render_mode=rgb_array", "+policy.overrides.hidden_dim=64")
+    assert cfg.env.kwargs["render_mode"] == "rgb_array" and cfg.policy.overrides == {"hidden_dim": 64}
+
+
+@pytest.mark.parametrize("entry", ["train", "eval", "sft", "collect", "place"])
+def test_every_entry_point_refuses_an_added_key_the_schema_lacks(entry, tmp_path, monkeypatch, capsys):
+    """The entry points run Hydra's main, not compose_config: each must check its composed config the same way."""
+    import importlib
+    import sys
+
+    from omegaconf import OmegaConf
+
+    def not_checked(cfg):  # an entry point that skipped the check would run the job: fail fast instead
+        raise AssertionError("OmegaConf.to_object reached before the keys were checked")
+
+    monkeypatch.setattr(OmegaConf, "to_object", not_checked)
+    module = importlib.import_module(f"rlinf_embodied.{entry}")
+    argv = [entry, "+env.max_episode_step=10", f"hydra.run.dir={tmp_path}", "hydra.output_subdir=null"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit):
+        module.main()
+    assert "env.max_episode_step is not a setting of env" in capsys.readouterr().err

@@ -51,8 +51,8 @@ import math
 import statistics
 import tempfile
 import time
-from dataclasses import replace
-from typing import Callable
+from dataclasses import asdict, replace
+from typing import Any, Callable
 
 from ..config import AUTO, TrainConfig, is_auto
 from ..scheduler.auto_placement import (
@@ -116,7 +116,44 @@ def check_auto_request(cfg: TrainConfig) -> None:
 
 
 def profile_key(cfg: TrainConfig) -> dict:
-    return cache_key(cfg.env.id, cfg.env.obs_mode, cfg.env.num_envs, cfg.policy.name, cfg.policy.size, num_gpus(cfg))
+    """The placement cache's key for cfg: the settings that change what the profile measures, and nothing else
+    (before: env id, obs mode, num_envs, policy name and size only, so another env.kwargs.control_mode, action chunk
+    or algorithm.update_epochs read the costs measured for the first)."""
+    env, policy = cfg.env, cfg.policy
+    return cache_key(
+        env.id, env.obs_mode, env.num_envs, policy.name, policy.size, num_gpus(cfg), measured_settings(cfg)
+    )
+
+
+def measured_settings(cfg: TrainConfig) -> dict[str, Any]:
+    """The settings beyond profile_key's named ones that the profile's runs (_profile_config: cfg with the
+    placement, stages, iterations and evaluation replaced) measure with: the env's episodes and simulator options,
+    the policy's weights, precision and overrides, every algorithm setting (epochs, minibatches, target_kl, critic,
+    ...: the training seconds), the cluster's nodes and simulated GPUs, and the runner's rollout and offload."""
+    return {
+        "env": {
+            "max_episode_steps": cfg.env.max_episode_steps,
+            "ignore_terminations": cfg.env.ignore_terminations,
+            "kwargs": dict(cfg.env.kwargs),
+        },
+        "policy": {
+            "checkpoint": cfg.policy.checkpoint,
+            "precision": cfg.policy.precision,
+            "overrides": dict(cfg.policy.overrides),
+        },
+        "algorithm": asdict(cfg.algorithm),
+        "cluster": {
+            "address": cfg.cluster.address,
+            "num_nodes": cfg.cluster.num_nodes,
+            "num_gpus_per_node": cfg.cluster.num_gpus_per_node,
+            "simulate_gpus": cfg.cluster.simulate_gpus,
+        },
+        "runner": {
+            "rollout_steps": cfg.runner.rollout_steps,
+            "reset_each_iteration": cfg.runner.reset_each_iteration,
+            "offload": cfg.runner.offload,
+        },
+    }
 
 
 def _profile_config(
@@ -486,7 +523,7 @@ def contention_factors(costs: ComponentCosts, parallel: dict[str, float], worker
 
 
 def costs_for(cfg: TrainConfig, cluster, log: Callable[[str], None] = print) -> ComponentCosts:
-    """The cached costs for cfg's (env, obs mode, num_envs, policy, size, GPUs), else measured and cached."""
+    """The cached costs for cfg's profile_key (env, policy, algorithm, GPUs, ...), else measured and cached."""
     key = profile_key(cfg)
     costs = load_costs(key)
     if costs is not None:

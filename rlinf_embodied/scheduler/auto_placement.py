@@ -352,13 +352,20 @@ def choose(
 
 
 def _excluded(layout: Layout, reason: str) -> Layout:
+    """`layout` marked as not fitting, for `reason`; its breakdown is cleared (before: a layout refused by the config
+    after its prediction kept rollout/train/swap/sync seconds that the table printed as if it could run)."""
     if not reason:
         return layout
-    return replace(layout, fits=False, reason=reason, seconds=math.inf, env_steps_per_s=0.0)
+    return replace(layout, fits=False, reason=reason, seconds=math.inf, env_steps_per_s=0.0, breakdown={})
+
+
+TABLE_WIDTH = 160  # format_table's lines stay within this many columns (where the placement names allow)
+BREAKDOWN = ("rollout", "train", "swap", "sync")
 
 
 def format_table(layouts: Sequence[Layout], chosen: Layout | None = None, limit: int | None = None) -> str:
-    """The candidates, fastest first (those that do not fit last, with the reason); `*` marks the chosen."""
+    """The candidates, fastest first; those that do not fit last, with a short reason in place of the numbers (the
+    full reason is Layout.reason); `*` marks the chosen."""
     ranked = sorted(layouts, key=lambda layout: (not layout.fits, layout.seconds))
     if limit is not None and len(ranked) > limit:
         kept = ranked[:limit]
@@ -373,15 +380,29 @@ def format_table(layouts: Sequence[Layout], chosen: Layout | None = None, limit:
     lines = [header, "-" * len(header)]
     for layout in ranked:
         mark = "*" if chosen is not None and layout == chosen else " "
-        parts = [layout.breakdown.get(key, math.nan) for key in ("rollout", "train", "swap", "sync")]
-        lines.append(
-            f"{mark} {layout.name:<{width}}  {layout.pipeline_stage_num:>6}  {layout.mode:<13}  "
-            f"{layout.seconds:>9.3f}  {layout.env_steps_per_s:>11.1f}  {parts[0]:>9.3f}  {parts[1]:>8.3f}  "
-            f"{parts[2]:>7.3f}  {parts[3]:>7.3f}  {layout.reason or ('chosen' if mark == '*' else '')}"
-        )
+        lines.append(f"{mark} {layout.name:<{width}}  {layout.pipeline_stage_num:>6}  {layout.mode:<13}  ")
+        lines[-1] += _row_figures(layout, mark == "*") if layout.fits else _short_reason(layout.reason, len(lines[-1]))
     if limit is not None and len(layouts) > len(ranked):
         lines.append(f"  ... {len(layouts) - len(ranked)} more")
     return "\n".join(lines)
+
+
+def _row_figures(layout: Layout, chosen: bool) -> str:
+    """A fitting layout's predicted seconds, env-steps/s and breakdown, and `chosen` in the note column."""
+    parts = [layout.breakdown.get(key, math.nan) for key in BREAKDOWN]
+    return (
+        f"{layout.seconds:>9.3f}  {layout.env_steps_per_s:>11.1f}  {parts[0]:>9.3f}  {parts[1]:>8.3f}  "
+        f"{parts[2]:>7.3f}  {parts[3]:>7.3f}  {'chosen' if chosen else ''}"
+    ).rstrip()
+
+
+def _short_reason(reason: str, column: int) -> str:
+    """ "excluded: " and `reason`'s first clause (up to its first ": ", "; " or " (": what is wrong, not the advice
+    after it), cut to end by TABLE_WIDTH when the row's text starts at `column` (at least 40 characters)."""
+    cuts = [index for index in (reason.find(sep) for sep in (": ", "; ", " (")) if index > 0]
+    text = f"excluded: {reason[: min(cuts)] if cuts else reason}"
+    room = max(40, TABLE_WIDTH - column)
+    return text if len(text) <= room else text[: room - 3].rstrip() + "..."
 
 
 # ---- measurement cache --------------------------------------------------------------------------
@@ -389,7 +410,17 @@ def cache_dir() -> str:
     return os.path.expanduser(os.environ.get(CACHE_ENV_VAR) or DEFAULT_CACHE_DIR)
 
 
-def cache_key(env_id: str, obs_mode: str, num_envs: int, policy: str, size: str, num_gpus: int) -> dict[str, Any]:
+def cache_key(
+    env_id: str,
+    obs_mode: str,
+    num_envs: int,
+    policy: str,
+    size: str,
+    num_gpus: int,
+    settings: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The cache entry's key. `settings`: every other setting that changes the measured costs (env kwargs,
+    policy overrides, algorithm, ...; placement_profile.measured_settings), kept as a digest."""
     return {
         "env_id": env_id,
         "obs_mode": obs_mode,
@@ -397,8 +428,14 @@ def cache_key(env_id: str, obs_mode: str, num_envs: int, policy: str, size: str,
         "policy": policy,
         "size": size,
         "num_gpus": num_gpus,
+        "settings": settings_digest(settings or {}),
         "cost_model": COST_MODEL_VERSION,  # costs measured for an older model are measured again
     }
+
+
+def settings_digest(settings: dict[str, Any]) -> str:
+    """A short, order-independent digest of JSON-like `settings` (values JSON lacks by their repr)."""
+    return hashlib.sha1(json.dumps(settings, sort_keys=True, default=repr).encode()).hexdigest()[:16]
 
 
 def cache_path(key: dict[str, Any]) -> str:

@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from rlinf_embodied.config import ClusterConfig, RunnerConfig, TrainConfig, compose_config
-from rlinf_embodied.runners.placement_profile import check_auto_request, resolve_auto_placement
+from rlinf_embodied.runners.placement_profile import check_auto_request, profile_key, resolve_auto_placement
 from rlinf_embodied.scheduler.auto_placement import (
     ComponentCosts,
     Layout,
@@ -169,6 +169,34 @@ def test_memory_limits_exclude_layouts():
         choose(costs(actor_mem_gib=1000, gpu_mem_gib=80), 16, 10, 2)
 
 
+def test_excluded_rows_show_a_short_reason_and_no_figures():
+    """Before: a layout refused by the config kept its predicted breakdown (`inf 0.0 7.892 0.865 ...`) and a reason
+    of ~200 characters (lines of ~330), and one excluded for memory printed `nan` in every column."""
+    long_reason = (
+        "env.kwargs.num_workers=4 > the 2 envs of each vector env (env.num_envs=8 over 4 env worker(s) x "
+        "runner.pipeline_stage_num=1): each worker process steps at least one env; set it <= 2"
+    )
+    c = costs(env_mem_gib=10, rollout_mem_gib=30, actor_mem_gib=100, gpu_mem_gib=80)
+    refuse = lambda layout: long_reason if layout.component_placement["env"] == "all" else ""  # noqa: E731
+    best, predicted = choose(c, 16, 10, 4, refuse=refuse)
+    refused = [layout for layout in predicted if layout.reason == long_reason]
+    assert refused and all(layout.breakdown == {} for layout in refused)
+    lines = format_table(predicted, best).splitlines()
+    assert max(len(line) for line in lines) <= 160
+    excluded = [line for line in lines if "excluded: " in line]
+    assert len(excluded) == sum(not layout.fits for layout in predicted)
+    for line in excluded:
+        assert not re.search(r"\binf\b|\bnan\b|\d\.\d{3}\b", line), line
+    assert any(line.endswith("excluded: env.kwargs.num_workers=4 > the 2 envs of each vector env") for line in excluded)
+    assert any(line.endswith("excluded: GPU 3 needs 100.0 GiB > 80.0 GiB") for line in excluded)
+
+
+def test_a_reason_too_long_for_the_table_is_cut_to_its_width():
+    layout = replace(Layout({"env": "all", "rollout": "all", "actor": "all"}, 1), fits=False, reason="x" * 300)
+    (row,) = format_table([layout]).splitlines()[2:]
+    assert len(row) == 160 and row.endswith("x...")
+
+
 def test_without_offload_collocated_layouts_pay_no_swap_but_hold_every_model():
     """runner.offload=false: nothing swaps, so no swap seconds, and a shared GPU holds rollout and actor at once."""
     c = costs(env_mem_gib=10, rollout_mem_gib=30, actor_mem_gib=60, gpu_mem_gib=80)
@@ -224,6 +252,37 @@ def test_cache_round_trip(tmp_path, monkeypatch):
     with open(path, "w") as f:
         f.write("{broken")
     assert load_costs(key) is None
+
+
+@pytest.mark.parametrize(
+    "override",
+    [  # before: each read the costs cached for the default job (the key held env id, obs mode, envs, policy, GPUs)
+        "env.kwargs.control_mode=pd_joint_delta_pos",
+        "env.max_episode_steps=20",
+        "env.ignore_terminations=false",
+        "policy.overrides.hidden_dim=64",
+        "policy.precision=bf16",
+        "policy.size=tiny",
+        "algorithm.update_epochs=20",
+        "algorithm.num_minibatches=4",
+        "algorithm.target_kl=0.5",
+        "cluster.simulate_gpus=false",
+        "cluster.num_gpus_per_node=2",
+        "runner.rollout_steps=10",
+        "runner.offload=false",
+        "env.num_envs=16",
+        "env.obs_mode=rgb",
+    ],
+)
+def test_a_setting_that_changes_the_measured_costs_changes_the_cache_key(override):
+    assert profile_key(compose_train(override)) != profile_key(compose_train())
+
+
+def test_the_same_config_gets_the_same_cache_key_and_settings_the_profile_replaces_do_not_change_it():
+    key = profile_key(compose_train())
+    assert profile_key(compose_train()) == key
+    replaced = ["cluster.component_placement=auto", "runner.pipeline_stage_num=auto", "runner.max_iterations=3"]
+    assert profile_key(compose_train(*replaced, "runner.seed=7", "runner.eval_interval=2")) == key
 
 
 def test_fit_linear():
@@ -417,7 +476,7 @@ def test_place_profiles_on_a_simulated_gpu_then_reads_the_cache(ray_session, tmp
     lines = []
     chosen = place(cfg, log=lines.append)
     assert any("profiling" in line for line in lines) and any("env-steps/s" in line for line in lines)
-    cached = load_costs(cache_key(cfg.env.id, "state", 4, "mlp", "tiny", 1))
+    cached = load_costs(profile_key(cfg))
     assert cached is not None and cached.env_step_per_env_s + cached.env_step_fixed_s > 0
     assert cached.infer_per_sample_s + cached.infer_fixed_s > 0
     assert cached.train_per_sample_s + cached.train_fixed_s > 0
@@ -658,7 +717,7 @@ def test_train_resolves_and_keeps_the_table(tmp_path, monkeypatch):
 
     monkeypatch.setenv("RLINF_PLACEMENT_CACHE", str(tmp_path / "cache"))
     cfg = compose_train("cluster.num_gpus_per_node=2", "cluster.component_placement=auto", "env.num_envs=8")
-    save_costs(cache_key(cfg.env.id, cfg.env.obs_mode, 8, cfg.policy.name, cfg.policy.size, 2), costs())
+    save_costs(profile_key(cfg), costs())
     resolve_placement(cfg, None, str(tmp_path / "run"))  # cached costs: no cluster needed
     assert isinstance(cfg.cluster.component_placement, dict) and cfg.runner.pipeline_stage_num == 1
     assert "chosen" in (tmp_path / "run" / "placement.txt").read_text()
