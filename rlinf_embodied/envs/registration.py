@@ -14,6 +14,14 @@ TASK_SUITES: set[str] = set()
 OPTION_CHECKS: dict[str, str] = {}
 # every id register_env registered (the env workers take these, and ids under "rlinf")
 REGISTERED: set[str] = set()
+# id -> the spec kwargs that make the id the env it is (ManiSkill's task, LIBERO's suite): a user's kwarg may not
+# change them (before: gym.make_vec("rlinf/ManiSkill-PickCube", task="StackCube") quietly built StackCube)
+FIXED_KWARGS: dict[str, dict[str, Any]] = {}
+# id -> the backend's (entry_point, vector_entry_point) of an id with FIXED_KWARGS, whose spec points at
+# make_single / make_vector below (they check the kwargs, then call these)
+BACKEND_ENTRY_POINTS: dict[str, tuple[str, str]] = {}
+# the spec kwarg that tells make_single / make_vector which id gymnasium is making
+ENV_ID_KWARG = "_rlinf_env_id"
 
 
 def register_env(
@@ -23,6 +31,7 @@ def register_env(
     task_suite: bool = False,
     options_check: str | None = None,
     max_episode_steps: int | None = None,
+    fixed: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> None:
     """Register `env_id` with gymnasium with both a single-env and a vector entry point.
@@ -32,13 +41,20 @@ def register_env(
     `options_check`: "module:callable" taking the env's options as keywords and raising on a bad value.
     `max_episode_steps`: the task's default time limit: `gym.make` wraps the single env in gymnasium's TimeLimit
     (`gym.make(id, max_episode_steps=N)` overrides it), `gym.make_vec` passes it to the vector entry point.
-    `kwargs` become the spec's default kwargs (e.g. the backend task name).
+    `fixed`: spec kwargs that make the id what it is (e.g. the backend task name): a kwarg of gym.make / make_vec
+    or env.kwargs with another value is refused, naming the id to use instead (check_fixed_kwargs).
+    `kwargs` become the spec's default kwargs, which a caller may override (e.g. the reward mode).
     """
     if task_suite:
         TASK_SUITES.add(env_id)
     if options_check is not None:
         OPTION_CHECKS[env_id] = options_check
     REGISTERED.add(env_id)
+    if fixed:
+        FIXED_KWARGS[env_id] = dict(fixed)
+        BACKEND_ENTRY_POINTS[env_id] = (entry_point, vector_entry_point)
+        entry_point, vector_entry_point = f"{__name__}:make_single", f"{__name__}:make_vector"
+        kwargs = {**kwargs, **fixed, ENV_ID_KWARG: env_id}
     if env_id in gym.registry:
         return
     gym.register(
@@ -84,16 +100,74 @@ def check_env_options(env_id: str, obs_mode: str, kwargs: dict[str, Any]) -> Non
     the cluster starts rather than in every env worker."""
     import inspect
 
+    check_fixed_kwargs(env_id, kwargs, config=True)
+    reject_gym_parameters(env_id, kwargs)
     check = OPTION_CHECKS.get(env_id)
     if check is None:
         return
-    spec = gym.registry[env_id]
+    spec, vector_entry_point = gym.registry[env_id], backend_vector_entry_point(env_id)
     defaults = {  # the entry point's keyword defaults: the values an unset option takes there
         name: parameter.default
-        for name, parameter in inspect.signature(_load(spec.vector_entry_point)).parameters.items()
+        for name, parameter in inspect.signature(vector_entry_point).parameters.items()
         if parameter.default is not inspect.Parameter.empty
     }
-    _load(check)(**{**defaults, **spec.kwargs, "obs_mode": obs_mode, **kwargs})
+    spec_kwargs = {name: value for name, value in spec.kwargs.items() if name != ENV_ID_KWARG}
+    _load(check)(**{**defaults, **spec_kwargs, "obs_mode": obs_mode, **kwargs})
+
+
+def check_fixed_kwargs(env_id: str, kwargs: dict[str, Any], config: bool = False) -> None:
+    """Raise where `kwargs` give one of `env_id`'s FIXED_KWARGS another value (the same value is harmless), naming
+    the id that has it. `config`: the kwargs are env.kwargs (the message names settings, not gym.make's ids)."""
+    for key, fixed in FIXED_KWARGS.get(env_id, {}).items():
+        if key in kwargs and kwargs[key] != fixed:
+            setting = f"env.kwargs.{key}={kwargs[key]!r}" if config else f"{key}={kwargs[key]!r}"
+            raise ValueError(
+                f"{setting} would build a different {key} than {'env.id' if config else 'the id'} {env_id!r} "
+                f"({key}={fixed!r}); {_id_with(key, kwargs[key], config)}"
+            )
+
+
+def _id_with(key: str, value: Any, config: bool) -> str:
+    """What to do instead of passing `key=value`: use the id registered with it, or one of the ids with a `key`."""
+    matches = sorted(env_id for env_id, fixed in FIXED_KWARGS.items() if fixed.get(key) == value)
+    if not matches:
+        ids = sorted(env_id for env_id, fixed in FIXED_KWARGS.items() if key in fixed)
+        return f"no registered id has {key}={value!r}; drop it, or pick an id of {ids}"
+    return f"use env.id={matches[0]}" if config else f"make {matches[0]!r} instead"
+
+
+def backend_vector_entry_point(env_id: str) -> Callable[..., Any]:
+    """`env_id`'s vector entry point: the backend's, behind make_vector for ids registered with `fixed` kwargs."""
+    if env_id in BACKEND_ENTRY_POINTS:
+        return _load(BACKEND_ENTRY_POINTS[env_id][1])
+    return _load(gym.registry[env_id].vector_entry_point)
+
+
+def reject_gym_parameters(env_id: str, kwargs: dict[str, Any]) -> None:
+    """Raise where env.kwargs hold a parameter of gymnasium's make / make_vec themselves (before: `id` or
+    `disable_env_checker` passed the options check, then every env worker failed with "got multiple values")."""
+    given = keyword_names(gym.make, gym.make_vec) & set(kwargs)
+    if given:  # num_envs, max_episode_steps: also the entry point's own (and settings of EnvConfig)
+        given -= keyword_names(backend_vector_entry_point(env_id))
+    if given:
+        raise ValueError(
+            f"env.kwargs {sorted(given)}: parameters of gymnasium's make / make_vec, which the env workers set "
+            f"themselves (gym.make_vec(env.id, vectorization_mode='vector_entry_point', ...)); drop them"
+        )
+
+
+def make_single(**kwargs: Any) -> gym.Env:
+    """`gym.make` entry point of the ids registered with `fixed` kwargs: check_fixed_kwargs, then the backend's."""
+    env_id = kwargs.pop(ENV_ID_KWARG)
+    check_fixed_kwargs(env_id, kwargs)
+    return _load(BACKEND_ENTRY_POINTS[env_id][0])(**kwargs)
+
+
+def make_vector(**kwargs: Any) -> gym.vector.VectorEnv:
+    """`gym.make_vec` entry point of the ids registered with `fixed` kwargs: check_fixed_kwargs, then the backend's."""
+    env_id = kwargs.pop(ENV_ID_KWARG)
+    check_fixed_kwargs(env_id, kwargs)
+    return _load(BACKEND_ENTRY_POINTS[env_id][1])(**kwargs)
 
 
 def keyword_names(*functions: Callable[..., Any]) -> set[str]:
@@ -109,11 +183,14 @@ def keyword_names(*functions: Callable[..., Any]) -> set[str]:
     }
 
 
-def reject_unknown_options(env_id: str, options: Iterable[str], *accepting: Callable[..., Any]) -> None:
+def reject_unknown_options(
+    env_id: str, options: Iterable[str], *accepting: Callable[..., Any], exclude: Iterable[str] = ()
+) -> None:
     """For an options check: raise, naming the valid ones, where an option is a keyword of none of `accepting`
-    (the entry point, env classes and make functions the options pass through). Before, a typo in env.kwargs
-    (`reward_mod=sparse`) failed with a TypeError in every env worker after the cluster had started."""
-    valid = keyword_names(*accepting)
+    (the entry point, env classes and make functions the options pass through) or is in `exclude` (keywords
+    refused elsewhere, left out of the valid ones). Before, a typo in env.kwargs (`reward_mod=sparse`) failed with
+    a TypeError in every env worker after the cluster had started."""
+    valid = keyword_names(*accepting) - set(exclude)
     unknown = sorted(set(options) - valid)
     if unknown:
         raise ValueError(f"env.kwargs {unknown}: not an option of {env_id}; valid: {sorted(valid)}")

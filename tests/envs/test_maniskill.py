@@ -79,6 +79,25 @@ def test_a_single_env_names_a_bad_action_in_its_own_shape():
     env.close()
 
 
+@pytest.mark.parametrize("row", ["step", "step_without_obs"])
+def test_out_of_range_actions_are_clipped_to_the_action_space(row):
+    """envs/README.md: actions outside action_space are clipped. Before: ManiSkill's controllers clip only
+    normalised actions, so with pd_joint_pos an action of 100 drove the arm's joints to a target of 100 rad."""
+    env = ManiSkillSingleEnv("PickCube", control_mode="pd_joint_pos")
+    low, high = env.action_space.low, env.action_space.high
+    states, targets = [], []
+    for action in (high, np.full_like(high, 100.0), low, np.full_like(low, -100.0)):
+        env.reset(seed=0)
+        getattr(env, row)(action)
+        states.append(env.observe()["state"])
+        targets.append(env.maniskill_env.agent.controller.controllers["arm"]._target_qpos[0].numpy().copy())
+    env.close()
+    np.testing.assert_array_equal(targets[1], high[:7])
+    np.testing.assert_array_equal(targets[3], low[:7])
+    np.testing.assert_array_equal(states[1], states[0])
+    np.testing.assert_array_equal(states[3], states[2])
+
+
 def test_on_off_options_take_only_a_bool():
     """Before: Hydra's `env.kwargs.binarize_gripper=off` arrived as the string 'off', which is true: it binarized."""
     from rlinf_embodied.envs.registration import check_env_options
@@ -338,6 +357,35 @@ def test_a_bad_camera_size_fails_before_any_env_is_built():
         check_env_options("rlinf/ManiSkill-PickCube", "rgb", {"camera_size": -3})
     with pytest.raises(ValueError, match=r"camera_size=96 with obs_mode='state'.*~env.kwargs.camera_size"):
         check_env_options("rlinf/ManiSkill-PickCube", "state", {"camera_size": 96})
+
+
+@pytest.mark.parametrize("vector", [False, True])
+def test_gym_make_refuses_camera_size_with_state_obs(vector):
+    """Before: only the config path (check_env) refused it; gym.make and gym.make_vec built the env, and the camera
+    size changed nothing."""
+    with pytest.raises(ValueError, match=r"camera_size=64 with obs_mode='state': .*or set obs_mode='rgb'"):
+        if vector:
+            gym.make_vec(ENV_ID, num_envs=1, vectorization_mode="vector_entry_point", camera_size=64)
+        else:
+            gym.make(ENV_ID, camera_size=64)
+    with pytest.raises(ValueError, match=r"camera_size=64 with obs_mode='state'"):
+        ManiSkillSingleEnv("PickCube", camera_size=64)
+
+
+@pytest.mark.parametrize("make", ["check_env", "gym.make", "gym.make_vec"])
+def test_render_mode_is_refused_naming_how_to_get_frames(make):
+    """Before: gym.make(..., render_mode="rgb_array") built, then render() raised a bare NotImplementedError."""
+    from rlinf_embodied.config import EnvConfig
+    from rlinf_embodied.envs.registration import check_env
+
+    message = r"render_mode='rgb_array': rlinf's ManiSkill envs do not render\(\); .*obs_mode='rgb'.*eval.video=true"
+    with pytest.raises(ValueError, match=message):
+        if make == "check_env":
+            check_env(EnvConfig(kwargs={"render_mode": "rgb_array"}))
+        elif make == "gym.make":
+            gym.make(ENV_ID, render_mode="rgb_array")
+        else:
+            gym.make_vec(ENV_ID, num_envs=1, vectorization_mode="vector_entry_point", render_mode="rgb_array")
 
 
 def test_a_control_mode_typo_fails_before_any_env_is_built():

@@ -138,3 +138,83 @@ def test_gym_make_names_an_unknown_keyword_with_the_valid_ones(vector):
             gym.make_vec("rlinf/ManiSkill-PickCube", num_envs=2, vectorization_mode="vector_entry_point", bogus_kw=1)
         else:
             gym.make("rlinf/ManiSkill-PickCube", bogus_kw=1)
+
+
+@pytest.mark.parametrize(
+    "env_id, kwargs, message",
+    [
+        (
+            "rlinf/ManiSkill-PickCube",
+            {"task": "StackCube"},
+            r"env.kwargs.task='StackCube' would build a different task than env.id 'rlinf/ManiSkill-PickCube' "
+            r"\(task='PickCube'\); use env.id=rlinf/ManiSkill-StackCube",
+        ),
+        (
+            "rlinf/LIBERO-Spatial",
+            {"suite": "rlinf/LIBERO-10"},
+            r"env.kwargs.suite='rlinf/LIBERO-10' would build a different suite than env.id 'rlinf/LIBERO-Spatial' "
+            r".*; use env.id=rlinf/LIBERO-10",
+        ),
+        (
+            "rlinf/ManiSkill-PickCube",
+            {"task": "Juggle"},
+            r"task='Juggle' .*; no registered id has task='Juggle'; drop it, or pick an id of \[.*'rlinf/ManiSkill-Pi",
+        ),
+    ],
+)
+def test_env_kwargs_may_not_change_the_task_of_the_id(env_id, kwargs, message):
+    """Before: env.kwargs.task=StackCube with env.id rlinf/ManiSkill-PickCube trained StackCube, recorded as PickCube
+    (LIBERO: env.kwargs.suite likewise)."""
+    from rlinf_embodied.config import EnvConfig
+    from rlinf_embodied.envs.registration import check_env
+
+    obs_mode = "rgb" if "LIBERO" in env_id else "state"
+    with pytest.raises(ValueError, match=message):
+        check_env(EnvConfig(id=env_id, obs_mode=obs_mode, kwargs=kwargs))
+    same = {key: gym.spec(env_id).kwargs[key] for key in kwargs}  # the id's own value changes nothing: it passes
+    check_env(EnvConfig(id=env_id, obs_mode=obs_mode, kwargs=same))
+
+
+@pytest.mark.parametrize(
+    "env_id, kwargs, other_id",
+    [
+        ("rlinf/ManiSkill-PickCube", {"task": "PegInsertionSide"}, "rlinf/ManiSkill-PegInsertionSide"),
+        ("rlinf/LIBERO-Spatial", {"suite": "rlinf/LIBERO-10"}, "rlinf/LIBERO-10"),
+    ],
+)
+@pytest.mark.parametrize("vector", [False, True])
+def test_gym_make_may_not_change_the_task_of_the_id(env_id, kwargs, other_id, vector):
+    """Before: gym.make_vec("rlinf/ManiSkill-PickCube", task="PegInsertionSide") built the peg task with PickCube's
+    time limit (50, not 100); gym.make_vec("rlinf/LIBERO-Spatial", suite="rlinf/LIBERO-10") a LIBERO-10 task."""
+    key = next(iter(kwargs))
+    message = rf"{key}='{kwargs[key]}' would build a different {key} than the id '{env_id}' .*make '{other_id}'"
+    with pytest.raises(ValueError, match=message):
+        if vector:
+            gym.make_vec(env_id, num_envs=1, vectorization_mode="vector_entry_point", **kwargs)
+        else:
+            gym.make(env_id, **kwargs)
+
+
+@pytest.mark.parametrize("key", ["disable_env_checker", "id", "vectorization_mode"])
+def test_env_kwargs_may_not_hold_gym_makes_own_parameters(key):
+    """Before: env.kwargs.disable_env_checker (or id) passed the options check, then every env worker failed with
+    "make() got multiple values for keyword argument"; the valid options listed both."""
+    from rlinf_embodied.config import EnvConfig
+    from rlinf_embodied.envs.registration import check_env
+
+    for env_id, obs_mode in (("rlinf/ManiSkill-PickCube", "state"), ("rlinf/LIBERO-Goal", "rgb")):
+        with pytest.raises(ValueError, match=rf"env.kwargs \['{key}'\]: parameters of gymnasium's make / make_vec"):
+            check_env(EnvConfig(id=env_id, obs_mode=obs_mode, kwargs={key: False}))
+
+
+def test_gym_make_vec_refuses_disable_env_checker_and_lists_no_gym_parameter():
+    with pytest.raises(ValueError, match=r"\['disable_env_checker'\]: not an option") as error:
+        gym.make_vec(
+            "rlinf/ManiSkill-PickCube",
+            num_envs=1,
+            vectorization_mode="vector_entry_point",
+            **{"disable_env_checker": False},
+        )
+    valid = str(error.value).split("valid: ")[1]
+    assert "'control_mode'" in valid and "'id'" not in valid and "'disable_env_checker'" not in valid
+    assert "'task'" not in valid and "'render_mode'" not in valid

@@ -13,5 +13,5 @@ def register_envs() -> None:
             options_check="rlinf_embodied.envs.libero.vector_env:check_options",
             task_suite=True,
             max_episode_steps=spec.max_episode_steps,
-            suite=env_id,
+            fixed={"suite": env_id},
         )

@@ -40,7 +40,12 @@ def _camera_hw(camera_size: CameraSize) -> Optional[tuple[int, int]]:
     return size  # type: ignore[return-value]
 
 
-def validate_options(task: str, obs_mode: str, sim_backend: str, reward_mode: Optional[str]) -> None:
+def validate_options(
+    task: str, obs_mode: str, sim_backend: str, reward_mode: Optional[str], camera_size: CameraSize = None
+) -> None:
+    """The options every entry point checks before building ManiSkill (check_options, the single env, the vector
+    envs), so gym.make / gym.make_vec refuse what check_env refuses."""
+    validate_camera_size(obs_mode, camera_size)
     if obs_mode not in OBS_MODES:
         raise ValueError(f"obs_mode={obs_mode!r} is not supported; valid obs modes: {list(OBS_MODES)}")
     if sim_backend not in SIM_BACKENDS:
@@ -52,6 +57,17 @@ def validate_options(task: str, obs_mode: str, sim_backend: str, reward_mode: Op
         raise ValueError(
             f"reward_mode={reward_mode!r} is not implemented by ManiSkill's {spec.maniskill_id}; its "
             f"reward modes: {list(spec.reward_modes)} (env.kwargs.reward_mode={spec.reward_modes[0]})"
+        )
+
+
+def validate_camera_size(obs_mode: str, camera_size: CameraSize) -> None:
+    """A camera size of positive ints, and only where a camera renders (before: gym.make and gym.make_vec accepted
+    camera_size with obs_mode='state', which changed nothing; only the config path refused it)."""
+    _camera_hw(camera_size)
+    if camera_size is not None and obs_mode == "state":
+        raise ValueError(
+            f"camera_size={camera_size!r} with obs_mode='state': state observations render no camera, so it would "
+            f"change nothing; drop it (~env.kwargs.camera_size) or set obs_mode='rgb'"
         )
 
 
@@ -119,18 +135,12 @@ def check_options(
 ) -> None:
     """register_env's options_check: make_vector_env's own checks, the camera size and the control mode on its
     keywords (check_env_options fills in its defaults)."""
-    validate_options(task, obs_mode, sim_backend, reward_mode)
+    validate_options(task, obs_mode, sim_backend, reward_mode, camera_size)
     validate_common_options(None, num_workers, None, step_timeout)  # num_envs (split), max_episode_steps: apart
     validate_backend_options(sim_backend, num_workers, step_timeout, maniskill_kwargs)
     check_switches(**{name: maniskill_kwargs[name] for name in SINGLE_ENV_OPTIONS if name in maniskill_kwargs})
     validate_reward_delta(reward_mode, maniskill_kwargs.get("reward_delta"))
     check_maniskill_keywords(task, maniskill_kwargs)
-    _camera_hw(camera_size)
-    if camera_size is not None and obs_mode == "state":
-        raise ValueError(
-            f"camera_size={camera_size!r} with obs_mode='state': state observations render no camera, so it would "
-            f"change nothing; drop it (~env.kwargs.camera_size) or set obs_mode='rgb'"
-        )
     if isinstance(robot_uids, str):
         check_robot(robot_uids)
     if control_mode is None:
@@ -158,10 +168,12 @@ def maniskill_registries() -> tuple[dict[str, Any], dict[str, Any]]:
 def check_maniskill_keywords(task: str, maniskill_kwargs: dict[str, Any]) -> None:
     """The keywords our entry points do not read go on to ManiSkill's `gym.make`: each must be a parameter of
     ours, of gym.make, or of the task's env class (or a base class's). Only a keyword that is none of ours needs
-    the task's class: importing ManiSkill's envs for it costs the driver about 2 s of start-up."""
+    the task's class: importing ManiSkill's envs for it costs the driver about 2 s of start-up. gym.make's own
+    parameters (`id`, `disable_env_checker`) are not among them: build_maniskill_env passes those itself."""
     from .gpu_physics import make_batched_vector_env
 
-    ours = (make_vector_env, make_batched_vector_env, ManiSkillSingleEnv.__init__, gym.make)
+    reject_render_mode(maniskill_kwargs.get("render_mode"))
+    ours = (make_vector_env, make_batched_vector_env, ManiSkillSingleEnv.__init__)
     if set(maniskill_kwargs) <= keyword_names(*ours):
         return
     registered_envs, _ = maniskill_registries()
@@ -172,7 +184,19 @@ def check_maniskill_keywords(task: str, maniskill_kwargs: dict[str, Any]) -> Non
         maniskill_kwargs,
         *ours,
         *inits,
+        exclude=("task", "render_mode"),  # task: the id's (registration's FIXED_KWARGS); render_mode: above
     )
+
+
+def reject_render_mode(render_mode: Optional[str]) -> None:
+    """Our ManiSkill envs have no render() (before: gym.make(..., render_mode="rgb_array") built, then render()
+    raised a bare NotImplementedError): frames come as observations."""
+    if render_mode is not None:
+        raise ValueError(
+            f"render_mode={render_mode!r}: rlinf's ManiSkill envs do not render(); for camera frames use "
+            f"obs_mode='rgb' (obs['rgb'], sized by camera_size), and for evaluation videos eval.video=true "
+            f"(envs/wrappers/video.py's VideoRecorder records the rgb observations)"
+        )
 
 
 def check_robot(robot_uids: str) -> None:
@@ -325,7 +349,7 @@ class ManiSkillSingleEnv(gym.Env):
         binarize_gripper: bool = False,
         **maniskill_kwargs: Any,
     ):
-        validate_options(task, obs_mode, sim_backend, reward_mode)
+        validate_options(task, obs_mode, sim_backend, reward_mode, camera_size)
         check_maniskill_keywords(task, maniskill_kwargs)  # before: ManiSkill's nested TypeError, naming no valid one
         check_switches(reward_delta=reward_delta, binarize_gripper=binarize_gripper)
         validate_reward_delta(reward_mode, reward_delta)
@@ -388,10 +412,13 @@ class ManiSkillSingleEnv(gym.Env):
         return delta
 
     def _sim_action(self, action: np.ndarray) -> np.ndarray:
-        """(1, A) float32: the action ManiSkill steps with (gripper binarized with binarize_gripper)."""
+        """(1, A) float32: the action ManiSkill steps with (gripper binarized with binarize_gripper), clipped to
+        `action_space` (envs/README.md). ManiSkill's controllers clip only normalised actions: before, pd_joint_pos
+        drove the joints to a target of 100 rad where the policy's sample said 100."""
         self._check_open()
         action = check_single_action(action, self.action_space.shape, self.env_name)
-        return (action if self._gripper is None else binarize(action, self._gripper))[None]
+        action = action if self._gripper is None else binarize(action, self._gripper)
+        return np.clip(action, self.action_space.low, self.action_space.high)[None]
 
     def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
         obs, reward, terminated, truncated, info = self._env.step(self._sim_action(action))
@@ -494,7 +521,7 @@ def make_vector_env(
     `max_episode_steps=None` uses the ManiSkill task's default. Other keyword arguments go to
     ManiSkill's `gym.make` (e.g. `robot_uids`).
     """
-    validate_options(task, obs_mode, sim_backend, reward_mode)
+    validate_options(task, obs_mode, sim_backend, reward_mode, camera_size)
     validate_common_options(num_envs, num_workers, max_episode_steps, step_timeout)
     check_maniskill_keywords(task, maniskill_kwargs)
     options = dict(

@@ -84,7 +84,7 @@ def make_batched_vector_env(
     "physx_cuda" is the use case. "physx_cpu" is accepted with `num_envs=1` only (ManiSkill's CPU
     physics holds one env per scene): it runs this same code path without a GPU, for tests.
     """
-    validate_options(task, obs_mode, sim_backend, reward_mode)
+    validate_options(task, obs_mode, sim_backend, reward_mode, camera_size)
     validate_common_options(num_envs, max_episode_steps=max_episode_steps)
     if sim_backend == "physx_cpu" and num_envs != 1:
         raise ValueError(

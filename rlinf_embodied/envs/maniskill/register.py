@@ -12,6 +12,6 @@ def register_envs() -> None:
             vector_entry_point="rlinf_embodied.envs.maniskill.env:make_vector_env",
             options_check="rlinf_embodied.envs.maniskill.env:check_options",
             max_episode_steps=spec.max_episode_steps,
-            task=task,
+            fixed={"task": task},
             reward_mode=spec.reward_modes[0],
         )
