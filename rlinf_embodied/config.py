@@ -436,7 +436,7 @@ class CollectRunConfig:
 
 
 # Free-form mappings (dict[str, Any] fields) that take new keys from the command line, e.g.
-# `cluster.component_placement.env=0`, `policy.overrides.hidden_dim=64`, `env.kwargs.render_mode=rgb_array`.
+# `cluster.component_placement.env=0`, `policy.overrides.hidden_dim=64`, `env.kwargs.reward_mode=sparse`.
 # The rest of the schema stays in struct mode, so a typo elsewhere (`runner.max_iteration=3`) still fails.
 OPEN_MAPPINGS = ("env.kwargs", "policy.overrides", "cluster.component_placement")
 

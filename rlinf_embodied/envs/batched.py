@@ -37,7 +37,6 @@ from .batching import (
     as_action_chunk,
     box_like,
     check_open,
-    check_reset_options,
     is_int,
     per_env_seeds,
 )
@@ -140,7 +139,6 @@ class BatchedVectorEnv(gym.vector.VectorEnv):
     def _checked_reset_options(self, options: Any) -> Optional[dict[str, Any]]:
         """The options as the simulator takes them ("env_idx" as a long tensor on its device); unknown keys refused
         (before: ignored by the simulator, so a typo such as "reconfigur" reset as if it were absent)."""
-        check_reset_options(options)
         reject_unknown_reset_options(f"the batched env of {type(self.sim).__name__}", options, self.reset_options)
         if options is None or options.get("env_idx") is None:
             return None if options is None else {key: value for key, value in options.items() if key != "env_idx"}

@@ -7,7 +7,7 @@ docstring; these helpers keep the parts of it that do not depend on the backend 
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Optional, Sequence, Union
+from typing import Any, Iterable, Optional, Sequence, Union
 
 import gymnasium as gym
 import numpy as np
@@ -106,17 +106,6 @@ def per_env_seeds(seed: SeedLike, num_envs: int) -> list[Optional[int]]:
 def is_int(value: Any) -> bool:
     """An int or numpy integer, and not a bool (True is an int to Python: num_envs=True built one env)."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def check_reset_options(options: Any) -> Optional[Mapping[str, Any]]:
-    """`reset(options=...)` must be None or a mapping of option names to values. Before, a list or string passed the
-    unknown-key check (its items read as keys: options=["reconfigure"] was accepted) and then failed inside the env
-    (AttributeError: 'list' object has no attribute 'get'), and options=5 crashed the env workers."""
-    if options is not None and not isinstance(options, Mapping):
-        raise TypeError(
-            f"reset(options={options!r}): pass a dict of option names to values (e.g. {{'reconfigure': True}}) or None"
-        )
-    return options
 
 
 def check_open(closed: bool, num_envs: int) -> None:

@@ -3,7 +3,7 @@ torch nor a simulator and `import rlinf_embodied` stays cheap (Ray worker proces
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 import gymnasium as gym
 
@@ -196,9 +196,21 @@ def reject_unknown_options(
         raise ValueError(f"env.kwargs {unknown}: not an option of {env_id}; valid: {sorted(valid)}")
 
 
+def check_reset_options(options: Any) -> Optional[Mapping[str, Any]]:
+    """`reset(options=...)` must be None or a mapping of option names to values. Before, a list or string passed the
+    unknown-key check (its items read as keys: options=["reconfigure"] was accepted) and then failed inside the env
+    (AttributeError: 'list' object has no attribute 'get'), and options=5 crashed the env workers."""
+    if options is not None and not isinstance(options, Mapping):
+        raise TypeError(
+            f"reset(options={options!r}): pass a dict of option names to values (e.g. {{'reconfigure': True}}) or None"
+        )
+    return options
+
+
 def reject_unknown_reset_options(env_name: str, options: Optional[dict], valid: Iterable[str]) -> None:
     """Raise, naming the valid keys, where reset(options=...) holds a key the env does not read. The simulators
     below ignore unknown keys, so a typo (`options={"reconfigur": True}`) used to reset as if it were absent."""
+    check_reset_options(options)
     unknown = sorted(set(options or {}) - set(valid))
     if unknown:
         raise ValueError(f"reset(options=...) keys {unknown}: not read by {env_name}; valid: {sorted(valid)}")

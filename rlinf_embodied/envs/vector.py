@@ -64,7 +64,8 @@ import numpy as np
 import torch
 from gymnasium.vector.utils import batch_space
 
-from .batching import SeedLike, check_open, check_reset_options, is_int, per_env_seeds, reject_non_finite_actions
+from .batching import SeedLike, check_open, is_int, per_env_seeds, reject_non_finite_actions
+from .registration import check_reset_options
 
 logger = logging.getLogger(__name__)
 

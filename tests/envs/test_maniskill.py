@@ -234,6 +234,9 @@ def test_reset_options_it_does_not_read_and_a_closed_env_are_refused():
     env = ManiSkillSingleEnv("PickCube")
     with pytest.raises(ValueError, match=r"keys \['reconfigur'\]: not read by PickCube-v1; valid: \['reconfigure'\]"):
         env.reset(seed=1, options={"reconfigur": True})
+    for options in (["reconfigure"], 5):  # before: the list passed the key check, then AttributeError; 5: TypeError
+        with pytest.raises(TypeError, match=r"reset\(options=.*\): pass a dict of option names to values"):
+            env.reset(seed=1, options=options)
     first, _ = env.reset(seed=1, options={"reconfigure": True})  # the one key it reads still works
     again, _ = env.reset(seed=1)
     assert np.array_equal(first["state"], again["state"])

@@ -10,5 +10,5 @@ def register_envs() -> None:
             env_id,
             entry_point="rlinf_embodied.envs.isaaclab.launch:single_env_entry_point",
             vector_entry_point="rlinf_embodied.envs.isaaclab.launch:make_isaaclab_vector_env",
-            task=env_id,
+            fixed={"task": env_id},
         )

@@ -25,7 +25,7 @@ from typing import Any, Optional
 import gymnasium as gym
 import numpy as np
 
-from ..batching import check_reset_options, check_single_action
+from ..batching import check_single_action
 from ..registration import reject_unknown_reset_options, reject_vector_options
 from .runtime import LIBERO_INSTALL_HINT, prepare_libero_process
 from .suites import get_suite
@@ -152,7 +152,6 @@ class LiberoEnv(gym.Env):
     # -- gymnasium API -----------------------------------------------------------------------------
     def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None) -> tuple[dict, dict]:
         self._check_open()
-        check_reset_options(options)  # before: options=["init_state_id"] passed, then an AttributeError
         reject_unknown_reset_options(f"{self.suite.env_id} task {self.task_id}", options, ("init_state_id",))
         super().reset(seed=seed)
         init_id = self._init_state_id(seed, options)
