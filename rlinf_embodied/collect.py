@@ -25,7 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 
 from .config import CollectRunConfig, EnvConfig, EvalConfig, register_configs, typed_config
 from .datasets.time_limit import warn_if_time_limit_short
-from .envs.registration import check_env
+from .envs.registration import check_env, time_limit
 from .paths import CONFIG_DIR
 from .unread_settings import reject_unread_settings
 
@@ -181,7 +181,7 @@ def collect(cfg: CollectRunConfig) -> dict[str, Any]:
         progress.set_postfix(kept=kept)
     progress.close()
     total = writer.num_episodes
-    warn_if_time_limit_short(logger, longest, "were recorded", cfg.env.max_episode_steps)
+    warn_if_time_limit_short(logger, longest, "were recorded", time_limit(cfg.env.id, cfg.env.max_episode_steps))
     summary = {
         "attempted": attempted,
         "kept": kept,

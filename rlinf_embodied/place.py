@@ -7,7 +7,8 @@ layout's predicted env-steps/s and the chosen `cluster.component_placement` as a
 The same config groups as rlinf_embodied.train. Placement and pipeline stages are both searched, so
 cluster.component_placement / runner.pipeline_stage_num are rejected unless 'auto'; the costs are cached (see
 scheduler/auto_placement.py, RLINF_PLACEMENT_CACHE), so `train cluster.component_placement=auto` with the
-same env, policy and GPUs starts without profiling afterwards.
+same settings (env, policy, algorithm, rollout and GPUs: runners/placement_profile.measured_settings) starts without
+profiling afterwards.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from omegaconf import OmegaConf
 
 from .config import SFTConfig, SFTRunConfig, register_configs, typed_config
 from .datasets.time_limit import longest_episode, warn_if_time_limit_short
+from .envs.registration import time_limit
 from .paths import CONFIG_DIR, make_output_dir
 from .runners.interrupts import Interrupted, StopRequest, continue_command, report_forced_stop, report_stop
 from .unread_settings import reject_unread_settings
@@ -80,7 +81,7 @@ def warn_if_eval_time_limit_short(cfg: SFTRunConfig) -> bool:
     70-96 steps, without a word). The words of collect's warning; returns whether it warned."""
     if cfg.sft.eval_interval == 0:
         return False
-    limit = cfg.env.max_episode_steps
+    limit = time_limit(cfg.env.id, cfg.env.max_episode_steps)
     return warn_if_time_limit_short(
         logger,
         longest_episode(cfg.sft.dataset),

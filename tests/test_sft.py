@@ -184,6 +184,8 @@ def test_evaluations_shorter_than_the_demonstrations_warn_before_training(tmp_pa
         cfg.env.max_episode_steps, cfg.sft.eval_interval, cfg.sft.eval_episodes = 50, 0, 10
         assert not warn_if_eval_time_limit_short(cfg)  # no evaluation reads the limit
     assert caplog.text == ""
+    cfg.env.max_episode_steps, cfg.sft.eval_interval = None, 10  # null: the id's own limit, 50 for PickCube
+    assert warn_if_eval_time_limit_short(cfg)  # before: no limit seen, no warning
 
 
 def test_env_num_envs_is_refused_where_sft_runs_no_evaluation(tmp_path):

@@ -67,6 +67,14 @@ def register_env(
     )
 
 
+def time_limit(env_id: str, max_episode_steps: Optional[int]) -> Optional[int]:
+    """The steps after which `env_id`'s episodes are cut: env.max_episode_steps, or where that is None (null) the
+    id's registered limit, which gym.make / make_vec then apply (e.g. a LIBERO suite's own)."""
+    if max_episode_steps is not None or env_id not in gym.registry:
+        return max_episode_steps
+    return gym.registry[env_id].max_episode_steps
+
+
 def check_env_id(env_id: str) -> None:
     """Raise, naming the registered ids, where `env_id` is not one: gymnasium's NameNotFound lists none, and it
     comes from inside a worker after the cluster has started."""

@@ -35,6 +35,7 @@ from typing import Any, Optional
 from tqdm.auto import tqdm
 
 from ..config import COLLOCATED_PLACEMENT, TrainConfig, is_auto
+from ..envs.registration import time_limit
 from ..scheduler import Channel, Cluster, ComponentPlacement, WorkerError, WorkerGroup, wait_all
 from ..workers.actor_worker import ActorWorker
 from ..workers.env_worker import EnvWorker, envs_per_stage
@@ -560,8 +561,9 @@ def check_rollout_reaches_time_limit_early(cfg: TrainConfig) -> None:
     (env.max_episode_steps) and the policy's action_chunk (overrides, checkpoint or preset): before, the same
     error came after every worker had started."""
     chunk = predicted_policy_dims(cfg.policy)["action_chunk"]
-    if cfg.env.max_episode_steps and chunk is not None:
-        check_rollout_covers_episodes(cfg, cfg.env.max_episode_steps, chunk)
+    limit = time_limit(cfg.env.id, cfg.env.max_episode_steps)  # null: the id's own (a LIBERO suite's)
+    if limit and chunk is not None:
+        check_rollout_covers_episodes(cfg, limit, chunk)
 
 
 def check_rollout_covers_episodes(cfg: TrainConfig, limit: Optional[int], chunk: int) -> None:

@@ -62,6 +62,18 @@ def test_a_rollout_shorter_than_the_time_limit_is_rejected(policy_name, rollout_
     assert f"runner.rollout_steps>={-(-limit // chunk)}" in message
 
 
+def test_the_early_check_reads_the_ids_own_limit_where_the_config_sets_none():
+    """configs/env/libero_10.yaml sets env.max_episode_steps: null (the suite's own 520): before, the check before
+    Ray saw no limit and the error came after every worker had started."""
+    cfg = TrainConfig()
+    cfg.env.id, cfg.env.max_episode_steps = "rlinf/LIBERO-10", None
+    cfg.policy.name, cfg.runner.rollout_steps, cfg.runner.reset_each_iteration = "mlp", 100, True
+    with pytest.raises(ValueError, match=r"fewer than env.max_episode_steps=520.*runner.rollout_steps>=520"):
+        check_rollout_reaches_time_limit_early(cfg)
+    cfg.runner.rollout_steps = 520
+    check_rollout_reaches_time_limit_early(cfg)
+
+
 @pytest.mark.parametrize("algorithm, warned", [("grpo", True), ("reinforce_pp", True), ("gae", False)])
 def test_episodes_carried_over_warn_a_critic_free_estimator(caplog, algorithm, warned):
     """GRPO/DAPO credit only episodes that end within an iteration: before, rollouts shorter than an episode with
