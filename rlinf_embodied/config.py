@@ -126,7 +126,9 @@ class RunnerConfig:
     pipeline_stage_num: Any = 1
     seed: int = 0
     # Reset every env at the start of each iteration with seeds derived from (seed, iteration): an
-    # iteration then depends only on the weights and optimizer it starts from, so resume is exact.
+    # iteration then depends on the weights and optimizer it starts from, so a resume starts where the run
+    # stopped (to floating-point rounding: ManiSkill's CPU PhysX scene keeps its contact order across seeded
+    # resets, and a resumed run's env processes are new; see the README's paragraph on resuming).
     reset_each_iteration: bool = True
     # Rollouts with the deterministic policy: for tests that compare trajectories across layouts. Training cannot
     # learn from them (a flow policy's chain then has no stochastic step: zero log-probs, no policy gradient), so a

@@ -428,8 +428,8 @@ def warn_resume_not_exact(cfg: TrainConfig) -> None:
     if not cfg.runner.reset_each_iteration:
         logger.warning(
             "runner.resume with runner.reset_each_iteration=false: the episodes in progress at the checkpoint were "
-            "not saved, so this run starts new ones and will not match an uninterrupted run (resume is exact with "
-            "runner.reset_each_iteration=true, the default)"
+            "not saved, so this run starts new ones and will not match an uninterrupted run (with "
+            "runner.reset_each_iteration=true, the default, a resume starts where the run stopped, to rounding)"
         )
 
 
