@@ -12,7 +12,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 
 from .config import EvalConfig, EvalRunConfig, PolicyConfig, register_configs, typed_config
-from .paths import CONFIG_DIR, make_output_dir
+from .paths import CONFIG_DIR, log_into, make_output_dir
 from .unread_settings import override_key, reject_unread_settings
 
 register_configs()
@@ -62,6 +62,7 @@ def main(cfg) -> None:
     check_has_checkpoint(typed.policy)
     output_dir = typed.eval.output_dir or HydraConfig.get().runtime.output_dir
     make_output_dir(output_dir, "eval.output_dir")  # before the episodes: results.json is written after them
+    log_into(output_dir, HydraConfig.get().runtime.output_dir, "eval.log")
     video_settings = given_video_settings(list(HydraConfig.get().overrides.task), typed.eval)
     results = evaluate_policy(typed.env, typed.policy, typed.eval, output_dir, video_settings=video_settings)
     print_success_table(results)

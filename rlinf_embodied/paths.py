@@ -1,5 +1,7 @@
-"""Where the Hydra configs live: `configs/` at the repository root (the package is installed editable)."""
+"""Where the Hydra configs live (`configs/` at the repository root: the package is installed editable) and where
+a run writes (its output directory and log file)."""
 
+import logging
 import os
 
 CONFIG_DIR = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "configs"))
@@ -19,3 +21,18 @@ def make_output_dir(path: str, setting: str) -> None:
         raise OSError(
             f"{setting}={path!r} cannot be created ({error.strerror or error}): give a writable directory"
         ) from None
+
+
+def log_into(output_dir: str, hydra_run_dir: str, log_name: str) -> None:
+    """Write the job's log (`log_name`: train.log, sft.log, eval.log) into `output_dir` too, where a run's
+    output_dir setting moves its outputs away from Hydra's run directory: before, the log stayed in
+    outputs/<date>/<time>/, apart from the checkpoints and metrics it describes. Hydra's own log file (and .hydra/)
+    stay in `hydra_run_dir`."""
+    if os.path.realpath(output_dir) == os.path.realpath(hydra_run_dir):
+        return
+    root = logging.getLogger()
+    handler = logging.FileHandler(os.path.join(output_dir, log_name))
+    hydra_file = next((h for h in root.handlers if isinstance(h, logging.FileHandler)), None)
+    if hydra_file is not None:  # the same format as Hydra's log file
+        handler.setFormatter(hydra_file.formatter)
+    root.addHandler(handler)

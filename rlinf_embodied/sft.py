@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 from .config import SFTConfig, SFTRunConfig, register_configs, typed_config
 from .datasets.time_limit import longest_episode, warn_if_time_limit_short
 from .envs.registration import time_limit
-from .paths import CONFIG_DIR, make_output_dir
+from .paths import CONFIG_DIR, log_into, make_output_dir
 from .runners.interrupts import Interrupted, StopRequest, continue_command, report_forced_stop, report_stop
 from .unread_settings import reject_unread_settings
 
@@ -104,6 +104,7 @@ def main(cfg) -> None:
     reject_unread_settings(list(HydraConfig.get().overrides.task), unread_settings(typed.sft))
     typed.sft.output_dir = output_dir
     make_output_dir(output_dir, "sft.output_dir")
+    log_into(output_dir, HydraConfig.get().runtime.output_dir, "sft.log")
     OmegaConf.save(cfg, os.path.join(output_dir, "config.yaml"))
     stop = StopRequest(work="steps (up to the next metrics line)")
 

@@ -16,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from .config import TrainConfig, is_auto, register_configs, typed_config
-from .paths import CONFIG_DIR, make_output_dir
+from .paths import CONFIG_DIR, log_into, make_output_dir
 from .runners.interrupts import Interrupted, StopRequest, continue_command, report_forced_stop, report_stop
 from .workers.policy_loading import check_policy_config, warn_size_not_read
 
@@ -190,6 +190,7 @@ def main(cfg) -> None:
     typed.runner.output_dir = output_dir
     warn_size_not_read(typed.policy, list(HydraConfig.get().overrides.task))
     make_output_dir(output_dir, "runner.output_dir")
+    log_into(output_dir, HydraConfig.get().runtime.output_dir, "train.log")
     OmegaConf.save(cfg, os.path.join(output_dir, "config.yaml"))
     stop = StopRequest()
 
