@@ -31,6 +31,7 @@ class ToyReachEnv:
         goal_radius: float = 0.1,
         crash_at_step: Optional[int] = None,
         hang_at_step: Optional[int] = None,
+        fail_reset_after_step: Optional[int] = None,
         instruction: str = "move the point to the goal",
         build_seconds: float = 0.0,
         fail_to_build_in_subprocess: bool = False,
@@ -40,6 +41,7 @@ class ToyReachEnv:
             raise RuntimeError("ToyReachEnv failed to build (fail_to_build_in_subprocess=True)")
         self.act_dim, self.goal_radius, self.image_size = act_dim, goal_radius, image_size
         self.crash_at_step, self.hang_at_step = crash_at_step, hang_at_step
+        self.fail_reset_after_step = fail_reset_after_step  # a simulator's own error in reset (not the caller's)
         self.instruction = instruction
         spaces: dict[str, gym.spaces.Space] = {"state": gym.spaces.Box(-np.inf, np.inf, (2 * act_dim,), np.float32)}
         if image_size:
@@ -56,6 +58,8 @@ class ToyReachEnv:
         from .registration import reject_unknown_reset_options
 
         reject_unknown_reset_options("ToyReachEnv", options, ())  # as the simulators' envs do
+        if self.fail_reset_after_step is not None and self.total_steps >= self.fail_reset_after_step:
+            raise RuntimeError(f"ToyReachEnv failed to reset after {self.total_steps} steps (fail_reset_after_step)")
         if seed is not None:
             self.rng = np.random.default_rng(seed)
         self.position = self.rng.uniform(-1, 1, self.act_dim).astype(np.float32)

@@ -238,9 +238,10 @@ def _worker_main(
             pass
 
 
-# Commands whose errors come from the caller's input (an option or attribute name the env does not know): the worker
-# answers "refused" and serves on. An error in "step" is the env's own failure: the worker exits and is restarted.
-_REFUSABLE_COMMANDS = ("reset", "call")
+# The errors of a command that come from the caller's input (an option or attribute name the env does not know,
+# wrong arguments): the worker answers "refused" and serves on. Any other error (in "step", or a simulator's failure
+# in "reset") is the env's own: the worker exits and is restarted, its envs reset.
+_REFUSED_ERRORS: dict[str, tuple[type[Exception], ...]] = {"reset": (ValueError, TypeError), "call": (Exception,)}
 
 
 def _serve(conn: Connection, slots: list[_EnvSlot], views: dict, rules: _StepRules) -> None:
@@ -253,8 +254,8 @@ def _serve(conn: Connection, slots: list[_EnvSlot], views: dict, rules: _StepRul
             return
         try:
             answer = _run_command(command, payload, slots, views, rules)
-        except Exception as error:  # before: only a ValueError in reset was refused; anything else killed the worker
-            if command not in _REFUSABLE_COMMANDS:
+        except Exception as error:  # before: only a ValueError in reset was refused; a call's error killed the worker
+            if not isinstance(error, _REFUSED_ERRORS.get(command, ())):
                 raise
             conn.send(("refused", _refusal(error)))
             continue

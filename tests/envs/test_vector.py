@@ -18,7 +18,7 @@ def make_env(num_envs=3, num_workers=2, **kwargs):
     factory_kwargs = {
         k: kwargs.pop(k)
         for k in list(kwargs)
-        if k in ("image_size", "goal_radius", "crash_at_step", "hang_at_step", "build_seconds")
+        if k in ("image_size", "goal_radius", "crash_at_step", "hang_at_step", "fail_reset_after_step", "build_seconds")
         or k == "fail_to_build_in_subprocess"
     }
     return SubprocVectorEnv(
@@ -357,6 +357,20 @@ def test_a_callers_mistake_in_call_or_reset_is_a_builtin_error_and_the_workers_l
     assert not truncated.any() and not terminated.any() and info["elapsed_steps"].tolist() == [2, 2, 2]
     assert env.num_restarts == restarts and env.worker_pids() == pids
     assert env.call("instruction") == ("move the point to the goal",) * 3
+
+
+def test_a_simulators_own_error_in_reset_restarts_the_worker_instead_of_reaching_the_caller(caplog):
+    """Only an input mistake in reset (ValueError, TypeError) is the caller's; a simulator failing to reset is the
+    env's own failure, restarted as in step (a training run goes on)."""
+    env = make_env(num_envs=2, num_workers=2, fail_reset_after_step=1)
+    try:
+        env.reset(seed=0)
+        env.step(np.zeros((2, 2), np.float32))
+        with caplog.at_level("WARNING"):
+            obs, _ = env.reset(seed=1)  # both workers' envs fail; the restarted ones (no steps yet) reset
+        assert env.num_restarts == 2 and obs["state"].shape == (2, 4)
+    finally:
+        env.close()
 
 
 def test_a_worker_that_dies_in_a_call_is_restarted_by_the_next_step(caplog):
