@@ -3,13 +3,17 @@ into this package's [-1, 1] normalisation bounds, and writing the converted dire
 
 from __future__ import annotations
 
+import argparse
+import glob
 import json
 import logging
 import os
+import shutil
 from typing import Iterable
 
 import torch
 
+from ..base import CONFIG_FILE, WEIGHTS_FILE, dirs_holding, read_json_file
 from ..common.tokenizer import load_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -133,3 +137,130 @@ def finish_conversion(policy, state: dict, src: str, tokenizer_path: str | None,
     if dst is not None:
         policy.save_pretrained(dst)
     return policy
+
+
+# ---- the converters' command lines ----------------------------------------------------------------------------------
+# What each converter's main() reads, by policy name: how its upstream checkpoints are called in messages.
+UPSTREAM_LABELS = {
+    "pi0": "pi0 (LeRobot / openpi)",
+    "gr00t": "GR00T-N1.5",
+    "openvla": "OpenVLA",
+    "openvla_oft": "OpenVLA-OFT",
+}
+# The upstream kinds (upstream_kind) each converter reads; None: a config.json that names no known model (or none).
+ACCEPTED_KINDS = {
+    "pi0": {"pi0", None},
+    "gr00t": {"gr00t", None},
+    "openvla": {"openvla", None},
+    "openvla_oft": {"openvla", "openvla_oft", None},
+}
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """The source / output arguments every converter's command line shares."""
+    parser.add_argument("src", help="local folder of the upstream checkpoint")
+    parser.add_argument("dst", help="folder to write the converted checkpoint to (new or empty; see --overwrite)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a non-empty output folder: its previous files are removed before the checkpoint is written",
+    )
+
+
+def check_converter_paths(parser: argparse.ArgumentParser, args: argparse.Namespace, policy_name: str) -> None:
+    """parser.error (exit 2, with the usage line) for a source that is no upstream checkpoint of `policy_name` or an
+    output that cannot take the converted checkpoint; checked before any weights are read."""
+    error = source_error(args.src, policy_name) or output_error(args.dst, args.src, args.overwrite)
+    if error:
+        parser.error(error)
+
+
+def upstream_kind(src: str, config: dict | None) -> str | None:
+    """Which model's upstream layout `src` (with config.json `config`, None if it has none) holds: "pi0", "gr00t",
+    "openvla", "openvla_oft", "lerobot:<type>" for another LeRobot policy, or None where it does not say."""
+    if not config:
+        return None
+    architectures = config.get("architectures") or []
+    if "OpenVLAForActionPrediction" in architectures or config.get("model_type") == "openvla":
+        oft = glob.glob(os.path.join(glob.escape(src), "action_head--*checkpoint.pt"))
+        return "openvla_oft" if oft else "openvla"
+    if str(config.get("model_type", "")).startswith("gr00t") or "action_head_cfg" in config:
+        return "gr00t"
+    if isinstance(config.get("type"), str):  # LeRobot's policy configs name their policy type
+        return "pi0" if config["type"] == "pi0" else f"lerobot:{config['type']}"
+    return None
+
+
+def source_error(src: str, policy_name: str) -> str | None:
+    """Why `src` cannot be converted by `policy_name`'s converter (None: it looks like its upstream checkpoint)."""
+    label = UPSTREAM_LABELS[policy_name]
+    if not os.path.exists(src):
+        return f"policy source {src} does not exist; give the local folder of an upstream {label} checkpoint"
+    if not os.path.isdir(src):
+        return f"policy source {src} is a file, not a folder; give the folder of an upstream {label} checkpoint"
+    config = None
+    if os.path.isfile(os.path.join(src, CONFIG_FILE)):
+        try:
+            config = read_json_file(os.path.join(src, CONFIG_FILE))
+        except ValueError as error:
+            return f"policy source {src}: {error}"
+        if not isinstance(config, dict):
+            return f"policy source {src}: its {CONFIG_FILE} holds no JSON object; not an upstream {label} checkpoint"
+    if config is not None and "policy" in config:
+        return (
+            f"policy source {src} holds this package's {config['policy']} checkpoint, not an upstream {label} one; it "
+            f"loads as it is (policy.checkpoint={src}), no conversion needed"
+        )
+    kind = upstream_kind(src, config)
+    if kind not in ACCEPTED_KINDS[policy_name]:
+        if kind.startswith("lerobot:"):
+            return (
+                f"policy source {src} holds a LeRobot {kind.split(':', 1)[1]!r} policy, not an upstream {label} "
+                "checkpoint; this package has no converter for it"
+            )
+        hint = " (which keeps its action head and proprio projector)" if kind == "openvla_oft" else ""
+        return (
+            f"policy source {src} holds an upstream {UPSTREAM_LABELS[kind]} checkpoint, not an upstream {label} one; "
+            f"convert it with python -m rlinf_embodied.policies.{kind}.convert {src} <dst>{hint}"
+        )
+    if policy_name.startswith("openvla") and config is None:
+        return f"policy source {src} has no {CONFIG_FILE}; an upstream {label} checkpoint holds config.json and weights"
+    if not any(os.path.isfile(os.path.join(src, name)) for name in (WEIGHTS_FILE, "model.safetensors.index.json")):
+        found = dirs_holding(src, (CONFIG_FILE, WEIGHTS_FILE), max_depth=3)
+        hint = f"; saved policies of this package below it (they load as they are): {found[:4]}" if found else ""
+        return (
+            f"policy source {src} holds neither {WEIGHTS_FILE} nor model.safetensors.index.json, so it is no upstream "
+            f"{label} checkpoint{hint}"
+        )
+    return None
+
+
+def output_error(dst: str, src: str, overwrite: bool) -> str | None:
+    """Why the converted checkpoint cannot be written to `dst` (None: a new or empty folder, or --overwrite)."""
+    if os.path.exists(dst) and not os.path.isdir(dst):
+        return f"output {dst} is a file, not a folder; give a folder to write the converted checkpoint to"
+    if not os.path.isdir(dst):
+        return None
+    real_dst, real_src = os.path.realpath(dst), os.path.realpath(src)
+    if real_src == real_dst or real_src.startswith(real_dst.rstrip(os.sep) + os.sep):
+        return f"output folder {dst} is (or holds) the policy source {src}; write the converted checkpoint elsewhere"
+    entries = sorted(os.listdir(dst))
+    if entries and not overwrite:
+        shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
+        return (
+            f"output folder {dst} is not empty (it holds {shown}); pass --overwrite to replace its contents, or give "
+            "a new or empty folder"
+        )
+    return None
+
+
+def save_converted(policy, dst: str, overwrite: bool) -> None:
+    """Write the converted `policy` to `dst`; with `overwrite`, the folder's previous files go first, so none of an
+    older checkpoint's (env_actions.json, demonstrations.json, ...) stays beside the new one."""
+    if overwrite and os.path.isdir(dst):
+        for entry in os.scandir(dst):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.remove(entry.path)
+    policy.save_pretrained(dst)

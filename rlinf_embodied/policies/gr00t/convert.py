@@ -21,6 +21,7 @@ the keys' statistics are concatenated in the order of the metadata's modalities 
 bounds with `norm_mode` (GR00T's default normaliser is min_max).
 
     python -m rlinf_embodied.policies.gr00t.convert SRC DST [--embodiment-tag new_embodiment] [--tokenizer DIR]
+        [--overwrite]
 """
 
 from __future__ import annotations
@@ -33,10 +34,13 @@ import os
 import torch
 
 from ..flow.convert_utils import (
+    add_output_arguments,
+    check_converter_paths,
     check_tokenizer_path,
     finish_conversion,
     load_safetensors_dir,
     preset_settings,
+    save_converted,
     stats_to_bounds,
     unknown_keys_error,
 )
@@ -256,25 +260,26 @@ def _dims_from_metadata(entry: dict) -> dict[str, int]:
     return {"action_dim": width("action"), "state_dim": width("state")}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("src")
-    parser.add_argument("dst")
+    add_output_arguments(parser)
     parser.add_argument("--size", default="gr00t-n1.5-3b", choices=sorted(GR00T_PRESETS))
     parser.add_argument("--embodiment-tag", default="new_embodiment")
     parser.add_argument("--embodiment-id", type=int, default=None)
     parser.add_argument("--tokenizer", default=None, help="local directory with the Eagle/Qwen3 tokenizer")
     parser.add_argument("--norm-mode", default="min_max", choices=["mean_std", "quantile", "min_max"])
-    args = parser.parse_args()
-    convert_gr00t(
+    args = parser.parse_args(argv)
+    check_converter_paths(parser, args, "gr00t")
+    policy = convert_gr00t(
         args.src,
-        args.dst,
+        None,
         size=args.size,
         embodiment_tag=args.embodiment_tag,
         embodiment_id=args.embodiment_id,
         tokenizer_path=args.tokenizer,
         norm_mode=args.norm_mode,
     )
+    save_converted(policy, args.dst, args.overwrite)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Convert a local HF OpenVLA checkpoint (openvla/openvla-7b layout) into a save_pretrained directory.
 
-    python -m rlinf_embodied.policies.openvla.convert SRC DST [--unnorm-key bridge_orig]
+    python -m rlinf_embodied.policies.openvla.convert SRC DST [--unnorm-key bridge_orig] [--overwrite]
 
 `OpenVLAPolicy.from_pretrained(SRC)` also accepts the upstream directory directly (it is detected by
 config.json's "architectures": ["OpenVLAForActionPrediction"]). Architecture sizes come from config.json
@@ -14,7 +14,14 @@ from __future__ import annotations
 import argparse
 
 from ..flow.utils import skip_weight_init
-from ..flow.convert_utils import check_tokenizer_path, finish_conversion, preset_settings
+from ..flow.convert_utils import (
+    add_output_arguments,
+    check_converter_paths,
+    check_tokenizer_path,
+    finish_conversion,
+    preset_settings,
+    save_converted,
+)
 from ..vla_common.convert import (
     config_from_upstream,
     convert_prismatic_state,
@@ -51,17 +58,18 @@ def convert_openvla_checkpoint(
     return finish_conversion(policy, convert_prismatic_state(upstream, nested), src, tokenizer_path, dst)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("src")
-    parser.add_argument("dst")
+    add_output_arguments(parser)
     parser.add_argument("--size", default="openvla-7b", choices=sorted(OPENVLA_PRESETS))
     parser.add_argument("--unnorm-key", default=None, help="dataset whose action statistics to use")
     parser.add_argument("--tokenizer", default=None)
-    args = parser.parse_args()
-    convert_openvla_checkpoint(
-        args.src, args.dst, size=args.size, unnorm_key=args.unnorm_key, tokenizer_path=args.tokenizer
+    args = parser.parse_args(argv)
+    check_converter_paths(parser, args, "openvla")
+    policy = convert_openvla_checkpoint(
+        args.src, None, size=args.size, unnorm_key=args.unnorm_key, tokenizer_path=args.tokenizer
     )
+    save_converted(policy, args.dst, args.overwrite)
 
 
 if __name__ == "__main__":

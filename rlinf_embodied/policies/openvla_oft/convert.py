@@ -1,7 +1,7 @@
 """Convert a local OpenVLA-OFT checkpoint (moojink/openvla-7b-oft-finetuned-libero-* layout) into a
 save_pretrained directory.
 
-    python -m rlinf_embodied.policies.openvla_oft.convert SRC DST [--unnorm-key libero_spatial_no_noops]
+    python -m rlinf_embodied.policies.openvla_oft.convert SRC DST [--unnorm-key libero_spatial_no_noops] [--overwrite]
 
 SRC holds the HF OpenVLA VLM (config.json + safetensors, see vla_common/convert.py) and, as OFT saves
 them, `action_head--*checkpoint.pt` (L1-regression MLP-ResNet, keys `model.*`) and
@@ -21,7 +21,14 @@ import os
 import torch
 
 from ..flow.utils import skip_weight_init
-from ..flow.convert_utils import check_tokenizer_path, finish_conversion, preset_settings
+from ..flow.convert_utils import (
+    add_output_arguments,
+    check_converter_paths,
+    check_tokenizer_path,
+    finish_conversion,
+    preset_settings,
+    save_converted,
+)
 from ..vla_common.convert import (
     config_from_upstream,
     convert_prismatic_state,
@@ -87,19 +94,20 @@ def convert_openvla_oft_checkpoint(
     return finish_conversion(policy, state, src, tokenizer_path, dst)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("src")
-    parser.add_argument("dst")
+    add_output_arguments(parser)
     parser.add_argument("--size", default="openvla-oft-7b", choices=sorted(OPENVLA_OFT_PRESETS))
     parser.add_argument("--unnorm-key", default=None)
     parser.add_argument("--tokenizer", default=None)
     parser.add_argument("--action-chunk", type=int, default=None)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    check_converter_paths(parser, args, "openvla_oft")
     extra = {} if args.action_chunk is None else {"action_chunk": args.action_chunk}
-    convert_openvla_oft_checkpoint(
-        args.src, args.dst, size=args.size, unnorm_key=args.unnorm_key, tokenizer_path=args.tokenizer, **extra
+    policy = convert_openvla_oft_checkpoint(
+        args.src, None, size=args.size, unnorm_key=args.unnorm_key, tokenizer_path=args.tokenizer, **extra
     )
+    save_converted(policy, args.dst, args.overwrite)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ embedding and dropped. Normalisation statistics come from, in this order: an exp
 LeRobot's normaliser buffers in the weights (`normalize_inputs.buffer_observation_state.mean`, ...),
 or LeRobot's processor files (`policy_preprocessor*normalizer_processor.safetensors`).
 
-    python -m rlinf_embodied.policies.pi0.convert SRC DST [--tokenizer DIR] [--norm-stats FILE]
+    python -m rlinf_embodied.policies.pi0.convert SRC DST [--tokenizer DIR] [--norm-stats FILE] [--overwrite]
 """
 
 from __future__ import annotations
@@ -31,10 +31,13 @@ import os
 import torch
 
 from ..flow.convert_utils import (
+    add_output_arguments,
+    check_converter_paths,
     check_tokenizer_path,
     finish_conversion,
     load_safetensors_dir,
     preset_settings,
+    save_converted,
     stats_to_bounds,
     unknown_keys_error,
 )
@@ -226,26 +229,27 @@ def convert_pi0(
     return finish_conversion(policy, convert_state_dict(upstream, nested), src, tokenizer_path, dst)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("src")
-    parser.add_argument("dst")
+    add_output_arguments(parser)
     parser.add_argument("--size", default="pi0-3b", choices=sorted(PI0_PRESETS))
     parser.add_argument("--tokenizer", default=None, help="local directory with the PaliGemma tokenizer")
     parser.add_argument("--norm-stats", default=None, help="openpi norm_stats.json")
     parser.add_argument("--norm-mode", default="mean_std", choices=["mean_std", "quantile", "min_max"])
     parser.add_argument("--action-dim", type=int, default=None)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    check_converter_paths(parser, args, "pi0")
     extra = {} if args.action_dim is None else {"action_dim": args.action_dim}
-    convert_pi0(
+    policy = convert_pi0(
         args.src,
-        args.dst,
+        None,
         size=args.size,
         tokenizer_path=args.tokenizer,
         norm_stats_path=args.norm_stats,
         norm_mode=args.norm_mode,
         **extra,
     )
+    save_converted(policy, args.dst, args.overwrite)
 
 
 if __name__ == "__main__":
