@@ -4,6 +4,7 @@ and demonstrations -> `python -m rlinf_embodied.sft` (Hydra) -> checkpoint -> on
 from __future__ import annotations
 
 import dataclasses
+import os
 import json
 import re
 
@@ -833,3 +834,101 @@ def test_an_sft_step_queues_its_work_without_waiting_for_the_gpu(tmp_path):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert torch.isfinite(loss)
+
+
+# ---- checks added after the careful-user probe ----------------------------------------------------------------
+def test_a_damaged_dataset_is_refused_before_any_process_starts(tmp_path):
+    """Before: check_sft_config read only meta/info.json; a missing tasks.jsonl failed as KeyError: 0 in the worker."""
+    cfg = SFTRunConfig()
+    cfg.sft.dataset = write_state_dataset(tmp_path / "ds", episodes=2, length=3)
+    os.remove(os.path.join(cfg.sft.dataset, "meta", "tasks.jsonl"))
+    with pytest.raises(FileNotFoundError, match=r"ds/meta/tasks.jsonl is missing"):
+        check_sft_config(cfg)
+
+
+def test_image_shift_needs_a_camera_policy_and_fits_the_images(tmp_path):
+    """Before: sft.image_shift=4 trained an mlp (which reads no camera) unchanged, and sft.image_shift=100 on 32 px
+    frames trained on images shifted into their border pixels."""
+    cfg = SFTRunConfig()
+    cfg.sft.dataset = write_image_dataset(tmp_path / "images", MANISKILL_STATE_DIM, MANISKILL_ACTION_DIM, 32)
+    cfg.sft.image_shift = 4
+    with pytest.raises(ValueError, match=r"sft.image_shift=4 would change nothing: policy 'mlp' reads no camera"):
+        check_sft_config(cfg)
+    cfg.policy.name = "cnn"
+    check_sft_config(cfg)
+    cfg.sft.image_shift = 16
+    with pytest.raises(ValueError, match=r"sft.image_shift=16 is at least half .*\[32, 32\].*valid values are 0 .. 15"):
+        check_sft_config(cfg)
+    cfg.sft.image_shift = 15
+    check_sft_config(cfg)
+
+
+class _Done:
+    def __init__(self, value=None):
+        self.value = value
+
+    def wait(self):
+        return [self.value]
+
+    def done(self):
+        return True
+
+
+class _FakeGroup:
+    """The SFTWorker group calls SFTRunner.evaluate / _start_eval make, without Ray: save_policy writes a file."""
+
+    def save_policy(self, directory):
+        os.makedirs(directory, exist_ok=True)
+        open(os.path.join(directory, "model.safetensors"), "w").close()
+        return _Done()
+
+    def offload(self):
+        return _Done()
+
+    def onload(self):
+        return _Done()
+
+    def execute_on(self, rank):
+        return self
+
+    def evaluate_checkpoint(self, policy_dir, eval_dir):
+        return _Done({"eval/success_once": 0.5})
+
+
+def _runner_without_workers(tmp_path):
+    from rlinf_embodied.runners.sft_runner import SFTRunner
+
+    runner = SFTRunner.__new__(SFTRunner)
+    runner.cfg = SFTRunConfig()
+    runner.cfg.sft.dataset = write_state_dataset(tmp_path / "ds", episodes=2, length=3, first_seed=7)
+    runner.output_dir, runner.best_eval_success = str(tmp_path / "out"), -float("inf")
+    runner.group = runner.eval_group = _FakeGroup()
+    runner.eval_env_build = None
+    return runner
+
+
+@pytest.mark.parametrize("beside_training", [False, True])
+def test_best_checkpoint_from_an_evaluation_between_saves_records_the_demonstrations(tmp_path, beside_training):
+    """Before: checkpoints/best moved from the evaluation's scratch folder had no demonstrations.json, so eval
+    could score it on its own demonstration seeds."""
+    from rlinf_embodied.datasets.demo_seeds import read_demo_seeds
+
+    runner = _runner_without_workers(tmp_path)
+    if beside_training:
+        runner._start_eval(10, None)
+        runner._keep_if_best(10, runner.pending_eval.directory, 0.5, move=True)
+    else:
+        runner.evaluate(10, None)
+    record = read_demo_seeds(os.path.join(runner.output_dir, "checkpoints", "best", "policy"))
+    assert record is not None and record["seeds"] == [7, 8]
+
+
+def test_held_out_episodes_without_frames_are_an_error():
+    """A reader that let empty episodes through would hold out no frames: sft/val_loss never came."""
+    from types import SimpleNamespace
+
+    from rlinf_embodied.workers.sft_worker import held_out_start
+
+    dataset = SimpleNamespace(num_frames=5, num_episodes=2, episode_bounds=lambda: [(0, 5), (5, 5)])
+    with pytest.raises(ValueError, match=r"sft.val_episodes=1: the last 1 episode\(s\) of .* hold no frames"):
+        held_out_start(dataset, 1, "ds")

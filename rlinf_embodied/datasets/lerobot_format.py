@@ -84,7 +84,14 @@ def _read_jsonl(path: str) -> list[dict]:
     if not os.path.isfile(path):
         return []
     with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        return [_parse_line(path, number, line) for number, line in enumerate(f, 1) if line.strip()]
+
+
+def _parse_line(path: str, number: int, line: str) -> dict:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} line {number} is not valid JSON ({error}): the dataset is damaged") from None
 
 
 def read_meta_rows(root: str, name: str, total: Optional[int] = None) -> list[dict]:
@@ -93,14 +100,28 @@ def read_meta_rows(root: str, name: str, total: Optional[int] = None) -> list[di
     the total belong to an episode whose write was interrupted, and the last of them may be cut short."""
     if total is None:
         total = int(load_info(root)["total_episodes"])
+    path = os.path.join(root, "meta", name)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} is missing: meta/info.json lists {total} episodes, described there")
     rows: list[dict] = []
-    with open(os.path.join(root, "meta", name), encoding="utf-8") as f:
-        for line in f:
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
             if len(rows) == total:
                 break
             if line.strip():
-                rows.append(json.loads(line))
+                rows.append(_parse_line(path, number, line))
     return rows
+
+
+def read_tasks(root: str) -> dict[int, str]:
+    """meta/tasks.jsonl: task_index -> instruction."""
+    path = os.path.join(root, "meta", "tasks.jsonl")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} is missing: the episodes' task_index columns refer to its rows")
+    try:
+        return {int(row["task_index"]): row["task"] for row in _read_jsonl(path)}
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{path}: every row needs task_index and task ({type(error).__name__}: {error})") from None
 
 
 def _append_line(path: str, row: dict) -> None:
@@ -472,7 +493,10 @@ def load_info(root: str) -> dict[str, Any]:
             f"written by `python -m rlinf_embodied.collect collect.output_dir={root}`"
         )
     with open(path, encoding="utf-8") as f:
-        return json.load(f)
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is not valid JSON ({error}): the dataset is damaged") from None
 
 
 def camera_shapes(features: dict[str, Any]) -> dict[str, list[int]]:
@@ -502,8 +526,6 @@ class DemoDataset:
     """
 
     def __init__(self, root: str, decode_images: str = "auto"):
-        import pyarrow.parquet as pq
-
         if decode_images not in ("auto", "eager", "lazy"):
             raise ValueError(f"decode_images={decode_images!r}; valid: 'auto', 'eager', 'lazy'")
         self.root = os.path.abspath(root)
@@ -517,23 +539,19 @@ class DemoDataset:
         self.env_id: Optional[str] = self.info.get("env_id")
         self.robot_type: Optional[str] = self.info.get("robot_type")
         total = int(self.info["total_episodes"])
-        self.episodes = read_meta_rows(self.root, "episodes.jsonl", total)
-        tasks = {row["task_index"]: row["task"] for row in _read_jsonl(os.path.join(self.root, "meta", "tasks.jsonl"))}
-        chunks_size = int(self.info.get("chunks_size", CHUNKS_SIZE))
-        data_path = self.info.get("data_path", DATA_PATH)
-
+        self.episodes = read_episode_rows(self.root, total)
+        tasks = read_tasks(self.root)
         states, actions, task_index, images = [], [], [], {camera: [] for camera in self.camera_keys}
         lengths = []
         for episode_index in range(total):
-            path = data_file(self.root, episode_index, chunks_size, data_path)
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"{self.root}: info.json lists {total} episodes but {path} is missing")
-            table = pq.read_table(path)
-            states.append(_list_column(table, "observation.state", self.state_dim))
-            actions.append(_list_column(table, "action", self.action_dim))
-            task_index.append(table.column("task_index").to_numpy())
+            path = episode_file(self.root, self.info, episode_index)
+            table = _read_episode(path, total)
+            states.append(_list_column(table, "observation.state", self.state_dim, path))
+            actions.append(_list_column(table, "action", self.action_dim, path))
+            task_index.append(_task_column(table, tasks, path))
             for camera in self.camera_keys:
-                images[camera].extend(table.column(IMAGE_PREFIX + camera).combine_chunks().field("bytes").to_pylist())
+                column = _column(table, IMAGE_PREFIX + camera, path)
+                images[camera].extend(column.combine_chunks().field("bytes").to_pylist())
             lengths.append(table.num_rows)
         self._states = torch.from_numpy(np.concatenate(states)) if states else torch.zeros(0, self.state_dim)
         self._actions = torch.from_numpy(np.concatenate(actions)) if actions else torch.zeros(0, self.action_dim)
@@ -653,7 +671,129 @@ class DemoDataset:
         return obs, self._actions[rows], is_pad
 
 
-def _list_column(table: Any, name: str, dim: int) -> np.ndarray:
-    column = table.column(name).combine_chunks()
+def episode_file(root: str, info: dict[str, Any], episode_index: int) -> str:
+    """The parquet file of an episode, where meta/info.json's chunks_size and data_path put it."""
+    chunks_size = int(info.get("chunks_size", CHUNKS_SIZE))
+    return data_file(root, episode_index, chunks_size, info.get("data_path", DATA_PATH))
+
+
+def read_episode_rows(root: str, total: int) -> list[dict]:
+    """meta/episodes.jsonl's rows of info.json's `total` episodes, all of them present."""
+    rows = read_meta_rows(root, "episodes.jsonl", total)
+    if len(rows) < total:
+        raise ValueError(
+            f"{os.path.join(root, 'meta', 'episodes.jsonl')} lists {len(rows)} episodes, meta/info.json "
+            f"total_episodes={total}: the dataset is damaged"
+        )
+    return rows
+
+
+def check_dataset_files(root: str, info: dict[str, Any]) -> None:
+    """Cheap checks of a dataset before anything loads it: the meta files exist and parse, and every episode's
+    parquet file exists, has frames and the columns (and per-frame widths) meta/info.json describes, read from
+    the parquet footers alone. Raises FileNotFoundError / ValueError naming the file."""
+    total = int(info["total_episodes"])
+    read_episode_rows(root, total)
+    tasks = read_tasks(root)
+    layout = _layout_of(info)
+    widths = {"observation.state": layout["state_dim"], "action": layout["action_dim"]}
+    columns = [*widths, "task_index", *(IMAGE_PREFIX + camera for camera in layout["cameras"])]
+    for episode_index in range(total):
+        _check_episode_footer(episode_file(root, info, episode_index), total, columns, widths, tasks)
+
+
+def _check_episode_footer(
+    path: str, total: int, columns: list[str], widths: dict[str, int], tasks: dict[int, str]
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"meta/info.json lists {total} episodes but {path} is missing")
+    try:
+        metadata = pq.read_metadata(path)
+    except (OSError, pa.ArrowException) as error:
+        raise ValueError(f"{path} is not a readable parquet file ({error}): the dataset is damaged") from None
+    names = metadata.schema.to_arrow_schema().names
+    missing = [name for name in columns if name not in names]
+    if missing:
+        raise ValueError(f"{path} lacks the column(s) {missing} that meta/info.json's features describe")
+    if metadata.num_rows == 0:
+        raise ValueError(f"{path} holds no frames: every episode needs at least one (the writer refuses empty ones)")
+    leaves = [metadata.schema.column(i).path for i in range(metadata.num_columns)]
+    for name, dim in widths.items():
+        leaf = next(i for i, leaf in enumerate(leaves) if leaf.startswith(name + "."))
+        values = sum(metadata.row_group(g).column(leaf).num_values for g in range(metadata.num_row_groups))
+        if values != dim * metadata.num_rows:
+            raise ValueError(
+                f"{path}: column {name!r} holds {values / metadata.num_rows:g} values per frame, but "
+                f"meta/info.json's features[{name!r}].shape says {dim}"
+            )
+    _check_task_range(path, metadata, leaves.index("task_index"), tasks)
+
+
+def _check_task_range(path: str, metadata: Any, leaf: int, tasks: dict[int, str]) -> None:
+    """task_index's min/max statistics (when written) lie among meta/tasks.jsonl's rows."""
+    for group in range(metadata.num_row_groups):
+        stats = metadata.row_group(group).column(leaf).statistics
+        if stats is None or not stats.has_min_max:
+            continue
+        unknown = sorted({int(stats.min), int(stats.max)} - set(tasks))
+        if unknown:
+            raise ValueError(
+                f"{path}: column 'task_index' holds {unknown}, which meta/tasks.jsonl does not list "
+                f"(valid: {sorted(tasks)})"
+            )
+
+
+def _read_episode(path: str, total: int) -> Any:
+    """An episode's table; errors name the file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"meta/info.json lists {total} episodes but {path} is missing")
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as error:
+        raise ValueError(f"{path} is not a readable parquet file ({error}): the dataset is damaged") from None
+    if table.num_rows == 0:
+        raise ValueError(f"{path} holds no frames: every episode needs at least one (the writer refuses empty ones)")
+    return table
+
+
+def _column(table: Any, name: str, path: str) -> Any:
+    if name not in table.column_names:
+        raise ValueError(f"{path} has no column {name!r} (it has {table.column_names})")
+    return table.column(name)
+
+
+def _list_column(table: Any, name: str, dim: int, path: str) -> np.ndarray:
+    """(rows, dim) float32 of a list column, finite: errors name the file, column and frame."""
+    column = _column(table, name, path).combine_chunks()
     values = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
-    return values.reshape(len(column), dim)
+    if values.size != len(column) * dim:
+        raise ValueError(
+            f"{path}: column {name!r} holds {values.size / max(len(column), 1):g} values per frame, but "
+            f"meta/info.json's features[{name!r}].shape says {dim}"
+        )
+    values = values.reshape(len(column), dim)
+    bad = np.flatnonzero(~np.isfinite(values).all(axis=1))
+    if bad.size:
+        raise ValueError(
+            f"{path}: column {name!r} holds non-finite values (NaN/inf) at frame(s) {bad[:5].tolist()}"
+            f"{' ...' if bad.size > 5 else ''}: the policy would train on them (loss NaN); drop or re-collect "
+            "the episode"
+        )
+    return values
+
+
+def _task_column(table: Any, tasks: dict[int, str], path: str) -> np.ndarray:
+    values = _column(table, "task_index", path).to_numpy()
+    unknown = sorted(set(values.tolist()) - set(tasks))
+    if unknown:
+        raise ValueError(
+            f"{path}: column 'task_index' holds {unknown}, which meta/tasks.jsonl does not list "
+            f"(valid: {sorted(tasks)})"
+        )
+    return values

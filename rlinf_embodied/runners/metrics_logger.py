@@ -9,6 +9,8 @@ from typing import Any
 
 from torch.utils.tensorboard import SummaryWriter
 
+INDEX_KEYS = ("iteration", "step")  # the record's x-axis (SFT's optimizer steps), not scalars of their own
+
 
 class MetricsLogger:
     """`resume_after=N` continues a run resumed from a checkpoint of iteration (or step) N: the lines it had
@@ -29,7 +31,7 @@ class MetricsLogger:
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
         for key, value in record.items():
-            if key != "iteration" and isinstance(value, (int, float)) and math.isfinite(value):
+            if key not in INDEX_KEYS and isinstance(value, (int, float)) and math.isfinite(value):
                 self._writer.add_scalar(key.replace(".", "/"), value, iteration)
         self._writer.flush()
 

@@ -189,7 +189,7 @@ class SFTRunner:
         of that step when the step saved none) and training goes on."""
         directory = saved or os.path.join(self.output_dir, "checkpoints", f"{EVAL_SCRATCH}_step_{step:06d}")
         if saved is None:
-            self.group.save_policy(os.path.join(directory, "policy")).wait()
+            self._save_scratch_policy(directory)
         self._raise_if_eval_env_failed(wait=True)
         eval_dir = os.path.join(self.output_dir, "eval", f"step_{step:06d}")
         handle = self.eval_group.evaluate_checkpoint(os.path.join(directory, "policy"), eval_dir)
@@ -252,12 +252,18 @@ class SFTRunner:
         logger.info("saved %s", directory)
         return directory
 
+    def _save_scratch_policy(self, directory: str) -> None:
+        """The weights an evaluation between saves reads, with the demonstrations' seeds: the folder may become
+        checkpoints/best, which eval then checks its seeds against."""
+        self.group.save_policy(os.path.join(directory, "policy")).wait()
+        write_demo_seeds(os.path.join(directory, "policy"), self.cfg.sft.dataset)
+
     def evaluate(self, step: int, saved: str | None) -> dict[str, float]:
         """Deterministic episodes of the current weights (saved now if this step saved none); the best
         eval/success_once so far is copied to checkpoints/best."""
         directory = saved or os.path.join(self.output_dir, "checkpoints", EVAL_SCRATCH)
         if saved is None:
-            self.group.save_policy(os.path.join(directory, "policy")).wait()
+            self._save_scratch_policy(directory)
         # The eval policy gets the GPU memory of the trainer's state. On CPU ranks offload is a no-op, but it is
         # still called: the CPU tests then run the path the GPU takes (stop 21's GPU SFT died in it).
         self.group.offload().wait()
@@ -366,11 +372,37 @@ def reject_unread_normalization(cfg: SFTRunConfig) -> None:
         )
 
 
+def check_image_shift(cfg: SFTRunConfig, cameras: dict[str, list[int]], policy_config: Any) -> None:
+    """sft.image_shift (on a dataset with cameras) needs a policy that reads a camera, and a shift under half the
+    smallest image side (a larger one moves the border pixels over the whole image)."""
+    from ..unread_settings import reject_ineffective_setting
+
+    shift = cfg.sft.image_shift
+    if shift <= 0:
+        return
+    if not (policy_config.camera_keys() if policy_config is not None else ()):
+        reject_ineffective_setting(
+            cfg.sft,
+            "sft",
+            "image_shift",
+            f"policy {cfg.policy.name!r} reads no camera (only the state); a camera policy (e.g. policy=cnn) reads "
+            f"sft.dataset's {sorted(cameras)}",
+        )
+    side = min(min(shape[0], shape[1]) for shape in cameras.values())
+    if shift >= side / 2:
+        raise ValueError(
+            f"sft.image_shift={shift} is at least half the dataset's smallest camera side "
+            f"({ {camera: shape[:2] for camera, shape in cameras.items()} } px (H, W)): a shift that large leaves "
+            f"little of the image; valid values are 0 .. {(side - 1) // 2} (a few px, e.g. {max(1, side // 20)})"
+        )
+
+
 def check_sft_config(cfg: SFTRunConfig) -> dict[str, Any]:
     """Fail before any process starts: the dataset exists and is one, its control mode agrees with the
     env's, its action_dim with the policy's (overrides / checkpoint) and its cameras hold the ones the policy reads.
     Returns the dataset's meta/info.json."""
     from ..datasets import ControlModeMismatchError, camera_shapes, load_info
+    from ..datasets.lerobot_format import check_dataset_files
     from ..envs.registration import check_env
     from ..workers.policy_loading import (
         check_policy_cameras,
@@ -388,12 +420,13 @@ def check_sft_config(cfg: SFTRunConfig) -> dict[str, Any]:
     if not os.path.isdir(path):
         raise FileNotFoundError(f"sft.dataset={path!r} does not exist or is not a directory")
     try:
-        info = load_info(path)
+        info = load_info(path)  # a damaged info.json: ValueError naming it
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"sft.dataset={path!r} is not a dataset: {error}") from None
+    try:
         features = info["features"]
         action_dim = int(features["action"]["shape"][0])
         state_dim = int(features["observation.state"]["shape"][0])
-    except FileNotFoundError as error:
-        raise FileNotFoundError(f"sft.dataset={path!r} is not a dataset: {error}") from None
     except (KeyError, TypeError, ValueError, IndexError) as error:
         raise ValueError(
             f"sft.dataset={path!r}: meta/info.json lacks the action/observation.state features "
@@ -402,6 +435,7 @@ def check_sft_config(cfg: SFTRunConfig) -> dict[str, Any]:
     num_episodes = int(info.get("total_episodes", 0))
     if num_episodes < 1:
         raise ValueError(f"sft.dataset={path!r} holds no episodes")
+    check_dataset_files(path, info)  # meta files and parquet footers: before the workers read them
     if cfg.sft.val_episodes >= num_episodes:  # before: the SFT worker's error, after Ray had started
         raise ValueError(
             f"sft.val_episodes={cfg.sft.val_episodes} holds out every episode of sft.dataset={path!r} "
@@ -448,6 +482,7 @@ def check_sft_config(cfg: SFTRunConfig) -> dict[str, Any]:
     # a VLA on state-only demonstrations (or without its wrist camera): said here, not as a KeyError at the first step
     spec = dict(action_dim=action_dim, state_dim=state_dim, obs_keys=["state", *camera_shapes(features)])
     check_policy_cameras(cfg.policy, spec, cfg.env.id, dataset=path)
+    check_image_shift(cfg, camera_shapes(features), resolved_policy_config(cfg.policy, action_dim, state_dim))
     if cfg.sft.compile:
         resolved = resolved_policy_config(cfg.policy, action_dim, state_dim)  # the policy's dims are the dataset's
         check_compilable(cfg.policy.name, bool(getattr(resolved, "gradient_checkpointing", False)))

@@ -508,7 +508,13 @@ def held_out_start(dataset, val_episodes: int, dataset_path: Optional[str]) -> i
             f"sft.val_episodes={val_episodes} holds out every episode of sft.dataset={dataset_path!r} "
             f"({dataset.num_episodes} episodes): valid values are 0 .. {dataset.num_episodes - 1}"
         )
-    return dataset.episode_bounds()[dataset.num_episodes - val_episodes][0]
+    start = dataset.episode_bounds()[dataset.num_episodes - val_episodes][0]
+    if start >= dataset.num_frames:  # DemoDataset refuses empty episodes; a reader that did not would log no val
+        raise ValueError(
+            f"sft.val_episodes={val_episodes}: the last {val_episodes} episode(s) of sft.dataset={dataset_path!r} "
+            "hold no frames, so sft/val_loss would never be logged; drop the empty episodes"
+        )
+    return start
 
 
 def lr_at(sft: SFTConfig, step: int) -> float:

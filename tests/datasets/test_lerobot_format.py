@@ -263,3 +263,86 @@ def test_auto_decoding_follows_the_hosts_available_memory(tmp_path, monkeypatch)
     np.testing.assert_array_equal(tight.sample([3])[0]["rgb"].numpy(), roomy.sample([3])[0]["rgb"].numpy())
     monkeypatch.undo()
     assert lerobot_format.available_host_bytes() > 0
+
+
+# ---- damaged datasets: the pre-flight check (meta files, parquet footers) and the reader name the file -----------
+def _episode_path(root, index):
+    return os.path.join(root, "data", "chunk-000", f"episode_{index:06d}.parquet")
+
+
+def _rewrite_column(root, index, name, values, type_):
+    table = pq.read_table(_episode_path(root, index))
+    table = table.set_column(table.schema.get_field_index(name), name, pa.array(values, type_))
+    pq.write_table(table, _episode_path(root, index))
+
+
+def _truncate(path, keep=0.5):
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: int(len(data) * keep)])
+
+
+def _set_action_shape(root, dim):
+    path = os.path.join(root, "meta", "info.json")
+    info = json.load(open(path))
+    info["features"]["action"]["shape"] = [dim]
+    json.dump(info, open(path, "w"))
+
+
+def _empty_last_episode(root):
+    path = _episode_path(root, 1)
+    pq.write_table(pq.read_table(path).slice(0, 0), path)
+
+
+DAMAGES = {
+    "tasks.jsonl missing": (
+        lambda r: os.remove(os.path.join(r, "meta", "tasks.jsonl")),
+        r"meta/tasks.jsonl is missing",
+    ),
+    "episodes.jsonl cut": (
+        lambda r: _truncate(os.path.join(r, "meta", "episodes.jsonl"), keep=0.9),
+        r"meta/episodes.jsonl line \d+ is not valid JSON",
+    ),
+    "info.json cut": (lambda r: _truncate(os.path.join(r, "meta", "info.json")), r"meta/info.json is not valid JSON"),
+    "parquet cut": (lambda r: _truncate(_episode_path(r, 1)), r"episode_000001.parquet is not a readable parquet"),
+    "parquet missing": (lambda r: os.remove(_episode_path(r, 1)), r"episode_000001.parquet is missing"),
+    "unknown task_index": (
+        lambda r: _rewrite_column(r, 1, "task_index", [5] * 3, pa.int64()),
+        r"episode_000001.parquet: column 'task_index' holds \[5\].*valid: \[0\]",
+    ),
+    "action width": (
+        lambda r: _set_action_shape(r, A - 1),
+        rf"episode_000000.parquet: column 'action' holds {A} values per frame.*shape says {A - 1}",
+    ),
+    "empty episode": (_empty_last_episode, r"episode_000001.parquet holds no frames"),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_damaged_datasets_are_refused_naming_the_file(tmp_path, damage):
+    """Before: KeyError: 0 / KeyError: 5 / a JSONDecodeError or ArrowInvalid without a path / a reshape error, in the
+    SFT worker after Ray had started; an empty held-out episode silently dropped sft/val_loss."""
+    from rlinf_embodied.datasets.lerobot_format import check_dataset_files, load_info
+
+    rng = np.random.default_rng(4)
+    root = str(tmp_path / "ds")
+    write(root, [("pick", make_episode(rng, 4), True, 0), ("pick", make_episode(rng, 3), True, 1)])
+    check_dataset_files(root, load_info(root))
+    damage_fn, message = DAMAGES[damage]
+    damage_fn(root)
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        check_dataset_files(root, load_info(root))
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        DemoDataset(root)
+
+
+@pytest.mark.parametrize("column", ["action", "observation.state"])
+def test_non_finite_demonstrations_are_refused_at_load(tmp_path, column):
+    """Before: a NaN action trained until check_finite stopped the run on 'sft/loss' steps later."""
+    rng = np.random.default_rng(5)
+    root = str(tmp_path / "ds")
+    write(root, [("pick", make_episode(rng, 4, cameras={}), True, 0)], cameras={})
+    values = pq.read_table(_episode_path(root, 0)).column(column).to_pylist()
+    values[2][1] = float("nan")
+    _rewrite_column(root, 0, column, values, pa.list_(pa.float32()))
+    with pytest.raises(ValueError, match=rf"episode_000000.parquet: column '{column}' holds non-finite .* \[2\]"):
+        DemoDataset(root)
