@@ -21,6 +21,9 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from bench_args import positive_int  # noqa: E402
 
 
 from rlinf_embodied.config import compose_config  # noqa: E402
@@ -48,12 +51,12 @@ def success_rate(env, policy, noisy_dims: list[int], std: float, episodes: int, 
     return sum(successes[:episodes]) / episodes
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", help="a policy directory (save_pretrained), e.g. <run>/checkpoints/best/policy")
     parser.add_argument("--stds", type=float, nargs="+", default=[0.03, 0.08], help="noise stds (normalized units)")
-    parser.add_argument("--episodes", type=int, default=64)
-    argv = sys.argv[1:]
+    parser.add_argument("--episodes", type=positive_int, default=64)
+    argv = sys.argv[1:] if argv is None else list(argv)
     overrides = argv[argv.index("--") + 1 :] if "--" in argv else []  # Hydra overrides of the eval config
     args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
     cfg = compose_config("eval", overrides)

@@ -21,6 +21,9 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from bench_args import positive_int  # noqa: E402
 
 import ray  # noqa: E402
 import ray.cloudpickle  # noqa: E402
@@ -102,11 +105,11 @@ def ping_pong(producer, consumer, n: int, node_local: bool, repeats: int = 3) ->
     return best
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--items", type=int, default=50, help="items per payload size")
+    parser.add_argument("--items", type=positive_int, default=50, help="items per payload size")
     parser.add_argument("--sizes", default="small,1MB,16MB", help=f"comma list of {list(SIZES)}")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     sizes = args.sizes.split(",")
     for size in sizes:
         if size not in SIZES:

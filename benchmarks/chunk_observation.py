@@ -12,11 +12,17 @@ timing blocks alternate between them for `--rounds` rounds; each column is its m
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 
 import gymnasium as gym
 import numpy as np
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from bench_args import positive_int  # noqa: E402
 
 
 def time_block(env: gym.vector.VectorEnv, chunks: int, actions: torch.Tensor) -> float:
@@ -29,6 +35,7 @@ def time_block(env: gym.vector.VectorEnv, chunks: int, actions: torch.Tensor) ->
 
 def measure(args: argparse.Namespace, obs_mode: str, num_envs: int) -> dict[bool, float]:
     """Median env-steps/s with observe_every_row True / False, alternating blocks."""
+    camera = {"camera_size": args.camera_size} if obs_mode == "rgb" else {}  # the state env takes no camera size
     envs = {
         every: gym.make_vec(
             f"rlinf/ManiSkill-{args.task}",
@@ -36,7 +43,7 @@ def measure(args: argparse.Namespace, obs_mode: str, num_envs: int) -> dict[bool
             vectorization_mode="vector_entry_point",
             obs_mode=obs_mode,
             control_mode=args.control_mode,
-            camera_size=args.camera_size,
+            **camera,
             max_episode_steps=args.episode_steps,
             observe_every_row=every,
         )
@@ -59,22 +66,27 @@ def measure(args: argparse.Namespace, obs_mode: str, num_envs: int) -> dict[bool
             env.close()
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="PickCube")
     parser.add_argument("--control-mode", default="pd_ee_delta_pos")
-    parser.add_argument("--obs-mode", nargs="+", default=["state"])
-    parser.add_argument("--num-envs", type=int, nargs="+", default=[8])
-    parser.add_argument("--chunk", type=int, default=8)
-    parser.add_argument("--chunks", type=int, default=10, help="chunk calls per timing block")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--camera-size", type=int, default=96)
-    parser.add_argument("--episode-steps", type=int, default=150)
-    args = parser.parse_args()
+    parser.add_argument("--obs-mode", nargs="+", default=["state"], choices=["state", "rgb"])
+    parser.add_argument("--num-envs", type=positive_int, nargs="+", default=[8])
+    parser.add_argument("--chunk", type=positive_int, default=8)
+    parser.add_argument("--chunks", type=positive_int, default=10, help="chunk calls per timing block")
+    parser.add_argument("--rounds", type=positive_int, default=5)
+    parser.add_argument("--camera-size", type=positive_int, default=96, help="rgb only: camera height = width")
+    parser.add_argument("--episode-steps", type=positive_int, default=150)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     import rlinf_embodied  # noqa: F401  (registers the ids)
 
     header = "| obs | envs | chunk | every row's obs (steps/s) | only read obs (steps/s) | speed-up |\n|---|---:|---:|---:|---:|---:|"
-    print(f"{args.task}, control mode {args.control_mode}, camera {args.camera_size} px, {args.rounds} rounds")
+    camera = f", camera {args.camera_size} px" if "rgb" in args.obs_mode else ""
+    print(f"{args.task}, control mode {args.control_mode}{camera}, {args.rounds} rounds")
     rows = []
     for obs_mode in args.obs_mode:
         for num_envs in args.num_envs:

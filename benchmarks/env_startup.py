@@ -16,25 +16,59 @@ import argparse
 import gc
 import multiprocessing as mp
 import os
+import queue as queue_module
 import sys
 import time
+import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from bench_args import non_negative_int, positive_int  # noqa: E402
+
+OBS_MODES = ("state", "rgb")
+CHILD_TIMEOUT_S = 600.0
 
 
 def build_envs(num_envs: int, obs_mode: str, freeze: bool, queue) -> None:
-    """In a fresh process: import the simulator, optionally freeze, build `num_envs` envs; report seconds."""
-    import mani_skill.envs  # noqa: F401
+    """In a fresh process: import the simulator, optionally freeze, build `num_envs` envs; report ("ok", seconds),
+    or ("error", traceback) when anything fails, so the parent can print the child's error."""
+    try:
+        import mani_skill.envs  # noqa: F401
 
-    from rlinf_embodied.envs.maniskill.env import ManiSkillSingleEnv
+        from rlinf_embodied.envs.maniskill.env import ManiSkillSingleEnv
 
-    if freeze:
-        gc.freeze()
-    start = time.perf_counter()
-    envs = [ManiSkillSingleEnv("PickCube", obs_mode=obs_mode, control_mode="pd_ee_delta_pos") for _ in range(num_envs)]
-    queue.put(time.perf_counter() - start)
+        if freeze:
+            gc.freeze()
+        start = time.perf_counter()
+        envs = [
+            ManiSkillSingleEnv("PickCube", obs_mode=obs_mode, control_mode="pd_ee_delta_pos") for _ in range(num_envs)
+        ]
+        queue.put(("ok", time.perf_counter() - start))
+    except BaseException:
+        queue.put(("error", traceback.format_exc()))
+        raise SystemExit(1)
     for env in envs:
         env.close()
+
+
+def wait_for_child(process, queue, timeout_s: float = CHILD_TIMEOUT_S, poll_s: float = 0.5):
+    """The child's first message, checking every `poll_s` that it is still alive: a child that died (an exception, a
+    crash, a kill) ends the wait at once with its error instead of blocking until `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return queue.get(timeout=poll_s)
+        except queue_module.Empty:
+            pass
+        if not process.is_alive():
+            try:  # a message put just before exiting may land after is_alive() turned False
+                return queue.get(timeout=poll_s)
+            except queue_module.Empty:
+                raise RuntimeError(f"the child process exited with code {process.exitcode} before reporting") from None
+        if time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"the child process reported nothing within {timeout_s:.0f} s (killed)")
 
 
 def seconds_to_build(num_envs: int, obs_mode: str, freeze: bool) -> float:
@@ -42,9 +76,17 @@ def seconds_to_build(num_envs: int, obs_mode: str, freeze: bool) -> float:
     queue = ctx.Queue()
     process = ctx.Process(target=build_envs, args=(num_envs, obs_mode, freeze, queue))
     process.start()
-    seconds = queue.get(timeout=600)
-    process.join()
-    return seconds
+    try:
+        status, payload = wait_for_child(process, queue)
+    except RuntimeError as error:
+        raise SystemExit(f"building {num_envs} {obs_mode} env(s) (gc.freeze={freeze}) failed: {error}") from None
+    finally:
+        process.join(timeout=60)
+        if process.is_alive():
+            process.kill()
+    if status != "ok":
+        raise SystemExit(f"building {num_envs} {obs_mode} env(s) (gc.freeze={freeze}) failed in the child:\n{payload}")
+    return payload
 
 
 def phases_to_first_reset(num_envs: int, obs_mode: str) -> dict[str, float]:
@@ -75,12 +117,16 @@ def phases_to_first_reset(num_envs: int, obs_mode: str) -> dict[str, float]:
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--envs", type=int, nargs="+", default=[4, 16, 32], help="envs built in one process")
-    parser.add_argument("--obs-mode", default="state", help="state | rgb (rgb needs a renderer: GPU machine)")
-    parser.add_argument("--vector-envs", type=int, default=64, help="envs of the whole vector env timed (0: skip)")
-    args = parser.parse_args()
+    parser.add_argument("--envs", type=positive_int, nargs="+", default=[4, 16, 32], help="envs built in one process")
+    parser.add_argument(
+        "--obs-mode", default="state", choices=OBS_MODES, help="state | rgb (rgb needs a renderer: GPU machine)"
+    )
+    parser.add_argument(
+        "--vector-envs", type=non_negative_int, default=64, help="envs of the whole vector env timed (0: skip)"
+    )
+    args = parser.parse_args(argv)
     print(f"ManiSkill PickCube ({args.obs_mode}), envs built in one process, {os.cpu_count()} CPU cores")
     print("| envs in the process | plain s | gc.freeze() s | speed-up |")
     print("|---:|---:|---:|---:|")

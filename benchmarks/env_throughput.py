@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 import warnings
 from typing import Callable
@@ -25,6 +26,10 @@ from typing import Callable
 import gymnasium as gym
 import numpy as np
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from bench_args import positive_int  # noqa: E402
 
 
 def raw_env_fn(task_id: str, obs_mode: str, control_mode: str) -> Callable[[], gym.Env]:
@@ -60,15 +65,17 @@ def time_block(env: gym.vector.VectorEnv, steps: int, action: np.ndarray) -> flo
     return env.num_envs * steps / (time.perf_counter() - start)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="PickCube")
     parser.add_argument("--control-mode", default="pd_joint_delta_pos")
-    parser.add_argument("--num-envs", type=int, nargs="+", default=[1, 4, 16])
-    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--num-envs", type=positive_int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--steps", type=positive_int, default=200)
     parser.add_argument("--obs-mode", nargs="+", default=["state"])
-    parser.add_argument("--rounds", type=int, default=7, help="alternating timing blocks per env; median counts")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--rounds", type=positive_int, default=7, help="alternating timing blocks per env; median counts"
+    )
+    args = parser.parse_args(argv)
     import rlinf_embodied  # noqa: F401  (registers the ids)
 
     header = (

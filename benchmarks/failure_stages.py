@@ -29,6 +29,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from bench_args import positive_int  # noqa: E402
 
 from rlinf_embodied.config import PolicyConfig  # noqa: E402
 from rlinf_embodied.datasets.demo_seeds import check_checkpoint_held_out  # noqa: E402
@@ -123,27 +126,24 @@ def print_table(title: str, rows: list[tuple[str, dict]]) -> None:
         print(f"| {path} | " + " | ".join(format_cell(column, values[column]) for column in columns) + " |")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoints", nargs="+", help="policy directories (save_pretrained)")
     parser.add_argument("--policy", default="mlp")
     parser.add_argument("--task", default="PickCube")
     parser.add_argument("--control-mode", default="pd_ee_delta_pos")
-    parser.add_argument("--episodes", type=int, default=64)
-    parser.add_argument("--max-steps", type=int, default=150)
+    parser.add_argument("--episodes", type=positive_int, default=64)
+    parser.add_argument("--max-steps", type=positive_int, default=150)
     parser.add_argument("--seed", type=int, default=1000, help="first held-out seed (eval's default)")
     parser.add_argument("--obs-mode", default="state", choices=["state", "rgb"])
-    parser.add_argument("--camera-size", type=int, default=None, help="rgb: camera height = width in pixels")
+    parser.add_argument("--camera-size", type=positive_int, default=None, help="rgb: camera height = width in pixels")
     parser.add_argument(
         "--binarize-gripper",
         default="off",
         choices=list(GRIPPER_MODES),
         help="the env's binarize_gripper: off, on, or both (two rows per checkpoint, same seeds)",
     )
-    args = parser.parse_args()
-    for flag, value in (("--episodes", args.episodes), ("--max-steps", args.max_steps)):
-        if value < 1:
-            parser.error(f"{flag}={value}: must be >= 1")
+    args = parser.parse_args(argv)
     camera = {"camera_size": args.camera_size} if args.camera_size else {}
     envs = {
         binarized: ManiSkillSingleEnv(

@@ -12,11 +12,17 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
+import sys
 
 import torch
 
 from rlinf_embodied.algorithms import AlgorithmConfig, policy_loss
 from rlinf_embodied.policies import make_policy
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from bench_args import positive_int  # noqa: E402
 
 
 def kl_after_one_step(
@@ -59,15 +65,15 @@ def kl_after_one_step(
     return float(metrics["approx_kl"]), float(metrics_after["approx_kl"])
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="pi0-small")
-    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--batch", type=positive_int, default=8)
     parser.add_argument("--level", default="action")
     parser.add_argument("--lrs", type=float, nargs="+", default=[5e-6, 1e-6])
     parser.add_argument("--noise-levels", type=float, nargs="+", default=[0.5, 1.0])
     parser.add_argument("--stochastic-steps", nargs="+", default=["all", "random_one"])
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     print(f"pi0 {args.size}, batch {args.batch}, log-prob level {args.level}: approx_kl before / after one Adam step")
     print("| lr | trainable | noise_level | stochastic_steps | kl before | kl after |")
     print("|---|---|---|---|---|---|")

@@ -21,6 +21,9 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from bench_args import positive_float, positive_int  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -122,17 +125,17 @@ def time_fresh_pinned_copy(model: torch.nn.Module, device: torch.device, held: l
     return time.perf_counter() - start
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--gb", type=float, default=None, help="parameter GB (default 2 on GPU, 0.05 on CPU)")
-    parser.add_argument("--width", type=int, default=4096)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--gb", type=positive_float, default=None, help="parameter GB (default 2 on GPU, 0.05 on CPU)")
+    parser.add_argument("--width", type=positive_int, default=4096)
+    parser.add_argument("--repeats", type=positive_int, default=3)
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     parser.add_argument(
         "--no-optimizer", action="store_true", help="weights only (a frozen base or a rollout copy), no Adam state"
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: CUDA is not available here; use --device cpu")

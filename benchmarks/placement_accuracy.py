@@ -47,7 +47,9 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from bench_args import non_negative_int, positive_int  # noqa: E402
 
 from rlinf_embodied.config import AUTO, TrainConfig, compose_config  # noqa: E402
 from rlinf_embodied.runners import placement_profile  # noqa: E402
@@ -99,11 +101,18 @@ def measure(cfg: TrainConfig, cluster: Cluster, layout: Layout, iterations: int)
     return statistics.mean(rates), breakdown
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The arguments, checked before anything is profiled (a bad count is refused at once, not after minutes)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--iterations", type=int, default=3, help="measured iterations per layout (after 1 warm-up)")
-    parser.add_argument("--max-layouts", type=int, default=0, help="measure only the N fastest predicted (0: all)")
-    parser.add_argument("--rounds", type=int, default=1, help="measure every layout this many times, round-robin")
+    parser.add_argument(
+        "--iterations", type=positive_int, default=3, help="measured iterations per layout (after 1 warm-up)"
+    )
+    parser.add_argument(
+        "--max-layouts", type=non_negative_int, default=0, help="measure only the N fastest predicted (0: all)"
+    )
+    parser.add_argument(
+        "--rounds", type=positive_int, default=1, help="measure every layout this many times, round-robin"
+    )
     parser.add_argument(
         "--profile-each-round", action="store_true", help="profile afresh before every round after the first"
     )
@@ -113,7 +122,11 @@ def main() -> None:
         help="measure the profile's layout before each layout: speed-corrected error",
     )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the train config (after --)")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     logging.basicConfig(format="%(message)s")
     logging.getLogger(placement_profile.__name__).setLevel(logging.INFO)  # each profile run's figures
     cfg = compose_config("config", DEFAULT_OVERRIDES + args.overrides)
@@ -127,8 +140,6 @@ def main() -> None:
         runnable = sorted((layout for layout in layouts if layout.fits), key=lambda layout: layout.seconds)
         if args.max_layouts:
             runnable = runnable[: args.max_layouts]
-        if args.rounds < 1:
-            raise SystemExit(f"--rounds={args.rounds}: must be >= 1")
         reference = reference_index(runnable) if args.reference else None
         measurements: dict[int, list[Measured]] = {i: [] for i in range(len(runnable))}
         for round_index in range(args.rounds):

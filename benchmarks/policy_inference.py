@@ -45,6 +45,9 @@ from contextlib import contextmanager
 from typing import Callable, Iterator
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from bench_args import non_negative_int, positive_int  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -296,10 +299,10 @@ def print_flops(name: str, size: str, args, device: torch.device, dtype: torch.d
     gc.collect()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--policies", nargs="+", default=["openvla", "pi0"], choices=sorted(BYTES_PER_ACT))
-    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8, 32, 64])
+    parser.add_argument("--batch-sizes", nargs="+", type=positive_int, default=[1, 8, 32, 64])
     parser.add_argument(
         "--sizes",
         nargs="+",
@@ -314,15 +317,21 @@ def main() -> None:
     parser.add_argument(
         "--dtype", default=None, choices=["bf16", "float32"], help="default: bf16 on GPU, float32 on CPU"
     )
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--iters", type=int, default=5)
-    parser.add_argument("--bandwidth-mb", type=int, default=None, help="size of the copy that measures bandwidth")
-    parser.add_argument("--matmul-size", type=int, default=None, help="side of the matmul that measures FLOP/s")
+    parser.add_argument("--warmup", type=non_negative_int, default=2)
+    parser.add_argument("--iters", type=positive_int, default=5)
+    parser.add_argument(
+        "--bandwidth-mb", type=positive_int, default=None, help="size of the copy that measures bandwidth"
+    )
+    parser.add_argument(
+        "--matmul-size", type=positive_int, default=None, help="side of the matmul that measures FLOP/s"
+    )
     parser.add_argument("--flops-only", action="store_true", help="count FLOPs per act and print the compute floors")
     parser.add_argument("--peak-tflops", type=float, default=None, help="with --flops-only: a peak to divide by")
     parser.add_argument("--json", default=None, help="also write the rows to this file")
-    parser.add_argument("--profile", type=int, default=0, metavar="N", help="print the fastest act's N top ops")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--profile", type=non_negative_int, default=0, metavar="N", help="print the fastest act's N top ops"
+    )
+    args = parser.parse_args(argv)
     if args.peak_tflops is not None and not args.flops_only:
         parser.error("--peak-tflops is used by --flops-only only (timed runs compare with the measured matmul rate)")
     if args.compile and not args.cuda_graphs:

@@ -32,6 +32,7 @@ import dataclasses
 import json
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -45,6 +46,14 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from rlinf_embodied.algorithms import AlgorithmConfig, compute_gae, policy_loss
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from bench_args import non_negative_int, positive_int, strict_bool  # noqa: E402
+
+# int fields that may be 0 (0 = off); every other int field except the seed is a count or size (>= 1)
+NON_NEGATIVE_FIELDS = {"eval_interval"}
+ANY_INT_FIELDS = {"seed"}
 
 
 @dataclass
@@ -83,18 +92,27 @@ class Args:
     save_model: bool = True
 
 
-def parse_args() -> Args:
+def parse_args(argv: list[str] | None = None) -> Args:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for field in dataclasses.fields(Args):
         flag = "--" + field.name.replace("_", "-")
         if field.type == "bool":
-            parser.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=field.default)
+            parser.add_argument(flag, type=strict_bool, default=field.default, metavar="{true,false}")
+        elif field.type == "int" and field.name not in ANY_INT_FIELDS:
+            kind = non_negative_int if field.name in NON_NEGATIVE_FIELDS else positive_int
+            parser.add_argument(flag, type=kind, default=field.default)
         else:
             kind = {"int": int, "float": float, "str": str}[field.type]
             parser.add_argument(flag, type=kind, default=field.default)
-    args = Args(**vars(parser.parse_args()))
+    args = Args(**vars(parser.parse_args(argv)))
     if args.bootstrap_at_done not in ("always", "truncated"):
         parser.error(f"--bootstrap-at-done must be 'always' or 'truncated', not {args.bootstrap_at_done!r}")
+    batch_size = args.num_envs * args.num_steps
+    if batch_size < args.num_minibatches:
+        parser.error(
+            f"the batch --num-envs x --num-steps = {args.num_envs} x {args.num_steps} = {batch_size} is smaller than "
+            f"--num-minibatches={args.num_minibatches}: every minibatch needs at least one sample"
+        )
     return args
 
 

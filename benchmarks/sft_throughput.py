@@ -34,6 +34,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from bench_args import non_negative_int, positive_int  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -242,23 +245,67 @@ def blocking_copies_table(args, root: str, device: torch.device) -> None:
             print(f"| {batch} | {label} | {blocking:.4f} | {now:.4f} | {blocking / now:.2f}x |", flush=True)
 
 
-def main() -> None:
+BENCH_PRESET_KEYS = ("image_size", "max_token_len")  # what the synthetic dataset and the host-pieces table read
+
+
+def benchmark_sizes(policy: str) -> list[str]:
+    """`policy`'s presets this benchmark can build from scratch, in the presets' order (smallest first): those with an
+    image size and a token length that spell out every key of the first (tiny) preset. A preset holding only a few
+    keys (pi0-3b, gr00t-n1.5-3b) is completed from a checkpoint's config."""
+    presets = list(policy_class(policy).presets.items())
+    full = set(presets[0][1]) if presets else set()
+    return [size for size, preset in presets if all(key in preset for key in BENCH_PRESET_KEYS) and full <= set(preset)]
+
+
+def resolve_size(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Checks --policy and --size against the policy's presets (parser.error with the valid ones); no --size: the
+    policy's largest preset built from scratch (pi0: pi0-small)."""
+    try:
+        presets = policy_class(args.policy).presets
+    except (KeyError, ValueError) as error:
+        parser.error(f"--policy {args.policy}: {error.args[0] if error.args else error}")
+    usable = benchmark_sizes(args.policy)
+    if not usable:
+        parser.error(
+            f"--policy {args.policy}: none of its presets {list(presets)} has an image size and a token length "
+            "(this benchmark times image + instruction SFT: use a VLA such as pi0)"
+        )
+    if args.size is None:
+        args.size = usable[-1]
+    elif args.size not in presets:
+        parser.error(f"--size {args.size}: not a preset of {args.policy}; valid: {usable}")
+    elif args.size not in usable:
+        parser.error(
+            f"--size {args.size}: {args.policy}'s preset is completed from a checkpoint, not built from scratch; "
+            f"sizes this benchmark can build: {usable}"
+        )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--policy", default="pi0")
-    parser.add_argument("--size", default="pi0-small")
+    parser.add_argument(
+        "--size", default=None, help="a preset of --policy (default: its largest built from scratch, pi0: pi0-small)"
+    )
     parser.add_argument("--precision", default="bf16")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256])
-    parser.add_argument("--frames", type=int, default=9000)
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--batch-sizes", type=positive_int, nargs="+", default=[64, 256])
+    parser.add_argument("--frames", type=positive_int, default=9000)
+    parser.add_argument("--steps", type=positive_int, default=30)
+    parser.add_argument("--warmup", type=non_negative_int, default=5)
     parser.add_argument("--override", action="append", default=[], help="policy override KEY=VALUE (repeatable)")
     parser.add_argument("--compile", action="store_true", help="eager vs sft.compile steps instead of the tables")
     parser.add_argument("--blocking-copies", action="store_true", help="blocking vs non-blocking copies instead")
-    parser.add_argument("--profile", type=int, default=0, metavar="N", help="print each run's N top ops")
+    parser.add_argument("--profile", type=non_negative_int, default=0, metavar="N", help="print each run's N top ops")
     parser.add_argument("--flops-only", action="store_true", help="count one step's FLOPs; no timing")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="with --flops-only: the peak to divide by")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    resolve_size(parser, args)
     args.overrides = dict(parse_override(item) for item in args.override)  # bad input fails before any work
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     preset = policy_class(args.policy).presets[args.size]
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"

@@ -25,6 +25,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from bench_args import positive_int  # noqa: E402
 
 
 from rlinf_embodied.config import TrainConfig, compose_config  # noqa: E402
@@ -110,12 +113,12 @@ WAYS = {
 }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=2, help="start-ups per way (alternating)")
+    parser.add_argument("--repeats", type=positive_int, default=2, help="start-ups per way (alternating)")
     parser.add_argument("--real-gpus", action="store_true", help="cluster.simulate_gpus=false")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the train config (after --)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     defaults = ["policy.size=tiny", "env.num_envs=4", f"cluster.simulate_gpus={str(not args.real_gpus).lower()}"]
     cfg = compose_config("config", defaults + args.overrides)
     cluster = Cluster.from_config(cfg.cluster)

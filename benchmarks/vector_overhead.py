@@ -14,6 +14,8 @@ pickling, shared memory and the episode bookkeeping. Columns:
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 from typing import Callable
 
@@ -25,6 +27,10 @@ from rlinf_embodied.envs.batched import BatchedVectorEnv
 from rlinf_embodied.envs.batching import EpisodeStats
 from rlinf_embodied.envs.testing import BatchedToyReach, ToyReachEnv, ToyReachFactory
 from rlinf_embodied.envs.vector import SubprocVectorEnv
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from bench_args import positive_int  # noqa: E402
 
 ACT_DIM = 4
 
@@ -84,11 +90,11 @@ def time_bookkeeping(num_envs: int, calls: int) -> tuple[float, float]:
     return numpy_us, torch_us
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--num-envs", type=int, nargs="+", default=[1, 4, 16])
-    parser.add_argument("--steps", type=int, default=2000)
-    args = parser.parse_args()
+    parser.add_argument("--num-envs", type=positive_int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--steps", type=positive_int, default=2000)
+    args = parser.parse_args(argv)
     header = (
         f"{'envs':>5} {'AsyncVectorEnv us':>18} {'Subproc us':>11} {'vs Async':>9} {'Batched us':>11} "
         f"{'bookkeeping numpy us':>21} {'torch us':>9}"

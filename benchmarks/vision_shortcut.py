@@ -17,6 +17,8 @@ can fit without looking never starts to look.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import tempfile
 import time
 
@@ -26,6 +28,10 @@ import torch
 from rlinf_embodied.config import SFTRunConfig
 from rlinf_embodied.datasets import LeRobotDatasetWriter
 from rlinf_embodied.workers.sft_worker import SFTWorker
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from bench_args import positive_int  # noqa: E402
 
 SQUARE = 4  # px
 VARIANTS = {
@@ -80,20 +86,20 @@ def run_variant(args, variant: str) -> list[tuple[int, float, float, float]]:
         return rows
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--policy", default="pi0")
     parser.add_argument("--size", default="tiny")
-    parser.add_argument("--steps", type=int, default=1500)
-    parser.add_argument("--log-every", type=int, default=150)
-    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=positive_int, default=1500)
+    parser.add_argument("--log-every", type=positive_int, default=150)
+    parser.add_argument("--batch", type=positive_int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--episodes", type=int, default=40)
-    parser.add_argument("--frames", type=int, default=10)
+    parser.add_argument("--image-size", type=positive_int, default=32)
+    parser.add_argument("--episodes", type=positive_int, default=40)
+    parser.add_argument("--frames", type=positive_int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {list(VARIANTS)}")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     variants = args.variants.split(",")
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:

@@ -27,6 +27,10 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from bench_args import positive_float, positive_int  # noqa: E402
+
 COLUMNS = (
     "initial_approx_kl",
     "initial_ratio_max_abs_dev",
@@ -82,30 +86,49 @@ def run_one(
     return rows, seconds, error
 
 
-def main() -> None:
+def check_policies(parser: argparse.ArgumentParser, specs: list[str]) -> None:
+    """Every --policies name:size names a registered policy and one of its presets (no size: tiny), so a typo is an
+    argparse error at once instead of a failed training subprocess."""
+    from rlinf_embodied.policies import policy_class
+    from rlinf_embodied.policies.registry import available_policies
+
+    for spec in specs:
+        policy, _, size = spec.partition(":")
+        if policy not in available_policies():
+            parser.error(f"--policies {spec}: unknown policy {policy!r}; available: {available_policies()}")
+        presets = list(policy_class(policy).presets)
+        if (size or "tiny") not in presets:
+            parser.error(f"--policies {spec}: {policy} has no size {size or 'tiny'!r}; valid: {presets}")
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--policies", nargs="+", default=["pi0:pi0-3b"], help="name:size pairs")
     parser.add_argument("--env", default="maniskill_pickcube_rgb")
     parser.add_argument("--precision", default="bf16")
-    parser.add_argument("--iterations", type=int, default=2)
-    parser.add_argument("--num-envs", type=int, default=16)
-    parser.add_argument("--rollout-steps", type=int, default=10)
+    parser.add_argument("--iterations", type=positive_int, default=2)
+    parser.add_argument("--num-envs", type=positive_int, default=16)
+    parser.add_argument("--rollout-steps", type=positive_int, default=10)
     parser.add_argument("--simulate-gpus", action="store_true", help="CPU machines: simulated GPUs")
-    parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--timeout", type=positive_float, default=600)
     parser.add_argument("--output", default=None, help="directory for the runs (default: a temp dir)")
     parser.add_argument("--extra", nargs="*", default=[], help="more Hydra overrides for every run")
     parser.add_argument(
         "--variants", nargs="+", default=[""], help="groups of overrides (space-separated in one argument): a run each"
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    check_policies(parser, args.policies)
     root = args.output or tempfile.mkdtemp(prefix="vla_ratio_")
-    table, timing = [], []
+    table, timing, failed, runs = [], [], [], 0
     for spec in args.policies:
         policy, _, size = spec.partition(":")
         for index, variant in enumerate(args.variants):
             name = f"{policy}:{size}" + (f" [{variant}]" if variant else "")
             output_dir = os.path.join(root, f"{policy}_{size}" + (f"_v{index}" if variant else ""))
             rows, seconds, error = run_one(policy, size or "tiny", args, output_dir, variant)
+            runs += 1
+            if error:
+                failed.append(name)
             print(
                 f"{name}: {len(rows)} iterations in {seconds:.0f} s" + (f"; FAILED: {error}" if error else ""),
                 flush=True,
@@ -116,6 +139,10 @@ def main() -> None:
             timing += timing_rows(name, rows)
     print_table(table)
     print_timing(timing)
+    if failed and len(failed) == runs:
+        raise SystemExit(f"every run failed ({runs} of {runs}: {', '.join(failed)}); see the FAILED lines above")
+    if failed:
+        print(f"\n{len(failed)} of {runs} runs failed: {', '.join(failed)}", file=sys.stderr)
 
 
 def table_row(name: str, metrics: dict) -> tuple:

@@ -55,4 +55,4 @@ def test_a_run_on_pickcube_prints_both_tables(tmp_path):
 
 def test_no_episodes_is_refused_by_name():
     out = subprocess.run([sys.executable, str(SCRIPT), "ckpt", "--episodes", "0"], capture_output=True, text=True)
-    assert out.returncode == 2 and "--episodes=0: must be >= 1" in out.stderr
+    assert out.returncode == 2 and "argument --episodes: must be an integer >= 1, got '0'" in out.stderr
