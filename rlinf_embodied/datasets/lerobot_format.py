@@ -23,7 +23,7 @@ import io
 import json
 import os
 import tempfile
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -705,21 +705,13 @@ def check_dataset_files(root: str, info: dict[str, Any]) -> None:
 def _check_episode_footer(
     path: str, total: int, columns: list[str], widths: dict[str, int], tasks: dict[int, str]
 ) -> None:
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"meta/info.json lists {total} episodes but {path} is missing")
-    try:
-        metadata = pq.read_metadata(path)
-    except (OSError, pa.ArrowException) as error:
-        raise ValueError(f"{path} is not a readable parquet file ({error}): the dataset is damaged") from None
+    metadata = _read_parquet(path, total, pq.read_metadata)
     names = metadata.schema.to_arrow_schema().names
     missing = [name for name in columns if name not in names]
     if missing:
         raise ValueError(f"{path} lacks the column(s) {missing} that meta/info.json's features describe")
-    if metadata.num_rows == 0:
-        raise ValueError(f"{path} holds no frames: every episode needs at least one (the writer refuses empty ones)")
     leaves = [metadata.schema.column(i).path for i in range(metadata.num_columns)]
     for name, dim in widths.items():
         leaf = next(i for i, leaf in enumerate(leaves) if leaf.startswith(name + "."))
@@ -748,18 +740,25 @@ def _check_task_range(path: str, metadata: Any, leaf: int, tasks: dict[int, str]
 
 def _read_episode(path: str, total: int) -> Any:
     """An episode's table; errors name the file."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
+
+    return _read_parquet(path, total, pq.read_table)
+
+
+def _read_parquet(path: str, total: int, read: Callable[[str], Any]) -> Any:
+    """`read(path)` (pyarrow's read_table, or read_metadata for the footer alone) of one of the `total` episode
+    files, which must exist, be readable and hold a frame; errors name the file."""
+    import pyarrow as pa
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"meta/info.json lists {total} episodes but {path} is missing")
     try:
-        table = pq.read_table(path)
+        result = read(path)
     except (OSError, pa.ArrowException) as error:
         raise ValueError(f"{path} is not a readable parquet file ({error}): the dataset is damaged") from None
-    if table.num_rows == 0:
+    if result.num_rows == 0:
         raise ValueError(f"{path} holds no frames: every episode needs at least one (the writer refuses empty ones)")
-    return table
+    return result
 
 
 def _column(table: Any, name: str, path: str) -> Any:
