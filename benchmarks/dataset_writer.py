@@ -23,6 +23,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from bench_args import positive_int  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -72,15 +75,15 @@ def piece_table(args: argparse.Namespace, states, actions, images) -> list[tuple
     ]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--episodes", type=int, default=1200)
-    parser.add_argument("--window", type=int, default=300, help="episodes per row of the growth table")
-    parser.add_argument("--frames", type=int, default=92, help="frames per episode")
-    parser.add_argument("--image-size", type=int, default=96)
-    parser.add_argument("--state-dim", type=int, default=29)
-    parser.add_argument("--action-dim", type=int, default=4)
-    args = parser.parse_args()
+    parser.add_argument("--episodes", type=positive_int, default=1200)
+    parser.add_argument("--window", type=positive_int, default=300, help="episodes per row of the growth table")
+    parser.add_argument("--frames", type=positive_int, default=92, help="frames per episode")
+    parser.add_argument("--image-size", type=positive_int, default=96)
+    parser.add_argument("--state-dim", type=positive_int, default=29)
+    parser.add_argument("--action-dim", type=positive_int, default=4)
+    args = parser.parse_args(argv)
     if args.episodes < 1 or not 1 <= args.window <= args.episodes:
         parser.error(f"--episodes {args.episodes} and --window {args.window}: need 1 <= window <= episodes")
 

@@ -22,6 +22,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from bench_args import positive_int  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -127,27 +130,27 @@ def fits(placement: dict, num_gpus: int) -> bool:
     return True
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env-id", default="rlinf/ManiSkill-PickCube")
     parser.add_argument("--obs-mode", default="state")
-    parser.add_argument("--num-envs", type=int, default=16)
+    parser.add_argument("--num-envs", type=positive_int, default=16)
     parser.add_argument("--control-mode", default="pd_joint_delta_pos")
-    parser.add_argument("--max-episode-steps", type=int, default=50)
-    parser.add_argument("--rollout-steps", type=int, default=30)
-    parser.add_argument("--iterations", type=int, default=2)
+    parser.add_argument("--max-episode-steps", type=positive_int, default=50)
+    parser.add_argument("--rollout-steps", type=positive_int, default=30)
+    parser.add_argument("--iterations", type=positive_int, default=2)
     parser.add_argument("--policy", default="mlp")
     parser.add_argument("--policy-size", default="default")
     parser.add_argument("--policy-overrides", default="{}", help="JSON dict of policy config fields")
     parser.add_argument("--bf16", action="store_true")
-    parser.add_argument("--gpus", type=int, default=2)
+    parser.add_argument("--gpus", type=positive_int, default=2)
     parser.add_argument("--simulate-gpus", action="store_true", help="CPU smoke run on simulated GPUs")
     parser.add_argument(
         "--layouts", nargs="*", default=None, help=f"any of {list(LAYOUTS)}; default: all that fit on --gpus"
     )
     parser.add_argument("--timeline", default=None, help="PNG path for the hybrid stage-2 timeline")
     parser.add_argument("--json", default=None)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.layouts is None:
         args.layouts = [name for name, (placement, _) in LAYOUTS.items() if fits(placement, args.gpus)]
     unknown = [name for name in args.layouts if name not in LAYOUTS]

@@ -23,6 +23,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from bench_args import positive_int  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -68,13 +71,13 @@ def timed_run(overrides: list[str], output_dir: str, cluster) -> dict[str, float
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=400)
-    parser.add_argument("--eval-interval", type=int, default=100)
-    parser.add_argument("--episodes", type=int, default=20, help="demonstration episodes written")
+    parser.add_argument("--steps", type=positive_int, default=400)
+    parser.add_argument("--eval-interval", type=positive_int, default=100)
+    parser.add_argument("--episodes", type=positive_int, default=20, help="demonstration episodes written")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="Hydra override (repeatable)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     from rlinf_embodied.scheduler import Cluster
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -15,6 +15,9 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from bench_args import positive_float, positive_int  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -39,11 +42,11 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mb", type=float, default=2048, help="size of the bf16 model in MB")
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    parser.add_argument("--mb", type=positive_float, default=2048, help="size of the bf16 model in MB")
+    parser.add_argument("--repeats", type=positive_int, default=3)
+    args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         sys.exit("weight_copy.py measures GPU -> host copies and needs CUDA")
     model = offloaded_bf16_model(args.mb)

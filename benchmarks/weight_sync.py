@@ -20,6 +20,9 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from bench_args import positive_float, positive_int  # noqa: E402
 
 import ray  # noqa: E402
 import ray.cloudpickle  # noqa: E402
@@ -124,13 +127,13 @@ def same_gpu(mb: float, repeats: int) -> None:
     cluster.shutdown()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mb", type=float, default=None, help="model MB (default 1024 on GPUs, 32 on CPU)")
+    parser.add_argument("--mb", type=positive_float, default=None, help="model MB (default 1024 on GPUs, 32 on CPU)")
     parser.add_argument("--src-sizes", default="1,2", help="source group sizes to try")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=positive_int, default=3)
     parser.add_argument("--same-gpu", action="store_true", help="both groups on GPU 0: object store vs CUDA IPC")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.same_gpu:
         ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
         return same_gpu(args.mb or 1024, args.repeats)

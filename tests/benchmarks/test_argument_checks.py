@@ -55,6 +55,11 @@ NEGATIVE_COUNTS = [
     ("sft_throughput", ["--batch-sizes", "0"], "--batch-sizes"),
     ("vla_ratio_check", ["--iterations", "0"], "--iterations"),
     ("ppo_baseline", ["--num-envs", "-1"], "--num-envs"),
+    ("dataset_writer", ["--episodes", "-1"], "--episodes"),
+    ("pipeline", ["--num-envs", "0"], "--num-envs"),
+    ("weight_copy", ["--repeats", "-1"], "--repeats"),
+    ("weight_sync", ["--repeats", "0"], "--repeats"),
+    ("sft_eval_overlap", ["--steps", "-1"], "--steps"),
 ]
 
 
