@@ -863,6 +863,19 @@ def test_image_shift_needs_a_camera_policy_and_fits_the_images(tmp_path):
     check_sft_config(cfg)
 
 
+def test_image_shift_is_kept_for_an_upstream_checkpoint_whose_cameras_are_known_only_once_built():
+    """An upstream OpenVLA folder (converted on load) resolves to no config before it is built: its cameras are
+    unknown, so the shift is not refused as unread (the size bound still holds)."""
+    from rlinf_embodied.runners.sft_runner import check_image_shift
+
+    cfg = SFTRunConfig()
+    cfg.policy.name, cfg.sft.image_shift = "openvla", 4
+    check_image_shift(cfg, {"rgb": [32, 32, 3]}, None)
+    cfg.sft.image_shift = 16
+    with pytest.raises(ValueError, match=r"sft.image_shift=16 is at least half"):
+        check_image_shift(cfg, {"rgb": [32, 32, 3]}, None)
+
+
 class _Done:
     def __init__(self, value=None):
         self.value = value

@@ -380,7 +380,8 @@ def check_image_shift(cfg: SFTRunConfig, cameras: dict[str, list[int]], policy_c
     shift = cfg.sft.image_shift
     if shift <= 0:
         return
-    if not (policy_config.camera_keys() if policy_config is not None else ()):
+    # None: an upstream checkpoint (converted on load), whose cameras are not known before it is built
+    if policy_config is not None and not policy_config.camera_keys():
         reject_ineffective_setting(
             cfg.sft,
             "sft",
