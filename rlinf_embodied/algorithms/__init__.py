@@ -26,7 +26,17 @@ from .advantages import (
 )
 from .checks import NonFiniteError, check_finite
 from .config import AlgorithmConfig, adapted_lr_scale, annealed_lr, resolve_learning_rates
-from .losses import aggregate, clipped_surrogate, explained_variance, reduce_log_probs, reference_kl, value_loss
+from .losses import (
+    MinibatchTotals,
+    accumulate_metrics,
+    aggregate,
+    clipped_surrogate,
+    explained_variance,
+    minibatch_totals,
+    reduce_log_probs,
+    reference_kl,
+    value_loss,
+)
 from .registry import advantage_names, get_advantage, get_loss, loss_names, register_advantage, register_loss
 from .rollout import aggregate_chunk_rewards, credited_steps, fold_truncation_bootstrap, normalize
 
@@ -59,8 +69,10 @@ def policy_loss(
     returns: torch.Tensor,
     cfg: AlgorithmConfig,
     loss_mask: torch.Tensor | None = None,
+    totals: MinibatchTotals | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The cfg.loss_type loss of a minibatch: log-probs (B, chunk, act_dim), the rest (B,).
+    """The cfg.loss_type loss of a minibatch: log-probs (B, chunk, act_dim), the rest (B,). `totals`: the
+    batch is one micro-batch of a minibatch with these totals (gradient accumulation; see MinibatchTotals).
 
     Returns (loss, metrics) with metrics policy_loss, value_loss, entropy, approx_kl, clip_fraction,
     ratio_mean, ratio_max (detached scalars).
@@ -75,11 +87,15 @@ def policy_loss(
         returns=returns,
         cfg=cfg,
         loss_mask=loss_mask,
+        totals=totals,
     )
 
 
 __all__ = [
     "AlgorithmConfig",
+    "MinibatchTotals",
+    "accumulate_metrics",
+    "minibatch_totals",
     "NonFiniteError",
     "adapted_lr_scale",
     "annealed_lr",

@@ -65,6 +65,11 @@ class AlgorithmConfig:
     critic_warmup_iterations: int = 0
     update_epochs: int = 4
     num_minibatches: int = 32
+    # Gradient accumulation: each minibatch's forward and backward run on micro-batches of at most this many
+    # samples, and one optimizer step follows the whole minibatch; losses, advantage normalisation, metrics and
+    # target_kl are the whole minibatch's (exactly, see MinibatchTotals), so only the memory changes. For large
+    # minibatches (RLinf's PPO for pi0: one step per whole rollout, micro-batches of 32). None = no splitting.
+    micro_batch_size: Optional[int] = None
     max_grad_norm: float = 0.5
     # Stop an iteration's update epochs once approx_kl exceeds this (loops that support it); None = off.
     target_kl: Optional[float] = 0.1
@@ -235,6 +240,8 @@ class AlgorithmConfig:
         _at_least("ref_kl_coef", self.ref_kl_coef, 0.0)
         _at_least("update_epochs", self.update_epochs, 1)
         _at_least("num_minibatches", self.num_minibatches, 1)
+        if self.micro_batch_size is not None:
+            _at_least("micro_batch_size", self.micro_batch_size, 1)
         _positive("max_grad_norm", self.max_grad_norm)
         if self.target_kl is not None:
             _positive("target_kl", self.target_kl)

@@ -5,7 +5,8 @@ def my_advantage(*, rewards, dones, values, cfg, env_ids=None) -> tuple[Tensor, 
 
 @register_loss("my_loss", clip_settings=("clip_ratio",))  # the AlgorithmConfig clip fields it reads
 def my_loss(*, new_log_probs, old_log_probs, advantages, entropy, new_values, old_values,
-            returns, cfg, loss_mask=None) -> tuple[Tensor, dict[str, Tensor]]: ...
+            returns, cfg, loss_mask=None, totals=None) -> tuple[Tensor, dict[str, Tensor]]: ...
+# totals: a MinibatchTotals where the batch is one micro-batch (pass it to clipped_policy_loss / aggregate)
 """
 
 from __future__ import annotations

@@ -403,6 +403,7 @@ class EmbodiedRunner:
         """checkpoints/iteration_XXXXXX (or checkpoints/<name>): actor, optimizer, RNG and a policy copy."""
         directory = os.path.join(self.output_dir, "checkpoints", name or f"iteration_{iteration:06d}")
         self.actor_group.save_checkpoint(directory, iteration, self.total_env_steps).wait()
+        write_started_from(directory, self.cfg.policy.checkpoint)
         logger.info("saved checkpoint %s", directory)
         return directory
 
@@ -420,6 +421,25 @@ class EmbodiedRunner:
 
 
 BEST_FILE = "best.json"
+STARTED_FROM_FILE = "started_from.json"  # the policy.checkpoint the run that saved a checkpoint started from
+
+
+def write_started_from(checkpoint: str, policy_checkpoint: Optional[str]) -> None:
+    """Record in `checkpoint` the policy.checkpoint its run started from (absolute; None: a new policy), so that a
+    resume repeating it, as the printed resume command does, is not warned about."""
+    started_from = None if policy_checkpoint is None else os.path.abspath(policy_checkpoint)
+    with open(os.path.join(checkpoint, STARTED_FROM_FILE), "w") as f:
+        json.dump({"policy.checkpoint": started_from}, f)
+
+
+def read_started_from(checkpoint: str) -> Optional[str]:
+    """The absolute policy.checkpoint write_started_from recorded in `checkpoint`; None where it recorded none
+    (a new policy) or the checkpoint predates the record."""
+    path = os.path.join(checkpoint, STARTED_FROM_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)["policy.checkpoint"]
 
 
 def warn_resume_not_exact(cfg: TrainConfig) -> None:
@@ -526,6 +546,20 @@ def check_minibatches_fit(cfg: TrainConfig, actor_ranks: int) -> None:
             f"(algorithm.normalize_advantages=true): every advantage would be 0 and the policy would not train; set "
             f"algorithm.num_minibatches <= {samples // actor_ranks // 2}, or normalize_advantages=false"
         )
+    largest = largest_minibatch(cfg, actor_ranks)
+    if algo.micro_batch_size is not None and algo.micro_batch_size >= largest:
+        raise ValueError(
+            f"algorithm.micro_batch_size={algo.micro_batch_size} is not below the largest minibatch, {largest} "
+            f"samples (env.num_envs x runner.rollout_steps = {samples} over {actor_ranks} actor rank(s) / "
+            f"algorithm.num_minibatches={algo.num_minibatches}), so it would split nothing; set it below {largest}, "
+            f"or null"
+        )
+
+
+def largest_minibatch(cfg: TrainConfig, actor_ranks: int) -> int:
+    """The most samples one actor rank's minibatch holds (ranks and minibatches split as evenly as they can)."""
+    per_rank = -(-cfg.env.num_envs * cfg.runner.rollout_steps // actor_ranks)
+    return -(-per_rank // cfg.algorithm.num_minibatches)
 
 
 def actor_shares_gpus(placement: ComponentPlacement) -> bool:

@@ -181,7 +181,7 @@ def _fit_run_to_profile(pcfg: TrainConfig) -> None:
     user's env.kwargs.num_workers and algorithm.num_minibatches are held within them, which the run's own checks
     require (the real run is checked against the chosen layout: config_refusal)."""
     from ..workers.env_worker import envs_per_stage
-    from .embodied_runner import component_placement
+    from .embodied_runner import component_placement, largest_minibatch
 
     placement = component_placement(pcfg)
     workers = pcfg.env.kwargs.get("num_workers")
@@ -189,6 +189,9 @@ def _fit_run_to_profile(pcfg: TrainConfig) -> None:
         pcfg.env.kwargs["num_workers"] = min(workers, envs_per_stage(pcfg, len(placement.gpus("env"))))
     samples_per_rank = pcfg.env.num_envs * pcfg.runner.rollout_steps // len(placement.gpus("actor"))
     pcfg.algorithm.num_minibatches = max(1, min(pcfg.algorithm.num_minibatches, samples_per_rank))
+    micro_batch_size = pcfg.algorithm.micro_batch_size
+    if micro_batch_size is not None and micro_batch_size >= largest_minibatch(pcfg, len(placement.gpus("actor"))):
+        pcfg.algorithm.micro_batch_size = None  # the profile's smaller minibatches need no splitting
 
 
 def _spans_by_kind(rows: dict) -> dict[str, list[tuple[float, float]]]:

@@ -26,12 +26,15 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 
 from ..algorithms import (
+    MinibatchTotals,
+    accumulate_metrics,
     adapted_lr_scale,
     annealed_lr,
     compute_advantages,
     credited_steps,
     dynamic_sampling_mask,
     explained_variance,
+    minibatch_totals,
     policy_loss,
     reference_kl,
     resolve_learning_rates,
@@ -286,51 +289,103 @@ class ActorWorker(Worker, SpanRecorder):
     def _evaluate_samples(
         self, policy: torch.nn.Module, samples: dict[str, Any], partition: Sequence[torch.Tensor]
     ) -> Iterator[tuple[torch.Tensor, dict[str, Any], Any]]:
-        """(minibatch indices, the minibatch on the device, policy.evaluate of it) over `partition`."""
+        """(indices, those samples on the device, policy.evaluate of them) over `partition`'s minibatches, in
+        micro-batches where algorithm.micro_batch_size asks."""
         for minibatch in partition:
-            batch = to_device(select(samples, minibatch), self.device)
-            with self._forward_precision():
-                evaluated = policy.evaluate(batch["obs"], act_output_of(batch))
-            yield minibatch, batch, evaluated
+            for part in self._micro_batches(len(minibatch)):  # the update's memory bound holds here too
+                indices = minibatch[part]
+                batch = to_device(select(samples, indices), self.device)
+                with self._forward_precision():
+                    evaluated = policy.evaluate(batch["obs"], act_output_of(batch))
+                yield indices, batch, evaluated
 
     def _minibatch_step(self, iteration: int, batch: dict[str, Any]) -> tuple[dict[str, float], bool]:
-        """One gradient step; returns (metrics, stepped). No step once the ranks' mean approx_kl
-        exceeds algorithm.target_kl (every rank takes the same decision)."""
+        """One optimizer step on a minibatch, its forward and backward in micro-batches where
+        algorithm.micro_batch_size asks (their gradients accumulate). Returns (metrics, stepped). No step once the
+        ranks' mean approx_kl exceeds algorithm.target_kl (every rank takes the same decision)."""
         algo = self.cfg.algorithm
-        batch = to_device(batch, self.device)
-        with self._forward_precision():  # the backward too: checkpointed layers recompute inside it
-            evaluated = self.policy.evaluate(batch["obs"], act_output_of(batch))
-            loss, metrics = policy_loss(
-                new_log_probs=evaluated.log_probs,
-                old_log_probs=batch["log_probs"],
-                advantages=batch["advantages"],
-                entropy=evaluated.entropy,
-                new_values=evaluated.values,
-                old_values=batch["values"],
-                returns=batch["returns"],
-                cfg=algo,
-                loss_mask=batch.get("loss_mask"),
-            )
-            if self.reference is not None:
-                ref_kl = reference_kl(
-                    evaluated.log_probs, batch["ref_log_probs"], batch.get("loss_mask"), algo.logprob_level
-                )
-                loss = loss + algo.ref_kl_coef * ref_kl
-                metrics["ref_kl"] = ref_kl.detach()
-            check_finite(
-                {"loss": loss, **{f"metric/{k}": v for k, v in metrics.items() if isinstance(v, torch.Tensor)}},
-                iteration,
-            )
-            if algo.target_kl is not None and self._mean_over_ranks(metrics["approx_kl"]) > algo.target_kl:
-                return host_floats(metrics), False
+        parts = self._micro_batches(batch["actions"].shape[0])
+        totals = None
+        if len(parts) > 1:  # every micro-batch's means divide by the minibatch's counts
+            counted = {"old_log_probs": batch["log_probs"], "advantages": batch["advantages"]}
+            counted = to_device(counted | {"loss_mask": batch.get("loss_mask")}, self.device)
+            totals = minibatch_totals(**counted, cfg=algo)
+        self.optimizer.zero_grad(set_to_none=True)
+        metrics: dict[str, torch.Tensor] = {}
+        for part in parts:
+            micro_batch = to_device(batch if totals is None else select(batch, part), self.device)
+            with self._forward_precision():  # the backward too: checkpointed layers recompute inside it
+                loss, micro_metrics = self._loss(iteration, micro_batch, totals)
+                accumulate_metrics(metrics, micro_metrics)
+                if totals is None and self._exceeds_target_kl(metrics):
+                    return host_floats(metrics), False  # before the backward: no step follows
+                loss.backward()
+        if totals is not None and self._exceeds_target_kl(metrics):
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            return host_floats(metrics), False
         grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), algo.max_grad_norm)
         grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
         check_finite({"grad_norm": grad_norm}, iteration)
         self._check_optimizer_owns_parameters()
         self.optimizer.step()
-        return host_floats({**metrics, "grad_norm": grad_norm, "loss": loss.detach()}), True
+        return host_floats({**metrics, "grad_norm": grad_norm}), True
+
+    def _loss(
+        self, iteration: int, batch: dict[str, Any], totals: MinibatchTotals | None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The policy loss (+ the reference KL) of a batch on the device, with detached metrics "loss" included;
+        with `totals`, the batch's share of its minibatch's."""
+        algo = self.cfg.algorithm
+        evaluated = self.policy.evaluate(batch["obs"], act_output_of(batch))
+        loss, metrics = policy_loss(
+            new_log_probs=evaluated.log_probs,
+            old_log_probs=batch["log_probs"],
+            advantages=batch["advantages"],
+            entropy=evaluated.entropy,
+            new_values=evaluated.values,
+            old_values=batch["values"],
+            returns=batch["returns"],
+            cfg=algo,
+            loss_mask=batch.get("loss_mask"),
+            totals=totals,
+        )
+        if self.reference is not None:
+            ref_kl = reference_kl(
+                evaluated.log_probs, batch["ref_log_probs"], batch.get("loss_mask"), algo.logprob_level, totals
+            )
+            loss = loss + algo.ref_kl_coef * ref_kl
+            metrics["ref_kl"] = ref_kl.detach()
+        check_finite(
+            {"loss": loss, **{f"metric/{k}": v for k, v in metrics.items() if isinstance(v, torch.Tensor)}},
+            iteration,
+        )
+        return loss, metrics | {"loss": loss.detach()}
+
+    def _exceeds_target_kl(self, metrics: dict[str, torch.Tensor]) -> bool:
+        target_kl = self.cfg.algorithm.target_kl
+        return target_kl is not None and self._mean_over_ranks(metrics["approx_kl"]) > target_kl
+
+    def _micro_batches(self, minibatch_size: int) -> list[torch.Tensor]:
+        """Positions within a minibatch of each of its micro-batches (algorithm.micro_batch_size; one part when
+        unset or not smaller). Every rank splits into as many parts (FSDP's collectives run per forward and
+        backward), the number the ranks' largest minibatch needs."""
+        micro_batch_size = self.cfg.algorithm.micro_batch_size
+        count = 1 if micro_batch_size is None else -(-minibatch_size // micro_batch_size)
+        count = int(self._max_over_ranks(count))
+        if count > minibatch_size:
+            raise ValueError(
+                f"algorithm.micro_batch_size={micro_batch_size} splits actor rank {self.rank}'s minibatch of "
+                f"{minibatch_size} samples into {count} micro-batches (as many as another rank's larger minibatch "
+                f"needs), so one would be empty: raise algorithm.micro_batch_size or lower algorithm.num_minibatches"
+            )
+        return list(torch.tensor_split(torch.arange(minibatch_size), count))
+
+    def _max_over_ranks(self, value: int) -> int:
+        if self.world_size == 1 or not torch.distributed.is_initialized():
+            return value
+        tensor = torch.tensor(value, dtype=torch.int64, device=self.device)
+        torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
+        return int(tensor)
 
     def _mean_over_ranks(self, value: torch.Tensor | float) -> float:
         if self.world_size == 1 or not torch.distributed.is_initialized():
@@ -501,6 +556,11 @@ def update_out_of_memory(
     config = getattr(policy, "config", None)
     checkpointing = getattr(config, "gradient_checkpointing", None)
     advice = ["raise algorithm.num_minibatches", "lower env.num_envs or runner.rollout_steps"]
+    micro_batch_size = cfg.algorithm.micro_batch_size
+    if micro_batch_size is None or micro_batch_size >= minibatch_size:  # the same update in less memory first
+        advice.insert(0, f"set algorithm.micro_batch_size={max(1, minibatch_size // 4)} (gradient accumulation)")
+    else:
+        advice.insert(0, f"lower algorithm.micro_batch_size={micro_batch_size}")
     if checkpointing is False:
         advice.insert(1, "turn on policy.overrides.gradient_checkpointing=true")
     # stop 46: pi0-3b trained whole ran out of an H100 in its second update (Adam's moments exist from the first

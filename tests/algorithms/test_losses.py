@@ -174,3 +174,57 @@ def test_explained_variance_scores_the_critic_against_the_returns():
     assert explained_variance(torch.full((4,), float(returns.mean())), returns) == pytest.approx(0.0)
     assert explained_variance(-returns, returns) < 0  # worse than predicting the mean
     assert explained_variance(torch.zeros(4), torch.ones(4)) is None  # returns that do not vary say nothing
+
+
+@pytest.mark.parametrize("loss_type", ["ppo", "dapo"])
+@pytest.mark.parametrize("level", ["token", "action", "chunk"])
+def test_micro_batches_with_the_minibatch_totals_sum_to_the_minibatch_loss_gradient_and_metrics(loss_type, level):
+    """Gradient accumulation (algorithm.micro_batch_size) is exact: with MinibatchTotals, the micro-batches'
+    losses and gradients sum to the whole minibatch's, advantages normalised over the minibatch, whatever the
+    mask (a sample with nothing kept included), and the metrics combine to the minibatch's own."""
+    from rlinf_embodied.algorithms import accumulate_metrics, minibatch_totals, reference_kl
+
+    torch.manual_seed(0)
+    batch_size, chunk, act_dim = 10, 3, 2
+    cfg = AlgorithmConfig(
+        loss_type=loss_type, logprob_level=level, normalize_advantages=True, entropy_coef=0.01, value_clip=0.2
+    )
+    new_log_probs = (torch.randn(batch_size, chunk, act_dim) * 0.1).requires_grad_(True)
+    new_values = torch.randn(batch_size).requires_grad_(True)
+    inputs = {
+        "old_log_probs": new_log_probs.detach() + 0.3 * torch.randn(batch_size, chunk, act_dim),
+        "advantages": torch.randn(batch_size) * 3 + 1,
+        "entropy": torch.rand(batch_size, chunk, act_dim),
+        "old_values": torch.randn(batch_size),
+        "returns": torch.randn(batch_size),
+        "loss_mask": torch.rand(batch_size, chunk) > 0.4,
+    }
+    inputs["loss_mask"][3] = False  # a sample keeping nothing
+    ref_log_probs = new_log_probs.detach() + 0.2 * torch.randn(batch_size, chunk, act_dim)
+
+    def loss_of(index, totals=None):
+        part = {key: value[index] for key, value in inputs.items()}
+        loss, metrics = policy_loss(
+            new_log_probs=new_log_probs[index], new_values=new_values[index], cfg=cfg, totals=totals, **part
+        )
+        kl = reference_kl(new_log_probs[index], ref_log_probs[index], part["loss_mask"], level, totals)
+        return loss + kl, metrics | {"ref_kl": kl.detach()}
+
+    whole, whole_metrics = loss_of(torch.arange(batch_size))
+    whole_grads = torch.autograd.grad(whole, [new_log_probs, new_values])
+    totals = minibatch_totals(inputs["old_log_probs"], inputs["advantages"], inputs["loss_mask"], cfg)
+    summed, metrics = 0.0, {}
+    for index in torch.tensor_split(torch.arange(batch_size), 3):
+        micro, micro_metrics = loss_of(index, totals)
+        summed = summed + micro
+        accumulate_metrics(metrics, micro_metrics)
+    grads = torch.autograd.grad(summed, [new_log_probs, new_values])
+    assert float(summed.detach()) == pytest.approx(float(whole.detach()), rel=1e-5)
+    for grad, whole_grad in zip(grads, whole_grads):
+        torch.testing.assert_close(grad, whole_grad, rtol=1e-5, atol=1e-7)
+    assert metrics.keys() == whole_metrics.keys()
+    for key, value in whole_metrics.items():
+        assert float(metrics[key]) == pytest.approx(float(value), rel=1e-5, abs=1e-7), key
+    # the micro-batches' own normalisation (no totals) is a different loss
+    unshared = sum(loss_of(index)[0] for index in torch.tensor_split(torch.arange(batch_size), 3)) / 3
+    assert abs(float(unshared.detach()) - float(whole.detach())) > 1e-4

@@ -49,6 +49,15 @@ from rlinf_embodied.train import check_train_config
             ],
             r"num_minibatches=51 x 2 actor rank\(s\) > .* = 100 samples .* <= 25",
         ),
+        (  # a micro-batch as large as a minibatch would split nothing
+            [
+                "env.num_envs=8",
+                "runner.rollout_steps=50",
+                "algorithm.num_minibatches=3",
+                "algorithm.micro_batch_size=134",
+            ],
+            r"algorithm.micro_batch_size=134 is not below the largest minibatch, 134 samples .* set it below 134, or null",
+        ),
         (  # before: 4 worker processes per vector env, silently
             ["env.num_envs=8", "runner.pipeline_stage_num=2", "+env.kwargs.num_workers=6"],
             r"env.kwargs.num_workers=6 > the 4 envs of each vector env \(env.num_envs=8 over 1 env worker\(s\) x "

@@ -289,3 +289,54 @@ def test_an_update_ended_by_target_kl_logs_the_kl_that_ended_it_and_the_critics_
     unstopped = ActorWorker(cfg, action_dim=7, state_dim=8)
     unstopped.init_worker()
     assert "stop_approx_kl" not in unstopped._update(0, _samples_from_rollout(unstopped.policy))
+
+
+@pytest.mark.parametrize("recompute", [False, True])
+def test_micro_batches_take_the_same_update_as_the_whole_minibatch(recompute):
+    """algorithm.micro_batch_size accumulates gradients over micro-batches: the parameters after an update and
+    its metrics are the unsplit update's (fp32 mlp), with the reference KL and recomputed log-probs on."""
+    import torch
+
+    from rlinf_embodied.workers.actor_worker import ActorWorker
+
+    def updated(micro_batch_size):
+        cfg = TrainConfig()
+        cfg.algorithm.num_minibatches, cfg.algorithm.update_epochs, cfg.algorithm.target_kl = 2, 2, None
+        cfg.algorithm.lr, cfg.algorithm.ref_kl_coef, cfg.algorithm.entropy_coef = 1e-3, 0.5, 0.01
+        cfg.algorithm.micro_batch_size, cfg.algorithm.recompute_log_probs = micro_batch_size, recompute
+        torch.manual_seed(0)
+        actor = ActorWorker(cfg, action_dim=7, state_dim=8)
+        actor.init_worker()
+        torch.manual_seed(1)
+        samples = _samples_from_rollout(actor.policy, batch_size=12)
+        metrics = actor._update(0, samples)
+        return {name: p.detach().clone() for name, p in actor.policy.named_parameters()}, metrics
+
+    whole_params, whole_metrics = updated(None)
+    micro_params, micro_metrics = updated(4)  # minibatches of 6 samples -> 2 micro-batches of 3
+    moved = [name for name in whole_params if not torch.equal(whole_params[name], updated(None)[0][name])]
+    assert not moved  # the update is deterministic, so any difference below is the split's
+    for name, value in whole_params.items():
+        torch.testing.assert_close(micro_params[name], value, rtol=1e-5, atol=1e-6, msg=name)
+    for key in ("loss", "approx_kl", "clip_fraction", "ratio_max", "ref_kl", "grad_norm", "value_loss"):
+        assert micro_metrics[key] == pytest.approx(whole_metrics[key], rel=1e-4, abs=1e-7), key
+    assert micro_metrics["optimizer_steps"] == whole_metrics["optimizer_steps"] == 4
+
+
+def test_a_micro_batch_size_that_leaves_an_empty_micro_batch_is_refused():
+    from rlinf_embodied.workers.actor_worker import ActorWorker
+
+    cfg = TrainConfig()
+    cfg.algorithm.micro_batch_size = 2
+    actor = ActorWorker(cfg, action_dim=7, state_dim=8)
+    assert [len(part) for part in actor._micro_batches(5)] == [2, 2, 1]
+    actor._max_over_ranks = lambda count: 6  # another rank's minibatch needs 6 micro-batches
+    with pytest.raises(ValueError, match=r"micro_batch_size=2 splits .*minibatch of 5 samples into 6 micro-batches"):
+        actor._micro_batches(5)
+
+
+def test_micro_batch_size_must_be_positive():
+    from rlinf_embodied.algorithms.config import AlgorithmConfig
+
+    with pytest.raises(ValueError, match=r"algorithm.micro_batch_size=0 must be >= 1"):
+        AlgorithmConfig(micro_batch_size=0)

@@ -15,7 +15,7 @@ import torch
 
 from ..config import AlgorithmConfig
 from ..registry import register_loss
-from .common import clipped_policy_loss
+from .common import MinibatchTotals, clipped_policy_loss
 
 
 @register_loss("dapo", clip_settings=("clip_ratio_low", "clip_ratio_high"))
@@ -30,6 +30,7 @@ def dapo_loss(
     returns: torch.Tensor,
     cfg: AlgorithmConfig,
     loss_mask: torch.Tensor | None = None,
+    totals: MinibatchTotals | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     return clipped_policy_loss(
         new_log_probs=new_log_probs,
@@ -44,4 +45,5 @@ def dapo_loss(
         clip_high=cfg.clip_ratio_high,
         aggregation="token-mean",
         loss_mask=loss_mask,
+        totals=totals,
     )

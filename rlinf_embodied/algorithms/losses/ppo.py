@@ -6,7 +6,7 @@ import torch
 
 from ..config import AlgorithmConfig
 from ..registry import register_loss
-from .common import clipped_policy_loss
+from .common import MinibatchTotals, clipped_policy_loss
 
 
 @register_loss("ppo", clip_settings=("clip_ratio",))
@@ -21,6 +21,7 @@ def ppo_loss(
     returns: torch.Tensor,
     cfg: AlgorithmConfig,
     loss_mask: torch.Tensor | None = None,
+    totals: MinibatchTotals | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Ratio clipped to [1 - clip_ratio, 1 + clip_ratio]; value clipping with cfg.value_clip."""
     return clipped_policy_loss(
@@ -36,4 +37,5 @@ def ppo_loss(
         clip_high=cfg.clip_ratio,
         aggregation="sample-mean",
         loss_mask=loss_mask,
+        totals=totals,
     )
