@@ -6,6 +6,7 @@
 # checking the manifest's sha256, and creates the destination only when it is complete.
 #   bash benchmarks/device_checkpoint.sh pack <ckpt>/policy $OUT/ckpt           # on the device, at the end of a run
 #   bash benchmarks/device_checkpoint.sh unpack .device-deps/ckpt /tmp/ckpt_in  # exit 3 while pieces are missing
+# `pack` runs $PYTHON (default python3), which needs torch and safetensors (the tests pass their own interpreter).
 set -euo pipefail
 stage=${1:-}; source=${2:-}; dest=${3:-}
 [ -n "$source" ] && [ -n "$dest" ] || { echo "usage: $0 pack|unpack <source> <dest>"; exit 2; }
@@ -13,7 +14,7 @@ case $stage in
   pack)
     [ -f "$source/model.safetensors" ] || { echo "no $source/model.safetensors to pack"; exit 2; }
     work=$(mktemp -d); cp -r "$source"/. "$work"
-    python3 - "$work/model.safetensors" <<'PY'
+    "${PYTHON:-python3}" - "$work/model.safetensors" <<'PY'
 import sys, torch
 from safetensors.torch import load_file, save_file
 path = sys.argv[1]

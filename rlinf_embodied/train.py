@@ -123,9 +123,14 @@ def warn_initialising_overrides_on_resume(cfg: TrainConfig) -> list[str]:
 
 def warn_checkpoint_weights_not_read_on_resume(cfg: TrainConfig) -> bool:
     """A warning, not an error: a resume command repeats the run's policy.checkpoint, which still builds the model
-    (before: runner.resume with another policy.checkpoint trained on from the resumed weights without a word). True
-    where it warned, for tests."""
+    (before: runner.resume with another policy.checkpoint trained on from the resumed weights without a word). No
+    warning where policy.checkpoint is the one the resumed run started from (recorded in its checkpoint), as in the
+    printed resume command (before: following it warned). True where it warned, for tests."""
+    from .runners.embodied_runner import read_started_from
+
     if not (cfg.runner.resume and cfg.policy.checkpoint):
+        return False
+    if read_started_from(cfg.runner.resume) == os.path.abspath(cfg.policy.checkpoint):
         return False
     reference = " and the algorithm.ref_kl_coef reference policy" if cfg.algorithm.ref_kl_coef > 0 else ""
     logger.warning(

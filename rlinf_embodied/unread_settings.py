@@ -34,7 +34,7 @@ def reject_ineffective_setting(config: Any, section: str, name: str, reason: str
     `reason` (why it is unread and what would read it). Defaults pass, so a saved config, holding every field, loads."""
     value = getattr(config, name)
     if value != field_default(config, name):
-        raise ValueError(f"{section + '.' if section else ''}{name}={value} would change nothing: {reason}")
+        raise ineffective_setting_error(section, name, value, reason)
 
 
 def reject_ineffective_overrides(overrides: Mapping[str, Any], section: str, names: Iterable[str], reason: str) -> None:
@@ -42,9 +42,12 @@ def reject_ineffective_overrides(overrides: Mapping[str, Any], section: str, nam
     preset, a checkpoint's config.json): the first of `names` given in `overrides`, whatever its value, is an error."""
     for name in names:
         if name in overrides:
-            raise ValueError(
-                f"{section + '.' if section else ''}{name}={overrides[name]} would change nothing: {reason}"
-            )
+            raise ineffective_setting_error(section, name, overrides[name], reason)
+
+
+def ineffective_setting_error(section: str, name: str, value: Any, reason: str) -> ValueError:
+    """The error both reject_ineffective_* raise: `section.name=value would change nothing: reason`."""
+    return ValueError(f"{section + '.' if section else ''}{name}={value} would change nothing: {reason}")
 
 
 def field_default(config: Any, name: str) -> Any:

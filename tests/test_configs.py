@@ -299,6 +299,30 @@ def test_a_checkpoint_given_with_resume_is_warned_about(caplog):
     assert not warn_checkpoint_weights_not_read_on_resume(cfg)
 
 
+def test_the_printed_resume_command_repeating_the_start_checkpoint_is_not_warned_about(tmp_path, caplog):
+    """The printed resume command repeats the run's policy.checkpoint; a checkpoint records the one its run started
+    from (EmbodiedRunner.save_checkpoint), and only another one is warned about (before: following it warned)."""
+    from types import SimpleNamespace
+
+    from rlinf_embodied.config import TrainConfig
+    from rlinf_embodied.runners.embodied_runner import EmbodiedRunner
+    from rlinf_embodied.train import warn_checkpoint_weights_not_read_on_resume
+
+    cfg = TrainConfig()
+    cfg.policy.checkpoint = str(tmp_path / "sft" / "checkpoints" / "final" / "policy")
+    saved = SimpleNamespace(wait=lambda: None)
+    runner = SimpleNamespace(  # what save_checkpoint reads of the runner
+        cfg=cfg, output_dir=str(tmp_path / "run"), total_env_steps=8, actor_group=SimpleNamespace()
+    )
+    runner.actor_group.save_checkpoint = lambda directory, *_: os.makedirs(directory) or saved
+    cfg.runner.resume = EmbodiedRunner.save_checkpoint(runner, 1)
+    with caplog.at_level("WARNING"):
+        assert not warn_checkpoint_weights_not_read_on_resume(cfg)
+        cfg.policy.checkpoint = str(tmp_path / "another" / "policy")
+        assert warn_checkpoint_weights_not_read_on_resume(cfg)
+    assert caplog.text.count("its weights are not trained with runner.resume") == 1
+
+
 @pytest.mark.parametrize(
     "config_name, override, message",
     [  # before: each composed, and OmegaConf.to_object dropped the key: the run went on with the default

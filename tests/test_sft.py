@@ -705,7 +705,7 @@ def test_evaluations_beside_training_log_what_waiting_ones_do(cluster, tmp_path)
     waiting, beside = runs[False], runs[True]
     evals = {name: [r for r in rows if "eval/success_once" in r] for name, rows in (("w", waiting), ("b", beside))}
     assert [r["step"] for r in evals["w"]] == [r["step"] for r in evals["b"]] == [50, 100]
-    for key in ("eval/success_once", "eval/episode_return", "eval/episode_length"):
+    for key in ("eval/success_once", "eval/success_rate", "eval/episode_return", "eval/episode_length"):
         assert [r[key] for r in evals["w"]] == [r[key] for r in evals["b"]], key
     assert all(r["time/eval_seconds"] > 0 and r["time/eval_wait_seconds"] >= 0 for r in evals["b"])
     assert all("sft/loss" not in r for r in evals["b"])  # beside training: lines of their own

@@ -32,3 +32,20 @@ def test_an_ineffective_override_is_refused_whatever_its_value():
     with pytest.raises(ValueError, match=r"^policy.overrides.b=2 would change nothing: why$"):
         reject_ineffective_overrides({"a": 1, "b": 2}, "policy.overrides", ("b", "c"), "why")
     reject_ineffective_overrides({"a": 1}, "", ("b", "c"), "why")  # not given: a preset's or a checkpoint's value
+
+
+def test_an_ineffective_setting_and_the_same_override_are_refused_with_one_message():
+    from dataclasses import dataclass
+
+    from rlinf_embodied.unread_settings import reject_ineffective_overrides, reject_ineffective_setting
+
+    @dataclass
+    class Section:
+        b: int = 0
+
+    with pytest.raises(ValueError) as from_setting:
+        reject_ineffective_setting(Section(b=2), "sft", "b", "why")
+    with pytest.raises(ValueError) as from_override:
+        reject_ineffective_overrides({"b": 2}, "sft", ("b",), "why")
+    assert str(from_setting.value) == str(from_override.value) == "sft.b=2 would change nothing: why"
+    reject_ineffective_setting(Section(), "sft", "b", "why")  # the default passes

@@ -25,6 +25,9 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class TaskResult:
+    """`successes`: episodes that succeeded at any step (success_once); `successes_at_end`: those that succeeded at
+    their final step (info's "success", training's success_rate)."""
+
     task: str
     episodes: int
     successes: int
@@ -32,6 +35,7 @@ class TaskResult:
     mean_length: float
     video: Optional[str] = None
     instruction: str = ""
+    successes_at_end: int = 0
 
     @property
     def success_rate(self) -> float:
@@ -166,7 +170,7 @@ def _run_task(env, policy, eval_cfg: EvalConfig, task_id, env_id: str, device) -
     obs, _ = env.reset(seed=eval_cfg.seed)
     quotas = episode_quotas(eval_cfg.num_episodes, env.num_envs)
     played = [0] * env.num_envs
-    returns, lengths, successes = [], [], []
+    returns, lengths, successes, successes_at_end = [], [], [], []
     progress = tqdm(total=eval_cfg.num_episodes, desc=f"eval {env_id} task={task_id}", leave=False)
     instruction = obs.get("instruction", [""])[0] if isinstance(obs, dict) else ""
     while len(returns) < eval_cfg.num_episodes:
@@ -179,6 +183,7 @@ def _run_task(env, policy, eval_cfg: EvalConfig, task_id, env_id: str, device) -
                 returns.append(episode["episode_return"])
                 lengths.append(episode["episode_length"])
                 successes.append(bool(episode["success_once"]))
+                successes_at_end.append(bool(episode["success"]))
                 progress.update(1)
     progress.close()
     video = getattr(env, "last_video_path", None)
@@ -191,6 +196,7 @@ def _run_task(env, policy, eval_cfg: EvalConfig, task_id, env_id: str, device) -
         mean_length=float(sum(lengths) / len(lengths)),
         video=video,
         instruction=str(instruction),
+        successes_at_end=sum(successes_at_end),
     )
 
 
@@ -205,6 +211,7 @@ def write_results(results: list[TaskResult], output_dir: str, episodes_from: dic
                 "instruction": r.instruction,
                 "episodes": r.episodes,
                 "successes": r.successes,
+                "successes_at_end": r.successes_at_end,
                 "success_rate": r.success_rate,
                 "mean_return": r.mean_return,
                 "mean_length": r.mean_length,

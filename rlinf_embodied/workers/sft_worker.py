@@ -22,7 +22,7 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -39,6 +39,9 @@ from .disk_space import state_nbytes
 from .ema import ParameterEMA
 from .messages import seed_for, to_device
 from .policy_loading import build_policy, compute_dtype
+
+if TYPE_CHECKING:
+    from ..runners.evaluator import TaskResult
 
 logger = logging.getLogger(__name__)
 
@@ -317,9 +320,16 @@ def evaluate_sft_checkpoint(
 
     policy_cfg = PolicyConfig(name=cfg.policy.name, checkpoint=policy_dir, precision=cfg.policy.precision)
     results = evaluate_policy(cfg.env, policy_cfg, sft_eval_config(cfg, device), output_dir, env_cache)
+    return eval_metrics(results)
+
+
+def eval_metrics(results: list[TaskResult]) -> dict[str, float]:
+    """eval/* of an evaluation's task results, named as training's eval/*: success_once (at any step), success_rate
+    (at the final step), episode_return, episode_length (episode-weighted means) and num_episodes."""
     episodes = sum(r.episodes for r in results)
     return {
         "eval/success_once": sum(r.successes for r in results) / max(episodes, 1),
+        "eval/success_rate": sum(r.successes_at_end for r in results) / max(episodes, 1),
         "eval/episode_return": sum(r.mean_return * r.episodes for r in results) / max(episodes, 1),
         "eval/episode_length": sum(r.mean_length * r.episodes for r in results) / max(episodes, 1),
         "eval/num_episodes": float(episodes),

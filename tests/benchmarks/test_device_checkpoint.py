@@ -3,8 +3,10 @@
 The device returns at most 64 MiB per call, so `pack` compresses and splits; a lost or corrupt piece must be
 refused, not unpacked into a half checkpoint."""
 
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,10 @@ pytestmark = pytest.mark.skipif(shutil.which("xz") is None, reason="xz is not in
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, check=False)
+    """The script with this interpreter as its $PYTHON: `python3` on PATH may lack torch (before: it had to be the
+    venv's, so `.venv/bin/pytest` failed without an activated venv)."""
+    env = {**os.environ, "PYTHON": sys.executable}
+    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, check=False, env=env)
 
 
 def write_checkpoint(path: Path) -> dict[str, torch.Tensor]:
@@ -59,3 +64,15 @@ def test_unpack_waits_for_a_missing_piece(tmp_path):
     sorted((tmp_path / "pieces").glob("ckpt.part.*"))[0].unlink()
     result = run("unpack", str(tmp_path / "pieces"), str(tmp_path / "back"))
     assert result.returncode == 3 and "waiting for pieces" in result.stdout
+
+
+def test_pack_runs_the_tests_interpreter_not_the_python3_on_path(tmp_path, monkeypatch):
+    """`.venv/bin/pytest` without an activated venv: the python3 on PATH can lack torch."""
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "python3").write_text("#!/bin/sh\necho 'python3 without torch' >&2\nexit 1\n")
+    (fake_bin / "python3").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake_bin}{os.pathsep}{os.environ['PATH']}")
+    write_checkpoint(tmp_path / "policy")
+    packed = run("pack", str(tmp_path / "policy"), str(tmp_path / "pieces"))
+    assert packed.returncode == 0, packed.stderr

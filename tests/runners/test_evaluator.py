@@ -289,3 +289,25 @@ def test_eval_task_ids_are_checked_before_any_task_plays():
         eval_tasks(cfg.eval, cfg.env)  # before: task 0's episodes ran, then task 12's env failed to build
     cfg = compose_config("eval", ["env=libero", "eval.task_ids=[9,0]"])
     assert eval_tasks(cfg.eval, cfg.env) == [9, 0]
+
+
+class _LosesItAtTheEnd(_ScriptedEpisodes):
+    """env 1's episodes succeed at some step but no longer at their last: success_once 1, success 0."""
+
+    def step(self, actions):
+        obs, reward, terminated, truncated, info = super().step(actions)
+        info["episode"]["success_once"] = torch.tensor([1.0, 1.0])
+        return obs, reward, terminated, truncated, info
+
+
+def test_success_at_the_final_step_is_counted_apart_from_success_at_any_step():
+    from rlinf_embodied.runners.evaluator import _run_task
+    from rlinf_embodied.workers.sft_worker import eval_metrics
+
+    eval_cfg = EvalConfig(num_episodes=4, num_envs=2)
+    slipping = _run_task(_LosesItAtTheEnd(), _ZeroPolicy(), eval_cfg, None, "toy", "cpu")
+    assert (slipping.episodes, slipping.successes, slipping.successes_at_end) == (4, 4, 2)
+    holding = _run_task(_ScriptedEpisodes(), _ZeroPolicy(), eval_cfg, None, "toy", "cpu")
+    assert (holding.successes, holding.successes_at_end) == (2, 2)
+    metrics = eval_metrics([slipping, holding])  # SFT's eval/*, named as training's
+    assert (metrics["eval/success_once"], metrics["eval/success_rate"], metrics["eval/num_episodes"]) == (0.75, 0.5, 8)

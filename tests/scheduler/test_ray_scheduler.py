@@ -303,6 +303,68 @@ def test_a_recv_from_a_group_shut_down_since_the_last_recv_names_it(cluster, gro
         receiver.recv_one("t_gone", 0).wait(timeout=30)
 
 
+def test_a_recv_waiting_on_a_group_as_it_shuts_down_names_it_and_one_relaunched_is_received_from(cluster, groups):
+    """The registry's "gone" message (_post_gone) ends a recv that waits on the group (before: waited for ever), and a
+    group relaunched under the name is received from, past the gone message of the one before it."""
+    receiver = groups["rollout"]
+    peer = launch(cluster, ProbeWorker, "t_restart", None)
+    receiving = receiver.recv_one("t_restart", 0)
+    peer.send_one("rollout", 0).wait(timeout=60)
+    assert receiving.wait(timeout=60) == ["one"]  # the receiver has cached the group's info
+    waiting = receiver.recv_one("t_restart", 0)
+    peer.shutdown()
+    with pytest.raises(WorkerError, match=r"no worker group named 't_restart' is running"):
+        waiting.wait(timeout=30)
+    peer = launch(cluster, ProbeWorker, "t_restart", None)
+    try:
+        peer.send_one("rollout", 0).wait(timeout=60)
+        assert receiver.recv_one("t_restart", 0).wait(timeout=60) == ["one"]
+    finally:
+        peer.shutdown()
+
+
+class _Mailbox:
+    """A p2p mailbox in this process: a FIFO per key, which raises where a recv would block."""
+
+    def __init__(self):
+        self.queues: dict[str, list] = {}
+
+    def put(self, item, key):
+        self.queues.setdefault(key, []).append(item)
+
+    def get(self, key):
+        return self.queues[key].pop(0)
+
+
+def test_recv_looks_a_group_up_once_until_the_registry_says_it_is_gone(monkeypatch):
+    """Before: a registry lookup (0.8 ms) at every recv. Now once per group, and again after a "gone" message of the
+    group it cached: a shut-down group is named, a relaunched one (another token) received from; a "gone" of a group
+    before the cached one is skipped without a lookup."""
+    from rlinf_embodied.scheduler import worker as worker_module
+
+    running: dict[str, dict] = {"t_src": {"world_size": 1, "cuda": False, "token": "first"}}
+    lookups = []
+
+    def lookup_group(name):
+        lookups.append(name)
+        return running.get(name), sorted(running)
+
+    monkeypatch.setattr(worker_module, "_lookup_group", lookup_group)
+    receiver = Worker()  # group "local", rank 0
+    mailbox = receiver._channels[worker_module._mailbox_name("local")] = _Mailbox()
+    for item in [("obj", 1), ("obj", 2), ("gone", "first"), ("obj", 3), ("gone", "first"), ("obj", 4)]:
+        mailbox.put(item, key="t_src/0->0")
+    assert [receiver.recv("t_src", 0), receiver.recv("t_src", 0)] == [1, 2]
+    assert lookups == ["t_src"]  # the second recv used the cached info
+    running["t_src"] = {"world_size": 1, "cuda": False, "token": "second"}  # shut down and relaunched
+    assert receiver.recv("t_src", 0) == 3 and lookups == ["t_src"] * 2
+    assert receiver.recv("t_src", 0) == 4 and lookups == ["t_src"] * 2  # the first group's gone again: skipped
+    del running["t_src"]
+    mailbox.put(("gone", "second"), key="t_src/0->0")
+    with pytest.raises(ValueError, match=r"^no worker group named 't_src' is running; running: \[\]$"):
+        receiver.recv("t_src", 0)
+
+
 @pytest.mark.parametrize(
     "name, error, message",
     [
