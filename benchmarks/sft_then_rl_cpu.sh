@@ -9,6 +9,7 @@
 # POLICY=flow_mlp runs the flow-matching version (the VLA recipe's sampler and chain log-probs on a state MLP):
 #   POLICY=flow_mlp EVAL_INTERVAL=500 SAVE_INTERVAL=500 bash benchmarks/sft_then_rl_cpu.sh sft 3000  # chunks of 4
 #   POLICY=flow_mlp ROLLOUT_STEPS=25 bash benchmarks/sft_then_rl_cpu.sh rl 100 policy.overrides.noise_level=0.5
+# Every stage runs $PYTHON (default python3): PYTHON=.venv/bin/python uses a venv that is not activated.
 set -euo pipefail
 WORK=${WORK:-/tmp/sft_then_rl_cpu}
 ENV_ARGS=(env=maniskill_pickcube env.kwargs.control_mode=pd_ee_delta_pos env.max_episode_steps=100)
@@ -24,11 +25,11 @@ esac
 stage=$1; shift
 case $stage in
   collect)
-    python -m rlinf_embodied.collect "${ENV_ARGS[@]}" collect.output_dir=$WORK/data collect.num_episodes=${1:-50} \
+    "${PYTHON:-python3}" -m rlinf_embodied.collect "${ENV_ARGS[@]}" collect.output_dir=$WORK/data collect.num_episodes=${1:-50} \
       collect.num_workers=2 collect.max_episode_steps=100 collect.seed=${SEED:-0} hydra.run.dir=$WORK/collect_run ;;
   sft)
     steps=${1:-2000}; shift || true
-    python -m rlinf_embodied.sft "${ENV_ARGS[@]}" policy=$POLICY \
+    "${PYTHON:-python3}" -m rlinf_embodied.sft "${ENV_ARGS[@]}" policy=$POLICY \
       "policy.overrides.$IGNORE_KEY=[9,10,11,12,13,14,15,16,17]" sft.dataset=$WORK/data \
       sft.max_steps=$steps sft.batch_size=256 sft.lr=1e-3 sft.eval_interval=${EVAL_INTERVAL:-1000} \
       sft.save_interval=${SAVE_INTERVAL:-0} sft.eval_episodes=50 sft.output_dir=$WORK/sft hydra.run.dir=$WORK/sft "$@" ;;
@@ -38,14 +39,14 @@ case $stage in
     # (algorithm=grpo: no critic, and AlgorithmConfig rejects a warm-up there) it is off unless WARMUP says
     case " $* " in *" algorithm="*) warmup=${WARMUP:-0} ;; *) warmup=${WARMUP:-3} ;; esac
     # ROLLOUT_STEPS: policy calls per iteration, one 100-step episode (25 with flow_mlp's chunk of 4)
-    python -m rlinf_embodied.train "${ENV_ARGS[@]}" env.ignore_terminations=true env.num_envs=${NUM_ENVS:-32} \
+    "${PYTHON:-python3}" -m rlinf_embodied.train "${ENV_ARGS[@]}" env.ignore_terminations=true env.num_envs=${NUM_ENVS:-32} \
       runner.rollout_steps=${ROLLOUT_STEPS:-100} policy=$POLICY policy.checkpoint=${CKPT:-$WORK/sft/checkpoints/best/policy} \
       "${RL_NOISE[@]}" algorithm.update_epochs=${EPOCHS:-4} \
       algorithm.num_minibatches=8 algorithm.lr=${LR:-3e-5} algorithm.critic_warmup_iterations=$warmup \
       runner.max_iterations=$iterations runner.eval_interval=5 runner.eval_rounds=2 \
       runner.output_dir=$WORK/rl${TAG:-} hydra.run.dir=$WORK/rl${TAG:-} "$@" ;;
   table)
-    python - "$WORK" <<'EOF'
+    "${PYTHON:-python3}" - "$WORK" <<'EOF'
 import json, sys, glob, os
 work = sys.argv[1]
 sft = [json.loads(l) for l in open(f"{work}/sft/metrics.jsonl")]

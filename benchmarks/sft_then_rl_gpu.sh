@@ -26,6 +26,7 @@
 #   SKIP_RL=1 ... pipeline 800     # collect, SFT, pick, evaluate (and the noise-level check), no RL
 #   NOISE_LEVELS= SFT_EVAL_BESIDE_RL=1 ... pipeline 800 policy.overrides.noise_level=0.5
 #                                  # a known noise level, and RL starts beside the SFT checkpoint's evaluation
+# Every stage runs $PYTHON (default python3): PYTHON=.venv/bin/python uses a venv that is not activated.
 set -euo pipefail
 WORK=${WORK:-/tmp/work}
 POLICY=${POLICY:-pi0}
@@ -93,7 +94,7 @@ case $stage in
     # demonstrations from seeds 100000+ (COLLECT_SEED): never the evaluations' (SFT's from sft.seed + 1000, the
     # final ones from 1000), however many are collected (stop 29: 1,600 from seed 0 reached 1000, and SFT
     # refused the dataset after 9 minutes of collection)
-    python3 -m rlinf_embodied.collect "${ENV_ARGS[@]}" collect.output_dir=$WORK/data collect.num_episodes=${1:-200} \
+    "${PYTHON:-python3}" -m rlinf_embodied.collect "${ENV_ARGS[@]}" collect.output_dir=$WORK/data collect.num_episodes=${1:-200} \
       collect.seed=${COLLECT_SEED:-100000} \
       collect.num_workers=${WORKERS:-14} collect.max_episode_steps=${EPISODE_STEPS:-150} collect.progress=false \
       hydra.run.dir=$WORK/collect_run ;;
@@ -106,7 +107,7 @@ case $stage in
     [ "${EVAL_INTERVAL:-0}" = 0 ] && eval_async=false || eval_async=${EVAL_ASYNC:-true}
     # (episodes per evaluation only where there are evaluations: without, sft refuses the setting as unread)
     [ "${EVAL_INTERVAL:-0}" = 0 ] && eval_episodes= || eval_episodes=sft.eval_episodes=${EVAL_EPISODES:-32}
-    python3 -m rlinf_embodied.sft "${ENV_ARGS[@]}" "${POLICY_ARGS[@]}" cluster.simulate_gpus=false \
+    "${PYTHON:-python3}" -m rlinf_embodied.sft "${ENV_ARGS[@]}" "${POLICY_ARGS[@]}" cluster.simulate_gpus=false \
       ${SFT_INIT:+policy.checkpoint=$SFT_INIT} ${EMA:+sft.ema_decay=$EMA} sft.dataset=$WORK/data sft.max_steps=${1:-3000} sft.batch_size=${BATCH:-64} sft.lr=${LR:-3e-4} \
       sft.lr_schedule=${LR_SCHEDULE:-cosine} ${STOP_AT:+sft.stop_at_success=$STOP_AT} sft.val_episodes=${VAL_EPISODES:-0} \
       sft.weight_decay=${WEIGHT_DECAY:-0} ${COMPILE:+sft.compile=true} \
@@ -114,27 +115,27 @@ case $stage in
       sft.log_interval=50 sft.progress=false sft.seed=${SFT_SEED:-0} sft.output_dir=${SFT_DIR:-$WORK/sft} \
       hydra.run.dir=${SFT_DIR:-$WORK/sft} ;;
   eval)
-    python3 -m rlinf_embodied.eval "${ENV_ARGS[@]}" policy=$POLICY policy.checkpoint=${CKPT:-$WORK/sft/checkpoints/final/policy} \
+    "${PYTHON:-python3}" -m rlinf_embodied.eval "${ENV_ARGS[@]}" policy=$POLICY policy.checkpoint=${CKPT:-$WORK/sft/checkpoints/final/policy} \
       eval.num_episodes=${1:-200} eval.num_envs=${EVAL_ENVS:-16} eval.seed=${EVAL_SEED:-1000} eval.video=false eval.output_dir=$WORK/eval_${TAG:-sft} \
       hydra.run.dir=$WORK/eval_${TAG:-sft} "${@:2}" ;;
   rl)
     iterations=${1:-20}; shift || true
-    python3 -m rlinf_embodied.train "${ENV_ARGS[@]}" env.ignore_terminations=${IGNORE_TERM:-false} policy=$POLICY \
+    "${PYTHON:-python3}" -m rlinf_embodied.train "${ENV_ARGS[@]}" env.ignore_terminations=${IGNORE_TERM:-false} policy=$POLICY \
       policy.checkpoint=${CKPT:-$WORK/sft/checkpoints/final/policy} policy.precision=bf16 cluster.simulate_gpus=false \
       runner.max_iterations=$iterations env.num_envs=${NUM_ENVS:-32} runner.rollout_steps=${ROLLOUT_STEPS:-25} \
       algorithm.num_minibatches=${MINIBATCHES:-4} runner.save_interval=5 runner.progress=false \
       ${RESUME:+runner.resume=$RESUME} runner.output_dir=$WORK/rl hydra.run.dir=$WORK/rl "${RL_RECIPE_ARGS[@]}" "$@" ;;
   bench)
-    python3 benchmarks/sft_throughput.py --size $SIZE --batch-sizes 64 ${BATCH:-256} | tee $WORK/sft_throughput.txt ;;
+    "${PYTHON:-python3}" benchmarks/sft_throughput.py --size $SIZE --batch-sizes 64 ${BATCH:-256} | tee $WORK/sft_throughput.txt ;;
   bench_compile)
     # eager vs sft.compile steps at the recipe's batch and patches, with each run's top device ops
     patch=(); [ "$POLICY" != pi0 ] || patch=(--override "trim_prompt_padding=${TRIM:-true}")
     [ "$POLICY" != pi0 ] || [ -z "${PATCH-8}" ] || patch+=(--override "vision_patch_size=${PATCH-8}")
-    python3 benchmarks/sft_throughput.py --policy $POLICY --size $SIZE --batch-sizes ${BATCH:-512} --steps 20 \
+    "${PYTHON:-python3}" benchmarks/sft_throughput.py --policy $POLICY --size $SIZE --batch-sizes ${BATCH:-512} --steps 20 \
       --compile --profile ${PROFILE_OPS:-15} "${patch[@]}" | tee $WORK/sft_compile.txt ;;
   steps_for)
     # SFT steps that fit in $1 seconds at the bench stage's measured s/step (batch $BATCH, dataset on the device)
-    python3 - "$WORK/sft_throughput.txt" "${BATCH:-256}" "$1" <<'PY'
+    "${PYTHON:-python3}" - "$WORK/sft_throughput.txt" "${BATCH:-256}" "$1" <<'PY'
 import sys
 rows = [line.split("|") for line in open(sys.argv[1]) if line.startswith("|")]
 seconds = [float(r[3]) for r in rows if len(r) > 5 and r[1].strip() == sys.argv[2] and r[2].strip() == "cuda"]
@@ -145,7 +146,7 @@ PY
     # the few-shot regime of the pi-RL paper: the SFT checkpoint with the highest eval success in
     # [0.2, 0.7] (else the best one), from the sft stage's periodic evaluations (EVAL_INTERVAL > 0), over
     # every SFT run ($WORK/sft, or $WORK/sft_<seed> with SFT_SEEDS)
-    python3 - "$WORK" <<'PY'
+    "${PYTHON:-python3}" - "$WORK" <<'PY'
 import glob, json, os, sys
 evals = []
 for metrics in sorted(glob.glob(f"{sys.argv[1]}/sft*/metrics.jsonl")):
@@ -162,7 +163,7 @@ PY
     ;;
   reached)
     # exit 0 when some SFT run ($WORK/sft*) has evaluated at success >= $1
-    python3 - "$WORK" "$1" <<'PY'
+    "${PYTHON:-python3}" - "$WORK" "$1" <<'PY'
 import glob, json, sys
 rows = [json.loads(line) for path in glob.glob(f"{sys.argv[1]}/sft*/metrics.jsonl") for line in open(path)]
 sys.exit(0 if any(row.get("eval/success_once", -1) >= float(sys.argv[2]) for row in rows) else 1)
@@ -178,7 +179,7 @@ PY
     # a checkpoint carried in pieces over several calls (device_checkpoint.sh) is complete once its directory exists
     [ -z "${SFT_INIT:-}" ] || while [ ! -f "$SFT_INIT/model.safetensors" ]; do sleep 2; done
     # BENCH_CHUNK_OBS=1: the rgb render saving of chunked steps (benchmarks/chunk_observation.py), beside SFT
-    [ -z "${BENCH_CHUNK_OBS:-}" ] || (python3 benchmarks/chunk_observation.py --obs-mode rgb --num-envs 16 32 \
+    [ -z "${BENCH_CHUNK_OBS:-}" ] || ("${PYTHON:-python3}" benchmarks/chunk_observation.py --obs-mode rgb --num-envs 16 32 \
       --rounds 3 > "$WORK/chunk_observation.txt" 2>&1 &)
     [ -n "${SFT_STEPS:-}" ] || BATCH=${BATCH:-256} bash "$0" bench || echo "bench failed: SFT gets 6000 steps"
     # as many steps as SFT_SECONDS allow (stop 14: 3,000 steps x 64 left pi0-small under-trained), 4 evals
@@ -207,7 +208,7 @@ PY
     read -r CKPT SFT_SUCCESS < <(bash "$0" pick)
     echo "picked $CKPT (eval success $SFT_SUCCESS)"; echo "$CKPT" > "$WORK/picked.txt"
     # FAILURE_STAGES=1: where the SFT policy's episodes stop (grasped / placed / success), beside its evaluation
-    [ -z "${FAILURE_STAGES:-}" ] || (python3 benchmarks/failure_stages.py "$CKPT" --policy "$POLICY" --obs-mode rgb \
+    [ -z "${FAILURE_STAGES:-}" ] || ("${PYTHON:-python3}" benchmarks/failure_stages.py "$CKPT" --policy "$POLICY" --obs-mode rgb \
       --camera-size 96 --max-steps "${EPISODE_STEPS:-150}" --episodes 32 > "$WORK/failure_stages.txt" 2>&1 &)
     # the SFT policy's 200 held-out episodes, beside the stochastic rollouts that pick RL's noise level
     CKPT=$CKPT TAG=sft bash "$0" eval "${FINAL_EPISODES:-200}" & sft_eval=$!
@@ -236,7 +237,7 @@ PY
     # Stop 22's lesson (RESULTS.md): GRPO from SFT improves the noisy policy and can wreck its mean when the
     # noisy rollouts succeed far less often than the mean. The largest level whose stochastic success is at
     # least NOISE_RATIO of the deterministic one (the noise_<level> evals above), else the smallest level.
-    python3 - "$WORK" "${NOISE_RATIO:-0.8}" "$@" <<'PY'
+    "${PYTHON:-python3}" - "$WORK" "${NOISE_RATIO:-0.8}" "$@" <<'PY'
 import json, sys
 work, ratio, levels = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
 def success(tag):

@@ -68,10 +68,12 @@ def check_collect_config(cfg: CollectRunConfig) -> None:
         if cfg.policy.checkpoint is None:
             raise ValueError("collect.source=policy needs policy.checkpoint=<a save_pretrained directory>")
         from .envs.action_settings import check_action_settings
+        from .eval import reject_sampling_overrides
         from .runners.evaluator import pick_device
         from .workers.policy_loading import check_policy_config
 
         check_policy_config(cfg.policy)
+        reject_sampling_overrides(dict(cfg.policy.overrides), c.deterministic, "collect.deterministic")
         check_action_settings(cfg.policy.checkpoint, cfg.env.id, cfg.env.kwargs)
         pick_device(c.device, "collect.device")
 

@@ -223,6 +223,7 @@ class EvalConfig:
     video_envs: Optional[int] = None  # tile the first k envs; None = the first min(4, num_envs)
     output_dir: Optional[str] = None  # defaults to Hydra's run directory
     device: str = "auto"
+    progress: bool = True  # the per-task progress bar; false keeps piped logs free of its carriage returns
 
     def __post_init__(self) -> None:
         reject_empty_paths(self, "eval", {"output_dir": "Hydra's run directory"})

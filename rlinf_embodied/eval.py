@@ -7,13 +7,15 @@ python -m rlinf_embodied.eval env=libero policy=pi0 policy.checkpoint=/ckpt/pi0 
 from __future__ import annotations
 
 import os
+import tempfile
+from typing import Any, Mapping
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 
 from .config import EvalConfig, EvalRunConfig, PolicyConfig, register_configs, typed_config
 from .paths import CONFIG_DIR, log_into, make_output_dir
-from .unread_settings import override_key, reject_unread_settings
+from .unread_settings import ineffective_setting_error, override_key, reject_unread_settings
 
 register_configs()
 
@@ -23,6 +25,64 @@ UNREAD_SETTINGS = {
     "env.num_envs": "python -m rlinf_embodied.eval steps eval.num_envs envs in parallel (env.num_envs sizes "
     "training's vector env); set eval.num_envs instead",
 }
+
+
+# policy.overrides fields that only sampled actions read: a deterministic act takes the Gaussian's mean (mlp, cnn,
+# OpenVLA-OFT's continuous head: init_log_std), the most likely action token (OpenVLA: temperature) or the flow's
+# plain ODE from fixed noise (pi0, GR00T, flow_mlp: the noise settings)
+SAMPLING_FIELDS = (
+    "init_log_std",
+    "temperature",
+    "noise_method",
+    "noise_level",
+    "noise_std_min",
+    "noise_std_max",
+    "stochastic_steps",
+)
+# and those only a deterministic act reads (the flow policies' fixed initial noise)
+DETERMINISTIC_FIELDS = ("deterministic_noise", "deterministic_seed")
+
+
+def reject_sampling_overrides(
+    overrides: Mapping[str, Any], deterministic: bool, setting: str = "eval.deterministic"
+) -> None:
+    """A sampling-noise override where the policy acts deterministically changes no action (before: accepted, and
+    "eval at noise 0.05" printed the same table as "eval at noise 0.5"); the flow policies' deterministic-noise
+    fields where it samples, likewise. `setting` names the switch (collect.deterministic for collect)."""
+    if deterministic:
+        reason = (
+            f"it shapes sampled actions only, and {setting}=true (the default) acts deterministically (the "
+            f"Gaussian's mean, the most likely action token, the flow's noise-free ODE); set {setting}=false to "
+            f"score the sampling policy with it (eval.seed then seeds the sampling), or drop the override"
+        )
+        names = SAMPLING_FIELDS
+    else:
+        reason = (
+            f"only a deterministic act reads it (the flow's fixed initial noise), and {setting}=false samples; "
+            f"set {setting}=true, or drop the override"
+        )
+        names = DETERMINISTIC_FIELDS
+    for name in names:
+        if name in overrides:
+            raise ineffective_setting_error("policy.overrides", name, overrides[name], reason)
+
+
+def check_writable_output_dir(path: str, setting: str) -> None:
+    """`path` is (or can be made) a directory this process can write into: checked before any env is built, with
+    the setting named. Before: a regular file read "cannot be created (File exists)", and an existing directory
+    that cannot be written (read-only, or a pseudo-filesystem like /proc/sys) failed in the log handler's open, or
+    at results.json after every episode had run."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise NotADirectoryError(f"{setting}={path!r} is a file, not a directory: give a writable directory")
+    make_output_dir(path, setting)
+    try:
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write_check_"):
+            pass
+    except OSError as error:
+        raise PermissionError(
+            f"{setting}={path!r} is not writable (creating a file in it failed: {error.strerror or error}): give a "
+            "writable directory"
+        ) from None
 
 
 def check_has_checkpoint(policy: PolicyConfig) -> None:
@@ -51,17 +111,21 @@ def given_video_settings(overrides: list[str], eval_cfg: EvalConfig) -> list[str
 @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="eval")
 def main(cfg) -> None:
     from .envs.registration import check_env
-    from .runners.evaluator import evaluate_policy, print_success_table
+    from .runners.evaluator import check_eval_seed, evaluate_policy, print_success_table
     from .workers.policy_loading import check_policy_config, warn_size_not_read
 
     reject_unread_settings(list(HydraConfig.get().overrides.task), UNREAD_SETTINGS)
     typed: EvalRunConfig = typed_config(cfg)
+    check_eval_seed(typed.eval)
     check_env(typed.env)
-    check_policy_config(typed.policy)  # an unknown size or override named before the env is built
+    # an unknown size or override, or an override of the checkpoint's architecture, named before the env is built
+    check_policy_config(typed.policy)
+    reject_sampling_overrides(dict(typed.policy.overrides), typed.eval.deterministic)
     warn_size_not_read(typed.policy, list(HydraConfig.get().overrides.task))
     check_has_checkpoint(typed.policy)
     output_dir = typed.eval.output_dir or HydraConfig.get().runtime.output_dir
-    make_output_dir(output_dir, "eval.output_dir")  # before the episodes: results.json is written after them
+    # before the episodes: results.json is written after them
+    check_writable_output_dir(output_dir, "eval.output_dir")
     log_into(output_dir, HydraConfig.get().runtime.output_dir, "eval.log")
     video_settings = given_video_settings(list(HydraConfig.get().overrides.task), typed.eval)
     results = evaluate_policy(typed.env, typed.policy, typed.eval, output_dir, video_settings=video_settings)

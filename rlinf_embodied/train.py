@@ -195,6 +195,18 @@ def main(cfg) -> None:
     typed.runner.output_dir = output_dir
     warn_size_not_read(typed.policy, list(HydraConfig.get().overrides.task))
     make_output_dir(output_dir, "runner.output_dir")
+    from .runners.metrics_logger import claim_output_dir
+
+    # before anything is written into it: another run's outputs there are refused, unless this run resumes from one
+    # of its checkpoints (the printed resume command does); held until the run ends
+    claim = claim_output_dir(output_dir, "runner.output_dir", typed.runner.resume, "runner.resume")
+    try:
+        _run_main(cfg, typed, output_dir)
+    finally:
+        os.close(claim)
+
+
+def _run_main(cfg, typed: TrainConfig, output_dir: str) -> None:
     log_into(output_dir, HydraConfig.get().runtime.output_dir, "train.log")
     OmegaConf.save(cfg, os.path.join(output_dir, "config.yaml"))
     stop = StopRequest()

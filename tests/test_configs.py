@@ -367,3 +367,48 @@ def test_every_entry_point_refuses_an_added_key_the_schema_lacks(entry, tmp_path
     with pytest.raises(SystemExit):
         module.main()
     assert "env.max_episode_step is not a setting of env" in capsys.readouterr().err
+
+
+def test_training_into_a_directory_holding_a_run_is_refused_unless_it_resumes_from_it(tmp_path, monkeypatch, capsys):
+    """Before: `python -m rlinf_embodied.train runner.output_dir=<a finished run>` exited 0 having truncated its
+    metrics.jsonl (3 lines -> 1) and mixed its checkpoints and TensorBoard events with the new run's. Now refused
+    before anything is written there; the printed resume command (runner.resume=<a checkpoint in it>) still runs."""
+    import logging
+    import sys
+
+    from rlinf_embodied import train
+    from rlinf_embodied.runners.metrics_logger import MetricsLogger
+
+    run = tmp_path / "run"
+    logger = MetricsLogger(str(run))
+    for iteration in range(3):
+        logger.log(iteration, {"train/loss": 0.5})
+        os.makedirs(run / "checkpoints" / f"iteration_{iteration:06d}")
+    logger.close()
+    before = (run / "metrics.jsonl").read_text()
+    started = []
+    monkeypatch.setattr(train, "run_training", lambda cfg, output_dir, stop=None: started.append(cfg) or [])
+    handlers = list(logging.getLogger().handlers)
+
+    def main(*overrides: str) -> None:
+        argv = ["train", *overrides, f"runner.output_dir={run}", f"hydra.run.dir={tmp_path / 'hydra'}"]
+        monkeypatch.setattr(sys, "argv", argv + ["hydra.output_subdir=null"])
+        try:
+            train.main()
+        finally:  # log_into's file handler: not into later tests
+            for handler in set(logging.getLogger().handlers) - set(handlers):
+                logging.getLogger().removeHandler(handler)
+                handler.close()
+
+    try:
+        with pytest.raises(SystemExit):
+            main()
+        error = capsys.readouterr().err
+        assert f"runner.output_dir='{run}' already holds a run's outputs (metrics.jsonl, checkpoints/" in error
+        assert f"runner.resume={run / 'checkpoints' / 'iteration_000002'}" in error and "<new dir>" in error
+        assert not started and (run / "metrics.jsonl").read_text() == before
+        assert not (run / "config.yaml").exists() and not (run / "train.log").exists()  # nothing written there
+        main(f"runner.resume={run / 'checkpoints' / 'iteration_000001'}", "runner.max_iterations=4")
+        assert [cfg.runner.resume for cfg in started] == [str(run / "checkpoints" / "iteration_000001")]
+    finally:
+        monkeypatch.undo()

@@ -118,6 +118,12 @@ def test_documented_command_composes(where, module, args, tmp_path):
 
         rules = UNREAD_SETTINGS if module == "eval" else unread_settings(typed.collect.source)
         reject_unread_settings(overrides, rules)
+    if module == "eval":  # eval's own start-up checks of its settings
+        from rlinf_embodied.eval import reject_sampling_overrides
+        from rlinf_embodied.runners.evaluator import check_eval_seed
+
+        check_eval_seed(typed.eval)
+        reject_sampling_overrides(dict(typed.policy.overrides), typed.eval.deterministic)
     if module == "place":  # place searches the layout: a documented one on its command line would be refused
         from rlinf_embodied.place import UNREAD_SETTINGS as PLACE_UNREAD
         from rlinf_embodied.unread_settings import reject_unread_settings
@@ -131,3 +137,22 @@ def test_documented_command_composes(where, module, args, tmp_path):
             typed.runner.resume = str(tmp_path)
 
         check_train_config(typed)  # the placement, or the checks `auto` gets before its profile
+
+
+def _readme_preset_settings() -> list[str]:
+    """The README's `policy=... policy.size=...` settings in backticks (the from-scratch VLA presets)."""
+    text = open(os.path.join(ROOT, "README.md")).read()
+    return [span for span in re.findall(r"`([^`\n]+)`", text) if re.match(r"policy=\w+ policy\.size=\S+", span)]
+
+
+def test_the_readmes_from_scratch_presets_pass_the_checks_as_written():
+    """Before: the README gave `policy.size=pi0-small` and `policy=openvla_oft policy.size=openvla-oft-small` as
+    from-scratch presets, and both were refused for want of a checkpoint (the VLA configs set
+    policy.require_checkpoint=true): the settings shown must pass as typed."""
+    settings = _readme_preset_settings()
+    sizes = {re.search(r"policy\.size=(\S+)", span).group(1) for span in settings}
+    assert {"pi0-small", "openvla-oft-small"} <= sizes, settings
+    for span in settings:
+        typed = compose_config("config", ["env=libero", *span.split()])
+        assert typed.policy.checkpoint is None
+        check_policy_config(typed.policy)  # refused (MissingCheckpointError) without require_checkpoint=false

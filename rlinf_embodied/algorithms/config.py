@@ -23,7 +23,11 @@ class AlgorithmConfig:
     adv_type: str = "gae"  # advantage estimator: "gae", "grpo", "reinforce_pp"
     loss_type: str = "ppo"  # policy loss: "ppo", "dapo"
     # Where the ratio is taken: "token" keeps every action token / dimension, "action" sums log-probs
-    # over act_dim (one ratio per action of the chunk), "chunk" sums over chunk and act_dim.
+    # over act_dim (one ratio per action of the chunk), "chunk" sums over chunk and act_dim. The entropy is
+    # reduced the same way, so train/entropy and entropy_coef's strength depend on it: per dimension at "token"
+    # (the mean of the dimensions' entropies), per action at "action" (their sum: act_dim times "token"'s, e.g.
+    # 4x on PushCube, 7x on LIBERO), per chunk at "chunk" (action_chunk x act_dim times). train/entropy is not
+    # comparable across levels (algorithm=grpo and dapo: token; ppo and reinforce_pp: action).
     logprob_level: str = "action"
 
     # ---- returns / advantages -------------------------------------------------------------------
@@ -46,8 +50,11 @@ class AlgorithmConfig:
     clip_ratio_high: float = 0.28
     value_clip: Optional[float] = None  # clip V around its rollout value by +-value_clip; None = off
     # Weight of the critic's loss; None = 0.5 for an estimator that reads a critic (GAE), 0 for the others
-    # (GRPO, Reinforce++), where a value > 0 is an error: they never read the critic it would train.
+    # (GRPO, Reinforce++), where a value > 0 is an error: they never read the critic it would train. GAE needs
+    # vf_coef > 0: it reads V(s) in every advantage, and 0 would leave that critic untrained.
     vf_coef: Optional[float] = None
+    # Weight of the entropy bonus, on the entropy at logprob_level: the same coefficient pulls act_dim times
+    # harder at "action" than at "token" (and action_chunk x act_dim times at "chunk"); scale it with the level.
     entropy_coef: float = 0.0
 
     # ---- optimisation ---------------------------------------------------------------------------
@@ -71,12 +78,17 @@ class AlgorithmConfig:
     # minibatches (RLinf's PPO for pi0: one step per whole rollout, micro-batches of 32). None = no splitting.
     micro_batch_size: Optional[int] = None
     max_grad_norm: float = 0.5
-    # Stop an iteration's update epochs once approx_kl exceeds this (loops that support it); None = off.
+    # Stop an iteration's update epochs once a minibatch's approx_kl (measured before its step, so the KL of the
+    # steps before it) exceeds this; None = off. With one step per update (update_epochs x num_minibatches == 1)
+    # there is no step to stop: a value other than the default is refused.
     target_kl: Optional[float] = 0.1
     # Adapt the policy's lr to the step it measures (rsl_rl's adaptive schedule), so one setting serves an mlp
-    # and a VLA: after each update a scale on lr is multiplied by 1.5 when the iteration's approx_kl was below
+    # and a VLA: after each update a scale on lr is multiplied by 1.5 when the update's KL was below
     # desired_kl / 2 and divided by 1.5 when above 2 * desired_kl, within [1 / adaptive_lr_max_scale,
-    # adaptive_lr_max_scale]. The value head's lr is not scaled. None = off.
+    # adaptive_lr_max_scale]. The value head's lr is not scaled. None = off. The update's KL is
+    # train/post_step_approx_kl, the mean over the minibatches evaluated after its first step (train/approx_kl
+    # also counts the first minibatch, measured before any step: ~0). So it needs update_epochs x num_minibatches
+    # >= 2, and desired_kl < target_kl / 2 (updates end at target_kl: a KL above 2 x desired_kl would hardly occur).
     desired_kl: Optional[float] = None
     adaptive_lr_max_scale: float = 10.0
     # Score the rollout's samples again with the actor, before its update, and use those log-probs as PPO's
@@ -131,21 +143,35 @@ class AlgorithmConfig:
 
     def _reject_critic_settings(self) -> None:
         """A critic-free estimator, or vf_coef=0, trains no critic: a critic setting away from its off value would do
-        nothing (vf_coef=0: a critic warmup would train nothing at all)."""
+        nothing (vf_coef=0: a critic warmup would train nothing at all). An estimator that reads a critic (GAE) needs
+        vf_coef > 0 itself: with 0 its advantages would come from a value head that never trains."""
         off = {"vf_coef": 0.0, "critic_warmup_iterations": 0, "value_lr": None, "value_clip": None}
         for key, off_value in off.items():
-            if self.uses_critic and getattr(self, key) != off_value:
+            if getattr(self, key) == off_value:
+                continue
+            if self.uses_critic:
                 raise ValueError(
                     f"algorithm.{key}={getattr(self, key)}: algorithm.vf_coef=0 trains no critic, so it would change "
                     f"nothing; set algorithm.{key}={'null' if off_value is None else off_value}, or vf_coef > 0 "
                     f"(0.5 is PPO's)"
                 )
-            if getattr(self, key) != off_value:
-                raise ValueError(
-                    f"algorithm.{key}={getattr(self, key)}: adv_type={self.adv_type!r} reads no critic, so there is "
-                    f"none to train; set algorithm.{key}={'null' if off_value is None else off_value} (as the config "
-                    f"group algorithm={self.adv_type} does) or use an estimator with a critic ({_critic_estimators()})"
-                )
+            raise ValueError(
+                f"algorithm.{key}={getattr(self, key)}: adv_type={self.adv_type!r} reads no critic, so there is "
+                f"none to train; set algorithm.{key}={'null' if off_value is None else off_value} (as the config "
+                f"group algorithm={self.adv_type} does) or use an estimator with a critic ({_critic_estimators()})"
+            )
+        if self.uses_critic:
+            self._reject_untrained_critic()
+
+    def _reject_untrained_critic(self) -> None:
+        """vf_coef=0 under an estimator that reads the critic: its advantages would come from an untrained head."""
+        raise ValueError(
+            f"algorithm.vf_coef={self.vf_coef}: adv_type={self.adv_type!r} reads the critic's values (V(s) in every "
+            f"advantage, V(final obs) at time-limit truncations), but vf_coef=0 never trains the critic, so the "
+            f"advantages would come from a randomly initialised value head; set algorithm.vf_coef > 0 (0.5 is PPO's; "
+            f"the config groups of critic-free estimators set 0), or a critic-free algorithm.adv_type "
+            f"({_critic_estimators(critic=False)})"
+        )
 
     def _first_set_outside(self, settings: tuple[str, ...], read: tuple[str, ...]) -> str | None:
         """The first of `settings` that is away from its default but not among those `read`; None if none is."""
@@ -243,24 +269,69 @@ class AlgorithmConfig:
         if self.micro_batch_size is not None:
             _at_least("micro_batch_size", self.micro_batch_size, 1)
         _positive("max_grad_norm", self.max_grad_norm)
-        if self.target_kl is not None:
-            _positive("target_kl", self.target_kl)
-        if self.desired_kl is not None:
-            _positive("desired_kl", self.desired_kl)
-            if self.target_kl is not None and self.desired_kl >= self.target_kl:
-                raise ValueError(
-                    f"algorithm.desired_kl={self.desired_kl} is not below algorithm.target_kl={self.target_kl}: "
-                    "updates stop at target_kl, so the adaptive lr would aim at a step it is never allowed to "
-                    "take; set desired_kl below target_kl (e.g. target_kl / 5) or target_kl=null"
-                )
-        _at_least("adaptive_lr_max_scale", self.adaptive_lr_max_scale, 1.0)
+        self._check_kl_settings()
         return self
 
+    @property
+    def optimizer_steps_per_update(self) -> int:
+        """The most optimizer steps one update takes: update_epochs x num_minibatches (target_kl may end it sooner)."""
+        return self.update_epochs * self.num_minibatches
 
-def _critic_estimators() -> list[str]:
+    def _check_kl_settings(self) -> None:
+        """target_kl and desired_kl act on the approx_kl of minibatches evaluated after an optimizer step (each
+        minibatch's is measured before its own step, the first's before any: ~0). With a single step per update
+        there is none; and with desired_kl at or above target_kl / 2, updates ended at target_kl practically never
+        reach the adaptive lr's decrease branch (approx_kl > 2 x desired_kl)."""
+        _at_least("adaptive_lr_max_scale", self.adaptive_lr_max_scale, 1.0)
+        if self.target_kl is not None:
+            _positive("target_kl", self.target_kl)
+            if self.optimizer_steps_per_update == 1:
+                reason = (
+                    f"{self._one_step_per_update()}, and target_kl can only skip steps after the first; set "
+                    f"update_epochs x num_minibatches >= 2 (e.g. algorithm.num_minibatches=2), or leave target_kl at "
+                    f"its default ({field_default(self, 'target_kl')}) or null"
+                )
+                reject_ineffective_setting(self, "algorithm", "target_kl", reason)
+        if self.desired_kl is None:
+            return
+        _positive("desired_kl", self.desired_kl)
+        if self.optimizer_steps_per_update == 1:
+            raise ValueError(
+                f"algorithm.desired_kl={self.desired_kl}: {self._one_step_per_update()}, so the adaptive lr would "
+                f"read ~0 and grow x1.5 every iteration up to adaptive_lr_max_scale; set update_epochs x "
+                f"num_minibatches >= 2 (e.g. algorithm.num_minibatches=2), or desired_kl=null"
+            )
+        if self.target_kl is None:
+            return
+        if self.desired_kl >= self.target_kl:
+            raise ValueError(
+                f"algorithm.desired_kl={self.desired_kl} is not below algorithm.target_kl={self.target_kl}: "
+                "updates stop at target_kl, so the adaptive lr would aim at a step it is never allowed to "
+                "take; set desired_kl below target_kl (e.g. target_kl / 5) or target_kl=null"
+            )
+        if 2 * self.desired_kl >= self.target_kl:
+            raise ValueError(
+                f"algorithm.desired_kl={self.desired_kl} is not below algorithm.target_kl / 2 = {self.target_kl / 2:g}: "
+                f"the adaptive lr shrinks only after an update whose approx_kl exceeds 2 x desired_kl = "
+                f"{2 * self.desired_kl:g}, but updates stop at target_kl={self.target_kl}, so the lr could practically "
+                f"only grow (up to adaptive_lr_max_scale); set desired_kl < target_kl / 2 (e.g. target_kl / 5 = "
+                f"{self.target_kl / 5:g}) or target_kl=null"
+            )
+
+    def _one_step_per_update(self) -> str:
+        """Why a KL setting has nothing to read when an update takes one optimizer step."""
+        return (
+            f"algorithm.update_epochs={self.update_epochs} x algorithm.num_minibatches={self.num_minibatches} take one "
+            f"optimizer step per update, and each minibatch's approx_kl is measured before its own step: no KL after a "
+            f"step is ever measured"
+        )
+
+
+def _critic_estimators(critic: bool = True) -> list[str]:
+    """The registered estimators that read a critic (critic=False: those that do not)."""
     from .registry import advantage_names, advantage_traits
 
-    return [name for name in advantage_names() if advantage_traits(name).critic]
+    return [name for name in advantage_names() if advantage_traits(name).critic == critic]
 
 
 def _one_of(key: str, value: str, valid, what: str) -> None:
@@ -300,7 +371,8 @@ def annealed_lr(cfg: AlgorithmConfig, iteration: int, max_iterations: int, base_
 
 
 def adapted_lr_scale(cfg: AlgorithmConfig, scale: float, approx_kl: float) -> float:
-    """The policy lr's scale after an update that measured `approx_kl` (algorithm.desired_kl; unchanged when off)."""
+    """The policy lr's scale after an update that measured `approx_kl` (algorithm.desired_kl; unchanged when off).
+    The actor passes the KL of the minibatches evaluated after the update's first step (post_step_approx_kl)."""
     if cfg.desired_kl is None:
         return scale
     if approx_kl > 2.0 * cfg.desired_kl:

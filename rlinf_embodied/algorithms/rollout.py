@@ -13,7 +13,12 @@ Per-step inputs (T, N) are treated as chunks of C = 1.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
+
+# Sums a tensor of statistics over the ranks that each hold a slice of the batch (sum_over_ranks, or a test's)
+SumOverRanks = Callable[[torch.Tensor], torch.Tensor]
 
 
 def as_chunked(x: torch.Tensor) -> torch.Tensor:
@@ -100,3 +105,30 @@ def normalize(x: torch.Tensor, mask: torch.Tensor | None = None, eps: float = 1e
     if values.numel() < 2:
         return x - values.mean() if values.numel() else x
     return (x - values.mean()) / (values.std() + eps)
+
+
+def sum_over_ranks(stats: torch.Tensor) -> torch.Tensor:
+    """`stats` summed over every rank of the default torch.distributed process group (in a worker: its own group's
+    ranks, e.g. the actor's); unchanged where none is initialised or it has one rank. Every rank must call it."""
+    dist = torch.distributed
+    if not dist.is_available() or not dist.is_initialized() or dist.get_world_size() == 1:
+        return stats
+    on_gpu = dist.get_backend() == "nccl"  # NCCL reduces GPU tensors only
+    reduced = stats.to(torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu"))
+    dist.all_reduce(reduced)
+    return reduced.to(stats.device)
+
+
+def normalize_over_ranks(x: torch.Tensor, eps: float = 1e-8, sum_stats: SumOverRanks = sum_over_ranks) -> torch.Tensor:
+    """normalize(x) with the mean and unbiased std of every rank's x together, where each rank holds a slice of the
+    batch: one reduction of (count, sum, sum of squares) in float64. With one rank it is normalize(x)."""
+    values = x.detach().reshape(-1).to(torch.float64)
+    local = torch.stack([values.new_tensor(float(values.numel())), values.sum(), values.square().sum()])
+    count, total, squares = sum_stats(local).tolist()
+    if count < 1:
+        return x
+    mean = total / count
+    if count < 2:
+        return x - mean
+    variance = max(squares - count * mean * mean, 0.0) / (count - 1)
+    return (x - mean) / (variance**0.5 + eps)

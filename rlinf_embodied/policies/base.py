@@ -156,11 +156,29 @@ def reject_value_head_overrides(
         reject_ineffective_overrides(overrides, section, config_class.value_head_fields, reason)
 
 
-def reject_lora_settings_without_rank(config: Any) -> None:
-    """lora_alpha / lora_dropout configure the adapters that only lora_rank > 0 adds."""
+def check_lora_settings(config: Any) -> None:
+    """The LoRA settings of a config with lora_rank / lora_alpha / lora_dropout (the flow VLAs', the Prismatic ones'),
+    refused where peft cannot use them (before: lora_alpha=0 made the adapters' scale lora_alpha / lora_rank 0, so
+    they never got a gradient and the frozen language model never trained, and a negative one flipped every adapter
+    update; lora_dropout=2.0 passed every start-up check and failed in each worker with torch's message), and
+    lora_alpha / lora_dropout where no adapter reads them (lora_rank=0; defaults pass, so saved configs load)."""
+    if not config.lora_alpha > 0:
+        raise ValueError(
+            f"lora_alpha={config.lora_alpha} must be > 0: the adapters' output is scaled by lora_alpha / lora_rank, "
+            "so 0 leaves them without a gradient and a negative value flips every update (peft's usual: 2 * lora_rank)"
+        )
+    if not 0.0 <= config.lora_dropout < 1.0:
+        raise ValueError(
+            f"lora_dropout={config.lora_dropout} must lie in [0, 1): the probability of dropping each adapter input "
+            "(0 = no dropout)"
+        )
     if config.lora_rank == 0:
         for name in ("lora_alpha", "lora_dropout"):
             reject_ineffective_setting(config, "", name, "lora_rank=0 adds no LoRA adapters; set lora_rank > 0")
+
+
+# The former name, which the Prismatic configs (vla_common/config.py) call: the same checks.
+reject_lora_settings_without_rank = check_lora_settings
 
 
 CONFIG_FILE = "config.json"

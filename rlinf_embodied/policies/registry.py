@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 
-from .base import Policy, checkpoint_config_path, converter_module, read_json_file
+from .base import CONFIG_FILE, Policy, checkpoint_config_path, converter_module, read_json_file
 
 # name -> "module:Class", imported on first use so `import rlinf_embodied` stays light.
 _POLICIES: dict[str, str] = {}
@@ -54,3 +54,40 @@ def upstream_checkpoint_error(path: str) -> ValueError:
         f"{path!r}: its config.json names no policy, so it is an upstream layout, not a directory written by "
         f"save_pretrained; convert it with its policy's converter first, one of: {'; '.join(commands)}"
     )
+
+
+def check_overrides_fit_checkpoint(
+    name: str, checkpoint: str | os.PathLike | None, overrides: dict, section: str = "policy.overrides"
+) -> None:
+    """Refuse overrides of the fields that shape a checkpoint's weights (the config class's `architecture_fields`,
+    e.g. mlp's hidden_dim) with a value other than its config.json's: the weights would not load. Reads only the
+    config.json (read_json_file's cached parse), so entry points run it before any env, worker or model is built.
+    Before: the workers failed while loading, naming a tensor ("actor.0.bias has shape (256,), this mlp config
+    needs (128,)") and not the override, after Ray and every env had started (minutes, for a 7B VLA)."""
+    if checkpoint is None:
+        return
+    fields = getattr(policy_class(name).config_class, "architecture_fields", ())
+    path = os.path.join(os.fspath(checkpoint), CONFIG_FILE)
+    if not fields or not os.path.isfile(path):
+        return  # no checkpoint directory: the start-up checks name it
+    saved = read_json_file(path)
+    if saved.get("policy") != name:
+        return  # an upstream layout (converted at load) or another policy's (refused by name elsewhere)
+    changed = [
+        key for key in fields if key in overrides and key in saved and _plain(overrides[key]) != _plain(saved[key])
+    ]
+    if changed:
+        given = ", ".join(f"{section}.{key}={_plain(overrides[key])!r}" for key in changed)
+        trained = ", ".join(f"{key}={saved[key]!r}" for key in changed)
+        raise ValueError(
+            f"{given}: policy.checkpoint={os.fspath(checkpoint)!r} was trained with {trained} (its {CONFIG_FILE}), "
+            f"which sets the shapes of its weights, so they would not load; drop the override (the checkpoint's "
+            f"{CONFIG_FILE} sets the architecture), or train a new policy (no policy.checkpoint) to change it"
+        )
+
+
+def _plain(value):
+    """Hydra's ListConfig (and tuples) as plain lists, so an override compares equal to config.json's list."""
+    if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__iter__"):
+        return value
+    return [_plain(item) for item in value]

@@ -523,36 +523,53 @@ def check_env_split(cfg: TrainConfig, placement: ComponentPlacement) -> None:
     check_minibatches_fit(cfg, len(placement.gpus("actor")))
 
 
+# dynamic sampling keeps fewer samples than a rollout holds, never more (ActorWorker.train_collected)
+DYNAMIC_SAMPLING_BOUND = " (algorithm.dynamic_sampling trains on at most one rollout's worth)"
+
+
 def check_minibatches_fit(cfg: TrainConfig, actor_ranks: int) -> None:
     """Each actor rank splits its samples (policy calls of its envs) into algorithm.num_minibatches; the rank with
     the fewest has at most the mean, env.num_envs x runner.rollout_steps / ranks. Before: the actor's error after the
-    first rollout. (Dynamic sampling changes the batch per iteration: the actor checks it then.)"""
+    first rollout. Dynamic sampling trains on at most one rollout's worth of groups (ActorWorker.train_collected),
+    so these bounds hold for it too; only the minibatches-of-1 check depends on how many groups it keeps."""
     algo = cfg.algorithm
     samples = cfg.env.num_envs * cfg.runner.rollout_steps
-    if algo.dynamic_sampling:
-        return
+    bound = DYNAMIC_SAMPLING_BOUND if algo.dynamic_sampling else ""
     if algo.num_minibatches * actor_ranks > samples:
         raise ValueError(
             f"algorithm.num_minibatches={algo.num_minibatches} x {actor_ranks} actor rank(s) > env.num_envs x "
             f"runner.rollout_steps = {cfg.env.num_envs} x {cfg.runner.rollout_steps} = {samples} samples per "
-            f"iteration: some minibatch would be empty; set algorithm.num_minibatches <= "
+            f"iteration{bound}: some minibatch would be empty; set algorithm.num_minibatches <= "
             f"{samples // actor_ranks // (2 if algo.normalize_in_loss else 1)}"
         )
-    if algo.normalize_in_loss and (samples // actor_ranks) // algo.num_minibatches < 2:
-        # before: a one-sample minibatch's normalised advantage is x - mean = 0, so only the critic trained
+    if not algo.dynamic_sampling:
+        check_minibatches_hold_two_samples(cfg, samples // actor_ranks)
+    check_micro_batches_split(cfg, actor_ranks, bound)
+
+
+def check_minibatches_hold_two_samples(cfg: TrainConfig, samples_per_rank: int) -> None:
+    """A one-sample minibatch's normalised advantage is x - mean = 0: only the critic would train."""
+    algo = cfg.algorithm
+    if algo.normalize_in_loss and samples_per_rank // algo.num_minibatches < 2:
         raise ValueError(
-            f"algorithm.num_minibatches={algo.num_minibatches} splits {samples // actor_ranks} samples per actor rank "
+            f"algorithm.num_minibatches={algo.num_minibatches} splits {samples_per_rank} samples per actor rank "
             f"into minibatches of 1, and adv_type={algo.adv_type!r} normalises advantages per minibatch "
             f"(algorithm.normalize_advantages=true): every advantage would be 0 and the policy would not train; set "
-            f"algorithm.num_minibatches <= {samples // actor_ranks // 2}, or normalize_advantages=false"
+            f"algorithm.num_minibatches <= {samples_per_rank // 2}, or normalize_advantages=false"
         )
+
+
+def check_micro_batches_split(cfg: TrainConfig, actor_ranks: int, bound: str = "") -> None:
+    """algorithm.micro_batch_size at or above the largest minibatch would split nothing (`bound`: a note where
+    dynamic sampling bounds the batch by one rollout's worth)."""
+    algo = cfg.algorithm
     largest = largest_minibatch(cfg, actor_ranks)
     if algo.micro_batch_size is not None and algo.micro_batch_size >= largest:
         raise ValueError(
             f"algorithm.micro_batch_size={algo.micro_batch_size} is not below the largest minibatch, {largest} "
-            f"samples (env.num_envs x runner.rollout_steps = {samples} over {actor_ranks} actor rank(s) / "
-            f"algorithm.num_minibatches={algo.num_minibatches}), so it would split nothing; set it below {largest}, "
-            f"or null"
+            f"samples (env.num_envs x runner.rollout_steps = {cfg.env.num_envs * cfg.runner.rollout_steps}{bound} "
+            f"over {actor_ranks} actor rank(s) / algorithm.num_minibatches={algo.num_minibatches}), so it would "
+            f"split nothing; set it below {largest}, or null"
         )
 
 

@@ -1,7 +1,14 @@
-"""Evaluation: N episodes per task with the deterministic policy, a success table, results.json, videos."""
+"""Evaluation: N episodes per task with the deterministic policy, a success table, results.json, videos.
+
+Two success numbers per task, as training's metrics name them: `success_once_rate` (the episode succeeded at some
+step: training's `success_once`) and `success_at_end_rate` (it succeeded at its final step: training's
+`success_rate`). results.json keeps the key `success_rate` (and `overall_success_rate`) for the success at any step,
+as before, for the scripts that read it; the table labels its columns "success (any step)" and "success at end".
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -10,15 +17,17 @@ from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 import gymnasium as gym
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from ..config import EnvConfig, EvalConfig, PolicyConfig
 from ..datasets.demo_seeds import check_checkpoint_held_out
-from ..envs.action_settings import check_action_settings
+from ..envs.action_settings import check_action_settings, trained_env_note
+from ..envs.batching import MAX_SEED
 from ..envs.metrics import ended_env_indices, episodes_from_info
 from ..envs.spec import env_spec
-from ..workers.policy_loading import build_policy, check_policy_cameras
+from ..workers.policy_loading import build_policy, check_policy_cameras, resolved_policy_config
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +47,20 @@ class TaskResult:
     successes_at_end: int = 0
 
     @property
-    def success_rate(self) -> float:
+    def success_once_rate(self) -> float:
+        """Episodes that succeeded at any step (training's `success_once`)."""
         return self.successes / max(self.episodes, 1)
+
+    @property
+    def success_at_end_rate(self) -> float:
+        """Episodes that succeeded at their final step (training's `success_rate`)."""
+        return self.successes_at_end / max(self.episodes, 1)
+
+    @property
+    def success_rate(self) -> float:
+        """success_once_rate, under the name results.json has always given it (training's `success_rate` is
+        success_at_end_rate: use the explicit names)."""
+        return self.success_once_rate
 
 
 def evaluate_policy(
@@ -55,6 +76,7 @@ def evaluate_policy(
     start from `env.reset(seed=eval.seed)`, so a reused env plays the episodes a new one would.
     `video_settings`: the video settings the user gave ("eval.video_envs=2"), refused where no video can be
     written (make_eval_env)."""
+    check_eval_seed(eval_cfg)
     # the first episode of each env is seeded eval.seed + env index; later ones come from the env's own RNG
     check_checkpoint_held_out(
         policy_cfg.checkpoint,
@@ -74,15 +96,62 @@ def evaluate_policy(
             env = make_eval_env(env_cfg, eval_cfg, task_id, output_dir, video_settings)
         if policy is None:
             spec = env_spec(env)
-            check_policy_cameras(policy_cfg, spec, env_cfg.id)
+            try:
+                check_policy_cameras(policy_cfg, spec, env_cfg.id)
+                check_policy_fits_env(policy_cfg, env, spec, env_cfg.id)
+            except ValueError:
+                if env_cache is None:
+                    env.close()
+                raise
             policy = build_policy(policy_cfg, spec["action_dim"], spec["state_dim"], device).eval()
         results.append(_run_task(env, policy, eval_cfg, task_id, env_cfg.id, device))
         if env_cache is None:
             env.close()
         else:
             env_cache[task_id] = env
-    write_results(results, output_dir, {"seed": eval_cfg.seed, "num_envs": eval_cfg.num_envs})
+    write_results(
+        results,
+        output_dir,
+        {"seed": eval_cfg.seed, "num_envs": eval_cfg.num_envs},
+        deterministic=eval_cfg.deterministic,
+    )
     return results
+
+
+def check_eval_seed(eval_cfg: EvalConfig) -> None:
+    """env i's first episode is seeded eval.seed + i, and the simulators take seeds up to MAX_SEED (2**32 - 1):
+    checked before any env or policy is built (before: reset's error, naming reset(seed=...), after both were)."""
+    last = eval_cfg.seed + eval_cfg.num_envs - 1
+    if last > MAX_SEED:
+        raise ValueError(
+            f"eval.seed={eval_cfg.seed}: env i's first episode is seeded eval.seed + i, up to eval.seed + "
+            f"eval.num_envs - 1 = {last}, above the largest seed {MAX_SEED}; valid with eval.num_envs="
+            f"{eval_cfg.num_envs}: 0 <= eval.seed <= {MAX_SEED - eval_cfg.num_envs + 1}"
+        )
+
+
+def check_policy_fits_env(policy_cfg: PolicyConfig, env, spec: dict, env_id: str) -> None:
+    """Before the policy is built and any episode played: a checkpoint that reads state observations of another
+    width than the env gives (before: the policy's shape error in the first act, after the envs had started), and
+    Gaussian action bounds wider than the env's action space (the env would clip the difference)."""
+    config = resolved_policy_config(policy_cfg, spec["action_dim"], spec["state_dim"])
+    if config is None:  # an upstream layout, converted (and checked) at load
+        return
+    reads_state = config.state_dim > 0 and getattr(config, "use_proprio", True)
+    if policy_cfg.checkpoint is not None and reads_state and config.state_dim != spec["state_dim"]:
+        gives = f"state_dim={spec['state_dim']}" if spec["state_dim"] else "no state observation (state_dim=0)"
+        raise ValueError(
+            f"policy.checkpoint={policy_cfg.checkpoint!r} reads state observations of width state_dim="
+            f"{config.state_dim} (its config.json), but env {env_id!r} gives {gives}"
+            f"{trained_env_note(policy_cfg.checkpoint)}; evaluate it on an env with the observations it was trained on"
+        )
+    check_bounds = getattr(config, "check_within_action_space", None)
+    space = getattr(env, "single_action_space", None)
+    if check_bounds is not None and hasattr(space, "low") and hasattr(space, "high"):
+        width = spec["action_dim"]
+        low = np.broadcast_to(np.asarray(space.low, np.float64), space.shape).reshape(-1, width).max(axis=0)
+        high = np.broadcast_to(np.asarray(space.high, np.float64), space.shape).reshape(-1, width).min(axis=0)
+        check_bounds(low, high, f"env {env_id!r}")
 
 
 def eval_tasks(eval_cfg: EvalConfig, env_cfg: EnvConfig) -> list[Optional[int]]:
@@ -164,27 +233,50 @@ def episode_quotas(num_episodes: int, num_envs: int) -> list[int]:
     return [share + (env_index < extra) for env_index in range(num_envs)]
 
 
+@contextlib.contextmanager
+def seeded_sampling(seed: int, device) -> Any:
+    """torch's global RNG (which the policies sample from) seeded with `seed` inside, restored after: a stochastic
+    evaluation (eval.deterministic=false) plays the same actions for the same eval.seed (before: only the envs
+    followed eval.seed, and two runs of one command differed), and SFT's evaluations leave its training's random
+    stream as it was."""
+    device = torch.device(device)
+    devices = (
+        [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    )
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
 @torch.no_grad()
 def _run_task(env, policy, eval_cfg: EvalConfig, task_id, env_id: str, device) -> TaskResult:
-    """Step until every env has played its share of `num_episodes` (episode_quotas); count its episodes in order."""
+    """Step until every env has played its share of `num_episodes` (episode_quotas); count its episodes in order.
+    The policy samples from eval.seed (seeded_sampling); eval.progress=false hides the
+    progress bar, whose carriage-return updates fill a piped log."""
     obs, _ = env.reset(seed=eval_cfg.seed)
     quotas = episode_quotas(eval_cfg.num_episodes, env.num_envs)
     played = [0] * env.num_envs
     returns, lengths, successes, successes_at_end = [], [], [], []
-    progress = tqdm(total=eval_cfg.num_episodes, desc=f"eval {env_id} task={task_id}", leave=False)
+    progress = tqdm(
+        total=eval_cfg.num_episodes,
+        desc=f"eval {env_id} task={task_id}",
+        leave=False,
+        disable=not eval_cfg.progress,
+    )
     instruction = obs.get("instruction", [""])[0] if isinstance(obs, dict) else ""
-    while len(returns) < eval_cfg.num_episodes:
-        obs_device = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in obs.items()}
-        actions = policy.act(obs_device, deterministic=eval_cfg.deterministic).actions.float().cpu()
-        obs, _, _, _, info = env.step(actions)
-        for env_index, episode in zip(ended_env_indices(info), episodes_from_info(info)):
-            if played[env_index] < quotas[env_index]:
-                played[env_index] += 1
-                returns.append(episode["episode_return"])
-                lengths.append(episode["episode_length"])
-                successes.append(bool(episode["success_once"]))
-                successes_at_end.append(bool(episode["success"]))
-                progress.update(1)
+    with seeded_sampling(eval_cfg.seed, device):
+        while len(returns) < eval_cfg.num_episodes:
+            obs_device = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in obs.items()}
+            actions = policy.act(obs_device, deterministic=eval_cfg.deterministic).actions.float().cpu()
+            obs, _, _, _, info = env.step(actions)
+            for env_index, episode in zip(ended_env_indices(info), episodes_from_info(info)):
+                if played[env_index] < quotas[env_index]:
+                    played[env_index] += 1
+                    returns.append(episode["episode_return"])
+                    lengths.append(episode["episode_length"])
+                    successes.append(bool(episode["success_once"]))
+                    successes_at_end.append(bool(episode["success"]))
+                    progress.update(1)
     progress.close()
     video = getattr(env, "last_video_path", None)
     name = env_id if task_id is None else f"{env_id}[task {task_id}]"
@@ -200,10 +292,21 @@ def _run_task(env, policy, eval_cfg: EvalConfig, task_id, env_id: str, device) -
     )
 
 
-def write_results(results: list[TaskResult], output_dir: str, episodes_from: dict[str, int] | None = None) -> str:
-    """results.json; `episodes_from`: what picked the episodes (eval.seed and eval.num_envs)."""
+def write_results(
+    results: list[TaskResult],
+    output_dir: str,
+    episodes_from: dict[str, int] | None = None,
+    deterministic: bool | None = None,
+) -> str:
+    """results.json; `episodes_from`: what picked the episodes (eval.seed and eval.num_envs); `deterministic`:
+    eval.deterministic (the policy's mean action, or actions sampled from eval.seed).
+
+    Per task and overall: `success_once_rate` (success at any step, training's `success_once`) and
+    `success_at_end_rate` (success at the final step, training's `success_rate`). `success_rate` and
+    `overall_success_rate` are kept, meaning success at any step as before, for scripts that read them."""
     os.makedirs(output_dir, exist_ok=True)
     total_episodes = sum(r.episodes for r in results)
+    overall_once = sum(r.successes for r in results) / max(total_episodes, 1)
     payload = {
         "tasks": [
             {
@@ -212,6 +315,8 @@ def write_results(results: list[TaskResult], output_dir: str, episodes_from: dic
                 "episodes": r.episodes,
                 "successes": r.successes,
                 "successes_at_end": r.successes_at_end,
+                "success_once_rate": r.success_once_rate,
+                "success_at_end_rate": r.success_at_end_rate,
                 "success_rate": r.success_rate,
                 "mean_return": r.mean_return,
                 "mean_length": r.mean_length,
@@ -219,9 +324,14 @@ def write_results(results: list[TaskResult], output_dir: str, episodes_from: dic
             }
             for r in results
         ],
-        "overall_success_rate": sum(r.successes for r in results) / max(total_episodes, 1),
+        "overall_success_once_rate": overall_once,
+        "overall_success_at_end_rate": sum(r.successes_at_end for r in results) / max(total_episodes, 1),
+        "overall_success_rate": overall_once,
+        "success_rate_means": "success_once_rate: success at any step (kept under this name for compatibility; "
+        "training's success_rate is success_at_end_rate)",
         "episodes": total_episodes,
         **({"episodes_from": episodes_from} if episodes_from else {}),
+        **({"deterministic": deterministic} if deterministic is not None else {}),
     }
     path = os.path.join(output_dir, "results.json")
     with open(path, "w") as f:
@@ -229,24 +339,36 @@ def write_results(results: list[TaskResult], output_dir: str, episodes_from: dic
     return path
 
 
+SUCCESS_COLUMNS = ("success (any step)", "success at end")
+
+
 def print_success_table(results: list[TaskResult]) -> None:
     """The success table on stdout, every task name in full: escaped, since rich read "[task 0]" of
     "rlinf/LIBERO-Spatial[task 0]" as markup and dropped it, and as wide as it needs where stdout is no terminal
-    (a pipe or a log file), where rich's 80 columns cut "rlinf/ManiSkill-PushCube" to "rlinf/ManiSkill-PushC…"."""
+    (a pipe or a log file), where rich's 80 columns cut "rlinf/ManiSkill-PushCube" to "rlinf/ManiSkill-PushC…".
+    Both success numbers, named apart (before: one "success rate" column, success at any step, while training's
+    success_rate is success at the final step)."""
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="Evaluation")
     table.add_column("task", overflow="fold")  # a terminal narrower than a name wraps it instead of cutting it
-    for column in ("episodes", "success rate", "mean return", "mean length"):
+    for column in ("episodes", *SUCCESS_COLUMNS, "mean return", "mean length"):
         table.add_column(column)
     for r in results:
         table.add_row(
-            escape(r.task), str(r.episodes), f"{r.success_rate:.1%}", f"{r.mean_return:.2f}", f"{r.mean_length:.1f}"
+            escape(r.task),
+            str(r.episodes),
+            f"{r.success_once_rate:.1%}",
+            f"{r.success_at_end_rate:.1%}",
+            f"{r.mean_return:.2f}",
+            f"{r.mean_length:.1f}",
         )
-    overall = sum(r.successes for r in results) / max(sum(r.episodes for r in results), 1)
-    table.add_row("all", str(sum(r.episodes for r in results)), f"{overall:.1%}", "", "")
+    episodes = max(sum(r.episodes for r in results), 1)
+    once = sum(r.successes for r in results) / episodes
+    at_end = sum(r.successes_at_end for r in results) / episodes
+    table.add_row("all", str(sum(r.episodes for r in results)), f"{once:.1%}", f"{at_end:.1%}", "", "")
     console = Console()
     if not console.is_terminal:
         natural = console.measure(table, options=console.options.update_width(sys.maxsize)).maximum

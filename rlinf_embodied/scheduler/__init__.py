@@ -9,6 +9,8 @@ from typing import Any
 
 _EXPORTS = {
     "Channel": ".channel",
+    "ChannelGoneError": ".channel",
+    "ChannelItemError": ".channel",
     "Cluster": ".cluster",
     "NodeInfo": ".cluster",
     "ComponentPlacement": ".placement",

@@ -12,12 +12,21 @@ Transport: a Ray actor call costs about a millisecond, and the rollout loop make
 (obs put/get, action put/get). So the actor also serves its queues on a node-local Unix socket
 (`node_local=True`, the default): a handle on the same node sends put/get as pickled frames over
 it (tens of microseconds), one connection per thread; other nodes, `qsize` and the async methods go
-through Ray. Both reach the same queues, so they mix freely.
+through Ray. Both reach the same queues and serialize alike, so they mix freely: an item is pickled as Ray
+pickles (ray.cloudpickle: lambdas, classes of the driver's `__main__` and modules registered with
+`ray.cloudpickle.register_pickle_by_value` travel by value; everything else by reference, so its module must be
+importable where it is read). Large items put through the socket travel through the actor as bytes (the Ray path
+`ray.put`s them, see above).
+
+An item that cannot be pickled is refused at `put` (TypeError naming its type). An item that cannot be unpickled
+where it is read (its class's module is not importable there) raises ChannelItemError at `get`, naming its type
+and the reason, and stays first in its key's queue: nothing is lost. `get(timeout=...)` bounds a wait.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import pickle
@@ -31,6 +40,7 @@ from typing import Any
 
 import numpy as np
 import ray
+import ray.cloudpickle
 
 from .names import check_name
 
@@ -45,25 +55,88 @@ CLOSE_TIMEOUT_S = 10.0  # how long destroy() waits for the actor to refuse furth
 _CREATED: dict[str, Any] = {}
 
 
-# Node-local frames. Request: op (1 byte), key length (4), payload length (8), key, payload.
-# Reply: status (1 byte), payload length (8), payload (the pickled item, or an error message).
-_REQUEST, _REPLY = "<BIQ", "<BQ"  # struct formats (plain strings: the actor class must pickle)
+# Node-local frames. Request: op (1 byte), key length (4), item type length (4), payload length (8), key, item type,
+# payload (a put's pickled item; a get's timeout as a double, or nothing).
+# Reply: status (1 byte), item type length (4), payload length (8), item type, payload (the pickled item, or an
+# error message).
+_REQUEST, _REPLY = "<BIIQ", "<BIQ"  # struct formats (plain strings: the actor class must pickle)
 _REQUEST_SIZE, _REPLY_SIZE = struct.calcsize(_REQUEST), struct.calcsize(_REPLY)
-_PUT, _GET = 1, 2
-_OK, _ERROR = 0, 1
+_PUT, _GET, _UNGET = 1, 2, 3  # _UNGET: put an item a reader could not unpickle back, first in its queue
+_OK, _ERROR, _TIMEOUT, _UNREADABLE = 0, 1, 2, 3
+_TIMEOUT_FORMAT = "<d"
+# Channel names under this prefix are worker groups' p2p mailboxes (scheduler/worker.py).
+RESERVED_PREFIX = "__p2p__/"
 
 
 class ChannelGoneError(RuntimeError):
     """The channel was destroyed, or its actor died."""
 
 
+class ChannelItemError(RuntimeError):
+    """An item of the channel cannot be unpickled in the reading process; it stays first in its key's queue."""
+
+
+def _type_name(item: Any) -> str:
+    cls = type(item)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _by_value_modules() -> set:
+    return getattr(getattr(ray.cloudpickle, "cloudpickle", None), "_PICKLE_BY_VALUE_MODULES", set())
+
+
+def _dumps(item: Any) -> bytes:
+    """`item` pickled as Ray pickles it (ray.cloudpickle), through the faster stdlib pickle where that gives what
+    cloudpickle would: stdlib pickle stores every class and function by reference, which a worker cannot resolve for
+    one of the driver's `__main__` or of a module registered by value (before: accepted by put, then the get failed
+    in the worker, and the item was lost), and refuses lambdas and local classes (before: refused by put on this
+    transport and accepted by put_async). TypeError naming the item's type where neither can pickle it."""
+    try:
+        data = pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
+        if b"__main__" not in data and not any(name.encode() in data for name in _by_value_modules()):
+            return data
+    except Exception:  # noqa: BLE001 - any failure: cloudpickle decides
+        pass
+    try:
+        return ray.cloudpickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as error:  # noqa: BLE001
+        raise TypeError(
+            f"a channel item of type {_type_name(item)} cannot be pickled ({type(error).__name__}: {error}); "
+            "put plain data, tensors, arrays or instances of importable classes"
+        ) from None
+
+
+class _ItemUnreadable(Exception):
+    """The channel actor could not unpickle a queued item (a large one put through Ray) for a socket reader."""
+
+
+class _KeyQueue(asyncio.Queue):
+    """asyncio.Queue that can put an item back first (a reader could not unpickle it)."""
+
+    def put_front_nowait(self, item: Any) -> None:
+        """First in the queue, beyond maxsize if need be (it held the item a moment ago)."""
+        self._queue.appendleft(item)
+        self._unfinished_tasks += 1
+        self._finished.clear()
+        self._wakeup_next(self._getters)
+
+
+async def _take(queue: asyncio.Queue, timeout: float | None) -> tuple:
+    """The queue's next item; asyncio.TimeoutError after `timeout` s (None: waits for ever). A get that times
+    out takes nothing."""
+    if timeout is None:
+        return await queue.get()
+    return await asyncio.wait_for(queue.get(), timeout)
+
+
 @ray.remote(num_cpus=0, max_concurrency=100_000)
 class _ChannelActor:
-    """The queues. Items are stored as given: ("val", item), ("ref", [ObjectRef]) or ("bytes", pickled)."""
+    """The queues. Items are stored with their type's name: ("bytes", pickled, type) or, a large item put through
+    Ray, ("ref", [ObjectRef], type). The actor unpickles no item but a large one a socket reader takes."""
 
     def __init__(self, maxsize: int):
         self.maxsize = maxsize
-        self.queues: dict[str, asyncio.Queue] = defaultdict(lambda: asyncio.Queue(maxsize=self.maxsize))
+        self.queues: dict[str, _KeyQueue] = defaultdict(lambda: _KeyQueue(maxsize=self.maxsize))
         self.socket_address: str | None = None
         self.closed = False  # destroy() closes the channel before killing the actor
         self.writers: set[asyncio.StreamWriter] = set()  # the open node-local connections
@@ -84,20 +157,31 @@ class _ChannelActor:
         self.writers.add(writer)
         try:
             while True:
-                op, key_len, payload_len = struct.unpack(_REQUEST, await reader.readexactly(_REQUEST_SIZE))
+                header = await reader.readexactly(_REQUEST_SIZE)
+                op, key_len, type_len, payload_len = struct.unpack(_REQUEST, header)
                 key = (await reader.readexactly(key_len)).decode()
+                type_name = (await reader.readexactly(type_len)).decode()
                 payload = await reader.readexactly(payload_len)
+                status, reply_type, reply = _OK, "", b""
                 try:
                     if op == _PUT:
-                        await self.queues[key].put(("bytes", payload))
-                        status, reply = _OK, b""
+                        await self.queues[key].put(("bytes", payload, type_name))
+                    elif op == _UNGET:
+                        self.queues[key].put_front_nowait(("bytes", payload, type_name))
                     elif op == _GET:
-                        status, reply = _OK, await _as_bytes(await self.queues[key].get())
+                        timeout = struct.unpack(_TIMEOUT_FORMAT, payload)[0] if payload else None
+                        wrapped = await _take(self.queues[key], timeout)
+                        reply_type, reply = wrapped[2], await self._as_bytes(key, wrapped)
                     else:
                         status, reply = _ERROR, f"unknown channel op {op}".encode()
+                except asyncio.TimeoutError:
+                    status = _TIMEOUT
+                except _ItemUnreadable as error:
+                    status, reply_type, reply = _UNREADABLE, wrapped[2], str(error).encode()
                 except Exception as error:  # report to the caller, keep serving
                     status, reply = _ERROR, f"{type(error).__name__}: {error}".encode()
-                writer.write(struct.pack(_REPLY, status, len(reply)))
+                writer.write(struct.pack(_REPLY, status, len(reply_type.encode()), len(reply)))
+                writer.write(reply_type.encode())
                 writer.write(reply)
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -119,17 +203,45 @@ class _ChannelActor:
         if self.closed:
             raise ChannelGoneError("the channel was destroyed")
 
+    async def _as_bytes(self, key: str, wrapped: tuple) -> bytes:
+        """A queued item as the pickled bytes a node-local reader expects. A large item put through Ray (an
+        object-store reference) is read here: where this process cannot unpickle it, it goes back first in its
+        queue, and _ItemUnreadable tells the reader."""
+        if wrapped[0] == "bytes":
+            return wrapped[1]
+        try:
+            return _dumps(await _unwrap_async(wrapped))
+        except Exception as error:  # noqa: BLE001 - an unpickling error of any type
+            self.queues[key].put_front_nowait(wrapped)
+            cause = getattr(error, "cause", None) or error
+            raise _ItemUnreadable(f"{type(cause).__name__}: {cause}") from None
+
     async def put(self, key: str, wrapped: tuple) -> None:
         self._check_open()
         await self.queues[key].put(wrapped)
 
-    async def get(self, key: str) -> tuple:
+    def unget(self, key: str, items: list[tuple]) -> None:
+        """Put `items` back first in `key`'s queue, in their order (a reader could not unpickle one of them)."""
+        for wrapped in reversed(items):
+            self.queues[key].put_front_nowait(wrapped)
+
+    async def get(self, key: str, timeout: float | None = None) -> tuple:
         self._check_open()
-        return await self.queues[key].get()
+        try:
+            return await _take(self.queues[key], timeout)
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"no item under key {key!r} within {timeout} s") from None
 
     async def get_batch(self, key: str, n: int) -> list[tuple]:
         self._check_open()
-        return [await self.queues[key].get() for _ in range(n)]
+        items = []
+        try:
+            for _ in range(n):
+                items.append(await self.queues[key].get())
+        except BaseException:
+            self.unget(key, items)
+            raise
+        return items
 
     def socket_route(self) -> tuple[str, str | None]:
         return ray.get_runtime_context().get_node_id(), self.socket_address
@@ -183,34 +295,46 @@ def estimate_bytes(item: Any, limit: int = INLINE_BYTES, _depth: int = 0) -> int
 
 
 def _wrap(item: Any) -> tuple:
+    """An item put through Ray: small ones pickled here, as the socket path does (the actor never unpickles them,
+    and a reader that cannot gets an error it can recover from), large ones into the object store."""
     if estimate_bytes(item) > INLINE_BYTES:
-        return ("ref", [ray.put(item)])
-    return ("val", item)
+        try:
+            return ("ref", [ray.put(item)], _type_name(item))
+        except Exception as error:  # noqa: BLE001 - Ray's serialization error, named like _dumps'
+            raise TypeError(
+                f"a channel item of type {_type_name(item)} cannot be pickled ({type(error).__name__}: {error})"
+            ) from None
+    return ("bytes", _dumps(item), _type_name(item))
 
 
 def _unwrap(wrapped: tuple) -> Any:
-    kind, payload = wrapped
+    kind, payload = wrapped[:2]
     if kind == "bytes":
         return pickle.loads(payload)
     return ray.get(payload[0]) if kind == "ref" else payload
 
 
 async def _unwrap_async(wrapped: tuple) -> Any:
-    kind, payload = wrapped
+    kind, payload = wrapped[:2]
     if kind == "bytes":
         return pickle.loads(payload)
     return (await payload[0]) if kind == "ref" else payload
 
 
-async def _as_bytes(wrapped: tuple) -> bytes:
-    """A queued item as the pickled bytes a node-local reader expects."""
-    if wrapped[0] == "bytes":
-        return wrapped[1]
-    return pickle.dumps(await _unwrap_async(wrapped), protocol=pickle.HIGHEST_PROTOCOL)
-
-
 class _ChannelActorError(RuntimeError):
     """The channel actor answered a socket request with an error (e.g. it is shutting down)."""
+
+
+class _ChannelTimeout(Exception):
+    """The channel actor answered a get: no item within its timeout."""
+
+
+class _ChannelItemUnreadable(Exception):
+    """The channel actor answered a get: it could not unpickle the item (which stays first in the queue)."""
+
+    def __init__(self, reason: str, type_name: str):
+        super().__init__(reason)
+        self.reason, self.type_name = reason, type_name
 
 
 class _SocketConnection:
@@ -220,16 +344,23 @@ class _SocketConnection:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.connect(address)
 
-    def request(self, op: int, key: str, payload: bytes = b"") -> bytes:
-        key_bytes = key.encode()
-        self.sock.sendall(struct.pack(_REQUEST, op, len(key_bytes), len(payload)) + key_bytes)
+    def request(self, op: int, key: str, payload: bytes = b"", type_name: str = "") -> tuple[bytes, str]:
+        """(the reply's payload, its item type); _ChannelTimeout where a get's timeout passed."""
+        key_bytes, type_bytes = key.encode(), type_name.encode()
+        header = struct.pack(_REQUEST, op, len(key_bytes), len(type_bytes), len(payload))
+        self.sock.sendall(header + key_bytes + type_bytes)
         if payload:
             self.sock.sendall(payload)
-        status, length = struct.unpack(_REPLY, self._read(_REPLY_SIZE))
+        status, type_len, length = struct.unpack(_REPLY, self._read(_REPLY_SIZE))
+        reply_type = self._read(type_len).decode()
         body = self._read(length)
+        if status == _TIMEOUT:
+            raise _ChannelTimeout()
+        if status == _UNREADABLE:
+            raise _ChannelItemUnreadable(body.decode(), reply_type)
         if status != _OK:
             raise _ChannelActorError(body.decode())
-        return body
+        return body, reply_type
 
     def _read(self, size: int) -> bytes:
         buffer = bytearray(size)
@@ -257,6 +388,24 @@ def _key(key: str | None) -> str:
     return key
 
 
+def _require_ray(name: str) -> None:
+    """Refuse to work without Ray in this process: a Ray call would start a Ray instance of its own (outside the
+    rlinf_embodied namespace, without the simulated GPUs a later Cluster needs)."""
+    if not ray.is_initialized():
+        raise RuntimeError(
+            f"Channel {name!r}: Ray is not running in this process; start a Cluster first (Cluster(...) starts or "
+            "joins Ray), then create or connect channels"
+        )
+
+
+def _check_timeout(timeout: Any) -> float | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0:
+        raise ValueError(f"timeout={timeout!r}: give seconds >= 0, or None to wait for ever")
+    return float(timeout)
+
+
 class Channel:
     """Create in the driver with `Channel.create(name)`, `Channel.connect(name)` anywhere else.
 
@@ -268,6 +417,7 @@ class Channel:
         self._actor = actor
         self._route: str | bool | None = None  # node-local socket address; False: use Ray; None: not asked
         self._local = threading.local()  # .connection: this thread's _SocketConnection
+        self._destroyed = False  # destroy() was called on this handle
 
     # ---- lifecycle ----------------------------------------------------------------------------
     @classmethod
@@ -279,12 +429,19 @@ class Channel:
         return cls.start(name, maxsize, node_local).wait()
 
     @classmethod
-    def start(cls, name: str, maxsize: int = 0, node_local: bool = True) -> "PendingChannel":
+    def start(cls, name: str, maxsize: int = 0, node_local: bool = True, *, _mailbox: bool = False) -> "PendingChannel":
         """`create` without waiting for the channel's actor process: start several channels (and worker
         groups) at once, then `.wait()` each; a process start costs seconds."""
         _check_name(name)
+        if name.startswith(RESERVED_PREFIX) and not _mailbox:  # before: replaced a running group's mailbox
+            group = name[len(RESERVED_PREFIX) :]
+            raise ValueError(
+                f"channel name {name!r} is reserved: names under {RESERVED_PREFIX!r} are worker groups' p2p mailboxes "
+                f"(worker group {group!r} uses this one); give the channel another name"
+            )
         if not isinstance(maxsize, int) or isinstance(maxsize, bool) or maxsize < 0:
             raise ValueError(f"Channel {name!r}: maxsize={maxsize!r}; use 0 (unbounded) or a positive int")
+        _require_ray(name)
         try:
             old = ray.get_actor(_ACTOR_PREFIX + name)
         except ValueError:
@@ -307,6 +464,9 @@ class Channel:
 
     def _handle(self):
         if self._actor is None:
+            if self._destroyed:
+                raise ChannelGoneError(f"channel {self.name!r} is gone (destroy() was called on this handle)")
+            _require_ray(self.name)
             try:
                 self._actor = ray.get_actor(_ACTOR_PREFIX + self.name)
             except ValueError:
@@ -315,10 +475,31 @@ class Channel:
                 ) from None
         return self._actor
 
+    @contextlib.contextmanager
+    def _through_ray(self):
+        """A Ray call to the channel's actor: its death (destroy() from another handle, the creating process's
+        end) raises ChannelGoneError, as the socket path does (before: Ray's ActorDiedError)."""
+        try:
+            yield
+        except ray.exceptions.RayActorError as error:
+            lines = [line for line in str(error).splitlines() if line.strip()]
+            raise ChannelGoneError(
+                f"channel {self.name!r} is gone (its actor was destroyed or died): {lines[0] if lines else error}"
+            ) from None
+
+    @contextlib.contextmanager
+    def _timing_out(self, key: str, timeout: float | None):
+        """The actor's TimeoutError (a get through Ray) as the socket path's, without the remote traceback."""
+        try:
+            yield
+        except TimeoutError:
+            raise TimeoutError(f"channel {self.name!r}: no item under key {key!r} within {timeout} s") from None
+
     def _connection(self) -> _SocketConnection | None:
         """This thread's node-local connection, or None where the channel is reached through Ray."""
         if self._route is None:
-            node_id, address = ray.get(self._handle().socket_route.remote())
+            with self._through_ray():
+                node_id, address = ray.get(self._handle().socket_route.remote())
             self._route = address if address and node_id == ray.get_runtime_context().get_node_id() else False
         if self._route is False:
             return None
@@ -332,9 +513,11 @@ class Channel:
                 return None
         return connection
 
-    def _request(self, connection: _SocketConnection, op: int, key: str, payload: bytes = b"") -> bytes:
+    def _request(
+        self, connection: _SocketConnection, op: int, key: str, payload: bytes = b"", type_name: str = ""
+    ) -> tuple[bytes, str]:
         try:
-            return connection.request(op, key, payload)
+            return connection.request(op, key, payload, type_name)
         except (ConnectionError, OSError) as error:
             connection.close()
             self._local.connection = None
@@ -345,15 +528,24 @@ class Channel:
             raise RuntimeError(f"channel {self.name!r}: the channel actor failed the request: {error}") from error
 
     def destroy(self) -> None:
-        """Kill the channel's actor; from the return on, every put and get on it fails (ChannelGoneError)."""
-        actor = self._handle()
+        """Kill the channel's actor; from the return on, every put and get on it fails (ChannelGoneError), through
+        any handle. Destroying a channel that is gone already does nothing (before: "create it first")."""
+        if self._destroyed:
+            return
+        try:
+            actor = self._handle()
+        except ValueError:
+            logger.debug("channel %r: destroy() of a channel that is gone already", self.name)
+            self._destroyed = True
+            return
         try:
             ray.get(actor.close.remote(), timeout=CLOSE_TIMEOUT_S)
         except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
             pass  # dead already, or stuck: the kill ends it
         ray.kill(actor)
-        _CREATED.pop(self.name, None)
-        self._actor = None
+        if _CREATED.get(self.name) is actor:
+            _CREATED.pop(self.name)
+        self._actor, self._destroyed = None, True
 
     def __getstate__(self) -> dict:
         return {"name": self.name}
@@ -364,21 +556,83 @@ class Channel:
     def __repr__(self) -> str:
         return f"Channel({self.name!r})"
 
+    # ---- reading what was put ---------------------------------------------------------------------
+    def _unreadable(
+        self, key: str, type_name: str, error: BaseException | str, where: str = "this process"
+    ) -> ChannelItemError:
+        reason = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        return ChannelItemError(
+            f"channel {self.name!r}, key {key!r}: an item of type {type_name or '?'} cannot be unpickled in {where} "
+            f"({reason}); it stays first in the queue. Its class must be importable where it is read: define it in "
+            "a module that process can import, or register that module with "
+            "ray.cloudpickle.register_pickle_by_value(module) in the process that puts it"
+        )
+
+    def _decode(self, key: str, items: list[tuple]) -> list[Any]:
+        """The items (got through Ray) unpickled; where one cannot be, all of them go back first in the queue, in
+        order, and ChannelItemError names its type."""
+        refs = [w[1][0] for w in items if w[0] == "ref"]
+        try:
+            fetched = iter(ray.get(refs)) if refs else iter(())
+        except ray.exceptions.RayError as error:
+            failed = next(w for w in items if w[0] == "ref")
+            self._unget(key, items)
+            raise self._unreadable(key, failed[2], getattr(error, "cause", None) or error) from None
+        values = []
+        for wrapped in items:
+            try:
+                values.append(next(fetched) if wrapped[0] == "ref" else _unwrap(wrapped))
+            except Exception as error:  # noqa: BLE001 - an unpickling error of any type
+                self._unget(key, items)
+                raise self._unreadable(key, wrapped[2], error) from None
+        return values
+
+    def _unget(self, key: str, items: list[tuple]) -> None:
+        with self._through_ray():
+            ray.get(self._handle().unget.remote(key, items))
+
+    def _socket_get(self, connection: _SocketConnection, key: str, timeout: float | None) -> tuple[bytes, str]:
+        payload = b"" if timeout is None else struct.pack(_TIMEOUT_FORMAT, timeout)
+        try:
+            return self._request(connection, _GET, key, payload)
+        except _ChannelTimeout:
+            raise TimeoutError(f"channel {self.name!r}: no item under key {key!r} within {timeout} s") from None
+        except _ChannelItemUnreadable as error:
+            raise self._unreadable(key, error.type_name, error.reason, where="the channel's actor") from None
+
+    def _socket_decode(self, connection: _SocketConnection, key: str, raw: list[tuple[bytes, str]]) -> list[Any]:
+        values = []
+        for payload, type_name in raw:
+            try:
+                values.append(pickle.loads(payload))
+            except Exception as error:  # noqa: BLE001 - an unpickling error of any type
+                for back_payload, back_type in reversed(raw):  # first again, in their order
+                    self._request(connection, _UNGET, key, back_payload, back_type)
+                raise self._unreadable(key, type_name, error) from None
+        return values
+
     # ---- blocking -----------------------------------------------------------------------------
     def put(self, item: Any, key: str | None = None) -> None:
-        """Append; blocks while the key's queue is full."""
+        """Append; blocks while the key's queue is full. TypeError where the item cannot be pickled."""
         connection = self._connection()
         if connection is not None:
-            self._request(connection, _PUT, _key(key), pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL))
+            self._request(connection, _PUT, _key(key), _dumps(item), _type_name(item))
             return
-        ray.get(self._handle().put.remote(_key(key), _wrap(item)))
+        wrapped = _wrap(item)
+        with self._through_ray():
+            ray.get(self._handle().put.remote(_key(key), wrapped))
 
-    def get(self, key: str | None = None) -> Any:
-        """Take the oldest item of `key`; blocks until there is one."""
+    def get(self, key: str | None = None, timeout: float | None = None) -> Any:
+        """Take the oldest item of `key`; blocks until there is one, or raises TimeoutError after `timeout` s
+        (nothing is taken then). ChannelItemError where the item cannot be unpickled here (it stays queued)."""
+        key, timeout = _key(key), _check_timeout(timeout)
         connection = self._connection()
         if connection is not None:
-            return pickle.loads(self._request(connection, _GET, _key(key)))
-        return _unwrap(ray.get(self._handle().get.remote(_key(key))))
+            raw = self._socket_get(connection, key, timeout)
+            return self._socket_decode(connection, key, [raw])[0]
+        with self._through_ray(), self._timing_out(key, timeout):
+            wrapped = ray.get(self._handle().get.remote(key, timeout))
+        return self._decode(key, [wrapped])[0]
 
     def get_batch(self, n: int, key: str | None = None) -> list[Any]:
         """The next n items of `key`, in order (blocks until all n arrived)."""
@@ -386,27 +640,41 @@ class Channel:
             raise TypeError(f"get_batch(n={n!r}): n must be an int >= 0, not {type(n).__name__}")
         if n < 0:
             raise ValueError(f"get_batch(n={n}): n must be >= 0")
-        if self._connection() is not None:
-            return [self.get(key) for _ in range(n)]
-        wrapped = ray.get(self._handle().get_batch.remote(_key(key), n))
-        refs = [w[1][0] for w in wrapped if w[0] == "ref"]
-        values = iter(ray.get(refs)) if refs else iter(())
-        return [next(values) if w[0] == "ref" else _unwrap(w) for w in wrapped]
+        key = _key(key)
+        connection = self._connection()
+        if connection is not None:
+            raw = [self._socket_get(connection, key, None) for _ in range(n)]
+            return self._socket_decode(connection, key, raw)
+        with self._through_ray():
+            wrapped = ray.get(self._handle().get_batch.remote(key, n))
+        return self._decode(key, wrapped)
 
     def qsize(self, key: str | None = None) -> int:
         """Items waiting under `key`; with key=None, the default key's items."""
-        return ray.get(self._handle().qsize.remote(_key(key)))
+        with self._through_ray():
+            return ray.get(self._handle().qsize.remote(_key(key)))
 
     def total_size(self) -> int:
         """Items waiting under every key."""
-        return ray.get(self._handle().qsize.remote(None))
+        with self._through_ray():
+            return ray.get(self._handle().qsize.remote(None))
 
     # ---- async --------------------------------------------------------------------------------
     async def put_async(self, item: Any, key: str | None = None) -> None:
-        await self._handle().put.remote(_key(key), _wrap(item))
+        wrapped = _wrap(item)
+        with self._through_ray():
+            await self._handle().put.remote(_key(key), wrapped)
 
-    async def get_async(self, key: str | None = None) -> Any:
-        return await _unwrap_async(await self._handle().get.remote(_key(key)))
+    async def get_async(self, key: str | None = None, timeout: float | None = None) -> Any:
+        key, timeout = _key(key), _check_timeout(timeout)
+        with self._through_ray(), self._timing_out(key, timeout):
+            wrapped = await self._handle().get.remote(key, timeout)
+        try:
+            return await _unwrap_async(wrapped)
+        except Exception as error:  # noqa: BLE001 - an unpickling error of any type
+            with self._through_ray():
+                await self._handle().unget.remote(key, [wrapped])
+            raise self._unreadable(key, wrapped[2], getattr(error, "cause", None) or error) from None
 
 
 def _wait_name_free(name: str, timeout_s: float = 10.0) -> None:

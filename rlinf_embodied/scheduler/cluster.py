@@ -55,6 +55,19 @@ def check_reachable(address: str, timeout_s: float = 10.0) -> None:
         ) from None
 
 
+def ray_session() -> tuple[str, str] | None:
+    """This process's Ray connection: (session name, job id), or None without one. A group or Cluster made in one
+    connection holds handles that mean nothing in a later one (after ray.shutdown, or a Cluster's shutdown)."""
+    if not ray.is_initialized():
+        return None
+    context = ray.get_runtime_context()
+    try:
+        session = context.get_session_name()
+    except Exception:  # noqa: BLE001 - e.g. Ray Client: the job id alone
+        session = ""
+    return session, context.get_job_id()
+
+
 class Cluster:
     """Connect to a Ray cluster (`address=`) or start a local one.
 
@@ -74,7 +87,9 @@ class Cluster:
         self._owns_ray = False
         # Joined, Ray's simulated GPUs are whatever its starter asked for, not necessarily num_gpus_per_node.
         self._joined_ray = ray.is_initialized()
+        self._closed = False
         if self._joined_ray:
+            self._check_joined_address(address)
             logger.info("Cluster: reusing the Ray connection of this process")
         elif address:
             check_reachable(address)
@@ -82,6 +97,20 @@ class Cluster:
         else:
             self._start_local(num_nodes, num_gpus_per_node, simulate_gpus)
         self.nodes = self._discover(simulate_gpus)
+        self._session = ray_session()
+
+    @staticmethod
+    def _check_joined_address(address: str | None) -> None:
+        """Refuse an address this process's Ray connection is not (before: ignored, a malformed one too)."""
+        if not address:
+            return
+        current = ray.get_runtime_context().gcs_address
+        if address != current:
+            raise ValueError(
+                f"Cluster(address={address!r}): Ray is already connected to {current} in this process, so this "
+                f"address cannot be honoured; leave address unset to use that connection, or create this Cluster "
+                "before anything else starts Ray (ray.shutdown() ends the current connection)"
+            )
 
     @classmethod
     def from_config(cls, cluster_cfg) -> "Cluster":
@@ -151,7 +180,22 @@ class Cluster:
         else:
             return
         if have < self.num_gpus_per_node:
-            hint = "" if real else "; ask for at most that many, or start Ray (the first Cluster) with more"
+            if real:
+                hint = ""
+            elif have == 0:  # Ray started without simulated GPUs: a count of 0 is not a valid request
+                hint = (
+                    f"; this process's Ray was started without the {SIM_GPU_RESOURCE!r} resource (by ray.init or "
+                    "something else that started Ray before this Cluster): create the Cluster before anything else "
+                    f"starts Ray, or start Ray with ray.init(resources={{{SIM_GPU_RESOURCE!r}: "
+                    f"{self.num_gpus_per_node}}})"
+                )
+            elif self._joined_ray:
+                hint = (
+                    f"; ask for num_gpus_per_node<={have}, or create the first Cluster of this process (the one "
+                    "that starts Ray) with more"
+                )
+            else:
+                hint = f"; ask for num_gpus_per_node<={have}, or start Ray on that node with more"
             raise ValueError(
                 f"num_gpus_per_node={self.num_gpus_per_node}, but node {rank} "
                 f"({node['NodeManagerAddress']}) has {have} {kind}{hint}"
@@ -166,17 +210,36 @@ class Cluster:
     def has_real_gpus(self) -> bool:
         return not self.simulated
 
+    def check_usable(self) -> None:
+        """Raise where this Cluster cannot place workers: it was shut down, or the Ray connection it was made in
+        has ended (another Cluster's shutdown, ray.shutdown()). Before, a launch then failed in Ray's internals."""
+        if self._closed:
+            raise RuntimeError(
+                f"{self._describe()} was shut down (Cluster.shutdown()); create a new Cluster to launch on"
+            )
+        if ray_session() != self._session:
+            raise RuntimeError(
+                f"{self._describe()}: the Ray connection it was made in has ended (a Cluster's shutdown() or ray.shutdown() "
+                "stopped it, and the workers placed on it); create a new Cluster to launch on"
+            )
+
     def node(self, node_rank: int) -> NodeInfo:
         if not 0 <= node_rank < len(self.nodes):
             raise ValueError(f"node {node_rank} does not exist; the cluster has {len(self.nodes)} node(s)")
         return self.nodes[node_rank]
 
     def shutdown(self) -> None:
-        """Stop Ray if this Cluster started it (a joined cluster keeps running)."""
+        """Stop Ray if this Cluster started it, with every worker group and channel on it, those launched through
+        other Cluster objects that joined its Ray too (they refuse later calls, naming this). A joined cluster
+        keeps running. Either way this Cluster launches nothing afterwards."""
         if self._owns_ray and ray.is_initialized():
             ray.shutdown()
         self._owns_ray = False
+        self._closed = True
 
-    def __repr__(self) -> str:
+    def _describe(self) -> str:
         kind = "simulated" if self.simulated else "CUDA"
         return f"Cluster({self.num_nodes} node(s) x {self.num_gpus_per_node} {kind} GPUs)"
+
+    def __repr__(self) -> str:
+        return self._describe()[:-1] + (", shut down)" if self._closed else ")")

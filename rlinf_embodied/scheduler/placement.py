@@ -309,6 +309,11 @@ class ComponentPlacement:
 
     def strategy(self, name: str, num_processes_per_gpu: int = 1) -> PlacementStrategy:
         """One process per GPU by default; packed when the GPUs are contiguous, explicit otherwise."""
+        if not _is_int(num_processes_per_gpu) or num_processes_per_gpu < 1:  # before: a message per GPU layout
+            raise ValueError(
+                f"ComponentPlacement.strategy({name!r}, num_processes_per_gpu={num_processes_per_gpu!r}): "
+                "num_processes_per_gpu must be an integer >= 1"
+            )
         ids = self.gpus(name)
         if _is_contiguous(ids):
             return PackedPlacementStrategy(ids[0], ids[-1], num_processes_per_gpu=num_processes_per_gpu)

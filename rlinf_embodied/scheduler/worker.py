@@ -13,24 +13,35 @@ can use torch.distributed.
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 import pickle
+import time
 import uuid
 import weakref
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Sequence
 
+import numpy as np
 import ray
 import torch
 import torch.distributed as dist
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from . import collective, cuda_ipc, offload
-from .channel import Channel, ChannelGoneError
-from .cluster import Cluster
+from .channel import RESERVED_PREFIX, Channel, ChannelGoneError
+from .cluster import Cluster, ray_session
 from .names import check_name
-from .placement import PackedPlacementStrategy, Placement, PlacementStrategy
+from .placement import (
+    SPEC_HELP,
+    ComponentPlacement,
+    FlexiblePlacementStrategy,
+    PackedPlacementStrategy,
+    Placement,
+    PlacementStrategy,
+    parse_gpu_spec,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +60,7 @@ class WorkerContext:
 
 
 def _mailbox_name(group_name: str) -> str:
-    return f"__p2p__/{group_name}"
+    return f"{RESERVED_PREFIX}{group_name}"
 
 
 def _p2p_key(src_group: str, src_rank: int, dst_rank: int) -> str:
@@ -131,15 +142,17 @@ def _post_gone(name: str, info: dict, running: dict[str, dict]) -> None:
             pass  # a group starting (no mailbox, no receiver yet) or shutting down: none of its ranks receives
 
 
-def _check_rank(rank: Any, group_name: str | None, world_size: int) -> None:
-    """Raise unless `rank` is an int rank of a group of `world_size` ranks."""
-    if not isinstance(rank, int) or isinstance(rank, bool):
+def _check_rank(rank: Any, group_name: str | None, world_size: int) -> int:
+    """`rank` as an int, where it is an integer (numpy's too, not a bool) rank of a group of `world_size` ranks."""
+    if not isinstance(rank, numbers.Integral) or isinstance(rank, (bool, np.bool_)):
         raise TypeError(
             f"rank {rank!r} of type {type(rank).__name__} is not an int; group {group_name!r} has ranks "
             f"0-{world_size - 1}"
         )
+    rank = int(rank)
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is not in group {group_name!r} (ranks 0-{world_size - 1})")
+    return rank
 
 
 def _check_group_name(name: Any) -> None:
@@ -166,6 +179,7 @@ class Worker:
         self._p2p_groups: dict[str, Any] = {}
         self._p2p_uid = uuid.uuid4().hex[:12]  # names this process's NCCL pairs apart from an earlier one's
         self._offloaded_optimizers: set[int] = set()
+        self._rlinf_worker_initialized = True  # _WorkerHost.setup checks that a subclass's __init__ called this
 
     @classmethod
     def create_group(cls, *args: Any, **kwargs: Any) -> "WorkerGroup":
@@ -232,7 +246,7 @@ class Worker:
         relaunched). A lookup that finds another group under the name drops the old one's mailbox."""
         _check_group_name(group)
         info = self._peer_info.get(group)
-        if fresh or info is None or not (isinstance(rank, int) and 0 <= rank < info["world_size"]):
+        if fresh or info is None or not (isinstance(rank, numbers.Integral) and 0 <= rank < info["world_size"]):
             cached = self._peer_info.pop(group, None)
             info, running = _lookup_group(group)
             if cached is not None and (info is None or info["token"] != cached["token"]):
@@ -260,6 +274,7 @@ class Worker:
 
     def _send(self, obj: Any, dst_group: str, dst_rank: int, fresh: bool = False) -> None:
         peer = self._peer(dst_group, dst_rank, fresh)
+        dst_rank = int(dst_rank)
         mailbox = self._channel(_mailbox_name(dst_group))
         key = _p2p_key(self.group_name, self.rank, dst_rank)
         if isinstance(obj, torch.Tensor) and obj.is_cuda and peer["cuda"]:
@@ -276,8 +291,10 @@ class Worker:
         else:
             mailbox.put(("obj", obj), key=key)
 
-    def recv(self, src_group: str, src_rank: int) -> Any:
-        """The next object rank `src_rank` of `src_group` sent to this worker (blocks).
+    def recv(self, src_group: str, src_rank: int, timeout: float | None = None) -> Any:
+        """The next object rank `src_rank` of `src_group` sent to this worker (blocks; TimeoutError after `timeout`
+        s, and nothing is taken: a later recv gets the message. GroupHandle.wait(timeout=) cannot end a recv that
+        waits in a worker, so bound the wait here).
 
         The group's info is cached, as a send's is (before: a registry lookup at every recv, 0.8 ms). Where the
         group shuts down the registry posts a "gone" message with its token (_post_gone): the recv then looks the
@@ -285,12 +302,24 @@ class Worker:
         ever), or receives from the group relaunched under the name. A "gone" of an earlier group is skipped."""
         peer = self._peer(src_group, src_rank)
         mailbox = self._channel(_mailbox_name(self.group_name))
-        key = _p2p_key(src_group, src_rank, self.rank)
-        message = mailbox.get(key=key)
+        key = _p2p_key(src_group, int(src_rank), self.rank)
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def next_message():
+            if deadline is None:
+                return mailbox.get(key=key)
+            try:
+                return mailbox.get(key=key, timeout=max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                raise TimeoutError(
+                    f"recv from worker group {src_group!r} rank {src_rank}: nothing arrived within {timeout} s"
+                ) from None
+
+        message = next_message()
         while message[0] == _GONE:
             if message[1] == peer["token"]:
                 peer = self._peer(src_group, src_rank, fresh=True)
-            message = mailbox.get(key=key)
+            message = next_message()
         if message[0] == "obj":
             return message[1]
         _, pair, (ip, port), shape, dtype = message
@@ -339,14 +368,27 @@ class _WorkerHost:
         worker = self.worker_cls.__new__(self.worker_cls)
         worker._rlinf_context = WorkerContext(self.group_name, self.placement, self.device)
         worker.__init__(*args, **kwargs)
+        if not getattr(worker, "_rlinf_worker_initialized", False):  # before: every later call failed in user code
+            raise TypeError(
+                f"{self.worker_cls.__name__}.__init__ did not call super().__init__(): a Worker subclass must, to get "
+                "its rank, world_size, device and channels"
+            )
         self.worker = worker
 
+    def _built(self) -> Worker:
+        if self.worker is None:
+            raise RuntimeError(
+                f"worker group {self.group_name!r} rank {self.placement.rank}: the worker is not built yet; call the "
+                "group's .wait_launched() first"
+            )
+        return self.worker
+
     def call(self, _rlinf_method: str, *args: Any, **kwargs: Any) -> Any:
-        return getattr(self.worker, _rlinf_method)(*args, **kwargs)
+        return getattr(self._built(), _rlinf_method)(*args, **kwargs)
 
     def call_and_put(self, method_name: str) -> list | None:
         """Run a method and keep its result in the object store: [ref] (None when it returned None)."""
-        result = getattr(self.worker, method_name)()
+        result = getattr(self._built(), method_name)()
         return None if result is None or result == {} else [ray.put(result)]
 
     # ---- weight sync through CUDA IPC (processes on one GPU) ---------------------------------
@@ -407,6 +449,7 @@ class GroupHandle:
         self.group_name, self.method_name = group_name, method_name
         self.ranks, self.refs = list(ranks), refs
         # What failed, per ref, for the error message.
+        self._per_rank = labels is None  # one group's method on its ranks (a timeout names the ranks)
         self.labels = (
             list(labels)
             if labels is not None
@@ -421,12 +464,22 @@ class GroupHandle:
     def wait(self, timeout: float | None = None) -> list:
         """Every result in rank order. On a failure, WorkerError: the first failure's traceback in full, and the
         exception line of every other rank that failed by `OTHER_FAILURES_GRACE_S` later (the same error on
-        every rank arrives within it); before, those surfaced only as Ray's "Unhandled error" log lines."""
+        every rank arrives within it); before, those surfaced only as Ray's "Unhandled error" log lines.
+
+        `timeout` (seconds) bounds the whole call, all ranks together (before: each rank in turn, so N ranks could
+        take N x timeout). A TimeoutError does not stop the call: a worker method cannot be interrupted, so it runs
+        on to its end, and later calls on its ranks queue behind it (a rank runs one call at a time). The error
+        names those ranks; `wait()` on this handle again collects the results. To bound a wait inside a worker, use
+        `Channel.get(timeout=...)` or `Worker.recv(..., timeout=...)`."""
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0):
+            raise ValueError(f"wait(timeout={timeout!r}): give seconds >= 0, or None to wait for ever")
+        deadline = None if timeout is None else time.monotonic() + timeout
         pending = list(self.refs)
         while pending:
-            done, pending = ray.wait(pending, num_returns=1, timeout=timeout)
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            done, pending = ray.wait(pending, num_returns=1, timeout=left)
             if not done:
-                raise TimeoutError(f"{self.group_name}.{self.method_name}() did not finish in {timeout}s")
+                raise TimeoutError(self._timeout_message(timeout, pending))
             failures = self._failures(done)
             if failures:
                 if pending:
@@ -434,6 +487,19 @@ class GroupHandle:
                     failures += self._failures(settled)
                 raise WorkerError(self._failure_message(failures)) from None
         return ray.get(self.refs)
+
+    def _timeout_message(self, timeout: float, pending: list) -> str:
+        unfinished = sorted(self.refs.index(ref) for ref in pending)
+        if self._per_rank:
+            where = f"rank(s) {[self.ranks[i] for i in unfinished]} of worker group {self.group_name!r}"
+        else:  # wait_all's or a weight sync's: each by its label
+            where = "; ".join(self.labels[i].replace(" failed", "", 1) for i in unfinished)
+        return (
+            f"{self.group_name}.{self.method_name}() did not finish in {timeout}s on {where}: the call is still "
+            "running there (or waiting behind an earlier call of the rank), and goes on, as a running worker method "
+            "cannot be interrupted; later calls on those ranks queue behind it. .wait() on this handle again collects "
+            "its results; shutting the group down ends it"
+        )
 
     def _failures(self, refs: list) -> list[tuple[int, ray.exceptions.RayError]]:
         """(index into self.refs, error) of each of `refs` (finished) that failed."""
@@ -501,17 +567,61 @@ class _RankSubset:
         return _MethodCaller(self._group, method_name, self._ranks)
 
 
+def _group_attributes() -> set[str]:
+    """The public names a WorkerGroup answers itself: a worker method under one of them is out of the group's reach."""
+    return {name for name in dir(WorkerGroup) if not name.startswith("_")} | {"name", "placements", "uses_cuda"}
+
+
+def _resolve_strategy(spec: Any, cluster: Cluster) -> PlacementStrategy:
+    """launch's placement_strategy: a PlacementStrategy, a GPU spec (one process per GPU: "0-1", "all", 3, [0, 2])
+    or one GPU-id list per process ([[0], [1, 2]]); None is GPU 0. Before, anything but a PlacementStrategy failed
+    with "'str' object has no attribute 'placements'"."""
+    if spec is None:
+        return PackedPlacementStrategy(0, 0)
+    if isinstance(spec, PlacementStrategy):
+        return spec
+    if isinstance(spec, ComponentPlacement):
+        raise TypeError(
+            f"placement_strategy={spec!r} places several components; give this group's own: "
+            "ComponentPlacement(...).strategy(<component name>)"
+        )
+    if isinstance(spec, (list, tuple)) and spec and all(isinstance(item, (list, tuple)) for item in spec):
+        return FlexiblePlacementStrategy(spec)
+    integral = isinstance(spec, numbers.Integral) and not isinstance(spec, (bool, np.bool_))
+    if isinstance(spec, str) or integral or isinstance(spec, (list, tuple)):
+        spec = int(spec) if integral else spec
+        gpus = parse_gpu_spec(spec, cluster.num_gpus)  # ValueError naming the spec and the valid forms
+        return ComponentPlacement({"group": gpus}, cluster.num_gpus_per_node, cluster.num_nodes).strategy("group")
+    raise TypeError(
+        f"placement_strategy={spec!r} of type {type(spec).__name__} is not a PlacementStrategy "
+        "(PackedPlacementStrategy, FlexiblePlacementStrategy, ComponentPlacement(...).strategy(name)), a GPU spec "
+        f"({SPEC_HELP}; one process per GPU) or one list of GPU ids per process ([[0], [2, 3]])"
+    )
+
+
 class WorkerGroup:
-    """The ranks of one Worker class; attribute access calls that method on every rank."""
+    """The ranks of one Worker class; attribute access calls that method on every rank. A Worker method named like
+    one of the group's own attributes (start, shutdown, name, ...) is refused at create_group: the group's
+    attribute would answer instead (before: silently, e.g. group.shutdown() killed the group without the
+    worker's own shutdown running)."""
 
     def __init__(self, worker_cls: type, args: tuple, kwargs: dict):
         if not (isinstance(worker_cls, type) and issubclass(worker_cls, Worker)):
             raise TypeError(f"{worker_cls!r} is not a Worker subclass")
+        clashes = sorted(name for name in _group_attributes() if callable(getattr(worker_cls, name, None)))
+        if clashes:
+            listed = ", ".join(f"{name}()" for name in clashes)
+            raise TypeError(
+                f"{worker_cls.__name__} defines {listed}, named like WorkerGroup's own attribute(s): group.{clashes[0]} "
+                f"would reach the group's, never the worker's; rename the method(s) (e.g. {clashes[0]}_worker)"
+            )
         self._worker_cls, self._args, self._kwargs = worker_cls, args, kwargs
         self._hosts: list = []
         self._pending: list = []  # ObjectRefs `start` issued that `wait_launched` waits for
         self._store_ref = None
         self._launched = False
+        self._shut_down = False  # shutdown() ended a started group (until a new start)
+        self._session: tuple | None = None  # the Ray connection the group's processes belong to
         self._sync_seq = 0
         self._sync_stores: dict[str, tuple[str, int]] = {}
         self._ipc_failed = False  # a CUDA IPC sync failed once: "auto" uses the object store from then on
@@ -522,22 +632,32 @@ class WorkerGroup:
         self._claim_finalizer: weakref.finalize | None = None
 
     # ---- launch -------------------------------------------------------------------------------
-    def launch(self, cluster: Cluster, name: str, placement_strategy: PlacementStrategy | None = None) -> "WorkerGroup":
-        """Start one process per placement and build the worker in each; returns when all are built."""
+    def launch(self, cluster: Cluster, name: str, placement_strategy: Any = None) -> "WorkerGroup":
+        """Start one process per placement and build the worker in each; returns when all are built.
+
+        placement_strategy: a PlacementStrategy (e.g. ComponentPlacement(...).strategy(name)), a GPU spec ("0-1",
+        "all", 3, [0, 2]: one process per GPU) or one list of GPU ids per process; None: one process on GPU 0."""
         return self.start(cluster, name, placement_strategy).wait_launched()
 
-    def start(self, cluster: Cluster, name: str, placement_strategy: PlacementStrategy | None = None) -> "WorkerGroup":
+    def start(self, cluster: Cluster, name: str, placement_strategy: Any = None) -> "WorkerGroup":
         """`launch` without waiting: the processes start (and import the worker's module) while the
         caller starts other groups; `bind` may still change the worker's arguments until `wait_launched`."""
         if self._hosts:
             raise RuntimeError(f"worker group {self.name!r} is already launched")
+        if not isinstance(cluster, Cluster):
+            raise TypeError(
+                f"launch(cluster={cluster!r}): give the Cluster to launch on (Cluster(...)), not a "
+                f"{type(cluster).__name__}"
+            )
+        cluster.check_usable()
         _check_group_name(name)
-        strategy = placement_strategy or PackedPlacementStrategy(0, 0)
+        strategy = _resolve_strategy(placement_strategy, cluster)
         placements = strategy.placements(cluster.num_gpus_per_node, cluster.num_nodes)
         self._claim_name(name, len(placements), cluster.has_real_gpus)
         self.placements, self.name, self.uses_cuda = placements, name, cluster.has_real_gpus
+        self._shut_down, self._launched, self._session = False, False, ray_session()
         try:
-            self._pending = [Channel.start(_mailbox_name(name)).ready]
+            self._pending = [Channel.start(_mailbox_name(name), _mailbox=True).ready]
             self._hosts = [self._start_host(cluster, placement) for placement in self.placements]
             self._store_ref = self._hosts[0].host_store.remote("default", self.world_size)
         except BaseException:
@@ -569,9 +689,16 @@ class WorkerGroup:
         return self
 
     def wait_launched(self) -> "WorkerGroup":
-        """Join the group's process group and build the worker on every rank (after `start`)."""
+        """Join the group's process group and build the worker on every rank (after `start`). Again on a built
+        group: returns it as it is (before: built the workers a second time, which failed, and the failure shut the
+        healthy group down)."""
+        if self._launched and self._hosts:
+            self._check_session()
+            return self
         if not self._hosts:
+            self._check_not_shut_down()
             raise RuntimeError(f"{self._worker_cls.__name__} group is not started; call .start(cluster, name=...)")
+        self._check_session()
         try:
             ray.get(self._pending)
             ip, port = ray.get(self._store_ref)
@@ -599,12 +726,39 @@ class WorkerGroup:
 
     @property
     def world_size(self) -> int:
+        """The number of ranks; 0 before start and after shutdown."""
         return len(self.placements)
 
     # ---- calls --------------------------------------------------------------------------------
-    def _check_method(self, method_name: str) -> None:
+    def _check_not_shut_down(self) -> None:
+        if self._shut_down:
+            raise RuntimeError(
+                f"worker group {self.name!r} was shut down; launch a new group (or this one again) to use it"
+            )
+
+    def _check_session(self) -> None:
+        """Refuse a group whose Ray connection has ended: a call would start a new Ray instance of its own and fail
+        in Ray's internals (before), the group's processes being gone."""
+        if self._hosts and ray_session() != self._session:
+            raise RuntimeError(
+                f"worker group {self.name!r} belongs to a cluster that was shut down (a Cluster's shutdown() or "
+                "ray.shutdown() ended the Ray it ran on, and its processes with it); create a Cluster and launch the "
+                "group again"
+            )
+
+    def _check_launched(self) -> None:
+        """The group's workers are built and its Ray connection is the current one."""
         if not self._hosts:
+            self._check_not_shut_down()
             raise RuntimeError(f"{self._worker_cls.__name__} group is not launched; call .launch(cluster, name=...)")
+        self._check_session()
+        if not self._launched:
+            raise RuntimeError(
+                f"worker group {self.name!r} is started but its workers are not built; call .wait_launched() first"
+            )
+
+    def _check_method(self, method_name: str) -> None:
+        self._check_launched()
         if not callable(getattr(self._worker_cls, method_name, None)):
             raise AttributeError(f"{self._worker_cls.__name__} has no method {method_name!r}")
 
@@ -615,9 +769,17 @@ class WorkerGroup:
         return _MethodCaller(self, method_name, range(self.world_size))
 
     def execute_on(self, *ranks: int) -> _RankSubset:
-        for rank in ranks:
-            _check_rank(rank, self.name, self.world_size)
-        return _RankSubset(self, list(ranks))
+        """The given ranks only (each once, at least one; numpy integers are fine): `.execute_on(0).method()`."""
+        if not ranks:
+            raise ValueError(
+                f"execute_on() of worker group {self.name!r} got no rank; give one or more of its ranks "
+                f"0-{self.world_size - 1}, or call the method on the group for every rank"
+            )
+        checked = [_check_rank(rank, self.name, self.world_size) for rank in ranks]
+        repeated = sorted({rank for rank in checked if checked.count(rank) > 1})
+        if repeated:  # before: the method ran twice on the rank
+            raise ValueError(f"execute_on{tuple(checked)} names rank(s) {repeated} more than once; give each rank once")
+        return _RankSubset(self, checked)
 
     # ---- weight sync --------------------------------------------------------------------------
     def sync_weights_to(self, dst: "WorkerGroup", method: str = "auto") -> None:
@@ -626,7 +788,19 @@ class WorkerGroup:
         method: "auto" (see sync_method), "object_store", "collective" (a broadcast over a cross-group
         communicator; gloo on CPU) or "cuda_ipc" (one sender rank, every receiver on its GPU: the receivers
         copy from the sender's device memory; the sender defines device_state_dict).
+        Both groups must be launched (before: a shut-down destination hung a collective sync for 30 minutes).
         """
+        if method not in ("auto", "object_store", "collective", "cuda_ipc"):
+            raise ValueError(
+                f"sync_weights_to(method={method!r}): use 'auto', 'object_store', 'collective' or 'cuda_ipc'"
+            )
+        if not isinstance(dst, WorkerGroup):
+            raise TypeError(f"sync_weights_to(dst={dst!r}): give the receiving WorkerGroup")
+        for role, group in (("source", self), ("destination", dst)):
+            try:
+                group._check_launched()
+            except RuntimeError as error:
+                raise RuntimeError(f"sync_weights_to: the {role} {error}") from None
         auto, method = method == "auto", self.sync_method(dst) if method == "auto" else method
         if method == "object_store":
             self._sync_by_object_store(dst)
@@ -696,7 +870,8 @@ class WorkerGroup:
             GroupHandle(self.name, "ipc_release", [0], [self._hosts[0].ipc_release.remote()]).wait()
 
     def _sync_by_broadcast(self, dst: "WorkerGroup") -> None:
-        key = f"sync/{self.name}->{dst.name}"
+        # per launch of dst: a group relaunched under the name forms a new communicator (its old one's members died)
+        key = f"sync/{self.name}->{dst.name}@{dst._claim_token[:12]}"
         world_size = 1 + dst.world_size  # src rank 0 + every dst rank
         backend = "nccl" if (self.uses_cuda and dst.uses_cuda) else "gloo"
         if key not in self._sync_stores:
@@ -716,19 +891,31 @@ class WorkerGroup:
     # ---- teardown -----------------------------------------------------------------------------
     def shutdown(self) -> None:
         """Kill the ranks' processes, destroy the p2p mailbox and free the name for another group. A group
-        that never claimed its name (its start was refused) touches neither the name nor the mailbox."""
-        for host in self._hosts:
-            ray.kill(host)
-        self._hosts = []
+        that never claimed its name (its start was refused) touches neither the name nor the mailbox. Afterwards
+        the group has no ranks (world_size 0) and refuses calls, naming itself as shut down; it can be launched
+        again. A group whose Ray connection ended (its processes with it) only forgets them."""
+        started = bool(self._hosts) or self._claim_token is not None
+        alive = ray_session() == self._session and ray.is_initialized()
+        hosts, self._hosts = self._hosts, []
+        self.placements, self._launched, self._pending, self._store_ref = [], False, [], None
+        self._sync_stores.clear()
+        self._shut_down = self._shut_down or started
+        if alive:
+            for host in hosts:
+                ray.kill(host)
         if self._claim_token is None:
+            return
+        self._claim_finalizer.detach()
+        token, self._claim_token, self._claim_finalizer = self._claim_token, None, None
+        if not alive:
             return
         try:
             Channel.connect(_mailbox_name(self.name)).destroy()  # from now on a send to this group fails
         except ValueError:
             pass
-        self._claim_finalizer.detach()
-        ray.get(_registry().release.remote(self.name, self._claim_token))  # before a relaunch claims it
-        self._claim_token = self._claim_finalizer = None
+        ray.get(_registry().release.remote(self.name, token))  # before a relaunch claims it
 
     def __repr__(self) -> str:
+        if self._shut_down and not self._hosts:
+            return f"WorkerGroup({self.name!r}, {self._worker_cls.__name__}, shut down)"
         return f"WorkerGroup({self.name!r}, {self._worker_cls.__name__} x{self.world_size})"

@@ -1,7 +1,7 @@
 """ActorWorker: trains the policy with torch FSDP2 (fully_shard) over every actor rank.
 
-Each rank receives its share of the rollout's envs, computes advantages on them, and runs PPO-style
-epochs over minibatches; FSDP reduce-scatters the gradients, so all ranks step the same model.
+Each rank receives its share of the rollout's envs, computes advantages on them (Reinforce++ normalises them
+with the statistics of every rank's envs), and runs PPO-style epochs over minibatches; FSDP reduce-scatters the gradients, so all ranks step the same model.
 """
 
 from __future__ import annotations
@@ -56,6 +56,8 @@ from .timeline import SpanRecorder
 logger = logging.getLogger(__name__)
 
 FULL_STATE = StateDictOptions(full_state_dict=True, cpu_offload=True)
+# The mean approx_kl of an update's minibatches evaluated after its first optimizer step (algorithm.desired_kl's)
+POST_STEP_KL = "post_step_approx_kl"
 
 
 class ActorWorker(Worker, SpanRecorder):
@@ -164,7 +166,8 @@ class ActorWorker(Worker, SpanRecorder):
         return self._train_on(iteration, Trajectory.concat_envs(pieces))
 
     def _train_on(self, iteration: int, trajectory: Trajectory) -> dict[str, float]:
-        advantages, returns = compute_advantages(trajectory, self.cfg.algorithm)  # (T, N) each
+        # (T, N) each, on this rank's envs; every rank calls it: Reinforce++ all-reduces its normalisation statistics
+        advantages, returns = compute_advantages(trajectory, self.cfg.algorithm)
         samples = flatten_time_and_envs(trajectory, advantages, returns)
         self._set_learning_rates(iteration)
         with self.span("train"):
@@ -189,18 +192,29 @@ class ActorWorker(Worker, SpanRecorder):
                     group["lr"] = 0.0  # critic warmup: only the value head learns
 
     def _adapt_lr_scale(self, iteration: int, metrics: dict[str, float]) -> None:
-        """algorithm.desired_kl: rescale the policy's next lr from this update's approx_kl (the ranks'
-        mean, so every rank keeps the same lr). Not during critic warmup, when the policy does not move."""
+        """algorithm.desired_kl: rescale the policy's next lr from this update's post_step_approx_kl (the ranks'
+        mean, so every rank keeps the same lr): the KL of the minibatches evaluated after the update's first
+        optimizer step. Not train/approx_kl, whose first minibatch is measured before any step (~0), which biased
+        it low (one step per update: always 0, and the lr grew x1.5 every iteration). Unchanged during critic
+        warmup, when the policy does not move, and where no minibatch was evaluated after a step (target_kl ended
+        the update at its first; every rank decides that alike)."""
         algo = self.cfg.algorithm
         if algo.desired_kl is None or iteration < algo.critic_warmup_iterations:
             return
-        self.lr_scale = adapted_lr_scale(algo, self.lr_scale, self._mean_over_ranks(metrics["approx_kl"]))
+        if POST_STEP_KL in metrics:
+            self.lr_scale = adapted_lr_scale(algo, self.lr_scale, self._mean_over_ranks(metrics[POST_STEP_KL]))
         metrics["lr_scale"] = self.lr_scale
 
     def _update(self, iteration: int, samples: dict[str, Any]) -> dict[str, float]:
         """The iteration's minibatch steps. Metrics are means over the minibatches evaluated, the one whose
         approx_kl passed target_kl included; stop_approx_kl is that minibatch's own (logged only when it ended the
-        update: after one step, the means of two minibatches halve the ratio and clip fraction)."""
+        update: after one step, the means of two minibatches halve the ratio and clip fraction).
+
+        Each minibatch's approx_kl is measured before its own step, against the rollout's log-probs. So
+        train/approx_kl (the mean over every minibatch evaluated) includes the first, measured before any step
+        (~0: initial_approx_kl), and never sees the last step. post_step_approx_kl, what algorithm.desired_kl
+        reads, is the mean over the minibatches evaluated after at least one step (the first left out); absent
+        when the update took no step before its last evaluation (one minibatch, or target_kl at the first)."""
         algo = self.cfg.algorithm
         num_samples = samples["actions"].shape[0]
         check_minibatch_split(num_samples, self.cfg, self.rank, self.world_size)
@@ -229,6 +243,8 @@ class ActorWorker(Worker, SpanRecorder):
                 history["initial_ratio_max_abs_dev"] = [step_metrics["ratio_max_abs_dev"]]
             for key, value in step_metrics.items():
                 history.setdefault(key, []).append(value)
+            if steps_taken > 0:  # the policy has moved since the rollout: a KL of the update's steps
+                history.setdefault(POST_STEP_KL, []).append(step_metrics["approx_kl"])
             if not stepped:  # approx_kl passed target_kl: this iteration's update ends (CleanRL / ManiSkill PPO)
                 history["stop_approx_kl"] = [step_metrics["approx_kl"]]
                 break
@@ -566,7 +582,8 @@ def update_out_of_memory(
     # stop 46: pi0-3b trained whole ran out of an H100 in its second update (Adam's moments exist from the first
     # step on), at 20 and 40 samples per minibatch alike: the training state, not the activations, filled it
     for setting in ("freeze_language_model", "freeze_vision_encoder"):
-        if getattr(config, setting, None) is False:
+        # with LoRA the base is frozen already, and freezing new adapters is refused (flow/config.py)
+        if getattr(config, setting, None) is False and not getattr(config, "lora_rank", 0):
             advice.append(f"set policy.overrides.{setting}=true")
     trainable = sum(p.numel() for p in policy.parameters() if p.requires_grad) if hasattr(policy, "parameters") else 0
     state = (

@@ -14,9 +14,10 @@ import torch
 from ..envs.action_settings import trained_env_note
 from ..config import PolicyConfig
 from ..policies import Policy, make_policy, policy_class
+from ..policies.registry import check_overrides_fit_checkpoint
 from ..policies.base import CONFIG_FILE, read_json_file, reject_value_head_overrides
 from ..policies.base import PolicyConfig as BasePolicyConfig
-from ..unread_settings import field_default, override_key
+from ..unread_settings import field_default, ineffective_setting_error, override_key
 from .mixed_precision import cast_floating_buffers
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,9 @@ def check_policy_config(cfg: PolicyConfig) -> None:
                 "give a local checkpoint directory (nothing is downloaded)"
             )
         check_checkpoint_policy(cfg)
+        check_overrides_fit_checkpoint(cfg.name, cfg.checkpoint, dict(cfg.overrides))
+        check_checkpoint_config(cls, cfg)
+        reject_frozen_new_adapters(cfg)
         return
     if dict(cfg.overrides).get("revealed_state_gain", 1.0) != 1.0:  # it scales dims a checkpoint hid
         raise ValueError(
@@ -62,6 +66,55 @@ def check_policy_config(cfg: PolicyConfig) -> None:
             "model, or policy.require_checkpoint=false to train from random weights"
         )
     check_preset_config(cls, cfg.size, dict(cfg.overrides))
+    reject_frozen_new_adapters(cfg)
+
+
+def reject_frozen_new_adapters(cfg: PolicyConfig) -> None:
+    """lora_rank > 0 adds new adapters where the weights hold none (a new policy, or a checkpoint saved with
+    lora_rank=0), and freeze_language_model=true would keep them at zero (flow/config.py); the policy refuses that
+    when it builds them, this before any worker starts. A checkpoint's trained adapters may be frozen. Policies
+    without freeze_language_model pass (predicted_policy_field: None)."""
+    from ..policies.flow.config import frozen_new_adapters_message
+
+    lora_rank = predicted_policy_field(cfg, "lora_rank")
+    if not lora_rank or predicted_policy_field(cfg, "freeze_language_model") is not True:
+        return
+    if cfg.checkpoint is not None and (saved_policy_config(cfg.checkpoint) or {}).get("lora_rank"):
+        return  # the checkpoint's adapters, trained
+    source = f"policy.checkpoint={cfg.checkpoint!r} holds no adapters" if cfg.checkpoint else "a new policy"
+    raise ValueError(f"policy {cfg.name!r} ({source}): {frozen_new_adapters_message(lora_rank)}")
+
+
+def reject_value_head_overrides_without_critic(policy_cfg: PolicyConfig, algorithm_cfg: Any) -> None:
+    """A value-head setting (the config's value_head_fields) given in policy.overrides where the estimator trains no
+    critic (algorithm.uses_critic, the registry's answer: GRPO, DAPO, Reinforce++): the head is built and never
+    trained, so the setting changes nothing (before: value_hidden_dim=64 under algorithm=grpo gave metrics identical
+    to the default's). An override equal to the value the policy has without it (the checkpoint's, the preset's, the
+    config's default) passes, as reject_ineffective_setting lets defaults pass. For train.py's start-up checks."""
+    if algorithm_cfg.uses_critic:
+        return
+    try:
+        cls = policy_class(policy_cfg.name)
+    except ValueError:  # check_policy_config names it
+        return
+    reason = (
+        f"algorithm.adv_type={algorithm_cfg.adv_type!r} trains no critic, so the value head is never trained; drop "
+        "the setting, or use an estimator that reads a critic (algorithm=ppo)"
+    )
+    for name in cls.config_class.value_head_fields:
+        if name in policy_cfg.overrides and policy_cfg.overrides[name] != value_without_override(policy_cfg, name):
+            raise ineffective_setting_error("policy.overrides", name, policy_cfg.overrides[name], reason)
+
+
+def value_without_override(policy_cfg: PolicyConfig, name: str) -> Any:
+    """The policy config field `name` as the run's policy would have it without its policy.overrides entry: the
+    checkpoint's config.json (a field it lacks, or an upstream layout: the config's default), else the size preset,
+    else the config's default."""
+    cls = policy_class(policy_cfg.name)
+    if policy_cfg.checkpoint is not None:
+        saved = saved_policy_config(policy_cfg.checkpoint) or {}
+        return saved[name] if name in saved else field_default(cls.config_class, name)
+    return cls.presets.get(policy_cfg.size, {}).get(name, field_default(cls.config_class, name))
 
 
 def check_checkpoint_policy(cfg: PolicyConfig) -> None:
@@ -82,6 +135,21 @@ def check_checkpoint_policy(cfg: PolicyConfig) -> None:
             f"policy.checkpoint={cfg.checkpoint!r} holds policy {saved_name!r}, but policy={cfg.name}: select "
             f"policy={saved_name} (the config group), or a checkpoint of {cfg.name}"
         )
+
+
+def check_checkpoint_config(cls: type[Policy], cfg: PolicyConfig) -> None:
+    """Build the config from_pretrained will build (the checkpoint's config.json plus policy.overrides), so its own
+    checks run in the driver (before: e.g. policy.overrides.lora_dropout=2.0 on a checkpoint failed in each worker,
+    after Ray and the envs had started). An upstream layout is left to its converter."""
+    data = saved_policy_config(cfg.checkpoint)
+    if data is None:
+        return
+    data.pop("policy")
+    overrides = dict(cfg.overrides)
+    try:
+        cls.config_class.from_dict({**data, **overrides})
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"policy.checkpoint={cfg.checkpoint!r} with policy.overrides={overrides}: {error}") from None
 
 
 def check_policy_overrides(cls: type[Policy], overrides: dict[str, Any]) -> None:

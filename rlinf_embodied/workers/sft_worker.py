@@ -430,7 +430,8 @@ def eval_env_errors(cfg: SFTRunConfig, on_failure: Callable[[], None] = lambda: 
 
 
 def sft_eval_config(cfg: SFTRunConfig, device: str = "auto") -> EvalConfig:
-    """The evaluation SFT runs every sft.eval_interval steps: deterministic episodes from sft.seed + 1000."""
+    """The evaluation SFT runs every sft.eval_interval steps: deterministic episodes from sft.seed + 1000, with a
+    progress bar where sft.progress shows SFT's."""
     sft: SFTConfig = cfg.sft
     return EvalConfig(
         num_episodes=sft.eval_episodes,
@@ -438,6 +439,7 @@ def sft_eval_config(cfg: SFTRunConfig, device: str = "auto") -> EvalConfig:
         seed=sft.seed + SFT_EVAL_SEED_OFFSET,
         video=False,
         device=device,
+        progress=sft.progress,
     )
 
 

@@ -209,3 +209,89 @@ def test_reinforce_pp_returns_and_global_normalisation():
     flat = expected_returns.flatten()
     torch.testing.assert_close(adv, (expected_returns - flat.mean()) / (flat.std() + 1e-8))
     assert abs(float(adv.mean())) < 1e-12 and abs(float(adv.std()) - 1.0) < 1e-6
+
+
+def _probe_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    """8 envs, 3 steps, each episode ending at the last step: envs 0-3 succeed (reward 1), envs 4-7 fail (probe 59
+    #9), with a little noise so every return differs."""
+    rewards = torch.zeros(3, 8, dtype=torch.float64)
+    rewards[-1, :4] = 1.0
+    rewards += 0.01 * torch.arange(24, dtype=torch.float64).reshape(3, 8)
+    dones = torch.zeros(3, 8, dtype=torch.bool)
+    dones[-1] = True
+    return rewards, dones
+
+
+def _summed_across_threads(num_ranks: int):
+    """A sum over `num_ranks` threads, each a simulated rank: every one waits for the others' tensors."""
+    import threading
+
+    barrier, posted = threading.Barrier(num_ranks), {}
+
+    def sum_stats(stats: torch.Tensor) -> torch.Tensor:
+        posted[threading.get_ident()] = stats.clone()
+        barrier.wait()
+        total = sum(posted.values())
+        barrier.wait()  # every rank has read the sums before the next call posts
+        return total
+
+    return sum_stats
+
+
+def _advantages_per_rank(rewards, dones, num_ranks: int, sum_stats=None) -> torch.Tensor:
+    """Reinforce++ advantages computed by `num_ranks` simulated ranks on contiguous env blocks (split_envs), joined."""
+    import threading
+
+    blocks = torch.tensor_split(torch.arange(rewards.shape[1]), num_ranks)
+    results: dict[int, torch.Tensor] = {}
+
+    def rank(index: int) -> None:
+        envs = blocks[index]
+        kwargs = {} if sum_stats is None else {"sum_stats": sum_stats}
+        results[index] = compute_reinforce_pp_advantages(rewards[:, envs], dones[:, envs], 0.9, **kwargs)[0]
+
+    threads = [threading.Thread(target=rank, args=(index,)) for index in range(num_ranks)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return torch.cat([results[index] for index in range(num_ranks)], dim=1)
+
+
+@pytest.mark.parametrize("num_ranks", [2, 4])
+def test_reinforce_pp_normalises_over_every_ranks_envs_not_per_rank(num_ranks):
+    """Probe 59 #9: each actor rank computes advantages on its own envs; the documented global normalisation needs
+    the whole batch's mean and std. Per rank, the rank holding only failures normalised them to ~0 among themselves."""
+    rewards, dones = _probe_batch()
+    whole, _ = compute_reinforce_pp_advantages(rewards, dones, 0.9)
+    joined = _advantages_per_rank(rewards, dones, num_ranks, _summed_across_threads(num_ranks))
+    torch.testing.assert_close(joined, whole)
+    assert (joined[-1, 4:] < 0).all() and (joined[-1, :4] > 0).all()  # failures pushed down wherever they are
+    alone = _advantages_per_rank(rewards, dones, num_ranks, sum_stats=lambda stats: stats)  # the old per-rank way
+    assert not torch.allclose(alone, whole)
+
+
+def _gloo_rank(rank: int, world_size: int, store_path: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{store_path}", rank=rank, world_size=world_size)
+    try:
+        rewards, dones = _probe_batch()
+        envs = torch.tensor_split(torch.arange(rewards.shape[1]), world_size)[rank]
+        cfg = AlgorithmConfig(adv_type="reinforce_pp", gamma=0.9)
+        trajectory = SimpleNamespace(rewards=rewards[:, envs], dones=dones[:, envs], values=None, env_ids=envs)
+        torch.save(compute_advantages(trajectory, cfg)[0], f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_reinforce_pp_all_reduces_its_statistics_over_a_real_process_group(tmp_path):
+    """The default reduction: two ranks in a gloo process group, as two actor ranks on CPU, give the advantages
+    of the whole batch (compute_advantages, as ActorWorker._train_on calls it)."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_gloo_rank, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
+    rewards, dones = _probe_batch()
+    whole, _ = compute_reinforce_pp_advantages(rewards, dones, 0.9)
+    joined = torch.cat([torch.load(tmp_path / f"rank{rank}.pt") for rank in range(2)], dim=1)
+    torch.testing.assert_close(joined, whole)

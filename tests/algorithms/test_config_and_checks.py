@@ -113,6 +113,46 @@ def test_desired_kl_must_be_below_target_kl():
     AlgorithmConfig(desired_kl=0.01, target_kl=0.1)
 
 
+def test_desired_kl_must_leave_room_for_the_lr_to_shrink_below_target_kl():
+    """Probe 59 #15: the lr shrinks only above 2 x desired_kl, and updates end at target_kl, so a desired_kl in
+    [target_kl / 2, target_kl) could practically only grow the lr."""
+    with pytest.raises(ValueError, match=r"desired_kl=0.09 is not below algorithm.target_kl / 2 = 0.05: .*only grow"):
+        AlgorithmConfig(desired_kl=0.09, target_kl=0.1)
+    with pytest.raises(ValueError, match=r"desired_kl=0.05 is not below .* = 0.05: .*e.g. target_kl / 5 = 0.02"):
+        AlgorithmConfig(desired_kl=0.05, target_kl=0.1)
+    AlgorithmConfig(desired_kl=0.049, target_kl=0.1)
+    AlgorithmConfig(desired_kl=0.09, target_kl=None)  # no early stop: both branches reachable
+
+
+def test_an_estimator_that_reads_the_critic_refuses_vf_coef_zero():
+    """Probe 59 #1: GAE reads V(s) every step, and vf_coef=0 never trains it (also what algorithm=grpo
+    algorithm.adv_type=gae gave: the grpo group sets vf_coef 0)."""
+    with pytest.raises(ValueError, match=r"vf_coef=0.0: adv_type='gae' reads the critic.*vf_coef > 0 .*'grpo'"):
+        AlgorithmConfig(adv_type="gae", vf_coef=0.0)
+    cfg = AlgorithmConfig(adv_type="gae")
+    cfg.vf_coef = 0.0
+    with pytest.raises(ValueError, match=r"vf_coef=0.0: .*randomly initialised value head"):
+        cfg.validate()
+    AlgorithmConfig(adv_type="gae", vf_coef=0.01)
+    AlgorithmConfig(adv_type="grpo", vf_coef=0.0)  # critic-free: 0 is its own value
+
+
+def test_one_optimizer_step_per_update_refuses_desired_kl_and_a_set_target_kl():
+    """Probe 59 #2: approx_kl is measured before each minibatch's step, so with one step per update desired_kl
+    reads ~0 (the lr grew x1.5 per iteration) and target_kl can stop nothing. The default target_kl and null pass,
+    so `algorithm.num_minibatches=1 algorithm.update_epochs=1` stays usable."""
+    one_step = {"update_epochs": 1, "num_minibatches": 1}
+    with pytest.raises(ValueError, match=r"desired_kl=0.01: algorithm.update_epochs=1 x .*num_minibatches=1 .*x1.5"):
+        AlgorithmConfig(**one_step, desired_kl=0.01, target_kl=None)
+    with pytest.raises(ValueError, match=r"target_kl=1e-09 would change nothing: .*one optimizer step per update"):
+        AlgorithmConfig(**one_step, target_kl=1e-9)
+    AlgorithmConfig(**one_step)  # the default target_kl
+    AlgorithmConfig(**one_step, target_kl=None)
+    for two_steps in ({"update_epochs": 1, "num_minibatches": 2}, {"update_epochs": 2, "num_minibatches": 1}):
+        AlgorithmConfig(**two_steps, desired_kl=0.01, target_kl=0.1)
+        AlgorithmConfig(**two_steps, target_kl=1e-9)
+
+
 def test_a_loss_registers_only_known_clip_settings():
     from rlinf_embodied.algorithms.registry import register_loss
 

@@ -11,7 +11,8 @@ METRICS = {"policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction",
 
 
 def config(**overrides) -> AlgorithmConfig:
-    return AlgorithmConfig(**{"normalize_advantages": False, "vf_coef": 0.0, "entropy_coef": 0.0, **overrides})
+    """GAE (vf_coef > 0: a critic it reads must train); losses given no new_values add no value loss."""
+    return AlgorithmConfig(**{"normalize_advantages": False, "vf_coef": 0.5, "entropy_coef": 0.0, **overrides})
 
 
 def ratio_gradients(cfg: AlgorithmConfig, ratios: list[float], advantages: list[float]):

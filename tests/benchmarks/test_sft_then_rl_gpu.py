@@ -7,6 +7,7 @@ A wrong choice or a rejected argument here costs a whole device session."""
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +26,14 @@ def write_run(work: Path, name: str, evals: dict[int, float]) -> None:
     (run / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
 
 
+def script_env(**env_vars: str) -> dict[str, str]:
+    """The script's environment: this interpreter as its $PYTHON (`python3` on PATH may lack the package: under
+    .venv/bin/pytest without an activated venv every stage failed with ModuleNotFoundError)."""
+    return {**os.environ, "PYTHON": sys.executable, **env_vars}
+
+
 def stage(work: Path, *args: str, **env_vars: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WORK": str(work), **env_vars}
+    env = script_env(WORK=str(work), **env_vars)
     return subprocess.run(["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True, check=False)
 
 
@@ -46,6 +53,24 @@ def test_reached_is_true_once_any_run_evaluates_at_the_bar(tmp_path):
     assert stage(tmp_path, "reached", "0.3").returncode == 1
     write_run(tmp_path, "sft_2", {1000: 0.31})
     assert stage(tmp_path, "reached", "0.3").returncode == 0
+
+
+def test_the_stages_run_the_python_the_caller_names(tmp_path):
+    """Before: the scripts ran `python3` from PATH, so `.venv/bin/pytest` without an activated venv ran the stages
+    with a python that lacks the package. A `python3` on PATH that fails must not be used when $PYTHON is set."""
+    import re
+
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "python3").write_text("#!/bin/sh\nexit 97\n")
+    (fake_bin / "python3").chmod(0o755)
+    write_run(tmp_path, "sft_0", {1000: 0.25})
+    result = stage(tmp_path, "pick", PATH=f"{fake_bin}{os.pathsep}{os.environ['PATH']}")
+    assert result.returncode == 0, result.stderr
+    for script in (SCRIPT, SCRIPT.with_name("sft_then_rl_cpu.sh")):
+        commands = [line for line in script.read_text().splitlines() if not line.lstrip().startswith("#")]
+        bare = [line for line in commands if re.search(r"(^|[\s(])python3? ", line)]
+        assert not bare, f"{script.name} runs python from PATH: {bare}"
 
 
 def test_unknown_stage_names_the_valid_ones(tmp_path):
@@ -78,7 +103,7 @@ def test_the_sft_stage_passes_every_check_before_its_workers_start(tmp_path, pol
         )
     # OpenVLA-OFT at the recipe's size: its tiny preset reads a wrist camera that PickCube rgb's demonstrations lack
     size = "openvla-oft-small" if policy == "openvla_oft" else "tiny"
-    env = {**os.environ, "WORK": str(tmp_path), "POLICY": policy, "SIZE": size, "COMPILE": "1", "BATCH": "4"}
+    env = script_env(WORK=str(tmp_path), POLICY=policy, SIZE=size, COMPILE="1", BATCH="4")
     if evaluations:  # as the pipeline runs it
         env.update(STOP_AT="0.3", EVAL_INTERVAL="1000", SAVE_INTERVAL="1000", EVAL_EPISODES="64")
     else:  # the stage's defaults: no evaluations, so no sft.eval_episodes either (it would change nothing)

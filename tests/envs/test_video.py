@@ -29,7 +29,8 @@ def test_video_recorder_writes_one_mp4_per_reset(tmp_path):
     env.close()
     assert first != env.last_video_path and os.path.getsize(first) > 0
     frames = imageio.mimread(first)
-    assert len(frames) == 6 and frames[0].shape == (16, 32, 3)
+    # the reset frame, 5 steps, and the frame the episodes ended in before the 5th step's reset frame
+    assert len(frames) == 7 and frames[0].shape == (16, 32, 3)
 
 
 def test_video_recorder_needs_rgb(tmp_path):
@@ -60,3 +61,23 @@ def test_video_recorder_refuses_more_envs_than_it_has(tmp_path):
         VideoRecorder(env, str(tmp_path), num_envs_to_record=3)
     assert VideoRecorder(env, str(tmp_path)).num_envs_to_record == 2  # unset: min(4, num_envs)
     env.close()
+
+
+def test_video_shows_the_frame_each_episode_ended_in_before_the_next_ones_first(tmp_path):
+    """Before: with SAME_STEP auto-reset the step that ends an episode returns the next episode's first frame, and
+    the video showed that one, never the frame the episode ended in (info["final_obs"]): the success a user looks
+    for was missing from every eval video."""
+    env = SubprocVectorEnv([ToyReachFactory(image_size=16)], num_workers=1, max_episode_steps=3)
+    env = VideoRecorder(env, str(tmp_path), name_prefix="toy", fps=10)
+    env.reset(seed=0)
+    for _ in range(3):
+        obs, _, _, truncated, info = env.step(torch.ones(1, 2))
+    assert bool(truncated[0])
+    final = info["final_obs"]["rgb"][0, 0, 0].numpy().astype(int)
+    next_first = obs["rgb"][0, 0, 0].numpy().astype(int)
+    assert abs(final - next_first).max() > 20  # the two frames differ enough to tell apart after mp4 compression
+    env.close()
+    frames = imageio.mimread(env.last_video_path)
+    assert len(frames) == 5  # reset, 3 steps, the final frame of the ended episode
+    shown = [frame[8, 8].astype(int) for frame in frames[-2:]]
+    assert abs(shown[0] - final).max() <= 8 and abs(shown[1] - next_first).max() <= 8

@@ -50,13 +50,30 @@ def test_any_image_size_at_least_the_minimum_works(height, width):
     torch.testing.assert_close(policy.evaluate(obs, out).log_probs, out.log_probs, atol=1e-5, rtol=0)
 
 
-def test_too_small_images_name_the_minimum():
+def test_too_small_image_size_names_the_minimum():
     policy = tiny_cnn()
     assert policy.config.min_image_size() == 16
-    with pytest.raises(ValueError, match=r"15x15; the conv stack needs at least 16x16"):
-        policy.act({"rgb": torch.zeros(2, 15, 15, 3, dtype=torch.uint8)})
+    out = policy.act({"rgb": torch.zeros(2, 15, 15, 3, dtype=torch.uint8)})  # resized to image_size=32
+    assert out.actions.shape == (2, 1, ACTION_DIM)
     with pytest.raises(ValueError, match="below the conv stack's minimum 16"):
         tiny_cnn(image_size=12)
+
+
+def test_image_size_is_the_resolution_the_network_sees():
+    """Before: image_size only sized example_obs; the network took whatever the camera rendered, so
+    policy.overrides.image_size=64 changed neither the parameters nor any output on 128 px images."""
+    import torch.nn.functional as F
+
+    small, large = tiny_cnn(image_size=16), tiny_cnn(image_size=64)
+    large.load_state_dict(small.state_dict())  # the same weights: only image_size differs
+    rgb = torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8)
+    features = small.image_encoder(rgb)
+    assert (features - large.image_encoder(rgb)).abs().max() > 0.05
+    # image_size=16 sees the 64 px camera as it sees the same camera resized to 16 px (up to uint8 rounding)
+    resized = F.interpolate(rgb.permute(0, 3, 1, 2).float(), size=(16, 16), mode="bilinear", antialias=True)
+    rgb16 = resized.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    torch.testing.assert_close(features, small.image_encoder(rgb16), atol=0.02, rtol=0)
+    assert features.abs().max() > 0.1  # not all zero after the ReLU
 
 
 def test_default_preset_matches_maniskill_naturecnn():

@@ -25,6 +25,7 @@ def test_registered_and_reads_state_only():
         dict(gradient_checkpointing=True),
         dict(image_size=96),
         dict(max_token_len=16),
+        dict(trim_prompt_padding=True),  # before: accepted, and a GRPO run's metrics were identical to the default's
     ],
 )
 def test_camera_and_language_model_settings_are_rejected(setting):

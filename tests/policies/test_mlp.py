@@ -196,3 +196,19 @@ def test_actor_ignore_state_dims(tmp_path):
     assert MLPPolicy.from_pretrained(str(tmp_path / "p")).config.actor_ignore_state_dims == [1, 3]
     with pytest.raises(ValueError, match=r"actor_ignore_state_dims \[6\]"):
         make_policy("mlp", size="tiny", action_dim=ACTION_DIM, state_dim=STATE_DIM, actor_ignore_state_dims=[6])
+
+
+def test_action_bounds_are_checked_against_the_envs_action_space():
+    """Before: action_low/high of [-2, 2] on PushCube's [-1, 1] were accepted; the env clipped half of each range."""
+    from rlinf_embodied.policies.mlp.configuration import MLPConfig
+
+    wide = MLPConfig(action_dim=2, state_dim=3, action_low=[-2.0, -0.5], action_high=[2.0, 0.5])
+    with pytest.raises(
+        ValueError,
+        match=r"action_low=\[-2.0, -0.5\], action_high=\[2.0, 0.5\] reach beyond env 'toy''s action space "
+        r"low=\[-1.0, -1.0\], high=\[1.0, 1.0\] in dimensions \[0\]",
+    ):
+        wide.check_within_action_space([-1.0, -1.0], [1.0, 1.0], "env 'toy'")
+    wide.check_within_action_space([-2.0, -1.0], [2.0, 1.0], "env 'toy'")  # within (the bounds themselves)
+    wide.check_within_action_space([-float("inf")] * 2, [float("inf")] * 2, "env 'toy'")  # an unbounded space
+    MLPConfig(action_dim=2, state_dim=3).check_within_action_space([-0.5] * 2, [0.5] * 2, "env 'toy'")  # no bounds

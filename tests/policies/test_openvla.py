@@ -265,3 +265,27 @@ def test_prompts_are_tokenized_once_per_instruction_and_tokenizer(monkeypatch):
     policy.config.lowercase_instruction = False
     policy.prompt_token_ids(["pick up the red cube"])
     assert len(calls) == 3
+
+
+def test_oft_discrete_head_refuses_the_continuous_heads_depth():
+    """Before: action_head_num_blocks=5 with action_head_type=discrete was accepted, and the discrete head builds no
+    MLP-ResNet action head, so it changed nothing."""
+    from rlinf_embodied.policies.openvla_oft.configuration import OpenVLAOFTConfig
+
+    with pytest.raises(
+        ValueError,
+        match=r"action_head_num_blocks=5 would change nothing: the discrete head .*action_head_type='continuous'",
+    ):
+        OpenVLAOFTConfig(action_head_type="discrete", action_head_num_blocks=5, state_dim=8)
+    assert OpenVLAOFTConfig(action_head_num_blocks=5, state_dim=8).action_head_num_blocks == 5  # the continuous head's
+    # a saved discrete config holds the default, which loads
+    assert OpenVLAOFTConfig(action_head_type="discrete", state_dim=8).action_head_num_blocks == 2
+
+
+def test_freeze_vision_encoder_with_lora_is_refused_as_ineffective():
+    """LoRA trains the adapters and heads only (apply_lora), so the vision encoder is frozen either way."""
+    from rlinf_embodied.policies.openvla.configuration import OpenVLAConfig
+
+    with pytest.raises(ValueError, match=r"freeze_vision_encoder=True would change nothing: lora_rank=4 freezes"):
+        OpenVLAConfig(lora_rank=4, freeze_vision_encoder=True)
+    assert OpenVLAConfig(lora_rank=4).lora_rank == 4 and OpenVLAConfig(freeze_vision_encoder=True).freeze_vision_encoder

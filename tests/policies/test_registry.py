@@ -270,3 +270,64 @@ def test_a_config_json_is_parsed_once_per_version_and_each_reader_gets_its_own_c
     assert base.read_json_file(str(path)) == {"policy": "mlp", "hidden_dim": 64} and len(parses) == 1
     path.write_text('{"policy": "mlp", "hidden_dim": 128, "num_layers": 2}')  # rewritten: read again
     assert base.read_json_file(str(path))["hidden_dim"] == 128 and len(parses) == 2
+
+
+def _weight_shapes(policy) -> dict[str, tuple[int, ...]]:
+    return {key: tuple(value.shape) for key, value in policy.state_dict().items()}
+
+
+def _another_value(value):
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value * 2
+    if isinstance(value, list):
+        return [item * 2 for item in value]
+    return {"continuous": "discrete"}.get(value)
+
+
+@pytest.mark.parametrize(
+    "name, base, other",
+    [
+        ("mlp", {"state_dim": 4}, {}),
+        ("cnn", {"state_dim": 3}, {"conv_kernels": [4, 3, 2]}),  # doubled kernels exceed the tiny images
+        ("openvla", {}, {}),
+        ("openvla_oft", {}, {"action_head_type": "discrete"}),
+    ],
+)
+def test_each_architecture_field_shapes_the_weights(name, base, other):
+    """check_overrides_fit_checkpoint refuses these fields on a checkpoint: each must change the weights' names or
+    shapes (or a checkpoint override of it would load fine and be refused for nothing)."""
+    cls = policy_class(name)
+    reference = make_policy(name, size="tiny", action_dim=4, **base)
+    for field in cls.config_class.architecture_fields:
+        value = other.get(field, _another_value(getattr(reference.config, field)))
+        changed = make_policy(name, size="tiny", **{"action_dim": 4, **base, field: value})
+        assert _weight_shapes(changed) != _weight_shapes(reference), field
+
+
+def test_an_architecture_override_of_a_checkpoint_is_refused_from_its_config_json(tmp_path):
+    """Before: policy.overrides.hidden_dim=128 on a checkpoint passed the start-up checks, and every worker failed
+    while loading, naming a tensor and not the override."""
+    from rlinf_embodied.policies.registry import check_overrides_fit_checkpoint
+
+    make_policy("mlp", size="tiny", action_dim=4, state_dim=6).save_pretrained(tmp_path)
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            f"policy.overrides.hidden_dim=128, policy.overrides.num_layers=3: policy.checkpoint='{tmp_path}' was "
+            "trained with hidden_dim=32, num_layers=2 (its config.json), which sets the shapes of its weights"
+        ),
+    ):
+        check_overrides_fit_checkpoint("mlp", str(tmp_path), {"hidden_dim": 128, "num_layers": 3, "init_log_std": -1.0})
+    with pytest.raises(ValueError, match=r"actor.0.bias has shape \(32,\)"):  # the load error it stands in for
+        policy_class("mlp").from_pretrained(tmp_path, hidden_dim=128)
+    # the checkpoint's own values, settings that shape no weight, and no checkpoint all pass
+    check_overrides_fit_checkpoint("mlp", str(tmp_path), {"hidden_dim": 32, "state_dim": 6, "init_log_std": -1.0})
+    check_overrides_fit_checkpoint("mlp", None, {"hidden_dim": 128})
+    make_policy("cnn", size="tiny", action_dim=2).save_pretrained(tmp_path / "cnn")
+    check_overrides_fit_checkpoint("cnn", str(tmp_path / "cnn"), {"conv_channels": (8, 16, 16), "image_size": 64})
+    with pytest.raises(
+        ValueError, match=r"policy.overrides.conv_channels=\[8, 16, 32\]: .*conv_channels=\[8, 16, 16\]"
+    ):
+        check_overrides_fit_checkpoint("cnn", str(tmp_path / "cnn"), {"conv_channels": (8, 16, 32)})

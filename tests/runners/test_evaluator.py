@@ -59,10 +59,16 @@ def test_eval_writes_results_table_and_video(tmp_path, checkpoint, capsys):
     payload = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert payload["episodes"] == 5
     assert payload["episodes_from"] == {"seed": 1000, "num_envs": 2}  # both pick the episodes
-    assert payload["tasks"][0]["success_rate"] == pytest.approx(result.success_rate)
+    assert payload["deterministic"] is True
+    task = payload["tasks"][0]
+    assert task["success_once_rate"] == pytest.approx(result.successes / 5)
+    assert task["success_at_end_rate"] == pytest.approx(result.successes_at_end / 5)
+    assert task["success_rate"] == task["success_once_rate"]  # the old key, kept: success at any step
+    assert payload["overall_success_rate"] == payload["overall_success_once_rate"]
     assert result.video is not None and os.path.getsize(result.video) > 0
     print_success_table(results)
-    assert "success rate" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "success (any step)" in out and "success at end" in out
 
 
 def test_eval_without_rgb_skips_the_video(tmp_path, checkpoint, caplog):
@@ -311,3 +317,207 @@ def test_success_at_the_final_step_is_counted_apart_from_success_at_any_step():
     assert (holding.successes, holding.successes_at_end) == (2, 2)
     metrics = eval_metrics([slipping, holding])  # SFT's eval/*, named as training's
     assert (metrics["eval/success_once"], metrics["eval/success_rate"], metrics["eval/num_episodes"]) == (0.75, 0.5, 8)
+
+
+def test_table_and_results_name_success_at_any_step_and_at_the_end_apart(tmp_path, capsys):
+    """Before: one "success rate" column and results.json key, holding success at any step (success_once), while
+    training's success_rate is success at the final step: a policy that reached the goal and drifted off scored
+    high here and low in training's eval/success_rate under the same name."""
+    from rlinf_embodied.runners.evaluator import TaskResult, write_results
+
+    drifting = TaskResult("toy", episodes=4, successes=3, mean_return=1.0, mean_length=5.0, successes_at_end=1)
+    payload = json.loads(open(write_results([drifting], str(tmp_path), deterministic=False)).read())
+    (task,) = payload["tasks"]
+    assert (task["success_once_rate"], task["success_at_end_rate"], task["success_rate"]) == (0.75, 0.25, 0.75)
+    assert (payload["overall_success_once_rate"], payload["overall_success_at_end_rate"]) == (0.75, 0.25)
+    assert "success_at_end_rate" in payload["success_rate_means"] and payload["deterministic"] is False
+    print_success_table([drifting])
+    header, toy_row = [line for line in capsys.readouterr().out.splitlines() if "success" in line or "toy" in line]
+    cells = [cell.strip() for cell in toy_row.split("│") if cell.strip()]
+    assert cells[:4] == ["toy", "4", "75.0%", "25.0%"]
+    assert header.index("success (any step)") < header.index("success at end")
+
+
+class _RecordsRandomActions(_ZeroPolicy):
+    """Acts with torch's global RNG, as the policies sample; remembers every action."""
+
+    def __init__(self):
+        self.actions = []
+
+    def act(self, obs, deterministic=True):
+        actions = torch.randn(obs["state"].shape[0], 2)
+        self.actions.append(actions)
+        return type("Out", (), {"actions": actions})()
+
+
+def test_a_stochastic_evaluation_samples_from_eval_seed():
+    """Before: eval.deterministic=false with the same eval.seed gave different results (only the envs were seeded)."""
+    from rlinf_embodied.runners.evaluator import _run_task
+
+    def played(seed):
+        policy = _RecordsRandomActions()
+        cfg = EvalConfig(num_episodes=4, num_envs=2, deterministic=False, seed=seed)
+        _run_task(_ScriptedEpisodes(), policy, cfg, None, "toy", "cpu")
+        return torch.stack(policy.actions)
+
+    torch.manual_seed(1)
+    first = played(7)
+    outside = torch.rand(1)  # the caller's stream: restored after the evaluation
+    torch.manual_seed(2)
+    again = played(7)
+    torch.testing.assert_close(first, again, rtol=0, atol=0)
+    assert not torch.equal(first, played(8))
+    torch.manual_seed(2)
+    played(7)
+    torch.manual_seed(1)
+    played(7)
+    assert torch.equal(torch.rand(1), outside)
+
+
+def test_eval_progress_false_hides_the_bar(capsys):
+    """eval.progress=false (as runner.progress): no tqdm bar, whose carriage returns fill a piped log."""
+    from rlinf_embodied.config import compose_config
+    from rlinf_embodied.runners.evaluator import _run_task
+
+    assert compose_config("eval", ["eval.progress=false"]).eval.progress is False  # a command-line setting
+    for progress in (True, False):
+        cfg = EvalConfig(num_episodes=4, num_envs=2, progress=progress)
+        _run_task(_ScriptedEpisodes(), _ZeroPolicy(), cfg, None, "toy", "cpu")
+        shown = "eval toy" in capsys.readouterr().err
+        assert shown == progress
+
+
+@pytest.mark.parametrize("seed, num_envs", [(4294967295, 2), (4294967290, 8)])
+def test_eval_seed_beyond_the_simulators_range_is_refused_before_any_env(tmp_path, checkpoint, seed, num_envs):
+    """Before: accepted, then reset's error after the env and the policy had been built."""
+    from rlinf_embodied.runners.evaluator import check_eval_seed
+
+    cfg = EvalConfig(num_episodes=8, num_envs=num_envs, seed=seed, video=False)
+    message = (
+        rf"eval.seed={seed}: env i's first episode is seeded eval.seed \+ i, up to .* = {seed + num_envs - 1}, "
+        rf"above the largest seed 4294967295; valid with eval.num_envs={num_envs}: 0 <= eval.seed <= "
+        rf"{4294967295 - num_envs + 1}"
+    )
+    with pytest.raises(ValueError, match=message):
+        check_eval_seed(cfg)
+    with pytest.raises(ValueError, match=message):
+        evaluate_policy(EnvConfig(id="no/SuchEnv"), PolicyConfig(name="mlp", checkpoint=checkpoint), cfg, str(tmp_path))
+    check_eval_seed(EvalConfig(num_episodes=8, num_envs=num_envs, seed=4294967295 - num_envs + 1))
+
+
+def test_a_checkpoint_of_another_state_width_is_refused_before_any_episode(tmp_path):
+    """Before: the envs were built and the progress bar started, then the mlp's shape error in the first act."""
+    path = tmp_path / "policy5"
+    make_policy("mlp", size="tiny", action_dim=2, state_dim=5).save_pretrained(path)  # the toy env's state is 4 wide
+    with pytest.raises(
+        ValueError,
+        match=r"policy.checkpoint='.*policy5' reads state observations of width state_dim=5 \(its config.json\), but "
+        r"env 'rlinf-test/ToyReachRGB' gives state_dim=4; evaluate it on an env",
+    ):
+        evaluate_policy(
+            EnvConfig(id=TOY_ID, obs_mode="rgb", max_episode_steps=2),
+            PolicyConfig(name="mlp", checkpoint=str(path)),
+            EvalConfig(num_episodes=2, num_envs=2, video=False),
+            str(tmp_path / "eval"),
+        )
+    assert not (tmp_path / "eval" / "results.json").exists()
+
+
+def test_gaussian_action_bounds_beyond_the_envs_action_space_are_refused(tmp_path):
+    """Before: mlp bounds [-2, 2] on a [-1, 1] action space were accepted, and the env clipped half of each range."""
+    path = tmp_path / "wide"
+    make_policy(
+        "mlp", size="tiny", action_dim=2, state_dim=4, action_low=[-2.0, -1.0], action_high=[2.0, 0.5]
+    ).save_pretrained(path)
+    with pytest.raises(
+        ValueError,
+        match=r"action_low=\[-2.0, -1.0\], action_high=\[2.0, 0.5\] reach beyond env 'rlinf-test/ToyReachRGB''s "
+        r"action space low=\[-1.0, -1.0\], high=\[1.0, 1.0\] in dimensions \[0\]",
+    ):
+        evaluate_policy(
+            EnvConfig(id=TOY_ID, obs_mode="rgb", max_episode_steps=2),
+            PolicyConfig(name="mlp", checkpoint=str(path)),
+            EvalConfig(num_episodes=2, num_envs=2, video=False),
+            str(tmp_path / "eval"),
+        )
+    narrow = tmp_path / "narrow"  # inside the space: evaluated
+    make_policy(
+        "mlp", size="tiny", action_dim=2, state_dim=4, action_low=[-0.5, -1.0], action_high=[0.5, 1.0]
+    ).save_pretrained(narrow)
+    evaluate_policy(
+        EnvConfig(id=TOY_ID, obs_mode="rgb", max_episode_steps=2),
+        PolicyConfig(name="mlp", checkpoint=str(narrow)),
+        EvalConfig(num_episodes=2, num_envs=2, video=False),
+        str(tmp_path / "eval"),
+    )
+
+
+@pytest.mark.parametrize(
+    "overrides, deterministic, message",
+    [
+        (
+            {"init_log_std": -3.0},
+            True,
+            r"policy.overrides.init_log_std=-3.0 would change nothing: .*eval.deterministic=true",
+        ),
+        (
+            {"noise_level": 0.05},
+            True,
+            r"policy.overrides.noise_level=0.05 would change nothing: .*set eval.deterministic=false",
+        ),
+        ({"temperature": 0.5}, True, r"policy.overrides.temperature=0.5 would change nothing"),
+        (
+            {"deterministic_seed": 3},
+            False,
+            r"policy.overrides.deterministic_seed=3 would change nothing: only a deterministic",
+        ),
+    ],
+)
+def test_sampling_overrides_are_refused_where_the_evaluation_does_not_sample(overrides, deterministic, message):
+    """Before: eval with policy.overrides.init_log_std=-3.0 (or a flow noise_level) printed the same table as without:
+    the default eval.deterministic=true acts with the mean."""
+    from rlinf_embodied.eval import reject_sampling_overrides
+
+    with pytest.raises(ValueError, match=message):
+        reject_sampling_overrides(overrides, deterministic)
+    reject_sampling_overrides(overrides, not deterministic)  # the other mode reads them
+
+
+def test_eval_refuses_a_sampling_override_of_a_deterministic_evaluation_before_any_episode(tmp_path, checkpoint):
+    result = failed_eval("policy.overrides.init_log_std=-3.0", tmp_path, f"policy.checkpoint={checkpoint}")
+    assert "policy.overrides.init_log_std=-3.0 would change nothing" in result.stderr
+    assert "eval rlinf" not in result.stderr  # no episode ran (the progress bar)
+
+
+def test_eval_refuses_an_architecture_override_of_the_checkpoint_before_any_episode(tmp_path, checkpoint):
+    """Before: the checkpoint failed to load in the policy's build, naming a tensor ("actor.0.bias has shape
+    (32,), this mlp config needs (128,)"), after the envs were built."""
+    result = failed_eval("policy.overrides.hidden_dim=128", tmp_path, f"policy.checkpoint={checkpoint}")
+    assert (
+        f"policy.overrides.hidden_dim=128: policy.checkpoint='{checkpoint}' was trained with hidden_dim=32 (its "
+        "config.json), which sets the shapes of its weights" in result.stderr
+    )
+    assert "eval rlinf" not in result.stderr
+
+
+def test_eval_refuses_an_output_dir_it_cannot_write_before_any_env(tmp_path, checkpoint):
+    """Before: an existing directory that cannot be written failed in the log handler ("No such file or directory:
+    '/proc/sys/eval.log'"), and a regular file read "cannot be created (File exists)"."""
+    from rlinf_embodied.eval import check_writable_output_dir
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    with pytest.raises(NotADirectoryError, match=rf"eval.output_dir='{a_file}' is a file, not a directory"):
+        check_writable_output_dir(str(a_file), "eval.output_dir")
+    read_only = tmp_path / "read_only"
+    read_only.mkdir()
+    read_only.chmod(0o500)
+    unwritable = [str(read_only)] if not os.access(read_only, os.W_OK) else []  # root may write anyway
+    unwritable += ["/proc/sys"] if os.path.isdir("/proc/sys") else []
+    if not unwritable:
+        pytest.skip("no directory this user cannot write")
+    with pytest.raises(PermissionError, match=rf"eval.output_dir='{unwritable[0]}' is not writable .*give a writable"):
+        check_writable_output_dir(unwritable[0], "eval.output_dir")
+    result = failed_eval(f"eval.output_dir={unwritable[0]}", tmp_path, f"policy.checkpoint={checkpoint}")
+    assert f"eval.output_dir='{unwritable[0]}' is not writable" in result.stderr
+    read_only.chmod(0o700)

@@ -58,6 +58,27 @@ from rlinf_embodied.train import check_train_config
             ],
             r"algorithm.micro_batch_size=134 is not below the largest minibatch, 134 samples .* set it below 134, or null",
         ),
+        (  # probe 59 #8: dynamic sampling skipped these checks; GRPO refused this micro_batch_size, DAPO ran unsplit
+            ["algorithm=dapo", "env.num_envs=8", "runner.rollout_steps=50", "algorithm.micro_batch_size=1000"],
+            r"micro_batch_size=1000 is not below the largest minibatch, 100 samples \(.* = 400 \(algorithm."
+            r"dynamic_sampling trains on at most one rollout's worth\) .* set it below 100, or null",
+        ),
+        (  # probe 59 #8: before, the actor's error after Ray, the envs and the first rollout
+            ["algorithm=dapo", "env.num_envs=8", "runner.rollout_steps=50", "algorithm.num_minibatches=100000"],
+            r"num_minibatches=100000 x 1 actor rank\(s\) > .* = 400 samples per iteration \(algorithm.dynamic_sampling "
+            r"trains on at most one rollout's worth\): .* <= 400",
+        ),
+        (
+            [
+                "algorithm=dapo",
+                "cluster.num_gpus_per_node=2",
+                "env.num_envs=16",
+                "runner.rollout_steps=50",
+                "algorithm.num_minibatches=5",
+                "algorithm.micro_batch_size=80",
+            ],
+            r"micro_batch_size=80 is not below the largest minibatch, 80 samples .* over 2 actor rank\(s\)",
+        ),
         (  # before: 4 worker processes per vector env, silently
             ["env.num_envs=8", "runner.pipeline_stage_num=2", "+env.kwargs.num_workers=6"],
             r"env.kwargs.num_workers=6 > the 4 envs of each vector env \(env.num_envs=8 over 1 env worker\(s\) x "
@@ -79,6 +100,8 @@ def test_a_split_that_cannot_work_is_refused_before_ray_starts(overrides, messag
         ["env.num_envs=8", "runner.pipeline_stage_num=2", "+env.kwargs.num_workers=4"],
         ["env.num_envs=8", "runner.rollout_steps=50", "algorithm.num_minibatches=200"],
         ["env.num_envs=8", "runner.rollout_steps=50", "algorithm.num_minibatches=400", "algorithm=grpo"],
+        ["algorithm=dapo", "env.num_envs=8", "runner.rollout_steps=50", "algorithm.micro_batch_size=99"],
+        ["algorithm=dapo", "env.num_envs=8", "runner.rollout_steps=50", "algorithm.num_minibatches=400"],
     ],
 )
 def test_a_split_that_works_passes(overrides):

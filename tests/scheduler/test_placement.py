@@ -184,6 +184,34 @@ def test_execute_on_names_a_rank_of_the_wrong_type():
         group.execute_on(2)
 
 
+def test_execute_on_refuses_no_rank_and_a_repeated_rank_and_takes_numpy_integers():
+    """Before: execute_on() did nothing, execute_on(0, 0) ran the method twice on rank 0, and a numpy rank was
+    refused ("rank np.int64(0) of type int64 is not an int")."""
+    import numpy as np
+
+    from rlinf_embodied.scheduler import Worker, WorkerGroup
+
+    group = WorkerGroup(Worker, (), {})
+    group.name, group.placements = "env", PackedPlacementStrategy(0, 2).placements(num_gpus_per_node=4)
+    with pytest.raises(ValueError, match=r"execute_on\(\) of worker group 'env' got no rank; give one or more of"):
+        group.execute_on()
+    with pytest.raises(ValueError, match=r"execute_on\(0, 2, 0\) names rank\(s\) \[0\] more than once"):
+        group.execute_on(0, 2, np.int32(0))
+    assert group.execute_on(np.int64(2), 0)._ranks == [2, 0]
+    assert all(type(rank) is int for rank in group.execute_on(np.int64(2))._ranks)
+    with pytest.raises(TypeError, match=r"rank np.True_ of type bool is not an int"):
+        group.execute_on(np.bool_(True))
+
+
+@pytest.mark.parametrize("placement", [{"a": "0-1"}, {"a": "0,2"}])
+def test_a_bad_process_count_per_gpu_gets_one_message_whatever_the_gpus(placement):
+    """Before: contiguous GPUs named PackedPlacementStrategy's arguments, others FlexiblePlacementStrategy([])."""
+    with pytest.raises(ValueError, match=r"strategy\('a', num_processes_per_gpu=0\): num_processes_per_gpu must be"):
+        ComponentPlacement(placement, num_gpus=4).strategy("a", num_processes_per_gpu=0)
+    with pytest.raises(ValueError, match=r"num_processes_per_gpu=True"):
+        ComponentPlacement(placement, num_gpus=4).strategy("a", num_processes_per_gpu=True)
+
+
 def test_flexible_strategy():
     placements = FlexiblePlacementStrategy([[5], [0, 1]]).placements(4, 2)
     assert [(p.node_rank, p.local_gpu_ids, p.local_rank) for p in placements] == [(1, (1,), 0), (0, (0, 1), 0)]
@@ -204,6 +232,14 @@ def test_weight_sync_avoids_nccl_between_processes_on_one_gpu():
     assert not actor._shares_gpu_with(group_on(PackedPlacementStrategy(2, 3)))
 
 
+def as_launched(group):
+    """A WorkerGroup made by hand (no processes) that passes the launched check of sync_weights_to."""
+    from rlinf_embodied.scheduler.cluster import ray_session
+
+    group._hosts, group._launched, group._session = [object()] * group.world_size, True, ray_session()
+    return group
+
+
 def test_auto_weight_sync_uses_cuda_ipc_only_for_one_sender_sharing_every_receivers_gpu():
     from rlinf_embodied.scheduler import Worker, WorkerGroup
 
@@ -211,7 +247,7 @@ def test_auto_weight_sync_uses_cuda_ipc_only_for_one_sender_sharing_every_receiv
         group = WorkerGroup(Worker, (), {})
         group.placements = strategy.placements(num_gpus_per_node=4)
         group.uses_cuda = uses_cuda
-        return group
+        return as_launched(group)
 
     actor = group_on(PackedPlacementStrategy(0, 0))
     assert actor.sync_method(group_on(PackedPlacementStrategy(0, 0))) == "cuda_ipc"  # collocated on one GPU
@@ -231,7 +267,7 @@ def test_auto_weight_sync_falls_back_to_the_object_store_when_cuda_ipc_fails(mon
     def group_on_gpu0() -> WorkerGroup:
         group = WorkerGroup(Worker, (), {})
         group.placements, group.uses_cuda, group.name = PackedPlacementStrategy(0, 0).placements(1), True, "g"
-        return group
+        return as_launched(group)
 
     actor, rollout, calls = group_on_gpu0(), group_on_gpu0(), []
 

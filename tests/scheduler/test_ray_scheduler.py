@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import re
 import sys
 import threading
 import time
 
+import numpy as np
 import pytest
 import ray
 import ray.cloudpickle
@@ -17,6 +19,8 @@ import torch.distributed as dist
 
 from rlinf_embodied.scheduler import (
     Channel,
+    ChannelGoneError,
+    ChannelItemError,
     Cluster,
     ComponentPlacement,
     FlexiblePlacementStrategy,
@@ -92,6 +96,9 @@ class ProbeWorker(Worker):
     def consume(self, channel: Channel, key: str, n: int) -> list:
         return [channel.get(key=key) for _ in range(n)]
 
+    def consume_batch(self, channel: Channel, key: str, n: int) -> list:
+        return channel.get_batch(n, key=key)
+
     def send_things(self, dst_group: str, dst_rank: int) -> None:
         self.send(torch.arange(4.0) + self.rank, dst_group, dst_rank)
         self.send({"note": "hello", "rank": self.rank}, dst_group, dst_rank)
@@ -104,6 +111,16 @@ class ProbeWorker(Worker):
 
     def recv_one(self, src_group, src_rank):
         return self.recv(src_group, src_rank)
+
+    def recv_within(self, src_group, src_rank, timeout):
+        return self.recv(src_group, src_rank, timeout=timeout)
+
+    def get_within(self, channel: Channel, key: str, timeout: float):
+        return channel.get(key=key, timeout=timeout)
+
+    def nap(self, seconds: float) -> int:
+        time.sleep(seconds * (self.rank + 1))
+        return self.rank
 
 
 class FsdpWorker(ProbeWorker):
@@ -575,3 +592,255 @@ def test_weight_sync(groups, src, dst, method):
         assert state["half"].dtype == torch.bfloat16 and torch.equal(state["half"].float(), torch.arange(3.0))
     with pytest.raises(ValueError, match="method='rsync'"):
         groups[src].sync_weights_to(groups[dst], method="rsync")
+
+
+def test_a_sync_to_a_shut_down_group_is_refused_and_one_relaunched_under_its_name_receives(cluster, groups):
+    """Before: a collective sync to a shut-down group waited 30 minutes for its ranks (world_size still counted
+    them); after a relaunch under the name, the sender reused the old group's communicator ("Connection closed")."""
+    receiver = ProbeWorker.create_group()
+    for relaunch in range(2):
+        receiver.launch(cluster, name="t_sync_dst", placement_strategy="3")
+        groups["rollout"].sync_weights_to(receiver, method="collective")
+        assert torch.equal(receiver.loaded_state().wait()[0]["weight"], torch.zeros(2)), relaunch
+        receiver.shutdown()
+        assert receiver.world_size == 0 and "shut down" in repr(receiver)
+        start = time.perf_counter()
+        for method in ("collective", "object_store", "auto"):
+            with pytest.raises(RuntimeError, match=r"destination worker group 't_sync_dst' was shut down"):
+                groups["rollout"].sync_weights_to(receiver, method=method)
+        assert time.perf_counter() - start < 5
+        with pytest.raises(RuntimeError, match=r"worker group 't_sync_dst' was shut down"):
+            receiver.info()
+
+
+# ---- use errors: launch, calls and timeouts ------------------------------------------------------
+def test_wait_timeout_bounds_the_whole_call_and_names_the_ranks_still_running(groups):
+    """Before: the timeout applied to each rank in turn (ranks napping 1.5 and 3 s returned after 3 s under
+    timeout=2), and the error said nothing of the call going on."""
+    handle = groups["env"].nap(1.5)
+    start = time.perf_counter()
+    with pytest.raises(TimeoutError, match=r"did not finish in 2.0s on rank\(s\) \[1\] of worker group 'env'") as error:
+        handle.wait(timeout=2.0)
+    assert 1.9 < time.perf_counter() - start < 2.9
+    assert "still running" in str(error.value) and "queue behind it" in str(error.value)
+    assert handle.wait(timeout=30) == [0, 1]  # the call went on; waiting again collects it
+    with pytest.raises(ValueError, match=r"wait\(timeout=-1\)"):
+        groups["env"].nap(0).wait(timeout=-1)
+
+
+def test_recv_and_channel_get_time_out_inside_the_worker_and_lose_nothing(groups):
+    """GroupHandle.wait's timeout cannot end a recv waiting in a worker: Worker.recv(timeout=) and
+    Channel.get(timeout=) do, take nothing, and leave the rank free (the next message still arrives)."""
+    rollout = groups["rollout"]
+    with pytest.raises(WorkerError, match=r"TimeoutError: recv from worker group 'env' rank 0: nothing arrived"):
+        rollout.recv_within("env", np.int64(0), 0.3).wait(timeout=30)
+    groups["env"].execute_on(0).send_one("rollout", 0).wait(timeout=30)
+    assert rollout.recv_within("env", 0, 10).wait(timeout=30) == ["one"]
+    for node_local in (True, False):
+        channel = Channel.create("t_get_timeout", node_local=node_local)
+        with pytest.raises(WorkerError, match=r"TimeoutError: channel 't_get_timeout': no item under key 'k' within"):
+            rollout.get_within(channel, "k", 0.3).wait(timeout=30)
+        with pytest.raises(TimeoutError, match=r"no item under key 'k' within 0.2 s"):
+            channel.get(key="k", timeout=0.2)
+        channel.put("v", key="k")
+        assert rollout.get_within(channel, "k", 10).wait(timeout=30) == ["v"] and channel.qsize("k") == 0
+        with pytest.raises(ValueError, match=r"timeout=-1"):
+            channel.get(key="k", timeout=-1)
+        channel.destroy()
+
+
+class Clashing(Worker):
+    def shutdown(self):  # a common name for an env or server worker's cleanup
+        return "cleaned up"
+
+    def start(self):
+        return "started"
+
+
+class NoSuper(Worker):
+    def __init__(self):
+        self.value = 1  # no super().__init__()
+
+    def read(self):
+        return self.value
+
+
+def test_worker_methods_named_like_group_attributes_are_refused():
+    """Before: group.shutdown() killed the group without running the worker's shutdown, group.start() failed with
+    "missing 2 required positional arguments", without a word about the clash."""
+    with pytest.raises(TypeError, match=r"Clashing defines shutdown\(\), start\(\), named like WorkerGroup's own"):
+        Clashing.create_group()
+    ProbeWorker.create_group()  # no clash
+
+
+def test_launch_arguments_are_checked_and_a_worker_without_super_init_is_named(cluster):
+    """Before: "'str' object has no attribute 'placements'" (a GPU spec, as the README writes placements),
+    "'NoneType' object has no attribute 'num_gpus_per_node'", and a Worker that forgot super().__init__()
+    launched, then failed in every call ("'NoSuper' object has no attribute 'rank'")."""
+    group = ProbeWorker.create_group()
+    with pytest.raises(TypeError, match=r"launch\(cluster=None\): give the Cluster to launch on"):
+        group.launch(None, name="t_args")
+    with pytest.raises(TypeError, match=r"places several components; give this group's own: ComponentPlacement"):
+        group.launch(cluster, name="t_args", placement_strategy=ComponentPlacement({"a": "0-1"}, num_gpus=8))
+    with pytest.raises(TypeError, match=r"placement_strategy=1.5 of type float is not a PlacementStrategy"):
+        group.launch(cluster, name="t_args", placement_strategy=1.5)
+    with pytest.raises(ValueError, match=r"GPU spec '7-9': id 8 is beyond the cluster's 8 GPUs"):
+        group.launch(cluster, name="t_args", placement_strategy="7-9")
+    with pytest.raises(WorkerError, match=r"NoSuper.__init__ did not call super\(\).__init__\(\)"):
+        NoSuper.create_group().launch(cluster, name="t_nosuper")
+
+
+def test_a_group_started_but_not_built_refuses_calls_and_a_second_wait_launched_keeps_it(cluster):
+    """Before: a call between start() and wait_launched() failed in the worker ("'NoneType' object has no attribute
+    'info'"), and a second wait_launched() built the workers again, failed, and shut the healthy group down."""
+    group = ProbeWorker.create_group(5.0).start(cluster, name="t_build", placement_strategy="4,6")
+    try:
+        with pytest.raises(RuntimeError, match=r"group 't_build' is started but its workers are not built"):
+            group.info()
+        with pytest.raises(ray.exceptions.RayTaskError, match=r"rank 0: the worker is not built yet"):
+            ray.get(group._hosts[0].call.remote("info"))  # the worker's side of the same check
+        assert group.wait_launched() is group and group.wait_launched() is group
+        assert [i["gpus"] for i in group.info().wait()] == [(4,), (6,)]
+        assert [i["rank"] for i in group.execute_on(np.int64(1)).info().wait()] == [1]
+        with pytest.raises(ValueError, match=r"execute_on\(1, 1\) names rank\(s\) \[1\] more than once"):
+            group.execute_on(1, 1)
+        with pytest.raises(ValueError, match=r"execute_on\(\) of worker group 't_build' got no rank"):
+            group.execute_on()
+    finally:
+        group.shutdown()
+
+
+def test_a_group_or_cluster_whose_ray_connection_ended_refuses_calls(cluster, groups, monkeypatch):
+    """Before: a call on a group after its Cluster's shutdown started a new Ray instance (without the simulated
+    GPUs) and failed with "Can't find actor"; a launch on a shut-down Cluster failed in Ray's scheduling."""
+    from rlinf_embodied.scheduler import cluster as cluster_module
+    from rlinf_embodied.scheduler import worker as worker_module
+
+    joined = Cluster(num_gpus_per_node=1)  # joins the session's Ray; its shutdown leaves Ray running
+    joined.shutdown()
+    assert ray.is_initialized() and "shut down" in repr(joined)
+    with pytest.raises(RuntimeError, match=r"Cluster\(1 node\(s\) x 1 .*GPUs\) was shut down \(Cluster.shutdown\(\)\)"):
+        ProbeWorker.create_group().launch(joined, name="t_closed")
+    ended = lambda: ("another session", "02000000")  # noqa: E731 - what ray_session gives after a new ray.init
+    monkeypatch.setattr(worker_module, "ray_session", ended)
+    monkeypatch.setattr(cluster_module, "ray_session", ended)
+    with pytest.raises(RuntimeError, match=r"worker group 'env' belongs to a cluster that was shut down"):
+        groups["env"].info()
+    with pytest.raises(RuntimeError, match=r"the Ray connection it was made in has ended"):
+        cluster.check_usable()
+    monkeypatch.undo()
+    assert groups["env"].all_reduce().wait() == [3.0, 3.0]
+
+
+def test_a_cluster_address_other_than_this_process_connection_is_refused(cluster):
+    """Before: Cluster(address=...) with Ray running in the process returned the local cluster, even for
+    address='garbage'."""
+    current = ray.get_runtime_context().gcs_address
+    for address in ("10.1.2.3:6379", "garbage"):
+        with pytest.raises(ValueError, match=rf"address='{address}'\): Ray is already connected to {current}"):
+            Cluster(address=address, num_gpus_per_node=1)
+    assert Cluster(address=current, num_gpus_per_node=1).num_gpus == 1
+
+
+def test_a_ray_started_without_simulated_gpus_is_named_and_channels_need_a_running_ray(monkeypatch):
+    """Before: "ask for at most that many" (0, which Cluster refuses) after a plain ray.init(), and Channel.create
+    started a Ray instance of its own (without the simulated GPUs a Cluster needs)."""
+    from rlinf_embodied.scheduler import channel as channel_module
+
+    plain = Cluster.__new__(Cluster)
+    plain.num_gpus_per_node, plain._joined_ray = 2, True
+    with pytest.raises(ValueError, match=r"started without the 'simulated_gpu' resource .* ray.init\(resources="):
+        plain._check_node_gpus(0, {"Resources": {}, "NodeManagerAddress": "10.0.0.1"}, real=False)
+    monkeypatch.setattr(channel_module.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(channel_module.ray, "init", lambda *a, **k: pytest.fail("Channel started Ray"))
+    for call in (lambda: Channel.create("t_no_ray"), lambda: Channel.connect("t_no_ray")):
+        with pytest.raises(RuntimeError, match=r"Channel 't_no_ray': Ray is not running .* start a Cluster first"):
+            call()
+
+
+@dataclasses.dataclass
+class Payload:
+    """A class of this module, which Ray's workers cannot import: it travels by value (module registered)."""
+
+    x: int
+
+
+def test_channel_items_pickle_as_ray_pickles_on_both_transports(groups):
+    """Before: the socket transport pickled with the stdlib, by reference: an instance of a class of a by-value
+    module (or the driver's __main__) was accepted, then unreadable in a worker (and lost); a lambda was refused by
+    put and accepted by put_async, whose socket get then failed and lost it."""
+    for node_local in (True, False):
+        channel = Channel.create("t_pickling", node_local=node_local)
+        channel.put(Payload(3), key="k")
+        channel.put(lambda: 41 + 1, key="k")
+        asyncio.run(channel.put_async(Payload(4), key="k"))
+        asyncio.run(channel.put_async(lambda: 43, key="k"))
+        got = groups["rollout"].consume(channel, "k", 4).wait(timeout=60)[0]
+        assert (got[0], got[1](), got[2], got[3]()) == (Payload(3), 42, Payload(4), 43), node_local
+        asyncio.run(channel.put_async(lambda: 44, key="mixed"))
+        channel.put(Payload(5), key="mixed")
+        assert channel.get(key="mixed")() == 44 and asyncio.run(channel.get_async(key="mixed")) == Payload(5)
+        with pytest.raises(TypeError, match=r"a channel item of type _thread.lock cannot be pickled"):
+            channel.put(threading.Lock(), key="k")
+        assert channel.total_size() == 0
+        channel.destroy()
+
+
+@pytest.fixture
+def unimportable_class(tmp_path, monkeypatch):
+    """A class in a module only this process can import (the workers' and channel actors' sys.path lack it)."""
+    (tmp_path / "t_driver_only_module.py").write_text(
+        "import dataclasses\nimport torch\n\n@dataclasses.dataclass\nclass Thing:\n    x: object\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import t_driver_only_module
+
+    yield t_driver_only_module.Thing
+    sys.modules.pop("t_driver_only_module", None)
+
+
+@pytest.mark.parametrize("node_local", [True, False])
+def test_an_item_a_reader_cannot_unpickle_is_named_and_stays_first_in_its_queue(groups, unimportable_class, node_local):
+    """Before: the get's error was "Can't get attribute 'Msg' on <module '__main__'>" and the item was gone."""
+    channel = Channel.create("t_unreadable", node_local=node_local)
+    channel.put(unimportable_class(1), key="k")
+    channel.put("after", key="k")
+    message = r"key 'k': an item of type t_driver_only_module.Thing cannot be unpickled in this process .*No module"
+    with pytest.raises(WorkerError, match=message):
+        groups["rollout"].consume(channel, "k", 1).wait(timeout=60)
+    with pytest.raises(WorkerError, match=message):
+        groups["rollout"].consume_batch(channel, "k", 2).wait(timeout=60)
+    assert channel.qsize("k") == 2
+    assert channel.get_batch(2, key="k") == [unimportable_class(1), "after"]  # this process can: in order
+    # a large item goes by object-store reference; a socket reader has the channel's actor unpickle it
+    asyncio.run(channel.put_async(unimportable_class(torch.zeros(100_000)), key="big"))
+    where = "the channel's actor" if node_local else "this process"
+    with pytest.raises(WorkerError, match=rf"type t_driver_only_module.Thing cannot be unpickled in {where}"):
+        groups["rollout"].consume(channel, "big", 1).wait(timeout=60)
+    if node_local:  # this process's socket get too: the actor cannot unpickle it
+        with pytest.raises(ChannelItemError, match=r"cannot be unpickled in the channel's actor"):
+            channel.get(key="big")
+    assert asyncio.run(channel.get_async(key="big")).x.shape == (100_000,)
+    channel.destroy()
+
+
+def test_a_destroyed_channel_is_gone_through_every_handle_and_destroy_is_idempotent(cluster):
+    """Before: a handle not used before the destroy raised Ray's ActorDiedError, and a second destroy said "create
+    it first"."""
+    channel = Channel.create("t_destroyed")
+    other = Channel.connect("t_destroyed")
+    channel.destroy()
+    for call in (lambda: other.put(1), lambda: other.get(), lambda: other.qsize(), lambda: channel.put(1)):
+        with pytest.raises(ChannelGoneError, match=r"channel 't_destroyed' is gone"):
+            call()
+    channel.destroy()
+    other.destroy()
+
+
+def test_a_worker_groups_mailbox_name_is_reserved(groups):
+    """Before: Channel.create('__p2p__/env') replaced the running env group's mailbox: its messages were lost."""
+    with pytest.raises(ValueError, match=r"'__p2p__/env' is reserved: .*worker group 'env' uses this one"):
+        Channel.create("__p2p__/env")
+    receiving = groups["env"].execute_on(0).recv_one("rollout", 0)
+    groups["rollout"].send_one("env", 0).wait(timeout=30)
+    assert receiving.wait(timeout=30) == ["one"]

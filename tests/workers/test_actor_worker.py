@@ -166,6 +166,34 @@ def test_desired_kl_scales_the_policy_lr_after_warmup_and_survives_a_checkpoint(
     assert unscaled.lr_scale == 1.0 and unscaled.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
 
 
+def test_desired_kl_reads_the_kl_after_the_updates_steps_not_the_first_minibatchs():
+    """Probe 59 #2: each minibatch's approx_kl is measured before its own step, so the first's is ~0 and the
+    update mean (train/approx_kl) halves the KL of two minibatches. desired_kl reads post_step_approx_kl, the
+    minibatches evaluated after a step: here it sits inside [desired / 2, 2 x desired], where the mean with the
+    first's ~0 fell below desired / 2 and grew the lr. An update that took no step leaves the scale alone."""
+    from rlinf_embodied.workers.actor_worker import ActorWorker
+
+    cfg = TrainConfig()
+    cfg.algorithm.lr, cfg.algorithm.num_minibatches, cfg.algorithm.update_epochs = 1e-2, 2, 1
+    cfg.algorithm.target_kl = None
+    actor = ActorWorker(cfg, action_dim=7, state_dim=8)
+    actor.init_worker()
+    metrics = actor._update(0, _samples_from_rollout(actor.policy))
+    assert metrics["optimizer_steps"] == 2 and metrics["initial_approx_kl"] < 1e-6
+    second_kl = metrics["post_step_approx_kl"]  # the second minibatch's, after the first step
+    assert second_kl > 1e-4
+    assert metrics["approx_kl"] == pytest.approx((metrics["initial_approx_kl"] + second_kl) / 2, rel=1e-6)
+    cfg.algorithm.desired_kl = 1.5 * second_kl  # approx_kl < desired / 2 <= post_step_approx_kl < 2 x desired
+    actor._adapt_lr_scale(0, metrics)
+    assert actor.lr_scale == 1.0 and metrics["lr_scale"] == 1.0
+    cfg.algorithm.desired_kl = 3 * second_kl  # below desired / 2: the step was small, the lr grows
+    actor._adapt_lr_scale(0, metrics)
+    assert actor.lr_scale == pytest.approx(1.5)
+    no_step = {"approx_kl": 0.5, "optimizer_steps": 0.0, "stop_approx_kl": 0.5}  # target_kl at the first
+    actor._adapt_lr_scale(1, no_step)
+    assert actor.lr_scale == pytest.approx(1.5) and no_step["lr_scale"] == pytest.approx(1.5)
+
+
 def test_ref_kl_coef_holds_the_policy_near_its_start():
     """algorithm.ref_kl_coef: the reference starts equal to the actor (KL 0 before the first step), the KL is
     logged as the policy moves, and a large coefficient keeps the policy's log-probs on the batch closer to
@@ -262,6 +290,9 @@ def test_out_of_memory_advice_names_the_training_state_and_the_freeze_settings()
     policy.config.freeze_language_model = True
     message = str(update_out_of_memory(torch.OutOfMemoryError("oom"), 40, TrainConfig(), 2, policy))
     assert "freeze_language_model" not in message
+    policy.config.lora_rank = 8  # LoRA freezes the base already; freezing new adapters is refused
+    message = str(update_out_of_memory(torch.OutOfMemoryError("oom"), 40, TrainConfig(), 2, policy))
+    assert "freeze_vision_encoder" not in message
 
 
 def test_an_update_ended_by_target_kl_logs_the_kl_that_ended_it_and_the_critics_explained_variance():

@@ -167,3 +167,80 @@ def test_an_upstream_checkpoint_is_named_with_its_converter_before_ray_starts(na
 def test_an_upstream_openvla_checkpoint_still_passes_as_it_is_converted_on_load(tmp_path):
     (tmp_path / "config.json").write_text('{"architectures": ["OpenVLAForActionPrediction"], "n_action_bins": 256}')
     check_policy_config(PolicyConfig(name="openvla", checkpoint=str(tmp_path)))
+
+
+def test_value_head_overrides_under_a_critic_free_estimator_are_refused(tmp_path):
+    """Before: algorithm=grpo with policy.overrides.value_hidden_dim=64 (or detach_value_input=false) ran with
+    metrics identical to the default's: the head is built but never trained. Which estimators train a critic is the
+    registry's answer (AlgorithmConfig.uses_critic); a value the policy has anyway (the preset's) passes."""
+    from rlinf_embodied.algorithms.config import AlgorithmConfig
+    from rlinf_embodied.algorithms.registry import advantage_names
+    from rlinf_embodied.workers.policy_loading import reject_value_head_overrides_without_critic
+
+    wider = PolicyConfig(name="flow_mlp", overrides={"value_hidden_dim": 64})  # the tiny preset: 32
+    for adv_type in advantage_names():
+        algorithm = AlgorithmConfig(adv_type=adv_type)
+        if algorithm.uses_critic:
+            reject_value_head_overrides_without_critic(wider, algorithm)
+        else:
+            with pytest.raises(
+                ValueError,
+                match=rf"^policy.overrides.value_hidden_dim=64 would change nothing: algorithm.adv_type='{adv_type}' "
+                r"trains no critic",
+            ):
+                reject_value_head_overrides_without_critic(wider, algorithm)
+    grpo = AlgorithmConfig(adv_type="grpo")
+    for setting in ({"detach_value_input": False}, {"value_reads_state": False}, {"value_state_clip": 2.0}):
+        with pytest.raises(ValueError, match=rf"^policy.overrides.{next(iter(setting))}="):
+            reject_value_head_overrides_without_critic(PolicyConfig(name="pi0", overrides=setting), grpo)
+    for unchanged in ({"value_hidden_dim": 32}, {"detach_value_input": True}):  # the preset's and the default
+        reject_value_head_overrides_without_critic(PolicyConfig(name="flow_mlp", overrides=unchanged), grpo)
+    make_policy("flow_mlp", size="tiny", value_hidden_dim=48).save_pretrained(tmp_path)
+    saved = PolicyConfig(name="flow_mlp", checkpoint=str(tmp_path), overrides={"value_hidden_dim": 48})
+    reject_value_head_overrides_without_critic(saved, grpo)  # the checkpoint's own value
+    saved.overrides["value_hidden_dim"] = 32  # the preset's, but not the checkpoint's
+    with pytest.raises(ValueError, match=r"^policy.overrides.value_hidden_dim=32 would change nothing"):
+        reject_value_head_overrides_without_critic(saved, grpo)
+    reject_value_head_overrides_without_critic(PolicyConfig(name="mlp", overrides={"hidden_dim": 8}), grpo)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"lora_rank": 2, "lora_alpha": 0}, r"lora_alpha=0 must be > 0"),
+        ({"lora_rank": 2, "lora_dropout": 2.0}, r"lora_dropout=2.0 must lie in \[0, 1\)"),
+        ({"noise_level": 100.0}, r"noise_level=100.0 must lie in \(0, sqrt\(2\)"),
+        ({"value_reads_state": False, "value_state_clip": 3.0}, r"value_state_clip=3.0 would change nothing"),
+    ],
+)
+def test_flow_settings_the_policy_cannot_use_are_refused_before_any_worker_starts(overrides, message):
+    """Before: lora_dropout=2.0 failed in each worker, after Ray and the envs had started; the others ran."""
+    with pytest.raises(ValueError, match=message):
+        check_policy_config(PolicyConfig(name="pi0", overrides=overrides))
+
+
+@pytest.mark.parametrize("name", ["pi0", "gr00t"])
+def test_frozen_new_adapters_are_refused_before_any_worker_starts(name, tmp_path):
+    """freeze_language_model=true freezes LoRA adapters too: new ones would never train. A checkpoint's trained
+    adapters may be frozen."""
+    frozen_lora = {"lora_rank": 4, "freeze_language_model": True}
+    with pytest.raises(ValueError, match=rf"^policy '{name}' \(a new policy\): lora_rank=4 adds new LoRA adapters"):
+        check_policy_config(PolicyConfig(name=name, overrides=frozen_lora))
+    make_policy(name, size="tiny").save_pretrained(tmp_path / "plain")
+    with pytest.raises(ValueError, match=r"holds no adapters\): lora_rank=4 adds new LoRA adapters"):
+        check_policy_config(PolicyConfig(name=name, checkpoint=str(tmp_path / "plain"), overrides=frozen_lora))
+    check_policy_config(PolicyConfig(name=name, overrides={"lora_rank": 4}))  # adapters that train
+    make_policy(name, size="tiny", lora_rank=4).save_pretrained(tmp_path / "lora")
+    lora = PolicyConfig(name=name, checkpoint=str(tmp_path / "lora"), overrides={"freeze_language_model": True})
+    check_policy_config(lora)  # trained adapters, frozen with the language model
+
+
+def test_a_checkpoints_config_with_its_overrides_is_checked_before_any_worker_starts(tmp_path):
+    """Before: policy.overrides.lora_dropout=2.0 on a checkpoint passed the start-up check and failed in each worker
+    with torch's message."""
+    make_policy("pi0", size="tiny").save_pretrained(tmp_path)
+    saved = PolicyConfig(name="pi0", checkpoint=str(tmp_path), overrides={"lora_rank": 2, "lora_dropout": 2.0})
+    with pytest.raises(ValueError, match=r"policy.checkpoint=.* with policy.overrides=.*lora_dropout=2.0 must lie in"):
+        check_policy_config(saved)
+    saved.overrides["lora_dropout"] = 0.1
+    check_policy_config(saved)

@@ -34,11 +34,16 @@ def require_mp4_writer() -> None:
         )
 
 
+def _as_tensor(value: Any) -> torch.Tensor:
+    return value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
+
+
 class VideoRecorder(gym.vector.VectorWrapper):
     """Writes one mp4 per `reset` (an episode batch) of the first `num_envs_to_record` envs, tiled.
 
     Frames are the `rgb` observations (the obs after each step; for a chunked step, the obs after
-    the chunk). The file being written is closed at the next `reset` or at `close`;
+    the chunk); where a recorded env's episode ended at a step, first the frame it ended in
+    (`info["final_obs"]`), then the next episode's first. The file being written is closed at the next `reset` or at `close`;
     `last_video_path` is the path of the latest file (written or being written).
     """
 
@@ -101,8 +106,28 @@ class VideoRecorder(gym.vector.VectorWrapper):
 
     def step(self, actions: Any) -> tuple[Any, ...]:
         obs, rewards, terminations, truncations, info = self.env.step(actions)
+        last_frames = self._last_frames(obs, info)
+        if last_frames is not None:
+            self._add_frame(last_frames)
         self._add_frame(obs)
         return obs, rewards, terminations, truncations, info
+
+    def _last_frames(self, obs: dict[str, Any], info: dict[str, Any]) -> Optional[dict[str, Any]]:
+        """The frame an episode ended in, where a recorded env ended at this step: with SAME_STEP auto-reset the
+        step returns the next episode's first observation, and the one it ended in (the success or failure a video
+        is watched for) is only in info["final_obs"]. Before, every video jumped from the frame before an episode's last
+        one to the next episode's start. The other recorded envs show their current frame (held for one more frame)."""
+        final_obs, mask = info.get("final_obs"), info.get("_final_obs")
+        if not isinstance(final_obs, dict) or "rgb" not in final_obs or mask is None:
+            return None
+        count = self.num_envs_to_record
+        ended = _as_tensor(mask[:count]).to(torch.bool)
+        if not bool(ended.any()):
+            return None
+        current = _as_tensor(obs["rgb"][:count])
+        final = _as_tensor(final_obs["rgb"][:count]).to(current.device)
+        ended = ended.to(current.device).view(-1, *([1] * (current.ndim - 1)))
+        return {"rgb": torch.where(ended, final, current)}
 
     def close(self, **kwargs: Any) -> None:
         self._finish()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from ..mlp.gaussian import GaussianPolicyConfig
 
@@ -10,13 +11,27 @@ from ..mlp.gaussian import GaussianPolicyConfig
 @dataclass
 class CNNConfig(GaussianPolicyConfig):
     state_dim: int = 0  # 0: images only
-    image_size: int = 128  # the size example_obs produces; any size >= min_image_size() works
+    # The side images are resized to before the conv stack (as the VLAs' image_size): a camera of another size is
+    # resized (bilinear, antialiased), so policy.overrides.image_size=64 trains on 64 px whatever the env renders.
+    # Before, it only sized example_obs, and the network took the env's camera size. Must be >= min_image_size().
+    image_size: int = 128
     conv_channels: list[int] = field(default_factory=lambda: [32, 64, 64])
     conv_kernels: list[int] = field(default_factory=lambda: [8, 4, 3])
     conv_strides: list[int] = field(default_factory=lambda: [4, 2, 1])
     pool_size: int = 6  # adaptive average pooling to pool_size x pool_size: image size independence
     feature_dim: int = 256  # width of the image features and of the state features
     head_hidden_dim: int = 512  # one hidden layer in each of the actor and critic heads
+    # Fields that shape the weights: a checkpoint's config.json fixes them (registry.check_overrides_fit_checkpoint)
+    architecture_fields: ClassVar[tuple[str, ...]] = (
+        "action_dim",
+        "action_chunk",
+        "state_dim",
+        "conv_channels",
+        "conv_kernels",
+        "pool_size",
+        "feature_dim",
+        "head_hidden_dim",
+    )
 
     def __post_init__(self) -> None:
         self.validate_common()

@@ -1,8 +1,9 @@
 """`cnn`: Gaussian actor-critic on camera images (plus state), NatureCNN-style.
 
 Shared encoder, as in ManiSkill's rgb PPO baseline: a NatureCNN conv stack (ReLU, no padding) on
-(N, H, W, 3) uint8 images scaled to [0, 1], adaptive average pooling to `pool_size` x `pool_size` (so
-any image at least `config.min_image_size()` wide works), a linear layer to `feature_dim`; when
+(N, H, W, 3) uint8 images scaled to [0, 1] and resized to `image_size` x `image_size` (bilinear, antialiased, as
+the VLAs' image_size; no-op where the camera renders that size), adaptive average pooling to `pool_size` x
+`pool_size`, a linear layer to `feature_dim`; when
 state_dim > 0 a linear+ReLU state encoder of the same width is concatenated. Actor and critic heads are
 one-hidden-layer MLPs on that latent. Only obs["rgb"] is used (a wrist camera is ignored).
 Sampling, clipping and log-prob conventions: see ../mlp/gaussian.py.
@@ -11,6 +12,7 @@ Sampling, clipping and log-prob conventions: see ../mlp/gaussian.py.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..base import Obs
@@ -43,10 +45,18 @@ class ImageEncoder(nn.Module):
         self.convs = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(config.pool_size)
         self.proj = init_linear(nn.Linear(in_channels * config.pool_size**2, config.feature_dim), HIDDEN_GAIN)
+        self.image_size = config.image_size
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
         dtype = self.proj.weight.dtype
-        images = rgb.permute(0, 3, 1, 2).to(dtype) / 255.0  # (N, 3, H, W) in [0, 1]
+        images = rgb.permute(0, 3, 1, 2)  # (N, 3, H, W) uint8
+        size = (self.image_size, self.image_size)
+        if images.shape[-2:] != size:  # before: image_size was read by example_obs only, and any size went in
+            images = images.float() / 255.0  # resized in float32 (antialiasing in bf16 is not supported everywhere)
+            images = F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
+            images = images.clamp(0.0, 1.0).to(dtype)  # (N, 3, image_size, image_size) in [0, 1]
+        else:
+            images = images.to(dtype) / 255.0  # in [0, 1]
         pooled = self.pool(self.convs(images))  # (N, C, pool, pool)
         return torch.relu(self.proj(pooled.flatten(1)))  # (N, feature_dim)
 
@@ -88,12 +98,9 @@ class CNNPolicy(GaussianActorCritic):
             raise ValueError(f"cnn: obs['rgb'] has shape {tuple(rgb.shape)}; expected (N, H, W, 3)")
         if rgb.dtype != torch.uint8:
             raise TypeError(f"cnn: obs['rgb'] has dtype {rgb.dtype}; expected torch.uint8 (0-255 pixels)")
-        min_size = self.config.min_image_size()
-        if min(rgb.shape[1], rgb.shape[2]) < min_size:
-            raise ValueError(
-                f"cnn: obs['rgb'] is {rgb.shape[1]}x{rgb.shape[2]}; the conv stack needs at least {min_size}x{min_size}"
-            )
-        return rgb
+        if min(rgb.shape[1], rgb.shape[2]) < 1:
+            raise ValueError(f"cnn: obs['rgb'] is {rgb.shape[1]}x{rgb.shape[2]}; expected images of at least 1x1")
+        return rgb  # any size: the encoder resizes it to image_size
 
     def example_obs(self, batch_size: int) -> Obs:
         size = self.config.image_size

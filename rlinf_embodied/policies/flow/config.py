@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ...unread_settings import reject_ineffective_setting
-from ..base import PolicyConfig, reject_lora_settings_without_rank, require_at_least
+from ...unread_settings import field_default, ineffective_setting_error, reject_ineffective_setting
+from ..base import PolicyConfig, check_lora_settings, require_at_least
 from ..common.state_dims import check_state_dims
 from .sde import NOISE_METHODS, validate_stochastic_steps
+
+# The largest Flow-SDE noise_level. A step at flow time tau moves x by -dt * sigma^2 / (2 tau) * E[noise | x] (sde.py),
+# with sigma^2 = noise_level^2 * tau / (1 - tau): noise_level^2 / (2 k) of the noise estimate, where 1 - tau = k * dt
+# (the first step, at tau = 1, counts as k = 1: flow_sde_sigma caps its denominator at the next grid point). At
+# tau = 1, x is all noise: up to sqrt(2) the first step removes at most all of it; above, more than x holds, so the
+# mean overshoots to the other side and the chain amplifies it. With an exact velocity towards a point at 0, the
+# final std over 4 steps was 1.45 at sqrt(2), 3.3 at 1.6, 20 at 2, 600 at 3 (10 steps: 0.29, 0.42, 1.0, 970); at 10,
+# every action of a random flow_mlp sat at the env's bounds while its log-probs stayed finite. Flow-GRPO and RLinf
+# use 0.3-0.8.
+MAX_NOISE_LEVEL = math.sqrt(2.0)
 
 
 @dataclass
@@ -77,7 +88,11 @@ class FlowPolicyConfig(PolicyConfig):
     # of 0.0014) maps a modest deviation in RL to +-100 or more; stop 49's critic read such inputs as values of -71
     # against returns <= 1. 5 leaves states within twice the demonstrations' range unchanged.
     value_state_clip: float | None = 5.0
-    freeze_vision_encoder: bool = False
+    freeze_vision_encoder: bool = False  # with or without LoRA (which adapts the language model only)
+    # Freeze the whole language model. With lora_rank > 0 its adapters too (LoRA alone freezes only the base
+    # weights): RL from a checkpoint whose trained adapters should stay as they are. New adapters (a fresh policy,
+    # or lora_rank > 0 on a checkpoint without adapters) add nothing until trained, so freezing them is refused as
+    # meaningless (FlowPolicy.apply_lora, and the start-up check in workers/policy_loading.py).
     freeze_language_model: bool = False
     lora_rank: int = 0  # > 0: peft LoRA adapters on the language model's linear layers, base frozen
     lora_alpha: int = 16
@@ -103,8 +118,12 @@ class FlowPolicyConfig(PolicyConfig):
     def validate_flow_fields(self) -> None:
         if self.noise_method not in NOISE_METHODS:
             raise ValueError(f"noise_method={self.noise_method!r}; valid: {list(NOISE_METHODS)}")
-        if self.noise_method == "flow_sde" and self.noise_level <= 0:
-            raise ValueError("noise_level must be > 0 (stochastic steps need a positive std)")
+        if self.noise_method == "flow_sde" and not 0.0 < self.noise_level <= MAX_NOISE_LEVEL:
+            raise ValueError(
+                f"noise_level={self.noise_level} must lie in (0, sqrt(2) = {MAX_NOISE_LEVEL:.4f}]: stochastic steps "
+                "need a positive std, and above sqrt(2) Flow-SDE's score term removes more noise than a step holds, "
+                "so the chain diverges and every action ends at the env's bounds (Flow-GRPO and RLinf use 0.3-0.8)"
+            )
         if self.noise_method == "flow_noise" and not 0.0 < self.noise_std_min < self.noise_std_max:
             raise ValueError(
                 f"noise_std_min={self.noise_std_min}, noise_std_max={self.noise_std_max}: Flow-Noise's learned std "
@@ -130,6 +149,7 @@ class FlowPolicyConfig(PolicyConfig):
             raise ValueError("num_denoise_steps must be >= 1")
         if self.value_state_clip is not None and not self.value_state_clip > 0:
             raise ValueError(f"value_state_clip={self.value_state_clip} must be > 0, or None for no clip")
+        self.reject_value_state_clip_without_state()
         validate_stochastic_steps(self.stochastic_steps, self.num_denoise_steps)
         require_at_least(self, 1, "image_size", "value_hidden_dim")
         require_at_least(self, 0, "lora_rank")
@@ -162,6 +182,35 @@ class FlowPolicyConfig(PolicyConfig):
                 "deterministic_noise='zero' starts from x_1 = 0; set deterministic_noise='seeded'",
             )
 
+    def reject_value_state_clip_without_state(self) -> None:
+        """value_state_clip clips the state the value head reads: with value_reads_state=false it reads none (before:
+        accepted, and the head's input had no state). The default and None (no clip) pass, so saved configs load."""
+        if not self.value_reads_state and self.value_state_clip not in (None, field_default(self, "value_state_clip")):
+            raise ineffective_setting_error(
+                "",
+                "value_state_clip",
+                self.value_state_clip,
+                "value_reads_state=false feeds no state to the value head; set value_reads_state=true, or drop it",
+            )
+
     def reject_unread_lora_fields(self) -> None:
-        """lora_alpha / lora_dropout configure adapters that only lora_rank > 0 adds."""
-        reject_lora_settings_without_rank(self)
+        """lora_alpha > 0 and lora_dropout in [0, 1), both read only where lora_rank > 0 adds adapters."""
+        check_lora_settings(self)
+
+    def reject_frozen_new_adapters(self) -> None:
+        """New LoRA adapters add nothing until trained (peft's B = 0): frozen by freeze_language_model, which freezes the
+        adapters too, they would never change anything. Raised where adapters are added, not loaded: the config
+        alone cannot tell (a checkpoint's trained adapters may be frozen)."""
+        if self.lora_rank > 0 and self.freeze_language_model:
+            raise ValueError(frozen_new_adapters_message(self.lora_rank))
+
+
+def frozen_new_adapters_message(lora_rank: int) -> str:
+    """The error for lora_rank > 0 adding new adapters with freeze_language_model=true."""
+    return (
+        f"lora_rank={lora_rank} adds new LoRA adapters, which add nothing until trained (peft starts them at zero), "
+        "and freeze_language_model=true freezes the whole language model, adapters included, so they never would: set "
+        "freeze_language_model=false to train the adapters (lora_rank keeps the base weights frozen), or lora_rank=0 "
+        "to freeze the language model (a checkpoint's trained adapters may be frozen: freeze_language_model freezes "
+        "them)"
+    )

@@ -135,11 +135,16 @@ class FlowPolicy(Policy):
             for model in self.checkpointing_models():
                 enable_activation_checkpointing(model)
 
-    def apply_lora(self) -> None:
-        """peft LoRA on the language model's attention and MLP projections; its base weights freeze."""
+    def apply_lora(self, new_adapters: bool = True) -> None:
+        """peft LoRA on the language model's attention and MLP projections; its base weights freeze, and with
+        freeze_language_model the adapters too (the whole language model is frozen). `new_adapters`: False where a
+        checkpoint's trained adapters are loaded into them next; new ones start as the identity, so freezing them is
+        refused (FlowPolicyConfig.reject_frozen_new_adapters)."""
         from peft import LoraConfig, inject_adapter_in_model
 
         cfg = self.config
+        if new_adapters:
+            cfg.reject_frozen_new_adapters()
         lora = LoraConfig(
             r=cfg.lora_rank,
             lora_alpha=cfg.lora_alpha,
@@ -149,7 +154,7 @@ class FlowPolicy(Policy):
         language_model = self.backbone_language_model()
         inject_adapter_in_model(lora, language_model)
         for name, param in language_model.named_parameters():
-            param.requires_grad_(LORA_MARKER in name)
+            param.requires_grad_(LORA_MARKER in name and not cfg.freeze_language_model)
 
     @property
     def has_critic(self) -> bool:
@@ -343,7 +348,9 @@ class FlowPolicy(Policy):
         state = read_checkpoint_weights(path)
         checkpoint_has_lora = any(LORA_MARKER in key for key in state)
         with skip_weight_init():
-            model = cls(config, apply_lora=checkpoint_has_lora)
+            model = cls(config, apply_lora=False)
+        if config.lora_rank > 0 and checkpoint_has_lora:
+            model.apply_lora(new_adapters=False)  # the checkpoint's trained adapters are loaded into them
         model.load_checkpoint_state(state, path)
         if config.lora_rank > 0 and not checkpoint_has_lora:
             model.apply_lora()  # fresh adapters (B = 0) on top of the loaded base weights

@@ -19,6 +19,7 @@ UNUSED_VLA_FIELDS = {
     "freeze_language_model": False,
     "lora_rank": 0,
     "gradient_checkpointing": False,
+    "trim_prompt_padding": False,  # there is no prompt to trim (before: accepted, and the run was unchanged)
 }
 # Camera / prompt sizes: meaningless here, so only their defaults are accepted.
 UNUSED_SIZE_FIELDS = ("image_size", "max_token_len", "lora_alpha", "lora_dropout")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import ClassVar, Optional
 
 from ..common.state_dims import check_integer_dims
 from .gaussian import GaussianPolicyConfig
@@ -17,6 +17,14 @@ class MLPConfig(GaussianPolicyConfig):
     # State dims the actor does not see (zeroed before its first layer; the critic sees all), e.g. the joint
     # velocities 9..17 of ManiSkill's panda state, which let BC copy the expert's current motion (copycat).
     actor_ignore_state_dims: Optional[list[int]] = None
+    # Fields that shape the weights: a checkpoint's config.json fixes them (registry.check_overrides_fit_checkpoint)
+    architecture_fields: ClassVar[tuple[str, ...]] = (
+        "action_dim",
+        "action_chunk",
+        "state_dim",
+        "hidden_dim",
+        "num_layers",
+    )
 
     def __post_init__(self) -> None:
         self.validate_common()

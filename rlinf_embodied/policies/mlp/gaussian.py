@@ -49,6 +49,30 @@ class GaussianPolicyConfig(PolicyConfig):
         self.check_finite()
         self.check_bounds()
 
+    def check_within_action_space(self, env_low: Any, env_high: Any, env_name: str) -> None:
+        """action_low / action_high inside the env's action space (`env_low` / `env_high`, per action dimension).
+
+        The actor's [-1, 1] maps onto [action_low, action_high], and the env clips what lies outside its own space:
+        with bounds wider than it, that part of the policy's range lands on the clip bounds (before: accepted, e.g.
+        [-2, 2] on PushCube's [-1, 1] made half of every dimension's range the same action)."""
+        if self.action_low is None or self.action_high is None:
+            return  # unnormalize_actions maps only with both (the actor's [-1, 1] is the action)
+        env_low = np.asarray(env_low, np.float64).reshape(-1)
+        env_high = np.asarray(env_high, np.float64).reshape(-1)
+        low, high = np.asarray(self.action_low, np.float64), np.asarray(self.action_high, np.float64)
+        if env_low.shape != low.shape or env_high.shape != high.shape:
+            return  # another width: the action_dim check names it
+        tolerance = 1e-6 * np.maximum(1.0, np.abs(env_high - env_low))
+        outside = np.flatnonzero((low < env_low - tolerance) | (high > env_high + tolerance)).tolist()
+        if outside:
+            raise ValueError(
+                f"the policy's action bounds action_low={low.tolist()}, action_high={high.tolist()} reach beyond "
+                f"{env_name}'s action space low={env_low.tolist()}, high={env_high.tolist()} in dimensions {outside}: "
+                "the env clips actions to its space, so that part of the policy's range would all act as the bound; "
+                "give policy.overrides.action_low / action_high within the env's action space, or leave them unset "
+                "(the actor's [-1, 1] is then the action itself)"
+            )
+
 
 def init_linear(layer: nn.Linear, gain: float) -> nn.Linear:
     """Orthogonal weights with `gain`, zero bias (the PPO baselines' initialisation)."""

@@ -3,8 +3,31 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ..vla_common.config import PROMPT_TOKENS_BYTE_LEVEL, TINY_PRISMATIC, PrismaticVLAConfig
+
+
+# Prismatic fields that shape the weights (vision towers, projector, Llama, value head): a checkpoint's config.json
+# fixes them (registry.check_overrides_fit_checkpoint refuses an override that differs, before any worker starts)
+PRISMATIC_ARCHITECTURE_FIELDS: tuple[str, ...] = (
+    "image_size",
+    "patch_size",
+    "dino_hidden_size",
+    "dino_num_layers",
+    "dino_intermediate_size",
+    "dino_num_register_tokens",
+    "siglip_hidden_size",
+    "siglip_num_layers",
+    "siglip_intermediate_size",
+    "vocab_size",
+    "hidden_size",
+    "num_layers",
+    "num_heads",
+    "num_kv_heads",
+    "intermediate_size",
+    "value_hidden_dim",
+)
 
 
 @dataclass
@@ -15,6 +38,7 @@ class OpenVLAConfig(PrismaticVLAConfig):
     # the training pass, so the rollout's log-probs are the actor's and PPO's ratio starts at 1 (one more
     # forward per stochastic act). False: keep the decode's log-probs.
     rescore_log_probs: bool = True
+    architecture_fields: ClassVar[tuple[str, ...]] = PRISMATIC_ARCHITECTURE_FIELDS
 
     def __post_init__(self) -> None:
         super().__post_init__()

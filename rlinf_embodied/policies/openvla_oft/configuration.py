@@ -8,9 +8,11 @@ chunk 8 x 7 actions, and the L1-regression MLP-ResNet action head (2 blocks, wid
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ...unread_settings import reject_ineffective_setting
 from ..common.state_dims import check_state_dims
+from ..openvla.configuration import PRISMATIC_ARCHITECTURE_FIELDS
 from ..vla_common.config import BYTE_LEVEL_TOKENS, PROMPT_TOKENS_BYTE_LEVEL, TINY_PRISMATIC, PrismaticVLAConfig
 
 ACTION_HEAD_TYPES = ("continuous", "discrete")
@@ -28,6 +30,14 @@ class OpenVLAOFTConfig(PrismaticVLAConfig):
     # State dims the proprio projector never sees (zeroed after normalisation): the copycat fix, as pi0's
     ignore_state_dims: list[int] | None = None
     bidirectional_action_attention: bool = True  # action positions attend to each other (OFT parallel decoding)
+    # fields that shape the weights (a checkpoint's config.json fixes them): the VLM's, the action head and proprio's
+    architecture_fields: ClassVar[tuple[str, ...]] = PRISMATIC_ARCHITECTURE_FIELDS + (
+        "action_dim",
+        "state_dim",
+        "action_head_type",
+        "action_head_num_blocks",
+        "use_proprio",
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -42,7 +52,8 @@ class OpenVLAOFTConfig(PrismaticVLAConfig):
         check_state_dims("ignore_state_dims", self.ignore_state_dims, self.state_dim)
 
     def reject_unread_head_fields(self) -> None:
-        """temperature scales the discrete head's token logits; init_log_std is the continuous head's Gaussian std."""
+        """temperature scales the discrete head's token logits; init_log_std and action_head_num_blocks belong to the
+        continuous head (its Gaussian std and its MLP-ResNet depth), which the discrete head does not build."""
         if self.action_head_type == "continuous":
             reject_ineffective_setting(
                 self,
@@ -58,6 +69,13 @@ class OpenVLAOFTConfig(PrismaticVLAConfig):
                 "init_log_std",
                 "the discrete head samples action tokens and has no Gaussian std (temperature scales its logits); "
                 "set action_head_type='continuous'",
+            )
+            reject_ineffective_setting(
+                self,
+                "",
+                "action_head_num_blocks",
+                "the discrete head decodes action tokens with the language model's own output layer and builds no "
+                "MLP-ResNet action head; set action_head_type='continuous'",
             )
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..base import PolicyConfig, reject_lora_settings_without_rank, require_at_least, require_positive
+from ...unread_settings import reject_ineffective_setting
 
 # Randomly initialised presets have no checkpoint tokenizer and fall back to byte-level tokens: the
 # OpenVLA prompt around the longest registered instruction (LIBERO's, 88 characters) is 136 of them.
@@ -104,6 +105,10 @@ class PrismaticVLAConfig(PolicyConfig):
         require_at_least(self, 0, "lora_rank")
         require_positive(self, "rope_theta")
         reject_lora_settings_without_rank(self)
+        if self.lora_rank > 0:  # apply_lora trains the adapters and the heads only: the vision encoder is frozen
+            reject_ineffective_setting(
+                self, "", "freeze_vision_encoder", f"lora_rank={self.lora_rank} freezes the vision encoder already"
+            )
 
     @property
     def num_patches(self) -> int:
