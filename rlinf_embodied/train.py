@@ -83,7 +83,9 @@ def reject_algorithm_settings_the_policy_cannot_use(cfg: TrainConfig) -> None:
     value loss of 0), and an entropy bonus needs an entropy with a gradient (Flow-SDE's noise is a fixed schedule:
     before, entropy_coef changed train/loss and nothing else)."""
     from .unread_settings import reject_ineffective_setting
-    from .workers.policy_loading import predicted_policy_field
+    from .workers.policy_loading import predicted_policy_field, reject_value_head_overrides_without_critic
+
+    reject_value_head_overrides_without_critic(cfg.policy, cfg.algorithm)
 
     if cfg.algorithm.uses_critic and predicted_policy_field(cfg.policy, "add_value_head") is False:
         raise ValueError(

@@ -412,3 +412,16 @@ def test_training_into_a_directory_holding_a_run_is_refused_unless_it_resumes_fr
         assert [cfg.runner.resume for cfg in started] == [str(run / "checkpoints" / "iteration_000001")]
     finally:
         monkeypatch.undo()
+
+
+def test_a_value_head_override_under_a_critic_free_estimator_is_refused_at_start_up():
+    """The train entry point's check (before: value_hidden_dim=64 under algorithm=grpo trained the same as without)."""
+    from rlinf_embodied.config import compose_config
+    from rlinf_embodied.train import reject_algorithm_settings_the_policy_cannot_use
+
+    def check(*overrides: str) -> None:
+        reject_algorithm_settings_the_policy_cannot_use(compose_config("config", list(overrides)))
+
+    with pytest.raises(ValueError, match=r"policy.overrides.value_hidden_dim=64 would change nothing: .*'grpo'"):
+        check("algorithm=grpo", "policy=pi0", "policy.size=tiny", "+policy.overrides.value_hidden_dim=64")
+    check("algorithm=ppo", "policy=pi0", "policy.size=tiny", "+policy.overrides.value_hidden_dim=64")

@@ -945,3 +945,33 @@ def test_held_out_episodes_without_frames_are_an_error():
     dataset = SimpleNamespace(num_frames=5, num_episodes=2, episode_bounds=lambda: [(0, 5), (5, 5)])
     with pytest.raises(ValueError, match=r"sft.val_episodes=1: the last 1 episode\(s\) of .* hold no frames"):
         held_out_start(dataset, 1, "ds")
+
+
+def test_sft_into_a_directory_holding_a_run_is_refused_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    """As train's (claim_output_dir): before, a second SFT into the same sft.output_dir truncated its metrics.jsonl
+    and mixed the two runs' checkpoints."""
+    import logging
+    import sys
+
+    from rlinf_embodied import sft
+    from rlinf_embodied.runners.metrics_logger import MetricsLogger
+
+    run = tmp_path / "sft_run"
+    logger = MetricsLogger(str(run))
+    logger.log(0, {"sft/loss": 0.5})
+    logger.close()
+    before = (run / "metrics.jsonl").read_text()
+    started = []
+    monkeypatch.setattr(sft, "run_sft", lambda cfg, output_dir, stop=None: started.append(cfg) or [])
+    handlers = list(logging.getLogger().handlers)
+    argv = ["sft", f"sft.output_dir={run}", f"hydra.run.dir={tmp_path / 'hydra'}", "hydra.output_subdir=null"]
+    monkeypatch.setattr(sys, "argv", argv)
+    try:
+        with pytest.raises(SystemExit):
+            sft.main()
+    finally:
+        for handler in set(logging.getLogger().handlers) - set(handlers):
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+    assert f"sft.output_dir='{run}' already holds a run's outputs (metrics.jsonl" in capsys.readouterr().err
+    assert not started and (run / "metrics.jsonl").read_text() == before and not (run / "sft.log").exists()
