@@ -104,14 +104,11 @@ def main(cfg) -> None:
     reject_unread_settings(list(HydraConfig.get().overrides.task), unread_settings(typed.sft))
     typed.sft.output_dir = output_dir
     make_output_dir(output_dir, "sft.output_dir")
-    from .runners.metrics_logger import claim_output_dir
+    from .runners.metrics_logger import output_dir_claimed
 
     # as train's: another run's outputs there are refused unless this run resumes from one of its checkpoints
-    claim = claim_output_dir(output_dir, "sft.output_dir", typed.sft.resume, "sft.resume")
-    try:
+    with output_dir_claimed(output_dir, "sft.output_dir", typed.sft.resume, "sft.resume"):
         _run_main(cfg, typed, output_dir)
-    finally:
-        os.close(claim)
 
 
 def _run_main(cfg, typed: SFTRunConfig, output_dir: str) -> None:

@@ -197,15 +197,12 @@ def main(cfg) -> None:
     typed.runner.output_dir = output_dir
     warn_size_not_read(typed.policy, list(HydraConfig.get().overrides.task))
     make_output_dir(output_dir, "runner.output_dir")
-    from .runners.metrics_logger import claim_output_dir
+    from .runners.metrics_logger import output_dir_claimed
 
     # before anything is written into it: another run's outputs there are refused, unless this run resumes from one
     # of its checkpoints (the printed resume command does); held until the run ends
-    claim = claim_output_dir(output_dir, "runner.output_dir", typed.runner.resume, "runner.resume")
-    try:
+    with output_dir_claimed(output_dir, "runner.output_dir", typed.runner.resume, "runner.resume"):
         _run_main(cfg, typed, output_dir)
-    finally:
-        os.close(claim)
 
 
 def _run_main(cfg, typed: TrainConfig, output_dir: str) -> None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
-from typing import Any
+from typing import Any, Iterator
 
 from torch.utils.tensorboard import SummaryWriter
 
@@ -52,6 +53,16 @@ def _event_file_has_values(path: str) -> bool:
 
 class OutputDirInUse(FileExistsError):
     """A run's output directory already holds another run's outputs, or another run writes into it now."""
+
+
+@contextlib.contextmanager
+def output_dir_claimed(output_dir: str, setting: str, resume: str | None, resume_setting: str) -> Iterator[None]:
+    """claim_output_dir for the body of a `with`: the directory is freed when it ends."""
+    claim = claim_output_dir(output_dir, setting, resume, resume_setting)
+    try:
+        yield
+    finally:
+        os.close(claim)
 
 
 def claim_output_dir(output_dir: str, setting: str, resume: str | None, resume_setting: str) -> int:

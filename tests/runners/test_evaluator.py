@@ -405,6 +405,16 @@ def test_eval_seed_beyond_the_simulators_range_is_refused_before_any_env(tmp_pat
     check_eval_seed(EvalConfig(num_episodes=8, num_envs=num_envs, seed=4294967295 - num_envs + 1))
 
 
+def _evaluate_on_the_toy_env(checkpoint, output_dir) -> list:
+    """Two episodes of an mlp checkpoint on the toy env (state 4 wide, actions in [-1, 1]^2)."""
+    return evaluate_policy(
+        EnvConfig(id=TOY_ID, obs_mode="rgb", max_episode_steps=2),
+        PolicyConfig(name="mlp", checkpoint=str(checkpoint)),
+        EvalConfig(num_episodes=2, num_envs=2, video=False),
+        str(output_dir),
+    )
+
+
 def test_a_checkpoint_of_another_state_width_is_refused_before_any_episode(tmp_path):
     """Before: the envs were built and the progress bar started, then the mlp's shape error in the first act."""
     path = tmp_path / "policy5"
@@ -414,12 +424,7 @@ def test_a_checkpoint_of_another_state_width_is_refused_before_any_episode(tmp_p
         match=r"policy.checkpoint='.*policy5' reads state observations of width state_dim=5 \(its config.json\), but "
         r"env 'rlinf-test/ToyReachRGB' gives state_dim=4; evaluate it on an env",
     ):
-        evaluate_policy(
-            EnvConfig(id=TOY_ID, obs_mode="rgb", max_episode_steps=2),
-            PolicyConfig(name="mlp", checkpoint=str(path)),
-            EvalConfig(num_episodes=2, num_envs=2, video=False),
-            str(tmp_path / "eval"),
-        )
+        _evaluate_on_the_toy_env(path, tmp_path / "eval")
     assert not (tmp_path / "eval" / "results.json").exists()
 
 
@@ -434,22 +439,12 @@ def test_gaussian_action_bounds_beyond_the_envs_action_space_are_refused(tmp_pat
         match=r"action_low=\[-2.0, -1.0\], action_high=\[2.0, 0.5\] reach beyond env 'rlinf-test/ToyReachRGB''s "
         r"action space low=\[-1.0, -1.0\], high=\[1.0, 1.0\] in dimensions \[0\]",
     ):
-        evaluate_policy(
-            EnvConfig(id=TOY_ID, obs_mode="rgb", max_episode_steps=2),
-            PolicyConfig(name="mlp", checkpoint=str(path)),
-            EvalConfig(num_episodes=2, num_envs=2, video=False),
-            str(tmp_path / "eval"),
-        )
+        _evaluate_on_the_toy_env(path, tmp_path / "eval")
     narrow = tmp_path / "narrow"  # inside the space: evaluated
     make_policy(
         "mlp", size="tiny", action_dim=2, state_dim=4, action_low=[-0.5, -1.0], action_high=[0.5, 1.0]
     ).save_pretrained(narrow)
-    evaluate_policy(
-        EnvConfig(id=TOY_ID, obs_mode="rgb", max_episode_steps=2),
-        PolicyConfig(name="mlp", checkpoint=str(narrow)),
-        EvalConfig(num_episodes=2, num_envs=2, video=False),
-        str(tmp_path / "eval"),
-    )
+    assert _evaluate_on_the_toy_env(narrow, tmp_path / "eval")[0].episodes == 2
 
 
 @pytest.mark.parametrize(
