@@ -786,6 +786,19 @@ def test_channel_items_pickle_as_ray_pickles_on_both_transports(groups):
         channel.destroy()
 
 
+def test_by_value_items_are_found_by_their_types_within_two_levels():
+    """What _dumps hands to cloudpickle: classes and functions of by-value modules (this one) and __main__, at the
+    top or within two container levels; a tensor's bytes are never scanned (6 ms per 16 MB before)."""
+    import torch
+
+    from rlinf_embodied.scheduler.channel import _needs_by_value
+
+    assert _needs_by_value(Payload(1)) and _needs_by_value({"a": [Payload(1)]}) and _needs_by_value(Payload)
+    assert _needs_by_value((1, lambda: 2))  # a lambda of this by-value module
+    assert not _needs_by_value((1, dataclasses.asdict))  # a function of an importable module: by reference
+    assert not _needs_by_value({"obs": torch.zeros(3), "step": 1}) and not _needs_by_value([[[Payload(1)]]])
+
+
 @pytest.fixture
 def unimportable_class(tmp_path, monkeypatch):
     """A class in a module only this process can import (the workers' and channel actors' sys.path lack it)."""
