@@ -292,6 +292,12 @@ def _run_task(env, policy, eval_cfg: EvalConfig, task_id, env_id: str, device) -
     )
 
 
+def overall_success_rates(results: list[TaskResult]) -> tuple[float, float]:
+    """(success at any step, success at the final step) over every task's episodes."""
+    episodes = max(sum(r.episodes for r in results), 1)
+    return sum(r.successes for r in results) / episodes, sum(r.successes_at_end for r in results) / episodes
+
+
 def write_results(
     results: list[TaskResult],
     output_dir: str,
@@ -306,7 +312,7 @@ def write_results(
     `overall_success_rate` are kept, meaning success at any step as before, for scripts that read them."""
     os.makedirs(output_dir, exist_ok=True)
     total_episodes = sum(r.episodes for r in results)
-    overall_once = sum(r.successes for r in results) / max(total_episodes, 1)
+    overall_once, overall_at_end = overall_success_rates(results)
     payload = {
         "tasks": [
             {
@@ -325,7 +331,7 @@ def write_results(
             for r in results
         ],
         "overall_success_once_rate": overall_once,
-        "overall_success_at_end_rate": sum(r.successes_at_end for r in results) / max(total_episodes, 1),
+        "overall_success_at_end_rate": overall_at_end,
         "overall_success_rate": overall_once,
         "success_rate_means": "success_once_rate: success at any step (kept under this name for compatibility; "
         "training's success_rate is success_at_end_rate)",
@@ -365,9 +371,7 @@ def print_success_table(results: list[TaskResult]) -> None:
             f"{r.mean_return:.2f}",
             f"{r.mean_length:.1f}",
         )
-    episodes = max(sum(r.episodes for r in results), 1)
-    once = sum(r.successes for r in results) / episodes
-    at_end = sum(r.successes_at_end for r in results) / episodes
+    once, at_end = overall_success_rates(results)
     table.add_row("all", str(sum(r.episodes for r in results)), f"{once:.1%}", f"{at_end:.1%}", "", "")
     console = Console()
     if not console.is_terminal:

@@ -326,10 +326,13 @@ def evaluate_sft_checkpoint(
 def eval_metrics(results: list[TaskResult]) -> dict[str, float]:
     """eval/* of an evaluation's task results, named as training's eval/*: success_once (at any step), success_rate
     (at the final step), episode_return, episode_length (episode-weighted means) and num_episodes."""
+    from ..runners.evaluator import overall_success_rates
+
     episodes = sum(r.episodes for r in results)
+    success_once, success_at_end = overall_success_rates(results)
     return {
-        "eval/success_once": sum(r.successes for r in results) / max(episodes, 1),
-        "eval/success_rate": sum(r.successes_at_end for r in results) / max(episodes, 1),
+        "eval/success_once": success_once,
+        "eval/success_rate": success_at_end,
         "eval/episode_return": sum(r.mean_return * r.episodes for r in results) / max(episodes, 1),
         "eval/episode_length": sum(r.mean_length * r.episodes for r in results) / max(episodes, 1),
         "eval/num_episodes": float(episodes),
