@@ -177,10 +177,6 @@ def check_lora_settings(config: Any) -> None:
             reject_ineffective_setting(config, "", name, "lora_rank=0 adds no LoRA adapters; set lora_rank > 0")
 
 
-# The former name, which the Prismatic configs (vla_common/config.py) call: the same checks.
-reject_lora_settings_without_rank = check_lora_settings
-
-
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 

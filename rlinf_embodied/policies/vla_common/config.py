@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..base import PolicyConfig, reject_lora_settings_without_rank, require_at_least, require_positive
+from ..base import PolicyConfig, check_lora_settings, require_at_least, require_positive
 from ...unread_settings import reject_ineffective_setting
 
 # Randomly initialised presets have no checkpoint tokenizer and fall back to byte-level tokens: the
@@ -104,7 +104,7 @@ class PrismaticVLAConfig(PolicyConfig):
         require_at_least(self, 1, "image_size", "value_hidden_dim")
         require_at_least(self, 0, "lora_rank")
         require_positive(self, "rope_theta")
-        reject_lora_settings_without_rank(self)
+        check_lora_settings(self)
         if self.lora_rank > 0:  # apply_lora trains the adapters and the heads only: the vision encoder is frozen
             reject_ineffective_setting(
                 self, "", "freeze_vision_encoder", f"lora_rank={self.lora_rank} freezes the vision encoder already"
