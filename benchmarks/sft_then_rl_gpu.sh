@@ -111,7 +111,7 @@ case $stage in
       ${SFT_INIT:+policy.checkpoint=$SFT_INIT} ${EMA:+sft.ema_decay=$EMA} sft.dataset=$WORK/data sft.max_steps=${1:-3000} sft.batch_size=${BATCH:-64} sft.lr=${LR:-3e-4} \
       sft.lr_schedule=${LR_SCHEDULE:-cosine} ${STOP_AT:+sft.stop_at_success=$STOP_AT} sft.val_episodes=${VAL_EPISODES:-0} \
       sft.weight_decay=${WEIGHT_DECAY:-0} ${COMPILE:+sft.compile=true} \
-      sft.image_shift=${IMAGE_SHIFT:-4} sft.warmup_steps=200 sft.eval_interval=${EVAL_INTERVAL:-0} sft.eval_async=$eval_async sft.save_interval=${SAVE_INTERVAL:-0} $eval_episodes \
+      sft.image_shift=${IMAGE_SHIFT:-4} sft.warmup_steps=${WARMUP:-200} sft.eval_interval=${EVAL_INTERVAL:-0} sft.eval_async=$eval_async sft.save_interval=${SAVE_INTERVAL:-0} $eval_episodes \
       sft.log_interval=50 sft.progress=false sft.seed=${SFT_SEED:-0} sft.output_dir=${SFT_DIR:-$WORK/sft} \
       hydra.run.dir=${SFT_DIR:-$WORK/sft} ;;
   eval)
