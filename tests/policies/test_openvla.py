@@ -1,5 +1,7 @@
 """OpenVLA / OpenVLA-OFT tiny policies: shapes, act/evaluate agreement, gradients, checkpoints, errors."""
 
+import math
+
 import pytest
 import torch
 
@@ -289,3 +291,15 @@ def test_freeze_vision_encoder_with_lora_is_refused_as_ineffective():
     with pytest.raises(ValueError, match=r"freeze_vision_encoder=True would change nothing: lora_rank=4 freezes"):
         OpenVLAConfig(lora_rank=4, freeze_vision_encoder=True)
     assert OpenVLAConfig(lora_rank=4).lora_rank == 4 and OpenVLAConfig(freeze_vision_encoder=True).freeze_vision_encoder
+
+
+def test_oft_init_log_std_override_sets_a_loaded_checkpoints_exploration_std(tmp_path):
+    """RL after SFT starts from the checkpoint's std, which the L1 loss never trains; the override must reach it
+    (before, the saved -2.0 was loaded over policy.overrides.init_log_std, which then did nothing)."""
+    make_policy("openvla_oft", size="tiny").save_pretrained(tmp_path)
+    assert torch.equal(load_policy(tmp_path).action_log_std.detach(), torch.full((7,), -2.0))
+    loaded = load_policy(tmp_path, init_log_std=-2.6)
+    torch.testing.assert_close(loaded.action_log_std.detach(), torch.full((7,), -2.6))
+    obs = loaded.example_obs(2)
+    _, std = loaded.gaussian(loaded.action_hidden_states(obs)[0])
+    torch.testing.assert_close(std, torch.full_like(std, math.exp(-2.6)))

@@ -185,6 +185,13 @@ class OpenVLAOFTPolicy(PrismaticVLAPolicy):
         return padded_rows_mean(nll.reshape(target.shape), is_pad)
 
     # ---- checkpoints ------------------------------------------------------------------------------
+    def apply_overrides_to_weights(self, overrides: dict[str, Any]) -> None:
+        """policy.overrides.init_log_std on a checkpoint sets RL's starting exploration std (after SFT, whose L1
+        loss never trains it); before, the saved std was loaded over the override, which then did nothing."""
+        if "init_log_std" in overrides and self.action_log_std is not None:
+            with torch.no_grad():
+                self.action_log_std.fill_(float(overrides["init_log_std"]))
+
     def reset_head(self, head: str) -> None:
         cfg = self.config
         fresh = {

@@ -316,6 +316,7 @@ class PrismaticVLAPolicy(Policy):
         with skip_weight_init():
             model = cls(config, apply_lora=checkpoint_has_lora)
         model.load_checkpoint_state(state, path)
+        model.apply_overrides_to_weights(overrides)
         if config.lora_rank > 0 and not checkpoint_has_lora:
             model.apply_lora()  # fresh adapters (B = 0) on the loaded base weights
         model.reveal_state_dims(hidden_state_dims(data, cls.hidden_state_dims_field))
