@@ -7,14 +7,13 @@ python -m rlinf_embodied.eval env=libero policy=pi0 policy.checkpoint=/ckpt/pi0 
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Any, Mapping
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 
 from .config import EvalConfig, EvalRunConfig, PolicyConfig, register_configs, typed_config
-from .paths import CONFIG_DIR, log_into, make_output_dir
+from .paths import CONFIG_DIR, log_into, make_output_dir, refuse_earlier_results
 from .unread_settings import ineffective_setting_error, override_key, reject_unread_settings
 
 register_configs()
@@ -67,24 +66,6 @@ def reject_sampling_overrides(
             raise ineffective_setting_error("policy.overrides", name, overrides[name], reason)
 
 
-def check_writable_output_dir(path: str, setting: str) -> None:
-    """`path` is (or can be made) a directory this process can write into: checked before any env is built, with
-    the setting named. Before: a regular file read "cannot be created (File exists)", and an existing directory
-    that cannot be written (read-only, or a pseudo-filesystem like /proc/sys) failed in the log handler's open, or
-    at results.json after every episode had run."""
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise NotADirectoryError(f"{setting}={path!r} is a file, not a directory: give a writable directory")
-    make_output_dir(path, setting)
-    try:
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".write_check_"):
-            pass
-    except OSError as error:
-        raise PermissionError(
-            f"{setting}={path!r} is not writable (creating a file in it failed: {error.strerror or error}): give a "
-            "writable directory"
-        ) from None
-
-
 def check_has_checkpoint(policy: PolicyConfig) -> None:
     """An evaluation scores saved weights. Before, a command without policy.checkpoint scored a randomly initialised
     policy and printed its 0% table like any other."""
@@ -124,8 +105,9 @@ def main(cfg) -> None:
     warn_size_not_read(typed.policy, list(HydraConfig.get().overrides.task))
     check_has_checkpoint(typed.policy)
     output_dir = typed.eval.output_dir or HydraConfig.get().runtime.output_dir
-    # before the episodes: results.json is written after them
-    check_writable_output_dir(output_dir, "eval.output_dir")
+    # before the episodes: results.json is written after them (an earlier one is not overwritten)
+    refuse_earlier_results(output_dir, "eval.output_dir")
+    make_output_dir(output_dir, "eval.output_dir")
     log_into(output_dir, HydraConfig.get().runtime.output_dir, "eval.log")
     video_settings = given_video_settings(list(HydraConfig.get().overrides.task), typed.eval)
     results = evaluate_policy(typed.env, typed.policy, typed.eval, output_dir, video_settings=video_settings)

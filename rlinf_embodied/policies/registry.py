@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from typing import Any
 
 from .base import CONFIG_FILE, Policy, checkpoint_config_path, converter_module, read_json_file
 
@@ -67,12 +68,11 @@ def check_overrides_fit_checkpoint(
     if checkpoint is None:
         return
     fields = getattr(policy_class(name).config_class, "architecture_fields", ())
-    path = os.path.join(os.fspath(checkpoint), CONFIG_FILE)
-    if not fields or not os.path.isfile(path):
-        return  # no checkpoint directory: the start-up checks name it
-    saved = read_json_file(path)
-    if saved.get("policy") != name:
-        return  # an upstream layout (converted at load) or another policy's (refused by name elsewhere)
+    saved = saved_policy_config(os.fspath(checkpoint)) if fields else None
+    # no config.json (the start-up checks name it), an upstream layout (converted at load) or another policy's
+    # (refused by name elsewhere)
+    if saved is None or saved["policy"] != name:
+        return
     changed = [
         key for key in fields if key in overrides and key in saved and _plain(overrides[key]) != _plain(saved[key])
     ]
@@ -84,6 +84,17 @@ def check_overrides_fit_checkpoint(
             f"which sets the shapes of its weights, so they would not load; drop the override (the checkpoint's "
             f"{CONFIG_FILE} sets the architecture), or train a new policy (no policy.checkpoint) to change it"
         )
+
+
+def saved_policy_config(checkpoint: str) -> dict[str, Any] | None:
+    """The checkpoint's config.json as save_pretrained wrote it (it names its "policy"); None without one, or for
+    an upstream layout, which build_policy converts at load. The one reader of a checkpoint's config.json for the
+    start-up checks (check_overrides_fit_checkpoint, workers/policy_loading.py)."""
+    path = os.path.join(checkpoint, CONFIG_FILE)
+    if not os.path.isfile(path):
+        return None
+    data = read_json_file(path)
+    return data if "policy" in data else None
 
 
 def _plain(value):

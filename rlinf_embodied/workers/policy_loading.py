@@ -14,8 +14,8 @@ import torch
 from ..envs.action_settings import trained_env_note
 from ..config import PolicyConfig
 from ..policies import Policy, make_policy, policy_class
-from ..policies.registry import check_overrides_fit_checkpoint
-from ..policies.base import CONFIG_FILE, read_json_file, reject_value_head_overrides
+from ..policies.registry import check_overrides_fit_checkpoint, saved_policy_config
+from ..policies.base import read_json_file, reject_value_head_overrides
 from ..policies.base import PolicyConfig as BasePolicyConfig
 from ..unread_settings import field_default, ineffective_setting_error, override_key
 from .mixed_precision import cast_floating_buffers
@@ -102,19 +102,10 @@ def reject_value_head_overrides_without_critic(policy_cfg: PolicyConfig, algorit
         "the setting, or use an estimator that reads a critic (algorithm=ppo)"
     )
     for name in cls.config_class.value_head_fields:
-        if name in policy_cfg.overrides and policy_cfg.overrides[name] != value_without_override(policy_cfg, name):
+        if name in policy_cfg.overrides and policy_cfg.overrides[name] != predicted_policy_field(
+            policy_cfg, name, without_override=True
+        ):
             raise ineffective_setting_error("policy.overrides", name, policy_cfg.overrides[name], reason)
-
-
-def value_without_override(policy_cfg: PolicyConfig, name: str) -> Any:
-    """The policy config field `name` as the run's policy would have it without its policy.overrides entry: the
-    checkpoint's config.json (a field it lacks, or an upstream layout: the config's default), else the size preset,
-    else the config's default."""
-    cls = policy_class(policy_cfg.name)
-    if policy_cfg.checkpoint is not None:
-        saved = saved_policy_config(policy_cfg.checkpoint) or {}
-        return saved[name] if name in saved else field_default(cls.config_class, name)
-    return cls.presets.get(policy_cfg.size, {}).get(name, field_default(cls.config_class, name))
 
 
 def check_checkpoint_policy(cfg: PolicyConfig) -> None:
@@ -263,16 +254,6 @@ def warn_size_not_read(cfg: PolicyConfig, command_line: list[str]) -> list[str]:
     return differ
 
 
-def saved_policy_config(checkpoint: str) -> dict[str, Any] | None:
-    """The checkpoint's config.json as save_pretrained wrote it (it names its "policy"); None without one, or for
-    an upstream layout, which build_policy converts at load."""
-    path = os.path.join(checkpoint, CONFIG_FILE)
-    if not os.path.isfile(path):
-        return None
-    data = read_json_file(path)
-    return data if "policy" in data else None
-
-
 def predicted_policy_dims(policy_cfg: PolicyConfig) -> dict[str, int | None]:
     """action_dim / action_chunk the run's policy will have, as far as the config tells before building
     it (overrides, then the checkpoint's config.json, then the size preset and its config's defaults); None where
@@ -286,17 +267,23 @@ def predicted_policy_dims(policy_cfg: PolicyConfig) -> dict[str, int | None]:
     return dims
 
 
-def predicted_policy_field(policy_cfg: PolicyConfig, name: str) -> Any:
+def predicted_policy_field(policy_cfg: PolicyConfig, name: str, without_override: bool = False) -> Any:
     """A policy config field as the run's policy will have it, before building it: the override, else the
     checkpoint's config.json (None where it is no saved config of ours: an upstream layout is read at load), else
     the size preset, else the config class's default; None where the policy's config has no such field (e.g.
-    add_value_head of an mlp)."""
-    if name in policy_cfg.overrides:
+    add_value_head of an mlp).
+
+    without_override=True: the value the policy would have without its policy.overrides entry, to compare an
+    override with (reject_value_head_overrides_without_critic): the override is skipped, and a field the checkpoint's
+    config.json lacks (or an upstream layout) is the config's default, as from_pretrained builds it, not None."""
+    if name in policy_cfg.overrides and not without_override:
         return policy_cfg.overrides[name]
     if policy_cfg.checkpoint is not None:
-        return (saved_policy_config(policy_cfg.checkpoint) or {}).get(name)
+        saved = saved_policy_config(policy_cfg.checkpoint) or {}
+        if name in saved or not without_override:
+            return saved.get(name)
     cls = policy_class(policy_cfg.name)
-    if name in cls.presets.get(policy_cfg.size, {}):
+    if policy_cfg.checkpoint is None and name in cls.presets.get(policy_cfg.size, {}):
         return cls.presets[policy_cfg.size][name]
     if name not in {item.name for item in dataclasses.fields(cls.config_class)}:
         return None

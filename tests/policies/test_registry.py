@@ -331,3 +331,24 @@ def test_an_architecture_override_of_a_checkpoint_is_refused_from_its_config_jso
         ValueError, match=r"policy.overrides.conv_channels=\[8, 16, 32\]: .*conv_channels=\[8, 16, 16\]"
     ):
         check_overrides_fit_checkpoint("cnn", str(tmp_path / "cnn"), {"conv_channels": (8, 16, 32)})
+
+
+def test_check_overrides_fit_checkpoint_reads_the_checkpoint_through_saved_policy_config(tmp_path, monkeypatch):
+    """One reader of a checkpoint's config.json for the start-up checks (before: check_overrides_fit_checkpoint read
+    it itself, beside workers/policy_loading.py's saved_policy_config)."""
+    from rlinf_embodied.policies import registry
+    from rlinf_embodied.workers import policy_loading
+
+    assert policy_loading.saved_policy_config is registry.saved_policy_config
+    read = []
+
+    def saved(checkpoint):
+        read.append(checkpoint)
+        return {"policy": "mlp", "hidden_dim": 32}
+
+    monkeypatch.setattr(registry, "saved_policy_config", saved)
+    with pytest.raises(ValueError, match=r"policy.overrides.hidden_dim=128: .*trained with hidden_dim=32"):
+        registry.check_overrides_fit_checkpoint("mlp", tmp_path, {"hidden_dim": 128})
+    assert read == [str(tmp_path)]
+    monkeypatch.setattr(registry, "saved_policy_config", lambda checkpoint: None)  # no config.json, or upstream
+    registry.check_overrides_fit_checkpoint("mlp", tmp_path, {"hidden_dim": 128})

@@ -219,6 +219,48 @@ def test_eval_refuses_an_output_dir_it_cannot_create_before_any_episode(tmp_path
     assert "eval rlinf" not in result.stderr  # no episode ran (the progress bar)
 
 
+def test_eval_refuses_an_output_dir_holding_an_earlier_evaluations_results(tmp_path, checkpoint, monkeypatch, capsys):
+    """Before: `eval eval.output_dir=<dir with a results.json>` overwrote the earlier results (and videos) without a
+    word. Refused before Hydra writes into its run directory (hydra.run.dir=<that dir> leaves it as it was), and by
+    the entry point itself where Hydra's callback does not run; a new eval.output_dir runs."""
+    import logging
+    import re
+
+    from rlinf_embodied import eval as eval_entry
+    from rlinf_embodied.paths import refuse_earlier_results
+
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / "results.json").write_text('{"overall_success_rate": 0.5}')
+    message = f"eval.output_dir='{earlier}' already holds an earlier evaluation's results.json"
+    with pytest.raises(FileExistsError, match=re.escape(message) + r".*give a new directory \(eval.output_dir=<new"):
+        refuse_earlier_results(str(earlier), "eval.output_dir")
+    refuse_earlier_results(str(tmp_path / "new"), "eval.output_dir")
+    monkeypatch.setattr(
+        "rlinf_embodied.runners.evaluator.evaluate_policy", lambda *args, **kwargs: pytest.fail("the evaluation ran")
+    )
+    checkpoint_setting = f"policy.checkpoint={checkpoint}"
+    without_callback = "~hydra.callbacks.output_dir"  # the entry point's own refusal
+    for overrides in (
+        [f"eval.output_dir={earlier}", f"hydra.run.dir={tmp_path / 'hydra'}"],
+        [f"hydra.run.dir={earlier}"],  # the output dir is Hydra's run directory
+        [f"eval.output_dir={earlier}", f"hydra.run.dir={tmp_path / 'hydra_written'}", without_callback],
+    ):
+        monkeypatch.setattr(sys, "argv", ["eval", checkpoint_setting, *overrides])
+        handlers = list(logging.getLogger().handlers)
+        try:
+            with pytest.raises(SystemExit):
+                eval_entry.main()
+        finally:
+            for handler in set(logging.getLogger().handlers) - set(handlers):
+                logging.getLogger().removeHandler(handler)
+                handler.close()
+        error = capsys.readouterr().err
+        assert message in error and "eval.output_dir=<new dir>" in error
+    assert sorted(os.listdir(earlier)) == ["results.json"] and not (tmp_path / "hydra").exists()
+    assert (earlier / "results.json").read_text() == '{"overall_success_rate": 0.5}'
+
+
 def test_eval_task_ids_on_a_single_task_env_names_the_suites(tmp_path, checkpoint):
     """Before: eval.task_ids=[0,1] on rlinf/ManiSkill-PickCube failed inside ManiSkill ("unexpected keyword
     argument 'task_id'"), naming neither the setting nor where task ids apply."""
@@ -498,12 +540,12 @@ def test_eval_refuses_an_architecture_override_of_the_checkpoint_before_any_epis
 def test_eval_refuses_an_output_dir_it_cannot_write_before_any_env(tmp_path, checkpoint):
     """Before: an existing directory that cannot be written failed in the log handler ("No such file or directory:
     '/proc/sys/eval.log'"), and a regular file read "cannot be created (File exists)"."""
-    from rlinf_embodied.eval import check_writable_output_dir
+    from rlinf_embodied.paths import make_output_dir
 
     a_file = tmp_path / "a_file"
     a_file.write_text("")
     with pytest.raises(NotADirectoryError, match=rf"eval.output_dir='{a_file}' is a file, not a directory"):
-        check_writable_output_dir(str(a_file), "eval.output_dir")
+        make_output_dir(str(a_file), "eval.output_dir")
     read_only = tmp_path / "read_only"
     read_only.mkdir()
     read_only.chmod(0o500)
@@ -512,7 +554,7 @@ def test_eval_refuses_an_output_dir_it_cannot_write_before_any_env(tmp_path, che
     if not unwritable:
         pytest.skip("no directory this user cannot write")
     with pytest.raises(PermissionError, match=rf"eval.output_dir='{unwritable[0]}' is not writable .*give a writable"):
-        check_writable_output_dir(unwritable[0], "eval.output_dir")
+        make_output_dir(unwritable[0], "eval.output_dir")
     result = failed_eval(f"eval.output_dir={unwritable[0]}", tmp_path, f"policy.checkpoint={checkpoint}")
     assert f"eval.output_dir='{unwritable[0]}' is not writable" in result.stderr
     read_only.chmod(0o700)

@@ -204,6 +204,37 @@ def test_value_head_overrides_under_a_critic_free_estimator_are_refused(tmp_path
     reject_value_head_overrides_without_critic(PolicyConfig(name="mlp", overrides={"hidden_dim": 8}), grpo)
 
 
+def test_predicted_policy_field_without_override_gives_the_value_an_override_would_replace(tmp_path):
+    """One function for both questions (before: value_without_override duplicated predicted_policy_field): the value
+    the run's policy gets, and, for comparing an override with, the value it would have without it. They differ only
+    where a field is missing from the checkpoint's config.json: unknown (None) for the former, the config's default
+    (as from_pretrained builds it) for the latter."""
+    import json
+
+    from rlinf_embodied.policies import policy_class
+    from rlinf_embodied.unread_settings import field_default
+    from rlinf_embodied.workers import policy_loading
+    from rlinf_embodied.workers.policy_loading import predicted_policy_field
+
+    assert not hasattr(policy_loading, "value_without_override")
+    fresh = PolicyConfig(name="flow_mlp", overrides={"value_hidden_dim": 64})
+    assert predicted_policy_field(fresh, "value_hidden_dim") == 64
+    assert predicted_policy_field(fresh, "value_hidden_dim", without_override=True) == 32  # the tiny preset's
+    default = field_default(policy_class("flow_mlp").config_class, "detach_value_input")
+    assert predicted_policy_field(fresh, "detach_value_input", without_override=True) == default
+    assert predicted_policy_field(PolicyConfig(name="mlp"), "add_value_head", without_override=True) is None
+
+    make_policy("flow_mlp", size="tiny", value_hidden_dim=48).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["detach_value_input"]  # a checkpoint saved before the field existed
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    saved = PolicyConfig(name="flow_mlp", checkpoint=str(tmp_path), overrides={"value_hidden_dim": 32})
+    assert predicted_policy_field(saved, "value_hidden_dim") == 32
+    assert predicted_policy_field(saved, "value_hidden_dim", without_override=True) == 48  # the checkpoint's
+    assert predicted_policy_field(saved, "detach_value_input") is None
+    assert predicted_policy_field(saved, "detach_value_input", without_override=True) == default
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [
