@@ -15,6 +15,10 @@ Parquet columns: `observation.state` / `action` (list<float32>, actions in env u
 
 Besides LeRobot's keys, info.json holds `control_mode` (the controller the actions were recorded
 in, e.g. "pd_joint_delta_pos"; null when unknown) and `env_id` (our gymnasium id, when known).
+
+The reader takes LeRobot v2.0/v2.1 datasets whose cameras are image columns; it refuses v3.0 (episodes in
+meta/episodes/*.parquet) and video cameras (dtype "video", mp4 files) by name, and a dataset whose files disagree
+(an episode file's episode_index column or frame count against its name and meta/episodes.jsonl, total_frames).
 """
 
 from __future__ import annotations
@@ -31,6 +35,11 @@ import torch
 from ..transfer import host_to_device
 
 CODEBASE_VERSION = "v2.1"
+# LeRobot versions read here: v2.0 and v2.1 share the layout (meta/episodes.jsonl, meta/tasks.jsonl, a parquet file
+# per episode); v2.1 only moved the stats into meta/episodes_stats.jsonl, which the reader does not need. v3.0
+# describes its episodes in meta/episodes/*.parquet and packs many episodes per data file.
+SUPPORTED_VERSIONS = ("v2.0", CODEBASE_VERSION)
+REQUIRED_INFO_KEYS = ("codebase_version", "fps", "total_episodes", "total_frames", "features")
 CHUNKS_SIZE = 1000
 DATA_PATH = "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"
 IMAGE_PREFIX = "observation.images."
@@ -275,7 +284,7 @@ class LeRobotDatasetWriter:
     # -- resume --
     def _resume(self) -> None:
         info = load_info(self.root)
-        existing = _layout_of(info)
+        existing = _layout_of(info, os.path.join(self.root, "meta", "info.json"))
         wanted = {
             "fps": self.fps,
             "state_dim": self.state_dim,
@@ -494,22 +503,94 @@ def load_info(root: str) -> dict[str, Any]:
         )
     with open(path, encoding="utf-8") as f:
         try:
-            return json.load(f)
+            info = json.load(f)
         except json.JSONDecodeError as error:
             raise ValueError(f"{path} is not valid JSON ({error}): the dataset is damaged") from None
+    check_format(info, path)
+    return info
+
+
+def check_format(info: Any, path: str = "meta/info.json") -> None:
+    """Refuse a meta/info.json (read from `path`) of a dataset this module cannot read: another LeRobot
+    codebase_version than SUPPORTED_VERSIONS, or cameras stored as video. Raises ValueError naming `path`."""
+    if not isinstance(info, dict):
+        raise ValueError(f"{path} holds a JSON {type(info).__name__}, not an object: the dataset is damaged")
+    version = info.get("codebase_version")
+    if version is not None and version not in SUPPORTED_VERSIONS:
+        raise ValueError(
+            f"{path} has codebase_version={version!r}: this reader reads LeRobot {' / '.join(SUPPORTED_VERSIONS)} "
+            "datasets only (meta/episodes.jsonl, one parquet file per episode, cameras as image columns), not "
+            f"{version}"
+            + (" (episodes in meta/episodes/*.parquet, many episodes per data file)" if str(version) >= "v3" else "")
+            + ". Use a v2.1 copy of the dataset (a Hub dataset converted to v3.0 often keeps its v2.1 revision), "
+            "write its episodes into a v2.1 dataset with rlinf_embodied.datasets.LeRobotDatasetWriter, or collect "
+            "demonstrations with `python -m rlinf_embodied.collect`"
+        )
+    features = info.get("features")
+    videos = sorted(name for name, f in features.items() if _dtype(f) == "video") if isinstance(features, dict) else []
+    if videos:
+        raise ValueError(
+            f"{path}: the feature(s) {videos} have dtype 'video' (frames in mp4 files under videos/): this reader "
+            "reads cameras stored as image columns only (dtype 'image', PNG frames inside the parquet files, as "
+            "LeRobot writes with use_videos=False and `python -m rlinf_embodied.collect` does). Decode the videos "
+            "into image features first (e.g. write the episodes into a new dataset with "
+            "rlinf_embodied.datasets.LeRobotDatasetWriter), or collect demonstrations with "
+            "`python -m rlinf_embodied.collect`"
+        )
+
+
+def check_info(info: Any, path: str = "meta/info.json") -> None:
+    """check_format, and the keys the reader and the writer need are there: REQUIRED_INFO_KEYS, and the
+    observation.state and action features with their shapes. Raises ValueError naming `path` and the keys."""
+    check_format(info, path)
+    missing = [key for key in REQUIRED_INFO_KEYS if key not in info]
+    if missing:
+        raise ValueError(
+            f"{path} lacks the key(s) {missing} that a LeRobot v2.1 meta/info.json holds: the dataset is damaged "
+            "(restore meta/info.json, or re-collect the dataset)"
+        )
+    for key in ("total_episodes", "total_frames"):
+        if type(info[key]) is not int or info[key] < 0:
+            raise ValueError(f"{path}: {key}={info[key]!r} is not a count (an integer >= 0): the dataset is damaged")
+    features = info["features"]
+    if not isinstance(features, dict):
+        raise ValueError(f"{path}: 'features' is a {type(features).__name__}, not an object: the dataset is damaged")
+    for name in ("observation.state", "action"):
+        shape = features.get(name, {}).get("shape") if isinstance(features.get(name), dict) else None
+        if not (isinstance(shape, list) and len(shape) == 1 and isinstance(shape[0], int) and shape[0] >= 1):
+            raise ValueError(
+                f"{path}: features[{name!r}] "
+                + ("is missing" if name not in features else f"has shape {shape!r}, not [dim]")
+                + f" (features: {sorted(features)}): the dataset is damaged, or not one of state/action demonstrations"
+            )
+
+
+def _dtype(feature: Any) -> Any:
+    return feature.get("dtype") if isinstance(feature, dict) else None
 
 
 def camera_shapes(features: dict[str, Any]) -> dict[str, list[int]]:
-    """The cameras of a dataset's meta/info.json features, by env obs key ("rgb", ...): their shapes."""
-    return {
-        name[len(IMAGE_PREFIX) :]: list(f["shape"]) for name, f in features.items() if name.startswith(IMAGE_PREFIX)
-    }
+    """The cameras of a dataset's meta/info.json features, by env obs key ("rgb", ...): their shapes. Cameras stored
+    as video (dtype 'video') are refused (ValueError): their frames are not in the parquet files."""
+    cameras = {name: f for name, f in features.items() if name.startswith(IMAGE_PREFIX)}
+    videos = sorted(name for name, f in cameras.items() if _dtype(f) == "video")
+    if videos:
+        raise ValueError(
+            f"meta/info.json's feature(s) {videos} have dtype 'video': this reader reads cameras stored as image "
+            "columns (dtype 'image', PNG frames inside the parquet files) only"
+        )
+    return {name[len(IMAGE_PREFIX) :]: list(f["shape"]) for name, f in cameras.items()}
 
 
-def _layout_of(info: dict[str, Any]) -> dict[str, Any]:
+def _layout_of(info: dict[str, Any], path: str = "meta/info.json") -> dict[str, Any]:
+    check_info(info, path)
     features = info["features"]
+    try:
+        fps = int(info["fps"])
+    except (TypeError, ValueError):
+        raise ValueError(f"{path}: fps={info['fps']!r} is not a number: the dataset is damaged") from None
     return {
-        "fps": int(info["fps"]),
+        "fps": fps,
         "state_dim": int(features["observation.state"]["shape"][0]),
         "action_dim": int(features["action"]["shape"][0]),
         "cameras": camera_shapes(features),
@@ -530,7 +611,7 @@ class DemoDataset:
             raise ValueError(f"decode_images={decode_images!r}; valid: 'auto', 'eager', 'lazy'")
         self.root = os.path.abspath(root)
         self.info = load_info(root)
-        layout = _layout_of(self.info)
+        layout = _layout_of(self.info, os.path.join(self.root, "meta", "info.json"))
         self.fps = layout["fps"]
         self.state_dim, self.action_dim = layout["state_dim"], layout["action_dim"]
         self.camera_shapes = {k: tuple(v) for k, v in layout["cameras"].items()}
@@ -542,10 +623,14 @@ class DemoDataset:
         self.episodes = read_episode_rows(self.root, total)
         tasks = read_tasks(self.root)
         states, actions, task_index, images = [], [], [], {camera: [] for camera in self.camera_keys}
-        lengths = []
+        lengths: list[int] = []
         for episode_index in range(total):
             path = episode_file(self.root, self.info, episode_index)
             table = _read_episode(path, total)
+            held = _column(table, "episode_index", path).to_numpy()
+            _check_episode_agrees(
+                path, episode_index, (int(held.min()), int(held.max())), table.num_rows, self.episodes[episode_index]
+            )
             states.append(_list_column(table, "observation.state", self.state_dim, path))
             actions.append(_list_column(table, "action", self.action_dim, path))
             task_index.append(_task_column(table, tasks, path))
@@ -553,6 +638,7 @@ class DemoDataset:
                 column = _column(table, IMAGE_PREFIX + camera, path)
                 images[camera].extend(column.combine_chunks().field("bytes").to_pylist())
             lengths.append(table.num_rows)
+        _check_total_frames(self.root, self.info, sum(lengths))
         self._states = torch.from_numpy(np.concatenate(states)) if states else torch.zeros(0, self.state_dim)
         self._actions = torch.from_numpy(np.concatenate(actions)) if actions else torch.zeros(0, self.action_dim)
         frame_tasks = np.concatenate(task_index) if task_index else np.zeros(0, np.int64)
@@ -678,33 +764,84 @@ def episode_file(root: str, info: dict[str, Any], episode_index: int) -> str:
 
 
 def read_episode_rows(root: str, total: int) -> list[dict]:
-    """meta/episodes.jsonl's rows of info.json's `total` episodes, all of them present."""
+    """meta/episodes.jsonl's rows of info.json's `total` episodes, all of them present, row i of episode i."""
     rows = read_meta_rows(root, "episodes.jsonl", total)
+    path = os.path.join(root, "meta", "episodes.jsonl")
     if len(rows) < total:
         raise ValueError(
-            f"{os.path.join(root, 'meta', 'episodes.jsonl')} lists {len(rows)} episodes, meta/info.json "
-            f"total_episodes={total}: the dataset is damaged"
+            f"{path} lists {len(rows)} episodes, meta/info.json total_episodes={total}: the dataset is damaged"
         )
+    for number, row in enumerate(rows):
+        if not isinstance(row, dict) or row.get("episode_index", number) != number:
+            found = row.get("episode_index") if isinstance(row, dict) else row
+            raise ValueError(
+                f"{path}: row {number} (episode {number}) says episode_index={found!r}: the dataset is "
+                f"inconsistent ({INCONSISTENT_FIX})"
+            )
     return rows
 
 
+INCONSISTENT_FIX = "re-collect it, or fix the meta files"
+
+
+def _check_episode_agrees(path: str, episode_index: int, held: tuple[int, int], frames: int, row: dict) -> None:
+    """The episode file `path`, of episode `episode_index` by its name, agrees with meta/episodes.jsonl's `row`:
+    its episode_index column (min, max `held`) names that episode, and its `frames` equal the row's length."""
+    if held != (episode_index, episode_index):
+        values = held[0] if held[0] == held[1] else f"{held[0]}..{held[1]}"
+        raise ValueError(
+            f"{path}: its episode_index column holds {values}, but its file name makes it episode {episode_index}: "
+            "the dataset is inconsistent (episode files renamed or swapped?), and meta/episodes.jsonl's seeds and "
+            "successes would describe other frames (re-collect it, or rename each file after the episode_index its "
+            "column holds)"
+        )
+    if "length" not in row or row["length"] != frames:
+        raise ValueError(
+            f"{path} holds {frames} frames, but meta/episodes.jsonl's row {episode_index} says "
+            + (f"length={row['length']!r}" if "length" in row else "no length")
+            + f": the dataset is inconsistent ({INCONSISTENT_FIX})"
+        )
+
+
+def _check_total_frames(root: str, info: dict[str, Any], frames: int) -> None:
+    if info["total_frames"] != frames:
+        raise ValueError(
+            f"{os.path.join(root, 'meta', 'info.json')} says total_frames={info['total_frames']!r}, but its "
+            f"{info['total_episodes']} episode files hold {frames} frames (as meta/episodes.jsonl's lengths say): "
+            f"the dataset is inconsistent ({INCONSISTENT_FIX})"
+        )
+
+
 def check_dataset_files(root: str, info: dict[str, Any]) -> None:
-    """Cheap checks of a dataset before anything loads it: the meta files exist and parse, and every episode's
-    parquet file exists, has frames and the columns (and per-frame widths) meta/info.json describes, read from
-    the parquet footers alone. Raises FileNotFoundError / ValueError naming the file."""
+    """Cheap checks of a dataset before anything loads it: meta/info.json is of a version and layout this module
+    reads, the meta files exist and parse, every episode's parquet file exists, has frames and the columns (and
+    per-frame widths) meta/info.json describes, and the files agree: each file's episode_index column names the
+    episode its file name does, its frames match meta/episodes.jsonl's length, and they add up to info.json's
+    total_frames. Read from the parquet footers alone (row counts, column statistics; the episode_index column
+    where its statistics are missing). Raises FileNotFoundError / ValueError naming the file."""
+    layout = _layout_of(info, os.path.join(root, "meta", "info.json"))
     total = int(info["total_episodes"])
-    read_episode_rows(root, total)
+    rows = read_episode_rows(root, total)
     tasks = read_tasks(root)
-    layout = _layout_of(info)
     widths = {"observation.state": layout["state_dim"], "action": layout["action_dim"]}
-    columns = [*widths, "task_index", *(IMAGE_PREFIX + camera for camera in layout["cameras"])]
+    columns = [*widths, "task_index", "episode_index", *(IMAGE_PREFIX + camera for camera in layout["cameras"])]
+    frames = 0
     for episode_index in range(total):
-        _check_episode_footer(episode_file(root, info, episode_index), total, columns, widths, tasks)
+        path = episode_file(root, info, episode_index)
+        frames += _check_episode_footer(path, total, columns, widths, tasks, episode_index, rows[episode_index])
+    _check_total_frames(root, info, frames)
 
 
 def _check_episode_footer(
-    path: str, total: int, columns: list[str], widths: dict[str, int], tasks: dict[int, str]
-) -> None:
+    path: str,
+    total: int,
+    columns: list[str],
+    widths: dict[str, int],
+    tasks: dict[int, str],
+    episode_index: int,
+    row: dict,
+) -> int:
+    """Check episode `episode_index`'s file at `path` from its footer; returns its frames."""
     import pyarrow.parquet as pq
 
     metadata = _read_parquet(path, total, pq.read_metadata)
@@ -722,6 +859,24 @@ def _check_episode_footer(
                 f"meta/info.json's features[{name!r}].shape says {dim}"
             )
     _check_task_range(path, metadata, leaves.index("task_index"), tasks)
+    held = _footer_range(metadata, leaves.index("episode_index"))
+    if held is None:  # no statistics written: read that column alone
+        values = pq.read_table(path, columns=["episode_index"]).column(0).to_numpy()
+        held = (int(values.min()), int(values.max()))
+    _check_episode_agrees(path, episode_index, held, metadata.num_rows, row)
+    return metadata.num_rows
+
+
+def _footer_range(metadata: Any, leaf: int) -> Optional[tuple[int, int]]:
+    """(min, max) of an integer column over every row group, from the footer's statistics; None where missing."""
+    low = high = None
+    for group in range(metadata.num_row_groups):
+        stats = metadata.row_group(group).column(leaf).statistics
+        if stats is None or not stats.has_min_max:
+            return None
+        low = int(stats.min) if low is None else min(low, int(stats.min))
+        high = int(stats.max) if high is None else max(high, int(stats.max))
+    return None if low is None else (low, high)
 
 
 def _check_task_range(path: str, metadata: Any, leaf: int, tasks: dict[int, str]) -> None:

@@ -346,3 +346,161 @@ def test_non_finite_demonstrations_are_refused_at_load(tmp_path, column):
     _rewrite_column(root, 0, column, values, pa.list_(pa.float32()))
     with pytest.raises(ValueError, match=rf"episode_000000.parquet: column '{column}' holds non-finite .* \[2\]"):
         DemoDataset(root)
+
+
+# ---- datasets of another LeRobot version or with video cameras: refused by name, not as damaged files ------------
+def _edit_info(root, **changes):
+    path = os.path.join(root, "meta", "info.json")
+    info = json.load(open(path))
+    for key, value in changes.items():
+        if value is None:
+            del info[key]
+        else:
+            info[key] = value
+    json.dump(info, open(path, "w"))
+    return info
+
+
+def _as_v30(root):
+    """Meta files as LeRobot v3.0 lays them out: episodes in meta/episodes/*.parquet, no episodes.jsonl."""
+    rows = [json.loads(line) for line in open(os.path.join(root, "meta", "episodes.jsonl"))]
+    os.makedirs(os.path.join(root, "meta", "episodes", "chunk-000"))
+    pq.write_table(pa.Table.from_pylist(rows), os.path.join(root, "meta", "episodes", "chunk-000", "file-000.parquet"))
+    os.remove(os.path.join(root, "meta", "episodes.jsonl"))
+    _edit_info(root, codebase_version="v3.0", data_path="data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet")
+
+
+def _as_video(root):
+    """The rgb camera stored as mp4 video: a 'video' feature, no column in the parquet files."""
+    info = json.load(open(os.path.join(root, "meta", "info.json")))
+    info["features"]["observation.images.rgb"]["dtype"] = "video"
+    _edit_info(root, features=info["features"], video_path="videos/{video_key}/episode_{episode_index:06d}.mp4")
+    for index in (0, 1):
+        pq.write_table(
+            pq.read_table(_episode_path(root, index)).drop_columns(["observation.images.rgb"]),
+            _episode_path(root, index),
+        )
+
+
+UNSUPPORTED = {
+    "v3.0 layout": (_as_v30, r"meta/info.json has codebase_version='v3.0': this reader reads LeRobot v2.0 / v2.1"),
+    "v3.0 whose files match": (  # before: loaded as if it were v2.1
+        lambda r: _edit_info(r, codebase_version="v3.0"),
+        r"codebase_version='v3.0'.*not v3.0 .*collect",
+    ),
+    "video camera": (_as_video, r"\['observation.images.rgb'\] have dtype 'video'.*image columns.*Decode the videos"),
+}
+
+
+@pytest.mark.parametrize("case", list(UNSUPPORTED))
+def test_other_versions_and_video_cameras_are_refused_by_name(tmp_path, case):
+    """Before: 'meta/episodes.jsonl is missing' / 'parquet has no column observation.images.rgb' (as if the dataset
+    were damaged), or a v3.0 dataset loaded unchecked."""
+    from rlinf_embodied.datasets.lerobot_format import check_dataset_files, load_info
+
+    rng = np.random.default_rng(6)
+    root = str(tmp_path / "ds")
+    write(root, [("pick", make_episode(rng, 4), True, 0), ("pick", make_episode(rng, 3), True, 1)])
+    make, message = UNSUPPORTED[case]
+    make(root)
+    with pytest.raises(ValueError, match=message):
+        check_dataset_files(root, load_info(root))
+    with pytest.raises(ValueError, match=message):
+        DemoDataset(root)
+    with pytest.raises(ValueError, match=message):  # nor does the writer append to it
+        LeRobotDatasetWriter(root, fps=20, state_dim=D, action_dim=A, camera_shapes=CAMERAS)
+
+
+def test_video_features_are_no_cameras_and_v20_still_loads(tmp_path):
+    from rlinf_embodied.datasets import camera_shapes
+
+    with pytest.raises(ValueError, match=r"'observation.images.top'\] have dtype 'video'"):  # before: {'top': [..]}
+        camera_shapes({"observation.images.top": {"dtype": "video", "shape": [H, W, 3]}})
+    rng = np.random.default_rng(7)
+    root = str(tmp_path / "ds")
+    write(root, [("pick", make_episode(rng, 4), True, 0)])
+    _edit_info(root, codebase_version="v2.0")  # v2.0: stats in meta/stats.json, which the reader does not read
+    os.remove(os.path.join(root, "meta", "episodes_stats.jsonl"))
+    assert DemoDataset(root).num_frames == 4
+
+
+# ---- internally inconsistent datasets: the files disagree with each other ----------------------------------------
+def _edit_episode_row(root, index, **changes):
+    path = os.path.join(root, "meta", "episodes.jsonl")
+    rows = [json.loads(line) for line in open(path)]
+    rows[index].update(changes)
+    open(path, "w").write("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def _swap_episode_files(root, statistics=True):
+    tables = [pq.read_table(_episode_path(root, index)) for index in (0, 1)]
+    for index, table in zip((1, 0), tables):
+        pq.write_table(table, _episode_path(root, index), write_statistics=statistics)
+
+
+INCONSISTENCIES = {
+    "episode length": (
+        lambda r: _edit_episode_row(r, 1, length=1),
+        r"episode_000001.parquet holds 3 frames, but meta/episodes.jsonl's row 1 says length=1: the dataset is "
+        r"inconsistent \(re-collect it, or fix the meta files\)",
+    ),
+    "total_frames": (
+        lambda r: _edit_info(r, total_frames=10),
+        r"meta/info.json says total_frames=10, but its 2 episode files hold 7 frames.*inconsistent.*re-collect",
+    ),
+    "files swapped": (
+        _swap_episode_files,
+        r"episode_000000.parquet: its episode_index column holds 1, but its file name makes it episode 0: the "
+        r"dataset is inconsistent.*seeds and successes",
+    ),
+    "files swapped, no column statistics": (  # the check reads the episode_index column instead
+        lambda r: _swap_episode_files(r, statistics=False),
+        r"episode_000000.parquet: its episode_index column holds 1, but its file name makes it episode 0",
+    ),
+    "episodes.jsonl rows out of order": (
+        lambda r: _edit_episode_row(r, 1, episode_index=0),
+        r"meta/episodes.jsonl: row 1 \(episode 1\) says episode_index=0: the dataset is inconsistent",
+    ),
+    "no features": (
+        lambda r: _edit_info(r, features=None),
+        r"meta/info.json lacks the key\(s\) \['features'\]",
+    ),
+    "no fps": (lambda r: _edit_info(r, fps=None), r"meta/info.json lacks the key\(s\) \['fps'\]"),
+    "total_episodes not a count": (
+        lambda r: _edit_info(r, total_episodes="2"),
+        r"meta/info.json: total_episodes='2' is not a count",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(INCONSISTENCIES))
+def test_inconsistent_datasets_are_refused_naming_file_field_and_values(tmp_path, case):
+    """Before: each loaded silently (episode bounds from the parquet files whatever episodes.jsonl said; swapped
+    files gave every episode another one's seed and success), or failed as a bare KeyError: 'features' / 'fps'."""
+    from rlinf_embodied.datasets.lerobot_format import check_dataset_files, load_info
+
+    rng = np.random.default_rng(8)
+    root = str(tmp_path / "ds")
+    write(root, [("pick", make_episode(rng, 4), True, 0), ("pick", make_episode(rng, 3), False, 1)])
+    damage, message = INCONSISTENCIES[case]
+    damage(root)
+    with pytest.raises(ValueError, match=message):
+        check_dataset_files(root, load_info(root))
+    with pytest.raises(ValueError, match=message):
+        DemoDataset(root)
+
+
+def test_the_consistency_check_reads_no_column(tmp_path, monkeypatch):
+    """check_dataset_files runs at SFT start on datasets of ~1,200 episodes with images: footers only (row counts,
+    the episode_index column's statistics), never a column of the files our writer writes."""
+    from rlinf_embodied.datasets.lerobot_format import check_dataset_files, load_info
+
+    rng = np.random.default_rng(9)
+    root = str(tmp_path / "ds")
+    write(root, [("pick", make_episode(rng, 4), True, 0), ("pick", make_episode(rng, 3), False, 1)])
+
+    def no_read(*args, **kwargs):
+        raise AssertionError("check_dataset_files read a column")
+
+    monkeypatch.setattr(pq, "read_table", no_read)
+    check_dataset_files(root, load_info(root))
