@@ -9,15 +9,26 @@ recorded in the env's control mode: pd_joint_pos, pd_joint_delta_pos, pd_joint_t
 pd_ee_delta_pos or pd_ee_delta_pose) and `policy` (any checkpoint of ours, acting deterministically in
 our vector env). Episode seeds are collect.seed, seed+1, ...; re-running with the same output_dir
 skips the seeds already in the dataset. The dataset's info.json records the env id and control mode.
+
+Episodes are written in seed order whatever collect.num_workers (the planner's pool plans ahead and its results
+wait for the earlier seeds), so two collections of the same seeds are the same dataset. Dropped seeds (failed, or
+cut by collect.max_episode_steps) are not recorded anywhere: a re-run attempts them again (with a larger
+collect.max_episode_steps, a cut solution may then be kept). Ctrl-C (SIGINT) or SIGTERM stops at the next
+episode boundary: the episodes written are kept (each is complete), queued seeds are cancelled, the planner's
+worker processes are ended, and the process exits with 130 / 143; re-running the same command resumes. A
+second signal stops at once (the episode in hand is not written).
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
+import signal
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from typing import Any, Iterator, Optional
+from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Callable, Iterator, Optional
 
 import hydra
 import numpy as np
@@ -25,8 +36,10 @@ from hydra.core.hydra_config import HydraConfig
 
 from .config import CollectRunConfig, EnvConfig, EvalConfig, register_configs, typed_config
 from .datasets.time_limit import warn_if_time_limit_short
+from .envs.maniskill.motion_planning import STATUS_CUT as PLANNER_CUT
 from .envs.registration import check_env, time_limit
 from .paths import CONFIG_DIR
+from .runners.interrupts import Interrupted, StopRequest
 from .unread_settings import reject_unread_settings
 
 logger = logging.getLogger(__name__)
@@ -123,14 +136,42 @@ def warn_if_default_eval_seed(seeds: list[int]) -> None:
         )
 
 
-def collect(cfg: CollectRunConfig) -> dict[str, Any]:
-    """Collect `collect.num_episodes` seeds into `collect.output_dir`; returns a summary dict."""
+class CollectStop(StopRequest):
+    """The first SIGINT / SIGTERM stops the collection at the next episode boundary (runners/interrupts.py's
+    StopRequest, with collect's words: there is no checkpoint, the dataset is what a re-run resumes)."""
+
+    def __init__(self) -> None:
+        super().__init__(work="episode")
+
+    def request(self, signum: int) -> None:
+        if self.signum is None:
+            self.signum = signum
+            os.write(
+                2,
+                (
+                    f"\n{signal.Signals(signum).name} received: finishing the episode in hand, then stopping; the "
+                    "episodes written are kept (send it again to stop at once)\n"
+                ).encode(),
+            )
+            return
+        if not self.forced:
+            self.forced = True
+            raise Interrupted(signum)
+
+
+def collect(cfg: CollectRunConfig, stop: Optional[StopRequest] = None) -> dict[str, Any]:
+    """Collect `collect.num_episodes` seeds into `collect.output_dir`; returns a summary dict.
+
+    With `stop` (the entry point's signal handler), a requested stop ends the collection after the episode in hand:
+    the summary's `stopped_by` names the signal, and the episodes written so far stay in the dataset."""
     check_collect_config(cfg)
     c = cfg.collect
     seeds = list(range(c.seed, c.seed + c.num_episodes))
     warn_if_default_eval_seed(seeds)
     episodes = _planner_episodes if c.source == "motion_planner" else _policy_episodes
     attempted = kept = longest = clipped = steps = 0
+    cut = {"kept": 0, "dropped": 0}  # planner solutions longer than collect.max_episode_steps
+    stopped = False
     seconds = {"episode": 0.0, "env": 0.0, "write": 0.0}  # workers' time per part, and this process's writing
     started = time.perf_counter()
     if os.path.isfile(os.path.join(c.output_dir, "meta", "info.json")):
@@ -153,46 +194,64 @@ def collect(cfg: CollectRunConfig) -> dict[str, Any]:
     # present: it refuses an existing dataset of other settings (fps, control_mode, dims, cameras) either way
     # (before: a re-run whose seeds were all present reported success whatever the settings)
     stream = episodes(cfg, seeds)
-    layout = next(stream)
     try:
+        layout = next(stream)
         writer = _open_writer(cfg, layout)
-    except BaseException:
-        stream.close()  # the probe env
-        raise
-    for episode in stream:
-        attempted += 1
-        clipped += int(episode.get("clipped_steps", 0))
-        steps += len(episode["actions"])
-        for part, value in episode.get("seconds", {}).items():
-            seconds[part] += value
-        if episode["success"] or not c.only_success:
-            write_start = time.perf_counter()
-            writer.add_episode(
-                episode["instruction"],
-                episode["obs"]["state"],
-                episode["actions"],
-                {k: episode["obs"][k] for k in layout["cameras"]},
-                episode["rewards"],
-                episode["success"],
-                episode["seed"],
-            )
-            seconds["write"] += time.perf_counter() - write_start
-            kept += 1
-            longest = max(longest, len(episode["actions"]))
-        progress.update(1)
-        progress.set_postfix(kept=kept)
-    progress.close()
+        while True:
+            if stop is not None and stop.requested:  # between two episodes: the ones written are complete
+                stopped = attempted < len(seeds)
+                break
+            try:
+                episode = next(stream, None)
+            except BrokenProcessPool:  # a SIGTERM to the whole process group also ended the planner's workers
+                if stop is None or not stop.requested:
+                    raise
+                stopped = True
+                break
+            if episode is None:
+                break
+            attempted += 1
+            clipped += int(episode.get("clipped_steps", 0))
+            steps += len(episode["actions"])
+            for part, value in episode.get("seconds", {}).items():
+                seconds[part] += value
+            # an episode without a frame (the planner failed before its first step) cannot be written either way
+            keep = (episode["success"] or not c.only_success) and len(episode["actions"]) > 0
+            if episode.get("status") == PLANNER_CUT:
+                cut["kept" if keep else "dropped"] += 1
+            if keep:
+                write_start = time.perf_counter()
+                writer.add_episode(
+                    episode["instruction"],
+                    episode["obs"]["state"],
+                    episode["actions"],
+                    {k: episode["obs"][k] for k in layout["cameras"]},
+                    episode["rewards"],
+                    episode["success"],
+                    episode["seed"],
+                )
+                seconds["write"] += time.perf_counter() - write_start
+                kept += 1
+                longest = max(longest, len(episode["actions"]))
+            progress.update(1)
+            progress.set_postfix(kept=kept)
+    finally:  # on a stop or an error too: the probe env, or the planner's pool (queued seeds cancelled, workers ended)
+        stream.close()
+        progress.close()
     total = writer.num_episodes
     warn_if_time_limit_short(logger, longest, "were recorded", time_limit(cfg.env.id, cfg.env.max_episode_steps))
+    dropped = attempted - kept
     summary = {
         "attempted": attempted,
         "kept": kept,
         "skipped": skipped,
+        "dropped": {"failed": dropped - cut["dropped"], "cut": cut["dropped"]},
         "total_episodes": total,
         "output_dir": os.path.abspath(c.output_dir),
     }
     if c.source == "motion_planner":
         summary["clipped_steps"], summary["planned_steps"] = clipped, steps
+        summary["cut_kept"] = cut["kept"]
         if attempted:
             summary["seconds"] = _time_report(seconds, attempted, kept, time.perf_counter() - started, c.num_workers)
         if clipped:
@@ -203,12 +262,33 @@ def collect(cfg: CollectRunConfig) -> dict[str, Any]:
                 100.0 * clipped / max(steps, 1),
                 cfg.env.kwargs.get("control_mode"),
             )
-    dropped = "" if not c.only_success else f", {attempted - kept} failed dropped"
     print(
-        f"collected {kept} of {attempted} attempted episodes ({c.source}{dropped}; {skipped} seeds already "
-        f"present): {total} episodes in {summary['output_dir']}"
+        f"collected {kept} of {attempted} attempted episodes ({c.source}{_dropped_note(summary, c)}; {skipped} seeds "
+        f"already present): {total} episodes in {summary['output_dir']}"
     )
+    if stopped:
+        summary["stopped_by"] = stop.signal_name
+        print(
+            f"stopped by {stop.signal_name}: {total} episodes kept in {summary['output_dir']}; re-run the same command "
+            "to resume",
+            flush=True,
+        )
     return summary
+
+
+def _dropped_note(summary: dict[str, Any], c: Any) -> str:
+    """The summary line's account of the episodes not kept: planner failures apart from solutions cut by
+    collect.max_episode_steps (before: all "failed dropped"), and what a re-run does with them."""
+    cap = f"collect.max_episode_steps={c.max_episode_steps}"
+    failed, cut = summary["dropped"]["failed"], summary["dropped"]["cut"]
+    if failed + cut:
+        reasons = ([f"{failed} failed"] if failed else []) + ([f"{cut} cut by {cap} (solution longer)"] if cut else [])
+        note = f", {failed + cut} dropped: {', '.join(reasons)}; a re-run attempts dropped seeds again"
+    else:
+        note = ", 0 dropped"
+    if summary.get("cut_kept"):
+        note += f"; {summary['cut_kept']} kept unfinished, cut by {cap} (solution longer)"
+    return note
 
 
 def _time_report(seconds: dict[str, float], attempted: int, kept: int, wall: float, num_workers: int) -> dict:
@@ -225,6 +305,13 @@ def _time_report(seconds: dict[str, float], attempted: int, kept: int, wall: flo
         wall,
     )
     return {"wall": wall, **{f"{part}_per_episode": value for part, value in per_episode.items()}}
+
+
+def _written(root: str) -> int:
+    """The episodes committed to the dataset at `root` (info.json is replaced last, after an episode's files)."""
+    from .datasets import load_info
+
+    return int(load_info(root)["total_episodes"]) if os.path.isfile(os.path.join(root, "meta", "info.json")) else 0
 
 
 def _episode_rows(root: str, info: dict) -> list[dict]:
@@ -271,15 +358,37 @@ def _init_planner(env_cfg: EnvConfig, max_steps: Optional[int]) -> None:
     _WORKER.update(env=PlannerEnv(single, single.maniskill_env.control_mode, max_steps), solve=solution(task))
 
 
+def _init_pool_worker(init: Callable[..., None], *args: Any) -> None:
+    """A pool worker ignores SIGINT, then runs `init(*args)`: a Ctrl-C reaches the whole foreground process group,
+    and the collecting process decides (it finishes the episode in hand, then ends the workers). Before: the
+    workers' episodes in progress failed with KeyboardInterrupt, and their queued ones were planned all the same."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    init(*args)
+
+
 def _plan(seed: int) -> dict[str, Any]:
     from .envs.maniskill.motion_planning import plan_episode
 
     return plan_episode(_WORKER["env"], _WORKER["solve"], seed)
 
 
-def _planner_episodes(cfg: CollectRunConfig, seeds: list[int]) -> Iterator[dict[str, Any]]:
+def _process_pool(workers: int, init: Callable[..., None], initargs: tuple = ()) -> ProcessPoolExecutor:
+    """`workers` processes forked from a fork server, each set up by `init(*initargs)`. (The fork server imports
+    nothing ahead: the planner workers render with SAPIEN on the device, which stop 60 could not check with
+    torch and mani_skill preloaded in the server.)"""
     import multiprocessing as mp
 
+    context = mp.get_context("forkserver")
+    return ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=_init_pool_worker, initargs=(init, *initargs)
+    )
+
+
+def _planner_pool(cfg: CollectRunConfig, workers: int) -> Executor:
+    return _process_pool(workers, _init_planner, (cfg.env, cfg.collect.max_episode_steps))
+
+
+def _planner_episodes(cfg: CollectRunConfig, seeds: list[int]) -> Iterator[dict[str, Any]]:
     from .envs.maniskill.env import ManiSkillSingleEnv
     from .envs.maniskill.motion_planning import task_of
 
@@ -296,15 +405,47 @@ def _planner_episodes(cfg: CollectRunConfig, seeds: list[int]) -> Iterator[dict[
         for seed in seeds:
             yield _plan(seed)
         return
-    with ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=mp.get_context("forkserver"),
-        initializer=_init_planner,
-        initargs=(cfg.env, cfg.collect.max_episode_steps),
-    ) as pool:
-        futures = [pool.submit(_plan, seed) for seed in seeds]
-        for future in as_completed(futures):
-            yield future.result()
+    yield from _in_seed_order(_planner_pool(cfg, workers), _plan, seeds)
+
+
+def _in_seed_order(pool: Executor, plan: Callable[[int], Any], seeds: list[int]) -> Iterator[Any]:
+    """`plan(seed)` for every seed on `pool`, yielded in seed order (before: in completion order, so two collections
+    of the same seeds wrote differently ordered datasets). Every seed is submitted at once, so no worker waits for an
+    earlier seed or for the writing: a result that comes before an earlier seed's waits in its future, which is let go
+    once yielded.
+
+    Closing the generator (a stop, an error, or the end) cancels the seeds not started and ends the pool's worker
+    processes (the episodes they had in hand are not written: only whole prefixes of the seeds are, so a resumed
+    dataset stays in seed order)."""
+    try:
+        futures = collections.deque(pool.submit(plan, seed) for seed in seeds)
+        while futures:
+            yield futures.popleft().result()
+    finally:
+        _stop_pool(pool)
+
+
+def _stop_pool(pool: Executor, grace: float = 5.0) -> None:
+    """Cancel `pool`'s queued work and end its worker processes now (SIGTERM, then SIGKILL after `grace` seconds).
+    Before: a stopped collection's pool planned every queued seed first, and a SIGTERM left its workers (and the fork
+    server their pipes kept alive) running."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # ProcessPoolExecutor's workers
+    manager = getattr(pool, "_executor_manager_thread", None)  # it sees the workers end, then cleans up
+    try:
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.terminate()
+        deadline = time.monotonic() + grace
+        for process in processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+    finally:  # also when a second signal interrupts the above
+        for process in processes:
+            if process.is_alive():
+                process.kill()
+                process.join(1.0)
+    if manager is not None:
+        manager.join(grace)
+    pool.shutdown(wait=True)  # a thread pool's threads (tests); a process pool's are already ended
 
 
 def _layout(observation_space: Any, action_space: Any, control_mode: Optional[str]) -> dict[str, Any]:
@@ -406,7 +547,20 @@ def _policy_round(env: Any, policy: Any, device: Any, seeds: list[int], determin
 def main(cfg) -> None:
     typed: CollectRunConfig = typed_config(cfg)
     reject_unread_settings(list(HydraConfig.get().overrides.task), unread_settings(typed.collect.source))
-    collect(typed)
+    stop = CollectStop()
+    try:
+        with stop.handling():
+            summary = collect(typed, stop=stop)
+    except Interrupted as interrupted:  # a second signal: the episode in hand is not written
+        output_dir = os.path.abspath(typed.collect.output_dir)
+        print(
+            f"stopped by {stop.signal_name} twice, without writing the episode in hand: {_written(output_dir)} "
+            f"episodes kept in {output_dir}; re-run the same command to resume",
+            flush=True,
+        )
+        raise SystemExit(interrupted.exit_code) from None
+    if summary.get("stopped_by"):
+        raise SystemExit(stop.exit_code)  # 130 (SIGINT) or 143 (SIGTERM), as train and sft
 
 
 if __name__ == "__main__":

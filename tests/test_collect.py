@@ -2,13 +2,16 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 
-from rlinf_embodied.collect import collect, unread_settings
+import rlinf_embodied.collect as collect_module
+from rlinf_embodied.collect import CollectStop, collect, unread_settings
 from rlinf_embodied.config import CollectRunConfig, compose_config
 from rlinf_embodied.datasets import DemoDataset
 from rlinf_embodied.unread_settings import reject_unread_settings
@@ -160,7 +163,7 @@ def test_motion_planner_worker_pool(tmp_path):
     )
     assert summary["kept"] == 2
     ds = DemoDataset(out)
-    assert sorted(ds.seeds()) == [0, 1] and all(ds.successes())
+    assert ds.seeds() == [0, 1] and all(ds.successes())  # in seed order (before: in the order they finished)
 
 
 def test_policy_source_refuses_a_policy_reading_cameras_the_env_lacks(tmp_path):
@@ -306,3 +309,222 @@ def test_collect_entry_point_rejects_an_unread_setting(tmp_path):
     assert result.returncode != 0
     assert "policy=pi0: collect.source=motion_planner records ManiSkill's scripted solutions" in result.stderr
     assert not os.path.exists(tmp_path / "data")
+
+
+# ---- stopping, seed order and the drop summary (stub planner episodes; the pool's processes are real) ----------
+def stub_episode(seed: int, status: str = "ok", success: bool = True, length: int = 3) -> dict:
+    """What collect's planner stream yields for a seed (motion_planning.plan_episode's keys), PickCube-shaped."""
+    return {
+        "seed": seed,
+        "status": status,
+        "success": success,
+        "instruction": "pick up the cube",
+        "obs": {"state": np.full((length, 42), seed, np.float32)} if length else {},
+        "actions": np.zeros((length, 8), np.float32) if length else np.zeros((0, 0), np.float32),
+        "rewards": np.zeros(length, np.float32),
+        "clipped_steps": 0,
+        "seconds": {"episode": 0.0, "env": 0.0},
+    }
+
+
+def stub_planner(monkeypatch, plan) -> None:
+    """collect's in-process planner (collect.num_workers=1) runs `plan(seed)` instead of ManiSkill's solution."""
+    monkeypatch.setattr(collect_module, "_init_planner", lambda env_cfg, max_steps: None)
+    monkeypatch.setattr(collect_module, "_plan", plan)
+
+
+def test_pool_episodes_are_written_in_seed_order_while_later_seeds_run_ahead(tmp_path, monkeypatch):
+    """Before: written as they finished (seeds 0,1,3,4,2,5), so two collections of the same seeds differed, and
+    sft.val_episodes' "last N episodes" with them. Seed 0 is slow: the other workers plan seeds 1-5 meanwhile."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    finished: dict[int, float] = {}
+
+    def plan(seed: int) -> dict:
+        time.sleep(1.0 if seed == 0 else 0.05)
+        finished[seed] = time.monotonic()
+        return stub_episode(seed)
+
+    monkeypatch.setattr(collect_module, "_planner_pool", lambda cfg, workers: ThreadPoolExecutor(workers))
+    monkeypatch.setattr(collect_module, "_plan", plan)
+    out = str(tmp_path / "ordered")
+    summary = collect(
+        compose_cfg(
+            f"collect.output_dir={out}", "collect.num_episodes=6", "collect.num_workers=3", "collect.progress=false"
+        )
+    )
+    assert summary["kept"] == 6 and DemoDataset(out).seeds() == [0, 1, 2, 3, 4, 5]
+    assert max(finished[seed] for seed in range(1, 6)) < finished[0]  # no worker waited for seed 0
+
+
+def stub_pool_init(marker_dir: str) -> None:
+    os.environ["STUB_MARKERS"] = marker_dir
+
+
+def stub_long_plan(seed: int) -> tuple[int, int]:
+    """Seed 0 at once, every other seed 'plans' for 5 minutes; each start leaves a marker file."""
+    open(os.path.join(os.environ["STUB_MARKERS"], str(seed)), "w").close()
+    time.sleep(0 if seed == 0 else 300)
+    return seed, os.getpid()
+
+
+def test_closing_the_seed_ordered_stream_cancels_queued_seeds_and_ends_the_workers(tmp_path):
+    """Before: a stopped collection's pool planned every queued seed before the process could exit (~98 s after a
+    Ctrl-C), its workers failed their episodes with KeyboardInterrupt, and a SIGTERM left them running."""
+    from rlinf_embodied.collect import _in_seed_order, _process_pool
+
+    pool = _process_pool(2, stub_pool_init, (str(tmp_path),))
+    stream = _in_seed_order(pool, stub_long_plan, list(range(8)))
+    assert next(stream)[0] == 0
+    processes = list(pool._processes.values())
+    assert len(processes) == 2
+    deadline = time.monotonic() + 60
+    while len(os.listdir(tmp_path)) < 3 and time.monotonic() < deadline:  # both workers in a long seed
+        time.sleep(0.05)
+    assert sorted(os.listdir(tmp_path)) == ["0", "1", "2"]
+    for process in processes:  # a Ctrl-C reaches the whole process group: the workers leave it to the collector
+        os.kill(process.pid, signal.SIGINT)
+    time.sleep(1.0)
+    assert all(process.is_alive() for process in processes)
+    assert sorted(os.listdir(tmp_path)) == ["0", "1", "2"]  # no seed given up for the next one
+    start = time.monotonic()
+    stream.close()  # what a stop (or an error) in collect does
+    assert time.monotonic() - start < 10
+    assert not any(process.is_alive() for process in processes)
+    time.sleep(0.5)
+    assert sorted(os.listdir(tmp_path)) == ["0", "1", "2"]  # seeds 3-7 cancelled, never planned
+
+
+def test_a_stop_request_ends_the_collection_after_the_episode_in_hand(tmp_path, monkeypatch, capfd):
+    """The entry point's first SIGINT / SIGTERM: the episode being planned is written, then the collection stops
+    with the dataset complete; the same command resumes it. Before: KeyboardInterrupt, or killed by SIGTERM."""
+    stop = CollectStop()
+
+    def plan(seed: int) -> dict:
+        if seed == 2:
+            stop.request(signal.SIGTERM)  # arrives while seed 2 is planned
+        return stub_episode(seed)
+
+    stub_planner(monkeypatch, plan)
+    out = str(tmp_path / "stopped")
+    settings = [f"collect.output_dir={out}", "collect.num_episodes=6", "collect.progress=false"]
+    summary = collect(compose_cfg(*settings), stop=stop)
+    assert summary["stopped_by"] == "SIGTERM" and summary["attempted"] == 3 and stop.exit_code == 143
+    assert DemoDataset(out).seeds() == [0, 1, 2]
+    printed = capfd.readouterr()  # the signal handler's message goes straight to file descriptor 2
+    assert f"stopped by SIGTERM: 3 episodes kept in {out}; re-run the same command to resume" in printed.out
+    assert "SIGTERM received: finishing the episode in hand" in printed.err
+    summary = collect(compose_cfg(*settings))
+    assert "stopped_by" not in summary and summary["skipped"] == 3 and DemoDataset(out).seeds() == list(range(6))
+
+
+def test_dropped_planner_episodes_tell_cut_solutions_from_failures(tmp_path, monkeypatch, capsys):
+    """Before: "collected 1 of 5 attempted episodes (motion_planner, 4 failed dropped ...)", solutions cut by
+    collect.max_episode_steps among them, without saying that a re-run plans them again."""
+    from rlinf_embodied.envs.maniskill.motion_planning import STATUS_CUT, STATUS_FAILED
+
+    outcomes = {
+        0: stub_episode(0),
+        1: stub_episode(1, STATUS_CUT, False),
+        2: stub_episode(2, STATUS_FAILED, False, length=0),  # the planner gave up before its first step
+        3: stub_episode(3, STATUS_CUT, False),
+        4: stub_episode(4, success=False),  # the solution ran to its end without success
+    }
+    stub_planner(monkeypatch, outcomes.__getitem__)
+    settings = ["collect.num_episodes=5", "collect.max_episode_steps=60", "collect.progress=false"]
+    summary = collect(compose_cfg(f"collect.output_dir={tmp_path / 'a'}", *settings))
+    assert summary["kept"] == 1 and summary["dropped"] == {"failed": 2, "cut": 2}
+    assert (
+        "collected 1 of 5 attempted episodes (motion_planner, 4 dropped: 2 failed, 2 cut by "
+        "collect.max_episode_steps=60 (solution longer); a re-run attempts dropped seeds again; 0 seeds already present)"
+    ) in capsys.readouterr().out
+    # Keeping failures too: the cut solutions are kept unfinished; an episode without a frame cannot be written
+    # (before: ValueError "an episode needs at least one frame" ended the collection).
+    summary = collect(compose_cfg(f"collect.output_dir={tmp_path / 'b'}", *settings, "collect.only_success=false"))
+    assert summary["kept"] == 4 and summary["dropped"] == {"failed": 1, "cut": 0} and summary["cut_kept"] == 2
+    assert DemoDataset(str(tmp_path / "b")).seeds() == [0, 1, 3, 4]
+    assert "1 dropped: 1 failed; a re-run attempts dropped seeds again; 2 kept unfinished, cut by" in (
+        capsys.readouterr().out
+    )
+
+
+def test_planner_solutions_longer_than_the_cap_are_counted_as_cut(tmp_path, capsys):
+    """ManiSkill's PickCube solutions take more than 20 steps: each is cut, and said so (before: "failed dropped")."""
+    out = str(tmp_path / "cut")
+    summary = collect(
+        compose_cfg(
+            f"collect.output_dir={out}",
+            "collect.num_episodes=2",
+            "collect.seed=3",
+            "collect.max_episode_steps=20",
+            "collect.progress=false",
+        )
+    )
+    assert summary["attempted"] == 2 and summary["kept"] == 0 and summary["dropped"] == {"failed": 0, "cut": 2}
+    assert "2 dropped: 2 cut by collect.max_episode_steps=20 (solution longer)" in capsys.readouterr().out
+
+
+def process_group(pgid: int) -> list[int]:
+    """The live (not zombie) processes of process group `pgid`."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        state, _, group = stat[stat.rindex(")") + 2 :].split()[:3]
+        if int(group) == pgid and state != "Z":
+            members.append(int(entry))
+    return members
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_pool_collection_at_an_episode_boundary(tmp_path):
+    """A Ctrl-C (SIGINT to the terminal's whole process group, workers included): the episodes written are kept, the
+    process exits with 130, and no worker or fork server is left behind (SIGTERM takes the same path, 143: the
+    stop-request test above). Before: exit ~98 s after the Ctrl-C, with a KeyboardInterrupt traceback; a SIGTERM
+    left the workers and the fork server running."""
+    out = tmp_path / "data"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rlinf_embodied.collect",
+            f"collect.output_dir={out}",
+            "collect.num_episodes=400",
+            "collect.num_workers=2",
+            "collect.progress=false",
+            f"hydra.run.dir={tmp_path / 'hydra'}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                if json.loads((out / "meta" / "info.json").read_text())["total_episodes"] >= 1:
+                    break
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.1)
+        assert process.poll() is None, process.communicate()
+        os.killpg(process.pid, signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr, stderr
+    kept = DemoDataset(str(out)).seeds()
+    assert 1 <= len(kept) < 400 and kept == list(range(len(kept)))
+    assert f"{len(kept)} episodes kept in {out}; re-run the same command to resume" in stdout
+    deadline = time.monotonic() + 10
+    while process_group(process.pid) and time.monotonic() < deadline:  # the fork server leaves once it sees EOF
+        time.sleep(0.1)
+    assert process_group(process.pid) == []

@@ -414,25 +414,30 @@ class _EpisodeTooLong(Exception):
     pass
 
 
+# plan_episode's "status": the solution ran to its end (its success is the env's), the planner gave up (IK), or the
+# solution was cut at PlannerEnv.max_steps (collect.max_episode_steps) before its end.
+STATUS_OK, STATUS_FAILED, STATUS_CUT = "ok", "planning failed", "cut at max_steps"
+
+
 def plan_episode(planner_env: PlannerEnv, solve: Callable[..., Any], seed: int) -> dict[str, Any]:
     """Run one solution from `reset(seed)`; returns the recorded episode (possibly unsuccessful)."""
     import contextlib
     import io
 
-    status = "ok"
+    status = STATUS_OK
     start = time.perf_counter()
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # the solver prints planner failures
             result = solve(planner_env, seed=seed, debug=False, vis=False)
         if isinstance(result, int) and result == -1:
-            status = "planning failed"
+            status = STATUS_FAILED
     except _EpisodeTooLong:
-        status = f"longer than {planner_env.max_steps} steps"
+        status = STATUS_CUT
     observations = planner_env.observations
     return {
         "seed": seed,
         "status": status,
-        "success": bool(planner_env.success and status == "ok"),
+        "success": bool(planner_env.success and status == STATUS_OK),
         "instruction": planner_env.env.instruction,
         "obs": {key: np.stack([o[key] for o in observations]) for key in observations[0]} if observations else {},
         "actions": np.stack(planner_env.actions) if planner_env.actions else np.zeros((0, 0), np.float32),
