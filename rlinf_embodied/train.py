@@ -35,7 +35,7 @@ def check_train_config(cfg: TrainConfig) -> None:
         component_placement,
     )
     from .runners.placement_profile import check_auto_request
-    from .workers.resume_check import check_resume_directory, reject_sft_checkpoint
+    from .workers.resume_check import check_resume_directory, check_resume_fits_run, reject_sft_checkpoint
 
     check_env(cfg.env)
     check_policy_config(cfg.policy)
@@ -54,6 +54,8 @@ def check_train_config(cfg: TrainConfig) -> None:
             cfg.env.kwargs,
             named_by=f"runner.resume={cfg.runner.resume!r}",
         )
+        # its policy and the settings that shape its weights (before: the actor's error, after start-up)
+        check_resume_fits_run(cfg.runner.resume, "runner.resume", cfg.policy, cfg.env)
     check_rollout_reaches_time_limit_early(cfg)
     check_auto_request(cfg)  # `auto` is resolved in run_training, on the started cluster
     if not (is_auto(cfg.cluster.component_placement) or is_auto(cfg.runner.pipeline_stage_num)):

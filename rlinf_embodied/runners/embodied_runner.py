@@ -161,9 +161,11 @@ class EmbodiedRunner:
     def run(self) -> list[dict[str, Any]]:
         history = []
         iterations = range(self.start_iteration, self.cfg.runner.max_iterations)
-        progress = tqdm(iterations, desc="train", disable=not self.cfg.runner.progress, dynamic_ncols=True)
+        # counted by hand, after each iteration's postfix: iterating the bar counted an iteration only when the next
+        # began, so it showed "1/2 [...] ret=<iteration 1's>" (the count one behind the metrics beside it)
+        progress = tqdm(total=len(iterations), desc="train", disable=not self.cfg.runner.progress, dynamic_ncols=True)
         start = time.perf_counter()
-        for iteration in progress:
+        for iteration in iterations:
             if self._stop_requested():
                 finished = iteration - 1  # the signal came between two iterations
                 self.stop.save_unless_saved(
@@ -201,7 +203,8 @@ class EmbodiedRunner:
             }
             if math.isfinite(self.best_eval_success):
                 postfix["best_eval"] = f"{self.best_eval_success:.2f}"
-            progress.set_postfix(postfix)
+            progress.set_postfix(postfix, refresh=False)
+            progress.update()
         progress.close()
         self.metrics_logger.close()
         return history

@@ -3,17 +3,22 @@
 `runner.resume` / `sft.resume` restore the actor's full state (weights and optimizer), so the run must build the
 same model. A run whose settings changed (`policy.overrides.hidden_dim`, another env's state width) would otherwise
 fail inside `load_state_dict` with "size mismatch for critic.6.weight", naming neither setting.
+check_resume_fits_run says so before Ray starts where the checkpoint's records tell it (train.py's up-front checks);
+check_same_model after the weights are read, for what they alone tell.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import torch
 
 from ..policies.base import CONFIG_FILE, dirs_holding
+
+logger = logging.getLogger(__name__)
 
 
 def check_resume_directory(directory: str, setting: str) -> str:
@@ -74,24 +79,183 @@ def check_same_model(directory: str, setting: str, saved: Mapping[str, torch.Ten
     parts = [f"{key} {tuple(saved[key].shape)} -> {tuple(current[key].shape)}" for key in reshaped[:3]]
     parts += [f"missing {missing[:3]}"] if missing else []
     parts += [f"unexpected {unexpected[:3]}"] if unexpected else []
-    raise ValueError(
-        f"{setting}={directory!r} holds a different model than this run builds ({'; '.join(parts)})"
-        f"{_config_differences(directory, policy)}: resume with the settings it was trained with, or start a new "
-        f"run from its weights with policy.checkpoint={os.path.join(directory, 'policy')} where they still fit"
+    saved_config = _saved_config(directory)
+    differing = _differing_settings(saved_config, policy.config.to_dict()) if saved_config else []
+    raise ValueError(different_model_message(directory, setting, f" ({'; '.join(parts)})", differing))
+
+
+def different_model_message(directory: str, setting: str, shapes: str, differing: list[str], note: str = "") -> str:
+    """check_same_model's error (after the weights were read: `shapes` names tensors) and check_resume_fits_run's
+    (before any worker starts, from the checkpoint's config.json: `shapes` empty)."""
+    settings = f"; the policy settings that differ: {'; '.join(differing)}" if differing else ""
+    return (
+        f"{setting}={directory!r} holds a different model than this run builds{shapes}{settings}{note}: resume with "
+        f"the settings it was trained with, or start a new run from its weights with "
+        f"policy.checkpoint={os.path.join(directory, 'policy')} where they still fit"
     )
 
 
-def _config_differences(directory: str, policy: Any) -> str:
+def other_policy_message(directory: str, setting: str, trained: str, asked: str) -> str:
+    """A checkpoint of another policy than policy.name (the actor says the same after reading actor.pt)."""
+    return f"{setting}={directory!r} trained policy {trained!r}, this run asks for {asked!r}"
+
+
+def _saved_config(directory: str) -> dict[str, Any] | None:
+    """The checkpoint's policy/config.json without its "policy" name; None without one."""
     path = os.path.join(directory, "policy", CONFIG_FILE)
     if not os.path.isfile(path):
-        return ""
+        return None
     with open(path) as f:
         saved = json.load(f)
     saved.pop("policy", None)
-    current = policy.config.to_dict()
-    differing = [
-        f"{key}: checkpoint {saved[key]!r}, this run {current[key]!r}"
-        for key in sorted(saved)
-        if key in current and saved[key] != current[key]
+    return saved
+
+
+def _differing_settings(
+    saved: Mapping[str, Any], current: Mapping[str, Any], keys: Iterable[str] | None = None
+) -> list[str]:
+    """For each of `keys` (default: all saved) that differs: "<key>: checkpoint <saved>, this run <current>"."""
+    return [
+        f"{key}: checkpoint {saved[key]!r}, this run {current[key]!r}" for key in _differing_keys(saved, current, keys)
     ]
-    return f"; the policy settings that differ: {'; '.join(differing)}" if differing else ""
+
+
+def _differing_keys(saved: Mapping[str, Any], current: Mapping[str, Any], keys: Iterable[str] | None) -> list[str]:
+    return [
+        key
+        for key in sorted(saved if keys is None else keys)
+        if key in saved and key in current and _as_json(saved[key]) != _as_json(current[key])
+    ]
+
+
+def _as_json(value: Any) -> Any:
+    """A config value as config.json holds it: tuples and Hydra's ListConfig (an override's) as lists."""
+    if isinstance(value, Mapping):
+        return {key: _as_json(item) for key, item in value.items()}
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        return value
+    return [_as_json(item) for item in value]
+
+
+def check_resume_fits_run(directory: str, setting: str, policy_cfg: Any, env_cfg: Any) -> None:
+    """Before any worker starts: refuse a checkpoint this run cannot continue, from what the checkpoint records.
+    Its policy/config.json names the policy and the settings that shape its weights (the config class's
+    `architecture_fields`), compared with the config this run will build (policy.name, size, overrides,
+    policy.checkpoint; a new policy's action_dim / state_dim are the env's). Before: the actor's load_checkpoint
+    said the same after every worker had started (about a minute on 2 CPU cores; minutes for a VLA). What no record
+    tells (a policy without architecture_fields, the tensors' shapes) stays with check_same_model there."""
+    from ..policies.registry import policy_class, saved_policy_config
+    from .policy_loading import resolved_policy_config
+
+    saved = saved_policy_config(os.path.join(directory, "policy"))
+    if saved is None:  # no config.json: the actor's checks
+        return
+    if saved["policy"] != policy_cfg.name:
+        raise ValueError(
+            f"{other_policy_message(directory, setting, saved['policy'], policy_cfg.name)}: select "
+            f"policy={saved['policy']} (the config group), or start a new run of {policy_cfg.name}"
+        )
+    fields = getattr(policy_class(policy_cfg.name).config_class, "architecture_fields", ())
+    if not fields:
+        return
+    dims, env_note = _run_policy_dims(directory, policy_cfg, env_cfg, saved, fields)
+    try:
+        config = resolved_policy_config(policy_cfg, dims["action_dim"], dims["state_dim"])
+    except (ValueError, TypeError):  # a config the workers refuse, naming it with the env's dims
+        return
+    if config is None:  # policy.checkpoint in an upstream layout: converted at load
+        return
+    current = config.to_dict()
+    changed = _differing_keys(saved, current, fields)
+    if changed:
+        note = env_note if set(changed) & set(dims) else ""
+        differing = _differing_settings(saved, current, changed)
+        raise ValueError(different_model_message(directory, setting, "", differing, note))
+
+
+def _run_policy_dims(
+    directory: str, policy_cfg: Any, env_cfg: Any, saved: Mapping[str, Any], fields: Iterable[str]
+) -> tuple[dict[str, Any], str]:
+    """The action_dim / state_dim this run's policy config resolves with, and a note on the env the checkpoint was
+    trained on where they are another env's. A new policy takes its env's: the checkpoint's own where the env is the
+    one it trained on (its env_actions.json; the control mode is checked before) or where it recorded none, else
+    read off the env, built once in a child process (probed_env_dims). With policy.checkpoint, its config.json
+    sets them (resolved_policy_config reads no env dims)."""
+    from ..envs.action_settings import read_action_settings, trained_env_note
+
+    dims = {"action_dim": saved.get("action_dim"), "state_dim": saved.get("state_dim") or 0}
+    if policy_cfg.checkpoint is not None or not {"action_dim", "state_dim"} & set(fields):
+        return dims, ""
+    policy_dir = os.path.join(directory, "policy")
+    record = read_action_settings(policy_dir)
+    if record is None or record.get("env_id") == env_cfg.id:
+        return dims, ""
+    probed = probed_env_dims(env_cfg)
+    if probed is None:
+        return dims, ""
+    return probed, f"; this run's env {env_cfg.id} sets action_dim and state_dim{trained_env_note(policy_dir)}"
+
+
+PROBE_TIMEOUT_S = 120.0
+
+
+def probed_env_dims(env_cfg: Any, timeout_s: float = PROBE_TIMEOUT_S) -> dict[str, int] | None:
+    """action_dim and state_dim (env_spec's) of one env of env_cfg (gym.make: the id's single env, with env.obs_mode
+    and env.kwargs less the options of batching), built in a spawned child process: the driver builds no physics
+    scene or render device before Ray starts. None where the id builds no single env (e.g. IsaacLab, ManiSkill's GPU physics) or
+    not within timeout_s: the env workers read the dims then."""
+    import multiprocessing as mp
+
+    from ..envs.registration import VECTOR_ONLY_OPTIONS
+
+    kwargs = {key: value for key, value in dict(env_cfg.kwargs).items() if key not in VECTOR_ONLY_OPTIONS}
+    context = mp.get_context("spawn")
+    receive, send = context.Pipe(duplex=False)
+    process = context.Process(
+        target=_send_env_dims, args=(env_cfg.id, env_cfg.obs_mode, kwargs, send), name="env-dims-probe"
+    )
+    process.start()
+    send.close()
+    result: Any = f"no answer within {timeout_s:.0f} s"
+    try:
+        if receive.poll(timeout_s):
+            result = receive.recv()
+    except EOFError:  # it died before answering
+        result = None
+    finally:
+        receive.close()
+        process.join(timeout=10.0)
+        if process.is_alive():
+            process.kill()
+            process.join()
+    if result is None:
+        result = f"the process ended with exit code {process.exitcode}"
+    if isinstance(result, dict):
+        return result
+    logger.info("could not read env %s's dims before start-up (the env workers read them): %s", env_cfg.id, result)
+    return None
+
+
+def _send_env_dims(env_id: str, obs_mode: str, kwargs: dict[str, Any], send: Any) -> None:
+    """probed_env_dims's child: the dims, or the error's text."""
+    from types import SimpleNamespace
+
+    try:
+        import gymnasium as gym
+
+        import rlinf_embodied.envs  # noqa: F401  (registers our ids)
+
+        from ..envs.spec import env_spec
+
+        env = gym.make(env_id, obs_mode=obs_mode, **kwargs)
+        try:  # a vector env's single_* spaces are its envs' spaces
+            spec = env_spec(
+                SimpleNamespace(single_observation_space=env.observation_space, single_action_space=env.action_space)
+            )
+        finally:
+            env.close()
+        send.send({"action_dim": spec["action_dim"], "state_dim": spec["state_dim"]})
+    except Exception as error:  # noqa: BLE001  (reported, and the workers say it again)
+        send.send(f"{type(error).__name__}: {error}")
+    finally:
+        send.close()

@@ -92,3 +92,96 @@ def test_a_checkpoint_of_another_policy_is_named_before_any_worker_starts(tmp_pa
     with pytest.raises(FileNotFoundError, match=r"policy.checkpoint='.*' has no config.json.*saved policies below"):
         check_policy_config(PolicyConfig(name="flow_mlp", checkpoint=str(tmp_path)))
     check_policy_config(PolicyConfig(name="flow_mlp", checkpoint=str(tmp_path / "policy")))
+
+
+def saved_run_checkpoint(directory, policy, env_id, control_mode):
+    """A checkpoint as the actor writes one: actor.pt, the policy's save_pretrained copy and its env record."""
+    from rlinf_embodied.envs.action_settings import write_action_settings
+
+    save_checkpoint(directory, policy)
+    write_action_settings(str(directory / "policy"), env_id, {"control_mode": control_mode})
+    return directory
+
+
+def test_a_resume_the_checkpoint_cannot_continue_is_refused_before_any_worker_starts(tmp_path, monkeypatch):
+    """Before: another policy, another env's dims or another hidden_dim were refused by the actor's load_checkpoint,
+    after every worker had started (54-88 s on 2 cores); its policy/config.json and env_actions.json tell them."""
+    from rlinf_embodied.config import compose_config
+    from rlinf_embodied.train import check_train_config
+    from rlinf_embodied.workers import resume_check
+
+    pushcube = ("rlinf/ManiSkill-PushCube", "pd_ee_delta_pos")  # the default env group's
+    trained = make_policy("mlp", size="tiny", action_dim=4, state_dim=35)
+    run = saved_run_checkpoint(tmp_path / "iteration_000001", trained, *pushcube)
+    root = re.escape(str(run))
+    probed = []
+
+    def probe(env_cfg):  # building PickCube in a child process takes 10-15 s on 2 cores: its spec, recorded
+        probed.append(env_cfg.id)
+        return {"action_dim": 8, "state_dim": 42}
+
+    monkeypatch.setattr(resume_check, "probed_env_dims", probe)
+
+    def check(*overrides):
+        check_train_config(compose_config("config", [f"runner.resume={run}", "policy.size=tiny", *overrides]))
+
+    check()  # the run it continues: the checkpoint's env, so its dims (nothing built)
+    assert probed == []
+    with pytest.raises(
+        ValueError,
+        match=rf"^runner.resume='{root}' trained policy 'mlp', this run asks for 'flow_mlp': select policy=mlp",
+    ):
+        check("policy=flow_mlp")
+    with pytest.raises(
+        ValueError,
+        match=rf"^runner.resume='{root}' holds a different model than this run builds; the policy settings that "
+        rf"differ: hidden_dim: checkpoint 32, this run 128: resume with the settings it was trained with, or start a "
+        rf"new run from its weights with policy.checkpoint={root}/policy where they still fit$",
+    ):
+        check("policy.overrides.hidden_dim=128")
+    assert probed == []
+    with pytest.raises(
+        ValueError,
+        match=r"holds a different model than this run builds; the policy settings that differ: action_dim: "
+        r"checkpoint 4, this run 8; state_dim: checkpoint 35, this run 42; this run's env rlinf/ManiSkill-PickCube "
+        r"sets action_dim and state_dim \(it was trained on rlinf/ManiSkill-PushCube .*env=maniskill_pushcube\): "
+        r"resume with",
+    ):
+        check("env=maniskill_pickcube", "env.max_episode_steps=50")
+    assert probed == ["rlinf/ManiSkill-PickCube"]
+
+
+def test_the_policy_checkpoint_sets_the_architecture_a_resume_is_compared_with(tmp_path, monkeypatch):
+    """With policy.checkpoint (RL from SFT, as its printed resume command repeats it), the model is that
+    checkpoint's config.json: the env is not probed, and another architecture there is named."""
+    from rlinf_embodied.config import compose_config
+    from rlinf_embodied.train import check_train_config
+    from rlinf_embodied.workers import resume_check
+
+    def probe(env_cfg):
+        raise AssertionError("the env's dims are not read where policy.checkpoint sets them")
+
+    monkeypatch.setattr(resume_check, "probed_env_dims", probe)
+    trained = make_policy("mlp", size="tiny", action_dim=8, state_dim=42)
+    run = saved_run_checkpoint(tmp_path / "run", trained, "rlinf/ManiSkill-PushCube", "pd_ee_delta_pos")
+    trained.save_pretrained(tmp_path / "sft")
+    resume = [f"runner.resume={run}", "env=maniskill_pickcube", "env.max_episode_steps=50"]
+    check_train_config(compose_config("config", [*resume, f"policy.checkpoint={tmp_path / 'sft'}"]))
+    make_policy("mlp", size="tiny", action_dim=8, state_dim=42, hidden_dim=16).save_pretrained(tmp_path / "wider")
+    with pytest.raises(ValueError, match=r"the policy settings that differ: hidden_dim: checkpoint 32, this run 16:"):
+        check_train_config(compose_config("config", [*resume, f"policy.checkpoint={tmp_path / 'wider'}"]))
+
+
+@pytest.mark.slow
+def test_the_env_dims_are_read_in_a_child_process():
+    """probed_env_dims builds one env of the id (gym.make, the batching options dropped) in a spawned process; an
+    env that does not build there: None (the env workers read the dims then)."""
+    from rlinf_embodied.config import compose_config
+    from rlinf_embodied.workers.resume_check import probed_env_dims
+
+    pickcube = compose_config("config", ["env=maniskill_pickcube", "env.kwargs.num_workers=1"]).env
+    assert probed_env_dims(pickcube) == {
+        "action_dim": 8,
+        "state_dim": 42,
+    }
+    assert probed_env_dims(compose_config("config", ["env.kwargs.control_mode=bogus"]).env) is None
