@@ -141,22 +141,10 @@ class CollectStop(StopRequest):
     StopRequest, with collect's words: there is no checkpoint, the dataset is what a re-run resumes)."""
 
     def __init__(self) -> None:
-        super().__init__(work="episode")
-
-    def request(self, signum: int) -> None:
-        if self.signum is None:
-            self.signum = signum
-            os.write(
-                2,
-                (
-                    f"\n{signal.Signals(signum).name} received: finishing the episode in hand, then stopping; the "
-                    "episodes written are kept (send it again to stop at once)\n"
-                ).encode(),
-            )
-            return
-        if not self.forced:
-            self.forced = True
-            raise Interrupted(signum)
+        super().__init__(
+            work="episode",
+            then="then stopping; the episodes written are kept (send it again to stop at once)",
+        )
 
 
 def collect(cfg: CollectRunConfig, stop: Optional[StopRequest] = None) -> dict[str, Any]:

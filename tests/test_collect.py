@@ -413,7 +413,7 @@ def test_a_stop_request_ends_the_collection_after_the_episode_in_hand(tmp_path, 
     assert DemoDataset(out).seeds() == [0, 1, 2]
     printed = capfd.readouterr()  # the signal handler's message goes straight to file descriptor 2
     assert f"stopped by SIGTERM: 3 episodes kept in {out}; re-run the same command to resume" in printed.out
-    assert "SIGTERM received: finishing the episode in hand" in printed.err
+    assert "SIGTERM received: finishing the current episode, then stopping" in printed.err
     summary = collect(compose_cfg(*settings))
     assert "stopped_by" not in summary and summary["skipped"] == 3 and DemoDataset(out).seeds() == list(range(6))
 

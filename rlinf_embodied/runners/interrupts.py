@@ -37,8 +37,13 @@ class StopRequest:
     """Records the first stop signal; the runner polls `requested` between iterations and sets
     `checkpoint` / `iteration` to what it saved."""
 
-    def __init__(self, work: str = "iteration") -> None:
+    def __init__(
+        self,
+        work: str = "iteration",
+        then: str = "then saving a checkpoint (send it again to stop at once, without one)",
+    ) -> None:
         self.work = work  # what the first signal lets finish, for its message
+        self.then = then  # what follows it, for the same message
         self.signum: Optional[int] = None
         self.forced = False
         self.checkpoint: Optional[str] = None  # the resumable checkpoint the stopped run left
@@ -83,8 +88,7 @@ class StopRequest:
             os.write(
                 2,
                 (
-                    f"\n{signal.Signals(signum).name} received: finishing the current {self.work}, then saving "
-                    f"a checkpoint (send it again to stop at once, without one)\n"
+                    f"\n{signal.Signals(signum).name} received: finishing the current {self.work}, {self.then}\n"
                 ).encode(),
             )
             return

@@ -49,7 +49,7 @@ from ..transfer import host_floats
 from .disk_space import check_free_space, state_nbytes
 from .messages import Trajectory, seed_for, to_device
 from .mixed_precision import computing_in, store_frozen_in
-from .resume_check import check_resume_directory, check_same_model
+from .resume_check import check_resume_directory, check_same_model, other_policy_message
 from .policy_loading import build_policy, compute_dtype
 from .timeline import SpanRecorder
 
@@ -511,10 +511,7 @@ class ActorWorker(Worker, SpanRecorder):
         path = check_resume_directory(directory, setting)
         state = torch.load(path, map_location="cpu", weights_only=False)
         if state["policy_name"] != self.cfg.policy.name:
-            raise ValueError(
-                f"{setting}={directory!r} trained policy {state['policy_name']!r}, "
-                f"this run asks for {self.cfg.policy.name!r}"
-            )
+            raise ValueError(other_policy_message(directory, setting, state["policy_name"], self.cfg.policy.name))
         check_same_model(directory, setting, state["model"], self.policy)
         set_model_state_dict(self.policy, state["model"], options=StateDictOptions(full_state_dict=True))
         # strict=False: a trainable parameter that never got a gradient has no Adam state to restore (pi0's last

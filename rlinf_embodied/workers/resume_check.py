@@ -9,14 +9,13 @@ check_same_model after the weights are read, for what they alone tell.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from typing import Any, Iterable, Mapping
 
 import torch
 
-from ..policies.base import CONFIG_FILE, dirs_holding
+from ..policies.base import dirs_holding
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +78,9 @@ def check_same_model(directory: str, setting: str, saved: Mapping[str, torch.Ten
     parts = [f"{key} {tuple(saved[key].shape)} -> {tuple(current[key].shape)}" for key in reshaped[:3]]
     parts += [f"missing {missing[:3]}"] if missing else []
     parts += [f"unexpected {unexpected[:3]}"] if unexpected else []
-    saved_config = _saved_config(directory)
+    from ..policies.registry import saved_policy_config
+
+    saved_config = saved_policy_config(os.path.join(directory, "policy"))  # (None without one)
     differing = _differing_settings(saved_config, policy.config.to_dict()) if saved_config else []
     raise ValueError(different_model_message(directory, setting, f" ({'; '.join(parts)})", differing))
 
@@ -98,17 +99,6 @@ def different_model_message(directory: str, setting: str, shapes: str, differing
 def other_policy_message(directory: str, setting: str, trained: str, asked: str) -> str:
     """A checkpoint of another policy than policy.name (the actor says the same after reading actor.pt)."""
     return f"{setting}={directory!r} trained policy {trained!r}, this run asks for {asked!r}"
-
-
-def _saved_config(directory: str) -> dict[str, Any] | None:
-    """The checkpoint's policy/config.json without its "policy" name; None without one."""
-    path = os.path.join(directory, "policy", CONFIG_FILE)
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        saved = json.load(f)
-    saved.pop("policy", None)
-    return saved
 
 
 def _differing_settings(
