@@ -11,7 +11,9 @@ How the contract maps onto a simulator that steps every env together:
   old chunk reaches the new episode, and the returned obs is the new episode's first obs (SAME_STEP).
 - Resets are partial: `reset(options={"env_idx": ended})` resets only the envs that ended (the caller may pass
   `env_idx` too: only those envs' episode statistics restart). Other keys the simulator does not read are refused.
-- Actions are clipped to `single_action_space` before the simulator steps them.
+- Actions are clipped to `single_action_space` before the simulator steps them; `info["action_clipped"]`
+  `(N,)` float32 on the device says which fraction of each env's action elements lay outside it (a warning is
+  logged the first time, `batching.ActionBounds`).
 - Seeds: `reset(seed=s)` seeds env i with `s + i` (or one seed per env from a list). Each later
   auto-reset draws fresh per-env seeds from a generator seeded by that reset, so the same seed and
   the same actions give the same trajectories. The simulator's episode RNG is reseeded at every
@@ -31,6 +33,7 @@ import torch
 from gymnasium.vector.utils import batch_space
 
 from .batching import (
+    ActionBounds,
     ArrayLike,
     EpisodeStats,
     SeedLike,
@@ -105,6 +108,7 @@ class BatchedVectorEnv(gym.vector.VectorEnv):
         self.act_dim = int(self.single_action_space.shape[-1])
         self._low = torch.as_tensor(self.single_action_space.low, device=self.device)
         self._high = torch.as_tensor(self.single_action_space.high, device=self.device)
+        self._action_bounds = ActionBounds(self.single_action_space, self._name)
         self.render_mode, self.closed = None, False
         self._stats = EpisodeStats(self.num_envs, self.device)
         self._seed_rng = np.random.default_rng()
@@ -166,6 +170,7 @@ class BatchedVectorEnv(gym.vector.VectorEnv):
     def step(self, actions: ArrayLike) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor, torch.Tensor, dict]:
         check_open(self.closed, self.num_envs)  # before: AttributeError on the closed simulator
         chunk_actions, is_chunk = as_action_chunk(actions, self.num_envs, self.act_dim, self.device)  # (N, chunk, A)
+        action_clipped = self._action_bounds.fraction(chunk_actions)  # (N,): before, clipped silently
         chunk_actions = torch.clamp(chunk_actions, self._low, self._high)  # as envs/README.md documents
         num_envs, chunk = self.num_envs, chunk_actions.shape[1]
         rewards = torch.zeros(num_envs, chunk, device=self.device)
@@ -196,6 +201,7 @@ class BatchedVectorEnv(gym.vector.VectorEnv):
             raw_obs = self.sim.reset(seed=self._fresh_seeds(), options={"env_idx": env_idx})[0]
         obs = self._convert(raw_obs)
         info = self._stats.update(rewards, success, ended, applied)
+        info["action_clipped"] = action_clipped
         if final_obs is not None:
             info["final_obs"] = self._with_instruction(final_obs)
             info["_final_obs"] = ended.clone()
@@ -203,6 +209,11 @@ class BatchedVectorEnv(gym.vector.VectorEnv):
         if not is_chunk:
             return obs_out, rewards[:, 0], terminated[:, 0], truncated[:, 0], info
         return obs_out, rewards, terminated, truncated, info
+
+    def _name(self) -> str:
+        """This vector env in messages: its gymnasium id where gym.make_vec built it."""
+        spec = getattr(self, "spec", None)
+        return f"the batched env of {spec.id if spec is not None else type(self.sim).__name__} ({self.num_envs} envs)"
 
     def _time_limit(self, applied: torch.Tensor) -> torch.Tensor:
         """(N,) bool: envs whose episode reaches `max_episode_steps` with the rows applied so far."""

@@ -7,11 +7,14 @@ docstring; these helpers keep the parts of it that do not depend on the backend 
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional, Sequence, Union
+import logging
+from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 import gymnasium as gym
 import numpy as np
 import torch
+
+logger = logging.getLogger(__name__)
 
 ArrayLike = Union[np.ndarray, torch.Tensor, Sequence[float]]
 SeedLike = Optional[Union[int, Sequence[Optional[int]]]]
@@ -68,6 +71,75 @@ def reject_non_finite_action(action: np.ndarray, env_name: str) -> None:
     """One env's action: NaN or inf is an error naming it (reject_non_finite_actions says it for a batch)."""
     if not np.isfinite(action).all():
         raise ValueError(f"{env_name}'s action {action.tolist()} holds NaN or inf; envs take finite actions only")
+
+
+class ActionBounds:
+    """The action space's bounds, to report the action elements outside them, which the envs clip to them: every env
+    of ours puts each env's fraction of such elements into `info["action_clipped"]`, and the first out-of-box action
+    an env object receives logs a warning naming the largest |value| and the bounds (before: clipped silently; a
+    policy's scaling bug looked like a policy that could not learn). A bound counts as exceeded beyond a float32
+    rounding tolerance (1e-6 of the dimension's range, at least 1e-6): a policy that maps [-1, 1] onto the env's
+    bounds may land an ulp outside them.
+
+    `name`: the env in the warning (a callable: read when warning, e.g. a vector env's spec id set after it is built).
+    `warn`: log that warning; a vector env turns it off in the single envs of its workers, warning itself."""
+
+    def __init__(self, space: gym.spaces.Box, name: Union[str, Callable[[], str]]):
+        self.space, self.name, self.warn = space, name, True
+        low, high = np.asarray(space.low, np.float32), np.asarray(space.high, np.float32)
+        with np.errstate(invalid="ignore", over="ignore"):
+            tolerance = 1e-6 * np.maximum(1.0, high.astype(np.float64) - low)
+        self.low = (low - tolerance).astype(np.float32)  # an infinite bound stays infinite
+        self.high = (high + tolerance).astype(np.float32)
+        # the common case in two reductions: every element within [the largest low, the smallest high] is inside
+        self._inner_low, self._inner_high = float(self.low.max()), float(self.high.min())
+        self._tensors: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def fraction(self, actions: Union[np.ndarray, torch.Tensor]) -> Union[np.ndarray, torch.Tensor]:
+        """(N,) float32 (numpy for numpy, torch on the actions' device for torch): for each env (the first axis of
+        `actions`, e.g. (N, chunk, A)), the fraction of its action elements outside the bounds. The common case,
+        every element inside, costs two reductions (one op for a tensor, and its device sync)."""
+        if isinstance(actions, torch.Tensor):
+            smallest, largest = torch.aminmax(actions.detach())
+            if smallest.item() >= self._inner_low and largest.item() <= self._inner_high:
+                return torch.zeros(len(actions), dtype=torch.float32, device=actions.device)
+            low, high = self._bounds_on(actions.device)
+            outside = torch.lt(actions, low).logical_or_(torch.gt(actions, high))
+            if self.warn and bool(outside.any()):
+                self._warn(actions.detach().cpu().numpy(), outside.cpu().numpy())
+            return outside.flatten(1).sum(dim=1, dtype=torch.float32).mul_(1.0 / outside[0].numel())
+        if actions.min() >= self._inner_low and actions.max() <= self._inner_high:
+            return np.zeros(len(actions), np.float32)
+        outside = (actions < self.low) | (actions > self.high)
+        if self.warn and outside.any():
+            self._warn(actions, outside)
+        return outside.reshape(len(actions), -1).mean(axis=1, dtype=np.float32)
+
+    def _bounds_on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if device not in self._tensors:
+            self._tensors[device] = (torch.from_numpy(self.low).to(device), torch.from_numpy(self.high).to(device))
+        return self._tensors[device]
+
+    def _warn(self, actions: np.ndarray, outside: np.ndarray) -> None:
+        self.warn = False
+        name = self.name() if callable(self.name) else self.name
+        outside = outside.reshape(-1, outside.shape[-1])
+        envs = int(outside.reshape(len(actions), -1).any(axis=1).sum())
+        dims = np.flatnonzero(outside.any(axis=0)).tolist()
+        largest = float(np.abs(actions.reshape(outside.shape)[outside]).max())
+        logger.warning(
+            "%s received actions outside its action space %s (max |value| %.6g, in action dimension(s) %s of %d of %d "
+            "envs): they are clipped to the bounds. info['action_clipped'] holds each env's fraction of action "
+            "elements outside them (the env workers' metric clipped_action_fraction); a policy's actions out this "
+            "far usually mean an action scaling bug (its action normalisation, policy.overrides.action_low / "
+            "action_high). Warned once per env.",
+            name,
+            self.space,
+            largest,
+            dims,
+            envs,
+            len(actions),
+        )
 
 
 MAX_SEED = 2**32 - 1  # the simulators seed numpy's RandomState, which takes [0, 2**32 - 1]

@@ -102,3 +102,32 @@ class EpisodeMetrics:
 
     def clear(self) -> None:
         self.episodes.clear()
+
+
+class ClippedActionMetrics:
+    """The mean of the vector envs' `info["action_clipped"]` ((N,) per step: each env's fraction of the action
+    elements it was given outside its action space, which it clips) over the envs and steps seen since `clear()`:
+    the fraction of all action elements clipped. 0 in normal training (Gaussian policies clip their own samples);
+    above 0, a policy's actions overshoot the env's bounds (an action scaling bug shows here). Envs that do not
+    report it (IsaacLabVectorEnv, which clips nothing itself) add nothing, and `summary()` is then empty."""
+
+    KEY = "clipped_action_fraction"
+
+    def __init__(self) -> None:
+        self.clipped, self.rows = 0.0, 0  # sum of fraction x rows; env rows seen
+
+    def update(self, info: dict[str, Any], rows: int = 1) -> None:
+        """Add one step's `info`; `rows`: the action rows each env was given (its chunk), which weigh its fraction."""
+        value = info.get("action_clipped")
+        if value is None:
+            return
+        fractions = _to_numpy(value).reshape(-1)
+        self.clipped += float(fractions.sum()) * rows
+        self.rows += fractions.size * rows
+
+    def summary(self) -> dict[str, float]:
+        """{"clipped_action_fraction": the mean} where an env reported it, else {}."""
+        return {self.KEY: self.clipped / self.rows} if self.rows else {}
+
+    def clear(self) -> None:
+        self.clipped, self.rows = 0.0, 0  # sum of fraction x rows; env rows seen

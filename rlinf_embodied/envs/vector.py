@@ -31,6 +31,9 @@ Vector-env semantics (see also envs/README.md)
   `{"success": (N,), "episode": {...}}` with mask `info["_final_info"]`.
 - `info["success"]`: `(N,)` bool, success at the last step applied this call (for an env that
   ended: at its final step). `info["elapsed_steps"]`: `(N,)` int64 steps into the current episode.
+- `info["action_clipped"]`: `(N,)` float32, each env's fraction of the action elements given this call
+  (all rows of its chunk) outside `single_action_space`, which the single envs clip to it; the first
+  such action logs a warning (`batching.ActionBounds`). Integer actions are cast to float32.
 - At episode end `info["episode"] = {"return": float32, "length": int64, "success_once": bool,
   "success": bool}` (each `(N,)`; "success" is success at the final step, "success_once" whether
   any step succeeded) with mask `info["_episode"]` `(N,)` bool. `metrics.EpisodeMetrics` reads it.
@@ -64,7 +67,7 @@ import numpy as np
 import torch
 from gymnasium.vector.utils import batch_space
 
-from .batching import SeedLike, check_open, is_int, per_env_seeds, reject_non_finite_actions
+from .batching import ActionBounds, SeedLike, check_open, is_int, per_env_seeds, reject_non_finite_actions
 from .registration import check_reset_options
 
 logger = logging.getLogger(__name__)
@@ -489,6 +492,7 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
         self.observation_space = batch_space(observation_space, self.num_envs)
         self.action_space = batch_space(action_space, self.num_envs)
         self.act_dim = int(action_space.shape[-1])
+        self._action_bounds = ActionBounds(action_space, self._name)
         self.render_mode, self.closed = None, False
         self.device = torch.device("cpu")
         ctx = mp.get_context(context)
@@ -630,6 +634,7 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
         chunk_actions, is_chunk = self._as_chunk(actions)  # (N, chunk, act_dim)
         chunk = chunk_actions.shape[1]
         self.wait_until_ready()
+        action_clipped = torch.from_numpy(self._action_bounds.fraction(chunk_actions))  # the envs clip them
         send_errors = self._send_all("step", lambda worker: chunk_actions[worker.indices])
         rewards = np.zeros((self.num_envs, chunk), np.float32)
         terminated, truncated, success = (np.zeros((self.num_envs, chunk), bool) for _ in range(3))
@@ -657,6 +662,7 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
             for index, text in zip(idx, results["instruction"]):
                 self._instructions[index] = text
         info = self._episode_info(rewards, success, ended, applied, last_success, final_success, ended_instructions)
+        info["action_clipped"] = action_clipped
         obs = self._obs("obs", self._instructions)
         if not is_chunk:
             return (
@@ -759,6 +765,11 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
         }
         obs["instruction"] = list(instructions)
         return obs
+
+    def _name(self) -> str:
+        """This vector env in messages: its gymnasium id where gym.make_vec built it."""
+        spec = getattr(self, "spec", None)
+        return f"the vector env of {spec.id if spec is not None else 'single envs'} ({self.num_envs} envs)"
 
     # -- helpers for tests and wrappers ------------------------------------------------------------
     def call(self, name: str, *args: Any, **kwargs: Any) -> tuple[Any, ...]:

@@ -659,7 +659,8 @@ def check_cluster_fits(cfg: TrainConfig, cluster: Cluster) -> None:
 
 
 def merge_episode_metrics(per_worker: list[dict[str, float]]) -> dict[str, float]:
-    """Episode-weighted means of each env worker's summary."""
+    """Episode-weighted means of each env worker's summary; clipped_action_fraction (the action elements outside
+    the env's action space, which the envs clip) weighted by env steps, where the workers' envs report it."""
     total = sum(m.get("num_episodes", 0) for m in per_worker)
     merged = {"num_episodes": total}
     for key in ("success_rate", "episode_return", "episode_length", "success_once"):
@@ -667,4 +668,8 @@ def merge_episode_metrics(per_worker: list[dict[str, float]]) -> dict[str, float
             merged[key] = sum(m[key] * m["num_episodes"] for m in per_worker if m.get("num_episodes")) / total
         else:
             merged[key] = float("nan")
+    reported = [m for m in per_worker if "clipped_action_fraction" in m and m.get("env_steps")]
+    if reported:
+        steps = sum(m["env_steps"] for m in reported)
+        merged["clipped_action_fraction"] = sum(m["clipped_action_fraction"] * m["env_steps"] for m in reported) / steps
     return merged

@@ -14,7 +14,7 @@ import gymnasium as gym
 import torch
 
 from ..config import TrainConfig
-from ..envs.metrics import EpisodeMetrics
+from ..envs.metrics import ClippedActionMetrics, EpisodeMetrics
 from ..envs.spec import env_spec
 from ..scheduler import Channel, Worker
 from .messages import EnvOutput, channel_key, seed_for
@@ -69,6 +69,7 @@ class EnvWorker(Worker, SpanRecorder):
         ]
         self.init_finished = time.time()  # vector envs that build in their constructor are ready now
         self.metrics = EpisodeMetrics()
+        self.clipped_actions = ClippedActionMetrics()  # info["action_clipped"] of every step of interact
         self.needs_reset = True
         self.first_pending: dict[int, torch.Tensor] | None = None  # see interact
         self.last_obs: dict[int, dict] = {}  # stage -> latest observation, carried across iterations
@@ -108,8 +109,11 @@ class EnvWorker(Worker, SpanRecorder):
         """Run `rollout_steps` chunk steps on every stage, trading observations for actions.
 
         rollout/* metrics: after a reset here, each env's first episode (the rollout covers the time limit, so each
-        ends); episodes carried over from the last iteration (no reset), every one that ends."""
+        ends); episodes carried over from the last iteration (no reset), every one that ends. clipped_action_fraction:
+        the fraction of the action elements the envs got outside their action space (and clipped), over every step;
+        weigh it by env_steps to merge workers."""
         self.metrics.clear()
+        self.clipped_actions.clear()
         env_steps = 0
         reset = self.cfg.runner.reset_each_iteration or self.needs_reset or bool(sampling_round)
         # stage -> (N,) bool: envs whose first episode since the reset has not ended yet; None: count every episode
@@ -132,16 +136,19 @@ class EnvWorker(Worker, SpanRecorder):
                 self.last_obs[stage] = env_output.obs
                 with self.span(f"send stage{stage}"):
                     env_channel.put(env_output, key=channel_key(self.rank, stage))
-        return {**self.metrics.summary(), "env_steps": env_steps}
+        return {**self.metrics.summary(), **self.clipped_actions.summary(), "env_steps": env_steps}
 
     def evaluate(self, iteration: int, env_channel: Channel, action_channel: Channel) -> dict[str, float]:
         """Play `eval_rounds` episodes per env with the actions the rollout workers send back (their
         deterministic policy), each from a held-out seed. Only an env's first episode of a round
         counts; its shard sends `finished` once all its envs have played theirs. The next training
         iteration starts from a fresh reset: with runner.reset_each_iteration (the default) the training
-        data are the same as without evaluation; without it, the episodes in progress are cut off."""
+        data are the same as without evaluation; without it, the episodes in progress are cut off.
+        clipped_action_fraction and env_steps as in `interact`, over every evaluation step."""
         self.needs_reset = True
         metrics = EpisodeMetrics()
+        clipped = ClippedActionMetrics()
+        env_steps = 0
         for round_index in range(self.cfg.runner.eval_rounds):
             playing = {}  # stage -> (N,) bool: envs whose counted episode is still running
             for stage, env in enumerate(self.stages):
@@ -155,10 +162,11 @@ class EnvWorker(Worker, SpanRecorder):
             while any(mask.any() for mask in playing.values()):
                 for stage, env in enumerate(self.stages):
                     if playing[stage].any():
-                        playing[stage] = self._eval_step(
-                            env, stage, playing[stage], metrics, env_channel, action_channel
+                        playing[stage], steps = self._eval_step(
+                            env, stage, playing[stage], metrics, clipped, env_channel, action_channel
                         )
-        return metrics.summary()
+                        env_steps += steps
+        return {**metrics.summary(), **clipped.summary(), "env_steps": env_steps}
 
     def _eval_step(
         self,
@@ -166,18 +174,22 @@ class EnvWorker(Worker, SpanRecorder):
         stage: int,
         playing: torch.Tensor,
         metrics: EpisodeMetrics,
+        clipped: ClippedActionMetrics,
         env_channel: Channel,
         action_channel: Channel,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, int]:
+        """One evaluation step of a stage: (the envs still playing, the env steps sent)."""
         key = channel_key(self.rank, stage)
         actions = action_channel.get(key=key)  # (N, chunk, act_dim)
         obs, _, _, _, info = env.step(actions)
         playing = metrics.update_first(info, playing)
+        clipped.update(info, rows=_rows(actions))
         env_channel.put(EnvOutput(obs=obs_to_cpu(obs), finished=not playing.any()), key=key)
-        return playing
+        return playing, actions.shape[0] * _rows(actions)
 
     def _step(self, env: gym.vector.VectorEnv, stage: int, actions: torch.Tensor) -> EnvOutput:
         obs, rewards, terminations, truncations, info = env.step(actions)
+        self.clipped_actions.update(info, rows=_rows(actions))
         if rewards.dim() == 1:  # a single-step action came back as (N,): make it a chunk of 1
             rewards, terminations, truncations = rewards[:, None], terminations[:, None], truncations[:, None]
         if self.first_pending is None:
@@ -200,3 +212,8 @@ class EnvWorker(Worker, SpanRecorder):
     def close(self) -> None:
         for env in self.stages:
             env.close()
+
+
+def _rows(actions: torch.Tensor) -> int:
+    """The action rows each env gets from `actions`: (N, chunk, act_dim) a chunk, (N, act_dim) one."""
+    return int(actions.shape[1]) if len(actions.shape) == 3 else 1

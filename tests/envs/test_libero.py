@@ -121,6 +121,15 @@ def test_a_non_finite_action_is_refused(single_env):
 
 
 @needs_libero
+def test_actions_outside_the_box_are_reported_and_render_without_a_mode_warns(single_env):
+    """Before: clipped with no trace in info, and render() returned None without a word (gymnasium warns). No reset:
+    one step from whatever state the module's env is in (a reset costs a second)."""
+    assert single_env.step(np.array([0, 0, 4, 0, 0, 0, -1], np.int64))[4]["action_clipped"] == pytest.approx(1 / 7)
+    with pytest.warns(UserWarning, match=r"render\(\) of rlinf/LIBERO-Spatial returns None: .*render_mode='rgb_array'"):
+        assert single_env.render() is None
+
+
+@needs_libero
 @pytest.mark.parametrize("shape", [(1, 7), (7, 1), (6,)])
 def test_a_wrongly_shaped_action_is_refused(single_env, shape):
     single_env.reset(seed=0)

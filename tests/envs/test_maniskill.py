@@ -98,6 +98,51 @@ def test_out_of_range_actions_are_clipped_to_the_action_space(row):
     np.testing.assert_array_equal(states[3], states[2])
 
 
+@pytest.fixture(scope="module")
+def single_env():
+    env = gym.make(ENV_ID)  # one numpy env, as a user makes it
+    yield env
+    env.close()
+
+
+def test_a_single_env_reports_actions_outside_the_box_and_warns_once(single_env, caplog):
+    """Before: env.step(np.full(8, 10.0)) was clipped with no trace in info. Integer actions are numbers: gymnasium's
+    Box envs cast them (Box.contains would refuse int64 only because the cast is not "safe"), and so do ours."""
+    single_env.reset(seed=0)
+    with caplog.at_level("WARNING", logger="rlinf_embodied.envs.batching"):
+        assert single_env.step(np.full(8, 10.0, np.float32))[4]["action_clipped"] == 1.0
+        assert single_env.step(np.zeros(8, np.int64))[4]["action_clipped"] == 0.0
+        assert single_env.step(np.array([0, 0, 3, 0, 0, 0, 0, -1], np.int64))[4]["action_clipped"] == 1 / 8
+        assert single_env.unwrapped.step_without_obs(np.full(8, -2.0))[3]["action_clipped"] == 1.0
+    (message,) = [record.getMessage() for record in caplog.records if "outside its action space" in record.getMessage()]
+    assert message.startswith("rlinf/ManiSkill-PickCube received actions outside its action space Box(-1.0, 1.0, (8,)")
+    assert "(max |value| 10, in action dimension(s) [0, 1, 2, 3, 4, 5, 6, 7] of 1 of 1 envs)" in message
+
+
+def test_render_without_a_render_mode_warns_and_returns_none_as_gymnasium_does(single_env):
+    """Before: a bare NotImplementedError. The envs take render_mode=None only (any other is refused, naming obs_mode
+    'rgb' and eval.video), so render() follows gymnasium's convention for it: a warning, and None."""
+    single_env.reset(seed=0)
+    with pytest.warns(UserWarning, match=r"render\(\) of rlinf/ManiSkill-PickCube returns None: .*obs_mode='rgb'"):
+        assert single_env.render() is None
+
+
+def test_gym_make_names_only_the_options_it_takes():
+    """Before: gym.make(ENV_ID, foo=1) listed num_envs, num_workers, ignore_terminations, ... as valid, and gym.make
+    refuses each of them (make_single_env's reject_vector_options). The config path still lists them."""
+    from rlinf_embodied.envs.registration import VECTOR_ONLY_OPTIONS, check_env_options
+
+    with pytest.raises(ValueError, match=r"env.kwargs \['foo'\]: not an option") as single:
+        gym.make(ENV_ID, foo=1)
+    valid = set(eval(str(single.value).split("valid: ")[1]))
+    assert not valid & set(VECTOR_ONLY_OPTIONS) and {"max_episode_steps", "reward_mode", "obs_mode"} <= valid
+    for name in VECTOR_ONLY_OPTIONS:  # what it no longer lists, it refuses
+        with pytest.raises(TypeError, match=rf"\['{name}'\] configure batched envs, and gym.make"):
+            gym.make(ENV_ID, **{name: 1})
+    with pytest.raises(ValueError, match=r"valid: \[.*'ignore_terminations'.*'num_envs', 'num_workers'"):
+        check_env_options(ENV_ID, "state", {"foo": 1})
+
+
 def test_on_off_options_take_only_a_bool():
     """Before: Hydra's `env.kwargs.binarize_gripper=off` arrived as the string 'off', which is true: it binarized."""
     from rlinf_embodied.envs.registration import check_env_options

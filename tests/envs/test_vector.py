@@ -402,3 +402,18 @@ def test_a_bool_is_no_count(options, message):
 
     with pytest.raises(ValueError, match=message):
         validate_common_options(**options)
+
+
+def test_actions_outside_the_box_are_reported_per_env_and_warned_of_once_in_the_callers_process(env, caplog):
+    """Before: the single envs clipped them with no trace in info (tests/envs/test_action_clipping.py has the rest).
+    Integer actions are numbers: cast to float32, as gymnasium's Box envs take them."""
+    env.reset(seed=0)
+    actions = np.zeros((3, 2, 2), np.float32)  # (N, chunk, A): env 1 one element of 4 outside, env 2 two
+    actions[1, 0, 1], actions[2, 1, 0], actions[2, 0, 1] = 5.0, -3.0, 1.5
+    with caplog.at_level("WARNING", logger="rlinf_embodied.envs.batching"):
+        info = env.step(actions)[4]
+        assert info["action_clipped"].dtype == torch.float32 and info["action_clipped"].tolist() == [0.0, 0.25, 0.5]
+        assert env.step(np.full((3, 2), 5, np.int64))[4]["action_clipped"].tolist() == [1.0] * 3
+        assert env.step(np.zeros((3, 2), np.int64))[4]["action_clipped"].tolist() == [0.0] * 3
+    (message,) = [record.getMessage() for record in caplog.records if "outside its action space" in record.getMessage()]
+    assert "(max |value| 5, in action dimension(s) [0, 1] of 2 of 3 envs)" in message

@@ -21,6 +21,7 @@ from rlinf_embodied.runners.embodied_runner import (
     check_rollout_reaches_time_limit,
     check_rollout_reaches_time_limit_early,
     component_placement,
+    merge_episode_metrics,
 )
 from rlinf_embodied.scheduler import Cluster
 from rlinf_embodied.workers.messages import Trajectory
@@ -132,6 +133,20 @@ def test_one_iteration_in_hybrid_mode(cluster, tmp_path):
     check_logged_metrics(cfg, history, tmp_path)
     (metrics,) = history
     assert metrics["train/optimizer_steps"] == 1
+    assert metrics["rollout/clipped_action_fraction"] == 0.0  # the Gaussian mlp clips its own samples
+
+
+def test_clipped_action_fractions_merge_weighted_by_env_steps():
+    """Each env worker's fraction of action elements outside the action space, merged over env steps; absent where
+    no worker's envs report it (IsaacLab clips nothing itself)."""
+    episodes = {"num_episodes": 1, "success_rate": 0.0, "episode_return": 0.0, "episode_length": 1, "success_once": 0}
+    per_worker = [
+        {**episodes, "env_steps": 30, "clipped_action_fraction": 0.5},
+        {**episodes, "env_steps": 10, "clipped_action_fraction": 0.1},
+        {**episodes, "env_steps": 0},
+    ]
+    assert merge_episode_metrics(per_worker)["clipped_action_fraction"] == pytest.approx((15 + 1) / 40)
+    assert "clipped_action_fraction" not in merge_episode_metrics([{**episodes, "env_steps": 5}])
 
 
 def collect_trajectories(cfg: TrainConfig, cluster: Cluster, output_dir: str) -> Trajectory:

@@ -25,7 +25,7 @@ from typing import Any, Optional
 import gymnasium as gym
 import numpy as np
 
-from ..batching import check_single_action
+from ..batching import ActionBounds, check_single_action
 from ..registration import reject_unknown_reset_options, reject_vector_options
 from .runtime import LIBERO_INSTALL_HINT, prepare_libero_process
 from .suites import get_suite
@@ -121,6 +121,7 @@ class LiberoEnv(gym.Env):
         self._last_raw_obs: dict[str, np.ndarray] = self._env.env._get_observations(force_update=True)
         self.observation_space = self._make_observation_space(self._last_raw_obs)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
+        self.action_bounds = ActionBounds(self.action_space, self.suite.env_id)  # info["action_clipped"]
 
     # -- spaces / observations ---------------------------------------------------------------------
     def _make_observation_space(self, raw_obs: dict[str, np.ndarray]) -> gym.spaces.Dict:
@@ -214,9 +215,10 @@ class LiberoEnv(gym.Env):
         self._check_open()
         # exactly (7,) and finite: before, (1, 7) and (7, 1) were flattened and stepped, and NaN passed the clip below
         action = check_single_action(action, (ACTION_DIM,), self.suite.env_id)
+        clipped = float(self.action_bounds.fraction(action[None])[0])  # before: clipped silently
         raw_obs, _, _, _ = self._env.step(np.clip(action.astype(np.float64), -1.0, 1.0))
         success = bool(self._env.check_success())
-        return self._obs(raw_obs), float(success), success, False, {"success": success}
+        return self._obs(raw_obs), float(success), success, False, {"success": success, "action_clipped": clipped}
 
     def check_success(self) -> bool:
         """The task's BDDL goal predicate on the current sim state."""
@@ -258,7 +260,11 @@ class LiberoEnv(gym.Env):
         return self._env.env
 
     def render(self) -> Optional[np.ndarray]:
-        if self.render_mode != "rgb_array":
+        if self.render_mode != "rgb_array":  # gymnasium's convention for render_mode=None: warn, return None
+            gym.logger.warn(
+                f"render() of {self.suite.env_id} returns None: make it with render_mode='rgb_array' for the "
+                "agentview frame (or obs_mode='rgb' for the cameras as observations)"
+            )
             return None
         if "rgb" in self.image_keys:
             return self._obs(self._last_raw_obs)["rgb"]
@@ -283,7 +289,9 @@ class LiberoEnvFactory:
         self.kwargs = kwargs
 
     def __call__(self) -> LiberoEnv:
-        return LiberoEnv(**self.kwargs)
+        env = LiberoEnv(**self.kwargs)
+        env.action_bounds.warn = False  # the vector env warns of out-of-box actions, once, in the caller's process
+        return env
 
 
 def make_single_env(suite: str = "rlinf/LIBERO-Spatial", **kwargs: Any) -> LiberoEnv:

@@ -16,8 +16,14 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from ..batching import box_like, check_single_action
-from ..registration import keyword_names, reject_unknown_options, reject_unknown_reset_options, reject_vector_options
+from ..batching import ActionBounds, box_like, check_single_action
+from ..registration import (
+    VECTOR_ONLY_OPTIONS,
+    keyword_names,
+    reject_unknown_options,
+    reject_unknown_reset_options,
+    reject_vector_options,
+)
 from ..vector import SubprocVectorEnv, start_forkserver, validate_common_options
 from .tasks import TASKS, ManiSkillTask, task_spec  # noqa: F401  (TASKS, ManiSkillTask: re-exported)
 
@@ -165,16 +171,24 @@ def maniskill_registries() -> tuple[dict[str, Any], dict[str, Any]]:
     return REGISTERED_ENVS, REGISTERED_AGENTS
 
 
-def check_maniskill_keywords(task: str, maniskill_kwargs: dict[str, Any]) -> None:
+def check_maniskill_keywords(task: str, maniskill_kwargs: dict[str, Any], single: bool = False) -> None:
     """The keywords our entry points do not read go on to ManiSkill's `gym.make`: each must be a parameter of
     ours, of gym.make, or of the task's env class (or a base class's). Only a keyword that is none of ours needs
     the task's class: importing ManiSkill's envs for it costs the driver about 2 s of start-up. gym.make's own
-    parameters (`id`, `disable_env_checker`) are not among them: build_maniskill_env passes those itself."""
+    parameters (`id`, `disable_env_checker`) are not among them: build_maniskill_env passes those itself.
+
+    `single`: the keywords of one env (`gym.make`, ManiSkillSingleEnv): the valid ones named leave out those only
+    the vector entry points read (VECTOR_ONLY_OPTIONS, which make_single_env refuses; before, they were listed as
+    valid, e.g. num_envs and ignore_terminations) and include gym.make's `max_episode_steps`."""
     from .gpu_physics import make_batched_vector_env
 
     reject_render_mode(maniskill_kwargs.get("render_mode"))
-    ours = (make_vector_env, make_batched_vector_env, ManiSkillSingleEnv.__init__)
-    if set(maniskill_kwargs) <= keyword_names(*ours):
+    if single:
+        ours: tuple[Any, ...] = (make_single_env, ManiSkillSingleEnv.__init__)
+        refused: tuple[str, ...] = VECTOR_ONLY_OPTIONS
+    else:
+        ours, refused = (make_vector_env, make_batched_vector_env, ManiSkillSingleEnv.__init__), ()
+    if set(maniskill_kwargs) <= keyword_names(*ours) - set(refused):
         return
     registered_envs, _ = maniskill_registries()
     env_class = registered_envs[task_spec(task).maniskill_id].cls
@@ -184,7 +198,8 @@ def check_maniskill_keywords(task: str, maniskill_kwargs: dict[str, Any]) -> Non
         maniskill_kwargs,
         *ours,
         *inits,
-        exclude=("task", "render_mode"),  # task: the id's (registration's FIXED_KWARGS); render_mode: above
+        # task: the id's (registration's FIXED_KWARGS); render_mode: above; with `single`, ManiSkill's num_envs too
+        exclude=("task", "render_mode", *refused),
     )
 
 
@@ -350,7 +365,8 @@ class ManiSkillSingleEnv(gym.Env):
         **maniskill_kwargs: Any,
     ):
         validate_options(task, obs_mode, sim_backend, reward_mode, camera_size)
-        check_maniskill_keywords(task, maniskill_kwargs)  # before: ManiSkill's nested TypeError, naming no valid one
+        # before: ManiSkill's nested TypeError, naming no valid one
+        check_maniskill_keywords(task, maniskill_kwargs, single=True)
         check_switches(reward_delta=reward_delta, binarize_gripper=binarize_gripper)
         validate_reward_delta(reward_mode, reward_delta)
         self.reward_delta = reward_delta
@@ -383,6 +399,7 @@ class ManiSkillSingleEnv(gym.Env):
         self.observation_space = gym.spaces.Dict({key: box_like(value) for key, value in self._convert(obs).items()})
         low, high = self._env.single_action_space.low, self._env.single_action_space.high
         self.action_space = gym.spaces.Box(low.astype(np.float32), high.astype(np.float32), dtype=np.float32)
+        self.action_bounds = ActionBounds(self.action_space, self.env_name)  # info["action_clipped"], warned once
 
     @property
     def maniskill_env(self) -> Any:
@@ -411,24 +428,28 @@ class ManiSkillSingleEnv(gym.Env):
         delta, self._last_reward = value - self._last_reward, value
         return delta
 
-    def _sim_action(self, action: np.ndarray) -> np.ndarray:
+    def _sim_action(self, action: np.ndarray) -> tuple[np.ndarray, float]:
         """(1, A) float32: the action ManiSkill steps with (gripper binarized with binarize_gripper), clipped to
         `action_space` (envs/README.md). ManiSkill's controllers clip only normalised actions: before, pd_joint_pos
-        drove the joints to a target of 100 rad where the policy's sample said 100."""
+        drove the joints to a target of 100 rad where the policy's sample said 100. With it, the fraction of the
+        given action's elements outside `action_space` (info["action_clipped"]; before: clipped silently). Integer
+        and other real arrays are cast to float32, as gymnasium's Box envs take them."""
         self._check_open()
         action = check_single_action(action, self.action_space.shape, self.env_name)
+        clipped = float(self.action_bounds.fraction(action[None])[0])
         action = action if self._gripper is None else binarize(action, self._gripper)
-        return np.clip(action, self.action_space.low, self.action_space.high)[None]
+        return np.clip(action, self.action_space.low, self.action_space.high)[None], clipped
 
     def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
-        obs, reward, terminated, truncated, info = self._env.step(self._sim_action(action))
+        sim_action, clipped = self._sim_action(action)
+        obs, reward, terminated, truncated, info = self._env.step(sim_action)
         success = bool(_to_numpy(info.get("success", False)).reshape(-1)[0])
         return (
             self._convert(obs),
             self._reward(reward),
             bool(_to_numpy(terminated).reshape(-1)[0]),
             bool(_to_numpy(truncated).reshape(-1)[0]),
-            {"success": success},
+            {"success": success, "action_clipped": clipped},
         )
 
     def step_without_obs(self, action: np.ndarray) -> tuple[float, bool, bool, dict]:
@@ -438,7 +459,8 @@ class ManiSkillSingleEnv(gym.Env):
         (most of an rgb step's cost). The reward reads the state-dict observation, which ManiSkill's
         registered tasks ignore. tests/envs/test_maniskill.py checks it against `step`."""
         env = self._env
-        applied = env._step_action(self._sim_action(action))
+        sim_action, clipped = self._sim_action(action)
+        applied = env._step_action(sim_action)
         env._elapsed_steps += 1
         info = env.get_info()
         reward = env.get_reward(obs=env._get_obs_state_dict(info), action=applied, info=info)
@@ -448,12 +470,21 @@ class ManiSkillSingleEnv(gym.Env):
             self._reward(reward),
             bool(success[0] or fail[0]),
             False,
-            {"success": bool(success[0])},
+            {"success": bool(success[0]), "action_clipped": clipped},
         )
 
     def observe(self) -> dict[str, np.ndarray]:
         """The observation of the current state (after `step_without_obs`)."""
         return self._convert(self._env.get_obs())
+
+    def render(self) -> None:
+        """gymnasium's convention for render_mode=None, the only one these envs take (reject_render_mode): warn and
+        return None (before: a bare NotImplementedError). Frames come as observations."""
+        gym.logger.warn(
+            f"render() of {self.env_name} returns None: rlinf's ManiSkill envs have no render modes "
+            "(metadata['render_modes'] is empty). For camera frames make the env with obs_mode='rgb' (obs['rgb'], "
+            "sized by camera_size); for evaluation videos set eval.video=true"
+        )
 
     def close(self) -> None:
         self._env.close()
@@ -474,7 +505,9 @@ class ManiSkillFactory:
         import torch
 
         torch.set_num_threads(1)  # one core per env process: the per-env tensors are tiny
-        return ManiSkillSingleEnv(self.task, **self.kwargs)
+        env = ManiSkillSingleEnv(self.task, **self.kwargs)
+        env.action_bounds.warn = False  # the vector env warns of out-of-box actions, once, in the caller's process
+        return env
 
 
 def make_single_env(task: str, max_episode_steps: Optional[int] = None, **kwargs: Any) -> gym.Env:
