@@ -64,19 +64,19 @@ class EmbodiedRunner:
         self.placement = component_placement(cfg)
         check_cluster_fits(cfg, cluster)
         self.phase_seconds: dict[str, float] = defaultdict(float)  # this iteration's time/* breakdown
+        if cfg.runner.resume:  # before any worker starts, where the checkpoint records its iteration
+            check_resume_leaves_work(cfg, read_saved_iteration(cfg.runner.resume))
         self._start_workers(cfg, cluster)
         self.start_iteration, self.total_env_steps = 0, 0
         if cfg.runner.resume:
             resumed = self.actor_group.load_checkpoint(cfg.runner.resume).wait()[0]
             self.start_iteration, self.total_env_steps = resumed["iteration"] + 1, resumed["env_steps"]
             warn_resume_not_exact(cfg)
-            if self.start_iteration >= cfg.runner.max_iterations:
+            try:  # a checkpoint saved before training_state.json existed
+                check_resume_leaves_work(cfg, resumed["iteration"])
+            except ValueError:
                 self.shutdown()
-                raise ValueError(
-                    f"runner.resume={cfg.runner.resume!r} ended at iteration {resumed['iteration']}, so "
-                    f"runner.max_iterations={cfg.runner.max_iterations} leaves nothing to train; set "
-                    f"runner.max_iterations above {self.start_iteration}"
-                )
+                raise
         self.metrics_logger = MetricsLogger(
             output_dir, resume_after=self.start_iteration - 1 if cfg.runner.resume else None
         )
@@ -407,6 +407,7 @@ class EmbodiedRunner:
         directory = os.path.join(self.output_dir, "checkpoints", name or f"iteration_{iteration:06d}")
         self.actor_group.save_checkpoint(directory, iteration, self.total_env_steps).wait()
         write_started_from(directory, self.cfg.policy.checkpoint)
+        write_saved_iteration(directory, iteration, self.total_env_steps)
         logger.info("saved checkpoint %s", directory)
         return directory
 
@@ -425,6 +426,35 @@ class EmbodiedRunner:
 
 BEST_FILE = "best.json"
 STARTED_FROM_FILE = "started_from.json"  # the policy.checkpoint the run that saved a checkpoint started from
+TRAINING_STATE_FILE = "training_state.json"  # the iteration a checkpoint ends and its env steps, for the driver
+
+
+def write_saved_iteration(checkpoint: str, iteration: int, env_steps: int) -> None:
+    """Record the iteration `checkpoint` ends (and the env steps so far) beside actor.pt, so that the driver can
+    check a resume before any worker starts, without loading actor.pt (gigabytes for a VLA)."""
+    with open(os.path.join(checkpoint, TRAINING_STATE_FILE), "w") as f:
+        json.dump({"iteration": iteration, "env_steps": env_steps}, f)
+
+
+def read_saved_iteration(checkpoint: str) -> Optional[int]:
+    """The iteration write_saved_iteration recorded in `checkpoint`; None where the checkpoint predates the record."""
+    path = os.path.join(checkpoint, TRAINING_STATE_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return int(json.load(f)["iteration"])
+
+
+def check_resume_leaves_work(cfg: TrainConfig, saved_iteration: Optional[int]) -> None:
+    """Refuse a runner.resume whose checkpoint ended at `saved_iteration` (None: not known yet) when
+    runner.max_iterations leaves no iteration after it. Before training_state.json, only after every worker had
+    started and the actor had read actor.pt."""
+    if saved_iteration is not None and saved_iteration + 1 >= cfg.runner.max_iterations:
+        raise ValueError(
+            f"runner.resume={cfg.runner.resume!r} ended at iteration {saved_iteration}, so "
+            f"runner.max_iterations={cfg.runner.max_iterations} leaves nothing to train; set "
+            f"runner.max_iterations above {saved_iteration + 1}"
+        )
 
 
 def write_started_from(checkpoint: str, policy_checkpoint: Optional[str]) -> None:

@@ -19,9 +19,11 @@ from rlinf_embodied.config import TrainConfig
 from rlinf_embodied.runners.embodied_runner import (
     EmbodiedRunner,
     check_rollout_reaches_time_limit,
+    check_resume_leaves_work,
     check_rollout_reaches_time_limit_early,
     component_placement,
     merge_episode_metrics,
+    read_saved_iteration,
 )
 from rlinf_embodied.scheduler import Cluster
 from rlinf_embodied.workers.messages import Trajectory
@@ -271,13 +273,32 @@ def test_resume_with_evaluation_reproduces_the_next_iterations(disaggregated_run
             assert after[key] == pytest.approx(before[key], rel=1e-6, abs=1e-8), key
 
 
-def test_resuming_a_finished_run_names_the_iterations_it_needs(disaggregated_runs, cluster):
-    """Before: resuming iteration 2 of a 3-iteration run started the workers, trained nothing and exited 0."""
+def test_resuming_a_finished_run_names_the_iterations_it_needs(disaggregated_runs, cluster, monkeypatch):
+    """Before: resuming iteration 2 of a 3-iteration run started the workers, trained nothing and exited 0; then
+    (stop 60) it was refused only after every worker had started. The checkpoint's training_state.json lets the
+    driver refuse it before any worker starts."""
     cfg, _, full_dir, _, _ = disaggregated_runs
     cfg = copy.deepcopy(cfg)
     cfg.runner.resume = str(full_dir / "checkpoints" / "iteration_000002")
+    assert read_saved_iteration(cfg.runner.resume) == 2
+
+    def no_workers(*args, **kwargs):
+        raise AssertionError("the workers started before the refusal")
+
+    monkeypatch.setattr(EmbodiedRunner, "_start_workers", no_workers)
     with pytest.raises(ValueError, match=r"ended at iteration 2, so runner.max_iterations=3 leaves nothing to train"):
         EmbodiedRunner(cfg, cluster, str(full_dir / "resumed_again"))
+
+
+def test_a_checkpoint_without_its_training_state_is_checked_once_the_actor_read_it(tmp_path):
+    """Checkpoints saved before training_state.json: nothing known on the driver (the actor's iteration decides)."""
+    assert read_saved_iteration(str(tmp_path)) is None
+    cfg = TrainConfig()
+    cfg.runner.resume, cfg.runner.max_iterations = str(tmp_path), 3
+    check_resume_leaves_work(cfg, None)
+    check_resume_leaves_work(cfg, 1)
+    with pytest.raises(ValueError, match=r"ended at iteration 2, so runner.max_iterations=3 leaves nothing to train"):
+        check_resume_leaves_work(cfg, 2)
 
 
 def test_evaluation_counts_episodes_and_keeps_the_best_checkpoint(disaggregated_runs):
