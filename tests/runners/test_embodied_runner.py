@@ -343,7 +343,8 @@ def test_actor_reproduces_rollout_log_probs_before_its_first_step(cluster, tmp_p
     if policy_name == "pi0":  # a VLA needs cameras: LIBERO renders on CPU (ManiSkill cannot here)
         cfg.env.id, cfg.env.obs_mode, cfg.env.max_episode_steps = "rlinf/LIBERO-Spatial", "rgb", 12  # 3 x chunk 4
         cfg.env.num_envs = 2  # each LIBERO env compiles its MuJoCo scene: seconds apiece on 2 cores
-        cfg.env.kwargs = {"task_id": 0, "camera_size": 32}
+        # one settle step per reset, not 10: each reset took 2.7-4.3 s on 2 cores (0.5 s with none); the loop still runs
+        cfg.env.kwargs = {"task_id": 0, "camera_size": 32, "num_settle_steps": 1}
         # from a checkpoint as `python -m rlinf_embodied.sft` writes one: with action/state statistics
         from rlinf_embodied.policies import make_policy
 
