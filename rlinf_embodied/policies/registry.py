@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from .base import CONFIG_FILE, Policy, checkpoint_config_path, converter_module, read_json_file
@@ -74,10 +75,12 @@ def check_overrides_fit_checkpoint(
     if saved is None or saved["policy"] != name:
         return
     changed = [
-        key for key in fields if key in overrides and key in saved and _plain(overrides[key]) != _plain(saved[key])
+        key
+        for key in fields
+        if key in overrides and key in saved and plain_config_value(overrides[key]) != plain_config_value(saved[key])
     ]
     if changed:
-        given = ", ".join(f"{section}.{key}={_plain(overrides[key])!r}" for key in changed)
+        given = ", ".join(f"{section}.{key}={plain_config_value(overrides[key])!r}" for key in changed)
         trained = ", ".join(f"{key}={saved[key]!r}" for key in changed)
         raise ValueError(
             f"{given}: policy.checkpoint={os.fspath(checkpoint)!r} was trained with {trained} (its {CONFIG_FILE}), "
@@ -97,8 +100,11 @@ def saved_policy_config(checkpoint: str) -> dict[str, Any] | None:
     return data if "policy" in data else None
 
 
-def _plain(value):
-    """Hydra's ListConfig (and tuples) as plain lists, so an override compares equal to config.json's list."""
-    if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__iter__"):
+def plain_config_value(value: Any) -> Any:
+    """A config value as config.json holds it: Hydra's ListConfig (an override's) and tuples as plain lists, inside
+    mappings too, so an override or a built config compares equal to config.json's value."""
+    if isinstance(value, Mapping):
+        return {key: plain_config_value(item) for key, item in value.items()}
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
         return value
-    return [_plain(item) for item in value]
+    return [plain_config_value(item) for item in value]

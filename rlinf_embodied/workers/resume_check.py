@@ -16,6 +16,7 @@ from typing import Any, Iterable, Mapping
 import torch
 
 from ..policies.base import dirs_holding
+from ..policies.registry import plain_config_value
 
 logger = logging.getLogger(__name__)
 
@@ -114,17 +115,8 @@ def _differing_keys(saved: Mapping[str, Any], current: Mapping[str, Any], keys: 
     return [
         key
         for key in sorted(saved if keys is None else keys)
-        if key in saved and key in current and _as_json(saved[key]) != _as_json(current[key])
+        if key in saved and key in current and plain_config_value(saved[key]) != plain_config_value(current[key])
     ]
-
-
-def _as_json(value: Any) -> Any:
-    """A config value as config.json holds it: tuples and Hydra's ListConfig (an override's) as lists."""
-    if isinstance(value, Mapping):
-        return {key: _as_json(item) for key, item in value.items()}
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-        return value
-    return [_as_json(item) for item in value]
 
 
 def check_resume_fits_run(directory: str, setting: str, policy_cfg: Any, env_cfg: Any) -> None:
