@@ -104,6 +104,11 @@ class EpisodeMetrics:
         self.episodes.clear()
 
 
+def action_rows(actions: Any) -> int:
+    """The action rows each env gets from `actions`: (N, chunk, act_dim) a chunk, (N, act_dim) one."""
+    return int(actions.shape[1]) if len(actions.shape) == 3 else 1
+
+
 class ClippedActionMetrics:
     """The mean of the vector envs' `info["action_clipped"]` ((N,) per step: each env's fraction of the action
     elements it was given outside its action space, which it clips) over the envs and steps seen since `clear()`:

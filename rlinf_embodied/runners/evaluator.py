@@ -25,8 +25,9 @@ from ..config import EnvConfig, EvalConfig, PolicyConfig
 from ..datasets.demo_seeds import check_checkpoint_held_out
 from ..envs.action_settings import check_action_settings, trained_env_note
 from ..envs.batching import MAX_SEED
-from ..envs.metrics import ended_env_indices, episodes_from_info
+from ..envs.metrics import ClippedActionMetrics, action_rows, ended_env_indices, episodes_from_info
 from ..envs.spec import env_spec
+from ..paths import RESULTS_FILE
 from ..workers.policy_loading import build_policy, check_policy_cameras, resolved_policy_config
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class TaskResult:
     video: Optional[str] = None
     instruction: str = ""
     successes_at_end: int = 0
+    clipped_action_fraction: Optional[float] = None  # None: the env does not report info["action_clipped"]
 
     @property
     def success_once_rate(self) -> float:
@@ -264,11 +266,13 @@ def _run_task(env, policy, eval_cfg: EvalConfig, task_id, env_id: str, device) -
         disable=not eval_cfg.progress,
     )
     instruction = obs.get("instruction", [""])[0] if isinstance(obs, dict) else ""
+    clipped = ClippedActionMetrics()  # the action elements the env clipped, as training's eval/ metric
     with seeded_sampling(eval_cfg.seed, device):
         while len(returns) < eval_cfg.num_episodes:
             obs_device = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in obs.items()}
             actions = policy.act(obs_device, deterministic=eval_cfg.deterministic).actions.float().cpu()
             obs, _, _, _, info = env.step(actions)
+            clipped.update(info, rows=action_rows(actions))
             for env_index, episode in zip(ended_env_indices(info), episodes_from_info(info)):
                 if played[env_index] < quotas[env_index]:
                     played[env_index] += 1
@@ -289,6 +293,7 @@ def _run_task(env, policy, eval_cfg: EvalConfig, task_id, env_id: str, device) -
         video=video,
         instruction=str(instruction),
         successes_at_end=sum(successes_at_end),
+        clipped_action_fraction=clipped.summary().get(ClippedActionMetrics.KEY),
     )
 
 
@@ -296,6 +301,17 @@ def overall_success_rates(results: list[TaskResult]) -> tuple[float, float]:
     """(success at any step, success at the final step) over every task's episodes."""
     episodes = max(sum(r.episodes for r in results), 1)
     return sum(r.successes for r in results) / episodes, sum(r.successes_at_end for r in results) / episodes
+
+
+def overall_clipped_fraction(results: list[TaskResult]) -> Optional[float]:
+    """The episode-weighted mean of the tasks' clipped-action fractions (None where no task's env reported one)."""
+    reported = [r for r in results if r.clipped_action_fraction is not None]
+    episodes = sum(r.episodes for r in reported)
+    return sum(r.clipped_action_fraction * r.episodes for r in reported) / episodes if episodes else None
+
+
+def _clipped_entry(fraction: Optional[float]) -> dict[str, float]:
+    return {} if fraction is None else {ClippedActionMetrics.KEY: fraction}
 
 
 def write_results(
@@ -309,7 +325,9 @@ def write_results(
 
     Per task and overall: `success_once_rate` (success at any step, training's `success_once`) and
     `success_at_end_rate` (success at the final step, training's `success_rate`). `success_rate` and
-    `overall_success_rate` are kept, meaning success at any step as before, for scripts that read them."""
+    `overall_success_rate` are kept, meaning success at any step as before, for scripts that read them.
+    `clipped_action_fraction` (per task and overall, where the env reports it): the fraction of the action
+    elements the env got outside its action space and clipped, as training's eval/clipped_action_fraction."""
     os.makedirs(output_dir, exist_ok=True)
     total_episodes = sum(r.episodes for r in results)
     overall_once, overall_at_end = overall_success_rates(results)
@@ -327,6 +345,7 @@ def write_results(
                 "mean_return": r.mean_return,
                 "mean_length": r.mean_length,
                 "video": r.video,
+                **_clipped_entry(r.clipped_action_fraction),
             }
             for r in results
         ],
@@ -336,16 +355,22 @@ def write_results(
         "success_rate_means": "success_once_rate: success at any step (kept under this name for compatibility; "
         "training's success_rate is success_at_end_rate)",
         "episodes": total_episodes,
+        **_clipped_entry(overall_clipped_fraction(results)),
         **({"episodes_from": episodes_from} if episodes_from else {}),
         **({"deterministic": deterministic} if deterministic is not None else {}),
     }
-    path = os.path.join(output_dir, "results.json")
+    path = os.path.join(output_dir, RESULTS_FILE)
     with open(path, "w") as f:
         json.dump(payload, f, indent=2)
     return path
 
 
 SUCCESS_COLUMNS = ("success (any step)", "success at end")
+CLIPPED_COLUMN = "clipped actions"  # shown where an env reports info["action_clipped"]
+
+
+def _percent(fraction: Optional[float]) -> str:
+    return "-" if fraction is None else f"{fraction:.2%}"
 
 
 def print_success_table(results: list[TaskResult]) -> None:
@@ -360,7 +385,9 @@ def print_success_table(results: list[TaskResult]) -> None:
 
     table = Table(title="Evaluation")
     table.add_column("task", overflow="fold")  # a terminal narrower than a name wraps it instead of cutting it
-    for column in ("episodes", *SUCCESS_COLUMNS, "mean return", "mean length"):
+    overall_clipped = overall_clipped_fraction(results)
+    clipped_column = (CLIPPED_COLUMN,) if overall_clipped is not None else ()
+    for column in ("episodes", *SUCCESS_COLUMNS, "mean return", "mean length", *clipped_column):
         table.add_column(column)
     for r in results:
         table.add_row(
@@ -370,9 +397,11 @@ def print_success_table(results: list[TaskResult]) -> None:
             f"{r.success_at_end_rate:.1%}",
             f"{r.mean_return:.2f}",
             f"{r.mean_length:.1f}",
+            *([_percent(r.clipped_action_fraction)] if clipped_column else []),
         )
     once, at_end = overall_success_rates(results)
-    table.add_row("all", str(sum(r.episodes for r in results)), f"{once:.1%}", f"{at_end:.1%}", "", "")
+    overall_row = ["all", str(sum(r.episodes for r in results)), f"{once:.1%}", f"{at_end:.1%}", "", ""]
+    table.add_row(*overall_row, *([_percent(overall_clipped)] if clipped_column else []))
     console = Console()
     if not console.is_terminal:
         natural = console.measure(table, options=console.options.update_width(sys.maxsize)).maximum

@@ -14,7 +14,7 @@ import gymnasium as gym
 import torch
 
 from ..config import TrainConfig
-from ..envs.metrics import ClippedActionMetrics, EpisodeMetrics
+from ..envs.metrics import ClippedActionMetrics, EpisodeMetrics, action_rows
 from ..envs.spec import env_spec
 from ..scheduler import Channel, Worker
 from .messages import EnvOutput, channel_key, seed_for
@@ -183,13 +183,13 @@ class EnvWorker(Worker, SpanRecorder):
         actions = action_channel.get(key=key)  # (N, chunk, act_dim)
         obs, _, _, _, info = env.step(actions)
         playing = metrics.update_first(info, playing)
-        clipped.update(info, rows=_rows(actions))
+        clipped.update(info, rows=action_rows(actions))
         env_channel.put(EnvOutput(obs=obs_to_cpu(obs), finished=not playing.any()), key=key)
-        return playing, actions.shape[0] * _rows(actions)
+        return playing, actions.shape[0] * action_rows(actions)
 
     def _step(self, env: gym.vector.VectorEnv, stage: int, actions: torch.Tensor) -> EnvOutput:
         obs, rewards, terminations, truncations, info = env.step(actions)
-        self.clipped_actions.update(info, rows=_rows(actions))
+        self.clipped_actions.update(info, rows=action_rows(actions))
         if rewards.dim() == 1:  # a single-step action came back as (N,): make it a chunk of 1
             rewards, terminations, truncations = rewards[:, None], terminations[:, None], truncations[:, None]
         if self.first_pending is None:
@@ -212,8 +212,3 @@ class EnvWorker(Worker, SpanRecorder):
     def close(self) -> None:
         for env in self.stages:
             env.close()
-
-
-def _rows(actions: torch.Tensor) -> int:
-    """The action rows each env gets from `actions`: (N, chunk, act_dim) a chunk, (N, act_dim) one."""
-    return int(actions.shape[1]) if len(actions.shape) == 3 else 1

@@ -325,12 +325,15 @@ def evaluate_sft_checkpoint(
 
 def eval_metrics(results: list[TaskResult]) -> dict[str, float]:
     """eval/* of an evaluation's task results, named as training's eval/*: success_once (at any step), success_rate
-    (at the final step), episode_return, episode_length (episode-weighted means) and num_episodes."""
-    from ..runners.evaluator import overall_success_rates
+    (at the final step), episode_return, episode_length (episode-weighted means), num_episodes and, where the env
+    reports it, clipped_action_fraction."""
+    from ..runners.evaluator import overall_clipped_fraction, overall_success_rates
 
     episodes = sum(r.episodes for r in results)
     success_once, success_at_end = overall_success_rates(results)
+    clipped = overall_clipped_fraction(results)
     return {
+        **({} if clipped is None else {"eval/clipped_action_fraction": clipped}),
         "eval/success_once": success_once,
         "eval/success_rate": success_at_end,
         "eval/episode_return": sum(r.mean_return * r.episodes for r in results) / max(episodes, 1),

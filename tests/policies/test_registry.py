@@ -293,6 +293,19 @@ def _another_value(value):
         ("cnn", {"state_dim": 3}, {"conv_kernels": [4, 3, 2]}),  # doubled kernels exceed the tiny images
         ("openvla", {}, {}),
         ("openvla_oft", {}, {"action_head_type": "discrete"}),
+        ("pi0", {}, {"vision_stem": "conv", "vision_patch_size": 16, "image_size": 64}),
+        (
+            "gr00t",
+            {},
+            {
+                "downsample_ratio": 0.25,
+                # the attention widths are tied (heads x head_dim): the companion field keeps them so
+                "backbone_project_to_dim": {"backbone_project_to_dim": 32, "vl_self_attention_head_dim": 16},
+                "llm_hidden_size": {"llm_hidden_size": 128, "vl_self_attention_head_dim": 64},
+                "input_embedding_dim": {"input_embedding_dim": 64, "dit_head_dim": 32},
+            },
+        ),
+        ("flow_mlp", {"state_dim": 4}, {}),
     ],
 )
 def test_each_architecture_field_shapes_the_weights(name, base, other):
@@ -302,7 +315,8 @@ def test_each_architecture_field_shapes_the_weights(name, base, other):
     reference = make_policy(name, size="tiny", action_dim=4, **base)
     for field in cls.config_class.architecture_fields:
         value = other.get(field, _another_value(getattr(reference.config, field)))
-        changed = make_policy(name, size="tiny", **{"action_dim": 4, **base, field: value})
+        changes = value if isinstance(value, dict) else {field: value}  # a dict: the field with its tied companions
+        changed = make_policy(name, size="tiny", **{"action_dim": 4, **base, **changes})
         assert _weight_shapes(changed) != _weight_shapes(reference), field
 
 
@@ -331,6 +345,10 @@ def test_an_architecture_override_of_a_checkpoint_is_refused_from_its_config_jso
         ValueError, match=r"policy.overrides.conv_channels=\[8, 16, 32\]: .*conv_channels=\[8, 16, 16\]"
     ):
         check_overrides_fit_checkpoint("cnn", str(tmp_path / "cnn"), {"conv_channels": (8, 16, 32)})
+    # the flow policies too (before: they listed no architecture field, so nothing was checked)
+    make_policy("flow_mlp", size="tiny", action_dim=2, state_dim=4).save_pretrained(tmp_path / "flow")
+    with pytest.raises(ValueError, match=r"policy.overrides.max_state_dim=128: .*max_state_dim=64"):
+        check_overrides_fit_checkpoint("flow_mlp", str(tmp_path / "flow"), {"max_state_dim": 128, "noise_level": 0.3})
 
 
 def test_check_overrides_fit_checkpoint_reads_the_checkpoint_through_saved_policy_config(tmp_path, monkeypatch):

@@ -380,6 +380,43 @@ def test_table_and_results_name_success_at_any_step_and_at_the_end_apart(tmp_pat
     assert header.index("success (any step)") < header.index("success at end")
 
 
+class _OvershootsOneDim(_ZeroPolicy):
+    """Action dim 0 at 2.0, beyond the toy env's [-1, 1] box: half of every action's elements are clipped."""
+
+    def act(self, obs, deterministic=True):
+        actions = torch.zeros(obs["state"].shape[0], 2)
+        actions[:, 0] = 2.0
+        return type("Out", (), {"actions": actions})()
+
+
+def test_the_evaluation_reports_the_fraction_of_action_elements_the_env_clipped(tmp_path, capsys):
+    """Before: training's eval/clipped_action_fraction existed but the standalone evaluation (and SFT's) dropped
+    the env's info["action_clipped"], so a checkpoint whose actions overshoot the env's bounds looked clean."""
+    from rlinf_embodied.runners.evaluator import TaskResult, _run_task, write_results
+    from rlinf_embodied.workers.sft_worker import eval_metrics
+
+    env = make_toy_vector_env(2, obs_mode="state", max_episode_steps=3)
+    try:
+        eval_cfg = EvalConfig(num_episodes=2, num_envs=2)
+        overshooting = _run_task(env, _OvershootsOneDim(), eval_cfg, None, "toy", "cpu")
+        clean = _run_task(env, _ZeroPolicy(), eval_cfg, None, "toy", "cpu")
+    finally:
+        env.close()
+    assert (overshooting.clipped_action_fraction, clean.clipped_action_fraction) == (0.5, 0.0)
+    assert eval_metrics([overshooting, clean])["eval/clipped_action_fraction"] == 0.25
+    silent = TaskResult("no report", episodes=2, successes=0, mean_return=0.0, mean_length=3.0)
+    payload = json.loads(open(write_results([overshooting, silent], str(tmp_path))).read())
+    assert [task.get("clipped_action_fraction") for task in payload["tasks"]] == [0.5, None]
+    assert payload["clipped_action_fraction"] == 0.5  # over the tasks whose env reported it
+    print_success_table([overshooting, silent])
+    out = capsys.readouterr().out
+    assert "clipped actions" in out
+    rows = [line for line in out.splitlines() if "toy" in line or "no report" in line]
+    assert [row.split("│")[-2].strip() for row in rows] == ["50.00%", "-"]
+    print_success_table([silent])  # no env reported it: no column
+    assert "clipped actions" not in capsys.readouterr().out
+
+
 class _RecordsRandomActions(_ZeroPolicy):
     """Acts with torch's global RNG, as the policies sample; remembers every action."""
 

@@ -20,6 +20,9 @@ from .sde import NOISE_METHODS, validate_stochastic_steps
 # every action of a random flow_mlp sat at the env's bounds while its log-probs stayed finite. Flow-GRPO and RLinf
 # use 0.3-0.8.
 MAX_NOISE_LEVEL = math.sqrt(2.0)
+# Fields of every flow policy that shape its weights (the padded I/O widths of the action and state projections); each
+# policy's config adds its own (registry.check_overrides_fit_checkpoint refuses overrides of them on a checkpoint)
+FLOW_ARCHITECTURE_FIELDS: tuple[str, ...] = ("max_action_dim", "max_state_dim")
 
 
 @dataclass

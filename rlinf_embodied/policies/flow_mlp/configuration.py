@@ -8,9 +8,10 @@ config rejects them instead of ignoring them.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import ClassVar
 
 from ..base import require_positive
-from ..flow.config import FlowPolicyConfig
+from ..flow.config import FLOW_ARCHITECTURE_FIELDS, FlowPolicyConfig
 
 # FlowPolicyConfig fields a state-only MLP has no use for, with the only value it accepts.
 UNUSED_VLA_FIELDS = {
@@ -40,6 +41,13 @@ class FlowMLPConfig(FlowPolicyConfig):
     # Train only the velocity network (and the RL heads): the analog of the VLA RL recipe's frozen vision encoder
     # and language model (benchmarks/sft_then_rl_gpu.sh), where the action expert alone learns.
     freeze_state_encoder: bool = False
+    # fields that shape the weights (a checkpoint's config.json fixes them)
+    architecture_fields: ClassVar[tuple[str, ...]] = FLOW_ARCHITECTURE_FIELDS + (
+        "action_chunk",
+        "hidden_dim",
+        "num_layers",
+        "time_embed_dim",
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
