@@ -284,7 +284,7 @@ class LeRobotDatasetWriter:
     # -- resume --
     def _resume(self) -> None:
         info = load_info(self.root)
-        existing = _layout_of(info, os.path.join(self.root, "meta", "info.json"))
+        existing = dataset_layout(info, os.path.join(self.root, "meta", "info.json"))
         wanted = {
             "fps": self.fps,
             "state_dim": self.state_dim,
@@ -582,7 +582,10 @@ def camera_shapes(features: dict[str, Any]) -> dict[str, list[int]]:
     return {name[len(IMAGE_PREFIX) :]: list(f["shape"]) for name, f in cameras.items()}
 
 
-def _layout_of(info: dict[str, Any], path: str = "meta/info.json") -> dict[str, Any]:
+def dataset_layout(info: dict[str, Any], path: str = "meta/info.json") -> dict[str, Any]:
+    """A meta/info.json's fps, state_dim, action_dim and cameras ({obs key: shape}), after check_info: a missing or
+    malformed feature is a ValueError naming `path` and the feature, the one check of them for the reader, the
+    writer and SFT's start-up checks."""
     check_info(info, path)
     features = info["features"]
     try:
@@ -611,7 +614,7 @@ class DemoDataset:
             raise ValueError(f"decode_images={decode_images!r}; valid: 'auto', 'eager', 'lazy'")
         self.root = os.path.abspath(root)
         self.info = load_info(root)
-        layout = _layout_of(self.info, os.path.join(self.root, "meta", "info.json"))
+        layout = dataset_layout(self.info, os.path.join(self.root, "meta", "info.json"))
         self.fps = layout["fps"]
         self.state_dim, self.action_dim = layout["state_dim"], layout["action_dim"]
         self.camera_shapes = {k: tuple(v) for k, v in layout["cameras"].items()}
@@ -819,7 +822,7 @@ def check_dataset_files(root: str, info: dict[str, Any]) -> None:
     episode its file name does, its frames match meta/episodes.jsonl's length, and they add up to info.json's
     total_frames. Read from the parquet footers alone (row counts, column statistics; the episode_index column
     where its statistics are missing). Raises FileNotFoundError / ValueError naming the file."""
-    layout = _layout_of(info, os.path.join(root, "meta", "info.json"))
+    layout = dataset_layout(info, os.path.join(root, "meta", "info.json"))
     total = int(info["total_episodes"])
     rows = read_episode_rows(root, total)
     tasks = read_tasks(root)

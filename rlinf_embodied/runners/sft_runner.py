@@ -402,8 +402,8 @@ def check_sft_config(cfg: SFTRunConfig) -> dict[str, Any]:
     """Fail before any process starts: the dataset exists and is one, its control mode agrees with the
     env's, its action_dim with the policy's (overrides / checkpoint) and its cameras hold the ones the policy reads.
     Returns the dataset's meta/info.json."""
-    from ..datasets import ControlModeMismatchError, camera_shapes, load_info
-    from ..datasets.lerobot_format import check_dataset_files
+    from ..datasets import ControlModeMismatchError, load_info
+    from ..datasets.lerobot_format import check_dataset_files, dataset_layout
     from ..envs.registration import check_env
     from ..workers.policy_loading import (
         check_policy_cameras,
@@ -425,14 +425,10 @@ def check_sft_config(cfg: SFTRunConfig) -> dict[str, Any]:
     except FileNotFoundError as error:
         raise FileNotFoundError(f"sft.dataset={path!r} is not a dataset: {error}") from None
     try:
-        features = info["features"]
-        action_dim = int(features["action"]["shape"][0])
-        state_dim = int(features["observation.state"]["shape"][0])
-    except (KeyError, TypeError, ValueError, IndexError) as error:
-        raise ValueError(
-            f"sft.dataset={path!r}: meta/info.json lacks the action/observation.state features "
-            f"({type(error).__name__}: {error})"
-        ) from None
+        layout = dataset_layout(info, os.path.join(path, "meta", "info.json"))
+    except ValueError as error:  # a missing or malformed feature, named
+        raise ValueError(f"sft.dataset={path!r}: {error}") from None
+    action_dim, state_dim, cameras = layout["action_dim"], layout["state_dim"], layout["cameras"]
     num_episodes = int(info.get("total_episodes", 0))
     if num_episodes < 1:
         raise ValueError(f"sft.dataset={path!r} holds no episodes")
@@ -451,12 +447,12 @@ def check_sft_config(cfg: SFTRunConfig) -> dict[str, Any]:
             f"env.kwargs.control_mode={env_mode!r}: set env.kwargs.control_mode={dataset_mode} (the policy "
             f"learns the dataset's action space, and train/eval must run the env in it)"
         )
-    if cfg.sft.image_shift > 0 and not camera_shapes(features):
+    if cfg.sft.image_shift > 0 and not cameras:
         raise ValueError(
             f"sft.image_shift={cfg.sft.image_shift} augments camera images, but sft.dataset={path!r} has none "
             "(state-only demonstrations): set sft.image_shift=0"
         )
-    if cfg.sft.image_probe_interval and not camera_shapes(features):
+    if cfg.sft.image_probe_interval and not cameras:
         raise ValueError(
             f"sft.image_probe_interval={cfg.sft.image_probe_interval} probes the policy's use of camera images, "
             f"but sft.dataset={path!r} has none (state-only demonstrations): leave it unset or set 0"
@@ -481,9 +477,9 @@ def check_sft_config(cfg: SFTRunConfig) -> dict[str, Any]:
     check_policy_config(cfg.policy)
     reject_unread_normalization(cfg)
     # a VLA on state-only demonstrations (or without its wrist camera): said here, not as a KeyError at the first step
-    spec = dict(action_dim=action_dim, state_dim=state_dim, obs_keys=["state", *camera_shapes(features)])
+    spec = dict(action_dim=action_dim, state_dim=state_dim, obs_keys=["state", *cameras])
     check_policy_cameras(cfg.policy, spec, cfg.env.id, dataset=path)
-    check_image_shift(cfg, camera_shapes(features), resolved_policy_config(cfg.policy, action_dim, state_dim))
+    check_image_shift(cfg, cameras, resolved_policy_config(cfg.policy, action_dim, state_dim))
     if cfg.sft.compile:
         resolved = resolved_policy_config(cfg.policy, action_dim, state_dim)  # the policy's dims are the dataset's
         check_compilable(cfg.policy.name, bool(getattr(resolved, "gradient_checkpointing", False)))
