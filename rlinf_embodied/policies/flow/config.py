@@ -23,6 +23,14 @@ MAX_NOISE_LEVEL = math.sqrt(2.0)
 # Fields of every flow policy that shape its weights (the padded I/O widths of the action and state projections); each
 # policy's config adds its own (registry.check_overrides_fit_checkpoint refuses overrides of them on a checkpoint)
 FLOW_ARCHITECTURE_FIELDS: tuple[str, ...] = ("max_action_dim", "max_state_dim")
+# ... and those of the SigLIP vision tower pi0 and GR00T share (same field names in both configs)
+SIGLIP_ARCHITECTURE_FIELDS: tuple[str, ...] = (
+    "image_size",
+    "vision_patch_size",
+    "vision_hidden_size",
+    "vision_intermediate_size",
+    "vision_num_layers",
+)
 
 
 @dataclass

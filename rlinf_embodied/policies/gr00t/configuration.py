@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..base import require_at_least, require_positive
-from ..flow.config import FLOW_ARCHITECTURE_FIELDS, FlowPolicyConfig
+from ..flow.config import FLOW_ARCHITECTURE_FIELDS, SIGLIP_ARCHITECTURE_FIELDS, FlowPolicyConfig
 
 
 @dataclass
@@ -63,27 +63,26 @@ class Gr00tConfig(FlowPolicyConfig):
     noise_beta_beta: float = 1.0
     noise_s: float = 0.999
     # fields that shape the weights (a checkpoint's config.json fixes them): the towers' sizes and the I/O widths
-    architecture_fields: ClassVar[tuple[str, ...]] = FLOW_ARCHITECTURE_FIELDS + (
-        "image_size",
-        "vision_patch_size",
-        "vision_hidden_size",
-        "vision_intermediate_size",
-        "vision_num_layers",
-        "downsample_ratio",
-        "vocab_size",
-        "llm_hidden_size",
-        "llm_intermediate_size",
-        "llm_num_heads",
-        "llm_num_kv_heads",
-        "llm_head_dim",
-        "select_layer",
-        "backbone_project_to_dim",
-        "vl_self_attention_layers",
-        "dit_layers",
-        "input_embedding_dim",  # = dit_heads * dit_head_dim (the heads split it: their sizes shape nothing)
-        "hidden_size",
-        "num_target_vision_tokens",
-        "max_seq_len",
+    architecture_fields: ClassVar[tuple[str, ...]] = (
+        FLOW_ARCHITECTURE_FIELDS
+        + SIGLIP_ARCHITECTURE_FIELDS
+        + (
+            "downsample_ratio",
+            "vocab_size",
+            "llm_hidden_size",
+            "llm_intermediate_size",
+            "llm_num_heads",
+            "llm_num_kv_heads",
+            "llm_head_dim",
+            "select_layer",
+            "backbone_project_to_dim",
+            "vl_self_attention_layers",
+            "dit_layers",
+            "input_embedding_dim",  # = dit_heads * dit_head_dim (the heads split it: their sizes shape nothing)
+            "hidden_size",
+            "num_target_vision_tokens",
+            "max_seq_len",
+        )
     )
 
     def __post_init__(self) -> None:

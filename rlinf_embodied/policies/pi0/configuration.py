@@ -14,7 +14,7 @@ from typing import ClassVar
 
 from ..base import require_at_least, require_positive
 from ..common.conv_stem import check_vision_stem
-from ..flow.config import FLOW_ARCHITECTURE_FIELDS, FlowPolicyConfig
+from ..flow.config import FLOW_ARCHITECTURE_FIELDS, SIGLIP_ARCHITECTURE_FIELDS, FlowPolicyConfig
 
 
 @dataclass
@@ -45,23 +45,22 @@ class Pi0Config(FlowPolicyConfig):
     time_min_period: float = 4e-3
     time_max_period: float = 4.0
     # fields that shape the weights (a checkpoint's config.json fixes them): the towers' sizes and the I/O widths
-    architecture_fields: ClassVar[tuple[str, ...]] = FLOW_ARCHITECTURE_FIELDS + (
-        "image_size",
-        "vision_patch_size",
-        "vision_hidden_size",
-        "vision_intermediate_size",
-        "vision_num_layers",
-        "vision_stem",
-        "vocab_size",
-        "vlm_width",
-        "vlm_depth",
-        "vlm_mlp_dim",
-        "vlm_num_heads",
-        "num_kv_heads",
-        "head_dim",
-        "expert_width",
-        "expert_mlp_dim",
-        "expert_num_heads",
+    architecture_fields: ClassVar[tuple[str, ...]] = (
+        FLOW_ARCHITECTURE_FIELDS
+        + SIGLIP_ARCHITECTURE_FIELDS
+        + (
+            "vision_stem",
+            "vocab_size",
+            "vlm_width",
+            "vlm_depth",
+            "vlm_mlp_dim",
+            "vlm_num_heads",
+            "num_kv_heads",
+            "head_dim",
+            "expert_width",
+            "expert_mlp_dim",
+            "expert_num_heads",
+        )
     )
 
     def __post_init__(self) -> None:
