@@ -78,17 +78,75 @@ def test_unknown_stage_names_the_valid_ones(tmp_path):
     assert result.returncode == 2 and "pick | reached | pipeline" in result.stdout
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the stage would train; this checks it on CPU")
-@pytest.mark.parametrize("policy, evaluations", [("pi0", True), ("openvla_oft", True), ("pi0", False)])
-def test_the_sft_stage_passes_every_check_before_its_workers_start(tmp_path, policy, evaluations):
-    """The recipe's own SFT arguments (compiled, arm state hidden, 8 px patches, trimmed prompt, evaluations beside
-    training, stopping at 30%) on a dataset of PickCube rgb's layout: every config check passes, and the run stops
-    only where a CPU machine must (no GPU).
-    Stop 40 lost its device session to a check that rejected these arguments after collection."""
+ON_CPU = pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the stage would train; this checks it on CPU")
+SFT_CASES = [("pi0", True), ("openvla_oft", True), ("pi0", False)]  # (policy, evaluations)
+# (policy, freeze_vision, recipe, binarize_gripper)
+RL_CASES = [
+    ("pi0", "true", "", ""),
+    ("pi0", "false", "", ""),
+    ("openvla_oft", "true", "", ""),
+    ("pi0", "", "ppo", "true"),
+]
+NO_GPU = "no node of the Ray cluster has a GPU and simulate_gpus=False"
+
+# Stands in for the stages' $PYTHON: records the one call a stage makes (arguments, environment, directory) for
+# REPLAY, and refuses a second call.
+RECORDER = """#!/bin/sh
+mkdir "$RECORD" || { echo "the stage ran \\$PYTHON twice" >&2; exit 3; }
+printf '%s\\0' "$@" > "$RECORD/argv"
+env -0 > "$RECORD/env"
+pwd > "$RECORD/cwd"
+"""
+
+# Runs the recorded calls (`python -m <module> <args>`) one after another in one interpreter, each as `python -m`
+# would (runpy, the recorded environment and directory, its own stdout/stderr files and exit status): torch,
+# transformers, ManiSkill and Hydra are imported once, and Ray is started once, by the first call that reaches
+# Cluster (the entry points fail at its GPU check, leaving it running); the later calls' Clusters join it and fail
+# at the same check (Cluster._discover).
+REPLAY = """
+import os, runpy, sys, traceback
+
+for record in sys.argv[1:]:
+    with open(f"{record}/argv", "rb") as f:
+        args = [arg.decode() for arg in f.read().split(b"\\0")[:-1]]
+    with open(f"{record}/env", "rb") as f:
+        env = dict(entry.decode().split("=", 1) for entry in f.read().split(b"\\0")[:-1])
+    with open(f"{record}/cwd") as f:
+        os.chdir(f.read().rstrip("\\n"))
+    os.environ.clear()
+    os.environ.update(env)
+    sys.stdout.flush(), sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        os.dup2(os.open(f"{record}/{name}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+    try:
+        if args[0] != "-m":
+            raise SystemExit(f"not a `python -m` call: {args}")
+        sys.argv = args[1:]  # run_module sets sys.argv[0] to the module's file, as `python -m` does
+        runpy.run_module(args[1], run_name="__main__", alter_sys=True)
+        code = 0
+    except SystemExit as exit:
+        code = exit.code if isinstance(exit.code, int) else 0 if exit.code is None else 1
+        if not isinstance(exit.code, (int, type(None))):
+            print(exit.code, file=sys.stderr)
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush(), sys.stderr.flush()
+    for fd, copy in zip((1, 2), saved):
+        os.dup2(copy, fd)
+    with open(f"{record}/returncode", "w") as f:
+        f.write(str(code))
+"""
+
+
+def prepare_sft(work: Path, policy: str, evaluations: bool) -> tuple[list[str], dict[str, str]]:
+    """The recipe's own SFT arguments on a dataset of PickCube rgb's layout: the `sft` stage's arguments and
+    environment."""
     from rlinf_embodied.datasets import LeRobotDatasetWriter
 
     writer = LeRobotDatasetWriter(
-        str(tmp_path / "data"), fps=20, state_dim=29, action_dim=4, camera_shapes={"rgb": (96, 96, 3)}
+        str(work / "data"), fps=20, state_dim=29, action_dim=4, camera_shapes={"rgb": (96, 96, 3)}
     )
     frames = np.zeros((10, 96, 96, 3), np.uint8)
     for seed in (100000, 100001):
@@ -103,16 +161,96 @@ def test_the_sft_stage_passes_every_check_before_its_workers_start(tmp_path, pol
         )
     # OpenVLA-OFT at the recipe's size: its tiny preset reads a wrist camera that PickCube rgb's demonstrations lack
     size = "openvla-oft-small" if policy == "openvla_oft" else "tiny"
-    env = script_env(WORK=str(tmp_path), POLICY=policy, SIZE=size, COMPILE="1", BATCH="4")
+    env = dict(POLICY=policy, SIZE=size, COMPILE="1", BATCH="4")
     if evaluations:  # as the pipeline runs it
         env.update(STOP_AT="0.3", EVAL_INTERVAL="1000", SAVE_INTERVAL="1000", EVAL_EPISODES="64")
     else:  # the stage's defaults: no evaluations, so no sft.eval_episodes either (it would change nothing)
         env.update(EVAL_EPISODES="64")
     # the pipeline's step count (the stage stops at the GPU check before any step): with fewer, the recipe's
     # warm-up and save interval would lie past the run's end, which the config refuses
-    result = subprocess.run(["bash", str(SCRIPT), "sft", "3000"], env=env, capture_output=True, text=True, check=False)
-    assert result.returncode != 0
-    assert "no node of the Ray cluster has a GPU and simulate_gpus=False" in result.stderr, result.stderr[-2000:]
+    return ["sft", "3000"], env
+
+
+def prepare_rl(
+    work: Path, policy: str, freeze_vision: str, recipe: str, binarize_gripper: str
+) -> tuple[list[str], dict[str, str]]:
+    """The `rl` stage with its per-policy recipe from an SFT checkpoint of the recipe's layout (arm state hidden):
+    its arguments and environment."""
+    from rlinf_embodied.policies.registry import make_policy
+
+    arm_state = [*range(18), *range(19, 26)]  # the recipe's ARM_STATE
+    checkpoint = work / "sft_policy"
+    make_policy(policy, size="tiny", action_dim=4, state_dim=29, ignore_state_dims=arm_state).save_pretrained(
+        checkpoint
+    )
+    env = dict(
+        POLICY=policy,
+        SIZE="tiny",
+        CKPT=str(checkpoint),
+        NUM_ENVS="16",
+        MINIBATCHES="8",
+        EPISODE_STEPS="20",  # the tiny presets' chunks: 25 calls cover it (the recipe's pi0-small: 19 x 8 >= 150)
+        FREEZE_VISION=freeze_vision,
+        FREEZE_LM=freeze_vision,  # PPO's recipe only: GRPO's keeps the language model frozen
+        RL_RECIPE=recipe,
+        IGNORE_TERM="true",
+        BINARIZE_GRIPPER=binarize_gripper,
+    )
+    # rl_eval's iteration count (stopped by time): the recipe's save interval and critic warm-up fit it
+    return ["rl", "1000"], env
+
+
+@pytest.fixture(scope="module")
+def checked_stages(tmp_path_factory) -> dict[tuple, dict]:
+    """Every case's stage (SFT_CASES, RL_CASES) run through the script with its `python -m` call recorded, then all
+    recorded calls replayed in one interpreter (REPLAY): a subprocess per case spent ~12 s starting Ray and
+    importing torch & co. Per case, keyed ("sft", *case) / ("rl", *case): the script's result (`script`), its
+    $PYTHON call's arguments (`argv`, None where it made none), the call's `returncode` and `stderr`, and the
+    case's `work` directory ($WORK)."""
+    root = tmp_path_factory.mktemp("checked_stages")
+    recorder = root / "record_python"
+    recorder.write_text(RECORDER)
+    recorder.chmod(0o755)
+    cases = {("sft", *case): prepare_sft for case in SFT_CASES} | {("rl", *case): prepare_rl for case in RL_CASES}
+    runs, records = {}, []
+    for index, (key, prepare) in enumerate(cases.items()):
+        work = root / f"case_{index}"
+        work.mkdir()
+        args, env_vars = prepare(work, *key[1:])
+        record = work / "python_call"
+        script = stage(work, *args, PYTHON=str(recorder), RECORD=str(record), **env_vars)
+        argv = (record / "argv").read_bytes().decode().split("\0")[:-1] if (record / "argv").exists() else None
+        runs[key] = {"script": script, "argv": argv, "work": work, "record": record}
+        if argv is not None:
+            records.append(str(record))
+    subprocess.run([sys.executable, "-c", REPLAY, *records], check=True, timeout=900)
+    for run in runs.values():
+        if run["argv"] is not None:
+            run["returncode"] = int((run["record"] / "returncode").read_text())
+            run["stderr"] = (run["record"] / "stderr").read_text()
+    return runs
+
+
+def checked_run(checked_stages: dict, key: tuple, module: str) -> dict:
+    """The case's run, asserting that its stage reached `python -m <module>` (once) without an error of its own."""
+    run = checked_stages[key]
+    script = run["script"]
+    assert script.returncode == 0, script.stderr[-2000:]
+    assert run["argv"] is not None, f"the stage never ran $PYTHON: {script.stdout[-1000:]}{script.stderr[-1000:]}"
+    assert run["argv"][:2] == ["-m", module], run["argv"]
+    return run
+
+
+@ON_CPU
+@pytest.mark.parametrize("policy, evaluations", SFT_CASES)
+def test_the_sft_stage_passes_every_check_before_its_workers_start(checked_stages, policy, evaluations):
+    """The recipe's own SFT arguments (compiled, arm state hidden, 8 px patches, trimmed prompt, evaluations beside
+    training, stopping at 30%) on a dataset of PickCube rgb's layout: every config check passes, and the run stops
+    only where a CPU machine must (no GPU).
+    Stop 40 lost its device session to a check that rejected these arguments after collection."""
+    result = checked_run(checked_stages, ("sft", policy, evaluations), "rlinf_embodied.sft")
+    assert result["returncode"] != 0
+    assert NO_GPU in result["stderr"], result["stderr"][-2000:]
 
 
 def write_eval(work: Path, tag: str, successes: int, episodes: int) -> None:
@@ -134,43 +272,20 @@ def test_noise_picks_the_largest_level_that_keeps_the_ratio_of_deterministic_suc
     assert stage(tmp_path, "noise", "0.5", "0.35", "0.2", NOISE_RATIO="0.8").stdout.strip() == "0.5"
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the stage would train; this checks it on CPU")
-@pytest.mark.parametrize(
-    "policy, freeze_vision, recipe, binarize_gripper",
-    [("pi0", "true", "", ""), ("pi0", "false", "", ""), ("openvla_oft", "true", "", ""), ("pi0", "", "ppo", "true")],
-)
+@ON_CPU
+@pytest.mark.parametrize("policy, freeze_vision, recipe, binarize_gripper", RL_CASES)
 def test_the_rl_stage_recipe_passes_every_check_before_its_workers_start(
-    tmp_path, policy, freeze_vision, recipe, binarize_gripper
+    checked_stages, policy, freeze_vision, recipe, binarize_gripper
 ):
     """The `rl` stage with its per-policy recipe (RL_RECIPE_ARGS) from an SFT checkpoint of the recipe's layout
     (arm state hidden): every config check passes, and the run stops only where a CPU machine must (no GPU).
     An empty FREEZE_VISION / FREEZE_LM is the recipe's default: frozen for GRPO, the whole VLM training for PPO."""
-    from rlinf_embodied.policies.registry import make_policy
-
-    arm_state = [*range(18), *range(19, 26)]  # the recipe's ARM_STATE
-    checkpoint = tmp_path / "sft_policy"
-    make_policy(policy, size="tiny", action_dim=4, state_dim=29, ignore_state_dims=arm_state).save_pretrained(
-        checkpoint
+    result = checked_run(
+        checked_stages, ("rl", policy, freeze_vision, recipe, binarize_gripper), "rlinf_embodied.train"
     )
-    result = stage(
-        tmp_path,
-        "rl",
-        "1000",  # rl_eval's iteration count (stopped by time): the recipe's save interval and critic warm-up fit it
-        POLICY=policy,
-        SIZE="tiny",
-        CKPT=str(checkpoint),
-        NUM_ENVS="16",
-        MINIBATCHES="8",
-        EPISODE_STEPS="20",  # the tiny presets' chunks: 25 calls cover it (the recipe's pi0-small: 19 x 8 >= 150)
-        FREEZE_VISION=freeze_vision,
-        FREEZE_LM=freeze_vision,  # PPO's recipe only: GRPO's keeps the language model frozen
-        RL_RECIPE=recipe,
-        IGNORE_TERM="true",
-        BINARIZE_GRIPPER=binarize_gripper,
-    )
-    assert result.returncode != 0
-    assert "no node of the Ray cluster has a GPU and simulate_gpus=False" in result.stderr, result.stderr[-2000:]
-    overrides = (tmp_path / "rl" / ".hydra" / "overrides.yaml").read_text()
+    assert result["returncode"] != 0
+    assert NO_GPU in result["stderr"], result["stderr"][-2000:]
+    overrides = (result["work"] / "rl" / ".hydra" / "overrides.yaml").read_text()
     assert ("env.kwargs.binarize_gripper=true" in overrides) == (binarize_gripper == "true")
     expected_freeze = freeze_vision or ("false" if recipe == "ppo" else "true")
     assert f"policy.overrides.freeze_vision_encoder={expected_freeze}" in overrides
