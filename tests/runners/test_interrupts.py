@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from typing import Callable
 
 import pytest
 
@@ -29,6 +30,7 @@ TINY = [
     "policy.size=tiny",
     "runner.progress=false",
 ]
+PROGRESS_BAR_AT_0 = "| 0/50 ["  # tqdm's bar as runner.run draws it, for runner.max_iterations=50
 
 
 def test_a_second_signal_stops_at_once():
@@ -139,15 +141,29 @@ def session_processes(sid: int) -> list[str]:
     return [" ".join(row) for row in rows if len(row) >= 3 and row[0] == str(sid) and not row[1].startswith("Z")]
 
 
-def wait_for_metrics_lines(path: str, count: int, process: subprocess.Popen, timeout: float) -> None:
+def metrics_logged(out) -> Callable[[], bool]:
+    """Whether iteration 0's metrics line is in `out`/metrics.jsonl."""
+    path = out / "metrics.jsonl"
+    return lambda: path.exists() and path.read_text().count("\n") >= 1
+
+
+def progress_bar_drawn(log_path, out) -> Callable[[], bool]:
+    """Whether the default job's progress bar shows 0 iterations (drawn just before the loop's first stop check and
+    iteration 0), or else a metrics line is logged (no bar: the run is signalled as late as before, never later)."""
+    logged = metrics_logged(out)
+    return lambda: PROGRESS_BAR_AT_0 in log_path.read_text() or logged()
+
+
+def wait_until(ready: Callable[[], bool], process: subprocess.Popen, what: str, timeout: float = 400) -> None:
+    """Poll `ready` (every 0.1 s, up to `timeout` s: start-up takes minutes on a loaded 2-core machine); the run
+    exiting first fails."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if os.path.exists(path) and open(path).read().count("\n") >= count:
-            return
+    while not ready():
         if process.poll() is not None:
-            raise AssertionError(f"training exited with {process.returncode} before {count} metrics line(s)")
-        time.sleep(0.2)
-    raise AssertionError(f"no metrics line within {timeout} s")
+            raise AssertionError(f"training exited with {process.returncode} before {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {what} within {timeout} s")
+        time.sleep(0.1)
 
 
 def start_training(out, log, *overrides: str) -> subprocess.Popen:
@@ -161,10 +177,10 @@ def start_training(out, log, *overrides: str) -> subprocess.Popen:
     )
 
 
-def stop_after_metrics_lines(process, out, count: int, signum: int, to_group: bool, exit_code: int) -> None:
-    """Signal the run once metrics.jsonl has `count` lines; it must exit with `exit_code`."""
+def stop_when(process, ready: Callable[[], bool], what: str, signum: int, to_group: bool, exit_code: int) -> None:
+    """Signal the run once `ready()`; it must exit with `exit_code`."""
     try:
-        wait_for_metrics_lines(str(out / "metrics.jsonl"), count, process, timeout=400)
+        wait_until(ready, process, what)
         if to_group:
             os.killpg(process.pid, signum)
         else:
@@ -173,6 +189,13 @@ def stop_after_metrics_lines(process, out, count: int, signum: int, to_group: bo
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
+
+
+def wait_for_no_process_left(process) -> None:
+    deadline = time.monotonic() + 20  # Ray's processes exit asynchronously after ray.shutdown
+    while session_processes(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not session_processes(process.pid), session_processes(process.pid)
 
 
 def check_stopped_run(process, log_path, out) -> tuple[str, int]:
@@ -187,10 +210,7 @@ def check_stopped_run(process, log_path, out) -> tuple[str, int]:
     assert [json.loads(x)["iteration"] for x in (out / "metrics.jsonl").read_text().splitlines()] == list(
         range(iteration + 1)
     )
-    deadline = time.monotonic() + 20  # Ray's processes exit asynchronously after ray.shutdown
-    while session_processes(process.pid) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert not session_processes(process.pid), session_processes(process.pid)
+    wait_for_no_process_left(process)
     return line, iteration
 
 
@@ -219,12 +239,25 @@ def test_default_command_stops_on_ctrl_c_with_a_resume_line(tmp_path):
     """The default job (`python -m rlinf_embodied.train`, no overrides but the iteration count): Ctrl-C (the
     terminal signals the whole foreground process group) saves a resumable checkpoint, prints the resume
     line and exits 130 leaving no process. That a resume line runs to the end: the SIGTERM test below (the
-    same line, a tiny run: the default job twice took 52 s of the suite)."""
-    out = tmp_path / "run"
-    with open(tmp_path / "train.log", "w") as log:
-        process = start_training(out, log, "runner.max_iterations=50")
-        stop_after_metrics_lines(process, out, 1, signal.SIGINT, to_group=True, exit_code=130)
-    check_stopped_run(process, tmp_path / "train.log", out)
+    same line, a tiny run: the default job twice took 52 s of the suite).
+
+    Ctrl-C comes as soon as the progress bar shows: the loop draws it just before iteration 0 starts, so the run
+    stops after iteration 0 (signalled after iteration 0's metrics line, it ran an 800-step iteration more). On a
+    loaded machine the signal can beat the loop's first stop check, and the run then rightly stops with nothing to
+    resume: only then a second run is stopped after iteration 0's metrics line."""
+    for attempt, ready_at in enumerate(("the progress bar", "a metrics line")):
+        out, log_path = tmp_path / f"run{attempt}", tmp_path / f"train{attempt}.log"
+        with open(log_path, "w") as log:
+            process = start_training(out, log, "runner.max_iterations=50")
+            ready = progress_bar_drawn(log_path, out) if attempt == 0 else metrics_logged(out)
+            stop_when(process, ready, ready_at, signal.SIGINT, to_group=True, exit_code=130)
+        output = log_path.read_text()
+        if attempt == 0 and "stopped by SIGINT before the first iteration finished: nothing to resume" in output:
+            assert "Traceback" not in output and "runner.resume=" not in output, output[-3000:]
+            wait_for_no_process_left(process)
+            continue
+        break
+    check_stopped_run(process, log_path, out)
 
 
 @pytest.mark.slow
@@ -235,7 +268,7 @@ def test_sigterm_to_the_driver_saves_a_checkpoint_whose_resume_line_runs_to_the_
     out = tmp_path / "run"
     with open(tmp_path / "train.log", "w") as log:
         process = start_training(out, log, "runner.max_iterations=50", *TINY)
-        stop_after_metrics_lines(process, out, 1, signal.SIGTERM, to_group=False, exit_code=143)
+        stop_when(process, metrics_logged(out), "a metrics line", signal.SIGTERM, to_group=False, exit_code=143)
     line, iteration = check_stopped_run(process, tmp_path / "train.log", out)
     result = resume_from(line, tmp_path, iteration + 2)
     assert result.returncode == 0, result.stderr[-3000:]
