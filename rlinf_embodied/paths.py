@@ -101,8 +101,57 @@ class OutputDirCheck(Callback):
         except OSError:  # e.g. a directory it cannot read: make_output_dir names it
             return
 
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        """A sweep (-m) of several jobs that all get one literal `setting` directory: job #1 would refuse what job #0
+        wrote there, after job #0 ran to its end (a whole training run); refused before any job runs."""
+        from omegaconf import OmegaConf
+
+        try:
+            if OmegaConf.select(config, "hydra.job.name") != self.job:
+                return
+            jobs, given = sweep_jobs_and_value(config, self.setting)
+        except Exception:  # noqa: BLE001 - a sweep only the sweeper can parse: each job's own check runs
+            return
+        if jobs > 1 and given is not None and "${" not in given:
+            print(
+                f"ValueError: {self.setting}={given!r} is one directory for all {jobs} jobs of this sweep, so every "
+                f"job after the first would be refused there (after the first had run to its end): leave "
+                f"{self.setting} unset (each job writes into hydra.sweep.dir/<job number>), sweep it too, or make "
+                f"it differ per job, e.g. {self.setting}={given}/${{hydra:job.num}}",
+                file=sys.stderr,
+                flush=True,
+            )
+            raise SystemExit(1)
+
     def check(self, output_dir: str, config: Any) -> None:
         raise NotImplementedError
+
+
+def sweep_jobs_and_value(config: Any, setting: str) -> tuple[int, str | None]:
+    """The number of jobs a multirun's overrides (and hydra.sweeper.params) sweep over, and the value the command
+    line gives `setting` where it gives one value (None where unset, or swept: then each job gets its own)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    def unresolved(key: str, empty: Any) -> Any:  # "${hydra:job.num}" kept as typed (it resolves only in a job)
+        node = OmegaConf.select(config, key)
+        return empty if node is None else OmegaConf.to_container(node, resolve=False)
+
+    arguments = [f"{key}={value}" for key, value in unresolved("hydra.sweeper.params", {}).items()]
+    arguments += unresolved("hydra.overrides.task", [])
+    jobs, given = 1, None
+    counts: dict[str, int] = {}
+    for override in OverridesParser.create().parse_overrides(arguments):
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            counts[key] = len(list(override.sweep_string_iterator()))
+            given = None if key == setting else given
+        else:
+            counts[key] = 1
+            given = str(override.value()) if key == setting else given
+    for count in counts.values():
+        jobs *= count
+    return jobs, given
 
 
 class RefuseClaimedOutputDir(OutputDirCheck):

@@ -124,3 +124,45 @@ def test_a_refused_start_leaves_the_claimed_directory_untouched(entry, setting, 
     finally:
         os.close(claim)
     assert os.listdir(busy) == []
+
+
+@pytest.mark.parametrize(
+    "entry, setting, sweep",
+    [
+        ("train", "runner.output_dir", "runner.seed=0,1"),
+        ("sft", "sft.output_dir", "sft.seed=0,1,2"),
+        ("eval", "eval.output_dir", "eval.seed=1000,2000"),
+    ],
+)
+def test_a_sweep_of_several_jobs_into_one_literal_output_dir_is_refused_before_any_job(
+    entry, setting, sweep, tmp_path, monkeypatch, capsys
+):
+    """Before: job #0 ran to its end (a whole training run) and job #1 was refused the directory job #0 had written."""
+    module = importlib.import_module(f"rlinf_embodied.{entry}")
+    jobs = []
+    monkeypatch.setattr("hydra.core.utils.run_job", lambda *args, **kwargs: jobs.append(args))
+
+    def sweep_of(*overrides: str) -> None:
+        monkeypatch.setattr(sys, "argv", [entry, "-m", *overrides, f"hydra.sweep.dir={tmp_path / 'sweep'}"])
+        _without_new_log_handlers(module.main)
+
+    with pytest.raises(SystemExit):
+        sweep_of(sweep, f"{setting}={tmp_path / 'out'}")
+    jobs_count = len(sweep.split("=")[1].split(","))
+    assert f"{setting}='{tmp_path / 'out'}' is one directory for all {jobs_count} jobs of this sweep" in (
+        capsys.readouterr().err
+    )
+    assert jobs == [] and not (tmp_path / "sweep").exists()
+    # one job, a swept directory, or one per job: each job writes its own directory (the sweep starts)
+    from rlinf_embodied.paths import sweep_jobs_and_value
+
+    assert sweep_jobs_and_value(_sweep_config(sweep, f"{setting}=a,b"), setting) == (2 * jobs_count, None)
+    assert sweep_jobs_and_value(_sweep_config(f"{setting}=a", "x=1"), setting) == (1, "a")
+    given = f"{tmp_path}/${{hydra:job.num}}"
+    assert sweep_jobs_and_value(_sweep_config(sweep, f"{setting}={given}"), setting) == (jobs_count, given)
+
+
+def _sweep_config(*overrides: str):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.create({"hydra": {"job": {"name": "x"}, "overrides": {"task": list(overrides)}}})
