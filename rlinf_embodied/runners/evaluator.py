@@ -28,6 +28,7 @@ from ..envs.batching import MAX_SEED
 from ..envs.metrics import ClippedActionMetrics, action_rows, ended_env_indices, episodes_from_info
 from ..envs.spec import env_spec
 from ..paths import RESULTS_FILE
+from ..policies.registry import plain_config_value
 from ..workers.policy_loading import build_policy, check_policy_cameras, resolved_policy_config
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ def evaluate_policy(
     `video_settings`: the video settings the user gave ("eval.video_envs=2"), refused where no video can be
     written (make_eval_env)."""
     check_eval_seed(eval_cfg)
+    check_eval_workers(env_cfg, eval_cfg.num_envs, f"eval.num_envs={eval_cfg.num_envs}")
     # the first episode of each env is seeded eval.seed + env index; later ones come from the env's own RNG
     check_checkpoint_held_out(
         policy_cfg.checkpoint,
@@ -106,7 +108,7 @@ def evaluate_policy(
                     env.close()
                 raise
             policy = build_policy(policy_cfg, spec["action_dim"], spec["state_dim"], device).eval()
-        results.append(_run_task(env, policy, eval_cfg, task_id, env_cfg.id, device))
+        results.append(_run_task(env, policy, eval_cfg, shown_task_id(env_cfg, task_id), env_cfg.id, device))
         if env_cache is None:
             env.close()
         else:
@@ -129,6 +131,18 @@ def check_eval_seed(eval_cfg: EvalConfig) -> None:
             f"eval.seed={eval_cfg.seed}: env i's first episode is seeded eval.seed + i, up to eval.seed + "
             f"eval.num_envs - 1 = {last}, above the largest seed {MAX_SEED}; valid with eval.num_envs="
             f"{eval_cfg.num_envs}: 0 <= eval.seed <= {MAX_SEED - eval_cfg.num_envs + 1}"
+        )
+
+
+def check_eval_workers(env_cfg: EnvConfig, num_envs: int, source: str) -> None:
+    """env.kwargs.num_workers beyond the evaluation's envs (`source`: the settings that set `num_envs`), refused
+    before any env is built (before: the vector env's own error, naming neither setting)."""
+    workers = env_cfg.kwargs.get("num_workers")
+    if isinstance(workers, int) and not isinstance(workers, bool) and workers > num_envs:
+        raise ValueError(
+            f"env.kwargs.num_workers={workers} > the {num_envs} envs of the evaluation ({source}): each worker "
+            f"process steps at least one env; set env.kwargs.num_workers <= {num_envs}, or leave it unset "
+            f"(min(envs, CPU cores))"
         )
 
 
@@ -170,6 +184,12 @@ def eval_tasks(eval_cfg: EvalConfig, env_cfg: EnvConfig) -> list[Optional[int]]:
         )
     if eval_cfg.task_ids is None:
         return [None]
+    if "task_id" in env_cfg.kwargs:  # before: eval.task_ids replaced it silently
+        raise ValueError(
+            f"env.kwargs.task_id={plain_config_value(env_cfg.kwargs['task_id'])!r} and eval.task_ids="
+            f"{list(eval_cfg.task_ids)} both pick the tasks, and eval.task_ids would replace env.kwargs.task_id: "
+            "give one of them"
+        )
     for task_id in eval_cfg.task_ids:
         try:
             check_env_options(env_id, env_cfg.obs_mode, {**env_cfg.kwargs, "task_id": task_id})
@@ -283,9 +303,8 @@ def _run_task(env, policy, eval_cfg: EvalConfig, task_id, env_id: str, device) -
                     progress.update(1)
     progress.close()
     video = getattr(env, "last_video_path", None)
-    name = env_id if task_id is None else f"{env_id}[task {task_id}]"
     return TaskResult(
-        task=name,
+        task=task_label(env_id, task_id),
         episodes=len(returns),
         successes=sum(successes),
         mean_return=float(sum(returns) / len(returns)),
@@ -295,6 +314,26 @@ def _run_task(env, policy, eval_cfg: EvalConfig, task_id, env_id: str, device) -
         successes_at_end=sum(successes_at_end),
         clipped_action_fraction=clipped.summary().get(ClippedActionMetrics.KEY),
     )
+
+
+def shown_task_id(env_cfg: EnvConfig, task_id: Optional[int]) -> Any:
+    """The task id(s) to name a task by: eval.task_ids' `task_id`, else a suite's env.kwargs.task_id where given
+    (before: a sweep over env.kwargs.task_id wrote tables and results.json that all read "rlinf/LIBERO-Spatial")."""
+    from ..envs.registration import TASK_SUITES
+
+    if task_id is not None or env_cfg.id not in TASK_SUITES or "task_id" not in env_cfg.kwargs:
+        return task_id
+    return plain_config_value(env_cfg.kwargs["task_id"])
+
+
+def task_label(env_id: str, task_id: Any) -> str:
+    """The task's name in the table and results.json: the env id, with the task id(s) of a suite ("[task 3]", or
+    "[tasks 0,1]" for one task per env)."""
+    if task_id is None:
+        return env_id
+    if isinstance(task_id, (list, tuple)):
+        return f"{env_id}[tasks {','.join(str(t) for t in task_id)}]"
+    return f"{env_id}[task {task_id}]"
 
 
 def overall_success_rates(results: list[TaskResult]) -> tuple[float, float]:

@@ -405,6 +405,7 @@ def check_sft_config(cfg: SFTRunConfig) -> dict[str, Any]:
     from ..datasets import ControlModeMismatchError, load_info
     from ..datasets.lerobot_format import check_dataset_files, dataset_layout
     from ..envs.registration import check_env
+    from .evaluator import check_eval_workers
     from ..workers.policy_loading import (
         check_policy_cameras,
         check_policy_config,
@@ -459,6 +460,11 @@ def check_sft_config(cfg: SFTRunConfig) -> dict[str, Any]:
         )
     if cfg.sft.eval_interval > 0:
         eval_cfg = sft_eval_config(cfg)
+        check_eval_workers(
+            cfg.env,
+            eval_cfg.num_envs,
+            f"min(env.num_envs={cfg.env.num_envs}, sft.eval_episodes={cfg.sft.eval_episodes})",
+        )
         check_held_out(
             range(eval_cfg.seed, eval_cfg.seed + eval_cfg.num_envs),
             dataset_seeds(path),

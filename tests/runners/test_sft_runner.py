@@ -40,3 +40,20 @@ def test_a_dataset_without_its_action_or_state_feature_is_refused_naming_it(tmp_
     cfg.sft.dataset = root
     with pytest.raises(ValueError, match=re.escape(f"sft.dataset={root!r}: {info_path}: {message}")):
         check_sft_config(cfg)
+
+
+def test_more_env_worker_processes_than_the_evaluations_envs_is_refused_naming_the_settings(tmp_path):
+    """Before: the vector env's own error inside SFT's evaluation, after Ray had started ("num_workers=8 >
+    num_envs=4"), naming neither env.kwargs.num_workers nor where the 4 came from."""
+    cfg = SFTRunConfig()
+    cfg.sft.dataset = _one_episode_dataset(str(tmp_path / "demos"))
+    cfg.sft.eval_interval, cfg.sft.eval_episodes = 10, 4
+    cfg.env.kwargs["num_workers"] = 8
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            f"env.kwargs.num_workers=8 > the 4 envs of the evaluation (min(env.num_envs={cfg.env.num_envs}, "
+            "sft.eval_episodes=4))"
+        ),
+    ):
+        check_sft_config(cfg)
