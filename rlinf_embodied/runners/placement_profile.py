@@ -56,9 +56,12 @@ from typing import Any, Callable
 
 from ..config import AUTO, TrainConfig, is_auto
 from ..scheduler.auto_placement import (
+    CACHE_ENV_VAR,
     ComponentCosts,
     Layout,
     cache_key,
+    cache_path,
+    check_cache_dir,
     choose,
     enumerate_layouts,
     fit_linear,
@@ -534,9 +537,17 @@ def costs_for(cfg: TrainConfig, cluster, log: Callable[[str], None] = print) -> 
         return costs
     if cluster is None:
         raise ValueError(f"no cached placement costs for {key} and no cluster to measure them on")
+    check_cache_dir()  # before the minutes of profiling whose costs it is to hold
     log(f"placement: profiling {key} (a few steps per component)")
     costs = profile_costs(cfg, cluster)
-    log(f"placement: costs cached in {save_costs(key, costs)}")
+    try:
+        log(f"placement: costs cached in {save_costs(key, costs)}")
+    except OSError as error:  # e.g. the directory went away during the profile: the costs are still used
+        log(
+            f"placement: WARNING: the measured costs were not cached in {cache_path(key)!r} ({error}); this "
+            f"run uses them, but the next one with these settings profiles again; set {CACHE_ENV_VAR} to a "
+            "writable directory"
+        )
     return costs
 
 

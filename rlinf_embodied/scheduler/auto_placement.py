@@ -68,6 +68,7 @@ import json
 import math
 import os
 import shlex
+import tempfile
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Callable, Iterable, Sequence
 
@@ -408,6 +409,26 @@ def _short_reason(reason: str, column: int) -> str:
 # ---- measurement cache --------------------------------------------------------------------------
 def cache_dir() -> str:
     return os.path.expanduser(os.environ.get(CACHE_ENV_VAR) or DEFAULT_CACHE_DIR)
+
+
+def check_cache_dir() -> str:
+    """cache_dir(), created and checked writable (a file made and removed in it), else an OSError naming it and
+    RLINF_PLACEMENT_CACHE: called before a profile whose costs it is to hold (before: the profile ran for minutes,
+    then save_costs failed on a raw NotADirectoryError and every measurement was lost)."""
+    path = cache_dir()
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write_check_"):
+            pass
+    except OSError as error:
+        given = os.environ.get(CACHE_ENV_VAR)
+        source = f"{CACHE_ENV_VAR}={given!r}" if given else f"the default, {CACHE_ENV_VAR} unset"
+        raise type(error)(
+            f"the placement cache directory {path!r} ({source}) cannot be created or written "
+            f"({error.strerror or error}), so the costs a profile measures could not be kept; set {CACHE_ENV_VAR} "
+            "to a writable directory (or one that can be created)"
+        ) from None
+    return path
 
 
 def cache_key(

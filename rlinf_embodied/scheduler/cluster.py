@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 from dataclasses import dataclass
+from typing import Optional
 
 import ray
 
@@ -66,6 +67,16 @@ def ray_session() -> tuple[str, str] | None:
     except Exception:  # noqa: BLE001 - e.g. Ray Client: the job id alone
         session = ""
     return session, context.get_job_id()
+
+
+def check_local_node_count(num_nodes: int, address: Optional[str]) -> None:
+    """A cluster started here (no cluster.address) has one node; more are refused, naming the way on. The one check
+    for Cluster and for `python -m rlinf_embodied.place` (which, with cached costs, starts no cluster)."""
+    if num_nodes != 1 and not address:
+        raise ValueError(
+            f"cluster.num_nodes={num_nodes} without cluster.address: a local cluster has 1 node; start Ray on every "
+            "node (`ray start`) and pass its address (cluster.address=<head>:<port>), or leave cluster.num_nodes at 1"
+        )
 
 
 class Cluster:
@@ -124,11 +135,7 @@ class Cluster:
 
     # ---- start / discover ---------------------------------------------------------------------
     def _start_local(self, num_nodes: int, num_gpus_per_node: int, simulate_gpus: bool) -> None:
-        if num_nodes != 1:
-            raise ValueError(
-                f"num_nodes={num_nodes} without cluster.address: a local cluster has 1 node; "
-                "start Ray on every node (`ray start`) and pass its address"
-            )
+        check_local_node_count(num_nodes, address=None)
         cuda = _local_cuda_count()
         if cuda and num_gpus_per_node > cuda:
             raise ValueError(f"num_gpus_per_node={num_gpus_per_node}, but this machine has {cuda} CUDA GPUs")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import replace
 import math
+import os
 import random
 import re
 import statistics
@@ -935,3 +936,154 @@ def test_profile_runs_reset_episodes_as_the_run_does_unless_their_rollout_is_cap
     capped = profile._profile_config(cfg, 8, 20, str(tmp_path), profile.PROFILE_PLACEMENT, 1)
     assert uncapped.runner.reset_each_iteration is True
     assert capped.runner.reset_each_iteration is False and capped.runner.rollout_steps == 20
+
+
+# ---- place's train command, the refusals train would make, the cache directory --------------------------------
+def test_place_carries_every_override_but_the_settings_it_resolves():
+    """Before: every override whose VALUE was 'auto' was dropped, so `cluster.address=auto` vanished from the train
+    command (which then started a local cluster and profiled again: cluster.address is in the profile key)."""
+    from rlinf_embodied.place import train_overrides
+
+    given = [
+        "cluster.address=auto",
+        "cluster.component_placement=auto",
+        "cluster.component_placement.env=auto",
+        "runner.pipeline_stage_num=AUTO",
+        "+env.kwargs.render_backend=auto",
+        "runner.max_iterations=100",
+    ]
+    assert train_overrides(given) == [
+        "cluster.address=auto",
+        "+env.kwargs.render_backend=auto",
+        "runner.max_iterations=100",
+    ]
+    with pytest.raises(ValueError, match=r"runner.pipeline_stage_num=2: python -m rlinf_embodied.place searches"):
+        train_overrides(["cluster.address=auto", "runner.pipeline_stage_num=2"])
+
+
+def test_place_command_line_keeps_an_auto_cluster_address(tmp_path, monkeypatch):
+    """The CLI end to end with cached costs (no cluster, no profile): the printed train command joins the cluster
+    the layout was chosen for."""
+    monkeypatch.setenv("RLINF_PLACEMENT_CACHE", str(tmp_path / "cache"))
+    cfg = compose_train("cluster.address=auto", "runner.max_iterations=100")
+    save_costs(profile_key(cfg), costs())  # place's profile key: cluster.address is one of its settings
+    result = subprocess.run(
+        [sys.executable, "-m", "rlinf_embodied.place", "cluster.address=auto", "runner.max_iterations=100",
+         f"hydra.run.dir={tmp_path / 'run'}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ,  # its RLINF_PLACEMENT_CACHE
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    command = [line for line in result.stdout.splitlines() if line.startswith("train with:")]
+    assert command and "using cached costs" in result.stdout, result.stdout[-2000:]
+    assert " cluster.address=auto runner.max_iterations=100 " in command[-1]
+
+
+@pytest.fixture
+def cached_costs_only(tmp_path, monkeypatch):
+    """An empty placement cache under tmp_path, and a Cluster that fails the test if place starts one."""
+    from rlinf_embodied.scheduler import Cluster
+
+    monkeypatch.setenv("RLINF_PLACEMENT_CACHE", str(tmp_path / "cache"))
+
+    def no_cluster(*args, **kwargs):
+        raise AssertionError("place started a cluster")
+
+    monkeypatch.setattr(Cluster, "from_config", no_cluster)
+    return tmp_path
+
+
+def test_place_refuses_an_output_dir_train_would_refuse(cached_costs_only):
+    """Before: place printed `train runner.output_dir=<a finished run's directory> ...`, which train refused
+    (OutputDirInUse, its Hydra callback) once pasted."""
+    from rlinf_embodied.place import place
+    from rlinf_embodied.runners.metrics_logger import OutputDirInUse, claim_output_dir
+
+    used = cached_costs_only / "used"
+    used.mkdir()
+    (used / "metrics.jsonl").write_text('{"iteration": 0}\n')
+    lines = []
+    with pytest.raises(OutputDirInUse, match=r"runner.output_dir='.*used' already holds a run's outputs \(metrics"):
+        place(compose_train(f"runner.output_dir={used}"), costs=costs(), log=lines.append)
+    assert lines == []  # refused before the table and the command
+    a_file = cached_costs_only / "a_file"
+    a_file.write_text("")
+    with pytest.raises(NotADirectoryError, match=r"runner.output_dir='.*a_file' is a file, not a directory"):
+        place(compose_train(f"runner.output_dir={a_file}"), costs=costs(), log=lines.append)
+    fresh = cached_costs_only / "fresh"
+    fresh.mkdir()
+    place(compose_train(f"runner.output_dir={fresh}"), costs=costs(), log=lines.append)
+    assert lines[-1].startswith("train with:") and not list(fresh.iterdir())  # nothing written there
+    os.close(claim_output_dir(str(fresh), "runner.output_dir", None, "runner.resume"))  # and not left held
+
+
+def test_place_refuses_several_nodes_without_an_address_even_with_cached_costs(cached_costs_only):
+    """Before: with cached costs place started no cluster, so `cluster.num_nodes=2` got a train command that
+    Cluster.from_config then refused."""
+    from rlinf_embodied.place import place
+
+    cfg = compose_train("cluster.num_nodes=2", "env.num_envs=8")
+    save_costs(profile_key(cfg), costs())
+    lines = []
+    with pytest.raises(ValueError, match=r"cluster.num_nodes=2 without cluster.address: a local cluster has 1 node"):
+        place(cfg, log=lines.append)
+    assert lines == []
+    addressed = compose_train("cluster.num_nodes=2", "env.num_envs=8", "cluster.address=10.0.0.1:6379")
+    save_costs(profile_key(addressed), costs())
+    place(addressed, log=lines.append)  # cached: no cluster reached, and the command is printed
+    assert lines[-1].startswith("train with:")
+
+
+def test_an_unwritable_placement_cache_is_refused_before_profiling(tmp_path, monkeypatch):
+    """Before: the profile ran for minutes, then save_costs failed on a raw NotADirectoryError."""
+    from rlinf_embodied.place import place
+    from rlinf_embodied.runners import placement_profile as profile
+    from rlinf_embodied.scheduler import Cluster
+    from rlinf_embodied.scheduler.auto_placement import check_cache_dir
+
+    (tmp_path / "afile").write_text("")
+    bad = tmp_path / "afile" / "sub"
+    monkeypatch.setenv("RLINF_PLACEMENT_CACHE", str(bad))
+    message = rf"placement cache directory '{re.escape(str(bad))}' \(RLINF_PLACEMENT_CACHE='.*sub'\) cannot be created"
+    with pytest.raises(OSError, match=message):
+        check_cache_dir()
+
+    def started(*args, **kwargs):
+        raise AssertionError("a cluster was started or a profile run")
+
+    monkeypatch.setattr(Cluster, "from_config", started)
+    monkeypatch.setattr(profile, "profile_costs", started)
+    with pytest.raises(OSError, match=message):
+        place(compose_train("env.num_envs=8"), log=lambda line: None)  # before the cluster starts
+    with pytest.raises(OSError, match=message):  # train's auto: on its started cluster, before the profile
+        profile.costs_for(compose_train("env.num_envs=8"), cluster=object(), log=lambda line: None)
+    good = tmp_path / "new" / "cache"
+    monkeypatch.setenv("RLINF_PLACEMENT_CACHE", str(good))
+    assert check_cache_dir() == str(good) and good.is_dir() and not list(good.iterdir())
+
+
+def test_a_cache_that_fails_after_the_profile_keeps_its_measurements(tmp_path, monkeypatch):
+    """The cache directory replaced by a file while profiling: a warning, and the table and choice anyway (before:
+    a raw NotADirectoryError, and every measurement lost)."""
+    import shutil
+
+    from rlinf_embodied.runners import placement_profile as profile
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("RLINF_PLACEMENT_CACHE", str(cache))
+
+    def profile_costs(cfg, cluster):
+        shutil.rmtree(cache)
+        cache.write_text("")
+        return costs()
+
+    monkeypatch.setattr(profile, "profile_costs", profile_costs)
+    cfg = compose_train("cluster.num_gpus_per_node=2", "cluster.component_placement=auto", "env.num_envs=8")
+    lines = []
+    chosen = resolve_auto_placement(cfg, cluster=object(), log=lines.append)
+    warning = [line for line in lines if "WARNING" in line]
+    assert warning and "were not cached" in warning[0] and "RLINF_PLACEMENT_CACHE" in warning[0], lines
+    assert chosen is not None and any("env-steps/s" in line for line in lines)
+    assert lines[-1] == f"placement: chosen {chosen.override()}"
