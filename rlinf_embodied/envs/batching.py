@@ -180,6 +180,29 @@ def is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
+def camera_hw(camera_size: Any, minimum: int = 1, pair: bool = True, hint: str = "pixels") -> tuple[int, int]:
+    """`camera_size` as (H, W): an int >= `minimum` (a square), or with `pair` an [H, W] pair of such ints. The
+    camera-size check of every backend (ManiSkill, LIBERO), so they refuse the same values. Anything else raises,
+    naming camera_size and what is valid; nothing is converted: before, ManiSkill iterated the string '64' (a quoted
+    YAML value) into a 6x4 camera, truncated [96.9, 96.9] to 96 and read True as a 1x1 camera."""
+    valid = f"an int >= {minimum}" + (f" or [H, W] of ints >= {minimum}" if pair else "")
+    if is_int(camera_size) and camera_size >= minimum:
+        return int(camera_size), int(camera_size)
+    is_pair = (
+        pair
+        and isinstance(camera_size, (Sequence, np.ndarray))
+        and not isinstance(camera_size, (str, bytes))
+        and len(camera_size) == 2
+        and all(is_int(side) and side >= minimum for side in camera_size)
+    )
+    if is_pair:
+        return int(camera_size[0]), int(camera_size[1])
+    quoted = (
+        " (a quoted YAML value is a string: write camera_size=64, not '64')" if isinstance(camera_size, str) else ""
+    )
+    raise ValueError(f"camera_size={camera_size!r} must be {valid} ({hint}), not a string, float or bool{quoted}")
+
+
 def check_open(closed: bool, num_envs: int) -> None:
     """The error of a vector env used after `close()` (before: AttributeError on a None simulator or pipe)."""
     if closed:

@@ -481,6 +481,7 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
         if not env_fns:
             raise ValueError("num_envs must be >= 1, got 0 env factories")
         validate_common_options(len(env_fns), num_workers, max_episode_steps, step_timeout)
+        validate_context(context)
         check_bool_options(ignore_terminations=ignore_terminations, observe_every_row=observe_every_row)
         self.num_envs = len(env_fns)
         self.num_workers = num_workers or min(self.num_envs, os.cpu_count() or 1)
@@ -863,6 +864,17 @@ def validate_common_options(
         raise ValueError(f"max_episode_steps must be None or an int >= 1, got {max_episode_steps!r}")
     if step_timeout is not None and not (_is_number(step_timeout) and step_timeout > 0):
         raise ValueError(f"step_timeout must be a positive number of seconds, got {step_timeout!r}")
+
+
+def validate_context(context: Any, setting: str = "context") -> None:
+    """A multiprocessing start method of this platform (before: mp.get_context's bare `cannot find context for
+    'spawnx'`, raised in the env workers after the cluster had started). `setting` names the option in the error."""
+    valid = mp.get_all_start_methods()
+    if not isinstance(context, str) or context not in valid:
+        raise ValueError(
+            f"{setting}={context!r} is not a multiprocessing start method on this platform; valid: {valid} "
+            "('forkserver', the default, or 'spawn': 'fork' is unsafe with simulators that start threads)"
+        )
 
 
 def _is_count(value: Any) -> bool:

@@ -89,6 +89,24 @@ def test_bad_obs_mode_and_camera_size():
         gym.make_vec("rlinf/LIBERO-Goal", num_envs=1, vectorization_mode="vector_entry_point", camera_size=0)
 
 
+@pytest.mark.parametrize("steps", ["abc", 2.5, True, -1])
+def test_num_settle_steps_must_be_an_int_of_at_least_zero(steps):
+    """Before: 'abc' passed the options check and failed in the env worker with a raw TypeError; 2.5 silently
+    became 2 and True became 1."""
+    from rlinf_embodied.envs.libero.env import LiberoEnv
+    from rlinf_embodied.envs.registration import check_env_options
+
+    message = rf"num_settle_steps={re.escape(repr(steps))} must be an int >= 0"
+    with pytest.raises(ValueError, match=message):  # the check train runs before Ray
+        check_env_options("rlinf/LIBERO-Spatial", "rgb", {"num_settle_steps": steps})
+    with pytest.raises(ValueError, match=message):  # before any LIBERO import
+        LiberoEnv("rlinf/LIBERO-Spatial", num_settle_steps=steps)
+    with pytest.raises(ValueError, match=message):  # before any worker starts
+        gym.make_vec("rlinf/LIBERO-Goal", num_envs=1, vectorization_mode="vector_entry_point", num_settle_steps=steps)
+    for valid in (0, 5, np.int64(3)):
+        check_env_options("rlinf/LIBERO-Spatial", "rgb", {"num_settle_steps": valid})
+
+
 @needs_libero
 def test_single_env_passes_check_env(single_env):
     check_env(single_env, skip_render_check=True)

@@ -401,10 +401,83 @@ def test_a_bad_camera_size_fails_before_any_env_is_built():
     from rlinf_embodied.envs.registration import check_env_options
 
     check_env_options("rlinf/ManiSkill-PickCube", "rgb", {"camera_size": [96, 128]})
-    with pytest.raises(ValueError, match=r"camera_size must be an int or \(H, W\) of positive ints, got -3"):
+    with pytest.raises(ValueError, match=r"camera_size=-3 must be an int >= 1 or \[H, W\] of ints >= 1"):
         check_env_options("rlinf/ManiSkill-PickCube", "rgb", {"camera_size": -3})
     with pytest.raises(ValueError, match=r"camera_size=96 with obs_mode='state'.*~env.kwargs.camera_size"):
         check_env_options("rlinf/ManiSkill-PickCube", "state", {"camera_size": 96})
+
+
+@pytest.mark.parametrize(
+    "camera_size, shown",
+    [
+        ("64", "'64'"),
+        ("big", "'big'"),
+        (True, "True"),
+        ([96.9, 96.9], r"\[96.9, 96.9\]"),
+        (64.0, "64.0"),
+        ([64, True], r"\[64, True\]"),
+    ],
+)
+def test_camera_size_refuses_strings_floats_and_bools(camera_size, shown):
+    """Before: the string '64' (a quoted YAML value) was iterated into a 6x4 camera, True became 1x1, [96.9, 96.9]
+    was truncated to 96 and 'big' failed in the env worker with `invalid literal for int()`."""
+    from rlinf_embodied.envs.maniskill.env import _camera_hw
+    from rlinf_embodied.envs.registration import check_env_options
+
+    message = rf"camera_size={shown} must be an int >= 1 or \[H, W\] of ints >= 1 \(pixels\)"
+    with pytest.raises(ValueError, match=message):  # the check train runs before Ray
+        check_env_options(ENV_ID, "rgb", {"camera_size": camera_size})
+    with pytest.raises(ValueError, match=message):  # what build_maniskill_env turns into ManiSkill's sensor size
+        _camera_hw(camera_size)
+    with pytest.raises(ValueError, match=message):
+        gym.make(ENV_ID, obs_mode="rgb", camera_size=camera_size)
+    assert _camera_hw(64) == (64, 64) and _camera_hw([96, np.int64(128)]) == (96, 128)
+
+
+def test_a_quoted_camera_size_in_the_config_is_refused_before_ray_starts():
+    from rlinf_embodied.config import compose_config
+    from rlinf_embodied.envs.registration import check_env
+
+    cfg = compose_config("config", ["env=maniskill_pickcube_rgb", "env.kwargs.camera_size='64'"])
+    assert cfg.env.kwargs["camera_size"] == "64"  # a string, as Hydra reads a quoted value
+    with pytest.raises(ValueError, match=r"camera_size='64' must be .*write camera_size=64, not '64'"):
+        check_env(cfg.env)
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("context", "spawnx", r"env.kwargs.context='spawnx' is not a multiprocessing start method.*valid: \[.*'spawn'"),
+        ("context", 1, r"env.kwargs.context=1 is not a multiprocessing start method"),
+        (
+            "render_backend",
+            "foo",
+            r"env.kwargs.render_backend='foo' is not a ManiSkill render backend; valid: \['none'\]",
+        ),
+        ("render_backend", "cuda:x", r"env.kwargs.render_backend='cuda:x' is not a ManiSkill render backend"),
+        ("render_backend", "cpu:0", r"env.kwargs.render_backend='cpu:0' is not a ManiSkill render backend"),
+    ],
+)
+def test_context_and_render_backend_are_checked_before_any_env_worker(option, value, message):
+    """Before: both passed the options check; the env workers then failed with `cannot find context for 'spawnx'`
+    or SAPIEN's `failed to find device "foo"`, naming no setting. The check creates no SAPIEN device."""
+    from rlinf_embodied.envs.registration import check_env_options
+
+    with pytest.raises(ValueError, match=message):
+        check_env_options(ENV_ID, "state", {option: value})
+
+
+def test_context_and_render_backend_pass_in_their_valid_forms_and_gym_make_refuses_bad_ones():
+    from rlinf_embodied.envs.registration import check_env_options
+
+    for render_backend in ("none", "cpu", "sapien_cpu", "cuda", "gpu", "sapien_cuda", "cuda:1", "sapien_cuda:0"):
+        check_env_options(ENV_ID, "state", {"render_backend": render_backend})
+    for context in ("spawn", "forkserver"):
+        check_env_options(ENV_ID, "state", {"context": context})
+    with pytest.raises(ValueError, match=r"render_backend='foo' is not a ManiSkill render backend"):
+        gym.make(ENV_ID, render_backend="foo")
+    with pytest.raises(ValueError, match=r"^context='spawnx' is not a multiprocessing start method"):
+        gym.make_vec(ENV_ID, num_envs=1, vectorization_mode="vector_entry_point", context="spawnx")
 
 
 @pytest.mark.parametrize("vector", [False, True])

@@ -404,6 +404,14 @@ def test_a_bool_is_no_count(options, message):
         validate_common_options(**options)
 
 
+def test_an_unknown_start_method_is_named_with_the_valid_ones():
+    """Before: mp.get_context's bare `cannot find context for 'spawnx'`."""
+    with pytest.raises(ValueError, match=r"^context='spawnx' is not a multiprocessing start method.*'forkserver'"):
+        SubprocVectorEnv(
+            [ToyReachFactory()], num_workers=1, context="spawnx", observation_space=SPACES[0], action_space=SPACES[1]
+        )
+
+
 def test_actions_outside_the_box_are_reported_per_env_and_warned_of_once_in_the_callers_process(env, caplog):
     """Before: the single envs clipped them with no trace in info (tests/envs/test_action_clipping.py has the rest).
     Integer actions are numbers: cast to float32, as gymnasium's Box envs take them."""

@@ -1,8 +1,11 @@
 """VideoRecorder on the toy env's rgb frames (no renderer needed)."""
 
 import os
+import re
 
+import gymnasium as gym
 import imageio
+import numpy as np
 import pytest
 import torch
 
@@ -81,3 +84,26 @@ def test_video_shows_the_frame_each_episode_ended_in_before_the_next_ones_first(
     assert len(frames) == 5  # reset, 3 steps, the final frame of the ended episode
     shown = [frame[8, 8].astype(int) for frame in frames[-2:]]
     assert abs(shown[0] - final).max() <= 8 and abs(shown[1] - next_first).max() <= 8
+
+
+class RgbVectorEnv(gym.vector.VectorEnv):
+    """Only the spaces VideoRecorder's constructor reads (no subprocesses)."""
+
+    def __init__(self, num_envs=2):
+        self.num_envs = num_envs
+        self.single_observation_space = gym.spaces.Dict({"rgb": gym.spaces.Box(0, 255, (8, 8, 3), np.uint8)})
+
+
+@pytest.mark.parametrize("fps", ["20", 0, -5, True, float("nan"), float("inf"), None])
+def test_video_recorder_refuses_an_fps_that_is_no_positive_number(tmp_path, fps):
+    """Before: "20" failed at the first frame with imageio's bare AssertionError, a negative fps with ffmpeg's
+    errors and a BrokenPipeError, and 0 was accepted."""
+    with pytest.raises(ValueError, match=rf"^fps={re.escape(repr(fps))} must be a positive int or float"):
+        VideoRecorder(RgbVectorEnv(), str(tmp_path), fps=fps)
+    assert VideoRecorder(RgbVectorEnv(), str(tmp_path), fps=12.5).fps == 12.5
+
+
+def test_video_recorder_refuses_a_bool_number_of_envs_to_record(tmp_path):
+    """Before: True was read as 1."""
+    with pytest.raises(ValueError, match=r"num_envs_to_record=True must lie in \[1, 2\] \(an int"):
+        VideoRecorder(RgbVectorEnv(), str(tmp_path), num_envs_to_record=True)

@@ -25,7 +25,7 @@ from typing import Any, Optional
 import gymnasium as gym
 import numpy as np
 
-from ..batching import ActionBounds, check_single_action
+from ..batching import ActionBounds, camera_hw, check_single_action, is_int
 from ..registration import reject_unknown_reset_options, reject_vector_options
 from .runtime import LIBERO_INSTALL_HINT, prepare_libero_process
 from .suites import get_suite
@@ -60,9 +60,20 @@ def validate_obs_mode(obs_mode: str) -> str:
 
 
 def validate_camera_size(camera_size: int) -> int:
-    if isinstance(camera_size, bool) or not isinstance(camera_size, int) or camera_size < 8:
-        raise ValueError(f"camera_size={camera_size!r} must be an int >= 8 (pixels; 224 for VLAs)")
-    return camera_size
+    """A square camera's side: batching.camera_hw's check (shared with ManiSkill), one int >= 8 (robosuite's cameras
+    are square here)."""
+    return camera_hw(camera_size, minimum=8, pair=False, hint="square, in pixels; 224 for VLAs")[0]
+
+
+def validate_num_settle_steps(num_settle_steps: Any) -> int:
+    """An int >= 0 (before: 'abc' passed the options check and failed in the env worker with a raw TypeError, 2.5
+    became 2 and True became 1, silently)."""
+    if not is_int(num_settle_steps) or num_settle_steps < 0:
+        raise ValueError(
+            f"num_settle_steps={num_settle_steps!r} must be an int >= 0 (the "
+            "no-op steps after each reset for objects to settle; 10, OpenVLA's, by default; 0 for none)"
+        )
+    return int(num_settle_steps)
 
 
 class LiberoEnv(gym.Env):
@@ -97,9 +108,7 @@ class LiberoEnv(gym.Env):
         self.camera_size = validate_camera_size(camera_size)
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode={render_mode!r}; valid: None or 'rgb_array'")
-        if num_settle_steps < 0:
-            raise ValueError(f"num_settle_steps={num_settle_steps} must be >= 0")
-        self.render_mode, self.num_settle_steps = render_mode, int(num_settle_steps)
+        self.render_mode, self.num_settle_steps = render_mode, validate_num_settle_steps(num_settle_steps)
         self.max_episode_steps = max_episode_steps  # informational; limits are applied by wrappers
         self.image_keys: tuple[str, ...] = OBS_MODES[obs_mode]["images"]
         prepare_libero_process(gl_backend)

@@ -24,6 +24,7 @@ from .env import (
     LiberoEnv,
     LiberoEnvFactory,
     validate_camera_size,
+    validate_num_settle_steps,
     validate_obs_mode,
 )
 from .runtime import resolve_gl_backend
@@ -39,13 +40,15 @@ def check_options(
     task_id: Union[int, Sequence[int]] = 0,
     num_workers: Optional[int] = None,
     step_timeout: Optional[float] = None,
+    num_settle_steps: int = 10,
     **other_options: Any,
 ) -> None:
-    """register_env's options_check: make_libero_vector_env's task ids, obs mode, camera size and subprocess
-    options (check_env_options fills in its defaults), checked without importing LIBERO. A task-id list's length
-    against the envs is checked where the env is built (the env workers split env.num_envs)."""
+    """register_env's options_check: make_libero_vector_env's task ids, obs mode, camera size, settle steps and
+    subprocess options (check_env_options fills in its defaults), checked without importing LIBERO. A task-id list's
+    length against the envs is checked where the env is built (the env workers split env.num_envs)."""
     validated_task_ids(get_suite(suite), task_id, obs_mode)
     validate_camera_size(camera_size)
+    validate_num_settle_steps(num_settle_steps)
     validate_common_options(None, num_workers, None, step_timeout)  # num_envs (split), max_episode_steps: apart
     reject_unknown_options(suite, other_options, make_libero_vector_env, LiberoEnv.__init__)
 
@@ -74,6 +77,7 @@ def make_libero_vector_env(
     spec = get_suite(suite)
     task_ids = _task_ids(spec, task_id, num_envs, obs_mode)
     validate_camera_size(camera_size)
+    validate_num_settle_steps(num_settle_steps)  # here, not first in each worker's LiberoEnv
     backend = resolve_gl_backend(gl_backend)
     factories = [
         LiberoEnvFactory(

@@ -16,7 +16,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from ..batching import ActionBounds, box_like, check_single_action
+from ..batching import ActionBounds, box_like, camera_hw, check_single_action
 from ..registration import (
     VECTOR_ONLY_OPTIONS,
     keyword_names,
@@ -24,7 +24,7 @@ from ..registration import (
     reject_unknown_reset_options,
     reject_vector_options,
 )
-from ..vector import SubprocVectorEnv, start_forkserver, validate_common_options
+from ..vector import SubprocVectorEnv, start_forkserver, validate_common_options, validate_context
 from .tasks import TASKS, ManiSkillTask, task_spec  # noqa: F401  (TASKS, ManiSkillTask: re-exported)
 
 
@@ -34,16 +34,35 @@ REWARD_MODES = ("normalized_dense", "dense", "sparse", "none")
 CameraSize = Union[int, Sequence[int], None]
 
 
+# render_backend values ManiSkill 3.0.x's parse_sim_and_render_backend (mani_skill/envs/utils/system/backend.py)
+# turns into a render device: "none" (no renderer), a CPU name, or a CUDA name with an optional ":<device index>"
+RENDER_BACKENDS_NONE = ("none",)
+RENDER_BACKENDS_CPU = ("cpu", "sapien_cpu")
+RENDER_BACKENDS_CUDA = ("cuda", "gpu", "sapien_cuda")
+
+
 def _camera_hw(camera_size: CameraSize) -> Optional[tuple[int, int]]:
-    if camera_size is None:
-        return None
-    if isinstance(camera_size, (int, np.integer)):
-        size = (int(camera_size), int(camera_size))
-    else:
-        size = tuple(int(s) for s in camera_size)
-    if len(size) != 2 or min(size) < 1:
-        raise ValueError(f"camera_size must be an int or (H, W) of positive ints, got {camera_size!r}")
-    return size  # type: ignore[return-value]
+    """None (ManiSkill's default size) or the (H, W) of batching.camera_hw, which refuses strings, floats and bools."""
+    return None if camera_size is None else camera_hw(camera_size)
+
+
+def validate_render_backend(render_backend: Any, setting: str = "render_backend") -> None:
+    """None (the default: "none" for state obs, else "gpu") or a value ManiSkill parses into a render device,
+    checked by its form only: no SAPIEN device is created here (cheap, and no GPU/Vulkan is touched). Before, a bad
+    value failed in every env worker with SAPIEN's `failed to find device "foo"`, naming no setting. "pci:..."
+    device strings are not among them: ManiSkill 3.0.x splits the value at every ':', so none reaches SAPIEN."""
+    if render_backend is None:
+        return
+    name, colon, index = render_backend.partition(":") if isinstance(render_backend, str) else ("", "", "")
+    if name in RENDER_BACKENDS_NONE + RENDER_BACKENDS_CPU and not colon:  # ManiSkill ignores a CPU index
+        return
+    if name in RENDER_BACKENDS_CUDA and (not colon or (index.isascii() and index.isdigit())):
+        return
+    raise ValueError(
+        f"{setting}={render_backend!r} is not a ManiSkill render backend; valid: {list(RENDER_BACKENDS_NONE)} (no "
+        f"rendering), {list(RENDER_BACKENDS_CPU)}, or {list(RENDER_BACKENDS_CUDA)} optionally with a CUDA device "
+        f"index (e.g. 'cuda:1'); or leave it unset ('none' for obs_mode='state', else 'gpu')"
+    )
 
 
 def validate_options(
@@ -137,11 +156,15 @@ def check_options(
     camera_size: CameraSize = None,
     num_workers: Optional[int] = None,
     step_timeout: Optional[float] = None,
+    render_backend: Optional[str] = None,
+    context: str = "forkserver",
     **maniskill_kwargs: Any,
 ) -> None:
-    """register_env's options_check: make_vector_env's own checks, the camera size and the control mode on its
-    keywords (check_env_options fills in its defaults)."""
+    """register_env's options_check: make_vector_env's own checks, the camera size, the render backend, the
+    subprocesses' start method and the control mode on its keywords (check_env_options fills in its defaults)."""
     validate_options(task, obs_mode, sim_backend, reward_mode, camera_size)
+    validate_render_backend(render_backend, "env.kwargs.render_backend")
+    validate_context(context, "env.kwargs.context")
     validate_common_options(None, num_workers, None, step_timeout)  # num_envs (split), max_episode_steps: apart
     validate_backend_options(sim_backend, num_workers, step_timeout, maniskill_kwargs)
     check_switches(**{name: maniskill_kwargs[name] for name in SINGLE_ENV_OPTIONS if name in maniskill_kwargs})
@@ -258,6 +281,7 @@ def build_maniskill_env(
     """ManiSkill's own (unwrapped, batched) env: `num_envs` envs in one sim on `sim_backend`."""
     from .headless import enable_headless
 
+    validate_render_backend(render_backend)  # every entry point (single, subprocess and batched envs) builds here
     headless = enable_headless()
     if obs_mode == "rgb" and headless:
         raise RuntimeError(
@@ -555,6 +579,8 @@ def make_vector_env(
     ManiSkill's `gym.make` (e.g. `robot_uids`).
     """
     validate_options(task, obs_mode, sim_backend, reward_mode, camera_size)
+    validate_render_backend(render_backend)
+    validate_context(context)  # before the forkserver and the probe env below
     validate_common_options(num_envs, num_workers, max_episode_steps, step_timeout)
     check_maniskill_keywords(task, maniskill_kwargs)
     options = dict(

@@ -11,6 +11,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from ..batching import is_int
+
 
 def tile_frames(frames: np.ndarray) -> np.ndarray:
     """(k, H, W, 3) uint8 -> one (rows*H, cols*W, 3) image, near-square grid, black padding."""
@@ -31,6 +33,17 @@ def require_mp4_writer() -> None:
         raise ImportError(
             "VideoRecorder writes mp4 files through imageio's ffmpeg plugin, and the "
             "'imageio-ffmpeg' package is not installed; pip install imageio-ffmpeg"
+        )
+
+
+def check_fps(fps: Any) -> None:
+    """A positive, finite int or float (before: "20" failed at the first frame with imageio's bare AssertionError,
+    a negative fps with ffmpeg's errors and a BrokenPipeError, and 0 was accepted)."""
+    is_number = isinstance(fps, (int, float, np.integer, np.floating)) and not isinstance(fps, bool)
+    if not is_number or not 0 < fps < math.inf:
+        raise ValueError(
+            f"fps={fps!r} must be a positive int or float (the video's frames per second, "
+            "e.g. 20); a string, bool, 0 or a negative number is refused"
         )
 
 
@@ -65,11 +78,12 @@ class VideoRecorder(gym.vector.VectorWrapper):
             )
         if num_envs_to_record is None:
             num_envs_to_record = min(4, env.num_envs)
-        if not 1 <= num_envs_to_record <= env.num_envs:
+        if not is_int(num_envs_to_record) or not 1 <= num_envs_to_record <= env.num_envs:
             raise ValueError(
-                f"num_envs_to_record={num_envs_to_record} must lie in [1, {env.num_envs}] (the env's num_envs), "
+                f"num_envs_to_record={num_envs_to_record!r} must lie in [1, {env.num_envs}] (an int; the env's num_envs), "
                 "or None: the first min(4, num_envs)"
             )
+        check_fps(fps)
         require_mp4_writer()
         self.video_dir, self.name_prefix, self.fps = video_dir, name_prefix, fps
         self.num_envs_to_record = num_envs_to_record
