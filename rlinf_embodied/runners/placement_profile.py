@@ -101,6 +101,8 @@ def check_auto_request(cfg: TrainConfig) -> None:
                 f"automatically with cluster.component_placement=auto (the cluster/*.yaml keys are "
                 f"replaced then)"
             )
+    if (is_auto(placement) or is_auto(stages)) and load_costs(profile_key(cfg)) is None:
+        check_cache_dir()  # the run will profile: its cache is checked before Ray starts, not after the profile
     if is_auto(stages) and not is_auto(placement):
         from .embodied_runner import component_placement
 

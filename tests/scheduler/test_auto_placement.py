@@ -1057,7 +1057,11 @@ def test_an_unwritable_placement_cache_is_refused_before_profiling(tmp_path, mon
     monkeypatch.setattr(profile, "profile_costs", started)
     with pytest.raises(OSError, match=message):
         place(compose_train("env.num_envs=8"), log=lambda line: None)  # before the cluster starts
-    with pytest.raises(OSError, match=message):  # train's auto: on its started cluster, before the profile
+    from rlinf_embodied.train import check_train_config
+
+    with pytest.raises(OSError, match=message):  # train's auto: before Ray starts
+        check_train_config(compose_train("env.num_envs=8", "cluster.component_placement=auto"))
+    with pytest.raises(OSError, match=message):  # and again on its started cluster, before the profile
         profile.costs_for(compose_train("env.num_envs=8"), cluster=object(), log=lambda line: None)
     good = tmp_path / "new" / "cache"
     monkeypatch.setenv("RLINF_PLACEMENT_CACHE", str(good))
