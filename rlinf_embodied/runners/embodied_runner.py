@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from ..config import COLLOCATED_PLACEMENT, TrainConfig, is_auto
 from ..envs.registration import time_limit
 from ..scheduler import Channel, Cluster, ComponentPlacement, WorkerError, WorkerGroup, wait_all
+from ..scheduler.worker import check_names_free
 from ..workers.actor_worker import ActorWorker
 from ..workers.env_worker import EnvWorker, envs_per_stage
 from ..workers.policy_loading import (
@@ -52,7 +53,11 @@ from .metrics_logger import MetricsLogger
 
 logger = logging.getLogger(__name__)
 
-COMPONENTS = ("env", "rollout", "actor")
+COMPONENTS = ("env", "rollout", "actor")  # the worker groups' names
+# The channels (name, maxsize). Double-buffered per env shard (key): a shard has at most one message in flight each
+# way, the second slot lets a producer run one step ahead. The actor channel holds a whole rollout until the trainer
+# starts, so it is unbounded.
+CHANNELS = (("env_to_rollout", 2), ("rollout_to_env", 2), ("rollout_to_actor", 0))
 
 
 class EmbodiedRunner:
@@ -88,14 +93,10 @@ class EmbodiedRunner:
     def _start_workers(self, cfg: TrainConfig, cluster: Cluster) -> None:
         """Channels and the env, rollout and actor groups; what started is shut down if any part fails."""
         start = time.perf_counter()
-        # Double-buffered per env shard (key): a shard has at most one message in flight each way,
-        # the second slot lets a producer run one step ahead. The actor channel holds a whole
-        # rollout until the trainer starts, so it is unbounded. Their processes start beside the workers'.
-        pending_channels = [
-            Channel.start("env_to_rollout", maxsize=2),
-            Channel.start("rollout_to_env", maxsize=2),
-            Channel.start("rollout_to_actor", maxsize=0),
-        ]
+        # Every name this run needs, before anything starts: where another run on this Ray cluster holds one, refuse
+        # and leave it alone (before: this run replaced that run's channels, then failed at the env group's launch).
+        check_names_free(groups=COMPONENTS, channels=[name for name, _ in CHANNELS])
+        pending_channels: list = []
         groups: list[WorkerGroup] = []
         try:
             # Every group's processes start at once; the model groups get their arguments (the policies'
@@ -108,6 +109,9 @@ class EmbodiedRunner:
             ):
                 strategy = self.placement.strategy(name)
                 groups.append(worker_cls.create_group(*args).start(cluster, name=name, placement_strategy=strategy))
+            # After the groups claimed their names; their processes start beside the workers'.
+            for channel_name, maxsize in CHANNELS:
+                pending_channels.append(Channel.start(channel_name, maxsize=maxsize))
             self.env_group, self.rollout_group, self.actor_group = groups
             self.env_group.wait_launched().init_worker().wait()
             spec = self.env_spec = self.env_group.execute_on(0).env_spec().wait()[0]

@@ -43,7 +43,7 @@ import numpy as np
 import ray
 import ray.cloudpickle
 
-from .names import check_name
+from .names import NameInUseError, check_name, in_use_message
 
 logger = logging.getLogger(__name__)
 
@@ -151,8 +151,9 @@ class _ChannelActor:
     """The queues. Items are stored with their type's name: ("bytes", pickled, type) or, a large item put through
     Ray, ("ref", [ObjectRef], type). The actor unpickles no item but a large one a socket reader takes."""
 
-    def __init__(self, maxsize: int):
+    def __init__(self, maxsize: int, owner_job: str = ""):
         self.maxsize = maxsize
+        self.owner_job = owner_job  # the Ray job (run) that created the channel: another run's create refuses it
         self.queues: dict[str, _KeyQueue] = defaultdict(lambda: _KeyQueue(maxsize=self.maxsize))
         self.socket_address: str | None = None
         self.closed = False  # destroy() closes the channel before killing the actor
@@ -259,6 +260,9 @@ class _ChannelActor:
             self.unget(key, items)
             raise
         return items
+
+    def owner(self) -> str:
+        return self.owner_job
 
     def socket_route(self) -> tuple[str, str | None]:
         return ray.get_runtime_context().get_node_id(), self.socket_address
@@ -439,7 +443,9 @@ class Channel:
     # ---- lifecycle ----------------------------------------------------------------------------
     @classmethod
     def create(cls, name: str, maxsize: int = 0, node_local: bool = True) -> "Channel":
-        """A fresh, empty channel; one that already has this name is destroyed first.
+        """A fresh, empty channel. One that already has this name is destroyed first where this run (this process's
+        Ray job) made it, or the run that made it has ended; one of another running run is left alone, and
+        NameInUseError says so (before: destroyed, and that run's workers waited on a channel that was gone).
 
         node_local: also serve put/get over a Unix socket to handles on the actor's node (fast);
         False sends everything through Ray actor calls."""
@@ -464,10 +470,16 @@ class Channel:
         except ValueError:
             old = None
         if old is not None:
-            logger.info("Channel %r exists; replacing it with an empty one", name)
+            holder = _holder_of(old)
+            if holder is not None:
+                raise NameInUseError(in_use_message([], [name], cluster_address(), [describe_run(holder)]))
+            logger.info(
+                "Channel %r exists (this run's, or left by a run that ended); replacing it with an empty one", name
+            )
             ray.kill(old)
             _wait_name_free(_ACTOR_PREFIX + name)
-        actor = _ChannelActor.options(name=_ACTOR_PREFIX + name).remote(maxsize)
+        # A name another run takes meanwhile makes this raise (Ray's names are unique): nothing is replaced.
+        actor = _ChannelActor.options(name=_ACTOR_PREFIX + name).remote(maxsize, current_job())
         ready = actor.serve_node_local.remote() if node_local else actor.qsize.remote(None)
         _CREATED[name] = actor
         return PendingChannel(cls(name, actor), ready)
@@ -706,3 +718,82 @@ def _wait_name_free(name: str, timeout_s: float = 10.0) -> None:
             return
         time.sleep(0.05)
     raise RuntimeError(f"channel actor {name!r} did not go away within {timeout_s}s")
+
+
+# ---- which run holds a name ---------------------------------------------------------------------------
+def current_job() -> str:
+    """This process's Ray job id (hex): one per driver, so one per training run; its workers' actors share it."""
+    return ray.get_runtime_context().get_job_id()
+
+
+def cluster_address() -> str:
+    """The address of the Ray cluster this process is connected to, as cluster.address takes it."""
+    try:
+        return ray.get_runtime_context().gcs_address
+    except Exception:  # noqa: BLE001 - e.g. Ray Client
+        return "?"
+
+
+def _job_entry(job_id: str) -> dict | None:
+    """Ray's job table entry of `job_id`; None where it cannot be read (then nobody may take its names)."""
+    try:
+        from ray._private import state
+
+        return next((job for job in state.state.job_table() if job["JobID"] == job_id), None)
+    except Exception:  # noqa: BLE001 - a private API: read what it gives, assume the job runs otherwise
+        return None
+
+
+def other_run(job_id: str | None) -> dict | None:
+    """Where `job_id` is another Ray job than this process's and has not ended: its job table entry (just its id
+    where the table says nothing: taken for running). None for this process's job, one that ended, or none."""
+    if not job_id or job_id == current_job():
+        return None
+    entry = _job_entry(job_id)
+    if entry is None:
+        return {"JobID": job_id}
+    return None if entry.get("IsDead") else entry
+
+
+def describe_run(entry: dict) -> str:
+    """A run for a user: its Ray job, driver process and command."""
+    text = f"Ray job {entry.get('JobID', '?')}"
+    if entry.get("DriverPid"):
+        text += f", driver pid {entry['DriverPid']}"
+    if entry.get("DriverIPAddress"):
+        text += f" on {entry['DriverIPAddress']}"
+    command = str(entry.get("Entrypoint") or "").strip()
+    if command:
+        text += f": {command[:160]}{'...' if len(command) > 160 else ''}"
+    return text
+
+
+def _actor_job(actor: Any) -> str | None:
+    """The Ray job that created `actor` (its id holds it): no call to the actor, which may still be starting."""
+    try:
+        job = actor._actor_id.job_id
+        return (job() if callable(job) else job).hex()
+    except Exception:  # noqa: BLE001 - a private attribute: ask the actor instead
+        pass
+    try:
+        return ray.get(actor.owner.remote(), timeout=CLOSE_TIMEOUT_S) or None
+    except ray.exceptions.RayActorError:
+        return None  # gone (with the run that made it)
+    except ray.exceptions.GetTimeoutError:
+        return "?"  # unknown: taken for another run's
+
+
+def _holder_of(actor: Any) -> dict | None:
+    """The running run (job table entry) other than this one that made channel actor `actor`; None where this run
+    made it or its run ended (it may be replaced)."""
+    return other_run(_actor_job(actor))
+
+
+def channel_holder(name: str) -> dict | None:
+    """The running run other than this one that holds channel `name` (its job table entry); None where no channel
+    has the name, this run made it, or the run that made it ended. Touches nothing."""
+    try:
+        actor = ray.get_actor(_ACTOR_PREFIX + name)
+    except ValueError:
+        return None
+    return _holder_of(actor)

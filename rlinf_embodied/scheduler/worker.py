@@ -30,9 +30,18 @@ import torch.distributed as dist
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from . import collective, cuda_ipc, offload
-from .channel import RESERVED_PREFIX, Channel, ChannelGoneError
+from .channel import (
+    RESERVED_PREFIX,
+    Channel,
+    ChannelGoneError,
+    channel_holder,
+    cluster_address,
+    current_job,
+    describe_run,
+    other_run,
+)
 from .cluster import Cluster, ray_session
-from .names import check_name
+from .names import NameInUseError, check_name, in_use_message
 from .placement import (
     SPEC_HELP,
     ComponentPlacement,
@@ -69,7 +78,8 @@ def _p2p_key(src_group: str, src_rank: int, dst_rank: int) -> str:
 
 @ray.remote(num_cpus=0)
 class _GroupRegistry:
-    """The running groups: name -> {"world_size", "cuda", "token"}. A name is claimed by one group at a time
+    """The running groups: name -> {"world_size", "cuda", "token", "job"} ("job": the Ray job, i.e. the run, that
+    launched it). A name is claimed by one group at a time
     (its p2p mailbox is named after it); workers read it to check a peer's ranks and whether it uses a GPU."""
 
     def __init__(self):
@@ -115,6 +125,50 @@ def _lookup_group(name: str) -> tuple[dict | None, list[str]]:
     except ValueError:  # no group was ever started in this Ray namespace
         return None, []
     return ray.get(registry.lookup.remote(name))
+
+
+def _held_by_this_run(name: str) -> ValueError:
+    """The refusal of a worker group name a group of this process (run) holds."""
+    return ValueError(
+        f"a worker group named {name!r} is already running; shut it down first (its WorkerGroup's .shutdown()) or "
+        "launch this one under another name"
+    )
+
+
+def check_names_free(groups: Sequence[str] = (), channels: Sequence[str] = ()) -> None:
+    """Raise, touching nothing, where a worker group name in `groups` or a channel name in `channels` is taken:
+    NameInUseError (a ValueError) naming every one another running run (Ray job) on this Ray cluster holds, and how
+    to go on; ValueError where a group of this process holds one. Channels this run made, and names of a run that
+    ended, are free (a create replaces them). Call it before starting a run's channels and groups: a run that
+    started some of them first, then failed on a taken name, left the other run without them (before: its channels
+    were replaced, and its workers waited on channels that were gone)."""
+    for name in groups:
+        _check_group_name(name)
+    taken_groups, taken_channels, holders, ours = [], [], [], []
+    for name in groups:
+        info, _ = _lookup_group(name)
+        job = None if info is None else info.get("job")
+        holder = None if info is None else other_run(job)
+        if holder is not None:
+            taken_groups.append(name)
+            holders.append(holder)
+        elif info is not None and job in (None, current_job()):
+            ours.append(name)
+        else:  # free, or a claim left by a run that ended (the launch takes it over); its mailbox too
+            holder = channel_holder(_mailbox_name(name))
+            if holder is not None:  # a running run's group the registry lost (it died with the run that made it)
+                taken_groups.append(name)
+                holders.append(holder)
+    for name in channels:
+        holder = channel_holder(name)
+        if holder is not None:
+            taken_channels.append(name)
+            holders.append(holder)
+    if taken_groups or taken_channels:
+        described = list(dict.fromkeys(describe_run(holder) for holder in holders))
+        raise NameInUseError(in_use_message(taken_groups, taken_channels, cluster_address(), described))
+    if ours:
+        raise _held_by_this_run(ours[0])
 
 
 def _release_claim(name: str, token: str) -> None:
@@ -629,6 +683,7 @@ class WorkerGroup:
         self.placements: list[Placement] = []
         self.uses_cuda = False
         self._claim_token: str | None = None  # this group's claim on its name in the registry, while running
+        self._mailbox: Channel | None = None  # the p2p mailbox this group started (shutdown destroys that one only)
         self._claim_finalizer: weakref.finalize | None = None
 
     # ---- launch -------------------------------------------------------------------------------
@@ -657,7 +712,8 @@ class WorkerGroup:
         self.placements, self.name, self.uses_cuda = placements, name, cluster.has_real_gpus
         self._shut_down, self._launched, self._session = False, False, ray_session()
         try:
-            self._pending = [Channel.start(_mailbox_name(name), _mailbox=True).ready]
+            mailbox = Channel.start(_mailbox_name(name), _mailbox=True)
+            self._mailbox, self._pending = mailbox.channel, [mailbox.ready]
             self._hosts = [self._start_host(cluster, placement) for placement in self.placements]
             self._store_ref = self._hosts[0].host_store.remote("default", self.world_size)
         except BaseException:
@@ -667,14 +723,28 @@ class WorkerGroup:
 
     def _claim_name(self, name: str, world_size: int, cuda: bool) -> None:
         """Take `name` in the group registry, or refuse: a second group under a running group's name replaced
-        its p2p mailbox (messages lost, its receivers waiting for ever) and its registry entry."""
+        its p2p mailbox (messages lost, its receivers waiting for ever) and its registry entry. A group of another
+        running run (Ray job) holding it: NameInUseError, for a user of the command line (before: "shut it down
+        first (its WorkerGroup's .shutdown())", which they cannot). A claim left by a run that ended is taken over."""
         token = uuid.uuid4().hex
-        info = {"world_size": world_size, "cuda": cuda, "token": token}
-        if not ray.get(_registry().claim.remote(name, info)):
-            raise ValueError(
-                f"a worker group named {name!r} is already running; shut it down first (its WorkerGroup's "
-                f".shutdown()) or launch this one under another name"
-            )
+        info = {"world_size": world_size, "cuda": cuda, "token": token, "job": current_job()}
+        registry = _registry()
+        for _ in range(2):
+            if ray.get(registry.claim.remote(name, info)):
+                break
+            held, _ = ray.get(registry.lookup.remote(name))
+            if held is None:  # released meanwhile: claim again
+                continue
+            job = held.get("job")
+            holder = other_run(job)
+            if holder is not None:
+                raise NameInUseError(in_use_message([name], [], cluster_address(), [describe_run(holder)]))
+            if job in (None, current_job()):
+                raise _held_by_this_run(name)
+            logger.info("worker group %r: taking over the name from run %s, which ended", name, job)
+            ray.get(registry.release.remote(name, held["token"]))
+        else:
+            raise ValueError(f"worker group {name!r}: its name could not be claimed (claimed and released meanwhile)")
         self._claim_token = token
         # Released by shutdown; also where the group is garbage-collected without one (its processes end then).
         self._claim_finalizer = weakref.finalize(self, _release_claim, name, token)
@@ -899,6 +969,7 @@ class WorkerGroup:
         hosts, self._hosts = self._hosts, []
         self.placements, self._launched, self._pending, self._store_ref = [], False, [], None
         self._sync_stores.clear()
+        mailbox, self._mailbox = self._mailbox, None
         self._shut_down = self._shut_down or started
         if alive:
             for host in hosts:
@@ -909,10 +980,10 @@ class WorkerGroup:
         token, self._claim_token, self._claim_finalizer = self._claim_token, None, None
         if not alive:
             return
-        try:
-            Channel.connect(_mailbox_name(self.name)).destroy()  # from now on a send to this group fails
-        except ValueError:
-            pass
+        # From now on a send to this group fails. Its own mailbox only (before: any by the name; a start refused
+        # because another run held the mailbox destroyed that run's).
+        if mailbox is not None:
+            mailbox.destroy()
         ray.get(_registry().release.remote(self.name, token))  # before a relaunch claims it
 
     def __repr__(self) -> str:
