@@ -39,7 +39,7 @@ from ..envs.registration import time_limit
 from ..scheduler import Channel, Cluster, ComponentPlacement, WorkerError, WorkerGroup, wait_all
 from ..scheduler.worker import check_names_free
 from ..workers.actor_worker import ActorWorker
-from ..workers.env_worker import EnvWorker, envs_per_stage
+from ..workers.env_worker import EnvWorker, envs_per_stage, per_env_task_ids
 from ..workers.policy_loading import (
     check_checkpoint_action_dim,
     check_policy_cameras,
@@ -549,6 +549,13 @@ def check_env_split(cfg: TrainConfig, placement: ComponentPlacement) -> None:
             f"would serve none; give the rollout at most {env_workers} GPU(s), or the env more"
         )
     per_stage = envs_per_stage(cfg, env_workers)
+    task_ids = per_env_task_ids(cfg.env.kwargs)
+    if task_ids is not None and len(task_ids) != cfg.env.num_envs:  # before: a worker's error, naming neither
+        raise ValueError(
+            f"env.kwargs.task_id={task_ids} gives one task per env, {len(task_ids)} for env.num_envs="
+            f"{cfg.env.num_envs}: give {cfg.env.num_envs} task ids (each env worker x pipeline stage plays its "
+            f"{per_stage} in order), or one id for all envs"
+        )
     workers = cfg.env.kwargs.get("num_workers")
     if isinstance(workers, int) and workers > per_stage:  # before: per_stage processes, silently
         raise ValueError(

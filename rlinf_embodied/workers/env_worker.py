@@ -25,8 +25,14 @@ logger = logging.getLogger(__name__)
 EVAL_SEED_SALT = 15485863  # keeps evaluation seeds apart from the training resets' seeds
 
 
-def make_vector_env(cfg: TrainConfig, num_envs: int) -> gym.vector.VectorEnv:
+def make_vector_env(cfg: TrainConfig, num_envs: int, first_env: int = 0) -> gym.vector.VectorEnv:
+    """The vector env of the run's envs first_env .. first_env + num_envs - 1 (one pipeline stage of one env worker).
+    A per-env list in env.kwargs.task_id (one task per env of the whole run) gives it its slice (before: every stage
+    and worker got the whole list, and failed to build)."""
     env_cfg = cfg.env
+    kwargs = dict(env_cfg.kwargs)
+    if per_env_task_ids(kwargs) is not None:
+        kwargs["task_id"] = per_env_task_ids(kwargs)[first_env : first_env + num_envs]
     return gym.make_vec(
         env_cfg.id,
         num_envs=num_envs,
@@ -34,8 +40,16 @@ def make_vector_env(cfg: TrainConfig, num_envs: int) -> gym.vector.VectorEnv:
         obs_mode=env_cfg.obs_mode,
         max_episode_steps=env_cfg.max_episode_steps,
         ignore_terminations=env_cfg.ignore_terminations,
-        **dict(env_cfg.kwargs),
+        **kwargs,
     )
+
+
+def per_env_task_ids(env_kwargs: dict) -> list | None:
+    """env.kwargs.task_id as a list where it gives one task per env (a list), else None (one task for all)."""
+    task_id = env_kwargs.get("task_id")
+    if task_id is None or isinstance(task_id, (str, int)) or not hasattr(task_id, "__iter__"):
+        return None
+    return list(task_id)
 
 
 def obs_to_cpu(obs: dict) -> dict:
@@ -64,8 +78,10 @@ class EnvWorker(Worker, SpanRecorder):
 
     def init_worker(self) -> None:
         self.num_envs_per_stage = envs_per_stage(self.cfg, self.world_size)
+        stages, per_stage = self.cfg.runner.pipeline_stage_num, self.num_envs_per_stage
         self.stages = [
-            make_vector_env(self.cfg, self.num_envs_per_stage) for _ in range(self.cfg.runner.pipeline_stage_num)
+            make_vector_env(self.cfg, per_stage, first_env=(self.rank * stages + stage) * per_stage)
+            for stage in range(stages)
         ]
         self.init_finished = time.time()  # vector envs that build in their constructor are ready now
         self.metrics = EpisodeMetrics()

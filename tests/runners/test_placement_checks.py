@@ -9,6 +9,14 @@ import pytest
 from rlinf_embodied.config import compose_config
 from rlinf_embodied.train import check_train_config
 
+LIBERO_PI0 = [
+    "env=libero",
+    "policy=pi0",
+    "policy.size=tiny",
+    "policy.require_checkpoint=false",
+    "env.kwargs.camera_size=32",
+]
+
 
 @pytest.mark.parametrize(
     "overrides, message",
@@ -84,6 +92,10 @@ from rlinf_embodied.train import check_train_config
             r"env.kwargs.num_workers=6 > the 4 envs of each vector env \(env.num_envs=8 over 1 env worker\(s\) x "
             r"runner.pipeline_stage_num=2\): .* set it <= 4",
         ),
+        (  # probe 61 #3: before, each env worker got the whole list and failed inside, naming neither setting
+            [*LIBERO_PI0, "env.num_envs=2", "env.kwargs.task_id=[0,1,2]"],
+            r"env.kwargs.task_id=\[0, 1, 2\] gives one task per env, 3 for env.num_envs=2: give 2 task ids",
+        ),
     ],
 )
 def test_a_split_that_cannot_work_is_refused_before_ray_starts(overrides, message):
@@ -102,6 +114,7 @@ def test_a_split_that_cannot_work_is_refused_before_ray_starts(overrides, messag
         ["env.num_envs=8", "runner.rollout_steps=50", "algorithm.num_minibatches=400", "algorithm=grpo"],
         ["algorithm=dapo", "env.num_envs=8", "runner.rollout_steps=50", "algorithm.micro_batch_size=99"],
         ["algorithm=dapo", "env.num_envs=8", "runner.rollout_steps=50", "algorithm.num_minibatches=400"],
+        [*LIBERO_PI0, "env.num_envs=4", "runner.pipeline_stage_num=2", "env.kwargs.task_id=[0,1,2,3]"],
     ],
 )
 def test_a_split_that_works_passes(overrides):
