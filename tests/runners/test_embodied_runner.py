@@ -2,7 +2,8 @@
 
 Starting a run's workers takes most of a test's time, so each run serves every check it can: one per
 placement mode (hybrid; disaggregated, resumed with evaluation; collocated, the pi0 run), the pipeline
-stages' pair. The default command, its interrupt and resume: test_interrupts.py."""
+stages' pair; the runner.offload pair of CUDA IPC runs drives one start-up's workers. The default command, its
+interrupt and resume: test_interrupts.py."""
 
 from __future__ import annotations
 
@@ -341,8 +342,13 @@ def test_actor_reproduces_rollout_log_probs_before_its_first_step(cluster, tmp_p
     cfg.policy.name, cfg.policy.precision = policy_name, precision
     cfg.runner.max_iterations, cfg.runner.rollout_steps, cfg.runner.save_interval = 2, 3, 1
     if policy_name == "pi0":  # a VLA needs cameras: LIBERO renders on CPU (ManiSkill cannot here)
-        cfg.env.id, cfg.env.obs_mode, cfg.env.max_episode_steps = "rlinf/LIBERO-Spatial", "rgb", 12  # 3 x chunk 4
-        cfg.env.num_envs = 2  # each LIBERO env compiles its MuJoCo scene: seconds apiece on 2 cores
+        # a LIBERO env step took 0.2 s on 2 cores: 2 policy calls x chunk 4 = 8 env steps per env and iteration
+        cfg.env.id, cfg.env.obs_mode, cfg.env.max_episode_steps = "rlinf/LIBERO-Spatial", "rgb", 8
+        cfg.runner.rollout_steps = 2
+        # 2 envs, so that each policy call is batched; each LIBERO env compiles its MuJoCo scene: seconds apiece
+        cfg.env.num_envs = 2
+        # one minibatch: initial_approx_kl (measured on the first) then covers every sample of the rollout
+        cfg.algorithm.num_minibatches = 1
         # one settle step per reset, not 10: each reset took 2.7-4.3 s on 2 cores (0.5 s with none); the loop still runs
         cfg.env.kwargs = {"task_id": 0, "camera_size": 32, "num_settle_steps": 1}
         # from a checkpoint as `python -m rlinf_embodied.sft` writes one: with action/state statistics
@@ -380,27 +386,71 @@ class _Done:
         return None
 
 
+class _RunnerOnStartedWorkers(EmbodiedRunner):
+    """An EmbodiedRunner (its own driver state: iterations, sync flags, metrics) that drives the workers and channels
+    `started` started, instead of starting its own."""
+
+    def __init__(self, started: EmbodiedRunner, *args, **kwargs):
+        self._started = started
+        super().__init__(*args, **kwargs)
+
+    def _start_workers(self, cfg: TrainConfig, cluster: Cluster) -> None:
+        for name in (
+            "env_group",
+            "rollout_group",
+            "actor_group",
+            "env_spec",
+            "env_channel",
+            "action_channel",
+            "actor_channel",
+            "startup_seconds",
+        ):
+            setattr(self, name, getattr(self._started, name))
+
+
+def stand_in_for_cuda_ipc(runner: EmbodiedRunner) -> tuple[list[str], list[str]]:
+    """CUDA IPC stood in for by the object store, and the swaps recorded, not run: (IPC syncs, swaps), filled as the
+    runner runs."""
+    actor, calls, swaps = runner.actor_group, [], []
+    actor.sync_method = lambda dst: "cuda_ipc"
+    actor._sync_by_cuda_ipc = lambda dst: calls.append(dst.name) or actor._sync_by_object_store(dst)
+    for group in (runner.actor_group, runner.rollout_group):
+        for method in ("offload", "onload"):
+            setattr(group, method, lambda name=f"{group.name}.{method}": swaps.append(name) or _Done())
+    return calls, swaps
+
+
+@pytest.fixture(scope="module")
+def cuda_ipc_runs(cluster, tmp_path_factory):
+    """A collocated run with CUDA IPC stood in for (2 iterations, an evaluation after each) for runner.offload=true
+    and for false: offload -> (history, IPC syncs, swaps). Only the driver (EmbodiedRunner) reads runner.offload,
+    and the swaps are not run, so both runs make the same calls on the workers: the offload=false run is a runner of
+    its own (fresh driver state) on the workers the offload=true run started (a second start-up took 13 s)."""
+    cfg = small_config({"env,rollout,actor": "all"}, 1)
+    cfg.runner.max_iterations, cfg.runner.eval_interval, cfg.runner.eval_rounds = 2, 1, 1
+    runs = {}
+    started = EmbodiedRunner(cfg, cluster, str(tmp_path_factory.mktemp("offload")))
+    try:
+        calls, swaps = stand_in_for_cuda_ipc(started)
+        runs[True] = started.run(), calls, swaps
+        resident = copy.deepcopy(cfg)
+        resident.runner.offload = False
+        runner = _RunnerOnStartedWorkers(started, resident, cluster, str(tmp_path_factory.mktemp("resident")))
+        calls, swaps = stand_in_for_cuda_ipc(runner)
+        runs[False] = runner.run(), calls, swaps
+    finally:
+        started.shutdown()
+    return runs
+
+
 @pytest.mark.parametrize("offload", [True, False])
-def test_collocated_run_syncs_over_cuda_ipc_right_after_training(cluster, tmp_path, offload):
+def test_collocated_run_syncs_over_cuda_ipc_right_after_training(cuda_ipc_runs, offload):
     """When the actor can reach the rollout's GPU over CUDA IPC, the runner syncs right after training (the
     actor's weights still on the GPU) and only onloads the rollout before the next rollout or evaluation.
     CUDA IPC itself needs a GPU (tests/scheduler/test_gpu_ipc.py): here it is stood in for by the object store,
     so the check is the order: the rollout must act with the weights of the update before.
     runner.offload=false: no model is swapped at all, and the rollout still acts with the latest weights."""
-    cfg = small_config({"env,rollout,actor": "all"}, 1)
-    cfg.runner.max_iterations, cfg.runner.eval_interval, cfg.runner.eval_rounds = 2, 1, 1
-    cfg.runner.offload = offload
-    runner = EmbodiedRunner(cfg, cluster, str(tmp_path))
-    try:
-        actor, calls, swaps = runner.actor_group, [], []
-        actor.sync_method = lambda dst: "cuda_ipc"
-        actor._sync_by_cuda_ipc = lambda dst: calls.append(dst.name) or actor._sync_by_object_store(dst)
-        for group in (runner.actor_group, runner.rollout_group):
-            for method in ("offload", "onload"):
-                setattr(group, method, lambda name=f"{group.name}.{method}": swaps.append(name) or _Done())
-        history = runner.run()
-    finally:
-        runner.shutdown()
+    history, calls, swaps = cuda_ipc_runs[offload]
     assert len(calls) == 3  # before the first rollout, then once after each update (not again for eval)
     for metrics in history:
         assert metrics["train/initial_approx_kl"] < 1e-6, metrics  # iteration 1 acted with iteration 0's update
