@@ -14,28 +14,35 @@ every later one: the cost of pinning is paid once per process, whatever else hol
 
 from __future__ import annotations
 
+import sys
 import weakref
 from typing import Iterable
 
 import torch
 from torch import nn
-from torch.distributed.tensor import DTensor
 
 CPU = torch.device("cpu")
 
 
+def _is_dtensor(tensor: torch.Tensor) -> bool:
+    """Whether `tensor` is an FSDP2 DTensor, without importing torch.distributed.tensor (0.5 s per process, which
+    the env and rollout workers never use): where no one imported it, no tensor is one."""
+    module = sys.modules.get("torch.distributed.tensor")
+    return module is not None and isinstance(tensor, module.DTensor)
+
+
 def _on_local(tensor: torch.Tensor, fn) -> torch.Tensor:
     """Apply fn to a plain tensor, or to a DTensor's local shard (keeping mesh and placements)."""
-    if isinstance(tensor, DTensor):
+    if _is_dtensor(tensor):
         local = fn(tensor._local_tensor)
-        return DTensor.from_local(
+        return type(tensor).from_local(
             local, tensor.device_mesh, tensor.placements, run_check=False, shape=tensor.shape, stride=tensor.stride()
         )
     return fn(tensor)
 
 
 def _local(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor._local_tensor if isinstance(tensor, DTensor) else tensor
+    return tensor._local_tensor if _is_dtensor(tensor) else tensor
 
 
 class HostBuffers:

@@ -144,3 +144,28 @@ def test_offload_state_moves_every_model_and_optimizer_in_one_pass_and_back_bit_
     assert all(torch.equal(a, b) for a, b in zip(before, after))
     assert all(torch.equal(s["exp_avg"].cpu(), m) for s, m in zip(optimizer.state.values(), moments))
     assert all(s["exp_avg_sq"].device.type == "cuda" for s in optimizer.state.values())
+
+
+def test_a_dtensors_local_shard_is_what_moves_and_plain_tensors_pass_without_the_dtensor_module():
+    """offload no longer imports torch.distributed.tensor (0.5 s in every env and rollout worker process): a DTensor
+    (FSDP2's parameters) is still found and its local shard moved, keeping its mesh and placements."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import DTensor, Shard, distribute_tensor
+
+    from rlinf_embodied.scheduler import offload
+
+    started = not dist.is_initialized()
+    if started:
+        dist.init_process_group("gloo", init_method="tcp://127.0.0.1:0", rank=0, world_size=1)
+    try:
+        tensor = distribute_tensor(torch.arange(4.0), init_device_mesh("cpu", (1,)), [Shard(0)])
+        assert offload._local(tensor) is tensor._local_tensor
+        doubled = offload._on_local(tensor, lambda local: local * 2)
+        assert isinstance(doubled, DTensor) and doubled.placements == tensor.placements
+        assert torch.equal(doubled.to_local(), torch.arange(4.0) * 2)
+    finally:
+        if started:
+            dist.destroy_process_group()
+    plain = torch.ones(3)
+    assert offload._local(plain) is plain and torch.equal(offload._on_local(plain, lambda t: t + 1), plain + 1)
