@@ -78,6 +78,20 @@ def check_has_checkpoint(policy: PolicyConfig) -> None:
         )
 
 
+def reject_task_id_with_task_ids(overrides: list[str], eval_cfg: EvalConfig) -> None:
+    """env.kwargs.task_id given on the command line with eval.task_ids: eval.task_ids picks the tasks, so the
+    given task id would change nothing (before: replaced silently). The env group's own default (LIBERO's
+    task_id: 0) is not a choice of the user's, so it is not refused."""
+    if eval_cfg.task_ids is None:
+        return
+    given = [override for override in overrides if override_key(override) == "env.kwargs.task_id"]
+    if given:
+        raise ValueError(
+            f"{given[-1]} and eval.task_ids={list(eval_cfg.task_ids)} both pick the tasks, and eval.task_ids "
+            "replaces env.kwargs.task_id: give one of them"
+        )
+
+
 def given_video_settings(overrides: list[str], eval_cfg: EvalConfig) -> list[str]:
     """The video settings the command line gave while eval.video is on ("eval.video_envs=2"): where the env renders
     no rgb frames they would change nothing, and the evaluation refuses them; the default eval.video=true only
@@ -98,6 +112,7 @@ def main(cfg) -> None:
     reject_unread_settings(list(HydraConfig.get().overrides.task), UNREAD_SETTINGS)
     typed: EvalRunConfig = typed_config(cfg)
     check_eval_seed(typed.eval)
+    reject_task_id_with_task_ids(list(HydraConfig.get().overrides.task), typed.eval)
     check_env(typed.env)
     # an unknown size or override, or an override of the checkpoint's architecture, named before the env is built
     check_policy_config(typed.policy)

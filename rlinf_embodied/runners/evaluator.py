@@ -184,12 +184,6 @@ def eval_tasks(eval_cfg: EvalConfig, env_cfg: EnvConfig) -> list[Optional[int]]:
         )
     if eval_cfg.task_ids is None:
         return [None]
-    if "task_id" in env_cfg.kwargs:  # before: eval.task_ids replaced it silently
-        raise ValueError(
-            f"env.kwargs.task_id={plain_config_value(env_cfg.kwargs['task_id'])!r} and eval.task_ids="
-            f"{list(eval_cfg.task_ids)} both pick the tasks, and eval.task_ids would replace env.kwargs.task_id: "
-            "give one of them"
-        )
     for task_id in eval_cfg.task_ids:
         try:
             check_env_options(env_id, env_cfg.obs_mode, {**env_cfg.kwargs, "task_id": task_id})

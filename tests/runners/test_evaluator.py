@@ -172,8 +172,47 @@ def failed_eval(override: str, tmp_path, *more: str) -> subprocess.CompletedProc
     return result
 
 
+def refused_eval(monkeypatch, capsys, *overrides: str, before: str = "episode") -> str:
+    """`python -m rlinf_embodied.eval <overrides>` run by its entry point in this process (`main` with these
+    arguments: Hydra's composition and every check `main` makes, in its order, without a second interpreter's
+    seconds of imports; test_eval_rejects_env_num_envs_which_only_training_reads launches the command itself).
+    It must be refused: a non-zero exit, whose stderr (with the error) is returned. `before`: "episode", the test
+    fails if an episode starts; "env", already if an eval env is built."""
+    import logging
+
+    from rlinf_embodied import eval as eval_entry
+    from rlinf_embodied.runners import evaluator
+
+    def reached(what):
+        def fail(*args, **kwargs):
+            pytest.fail(f"{what} before the refusal")  # BaseException: Hydra's error report does not catch it
+
+        return fail
+
+    monkeypatch.setattr(evaluator, "_run_task", reached("an episode was played"))
+    if before == "env":
+        monkeypatch.setattr(evaluator, "make_eval_env", reached("an eval env was built"))
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)  # else Hydra raises instead of printing and exiting
+    monkeypatch.setattr(sys, "argv", ["eval", *overrides])
+    handlers = list(logging.getLogger().handlers)
+    try:
+        eval_entry.main()
+    except SystemExit as exit_:  # Hydra printed the error to stderr
+        assert exit_.code not in (0, None)
+        return capsys.readouterr().err
+    except Exception as error:  # noqa: BLE001 - under a tracer (debugger, coverage) Hydra re-raises the error
+        return capsys.readouterr().err + f"{type(error).__name__}: {error}"
+    finally:
+        for handler in set(logging.getLogger().handlers) - set(handlers):
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+    pytest.fail(f"eval {' '.join(overrides)} was not refused")
+
+
 def test_eval_rejects_env_num_envs_which_only_training_reads(tmp_path):
-    """Before: `python -m rlinf_embodied.eval env.num_envs=32` ran eval.num_envs (4) envs without a word."""
+    """Before: `python -m rlinf_embodied.eval env.num_envs=32` ran eval.num_envs (4) envs without a word.
+    The command itself, launched (the file's one launch: the module runs main, a refusal exits non-zero with the
+    error on stderr); the other refusals run main in this process (refused_eval)."""
     result = failed_eval("env.num_envs=32", tmp_path)
     assert "env.num_envs=32: python -m rlinf_embodied.eval steps eval.num_envs envs in parallel" in result.stderr
 
@@ -196,27 +235,28 @@ def test_eval_device_names_the_setting_and_the_valid_devices(name, message):
     assert pick_device("cpu", "eval.device") == torch.device("cpu")
 
 
-def test_eval_without_a_checkpoint_is_refused_before_any_episode(tmp_path):
+def test_eval_without_a_checkpoint_is_refused_before_any_episode(tmp_path, monkeypatch, capsys):
     """Before: `python -m rlinf_embodied.eval` without policy.checkpoint scored a randomly initialised policy."""
-    result = failed_eval("eval.num_episodes=8", tmp_path)
-    assert "python -m rlinf_embodied.eval needs policy.checkpoint=<a policy directory" in result.stderr
-    assert "eval rlinf" not in result.stderr  # no episode ran (the progress bar)
+    stderr = refused_eval(monkeypatch, capsys, "eval.num_episodes=8", f"hydra.run.dir={tmp_path}")
+    assert "python -m rlinf_embodied.eval needs policy.checkpoint=<a policy directory" in stderr
+    assert "eval rlinf" not in stderr  # no episode ran (the progress bar; refused_eval fails on one too)
 
 
-def test_eval_checks_the_policy_settings_before_building_the_env(tmp_path):
+def test_eval_checks_the_policy_settings_before_building_the_env(tmp_path, monkeypatch, capsys):
     """Before: `eval policy.size=huge` built the env, then failed with KeyError: 'huge'."""
-    result = failed_eval("policy.size=huge", tmp_path)
-    assert "policy.size='huge' is not a size of policy 'mlp'; valid: ['default', 'tiny']" in result.stderr
+    stderr = refused_eval(monkeypatch, capsys, "policy.size=huge", f"hydra.run.dir={tmp_path}", before="env")
+    assert "policy.size='huge' is not a size of policy 'mlp'; valid: ['default', 'tiny']" in stderr
 
 
-def test_eval_refuses_an_output_dir_it_cannot_create_before_any_episode(tmp_path, checkpoint):
+def test_eval_refuses_an_output_dir_it_cannot_create_before_any_episode(tmp_path, checkpoint, monkeypatch, capsys):
     """Before: results.json was written after every episode had run, so an unwritable eval.output_dir failed at
     the end with os.makedirs' error, which names no setting."""
     (tmp_path / "a_file").write_text("")
     bad = tmp_path / "a_file" / "results"
-    result = failed_eval(f"eval.output_dir={bad}", tmp_path, f"policy.checkpoint={checkpoint}")
-    assert f"eval.output_dir='{bad}' cannot be created (Not a directory): give a writable directory" in result.stderr
-    assert "eval rlinf" not in result.stderr  # no episode ran (the progress bar)
+    overrides = (f"eval.output_dir={bad}", f"policy.checkpoint={checkpoint}", f"hydra.run.dir={tmp_path}")
+    stderr = refused_eval(monkeypatch, capsys, *overrides)
+    assert f"eval.output_dir='{bad}' cannot be created (Not a directory): give a writable directory" in stderr
+    assert "eval rlinf" not in stderr  # no episode ran (the progress bar; refused_eval fails on one too)
 
 
 def test_eval_refuses_an_output_dir_holding_an_earlier_evaluations_results(tmp_path, checkpoint, monkeypatch, capsys):
@@ -557,24 +597,30 @@ def test_sampling_overrides_are_refused_where_the_evaluation_does_not_sample(ove
     reject_sampling_overrides(overrides, not deterministic)  # the other mode reads them
 
 
-def test_eval_refuses_a_sampling_override_of_a_deterministic_evaluation_before_any_episode(tmp_path, checkpoint):
-    result = failed_eval("policy.overrides.init_log_std=-3.0", tmp_path, f"policy.checkpoint={checkpoint}")
-    assert "policy.overrides.init_log_std=-3.0 would change nothing" in result.stderr
-    assert "eval rlinf" not in result.stderr  # no episode ran (the progress bar)
+def test_eval_refuses_a_sampling_override_of_a_deterministic_evaluation_before_any_episode(
+    tmp_path, checkpoint, monkeypatch, capsys
+):
+    overrides = ("policy.overrides.init_log_std=-3.0", f"policy.checkpoint={checkpoint}", f"hydra.run.dir={tmp_path}")
+    stderr = refused_eval(monkeypatch, capsys, *overrides)
+    assert "policy.overrides.init_log_std=-3.0 would change nothing" in stderr
+    assert "eval rlinf" not in stderr  # no episode ran (the progress bar; refused_eval fails on one too)
 
 
-def test_eval_refuses_an_architecture_override_of_the_checkpoint_before_any_episode(tmp_path, checkpoint):
+def test_eval_refuses_an_architecture_override_of_the_checkpoint_before_any_episode(
+    tmp_path, checkpoint, monkeypatch, capsys
+):
     """Before: the checkpoint failed to load in the policy's build, naming a tensor ("actor.0.bias has shape
     (32,), this mlp config needs (128,)"), after the envs were built."""
-    result = failed_eval("policy.overrides.hidden_dim=128", tmp_path, f"policy.checkpoint={checkpoint}")
+    overrides = ("policy.overrides.hidden_dim=128", f"policy.checkpoint={checkpoint}", f"hydra.run.dir={tmp_path}")
+    stderr = refused_eval(monkeypatch, capsys, *overrides)
     assert (
         f"policy.overrides.hidden_dim=128: policy.checkpoint='{checkpoint}' was trained with hidden_dim=32 (its "
-        "config.json), which sets the shapes of its weights" in result.stderr
+        "config.json), which sets the shapes of its weights" in stderr
     )
-    assert "eval rlinf" not in result.stderr
+    assert "eval rlinf" not in stderr
 
 
-def test_eval_refuses_an_output_dir_it_cannot_write_before_any_env(tmp_path, checkpoint):
+def test_eval_refuses_an_output_dir_it_cannot_write_before_any_env(tmp_path, checkpoint, monkeypatch, capsys):
     """Before: an existing directory that cannot be written failed in the log handler ("No such file or directory:
     '/proc/sys/eval.log'"), and a regular file read "cannot be created (File exists)"."""
     from rlinf_embodied.paths import make_output_dir
@@ -592,6 +638,47 @@ def test_eval_refuses_an_output_dir_it_cannot_write_before_any_env(tmp_path, che
         pytest.skip("no directory this user cannot write")
     with pytest.raises(PermissionError, match=rf"eval.output_dir='{unwritable[0]}' is not writable .*give a writable"):
         make_output_dir(unwritable[0], "eval.output_dir")
-    result = failed_eval(f"eval.output_dir={unwritable[0]}", tmp_path, f"policy.checkpoint={checkpoint}")
-    assert f"eval.output_dir='{unwritable[0]}' is not writable" in result.stderr
+    overrides = (f"eval.output_dir={unwritable[0]}", f"policy.checkpoint={checkpoint}", f"hydra.run.dir={tmp_path}")
+    stderr = refused_eval(monkeypatch, capsys, *overrides, before="env")
+    assert f"eval.output_dir='{unwritable[0]}' is not writable" in stderr
     read_only.chmod(0o700)
+
+
+def test_eval_task_ids_with_a_given_env_task_id_are_refused(monkeypatch, capsys, tmp_path):
+    """Before: eval.task_ids replaced env.kwargs.task_id silently (the run scored other tasks than the one given).
+    The env group's own default (LIBERO's task_id: 0) is no choice of the user's: eval.task_ids alone plays."""
+    from rlinf_embodied.eval import reject_task_id_with_task_ids
+
+    stderr = refused_eval(
+        monkeypatch, capsys, "env=libero", "env.kwargs.task_id=3", "eval.task_ids=[0]", f"hydra.run.dir={tmp_path}"
+    )
+    assert "env.kwargs.task_id=3 and eval.task_ids=[0] both pick the tasks" in stderr, stderr[-2000:]
+    reject_task_id_with_task_ids(["env=libero", "eval.seed=5"], EvalConfig(num_episodes=1, num_envs=1, task_ids=[0]))
+    reject_task_id_with_task_ids(["env.kwargs.task_id=3"], EvalConfig(num_episodes=1, num_envs=1))
+
+
+def test_a_suites_task_is_named_by_env_kwargs_task_id_where_eval_task_ids_is_unset():
+    """Before: a sweep over env.kwargs.task_id wrote tables and results.json that all read "rlinf/LIBERO-Spatial"."""
+    from rlinf_embodied.runners.evaluator import shown_task_id, task_label
+
+    libero = EnvConfig(id="rlinf/LIBERO-Spatial", num_envs=2, obs_mode="rgb", kwargs={"task_id": 3})
+    assert task_label(libero.id, shown_task_id(libero, None)) == "rlinf/LIBERO-Spatial[task 3]"
+    assert task_label(libero.id, shown_task_id(libero, 5)) == "rlinf/LIBERO-Spatial[task 5]"  # eval.task_ids' own
+    libero.kwargs["task_id"] = [0, 1]  # one task per env
+    assert task_label(libero.id, shown_task_id(libero, None)) == "rlinf/LIBERO-Spatial[tasks 0,1]"
+    del libero.kwargs["task_id"]
+    assert task_label(libero.id, shown_task_id(libero, None)) == "rlinf/LIBERO-Spatial"
+    single = EnvConfig(id="rlinf/ManiSkill-PickCube", num_envs=2)
+    assert task_label(single.id, shown_task_id(single, None)) == "rlinf/ManiSkill-PickCube"
+
+
+def test_more_env_worker_processes_than_eval_num_envs_is_refused_before_any_env(tmp_path, checkpoint):
+    """Before: the vector env's error ("num_workers=8 > num_envs=4") named neither env.kwargs.num_workers nor
+    eval.num_envs (the env group's env.num_envs is 8, so the 4 puzzled)."""
+    env_cfg = EnvConfig(id=TOY_ID, num_envs=8, obs_mode="rgb", kwargs={"num_workers": 8})
+    eval_cfg = EvalConfig(num_episodes=4, num_envs=4)
+    with pytest.raises(
+        ValueError, match=r"env.kwargs.num_workers=8 > the 4 envs of the evaluation \(eval.num_envs=4\)"
+    ):
+        evaluate_policy(env_cfg, PolicyConfig(name="mlp", checkpoint=checkpoint), eval_cfg, str(tmp_path / "eval"))
+    assert not (tmp_path / "eval").exists()
