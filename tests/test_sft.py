@@ -301,26 +301,54 @@ def test_eval_in_an_env_that_cannot_run_here_fails_at_start(tmp_path):
         worker.check_eval_env()
 
 
-def test_the_evaluation_process_checks_the_env_it_builds_against_the_dataset(tmp_path):
+def test_the_evaluation_process_checks_the_env_it_builds_against_the_dataset(tmp_path, monkeypatch):
     """sft.eval_async builds no second env for the start's check: the evaluation process checks the env it keeps
     as check_eval_env checks its own, and closes what it built when the env does not fit."""
+    from rlinf_embodied.runners import evaluator as evaluator_module
+
     cfg = SFTRunConfig()
     cfg.sft.dataset = write_state_dataset(tmp_path / "ds", episodes=1, length=3)
     cfg.sft.eval_interval, cfg.sft.eval_episodes, cfg.env.num_envs = 10, 2, 2
+    # the evaluation's two envs in one worker process: where this process's forkserver was started without
+    # ManiSkill (by an earlier toy-env test), every worker process of a build imports it, seconds of CPU each
+    cfg.env.kwargs["num_workers"] = 1
     worker = SFTWorker(cfg)
     worker.init_worker()
     needs = worker.eval_env_needs()
     assert needs.action_dim == MANISKILL_ACTION_DIM and needs.observation_keys == ("state",)
     evaluator = SFTEvalWorker(cfg)
-    assert evaluator.build_env(needs) == worker.check_eval_env()
+    assert evaluator.build_env(needs) == worker.check_eval_env()  # each built its own env
     assert len(evaluator.envs) == 1
-    evaluator.close_envs()
-    wrong_action = dataclasses.replace(needs, action_dim=3)
-    with pytest.raises(ValueError, match=rf"has action_dim={MANISKILL_ACTION_DIM} but the dataset .* has action_dim=3"):
-        evaluator.build_env(wrong_action)
-    assert evaluator.envs == {}  # closed
-    with pytest.raises(ValueError, match=r"observes \['instruction', 'state'\]: \['rgb'\] missing"):
-        evaluator.build_env(dataclasses.replace(needs, observation_keys=("state", "rgb")))
+    (env,) = evaluator.envs.values()
+    evaluator.envs.clear()
+    # Envs that do not fit the dataset: this real env, handed out again by make_eval_env, rather than two more
+    # builds of the same settings (worker processes each); what build_env closes is recorded.
+    handed_out, closed = [], []
+
+    class BuiltAgain:
+        def __getattr__(self, name):
+            return getattr(env, name)
+
+        def close(self):
+            closed.append(self)
+
+    def build_again(*args, **kwargs):
+        handed_out.append(BuiltAgain())
+        return handed_out[-1]
+
+    monkeypatch.setattr(evaluator_module, "make_eval_env", build_again)
+    try:
+        wrong_action = dataclasses.replace(needs, action_dim=3)
+        with pytest.raises(
+            ValueError, match=rf"has action_dim={MANISKILL_ACTION_DIM} but the dataset .* has action_dim=3"
+        ):
+            evaluator.build_env(wrong_action)
+        assert evaluator.envs == {} and handed_out[-1] in closed  # closed
+        with pytest.raises(ValueError, match=r"observes \['instruction', 'state'\]: \['rgb'\] missing"):
+            evaluator.build_env(dataclasses.replace(needs, observation_keys=("state", "rgb")))
+        assert evaluator.envs == {} and handed_out[-1] in closed and len(handed_out) == 2
+    finally:
+        env.close()
 
 
 # ---- tiny VLAs learn on images + state, in-process (the worker outside Ray: one CPU rank) -------------
