@@ -41,7 +41,7 @@ def worker(monkeypatch):
         algorithm=SimpleNamespace(env_group_size=1),
     )
 
-    def make_toy_env(cfg, num_envs):
+    def make_toy_env(cfg, num_envs, first_env=0):
         return BatchedVectorEnv(
             BatchedToyReach(num_envs, act_dim=ACT_DIM, goal_radius=0.0), lambda raw: raw, max_episode_steps=4
         )
