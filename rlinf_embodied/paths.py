@@ -17,14 +17,20 @@ if not os.path.isfile(os.path.join(CONFIG_DIR, "config.yaml")):
     )
 
 
+def refuse_file_as_dir(path: str, setting: str) -> None:
+    """A regular file where `setting` names a directory, refused (make_output_dir's first check; place's too, which
+    creates nothing)."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise NotADirectoryError(f"{setting}={path!r} is a file, not a directory: give a writable directory")
+
+
 def make_output_dir(path: str, setting: str) -> None:
     """Create `path` (with its parents) at start-up, a directory this process can write into, before any work whose
     results would go there (train, sft and eval call it); else raise naming the setting that gave it: a regular file
     (before: "cannot be created (File exists)"), a path that cannot be created (os.makedirs' own error names only
     the path), or an existing directory that cannot be written (read-only, or a pseudo-filesystem like /proc/sys:
     before, the log handler's open failed, or eval's results.json after every episode had run)."""
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise NotADirectoryError(f"{setting}={path!r} is a file, not a directory: give a writable directory")
+    refuse_file_as_dir(path, setting)
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as error:

@@ -22,7 +22,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 
 from .config import AUTO, TrainConfig, is_auto, register_configs, typed_config
-from .paths import CONFIG_DIR
+from .paths import CONFIG_DIR, refuse_file_as_dir
 from .scheduler.auto_placement import ComponentCosts, Layout
 from .unread_settings import override_key, reject_unread_settings
 
@@ -50,9 +50,7 @@ def place(
     cluster = None
     if costs is None and load_costs(profile_key(cfg)) is None:  # profile on the cluster cfg.cluster describes
         from .scheduler import Cluster
-        from .scheduler.auto_placement import check_cache_dir
 
-        check_cache_dir()  # before: the profile ran for minutes, then its costs were lost on a raw OSError
         cluster = Cluster.from_config(cfg.cluster)
     try:
         chosen = resolve_auto_placement(cfg, cluster, costs, log)
@@ -77,10 +75,7 @@ def refuse_what_train_refuses(cfg: TrainConfig) -> None:
 
     output_dir = cfg.runner.output_dir
     if output_dir:
-        if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-            raise NotADirectoryError(
-                f"runner.output_dir={output_dir!r} is a file, not a directory: give a writable directory"
-            )
+        refuse_file_as_dir(output_dir, "runner.output_dir")
         if os.path.isdir(output_dir):
             os.close(claim_output_dir(output_dir, "runner.output_dir", cfg.runner.resume, "runner.resume"))
     # the printed command starts a process of its own: no Ray connection of this one's for its Cluster to join

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from ..config import EnvConfig, EvalConfig, PolicyConfig
 from ..datasets.demo_seeds import check_checkpoint_held_out
 from ..envs.action_settings import check_action_settings, trained_env_note
-from ..envs.batching import MAX_SEED
+from ..envs.batching import MAX_SEED, is_int
 from ..envs.metrics import ClippedActionMetrics, action_rows, ended_env_indices, episodes_from_info
 from ..envs.spec import env_spec
 from ..paths import RESULTS_FILE
@@ -138,7 +138,7 @@ def check_eval_workers(env_cfg: EnvConfig, num_envs: int, source: str) -> None:
     """env.kwargs.num_workers beyond the evaluation's envs (`source`: the settings that set `num_envs`), refused
     before any env is built (before: the vector env's own error, naming neither setting)."""
     workers = env_cfg.kwargs.get("num_workers")
-    if isinstance(workers, int) and not isinstance(workers, bool) and workers > num_envs:
+    if is_int(workers) and workers > num_envs:
         raise ValueError(
             f"env.kwargs.num_workers={workers} > the {num_envs} envs of the evaluation ({source}): each worker "
             f"process steps at least one env; set env.kwargs.num_workers <= {num_envs}, or leave it unset "

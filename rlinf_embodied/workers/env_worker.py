@@ -31,8 +31,9 @@ def make_vector_env(cfg: TrainConfig, num_envs: int, first_env: int = 0) -> gym.
     and worker got the whole list, and failed to build)."""
     env_cfg = cfg.env
     kwargs = dict(env_cfg.kwargs)
-    if per_env_task_ids(kwargs) is not None:
-        kwargs["task_id"] = per_env_task_ids(kwargs)[first_env : first_env + num_envs]
+    task_ids = per_env_task_ids(kwargs)
+    if task_ids is not None:
+        kwargs["task_id"] = task_ids[first_env : first_env + num_envs]
     return gym.make_vec(
         env_cfg.id,
         num_envs=num_envs,
