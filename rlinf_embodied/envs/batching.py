@@ -73,6 +73,10 @@ def reject_non_finite_action(action: np.ndarray, env_name: str) -> None:
         raise ValueError(f"{env_name}'s action {action.tolist()} holds NaN or inf; envs take finite actions only")
 
 
+# An overshoot up to this share of a dimension's range (bound to bound) is read as sampling near the bound, not a bug.
+SMALL_OVERSHOOT = 0.1
+
+
 class ActionBounds:
     """The action space's bounds, to report the action elements outside them, which the envs clip to them: every env
     of ours puts each env's fraction of such elements into `info["action_clipped"]`, and the first out-of-box action
@@ -126,19 +130,37 @@ class ActionBounds:
         outside = outside.reshape(-1, outside.shape[-1])
         envs = int(outside.reshape(len(actions), -1).any(axis=1).sum())
         dims = np.flatnonzero(outside.any(axis=0)).tolist()
-        largest = float(np.abs(actions.reshape(outside.shape)[outside]).max())
+        flat = actions.reshape(outside.shape)
+        largest = float(np.abs(flat[outside]).max())
         logger.warning(
             "%s received actions outside its action space %s (max |value| %.6g, in action dimension(s) %s of %d of %d "
             "envs): they are clipped to the bounds. info['action_clipped'] holds each env's fraction of action "
-            "elements outside them (the env workers' metric clipped_action_fraction); a policy's actions out this "
-            "far usually mean an action scaling bug (its action normalisation, policy.overrides.action_low / "
-            "action_high). Warned once per env.",
+            "elements outside them (the env workers' metric clipped_action_fraction); %s Warned once per env.",
             name,
             self.space,
             largest,
             dims,
             envs,
             len(actions),
+            self._cause(flat, outside),
+        )
+
+    def _cause(self, actions: np.ndarray, outside: np.ndarray) -> str:
+        """The likely cause, by how far the actions (M, A) overshoot relative to each dimension's range: a policy
+        sampling near the bounds (RL's Gaussian noise, an unbounded head's mean) overshoots a little, which is
+        expected; a scaling bug (normalised actions sent in env units, or the reverse) far."""
+        low, high = np.broadcast_to(self.low, actions.shape), np.broadcast_to(self.high, actions.shape)
+        width = high - low
+        beyond = np.maximum(low - actions, actions - high)[outside]
+        finite = np.isfinite(width[outside]) & (width[outside] > 0)
+        if finite.any() and float((beyond[finite] / width[outside][finite]).max()) <= SMALL_OVERSHOOT:
+            return (
+                f"all are within {SMALL_OVERSHOOT:.0%} of their dimension's range beyond it, as a stochastic policy's "
+                "samples or an unbounded action head near the bounds give (expected in RL; watch the fraction)."
+            )
+        return (
+            "a policy's actions out this far usually mean an action scaling bug (its action normalisation, "
+            "policy.overrides.action_low / action_high)."
         )
 
 

@@ -66,3 +66,21 @@ def test_the_clipped_fraction_is_zero_exactly_when_every_action_is_in_the_box(sc
     clipped = env.step(actions)[4]["action_clipped"].numpy()
     np.testing.assert_allclose(clipped, expected)
     assert (clipped.sum() == 0) == (scale == 1.0)
+
+
+@pytest.mark.parametrize(
+    "value, cause",
+    [(1.0078125, "within 10% of their dimension's range"), (1.25, "action scaling bug"), (5.0, "action scaling bug")],
+)
+def test_the_warning_tells_a_small_overshoot_from_a_scaling_bug(caplog, value, cause):
+    """A bf16 Gaussian head's mean just past the gripper's +1 (stop 62's OpenVLA-OFT, 1.0078) is sampling near the
+    bound, not a bug; an action a quarter of the range out or more points at the action normalisation."""
+    bounds = ActionBounds(gym.spaces.Box(-1.0, 1.0, (ACT_DIM,), np.float32), "toy")
+    actions = np.zeros((2, 3, ACT_DIM), np.float32)
+    actions[1, 2, 1] = value
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        np.testing.assert_allclose(bounds.fraction(actions), [0.0, 1 / 6])
+    (message,) = clip_warnings(caplog)
+    assert cause in message and message.endswith("Warned once per env.")
+    other = "action scaling bug" if "within" in cause else "within 10%"
+    assert other not in message
