@@ -135,6 +135,21 @@ def _held_by_this_run(name: str) -> ValueError:
     )
 
 
+def _group_holder(info: dict | None) -> tuple[str, dict | None]:
+    """Whose run holds a worker group name, from its registry entry `info`: ("other", the other running run's job
+    entry), ("ours", None) for this process's run, ("ended", None) for a claim left by a run that ended, or
+    ("free", None) where there is no entry."""
+    if info is None:
+        return "free", None
+    job = info.get("job")
+    holder = other_run(job)
+    if holder is not None:
+        return "other", holder
+    if job in (None, current_job()):
+        return "ours", None
+    return "ended", None
+
+
 def check_names_free(groups: Sequence[str] = (), channels: Sequence[str] = ()) -> None:
     """Raise, touching nothing, where a worker group name in `groups` or a channel name in `channels` is taken:
     NameInUseError (a ValueError) naming every one another running run (Ray job) on this Ray cluster holds, and how
@@ -146,13 +161,11 @@ def check_names_free(groups: Sequence[str] = (), channels: Sequence[str] = ()) -
         _check_group_name(name)
     taken_groups, taken_channels, holders, ours = [], [], [], []
     for name in groups:
-        info, _ = _lookup_group(name)
-        job = None if info is None else info.get("job")
-        holder = None if info is None else other_run(job)
-        if holder is not None:
+        verdict, holder = _group_holder(_lookup_group(name)[0])
+        if verdict == "other":
             taken_groups.append(name)
             holders.append(holder)
-        elif info is not None and job in (None, current_job()):
+        elif verdict == "ours":
             ours.append(name)
         else:  # free, or a claim left by a run that ended (the launch takes it over); its mailbox too
             holder = channel_holder(_mailbox_name(name))
@@ -735,13 +748,12 @@ class WorkerGroup:
             held, _ = ray.get(registry.lookup.remote(name))
             if held is None:  # released meanwhile: claim again
                 continue
-            job = held.get("job")
-            holder = other_run(job)
-            if holder is not None:
+            verdict, holder = _group_holder(held)
+            if verdict == "other":
                 raise NameInUseError(in_use_message([name], [], cluster_address(), [describe_run(holder)]))
-            if job in (None, current_job()):
+            if verdict == "ours":
                 raise _held_by_this_run(name)
-            logger.info("worker group %r: taking over the name from run %s, which ended", name, job)
+            logger.info("worker group %r: taking over the name from run %s, which ended", name, held.get("job"))
             ray.get(registry.release.remote(name, held["token"]))
         else:
             raise ValueError(f"worker group {name!r}: its name could not be claimed (claimed and released meanwhile)")
