@@ -202,6 +202,13 @@ def is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
+def is_one_task_id(task_id: Any) -> bool:
+    """Whether env.kwargs.task_id is one task id for every env (an int, numpy ints included, not a bool) rather than
+    a per-env list: the one test of LIBERO's vector env (vector_env.validated_task_ids) and of the env workers, which
+    give each vector env its slice of a per-env list (workers/env_worker.per_env_task_ids)."""
+    return is_int(task_id)
+
+
 def camera_hw(camera_size: Any, minimum: int = 1, pair: bool = True, hint: str = "pixels") -> tuple[int, int]:
     """`camera_size` as (H, W): an int >= `minimum` (a square), or with `pair` an [H, W] pair of such ints. The
     camera-size check of every backend (ManiSkill, LIBERO), so they refuse the same values. Anything else raises,

@@ -14,6 +14,7 @@ import gymnasium as gym
 import torch
 
 from ..config import TrainConfig
+from ..envs.batching import is_one_task_id
 from ..envs.metrics import ClippedActionMetrics, EpisodeMetrics, action_rows
 from ..envs.spec import env_spec
 from ..scheduler import Channel, Worker
@@ -48,7 +49,10 @@ def make_vector_env(cfg: TrainConfig, num_envs: int, first_env: int = 0) -> gym.
 def per_env_task_ids(env_kwargs: dict) -> list | None:
     """env.kwargs.task_id as a list where it gives one task per env (a list), else None (one task for all)."""
     task_id = env_kwargs.get("task_id")
-    if task_id is None or isinstance(task_id, (str, int)) or not hasattr(task_id, "__iter__"):
+    if is_one_task_id(task_id):
+        return None
+    # nor a list (None, a string, a bool, ...): passed to the env as given, which refuses what it cannot take
+    if isinstance(task_id, str) or not hasattr(task_id, "__iter__"):
         return None
     return list(task_id)
 

@@ -15,6 +15,7 @@ from typing import Any, Optional, Sequence, Union
 import gymnasium as gym
 import numpy as np
 
+from ..batching import is_one_task_id
 from ..registration import reject_unknown_options
 from ..vector import SubprocVectorEnv, validate_common_options
 from .env import (
@@ -105,22 +106,18 @@ def make_libero_vector_env(
 
 def _task_ids(spec: LiberoSuite, task_id: Union[int, Sequence[int]], num_envs: int, obs_mode: str) -> list[int]:
     task_ids = validated_task_ids(spec, task_id, obs_mode)
-    if _is_one_task_id(task_id):
+    if is_one_task_id(task_id):
         return task_ids * num_envs
     if len(task_ids) != num_envs:
         raise ValueError(f"task_id got {len(task_ids)} entries for num_envs={num_envs}; pass one int or one per env")
     return task_ids
 
 
-def _is_one_task_id(task_id: Any) -> bool:
-    return isinstance(task_id, (int, np.integer)) and not isinstance(task_id, bool)
-
-
 def validated_task_ids(spec: LiberoSuite, task_id: Union[int, Sequence[int]], obs_mode: str) -> list[int]:
     """`task_id` (one id or one per env) as a list of ids of `spec`'s tasks; raises on an id out of range, a value
     that is neither, or different tasks where `obs_mode`'s observations differ in size between them."""
     validate_obs_mode(obs_mode)
-    if _is_one_task_id(task_id):
+    if is_one_task_id(task_id):
         return [spec.validate_task_id(int(task_id))]
     if isinstance(task_id, (str, bytes)) or not isinstance(task_id, Sequence) or not task_id:
         raise ValueError(  # a string is a Sequence: 'abc' was read as the task ids 'a', 'b', 'c'
