@@ -39,24 +39,26 @@ def place(
     was chosen for) and the override. Without `costs`, starts the cluster cfg.cluster describes and reads the cache
     or profiles there."""
     from .runners.placement_profile import profile_key, resolve_auto_placement
-    from .scheduler.auto_placement import load_costs
+    from .scheduler.auto_placement import costs_read_once, load_costs
     from .train import check_train_config
 
     cfg = copy.deepcopy(cfg)
     cfg.cluster.component_placement = AUTO
     cfg.runner.pipeline_stage_num = AUTO
-    check_train_config(cfg)  # what train checks before Ray (env, policy, resume, time limit, auto's own rules)
-    refuse_what_train_refuses(cfg)  # and what train refuses outside check_train_config
-    cluster = None
-    if costs is None and load_costs(profile_key(cfg)) is None:  # profile on the cluster cfg.cluster describes
-        from .scheduler import Cluster
+    # check_train_config, the test below and resolve_auto_placement each ask for the cached costs: one read of the file
+    with costs_read_once():
+        check_train_config(cfg)  # what train checks before Ray (env, policy, resume, time limit, auto's own rules)
+        refuse_what_train_refuses(cfg)  # and what train refuses outside check_train_config
+        cluster = None
+        if costs is None and load_costs(profile_key(cfg)) is None:  # profile on the cluster cfg.cluster describes
+            from .scheduler import Cluster
 
-        cluster = Cluster.from_config(cfg.cluster)
-    try:
-        chosen = resolve_auto_placement(cfg, cluster, costs, log)
-    finally:
-        if cluster is not None:
-            cluster.shutdown()
+            cluster = Cluster.from_config(cfg.cluster)
+        try:
+            chosen = resolve_auto_placement(cfg, cluster, costs, log)
+        finally:
+            if cluster is not None:
+                cluster.shutdown()
     # before: only the override, so the pasted command trained the defaults, not what the layout was chosen for
     settings = "".join(f"{shlex.quote(setting)} " for setting in command_line)
     log(f"train with: python -m rlinf_embodied.train {settings}{chosen.override()}")

@@ -63,6 +63,7 @@ from ..scheduler.auto_placement import (
     cache_path,
     check_cache_dir,
     choose,
+    costs_read_once,
     enumerate_layouts,
     fit_linear,
     format_table,
@@ -602,16 +603,17 @@ def resolve_auto_placement(
     nothing is auto. Without `costs`, they come from the cache or a profile on `cluster`."""
     if not (is_auto(cfg.cluster.component_placement) or is_auto(cfg.runner.pipeline_stage_num)):
         return None
-    check_auto_request(cfg)
-    layouts = candidate_layouts(cfg)
-    refusals = {(layout.name, layout.pipeline_stage_num): config_refusal(cfg, layout) for layout in layouts}
-    if all(refusals.values()):  # before the profile: none of its measurements could be used
-        raise ValueError(
-            f"no candidate layout can run this config ({len(layouts)} tried): "
-            + "; ".join(sorted(set(refusals.values())))
-        )
-    if costs is None:
-        costs = costs_for(cfg, cluster, log)
+    with costs_read_once():  # check_auto_request and costs_for read the cache file once between them
+        check_auto_request(cfg)
+        layouts = candidate_layouts(cfg)
+        refusals = {(layout.name, layout.pipeline_stage_num): config_refusal(cfg, layout) for layout in layouts}
+        if all(refusals.values()):  # before the profile: none of its measurements could be used
+            raise ValueError(
+                f"no candidate layout can run this config ({len(layouts)} tried): "
+                + "; ".join(sorted(set(refusals.values())))
+            )
+        if costs is None:
+            costs = costs_for(cfg, cluster, log)
     chosen, predicted = choose(
         costs,
         *workload(cfg),

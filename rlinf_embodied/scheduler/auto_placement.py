@@ -63,6 +63,8 @@ they swap (with runner.offload=false they never swap: both count). Ties go to th
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import json
 import math
@@ -70,7 +72,7 @@ import os
 import shlex
 import tempfile
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from .placement import ComponentPlacement
 
@@ -472,11 +474,49 @@ def save_costs(key: dict[str, Any], costs: ComponentCosts) -> str:
     with open(tmp, "w") as f:
         json.dump({"key": key, "costs": costs.to_dict()}, f, indent=2, sort_keys=True)
     os.replace(tmp, path)
+    reads = _READ_ONCE.get()
+    if reads is not None:  # a load after the save reads the file again
+        reads.pop(json.dumps(key, sort_keys=True), None)
     return path
 
 
+# what load_costs read within a costs_read_once() block, by key; None outside one (every load reads the file)
+_READ_ONCE: contextvars.ContextVar[dict[str, ComponentCosts | None] | None] = contextvars.ContextVar(
+    "placement_costs_read_once", default=None
+)
+
+
+@contextlib.contextmanager
+def costs_read_once() -> Iterator[None]:
+    """Within the block, load_costs reads each key's cache file once and answers its later calls with that read (a
+    copy each time); save_costs of a key makes the next load read it again. One start (`python -m
+    rlinf_embodied.place`, train's resolve_auto_placement) asks in several checks whether the costs are cached:
+    before, each read the file (place: 4 times). Only the block's own calls share the read, so a long-lived process
+    or the next test reads the file afresh. A block inside another shares the outer one's reads."""
+    if _READ_ONCE.get() is not None:
+        yield
+        return
+    token = _READ_ONCE.set({})
+    try:
+        yield
+    finally:
+        _READ_ONCE.reset(token)
+
+
 def load_costs(key: dict[str, Any]) -> ComponentCosts | None:
-    """The cached costs for `key`, or None (no file, another key, or a file this version cannot read)."""
+    """The cached costs for `key`, or None (no file, another key, or a file this version cannot read); within a
+    costs_read_once() block, the file is read once per key."""
+    reads = _READ_ONCE.get()
+    if reads is None:
+        return _read_costs(key)
+    name = json.dumps(key, sort_keys=True)
+    if name not in reads:
+        reads[name] = _read_costs(key)
+    costs = reads[name]
+    return None if costs is None else replace(costs)  # a copy: each caller owns what it got, as from a read
+
+
+def _read_costs(key: dict[str, Any]) -> ComponentCosts | None:
     path = cache_path(key)
     try:
         with open(path) as f:

@@ -1036,6 +1036,60 @@ def test_place_refuses_several_nodes_without_an_address_even_with_cached_costs(c
     assert lines[-1].startswith("train with:")
 
 
+def counted_cache_reads(monkeypatch) -> list:
+    """The paths auto_placement opens for reading from now on (load_costs' reads of the placement cache)."""
+    from rlinf_embodied.scheduler import auto_placement
+
+    reads = []
+
+    def counting_open(path, mode="r", *args, **kwargs):
+        if "r" in mode:
+            reads.append(path)
+        return open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(auto_placement, "open", counting_open, raising=False)
+    return reads
+
+
+def test_costs_read_once_reads_each_key_once_within_the_block_only(tmp_path, monkeypatch):
+    from rlinf_embodied.scheduler.auto_placement import costs_read_once
+
+    monkeypatch.setenv("RLINF_PLACEMENT_CACHE", str(tmp_path / "cache"))
+    key = cache_key("rlinf/ManiSkill-PickCube", "state", 16, "mlp", "tiny", 2)
+    other = cache_key("rlinf/ManiSkill-PickCube", "state", 16, "mlp", "tiny", 4)
+    save_costs(key, costs())
+    reads = counted_cache_reads(monkeypatch)
+    with costs_read_once():
+        first, second = load_costs(key), load_costs(key)
+        assert first == second == costs() and first is not second  # a copy for each caller
+        with costs_read_once():  # an inner block shares the outer one's reads
+            assert load_costs(key) == costs()
+        assert load_costs(other) is None and load_costs(other) is None  # no cache file: also read once
+        assert len(reads) == 2
+        save_costs(other, costs(offload_s=1.0))  # a save: the next load reads the file again
+        assert load_costs(other) == costs(offload_s=1.0) and len(reads) == 3
+    assert load_costs(key) == costs() and load_costs(key) == costs()  # outside a block: every load reads the file
+    assert len(reads) == 5
+
+
+def test_place_and_trains_resolve_read_the_placement_cache_once(cached_costs_only, monkeypatch):
+    """Before: place read the cache file 4 times (check_train_config's and resolve_auto_placement's
+    check_auto_request, its own test for a cluster and costs_for), train's resolve_auto_placement twice."""
+    from rlinf_embodied.place import place
+
+    cfg = compose_train("cluster.num_gpus_per_node=2", "env.num_envs=8")
+    save_costs(profile_key(cfg), costs())
+    reads = counted_cache_reads(monkeypatch)
+    lines = []
+    place(cfg, log=lines.append)
+    assert len(reads) == 1 and lines[-1].startswith("train with:")
+    assert any(line.startswith("placement: using cached costs") for line in lines)
+    del reads[:]
+    cfg.cluster.component_placement = "auto"
+    assert resolve_auto_placement(cfg, None, log=lines.append) is not None
+    assert len(reads) == 1
+
+
 def test_an_unwritable_placement_cache_is_refused_before_profiling(tmp_path, monkeypatch):
     """Before: the profile ran for minutes, then save_costs failed on a raw NotADirectoryError."""
     from rlinf_embodied.place import place
