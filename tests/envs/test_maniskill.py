@@ -522,3 +522,93 @@ def test_a_control_mode_typo_fails_before_any_env_is_built():
         ValueError, match=r"control_mode='pd_ee_delta_pose' .*robot 'widowxai'; .*\['pd_joint_delta_pos'"
     ):
         check_env_options("rlinf/ManiSkill-PickCube", "state", other_robot)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: gym.make(ENV_ID, control_mode=5),
+        lambda: gym.make_vec(ENV_ID, num_envs=1, vectorization_mode="vector_entry_point", control_mode=5),
+        lambda: ManiSkillSingleEnv("PickCube", control_mode=["pd_ee_delta_pos"]),
+    ],
+    ids=["gym.make", "gym.make_vec", "single_env_list"],
+)
+def test_a_non_string_control_mode_names_the_valid_modes_before_any_env_is_built(make):
+    """Before: build_maniskill_env's own except handler tested `control_mode in str(error)`, which raised
+    `TypeError: 'in <string>' requires string as left operand, not int`, hiding ManiSkill's list of modes; only the
+    config path (check_options) checked the mode. Now every entry point checks it (validate_options)."""
+    with pytest.raises(ValueError, match=r"control_mode=.* is not supported by PickCube-v1's robot 'panda'; valid "):
+        make()
+
+
+def test_build_maniskill_env_names_a_non_string_control_mode_that_maniskill_refuses(monkeypatch):
+    """The fallback where ManiSkill checks the mode (robots whose modes are not listed without a scene)."""
+    from rlinf_embodied.envs.maniskill import env as maniskill_env
+
+    def refuse(*args, **kwargs):
+        raise AssertionError((5, ["pd_joint_delta_pos"]))
+
+    monkeypatch.setattr(maniskill_env.gym, "make", refuse)
+    with pytest.raises(ValueError, match=r"control_mode=5 is not supported by PickCube-v1: \(5, \['pd_joint_delta"):
+        maniskill_env.build_maniskill_env("PickCube-v1", 1, "physx_cpu", "state", 5, None, None, None, None, {})
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("sim_config", 5, r"env.kwargs.sim_config=5 must be a dict of ManiSkill SimConfig fields .*'sim_freq'"),
+        ("sim_config", {"sim_freq": "a"}, r"env.kwargs.sim_config=.*field \"sim_freq\" - should be \"int\""),
+        ("sim_config", {"sim_frq": 100}, r"env.kwargs.sim_config=.*\"sim_frq\".* \(its fields: \[.*'sim_freq'"),
+        ("sim_config", {"control_freq": 30}, r"sim_freq=100 and control_freq=30 must be ints > 0, sim_freq a mult"),
+        ("robot_uids", 5, r"env.kwargs.robot_uids=5 is not a ManiSkill robot; valid: \[.*'panda'"),
+        ("robot_uids", ("panda", "foo"), r"env.kwargs.robot_uids=\('panda', 'foo'\) is not a ManiSkill robot"),
+        ("robot_uids", ["panda"], r"env.kwargs.robot_uids=\['panda'\] is not a ManiSkill robot; .*or a tuple of"),
+        ("robot_init_qpos_noise", "abc", r"env.kwargs.robot_init_qpos_noise='abc' must be a number >= 0"),
+        ("robot_init_qpos_noise", -0.1, r"env.kwargs.robot_init_qpos_noise=-0.1 must be a number >= 0"),
+        ("robot_init_qpos_noise", True, r"env.kwargs.robot_init_qpos_noise=True must be a number >= 0"),
+        ("reconfiguration_freq", -1, r"env.kwargs.reconfiguration_freq=-1 must be an int >= 0 .* or null"),
+        ("reconfiguration_freq", 1.5, r"env.kwargs.reconfiguration_freq=1.5 must be an int >= 0"),
+        ("enable_shadow", "off", r"env.kwargs.enable_shadow='off' must be true or false"),
+        ("sensor_configs", 3, r"env.kwargs.sensor_configs=3 must be a dict of ManiSkill CameraConfig fields"),
+    ],
+)
+def test_maniskill_pass_through_values_are_checked_by_type_before_any_env_worker(option, value, message):
+    """Before: only their names were checked; `sim_config=5` (dict_merge's AttributeError), `robot_uids=5`,
+    `robot_init_qpos_noise=abc` (numpy's ValueError) failed in every env worker after Ray had started, and
+    `reconfiguration_freq=-1` silently meant "never reconfigure"."""
+    from rlinf_embodied.envs.registration import check_env_options
+
+    with pytest.raises(ValueError, match=message):
+        check_env_options(ENV_ID, "state", {option: value})
+
+
+def test_gym_make_checks_the_robot_and_pass_through_values_as_the_config_path_does():
+    """Before: gym.make / make_vec never called check_robot: ManiSkill's RuntimeError, with no list of robots."""
+    with pytest.raises(ValueError, match=r"env.kwargs.robot_uids='pandax' is not a ManiSkill robot; valid: \[.*'pan"):
+        gym.make(ENV_ID, robot_uids="pandax")
+    with pytest.raises(ValueError, match=r"env.kwargs.sim_config=5 must be a dict"):
+        gym.make_vec(ENV_ID, num_envs=1, vectorization_mode="vector_entry_point", sim_config=5)
+    with pytest.raises(ValueError, match=r"env.kwargs.robot_init_qpos_noise='abc' must be a number"):
+        gym.make(ENV_ID, robot_init_qpos_noise="abc")
+
+
+def test_maniskill_pass_through_values_maniskill_takes_stay_accepted():
+    from mani_skill.agents.registration import REGISTERED_AGENTS
+    from mani_skill.utils.structs.types import SimConfig
+
+    from rlinf_embodied.envs.registration import check_env_options
+
+    for option, value in [
+        ("sim_config", {"sim_freq": 200, "control_freq": 20, "scene_config": {"solver_position_iterations": 25}}),
+        ("sim_config", SimConfig(sim_freq=200)),
+        ("robot_uids", ("panda",)),
+        ("robot_uids", REGISTERED_AGENTS["panda"].agent_cls),
+        ("robot_init_qpos_noise", 0),
+        ("robot_init_qpos_noise", 0.05),
+        ("reconfiguration_freq", 0),
+        ("reconfiguration_freq", None),
+        ("enable_shadow", True),
+        ("sensor_configs", {"fov": 1.2}),
+    ]:
+        check_env_options(ENV_ID, "state", {option: value})
+    check_env_options(ENV_ID, "state", {"robot_uids": ("panda",), "control_mode": "pd_ee_delta_pos"})

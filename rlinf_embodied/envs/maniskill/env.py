@@ -9,6 +9,8 @@ With `sim_backend="physx_cuda"` it builds one batched GPU simulation instead (gp
 
 from __future__ import annotations
 
+import math
+import numbers
 import warnings
 from typing import Any, Optional, Sequence, Union
 
@@ -16,7 +18,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from ..batching import ActionBounds, box_like, camera_hw, check_single_action
+from ..batching import ActionBounds, box_like, camera_hw, check_single_action, is_int
 from ..registration import (
     VECTOR_ONLY_OPTIONS,
     keyword_names,
@@ -32,6 +34,9 @@ OBS_MODES = ("state", "rgb")
 SIM_BACKENDS = ("physx_cpu", "physx_cuda")  # physx_cuda: vector envs only, see gpu_physics.py
 REWARD_MODES = ("normalized_dense", "dense", "sparse", "none")
 CameraSize = Union[int, Sequence[int], None]
+# what ManiSkill's BaseEnv takes as robot_uids: a registered robot's name, an agent class, or a tuple of those (several
+# robots); None: the task's default robot
+RobotUids = Union[str, type, tuple[Union[str, type], ...], None]
 
 
 # render_backend values ManiSkill 3.0.x's parse_sim_and_render_backend (mani_skill/envs/utils/system/backend.py)
@@ -66,10 +71,19 @@ def validate_render_backend(render_backend: Any, setting: str = "render_backend"
 
 
 def validate_options(
-    task: str, obs_mode: str, sim_backend: str, reward_mode: Optional[str], camera_size: CameraSize = None
+    task: str,
+    obs_mode: str,
+    sim_backend: str,
+    reward_mode: Optional[str],
+    camera_size: CameraSize = None,
+    control_mode: Optional[str] = None,
+    robot_uids: RobotUids = None,
+    maniskill_kwargs: Optional[dict[str, Any]] = None,
 ) -> None:
     """The options every entry point checks before building ManiSkill (check_options, the single env, the vector
-    envs), so gym.make / gym.make_vec refuse what check_env refuses."""
+    envs), so gym.make / gym.make_vec refuse what check_env refuses: also the robot, its control mode and the values
+    of the keywords passed on to ManiSkill (`maniskill_kwargs`, check_maniskill_values). Before, gym.make never
+    checked robot_uids, and `control_mode=5` failed inside build_maniskill_env's own error handler."""
     validate_camera_size(obs_mode, camera_size)
     if obs_mode not in OBS_MODES:
         raise ValueError(f"obs_mode={obs_mode!r} is not supported; valid obs modes: {list(OBS_MODES)}")
@@ -82,6 +96,29 @@ def validate_options(
         raise ValueError(
             f"reward_mode={reward_mode!r} is not implemented by ManiSkill's {spec.maniskill_id}; its "
             f"reward modes: {list(spec.reward_modes)} (env.kwargs.reward_mode={spec.reward_modes[0]})"
+        )
+    check_robot(robot_uids)
+    validate_control_mode(task, control_mode, robot_uids)
+    check_maniskill_values(task, maniskill_kwargs or {})
+
+
+def validate_control_mode(task: str, control_mode: Any, robot_uids: RobotUids = None) -> None:
+    """None (the robot's default) or the name of one of the controllers of the robot the task builds."""
+    if control_mode is None:
+        return
+    maniskill_id = task_spec(task).maniskill_id
+    robot, modes = robot_control_modes(maniskill_id, robot_uids)
+    if modes is None:  # the agent does not list them without a scene: ManiSkill checks the name
+        if not isinstance(control_mode, str):
+            raise ValueError(
+                f"control_mode={control_mode!r} must be a str: the name of one of {maniskill_id}'s robot "
+                f"{robot!r}'s controllers (e.g. 'pd_joint_delta_pos'), or unset for the robot's default"
+            )
+        return
+    if not isinstance(control_mode, str) or control_mode not in modes:
+        raise ValueError(
+            f"control_mode={control_mode!r} is not supported by {maniskill_id}'s robot {robot!r}; valid control "
+            f"modes: {modes}"
         )
 
 
@@ -152,7 +189,7 @@ def check_options(
     sim_backend: str,
     reward_mode: Optional[str],
     control_mode: Optional[str] = None,
-    robot_uids: Optional[str] = None,
+    robot_uids: RobotUids = None,
     camera_size: CameraSize = None,
     num_workers: Optional[int] = None,
     step_timeout: Optional[float] = None,
@@ -161,8 +198,9 @@ def check_options(
     **maniskill_kwargs: Any,
 ) -> None:
     """register_env's options_check: make_vector_env's own checks, the camera size, the render backend, the
-    subprocesses' start method and the control mode on its keywords (check_env_options fills in its defaults)."""
-    validate_options(task, obs_mode, sim_backend, reward_mode, camera_size)
+    subprocesses' start method, the robot, its control mode and the values ManiSkill gets, on its keywords
+    (check_env_options fills in its defaults)."""
+    validate_options(task, obs_mode, sim_backend, reward_mode, camera_size, control_mode, robot_uids, maniskill_kwargs)
     validate_render_backend(render_backend, "env.kwargs.render_backend")
     validate_context(context, "env.kwargs.context")
     validate_common_options(None, num_workers, None, step_timeout)  # num_envs (split), max_episode_steps: apart
@@ -170,17 +208,6 @@ def check_options(
     check_switches(**{name: maniskill_kwargs[name] for name in SINGLE_ENV_OPTIONS if name in maniskill_kwargs})
     validate_reward_delta(reward_mode, maniskill_kwargs.get("reward_delta"))
     check_maniskill_keywords(task, maniskill_kwargs)
-    if isinstance(robot_uids, str):
-        check_robot(robot_uids)
-    if control_mode is None:
-        return
-    maniskill_id = task_spec(task).maniskill_id
-    robot, modes = robot_control_modes(maniskill_id, robot_uids)
-    if modes is not None and control_mode not in modes:
-        raise ValueError(
-            f"control_mode={control_mode!r} is not supported by {maniskill_id}'s robot {robot!r}; valid control "
-            f"modes: {modes}"
-        )
 
 
 def maniskill_registries() -> tuple[dict[str, Any], dict[str, Any]]:
@@ -237,16 +264,109 @@ def reject_render_mode(render_mode: Optional[str]) -> None:
         )
 
 
-def check_robot(robot_uids: str) -> None:
-    """A robot ManiSkill has not registered (before: its RuntimeError in every env worker, naming no setting)."""
+def check_robot(robot_uids: RobotUids) -> None:
+    """None (the task's default robot), a robot ManiSkill has registered, an agent class, or a tuple of those
+    (ManiSkill's form for several robots). Before: ManiSkill's RuntimeError in every env worker, naming no setting,
+    or for a non-string (e.g. `robot_uids=5`) no check at all."""
+    if robot_uids is None:
+        return
     _, registered_agents = maniskill_registries()
-    if robot_uids not in registered_agents:
+    from mani_skill.agents.base_agent import BaseAgent
+
+    robots = robot_uids if isinstance(robot_uids, tuple) and robot_uids else (robot_uids,)
+    for robot in robots:
+        if isinstance(robot, str) and robot in registered_agents:
+            continue
+        if isinstance(robot, type) and issubclass(robot, BaseAgent):
+            continue
         raise ValueError(
-            f"env.kwargs.robot_uids={robot_uids!r} is not a ManiSkill robot; valid: {sorted(registered_agents)}"
+            f"env.kwargs.robot_uids={robot_uids!r} is not a ManiSkill robot; valid: {sorted(registered_agents)} (or "
+            f"a tuple of them for several robots, or a ManiSkill agent class)"
         )
 
 
-def robot_control_modes(maniskill_id: str, robot_uids: Optional[str]) -> tuple[Optional[str], Optional[list[str]]]:
+# ManiSkill 3.0.x's keywords (BaseEnv.__init__, its tabletop tasks' __init__) that go through to its gym.make as
+# they are, and the values they take there (check_maniskill_values; robot_uids: check_robot)
+MANISKILL_SWITCHES = ("enable_shadow", "parallel_in_single_scene", "enhanced_determinism")
+MANISKILL_CAMERA_CONFIGS = ("sensor_configs", "human_render_camera_configs", "viewer_camera_configs")
+
+
+def check_maniskill_values(task: str, maniskill_kwargs: dict[str, Any]) -> None:
+    """The values of the keywords passed on to ManiSkill, by the types its env's `__init__` takes them in. Before,
+    only their names were checked (check_maniskill_keywords): `sim_config=5`, `robot_init_qpos_noise='abc'` failed
+    with ManiSkill's or numpy's raw errors inside every env worker, after the cluster had started, and
+    `reconfiguration_freq=-1` silently meant "never reconfigure"."""
+    for name, value in maniskill_kwargs.items():
+        if name == "sim_config":
+            check_sim_config(task, value)
+        elif name == "robot_init_qpos_noise":
+            if not (isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)) or (
+                value < 0
+            ):
+                raise ValueError(
+                    f"env.kwargs.{name}={value!r} must be a number >= 0: the standard deviation of the noise added "
+                    f"to the robot's initial joint positions (ManiSkill's default: 0.02)"
+                )
+        elif name == "reconfiguration_freq":
+            if value is not None and not (is_int(value) and value >= 0):
+                raise ValueError(
+                    f"env.kwargs.{name}={value!r} must be an int >= 0 (reconfigure the scene every that many resets; "
+                    f"0: never) or null (the task's default)"
+                )
+        elif name in MANISKILL_SWITCHES:
+            if not isinstance(value, bool):
+                raise ValueError(f"env.kwargs.{name}={value!r} must be true or false")
+        elif name in MANISKILL_CAMERA_CONFIGS:
+            if value is not None and not isinstance(value, dict):
+                raise ValueError(
+                    f"env.kwargs.{name}={value!r} must be a dict of ManiSkill CameraConfig fields (all cameras) or "
+                    f"of camera names to such dicts, e.g. {{'fov': 1.2}}; or null"
+                )
+        elif name == "shader_dir":
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"env.kwargs.{name}={value!r} must be a str (a ManiSkill shader pack) or null")
+
+
+def check_sim_config(task: str, sim_config: Any) -> None:
+    """A dict of ManiSkill SimConfig fields, or a SimConfig, merged over the task's defaults and read as ManiSkill's
+    BaseEnv does (dacite, strict), with its frequencies' check: the same errors, named and before any env builds."""
+    import dacite
+    from mani_skill.utils.common import dict_merge
+    from mani_skill.utils.structs.types import SimConfig
+
+    fields = sorted(SimConfig().dict())
+    if isinstance(sim_config, SimConfig):
+        overrides = sim_config.dict()
+    elif isinstance(sim_config, dict):
+        overrides = sim_config
+    else:
+        raise ValueError(
+            f"env.kwargs.sim_config={sim_config!r} must be a dict of ManiSkill SimConfig fields (e.g. "
+            f"{{'sim_freq': 100, 'control_freq': 20}}) or a SimConfig; its fields: {fields}"
+        )
+    registered_envs, _ = maniskill_registries()
+    env_class = registered_envs[task_spec(task).maniskill_id].cls
+    try:  # a property that builds a SimConfig and reads no env state
+        merged = env_class._default_sim_config.fget(object.__new__(env_class)).dict()
+    except Exception:  # noqa: BLE001 (a task whose defaults need a built env: check over SimConfig's own)
+        merged = SimConfig().dict()
+    try:
+        dict_merge(merged, overrides)
+        config = dacite.from_dict(data_class=SimConfig, data=merged, config=dacite.Config(strict=True))
+    except Exception as error:  # noqa: BLE001 (dacite's errors, or dict_merge's on a non-dict part)
+        raise ValueError(
+            f"env.kwargs.sim_config={sim_config!r} is not a valid ManiSkill SimConfig: {error} (its fields: {fields})"
+        ) from error
+    freqs = config.sim_freq, config.control_freq
+    if not all(is_int(freq) and freq > 0 for freq in freqs) or freqs[0] % freqs[1]:
+        raise ValueError(
+            f"env.kwargs.sim_config={sim_config!r}: sim_freq={freqs[0]!r} and control_freq={freqs[1]!r} must be "
+            f"ints > 0, sim_freq a multiple of control_freq (ManiSkill steps the physics sim_freq / control_freq "
+            f"times per action)"
+        )
+
+
+def robot_control_modes(maniskill_id: str, robot_uids: RobotUids) -> tuple[Any, Optional[list[str]]]:
     """The robot `maniskill_id` builds (`robot_uids`, else the task's default) and its controllers' names, read
     from the agent class without building a scene; (robot, None) where ManiSkill does not expose them that way
     (then the env workers' `gym.make` checks the mode)."""
@@ -256,9 +376,14 @@ def robot_control_modes(maniskill_id: str, robot_uids: Optional[str]) -> tuple[O
     if robot_uids is None:
         parameter = inspect.signature(registered_envs[maniskill_id].cls.__init__).parameters.get("robot_uids")
         robot_uids = None if parameter is None else parameter.default
-    if not isinstance(robot_uids, str) or robot_uids not in registered_agents:
+    if isinstance(robot_uids, tuple) and len(robot_uids) == 1:  # ManiSkill's BaseEnv reads a 1-tuple as its robot
+        robot_uids = robot_uids[0]
+    if isinstance(robot_uids, type):
+        agent_class = robot_uids
+    elif isinstance(robot_uids, str) and robot_uids in registered_agents:
+        agent_class = registered_agents[robot_uids].agent_cls
+    else:
         return robot_uids, None  # multi-agent tuples, or a robot ManiSkill registers elsewhere
-    agent_class = registered_agents[robot_uids].agent_cls
     try:  # a class-level property on ManiSkill's agents: it reads joint names and gains, no simulator state
         configs = agent_class._controller_configs.fget(object.__new__(agent_class))
     except Exception:  # noqa: BLE001 (an agent whose configs need a built robot: leave the check to gym.make)
@@ -275,7 +400,7 @@ def build_maniskill_env(
     reward_mode: Optional[str],
     camera_size: CameraSize,
     render_backend: Optional[str],
-    robot_uids: Optional[str],
+    robot_uids: RobotUids,
     extra: dict[str, Any],
 ) -> Any:
     """ManiSkill's own (unwrapped, batched) env: `num_envs` envs in one sim on `sim_backend`."""
@@ -304,7 +429,7 @@ def build_maniskill_env(
     try:
         return gym.make(maniskill_id, disable_env_checker=True, **kwargs).unwrapped
     except AssertionError as error:  # ManiSkill asserts on bad control modes
-        if control_mode is not None and control_mode in str(error):
+        if control_mode is not None and str(control_mode) in str(error):  # str(): control_mode=5 raised here
             raise ValueError(f"control_mode={control_mode!r} is not supported by {maniskill_id}: {error}") from error
         raise
 
@@ -382,13 +507,15 @@ class ManiSkillSingleEnv(gym.Env):
         reward_mode: Optional[str] = "normalized_dense",
         camera_size: CameraSize = None,
         render_backend: Optional[str] = None,
-        robot_uids: Optional[str] = None,
+        robot_uids: RobotUids = None,
         sim_backend: str = "physx_cpu",
         reward_delta: bool = False,
         binarize_gripper: bool = False,
         **maniskill_kwargs: Any,
     ):
-        validate_options(task, obs_mode, sim_backend, reward_mode, camera_size)
+        validate_options(
+            task, obs_mode, sim_backend, reward_mode, camera_size, control_mode, robot_uids, maniskill_kwargs
+        )
         # before: ManiSkill's nested TypeError, naming no valid one
         check_maniskill_keywords(task, maniskill_kwargs, single=True)
         check_switches(reward_delta=reward_delta, binarize_gripper=binarize_gripper)
@@ -578,7 +705,8 @@ def make_vector_env(
     `max_episode_steps=None` uses the ManiSkill task's default. Other keyword arguments go to
     ManiSkill's `gym.make` (e.g. `robot_uids`).
     """
-    validate_options(task, obs_mode, sim_backend, reward_mode, camera_size)
+    robot_uids = maniskill_kwargs.get("robot_uids")  # a ManiSkill keyword: passed on as it is
+    validate_options(task, obs_mode, sim_backend, reward_mode, camera_size, control_mode, robot_uids, maniskill_kwargs)
     validate_render_backend(render_backend)
     validate_context(context)  # before the forkserver and the probe env below
     validate_common_options(num_envs, num_workers, max_episode_steps, step_timeout)

@@ -22,6 +22,7 @@ from ..vector import validate_common_options
 from .env import (
     SINGLE_ENV_OPTIONS,
     CameraSize,
+    RobotUids,
     build_maniskill_env,
     convert_obs,
     default_max_episode_steps,
@@ -76,7 +77,7 @@ def make_batched_vector_env(
     reward_mode: Optional[str] = "normalized_dense",
     sim_backend: str = "physx_cuda",
     render_backend: Optional[str] = None,
-    robot_uids: Optional[str] = None,
+    robot_uids: RobotUids = None,
     **maniskill_kwargs: Any,
 ) -> BatchedVectorEnv:
     """`num_envs` envs of ManiSkill task `task` in one simulation on `sim_backend`.
@@ -84,7 +85,7 @@ def make_batched_vector_env(
     "physx_cuda" is the use case. "physx_cpu" is accepted with `num_envs=1` only (ManiSkill's CPU
     physics holds one env per scene): it runs this same code path without a GPU, for tests.
     """
-    validate_options(task, obs_mode, sim_backend, reward_mode, camera_size)
+    validate_options(task, obs_mode, sim_backend, reward_mode, camera_size, control_mode, robot_uids, maniskill_kwargs)
     validate_common_options(num_envs, max_episode_steps=max_episode_steps)
     if sim_backend == "physx_cpu" and num_envs != 1:
         raise ValueError(
