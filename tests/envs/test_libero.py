@@ -275,3 +275,78 @@ def test_env_spec_lists_both_cameras(vec_env):
     from rlinf_embodied.envs.spec import env_spec
 
     assert {"rgb", "wrist_rgb"} <= set(env_spec(vec_env)["obs_keys"])
+
+
+@pytest.mark.parametrize("render_mode", ["rgb_array", "human"])
+def test_vector_render_mode_is_refused_before_any_env_worker(render_mode):
+    """Before: the options check accepted it; 'rgb_array' built an offscreen renderer in every env that nothing read
+    (the vector env never renders), 'human' failed in each env worker after Ray had started."""
+    from rlinf_embodied.envs.registration import check_env_options
+
+    message = rf"render_mode={re.escape(repr(render_mode))}: LIBERO's vector env does not render\(\); .*obs_mode='rgb'"
+    with pytest.raises(ValueError, match=rf"^env\.kwargs\.{message}"):
+        check_env_options("rlinf/LIBERO-Spatial", "state", {"render_mode": render_mode})
+    with pytest.raises(ValueError, match=message):
+        gym.make_vec("rlinf/LIBERO-Goal", num_envs=1, vectorization_mode="vector_entry_point", render_mode=render_mode)
+
+
+@pytest.mark.parametrize("backend", ["foo", "EGL", "", 5])
+def test_a_gl_backend_of_no_known_name_is_refused_before_any_env_worker(backend, monkeypatch):
+    """Before: passed the options check, then failed in each env worker ("GL backend 'foo' is not supported")."""
+    from rlinf_embodied.envs.registration import check_env_options
+
+    monkeypatch.delenv("RLINF_LIBERO_GL", raising=False)
+    monkeypatch.delenv("MUJOCO_GL", raising=False)
+    message = rf"^env\.kwargs\.gl_backend={re.escape(repr(backend))} is not a GL backend .*valid: \['egl', 'osmesa'\]"
+    with pytest.raises(ValueError, match=message):
+        check_env_options("rlinf/LIBERO-Spatial", "state", {"gl_backend": backend})
+    check_env_options("rlinf/LIBERO-Spatial", "state", {"gl_backend": "osmesa"})  # by name only: no probe
+    if backend == "EGL":
+        with pytest.raises(ValueError, match=r"\(lowercase: 'egl'\)"):
+            check_env_options("rlinf/LIBERO-Spatial", "state", {"gl_backend": backend})
+
+
+@pytest.mark.parametrize("variable", ["MUJOCO_GL", "RLINF_LIBERO_GL"])
+def test_a_gl_backend_from_the_environment_is_refused_naming_the_variable(variable, monkeypatch):
+    """Before: "GL backend 'glfw' is not supported", which named neither the variable nor how to change it."""
+    from rlinf_embodied.envs.registration import check_env_options
+
+    monkeypatch.delenv("RLINF_LIBERO_GL", raising=False)
+    monkeypatch.setenv(variable, "glfw")
+    message = rf"^\${variable}='glfw' \(an environment variable, read because .*gl_backend is unset\) .*'osmesa'"
+    with pytest.raises(ValueError, match=message):  # the single env, before LIBERO is imported
+        gym.make("rlinf/LIBERO-Spatial", obs_mode="state")
+    with pytest.raises(ValueError, match=message):  # the check train runs before Ray
+        check_env_options("rlinf/LIBERO-Spatial", "state", {})
+    check_env_options("rlinf/LIBERO-Spatial", "state", {"gl_backend": "egl"})  # the setting comes first
+
+
+def test_single_env_refuses_an_unknown_keyword_naming_the_valid_ones():
+    """Before: LiberoEnv's raw TypeError (wrapped by gymnasium), listing no valid option."""
+    with pytest.raises(
+        ValueError, match=r"\['foo'\]: not an option of rlinf/LIBERO-Spatial; valid: \[.*'task_id'"
+    ) as error:
+        gym.make("rlinf/LIBERO-Spatial", foo=1)
+    assert "'suite'" not in str(error.value) and "'num_settle_steps'" in str(error.value)
+    with pytest.raises(ValueError, match=r"\['foo'\]: not an option of rlinf/LIBERO-Spatial"):  # the vector env too
+        gym.make_vec("rlinf/LIBERO-Spatial", num_envs=1, vectorization_mode="vector_entry_point", foo=1)
+
+
+@pytest.mark.parametrize("task_id", ["3", 2.0, True])
+def test_a_task_id_that_is_no_int_is_refused_as_such(task_id):
+    """Before: reported as out of range ("task_id='3' is out of range ..."), though 3 is in range."""
+    from rlinf_embodied.envs.registration import check_env_options
+
+    message = rf"task_id={re.escape(repr(task_id))} must be an int .*valid task ids are 0\.\.9"
+    with pytest.raises(ValueError, match=message):
+        gym.make("rlinf/LIBERO-Spatial", task_id=task_id)
+    with pytest.raises(ValueError, match=message):
+        check_env_options("rlinf/LIBERO-Spatial", "rgb", {"task_id": [0, task_id]})
+    assert get_suite("rlinf/LIBERO-Spatial").validate_task_id(np.int64(3)) == 3
+
+
+@needs_libero
+def test_a_bool_init_state_id_is_refused(single_env):
+    """Before: init_state_id=True was read as init state 1."""
+    with pytest.raises(ValueError, match=r"options\['init_state_id'\]=True; valid: an int in 0\.\.49"):
+        single_env.reset(options={"init_state_id": True})

@@ -11,7 +11,7 @@ import torch
 
 from rlinf_embodied.envs.testing import ToyReachFactory
 from rlinf_embodied.envs.vector import SubprocVectorEnv
-from rlinf_embodied.envs.wrappers.video import VideoRecorder, tile_frames
+from rlinf_embodied.envs.wrappers.video import VideoRecorder, pad_to_even, tile_frames
 
 
 def test_tile_frames_grid():
@@ -107,3 +107,54 @@ def test_video_recorder_refuses_a_bool_number_of_envs_to_record(tmp_path):
     """Before: True was read as 1."""
     with pytest.raises(ValueError, match=r"num_envs_to_record=True must lie in \[1, 2\] \(an int"):
         VideoRecorder(RgbVectorEnv(), str(tmp_path), num_envs_to_record=True)
+
+
+def test_pad_to_even_adds_one_black_row_or_column_where_a_side_is_odd():
+    frame = np.full((9, 11, 3), 200, np.uint8)
+    padded = pad_to_even(frame)
+    assert padded.shape == (10, 12, 3) and np.array_equal(padded[:9, :11], frame)
+    assert not padded[9].any() and not padded[:, 11].any()
+    even = np.zeros((8, 6, 3), np.uint8)
+    assert pad_to_even(even) is even
+
+
+def test_odd_camera_size_is_padded_to_even_and_written(tmp_path):
+    """Before: macro_block_size=1 passed the odd size to libx264 (yuv420p: even sides only), ffmpeg exited, and the
+    writes failed with a BrokenPipeError (an evaluation with an odd LIBERO camera_size died without results.json)."""
+    env = SubprocVectorEnv([ToyReachFactory(image_size=9)], num_workers=1, max_episode_steps=5)
+    env = VideoRecorder(env, str(tmp_path), name_prefix="odd", fps=10)
+    obs, _ = env.reset(seed=0)
+    env.step(torch.ones(1, 2))
+    env.close()
+    frames = imageio.mimread(env.last_video_path)
+    assert len(frames) == 2 and frames[0].shape == (10, 10, 3)
+    assert abs(frames[0][4, 4].astype(int) - obs["rgb"][0, 4, 4].numpy().astype(int)).max() <= 8
+
+
+class FailingWriter:
+    def __init__(self):
+        self.closed = False
+
+    def append_data(self, frame):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def close(self):
+        self.closed = True
+
+
+def test_a_writer_failure_is_logged_and_the_episodes_go_on(tmp_path, monkeypatch, caplog):
+    """Before: the writer's BrokenPipeError came out of env.step and ended the evaluation, losing its results.json."""
+    writers = []
+    monkeypatch.setattr(imageio, "get_writer", lambda *args, **kwargs: writers.append(FailingWriter()) or writers[-1])
+    env = SubprocVectorEnv([ToyReachFactory(image_size=8)], num_workers=1, max_episode_steps=5)
+    env = VideoRecorder(env, str(tmp_path), name_prefix="toy", fps=10)
+    with caplog.at_level("WARNING", logger="rlinf_embodied.envs.wrappers.video"):
+        env.reset(seed=0)
+        for _ in range(3):
+            env.step(torch.ones(1, 2))
+    assert len(writers) == 1 and writers[0].closed and env.last_video_path is None  # no path to a broken file
+    assert re.search(r"writing the video .*toy-0\.mp4 failed \(BrokenPipeError: .*Broken pipe\)", caplog.text)
+    assert caplog.text.count("VideoRecorder") == 1  # one warning, no more frames to that file
+    env.reset(seed=1)  # a new file for the next episode batch
+    env.close()
+    assert len(writers) == 2

@@ -26,7 +26,7 @@ import gymnasium as gym
 import numpy as np
 
 from ..batching import ActionBounds, camera_hw, check_single_action, is_int
-from ..registration import reject_unknown_reset_options, reject_vector_options
+from ..registration import reject_unknown_options, reject_unknown_reset_options, reject_vector_options
 from .runtime import LIBERO_INSTALL_HINT, prepare_libero_process
 from .suites import get_suite
 
@@ -179,10 +179,10 @@ class LiberoEnv(gym.Env):
         count = len(self.init_states)
         if options and options.get("init_state_id") is not None:
             init_id = options["init_state_id"]
-            if not isinstance(init_id, (int, np.integer)) or not 0 <= init_id < count:
+            if not is_int(init_id) or not 0 <= init_id < count:  # before: True was read as init state 1
                 raise ValueError(
-                    f"options['init_state_id']={init_id!r}; valid: 0..{count - 1} for task "
-                    f"{self.task_id} of {self.suite.env_id}"
+                    f"options['init_state_id']={init_id!r}; valid: an int in 0..{count - 1} for task "
+                    f"{self.task_id} of {self.suite.env_id} (or None: seed % {count})"
                 )
             return int(init_id)
         if seed is not None:
@@ -304,6 +304,8 @@ class LiberoEnvFactory:
 
 
 def make_single_env(suite: str = "rlinf/LIBERO-Spatial", **kwargs: Any) -> LiberoEnv:
-    """`gym.make("rlinf/LIBERO-<Suite>")` entry point: one env of one task (`task_id`)."""
+    """`gym.make("rlinf/LIBERO-<Suite>")` entry point: one env of one task (`task_id`). A keyword LiberoEnv does not
+    take is refused, naming the valid ones (before: LiberoEnv's raw TypeError, wrapped by gymnasium)."""
     reject_vector_options(suite, kwargs)
+    reject_unknown_options(suite, kwargs, LiberoEnv.__init__, exclude=("suite",))  # suite: the id's (FIXED_KWARGS)
     return LiberoEnv(suite, **kwargs)

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any, Optional
 
 logger = logging.getLogger(__name__)
 
@@ -51,19 +52,56 @@ def _backend_works(backend: str) -> bool:
     return probe.returncode == 0
 
 
-def resolve_gl_backend(backend: str | None = None) -> str:
+def named_gl_backend(backend: Any = None, setting: str = "gl_backend") -> Optional[str]:
+    """The GL backend named by `backend`, else by $RLINF_LIBERO_GL, else by $MUJOCO_GL, checked by name only (no
+    probe, no GL state touched); None where none is named (resolve_gl_backend then probes). A name that is not one of
+    GL_BACKENDS raises, naming where it came from: `setting` (e.g. "env.kwargs.gl_backend") or the environment
+    variable (before: "GL backend 'glfw' is not supported" named neither, and a $MUJOCO_GL left in the shell read as
+    a bad setting). An empty environment variable counts as unset; an empty `backend` is refused."""
+    valid = sorted(GL_BACKENDS)
+    if backend is not None:
+        if not isinstance(backend, str) or backend not in GL_BACKENDS:
+            raise ValueError(
+                f"{setting}={backend!r} is not a GL backend LIBERO can render offscreen with; valid: {valid}, or "
+                f"None (unset: the first of {list(AUTO_GL_ORDER)} that can create a context here){_case_hint(backend)}"
+            )
+        return backend
+    for variable in (GL_ENV_OVERRIDE, "MUJOCO_GL"):
+        value = os.environ.get(variable)
+        if not value:
+            continue
+        if value not in GL_BACKENDS:
+            later = (
+                f", or set ${GL_ENV_OVERRIDE} (read before $MUJOCO_GL) to one of them"
+                if variable == "MUJOCO_GL"
+                else ""
+            )
+            raise ValueError(
+                f"${variable}={value!r} (an environment variable, read because {setting} is unset) is not a GL "
+                f"backend LIBERO can render offscreen with; valid: {valid}{_case_hint(value)}. Set ${variable} to "
+                f"one of them or unset it (then the first that can create a context is used){later}, or pass "
+                f"{setting}=egl / osmesa"
+            )
+        return value
+    return None
+
+
+def _case_hint(value: Any) -> str:
+    if isinstance(value, str) and value.lower() in GL_BACKENDS and value not in GL_BACKENDS:
+        return f" (lowercase: {value.lower()!r})"
+    return ""
+
+
+def resolve_gl_backend(backend: Any = None, setting: str = "gl_backend") -> str:
     """Pick the headless GL backend without touching this process's GL state; returns its name.
 
-    Order: the `backend` argument, $RLINF_LIBERO_GL, an already-set $MUJOCO_GL, else the first of
-    `AUTO_GL_ORDER` that can create a context (probed in a child process; the result is cached
-    in $RLINF_LIBERO_GL so later calls and child processes skip the probe).
+    Order: the `backend` argument, $RLINF_LIBERO_GL, an already-set $MUJOCO_GL (named_gl_backend: a name that is
+    not one of GL_BACKENDS raises, naming `setting` or the variable), else the first of `AUTO_GL_ORDER` that can
+    create a context (probed in a child process; the result is cached in $RLINF_LIBERO_GL so later calls and child
+    processes skip the probe).
     """
-    chosen = backend or os.environ.get(GL_ENV_OVERRIDE) or os.environ.get("MUJOCO_GL")
+    chosen = named_gl_backend(backend, setting)
     if chosen is not None:
-        if chosen not in GL_BACKENDS:
-            raise ValueError(
-                f"GL backend {chosen!r} is not supported for offscreen LIBERO rendering; valid: {sorted(GL_BACKENDS)}"
-            )
         return chosen
     chosen = next((name for name in AUTO_GL_ORDER if _backend_works(name)), None)
     if chosen is None:

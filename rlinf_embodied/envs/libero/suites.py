@@ -6,7 +6,9 @@ BDDL folders; episode budgets follow OpenVLA's LIBERO evaluation (longest demo +
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -16,13 +18,20 @@ class LiberoSuite:
     num_tasks: int
     max_episode_steps: int
 
-    def validate_task_id(self, task_id: int) -> int:
-        if isinstance(task_id, bool) or not isinstance(task_id, int) or not 0 <= task_id < self.num_tasks:
+    def validate_task_id(self, task_id: Any) -> int:
+        """`task_id` as an int in 0..num_tasks-1 (numpy ints included). A value that is no int (a string, float or
+        bool) is refused as such (before: reported as out of range, e.g. task_id='3' or True)."""
+        if isinstance(task_id, bool) or not isinstance(task_id, numbers.Integral):
+            raise ValueError(
+                f"task_id={task_id!r} must be an int (the index of a task of {self.env_id} ({self.benchmark})): "
+                f"valid task ids are 0..{self.num_tasks - 1}"
+            )
+        if not 0 <= task_id < self.num_tasks:
             raise ValueError(
                 f"task_id={task_id!r} is out of range for {self.env_id} ({self.benchmark}): "
                 f"valid task ids are 0..{self.num_tasks - 1}"
             )
-        return task_id
+        return int(task_id)
 
 
 LIBERO_SUITES: dict[str, LiberoSuite] = {

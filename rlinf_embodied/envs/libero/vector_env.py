@@ -28,7 +28,7 @@ from .env import (
     validate_num_settle_steps,
     validate_obs_mode,
 )
-from .runtime import resolve_gl_backend
+from .runtime import named_gl_backend, resolve_gl_backend
 from .suites import LiberoSuite, get_suite
 
 DEFAULT_STEP_TIMEOUT_S = 300.0  # a chunk of CPU-rendered steps for several envs per worker can take a while
@@ -42,16 +42,34 @@ def check_options(
     num_workers: Optional[int] = None,
     step_timeout: Optional[float] = None,
     num_settle_steps: int = 10,
+    gl_backend: Optional[str] = None,
     **other_options: Any,
 ) -> None:
-    """register_env's options_check: make_libero_vector_env's task ids, obs mode, camera size, settle steps and
-    subprocess options (check_env_options fills in its defaults), checked without importing LIBERO. A task-id list's
-    length against the envs is checked where the env is built (the env workers split env.num_envs)."""
+    """register_env's options_check: make_libero_vector_env's task ids, obs mode, camera size, settle steps, GL
+    backend (by name: $RLINF_LIBERO_GL / $MUJOCO_GL where unset; no probe), render mode (refused) and subprocess
+    options (check_env_options fills in its defaults), checked without importing LIBERO. A task-id list's length
+    against the envs is checked where the env is built (the env workers split env.num_envs)."""
     validated_task_ids(get_suite(suite), task_id, obs_mode)
     validate_camera_size(camera_size)
     validate_num_settle_steps(num_settle_steps)
+    # before: gl_backend=foo and render_mode=human failed in every env worker after the cluster had started, and
+    # render_mode=rgb_array was accepted and had no effect
+    named_gl_backend(gl_backend, "env.kwargs.gl_backend")
+    reject_vector_render_mode(other_options.get("render_mode"), "env.kwargs.render_mode")
     validate_common_options(None, num_workers, None, step_timeout)  # num_envs (split), max_episode_steps: apart
-    reject_unknown_options(suite, other_options, make_libero_vector_env, LiberoEnv.__init__)
+    reject_unknown_options(suite, other_options, make_libero_vector_env, LiberoEnv.__init__, exclude=("render_mode",))
+
+
+def reject_vector_render_mode(render_mode: Any, setting: str = "render_mode") -> None:
+    """The vector env never calls render() (its render_mode is None): a render mode would only make every env build
+    an offscreen renderer for frames nobody reads. One env (gym.make) takes render_mode='rgb_array'."""
+    if render_mode is not None:
+        raise ValueError(
+            f"{setting}={render_mode!r}: LIBERO's vector env does not render(); for camera frames use "
+            "obs_mode='rgb' (obs['rgb'] and obs['wrist_rgb'], sized by camera_size), and for evaluation videos "
+            "eval.video=true (envs/wrappers/video.py's VideoRecorder records the rgb observations). Only one env, "
+            "gym.make(<LIBERO id>, render_mode='rgb_array'), renders"
+        )
 
 
 def make_libero_vector_env(
@@ -79,6 +97,11 @@ def make_libero_vector_env(
     task_ids = _task_ids(spec, task_id, num_envs, obs_mode)
     validate_camera_size(camera_size)
     validate_num_settle_steps(num_settle_steps)  # here, not first in each worker's LiberoEnv
+    reject_vector_render_mode(env_kwargs.get("render_mode"))
+    # before: an unknown keyword was passed on to every LiberoEnv and failed in the env workers (or at the first reset)
+    reject_unknown_options(
+        spec.env_id, env_kwargs, make_libero_vector_env, LiberoEnv.__init__, exclude=("render_mode",)
+    )
     backend = resolve_gl_backend(gl_backend)
     factories = [
         LiberoEnvFactory(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import math
 import os
 from typing import Any, Optional
@@ -12,6 +13,8 @@ import numpy as np
 import torch
 
 from ..batching import is_int
+
+logger = logging.getLogger(__name__)
 
 
 def tile_frames(frames: np.ndarray) -> np.ndarray:
@@ -24,6 +27,17 @@ def tile_frames(frames: np.ndarray) -> np.ndarray:
         row, col = divmod(index, cols)
         canvas[row * height : (row + 1) * height, col * width : (col + 1) * width] = frames[index]
     return canvas
+
+
+def pad_to_even(frame: np.ndarray) -> np.ndarray:
+    """(H, W, C) -> (H + H % 2, W + W % 2, C): one black row at the bottom / column at the right where a side is
+    odd, the pixels left as they are. H.264 in yuv420p (what the mp4s are written as, and what players read) needs
+    even sides: before, an odd camera_size (LIBERO's 33, or a tile grid of such frames) made ffmpeg exit and the
+    next frame's write fail with a BrokenPipeError, which ended the evaluation without its results.json."""
+    height, width = frame.shape[:2]
+    if height % 2 == 0 and width % 2 == 0:
+        return frame
+    return np.pad(frame, ((0, height % 2), (0, width % 2)) + ((0, 0),) * (frame.ndim - 2))
 
 
 def require_mp4_writer() -> None:
@@ -57,7 +71,15 @@ class VideoRecorder(gym.vector.VectorWrapper):
     Frames are the `rgb` observations (the obs after each step; for a chunked step, the obs after
     the chunk); where a recorded env's episode ended at a step, first the frame it ended in
     (`info["final_obs"]`), then the next episode's first. The file being written is closed at the next `reset` or at `close`;
-    `last_video_path` is the path of the latest file (written or being written).
+    `last_video_path` is the path of the latest file (written or being written), None where writing it failed.
+
+    Frame sizes: a tiled frame with an odd height or width (e.g. an odd camera_size) gets one black row at the
+    bottom / column at the right (pad_to_even): H.264 (libx264, yuv420p) encodes even sizes only. Nothing is resized.
+
+    A failure of the mp4 writer (ffmpeg exiting, a full disk) never ends the episodes being recorded: it is logged
+    as a warning naming the file, which is left incomplete; the rest of that episode batch is not recorded, and the
+    next `reset` starts a new file. (Before, the writer's BrokenPipeError ended an evaluation partway, and its
+    results.json was never written.)
     """
 
     def __init__(
@@ -89,28 +111,62 @@ class VideoRecorder(gym.vector.VectorWrapper):
         self.num_envs_to_record = num_envs_to_record
         self.last_video_path: Optional[str] = None
         self._writer: Any = None
+        self._failed = False  # the writer failed in this episode batch: no more frames until the next reset
         self._video_index = 0
         os.makedirs(video_dir, exist_ok=True)
 
     def _add_frame(self, obs: dict[str, Any]) -> None:
+        if self._failed:
+            return
         rgb = obs["rgb"][: self.num_envs_to_record]
         frames = rgb.cpu().numpy() if isinstance(rgb, torch.Tensor) else np.asarray(rgb)
-        if self._writer is None:
-            self._open()
-        self._writer.append_data(tile_frames(frames.astype(np.uint8)))
+        frame = pad_to_even(tile_frames(frames.astype(np.uint8)))
+        try:
+            if self._writer is None:
+                self._open()
+            self._writer.append_data(frame)
+        except Exception as error:  # ffmpeg's exit, a full disk, ...: the episodes go on (see the class docstring)
+            self._writer_failed(error)
 
     def _open(self) -> None:
         import imageio
 
         self.last_video_path = os.path.join(self.video_dir, f"{self.name_prefix}-{self._video_index}.mp4")
         self._video_index += 1
-        # macro_block_size=1: keep odd sizes instead of resizing with a warning
+        # macro_block_size=1: imageio would otherwise resize frames whose sides are no multiple of 16 (with a
+        # warning); it does not make odd sides encodable, which is why _add_frame pads frames to even sides
         self._writer = imageio.get_writer(self.last_video_path, fps=self.fps, codec="libx264", macro_block_size=1)
 
     def _finish(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        writer, self._writer = self._writer, None
+        self._failed = False
+        if writer is None:
+            return
+        try:
+            writer.close()
+            # ffmpeg can exit with an error at a short video's end without the writer raising: an empty file
+            if self.last_video_path is not None and not os.path.getsize(self.last_video_path):
+                raise OSError("ffmpeg wrote an empty file (its errors are above)")
+        except Exception as error:
+            self._writer_failed(error)
+            self._failed = False
+
+    def _writer_failed(self, error: Exception) -> None:
+        """Log the failure, close what is left of the writer, and record nothing more until the next reset."""
+        path, writer = self.last_video_path, self._writer
+        self._writer, self._failed, self.last_video_path = None, True, None
+        logger.warning(
+            "VideoRecorder: writing the video %s failed (%s: %s); that file is incomplete and the rest of this "
+            "episode batch is not recorded (the episodes themselves go on; the next reset starts a new file)",
+            path,
+            type(error).__name__,
+            error,
+        )
+        if writer is not None:
+            try:
+                writer.close()
+            except Exception:  # the writer is already broken; its failure was logged above
+                pass
 
     def reset(self, *, seed: Any = None, options: Optional[dict] = None) -> tuple[dict, dict]:
         self._finish()
