@@ -8,7 +8,10 @@ Sources: `motion_planner` (ManiSkill's scripted solutions, envs/maniskill/motion
 recorded in the env's control mode: pd_joint_pos, pd_joint_delta_pos, pd_joint_target_delta_pos,
 pd_ee_delta_pos or pd_ee_delta_pose) and `policy` (any checkpoint of ours, acting deterministically in
 our vector env). Episode seeds are collect.seed, seed+1, ...; re-running with the same output_dir
-skips the seeds already in the dataset. The dataset's info.json records the env id and control mode.
+skips the seeds already in the dataset. The dataset's info.json records the env id, the control mode and the
+reward settings (env.kwargs.reward_mode / reward_delta: what next.reward means); a re-run with others is refused.
+Its fps (and each frame's timestamp) is the rate the env steps at, read from the env: ManiSkill's control_freq
+(20 Hz, unless env.kwargs.sim_config sets another), LIBERO's 20 Hz; it is no setting (collect.fps is refused).
 
 Episodes are written in seed order whatever collect.num_workers (the planner's pool plans ahead and its results
 wait for the earlier seeds), so two collections of the same seeds are the same dataset. Dropped seeds (failed, or
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import os
 import signal
 import time
@@ -36,6 +40,7 @@ from hydra.core.hydra_config import HydraConfig
 
 from .config import CollectRunConfig, EnvConfig, EvalConfig, register_configs, typed_config
 from .datasets.time_limit import warn_if_time_limit_short
+from .envs.batching import MAX_SEED
 from .envs.maniskill.motion_planning import STATUS_CUT as PLANNER_CUT
 from .envs.registration import check_env, time_limit
 from .paths import CONFIG_DIR
@@ -47,6 +52,12 @@ register_configs()
 
 SOURCES = ("motion_planner", "policy")
 CAMERA_KEYS = ("rgb", "wrist_rgb")
+FPS_IS_THE_ENV_RATE = (
+    "a dataset's fps is the rate its env steps at, read from the env and written to meta/info.json's fps and every "
+    "frame's timestamp (ManiSkill tasks: their control_freq, 20 Hz unless env.kwargs.sim_config={control_freq: N} "
+    "sets another; LIBERO: 20 Hz). Another value would only mislabel the time base of the recorded steps; drop "
+    "collect.fps"
+)
 
 
 def check_collect_config(cfg: CollectRunConfig) -> None:
@@ -63,9 +74,10 @@ def check_collect_config(cfg: CollectRunConfig) -> None:
         raise ValueError(
             f"collect.output_dir={c.output_dir!r} is a file; give a directory (new, or a dataset to resume)"
         )
-    for name in ("num_episodes", "num_workers", "fps"):
+    for name in ("num_episodes", "num_workers"):
         if getattr(c, name) < 1:
             raise ValueError(f"collect.{name}={getattr(c, name)} must be >= 1")
+    reject_fps_setting(c)
     if c.max_episode_steps is not None and c.max_episode_steps < 1:  # before: every solution dropped as failed
         raise ValueError(
             f"collect.max_episode_steps={c.max_episode_steps} must be >= 1 (the longest planner solution to keep), "
@@ -73,6 +85,7 @@ def check_collect_config(cfg: CollectRunConfig) -> None:
         )
     if c.seed < 0:  # episode seeds go to env.reset(seed=...), which takes none below 0
         raise ValueError(f"collect.seed={c.seed} must be >= 0 (episode seeds are collect.seed, collect.seed + 1, ...)")
+    check_seed_range(c.seed, c.num_episodes)
     if c.source == "motion_planner":
         from .envs.maniskill.motion_planning import check_plannable
 
@@ -91,11 +104,41 @@ def check_collect_config(cfg: CollectRunConfig) -> None:
         pick_device(c.device, "collect.device")
 
 
+def check_seed_range(seed: int, num_episodes: int) -> None:
+    """Episode seeds run collect.seed .. collect.seed + collect.num_episodes - 1, and the simulators take seeds up to
+    MAX_SEED (2**32 - 1): checked before anything is built (before: numpy's "Seed must be between 0 and 2**32 - 1"
+    from inside ManiSkill, in a pool worker, after the episodes of the seeds below the limit were written)."""
+    last = seed + num_episodes - 1
+    if last <= MAX_SEED:
+        return
+    if num_episodes > MAX_SEED + 1:
+        raise ValueError(
+            f"collect.num_episodes={num_episodes}: there are only {MAX_SEED + 1} episode seeds (0 .. {MAX_SEED}); "
+            f"valid: 1 <= collect.num_episodes <= {MAX_SEED + 1 - seed} with collect.seed={seed}"
+        )
+    raise ValueError(
+        f"collect.seed={seed}: the episode seeds are collect.seed .. collect.seed + collect.num_episodes - 1 = "
+        f"{last}, above the largest seed {MAX_SEED}; valid with collect.num_episodes={num_episodes}: "
+        f"0 <= collect.seed <= {MAX_SEED - num_episodes + 1}"
+    )
+
+
+def reject_fps_setting(c: Any) -> None:
+    """collect.fps away from its default (through the Python API; on the command line any collect.fps is refused,
+    unread_settings): the dataset's fps is the env's rate, read from the env (before: any value was written as the
+    dataset's fps and timestamps, the steps being taken at the env's 20 Hz all the same)."""
+    default = getattr(type(c), "fps", None)
+    value = getattr(c, "fps", default)
+    if value != default:
+        raise ValueError(f"collect.fps={value}: {FPS_IS_THE_ENV_RATE}")
+
+
 def unread_settings(source: str) -> dict[str, str]:
     """The env/policy/collect settings that `source` never reads (unread_settings.py), with what to set instead."""
     unread = {
         "env.num_envs": "python -m rlinf_embodied.collect runs collect.num_workers envs (env.num_envs sizes "
-        "training's vector env); set collect.num_workers instead"
+        "training's vector env); set collect.num_workers instead",
+        "collect.fps": FPS_IS_THE_ENV_RATE,
     }
     if source == "motion_planner":
         for key in ("policy", "collect.deterministic", "collect.device"):
@@ -185,6 +228,13 @@ def collect(cfg: CollectRunConfig, stop: Optional[StopRequest] = None) -> dict[s
     try:
         layout = next(stream)
         writer = _open_writer(cfg, layout)
+        if writer.num_episodes and writer.reward_settings is None and layout["reward_settings"] is not None:
+            logger.warning(
+                "collect: %s records no reward settings (written before they were recorded): the episodes appended "
+                "now have next.reward from %s, which cannot be checked against the earlier ones'",
+                c.output_dir,
+                ", ".join(f"env.kwargs.{key}={value}" for key, value in layout["reward_settings"].items()),
+            )
         while True:
             if stop is not None and stop.requested:  # between two episodes: the ones written are complete
                 stopped = attempted < len(seeds)
@@ -314,14 +364,49 @@ def _open_writer(cfg: CollectRunConfig, layout: dict[str, Any]):
 
     return LeRobotDatasetWriter(
         cfg.collect.output_dir,
-        fps=cfg.collect.fps,
+        fps=layout["fps"],
         robot_type=str(cfg.env.kwargs.get("robot_uids") or "panda"),
         state_dim=layout["state_dim"],
         action_dim=layout["action_dim"],
         camera_shapes=layout["cameras"],
         control_mode=layout["control_mode"],
         env_id=cfg.env.id,
+        reward_settings=layout["reward_settings"],
     )
+
+
+def env_fps(rate: Any, env_id: str) -> int:
+    """The dataset's fps: `rate`, the steps per second `env_id` runs at, as a whole number (LeRobot's info.json
+    fps is an int; a rate computed as 1 / step_dt may be off by rounding)."""
+    if rate is None:
+        raise ValueError(
+            f"env {env_id!r} declares no control rate (ManiSkill's control_freq, IsaacLab's step_dt, or "
+            "metadata['render_fps']): a LeRobot dataset's fps and timestamps need it"
+        )
+    rate = float(rate)
+    if not (rate >= 1 and math.isclose(rate, round(rate), rel_tol=1e-6)):
+        raise ValueError(
+            f"env {env_id!r} steps at {rate:g} Hz: a LeRobot dataset's fps is a whole number >= 1 of frames per "
+            "second; give the env a whole control rate (ManiSkill: env.kwargs.sim_config={control_freq: N})"
+        )
+    return int(round(rate))
+
+
+def configured_reward_settings(env_cfg: EnvConfig) -> dict[str, Any]:
+    """The reward settings env.kwargs give the vector env (over its entry point's defaults and the id's registered
+    kwargs, as check_env_options fills them in): what next.reward means. reward_mode None: the env's own (e.g.
+    LIBERO's); reward_delta: the change of the reward since the previous step (ManiSkill)."""
+    import inspect
+
+    import gymnasium as gym
+
+    from .envs.registration import ENV_ID_KWARG, backend_vector_entry_point
+
+    parameters = inspect.signature(backend_vector_entry_point(env_cfg.id)).parameters.items()
+    defaults = {name: p.default for name, p in parameters if p.default is not inspect.Parameter.empty}
+    spec_kwargs = {name: value for name, value in gym.registry[env_cfg.id].kwargs.items() if name != ENV_ID_KWARG}
+    options = {**defaults, **spec_kwargs, **dict(env_cfg.kwargs)}
+    return {"reward_mode": options.get("reward_mode"), "reward_delta": bool(options.get("reward_delta", False))}
 
 
 # ---- motion planner -------------------------------------------------------------------------------
@@ -382,7 +467,14 @@ def _planner_episodes(cfg: CollectRunConfig, seeds: list[int]) -> Iterator[dict[
 
     probe = ManiSkillSingleEnv(task_of(cfg.env.id), **_planner_env_kwargs(cfg.env))
     try:
-        yield _layout(probe.observation_space, probe.action_space, probe.maniskill_env.control_mode)
+        maniskill_env = probe.maniskill_env
+        yield _layout(
+            probe.observation_space,
+            probe.action_space,
+            maniskill_env.control_mode,
+            env_fps(maniskill_env.control_freq, cfg.env.id),
+            {"reward_mode": maniskill_env.reward_mode, "reward_delta": bool(probe.reward_delta)},
+        )
     finally:  # also where the dataset's settings refuse the layout (the stream is closed then)
         probe.close()
     if not seeds:  # every seed already in the dataset: the layout was wanted, to check it against the dataset's
@@ -436,13 +528,22 @@ def _stop_pool(pool: Executor, grace: float = 5.0) -> None:
     pool.shutdown(wait=True)  # a thread pool's threads (tests); a process pool's are already ended
 
 
-def _layout(observation_space: Any, action_space: Any, control_mode: Optional[str]) -> dict[str, Any]:
+def _layout(
+    observation_space: Any,
+    action_space: Any,
+    control_mode: Optional[str],
+    fps: int,
+    reward_settings: Optional[dict[str, Any]],
+) -> dict[str, Any]:
+    """The dataset's settings from the env: dims, cameras, control mode, fps (the env's rate) and reward settings."""
     spaces = getattr(observation_space, "spaces", {})
     return {
         "state_dim": int(spaces["state"].shape[-1]),
         "action_dim": int(action_space.shape[-1]),
         "cameras": {k: tuple(int(s) for s in spaces[k].shape[-3:]) for k in CAMERA_KEYS if k in spaces},
         "control_mode": control_mode,
+        "fps": fps,
+        "reward_settings": reward_settings,
     }
 
 
@@ -473,7 +574,13 @@ def _policy_episodes(cfg: CollectRunConfig, seeds: list[int]) -> Iterator[dict[s
         **dict(cfg.env.kwargs),
     )
     try:
-        yield _layout(env.single_observation_space, env.single_action_space, cfg.env.kwargs.get("control_mode"))
+        yield _layout(
+            env.single_observation_space,
+            env.single_action_space,
+            cfg.env.kwargs.get("control_mode"),
+            env_fps(vector_env_rate(env, cfg.env), cfg.env.id),
+            configured_reward_settings(cfg.env),
+        )
         if not seeds:  # every seed already in the dataset: the layout was wanted, to check it against the dataset's
             return
         device = pick_device(c.device, "collect.device")
@@ -488,6 +595,41 @@ def _policy_episodes(cfg: CollectRunConfig, seeds: list[int]) -> Iterator[dict[s
             ]
     finally:
         env.close()
+
+
+def vector_env_rate(env: Any, env_cfg: EnvConfig) -> Optional[float]:
+    """The steps per second of the policy source's vector env (None where it declares none): ManiSkill on GPU
+    physics (its batched sim's control_freq), ManiSkill's CPU envs (a state-only probe env's: their workers keep
+    their ManiSkill envs), IsaacLab (1 / step_dt), else the single envs' metadata['render_fps'] (LIBERO's 20)."""
+    sim = getattr(env, "sim", None)  # BatchedVectorEnv
+    rate = getattr(getattr(sim, "unwrapped", sim), "control_freq", None)
+    if rate is None and env_cfg.id.startswith(MANISKILL_PREFIX):
+        rate = _maniskill_control_freq(env_cfg)
+    base = getattr(env, "base", None)  # IsaacLabVectorEnv: the unwrapped IsaacLab env
+    if rate is None and getattr(base, "step_dt", None):
+        rate = 1.0 / float(base.step_dt)
+    if rate is None and hasattr(env, "call"):
+        metadata = env.call("metadata")[0]
+        rate = metadata.get("render_fps") if isinstance(metadata, dict) else None
+    return rate
+
+
+MANISKILL_PREFIX = "rlinf/ManiSkill-"
+
+
+def _maniskill_control_freq(env_cfg: EnvConfig) -> int:
+    """ManiSkill's control_freq for env_cfg: the task's default merged with env.kwargs.sim_config, read off a
+    state-only CPU env (the rate depends on neither the cameras nor the physics backend)."""
+    from .envs.maniskill.env import ManiSkillSingleEnv
+
+    kwargs: dict[str, Any] = {"obs_mode": "state", "reward_mode": "none"}
+    if env_cfg.kwargs.get("sim_config") is not None:
+        kwargs["sim_config"] = env_cfg.kwargs["sim_config"]
+    probe = ManiSkillSingleEnv(env_cfg.id[len(MANISKILL_PREFIX) :], **kwargs)
+    try:
+        return int(probe.maniskill_env.control_freq)
+    finally:
+        probe.close()
 
 
 def _policy_round(env: Any, policy: Any, device: Any, seeds: list[int], deterministic: bool) -> list[dict[str, Any]]:

@@ -68,14 +68,25 @@ def test_motion_planner_pickcube_and_resume(tmp_path, capsys):
     assert DemoDataset(out).seeds() == [3, 4, 5]
     info = json.load(open(os.path.join(out, "meta", "info.json")))
     assert info["total_episodes"] == 3 and info["total_frames"] == DemoDataset(out).num_frames
+    assert info["fps"] == 20 and info["reward_settings"] == PICKCUBE_REWARD  # the env's control rate, its rewards'
+
+
+PICKCUBE_REWARD = {"reward_mode": "normalized_dense", "reward_delta": False}  # the config's defaults
 
 
 def write_pickcube_dataset(root: str, seeds: list[int]) -> str:
-    """A dataset as collect writes one for PickCube (state, pd_joint_delta_pos, 20 fps), with 3-step episodes."""
+    """A dataset as collect writes one for PickCube (state, pd_joint_delta_pos, 20 fps, the default reward
+    settings), with 3-step episodes."""
     from rlinf_embodied.datasets import LeRobotDatasetWriter
 
     writer = LeRobotDatasetWriter(
-        root, fps=20, state_dim=42, action_dim=8, control_mode="pd_joint_delta_pos", env_id="rlinf/ManiSkill-PickCube"
+        root,
+        fps=20,
+        state_dim=42,
+        action_dim=8,
+        control_mode="pd_joint_delta_pos",
+        env_id="rlinf/ManiSkill-PickCube",
+        reward_settings=PICKCUBE_REWARD,
     )
     for seed in seeds:
         states, actions = np.zeros((3, 42), np.float32), np.zeros((3, 8), np.float32)
@@ -91,8 +102,26 @@ def write_pickcube_dataset(root: str, seeds: list[int]) -> str:
             "env.kwargs.control_mode=pd_joint_pos",
             r"has control_mode='pd_joint_delta_pos' but this writer was asked for control_mode='pd_joint_pos'",
         ),
-        ("motion_planner", "collect.fps=10", r"has fps=20 but this writer was asked for fps=10"),
-        ("policy", "collect.fps=10", r"has fps=20 but this writer was asked for fps=10"),
+        # the env's rate is the dataset's fps (before: collect.fps, whatever the env stepped at)
+        (
+            "motion_planner",
+            "env.kwargs.sim_config={control_freq:10}",
+            r"has fps=20 but this writer was asked for fps=10",
+        ),
+        ("policy", "env.kwargs.sim_config={control_freq:10}", r"has fps=20 but this writer was asked for fps=10"),
+        # before: accepted, and next.reward meant different things in different episodes
+        (
+            "motion_planner",
+            "env.kwargs.reward_mode=sparse",
+            r"computed with reward_mode='normalized_dense' but this writer was asked for reward_mode='sparse'.*"
+            r"env.kwargs.reward_mode=normalized_dense",
+        ),
+        (
+            "policy",
+            "+env.kwargs.reward_delta=true",
+            r"computed with reward_delta=False but this writer was asked for reward_delta=True.*"
+            r"env.kwargs.reward_delta=false",
+        ),
     ],
 )
 def test_a_rerun_with_other_settings_is_refused_whether_or_not_a_seed_is_new(
@@ -256,6 +285,69 @@ def test_a_negative_seed_is_named_before_anything_runs(tmp_path):
     """Before: gymnasium's 'Seed must be greater or equal to zero' from inside the first reset."""
     with pytest.raises(ValueError, match=r"collect.seed=-1 must be >= 0"):
         collect(compose_cfg(f"collect.output_dir={tmp_path}/data", "collect.seed=-1"))
+
+
+def test_seeds_beyond_the_simulators_range_are_named_before_anything_runs(tmp_path):
+    """Before: seed 4294967295 was written, then seed 4294967296 failed inside ManiSkill with numpy's "Seed must be
+    between 0 and 2**32 - 1", naming neither collect.seed nor collect.num_episodes."""
+    from rlinf_embodied.collect import check_seed_range
+    from rlinf_embodied.envs.batching import MAX_SEED
+
+    check_seed_range(MAX_SEED, 1)  # the last seed alone
+    check_seed_range(MAX_SEED - 9, 10)
+    with pytest.raises(
+        ValueError,
+        match=rf"collect.seed={MAX_SEED}: .* collect.seed \+ collect.num_episodes - 1 = {MAX_SEED + 1}, above the "
+        rf"largest seed {MAX_SEED}; valid with collect.num_episodes=2: 0 <= collect.seed <= {MAX_SEED - 1}",
+    ):
+        collect(
+            compose_cfg(f"collect.output_dir={tmp_path}/data", f"collect.seed={MAX_SEED}", "collect.num_episodes=2")
+        )
+    assert not (tmp_path / "data").exists()
+    with pytest.raises(ValueError, match=rf"collect.num_episodes={MAX_SEED + 2}: there are only {MAX_SEED + 1}"):
+        check_seed_range(0, MAX_SEED + 2)
+
+
+@pytest.mark.parametrize("source", ["motion_planner", "policy"])
+def test_collect_fps_is_refused_the_env_rate_is_the_datasets_fps(tmp_path, source):
+    """Before: collect.fps=7 was written as the dataset's fps and timestamps (0, 0.143, ...) while the env stepped at
+    20 Hz. The fps is the env's rate now; the setting is refused on the command line and through the Python API."""
+    with pytest.raises(ValueError, match=r"collect.fps=7: a dataset's fps is the rate its env steps at.*drop collect"):
+        reject_unread_settings(["collect.fps=7"], unread_settings(source))
+    with pytest.raises(ValueError, match=r"collect.fps=7: a dataset's fps is the rate its env steps at"):
+        collect(compose_cfg(f"collect.output_dir={tmp_path}/data", "collect.fps=7"))
+    assert not (tmp_path / "data").exists()
+
+
+def test_the_datasets_fps_is_read_from_the_env():
+    """The policy source's vector envs: ManiSkill on GPU physics (its sim's control_freq), IsaacLab (1 / step_dt),
+    LIBERO (its single envs' metadata render_fps); a rate that is no whole number, or none, is named."""
+    from types import SimpleNamespace
+
+    from rlinf_embodied.collect import env_fps, vector_env_rate
+    from rlinf_embodied.config import EnvConfig
+
+    libero = EnvConfig(id="rlinf/LIBERO-Spatial")
+    batched = SimpleNamespace(sim=SimpleNamespace(unwrapped=SimpleNamespace(control_freq=25)))
+    assert vector_env_rate(batched, EnvConfig(id="rlinf/ManiSkill-PickCube")) == 25
+    isaaclab = SimpleNamespace(base=SimpleNamespace(step_dt=1 / 120 * 4))
+    assert env_fps(vector_env_rate(isaaclab, EnvConfig(id="rlinf/IsaacLab-Reach-Franka")), "") == 30
+    subproc = SimpleNamespace(call=lambda name: ({"render_fps": 20, "render_modes": []},) if name == "metadata" else 0)
+    assert vector_env_rate(subproc, libero) == 20
+    with pytest.raises(ValueError, match=r"env 'rlinf/X' steps at 7.5 Hz: a LeRobot dataset's fps is a whole number"):
+        env_fps(7.5, "rlinf/X")
+    with pytest.raises(ValueError, match=r"env 'rlinf/X' declares no control rate"):
+        env_fps(vector_env_rate(SimpleNamespace(call=lambda name: ({},)), libero), "rlinf/X")
+
+
+def test_the_reward_settings_recorded_are_the_envs():
+    """What next.reward means (recorded in meta/info.json, compared on a resume): env.kwargs over the id's defaults."""
+    from rlinf_embodied.collect import configured_reward_settings
+
+    assert configured_reward_settings(compose_cfg().env) == {"reward_mode": "normalized_dense", "reward_delta": False}
+    pushcube = compose_cfg("env=maniskill_pushcube", "env.kwargs.reward_mode=sparse", "+env.kwargs.reward_delta=true")
+    assert configured_reward_settings(pushcube.env) == {"reward_mode": "sparse", "reward_delta": True}
+    assert configured_reward_settings(compose_cfg("env=libero").env) == {"reward_mode": None, "reward_delta": False}
 
 
 def test_a_step_cap_below_one_is_named_before_anything_runs(tmp_path):

@@ -14,7 +14,9 @@ Parquet columns: `observation.state` / `action` (list<float32>, actions in env u
 `datasets.load_dataset("parquet", ...)` decodes the image columns as images.
 
 Besides LeRobot's keys, info.json holds `control_mode` (the controller the actions were recorded
-in, e.g. "pd_joint_delta_pos"; null when unknown) and `env_id` (our gymnasium id, when known).
+in, e.g. "pd_joint_delta_pos"; null when unknown), `env_id` (our gymnasium id, when known) and
+`reward_settings` (the env settings that define `next.reward`, e.g. {"reward_mode": "normalized_dense",
+"reward_delta": false}; null when unknown). `fps` is the rate the env stepped at (its control frequency).
 
 The reader takes LeRobot v2.0/v2.1 datasets whose cameras are image columns; it refuses v3.0 (episodes in
 meta/episodes/*.parquet) and video cameras (dtype "video", mp4 files) by name, and a dataset whose files disagree
@@ -25,9 +27,12 @@ from __future__ import annotations
 
 import io
 import json
+import math
+import numbers
 import os
+import string
 import tempfile
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -42,6 +47,7 @@ SUPPORTED_VERSIONS = ("v2.0", CODEBASE_VERSION)
 REQUIRED_INFO_KEYS = ("codebase_version", "fps", "total_episodes", "total_frames", "features")
 CHUNKS_SIZE = 1000
 DATA_PATH = "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"
+DATA_PATH_FIELDS = ("episode_chunk", "episode_index")  # the placeholders a v2.x data_path formats with
 IMAGE_PREFIX = "observation.images."
 # "auto" decodes every PNG once at load when the decoded frames fit in this fraction of the host's available
 # memory; above it, per sample (host-bound: stop 29's 1,600 demonstrations, 4.1 GB decoded, ran SFT 5x slower
@@ -244,7 +250,10 @@ class LeRobotDatasetWriter:
 
     Every `add_episode` leaves a complete, valid dataset on disk: the episode's parquet file is
     written first, then the meta files, info.json last (each replaced atomically), so an interrupted
-    run keeps every episode it finished. `camera_shapes={}` records state only.
+    run keeps every episode it finished. `camera_shapes={}` records state only. `fps` is the rate the env
+    stepped at (each frame's timestamp is frame_index / fps); `reward_settings` the env settings that define the
+    rewards (e.g. {"reward_mode": "sparse", "reward_delta": False}): a resume with another fps, control_mode or
+    reward_settings than the dataset's is refused.
     """
 
     def __init__(
@@ -257,11 +266,16 @@ class LeRobotDatasetWriter:
         camera_shapes: Optional[dict[str, Sequence[int]]] = None,
         control_mode: Optional[str] = None,
         env_id: Optional[str] = None,
+        reward_settings: Optional[Mapping[str, Any]] = None,
     ):
         if state_dim < 1 or action_dim < 1:
             raise ValueError(f"state_dim={state_dim} and action_dim={action_dim} must both be >= 1")
+        check_writer_fps(fps)
         self.root = os.path.abspath(root)
         self.fps = int(fps)
+        # the env settings that define next.reward (None: unknown); an append with others is refused
+        self.reward_settings = None if reward_settings is None else dict(reward_settings)
+        self.chunks_size, self.data_path = CHUNKS_SIZE, DATA_PATH  # a resumed dataset's own, where it has others
         self.robot_type = robot_type
         self.state_dim, self.action_dim = int(state_dim), int(action_dim)
         self.camera_shapes = {k: tuple(int(s) for s in v) for k, v in (camera_shapes or {}).items()}
@@ -308,7 +322,12 @@ class LeRobotDatasetWriter:
                     f"{key}={asked!r}; use another root"
                 )
             setattr(self, key, asked if asked is not None else stored)
+        self._resume_reward_settings(info.get("reward_settings"))
         self.robot_type = info.get("robot_type", self.robot_type)
+        # new episode files go where the dataset's own layout puts them (before: always DATA_PATH / CHUNKS_SIZE,
+        # and info.json was rewritten with those, losing a foreign dataset's episodes)
+        self.chunks_size = info.get("chunks_size", CHUNKS_SIZE)
+        self.data_path = info.get("data_path", DATA_PATH)
         total = int(info["total_episodes"])
         # Meta rows past info.json's totals belong to an episode whose write was interrupted: drop them, and
         # rewrite both files without them so that the next episode's rows append after the last committed one.
@@ -329,6 +348,31 @@ class LeRobotDatasetWriter:
         _atomic_write(os.path.join(meta, "episodes.jsonl"), _jsonl(self._episodes))
         _atomic_write(os.path.join(meta, "episodes_stats.jsonl"), _jsonl(episodes_stats))
         self._total_frames = sum(int(row["length"]) for row in self._episodes)
+
+    def _resume_reward_settings(self, stored: Optional[dict]) -> None:
+        """Refuse to append episodes whose rewards are defined otherwise than the dataset's (before: a resume with
+        another env.kwargs.reward_mode / reward_delta mixed reward definitions in next.reward, without a word).
+        A dataset that records none (written before they were recorded, or without them) keeps none: its earlier
+        episodes' definition is unknown, so the new one is not claimed for them. A writer given none appends to the
+        dataset's (as with control_mode)."""
+        asked = self.reward_settings
+        if stored is None or asked is None:
+            self.reward_settings = None if stored is None else dict(stored)
+            return
+        keys = sorted(set(stored) | set(asked))
+        mismatched = [key for key in keys if stored.get(key) != asked.get(key)]
+        if mismatched:
+            raise ValueError(
+                f"the dataset at {self.root} holds rewards (next.reward) computed with "
+                + ", ".join(f"{key}={stored.get(key)!r}" for key in mismatched)
+                + " but this writer was asked for "
+                + ", ".join(f"{key}={asked.get(key)!r}" for key in mismatched)
+                + ": the column would mean different things in different episodes; use another root, or the "
+                "dataset's reward settings to append (collect: "
+                + " ".join(f"env.kwargs.{key}={_cli_value(stored.get(key))}" for key in mismatched)
+                + ")"
+            )
+        self.reward_settings = dict(stored)
 
     # -- public --
     @property
@@ -419,7 +463,7 @@ class LeRobotDatasetWriter:
         )
         table = pa.table(columns)
         table = table.replace_schema_metadata({"huggingface": json.dumps(_hf_features(self.features))})
-        path = data_file(self.root, episode_index)
+        path = data_file(self.root, episode_index, self.chunks_size, self.data_path)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         sink = io.BytesIO()
         pq.write_table(table, sink)
@@ -475,16 +519,33 @@ class LeRobotDatasetWriter:
             "total_frames": self._total_frames,
             "total_tasks": len(self._tasks),
             "total_videos": 0,
-            "total_chunks": (self.num_episodes + CHUNKS_SIZE - 1) // CHUNKS_SIZE,
-            "chunks_size": CHUNKS_SIZE,
+            "total_chunks": (self.num_episodes + self.chunks_size - 1) // self.chunks_size,
+            "chunks_size": self.chunks_size,
             "fps": self.fps,
             "splits": {"train": f"0:{self.num_episodes}"},
-            "data_path": DATA_PATH,
+            "data_path": self.data_path,
             "video_path": None,
             "features": self.features,
             "control_mode": self.control_mode,
             "env_id": self.env_id,
+            "reward_settings": self.reward_settings,
         }
+
+
+def check_writer_fps(fps: Any) -> None:
+    """A writer's fps: a whole number of frames per second >= 1 (LeRobot's info.json holds an int); before, 7.5 was
+    written as 7 and 0 failed at the first episode's timestamps."""
+    whole = isinstance(fps, numbers.Real) and not isinstance(fps, bool) and math.isfinite(fps) and fps == int(fps)
+    if not whole or fps < 1:
+        raise ValueError(
+            f"fps={fps!r} must be a whole number >= 1: the frames per second the episodes were recorded at (the env's "
+            "control rate), written to meta/info.json's fps and each frame's timestamp (frame_index / fps)"
+        )
+
+
+def _cli_value(value: Any) -> str:
+    """`value` as a command-line override writes it (None -> null, True -> true)."""
+    return json.dumps(value) if value is None or isinstance(value, bool) else str(value)
 
 
 def _as_numpy(value: Any, dtype: Any) -> np.ndarray:
@@ -552,6 +613,15 @@ def check_info(info: Any, path: str = "meta/info.json") -> None:
     for key in ("total_episodes", "total_frames"):
         if type(info[key]) is not int or info[key] < 0:
             raise ValueError(f"{path}: {key}={info[key]!r} is not a count (an integer >= 0): the dataset is damaged")
+    _check_fps(info["fps"], path)
+    _check_episode_layout(info, path)
+    for key in ("control_mode", "env_id"):  # before: "control_mode": 5 was accepted, and compared as 5
+        if info.get(key) is not None and not isinstance(info[key], str):
+            raise ValueError(f"{path}: {key}={info[key]!r} is not a string (or null): the dataset is damaged")
+    if info.get("reward_settings") is not None and not isinstance(info["reward_settings"], dict):
+        raise ValueError(
+            f"{path}: reward_settings={info['reward_settings']!r} is not an object (or null): the dataset is damaged"
+        )
     features = info["features"]
     if not isinstance(features, dict):
         raise ValueError(f"{path}: 'features' is a {type(features).__name__}, not an object: the dataset is damaged")
@@ -563,6 +633,49 @@ def check_info(info: Any, path: str = "meta/info.json") -> None:
                 + ("is missing" if name not in features else f"has shape {shape!r}, not [dim]")
                 + f" (features: {sorted(features)}): the dataset is damaged, or not one of state/action demonstrations"
             )
+
+
+def _check_fps(fps: Any, path: str) -> None:
+    """info.json's fps: a positive number of frames per second (before: "20" was read as 20, and 0 or -5 accepted)."""
+    if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not math.isfinite(fps) or fps <= 0:
+        raise ValueError(
+            f"{path}: fps={fps!r} is not a positive number (the frames per second the episodes were recorded at, "
+            "e.g. 20): the dataset is damaged"
+        )
+
+
+def _check_episode_layout(info: dict[str, Any], path: str) -> None:
+    """chunks_size and data_path, which place each episode's file (episode_file): before, chunks_size 0 was a
+    ZeroDivisionError and an unknown placeholder in data_path a bare KeyError, each naming neither file nor key."""
+    chunks_size = info.get("chunks_size", CHUNKS_SIZE)
+    if type(chunks_size) is not int or chunks_size < 1:
+        raise ValueError(
+            f"{path}: chunks_size={chunks_size!r} is not an integer >= 1 (the episodes per data/chunk-* directory, "
+            f"LeRobot's {CHUNKS_SIZE}): the dataset is damaged"
+        )
+    data_path = info.get("data_path", DATA_PATH)
+    valid = (
+        f"a LeRobot v2.x data_path formats with the placeholders {{episode_index}} and optionally {{episode_chunk}} "
+        f"only, e.g. {DATA_PATH!r}"
+    )
+    if not isinstance(data_path, str):
+        raise ValueError(f"{path}: data_path={data_path!r} is not a string; {valid}: the dataset is damaged")
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(data_path) if name is not None]
+    except ValueError as error:  # e.g. an unmatched brace
+        problem = f"does not parse ({error})"
+    else:
+        unknown = sorted({name for name in fields if name not in DATA_PATH_FIELDS})
+        problem = f"has the placeholder(s) {unknown}" if unknown else None
+        if problem is None and "episode_index" not in fields:  # every episode would be read from one file
+            problem = "has no {episode_index} placeholder"
+        if problem is None:
+            try:
+                data_path.format(episode_chunk=0, episode_index=0)
+            except (ValueError, IndexError, KeyError) as error:  # a spec no int takes, e.g. {episode_index:s}
+                problem = f"does not format ({type(error).__name__}: {error})"
+    if problem is not None:
+        raise ValueError(f"{path}: data_path={data_path!r} {problem}; {valid}: the dataset is damaged")
 
 
 def _dtype(feature: Any) -> Any:
@@ -588,12 +701,9 @@ def dataset_layout(info: dict[str, Any], path: str = "meta/info.json") -> dict[s
     writer and SFT's start-up checks."""
     check_info(info, path)
     features = info["features"]
-    try:
-        fps = int(info["fps"])
-    except (TypeError, ValueError):
-        raise ValueError(f"{path}: fps={info['fps']!r} is not a number: the dataset is damaged") from None
+    fps = info["fps"]  # a positive number (check_info); LeRobot writes an int
     return {
-        "fps": fps,
+        "fps": int(fps) if float(fps).is_integer() else float(fps),
         "state_dim": int(features["observation.state"]["shape"][0]),
         "action_dim": int(features["action"]["shape"][0]),
         "cameras": camera_shapes(features),
@@ -621,6 +731,7 @@ class DemoDataset:
         self.camera_keys = list(self.camera_shapes)
         self.control_mode: Optional[str] = self.info.get("control_mode")
         self.env_id: Optional[str] = self.info.get("env_id")
+        self.reward_settings: Optional[dict] = self.info.get("reward_settings")  # what next.reward means
         self.robot_type: Optional[str] = self.info.get("robot_type")
         total = int(self.info["total_episodes"])
         self.episodes = read_episode_rows(self.root, total)

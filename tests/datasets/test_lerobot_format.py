@@ -504,3 +504,121 @@ def test_the_consistency_check_reads_no_column(tmp_path, monkeypatch):
 
     monkeypatch.setattr(pq, "read_table", no_read)
     check_dataset_files(root, load_info(root))
+
+
+# ---- info.json keys that place the episode files, and the writer's fps / reward settings -------------------------
+MALFORMED_INFO = {
+    "chunks_size 0": ({"chunks_size": 0}, r"chunks_size=0 is not an integer >= 1"),  # before: ZeroDivisionError
+    "chunks_size a string": ({"chunks_size": "1000"}, r"chunks_size='1000' is not an integer >= 1"),
+    "chunks_size a bool": ({"chunks_size": True}, r"chunks_size=True is not an integer >= 1"),
+    "unknown placeholder": (  # before: KeyError: 'foo'
+        {"data_path": "x/{foo}.parquet"},
+        r"data_path='x/\{foo\}.parquet' has the placeholder\(s\) \['foo'\]; .*\{episode_index\} and optionally "
+        r"\{episode_chunk\} only",
+    ),
+    "positional placeholder": ({"data_path": "x/{}.parquet"}, r"has the placeholder\(s\) \[''\]"),
+    "no episode_index": ({"data_path": "x/{episode_chunk}.parquet"}, r"has no \{episode_index\} placeholder"),
+    "unmatched brace": ({"data_path": "x/{episode_index.parquet"}, r"data_path='x/\{episode_index.parquet' does not"),
+    "format spec": ({"data_path": "x/{episode_index:s}.parquet"}, r"does not format \(ValueError"),
+    "data_path not a string": ({"data_path": 5}, r"data_path=5 is not a string"),
+    "fps a string": ({"fps": "20"}, r"fps='20' is not a positive number"),  # before: read as 20
+    "fps 0": ({"fps": 0}, r"fps=0 is not a positive number"),
+    "fps negative": ({"fps": -5}, r"fps=-5 is not a positive number"),
+    "control_mode a number": ({"control_mode": 5}, r"control_mode=5 is not a string"),
+    "reward_settings a list": ({"reward_settings": [1]}, r"reward_settings=\[1\] is not an object"),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED_INFO))
+def test_malformed_layout_keys_of_info_json_are_named(tmp_path, case):
+    """Before: chunks_size 0 was a ZeroDivisionError and data_path "x/{foo}.parquet" a KeyError: 'foo' (naming
+    neither file nor key); fps "20", 0 or -5 and control_mode 5 were accepted."""
+    from rlinf_embodied.datasets.lerobot_format import check_dataset_files, load_info
+
+    root = str(tmp_path / "ds")
+    write(root, [("pick", make_episode(np.random.default_rng(10), 3, {}), True, 0)], cameras={})
+    changes, message = MALFORMED_INFO[case]
+    _edit_info(root, **changes)
+    message = r"meta/info.json: .*" + message + r".*the dataset is damaged"
+    with pytest.raises(ValueError, match=message):
+        check_dataset_files(root, load_info(root))
+    with pytest.raises(ValueError, match=message):
+        DemoDataset(root)
+    with pytest.raises(ValueError, match=message):
+        LeRobotDatasetWriter(root, fps=20, state_dim=D, action_dim=A, camera_shapes={})
+
+
+def test_a_foreign_layout_is_read_and_appended_where_its_info_json_puts_the_files(tmp_path):
+    """A dataset with another chunks_size / data_path (valid ones): read from there, and a resumed writer adds its
+    episodes there too (before: at DATA_PATH, rewriting info.json's data_path, so the earlier files were lost)."""
+    rng = np.random.default_rng(11)
+    root = str(tmp_path / "ds")
+    write(root, [("a", make_episode(rng, 2, {}), True, 0), ("a", make_episode(rng, 3, {}), True, 1)], cameras={})
+    moved = "episodes/c{episode_chunk}/e{episode_index:03d}.parquet"
+    for index in range(2):
+        target = os.path.join(root, moved.format(episode_chunk=index, episode_index=index))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.replace(os.path.join(root, "data", "chunk-000", f"episode_{index:06d}.parquet"), target)
+    _edit_info(root, chunks_size=1, data_path=moved, fps=15.0)
+    assert DemoDataset(root).seeds() == [0, 1] and DemoDataset(root).fps == 15
+    writer = LeRobotDatasetWriter(root, fps=15, state_dim=D, action_dim=A, camera_shapes={})
+    states, actions, _, rewards = make_episode(rng, 4, {})
+    writer.add_episode("a", states, actions, {}, rewards, True, 2)
+    assert os.path.isfile(os.path.join(root, "episodes", "c2", "e002.parquet"))
+    info = json.load(open(os.path.join(root, "meta", "info.json")))
+    assert (info["chunks_size"], info["data_path"], info["total_chunks"]) == (1, moved, 3)
+    assert DemoDataset(root).seeds() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("fps", [7.5, 0, -20, True, float("nan")])
+def test_the_writer_refuses_an_fps_that_is_no_whole_positive_number(tmp_path, fps):
+    """Before: 7.5 was written as 7 (int()), 0 failed at the first episode's timestamps (division by zero)."""
+    with pytest.raises(ValueError, match=r"fps=.* must be a whole number >= 1: the frames per second"):
+        LeRobotDatasetWriter(str(tmp_path / "ds"), fps=fps, state_dim=D, action_dim=A, camera_shapes={})
+    assert not (tmp_path / "ds").exists()
+
+
+def test_resuming_with_other_reward_settings_is_refused(tmp_path):
+    """Before: a resume with another env.kwargs.reward_mode / reward_delta appended episodes whose next.reward meant
+    something else (dense values beside sparse ones), without a word; info.json did not record the settings."""
+    rng = np.random.default_rng(12)
+    root = str(tmp_path / "ds")
+    dense = {"reward_mode": "normalized_dense", "reward_delta": False}
+    write(root, [("a", make_episode(rng, 2, {}), True, 0)], cameras={}, reward_settings=dense)
+    assert json.load(open(os.path.join(root, "meta", "info.json")))["reward_settings"] == dense
+    assert DemoDataset(root).reward_settings == dense
+    for other, message in (
+        (
+            {"reward_mode": "sparse", "reward_delta": False},
+            r"computed with reward_mode='normalized_dense' but this writer was asked for reward_mode='sparse': the "
+            r"column would mean different things in different episodes; use another root, or the dataset's reward "
+            r"settings to append \(collect: env.kwargs.reward_mode=normalized_dense\)",
+        ),
+        (
+            {"reward_mode": "normalized_dense", "reward_delta": True},
+            r"reward_delta=False but this writer was asked for reward_delta=True.*env.kwargs.reward_delta=false\)",
+        ),
+    ):
+        with pytest.raises(ValueError, match=message):
+            LeRobotDatasetWriter(root, fps=20, state_dim=D, action_dim=A, camera_shapes={}, reward_settings=other)
+    # the same settings, or none given (the dataset's), append
+    for given in (dense, None):
+        writer = LeRobotDatasetWriter(root, fps=20, state_dim=D, action_dim=A, camera_shapes={}, reward_settings=given)
+        states, actions, _, rewards = make_episode(rng, 2, {})
+        writer.add_episode("a", states, actions, {}, rewards, True, writer.num_episodes)
+    assert DemoDataset(root).reward_settings == dense and DemoDataset(root).num_episodes == 3
+
+
+def test_a_dataset_without_reward_settings_keeps_them_unknown(tmp_path):
+    """A dataset that records none (written before they were recorded): appending is allowed, and the appended
+    episodes' settings are not claimed for the earlier ones."""
+    rng = np.random.default_rng(13)
+    root = str(tmp_path / "ds")
+    write(root, [("a", make_episode(rng, 2, {}), True, 0)], cameras={})
+    _edit_info(root, reward_settings=None)  # as before the key existed
+    writer = LeRobotDatasetWriter(
+        root, fps=20, state_dim=D, action_dim=A, camera_shapes={}, reward_settings={"reward_mode": "sparse"}
+    )
+    states, actions, _, rewards = make_episode(rng, 2, {})
+    writer.add_episode("a", states, actions, {}, rewards, True, 1)
+    assert json.load(open(os.path.join(root, "meta", "info.json")))["reward_settings"] is None
