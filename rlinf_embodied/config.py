@@ -9,12 +9,100 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import numbers
+import types
+import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional, get_type_hints
 
+import numpy as np
+
 from .algorithms.config import AlgorithmConfig
+from .envs.batching import MAX_SEED, is_int
 from .finite import reject_non_finite
 from .unread_settings import reject_ineffective_setting
+
+
+def matches_type(value: Any, hint: Any) -> bool:
+    """Whether `value` is a valid value of the type hint `hint`: the one type check of the typed configs (train,
+    eval, SFT, algorithm), of the policies' configs and of policy.overrides. Nothing is converted, so it refuses
+    what a conversion would silently change: a bool where an int or a float is asked for (True is an int to Python:
+    num_layers=True built one layer), 2.5 for an int, a list of floats or strings for list[int]. Accepted as they
+    were before: numpy ints and floats, an int for a float, a tuple or OmegaConf's ListConfig for a list. A str
+    field takes any non-mapping (Hydra reads `...=1` as an int; such configs normalise the value themselves)."""
+    if hint is Any:
+        return True
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(matches_type(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if origin in (list, tuple) or hint in (list, tuple):
+        if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, (Sequence, np.ndarray)):
+            return False
+        items = [arg for arg in typing.get_args(hint) if arg is not Ellipsis]
+        return not items or all(matches_type(item, items[0]) for item in value)
+    if origin is dict or hint is dict:
+        return isinstance(value, Mapping)
+    if hint is bool:
+        return isinstance(value, (bool, np.bool_))
+    if hint is int:
+        return is_int(value)
+    if hint is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    if hint is str:
+        return not isinstance(value, Mapping)
+    if isinstance(hint, type):
+        return isinstance(value, hint)
+    return True
+
+
+def type_name(hint: Any) -> str:
+    """`hint` as a config's documentation writes it: int, float | None, list[int], ..."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " | ".join(type_name(arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return "None"
+    if isinstance(hint, type) and not typing.get_args(hint):
+        return hint.__name__
+    return str(hint).replace("typing.", "")
+
+
+@functools.lru_cache(maxsize=None)
+def _field_hints(config_class: type) -> dict[str, Any]:
+    return typing.get_type_hints(config_class)
+
+
+def wrong_type_message(name: str, value: Any, hint: Any) -> str:
+    """The error for a setting `name` whose `value` is not of its type `hint`, or "" where it is."""
+    if matches_type(value, hint):
+        return ""
+    wanted = type_name(hint)
+    note = " (a bool is not a number)" if isinstance(value, (bool, np.bool_)) and "bool" not in wanted else ""
+    item_hints = [
+        typing.get_args(arg)[0]
+        for arg in (typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,))
+        if typing.get_origin(arg) in (list, tuple) and typing.get_args(arg)
+    ]
+    if item_hints and isinstance(value, (Sequence, np.ndarray)) and not isinstance(value, (str, bytes)):
+        bad = next((i for i, item in enumerate(value) if not matches_type(item, item_hints[0])), None)
+        if bad is not None:  # name the entry: [32.7, 64, 64] was truncated to [32, 64, 64]
+            note = f": {wrong_type_message(f'{name}[{bad}]', value[bad], item_hints[0])}"
+    return f"{name}={value!r} ({type(value).__name__}) is not a valid {wanted}{note}"
+
+
+def reject_wrong_types(config: Any, prefix: str = "") -> None:
+    """ValueError naming the first field of the dataclass `config` whose value is not of its annotated type
+    (matches_type), e.g. `algorithm.update_epochs=2.5 (float) is not a valid int`. Run first in __post_init__, so
+    the range checks after it compare numbers: before, AlgorithmConfig(update_epochs=2.5) and EnvConfig(num_envs=2.5)
+    were accepted and failed later inside range() or torch, and gamma='0.9' raised "'<' not supported"."""
+    hints = _field_hints(type(config))
+    for item in dataclasses.fields(config):
+        message = wrong_type_message(f"{prefix}{item.name}", getattr(config, item.name), hints.get(item.name, Any))
+        if message:
+            raise ValueError(message)
 
 
 def reject_empty_paths(config: Any, section: str, unset_meanings: dict[str, str]) -> None:
@@ -39,6 +127,7 @@ class EnvConfig:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        reject_wrong_types(self, "env.")
         # here, not only in gym.make_vec: the error then names the setting to change, before any worker starts
         if self.num_envs < 1:
             raise ValueError(f"env.num_envs={self.num_envs} must be >= 1 (envs in total, over all env workers)")
@@ -65,6 +154,9 @@ class PolicyConfig:
     precision: str = "float32"  # "float32" or "bf16" (rollout in bf16; the trainer keeps fp32 master weights)
     overrides: dict[str, Any] = field(default_factory=dict)  # policy config fields (hidden sizes, ...)
 
+    def __post_init__(self) -> None:
+        reject_wrong_types(self, "policy.")
+
 
 @dataclass
 class ClusterConfig:
@@ -85,6 +177,7 @@ class ClusterConfig:
     component_placement: Any = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        reject_wrong_types(self, "cluster.")
         placement = self.component_placement
         if isinstance(placement, str):
             if placement.strip().lower() != AUTO:
@@ -153,6 +246,7 @@ class RunnerConfig:
     offload: bool = True
 
     def __post_init__(self) -> None:
+        reject_wrong_types(self, "runner.")
         reject_empty_paths(self, "runner", {"resume": "start a new run", "output_dir": "Hydra's run directory"})
         for name, what in (("max_iterations", "iterations to train"), ("rollout_steps", "policy calls per env")):
             if getattr(self, name) < 1:
@@ -226,6 +320,7 @@ class EvalConfig:
     progress: bool = True  # the per-task progress bar; false keeps piped logs free of its carriage returns
 
     def __post_init__(self) -> None:
+        reject_wrong_types(self, "eval.")
         reject_empty_paths(self, "eval", {"output_dir": "Hydra's run directory"})
         for name, what in (("num_episodes", "episodes per task"), ("num_envs", "envs stepped in parallel")):
             if getattr(self, name) < 1:
@@ -329,6 +424,7 @@ class SFTConfig:
     resume: Optional[str] = None
 
     def __post_init__(self) -> None:
+        reject_wrong_types(self, "sft.")
         reject_non_finite(self, "sft.")
         reject_empty_paths(self, "sft", {"resume": "start a new run", "output_dir": "Hydra's run directory"})
         for name in ("max_steps", "batch_size", "log_interval", "eval_episodes", "val_interval"):
@@ -413,6 +509,31 @@ class SFTRunConfig:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
 
+    def __post_init__(self) -> None:
+        self._check_eval_seeds()
+
+    @property
+    def eval_num_envs(self) -> int:
+        """The envs of SFT's evaluations (workers/sft_worker.sft_eval_config): one per episode, up to env.num_envs."""
+        return max(1, min(self.env.num_envs, self.sft.eval_episodes))
+
+    def _check_eval_seeds(self) -> None:
+        """SFT's evaluations seed env i's first episode sft.seed + 1000 + i, and the simulators take seeds up to
+        MAX_SEED (2**32 - 1). Before: a larger sft.seed was accepted, the training steps ran, and the first
+        evaluation failed in a worker naming eval.seed, a setting the SFT command does not have."""
+        if not self.sft.eval_interval:
+            return
+        num_envs = self.eval_num_envs
+        last = self.sft.seed + SFT_EVAL_SEED_OFFSET + num_envs - 1
+        if last > MAX_SEED:
+            raise ValueError(
+                f"sft.seed={self.sft.seed}: SFT's evaluations (sft.eval_interval={self.sft.eval_interval}) seed env "
+                f"i's first episode sft.seed + {SFT_EVAL_SEED_OFFSET} + i, up to {last} with their {num_envs} envs "
+                f"(min(env.num_envs={self.env.num_envs}, sft.eval_episodes={self.sft.eval_episodes})), above the "
+                f"largest seed {MAX_SEED}; valid: {-SFT_EVAL_SEED_OFFSET} <= sft.seed <= "
+                f"{MAX_SEED - SFT_EVAL_SEED_OFFSET - num_envs + 1}"
+            )
+
 
 @dataclass
 class CollectConfig:
@@ -429,6 +550,9 @@ class CollectConfig:
     deterministic: bool = True  # policy source: act with the deterministic policy
     device: str = "auto"  # policy source
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        reject_wrong_types(self, "collect.")
 
 
 @dataclass
@@ -485,13 +609,22 @@ def typed_config(cfg: Any) -> Any:
     return OmegaConf.to_object(cfg)
 
 
+CONFIG_NAMES = {"config": "train", "eval": "eval", "sft": "sft", "collect": "collect"}  # configs/<name>.yaml: entry
+
+
 def compose_config(config_name: str, overrides: list[str]) -> Any:
     """The typed config `python -m rlinf_embodied.<entry>` would run with these command-line overrides, for
-    scripts that call the runners in-process ("config": train, "eval", "sft", "collect", "place")."""
+    scripts that call the runners in-process: `config_name` is one of CONFIG_NAMES ("config": train, "eval", "sft",
+    "collect"; `place` composes "config")."""
     from hydra import compose, initialize_config_dir
 
     from .paths import CONFIG_DIR
 
+    if config_name not in CONFIG_NAMES:  # before: Hydra's MissingConfigException, which lists no valid name
+        close = difflib.get_close_matches(str(config_name), list(CONFIG_NAMES), n=1, cutoff=0.5)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        shown = ", ".join(f"{name!r} ({entry})" for name, entry in CONFIG_NAMES.items())
+        raise ValueError(f"compose_config({config_name!r}): no such config; {hint}valid: {shown}")
     register_configs()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
         return typed_config(compose(config_name=config_name, overrides=overrides))

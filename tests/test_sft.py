@@ -529,6 +529,50 @@ def test_sft_resumed_from_its_training_state_continues_exactly(tmp_path):
         plain.load_training_state(str(tmp_path / "ckpt"))
 
 
+def test_sft_resume_says_what_a_directory_without_training_state_is(tmp_path):
+    """Before: every such directory was called checkpoints/best and sent to <dir>/policy: an empty directory (which
+    has no policy/), an RL checkpoint, and an existing file (reported as "does not exist")."""
+    cfg = SFTRunConfig()
+    cfg.sft.dataset = write_state_dataset(tmp_path / "ds", episodes=1, length=3)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cfg.sft.resume = str(empty)
+    with pytest.raises(FileNotFoundError, match=r"holds no training state .*; pass a checkpoints/<name>") as error:
+        check_sft_config(cfg)
+    assert "policy.checkpoint" not in str(error.value) and "checkpoints/best" not in str(error.value)
+    rl = tmp_path / "rl" / "checkpoints" / "iteration_000003"
+    make_policy("mlp", size="tiny", action_dim=8, state_dim=4).save_pretrained(rl / "policy")
+    (rl / "actor.pt").write_bytes(b"")
+    cfg.sft.resume = str(rl)
+    with pytest.raises(
+        FileNotFoundError,
+        match=rf"missing sft.json, sft_rank0.pt\); it is an RL checkpoint .*runner.resume={re.escape(str(rl))} .*"
+        rf"policy.checkpoint={re.escape(str(rl / 'policy'))}$",
+    ):
+        check_sft_config(cfg)
+    cfg.sft.resume = str(rl.parent.parent)  # the SFT run directory level: its checkpoints are listed
+    sft_ckpt = tmp_path / "rl" / "checkpoints" / "step_000010"
+    sft_ckpt.mkdir()
+    for name in ("sft.json", "actor.pt", "sft_rank0.pt"):
+        (sft_ckpt / name).write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match=r"; checkpoints below it: '.*step_000010'$"):
+        check_sft_config(cfg)
+    saved = tmp_path / "saved"
+    make_policy("mlp", size="tiny", action_dim=8, state_dim=4).save_pretrained(saved)
+    cfg.sft.resume = str(saved)
+    with pytest.raises(
+        FileNotFoundError, match=rf"saved by save_pretrained .*policy.checkpoint={re.escape(str(saved))}$"
+    ):
+        check_sft_config(cfg)
+    cfg.sft.resume = str(saved / "config.json")
+    with pytest.raises(
+        FileNotFoundError,
+        match=rf"sft.resume='.*config.json' is a file, not a directory \(the checkpoint is the directory holding it, "
+        rf"{re.escape(str(saved))}\)",
+    ):
+        check_sft_config(cfg)
+
+
 def test_sft_resume_names_what_is_wrong_with_the_checkpoint(tmp_path):
     cfg = SFTRunConfig()
     cfg.sft.dataset = write_state_dataset(tmp_path / "ds", episodes=1, length=3)
@@ -539,8 +583,14 @@ def test_sft_resume_names_what_is_wrong_with_the_checkpoint(tmp_path):
     (best / "policy").mkdir(parents=True)
     (best / "sft.json").write_text(json.dumps({"step": 50, "dataset": cfg.sft.dataset, "policy": "mlp"}))
     cfg.sft.resume = str(best)
+    with pytest.raises(FileNotFoundError, match=r"no training state \(missing actor.pt, sft_rank0.pt\)") as error:
+        check_sft_config(cfg)
+    assert "policy.checkpoint=" not in str(error.value)  # its policy/ holds no saved policy to point to
+    (best / "policy" / "config.json").write_text("{}")
     with pytest.raises(
-        FileNotFoundError, match=r"no training state \(missing actor.pt, sft_rank0.pt\).*policy.checkpoint="
+        FileNotFoundError,
+        match=r"no training state \(missing actor.pt, sft_rank0.pt\); it keeps only the policy \(as checkpoints/best "
+        r"does\).*policy.checkpoint=.*best/policy$",
     ):
         check_sft_config(cfg)
     for name in ("actor.pt", "sft_rank0.pt"):

@@ -3,7 +3,7 @@
 Defaults are ManiSkill's own PPO baseline for state-based tasks with 50-step episodes (PickCube),
 which is the default training job. Hydra's `algorithm/*.yaml` groups override them.
 `validate()` runs in `__post_init__` (so also in `OmegaConf.to_object`); call it again after
-mutating a config in code.
+mutating a config in code. It checks each field's type first (an int count is no 2.5 or True, a float no string).
 """
 
 from __future__ import annotations
@@ -215,8 +215,11 @@ class AlgorithmConfig:
             )
 
     def validate(self) -> "AlgorithmConfig":
+        from ..config import reject_wrong_types  # here: rlinf_embodied.config imports this module
         from .registry import advantage_names, loss_clip_settings, loss_names  # filled when the package is imported
 
+        # types first (update_epochs=2.5, num_minibatches=True and gamma='0.9' passed, or failed in a comparison)
+        reject_wrong_types(self, "algorithm.")
         reject_non_finite(self, "algorithm.")
         _one_of("adv_type", self.adv_type, advantage_names(), "advantage estimator")
         _one_of("loss_type", self.loss_type, loss_names(), "policy loss")

@@ -13,12 +13,14 @@ import copy
 import functools
 import json
 import os
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar, Mapping
 
 import torch
 from torch import nn
 
+from ..config import reject_wrong_types, wrong_type_message
 from ..finite import reject_non_finite
 from ..unread_settings import reject_ineffective_overrides, reject_ineffective_setting
 
@@ -63,6 +65,7 @@ class PolicyConfig:
     value_head_fields: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
+        self.check_types()
         self.check_dims()
         self.check_finite()
         self.check_bounds()
@@ -75,6 +78,13 @@ class PolicyConfig:
                 "act_compile=true compiles the parts act replays as CUDA graphs, but act_cuda_graphs=false; "
                 "set act_cuda_graphs=true as well, or act_compile=false"
             )
+
+    def check_types(self) -> None:
+        """Every field holds a value of its annotated type (config.matches_type: no bool for an int, no 2.5 for an
+        int, a list[int] of ints), named: before, make_policy('mlp', hidden_dim=2.5) failed in torch.empty,
+        hidden_dim='32' (a checkpoint's config.json) in a comparison, and num_layers=True built one layer. The same
+        check as policy.overrides' on the command line (workers/policy_loading.check_policy_overrides)."""
+        reject_wrong_types(self)
 
     def check_dims(self) -> None:
         """action_dim and action_chunk >= 1, state_dim >= 0: every policy's shapes are built from them."""
@@ -121,6 +131,8 @@ class PolicyConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "PolicyConfig":
+        if not isinstance(data, Mapping):
+            raise TypeError(f"{cls.__name__}.from_dict takes a mapping of config fields, not {type(data).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -195,13 +207,29 @@ def dirs_holding(root: str, names: tuple[str, ...], max_depth: int) -> list[str]
 
 
 SAVED_DIRECTORY = "a directory written by save_pretrained"
+CHECKPOINT_FILES = (CONFIG_FILE, WEIGHTS_FILE, "actor.pt", "sft.json")  # files of a policy or training checkpoint
+
+
+def not_a_directory(path: str) -> str:
+    """Why `path`, given where a directory is expected, is none: "does not exist", or "is a file, not a directory"
+    (naming the directory that holds it where it is one of a checkpoint's files). Before: an existing file was
+    reported as "does not exist"."""
+    if not os.path.exists(path):
+        return "does not exist"
+    if not os.path.isfile(path):
+        return "is not a directory"
+    if os.path.basename(path) in CHECKPOINT_FILES:
+        return (
+            f"is a file, not a directory (the checkpoint is the directory holding it, {os.path.dirname(path) or '.'})"
+        )
+    return "is a file, not a directory"
 
 
 def checkpoint_config_path(path: str, policy_name: str | None, expected: str = SAVED_DIRECTORY) -> str:
     """`path`'s config.json; FileNotFoundError if `path` is no directory or holds none (missing_config_error,
     saying `expected`: what a checkpoint directory should be)."""
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"checkpoint directory {path!r} does not exist")
+        raise FileNotFoundError(f"checkpoint directory {path!r} {not_a_directory(path)}")
     config_path = os.path.join(path, CONFIG_FILE)
     if not os.path.isfile(config_path):
         raise missing_config_error(path, policy_name, expected)
@@ -220,9 +248,38 @@ def _parsed_json_file(json_path: str, mtime_ns: int, size: int) -> dict:
     """read_json_file's parse, cached per path, modification time and size (a rewritten file is read again)."""
     with open(json_path) as f:
         try:
-            return json.load(f)
+            data = json.load(f)
         except json.JSONDecodeError as error:
             raise ValueError(f"{json_path!r} is not valid JSON ({error}); re-save the checkpoint") from error
+    if not isinstance(data, dict):  # before: 'list' object has no attribute 'get', or "pop expected at most 1 argument"
+        kind = {list: "list", str: "string", bool: "boolean", type(None): "null"}.get(type(data), "number")
+        raise ValueError(
+            f"{json_path!r} holds a JSON {kind}, not an object of config settings: the checkpoint is damaged; "
+            "re-save it"
+        )
+    return data
+
+
+def check_saved_field_types(
+    config_class: type[PolicyConfig],
+    data: Mapping[str, Any],
+    path: str,
+    overrides: Mapping[str, Any] | None = None,
+    source: str | None = None,
+) -> None:
+    """ValueError naming the checkpoint's config.json and the first of its fields (those not overridden) whose value
+    is not of the field's type (a hand-edited or foreign file): before, hidden_dim "32" failed in a comparison,
+    "'<' not supported between instances of 'str' and 'int'", which named neither. `source` names the checkpoint
+    in the message (default: "checkpoint '<path>'")."""
+    hints = typing.get_type_hints(config_class)
+    for item in fields(config_class):
+        if item.name in data and item.name not in (overrides or {}):
+            message = wrong_type_message(item.name, data[item.name], hints.get(item.name, Any))
+            if message:
+                raise ValueError(
+                    f"{source or f'checkpoint {path!r}'}: its {CONFIG_FILE} is damaged: {message}; re-save the "
+                    "checkpoint, or correct that field"
+                )
 
 
 def read_checkpoint_weights(path: str) -> dict[str, torch.Tensor]:
@@ -384,6 +441,7 @@ class Policy(nn.Module, abc.ABC):
         saved_name = data.pop("policy", cls.name)
         if saved_name != cls.name:
             raise ValueError(f"checkpoint {path!r} holds policy {saved_name!r}, not {cls.name!r}")
+        check_saved_field_types(cls.config_class, data, path, overrides)
         model = cls(cls.config_class.from_dict({**data, **overrides}))  # data stays as trained
         state = read_checkpoint_weights(path)
         check_weight_shapes(model.state_dict(), state, path, cls.name)

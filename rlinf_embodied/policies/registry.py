@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from .base import CONFIG_FILE, Policy, checkpoint_config_path, converter_module, read_json_file
+from .base import CONFIG_FILE, Policy, checkpoint_config_path, converter_module, not_a_directory, read_json_file
 
 # name -> "module:Class", imported on first use so `import rlinf_embodied` stays light.
 _POLICIES: dict[str, str] = {}
@@ -41,7 +41,8 @@ def make_policy(name: str, size: str = "tiny", action_dim: int | None = None, **
 def load_policy(path: str | os.PathLike, **overrides) -> Policy:
     """Load any policy saved with save_pretrained; the policy name is read from config.json."""
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"no policy checkpoint at {os.fspath(path)!r} (no such directory)")
+        reason = "no such directory" if not os.path.exists(path) else not_a_directory(os.fspath(path))
+        raise FileNotFoundError(f"no policy checkpoint at {os.fspath(path)!r} ({reason})")
     name = read_json_file(checkpoint_config_path(os.fspath(path), None)).get("policy")
     if name is None:
         raise upstream_checkpoint_error(os.fspath(path))

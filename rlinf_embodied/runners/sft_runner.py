@@ -499,24 +499,54 @@ def check_sft_config(cfg: SFTRunConfig) -> dict[str, Any]:
     return info
 
 
+SFT_RESUME_FILES = ("sft.json", "actor.pt", "sft_rank0.pt")  # what sft.resume reads (rank 0's; the others alike)
+
+
+def resume_hint(path: str) -> str:
+    """`"; ..."`: what the directory `path`, which lacks SFT's training state, is instead, and what to pass. Before,
+    every such directory was called checkpoints/best and sent to <path>/policy, even where that did not exist (an
+    empty directory) or the directory was an RL checkpoint."""
+    from ..policies.base import CONFIG_FILE
+    from ..workers.resume_check import checkpoint_above, resumable_below
+
+    above = checkpoint_above(path, "sft.resume", SFT_RESUME_FILES)
+    if above:
+        return above
+    policy = os.path.join(path, "policy")
+    saved_policy = os.path.isfile(os.path.join(policy, CONFIG_FILE))
+    weights = f"start from its weights alone with policy.checkpoint={policy}"
+    if os.path.isfile(os.path.join(path, "actor.pt")) and not os.path.isfile(os.path.join(path, "sft.json")):
+        return (
+            f"; it is an RL checkpoint (actor.pt without sft.json), which sft.resume cannot continue: continue that "
+            f"run with runner.resume={path} (python -m rlinf_embodied.train)"
+            + (f", or {weights}" if saved_policy else "")
+        )
+    if os.path.isfile(os.path.join(path, CONFIG_FILE)):
+        return (
+            f"; it is a policy saved by save_pretrained (its weights alone, no optimizer or step): start SFT from it "
+            f"with policy.checkpoint={path}"
+        )
+    if saved_policy:
+        return f"; it keeps only the policy (as checkpoints/best does): resume from a step_XXXXXX or final checkpoint, or {weights}"
+    below = resumable_below(path, SFT_RESUME_FILES)
+    return below or (
+        "; pass a checkpoints/<name> directory of an earlier SFT run (step_XXXXXX, final, or the one Ctrl-C saved)"
+    )
+
+
 def check_resume_checkpoint(cfg: SFTRunConfig) -> None:
     """sft.resume names a checkpoint of this dataset and policy with training state, short of sft.max_steps."""
-    from ..workers.resume_check import checkpoint_above
+    from ..policies.base import not_a_directory
 
     path = cfg.sft.resume
     if not os.path.isdir(path):
         raise FileNotFoundError(
-            f"sft.resume={path!r} does not exist: pass a checkpoints/<name> directory of an earlier SFT run "
+            f"sft.resume={path!r} {not_a_directory(path)}: pass a checkpoints/<name> directory of an earlier SFT run "
             "(step_XXXXXX, final, or the one Ctrl-C saved)"
         )
-    missing = [
-        name for name in ("sft.json", "actor.pt", "sft_rank0.pt") if not os.path.isfile(os.path.join(path, name))
-    ]
+    missing = [name for name in SFT_RESUME_FILES if not os.path.isfile(os.path.join(path, name))]
     if missing:
-        hint = checkpoint_above(path, "sft.resume", ("sft.json", "actor.pt", "sft_rank0.pt")) or (
-            "; checkpoints/best keeps only the policy: resume from a step_XXXXXX or final checkpoint, or start from "
-            f"the weights alone with policy.checkpoint={os.path.join(path, 'policy')}"
-        )
+        hint = resume_hint(path)
         raise FileNotFoundError(f"sft.resume={path!r} holds no training state (missing {', '.join(missing)}){hint}")
     with open(os.path.join(path, "sft.json")) as f:
         saved = json.load(f)

@@ -5,17 +5,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import types
 import typing
 from typing import Any
 
 import torch
 
 from ..envs.action_settings import trained_env_note
-from ..config import PolicyConfig
+from ..envs.batching import is_int
+from ..config import PolicyConfig, wrong_type_message
 from ..policies import Policy, make_policy, policy_class
 from ..policies.registry import check_overrides_fit_checkpoint, saved_policy_config
-from ..policies.base import read_json_file, reject_value_head_overrides
+from ..policies.base import check_saved_field_types, not_a_directory, read_json_file, reject_value_head_overrides
 from ..policies.base import PolicyConfig as BasePolicyConfig
 from ..unread_settings import field_default, ineffective_setting_error, override_key
 from .mixed_precision import cast_floating_buffers
@@ -43,7 +43,7 @@ def check_policy_config(cfg: PolicyConfig) -> None:
     if cfg.checkpoint is not None:
         if not os.path.isdir(cfg.checkpoint):
             raise FileNotFoundError(
-                f"policy.checkpoint={cfg.checkpoint!r} does not exist or is not a directory; "
+                f"policy.checkpoint={cfg.checkpoint!r} {not_a_directory(cfg.checkpoint)}; "
                 "give a local checkpoint directory (nothing is downloaded)"
             )
         check_checkpoint_policy(cfg)
@@ -137,6 +137,7 @@ def check_checkpoint_config(cls: type[Policy], cfg: PolicyConfig) -> None:
         return
     data.pop("policy")
     overrides = dict(cfg.overrides)
+    check_saved_field_types(cls.config_class, data, cfg.checkpoint, overrides, f"policy.checkpoint={cfg.checkpoint!r}")
     try:
         cls.config_class.from_dict({**data, **overrides})
     except (ValueError, TypeError) as error:
@@ -150,18 +151,17 @@ def check_policy_overrides(cls: type[Policy], overrides: dict[str, Any]) -> None
     if unknown:
         raise ValueError(f"policy.overrides: unknown key(s) {unknown} for policy {cls.name!r}; valid: {sorted(known)}")
     hints = typing.get_type_hints(cls.config_class)
-    for key, value in overrides.items():
-        if not _matches_type(value, hints.get(key, Any)):
-            raise ValueError(
-                f"policy.overrides.{key}={value!r} ({type(value).__name__}) is not a valid "
-                f"{_type_name(hints.get(key, Any))}"
-            )
+    for key, value in overrides.items():  # the policy configs' own type check (the items of list[int] too)
+        message = wrong_type_message(f"policy.overrides.{key}", value, hints.get(key, Any))
+        if message:
+            raise ValueError(message)
 
 
 def check_preset_config(cls: type[Policy], size: str, overrides: dict[str, Any]) -> None:
     """Build the config a randomly initialised policy would get (the preset plus overrides), so its own
     checks (dimensions >= 1, divisibility, ...) run in the driver. action_dim and state_dim come from the env
-    later: the check uses the override or the length of the action (state) bounds when given."""
+    later: the check uses the override or the length of the action (state) bounds when given, else the widest
+    the model takes (max_action_dim / max_state_dim, where the policy has them)."""
     values = {**cls.presets[size], **overrides}
     # the env's state_dim is not known yet: state-dim checks (e.g. ignore_state_dims) use the widest
     # state the model accepts, and run again with the env's state_dim when the workers build it
@@ -170,6 +170,12 @@ def check_preset_config(cls: type[Policy], size: str, overrides: dict[str, Any])
         values["state_dim"] = widest
     elif "state_dim" not in overrides:  # the width is the env's (e.g. openvla_oft's proprio projector)
         values.pop("ignore_state_dims", None)
+    # nor is its action_dim: the preset's is a placeholder (the workers pass the env's, or the SFT dataset's), so
+    # checks against it use the widest action the model predicts (before: flow_mlp's max_action_dim=4 was refused on
+    # PushCube's 4-D actions, "action_dim=7 exceeds max_action_dim=4", a 7 the user never gave)
+    widest_action = values.get("max_action_dim", getattr(cls.config_class, "max_action_dim", None))
+    if "action_dim" not in overrides and is_int(widest_action) and widest_action >= 1:
+        values["action_dim"] = int(widest_action)
     for kind in ("action", "state"):  # statistics (e.g. SFT's, from the dataset) have the env's widths
         for bounds in (f"{kind}_low", f"{kind}_high"):
             if f"{kind}_dim" not in overrides and values.get(bounds) is not None:
@@ -178,35 +184,6 @@ def check_preset_config(cls: type[Policy], size: str, overrides: dict[str, Any])
         cls.config_class.from_dict(values)
     except (ValueError, TypeError) as error:
         raise ValueError(f"policy {cls.name!r} size {size!r} with policy.overrides={overrides}: {error}") from None
-
-
-def _matches_type(value: Any, hint: Any) -> bool:
-    if hint is Any:
-        return True
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_matches_type(value, arg) for arg in typing.get_args(hint))
-    if hint is type(None):
-        return value is None
-    if origin in (list, tuple):
-        return isinstance(value, (list, tuple))
-    if origin is dict:
-        return isinstance(value, dict)
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is str:  # Hydra reads `...=1` as an int; configs normalise such fields themselves
-        return not isinstance(value, dict)
-    if isinstance(hint, type):
-        return isinstance(value, hint)
-    return True
-
-
-def _type_name(hint: Any) -> str:
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
 def resolved_policy_config(cfg: PolicyConfig, action_dim: int, state_dim: int) -> BasePolicyConfig | None:

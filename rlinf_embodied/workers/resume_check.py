@@ -15,7 +15,7 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
-from ..policies.base import dirs_holding
+from ..policies.base import CONFIG_FILE, WEIGHTS_FILE, dirs_holding, not_a_directory
 from ..policies.registry import plain_config_value
 
 logger = logging.getLogger(__name__)
@@ -26,14 +26,28 @@ def check_resume_directory(directory: str, setting: str) -> str:
     resumable checkpoints below `directory` (a run directory holds them at checkpoints/<name>)."""
     if not os.path.isdir(directory):
         raise FileNotFoundError(
-            f"{setting}={directory!r} does not exist: pass a checkpoints/<name> directory of an earlier run "
-            "(iteration_XXXXXX, final, or the one Ctrl-C saved)"
+            f"{setting}={directory!r} {not_a_directory(directory)}: pass a checkpoints/<name> directory of an earlier "
+            "run (iteration_XXXXXX, final, or the one Ctrl-C saved)"
         )
     path = os.path.join(directory, "actor.pt")
     if not os.path.isfile(path):
-        hint = checkpoint_above(directory, setting) or resumable_below(directory)
+        hint = (
+            checkpoint_above(directory, setting) or saved_policy_hint(directory, setting) or resumable_below(directory)
+        )
         raise FileNotFoundError(f"{setting}={directory!r} holds no actor.pt checkpoint{hint}")
     return path
+
+
+def saved_policy_hint(directory: str, setting: str) -> str:
+    """`"; ..."` where `directory` is a policy written by save_pretrained (config.json and model.safetensors: its
+    weights alone, no optimizer or step to continue), pointing to policy.checkpoint; else "" (before: only "holds no
+    actor.pt checkpoint")."""
+    if not all(os.path.isfile(os.path.join(directory, name)) for name in (CONFIG_FILE, WEIGHTS_FILE)):
+        return ""
+    return (
+        f"; it is a policy saved by save_pretrained (its weights alone, nothing of a run to continue): start a new "
+        f"run from it with policy.checkpoint={directory}, or pass {setting} a checkpoints/<name> directory"
+    )
 
 
 def checkpoint_above(directory: str, setting: str, files: tuple[str, ...] = ("actor.pt",)) -> str:
@@ -59,9 +73,10 @@ def reject_sft_checkpoint(directory: str, setting: str) -> None:
         )
 
 
-def resumable_below(directory: str) -> str:
-    """`"; checkpoints below it: ..."` for the actor.pt checkpoints under a run directory, else ""."""
-    found = dirs_holding(directory, ("actor.pt",), max_depth=2)
+def resumable_below(directory: str, files: tuple[str, ...] = ("actor.pt",)) -> str:
+    """`"; checkpoints below it: ..."` for the checkpoints (directories holding `files`) under a run directory, else
+    ""."""
+    found = dirs_holding(directory, files, max_depth=2)
     if not found:
         return ""
     shown = ", ".join(repr(path) for path in found[-4:])

@@ -441,7 +441,7 @@ def sft_eval_config(cfg: SFTRunConfig, device: str = "auto") -> EvalConfig:
     sft: SFTConfig = cfg.sft
     return EvalConfig(
         num_episodes=sft.eval_episodes,
-        num_envs=max(1, min(cfg.env.num_envs, sft.eval_episodes)),
+        num_envs=cfg.eval_num_envs,
         seed=sft.seed + SFT_EVAL_SEED_OFFSET,
         video=False,
         device=device,

@@ -185,3 +185,34 @@ def test_the_env_dims_are_read_in_a_child_process():
         "state_dim": 42,
     }
     assert probed_env_dims(compose_config("config", ["env.kwargs.control_mode=bogus"]).env) is None
+
+
+def test_resume_and_checkpoint_paths_that_are_files_or_saved_policies_are_named_as_such(tmp_path):
+    """Before: an existing file given to runner.resume or from_pretrained was reported as "does not exist", and a
+    save_pretrained directory given to runner.resume got no pointer to policy.checkpoint."""
+    from rlinf_embodied.policies import load_policy
+    from rlinf_embodied.policies.mlp.modeling import MLPPolicy
+    from rlinf_embodied.workers.resume_check import check_resume_directory
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(FileNotFoundError, match=r"^runner.resume='.*afile' is a file, not a directory: pass a"):
+        check_resume_directory(str(afile), "runner.resume")
+    with pytest.raises(FileNotFoundError, match=r"^checkpoint directory '.*afile' is a file, not a directory$"):
+        MLPPolicy.from_pretrained(afile)
+    with pytest.raises(FileNotFoundError, match=r"no policy checkpoint at '.*afile' \(is a file, not a directory\)"):
+        load_policy(afile)
+    saved = tmp_path / "saved"
+    make_policy("mlp", size="tiny", action_dim=2, state_dim=4).save_pretrained(saved)
+    with pytest.raises(
+        FileNotFoundError,
+        match=rf"^runner.resume='{re.escape(str(saved))}' holds no actor.pt checkpoint; it is a policy saved by "
+        rf"save_pretrained .*policy.checkpoint={re.escape(str(saved))}, or pass runner.resume a checkpoints/<name>",
+    ):
+        check_resume_directory(str(saved), "runner.resume")
+    with pytest.raises(
+        FileNotFoundError,
+        match=rf"is a file, not a directory \(the checkpoint is the directory holding "
+        rf"it, {re.escape(str(saved))}\)$",
+    ):
+        MLPPolicy.from_pretrained(saved / "model.safetensors")

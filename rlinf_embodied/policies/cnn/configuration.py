@@ -35,7 +35,9 @@ class CNNConfig(GaussianPolicyConfig):
 
     def __post_init__(self) -> None:
         self.validate_common()
-        # Hydra hands lists over as ListConfig; keep plain int lists (config.json stays plain JSON).
+        # validate_common's type check refused non-int entries (before: [32.7, 64, 64] was truncated to [32, 64, 64],
+        # [True, 2, 1] read as [1, 2, 1]); a tuple, Hydra's ListConfig or numpy ints become a plain int list here
+        # (config.json stays plain JSON).
         for name in ("conv_channels", "conv_kernels", "conv_strides"):
             setattr(self, name, [int(v) for v in getattr(self, name)])
         lengths = {len(self.conv_channels), len(self.conv_kernels), len(self.conv_strides)}

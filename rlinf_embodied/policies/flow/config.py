@@ -142,8 +142,13 @@ class FlowPolicyConfig(PolicyConfig):
             )
         if self.deterministic_noise not in ("seeded", "zero"):
             raise ValueError(f"deterministic_noise={self.deterministic_noise!r}; valid: 'seeded', 'zero'")
+        require_at_least(self, 1, "max_action_dim")
         if self.action_dim > self.max_action_dim:
-            raise ValueError(f"action_dim={self.action_dim} exceeds max_action_dim={self.max_action_dim}")
+            raise ValueError(
+                f"action_dim={self.action_dim} exceeds max_action_dim={self.max_action_dim} (the widest action the model "
+                f"predicts; a new policy's action_dim is its env's or SFT dataset's): set max_action_dim >= "
+                f"{self.action_dim}"
+            )
         if self.state_dim > self.max_state_dim:
             raise ValueError(
                 f"state_dim={self.state_dim} exceeds max_state_dim={self.max_state_dim}; raise max_state_dim "

@@ -39,6 +39,7 @@ from ..base import (
     EvalOutput,
     Obs,
     Policy,
+    check_saved_field_types,
     check_weight_shapes,
     checkpoint_config_path,
     hidden_state_dims,
@@ -343,6 +344,7 @@ class FlowPolicy(Policy):
         """Load a save_pretrained directory; LoRA may be switched on by override on a non-LoRA checkpoint."""
         path = os.fspath(path)
         saved = _read_checkpoint_config(path, cls.name)
+        check_saved_field_types(cls.config_class, saved, path, overrides)
         config = cls.config_class.from_dict({**saved, **overrides})
         reject_value_head_overrides(cls.config_class, config.add_value_head, overrides)
         state = read_checkpoint_weights(path)

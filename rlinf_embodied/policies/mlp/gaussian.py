@@ -45,6 +45,7 @@ class GaussianPolicyConfig(PolicyConfig):
     init_log_std: float = -0.5
 
     def validate_common(self) -> None:
+        self.check_types()
         self.check_dims()
         self.check_finite()
         self.check_bounds()

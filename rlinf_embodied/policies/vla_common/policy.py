@@ -27,6 +27,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from ..base import (
     Obs,
     Policy,
+    check_saved_field_types,
     check_weight_shapes,
     hidden_state_dims,
     checkpoint_config_path,
@@ -309,6 +310,7 @@ class PrismaticVLAPolicy(Policy):
             raise upstream_layout_error(path, cls.name)
         if saved_name != cls.name:
             raise ValueError(f"checkpoint {path!r} holds policy {saved_name!r}, not {cls.name!r}")
+        check_saved_field_types(cls.config_class, data, path, overrides)
         config = cls.config_class.from_dict({**data, **overrides})
         reject_value_head_overrides(cls.config_class, config.add_value_head, overrides)
         state = read_checkpoint_weights(path)
