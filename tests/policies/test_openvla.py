@@ -303,3 +303,30 @@ def test_oft_init_log_std_override_sets_a_loaded_checkpoints_exploration_std(tmp
     obs = loaded.example_obs(2)
     _, std = loaded.gaussian(loaded.action_hidden_states(obs)[0])
     torch.testing.assert_close(std, torch.full_like(std, math.exp(-2.6)))
+
+
+def test_a_checkpoint_saved_under_the_other_transformers_dino_layout_loads_the_same(tmp_path):
+    """transformers 4.x names DINOv2's attention `attention.attention.query` ... `attention.output.dense`, 5.x
+    `attention.q_proj` ... `attention.o_proj`: stop 62's OFT checkpoint from the GPU machine (4.x) failed to load here
+    (5.x). The checkpoint is rewritten in the layout this transformers does not build, then loaded."""
+    from safetensors.torch import load_file, save_file
+
+    from rlinf_embodied.policies.vla_common.vision import DINO_ATTENTION_KEY, DINO_ATTENTION_NEW_TO_OLD
+
+    torch.manual_seed(0)
+    policy = make_policy("openvla_oft", size="tiny")
+    policy.save_pretrained(tmp_path)
+    weights = load_file(str(tmp_path / "model.safetensors"))
+    inverse = {old: new for new, old in DINO_ATTENTION_NEW_TO_OLD.items()}
+    renamed, count = {}, 0
+    for key, value in weights.items():
+        match = DINO_ATTENTION_KEY.match(key)
+        if match is not None:
+            other = DINO_ATTENTION_NEW_TO_OLD.get(match["name"]) or inverse[match["name"]]
+            key, count = f"{match['layer']}{other}{match['param']}", count + 1
+        renamed[key] = value
+    assert count >= 8 and set(renamed) != set(weights)  # every tiny DINO layer's q, k, v, o weights and biases
+    save_file(renamed, str(tmp_path / "model.safetensors"))
+    loaded = load_policy(tmp_path)
+    obs = policy.example_obs(2)
+    assert torch.equal(policy.act(obs, deterministic=True).actions, loaded.act(obs, deterministic=True).actions)

@@ -42,7 +42,7 @@ from ..flow.policy import enable_activation_checkpointing
 from ..flow.utils import skip_weight_init
 from .action_tokenizer import ActionTokenizer
 from .config import PROMPT_TEMPLATE, PrismaticVLAConfig
-from .vision import FusedVisionBackbone, PrismaticProjector, vit_layers
+from .vision import FusedVisionBackbone, PrismaticProjector, match_dino_attention_names, vit_layers
 
 LORA_MARKER = "lora_"
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -326,7 +326,9 @@ class PrismaticVLAPolicy(Policy):
         return model
 
     def load_checkpoint_state(self, state: dict[str, torch.Tensor], source: str) -> None:
-        """Strict load, except that heads the checkpoint lacks (upstream has no value head) start fresh."""
+        """Strict load, except that heads the checkpoint lacks (upstream has no value head) start fresh. DINOv2's
+        attention weights load under either transformers layout (match_dino_attention_names)."""
+        state = match_dino_attention_names(state, set(self.state_dict()))
         check_weight_shapes(self.state_dict(), state, source, self.name)
         missing, unexpected = self.load_state_dict(state, strict=False)
         missing = [key for key in missing if key != "vision_backbone.featurizer.embeddings.mask_token"]

@@ -11,6 +11,8 @@ along the patch axis, main camera first.
 
 from __future__ import annotations
 
+import re
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -21,6 +23,38 @@ from .config import PrismaticVLAConfig
 # Per-backbone input normalisation of Prismatic's "dinosiglip" image transform.
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 SIGLIP_MEAN, SIGLIP_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+
+
+# DINOv2's attention weights are named by the installed transformers: 5.x `attention.q_proj` ... `attention.o_proj`,
+# 4.x `attention.attention.query` ... `attention.output.dense`. A checkpoint saved under one loads under the other.
+DINO_ATTENTION_NEW_TO_OLD = {
+    "q_proj": "attention.query",
+    "k_proj": "attention.key",
+    "v_proj": "attention.value",
+    "o_proj": "output.dense",
+}
+DINO_ATTENTION_OLD_TO_NEW = {old: new for new, old in DINO_ATTENTION_NEW_TO_OLD.items()}
+DINO_ATTENTION_KEY = re.compile(
+    r"^(?P<layer>.*\.encoder\.layer\.\d+\.attention\.)(?P<name>q_proj|k_proj|v_proj|o_proj|attention\.query|"
+    r"attention\.key|attention\.value|output\.dense)(?P<param>\.(?:weight|bias))$"
+)
+
+
+def match_dino_attention_names(state: dict[str, torch.Tensor], model_keys: set[str]) -> dict[str, torch.Tensor]:
+    """`state` with its DINOv2 attention weights renamed to the layout of the model whose state-dict keys are
+    `model_keys`, where the checkpoint was saved under the other transformers layout (stop 62: an OpenVLA-OFT
+    checkpoint trained on the GPU machine's transformers 4.x failed to load under 5.x, "missing
+    ...attention.q_proj.weight, unexpected ...attention.attention.query.weight"). Other keys pass unchanged."""
+    renamed = {}
+    for key, value in state.items():
+        match = None if key in model_keys else DINO_ATTENTION_KEY.match(key)
+        if match is not None:
+            name = match["name"]
+            other = DINO_ATTENTION_NEW_TO_OLD.get(name) or DINO_ATTENTION_OLD_TO_NEW[name]
+            candidate = f"{match['layer']}{other}{match['param']}"
+            key = candidate if candidate in model_keys else key
+        renamed[key] = value
+    return renamed
 
 
 def dino_config(cfg: PrismaticVLAConfig) -> Dinov2WithRegistersConfig:
