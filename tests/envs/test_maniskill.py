@@ -612,3 +612,22 @@ def test_maniskill_pass_through_values_maniskill_takes_stay_accepted():
     ]:
         check_env_options(ENV_ID, "state", {option: value})
     check_env_options(ENV_ID, "state", {"robot_uids": ("panda",), "control_mode": "pd_ee_delta_pos"})
+
+
+def test_camera_size_joins_sensor_configs_instead_of_replacing_them():
+    """Before, camera_size replaced env.kwargs.sensor_configs whole: a field of view set there was dropped silently."""
+    from rlinf_embodied.envs.maniskill.env import sized_sensor_configs, validate_options
+
+    assert sized_sensor_configs(None, {"fov": 1.2}) == {"fov": 1.2}
+    assert sized_sensor_configs(96, None) == {"height": 96, "width": 96}
+    assert sized_sensor_configs([64, 96], {"fov": 1.2, "base_camera": {"near": 0.05}}) == {
+        "fov": 1.2,
+        "base_camera": {"near": 0.05},
+        "height": 64,
+        "width": 96,
+    }
+    for both in ({"height": 128}, {"base_camera": {"width": 128}}):
+        with pytest.raises(
+            ValueError, match=r"sets a camera size .* and env\.kwargs\.camera_size=96 sets it too: give the size once"
+        ):
+            validate_options("PickCube", "rgb", "physx_cpu", None, 96, maniskill_kwargs={"sensor_configs": both})

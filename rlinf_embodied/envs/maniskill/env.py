@@ -51,6 +51,27 @@ def _camera_hw(camera_size: CameraSize) -> Optional[tuple[int, int]]:
     return None if camera_size is None else camera_hw(camera_size)
 
 
+def sized_sensor_configs(camera_size: CameraSize, sensor_configs: Any) -> Any:
+    """The sensor_configs ManiSkill gets: `sensor_configs` (env.kwargs, checked by check_maniskill_values) with the
+    camera_size's height and width added for every camera. Both setting a camera's size is refused (before:
+    camera_size replaced sensor_configs whole, so e.g. `sensor_configs={fov: 1.2}` was dropped without a word)."""
+    size = _camera_hw(camera_size)
+    if size is None or not isinstance(sensor_configs, dict):
+        return sensor_configs if size is None else dict(height=size[0], width=size[1])
+    sized = [
+        key
+        for key, value in sensor_configs.items()
+        if key in ("height", "width") or (isinstance(value, dict) and {"height", "width"} & set(value))
+    ]
+    if sized:
+        raise ValueError(
+            f"env.kwargs.sensor_configs={sensor_configs!r} sets a camera size ({sized}) and "
+            f"env.kwargs.camera_size={camera_size!r} sets it too: give the size once (camera_size for every camera, "
+            "or sensor_configs without camera_size)"
+        )
+    return {**sensor_configs, "height": size[0], "width": size[1]}
+
+
 def validate_render_backend(render_backend: Any, setting: str = "render_backend") -> None:
     """None (the default: "none" for state obs, else "gpu") or a value ManiSkill parses into a render device,
     checked by its form only: no SAPIEN device is created here (cheap, and no GPU/Vulkan is touched). Before, a bad
@@ -100,6 +121,7 @@ def validate_options(
     check_robot(robot_uids)
     validate_control_mode(task, control_mode, robot_uids)
     check_maniskill_values(task, maniskill_kwargs or {})
+    sized_sensor_configs(camera_size, (maniskill_kwargs or {}).get("sensor_configs"))
 
 
 def validate_control_mode(task: str, control_mode: Any, robot_uids: RobotUids = None) -> None:
@@ -423,9 +445,9 @@ def build_maniskill_env(
     )
     optional = dict(reward_mode=reward_mode, control_mode=control_mode, robot_uids=robot_uids)
     kwargs.update({key: value for key, value in optional.items() if value is not None})
-    camera_hw = _camera_hw(camera_size)
-    if camera_hw is not None:
-        kwargs["sensor_configs"] = dict(height=camera_hw[0], width=camera_hw[1])
+    sensor_configs = sized_sensor_configs(camera_size, kwargs.get("sensor_configs"))
+    if sensor_configs is not None:
+        kwargs["sensor_configs"] = sensor_configs
     try:
         return gym.make(maniskill_id, disable_env_checker=True, **kwargs).unwrapped
     except AssertionError as error:  # ManiSkill asserts on bad control modes
