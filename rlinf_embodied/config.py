@@ -545,7 +545,7 @@ class CollectConfig:
     output_dir: Optional[str] = None  # required: the dataset root; an existing dataset is resumed
     num_workers: int = 1  # env processes (planner: a process pool; policy: one env per vector-env worker)
     seed: int = 0  # episode seeds are seed, seed+1, ...
-    fps: int = 20  # ManiSkill's panda tasks step at 20 Hz
+    fps: int = 20  # not a setting: other values are refused (a dataset's fps is its env's control rate)
     max_episode_steps: Optional[int] = None  # planner only: give up on longer solutions; None = no cap
     deterministic: bool = True  # policy source: act with the deterministic policy
     device: str = "auto"  # policy source
