@@ -599,7 +599,7 @@ def _policy_episodes(cfg: CollectRunConfig, seeds: list[int]) -> Iterator[dict[s
 
 def vector_env_rate(env: Any, env_cfg: EnvConfig) -> Optional[float]:
     """The steps per second of the policy source's vector env (None where it declares none): ManiSkill on GPU
-    physics (its batched sim's control_freq), ManiSkill's CPU envs (a state-only probe env's: their workers keep
+    physics (its batched sim's control_freq), ManiSkill's CPU envs (their task's SimConfig: their workers keep
     their ManiSkill envs), IsaacLab (1 / step_dt), else the single envs' metadata['render_fps'] (LIBERO's 20)."""
     sim = getattr(env, "sim", None)  # BatchedVectorEnv
     rate = getattr(getattr(sim, "unwrapped", sim), "control_freq", None)
@@ -618,18 +618,12 @@ MANISKILL_PREFIX = "rlinf/ManiSkill-"
 
 
 def _maniskill_control_freq(env_cfg: EnvConfig) -> int:
-    """ManiSkill's control_freq for env_cfg: the task's default merged with env.kwargs.sim_config, read off a
-    state-only CPU env (the rate depends on neither the cameras nor the physics backend)."""
-    from .envs.maniskill.env import ManiSkillSingleEnv
+    """ManiSkill's control_freq for env_cfg: the task's default merged with env.kwargs.sim_config, as the env would
+    read it (check_sim_config; no env is built: the env workers keep theirs)."""
+    from .envs.maniskill.env import check_sim_config
 
-    kwargs: dict[str, Any] = {"obs_mode": "state", "reward_mode": "none"}
-    if env_cfg.kwargs.get("sim_config") is not None:
-        kwargs["sim_config"] = env_cfg.kwargs["sim_config"]
-    probe = ManiSkillSingleEnv(env_cfg.id[len(MANISKILL_PREFIX) :], **kwargs)
-    try:
-        return int(probe.maniskill_env.control_freq)
-    finally:
-        probe.close()
+    task = env_cfg.id[len(MANISKILL_PREFIX) :]
+    return int(check_sim_config(task, env_cfg.kwargs.get("sim_config") or {}).control_freq)
 
 
 def _policy_round(env: Any, policy: Any, device: Any, seeds: list[int], deterministic: bool) -> list[dict[str, Any]]:

@@ -330,6 +330,10 @@ def test_the_datasets_fps_is_read_from_the_env():
     libero = EnvConfig(id="rlinf/LIBERO-Spatial")
     batched = SimpleNamespace(sim=SimpleNamespace(unwrapped=SimpleNamespace(control_freq=25)))
     assert vector_env_rate(batched, EnvConfig(id="rlinf/ManiSkill-PickCube")) == 25
+    # ManiSkill's CPU envs live in their workers: the task's SimConfig with env.kwargs.sim_config over it
+    assert vector_env_rate(SimpleNamespace(), EnvConfig(id="rlinf/ManiSkill-PickCube")) == 20
+    slower = {"sim_config": {"control_freq": 10, "sim_freq": 100}}
+    assert vector_env_rate(SimpleNamespace(), EnvConfig(id="rlinf/ManiSkill-PickCube", kwargs=slower)) == 10
     isaaclab = SimpleNamespace(base=SimpleNamespace(step_dt=1 / 120 * 4))
     assert env_fps(vector_env_rate(isaaclab, EnvConfig(id="rlinf/IsaacLab-Reach-Franka")), "") == 30
     subproc = SimpleNamespace(call=lambda name: ({"render_fps": 20, "render_modes": []},) if name == "metadata" else 0)

@@ -349,9 +349,10 @@ def check_maniskill_values(task: str, maniskill_kwargs: dict[str, Any]) -> None:
                 raise ValueError(f"env.kwargs.{name}={value!r} must be a str (a ManiSkill shader pack) or null")
 
 
-def check_sim_config(task: str, sim_config: Any) -> None:
+def check_sim_config(task: str, sim_config: Any) -> Any:
     """A dict of ManiSkill SimConfig fields, or a SimConfig, merged over the task's defaults and read as ManiSkill's
-    BaseEnv does (dacite, strict), with its frequencies' check: the same errors, named and before any env builds."""
+    BaseEnv does (dacite, strict), with its frequencies' check: the same errors, named and before any env builds.
+    Returns the merged SimConfig (what the task's env would run with: e.g. its control_freq, read without an env)."""
     import dacite
     from mani_skill.utils.common import dict_merge
     from mani_skill.utils.structs.types import SimConfig
@@ -386,6 +387,7 @@ def check_sim_config(task: str, sim_config: Any) -> None:
             f"ints > 0, sim_freq a multiple of control_freq (ManiSkill steps the physics sim_freq / control_freq "
             f"times per action)"
         )
+    return config
 
 
 def robot_control_modes(maniskill_id: str, robot_uids: RobotUids) -> tuple[Any, Optional[list[str]]]:
