@@ -71,7 +71,8 @@ def type_name(hint: Any) -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def _field_hints(config_class: type) -> dict[str, Any]:
+def field_hints(config_class: type) -> dict[str, Any]:
+    """A config dataclass's field type hints, resolved once per class."""
     return typing.get_type_hints(config_class)
 
 
@@ -98,7 +99,7 @@ def reject_wrong_types(config: Any, prefix: str = "") -> None:
     (matches_type), e.g. `algorithm.update_epochs=2.5 (float) is not a valid int`. Run first in __post_init__, so
     the range checks after it compare numbers: before, AlgorithmConfig(update_epochs=2.5) and EnvConfig(num_envs=2.5)
     were accepted and failed later inside range() or torch, and gamma='0.9' raised "'<' not supported"."""
-    hints = _field_hints(type(config))
+    hints = field_hints(type(config))
     for item in dataclasses.fields(config):
         message = wrong_type_message(f"{prefix}{item.name}", getattr(config, item.name), hints.get(item.name, Any))
         if message:

@@ -13,14 +13,13 @@ import copy
 import functools
 import json
 import os
-import typing
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar, Mapping
 
 import torch
 from torch import nn
 
-from ..config import reject_wrong_types, wrong_type_message
+from ..config import field_hints, reject_wrong_types, wrong_type_message
 from ..finite import reject_non_finite
 from ..unread_settings import reject_ineffective_overrides, reject_ineffective_setting
 
@@ -271,7 +270,7 @@ def check_saved_field_types(
     is not of the field's type (a hand-edited or foreign file): before, hidden_dim "32" failed in a comparison,
     "'<' not supported between instances of 'str' and 'int'", which named neither. `source` names the checkpoint
     in the message (default: "checkpoint '<path>'")."""
-    hints = typing.get_type_hints(config_class)
+    hints = field_hints(config_class)
     for item in fields(config_class):
         if item.name in data and item.name not in (overrides or {}):
             message = wrong_type_message(item.name, data[item.name], hints.get(item.name, Any))

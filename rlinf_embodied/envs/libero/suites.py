@@ -6,9 +6,10 @@ BDDL folders; episode budgets follow OpenVLA's LIBERO evaluation (longest demo +
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 from typing import Any
+
+from ..batching import is_int
 
 
 @dataclass(frozen=True)
@@ -21,7 +22,7 @@ class LiberoSuite:
     def validate_task_id(self, task_id: Any) -> int:
         """`task_id` as an int in 0..num_tasks-1 (numpy ints included). A value that is no int (a string, float or
         bool) is refused as such (before: reported as out of range, e.g. task_id='3' or True)."""
-        if isinstance(task_id, bool) or not isinstance(task_id, numbers.Integral):
+        if not is_int(task_id):
             raise ValueError(
                 f"task_id={task_id!r} must be an int (the index of a task of {self.env_id} ({self.benchmark})): "
                 f"valid task ids are 0..{self.num_tasks - 1}"
