@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import collections
 import logging
-import math
+import numbers
 import os
 import signal
 import time
@@ -377,19 +377,22 @@ def _open_writer(cfg: CollectRunConfig, layout: dict[str, Any]):
 
 def env_fps(rate: Any, env_id: str) -> int:
     """The dataset's fps: `rate`, the steps per second `env_id` runs at, as a whole number (LeRobot's info.json
-    fps is an int; a rate computed as 1 / step_dt may be off by rounding)."""
+    fps is an int; a rate computed as 1 / step_dt may be off by rounding): the dataset module's fps check."""
+    from .datasets.lerobot_format import fps_value
+
     if rate is None:
         raise ValueError(
             f"env {env_id!r} declares no control rate (ManiSkill's control_freq, IsaacLab's step_dt, or "
             "metadata['render_fps']): a LeRobot dataset's fps and timestamps need it"
         )
-    rate = float(rate)
-    if not (rate >= 1 and math.isclose(rate, round(rate), rel_tol=1e-6)):
+    fps = fps_value(rate, rel_tol=1e-6)
+    if fps is None:
+        shown = f"{rate:g}" if isinstance(rate, numbers.Real) and not isinstance(rate, bool) else repr(rate)
         raise ValueError(
-            f"env {env_id!r} steps at {rate:g} Hz: a LeRobot dataset's fps is a whole number >= 1 of frames per "
+            f"env {env_id!r} steps at {shown} Hz: a LeRobot dataset's fps is a whole number >= 1 of frames per "
             "second; give the env a whole control rate (ManiSkill: env.kwargs.sim_config={control_freq: N})"
         )
-    return int(round(rate))
+    return fps
 
 
 def configured_reward_settings(env_cfg: EnvConfig) -> dict[str, Any]:

@@ -342,6 +342,11 @@ def test_the_datasets_fps_is_read_from_the_env():
         env_fps(7.5, "rlinf/X")
     with pytest.raises(ValueError, match=r"env 'rlinf/X' declares no control rate"):
         env_fps(vector_env_rate(SimpleNamespace(call=lambda name: ({},)), libero), "rlinf/X")
+    # the dataset module's fps check (before: True was 1 fps, inf an OverflowError, "20" read as 20)
+    for rate, shown in ((0, "0"), (float("inf"), "inf"), (float("nan"), "nan"), (True, "True"), ("20", "'20'")):
+        with pytest.raises(ValueError, match=rf"env 'rlinf/X' steps at {shown} Hz: .* whole number >= 1"):
+            env_fps(rate, "rlinf/X")
+    assert env_fps(1 / (1 / 60), "") == 60 and type(env_fps(20.0, "")) is int
 
 
 def test_the_reward_settings_recorded_are_the_envs():

@@ -281,7 +281,7 @@ class LeRobotDatasetWriter:
         self.camera_shapes = {k: tuple(int(s) for s in v) for k, v in (camera_shapes or {}).items()}
         for camera, shape in self.camera_shapes.items():
             if len(shape) != 3 or shape[2] != 3:
-                raise ValueError(f"camera {camera!r}: shape {shape} must be (H, W, 3)")
+                raise ValueError(f"camera {camera!r}: shape {_shape(shape)} must be (H, W, 3)")
         self.control_mode, self.env_id = control_mode, env_id
         self.features = build_features(self.state_dim, self.action_dim, self.camera_shapes)
         self._episodes: list[dict] = []
@@ -309,9 +309,9 @@ class LeRobotDatasetWriter:
         if mismatched:
             raise ValueError(
                 f"the dataset at {self.root} has "
-                + ", ".join(f"{k}={existing[k]}" for k in mismatched)
+                + ", ".join(f"{k}={_layout_value(k, existing[k])}" for k in mismatched)
                 + " but this writer was asked for "
-                + ", ".join(f"{k}={wanted[k]}" for k in mismatched)
+                + ", ".join(f"{k}={_layout_value(k, wanted[k])}" for k in mismatched)
                 + "; use another root, or the same settings to append"
             )
         for key in ("control_mode", "env_id"):
@@ -406,10 +406,11 @@ class LeRobotDatasetWriter:
         if length < 1:
             raise ValueError("an episode needs at least one frame")
         if states.shape != (length, self.state_dim):
-            raise ValueError(f"states has shape {states.shape}, expected (T, {self.state_dim})")
+            raise ValueError(f"states has shape {_shape(states.shape)}, expected {_shape(('T', self.state_dim))}")
         if actions.shape != (length, self.action_dim):
             raise ValueError(
-                f"actions has shape {actions.shape}, expected ({length}, {self.action_dim}) (one action per state)"
+                f"actions has shape {_shape(actions.shape)}, expected {_shape((length, self.action_dim))} (one "
+                "action per state)"
             )
         images = {k: _as_numpy(v, np.uint8) for k, v in (images or {}).items()}
         if set(images) != set(self.camera_shapes):
@@ -419,12 +420,12 @@ class LeRobotDatasetWriter:
         for camera, frames in images.items():
             if frames.shape != (length, *self.camera_shapes[camera]):
                 raise ValueError(
-                    f"images[{camera!r}] has shape {frames.shape}, expected "
-                    f"({length}, {', '.join(map(str, self.camera_shapes[camera]))})"
+                    f"images[{camera!r}] has shape {_shape(frames.shape)}, expected "
+                    f"{_shape((length, *self.camera_shapes[camera]))}"
                 )
         rewards = np.zeros(length, np.float32) if rewards is None else _as_numpy(rewards, np.float32).reshape(-1)
         if rewards.shape != (length,):
-            raise ValueError(f"rewards has shape {rewards.shape}, expected ({length},)")
+            raise ValueError(f"rewards has shape {_shape(rewards.shape)}, expected {_shape((length,))}")
 
         episode_index = self.num_episodes
         new_task = instruction not in self._tasks
@@ -532,11 +533,38 @@ class LeRobotDatasetWriter:
         }
 
 
+def _shape(dims: Sequence[Any]) -> str:
+    """A shape as the error messages print it, alike for numpy, torch and list shapes: a plain tuple, e.g.
+    (3, 96, 96, 3) or (3,), never torch.Size([3]) or [3]; a dim given as a name prints as it, e.g. (T, 6)."""
+    text = ", ".join(str(int(d)) if isinstance(d, numbers.Integral) else str(d) for d in dims)
+    return f"({text},)" if len(dims) == 1 else f"({text})"
+
+
+def _layout_value(key: str, value: Any) -> str:
+    """A dataset_layout value in the writer's resume mismatch: the cameras' shapes as _shape prints them."""
+    if key == "cameras":
+        return "{" + ", ".join(f"{camera!r}: {_shape(shape)}" for camera, shape in value.items()) + "}"
+    return str(value)
+
+
+def fps_value(fps: Any, whole: bool = True, rel_tol: float = 0.0) -> Optional[Union[int, float]]:
+    """The one check of an fps (frames per second: a writer's, an env's control rate, a meta/info.json's): a real,
+    finite number (not a bool) > 0, returned as it is; with `whole`, a whole number >= 1 (LeRobot's info.json holds
+    an int), within `rel_tol` (a rate computed as 1 / step_dt may be off by rounding), returned as an int. None where
+    `fps` is not one: each caller raises, naming its own context (env id, file) and what it needs."""
+    if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not math.isfinite(fps) or fps <= 0:
+        return None
+    if not whole:
+        return fps
+    if fps < 1 or not math.isclose(fps, round(fps), rel_tol=rel_tol):
+        return None
+    return int(round(fps))
+
+
 def check_writer_fps(fps: Any) -> None:
     """A writer's fps: a whole number of frames per second >= 1 (LeRobot's info.json holds an int); before, 7.5 was
     written as 7 and 0 failed at the first episode's timestamps."""
-    whole = isinstance(fps, numbers.Real) and not isinstance(fps, bool) and math.isfinite(fps) and fps == int(fps)
-    if not whole or fps < 1:
+    if fps_value(fps) is None:
         raise ValueError(
             f"fps={fps!r} must be a whole number >= 1: the frames per second the episodes were recorded at (the env's "
             "control rate), written to meta/info.json's fps and each frame's timestamp (frame_index / fps)"
@@ -637,7 +665,7 @@ def check_info(info: Any, path: str = "meta/info.json") -> None:
 
 def _check_fps(fps: Any, path: str) -> None:
     """info.json's fps: a positive number of frames per second (before: "20" was read as 20, and 0 or -5 accepted)."""
-    if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not math.isfinite(fps) or fps <= 0:
+    if fps_value(fps, whole=False) is None:
         raise ValueError(
             f"{path}: fps={fps!r} is not a positive number (the frames per second the episodes were recorded at, "
             "e.g. 20): the dataset is damaged"

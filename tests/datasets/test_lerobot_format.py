@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -194,6 +195,34 @@ def test_errors(tmp_path):
     writer.add_episode("x", torch.from_numpy(states), torch.from_numpy(actions), images, rewards, True, 0)
     with pytest.raises(IndexError):
         DemoDataset(str(tmp_path / "ds")).sample([3], 2)
+
+
+def test_shape_mismatches_print_every_shape_as_a_plain_tuple(tmp_path):
+    """Before: a resume mismatch printed the cameras' shapes as lists ({'rgb': [8, 6, 3]}), add_episode its own
+    shapes as numpy's tuples and the expected ones formatted by hand; now every shape prints as (8, 6, 3)."""
+    root = str(tmp_path / "ds")
+    writer = LeRobotDatasetWriter(root, fps=20, state_dim=D, action_dim=A, camera_shapes={"rgb": (H, W, 3)})
+    rng = np.random.default_rng(14)
+    states, actions, images, rewards = make_episode(rng, 3, {"rgb": (H, W, 3)})
+    for given, message in (
+        ({"states": torch.from_numpy(states[:, :2])}, r"states has shape \(3, 2\), expected \(T, 5\)$"),
+        ({"actions": torch.from_numpy(actions[:2])}, r"actions has shape \(2, 3\), expected \(3, 3\) \(one action"),
+        (
+            {"images": {"rgb": images["rgb"][:, :4]}},
+            r"images\['rgb'\] has shape \(3, 4, 6, 3\), expected \(3, 8, 6, 3\)$",
+        ),
+        ({"rewards": torch.from_numpy(rewards[:2])}, r"rewards has shape \(2,\), expected \(3,\)$"),
+    ):
+        episode = {"states": states, "actions": actions, "images": images, "rewards": rewards, **given}
+        with pytest.raises(ValueError, match=message):
+            writer.add_episode("x", success=True, seed=0, **episode)
+    writer.add_episode("x", states, actions, images, rewards, True, 0)
+    with pytest.raises(
+        ValueError, match=r"has cameras=\{'rgb': \(8, 6, 3\)\} but .* asked for cameras=\{'rgb': \(4, 6, 3\)\};"
+    ):
+        LeRobotDatasetWriter(root, fps=20, state_dim=D, action_dim=A, camera_shapes={"rgb": [4, W, 3]})
+    with pytest.raises(ValueError, match=r"camera 'rgb': shape \(8, 6\) must be \(H, W, 3\)"):
+        LeRobotDatasetWriter(root, fps=20, state_dim=D, action_dim=A, camera_shapes={"rgb": torch.Size([H, W])})
 
 
 @pytest.mark.parametrize("device", ["meta", pytest.param("cuda", marks=pytest.mark.gpu)])
@@ -570,12 +599,26 @@ def test_a_foreign_layout_is_read_and_appended_where_its_info_json_puts_the_file
     assert DemoDataset(root).seeds() == [0, 1, 2]
 
 
-@pytest.mark.parametrize("fps", [7.5, 0, -20, True, float("nan")])
+@pytest.mark.parametrize("fps", [7.5, 0, -20, True, float("nan"), float("inf"), "20", None])
 def test_the_writer_refuses_an_fps_that_is_no_whole_positive_number(tmp_path, fps):
     """Before: 7.5 was written as 7 (int()), 0 failed at the first episode's timestamps (division by zero)."""
-    with pytest.raises(ValueError, match=r"fps=.* must be a whole number >= 1: the frames per second"):
+    with pytest.raises(ValueError, match=rf"fps={re.escape(repr(fps))} must be a whole number >= 1: the frames per"):
         LeRobotDatasetWriter(str(tmp_path / "ds"), fps=fps, state_dim=D, action_dim=A, camera_shapes={})
     assert not (tmp_path / "ds").exists()
+
+
+def test_one_fps_check_for_the_writer_the_reader_and_the_env():
+    """fps_value is the check check_writer_fps, check_info's fps and collect's env_fps share: a real, finite,
+    non-bool number > 0; a whole one >= 1 (an int) for the writer and the env, within a tolerance for an env's
+    1 / step_dt. Before, env_fps had its own: True was 1 fps and inf an OverflowError."""
+    from rlinf_embodied.datasets.lerobot_format import fps_value
+
+    for bad in (0, -5, True, False, float("nan"), float("inf"), "20", None, [20]):
+        assert fps_value(bad) is None and fps_value(bad, whole=False) is None, bad
+    assert fps_value(7.5) is None and fps_value(7.5, whole=False) == 7.5 and fps_value(0.5, whole=False) == 0.5
+    assert fps_value(0.5) is None and fps_value(29.9999999) is None
+    assert fps_value(29.9999999, rel_tol=1e-6) == 30 and type(fps_value(np.float64(20.0))) is int
+    assert fps_value(np.int64(15)) == 15 and fps_value(20.0, whole=False) == 20.0
 
 
 def test_resuming_with_other_reward_settings_is_refused(tmp_path):
