@@ -164,7 +164,7 @@ def run_training(cfg: TrainConfig, output_dir: str, stop: StopRequest | None = N
         try:
             if stop is not None:
                 stop.install()  # again: ray.init installs its own SIGTERM handler
-            resolve_placement(cfg, cluster, output_dir)
+            resolve_placement(cfg, cluster, output_dir, checked=True)  # check_train_config checked `auto` above
             runner = EmbodiedRunner(cfg, cluster, output_dir, stop=stop)
             return runner.run()
         finally:
@@ -175,9 +175,10 @@ def run_training(cfg: TrainConfig, output_dir: str, stop: StopRequest | None = N
                 cluster.shutdown()
 
 
-def resolve_placement(cfg: TrainConfig, cluster, output_dir: str) -> None:
+def resolve_placement(cfg: TrainConfig, cluster, output_dir: str, checked: bool = False) -> None:
     """`auto` placement / pipeline stages: measured (or cached) costs -> the fastest layout, written into cfg;
-    the candidate table is printed and kept in output_dir/placement.txt. Nothing to do without `auto`."""
+    the candidate table is printed and kept in output_dir/placement.txt. Nothing to do without `auto`.
+    `checked`: check_train_config (check_auto_request) already ran on cfg, as run_training does before Ray."""
     from .runners.placement_profile import resolve_auto_placement
 
     lines: list[str] = []
@@ -186,7 +187,7 @@ def resolve_placement(cfg: TrainConfig, cluster, output_dir: str) -> None:
         print(line, flush=True)
         lines.append(line)
 
-    if resolve_auto_placement(cfg, cluster, log=log) is not None:
+    if resolve_auto_placement(cfg, cluster, log=log, checked=checked) is not None:
         os.makedirs(output_dir, exist_ok=True)
         with open(os.path.join(output_dir, "placement.txt"), "w") as f:
             f.write("\n".join(lines) + "\n")

@@ -597,14 +597,21 @@ def config_refusal(cfg: TrainConfig, layout: Layout) -> str:
 
 
 def resolve_auto_placement(
-    cfg: TrainConfig, cluster=None, costs: ComponentCosts | None = None, log: Callable[[str], None] = print
+    cfg: TrainConfig,
+    cluster=None,
+    costs: ComponentCosts | None = None,
+    log: Callable[[str], None] = print,
+    checked: bool = False,
 ) -> Layout | None:
     """Choose where cfg says auto; write the choice into cfg and print the candidate table. None when
-    nothing is auto. Without `costs`, they come from the cache or a profile on `cluster`."""
+    nothing is auto. Without `costs`, they come from the cache or a profile on `cluster`. `checked`: the caller
+    has already run check_auto_request(cfg) (train's check_train_config does, before Ray starts), so it is not
+    run again (before: twice per `python -m rlinf_embodied.train` start)."""
     if not (is_auto(cfg.cluster.component_placement) or is_auto(cfg.runner.pipeline_stage_num)):
         return None
     with costs_read_once():  # check_auto_request and costs_for read the cache file once between them
-        check_auto_request(cfg)
+        if not checked:
+            check_auto_request(cfg)
         layouts = candidate_layouts(cfg)
         refusals = {(layout.name, layout.pipeline_stage_num): config_refusal(cfg, layout) for layout in layouts}
         if all(refusals.values()):  # before the profile: none of its measurements could be used

@@ -727,6 +727,53 @@ def test_train_resolves_and_keeps_the_table(tmp_path, monkeypatch):
     assert not (tmp_path / "plain").exists()
 
 
+def test_train_checks_the_auto_request_once_per_start(tmp_path, monkeypatch):
+    """Before: run_training's check_train_config (before Ray) and resolve_auto_placement (on the started cluster)
+    each ran check_auto_request, twice per `python -m rlinf_embodied.train` start. A caller of the library path
+    that did not go through check_train_config still gets the check."""
+    from rlinf_embodied.runners import embodied_runner
+    from rlinf_embodied.runners import placement_profile as profile
+    from rlinf_embodied.scheduler import Cluster
+    from rlinf_embodied.train import resolve_placement, run_training
+
+    monkeypatch.setenv("RLINF_PLACEMENT_CACHE", str(tmp_path / "cache"))
+    calls = []
+    check = profile.check_auto_request
+    monkeypatch.setattr(profile, "check_auto_request", lambda cfg: calls.append(cfg) or check(cfg))
+
+    class FakeCluster:
+        def shutdown(self):
+            pass
+
+    class FakeRunner:
+        def __init__(self, cfg, cluster, output_dir, stop=None):
+            self.cfg = cfg
+
+        def run(self):
+            return [{"placement": self.cfg.cluster.component_placement}]
+
+        def shutdown(self, close_timeout_s=30.0):
+            pass
+
+    monkeypatch.setattr(Cluster, "from_config", lambda *args, **kwargs: FakeCluster())
+    monkeypatch.setattr(embodied_runner, "EmbodiedRunner", FakeRunner)
+
+    def auto():
+        return compose_train("cluster.num_gpus_per_node=2", "cluster.component_placement=auto", "env.num_envs=8")
+
+    save_costs(profile_key(auto()), costs())
+    history = run_training(auto(), str(tmp_path / "run"))
+    assert isinstance(history[0]["placement"], dict)  # resolved before the runner started
+    assert "chosen" in (tmp_path / "run" / "placement.txt").read_text()
+    assert len(calls) == 1
+    del calls[:]
+    assert resolve_auto_placement(auto(), None, log=lambda _: None) is not None  # the library path checks itself
+    assert len(calls) == 1
+    del calls[:]
+    resolve_placement(auto(), None, str(tmp_path / "direct"))  # as does train's resolve_placement, by default
+    assert len(calls) == 1
+
+
 def test_sft_rejects_auto():
     from rlinf_embodied.config import SFTRunConfig
     from rlinf_embodied.runners.sft_runner import actor_placement
