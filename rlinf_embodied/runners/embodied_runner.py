@@ -556,6 +556,8 @@ def check_env_split(cfg: TrainConfig, placement: ComponentPlacement) -> None:
             f"{cfg.env.num_envs}: give {cfg.env.num_envs} task ids (each env worker x pipeline stage plays its "
             f"{per_stage} in order), or one id for all envs"
         )
+    if task_ids is not None:
+        check_groups_share_a_task(task_ids, cfg.algorithm.env_group_size)
     workers = cfg.env.kwargs.get("num_workers")
     if isinstance(workers, int) and workers > per_stage:  # before: per_stage processes, silently
         raise ValueError(
@@ -565,6 +567,24 @@ def check_env_split(cfg: TrainConfig, placement: ComponentPlacement) -> None:
         )
     num_env_groups(cfg.env.num_envs, cfg.algorithm.env_group_size, len(placement.gpus("actor")))
     check_minibatches_fit(cfg, len(placement.gpus("actor")))
+
+
+def check_groups_share_a_task(task_ids: list, group_size: int) -> None:
+    """A grouped estimator (GRPO, DAPO) compares the returns of each group of `group_size` consecutive envs, which
+    reset to the same seed: with one task per env, a group must hold one task too. Before: a group of tasks 0 and 1
+    ranked the easier task's env above the other's, without a word."""
+    for start in range(0, len(task_ids) - group_size + 1, group_size):
+        group = task_ids[start : start + group_size]
+        if any(task != group[0] for task in group):
+            example = sorted(task_ids)  # the same tasks, grouped, where each one's count allows it
+            if any(len(set(example[i : i + group_size])) > 1 for i in range(0, len(example), group_size)):
+                example = [task_ids[i - i % group_size] for i in range(len(task_ids))]
+            raise ValueError(
+                f"env.kwargs.task_id={task_ids}: group {start // group_size} of algorithm.group_size={group_size} "
+                f"(envs {start}-{start + group_size - 1}) holds tasks {group}, but a group's returns are compared "
+                f"with each other, so its envs must play one task; give each {group_size} consecutive envs one "
+                f"task, e.g. {example}"
+            )
 
 
 # dynamic sampling keeps fewer samples than a rollout holds, never more (ActorWorker.train_collected)

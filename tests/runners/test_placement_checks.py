@@ -96,6 +96,11 @@ LIBERO_PI0 = [
             [*LIBERO_PI0, "env.num_envs=2", "env.kwargs.task_id=[0,1,2]"],
             r"env.kwargs.task_id=\[0, 1, 2\] gives one task per env, 3 for env.num_envs=2: give 2 task ids",
         ),
+        (  # probe 63 #1: before, GRPO compared the returns of task 0's env with task 1's, without a word
+            [*LIBERO_PI0, "algorithm=grpo", "algorithm.group_size=2", "env.num_envs=4", "env.kwargs.task_id=[0,1,0,1]"],
+            r"env.kwargs.task_id=\[0, 1, 0, 1\]: group 0 of algorithm.group_size=2 \(envs 0-1\) holds tasks \[0, 1\], "
+            r".* e.g. \[0, 0, 1, 1\]",
+        ),
     ],
 )
 def test_a_split_that_cannot_work_is_refused_before_ray_starts(overrides, message):
@@ -115,6 +120,7 @@ def test_a_split_that_cannot_work_is_refused_before_ray_starts(overrides, messag
         ["algorithm=dapo", "env.num_envs=8", "runner.rollout_steps=50", "algorithm.micro_batch_size=99"],
         ["algorithm=dapo", "env.num_envs=8", "runner.rollout_steps=50", "algorithm.num_minibatches=400"],
         [*LIBERO_PI0, "env.num_envs=4", "runner.pipeline_stage_num=2", "env.kwargs.task_id=[0,1,2,3]"],
+        [*LIBERO_PI0, "algorithm=grpo", "algorithm.group_size=2", "env.num_envs=4", "env.kwargs.task_id=[0,0,3,3]"],
     ],
 )
 def test_a_split_that_works_passes(overrides):
