@@ -274,6 +274,14 @@ class RunnerConfig:
                 f"periodic checkpoint would be written; set it <= {self.max_iterations}, or 0 (only the last, "
                 "runner.save_final)"
             )
+        if not self.save_final and self.save_interval and self.max_iterations % self.save_interval == 0:
+            # before: the periodic save wrote the last iteration anyway, so save_final=false changed nothing
+            raise ValueError(
+                f"runner.save_final=false with runner.save_interval={self.save_interval}, which divides "
+                f"runner.max_iterations={self.max_iterations}: the periodic save checkpoints the last iteration "
+                "anyway; for no last checkpoint use a save_interval that does not divide max_iterations (or 0), or "
+                "drop runner.save_final=false"
+            )
         if self.eval_interval == 0:
             reject_ineffective_setting(
                 self, "runner", "eval_rounds", "runner.eval_interval=0 runs no evaluation; set it > 0"

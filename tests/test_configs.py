@@ -67,6 +67,16 @@ def test_an_interval_past_the_run_is_refused(config_name, overrides, message):
         compose_config(config_name, overrides)
 
 
+def test_save_final_off_is_refused_where_the_periodic_save_writes_the_last_iteration():
+    """Probe 63 #4: before, save_interval=5 with max_iterations=10 checkpointed the last iteration anyway."""
+    with pytest.raises(ValueError, match=r"runner.save_final=false with runner.save_interval=5, which divides .*=10"):
+        compose_config("config", ["runner.max_iterations=10", "runner.save_interval=5", "runner.save_final=false"])
+    for interval in (0, 3):  # no periodic save, or none at the last iteration: save_final=false skips that one
+        compose_config(
+            "config", ["runner.max_iterations=10", f"runner.save_interval={interval}", "runner.save_final=false"]
+        )
+
+
 @pytest.mark.parametrize(
     "config_name, overrides",
     [  # the same settings at the run's last step still act there
