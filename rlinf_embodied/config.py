@@ -303,6 +303,14 @@ class TrainConfig:
                 f"algorithm.critic_warmup_iterations={warmup} >= runner.max_iterations={iterations}: the policy "
                 f"would never train (its lr is 0 during the critic's warm-up); set it below {iterations}"
             )
+        if iterations == 1:  # before: accepted; the one iteration's lr is base_lr * (1 - 0 / 1), as without it
+            reject_ineffective_setting(
+                self.algorithm,
+                "algorithm",
+                "anneal_lr",
+                "runner.max_iterations=1 trains one iteration at the full lr (the decay starts after it); set "
+                "runner.max_iterations > 1",
+            )
         # before: a worker's "not a multiple of the GRPO group size" once Ray and the envs had started
         group = self.algorithm.env_group_size
         if self.env.num_envs % group:

@@ -67,6 +67,14 @@ def test_an_interval_past_the_run_is_refused(config_name, overrides, message):
         compose_config(config_name, overrides)
 
 
+def test_anneal_lr_is_refused_for_a_one_iteration_run():
+    """Probe 63 #12: before, accepted; the only iteration ran at the full lr, as without it."""
+    with pytest.raises(ValueError, match=r"algorithm.anneal_lr=True would change nothing: runner.max_iterations=1"):
+        compose_config("config", ["runner.max_iterations=1", "algorithm.anneal_lr=true"])
+    compose_config("config", ["runner.max_iterations=2", "algorithm.anneal_lr=true"])
+    compose_config("config", ["runner.max_iterations=1"])
+
+
 def test_save_final_off_is_refused_where_the_periodic_save_writes_the_last_iteration():
     """Probe 63 #4: before, save_interval=5 with max_iterations=10 checkpointed the last iteration anyway."""
     with pytest.raises(ValueError, match=r"runner.save_final=false with runner.save_interval=5, which divides .*=10"):
