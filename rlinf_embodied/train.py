@@ -31,8 +31,10 @@ def check_train_config(cfg: TrainConfig) -> None:
     from .runners.embodied_runner import (
         check_env_split,
         check_offload_setting,
+        check_resume_leaves_work,
         check_rollout_reaches_time_limit_early,
         component_placement,
+        read_saved_iteration,
     )
     from .runners.placement_profile import check_auto_request
     from .workers.resume_check import check_resume_directory, check_resume_fits_run, reject_sft_checkpoint
@@ -56,6 +58,8 @@ def check_train_config(cfg: TrainConfig) -> None:
         )
         # its policy and the settings that shape its weights (before: the actor's error, after start-up)
         check_resume_fits_run(cfg.runner.resume, "runner.resume", cfg.policy, cfg.env)
+        # before: after Ray and the worker groups had started (EmbodiedRunner), and place printed the command
+        check_resume_leaves_work(cfg, read_saved_iteration(cfg.runner.resume))
     check_rollout_reaches_time_limit_early(cfg)
     check_auto_request(cfg)  # `auto` is resolved in run_training, on the started cluster
     if not (is_auto(cfg.cluster.component_placement) or is_auto(cfg.runner.pipeline_stage_num)):

@@ -289,6 +289,11 @@ def test_resuming_a_finished_run_names_the_iterations_it_needs(disaggregated_run
     monkeypatch.setattr(EmbodiedRunner, "_start_workers", no_workers)
     with pytest.raises(ValueError, match=r"ended at iteration 2, so runner.max_iterations=3 leaves nothing to train"):
         EmbodiedRunner(cfg, cluster, str(full_dir / "resumed_again"))
+    # probe 63 #10: and train's (and place's) checks before Ray, before: only once Ray had started
+    from rlinf_embodied.train import check_train_config
+
+    with pytest.raises(ValueError, match=r"ended at iteration 2, so runner.max_iterations=3 leaves nothing to train"):
+        check_train_config(cfg)
 
 
 def test_a_checkpoint_without_its_training_state_is_checked_once_the_actor_read_it(tmp_path):
