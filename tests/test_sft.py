@@ -573,6 +573,30 @@ def test_sft_resume_says_what_a_directory_without_training_state_is(tmp_path):
         check_sft_config(cfg)
 
 
+def test_sft_resume_and_batch_mismatches_are_refused_before_ray(tmp_path):
+    """Probe 63 #8, #9: before, an sft.resume of another architecture and an sft.batch_size that does not split over
+    the actor GPUs were refused only once Ray and the SFT worker had started (about 30 s on 2 CPU cores)."""
+    cfg = SFTRunConfig()
+    cfg.sft.dataset = write_state_dataset(tmp_path / "ds", episodes=1, length=3)
+    ckpt = tmp_path / "checkpoints" / "step_000010"
+    make_policy("mlp", size="tiny", action_dim=8, state_dim=4, hidden_dim=32).save_pretrained(ckpt / "policy")
+    (ckpt / "sft.json").write_text(
+        json.dumps({"step": 10, "dataset": os.path.abspath(cfg.sft.dataset), "policy": "mlp"})
+    )
+    for name in ("actor.pt", "sft_rank0.pt"):
+        (ckpt / name).write_bytes(b"")
+    cfg.sft.resume, cfg.policy.size = str(ckpt), "tiny"
+    cfg.policy.overrides = {"hidden_dim": 32}
+    check_sft_config(cfg)
+    cfg.policy.overrides = {"hidden_dim": 64}
+    with pytest.raises(ValueError, match=r"sft.resume=.*hidden_dim"):
+        check_sft_config(cfg)
+    cfg.sft.resume, cfg.policy.overrides = None, {}
+    cfg.cluster.num_gpus_per_node, cfg.sft.batch_size = 2, 63
+    with pytest.raises(ValueError, match=r"sft.batch_size=63 does not split evenly over 2 actor GPUs"):
+        check_sft_config(cfg)
+
+
 def test_sft_resume_names_what_is_wrong_with_the_checkpoint(tmp_path):
     cfg = SFTRunConfig()
     cfg.sft.dataset = write_state_dataset(tmp_path / "ds", episodes=1, length=3)

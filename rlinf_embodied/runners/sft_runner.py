@@ -406,6 +406,7 @@ def check_sft_config(cfg: SFTRunConfig) -> dict[str, Any]:
     from ..datasets.lerobot_format import check_dataset_files, dataset_layout
     from ..envs.registration import check_env
     from .evaluator import check_eval_workers
+    from ..workers.resume_check import check_resume_fits_run
     from ..workers.policy_loading import (
         check_policy_cameras,
         check_policy_config,
@@ -480,6 +481,9 @@ def check_sft_config(cfg: SFTRunConfig) -> dict[str, Any]:
         )
     if cfg.sft.resume:
         check_resume_checkpoint(cfg)
+        # the settings that shape its weights, as train's runner.resume (before: after Ray and the worker started)
+        check_resume_fits_run(cfg.sft.resume, "sft.resume", cfg.policy, cfg.env)
+    actor_placement(cfg)  # sft.batch_size over the actor GPUs (before: refused once Ray had started)
     check_policy_config(cfg.policy)
     reject_unread_normalization(cfg)
     # a VLA on state-only demonstrations (or without its wrist camera): said here, not as a KeyError at the first step
