@@ -430,6 +430,8 @@ class SFTConfig:
     # Stop after the first periodic evaluation whose eval/success_once reaches this, saving that step as
     # checkpoints/final: few-shot SFT as an RL start (the pi-RL recipe), where training on makes the policy
     # better than the start RL is meant to improve, or (decayed lr, stop 26) worse. None = run to max_steps.
+    # With eval_async, training goes on while the result comes: final then holds that step's policy only (no
+    # training state), and training stops at the step the result arrived at.
     stop_at_success: Optional[float] = None
     save_interval: int = 0  # steps between checkpoints/step_XXXXXX; 0 = only checkpoints/final
     log_interval: int = 10  # at most this many steps between metric lines (means over those steps)

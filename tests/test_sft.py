@@ -823,15 +823,21 @@ def test_evaluations_beside_training_log_what_waiting_ones_do(cluster, tmp_path)
     with pytest.raises(ValueError, match=r"sft.eval_async=true .* sft.eval_interval=0"):
         SFTConfig(eval_async=True)
     # stop_at_success acts when an evaluation beside training ends: at the next line (75) or, at the latest, when the
-    # next evaluation is due (100); checkpoints/best is the step it scored, final the step training reached
-    out = tmp_path / "async_stop"
-    longer = [o.replace("sft.max_steps=100", "sft.max_steps=200") for o in common]  # past the next evaluation
-    cfg = compose_sft(longer + ["sft.eval_async=true", "sft.stop_at_success=0.0", f"sft.output_dir={out}"])
-    history = run_sft(cfg, str(out), cluster=cluster)
-    final_step = json.loads((out / "checkpoints" / "final" / "sft.json").read_text())["step"]
-    assert final_step in (75, 100) and [r["step"] for r in history if "sft/loss" in r][-1] == final_step
-    assert json.loads((out / "checkpoints" / "best" / BEST_FILE).read_text())["step"] == 50
-    assert [r["step"] for r in history if "eval/success_once" in r] == [50]  # no evaluation once it stops
+    # next evaluation is due (100). checkpoints/final is the step it scored (probe 63 #2: before, the step training
+    # had reached), as checkpoints/best; a result arriving at the run's last step (max_steps=100) is acted on too,
+    # the last step's training state then kept as checkpoints/step_000100
+    for max_steps in (200, 100):
+        out = tmp_path / f"async_stop_{max_steps}"
+        longer = [o.replace("sft.max_steps=100", f"sft.max_steps={max_steps}") for o in common]
+        cfg = compose_sft(longer + ["sft.eval_async=true", "sft.stop_at_success=0.0", f"sft.output_dir={out}"])
+        history = run_sft(cfg, str(out), cluster=cluster)
+        assert json.loads((out / "checkpoints" / "final" / "sft.json").read_text())["step"] == 50
+        assert not (out / "checkpoints" / "final" / "actor.pt").exists()  # training went on past step 50
+        assert json.loads((out / "checkpoints" / "best" / BEST_FILE).read_text())["step"] == 50
+        last_step = [r["step"] for r in history if "sft/loss" in r][-1]
+        assert last_step in (75, 100) and [r["step"] for r in history if "eval/success_once" in r] == [50]
+        if last_step == max_steps:
+            assert json.loads((out / "checkpoints" / "step_000100" / "sft.json").read_text())["step"] == 100
 
 
 @pytest.mark.slow

@@ -149,11 +149,11 @@ class SFTRunner:
             metrics = {"step": step, **metrics}  # optimizer steps done (also the record's "iteration")
             self.metrics_logger.log(step, metrics)
             history.append(metrics)
-            if self.eval_group is not None:
-                reached = self._evaluate_beside(step, saved, last, eval_now, history)
-            if reached and not last:
+            if self.eval_group is not None:  # it writes checkpoints/final itself when an evaluation reached the target
+                reached = self._evaluate_beside(step, saved, eval_now, history)
+            elif reached and not last:
                 self.save(step, "final")
-                last = True
+            last = last or reached
             progress.update(end - progress.n)
             postfix = {"loss": f"{metrics['sft/loss']:.4f}"}
             if math.isfinite(self.best_eval_success):
@@ -173,13 +173,11 @@ class SFTRunner:
         metrics["time/eval_seconds"] = time.perf_counter() - eval_start
         return not last and self._reached_target(metrics["eval/success_once"], step)
 
-    def _evaluate_beside(
-        self, step: int, saved: str | None, last: bool, eval_now: bool, history: list[dict[str, Any]]
-    ) -> bool:
+    def _evaluate_beside(self, step: int, saved: str | None, eval_now: bool, history: list[dict[str, Any]]) -> bool:
         """sft.eval_async: the line of an evaluation that has ended, then this step's evaluation started (after
-        the one before it: at most one runs), unless the one that ended reached stop_at_success (True then)."""
-        finished = self._finish_eval(history, wait=eval_now)
-        reached = finished is not None and not last and self._reached_target(*finished)
+        the one before it: at most one runs), unless the one that ended reached stop_at_success (True then: its
+        step's weights are checkpoints/final)."""
+        reached = self._finish_eval(history, wait=eval_now)
         if eval_now and not reached:
             self._start_eval(step, saved)
         return reached
@@ -202,23 +200,53 @@ class SFTRunner:
             self.eval_env_build.wait()
             self.eval_env_build = None
 
-    def _finish_eval(self, history: list[dict[str, Any]], wait: bool) -> tuple[float, int] | None:
-        """sft.eval_async: log the running evaluation's line if it has ended (waiting for it when `wait`);
-        then (its eval/success_once, its step), else None."""
+    def _finish_eval(self, history: list[dict[str, Any]], wait: bool) -> bool:
+        """sft.eval_async: log the running evaluation's line if it has ended (waiting for it when `wait`). True
+        where it reached sft.stop_at_success: its step's weights are then written as checkpoints/final (before:
+        final held the weights of the later step the result arrived at, and a result arriving at the last step
+        was not acted on)."""
         pending = self.pending_eval
         if pending is None or not (wait or pending.handle.done()):
-            return None
+            return False
         wait_start = time.perf_counter()
         metrics = pending.handle.wait()[0]
         self.pending_eval = None
         metrics["time/eval_wait_seconds"] = time.perf_counter() - wait_start  # what training waited for it
-        self._keep_if_best(pending.step, pending.directory, metrics["eval/success_once"], move=pending.scratch)
+        success = metrics["eval/success_once"]
+        self._keep_if_best(pending.step, pending.directory, success, move=pending.scratch)
+        reached = self._reached_target(success, pending.step)
+        if reached:  # the scratch directory has become checkpoints/best where it was moved there
+            evaluated = pending.directory if os.path.isdir(pending.directory) else self._checkpoint("best")
+            self._write_evaluated_final(evaluated, pending.step)
         if pending.scratch:
             shutil.rmtree(pending.directory, ignore_errors=True)
         record = {"step": pending.step, **metrics}
         self.metrics_logger.log(pending.step, record)
         history.append(record)
-        return metrics["eval/success_once"], pending.step
+        return reached
+
+    def _checkpoint(self, name: str) -> str:
+        return os.path.join(self.output_dir, "checkpoints", name)
+
+    def _write_evaluated_final(self, evaluated: str, step: int) -> None:
+        """sft.eval_async reached its target at `step`, whose policy is in `evaluated`: it becomes checkpoints/final
+        (the policy only: training went on while it was evaluated). A final of a later step (the run's last) keeps
+        its training state as checkpoints/step_XXXXXX."""
+        final = self._checkpoint("final")
+        if os.path.isdir(final):
+            with open(os.path.join(final, "sft.json")) as f:
+                final_step = json.load(f)["step"]
+            if final_step == step:
+                return
+            later = self._checkpoint(f"step_{final_step:06d}")
+            shutil.rmtree(later, ignore_errors=True)
+            os.replace(final, later)
+        shutil.copytree(evaluated, final, ignore=shutil.ignore_patterns(*TRAINING_STATE_FILES, BEST_FILE))
+        with open(os.path.join(final, "sft.json"), "w") as f:
+            json.dump(
+                {"step": step, "dataset": os.path.abspath(self.cfg.sft.dataset), "policy": self.cfg.policy.name}, f
+            )
+        logger.info("sft: checkpoints/final holds step %d, the evaluation that reached the target", step)
 
     def _reached_target(self, success: float, step: int) -> bool:
         target = self.cfg.sft.stop_at_success
