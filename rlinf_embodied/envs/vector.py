@@ -43,7 +43,8 @@ Vector-env semantics (see also envs/README.md)
   actions -> same trajectories.
 - A worker that dies or does not answer within `step_timeout` seconds is killed and restarted
   (logged with `logging.warning`); its envs come back reset, reported truncated at the last row of
-  the chunk with reward 0, `final_obs` = their last observation, and the run goes on.
+  the chunk with reward 0, `final_obs` = their last observation, and the run goes on (their reset takes no seed:
+  a restart ends the envs' seeded streams). A worker whose last 3 steps all failed raises a RuntimeError instead.
 - An error the envs raise in `reset` or `call` (an option or attribute they do not know, wrong arguments) is the
   caller's: it is raised in the caller as its builtin type (ValueError, TypeError, AttributeError, ...) once every
   worker has answered, and the workers live on. `reset(options=...)` takes a dict (or None).
@@ -74,6 +75,8 @@ logger = logging.getLogger(__name__)
 
 IMAGE_KEYS = ("rgb", "wrist_rgb")
 OBS_KEYS = ("state",) + IMAGE_KEYS
+# a worker restarted after this many failed steps in a row (crash or step_timeout) is an error, not restarted again
+MAX_STEP_FAILURES_IN_A_ROW = 3
 ArrayLike = Union[np.ndarray, torch.Tensor, Sequence[float]]
 
 
@@ -513,6 +516,7 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
         self._success_once = np.zeros(self.num_envs, bool)
         self._elapsed = np.zeros(self.num_envs, np.int64)
         self._restarts = 0
+        self._step_failures: dict[_Worker, int] = {}  # a worker's failed steps in a row (a good step resets it)
         self._start_workers(self._workers)
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -653,6 +657,7 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
             except _WorkerDied as error:
                 self._recover(worker, error, truncated, ended, applied, chunk)
                 continue
+            self._step_failures.pop(worker, None)
             idx, ended_at = worker.indices, results["ended_at"]  # envs of this worker; (k,)
             rewards[idx], success[idx] = results["rewards"], results["success"]
             terminated[idx], truncated[idx] = results["terminated"], results["truncated"]
@@ -684,7 +689,19 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
         applied: np.ndarray,
         chunk: int,
     ) -> None:
-        """Restart a dead/hung worker; its envs end truncated at the chunk's last row."""
+        """Restart a dead/hung worker; its envs end truncated at the chunk's last row. A worker whose last
+        MAX_STEP_FAILURES_IN_A_ROW steps all failed is an error (before: restarted forever, the run training on
+        empty truncated episodes, e.g. with a step_timeout shorter than one step)."""
+        failures = self._step_failures.get(worker, 0) + 1
+        self._step_failures[worker] = failures
+        if failures >= MAX_STEP_FAILURES_IN_A_ROW:
+            worker.kill()
+            raise RuntimeError(
+                f"the env worker of envs {worker.indices} failed {failures} steps in a row, restarted after each "
+                f"(last: {str(error).splitlines()[0]}); with step_timeout={self.step_timeout:g} s (the seconds a "
+                "worker may take for one step) its envs cannot step: raise step_timeout if steps are slow, or see "
+                "the worker's error above"
+            ) from error
         for which in ("final",):  # the last obs we hold for those envs becomes their final obs
             for spec in self._shared.specs:
                 self._views[(which, spec.key)][worker.indices] = self._views[("obs", spec.key)][worker.indices]

@@ -11,7 +11,7 @@ import torch
 
 from rlinf_embodied.envs.metrics import EpisodeMetrics, episodes_from_info
 from rlinf_embodied.envs.testing import ToyReachFactory
-from rlinf_embodied.envs.vector import SubprocVectorEnv, split_evenly
+from rlinf_embodied.envs.vector import MAX_STEP_FAILURES_IN_A_ROW, SubprocVectorEnv, split_evenly
 
 
 def make_env(num_envs=3, num_workers=2, **kwargs):
@@ -158,6 +158,21 @@ def test_hung_worker_is_restarted_after_step_timeout():
     assert time.monotonic() - start < 30
     assert truncated.all() and env.num_restarts == 2
     env.close()
+
+
+def test_a_worker_that_fails_every_step_is_an_error_not_restarted_forever():
+    """Probe 63 #3: before, a worker hanging at every step (e.g. a step_timeout below one step's time) was restarted
+    at every step, forever, and the run trained on empty truncated episodes."""
+    env = make_env(num_envs=2, num_workers=2, hang_at_step=1, step_timeout=1.0)
+    try:
+        env.reset(seed=0)
+        for _ in range(MAX_STEP_FAILURES_IN_A_ROW - 1):
+            _, _, _, truncated, _ = env.step(torch.zeros(2, 2))
+            assert truncated.all()
+        with pytest.raises(RuntimeError, match=r"envs \[0\] failed 3 steps in a row, .* step_timeout=1 s"):
+            env.step(torch.zeros(2, 2))
+    finally:
+        env.close()
 
 
 def test_error_messages():
