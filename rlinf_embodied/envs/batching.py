@@ -27,10 +27,11 @@ def as_action_chunk(
 
     The second value says whether a chunk was given (`(N, chunk, A)`) rather than one step (`(N, A)`).
     """
+    actions = real_actions(actions)
     if isinstance(actions, torch.Tensor):
         tensor = actions.detach().to(device=device, dtype=torch.float32)
     else:
-        tensor = torch.as_tensor(np.asarray(actions, dtype=np.float32), device=device)
+        tensor = torch.as_tensor(actions.astype(np.float32, copy=False), device=device)
     if tensor.dim() not in (2, 3) or tensor.shape[0] != num_envs or tensor.shape[-1] != act_dim:
         raise ValueError(
             f"actions must have shape (num_envs={num_envs}, act_dim={act_dim}) or "
@@ -40,6 +41,20 @@ def as_action_chunk(
         raise ValueError(f"an action chunk needs at least one step, got shape {tuple(tensor.shape)}")
     reject_non_finite_actions(tensor)
     return (tensor[:, None, :] if tensor.dim() == 2 else tensor), tensor.dim() == 3
+
+
+def real_actions(actions: ArrayLike, what: str = "actions") -> Union[torch.Tensor, np.ndarray]:
+    """`actions` as a tensor or numpy array of real numbers (float or int, cast to float32 by the caller); a bool,
+    complex, object or string dtype is a ValueError naming it (before: complex lost its imaginary part with
+    only numpy's warning, bools stepped as 0/1, and an array of None was reported as NaN or inf)."""
+    if isinstance(actions, torch.Tensor):
+        if actions.dtype == torch.bool or actions.is_complex():
+            raise ValueError(f"{what}: dtype {actions.dtype} is no real number type; envs take float or int tensors")
+        return actions
+    array = np.asarray(actions)
+    if array.dtype.kind not in "iuf":
+        raise ValueError(f"{what}: dtype {array.dtype} is no real number type; envs take float or int arrays")
+    return array
 
 
 def reject_non_finite_actions(actions: Union[torch.Tensor, np.ndarray]) -> None:
@@ -60,7 +75,10 @@ def reject_non_finite_actions(actions: Union[torch.Tensor, np.ndarray]) -> None:
 def check_single_action(action: Any, shape: tuple[int, ...], env_name: str) -> np.ndarray:
     """One env's action as float32 of exactly `shape`, finite; else a ValueError naming both (before: ManiSkill's
     assertion named its internal batch shape, (1, 8) for a (8,) action, and inf was stepped)."""
-    array = np.asarray(action, np.float32)
+    array = real_actions(action, f"{env_name}'s action")
+    if isinstance(array, torch.Tensor):
+        array = array.detach().to("cpu", torch.float32).numpy()
+    array = np.asarray(array, np.float32)
     if array.shape != tuple(shape):
         raise ValueError(f"{env_name} takes one action of shape {tuple(shape)}, got shape {array.shape}")
     reject_non_finite_action(array, env_name)

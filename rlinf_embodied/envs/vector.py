@@ -33,7 +33,8 @@ Vector-env semantics (see also envs/README.md)
   ended: at its final step). `info["elapsed_steps"]`: `(N,)` int64 steps into the current episode.
 - `info["action_clipped"]`: `(N,)` float32, each env's fraction of the action elements given this call
   (all rows of its chunk) outside `single_action_space`, which the single envs clip to it; the first
-  such action logs a warning (`batching.ActionBounds`). Integer actions are cast to float32.
+  such action logs a warning (`batching.ActionBounds`). Integer actions are cast to float32; bool, complex, object
+  and string dtypes are a ValueError.
 - At episode end `info["episode"] = {"return": float32, "length": int64, "success_once": bool,
   "success": bool}` (each `(N,)`; "success" is success at the final step, "success_once" whether
   any step succeeded) with mask `info["_episode"]` `(N,)` bool. `metrics.EpisodeMetrics` reads it.
@@ -68,7 +69,15 @@ import numpy as np
 import torch
 from gymnasium.vector.utils import batch_space
 
-from .batching import ActionBounds, SeedLike, check_open, is_int, per_env_seeds, reject_non_finite_actions
+from .batching import (
+    ActionBounds,
+    SeedLike,
+    check_open,
+    is_int,
+    per_env_seeds,
+    real_actions,
+    reject_non_finite_actions,
+)
 from .registration import check_reset_options
 
 logger = logging.getLogger(__name__)
@@ -763,10 +772,11 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
 
     def _as_chunk(self, actions: ArrayLike) -> tuple[np.ndarray, bool]:
         """Validate actions and return them as a float32 numpy chunk `(N, chunk, act_dim)`."""
+        actions = real_actions(actions)
         if isinstance(actions, torch.Tensor):
             array = actions.detach().to("cpu", torch.float32).numpy()
         else:
-            array = np.asarray(actions, dtype=np.float32)
+            array = actions.astype(np.float32, copy=False)
         if array.ndim not in (2, 3) or array.shape[0] != self.num_envs or array.shape[-1] != self.act_dim:
             raise ValueError(
                 f"actions must have shape (num_envs={self.num_envs}, act_dim={self.act_dim}) or "

@@ -440,3 +440,26 @@ def test_actions_outside_the_box_are_reported_per_env_and_warned_of_once_in_the_
         assert env.step(np.zeros((3, 2), np.int64))[4]["action_clipped"].tolist() == [0.0] * 3
     (message,) = [record.getMessage() for record in caplog.records if "outside its action space" in record.getMessage()]
     assert "(max |value| 5, in action dimension(s) [0, 1] of 2 of 3 envs)" in message
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, bool, object, str])
+def test_actions_of_no_real_number_type_are_refused_naming_the_dtype(dtype):
+    """Probe 63 #13: before, complex actions lost their imaginary part (numpy's warning only), bools stepped as 0/1
+    and an array of None was reported as NaN or inf from a policy."""
+    from rlinf_embodied.envs.batching import as_action_chunk, check_single_action
+
+    actions = np.zeros((2, 2), dtype=dtype) if dtype is not object else np.array([[None, None]] * 2)
+    env = make_env(num_envs=2, num_workers=1)
+    try:
+        env.reset(seed=0)
+        with pytest.raises(ValueError, match=r"actions: dtype .* is no real number type; envs take float or int"):
+            env.step(actions)
+        env.step(np.zeros((2, 2), dtype=np.int64))  # integers are cast to float32
+    finally:
+        env.close()
+    with pytest.raises(ValueError, match=r"dtype .* is no real number type"):
+        as_action_chunk(actions, 2, 2)
+    with pytest.raises(ValueError, match=r"X's action: dtype .* is no real number type"):
+        check_single_action(actions[0], (2,), "X")
+    with pytest.raises(ValueError, match=r"dtype torch.bool is no real number type; envs take float or int tensors"):
+        as_action_chunk(torch.zeros(2, 2, dtype=torch.bool), 2, 2)
