@@ -39,7 +39,7 @@ def check_train_config(cfg: TrainConfig) -> None:
     from .runners.placement_profile import check_auto_request
     from .workers.resume_check import check_resume_directory, check_resume_fits_run, reject_sft_checkpoint
 
-    check_env(cfg.env)
+    check_env(cfg.env, local=cfg.cluster.address is None)
     check_policy_config(cfg.policy)
     reject_chunk_level_without_chunks(cfg)
     reject_algorithm_settings_the_policy_cannot_use(cfg)

@@ -96,10 +96,18 @@ def check_env_id(env_id: str) -> None:
     raise ValueError(f"env.id={env_id!r} is not a registered env; {hint}registered: {ours}")
 
 
-def check_env(env_cfg: Any) -> None:
-    """An EnvConfig's id (check_env_id) and options (check_env_options), before any env is built."""
+def check_env(env_cfg: Any, local: bool = True) -> None:
+    """An EnvConfig's id (check_env_id) and options (check_env_options), before any env is built. `local`: the envs
+    will run on this machine (no cluster.address), so GPU physics needs a GPU here."""
     check_env_id(env_cfg.id)
     check_env_options(env_cfg.id, env_cfg.obs_mode, dict(env_cfg.kwargs))
+    if local and dict(env_cfg.kwargs).get("sim_backend") == "physx_cuda":  # ManiSkill's GPU physics
+        from .maniskill.gpu_physics import require_physx_gpu
+
+        try:  # before: every env worker's error, once Ray and the worker groups had started
+            require_physx_gpu()
+        except RuntimeError as error:
+            raise ValueError(f"env.kwargs.sim_backend=physx_cuda: {error}") from None
 
 
 def check_env_options(env_id: str, obs_mode: str, kwargs: dict[str, Any]) -> None:

@@ -2,6 +2,7 @@
 
 import gymnasium as gym
 import pytest
+import torch
 
 import rlinf_embodied  # noqa: F401  (registers the ids)
 from rlinf_embodied.envs.registration import check_env_id
@@ -84,6 +85,19 @@ def test_bad_env_options_are_named_before_any_env_worker_starts(entry, override,
     # options of the task's own ManiSkill class and of LIBERO's env pass
     check_env(compose_config(entry, ["env=maniskill_pickcube", "+env.kwargs.robot_init_qpos_noise=0.01"]).env)
     check_env(compose_config(entry, ["env=libero", "+env.kwargs.num_settle_steps=5"]).env)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
+def test_gpu_physics_on_a_machine_without_cuda_is_refused_before_any_env_worker_starts():
+    """Probe 63 #11: before, train's checks passed and every env worker failed once Ray had started."""
+    from rlinf_embodied.config import compose_config
+    from rlinf_embodied.envs.registration import check_env
+    from rlinf_embodied.train import check_train_config
+
+    cfg = compose_config("config", ["env.kwargs.sim_backend=physx_cuda"])
+    with pytest.raises(ValueError, match=r"env.kwargs.sim_backend=physx_cuda: .*needs a CUDA GPU.*physx_cpu"):
+        check_train_config(cfg)
+    check_env(cfg.env, local=False)  # a cluster elsewhere (cluster.address): its env workers may have GPUs
 
 
 def test_the_train_driver_checks_the_env_options_before_ray_starts():
