@@ -137,6 +137,15 @@ def check_eval_seed(eval_cfg: EvalConfig) -> None:
 def check_eval_workers(env_cfg: EnvConfig, num_envs: int, source: str) -> None:
     """env.kwargs.num_workers beyond the evaluation's envs (`source`: the settings that set `num_envs`), refused
     before any env is built (before: the vector env's own error, naming neither setting)."""
+    from ..workers.env_worker import per_env_task_ids
+
+    task_ids = per_env_task_ids(env_cfg.kwargs)
+    if task_ids is not None and len(task_ids) != num_envs:  # before: the vector env's error, naming neither setting
+        raise ValueError(
+            f"env.kwargs.task_id={task_ids} gives one task per env, {len(task_ids)} for the {num_envs} envs of the "
+            f"evaluation ({source}): give {num_envs} task ids, or one id for all envs (or eval.task_ids: one "
+            "evaluation per task)"
+        )
     workers = env_cfg.kwargs.get("num_workers")
     if is_int(workers) and workers > num_envs:
         raise ValueError(

@@ -682,3 +682,19 @@ def test_more_env_worker_processes_than_eval_num_envs_is_refused_before_any_env(
     ):
         evaluate_policy(env_cfg, PolicyConfig(name="mlp", checkpoint=checkpoint), eval_cfg, str(tmp_path / "eval"))
     assert not (tmp_path / "eval").exists()
+
+
+def test_a_per_env_task_list_of_another_length_than_eval_num_envs_is_refused_naming_both():
+    """Probe 63 #14: before, LIBERO's vector env said "task_id got 2 entries for num_envs=4", naming neither
+    env.kwargs.task_id nor eval.num_envs."""
+    from rlinf_embodied.runners.evaluator import check_eval_workers
+
+    env_cfg = EnvConfig(id="rlinf/LIBERO-Spatial", num_envs=8, kwargs={"task_id": [0, 1]})
+    with pytest.raises(
+        ValueError,
+        match=r"env.kwargs.task_id=\[0, 1\] gives one task per env, 2 for the 4 envs of the evaluation "
+        r"\(eval.num_envs=4\): give 4 task ids",
+    ):
+        check_eval_workers(env_cfg, 4, "eval.num_envs=4")
+    check_eval_workers(env_cfg, 2, "eval.num_envs=2")
+    check_eval_workers(EnvConfig(id="rlinf/LIBERO-Spatial", kwargs={"task_id": 3}), 4, "eval.num_envs=4")
