@@ -561,7 +561,7 @@ def _policy_episodes(cfg: CollectRunConfig, seeds: list[int]) -> Iterator[dict[s
     import gymnasium as gym
 
     from .envs.spec import env_spec
-    from .runners.evaluator import pick_device
+    from .runners.evaluator import pick_device, seeded_sampling
     from .workers.policy_loading import build_policy, check_policy_cameras
 
     c = cfg.collect
@@ -593,9 +593,11 @@ def _policy_episodes(cfg: CollectRunConfig, seeds: list[int]) -> Iterator[dict[s
         for start in range(0, len(seeds), num_envs):
             round_seeds = seeds[start : start + num_envs]
             round_seeds = round_seeds + [round_seeds[-1]] * (num_envs - len(round_seeds))  # pad the last round
-            yield from _policy_round(env, policy, device, round_seeds, c.deterministic)[
-                : len(seeds[start : start + num_envs])
-            ]
+            # a stochastic policy samples from the round's first seed (before: torch's unseeded stream, so the same
+            # command and collect.seed recorded other actions), as eval's from eval.seed
+            with seeded_sampling(round_seeds[0], device):
+                episodes = _policy_round(env, policy, device, round_seeds, c.deterministic)
+            yield from episodes[: len(seeds[start : start + num_envs])]
     finally:
         env.close()
 

@@ -244,6 +244,27 @@ def test_policy_source(tmp_path):
     np.testing.assert_allclose(actions[:, 0].numpy(), expected[:, 0].numpy(), atol=1e-5)
 
 
+def test_a_stochastic_policy_source_records_the_same_actions_for_the_same_seed(tmp_path):
+    """Probe 63 #7: before, collect.deterministic=false sampled from torch's unseeded stream, so two runs of one
+    command (same collect.seed) recorded different actions."""
+    import torch
+
+    from rlinf_embodied.policies import make_policy
+
+    checkpoint = str(tmp_path / "mlp")
+    make_policy("mlp", size="tiny", action_dim=8, state_dim=42).save_pretrained(checkpoint)
+    recorded = []
+    for run in ("a", "b"):
+        torch.manual_seed(len(recorded))  # the global stream differs between the runs
+        out = str(tmp_path / run)
+        settings = [f"collect.output_dir={out}", "collect.source=policy", f"policy.checkpoint={checkpoint}"]
+        settings += ["collect.num_episodes=1", "collect.num_workers=1", "collect.only_success=false"]
+        settings += ["env.max_episode_steps=4", "collect.progress=false", "collect.seed=5000"]
+        collect(compose_cfg(*settings, "collect.deterministic=false"))
+        recorded.append(DemoDataset(out).sample([0, 1, 2], 1)[1])
+    torch.testing.assert_close(recorded[0], recorded[1])
+
+
 def test_config_errors(tmp_path):
     with pytest.raises(ValueError, match="collect.output_dir is required"):
         collect(compose_cfg())
