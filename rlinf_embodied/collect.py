@@ -77,6 +77,11 @@ def check_collect_config(cfg: CollectRunConfig) -> None:
     for name in ("num_episodes", "num_workers"):
         if getattr(c, name) < 1:
             raise ValueError(f"collect.{name}={getattr(c, name)} must be >= 1")
+    if c.num_workers > c.num_episodes:  # before: silently fewer workers, as many as episodes
+        raise ValueError(
+            f"collect.num_workers={c.num_workers} > collect.num_episodes={c.num_episodes}: each worker plays at least "
+            f"one episode; set collect.num_workers <= {c.num_episodes}"
+        )
     reject_fps_setting(c)
     if c.max_episode_steps is not None and c.max_episode_steps < 1:  # before: every solution dropped as failed
         raise ValueError(
@@ -216,6 +221,16 @@ def collect(cfg: CollectRunConfig, stop: Optional[StopRequest] = None) -> dict[s
         done = {int(row["seed"]) for row in _episode_rows(c.output_dir, info)}
         seeds = [s for s in seeds if s not in done]
         skipped = c.num_episodes - len(seeds)
+        if 0 < len(seeds) < c.num_workers:
+            logger.info(
+                "collect: %d of %d seeds left to collect (the rest are in %s): %d worker(s) instead of "
+                "collect.num_workers=%d",
+                len(seeds),
+                c.num_episodes,
+                c.output_dir,
+                len(seeds),
+                c.num_workers,
+            )
     else:
         skipped = 0
     from tqdm.auto import tqdm

@@ -265,6 +265,19 @@ def test_a_stochastic_policy_source_records_the_same_actions_for_the_same_seed(t
     torch.testing.assert_close(recorded[0], recorded[1])
 
 
+def test_more_workers_than_episodes_is_refused_and_a_resume_says_how_many_run(tmp_path, caplog):
+    """Probe 63 #15: before, collect.num_workers=8 with collect.num_episodes=2 ran 2 workers without a word."""
+    with pytest.raises(ValueError, match=r"collect.num_workers=8 > collect.num_episodes=2: .* <= 2"):
+        collect(compose_cfg(f"collect.output_dir={tmp_path / 'ds'}", "collect.num_episodes=2", "collect.num_workers=8"))
+    assert not (tmp_path / "ds").exists()
+    out = tmp_path / "resumed"
+    common = [f"collect.output_dir={out}", "collect.seed=3", "collect.progress=false", "collect.only_success=false"]
+    collect(compose_cfg(*common, "collect.num_episodes=2"))
+    with caplog.at_level("INFO", logger="rlinf_embodied.collect"):
+        collect(compose_cfg(*common, "collect.num_episodes=3", "collect.num_workers=3"))
+    assert "1 of 3 seeds left to collect" in caplog.text and "instead of collect.num_workers=3" in caplog.text
+
+
 def test_config_errors(tmp_path):
     with pytest.raises(ValueError, match="collect.output_dir is required"):
         collect(compose_cfg())
