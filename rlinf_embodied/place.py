@@ -55,7 +55,7 @@ def place(
 
             cluster = Cluster.from_config(cfg.cluster)
         try:
-            chosen = resolve_auto_placement(cfg, cluster, costs, log)
+            chosen = resolve_auto_placement(cfg, cluster, costs, log, checked=True)  # check_train_config checked it
         finally:
             if cluster is not None:
                 cluster.shutdown()
