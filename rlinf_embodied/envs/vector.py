@@ -715,6 +715,9 @@ class SubprocVectorEnv(gym.vector.VectorEnv):
             for spec in self._shared.specs:
                 self._views[(which, spec.key)][worker.indices] = self._views[("obs", spec.key)][worker.indices]
         self._restart(worker, error)
+        # seed None: the envs' seeded streams (reset(seed) + their auto-resets) live in the killed process and cannot
+        # be continued; reseeding from the first seeds would replay episodes already played, so a restarted env draws
+        # fresh randomness (a restart is not reproducible anyway: it follows a crash or a timeout)
         instructions = self._reset_worker(worker, [None] * len(worker.indices), None)
         for index, text in zip(worker.indices, instructions):
             self._instructions[index] = text

@@ -80,7 +80,12 @@ def evaluate_policy(
     `video_settings`: the video settings the user gave ("eval.video_envs=2"), refused where no video can be
     written (make_eval_env)."""
     check_eval_seed(eval_cfg)
-    check_eval_workers(env_cfg, eval_cfg.num_envs, f"eval.num_envs={eval_cfg.num_envs}")
+    check_eval_workers(
+        env_cfg,
+        eval_cfg.num_envs,
+        f"eval.num_envs={eval_cfg.num_envs}",
+        tasks_from_env=eval_cfg.task_ids is None,  # eval.task_ids replaces env.kwargs.task_id (make_eval_env)
+    )
     # the first episode of each env is seeded eval.seed + env index; later ones come from the env's own RNG
     check_checkpoint_held_out(
         policy_cfg.checkpoint,
@@ -134,12 +139,13 @@ def check_eval_seed(eval_cfg: EvalConfig) -> None:
         )
 
 
-def check_eval_workers(env_cfg: EnvConfig, num_envs: int, source: str) -> None:
-    """env.kwargs.num_workers beyond the evaluation's envs (`source`: the settings that set `num_envs`), refused
-    before any env is built (before: the vector env's own error, naming neither setting)."""
+def check_eval_workers(env_cfg: EnvConfig, num_envs: int, source: str, tasks_from_env: bool = True) -> None:
+    """A per-env env.kwargs.task_id list of another length than the evaluation's envs, and env.kwargs.num_workers
+    beyond them (`source`: the settings that set `num_envs`), refused before any env is built (before: the vector
+    env's own error, naming neither setting). `tasks_from_env=False`: eval.task_ids picks the tasks instead."""
     from ..workers.env_worker import per_env_task_ids
 
-    task_ids = per_env_task_ids(env_cfg.kwargs)
+    task_ids = per_env_task_ids(env_cfg.kwargs) if tasks_from_env else None
     if task_ids is not None and len(task_ids) != num_envs:  # before: the vector env's error, naming neither setting
         raise ValueError(
             f"env.kwargs.task_id={task_ids} gives one task per env, {len(task_ids)} for the {num_envs} envs of the "

@@ -173,6 +173,14 @@ def test_a_worker_that_fails_every_step_is_an_error_not_restarted_forever():
             env.step(torch.zeros(2, 2))
     finally:
         env.close()
+    # a good step in between starts the count again: every 2nd step hangs, each restart truncates, no error
+    env = make_env(num_envs=1, num_workers=1, hang_at_step=2, step_timeout=1.0)
+    try:
+        env.reset(seed=0)
+        hung = [bool(env.step(torch.zeros(1, 2))[3][0]) for _ in range(2 * MAX_STEP_FAILURES_IN_A_ROW)]
+        assert hung == [False, True] * MAX_STEP_FAILURES_IN_A_ROW and env.num_restarts == MAX_STEP_FAILURES_IN_A_ROW
+    finally:
+        env.close()
 
 
 def test_error_messages():

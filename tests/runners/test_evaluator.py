@@ -697,4 +697,5 @@ def test_a_per_env_task_list_of_another_length_than_eval_num_envs_is_refused_nam
     ):
         check_eval_workers(env_cfg, 4, "eval.num_envs=4")
     check_eval_workers(env_cfg, 2, "eval.num_envs=2")
+    check_eval_workers(env_cfg, 4, "eval.num_envs=4", tasks_from_env=False)  # eval.task_ids replaces the list
     check_eval_workers(EnvConfig(id="rlinf/LIBERO-Spatial", kwargs={"task_id": 3}), 4, "eval.num_envs=4")
