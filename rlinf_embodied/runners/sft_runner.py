@@ -468,7 +468,8 @@ def check_sft_config(cfg: SFTRunConfig) -> dict[str, Any]:
             f"sft.val_episodes={cfg.sft.val_episodes} holds out every episode of sft.dataset={path!r} "
             f"({num_episodes} episodes): valid values are 0 .. {num_episodes - 1}"
         )
-    check_env(cfg.env)  # as train, eval and collect do (before: a typo in env.kwargs failed in a worker, or not at all)
+    # as train, eval and collect do (before: a typo in env.kwargs failed in a worker, or not at all)
+    check_env(cfg.env, local=cfg.cluster.address is None)
     warn_if_other_env(path, info.get("env_id"), cfg.env.id)
     dataset_mode, env_mode = info.get("control_mode"), cfg.env.kwargs.get("control_mode")
     if dataset_mode is not None and env_mode is not None and dataset_mode != env_mode:
