@@ -230,7 +230,9 @@ class RunnerConfig:
     deterministic_rollout: bool = False
     save_interval: int = 0  # iterations between checkpoints; 0 saves only at the end
     # Checkpoint the last iteration. False for runs read only for their metrics (benchmarks): pi0-3b's
-    # checkpoint is 47 GB (actor.pt + the policy's weights). A stop by signal still checkpoints.
+    # checkpoint is 47 GB (actor.pt + the policy's weights). A stop by signal still checkpoints. False is refused
+    # where save_interval divides max_iterations (the periodic save would write the last iteration anyway): use a
+    # save_interval that does not divide it, or 0.
     save_final: bool = True
     # Every eval_interval iterations (and at the last; 0 = never) the env workers play eval_rounds
     # episodes per env with the deterministic policy from held-out seeds: eval/* metrics, and the
@@ -431,7 +433,9 @@ class SFTConfig:
     # checkpoints/final: few-shot SFT as an RL start (the pi-RL recipe), where training on makes the policy
     # better than the start RL is meant to improve, or (decayed lr, stop 26) worse. None = run to max_steps.
     # With eval_async, training goes on while the result comes: final then holds that step's policy only (no
-    # training state), and training stops at the step the result arrived at.
+    # training state; sft.json names the evaluated step), and training stops at the step the result arrived at.
+    # The run's last step waits for a pending result: where it reaches this, final is that earlier step's policy and
+    # the last step's checkpoint is kept as checkpoints/step_XXXXXX.
     stop_at_success: Optional[float] = None
     save_interval: int = 0  # steps between checkpoints/step_XXXXXX; 0 = only checkpoints/final
     log_interval: int = 10  # at most this many steps between metric lines (means over those steps)

@@ -33,6 +33,7 @@ def check_train_config(cfg: TrainConfig) -> None:
         check_offload_setting,
         check_resume_leaves_work,
         check_rollout_reaches_time_limit_early,
+        check_task_ids,
         component_placement,
         read_saved_iteration,
     )
@@ -66,6 +67,8 @@ def check_train_config(cfg: TrainConfig) -> None:
         placement = component_placement(cfg)
         check_env_split(cfg, placement)
         check_offload_setting(cfg, placement)
+    else:  # check_env_split's layout-free part (before: under auto, after Ray, as "no candidate layout can run")
+        check_task_ids(cfg)
 
 
 def reject_chunk_level_without_chunks(cfg: TrainConfig) -> None:

@@ -549,15 +549,7 @@ def check_env_split(cfg: TrainConfig, placement: ComponentPlacement) -> None:
             f"would serve none; give the rollout at most {env_workers} GPU(s), or the env more"
         )
     per_stage = envs_per_stage(cfg, env_workers)
-    task_ids = per_env_task_ids(cfg.env.kwargs)
-    if task_ids is not None and len(task_ids) != cfg.env.num_envs:  # before: a worker's error, naming neither
-        raise ValueError(
-            f"env.kwargs.task_id={task_ids} gives one task per env, {len(task_ids)} for env.num_envs="
-            f"{cfg.env.num_envs}: give {cfg.env.num_envs} task ids (each env worker x pipeline stage plays its "
-            f"{per_stage} in order), or one id for all envs"
-        )
-    if task_ids is not None:
-        check_groups_share_a_task(task_ids, cfg.algorithm.env_group_size)
+    check_task_ids(cfg, per_stage)
     workers = cfg.env.kwargs.get("num_workers")
     if isinstance(workers, int) and workers > per_stage:  # before: per_stage processes, silently
         raise ValueError(
@@ -567,6 +559,23 @@ def check_env_split(cfg: TrainConfig, placement: ComponentPlacement) -> None:
         )
     num_env_groups(cfg.env.num_envs, cfg.algorithm.env_group_size, len(placement.gpus("actor")))
     check_minibatches_fit(cfg, len(placement.gpus("actor")))
+
+
+def check_task_ids(cfg: TrainConfig, per_stage: Optional[int] = None) -> None:
+    """A per-env env.kwargs.task_id list: one id per env, and one task in each group of the algorithm's
+    env_group_size consecutive envs. Independent of the layout (`per_stage`, the envs of each env worker x pipeline
+    stage, only words the message), so check_train_config runs it before Ray under `auto` placement too."""
+    task_ids = per_env_task_ids(cfg.env.kwargs)
+    if task_ids is None:
+        return
+    if len(task_ids) != cfg.env.num_envs:  # before: a worker's error, naming neither
+        share = per_stage if per_stage is not None else "share of them"
+        raise ValueError(
+            f"env.kwargs.task_id={task_ids} gives one task per env, {len(task_ids)} for env.num_envs="
+            f"{cfg.env.num_envs}: give {cfg.env.num_envs} task ids (each env worker x pipeline stage plays its "
+            f"{share} in order), or one id for all envs"
+        )
+    check_groups_share_a_task(task_ids, cfg.algorithm.env_group_size)
 
 
 def check_groups_share_a_task(task_ids: list, group_size: int) -> None:

@@ -101,6 +101,22 @@ LIBERO_PI0 = [
             r"env.kwargs.task_id=\[0, 1, 0, 1\]: group 0 of algorithm.group_size=2 \(envs 0-1\) holds tasks \[0, 1\], "
             r".* e.g. \[0, 0, 1, 1\]",
         ),
+        (  # and under auto placement, where check_env_split waits for the layout: before, place started Ray first
+            [
+                *LIBERO_PI0,
+                "algorithm=dapo",
+                "algorithm.group_size=2",
+                "env.num_envs=6",
+                "env.kwargs.task_id=[0,0,1,2,2,1]",
+                "cluster.component_placement=auto",
+            ],
+            r"env.kwargs.task_id=\[0, 0, 1, 2, 2, 1\]: group 1 of algorithm.group_size=2 \(envs 2-3\) holds tasks "
+            r"\[1, 2\], .* e.g. \[0, 0, 1, 1, 2, 2\]",
+        ),
+        (
+            [*LIBERO_PI0, "env.num_envs=2", "env.kwargs.task_id=[0,1,2]", "runner.pipeline_stage_num=auto"],
+            r"env.kwargs.task_id=\[0, 1, 2\] gives one task per env, 3 for env.num_envs=2: give 2 task ids",
+        ),
     ],
 )
 def test_a_split_that_cannot_work_is_refused_before_ray_starts(overrides, message):
@@ -121,6 +137,7 @@ def test_a_split_that_cannot_work_is_refused_before_ray_starts(overrides, messag
         ["algorithm=dapo", "env.num_envs=8", "runner.rollout_steps=50", "algorithm.num_minibatches=400"],
         [*LIBERO_PI0, "env.num_envs=4", "runner.pipeline_stage_num=2", "env.kwargs.task_id=[0,1,2,3]"],
         [*LIBERO_PI0, "algorithm=grpo", "algorithm.group_size=2", "env.num_envs=4", "env.kwargs.task_id=[0,0,3,3]"],
+        [*LIBERO_PI0, "env.num_envs=4", "env.kwargs.task_id=[0,1,0,1]"],  # PPO: no groups, each env its own task
     ],
 )
 def test_a_split_that_works_passes(overrides):

@@ -151,6 +151,38 @@ def test_a_resume_the_checkpoint_cannot_continue_is_refused_before_any_worker_st
     assert probed == ["rlinf/ManiSkill-PickCube"]
 
 
+def test_a_resume_that_leaves_nothing_to_train_is_refused_by_train_and_place_before_ray(tmp_path, monkeypatch):
+    """Probe 63 #10: before, resuming iteration 2 of a 3-iteration run was refused only in EmbodiedRunner, after Ray
+    had started (and place printed that train command); the checkpoint's training_state.json tells the driver."""
+    from rlinf_embodied import scheduler
+    from rlinf_embodied.config import compose_config
+    from rlinf_embodied.place import place
+    from rlinf_embodied.runners.embodied_runner import write_saved_iteration
+    from rlinf_embodied.train import check_train_config
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray started before the refusal")
+
+    monkeypatch.setattr(scheduler.Cluster, "from_config", no_ray)
+    trained = make_policy("mlp", size="tiny", action_dim=4, state_dim=35)
+    run = saved_run_checkpoint(tmp_path / "iteration_000002", trained, "rlinf/ManiSkill-PushCube", "pd_ee_delta_pos")
+    write_saved_iteration(str(run), 2, 600)
+
+    def config(iterations):
+        return compose_config(
+            "config", [f"runner.resume={run}", "policy.size=tiny", f"runner.max_iterations={iterations}"]
+        )
+
+    refusal = (
+        r"ended at iteration 2, so runner.max_iterations=3 leaves nothing to train; set runner.max_iterations above 3"
+    )
+    with pytest.raises(ValueError, match=refusal):
+        check_train_config(config(3))
+    with pytest.raises(ValueError, match=refusal):
+        place(config(3), log=lambda line: None)
+    check_train_config(config(4))  # one iteration left
+
+
 def test_the_policy_checkpoint_sets_the_architecture_a_resume_is_compared_with(tmp_path, monkeypatch):
     """With policy.checkpoint (RL from SFT, as its printed resume command repeats it), the model is that
     checkpoint's config.json: the env is not probed, and another architecture there is named."""
