@@ -107,7 +107,16 @@ case $stage in
     [ "${EVAL_INTERVAL:-0}" = 0 ] && eval_async=false || eval_async=${EVAL_ASYNC:-true}
     # (episodes per evaluation only where there are evaluations: without, sft refuses the setting as unread)
     [ "${EVAL_INTERVAL:-0}" = 0 ] && eval_episodes= || eval_episodes=sft.eval_episodes=${EVAL_EPISODES:-32}
-    "${PYTHON:-python3}" -m rlinf_embodied.sft "${ENV_ARGS[@]}" "${POLICY_ARGS[@]}" cluster.simulate_gpus=false \
+    # likewise the env settings only the evaluations' envs read (camera size, time limit, ...): without evaluations
+    # SFT reads the env group, its control mode and binarize_gripper (recorded with the checkpoint), and refuses the rest
+    SFT_ENV_ARGS=("${ENV_ARGS[@]}")
+    if [ "${EVAL_INTERVAL:-0}" = 0 ]; then
+      SFT_ENV_ARGS=()
+      for arg in "${ENV_ARGS[@]}"; do
+        case $arg in env=*|env.id=*|env.kwargs.control_mode=*|env.kwargs.binarize_gripper=*) SFT_ENV_ARGS+=("$arg") ;; esac
+      done
+    fi
+    "${PYTHON:-python3}" -m rlinf_embodied.sft "${SFT_ENV_ARGS[@]}" "${POLICY_ARGS[@]}" cluster.simulate_gpus=false \
       ${SFT_INIT:+policy.checkpoint=$SFT_INIT} ${EMA:+sft.ema_decay=$EMA} sft.dataset=$WORK/data sft.max_steps=${1:-3000} sft.batch_size=${BATCH:-64} sft.lr=${LR:-3e-4} \
       sft.lr_schedule=${LR_SCHEDULE:-cosine} ${STOP_AT:+sft.stop_at_success=$STOP_AT} sft.val_episodes=${VAL_EPISODES:-0} \
       sft.weight_decay=${WEIGHT_DECAY:-0} ${COMPILE:+sft.compile=true} \

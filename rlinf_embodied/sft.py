@@ -25,10 +25,11 @@ from omegaconf import OmegaConf
 
 from .config import SFTConfig, SFTRunConfig, register_configs, typed_config
 from .datasets.time_limit import longest_episode, warn_if_time_limit_short
+from .envs.action_settings import ACTION_SETTINGS
 from .envs.registration import time_limit
 from .paths import CONFIG_DIR, log_into, make_output_dir
 from .runners.interrupts import Interrupted, StopRequest, continue_command, report_forced_stop, report_stop
-from .unread_settings import reject_unread_settings
+from .unread_settings import override_key, reject_unread_settings
 
 logger = logging.getLogger(__name__)
 register_configs()
@@ -63,16 +64,73 @@ def run_sft(cfg: SFTRunConfig, output_dir: str, cluster=None, stop: StopRequest 
                     cluster.shutdown()
 
 
+# The env settings only SFT's evaluations read (their envs: how many, what they observe, when their episodes end).
+# Without evaluations SFT reads env.id (the dataset's env check, the cameras a policy reads, the checkpoint's record)
+# and the env.kwargs of READ_ENV_KWARGS; everything else under env.kwargs (reward_mode, camera_size, task_id,
+# sim_backend, ...) configures the evaluations' envs alone.
+EVAL_ONLY_ENV_SETTINGS = {
+    "env.num_envs": "its evaluations' envs (up to sft.eval_episodes of them)",
+    "env.obs_mode": "its evaluations' envs (the policy's inputs are the dataset's: its state and cameras)",
+    "env.max_episode_steps": "its evaluations' episodes",
+    "env.ignore_terminations": "its evaluations' episodes",
+}
+# control_mode is checked against the dataset's, and both are recorded beside every checkpoint's policy
+# (env_actions.json), which eval, collect and RL compare with their env
+READ_ENV_KWARGS = tuple(ACTION_SETTINGS)  # control_mode, binarize_gripper
+
+
 def unread_settings(sft: SFTConfig) -> dict[str, str]:
-    """The settings this SFT run never reads (unread_settings.py), with what to set instead: env.num_envs sizes only
-    the evaluations' envs (min(env.num_envs, sft.eval_episodes)), so without evaluations nothing reads it."""
+    """The settings this SFT run never reads (unread_settings.py), with what to set instead: the env settings of
+    EVAL_ONLY_ENV_SETTINGS size and shape only the evaluations' envs (min(env.num_envs, sft.eval_episodes)), so
+    without evaluations nothing reads them (before: env.max_episode_steps, env.ignore_terminations and
+    env.obs_mode were accepted and ignored, probe 63 #6). env.kwargs: reject_unread_env_kwargs."""
     if sft.eval_interval > 0:
         return {}
     return {
-        "env.num_envs": "python -m rlinf_embodied.sft reads env.num_envs only for its evaluations' envs (up to "
-        "sft.eval_episodes of them), and sft.eval_interval=0 runs none; set sft.eval_interval > 0, or leave "
-        "env.num_envs out"
+        key: f"python -m rlinf_embodied.sft reads {key} only for {what}, and sft.eval_interval=0 runs none; set "
+        f"sft.eval_interval > 0, or leave {key} out"
+        for key, what in EVAL_ONLY_ENV_SETTINGS.items()
     }
+
+
+def unread_env_kwargs(override: str) -> list[str]:
+    """The env.kwargs names a command-line override sets that no SFT without evaluations reads (those outside
+    READ_ENV_KWARGS): `env.kwargs.reward_mode=sparse` -> ["reward_mode"], and the keys of a whole mapping
+    (`env.kwargs={reward_mode:sparse,control_mode:pd_ee_delta_pos}` -> ["reward_mode"])."""
+    key = override_key(override)
+    if key.startswith("env.kwargs."):
+        name = key[len("env.kwargs.") :].split(".", 1)[0]
+        return [] if name in READ_ENV_KWARGS else [name]
+    if key != "env.kwargs":
+        return []
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    value = OverridesParser.create().parse_override(override).value()
+    return sorted(name for name in value if name not in READ_ENV_KWARGS) if isinstance(value, dict) else []
+
+
+def reject_unread_env_kwargs(overrides: list[str], sft: SFTConfig) -> None:
+    """Without evaluations (sft.eval_interval=0) an env.kwargs setting other than READ_ENV_KWARGS given on the
+    command line is an error (before: `env.kwargs.reward_mode=sparse` was accepted and ignored, probe 63 #6). The
+    env group's own kwargs (env=libero's camera_size, task_id) are not the user's and pass."""
+    if sft.eval_interval > 0:
+        return
+    for override in overrides:
+        names = unread_env_kwargs(override)
+        if names:
+            listed = ", ".join(f"env.kwargs.{name}" for name in names)
+            *first, last = ["env.id", *(f"env.kwargs.{name}" for name in READ_ENV_KWARGS)]
+            raise ValueError(
+                f"{override}: python -m rlinf_embodied.sft reads {listed} only for its evaluations' envs, and "
+                f"sft.eval_interval=0 runs none (without evaluations it reads {', '.join(first)} and {last}, "
+                f"recorded with the checkpoint's policy); set sft.eval_interval > 0, or leave {listed} out"
+            )
+
+
+def reject_unread_overrides(overrides: list[str], sft: SFTConfig) -> None:
+    """The command line's settings this run never reads are errors: unread_settings', then env.kwargs'."""
+    reject_unread_settings(overrides, unread_settings(sft))
+    reject_unread_env_kwargs(overrides, sft)
 
 
 def warn_if_eval_time_limit_short(cfg: SFTRunConfig) -> bool:
@@ -101,7 +159,7 @@ def last_training_line(history: list[dict[str, Any]]) -> dict[str, Any] | None:
 def main(cfg) -> None:
     output_dir = cfg.sft.output_dir or HydraConfig.get().runtime.output_dir
     typed: SFTRunConfig = typed_config(cfg)
-    reject_unread_settings(list(HydraConfig.get().overrides.task), unread_settings(typed.sft))
+    reject_unread_overrides(list(HydraConfig.get().overrides.task), typed.sft)
     typed.sft.output_dir = output_dir
     make_output_dir(output_dir, "sft.output_dir")
     from .runners.metrics_logger import output_dir_claimed

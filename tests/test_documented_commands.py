@@ -124,6 +124,12 @@ def test_documented_command_composes(where, module, args, tmp_path):
 
         check_eval_seed(typed.eval)
         reject_sampling_overrides(dict(typed.policy.overrides), typed.eval.deterministic)
+    if module == "sft":  # the settings SFT refuses as unread (env settings without evaluations), and its placement
+        from rlinf_embodied.runners.sft_runner import actor_placement
+        from rlinf_embodied.sft import reject_unread_overrides
+
+        reject_unread_overrides(overrides, typed.sft)
+        actor_placement(typed)
     if module == "place":  # place searches the layout: a documented one on its command line would be refused
         from rlinf_embodied.place import UNREAD_SETTINGS as PLACE_UNREAD
         from rlinf_embodied.unread_settings import reject_unread_settings

@@ -216,6 +216,65 @@ def test_env_num_envs_is_refused_where_sft_runs_no_evaluation(tmp_path):
     assert not (tmp_path / "run" / "config.yaml").exists()  # refused before the run directory is written
 
 
+def test_env_settings_only_evaluations_read_are_refused_without_evaluations():
+    """Probe 63 #6: before, `env.max_episode_steps=100 env.ignore_terminations=true env.kwargs.reward_mode=sparse`
+    without sft.eval_interval ran without a word, though only the evaluations' envs read them. What SFT reads
+    without evaluations stays accepted: the env group and id, env.kwargs.control_mode (checked against the dataset's)
+    and env.kwargs.binarize_gripper (recorded with the checkpoint); so do the env group's own kwargs."""
+    from rlinf_embodied.sft import reject_unread_overrides
+
+    read = ["env=libero", "env=maniskill_pickcube_rgb", "env.id=rlinf/ManiSkill-PushCube", "sft.max_steps=10"]
+    read += ["env.kwargs.control_mode=pd_ee_delta_pos", "+env.kwargs.binarize_gripper=true"]
+    read += ["env.kwargs={control_mode:pd_ee_delta_pos,binarize_gripper:true}", "~env.kwargs"]
+    reject_unread_overrides(read, SFTConfig())
+    unread = ["env.max_episode_steps=100", "env.ignore_terminations=true", "env.obs_mode=rgb", "env.num_envs=4"]
+    unread += ["env.kwargs.reward_mode=sparse", "+env.kwargs.camera_size=96", "~env.kwargs.sim_backend"]
+    unread += ["env.kwargs.task_id=[0,1]", "env.kwargs={control_mode:pd_joint_delta_pos,reward_mode:sparse}"]
+    for override in unread:
+        reject_unread_overrides([*read, override], SFTConfig(eval_interval=100))  # the evaluations read them
+        with pytest.raises(
+            ValueError,
+            match=rf"^{re.escape(override)}: python -m rlinf_embodied.sft reads env\.\S+ only for its evaluations' "
+            r".*sft.eval_interval=0 runs none.*; set sft.eval_interval > 0, or leave env\.\S+ out$",
+        ):
+            reject_unread_overrides([*read, override], SFTConfig())
+    with pytest.raises(ValueError, match=r"reads env.kwargs.reward_mode only .* leave env.kwargs.reward_mode out$"):
+        reject_unread_overrides(["env.kwargs={control_mode:pd_joint_delta_pos,reward_mode:sparse}"], SFTConfig())
+
+
+def test_sft_refuses_placing_components_it_never_runs(tmp_path):
+    """Probe 63 #5: before, `cluster.component_placement.env=1` was accepted and ignored (SFT runs the actor alone;
+    its evaluations run in it or on its first GPU). Refused before Ray, naming the key SFT reads; entries that
+    place env / rollout on every GPU (configs/cluster/local.yaml's `all`) pass."""
+    from rlinf_embodied.runners.sft_runner import actor_placement
+
+    cfg = SFTRunConfig()
+    cfg.sft.dataset = write_state_dataset(tmp_path / "ds", episodes=1, length=3)
+    cfg.cluster.num_gpus_per_node = 2
+    for placement in ({}, {"env": "all", "rollout": "all", "actor": "all"}, {"env,rollout": "0-1", "actor": "1"}):
+        cfg.cluster.component_placement = placement
+        check_sft_config(cfg)
+    assert actor_placement(cfg).gpus("actor") == [1]
+    refused = [({"env": 1, "rollout": "all", "actor": "all"}, "env=1", "leave env out")]
+    refused += [({"env,rollout": "0", "actor": "all"}, "env,rollout=0", "leave env, rollout out")]
+    refused += [({"rollout": "1"}, "rollout=1", "leave rollout out")]
+    for placement, setting, fix in refused:
+        cfg.cluster.component_placement = placement
+        with pytest.raises(
+            ValueError,
+            match=rf"^cluster.component_placement.{re.escape(setting)}: python -m rlinf_embodied.sft runs one "
+            rf"component, the actor .* reads only cluster.component_placement.actor; .*{re.escape(fix)}",
+        ):
+            check_sft_config(cfg)
+    # a training layout's preset (env on GPUs 0-1, rollout on 2-3): refused, naming the plain cluster to use
+    with pytest.raises(
+        ValueError, match=r"component_placement.env=0-1: .*use cluster=local cluster.num_gpus_per_node=4"
+    ):
+        actor_placement(compose_sft(["cluster=hybrid_4gpu"]))
+    moved = compose_sft(["cluster.num_gpus_per_node=4", "cluster.component_placement.actor=2-3"])
+    assert actor_placement(moved).gpus("actor") == [2, 3]
+
+
 def test_stop_at_success_needs_evaluations_and_a_rate():
     with pytest.raises(ValueError, match=r"sft.stop_at_success=0.3 acts on periodic evaluations.*eval_interval=0"):
         SFTRunConfig(sft=SFTConfig(stop_at_success=0.3))
@@ -597,6 +656,34 @@ def test_sft_resume_and_batch_mismatches_are_refused_before_ray(tmp_path):
         check_sft_config(cfg)
 
 
+def test_sft_resume_in_another_env_compares_the_datasets_dims_not_the_envs(tmp_path):
+    """SFT's policy takes the dataset's dims, so the pre-Ray resume check compares the checkpoint with them: before,
+    it read the dims off this run's env where env.id was not the checkpoint's (as train's check does), and refused a
+    PickCube-dataset checkpoint resumed with env.id=PushCube (which SFT allows, warning) as a model of state_dim 35,
+    after building a PushCube env."""
+    from rlinf_embodied.envs.action_settings import write_action_settings
+
+    cfg = SFTRunConfig()
+    cfg.sft.dataset = write_state_dataset(tmp_path / "ds", episodes=1, length=3)
+    ckpt = tmp_path / "checkpoints" / "step_000010"
+    policy_dir = ckpt / "policy"
+    make_policy("mlp", size="tiny", action_dim=MANISKILL_ACTION_DIM, state_dim=MANISKILL_STATE_DIM).save_pretrained(
+        policy_dir
+    )
+    write_action_settings(str(policy_dir), "rlinf/ManiSkill-PickCube", {"control_mode": "pd_joint_delta_pos"})
+    (ckpt / "sft.json").write_text(
+        json.dumps({"step": 10, "dataset": os.path.abspath(cfg.sft.dataset), "policy": "mlp"})
+    )
+    for name in ("actor.pt", "sft_rank0.pt"):
+        (ckpt / name).write_bytes(b"")
+    cfg.sft.resume, cfg.policy.size = str(ckpt), "tiny"
+    cfg.env.id, cfg.env.kwargs = "rlinf/ManiSkill-PushCube", {"control_mode": "pd_joint_delta_pos"}
+    check_sft_config(cfg)
+    cfg.policy.overrides = {"hidden_dim": 64}  # what does differ is still refused
+    with pytest.raises(ValueError, match=r"sft.resume=.*different model.*hidden_dim: checkpoint 32, this run 64"):
+        check_sft_config(cfg)
+
+
 def test_sft_resume_names_what_is_wrong_with_the_checkpoint(tmp_path):
     cfg = SFTRunConfig()
     cfg.sft.dataset = write_state_dataset(tmp_path / "ds", episodes=1, length=3)
@@ -826,9 +913,12 @@ def test_evaluations_beside_training_log_what_waiting_ones_do(cluster, tmp_path)
     # next evaluation is due (100). checkpoints/final is the step it scored (probe 63 #2: before, the step training
     # had reached), as checkpoints/best; a result arriving at the run's last step (max_steps=100) is acted on too,
     # the last step's training state then kept as checkpoints/step_000100
-    for max_steps in (200, 100):
+    # With lines only at the evaluations' steps (log_interval=50, max_steps=100) step 50's result is always waited
+    # for at the last step (before: never acted on there, final held step 100)
+    for max_steps, log_interval in ((200, 25), (100, 50)):
         out = tmp_path / f"async_stop_{max_steps}"
         longer = [o.replace("sft.max_steps=100", f"sft.max_steps={max_steps}") for o in common]
+        longer = [o.replace("sft.log_interval=25", f"sft.log_interval={log_interval}") for o in longer]
         cfg = compose_sft(longer + ["sft.eval_async=true", "sft.stop_at_success=0.0", f"sft.output_dir={out}"])
         history = run_sft(cfg, str(out), cluster=cluster)
         assert json.loads((out / "checkpoints" / "final" / "sft.json").read_text())["step"] == 50
@@ -836,8 +926,11 @@ def test_evaluations_beside_training_log_what_waiting_ones_do(cluster, tmp_path)
         assert json.loads((out / "checkpoints" / "best" / BEST_FILE).read_text())["step"] == 50
         last_step = [r["step"] for r in history if "sft/loss" in r][-1]
         assert last_step in (75, 100) and [r["step"] for r in history if "eval/success_once" in r] == [50]
+        if max_steps == 100:
+            assert last_step == 100
         if last_step == max_steps:
             assert json.loads((out / "checkpoints" / "step_000100" / "sft.json").read_text())["step"] == 100
+            assert (out / "checkpoints" / "step_000100" / "actor.pt").is_file()  # its training state, kept
 
 
 @pytest.mark.slow

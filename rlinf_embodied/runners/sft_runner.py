@@ -353,6 +353,7 @@ def actor_placement(cfg: SFTRunConfig) -> ComponentPlacement:
     spec = dict(cfg.cluster.component_placement or {})
     if spec:
         placement = ComponentPlacement(spec, num_gpus=num_gpus, num_nodes=num_nodes)
+        reject_unread_components(spec, placement)
         if "actor" in placement.components:
             world_size = len(placement.gpus("actor"))
             if cfg.sft.batch_size % world_size:
@@ -367,6 +368,25 @@ def actor_placement(cfg: SFTRunConfig) -> ComponentPlacement:
             f"sft.batch_size={cfg.sft.batch_size} does not split evenly over {len(placement.gpus('actor'))} actor GPUs"
         )
     return placement
+
+
+def reject_unread_components(spec: dict[str, Any], placement: ComponentPlacement) -> None:
+    """SFT runs one component, the actor (its evaluations run in it, or with sft.eval_async on its first GPU): an
+    entry of cluster.component_placement for another component (env, rollout: training's) is read by nothing, so one
+    that places it anywhere but on every GPU (the cluster presets' default, `all`) is an error naming the key SFT
+    reads. Before: `cluster.component_placement.env=1` was accepted and ignored (probe 63 #5)."""
+    every_gpu = list(range(placement.num_gpus_per_node * placement.num_nodes))
+    for key, gpu_spec in spec.items():
+        others = [name.strip() for name in str(key).split(",") if name.strip() != "actor"]
+        if others and sorted(placement.gpus(others[0])) != every_gpu:
+            raise ValueError(
+                f"cluster.component_placement.{key}={gpu_spec}: python -m rlinf_embodied.sft runs one component, the "
+                f"actor (its evaluations run in it, or with sft.eval_async on its first GPU), and reads only "
+                f"cluster.component_placement.actor; give SFT's GPUs there (cluster.component_placement.actor=<ids>, "
+                f"default all) and leave {', '.join(others)} out (or at all: with a cluster preset that places "
+                f"{'them' if len(others) > 1 else 'it'} elsewhere, use cluster=local "
+                f"cluster.num_gpus_per_node={placement.num_gpus_per_node})"
+            )
 
 
 def warn_if_other_env(path: str, dataset_env_id: Optional[str], env_id: str) -> None:
@@ -511,7 +531,7 @@ def check_sft_config(cfg: SFTRunConfig) -> dict[str, Any]:
     if cfg.sft.resume:
         check_resume_checkpoint(cfg)
         # the settings that shape its weights, as train's runner.resume (before: after Ray and the worker started)
-        check_resume_fits_run(cfg.sft.resume, "sft.resume", cfg.policy, cfg.env)
+        check_resume_fits_run(cfg.sft.resume, "sft.resume", cfg.policy, resume_dims_env(cfg))
     actor_placement(cfg)  # sft.batch_size over the actor GPUs (before: refused once Ray had started)
     check_policy_config(cfg.policy)
     reject_unread_normalization(cfg)
@@ -565,6 +585,20 @@ def resume_hint(path: str) -> str:
     return below or (
         "; pass a checkpoints/<name> directory of an earlier SFT run (step_XXXXXX, final, or the one Ctrl-C saved)"
     )
+
+
+def resume_dims_env(cfg: SFTRunConfig) -> Any:
+    """The env config check_resume_fits_run reads a new policy's action_dim / state_dim off: SFT's are the dataset's,
+    which check_resume_checkpoint has found to be the checkpoint's own, so the env the checkpoint recorded
+    (env_actions.json), whose dims check_resume_fits_run takes from the checkpoint. With this run's env.id it
+    would build that env and compare its dims (before: a resume with another env.id than the checkpoint's, which
+    SFT allows with a warning, was refused as a model of another state_dim, after 11 s of building the env)."""
+    import dataclasses
+
+    from ..envs.action_settings import read_action_settings
+
+    record = read_action_settings(os.path.join(cfg.sft.resume, "policy")) or {}
+    return dataclasses.replace(cfg.env, id=record.get("env_id") or cfg.env.id)
 
 
 def check_resume_checkpoint(cfg: SFTRunConfig) -> None:
